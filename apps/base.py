@@ -1,0 +1,178 @@
+"""The application plugin interface: what an app implements and what the host gives it.
+
+An app is a deterministic state machine behind a narrow interface (in the spirit of ABCI):
+
+* ``genesis(state, config)``: initialise the app's state from its section of genesis;
+* ``check(ctx, operation, arguments)``: mempool admission against current committed state
+  (cheap, read-only; raise ``AppError`` to reject);
+* ``apply(ctx, operation, arguments)``: execute in a block, reading and writing through
+  ``ctx.state``, emitting events, and returning a result value;
+* ``call(ctx, caller, operation, arguments)``: an operation invoked by *another app* inside
+  the same transaction (cross-app atomic composition: DvP, PvP, receivable financing);
+* ``query(state, path, arguments)``: answer a read-only question.
+
+Determinism rules for app authors
+---------------------------------
+Every honest node applies the same blocks and must reach the same app hash, so an app must be
+a pure function of (state, transaction, block context):
+
+1. No clock: use ``ctx.block.time_ms`` (the block's agreed timestamp), never ``time``.
+2. No randomness: derive identifiers from the transaction hash, the sender and nonce.
+3. No floating point: amounts are integers in minor units; rates are integer ratios with an
+   explicit rounding rule.
+4. No I/O: no files, sockets, environment variables, or logging that changes behaviour.
+5. No iteration over unordered containers where the order can reach state or results:
+   iterate ``ctx.state.scan(...)`` (key order) or ``sorted(...)``.
+6. All state goes through ``ctx.state``: module globals and caches must not influence results.
+7. Reject with ``AppError`` (a stable code and a message): the host discards every write the
+   transaction made, in every app it touched, and records the rejection as the receipt.
+
+A layering test enforces that ``apps/`` never imports trio, lmdb, socket, time, random,
+threading, ``network`` or ``node``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
+
+from consensus.codec import Value
+
+__all__ = [
+    "App",
+    "AppError",
+    "AppState",
+    "BlockContext",
+    "Event",
+    "ReadState",
+    "TxContext",
+]
+
+
+class AppError(Exception):
+    """A rule rejected an operation. ``code`` is stable (for clients and tests); ``message``
+    explains it to a person, naming the rule."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class BlockContext:
+    """The agreed facts of the block being applied."""
+
+    height: int
+    time_ms: int
+    proposer: bytes
+    chain_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something an operation did, for receipts, event streams and history queries."""
+
+    app: str
+    kind: str
+    attributes: Mapping[str, Value] = field(default_factory=dict)
+
+
+class ReadState(Protocol):
+    """Read-only view of one app's namespace, in key order."""
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value at ``key``, or None."""
+        ...
+
+    def scan(
+        self, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs with ``start <= key < end`` in key order (or reverse)."""
+        ...
+
+
+class AppState(ReadState, Protocol):
+    """Read-write view of one app's namespace. Reads see this block's earlier writes."""
+
+    def put(self, key: bytes, value: bytes) -> None:
+        """Set ``key`` to ``value``."""
+        ...
+
+    def delete(self, key: bytes) -> None:
+        """Remove ``key`` (no error when absent)."""
+        ...
+
+
+class TxContext(Protocol):
+    """What the host gives an app while it applies (or checks) one transaction."""
+
+    @property
+    def block(self) -> BlockContext:
+        """The block being built or applied (for ``check``: the next block's expected context)."""
+        ...
+
+    @property
+    def sender(self) -> bytes:
+        """Public key of the transaction's signer (already authorised by membership)."""
+        ...
+
+    @property
+    def transaction_hash(self) -> bytes:
+        """Hash of the transaction: a deterministic source of unique identifiers."""
+        ...
+
+    @property
+    def state(self) -> AppState:
+        """This app's namespace."""
+        ...
+
+    def emit(self, kind: str, attributes: Mapping[str, Value]) -> None:
+        """Record an event from this app."""
+        ...
+
+    def call(self, app: str, operation: str, arguments: Mapping[str, Value]) -> Value:
+        """Run ``app``'s ``call`` operation inside this transaction (all-or-nothing)."""
+        ...
+
+    def query(self, app: str, path: str, arguments: Mapping[str, Value]) -> Value:
+        """Ask ``app`` a read-only question against this transaction's view of state."""
+        ...
+
+
+class App(ABC):
+    """Base class for application plugins, registered under the ``suanpan.apps`` entry point
+    group (``name = "package.module:AppClass"``). Instances hold no state of their own."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def genesis(self, state: AppState, config: Mapping[str, Value]) -> None:
+        """Initialise from this app's genesis section; raise ``AppError`` when it is invalid."""
+
+    @abstractmethod
+    def check(self, ctx: TxContext, operation: str, arguments: Mapping[str, Value]) -> None:
+        """Admission check against committed state; raise ``AppError`` to reject.
+
+        Must not write. May be less strict than ``apply`` (the block may change state first),
+        never stricter.
+        """
+
+    @abstractmethod
+    def apply(self, ctx: TxContext, operation: str, arguments: Mapping[str, Value]) -> Value:
+        """Execute ``operation`` for ``ctx.sender``; raise ``AppError`` to reject."""
+
+    def call(
+        self, ctx: TxContext, caller: str, operation: str, arguments: Mapping[str, Value]
+    ) -> Value:
+        """Execute an operation requested by app ``caller`` in the same transaction.
+
+        Apps that offer operations to other apps override this; the default refuses.
+        """
+        raise AppError("not_callable", f"app {self.name!r} offers no operation {operation!r}")
+
+    @abstractmethod
+    def query(self, state: ReadState, path: str, arguments: Mapping[str, Value]) -> Value:
+        """Answer a read-only question; raise ``AppError`` for an unknown path or bad input."""

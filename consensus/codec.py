@@ -1,0 +1,226 @@
+"""The canonical encoding: every hashed, signed or transmitted value goes through here.
+
+Theory of operation
+-------------------
+Suanpan has exactly one byte encoding for structured values: msgpack restricted to a small,
+canonical subset. Two honest nodes must produce identical bytes for identical values (hashes
+and signatures depend on it) and must agree on whether any given byte string is valid.
+
+The value model (``Value``):
+
+* ``None``, ``bool``, ``int`` in the signed/unsigned 64-bit range msgpack can carry;
+* ``bytes`` (hashes, keys, signatures, opaque payloads) and ``str`` (names, valid UTF-8);
+* arrays (``list``/``tuple`` on encode, always ``tuple`` on decode, so decoded values are
+  immutable and hashable);
+* maps whose keys are ``str`` or ``bytes``, written in the order of their encoded key bytes,
+  so iteration order of the Python ``dict`` never leaks into the bytes.
+
+Floats, extension types, timestamps and non-canonical encodings (a map out of order, an
+integer in a wider format than needed, trailing bytes) are rejected: decoding checks that
+re-encoding the value reproduces the input exactly. Amounts are integers in minor units;
+time is integer milliseconds.
+
+Every decode is bounded by ``Limits`` (total size, nesting depth, string/bytes/array/map
+lengths). The total size is checked before msgpack sees a byte, and msgpack's own length
+limits are set from the same ``Limits`` so it never allocates beyond them. Decoding any byte
+string either returns a valid ``Value`` or raises ``CodecError`` naming what was wrong:
+nothing else, ever (a property test feeds it arbitrary bytes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, TypeAlias
+
+import msgpack
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "INT_MAX",
+    "INT_MIN",
+    "CodecError",
+    "Limits",
+    "Value",
+    "decode",
+    "encode",
+]
+
+Value: TypeAlias = (
+    "bool | int | bytes | str | tuple[Value, ...] | list[Value]"
+    " | Mapping[str, Value] | Mapping[bytes, Value] | None"
+)
+
+INT_MIN: Final = -(2**63)
+INT_MAX: Final = 2**64 - 1
+
+
+class CodecError(ValueError):
+    """Bytes or a value outside the canonical encoding; ``reason`` is a short stable code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Hard bounds for one decode (or encode). Each caller picks limits for its own message kind."""
+
+    # Whole encoded value; checked before parsing. 16 MiB fits the largest block we allow.
+    total_bytes_max: int = 16 * 1024 * 1024
+    # Nesting of arrays/maps; our structures are at most a handful deep, 32 leaves room for apps.
+    depth_max: int = 32
+    # UTF-8 bytes of one string: names and free-text payment fields, never bulk data.
+    str_bytes_max: int = 64 * 1024
+    # One bytes value: a whole encoded transaction inside a block body is the largest.
+    bytes_max: int = 8 * 1024 * 1024
+    # Elements of one array: transactions in a block are the largest arrays.
+    array_len_max: int = 200_000
+    # Entries of one map: transaction arguments and genesis state.
+    map_len_max: int = 100_000
+
+    def __post_init__(self) -> None:
+        for name in (
+            "total_bytes_max",
+            "depth_max",
+            "str_bytes_max",
+            "bytes_max",
+            "array_len_max",
+            "map_len_max",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Limits.{name} must be positive")
+
+
+DEFAULT_LIMITS: Final = Limits()
+
+
+def encode(value: Value, limits: Limits = DEFAULT_LIMITS) -> bytes:
+    """Encode ``value`` canonically. Raises ``CodecError`` for unsupported or oversized values."""
+    normalised = _normalise(value, limits, 0)
+    data: bytes = msgpack.packb(normalised, use_bin_type=True, strict_types=False)
+    if len(data) > limits.total_bytes_max:
+        raise CodecError(
+            "too_large", f"encoded value is {len(data)} bytes, limit {limits.total_bytes_max}"
+        )
+    return data
+
+
+def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Value:
+    """Decode canonical bytes. Returns a ``Value`` (arrays as tuples, maps as dicts) or raises
+    ``CodecError``; no other exception escapes for any input."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise CodecError("not_bytes", f"expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) > limits.total_bytes_max:
+        raise CodecError("too_large", f"{len(data)} bytes, limit {limits.total_bytes_max}")
+    if not data:
+        raise CodecError("empty", "no bytes to decode")
+    try:
+        value = msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=False,
+            strict_map_key=True,
+            max_str_len=limits.str_bytes_max,
+            max_bin_len=limits.bytes_max,
+            max_array_len=limits.array_len_max,
+            max_map_len=limits.map_len_max,
+            max_ext_len=16,  # any extension is rejected by _reject_ext; bound its size too
+            ext_hook=_reject_ext,
+            timestamp=0,
+        )
+    except CodecError:
+        raise
+    except msgpack.ExtraData:
+        raise CodecError("trailing_bytes", "bytes remain after one complete value") from None
+    except UnicodeDecodeError:
+        raise CodecError("invalid_utf8", "a string is not valid UTF-8") from None
+    except Exception as error:  # msgpack raises a zoo of types; every one means "malformed".
+        raise CodecError("malformed", f"{type(error).__name__}: {error}") from None
+    _check_decoded(value, limits, 0)
+    try:
+        reencoded = msgpack.packb(value, use_bin_type=True)
+    except Exception as error:  # pragma: no cover - a checked value always packs
+        raise CodecError("malformed", f"cannot re-encode: {error}") from None
+    if reencoded != data:
+        raise CodecError(
+            "non_canonical", "bytes are not the canonical encoding (map order or integer width)"
+        )
+    return value  # type: ignore[no-any-return]
+
+
+def _reject_ext(code: int, _data: bytes) -> object:
+    raise CodecError("extension_type", f"msgpack extension type {code} is not allowed")
+
+
+def _normalise(value: object, limits: Limits, depth: int) -> object:
+    """Check an outgoing value against the value model and return it with maps in key order."""
+    if depth > limits.depth_max:
+        raise CodecError("too_deep", f"nesting deeper than {limits.depth_max}")
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if not INT_MIN <= value <= INT_MAX:
+            raise CodecError("int_range", f"integer {value} outside [{INT_MIN}, {INT_MAX}]")
+        return value
+    if isinstance(value, bytes):
+        if len(value) > limits.bytes_max:
+            raise CodecError("bytes_too_long", f"{len(value)} bytes, limit {limits.bytes_max}")
+        return value
+    if isinstance(value, str):
+        size = len(value.encode("utf-8", "strict"))
+        if size > limits.str_bytes_max:
+            raise CodecError("str_too_long", f"{size} bytes, limit {limits.str_bytes_max}")
+        return value
+    if isinstance(value, float):
+        raise CodecError("float", "floats are not allowed; use integers in minor units")
+    if isinstance(value, Mapping):
+        if len(value) > limits.map_len_max:
+            raise CodecError("map_too_long", f"{len(value)} entries, limit {limits.map_len_max}")
+        entries: list[tuple[bytes, object, object]] = []
+        for key, item in value.items():
+            if not isinstance(key, str | bytes):
+                raise CodecError("map_key", f"map keys must be str or bytes, not {type(key)}")
+            entries.append(
+                (
+                    msgpack.packb(_normalise(key, limits, depth + 1), use_bin_type=True),
+                    key,
+                    _normalise(item, limits, depth + 1),
+                )
+            )
+        entries.sort(key=lambda entry: entry[0])
+        return {key: item for _, key, item in entries}
+    if isinstance(value, Sequence):
+        if len(value) > limits.array_len_max:
+            raise CodecError(
+                "array_too_long", f"{len(value)} elements, limit {limits.array_len_max}"
+            )
+        return [_normalise(item, limits, depth + 1) for item in value]
+    raise CodecError("type", f"cannot encode {type(value).__name__}")
+
+
+def _check_decoded(value: object, limits: Limits, depth: int) -> None:
+    """Reject decoded values outside the value model (floats, excess depth, unsorted maps)."""
+    if depth > limits.depth_max:
+        raise CodecError("too_deep", f"nesting deeper than {limits.depth_max}")
+    if value is None or isinstance(value, bool | int | bytes | str):
+        return
+    if isinstance(value, float):
+        raise CodecError("float", "floats are not allowed")
+    if isinstance(value, tuple):
+        for item in value:
+            _check_decoded(item, limits, depth + 1)
+        return
+    if isinstance(value, dict):
+        previous: bytes | None = None
+        for key, item in value.items():
+            packed_key: bytes = msgpack.packb(key, use_bin_type=True)
+            if previous is not None and packed_key <= previous:
+                raise CodecError("non_canonical", "map keys are not in canonical order")
+            previous = packed_key
+            _check_decoded(item, limits, depth + 1)
+        return
+    raise CodecError("type", f"unexpected decoded type {type(value).__name__}")

@@ -1,0 +1,1 @@
+"""Authenticated, encrypted peer links, bounded framing, peer management and gossip (trio)."""

@@ -1,0 +1,46 @@
+"""The ``suanpan`` command line: one entry point for everything a user does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from node.keys import KeyFileError, address_of, generate_private_key, load_key_file, save_key_file
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="suanpan")
+def main() -> None:
+    """Suanpan: a permissioned BFT ledger for a consortium of banks."""
+
+
+@main.group()
+def keys() -> None:
+    """Generate and inspect ed25519 key files."""
+
+
+@keys.command("new")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--overwrite", is_flag=True, help="Replace an existing key file.")
+def keys_new(path: Path, overwrite: bool) -> None:
+    """Write a fresh key to PATH (mode 0600) and print its public key."""
+    try:
+        key = generate_private_key()
+        save_key_file(path, key, overwrite=overwrite)
+    except KeyFileError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"public_key {key.public_key.hex()}")
+    click.echo(f"address    {address_of(key.public_key)}")
+
+
+@keys.command("show")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def keys_show(path: Path) -> None:
+    """Print the public key and address of the key file at PATH."""
+    try:
+        key = load_key_file(path)
+    except KeyFileError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"public_key {key.public_key.hex()}")
+    click.echo(f"address    {address_of(key.public_key)}")

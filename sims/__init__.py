@@ -1,0 +1,1 @@
+"""Deterministic fault-injection simulation of the real replica and apps."""

@@ -1,0 +1,111 @@
+"""The signed transaction envelope: stateless validation with precise errors."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from apps.transaction import (
+    TX_BYTES_MAX,
+    Transaction,
+    TransactionError,
+    sign_transaction,
+)
+from consensus.codec import decode, encode
+from consensus.crypto import PrivateKey
+
+KEY = PrivateKey(b"\x07" * 32)
+CHAIN = "suanpan-test"
+
+
+def make(**overrides: object) -> Transaction:
+    fields: dict[str, object] = {
+        "chain_id": CHAIN,
+        "app": "payments",
+        "operation": "transfer",
+        "arguments": {"amount": 1250, "currency": "USD", "to": b"\x02" * 32},
+        "nonce": 1,
+    }
+    fields.update(overrides)
+    return sign_transaction(KEY, **fields)  # type: ignore[arg-type]
+
+
+def test_round_trip_and_hash() -> None:
+    transaction = make()
+    decoded = Transaction.decode(transaction.encoded, chain_id=CHAIN)
+    assert decoded == transaction
+    assert decoded.hash == transaction.hash
+    assert len(transaction.hash) == 32
+
+
+@pytest.mark.parametrize(
+    ("field_index", "replacement"),
+    [
+        (1, "other-chain"),
+        (2, "assets"),
+        (3, "redeem"),
+        (4, {"amount": 999_999, "currency": "USD", "to": b"\x02" * 32}),
+        (5, b"\x09" * 32),
+        (6, 2),
+    ],
+)
+def test_tampered_field_invalidates_signature(field_index: int, replacement: object) -> None:
+    decoded = decode(make().encoded)
+    assert isinstance(decoded, tuple)
+    fields: list[object] = list(decoded)
+    fields[field_index] = replacement
+    tampered = encode(fields)  # type: ignore[arg-type]
+    chain = replacement if field_index == 1 else CHAIN
+    with pytest.raises(TransactionError, match="signature"):
+        Transaction.decode(tampered, chain_id=chain)  # type: ignore[arg-type]
+
+
+def test_wrong_chain_is_rejected_before_signature() -> None:
+    with pytest.raises(TransactionError, match="chain_id"):
+        Transaction.decode(make().encoded, chain_id="another-chain")
+
+
+def test_oversize_is_rejected_with_its_limit() -> None:
+    with pytest.raises(TransactionError, match=str(TX_BYTES_MAX)):
+        Transaction.decode(b"\x00" * (TX_BYTES_MAX + 1), chain_id=CHAIN)
+    with pytest.raises(TransactionError, match="limit"):
+        make(arguments={f"k{i}": "x" * 4000 for i in range(10)})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"app": "Payments"}, "app"),
+        ({"operation": "do-it"}, "operation"),
+        ({"nonce": -1}, "nonce"),
+        ({"arguments": {"amount": 1.5}}, "arguments"),
+    ],
+)
+def test_malformed_fields_are_named(overrides: dict[str, object], reason: str) -> None:
+    with pytest.raises(TransactionError) as caught:
+        make(**overrides)
+    assert caught.value.reason == reason
+
+
+def test_shape_and_version_errors() -> None:
+    with pytest.raises(TransactionError, match="8 fields"):
+        Transaction.decode(encode([1, 2, 3]), chain_id=CHAIN)
+    decoded = decode(make().encoded)
+    assert isinstance(decoded, tuple)
+    with pytest.raises(TransactionError, match="version"):
+        Transaction.decode(encode((9, *decoded[1:])), chain_id=CHAIN)
+
+
+def test_signature_of_wrong_length_is_rejected() -> None:
+    with pytest.raises(TransactionError, match="64 bytes"):
+        dataclasses.replace(make(), signature=b"\x00" * 10)
+
+
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_only_raise_transaction_error(data: bytes) -> None:
+    with contextlib.suppress(TransactionError):
+        Transaction.decode(data, chain_id=CHAIN)
