@@ -36,11 +36,18 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import ClassVar, Final, Protocol
 
 from consensus.codec import Value
 
 __all__ = [
+    "ANY_ROLE",
+    "ROLES",
+    "ROLE_AUDITOR",
+    "ROLE_BANK",
+    "ROLE_CUSTOMER",
+    "ROLE_ENTERPRISE",
+    "ROLE_REGULATOR",
     "App",
     "AppError",
     "AppState",
@@ -142,11 +149,36 @@ class TxContext(Protocol):
         ...
 
 
+# Membership roles an identity can hold (granted by the membership app). Apps name the roles
+# allowed to send each operation in ``App.operations``.
+ROLE_BANK: Final = "bank"
+ROLE_ENTERPRISE: Final = "enterprise"
+ROLE_CUSTOMER: Final = "customer"
+ROLE_REGULATOR: Final = "regulator"
+ROLE_AUDITOR: Final = "auditor"
+ROLES: Final = frozenset({ROLE_BANK, ROLE_ENTERPRISE, ROLE_CUSTOMER, ROLE_REGULATOR, ROLE_AUDITOR})
+ANY_ROLE: Final = ROLES
+
+
 class App(ABC):
     """Base class for application plugins, registered under the ``suanpan.apps`` entry point
-    group (``name = "package.module:AppClass"``). Instances hold no state of their own."""
+    group (``name = "package.module:AppClass"``). Instances hold no state of their own.
+
+    ``operations`` maps every operation a client may send to the membership roles allowed to
+    send it. The host rejects an unknown operation, and a sender that is not an active identity
+    holding one of those roles, before ``check`` or ``apply`` runs; finer rules (is this bank
+    the issuer of this currency?) are the app's own.
+
+    Membership answers two queries other apps use through ``ctx.query("membership", ...)``:
+
+    * ``"identity", {"public_key": bytes}`` -> ``{"public_key", "institution", "roles"
+      (tuple of str), "status" ("active" | "suspended"), "jurisdiction"}`` or ``None``;
+    * ``"institution", {"id": str}`` -> ``{"id", "name", "kind", "jurisdiction", "status"}``
+      or ``None``.
+    """
 
     name: ClassVar[str]
+    operations: ClassVar[Mapping[str, frozenset[str]]]
 
     @abstractmethod
     def genesis(self, state: AppState, config: Mapping[str, Value]) -> None:
