@@ -108,7 +108,7 @@ class PaymentsApp(App):
             raise AppError("bad_genesis", "payments.currencies must be a list")
         for entry in currencies:
             item = as_arguments(entry, "each currency")
-            code = _currency_code(item)
+            code = _currency_code(item, "code")
             if get_record(state, key("cur", code)) is not None:
                 raise AppError("bad_genesis", f"currency {code} listed twice")
             put_record(
@@ -167,7 +167,7 @@ class PaymentsApp(App):
 
     # ------------------------------------------------------------------ currencies
     def _create_currency(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        code = _currency_code(a)
+        code = _currency_code(a, "code")
         digits = a.integer("digits", 0, DIGITS_MAX)
         limit = a.integer("transaction_limit", 0, AMOUNT_MAX, default=0)
         if not execute:
