@@ -37,6 +37,7 @@ from typing import ClassVar, Final
 
 from apps._records import (
     AMOUNT_MAX,
+    STATE_LIMITS,
     Arguments,
     active_identity,
     as_arguments,
@@ -60,7 +61,7 @@ from apps.base import (
     ReadState,
     TxContext,
 )
-from consensus.codec import Value
+from consensus.codec import Value, encode
 
 __all__ = ["CURRENCY_PATTERN", "PaymentsApp", "fx_offer_id"]
 
@@ -306,7 +307,7 @@ class PaymentsApp(App):
         _debit(ctx.state, payer, code, amount)
         _credit(ctx.state, to, code, amount)
         seq = _record_movement(ctx, "transfer", payer, to, code, amount, details)
-        put_int(ctx.state, e2e_key, seq)
+        ctx.state.put(e2e_key, encode(seq, STATE_LIMITS))
         ctx.emit(
             "payment",
             {
