@@ -96,6 +96,17 @@ class Consortium:
                 return party
         raise KeyError(name)
 
+    def party_names(self) -> tuple[str, ...]:
+        """Every party's name, in declaration order."""
+        return tuple(party.name for party in self.parties)
+
+    def party_name(self, public_key: Value) -> str:
+        """The name of the party with ``public_key``; raises ``KeyError``."""
+        for party in self.parties:
+            if party.public_key == public_key:
+                return party.name
+        raise KeyError(public_key)
+
     def with_role(self, role: str) -> tuple[Party, ...]:
         """Parties holding ``role``, in declaration order."""
         return tuple(party for party in self.parties if role in party.roles)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from apps.assets import AssetsApp
@@ -79,3 +79,10 @@ class Network:
         balance = value["balance"]
         assert isinstance(balance, int)
         return balance
+
+
+def as_record(value: object) -> Mapping[str, Value]:
+    """A query answer or state record as a string-keyed map (fails the test otherwise)."""
+    assert isinstance(value, Mapping), value
+    assert all(isinstance(name, str) for name in value), value
+    return value

@@ -1,0 +1,183 @@
+"""Digital-asset invariants under random operation sequences (hypothesis, real host): supply
+never exceeds the cap, no unit lands with an ineligible holder or above the holder cap, the
+holder count stays within its limit, and a DvP settles both legs or neither."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
+
+from consensus.codec import Value
+from tests.apps_fixtures import DAY_MS, Network, as_record
+
+ISSUER = "lion-bank"
+PARTIES = (
+    "lion-bank",
+    "harbour-bank",
+    "merlion-metals",
+    "kowloon-parts",
+    "dragon-motors",
+    "alice",
+    "bob",
+)
+ELIGIBLE = {
+    "lion-bank",
+    "harbour-bank",
+    "merlion-metals",
+    "kowloon-parts",
+}  # bank/enterprise in SG/HK
+CAP, HOLDER_CAP, MAX_HOLDERS = 1_000, 600, 3
+parties = st.sampled_from(PARTIES)
+units = st.integers(min_value=1, max_value=700)
+
+
+class AssetsMachine(RuleBasedStateMachine):
+    offers = Bundle("offers")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = Network.start()
+
+    @initialize()
+    def create(self) -> None:
+        self.net.ok(
+            ISSUER,
+            "assets",
+            "create_asset",
+            symbol="BOND",
+            decimals=0,
+            supply_cap=CAP,
+            eligible_roles=["bank", "enterprise"],
+            eligible_jurisdictions=["SG", "HK"],
+            max_holders=MAX_HOLDERS,
+            holder_cap=HOLDER_CAP,
+        )
+
+    def _run(self, name: str, app: str, operation: str, **arguments: Value) -> tuple[bool, Value]:
+        receipt = self.net.chain.run([self.net.sign(name, app, operation, **arguments)]).receipts[0]
+        return receipt.ok, receipt.result
+
+    def _snapshot(self) -> dict[tuple[str, str], int]:
+        state = {(name, "BOND"): self.net.units(name, "BOND") for name in PARTIES}
+        state.update({(name, "SGD"): self.net.balance(name, "SGD") for name in PARTIES})
+        return state
+
+    @rule(to=parties, amount=units)
+    def mint(self, to: str, amount: int) -> None:
+        self._run(ISSUER, "assets", "mint", symbol="BOND", to=self.net.pk(to), amount=amount)
+
+    @rule(source=parties, to=parties, amount=units)
+    def transfer(self, source: str, to: str, amount: int) -> None:
+        self._run(source, "assets", "transfer", symbol="BOND", to=self.net.pk(to), amount=amount)
+
+    @rule(source=parties, to=parties, amount=units)
+    def force_transfer(self, source: str, to: str, amount: int) -> None:
+        self._run(
+            ISSUER,
+            "assets",
+            "force_transfer",
+            symbol="BOND",
+            **{"from": self.net.pk(source)},
+            to=self.net.pk(to),
+            amount=amount,
+            reason="recovery",
+        )
+
+    @rule(holder=parties, amount=units)
+    def burn(self, holder: str, amount: int) -> None:
+        self._run(
+            ISSUER, "assets", "burn", symbol="BOND", holder=self.net.pk(holder), amount=amount
+        )
+
+    @rule(holder=parties, frozen=st.booleans())
+    def freeze(self, holder: str, frozen: bool) -> None:
+        self._run(
+            ISSUER, "assets", "freeze", symbol="BOND", holder=self.net.pk(holder), frozen=frozen
+        )
+
+    @rule(
+        target=offers,
+        maker=parties,
+        side=st.sampled_from(("sell", "buy")),
+        amount=units,
+        price=st.integers(1, 2_000_000),
+        lifetime=st.integers(0, 3),
+    )
+    def offer(self, maker: str, side: str, amount: int, price: int, lifetime: int) -> str:
+        ok, result = self._run(
+            maker,
+            "assets",
+            "offer_dvp",
+            symbol="BOND",
+            side=side,
+            amount=amount,
+            currency="SGD",
+            price=price,
+            expires_ms=self.net.now_ms + 1000 * lifetime,
+        )
+        return str(as_record(result)["offer"]) if ok else "dvp-none"
+
+    @rule(offer=offers, taker=parties)
+    def accept(self, offer: str, taker: str) -> None:
+        record = self.net.query("assets", "offer", id=offer)
+        before = self._snapshot()
+        ok, _ = self._run(taker, "assets", "accept_dvp", offer=offer)
+        after = self._snapshot()
+        if not ok:
+            assert after == before, "a rejected DvP moved an asset or cash"
+            return
+        record = as_record(record)
+        amount, price = record["amount"], record["price"]
+        assert isinstance(amount, int)
+        assert isinstance(price, int)
+        maker = self.net.consortium.party_name(record["maker"])
+        buyer, seller = (taker, maker) if record["side"] == "sell" else (maker, taker)
+        assert after[(buyer, "BOND")] == before[(buyer, "BOND")] + amount
+        assert after[(seller, "SGD")] == before[(seller, "SGD")] + price
+
+    @rule(offer=offers, who=parties)
+    def cancel(self, offer: str, who: str) -> None:
+        self._run(who, "assets", "cancel_dvp", offer=offer)
+
+    @rule()
+    def tick(self) -> None:
+        self.net.advance(DAY_MS // 24)
+
+    @invariant()
+    def compliance_and_conservation(self) -> None:
+        asset = self.net.query("assets", "asset", symbol="BOND")
+        if asset is None:
+            return
+        asset = as_record(asset)
+        supply = asset["supply"]
+        assert isinstance(supply, int)
+        assert supply <= CAP
+        holdings = {name: self.net.units(name, "BOND") for name in PARTIES}
+        holders = [name for name, held in holdings.items() if held > 0]
+        assert set(holders) <= ELIGIBLE, f"ineligible holders {set(holders) - ELIGIBLE}"
+        assert all(held <= HOLDER_CAP for held in holdings.values())
+        assert asset["holders"] == len(holders) <= MAX_HOLDERS
+        offers = self.net.query("assets", "offers", limit=500)
+        assert isinstance(offers, tuple)
+        escrowed_units = escrowed_cash = 0
+        for item in offers:
+            item = as_record(item)
+            if item["side"] == "sell":
+                escrowed_units += item["amount"]  # type: ignore[operator]
+            else:
+                escrowed_cash += item["price"]  # type: ignore[operator]
+        assert sum(holdings.values()) + escrowed_units == supply
+        sgd = self.net.query("payments", "currency", code="SGD")
+        sgd = as_record(sgd)
+        cash = sum(self.net.balance(name, "SGD") for name in self.net.consortium.party_names())
+        assert cash + escrowed_cash == sgd["supply"]
+
+
+AssetsMachine.TestCase.settings = settings(
+    max_examples=50,
+    stateful_step_count=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestAssetsInvariants = AssetsMachine.TestCase

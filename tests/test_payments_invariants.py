@@ -1,0 +1,170 @@
+"""Payments invariants under random operation sequences (hypothesis state machine, real host):
+money is conserved per currency (only issue/redeem change supply), no balance is ever
+negative, and an FX PvP settles both legs or neither."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
+
+from apps.demo import CUSTOMER_FUNDS
+from apps.transaction import Transaction
+from consensus.codec import Value
+from tests.apps_fixtures import Network, as_record
+
+PARTIES = ("lion-bank", "harbour-bank", "merlion-metals", "kowloon-parts", "alice", "bob")
+CURRENCIES = ("SGD", "HKD")
+ISSUERS = {"SGD": "lion-bank", "HKD": "harbour-bank"}
+amounts = st.integers(min_value=1, max_value=2 * CUSTOMER_FUNDS)
+parties = st.sampled_from(PARTIES)
+currencies = st.sampled_from(CURRENCIES)
+
+
+class PaymentsMachine(RuleBasedStateMachine):
+    offers = Bundle("offers")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = Network.start()
+        self.supply = {code: self._supply(code) for code in CURRENCIES}
+        self.e2e = 0
+
+    def _supply(self, code: str) -> int:
+        record = self.net.query("payments", "currency", code=code)
+        record = as_record(record)
+        value = record["supply"]
+        assert isinstance(value, int)
+        return value
+
+    def _balances(self) -> dict[tuple[str, str], int]:
+        return {
+            (name, code): self.net.balance(name, code)
+            for name in self.net.consortium.party_names()
+            for code in CURRENCIES
+        }
+
+    def _run(self, tx: Transaction) -> tuple[bool, Value]:
+        receipt = self.net.chain.run([tx]).receipts[0]
+        return receipt.ok, receipt.result
+
+    @rule(source=parties, to=parties, code=currencies, amount=amounts)
+    def transfer(self, source: str, to: str, code: str, amount: int) -> None:
+        self.e2e += 1
+        self._run(
+            self.net.sign(
+                source,
+                "payments",
+                "transfer",
+                to=self.net.pk(to),
+                currency=code,
+                amount=amount,
+                end_to_end_id=f"E{self.e2e}",
+            )
+        )
+
+    @rule(code=currencies, to=st.sampled_from(("lion-bank", "harbour-bank")), amount=amounts)
+    def issue(self, code: str, to: str, amount: int) -> None:
+        ok, _ = self._run(
+            self.net.sign(
+                ISSUERS[code], "payments", "issue", currency=code, to=self.net.pk(to), amount=amount
+            )
+        )
+        if ok:
+            self.supply[code] += amount
+
+    @rule(code=currencies, amount=amounts)
+    def redeem(self, code: str, amount: int) -> None:
+        ok, _ = self._run(
+            self.net.sign(ISSUERS[code], "payments", "redeem", currency=code, amount=amount)
+        )
+        if ok:
+            self.supply[code] -= amount
+
+    @rule(
+        target=offers,
+        maker=parties,
+        sell=currencies,
+        sell_amount=amounts,
+        buy_amount=amounts,
+        lifetime_blocks=st.integers(min_value=0, max_value=4),
+    )
+    def offer_fx(
+        self, maker: str, sell: str, sell_amount: int, buy_amount: int, lifetime_blocks: int
+    ) -> str:
+        buy = "HKD" if sell == "SGD" else "SGD"
+        tx = self.net.sign(
+            maker,
+            "payments",
+            "offer_fx",
+            sell_currency=sell,
+            sell_amount=sell_amount,
+            buy_currency=buy,
+            buy_amount=buy_amount,
+            expires_ms=self.net.now_ms + 1000 * lifetime_blocks,
+        )
+        ok, result = self._run(tx)
+        return str(as_record(result)["offer"]) if ok else "fx-none"
+
+    @rule(offer=offers, taker=parties)
+    def accept_fx(self, offer: str, taker: str) -> None:
+        record = self.net.query("payments", "offer", id=offer)
+        before = self._balances()
+        ok, _ = self._run(self.net.sign(taker, "payments", "accept_fx", offer=offer))
+        after = self._balances()
+        if not ok:
+            assert after == before, "a rejected PvP moved money"
+            return
+        record = as_record(record)
+        maker = self.net.consortium.party_name(record["maker"])
+        sell, buy = str(record["sell_currency"]), str(record["buy_currency"])
+        sell_amount, buy_amount = record["sell_amount"], record["buy_amount"]
+        assert isinstance(sell_amount, int)
+        assert isinstance(buy_amount, int)
+        assert after[(maker, buy)] == before[(maker, buy)] + buy_amount
+        assert after[(taker, buy)] == before[(taker, buy)] - buy_amount
+        assert after[(taker, sell)] == before[(taker, sell)] + sell_amount
+
+    @rule(offer=offers, who=parties)
+    def cancel_fx(self, offer: str, who: str) -> None:
+        self._run(self.net.sign(who, "payments", "cancel_fx", offer=offer))
+
+    @rule(name=parties, frozen=st.booleans())
+    def freeze(self, name: str, frozen: bool) -> None:
+        self._run(
+            self.net.sign(
+                "lion-bank",
+                "payments",
+                "set_controls",
+                account=self.net.pk(name),
+                currency="SGD",
+                frozen=frozen,
+            )
+        )
+
+    @invariant()
+    def money_is_conserved_and_never_negative(self) -> None:
+        balances = self._balances()
+        assert all(balance >= 0 for balance in balances.values())
+        open_offers = self.net.query("payments", "offers", limit=500)
+        assert isinstance(open_offers, tuple)
+        for code in CURRENCIES:
+            escrowed = 0
+            for item in open_offers:
+                item = as_record(item)
+                if item["sell_currency"] == code:
+                    amount = item["sell_amount"]
+                    assert isinstance(amount, int)
+                    escrowed += amount
+            held = sum(balance for (_, c), balance in balances.items() if c == code)
+            assert self._supply(code) == self.supply[code]
+            assert held + escrowed == self.supply[code]
+
+
+PaymentsMachine.TestCase.settings = settings(
+    max_examples=50,
+    stateful_step_count=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestPaymentsInvariants = PaymentsMachine.TestCase

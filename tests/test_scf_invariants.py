@@ -1,0 +1,171 @@
+"""Supply-chain finance invariants under random operation sequences (hypothesis, real host):
+receivable children always sum exactly to their parent and keep its root; financing and
+repayment conserve money; a receivable is never paid twice."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
+
+from apps._records import STATE_LIMITS
+from apps.state import namespace_prefix
+from consensus.codec import Value, decode
+from tests.apps_fixtures import DAY_MS, Network, as_record
+
+CORE = "dragon-motors"
+HOLDERS = ("kowloon-parts", "merlion-metals", "straits-funds", "lion-bank")
+holders = st.sampled_from(HOLDERS)
+
+
+class ScfMachine(RuleBasedStateMachine):
+    receivables = Bundle("receivables")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = Network.start()
+        self.invoices = 0
+        self.repaid: set[str] = set()
+
+    def _run(self, name: str, operation: str, **arguments: Value) -> tuple[bool, Value]:
+        tx = self.net.sign(name, "scf", operation, **arguments)
+        receipt = self.net.chain.run([tx]).receipts[0]
+        return receipt.ok, receipt.result
+
+    def _records(self) -> dict[str, Mapping[str, Value]]:
+        start = namespace_prefix("scf") + b"rcv/"
+        records: dict[str, Mapping[str, Value]] = {}
+        for _, data in self.net.chain.backend.scan(start, start[:-1] + b"0"):
+            record = decode(data, STATE_LIMITS)
+            record = as_record(record)
+            records[str(record["id"])] = record
+        return records
+
+    def _holder_name(self, record: Mapping[str, Value]) -> str:
+        return self.net.consortium.party_name(record["holder"])
+
+    @rule(target=receivables, amount=st.integers(min_value=1, max_value=500_000))
+    def issue(self, amount: int) -> str:
+        self.invoices += 1
+        ok, result = self._run(
+            CORE,
+            "issue",
+            supplier=self.net.pk("kowloon-parts"),
+            amount=amount,
+            currency="CNY",
+            due_ms=self.net.now_ms + 30 * DAY_MS,
+            invoice_hash=self.invoices.to_bytes(32, "big"),
+        )
+        assert ok, result
+        result = as_record(result)
+        rid = str(result["id"])
+        assert self._run("kowloon-parts", "accept", receivable=rid)[0]
+        return rid
+
+    def _leaf(self, rid: str, pick: int) -> Mapping[str, Value] | None:
+        """A live leaf under ``rid`` chosen by ``pick``."""
+        records = self._records()
+        leaves = [
+            r for r in records.values() if r["root"] == records[rid]["root"] and not r["children"]
+        ]
+        live = [r for r in leaves if r["status"] == "active"]
+        return live[pick % len(live)] if live else None
+
+    @rule(rid=receivables, pick=st.integers(0, 50), to=holders, part=st.integers(1, 500_000))
+    def transfer(self, rid: str, pick: int, to: str, part: int) -> None:
+        leaf = self._leaf(rid, pick)
+        if leaf is not None:
+            self._run(
+                self._holder_name(leaf),
+                "transfer",
+                receivable=leaf["id"],
+                to=self.net.pk(to),
+                amount=part,
+            )
+
+    @rule(
+        rid=receivables,
+        pick=st.integers(0, 50),
+        parts=st.lists(st.integers(1, 200_000), min_size=2, max_size=4),
+    )
+    def split(self, rid: str, pick: int, parts: list[int]) -> None:
+        leaf = self._leaf(rid, pick)
+        if leaf is not None:
+            amount = leaf["amount"]
+            assert isinstance(amount, int)
+            if amount > sum(parts[:-1]):  # make the parts sum exactly, when possible
+                parts = [*parts[:-1], amount - sum(parts[:-1])]
+            self._run(self._holder_name(leaf), "split", receivable=leaf["id"], amounts=tuple(parts))
+
+    @rule(rid=receivables, pick=st.integers(0, 50), rate=st.integers(0, 2_000))
+    def finance(self, rid: str, pick: int, rate: int) -> None:
+        leaf = self._leaf(rid, pick)
+        if leaf is None or self._holder_name(leaf) == "lion-bank":
+            return
+        ok, _ = self._run(
+            self._holder_name(leaf),
+            "offer_financing",
+            receivable=leaf["id"],
+            bank=self.net.pk("lion-bank"),
+            rate_bps=rate,
+            expires_ms=self.net.now_ms + DAY_MS,
+        )
+        if ok:
+            assert self._run("lion-bank", "accept_financing", receivable=leaf["id"])[0]
+            assert self._records()[str(leaf["id"])]["holder"] == self.net.pk("lion-bank")
+
+    @rule(rid=receivables)
+    def repay(self, rid: str) -> None:
+        ok, result = self._run(CORE, "repay", receivable=rid)
+        if ok:
+            result = as_record(result)
+            paid = result["repaid"]
+            assert isinstance(paid, tuple)
+            for item in paid:
+                item = as_record(item)
+                leaf_id = str(item["id"])
+                assert leaf_id not in self.repaid, "a receivable was paid twice"
+                self.repaid.add(leaf_id)
+
+    @rule()
+    def top_up_debtor(self) -> None:
+        tx = self.net.sign(
+            "pearl-bank",
+            "payments",
+            "transfer",
+            to=self.net.pk(CORE),
+            currency="CNY",
+            amount=1_000_000,
+            end_to_end_id=f"LOAN-{self.net.chain.host.height}",
+        )
+        assert self.net.chain.run([tx]).receipts[0].ok
+
+    @invariant()
+    def children_sum_to_parent(self) -> None:
+        records = self._records()
+        for record in records.values():
+            children = record["children"]
+            assert isinstance(children, tuple)
+            if children:
+                assert record["status"] == "split"
+                assert sum(records[str(c)]["amount"] for c in children) == record["amount"]  # type: ignore[misc]
+                assert all(records[str(c)]["root"] == record["root"] for c in children)
+                assert all(records[str(c)]["parent"] == record["id"] for c in children)
+
+    @invariant()
+    def cny_is_conserved(self) -> None:
+        currency = self.net.query("payments", "currency", code="CNY")
+        currency = as_record(currency)
+        held = sum(self.net.balance(name, "CNY") for name in self.net.consortium.party_names())
+        assert held == currency["supply"]
+
+
+ScfMachine.TestCase.settings = settings(
+    max_examples=40,
+    stateful_step_count=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestScfInvariants = ScfMachine.TestCase
