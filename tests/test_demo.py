@@ -3,17 +3,22 @@ and applied identically on two independent hosts (same app hash after every bloc
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from apps.assets import AssetsApp
-from apps.base import BlockContext
+from apps.base import AppError, BlockContext
 from apps.demo import DemoTraffic, DeterministicChooser, demo_consortium
-from apps.host import AppHost
+from apps.host import AppHost, TransactionRejected
 from apps.membership import MembershipApp
 from apps.payments import PaymentsApp
 from apps.scf import ScfApp
 from apps.state import MemoryBackend
-from apps.transaction import Transaction
+from apps.transaction import Transaction, sign_transaction
+from consensus.codec import Value
 
 EPOCH_MS = 1_704_067_200_000
 
@@ -101,3 +106,115 @@ def test_demo_stream_mostly_succeeds_and_two_hosts_agree() -> None:
         ("assets", "accept_dvp"),
     ]:
         assert expected in kinds, expected
+
+
+# ---------------------------------------------------------------------- bad input
+ARGUMENT_NAMES = (
+    "to",
+    "currency",
+    "amount",
+    "end_to_end_id",
+    "purpose",
+    "originator",
+    "beneficiary",
+    "offer",
+    "sell_currency",
+    "sell_amount",
+    "buy_currency",
+    "buy_amount",
+    "expires_ms",
+    "counterparty",
+    "account",
+    "frozen",
+    "transaction_limit",
+    "daily_limit",
+    "code",
+    "digits",
+    "supplier",
+    "due_ms",
+    "invoice_hash",
+    "order_id",
+    "receivable",
+    "amounts",
+    "bank",
+    "rate_bps",
+    "milestone",
+    "document_hash",
+    "symbol",
+    "decimals",
+    "supply_cap",
+    "holder",
+    "eligible_roles",
+    "eligible_jurisdictions",
+    "max_holders",
+    "holder_cap",
+    "side",
+    "price",
+    "from",
+    "reason",
+    "paused",
+    "id",
+    "limit",
+    "before",
+    "debtor",
+    "now_ms",
+    "to_roles",
+)
+values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.text(max_size=40)
+    | st.binary(max_size=40)
+    | st.sampled_from(["SGD", "BOND", "shipped", "sell", "rc-x", "fx-x"]),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+arguments = st.dictionaries(st.sampled_from(ARGUMENT_NAMES), values, max_size=6)
+APPS = {"payments": PaymentsApp, "scf": ScfApp, "assets": AssetsApp}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    app=st.sampled_from(sorted(APPS)),
+    pick=st.integers(min_value=0, max_value=50),
+    args=arguments,
+)
+def test_malformed_arguments_are_rejected_never_faults(
+    app: str, pick: int, args: dict[str, Value]
+) -> None:
+    host, _ = start_host(0)
+    consortium = demo_consortium(0)
+    operations = sorted(APPS[app].operations)
+    operation = operations[pick % len(operations)]
+    sender = consortium.party("lion-bank" if app != "scf" else "dragon-motors")
+    tx = sign_transaction(
+        sender.key, chain_id=host.chain_id, app=app, operation=operation, arguments=args, nonce=0
+    )
+    receipt = host.execute_block(BlockContext(1, EPOCH_MS, b"", host.chain_id), [tx.encoded])
+    assert receipt.receipts[0].code not in ("app_fault", "bad_result"), receipt.receipts[0]
+    with contextlib.suppress(TransactionRejected):
+        host.check_transaction(tx)
+    paths = (
+        "balances",
+        "history",
+        "payment",
+        "offers",
+        "receivable",
+        "lineage",
+        "exposure",
+        "by_holder",
+        "holders",
+        "can_transfer",
+        "asset",
+        "currency",
+        "controls",
+    )
+    code = "ok"
+    try:
+        host.query(app, paths[pick % len(paths)], args)
+    except AppError as error:
+        code = error.code
+    assert code != "app_fault"
