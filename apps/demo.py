@@ -691,7 +691,7 @@ class DemoTraffic:
 
     def _dvp_offer(self, now_ms: int) -> None:
         symbol = "LCB-2030"
-        sellers = [p for p in self._eligible(symbol) if self._holding(p, symbol) >= 1000]
+        sellers = [p for p in self._eligible(symbol) if self._holding(p, symbol) >= 2_000]
         if not sellers:
             return
         seller = self._choose.pick(sellers)

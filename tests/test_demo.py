@@ -218,3 +218,12 @@ def test_malformed_arguments_are_rejected_never_faults(
     except AppError as error:
         code = error.code
     assert code != "app_fault"
+
+
+def test_long_streams_never_stall_or_crash() -> None:
+    for seed in (0, 1, 2):
+        traffic = DemoTraffic(demo_consortium(seed))
+        stream = iter(traffic)
+        transactions = [next(stream) for _ in range(2500)]
+        assert traffic.count == 2500
+        assert len({tx.hash for tx in transactions}) == 2500
