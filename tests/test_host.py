@@ -346,7 +346,7 @@ def test_app_hash_chains_and_every_block_changes_it() -> None:
     c = chain()
     hashes = [c.host.app_hash, *(c.run([]).app_hash for _ in range(3))]
     assert len(set(hashes)) == 4
-    assert c.host.last_block_time_ms() == c.time_ms + 2000
+    assert c.host.last_block_time_ms() == c.time_ms + 3000
 
 
 def test_receipt_round_trip() -> None:
