@@ -52,6 +52,9 @@ CHECKS = (
 )
 
 
+_KINDS = ("proposal", "prepare vote", "commit vote")
+
+
 @dataclass(frozen=True, slots=True)
 class Violation:
     """One broken invariant: which check, when, on which node, and what was seen."""
@@ -214,7 +217,7 @@ class InvariantChecker:
                 "honest_signatures",
                 time_ms,
                 validator,
-                f"honest validator {validator} signed phase {phase} votes for two blocks at "
+                f"honest validator {validator} signed two {_KINDS[phase]}s for different blocks at "
                 f"height {height} view {view}: {previous.hex()[:16]} and {block_hash.hex()[:16]}",
             )
 

@@ -77,7 +77,7 @@ EXECUTE_MS: Final = 1
 VALIDATE_MS: Final = 1
 PROPOSE_MS: Final = 5
 # With the planted bug, how long a Persist stays in the page cache before it is durable.
-LAZY_PERSIST_MS: Final = 150
+LAZY_PERSIST_MS: Final = 500
 # Pending transactions per node: the workload has a handful of clients, so this is ample.
 POOL_TRANSACTIONS_MAX: Final = 1_000
 
@@ -175,6 +175,10 @@ class SimNode:
     def view(self) -> int:
         """The replica's current view (0 when down)."""
         return 0 if self.replica is None else self.replica.status().view
+
+    def is_primary(self) -> bool:
+        """True when the replica is primary of its current (height, view)."""
+        return self.replica is not None and self.replica.status().is_primary
 
     # -- lifecycle ---------------------------------------------------------------------------
 

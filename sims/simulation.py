@@ -205,7 +205,10 @@ class Simulation:
                     validator=validator,
                     key=keys[validator],
                     rng=stream(f"node/{node_id}"),
-                    skew_ms=layout.randint(-skew_max, skew_max) if skew_max else 0,
+                    # A twin's second copy runs a few ms ahead, so the copies build
+                    # different blocks from the same inputs (as two machines would).
+                    skew_ms=(layout.randint(-skew_max, skew_max) if skew_max else 0)
+                    + (layout.randint(1, 20) if copy else 0),
                     adversary=adversary,
                 )
             )
@@ -302,7 +305,11 @@ class Simulation:
             limit = max(1, self.faulty_max)
             candidates = [node for node in self.honest if node.up]
             if candidates and len(self._down) < limit:
-                node = rng.choice(candidates)
+                # Half the crashes hit a node that is primary right now: the crash that
+                # exercises view change and re-proposal after restart.
+                primaries = [node for node in candidates if node.is_primary()]
+                pool = primaries if primaries and rng.randrange(2) == 0 else candidates
+                node = rng.choice(pool)
                 self._crash(node, now + rng.randint(1, params.restart_delay_ms_max))
         self.loop.call_later(FAULT_TICK_MS, self._fault_tick)
 
@@ -310,13 +317,19 @@ class Simulation:
         """Split the cluster in two sides: each twin copy on its own side, honest split."""
         side_a: list[int] = []
         side_b: list[int] = []
+        singles: list[int] = []
         for validator in range(self.validators.size):
             ids = self._nodes_of[validator]
             if len(ids) == 2:
                 side_a.append(ids[0])
                 side_b.append(ids[1])
             else:
-                (side_a if rng.randrange(2) == 0 else side_b).append(ids[0])
+                singles.append(ids[0])
+        # The honest validators are dealt alternately to the two sides, in a random order.
+        rng.shuffle(singles)
+        first = rng.randrange(2)
+        for position, node_id in enumerate(singles):
+            (side_a if (position + first) % 2 == 0 else side_b).append(node_id)
         partition = Partition.between(PartitionKind.SYMMETRIC, side_a, side_b)
         self.network.set_partition(partition)
         self.counters.partitions += 1
