@@ -189,3 +189,38 @@ def test_cli_sweep_summarises() -> None:
     summary = json.loads(outcome.output)
     assert summary["seeds"] == 4
     assert summary["failed"] == 0
+
+
+def test_trace_digest_does_not_depend_on_the_process_hash_seed() -> None:
+    """No unordered iteration reaches the trace: two processes with different hash seeds agree."""
+    import os
+    import subprocess
+    import sys
+
+    digests = set()
+    for hash_seed in ("1", "2"):
+        completed = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from node.cli import main; main()",
+                "sim",
+                "--seed",
+                "41",
+                "--validators",
+                "7",
+                "--byzantine",
+                "2",
+                "--blocks",
+                "3",
+                "--json",
+            ],
+            env={**os.environ, "PYTHONHASHSEED": hash_seed},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
+        assert completed.returncode in (0, 1), completed.stderr
+        digests.add(json.loads(completed.stdout)["trace_digest"])
+    assert len(digests) == 1
