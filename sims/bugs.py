@@ -40,7 +40,7 @@ BUGS: Final[Mapping[str, PlantedBug]] = {
     for bug in (
         PlantedBug(
             "wrong-quorum",
-            "prepare/commit quorums of f+1 instead of 2f+1: certificates are too small",
+            "prepare, commit and view-change quorums one vote too small: certificates too small",
             "WRONG_QUORUM",
             scenario={"behaviours": (Behaviour.EQUIVOCATE,), "partition_percent": 10},
             byzantine=1,
