@@ -44,3 +44,8 @@ def keys_show(path: Path) -> None:
         raise click.ClickException(str(error)) from None
     click.echo(f"public_key {key.public_key.hex()}")
     click.echo(f"address    {address_of(key.public_key)}")
+
+
+from sims.cli import sim  # noqa: E402
+
+main.add_command(sim)

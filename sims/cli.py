@@ -1,0 +1,224 @@
+"""``suanpan sim``: run one seeded simulation, or sweep many seeds in parallel.
+
+Registered on the ``suanpan`` command group in ``node/cli.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from sims.bugs import BUGS
+from sims.config import ConfigError, SimConfig, SimResult
+from sims.faults import Behaviour
+from sims.network import DelayDistribution, PartitionKind
+from sims.simulation import run_simulation
+from sims.sweep import run_sweep, sweep_config
+
+__all__ = ["sim"]
+
+
+def _print_result(result: SimResult) -> None:
+    summary = result.describe()
+    echo = click.echo
+    status = "PASS" if result.ok else "FAIL"
+    echo(
+        f"{status}  seed {summary['seed']}  validators {summary['validators']}  "
+        f"byzantine {summary['byzantine']}{'  twins' if result.config.twins else ''}"
+        f"{'  bug ' + str(result.config.bug) if result.config.bug else ''}"
+    )
+    echo(f"  committed height   {summary['committed_height']} (target {summary['blocks_target']})")
+    echo(f"  views              {summary['views']}")
+    echo(
+        f"  messages           {summary['messages']} sent, {summary['messages_delivered']} "
+        f"delivered, {summary['bytes_delivered']} bytes"
+    )
+    echo(
+        f"  per committed block {summary['messages_per_block']} messages, "
+        f"{summary['bytes_per_block']} bytes"
+    )
+    faults = summary["faults"]
+    assert isinstance(faults, dict)
+    echo("  faults injected    " + ", ".join(f"{k} {v}" for k, v in faults.items()))
+    echo(f"  fault parameters   {json.dumps(summary['parameters'], sort_keys=True)}")
+    echo(
+        f"  transactions       {summary['transactions_submitted']} submitted, "
+        f"{summary['transactions_acknowledged']} acknowledged as committed"
+    )
+    echo(f"  checks             {summary['checks_run']} run, {len(result.violations)} violated")
+    echo(f"  liveness           {summary['liveness']}")
+    echo(
+        f"  time               {summary['sim_time_ms']} ms simulated in "
+        f"{summary['wall_time_s']} s wall ({summary['sim_to_wall_ratio']}x)"
+    )
+    echo(f"  trace digest       {summary['trace_digest']}")
+    if not result.safety_claimed:
+        echo("  safety NOT claimed: more byzantine validators than the protocol tolerates")
+    for violation in result.violations:
+        echo(
+            f"  VIOLATION {violation.check} at {violation.time_ms} ms"
+            f"{'' if violation.node is None else f' on node {violation.node}'}: "
+            f"{violation.detail}"
+        )
+    if not result.ok:
+        echo(f"  reproduce with: {result.config.command()}")
+
+
+@click.group(invoke_without_command=True)
+@click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True)
+@click.option("--validators", type=int, default=4, show_default=True)
+@click.option("--byzantine", type=int, default=0, show_default=True)
+@click.option("--blocks", type=int, default=5, show_default=True, help="Heights to commit.")
+@click.option("--bug", type=click.Choice(sorted(BUGS)), help="Switch a planted bug on.")
+@click.option("--list-bugs", is_flag=True, help="List the planted bugs and exit.")
+@click.option("--twins", is_flag=True, help="Byzantine validators run as twins.")
+@click.option("--loss", type=click.IntRange(0, 30), help="Message loss percent.")
+@click.option("--duplicate", type=click.IntRange(0, 50), help="Duplication percent.")
+@click.option("--delay-min", type=click.IntRange(0, 10_000), help="Minimum delay (ms).")
+@click.option("--delay-max", type=click.IntRange(0, 60_000), help="Maximum delay (ms).")
+@click.option("--delay-distribution", type=click.Choice([d.value for d in DelayDistribution]))
+@click.option("--reorder", type=click.IntRange(0, 100), help="Reordering percent.")
+@click.option("--partitions", type=click.IntRange(0, 100), help="Partition chance per tick (%).")
+@click.option(
+    "--partition-kind",
+    type=click.Choice([k.value for k in PartitionKind]),
+    multiple=True,
+    help="Partition shapes to draw (repeatable).",
+)
+@click.option("--partition-duration", type=click.IntRange(1, 600_000), help="Max length (ms).")
+@click.option("--crashes", type=click.IntRange(0, 100), help="Crash chance per tick (%).")
+@click.option("--restart-delay", type=click.IntRange(1, 600_000), help="Max downtime (ms).")
+@click.option("--clock-skew", type=click.IntRange(0, 2_000), help="Max clock skew (ms).")
+@click.option(
+    "--behaviour",
+    type=click.Choice([b.value for b in Behaviour if b is not Behaviour.TWIN]),
+    multiple=True,
+    help="Byzantine behaviour per byzantine validator (repeatable).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+def sim(
+    ctx: click.Context,
+    seed: int,
+    validators: int,
+    byzantine: int,
+    blocks: int,
+    bug: str | None,
+    list_bugs: bool,
+    twins: bool,
+    loss: int | None,
+    duplicate: int | None,
+    delay_min: int | None,
+    delay_max: int | None,
+    delay_distribution: str | None,
+    reorder: int | None,
+    partitions: int | None,
+    partition_kind: tuple[str, ...],
+    partition_duration: int | None,
+    crashes: int | None,
+    restart_delay: int | None,
+    clock_skew: int | None,
+    behaviour: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Run one deterministic fault-injection simulation of the real replica and apps.
+
+    The same arguments always produce the same run and the same trace digest. Fault parameters
+    not given as flags are drawn from the seed. Exits 1 on any invariant violation and prints
+    the command that reproduces it.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if list_bugs:
+        for name in sorted(BUGS):
+            click.echo(f"{name:28} {BUGS[name].description}")
+        return
+    overrides: dict[str, object] = {
+        "loss_percent": loss,
+        "duplicate_percent": duplicate,
+        "delay_min_ms": delay_min,
+        "delay_max_ms": delay_max,
+        "delay_distribution": (
+            DelayDistribution(delay_distribution) if delay_distribution else None
+        ),
+        "reorder_percent": reorder,
+        "partition_percent": partitions,
+        "partition_kinds": tuple(PartitionKind(k) for k in partition_kind) or None,
+        "partition_duration_ms_max": partition_duration,
+        "crash_percent": crashes,
+        "restart_delay_ms_max": restart_delay,
+        "clock_skew_ms_max": clock_skew,
+        "behaviours": tuple(Behaviour(b) for b in behaviour) or None,
+    }
+    try:
+        config = SimConfig(
+            seed=seed,
+            validators=validators,
+            byzantine=byzantine,
+            blocks=blocks,
+            bug=bug,
+            twins=twins,
+            overrides={k: v for k, v in overrides.items() if v is not None},
+        )
+        result = run_simulation(config)
+    except (ConfigError, ValueError) as error:
+        raise click.UsageError(str(error)) from None
+    if as_json:
+        click.echo(json.dumps(result.describe(), sort_keys=True))
+    else:
+        _print_result(result)
+    if not result.ok:
+        sys.exit(1)
+
+
+@sim.command("sweep")
+@click.option("--seeds", type=click.IntRange(1, 1_000_000), default=100, show_default=True)
+@click.option("--start", type=click.IntRange(0, 2**63), default=0, show_default=True)
+@click.option("--jobs", type=click.IntRange(1, 256), default=None, help="Processes [cores].")
+@click.option("--validators", type=int, help="Pin n (default: drawn per seed).")
+@click.option("--byzantine", type=int, help="Pin the byzantine count (default: drawn, <= f).")
+@click.option("--blocks", type=int, default=3, show_default=True)
+@click.option("--bug", type=click.Choice(sorted(BUGS)), help="Switch a planted bug on.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def sweep(
+    seeds: int,
+    start: int,
+    jobs: int | None,
+    validators: int | None,
+    byzantine: int | None,
+    blocks: int,
+    bug: str | None,
+    as_json: bool,
+) -> None:
+    """Run seeds START .. START+SEEDS-1 in parallel processes; exit 1 if any seed fails."""
+    try:
+        configs = [
+            sweep_config(s, validators=validators, byzantine=byzantine, blocks=blocks, bug=bug)
+            for s in range(start, start + seeds)
+        ]
+    except ConfigError as error:
+        raise click.UsageError(str(error)) from None
+
+    def progress(run: dict[str, object]) -> None:
+        if not as_json and not run["ok"]:
+            click.echo(f"FAIL seed {run['seed']}: {run['command']}")
+
+    result = run_sweep(configs, jobs=jobs or os.cpu_count() or 1, progress=progress)
+    summary = result.describe()
+    if as_json:
+        click.echo(json.dumps(summary, sort_keys=True))
+    else:
+        click.echo(
+            f"{summary['seeds']} seeds: {summary['passed']} passed, {summary['failed']} failed; "
+            f"{summary['committed_heights']} heights committed; "
+            f"{summary['wall_time_s']} s wall, {summary['seeds_per_minute']} seeds/minute"
+        )
+        failures = summary["failures"]
+        assert isinstance(failures, list)
+        for failure in failures:
+            click.echo(f"  reproduce: {failure['command']}")
+    if result.failures:
+        sys.exit(1)

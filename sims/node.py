@@ -1,0 +1,458 @@
+"""One simulated node: the real ``Replica`` and ``AppHost`` behind a simulated clock and disk.
+
+Theory of operation
+-------------------
+``SimNode`` is the simulator's driver for one replica, following the replica's contract:
+inputs are fed one at a time, actions are performed in the order returned, and the answers to
+requests (``ProposalPayload``, ``ValidityVerdict``, ``BlockExecuted``) are fed back as *later*
+events, never from inside the action loop, so the order of ``Persist`` actions is never
+disturbed. A correct driver makes each ``Persist`` durable before the sends after it; with the
+planted driver bug ``vote-before-persist`` the record only becomes durable some milliseconds
+later, and a crash in between loses it.
+
+Committed blocks are durable at once, together with their state changes (one atomic step, as
+in the real store). A crash discards the replica, the host, the pending-transaction pool and
+every scheduled callback of that incarnation; a restart rebuilds them from the disk alone
+(``Replica.restore`` with the last durable ``Persist.state`` on top of the durable chain tip).
+
+The node's clock is the simulated clock plus its skew.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from apps.base import BlockContext
+from apps.host import AppHost, TransactionRejected
+from apps.membership import MembershipApp
+from apps.state import MemoryBackend
+from apps.transaction import Transaction, TransactionError
+from consensus.crypto import PrivateKey
+from consensus.messages import (
+    MessageError,
+    NewView,
+    Proposal,
+    decode_message,
+    encode_block_response,
+)
+from consensus.replica import (
+    Action,
+    BlockExecuted,
+    Broadcast,
+    ChainTip,
+    Commit,
+    Dropped,
+    Input,
+    PeerMessage,
+    Persist,
+    ProposalPayload,
+    Replica,
+    ReplicaConfig,
+    ReportEvidence,
+    RequestBlocks,
+    RequestProposal,
+    Send,
+    ServeBlocks,
+    Start,
+    Tick,
+    ValidateBlock,
+    ValidityVerdict,
+)
+from consensus.types import Block, CommitCertificate, ValidatorSet, Vote
+from sims.byzantine import Adversary
+from sims.disk import SimDisk
+from sims.faults import Behaviour
+from sims.loop import EventLoop, _Scheduled
+
+__all__ = ["CommittedEntry", "NodeEnvironment", "SimNode"]
+
+# How often a node's replica is fed a Tick: well under the view timeout.
+TICK_MS: Final = 20
+# Simulated cost of executing or validating a block, and the proposer's batching wait.
+EXECUTE_MS: Final = 1
+VALIDATE_MS: Final = 1
+PROPOSE_MS: Final = 5
+# With the planted bug, how long a Persist stays in the page cache before it is durable.
+LAZY_PERSIST_MS: Final = 500
+# Pending transactions per node: the workload has a handful of clients, so this is ample.
+POOL_TRANSACTIONS_MAX: Final = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedEntry:
+    """One durably committed height."""
+
+    block: Block
+    certificate: CommitCertificate
+    app_hash: bytes
+    transaction_hashes: frozenset[bytes]
+
+
+@dataclass(slots=True)
+class NodeEnvironment:
+    """What a node needs from the simulation (shared by every node)."""
+
+    loop: EventLoop
+    chain_id: str
+    validators: ValidatorSet
+    replica_config: ReplicaConfig
+    genesis_tip: ChainTip
+    genesis_writes: tuple[tuple[bytes, bytes | None], ...]
+    genesis_time_ms: int
+    send: Callable[[int, int, bytes], None]  # (source node, destination validator, bytes)
+    broadcast: Callable[[int, bytes], None]  # (source node, bytes)
+    on_commit: Callable[[SimNode, CommittedEntry], None]
+    on_signed: Callable[[SimNode, bytes], None]  # honest outgoing message, for the checker
+    on_evidence: Callable[[SimNode, int], None]
+    lazy_persist: bool = False
+
+
+@dataclass(slots=True)
+class NodeStatistics:
+    """Per-node counters."""
+
+    dropped: dict[str, int] = field(default_factory=dict)
+    evidence: int = 0
+    proposals: int = 0
+    sync_requests: int = 0
+    restarts: int = 0
+
+
+class SimNode:
+    """The driver of one (honest or byzantine) validator copy."""
+
+    def __init__(
+        self,
+        env: NodeEnvironment,
+        *,
+        node_id: int,
+        validator: int,
+        key: PrivateKey,
+        rng: random.Random,
+        skew_ms: int,
+        adversary: Adversary | None,
+    ) -> None:
+        self.env = env
+        self.node_id = node_id
+        self.validator = validator
+        self.key = key
+        self.rng = rng
+        self.skew_ms = skew_ms
+        self.adversary = adversary
+        self.disk: SimDisk[bytes, CommittedEntry] = SimDisk()
+        self.backend = MemoryBackend()
+        self.backend.apply(env.genesis_writes)
+        self.statistics = NodeStatistics()
+        self.replica: Replica | None = None
+        self.host: AppHost | None = None
+        self._pool: dict[bytes, Transaction] = {}
+        self._incarnation = 0
+        self._tick_entry: _Scheduled | None = None
+
+    @property
+    def honest(self) -> bool:
+        """True for a node that runs the protocol unmodified (twins are not honest)."""
+        return self.adversary is None
+
+    @property
+    def up(self) -> bool:
+        """True while the node is running."""
+        return self.replica is not None
+
+    @property
+    def height(self) -> int:
+        """The height of the node's durable chain."""
+        return len(self.disk.committed)
+
+    def now_ms(self) -> int:
+        """The node's local clock: genesis time + simulated time + skew."""
+        return self.env.genesis_time_ms + self.env.loop.now_ms + self.skew_ms
+
+    def view(self) -> int:
+        """The replica's current view (0 when down)."""
+        return 0 if self.replica is None else self.replica.status().view
+
+    def is_primary(self) -> bool:
+        """True when the replica is primary of its current (height, view)."""
+        return self.replica is not None and self.replica.status().is_primary
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _tip(self) -> ChainTip:
+        if not self.disk.committed:
+            return self.env.genesis_tip
+        last = self.disk.committed[-1]
+        return ChainTip(
+            last.block.height, last.block.hash, last.app_hash, last.block.header.timestamp_ms
+        )
+
+    def start(self) -> None:
+        """Boot (or reboot) from the disk."""
+        assert self.replica is None
+        self._incarnation += 1
+        tip = self._tip()
+        env = self.env
+        self.host = AppHost(
+            [MembershipApp()],
+            self.backend,
+            chain_id=env.chain_id,
+            height=tip.height,
+            app_hash=tip.app_hash,
+        )
+        if self.disk.records:
+            self.replica = Replica.restore(
+                env.replica_config,
+                chain_id=env.chain_id,
+                validators=env.validators,
+                key=self.key,
+                tip=tip,
+                state=self.disk.records[-1],
+            )
+        else:
+            self.replica = Replica(
+                env.replica_config,
+                chain_id=env.chain_id,
+                validators=env.validators,
+                key=self.key,
+                tip=tip,
+            )
+        self._pool.clear()
+        self.feed(Start(self.now_ms()))
+        self._schedule_tick(self.rng.randint(1, TICK_MS))
+
+    def crash(self) -> None:
+        """Power cut: lose the replica, the host, the pool and anything not yet durable."""
+        self.replica = None
+        self.host = None
+        self._pool.clear()
+        self._incarnation += 1
+        if self._tick_entry is not None:
+            self.env.loop.cancel(self._tick_entry)
+            self._tick_entry = None
+        self.disk.crash()
+
+    def _later(self, delay_ms: int, callback: Callable[[], None]) -> None:
+        incarnation = self._incarnation
+
+        def guarded() -> None:
+            if self._incarnation == incarnation and self.replica is not None:
+                callback()
+
+        self.env.loop.call_later(delay_ms, guarded)
+
+    def _schedule_tick(self, delay_ms: int) -> None:
+        incarnation = self._incarnation
+
+        def tick() -> None:
+            if self._incarnation != incarnation or self.replica is None:
+                return
+            self.feed(Tick(self.now_ms()))
+            self._schedule_tick(TICK_MS)
+
+        self._tick_entry = self.env.loop.call_later(delay_ms, tick)
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def deliver(self, source_validator: int, data: bytes) -> bool:
+        """A message arrived from the network; False when the node is down."""
+        if self.replica is None:
+            return False
+        self.feed(PeerMessage(data, source_validator))
+        return True
+
+    def submit(self, data: bytes) -> bool:
+        """A client submits a transaction; True when admitted to the pool."""
+        if self.replica is None or self.host is None:
+            return False
+        try:
+            transaction = Transaction.decode(data, chain_id=self.env.chain_id)
+            if transaction.hash in self._pool or len(self._pool) >= POOL_TRANSACTIONS_MAX:
+                return False
+            self.host.check_transaction(transaction)
+        except (TransactionError, TransactionRejected):
+            return False
+        self._pool[transaction.hash] = transaction
+        return True
+
+    def feed(self, event: Input) -> None:
+        """Hand one input to the replica and perform the actions it returns, in order."""
+        replica = self.replica
+        assert replica is not None
+        self.perform(replica.handle(event))
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def perform(self, actions: Sequence[Action]) -> None:
+        """Perform ``actions`` in order (persist before send, unless the planted bug is on)."""
+        for action in actions:
+            if self.replica is None:
+                return  # crashed mid-way (cannot happen in one event, but stay safe)
+            if isinstance(action, Persist):
+                if self.env.lazy_persist:
+                    self.disk.write_later(action.state)
+                    self.env.loop.call_later(LAZY_PERSIST_MS, self._flush_if_alive())
+                else:
+                    self.disk.write(action.state)
+            elif isinstance(action, Send):
+                self._send(action.to, action.message)
+            elif isinstance(action, Broadcast):
+                self._broadcast(action.message)
+            elif isinstance(action, RequestProposal):
+                self.statistics.proposals += 1
+                self._later(PROPOSE_MS, functools.partial(self._propose, action))
+            elif isinstance(action, ValidateBlock):
+                self._later(VALIDATE_MS, functools.partial(self._validate, action.block))
+            elif isinstance(action, Commit):
+                self._commit(action.block, action.certificate)
+            elif isinstance(action, ReportEvidence):
+                self.statistics.evidence += 1
+                self.env.on_evidence(self, action.evidence.validator)
+            elif isinstance(action, RequestBlocks):
+                self.statistics.sync_requests += 1
+                if action.peers:
+                    peer = action.peers[self.rng.randrange(len(action.peers))]
+                    self._send(peer, action.message)
+            elif isinstance(action, ServeBlocks):
+                self._serve(action)
+            elif isinstance(action, Dropped):
+                reason = str(action.reason)
+                self.statistics.dropped[reason] = self.statistics.dropped.get(reason, 0) + 1
+
+    def _flush_if_alive(self) -> Callable[[], None]:
+        incarnation = self._incarnation
+
+        def flush() -> None:
+            if self._incarnation == incarnation:
+                self.disk.flush()
+
+        return flush
+
+    def _observe(self, data: bytes) -> None:
+        if self.adversary is None:
+            self.env.on_signed(self, data)
+
+    def _send(self, to_validator: int, data: bytes) -> None:
+        self._observe(data)
+        if self.adversary is None:
+            self.env.send(self.node_id, to_validator, data)
+            return
+        for destination, payload in self.adversary.outgoing(data, [to_validator]):
+            self.env.send(self.node_id, destination, payload)
+
+    def _broadcast(self, data: bytes) -> None:
+        self._observe(data)
+        if self.adversary is None:
+            self.env.broadcast(self.node_id, data)
+            return
+        others = [v for v in range(self.env.validators.size) if v != self.validator]
+        for destination, payload in self.adversary.outgoing(data, others):
+            self.env.send(self.node_id, destination, payload)
+
+    def _propose(self, request: RequestProposal) -> None:
+        chosen: list[bytes] = []
+        size = 0
+        for transaction in self._pool.values():
+            if len(chosen) >= request.transactions_max:
+                break
+            if size + len(transaction.encoded) > request.transaction_bytes_max:
+                continue
+            chosen.append(transaction.encoded)
+            size += len(transaction.encoded)
+        self.feed(ProposalPayload(request.height, request.view, tuple(chosen), self.now_ms()))
+
+    def _validate(self, block: Block) -> None:
+        seen: set[bytes] = set()
+        reason = ""
+        for index, data in enumerate(block.transactions):
+            try:
+                transaction = Transaction.decode(data, chain_id=self.env.chain_id)
+            except TransactionError as error:
+                reason = f"transaction {index}: {error}"
+                break
+            if transaction.hash in seen:
+                reason = f"transaction {index} repeated in the block"
+                break
+            seen.add(transaction.hash)
+        self.feed(ValidityVerdict(block.hash, not reason, reason))
+
+    def _commit(self, block: Block, certificate: CommitCertificate) -> None:
+        host = self.host
+        assert host is not None
+        if block.height != host.height + 1:
+            # The replica must commit in order; report it through the chain checker.
+            entry = CommittedEntry(block, certificate, host.app_hash, frozenset())
+            self.env.on_commit(self, entry)
+            return
+        context = BlockContext(
+            height=block.height,
+            time_ms=block.header.timestamp_ms,
+            proposer=self.env.validators.public_key(block.header.proposer)
+            if block.header.proposer < self.env.validators.size
+            else bytes(32),
+            chain_id=self.env.chain_id,
+        )
+        result = host.execute_block(context, block.transactions)
+        hashes = frozenset(receipt.transaction_hash for receipt in result.receipts)
+        entry = CommittedEntry(block, certificate, result.app_hash, hashes)
+        # One atomic durable step: chain entry and state changes together.
+        self.backend.apply(result.writes)
+        self.disk.commit(entry)
+        host.committed(block.height, result.app_hash)
+        for transaction_hash in hashes:
+            self._pool.pop(transaction_hash, None)
+        self._recheck_pool()
+        self.env.on_commit(self, entry)
+        height, app_hash = block.height, result.app_hash
+        self._later(EXECUTE_MS, lambda: self.feed(BlockExecuted(height, app_hash)))
+
+    def _recheck_pool(self) -> None:
+        host = self.host
+        assert host is not None
+        stale: list[bytes] = []
+        for transaction_hash, transaction in self._pool.items():
+            try:
+                host.check_transaction(transaction)
+            except TransactionRejected:
+                stale.append(transaction_hash)
+        for transaction_hash in stale:
+            del self._pool[transaction_hash]
+
+    def _serve(self, action: ServeBlocks) -> None:
+        entries = [
+            (entry.block, entry.certificate)
+            for entry in self.disk.committed[action.from_height - 1 : action.to_height]
+        ]
+        if self.adversary is not None and self.adversary.behaviour is Behaviour.FORGE_SYNC:
+            data = self.adversary.forged_response(entries, self.now_ms())
+            self.env.send(self.node_id, action.to, data)
+            return
+        if self.adversary is not None and self.adversary.behaviour is Behaviour.SILENT:
+            return
+        self.env.send(self.node_id, action.to, encode_block_response(entries))
+
+
+def signed_statements(data: bytes) -> list[tuple[int, int, int, int, bytes]]:
+    """(validator, kind, height, view, block hash) for every statement signed in ``data``
+    (kind 0 proposal, 1 prepare, 2 commit)."""
+    try:
+        message = decode_message(data)
+    except MessageError:
+        return []
+    if isinstance(message, Vote):
+        return [
+            (
+                message.validator,
+                int(message.phase),
+                message.height,
+                message.view,
+                message.block_hash,
+            )
+        ]
+    proposal = message.proposal if isinstance(message, NewView) else message
+    if isinstance(proposal, Proposal):
+        return [(proposal.validator, 0, proposal.height, proposal.view, proposal.block.hash)]
+    return []

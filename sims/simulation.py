@@ -1,0 +1,503 @@
+"""One simulation run: a cluster of real replicas under seeded faults, checked continuously.
+
+Theory of operation
+-------------------
+Everything random in a run comes from ``random.Random`` instances derived from the seed by
+name (parameters, network, faults, workload, each node, each adversary), so adding a draw in
+one place never shifts another's stream. The run has two phases:
+
+1. **Faults.** Swarm-drawn fault parameters (``FaultParameters.draw``, pinned by overrides)
+   drive the network (loss, duplication, delay, reordering), partitions that start and heal,
+   crashes and restarts, clock skew, and the byzantine validators' behaviours. The clients
+   submit transactions throughout. The phase ends when ``blocks`` heights are committed, at
+   the first violation, or at a time cap.
+2. **Liveness.** Faults stop: partitions heal, crashed nodes restart, the links stop losing,
+   duplicating and reordering (delays stay). A new height must commit within a bounded number
+   of views of the highest view in progress, and every honest node must then reach it
+   (through block sync if need be). Byzantine validators keep misbehaving; liveness is only
+   promised, and only checked, when at most f validators are byzantine.
+
+Safety is checked at every commit and every honest signature by ``InvariantChecker``; at the
+end, every honest node's disk is checked for every acknowledged transaction.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Final
+
+from apps.host import AppHost
+from apps.membership import MembershipApp
+from apps.state import MemoryBackend
+from consensus.codec import encode
+from consensus.crypto import PrivateKey, hash_bytes
+from consensus.replica import ChainTip, PlantedBug, ReplicaConfig
+from consensus.types import Validator, ValidatorSet
+from sims.bugs import BUGS
+from sims.byzantine import Adversary
+from sims.checkers import InvariantChecker
+from sims.config import ConfigError, SimConfig, SimResult
+from sims.faults import FAULT_TICK_MS, Behaviour, FaultParameters
+from sims.loop import EventLoop
+from sims.network import Partition, PartitionKind, SimNetwork
+from sims.node import CommittedEntry, NodeEnvironment, SimNode, signed_statements
+from sims.workload import Workload, membership_genesis
+
+__all__ = ["CHAIN_ID", "Simulation", "run_simulation"]
+
+CHAIN_ID: Final = "suanpan-sim"
+# Simulated wall-clock time of the first event (the genesis block is 10 s older, so clock
+# skew can never put a node's first proposal before genesis).
+GENESIS_TIME_MS: Final = 1_700_000_000_000
+# Replica timing for the simulator: the same logic as a node, with shorter timeouts so a run
+# of a few seconds of simulated time covers several view changes.
+SIM_REPLICA_CONFIG: Final = ReplicaConfig(
+    view_timeout_base_ms=500,
+    view_timeout_max_ms=8_000,
+    sync_delay_ms=200,
+    sync_retry_ms=500,
+)
+# How often clients get a chance to submit.
+WORKLOAD_TICK_MS: Final = 50
+# Phase 1 time cap: a clean run commits a height every few tens of ms; a heavily faulted seed
+# gets this much simulated time per requested height before phase 2 starts anyway.
+PHASE1_MS_PER_BLOCK: Final = 2_000
+PHASE1_MS_MIN: Final = 4_000
+# Liveness: after faults stop, a new height must commit within this many views beyond the
+# highest view in progress (a byzantine or just-restarted primary may waste a view each).
+LIVENESS_EXTRA_VIEWS: Final = 3
+# Slack on top of the view timeouts: sync, execution, and the last message delays.
+LIVENESS_SLACK_MS: Final = 3_000
+# After the new height commits, every honest node must reach it within this time.
+CATCH_UP_MS: Final = 10_000
+
+
+def validator_key(index: int) -> PrivateKey:
+    """The deterministic key of simulated validator ``index``."""
+    return PrivateKey(hash_bytes(f"suanpan/sim/validator/{index}".encode()))
+
+
+@dataclass(slots=True)
+class _Counters:
+    crashes: int = 0
+    restarts: int = 0
+    partitions: int = 0
+    evidence: int = 0
+
+
+class Simulation:
+    """Builds the cluster for ``config`` and runs it (``run``)."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        seed = config.seed
+        self.loop = EventLoop()
+        bug = BUGS.get(config.bug) if config.bug is not None else None
+        if config.bug is not None and bug is None:
+            raise ConfigError(f"unknown planted bug {config.bug!r}")
+        self.bug = bug
+        n = config.validators
+        byzantine = config.byzantine
+        if bug is not None and bug.byzantine is not None and byzantine == 0 and n >= 4:
+            byzantine = bug.byzantine
+        self.byzantine = byzantine
+        self.faulty_max = (n - 1) // 3
+        self.safety_claimed = byzantine <= self.faulty_max
+
+        def stream(name: str) -> random.Random:
+            return random.Random(f"suanpan/sim/{seed}/{name}")
+
+        parameters = FaultParameters.draw(stream("parameters"), byzantine)
+        if bug is not None:
+            parameters = parameters.with_overrides(dict(bug.scenario))
+        parameters = parameters.with_overrides(dict(config.overrides))
+        behaviours = list(parameters.behaviours)
+        extra = stream("behaviours")
+        while len(behaviours) < byzantine:
+            behaviours.append(extra.choice([b for b in Behaviour if b is not Behaviour.TWIN]))
+        if config.twins:
+            behaviours = [Behaviour.TWIN] * byzantine
+        self.parameters = parameters.with_overrides({"behaviours": tuple(behaviours[:byzantine])})
+        self._fault_rng = stream("faults")
+        layout = stream("layout")
+
+        keys = [validator_key(i) for i in range(n)]
+        self.validators = ValidatorSet(
+            tuple(Validator(f"validator-{i}", key.public_key) for i, key in enumerate(keys))
+        )
+        if config.twins:
+            # Twins include the first primary (height 1, view 0 is validator 1 mod n).
+            byzantine_indices = [(1 + j) % n for j in range(byzantine)]
+        else:
+            byzantine_indices = sorted(layout.sample(range(n), byzantine))
+        self.byzantine_indices = byzantine_indices
+        behaviour_of = dict(zip(byzantine_indices, self.parameters.behaviours, strict=True))
+
+        replica_config = SIM_REPLICA_CONFIG
+        if bug is not None and bug.replica_flag is not None:
+            replica_config = ReplicaConfig(
+                view_timeout_base_ms=SIM_REPLICA_CONFIG.view_timeout_base_ms,
+                view_timeout_max_ms=SIM_REPLICA_CONFIG.view_timeout_max_ms,
+                sync_delay_ms=SIM_REPLICA_CONFIG.sync_delay_ms,
+                sync_retry_ms=SIM_REPLICA_CONFIG.sync_retry_ms,
+                planted_bugs=frozenset({PlantedBug[bug.replica_flag]}),
+            )
+        self.replica_config = replica_config
+
+        # Genesis, computed once by the real host.
+        genesis_backend = MemoryBackend()
+        genesis_host = AppHost([MembershipApp()], genesis_backend, chain_id=CHAIN_ID)
+        writes, genesis_app_hash = genesis_host.init_genesis({"membership": membership_genesis()})
+        genesis_hash = hash_bytes(
+            encode((b"suanpan/sim/genesis", CHAIN_ID, self.validators.hash(), genesis_app_hash))
+        )
+        genesis_tip = ChainTip(0, genesis_hash, genesis_app_hash, GENESIS_TIME_MS - 10_000)
+
+        self.checker = InvariantChecker(
+            validators=self.validators,
+            chain_id=CHAIN_ID,
+            genesis_hash=genesis_hash,
+            genesis_app_hash=genesis_app_hash,
+        )
+        self.network = SimNetwork(self.loop, stream("network"), self.parameters.link_faults())
+        self.network.attach(self._deliver)
+        self.workload = Workload(stream("workload"), CHAIN_ID)
+        self._canonical_entries: dict[int, CommittedEntry] = {}
+        self.counters = _Counters()
+
+        env = NodeEnvironment(
+            loop=self.loop,
+            chain_id=CHAIN_ID,
+            validators=self.validators,
+            replica_config=replica_config,
+            genesis_tip=genesis_tip,
+            genesis_writes=writes,
+            genesis_time_ms=GENESIS_TIME_MS,
+            send=self._send,
+            broadcast=self._broadcast,
+            on_commit=self._on_commit,
+            on_signed=self._on_signed,
+            on_evidence=self._on_evidence,
+            lazy_persist=bug is not None and bug.name == "vote-before-persist",
+        )
+        skew_max = self.parameters.clock_skew_ms_max
+        self.nodes: list[SimNode] = []
+        copies: list[tuple[int, int]] = [(i, 0) for i in range(n)]
+        if config.twins:
+            copies.extend((i, 1) for i in byzantine_indices)
+        for node_id, (validator, copy) in enumerate(copies):
+            behaviour = behaviour_of.get(validator)
+            adversary = None
+            if behaviour is not None:
+                adversary = Adversary(
+                    behaviour,
+                    keys[validator],
+                    validator,
+                    CHAIN_ID,
+                    stream(f"adversary/{validator}/{copy}"),
+                )
+            self.nodes.append(
+                SimNode(
+                    env,
+                    node_id=node_id,
+                    validator=validator,
+                    key=keys[validator],
+                    rng=stream(f"node/{node_id}"),
+                    # A twin's second copy runs a few ms ahead, so the copies build
+                    # different blocks from the same inputs (as two machines would).
+                    skew_ms=(layout.randint(-skew_max, skew_max) if skew_max else 0)
+                    + (layout.randint(1, 20) if copy else 0),
+                    adversary=adversary,
+                )
+            )
+        self._nodes_of: dict[int, list[int]] = {}
+        for node in self.nodes:
+            self._nodes_of.setdefault(node.validator, []).append(node.node_id)
+        self.honest = [node for node in self.nodes if node.honest]
+        self._faults_on = True
+        self._partition_until_ms = 0
+        self._down: dict[int, int] = {}  # node id -> restart time
+
+    # -- network plumbing ----------------------------------------------------------------------
+
+    def _send(self, source: int, destination_validator: int, data: bytes) -> None:
+        for destination in self._nodes_of.get(destination_validator, ()):
+            if destination != source:
+                self.network.send(source, destination, data, "consensus")
+
+    def _broadcast(self, source: int, data: bytes) -> None:
+        for destination in range(len(self.nodes)):
+            if destination != source:
+                self.network.send(source, destination, data, "consensus")
+
+    def _deliver(self, destination: int, source: int, data: bytes) -> bool:
+        node = self.nodes[destination]
+        if not node.up:
+            return False
+        self.loop.record("m", self.loop.now_ms, destination, source, data)
+        return node.deliver(self.nodes[source].validator, data)
+
+    # -- observations --------------------------------------------------------------------------
+
+    def _on_commit(self, node: SimNode, entry: CommittedEntry) -> None:
+        block = entry.block
+        self.loop.record("c", self.loop.now_ms, node.node_id, block.height, block.hash)
+        if not node.honest:
+            return
+        self.checker.on_commit(
+            self.loop.now_ms, node.node_id, block, entry.certificate, entry.app_hash
+        )
+        self._canonical_entries.setdefault(block.height, entry)
+        for transaction_hash in sorted(entry.transaction_hashes):
+            if self.workload.on_committed(transaction_hash):
+                self.checker.on_acknowledged(transaction_hash, block.height)
+
+    def _on_signed(self, node: SimNode, data: bytes) -> None:
+        for validator, kind, height, view, block_hash in signed_statements(data):
+            if validator == node.validator:
+                self.checker.on_vote_signed(
+                    self.loop.now_ms, validator, kind, height, view, block_hash
+                )
+
+    def _on_evidence(self, node: SimNode, validator: int) -> None:
+        self.counters.evidence += 1
+        if node.honest and validator not in self.byzantine_indices:
+            self.checker.report(
+                "honest_signatures",
+                self.loop.now_ms,
+                node.node_id,
+                f"equivocation evidence reported against honest validator {validator}",
+            )
+
+    # -- faults --------------------------------------------------------------------------------
+
+    def _fault_tick(self) -> None:
+        if not self._faults_on:
+            return
+        rng = self._fault_rng
+        params = self.parameters
+        now = self.loop.now_ms
+        if self.config.twins:
+            if now >= self._partition_until_ms:
+                self._twin_partition(rng)
+                self._partition_until_ms = now + rng.randint(300, 1_500)
+        elif self.network.partition is not None:
+            if now >= self._partition_until_ms:
+                self.loop.record("heal", now)
+                self.network.set_partition(None)
+        elif len(self.nodes) > 1 and rng.randrange(100) < params.partition_percent:
+            kind = rng.choice(params.partition_kinds)
+            ids = list(range(len(self.nodes)))
+            if kind is PartitionKind.ISOLATE_ONE:
+                alone = rng.choice(ids)
+                partition = Partition.between(kind, [alone], [i for i in ids if i != alone])
+            else:
+                rng.shuffle(ids)
+                cut = rng.randint(1, len(ids) - 1)
+                partition = Partition.between(kind, ids[:cut], ids[cut:])
+            self.network.set_partition(partition)
+            self.counters.partitions += 1
+            self._partition_until_ms = now + rng.randint(1, params.partition_duration_ms_max)
+            self.loop.record("partition", now, partition.description)
+        if rng.randrange(100) < params.crash_percent:
+            limit = max(1, self.faulty_max)
+            candidates = [node for node in self.honest if node.up]
+            if candidates and len(self._down) < limit:
+                # Half the crashes hit a node that is primary right now: the crash that
+                # exercises view change and re-proposal after restart.
+                primaries = [node for node in candidates if node.is_primary()]
+                pool = primaries if primaries and rng.randrange(2) == 0 else candidates
+                node = rng.choice(pool)
+                self._crash(node, now + rng.randint(1, params.restart_delay_ms_max))
+        self.loop.call_later(FAULT_TICK_MS, self._fault_tick)
+
+    def _twin_partition(self, rng: random.Random) -> None:
+        """Split the cluster in two sides: each twin copy on its own side, honest split."""
+        side_a: list[int] = []
+        side_b: list[int] = []
+        singles: list[int] = []
+        for validator in range(self.validators.size):
+            ids = self._nodes_of[validator]
+            if len(ids) == 2:
+                side_a.append(ids[0])
+                side_b.append(ids[1])
+            else:
+                singles.append(ids[0])
+        # The honest validators are dealt alternately to the two sides, in a random order.
+        rng.shuffle(singles)
+        first = rng.randrange(2)
+        for position, node_id in enumerate(singles):
+            (side_a if (position + first) % 2 == 0 else side_b).append(node_id)
+        partition = Partition.between(PartitionKind.SYMMETRIC, side_a, side_b)
+        self.network.set_partition(partition)
+        self.counters.partitions += 1
+        self.loop.record("partition", self.loop.now_ms, partition.description)
+
+    def _crash(self, node: SimNode, restart_ms: int) -> None:
+        self.loop.record("crash", self.loop.now_ms, node.node_id)
+        node.crash()
+        self.counters.crashes += 1
+        self._down[node.node_id] = restart_ms
+        self.loop.call_at(restart_ms, lambda: self._restart(node, restart_ms))
+
+    def _restart(self, node: SimNode, restart_ms: int) -> None:
+        if self._down.get(node.node_id) != restart_ms:
+            return  # restarted earlier (faults stopped)
+        del self._down[node.node_id]
+        self.loop.record("restart", self.loop.now_ms, node.node_id)
+        node.start()
+        self.counters.restarts += 1
+        self.checker.on_restart(self.loop.now_ms, node.node_id, node.height)
+
+    def _workload_tick(self) -> None:
+        up = [node.node_id for node in self.nodes if node.up]
+        self.workload.step(self.loop.now_ms, up, self._submit)
+        self.loop.call_later(WORKLOAD_TICK_MS, self._workload_tick)
+
+    def _submit(self, node_id: int, data: bytes) -> bool:
+        self.loop.record("tx", self.loop.now_ms, node_id, data)
+        return self.nodes[node_id].submit(data)
+
+    # -- the run -------------------------------------------------------------------------------
+
+    def _stop_faults(self) -> None:
+        self._faults_on = False
+        self.network.set_partition(None)
+        self.network.faults = self.network.faults.quiet()
+        self.loop.record("quiet", self.loop.now_ms)
+        for node_id in sorted(self._down):
+            restart_ms = self._down[node_id]
+            self._restart(self.nodes[node_id], restart_ms)
+
+    def _honest_view_at(self, height: int) -> int:
+        views = [n.view() for n in self.honest if n.up and n.height == height - 1]
+        return max(views, default=0)
+
+    def run(self) -> SimResult:
+        """Run both phases and return the result."""
+        started = time.perf_counter()
+        loop = self.loop
+        checker = self.checker
+        for node in self.nodes:
+            node.start()
+        loop.call_later(FAULT_TICK_MS, self._fault_tick)
+        loop.call_later(1, self._workload_tick)
+        target = self.config.blocks
+        phase1_ms = max(PHASE1_MS_MIN, target * PHASE1_MS_PER_BLOCK)
+        loop.run(
+            until_ms=phase1_ms,
+            stop=lambda: bool(checker.violations) or checker.canonical_height >= target,
+        )
+        liveness = "not-checked"
+        if not checker.violations:
+            self._stop_faults()
+            liveness = self._check_liveness()
+        end_ms = loop.now_ms
+        for node in self.honest:
+            checker.check_acknowledged(
+                end_ms,
+                node.node_id,
+                [(e.block.height, e.transaction_hashes) for e in node.disk.committed],
+            )
+        stats = self.network.statistics
+        faults = {
+            "messages_lost": stats.dropped_loss,
+            "messages_duplicated": stats.duplicated,
+            "messages_reordered": stats.reordered,
+            "messages_cut_by_partition": stats.dropped_partition,
+            "messages_to_down_nodes": stats.dropped_down,
+            "partitions": self.counters.partitions,
+            "crashes": self.counters.crashes,
+            "restarts": self.counters.restarts,
+            "records_lost_in_crashes": sum(n.disk.statistics.records_lost for n in self.nodes),
+            "byzantine_messages": sum(
+                n.adversary.injected for n in self.nodes if n.adversary is not None
+            ),
+            "evidence_reported": self.counters.evidence,
+        }
+        views = sum(entry.certificate.view + 1 for entry in self._canonical_entries.values())
+        return SimResult(
+            config=self.config,
+            committed_height=checker.canonical_height,
+            views=views,
+            messages_sent=stats.sent,
+            messages_delivered=stats.delivered,
+            bytes_delivered=stats.bytes_delivered,
+            faults=faults,
+            parameters={
+                **self.parameters.describe(),
+                "byzantine_validators": list(self.byzantine_indices),
+                "effective_byzantine": self.byzantine,
+            },
+            checks_run=checker.checks_run,
+            violations=list(checker.violations),
+            liveness=liveness,
+            trace_digest=loop.trace_digest(),
+            sim_time_ms=end_ms,
+            wall_time_s=time.perf_counter() - started,
+            transactions_submitted=self.workload.submitted,
+            transactions_acknowledged=self.workload.acknowledged,
+            events=loop.events_run,
+            safety_claimed=self.safety_claimed,
+        )
+
+    def _check_liveness(self) -> str:
+        loop = self.loop
+        checker = self.checker
+        start_height = checker.canonical_height
+        wanted = start_height + 1
+        start_view = self._honest_view_at(wanted)
+        bound = start_view + LIVENESS_EXTRA_VIEWS + self.byzantine
+        budget = sum(self.replica_config.view_timeout_ms(v) for v in range(bound + 1))
+        deadline = loop.now_ms + budget + LIVENESS_SLACK_MS
+        loop.run(
+            until_ms=deadline,
+            stop=lambda: bool(checker.violations) or checker.canonical_height >= wanted,
+        )
+        if not self.safety_claimed:
+            return "not-checked"
+        if checker.violations:
+            return "failed" if any(v.check == "liveness" for v in checker.violations) else "ok"
+        entry = self._canonical_entries.get(wanted)
+        if entry is None:
+            checker.report(
+                "liveness",
+                loop.now_ms,
+                None,
+                f"no new height after faults stopped: stuck at {start_height} for "
+                f"{budget + LIVENESS_SLACK_MS} ms (views {start_view}..{bound})",
+            )
+            return "failed"
+        if entry.certificate.view > bound:
+            checker.report(
+                "liveness",
+                loop.now_ms,
+                None,
+                f"height {wanted} committed in view {entry.certificate.view}, bound was {bound}",
+            )
+            return "failed"
+        catch_up = loop.now_ms + CATCH_UP_MS
+        loop.run(
+            until_ms=catch_up,
+            stop=lambda: (
+                bool(checker.violations) or all(node.height >= wanted for node in self.honest)
+            ),
+        )
+        behind = [node for node in self.honest if node.height < wanted]
+        if behind:
+            checker.report(
+                "liveness",
+                loop.now_ms,
+                behind[0].node_id,
+                f"honest node {behind[0].node_id} stuck at height {behind[0].height} "
+                f"{CATCH_UP_MS} ms after height {wanted} committed",
+            )
+            return "failed"
+        return "ok"
+
+
+def run_simulation(config: SimConfig) -> SimResult:
+    """Run one simulation to completion."""
+    return Simulation(config).run()
