@@ -326,6 +326,7 @@ class Network:
         self._request_ids = itertools.count(1)
         self._inbound_active = 0
         self._peers_changed = trio.Event()
+        self._gossip_sent = trio.Event()
         self._listen_port: int | None = None
         self._messages_send, self.messages = trio.open_memory_channel[InboundMessage](
             self.limits.inbound_messages_max
@@ -458,6 +459,12 @@ class Network:
     def gossip_backlog_bytes(self) -> int:
         """The largest per-peer gossip backlog: producers may pace themselves on it."""
         return max((peer.queues.gossip_bytes for peer in self._peers.values()), default=0)
+
+    async def wait_gossip_backlog_below(self, limit_bytes: int) -> None:
+        """Return once every peer's gossip backlog is under ``limit_bytes`` (producer pacing:
+        a bulk submitter waits here instead of having its transactions shed)."""
+        while self.gossip_backlog_bytes() >= limit_bytes:
+            await self._gossip_sent.wait()
 
     def statistics(self) -> NetworkStatistics:
         """A snapshot of all counters, gauges and per-peer statistics."""
@@ -652,8 +659,11 @@ class Network:
         queues = self._peers[conn.public_key].queues
         interval = self.limits.ping_interval_seconds
         while True:
-            frames, _ = queues.take()
+            frames, transaction_count = queues.take()
             if frames:
+                if transaction_count:
+                    self._gossip_sent.set()
+                    self._gossip_sent = trio.Event()
                 await conn.secure.send_frames(frames)
                 continue
             queues.wakeup = wakeup = trio.Event()

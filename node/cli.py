@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from network.cli import bench_gossip
 from node.keys import KeyFileError, address_of, generate_private_key, load_key_file, save_key_file
 
 
@@ -44,3 +45,6 @@ def keys_show(path: Path) -> None:
         raise click.ClickException(str(error)) from None
     click.echo(f"public_key {key.public_key.hex()}")
     click.echo(f"address    {address_of(key.public_key)}")
+
+
+main.add_command(bench_gossip)
