@@ -30,7 +30,6 @@ The layer knows message kinds and bytes, never their meaning.
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
 import logging
 import random as random_module
@@ -522,9 +521,7 @@ class Network:
         return True
 
     def _first_sightings(self, transactions: Sequence[bytes]) -> list[bytes]:
-        add = self._seen.add
-        sha256 = hashlib.sha256
-        return [tx for tx in transactions if add(sha256(tx).digest())]
+        return self._seen.first_sightings(transactions)
 
     def _forward(self, transactions: list[bytes], source: bytes | None) -> None:
         if not transactions:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
+
 __all__ = ["SeenCache"]
 
 
@@ -11,6 +14,7 @@ class SeenCache:
     Two generations: inserts go to the current set; when it holds ``capacity // 2`` keys the
     previous generation is dropped wholesale and the current one becomes previous. Lookups
     and inserts are O(1) and memory is bounded, unlike an LRU built on dict deletions.
+    (``first_sightings`` rotates once per call, so it may exceed ``capacity`` by one batch.)
     """
 
     def __init__(self, capacity: int) -> None:
@@ -36,3 +40,23 @@ class SeenCache:
             self._current = set()
         self._current.add(key)
         return True
+
+    def first_sightings(self, transactions: Sequence[bytes]) -> list[bytes]:
+        """The transactions whose SHA-256 was not seen yet, in order; records them as seen.
+
+        The hot path of gossip (every received transaction passes here), hence inlined.
+        """
+        current, previous = self._current, self._previous
+        insert = current.add
+        sha256 = hashlib.sha256
+        fresh = []
+        for transaction in transactions:
+            digest = sha256(transaction).digest()
+            if digest in current or digest in previous:
+                continue
+            insert(digest)
+            fresh.append(transaction)
+        if len(current) >= self._generation_max:
+            self._previous = current
+            self._current = set()
+        return fresh

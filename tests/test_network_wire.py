@@ -447,3 +447,10 @@ def test_arbitrary_bytes_after_the_handshake_close_cleanly(garbage: list[bytes])
             pass
 
     trio.run(scenario)
+
+
+def test_first_sightings_filters_repeats_within_and_across_batches() -> None:
+    cache = SeenCache(capacity=100)
+    assert cache.first_sightings([b"a", b"b", b"a"]) == [b"a", b"b"]
+    assert cache.first_sightings([b"b", b"c"]) == [b"c"]
+    assert hash_bytes(b"c") in cache
