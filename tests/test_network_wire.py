@@ -29,6 +29,8 @@ from network.handshake import (
     perform_handshake,
 )
 from network.messages import (
+    Announce,
+    Fetch,
     Gossip,
     Message,
     Ping,
@@ -36,6 +38,8 @@ from network.messages import (
     Response,
     ResponseStatus,
     decode_message,
+    encode_announce,
+    encode_fetch,
     encode_gossip,
     encode_message,
     encode_ping,
@@ -114,6 +118,11 @@ def test_arbitrary_bytes_to_the_frame_decoder_end_in_frames_or_a_frame_error(
 
 def test_every_frame_type_round_trips() -> None:
     assert decode_message(encode_ping(), LIMITS) == Ping()
+    hashes = (hash_bytes(b"1"), hash_bytes(b"2"))
+    assert decode_message(encode_announce(hashes), LIMITS) == Announce(hashes)
+    assert decode_message(encode_fetch(hashes), LIMITS) == Fetch(hashes)
+    with pytest.raises(MessageError, match="bad_hashes"):
+        decode_message(encode_fetch([b"short"]), LIMITS)
     assert decode_message(encode_gossip([b"tx1", b"tx2"]), LIMITS) == Gossip((b"tx1", b"tx2"))
     assert decode_message(encode_message(200, b"vote"), LIMITS) == Message(200, b"vote")
     assert decode_message(encode_request(2**64 - 1, b"h=3"), LIMITS) == Request(2**64 - 1, b"h=3")
@@ -451,6 +460,9 @@ def test_arbitrary_bytes_after_the_handshake_close_cleanly(garbage: list[bytes])
 
 def test_first_sightings_filters_repeats_within_and_across_batches() -> None:
     cache = SeenCache(capacity=100)
-    assert cache.first_sightings([b"a", b"b", b"a"]) == [b"a", b"b"]
-    assert cache.first_sightings([b"b", b"c"]) == [b"c"]
+    assert cache.first_sightings([b"a", b"b", b"a"]) == (
+        [b"a", b"b"],
+        [hash_bytes(b"a"), hash_bytes(b"b")],
+    )
+    assert cache.first_sightings([b"b", b"c"]) == ([b"c"], [hash_bytes(b"c")])
     assert hash_bytes(b"c") in cache
