@@ -53,8 +53,11 @@ PAYLOAD_TAG: Final = b"suanpan/bench-tx/v1"
 NODES: Final = 4
 _LENGTH: Final = struct.Struct(">I")
 # The origin hands the network this many transactions per call, and waits while any peer's
-# gossip backlog is above half its bound, so nothing is shed.
-_GOSSIP_CHUNK: Final = 2000
+# gossip backlog is above _BACKLOG_BYTES: nothing is shed, and a transaction waits at most a
+# few frames behind others (a deep backlog would only add latency, and make receivers fetch
+# relayed copies before the origin's own push arrives).
+_GOSSIP_CHUNK: Final = 1000
+_BACKLOG_BYTES: Final = 512 * 1024
 # A receiver that has seen nothing new for this long reports what it has.
 _RECEIVER_IDLE_SECONDS: Final = 10.0
 
@@ -156,7 +159,7 @@ async def _worker(index: int, ports: list[int], payload_path: Path, count: int) 
 
 
 async def _gossip_all(network: Network, payloads: list[bytes]) -> None:
-    high_water = network.limits.gossip_queue_bytes_max // 2
+    high_water = _BACKLOG_BYTES
     for start in range(0, len(payloads), _GOSSIP_CHUNK):
         await network.wait_gossip_backlog_below(high_water)
         network.gossip_transactions(payloads[start : start + _GOSSIP_CHUNK])

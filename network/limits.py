@@ -46,8 +46,10 @@ class NetworkLimits:
     # Announced-but-unseen hashes waiting for their fetch; beyond it announcements are ignored.
     announcements_pending_max: int = 200_000
     # After an announcement we wait this long before fetching, so a transaction already on its
-    # way from its origin (every origin pushes to all its peers) is not transferred twice.
-    fetch_delay_seconds: float = 0.2
+    # way from its origin (every origin pushes to all its peers) is not transferred twice. A
+    # busy receiver can lag its sockets by hundreds of ms; relays only matter for peers the
+    # origin is not connected to, where a second of extra latency is harmless.
+    fetch_delay_seconds: float = 1.0
     # Per-peer outgoing gossip backlog; beyond it new gossip for that peer is shed and counted.
     gossip_queue_bytes_max: int = 16 * 1024 * 1024
     # Per-peer outgoing consensus/response backlog (frames). Overflowing it closes the
