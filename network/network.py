@@ -602,8 +602,11 @@ class Network:
             _log_event(logging.DEBUG, "duplicate_connection_replaced", peer=_short(peer.public_key))
             self._retire(peer, existing)
             self._close(existing, "replaced_by_newer_connection")
+        if existing is None:
+            # A replacement keeps the event: whoever waits for "disconnected" waits for the
+            # peer to have no connection at all.
+            peer.disconnected = trio.Event()
         peer.connection = conn
-        peer.disconnected = trio.Event()
         self._counters.connections_opened += 1
         _log_event(
             logging.INFO,
