@@ -243,14 +243,16 @@ async def _handshake(
     peer_key, peer_chain_id, peer_genesis, peer_signature = decode_auth(
         receiver.open(await _receive_body(stream, decoder))
     )
+    # The key is not verified yet at this point; it still tells the operator who it claims to be.
+    claimed = f"peer {peer_key.hex()} (claimed key)"
     if peer_chain_id != chain_id:
         raise HandshakeError(
-            "chain_id_mismatch", f"peer is on chain {peer_chain_id!r}, we are on {chain_id!r}"
+            "chain_id_mismatch", f"{claimed} is on chain {peer_chain_id!r}, we are on {chain_id!r}"
         )
     if peer_genesis != genesis_hash:
         raise HandshakeError(
             "genesis_mismatch",
-            f"peer's genesis hash is {peer_genesis.hex()}, ours is {genesis_hash.hex()}",
+            f"{claimed} has genesis hash {peer_genesis.hex()}, ours is {genesis_hash.hex()}",
         )
     peer_payload = auth_signing_payload(not initiator, keys.transcript, genesis_hash)
     if not verify(peer_key, HANDSHAKE_TAG, chain_id, peer_payload, peer_signature):

@@ -36,9 +36,10 @@ class NetworkLimits:
     transaction_batch_count_max: int = 4096
     # Hashes remembered to deliver each transaction once and stop re-flooding (~100 B each).
     seen_transactions_max: int = 1_000_000
-    # Relayed transactions kept to answer peers' fetches (~350 B each). A fetch follows an
-    # announcement within fetch_delay_seconds plus a round trip; this holds seconds of traffic.
-    relay_store_transactions_max: int = 200_000
+    # Relayed transactions kept to answer peers' fetches (~350 B each, so ~35 MiB). A fetch
+    # follows an announcement after fetch_delay_seconds plus a round trip; at 20,000 tx/s this
+    # holds 2.5-5 s of traffic.
+    relay_store_transactions_max: int = 100_000
     # Announced hashes per Announce or Fetch frame (32 bytes each: 128 KiB at most).
     announce_hashes_max: int = 4096
     # Per-peer backlog of hashes waiting to be announced; beyond it they are shed and counted.
