@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from network.cli import bench_gossip
 from node.keys import KeyFileError, address_of, generate_private_key, load_key_file, save_key_file
 
 
@@ -49,3 +50,4 @@ def keys_show(path: Path) -> None:
 from sims.cli import sim  # noqa: E402
 
 main.add_command(sim)
+main.add_command(bench_gossip)
