@@ -31,10 +31,9 @@ async def echo(request: Request) -> Response:
     )
 
 
-async def start(nursery: trio.Nursery, **limits: float) -> int:
-    port: int = await nursery.start(
-        serve_http, echo, "127.0.0.1", 0, HttpLimits(body_bytes_max=1000, **limits)
-    )
+async def start(nursery: trio.Nursery, request_timeout_s: float = 10.0) -> int:
+    limits = HttpLimits(body_bytes_max=1000, request_timeout_s=request_timeout_s)
+    port: int = await nursery.start(serve_http, echo, "127.0.0.1", 0, limits)
     return port
 
 
