@@ -17,6 +17,8 @@ GET    /block/latest                the last committed block with its certificat
 GET    /block/{height}              a block by height (``?transactions=1`` adds the bodies)
 GET    /block/hash/{hash}           a block by hash
 POST   /query                       body ``{"app", "path", "arguments"}``: an app query
+GET    /account/{public_key}        ``{"next_nonce"}``: the nonce the sender's next
+                                    transaction needs (committed plus pending ones)
 GET    /evidence                    equivocation evidence recorded by this node
 GET    /blocks?from=H&timeout_ms=T  long poll: blocks from height H (waits up to T for H)
 GET    /stream?from=H               NDJSON stream: one line per committed block, with events
@@ -110,6 +112,10 @@ class ApiBackend(Protocol):
 
     def evidence(self) -> list[JsonType]:
         """Recorded equivocation evidence."""
+        ...
+
+    def next_nonce(self, sender: bytes) -> int:
+        """The nonce the sender's next transaction must carry (after its pending ones)."""
         ...
 
     def metrics(self) -> bytes:
@@ -215,6 +221,11 @@ class _Handler:
                 return self._block(_int_param(height_text, "height", 1, 2**63 - 1, 1), request)
             case ["query"]:
                 return self._query(request)
+            case ["account", key_hex]:
+                sender = _hex_field(key_hex, "public key", 32)
+                return json_response(
+                    200, {"public_key": key_hex, "next_nonce": self._backend.next_nonce(sender)}
+                )
             case ["evidence"]:
                 return json_response(200, {"evidence": self._backend.evidence()})
             case ["blocks"]:

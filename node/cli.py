@@ -51,3 +51,6 @@ from node.operator_cli import config_group, genesis_group, init_command  # noqa:
 main.add_command(init_command)
 main.add_command(genesis_group)
 main.add_command(config_group)
+from node.testnet_cli import testnet_group  # noqa: E402
+
+main.add_command(testnet_group)

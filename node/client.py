@@ -140,6 +140,13 @@ class Client:
         )
         return from_json(document.get("result"))
 
+    def next_nonce(self, public_key: bytes) -> int:
+        """The nonce the sender's next transaction must carry."""
+        value = self._request("GET", f"/account/{public_key.hex()}").get("next_nonce")
+        if not isinstance(value, int):
+            raise ApiError(200, "next_nonce missing from the response")
+        return value
+
     def evidence(self) -> list[JsonType]:
         """Recorded evidence."""
         evidence = self._request("GET", "/evidence").get("evidence", [])
