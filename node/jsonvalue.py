@@ -22,7 +22,7 @@ __all__ = ["JsonValueError", "from_json", "to_json"]
 # Genesis documents and API bodies are shallow; this bounds recursion on hostile input.
 _DEPTH_MAX: Final = 32
 
-JsonType = None | bool | int | str | list["JsonType"] | dict[str, "JsonType"]
+JsonType = None | bool | int | float | str | list["JsonType"] | dict[str, "JsonType"]
 
 
 class JsonValueError(ValueError):
