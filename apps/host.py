@@ -1,0 +1,578 @@
+"""The application host: authorises, orders and executes transactions over the apps.
+
+Theory of operation
+-------------------
+``AppHost`` runs the enabled apps (``apps.base.App``) over committed state read through a
+``StateBackend``. It is pure: it never writes the backend. Executing a block returns a
+``BlockResult`` (receipts, the sorted write set, the new app hash); the caller persists the
+write set atomically with the block and then tells the host with ``committed(height,
+app_hash)``. The same host therefore runs on a node (LMDB backend, ``node.store``) and in the
+simulator (``apps.state.MemoryBackend``).
+
+Every transaction in a block goes through the same gates, in this order; a failure yields a
+rejected receipt and *no* state change at all:
+
+1. decode: the stateless checks of ``Transaction.decode`` (including the signature, unless the
+   caller passes the already verified ``Transaction`` in ``known``);
+2. routing: the app is enabled and ``operation`` is one of its ``operations``;
+3. authorisation: the sender is an identity in membership with status ``active``, its
+   institution is ``active``, and it holds one of the roles ``App.operations[operation]`` lists;
+4. nonce: ``nonce`` equals the sender's next expected nonce.
+
+Nonces are **strictly sequential** per sender, starting at 0. Once a transaction has passed the
+gates its nonce is consumed, *whether or not the app accepts it*: an included transaction can
+never be replayed, and a client's next transaction does not depend on the fate of the last. The
+mempool therefore keeps each sender's transactions in nonce order without gaps.
+
+5. execution: the app's ``apply`` runs inside a savepoint; every nested ``ctx.call`` into
+   another app runs inside its own savepoint, so a rejection anywhere discards every write and
+   event of the transaction, in every app it touched (a caller that catches a nested
+   ``AppError`` keeps its own writes but none of the callee's). ``AppError`` becomes a rejected
+   receipt with the app's code; any other exception from app code is a bug in the app, and is
+   recorded deterministically as ``app_fault`` with the exception's type name.
+
+After the last transaction the host writes the block's height and time under its own
+namespace (so ``check`` contexts know the time of the chain) and computes the app hash over the
+block's write set chained to the previous app hash (``apps.state.app_hash_of``).
+
+``check_transaction`` runs gates 2-4 and the app's ``check`` against committed state (writes
+``check`` makes go to a throwaway savepoint) and raises ``TransactionRejected``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final, NamedTuple, cast
+
+from apps.base import App, AppError, BlockContext, Event, ReadState
+from apps.state import (
+    GENESIS_PREVIOUS_APP_HASH,
+    HOST_NAMESPACE,
+    NamespacedState,
+    StateBackend,
+    StateOverlay,
+    WriteSet,
+    app_hash_of,
+)
+from apps.transaction import Transaction, TransactionError
+from consensus.codec import CodecError, Limits, Value, decode, encode
+from consensus.crypto import hash_bytes
+
+__all__ = [
+    "CALL_DEPTH_MAX",
+    "MEMBERSHIP_APP",
+    "RECEIPT_LIMITS",
+    "STATUS_OK",
+    "STATUS_REJECTED",
+    "AppHost",
+    "BlockResult",
+    "GenesisError",
+    "GenesisResult",
+    "Receipt",
+    "TransactionRejected",
+]
+
+MEMBERSHIP_APP: Final = "membership"
+STATUS_OK: Final = "ok"
+STATUS_REJECTED: Final = "rejected"
+# Cross-app calls nest (a DvP calls assets and payments); 8 levels is far beyond any real
+# composition and stops an accidental recursion long before Python's own limit.
+CALL_DEPTH_MAX: Final = 8
+# A receipt carries the app's result and events; 1 MiB bounds what one transaction can make a
+# node store, while leaving room for large query-like results.
+RECEIPT_LIMITS: Final = Limits(
+    total_bytes_max=1024 * 1024,
+    depth_max=16,
+    str_bytes_max=64 * 1024,
+    bytes_max=256 * 1024,
+    array_len_max=10_000,
+    map_len_max=1024,
+)
+
+# Rejection codes the host itself produces (apps add their own AppError codes).
+CODE_INVALID_TRANSACTION: Final = "invalid_transaction"
+CODE_UNKNOWN_APP: Final = "unknown_app"
+CODE_UNKNOWN_OPERATION: Final = "unknown_operation"
+CODE_UNKNOWN_SENDER: Final = "unknown_sender"
+CODE_SENDER_SUSPENDED: Final = "sender_suspended"
+CODE_NOT_AUTHORISED: Final = "not_authorised"
+CODE_STALE_NONCE: Final = "stale_nonce"
+CODE_BAD_NONCE: Final = "bad_nonce"
+CODE_APP_FAULT: Final = "app_fault"
+CODE_BAD_RESULT: Final = "bad_result"
+CODE_CALL_DEPTH: Final = "call_depth"
+
+_HOST_PREFIX: Final = HOST_NAMESPACE.encode("ascii") + b"\x00"
+_NONCE_PREFIX: Final = _HOST_PREFIX + b"nonce/"
+_LAST_BLOCK_KEY: Final = _HOST_PREFIX + b"last_block"
+
+
+class TransactionRejected(Exception):
+    """A transaction the host refuses: ``code`` is stable, ``message`` names the rule."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class GenesisError(ValueError):
+    """The app sections of genesis are invalid (unknown app, or an app rejected its config)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """The outcome of one transaction in a block.
+
+    ``status`` is ``"ok"`` (``result`` and ``events`` from the app) or ``"rejected"``
+    (``code``/``message`` say why; no events, ``result`` None). ``transaction_hash`` is SHA-256
+    of the transaction bytes as they appear in the block.
+    """
+
+    transaction_hash: bytes
+    index: int
+    status: str
+    code: str = ""
+    message: str = ""
+    result: Value = None
+    events: tuple[Event, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when the transaction was applied."""
+        return self.status == STATUS_OK
+
+    def fields(self) -> tuple[Value, ...]:
+        """Canonical field tuple."""
+        return (
+            self.transaction_hash,
+            self.index,
+            self.status,
+            self.code,
+            self.message,
+            self.result,
+            tuple((event.app, event.kind, dict(event.attributes)) for event in self.events),
+        )
+
+    def encode(self) -> bytes:
+        """Canonical bytes (raises ``CodecError`` when the result or events are not encodable)."""
+        return encode(self.fields(), RECEIPT_LIMITS)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Receipt:
+        """Parse stored receipt bytes; raises ``CodecError`` when malformed."""
+        value = decode(data, RECEIPT_LIMITS)
+        if not isinstance(value, tuple) or len(value) != 7:
+            raise CodecError("shape", "a receipt is an array of 7 fields")
+        tx_hash, index, status, code, message, result, events = value
+        if not (
+            isinstance(tx_hash, bytes)
+            and isinstance(index, int)
+            and isinstance(status, str)
+            and isinstance(code, str)
+            and isinstance(message, str)
+            and isinstance(events, tuple)
+        ):
+            raise CodecError("shape", "receipt fields have the wrong types")
+        parsed: list[Event] = []
+        for event in events:
+            if not (
+                isinstance(event, tuple)
+                and len(event) == 3
+                and isinstance(event[0], str)
+                and isinstance(event[1], str)
+                and isinstance(event[2], dict)
+            ):
+                raise CodecError("shape", "receipt event must be (app, kind, attributes)")
+            parsed.append(Event(event[0], event[1], event[2]))
+        return cls(tx_hash, index, status, code, message, result, tuple(parsed))
+
+
+@dataclass(frozen=True, slots=True)
+class BlockResult:
+    """What executing a block produced: receipts in block order, the sorted write set (full
+    namespaced keys; None deletes), and the app hash of the state after the block."""
+
+    height: int
+    receipts: tuple[Receipt, ...]
+    writes: WriteSet
+    app_hash: bytes
+
+
+class GenesisResult(NamedTuple):
+    """The genesis write set and the app hash of the genesis state (height 0); unpacks as
+    ``writes, app_hash = host.init_genesis(...)``."""
+
+    writes: WriteSet
+    app_hash: bytes
+
+
+@dataclass(slots=True)
+class _Execution:
+    """Mutable bookkeeping of one transaction (or one check) in progress."""
+
+    overlay: StateOverlay
+    block: BlockContext
+    sender: bytes
+    transaction_hash: bytes
+    events: list[Event] = field(default_factory=list)
+    depth: int = 0
+
+
+class _Context:
+    """The ``TxContext`` one app sees while it handles one transaction."""
+
+    __slots__ = ("_app", "_execution", "_host", "_state")
+
+    def __init__(self, host: AppHost, execution: _Execution, app: str) -> None:
+        self._host = host
+        self._execution = execution
+        self._app = app
+        self._state = NamespacedState(execution.overlay, app, writable=True)
+
+    @property
+    def block(self) -> BlockContext:
+        return self._execution.block
+
+    @property
+    def sender(self) -> bytes:
+        return self._execution.sender
+
+    @property
+    def transaction_hash(self) -> bytes:
+        return self._execution.transaction_hash
+
+    @property
+    def state(self) -> NamespacedState:
+        return self._state
+
+    def emit(self, kind: str, attributes: Mapping[str, Value]) -> None:
+        if not isinstance(kind, str) or not kind:
+            raise AppError("bad_event", "an event kind is a non-empty string")
+        self._execution.events.append(Event(self._app, kind, dict(attributes)))
+
+    def call(self, app: str, operation: str, arguments: Mapping[str, Value]) -> Value:
+        return self._host._nested_call(self._execution, self._app, app, operation, arguments)
+
+    def query(self, app: str, path: str, arguments: Mapping[str, Value]) -> Value:
+        target = self._host._app(app)
+        view = NamespacedState(self._execution.overlay, app, writable=False)
+        return target.query(view, path, arguments)
+
+
+class AppHost:
+    """Runs ``apps`` over ``backend``. ``height``/``app_hash`` describe the committed state the
+    backend holds (0 and ``GENESIS_PREVIOUS_APP_HASH`` before genesis). The membership app
+    must be among ``apps``: it is what authorises senders."""
+
+    def __init__(
+        self,
+        apps: Sequence[App],
+        backend: StateBackend,
+        *,
+        chain_id: str,
+        height: int = 0,
+        app_hash: bytes = GENESIS_PREVIOUS_APP_HASH,
+    ) -> None:
+        by_name: dict[str, App] = {}
+        for app in apps:
+            if app.name in by_name:
+                raise ValueError(f"app {app.name!r} is enabled twice")
+            if app.name == HOST_NAMESPACE:
+                raise ValueError(f"app name {app.name!r} is reserved")
+            by_name[app.name] = app
+        if MEMBERSHIP_APP not in by_name:
+            raise ValueError("the membership app must be enabled: it authorises every sender")
+        self._apps = dict(sorted(by_name.items()))
+        self._backend = backend
+        self.chain_id = chain_id
+        self.height = height
+        self.app_hash = app_hash
+
+    @property
+    def app_names(self) -> tuple[str, ...]:
+        """Enabled apps, sorted."""
+        return tuple(self._apps)
+
+    def app(self, name: str) -> App:
+        """The enabled app called ``name``; raises ``KeyError``."""
+        return self._apps[name]
+
+    # -- genesis ---------------------------------------------------------------------------
+
+    def init_genesis(self, app_genesis: Mapping[str, Value]) -> GenesisResult:
+        """Run every app's ``genesis`` (in name order) with its section of ``app_genesis``
+        (an empty map when absent) over the backend; return the write set and app hash.
+        Raises ``GenesisError`` for a section naming no enabled app or a rejected config."""
+        unknown = sorted(set(app_genesis) - set(self._apps))
+        if unknown:
+            raise GenesisError(f"genesis has sections for apps that are not enabled: {unknown}")
+        overlay = StateOverlay(self._backend)
+        for name, app in self._apps.items():
+            section = _string_map(app_genesis.get(name, {}))
+            if section is None:
+                raise GenesisError(f"genesis section of {name!r} must be a map with string keys")
+            try:
+                app.genesis(NamespacedState(overlay, name, writable=True), section)
+            except AppError as error:
+                raise GenesisError(f"app {name!r} rejected its genesis: {error}") from None
+        writes = overlay.writes()
+        return GenesisResult(writes, app_hash_of(GENESIS_PREVIOUS_APP_HASH, writes))
+
+    def committed(self, height: int, app_hash: bytes) -> None:
+        """Record that the backend now holds the state after ``height`` (0: genesis)."""
+        assert height in (self.height, self.height + 1), "heights are committed in order"
+        self.height = height
+        self.app_hash = app_hash
+
+    # -- nonces and authorisation ------------------------------------------------------------
+
+    def next_nonce(self, sender: bytes) -> int:
+        """The nonce ``sender``'s next transaction must carry (committed state)."""
+        return _read_nonce(self._backend, sender)
+
+    def last_block_time_ms(self) -> int:
+        """The timestamp of the last committed block (0 before the first block)."""
+        return _read_last_block(self._backend)[1]
+
+    def _authorise(self, state: StateOverlay | StateBackend, tx: Transaction) -> App:
+        app = self._apps.get(tx.app)
+        if app is None:
+            raise TransactionRejected(CODE_UNKNOWN_APP, f"no app {tx.app!r} on this chain")
+        roles_allowed = app.operations.get(tx.operation)
+        if roles_allowed is None:
+            raise TransactionRejected(
+                CODE_UNKNOWN_OPERATION, f"app {tx.app!r} has no operation {tx.operation!r}"
+            )
+        membership = self._apps[MEMBERSHIP_APP]
+        view = NamespacedState(state, MEMBERSHIP_APP, writable=False)
+        identity = _string_map(membership.query(view, "identity", {"public_key": tx.sender}))
+        if identity is None:
+            raise TransactionRejected(
+                CODE_UNKNOWN_SENDER, f"sender {tx.sender.hex()} is not a registered identity"
+            )
+        if identity.get("status") != "active":
+            raise TransactionRejected(
+                CODE_SENDER_SUSPENDED, f"identity {tx.sender.hex()} is suspended"
+            )
+        institution = _string_map(
+            membership.query(view, "institution", {"id": identity.get("institution")})
+        )
+        if institution is None or institution.get("status") != "active":
+            raise TransactionRejected(
+                CODE_SENDER_SUSPENDED,
+                f"institution {identity.get('institution')!r} of the sender is not active",
+            )
+        roles = identity.get("roles")
+        held = frozenset(roles) if isinstance(roles, tuple | list) else frozenset()
+        if not held & roles_allowed:
+            raise TransactionRejected(
+                CODE_NOT_AUTHORISED,
+                f"{tx.app}.{tx.operation} needs one of the roles {sorted(roles_allowed)}, "
+                f"sender holds {sorted(str(role) for role in held)}",
+            )
+        return app
+
+    @staticmethod
+    def _check_nonce(tx: Transaction, expected: int) -> None:
+        if tx.nonce < expected:
+            raise TransactionRejected(
+                CODE_STALE_NONCE, f"nonce {tx.nonce} already used; next is {expected}"
+            )
+        if tx.nonce != expected:
+            raise TransactionRejected(
+                CODE_BAD_NONCE, f"nonce {tx.nonce} is not the next one ({expected})"
+            )
+
+    # -- mempool admission -------------------------------------------------------------------
+
+    def check_transaction(self, tx: Transaction, *, expected_nonce: int | None = None) -> None:
+        """Admission check against committed state; raises ``TransactionRejected``.
+
+        ``tx`` has passed the stateless checks (decode and signature). ``expected_nonce`` lets
+        the mempool admit a sender's later transactions while earlier ones are pending: it
+        must be at least the committed next nonce (the default)."""
+        if tx.chain_id != self.chain_id:
+            raise TransactionRejected(
+                CODE_INVALID_TRANSACTION, f"transaction is for chain {tx.chain_id!r}"
+            )
+        app = self._authorise(self._backend, tx)
+        committed = self.next_nonce(tx.sender)
+        if tx.nonce < committed:
+            self._check_nonce(tx, committed)
+        self._check_nonce(tx, committed if expected_nonce is None else expected_nonce)
+        height, time_ms = _read_last_block(self._backend)
+        block = BlockContext(
+            height=height + 1, time_ms=time_ms, proposer=b"", chain_id=self.chain_id
+        )
+        overlay = StateOverlay(self._backend)
+        overlay.savepoint()  # a misbehaving check cannot write anything that survives
+        execution = _Execution(overlay, block, tx.sender, tx.hash)
+        try:
+            app.check(_Context(self, execution, tx.app), tx.operation, tx.arguments)
+        except AppError as error:
+            raise TransactionRejected(error.code, error.message) from None
+        except Exception as error:
+            raise TransactionRejected(
+                CODE_APP_FAULT, f"app {tx.app!r} failed: {type(error).__name__}"
+            ) from None
+
+    # -- block execution ---------------------------------------------------------------------
+
+    def execute_block(
+        self,
+        block: BlockContext,
+        transactions: Sequence[bytes],
+        *,
+        known: Mapping[bytes, Transaction] | None = None,
+    ) -> BlockResult:
+        """Execute a block's transactions in order over committed state (the host's current
+        height + 1). Pure: returns receipts, write set and app hash; changes nothing.
+
+        ``known`` maps transaction hashes to transactions whose signatures the caller already
+        verified (the mempool's), so their signatures are not checked twice."""
+        assert block.height == self.height + 1, (
+            f"block {block.height} does not follow committed height {self.height}"
+        )
+        assert block.chain_id == self.chain_id, "block for another chain"
+        overlay = StateOverlay(self._backend)
+        receipts = tuple(
+            self._execute_one(overlay, block, index, raw, known)
+            for index, raw in enumerate(transactions)
+        )
+        overlay.put(_LAST_BLOCK_KEY, encode((block.height, block.time_ms)))
+        writes = overlay.writes()
+        return BlockResult(block.height, receipts, writes, app_hash_of(self.app_hash, writes))
+
+    def _execute_one(
+        self,
+        overlay: StateOverlay,
+        block: BlockContext,
+        index: int,
+        raw: bytes,
+        known: Mapping[bytes, Transaction] | None,
+    ) -> Receipt:
+        tx_hash = hash_bytes(raw)
+        try:
+            # Always decode the block's own bytes, so every node hands apps identical values
+            # (tuples, not whatever a local caller built); only the signature check is skipped
+            # for transactions the caller already verified.
+            verified = known is not None and tx_hash in known and known[tx_hash].encoded == raw
+            tx = Transaction.decode(raw, chain_id=self.chain_id, check_signature=not verified)
+        except TransactionError as error:
+            return Receipt(tx_hash, index, STATUS_REJECTED, CODE_INVALID_TRANSACTION, str(error))
+        try:
+            app = self._authorise(overlay, tx)
+            self._check_nonce(tx, _read_nonce(overlay, tx.sender))
+        except TransactionRejected as rejection:
+            return Receipt(tx_hash, index, STATUS_REJECTED, rejection.code, rejection.message)
+        overlay.put(_nonce_key(tx.sender), encode(tx.nonce + 1))
+        execution = _Execution(overlay, block, tx.sender, tx_hash)
+        overlay.savepoint()
+        try:
+            result = app.apply(_Context(self, execution, tx.app), tx.operation, tx.arguments)
+            receipt = Receipt(
+                tx_hash, index, STATUS_OK, result=result, events=tuple(execution.events)
+            )
+            receipt.encode()  # the result and events must be storable values
+        except AppError as error:
+            overlay.rollback()
+            return Receipt(tx_hash, index, STATUS_REJECTED, error.code, error.message)
+        except CodecError as error:
+            overlay.rollback()
+            return Receipt(
+                tx_hash, index, STATUS_REJECTED, CODE_BAD_RESULT, f"result or events: {error}"
+            )
+        except Exception as error:
+            overlay.rollback()
+            return Receipt(
+                tx_hash,
+                index,
+                STATUS_REJECTED,
+                CODE_APP_FAULT,
+                f"app {tx.app!r} failed: {type(error).__name__}",
+            )
+        assert execution.depth == 0
+        assert overlay.depth == 1
+        overlay.release()
+        return receipt
+
+    def _nested_call(
+        self,
+        execution: _Execution,
+        caller: str,
+        app_name: str,
+        operation: str,
+        arguments: Mapping[str, Value],
+    ) -> Value:
+        target = self._apps.get(app_name)
+        if target is None:
+            raise AppError(CODE_UNKNOWN_APP, f"no app {app_name!r} to call")
+        if execution.depth >= CALL_DEPTH_MAX:
+            raise AppError(CODE_CALL_DEPTH, f"cross-app calls nest deeper than {CALL_DEPTH_MAX}")
+        overlay = execution.overlay
+        events_before = len(execution.events)
+        overlay.savepoint()
+        execution.depth += 1
+        try:
+            result = target.call(_Context(self, execution, app_name), caller, operation, arguments)
+        except BaseException:
+            overlay.rollback()
+            del execution.events[events_before:]
+            raise
+        finally:
+            execution.depth -= 1
+        overlay.release()
+        return result
+
+    def _app(self, name: str) -> App:
+        app = self._apps.get(name)
+        if app is None:
+            raise AppError(CODE_UNKNOWN_APP, f"no app {name!r} on this chain")
+        return app
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def query(self, app: str, path: str, arguments: Mapping[str, Value]) -> Value:
+        """Answer ``app``'s query ``path`` on committed state; raises ``AppError`` for an
+        unknown app or path, bad arguments, or (as ``app_fault``) a failing app."""
+        target = self._app(app)
+        view: ReadState = NamespacedState(self._backend, app, writable=False)
+        try:
+            return target.query(view, path, arguments)
+        except AppError:
+            raise
+        except Exception as error:
+            raise AppError(CODE_APP_FAULT, f"query failed: {type(error).__name__}") from None
+
+
+def _string_map(value: Value) -> Mapping[str, Value] | None:
+    if isinstance(value, Mapping) and all(isinstance(key, str) for key in value):
+        return cast(Mapping[str, Value], value)
+    return None
+
+
+def _nonce_key(sender: bytes) -> bytes:
+    return _NONCE_PREFIX + sender
+
+
+def _read_nonce(state: StateOverlay | StateBackend, sender: bytes) -> int:
+    raw = state.get(_nonce_key(sender))
+    if raw is None:
+        return 0
+    value = decode(raw)
+    assert isinstance(value, int)
+    return value
+
+
+def _read_last_block(state: StateOverlay | StateBackend) -> tuple[int, int]:
+    raw = state.get(_LAST_BLOCK_KEY)
+    if raw is None:
+        return 0, 0
+    value = decode(raw)
+    assert isinstance(value, tuple)
+    height, time_ms = value
+    assert isinstance(height, int)
+    assert isinstance(time_ms, int)
+    return height, time_ms

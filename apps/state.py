@@ -1,0 +1,328 @@
+"""Deterministic application state: the backend protocol, the per-block overlay, the app hash.
+
+Theory of operation
+-------------------
+Committed state is a sorted map from bytes to bytes held by a ``StateBackend`` (an LMDB
+database on a node, ``MemoryBackend`` in the simulator and in tests). The backend is only
+read while a block executes; the host collects every change in a ``StateOverlay`` and hands
+the caller a sorted *write set* to persist (atomically with the block) once the block is done.
+
+The overlay is a stack of layers over the backend. The bottom layer holds the block's writes;
+the host pushes a layer (a *savepoint*) for each transaction and for each nested cross-app
+call, then either folds it into the layer below (success) or drops it (rejection). Reads look
+through the stack top-down and then at the backend, so a transaction sees the block's earlier
+writes and its own; scans merge the layers and the backend in key order, hiding deletions.
+
+Keys are namespaced per app: ``app name || 0x00 || key``. App names match
+``[a-z][a-z0-9_]*`` so no name is a prefix of another's namespace, and the host keeps its own
+records (nonces, last block) under ``_host``, which no app can be called.
+
+The app hash after a block is ``SHA-256(tag || previous app hash || write set)`` with the write
+set length-prefixed in key order. It commits to the whole state because every state is reached
+from genesis by a chain of write sets. A Merkle tree over the state (for proofs of single keys)
+can replace ``app_hash_of`` without changing the host or the store: both only need "a hash of
+the state after applying this write set".
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import heapq
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Final, Protocol, TypeAlias
+
+__all__ = [
+    "APP_HASH_TAG",
+    "GENESIS_PREVIOUS_APP_HASH",
+    "HOST_NAMESPACE",
+    "MemoryBackend",
+    "NamespacedState",
+    "StateBackend",
+    "StateOverlay",
+    "WriteSet",
+    "app_hash_of",
+    "namespace_prefix",
+]
+
+# A write: the key and its new value, or None for a deletion.
+Write: TypeAlias = tuple[bytes, bytes | None]
+# A block's writes in strictly increasing key order.
+WriteSet: TypeAlias = tuple[Write, ...]
+
+APP_HASH_TAG: Final = b"suanpan/app-hash/v1"
+# The "previous app hash" genesis chains from.
+GENESIS_PREVIOUS_APP_HASH: Final = bytes(32)
+HOST_NAMESPACE: Final = "_host"
+_SEPARATOR: Final = b"\x00"
+
+
+def namespace_prefix(app: str) -> bytes:
+    """The key prefix of ``app``'s namespace."""
+    return app.encode("ascii") + _SEPARATOR
+
+
+def _namespace_end(app: str) -> bytes:
+    # The first key after every key with this namespace's prefix.
+    return app.encode("ascii") + b"\x01"
+
+
+def app_hash_of(previous: bytes, writes: WriteSet) -> bytes:
+    """The app hash after applying ``writes`` (sorted) to the state whose hash is ``previous``."""
+    digest = hashlib.sha256()
+    digest.update(APP_HASH_TAG)
+    digest.update(previous)
+    for key, value in writes:
+        digest.update(len(key).to_bytes(4, "big"))
+        digest.update(key)
+        if value is None:
+            digest.update(b"\x00")
+        else:
+            digest.update(b"\x01")
+            digest.update(len(value).to_bytes(4, "big"))
+            digest.update(value)
+    return digest.digest()
+
+
+class StateBackend(Protocol):
+    """Committed state: a sorted bytes-to-bytes map, read only while blocks execute."""
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value at ``key``, or None."""
+        ...
+
+    def scan(
+        self, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) with ``start <= key < end`` (``end`` None: no bound) in key order."""
+        ...
+
+
+class _Layer:
+    """Writes (a value or a None tombstone) with their keys kept sorted for range scans."""
+
+    __slots__ = ("keys", "values")
+
+    def __init__(self) -> None:
+        self.values: dict[bytes, bytes | None] = {}
+        self.keys: list[bytes] = []
+
+    def set(self, key: bytes, value: bytes | None) -> None:
+        if key not in self.values:
+            bisect.insort(self.keys, key)
+        self.values[key] = value
+
+    def range(self, start: bytes, end: bytes | None) -> list[Write]:
+        # A snapshot: callers may write while they iterate a scan.
+        low = bisect.bisect_left(self.keys, start)
+        high = len(self.keys) if end is None else bisect.bisect_left(self.keys, end)
+        return [(key, self.values[key]) for key in self.keys[low:high]]
+
+    def sorted_items(self) -> WriteSet:
+        return tuple((key, self.values[key]) for key in self.keys)
+
+
+class MemoryBackend:
+    """An in-memory ``StateBackend`` for the simulator and tests (pure, sorted)."""
+
+    def __init__(self, items: Iterable[tuple[bytes, bytes]] = ()) -> None:
+        self._layer = _Layer()
+        for key, value in items:
+            self._layer.set(key, value)
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value at ``key``, or None."""
+        return self._layer.values.get(key)
+
+    def scan(
+        self, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) with ``start <= key < end`` in key order (or reverse)."""
+        items = self._layer.range(start, end)
+        if reverse:
+            items.reverse()
+        for key, value in items:
+            assert value is not None
+            yield key, value
+
+    def apply(self, writes: WriteSet) -> None:
+        """Persist a block's write set (what the node's store does inside its commit)."""
+        for key, value in writes:
+            if value is None:
+                if key in self._layer.values:
+                    del self._layer.values[key]
+                    self._layer.keys.pop(bisect.bisect_left(self._layer.keys, key))
+            else:
+                self._layer.set(key, value)
+
+    def items(self) -> list[tuple[bytes, bytes]]:
+        """Every (key, value) in key order."""
+        return list(self.scan())
+
+    def __len__(self) -> int:
+        return len(self._layer.values)
+
+
+class StateOverlay:
+    """Uncommitted writes of one block over a backend, with nested savepoints."""
+
+    def __init__(self, backend: StateBackend) -> None:
+        self._backend = backend
+        self._layers: list[_Layer] = [_Layer()]
+
+    @property
+    def depth(self) -> int:
+        """Open savepoints (0: only the block layer)."""
+        return len(self._layers) - 1
+
+    def savepoint(self) -> None:
+        """Open a layer; later writes can be folded in (``release``) or dropped (``rollback``)."""
+        self._layers.append(_Layer())
+
+    def release(self) -> None:
+        """Keep the top savepoint's writes: fold them into the layer below."""
+        assert len(self._layers) > 1, "no savepoint to release"
+        top = self._layers.pop()
+        below = self._layers[-1]
+        for key in top.keys:
+            below.set(key, top.values[key])
+
+    def rollback(self) -> None:
+        """Discard every write since the top savepoint."""
+        assert len(self._layers) > 1, "no savepoint to roll back"
+        self._layers.pop()
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value visible at ``key``: the newest layer that wrote it, else the backend."""
+        for layer in reversed(self._layers):
+            if key in layer.values:
+                return layer.values[key]
+        return self._backend.get(key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        """Write ``value`` at ``key`` in the top layer."""
+        assert isinstance(key, bytes), "state keys are bytes"
+        assert isinstance(value, bytes), "state values are bytes"
+        self._layers[-1].set(key, value)
+
+    def delete(self, key: bytes) -> None:
+        """Delete ``key`` (a tombstone in the top layer)."""
+        assert isinstance(key, bytes), "state keys are bytes"
+        self._layers[-1].set(key, None)
+
+    def scan(
+        self, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Visible (key, value) with ``start <= key < end`` in key order (or reverse)."""
+        # Each source yields (key, rank, value); rank 0 is the newest layer, so for equal keys
+        # the heap yields the newest version first and older versions are skipped.
+        sources: list[Iterator[tuple[bytes, int, bytes | None]]] = []
+        count = len(self._layers)
+        for position, layer in enumerate(self._layers):
+            rank = count - position
+            items = layer.range(start, end)
+            if reverse:
+                items.reverse()
+            sources.append(_ranked(items, rank))
+        backend_rank = count + 1
+        sources.append(_ranked(self._backend.scan(start, end, reverse=reverse), backend_rank))
+        if reverse:
+            # Descending keys, but still the newest (lowest rank) first among equal keys.
+            merged = heapq.merge(*sources, key=lambda item: (_Descending(item[0]), item[1]))
+        else:
+            merged = heapq.merge(*sources, key=lambda item: (item[0], item[1]))
+        previous: bytes | None = None
+        for key, _, value in merged:
+            if key == previous:
+                continue
+            previous = key
+            if value is not None:
+                yield key, value
+
+    def writes(self) -> WriteSet:
+        """The block's write set in key order (all savepoints must be closed)."""
+        assert len(self._layers) == 1, "savepoints still open"
+        return self._layers[0].sorted_items()
+
+
+def _ranked(
+    items: Iterable[tuple[bytes, bytes | None]], rank: int
+) -> Iterator[tuple[bytes, int, bytes | None]]:
+    for key, value in items:
+        yield key, rank, value
+
+
+class _Descending:
+    """Inverts byte-string order, for reverse merges."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+
+    def __lt__(self, other: _Descending) -> bool:
+        return self.key > other.key
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Descending) and self.key == other.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+
+class NamespacedState:
+    """One app's view of an overlay: keys are prefixed, scans stay inside the namespace.
+
+    Implements ``AppState``. ``writable=False`` turns writes into an assertion failure (used
+    for queries); ``check`` contexts get a writable view over a throwaway savepoint instead.
+    """
+
+    __slots__ = ("_end", "_overlay", "_prefix", "_writable")
+
+    def __init__(self, overlay: StateOverlay | StateBackend, app: str, *, writable: bool) -> None:
+        self._overlay = overlay
+        self._prefix = namespace_prefix(app)
+        self._end = _namespace_end(app)
+        self._writable = writable
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value at ``key`` in this namespace, or None."""
+        return self._overlay.get(self._prefix + _check_key(key))
+
+    def scan(
+        self, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) with ``start <= key < end`` in this namespace, in key order."""
+        low = self._prefix + _check_key(start)
+        high = self._end if end is None else self._prefix + _check_key(end)
+        size = len(self._prefix)
+        for key, value in self._overlay.scan(low, high, reverse=reverse):
+            yield key[size:], value
+
+    def put(self, key: bytes, value: bytes) -> None:
+        """Set ``key`` to ``value`` in this namespace."""
+        if not isinstance(value, bytes):
+            raise TypeError("state values are bytes")
+        overlay = self._writable_overlay()
+        overlay.put(self._prefix + _check_key(key), value)
+
+    def delete(self, key: bytes) -> None:
+        """Remove ``key`` from this namespace."""
+        overlay = self._writable_overlay()
+        overlay.delete(self._prefix + _check_key(key))
+
+    def _writable_overlay(self) -> StateOverlay:
+        if not self._writable or not isinstance(self._overlay, StateOverlay):
+            raise PermissionError("this state view is read-only")
+        return self._overlay
+
+
+def _check_key(key: bytes) -> bytes:
+    if not isinstance(key, bytes):
+        raise TypeError("state keys are bytes")
+    return key
+
+
+def sorted_unique(writes: Sequence[Write]) -> bool:
+    """True when ``writes`` is in strictly increasing key order (a valid write set)."""
+    return all(writes[i][0] < writes[i + 1][0] for i in range(len(writes) - 1))

@@ -1,0 +1,111 @@
+"""A small in-memory chain for tests: founding banks, the real host, blocks applied in memory."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from apps.base import App, BlockContext
+from apps.host import AppHost, BlockResult
+from apps.membership import MembershipApp
+from apps.state import MemoryBackend
+from apps.transaction import Transaction, sign_transaction
+from consensus.codec import Value
+from consensus.crypto import PrivateKey
+
+CHAIN = "suanpan-test"
+
+
+def key(label: str) -> PrivateKey:
+    """A deterministic key per label."""
+    return PrivateKey(label.encode().ljust(32, b".")[:32])
+
+
+def identity(label: str, institution: str, *roles: str) -> dict[str, Value]:
+    """A genesis/proposal identity entry for ``key(label)``."""
+    return {"public_key": key(label).public_key, "institution": institution, "roles": list(roles)}
+
+
+def genesis_config(banks: Sequence[str] = ("bank_a", "bank_b", "bank_c", "bank_d")) -> Value:
+    """Membership genesis: one bank per name (jurisdictions cycle SG, HK, GB), one operator key
+    each (``key(name)``), a regulator in SG (``key("regulator_sg")``)."""
+    jurisdictions = ("SG", "HK", "GB")
+    institutions: list[Value] = [
+        {
+            "id": name,
+            "name": name.replace("_", " ").title(),
+            "kind": "bank",
+            "jurisdiction": jurisdictions[i % 3],
+        }
+        for i, name in enumerate(banks)
+    ]
+    institutions.append(
+        {"id": "mas", "name": "Monetary Authority", "kind": "regulator", "jurisdiction": "SG"}
+    )
+    identities: list[Value] = [identity(name, name, "bank") for name in banks]
+    identities.append(identity("regulator_sg", "mas", "regulator"))
+    return {"institutions": institutions, "identities": identities}
+
+
+@dataclass
+class Chain:
+    """The real host over a ``MemoryBackend``; ``run`` executes and commits one block."""
+
+    host: AppHost
+    backend: MemoryBackend
+    nonces: dict[bytes, int] = field(default_factory=dict)
+    time_ms: int = 1_700_000_000_000
+
+    @classmethod
+    def start(
+        cls,
+        extra_apps: Sequence[App] = (),
+        app_genesis: Mapping[str, Value] | None = None,
+    ) -> Chain:
+        backend = MemoryBackend()
+        host = AppHost([MembershipApp(), *extra_apps], backend, chain_id=CHAIN)
+        genesis = {"membership": genesis_config()} if app_genesis is None else app_genesis
+        writes, app_hash = host.init_genesis(genesis)
+        backend.apply(writes)
+        host.committed(0, app_hash)
+        return cls(host, backend)
+
+    def sign(
+        self,
+        signer: PrivateKey,
+        app: str,
+        operation: str,
+        arguments: Mapping[str, Value],
+        *,
+        nonce: int | None = None,
+    ) -> Transaction:
+        """Sign with the signer's next nonce (tracked locally) unless ``nonce`` is given."""
+        if nonce is None:
+            nonce = self.nonces.get(signer.public_key, 0)
+            self.nonces[signer.public_key] = nonce + 1
+        return sign_transaction(
+            signer, chain_id=CHAIN, app=app, operation=operation, arguments=arguments, nonce=nonce
+        )
+
+    def context(self) -> BlockContext:
+        return BlockContext(
+            height=self.host.height + 1,
+            time_ms=self.time_ms + 1000 * self.host.height,
+            proposer=key("bank_a").public_key,
+            chain_id=CHAIN,
+        )
+
+    def run(self, transactions: Sequence[Transaction | bytes]) -> BlockResult:
+        """Execute one block with these transactions and commit it."""
+        raw = [tx if isinstance(tx, bytes) else tx.encoded for tx in transactions]
+        result = self.host.execute_block(self.context(), raw)
+        self.backend.apply(result.writes)
+        self.host.committed(result.height, result.app_hash)
+        return result
+
+    def run_one(self, tx: Transaction) -> Value:
+        """Execute a block with one transaction; return its result or raise on rejection."""
+        receipt = self.run([tx]).receipts[0]
+        if not receipt.ok:
+            raise AssertionError(f"rejected: {receipt.code}: {receipt.message}")
+        return receipt.result
