@@ -118,7 +118,7 @@ class ApiBackend(Protocol):
         """The nonce the sender's next transaction must carry (after its pending ones)."""
         ...
 
-    def metrics(self) -> bytes:
+    def metrics_bytes(self) -> bytes:
         """Prometheus exposition."""
         ...
 
@@ -200,7 +200,7 @@ class _Handler:
                 return json_response(200, self._backend.status())
             case ["metrics"]:
                 return Response(
-                    200, self._backend.metrics(), "text/plain; version=0.0.4; charset=utf-8"
+                    200, self._backend.metrics_bytes(), "text/plain; version=0.0.4; charset=utf-8"
                 )
             case ["tx"]:
                 return await self._submit(request)

@@ -54,3 +54,9 @@ main.add_command(config_group)
 from node.testnet_cli import testnet_group  # noqa: E402
 
 main.add_command(testnet_group)
+from node.client_cli import block_command, query_command, status_command, tx_group  # noqa: E402
+
+main.add_command(status_command)
+main.add_command(tx_group)
+main.add_command(query_command)
+main.add_command(block_command)

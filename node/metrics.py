@@ -63,11 +63,14 @@ class NodeMetrics:
         )
         self._commits: deque[tuple[float, int]] = deque()
         self._rate = 0.0
+        # Committed transactions since this process started (also exported as a counter).
+        self.committed_total = 0
 
     def record_commit(self, now_s: float, height: int, transactions: int) -> None:
         """Account for one committed block at monotonic time ``now_s``."""
         self.height.set(height)
         self.committed_transactions.inc(transactions)
+        self.committed_total += transactions
         self._commits.append((now_s, transactions))
         self.update_rate(now_s)
 
