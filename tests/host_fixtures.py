@@ -88,9 +88,10 @@ class Chain:
         )
 
     def context(self) -> BlockContext:
+        height = self.host.height + 1
         return BlockContext(
-            height=self.host.height + 1,
-            time_ms=self.time_ms + 1000 * self.host.height,
+            height=height,
+            time_ms=self.time_ms + 1000 * height,
             proposer=key("bank_a").public_key,
             chain_id=CHAIN,
         )

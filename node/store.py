@@ -1,0 +1,580 @@
+"""The node's durable store: one LMDB environment holding the chain, its state and its votes.
+
+Theory of operation
+-------------------
+Everything a node must not lose lives in one LMDB environment under ``<home>/data``, in named
+databases:
+
+========================  ===================================================================
+``meta``                  chain id, genesis hash, schema version, committed height, app hash,
+                          hash of the last block
+``blocks``                height (8 bytes, big-endian) -> encoded ``Block``
+``block_hashes``          block hash -> height
+``certificates``          height -> encoded ``CommitCertificate``
+``app_hashes``            height -> app hash of the state after that height (0: genesis)
+``transactions``          transaction hash -> (height, index) of its *first* inclusion
+``receipts``              height || index (4 bytes) -> encoded ``apps.host.Receipt``
+``state``                 application state (namespaced keys, see ``apps.state``)
+``replica``               the consensus replica's persisted state (opaque bytes)
+``evidence``              height || SHA-256(evidence) -> opaque evidence bytes
+========================  ===================================================================
+
+``commit_block`` writes the block, its certificate, the state write set, the transaction index,
+the receipts, the app hash and the new height in **one** LMDB write transaction. LMDB commits
+by switching a meta page after the data pages are written, so a crash (SIGKILL, power loss
+with ``sync=True``) at any moment leaves either the previous height or the new one, never a
+part of a block. The crash tests kill real processes mid-commit to check this.
+
+The map size starts small and doubles whenever a write transaction hits ``MapFullError``; the
+transaction is retried, so a full map never reaches a caller. All transactions run under one
+lock, so the map is never resized while a read is open in this process; range scans of the
+state read in batches, each in its own short read transaction.
+
+Opening a store records or checks the chain id, the genesis hash and the schema version: a data
+directory from another chain or schema is refused with ``StoreMismatchError``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import lmdb
+
+from apps.host import BlockResult, Receipt
+from apps.state import WriteSet
+from consensus.codec import CodecError, decode, encode
+from consensus.crypto import hash_bytes
+from consensus.types import (
+    Block,
+    CertificateError,
+    CommitCertificate,
+    DecodeError,
+    ValidatorSet,
+    verify_certificate,
+)
+
+__all__ = [
+    "MAP_SIZE_INITIAL_BYTES",
+    "SCHEMA_VERSION",
+    "LmdbStateBackend",
+    "Store",
+    "StoreConsistencyError",
+    "StoreError",
+    "StoreMismatchError",
+    "TransactionLocation",
+    "verify_chain",
+]
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION: Final = 1
+# Small enough that a test node costs nothing; it doubles on demand.
+MAP_SIZE_INITIAL_BYTES: Final = 64 * 1024 * 1024
+# A hard ceiling so a runaway writer fails loudly instead of filling the disk: 1 TiB.
+MAP_SIZE_MAX_BYTES: Final = 1 << 40
+# Entries read per read transaction while scanning state: big enough to amortise the
+# transaction, small enough that a map resize never waits long.
+SCAN_BATCH_ENTRIES: Final = 512
+_DATABASES: Final = (
+    "meta",
+    "blocks",
+    "block_hashes",
+    "certificates",
+    "app_hashes",
+    "transactions",
+    "receipts",
+    "state",
+    "replica",
+    "evidence",
+)
+_META_CHAIN_ID: Final = b"chain_id"
+_META_GENESIS_HASH: Final = b"genesis_hash"
+_META_SCHEMA: Final = b"schema_version"
+_META_HEIGHT: Final = b"height"
+_META_APP_HASH: Final = b"app_hash"
+_META_LAST_BLOCK_HASH: Final = b"last_block_hash"
+_REPLICA_KEY: Final = b"replica"
+
+
+class StoreError(Exception):
+    """A store operation failed; the message names the problem."""
+
+
+class StoreMismatchError(StoreError):
+    """The data directory belongs to another chain, genesis or schema version."""
+
+
+class StoreConsistencyError(StoreError):
+    """A commit that does not extend the stored chain, or a stored chain that does not verify."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionLocation:
+    """Where a transaction was first included."""
+
+    height: int
+    index: int
+
+
+def _height_key(height: int) -> bytes:
+    return height.to_bytes(8, "big")
+
+
+def _receipt_key(height: int, index: int) -> bytes:
+    return height.to_bytes(8, "big") + index.to_bytes(4, "big")
+
+
+class Store:
+    """One node's LMDB environment. Open with ``Store(path, chain_id=, genesis_hash=)``."""
+
+    scan_batch_entries: int = SCAN_BATCH_ENTRIES
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        chain_id: str,
+        genesis_hash: bytes,
+        map_size_bytes: int = MAP_SIZE_INITIAL_BYTES,
+        sync: bool = True,
+    ) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.RLock()
+        try:
+            self._env = lmdb.open(
+                str(path),
+                map_size=map_size_bytes,
+                max_dbs=len(_DATABASES),
+                sync=sync,
+                metasync=sync,
+                readahead=False,
+            )
+        except lmdb.Error as error:
+            raise StoreError(f"cannot open store at {path}: {error}") from error
+        self._db = {name: self._env.open_db(name.encode()) for name in _DATABASES}
+        self.chain_id = chain_id
+        self.genesis_hash = genesis_hash
+        try:
+            self._check_identity()
+        except BaseException:
+            self._env.close()
+            raise
+
+    def _check_identity(self) -> None:
+        expected = {
+            _META_CHAIN_ID: self.chain_id.encode("utf-8"),
+            _META_GENESIS_HASH: self.genesis_hash,
+            _META_SCHEMA: str(SCHEMA_VERSION).encode(),
+        }
+        stored = {key: self._get("meta", key) for key in expected}
+        if all(value is None for value in stored.values()):
+
+            def record(txn: lmdb.Transaction) -> None:
+                for key, value in expected.items():
+                    txn.put(key, value, db=self._db["meta"])
+
+            self._write(record)
+            return
+        if stored[_META_SCHEMA] != expected[_META_SCHEMA]:
+            raise StoreMismatchError(
+                f"store at {self.path} has schema version {stored[_META_SCHEMA]!r}, "
+                f"this node needs {SCHEMA_VERSION}"
+            )
+        if stored[_META_CHAIN_ID] != expected[_META_CHAIN_ID]:
+            found = (stored[_META_CHAIN_ID] or b"").decode("utf-8", "replace")
+            raise StoreMismatchError(
+                f"store at {self.path} belongs to chain {found!r}, not {self.chain_id!r}"
+            )
+        if stored[_META_GENESIS_HASH] != expected[_META_GENESIS_HASH]:
+            raise StoreMismatchError(
+                f"store at {self.path} was created from genesis "
+                f"{(stored[_META_GENESIS_HASH] or b'').hex()}, not {self.genesis_hash.hex()}"
+            )
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the environment (idempotent)."""
+        with self._lock:
+            self._env.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _get(self, db: str, key: bytes) -> bytes | None:
+        with self._lock, self._env.begin(db=self._db[db]) as txn:
+            value = txn.get(key)
+            return None if value is None else bytes(value)
+
+    def _write(self, work: Callable[[lmdb.Transaction], object]) -> None:
+        """Run ``work`` in one write transaction, growing the map and retrying when full."""
+        with self._lock:
+            while True:
+                try:
+                    with self._env.begin(write=True) as txn:
+                        work(txn)
+                    return
+                except lmdb.MapFullError:
+                    self._grow()
+                except lmdb.MapResizedError:
+                    self._env.set_mapsize(0)  # adopt the size another opener set
+
+    def _grow(self) -> None:
+        current = int(self._env.info()["map_size"])
+        new = current * 2
+        if new > MAP_SIZE_MAX_BYTES:
+            raise StoreError(f"store at {self.path} would exceed {MAP_SIZE_MAX_BYTES} bytes")
+        self._env.set_mapsize(new)
+        log.info("store_map_grown", extra={"from_bytes": current, "to_bytes": new})
+
+    def statistics(self) -> dict[str, int]:
+        """Map size, bytes in use, committed height."""
+        with self._lock:
+            info = self._env.info()
+            stat = self._env.stat()
+        return {
+            "map_size_bytes": int(info["map_size"]),
+            "used_bytes": int(stat["psize"]) * (int(info["last_pgno"]) + 1),
+            "height": self.height if self.initialised else -1,
+        }
+
+    # -- metadata -----------------------------------------------------------------------------
+
+    @property
+    def initialised(self) -> bool:
+        """True once genesis state has been written."""
+        return self._get("meta", _META_HEIGHT) is not None
+
+    @property
+    def height(self) -> int:
+        """The last committed height (0: genesis only)."""
+        raw = self._get("meta", _META_HEIGHT)
+        if raw is None:
+            raise StoreError("store has no genesis state yet")
+        return int.from_bytes(raw, "big")
+
+    @property
+    def app_hash(self) -> bytes:
+        """The app hash of the committed state."""
+        raw = self._get("meta", _META_APP_HASH)
+        if raw is None:
+            raise StoreError("store has no genesis state yet")
+        return raw
+
+    @property
+    def last_block_hash(self) -> bytes:
+        """Hash of the last committed block (the genesis hash at height 0)."""
+        return self._get("meta", _META_LAST_BLOCK_HASH) or self.genesis_hash
+
+    # -- commits ------------------------------------------------------------------------------
+
+    def init_genesis(self, writes: WriteSet, app_hash: bytes) -> None:
+        """Write the genesis state (height 0) once; raise ``StoreConsistencyError`` if done."""
+        if self.initialised:
+            raise StoreConsistencyError("genesis state is already written")
+
+        def work(txn: lmdb.Transaction) -> None:
+            if txn.get(_META_HEIGHT, db=self._db["meta"]) is not None:
+                raise StoreConsistencyError("genesis state is already written")
+            self._apply_writes(txn, writes)
+            txn.put(_height_key(0), app_hash, db=self._db["app_hashes"])
+            meta = self._db["meta"]
+            txn.put(_META_APP_HASH, app_hash, db=meta)
+            txn.put(_META_LAST_BLOCK_HASH, self.genesis_hash, db=meta)
+            txn.put(_META_HEIGHT, _height_key(0), db=meta)
+
+        self._write(work)
+
+    def commit_block(
+        self, block: Block, certificate: CommitCertificate, result: BlockResult
+    ) -> None:
+        """Persist ``block`` (the next height), its certificate and its execution ``result``
+        in one write transaction. Raises ``StoreConsistencyError`` (nothing written) when the
+        block does not extend the stored chain or the pieces do not belong together.
+
+        The certificate's signatures are the caller's to verify (it knows the validators)."""
+        height = block.height
+        header = block.header
+        if header.chain_id != self.chain_id:
+            raise StoreConsistencyError(f"block is for chain {header.chain_id!r}")
+        if certificate.height != height or certificate.block_hash != block.hash:
+            raise StoreConsistencyError("certificate is for another block")
+        if result.height != height or len(result.receipts) != len(block.transactions):
+            raise StoreConsistencyError("execution result is for another block")
+        encoded_block = block.encode()
+        encoded_certificate = certificate.encode()
+        receipts = [receipt.encode() for receipt in result.receipts]
+        tx_hashes = [hash_bytes(tx) for tx in block.transactions]
+
+        def work(txn: lmdb.Transaction) -> None:
+            meta = self._db["meta"]
+            raw_height = txn.get(_META_HEIGHT, db=meta)
+            if raw_height is None:
+                raise StoreConsistencyError("store has no genesis state yet")
+            stored_height = int.from_bytes(raw_height, "big")
+            if height != stored_height + 1:
+                raise StoreConsistencyError(
+                    f"block {height} does not follow committed height {stored_height}"
+                )
+            last_hash = txn.get(_META_LAST_BLOCK_HASH, db=meta)
+            if last_hash is None or header.parent_hash != bytes(last_hash):
+                raise StoreConsistencyError(f"block {height} does not link to block {height - 1}")
+            stored_app_hash = txn.get(_META_APP_HASH, db=meta)
+            if stored_app_hash is None or header.app_hash != bytes(stored_app_hash):
+                raise StoreConsistencyError(
+                    f"block {height} carries an app hash that differs from the stored state"
+                )
+            key = _height_key(height)
+            txn.put(key, encoded_block, db=self._db["blocks"])
+            txn.put(block.hash, key, db=self._db["block_hashes"])
+            txn.put(key, encoded_certificate, db=self._db["certificates"])
+            txn.put(key, result.app_hash, db=self._db["app_hashes"])
+            for index, (tx_hash, receipt) in enumerate(zip(tx_hashes, receipts, strict=True)):
+                location = encode((height, index))
+                # The first inclusion wins: a replayed copy later is only a rejected receipt.
+                txn.put(tx_hash, location, db=self._db["transactions"], overwrite=False)
+                txn.put(_receipt_key(height, index), receipt, db=self._db["receipts"])
+            self._apply_writes(txn, result.writes)
+            txn.put(_META_APP_HASH, result.app_hash, db=meta)
+            txn.put(_META_LAST_BLOCK_HASH, block.hash, db=meta)
+            txn.put(_META_HEIGHT, key, db=meta)
+
+        self._write(work)
+
+    def _apply_writes(self, txn: lmdb.Transaction, writes: WriteSet) -> None:
+        state = self._db["state"]
+        for key, value in writes:
+            if value is None:
+                txn.delete(key, db=state)
+            else:
+                txn.put(key, value, db=state)
+
+    # -- chain reads --------------------------------------------------------------------------
+
+    def block(self, height: int) -> Block | None:
+        """The committed block at ``height``, or None."""
+        raw = self._get("blocks", _height_key(height))
+        return None if raw is None else Block.decode(raw)
+
+    def block_bytes(self, height: int) -> bytes | None:
+        """The committed block at ``height`` as stored (for block sync), or None."""
+        return self._get("blocks", _height_key(height))
+
+    def height_of(self, block_hash: bytes) -> int | None:
+        """The height of the committed block with ``block_hash``, or None."""
+        raw = self._get("block_hashes", block_hash)
+        return None if raw is None else int.from_bytes(raw, "big")
+
+    def block_by_hash(self, block_hash: bytes) -> Block | None:
+        """The committed block with ``block_hash``, or None."""
+        height = self.height_of(block_hash)
+        return None if height is None else self.block(height)
+
+    def certificate(self, height: int) -> CommitCertificate | None:
+        """The commit certificate of ``height``, or None."""
+        raw = self._get("certificates", _height_key(height))
+        return None if raw is None else CommitCertificate.decode(raw)
+
+    def app_hash_at(self, height: int) -> bytes | None:
+        """The app hash after ``height`` (0: genesis), or None."""
+        return self._get("app_hashes", _height_key(height))
+
+    def transaction_location(self, tx_hash: bytes) -> TransactionLocation | None:
+        """Where the transaction with ``tx_hash`` was first included, or None."""
+        raw = self._get("transactions", tx_hash)
+        if raw is None:
+            return None
+        value = decode(raw)
+        assert isinstance(value, tuple)
+        height, index = value
+        assert isinstance(height, int)
+        assert isinstance(index, int)
+        return TransactionLocation(height, index)
+
+    def receipt(self, height: int, index: int) -> Receipt | None:
+        """The receipt of transaction ``index`` of block ``height``, or None."""
+        raw = self._get("receipts", _receipt_key(height, index))
+        return None if raw is None else Receipt.decode(raw)
+
+    def receipt_of(self, tx_hash: bytes) -> Receipt | None:
+        """The receipt of the first inclusion of ``tx_hash``, or None."""
+        location = self.transaction_location(tx_hash)
+        return None if location is None else self.receipt(location.height, location.index)
+
+    # -- state --------------------------------------------------------------------------------
+
+    def state_backend(self) -> LmdbStateBackend:
+        """The committed application state as an ``apps.state.StateBackend``."""
+        return LmdbStateBackend(self)
+
+    def state_get(self, key: bytes) -> bytes | None:
+        """The committed value at the namespaced ``key``."""
+        return self._get("state", key)
+
+    def state_scan(
+        self, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Committed (key, value) with ``start <= key < end`` in key order (or reverse).
+
+        Reads in batches of short read transactions: a commit that lands during a long scan
+        can be seen part way (the node executes and commits in one task, so blocks never
+        see this)."""
+        cursor_key: bytes | None = None
+        while True:
+            batch = self._scan_batch(start, end, reverse, cursor_key)
+            yield from batch
+            if len(batch) < self.scan_batch_entries:
+                return
+            cursor_key = batch[-1][0]
+
+    def _scan_batch(
+        self, start: bytes, end: bytes | None, reverse: bool, after: bytes | None
+    ) -> list[tuple[bytes, bytes]]:
+        batch: list[tuple[bytes, bytes]] = []
+        with self._lock, self._env.begin(db=self._db["state"]) as txn:
+            cursor = txn.cursor()
+            if not reverse:
+                positioned = cursor.set_range(after if after is not None else start)
+                if positioned and after is not None and cursor.key() == after:
+                    positioned = cursor.next()
+                while positioned:
+                    key = bytes(cursor.key())
+                    if end is not None and key >= end:
+                        break
+                    batch.append((key, bytes(cursor.value())))
+                    if len(batch) == self.scan_batch_entries:
+                        break
+                    positioned = cursor.next()
+            else:
+                bound = after if after is not None else end
+                if bound is None:
+                    positioned = cursor.last()
+                else:
+                    # Position on the last key < bound.
+                    positioned = cursor.prev() if cursor.set_range(bound) else cursor.last()
+                while positioned:
+                    key = bytes(cursor.key())
+                    if key < start:
+                        break
+                    batch.append((key, bytes(cursor.value())))
+                    if len(batch) == self.scan_batch_entries:
+                        break
+                    positioned = cursor.prev()
+        return batch
+
+    # -- consensus persistence ----------------------------------------------------------------
+
+    def save_replica_state(self, data: bytes) -> None:
+        """Durably record the replica's state (before the messages it justifies are sent)."""
+
+        def work(txn: lmdb.Transaction) -> None:
+            txn.put(_REPLICA_KEY, data, db=self._db["replica"])
+
+        self._write(work)
+
+    def load_replica_state(self) -> bytes | None:
+        """The last saved replica state, or None."""
+        return self._get("replica", _REPLICA_KEY)
+
+    def add_evidence(self, height: int, data: bytes) -> bool:
+        """Store equivocation evidence observed at ``height``; False when already stored."""
+        key = _height_key(height) + hash_bytes(data)
+        added = False
+
+        def work(txn: lmdb.Transaction) -> None:
+            nonlocal added
+            added = bool(txn.put(key, data, db=self._db["evidence"], overwrite=False))
+
+        self._write(work)
+        return added
+
+    def evidence(self, from_height: int = 0) -> list[tuple[int, bytes]]:
+        """Stored evidence as (height, bytes), by height then evidence hash."""
+        items: list[tuple[int, bytes]] = []
+        with self._lock, self._env.begin(db=self._db["evidence"]) as txn:
+            cursor = txn.cursor()
+            positioned = cursor.set_range(_height_key(from_height))
+            while positioned:
+                key = bytes(cursor.key())
+                items.append((int.from_bytes(key[:8], "big"), bytes(cursor.value())))
+                positioned = cursor.next()
+        return items
+
+
+class LmdbStateBackend:
+    """``apps.state.StateBackend`` over a store's committed state."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def get(self, key: bytes) -> bytes | None:
+        """The committed value at ``key``, or None."""
+        return self._store.state_get(key)
+
+    def scan(
+        self, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Committed (key, value) with ``start <= key < end`` in key order (or reverse)."""
+        return self._store.state_scan(start, end, reverse=reverse)
+
+
+def verify_chain(store: Store, validators: ValidatorSet, *, from_height: int = 1) -> int:
+    """Check every committed block from ``from_height``: it decodes, links to its parent,
+    carries the previous app hash, has a valid certificate, is indexed by hash, and its
+    transactions and receipts are recorded; nothing exists beyond the committed height.
+    Returns the height checked up to; raises ``StoreConsistencyError`` naming the problem."""
+    top = store.height
+    previous_hash = store.genesis_hash if from_height == 1 else None
+    if previous_hash is None:
+        previous = store.block(from_height - 1)
+        if previous is None:
+            raise StoreConsistencyError(f"block {from_height - 1} is missing")
+        previous_hash = previous.hash
+    for height in range(from_height, top + 1):
+        try:
+            block = store.block(height)
+            certificate = store.certificate(height)
+        except (DecodeError, CodecError) as error:
+            raise StoreConsistencyError(f"block {height} does not decode: {error}") from error
+        if block is None or certificate is None:
+            raise StoreConsistencyError(f"block {height} or its certificate is missing")
+        if block.header.parent_hash != previous_hash:
+            raise StoreConsistencyError(f"block {height} does not link to its parent")
+        if block.header.app_hash != store.app_hash_at(height - 1):
+            raise StoreConsistencyError(f"block {height} app hash differs from state {height - 1}")
+        try:
+            verify_certificate(
+                certificate, validators, store.chain_id, block_hash=block.hash, height=height
+            )
+        except CertificateError as error:
+            raise StoreConsistencyError(f"certificate {height}: {error}") from error
+        if store.height_of(block.hash) != height:
+            raise StoreConsistencyError(f"block {height} is not indexed by its hash")
+        for index, tx in enumerate(block.transactions):
+            location = store.transaction_location(hash_bytes(tx))
+            if location is None or location.height > height:
+                raise StoreConsistencyError(f"transaction {index} of block {height} not indexed")
+            if store.receipt(height, index) is None:
+                raise StoreConsistencyError(f"receipt {index} of block {height} is missing")
+        previous_hash = block.hash
+    if store.last_block_hash != previous_hash and top >= from_height:
+        raise StoreConsistencyError("metadata's last block hash differs from the last block")
+    if store.app_hash_at(top) != store.app_hash:
+        raise StoreConsistencyError("metadata's app hash differs from the last block's")
+    beyond = top + 1
+    if store.block_bytes(beyond) is not None or store.certificate(beyond) is not None:
+        raise StoreConsistencyError(f"data exists beyond committed height {top}")
+    if store.app_hash_at(beyond) is not None or store.receipt(beyond, 0) is not None:
+        raise StoreConsistencyError(f"data exists beyond committed height {top}")
+    return top

@@ -1,0 +1,332 @@
+"""The LMDB store: atomic block commits, reads, identity checks, map growth, state scans."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from apps.membership import MembershipApp
+from apps.state import MemoryBackend
+from apps.transaction import sign_transaction
+from consensus.codec import Value
+from consensus.crypto import hash_bytes
+from consensus.types import Block
+from node.store import (
+    SCHEMA_VERSION,
+    Store,
+    StoreConsistencyError,
+    StoreMismatchError,
+    verify_chain,
+)
+from tests.host_fixtures import CHAIN, Chain, key
+from tests.store_fixtures import GENESIS_HASH, VALIDATORS, NodeChain, certify
+from tests.test_host import OPERATION, KvApp, Operation, VaultApp
+
+BANK = key("bank_a")
+
+
+class Signer:
+    def __init__(self) -> None:
+        self.nonce = 0
+
+    def write(self, *puts: tuple[bytes, bytes], fail: bool = False) -> bytes:
+        tx = sign_transaction(
+            BANK,
+            chain_id=CHAIN,
+            app="kv",
+            operation="write",
+            arguments={"puts": list(puts), "fail": fail},
+            nonce=self.nonce,
+        )
+        self.nonce += 1
+        return tx.encoded
+
+
+def node(path: Path, *, map_size_bytes: int = 64 * 1024 * 1024, sync: bool = True) -> NodeChain:
+    return NodeChain(path, [KvApp(), VaultApp()], map_size_bytes=map_size_bytes, sync=sync)
+
+
+def test_commit_and_read_back_everything(tmp_path: Path) -> None:
+    chain = node(tmp_path)
+    signer = Signer()
+    first = signer.write((b"a", b"1"))
+    replay = first
+    failing = signer.write((b"b", b"2"), fail=True)
+    result = chain.commit([first, failing])
+    chain.commit([replay, signer.write((b"c", b"3"))])
+    store = chain.store
+    assert store.height == 2
+    assert store.app_hash == chain.host.app_hash
+    assert verify_chain(store, VALIDATORS) == 2
+    block = store.block(1)
+    assert block is not None
+    assert block.transactions == (first, failing)
+    assert store.block_by_hash(block.hash) == block
+    assert store.height_of(block.hash) == 1
+    certificate = store.certificate(1)
+    assert certificate is not None
+    assert certificate.block_hash == block.hash
+    assert store.app_hash_at(1) == result.app_hash
+    # The replay in block 2 is a rejected receipt; the index keeps the first inclusion.
+    location = store.transaction_location(hash_bytes(first))
+    assert location is not None
+    assert (location.height, location.index) == (1, 0)
+    assert store.receipt_of(hash_bytes(first)) == result.receipts[0]
+    second = store.receipt(2, 0)
+    assert second is not None
+    assert second.code == "stale_nonce"
+    failed = store.receipt_of(hash_bytes(failing))
+    assert failed is not None
+    assert failed.code == "asked_to_fail"
+    assert chain.host.query("kv", "all", {}) == ((b"a", b"1"), (b"c", b"3"))
+    assert store.block(3) is None
+    assert store.certificate(3) is None
+    assert store.transaction_location(b"\x00" * 32) is None
+    chain.close()
+
+
+def test_reopen_resumes_at_the_committed_height(tmp_path: Path) -> None:
+    chain = node(tmp_path)
+    signer = Signer()
+    chain.commit([signer.write((b"a", b"1"))])
+    app_hash = chain.host.app_hash
+    chain.close()
+    again = node(tmp_path)
+    assert again.store.height == 1
+    assert again.host.app_hash == app_hash
+    assert again.host.next_nonce(BANK.public_key) == 1
+    again.commit([signer.write((b"b", b"2"))])
+    assert verify_chain(again.store, VALIDATORS) == 2
+    again.close()
+
+
+def test_a_store_from_another_chain_or_schema_is_refused(tmp_path: Path) -> None:
+    node(tmp_path).close()
+    with pytest.raises(StoreMismatchError, match="belongs to chain 'suanpan-test', not 'other'"):
+        Store(tmp_path, chain_id="other", genesis_hash=GENESIS_HASH)
+    with pytest.raises(StoreMismatchError, match="genesis"):
+        Store(tmp_path, chain_id=CHAIN, genesis_hash=b"\x01" * 32)
+    store = Store(tmp_path, chain_id=CHAIN, genesis_hash=GENESIS_HASH)
+    store._write(lambda txn: txn.put(b"schema_version", b"999", db=store._db["meta"]))
+    store.close()
+    with pytest.raises(StoreMismatchError, match=f"needs {SCHEMA_VERSION}"):
+        Store(tmp_path, chain_id=CHAIN, genesis_hash=GENESIS_HASH)
+
+
+def test_commits_that_do_not_extend_the_chain_are_refused_and_write_nothing(
+    tmp_path: Path,
+) -> None:
+    chain = node(tmp_path)
+    signer = Signer()
+    chain.commit([signer.write((b"a", b"1"))])
+    store = chain.store
+    good = Block.build(
+        chain_id=CHAIN,
+        height=2,
+        view=0,
+        parent_hash=store.last_block_hash,
+        app_hash=store.app_hash,
+        proposer=0,
+        timestamp_ms=5,
+        transactions=[],
+    )
+    from apps.base import BlockContext
+
+    result = chain.host.execute_block(BlockContext(2, 5, b"", CHAIN), [])
+    for block, message in (
+        (_variant(good, height=3), "does not follow"),
+        (_variant(good, parent_hash=b"\x09" * 32), "does not link"),
+        (_variant(good, app_hash=b"\x09" * 32), "app hash"),
+    ):
+        with pytest.raises(StoreConsistencyError, match=message):
+            store.commit_block(
+                block, certify(block), dataclasses.replace(result, height=block.height)
+            )
+    with pytest.raises(StoreConsistencyError, match="certificate"):
+        store.commit_block(good, certify(_variant(good, view=1)), result)
+    assert store.height == 1
+    store.commit_block(good, certify(good), result)
+    with pytest.raises(StoreConsistencyError, match="already written"):
+        store.init_genesis((), b"\x00" * 32)
+    assert verify_chain(store, VALIDATORS) == 2
+    chain.close()
+
+
+def _variant(block: Block, **changes: int | bytes) -> Block:
+    header = dataclasses.replace(block.header, **changes)  # type: ignore[arg-type]
+    return Block(header, block.transactions)
+
+
+def test_verify_chain_detects_a_forged_certificate(tmp_path: Path) -> None:
+    chain = node(tmp_path)
+    chain.commit([])
+    block = chain.store.block(1)
+    assert block is not None
+    forged = certify(block)
+    bad = type(forged)(forged.height, forged.view, forged.block_hash, forged.signatures[:1])
+    chain.store._write(
+        lambda txn: txn.put(
+            (1).to_bytes(8, "big"), bad.encode(), db=chain.store._db["certificates"]
+        )
+    )
+    with pytest.raises(StoreConsistencyError, match="certificate 1"):
+        verify_chain(chain.store, VALIDATORS)
+    chain.close()
+
+
+def test_the_map_grows_instead_of_failing(tmp_path: Path) -> None:
+    chain = node(tmp_path, map_size_bytes=64 * 1024, sync=False)
+    signer = Signer()
+    for block in range(12):
+        chain.commit(
+            [signer.write(*[(bytes([block, i]), bytes(900)) for i in range(20)]) for _ in range(2)]
+        )
+    statistics = chain.store.statistics()
+    assert statistics["map_size_bytes"] > 64 * 1024
+    assert statistics["height"] == 12
+    assert verify_chain(chain.store, VALIDATORS) == 12
+    assert len(list(chain.store.state_scan(b"kv\x00", b"kv\x01"))) == 12 * 20
+    chain.close()
+
+
+def test_replica_state_and_evidence(tmp_path: Path) -> None:
+    store = Store(tmp_path, chain_id=CHAIN, genesis_hash=GENESIS_HASH)
+    assert store.load_replica_state() is None
+    store.save_replica_state(b"view=3")
+    store.save_replica_state(b"view=4")
+    assert store.add_evidence(7, b"double vote A")
+    assert not store.add_evidence(7, b"double vote A")
+    assert store.add_evidence(2, b"double vote B")
+    store.close()
+    store = Store(tmp_path, chain_id=CHAIN, genesis_hash=GENESIS_HASH)
+    assert store.load_replica_state() == b"view=4"
+    assert store.evidence() == [(2, b"double vote B"), (7, b"double vote A")]
+    assert store.evidence(from_height=3) == [(7, b"double vote A")]
+    assert not store.initialised
+    store.close()
+
+
+def test_same_blocks_on_two_stores_reach_the_same_app_hashes(tmp_path: Path) -> None:
+    """Determinism across environments: two LMDB stores and the in-memory backend."""
+    left = node(tmp_path / "left")
+    right = node(tmp_path / "right")
+    memory = Chain.start([KvApp(), VaultApp()])
+    signer = Signer()
+    for block in range(6):
+        transactions = [
+            signer.write((f"k{block}".encode(), b"v"), fail=block % 3 == 0),
+            signer.write((b"shared", bytes([block]))),
+        ]
+        a = left.commit(transactions)
+        b = right.commit(transactions)
+        m = memory.run(transactions)
+        assert a == b
+        assert a.app_hash == m.app_hash
+    assert list(left.store.state_scan()) == list(right.store.state_scan()) == memory.backend.items()
+    left.close()
+    right.close()
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(st.booleans(), st.binary(max_size=3), st.binary(max_size=2)),
+        max_size=60,
+    ),
+    st.binary(max_size=3),
+    st.one_of(st.none(), st.binary(max_size=3)),
+)
+def test_state_scans_match_a_sorted_model(
+    tmp_path_factory: pytest.TempPathFactory,
+    operations: list[tuple[bool, bytes, bytes]],
+    start: bytes,
+    end: bytes | None,
+) -> None:
+    """Batched cursor scans (forward and reverse, across batch boundaries) equal the model."""
+    store = Store(
+        tmp_path_factory.mktemp("scan"), chain_id=CHAIN, genesis_hash=GENESIS_HASH, sync=False
+    )
+    store.scan_batch_entries = 3
+    model = MemoryBackend()
+    writes: dict[bytes, bytes | None] = {}
+    for put, k, v in operations:
+        if k:
+            writes[k] = v if put else None
+    write_set = tuple(sorted(writes.items()))
+    store.init_genesis(write_set, b"\x00" * 32)
+    model.apply(write_set)
+    for reverse in (False, True):
+        assert list(store.state_scan(start, end, reverse=reverse)) == list(
+            model.scan(start, end, reverse=reverse)
+        )
+    store.close()
+
+
+def test_host_over_lmdb_matches_host_over_memory_for_membership(tmp_path: Path) -> None:
+    chain = NodeChain(tmp_path)
+    memory = Chain.start()
+    tx = sign_transaction(
+        BANK,
+        chain_id=CHAIN,
+        app="membership",
+        operation="onboard_enterprise",
+        arguments={"id": "acme", "name": "Acme", "jurisdiction": "SG"},
+        nonce=0,
+    )
+    assert chain.commit([tx.encoded]).app_hash == memory.run([tx]).app_hash
+    assert chain.host.query("membership", "institution", {"id": "acme"}) == memory.host.query(
+        "membership", "institution", {"id": "acme"}
+    )
+    assert isinstance(chain.host.app("membership"), MembershipApp)
+    chain.close()
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(st.lists(OPERATION, max_size=5), min_size=1, max_size=4))
+def test_lmdb_state_matches_a_model_of_atomic_transactions(
+    tmp_path_factory: pytest.TempPathFactory, blocks: list[list[Operation]]
+) -> None:
+    """Random blocks (some transactions failing in the caller or in a nested cross-app call)
+    committed to LMDB: the stored state is the model with exactly the successful transactions
+    applied, and equals the in-memory host's state and app hash."""
+    chain = NodeChain(tmp_path_factory.mktemp("atomic"), [KvApp(), VaultApp()], sync=False)
+    memory = Chain.start([KvApp(), VaultApp()])
+    model: dict[bytes, bytes] = {}
+    nonce = 0
+    for block in blocks:
+        raw = []
+        for puts, deletes, fail, deposit in block:
+            arguments: dict[str, Value] = {"puts": list(puts), "deletes": list(deletes)}
+            if fail:
+                arguments["fail"] = True
+            if deposit is not None:
+                arguments["deposit"] = {"amount": deposit[0], "fail": deposit[1]}
+            raw.append(
+                sign_transaction(
+                    BANK,
+                    chain_id=CHAIN,
+                    app="kv",
+                    operation="write",
+                    arguments=arguments,
+                    nonce=nonce,
+                ).encoded
+            )
+            nonce += 1
+            if not (fail or (deposit is not None and deposit[1])):
+                model.update(puts)
+                for k in deletes:
+                    model.pop(k, None)
+        result = chain.commit(raw)
+        assert result.app_hash == memory.run(raw).app_hash
+        stored = [(k[len(b"kv\x00") :], v) for k, v in chain.store.state_scan(b"kv\x00", b"kv\x01")]
+        assert stored == sorted(model.items())
+    assert list(chain.store.state_scan()) == memory.backend.items()
+    chain.close()
