@@ -60,3 +60,6 @@ main.add_command(status_command)
 main.add_command(tx_group)
 main.add_command(query_command)
 main.add_command(block_command)
+from node.start_cli import start_command  # noqa: E402
+
+main.add_command(start_command)

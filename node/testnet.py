@@ -9,7 +9,7 @@
       node<i>/                a full node home (config.toml, genesis.json, keys, data/)
 
 Ports are free loopback ports chosen at generation time. ``Testnet`` starts the processes
-(``python -m node.cli start --home node<i>``; stdout/stderr to ``node<i>/process.log``, the
+(``python -m node start --home node<i>``; stdout/stderr to ``node<i>/process.log``, the
 structured log to ``node<i>/node.log``), stops them with SIGTERM (SIGKILL after a grace
 period), and compares what the nodes committed.
 """
@@ -211,6 +211,8 @@ class NodeSummary:
 class Testnet:
     """Runs the node processes of a generated testnet."""
 
+    __test__ = False  # not a pytest test class, despite the name
+
     def __init__(self, info: TestnetInfo) -> None:
         self.info = info
         self.processes: list[subprocess.Popen[bytes] | None] = [None] * len(info.homes)
@@ -223,7 +225,7 @@ class Testnet:
         home = self.info.homes[index]
         output = (home / "process.log").open("ab")
         self.processes[index] = subprocess.Popen(
-            [sys.executable, "-m", "node.cli", "start", "--home", str(home)],
+            [sys.executable, "-m", "node", "start", "--home", str(home)],
             stdout=output,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
