@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from network.cli import bench_gossip
 from node.keys import KeyFileError, address_of, generate_private_key, load_key_file, save_key_file
 
 
@@ -63,3 +64,4 @@ main.add_command(block_command)
 from node.start_cli import start_command  # noqa: E402
 
 main.add_command(start_command)
+main.add_command(bench_gossip)
