@@ -240,15 +240,16 @@ class Testnet:
         for index in range(len(self.info.homes)):
             self.start(index)
 
-    def stop(self, index: int, *, kill: bool = False) -> int | None:
+    def stop(self, index: int, *, kill: bool = False, signalled: bool = False) -> int | None:
         """Stop node ``index`` (SIGTERM, SIGKILL after the grace period, or at once with
-        ``kill``); returns its exit code."""
+        ``kill``); returns its exit code. ``signalled``: SIGTERM was already sent."""
         process = self.processes[index]
         if process is None:
             return None
         self._stopped.add(index)
         if process.poll() is None:
-            process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            if kill or not signalled:
+                process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
             try:
                 process.wait(timeout=STOP_GRACE_S)
             except subprocess.TimeoutExpired:
@@ -258,11 +259,15 @@ class Testnet:
 
     def stop_all(self) -> list[int | None]:
         """Stop every node (SIGTERM to all first, so they stop in parallel)."""
+        signalled = set()
         for index, process in enumerate(self.processes):
             if process is not None and process.poll() is None:
                 self._stopped.add(index)
                 process.send_signal(signal.SIGTERM)
-        return [self.stop(index) for index in range(len(self.processes))]
+                signalled.add(index)
+        return [
+            self.stop(index, signalled=index in signalled) for index in range(len(self.processes))
+        ]
 
     def died(self) -> list[int]:
         """Nodes that exited without being asked to."""
