@@ -47,7 +47,24 @@ def keys_show(path: Path) -> None:
     click.echo(f"address    {address_of(key.public_key)}")
 
 
+# Subcommands live next to the code they drive; they are registered here, in help order.
+from node.client_cli import block_command, query_command, status_command, tx_group  # noqa: E402
+from node.operator_cli import config_group, genesis_group, init_command  # noqa: E402
+from node.start_cli import start_command  # noqa: E402
+from node.testnet_cli import testnet_group  # noqa: E402
 from sims.cli import sim  # noqa: E402
 
-main.add_command(sim)
-main.add_command(bench_gossip)
+for command in (
+    init_command,
+    genesis_group,
+    config_group,
+    start_command,
+    testnet_group,
+    status_command,
+    tx_group,
+    query_command,
+    block_command,
+    sim,
+    bench_gossip,
+):
+    main.add_command(command)
