@@ -12,6 +12,10 @@ POST   /tx                          body ``{"tx": hex, "wait": bool, "timeout_ms
                                     submit a signed transaction; returns its hash and
                                     status (``pending``; with ``wait``: ``committed`` or
                                     ``rejected`` with the reason, or ``pending`` on timeout)
+POST   /txs                         body ``{"txs": [hex, ...]}``: submit many signed
+                                    transactions at once (one signature batch on the
+                                    worker threads); returns ``{"accepted", "rejected":
+                                    [{"index", "code", "error", "retry"}]}``
 GET    /tx/{hash}                   status, block height and index, receipt with events
 GET    /block/latest                the last committed block with its certificate
 GET    /block/{height}              a block by height (``?transactions=1`` adds the bodies)
@@ -48,6 +52,9 @@ __all__ = ["ApiBackend", "QueryError", "SubmitOutcome", "make_handler"]
 
 # One /blocks poll returns at most this many blocks: bounds response size; clients page on.
 BLOCKS_PER_POLL_MAX: Final = 100
+# One POST /txs carries at most this many transactions: bounds the work of one request (the
+# body size is bounded separately by ``[rpc] body_bytes_max``).
+TXS_PER_SUBMIT_MAX: Final = 10_000
 _HASH_HEX_LENGTH: Final = 64
 
 
@@ -85,6 +92,10 @@ class ApiBackend(Protocol):
 
     async def submit(self, data: bytes) -> SubmitOutcome:
         """Stateless checks (off the event loop), then mempool admission."""
+        ...
+
+    async def submit_many(self, transactions: list[bytes]) -> list[SubmitOutcome]:
+        """``submit`` for a batch, in order (one outcome per transaction)."""
         ...
 
     def transaction(self, tx_hash: bytes) -> dict[str, JsonType] | None:
@@ -189,7 +200,7 @@ class _Handler:
     async def _route(self, request: Request) -> Response:
         parts = [part for part in request.path.split("/") if part]
         method = request.method
-        if parts in (["tx"], ["query"]):
+        if parts in (["tx"], ["txs"], ["query"]):
             if method != "POST":
                 raise _BadRequest(f"use POST for /{parts[0]}", 405)
         elif method not in ("GET", "HEAD"):
@@ -205,6 +216,8 @@ class _Handler:
                 )
             case ["tx"]:
                 return await self._submit(request)
+            case ["txs"]:
+                return await self._submit_many(request)
             case ["tx", hash_hex]:
                 tx_hash = _hex_field(hash_hex, "transaction hash", 32)
                 document = self._backend.transaction(tx_hash)
@@ -282,6 +295,36 @@ class _Handler:
             "status": "pending",
         }
         return json_response(200, document)
+
+    async def _submit_many(self, request: Request) -> Response:
+        body = _parse_json_body(request)
+        unknown = set(body) - {"txs"}
+        if unknown:
+            raise _BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+        items = body.get("txs")
+        if not isinstance(items, list):
+            raise _BadRequest("txs must be a list of hex strings")
+        if len(items) > TXS_PER_SUBMIT_MAX:
+            raise _BadRequest(f"txs holds {len(items)} transactions; at most {TXS_PER_SUBMIT_MAX}")
+        transactions = []
+        for index, item in enumerate(items):
+            data = _hex_field(item, f"txs[{index}]")
+            if not data:
+                raise _BadRequest(f"txs[{index}] is empty")
+            transactions.append(data)
+        outcomes = await self._backend.submit_many(transactions) if transactions else []
+        rejected: list[JsonType] = [
+            {
+                "index": index,
+                "hash": None if outcome.hash is None else outcome.hash.hex(),
+                "code": outcome.code,
+                "error": outcome.message,
+                "retry": outcome.retry,
+            }
+            for index, outcome in enumerate(outcomes)
+            if not outcome.accepted
+        ]
+        return json_response(200, {"accepted": len(outcomes) - len(rejected), "rejected": rejected})
 
     def _query(self, request: Request) -> Response:
         body = _parse_json_body(request)

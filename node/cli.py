@@ -68,3 +68,7 @@ for command in (
     bench_gossip,
 ):
     main.add_command(command)
+
+from node.bench.cli import bench  # noqa: E402
+
+main.add_command(bench)

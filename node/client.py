@@ -109,6 +109,11 @@ class Client:
             "POST", "/tx", {"tx": transaction.hex(), "wait": wait, "timeout_ms": timeout_ms}
         )
 
+    def submit_many(self, transactions: list[bytes]) -> dict[str, JsonType]:
+        """Submit a batch of encoded transactions (``POST /txs``); returns ``{"accepted",
+        "rejected": [{"index", "hash", "code", "error", "retry"}]}``."""
+        return self._request("POST", "/txs", {"txs": [data.hex() for data in transactions]})
+
     def transaction(self, tx_hash: bytes | str) -> dict[str, JsonType]:
         """Status and receipt of a transaction."""
         text = tx_hash.hex() if isinstance(tx_hash, bytes) else tx_hash

@@ -559,6 +559,10 @@ class Node:
         """API submission: stateless checks, signature off the loop, mempool admission."""
         return (await self._admit_many([data], gossip=False))[0]
 
+    async def submit_many(self, transactions: list[bytes]) -> list[SubmitOutcome]:
+        """API batch submission: one signature batch on the worker threads for all of them."""
+        return await self._admit_many(transactions, gossip=False)
+
     def transaction(self, tx_hash: bytes) -> dict[str, JsonType] | None:
         """Status document: committed (with receipt), pending, or rejected (with reason)."""
         location = self.store.transaction_location(tx_hash)

@@ -1,0 +1,183 @@
+"""The benchmark's open-loop submitter: pre-signed transactions at a fixed rate, in batches.
+
+Theory of operation
+-------------------
+``run_submitter`` runs in its own process (``start_submitter``), so its CPU never competes with
+the measuring process for the GIL. It gets one ``SubmitPlan`` per node: the node's API address,
+the node's stream of encoded transactions (already signed, in an order that keeps each sender's
+nonces ascending) and the node's share of the rate. One thread per node keeps one persistent
+HTTP/1.1 connection and, every ``BATCH_INTERVAL_S``, sends every transaction that is due by the
+schedule (``rate * elapsed``) as one ``POST /txs``. It is *open loop*: a slow node does not slow
+the schedule; the batch just grows (up to ``BATCH_TRANSACTIONS_MAX``) so the offered rate holds
+until the node refuses or the connection stalls, which the report shows.
+
+Each transaction's submit time is the wall-clock time (``time.time()``, shared by every process
+on the machine) just before its batch is written. The results (submit times, accepted count,
+refusals by code, transport errors, the submitter's own CPU time) come back over a pipe.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import multiprocessing
+import resource
+import threading
+import time
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Final
+
+__all__ = [
+    "BATCH_INTERVAL_S",
+    "BATCH_TRANSACTIONS_MAX",
+    "SubmitPlan",
+    "SubmitResult",
+    "SubmitterProcess",
+    "run_submitter",
+    "start_submitter",
+]
+
+# Batching period: short against the block interval, long enough to amortise each request.
+BATCH_INTERVAL_S: Final = 0.02
+# A batch never carries more than this (well under the API's 10,000 and 1 MiB body bounds at
+# ~660 hex characters per transaction).
+BATCH_TRANSACTIONS_MAX: Final = 1_000
+# One request may wait this long for the node (a stalled node shows as transport errors).
+REQUEST_TIMEOUT_S: Final = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitPlan:
+    """What to submit to one node: its API address, the stream and the rate (tx/s)."""
+
+    address: str
+    transactions: list[bytes]
+    rate: float
+
+
+@dataclass(slots=True)
+class SubmitResult:
+    """What happened to one node's stream. ``submit_times[i]`` is the wall-clock submit time
+    of ``transactions[i]`` (NaN when it was never sent)."""
+
+    address: str
+    submit_times: array[float]
+    sent: int = 0
+    accepted: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    transport_errors: int = 0
+    last_error: str = ""
+    requests: int = 0
+
+
+def _submit_stream(plan: SubmitPlan, start_at: float, duration_s: float, out: SubmitResult) -> None:
+    host, _, port = plan.address.rpartition(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=REQUEST_TIMEOUT_S)
+    hexes = [data.hex() for data in plan.transactions]
+    total = min(len(hexes), int(plan.rate * duration_s))
+    headers = {"Content-Type": "application/json"}
+    sent = 0
+    delay = start_at - time.time()
+    if delay > 0:
+        time.sleep(delay)
+    while sent < total:
+        now = time.time()
+        due = min(total, int((now - start_at) * plan.rate))
+        if due <= sent:
+            time.sleep(min(BATCH_INTERVAL_S, (sent + 1) / plan.rate + start_at - now))
+            continue
+        end = min(due, sent + BATCH_TRANSACTIONS_MAX)
+        body = ('{"txs":["' + '","'.join(hexes[sent:end]) + '"]}').encode()
+        submitted = time.time()
+        for index in range(sent, end):
+            out.submit_times[index] = submitted
+        try:
+            connection.request("POST", "/txs", body=body, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+            out.requests += 1
+            if response.status != 200:
+                out.rejected[f"http_{response.status}"] += end - sent
+                out.last_error = data[:200].decode("utf-8", "replace")
+            else:
+                document = json.loads(data)
+                out.accepted += int(document["accepted"])
+                for item in document["rejected"]:
+                    out.rejected[str(item["code"])] += 1
+                    out.last_error = str(item["error"])
+        except (OSError, http.client.HTTPException, ValueError, KeyError) as error:
+            out.transport_errors += 1
+            out.last_error = f"{type(error).__name__}: {error}"
+            connection.close()
+            connection = http.client.HTTPConnection(host, int(port), timeout=REQUEST_TIMEOUT_S)
+        sent = end
+        out.sent = sent
+        elapsed = time.time() - now
+        if elapsed < BATCH_INTERVAL_S:
+            time.sleep(BATCH_INTERVAL_S - elapsed)
+    connection.close()
+
+
+def run_submitter(
+    plans: list[SubmitPlan], start_at: float, duration_s: float
+) -> tuple[list[SubmitResult], float]:
+    """Submit every plan from wall-clock ``start_at`` for ``duration_s`` (one thread per
+    plan); returns the results and this process's CPU seconds."""
+    results = [
+        SubmitResult(plan.address, array("d", [float("nan")]) * len(plan.transactions))
+        for plan in plans
+    ]
+    threads = [
+        threading.Thread(target=_submit_stream, args=(plan, start_at, duration_s, result))
+        for plan, result in zip(plans, results, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return results, usage.ru_utime + usage.ru_stime
+
+
+def _process_main(
+    connection: Connection, plans: list[SubmitPlan], start_at: float, duration_s: float
+) -> None:
+    connection.send(run_submitter(plans, start_at, duration_s))
+    connection.close()
+
+
+class SubmitterProcess:
+    """A running submitter process; ``result()`` waits for it."""
+
+    def __init__(self, plans: list[SubmitPlan], start_at: float, duration_s: float) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._receiver, sender = context.Pipe(duplex=False)
+        self._process = context.Process(
+            target=_process_main, args=(sender, plans, start_at, duration_s), daemon=True
+        )
+        self._process.start()
+        sender.close()
+
+    @property
+    def pid(self) -> int | None:
+        """The process id."""
+        return self._process.pid
+
+    def result(self, timeout_s: float) -> tuple[list[SubmitResult], float]:
+        """The results; raises ``TimeoutError`` when the process does not finish in time."""
+        if not self._receiver.poll(timeout_s):
+            self._process.kill()
+            raise TimeoutError("the submitter did not finish in time")
+        results: tuple[list[SubmitResult], float] = self._receiver.recv()
+        self._process.join(timeout=10)
+        return results
+
+
+def start_submitter(
+    plans: list[SubmitPlan], start_at: float, duration_s: float
+) -> SubmitterProcess:
+    """Start the submitter in its own process."""
+    return SubmitterProcess(plans, start_at, duration_s)

@@ -1,0 +1,565 @@
+"""End-to-end throughput and latency of a real multi-process testnet, against the machine's
+signature-verification ceiling measured in the same run.
+
+Theory of operation
+-------------------
+``run_throughput`` (what ``suanpan bench`` runs):
+
+1. measures the ed25519 verification rate of one core (``consensus.crypto.verify`` on a
+   transaction-sized payload, as a node calls it). Every validator verifies every transaction
+   once, so a testnet of ``n`` validators on this machine can order at most
+   ``cores * verifications_per_core / n`` transactions per second: the *ceiling*;
+2. generates a testnet (``node.testnet``) whose genesis funds ``accounts_per_bank`` payment
+   accounts per validator bank (``node.bench.workload``), and pre-signs every transfer the run
+   will submit (signing is not measured);
+3. starts the node processes and waits until every node serves and sees all its peers;
+4. starts the open-loop submitter in its own process (``node.bench.submitter``): each node
+   gets its own accounts' transfers at ``rate / n`` tx/s, batched over a persistent
+   connection. Meanwhile an observer thread long-polls ``/blocks`` on node 0 and records the
+   wall-clock time it sees each block committed;
+5. samples each node's CPU time (``/proc/PID/stat``) at the start and the end of the
+   submission window, and its peak RSS (``VmHWM``) at the end;
+6. after the window, waits (bounded) for the submitted transactions to commit, then stops the
+   testnet and checks the nodes agree on their chain.
+
+Figures: ``tx_per_s`` counts the benchmark's transactions in blocks committed inside the
+window, after a short warm-up, per second of that interval. Latency is, for each committed
+transaction, observed commit time minus submit time (percentiles over every transaction
+submitted in the window; ``uncommitted`` counts those that never committed before the drain
+deadline). ``blocks_per_s`` and ``block_size_avg`` come from the same blocks.
+
+``--rate max`` runs steps on one testnet: the rate doubles while a step is *sustainable*
+(nothing refused, committed rate at least ``SUSTAINED_FRACTION`` of the offered rate, p99 at
+most ``p99_ms_max``), then bisects twice between the last good and first bad rate. The report is
+the best sustainable step, with every step listed.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from apps.transaction import TX_TAG
+from consensus.crypto import PrivateKey, hash_bytes, verify
+from node.bench.submitter import SubmitPlan, SubmitResult, start_submitter
+from node.bench.workload import BenchAccounts, bench_accounts, sign_streams
+from node.client import ApiError
+from node.config import NodeConfig
+from node.jsonvalue import JsonType
+from node.testnet import Testnet, agreement_problems, create_testnet
+
+__all__ = [
+    "BenchOptions",
+    "ProcessSampler",
+    "StepResult",
+    "ThroughputReport",
+    "measure_verify_rate",
+    "run_throughput",
+]
+
+# A step keeps up when it commits at least this share of what it offered.
+SUSTAINED_FRACTION: Final = 0.95
+# The first part of every window is excluded from tx_per_s: the pipeline is filling.
+WARMUP_S_MAX: Final = 1.0
+# After a window, submitted transactions get this long to commit before counting as lost.
+DRAIN_TIMEOUT_S: Final = 20.0
+# Nodes get this long to open stores, connect to every peer and serve the API.
+STARTUP_TIMEOUT_S: Final = 120.0
+# Each verification-rate measurement runs this long (per core).
+VERIFY_MEASURE_S: Final = 1.0
+# The observer's long poll (ms) and page size.
+_POLL_TIMEOUT_MS: Final = 2_000
+_POLL_LIMIT: Final = 100
+# The rate search starts here (tx/s) and doubles; it stops after this many steps at most.
+SEARCH_START_RATE: Final = 500.0
+SEARCH_STEPS_MAX: Final = 8
+
+
+def measure_verify_rate(duration_s: float = VERIFY_MEASURE_S) -> float:
+    """ed25519 verifications per second on one core (this thread), on a payload the size of a
+    payments transfer, through ``consensus.crypto.verify`` as a node calls it."""
+    key = PrivateKey(bytes(range(32)))
+    payload = bytes(300)
+    signature = key.sign(TX_TAG, "bench", payload)
+    count = 0
+    started = time.perf_counter()
+    deadline = started + duration_s
+    while True:
+        for _ in range(100):
+            if not verify(key.public_key, TX_TAG, "bench", payload, signature):
+                raise AssertionError("a valid signature failed to verify")
+        count += 100
+        now = time.perf_counter()
+        if now >= deadline:
+            return count / (now - started)
+
+
+class ProcessSampler:
+    """CPU seconds and peak RSS of processes, read from ``/proc`` (Linux)."""
+
+    _ticks_per_s: Final = os.sysconf("SC_CLK_TCK")
+
+    @classmethod
+    def cpu_s(cls, pid: int) -> float:
+        """User plus system CPU seconds so far (NaN when the process is gone)."""
+        try:
+            text = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return math.nan
+        fields = text[text.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / cls._ticks_per_s
+
+    @staticmethod
+    def rss_peak_mb(pid: int) -> float:
+        """Peak resident set size in MiB (NaN when the process is gone)."""
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return math.nan
+
+
+@dataclass(frozen=True, slots=True)
+class BenchOptions:
+    """Arguments of one benchmark run."""
+
+    validators: int = 4
+    duration_s: float = 20.0
+    rate: float | None = 4000.0  # None: search the maximum sustainable rate
+    accounts_per_bank: int = 200
+    p99_ms_max: float = 1000.0
+    config: NodeConfig = field(default_factory=NodeConfig)
+    keep_directory: Path | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _ObservedBlock:
+    height: int
+    seen_at: float
+    hashes: tuple[str, ...]
+
+
+class _Observer:
+    """Long-polls ``/blocks`` of one node and records when each block is first seen."""
+
+    def __init__(self, address: str, start_height: int) -> None:
+        host, _, port = address.rpartition(":")
+        self._host, self._port = host, int(port)
+        self.next_height = start_height
+        self.blocks: list[_ObservedBlock] = []
+        self.commit_time: dict[str, float] = {}
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=_POLL_TIMEOUT_MS / 1000 + 10)
+
+    def _run(self) -> None:
+        connection = http.client.HTTPConnection(self._host, self._port, timeout=30)
+        while not self._stop.is_set():
+            path = (
+                f"/blocks?from={self.next_height}&limit={_POLL_LIMIT}&timeout_ms={_POLL_TIMEOUT_MS}"
+            )
+            try:
+                connection.request("GET", path)
+                response = connection.getresponse()
+                data = response.read()
+                seen_at = time.time()
+                document = json.loads(data)
+            except (OSError, http.client.HTTPException, ValueError):
+                self.errors += 1
+                connection.close()
+                connection = http.client.HTTPConnection(self._host, self._port, timeout=30)
+                self._stop.wait(0.2)
+                continue
+            for block in document.get("blocks", []):
+                hashes = tuple(block["transaction_hashes"])
+                self.blocks.append(_ObservedBlock(int(block["height"]), seen_at, hashes))
+                for tx_hash in hashes:
+                    self.commit_time.setdefault(tx_hash, seen_at)
+                self.next_height = int(block["height"]) + 1
+        connection.close()
+
+
+@dataclass(slots=True)
+class StepResult:
+    """One submission window's figures."""
+
+    rate_offered: float
+    duration_s: float
+    submitted: int
+    accepted: int
+    rejected: dict[str, int]
+    transport_errors: int
+    committed: int
+    uncommitted: int
+    tx_per_s: float
+    latency_ms_p50: float
+    latency_ms_p95: float
+    latency_ms_p99: float
+    latency_ms_max: float
+    blocks: int
+    blocks_per_s: float
+    block_size_avg: float
+    cpu_s: list[float]
+    cpu_percent: list[float]
+    submitter_cpu_s: float
+    last_error: str
+
+    def sustainable(self, p99_ms_max: float) -> bool:
+        """Nothing refused, kept up with the offered rate, and p99 within the bound."""
+        return (
+            not self.rejected
+            and not self.transport_errors
+            and self.uncommitted == 0
+            and self.tx_per_s >= SUSTAINED_FRACTION * self.rate_offered
+            and self.latency_ms_p99 <= p99_ms_max
+        )
+
+    def to_json(self) -> dict[str, JsonType]:
+        """JSON form."""
+        return {
+            "rate_offered": self.rate_offered,
+            "duration_s": self.duration_s,
+            "submitted": self.submitted,
+            "accepted": self.accepted,
+            "rejected": dict(self.rejected),
+            "transport_errors": self.transport_errors,
+            "committed": self.committed,
+            "uncommitted": self.uncommitted,
+            "tx_per_s": round(self.tx_per_s, 1),
+            "latency_ms_p50": round(self.latency_ms_p50, 1),
+            "latency_ms_p95": round(self.latency_ms_p95, 1),
+            "latency_ms_p99": round(self.latency_ms_p99, 1),
+            "latency_ms_max": round(self.latency_ms_max, 1),
+            "blocks": self.blocks,
+            "blocks_per_s": round(self.blocks_per_s, 2),
+            "block_size_avg": round(self.block_size_avg, 1),
+            "cpu_s_per_node": [round(value, 2) for value in self.cpu_s],
+            "cpu_percent_per_node": [round(value, 1) for value in self.cpu_percent],
+            "submitter_cpu_s": round(self.submitter_cpu_s, 2),
+            "last_error": self.last_error,
+        }
+
+
+@dataclass(slots=True)
+class ThroughputReport:
+    """Everything ``suanpan bench`` prints."""
+
+    options: BenchOptions
+    verify_per_s_per_core: float
+    cores: int
+    load_average: tuple[float, float, float]
+    steps: list[StepResult]
+    best: StepResult
+    rss_peak_mb: list[float]
+    agreement_problems: list[str]
+    directory: str
+
+    @property
+    def ceiling_tx_per_s(self) -> float:
+        """(cores x verifications per second per core) / validators."""
+        return self.cores * self.verify_per_s_per_core / self.options.validators
+
+    def to_json(self) -> dict[str, JsonType]:
+        """One JSON object; the main figures are the best (or only) step's."""
+        best = self.best.to_json()
+        document: dict[str, JsonType] = {
+            "validators": self.options.validators,
+            "workload": "payments.transfer (pre-signed, ed25519)",
+            "rate": "max" if self.options.rate is None else self.options.rate,
+            **best,
+            "ed25519_verify_per_s_per_core": round(self.verify_per_s_per_core),
+            "cores": self.cores,
+            "ceiling_tx_per_s": round(self.ceiling_tx_per_s, 1),
+            "ratio": round(self.best.tx_per_s / self.ceiling_tx_per_s, 3),
+            "rss_peak_mb_per_node": [round(value, 1) for value in self.rss_peak_mb],
+            "load_average_before": list(self.load_average),
+            "machine": (
+                f"{platform.machine()} {self.cores} cores, Python {platform.python_version()}"
+            ),
+            "agreement_problems": list(self.agreement_problems),
+        }
+        if len(self.steps) > 1:
+            document["steps"] = [step.to_json() for step in self.steps]
+        if self.directory:
+            document["directory"] = self.directory
+        return document
+
+
+def _percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    if not sorted_values:
+        return math.nan
+    index = min(len(sorted_values) - 1, max(0, math.ceil(fraction * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+class _Run:
+    """One testnet with its accounts, streams and observer."""
+
+    def __init__(self, options: BenchOptions, directory: Path) -> None:
+        self.options = options
+        self.accounts: BenchAccounts = bench_accounts(
+            options.validators, options.accounts_per_bank, options.seed
+        )
+        self.info = create_testnet(
+            directory,
+            options.validators,
+            chain_id="suanpan-bench",
+            apps=("membership", "payments"),
+            app_state=self.accounts.app_state(),
+            config=options.config,
+        )
+        self.testnet = Testnet(self.info)
+        self.steps_run = 0
+        self.observer: _Observer | None = None
+
+    def start(self) -> None:
+        self.testnet.start_all()
+        n = self.options.validators
+
+        def ready() -> bool:
+            for index in range(n):
+                try:
+                    with self.testnet.client(index, timeout_s=2.0) as client:
+                        if int(str(client.status().get("peers", 0))) < n - 1:
+                            return False
+                except ApiError:
+                    return False
+            return True
+
+        self.testnet.wait_until("every node serving and connected", ready, STARTUP_TIMEOUT_S)
+        with self.testnet.client(0) as client:
+            height = int(str(client.status().get("height", 0)))
+        self.observer = _Observer(self.info.api_addresses[0], height + 1)
+        self.observer.start()
+
+    def _next_nonces(self) -> list[list[int]]:
+        """Every account's next nonce (a refused transaction in an earlier step leaves its
+        sender's later nonces unused)."""
+        nonces = []
+        for bank, keys in enumerate(self.accounts.public_keys):
+            with self.testnet.client(bank) as client:
+                nonces.append([client.next_nonce(public_key) for public_key in keys])
+        return nonces
+
+    def pids(self) -> list[int]:
+        return [process.pid if process is not None else -1 for process in self.testnet.processes]
+
+    def step(self, rate: float, duration_s: float) -> StepResult:
+        """Submit at ``rate`` for ``duration_s``; wait for the drain; compute the figures."""
+        assert self.observer is not None
+        n = self.options.validators
+        per_node = rate / n
+        rounds = max(1, math.ceil(per_node * duration_s / self.options.accounts_per_bank))
+        streams = sign_streams(
+            self.accounts,
+            self.info.chain_id,
+            rounds,
+            first_nonces=self._next_nonces() if self.steps_run else None,
+            processes=os.cpu_count() or 1,
+        )
+        self.steps_run += 1
+        plans = [
+            SubmitPlan(self.info.api_addresses[bank], streams[bank], per_node) for bank in range(n)
+        ]
+        hashes = [[hash_bytes(data).hex() for data in stream] for stream in streams]
+        pids = self.pids()
+        start_at = time.time() + 1.5  # the submitter process imports and connects first
+        submitter = start_submitter(plans, start_at, duration_s)
+        time.sleep(max(0.0, start_at - time.time()))
+        cpu_before = [ProcessSampler.cpu_s(pid) for pid in pids]
+        time.sleep(max(0.0, start_at + duration_s - time.time()))
+        cpu_after = [ProcessSampler.cpu_s(pid) for pid in pids]
+        end_at = time.time()
+        results, submitter_cpu = submitter.result(timeout_s=duration_s + 120)
+        window = end_at - start_at
+        return self._figures(
+            rate,
+            duration_s,
+            start_at,
+            window,
+            hashes,
+            results,
+            submitter_cpu,
+            [after - before for before, after in zip(cpu_before, cpu_after, strict=True)],
+        )
+
+    def _figures(
+        self,
+        rate: float,
+        duration_s: float,
+        start_at: float,
+        window: float,
+        hashes: list[list[str]],
+        results: list[SubmitResult],
+        submitter_cpu: float,
+        cpu: list[float],
+    ) -> StepResult:
+        assert self.observer is not None
+        submitted: list[tuple[str, float]] = []
+        rejected: Counter[str] = Counter()
+        accepted = transport_errors = 0
+        last_error = ""
+        for stream_hashes, result in zip(hashes, results, strict=True):
+            for tx_hash, at in zip(stream_hashes, result.submit_times, strict=False):
+                if not math.isnan(at):
+                    submitted.append((tx_hash, at))
+            rejected.update(result.rejected)
+            accepted += result.accepted
+            transport_errors += result.transport_errors
+            last_error = result.last_error or last_error
+        deadline = time.time() + DRAIN_TIMEOUT_S
+        commit_time = self.observer.commit_time
+        expected = accepted
+        while time.time() < deadline:
+            if sum(1 for tx_hash, _ in submitted if tx_hash in commit_time) >= expected:
+                break
+            time.sleep(0.25)
+        latencies = sorted(
+            (commit_time[tx_hash] - at) * 1000
+            for tx_hash, at in submitted
+            if tx_hash in commit_time
+        )
+        ours = {tx_hash for tx_hash, _ in submitted}
+        warmup = min(WARMUP_S_MAX, window / 5)
+        in_window = [
+            block
+            for block in self.observer.blocks
+            if start_at + warmup <= block.seen_at <= start_at + window
+        ]
+        counted = sum(sum(1 for h in block.hashes if h in ours) for block in in_window)
+        measured_s = window - warmup
+        return StepResult(
+            rate_offered=rate,
+            duration_s=duration_s,
+            submitted=len(submitted),
+            accepted=accepted,
+            rejected=dict(rejected),
+            transport_errors=transport_errors,
+            committed=len(latencies),
+            uncommitted=accepted - len(latencies),
+            tx_per_s=counted / measured_s,
+            latency_ms_p50=_percentile(latencies, 0.50),
+            latency_ms_p95=_percentile(latencies, 0.95),
+            latency_ms_p99=_percentile(latencies, 0.99),
+            latency_ms_max=latencies[-1] if latencies else math.nan,
+            blocks=len(in_window),
+            blocks_per_s=len(in_window) / measured_s,
+            block_size_avg=statistics.fmean([len(b.hashes) for b in in_window])
+            if in_window
+            else 0.0,
+            cpu_s=cpu,
+            cpu_percent=[100 * value / window for value in cpu],
+            submitter_cpu_s=submitter_cpu,
+            last_error=last_error,
+        )
+
+    def stop(self) -> tuple[list[float], list[str]]:
+        """Stop everything; returns the nodes' peak RSS and any chain disagreement."""
+        if self.observer is not None:
+            self.observer.stop()
+        rss = [ProcessSampler.rss_peak_mb(pid) for pid in self.pids()]
+        problems: list[str] = []
+        try:
+            clients = [self.testnet.client(i) for i in range(self.options.validators)]
+            problems = agreement_problems(clients)
+            for client in clients:
+                client.close()
+        except ApiError as error:
+            problems = [f"could not compare chains: {error}"]
+        self.testnet.stop_all()
+        return rss, problems
+
+
+def run_throughput(options: BenchOptions, progress: bool = False) -> ThroughputReport:
+    """Run the benchmark (see the module docstring)."""
+    load = os.getloadavg()
+    verify_rate = measure_verify_rate()
+    cores = os.cpu_count() or 1
+    temporary = options.keep_directory is None
+    directory = (
+        Path(tempfile.mkdtemp(prefix="suanpan-bench-")) if temporary else options.keep_directory
+    )
+    assert directory is not None
+    run = _Run(options, directory / "testnet")
+    steps: list[StepResult] = []
+    try:
+        run.start()
+        if options.rate is not None:
+            steps.append(run.step(options.rate, options.duration_s))
+        else:
+            steps = _search(run, options, progress)
+    finally:
+        rss, problems = run.stop()
+        if temporary:
+            shutil.rmtree(directory, ignore_errors=True)
+    good = [step for step in steps if step.sustainable(options.p99_ms_max)]
+    best = max(good or steps, key=lambda step: step.tx_per_s)
+    return ThroughputReport(
+        options,
+        verify_rate,
+        cores,
+        load,
+        steps,
+        best,
+        rss,
+        problems,
+        "" if temporary else str(directory),
+    )
+
+
+def _search(run: _Run, options: BenchOptions, progress: bool) -> list[StepResult]:
+    steps: list[StepResult] = []
+    good: float | None = None
+    bad: float | None = None
+    rate = SEARCH_START_RATE
+    while len(steps) < SEARCH_STEPS_MAX:
+        step = run.step(rate, options.duration_s)
+        steps.append(step)
+        ok = step.sustainable(options.p99_ms_max)
+        if progress:
+            verdict = "sustained" if ok else "not sustained"
+            print(
+                f"  step {rate:8.0f} tx/s offered: {step.tx_per_s:8.1f} committed/s,"
+                f" p99 {step.latency_ms_p99:7.0f} ms, refused {sum(step.rejected.values())}:"
+                f" {verdict}",
+                flush=True,
+            )
+        if ok:
+            good = rate
+        else:
+            bad = rate
+        if bad is None:
+            rate *= 2
+        elif good is None:
+            rate /= 2
+            if rate < 50:
+                break
+        elif bad / good <= 1.2:
+            break
+        else:
+            rate = (good + bad) / 2
+        time.sleep(2.0)  # let the mempools drain between steps
+    return steps
