@@ -121,3 +121,67 @@ def _print_report(d: dict[str, JsonType]) -> None:
         click.echo(f"  DISAGREEMENT     {d['agreement_problems']}")
     if d.get("last_error"):
         click.echo(f"  last refusal     {d['last_error']}")
+
+
+@bench.command("scaling")
+@click.option(
+    "--validators",
+    "counts",
+    default="4,7,10,16,31",
+    show_default=True,
+    help="comma-separated validator counts (each 1..31)",
+)
+@click.option("--blocks", default=20, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--seed", default=1, show_default=True, type=click.IntRange(0, 2**63))
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def scaling_command(counts: str, blocks: int, seed: int, as_json: bool) -> None:
+    """Messages and bytes per committed block for several validator counts (simulator, faults
+    off)."""
+    from node.bench.scaling import scaling_table
+    from sims.config import ConfigError
+
+    try:
+        validator_counts = tuple(int(part) for part in counts.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(
+            "use comma-separated integers", param_hint="--validators"
+        ) from None
+    try:
+        rows = scaling_table(validator_counts, blocks=blocks, seed=seed)
+    except ConfigError as error:
+        raise click.BadParameter(str(error), param_hint="--validators") from None
+    if as_json:
+        click.echo(json.dumps({"blocks": blocks, "rows": [row.to_json() for row in rows]}))
+        return
+    click.echo(
+        f"{'validators':>10} {'messages/block':>15} {'expected':>9} {'bytes/block':>12}"
+        f" {'bytes/validator':>16}  ok"
+    )
+    for row in rows:
+        click.echo(
+            f"{row.validators:>10} {row.messages_per_block:>15,.1f}"
+            f" {row.expected_messages_per_block:>9,} {row.bytes_per_block:>12,}"
+            f" {row.bytes_per_validator_per_block:>16,}  {'yes' if row.ok else 'NO'}"
+        )
+
+
+@bench.command("catchup")
+@click.option("--blocks", default=300, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--validators", "-n", default=4, show_default=True, type=click.IntRange(4, 16))
+@click.option("--keep", type=click.Path(path_type=Path), help="keep the testnet in this directory")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def catchup_command(blocks: int, validators: int, keep: Path | None, as_json: bool) -> None:
+    """A validator restarted BLOCKS behind syncs them: verified and applied blocks/s."""
+    from node.bench.catchup import run_catchup
+
+    report = run_catchup(blocks, validators, keep)
+    document = report.to_json()
+    if as_json:
+        click.echo(json.dumps(document))
+        return
+    click.echo(
+        f"synced {document['blocks_synced']} blocks ({document['transactions_synced']}"
+        f" transactions) in {document['sync_s']} s after a {document['startup_s']} s start-up:"
+        f" {document['blocks_per_s']} blocks/s verified and applied,"
+        f" {document['transactions_per_s']} tx/s"
+    )

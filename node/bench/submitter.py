@@ -166,6 +166,12 @@ class SubmitterProcess:
         """The process id."""
         return self._process.pid
 
+    def stop(self) -> None:
+        """Stop submitting now (the results are discarded)."""
+        if self._process.is_alive():
+            self._process.kill()
+        self._process.join(timeout=10)
+
     def result(self, timeout_s: float) -> tuple[list[SubmitResult], float]:
         """The results; raises ``TimeoutError`` when the process does not finish in time."""
         if not self._receiver.poll(timeout_s):

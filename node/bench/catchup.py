@@ -1,0 +1,201 @@
+"""Catch-up: how fast a validator that was down syncs the blocks it missed.
+
+``run_catchup`` generates a benchmark testnet (``node.bench.workload`` accounts), starts it,
+stops the last validator, and lets the others commit ``blocks`` more heights under a light
+payments load (short block intervals so the backlog builds quickly). It then stops the load,
+waits until the live nodes' height is stable, restarts the stopped validator and times, from the
+moment its API answers (process start-up and store opening excluded, reported separately), until
+its committed height reaches the others'. Every synced block is verified (its commit
+certificate's 2f+1 signatures and its chain links, by the replica) and applied (executed
+through the app host and committed to LMDB) before the next one counts: the figures are
+verified-and-applied blocks per second and the transactions per second inside them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from node.bench.submitter import SubmitPlan, start_submitter
+from node.bench.workload import bench_accounts, sign_streams
+from node.client import ApiError
+from node.config import NodeConfig
+from node.jsonvalue import JsonType
+from node.testnet import Testnet, create_testnet
+
+__all__ = ["CatchupReport", "catchup_config", "run_catchup"]
+
+# Load while the backlog builds: enough for non-empty blocks, light on a busy machine.
+LOAD_TX_PER_S: Final = 200.0
+ACCOUNTS_PER_BANK: Final = 50
+STARTUP_TIMEOUT_S: Final = 120.0
+# Building the backlog and syncing it are bounded (a stuck run fails loudly).
+PHASE_TIMEOUT_S: Final = 900.0
+_POLL_S: Final = 0.1
+
+
+def catchup_config() -> NodeConfig:
+    """Short block intervals so the live validators build a backlog quickly."""
+    return NodeConfig().with_changes("consensus", block_interval_ms=20, empty_block_interval_ms=20)
+
+
+@dataclass(frozen=True, slots=True)
+class CatchupReport:
+    """What the catch-up run measured."""
+
+    validators: int
+    blocks_synced: int
+    transactions_synced: int
+    startup_s: float
+    sync_s: float
+
+    @property
+    def blocks_per_s(self) -> float:
+        """Verified and applied blocks per second."""
+        return self.blocks_synced / self.sync_s if self.sync_s > 0 else 0.0
+
+    @property
+    def transactions_per_s(self) -> float:
+        """Transactions applied per second while syncing."""
+        return self.transactions_synced / self.sync_s if self.sync_s > 0 else 0.0
+
+    def to_json(self) -> dict[str, JsonType]:
+        """JSON form."""
+        return {
+            "validators": self.validators,
+            "blocks_synced": self.blocks_synced,
+            "transactions_synced": self.transactions_synced,
+            "startup_s": round(self.startup_s, 2),
+            "sync_s": round(self.sync_s, 2),
+            "blocks_per_s": round(self.blocks_per_s, 1),
+            "transactions_per_s": round(self.transactions_per_s, 1),
+        }
+
+
+def _height(testnet: Testnet, index: int) -> int:
+    """The node's committed height; -1 while it does not answer (busy applying a batch)."""
+    try:
+        with testnet.client(index, timeout_s=30.0) as client:
+            return int(str(client.status().get("height", 0)))
+    except ApiError:
+        return -1
+
+
+def run_catchup(
+    blocks: int, validators: int = 4, keep_directory: Path | None = None
+) -> CatchupReport:
+    """Run the catch-up benchmark (see the module docstring)."""
+    if validators < 4:
+        raise ValueError("catch-up needs at least 4 validators (3 keep committing without one)")
+    temporary = keep_directory is None
+    directory = Path(tempfile.mkdtemp(prefix="suanpan-catchup-")) if temporary else keep_directory
+    assert directory is not None
+    accounts = bench_accounts(validators, ACCOUNTS_PER_BANK)
+    info = create_testnet(
+        directory / "testnet",
+        validators,
+        chain_id="suanpan-bench",
+        apps=("membership", "payments"),
+        app_state=accounts.app_state(),
+        config=catchup_config(),
+    )
+    testnet = Testnet(info)
+    lagging = validators - 1
+    live = range(lagging)
+    try:
+        testnet.start_all()
+        testnet.wait_until(
+            "every node serving", lambda: _all_serving(testnet, validators), STARTUP_TIMEOUT_S
+        )
+        testnet.stop(lagging)
+        behind = _height(testnet, 0)
+        # Enough load to last until the backlog is built (the submitter is stopped then).
+        duration_s = PHASE_TIMEOUT_S
+        per_node = LOAD_TX_PER_S / len(live)
+        rounds = max(1, int(per_node * 120 / ACCOUNTS_PER_BANK))
+        streams = sign_streams(accounts, info.chain_id, rounds, processes=os.cpu_count() or 1)
+        plans = [SubmitPlan(info.api_addresses[i], streams[i], per_node) for i in live]
+        submitter = start_submitter(plans, time.time() + 1.0, duration_s)
+        target = behind + blocks
+        try:
+            testnet.wait_until(
+                f"the live validators reaching height {target}",
+                lambda: _height(testnet, 0) >= target,
+                PHASE_TIMEOUT_S,
+                poll_s=0.5,
+            )
+        finally:
+            submitter.stop()
+        top = _settled_height(testnet, live)
+        transactions = 0
+        with testnet.client(0) as client:
+            for height in range(behind + 1, top + 1):
+                header = client.block(height).get("header")
+                if isinstance(header, dict):
+                    transactions += int(str(header.get("transaction_count", 0)))
+        lagging_height = _stored_height(testnet, lagging)
+        started = time.monotonic()
+        testnet.start(lagging)
+        testnet.wait_until(
+            "the restarted validator serving",
+            lambda: _serving(testnet, lagging),
+            STARTUP_TIMEOUT_S,
+            poll_s=_POLL_S,
+        )
+        serving = time.monotonic()
+        testnet.wait_until(
+            f"the restarted validator reaching height {top}",
+            lambda: _height(testnet, lagging) >= top,
+            PHASE_TIMEOUT_S,
+            poll_s=_POLL_S,
+        )
+        synced = time.monotonic()
+        return CatchupReport(
+            validators=validators,
+            blocks_synced=top - lagging_height,
+            transactions_synced=transactions,
+            startup_s=serving - started,
+            sync_s=synced - serving,
+        )
+    finally:
+        testnet.stop_all()
+        if temporary:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _serving(testnet: Testnet, index: int) -> bool:
+    try:
+        with testnet.client(index, timeout_s=2.0) as client:
+            client.health()
+        return True
+    except ApiError:
+        return False
+
+
+def _all_serving(testnet: Testnet, validators: int) -> bool:
+    return all(_serving(testnet, index) for index in range(validators))
+
+
+def _settled_height(testnet: Testnet, live: range) -> int:
+    """The height every live validator has reached (they keep adding empty blocks)."""
+    return min(_height(testnet, index) for index in live)
+
+
+def _stored_height(testnet: Testnet, index: int) -> int:
+    """The stopped validator's height, from its node log's last committed block."""
+    log = testnet.info.homes[index] / "node.log"
+    height = 0
+    for line in log.read_text("utf-8").splitlines():
+        if '"event":"block_committed"' in line:
+            marker = '"height":'
+            start = line.index(marker) + len(marker)
+            end = start
+            while end < len(line) and line[end].isdigit():
+                end += 1
+            height = int(line[start:end])
+    return height
