@@ -16,7 +16,7 @@ from typing import Final
 
 from node.jsonvalue import JsonType
 from sims.config import SimConfig
-from sims.faults import DelayDistribution
+from sims.network import DelayDistribution
 from sims.simulation import run_simulation
 
 __all__ = ["DEFAULT_VALIDATOR_COUNTS", "ScalingRow", "expected_messages", "scaling_table"]
