@@ -107,6 +107,9 @@ class Cluster:
         self.queue: list[tuple[int, int, bytes]] = []
         self.held: list[tuple[int, int, bytes]] = []
         self.deliver_filter: DeliverFilter | None = None
+        # Lose every k-th delivered message for good (0: lose nothing).
+        self.drop_every = 0
+        self.delivered = 0
         self.invalid_blocks = invalid_blocks
         self.payload_counter = 0
         self.nodes = [Node(i, self._new_replica(i, None)) for i in range(n)]
@@ -187,6 +190,9 @@ class Cluster:
         position = self.rng.randrange(len(self.queue)) if self.rng else 0
         sender, receiver, data = self.queue.pop(position)
         if not (self.nodes[sender].up and self.nodes[receiver].up):
+            return True
+        self.delivered += 1
+        if self.drop_every and self.delivered % self.drop_every == 0:
             return True
         if self.deliver_filter is not None and not self.deliver_filter(
             sender, receiver, decode_message(data)
