@@ -44,3 +44,19 @@ def keys_show(path: Path) -> None:
         raise click.ClickException(str(error)) from None
     click.echo(f"public_key {key.public_key.hex()}")
     click.echo(f"address    {address_of(key.public_key)}")
+
+
+from node.operator_cli import config_group, genesis_group, init_command  # noqa: E402
+
+main.add_command(init_command)
+main.add_command(genesis_group)
+main.add_command(config_group)
+from node.testnet_cli import testnet_group  # noqa: E402
+
+main.add_command(testnet_group)
+from node.client_cli import block_command, query_command, status_command, tx_group  # noqa: E402
+
+main.add_command(status_command)
+main.add_command(tx_group)
+main.add_command(query_command)
+main.add_command(block_command)

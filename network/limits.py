@@ -1,0 +1,87 @@
+"""Every bound the network layer enforces, in one place, each with the reason for its value.
+
+``NetworkLimits`` is configuration: a node may tighten or loosen any field, and tests shrink
+the timeouts. The defaults are sized for a consortium of tens of validators on a WAN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Final
+
+__all__ = ["DEFAULT_LIMITS", "FRAME_HEADER_BYTES", "RECEIVE_CHUNK_BYTES", "NetworkLimits"]
+
+# Every frame on the wire starts with a 4-byte big-endian length of the ciphertext that follows.
+FRAME_HEADER_BYTES: Final = 4
+# One ``receive_some`` reads at most this much: large enough for few syscalls per batch frame,
+# small enough that the decoder's buffer stays near one frame.
+RECEIVE_CHUNK_BYTES: Final = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkLimits:
+    """Hard bounds and timings for one node's network layer."""
+
+    # One encrypted frame. The largest payload is a block-sync response carrying one block
+    # (the codec caps a block at 16 MiB) plus a small header; nothing bigger is ever allocated.
+    frame_bytes_max: int = 16 * 1024 * 1024 + 4096
+    # One consensus message payload: votes and pre-prepares with a block proposal.
+    message_bytes_max: int = 16 * 1024 * 1024
+    # One gossiped transaction: apps.transaction.TX_BYTES_MAX is 32 KiB.
+    transaction_bytes_max: int = 32 * 1024
+    # Target size of one transaction batch frame: big enough to amortise per-frame crypto and
+    # syscalls, small enough that consensus frames never wait long behind gossip.
+    transaction_batch_bytes: int = 64 * 1024
+    # Transactions in one received batch frame (64 KiB / ~100-byte minimum transaction, x4).
+    transaction_batch_count_max: int = 4096
+    # Hashes remembered to deliver each transaction once and stop re-flooding (~100 B each).
+    seen_transactions_max: int = 1_000_000
+    # Per-peer outgoing gossip backlog; beyond it new gossip for that peer is shed and counted.
+    gossip_queue_bytes_max: int = 16 * 1024 * 1024
+    # Per-peer outgoing consensus/response backlog (frames). Overflowing it closes the
+    # connection loudly rather than dropping consensus traffic; the peer resyncs on reconnect.
+    consensus_queue_frames_max: int = 4096
+    # Received transaction batches waiting for the node; beyond it batches are shed and counted.
+    inbound_transaction_batches_max: int = 1024
+    # Received consensus messages waiting for the node; a full channel back-pressures the peer.
+    inbound_messages_max: int = 4096
+    # Authenticated inbound connections plus handshakes in progress.
+    inbound_connections_max: int = 64
+    # A handshake that takes longer is dropped (slow-loris defence).
+    handshake_timeout_seconds: float = 10.0
+    # TCP connect attempt.
+    dial_timeout_seconds: float = 5.0
+    # Redial backoff: base * 2**failures, capped, times a random factor in [1 - jitter, 1].
+    dial_backoff_base_seconds: float = 0.5
+    dial_backoff_max_seconds: float = 30.0
+    dial_backoff_jitter: float = 0.5
+    # An idle sender emits a ping this often; a receiver that hears nothing for the idle
+    # timeout closes the connection (a peer that vanished without a FIN).
+    ping_interval_seconds: float = 5.0
+    idle_timeout_seconds: float = 20.0
+    # Per-peer receive rate: beyond it we stop reading that peer's socket (TCP back-pressure),
+    # so one flooding peer cannot starve the others. Bursts up to one second's worth.
+    peer_receive_bytes_per_second: float = 64 * 1024 * 1024
+    peer_receive_frames_per_second: float = 50_000
+    # Requests one peer may have in flight at our request handler; more are answered "busy".
+    peer_requests_in_flight_max: int = 8
+    # Default time a block-sync request waits for its response.
+    request_timeout_seconds: float = 30.0
+    # Requests this node may have outstanding at once across all peers.
+    requests_outstanding_max: int = 256
+
+    def __post_init__(self) -> None:
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name == "dial_backoff_jitter":
+                if not 0.0 <= value < 1.0:
+                    raise ValueError("NetworkLimits.dial_backoff_jitter must be in [0, 1)")
+            elif value <= 0:
+                raise ValueError(f"NetworkLimits.{item.name} must be positive")
+        if self.message_bytes_max + 64 > self.frame_bytes_max:
+            raise ValueError("NetworkLimits.frame_bytes_max must hold message_bytes_max + header")
+        if self.transaction_bytes_max + 64 > self.transaction_batch_bytes * 2:
+            raise ValueError("NetworkLimits.transaction_batch_bytes too small for one transaction")
+
+
+DEFAULT_LIMITS: Final = NetworkLimits()

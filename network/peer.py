@@ -1,0 +1,118 @@
+"""Per-peer state that outlives any one connection: send queues and counters.
+
+Send policy (explicit, per peer):
+
+* **Priority lane** (consensus messages, requests, responses): a FIFO of frame plaintexts,
+  bounded by ``consensus_queue_frames_max``. Nothing in it is ever dropped silently: if it
+  overflows, the connection is closed with reason ``send_queue_overflow`` (logged and counted),
+  and the caller learns the message was not queued. Consensus recovers through view change
+  and block sync; a peer that cannot keep up gets a clean reconnect instead of a hole.
+* **Gossip lane** (transactions): chunks of transactions, bounded by
+  ``gossip_queue_bytes_max``. When full, new gossip for that peer is shed (tail drop) and
+  counted in ``transactions_shed``. Gossip is best effort; clients resubmit.
+
+The sender drains the priority lane first, then fills gossip frames of about
+``transaction_batch_bytes`` each, and writes everything it took with one ``send_all``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import trio
+
+from network.limits import NetworkLimits
+from network.messages import encode_gossip
+
+__all__ = ["PeerQueues"]
+
+# One ``send_all`` carries at most about this many plaintext bytes: large enough to amortise
+# the syscall, small enough that a burst of consensus frames is not held behind it for long.
+SEND_BATCH_BYTES = 512 * 1024
+
+
+@dataclass(slots=True)
+class PeerQueues:
+    """The two outgoing lanes of one peer and the event that wakes its sender."""
+
+    limits: NetworkLimits
+    priority: deque[bytes]
+    gossip: deque[Sequence[bytes]]
+    gossip_bytes: int = 0
+    transactions_shed: int = 0
+    wakeup: trio.Event | None = None
+
+    @classmethod
+    def create(cls, limits: NetworkLimits) -> PeerQueues:
+        """Empty queues."""
+        return cls(limits=limits, priority=deque(), gossip=deque())
+
+    def _wake(self) -> None:
+        if self.wakeup is not None:
+            self.wakeup.set()
+
+    def push_priority(self, plaintext: bytes) -> bool:
+        """Queue a priority frame; False means the lane is full (the caller must close)."""
+        if len(self.priority) >= self.limits.consensus_queue_frames_max:
+            return False
+        self.priority.append(plaintext)
+        self._wake()
+        return True
+
+    def push_gossip(self, transactions: Sequence[bytes], size_bytes: int) -> bool:
+        """Queue transactions for this peer; False (and counted as shed) if over the bound."""
+        if self.gossip_bytes + size_bytes > self.limits.gossip_queue_bytes_max:
+            self.transactions_shed += len(transactions)
+            return False
+        self.gossip.append(transactions)
+        self.gossip_bytes += size_bytes
+        self._wake()
+        return True
+
+    def clear(self) -> tuple[int, int]:
+        """Drop everything (the connection ended); returns (priority frames, transactions)."""
+        frames = len(self.priority)
+        transactions = sum(len(chunk) for chunk in self.gossip)
+        self.priority.clear()
+        self.gossip.clear()
+        self.gossip_bytes = 0
+        return frames, transactions
+
+    def take(self) -> tuple[list[bytes], int]:
+        """Frame plaintexts for one write (priority first), and how many transactions."""
+        frames: list[bytes] = []
+        budget = SEND_BATCH_BYTES
+        while self.priority and budget > 0:
+            frame = self.priority.popleft()
+            frames.append(frame)
+            budget -= len(frame)
+        transaction_count = 0
+        batch_bytes_max = self.limits.transaction_batch_bytes
+        batch_count_max = self.limits.transaction_batch_count_max
+        while self.gossip and budget > 0:
+            batch: list[bytes] = []
+            size = 0
+            while self.gossip and size < batch_bytes_max and len(batch) < batch_count_max:
+                chunk = self.gossip[0]
+                taken = 0
+                for transaction in chunk:
+                    if size and size + len(transaction) > batch_bytes_max:
+                        break
+                    if len(batch) + taken >= batch_count_max:
+                        break
+                    size += len(transaction)
+                    taken += 1
+                if taken == len(chunk):
+                    self.gossip.popleft()
+                    batch.extend(chunk)
+                else:
+                    batch.extend(chunk[:taken])
+                    self.gossip[0] = chunk[taken:]
+                    break
+            self.gossip_bytes -= size
+            transaction_count += len(batch)
+            frames.append(encode_gossip(batch))
+            budget -= size
+        return frames, transaction_count

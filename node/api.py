@@ -1,0 +1,348 @@
+"""The client API: routes, request validation and JSON shapes, over ``node.http``.
+
+Endpoints (all JSON unless noted; hashes and keys are lowercase hex):
+
+====== ============================ =====================================================
+method path                         what
+====== ============================ =====================================================
+GET    /healthz                     ``{"ok": true, "height"}``: the node is serving
+GET    /status                      height, view, primary, peers, validators, app hash,
+                                    mempool size, syncing, chain id, genesis hash
+POST   /tx                          body ``{"tx": hex, "wait": bool, "timeout_ms": int}``:
+                                    submit a signed transaction; returns its hash and
+                                    status (``pending``; with ``wait``: ``committed`` or
+                                    ``rejected`` with the reason, or ``pending`` on timeout)
+GET    /tx/{hash}                   status, block height and index, receipt with events
+GET    /block/latest                the last committed block with its certificate
+GET    /block/{height}              a block by height (``?transactions=1`` adds the bodies)
+GET    /block/hash/{hash}           a block by hash
+POST   /query                       body ``{"app", "path", "arguments"}``: an app query
+GET    /account/{public_key}        ``{"next_nonce"}``: the nonce the sender's next
+                                    transaction needs (committed plus pending ones)
+GET    /evidence                    equivocation evidence recorded by this node
+GET    /blocks?from=H&timeout_ms=T  long poll: blocks from height H (waits up to T for H)
+GET    /stream?from=H               NDJSON stream: one line per committed block, with events
+GET    /metrics                     Prometheus text exposition
+====== ============================ =====================================================
+
+Errors are ``{"error": "<what is wrong>"}`` with 400 (malformed request: names the field),
+404 (unknown path or object), 405, 413 (body too large), 422 (a well-formed transaction
+refused: ``{"error", "code"}``), 503 (mempool full, or the node is stopping).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+import trio
+
+from consensus.codec import Value
+from node.http import Request, Response, json_response
+from node.jsonvalue import JsonType, JsonValueError, from_json, to_json
+
+__all__ = ["ApiBackend", "QueryError", "SubmitOutcome", "make_handler"]
+
+# One /blocks poll returns at most this many blocks: bounds response size; clients page on.
+BLOCKS_PER_POLL_MAX: Final = 100
+_HASH_HEX_LENGTH: Final = 64
+
+
+class QueryError(Exception):
+    """An app refused a query (unknown app or path, bad arguments)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitOutcome:
+    """What admission said about a submitted transaction."""
+
+    hash: bytes | None
+    accepted: bool
+    code: str = ""
+    message: str = ""
+    # True when refusal is due to load (mempool full): the client should retry later.
+    retry: bool = False
+
+
+class ApiBackend(Protocol):
+    """What the API needs from the node runtime."""
+
+    def status(self) -> dict[str, JsonType]:
+        """The node status document."""
+        ...
+
+    def height(self) -> int:
+        """Last committed height."""
+        ...
+
+    async def submit(self, data: bytes) -> SubmitOutcome:
+        """Stateless checks (off the event loop), then mempool admission."""
+        ...
+
+    def transaction(self, tx_hash: bytes) -> dict[str, JsonType] | None:
+        """Status document of a transaction, or None when the node never saw it."""
+        ...
+
+    async def wait_transaction(self, tx_hash: bytes, timeout_s: float) -> None:
+        """Return when the transaction is committed or rejected, or at the timeout."""
+        ...
+
+    def block(self, height: int, *, transactions: bool) -> dict[str, JsonType] | None:
+        """A committed block document."""
+        ...
+
+    def block_height_of(self, block_hash: bytes) -> int | None:
+        """Height of the committed block with this hash."""
+        ...
+
+    async def wait_for_height(self, height: int, timeout_s: float) -> None:
+        """Return when ``height`` is committed, or at the timeout."""
+        ...
+
+    def query(self, app: str, path: str, arguments: Value) -> Value:
+        """Answer an app query; raise ``QueryError``."""
+        ...
+
+    def evidence(self) -> list[JsonType]:
+        """Recorded equivocation evidence."""
+        ...
+
+    def next_nonce(self, sender: bytes) -> int:
+        """The nonce the sender's next transaction must carry (after its pending ones)."""
+        ...
+
+    def metrics_bytes(self) -> bytes:
+        """Prometheus exposition."""
+        ...
+
+
+class _BadRequest(Exception):
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _parse_json_body(request: Request) -> dict[str, object]:
+    if not request.body:
+        raise _BadRequest("request body is empty; expected a JSON object")
+    try:
+        document = json.loads(request.body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise _BadRequest("request body is not UTF-8") from None
+    except json.JSONDecodeError as error:
+        raise _BadRequest(f"request body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise _BadRequest("request body is nested too deeply") from None
+    if not isinstance(document, dict):
+        raise _BadRequest("request body must be a JSON object")
+    return document
+
+
+def _hex_field(value: object, name: str, length: int | None = None) -> bytes:
+    if not isinstance(value, str):
+        raise _BadRequest(f"{name} must be a hex string")
+    try:
+        data = bytes.fromhex(value)
+    except ValueError:
+        raise _BadRequest(f"{name} is not valid hex") from None
+    if length is not None and len(data) != length:
+        raise _BadRequest(f"{name} must be {length} bytes ({2 * length} hex digits)")
+    return data
+
+
+def _int_param(value: object, name: str, low: int, high: int, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, str):
+        if not value.isdigit():
+            raise _BadRequest(f"{name} must be a non-negative integer")
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _BadRequest(f"{name} must be an integer in {low}..{high}")
+    return value
+
+
+def make_handler(backend: ApiBackend, *, wait_timeout_ms_max: int) -> _Handler:
+    """The request handler for ``node.http.serve_http``."""
+    return _Handler(backend, wait_timeout_ms_max)
+
+
+class _Handler:
+    def __init__(self, backend: ApiBackend, wait_timeout_ms_max: int) -> None:
+        self._backend = backend
+        self._wait_ms_max = wait_timeout_ms_max
+
+    async def __call__(self, request: Request) -> Response:
+        try:
+            return await self._route(request)
+        except _BadRequest as error:
+            return json_response(error.status, {"error": str(error)})
+
+    async def _route(self, request: Request) -> Response:
+        parts = [part for part in request.path.split("/") if part]
+        method = request.method
+        if parts in (["tx"], ["query"]):
+            if method != "POST":
+                raise _BadRequest(f"use POST for /{parts[0]}", 405)
+        elif method not in ("GET", "HEAD"):
+            raise _BadRequest(f"use GET for {request.path}", 405)
+        match parts:
+            case ["healthz"]:
+                return json_response(200, {"ok": True, "height": self._backend.height()})
+            case ["status"]:
+                return json_response(200, self._backend.status())
+            case ["metrics"]:
+                return Response(
+                    200, self._backend.metrics_bytes(), "text/plain; version=0.0.4; charset=utf-8"
+                )
+            case ["tx"]:
+                return await self._submit(request)
+            case ["tx", hash_hex]:
+                tx_hash = _hex_field(hash_hex, "transaction hash", 32)
+                document = self._backend.transaction(tx_hash)
+                if document is None:
+                    raise _BadRequest(f"transaction {hash_hex} is unknown to this node", 404)
+                return json_response(200, document)
+            case ["block", "latest"]:
+                return self._block(self._backend.height(), request)
+            case ["block", "hash", hash_hex]:
+                height = self._backend.block_height_of(_hex_field(hash_hex, "block hash", 32))
+                if height is None:
+                    raise _BadRequest(f"no committed block has hash {hash_hex}", 404)
+                return self._block(height, request)
+            case ["block", height_text]:
+                return self._block(_int_param(height_text, "height", 1, 2**63 - 1, 1), request)
+            case ["query"]:
+                return self._query(request)
+            case ["account", key_hex]:
+                sender = _hex_field(key_hex, "public key", 32)
+                return json_response(
+                    200, {"public_key": key_hex, "next_nonce": self._backend.next_nonce(sender)}
+                )
+            case ["evidence"]:
+                return json_response(200, {"evidence": self._backend.evidence()})
+            case ["blocks"]:
+                return await self._blocks(request)
+            case ["stream"]:
+                return self._stream(request)
+        raise _BadRequest(f"no such endpoint: {request.path}", 404)
+
+    def _block(self, height: int, request: Request) -> Response:
+        full = request.query.get("transactions", "") in ("1", "true")
+        document = self._backend.block(height, transactions=full)
+        if document is None:
+            raise _BadRequest(
+                f"no committed block at height {height} (height is {self._backend.height()})",
+                404,
+            )
+        return json_response(200, document)
+
+    async def _submit(self, request: Request) -> Response:
+        body = _parse_json_body(request)
+        unknown = set(body) - {"tx", "wait", "timeout_ms"}
+        if unknown:
+            raise _BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+        data = _hex_field(body.get("tx"), "tx")
+        if not data:
+            raise _BadRequest("tx is empty")
+        wait = body.get("wait", False)
+        if not isinstance(wait, bool):
+            raise _BadRequest("wait must be true or false")
+        timeout_ms = _int_param(
+            body.get("timeout_ms"),
+            "timeout_ms",
+            0,
+            self._wait_ms_max,
+            min(30_000, self._wait_ms_max),
+        )
+        outcome = await self._backend.submit(data)
+        if not outcome.accepted:
+            status = 503 if outcome.retry else 422
+            document: dict[str, JsonType] = {
+                "error": outcome.message,
+                "code": outcome.code,
+                "status": "rejected",
+            }
+            if outcome.hash is not None:
+                document["hash"] = outcome.hash.hex()
+            return json_response(status, document)
+        assert outcome.hash is not None
+        if wait:
+            await self._backend.wait_transaction(outcome.hash, timeout_ms / 1000)
+        document = self._backend.transaction(outcome.hash) or {
+            "hash": outcome.hash.hex(),
+            "status": "pending",
+        }
+        return json_response(200, document)
+
+    def _query(self, request: Request) -> Response:
+        body = _parse_json_body(request)
+        unknown = set(body) - {"app", "path", "arguments"}
+        if unknown:
+            raise _BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+        app, path = body.get("app"), body.get("path")
+        if not isinstance(app, str) or not app:
+            raise _BadRequest("app must be a non-empty string")
+        if not isinstance(path, str) or not path:
+            raise _BadRequest("path must be a non-empty string")
+        try:
+            arguments = from_json(body.get("arguments", {}), "arguments")
+        except JsonValueError as error:
+            raise _BadRequest(str(error)) from None
+        try:
+            result = self._backend.query(app, path, arguments)
+        except QueryError as error:
+            return json_response(
+                422 if error.code != "unknown_app" else 404,
+                {
+                    "error": error.message,
+                    "code": error.code,
+                },
+            )
+        return json_response(200, {"result": to_json(result)})
+
+    async def _blocks(self, request: Request) -> Response:
+        start = _int_param(request.query.get("from"), "from", 1, 2**63 - 1, 1)
+        limit = _int_param(request.query.get("limit"), "limit", 1, BLOCKS_PER_POLL_MAX, 20)
+        timeout_ms = _int_param(
+            request.query.get("timeout_ms"), "timeout_ms", 0, self._wait_ms_max, 0
+        )
+        if self._backend.height() < start and timeout_ms:
+            await self._backend.wait_for_height(start, timeout_ms / 1000)
+        top = min(self._backend.height(), start + limit - 1)
+        blocks = [
+            self._backend.block(height, transactions=False) for height in range(start, top + 1)
+        ]
+        return json_response(
+            200, {"height": self._backend.height(), "blocks": [b for b in blocks if b is not None]}
+        )
+
+    def _stream(self, request: Request) -> Response:
+        start = _int_param(
+            request.query.get("from"), "from", 1, 2**63 - 1, self._backend.height() + 1
+        )
+        backend = self._backend
+
+        async def lines() -> AsyncIterator[bytes]:
+            height = start
+            while True:
+                if backend.height() < height:
+                    # A heartbeat line every few seconds lets clients notice a dead node.
+                    await backend.wait_for_height(height, 5.0)
+                    if backend.height() < height:
+                        yield b'{"heartbeat":true}\n'
+                        continue
+                document = backend.block(height, transactions=False)
+                if document is not None:
+                    yield (json.dumps(document, separators=(",", ":")) + "\n").encode()
+                height += 1
+                await trio.lowlevel.checkpoint()
+
+        return Response(200, content_type="application/x-ndjson", stream=lines())

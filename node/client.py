@@ -1,0 +1,160 @@
+"""A synchronous Python client for a node's client API (``http.client``, one keep-alive
+connection, reconnecting when the node closed it).
+
+    client = Client("127.0.0.1:26657")
+    client.status()["height"]
+    client.submit(transaction.encoded, wait=True)["status"]   # "committed" / "rejected"
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+from typing import Final
+
+from consensus.codec import Value
+from node.jsonvalue import JsonType, from_json, to_json
+
+__all__ = ["ApiError", "Client"]
+
+# Responses are JSON documents of at most a few MiB (a block with transactions).
+_RESPONSE_BYTES_MAX: Final = 64 * 1024 * 1024
+
+
+class ApiError(Exception):
+    """The node answered with an error status (``status``, ``message``, optional ``code``),
+    or could not be reached (``status`` 0)."""
+
+    def __init__(self, status: int, message: str, code: str = "") -> None:
+        super().__init__(f"HTTP {status}: {message}" if status else message)
+        self.status = status
+        self.message = message
+        self.code = code
+
+
+class Client:
+    """Client of one node's API at ``address`` (``host:port``)."""
+
+    def __init__(self, address: str, *, timeout_s: float = 30.0) -> None:
+        host, _, port = address.rpartition(":")
+        self.host = host or "127.0.0.1"
+        self.port = int(port)
+        self.timeout_s = timeout_s
+        self._connection: http.client.HTTPConnection | None = None
+
+    def close(self) -> None:
+        """Close the connection."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def request_raw(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        """Send one request; return (status, body). Retries once on a stale connection."""
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        for attempt in (1, 2):
+            if self._connection is None:
+                self._connection = http.client.HTTPConnection(
+                    self.host, self.port, timeout=self.timeout_s
+                )
+            try:
+                self._connection.request(method, path, body=body, headers=headers)
+                response = self._connection.getresponse()
+                data = response.read(_RESPONSE_BYTES_MAX)
+                if response.will_close:
+                    self.close()
+                return response.status, data
+            except (ConnectionError, http.client.HTTPException, OSError) as error:
+                self.close()
+                if attempt == 2 or isinstance(error, TimeoutError):
+                    raise ApiError(0, f"cannot reach {self.host}:{self.port}: {error}") from None
+        raise AssertionError("unreachable")
+
+    def _request(
+        self, method: str, path: str, document: dict[str, JsonType] | None = None
+    ) -> dict[str, JsonType]:
+        body = None if document is None else json.dumps(document).encode()
+        status, data = self.request_raw(method, path, body)
+        try:
+            parsed = json.loads(data.decode("utf-8")) if data else {}
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ApiError(status, f"response is not JSON: {data[:200]!r}") from None
+        if status >= 400:
+            message = parsed.get("error", "") if isinstance(parsed, dict) else ""
+            code = parsed.get("code", "") if isinstance(parsed, dict) else ""
+            raise ApiError(status, str(message), str(code))
+        if not isinstance(parsed, dict):
+            raise ApiError(status, "response is not a JSON object")
+        return parsed
+
+    def health(self) -> dict[str, JsonType]:
+        """``/healthz``."""
+        return self._request("GET", "/healthz")
+
+    def status(self) -> dict[str, JsonType]:
+        """``/status``."""
+        return self._request("GET", "/status")
+
+    def submit(
+        self, transaction: bytes, *, wait: bool = False, timeout_ms: int = 30_000
+    ) -> dict[str, JsonType]:
+        """Submit encoded transaction bytes; with ``wait``, until committed or rejected.
+        Raises ``ApiError`` (422 with ``code``) when admission refuses it."""
+        return self._request(
+            "POST", "/tx", {"tx": transaction.hex(), "wait": wait, "timeout_ms": timeout_ms}
+        )
+
+    def transaction(self, tx_hash: bytes | str) -> dict[str, JsonType]:
+        """Status and receipt of a transaction."""
+        text = tx_hash.hex() if isinstance(tx_hash, bytes) else tx_hash
+        return self._request("GET", f"/tx/{text}")
+
+    def block(
+        self,
+        height: int | None = None,
+        *,
+        block_hash: str | None = None,
+        transactions: bool = False,
+    ) -> dict[str, JsonType]:
+        """A block by height, by hash, or the latest."""
+        suffix = "?transactions=1" if transactions else ""
+        if block_hash is not None:
+            return self._request("GET", f"/block/hash/{block_hash}{suffix}")
+        return self._request("GET", f"/block/{'latest' if height is None else height}{suffix}")
+
+    def blocks(self, start: int, *, timeout_ms: int = 0, limit: int = 20) -> dict[str, JsonType]:
+        """Blocks from ``start`` (long poll up to ``timeout_ms`` for the first)."""
+        return self._request("GET", f"/blocks?from={start}&limit={limit}&timeout_ms={timeout_ms}")
+
+    def query(self, app: str, path: str, arguments: Value | None = None) -> Value:
+        """Run an app query; returns the decoded result value."""
+        document = self._request(
+            "POST",
+            "/query",
+            {"app": app, "path": path, "arguments": to_json(arguments or {})},
+        )
+        return from_json(document.get("result"))
+
+    def next_nonce(self, public_key: bytes) -> int:
+        """The nonce the sender's next transaction must carry."""
+        value = self._request("GET", f"/account/{public_key.hex()}").get("next_nonce")
+        if not isinstance(value, int):
+            raise ApiError(200, "next_nonce missing from the response")
+        return value
+
+    def evidence(self) -> list[JsonType]:
+        """Recorded evidence."""
+        evidence = self._request("GET", "/evidence").get("evidence", [])
+        return evidence if isinstance(evidence, list) else []
+
+    def metrics(self) -> str:
+        """The Prometheus text."""
+        status, data = self.request_raw("GET", "/metrics")
+        if status != 200:
+            raise ApiError(status, data.decode("utf-8", "replace"))
+        return data.decode("utf-8")

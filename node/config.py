@@ -1,0 +1,518 @@
+"""``config.toml``: one node's local settings, and the checks that name every problem at once.
+
+The file is shaped like CometBFT's (top-level moniker and logging, then ``[p2p]``, ``[rpc]``,
+``[metrics]``, ``[consensus]``, ``[mempool]``, ``[block]`` sections). The schema is data
+(``SCHEMA``): every key has a type, a default, a range or format check, and a one-line reason
+that is also written as the comment above the key in generated files.
+
+``parse_config`` never stops at the first problem: it returns every ``ConfigProblem`` (file,
+``[section] key``, what is wrong, how to fix it). Unknown sections and keys are errors, so a
+typo never silently falls back to a default. Defaults bind to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
+from typing import Final
+
+__all__ = [
+    "SCHEMA",
+    "ConfigError",
+    "ConfigProblem",
+    "HostPort",
+    "NodeConfig",
+    "PeerAddress",
+    "parse_config",
+    "parse_host_port",
+    "parse_peer",
+    "render_config",
+]
+
+CONFIG_BYTES_MAX: Final = 1024 * 1024  # a config file is a few KiB; refuse anything absurd
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+LOG_FORMATS: Final = ("json", "text")
+_MONIKER: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; carries every problem found."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        super().__init__("\n".join(str(problem) for problem in problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One problem: the file, the key (``[section] key``), what is wrong and how to fix it."""
+
+    file: str
+    key: str
+    problem: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.key}: {self.problem}\n    fix: {self.fix}"
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    """A TCP address."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAddress:
+    """A persistent peer: its node public key and address (``<node key hex>@host:port``)."""
+
+    node_key: bytes
+    address: HostPort
+
+    def __str__(self) -> str:
+        return f"{self.node_key.hex()}@{self.address}"
+
+
+def parse_host_port(text: str) -> HostPort:
+    """Parse ``host:port``; raise ``ValueError`` naming the problem."""
+    host, separator, port_text = text.rpartition(":")
+    if not separator or not host:
+        raise ValueError(f"{text!r} is not host:port")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"{text!r}: port must be 1..65535")
+    if any(character.isspace() for character in host):
+        raise ValueError(f"{text!r}: host contains spaces")
+    return HostPort(host, int(port_text))
+
+
+def parse_peer(text: str) -> PeerAddress:
+    """Parse ``<64 hex node key>@host:port``; raise ``ValueError`` naming the problem."""
+    key_text, separator, address = text.partition("@")
+    if not separator:
+        raise ValueError(f"{text!r} is not <node key>@host:port")
+    try:
+        key = bytes.fromhex(key_text)
+    except ValueError:
+        raise ValueError(f"{text!r}: node key is not hex") from None
+    if len(key) != 32:
+        raise ValueError(f"{text!r}: node key must be 64 hex digits")
+    return PeerAddress(key, parse_host_port(address))
+
+
+@dataclass(frozen=True, slots=True)
+class P2PConfig:
+    """``[p2p]``: peer connections."""
+
+    listen_address: HostPort = HostPort("127.0.0.1", 26656)
+    advertised_address: HostPort | None = None
+    persistent_peers: tuple[PeerAddress, ...] = ()
+    observers: tuple[bytes, ...] = ()
+    inbound_peers_max: int = 64
+
+
+@dataclass(frozen=True, slots=True)
+class RPCConfig:
+    """``[rpc]``: the client API."""
+
+    listen_address: HostPort = HostPort("127.0.0.1", 26657)
+    body_bytes_max: int = 1024 * 1024
+    request_timeout_ms: int = 10_000
+    connections_max: int = 256
+    wait_timeout_ms_max: int = 60_000
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """``[metrics]``: Prometheus exposition."""
+
+    enabled: bool = True
+    listen_address: HostPort | None = HostPort("127.0.0.1", 26660)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsensusConfig:
+    """``[consensus]``: local timing of the consensus driver."""
+
+    tick_ms: int = 50
+    view_timeout_ms: int = 2000
+    block_interval_ms: int = 100
+    create_empty_blocks: bool = True
+    empty_block_interval_ms: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class MempoolConfig:
+    """``[mempool]``: pending transactions."""
+
+    transactions_max: int = 20_000
+    bytes_max: int = 64 * 1024 * 1024
+    verify_workers: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class BlockConfig:
+    """``[block]``: what this node puts in a block it proposes (at most genesis limits)."""
+
+    proposal_transactions_max: int = 2000
+    proposal_bytes_max: int = 2 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """A parsed, validated ``config.toml``."""
+
+    moniker: str = "node"
+    log_level: str = "info"
+    log_format: str = "json"
+    log_file: str = ""
+    p2p: P2PConfig = field(default_factory=P2PConfig)
+    rpc: RPCConfig = field(default_factory=RPCConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
+    mempool: MempoolConfig = field(default_factory=MempoolConfig)
+    block: BlockConfig = field(default_factory=BlockConfig)
+
+    def with_changes(self, section: str, **changes: object) -> NodeConfig:
+        """A copy with keys of one section (``""`` for top level) replaced."""
+        if not section:
+            return replace(self, **changes)  # type: ignore[arg-type]
+        current = getattr(self, section)
+        return replace(self, **{section: replace(current, **changes)})
+
+
+# --- schema ------------------------------------------------------------------------------------
+
+# A converter turns the TOML value into the typed value or raises ValueError naming the problem.
+Converter = Callable[[object], object]
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One config key: its converter, the fix hint, and the reason (written as a comment)."""
+
+    name: str
+    convert: Converter
+    fix: str
+    reason: str
+
+
+def _int(low: int, high: int) -> Converter:
+    def convert(value: object) -> object:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{value!r} is not an integer")
+        if not low <= value <= high:
+            raise ValueError(f"{value} is outside {low}..{high}")
+        return value
+
+    return convert
+
+
+def _bool(value: object) -> object:
+    if not isinstance(value, bool):
+        raise ValueError(f"{value!r} is not true or false")
+    return value
+
+
+def _choice(options: tuple[str, ...]) -> Converter:
+    def convert(value: object) -> object:
+        if value not in options:
+            raise ValueError(f"{value!r} is not one of {', '.join(options)}")
+        return value
+
+    return convert
+
+
+def _string(value: object) -> object:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a string")
+    return value
+
+
+def _moniker(value: object) -> object:
+    if not isinstance(value, str) or not _MONIKER.fullmatch(value):
+        raise ValueError(f"{value!r} is not a moniker")
+    return value
+
+
+def _address(value: object) -> object:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a string")
+    return parse_host_port(value)
+
+
+def _optional_address(value: object) -> object:
+    if value == "":
+        return None
+    return _address(value)
+
+
+def _peers(value: object) -> object:
+    if not isinstance(value, list):
+        raise ValueError("must be a list of strings")
+    peers = []
+    for item in value:
+        if not isinstance(item, str):
+            raise ValueError(f"{item!r} is not a string")
+        peers.append(parse_peer(item))
+    return tuple(peers)
+
+
+def _keys(value: object) -> object:
+    if not isinstance(value, list):
+        raise ValueError("must be a list of hex strings")
+    result = []
+    for item in value:
+        try:
+            key = bytes.fromhex(item) if isinstance(item, str) else b""
+        except ValueError:
+            key = b""
+        if len(key) != 32:
+            raise ValueError(f"{item!r} is not a 64-hex-digit node key")
+        result.append(key)
+    return tuple(result)
+
+
+_ADDRESS_FIX: Final = 'use "host:port", e.g. "127.0.0.1:26656"'
+SCHEMA: Final[dict[str, tuple[Key, ...]]] = {
+    "": (
+        Key("moniker", _moniker, "use 1..64 letters, digits, '.', '_' or '-'", "this node's name"),
+        Key("log_level", _choice(LOG_LEVELS), f"one of {LOG_LEVELS}", "least severe level logged"),
+        Key("log_format", _choice(LOG_FORMATS), f"one of {LOG_FORMATS}", "json lines or text"),
+        Key("log_file", _string, 'a path, or "" for stderr', "relative paths are under the home"),
+    ),
+    "p2p": (
+        Key("listen_address", _address, _ADDRESS_FIX, "where peers connect"),
+        Key(
+            "advertised_address",
+            _optional_address,
+            _ADDRESS_FIX + ' or ""',
+            'address peers are told to dial; "" = listen_address',
+        ),
+        Key(
+            "persistent_peers",
+            _peers,
+            'a list of "<node key hex>@host:port"',
+            "peers this node always dials",
+        ),
+        Key("observers", _keys, "a list of 64-hex-digit node keys", "non-validators allowed in"),
+        Key("inbound_peers_max", _int(1, 1024), "use 1..1024", "bounds accepted connections"),
+    ),
+    "rpc": (
+        Key("listen_address", _address, _ADDRESS_FIX, "client API (keep it on loopback)"),
+        Key("body_bytes_max", _int(1024, 64 * 1024 * 1024), "use 1024..67108864", "request cap"),
+        Key("request_timeout_ms", _int(100, 600_000), "use 100..600000", "slow clients are cut"),
+        Key("connections_max", _int(1, 100_000), "use 1..100000", "concurrent API connections"),
+        Key(
+            "wait_timeout_ms_max",
+            _int(0, 3_600_000),
+            "use 0..3600000",
+            "longest a client may wait for a commit or new block",
+        ),
+    ),
+    "metrics": (
+        Key("enabled", _bool, "true or false", "serve Prometheus metrics"),
+        Key(
+            "listen_address",
+            _optional_address,
+            _ADDRESS_FIX + ' or ""',
+            '"" = only /metrics on the RPC address',
+        ),
+    ),
+    "consensus": (
+        Key("tick_ms", _int(1, 10_000), "use 1..10000", "one logical consensus tick"),
+        Key(
+            "view_timeout_ms",
+            _int(10, 600_000),
+            "use 10..600000",
+            "no progress for this long starts a view change (grows per failed view)",
+        ),
+        Key(
+            "block_interval_ms",
+            _int(0, 600_000),
+            "use 0..600000",
+            "primary waits this long after a commit to gather transactions",
+        ),
+        Key("create_empty_blocks", _bool, "true or false", "propose blocks with no transactions"),
+        Key(
+            "empty_block_interval_ms",
+            _int(0, 3_600_000),
+            "use 0..3600000",
+            "with no transactions, propose at most this often",
+        ),
+    ),
+    "mempool": (
+        Key("transactions_max", _int(1, 10_000_000), "use 1..10000000", "pending tx count cap"),
+        Key("bytes_max", _int(1024, 2**34), "use 1024..17179869184", "pending tx bytes cap"),
+        Key("verify_workers", _int(1, 64), "use 1..64", "threads checking tx signatures"),
+    ),
+    "block": (
+        Key(
+            "proposal_transactions_max",
+            _int(1, 100_000),
+            "use 1..100000 (at most genesis block_transactions_max)",
+            "transactions in a block this node proposes",
+        ),
+        Key(
+            "proposal_bytes_max",
+            _int(1024, 16 * 1024 * 1024),
+            "use 1024..16777216 (at most genesis block_bytes_max)",
+            "bytes of a block this node proposes",
+        ),
+    ),
+}
+_SECTION_CLASSES: Final = {
+    "p2p": P2PConfig,
+    "rpc": RPCConfig,
+    "metrics": MetricsConfig,
+    "consensus": ConsensusConfig,
+    "mempool": MempoolConfig,
+    "block": BlockConfig,
+}
+
+
+def _key_label(section: str, key: str) -> str:
+    return f"[{section}] {key}" if section else key
+
+
+def parse_config(
+    raw: bytes, file: str = "config.toml"
+) -> tuple[NodeConfig | None, list[ConfigProblem]]:
+    """Parse config bytes; return the config (None when any problem) and every problem."""
+    problems: list[ConfigProblem] = []
+    if len(raw) > CONFIG_BYTES_MAX:
+        problems.append(ConfigProblem(file, "(file)", "too large", "regenerate with suanpan init"))
+        return None, problems
+    try:
+        document = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        problems.append(ConfigProblem(file, "(file)", f"not valid TOML: {error}", "fix the syntax"))
+        return None, problems
+
+    values: dict[str, dict[str, object]] = {section: {} for section in SCHEMA}
+    for name, item in document.items():
+        if name in SCHEMA and name:
+            if not isinstance(item, dict):
+                problems.append(
+                    ConfigProblem(file, f"[{name}]", "must be a table", f"write it as [{name}]")
+                )
+                continue
+            for key, value in item.items():
+                values[name][key] = value
+        elif isinstance(item, dict):
+            problems.append(
+                ConfigProblem(
+                    file,
+                    f"[{name}]",
+                    "unknown section",
+                    f"remove it; sections are {', '.join(s for s in SCHEMA if s)}",
+                )
+            )
+        else:
+            values[""][name] = item
+
+    converted: dict[str, dict[str, object]] = {section: {} for section in SCHEMA}
+    for section, keys in SCHEMA.items():
+        known = {key.name: key for key in keys}
+        for name, value in values[section].items():
+            key = known.get(name)
+            if key is None:
+                problems.append(
+                    ConfigProblem(
+                        file,
+                        _key_label(section, name),
+                        "unknown key",
+                        f"remove it; known keys here: {', '.join(known)}",
+                    )
+                )
+                continue
+            try:
+                converted[section][name] = key.convert(value)
+            except ValueError as error:
+                problems.append(ConfigProblem(file, _key_label(section, name), str(error), key.fix))
+    if problems:
+        return None, problems
+    sections = {name: cls(**converted[name]) for name, cls in _SECTION_CLASSES.items()}
+    config = NodeConfig(**converted[""], **sections)  # type: ignore[arg-type]
+    problems.extend(_cross_checks(config, file))
+    return (None if problems else config), problems
+
+
+def _cross_checks(config: NodeConfig, file: str) -> list[ConfigProblem]:
+    problems: list[ConfigProblem] = []
+    bound: dict[tuple[str, int], str] = {}
+    addresses = [
+        ("[p2p] listen_address", config.p2p.listen_address),
+        ("[rpc] listen_address", config.rpc.listen_address),
+    ]
+    if config.metrics.enabled and config.metrics.listen_address is not None:
+        addresses.append(("[metrics] listen_address", config.metrics.listen_address))
+    for label, address in addresses:
+        previous = bound.get((address.host, address.port))
+        if previous is not None:
+            problems.append(
+                ConfigProblem(file, label, f"same address as {previous}", "give each its own port")
+            )
+        bound[(address.host, address.port)] = label
+    if (
+        config.consensus.empty_block_interval_ms
+        and config.consensus.empty_block_interval_ms < config.consensus.block_interval_ms
+    ):
+        problems.append(
+            ConfigProblem(
+                file,
+                "[consensus] empty_block_interval_ms",
+                "shorter than block_interval_ms",
+                "make it at least block_interval_ms",
+            )
+        )
+    return problems
+
+
+def _toml_value(value: object) -> str:
+    if value is None:
+        return '""'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, HostPort | PeerAddress | str):
+        text = str(value)
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, bytes):
+        return f'"{value.hex()}"'
+    if isinstance(value, tuple):
+        if not value:
+            return "[]"
+        return "[\n" + "".join(f"  {_toml_value(item)},\n" for item in value) + "]"
+    raise TypeError(f"cannot render {type(value).__name__}")
+
+
+def render_config(config: NodeConfig) -> str:
+    """The ``config.toml`` text for ``config``, every key preceded by its reason."""
+    lines = ["# Suanpan node configuration. `suanpan config check --home DIR` validates it.", ""]
+    for section, keys in SCHEMA.items():
+        holder: object = getattr(config, section) if section else config
+        if section:
+            lines.append(f"[{section}]")
+        for key in keys:
+            lines.append(f"# {key.reason}")
+            lines.append(f"{key.name} = {_toml_value(getattr(holder, key.name))}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _assert_schema_matches_dataclasses() -> None:
+    for section, keys in SCHEMA.items():
+        cls = _SECTION_CLASSES[section] if section else NodeConfig
+        names = {f.name for f in fields(cls)} - set(_SECTION_CLASSES)
+        assert names == {key.name for key in keys}, f"schema and dataclass differ for [{section}]"
+
+
+_assert_schema_matches_dataclasses()

@@ -1,0 +1,233 @@
+"""A node's home directory, shaped like CometBFT's::
+
+    HOME/
+      config.toml          local settings (node.config)
+      genesis.json         the chain's genesis, identical on every node (node.genesis)
+      node_key.json        p2p identity (ed25519, mode 0600)
+      validator_key.json   consensus signing key (ed25519, mode 0600)
+      data/                LMDB store and the node's state
+
+``init_home`` creates one; ``check_home`` validates all of it and returns every problem
+(file, key, problem, fix); ``load_home`` returns a ready ``Home`` or raises ``HomeError``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from consensus.crypto import PrivateKey
+from node.config import ConfigProblem, NodeConfig, parse_config, render_config
+from node.genesis import Genesis, GenesisError, load_genesis
+from node.keys import KeyFileError, generate_private_key, load_key_file, save_key_file
+
+__all__ = [
+    "CONFIG_FILE",
+    "DATA_DIR",
+    "GENESIS_FILE",
+    "NODE_KEY_FILE",
+    "VALIDATOR_KEY_FILE",
+    "Home",
+    "HomeError",
+    "check_home",
+    "init_home",
+    "load_home",
+]
+
+CONFIG_FILE: Final = "config.toml"
+GENESIS_FILE: Final = "genesis.json"
+NODE_KEY_FILE: Final = "node_key.json"
+VALIDATOR_KEY_FILE: Final = "validator_key.json"
+DATA_DIR: Final = "data"
+
+
+class HomeError(ValueError):
+    """A home directory that cannot start a node; carries every problem found."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        super().__init__("\n".join(str(problem) for problem in problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class Home:
+    """Everything a node loads from its home directory."""
+
+    path: Path
+    config: NodeConfig
+    genesis: Genesis
+    node_key: PrivateKey
+    validator_key: PrivateKey
+
+    @property
+    def data_dir(self) -> Path:
+        """Where the store lives."""
+        return self.path / DATA_DIR
+
+    @property
+    def validator_index(self) -> int | None:
+        """This node's index in the genesis validator set, or None for an observer."""
+        return self.genesis.validator_set.index_of(self.validator_key.public_key)
+
+    def log_path(self) -> Path | None:
+        """The log file, or None for stderr."""
+        if not self.config.log_file:
+            return None
+        path = Path(self.config.log_file)
+        return path if path.is_absolute() else self.path / path
+
+
+def init_home(home: Path, moniker: str, *, config: NodeConfig | None = None) -> tuple[bytes, bytes]:
+    """Create a home with fresh keys and a default config; return (validator key, node key)
+    public keys. Refuses to overwrite existing keys or config."""
+    home.mkdir(parents=True, exist_ok=True)
+    config_path = home / CONFIG_FILE
+    if config_path.exists():
+        raise HomeError(
+            [ConfigProblem(str(config_path), "(file)", "already exists", "choose another --home")]
+        )
+    validator_key = generate_private_key()
+    node_key = generate_private_key()
+    try:
+        save_key_file(home / VALIDATOR_KEY_FILE, validator_key)
+        save_key_file(home / NODE_KEY_FILE, node_key)
+    except KeyFileError as error:
+        raise HomeError(
+            [ConfigProblem(str(home), "(keys)", str(error), "choose an empty --home")]
+        ) from None
+    (home / DATA_DIR).mkdir(exist_ok=True, mode=0o700)
+    chosen = config if config is not None else NodeConfig(moniker=moniker)
+    config_path.write_text(render_config(chosen.with_changes("", moniker=moniker)), "utf-8")
+    return validator_key.public_key, node_key.public_key
+
+
+def write_config(home: Path, config: NodeConfig) -> None:
+    """Replace ``config.toml`` in ``home``."""
+    (home / CONFIG_FILE).write_text(render_config(config), "utf-8")
+
+
+def check_home(home: Path) -> tuple[Home | None, list[ConfigProblem]]:
+    """Validate every file of ``home``; return the loaded home (None on problems) and all
+    problems found."""
+    problems: list[ConfigProblem] = []
+    config: NodeConfig | None = None
+    genesis: Genesis | None = None
+    config_path = home / CONFIG_FILE
+    genesis_path = home / GENESIS_FILE
+    if not home.is_dir():
+        return None, [
+            ConfigProblem(str(home), "(home)", "not a directory", "run `suanpan init --home DIR`")
+        ]
+    try:
+        raw = config_path.read_bytes()
+    except OSError as error:
+        problems.append(
+            ConfigProblem(
+                str(config_path), "(file)", f"cannot read: {error.strerror}", "run `suanpan init`"
+            )
+        )
+    else:
+        config, config_problems = parse_config(raw, str(config_path))
+        problems.extend(config_problems)
+    try:
+        genesis = load_genesis(genesis_path)
+    except GenesisError as error:
+        problems.extend(
+            ConfigProblem(str(genesis_path), item.key, item.problem, item.fix)
+            for item in error.problems
+        )
+    keys: dict[str, PrivateKey] = {}
+    for name in (NODE_KEY_FILE, VALIDATOR_KEY_FILE):
+        try:
+            keys[name] = load_key_file(home / name)
+        except KeyFileError as error:
+            fix = (
+                f"run: chmod 600 {home / name}"
+                if "chmod" in str(error)
+                else "restore the key file from backup, or create one with `suanpan init`"
+            )
+            problems.append(ConfigProblem(str(home / name), "(file)", str(error), fix))
+    data = home / DATA_DIR
+    if data.exists() and not data.is_dir():
+        problems.append(ConfigProblem(str(data), "(dir)", "is not a directory", "move it away"))
+    if config is not None and genesis is not None:
+        problems.extend(_cross_checks(home, config, genesis, keys))
+    if problems or config is None or genesis is None:
+        return None, problems
+    return (
+        Home(home, config, genesis, keys[NODE_KEY_FILE], keys[VALIDATOR_KEY_FILE]),
+        problems,
+    )
+
+
+def _cross_checks(
+    home: Path, config: NodeConfig, genesis: Genesis, keys: dict[str, PrivateKey]
+) -> list[ConfigProblem]:
+    problems: list[ConfigProblem] = []
+    config_file = str(home / CONFIG_FILE)
+    params = genesis.consensus_params
+    if config.block.proposal_transactions_max > params.block_transactions_max:
+        problems.append(
+            ConfigProblem(
+                config_file,
+                "[block] proposal_transactions_max",
+                f"exceeds genesis block_transactions_max {params.block_transactions_max}",
+                f"set it to at most {params.block_transactions_max}",
+            )
+        )
+    if config.block.proposal_bytes_max > params.block_bytes_max:
+        problems.append(
+            ConfigProblem(
+                config_file,
+                "[block] proposal_bytes_max",
+                f"exceeds genesis block_bytes_max {params.block_bytes_max}",
+                f"set it to at most {params.block_bytes_max}",
+            )
+        )
+    node_keys = {validator.node_key for validator in genesis.validators} | set(config.p2p.observers)
+    for i, peer in enumerate(config.p2p.persistent_peers):
+        if peer.node_key not in node_keys:
+            problems.append(
+                ConfigProblem(
+                    config_file,
+                    f"[p2p] persistent_peers[{i}]",
+                    f"node key {peer.node_key.hex()[:16]}... is not a genesis validator's node key"
+                    " or an observer",
+                    "copy node_key from genesis.json validators, or add it to [p2p] observers",
+                )
+            )
+    node_key = keys.get(NODE_KEY_FILE)
+    validator_key = keys.get(VALIDATOR_KEY_FILE)
+    if validator_key is not None and node_key is not None:
+        index = genesis.validator_set.index_of(validator_key.public_key)
+        if index is not None and genesis.validators[index].node_key != node_key.public_key:
+            problems.append(
+                ConfigProblem(
+                    str(home / NODE_KEY_FILE),
+                    "(file)",
+                    f"genesis lists validator {genesis.validators[index].name!r} with another"
+                    " node key",
+                    "use the node_key.json the genesis was built from, or fix genesis.json",
+                )
+            )
+        if node_key is not None and any(
+            peer.node_key == node_key.public_key for peer in config.p2p.persistent_peers
+        ):
+            problems.append(
+                ConfigProblem(
+                    config_file,
+                    "[p2p] persistent_peers",
+                    "lists this node itself",
+                    "remove this node's own entry",
+                )
+            )
+    return problems
+
+
+def load_home(home: Path) -> Home:
+    """Load ``home`` or raise ``HomeError`` listing every problem."""
+    loaded, problems = check_home(home)
+    if loaded is None:
+        raise HomeError(problems)
+    return loaded

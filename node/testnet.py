@@ -1,0 +1,346 @@
+"""A local multi-process testnet: generate every home, run one process per node, watch, stop.
+
+``create_testnet`` writes (files only)::
+
+    DIR/
+      genesis.json            one bank per validator, one client identity per bank
+      testnet.json            what ``testnet up`` and tools need: nodes, API addresses, clients
+      clients/client<i>.json  the client keys (role ``bank`` at bank<i>) used for load
+      node<i>/                a full node home (config.toml, genesis.json, keys, data/)
+
+Ports are free loopback ports chosen at generation time. ``Testnet`` starts the processes
+(``python -m node.cli start --home node<i>``; stdout/stderr to ``node<i>/process.log``, the
+structured log to ``node<i>/node.log``), stops them with SIGTERM (SIGKILL after a grace
+period), and compares what the nodes committed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+from consensus.crypto import PrivateKey
+from node.client import ApiError, Client
+from node.config import HostPort, NodeConfig, PeerAddress
+from node.genesis import ConsensusParams, Genesis, GenesisValidator, save_genesis
+from node.home import GENESIS_FILE, init_home, write_config
+from node.jsonvalue import JsonType, from_json
+from node.keys import generate_private_key, load_key_file, save_key_file
+
+__all__ = [
+    "NodeSummary",
+    "Testnet",
+    "TestnetInfo",
+    "agreement_problems",
+    "create_testnet",
+    "free_ports",
+    "load_testnet",
+]
+
+TESTNET_FILE: Final = "testnet.json"
+# SIGTERM gives a node this long to close its store before SIGKILL.
+STOP_GRACE_S: Final = 15.0
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free TCP ports on 127.0.0.1 (held together while choosing)."""
+    with ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            listener = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            listener.bind(("127.0.0.1", 0))
+            ports.append(listener.getsockname()[1])
+        return ports
+
+
+@dataclass(frozen=True, slots=True)
+class TestnetInfo:
+    """The contents of ``testnet.json``."""
+
+    directory: Path
+    chain_id: str
+    homes: tuple[Path, ...]
+    api_addresses: tuple[str, ...]
+    clients: tuple[Path, ...]
+    institutions: tuple[str, ...]
+
+    def client_key(self, index: int) -> PrivateKey:
+        """The load client key of bank ``index``."""
+        return load_key_file(self.clients[index])
+
+
+def create_testnet(
+    directory: Path,
+    validators: int,
+    *,
+    chain_id: str = "suanpan-testnet",
+    apps: tuple[str, ...] = ("membership",),
+    app_state: dict[str, JsonType] | None = None,
+    config: NodeConfig | None = None,
+) -> TestnetInfo:
+    """Generate a ``validators``-node testnet in ``directory`` (which must not hold one)."""
+    if validators < 1:
+        raise ValueError("a testnet needs at least one validator")
+    if (directory / TESTNET_FILE).exists():
+        raise FileExistsError(f"{directory} already holds a testnet; choose another --dir")
+    directory.mkdir(parents=True, exist_ok=True)
+    base = config or NodeConfig()
+    ports = free_ports(3 * validators)
+    homes: list[Path] = []
+    entries: list[GenesisValidator] = []
+    clients: list[Path] = []
+    institutions: list[str] = []
+    identities: list[JsonType] = []
+    institution_entries: list[JsonType] = []
+    for i in range(validators):
+        home = directory / f"node{i}"
+        validator_key, node_key = init_home(home, f"node{i}")
+        homes.append(home)
+        entries.append(GenesisValidator(f"bank{i}", validator_key, node_key))
+        client = generate_private_key()
+        client_path = directory / "clients" / f"client{i}.json"
+        save_key_file(client_path, client)
+        clients.append(client_path)
+        institutions.append(f"bank{i}")
+        institution_entries.append(
+            {"id": f"bank{i}", "name": f"Bank {i}", "kind": "bank", "jurisdiction": "SG"}
+        )
+        identities.append(
+            {"public_key": client.public_key.hex(), "institution": f"bank{i}", "roles": ["bank"]}
+        )
+    state: dict[str, JsonType] = {
+        "membership": {"institutions": institution_entries, "identities": identities}
+    }
+    state.update(app_state or {})
+    genesis = Genesis(
+        chain_id=chain_id,
+        genesis_time_ms=int(datetime.now(UTC).timestamp() * 1000),
+        consensus_params=ConsensusParams(),
+        validators=tuple(entries),
+        apps=apps,
+        app_state={name: from_json(value) for name, value in state.items()},
+    )
+    save_genesis(directory / GENESIS_FILE, genesis)
+    addresses = []
+    for i, home in enumerate(homes):
+        p2p, rpc, metrics = ports[3 * i : 3 * i + 3]
+        peers = tuple(
+            PeerAddress(entries[j].node_key, HostPort("127.0.0.1", ports[3 * j]))
+            for j in range(validators)
+            if j != i
+        )
+        node_config = (
+            base.with_changes("", moniker=f"node{i}", log_file="node.log", log_format="json")
+            .with_changes("p2p", listen_address=HostPort("127.0.0.1", p2p), persistent_peers=peers)
+            .with_changes("rpc", listen_address=HostPort("127.0.0.1", rpc))
+            .with_changes("metrics", listen_address=HostPort("127.0.0.1", metrics))
+        )
+        write_config(home, node_config)
+        save_genesis(home / GENESIS_FILE, genesis)
+        addresses.append(f"127.0.0.1:{rpc}")
+    info = TestnetInfo(
+        directory, chain_id, tuple(homes), tuple(addresses), tuple(clients), tuple(institutions)
+    )
+    document = {
+        "chain_id": chain_id,
+        "genesis_hash": genesis.hash.hex(),
+        "nodes": [
+            {"home": home.name, "api": address}
+            for home, address in zip(homes, addresses, strict=True)
+        ],
+        "clients": [
+            {"key": str(path.relative_to(directory)), "institution": institution}
+            for path, institution in zip(clients, institutions, strict=True)
+        ],
+    }
+    (directory / TESTNET_FILE).write_text(json.dumps(document, indent=2) + "\n", "utf-8")
+    return info
+
+
+def load_testnet(directory: Path) -> TestnetInfo:
+    """Read ``testnet.json`` from ``directory``."""
+    document = json.loads((directory / TESTNET_FILE).read_text("utf-8"))
+    return TestnetInfo(
+        directory,
+        document["chain_id"],
+        tuple(directory / node["home"] for node in document["nodes"]),
+        tuple(node["api"] for node in document["nodes"]),
+        tuple(directory / client["key"] for client in document["clients"]),
+        tuple(client["institution"] for client in document["clients"]),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSummary:
+    """What one node reported at the end of a run."""
+
+    name: str
+    alive: bool
+    exit_code: int | None
+    height: int
+    block_hash: str
+    app_hash: str
+    transactions_committed: int
+    error: str = ""
+
+    def to_json(self) -> dict[str, JsonType]:
+        """JSON form for ``--json``."""
+        return {
+            "node": self.name,
+            "alive": self.alive,
+            "exit_code": self.exit_code,
+            "height": self.height,
+            "last_block_hash": self.block_hash,
+            "app_hash": self.app_hash,
+            "transactions_committed": self.transactions_committed,
+            "error": self.error,
+        }
+
+
+class Testnet:
+    """Runs the node processes of a generated testnet."""
+
+    def __init__(self, info: TestnetInfo) -> None:
+        self.info = info
+        self.processes: list[subprocess.Popen[bytes] | None] = [None] * len(info.homes)
+        self._stopped: set[int] = set()
+
+    def start(self, index: int) -> None:
+        """Start node ``index`` (it must not be running)."""
+        process = self.processes[index]
+        assert process is None or process.poll() is not None, "node is already running"
+        home = self.info.homes[index]
+        output = (home / "process.log").open("ab")
+        self.processes[index] = subprocess.Popen(
+            [sys.executable, "-m", "node.cli", "start", "--home", str(home)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,  # Ctrl-C in the terminal reaches only the orchestrator
+        )
+        output.close()
+        self._stopped.discard(index)
+
+    def start_all(self) -> None:
+        """Start every node."""
+        for index in range(len(self.info.homes)):
+            self.start(index)
+
+    def stop(self, index: int, *, kill: bool = False) -> int | None:
+        """Stop node ``index`` (SIGTERM, SIGKILL after the grace period, or at once with
+        ``kill``); returns its exit code."""
+        process = self.processes[index]
+        if process is None:
+            return None
+        self._stopped.add(index)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def stop_all(self) -> list[int | None]:
+        """Stop every node (SIGTERM to all first, so they stop in parallel)."""
+        for index, process in enumerate(self.processes):
+            if process is not None and process.poll() is None:
+                self._stopped.add(index)
+                process.send_signal(signal.SIGTERM)
+        return [self.stop(index) for index in range(len(self.processes))]
+
+    def died(self) -> list[int]:
+        """Nodes that exited without being asked to."""
+        return [
+            index
+            for index, process in enumerate(self.processes)
+            if process is not None and process.poll() is not None and index not in self._stopped
+        ]
+
+    def client(self, index: int, timeout_s: float = 10.0) -> Client:
+        """An API client of node ``index``."""
+        return Client(self.info.api_addresses[index], timeout_s=timeout_s)
+
+    def wait_until(
+        self, condition: str, check: Callable[[], bool], timeout_s: float, *, poll_s: float = 0.2
+    ) -> None:
+        """Poll ``check`` until true; raise ``TimeoutError`` naming ``condition``."""
+        deadline = time.monotonic() + timeout_s
+        while not check():
+            if self.died():
+                raise RuntimeError(f"node(s) {self.died()} died while waiting for {condition}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {condition}")
+            time.sleep(poll_s)
+
+    def summaries(self, exit_codes: list[int | None] | None = None) -> list[NodeSummary]:
+        """Per-node height, block hash, app hash and committed transactions (from the API
+        while running; ``exit_codes`` when already stopped and then read from the store)."""
+        return [self._summary(index, exit_codes) for index in range(len(self.info.homes))]
+
+    def _summary(self, index: int, exit_codes: list[int | None] | None) -> NodeSummary:
+        name = self.info.homes[index].name
+        process = self.processes[index]
+        alive = process is not None and process.poll() is None
+        code = exit_codes[index] if exit_codes is not None else None
+        try:
+            with self.client(index, timeout_s=5.0) as client:
+                status = client.status()
+        except ApiError as error:
+            return NodeSummary(name, alive, code, 0, "", "", 0, str(error))
+        return NodeSummary(
+            name,
+            alive,
+            code,
+            _int(status.get("height")),
+            str(status.get("last_block_hash", "")),
+            str(status.get("app_hash", "")),
+            _int(status.get("transactions_committed")),
+        )
+
+
+def _int(value: JsonType) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def agreement_problems(clients: list[Client]) -> list[str]:
+    """Compare the nodes' chains at their common height: block hash and app hash must match.
+    Returns a description of every disagreement (empty when they agree)."""
+    heights = []
+    for client in clients:
+        status = client.status()
+        heights.append(_int(status.get("height")))
+    common = min(heights) if heights else 0
+    if common < 1:
+        return []
+    problems = []
+    reference: dict[str, JsonType] | None = None
+    for i, client in enumerate(clients):
+        block = client.block(common)
+        if reference is None:
+            reference = block
+            continue
+        if block.get("hash") != reference.get("hash"):
+            problems.append(f"node{i} has a different block at height {common}")
+        header = block.get("header")
+        reference_header = reference.get("header")
+        if (
+            isinstance(header, dict)
+            and isinstance(reference_header, dict)
+            and header.get("app_hash") != reference_header.get("app_hash")
+        ):
+            problems.append(f"node{i} has a different app hash at height {common}")
+    return problems

@@ -1,0 +1,119 @@
+"""The trio + h11 server under the client API: keep-alive, limits, malformed input, streams."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import trio
+
+from node.http import HttpLimits, Request, Response, json_response, serve_http
+
+
+async def echo(request: Request) -> Response:
+    if request.path == "/boom":
+        raise RuntimeError("handler bug")
+    if request.path == "/stream":
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for i in range(3):
+                yield json.dumps({"n": i}).encode() + b"\n"
+
+        return Response(200, content_type="application/x-ndjson", stream=chunks())
+    return json_response(
+        200,
+        {
+            "method": request.method,
+            "path": request.path,
+            "query": request.query,
+            "body": request.body.decode(),
+        },
+    )
+
+
+async def start(nursery: trio.Nursery, request_timeout_s: float = 10.0) -> int:
+    limits = HttpLimits(body_bytes_max=1000, request_timeout_s=request_timeout_s)
+    port: int = await nursery.start(serve_http, echo, "127.0.0.1", 0, limits)
+    return port
+
+
+async def exchange(port: int, data: bytes) -> bytes:
+    """Send raw bytes, read until the server closes."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(data)
+        received = b""
+        with trio.fail_after(30):
+            while chunk := await stream.receive_some(65536):
+                received += chunk
+    return received
+
+
+async def test_keep_alive_serves_two_requests_on_one_connection() -> None:
+    async with trio.open_nursery() as nursery:
+        port = await start(nursery)
+        reply = await exchange(
+            port,
+            b"GET /a?x=1 HTTP/1.1\r\nHost: t\r\n\r\n"
+            b"POST /b HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+        )
+        assert reply.count(b"HTTP/1.1 200") == 2
+        assert b'"query":{"x":"1"}' in reply
+        assert b'"body":"hi"' in reply
+        nursery.cancel_scope.cancel()
+
+
+async def test_oversized_body_gets_413_and_server_keeps_serving() -> None:
+    async with trio.open_nursery() as nursery:
+        port = await start(nursery)
+        reply = await exchange(
+            port, b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n" + b"a" * 5000
+        )
+        assert reply.startswith(b"HTTP/1.1 413")
+        assert b"exceeds 1000 bytes" in reply
+        reply = await exchange(
+            port,
+            b"POST /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"".join(b"100\r\n" + b"a" * 256 + b"\r\n" for _ in range(8))
+            + b"0\r\n\r\n",
+        )
+        assert reply.startswith(b"HTTP/1.1 413")
+        reply = await exchange(port, b"GET /ok HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 200")
+        nursery.cancel_scope.cancel()
+
+
+async def test_malformed_http_gets_400_and_handler_bug_gets_500() -> None:
+    async with trio.open_nursery() as nursery:
+        port = await start(nursery)
+        for garbage in (
+            b"\x00\xff garbage\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nno colon\r\n\r\n",
+        ):
+            reply = await exchange(port, garbage)
+            assert reply.startswith(b"HTTP/1.1 400"), reply
+        reply = await exchange(port, b"GET /boom HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 500")
+        reply = await exchange(port, b"GET /ok HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 200")
+        nursery.cancel_scope.cancel()
+
+
+async def test_slow_client_is_cut_with_408() -> None:
+    async with trio.open_nursery() as nursery:
+        port = await start(nursery, request_timeout_s=0.2)
+        reply = await exchange(port, b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nab")
+        assert reply.startswith(b"HTTP/1.1 408")
+        nursery.cancel_scope.cancel()
+
+
+async def test_streaming_response_is_chunked_ndjson() -> None:
+    async with trio.open_nursery() as nursery:
+        port = await start(nursery)
+        reply = await exchange(
+            port, b"GET /stream HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        assert b"transfer-encoding: chunked" in reply.lower()
+        assert b'{"n": 2}' in reply
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,466 @@
+"""Scenarios for whole ``Network`` nodes: real TCP on 127.0.0.1 among nodes in one trio process.
+
+No test waits on the wall clock for something to happen: each waits for an event or polls a
+condition under a generous deadline, so a busy machine makes tests slower, never red.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import pytest
+import trio
+import trio.testing
+
+from consensus.crypto import PrivateKey, hash_bytes
+from network import (
+    InboundMessage,
+    InboundTransactions,
+    Network,
+    NetworkConfig,
+    NetworkLimits,
+    PeerAddress,
+    PeerUnavailableError,
+    RequestError,
+)
+from network.handshake import perform_handshake
+from network.messages import encode_message
+
+CHAIN_ID = "suanpan-test"
+GENESIS = hash_bytes(b"genesis")
+KEYS = [PrivateKey(bytes([index + 1]) * 32) for index in range(6)]
+# Generous: the machine is shared. Short backoff so redials happen promptly in real time.
+TEST_LIMITS = NetworkLimits(
+    handshake_timeout_seconds=20.0,
+    dial_backoff_base_seconds=0.05,
+    dial_backoff_max_seconds=0.5,
+    ping_interval_seconds=30.0,
+    idle_timeout_seconds=120.0,
+)
+DEADLINE_SECONDS = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def config_for(
+    index: int,
+    peers: Sequence[tuple[int, int]] = (),
+    *,
+    port: int = 0,
+    chain_id: str = CHAIN_ID,
+    genesis: bytes = GENESIS,
+    allow: Sequence[int] = range(4),
+    limits: NetworkLimits = TEST_LIMITS,
+) -> NetworkConfig:
+    """Node ``index``; ``peers`` are (index, port) pairs it dials."""
+    return NetworkConfig(
+        chain_id=chain_id,
+        genesis_hash=genesis,
+        identity=KEYS[index],
+        listen_port=port,
+        persistent_peers=tuple(
+            PeerAddress(KEYS[other].public_key, "127.0.0.1", other_port)
+            for other, other_port in peers
+        ),
+        allowlist=frozenset(KEYS[other].public_key for other in allow if other != index),
+        limits=limits,
+    )
+
+
+@dataclass
+class Node:
+    network: Network
+    scope: trio.CancelScope
+    delivered: list[bytes] = field(default_factory=list)
+    messages: list[InboundMessage] = field(default_factory=list)
+
+
+async def _drain(node: Node) -> None:
+    async def transactions() -> None:
+        batch: InboundTransactions
+        async for batch in node.network.transactions:
+            node.delivered.extend(batch.transactions)
+
+    async def messages() -> None:
+        async for message in node.network.messages:
+            node.messages.append(message)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(transactions)
+        nursery.start_soon(messages)
+
+
+async def start_node(nursery: trio.Nursery, network: Network) -> Node:
+    """Run ``network`` (and consumers of its channels) in its own cancel scope."""
+    scope = trio.CancelScope()
+    node = Node(network, scope)
+
+    async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with scope:
+            async with trio.open_nursery() as inner:
+                await inner.start(network.run)
+                inner.start_soon(_drain, node)
+                task_status.started()
+
+    await nursery.start(run)
+    return node
+
+
+async def wait_for(condition: Callable[[], bool], deadline: float = DEADLINE_SECONDS) -> None:
+    # Statistics counters have no event to wait on, so poll them under a generous deadline.
+    with trio.fail_after(deadline):
+        while not condition():  # noqa: ASYNC110
+            await trio.sleep(0.01)
+
+
+@asynccontextmanager
+async def mesh(count: int = 4) -> AsyncIterator[tuple[trio.Nursery, list[Node]]]:
+    """``count`` nodes, fully connected: node i dials every node started before it."""
+    async with trio.open_nursery() as nursery:
+        nodes: list[Node] = []
+        for index in range(count):
+            peers = [(other, nodes[other].network.listen_port) for other in range(index)]
+            nodes.append(await start_node(nursery, Network(config_for(index, peers))))
+        with trio.fail_after(DEADLINE_SECONDS):
+            for index, node in enumerate(nodes):
+                others = [KEYS[other].public_key for other in range(count) if other != index]
+                await node.network.wait_peers_connected(others)
+        yield nursery, nodes
+        nursery.cancel_scope.cancel()
+
+
+def transactions(tag: str, count: int) -> list[bytes]:
+    return [f"{tag}-{number:06d}".encode() + bytes(180) for number in range(count)]
+
+
+async def test_gossip_reaches_every_node_exactly_once() -> None:
+    async with mesh(4) as (_, nodes):
+        sent = {index: transactions(f"origin{index}", 300) for index in range(4)}
+        for index, node in enumerate(nodes):
+            # In several calls, so batches and flooding interleave.
+            for start in range(0, 300, 70):
+                assert node.network.gossip_transactions(sent[index][start : start + 70]) == len(
+                    sent[index][start : start + 70]
+                )
+        for index, node in enumerate(nodes):
+            expected = {tx for other, txs in sent.items() if other != index for tx in txs}
+            await wait_for(
+                lambda node=node, expected=expected: len(node.delivered) >= len(expected)
+            )
+            assert sorted(node.delivered) == sorted(expected)  # each once, none missing
+        # Re-gossiping known transactions sends nothing new anywhere.
+        assert nodes[0].network.gossip_transactions(sent[1][:10]) == 0
+        for index, node in enumerate(nodes):
+            stats = node.network.statistics()
+            assert stats.transactions_delivered == 900
+            assert stats.transactions_gossiped == 300
+            assert stats.transactions_shed_outbound == stats.transactions_shed_inbound == 0
+            assert stats.peers_connected == 3
+            assert stats.connection_errors == {}, index
+
+
+async def test_killed_peer_is_redialled_and_catches_up_on_new_gossip() -> None:
+    async with mesh(4) as (nursery, nodes):
+        first = transactions("before", 50)
+        nodes[1].network.gossip_transactions(first)
+        await wait_for(lambda: all(len(node.delivered) == 50 for node in nodes[2:] + nodes[:1]))
+
+        # Kill node 0 (the others all dial it), then bring it back on the same port.
+        port = nodes[0].network.listen_port
+        nodes[0].scope.cancel()
+        await wait_for(
+            lambda: all(node.network.statistics().peers_connected == 2 for node in nodes[1:])
+        )
+        nodes[1].network.gossip_transactions(transactions("while-down", 20))
+        restarted = await start_node(nursery, Network(config_for(0, port=port)))
+        with trio.fail_after(DEADLINE_SECONDS):
+            await restarted.network.wait_peers_connected(KEYS[i].public_key for i in (1, 2, 3))
+        for node in nodes[1:]:
+            with trio.fail_after(DEADLINE_SECONDS):
+                await node.network.wait_peers_connected([KEYS[0].public_key])
+
+        after = transactions("after", 60)
+        nodes[2].network.gossip_transactions(after)
+        await wait_for(lambda: len(restarted.delivered) >= 60)
+        assert sorted(restarted.delivered) == sorted(after)
+        assert nodes[3].network.statistics().dial_attempts >= 2
+
+
+async def test_consensus_send_broadcast_and_block_sync_request() -> None:
+    async def handler(peer: bytes, payload: bytes) -> bytes:
+        if payload == b"fail":
+            raise LookupError("no such height")
+        return b"block:" + payload + b":for:" + peer[:2]
+
+    async with trio.open_nursery() as nursery:
+        server = await start_node(nursery, Network(config_for(0), request_handler=handler))
+        port = server.network.listen_port
+        clients = [
+            await start_node(nursery, Network(config_for(index, [(0, port)]))) for index in (1, 2)
+        ]
+        with trio.fail_after(DEADLINE_SECONDS):
+            await server.network.wait_peers_connected([KEYS[1].public_key, KEYS[2].public_key])
+
+        assert server.network.broadcast(7, b"prepare") == 2
+        assert clients[0].network.send(KEYS[0].public_key, 9, b"commit")
+        assert not clients[0].network.send(KEYS[3].public_key, 9, b"nobody")  # not connected
+        await wait_for(lambda: all(client.messages for client in clients) and server.messages)
+        for client in clients:
+            assert client.messages == [InboundMessage(KEYS[0].public_key, 7, b"prepare")]
+        assert server.messages == [InboundMessage(KEYS[1].public_key, 9, b"commit")]
+        assert clients[0].network.statistics().messages_undeliverable == 1
+
+        answer = await clients[1].network.request(KEYS[0].public_key, b"h=5")
+        assert answer == b"block:h=5:for:" + KEYS[2].public_key[:2]
+        with pytest.raises(RequestError, match="no such height"):
+            await clients[1].network.request(KEYS[0].public_key, b"fail")
+        with pytest.raises(PeerUnavailableError):
+            await clients[1].network.request(KEYS[3].public_key, b"h=1")
+        nursery.cancel_scope.cancel()
+
+
+async def test_simultaneous_dials_leave_exactly_one_agreed_connection() -> None:
+    port_a, port_b = free_port(), free_port()
+    async with trio.open_nursery() as nursery:
+        a = await start_node(nursery, Network(config_for(0, [(1, port_b)], port=port_a)))
+        b = await start_node(nursery, Network(config_for(1, [(0, port_a)], port=port_b)))
+        with trio.fail_after(DEADLINE_SECONDS):
+            await a.network.wait_peers_connected([KEYS[1].public_key])
+            await b.network.wait_peers_connected([KEYS[0].public_key])
+        # Messages flow both ways over whichever connection won.
+        a.network.send(KEYS[1].public_key, 1, b"ping-a")
+        b.network.send(KEYS[0].public_key, 1, b"ping-b")
+        await wait_for(lambda: bool(a.messages) and bool(b.messages))
+        assert len(a.network.peers()) == len(b.network.peers()) == 1
+        [peer_of_a] = a.network.peers()
+        [peer_of_b] = b.network.peers()
+        assert peer_of_a.outbound != peer_of_b.outbound  # both ends kept the same connection
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("override", "reason"),
+    [
+        ({"genesis": hash_bytes(b"another genesis")}, "genesis_mismatch"),
+        ({"chain_id": "another-chain"}, "chain_id_mismatch"),
+    ],
+)
+async def test_peer_on_another_chain_is_rejected_with_a_plain_log_event(
+    caplog: pytest.LogCaptureFixture, override: dict[str, object], reason: str
+) -> None:
+    caplog.set_level(logging.WARNING, logger="suanpan.network")
+    async with trio.open_nursery() as nursery:
+        a = await start_node(nursery, Network(config_for(0)))
+        b_config = config_for(1, [(0, a.network.listen_port)], **override)  # type: ignore[arg-type]
+        b = await start_node(nursery, Network(b_config))
+        await wait_for(lambda: a.network.statistics().handshake_failures.get(reason, 0) >= 1)
+        await wait_for(lambda: b.network.statistics().handshake_failures.get(reason, 0) >= 1)
+        assert a.network.peers() == []
+        assert b.network.peers() == []
+        nursery.cancel_scope.cancel()
+    lines = [record.getMessage() for record in caplog.records]
+    assert any(
+        line.startswith(f"handshake_rejected reason={reason} peer=127.0.0.1:") for line in lines
+    )
+
+
+async def test_a_flipped_bit_in_a_ciphertext_closes_the_connection() -> None:
+    async with trio.open_nursery() as nursery:
+        node = await start_node(nursery, Network(config_for(0)))
+        stream = await trio.open_tcp_stream("127.0.0.1", node.network.listen_port)
+        result = await perform_handshake(
+            stream,
+            initiator=True,
+            identity=KEYS[1],
+            chain_id=CHAIN_ID,
+            genesis_hash=GENESIS,
+            allowlist={KEYS[0].public_key},
+            limits=TEST_LIMITS,
+        )
+        wire = bytearray(result.stream._sender.seal(encode_message(3, b"a vote")))
+        wire[10] ^= 0x04
+        await stream.send_all(bytes(wire))
+        with trio.fail_after(DEADLINE_SECONDS):
+            assert await stream.receive_some(1024) == b""  # the node hung up
+        await wait_for(
+            lambda: node.network.statistics().connection_errors == {"authentication_failed": 1}
+        )
+        assert node.messages == []
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_consensus_queue_overflow_closes_the_connection_loudly_and_it_recovers() -> None:
+    limits = NetworkLimits(
+        consensus_queue_frames_max=4,
+        dial_backoff_base_seconds=0.05,
+        dial_backoff_max_seconds=0.5,
+    )
+    async with trio.open_nursery() as nursery:
+        a = await start_node(nursery, Network(config_for(0, limits=limits)))
+        b = await start_node(
+            nursery, Network(config_for(1, [(0, a.network.listen_port)], limits=limits))
+        )
+        with trio.fail_after(DEADLINE_SECONDS):
+            await a.network.wait_peers_connected([KEYS[1].public_key])
+        # No checkpoint between the sends: the sender task cannot drain, the queue fills.
+        results = [a.network.send(KEYS[1].public_key, 2, b"vote %d" % n) for n in range(5)]
+        assert results == [True] * 4 + [False]
+        assert a.network.statistics().send_queue_overflows == 1
+        # b dials a again; consensus traffic flows once more.
+        await wait_for(lambda: a.network.statistics().connections_opened >= 2)
+        with trio.fail_after(DEADLINE_SECONDS):
+            await a.network.wait_peers_connected([KEYS[1].public_key])
+        assert a.network.send(KEYS[1].public_key, 2, b"after")
+        await wait_for(lambda: any(m.payload == b"after" for m in b.messages))
+        nursery.cancel_scope.cancel()
+
+
+async def test_gossip_beyond_a_peers_backlog_is_shed_and_counted() -> None:
+    limits = NetworkLimits(gossip_queue_bytes_max=200 * 1024)
+    async with trio.open_nursery() as nursery:
+        a = await start_node(nursery, Network(config_for(0, limits=limits)))
+        await start_node(
+            nursery, Network(config_for(1, [(0, a.network.listen_port)], limits=limits))
+        )
+        with trio.fail_after(DEADLINE_SECONDS):
+            await a.network.wait_peers_connected([KEYS[1].public_key])
+        a.network.gossip_transactions(transactions("small", 100))  # 19 KB: queued
+        a.network.gossip_transactions(transactions("large", 2000))  # 380 KB: shed whole
+        stats = a.network.statistics()
+        assert stats.transactions_forwarded == 100
+        assert stats.transactions_shed_outbound == 2000
+        assert stats.peers[0].transactions_shed == 2000
+        nursery.cancel_scope.cancel()
+
+
+async def test_inbound_connections_beyond_the_limit_are_refused() -> None:
+    limits = NetworkLimits(inbound_connections_max=1, handshake_timeout_seconds=60.0)
+    async with trio.open_nursery() as nursery:
+        node = await start_node(nursery, Network(config_for(0, limits=limits)))
+        first = await trio.open_tcp_stream("127.0.0.1", node.network.listen_port)
+        await first.receive_some(64)  # the node's hello: its handshake slot is taken
+        second = await trio.open_tcp_stream("127.0.0.1", node.network.listen_port)
+        with trio.fail_after(DEADLINE_SECONDS):
+            assert await second.receive_some(64) == b""
+        assert node.network.statistics().inbound_rejected == 1
+        await first.aclose()
+        await second.aclose()
+        nursery.cancel_scope.cancel()
+
+
+# ---------------------------------------------------------------- virtual time (MockClock)
+
+
+def refusing_opener(attempts: list[float]) -> Callable[[str, int], Awaitable[trio.abc.Stream]]:
+    async def open_stream(host: str, port: int) -> trio.abc.Stream:
+        attempts.append(trio.current_time())
+        raise ConnectionRefusedError(f"{host}:{port} refused")
+
+    return open_stream
+
+
+def test_redial_backoff_is_exponential_capped_and_jittered_in_virtual_time() -> None:
+    limits = NetworkLimits(
+        dial_backoff_base_seconds=1.0, dial_backoff_max_seconds=8.0, dial_backoff_jitter=0.5
+    )
+    attempts: list[float] = []
+
+    async def scenario() -> None:
+        network = Network(
+            config_for(0, [(1, 9)], limits=limits),
+            random=lambda: 0.5,  # jitter factor 1 - 0.5 * 0.5 = 0.75
+            open_stream=refusing_opener(attempts),
+        )
+        with trio.move_on_after(60.0):
+            await network.run()
+        assert network.statistics().dial_failures == len(attempts)
+
+    trio.run(scenario, clock=trio.testing.MockClock(autojump_threshold=0))
+    gaps = [round(later - earlier, 6) for earlier, later in itertools.pairwise(attempts)]
+    assert gaps[:6] == [0.75, 1.5, 3.0, 6.0, 6.0, 6.0]
+
+
+def test_a_silent_authenticated_peer_is_dropped_after_the_idle_timeout() -> None:
+    limits = NetworkLimits(idle_timeout_seconds=20.0, ping_interval_seconds=5.0)
+    closed_at: list[float] = []
+
+    async def scenario() -> None:
+        async def open_stream(host: str, port: int) -> trio.abc.Stream:
+            ours, theirs = trio.testing.memory_stream_pair()
+            nursery.start_soon(silent_peer, theirs)
+            return ours
+
+        async def silent_peer(stream: trio.abc.Stream) -> None:
+            await perform_handshake(
+                stream,
+                initiator=False,
+                identity=KEYS[1],
+                chain_id=CHAIN_ID,
+                genesis_hash=GENESIS,
+                allowlist={KEYS[0].public_key},
+                limits=limits,
+            )
+            while await stream.receive_some(65536):  # reads pings, never answers
+                pass
+            closed_at.append(trio.current_time())
+
+        network = Network(config_for(0, [(1, 9)], limits=limits), open_stream=open_stream)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(network.run)
+            await trio.sleep(30.0)
+            assert network.statistics().connection_errors == {"idle_timeout": 1}
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert closed_at
+    assert closed_at[0] == pytest.approx(20.0)
+
+
+def test_a_flooding_peer_is_held_to_its_receive_rate_in_virtual_time() -> None:
+    limits = NetworkLimits(peer_receive_frames_per_second=1000.0)
+    finished_at: list[float] = []
+
+    async def scenario() -> None:
+        async def open_stream(host: str, port: int) -> trio.abc.Stream:
+            ours, theirs = trio.testing.memory_stream_pair()
+            nursery.start_soon(flooding_peer, theirs)
+            return ours
+
+        async def flooding_peer(stream: trio.abc.Stream) -> None:
+            result = await perform_handshake(
+                stream,
+                initiator=False,
+                identity=KEYS[1],
+                chain_id=CHAIN_ID,
+                genesis_hash=GENESIS,
+                allowlist={KEYS[0].public_key},
+                limits=limits,
+            )
+            await result.stream.send_frames([encode_message(1, b"x")] * 5000)
+            await trio.sleep_forever()
+
+        network = Network(config_for(0, [(1, 9)], limits=limits), open_stream=open_stream)
+
+        async def count() -> None:
+            for _ in range(5000):
+                await network.messages.receive()
+            finished_at.append(trio.current_time())
+            nursery.cancel_scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(network.run)
+            nursery.start_soon(count)
+
+    trio.run(scenario, clock=trio.testing.MockClock(autojump_threshold=0))
+    # A burst of 1000 frames, then 1000 frames per (virtual) second.
+    assert finished_at[0] == pytest.approx(4.0, abs=0.01)
