@@ -1,0 +1,787 @@
+"""Digital assets: permissioned tokens with compliance rules and delivery-versus-payment.
+
+Theory of operation
+-------------------
+Modelled on permissioned security-token standards (ERC-3643, ERC-1400):
+
+* ``create_asset``: an issuer (the sender) defines an asset class: symbol, decimals, supply
+  cap and compliance rules: eligible membership roles and jurisdictions of holders, maximum
+  number of holders, per-holder cap, lock-up until a block time. An ``agent`` key (default:
+  the issuer) may freeze, pause and force transfers.
+* ``mint``/``burn`` by the issuer; supply never exceeds the cap, and a minted amount lands only
+  with an eligible holder.
+* Every transfer is judged by one rule evaluation, ``can_transfer``, which returns a reason
+  code and message; the first failing rule wins (order: paused, self transfer, lock-up, sender
+  frozen, balance, partially frozen amount, receiver frozen, receiver eligibility, holder cap,
+  holder count). The same evaluation is a dry-run query.
+* Freezes are full (no transfers out of or into the account) or partial (an amount that
+  cannot leave). ``pause`` stops transfers and DvP; ``force_transfer`` by the agent (lost-key
+  recovery, court order) ignores pause, lock-up and the sender's freeze but never the
+  receiver's eligibility, and is recorded as ``forced`` with its reason.
+* DvP: ``offer_dvp`` with side ``sell`` escrows the asset here, side ``buy`` escrows the cash
+  in ``payments`` (``escrow_lock``, owned by this app); ``accept_dvp`` settles the asset leg
+  and the cash leg (``payments.transfer`` from the taker, or ``escrow_release``) in one
+  transaction or neither; ``cancel_dvp`` (maker, or anyone after expiry) returns the escrow.
+
+Conservation: for every asset ``supply == sum(balances) + sum(open sell-offer escrows)``.
+The dry-run query cannot read membership (queries see only this app's state), so it takes
+the receiver's ``to_roles``/``to_jurisdiction`` from the client (who reads membership's
+``identity`` query) and says whether the identity rules were evaluated.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar, Final
+
+from apps._records import (
+    AMOUNT_MAX,
+    Arguments,
+    Identity,
+    as_int,
+    as_map,
+    get_int,
+    get_record,
+    identity_of,
+    key,
+    last_segment,
+    prefix,
+    put_int,
+    put_record,
+    scan_end,
+)
+from apps.base import (
+    ROLE_BANK,
+    ROLE_CUSTOMER,
+    ROLE_ENTERPRISE,
+    ROLES,
+    App,
+    AppError,
+    AppState,
+    ReadState,
+    TxContext,
+)
+from consensus.codec import Value
+
+__all__ = ["AssetsApp", "TransferVerdict", "dvp_offer_id"]
+
+SYMBOL_PATTERN: Final = re.compile(r"[A-Z][A-Z0-9.\-]{1,15}")
+JURISDICTION_PATTERN: Final = re.compile(r"[A-Z]{2}")
+ROLE_PATTERN: Final = re.compile(r"[a-z]{1,32}")
+# Token decimals as in ERC-20 practice; 18 is the usual maximum.
+DECIMALS_MAX: Final = 18
+# Lists in rules: ISO 3166 countries of a consortium, not the whole world.
+RULE_LIST_MAX: Final = 64
+PAGE_MAX: Final = 500
+TIME_MS_MAX: Final = 2**62
+_HOLDERS: Final = frozenset({ROLE_BANK, ROLE_ENTERPRISE, ROLE_CUSTOMER})
+_CURRENCY: Final = re.compile(r"[A-Z]{3}")
+
+
+def dvp_offer_id(transaction_hash: bytes) -> str:
+    """The id ``offer_dvp`` gives the offer created by the transaction with this hash."""
+    return "dvp-" + transaction_hash.hex()[:24]
+
+
+@dataclass(frozen=True, slots=True)
+class TransferVerdict:
+    """The outcome of ``can_transfer``: ``code`` is ``"ok"`` or the failing rule."""
+
+    code: str
+    message: str
+
+    @property
+    def allowed(self) -> bool:
+        """True when every rule passed."""
+        return self.code == "ok"
+
+    def raise_unless_allowed(self) -> None:
+        """Turn a refusal into the ``AppError`` that rejects the transaction."""
+        if not self.allowed:
+            raise AppError(self.code, self.message)
+
+
+OK: Final = TransferVerdict("ok", "every transfer rule passed")
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverFacts:
+    """What the receiver rules need from membership about the receiving identity."""
+
+    member: bool
+    active: bool
+    roles: frozenset[str]
+    jurisdiction: str
+
+    @classmethod
+    def of(cls, identity: Identity | None) -> ReceiverFacts:
+        """Facts from a membership answer (None: not a member)."""
+        if identity is None:
+            return cls(False, False, frozenset(), "")
+        return cls(True, identity.active, identity.roles, identity.jurisdiction)
+
+
+class AssetsApp(App):
+    """The ``assets`` app (see the module docstring for the rules)."""
+
+    name: ClassVar[str] = "assets"
+    operations: ClassVar[Mapping[str, frozenset[str]]] = {
+        "create_asset": frozenset({ROLE_BANK, ROLE_ENTERPRISE}),
+        "mint": frozenset({ROLE_BANK, ROLE_ENTERPRISE}),
+        "burn": frozenset({ROLE_BANK, ROLE_ENTERPRISE}),
+        "transfer": _HOLDERS,
+        "freeze": frozenset({ROLE_BANK, ROLE_ENTERPRISE}),
+        "freeze_partial": frozenset({ROLE_BANK, ROLE_ENTERPRISE}),
+        "pause": frozenset({ROLE_BANK, ROLE_ENTERPRISE}),
+        "force_transfer": frozenset({ROLE_BANK, ROLE_ENTERPRISE}),
+        "offer_dvp": _HOLDERS,
+        "accept_dvp": _HOLDERS,
+        "cancel_dvp": _HOLDERS,
+    }
+
+    def genesis(self, state: AppState, config: Mapping[str, Value]) -> None:
+        """The assets app starts empty; its genesis section must be an empty map."""
+        if config:
+            raise AppError("bad_genesis", "assets takes no genesis configuration")
+
+    def check(self, ctx: TxContext, operation: str, arguments: Mapping[str, Value]) -> None:
+        """Stateless admission: the operation exists and its arguments are well-formed."""
+        self._dispatch(ctx, operation, arguments, execute=False)
+
+    def apply(self, ctx: TxContext, operation: str, arguments: Mapping[str, Value]) -> Value:
+        """Execute a client operation for ``ctx.sender``."""
+        return self._dispatch(ctx, operation, arguments, execute=True)
+
+    def _dispatch(
+        self, ctx: TxContext, operation: str, arguments: Mapping[str, Value], *, execute: bool
+    ) -> Value:
+        handler = {
+            "create_asset": self._create_asset,
+            "mint": self._mint,
+            "burn": self._burn,
+            "transfer": self._transfer,
+            "freeze": self._freeze,
+            "freeze_partial": self._freeze_partial,
+            "pause": self._pause,
+            "force_transfer": self._force_transfer,
+            "offer_dvp": self._offer_dvp,
+            "accept_dvp": self._accept_dvp,
+            "cancel_dvp": self._cancel_dvp,
+        }.get(operation)
+        if handler is None:
+            raise AppError("unknown_operation", f"assets has no operation {operation!r}")
+        return handler(ctx, Arguments(arguments), execute)
+
+    # ------------------------------------------------------------------ issuer operations
+    def _create_asset(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
+        symbol = _symbol(a)
+        rules: dict[str, Value] = {
+            "eligible_roles": a.string_list("eligible_roles", ROLE_PATTERN, len(ROLES)),
+            "eligible_jurisdictions": a.string_list(
+                "eligible_jurisdictions", JURISDICTION_PATTERN, RULE_LIST_MAX
+            ),
+            "max_holders": a.integer("max_holders", 0, 2**32, default=0),
+            "holder_cap": a.integer("holder_cap", 0, AMOUNT_MAX, default=0),
+            "lockup_until_ms": a.integer("lockup_until_ms", 0, TIME_MS_MAX, default=0),
+        }
+        unknown_roles = set(_strings(rules["eligible_roles"])) - ROLES
+        if unknown_roles:
+            raise AppError("bad_argument", f"unknown roles {sorted(unknown_roles)}")
+        asset: dict[str, Value] = {
+            "symbol": symbol,
+            "name": a.text("name", symbol),
+            "decimals": a.integer("decimals", 0, DECIMALS_MAX),
+            "supply_cap": a.amount("supply_cap"),
+            "supply": 0,
+            "holders": 0,
+            "paused": False,
+            "rules": rules,
+        }
+        agent = a.optional_public_key("agent")
+        if not execute:
+            return None
+        if get_record(ctx.state, key("asset", symbol)) is not None:
+            raise AppError("asset_exists", f"asset {symbol} already exists")
+        asset["issuer"] = ctx.sender
+        asset["agent"] = agent if agent is not None else ctx.sender
+        asset["created_ms"] = ctx.block.time_ms
+        put_record(ctx.state, key("asset", symbol), asset)
+        ctx.emit("asset_created", {"symbol": symbol, "issuer": ctx.sender})
+        return asset
+
+    def _mint(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
+        symbol = _symbol(a)
+        to = a.public_key("to")
+        amount = a.amount("amount")
+        if not execute:
+            return None
+        asset = _asset(ctx.state, symbol)
+        _require(asset, ctx.sender, "issuer")
+        supply = as_int(asset["supply"]) + amount
+        if supply > as_int(asset["supply_cap"]):
+            raise AppError(
+                "supply_cap",
+                f"minting {amount} would exceed {symbol}'s cap {asset['supply_cap']!s}",
+            )
+        facts = ReceiverFacts.of(identity_of(ctx, to))
+        _receiver_rules(ctx.state, asset, None, to, amount, facts).raise_unless_allowed()
+        asset["supply"] = supply
+        _credit(ctx.state, asset, to, amount)
+        seq = _record(ctx, symbol, "mint", None, to, amount, "")
+        return {"transfer": seq}
+
+    def _burn(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
+        symbol = _symbol(a)
+        holder = a.public_key("holder")
+        amount = a.amount("amount")
+        if not execute:
+            return None
+        asset = _asset(ctx.state, symbol)
+        _require(asset, ctx.sender, "issuer")
+        _debit(ctx.state, asset, holder, amount)
+        freeze = _freeze_record(ctx.state, symbol, holder)
+        balance = get_int(ctx.state, key("bal", symbol, holder))
+        if as_int(freeze["frozen_amount"]) > balance:
+            freeze["frozen_amount"] = balance
+            _put_freeze(ctx.state, symbol, holder, freeze)
+        asset["supply"] = as_int(asset["supply"]) - amount
+        put_record(ctx.state, key("asset", symbol), asset)
+        seq = _record(ctx, symbol, "burn", holder, None, amount, "")
+        return {"transfer": seq}
+
+    def _freeze(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
+        symbol = _symbol(a)
+        holder = a.public_key("holder")
+        frozen = a.boolean("frozen")
+        if not execute:
+            return None
+        asset = _asset(ctx.state, symbol)
+        _require(asset, ctx.sender, "issuer", "agent")
+        freeze = _freeze_record(ctx.state, symbol, holder)
+        freeze["frozen"] = frozen
+        _put_freeze(ctx.state, symbol, holder, freeze)
+        ctx.emit("freeze", {"symbol": symbol, "holder": holder, "frozen": frozen})
+        return freeze
+
+    def _freeze_partial(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
+        symbol = _symbol(a)
+        holder = a.public_key("holder")
+        amount = a.amount("amount", allow_zero=True)
+        if not execute:
+            return None
+        asset = _asset(ctx.state, symbol)
+        _require(asset, ctx.sender, "issuer", "agent")
+        balance = get_int(ctx.state, key("bal", symbol, holder))
+        if amount > balance:
+            raise AppError("exceeds_balance", f"cannot freeze {amount}: the balance is {balance}")
+        freeze = _freeze_record(ctx.state, symbol, holder)
+        freeze["frozen_amount"] = amount
+        _put_freeze(ctx.state, symbol, holder, freeze)
+        ctx.emit("freeze_partial", {"symbol": symbol, "holder": holder, "amount": amount})
+        return freeze
+
+    def _pause(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
+        symbol = _symbol(a)
+        paused = a.boolean("paused")
+        if not execute:
+            return None
+        asset = _asset(ctx.state, symbol)
+        _require(asset, ctx.sender, "issuer", "agent")
+        asset["paused"] = paused
+        put_record(ctx.state, key("asset", symbol), asset)
+        ctx.emit("pause", {"symbol": symbol, "paused": paused})
+        return None
+
+    def _force_transfer(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
+        symbol = _symbol(a)
+        source = a.public_key("from")
+        to = a.public_key("to")
+        amount = a.amount("amount")
+        reason = a.text("reason")
+        if not execute:
+            return None
+        asset = _asset(ctx.state, symbol)
+        _require(asset, ctx.sender, "agent")
+        if source == to:
+            raise AppError("self_transfer", "sender and receiver are the same account")
+        balance = get_int(ctx.state, key("bal", symbol, source))
+        if balance < amount:
+            raise AppError("insufficient_balance", f"the balance is {balance}, below {amount}")
+        facts = ReceiverFacts.of(identity_of(ctx, to))
+        _receiver_rules(ctx.state, asset, source, to, amount, facts).raise_unless_allowed()
+        freeze = _freeze_record(ctx.state, symbol, source)
+        if as_int(freeze["frozen_amount"]) > balance - amount:
+            freeze["frozen_amount"] = balance - amount
+            _put_freeze(ctx.state, symbol, source, freeze)
+        _move(ctx.state, asset, source, to, amount)
+        seq = _record(ctx, symbol, "forced", source, to, amount, reason)
+        return {"transfer": seq}
+
+    # ------------------------------------------------------------------ transfers
+    def _transfer(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
+        symbol = _symbol(a)
+        to = a.public_key("to")
+        amount = a.amount("amount")
+        if not execute:
+            return None
+        asset = _asset(ctx.state, symbol)
+        facts = ReceiverFacts.of(identity_of(ctx, to))
+        can_transfer(
+            ctx.state, asset, ctx.sender, to, amount, ctx.block.time_ms, facts
+        ).raise_unless_allowed()
+        _move(ctx.state, asset, ctx.sender, to, amount)
+        seq = _record(ctx, symbol, "transfer", ctx.sender, to, amount, "")
+        return {"transfer": seq}
+
+    # ------------------------------------------------------------------ DvP
+    def _offer_dvp(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
+        symbol = _symbol(a)
+        side = a.choice("side", ("sell", "buy"))
+        amount = a.amount("amount")
+        currency = a.identifier("currency")
+        if not _CURRENCY.fullmatch(currency):
+            raise AppError("bad_argument", "argument 'currency' must be an ISO 4217 code")
+        price = a.amount("price")
+        expires_ms = a.integer("expires_ms", 0, TIME_MS_MAX)
+        counterparty = a.optional_public_key("counterparty")
+        if not execute:
+            return None
+        asset = _asset(ctx.state, symbol)
+        if expires_ms <= ctx.block.time_ms:
+            raise AppError("offer_expiry", "an offer must expire after the current block time")
+        offer_id = dvp_offer_id(ctx.transaction_hash)
+        if get_record(ctx.state, key("dvp", offer_id)) is not None:
+            raise AppError("duplicate_offer", f"offer {offer_id} already exists")
+        if side == "sell":
+            _sender_rules(
+                ctx.state, asset, ctx.sender, amount, ctx.block.time_ms
+            ).raise_unless_allowed()
+            _debit(ctx.state, asset, ctx.sender, amount)
+            _record(ctx, symbol, "dvp_escrow", ctx.sender, None, amount, offer_id)
+        else:
+            if asset["paused"]:
+                raise AppError("asset_paused", f"asset {symbol} is paused")
+            facts = ReceiverFacts.of(identity_of(ctx, ctx.sender))
+            _receiver_rules(
+                ctx.state, asset, None, ctx.sender, amount, facts
+            ).raise_unless_allowed()
+            ctx.call(
+                "payments",
+                "escrow_lock",
+                {
+                    "from": ctx.sender,
+                    "currency": currency,
+                    "amount": price,
+                    "escrow_id": offer_id,
+                },
+            )
+        offer: dict[str, Value] = {
+            "id": offer_id,
+            "symbol": symbol,
+            "side": side,
+            "maker": ctx.sender,
+            "amount": amount,
+            "currency": currency,
+            "price": price,
+            "counterparty": counterparty,
+            "expires_ms": expires_ms,
+            "created_ms": ctx.block.time_ms,
+            "status": "open",
+        }
+        put_record(ctx.state, key("dvp", offer_id), offer)
+        ctx.state.put(key("open", offer_id), b"")
+        ctx.emit("dvp_offered", {"offer": offer_id, "side": side, "maker": ctx.sender})
+        return {"offer": offer_id}
+
+    def _open_offer(self, state: ReadState, offer_id: str) -> dict[str, Value]:
+        offer = get_record(state, key("dvp", offer_id))
+        if offer is None:
+            raise AppError("unknown_offer", f"no DvP offer {offer_id!r}")
+        if offer["status"] != "open":
+            raise AppError("offer_closed", f"offer {offer_id} is {offer['status']!s}")
+        return offer
+
+    def _accept_dvp(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
+        offer_id = a.identifier("offer")
+        if not execute:
+            return None
+        offer = self._open_offer(ctx.state, offer_id)
+        maker = _bytes(offer["maker"])
+        if ctx.block.time_ms >= as_int(offer["expires_ms"]):
+            raise AppError("offer_expired", f"offer {offer_id} has expired")
+        if maker == ctx.sender:
+            raise AppError("own_offer", "the maker cannot accept its own offer")
+        if offer["counterparty"] is not None and offer["counterparty"] != ctx.sender:
+            raise AppError("not_counterparty", f"offer {offer_id} is reserved for another party")
+        symbol = str(offer["symbol"])
+        asset = _asset(ctx.state, symbol)
+        amount = as_int(offer["amount"])
+        if offer["side"] == "sell":
+            # Cash leg: the taker (buyer) pays the maker; asset leg: escrow to the taker.
+            if asset["paused"]:
+                raise AppError("asset_paused", f"asset {symbol} is paused")
+            if ctx.block.time_ms < as_int(as_map(asset["rules"])["lockup_until_ms"]):
+                raise AppError("locked_up", f"asset {symbol} is locked up")
+            facts = ReceiverFacts.of(identity_of(ctx, ctx.sender))
+            _receiver_rules(
+                ctx.state, asset, None, ctx.sender, amount, facts
+            ).raise_unless_allowed()
+            payment = ctx.call(
+                "payments",
+                "transfer",
+                {
+                    "from": ctx.sender,
+                    "to": maker,
+                    "currency": offer["currency"],
+                    "amount": offer["price"],
+                    "end_to_end_id": offer_id,
+                    "purpose": f"DvP {symbol}",
+                },
+            )
+            _credit(ctx.state, asset, ctx.sender, amount)
+            seq = _record(ctx, symbol, "dvp", None, ctx.sender, amount, offer_id)
+        else:
+            # Asset leg: the taker (seller) delivers to the maker; cash leg: escrow to the taker.
+            facts = ReceiverFacts.of(identity_of(ctx, maker))
+            can_transfer(
+                ctx.state, asset, ctx.sender, maker, amount, ctx.block.time_ms, facts
+            ).raise_unless_allowed()
+            _move(ctx.state, asset, ctx.sender, maker, amount)
+            seq = _record(ctx, symbol, "dvp", ctx.sender, maker, amount, offer_id)
+            payment = ctx.call(
+                "payments", "escrow_release", {"escrow_id": offer_id, "to": ctx.sender}
+            )
+        offer["status"] = "settled"
+        offer["taker"] = ctx.sender
+        offer["settled_ms"] = ctx.block.time_ms
+        put_record(ctx.state, key("dvp", offer_id), offer)
+        ctx.state.delete(key("open", offer_id))
+        ctx.emit("dvp_settled", {"offer": offer_id, "maker": maker, "taker": ctx.sender})
+        return {"offer": offer_id, "transfer": seq, "payment": payment}
+
+    def _cancel_dvp(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
+        offer_id = a.identifier("offer")
+        if not execute:
+            return None
+        offer = self._open_offer(ctx.state, offer_id)
+        maker = _bytes(offer["maker"])
+        expired = ctx.block.time_ms >= as_int(offer["expires_ms"])
+        if maker != ctx.sender and not expired:
+            raise AppError("not_offer_maker", "only the maker may cancel an unexpired offer")
+        symbol = str(offer["symbol"])
+        if offer["side"] == "sell":
+            asset = _asset(ctx.state, symbol)
+            _credit(ctx.state, asset, maker, as_int(offer["amount"]))
+            _record(ctx, symbol, "dvp_release", None, maker, as_int(offer["amount"]), offer_id)
+        else:
+            ctx.call("payments", "escrow_refund", {"escrow_id": offer_id})
+        offer["status"] = "expired" if expired else "cancelled"
+        put_record(ctx.state, key("dvp", offer_id), offer)
+        ctx.state.delete(key("open", offer_id))
+        ctx.emit("dvp_cancelled", {"offer": offer_id, "status": offer["status"]})
+        return {"offer": offer_id, "status": offer["status"]}
+
+    # ------------------------------------------------------------------ queries
+    def query(self, state: ReadState, path: str, arguments: Mapping[str, Value]) -> Value:
+        """Paths: ``assets``, ``asset`` {symbol}, ``rules`` {symbol}, ``balance``
+        {symbol, holder}, ``balances`` {holder}, ``holders`` {symbol, limit?},
+        ``can_transfer`` {symbol, from, to, amount, now_ms, to_roles?, to_jurisdiction?},
+        ``history`` {symbol, holder?, limit?, before?}, ``offers`` {symbol?, limit?},
+        ``offer`` {id}."""
+        a = Arguments(arguments)
+        if path == "assets":
+            start = prefix("asset")
+            return tuple(get_record(state, k) for k, _ in state.scan(start, scan_end(start)))
+        if path == "asset":
+            return get_record(state, key("asset", _symbol(a)))
+        if path == "rules":
+            asset = get_record(state, key("asset", _symbol(a)))
+            return None if asset is None else asset["rules"]
+        if path == "balance":
+            symbol = _symbol(a)
+            holder = a.public_key("holder")
+            freeze = _freeze_record(state, symbol, holder)
+            return {"balance": get_int(state, key("bal", symbol, holder)), **freeze}
+        if path == "balances":
+            holder = a.public_key("holder")
+            start = prefix("hbal", holder)
+            return {
+                last_segment(k): get_int(state, key("bal", last_segment(k), holder))
+                for k, _ in state.scan(start, scan_end(start))
+            }
+        if path == "holders":
+            symbol = _symbol(a)
+            limit = a.integer("limit", 1, PAGE_MAX, default=100)
+            start = prefix("bal", symbol)
+            holders: list[Value] = []
+            for k, _ in state.scan(start, scan_end(start)):
+                holders.append({"holder": last_segment(k), "balance": get_int(state, k)})
+                if len(holders) >= limit:
+                    break
+            return tuple(holders)
+        if path == "can_transfer":
+            return self._dry_run(state, a)
+        if path == "history":
+            return self._history(state, a)
+        if path == "offers":
+            wanted = _symbol(a) if a.has("symbol") else None
+            limit = a.integer("limit", 1, PAGE_MAX, default=100)
+            offers: list[Value] = []
+            start = prefix("open")
+            for k, _ in state.scan(start, scan_end(start)):
+                offer = get_record(state, key("dvp", last_segment(k)))
+                assert offer is not None
+                if wanted is None or offer["symbol"] == wanted:
+                    offers.append(offer)
+                if len(offers) >= limit:
+                    break
+            return tuple(offers)
+        if path == "offer":
+            return get_record(state, key("dvp", a.identifier("id")))
+        raise AppError("unknown_query", f"assets has no query {path!r}")
+
+    def _dry_run(self, state: ReadState, a: Arguments) -> Value:
+        symbol = _symbol(a)
+        source = a.public_key("from")
+        to = a.public_key("to")
+        amount = a.amount("amount")
+        now_ms = a.integer("now_ms", 0, TIME_MS_MAX)
+        identity_given = a.has("to_roles") or a.has("to_jurisdiction")
+        facts = (
+            ReceiverFacts(
+                member=True,
+                active=True,
+                roles=frozenset(a.string_list("to_roles", ROLE_PATTERN, len(ROLES))),
+                jurisdiction=a.identifier("to_jurisdiction", ""),
+            )
+            if identity_given
+            else None
+        )
+        asset = get_record(state, key("asset", symbol))
+        if asset is None:
+            verdict = TransferVerdict("unknown_asset", f"no asset {symbol}")
+        else:
+            verdict = can_transfer(state, asset, source, to, amount, now_ms, facts)
+        result: dict[str, Value] = {
+            "code": verdict.code,
+            "message": verdict.message,
+            "allowed": verdict.allowed,
+            "identity_rules_evaluated": facts is not None,
+        }
+        return result
+
+    def _history(self, state: ReadState, a: Arguments) -> Value:
+        symbol = _symbol(a)
+        holder = a.optional_public_key("holder")
+        limit = a.integer("limit", 1, PAGE_MAX, default=50)
+        before = a.optional_integer("before", 0, 2**63)
+        start = prefix("hist", symbol, holder) if holder is not None else prefix("tx", symbol)
+        end = start[:-1] + (f"/{before:016x}".encode() if before is not None else b"0")
+        found: list[Value] = []
+        for k, _ in state.scan(start, end, reverse=True):
+            found.append(get_record(state, key("tx", symbol, int(last_segment(k), 16))))
+            if len(found) >= limit:
+                break
+        return tuple(found)
+
+
+# ---------------------------------------------------------------------- rules
+def can_transfer(
+    state: ReadState,
+    asset: Mapping[str, Value],
+    source: bytes,
+    to: bytes,
+    amount: int,
+    now_ms: int,
+    receiver: ReceiverFacts | None,
+) -> TransferVerdict:
+    """Evaluate every transfer rule in order; the first failing one is the verdict.
+    ``receiver`` None skips the membership-based rules (dry run without identity facts)."""
+    if source == to:
+        return TransferVerdict("self_transfer", "sender and receiver are the same account")
+    verdict = _sender_rules(state, asset, source, amount, now_ms)
+    if not verdict.allowed:
+        return verdict
+    return _receiver_rules(state, asset, source, to, amount, receiver)
+
+
+def _sender_rules(
+    state: ReadState, asset: Mapping[str, Value], source: bytes, amount: int, now_ms: int
+) -> TransferVerdict:
+    symbol = str(asset["symbol"])
+    if asset["paused"]:
+        return TransferVerdict("asset_paused", f"asset {symbol} is paused")
+    lockup = as_int(as_map(asset["rules"])["lockup_until_ms"])
+    if now_ms < lockup:
+        return TransferVerdict("locked_up", f"{symbol} is locked up until {lockup} ms")
+    freeze = _freeze_record(state, symbol, source)
+    if freeze["frozen"]:
+        return TransferVerdict("sender_frozen", "the sender's account is frozen")
+    balance = get_int(state, key("bal", symbol, source))
+    if balance < amount:
+        return TransferVerdict("insufficient_balance", f"the balance {balance} is below {amount}")
+    frozen_amount = as_int(freeze["frozen_amount"])
+    if balance - frozen_amount < amount:
+        return TransferVerdict(
+            "frozen_amount",
+            f"{frozen_amount} of the balance {balance} is frozen; {amount} cannot leave",
+        )
+    return OK
+
+
+def _receiver_rules(
+    state: ReadState,
+    asset: Mapping[str, Value],
+    source: bytes | None,
+    to: bytes,
+    amount: int,
+    receiver: ReceiverFacts | None,
+) -> TransferVerdict:
+    symbol = str(asset["symbol"])
+    rules = as_map(asset["rules"])
+    if _freeze_record(state, symbol, to)["frozen"]:
+        return TransferVerdict("receiver_frozen", "the receiver's account is frozen")
+    if receiver is not None:
+        if not receiver.member:
+            return TransferVerdict("receiver_not_member", "the receiver is not a member")
+        if not receiver.active:
+            return TransferVerdict("receiver_inactive", "the receiver is not an active member")
+        roles = frozenset(_strings(rules["eligible_roles"]))
+        if roles and not roles & receiver.roles:
+            return TransferVerdict(
+                "receiver_role", f"{symbol} may only be held by roles {sorted(roles)}"
+            )
+        jurisdictions = _strings(rules["eligible_jurisdictions"])
+        if jurisdictions and receiver.jurisdiction not in jurisdictions:
+            return TransferVerdict(
+                "receiver_jurisdiction",
+                f"{symbol} may only be held in {list(jurisdictions)}, "
+                f"not {receiver.jurisdiction!r}",
+            )
+    held = get_int(state, key("bal", symbol, to))
+    cap = as_int(rules["holder_cap"])
+    if cap and held + amount > cap:
+        return TransferVerdict("holder_cap", f"the receiver would hold over {cap} {symbol}")
+    max_holders = as_int(rules["max_holders"])
+    if max_holders and held == 0:
+        leaving = source is not None and get_int(state, key("bal", symbol, source)) == amount
+        if as_int(asset["holders"]) + 1 - int(leaving) > max_holders:
+            return TransferVerdict(
+                "max_holders", f"{symbol} may have at most {max_holders} holders"
+            )
+    return OK
+
+
+# ---------------------------------------------------------------------- state helpers
+def _symbol(a: Arguments) -> str:
+    symbol = a.identifier("symbol")
+    if not SYMBOL_PATTERN.fullmatch(symbol):
+        raise AppError("bad_argument", f"argument 'symbol' must match {SYMBOL_PATTERN.pattern}")
+    return symbol
+
+
+def _strings(value: Value) -> tuple[str, ...]:
+    assert isinstance(value, tuple | list), value
+    return tuple(str(item) for item in value)
+
+
+def _bytes(value: Value) -> bytes:
+    assert isinstance(value, bytes), value
+    return value
+
+
+def _asset(state: ReadState, symbol: str) -> dict[str, Value]:
+    asset = get_record(state, key("asset", symbol))
+    if asset is None:
+        raise AppError("unknown_asset", f"no asset {symbol}")
+    return asset
+
+
+def _require(asset: Mapping[str, Value], sender: bytes, *powers: str) -> None:
+    if not any(asset[power] == sender for power in powers):
+        raise AppError(
+            f"not_{powers[-1]}",
+            f"only the asset's {' or '.join(powers)} may do this for {asset['symbol']!s}",
+        )
+
+
+def _freeze_record(state: ReadState, symbol: str, holder: bytes) -> dict[str, Value]:
+    record = get_record(state, key("frz", symbol, holder))
+    if record is None:
+        return {"frozen": False, "frozen_amount": 0}
+    return record
+
+
+def _put_freeze(state: AppState, symbol: str, holder: bytes, record: dict[str, Value]) -> None:
+    if not record["frozen"] and record["frozen_amount"] == 0:
+        state.delete(key("frz", symbol, holder))
+    else:
+        put_record(state, key("frz", symbol, holder), record)
+
+
+def _credit(state: AppState, asset: dict[str, Value], holder: bytes, amount: int) -> None:
+    """Add to a balance (keeping the holder count and indexes) and store the asset."""
+    symbol = str(asset["symbol"])
+    balance = get_int(state, key("bal", symbol, holder))
+    if balance == 0:
+        asset["holders"] = as_int(asset["holders"]) + 1
+        state.put(key("hbal", holder, symbol), b"")
+    put_int(state, key("bal", symbol, holder), balance + amount)
+    put_record(state, key("asset", symbol), asset)
+
+
+def _debit(state: AppState, asset: dict[str, Value], holder: bytes, amount: int) -> None:
+    """Take from a balance (keeping the holder count and indexes) and store the asset."""
+    symbol = str(asset["symbol"])
+    balance = get_int(state, key("bal", symbol, holder))
+    if balance < amount:
+        raise AppError("insufficient_balance", f"the balance {balance} is below {amount}")
+    if balance == amount:
+        asset["holders"] = as_int(asset["holders"]) - 1
+        state.delete(key("hbal", holder, symbol))
+    put_int(state, key("bal", symbol, holder), balance - amount)
+    put_record(state, key("asset", symbol), asset)
+
+
+def _move(state: AppState, asset: dict[str, Value], source: bytes, to: bytes, amount: int) -> None:
+    _debit(state, asset, source, amount)
+    _credit(state, asset, to, amount)
+
+
+def _record(
+    ctx: TxContext,
+    symbol: str,
+    kind: str,
+    source: bytes | None,
+    to: bytes | None,
+    amount: int,
+    note: str,
+) -> int:
+    """Number and store one movement of ``symbol``, indexed under each holder it touched."""
+    seq_key = key("txseq", symbol)
+    seq = get_int(ctx.state, seq_key)
+    put_record(
+        ctx.state,
+        key("tx", symbol, seq),
+        {
+            "seq": seq,
+            "symbol": symbol,
+            "kind": kind,
+            "from": source,
+            "to": to,
+            "amount": amount,
+            "note": note,
+            "by": ctx.sender,
+            "time_ms": ctx.block.time_ms,
+            "height": ctx.block.height,
+            "transaction": ctx.transaction_hash,
+        },
+    )
+    for holder in (source, to):
+        if holder is not None:
+            ctx.state.put(key("hist", symbol, holder, seq), b"")
+    put_int(ctx.state, seq_key, seq + 1)
+    ctx.emit(kind, {"symbol": symbol, "from": source, "to": to, "amount": amount, "seq": seq})
+    return seq

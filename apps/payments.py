@@ -1,0 +1,713 @@
+"""Cross-border payments: multi-currency accounts, payments, FX payment-versus-payment.
+
+Theory of operation
+-------------------
+Modelled on multi-CBDC and correspondent-banking platforms (mBridge, Partior):
+
+* A **currency** (ISO 4217 code, minor-unit digits) has exactly one issuer: the institution
+  that is its settlement bank. Only identities of that institution holding the bank role may
+  ``issue`` it (to participating banks) or ``redeem`` it (from their own account). These two
+  operations are the only ones that change a currency's ``supply``; every other movement
+  conserves it: ``supply == sum(balances) + sum(escrowed)`` for each currency.
+* An **account** is a member identity (its public key) with one balance per currency; a
+  balance is never negative and never above ``AMOUNT_MAX``.
+* A **payment** (``transfer``) carries the fields a bank expects: an end-to-end id unique per
+  sender (enforced), purpose, originator and beneficiary details, remittance text.
+* **Controls**: the issuer of a currency caps every single payment in it
+  (``set_currency_limit``); the issuer or the account holder's own bank may freeze an account
+  in a currency and cap its single payments and its daily outflow (``set_controls``). A rejected
+  payment's ``AppError`` code names the rule that rejected it.
+* **FX PvP**: ``offer_fx`` escrows the maker's sell leg; ``accept_fx`` moves the taker's buy
+  leg to the maker and the escrowed sell leg to the taker in one transaction, or neither
+  (any ``AppError`` discards every write of the transaction). Offers expire by block time and
+  ``cancel_fx`` releases the escrow.
+* **Calls from other apps** (``call``): ``transfer`` and ``escrow_lock`` may only debit the
+  transaction's sender (the one who signed the calling app's operation); ``escrow_release`` and
+  ``escrow_refund`` act only on escrows the calling app itself locked.
+
+Every balance change is a numbered movement record (``pay/<seq>``) indexed in the history of
+each account it touched (``hist/<account>/<seq>``), so history is a reverse prefix scan.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import ClassVar, Final
+
+from apps._records import (
+    AMOUNT_MAX,
+    STATE_LIMITS,
+    Arguments,
+    active_identity,
+    as_arguments,
+    as_int,
+    get_int,
+    get_record,
+    key,
+    last_segment,
+    prefix,
+    put_int,
+    put_record,
+    scan_records,
+)
+from apps.base import (
+    ROLE_BANK,
+    ROLE_CUSTOMER,
+    ROLE_ENTERPRISE,
+    App,
+    AppError,
+    AppState,
+    ReadState,
+    TxContext,
+)
+from consensus.codec import Value, encode
+
+__all__ = ["CURRENCY_PATTERN", "PaymentsApp", "fx_offer_id"]
+
+CURRENCY_PATTERN: Final = re.compile(r"[A-Z]{3}")
+# ISO 4217 minor units are 0..4 (e.g. JPY 0, USD 2, BHD 3, CLF 4).
+DIGITS_MAX: Final = 4
+DAY_MS: Final = 86_400_000
+# A history page is a client request: bounded so one query cannot scan an account's whole life.
+HISTORY_PAGE_MAX: Final = 200
+OFFERS_PAGE_MAX: Final = 500
+# Block time is milliseconds since the epoch; offers expire within a year at most.
+TIME_MS_MAX: Final = 2**62
+
+_PAYERS: Final = frozenset({ROLE_BANK, ROLE_ENTERPRISE, ROLE_CUSTOMER})
+
+
+def fx_offer_id(transaction_hash: bytes) -> str:
+    """The id ``offer_fx`` gives the offer created by the transaction with this hash."""
+    return "fx-" + transaction_hash.hex()[:24]
+
+
+class PaymentsApp(App):
+    """The ``payments`` app (see the module docstring for the rules)."""
+
+    name: ClassVar[str] = "payments"
+    operations: ClassVar[Mapping[str, frozenset[str]]] = {
+        "create_currency": frozenset({ROLE_BANK}),
+        "issue": frozenset({ROLE_BANK}),
+        "redeem": frozenset({ROLE_BANK}),
+        "set_currency_limit": frozenset({ROLE_BANK}),
+        "set_controls": frozenset({ROLE_BANK}),
+        "transfer": _PAYERS,
+        "offer_fx": _PAYERS,
+        "accept_fx": _PAYERS,
+        "cancel_fx": _PAYERS,
+    }
+
+    # ------------------------------------------------------------------ genesis
+    def genesis(self, state: AppState, config: Mapping[str, Value]) -> None:
+        """``{"currencies": [{"code", "digits", "issuer" (institution id),
+        "transaction_limit"?}], "balances": [{"account", "currency", "amount"}]}``; initial
+        balances count towards supply."""
+        currencies = config.get("currencies", ())
+        if not isinstance(currencies, list | tuple):
+            raise AppError("bad_genesis", "payments.currencies must be a list")
+        for entry in currencies:
+            item = as_arguments(entry, "each currency")
+            code = _currency_code(item, "code")
+            if get_record(state, key("cur", code)) is not None:
+                raise AppError("bad_genesis", f"currency {code} listed twice")
+            put_record(
+                state,
+                key("cur", code),
+                {
+                    "code": code,
+                    "digits": item.integer("digits", 0, DIGITS_MAX),
+                    "issuer": item.identifier("issuer"),
+                    "supply": 0,
+                    "transaction_limit": item.integer(
+                        "transaction_limit", 0, AMOUNT_MAX, default=0
+                    ),
+                },
+            )
+        balances = config.get("balances", ())
+        if not isinstance(balances, list | tuple):
+            raise AppError("bad_genesis", "payments.balances must be a list")
+        for entry in balances:
+            item = as_arguments(entry, "each balance")
+            code = _currency_code(item)
+            currency = get_record(state, key("cur", code))
+            if currency is None:
+                raise AppError("bad_genesis", f"balance in unknown currency {code}")
+            account = item.public_key("account")
+            amount = item.amount("amount")
+            _credit(state, account, code, amount)
+            _add_supply(state, currency, amount)
+
+    # ------------------------------------------------------------------ dispatch
+    def check(self, ctx: TxContext, operation: str, arguments: Mapping[str, Value]) -> None:
+        """Stateless admission: the operation exists and its arguments are well-formed."""
+        self._dispatch(ctx, operation, arguments, execute=False)
+
+    def apply(self, ctx: TxContext, operation: str, arguments: Mapping[str, Value]) -> Value:
+        """Execute a client operation for ``ctx.sender``."""
+        return self._dispatch(ctx, operation, arguments, execute=True)
+
+    def _dispatch(
+        self, ctx: TxContext, operation: str, arguments: Mapping[str, Value], *, execute: bool
+    ) -> Value:
+        handler = {
+            "create_currency": self._create_currency,
+            "issue": self._issue,
+            "redeem": self._redeem,
+            "set_currency_limit": self._set_currency_limit,
+            "set_controls": self._set_controls,
+            "transfer": self._transfer,
+            "offer_fx": self._offer_fx,
+            "accept_fx": self._accept_fx,
+            "cancel_fx": self._cancel_fx,
+        }.get(operation)
+        if handler is None:
+            raise AppError("unknown_operation", f"payments has no operation {operation!r}")
+        return handler(ctx, Arguments(arguments), execute)
+
+    # ------------------------------------------------------------------ currencies
+    def _create_currency(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
+        code = _currency_code(a, "code")
+        digits = a.integer("digits", 0, DIGITS_MAX)
+        limit = a.integer("transaction_limit", 0, AMOUNT_MAX, default=0)
+        if not execute:
+            return None
+        if get_record(ctx.state, key("cur", code)) is not None:
+            raise AppError("currency_exists", f"currency {code} already exists")
+        issuer = active_identity(ctx, ctx.sender, "sender")
+        record: dict[str, Value] = {
+            "code": code,
+            "digits": digits,
+            "issuer": issuer.institution,
+            "supply": 0,
+            "transaction_limit": limit,
+        }
+        put_record(ctx.state, key("cur", code), record)
+        ctx.emit("currency_created", {"code": code, "issuer": issuer.institution})
+        return record
+
+    def _require_issuer(self, ctx: TxContext, currency: Mapping[str, Value]) -> None:
+        sender = active_identity(ctx, ctx.sender, "sender")
+        if sender.institution != currency["issuer"] or ROLE_BANK not in sender.roles:
+            raise AppError(
+                "not_issuer",
+                f"only the issuing settlement bank {currency['issuer']!r} may do this for "
+                f"{currency['code']!s}",
+            )
+
+    def _issue(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
+        code = _currency_code(a)
+        to = a.public_key("to")
+        amount = a.amount("amount")
+        if not execute:
+            return None
+        currency = _currency(ctx.state, code)
+        self._require_issuer(ctx, currency)
+        recipient = active_identity(ctx, to, "recipient")
+        if ROLE_BANK not in recipient.roles:
+            raise AppError(
+                "not_participating_bank", f"{code} is issued only to participating banks"
+            )
+        _add_supply(ctx.state, currency, amount)
+        _credit(ctx.state, to, code, amount)
+        seq = _record_movement(ctx, "issue", None, to, code, amount, {})
+        ctx.emit("issued", {"currency": code, "to": to, "amount": amount, "payment": seq})
+        return {"payment": seq}
+
+    def _redeem(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
+        code = _currency_code(a)
+        amount = a.amount("amount")
+        if not execute:
+            return None
+        currency = _currency(ctx.state, code)
+        self._require_issuer(ctx, currency)
+        _debit(ctx.state, ctx.sender, code, amount)
+        _add_supply(ctx.state, currency, -amount)
+        seq = _record_movement(ctx, "redeem", ctx.sender, None, code, amount, {})
+        ctx.emit("redeemed", {"currency": code, "from": ctx.sender, "amount": amount})
+        return {"payment": seq}
+
+    def _set_currency_limit(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
+        code = _currency_code(a)
+        limit = a.amount("transaction_limit", allow_zero=True)
+        if not execute:
+            return None
+        currency = _currency(ctx.state, code)
+        self._require_issuer(ctx, currency)
+        currency["transaction_limit"] = limit
+        put_record(ctx.state, key("cur", code), currency)
+        ctx.emit("currency_limit_set", {"currency": code, "transaction_limit": limit})
+        return None
+
+    def _set_controls(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
+        account = a.public_key("account")
+        code = _currency_code(a)
+        frozen = a.boolean("frozen") if a.has("frozen") else None
+        transaction_limit = a.optional_integer("transaction_limit", 0, AMOUNT_MAX)
+        daily_limit = a.optional_integer("daily_limit", 0, AMOUNT_MAX)
+        if not execute:
+            return None
+        currency = _currency(ctx.state, code)
+        sender = active_identity(ctx, ctx.sender, "sender")
+        owner = active_identity(ctx, account, "account")
+        if sender.institution not in (currency["issuer"], owner.institution):
+            raise AppError(
+                "not_controller",
+                "controls are set by the currency's issuer or the account holder's own bank",
+            )
+        controls = _controls(ctx.state, account, code)
+        if frozen is not None:
+            controls["frozen"] = frozen
+        if transaction_limit is not None:
+            controls["transaction_limit"] = transaction_limit
+        if daily_limit is not None:
+            controls["daily_limit"] = daily_limit
+        put_record(ctx.state, key("ctl", account, code), controls)
+        ctx.emit(
+            "controls_set",
+            {"account": account, "currency": code, **controls, "by": sender.institution},
+        )
+        return controls
+
+    # ------------------------------------------------------------------ payments
+    def _transfer(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
+        return self._pay(ctx, a, ctx.sender, execute, caller="payments")
+
+    def _pay(
+        self, ctx: TxContext, a: Arguments, payer: bytes, execute: bool, *, caller: str
+    ) -> Value:
+        to = a.public_key("to")
+        code = _currency_code(a)
+        amount = a.amount("amount")
+        end_to_end_id = a.identifier("end_to_end_id")
+        details: dict[str, Value] = {
+            "end_to_end_id": end_to_end_id,
+            "purpose": a.text("purpose", ""),
+            "originator": a.party("originator"),
+            "beneficiary": a.party("beneficiary"),
+            "remittance": a.text("remittance", ""),
+        }
+        if caller != "payments":
+            details["app"] = caller
+        if not execute:
+            return None
+        if to == payer:
+            raise AppError("self_payment", "a payment needs a different beneficiary")
+        currency = _currency(ctx.state, code)
+        active_identity(ctx, to, "beneficiary")
+        e2e_key = key("e2e", payer, end_to_end_id)
+        if ctx.state.get(e2e_key) is not None:
+            raise AppError(
+                "duplicate_end_to_end_id",
+                f"end-to-end id {end_to_end_id!r} was already used by this sender",
+            )
+        _check_outflow(ctx, payer, currency, amount)
+        _check_inflow(ctx.state, to, code)
+        _debit(ctx.state, payer, code, amount)
+        _credit(ctx.state, to, code, amount)
+        seq = _record_movement(ctx, "transfer", payer, to, code, amount, details)
+        ctx.state.put(e2e_key, encode(seq, STATE_LIMITS))
+        ctx.emit(
+            "payment",
+            {
+                "payment": seq,
+                "from": payer,
+                "to": to,
+                "currency": code,
+                "amount": amount,
+                "end_to_end_id": end_to_end_id,
+            },
+        )
+        return {"payment": seq}
+
+    # ------------------------------------------------------------------ FX PvP
+    def _offer_fx(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
+        sell = _currency_code(a, "sell_currency")
+        sell_amount = a.amount("sell_amount")
+        buy = _currency_code(a, "buy_currency")
+        buy_amount = a.amount("buy_amount")
+        expires_ms = a.integer("expires_ms", 0, TIME_MS_MAX)
+        counterparty = a.optional_public_key("counterparty")
+        if not execute:
+            return None
+        if sell == buy:
+            raise AppError("same_currency", "an FX offer exchanges two different currencies")
+        if expires_ms <= ctx.block.time_ms:
+            raise AppError("offer_expiry", "an offer must expire after the current block time")
+        sell_record = _currency(ctx.state, sell)
+        _currency(ctx.state, buy)
+        offer_id = fx_offer_id(ctx.transaction_hash)
+        if get_record(ctx.state, key("fx", offer_id)) is not None:
+            raise AppError("duplicate_offer", f"offer {offer_id} already exists")
+        _check_outflow(ctx, ctx.sender, sell_record, sell_amount)
+        _debit(ctx.state, ctx.sender, sell, sell_amount)
+        offer: dict[str, Value] = {
+            "id": offer_id,
+            "maker": ctx.sender,
+            "sell_currency": sell,
+            "sell_amount": sell_amount,
+            "buy_currency": buy,
+            "buy_amount": buy_amount,
+            "counterparty": counterparty,
+            "expires_ms": expires_ms,
+            "created_ms": ctx.block.time_ms,
+            "status": "open",
+        }
+        put_record(ctx.state, key("fx", offer_id), offer)
+        ctx.state.put(key("open", offer_id), b"")
+        seq = _record_movement(
+            ctx, "fx_escrow", ctx.sender, None, sell, sell_amount, {"offer": offer_id}
+        )
+        ctx.emit("fx_offered", {"offer": offer_id, "maker": ctx.sender, "payment": seq})
+        return {"offer": offer_id}
+
+    def _open_offer(self, state: ReadState, offer_id: str) -> dict[str, Value]:
+        offer = get_record(state, key("fx", offer_id))
+        if offer is None:
+            raise AppError("unknown_offer", f"no FX offer {offer_id!r}")
+        if offer["status"] != "open":
+            raise AppError("offer_closed", f"offer {offer_id} is {offer['status']!s}")
+        return offer
+
+    def _accept_fx(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
+        offer_id = a.identifier("offer")
+        if not execute:
+            return None
+        offer = self._open_offer(ctx.state, offer_id)
+        maker = offer["maker"]
+        assert isinstance(maker, bytes)
+        if ctx.block.time_ms >= as_int(offer["expires_ms"]):
+            raise AppError("offer_expired", f"offer {offer_id} expired at {offer['expires_ms']!s}")
+        if maker == ctx.sender:
+            raise AppError("own_offer", "the maker cannot accept its own offer")
+        if offer["counterparty"] is not None and offer["counterparty"] != ctx.sender:
+            raise AppError("not_counterparty", f"offer {offer_id} is reserved for another party")
+        sell = str(offer["sell_currency"])
+        buy = str(offer["buy_currency"])
+        sell_amount = as_int(offer["sell_amount"])
+        buy_amount = as_int(offer["buy_amount"])
+        active_identity(ctx, maker, "maker")
+        # Leg 1: the taker pays the maker in the buy currency (every payment rule applies).
+        _check_outflow(ctx, ctx.sender, _currency(ctx.state, buy), buy_amount)
+        _check_inflow(ctx.state, maker, buy)
+        _debit(ctx.state, ctx.sender, buy, buy_amount)
+        _credit(ctx.state, maker, buy, buy_amount)
+        # Leg 2: the escrowed sell leg goes to the taker.
+        _check_inflow(ctx.state, ctx.sender, sell)
+        _credit(ctx.state, ctx.sender, sell, sell_amount)
+        offer["status"] = "settled"
+        offer["taker"] = ctx.sender
+        offer["settled_ms"] = ctx.block.time_ms
+        put_record(ctx.state, key("fx", offer_id), offer)
+        ctx.state.delete(key("open", offer_id))
+        leg = {"offer": offer_id}
+        first = _record_movement(ctx, "fx_settle", ctx.sender, maker, buy, buy_amount, leg)
+        second = _record_movement(ctx, "fx_settle", None, ctx.sender, sell, sell_amount, leg)
+        ctx.emit(
+            "fx_settled",
+            {"offer": offer_id, "maker": maker, "taker": ctx.sender, "payments": (first, second)},
+        )
+        result: dict[str, Value] = {"offer": offer_id, "payments": (first, second)}
+        return result
+
+    def _cancel_fx(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
+        offer_id = a.identifier("offer")
+        if not execute:
+            return None
+        offer = self._open_offer(ctx.state, offer_id)
+        maker = offer["maker"]
+        assert isinstance(maker, bytes)
+        expired = ctx.block.time_ms >= as_int(offer["expires_ms"])
+        if maker != ctx.sender and not expired:
+            raise AppError("not_offer_maker", "only the maker may cancel an unexpired offer")
+        sell = str(offer["sell_currency"])
+        amount = as_int(offer["sell_amount"])
+        _credit(ctx.state, maker, sell, amount)
+        offer["status"] = "expired" if expired else "cancelled"
+        put_record(ctx.state, key("fx", offer_id), offer)
+        ctx.state.delete(key("open", offer_id))
+        seq = _record_movement(ctx, "fx_release", None, maker, sell, amount, {"offer": offer_id})
+        ctx.emit("fx_cancelled", {"offer": offer_id, "status": offer["status"], "payment": seq})
+        return {"offer": offer_id, "status": offer["status"]}
+
+    # ------------------------------------------------------------------ calls from other apps
+    def call(
+        self, ctx: TxContext, caller: str, operation: str, arguments: Mapping[str, Value]
+    ) -> Value:
+        """Operations for other apps in the same transaction:
+
+        * ``transfer`` {from, to, currency, amount, end_to_end_id, purpose?, ...}: ``from``
+          must be the transaction's sender; every payment rule applies;
+        * ``escrow_lock`` {from, currency, amount, escrow_id}: move ``from``'s funds (the
+          sender's) into an escrow owned by ``caller``;
+        * ``escrow_release`` {escrow_id, to}: pay a ``caller``-owned escrow to ``to``;
+        * ``escrow_refund`` {escrow_id}: return a ``caller``-owned escrow to its owner.
+        """
+        a = Arguments(arguments)
+        if operation == "transfer":
+            payer = a.public_key("from")
+            _require_sender(ctx, payer, caller)
+            return self._pay(ctx, a, payer, True, caller=caller)
+        if operation == "escrow_lock":
+            return self._escrow_lock(ctx, caller, a)
+        if operation in ("escrow_release", "escrow_refund"):
+            return self._escrow_close(ctx, caller, a, release=operation == "escrow_release")
+        raise AppError("not_callable", f"payments offers no call {operation!r}")
+
+    def _escrow_lock(self, ctx: TxContext, caller: str, a: Arguments) -> Value:
+        owner = a.public_key("from")
+        code = _currency_code(a)
+        amount = a.amount("amount")
+        escrow_id = a.identifier("escrow_id")
+        _require_sender(ctx, owner, caller)
+        currency = _currency(ctx.state, code)
+        escrow_key = key("esc", caller, escrow_id)
+        if ctx.state.get(escrow_key) is not None:
+            raise AppError("duplicate_escrow", f"escrow {caller}/{escrow_id} already exists")
+        _check_outflow(ctx, owner, currency, amount)
+        _debit(ctx.state, owner, code, amount)
+        put_record(
+            ctx.state,
+            escrow_key,
+            {"app": caller, "id": escrow_id, "owner": owner, "currency": code, "amount": amount},
+        )
+        seq = _record_movement(
+            ctx, "escrow_lock", owner, None, code, amount, {"app": caller, "escrow": escrow_id}
+        )
+        ctx.emit("escrow_locked", {"app": caller, "escrow": escrow_id, "payment": seq})
+        result: dict[str, Value] = {"escrow_id": escrow_id, "payment": seq}
+        return result
+
+    def _escrow_close(self, ctx: TxContext, caller: str, a: Arguments, *, release: bool) -> Value:
+        escrow_id = a.identifier("escrow_id")
+        escrow_key = key("esc", caller, escrow_id)
+        escrow = get_record(ctx.state, escrow_key)
+        if escrow is None:
+            raise AppError("unknown_escrow", f"app {caller!r} holds no escrow {escrow_id!r}")
+        owner = escrow["owner"]
+        assert isinstance(owner, bytes)
+        to = a.public_key("to") if release else owner
+        code = str(escrow["currency"])
+        amount = as_int(escrow["amount"])
+        if release:
+            active_identity(ctx, to, "beneficiary")
+            _check_inflow(ctx.state, to, code)
+        _credit(ctx.state, to, code, amount)
+        ctx.state.delete(escrow_key)
+        kind = "escrow_release" if release else "escrow_refund"
+        seq = _record_movement(
+            ctx, kind, None, to, code, amount, {"app": caller, "escrow": escrow_id}
+        )
+        ctx.emit(kind, {"app": caller, "escrow": escrow_id, "to": to, "payment": seq})
+        return {"payment": seq}
+
+    # ------------------------------------------------------------------ queries
+    def query(self, state: ReadState, path: str, arguments: Mapping[str, Value]) -> Value:
+        """Paths: ``currencies``, ``currency`` {code}, ``balances`` {account},
+        ``balance`` {account, currency}, ``payment`` {id} | {sender, end_to_end_id},
+        ``history`` {account, limit?, before?}, ``offers`` {currency?, maker?, limit?},
+        ``offer`` {id}, ``controls`` {account}, ``escrow`` {app, id}."""
+        a = Arguments(arguments)
+        if path == "currencies":
+            return tuple(value for _, value in scan_records(state, prefix("cur")))
+        if path == "currency":
+            return get_record(state, key("cur", _currency_code(a, "code")))
+        if path == "balances":
+            account = a.public_key("account")
+            return {
+                last_segment(record_key): value
+                for record_key, value in scan_records(state, prefix("bal", account))
+            }
+        if path == "balance":
+            return get_int(state, key("bal", a.public_key("account"), _currency_code(a)))
+        if path == "payment":
+            if a.has("id"):
+                return get_record(state, key("pay", a.integer("id", 0, 2**63)))
+            e2e_key = key("e2e", a.public_key("sender"), a.identifier("end_to_end_id"))
+            if state.get(e2e_key) is None:
+                return None
+            return get_record(state, key("pay", get_int(state, e2e_key)))
+        if path == "history":
+            return self._history(state, a)
+        if path == "offers":
+            return self._offers(state, a)
+        if path == "offer":
+            return get_record(state, key("fx", a.identifier("id")))
+        if path == "controls":
+            account = a.public_key("account")
+            return {
+                last_segment(record_key): value
+                for record_key, value in scan_records(state, prefix("ctl", account))
+            }
+        if path == "escrow":
+            return get_record(state, key("esc", a.identifier("app"), a.identifier("id")))
+        raise AppError("unknown_query", f"payments has no query {path!r}")
+
+    def _history(self, state: ReadState, a: Arguments) -> Value:
+        account = a.public_key("account")
+        limit = a.integer("limit", 1, HISTORY_PAGE_MAX, default=50)
+        before = a.optional_integer("before", 0, 2**63)
+        start = prefix("hist", account)
+        end = key("hist", account, before) if before is not None else start[:-1] + b"0"
+        movements: list[Value] = []
+        for record_key, _ in state.scan(start, end, reverse=True):
+            seq = int(last_segment(record_key), 16)
+            movements.append(get_record(state, key("pay", seq)))
+            if len(movements) >= limit:
+                break
+        return tuple(movements)
+
+    def _offers(self, state: ReadState, a: Arguments) -> Value:
+        currency = _currency_code(a) if a.has("currency") else None
+        maker = a.optional_public_key("maker")
+        limit = a.integer("limit", 1, OFFERS_PAGE_MAX, default=100)
+        offers: list[Value] = []
+        for record_key, _ in state.scan(prefix("open"), prefix("open")[:-1] + b"0"):
+            offer = get_record(state, key("fx", last_segment(record_key)))
+            assert offer is not None
+            if currency is not None and currency not in (
+                offer["sell_currency"],
+                offer["buy_currency"],
+            ):
+                continue
+            if maker is not None and offer["maker"] != maker:
+                continue
+            offers.append(offer)
+            if len(offers) >= limit:
+                break
+        return tuple(offers)
+
+
+# ---------------------------------------------------------------------- state helpers
+def _currency_code(a: Arguments, name: str = "currency") -> str:
+    code = a.identifier(name)
+    if not CURRENCY_PATTERN.fullmatch(code):
+        raise AppError("bad_argument", f"argument {name!r} must be an ISO 4217 code like 'USD'")
+    return code
+
+
+def _currency(state: ReadState, code: str) -> dict[str, Value]:
+    currency = get_record(state, key("cur", code))
+    if currency is None:
+        raise AppError("unknown_currency", f"currency {code} is not registered")
+    return currency
+
+
+def _add_supply(state: AppState, currency: dict[str, Value], delta: int) -> None:
+    supply = as_int(currency["supply"]) + delta
+    if supply > AMOUNT_MAX:
+        raise AppError("amount_overflow", f"{currency['code']!s} supply would exceed {AMOUNT_MAX}")
+    assert supply >= 0, "supply below zero: redeem debits a balance first"
+    currency["supply"] = supply
+    put_record(state, key("cur", str(currency["code"])), currency)
+
+
+def _credit(state: AppState, account: bytes, code: str, amount: int) -> None:
+    balance_key = key("bal", account, code)
+    balance = get_int(state, balance_key) + amount
+    if balance > AMOUNT_MAX:
+        raise AppError("amount_overflow", f"the balance would exceed {AMOUNT_MAX}")
+    put_int(state, balance_key, balance)
+
+
+def _debit(state: AppState, account: bytes, code: str, amount: int) -> None:
+    balance_key = key("bal", account, code)
+    balance = get_int(state, balance_key)
+    if balance < amount:
+        raise AppError(
+            "insufficient_funds",
+            f"balance {balance} {code} is below the amount {amount}",
+        )
+    put_int(state, balance_key, balance - amount)
+
+
+def _controls(state: ReadState, account: bytes, code: str) -> dict[str, Value]:
+    controls = get_record(state, key("ctl", account, code))
+    if controls is None:
+        return {"frozen": False, "transaction_limit": 0, "daily_limit": 0}
+    return controls
+
+
+def _check_inflow(state: ReadState, account: bytes, code: str) -> None:
+    if _controls(state, account, code)["frozen"]:
+        raise AppError(
+            "beneficiary_frozen", f"beneficiary account {account.hex()[:16]}… is frozen in {code}"
+        )
+
+
+def _check_outflow(
+    ctx: TxContext, account: bytes, currency: Mapping[str, Value], amount: int
+) -> None:
+    """Every rule a debit of ``account`` must pass, in order; updates the daily outflow."""
+    code = str(currency["code"])
+    controls = _controls(ctx.state, account, code)
+    if controls["frozen"]:
+        raise AppError("account_frozen", f"account {account.hex()[:16]}… is frozen in {code}")
+    currency_limit = as_int(currency["transaction_limit"])
+    if currency_limit and amount > currency_limit:
+        raise AppError(
+            "currency_transaction_limit",
+            f"{amount} exceeds the issuer's per-transaction limit {currency_limit} {code}",
+        )
+    account_limit = as_int(controls["transaction_limit"])
+    if account_limit and amount > account_limit:
+        raise AppError(
+            "account_transaction_limit",
+            f"{amount} exceeds the account's per-transaction limit {account_limit} {code}",
+        )
+    day = ctx.block.time_ms // DAY_MS
+    outflow_key = key("out", account, code)
+    outflow = get_record(ctx.state, outflow_key)
+    spent = as_int(outflow["total"]) if outflow is not None and outflow["day"] == day else 0
+    daily_limit = as_int(controls["daily_limit"])
+    if daily_limit and spent + amount > daily_limit:
+        raise AppError(
+            "account_daily_limit",
+            f"{spent} + {amount} exceeds the account's daily limit {daily_limit} {code}",
+        )
+    put_record(ctx.state, outflow_key, {"day": day, "total": min(spent + amount, AMOUNT_MAX)})
+    # Insufficient funds is checked by the debit itself, after the controls.
+
+
+def _require_sender(ctx: TxContext, payer: bytes, caller: str) -> None:
+    if payer != ctx.sender:
+        raise AppError(
+            "unauthorised_debit",
+            f"app {caller!r} may only move funds of the transaction's sender",
+        )
+
+
+def _record_movement(
+    ctx: TxContext,
+    kind: str,
+    payer: bytes | None,
+    payee: bytes | None,
+    code: str,
+    amount: int,
+    details: Mapping[str, Value],
+) -> int:
+    """Number and store one balance movement, indexed under each account it touched."""
+    seq_key = key("seq")
+    seq = get_int(ctx.state, seq_key)
+    put_record(
+        ctx.state,
+        key("pay", seq),
+        {
+            "id": seq,
+            "kind": kind,
+            "from": payer,
+            "to": payee,
+            "currency": code,
+            "amount": amount,
+            "time_ms": ctx.block.time_ms,
+            "height": ctx.block.height,
+            "transaction": ctx.transaction_hash,
+            **details,
+        },
+    )
+    for account in (payer, payee):
+        if account is not None:
+            ctx.state.put(key("hist", account, seq), b"")
+    put_int(ctx.state, seq_key, seq + 1)
+    return seq
