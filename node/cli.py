@@ -60,3 +60,7 @@ main.add_command(status_command)
 main.add_command(tx_group)
 main.add_command(query_command)
 main.add_command(block_command)
+from node.audit_cli import audit_command, debug_group  # noqa: E402
+
+main.add_command(audit_command)
+main.add_command(debug_group)
