@@ -36,6 +36,18 @@ class NetworkLimits:
     transaction_batch_count_max: int = 4096
     # Hashes remembered to deliver each transaction once and stop re-flooding (~100 B each).
     seen_transactions_max: int = 1_000_000
+    # Relayed transactions kept to answer peers' fetches (~350 B each). A fetch follows an
+    # announcement within fetch_delay_seconds plus a round trip; this holds seconds of traffic.
+    relay_store_transactions_max: int = 200_000
+    # Announced hashes per Announce or Fetch frame (32 bytes each: 128 KiB at most).
+    announce_hashes_max: int = 4096
+    # Per-peer backlog of hashes waiting to be announced; beyond it they are shed and counted.
+    announce_queue_hashes_max: int = 200_000
+    # Announced-but-unseen hashes waiting for their fetch; beyond it announcements are ignored.
+    announcements_pending_max: int = 200_000
+    # After an announcement we wait this long before fetching, so a transaction already on its
+    # way from its origin (every origin pushes to all its peers) is not transferred twice.
+    fetch_delay_seconds: float = 0.2
     # Per-peer outgoing gossip backlog; beyond it new gossip for that peer is shed and counted.
     gossip_queue_bytes_max: int = 16 * 1024 * 1024
     # Per-peer outgoing consensus/response backlog (frames). Overflowing it closes the

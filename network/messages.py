@@ -8,6 +8,8 @@ Gossip     0x02  msgpack array of transaction byte strings (a batch)
 Message    0x03  kind (1 byte, chosen by the node) || payload (opaque bytes)
 Request    0x04  request id (8 bytes, big-endian) || payload
 Response   0x05  request id (8 bytes) || status (1 byte) || payload
+Announce   0x06  SHA-256 hashes of transactions the sender has (32 bytes each)
+Fetch      0x07  hashes of announced transactions the sender wants (answered with Gossip)
 =========  ====  ==========================================================================
 
 The layer never looks inside payloads or transactions: meaning belongs to the node. Every
@@ -29,7 +31,10 @@ from network.errors import MessageError
 from network.limits import NetworkLimits
 
 __all__ = [
+    "HASH_BYTES",
     "KIND_MAX",
+    "Announce",
+    "Fetch",
     "Gossip",
     "Message",
     "NetworkMessage",
@@ -38,6 +43,8 @@ __all__ = [
     "Response",
     "ResponseStatus",
     "decode_message",
+    "encode_announce",
+    "encode_fetch",
     "encode_gossip",
     "encode_message",
     "encode_ping",
@@ -51,6 +58,9 @@ _TYPE_GOSSIP: Final = 0x02
 _TYPE_MESSAGE: Final = 0x03
 _TYPE_REQUEST: Final = 0x04
 _TYPE_RESPONSE: Final = 0x05
+_TYPE_ANNOUNCE: Final = 0x06
+_TYPE_FETCH: Final = 0x07
+HASH_BYTES: Final = 32
 _REQUEST_HEADER: Final = struct.Struct(">BQ")
 _RESPONSE_HEADER: Final = struct.Struct(">BQB")
 
@@ -100,7 +110,21 @@ class Response:
     payload: bytes
 
 
-NetworkMessage = Ping | Gossip | Message | Request | Response
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """Hashes of transactions the sender holds and we may not have."""
+
+    hashes: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """Hashes of announced transactions the sender wants us to send in full."""
+
+    hashes: tuple[bytes, ...]
+
+
+NetworkMessage = Ping | Gossip | Message | Request | Response | Announce | Fetch
 
 _PING_BYTES: Final = bytes((_TYPE_PING,))
 
@@ -114,6 +138,16 @@ def encode_gossip(transactions: Sequence[bytes]) -> bytes:
     """A Gossip frame plaintext for a batch of transactions."""
     packed: bytes = msgpack.packb(list(transactions), use_bin_type=True)
     return bytes((_TYPE_GOSSIP,)) + packed
+
+
+def encode_announce(hashes: Sequence[bytes]) -> bytes:
+    """An Announce frame plaintext."""
+    return bytes((_TYPE_ANNOUNCE,)) + b"".join(hashes)
+
+
+def encode_fetch(hashes: Sequence[bytes]) -> bytes:
+    """A Fetch frame plaintext."""
+    return bytes((_TYPE_FETCH,)) + b"".join(hashes)
 
 
 def encode_message(kind: int, payload: bytes) -> bytes:
@@ -146,6 +180,10 @@ def decode_message(plaintext: bytes, limits: NetworkLimits) -> NetworkMessage:
         payload = plaintext[2:]
         _check_payload(payload, limits)
         return Message(plaintext[1], payload)
+    if frame_type == _TYPE_ANNOUNCE:
+        return Announce(_decode_hashes(plaintext, limits))
+    if frame_type == _TYPE_FETCH:
+        return Fetch(_decode_hashes(plaintext, limits))
     if frame_type == _TYPE_PING:
         if len(plaintext) != 1:
             raise MessageError("bad_ping", "ping frame carries a body")
@@ -169,6 +207,15 @@ def decode_message(plaintext: bytes, limits: NetworkLimits) -> NetworkMessage:
         _check_payload(payload, limits)
         return Response(request_id, response_status, payload)
     raise MessageError("unknown_type", f"unknown frame type 0x{frame_type:02x}")
+
+
+def _decode_hashes(plaintext: bytes, limits: NetworkLimits) -> tuple[bytes, ...]:
+    size = len(plaintext) - 1
+    if size == 0 or size % HASH_BYTES:
+        raise MessageError("bad_hashes", f"hash list of {size} bytes is not whole hashes")
+    if size > limits.announce_hashes_max * HASH_BYTES:
+        raise MessageError("bad_hashes", f"more than {limits.announce_hashes_max} hashes")
+    return tuple(plaintext[start : start + HASH_BYTES] for start in range(1, size + 1, HASH_BYTES))
 
 
 def _check_payload(payload: bytes, limits: NetworkLimits) -> None:

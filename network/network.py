@@ -20,9 +20,14 @@ agree without talking.
 
 Gossip: a transaction's identity is SHA-256 of its bytes (the same as
 ``apps.transaction.Transaction.hash``). A bounded ``SeenCache`` makes each transaction
-delivered to the node at most once and forwarded at most once: to every connected peer
-except the one it came from. Consensus messages are sent to one peer or broadcast to all;
-requests carry an id and wait for the matching response.
+delivered to the node at most once. A transaction's origin (``gossip_transactions``) pushes
+it in full to every connected peer. A node that receives one for the first time relays it by
+*announcing* its hash to every other connected peer; a peer that has still not seen it
+``fetch_delay_seconds`` later fetches it from the announcer (which keeps relayed transactions
+in a bounded ``RelayStore``). In a full mesh the origin's push arrives first and relays cost
+32 bytes per peer instead of the whole transaction; in a sparser mesh (observers behind a
+validator) transactions still reach everyone. Consensus messages are sent to one peer or
+broadcast to all; requests carry an id and wait for the matching response.
 
 The layer knows message kinds and bytes, never their meaning.
 """
@@ -30,10 +35,10 @@ The layer knows message kinds and bytes, never their meaning.
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
 import logging
 import random as random_module
+from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Final
@@ -54,6 +59,8 @@ from network.handshake import HandshakeResult, perform_handshake
 from network.limits import DEFAULT_LIMITS, NetworkLimits
 from network.messages import (
     KIND_MAX,
+    Announce,
+    Fetch,
     Gossip,
     Message,
     Ping,
@@ -61,6 +68,7 @@ from network.messages import (
     Response,
     ResponseStatus,
     decode_message,
+    encode_fetch,
     encode_message,
     encode_ping,
     encode_request,
@@ -68,7 +76,7 @@ from network.messages import (
 )
 from network.peer import PeerQueues
 from network.ratelimit import TokenBucket
-from network.seen import SeenCache
+from network.seen import RelayStore, SeenCache
 
 __all__ = [
     "InboundMessage",
@@ -210,6 +218,11 @@ class _Counters:
     transactions_delivered: int = 0
     transactions_duplicate: int = 0
     transactions_forwarded: int = 0
+    transactions_announced: int = 0
+    announcements_received: int = 0
+    announcements_ignored: int = 0
+    transactions_fetched: int = 0
+    fetches_served: int = 0
     transactions_shed_outbound: int = 0
     transactions_shed_inbound: int = 0
     messages_sent: int = 0
@@ -241,7 +254,12 @@ class NetworkStatistics:
     transactions_received: int  # in gossip frames, duplicates included
     transactions_delivered: int  # first sightings handed to the node
     transactions_duplicate: int
-    transactions_forwarded: int  # queued to peers (one count per peer)
+    transactions_forwarded: int  # queued in full to peers (one count per peer)
+    transactions_announced: int  # hashes queued to peers (one count per peer)
+    announcements_received: int  # hashes announced to us
+    announcements_ignored: int  # announced while announcements_pending_max was reached
+    transactions_fetched: int  # hashes we asked a peer for
+    fetches_served: int  # transactions we sent because a peer fetched them
     transactions_shed_outbound: int  # dropped: a peer's gossip backlog was full
     transactions_shed_inbound: int  # dropped: the node's transaction channel was full
     messages_sent: int
@@ -319,6 +337,11 @@ class Network:
         self._open_stream = open_stream
         self._peers: dict[bytes, _Peer] = {}
         self._seen = SeenCache(self.limits.seen_transactions_max)
+        self._relay_store = RelayStore(self.limits.relay_store_transactions_max)
+        # Announced hashes awaiting their fetch, in arrival (= due time) order.
+        self._pending_fetches: deque[tuple[float, bytes, bytes]] = deque()
+        self._pending_hashes: set[bytes] = set()
+        self._fetch_wakeup = trio.Event()
         self._counters = _Counters()
         self._handshake_failures: dict[str, int] = {}
         self._connection_errors: dict[str, int] = {}
@@ -326,6 +349,7 @@ class Network:
         self._request_ids = itertools.count(1)
         self._inbound_active = 0
         self._peers_changed = trio.Event()
+        self._gossip_sent = trio.Event()
         self._listen_port: int | None = None
         self._messages_send, self.messages = trio.open_memory_channel[InboundMessage](
             self.limits.inbound_messages_max
@@ -362,6 +386,7 @@ class Network:
                 port=self._listen_port,
                 node=_short(self.public_key),
             )
+            nursery.start_soon(self._fetch_loop)
             for address in self.config.persistent_peers:
                 nursery.start_soon(self._dial_loop, address)
             task_status.started(self._listen_port)
@@ -397,9 +422,9 @@ class Network:
         for transaction in transactions:
             if not transaction or len(transaction) > limit:
                 raise ValueError(f"a gossiped transaction is 1..{limit} bytes")
-        fresh = self._first_sightings(transactions)
+        fresh, _ = self._seen.first_sightings(transactions)
         self._counters.transactions_gossiped += len(fresh)
-        self._forward(fresh, source=None)
+        self._push(fresh, source=None)
         return len(fresh)
 
     async def request(
@@ -459,6 +484,12 @@ class Network:
         """The largest per-peer gossip backlog: producers may pace themselves on it."""
         return max((peer.queues.gossip_bytes for peer in self._peers.values()), default=0)
 
+    async def wait_gossip_backlog_below(self, limit_bytes: int) -> None:
+        """Return once every peer's gossip backlog is under ``limit_bytes`` (producer pacing:
+        a bulk submitter waits here instead of having its transactions shed)."""
+        while self.gossip_backlog_bytes() >= limit_bytes:
+            await self._gossip_sent.wait()
+
     def statistics(self) -> NetworkStatistics:
         """A snapshot of all counters, gauges and per-peer statistics."""
         counters = asdict(self._counters)
@@ -514,12 +545,16 @@ class Network:
             self._counters.messages_sent += 1
         return True
 
-    def _first_sightings(self, transactions: Sequence[bytes]) -> list[bytes]:
-        add = self._seen.add
-        sha256 = hashlib.sha256
-        return [tx for tx in transactions if add(sha256(tx).digest())]
+    def _announce(self, digests: list[bytes], source: bytes) -> None:
+        for peer in self._peers.values():
+            if peer.connection is None or peer.public_key == source:
+                continue
+            if peer.queues.push_announce(digests):
+                self._counters.transactions_announced += len(digests)
+            else:
+                self._counters.transactions_shed_outbound += len(digests)
 
-    def _forward(self, transactions: list[bytes], source: bytes | None) -> None:
+    def _push(self, transactions: list[bytes], source: bytes | None) -> None:
         if not transactions:
             return
         size = sum(map(len, transactions))
@@ -652,8 +687,11 @@ class Network:
         queues = self._peers[conn.public_key].queues
         interval = self.limits.ping_interval_seconds
         while True:
-            frames, _ = queues.take()
+            frames, transaction_count = queues.take()
             if frames:
+                if transaction_count:
+                    self._gossip_sent.set()
+                    self._gossip_sent = trio.Event()
                 await conn.secure.send_frames(frames)
                 continue
             queues.wakeup = wakeup = trio.Event()
@@ -692,6 +730,10 @@ class Network:
             message = decode_message(plaintext, limits)
             if isinstance(message, Gossip):
                 self._on_gossip(conn.public_key, message.transactions)
+            elif isinstance(message, Announce):
+                self._on_announce(conn.public_key, message.hashes)
+            elif isinstance(message, Fetch):
+                self._on_fetch(conn.public_key, message.hashes)
             elif isinstance(message, Message):
                 self._counters.messages_received += 1
                 await self._messages_send.send(
@@ -717,7 +759,7 @@ class Network:
     def _on_gossip(self, source: bytes, transactions: tuple[bytes, ...]) -> None:
         counters = self._counters
         counters.transactions_received += len(transactions)
-        fresh = self._first_sightings(transactions)
+        fresh, digests = self._seen.first_sightings(transactions)
         counters.transactions_duplicate += len(transactions) - len(fresh)
         if not fresh:
             return
@@ -726,7 +768,61 @@ class Network:
             counters.transactions_delivered += len(fresh)
         except trio.WouldBlock:
             counters.transactions_shed_inbound += len(fresh)
-        self._forward(fresh, source)
+        self._relay_store.put_many(digests, fresh)
+        self._announce(digests, source)
+
+    def _on_announce(self, source: bytes, hashes: tuple[bytes, ...]) -> None:
+        self._counters.announcements_received += len(hashes)
+        seen, pending, pending_hashes = self._seen, self._pending_fetches, self._pending_hashes
+        due = trio.current_time() + self.limits.fetch_delay_seconds
+        room = self.limits.announcements_pending_max - len(pending)
+        added = 0
+        for digest in hashes:
+            if digest in seen or digest in pending_hashes:
+                continue
+            if added >= room:
+                self._counters.announcements_ignored += 1
+                continue
+            pending.append((due, digest, source))
+            pending_hashes.add(digest)
+            added += 1
+        if added:
+            self._fetch_wakeup.set()
+
+    def _on_fetch(self, source: bytes, hashes: tuple[bytes, ...]) -> None:
+        get = self._relay_store.get
+        found = [transaction for digest in hashes if (transaction := get(digest)) is not None]
+        peer = self._peers[source]
+        if found and peer.queues.push_gossip(found, sum(map(len, found))):
+            self._counters.fetches_served += len(found)
+        elif found:
+            self._counters.transactions_shed_outbound += len(found)
+
+    async def _fetch_loop(self) -> None:
+        """Fetch announced transactions still unseen once their delay has passed."""
+        pending, pending_hashes = self._pending_fetches, self._pending_hashes
+        step = self.limits.announce_hashes_max
+        while True:
+            if not pending:
+                self._fetch_wakeup = trio.Event()
+                await self._fetch_wakeup.wait()
+                continue
+            due = pending[0][0]
+            if due > trio.current_time():
+                await trio.sleep_until(due)
+                continue
+            now = trio.current_time()
+            wanted: dict[bytes, list[bytes]] = {}
+            while pending and pending[0][0] <= now:
+                _, digest, peer = pending.popleft()
+                pending_hashes.discard(digest)
+                if digest not in self._seen:
+                    wanted.setdefault(peer, []).append(digest)
+            for peer, digests in wanted.items():
+                for start in range(0, len(digests), step):
+                    chunk = digests[start : start + step]
+                    if self._send_plaintext(peer, encode_fetch(chunk), count=False):
+                        self._counters.transactions_fetched += len(chunk)
 
     def _respond(
         self, conn: _Connection, request_id: int, status: ResponseStatus, payload: bytes

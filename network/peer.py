@@ -7,12 +7,14 @@ Send policy (explicit, per peer):
   overflows, the connection is closed with reason ``send_queue_overflow`` (logged and counted),
   and the caller learns the message was not queued. Consensus recovers through view change
   and block sync; a peer that cannot keep up gets a clean reconnect instead of a hole.
-* **Gossip lane** (transactions): chunks of transactions, bounded by
+* **Announce lane** (hashes of relayed transactions): bounded by
+  ``announce_queue_hashes_max``; when full, new hashes are shed and counted.
+* **Gossip lane** (full transactions): chunks of transactions, bounded by
   ``gossip_queue_bytes_max``. When full, new gossip for that peer is shed (tail drop) and
   counted in ``transactions_shed``. Gossip is best effort; clients resubmit.
 
-The sender drains the priority lane first, then fills gossip frames of about
-``transaction_batch_bytes`` each, and writes everything it took with one ``send_all``.
+The sender drains the priority lane first, then announcements, then fills gossip frames of
+about ``transaction_batch_bytes`` each, and writes everything it took with one ``send_all``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 import trio
 
 from network.limits import NetworkLimits
-from network.messages import encode_gossip
+from network.messages import encode_announce, encode_gossip
 
 __all__ = ["PeerQueues"]
 
@@ -40,6 +42,7 @@ class PeerQueues:
     limits: NetworkLimits
     priority: deque[bytes]
     gossip: deque[Sequence[bytes]]
+    announce: list[bytes]
     gossip_bytes: int = 0
     transactions_shed: int = 0
     wakeup: trio.Event | None = None
@@ -47,7 +50,7 @@ class PeerQueues:
     @classmethod
     def create(cls, limits: NetworkLimits) -> PeerQueues:
         """Empty queues."""
-        return cls(limits=limits, priority=deque(), gossip=deque())
+        return cls(limits=limits, priority=deque(), gossip=deque(), announce=[])
 
     def _wake(self) -> None:
         if self.wakeup is not None:
@@ -71,11 +74,21 @@ class PeerQueues:
         self._wake()
         return True
 
+    def push_announce(self, hashes: Sequence[bytes]) -> bool:
+        """Queue hashes to announce; False (and counted as shed) if over the bound."""
+        if len(self.announce) + len(hashes) > self.limits.announce_queue_hashes_max:
+            self.transactions_shed += len(hashes)
+            return False
+        self.announce.extend(hashes)
+        self._wake()
+        return True
+
     def clear(self) -> tuple[int, int]:
         """Drop everything (the connection ended); returns (priority frames, transactions)."""
         frames = len(self.priority)
         transactions = sum(len(chunk) for chunk in self.gossip)
         self.priority.clear()
+        self.announce.clear()
         self.gossip.clear()
         self.gossip_bytes = 0
         return frames, transactions
@@ -88,6 +101,13 @@ class PeerQueues:
             frame = self.priority.popleft()
             frames.append(frame)
             budget -= len(frame)
+        if self.announce and budget > 0:
+            step = self.limits.announce_hashes_max
+            hashes, self.announce = self.announce, []
+            for start in range(0, len(hashes), step):
+                frame = encode_announce(hashes[start : start + step])
+                frames.append(frame)
+                budget -= len(frame)
         transaction_count = 0
         batch_bytes_max = self.limits.transaction_batch_bytes
         batch_count_max = self.limits.transaction_batch_count_max

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["SeenCache"]
+import hashlib
+from collections.abc import Sequence
+
+__all__ = ["RelayStore", "SeenCache"]
 
 
 class SeenCache:
@@ -11,6 +14,7 @@ class SeenCache:
     Two generations: inserts go to the current set; when it holds ``capacity // 2`` keys the
     previous generation is dropped wholesale and the current one becomes previous. Lookups
     and inserts are O(1) and memory is bounded, unlike an LRU built on dict deletions.
+    (``first_sightings`` rotates once per call, so it may exceed ``capacity`` by one batch.)
     """
 
     def __init__(self, capacity: int) -> None:
@@ -36,3 +40,52 @@ class SeenCache:
             self._current = set()
         self._current.add(key)
         return True
+
+    def first_sightings(self, transactions: Sequence[bytes]) -> tuple[list[bytes], list[bytes]]:
+        """The transactions whose SHA-256 was not seen yet, in order, and those hashes;
+        records them as seen.
+
+        The hot path of gossip (every received transaction passes here), hence inlined.
+        """
+        current, previous = self._current, self._previous
+        insert = current.add
+        sha256 = hashlib.sha256
+        fresh = []
+        digests = []
+        for transaction in transactions:
+            digest = sha256(transaction).digest()
+            if digest in current or digest in previous:
+                continue
+            insert(digest)
+            fresh.append(transaction)
+            digests.append(digest)
+        if len(current) >= self._generation_max:
+            self._previous = current
+            self._current = set()
+        return fresh, digests
+
+
+class RelayStore:
+    """Recently relayed transactions by hash, to answer fetches; bounded like ``SeenCache``."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 2:
+            raise ValueError("capacity must be at least 2")
+        self._generation_max = capacity // 2
+        self._current: dict[bytes, bytes] = {}
+        self._previous: dict[bytes, bytes] = {}
+
+    def __len__(self) -> int:
+        return len(self._current) + len(self._previous)
+
+    def put_many(self, digests: Sequence[bytes], transactions: Sequence[bytes]) -> None:
+        """Remember ``transactions`` under their ``digests`` (rotating once per call)."""
+        self._current.update(zip(digests, transactions, strict=True))
+        if len(self._current) >= self._generation_max:
+            self._previous = self._current
+            self._current = {}
+
+    def get(self, digest: bytes) -> bytes | None:
+        """The transaction with this hash, if still held."""
+        found = self._current.get(digest)
+        return found if found is not None else self._previous.get(digest)

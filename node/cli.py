@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from network.cli import bench_gossip
 from node.keys import KeyFileError, address_of, generate_private_key, load_key_file, save_key_file
 
 
@@ -64,3 +65,4 @@ from node.audit_cli import audit_command, debug_group  # noqa: E402
 
 main.add_command(audit_command)
 main.add_command(debug_group)
+main.add_command(bench_gossip)

@@ -148,14 +148,11 @@ async def test_gossip_reaches_every_node_exactly_once() -> None:
         for index, node in enumerate(nodes):
             # In several calls, so batches and flooding interleave.
             for start in range(0, 300, 70):
-                assert node.network.gossip_transactions(sent[index][start : start + 70]) == len(
-                    sent[index][start : start + 70]
-                )
+                chunk = sent[index][start : start + 70]
+                assert node.network.gossip_transactions(chunk) == len(chunk)
         for index, node in enumerate(nodes):
             expected = {tx for other, txs in sent.items() if other != index for tx in txs}
-            await wait_for(
-                lambda node=node, expected=expected: len(node.delivered) >= len(expected)
-            )
+            await wait_for(lambda: len(node.delivered) >= 900)  # noqa: B023 - awaited here
             assert sorted(node.delivered) == sorted(expected)  # each once, none missing
         # Re-gossiping known transactions sends nothing new anywhere.
         assert nodes[0].network.gossip_transactions(sent[1][:10]) == 0
@@ -166,6 +163,33 @@ async def test_gossip_reaches_every_node_exactly_once() -> None:
             assert stats.transactions_shed_outbound == stats.transactions_shed_inbound == 0
             assert stats.peers_connected == 3
             assert stats.connection_errors == {}, index
+
+
+async def test_gossip_is_relayed_by_announce_and_fetch_across_a_line() -> None:
+    """0 - 1 - 2: nodes 0 and 2 are not connected; node 1 announces, the far end fetches."""
+    async with trio.open_nursery() as nursery:
+        nodes = [await start_node(nursery, Network(config_for(0)))]
+        nodes.append(
+            await start_node(nursery, Network(config_for(1, [(0, nodes[0].network.listen_port)])))
+        )
+        nodes.append(
+            await start_node(nursery, Network(config_for(2, [(1, nodes[1].network.listen_port)])))
+        )
+        with trio.fail_after(DEADLINE_SECONDS):
+            await nodes[1].network.wait_peers_connected([KEYS[0].public_key, KEYS[2].public_key])
+        from_0, from_2 = transactions("left", 400), transactions("right", 300)
+        nodes[0].network.gossip_transactions(from_0)
+        nodes[2].network.gossip_transactions(from_2)
+        await wait_for(lambda: len(nodes[2].delivered) >= 400 and len(nodes[0].delivered) >= 300)
+        await wait_for(lambda: len(nodes[1].delivered) >= 700)
+        assert sorted(nodes[2].delivered) == sorted(from_0)
+        assert sorted(nodes[0].delivered) == sorted(from_2)
+        assert sorted(nodes[1].delivered) == sorted(from_0 + from_2)
+        middle = nodes[1].network.statistics()
+        assert middle.fetches_served == 700
+        assert middle.transactions_announced == 700
+        assert nodes[2].network.statistics().transactions_fetched == 400
+        nursery.cancel_scope.cancel()
 
 
 async def test_killed_peer_is_redialled_and_catches_up_on_new_gossip() -> None:
@@ -213,7 +237,7 @@ async def test_consensus_send_broadcast_and_block_sync_request() -> None:
         assert server.network.broadcast(7, b"prepare") == 2
         assert clients[0].network.send(KEYS[0].public_key, 9, b"commit")
         assert not clients[0].network.send(KEYS[3].public_key, 9, b"nobody")  # not connected
-        await wait_for(lambda: all(client.messages for client in clients) and server.messages)
+        await wait_for(lambda: all(client.messages for client in clients) and bool(server.messages))
         for client in clients:
             assert client.messages == [InboundMessage(KEYS[0].public_key, 7, b"prepare")]
         assert server.messages == [InboundMessage(KEYS[1].public_key, 9, b"commit")]
