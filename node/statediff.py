@@ -279,6 +279,15 @@ class StateDiff:
                     lines.append(f"      A: {render_value(difference.a)}")
                 if difference.b is not None:
                     lines.append(f"      B: {render_value(difference.b)}")
+        if (
+            self.source == "stored"
+            and self.height_a == self.height_b
+            and self.app_hash_a == self.app_hash_b
+        ):
+            lines.append(
+                "note: both stores record the same app hash at the same height, so at least one "
+                "stored state was changed outside block execution: run `suanpan audit`"
+            )
         unlisted = self.total - len(self.differences)
         if unlisted:
             lines.append(f"... {unlisted} more differing keys not listed")
@@ -365,6 +374,8 @@ def diff_homes(
     Raises ``StateDiffError`` when a store is missing, the homes belong to different chains,
     or ``height`` is beyond either store; ``node.genesis.GenesisError`` and
     ``node.apploader.AppLoadError`` pass through when replaying."""
+    if home_a.resolve() == home_b.resolve():
+        raise StateDiffError(f"A and B are the same home ({home_a})")
     genesis_a, data_a = load_home_genesis(home_a)
     genesis_b, data_b = load_home_genesis(home_b)
     if genesis_a.hash != genesis_b.hash:
