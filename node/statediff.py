@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
+from apps.host import GenesisError as HostGenesisError
 from consensus.codec import CodecError, decode, encode
 from consensus.types import Block, DecodeError
 from node.jsonvalue import to_json
@@ -207,6 +208,11 @@ class StateDiff:
     namespaces: dict[str, NamespaceCounts] = field(default_factory=dict)
     keys_compared_a: int = 0
     keys_compared_b: int = 0
+    # Replayed comparisons only: the first height whose stored blocks differ between A and B
+    # (None: identical blocks), and each store's own app hash at the height.
+    first_different_block: int | None = None
+    stored_app_hash_a: bytes | None = None
+    stored_app_hash_b: bytes | None = None
 
     @property
     def total(self) -> int:
@@ -235,6 +241,9 @@ class StateDiff:
                 "app_hash": self.app_hash_b.hex(),
                 "keys": self.keys_compared_b,
             },
+            "first_different_block": self.first_different_block,
+            "stored_app_hash_a": _hex_or_none(self.stored_app_hash_a),
+            "stored_app_hash_b": _hex_or_none(self.stored_app_hash_b),
             "differing_keys": self.total,
             "listed": len(self.differences),
             "namespaces": {
@@ -248,6 +257,23 @@ class StateDiff:
             "differences": [difference.to_json() for difference in self.differences],
         }
 
+    def _replay_lines(self) -> list[str]:
+        lines = [
+            f"  blocks 1..{self.height_a} identical in A and B"
+            if self.first_different_block is None
+            else f"  blocks first differ at height {self.first_different_block}"
+        ]
+        for name, replayed, stored in (
+            ("A", self.app_hash_a, self.stored_app_hash_a),
+            ("B", self.app_hash_b, self.stored_app_hash_b),
+        ):
+            if stored != replayed:
+                lines.append(
+                    f"  {name}'s store records app hash {_hex_or_none(stored)} at height "
+                    f"{self.height_a}, its replay gives {replayed.hex()}: run `suanpan audit`"
+                )
+        return lines
+
     def render(self) -> str:
         """The report as text, grouped by namespace."""
         what = (
@@ -260,6 +286,8 @@ class StateDiff:
             f"  A {self.home_a}  app hash {self.app_hash_a.hex()}  {self.keys_compared_a} keys",
             f"  B {self.home_b}  app hash {self.app_hash_b.hex()}  {self.keys_compared_b} keys",
         ]
+        if self.source == "replayed":
+            lines.extend(self._replay_lines())
         if self.identical:
             lines.append("identical: no key differs")
             return "\n".join(lines)
@@ -293,6 +321,10 @@ class StateDiff:
             lines.append(f"... {unlisted} more differing keys not listed")
         lines.append(f"{self.total} keys differ")
         return "\n".join(lines)
+
+
+def _hex_or_none(data: bytes | None) -> str | None:
+    return None if data is None else data.hex()
 
 
 class _Counted:
@@ -345,21 +377,38 @@ def _summarise(
     )
 
 
-def _replay_to(home: Path, view: StoreView, height: int) -> Replay:
-    genesis, _ = load_home_genesis(home)
-    replay = Replay(genesis)
+def _next_block(home: Path, view: StoreView, height: int) -> Block:
+    raw = view.block_bytes(height)
+    if raw is None:
+        raise StateDiffError(f"{home}: block {height} is missing from the store")
+    try:
+        return Block.decode(raw)
+    except DecodeError as error:
+        raise StateDiffError(
+            f"{home}: block {height} does not decode: {error} (run `suanpan audit` on this home)"
+        ) from None
+
+
+def _replay_both(
+    homes: tuple[Path, Path], views: tuple[StoreView, StoreView], height: int
+) -> tuple[Replay, Replay, int | None, tuple[bytes | None, bytes | None]]:
+    """Replay both homes to ``height`` in lockstep; also return the first height whose
+    blocks differ (None: none) and each store's own app hash at ``height``."""
+    replays = (Replay(load_home_genesis(homes[0])[0]), Replay(load_home_genesis(homes[1])[0]))
+    first_different_block: int | None = None
     for current in range(1, height + 1):
-        raw = view.block_bytes(current)
-        if raw is None:
-            raise StateDiffError(f"{home}: block {current} is missing from the store")
-        try:
-            replay.execute(Block.decode(raw))
-        except (DecodeError, ReplayError) as error:
-            raise StateDiffError(
-                f"{home}: block {current} cannot be replayed: {error} "
-                "(run `suanpan audit` on this home)"
-            ) from None
-    return replay
+        blocks = [_next_block(homes[i], views[i], current) for i in (0, 1)]
+        if first_different_block is None and blocks[0].hash != blocks[1].hash:
+            first_different_block = current
+        for i in (0, 1):
+            try:
+                replays[i].execute(blocks[i])
+            except ReplayError as error:
+                raise StateDiffError(
+                    f"{homes[i]}: block {current} cannot be replayed: {error}"
+                ) from None
+    stored = (views[0].app_hash_at(height), views[1].app_hash_at(height))
+    return replays[0], replays[1], first_different_block, stored
 
 
 def diff_homes(
@@ -412,9 +461,13 @@ def diff_homes(
             raise StateDiffError(
                 f"height {height} is not in both stores (A has 0..{top_a}, B has 0..{top_b})"
             )
-        replay_a = _replay_to(home_a, view_a, height)
-        replay_b = _replay_to(home_b, view_b, height)
-    return _summarise(
+        try:
+            replay_a, replay_b, first_different_block, stored = _replay_both(
+                (home_a, home_b), (view_a, view_b), height
+            )
+        except HostGenesisError as error:
+            raise StateDiffError(f"genesis app state is rejected: {error}") from None
+    diff = _summarise(
         home_a,
         home_b,
         "replayed",
@@ -423,4 +476,10 @@ def diff_homes(
         replay_a.backend.scan(),
         replay_b.backend.scan(),
         listed_max,
+    )
+    return replace(
+        diff,
+        first_different_block=first_different_block,
+        stored_app_hash_a=stored[0],
+        stored_app_hash_b=stored[1],
     )

@@ -41,9 +41,11 @@ EQUIVOCATION_HEIGHT = 4
 EQUIVOCATOR = 3
 
 
-def make_genesis(validator_keys: Sequence[PrivateKey] = VALIDATOR_KEYS) -> Genesis:
-    """The test chain's genesis: the demo consortium on four validators."""
-    consortium = demo_consortium(1)
+def make_genesis(
+    validator_keys: Sequence[PrivateKey] = VALIDATOR_KEYS, *, seed: int = 1
+) -> Genesis:
+    """The test chain's genesis: the demo consortium of ``seed`` on four validators."""
+    consortium = demo_consortium(seed)
     return Genesis(
         chain_id=consortium.chain_id,
         genesis_time_ms=DEMO_EPOCH_MS,
@@ -106,8 +108,10 @@ class Committer:
         """The timestamp block ``height`` carries."""
         return self.genesis.genesis_time_ms + BLOCK_INTERVAL_MS * height
 
-    def commit(self, transactions: Sequence[bytes]) -> tuple[Block, BlockResult]:
-        """Build, execute, certify and persist the next block."""
+    def commit(
+        self, transactions: Sequence[bytes], *, skew_ms: int = 0
+    ) -> tuple[Block, BlockResult]:
+        """Build, execute, certify and persist the next block (``skew_ms`` later than usual)."""
         height = self.store.height + 1
         view = height % 3  # views vary; the proposer is the view's primary
         block = Block.build(
@@ -117,7 +121,7 @@ class Committer:
             parent_hash=self.store.last_block_hash,
             app_hash=self.store.app_hash,
             proposer=self.validators.primary(view),
-            timestamp_ms=self.time_of(height),
+            timestamp_ms=self.time_of(height) + skew_ms,
             transactions=transactions,
         )
         context = BlockContext(
@@ -186,12 +190,12 @@ def build_home(home: Path, *, heights: int = HEIGHTS) -> BuiltChain:
     return built
 
 
-def extend_home(home: Path, blocks: int) -> None:
-    """Commit ``blocks`` more empty blocks to the home's store."""
+def extend_home(home: Path, blocks: int, *, skew_ms: int = 0) -> None:
+    """Commit ``blocks`` more empty blocks (timestamps ``skew_ms`` late) to the home's store."""
     committer = Committer(home)
     try:
         for _ in range(blocks):
-            committer.commit([])
+            committer.commit([], skew_ms=skew_ms)
     finally:
         committer.close()
 

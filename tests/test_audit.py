@@ -17,6 +17,7 @@ import lmdb
 import pytest
 from click.testing import CliRunner
 
+from apps.demo import DemoTraffic, demo_consortium
 from consensus.codec import decode, encode
 from consensus.crypto import PrivateKey, hash_bytes
 from consensus.evidence import Evidence, SignedStatement
@@ -31,6 +32,7 @@ from tests.audit_fixtures import (
     REPEAT_AT,
     REPEAT_FROM,
     BuiltChain,
+    Committer,
     build_home,
     corrupt,
     flip_byte,
@@ -392,3 +394,23 @@ def test_home_without_a_store_or_genesis(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["audit", "--home", str(tmp_path / "nowhere"), "--json"])
     assert result.exit_code == 2
     assert json.loads(result.output)["failure"]["item"] == "home"
+
+
+@pytest.mark.slow
+def test_long_chain_is_audited_in_one_pass(tmp_path: Path) -> None:
+    """600 blocks of 20 transactions; a missing tx index entry near the top is still named."""
+    save_genesis(tmp_path / "genesis.json", make_genesis(seed=2))
+    (tmp_path / "data").mkdir()
+    committer = Committer(tmp_path)
+    traffic = DemoTraffic(demo_consortium(2))  # seed 1's generator stops after ~140 txs
+    last = b""
+    for height in range(1, 601):
+        transactions = [tx.encoded for tx in traffic.batch(20, committer.time_of(height))]
+        committer.commit(transactions)
+        last = transactions[7]
+    committer.close()
+    report = audit_home(tmp_path)
+    assert report.ok, report.failure
+    assert (report.heights_checked, report.transactions) == (600, 12_000)
+    corrupt(tmp_path, "transactions", lambda txn, db: txn.delete(hash_bytes(last), db=db))
+    assert failure_of(tmp_path)[:2] == (600, "tx index")

@@ -127,6 +127,8 @@ def test_height_replays_both_nodes_blocks(homes: tuple[Path, Path]) -> None:
         assert replayed.source == "replayed"
         assert replayed.identical, replayed.render()
         assert replayed.app_hash_a == replayed.app_hash_b
+        assert replayed.first_different_block is None
+        assert replayed.stored_app_hash_a == replayed.app_hash_a
 
     result = CliRunner().invoke(
         main,
@@ -134,6 +136,19 @@ def test_height_replays_both_nodes_blocks(homes: tuple[Path, Path]) -> None:
     )
     assert result.exit_code == 2
     assert f"height {HEIGHTS + 1} is not in both stores" in result.output
+
+
+def test_height_finds_where_two_forks_part(homes: tuple[Path, Path]) -> None:
+    """A and B each commit two more blocks that differ only in their timestamps."""
+    a, b = homes
+    extend_home(a, 2)
+    extend_home(b, 2, skew_ms=5)
+    diff = diff_homes(a, b, height=HEIGHTS + 2)
+    assert diff.first_different_block == HEIGHTS + 1
+    assert [render_key(d.key) for d in diff.differences] == ["_host/last_block"]
+    assert f"blocks first differ at height {HEIGHTS + 1}" in diff.render()
+    assert diff.to_json()["first_different_block"] == HEIGHTS + 1
+    assert diff_homes(a, b, height=HEIGHTS).identical
 
 
 def test_height_ignores_a_damaged_state_entry(
@@ -144,7 +159,9 @@ def test_height_ignores_a_damaged_state_entry(
     a, b = homes
     (key,) = payments_keys(template, 1)
     corrupt(b, "state", lambda txn, db: txn.put(key, encode(1), db=db))
-    assert [d.key for d in diff_homes(a, b).differences] == [key]
+    stored = diff_homes(a, b)
+    assert [d.key for d in stored.differences] == [key]
+    assert "run `suanpan audit`" in stored.render()  # equal app hashes, different state
     assert diff_homes(a, b, height=HEIGHTS).identical
 
 
@@ -194,3 +211,14 @@ def test_diff_states_matches_a_dictionary_comparison(
         if a.get(key) != b.get(key)
     ]
     assert differences == expected
+
+
+def test_height_reports_a_store_whose_app_hash_differs_from_its_replay(
+    homes: tuple[Path, Path],
+) -> None:
+    a, b = homes
+    corrupt(b, "app_hashes", lambda txn, db: txn.put((5).to_bytes(8, "big"), bytes(32), db=db))
+    diff = diff_homes(a, b, height=5)
+    assert diff.identical
+    assert diff.stored_app_hash_b == bytes(32)
+    assert f"B's store records app hash {bytes(32).hex()} at height 5" in diff.render()
