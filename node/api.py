@@ -21,7 +21,8 @@ GET    /account/{public_key}        ``{"next_nonce"}``: the nonce the sender's n
                                     transaction needs (committed plus pending ones)
 GET    /evidence                    equivocation evidence recorded by this node
 GET    /blocks?from=H&timeout_ms=T  long poll: blocks from height H (waits up to T for H)
-GET    /stream?from=H               NDJSON stream: one line per committed block, with events
+GET    /stream?from=H               NDJSON stream: one line per committed block (header,
+                                    tx hashes, certificate); receipts via /tx/{hash}
 GET    /metrics                     Prometheus text exposition
 ====== ============================ =====================================================
 

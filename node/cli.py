@@ -65,4 +65,7 @@ from node.audit_cli import audit_command, debug_group  # noqa: E402
 
 main.add_command(audit_command)
 main.add_command(debug_group)
+from node.start_cli import start_command  # noqa: E402
+
+main.add_command(start_command)
 main.add_command(bench_gossip)

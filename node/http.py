@@ -39,6 +39,10 @@ log = logging.getLogger("suanpan.http")
 
 # Request line plus headers: generous for any real client, small enough to bound memory.
 HEAD_BYTES_MAX: Final = 16 * 1024
+# After a refused request, discard at most this much of the client's remaining upload, for at
+# most this long, so well-behaved clients read the error instead of a reset.
+_LINGER_BYTES_MAX: Final = 64 * 1024 * 1024
+_LINGER_S: Final = 5.0
 # Read size per receive: one socket buffer's worth.
 _RECEIVE_BYTES: Final = 64 * 1024
 
@@ -210,6 +214,19 @@ async def _send_response(
     await stream.send_all(connection.send(h11.EndOfMessage()) or b"")
 
 
+async def _linger(stream: trio.SocketStream) -> None:
+    """After refusing a request mid-body, read and discard what the client is still sending
+    (bounded in bytes and time) so it reads our 4xx instead of a connection reset."""
+    await stream.send_eof()
+    received = 0
+    with trio.move_on_after(_LINGER_S):
+        while received < _LINGER_BYTES_MAX:
+            data = await stream.receive_some(_RECEIVE_BYTES)
+            if not data:
+                return
+            received += len(data)
+
+
 def _cycle_complete(connection: h11.Connection) -> bool:
     """True when both sides finished the request/response cycle (keep-alive is possible)."""
     states: list[object] = list(connection.states.values())
@@ -251,7 +268,10 @@ async def _serve_connection(
             await _send_response(connection, stream, response)
         except h11.LocalProtocolError:
             return
-        if request is None or not _cycle_complete(connection):
+        if request is None:
+            await _linger(stream)
+            return
+        if not _cycle_complete(connection):
             return
         try:
             connection.start_next_cycle()

@@ -31,6 +31,10 @@ def _plain(value: object) -> object:
         return value.hex()
     if isinstance(value, str | int | float | bool) or value is None:
         return value
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
     return str(value)
 
 
@@ -44,7 +48,12 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "event": record.getMessage(),
         }
-        document.update({key: _plain(value) for key, value in _fields(record).items()})
+        for key, value in _fields(record).items():
+            # Some layers pass their fields as one ``fields`` mapping: flatten it.
+            if key == "fields" and isinstance(value, dict):
+                document.update({str(k): _plain(v) for k, v in value.items()})
+            else:
+                document[key] = _plain(value)
         if record.exc_info:
             document["exception"] = self.formatException(record.exc_info)
         return json.dumps(document, separators=(",", ":"))

@@ -9,7 +9,7 @@
       node<i>/                a full node home (config.toml, genesis.json, keys, data/)
 
 Ports are free loopback ports chosen at generation time. ``Testnet`` starts the processes
-(``python -m node.cli start --home node<i>``; stdout/stderr to ``node<i>/process.log``, the
+(``python -m node start --home node<i>``; stdout/stderr to ``node<i>/process.log``, the
 structured log to ``node<i>/node.log``), stops them with SIGTERM (SIGKILL after a grace
 period), and compares what the nodes committed.
 """
@@ -211,6 +211,8 @@ class NodeSummary:
 class Testnet:
     """Runs the node processes of a generated testnet."""
 
+    __test__ = False  # not a pytest test class, despite the name
+
     def __init__(self, info: TestnetInfo) -> None:
         self.info = info
         self.processes: list[subprocess.Popen[bytes] | None] = [None] * len(info.homes)
@@ -223,7 +225,7 @@ class Testnet:
         home = self.info.homes[index]
         output = (home / "process.log").open("ab")
         self.processes[index] = subprocess.Popen(
-            [sys.executable, "-m", "node.cli", "start", "--home", str(home)],
+            [sys.executable, "-m", "node", "start", "--home", str(home)],
             stdout=output,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -238,15 +240,16 @@ class Testnet:
         for index in range(len(self.info.homes)):
             self.start(index)
 
-    def stop(self, index: int, *, kill: bool = False) -> int | None:
+    def stop(self, index: int, *, kill: bool = False, signalled: bool = False) -> int | None:
         """Stop node ``index`` (SIGTERM, SIGKILL after the grace period, or at once with
-        ``kill``); returns its exit code."""
+        ``kill``); returns its exit code. ``signalled``: SIGTERM was already sent."""
         process = self.processes[index]
         if process is None:
             return None
         self._stopped.add(index)
         if process.poll() is None:
-            process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            if kill or not signalled:
+                process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
             try:
                 process.wait(timeout=STOP_GRACE_S)
             except subprocess.TimeoutExpired:
@@ -256,11 +259,15 @@ class Testnet:
 
     def stop_all(self) -> list[int | None]:
         """Stop every node (SIGTERM to all first, so they stop in parallel)."""
+        signalled = set()
         for index, process in enumerate(self.processes):
             if process is not None and process.poll() is None:
                 self._stopped.add(index)
                 process.send_signal(signal.SIGTERM)
-        return [self.stop(index) for index in range(len(self.processes))]
+                signalled.add(index)
+        return [
+            self.stop(index, signalled=index in signalled) for index in range(len(self.processes))
+        ]
 
     def died(self) -> list[int]:
         """Nodes that exited without being asked to."""

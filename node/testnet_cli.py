@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import tempfile
@@ -182,8 +183,17 @@ def testnet_up(
         problems = [f"cannot compare chains: {error}"]
     summaries = testnet.summaries()
     exit_codes = testnet.stop_all()
+    summaries = [
+        dataclasses.replace(summary, exit_code=code)
+        for summary, code in zip(summaries, exit_codes, strict=True)
+    ]
     signal.signal(signal.SIGINT, previous)
     failures = [f"node{i} died (exit code {exit_codes[i]})" for i in died] + problems
+    failures += [
+        f"node{i} exited with code {code} on stop"
+        for i, code in enumerate(exit_codes)
+        if i not in died and code not in (0, None)
+    ]
     if startup_error:
         failures.insert(0, startup_error)
     document: dict[str, JsonType] = {

@@ -393,7 +393,7 @@ def test_overlay_scan_merges_layers_in_order_and_reverse() -> None:
 
 _keys = st.binary(min_size=1, max_size=2)
 Operation = tuple[list[tuple[bytes, bytes]], list[bytes], bool, tuple[int, bool] | None]
-_operation = st.tuples(
+OPERATION = st.tuples(
     st.lists(st.tuples(_keys, st.binary(max_size=3)), max_size=4),
     st.lists(_keys, max_size=2),
     st.booleans(),
@@ -402,7 +402,7 @@ _operation = st.tuples(
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.lists(_operation, max_size=6), min_size=1, max_size=4))
+@given(st.lists(st.lists(OPERATION, max_size=6), min_size=1, max_size=4))
 def test_state_matches_a_model_of_atomic_transactions(blocks: list[list[Operation]]) -> None:
     """Random blocks of transactions, some failing in the caller or in a nested call: the
     committed state is always the model with exactly the successful transactions applied."""

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from apps.membership import MembershipApp
 from apps.state import MemoryBackend
 from apps.transaction import sign_transaction
+from consensus.codec import Value
 from consensus.crypto import hash_bytes
 from consensus.types import Block
 from node.store import (
@@ -23,7 +24,7 @@ from node.store import (
 )
 from tests.host_fixtures import CHAIN, Chain, key
 from tests.store_fixtures import GENESIS_HASH, VALIDATORS, NodeChain, certify
-from tests.test_host import KvApp, VaultApp
+from tests.test_host import OPERATION, KvApp, Operation, VaultApp
 
 BANK = key("bank_a")
 
@@ -283,4 +284,49 @@ def test_host_over_lmdb_matches_host_over_memory_for_membership(tmp_path: Path) 
         "membership", "institution", {"id": "acme"}
     )
     assert isinstance(chain.host.app("membership"), MembershipApp)
+    chain.close()
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(st.lists(OPERATION, max_size=5), min_size=1, max_size=4))
+def test_lmdb_state_matches_a_model_of_atomic_transactions(
+    tmp_path_factory: pytest.TempPathFactory, blocks: list[list[Operation]]
+) -> None:
+    """Random blocks (some transactions failing in the caller or in a nested cross-app call)
+    committed to LMDB: the stored state is the model with exactly the successful transactions
+    applied, and equals the in-memory host's state and app hash."""
+    chain = NodeChain(tmp_path_factory.mktemp("atomic"), [KvApp(), VaultApp()], sync=False)
+    memory = Chain.start([KvApp(), VaultApp()])
+    model: dict[bytes, bytes] = {}
+    nonce = 0
+    for block in blocks:
+        raw = []
+        for puts, deletes, fail, deposit in block:
+            arguments: dict[str, Value] = {"puts": list(puts), "deletes": list(deletes)}
+            if fail:
+                arguments["fail"] = True
+            if deposit is not None:
+                arguments["deposit"] = {"amount": deposit[0], "fail": deposit[1]}
+            raw.append(
+                sign_transaction(
+                    BANK,
+                    chain_id=CHAIN,
+                    app="kv",
+                    operation="write",
+                    arguments=arguments,
+                    nonce=nonce,
+                ).encoded
+            )
+            nonce += 1
+            if not (fail or (deposit is not None and deposit[1])):
+                model.update(puts)
+                for k in deletes:
+                    model.pop(k, None)
+        result = chain.commit(raw)
+        assert result.app_hash == memory.run(raw).app_hash
+        stored = [(k[len(b"kv\x00") :], v) for k, v in chain.store.state_scan(b"kv\x00", b"kv\x01")]
+        assert stored == sorted(model.items())
+    assert list(chain.store.state_scan()) == memory.backend.items()
     chain.close()

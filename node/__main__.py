@@ -1,0 +1,5 @@
+"""``python -m node`` runs the ``suanpan`` command (the testnet starts nodes this way)."""
+
+from node.cli import main
+
+main()

@@ -1,0 +1,755 @@
+"""The node runtime: one trio nursery per node wiring network, consensus, mempool, apps, API.
+
+Theory of operation
+-------------------
+``Node.run`` opens the LMDB store (initialising genesis state on first start), builds the app
+host over it, restores the ``Replica`` from its persisted state (or creates it on the store's
+chain tip), and starts, under one nursery:
+
+* the **network** (``network.Network``): encrypted links to the genesis validators' node keys;
+* the **consensus driver**: the only task that touches the replica. It takes inputs from one
+  bounded channel (peer messages, ticks, proposal payloads, validity verdicts), calls
+  ``Replica.handle`` and performs the returned actions *in order*. ``Persist`` is written to
+  LMDB (synchronously, durable) before the driver performs any later action, so a vote is on
+  disk before any ``Send``/``Broadcast`` can carry it out: persist before send. ``Commit``
+  executes the block through the app host and commits block, certificate, receipts and state
+  in one LMDB transaction, then feeds ``BlockExecuted`` straight back in;
+* a **ticker** feeding ``Tick(now_ms)`` every ``[consensus] tick_ms``;
+* **transaction intake**: API submissions and gossip batches are decoded on the loop, their
+  signatures verified on worker threads (``trio.to_thread`` behind a ``CapacityLimiter`` of
+  ``[mempool] verify_workers``: PyNaCl releases the GIL, so both cores work), then admitted to
+  the mempool (the app host's ``check``) and gossiped;
+* **block sync** is the replica's: when it sees f+1 validators ahead it emits
+  ``RequestBlocks``; blocks arrive as a ``BlockResponse`` message whose certificates the
+  replica verifies before it emits ``Commit``; the node then joins consensus at the new tip;
+* the **client API** and the **metrics** endpoint (``node.http``).
+
+SIGINT/SIGTERM cancel the nursery; the store is closed on the way out. A restart restores the
+replica's persisted state, so a validator never signs a second, different vote for a
+(height, view, phase) it already voted in, even after ``kill -9``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections import OrderedDict, deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import trio
+
+from apps.base import BlockContext
+from apps.host import AppHost, BlockResult, Receipt
+from apps.host import GenesisError as HostGenesisError
+from apps.transaction import Transaction, TransactionError
+from consensus.codec import Value
+from consensus.crypto import hash_bytes
+from consensus.evidence import Evidence, EvidenceError
+from consensus.messages import encode_block_response
+from consensus.replica import (
+    Action,
+    BlockExecuted,
+    Broadcast,
+    ChainTip,
+    Commit,
+    Dropped,
+    Input,
+    PeerMessage,
+    Persist,
+    ProposalPayload,
+    Replica,
+    ReplicaConfig,
+    ReportEvidence,
+    RequestBlocks,
+    RequestProposal,
+    RestoreError,
+    Send,
+    ServeBlocks,
+    Start,
+    Tick,
+    ValidateBlock,
+    ValidityVerdict,
+    primary_index,
+)
+from consensus.types import Block, CommitCertificate
+from network.network import InboundMessage, InboundTransactions, Network, NetworkConfig
+from network.network import PeerAddress as NetworkPeer
+from node.api import QueryError, SubmitOutcome, make_handler
+from node.apploader import AppLoadError, load_apps
+from node.home import Home
+from node.http import HttpLimits, Request, Response, serve_http
+from node.jsonvalue import JsonType, to_json
+from node.mempool import CODE_FULL, Mempool, MempoolLimits, MempoolRejected
+from node.metrics import NodeMetrics
+from node.store import Store, StoreError
+
+__all__ = ["CONSENSUS_KIND", "Node", "NodeStartError"]
+
+log = logging.getLogger("suanpan.node")
+
+# The network message kind carrying consensus wire messages (the network knows only bytes).
+CONSENSUS_KIND: Final = 1
+# Inputs waiting for the consensus driver; peers' messages block (backpressure) beyond this.
+_INPUTS_MAX: Final = 1024
+# Recently refused transactions remembered for status queries (bounded memory).
+_REJECTED_REMEMBERED: Final = 10_000
+# Validated blocks whose execution results are kept for their commit (a few views' worth).
+_VALIDATED_CACHE_MAX: Final = 8
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class NodeStartError(Exception):
+    """The node cannot start; the message says why and what to do about it."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Validated:
+    """A block we executed while validating it, reusable at commit if the tip is unchanged."""
+
+    parent_height: int
+    result: BlockResult
+
+
+class Node:
+    """One Suanpan node. ``await Node(home).run()`` serves until cancelled or signalled."""
+
+    def __init__(self, home: Home) -> None:
+        try:
+            self._open(home)
+        except NodeStartError:
+            raise
+        except (StoreError, AppLoadError, HostGenesisError, RestoreError) as error:
+            raise NodeStartError(f"{type(error).__name__}: {error}") from error
+
+    def _open(self, home: Home) -> None:
+        self.home = home
+        self.config = home.config
+        self.genesis = home.genesis
+        self.chain_id = home.genesis.chain_id
+        self.validators = home.genesis.validator_set
+        self.metrics = NodeMetrics()
+        self.store = Store(home.data_dir, chain_id=self.chain_id, genesis_hash=self.genesis.hash)
+        apps = load_apps(self.genesis.apps)
+        if not self.store.initialised:
+            genesis_host = AppHost(apps, self.store.state_backend(), chain_id=self.chain_id)
+            writes, app_hash = genesis_host.init_genesis(self.genesis.app_state)
+            self.store.init_genesis(writes, app_hash)
+        self.host = AppHost(
+            apps,
+            self.store.state_backend(),
+            chain_id=self.chain_id,
+            height=self.store.height,
+            app_hash=self.store.app_hash,
+        )
+        self.mempool = Mempool(
+            self.host,
+            MempoolLimits(
+                transactions_max=self.config.mempool.transactions_max,
+                bytes_max=self.config.mempool.bytes_max,
+            ),
+        )
+        self._node_keys = tuple(v.node_key for v in self.genesis.validators)
+        self._index_of_node_key = {key: i for i, key in enumerate(self._node_keys)}
+        self.index = home.validator_index
+        params = self.genesis.consensus_params
+        self.replica_config = ReplicaConfig(
+            view_timeout_base_ms=self.config.consensus.view_timeout_ms,
+            timestamp_drift_max_ms=params.timestamp_skew_ms_max,
+            block_bytes_max=params.block_bytes_max,
+            block_transactions_max=params.block_transactions_max,
+        )
+        self.replica = self._make_replica()
+        self.network = Network(
+            NetworkConfig(
+                chain_id=self.chain_id,
+                genesis_hash=self.genesis.hash,
+                identity=home.node_key,
+                listen_host=self.config.p2p.listen_address.host,
+                listen_port=self.config.p2p.listen_address.port,
+                persistent_peers=tuple(
+                    NetworkPeer(peer.node_key, peer.address.host, peer.address.port)
+                    for peer in self.config.p2p.persistent_peers
+                ),
+                allowlist=frozenset(self._node_keys) | frozenset(self.config.p2p.observers),
+            )
+        )
+        self._inputs_send, self._inputs = trio.open_memory_channel[Input](_INPUTS_MAX)
+        self._verify_limiter = trio.CapacityLimiter(self.config.mempool.verify_workers)
+        self._new_block = trio.Event()
+        self._transaction_arrived = trio.Event()
+        self._rejected: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
+        self._admitted_at: dict[bytes, float] = {}
+        self._validated: OrderedDict[bytes, _Validated] = OrderedDict()
+        self._proposal_pending = False
+        self._nursery: trio.Nursery | None = None
+        self.syncing = False
+        self._last_view = (0, 0)
+        self.ports: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ construction
+
+    def _chain_tip(self) -> ChainTip:
+        height = self.store.height
+        block = self.store.block(height) if height else None
+        timestamp_ms = block.header.timestamp_ms if block else self.genesis.genesis_time_ms
+        return ChainTip(height, self.store.last_block_hash, self.store.app_hash, timestamp_ms)
+
+    def _make_replica(self) -> Replica:
+        if self.index is None:
+            raise NodeStartError(
+                "this node's validator_key.json is not a genesis validator; observer nodes are"
+                " not supported yet (add it with `suanpan genesis add-validator`)"
+            )
+        state = self.store.load_replica_state()
+        arguments = {
+            "chain_id": self.chain_id,
+            "validators": self.validators,
+            "key": self.home.validator_key,
+            "tip": self._chain_tip(),
+        }
+        if state is None:
+            return Replica(self.replica_config, **arguments)  # type: ignore[arg-type]
+        return Replica.restore(self.replica_config, state=state, **arguments)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled or SIGINT/SIGTERM; closes the store on the way out."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self.ports["p2p"] = await nursery.start(self.network.run)
+                rpc = self.config.rpc
+                limits = HttpLimits(
+                    body_bytes_max=rpc.body_bytes_max,
+                    request_timeout_s=rpc.request_timeout_ms / 1000,
+                    connections_max=rpc.connections_max,
+                )
+                handler = make_handler(self, wait_timeout_ms_max=rpc.wait_timeout_ms_max)
+                self.ports["rpc"] = await nursery.start(
+                    serve_http, handler, rpc.listen_address.host, rpc.listen_address.port, limits
+                )
+                metrics = self.config.metrics
+                if metrics.enabled and metrics.listen_address is not None:
+                    self.ports["metrics"] = await nursery.start(
+                        serve_http,
+                        self._metrics_only,
+                        metrics.listen_address.host,
+                        metrics.listen_address.port,
+                        HttpLimits(body_bytes_max=1024, connections_max=16),
+                    )
+                nursery.start_soon(self._consensus_driver)
+                nursery.start_soon(self._ticker)
+                nursery.start_soon(self._message_pump)
+                nursery.start_soon(self._gossip_pump)
+                nursery.start_soon(self._signals, nursery.cancel_scope)
+                log.info(
+                    "node_started",
+                    extra={
+                        "moniker": self.config.moniker,
+                        "validator": self.index,
+                        "height": self.store.height,
+                        **{f"{name}_port": port for name, port in self.ports.items()},
+                    },
+                )
+                task_status.started(self)
+        finally:
+            self.store.close()
+            log.info("node_stopped", extra={"height": self.host.height})
+
+    async def _signals(self, scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for number in signals:
+                log.info("signal_received", extra={"signal": signal.Signals(number).name})
+                scope.cancel()
+                return
+
+    async def _metrics_only(self, request: Request) -> Response:
+        if request.path == "/metrics":
+            return Response(200, self.metrics_bytes(), "text/plain; version=0.0.4; charset=utf-8")
+        return Response(404, b'{"error":"only /metrics is served here"}\n')
+
+    # ------------------------------------------------------------------ consensus driver
+
+    async def _ticker(self) -> None:
+        interval = self.config.consensus.tick_ms / 1000
+        while True:
+            await trio.sleep(interval)
+            await self._inputs_send.send(Tick(_now_ms()))
+
+    async def _message_pump(self) -> None:
+        message: InboundMessage
+        async for message in self.network.messages:
+            if message.kind != CONSENSUS_KIND:
+                log.debug("unknown_message_kind", extra={"kind": message.kind})
+                continue
+            sender = self._index_of_node_key.get(message.peer)
+            await self._inputs_send.send(PeerMessage(message.payload, sender))
+
+    async def _consensus_driver(self) -> None:
+        pending: deque[Input] = deque([Start(_now_ms())])
+        while True:
+            while pending:
+                event = pending.popleft()
+                for action in self.replica.handle(event):
+                    follow_up = self._perform(action)
+                    if follow_up is not None:
+                        pending.append(follow_up)
+            self._update_status_metrics()
+            pending.append(await self._inputs.receive())
+
+    def _perform(self, action: Action) -> Input | None:
+        """Perform one action; returns an input to feed back immediately, if any."""
+        if isinstance(action, Persist):
+            self.store.save_replica_state(action.state)
+        elif isinstance(action, Send):
+            self.network.send(self._node_keys[action.to], CONSENSUS_KIND, action.message)
+        elif isinstance(action, Broadcast):
+            others = [key for i, key in enumerate(self._node_keys) if i != self.index]
+            self.network.broadcast(CONSENSUS_KIND, action.message, others)
+        elif isinstance(action, Commit):
+            return self._commit(action.block, action.certificate)
+        elif isinstance(action, RequestProposal):
+            self._start_proposal(action)
+        elif isinstance(action, ValidateBlock):
+            assert self._nursery is not None
+            self._nursery.start_soon(self._validate, action.block)
+        elif isinstance(action, ReportEvidence):
+            self.store.add_evidence(action.evidence.height, action.evidence.encode())
+            self.metrics.evidence.inc()
+            log.warning("evidence_reported", extra={"evidence": repr(action.evidence)[:200]})
+        elif isinstance(action, RequestBlocks):
+            self.syncing = True
+            self.network.send(self._node_keys[action.peers[0]], CONSENSUS_KIND, action.message)
+            log.info(
+                "block_sync_requested",
+                extra={"from": action.from_height, "to": action.to_height, "peer": action.peers[0]},
+            )
+        elif isinstance(action, ServeBlocks):
+            self._serve_blocks(action)
+        elif isinstance(action, Dropped):
+            self.metrics.dropped_messages.labels(reason=str(action.reason)).inc()
+            log.debug(
+                "input_dropped", extra={"reason": str(action.reason), "detail": action.detail}
+            )
+        return None
+
+    def _serve_blocks(self, action: ServeBlocks) -> None:
+        top = min(action.to_height, self.store.height)
+        entries = []
+        for height in range(action.from_height, top + 1):
+            stored = self._load_block(height)
+            if stored is None:
+                break
+            entries.append(stored)
+        data = encode_block_response(entries, bytes_max=self.network.limits.message_bytes_max)
+        self.network.send(self._node_keys[action.to], CONSENSUS_KIND, data)
+
+    # ------------------------------------------------------------------ proposals
+
+    def _start_proposal(self, action: RequestProposal) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(self._propose, action)
+
+    async def _propose(self, action: RequestProposal) -> None:
+        consensus = self.config.consensus
+        await trio.sleep(consensus.block_interval_ms / 1000)
+        if not len(self.mempool) and consensus.empty_block_interval_ms:
+            # Nothing to order: wait for a transaction, at most the empty-block interval.
+            with trio.move_on_after(
+                max(0, consensus.empty_block_interval_ms - consensus.block_interval_ms) / 1000
+            ):
+                while not len(self.mempool):
+                    await self._transaction_arrived.wait()
+        transactions = self.mempool.reap(
+            transactions_max=min(
+                action.transactions_max, self.config.block.proposal_transactions_max
+            ),
+            bytes_max=min(action.transaction_bytes_max, self.config.block.proposal_bytes_max),
+        )
+        await self._inputs_send.send(
+            ProposalPayload(action.height, action.view, tuple(transactions), _now_ms())
+        )
+
+    # ------------------------------------------------------------------ validation and commit
+
+    async def _validate(self, block: Block) -> None:
+        known = await self._verify_block_transactions(block.transactions)
+        verdict: ValidityVerdict
+        if known is None:
+            verdict = ValidityVerdict(block.hash, False, "a transaction fails its stateless checks")
+        elif self.host.height != block.height - 1:
+            verdict = ValidityVerdict(block.hash, False, "not on top of the executed tip")
+        else:
+            result = self.host.execute_block(
+                self._block_context(block), block.transactions, known=known
+            )
+            self._validated[block.hash] = _Validated(self.host.height, result)
+            while len(self._validated) > _VALIDATED_CACHE_MAX:
+                self._validated.popitem(last=False)
+            verdict = ValidityVerdict(block.hash, True)
+        await self._inputs_send.send(verdict)
+
+    async def _verify_block_transactions(
+        self, transactions: Sequence[bytes]
+    ) -> dict[bytes, Transaction] | None:
+        """Decode and verify every transaction (signatures on worker threads); None if any
+        fails. Transactions already in the mempool were verified on admission."""
+        known: dict[bytes, Transaction] = {}
+        to_verify: list[Transaction] = []
+        for data in transactions:
+            cached = self.mempool.get(hash_bytes(data))
+            if cached is not None:
+                known[cached.hash] = cached
+                continue
+            try:
+                transaction = Transaction.decode(
+                    data, chain_id=self.chain_id, check_signature=False
+                )
+            except TransactionError:
+                return None
+            to_verify.append(transaction)
+        if to_verify:
+            results = await trio.to_thread.run_sync(
+                _verify_all, to_verify, limiter=self._verify_limiter
+            )
+            if not all(results):
+                return None
+            known.update((transaction.hash, transaction) for transaction in to_verify)
+        return known
+
+    def _block_context(self, block: Block) -> BlockContext:
+        proposer = self.validators.public_key(block.header.proposer)
+        return BlockContext(block.height, block.header.timestamp_ms, proposer, self.chain_id)
+
+    def _commit(self, block: Block, certificate: CommitCertificate) -> Input:
+        cached = self._validated.pop(block.hash, None)
+        if cached is not None and cached.parent_height == self.host.height:
+            result = cached.result
+        else:
+            known = self.mempool.known()
+            result = self.host.execute_block(
+                self._block_context(block), block.transactions, known=known
+            )
+        self.store.commit_block(block, certificate, result)
+        self.host.committed(block.height, result.app_hash)
+        self._validated.clear()
+        now = time.monotonic()
+        for receipt in result.receipts:
+            admitted = self._admitted_at.pop(receipt.transaction_hash, None)
+            if admitted is not None:
+                self.metrics.commit_latency.observe(now - admitted)
+        update = self.mempool.update(block.transactions)
+        for tx_hash, reason in update.evicted:
+            self._remember_rejection(tx_hash, "evicted", reason)
+        self.metrics.record_commit(now, block.height, len(block.transactions))
+        if self.syncing and block.height >= self._highest_seen_height():
+            self.syncing = False
+        self._new_block.set()
+        self._new_block = trio.Event()
+        log.info(
+            "block_committed",
+            extra={
+                "height": block.height,
+                "view": certificate.view,
+                "hash": block.hash.hex()[:16],
+                "transactions": len(block.transactions),
+                "app_hash": result.app_hash.hex()[:16],
+            },
+        )
+        return BlockExecuted(block.height, result.app_hash)
+
+    def _load_block(self, height: int) -> tuple[Block, CommitCertificate] | None:
+        block = self.store.block(height)
+        certificate = self.store.certificate(height)
+        if block is None or certificate is None:
+            return None
+        return block, certificate
+
+    def _highest_seen_height(self) -> int:
+        return self.replica.status().height - 1
+
+    def _update_status_metrics(self) -> None:
+        status = self.replica.status()
+        if status.view > 0 and (status.height, status.view) != self._last_view:
+            self.metrics.view_changes.inc()
+        self._last_view = (status.height, status.view)
+        self.metrics.view.set(status.view)
+        self.metrics.mempool_transactions.set(len(self.mempool))
+        self.metrics.mempool_bytes.set(self.mempool.size_bytes)
+
+    # ------------------------------------------------------------------ transaction intake
+
+    async def _gossip_pump(self) -> None:
+        batch: InboundTransactions
+        async for batch in self.network.transactions:
+            await self._admit_many(batch.transactions, gossip=False)
+
+    async def _admit_many(self, raw: Sequence[bytes], *, gossip: bool) -> list[SubmitOutcome]:
+        decoded: list[Transaction | SubmitOutcome] = []
+        for data in raw:
+            try:
+                decoded.append(
+                    Transaction.decode(data, chain_id=self.chain_id, check_signature=False)
+                )
+            except TransactionError as error:
+                decoded.append(SubmitOutcome(None, False, error.reason, str(error)))
+        candidates = [item for item in decoded if isinstance(item, Transaction)]
+        valid = (
+            await trio.to_thread.run_sync(_verify_all, candidates, limiter=self._verify_limiter)
+            if candidates
+            else []
+        )
+        verdicts = iter(valid)
+        outcomes: list[SubmitOutcome] = []
+        admitted: list[bytes] = []
+        for item in decoded:
+            if isinstance(item, SubmitOutcome):
+                outcomes.append(item)
+                self.metrics.rejected_transactions.labels(reason=item.code).inc()
+                continue
+            if not next(verdicts):
+                outcome = SubmitOutcome(item.hash, False, "signature", "signature does not verify")
+            else:
+                outcome = self._admit(item)
+            if outcome.accepted:
+                admitted.append(item.encoded)
+            else:
+                self.metrics.rejected_transactions.labels(reason=outcome.code).inc()
+                self._remember_rejection(item.hash, outcome.code, outcome.message)
+            outcomes.append(outcome)
+        if admitted:
+            self.network.gossip_transactions(admitted)
+            self._transaction_arrived.set()
+            self._transaction_arrived = trio.Event()
+        self.metrics.mempool_transactions.set(len(self.mempool))
+        self.metrics.mempool_bytes.set(self.mempool.size_bytes)
+        return outcomes
+
+    def _admit(self, transaction: Transaction) -> SubmitOutcome:
+        if self.store.transaction_location(transaction.hash) is not None:
+            return SubmitOutcome(transaction.hash, False, "duplicate", "already committed")
+        try:
+            self.mempool.add(transaction)
+        except MempoolRejected as error:
+            retry = error.code == CODE_FULL
+            return SubmitOutcome(transaction.hash, False, error.code, error.message, retry=retry)
+        self._admitted_at[transaction.hash] = time.monotonic()
+        self._rejected.pop(transaction.hash, None)
+        return SubmitOutcome(transaction.hash, True)
+
+    def _remember_rejection(self, tx_hash: bytes, code: str, message: str) -> None:
+        self._rejected[tx_hash] = (code, message)
+        while len(self._rejected) > _REJECTED_REMEMBERED:
+            self._rejected.popitem(last=False)
+
+    # ------------------------------------------------------------------ ApiBackend
+
+    def height(self) -> int:
+        """Last committed height."""
+        return self.host.height
+
+    async def submit(self, data: bytes) -> SubmitOutcome:
+        """API submission: stateless checks, signature off the loop, mempool admission."""
+        return (await self._admit_many([data], gossip=False))[0]
+
+    def transaction(self, tx_hash: bytes) -> dict[str, JsonType] | None:
+        """Status document: committed (with receipt), pending, or rejected (with reason)."""
+        location = self.store.transaction_location(tx_hash)
+        if location is not None:
+            receipt = self.store.receipt(location.height, location.index)
+            return {
+                "hash": tx_hash.hex(),
+                "status": "committed",
+                "height": location.height,
+                "index": location.index,
+                "receipt": None if receipt is None else _receipt_json(receipt),
+            }
+        if tx_hash in self.mempool:
+            return {"hash": tx_hash.hex(), "status": "pending"}
+        rejected = self._rejected.get(tx_hash)
+        if rejected is not None:
+            return {
+                "hash": tx_hash.hex(),
+                "status": "rejected",
+                "code": rejected[0],
+                "error": rejected[1],
+            }
+        return None
+
+    async def wait_transaction(self, tx_hash: bytes, timeout_s: float) -> None:
+        """Until the transaction leaves ``pending`` or the timeout."""
+        with trio.move_on_after(timeout_s):
+            while True:
+                document = self.transaction(tx_hash)
+                if document is None or document["status"] != "pending":
+                    return
+                await self._new_block.wait()
+
+    def block(self, height: int, *, transactions: bool) -> dict[str, JsonType] | None:
+        """A committed block with its certificate (and receipts' events)."""
+        stored = self._load_block(height)
+        if stored is None:
+            return None
+        block, certificate = stored
+        return _block_json(block, certificate, transactions)
+
+    def block_height_of(self, block_hash: bytes) -> int | None:
+        """Height of a committed block by hash."""
+        return self.store.height_of(block_hash)
+
+    async def wait_for_height(self, height: int, timeout_s: float) -> None:
+        """Until ``height`` is committed or the timeout."""
+        with trio.move_on_after(timeout_s):
+            while self.host.height < height:
+                await self._new_block.wait()
+
+    def query(self, app: str, path: str, arguments: Value) -> Value:
+        """App query on committed state."""
+        from apps.base import AppError
+
+        if not isinstance(arguments, dict) or not all(isinstance(k, str) for k in arguments):
+            raise QueryError("bad_argument", "arguments must be an object with string keys")
+        try:
+            return self.host.query(app, path, arguments)
+        except AppError as error:
+            raise QueryError(error.code, error.message) from None
+
+    def evidence(self) -> list[JsonType]:
+        """Stored equivocation evidence."""
+        documents: list[JsonType] = []
+        for height, data in self.store.evidence():
+            try:
+                evidence = Evidence.decode(data)
+            except EvidenceError:
+                continue
+            documents.append(
+                {
+                    "height": height,
+                    "view": evidence.view,
+                    "kind": evidence.kind.name.lower(),
+                    "validator": evidence.validator,
+                    "validator_name": self.genesis.validators[evidence.validator].name
+                    if evidence.validator < len(self.genesis.validators)
+                    else "",
+                    "block_hashes": [
+                        evidence.first.block_hash.hex(),
+                        evidence.second.block_hash.hex(),
+                    ],
+                    "encoded": data.hex(),
+                }
+            )
+        return documents
+
+    def next_nonce(self, sender: bytes) -> int:
+        """Next nonce for ``sender``, counting its pending transactions."""
+        return self.mempool.pending_nonce(sender)
+
+    def metrics_bytes(self) -> bytes:
+        """Prometheus exposition (network gauges refreshed first)."""
+        statistics = self.network.statistics()
+        self.metrics.peers.set(statistics.peers_connected)
+        self.metrics.dropped_gossip.set(
+            statistics.transactions_shed_outbound + statistics.transactions_shed_inbound
+        )
+        self.metrics.rejected_frames.set(sum(statistics.connection_errors.values()))
+        self.metrics.update_rate(time.monotonic())
+        return self.metrics.render()
+
+    def status(self) -> dict[str, JsonType]:
+        """The node status document."""
+        replica = self.replica.status()
+        statistics = self.network.statistics()
+        self.metrics.update_rate(time.monotonic())
+        return {
+            "moniker": self.config.moniker,
+            "chain_id": self.chain_id,
+            "genesis_hash": self.genesis.hash.hex(),
+            "validator_index": self.index,
+            "height": self.host.height,
+            "last_block_hash": self.store.last_block_hash.hex(),
+            "app_hash": self.host.app_hash.hex(),
+            "consensus_height": replica.height,
+            "view": replica.view,
+            "primary": primary_index(self.validators, replica.height, replica.view),
+            "syncing": self.syncing,
+            "peers": len(self.network.peers()),
+            "peer_keys": [peer.public_key.hex() for peer in self.network.peers()],
+            "validators": [
+                {"index": i, "name": v.name, "public_key": v.public_key.hex()}
+                for i, v in enumerate(self.genesis.validators)
+            ],
+            "mempool_transactions": len(self.mempool),
+            "mempool_bytes": self.mempool.size_bytes,
+            "transactions_committed": self.metrics.committed_total,
+            "transactions_per_second": round(self.metrics.rate(), 1),
+            "handshake_failures": dict(statistics.handshake_failures),
+            "warnings": self._warnings(statistics.handshake_failures),
+        }
+
+    def _warnings(self, handshake_failures: Mapping[str, int]) -> list[JsonType]:
+        """Plain-language problems an operator must fix (the node cannot fix them itself)."""
+        warnings: list[JsonType] = []
+        if handshake_failures.get("genesis_mismatch"):
+            warnings.append(
+                "a peer runs a different genesis (handshakes refused as genesis_mismatch): compare"
+                f" `suanpan genesis validate` hashes; ours is {self.genesis.hash.hex()}"
+            )
+        if handshake_failures.get("chain_id_mismatch"):
+            warnings.append(f"a peer runs another chain id; ours is {self.chain_id!r}")
+        return warnings
+
+
+def _verify_all(transactions: Sequence[Transaction]) -> list[bool]:
+    """Runs on a worker thread: PyNaCl releases the GIL while verifying."""
+    return [transaction.signature_valid() for transaction in transactions]
+
+
+def _receipt_json(receipt: Receipt) -> dict[str, JsonType]:
+    return {
+        "status": receipt.status,
+        "code": receipt.code,
+        "message": receipt.message,
+        "result": to_json(receipt.result),
+        "events": [
+            {"app": event.app, "kind": event.kind, "attributes": to_json(dict(event.attributes))}
+            for event in receipt.events
+        ],
+    }
+
+
+def _block_json(
+    block: Block, certificate: CommitCertificate, transactions: bool
+) -> dict[str, JsonType]:
+    header = block.header
+    document: dict[str, JsonType] = {
+        "height": block.height,
+        "hash": block.hash.hex(),
+        "header": {
+            "chain_id": header.chain_id,
+            "height": header.height,
+            "view": header.view,
+            "parent_hash": header.parent_hash.hex(),
+            "app_hash": header.app_hash.hex(),
+            "proposer": header.proposer,
+            "timestamp_ms": header.timestamp_ms,
+            "transactions_root": header.transactions_root.hex(),
+            "transaction_count": header.transaction_count,
+        },
+        "transaction_hashes": [hash_bytes(tx).hex() for tx in block.transactions],
+        "certificate": {
+            "height": certificate.height,
+            "view": certificate.view,
+            "block_hash": certificate.block_hash.hex(),
+            "signatures": [[index, signature.hex()] for index, signature in certificate.signatures],
+        },
+    }
+    if transactions:
+        document["transactions"] = [tx.hex() for tx in block.transactions]
+    return document
