@@ -67,6 +67,7 @@ __all__ = [
     "PreparedCertificate",
     "Proposal",
     "ViewChange",
+    "block_from_fields",
     "decode_message",
     "encode_block_response",
     "encode_message",
@@ -158,7 +159,8 @@ def _block_fields(block: Block) -> tuple[Value, ...]:
     return (block.header.fields(), block.transactions)
 
 
-def _block_from_fields(value: Value) -> Block:
+def block_from_fields(value: Value) -> Block:
+    """A block from its decoded (header fields, transactions) value; ``MessageError`` if bad."""
     header_fields, transactions = _tuple(value, "block", 2)
     try:
         header = BlockHeader.from_fields(header_fields)
@@ -237,7 +239,7 @@ class Proposal:
         return cls(
             _uint(view, "view"),
             _uint(validator, "validator"),
-            _block_from_fields(block),
+            block_from_fields(block),
             _signature(signature),
         )
 
@@ -398,7 +400,7 @@ class ViewChange:
             _uint(view, "view"),
             _uint(validator, "validator"),
             None if prepared is None else PreparedCertificate.from_fields(prepared),
-            None if block is None else _block_from_fields(block),
+            None if block is None else block_from_fields(block),
             _signature(signature),
         )
 
@@ -567,7 +569,7 @@ class BlockResponse:
             except DecodeError as error:
                 raise MessageError("certificate", str(error)) from None
             _check_signers(cert.signatures, "commit certificate")
-            entries.append((_block_from_fields(block), cert))
+            entries.append((block_from_fields(block), cert))
         return cls(tuple(entries))
 
 

@@ -1,14 +1,133 @@
-"""The sans-I/O PBFT replica (public API; see the theory of operation below)."""
+"""The sans-I/O PBFT replica: one validator's consensus state machine.
+
+Theory of operation
+===================
+
+Shape
+-----
+``Replica`` never performs I/O, never reads a clock and never draws randomness. The driver (the
+trio node runtime, or the deterministic simulator) feeds it one input at a time through
+``Replica.handle`` and performs the returned actions in order (see the ``Replica`` docstring for
+the driver contract; above all *persist before send*). Time arrives as ``Tick(now_ms)``; every
+timeout is computed from the latest tick. (Models: etcd-io/raft's ``Ready``, h11.)
+
+Protocol (simplified PBFT, one block per height)
+------------------------------------------------
+n validators, f = (n-1)//3, quorum q = the smallest q with 2q - n > f (``quorum_size``). Views
+restart at 0 at each height; the primary of (height, view) is ``(height + view) mod n``.
+
+1. *Proposal.* The primary asks its driver for a payload, builds block h (parent hash, app hash
+   after h-1, timestamp, transactions), signs a ``Proposal`` and broadcasts it.
+2. *Prepare.* A replica accepts the first validly signed proposal of the current view from the
+   view's primary whose header is right (chain, height, parent, app hash, proposer, view, sizes,
+   timestamp later than the parent's and within ``timestamp_drift_max_ms`` of its own time),
+   asks its driver to validate the transactions (``ValidateBlock``) and, if valid, broadcasts a
+   signed prepare for the block hash.
+3. *Commit.* With q prepares for (h, v, d) and the block in hand, the replica is *prepared*: it
+   keeps the prepares as its ``PreparedCertificate`` and broadcasts a signed commit.
+4. *Decide.* With q commits for (h, w, d) in any view w and the block in hand, block d is final:
+   ``Commit(block, certificate)``. The certificate is the q commit signatures.
+5. *View change.* If a view does not commit within its timeout (base * 2**view, capped), the
+   replica stops voting in it and broadcasts a signed ``ViewChange`` to view v+1 carrying its
+   highest prepared certificate and that block. A replica that sees f+1 validators asking for
+   views above its own joins the smallest of those views. The primary of v+1, holding q view
+   changes, broadcasts ``NewView`` with them and a proposal: the block of the highest prepared
+   certificate among them if there is one, otherwise a fresh block. Replicas check that rule
+   from the signed view changes themselves, enter the view and go on from step 2.
+6. *Catch-up.* Messages for the next ``future_heights_max`` heights (or for our height while
+   its parent block is still being executed) are buffered per sender within a bound. When f+1
+   validators are seen at higher heights for ``sync_delay_ms`` (or a commit quorum is seen for a
+   block we lack), the replica emits ``RequestBlocks``; answers are committed only with a valid
+   ``CommitCertificate`` whose block extends our chain.
+
+Why it is safe (no two honest replicas commit different blocks at one height)
+--------------------------------------------------------------------------------
+*Quorum intersection.* Two quorums share at least 2q - n >= f+1 validators, so at least one
+honest validator.
+
+*Within a view.* An honest validator signs at most one prepare and one commit per (h, v) and
+persists each vote before sending it, and restore reloads it, so not even a crash makes it sign
+twice. Two different blocks prepared in one view would need an honest validator in both prepare
+quorums to have prepared both: impossible. Hence at most one block is prepared per (h, v), and
+so at most one can gather q commits in v (an honest commit requires being prepared).
+
+*Across views.* Suppose d is committed in view v: q validators sent commit(h, v, d), so at least
+f+1 honest validators were prepared on d in v. Claim: for every view w > v, any prepared
+certificate of a view in [v, w) is for d, and honest replicas prepare only d in w. By induction
+on w: a NewView for w needs q view changes; one comes from an honest validator H that sent
+commit(h, v, d). H sent its view change after leaving v (views only grow, and a replica stops
+voting in a view once it asks to leave it), so its highest certificate has view >= v and, by
+the induction hypothesis, is for d. Any certificate of a higher view in the new view is in
+[v, w) and is also for d, and certificates are self-verifying (q prepare signatures), so a
+byzantine member cannot forge a higher one. The primary must therefore re-propose d, every
+honest replica checks exactly that before preparing, and no other block can gather q prepares
+(hence q commits) in w. So every decision at height h is d, and block sync only accepts blocks
+with q commit signatures, which by the same argument are for d.
+
+*Chain integrity.* A block is accepted only if its parent hash is our last committed block and
+its app hash is our state after that block, so honest replicas agree on the whole chain and
+detect diverging application state at the next height.
+
+Why it is live (after the network stabilises)
+---------------------------------------------
+Assume eventually messages between honest replicas arrive within some unknown bound and at
+most f replicas are faulty. Timeouts double with each failed view, so eventually a view's
+timeout exceeds the time it needs. Replicas in lower views are pulled up by the f+1 join rule
+(f+1 includes an honest replica, so byzantine ones cannot drag anyone ahead alone), and a valid
+NewView moves everyone to its view. Primaries rotate with the view, so within f+1 consecutive
+views an honest primary gathers q view changes (q <= n - f honest ones exist), re-proposes the
+highest prepared block (which honest replicas accept and validate, since a quorum already did)
+or a fresh one, and the honest quorum prepares and commits it within the timeout. A replica
+that missed the decision is pulled forward by block sync. Timeouts reset after each commit.
+
+Evidence
+--------
+Every validly signed proposal, prepare and commit is recorded per (kind, view, validator) at the
+current height; a second one for a different block becomes ``Evidence`` (both signed statements),
+reported once. Only the first vote of an equivocator per (kind, view) is counted, which bounds
+memory and loses nothing an honest quorum needs.
+
+Cost
+----
+Each vote signature is verified once (duplicates are recognised before verifying); certificate
+checks are cached per (view, block hash); blocks are hashed once on decode; transactions are never
+re-verified here (that is the driver's ``ValidateBlock`` job).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Final, TypeAlias
 
+from consensus.codec import CodecError, Limits, Value, decode, encode
 from consensus.crypto import PrivateKey
-from consensus.evidence import Evidence
-from consensus.types import Block, CommitCertificate, ValidatorSet
+from consensus.evidence import Evidence, SignedStatement, StatementKind
+from consensus.messages import (
+    MESSAGE_BYTES_MAX,
+    BlockRequest,
+    BlockResponse,
+    Message,
+    MessageError,
+    NewView,
+    PreparedCertificate,
+    Proposal,
+    ViewChange,
+    block_from_fields,
+    decode_message,
+    encode_message,
+)
+from consensus.types import (
+    Block,
+    CertificateError,
+    CommitCertificate,
+    DecodeError,
+    Phase,
+    ValidatorSet,
+    Vote,
+    verify_certificate,
+)
 
 __all__ = [
     "Action",
@@ -96,6 +215,10 @@ class ReplicaConfig:
     sync_retry_ms: int = 2_000
     # Blocks asked for in one request.
     sync_blocks_max: int = 64
+    # While a height is undecided, our own current-view messages (proposal or new view, votes,
+    # view change) are re-broadcast this often, so a lost message (a dropped connection, a
+    # restarting peer) cannot stall a view; duplicates cost receivers no signature check.
+    resend_interval_ms: int = 1_000
     # Deliberate protocol bugs for the simulator's positive controls; empty in any real node.
     planted_bugs: frozenset[PlantedBug] = field(default_factory=frozenset)
 
@@ -108,6 +231,7 @@ class ReplicaConfig:
             "future_messages_per_validator_max",
             "sync_retry_ms",
             "sync_blocks_max",
+            "resend_interval_ms",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -369,6 +493,61 @@ class RestoreError(ValueError):
 
 
 _STATE_VERSION: Final = 1
+# Persisted safety state: tiny apart from the prepared block, which is at most a block.
+_STATE_LIMITS: Final = Limits(
+    total_bytes_max=MESSAGE_BYTES_MAX,
+    depth_max=10,
+    str_bytes_max=256,
+    bytes_max=64 * 1024,
+    array_len_max=100_000,
+    map_len_max=1,
+)
+
+
+@dataclass(slots=True)
+class _Height:
+    """Volatile bookkeeping for the height being decided; discarded when it commits."""
+
+    # First validly signed statement per (kind, view, validator): equivocation detection.
+    statements: dict[tuple[StatementKind, int, int], SignedStatement] = field(default_factory=dict)
+    reported: set[tuple[StatementKind, int, int]] = field(default_factory=set)
+    # Signatures per (phase, view, block hash), by validator.
+    tallies: dict[tuple[Phase, int, bytes], dict[int, bytes]] = field(default_factory=dict)
+    # The accepted proposal per view, and every structurally checked block by hash.
+    proposals: dict[int, Proposal] = field(default_factory=dict)
+    blocks: dict[bytes, Block] = field(default_factory=dict)
+    verdicts: dict[bytes, bool] = field(default_factory=dict)
+    validating: set[bytes] = field(default_factory=set)
+    # View changes per target view, by validator.
+    view_changes: dict[int, dict[int, ViewChange]] = field(default_factory=dict)
+    verified_view_changes: set[bytes] = field(default_factory=set)
+    proven_prepared: set[tuple[int, bytes]] = field(default_factory=set)
+    new_view_sent: set[int] = field(default_factory=set)
+    # Our own signed messages of the current view, kept for re-broadcasting.
+    own_messages: dict[str, bytes] = field(default_factory=dict)
+    # Commit quorums reached, as (view, block hash), waiting for the block if we lack it.
+    decisions: list[tuple[int, bytes]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Safety:
+    """What must survive a crash: enough never to sign two different things in one slot."""
+
+    height: int
+    view: int = 0
+    view_active: bool = True
+    proposed: bytes | None = None
+    prepared_vote: bytes | None = None
+    committed_vote: bytes | None = None
+    prepared: PreparedCertificate | None = None
+    prepared_block: Block | None = None
+
+
+def _slot_of(message: Message) -> str:
+    """Which of our own messages of the current view ``message`` is (for re-broadcasting)."""
+    if isinstance(message, Vote):
+        return message.phase.name
+    return type(message).__name__
 
 
 class Replica:
@@ -377,20 +556,24 @@ class Replica:
 
     Driver contract:
 
-    1. Construct with ``Replica(...)`` (fresh) or ``Replica.restore(...)`` (after a restart,
-       with the last ``Persist.state``), then ``handle(Start(now_ms))``.
-    2. Feed every peer message, a ``Tick`` regularly, and the answers to requests
-       (``ProposalPayload``, ``ValidityVerdict``, ``BlockExecuted``). Inputs are handled one at
-       a time; ``handle`` never raises for anything a peer can send.
+    1. Construct with ``Replica(...)`` (fresh, or a restart whose persisted state is lost, which
+       is only safe if this validator never voted above ``tip``), or ``Replica.restore(...)``
+       with the last ``Persist.state``; then ``handle(Start(now_ms))``.
+    2. Feed every peer message (``PeerMessage``), a ``Tick`` regularly, and the answers to
+       requests (``ProposalPayload``, ``ValidityVerdict``, ``BlockExecuted``). Inputs are
+       handled one at a time; ``handle`` never raises for anything a peer can send, and invalid
+       input leaves the state unchanged (it yields a ``Dropped`` action).
     3. Perform actions **in the order returned**. Above all, **persist before send**: a
-       ``Persist`` must be durable before any later ``Send``/``Broadcast`` leaves the process,
-       so a signed vote is on disk before anyone can see it. Only the latest state matters.
-    4. Execute ``Commit`` actions in order (store block + certificate, apply it through the
-       app host), then feed ``BlockExecuted(height, app_hash)``. The replica does not validate
-       or propose the next height until then.
+       ``Persist`` must be durable (fsync) before any later ``Send``/``Broadcast`` leaves the
+       process, so a signed vote is on disk before anyone can see it. Only the latest persisted
+       state is needed.
+    4. Execute ``Commit`` actions in order (store block + certificate, apply it through the app
+       host), then feed ``BlockExecuted(height, app_hash)``. The replica does not validate or
+       propose the next height until then; messages meanwhile are buffered.
     5. Answer ``RequestProposal`` with ``ProposalPayload`` and ``ValidateBlock`` with
        ``ValidityVerdict``, possibly later; stale answers are dropped harmlessly.
-    6. ``Dropped`` actions are for logs/metrics only.
+    6. ``Broadcast`` goes to every other validator; ``Send``/``RequestBlocks``/``ServeBlocks``
+       name their peer by validator index. ``Dropped`` actions are for logs and metrics only.
     """
 
     def __init__(
@@ -402,7 +585,47 @@ class Replica:
         key: PrivateKey,
         tip: ChainTip,
     ) -> None:
-        raise NotImplementedError("replica logic lands in the next commit")
+        index = validators.index_of(key.public_key)
+        if index is None:
+            raise ValueError("the key is not one of the validators")
+        self._config = config
+        self._chain_id = chain_id
+        self._validators = validators
+        self._key = key
+        self._index = index
+        bugs = config.planted_bugs
+        self._quorum = max(1, validators.quorum - (1 if PlantedBug.WRONG_QUORUM in bugs else 0))
+        self._join_threshold = validators.faulty_max + 1
+        # The chain as executed by the driver.
+        self._tip_height = tip.height
+        self._tip_hash = tip.block_hash
+        self._tip_timestamp_ms = tip.timestamp_ms
+        self._app_hash: bytes | None = tip.app_hash
+        # Durable safety state for height tip + 1, and a restored one for a later height.
+        self._safety = _Safety(height=tip.height + 1)
+        self._deferred_safety: _Safety | None = None
+        self._round = _Height()
+        self._now_ms = 0
+        self._started = False
+        self._deadline_ms: int | None = None
+        self._next_resend_ms: int | None = None
+        self._awaiting_payload: tuple[int, int] | None = None
+        # Messages for later heights (or ours before it is ready), per signing validator.
+        self._buffer: dict[int, list[Message]] = {}
+        self._synced: dict[int, tuple[Block, CommitCertificate]] = {}
+        # Block sync: the highest height each validator was seen at, and request pacing.
+        self._seen_height: dict[int, int] = {}
+        self._behind_since_ms: int | None = None
+        self._last_sync_request_ms: int | None = None
+        self._sync_requests = 0
+        self._last_served_ms: dict[int, int] = {}
+        # Output of the input being handled.
+        self._out: list[Action] = []
+        self._unsent: list[Action] = []
+        self._dirty = False
+
+    # -----------------------------------------------------------------------------------------
+    # Public API
 
     @classmethod
     def restore(
@@ -417,14 +640,894 @@ class Replica:
     ) -> Replica:
         """A replica resuming from ``state`` (the last ``Persist.state``) on top of ``tip``.
 
-        Raises ``RestoreError`` when ``state`` is corrupt or belongs to another chain or key.
+        State for a height at or below ``tip`` is obsolete and ignored; state for a later height
+        is kept and applied when the replica reaches it. Raises ``RestoreError`` when ``state``
+        is corrupt or belongs to another chain or validator.
         """
-        raise NotImplementedError("replica logic lands in the next commit")
+        replica = cls(config, chain_id=chain_id, validators=validators, key=key, tip=tip)
+        safety = replica._decode_safety(state)
+        if safety.height == replica._safety.height:
+            replica._safety = safety
+        elif safety.height > replica._safety.height:
+            replica._deferred_safety = safety
+        return replica
 
     def handle(self, event: Input) -> list[Action]:
         """Process one input and return the actions to perform, in order."""
-        raise NotImplementedError("replica logic lands in the next commit")
+        self._out = []
+        if isinstance(event, PeerMessage):
+            self._on_peer_message(event)
+        elif isinstance(event, Tick):
+            self._on_tick(event.now_ms)
+        elif isinstance(event, ValidityVerdict):
+            self._on_verdict(event)
+        elif isinstance(event, ProposalPayload):
+            self._on_payload(event)
+        elif isinstance(event, BlockExecuted):
+            self._on_executed(event)
+        elif isinstance(event, SyncedBlock):
+            self._on_synced(event.block, event.certificate)
+        elif isinstance(event, Start):
+            self._on_start(event.now_ms)
+        self._flush()
+        out, self._out = self._out, []
+        return out
 
     def status(self) -> ReplicaStatus:
         """Current height/view for metrics and tests."""
-        raise NotImplementedError("replica logic lands in the next commit")
+        return ReplicaStatus(
+            height=self._safety.height,
+            view=self._safety.view,
+            view_active=self._safety.view_active,
+            is_primary=self._primary(self._safety.view) == self._index,
+            committed_height=self._tip_height,
+            executed=self._app_hash is not None,
+        )
+
+    @property
+    def index(self) -> int:
+        """This replica's validator index."""
+        return self._index
+
+    # -----------------------------------------------------------------------------------------
+    # Output helpers: signed messages wait for the state that records them to be persisted.
+
+    def _emit(self, action: Action) -> None:
+        self._flush()
+        self._out.append(action)
+
+    def _emit_signed(self, message: Message) -> None:
+        """Broadcast a message we signed, after persisting the state that records it, and
+        keep it for re-broadcasting while it belongs to the current view."""
+        data = encode_message(message)
+        self._dirty = True
+        self._unsent.append(Broadcast(data))
+        self._round.own_messages[_slot_of(message)] = data
+
+    def _flush(self) -> None:
+        if self._dirty:
+            self._out.append(Persist(self._encode_safety()))
+            self._dirty = False
+        if self._unsent:
+            self._out.extend(self._unsent)
+            self._unsent = []
+
+    def _drop(self, reason: DropReason, detail: str) -> None:
+        self._emit(Dropped(reason, detail))
+
+    # -----------------------------------------------------------------------------------------
+    # Small queries
+
+    @property
+    def _height(self) -> int:
+        return self._tip_height + 1
+
+    def _primary(self, view: int) -> int:
+        return primary_index(self._validators, self._height, view)
+
+    @property
+    def _ready(self) -> bool:
+        return self._started and self._app_hash is not None
+
+    def _bug(self, bug: PlantedBug) -> bool:
+        return bug in self._config.planted_bugs
+
+    # -----------------------------------------------------------------------------------------
+    # Time
+
+    def _on_start(self, now_ms: int) -> None:
+        if self._started:
+            self._drop(DropReason.UNEXPECTED, "replica already started")
+            return
+        self._started = True
+        self._now_ms = max(self._now_ms, now_ms)
+        if self._app_hash is not None:
+            self._enter_ready_height(resume=True)
+
+    def _on_tick(self, now_ms: int) -> None:
+        if now_ms > self._now_ms:
+            self._now_ms = now_ms
+        if not self._ready:
+            return
+        if self._deadline_ms is not None and self._now_ms >= self._deadline_ms:
+            self._start_view_change(self._safety.view + 1)
+        elif self._next_resend_ms is not None and self._now_ms >= self._next_resend_ms:
+            self._next_resend_ms = self._now_ms + self._config.resend_interval_ms
+            for message in self._round.own_messages.values():
+                self._emit(Broadcast(message))
+        self._check_behind()
+
+    def _arm_timer(self) -> None:
+        self._deadline_ms = self._now_ms + self._config.view_timeout_ms(self._safety.view)
+
+    # -----------------------------------------------------------------------------------------
+    # Heights
+
+    def _enter_ready_height(self, *, resume: bool) -> None:
+        """The parent block is executed: start working on the current height."""
+        safety = self._safety
+        self._arm_timer()
+        self._next_resend_ms = self._now_ms + self._config.resend_interval_ms
+        if resume:
+            self._resend_own_messages()
+        if (
+            safety.view_active
+            and safety.view == 0
+            and safety.proposed is None
+            and self._primary(0) == self._index
+        ):
+            self._request_payload(0)
+        self._replay_buffer()
+        pending = self._synced.pop(self._height, None)
+        if pending is not None:
+            self._on_synced(*pending)
+        self._progress()
+
+    def _resend_own_messages(self) -> None:
+        """After a restart, re-send what we signed in the current view (signatures are
+        deterministic, so these are the same bytes as before the crash)."""
+        safety = self._safety
+        if not safety.view_active:
+            self._broadcast_view_change()
+            return
+        for phase, block_hash in (
+            (Phase.PREPARE, safety.prepared_vote),
+            (Phase.COMMIT, safety.committed_vote),
+        ):
+            if block_hash is not None:
+                vote = self._sign_vote(phase, block_hash)
+                self._record_own_vote(vote)
+                data = encode_message(vote)
+                self._round.own_messages[_slot_of(vote)] = data
+                self._emit(Broadcast(data))
+
+    def _decide(self, block: Block, certificate: CommitCertificate) -> None:
+        """``block`` is final: emit the commit and move to the next height."""
+        self._emit(Commit(block, certificate))
+        self._tip_height = block.height
+        self._tip_hash = block.hash
+        self._tip_timestamp_ms = block.header.timestamp_ms
+        self._app_hash = None
+        self._safety = _Safety(height=self._height)
+        if self._deferred_safety is not None and self._deferred_safety.height <= self._height:
+            if self._deferred_safety.height == self._height:
+                self._safety = self._deferred_safety
+            self._deferred_safety = None
+        self._round = _Height()
+        self._deadline_ms = None
+        self._awaiting_payload = None
+        self._behind_since_ms = None
+
+    def _on_executed(self, event: BlockExecuted) -> None:
+        if event.height != self._tip_height or self._app_hash is not None:
+            self._drop(DropReason.UNEXPECTED, f"no executed block expected at {event.height}")
+            return
+        if not (isinstance(event.app_hash, bytes) and len(event.app_hash) == 32):
+            self._drop(DropReason.UNEXPECTED, "app hash must be 32 bytes")
+            return
+        self._app_hash = event.app_hash
+        if self._started:
+            self._enter_ready_height(resume=False)
+
+    # -----------------------------------------------------------------------------------------
+    # Peer messages
+
+    def _on_peer_message(self, event: PeerMessage) -> None:
+        try:
+            message = decode_message(event.data)
+        except MessageError as error:
+            self._drop(DropReason.MALFORMED, str(error))
+            return
+        if isinstance(message, BlockRequest):
+            self._on_block_request(message, event.sender)
+        elif isinstance(message, BlockResponse):
+            for block, certificate in message.entries:
+                self._on_synced(block, certificate)
+        else:
+            self._route(message)
+
+    def _route(self, message: Message) -> None:
+        """Consensus messages: check signer and height window, then buffer or process."""
+        assert isinstance(message, Proposal | Vote | ViewChange | NewView)
+        signer = message.validator
+        height = message.height
+        if signer >= self._validators.size:
+            self._drop(DropReason.NOT_VALIDATOR, f"signer {signer} is not a validator")
+            return
+        if height <= self._tip_height:
+            if (
+                isinstance(message, ViewChange)
+                and self._signature_valid(message)
+                and self._may_serve(signer)
+            ):
+                # It timed out at a height we committed: it missed the decision. Help it.
+                to_height = min(self._tip_height, height + self._config.sync_blocks_max - 1)
+                self._emit(ServeBlocks(signer, height, to_height))
+                return
+            self._drop(DropReason.STALE, f"height {height} is already committed")
+            return
+        if height > self._height + self._config.future_heights_max:
+            if self._signature_valid(message):
+                self._note_height(signer, height)
+            self._drop(DropReason.TOO_FAR_AHEAD, f"height {height}, we are at {self._height}")
+            return
+        if height > self._height or not self._ready:
+            if not self._signature_valid(message):
+                self._drop(DropReason.BAD_SIGNATURE, f"{type(message).__name__} from {signer}")
+                return
+            self._note_height(signer, height)
+            queue = self._buffer.setdefault(signer, [])
+            if message in queue:
+                self._drop(DropReason.DUPLICATE, f"{type(message).__name__} already buffered")
+                return
+            if len(queue) >= self._config.future_messages_per_validator_max:
+                self._drop(DropReason.BUFFER_FULL, f"buffer for validator {signer} is full")
+                return
+            queue.append(message)
+            return
+        self._process(message, verified=False)
+
+    def _process(self, message: Message, *, verified: bool) -> None:
+        if isinstance(message, Vote):
+            self._on_vote(message, verified=verified)
+        elif isinstance(message, Proposal):
+            self._on_proposal(message, verified=verified)
+        elif isinstance(message, ViewChange):
+            self._on_view_change(message, verified=verified)
+        elif isinstance(message, NewView):
+            self._on_new_view(message, verified=verified)
+        self._progress()
+
+    def _signature_valid(self, message: Message) -> bool:
+        if isinstance(message, Proposal | Vote | ViewChange | NewView):
+            return message.signature_valid(self._validators, self._chain_id)
+        return False  # pragma: no cover - only consensus messages are routed
+
+    def _replay_buffer(self) -> None:
+        height = self._height
+        for signer in sorted(self._buffer):
+            queue = self._buffer[signer]
+            now = [m for m in queue if m.height == height]  # type: ignore[union-attr]
+            later = [m for m in queue if m.height > height]  # type: ignore[union-attr]
+            if later:
+                self._buffer[signer] = later
+            else:
+                del self._buffer[signer]
+            for message in now:
+                if self._height != height or not self._ready:
+                    return  # a replayed message decided the height; the rest waits
+                self._process(message, verified=True)
+
+    # -----------------------------------------------------------------------------------------
+    # Statements and equivocation
+
+    def _check_statement(self, statement: SignedStatement, *, verified: bool) -> bool | None:
+        """Record a signed statement. True: new and valid. False: duplicate (drop quietly).
+        None: bad signature or conflicting (already handled: dropped / evidence reported)."""
+        key = (statement.kind, statement.view, statement.validator)
+        first = self._round.statements.get(key)
+        if first is not None and first.block_hash == statement.block_hash:
+            return False
+        if not verified and not statement.signature_valid(self._validators, self._chain_id):
+            self._drop(DropReason.BAD_SIGNATURE, f"{statement.kind.name.lower()} signature")
+            return None
+        if first is None:
+            self._round.statements[key] = statement
+            return True
+        if key not in self._round.reported:
+            self._round.reported.add(key)
+            self._emit(ReportEvidence(Evidence.of(first, statement)))
+        return None
+
+    # -----------------------------------------------------------------------------------------
+    # Votes
+
+    def _on_vote(self, vote: Vote, *, verified: bool) -> None:
+        safety = self._safety
+        ignore_view = self._bug(PlantedBug.NO_VIEW_CHECK_ON_VOTES)
+        if vote.view > safety.view + self._config.future_views_max:
+            self._drop(DropReason.TOO_FAR_AHEAD, f"vote for view {vote.view}")
+            return
+        if vote.phase is Phase.PREPARE and vote.view < safety.view and not ignore_view:
+            self._drop(DropReason.STALE, f"prepare for past view {vote.view}")
+            return
+        fresh = self._check_statement(SignedStatement.of_vote(vote), verified=verified)
+        if fresh is False:
+            self._drop(DropReason.DUPLICATE, f"{vote.phase.name.lower()} from {vote.validator}")
+        if not fresh:
+            return
+        view = safety.view if ignore_view else vote.view
+        tally = self._round.tallies.setdefault((vote.phase, view, vote.block_hash), {})
+        tally[vote.validator] = vote.signature
+        if vote.phase is Phase.COMMIT and len(tally) == self._quorum:
+            self._round.decisions.append((view, vote.block_hash))
+
+    def _sign_vote(self, phase: Phase, block_hash: bytes) -> Vote:
+        return Vote.create(
+            self._key,
+            self._chain_id,
+            phase=phase,
+            height=self._height,
+            view=self._safety.view,
+            block_hash=block_hash,
+            validator=self._index,
+        )
+
+    def _record_own_vote(self, vote: Vote) -> None:
+        key = (StatementKind(int(vote.phase)), vote.view, self._index)
+        self._round.statements.setdefault(key, SignedStatement.of_vote(vote))
+        tally = self._round.tallies.setdefault((vote.phase, vote.view, vote.block_hash), {})
+        if self._index not in tally:
+            tally[self._index] = vote.signature
+            if vote.phase is Phase.COMMIT and len(tally) == self._quorum:
+                self._round.decisions.append((vote.view, vote.block_hash))
+
+    def _vote(self, phase: Phase, block_hash: bytes) -> None:
+        vote = self._sign_vote(phase, block_hash)
+        self._record_own_vote(vote)
+        self._emit_signed(vote)
+
+    def _progress(self) -> None:
+        """Take every step the current state allows: prepare, commit, decide."""
+        if not self._ready:
+            return
+        safety = self._safety
+        view = safety.view
+        round_ = self._round
+        if safety.view_active:
+            proposal = round_.proposals.get(view)
+            if proposal is not None and safety.prepared_vote is None:
+                block_hash = proposal.block.hash
+                if round_.verdicts.get(block_hash) is True:
+                    safety.prepared_vote = block_hash
+                    self._vote(Phase.PREPARE, block_hash)
+            block_hash_voted = safety.prepared_vote
+            if block_hash_voted is not None and safety.committed_vote is None:
+                prepares = round_.tallies.get((Phase.PREPARE, view, block_hash_voted), {})
+                block = round_.blocks.get(block_hash_voted)
+                if len(prepares) >= self._quorum and block is not None:
+                    safety.prepared = PreparedCertificate(
+                        self._height, view, block_hash_voted, tuple(sorted(prepares.items()))
+                    )
+                    safety.prepared_block = block
+                    safety.committed_vote = block_hash_voted
+                    self._vote(Phase.COMMIT, block_hash_voted)
+        for decided_view, block_hash in round_.decisions:
+            block = round_.blocks.get(block_hash)
+            if block is None:
+                signers = round_.tallies[(Phase.COMMIT, decided_view, block_hash)]
+                self._request_blocks(self._height, self._height, tuple(sorted(signers)))
+                continue
+            commits = round_.tallies[(Phase.COMMIT, decided_view, block_hash)]
+            certificate = CommitCertificate(
+                self._height, decided_view, block_hash, tuple(sorted(commits.items()))
+            )
+            self._decide(block, certificate)
+            return
+
+    # -----------------------------------------------------------------------------------------
+    # Proposals
+
+    def _request_payload(self, view: int) -> None:
+        self._awaiting_payload = (self._height, view)
+        self._emit(
+            RequestProposal(
+                height=self._height,
+                view=view,
+                transactions_max=self._config.block_transactions_max,
+                transaction_bytes_max=self._config.block_bytes_max,
+            )
+        )
+
+    def _on_payload(self, payload: ProposalPayload) -> None:
+        if self._awaiting_payload != (payload.height, payload.view) or not self._ready:
+            self._drop(DropReason.UNEXPECTED, f"no proposal wanted for {payload.height}")
+            return
+        self._awaiting_payload = None
+        transactions: list[bytes] = []
+        size = 0
+        for tx in payload.transactions:
+            if len(transactions) >= self._config.block_transactions_max:
+                break
+            if not isinstance(tx, bytes) or size + len(tx) > self._config.block_bytes_max:
+                break
+            transactions.append(tx)
+            size += len(tx)
+        assert self._app_hash is not None
+        block = Block.build(
+            chain_id=self._chain_id,
+            height=self._height,
+            view=payload.view,
+            parent_hash=self._tip_hash,
+            app_hash=self._app_hash,
+            proposer=self._index,
+            timestamp_ms=max(payload.timestamp_ms, self._tip_timestamp_ms + 1),
+            transactions=transactions,
+        )
+        self._round.verdicts[block.hash] = True
+        if payload.view == 0:
+            if not (self._safety.view == 0 and self._safety.view_active):
+                self._drop(DropReason.UNEXPECTED, "view 0 is over")
+                return
+            proposal = self._propose(block)
+            self._emit_signed(proposal)
+        else:
+            self._send_new_view(block)
+        self._progress()
+
+    def _propose(self, block: Block) -> Proposal:
+        """Sign and record our proposal of ``block`` in the current view."""
+        view = self._safety.view
+        proposal = Proposal.create(
+            self._key, self._chain_id, view=view, validator=self._index, block=block
+        )
+        self._safety.proposed = block.hash
+        self._round.statements.setdefault(
+            (StatementKind.PROPOSAL, view, self._index), SignedStatement.of_proposal(proposal)
+        )
+        self._round.proposals[view] = proposal
+        self._round.blocks[block.hash] = block
+        return proposal
+
+    def _on_proposal(self, proposal: Proposal, *, verified: bool) -> None:
+        safety = self._safety
+        if proposal.view != 0:
+            self._drop(DropReason.INVALID_PROPOSAL, "proposals after view 0 come in a new view")
+            return
+        if proposal.validator != self._primary(0):
+            self._drop(DropReason.NOT_PRIMARY, f"{proposal.validator} is not the primary")
+            return
+        fresh = self._check_statement(SignedStatement.of_proposal(proposal), verified=verified)
+        if fresh is False:
+            self._drop(DropReason.DUPLICATE, "proposal")
+        if not fresh:
+            return
+        if safety.view != 0:
+            self._drop(DropReason.STALE, "proposal for a past view")
+            return
+        problem = self._check_block(proposal.block, fresh_view=0)
+        if problem is not None:
+            self._drop(DropReason.INVALID_PROPOSAL, problem)
+            return
+        self._accept_proposal(proposal)
+
+    def _accept_proposal(self, proposal: Proposal) -> None:
+        block = proposal.block
+        self._round.proposals[proposal.view] = proposal
+        self._round.blocks[block.hash] = block
+        self._request_validation(block)
+
+    def _request_validation(self, block: Block) -> None:
+        round_ = self._round
+        if block.hash in round_.verdicts or block.hash in round_.validating:
+            return
+        round_.validating.add(block.hash)
+        self._emit(ValidateBlock(block))
+
+    def _on_verdict(self, verdict: ValidityVerdict) -> None:
+        if verdict.block_hash not in self._round.validating:
+            self._drop(DropReason.UNEXPECTED, "verdict for a block not being validated")
+            return
+        self._round.validating.discard(verdict.block_hash)
+        self._round.verdicts[verdict.block_hash] = bool(verdict.ok)
+        self._progress()
+
+    def _check_block(self, block: Block, *, fresh_view: int | None) -> str | None:
+        """Why ``block`` cannot be the next block, or None. ``fresh_view``: the view a freshly
+        built block must carry (None for a re-proposal from an earlier view)."""
+        header = block.header
+        if header.chain_id != self._chain_id:
+            return "block is for another chain"
+        if header.height != self._height:
+            return f"block height {header.height}, expected {self._height}"
+        if header.parent_hash != self._tip_hash:
+            return "block does not extend our last committed block"
+        if header.app_hash != self._app_hash:
+            return "block app_hash differs from our state"
+        if header.timestamp_ms <= self._tip_timestamp_ms:
+            return "block timestamp is not after its parent's"
+        if len(block.transactions) > self._config.block_transactions_max:
+            return f"{len(block.transactions)} transactions, over the limit"
+        if sum(len(tx) for tx in block.transactions) > self._config.block_bytes_max:
+            return f"transactions exceed {self._config.block_bytes_max} bytes"
+        if fresh_view is not None:
+            if header.view != fresh_view:
+                return f"block view {header.view}, expected {fresh_view}"
+            if header.proposer != self._primary(fresh_view):
+                return f"block proposer {header.proposer} is not the primary"
+            if abs(header.timestamp_ms - self._now_ms) > self._config.timestamp_drift_max_ms:
+                return "block timestamp too far from our time"
+        return None
+
+    def _reproposal_problem(self, block: Block, *, latest_view: int) -> str | None:
+        """Why ``block`` cannot have been built in a view up to ``latest_view``, or None."""
+        header = block.header
+        if header.view > latest_view or header.proposer != self._primary(header.view):
+            return "re-proposed block has an impossible view or proposer"
+        return self._check_block(block, fresh_view=None)
+
+    # -----------------------------------------------------------------------------------------
+    # View changes
+
+    def _start_view_change(self, view: int) -> None:
+        safety = self._safety
+        assert view > safety.view or (view == safety.view and safety.view_active)
+        safety.view = view
+        safety.view_active = False
+        self._round.own_messages.clear()
+        safety.proposed = None
+        safety.prepared_vote = None
+        safety.committed_vote = None
+        self._awaiting_payload = None
+        self._arm_timer()
+        self._broadcast_view_change()
+        self._try_new_view()
+
+    def _broadcast_view_change(self) -> None:
+        safety = self._safety
+        change = ViewChange.create(
+            self._key,
+            self._chain_id,
+            height=self._height,
+            view=safety.view,
+            validator=self._index,
+            prepared=safety.prepared,
+            prepared_block=safety.prepared_block,
+        )
+        self._round.view_changes.setdefault(safety.view, {})[self._index] = change
+        self._round.verified_view_changes.add(change.signature)
+        if safety.prepared is not None:
+            self._round.proven_prepared.add((safety.prepared.view, safety.prepared.block_hash))
+            assert safety.prepared_block is not None
+            self._round.blocks.setdefault(safety.prepared_block.hash, safety.prepared_block)
+        self._emit_signed(change)
+
+    def _view_change_problem(self, change: ViewChange, *, verified: bool) -> str | None:
+        """Why ``change`` is not a valid view change for our height, or None."""
+        round_ = self._round
+        if not verified and change.signature not in round_.verified_view_changes:
+            if not change.signature_valid(self._validators, self._chain_id):
+                return "bad view-change signature"
+            round_.verified_view_changes.add(change.signature)
+        prepared = change.prepared
+        if (
+            prepared is not None
+            and (prepared.view, prepared.block_hash) not in round_.proven_prepared
+        ):
+            problem = prepared.verify(self._validators, self._chain_id, self._quorum)
+            if problem is not None:
+                return problem
+            round_.proven_prepared.add((prepared.view, prepared.block_hash))
+        return None
+
+    def _on_view_change(self, change: ViewChange, *, verified: bool) -> None:
+        safety = self._safety
+        round_ = self._round
+        if change.view < safety.view or (change.view == safety.view and safety.view_active):
+            self._drop(DropReason.STALE, f"view change to past view {change.view}")
+            return
+        if change.view > safety.view + self._config.future_views_max:
+            self._drop(DropReason.TOO_FAR_AHEAD, f"view change to view {change.view}")
+            return
+        if change.validator in round_.view_changes.get(change.view, {}):
+            self._drop(DropReason.DUPLICATE, f"view change from {change.validator}")
+            return
+        if change.prepared is not None and change.prepared_block is None:
+            self._drop(DropReason.INVALID_VIEW_CHANGE, "prepared certificate without its block")
+            return
+        problem = self._view_change_problem(change, verified=verified)
+        if problem is None and change.prepared is not None:
+            assert change.prepared_block is not None
+            problem = self._reproposal_problem(
+                change.prepared_block, latest_view=change.prepared.view
+            )
+        if problem is not None:
+            self._drop(DropReason.INVALID_VIEW_CHANGE, problem)
+            return
+        round_.view_changes.setdefault(change.view, {})[change.validator] = change
+        if change.prepared_block is not None:
+            round_.blocks.setdefault(change.prepared_block.hash, change.prepared_block)
+        self._maybe_join_higher_view()
+        self._try_new_view()
+
+    def _maybe_join_higher_view(self) -> None:
+        """f+1 validators want views above ours: at least one honest one does, so join the
+        smallest such view (PBFT's liveness rule)."""
+        safety = self._safety
+        highest: dict[int, int] = {}
+        for view, changes in self._round.view_changes.items():
+            if view > safety.view:
+                for validator in changes:
+                    if validator != self._index:
+                        highest[validator] = max(highest.get(validator, 0), view)
+        if len(highest) >= self._join_threshold:
+            self._start_view_change(min(highest.values()))
+
+    @staticmethod
+    def _highest_prepared(changes: Sequence[ViewChange]) -> PreparedCertificate | None:
+        best: PreparedCertificate | None = None
+        for change in changes:
+            certificate = change.prepared
+            if certificate is None:
+                continue
+            if (
+                best is None
+                or certificate.view > best.view
+                or (certificate.view == best.view and certificate.block_hash < best.block_hash)
+            ):
+                best = certificate
+        return best
+
+    def _try_new_view(self) -> None:
+        """As the primary of the view we are moving to, announce it once we hold a quorum."""
+        safety = self._safety
+        view = safety.view
+        if safety.view_active or self._primary(view) != self._index:
+            return
+        if view in self._round.new_view_sent or self._awaiting_payload is not None:
+            return
+        changes = self._round.view_changes.get(view, {})
+        if len(changes) < self._quorum or not self._ready:
+            return
+        best = self._highest_prepared(list(changes.values()))
+        if best is not None and not self._bug(PlantedBug.NEW_VIEW_IGNORES_PREPARED):
+            block = self._round.blocks.get(best.block_hash)
+            assert block is not None, "a view change with a certificate carries its block"
+            self._send_new_view(block)
+        else:
+            self._request_payload(view)
+
+    def _send_new_view(self, block: Block) -> None:
+        safety = self._safety
+        view = safety.view
+        changes = self._round.view_changes.get(view, {})
+        self._round.new_view_sent.add(view)
+        proposal = self._propose(block)
+        new_view = NewView.create(
+            self._key, self._chain_id, view_changes=list(changes.values()), proposal=proposal
+        )
+        safety.view_active = True
+        self._round.own_messages.clear()
+        self._arm_timer()
+        self._emit_signed(new_view)
+        self._request_validation(block)
+
+    def _on_new_view(self, new_view: NewView, *, verified: bool) -> None:
+        safety = self._safety
+        view = new_view.view
+        if view < safety.view or (view == safety.view and safety.view_active):
+            self._drop(DropReason.STALE, f"new view {view} is not ahead of ours")
+            return
+        if view > safety.view + self._config.future_views_max:
+            self._drop(DropReason.TOO_FAR_AHEAD, f"new view {view}")
+            return
+        if new_view.validator != self._primary(view):
+            self._drop(DropReason.NOT_PRIMARY, f"{new_view.validator} is not primary of {view}")
+            return
+        if not verified and not new_view.signature_valid(self._validators, self._chain_id):
+            self._drop(DropReason.BAD_SIGNATURE, "new view signature")
+            return
+        proposal = new_view.proposal
+        fresh = self._check_statement(SignedStatement.of_proposal(proposal), verified=False)
+        if fresh is None:
+            return
+        problem = self._new_view_problem(new_view)
+        if problem is not None:
+            self._drop(DropReason.INVALID_NEW_VIEW, problem)
+            return
+        safety.view = view
+        safety.view_active = True
+        self._round.own_messages.clear()
+        safety.proposed = None
+        safety.prepared_vote = None
+        safety.committed_vote = None
+        self._awaiting_payload = None
+        self._arm_timer()
+        self._accept_proposal(proposal)
+
+    def _new_view_problem(self, new_view: NewView) -> str | None:
+        if len(new_view.view_changes) < self._quorum:
+            return f"{len(new_view.view_changes)} view changes, quorum is {self._quorum}"
+        for change in new_view.view_changes:
+            problem = self._view_change_problem(change, verified=False)
+            if problem is not None:
+                return f"view change of {change.validator}: {problem}"
+        best = self._highest_prepared(new_view.view_changes)
+        block = new_view.proposal.block
+        if best is not None and not self._bug(PlantedBug.NEW_VIEW_IGNORES_PREPARED):
+            if block.hash != best.block_hash:
+                return "new view does not re-propose the highest prepared block"
+            return self._reproposal_problem(block, latest_view=new_view.view - 1)
+        return self._check_block(block, fresh_view=new_view.view)
+
+    # -----------------------------------------------------------------------------------------
+    # Block sync
+
+    def _note_height(self, validator: int, height: int) -> None:
+        if height > self._seen_height.get(validator, 0):
+            self._seen_height[validator] = height
+
+    def _check_behind(self) -> None:
+        ahead = sorted(
+            (
+                (height, validator)
+                for validator, height in self._seen_height.items()
+                if height > self._height and validator != self._index
+            ),
+            reverse=True,
+        )
+        if len(ahead) < self._join_threshold:
+            self._behind_since_ms = None
+            return
+        if self._behind_since_ms is None:
+            self._behind_since_ms = self._now_ms
+        far_behind = ahead[self._join_threshold - 1][0] >= self._height + 2
+        if not far_behind and self._now_ms - self._behind_since_ms < self._config.sync_delay_ms:
+            return
+        # The (f+1)-th highest validator is honest or below one: its parent height is committed.
+        target = max(self._height, ahead[self._join_threshold - 1][0] - 1)
+        self._request_blocks(self._height, target, tuple(v for _, v in ahead))
+
+    def _request_blocks(self, from_height: int, to_height: int, peers: tuple[int, ...]) -> None:
+        last = self._last_sync_request_ms
+        if last is not None and self._now_ms - last < self._config.sync_retry_ms:
+            return
+        peers = tuple(p for p in peers if p != self._index)
+        if not peers:
+            return
+        self._last_sync_request_ms = self._now_ms
+        rotation = self._sync_requests % len(peers)
+        self._sync_requests += 1
+        to_height = min(to_height, from_height + self._config.sync_blocks_max - 1)
+        message = encode_message(BlockRequest(from_height, to_height))
+        self._emit(
+            RequestBlocks(from_height, to_height, peers[rotation:] + peers[:rotation], message)
+        )
+
+    def _may_serve(self, validator: int) -> bool:
+        """Rate limit for unsolicited help to a lagging validator (one batch per retry)."""
+        last = self._last_served_ms.get(validator)
+        if validator == self._index or (
+            last is not None and self._now_ms - last < self._config.sync_retry_ms
+        ):
+            return False
+        self._last_served_ms[validator] = self._now_ms
+        return True
+
+    def _on_block_request(self, request: BlockRequest, sender: int | None) -> None:
+        if sender is None or not 0 <= sender < self._validators.size:
+            self._drop(DropReason.UNEXPECTED, "block request without a validator sender")
+            return
+        if request.from_height > self._tip_height:
+            self._drop(DropReason.UNEXPECTED, f"no committed blocks from {request.from_height}")
+            return
+        to_height = min(
+            request.to_height,
+            self._tip_height,
+            request.from_height + self._config.sync_blocks_max - 1,
+        )
+        self._emit(ServeBlocks(sender, request.from_height, to_height))
+
+    def _on_synced(self, block: Block, certificate: CommitCertificate) -> None:
+        height = block.height
+        if height <= self._tip_height:
+            self._drop(DropReason.STALE, f"synced block {height} is already committed")
+            return
+        if height >= self._height + self._config.sync_blocks_max:
+            self._drop(DropReason.TOO_FAR_AHEAD, f"synced block {height}")
+            return
+        if height in self._synced and height != self._height:
+            self._drop(DropReason.DUPLICATE, f"synced block {height}")
+            return
+        if block.header.chain_id != self._chain_id:
+            self._drop(DropReason.WRONG_CHAIN, "synced block is for another chain")
+            return
+        if not self._bug(PlantedBug.SYNC_WITHOUT_CERTIFICATE):
+            try:
+                verify_certificate(
+                    certificate,
+                    self._validators,
+                    self._chain_id,
+                    block_hash=block.hash,
+                    height=height,
+                )
+            except CertificateError as error:
+                self._drop(DropReason.INVALID_CERTIFICATE, str(error))
+                return
+        if height > self._height or not self._ready:
+            self._synced[height] = (block, certificate)
+            for signer, _ in certificate.signatures:
+                if signer < self._validators.size:
+                    self._note_height(signer, height + 1)
+            return
+        if block.header.parent_hash != self._tip_hash or block.header.app_hash != self._app_hash:
+            self._drop(
+                DropReason.STATE_DIVERGED,
+                f"certified block {height} does not extend our chain or state",
+            )
+            return
+        self._synced.pop(height, None)
+        self._decide(block, certificate)
+
+    # -----------------------------------------------------------------------------------------
+    # Persistence
+
+    def _encode_safety(self) -> bytes:
+        safety = self._safety
+        prepared: Value = None
+        if safety.prepared is not None:
+            assert safety.prepared_block is not None
+            prepared = (
+                safety.prepared.fields(),
+                (safety.prepared_block.header.fields(), safety.prepared_block.transactions),
+            )
+        return encode(
+            (
+                _STATE_VERSION,
+                self._chain_id,
+                self._index,
+                safety.height,
+                safety.view,
+                safety.view_active,
+                safety.proposed,
+                safety.prepared_vote,
+                safety.committed_vote,
+                prepared,
+            ),
+            _STATE_LIMITS,
+        )
+
+    def _decode_safety(self, data: bytes) -> _Safety:
+        try:
+            value = decode(data, _STATE_LIMITS)
+        except CodecError as error:
+            raise RestoreError(f"persisted state: {error}") from None
+        if not (isinstance(value, tuple) and len(value) == 10):
+            raise RestoreError("persisted state: expected 10 fields")
+        version, chain_id, index, height, view, active, proposed, prepare, commit, prepared = value
+        if version != _STATE_VERSION:
+            raise RestoreError(f"persisted state version {version!r} is not {_STATE_VERSION}")
+        if chain_id != self._chain_id or index != self._index:
+            raise RestoreError("persisted state belongs to another chain or validator")
+        for name, number in (("height", height), ("view", view)):
+            if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+                raise RestoreError(f"persisted {name} must be a non-negative integer")
+        if not isinstance(active, bool):
+            raise RestoreError("persisted view_active must be a boolean")
+        hashes: list[bytes | None] = []
+        for name, item in (("proposed", proposed), ("prepare", prepare), ("commit", commit)):
+            if item is not None and not (isinstance(item, bytes) and len(item) == 32):
+                raise RestoreError(f"persisted {name} hash must be 32 bytes or null")
+            hashes.append(item)
+        assert isinstance(height, int)
+        assert isinstance(view, int)
+        safety = _Safety(height, view, active, hashes[0], hashes[1], hashes[2])
+        if prepared is not None:
+            try:
+                if not (isinstance(prepared, tuple) and len(prepared) == 2):
+                    raise MessageError("field", "prepared must be (certificate, block)")
+                safety.prepared = PreparedCertificate.from_fields(prepared[0])
+                safety.prepared_block = block_from_fields(prepared[1])
+            except DecodeError as error:
+                raise RestoreError(f"persisted prepared certificate: {error}") from None
+        return safety

@@ -1,0 +1,249 @@
+"""Consensus scenarios, told as stories and run through the in-test harness."""
+
+from __future__ import annotations
+
+import pytest
+
+from consensus.evidence import StatementKind, verify_evidence
+from consensus.messages import NewView, Proposal, encode_message
+from consensus.replica import (
+    DropReason,
+    PeerMessage,
+    ReplicaConfig,
+    primary_index,
+)
+from consensus.types import Block, Phase, Vote
+from tests.consensus_harness import (
+    CHAIN_ID,
+    GENESIS_APP_HASH,
+    GENESIS_HASH,
+    GENESIS_TIME_MS,
+    Cluster,
+)
+
+
+def build_block(cluster: Cluster, *, height: int, view: int, proposer: int, tag: bytes) -> Block:
+    """A block for ``height`` on top of the first replica's chain (as a byzantine would build)."""
+    node = cluster.nodes[0]
+    parent = node.chain[height - 2][0].hash if height > 1 else GENESIS_HASH
+    app_hash = node.app_hash if height > 1 else GENESIS_APP_HASH
+    parent_time = node.chain[height - 2][0].header.timestamp_ms if height > 1 else GENESIS_TIME_MS
+    return Block.build(
+        chain_id=CHAIN_ID,
+        height=height,
+        view=view,
+        parent_hash=parent,
+        app_hash=app_hash,
+        proposer=proposer,
+        timestamp_ms=max(cluster.now_ms, parent_time + 1),
+        transactions=(tag,),
+    )
+
+
+@pytest.mark.parametrize("n", [1, 4, 7])
+def test_validators_commit_ten_heights_in_order(n: int) -> None:
+    cluster = Cluster(n)
+    cluster.start()
+    cluster.run_until(lambda: cluster.all_reached(10))
+    cluster.assert_agreement()
+    chain = cluster.nodes[0].chain
+    app_hash = GENESIS_APP_HASH
+    parent = GENESIS_HASH
+    for block, _ in chain[:10]:
+        # Each block carries its parent's hash and the state after its parent.
+        assert block.header.parent_hash == parent
+        assert block.header.app_hash == app_hash
+        parent = block.hash
+        from tests.consensus_harness import next_app_hash
+
+        app_hash = next_app_hash(app_hash, block)
+    timestamps = [block.header.timestamp_ms for block, _ in chain]
+    assert timestamps == sorted(set(timestamps)), "timestamps strictly increase"
+    # The primary rotates with the height, and with no faults every block commits in view 0.
+    assert [b.header.proposer for b, _ in chain[:n]] == [(h + 1) % n for h in range(n)]
+    assert all(certificate.view == 0 for _, certificate in chain)
+
+
+def test_primary_crashes_the_others_change_view_and_commit() -> None:
+    cluster = Cluster(4)
+    crashed = primary_index(cluster.validators, 1, 0)
+    cluster.crash(crashed)
+    cluster.start()
+    cluster.run_until(lambda: cluster.all_reached(3))
+    cluster.assert_agreement()
+    first_block, certificate = cluster.nodes[(crashed + 1) % 4].chain[0]
+    # Height 1 needed a view change; its block came from the primary of view 1.
+    assert certificate.view == 1
+    assert first_block.header.proposer == primary_index(cluster.validators, 1, 1)
+    # The crashed validator restarts and catches up by block sync.
+    cluster.restart(crashed)
+    cluster.run_until(lambda: cluster.all_reached(5, nodes=[0, 1, 2, 3]))
+    cluster.assert_agreement()
+
+
+def test_equivocating_primary_commits_nothing_conflicting_and_is_reported() -> None:
+    cluster = Cluster(4)
+    byzantine = primary_index(cluster.validators, 1, 0)
+    honest = [i for i in range(4) if i != byzantine]
+    cluster.crash(byzantine)  # its replica is replaced by hand-made messages
+    cluster.start()
+    key = cluster.keys[byzantine]
+    block_a = build_block(cluster, height=1, view=0, proposer=byzantine, tag=b"A")
+    block_b = build_block(cluster, height=1, view=0, proposer=byzantine, tag=b"B")
+    proposal_a = Proposal.create(key, CHAIN_ID, view=0, validator=byzantine, block=block_a)
+    proposal_b = Proposal.create(key, CHAIN_ID, view=0, validator=byzantine, block=block_b)
+    # A goes to the first honest replica, then B to everyone (so the first one sees both).
+    cluster.feed(honest[0], PeerMessage(encode_message(proposal_a), byzantine))
+    for index in honest:
+        cluster.feed(index, PeerMessage(encode_message(proposal_b), byzantine))
+    # The byzantine validator also prepares and commits both blocks, to everyone.
+    for block in (block_a, block_b):
+        for phase in (Phase.PREPARE, Phase.COMMIT):
+            vote = Vote.create(
+                key,
+                CHAIN_ID,
+                phase=phase,
+                height=1,
+                view=0,
+                block_hash=block.hash,
+                validator=byzantine,
+            )
+            for index in honest:
+                cluster.feed(index, PeerMessage(encode_message(vote), byzantine))
+    cluster.run_until(lambda: cluster.all_reached(3, nodes=honest))
+    cluster.assert_agreement()
+    reporter = cluster.nodes[honest[0]]
+    proposal_evidence = [e for e in reporter.evidence if e.kind is StatementKind.PROPOSAL]
+    assert len(proposal_evidence) == 1, "the double proposal is reported exactly once"
+    for node in cluster.nodes:
+        for evidence in node.evidence:
+            assert evidence.validator == byzantine
+            verify_evidence(evidence, cluster.validators, CHAIN_ID)
+    # Re-delivering the conflicting proposal does not report it again.
+    cluster.feed(honest[0], PeerMessage(encode_message(proposal_a), byzantine))
+    assert len([e for e in reporter.evidence if e.kind is StatementKind.PROPOSAL]) == 1
+
+
+def test_replica_restored_mid_height_does_not_vote_twice() -> None:
+    cluster = Cluster(4)
+    primary = primary_index(cluster.validators, 1, 0)
+    victim = (primary + 1) % 4
+    # Hold every message between replicas: the victim alone sees the proposal.
+    cluster.deliver_filter = lambda sender, receiver, message: False
+    cluster.start()
+    cluster.tick()  # the primary gets its payload and broadcasts its proposal
+    held_proposal = next(
+        data
+        for sender, receiver, data in cluster.held + cluster.queue
+        if sender == primary and receiver == victim
+    )
+    cluster.held.clear()
+    cluster.queue.clear()
+    cluster.feed(victim, PeerMessage(held_proposal, primary))
+    prepares = [m for m in cluster.nodes[victim].sent if isinstance(m, Vote)]
+    assert [v.phase for v in prepares] == [Phase.PREPARE]
+    first_vote = prepares[0]
+
+    # Crash and restore from the persisted state; a byzantine primary now offers another block.
+    cluster.crash(victim)
+    cluster.nodes[victim].sent.clear()
+    cluster.restart(victim)
+    resent = [m for m in cluster.nodes[victim].sent if isinstance(m, Vote)]
+    assert resent == [first_vote], "the restored replica re-sends the very same vote"
+    other = build_block(cluster, height=1, view=0, proposer=primary, tag=b"other")
+    forged = Proposal.create(
+        cluster.keys[primary], CHAIN_ID, view=0, validator=primary, block=other
+    )
+    cluster.nodes[victim].sent.clear()
+    cluster.feed(victim, PeerMessage(encode_message(forged), primary))  # validated as well
+    assert not [m for m in cluster.nodes[victim].sent if isinstance(m, Vote)], (
+        "no second prepare in (height 1, view 0, prepare)"
+    )
+
+
+def test_duplicated_and_reordered_messages_change_nothing() -> None:
+    cluster = Cluster(4, seed=7)
+    seen: set[tuple[int, int, bytes]] = set()
+
+    def duplicate(sender: int, receiver: int, message: object) -> bool:
+        # Every message is delivered twice: once now, once later in random order.
+        key = (sender, receiver, encode_message(message))  # type: ignore[arg-type]
+        if key not in seen:
+            seen.add(key)
+            cluster.queue.append(key)
+        return True
+
+    cluster.deliver_filter = duplicate
+    cluster.start()
+    cluster.run_until(lambda: cluster.all_reached(6))
+    cluster.assert_agreement()
+    reasons = {d.reason for node in cluster.nodes for d in node.dropped}
+    assert DropReason.DUPLICATE in reasons
+
+
+def test_invalid_block_is_never_prepared_and_the_next_view_commits() -> None:
+    config = ReplicaConfig()
+    bad = primary_index(Cluster(4).validators, 1, 0)
+    cluster = Cluster(
+        4,
+        config=config,
+        invalid_blocks=lambda block: block.height == 1 and block.header.proposer == bad,
+    )
+    cluster.start()
+    cluster.run_until(lambda: cluster.all_reached(2))
+    cluster.assert_agreement()
+    assert cluster.nodes[0].chain[0][0].header.proposer != bad
+
+
+def test_malformed_and_forged_input_is_dropped_without_changing_state() -> None:
+    cluster = Cluster(4)
+    cluster.start()
+    replica = cluster.nodes[0].replica
+    before = replica.status()
+    garbage = [b"", b"\xc1", b"\x93\x01\x02\x03", b"\x91\x09", b"\x92\x02\xc0"]
+    for data in garbage:
+        actions = replica.handle(PeerMessage(data, 1))
+        assert [type(a).__name__ for a in actions] == ["Dropped"]
+    # A proposal signed by the wrong validator, and one far in the future.
+    primary = primary_index(cluster.validators, 1, 0)
+    block = build_block(cluster, height=1, view=0, proposer=primary, tag=b"x")
+    wrong_signer = Proposal.create(
+        cluster.keys[2], CHAIN_ID, view=0, validator=primary, block=block
+    )
+    actions = replica.handle(PeerMessage(encode_message(wrong_signer), primary))
+    assert [a.reason for a in actions] == [DropReason.BAD_SIGNATURE]  # type: ignore[union-attr]
+    late = Block.build(
+        chain_id=CHAIN_ID,
+        height=1,
+        view=0,
+        parent_hash=GENESIS_HASH,
+        app_hash=GENESIS_APP_HASH,
+        proposer=primary,
+        timestamp_ms=cluster.now_ms + 3_600_000,
+        transactions=(),
+    )
+    future = Proposal.create(cluster.keys[primary], CHAIN_ID, view=0, validator=primary, block=late)
+    actions = replica.handle(PeerMessage(encode_message(future), primary))
+    assert [a.reason for a in actions] == [DropReason.INVALID_PROPOSAL]  # type: ignore[union-attr]
+    assert replica.status() == before
+
+
+def test_new_view_must_re_propose_the_prepared_block() -> None:
+    """A new primary that proposes a fresh block despite a prepared certificate is refused."""
+    cluster = Cluster(4)
+    primary_1 = primary_index(cluster.validators, 1, 1)
+    # Commits never arrive in view 0, so height 1 prepares everywhere but cannot commit.
+    cluster.deliver_filter = lambda s, r, m: (
+        not (isinstance(m, Vote) and m.phase is Phase.COMMIT and m.view == 0)
+    )
+    cluster.start()
+    cluster.run_until(lambda: all(n.replica.status().view >= 1 for n in cluster.nodes))
+    cluster.deliver_filter = None
+    cluster.run_until(lambda: cluster.all_reached(2))
+    cluster.assert_agreement()
+    first, certificate = cluster.nodes[0].chain[0]
+    assert certificate.view >= 1
+    assert first.header.view == 0, "the block prepared in view 0 was re-proposed, not replaced"
+    new_views = [m for m in cluster.nodes[primary_1].sent if isinstance(m, NewView)]
+    assert new_views
+    assert new_views[0].proposal.block.hash == first.hash
