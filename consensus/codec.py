@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, TypeAlias, cast
+from typing import Final, TypeAlias
 
 import msgpack
 
@@ -224,75 +224,93 @@ def _normalise(value: object, limits: Limits, depth: int) -> object:
 def _normalise_fast(value: object, limits: Limits, depth: int) -> object:
     """``_normalise`` with shortcuts for the exact built-in types real values are made of;
     anything else (subclasses, other mappings and sequences) goes through ``_normalise``. Same
-    checks in the same order: same result, same first error (a property test compares them)."""
-    if depth > limits.depth_max:
-        raise CodecError("too_deep", f"nesting deeper than {limits.depth_max}")
+    checks in the same order: same result, same first error (a property test compares them).
+    Integers and strings inside maps and arrays are checked inline (no call per scalar)."""
+    depth_max = limits.depth_max
+    if depth > depth_max:
+        raise CodecError("too_deep", f"nesting deeper than {depth_max}")
     kind = type(value)
     if kind is int:
-        number = cast(int, value)
-        if not INT_MIN <= number <= INT_MAX:
-            raise CodecError("int_range", f"integer {number} outside [{INT_MIN}, {INT_MAX}]")
+        if not INT_MIN <= value <= INT_MAX:  # type: ignore[operator]
+            raise CodecError("int_range", f"integer {value} outside [{INT_MIN}, {INT_MAX}]")
         return value
     if kind is str:
-        text = cast(str, value)
-        # An ASCII string's length is its UTF-8 size (and it has no lone surrogate to reject).
-        size = len(text) if text.isascii() else len(text.encode("utf-8", "strict"))
-        if size > limits.str_bytes_max:
-            raise CodecError("str_too_long", f"{size} bytes, limit {limits.str_bytes_max}")
+        _check_str(value, limits)  # type: ignore[arg-type]
         return value
     if kind is bytes:
-        size = len(cast(bytes, value))
+        size = len(value)  # type: ignore[arg-type]
         if size > limits.bytes_max:
             raise CodecError("bytes_too_long", f"{size} bytes, limit {limits.bytes_max}")
         return value
+    inner = depth + 1
     if kind is dict:
-        mapping = cast(dict[object, object], value)
+        mapping: dict[object, object] = value  # type: ignore[assignment]
         if len(mapping) > limits.map_len_max:
             raise CodecError("map_too_long", f"{len(mapping)} entries, limit {limits.map_len_max}")
         entries: list[tuple[bytes, object, object]] = []
         for key, item in mapping.items():
             if type(key) is str:
-                packed = _packed_str_key(cast(str, _normalise_fast(key, limits, depth + 1)))
+                if inner > depth_max:
+                    raise CodecError("too_deep", f"nesting deeper than {depth_max}")
+                _check_str(key, limits)
+                packed = _packed_str_key(key)
             elif isinstance(key, str | bytes):
-                packed = msgpack.packb(_normalise(key, limits, depth + 1), use_bin_type=True)
+                packed = msgpack.packb(_normalise(key, limits, inner), use_bin_type=True)
             else:
                 raise CodecError("map_key", f"map keys must be str or bytes, not {type(key)}")
-            entries.append((packed, key, _normalise_fast(item, limits, depth + 1)))
+            item_kind = type(item)
+            if item_kind is int and inner <= depth_max and INT_MIN <= item <= INT_MAX:  # type: ignore[operator]
+                entries.append((packed, key, item))
+            else:
+                entries.append((packed, key, _normalise_fast(item, limits, inner)))
         entries.sort(key=_packed_of)
         return {key: item for _, key, item in entries}
     if kind is list or kind is tuple:
-        sequence = cast(Sequence[object], value)
+        sequence: list[object] = value  # type: ignore[assignment]
         if len(sequence) > limits.array_len_max:
             raise CodecError(
                 "array_too_long", f"{len(sequence)} elements, limit {limits.array_len_max}"
             )
-        return [_normalise_fast(item, limits, depth + 1) for item in sequence]
+        return [_normalise_fast(item, limits, inner) for item in sequence]
     return _normalise(value, limits, depth)
+
+
+def _check_str(text: str, limits: Limits) -> None:
+    # An ASCII string's length is its UTF-8 size (and it has no lone surrogate to reject).
+    size = len(text) if text.isascii() else len(text.encode("utf-8", "strict"))
+    if size > limits.str_bytes_max:
+        raise CodecError("str_too_long", f"{size} bytes, limit {limits.str_bytes_max}")
 
 
 def _packed_of(entry: tuple[bytes, object, object]) -> bytes:
     return entry[0]
 
 
+# Types msgpack decodes to that need no check beyond the depth (bool and None too, but floats,
+# arrays and maps do).
+_PLAIN_DECODED: Final = frozenset({int, bytes, str, bool, type(None)})
+
+
 def _check_decoded_fast(value: object, limits: Limits, depth: int) -> None:
-    """``_check_decoded`` with shortcuts for msgpack's output (scalars inside arrays, memoised
-    packed map keys); anything else goes through ``_check_decoded``. Same checks, same order."""
-    if depth > limits.depth_max:
-        raise CodecError("too_deep", f"nesting deeper than {limits.depth_max}")
+    """``_check_decoded`` with shortcuts for msgpack's output (plain scalars checked inline,
+    memoised packed map keys); anything else goes through ``_check_decoded``. Same checks in
+    the same order."""
+    depth_max = limits.depth_max
+    if depth > depth_max:
+        raise CodecError("too_deep", f"nesting deeper than {depth_max}")
     kind = type(value)
+    inner = depth + 1
     if kind is tuple:
-        inner = depth + 1
-        for item in cast(tuple[object, ...], value):
-            item_kind = type(item)
-            if item_kind is int or item_kind is bytes or item_kind is str:
-                if inner > limits.depth_max:
-                    raise CodecError("too_deep", f"nesting deeper than {limits.depth_max}")
+        for item in value:  # type: ignore[attr-defined]
+            if type(item) in _PLAIN_DECODED:
+                if inner > depth_max:
+                    raise CodecError("too_deep", f"nesting deeper than {depth_max}")
             else:
                 _check_decoded_fast(item, limits, inner)
         return
     if kind is dict:
         previous: bytes | None = None
-        for key, item in cast(dict[object, object], value).items():
+        for key, item in value.items():  # type: ignore[attr-defined]
             if type(key) is str:
                 packed_key = _packed_str_key(key)
             else:
@@ -300,7 +318,13 @@ def _check_decoded_fast(value: object, limits: Limits, depth: int) -> None:
             if previous is not None and packed_key <= previous:
                 raise CodecError("non_canonical", "map keys are not in canonical order")
             previous = packed_key
-            _check_decoded_fast(item, limits, depth + 1)
+            if type(item) in _PLAIN_DECODED:
+                if inner > depth_max:
+                    raise CodecError("too_deep", f"nesting deeper than {depth_max}")
+            else:
+                _check_decoded_fast(item, limits, inner)
+        return
+    if kind in _PLAIN_DECODED:
         return
     _check_decoded(value, limits, depth)
 
