@@ -164,11 +164,18 @@ class MemoryBackend:
 
 
 class StateOverlay:
-    """Uncommitted writes of one block over a backend, with nested savepoints."""
+    """Uncommitted writes of one block over a backend, with nested savepoints.
 
-    def __init__(self, backend: StateBackend) -> None:
+    ``watch`` (a key prefix) makes ``watched_changes`` count every write and deletion under
+    that prefix, and every rollback: while the count stays the same, nothing visible under
+    the prefix has changed, so answers derived from it (the host's per-block memo of
+    membership answers) are still valid."""
+
+    def __init__(self, backend: StateBackend, *, watch: bytes | None = None) -> None:
         self._backend = backend
         self._layers: list[_Layer] = [_Layer()]
+        self._watch = watch
+        self.watched_changes = 0
 
     @property
     def depth(self) -> int:
@@ -191,6 +198,7 @@ class StateOverlay:
         """Discard every write since the top savepoint."""
         assert len(self._layers) > 1, "no savepoint to roll back"
         self._layers.pop()
+        self.watched_changes += 1
 
     def get(self, key: bytes) -> bytes | None:
         """The value visible at ``key``: the newest layer that wrote it, else the backend."""
@@ -203,11 +211,15 @@ class StateOverlay:
         """Write ``value`` at ``key`` in the top layer."""
         assert isinstance(key, bytes), "state keys are bytes"
         assert isinstance(value, bytes), "state values are bytes"
+        if self._watch is not None and key.startswith(self._watch):
+            self.watched_changes += 1
         self._layers[-1].set(key, value)
 
     def delete(self, key: bytes) -> None:
         """Delete ``key`` (a tombstone in the top layer)."""
         assert isinstance(key, bytes), "state keys are bytes"
+        if self._watch is not None and key.startswith(self._watch):
+            self.watched_changes += 1
         self._layers[-1].set(key, None)
 
     def scan(
