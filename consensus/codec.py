@@ -247,23 +247,27 @@ def _normalise_fast(value: object, limits: Limits, depth: int) -> object:
         mapping: dict[object, object] = value  # type: ignore[assignment]
         if len(mapping) > limits.map_len_max:
             raise CodecError("map_too_long", f"{len(mapping)} entries, limit {limits.map_len_max}")
+        str_max = limits.str_bytes_max
         entries: list[tuple[bytes, object, object]] = []
         for key, item in mapping.items():
             if type(key) is str:
                 if inner > depth_max:
                     raise CodecError("too_deep", f"nesting deeper than {depth_max}")
-                _check_str(key, limits)
-                packed = _packed_str_key(key)
+                packed = _PACKED_STR_KEYS.get(key)
+                # A memoised key's UTF-8 size is below its packed size: no need to measure it.
+                if packed is None or len(packed) > str_max:
+                    _check_str(key, limits)
+                    packed = _packed_str_key(key)
             elif isinstance(key, str | bytes):
                 packed = msgpack.packb(_normalise(key, limits, inner), use_bin_type=True)
             else:
                 raise CodecError("map_key", f"map keys must be str or bytes, not {type(key)}")
-            item_kind = type(item)
-            if item_kind is int and inner <= depth_max and INT_MIN <= item <= INT_MAX:  # type: ignore[operator]
+            if inner <= depth_max and _plain(item, limits):
                 entries.append((packed, key, item))
             else:
                 entries.append((packed, key, _normalise_fast(item, limits, inner)))
-        entries.sort(key=_packed_of)
+        # Packed keys are unique (distinct keys never pack alike), so tuples compare on them.
+        entries.sort()
         return {key: item for _, key, item in entries}
     if kind is list or kind is tuple:
         sequence: list[object] = value  # type: ignore[assignment]
@@ -271,8 +275,25 @@ def _normalise_fast(value: object, limits: Limits, depth: int) -> object:
             raise CodecError(
                 "array_too_long", f"{len(sequence)} elements, limit {limits.array_len_max}"
             )
-        return [_normalise_fast(item, limits, inner) for item in sequence]
+        if inner > depth_max:
+            return [_normalise_fast(item, limits, inner) for item in sequence]
+        return [
+            item if _plain(item, limits) else _normalise_fast(item, limits, inner)
+            for item in sequence
+        ]
     return _normalise(value, limits, depth)
+
+
+def _plain(item: object, limits: Limits) -> bool:
+    """True for a scalar that passes every check as it is (the caller checked the depth)."""
+    kind = type(item)
+    if kind is int:
+        return INT_MIN <= item <= INT_MAX  # type: ignore[operator]
+    if kind is str:
+        return item.isascii() and len(item) <= limits.str_bytes_max  # type: ignore[attr-defined, arg-type]
+    if kind is bytes:
+        return len(item) <= limits.bytes_max  # type: ignore[arg-type]
+    return item is None or kind is bool
 
 
 def _check_str(text: str, limits: Limits) -> None:
@@ -280,10 +301,6 @@ def _check_str(text: str, limits: Limits) -> None:
     size = len(text) if text.isascii() else len(text.encode("utf-8", "strict"))
     if size > limits.str_bytes_max:
         raise CodecError("str_too_long", f"{size} bytes, limit {limits.str_bytes_max}")
-
-
-def _packed_of(entry: tuple[bytes, object, object]) -> bytes:
-    return entry[0]
 
 
 # Types msgpack decodes to that need no check beyond the depth (bool and None too, but floats,
