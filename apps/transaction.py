@@ -173,7 +173,9 @@ class Transaction:
         if not isinstance(value, tuple) or len(value) != 8:
             raise TransactionError("shape", "a transaction is an array of 8 fields")
         version, chain, app, operation, arguments, sender, nonce, signature = value
-        if version != TX_VERSION:
+        # ``type(...) is int``: the boolean true equals 1 in Python but is other bytes on the
+        # wire, which would let one signed transaction travel under two hashes.
+        if type(version) is not int or version != TX_VERSION:
             raise TransactionError("version", f"unsupported version {version!r}")
         if not isinstance(chain, str):
             raise TransactionError("chain_id", "chain id must be a string")
@@ -191,16 +193,11 @@ class Transaction:
             raise TransactionError("nonce", "nonce must be an integer")
         if not isinstance(signature, bytes):
             raise TransactionError("signature", "signature must be bytes")
-        if type(version) is int:
-            # ``data`` decoded canonically under TX_LIMITS, so encoding these very fields
-            # reproduces ``data`` byte for byte: keep it instead of encoding again. (A version
-            # that is the boolean true compares equal to 1 but encodes differently: it takes
-            # the general path, as it always did.)
-            transaction = cls._from_canonical(
-                chain, app, operation, arguments, sender, nonce, signature, bytes(data)
-            )
-        else:
-            transaction = cls(chain, app, operation, arguments, sender, nonce, signature)
+        # ``data`` decoded canonically under TX_LIMITS, so encoding these very fields reproduces
+        # ``data`` byte for byte: keep it instead of encoding again.
+        transaction = cls._from_canonical(
+            chain, app, operation, arguments, sender, nonce, signature, bytes(data)
+        )
         if check_signature and not transaction.signature_valid():
             raise TransactionError("signature", "signature does not verify for sender")
         return transaction
