@@ -424,8 +424,15 @@ def _arg(
     )
 
 
-def _optional(name: str, kind: Kind, description: str, **options: tuple[str, ...]) -> ArgumentSpec:
-    return _arg(name, kind, description, required=False, **options)
+def _optional(
+    name: str,
+    kind: Kind,
+    description: str,
+    *,
+    choices: tuple[str, ...] = (),
+    examples: tuple[str, ...] = (),
+) -> ArgumentSpec:
+    return _arg(name, kind, description, required=False, choices=choices, examples=examples)
 
 
 def _currency(name: str = "currency", description: str = "ISO 4217 currency code") -> ArgumentSpec:
