@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
@@ -29,6 +30,7 @@ import click
 from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
+from rich.tree import Tree
 
 from apps.transaction import TransactionError
 from consensus.codec import Value
@@ -51,6 +53,8 @@ __all__ = ["app_transaction_groups", "query_group", "resolve_node"]
 
 DEFAULT_NODE: Final = "127.0.0.1:26657"
 _TESTNET_FILE: Final = "testnet.json"
+# A list of records with more fields than this prints as one block per record, not a table.
+_COLUMNS_MAX: Final = 6
 # Options every generated command has; an app argument may not reuse their names.
 _RESERVED: Final = frozenset({"node", "key", "nonce", "wait", "args", "json", "timeout_ms"})
 _METAVARS: Final[Mapping[Kind, str]] = {
@@ -123,11 +127,12 @@ class _Renderer:
             if name is not None:
                 return Text(name, style="bold magenta")
             return Text(value.hex(), style="cyan")
-        if isinstance(value, int):
-            return Text(f"{value:,}".replace(",", "_") if abs(value) >= 10_000 else str(value))
         return Text(str(value))
 
     def render(self, value: Value) -> RenderableType:
+        if _is_tree(value):
+            assert isinstance(value, Mapping)
+            return self._tree(value, None)
         if isinstance(value, Mapping):
             if not value:
                 return Text("(empty)", style="dim")
@@ -136,7 +141,10 @@ class _Renderer:
             table.add_column()
             for name, item in value.items():
                 label = self.scalar(name) if isinstance(name, bytes) else Text(str(name))
-                table.add_row(label, self.render(item))
+                rendered = self.render(item)
+                if isinstance(name, str) and name.endswith("_ms") and isinstance(item, int):
+                    rendered = Text(f"{item} ({_utc(item)})")
+                table.add_row(label, rendered)
             return table
         if isinstance(value, list | tuple):
             if not value:
@@ -151,6 +159,25 @@ class _Renderer:
             return table
         return self.scalar(value)
 
+    def _tree(self, node: Mapping[str, Value] | Mapping[bytes, Value], parent: Tree | None) -> Tree:
+        """A receivable lineage (records with ``id`` and ``children``) as a tree."""
+        fields = {_label(name): field for name, field in node.items()}
+        label = Text(str(fields.get("id")), style="bold")
+        for name, field in fields.items():
+            if name not in ("id", "children", "parent") and field is not None:
+                label.append(f"  {name}=")
+                label.append(
+                    self.scalar(field)
+                    if not isinstance(field, Mapping | list | tuple)
+                    else Text(json.dumps(to_json(field)))
+                )
+        branch = Tree(label) if parent is None else parent.add(label)
+        children = fields.get("children")
+        for child in children if isinstance(children, tuple | list) else ():
+            assert isinstance(child, Mapping)
+            self._tree(child, branch)
+        return branch
+
     def _rows(self, items: Sequence[Value]) -> RenderableType:
         rows: list[dict[str, Value]] = []
         columns: list[str] = []
@@ -159,12 +186,39 @@ class _Renderer:
             row = {_label(name): field for name, field in item.items()}
             columns.extend(name for name in row if name not in columns)
             rows.append(row)
+        nested = any(
+            isinstance(field, Mapping | list | tuple) for row in rows for field in row.values()
+        )
+        if len(columns) > _COLUMNS_MAX or nested:
+            # Wide or nested records read better one below the other, field by field.
+            blocks = Table(show_header=False, box=None, pad_edge=False)
+            for number, row in enumerate(rows, start=1):
+                blocks.add_row(Text(f"#{number}", style="bold dim"))
+                blocks.add_row(self.render(row))
+            return blocks
         table = Table(show_lines=False)
         for column in columns:
             table.add_column(column)
         for row in rows:
             table.add_row(*(self.render(row.get(column)) for column in columns))
         return table
+
+
+def _is_tree(value: Value) -> bool:
+    """A record with an ``id`` and a list of child records (a lineage tree node)."""
+    if not isinstance(value, Mapping) or "id" not in value or "children" not in value:
+        return False
+    children = value["children"]  # type: ignore[index]
+    return isinstance(children, tuple | list) and all(_is_tree(child) for child in children)
+
+
+def _utc(time_ms: int) -> str:
+    """A block time as a readable UTC moment."""
+    try:
+        moment = datetime.fromtimestamp(time_ms / 1000, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return "?"
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _label(name: str | bytes) -> str:

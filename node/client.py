@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 from collections.abc import Mapping
 from typing import Final
 
@@ -24,6 +25,9 @@ __all__ = ["ApiError", "Client"]
 
 # Responses are JSON documents of at most a few MiB (a block with transactions).
 _RESPONSE_BYTES_MAX: Final = 64 * 1024 * 1024
+# One waiting request (submit with wait, block long poll) lasts at most this long: well under
+# the node's cap (``rpc.wait_timeout_ms_max``, 60 s by default); longer waits repeat it.
+_WAIT_REQUEST_MS_MAX: Final = 10_000
 
 
 class ApiError(Exception):
@@ -203,10 +207,31 @@ class Client:
         timeout_ms: int = 30_000,
     ) -> dict[str, JsonType]:
         """Sign (see ``sign``) and submit; returns the node's document (``hash``, ``status``
-        and, once committed, ``height`` and ``receipt``). Raises ``ApiError`` when admission
-        refuses it (``code`` says why) and ``TransactionError`` for an invalid envelope."""
+        and, once committed, ``height`` and ``receipt``). With ``wait``, waits up to
+        ``timeout_ms`` for the commit (``status`` stays ``pending`` after that). Raises
+        ``ApiError`` when admission refuses it (``code`` says why) and ``TransactionError``
+        for an invalid envelope."""
         transaction = self.sign(app, operation, arguments, key, nonce=nonce)
-        return self.submit(transaction.encoded, wait=wait, timeout_ms=timeout_ms)
+        deadline = time.monotonic() + timeout_ms / 1000
+        document = self.submit(
+            transaction.encoded, wait=wait, timeout_ms=min(timeout_ms, _WAIT_REQUEST_MS_MAX)
+        )
+        if not wait or document.get("status") != "pending":
+            return document
+        return self.wait_transaction(transaction.hash, deadline - time.monotonic())
+
+    def wait_transaction(self, tx_hash: bytes, timeout_s: float) -> dict[str, JsonType]:
+        """The transaction's document once it is no longer pending, or at the timeout
+        (long-polls for new blocks in between)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            document = self.transaction(tx_hash)
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if document.get("status") != "pending" or remaining_ms <= 0:
+                return document
+            height = self.status().get("height")
+            start = height + 1 if isinstance(height, int) else 1
+            self.blocks(start, timeout_ms=min(remaining_ms, _WAIT_REQUEST_MS_MAX), limit=1)
 
     def next_nonce(self, public_key: bytes) -> int:
         """The nonce the sender's next transaction must carry."""

@@ -91,6 +91,8 @@ class DemoParty:
 class TestnetInfo:
     """The contents of ``testnet.json``."""
 
+    __test__ = False  # not a pytest test class, despite the name
+
     directory: Path
     chain_id: str
     homes: tuple[Path, ...]
