@@ -20,6 +20,7 @@ with a rejected receipt, or is refused admission, exits with status 1.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -345,14 +346,33 @@ _QUERY_COMPLETIONS: Final[Mapping[tuple[str, str], Callable[[Client, dict[str, V
 
 
 # ---------------------------------------------------------------------- command builders
+_NODE_HELP: Final = (
+    "API address (host:port) or a testnet directory (its first node)"
+    f"  [default: $SUANPAN_NODE or {DEFAULT_NODE}]"
+)
+# ``suanpan query --node X app path`` (the option before the app) is kept working: the group
+# stores it here and a command without its own ``--node`` uses it.
+_NODE_META: Final = "suanpan.node"
+
+
 def _node_option() -> click.Option:
-    return click.Option(
-        ["--node", "node"],
-        envvar="SUANPAN_NODE",
-        default=DEFAULT_NODE,
-        show_default=True,
-        help="API address (host:port) or a testnet directory (its first node).",
-    )
+    return click.Option(["--node", "node"], help=_NODE_HELP)
+
+
+def _node_address(given: object) -> str:
+    """The command's ``--node``, else the group's, else ``$SUANPAN_NODE``, else the default."""
+    if isinstance(given, str) and given:
+        return given
+    inherited = click.get_current_context().meta.get(_NODE_META)
+    if isinstance(inherited, str) and inherited:
+        return inherited
+    return os.environ.get("SUANPAN_NODE") or DEFAULT_NODE
+
+
+def _remember_node(ctx: click.Context, _: click.Parameter, value: str | None) -> str | None:
+    if value:
+        ctx.meta[_NODE_META] = value
+    return value
 
 
 def _argument_options(spec: CommandSpec) -> list[click.Option]:
@@ -388,7 +408,7 @@ def _transaction_command(table: AppCommands, spec: CommandSpec) -> click.Command
     label = f"{table.app}.{spec.name}"
 
     def run(**params: object) -> None:
-        address, names = resolve_node(str(params["node"]))
+        address, names = resolve_node(_node_address(params["node"]))
         as_json = bool(params["as_json"])
         console = Console()
         try:
@@ -457,7 +477,7 @@ def _transaction_command(table: AppCommands, spec: CommandSpec) -> click.Command
 
 def _query_command(table: AppCommands, spec: CommandSpec) -> click.Command:
     def run(**params: object) -> None:
-        address, names = resolve_node(str(params["node"]))
+        address, names = resolve_node(_node_address(params["node"]))
         client = _client(address)
         try:
             arguments = _parse(spec, _collect(spec, params), _opt_str(params["args"]), client)
@@ -526,8 +546,8 @@ def _generic_query_command(app: str, path: str | None = None) -> click.Command:
     """``suanpan query APP PATH --args JSON`` for an app without a table (a plugin), or for
     one ``path`` of an app that has one."""
 
-    def run(node: str, args: str | None, as_json: bool, path: str = path or "") -> None:
-        address, names = resolve_node(node)
+    def run(node: str | None, args: str | None, as_json: bool, path: str = path or "") -> None:
+        address, names = resolve_node(_node_address(node))
         client = _client(address)
         try:
             result = client.query(app, path, _json_arguments(args))
@@ -567,6 +587,14 @@ class _QueryGroup(click.Group):
 def _build_query_group() -> click.Group:
     group = _QueryGroup(
         "query",
+        params=[
+            click.Option(
+                ["--node", "node"],
+                expose_value=False,
+                callback=_remember_node,
+                help="API address for the query (or give --node after the path).",
+            )
+        ],
         help=(
             "Ask an app a read-only question, e.g. `suanpan query payments balances --account "
             "KEY`. Apps without a table: `suanpan query APP PATH --args JSON`."

@@ -351,20 +351,20 @@ def test_every_app_through_the_cli_on_four_processes(testnet: Testnet) -> None:
     assert "1250" in readable
     readable_lineage = w.run("query", "scf", "lineage", "--id", tier2, "--node", directory)
     assert "lion-bank" in readable_lineage
-    # The generic JSON form still works.
+    # The generic JSON form still works, with --node before the app as before.
     generic = json.loads(
         w.run(
-            "query",
-            "membership",
-            "institutions",
-            "--args",
-            '{"kind": "bank"}',
-            "--node",
-            info.api_addresses[0],
-            "--json",
+            *("query", "--node", info.api_addresses[0], "membership", "institutions"),
+            *("--args", '{"kind": "bank"}', "--json"),
         )
     )
     assert len(generic["result"]) == 4 + 3  # the validators' banks and the demo's banks
+    # An app without a table (a bank's own plugin) is asked generically; this node has none.
+    unknown = w.runner.invoke(
+        main, ["query", "no-such-app", "anything", "--node", info.api_addresses[0]]
+    )
+    assert unknown.exit_code == 1
+    assert "no-such-app" in unknown.output
 
     # ---- a short burst of demo load continues the parties' nonces across all four nodes
     consortium = demo_consortium(DEMO_SEED, info.chain_id)
