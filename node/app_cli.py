@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -54,6 +55,7 @@ __all__ = ["app_transaction_groups", "query_group", "resolve_node"]
 
 DEFAULT_NODE: Final = "127.0.0.1:26657"
 _TESTNET_FILE: Final = "testnet.json"
+_HEX_KEY: Final = re.compile(r"[0-9a-f]{64}")
 # A list of records with more fields than this prints as one block per record, not a table.
 _COLUMNS_MAX: Final = 6
 # Options every generated command has; an app argument may not reuse their names.
@@ -128,6 +130,11 @@ class _Renderer:
             if name is not None:
                 return Text(name, style="bold magenta")
             return Text(value.hex(), style="cyan")
+        if isinstance(value, str) and _HEX_KEY.fullmatch(value):
+            # Some records name accounts by their hex key (asset holders).
+            name = self.names.get(bytes.fromhex(value))
+            if name is not None:
+                return Text(name, style="bold magenta")
         return Text(str(value))
 
     def render(self, value: Value) -> RenderableType:

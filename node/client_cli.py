@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from apps.transaction import TransactionError, sign_transaction
+from node.app_cli import resolve_node
 from node.client import ApiError, Client
 from node.jsonvalue import JsonValueError, from_json
 from node.keys import KeyFileError, load_key_file
@@ -23,7 +24,7 @@ _NODE_OPTION = click.option(
     envvar="SUANPAN_NODE",
     default="127.0.0.1:26657",
     show_default=True,
-    help="API address of the node (host:port).",
+    help="API address of the node (host:port), or a testnet directory (its first node).",
 )
 
 
@@ -32,6 +33,7 @@ def _echo(document: object) -> None:
 
 
 def _client(node: str) -> Client:
+    node, _ = resolve_node(node)
     try:
         return Client(node)
     except ValueError:
