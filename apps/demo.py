@@ -270,7 +270,8 @@ class DemoTraffic:
         assert step_gap_transactions >= 1, step_gap_transactions
         self.consortium = consortium
         self._step_gap = step_gap_transactions
-        self._choose = DeterministicChooser(consortium.seed if seed is None else seed)
+        self._stream_seed = consortium.seed if seed is None else seed
+        self._choose = DeterministicChooser(self._stream_seed)
         self._nonces: dict[bytes, int] = dict(nonces or {})
         self._count = 0
         self._pending: list[_Pending] = []
@@ -513,7 +514,9 @@ class DemoTraffic:
         buyer = self.consortium.party("dragon-motors")
         supplier = self.consortium.party("kowloon-parts")
         self._orders += 1
-        order_id = f"PO-{self.consortium.seed}-{self._orders}"
+        # The stream's seed (not only the consortium's) keeps order ids unique when a driver
+        # resumes a chain with another stream seed.
+        order_id = f"PO-{self._stream_seed}-{self._orders}"
         self._sign(
             buyer,
             "scf",
