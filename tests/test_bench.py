@@ -1,0 +1,102 @@
+"""The benchmarks run end to end and report their fields. Speed is never asserted here: the
+benchmarks print figures; a busy machine must not fail the suite."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from apps.host import AppHost
+from apps.state import MemoryBackend
+from apps.transaction import Transaction
+from node.apploader import load_apps
+from node.bench.cli import bench
+from node.bench.scaling import expected_messages
+from node.bench.workload import bench_accounts, sign_streams
+from node.jsonvalue import from_json
+
+REQUIRED_FIELDS = (
+    "tx_per_s",
+    "latency_ms_p50",
+    "latency_ms_p95",
+    "latency_ms_p99",
+    "ceiling_tx_per_s",
+    "ratio",
+    "blocks_per_s",
+    "block_size_avg",
+    "cpu_s_per_node",
+    "rss_peak_mb_per_node",
+    "ed25519_verify_per_s_per_core",
+)
+
+
+def test_bench_workload_streams_keep_each_senders_nonces_in_order() -> None:
+    accounts = bench_accounts(banks=2, accounts_per_bank=3)
+    streams = sign_streams(accounts, "suanpan-bench", 2, first_nonces=[[0, 5, 1], [0, 0, 0]])
+    assert [len(stream) for stream in streams] == [6, 6]
+    nonces: dict[bytes, list[int]] = {}
+    for data in streams[0]:
+        transaction = Transaction.decode(data, chain_id="suanpan-bench")
+        assert transaction.sender in accounts.public_keys[0]
+        nonces.setdefault(transaction.sender, []).append(transaction.nonce)
+    assert sorted(nonces.values()) == [[0, 1], [1, 2], [5, 6]]
+
+
+def test_bench_genesis_funds_every_account_and_a_transfer_applies() -> None:
+    accounts = bench_accounts(banks=2, accounts_per_bank=2)
+    backend = MemoryBackend()
+    host = AppHost(load_apps(("membership", "payments")), backend, chain_id="c")
+    writes, app_hash = host.init_genesis(
+        {name: from_json(value) for name, value in accounts.app_state().items()}
+    )
+    backend.apply(writes)
+    host.committed(0, app_hash)
+    data = sign_streams(accounts, "c", 1)[0][0]
+    transaction = Transaction.decode(data, chain_id="c")
+    host.check_transaction(transaction)  # raises when the sender is unfunded or unauthorised
+
+
+def test_bench_smoke_reports_every_field() -> None:
+    # A real 4-process testnet for 5 s at 100 tx/s, in its own interpreter (the submitter is a
+    # spawned process). Only the presence of the figures and some progress are checked.
+    completed = subprocess.run(
+        [sys.executable, "-m", "node", "bench", "--duration", "5", "--rate", "100", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    document = json.loads(completed.stdout.strip().splitlines()[-1])
+    for name in REQUIRED_FIELDS:
+        assert name in document, name
+    assert document["tx_per_s"] > 0
+    assert document["committed"] > 0
+    assert document["ceiling_tx_per_s"] > 0
+    assert len(document["cpu_s_per_node"]) == 4
+    assert document["agreement_problems"] == []
+
+
+def test_bench_scaling_counts_pbft_messages_for_small_validator_sets() -> None:
+    result = CliRunner().invoke(
+        bench, ["scaling", "--validators", "1,4,7", "--blocks", "5", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)["rows"]
+    assert [row["validators"] for row in rows] == [1, 4, 7]
+    for row in rows:
+        assert row["ok"]
+        assert row["committed_blocks"] >= 5
+        # Faults off: exactly the normal-case message pattern, every height.
+        assert row["messages_per_block"] == row["expected_messages_per_block"]
+        assert row["bytes_per_block"] > 0 or row["validators"] == 1
+    assert expected_messages(4) == 27
+
+
+def test_bench_rejects_a_bad_rate() -> None:
+    result = CliRunner().invoke(bench, ["--rate", "fast"])
+    assert result.exit_code != 0
+    assert "transactions per second" in result.output
