@@ -96,6 +96,9 @@ CONSENSUS_KIND: Final = 1
 _INPUTS_MAX: Final = 1024
 # Recently refused transactions remembered for status queries (bounded memory).
 _REJECTED_REMEMBERED: Final = 10_000
+# Gossiped transactions admitted in one go (one signature batch on a worker thread): large
+# enough to amortise the thread hop, small enough not to hold the event loop for long.
+_ADMIT_BATCH_MAX: Final = 2048
 # Validated blocks whose execution results are kept for their commit (a few views' worth).
 _VALIDATED_CACHE_MAX: Final = 8
 
@@ -489,7 +492,15 @@ class Node:
     async def _gossip_pump(self) -> None:
         batch: InboundTransactions
         async for batch in self.network.transactions:
-            await self._admit_many(batch.transactions, gossip=False)
+            raw = list(batch.transactions)
+            # Coalesce the batches that arrived meanwhile (one per peer frame): one signature
+            # batch and one worker-thread hop for all of them instead of one each.
+            while len(raw) < _ADMIT_BATCH_MAX:
+                try:
+                    raw.extend(self.network.transactions.receive_nowait().transactions)
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            await self._admit_many(raw, gossip=False)
 
     async def _admit_many(self, raw: Sequence[bytes], *, gossip: bool) -> list[SubmitOutcome]:
         decoded: list[Transaction | SubmitOutcome] = []

@@ -52,6 +52,18 @@ def _figure(value: JsonType, digits: int = 0) -> str:
     type=click.FloatRange(1),
     help="latency bound (ms) a --rate max step must keep",
 )
+@click.option(
+    "--block-interval",
+    default=None,
+    type=click.IntRange(0, 10_000),
+    help="[consensus] block_interval_ms of every node (default: the node default)",
+)
+@click.option(
+    "--block-max",
+    default=None,
+    type=click.IntRange(1, 5000),
+    help="[block] proposal_transactions_max of every node (default: the node default)",
+)
 @click.option("--keep", type=click.Path(path_type=Path), help="keep the testnet in this directory")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @click.pass_context
@@ -62,6 +74,8 @@ def bench(
     rate: str,
     accounts: int,
     p99_max: float,
+    block_interval: int | None,
+    block_max: int | None,
     keep: Path | None,
     as_json: bool,
 ) -> None:
@@ -70,8 +84,15 @@ def bench(
     if context.invoked_subcommand is not None:
         return
     from node.bench.throughput import BenchOptions, run_throughput
+    from node.config import NodeConfig
 
+    config = NodeConfig()
+    if block_interval is not None:
+        config = config.with_changes("consensus", block_interval_ms=block_interval)
+    if block_max is not None:
+        config = config.with_changes("block", proposal_transactions_max=block_max)
     options = BenchOptions(
+        config=config,
         validators=validators,
         duration_s=duration,
         rate=_rate(rate),

@@ -289,6 +289,8 @@ class ThroughputReport:
             "validators": self.options.validators,
             "workload": "payments.transfer (pre-signed, ed25519)",
             "rate": "max" if self.options.rate is None else self.options.rate,
+            "block_interval_ms": self.options.config.consensus.block_interval_ms,
+            "proposal_transactions_max": self.options.config.block.proposal_transactions_max,
             **best,
             "ed25519_verify_per_s_per_core": round(self.verify_per_s_per_core),
             "cores": self.cores,
