@@ -168,6 +168,9 @@ class Node:
             block_transactions_max=params.block_transactions_max,
         )
         self.replica = self._make_replica()
+        assert self.index is not None  # _make_replica refuses a node that is not a validator
+        self.replica_index: int = self.index
+        self._tip_timestamp_ms = self._chain_tip().timestamp_ms
         self.network = Network(
             NetworkConfig(
                 chain_id=self.chain_id,
@@ -304,6 +307,8 @@ class Node:
                     follow_up = self._perform(action)
                     if follow_up is not None:
                         pending.append(follow_up)
+                if isinstance(event, ProposalPayload):
+                    self._start_pre_execution(event)
             self._update_status_metrics()
             pending.append(await self._inputs.receive())
 
@@ -393,11 +398,47 @@ class Node:
             result = self.host.execute_block(
                 self._block_context(block), block.transactions, known=known
             )
-            self._validated[block.hash] = _Validated(self.host.height, result)
-            while len(self._validated) > _VALIDATED_CACHE_MAX:
-                self._validated.popitem(last=False)
+            self._remember_execution(block.hash, result)
             verdict = ValidityVerdict(block.hash, True)
         await self._inputs_send.send(verdict)
+
+    def _remember_execution(self, block_hash: bytes, result: BlockResult) -> None:
+        self._validated[block_hash] = _Validated(self.host.height, result)
+        while len(self._validated) > _VALIDATED_CACHE_MAX:
+            self._validated.popitem(last=False)
+
+    def _start_pre_execution(self, payload: ProposalPayload) -> None:
+        if payload.transactions and self.host.height == payload.height - 1:
+            assert self._nursery is not None
+            self._nursery.start_soon(self._pre_execute, payload)
+
+    async def _pre_execute(self, payload: ProposalPayload) -> None:
+        """The primary executes its own proposal while the others validate it, instead of
+        after the commit certificate arrives (its commit then only writes). The block is
+        rebuilt exactly as the replica builds it from the payload; the result is cached under
+        that block's hash and parent height, so a block that differs (a re-proposal in a later
+        view) or a moved tip simply misses the cache and executes at commit."""
+        # The proposal was queued for the peers before this task was started; one checkpoint
+        # lets the network's send loops (already runnable) write it before we hold the loop.
+        await trio.lowlevel.checkpoint()
+        if self.host.height != payload.height - 1:
+            return
+        block = Block.build(
+            chain_id=self.chain_id,
+            height=payload.height,
+            view=payload.view,
+            parent_hash=self.store.last_block_hash,
+            app_hash=self.host.app_hash,
+            proposer=self.replica_index,
+            timestamp_ms=max(payload.timestamp_ms, self._tip_timestamp_ms + 1),
+            transactions=payload.transactions,
+        )
+        if block.hash in self._validated:
+            return
+        result = self.host.execute_block(
+            self._block_context(block), block.transactions, known=self.mempool.known()
+        )
+        self._remember_execution(block.hash, result)
 
     async def _verify_block_transactions(
         self, transactions: Sequence[bytes]
@@ -442,6 +483,7 @@ class Node:
             )
         self.store.commit_block(block, certificate, result)
         self.host.committed(block.height, result.app_hash)
+        self._tip_timestamp_ms = block.header.timestamp_ms
         self._validated.clear()
         now = time.monotonic()
         for receipt in result.receipts:
