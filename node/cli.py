@@ -68,3 +68,7 @@ for command in (
     bench_gossip,
 ):
     main.add_command(command)
+
+from node.chaos_cli import chaos_command  # noqa: E402
+
+testnet_group.add_command(chaos_command)
