@@ -177,6 +177,8 @@ class TestnetConfig:
     its peers, and the byzantine keys make the validator sign conflicting votes on purpose.
     """
 
+    __test__ = False  # not a pytest test class, despite the name
+
     fault_hooks: bool = False
     byzantine: str = ""
     byzantine_from_height: int = 0
