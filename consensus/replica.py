@@ -215,6 +215,10 @@ class ReplicaConfig:
     sync_retry_ms: int = 2_000
     # Blocks asked for in one request.
     sync_blocks_max: int = 64
+    # While a height is undecided, our own current-view messages (proposal or new view, votes,
+    # view change) are re-broadcast this often, so a lost message (a dropped connection, a
+    # restarting peer) cannot stall a view; duplicates cost receivers no signature check.
+    resend_interval_ms: int = 1_000
     # Deliberate protocol bugs for the simulator's positive controls; empty in any real node.
     planted_bugs: frozenset[PlantedBug] = field(default_factory=frozenset)
 
@@ -227,6 +231,7 @@ class ReplicaConfig:
             "future_messages_per_validator_max",
             "sync_retry_ms",
             "sync_blocks_max",
+            "resend_interval_ms",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -518,6 +523,8 @@ class _Height:
     verified_view_changes: set[bytes] = field(default_factory=set)
     proven_prepared: set[tuple[int, bytes]] = field(default_factory=set)
     new_view_sent: set[int] = field(default_factory=set)
+    # Our own signed messages of the current view, kept for re-broadcasting.
+    own_messages: dict[str, bytes] = field(default_factory=dict)
     # Commit quorums reached, as (view, block hash), waiting for the block if we lack it.
     decisions: list[tuple[int, bytes]] = field(default_factory=list)
 
@@ -534,6 +541,13 @@ class _Safety:
     committed_vote: bytes | None = None
     prepared: PreparedCertificate | None = None
     prepared_block: Block | None = None
+
+
+def _slot_of(message: Message) -> str:
+    """Which of our own messages of the current view ``message`` is (for re-broadcasting)."""
+    if isinstance(message, Vote):
+        return message.phase.name
+    return type(message).__name__
 
 
 class Replica:
@@ -594,6 +608,7 @@ class Replica:
         self._now_ms = 0
         self._started = False
         self._deadline_ms: int | None = None
+        self._next_resend_ms: int | None = None
         self._awaiting_payload: tuple[int, int] | None = None
         # Messages for later heights (or ours before it is ready), per signing validator.
         self._buffer: dict[int, list[Message]] = {}
@@ -603,6 +618,7 @@ class Replica:
         self._behind_since_ms: int | None = None
         self._last_sync_request_ms: int | None = None
         self._sync_requests = 0
+        self._last_served_ms: dict[int, int] = {}
         # Output of the input being handled.
         self._out: list[Action] = []
         self._unsent: list[Action] = []
@@ -681,9 +697,12 @@ class Replica:
         self._out.append(action)
 
     def _emit_signed(self, message: Message) -> None:
-        """Broadcast a message we signed, after persisting the state that records it."""
+        """Broadcast a message we signed, after persisting the state that records it, and
+        keep it for re-broadcasting while it belongs to the current view."""
+        data = encode_message(message)
         self._dirty = True
-        self._unsent.append(Broadcast(encode_message(message)))
+        self._unsent.append(Broadcast(data))
+        self._round.own_messages[_slot_of(message)] = data
 
     def _flush(self) -> None:
         if self._dirty:
@@ -732,6 +751,10 @@ class Replica:
             return
         if self._deadline_ms is not None and self._now_ms >= self._deadline_ms:
             self._start_view_change(self._safety.view + 1)
+        elif self._next_resend_ms is not None and self._now_ms >= self._next_resend_ms:
+            self._next_resend_ms = self._now_ms + self._config.resend_interval_ms
+            for message in self._round.own_messages.values():
+                self._emit(Broadcast(message))
         self._check_behind()
 
     def _arm_timer(self) -> None:
@@ -744,6 +767,7 @@ class Replica:
         """The parent block is executed: start working on the current height."""
         safety = self._safety
         self._arm_timer()
+        self._next_resend_ms = self._now_ms + self._config.resend_interval_ms
         if resume:
             self._resend_own_messages()
         if (
@@ -773,7 +797,9 @@ class Replica:
             if block_hash is not None:
                 vote = self._sign_vote(phase, block_hash)
                 self._record_own_vote(vote)
-                self._emit(Broadcast(encode_message(vote)))
+                data = encode_message(vote)
+                self._round.own_messages[_slot_of(vote)] = data
+                self._emit(Broadcast(data))
 
     def _decide(self, block: Block, certificate: CommitCertificate) -> None:
         """``block`` is final: emit the commit and move to the next height."""
@@ -829,6 +855,15 @@ class Replica:
             self._drop(DropReason.NOT_VALIDATOR, f"signer {signer} is not a validator")
             return
         if height <= self._tip_height:
+            if (
+                isinstance(message, ViewChange)
+                and self._signature_valid(message)
+                and self._may_serve(signer)
+            ):
+                # It timed out at a height we committed: it missed the decision. Help it.
+                to_height = min(self._tip_height, height + self._config.sync_blocks_max - 1)
+                self._emit(ServeBlocks(signer, height, to_height))
+                return
             self._drop(DropReason.STALE, f"height {height} is already committed")
             return
         if height > self._height + self._config.future_heights_max:
@@ -842,6 +877,9 @@ class Replica:
                 return
             self._note_height(signer, height)
             queue = self._buffer.setdefault(signer, [])
+            if message in queue:
+                self._drop(DropReason.DUPLICATE, f"{type(message).__name__} already buffered")
+                return
             if len(queue) >= self._config.future_messages_per_validator_max:
                 self._drop(DropReason.BUFFER_FULL, f"buffer for validator {signer} is full")
                 return
@@ -1136,6 +1174,7 @@ class Replica:
         assert view > safety.view or (view == safety.view and safety.view_active)
         safety.view = view
         safety.view_active = False
+        self._round.own_messages.clear()
         safety.proposed = None
         safety.prepared_vote = None
         safety.committed_vote = None
@@ -1268,6 +1307,7 @@ class Replica:
             self._key, self._chain_id, view_changes=list(changes.values()), proposal=proposal
         )
         safety.view_active = True
+        self._round.own_messages.clear()
         self._arm_timer()
         self._emit_signed(new_view)
         self._request_validation(block)
@@ -1297,6 +1337,7 @@ class Replica:
             return
         safety.view = view
         safety.view_active = True
+        self._round.own_messages.clear()
         safety.proposed = None
         safety.prepared_vote = None
         safety.committed_vote = None
@@ -1362,6 +1403,16 @@ class Replica:
         self._emit(
             RequestBlocks(from_height, to_height, peers[rotation:] + peers[:rotation], message)
         )
+
+    def _may_serve(self, validator: int) -> bool:
+        """Rate limit for unsolicited help to a lagging validator (one batch per retry)."""
+        last = self._last_served_ms.get(validator)
+        if validator == self._index or (
+            last is not None and self._now_ms - last < self._config.sync_retry_ms
+        ):
+            return False
+        self._last_served_ms[validator] = self._now_ms
+        return True
 
     def _on_block_request(self, request: BlockRequest, sender: int | None) -> None:
         if sender is None or not 0 <= sender < self._validators.size:

@@ -48,6 +48,7 @@ def keys_show(path: Path) -> None:
 
 
 # Subcommands live next to the code they drive; they are registered here, in help order.
+from node.audit_cli import audit_command, debug_group  # noqa: E402
 from node.client_cli import block_command, query_command, status_command, tx_group  # noqa: E402
 from node.operator_cli import config_group, genesis_group, init_command  # noqa: E402
 from node.start_cli import start_command  # noqa: E402
@@ -64,6 +65,8 @@ for command in (
     tx_group,
     query_command,
     block_command,
+    audit_command,
+    debug_group,
     sim,
     bench_gossip,
 ):

@@ -32,6 +32,8 @@ class PlantedBug:
     replica_flag: str | None
     scenario: Mapping[str, object] = field(default_factory=dict)
     byzantine: int | None = None
+    # Heights per seed in the bug's positive-control sweep (some bugs need more chances).
+    blocks: int = 6
     caught_by: tuple[str, ...] = ()
 
 
@@ -50,12 +52,16 @@ BUGS: Final[Mapping[str, PlantedBug]] = {
             "new-view-ignores-prepared",
             "the new primary proposes afresh instead of re-proposing a prepared block",
             "NEW_VIEW_IGNORES_PREPARED",
+            # A fork needs one replica to commit while the rest miss its commit and then view-change
+            # without hearing from it (it would otherwise serve them the block): one-way links
+            # that last a few view timeouts, over enough heights for the pattern to occur.
             scenario={
                 "loss_percent": 20,
-                "partition_percent": 30,
-                "partition_kinds": (PartitionKind.ASYMMETRIC, PartitionKind.ISOLATE_ONE),
-                "partition_duration_ms_max": 1_000,
+                "partition_percent": 50,
+                "partition_kinds": (PartitionKind.ASYMMETRIC,),
+                "partition_duration_ms_max": 2_000,
             },
+            blocks=20,
             caught_by=("agreement",),
         ),
         PlantedBug(

@@ -13,7 +13,13 @@ from consensus.replica import (
     primary_index,
 )
 from consensus.types import Block, Phase, Vote
-from tests.consensus_harness import CHAIN_ID, GENESIS_APP_HASH, GENESIS_HASH, Cluster
+from tests.consensus_harness import (
+    CHAIN_ID,
+    GENESIS_APP_HASH,
+    GENESIS_HASH,
+    GENESIS_TIME_MS,
+    Cluster,
+)
 
 
 def build_block(cluster: Cluster, *, height: int, view: int, proposer: int, tag: bytes) -> Block:
@@ -21,6 +27,7 @@ def build_block(cluster: Cluster, *, height: int, view: int, proposer: int, tag:
     node = cluster.nodes[0]
     parent = node.chain[height - 2][0].hash if height > 1 else GENESIS_HASH
     app_hash = node.app_hash if height > 1 else GENESIS_APP_HASH
+    parent_time = node.chain[height - 2][0].header.timestamp_ms if height > 1 else GENESIS_TIME_MS
     return Block.build(
         chain_id=CHAIN_ID,
         height=height,
@@ -28,7 +35,7 @@ def build_block(cluster: Cluster, *, height: int, view: int, proposer: int, tag:
         parent_hash=parent,
         app_hash=app_hash,
         proposer=proposer,
-        timestamp_ms=cluster.now_ms,
+        timestamp_ms=max(cluster.now_ms, parent_time + 1),
         transactions=(tag,),
     )
 

@@ -175,8 +175,12 @@ async def test_gossip_is_relayed_by_announce_and_fetch_across_a_line() -> None:
         nodes.append(
             await start_node(nursery, Network(config_for(2, [(1, nodes[1].network.listen_port)])))
         )
+        # Both ends of each link must have registered it: an origin pushes only to the peers it
+        # is connected to at that moment.
         with trio.fail_after(DEADLINE_SECONDS):
             await nodes[1].network.wait_peers_connected([KEYS[0].public_key, KEYS[2].public_key])
+            await nodes[0].network.wait_peers_connected([KEYS[1].public_key])
+            await nodes[2].network.wait_peers_connected([KEYS[1].public_key])
         from_0, from_2 = transactions("left", 400), transactions("right", 300)
         nodes[0].network.gossip_transactions(from_0)
         nodes[2].network.gossip_transactions(from_2)

@@ -19,11 +19,6 @@ pytestmark = pytest.mark.skipif(
     replica_missing(), reason="the replica's logic is not merged into this branch yet"
 )
 
-# Seeds where the replica, as merged today, stalls after faults stop: only one honest validator
-# is ahead, laggards sync only when f+1 validators are seen ahead, and the one ahead drops
-# their messages as stale. Reported to consensus; remove the xfail when it is fixed.
-LIVENESS_BUG = "consensus liveness bug: a lagging quorum waits for f+1 validators ahead"
-
 
 def safety_violations(result: SimResult) -> list[object]:
     """Every violation except liveness."""
@@ -130,7 +125,6 @@ def test_default_sweep_of_200_seeds_is_safe(default_sweep: dict[str, object]) ->
     assert int(str(default_sweep["committed_heights"])) >= 400
 
 
-@pytest.mark.xfail(strict=True, reason=LIVENESS_BUG)
 def test_default_sweep_of_200_seeds_is_live(default_sweep: dict[str, object]) -> None:
     assert default_sweep["failed"] == 0, default_sweep["failures"]
 

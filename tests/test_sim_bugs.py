@@ -25,7 +25,7 @@ SEEDS_MAX = 60
 def test_planted_bug_is_caught(name: str) -> None:
     bug = BUGS[name]
     for seed in range(SEEDS_MAX):
-        result = run_simulation(SimConfig(seed=seed, validators=4, blocks=6, bug=name))
+        result = run_simulation(SimConfig(seed=seed, validators=4, blocks=bug.blocks, bug=name))
         if result.violations:
             checks = {violation.check for violation in result.violations}
             assert checks & set(bug.caught_by), (seed, result.violations)
@@ -42,7 +42,7 @@ def test_without_the_bug_the_same_seeds_pass() -> None:
                 seed=seed,
                 validators=4,
                 byzantine=bug.byzantine or 0,
-                blocks=6,
+                blocks=bug.blocks,
                 overrides=dict(bug.scenario),
             )
             result = run_simulation(config)

@@ -1,0 +1,653 @@
+"""Offline audit of a node's store: is this chain, and the state it holds, what it claims to be?
+
+Theory of operation
+-------------------
+The audit reads a node's home directory alone: ``genesis.json`` (chain id, genesis hash,
+validator set, enabled apps, genesis app state) and the LMDB store under ``data/``, opened
+read-only (``node.storeview``). It trusts nothing in the store: every height is re-derived.
+
+It walks heights in ascending order and, at each height ``h``, checks in this order (the names
+in brackets are the *items* a failure reports):
+
+1. the block is stored and decodes canonically, for this chain and height [block, header];
+2. its ``parent_hash`` is the hash of block ``h-1`` (the genesis hash for ``h = 1``) [link];
+3. its transactions hash to the header's ``transactions_root`` [body];
+4. its commit certificate is a quorum of valid commit signatures of the *genesis* validator
+   set on this block hash and height (``consensus.types.verify_certificate``) [certificate];
+5. the block-hash index maps its hash to ``h`` [block index];
+6. its ``app_hash`` equals the hash of the replayed state after ``h-1`` [app hash];
+7. every transaction is in the transaction index at its first inclusion: at ``(h, i)``, or
+   for a repeated transaction at an earlier position holding the same bytes [tx index];
+8. replaying the block through the real apps (``node.replay``) yields the stored receipts
+   [receipt] and the stored app hash of ``h`` [app hash];
+9. stored equivocation evidence filed at ``h`` decodes, is filed under its own hash and
+   height, and its two signatures verify against the validator set [evidence].
+
+Before the walk it checks the store's identity against genesis [store] and the genesis state's
+app hash [genesis] (height 0). After it, at the committed height: the metadata (height, app
+hash, last block hash) [meta]; that no database holds entries the walk did not account for,
+e.g. a block beyond the committed height or an index entry naming no committed transaction
+[blocks, certificates, app hashes, block index, receipts, tx index]; evidence filed beyond the
+committed height [evidence]; and finally the stored state against the replayed state, key by
+key [state]. A state key that differs is reported at the last height whose block wrote it in
+the replay (the committed height for a key the replay never wrote).
+
+The audit stops at the first failure and names its height, item and detail. Memory: one block
+at a time plus the replayed state (``apps.state.MemoryBackend``); indexes and state are
+streamed in batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, NoReturn
+
+from apps.base import App
+from apps.host import GenesisError as HostGenesisError
+from consensus.codec import CodecError, decode
+from consensus.crypto import hash_bytes
+from consensus.evidence import Evidence, EvidenceError, verify_evidence
+from consensus.types import (
+    BLOCK_LIMITS,
+    Block,
+    BlockHeader,
+    CertificateError,
+    CommitCertificate,
+    DecodeError,
+    ValidatorSet,
+    verify_certificate,
+)
+from node.apploader import AppLoadError
+from node.genesis import Genesis, GenesisError
+from node.replay import Replay, load_home_genesis
+from node.statediff import diff_states, render_key, render_value
+from node.storeview import StoreView, StoreViewError, height_key
+
+__all__ = ["AuditFailure", "AuditReport", "audit_home", "audit_store"]
+
+log = logging.getLogger(__name__)
+
+# Heights between two progress log events: frequent enough to watch, rare enough to be cheap.
+PROGRESS_EVERY_HEIGHTS: Final = 1000
+_EVIDENCE_KEY_BYTES: Final = 8 + 32
+
+ITEM_HOME: Final = "home"
+ITEM_STORE: Final = "store"
+ITEM_GENESIS: Final = "genesis"
+ITEM_BLOCK: Final = "block"
+ITEM_HEADER: Final = "header"
+ITEM_LINK: Final = "link"
+ITEM_BODY: Final = "body"
+ITEM_CERTIFICATE: Final = "certificate"
+ITEM_BLOCK_INDEX: Final = "block index"
+ITEM_APP_HASH: Final = "app hash"
+ITEM_TX_INDEX: Final = "tx index"
+ITEM_RECEIPT: Final = "receipt"
+ITEM_REPLAY: Final = "replay"
+ITEM_EVIDENCE: Final = "evidence"
+ITEM_META: Final = "meta"
+ITEM_STATE: Final = "state"
+
+
+def _short(data: bytes | None) -> str:
+    # Whole hashes: two hashes that differ in their last byte must not look equal.
+    return "(none)" if data is None else data.hex()
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFailure:
+    """The first thing found wrong: at ``height``, the ``item`` checked, and why."""
+
+    height: int
+    item: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"height {self.height}: {self.item}: {self.detail}"
+
+    def to_json(self) -> dict[str, object]:
+        """JSON form."""
+        return {"height": self.height, "item": self.item, "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    """What an audit checked and the first failure (None: the store passed every check).
+
+    ``heights_checked`` counts the heights 1.. that passed every per-height check;
+    ``height`` is the committed height the store claims (-1 when unknown)."""
+
+    home: str
+    chain_id: str
+    height: int
+    heights_checked: int
+    transactions: int
+    state_keys: int
+    evidence: int
+    failure: AuditFailure | None
+    elapsed_seconds: float
+    replay_seconds: float
+    certificate_seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """True when the audit found nothing wrong."""
+        return self.failure is None
+
+    def to_json(self) -> dict[str, object]:
+        """The report as one JSON object."""
+        return {
+            "ok": self.ok,
+            "home": self.home,
+            "chain_id": self.chain_id,
+            "height": self.height,
+            "heights_checked": self.heights_checked,
+            "transactions": self.transactions,
+            "state_keys": self.state_keys,
+            "evidence": self.evidence,
+            "failure": None if self.failure is None else self.failure.to_json(),
+            "timing": {
+                "total_seconds": round(self.elapsed_seconds, 3),
+                "replay_seconds": round(self.replay_seconds, 3),
+                "certificate_seconds": round(self.certificate_seconds, 3),
+            },
+        }
+
+    def render(self) -> str:
+        """The report as text."""
+        rate = self.heights_checked / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+        lines = [
+            f"audit {self.home} (chain {self.chain_id}, committed height {self.height})",
+            f"  heights checked  {self.heights_checked}",
+            f"  transactions     {self.transactions}",
+            f"  state keys       {self.state_keys}",
+            f"  evidence         {self.evidence}",
+            f"  time             {self.elapsed_seconds:.2f} s ({rate:.0f} heights/s; replay "
+            f"{self.replay_seconds:.2f} s, certificates {self.certificate_seconds:.2f} s)",
+        ]
+        if self.failure is None:
+            lines.append("OK: every check passed")
+        else:
+            lines.append(f"FAILED at {self.failure}")
+        return "\n".join(lines)
+
+
+class _Failed(Exception):
+    def __init__(self, failure: AuditFailure) -> None:
+        super().__init__(str(failure))
+        self.failure = failure
+
+
+def _fail(height: int, item: str, detail: str) -> NoReturn:
+    raise _Failed(AuditFailure(height, item, detail))
+
+
+def _decode_location(raw: bytes) -> tuple[int, int] | None:
+    try:
+        value = decode(raw)
+    except CodecError:
+        return None
+    if not (isinstance(value, tuple) and len(value) == 2):
+        return None
+    height, index = value
+    if not (isinstance(height, int) and isinstance(index, int)):
+        return None
+    if isinstance(height, bool) or isinstance(index, bool) or height < 1 or index < 0:
+        return None
+    return height, index
+
+
+def _decode_block(raw: bytes) -> Block:
+    """Decode stored block bytes, leaving the body-vs-root check to the caller."""
+    try:
+        value = decode(raw, BLOCK_LIMITS)
+    except CodecError as error:
+        raise DecodeError(str(error)) from None
+    if not (isinstance(value, tuple) and len(value) == 2):
+        raise DecodeError("a block is an array of (header, transactions)")
+    header_fields, transactions = value
+    header = BlockHeader.from_fields(header_fields)
+    if not (isinstance(transactions, tuple) and all(isinstance(tx, bytes) for tx in transactions)):
+        raise DecodeError("block transactions must be an array of byte strings")
+    return Block(header, tuple(tx for tx in transactions if isinstance(tx, bytes)))
+
+
+class _EvidenceCursor:
+    """Walks stored evidence in height order alongside the block walk."""
+
+    def __init__(self, view: StoreView, validators: ValidatorSet, chain_id: str) -> None:
+        self._items: Iterator[tuple[int, bytes, bytes]] = view.evidence_scan()
+        self._next = next(self._items, None)
+        self._validators = validators
+        self._chain_id = chain_id
+        self.count = 0
+
+    def check_through(self, height: int | None) -> None:
+        """Check every stored evidence filed at a height up to ``height`` (None: all)."""
+        while self._next is not None and (height is None or self._next[0] <= height):
+            filed_at, key, data = self._next
+            self._check(filed_at, key, data)
+            self.count += 1
+            self._next = next(self._items, None)
+
+    def _check(self, filed_at: int, key: bytes, data: bytes) -> None:
+        where = f"entry {key[8:].hex()}"
+        if len(key) != _EVIDENCE_KEY_BYTES or key[8:] != hash_bytes(data):
+            _fail(filed_at, ITEM_EVIDENCE, f"{where}: key does not match the evidence's hash")
+        try:
+            evidence = Evidence.decode(data)
+        except EvidenceError as error:
+            _fail(filed_at, ITEM_EVIDENCE, f"{where}: does not decode: {error}")
+        if evidence.height != filed_at:
+            _fail(
+                filed_at,
+                ITEM_EVIDENCE,
+                f"{where}: filed at height {filed_at} but is about height {evidence.height}",
+            )
+        try:
+            verify_evidence(evidence, self._validators, self._chain_id)
+        except EvidenceError as error:
+            _fail(filed_at, ITEM_EVIDENCE, f"{where}: {error}")
+
+
+class _Auditor:
+    """One audit run; ``run`` raises ``_Failed`` at the first failure."""
+
+    def __init__(self, view: StoreView, genesis: Genesis, apps: Sequence[App] | None) -> None:
+        self.view = view
+        self.genesis = genesis
+        self.apps = apps
+        self.chain_id = genesis.chain_id
+        self.validators = genesis.validator_set
+        self.top = -1
+        self.heights_checked = 0
+        self.transactions = 0
+        self.first_inclusions = 0
+        self.replay_seconds = 0.0
+        self.certificate_seconds = 0.0
+        self.evidence: _EvidenceCursor | None = None
+        self._block_cache: tuple[int, Block] | None = None
+
+    def run(self) -> None:
+        self._check_identity()
+        replay = self._genesis()
+        self.evidence = _EvidenceCursor(self.view, self.validators, self.chain_id)
+        self.evidence.check_through(0)
+        previous_hash = self.genesis.hash
+        for height in range(1, self.top + 1):
+            block = self._check_height(height, previous_hash, replay)
+            self.evidence.check_through(height)
+            self.heights_checked = height
+            previous_hash = block.hash
+            if height % PROGRESS_EVERY_HEIGHTS == 0:
+                log.info("audit_progress", extra={"height": height, "top": self.top})
+        self._check_meta(previous_hash, replay)
+        self._check_accounting()
+        self.evidence.check_through(None)
+        self._check_state(replay)
+
+    # -- height 0 -----------------------------------------------------------------------------
+
+    def _check_identity(self) -> None:
+        view = self.view
+        if view.chain_id != self.chain_id:
+            _fail(
+                0,
+                ITEM_STORE,
+                f"store is for chain {view.chain_id!r}, genesis says {self.chain_id!r}",
+            )
+        if view.genesis_hash != self.genesis.hash:
+            _fail(
+                0,
+                ITEM_STORE,
+                f"store was created from genesis {_short(view.genesis_hash)}, genesis.json "
+                f"hashes to {_short(self.genesis.hash)}",
+            )
+        top = view.height
+        if top is None:
+            _fail(0, ITEM_STORE, "the store holds no genesis state")
+        self.top = top
+
+    def _genesis(self) -> Replay:
+        try:
+            replay = Replay(self.genesis, self.apps)
+        except AppLoadError as error:
+            _fail(0, ITEM_GENESIS, f"apps cannot be loaded: {error}")
+        except HostGenesisError as error:
+            _fail(0, ITEM_GENESIS, f"genesis app state is rejected: {error}")
+        stored = self.view.app_hash_at(0)
+        if stored != replay.app_hash:
+            _fail(
+                0,
+                ITEM_GENESIS,
+                f"stored genesis app hash {_short(stored)}, genesis.json gives "
+                f"{_short(replay.app_hash)}",
+            )
+        return replay
+
+    # -- one height ---------------------------------------------------------------------------
+
+    def _check_height(self, height: int, previous_hash: bytes, replay: Replay) -> Block:
+        block = self._load_block(height)
+        header = block.header
+        if header.parent_hash != previous_hash:
+            what = "the genesis hash" if height == 1 else f"block {height - 1}'s hash"
+            _fail(
+                height,
+                ITEM_LINK,
+                f"parent hash {_short(header.parent_hash)} is not {what} {_short(previous_hash)}",
+            )
+        if not block.body_matches_header():
+            _fail(height, ITEM_BODY, "the transactions do not hash to the header's root")
+        self._check_certificate(height, block)
+        indexed = self.view.height_of(block.hash)
+        if indexed != height:
+            where = "not indexed" if indexed is None else f"indexed at height {indexed}"
+            _fail(height, ITEM_BLOCK_INDEX, f"block hash {_short(block.hash)} is {where}")
+        if header.app_hash != replay.app_hash:
+            _fail(
+                height,
+                ITEM_APP_HASH,
+                f"header carries {_short(header.app_hash)}, the replayed state after height "
+                f"{height - 1} hashes to {_short(replay.app_hash)}",
+            )
+        for index, tx in enumerate(block.transactions):
+            self._check_indexed(height, index, tx)
+        self._replay(height, block, replay)
+        return block
+
+    def _load_block(self, height: int) -> Block:
+        raw = self.view.block_bytes(height)
+        if raw is None:
+            _fail(height, ITEM_BLOCK, "missing from the store")
+        try:
+            block = _decode_block(raw)
+        except DecodeError as error:
+            _fail(height, ITEM_BLOCK, f"does not decode: {error}")
+        if block.encode() != raw:
+            _fail(height, ITEM_BLOCK, "stored bytes are not the block's canonical encoding")
+        header = block.header
+        if header.chain_id != self.chain_id:
+            _fail(height, ITEM_HEADER, f"chain id {header.chain_id!r}, not {self.chain_id!r}")
+        if header.height != height:
+            _fail(height, ITEM_HEADER, f"stored at height {height} but says {header.height}")
+        if header.proposer >= self.validators.size:
+            _fail(height, ITEM_HEADER, f"proposer index {header.proposer} names no validator")
+        return block
+
+    def _check_certificate(self, height: int, block: Block) -> None:
+        raw = self.view.certificate_bytes(height)
+        if raw is None:
+            _fail(height, ITEM_CERTIFICATE, "missing from the store")
+        started = time.perf_counter()
+        try:
+            certificate = CommitCertificate.decode(raw)
+            verify_certificate(
+                certificate, self.validators, self.chain_id, block_hash=block.hash, height=height
+            )
+        except DecodeError as error:
+            _fail(height, ITEM_CERTIFICATE, f"does not decode: {error}")
+        except CertificateError as error:
+            _fail(height, ITEM_CERTIFICATE, str(error))
+        finally:
+            self.certificate_seconds += time.perf_counter() - started
+
+    def _check_indexed(self, height: int, index: int, tx: bytes) -> None:
+        tx_hash = hash_bytes(tx)
+        self.transactions += 1
+        what = f"transaction {index} ({_short(tx_hash)})"
+        raw = self.view.transaction_location_bytes(tx_hash)
+        if raw is None:
+            _fail(height, ITEM_TX_INDEX, f"{what} is not indexed")
+        location = _decode_location(raw)
+        if location is None:
+            _fail(height, ITEM_TX_INDEX, f"{what}: index entry does not decode")
+        if location == (height, index):
+            self.first_inclusions += 1
+            return
+        if location > (height, index):
+            _fail(
+                height,
+                ITEM_TX_INDEX,
+                f"{what} is indexed at later position {location}, not at its first inclusion",
+            )
+        # A repeated transaction: the index keeps its first inclusion, which must hold it.
+        if self._transaction_at(*location) != tx:
+            _fail(
+                height,
+                ITEM_TX_INDEX,
+                f"{what} is indexed at {location}, which holds another transaction",
+            )
+
+    def _transaction_at(self, height: int, index: int) -> bytes | None:
+        if self._block_cache is None or self._block_cache[0] != height:
+            raw = self.view.block_bytes(height)
+            if raw is None:
+                return None
+            try:
+                self._block_cache = (height, _decode_block(raw))
+            except DecodeError:
+                return None
+        transactions = self._block_cache[1].transactions
+        return transactions[index] if index < len(transactions) else None
+
+    def _replay(self, height: int, block: Block, replay: Replay) -> None:
+        started = time.perf_counter()
+        try:
+            result = replay.execute(block)
+        except Exception as error:  # an app bug: report it, never crash the audit
+            _fail(
+                height, ITEM_REPLAY, f"executing the block raised {type(error).__name__}: {error}"
+            )
+        finally:
+            self.replay_seconds += time.perf_counter() - started
+        for receipt in result.receipts:
+            stored = self.view.receipt_bytes(height, receipt.index)
+            if stored is None:
+                _fail(height, ITEM_RECEIPT, f"transaction {receipt.index} has no stored receipt")
+            if stored != receipt.encode():
+                _fail(
+                    height,
+                    ITEM_RECEIPT,
+                    f"transaction {receipt.index}: stored receipt differs from the replay "
+                    f"(replay: {receipt.status} {receipt.code}".rstrip()
+                    + ")",
+                )
+        stored_hash = self.view.app_hash_at(height)
+        if stored_hash != result.app_hash:
+            _fail(
+                height,
+                ITEM_APP_HASH,
+                f"stored {_short(stored_hash)}, replaying the block gives "
+                f"{_short(result.app_hash)}",
+            )
+
+    # -- after the walk ---------------------------------------------------------------------
+
+    def _check_meta(self, last_hash: bytes, replay: Replay) -> None:
+        view = self.view
+        if view.meta(b"app_hash") != replay.app_hash:
+            _fail(
+                self.top,
+                ITEM_META,
+                f"recorded app hash {_short(view.meta(b'app_hash'))}, the replay gives "
+                f"{_short(replay.app_hash)}",
+            )
+        recorded_last = view.meta(b"last_block_hash")
+        if recorded_last != last_hash:
+            _fail(
+                self.top,
+                ITEM_META,
+                f"recorded last block hash {_short(recorded_last)}, the last block is "
+                f"{_short(last_hash)}",
+            )
+
+    def _check_accounting(self) -> None:
+        top = self.top
+        for db, item, low in (
+            ("blocks", ITEM_BLOCK, 1),
+            ("certificates", ITEM_CERTIFICATE, 1),
+            ("app_hashes", ITEM_APP_HASH, 0),
+        ):
+            expected = top + 1 - low
+            found = self.view.entries(db)
+            if found != expected:
+                self._report_stray_height_key(db, item, low, found, expected)
+        found = self.view.entries("block_hashes")
+        if found != top:
+            self._report_stray_block_hash(found)
+        found = self.view.entries("receipts")
+        if found != self.transactions:
+            self._report_stray_receipt(found)
+        found = self.view.entries("transactions")
+        if found != self.first_inclusions:
+            self._report_stray_transaction(found)
+
+    def _report_stray_height_key(
+        self, db: str, item: str, low: int, found: int, expected: int
+    ) -> NoReturn:
+        for key, _ in self.view.scan(db, end=height_key(low)):
+            _fail(low, item, f"{db} holds an entry with key {key.hex()} below height {low}")
+        for key, _ in self.view.scan(db, start=height_key(self.top + 1)):
+            claimed = int.from_bytes(key[:8], "big")
+            _fail(
+                claimed,
+                item,
+                f"{db} holds an entry at height {claimed}, beyond the committed height {self.top}",
+            )
+        _fail(self.top, item, f"{db} holds {found} entries, expected {expected}")
+
+    def _report_stray_block_hash(self, found: int) -> NoReturn:
+        stray: AuditFailure | None = None
+        for block_hash, raw in self.view.scan("block_hashes"):
+            claimed = int.from_bytes(raw, "big")
+            if 1 <= claimed <= self.top:
+                block_raw = self.view.block_bytes(claimed)
+                try:
+                    if block_raw is not None and _decode_block(block_raw).hash == block_hash:
+                        continue
+                except DecodeError:
+                    pass
+            if stray is None or claimed < stray.height:
+                stray = AuditFailure(
+                    claimed,
+                    ITEM_BLOCK_INDEX,
+                    f"hash {_short(block_hash)} is indexed at height {claimed} but is not the "
+                    "hash of a committed block there",
+                )
+        if stray is not None:
+            raise _Failed(stray)
+        _fail(self.top, ITEM_BLOCK_INDEX, f"{found} entries, expected {self.top}")
+
+    def _report_stray_receipt(self, found: int) -> NoReturn:
+        for key, _ in self.view.scan("receipts"):
+            height = int.from_bytes(key[:8], "big")
+            index = int.from_bytes(key[8:], "big")
+            if len(key) != 12 or not 1 <= height <= self.top:
+                _fail(height, ITEM_RECEIPT, f"receipt {index} of height {height} has no block")
+            if self._transaction_at(height, index) is None:
+                _fail(height, ITEM_RECEIPT, f"receipt {index} has no transaction in the block")
+        _fail(self.top, ITEM_RECEIPT, f"{found} receipts, expected {self.transactions}")
+
+    def _report_stray_transaction(self, found: int) -> NoReturn:
+        stray: AuditFailure | None = None
+        for tx_hash, raw in self.view.scan("transactions"):
+            location = _decode_location(raw)
+            if location is not None and location[0] <= self.top:
+                tx = self._transaction_at(*location)
+                if tx is not None and hash_bytes(tx) == tx_hash:
+                    continue
+            claimed = self.top if location is None else location[0]
+            if stray is None or claimed < stray.height:
+                stray = AuditFailure(
+                    claimed,
+                    ITEM_TX_INDEX,
+                    f"entry {_short(tx_hash)} -> {location} names no committed transaction "
+                    "with that hash",
+                )
+        if stray is not None:
+            raise _Failed(stray)
+        _fail(
+            self.top,
+            ITEM_TX_INDEX,
+            f"{found} entries, expected {self.first_inclusions} distinct transactions",
+        )
+
+    def _check_state(self, replay: Replay) -> None:
+        for difference in diff_states(self.view.state_scan(), replay.backend.scan()):
+            height = replay.last_written.get(difference.key, self.top)
+            key = render_key(difference.key)
+            if difference.b is None:
+                detail = (
+                    f"key {key} is in the store ({render_value(difference.a)}) but not in "
+                    "the replay"
+                )
+            elif difference.a is None:
+                detail = (
+                    f"key {key} is missing from the store (replay: {render_value(difference.b)})"
+                )
+            else:
+                detail = (
+                    f"key {key} differs: stored {render_value(difference.a)}, replay "
+                    f"{render_value(difference.b)}"
+                )
+            _fail(height, ITEM_STATE, detail)
+
+
+def audit_store(
+    view: StoreView, genesis: Genesis, *, apps: Sequence[App] | None = None, home: str = ""
+) -> AuditReport:
+    """Audit the store behind ``view`` against ``genesis`` (apps: as genesis enables them,
+    loaded through entry points, unless given). Never raises for what it finds in the store."""
+    started = time.perf_counter()
+    auditor = _Auditor(view, genesis, apps)
+    failure: AuditFailure | None = None
+    try:
+        auditor.run()
+    except _Failed as failed:
+        failure = failed.failure
+    evidence = auditor.evidence.count if auditor.evidence is not None else 0
+    report = AuditReport(
+        home=home or str(view.path),
+        chain_id=genesis.chain_id,
+        height=auditor.top,
+        heights_checked=auditor.heights_checked,
+        transactions=auditor.transactions,
+        state_keys=view.entries("state"),
+        evidence=evidence,
+        failure=failure,
+        elapsed_seconds=time.perf_counter() - started,
+        replay_seconds=auditor.replay_seconds,
+        certificate_seconds=auditor.certificate_seconds,
+    )
+    log.info("audit_finished", extra={"ok": report.ok, "height": report.height})
+    return report
+
+
+def audit_home(home: Path, *, apps: Sequence[App] | None = None) -> AuditReport:
+    """Audit the node home ``home`` (its ``genesis.json`` and ``data/`` store). A home that
+    cannot be read yields a report whose failure item is ``home`` at height 0."""
+    started = time.perf_counter()
+    try:
+        genesis, data = load_home_genesis(home)
+        view = StoreView(data)
+    except (GenesisError, StoreViewError) as error:
+        return AuditReport(
+            home=str(home),
+            chain_id="",
+            height=-1,
+            heights_checked=0,
+            transactions=0,
+            state_keys=0,
+            evidence=0,
+            failure=AuditFailure(0, ITEM_HOME, str(error)),
+            elapsed_seconds=time.perf_counter() - started,
+            replay_seconds=0.0,
+            certificate_seconds=0.0,
+        )
+    with view:
+        return audit_store(view, genesis, apps=apps, home=str(home))

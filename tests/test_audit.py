@@ -1,0 +1,416 @@
+"""`suanpan audit`: a real chain passes; each kind of damage is named at its first height.
+
+The chain (tests/audit_fixtures.py): 12 blocks of signed demo traffic through membership,
+payments, scf and assets, committed through node.store with quorum certificates, one repeated
+transaction (block 9 repeats block 3's first) and one stored equivocation (height 4). Each test
+damages its own copy of the store through LMDB directly, then audits it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import lmdb
+import pytest
+from click.testing import CliRunner
+
+from apps.demo import DemoTraffic, demo_consortium
+from consensus.codec import decode, encode
+from consensus.crypto import PrivateKey, hash_bytes
+from consensus.evidence import Evidence, SignedStatement
+from consensus.types import CommitCertificate
+from node.audit import AuditReport, audit_home
+from node.cli import main
+from node.genesis import save_genesis
+from tests.audit_fixtures import (
+    EQUIVOCATION_HEIGHT,
+    EQUIVOCATOR,
+    HEIGHTS,
+    REPEAT_AT,
+    REPEAT_FROM,
+    BuiltChain,
+    Committer,
+    build_home,
+    corrupt,
+    flip_byte,
+    height_key,
+    make_genesis,
+)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> BuiltChain:
+    return build_home(tmp_path_factory.mktemp("template"))
+
+
+@pytest.fixture
+def chain(template: BuiltChain, tmp_path: Path) -> BuiltChain:
+    """A private copy of the template home."""
+    home = tmp_path / "home"
+    shutil.copytree(template.home, home)
+    return BuiltChain(home, template.genesis, template.blocks, template.results)
+
+
+def failure_of(home: Path) -> tuple[int, str, str]:
+    report = audit_home(home)
+    assert report.failure is not None, "the audit must fail"
+    assert not report.ok
+    return report.failure.height, report.failure.item, report.failure.detail
+
+
+def replace_value(home: Path, db: str, key: bytes, change: Callable[[bytes], bytes]) -> None:
+    def work(txn: lmdb.Transaction, handle: lmdb._Database) -> None:
+        old = txn.get(key, db=handle)
+        assert old is not None, f"{db} has no {key.hex()}"
+        txn.put(key, change(bytes(old)), db=handle)
+
+    corrupt(home, db, work)
+
+
+# -- the intact chain -------------------------------------------------------------------------
+
+
+def test_intact_chain_passes_every_check(chain: BuiltChain) -> None:
+    report = audit_home(chain.home)
+    assert report.failure is None
+    assert report.ok
+    assert report.height == HEIGHTS
+    assert report.heights_checked == HEIGHTS
+    assert report.transactions == sum(len(block.transactions) for block in chain.blocks.values())
+    assert report.evidence == 1
+    assert report.state_keys > 0
+
+
+def test_cli_reports_ok_as_text_and_json(chain: BuiltChain) -> None:
+    runner = CliRunner()
+    text = runner.invoke(main, ["audit", "--home", str(chain.home)])
+    assert text.exit_code == 0, text.output
+    assert "OK: every check passed" in text.output
+    result = runner.invoke(main, ["audit", "--home", str(chain.home), "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert document["ok"] is True
+    assert document["heights_checked"] == HEIGHTS
+    assert document["failure"] is None
+    assert set(document["timing"]) == {"total_seconds", "replay_seconds", "certificate_seconds"}
+
+
+def test_cli_names_the_failure_and_exits_non_zero(chain: BuiltChain) -> None:
+    replace_value(chain.home, "app_hashes", height_key(8), lambda old: flip_byte(old, 0))
+    runner = CliRunner()
+    result = runner.invoke(main, ["audit", "--home", str(chain.home), "--json"])
+    assert result.exit_code == 1
+    document = json.loads(result.output)
+    assert document["ok"] is False
+    assert document["failure"]["height"] == 8
+    assert document["failure"]["item"] == "app hash"
+    assert document["heights_checked"] == 7
+    text = runner.invoke(main, ["audit", "--home", str(chain.home)])
+    assert text.exit_code == 1
+    assert "FAILED at height 8: app hash: stored" in text.output
+
+
+# -- blocks -----------------------------------------------------------------------------------
+
+
+def test_flipped_byte_in_a_transaction_of_a_stored_block_is_the_body(chain: BuiltChain) -> None:
+    tx = chain.blocks[7].transactions[1]
+
+    def flip(old: bytes) -> bytes:
+        offset = old.index(tx) + len(tx) - 10  # inside the transaction's signature
+        return flip_byte(old, offset)
+
+    replace_value(chain.home, "blocks", height_key(7), flip)
+    height, item, detail = failure_of(chain.home)
+    assert (height, item) == (7, "body")
+    assert "transactions_root" in detail or "root" in detail
+
+
+def test_flipped_byte_in_a_parent_hash_is_the_link(chain: BuiltChain) -> None:
+    parent = chain.blocks[6].header.parent_hash
+    replace_value(
+        chain.home, "blocks", height_key(6), lambda old: flip_byte(old, old.index(parent) + 5)
+    )
+    assert failure_of(chain.home)[:2] == (6, "link")
+
+
+def test_flipped_byte_in_a_header_timestamp_breaks_the_certificate(chain: BuiltChain) -> None:
+    block = chain.blocks[3]
+    timestamp = encode(block.header.timestamp_ms)
+
+    def flip(old: bytes) -> bytes:
+        offset = old.index(timestamp) + len(timestamp) - 1
+        return flip_byte(old, offset)
+
+    replace_value(chain.home, "blocks", height_key(3), flip)
+    height, item, detail = failure_of(chain.home)
+    assert (height, item) == (3, "certificate")
+    assert "different block hash" in detail
+
+
+def test_garbage_block_does_not_decode(chain: BuiltChain) -> None:
+    replace_value(chain.home, "blocks", height_key(10), lambda old: b"\xc1" + old[1:])
+    height, item, detail = failure_of(chain.home)
+    assert (height, item) == (10, "block")
+    assert "does not decode" in detail
+
+
+def test_missing_block(chain: BuiltChain) -> None:
+    corrupt(chain.home, "blocks", lambda txn, db: txn.delete(height_key(5), db=db))
+    assert failure_of(chain.home)[:3] == (5, "block", "missing from the store")
+
+
+def test_block_beyond_the_committed_height(chain: BuiltChain) -> None:
+    extra = chain.blocks[HEIGHTS].encode()
+    corrupt(chain.home, "blocks", lambda txn, db: txn.put(height_key(HEIGHTS + 1), extra, db=db))
+    height, item, detail = failure_of(chain.home)
+    assert (height, item) == (HEIGHTS + 1, "block")
+    assert "beyond the committed height" in detail
+
+
+# -- certificates -----------------------------------------------------------------------------
+
+
+def test_flipped_signature_in_a_certificate_names_the_validator(chain: BuiltChain) -> None:
+    def flip_validator_2(old: bytes) -> bytes:
+        certificate = CommitCertificate.decode(old)
+        signatures = tuple(
+            (index, flip_byte(signature, 3) if index == 2 else signature)
+            for index, signature in certificate.signatures
+        )
+        assert any(index == 2 for index, _ in signatures)
+        return CommitCertificate(
+            certificate.height, certificate.view, certificate.block_hash, signatures
+        ).encode()
+
+    replace_value(chain.home, "certificates", height_key(5), flip_validator_2)
+    assert failure_of(chain.home) == (5, "certificate", "signature of validator 2 does not verify")
+
+
+def test_certificate_without_a_quorum(chain: BuiltChain) -> None:
+    def drop_one(old: bytes) -> bytes:
+        certificate = CommitCertificate.decode(old)
+        return CommitCertificate(
+            certificate.height, certificate.view, certificate.block_hash, certificate.signatures[1:]
+        ).encode()
+
+    replace_value(chain.home, "certificates", height_key(2), drop_one)
+    assert failure_of(chain.home) == (2, "certificate", "2 signatures, quorum is 3")
+
+
+def test_genesis_naming_other_validators_is_another_chain(chain: BuiltChain) -> None:
+    """A genesis.json naming other validators is another chain: the store refuses it."""
+    other = make_genesis([PrivateKey(bytes([index + 50]) * 32) for index in range(4)])
+    save_genesis(chain.home / "genesis.json", other)
+    height, item, detail = failure_of(chain.home)
+    assert (height, item) == (0, "store")
+    assert "created from genesis" in detail
+
+
+# -- indexes ----------------------------------------------------------------------------------
+
+
+def test_missing_tx_index_entry(chain: BuiltChain) -> None:
+    tx_hash = hash_bytes(chain.blocks[6].transactions[1])
+    corrupt(chain.home, "transactions", lambda txn, db: txn.delete(tx_hash, db=db))
+    height, item, detail = failure_of(chain.home)
+    assert (height, item) == (6, "tx index")
+    assert detail == f"transaction 1 ({tx_hash.hex()}) is not indexed"
+
+
+def test_tx_index_entry_pointing_elsewhere(chain: BuiltChain) -> None:
+    tx_hash = hash_bytes(chain.blocks[8].transactions[2])
+    corrupt(chain.home, "transactions", lambda txn, db: txn.put(tx_hash, encode((2, 0)), db=db))
+    height, item, detail = failure_of(chain.home)
+    assert (height, item) == (8, "tx index")
+    assert "holds another transaction" in detail
+
+
+def test_flipped_byte_in_a_tx_index_entry(chain: BuiltChain) -> None:
+    tx_hash = hash_bytes(chain.blocks[4].transactions[0])
+    replace_value(chain.home, "transactions", tx_hash, lambda old: flip_byte(old, len(old) - 1))
+    assert failure_of(chain.home)[:2] == (4, "tx index")
+
+
+def test_repeated_transaction_keeps_its_first_inclusion(chain: BuiltChain) -> None:
+    """The intact chain repeats a transaction; pointing the index at the repeat is a failure
+    at the first inclusion (its entry names a later position)."""
+    repeated_height, repeated_index = REPEAT_FROM
+    tx_hash = hash_bytes(chain.blocks[repeated_height].transactions[repeated_index])
+    position = len(chain.blocks[REPEAT_AT].transactions) - 1
+    corrupt(
+        chain.home,
+        "transactions",
+        lambda txn, db: txn.put(tx_hash, encode((REPEAT_AT, position)), db=db),
+    )
+    height, item, detail = failure_of(chain.home)
+    assert (height, item) == (repeated_height, "tx index")
+    assert "later position" in detail
+
+
+def test_stray_tx_index_entry_is_found(chain: BuiltChain) -> None:
+    stray = hash_bytes(b"never committed")
+    corrupt(chain.home, "transactions", lambda txn, db: txn.put(stray, encode((3, 1)), db=db))
+    height, item, detail = failure_of(chain.home)
+    assert (height, item) == (3, "tx index")
+    assert stray.hex() in detail
+
+
+def test_missing_block_hash_index_entry(chain: BuiltChain) -> None:
+    block_hash = chain.blocks[9].hash
+    corrupt(chain.home, "block_hashes", lambda txn, db: txn.delete(block_hash, db=db))
+    assert failure_of(chain.home)[:2] == (9, "block index")
+
+
+# -- replay -----------------------------------------------------------------------------------
+
+
+def test_flipped_byte_in_a_stored_app_hash(chain: BuiltChain) -> None:
+    replace_value(chain.home, "app_hashes", height_key(5), lambda old: flip_byte(old, 31))
+    height, item, detail = failure_of(chain.home)
+    assert (height, item) == (5, "app hash")
+    assert detail.startswith("stored ")
+
+
+def test_changed_receipt(chain: BuiltChain) -> None:
+    key = height_key(REPEAT_AT) + (len(chain.blocks[REPEAT_AT].transactions) - 1).to_bytes(4, "big")
+
+    def claim_success(old: bytes) -> bytes:
+        fields = decode(old)
+        assert isinstance(fields, tuple)
+        return encode((*fields[:2], "ok", "", "", None, ()))
+
+    replace_value(chain.home, "receipts", key, claim_success)
+    height, item, detail = failure_of(chain.home)
+    assert (height, item) == (REPEAT_AT, "receipt")
+    assert "stale_nonce" in detail
+
+
+# -- state ------------------------------------------------------------------------------------
+
+
+def payments_key_written_at(chain: BuiltChain, low: int) -> tuple[bytes, int]:
+    """A payments state key last written at a height >= ``low``, and that height."""
+    for height in range(low, HEIGHTS + 1):
+        for key, value in chain.writes(height):
+            if key.startswith(b"payments\x00") and value is not None:
+                last = chain.last_write_height(key)
+                if last >= low:
+                    return key, last
+    raise AssertionError("no payments write")
+
+
+def test_changed_state_entry_is_named_at_the_height_that_wrote_it(chain: BuiltChain) -> None:
+    key, written_at = payments_key_written_at(chain, 3)
+    replace_value(chain.home, "state", key, lambda old: flip_byte(old, len(old) - 1))
+    height, item, detail = failure_of(chain.home)
+    assert (height, item) == (written_at, "state")
+    shown = key[len(b"payments\x00") :].decode("ascii")
+    assert detail.startswith(f"key payments/{shown} differs: stored ")
+
+
+def test_deleted_and_added_state_entries(chain: BuiltChain) -> None:
+    key, written_at = payments_key_written_at(chain, 1)
+    corrupt(chain.home, "state", lambda txn, db: txn.delete(key, db=db))
+    height, item, detail = failure_of(chain.home)
+    assert (height, item) == (written_at, "state")
+    assert "missing from the store" in detail
+
+    corrupt(chain.home, "state", lambda txn, db: txn.put(key, chain_value(chain, key), db=db))
+    assert audit_home(chain.home).ok
+    corrupt(chain.home, "state", lambda txn, db: txn.put(b"zzz\x00extra", b"\x01", db=db))
+    height, item, detail = failure_of(chain.home)
+    assert (height, item) == (HEIGHTS, "state")
+    assert "key zzz/extra is in the store" in detail
+
+
+def chain_value(chain: BuiltChain, key: bytes) -> bytes:
+    for height in range(HEIGHTS, 0, -1):
+        for written, value in chain.writes(height):
+            if written == key:
+                assert value is not None
+                return value
+    raise AssertionError("key never written")
+
+
+def test_changed_metadata(chain: BuiltChain) -> None:
+    replace_value(chain.home, "meta", b"app_hash", lambda old: flip_byte(old, 0))
+    assert failure_of(chain.home)[:2] == (HEIGHTS, "meta")
+
+
+# -- evidence ---------------------------------------------------------------------------------
+
+
+def test_forged_evidence_is_named(chain: BuiltChain) -> None:
+    def forge(txn: lmdb.Transaction, db: lmdb._Database) -> None:
+        cursor = txn.cursor(db=db)
+        assert cursor.first()
+        key, data = bytes(cursor.key()), bytes(cursor.value())
+        evidence = Evidence.decode(data)
+        second = evidence.second
+        forged = Evidence.of(
+            evidence.first,
+            SignedStatement(
+                second.kind,
+                second.height,
+                second.view,
+                second.block_hash,
+                second.validator,
+                flip_byte(second.signature, 0),
+            ),
+        ).encode()
+        txn.delete(key, db=db)
+        txn.put(key[:8] + hash_bytes(forged), forged, db=db)
+
+    corrupt(chain.home, "evidence", forge)
+    height, item, detail = failure_of(chain.home)
+    assert (height, item) == (EQUIVOCATION_HEIGHT, "evidence")
+    assert detail.endswith(f"commit signature of validator {EQUIVOCATOR} does not verify")
+
+
+def test_evidence_filed_under_another_hash(chain: BuiltChain) -> None:
+    def move(txn: lmdb.Transaction, db: lmdb._Database) -> None:
+        cursor = txn.cursor(db=db)
+        assert cursor.first()
+        key, data = bytes(cursor.key()), bytes(cursor.value())
+        txn.put(key[:8] + flip_byte(key[8:], 0), data, db=db)
+        txn.delete(key, db=db)
+
+    corrupt(chain.home, "evidence", move)
+    height, item, _ = failure_of(chain.home)
+    assert (height, item) == (EQUIVOCATION_HEIGHT, "evidence")
+
+
+# -- unreadable homes -------------------------------------------------------------------------
+
+
+def test_home_without_a_store_or_genesis(tmp_path: Path) -> None:
+    report: AuditReport = audit_home(tmp_path)
+    assert report.failure is not None
+    assert report.failure.item == "home"
+    result = CliRunner().invoke(main, ["audit", "--home", str(tmp_path / "nowhere"), "--json"])
+    assert result.exit_code == 2
+    assert json.loads(result.output)["failure"]["item"] == "home"
+
+
+@pytest.mark.slow
+def test_long_chain_is_audited_in_one_pass(tmp_path: Path) -> None:
+    """600 blocks of 20 transactions; a missing tx index entry near the top is still named."""
+    save_genesis(tmp_path / "genesis.json", make_genesis(seed=2))
+    (tmp_path / "data").mkdir()
+    committer = Committer(tmp_path)
+    traffic = DemoTraffic(demo_consortium(2))  # seed 1's generator stops after ~140 txs
+    last = b""
+    for height in range(1, 601):
+        transactions = [tx.encoded for tx in traffic.batch(20, committer.time_of(height))]
+        committer.commit(transactions)
+        last = transactions[7]
+    committer.close()
+    report = audit_home(tmp_path)
+    assert report.ok, report.failure
+    assert (report.heights_checked, report.transactions) == (600, 12_000)
+    corrupt(tmp_path, "transactions", lambda txn, db: txn.delete(hash_bytes(last), db=db))
+    assert failure_of(tmp_path)[:2] == (600, "tx index")
