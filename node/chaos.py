@@ -23,8 +23,10 @@ When the schedule is over (every fault undone), the load stops and the run waits
 with a deadline, until every node reaches the highest height any node had then. It reads each
 node's whole chain and evidence through the API, reads the byzantine injections from the
 byzantine nodes' logs (``byzantine_injected`` events survive restarts), stops the processes
-(each must exit 0 on SIGTERM) and hands everything to ``node.chaos_check.check_run``. Nothing
-synchronises by sleeping: every wait polls a condition under a generous deadline.
+(each must exit 0 on SIGTERM), runs the offline audit (``node.audit.audit_home``: hash links,
+certificates, indexes, replay of every block) on every stopped node's store, and hands the
+rest to ``node.chaos_check.check_run``. Nothing synchronises by sleeping: every wait polls a
+condition under a generous deadline.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import Final
 
 from consensus.evidence import Evidence, EvidenceError, verify_evidence
 from consensus.types import ValidatorSet
+from node.audit import audit_home
 from node.chaos_check import (
     BlockRecord,
     EvidenceRecord,
@@ -128,6 +131,7 @@ class ChaosReport:
     violations: list[Violation]
     elapsed_s: float
     exit_codes: list[int | None] = field(default_factory=list)
+    audits: dict[str, JsonType] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -172,6 +176,7 @@ class ChaosReport:
                 f"node{node.index}": len(node.evidence) for node in self.nodes if node.reachable
             },
             "exit_codes": list(self.exit_codes),
+            "audit": dict(self.audits),
             "violations": [violation.to_json() for violation in self.violations],
         }
 
@@ -626,6 +631,18 @@ def run_chaos(
             acknowledged.setdefault(tx_hash, where)
     injections = run.injections()
     violations = list(run.harness_violations)
+    audits: dict[str, JsonType] = {}
+    if nodes:
+        run.say("auditing every node's store offline (suanpan audit)")
+        for index, home in enumerate(info.homes):
+            audit = audit_home(home)
+            audits[f"node{index}"] = {
+                "ok": audit.ok,
+                "heights_checked": audit.heights_checked,
+                "seconds": round(audit.elapsed_seconds, 2),
+            }
+            if audit.failure is not None:
+                violations.append(Violation("audit", f"node{index}: {audit.failure}"))
     if nodes:
         violations += check_run(
             nodes,
@@ -663,4 +680,5 @@ def run_chaos(
         violations=violations,
         elapsed_s=time.monotonic() - began,
         exit_codes=exit_codes,
+        audits=audits,
     )

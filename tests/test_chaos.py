@@ -62,6 +62,11 @@ def test_kill_restart_and_pause_under_load_leave_no_violation(tmp_path: Path) ->
     assert all(node.height >= report.target_height for node in report.nodes)
     assert all(node.evidence == () for node in report.nodes)  # nobody misbehaved
     assert report.exit_codes == [0, 0, 0, 0]
+    # Every stopped node's store passes the offline audit (links, certificates, replay).
+    assert sorted(report.audits) == ["node0", "node1", "node2", "node3"]
+    for audit in report.audits.values():
+        assert isinstance(audit, dict)
+        assert audit["ok"] is True, explain(report)
 
 
 def test_double_voting_validator_is_reported_by_every_honest_node(tmp_path: Path) -> None:

@@ -450,7 +450,8 @@ async def test_blocked_peers_are_cut_off_until_unblocked() -> None:
             )
         )
         assert nodes[0].network.statistics().peers_connected == 0
-        assert nodes[1].network.statistics().peers_connected == 1  # still linked to node 2
+        # node1 and node2 stay linked (node1 may briefly count a dial that node0 then refuses).
+        assert KEYS[2].public_key in {peer.public_key for peer in nodes[1].network.peers()}
         nodes[0].network.set_blocked_peers(())
         with trio.fail_after(30):
             await nodes[0].network.wait_peers_connected(others)
