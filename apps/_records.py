@@ -68,16 +68,19 @@ def key(*segments: str | bytes | int) -> bytes:
     digits (so integer order is key order)."""
     parts: list[str] = []
     for segment in segments:
-        if isinstance(segment, bool):
-            raise TypeError("a key segment cannot be a bool")
-        if isinstance(segment, int):
-            assert 0 <= segment < 2**64, segment
-            parts.append(f"{segment:016x}")
-        elif isinstance(segment, bytes):
-            parts.append(segment.hex())
-        else:
+        # Strings first: most segments are names (no str is a bool, an int or bytes).
+        if isinstance(segment, str):
             assert "/" not in segment, segment
             parts.append(segment)
+        elif isinstance(segment, bytes):
+            parts.append(segment.hex())
+        elif isinstance(segment, bool):
+            raise TypeError("a key segment cannot be a bool")
+        elif isinstance(segment, int):
+            assert 0 <= segment < 2**64, segment
+            parts.append(f"{segment:016x}")
+        else:
+            raise TypeError(f"a key segment cannot be a {type(segment).__name__}")
     return "/".join(parts).encode("ascii")
 
 

@@ -23,9 +23,10 @@ weighted towards everyday work:
 The generator keeps a model of balances and of its own open work (offers, receivables) and
 applies each step to the model as if it succeeded, so when the stream is applied in order
 almost every transaction is accepted. A multi-step flow only advances after
-``STEP_GAP_TRANSACTIONS`` other transactions, so the earlier step has normally committed even
-when a block reorders senders. Nonces are tracked per sender (start from ``nonces`` to resume
-against a chain that already has traffic).
+``STEP_GAP_TRANSACTIONS`` other transactions (``step_gap_transactions``: a driver submitting
+to several nodes at a high rate asks for a wider gap, a few seconds of traffic), so the earlier
+step has normally committed even when a block reorders senders. Nonces are tracked per sender
+(start from ``nonces`` to resume against a chain that already has traffic).
 """
 
 from __future__ import annotations
@@ -264,9 +265,13 @@ class DemoTraffic:
         *,
         seed: int | None = None,
         nonces: Mapping[bytes, int] | None = None,
+        step_gap_transactions: int = STEP_GAP_TRANSACTIONS,
     ) -> None:
+        assert step_gap_transactions >= 1, step_gap_transactions
         self.consortium = consortium
-        self._choose = DeterministicChooser(consortium.seed if seed is None else seed)
+        self._step_gap = step_gap_transactions
+        self._stream_seed = consortium.seed if seed is None else seed
+        self._choose = DeterministicChooser(self._stream_seed)
         self._nonces: dict[bytes, int] = dict(nonces or {})
         self._count = 0
         self._pending: list[_Pending] = []
@@ -352,7 +357,7 @@ class DemoTraffic:
 
     def _later(self, kind: str, **data: Value) -> None:
         self._pending.append(
-            _Pending(kind, self._count + len(self._queue) + STEP_GAP_TRANSACTIONS, dict(data))
+            _Pending(kind, self._count + len(self._queue) + self._step_gap, dict(data))
         )
 
     def _balance(self, party: Party, code: str) -> int:
@@ -509,7 +514,9 @@ class DemoTraffic:
         buyer = self.consortium.party("dragon-motors")
         supplier = self.consortium.party("kowloon-parts")
         self._orders += 1
-        order_id = f"PO-{self.consortium.seed}-{self._orders}"
+        # The stream's seed (not only the consortium's) keeps order ids unique when a driver
+        # resumes a chain with another stream seed.
+        order_id = f"PO-{self._stream_seed}-{self._orders}"
         self._sign(
             buyer,
             "scf",

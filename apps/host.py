@@ -41,8 +41,9 @@ block's write set chained to the previous app hash (``apps.state.app_hash_of``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Final, NamedTuple, cast
 
 from apps.base import App, AppError, BlockContext, Event, ReadState
@@ -54,6 +55,7 @@ from apps.state import (
     StateOverlay,
     WriteSet,
     app_hash_of,
+    namespace_prefix,
 )
 from apps.transaction import Transaction, TransactionError
 from consensus.codec import CodecError, Limits, Value, decode, encode
@@ -106,6 +108,11 @@ CODE_CALL_DEPTH: Final = "call_depth"
 _HOST_PREFIX: Final = HOST_NAMESPACE.encode("ascii") + b"\x00"
 _NONCE_PREFIX: Final = _HOST_PREFIX + b"nonce/"
 _LAST_BLOCK_KEY: Final = _HOST_PREFIX + b"last_block"
+_MEMBERSHIP_PREFIX: Final = namespace_prefix(MEMBERSHIP_APP)
+# The membership queries a block may answer from its memo, with their one argument.
+_MEMO_ARGUMENTS: Final = {"identity": ("public_key", bytes), "institution": ("id", str)}
+# Value types an answer may hold to be memoised (immutable, so a shallow copy is a full copy).
+_IMMUTABLE_TYPES: Final = frozenset({str, bytes, int, bool, type(None)})
 
 
 class TransactionRejected(Exception):
@@ -208,6 +215,71 @@ class GenesisResult(NamedTuple):
     app_hash: bytes
 
 
+class _MembershipAnswers:
+    """One block's memo of membership's ``identity`` and ``institution`` answers.
+
+    The host asks membership who the sender is for every transaction, and apps ask again about
+    the other parties. An answer depends only on what is visible in the membership namespace
+    (membership's ``query`` reads its own view, and apps are deterministic), so it may be
+    reused while nothing there has changed: the block's overlay counts every write under the
+    membership prefix and every rollback (``StateOverlay.watched_changes``), and an entry is
+    used only while that count equals the one it was recorded at. Only answers made of
+    immutable values (or None) are kept, and every caller gets a map of its own.
+    """
+
+    __slots__ = ("_answers", "_membership", "_overlay", "_view")
+
+    def __init__(self, membership: App, overlay: StateOverlay) -> None:
+        self._membership = membership
+        self._overlay = overlay
+        self._view = NamespacedState(overlay, MEMBERSHIP_APP, writable=False)
+        self._answers: dict[tuple[str, Value], tuple[int, Value]] = {}
+
+    def query(self, path: str, arguments: Mapping[str, Value]) -> Value:
+        """What ``membership.query(path, arguments)`` answers on the block's overlay now."""
+        memo_key = _memo_key(path, arguments)
+        if memo_key is None:
+            return self._membership.query(self._view, path, arguments)
+        changes = self._overlay.watched_changes
+        entry = self._answers.get(memo_key)
+        if entry is not None and entry[0] == changes:
+            return _copy_answer(entry[1])
+        answer = self._membership.query(self._view, path, arguments)
+        if not _immutable_answer(answer):
+            return answer
+        self._answers[memo_key] = (changes, answer)
+        return _copy_answer(answer)
+
+
+def _memo_key(path: str, arguments: Mapping[str, Value]) -> tuple[str, Value] | None:
+    expected = _MEMO_ARGUMENTS.get(path)
+    if expected is None or len(arguments) != 1:
+        return None
+    name, kind = expected
+    value = arguments.get(name)
+    return (path, value) if type(value) is kind else None
+
+
+def _immutable_answer(answer: Value) -> bool:
+    if answer is None:
+        return True
+    if type(answer) is not dict:
+        return False
+    for key, value in answer.items():
+        if type(key) is not str:
+            return False
+        if type(value) is tuple:
+            if not all(type(item) in _IMMUTABLE_TYPES for item in value):
+                return False
+        elif type(value) not in _IMMUTABLE_TYPES:
+            return False
+    return True
+
+
+def _copy_answer(answer: Value) -> Value:
+    return None if answer is None else dict(cast(dict[str, Value], answer))
+
+
 @dataclass(slots=True)
 class _Execution:
     """Mutable bookkeeping of one transaction (or one check) in progress."""
@@ -218,6 +290,8 @@ class _Execution:
     transaction_hash: bytes
     events: list[Event] = field(default_factory=list)
     depth: int = 0
+    # The block's membership memo (None while checking a transaction for the mempool).
+    answers: _MembershipAnswers | None = None
 
 
 class _Context:
@@ -256,6 +330,9 @@ class _Context:
         return self._host._nested_call(self._execution, self._app, app, operation, arguments)
 
     def query(self, app: str, path: str, arguments: Mapping[str, Value]) -> Value:
+        answers = self._execution.answers
+        if answers is not None and app == MEMBERSHIP_APP:
+            return answers.query(path, arguments)
         target = self._host._app(app)
         view = NamespacedState(self._execution.overlay, app, writable=False)
         return target.query(view, path, arguments)
@@ -265,6 +342,10 @@ class AppHost:
     """Runs ``apps`` over ``backend``. ``height``/``app_hash`` describe the committed state the
     backend holds (0 and ``GENESIS_PREVIOUS_APP_HASH`` before genesis). The membership app
     must be among ``apps``: it is what authorises senders."""
+
+    # Blocks reuse membership answers while membership state is unchanged (tests turn it off
+    # to compare both paths).
+    _memoise_membership: bool = True
 
     def __init__(
         self,
@@ -336,7 +417,12 @@ class AppHost:
         """The timestamp of the last committed block (0 before the first block)."""
         return _read_last_block(self._backend)[1]
 
-    def _authorise(self, state: StateOverlay | StateBackend, tx: Transaction) -> App:
+    def _authorise(
+        self,
+        state: StateOverlay | StateBackend,
+        tx: Transaction,
+        answers: _MembershipAnswers | None = None,
+    ) -> App:
         app = self._apps.get(tx.app)
         if app is None:
             raise TransactionRejected(CODE_UNKNOWN_APP, f"no app {tx.app!r} on this chain")
@@ -345,9 +431,14 @@ class AppHost:
             raise TransactionRejected(
                 CODE_UNKNOWN_OPERATION, f"app {tx.app!r} has no operation {tx.operation!r}"
             )
-        membership = self._apps[MEMBERSHIP_APP]
-        view = NamespacedState(state, MEMBERSHIP_APP, writable=False)
-        identity = _string_map(membership.query(view, "identity", {"public_key": tx.sender}))
+        query: Callable[[str, Mapping[str, Value]], Value]
+        if answers is None:
+            membership = self._apps[MEMBERSHIP_APP]
+            view = NamespacedState(state, MEMBERSHIP_APP, writable=False)
+            query = partial(membership.query, view)
+        else:
+            query = answers.query
+        identity = _string_map(query("identity", {"public_key": tx.sender}))
         if identity is None:
             raise TransactionRejected(
                 CODE_UNKNOWN_SENDER, f"sender {tx.sender.hex()} is not a registered identity"
@@ -356,9 +447,7 @@ class AppHost:
             raise TransactionRejected(
                 CODE_SENDER_SUSPENDED, f"identity {tx.sender.hex()} is suspended"
             )
-        institution = _string_map(
-            membership.query(view, "institution", {"id": identity.get("institution")})
-        )
+        institution = _string_map(query("institution", {"id": identity.get("institution")}))
         if institution is None or institution.get("status") != "active":
             raise TransactionRejected(
                 CODE_SENDER_SUSPENDED,
@@ -436,9 +525,14 @@ class AppHost:
             f"block {block.height} does not follow committed height {self.height}"
         )
         assert block.chain_id == self.chain_id, "block for another chain"
-        overlay = StateOverlay(self._backend)
+        overlay = StateOverlay(self._backend, watch=_MEMBERSHIP_PREFIX)
+        answers = (
+            _MembershipAnswers(self._apps[MEMBERSHIP_APP], overlay)
+            if self._memoise_membership
+            else None
+        )
         receipts = tuple(
-            self._execute_one(overlay, block, index, raw, known)
+            self._execute_one(overlay, block, index, raw, known, answers)
             for index, raw in enumerate(transactions)
         )
         overlay.put(_LAST_BLOCK_KEY, encode((block.height, block.time_ms)))
@@ -452,6 +546,7 @@ class AppHost:
         index: int,
         raw: bytes,
         known: Mapping[bytes, Transaction] | None,
+        answers: _MembershipAnswers | None = None,
     ) -> Receipt:
         tx_hash = hash_bytes(raw)
         try:
@@ -463,12 +558,12 @@ class AppHost:
         except TransactionError as error:
             return Receipt(tx_hash, index, STATUS_REJECTED, CODE_INVALID_TRANSACTION, str(error))
         try:
-            app = self._authorise(overlay, tx)
+            app = self._authorise(overlay, tx, answers)
             self._check_nonce(tx, _read_nonce(overlay, tx.sender))
         except TransactionRejected as rejection:
             return Receipt(tx_hash, index, STATUS_REJECTED, rejection.code, rejection.message)
         overlay.put(_nonce_key(tx.sender), encode(tx.nonce + 1))
-        execution = _Execution(overlay, block, tx.sender, tx_hash)
+        execution = _Execution(overlay, block, tx.sender, tx_hash, answers=answers)
         overlay.savepoint()
         try:
             result = app.apply(_Context(self, execution, tx.app), tx.operation, tx.arguments)

@@ -99,24 +99,38 @@ class StateBackend(Protocol):
 
 
 class _Layer:
-    """Writes (a value or a None tombstone) with their keys kept sorted for range scans."""
+    """Writes (a value or a None tombstone); the keys are sorted when a range scan or the
+    write set needs them (most layers are written and folded without ever being scanned)."""
 
-    __slots__ = ("keys", "values")
+    __slots__ = ("_keys", "_sorted", "values")
 
     def __init__(self) -> None:
         self.values: dict[bytes, bytes | None] = {}
-        self.keys: list[bytes] = []
+        self._keys: list[bytes] = []
+        self._sorted = True
 
     def set(self, key: bytes, value: bytes | None) -> None:
         if key not in self.values:
-            bisect.insort(self.keys, key)
+            keys = self._keys
+            if self._sorted and keys and key < keys[-1]:
+                self._sorted = False
+            keys.append(key)
         self.values[key] = value
+
+    @property
+    def keys(self) -> list[bytes]:
+        """Every key of the layer, in order."""
+        if not self._sorted:
+            self._keys.sort()
+            self._sorted = True
+        return self._keys
 
     def range(self, start: bytes, end: bytes | None) -> list[Write]:
         # A snapshot: callers may write while they iterate a scan.
-        low = bisect.bisect_left(self.keys, start)
-        high = len(self.keys) if end is None else bisect.bisect_left(self.keys, end)
-        return [(key, self.values[key]) for key in self.keys[low:high]]
+        keys = self.keys
+        low = bisect.bisect_left(keys, start)
+        high = len(keys) if end is None else bisect.bisect_left(keys, end)
+        return [(key, self.values[key]) for key in keys[low:high]]
 
     def sorted_items(self) -> WriteSet:
         return tuple((key, self.values[key]) for key in self.keys)
@@ -151,7 +165,8 @@ class MemoryBackend:
             if value is None:
                 if key in self._layer.values:
                     del self._layer.values[key]
-                    self._layer.keys.pop(bisect.bisect_left(self._layer.keys, key))
+                    keys = self._layer.keys
+                    keys.pop(bisect.bisect_left(keys, key))
             else:
                 self._layer.set(key, value)
 
@@ -164,11 +179,18 @@ class MemoryBackend:
 
 
 class StateOverlay:
-    """Uncommitted writes of one block over a backend, with nested savepoints."""
+    """Uncommitted writes of one block over a backend, with nested savepoints.
 
-    def __init__(self, backend: StateBackend) -> None:
+    ``watch`` (a key prefix) makes ``watched_changes`` count every write and deletion under
+    that prefix, and every rollback: while the count stays the same, nothing visible under
+    the prefix has changed, so answers derived from it (the host's per-block memo of
+    membership answers) are still valid."""
+
+    def __init__(self, backend: StateBackend, *, watch: bytes | None = None) -> None:
         self._backend = backend
         self._layers: list[_Layer] = [_Layer()]
+        self._watch = watch
+        self.watched_changes = 0
 
     @property
     def depth(self) -> int:
@@ -184,13 +206,14 @@ class StateOverlay:
         assert len(self._layers) > 1, "no savepoint to release"
         top = self._layers.pop()
         below = self._layers[-1]
-        for key in top.keys:
-            below.set(key, top.values[key])
+        for key, value in top.values.items():
+            below.set(key, value)
 
     def rollback(self) -> None:
         """Discard every write since the top savepoint."""
         assert len(self._layers) > 1, "no savepoint to roll back"
         self._layers.pop()
+        self.watched_changes += 1
 
     def get(self, key: bytes) -> bytes | None:
         """The value visible at ``key``: the newest layer that wrote it, else the backend."""
@@ -203,11 +226,15 @@ class StateOverlay:
         """Write ``value`` at ``key`` in the top layer."""
         assert isinstance(key, bytes), "state keys are bytes"
         assert isinstance(value, bytes), "state values are bytes"
+        if self._watch is not None and key.startswith(self._watch):
+            self.watched_changes += 1
         self._layers[-1].set(key, value)
 
     def delete(self, key: bytes) -> None:
         """Delete ``key`` (a tombstone in the top layer)."""
         assert isinstance(key, bytes), "state keys are bytes"
+        if self._watch is not None and key.startswith(self._watch):
+            self.watched_changes += 1
         self._layers[-1].set(key, None)
 
     def scan(

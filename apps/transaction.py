@@ -55,6 +55,9 @@ TX_LIMITS: Final = Limits(
     map_len_max=256,
 )
 NONCE_MAX: Final = 2**63 - 1
+# The body is the wire form without its last element (see ``Transaction.body``).
+_BODY_HEADER: Final = b"\x97"
+_SIGNATURE_SUFFIX: Final = -(2 + SIGNATURE_BYTES)
 # App and operation names: lowercase identifiers, as used in entry points and CLI commands.
 NAME_PATTERN: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
@@ -83,15 +86,7 @@ class Transaction:
     hash: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _check_fields(self.chain_id, self.app, self.operation, self.arguments)
-        if not isinstance(self.sender, bytes) or len(self.sender) != PUBLIC_KEY_BYTES:
-            raise TransactionError("sender", f"sender must be a {PUBLIC_KEY_BYTES}-byte key")
-        if isinstance(self.nonce, bool) or not isinstance(self.nonce, int):
-            raise TransactionError("nonce", "nonce must be an integer")
-        if not 0 <= self.nonce <= NONCE_MAX:
-            raise TransactionError("nonce", f"nonce must be in [0, {NONCE_MAX}]")
-        if not isinstance(self.signature, bytes) or len(self.signature) != SIGNATURE_BYTES:
-            raise TransactionError("signature", f"signature must be {SIGNATURE_BYTES} bytes")
+        self._check()
         try:
             data = encode(
                 (TX_VERSION, *self._body_fields(), self.signature),
@@ -102,6 +97,18 @@ class Transaction:
             raise TransactionError(reason, str(error)) from None
         object.__setattr__(self, "encoded", data)
         object.__setattr__(self, "hash", hash_bytes(data))
+
+    def _check(self) -> None:
+        """Every field check but the encoding's own limits (``__post_init__`` encodes)."""
+        _check_fields(self.chain_id, self.app, self.operation, self.arguments)
+        if not isinstance(self.sender, bytes) or len(self.sender) != PUBLIC_KEY_BYTES:
+            raise TransactionError("sender", f"sender must be a {PUBLIC_KEY_BYTES}-byte key")
+        if isinstance(self.nonce, bool) or not isinstance(self.nonce, int):
+            raise TransactionError("nonce", "nonce must be an integer")
+        if not 0 <= self.nonce <= NONCE_MAX:
+            raise TransactionError("nonce", f"nonce must be in [0, {NONCE_MAX}]")
+        if not isinstance(self.signature, bytes) or len(self.signature) != SIGNATURE_BYTES:
+            raise TransactionError("signature", f"signature must be {SIGNATURE_BYTES} bytes")
 
     def _body_fields(self) -> tuple[Value, ...]:
         return (
@@ -115,11 +122,42 @@ class Transaction:
 
     def body(self) -> bytes:
         """The canonical bytes the signature covers (every field but the signature)."""
-        return encode((TX_VERSION, *self._body_fields()), TX_LIMITS)
+        # The encoding of the 7 body fields is a slice of the 8-field encoding: the canonical
+        # encoding of an array is its header followed by its elements' encodings, the header
+        # of 8 (7) elements is the single byte 0x98 (0x97), and the signature, always 64 bytes,
+        # is the last element, encoded as 0xc4 0x40 followed by its bytes.
+        return _BODY_HEADER + self.encoded[1:_SIGNATURE_SUFFIX]
 
     def signature_valid(self) -> bool:
         """True when ``signature`` is ``sender``'s signature of ``body()`` on ``chain_id``."""
         return verify(self.sender, TX_TAG, self.chain_id, self.body(), self.signature)
+
+    @classmethod
+    def _from_canonical(
+        cls,
+        chain_id: str,
+        app: str,
+        operation: str,
+        arguments: Mapping[str, Value],
+        sender: bytes,
+        nonce: int,
+        signature: bytes,
+        encoded: bytes,
+    ) -> Transaction:
+        """A transaction from decoded fields whose canonical encoding is ``encoded``: the same
+        checks as the constructor, without encoding again."""
+        transaction = object.__new__(cls)
+        object.__setattr__(transaction, "chain_id", chain_id)
+        object.__setattr__(transaction, "app", app)
+        object.__setattr__(transaction, "operation", operation)
+        object.__setattr__(transaction, "arguments", arguments)
+        object.__setattr__(transaction, "sender", sender)
+        object.__setattr__(transaction, "nonce", nonce)
+        object.__setattr__(transaction, "signature", signature)
+        transaction._check()
+        object.__setattr__(transaction, "encoded", encoded)
+        object.__setattr__(transaction, "hash", hash_bytes(encoded))
+        return transaction
 
     @classmethod
     def decode(cls, data: bytes, *, chain_id: str, check_signature: bool = True) -> Transaction:
@@ -135,7 +173,9 @@ class Transaction:
         if not isinstance(value, tuple) or len(value) != 8:
             raise TransactionError("shape", "a transaction is an array of 8 fields")
         version, chain, app, operation, arguments, sender, nonce, signature = value
-        if version != TX_VERSION:
+        # ``type(...) is int``: the boolean true equals 1 in Python but is other bytes on the
+        # wire, which would let one signed transaction travel under two hashes.
+        if type(version) is not int or version != TX_VERSION:
             raise TransactionError("version", f"unsupported version {version!r}")
         if not isinstance(chain, str):
             raise TransactionError("chain_id", "chain id must be a string")
@@ -153,7 +193,11 @@ class Transaction:
             raise TransactionError("nonce", "nonce must be an integer")
         if not isinstance(signature, bytes):
             raise TransactionError("signature", "signature must be bytes")
-        transaction = cls(chain, app, operation, arguments, sender, nonce, signature)
+        # ``data`` decoded canonically under TX_LIMITS, so encoding these very fields reproduces
+        # ``data`` byte for byte: keep it instead of encoding again.
+        transaction = cls._from_canonical(
+            chain, app, operation, arguments, sender, nonce, signature, bytes(data)
+        )
         if check_signature and not transaction.signature_valid():
             raise TransactionError("signature", "signature does not verify for sender")
         return transaction

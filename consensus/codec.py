@@ -99,7 +99,7 @@ DEFAULT_LIMITS: Final = Limits()
 
 def encode(value: Value, limits: Limits = DEFAULT_LIMITS) -> bytes:
     """Encode ``value`` canonically. Raises ``CodecError`` for unsupported or oversized values."""
-    normalised = _normalise(value, limits, 0)
+    normalised = _normalise_fast(value, limits, 0)
     data: bytes = msgpack.packb(normalised, use_bin_type=True, strict_types=False)
     if len(data) > limits.total_bytes_max:
         raise CodecError(
@@ -140,7 +140,7 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Value:
         raise CodecError("invalid_utf8", "a string is not valid UTF-8") from None
     except Exception as error:  # msgpack raises a zoo of types; every one means "malformed".
         raise CodecError("malformed", f"{type(error).__name__}: {error}") from None
-    _check_decoded(value, limits, 0)
+    _check_decoded_fast(value, limits, 0)
     try:
         reencoded = msgpack.packb(value, use_bin_type=True)
     except Exception as error:  # pragma: no cover - a checked value always packs
@@ -150,6 +150,25 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Value:
             "non_canonical", "bytes are not the canonical encoding (map order or integer width)"
         )
     return value  # type: ignore[no-any-return]
+
+
+# Packed map keys, memoised: every map key is packed to sort (encode) or to check the order
+# (decode), and real traffic uses a few dozen distinct field names. The memo holds exactly what
+# ``msgpack.packb`` returns for the key, so it changes speed, never bytes. Bounded: only short
+# keys, and it stops growing when full (hostile input cannot grow it without limit).
+_PACKED_STR_KEYS: dict[str, bytes] = {}
+_PACKED_KEYS_MAX: Final = 4096
+_PACKED_KEY_LENGTH_MAX: Final = 64
+
+
+def _packed_str_key(key: str) -> bytes:
+    """``msgpack.packb(key)`` for an exact ``str`` map key, memoised."""
+    packed = _PACKED_STR_KEYS.get(key)
+    if packed is None:
+        packed = msgpack.packb(key, use_bin_type=True)
+        if len(key) <= _PACKED_KEY_LENGTH_MAX and len(_PACKED_STR_KEYS) < _PACKED_KEYS_MAX:
+            _PACKED_STR_KEYS[key] = packed
+    return packed
 
 
 def _reject_ext(code: int, _data: bytes) -> object:
@@ -200,6 +219,131 @@ def _normalise(value: object, limits: Limits, depth: int) -> object:
             )
         return [_normalise(item, limits, depth + 1) for item in value]
     raise CodecError("type", f"cannot encode {type(value).__name__}")
+
+
+def _normalise_fast(value: object, limits: Limits, depth: int) -> object:
+    """``_normalise`` with shortcuts for the exact built-in types real values are made of;
+    anything else (subclasses, other mappings and sequences) goes through ``_normalise``. Same
+    checks in the same order: same result, same first error (a property test compares them).
+    Integers and strings inside maps and arrays are checked inline (no call per scalar)."""
+    depth_max = limits.depth_max
+    if depth > depth_max:
+        raise CodecError("too_deep", f"nesting deeper than {depth_max}")
+    kind = type(value)
+    if kind is int:
+        if not INT_MIN <= value <= INT_MAX:  # type: ignore[operator]
+            raise CodecError("int_range", f"integer {value} outside [{INT_MIN}, {INT_MAX}]")
+        return value
+    if kind is str:
+        _check_str(value, limits)  # type: ignore[arg-type]
+        return value
+    if kind is bytes:
+        size = len(value)  # type: ignore[arg-type]
+        if size > limits.bytes_max:
+            raise CodecError("bytes_too_long", f"{size} bytes, limit {limits.bytes_max}")
+        return value
+    inner = depth + 1
+    if kind is dict:
+        mapping: dict[object, object] = value  # type: ignore[assignment]
+        if len(mapping) > limits.map_len_max:
+            raise CodecError("map_too_long", f"{len(mapping)} entries, limit {limits.map_len_max}")
+        str_max = limits.str_bytes_max
+        entries: list[tuple[bytes, object, object]] = []
+        for key, item in mapping.items():
+            if type(key) is str:
+                if inner > depth_max:
+                    raise CodecError("too_deep", f"nesting deeper than {depth_max}")
+                packed = _PACKED_STR_KEYS.get(key)
+                # A memoised key's UTF-8 size is below its packed size: no need to measure it.
+                if packed is None or len(packed) > str_max:
+                    _check_str(key, limits)
+                    packed = _packed_str_key(key)
+            elif isinstance(key, str | bytes):
+                packed = msgpack.packb(_normalise(key, limits, inner), use_bin_type=True)
+            else:
+                raise CodecError("map_key", f"map keys must be str or bytes, not {type(key)}")
+            if inner <= depth_max and _plain(item, limits):
+                entries.append((packed, key, item))
+            else:
+                entries.append((packed, key, _normalise_fast(item, limits, inner)))
+        # Packed keys are unique (distinct keys never pack alike), so tuples compare on them.
+        entries.sort()
+        return {key: item for _, key, item in entries}
+    if kind is list or kind is tuple:
+        sequence: list[object] = value  # type: ignore[assignment]
+        if len(sequence) > limits.array_len_max:
+            raise CodecError(
+                "array_too_long", f"{len(sequence)} elements, limit {limits.array_len_max}"
+            )
+        if inner > depth_max:
+            return [_normalise_fast(item, limits, inner) for item in sequence]
+        return [
+            item if _plain(item, limits) else _normalise_fast(item, limits, inner)
+            for item in sequence
+        ]
+    return _normalise(value, limits, depth)
+
+
+def _plain(item: object, limits: Limits) -> bool:
+    """True for a scalar that passes every check as it is (the caller checked the depth)."""
+    kind = type(item)
+    if kind is int:
+        return INT_MIN <= item <= INT_MAX  # type: ignore[operator]
+    if kind is str:
+        return item.isascii() and len(item) <= limits.str_bytes_max  # type: ignore[attr-defined, arg-type]
+    if kind is bytes:
+        return len(item) <= limits.bytes_max  # type: ignore[arg-type]
+    return item is None or kind is bool
+
+
+def _check_str(text: str, limits: Limits) -> None:
+    # An ASCII string's length is its UTF-8 size (and it has no lone surrogate to reject).
+    size = len(text) if text.isascii() else len(text.encode("utf-8", "strict"))
+    if size > limits.str_bytes_max:
+        raise CodecError("str_too_long", f"{size} bytes, limit {limits.str_bytes_max}")
+
+
+# Types msgpack decodes to that need no check beyond the depth (bool and None too, but floats,
+# arrays and maps do).
+_PLAIN_DECODED: Final = frozenset({int, bytes, str, bool, type(None)})
+
+
+def _check_decoded_fast(value: object, limits: Limits, depth: int) -> None:
+    """``_check_decoded`` with shortcuts for msgpack's output (plain scalars checked inline,
+    memoised packed map keys); anything else goes through ``_check_decoded``. Same checks in
+    the same order."""
+    depth_max = limits.depth_max
+    if depth > depth_max:
+        raise CodecError("too_deep", f"nesting deeper than {depth_max}")
+    kind = type(value)
+    inner = depth + 1
+    if kind is tuple:
+        for item in value:  # type: ignore[attr-defined]
+            if type(item) in _PLAIN_DECODED:
+                if inner > depth_max:
+                    raise CodecError("too_deep", f"nesting deeper than {depth_max}")
+            else:
+                _check_decoded_fast(item, limits, inner)
+        return
+    if kind is dict:
+        previous: bytes | None = None
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is str:
+                packed_key = _packed_str_key(key)
+            else:
+                packed_key = msgpack.packb(key, use_bin_type=True)
+            if previous is not None and packed_key <= previous:
+                raise CodecError("non_canonical", "map keys are not in canonical order")
+            previous = packed_key
+            if type(item) in _PLAIN_DECODED:
+                if inner > depth_max:
+                    raise CodecError("too_deep", f"nesting deeper than {depth_max}")
+            else:
+                _check_decoded_fast(item, limits, inner)
+        return
+    if kind in _PLAIN_DECODED:
+        return
+    _check_decoded(value, limits, depth)
 
 
 def _check_decoded(value: object, limits: Limits, depth: int) -> None:

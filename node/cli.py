@@ -48,8 +48,9 @@ def keys_show(path: Path) -> None:
 
 
 # Subcommands live next to the code they drive; they are registered here, in help order.
+from node.app_cli import app_transaction_groups, query_group  # noqa: E402
 from node.audit_cli import audit_command, debug_group  # noqa: E402
-from node.client_cli import block_command, query_command, status_command, tx_group  # noqa: E402
+from node.client_cli import block_command, status_command, tx_group  # noqa: E402
 from node.operator_cli import config_group, genesis_group, init_command  # noqa: E402
 from node.start_cli import start_command  # noqa: E402
 from node.testnet_cli import testnet_group  # noqa: E402
@@ -63,7 +64,7 @@ for command in (
     testnet_group,
     status_command,
     tx_group,
-    query_command,
+    query_group,
     block_command,
     audit_command,
     debug_group,
@@ -71,6 +72,8 @@ for command in (
     bench_gossip,
 ):
     main.add_command(command)
+for app_group in app_transaction_groups():
+    tx_group.add_command(app_group)
 
 from node.chaos_cli import chaos_command  # noqa: E402
 

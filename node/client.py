@@ -4,21 +4,30 @@ connection, reconnecting when the node closed it).
     client = Client("127.0.0.1:26657")
     client.status()["height"]
     client.submit(transaction.encoded, wait=True)["status"]   # "committed" / "rejected"
+    client.send("payments", "transfer", {...}, key, wait=True)  # signs with the next nonce
+    client.query_app("payments", "balances", account=public_key)
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import time
+from collections.abc import Mapping
 from typing import Final
 
+from apps.transaction import Transaction, sign_transaction
 from consensus.codec import Value
+from consensus.crypto import PrivateKey
 from node.jsonvalue import JsonType, from_json, to_json
 
 __all__ = ["ApiError", "Client"]
 
 # Responses are JSON documents of at most a few MiB (a block with transactions).
 _RESPONSE_BYTES_MAX: Final = 64 * 1024 * 1024
+# One waiting request (submit with wait, block long poll) lasts at most this long: well under
+# the node's cap (``rpc.wait_timeout_ms_max``, 60 s by default); longer waits repeat it.
+_WAIT_REQUEST_MS_MAX: Final = 10_000
 
 
 class ApiError(Exception):
@@ -41,6 +50,7 @@ class Client:
         self.port = int(port)
         self.timeout_s = timeout_s
         self._connection: http.client.HTTPConnection | None = None
+        self._chain_id: str | None = None
 
     def close(self) -> None:
         """Close the connection."""
@@ -139,6 +149,89 @@ class Client:
             {"app": app, "path": path, "arguments": to_json(arguments or {})},
         )
         return from_json(document.get("result"))
+
+    def query_app(self, app: str, path: str, /, **arguments: Value) -> Value:
+        """``query`` with the arguments as keywords:
+        ``client.query_app("scf", "lineage", id="rc-...")``."""
+        return self.query(app, path, arguments)
+
+    def chain_id(self) -> str:
+        """The chain the node serves (asked once, then remembered)."""
+        if self._chain_id is None:
+            value = self.status().get("chain_id")
+            if not isinstance(value, str) or not value:
+                raise ApiError(200, "chain_id missing from the status")
+            self._chain_id = value
+        return self._chain_id
+
+    def latest_block_time_ms(self) -> int:
+        """The timestamp of the last committed block (the chain's idea of "now")."""
+        header = self.block().get("header")
+        value = header.get("timestamp_ms") if isinstance(header, dict) else None
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ApiError(200, "timestamp_ms missing from the latest block")
+        return value
+
+    def sign(
+        self,
+        app: str,
+        operation: str,
+        arguments: Mapping[str, Value],
+        key: PrivateKey,
+        *,
+        nonce: int | None = None,
+    ) -> Transaction:
+        """A transaction signed by ``key`` for this node's chain, with the sender's next nonce
+        (asked from the node, counting its pending transactions) unless ``nonce`` is given.
+        Raises ``TransactionError`` when the envelope is invalid."""
+        if nonce is None:
+            nonce = self.next_nonce(key.public_key)
+        return sign_transaction(
+            key,
+            chain_id=self.chain_id(),
+            app=app,
+            operation=operation,
+            arguments=dict(arguments),
+            nonce=nonce,
+        )
+
+    def send(
+        self,
+        app: str,
+        operation: str,
+        arguments: Mapping[str, Value],
+        key: PrivateKey,
+        *,
+        nonce: int | None = None,
+        wait: bool = False,
+        timeout_ms: int = 30_000,
+    ) -> dict[str, JsonType]:
+        """Sign (see ``sign``) and submit; returns the node's document (``hash``, ``status``
+        and, once committed, ``height`` and ``receipt``). With ``wait``, waits up to
+        ``timeout_ms`` for the commit (``status`` stays ``pending`` after that). Raises
+        ``ApiError`` when admission refuses it (``code`` says why) and ``TransactionError``
+        for an invalid envelope."""
+        transaction = self.sign(app, operation, arguments, key, nonce=nonce)
+        deadline = time.monotonic() + timeout_ms / 1000
+        document = self.submit(
+            transaction.encoded, wait=wait, timeout_ms=min(timeout_ms, _WAIT_REQUEST_MS_MAX)
+        )
+        if not wait or document.get("status") != "pending":
+            return document
+        return self.wait_transaction(transaction.hash, deadline - time.monotonic())
+
+    def wait_transaction(self, tx_hash: bytes, timeout_s: float) -> dict[str, JsonType]:
+        """The transaction's document once it is no longer pending, or at the timeout
+        (long-polls for new blocks in between)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            document = self.transaction(tx_hash)
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if document.get("status") != "pending" or remaining_ms <= 0:
+                return document
+            height = self.status().get("height")
+            start = height + 1 if isinstance(height, int) else 1
+            self.blocks(start, timeout_ms=min(remaining_ms, _WAIT_REQUEST_MS_MAX), limit=1)
 
     def next_nonce(self, public_key: bytes) -> int:
         """The nonce the sender's next transaction must carry."""

@@ -1,6 +1,7 @@
-"""Client commands over the API: ``suanpan status``, ``tx send``, ``tx show``, ``query``,
-``block``. Every command takes ``--node host:port`` (default ``$SUANPAN_NODE`` or
-127.0.0.1:26657) and prints JSON."""
+"""Client commands over the API: ``suanpan status``, ``tx send``, ``tx show``, ``block``
+(``suanpan query`` and ``suanpan tx <app> <operation>`` are generated in ``node.app_cli``).
+Every command takes ``--node host:port`` (default ``$SUANPAN_NODE`` or 127.0.0.1:26657) and
+prints JSON."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from pathlib import Path
 import click
 
 from apps.transaction import TransactionError, sign_transaction
+from node.app_cli import resolve_node
 from node.client import ApiError, Client
-from node.jsonvalue import JsonValueError, from_json, to_json
+from node.jsonvalue import JsonValueError, from_json
 from node.keys import KeyFileError, load_key_file
 
-__all__ = ["block_command", "query_command", "status_command", "tx_group"]
+__all__ = ["block_command", "status_command", "tx_group"]
 
 _NODE_OPTION = click.option(
     "--node",
@@ -22,7 +24,7 @@ _NODE_OPTION = click.option(
     envvar="SUANPAN_NODE",
     default="127.0.0.1:26657",
     show_default=True,
-    help="API address of the node (host:port).",
+    help="API address of the node (host:port), or a testnet directory (its first node).",
 )
 
 
@@ -31,6 +33,7 @@ def _echo(document: object) -> None:
 
 
 def _client(node: str) -> Client:
+    node, _ = resolve_node(node)
     try:
         return Client(node)
     except ValueError:
@@ -123,23 +126,6 @@ def tx_show(node: str, tx_hash: str) -> None:
     """Show a transaction's status and receipt."""
     try:
         _echo(_client(node).transaction(tx_hash))
-    except ApiError as error:
-        raise _fail(error) from None
-
-
-@click.command("query")
-@_NODE_OPTION
-@click.argument("app")
-@click.argument("path")
-@click.option("--args", "arguments", default="{}", help="Arguments as JSON.")
-def query_command(node: str, app: str, path: str, arguments: str) -> None:
-    """Ask APP the read-only question PATH (e.g. `query membership institutions`)."""
-    try:
-        parsed = from_json(json.loads(arguments), "args")
-    except (json.JSONDecodeError, JsonValueError) as error:
-        raise click.BadParameter(str(error), param_hint="--args") from None
-    try:
-        _echo({"result": to_json(_client(node).query(app, path, parsed))})
     except ApiError as error:
         raise _fail(error) from None
 

@@ -1,5 +1,25 @@
-"""Load generation for a running testnet: signed membership transactions at a target rate.
+"""Load generation for a running testnet: the demo consortium's business traffic, or signed
+membership transactions, at a target rate.
 
+Demo traffic (``DemoLoadGenerator``)
+------------------------------------
+``apps.demo.DemoTraffic`` produces one ordered stream of signed transactions from the demo
+parties (payments, FX, receivables, assets, DvP). A producer thread draws from it at the target
+rate and routes every transaction by its **sender** to one node's queue (party index modulo the
+number of nodes), so a sender's transactions always reach the same node, in nonce order: nonces
+never gap across nodes. One worker thread per node submits its queue in order. The stream
+stays ordered across senders as well (a full queue stalls the producer rather than reordering),
+which is what lets a flow's later step (accept an offer) follow its earlier one (the offer):
+the traffic is generated with steps ``STEP_GAP_S`` of traffic apart, several blocks.
+
+A transaction refused at admission is counted by code, and the sender's later transactions are
+re-signed one nonce lower (the refused nonce was never used); a nonce refusal resynchronises
+from the node. A full mempool (503) or an unreachable node retries the same transaction. A
+sample of admitted transactions (at most ``RECEIPT_CHECKS_PER_S`` a second) is looked up after
+commit, so the statistics show how many receipts were ``ok`` or rejected, and by which rule.
+
+Membership traffic (``LoadGenerator``)
+--------------------------------------
 Each client key (a ``bank`` identity of bank *i*, seeded in the testnet genesis) submits to
 one node only, because nonces are strictly sequential per sender: sending nonce n+1 to a node
 that has not yet received n would be refused as a gap. Every transaction registers a fresh
@@ -13,19 +33,49 @@ nonce refusal resynchronises the nonce from the node.
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import queue
 import threading
 import time
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from apps.transaction import sign_transaction
+from apps.demo import STEP_GAP_TRANSACTIONS, Consortium, DemoTraffic
+from apps.transaction import Transaction, sign_transaction
 from consensus.crypto import PrivateKey, hash_bytes
 from node.client import ApiError, Client
+from node.jsonvalue import JsonType
 
-__all__ = ["LoadGenerator", "LoadStatistics", "register_identity_transaction"]
+__all__ = [
+    "RECEIPT_CHECKS_PER_S",
+    "DemoLoadGenerator",
+    "DemoLoadStatistics",
+    "LoadGenerator",
+    "LoadStatistics",
+    "register_identity_transaction",
+]
 
 # A sender never runs more than this far ahead of its own schedule after a stall.
 _BURST_S: Final = 0.5
+# Receipt look-ups cost the nodes an API request each: sample at most this many per second.
+RECEIPT_CHECKS_PER_S: Final = 25.0
+# A sampled transaction is looked up this long after admission (about a block or two) ...
+_RECEIPT_DELAY_S: Final = 1.5
+# ... and counted as lost when still unknown or pending this long after admission.
+_RECEIPT_DEADLINE_S: Final = 60.0
+# Transactions waiting per node: about two seconds at 200 tx/s; a slower node stalls the
+# producer (keeping the stream in order) instead of growing a backlog without bound.
+_QUEUE_TRANSACTIONS_MAX: Final = 400
+# A nonce refusal is resynchronised and retried at most this often per transaction.
+_NONCE_RETRIES_MAX: Final = 3
+_NONCE_CODES: Final = frozenset({"stale_nonce", "nonce_gap", "nonce_in_use"})
+# A flow's later step (accept an offer, finance a receivable) is generated this much traffic
+# after its earlier step, so the earlier one has committed by then (a few blocks, with room for
+# gossip between nodes and a busy machine).
+STEP_GAP_S: Final = 3.0
 
 
 def register_identity_transaction(
@@ -73,6 +123,27 @@ class LoadGenerator:
         self.statistics = LoadStatistics()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+
+    def summary_line(self) -> str:
+        """One line for the live view."""
+        statistics = self.statistics
+        line = (
+            f"load: {statistics.accepted} accepted, {statistics.rejected} rejected,"
+            f" {statistics.backoffs} backoffs"
+        )
+        if statistics.last_error:
+            line += f" | last: {statistics.last_error[:60]}"
+        return line
+
+    def to_json(self) -> dict[str, JsonType]:
+        """The statistics for the summary."""
+        return {
+            "kind": "membership",
+            "target_tps": self.rate,
+            "accepted": self.statistics.accepted,
+            "rejected": self.statistics.rejected,
+            "backoffs": self.statistics.backoffs,
+        }
 
     def start(self) -> None:
         """Start one thread per sender."""
@@ -130,3 +201,315 @@ class LoadGenerator:
             self._count("accepted")
             nonce += 1
         client.close()
+
+
+@dataclass(slots=True)
+class DemoLoadStatistics:
+    """Counters of a demo load run (updated by the generator's threads under ``lock``)."""
+
+    submitted: int = 0
+    accepted: int = 0
+    refused: Counter[str] = field(default_factory=Counter)
+    accepted_by_app: Counter[str] = field(default_factory=Counter)
+    backoffs: int = 0
+    errors: int = 0
+    last_error: str = ""
+    receipts_ok: int = 0
+    receipts_rejected: Counter[str] = field(default_factory=Counter)
+    receipts_evicted: int = 0
+    receipts_lost: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def receipts_checked(self) -> int:
+        """Sampled transactions whose outcome is known."""
+        return (
+            self.receipts_ok
+            + sum(self.receipts_rejected.values())
+            + self.receipts_evicted
+            + self.receipts_lost
+        )
+
+    def to_json(self) -> dict[str, JsonType]:
+        """A snapshot for the testnet summary."""
+        with self.lock:
+            checked = self.receipts_checked
+            return {
+                "submitted": self.submitted,
+                "accepted": self.accepted,
+                "accepted_by_app": dict(sorted(self.accepted_by_app.items())),
+                "refused": dict(self.refused.most_common()),
+                "backoffs": self.backoffs,
+                "errors": self.errors,
+                "receipts_checked": checked,
+                "receipts_ok": self.receipts_ok,
+                "receipts_ok_percent": round(100 * self.receipts_ok / checked, 1)
+                if checked
+                else None,
+                "receipts_rejected": dict(self.receipts_rejected.most_common()),
+                "receipts_evicted": self.receipts_evicted,
+                "receipts_lost": self.receipts_lost,
+            }
+
+    def summary_line(self) -> str:
+        """One line for the live view."""
+        with self.lock:
+            checked = self.receipts_checked
+            ok_percent = f"{100 * self.receipts_ok / checked:.0f}%" if checked else "-"
+            by_app = " ".join(
+                f"{app} {count}" for app, count in sorted(self.accepted_by_app.items())
+            )
+            rejected = ", ".join(
+                f"{code} {count}" for code, count in self.receipts_rejected.most_common(3)
+            )
+            line = (
+                f"demo load: {self.accepted} admitted ({by_app}), {sum(self.refused.values())}"
+                f" refused, {self.backoffs} backoffs | receipts (sampled {checked}):"
+                f" {ok_percent} ok"
+            )
+            if rejected:
+                line += f", rejected: {rejected}"
+            return line
+
+
+@dataclass(frozen=True, slots=True)
+class _Sample:
+    """An admitted transaction whose receipt will be looked up."""
+
+    tx_hash: bytes
+    node: int
+    admitted_s: float
+    due_s: float
+
+
+class DemoLoadGenerator:
+    """Drive ``DemoTraffic`` of ``consortium`` into the nodes at ``addresses`` at ``rate`` tx/s.
+
+    ``nonces`` are the parties' next nonces (ask the node when resuming a chain that already has
+    traffic); ``traffic_seed`` varies the stream (default: the consortium's seed).
+    """
+
+    def __init__(
+        self,
+        consortium: Consortium,
+        addresses: Sequence[str],
+        rate: float,
+        *,
+        nonces: Mapping[bytes, int] | None = None,
+        traffic_seed: int | None = None,
+    ) -> None:
+        assert addresses, "at least one node"
+        assert rate > 0, "a positive rate"
+        self.consortium = consortium
+        self.addresses = tuple(addresses)
+        self.rate = rate
+        self.statistics = DemoLoadStatistics()
+        self._traffic = DemoTraffic(
+            consortium,
+            seed=traffic_seed,
+            nonces=nonces,
+            step_gap_transactions=max(STEP_GAP_TRANSACTIONS, math.ceil(rate * STEP_GAP_S)),
+        )
+        self._keys = {party.public_key: party.key for party in consortium.parties}
+        self._route = {
+            party.public_key: index % len(self.addresses)
+            for index, party in enumerate(consortium.parties)
+        }
+        self._queues: list[queue.Queue[Transaction]] = [
+            queue.Queue(_QUEUE_TRANSACTIONS_MAX) for _ in self.addresses
+        ]
+        self._samples: deque[_Sample] = deque()
+        self._sample_every = max(1, math.ceil(rate / RECEIPT_CHECKS_PER_S))
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @staticmethod
+    def fetch_nonces(client: Client, consortium: Consortium) -> dict[bytes, int]:
+        """Every party's next nonce, from one node (to resume against a chain with traffic)."""
+        return {
+            party.public_key: client.next_nonce(party.public_key) for party in consortium.parties
+        }
+
+    def start(self) -> None:
+        """Start the producer, one worker per node and the receipt checker."""
+        targets: list[tuple[Callable[..., None], tuple[int, ...]]] = [(self._produce, ())]
+        targets += [(self._work, (index,)) for index in range(len(self.addresses))]
+        targets.append((self._check_receipts, ()))
+        for target, args in targets:
+            thread = threading.Thread(target=target, args=args, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Stop and join every thread."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def summary_line(self) -> str:
+        """One line for the live view."""
+        return self.statistics.summary_line()
+
+    def to_json(self) -> dict[str, JsonType]:
+        """The statistics for the summary."""
+        return {"kind": "demo", "target_tps": self.rate, **self.statistics.to_json()}
+
+    # ------------------------------------------------------------------ threads
+    def _count(self, name: str, error: str = "") -> None:
+        with self.statistics.lock:
+            setattr(self.statistics, name, getattr(self.statistics, name) + 1)
+            if error:
+                self.statistics.last_error = error
+
+    def _produce(self) -> None:
+        interval = 1.0 / self.rate
+        next_send = time.monotonic()
+        pending: Transaction | None = None
+        while not self._stop.is_set():
+            if pending is None:
+                now = time.monotonic()
+                if next_send > now:
+                    self._stop.wait(min(next_send - now, 0.2))
+                    continue
+                next_send = max(next_send + interval, now - _BURST_S)
+                pending = self._traffic.next_transaction(int(time.time() * 1000))
+            try:
+                self._queues[self._route[pending.sender]].put(pending, timeout=0.2)
+            except queue.Full:
+                continue
+            pending = None
+
+    def _work(self, index: int) -> None:
+        client = Client(self.addresses[index], timeout_s=10)
+        # Per sender: how many nonces below the stream's this node's chain is (refused ones).
+        shift: dict[bytes, int] = {}
+        while not self._stop.is_set():
+            try:
+                original = self._queues[index].get(timeout=0.2)
+            except queue.Empty:
+                continue
+            self._submit(client, index, original, shift)
+        client.close()
+
+    def _submit(
+        self, client: Client, index: int, original: Transaction, shift: dict[bytes, int]
+    ) -> None:
+        self._count("submitted")
+        admitted = self._admit(client, original, shift)
+        if admitted is None:
+            return
+        with self.statistics.lock:
+            self.statistics.accepted += 1
+            self.statistics.accepted_by_app[original.app] += 1
+            sampled = self.statistics.accepted % self._sample_every == 0
+        if sampled:
+            now = time.monotonic()
+            self._samples.append(_Sample(admitted.hash, index, now, now + _RECEIPT_DELAY_S))
+
+    def _admit(
+        self, client: Client, original: Transaction, shift: dict[bytes, int]
+    ) -> Transaction | None:
+        """Submit until admitted (returns what was admitted, re-signed when shifted) or
+        refused (None, counted)."""
+        nonce_retries = 0
+        while not self._stop.is_set():
+            transaction = self._adjusted(original, shift.get(original.sender, 0))
+            try:
+                client.submit(transaction.encoded)
+            except ApiError as error:
+                if error.status == 503:
+                    self._count("backoffs", error.message)
+                    self._stop.wait(0.2)
+                    continue
+                if error.status != 422:
+                    self._count("errors", str(error))
+                    self._stop.wait(1.0)
+                    continue
+                if error.code == "duplicate" or self._known(client, transaction):
+                    return transaction
+                if error.code in _NONCE_CODES and nonce_retries < _NONCE_RETRIES_MAX:
+                    nonce_retries += 1
+                    self._resynchronise(client, original, shift)
+                    continue
+                with self.statistics.lock:
+                    self.statistics.refused[error.code or str(error.status)] += 1
+                    self.statistics.last_error = f"{error.code}: {error.message}"
+                if error.code not in _NONCE_CODES:
+                    # The refused nonce was never used: the sender's later ones move down.
+                    shift[original.sender] = shift.get(original.sender, 0) + 1
+                return None
+            return transaction
+        return None
+
+    def _adjusted(self, original: Transaction, shift: int) -> Transaction:
+        if shift == 0:
+            return original
+        return sign_transaction(
+            self._keys[original.sender],
+            chain_id=original.chain_id,
+            app=original.app,
+            operation=original.operation,
+            arguments=original.arguments,
+            nonce=original.nonce - shift,
+        )
+
+    def _known(self, client: Client, transaction: Transaction) -> bool:
+        """True when the node already has ``transaction`` (a retry after a lost response)."""
+        try:
+            document = client.transaction(transaction.hash)
+        except ApiError:
+            return False
+        return document.get("status") in ("pending", "committed")
+
+    def _resynchronise(
+        self, client: Client, original: Transaction, shift: dict[bytes, int]
+    ) -> None:
+        try:
+            expected = client.next_nonce(original.sender)
+        except ApiError as error:
+            self._count("errors", str(error))
+            return
+        shift[original.sender] = original.nonce - expected
+
+    def _check_receipts(self) -> None:
+        clients = [Client(address, timeout_s=10) for address in self.addresses]
+        while not self._stop.is_set():
+            if (
+                not self._samples
+                or time.monotonic() - self._samples[0].admitted_s < _RECEIPT_DELAY_S
+            ):
+                self._stop.wait(0.2)
+                continue
+            sample = self._samples.popleft()
+            self._check_one(clients[sample.node], sample)
+        for client in clients:
+            client.close()
+
+    def _check_one(self, client: Client, sample: _Sample) -> None:
+        now = time.monotonic()
+        overdue = now - sample.admitted_s > _RECEIPT_DEADLINE_S
+        later = dataclasses.replace(sample, due_s=now + _RECEIPT_DELAY_S)
+        try:
+            document = client.transaction(sample.tx_hash)
+        except ApiError as error:
+            if error.status == 404 and overdue:
+                self._count("receipts_lost")
+            elif error.status in (0, 404):
+                self._samples.append(later)
+            else:
+                self._count("errors", str(error))
+            return
+        status = document.get("status")
+        receipt = document.get("receipt")
+        if status == "committed" and isinstance(receipt, dict):
+            with self.statistics.lock:
+                if receipt.get("status") == "ok":
+                    self.statistics.receipts_ok += 1
+                else:
+                    self.statistics.receipts_rejected[str(receipt.get("code"))] += 1
+        elif status == "rejected":
+            self._count("receipts_evicted")
+        elif overdue:
+            self._count("receipts_lost")
+        else:
+            self._samples.append(later)

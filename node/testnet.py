@@ -5,8 +5,15 @@
     DIR/
       genesis.json            one bank per validator, one client identity per bank
       testnet.json            what ``testnet up`` and tools need: nodes, API addresses, clients
-      clients/client<i>.json  the client keys (role ``bank`` at bank<i>) used for load
+      clients/client<i>.json  the client keys (role ``bank`` at bank<i>) of the validators' banks
+      clients/<party>.json    with ``demo_seed``: the key of every demo party (lion-bank, alice..)
       node<i>/                a full node home (config.toml, genesis.json, keys, data/)
+
+With ``demo_seed`` the genesis also holds the demo consortium of ``apps.demo`` (its banks,
+enterprises, customers and regulator in membership, three currencies and their balances in
+payments) and enables all four apps, so ``testnet up --load`` can drive ``DemoTraffic`` and a
+visitor can act as any party with the CLI. The demo keys are derived from the seed: they are
+for a local testnet only.
 
 Ports are free loopback ports chosen at generation time. ``Testnet`` starts the processes
 (``python -m node start --home node<i>``; stdout/stderr to ``node<i>/process.log``, the
@@ -30,15 +37,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
+from apps.demo import Consortium, demo_consortium
 from consensus.crypto import PrivateKey
 from node.client import ApiError, Client
 from node.config import HostPort, NodeConfig, PeerAddress
 from node.genesis import ConsensusParams, Genesis, GenesisValidator, save_genesis
 from node.home import GENESIS_FILE, init_home, write_config
-from node.jsonvalue import JsonType, from_json
+from node.jsonvalue import JsonType, from_json, to_json
 from node.keys import generate_private_key, load_key_file, save_key_file
 
 __all__ = [
+    "DEMO_APPS",
+    "DemoParty",
     "NodeSummary",
     "Testnet",
     "TestnetInfo",
@@ -49,6 +59,8 @@ __all__ = [
 ]
 
 TESTNET_FILE: Final = "testnet.json"
+# The apps a demo testnet runs (membership first: the host authorises senders through it).
+DEMO_APPS: Final = ("membership", "payments", "scf", "assets")
 # SIGTERM gives a node this long to close its store before SIGKILL.
 STOP_GRACE_S: Final = 15.0
 
@@ -65,8 +77,21 @@ def free_ports(count: int) -> list[int]:
 
 
 @dataclass(frozen=True, slots=True)
+class DemoParty:
+    """A demo party of a testnet: its name, key file and membership facts."""
+
+    name: str
+    key_file: Path
+    public_key: bytes
+    institution: str
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class TestnetInfo:
     """The contents of ``testnet.json``."""
+
+    __test__ = False  # not a pytest test class, despite the name
 
     directory: Path
     chain_id: str
@@ -74,10 +99,25 @@ class TestnetInfo:
     api_addresses: tuple[str, ...]
     clients: tuple[Path, ...]
     institutions: tuple[str, ...]
+    demo_seed: int | None = None
+    parties: tuple[DemoParty, ...] = ()
 
     def client_key(self, index: int) -> PrivateKey:
         """The load client key of bank ``index``."""
         return load_key_file(self.clients[index])
+
+    def consortium(self) -> Consortium | None:
+        """The demo consortium in this testnet's genesis, or None."""
+        if self.demo_seed is None:
+            return None
+        return demo_consortium(self.demo_seed, self.chain_id)
+
+    def party(self, name: str) -> DemoParty:
+        """The demo party called ``name``; raises ``KeyError``."""
+        for party in self.parties:
+            if party.name == name:
+                return party
+        raise KeyError(name)
 
 
 def create_testnet(
@@ -88,8 +128,12 @@ def create_testnet(
     apps: tuple[str, ...] = ("membership",),
     app_state: dict[str, JsonType] | None = None,
     config: NodeConfig | None = None,
+    demo_seed: int | None = None,
 ) -> TestnetInfo:
-    """Generate a ``validators``-node testnet in ``directory`` (which must not hold one)."""
+    """Generate a ``validators``-node testnet in ``directory`` (which must not hold one).
+
+    ``demo_seed``: also seed the demo consortium (``apps.demo.demo_consortium``) and run all
+    four apps; its parties' key files go to ``clients/<party>.json``."""
     if validators < 1:
         raise ValueError("a testnet needs at least one validator")
     if (directory / TESTNET_FILE).exists():
@@ -119,9 +163,20 @@ def create_testnet(
         identities.append(
             {"public_key": client.public_key.hex(), "institution": f"bank{i}", "roles": ["bank"]}
         )
+    consortium = None if demo_seed is None else demo_consortium(demo_seed, chain_id)
+    parties: list[DemoParty] = []
     state: dict[str, JsonType] = {
         "membership": {"institutions": institution_entries, "identities": identities}
     }
+    if consortium is not None:
+        apps = tuple(dict.fromkeys((*DEMO_APPS, *apps)))
+        state = _with_demo_genesis(state, consortium)
+        for party in consortium.parties:
+            key_file = directory / "clients" / f"{party.name}.json"
+            save_key_file(key_file, party.key)
+            parties.append(
+                DemoParty(party.name, key_file, party.public_key, party.institution, party.roles)
+            )
     state.update(app_state or {})
     genesis = Genesis(
         chain_id=chain_id,
@@ -150,9 +205,16 @@ def create_testnet(
         save_genesis(home / GENESIS_FILE, genesis)
         addresses.append(f"127.0.0.1:{rpc}")
     info = TestnetInfo(
-        directory, chain_id, tuple(homes), tuple(addresses), tuple(clients), tuple(institutions)
+        directory,
+        chain_id,
+        tuple(homes),
+        tuple(addresses),
+        tuple(clients),
+        tuple(institutions),
+        demo_seed,
+        tuple(parties),
     )
-    document = {
+    document: dict[str, JsonType] = {
         "chain_id": chain_id,
         "genesis_hash": genesis.hash.hex(),
         "nodes": [
@@ -164,13 +226,49 @@ def create_testnet(
             for path, institution in zip(clients, institutions, strict=True)
         ],
     }
+    if demo_seed is not None:
+        document["demo"] = {
+            "seed": demo_seed,
+            "parties": [
+                {
+                    "name": party.name,
+                    "key": str(party.key_file.relative_to(directory)),
+                    "public_key": party.public_key.hex(),
+                    "institution": party.institution,
+                    "roles": list(party.roles),
+                }
+                for party in parties
+            ],
+        }
     (directory / TESTNET_FILE).write_text(json.dumps(document, indent=2) + "\n", "utf-8")
     return info
+
+
+def _with_demo_genesis(state: dict[str, JsonType], consortium: Consortium) -> dict[str, JsonType]:
+    """``state`` plus the demo consortium's genesis (membership lists merged)."""
+    merged = dict(state)
+    for app, section in consortium.app_genesis.items():
+        converted = to_json(section)
+        if app == "membership" and isinstance(converted, dict):
+            ours = merged["membership"]
+            assert isinstance(ours, dict)
+            merged["membership"] = {
+                name: [*_list(ours.get(name)), *_list(converted.get(name))]
+                for name in ("institutions", "identities")
+            }
+        else:
+            merged[app] = converted
+    return merged
+
+
+def _list(value: JsonType) -> list[JsonType]:
+    return value if isinstance(value, list) else []
 
 
 def load_testnet(directory: Path) -> TestnetInfo:
     """Read ``testnet.json`` from ``directory``."""
     document = json.loads((directory / TESTNET_FILE).read_text("utf-8"))
+    demo = document.get("demo") or {}
     return TestnetInfo(
         directory,
         document["chain_id"],
@@ -178,6 +276,17 @@ def load_testnet(directory: Path) -> TestnetInfo:
         tuple(node["api"] for node in document["nodes"]),
         tuple(directory / client["key"] for client in document["clients"]),
         tuple(client["institution"] for client in document["clients"]),
+        demo.get("seed"),
+        tuple(
+            DemoParty(
+                party["name"],
+                directory / party["key"],
+                bytes.fromhex(party["public_key"]),
+                party["institution"],
+                tuple(party["roles"]),
+            )
+            for party in demo.get("parties", ())
+        ),
     )
 
 

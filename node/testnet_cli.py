@@ -1,4 +1,9 @@
-"""``suanpan testnet init`` and ``suanpan testnet up``: a local multi-process testnet."""
+"""``suanpan testnet init`` and ``suanpan testnet up``: a local multi-process testnet.
+
+By default the testnet's genesis holds the demo consortium (``apps.demo``) and runs all four
+apps; ``--load TPS`` then drives its business traffic (``node.loadgen.DemoLoadGenerator``), and
+the parties' key files in ``DIR/clients/`` let a visitor act as any of them with the CLI.
+``--no-demo`` gives the bare testnet (membership only, membership load)."""
 
 from __future__ import annotations
 
@@ -16,9 +21,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from consensus.codec import Value
 from node.client import ApiError, Client
-from node.jsonvalue import JsonType
-from node.loadgen import LoadGenerator
+from node.jsonvalue import JsonType, to_json
+from node.loadgen import DemoLoadGenerator, LoadGenerator
 from node.testnet import Testnet, TestnetInfo, agreement_problems, create_testnet, load_testnet
 
 __all__ = ["testnet_group"]
@@ -26,6 +32,21 @@ __all__ = ["testnet_group"]
 # Nodes get this long to open their stores, connect and serve the API.
 _STARTUP_TIMEOUT_S: Final = 120.0
 _REFRESH_S: Final = 1.0
+DEFAULT_DEMO_SEED: Final = 0
+
+_DEMO_OPTION = click.option(
+    "--demo/--no-demo",
+    default=True,
+    show_default=True,
+    help="Seed the demo consortium (banks, enterprises, customers; all four apps).",
+)
+_DEMO_SEED_OPTION = click.option(
+    "--demo-seed",
+    type=click.IntRange(min=0),
+    default=DEFAULT_DEMO_SEED,
+    show_default=True,
+    help="Seed of the demo parties' keys.",
+)
 
 
 @click.group("testnet")
@@ -37,15 +58,23 @@ def testnet_group() -> None:
 @click.option("--validators", "-n", default=4, show_default=True, type=click.IntRange(1, 64))
 @click.option("--dir", "directory", required=True, type=click.Path(path_type=Path))
 @click.option("--chain-id", default="suanpan-testnet", show_default=True)
-def testnet_init(validators: int, directory: Path, chain_id: str) -> None:
+@_DEMO_OPTION
+@_DEMO_SEED_OPTION
+def testnet_init(
+    validators: int, directory: Path, chain_id: str, demo: bool, demo_seed: int
+) -> None:
     """Write every node home of a testnet (run each with `suanpan start --home DIR/nodeI`)."""
     try:
-        info = create_testnet(directory, validators, chain_id=chain_id)
+        info = create_testnet(
+            directory, validators, chain_id=chain_id, demo_seed=demo_seed if demo else None
+        )
     except (FileExistsError, ValueError) as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"wrote {validators} node homes under {directory}")
     for home, address in zip(info.homes, info.api_addresses, strict=True):
         click.echo(f"  suanpan start --home {home}    # API http://{address}")
+    if info.parties:
+        click.echo(f"demo parties' key files: {directory}/clients/<party>.json")
 
 
 def _status_row(index: int, client: Client, testnet: Testnet) -> list[str]:
@@ -75,16 +104,12 @@ def _number(value: JsonType) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
-def _table(rows: list[list[str]], elapsed_s: float, load: LoadGenerator | None) -> Table:
+def _table(
+    rows: list[list[str]], elapsed_s: float, load: LoadGenerator | DemoLoadGenerator | None
+) -> Table:
     caption = f"{elapsed_s:.0f}s"
     if load is not None:
-        statistics = load.statistics
-        caption += (
-            f" | load: {statistics.accepted} accepted, {statistics.rejected} rejected,"
-            f" {statistics.backoffs} backoffs"
-        )
-        if statistics.last_error:
-            caption += f" | last: {statistics.last_error[:60]}"
+        caption += f" | {load.summary_line()}"
     table = Table(title="suanpan testnet (Ctrl-C to stop)", caption=caption)
     for column in ("node", "state", "height", "view", "peers", "mempool", "tx/s", "committed"):
         table.add_column(column, justify="left" if column in ("node", "state") else "right")
@@ -120,14 +145,21 @@ def _wait_for_api(testnet: Testnet, clients: list[Client]) -> None:
 @click.option("--duration", type=click.FloatRange(min=0), help="Stop after this many seconds.")
 @click.option("--load", "load_rate", type=click.FloatRange(min=0), default=0, help="Target tx/s.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@_DEMO_OPTION
+@_DEMO_SEED_OPTION
 def testnet_up(
     validators: int,
     directory: Path | None,
     duration: float | None,
     load_rate: float,
     as_json: bool,
+    demo: bool,
+    demo_seed: int,
 ) -> None:
-    """Run a local testnet of N validator processes with a live view; Ctrl-C stops it."""
+    """Run a local testnet of N validator processes with a live view; Ctrl-C stops it.
+
+    With the demo consortium (the default), --load drives its payments, FX, receivables,
+    assets and DvP traffic; the parties' key files are in DIR/clients/."""
     console = Console(stderr=as_json)
     if directory is None:
         directory = Path(tempfile.mkdtemp(prefix="suanpan-testnet-"))
@@ -135,8 +167,14 @@ def testnet_up(
     if (directory / "testnet.json").exists():
         info = load_testnet(directory)
     else:
-        info = create_testnet(directory, validators)
+        info = create_testnet(directory, validators, demo_seed=demo_seed if demo else None)
     console.print(f"testnet directory {directory} (logs: {directory}/node*/node.log)")
+    if info.parties:
+        console.print(
+            f"demo parties ({', '.join(party.name for party in info.parties)}): key files in"
+            f" {directory}/clients/, e.g. `suanpan query payments balances --account"
+            f" {directory}/clients/alice.json --node {directory}`"
+        )
     testnet = Testnet(info)
     clients = [testnet.client(i, timeout_s=5.0) for i in range(len(info.homes))]
 
@@ -145,18 +183,14 @@ def testnet_up(
 
     previous = signal.signal(signal.SIGINT, interrupt)
     previous_term = signal.signal(signal.SIGTERM, interrupt)
-    load: LoadGenerator | None = None
+    load: LoadGenerator | DemoLoadGenerator | None = None
     started = time.monotonic()
     startup_error = ""
     try:
         testnet.start_all()
         _wait_for_api(testnet, clients)
         if load_rate > 0:
-            senders = [
-                (info.client_key(i), info.institutions[i], info.api_addresses[i])
-                for i in range(len(info.homes))
-            ]
-            load = LoadGenerator(info.chain_id, senders, load_rate)
+            load = _load_generator(info, clients[0], load_rate)
             load.start()
         started = time.monotonic()
         with Live(console=console, refresh_per_second=4, transient=as_json) as live:
@@ -181,6 +215,7 @@ def testnet_up(
         problems = agreement_problems(clients) if not died and not startup_error else []
     except ApiError as error:
         problems = [f"cannot compare chains: {error}"]
+    demo_state = _demo_state(clients[0], info) if not startup_error else {}
     summaries = testnet.summaries()
     exit_codes = testnet.stop_all()
     summaries = [
@@ -205,12 +240,9 @@ def testnet_up(
         "failures": list(failures),
     }
     if load is not None:
-        document["load"] = {
-            "target_tps": load_rate,
-            "accepted": load.statistics.accepted,
-            "rejected": load.statistics.rejected,
-            "backoffs": load.statistics.backoffs,
-        }
+        document["load"] = load.to_json()
+    if demo_state:
+        document["demo_state"] = demo_state
     if as_json:
         click.echo(json.dumps(document))
     else:
@@ -226,9 +258,104 @@ def testnet_up(
                 str(summary.transactions_committed),
             )
         console.print(table)
+        if load is not None:
+            console.print(load.summary_line())
+        if demo_state:
+            console.print(_demo_state_table(demo_state))
         for failure in failures:
             console.print(f"[red]FAIL[/red] {failure}")
         if not failures:
             console.print("[green]all nodes agree[/green]")
     if failures:
         raise SystemExit(1)
+
+
+def _load_generator(
+    info: TestnetInfo, client: Client, load_rate: float
+) -> LoadGenerator | DemoLoadGenerator:
+    """Demo traffic when the genesis holds the demo consortium, else membership traffic."""
+    consortium = info.consortium()
+    if consortium is None:
+        senders = [
+            (info.client_key(i), info.institutions[i], info.api_addresses[i])
+            for i in range(len(info.homes))
+        ]
+        return LoadGenerator(info.chain_id, senders, load_rate)
+    # Resuming a chain that already has traffic: continue every party's nonces, and vary the
+    # stream so it does not replay the last run's identifiers.
+    nonces = DemoLoadGenerator.fetch_nonces(client, consortium)
+    return DemoLoadGenerator(
+        consortium,
+        info.api_addresses,
+        load_rate,
+        nonces=nonces,
+        traffic_seed=consortium.seed + sum(nonces.values()),
+    )
+
+
+def _demo_state(client: Client, info: TestnetInfo) -> dict[str, JsonType]:
+    """What the demo apps hold now (from node 0): currency supplies, assets, open offers,
+    receivables owed by the core enterprise."""
+    if not info.parties:
+        return {}
+    try:
+        currencies = client.query_app("payments", "currencies")
+        assets = client.query_app("assets", "assets")
+        fx_offers = client.query_app("payments", "offers")
+        dvp_offers = client.query_app("assets", "offers")
+        exposure = client.query_app(
+            "scf", "exposure", debtor=info.party("dragon-motors").public_key
+        )
+    except (ApiError, KeyError):
+        return {}
+    return {
+        "currencies": [
+            {"code": _field(entry, "code"), "supply": _field(entry, "supply")}
+            for entry in _items(currencies)
+        ],
+        "assets": [
+            {
+                "symbol": _field(entry, "symbol"),
+                "supply": _field(entry, "supply"),
+                "holders": _field(entry, "holders"),
+            }
+            for entry in _items(assets)
+        ],
+        "open_fx_offers": len(_items(fx_offers)),
+        "open_dvp_offers": len(_items(dvp_offers)),
+        "dragon_motors_receivables": to_json(exposure),
+    }
+
+
+def _items(value: Value) -> tuple[Value, ...]:
+    return tuple(value) if isinstance(value, list | tuple) else ()
+
+
+def _field(entry: Value, name: str) -> JsonType:
+    if not isinstance(entry, dict):
+        return None
+    return to_json(entry.get(name))
+
+
+def _demo_state_table(state: dict[str, JsonType]) -> Table:
+    table = Table(title="demo state (node0)")
+    table.add_column("what")
+    table.add_column("value")
+    for entry in _json_list(state.get("currencies")):
+        if isinstance(entry, dict):
+            table.add_row(f"{entry.get('code')} supply", str(entry.get("supply")))
+    for entry in _json_list(state.get("assets")):
+        if isinstance(entry, dict):
+            table.add_row(
+                f"{entry.get('symbol')} supply / holders",
+                f"{entry.get('supply')} / {entry.get('holders')}",
+            )
+    table.add_row(
+        "open FX / DvP offers", f"{state.get('open_fx_offers')} / {state.get('open_dvp_offers')}"
+    )
+    table.add_row("dragon-motors receivables", json.dumps(state.get("dragon_motors_receivables")))
+    return table
+
+
+def _json_list(value: JsonType) -> list[JsonType]:
+    return value if isinstance(value, list) else []

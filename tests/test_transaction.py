@@ -100,6 +100,15 @@ def test_shape_and_version_errors() -> None:
         Transaction.decode(encode((9, *decoded[1:])), chain_id=CHAIN)
 
 
+def test_boolean_version_is_not_a_second_encoding_of_the_same_transaction() -> None:
+    decoded = decode(make().encoded)
+    assert isinstance(decoded, tuple)
+    malleated = encode((True, *decoded[1:]))
+    assert malleated != make().encoded
+    with pytest.raises(TransactionError, match="version"):
+        Transaction.decode(malleated, chain_id=CHAIN)
+
+
 def test_signature_of_wrong_length_is_rejected() -> None:
     with pytest.raises(TransactionError, match="64 bytes"):
         dataclasses.replace(make(), signature=b"\x00" * 10)

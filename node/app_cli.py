@@ -1,0 +1,618 @@
+"""``suanpan tx <app> <operation>`` and ``suanpan query <app> <path>``, generated from the
+declarative tables in ``node.app_commands``.
+
+Every operation becomes a command whose options are the operation's arguments
+(``suanpan tx payments transfer --to KEY --currency SGD --amount 1250 --end-to-end-id E2E-1
+--key alice.json``); every query path becomes one too (``suanpan query scf lineage --id rc-...``).
+Option texts are parsed into canonical values (``node.app_commands.parse_arguments``), so a bad
+value is reported naming the option before anything is sent. ``--args JSON`` supplies arguments
+as JSON instead (options win), which keeps the old generic form working:
+``suanpan query membership institutions --args '{"kind": "bank"}'``; an app without a table (a
+bank's own plugin) is queried generically (``suanpan query myapp mypath --args ...``), and
+``suanpan tx send`` still sends anything.
+
+``--node`` takes ``host:port`` or a testnet directory (its first node); with a testnet
+directory, public keys of the testnet's parties are shown by name. Results print readably
+(rich tables); ``--json`` prints one JSON document for machines. A transaction that commits
+with a rejected receipt, or is refused admission, exits with status 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+import click
+from rich.console import Console, RenderableType
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from apps.transaction import TransactionError
+from consensus.codec import Value
+from node.app_commands import (
+    APP_COMMANDS,
+    AppCommands,
+    ArgumentError,
+    ArgumentSpec,
+    CommandSpec,
+    Kind,
+)
+from node.app_commands import (
+    parse_arguments as parse_argument_texts,
+)
+from node.client import ApiError, Client
+from node.jsonvalue import JsonType, JsonValueError, from_json, to_json
+from node.keys import KeyFileError, load_key_file
+
+__all__ = ["app_transaction_groups", "query_group", "resolve_node"]
+
+DEFAULT_NODE: Final = "127.0.0.1:26657"
+_TESTNET_FILE: Final = "testnet.json"
+_HEX_KEY: Final = re.compile(r"[0-9a-f]{64}")
+# A list of records with more fields than this prints as one block per record, not a table.
+_COLUMNS_MAX: Final = 6
+# Options every generated command has; an app argument may not reuse their names.
+_RESERVED: Final = frozenset({"node", "key", "nonce", "wait", "args", "json", "timeout_ms"})
+_METAVARS: Final[Mapping[Kind, str]] = {
+    Kind.PUBLIC_KEY: "KEY",
+    Kind.AMOUNT: "AMOUNT",
+    Kind.INTEGER: "INT",
+    Kind.TIME_MS: "TIME",
+    Kind.HASH: "HASH",
+    Kind.BOOLEAN: "BOOL",
+    Kind.STRINGS: "A,B,...",
+    Kind.AMOUNTS: "N,N,...",
+    Kind.PARTY: "K=V,...",
+    Kind.JSON: "JSON",
+    Kind.IDENTITIES: "JSON",
+    Kind.IDENTIFIER: "ID",
+    Kind.TEXT: "TEXT",
+}
+
+
+# ---------------------------------------------------------------------- node and names
+def resolve_node(text: str) -> tuple[str, dict[bytes, str]]:
+    """The API address for ``--node`` (``host:port``, or a testnet directory: its first node)
+    and the party names known there (public key -> name; empty for a plain address)."""
+    directory = Path(text).expanduser()
+    if not (directory / _TESTNET_FILE).is_file():
+        return text, {}
+    try:
+        document = json.loads((directory / _TESTNET_FILE).read_text("utf-8"))
+        address = str(document["nodes"][0]["api"])
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
+        raise click.BadParameter(
+            f"{directory / _TESTNET_FILE} is not a testnet file: {error}", param_hint="--node"
+        ) from None
+    names: dict[bytes, str] = {}
+    demo = document.get("demo") or {}
+    for party in demo.get("parties", ()):
+        try:
+            names[bytes.fromhex(party["public_key"])] = str(party["name"])
+        except (KeyError, ValueError, TypeError):
+            continue
+    return address, names
+
+
+def _client(address: str) -> Client:
+    try:
+        return Client(address)
+    except ValueError:
+        raise click.BadParameter(f"{address!r} is not host:port", param_hint="--node") from None
+
+
+def _fail(error: ApiError) -> click.ClickException:
+    code = f" [{error.code}]" if error.code else ""
+    return click.ClickException(f"{error}{code}")
+
+
+# ---------------------------------------------------------------------- rendering
+class _Renderer:
+    """Turns result values into rich renderables; 32-byte keys of known parties get names."""
+
+    def __init__(self, names: Mapping[bytes, str]) -> None:
+        self.names = names
+
+    def scalar(self, value: Value) -> Text:
+        if value is None:
+            return Text("-", style="dim")
+        if isinstance(value, bool):
+            return Text("yes" if value else "no", style="green" if value else "red")
+        if isinstance(value, bytes):
+            name = self.names.get(value)
+            if name is not None:
+                return Text(name, style="bold magenta")
+            return Text(value.hex(), style="cyan")
+        if isinstance(value, str) and _HEX_KEY.fullmatch(value):
+            # Some records name accounts by their hex key (asset holders).
+            name = self.names.get(bytes.fromhex(value))
+            if name is not None:
+                return Text(name, style="bold magenta")
+        return Text(str(value))
+
+    def render(self, value: Value) -> RenderableType:
+        if _is_tree(value):
+            assert isinstance(value, Mapping)
+            return self._tree(value, None)
+        if isinstance(value, Mapping):
+            if not value:
+                return Text("(empty)", style="dim")
+            table = Table(show_header=False, box=None, pad_edge=False)
+            table.add_column(style="bold")
+            table.add_column()
+            for name, item in value.items():
+                label = self.scalar(name) if isinstance(name, bytes) else Text(str(name))
+                rendered = self.render(item)
+                if isinstance(name, str) and name.endswith("_ms") and isinstance(item, int):
+                    rendered = Text(f"{item} ({_utc(item)})")
+                table.add_row(label, rendered)
+            return table
+        if isinstance(value, list | tuple):
+            if not value:
+                return Text("(none)", style="dim")
+            if all(not isinstance(item, Mapping | list | tuple) for item in value):
+                return Text(", ").join(self.scalar(item) for item in value)
+            if all(isinstance(item, Mapping) for item in value):
+                return self._rows(value)
+            table = Table(show_header=False, box=None)
+            for item in value:
+                table.add_row(self.render(item))
+            return table
+        return self.scalar(value)
+
+    def _tree(self, node: Mapping[str, Value] | Mapping[bytes, Value], parent: Tree | None) -> Tree:
+        """A receivable lineage (records with ``id`` and ``children``) as a tree."""
+        fields = {_label(name): field for name, field in node.items()}
+        label = Text(str(fields.get("id")), style="bold")
+        for name, field in fields.items():
+            if name not in ("id", "children", "parent") and field is not None:
+                label.append(f"  {name}=")
+                label.append(
+                    self.scalar(field)
+                    if not isinstance(field, Mapping | list | tuple)
+                    else Text(json.dumps(to_json(field)))
+                )
+        branch = Tree(label) if parent is None else parent.add(label)
+        children = fields.get("children")
+        for child in children if isinstance(children, tuple | list) else ():
+            assert isinstance(child, Mapping)
+            self._tree(child, branch)
+        return branch
+
+    def _rows(self, items: Sequence[Value]) -> RenderableType:
+        rows: list[dict[str, Value]] = []
+        columns: list[str] = []
+        for item in items:
+            assert isinstance(item, Mapping)
+            row = {_label(name): field for name, field in item.items()}
+            columns.extend(name for name in row if name not in columns)
+            rows.append(row)
+        nested = any(
+            isinstance(field, Mapping | list | tuple) for row in rows for field in row.values()
+        )
+        if len(columns) > _COLUMNS_MAX or nested:
+            # Wide or nested records read better one below the other, field by field.
+            blocks = Table(show_header=False, box=None, pad_edge=False)
+            for number, row in enumerate(rows, start=1):
+                blocks.add_row(Text(f"#{number}", style="bold dim"))
+                blocks.add_row(self.render(row))
+            return blocks
+        table = Table(show_lines=False)
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*(self.render(row.get(column)) for column in columns))
+        return table
+
+
+def _is_tree(value: Value) -> bool:
+    """A record with an ``id`` and a list of child records (a lineage tree node)."""
+    if not isinstance(value, Mapping) or "id" not in value or "children" not in value:
+        return False
+    children = value["children"]  # type: ignore[index]
+    return isinstance(children, tuple | list) and all(_is_tree(child) for child in children)
+
+
+def _utc(time_ms: int) -> str:
+    """A block time as a readable UTC moment."""
+    try:
+        moment = datetime.fromtimestamp(time_ms / 1000, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return "?"
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _label(name: str | bytes) -> str:
+    return name.hex() if isinstance(name, bytes) else name
+
+
+def _print_value(console: Console, renderer: _Renderer, title: str, value: Value) -> None:
+    console.print(Text(title, style="bold"))
+    console.print(renderer.render(value))
+
+
+def _print_submission(
+    console: Console, renderer: _Renderer, label: str, document: Mapping[str, JsonType]
+) -> None:
+    status = str(document.get("status", ""))
+    tx_hash = str(document.get("hash", ""))
+    receipt = document.get("receipt")
+    if status == "committed" and isinstance(receipt, dict):
+        ok = receipt.get("status") == "ok"
+        mark = "[green]committed[/green]" if ok else "[red]rejected[/red]"
+        console.print(f"{mark} {label} at height {document.get('height')}  tx {tx_hash}")
+        if not ok:
+            console.print(f"  [red]{receipt.get('code')}[/red]: {receipt.get('message')}")
+            return
+        result = from_json(receipt.get("result"))
+        if result is not None:
+            console.print(renderer.render(result))
+        events = receipt.get("events")
+        for event in events if isinstance(events, list) else ():
+            if not isinstance(event, dict):
+                continue
+            attributes = from_json(event.get("attributes"))
+            line = Text(f"  event {event.get('app')}.{event.get('kind')} ", style="dim")
+            if isinstance(attributes, Mapping):
+                for name, item in attributes.items():
+                    line.append(f"{_label(name)}=")
+                    line.append(
+                        renderer.scalar(item)
+                        if not isinstance(item, Mapping | list | tuple)
+                        else Text(json.dumps(to_json(item)))
+                    )
+                    line.append(" ")
+            console.print(line)
+        return
+    if status == "rejected":
+        console.print(
+            f"[red]rejected[/red] {label}  tx {tx_hash}: "
+            f"{document.get('code', '')} {document.get('error', document.get('reason', ''))}"
+        )
+        return
+    console.print(f"[yellow]{status or 'submitted'}[/yellow] {label}  tx {tx_hash}")
+    console.print(f"  follow it with: suanpan tx show {tx_hash}")
+
+
+def _rejected(document: Mapping[str, JsonType]) -> bool:
+    receipt = document.get("receipt")
+    return document.get("status") == "rejected" or (
+        isinstance(receipt, dict) and receipt.get("status") == "rejected"
+    )
+
+
+# ---------------------------------------------------------------------- arguments
+def _json_arguments(text: str | None) -> dict[str, Value]:
+    if text is None:
+        return {}
+    try:
+        parsed = from_json(json.loads(text), "args")
+    except (json.JSONDecodeError, JsonValueError) as error:
+        raise click.BadParameter(str(error), param_hint="--args") from None
+    if not isinstance(parsed, dict) or not all(isinstance(name, str) for name in parsed):
+        raise click.BadParameter("must be a JSON object", param_hint="--args")
+    return {str(name): value for name, value in parsed.items()}
+
+
+def _clock(client: Client) -> Callable[[], int]:
+    """The latest block time (for relative times), asked once; the local clock before the
+    first block."""
+    cache: list[int] = []
+
+    def now_ms() -> int:
+        if not cache:
+            try:
+                cache.append(client.latest_block_time_ms())
+            except ApiError as error:
+                if error.status != 404:
+                    raise _fail(error) from None
+                cache.append(int(time.time() * 1000))
+        return cache[0]
+
+    return now_ms
+
+
+def _parse(
+    spec: CommandSpec, options: Mapping[str, str | None], args_json: str | None, client: Client
+) -> dict[str, Value]:
+    try:
+        return parse_argument_texts(
+            spec, options, base=_json_arguments(args_json), clock=_clock(client)
+        )
+    except ArgumentError as error:
+        raise click.BadParameter(
+            error.message, param_hint=f"'{error.argument}' ({spec.argument(error.argument).option})"
+        ) from None
+
+
+def _receiver_facts(client: Client, arguments: dict[str, Value]) -> str:
+    """For the ``can_transfer`` dry run: the receiver's roles and jurisdiction from membership
+    (queries see one app's state, so the client supplies them). Returns a note for the user."""
+    if "to_roles" in arguments or "to_jurisdiction" in arguments:
+        return ""
+    identity = client.query_app("membership", "identity", public_key=arguments["to"])
+    if not isinstance(identity, Mapping):
+        return "the receiver is not a member: identity rules were not evaluated"
+    facts = {_label(name): field for name, field in identity.items()}
+    arguments["to_roles"] = facts.get("roles", ())
+    arguments["to_jurisdiction"] = facts.get("jurisdiction", "")
+    return ""
+
+
+# App queries whose arguments the client completes from other apps before asking.
+_QUERY_COMPLETIONS: Final[Mapping[tuple[str, str], Callable[[Client, dict[str, Value]], str]]] = {
+    ("assets", "can_transfer"): _receiver_facts,
+}
+
+
+# ---------------------------------------------------------------------- command builders
+_NODE_HELP: Final = (
+    "API address (host:port) or a testnet directory (its first node)"
+    f"  [default: $SUANPAN_NODE or {DEFAULT_NODE}]"
+)
+# ``suanpan query --node X app path`` (the option before the app) is kept working: the group
+# stores it here and a command without its own ``--node`` uses it.
+_NODE_META: Final = "suanpan.node"
+
+
+def _node_option() -> click.Option:
+    return click.Option(["--node", "node"], help=_NODE_HELP)
+
+
+def _node_address(given: object) -> str:
+    """The command's ``--node``, else the group's, else ``$SUANPAN_NODE``, else the default."""
+    if isinstance(given, str) and given:
+        return given
+    inherited = click.get_current_context().meta.get(_NODE_META)
+    if isinstance(inherited, str) and inherited:
+        return inherited
+    return os.environ.get("SUANPAN_NODE") or DEFAULT_NODE
+
+
+def _remember_node(ctx: click.Context, _: click.Parameter, value: str | None) -> str | None:
+    if value:
+        ctx.meta[_NODE_META] = value
+    return value
+
+
+def _argument_options(spec: CommandSpec) -> list[click.Option]:
+    options = []
+    for argument in spec.arguments:
+        assert argument.name not in _RESERVED, (spec.name, argument.name)
+        options.append(
+            click.Option(
+                [argument.option, f"a_{argument.name}"],
+                metavar=_metavar(argument),
+                help=f"{argument.help} [{argument.type_help}]"
+                + (" (required)" if argument.required and argument.default is None else ""),
+            )
+        )
+    return options
+
+
+def _metavar(argument: ArgumentSpec) -> str:
+    if argument.kind is Kind.CHOICE:
+        return "[" + "|".join(argument.choices) + "]"
+    return _METAVARS[argument.kind]
+
+
+def _collect(spec: CommandSpec, params: Mapping[str, object]) -> dict[str, str | None]:
+    collected: dict[str, str | None] = {}
+    for argument in spec.arguments:
+        value = params.get(f"a_{argument.name}")
+        collected[argument.name] = value if isinstance(value, str) else None
+    return collected
+
+
+def _transaction_command(table: AppCommands, spec: CommandSpec) -> click.Command:
+    label = f"{table.app}.{spec.name}"
+
+    def run(**params: object) -> None:
+        address, names = resolve_node(_node_address(params["node"]))
+        as_json = bool(params["as_json"])
+        console = Console()
+        try:
+            key = load_key_file(Path(str(params["key_path"])))
+        except KeyFileError as error:
+            raise click.ClickException(str(error)) from None
+        client = _client(address)
+        nonce = params["nonce"]
+        try:
+            arguments = _parse(spec, _collect(spec, params), _opt_str(params["args"]), client)
+            document = client.send(
+                table.app,
+                spec.name,
+                arguments,
+                key,
+                nonce=nonce if isinstance(nonce, int) else None,
+                wait=bool(params["wait"]),
+                timeout_ms=int(str(params["timeout_ms"])),
+            )
+        except TransactionError as error:
+            raise click.ClickException(str(error)) from None
+        except ApiError as error:
+            if error.status != 422:
+                raise _fail(error) from None
+            document = {"status": "rejected", "code": error.code, "error": error.message}
+        finally:
+            client.close()
+        if as_json:
+            click.echo(json.dumps(document))
+        else:
+            _print_submission(console, _Renderer(names), label, document)
+        if _rejected(document):
+            raise SystemExit(1)
+
+    params: list[click.Parameter] = [
+        *_argument_options(spec),
+        click.Option(
+            ["--key", "key_path"],
+            required=True,
+            type=click.Path(dir_okay=False),
+            help="Key file of the sender (signs the transaction).",
+        ),
+        _node_option(),
+        click.Option(
+            ["--nonce"],
+            type=click.IntRange(min=0),
+            help="Default: the next one, asked from the node.",
+        ),
+        click.Option(
+            ["--wait/--no-wait"], default=True, show_default=True, help="Wait for the commit."
+        ),
+        click.Option(
+            ["--timeout-ms", "timeout_ms"],
+            type=click.IntRange(min=0),
+            default=30_000,
+            show_default=True,
+            help="How long --wait waits.",
+        ),
+        click.Option(["--args", "args"], help="More arguments as a JSON object (options win)."),
+        click.Option(["--json", "as_json"], is_flag=True, help="Print the node's JSON document."),
+    ]
+    return click.Command(
+        spec.name, callback=run, params=params, help=spec.help, short_help=spec.help
+    )
+
+
+def _query_command(table: AppCommands, spec: CommandSpec) -> click.Command:
+    def run(**params: object) -> None:
+        address, names = resolve_node(_node_address(params["node"]))
+        client = _client(address)
+        try:
+            arguments = _parse(spec, _collect(spec, params), _opt_str(params["args"]), client)
+            completion = _QUERY_COMPLETIONS.get((table.app, spec.name))
+            note = completion(client, arguments) if completion is not None else ""
+            result = client.query(table.app, spec.name, arguments)
+        except ApiError as error:
+            raise _fail(error) from None
+        finally:
+            client.close()
+        if bool(params["as_json"]):
+            click.echo(json.dumps({"result": to_json(result)}))
+            return
+        console = Console()
+        _print_value(console, _Renderer(names), f"{table.app} {spec.name}", result)
+        if note:
+            console.print(f"[yellow]note[/yellow]: {note}")
+
+    params: list[click.Parameter] = [
+        *_argument_options(spec),
+        _node_option(),
+        click.Option(["--args", "args"], help="More arguments as a JSON object (options win)."),
+        click.Option(["--json", "as_json"], is_flag=True, help="Print the result as JSON."),
+    ]
+    return click.Command(
+        spec.name, callback=run, params=params, help=spec.help, short_help=spec.help
+    )
+
+
+def _opt_str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+class _AppGroup(click.Group):
+    """A group whose commands may also be named with hyphens (``offer-fx`` = ``offer_fx``)."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, cmd_name) or super().get_command(
+            ctx, cmd_name.replace("-", "_")
+        )
+
+
+def app_transaction_groups() -> list[click.Group]:
+    """One ``suanpan tx <app>`` group per app table, one command per operation."""
+    groups: list[click.Group] = []
+    for table in APP_COMMANDS:
+        group = _AppGroup(table.app, help=f"{table.help} (transactions)", short_help=table.help)
+        for spec in table.operations:
+            group.add_command(_transaction_command(table, spec))
+        groups.append(group)
+    return groups
+
+
+class _AppQueryGroup(_AppGroup):
+    """An app's query commands; a path missing from the table is still asked generically
+    (``--args JSON``), so a newer node's queries stay reachable."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and self.name is not None:
+            return _generic_query_command(self.name, path=cmd_name)
+        return command
+
+
+def _generic_query_command(app: str, path: str | None = None) -> click.Command:
+    """``suanpan query APP PATH --args JSON`` for an app without a table (a plugin), or for
+    one ``path`` of an app that has one."""
+
+    def run(node: str | None, args: str | None, as_json: bool, path: str = path or "") -> None:
+        address, names = resolve_node(_node_address(node))
+        client = _client(address)
+        try:
+            result = client.query(app, path, _json_arguments(args))
+        except ApiError as error:
+            raise _fail(error) from None
+        finally:
+            client.close()
+        if as_json:
+            click.echo(json.dumps({"result": to_json(result)}))
+        else:
+            _print_value(Console(), _Renderer(names), f"{app} {path}", result)
+
+    arguments: list[click.Parameter] = [] if path is not None else [click.Argument(["path"])]
+    return click.Command(
+        app if path is None else path,
+        callback=run,
+        params=[
+            *arguments,
+            _node_option(),
+            click.Option(["--args", "args"], default="{}", help="Arguments as JSON."),
+            click.Option(["--json", "as_json"], is_flag=True, help="Print the result as JSON."),
+        ],
+        help=f"Ask app {app!r} the read-only question PATH (arguments as JSON).",
+    )
+
+
+class _QueryGroup(click.Group):
+    """``suanpan query``: the apps with tables, and any other app generically."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name.replace("_", "").replace("-", "").isalnum():
+            return _generic_query_command(cmd_name)
+        return command
+
+
+def _build_query_group() -> click.Group:
+    group = _QueryGroup(
+        "query",
+        params=[
+            click.Option(
+                ["--node", "node"],
+                expose_value=False,
+                callback=_remember_node,
+                help="API address for the query (or give --node after the path).",
+            )
+        ],
+        help=(
+            "Ask an app a read-only question, e.g. `suanpan query payments balances --account "
+            "KEY`. Apps without a table: `suanpan query APP PATH --args JSON`."
+        ),
+    )
+    for table in APP_COMMANDS:
+        sub = _AppQueryGroup(table.app, help=f"{table.help} (queries)", short_help=table.help)
+        for spec in table.queries:
+            sub.add_command(_query_command(table, spec))
+        group.add_command(sub)
+    return group
+
+
+query_group: Final = _build_query_group()

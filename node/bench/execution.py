@@ -1,0 +1,521 @@
+"""Per-transaction cost of the node's execution path, phase by phase.
+
+Theory of operation
+-------------------
+A node handles every committed transaction in five steps: it decodes the client's bytes and
+verifies the signature (mempool admission), runs the stateful admission check (``Mempool.add``),
+proposes it (``Mempool.reap``), executes the block (``AppHost.execute_block``, which decodes the
+block's own bytes again but skips the signature of transactions the mempool verified), commits
+the block with its write set to LMDB (``Store.commit_block``, fsync on) and finally drops it
+from the mempool (``Mempool.update``). This benchmark times each step separately on pre-signed
+transactions, so signing never counts:
+
+* ``decode_signed`` / ``decode_unsigned``: ``Transaction.decode`` with and without the signature;
+* ``execute_memory`` / ``execute_lmdb``: ``execute_block`` with ``known=`` (as the node calls it)
+  over the in-memory backend and over the LMDB store's committed state;
+* ``commit``: ``Store.commit_block`` with ``sync=True`` (per block and per transaction);
+* ``mempool_add`` / ``mempool_reap`` / ``mempool_update``: per transaction.
+
+Two workloads: ``demo`` (``apps.demo.DemoTraffic``: payments, FX, supply-chain finance,
+assets) and ``payments`` (transfers only: what the throughput benchmark submits). Each run
+starts from genesis; the figures are medians over the runs. ``node_path`` adds up what one node
+spends per transaction (decode with signature + mempool add/reap/update + LMDB execution +
+commit) and the rate one core could sustain on that alone.
+
+Every run also prints a *fingerprint*: SHA-256 over every block's app hash and every receipt.
+It must not change when the code gets faster: identical blocks give identical results.
+
+Run: ``python -m node.bench.execution [--transactions N] [--block-size B] [--runs R]
+[--mix demo|payments|both] [--json] [--profile PHASE]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import cProfile
+import gc
+import hashlib
+import json
+import os
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import click
+
+from apps.assets import AssetsApp
+from apps.base import App, BlockContext
+from apps.demo import DemoTraffic, demo_consortium
+from apps.host import AppHost, BlockResult
+from apps.membership import MembershipApp
+from apps.payments import PaymentsApp
+from apps.scf import ScfApp
+from apps.state import MemoryBackend, StateBackend, WriteSet
+from apps.transaction import Transaction, sign_transaction
+from consensus.codec import Value
+from consensus.crypto import PrivateKey, hash_bytes
+from consensus.types import Block, CommitCertificate, Phase, Validator, ValidatorSet, Vote
+from node.mempool import Mempool, MempoolLimits
+from node.store import Store
+
+__all__ = ["PHASES", "Workload", "main", "prepare_workload", "run_benchmark"]
+
+EPOCH_MS: Final = 1_704_067_200_000
+BLOCK_INTERVAL_MS: Final = 1000
+PHASES: Final = (
+    "decode_signed",
+    "decode_unsigned",
+    "execute_memory",
+    "execute_lmdb",
+    "commit",
+    "mempool_add",
+    "mempool_reap",
+    "mempool_update",
+)
+# The phases a node pays for every committed transaction (execute_memory is the simulator's).
+NODE_PATH_PHASES: Final = (
+    "decode_signed",
+    "mempool_add",
+    "mempool_reap",
+    "execute_lmdb",
+    "commit",
+    "mempool_update",
+)
+# Benchmark validators: certificates are signed outside the timed sections.
+_VALIDATOR_KEYS: Final = tuple(PrivateKey(bytes([index + 1]) * 32) for index in range(4))
+_VALIDATORS: Final = ValidatorSet(
+    tuple(Validator(f"v{index}", key.public_key) for index, key in enumerate(_VALIDATOR_KEYS))
+)
+_GENESIS_HASH: Final = hash_bytes(b"suanpan-bench genesis")
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """Pre-signed transactions cut into blocks, with the consortium's genesis."""
+
+    mix: str
+    chain_id: str
+    app_genesis: dict[str, Value]
+    blocks: tuple[tuple[bytes, ...], ...]
+
+    @property
+    def transactions(self) -> int:
+        """Transactions in all blocks."""
+        return sum(len(block) for block in self.blocks)
+
+
+def _apps() -> list[App]:
+    return [MembershipApp(), PaymentsApp(), ScfApp(), AssetsApp()]
+
+
+def prepare_workload(mix: str, transactions: int, block_size: int, seed: int = 0) -> Workload:
+    """Sign ``transactions`` transactions of ``mix`` (``demo`` or ``payments``) in blocks."""
+    consortium = demo_consortium(seed)
+    block_count = max(1, -(-transactions // block_size))
+    blocks: list[tuple[bytes, ...]] = []
+    if mix == "demo":
+        traffic = DemoTraffic(consortium)
+        for index in range(block_count):
+            size = min(block_size, transactions - index * block_size)
+            now_ms = EPOCH_MS + BLOCK_INTERVAL_MS * (index + 1)
+            blocks.append(tuple(tx.encoded for tx in traffic.batch(size, now_ms)))
+    elif mix == "payments":
+        payers = [
+            party
+            for party in consortium.parties
+            if {"bank", "enterprise", "customer"} & set(party.roles)
+        ]
+        nonces: dict[bytes, int] = {}
+        made = 0
+        for _ in range(block_count):
+            block: list[bytes] = []
+            while len(block) < block_size and made < transactions:
+                source = payers[made % len(payers)]
+                target = payers[(made // len(payers) + 1 + made) % len(payers)]
+                if target is source:
+                    target = payers[(made + 1) % len(payers)]
+                nonce = nonces.get(source.public_key, 0)
+                nonces[source.public_key] = nonce + 1
+                tx = sign_transaction(
+                    source.key,
+                    chain_id=consortium.chain_id,
+                    app="payments",
+                    operation="transfer",
+                    arguments={
+                        "to": target.public_key,
+                        "currency": source.currency,
+                        "amount": 1 + made % 97,
+                        "end_to_end_id": f"bench-{source.name}-{nonce}",
+                        "purpose": "supplier invoice",
+                        "originator": {"name": source.name, "country": source.jurisdiction},
+                        "beneficiary": {"name": target.name, "country": target.jurisdiction},
+                    },
+                    nonce=nonce,
+                )
+                block.append(tx.encoded)
+                made += 1
+            blocks.append(tuple(block))
+    else:
+        raise ValueError(f"unknown mix {mix!r}: use demo or payments")
+    return Workload(mix, consortium.chain_id, dict(consortium.app_genesis), tuple(blocks))
+
+
+def _context(workload: Workload, height: int) -> BlockContext:
+    return BlockContext(
+        height=height,
+        time_ms=EPOCH_MS + BLOCK_INTERVAL_MS * height,
+        proposer=_VALIDATORS.validators[0].public_key,
+        chain_id=workload.chain_id,
+    )
+
+
+def _memory_host(workload: Workload) -> tuple[AppHost, MemoryBackend]:
+    backend = MemoryBackend()
+    host = AppHost(_apps(), backend, chain_id=workload.chain_id)
+    writes, app_hash = host.init_genesis(workload.app_genesis)
+    backend.apply(writes)
+    host.committed(0, app_hash)
+    return host, backend
+
+
+def _certify(block: Block, chain_id: str) -> CommitCertificate:
+    votes = [
+        Vote.create(
+            key,
+            chain_id,
+            phase=Phase.COMMIT,
+            height=block.height,
+            view=0,
+            block_hash=block.hash,
+            validator=index,
+        )
+        for index, key in enumerate(_VALIDATOR_KEYS[: _VALIDATORS.quorum])
+    ]
+    return CommitCertificate.from_votes(votes)
+
+
+class _Timer:
+    """Accumulates wall-clock and CPU seconds of the timed sections of one run."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = dict.fromkeys(PHASES, 0.0)
+        self.cpu_seconds: dict[str, float] = dict.fromkeys(PHASES, 0.0)
+
+    @contextlib.contextmanager
+    def section(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        cpu_start = time.process_time()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - start
+            self.cpu_seconds[phase] += time.process_time() - cpu_start
+
+
+def _fingerprint_update(digest: hashlib._Hash, result: BlockResult) -> None:
+    digest.update(result.app_hash)
+    for receipt in result.receipts:
+        digest.update(hash_bytes(receipt.encode()))
+
+
+def _run_decode(workload: Workload, timer: _Timer) -> None:
+    raws = [raw for block in workload.blocks for raw in block]
+    chain_id = workload.chain_id
+
+    def signed() -> None:
+        for raw in raws:
+            Transaction.decode(raw, chain_id=chain_id)
+
+    def unsigned() -> None:
+        for raw in raws:
+            Transaction.decode(raw, chain_id=chain_id, check_signature=False)
+
+    with timer.section("decode_signed"):
+        signed()
+    with timer.section("decode_unsigned"):
+        unsigned()
+
+
+def _decoded(workload: Workload) -> dict[bytes, Transaction]:
+    known: dict[bytes, Transaction] = {}
+    for block in workload.blocks:
+        for raw in block:
+            tx = Transaction.decode(raw, chain_id=workload.chain_id)
+            known[tx.hash] = tx
+    return known
+
+
+def _run_memory(workload: Workload, timer: _Timer, known: dict[bytes, Transaction]) -> str:
+    host, backend = _memory_host(workload)
+    digest = hashlib.sha256()
+    for height, block in enumerate(workload.blocks, start=1):
+        context = _context(workload, height)
+        with timer.section("execute_memory"):
+            result = host.execute_block(context, block, known=known)
+        backend.apply(result.writes)
+        host.committed(height, result.app_hash)
+        _fingerprint_update(digest, result)
+    return digest.hexdigest()
+
+
+def _run_lmdb(workload: Workload, timer: _Timer, known: dict[bytes, Transaction]) -> str:
+    digest = hashlib.sha256()
+    with tempfile.TemporaryDirectory(prefix="suanpan-bench-") as directory:
+        store = Store(Path(directory), chain_id=workload.chain_id, genesis_hash=_GENESIS_HASH)
+        try:
+            genesis_host = AppHost(_apps(), store.state_backend(), chain_id=workload.chain_id)
+            genesis: tuple[WriteSet, bytes] = genesis_host.init_genesis(workload.app_genesis)
+            store.init_genesis(*genesis)
+            backend: StateBackend = store.state_backend()
+            host = AppHost(
+                _apps(), backend, chain_id=workload.chain_id, height=0, app_hash=store.app_hash
+            )
+            for height, transactions in enumerate(workload.blocks, start=1):
+                context = _context(workload, height)
+                block = Block.build(
+                    chain_id=workload.chain_id,
+                    height=height,
+                    view=0,
+                    parent_hash=store.last_block_hash,
+                    app_hash=store.app_hash,
+                    proposer=0,
+                    timestamp_ms=context.time_ms,
+                    transactions=transactions,
+                )
+                certificate = _certify(block, workload.chain_id)
+                with timer.section("execute_lmdb"):
+                    result = host.execute_block(context, block.transactions, known=known)
+                with timer.section("commit"):
+                    store.commit_block(block, certificate, result)
+                host.committed(height, result.app_hash)
+                _fingerprint_update(digest, result)
+        finally:
+            store.close()
+    return digest.hexdigest()
+
+
+def _run_mempool(workload: Workload, timer: _Timer, known: dict[bytes, Transaction]) -> None:
+    """Admission, proposal and cleanup with a backlog: the next block's transactions are
+    pending while a block commits, so ``update`` rechecks them as it would on a busy node."""
+    host, backend = _memory_host(workload)
+    mempool = Mempool(host, MempoolLimits(transactions_max=200_000, per_sender_max=100_000))
+
+    def add(block: Sequence[bytes]) -> None:
+        for raw in block:
+            mempool.add(known[hash_bytes(raw)])
+
+    blocks = workload.blocks
+    with timer.section("mempool_add"):
+        add(blocks[0])
+    for height, block in enumerate(blocks, start=1):
+        if height < len(blocks):
+            with timer.section("mempool_add"):
+                add(blocks[height])
+        with timer.section("mempool_reap"):
+            reaped = mempool.reap(transactions_max=len(block), bytes_max=1 << 30)
+        assert reaped == list(block), "the mempool proposes transactions in arrival order"
+        result = host.execute_block(_context(workload, height), block, known=mempool.known())
+        backend.apply(result.writes)
+        host.committed(height, result.app_hash)
+        with timer.section("mempool_update"):
+            update = mempool.update(block)
+        assert update.committed == len(block), "the block's transactions leave the mempool"
+        assert not update.evicted, "nothing is evicted"
+    assert len(mempool) == 0, "every block committed leaves the mempool empty"
+
+
+@dataclass(frozen=True, slots=True)
+class MixResult:
+    """Median microseconds per transaction of each phase (wall clock, and CPU time of this
+    process: on a busy machine the CPU figure is the steadier one), and what they add up to."""
+
+    mix: str
+    transactions: int
+    block_size: int
+    runs: int
+    microseconds_per_tx: dict[str, float]
+    cpu_microseconds_per_tx: dict[str, float]
+    commit_ms_per_block: float
+    node_path_microseconds_per_tx: float
+    node_path_cpu_microseconds_per_tx: float
+    fingerprint: str
+    accepted: int
+
+    def as_json(self) -> dict[str, object]:
+        """A JSON-ready dict."""
+        return {
+            "mix": self.mix,
+            "transactions": self.transactions,
+            "block_size": self.block_size,
+            "runs": self.runs,
+            "us_per_tx": {key: round(value, 2) for key, value in self.microseconds_per_tx.items()},
+            "cpu_us_per_tx": {
+                key: round(value, 2) for key, value in self.cpu_microseconds_per_tx.items()
+            },
+            "tx_per_s": {
+                key: round(1e6 / value) if value else None
+                for key, value in self.microseconds_per_tx.items()
+            },
+            "commit_ms_per_block": round(self.commit_ms_per_block, 2),
+            "node_path_us_per_tx": round(self.node_path_microseconds_per_tx, 2),
+            "node_path_tx_per_s_one_core": round(1e6 / self.node_path_microseconds_per_tx),
+            "node_path_cpu_us_per_tx": round(self.node_path_cpu_microseconds_per_tx, 2),
+            "node_path_cpu_tx_per_s_one_core": round(1e6 / self.node_path_cpu_microseconds_per_tx),
+            "fingerprint": self.fingerprint,
+            "accepted": self.accepted,
+        }
+
+
+def _accepted(workload: Workload, known: dict[bytes, Transaction]) -> int:
+    host, backend = _memory_host(workload)
+    accepted = 0
+    for height, block in enumerate(workload.blocks, start=1):
+        result = host.execute_block(_context(workload, height), block, known=known)
+        backend.apply(result.writes)
+        host.committed(height, result.app_hash)
+        accepted += sum(1 for receipt in result.receipts if receipt.ok)
+    return accepted
+
+
+def run_benchmark(workload: Workload, runs: int) -> MixResult:
+    """Time every phase ``runs`` times from genesis; medians per transaction."""
+    known = _decoded(workload)
+    samples: dict[str, list[float]] = {phase: [] for phase in PHASES}
+    cpu_samples: dict[str, list[float]] = {phase: [] for phase in PHASES}
+    fingerprints: set[str] = set()
+    for _ in range(runs):
+        timer = _Timer()
+        gc.collect()
+        _run_decode(workload, timer)
+        fingerprints.add(_run_memory(workload, timer, known))
+        fingerprints.add(_run_lmdb(workload, timer, known))
+        _run_mempool(workload, timer, known)
+        for phase in PHASES:
+            samples[phase].append(timer.seconds[phase])
+            cpu_samples[phase].append(timer.cpu_seconds[phase])
+    assert len(fingerprints) == 1, "memory and LMDB backends disagree, or runs differ"
+    count = workload.transactions
+    per_tx = {phase: statistics.median(values) * 1e6 / count for phase, values in samples.items()}
+    cpu_per_tx = {
+        phase: statistics.median(values) * 1e6 / count for phase, values in cpu_samples.items()
+    }
+    return MixResult(
+        mix=workload.mix,
+        transactions=count,
+        block_size=len(workload.blocks[0]),
+        runs=runs,
+        microseconds_per_tx=per_tx,
+        cpu_microseconds_per_tx=cpu_per_tx,
+        commit_ms_per_block=statistics.median(samples["commit"]) * 1e3 / len(workload.blocks),
+        node_path_microseconds_per_tx=sum(per_tx[phase] for phase in NODE_PATH_PHASES),
+        node_path_cpu_microseconds_per_tx=sum(cpu_per_tx[phase] for phase in NODE_PATH_PHASES),
+        fingerprint=fingerprints.pop(),
+        accepted=_accepted(workload, known),
+    )
+
+
+def _profile(workload: Workload, phase: str, top: int) -> None:
+    known = _decoded(workload)
+    timer = _Timer()
+    runner: Callable[[], object] = {
+        "decode_signed": lambda: _run_decode(workload, timer),
+        "decode_unsigned": lambda: _run_decode(workload, timer),
+        "execute_memory": lambda: _run_memory(workload, timer, known),
+        "execute_lmdb": lambda: _run_lmdb(workload, timer, known),
+        "commit": lambda: _run_lmdb(workload, timer, known),
+        "mempool_add": lambda: _run_mempool(workload, timer, known),
+        "mempool_reap": lambda: _run_mempool(workload, timer, known),
+        "mempool_update": lambda: _run_mempool(workload, timer, known),
+    }[phase]
+    profiler = cProfile.Profile()
+    profiler.runcall(runner)
+    stats = pstats.Stats(profiler, stream=sys.stdout)
+    stats.sort_stats("tottime").print_stats(top)
+
+
+def _print(result: MixResult) -> None:
+    click.echo(
+        f"\nmix={result.mix} transactions={result.transactions} block_size={result.block_size} "
+        f"runs={result.runs} accepted={result.accepted}/{result.transactions}"
+    )
+    click.echo(
+        f"  {'phase':<16}{'wall us/tx':>12}{'wall tx/s':>12}{'cpu us/tx':>12}{'cpu tx/s':>12}"
+    )
+    for phase in PHASES:
+        wall = result.microseconds_per_tx[phase]
+        cpu = result.cpu_microseconds_per_tx[phase]
+        wall_rate = f"{1e6 / wall:,.0f}" if wall else "-"
+        cpu_rate = f"{1e6 / cpu:,.0f}" if cpu else "-"
+        click.echo(f"  {phase:<16}{wall:>12.1f}{wall_rate:>12}{cpu:>12.1f}{cpu_rate:>12}")
+    click.echo(f"  commit per block: {result.commit_ms_per_block:.1f} ms (wall, fsync included)")
+    node = result.node_path_microseconds_per_tx
+    node_cpu = result.node_path_cpu_microseconds_per_tx
+    click.echo(
+        f"  node path ({' + '.join(NODE_PATH_PHASES)}):\n"
+        f"    wall {node:.1f} us/tx = {1e6 / node:,.0f} tx/s; "
+        f"cpu {node_cpu:.1f} us/tx = {1e6 / node_cpu:,.0f} tx/s on one core"
+    )
+    click.echo(f"  fingerprint: {result.fingerprint}")
+
+
+@click.command()
+@click.option("--transactions", default=5000, show_default=True, help="Transactions per mix.")
+@click.option("--block-size", default=500, show_default=True, help="Transactions per block.")
+@click.option("--runs", default=5, show_default=True, help="Runs per mix (medians are printed).")
+@click.option(
+    "--mix", type=click.Choice(["demo", "payments", "both"]), default="both", show_default=True
+)
+@click.option("--seed", default=0, show_default=True, help="Demo consortium seed.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--profile",
+    type=click.Choice(PHASES),
+    default=None,
+    help="Instead of timing, run PHASE's section once under cProfile and print the top.",
+)
+@click.option("--top", default=30, show_default=True, help="Profile lines to print.")
+def main(
+    transactions: int,
+    block_size: int,
+    runs: int,
+    mix: str,
+    seed: int,
+    as_json: bool,
+    profile: str | None,
+    top: int,
+) -> None:
+    """Time the per-transaction execution path phase by phase (see the module docstring)."""
+    if transactions < 1 or block_size < 1 or runs < 1:
+        raise click.BadParameter("transactions, block size and runs must be positive")
+    mixes = ("demo", "payments") if mix == "both" else (mix,)
+    results: list[MixResult] = []
+    for name in mixes:
+        workload = prepare_workload(name, transactions, block_size, seed)
+        if profile is not None:
+            click.echo(f"profile of {profile} on mix {name}:")
+            _profile(workload, profile, top)
+            continue
+        result = run_benchmark(workload, runs)
+        results.append(result)
+        if not as_json:
+            _print(result)
+    if profile is None and as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+                    "mixes": [result.as_json() for result in results],
+                },
+                indent=2,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""The codec's shortcuts for exact built-in types behave exactly like the general walk.
+
+``encode`` and ``decode`` use ``_normalise_fast`` / ``_check_decoded_fast`` (type shortcuts and
+memoised packed map keys); the general ``_normalise`` / ``_check_decoded`` are the reference.
+For any value (valid or not, built-in or subclass) and any limits, both must return the same
+value in the same map order, or raise the same error with the same reason and detail.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict
+from typing import NamedTuple
+
+import msgpack
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consensus import codec
+from consensus.codec import INT_MAX, INT_MIN, CodecError, Limits
+
+
+class Colour(enum.IntEnum):
+    RED = 1
+
+
+class Name(str):
+    """A str subclass: must take the general path and behave the same."""
+
+
+class Pair(NamedTuple):
+    left: int
+    right: int
+
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=INT_MIN - 2, max_value=INT_MAX + 2)
+    | st.binary(max_size=40)
+    | st.text(max_size=24)
+    | st.text(alphabet=st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), max_size=2)
+    | st.floats(allow_nan=False)
+    | st.just(Colour.RED)
+    | st.builds(Name, st.text(max_size=6))
+    | st.builds(Pair, st.integers(0, 9), st.integers(0, 9))
+    | st.builds(bytearray, st.binary(max_size=4))
+    | st.just(object())
+)
+keys = (
+    st.text(max_size=10)
+    | st.binary(max_size=10)
+    | st.builds(Name, st.text(max_size=4))
+    | st.integers(0, 3)
+)
+values = st.recursive(
+    scalars,
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.lists(children, max_size=5).map(tuple)
+        | st.dictionaries(keys, children, max_size=5)
+        | st.dictionaries(st.text(max_size=6), children, max_size=5).map(OrderedDict)
+    ),
+    max_leaves=25,
+)
+limits = st.builds(
+    Limits,
+    total_bytes_max=st.just(1 << 20),
+    depth_max=st.integers(1, 5),
+    str_bytes_max=st.integers(1, 30),
+    bytes_max=st.integers(1, 30),
+    array_len_max=st.integers(1, 6),
+    map_len_max=st.integers(1, 6),
+)
+
+
+def outcome(function: object, value: object, limit: Limits) -> object:
+    """The result as nested item lists (so map order counts), or the error's identity."""
+    try:
+        result = function(value, limit, 0)  # type: ignore[operator]
+    except CodecError as error:
+        return ("CodecError", error.reason, error.detail)
+    except Exception as error:
+        return (type(error).__name__, str(error))
+    return ordered(result)
+
+
+def ordered(value: object) -> object:
+    if isinstance(value, dict):
+        return [("map", repr(key), ordered(item)) for key, item in value.items()]
+    if isinstance(value, list | tuple):
+        return [ordered(item) for item in value]
+    return (type(value).__name__, repr(value))
+
+
+@settings(max_examples=400, deadline=None)
+@given(values, limits)
+def test_encode_shortcuts_match_the_general_walk(value: object, limit: Limits) -> None:
+    assert outcome(codec._normalise_fast, value, limit) == outcome(codec._normalise, value, limit)
+
+
+valid_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=INT_MIN, max_value=INT_MAX)
+    | st.binary(max_size=8)
+    | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(st.text(max_size=6), children, min_size=2, max_size=6)
+        | st.dictionaries(st.text(max_size=4) | st.binary(max_size=4), children, max_size=6)
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(valid_values)
+def test_valid_values_normalise_identically(value: object) -> None:
+    limit = codec.DEFAULT_LIMITS
+    assert outcome(codec._normalise_fast, value, limit) == outcome(codec._normalise, value, limit)
+
+
+wire_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=INT_MIN, max_value=INT_MAX)
+    | st.binary(max_size=40)
+    | st.text(max_size=24)
+    | st.floats(allow_nan=False),
+    lambda children: (
+        st.lists(children, max_size=5)
+        # Insertion order is kept by packb: maps arrive in canonical order or not.
+        | st.dictionaries(st.text(max_size=6) | st.binary(max_size=6), children, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(wire_values, limits)
+def test_decode_shortcuts_match_the_general_check(value: object, limit: Limits) -> None:
+    unpacked = msgpack.unpackb(msgpack.packb(value, use_bin_type=True), raw=False, use_list=False)
+    fast = outcome(codec._check_decoded_fast, unpacked, limit)
+    reference = outcome(codec._check_decoded, unpacked, limit)
+    assert fast == reference
+
+
+def test_memoised_keys_are_exactly_what_msgpack_packs() -> None:
+    for key in ("amount", "a" * 31, "b" * 32, "é", "x" * 300):
+        assert codec._packed_str_key(key) == msgpack.packb(key, use_bin_type=True)
+        assert codec._packed_str_key(key) == msgpack.packb(key, use_bin_type=True)
+    assert len(codec._PACKED_STR_KEYS) <= codec._PACKED_KEYS_MAX
+    assert "x" * 300 not in codec._PACKED_STR_KEYS

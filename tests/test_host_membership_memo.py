@@ -1,0 +1,191 @@
+"""The host's per-block memo of membership answers never changes a block's outcome.
+
+Each block is executed twice, on identical committed state: by a host that reuses membership
+answers while membership state is unchanged, and by one that asks membership every time.
+Receipts, write sets and app hashes must be identical, including when identities and
+enterprises are suspended, reinstated or registered in the middle of the block, and when a
+membership operation that wrote something is rolled back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
+
+from apps.assets import AssetsApp
+from apps.base import ROLE_BANK, AppError, BlockContext, TxContext
+from apps.demo import DemoTraffic, Party, demo_consortium
+from apps.host import AppHost, BlockResult
+from apps.membership import MembershipApp
+from apps.payments import PaymentsApp
+from apps.scf import ScfApp
+from apps.state import MemoryBackend
+from apps.transaction import sign_transaction
+from consensus.codec import Value
+from consensus.crypto import PrivateKey
+
+EPOCH_MS = 1_704_067_200_000
+CONSORTIUM = demo_consortium(7)
+NEWCOMER = PrivateKey(b"\x42" * 32)
+
+
+class RollbackMembership(MembershipApp):
+    """Membership plus one operation that suspends an identity, looks it up (so the memo
+    records it suspended), then fails: every write is rolled back."""
+
+    operations: ClassVar[Mapping[str, frozenset[str]]] = {
+        **MembershipApp.operations,
+        "suspend_then_fail": frozenset({ROLE_BANK}),
+    }
+
+    def apply(self, ctx: TxContext, operation: str, arguments: Mapping[str, Value]) -> Value:
+        if operation != "suspend_then_fail":
+            return super().apply(ctx, operation, arguments)
+        super().apply(ctx, "suspend_identity", arguments)
+        answer = ctx.query("membership", "identity", arguments)
+        assert isinstance(answer, dict)
+        assert answer["status"] == "suspended"
+        raise AppError("changed_mind", "the suspension is abandoned")
+
+
+def start(memoise: bool) -> tuple[AppHost, MemoryBackend]:
+    backend = MemoryBackend()
+    apps = [RollbackMembership(), PaymentsApp(), ScfApp(), AssetsApp()]
+    host = AppHost(apps, backend, chain_id=CONSORTIUM.chain_id)
+    host._memoise_membership = memoise
+    writes, app_hash = host.init_genesis(CONSORTIUM.app_genesis)
+    backend.apply(writes)
+    host.committed(0, app_hash)
+    return host, backend
+
+
+class Signer:
+    """Signs with per-sender sequential nonces."""
+
+    def __init__(self) -> None:
+        self.nonces: dict[bytes, int] = {}
+
+    def __call__(
+        self, key: PrivateKey, app: str, operation: str, arguments: Mapping[str, Value]
+    ) -> bytes:
+        nonce = self.nonces.get(key.public_key, 0)
+        self.nonces[key.public_key] = nonce + 1
+        tx = sign_transaction(
+            key,
+            chain_id=CONSORTIUM.chain_id,
+            app=app,
+            operation=operation,
+            arguments=arguments,
+            nonce=nonce,
+        )
+        return tx.encoded
+
+    def refused(self, key: PrivateKey | Party, encoded: bytes) -> bytes:
+        """``encoded`` will fail the host's gates, which do not use up its nonce."""
+        self.nonces[key.public_key] -= 1
+        return encoded
+
+
+def pay(sign: Signer, source: Party, to: Party | PrivateKey, amount: int = 100) -> bytes:
+    target = to.public_key
+    return sign(
+        source.key,
+        "payments",
+        "transfer",
+        {
+            "to": target,
+            "currency": source.currency,
+            "amount": amount,
+            "end_to_end_id": f"memo-{source.name}-{sign.nonces.get(source.public_key, 0)}",
+        },
+    )
+
+
+def execute_both(blocks: Sequence[Sequence[bytes]]) -> list[BlockResult]:
+    """Run the blocks on a memoising and a non-memoising host; assert identical results."""
+    memo_host, memo_backend = start(memoise=True)
+    plain_host, plain_backend = start(memoise=False)
+    results: list[BlockResult] = []
+    for height, block in enumerate(blocks, start=1):
+        context = BlockContext(height, EPOCH_MS + 1000 * height, b"", CONSORTIUM.chain_id)
+        memo = memo_host.execute_block(context, block)
+        plain = plain_host.execute_block(context, block)
+        assert memo.receipts == plain.receipts
+        assert memo.writes == plain.writes
+        assert memo.app_hash == plain.app_hash
+        for host, backend in ((memo_host, memo_backend), (plain_host, plain_backend)):
+            backend.apply(memo.writes)
+            host.committed(height, memo.app_hash)
+        results.append(memo)
+    assert memo_backend.items() == plain_backend.items()
+    return results
+
+
+def test_membership_changes_mid_block_are_seen_by_later_transactions() -> None:
+    sign = Signer()
+    bank = CONSORTIUM.party("lion-bank")
+    alice, bob = CONSORTIUM.party("alice"), CONSORTIUM.party("bob")
+    metals = CONSORTIUM.party("merlion-metals")  # an enterprise sponsored by lion-bank
+    newcomer_pays: dict[str, Value] = {
+        "to": bob.public_key,
+        "currency": "SGD",
+        "amount": 1,
+        "end_to_end_id": "newcomer-0",
+    }
+    block = [
+        pay(sign, alice, bob),
+        pay(sign, metals, alice),
+        sign(bank.key, "membership", "suspend_identity", {"public_key": alice.public_key}),
+        sign.refused(alice, pay(sign, alice, bob)),  # the sender is now suspended
+        pay(sign, metals, alice),  # the beneficiary is now suspended
+        sign(bank.key, "membership", "reinstate_identity", {"public_key": alice.public_key}),
+        pay(sign, alice, bob),
+        sign(bank.key, "membership", "suspend_enterprise", {"id": "merlion-metals"}),
+        sign.refused(metals, pay(sign, metals, bob)),  # the sender's institution is suspended
+        sign(bank.key, "membership", "reinstate_enterprise", {"id": "merlion-metals"}),
+        pay(sign, metals, bob),
+        # Not a member yet:
+        sign.refused(NEWCOMER, sign(NEWCOMER, "payments", "transfer", newcomer_pays)),
+        sign(
+            bank.key,
+            "membership",
+            "register_identity",
+            {"public_key": NEWCOMER.public_key, "institution": "lion-bank", "roles": ["customer"]},
+        ),
+        sign(NEWCOMER, "payments", "transfer", newcomer_pays),  # a member without funds
+        pay(sign, bank, PrivateKey(b"\x43" * 32)),  # to a stranger
+        sign(bank.key, "membership", "suspend_then_fail", {"public_key": alice.public_key}),
+        pay(sign, alice, bob),  # the suspension was rolled back
+        pay(sign, metals, alice),
+    ]
+    (result,) = execute_both([block])
+    codes = [receipt.code or "ok" for receipt in result.receipts]
+    assert codes == [
+        "ok",
+        "ok",
+        "ok",
+        "sender_suspended",
+        "inactive_party",
+        "ok",
+        "ok",
+        "ok",
+        "sender_suspended",
+        "ok",
+        "ok",
+        "unknown_sender",
+        "ok",
+        "insufficient_funds",
+        "unknown_party",
+        "changed_mind",
+        "ok",
+        "ok",
+    ]
+
+
+def test_demo_stream_is_identical_with_and_without_the_memo() -> None:
+    traffic = DemoTraffic(CONSORTIUM)
+    blocks = [
+        [tx.encoded for tx in traffic.batch(60, EPOCH_MS + 1000 * height)] for height in range(1, 9)
+    ]
+    results = execute_both(blocks)
+    assert sum(receipt.ok for result in results for receipt in result.receipts) > 400
