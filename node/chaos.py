@@ -57,7 +57,7 @@ from node.config import NodeConfig, parse_config
 from node.genesis import load_genesis
 from node.home import CONFIG_FILE, GENESIS_FILE, write_config
 from node.jsonvalue import JsonType
-from node.loadgen import LoadGenerator
+from node.loadgen import DemoLoadGenerator, LoadGenerator
 from node.testnet import Testnet, TestnetInfo, create_testnet
 
 __all__ = ["ChaosReport", "FaultOutcome", "run_chaos"]
@@ -73,6 +73,8 @@ _WATCH_CLIENT_TIMEOUT_S: Final = 5.0
 _WATCH_RETRY_S: Final = 0.3
 # Blocks per /blocks page (the API's own maximum).
 _BLOCKS_PAGE: Final = 100
+# The demo consortium's key seed when the workload is "demo" (any fixed value will do).
+_DEMO_SEED: Final = 1
 # Admin and final-read requests: generous, the machine is busy.
 _CLIENT_TIMEOUT_S: Final = 30.0
 
@@ -301,7 +303,7 @@ class _Run:
         self.harness_violations: list[Violation] = []
         self.stop_watching = threading.Event()
         self.watchers: list[_Watcher] = []
-        self.load: LoadGenerator | None = None
+        self.load: LoadGenerator | DemoLoadGenerator | None = None
         self.started = time.monotonic()
 
     def elapsed(self) -> float:
@@ -335,7 +337,13 @@ class _Run:
         ]
         for watcher in self.watchers:
             watcher.start()
-        if self.scenario.load_tps > 0:
+        consortium = self.info.consortium()
+        if self.scenario.load_tps > 0 and consortium is not None:
+            self.load = DemoLoadGenerator(
+                consortium, self.info.api_addresses, self.scenario.load_tps
+            )
+            self.load.start()
+        elif self.scenario.load_tps > 0:
             senders = [
                 (self.info.client_key(i), self.info.institutions[i], self.info.api_addresses[i])
                 for i in range(len(self.info.homes))
@@ -344,7 +352,8 @@ class _Run:
             self.load.start()
         self.started = time.monotonic()
         self.say(
-            f"{len(self.info.homes)} nodes up, load {self.scenario.load_tps:g} tx/s,"
+            f"{len(self.info.homes)} nodes up, {self.scenario.workload} load"
+            f" {self.scenario.load_tps:g} tx/s,"
             f" {len(self.faults)} perturbation(s) over {self.scenario.duration_s:g}s"
         )
 
@@ -583,7 +592,13 @@ def run_chaos(
         raise ValueError("; ".join(problems))
     began = time.monotonic()
     base = NodeConfig().with_changes("testnet", fault_hooks=True)
-    info = create_testnet(directory, scenario.validators, chain_id="suanpan-chaos", config=base)
+    info = create_testnet(
+        directory,
+        scenario.validators,
+        chain_id="suanpan-chaos",
+        config=base,
+        demo_seed=_DEMO_SEED if scenario.workload == "demo" else None,
+    )
     _configure_byzantine(info, scenario)
     genesis = load_genesis(directory / GENESIS_FILE)
     run = _Run(scenario, info, progress)
@@ -596,15 +611,7 @@ def run_chaos(
         run.run_schedule()
         target, convergence_s = run.converge()
         if run.load is not None:
-            statistics = run.load.statistics
-            load_document = {
-                "target_tps": scenario.load_tps,
-                "submitted": statistics.submitted,
-                "accepted": statistics.accepted,
-                "rejected": statistics.rejected,
-                "backoffs": statistics.backoffs,
-                "errors": statistics.errors,
-            }
+            load_document = run.load.to_json()
         run.stop_watching.set()
         for watcher in run.watchers:
             watcher.join()

@@ -12,7 +12,13 @@ from rich.console import Console
 from rich.table import Table
 
 from node.chaos import ChaosReport, run_chaos
-from node.chaos_scenario import ScenarioError, builtin_scenarios, load_scenario, random_scenario
+from node.chaos_scenario import (
+    WORKLOADS,
+    ScenarioError,
+    builtin_scenarios,
+    load_scenario,
+    random_scenario,
+)
 
 __all__ = ["chaos_command"]
 
@@ -27,6 +33,12 @@ __all__ = ["chaos_command"]
 @click.option("--validators", "-n", type=click.IntRange(1, 64), help="Testnet size (default 4).")
 @click.option("--duration", type=click.FloatRange(min=1), help="Seconds of load and faults.")
 @click.option("--load", "load_tps", type=click.FloatRange(min=0), help="Target tx/s.")
+@click.option(
+    "--workload",
+    type=click.Choice(WORKLOADS),
+    help="membership registrations, or the demo consortium's traffic over all four apps"
+    " (default: the scenario's, else membership).",
+)
 @click.option("--seed", type=int, help="Seed of the random schedule (printed when not given).")
 @click.option(
     "--dir",
@@ -40,6 +52,7 @@ def chaos_command(
     validators: int | None,
     duration: float | None,
     load_tps: float | None,
+    workload: str | None,
     seed: int | None,
     directory: Path | None,
     as_json: bool,
@@ -51,7 +64,7 @@ def chaos_command(
     try:
         if scenario_name is not None:
             scenario = load_scenario(scenario_name).with_overrides(
-                validators=validators, duration_s=duration, load_tps=load_tps
+                validators=validators, duration_s=duration, load_tps=load_tps, workload=workload
             )
         else:
             if seed is None:
@@ -61,6 +74,7 @@ def chaos_command(
                 validators=4 if validators is None else validators,
                 duration_s=60.0 if duration is None else duration,
                 load_tps=100.0 if load_tps is None else load_tps,
+                workload="membership" if workload is None else workload,
             )
     except ScenarioError as error:
         raise click.ClickException(str(error)) from None

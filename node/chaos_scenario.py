@@ -6,6 +6,7 @@ A scenario file (see ``node/scenarios/*.toml`` for shipped examples)::
     validators = 4               # testnet size (1..64)
     duration_s = 24              # load + perturbation phase; every fault is undone by then
     load_tps = 50                # load generator target (0 = no load)
+    workload = "membership"      # membership (one app) | demo (all four apps, demo consortium)
     convergence_timeout_s = 120  # after the faults, how long the nodes get to agree
 
     [[perturbation]]
@@ -44,6 +45,7 @@ from node.jsonvalue import JsonType
 __all__ = [
     "BYZANTINE_MODES",
     "PERTURBATION_KINDS",
+    "WORKLOADS",
     "ByzantineNode",
     "Perturbation",
     "Scenario",
@@ -55,6 +57,9 @@ __all__ = [
 ]
 
 PERTURBATION_KINDS: Final = ("kill", "pause", "restart", "disconnect")
+# The load: membership registrations (``node.loadgen.LoadGenerator``) or the demo consortium's
+# payments, FX, receivables and assets traffic (``DemoLoadGenerator``, all four apps).
+WORKLOADS: Final = ("membership", "demo")
 BYZANTINE_MODES: Final = ("double_vote", "equivocate")
 # A scenario file is a few KiB; refuse anything absurd before parsing it.
 SCENARIO_BYTES_MAX: Final = 256 * 1024
@@ -135,6 +140,7 @@ class Scenario:
     byzantine: tuple[ByzantineNode, ...] = ()
     convergence_timeout_s: float = 120.0
     seed: int | None = None
+    workload: str = "membership"
 
     def problems(self) -> list[str]:
         """Everything wrong with this scenario (empty when it can run)."""
@@ -145,6 +151,8 @@ class Scenario:
             problems.append(f"duration_s must be in (0, {DURATION_S_MAX:.0f}]")
         if not 0 <= self.load_tps <= LOAD_TPS_MAX:
             problems.append(f"load_tps must be in [0, {LOAD_TPS_MAX:.0f}]")
+        if self.workload not in WORKLOADS:
+            problems.append(f"workload {self.workload!r} is not one of {WORKLOADS}")
         if not 0 < self.convergence_timeout_s <= DURATION_S_MAX:
             problems.append("convergence_timeout_s must be positive")
         if len(self.perturbations) > PERTURBATIONS_MAX:
@@ -199,6 +207,7 @@ class Scenario:
         validators: int | None = None,
         duration_s: float | None = None,
         load_tps: float | None = None,
+        workload: str | None = None,
     ) -> Scenario:
         """A copy with command-line overrides applied (validated again by the caller)."""
         return replace(
@@ -206,6 +215,7 @@ class Scenario:
             validators=self.validators if validators is None else validators,
             duration_s=self.duration_s if duration_s is None else duration_s,
             load_tps=self.load_tps if load_tps is None else load_tps,
+            workload=self.workload if workload is None else workload,
         )
 
     def to_json(self) -> dict[str, JsonType]:
@@ -215,6 +225,7 @@ class Scenario:
             "validators": self.validators,
             "duration_s": self.duration_s,
             "load_tps": self.load_tps,
+            "workload": self.workload,
             "convergence_timeout_s": self.convergence_timeout_s,
             "seed": self.seed,
             "perturbations": [item.to_json() for item in self.perturbations],
@@ -271,6 +282,7 @@ def parse_scenario(text: str, source: str = "scenario") -> Scenario:
             "validators",
             "duration_s",
             "load_tps",
+            "workload",
             "convergence_timeout_s",
             "perturbation",
             "byzantine",
@@ -278,6 +290,10 @@ def parse_scenario(text: str, source: str = "scenario") -> Scenario:
         "top level",
         problems,
     )
+    workload = document.get("workload", "membership")
+    if not isinstance(workload, str):
+        problems.append("workload must be a string")
+        workload = ""
     name = document.get("name", Path(source).stem)
     if not isinstance(name, str):
         problems.append("name must be a string")
@@ -324,6 +340,7 @@ def parse_scenario(text: str, source: str = "scenario") -> Scenario:
         perturbations=tuple(perturbations),
         byzantine=tuple(byzantine),
         convergence_timeout_s=_number(document, "convergence_timeout_s", 120, problems),
+        workload=workload,
     )
     if not problems:
         problems = scenario.problems()
@@ -371,6 +388,7 @@ def random_scenario(
     duration_s: float = 60.0,
     load_tps: float = 100.0,
     byzantine: bool = True,
+    workload: str = "membership",
 ) -> Scenario:
     """A schedule drawn from ``seed``: one fault at a time, each on a random node, of a random
     kind and length, with pauses between; with ``byzantine`` and at least 4 validators, half
@@ -406,6 +424,7 @@ def random_scenario(
         perturbations=tuple(perturbations),
         byzantine=byzantine_nodes,
         seed=seed,
+        workload=workload,
     )
     problems = scenario.problems()
     if problems:

@@ -237,7 +237,13 @@ def test_a_bad_scenario_file_names_every_problem(tmp_path: Path) -> None:
         "2 byzantine validators, but 4 validators tolerate at most 1",
     ):
         assert expected in text, text
-    for bad in ("validators = [", "duration_s = 'long'", "[[perturbation]]\nat_s = 1"):
+    assert parse_scenario('duration_s = 5\nworkload = "demo"').workload == "demo"
+    for bad in (
+        "validators = [",
+        "duration_s = 'long'",
+        "[[perturbation]]\nat_s = 1",
+        'duration_s = 5\nworkload = "chess"',
+    ):
         with pytest.raises(ScenarioError):
             parse_scenario(bad)
     with pytest.raises(ScenarioError, match="not a shipped scenario"):
