@@ -332,6 +332,8 @@ class Network:
         self.limits = config.limits
         self.public_key = config.identity.public_key
         self._allowed = config.allowed_keys
+        # Peers cut off on purpose (testnet fault injection): refused until unblocked.
+        self._blocked: frozenset[bytes] = frozenset()
         self._request_handler = request_handler
         self._random = random
         self._open_stream = open_stream
@@ -411,6 +413,24 @@ class Network:
         plaintext = encode_message(kind, payload)
         targets = list(self._peers) if recipients is None else list(recipients)
         return sum(self._send_plaintext(peer, plaintext) for peer in targets)
+
+    def set_blocked_peers(self, peers: Collection[bytes]) -> None:
+        """Cut the links to ``peers`` and refuse them until a later call leaves them out.
+
+        A fault-injection hook (local testnets): a blocked peer's connection is closed now,
+        and handshakes with it, inbound or dialled, fail as ``unknown_peer`` meanwhile. The
+        dial loops keep running, so unblocked peers reconnect by themselves.
+        """
+        self._blocked = frozenset(peers)
+        for key in self._blocked:
+            peer = self._peers.get(key)
+            if peer is not None and peer.connection is not None:
+                self._close(peer.connection, "blocked")
+        _log_event(
+            logging.WARNING,
+            "peers_blocked" if self._blocked else "peers_unblocked",
+            peers=",".join(sorted(_short(key) for key in self._blocked)),
+        )
 
     def gossip_transactions(self, transactions: Sequence[bytes]) -> int:
         """Flood local transactions to every connected peer; returns how many were new.
@@ -898,7 +918,7 @@ class Network:
             identity=self.config.identity,
             chain_id=self.config.chain_id,
             genesis_hash=self.config.genesis_hash,
-            allowlist=self._allowed,
+            allowlist=self._allowed - self._blocked,
             limits=self.limits,
             expected_peer=expected_peer,
         )

@@ -75,6 +75,10 @@ for command in (
 for app_group in app_transaction_groups():
     tx_group.add_command(app_group)
 
+from node.chaos_cli import chaos_command  # noqa: E402
+
+testnet_group.add_command(chaos_command)
+
 from node.bench.cli import bench  # noqa: E402
 
 main.add_command(bench)

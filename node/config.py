@@ -1,9 +1,10 @@
 """``config.toml``: one node's local settings, and the checks that name every problem at once.
 
 The file is shaped like CometBFT's (top-level moniker and logging, then ``[p2p]``, ``[rpc]``,
-``[metrics]``, ``[consensus]``, ``[mempool]``, ``[block]`` sections). The schema is data
-(``SCHEMA``): every key has a type, a default, a range or format check, and a one-line reason
-that is also written as the comment above the key in generated files.
+``[metrics]``, ``[consensus]``, ``[mempool]``, ``[block]`` sections; ``[testnet]`` exists only
+in homes generated for local test networks and is never rendered with its defaults). The
+schema is data (``SCHEMA``): every key has a type, a default, a range or format check, and a
+one-line reason that is also written as the comment above the key in generated files.
 
 ``parse_config`` never stops at the first problem: it returns every ``ConfigProblem`` (file,
 ``[section] key``, what is wrong, how to fix it). Unknown sections and keys are errors, so a
@@ -19,12 +20,14 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Final
 
 __all__ = [
+    "BYZANTINE_MODES",
     "SCHEMA",
     "ConfigError",
     "ConfigProblem",
     "HostPort",
     "NodeConfig",
     "PeerAddress",
+    "TestnetConfig",
     "parse_config",
     "parse_host_port",
     "parse_peer",
@@ -34,6 +37,8 @@ __all__ = [
 CONFIG_BYTES_MAX: Final = 1024 * 1024  # a config file is a few KiB; refuse anything absurd
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 LOG_FORMATS: Final = ("json", "text")
+# Byzantine behaviours a testnet node can be started with (see node.byzantine); "" = honest.
+BYZANTINE_MODES: Final = ("", "double_vote", "equivocate")
 _MONIKER: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -165,6 +170,22 @@ class BlockConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TestnetConfig:
+    """``[testnet]``: fault injection for local test networks only (``suanpan testnet chaos``).
+
+    Operator homes never set it: ``fault_hooks`` opens admin endpoints that cut the node off
+    its peers, and the byzantine keys make the validator sign conflicting votes on purpose.
+    """
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    fault_hooks: bool = False
+    byzantine: str = ""
+    byzantine_from_height: int = 0
+    byzantine_to_height: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """A parsed, validated ``config.toml``."""
 
@@ -178,6 +199,7 @@ class NodeConfig:
     consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
     mempool: MempoolConfig = field(default_factory=MempoolConfig)
     block: BlockConfig = field(default_factory=BlockConfig)
+    testnet: TestnetConfig = field(default_factory=TestnetConfig)
 
     def with_changes(self, section: str, **changes: object) -> NodeConfig:
         """A copy with keys of one section (``""`` for top level) replaced."""
@@ -366,6 +388,32 @@ SCHEMA: Final[dict[str, tuple[Key, ...]]] = {
             "bytes of a block this node proposes",
         ),
     ),
+    "testnet": (
+        Key(
+            "fault_hooks",
+            _bool,
+            "true or false (only ever true in local testnets)",
+            "serve /admin/faults (cut and restore peer links): local testnets only",
+        ),
+        Key(
+            "byzantine",
+            _choice(BYZANTINE_MODES),
+            f"one of {BYZANTINE_MODES} (needs fault_hooks = true)",
+            "misbehave on purpose: sign conflicting votes or proposals (testnets only)",
+        ),
+        Key(
+            "byzantine_from_height",
+            _int(0, 2**63 - 1),
+            "a height >= 0",
+            "first height at which the byzantine behaviour is active",
+        ),
+        Key(
+            "byzantine_to_height",
+            _int(0, 2**63 - 1),
+            "a height >= byzantine_from_height",
+            "last height at which the byzantine behaviour is active",
+        ),
+    ),
 }
 _SECTION_CLASSES: Final = {
     "p2p": P2PConfig,
@@ -374,6 +422,7 @@ _SECTION_CLASSES: Final = {
     "consensus": ConsensusConfig,
     "mempool": MempoolConfig,
     "block": BlockConfig,
+    "testnet": TestnetConfig,
 }
 
 
@@ -472,6 +521,25 @@ def _cross_checks(config: NodeConfig, file: str) -> list[ConfigProblem]:
                 "make it at least block_interval_ms",
             )
         )
+    testnet = config.testnet
+    if testnet.byzantine and not testnet.fault_hooks:
+        problems.append(
+            ConfigProblem(
+                file,
+                "[testnet] byzantine",
+                "set without fault_hooks = true",
+                "byzantine behaviour is for local testnets only; remove it",
+            )
+        )
+    if testnet.byzantine and testnet.byzantine_to_height < testnet.byzantine_from_height:
+        problems.append(
+            ConfigProblem(
+                file,
+                "[testnet] byzantine_to_height",
+                "below byzantine_from_height",
+                "make it at least byzantine_from_height",
+            )
+        )
     return problems
 
 
@@ -499,6 +567,8 @@ def render_config(config: NodeConfig) -> str:
     lines = ["# Suanpan node configuration. `suanpan config check --home DIR` validates it.", ""]
     for section, keys in SCHEMA.items():
         holder: object = getattr(config, section) if section else config
+        if section == "testnet" and holder == TestnetConfig():
+            continue  # operator homes never carry the fault-injection section
         if section:
             lines.append(f"[{section}]")
         for key in keys:

@@ -79,8 +79,9 @@ from network.network import InboundMessage, InboundTransactions, Network, Networ
 from network.network import PeerAddress as NetworkPeer
 from node.api import QueryError, SubmitOutcome, make_handler
 from node.apploader import AppLoadError, load_apps
+from node.faults import TestnetHooks
 from node.home import Home
-from node.http import HttpLimits, Request, Response, serve_http
+from node.http import Handler, HttpLimits, Request, Response, serve_http
 from node.jsonvalue import JsonType, to_json
 from node.mempool import CODE_FULL, Mempool, MempoolLimits, MempoolRejected
 from node.metrics import NodeMetrics
@@ -185,6 +186,18 @@ class Node:
                 allowlist=frozenset(self._node_keys) | frozenset(self.config.p2p.observers),
             )
         )
+        # Fault injection (``[testnet] fault_hooks``): never present in operator homes.
+        self.testnet_hooks: TestnetHooks | None = None
+        if self.config.testnet.fault_hooks:
+            self.testnet_hooks = TestnetHooks(
+                self.config.testnet,
+                network=self.network,
+                node_keys=self._node_keys,
+                validator=self.index,
+                validator_key=home.validator_key,
+                chain_id=self.chain_id,
+                consensus_kind=CONSENSUS_KIND,
+            )
         self._inputs_send, self._inputs = trio.open_memory_channel[Input](_INPUTS_MAX)
         self._verify_limiter = trio.CapacityLimiter(self.config.mempool.verify_workers)
         self._new_block = trio.Event()
@@ -237,7 +250,9 @@ class Node:
                     request_timeout_s=rpc.request_timeout_ms / 1000,
                     connections_max=rpc.connections_max,
                 )
-                handler = make_handler(self, wait_timeout_ms_max=rpc.wait_timeout_ms_max)
+                handler: Handler = make_handler(self, wait_timeout_ms_max=rpc.wait_timeout_ms_max)
+                if self.testnet_hooks is not None:
+                    handler = self.testnet_hooks.wrap(handler)
                 self.ports["rpc"] = await nursery.start(
                     serve_http, handler, rpc.listen_address.host, rpc.listen_address.port, limits
                 )
@@ -321,6 +336,8 @@ class Node:
         elif isinstance(action, Broadcast):
             others = [key for i, key in enumerate(self._node_keys) if i != self.index]
             self.network.broadcast(CONSENSUS_KIND, action.message, others)
+            if self.testnet_hooks is not None:
+                self.testnet_hooks.after_broadcast(action.message)
         elif isinstance(action, Commit):
             return self._commit(action.block, action.certificate)
         elif isinstance(action, RequestProposal):

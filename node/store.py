@@ -59,6 +59,7 @@ from consensus.types import (
 )
 
 __all__ = [
+    "DATABASES",
     "MAP_SIZE_INITIAL_BYTES",
     "SCHEMA_VERSION",
     "LmdbStateBackend",
@@ -67,6 +68,8 @@ __all__ = [
     "StoreError",
     "StoreMismatchError",
     "TransactionLocation",
+    "height_key",
+    "receipt_key",
     "verify_chain",
 ]
 
@@ -80,7 +83,7 @@ MAP_SIZE_MAX_BYTES: Final = 1 << 40
 # Entries read per read transaction while scanning state: big enough to amortise the
 # transaction, small enough that a map resize never waits long.
 SCAN_BATCH_ENTRIES: Final = 512
-_DATABASES: Final = (
+DATABASES: Final = (
     "meta",
     "blocks",
     "block_hashes",
@@ -121,11 +124,13 @@ class TransactionLocation:
     index: int
 
 
-def _height_key(height: int) -> bytes:
+def height_key(height: int) -> bytes:
+    """The 8-byte big-endian key per-height records are filed under (blocks, certificates...)."""
     return height.to_bytes(8, "big")
 
 
-def _receipt_key(height: int, index: int) -> bytes:
+def receipt_key(height: int, index: int) -> bytes:
+    """The key of receipt ``index`` of block ``height``."""
     return height.to_bytes(8, "big") + index.to_bytes(4, "big")
 
 
@@ -150,14 +155,14 @@ class Store:
             self._env = lmdb.open(
                 str(path),
                 map_size=map_size_bytes,
-                max_dbs=len(_DATABASES),
+                max_dbs=len(DATABASES),
                 sync=sync,
                 metasync=sync,
                 readahead=False,
             )
         except lmdb.Error as error:
             raise StoreError(f"cannot open store at {path}: {error}") from error
-        self._db = {name: self._env.open_db(name.encode()) for name in _DATABASES}
+        self._db = {name: self._env.open_db(name.encode()) for name in DATABASES}
         self.chain_id = chain_id
         self.genesis_hash = genesis_hash
         try:
@@ -286,11 +291,11 @@ class Store:
             if txn.get(_META_HEIGHT, db=self._db["meta"]) is not None:
                 raise StoreConsistencyError("genesis state is already written")
             self._apply_writes(txn, writes)
-            txn.put(_height_key(0), app_hash, db=self._db["app_hashes"])
+            txn.put(height_key(0), app_hash, db=self._db["app_hashes"])
             meta = self._db["meta"]
             txn.put(_META_APP_HASH, app_hash, db=meta)
             txn.put(_META_LAST_BLOCK_HASH, self.genesis_hash, db=meta)
-            txn.put(_META_HEIGHT, _height_key(0), db=meta)
+            txn.put(_META_HEIGHT, height_key(0), db=meta)
 
         self._write(work)
 
@@ -333,7 +338,7 @@ class Store:
                 raise StoreConsistencyError(
                     f"block {height} carries an app hash that differs from the stored state"
                 )
-            key = _height_key(height)
+            key = height_key(height)
             txn.put(key, encoded_block, db=self._db["blocks"])
             txn.put(block.hash, key, db=self._db["block_hashes"])
             txn.put(key, encoded_certificate, db=self._db["certificates"])
@@ -342,7 +347,7 @@ class Store:
                 location = encode((height, index))
                 # The first inclusion wins: a replayed copy later is only a rejected receipt.
                 txn.put(tx_hash, location, db=self._db["transactions"], overwrite=False)
-                txn.put(_receipt_key(height, index), receipt, db=self._db["receipts"])
+                txn.put(receipt_key(height, index), receipt, db=self._db["receipts"])
             self._apply_writes(txn, result.writes)
             txn.put(_META_APP_HASH, result.app_hash, db=meta)
             txn.put(_META_LAST_BLOCK_HASH, block.hash, db=meta)
@@ -362,12 +367,12 @@ class Store:
 
     def block(self, height: int) -> Block | None:
         """The committed block at ``height``, or None."""
-        raw = self._get("blocks", _height_key(height))
+        raw = self._get("blocks", height_key(height))
         return None if raw is None else Block.decode(raw)
 
     def block_bytes(self, height: int) -> bytes | None:
         """The committed block at ``height`` as stored (for block sync), or None."""
-        return self._get("blocks", _height_key(height))
+        return self._get("blocks", height_key(height))
 
     def height_of(self, block_hash: bytes) -> int | None:
         """The height of the committed block with ``block_hash``, or None."""
@@ -381,12 +386,12 @@ class Store:
 
     def certificate(self, height: int) -> CommitCertificate | None:
         """The commit certificate of ``height``, or None."""
-        raw = self._get("certificates", _height_key(height))
+        raw = self._get("certificates", height_key(height))
         return None if raw is None else CommitCertificate.decode(raw)
 
     def app_hash_at(self, height: int) -> bytes | None:
         """The app hash after ``height`` (0: genesis), or None."""
-        return self._get("app_hashes", _height_key(height))
+        return self._get("app_hashes", height_key(height))
 
     def transaction_location(self, tx_hash: bytes) -> TransactionLocation | None:
         """Where the transaction with ``tx_hash`` was first included, or None."""
@@ -402,7 +407,7 @@ class Store:
 
     def receipt(self, height: int, index: int) -> Receipt | None:
         """The receipt of transaction ``index`` of block ``height``, or None."""
-        raw = self._get("receipts", _receipt_key(height, index))
+        raw = self._get("receipts", receipt_key(height, index))
         return None if raw is None else Receipt.decode(raw)
 
     def receipt_of(self, tx_hash: bytes) -> Receipt | None:
@@ -487,7 +492,7 @@ class Store:
 
     def add_evidence(self, height: int, data: bytes) -> bool:
         """Store equivocation evidence observed at ``height``; False when already stored."""
-        key = _height_key(height) + hash_bytes(data)
+        key = height_key(height) + hash_bytes(data)
         added = False
 
         def work(txn: lmdb.Transaction) -> None:
@@ -502,7 +507,7 @@ class Store:
         items: list[tuple[int, bytes]] = []
         with self._lock, self._env.begin(db=self._db["evidence"]) as txn:
             cursor = txn.cursor()
-            positioned = cursor.set_range(_height_key(from_height))
+            positioned = cursor.set_range(height_key(from_height))
             while positioned:
                 key = bytes(cursor.key())
                 items.append((int.from_bytes(key[:8], "big"), bytes(cursor.value())))

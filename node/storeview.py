@@ -27,23 +27,10 @@ from typing import Final, TypeVar
 
 import lmdb
 
-from node.store import SCHEMA_VERSION
+from node.store import DATABASES, SCHEMA_VERSION, height_key, receipt_key
 
 __all__ = ["DATABASES", "SCAN_BATCH_ENTRIES", "StoreView", "StoreViewError", "height_key"]
 
-# The named databases of node.store's schema version 1 (node.store keeps its list private).
-DATABASES: Final = (
-    "meta",
-    "blocks",
-    "block_hashes",
-    "certificates",
-    "app_hashes",
-    "transactions",
-    "receipts",
-    "state",
-    "replica",
-    "evidence",
-)
 # Entries per read transaction while scanning: amortises the transaction, keeps it short.
 SCAN_BATCH_ENTRIES: Final = 1024
 _LMDB_DATA_FILE: Final = "data.mdb"
@@ -52,16 +39,6 @@ _T = TypeVar("_T")
 
 class StoreViewError(Exception):
     """The directory holds no readable store of the expected schema; the message says why."""
-
-
-def height_key(height: int) -> bytes:
-    """The 8-byte big-endian key ``node.store`` files per-height records under."""
-    return height.to_bytes(8, "big")
-
-
-def receipt_key(height: int, index: int) -> bytes:
-    """The key of receipt ``index`` of block ``height``."""
-    return height.to_bytes(8, "big") + index.to_bytes(4, "big")
 
 
 class StoreView:

@@ -1,0 +1,142 @@
+"""``suanpan testnet chaos``: perturb a real testnet under load and check it (``node.chaos``)."""
+
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from node.chaos import ChaosReport, run_chaos
+from node.chaos_scenario import (
+    WORKLOADS,
+    ScenarioError,
+    builtin_scenarios,
+    load_scenario,
+    random_scenario,
+)
+
+__all__ = ["chaos_command"]
+
+
+@click.command("chaos")
+@click.option(
+    "--scenario",
+    "scenario_name",
+    help="A scenario TOML file, or a shipped one by name"
+    f" ({', '.join(builtin_scenarios())}). Default: a schedule drawn from --seed.",
+)
+@click.option("--validators", "-n", type=click.IntRange(1, 64), help="Testnet size (default 4).")
+@click.option("--duration", type=click.FloatRange(min=1), help="Seconds of load and faults.")
+@click.option("--load", "load_tps", type=click.FloatRange(min=0), help="Target tx/s.")
+@click.option(
+    "--workload",
+    type=click.Choice(WORKLOADS),
+    help="membership registrations, or the demo consortium's traffic over all four apps"
+    " (default: the scenario's, else membership).",
+)
+@click.option("--seed", type=int, help="Seed of the random schedule (printed when not given).")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path),
+    help="Where to generate the testnet (default: a new temporary directory, kept for its logs).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+def chaos_command(
+    scenario_name: str | None,
+    validators: int | None,
+    duration: float | None,
+    load_tps: float | None,
+    workload: str | None,
+    seed: int | None,
+    directory: Path | None,
+    as_json: bool,
+) -> None:
+    """Run a testnet under load, kill/pause/restart/disconnect nodes on a schedule (and run
+    byzantine validators), then check agreement, durability, acknowledged transactions and
+    evidence. Exits 1 on any violation."""
+    console = Console(stderr=True)
+    try:
+        if scenario_name is not None:
+            scenario = load_scenario(scenario_name).with_overrides(
+                validators=validators, duration_s=duration, load_tps=load_tps, workload=workload
+            )
+        else:
+            if seed is None:
+                seed = random.SystemRandom().randrange(2**31)
+            scenario = random_scenario(
+                seed,
+                validators=4 if validators is None else validators,
+                duration_s=60.0 if duration is None else duration,
+                load_tps=100.0 if load_tps is None else load_tps,
+                workload="membership" if workload is None else workload,
+            )
+    except ScenarioError as error:
+        raise click.ClickException(str(error)) from None
+    problems = scenario.problems()
+    if problems:
+        raise click.ClickException("; ".join(problems))
+    if directory is None:
+        directory = Path(tempfile.mkdtemp(prefix="suanpan-chaos-"))
+    elif (directory / "testnet.json").exists():
+        raise click.ClickException(f"{directory} already holds a testnet; choose another --dir")
+    console.print(
+        f"chaos scenario {scenario.name!r}"
+        + (
+            f" (seed {scenario.seed}; rerun with --seed {scenario.seed})"
+            if scenario.seed is not None
+            else ""
+        )
+        + f" in {directory} (logs: node*/node.log)"
+    )
+    report = run_chaos(scenario, directory, progress=console.print)
+    if as_json:
+        click.echo(json.dumps(report.to_json()))
+    else:
+        _print_report(Console(), report)
+    if not report.ok:
+        raise SystemExit(1)
+
+
+def _print_report(console: Console, report: ChaosReport) -> None:
+    document = report.to_json()
+    table = Table(title=f"perturbations ({report.scenario.name})")
+    for column in ("at s", "node", "kind", "for s", "undone at s", "catch up to", "recovery s"):
+        table.add_column(column, justify="left" if column in ("node", "kind") else "right")
+    for fault in report.faults:
+        item = fault.perturbation
+        table.add_row(
+            f"{item.at_s:g}",
+            f"node{item.node}",
+            item.kind + (f" [red]({fault.error})[/red]" if fault.error else ""),
+            f"{item.duration_s:g}",
+            "" if fault.undone_at_s is None else f"{fault.undone_at_s:.1f}",
+            "" if fault.target_height is None else str(fault.target_height),
+            "[red]never[/red]" if fault.recovery_s is None else f"{fault.recovery_s:.1f}",
+        )
+    console.print(table)
+    heights = ", ".join(f"node{node.index} {node.height}" for node in report.nodes)
+    console.print(f"heights: {heights}; target {report.target_height}")
+    if report.convergence_s is not None:
+        console.print(f"converged {report.convergence_s:.1f}s after the faults stopped")
+    changes = report.view_changes
+    console.print(
+        f"view changes: {len(changes)} block(s) committed after a view change"
+        + (f" (height:view {', '.join(f'{h}:{v}' for h, v in changes[:10])})" if changes else "")
+    )
+    console.print(
+        f"transactions: {report.acknowledged} acknowledged as committed during the run,"
+        f" {document['transactions']['committed']} on chain; load {report.load}"  # type: ignore[index,call-overload]
+    )
+    byzantine = document["byzantine"]
+    for entry in byzantine if isinstance(byzantine, list) else []:
+        console.print(f"byzantine: {json.dumps(entry)}")
+    for violation in report.violations:
+        console.print(f"[red]VIOLATION[/red] {violation.check}: {violation.detail}")
+    if report.ok:
+        console.print(f"[green]0 violations[/green] ({report.elapsed_s:.0f}s, {report.directory})")

@@ -1,0 +1,432 @@
+"""Chaos scenarios: which nodes to perturb, how and when, from a TOML file or drawn from a seed.
+
+A scenario file (see ``node/scenarios/*.toml`` for shipped examples)::
+
+    name = "kill-and-pause"      # shown in the report
+    validators = 4               # testnet size (1..64)
+    duration_s = 24              # load + perturbation phase; every fault is undone by then
+    load_tps = 50                # load generator target (0 = no load)
+    workload = "membership"      # membership (one app) | demo (all four apps, demo consortium)
+    convergence_timeout_s = 120  # after the faults, how long the nodes get to agree
+
+    [[perturbation]]
+    at_s = 4                     # seconds after the load starts
+    node = 1                     # node index (node1)
+    kind = "kill"                # kill | pause | restart | disconnect
+    duration_s = 5               # down / stopped / cut off this long, then undone
+
+    [[byzantine]]
+    node = 3
+    mode = "double_vote"         # double_vote | equivocate (as primary)
+    from_height = 3              # active heights, inclusive
+    to_height = 1000000
+
+Kinds: ``kill`` is SIGKILL, then a restart after ``duration_s``; ``pause`` is SIGSTOP, then
+SIGCONT; ``restart`` is SIGTERM (a clean stop), then a start; ``disconnect`` cuts every peer
+link of the node through its testnet-only fault hook (``/admin/faults``), then restores them.
+A byzantine node runs from the start with the misbehaviour configured in its home.
+
+``parse_scenario`` validates everything up front and raises ``ScenarioError`` listing every
+problem; ``random_scenario`` draws a schedule from a seed (the same seed, the same schedule).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import tomllib
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+from typing import Final
+
+from node.jsonvalue import JsonType
+
+__all__ = [
+    "BYZANTINE_MODES",
+    "PERTURBATION_KINDS",
+    "WORKLOADS",
+    "ByzantineNode",
+    "Perturbation",
+    "Scenario",
+    "ScenarioError",
+    "builtin_scenarios",
+    "load_scenario",
+    "parse_scenario",
+    "random_scenario",
+]
+
+PERTURBATION_KINDS: Final = ("kill", "pause", "restart", "disconnect")
+# The load: membership registrations (``node.loadgen.LoadGenerator``) or the demo consortium's
+# payments, FX, receivables and assets traffic (``DemoLoadGenerator``, all four apps).
+WORKLOADS: Final = ("membership", "demo")
+BYZANTINE_MODES: Final = ("double_vote", "equivocate")
+# A scenario file is a few KiB; refuse anything absurd before parsing it.
+SCENARIO_BYTES_MAX: Final = 256 * 1024
+# Bounds that keep a run finite and a file's mistakes visible.
+VALIDATORS_MAX: Final = 64
+DURATION_S_MAX: Final = 24 * 3600.0
+PERTURBATIONS_MAX: Final = 10_000
+LOAD_TPS_MAX: Final = 100_000.0
+# Random schedules: pause between faults and how long each lasts (seconds).
+_RANDOM_GAP_S: Final = (1.5, 4.0)
+_RANDOM_FAULT_S: Final = (2.0, 6.0)
+# Byzantine behaviour in a random schedule starts after the first blocks and never ends.
+_RANDOM_BYZANTINE_FROM: Final = 3
+_HEIGHT_MAX: Final = 2**63 - 1
+
+
+class ScenarioError(ValueError):
+    """A scenario is malformed; ``problems`` names every problem found."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        super().__init__(f"{source}: " + "; ".join(problems))
+        self.source = source
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class Perturbation:
+    """One fault: ``kind`` on node ``node`` from ``at_s`` for ``duration_s`` seconds."""
+
+    at_s: float
+    node: int
+    kind: str
+    duration_s: float
+
+    @property
+    def end_s(self) -> float:
+        """When the fault is undone (seconds after the load started)."""
+        return self.at_s + self.duration_s
+
+    def to_json(self) -> dict[str, JsonType]:
+        """JSON form (the report, ``--json``)."""
+        return {
+            "at_s": self.at_s,
+            "node": self.node,
+            "kind": self.kind,
+            "duration_s": self.duration_s,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ByzantineNode:
+    """A validator started with a byzantine ``mode`` active in [from_height, to_height]."""
+
+    node: int
+    mode: str
+    from_height: int
+    to_height: int
+
+    def to_json(self) -> dict[str, JsonType]:
+        """JSON form (the report, ``--json``)."""
+        return {
+            "node": self.node,
+            "mode": self.mode,
+            "from_height": self.from_height,
+            "to_height": self.to_height,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """A whole chaos run: testnet size, load, faults and byzantine nodes."""
+
+    name: str
+    validators: int
+    duration_s: float
+    load_tps: float
+    perturbations: tuple[Perturbation, ...] = ()
+    byzantine: tuple[ByzantineNode, ...] = ()
+    convergence_timeout_s: float = 120.0
+    seed: int | None = None
+    workload: str = "membership"
+
+    def problems(self) -> list[str]:
+        """Everything wrong with this scenario (empty when it can run)."""
+        problems = []
+        if not 1 <= self.validators <= VALIDATORS_MAX:
+            problems.append(f"validators must be 1..{VALIDATORS_MAX}")
+        if not 0 < self.duration_s <= DURATION_S_MAX:
+            problems.append(f"duration_s must be in (0, {DURATION_S_MAX:.0f}]")
+        if not 0 <= self.load_tps <= LOAD_TPS_MAX:
+            problems.append(f"load_tps must be in [0, {LOAD_TPS_MAX:.0f}]")
+        if self.workload not in WORKLOADS:
+            problems.append(f"workload {self.workload!r} is not one of {WORKLOADS}")
+        if not 0 < self.convergence_timeout_s <= DURATION_S_MAX:
+            problems.append("convergence_timeout_s must be positive")
+        if len(self.perturbations) > PERTURBATIONS_MAX:
+            problems.append(f"at most {PERTURBATIONS_MAX} perturbations")
+        for number, item in enumerate(self.perturbations, 1):
+            where = f"perturbation {number}"
+            if not 0 <= item.node < self.validators:
+                problems.append(f"{where}: node {item.node} is not in 0..{self.validators - 1}")
+            if item.kind not in PERTURBATION_KINDS:
+                problems.append(f"{where}: kind {item.kind!r} is not one of {PERTURBATION_KINDS}")
+            if item.at_s < 0 or item.duration_s < 0:
+                problems.append(f"{where}: at_s and duration_s must be >= 0")
+            if item.end_s > self.duration_s:
+                problems.append(
+                    f"{where}: ends at {item.end_s:g}s, after duration_s {self.duration_s:g}"
+                    " (every fault must be undone before the convergence check)"
+                )
+        by_node: dict[int, list[Perturbation]] = {}
+        for item in self.perturbations:
+            by_node.setdefault(item.node, []).append(item)
+        for node, items in sorted(by_node.items()):
+            items.sort(key=lambda p: p.at_s)
+            for first, second in itertools.pairwise(items):
+                if second.at_s < first.end_s:
+                    problems.append(
+                        f"node {node}: perturbations at {first.at_s:g}s and {second.at_s:g}s"
+                        " overlap (one fault per node at a time)"
+                    )
+        seen: set[int] = set()
+        for byzantine in self.byzantine:
+            where = f"byzantine node {byzantine.node}"
+            if not 0 <= byzantine.node < self.validators:
+                problems.append(f"{where}: not in 0..{self.validators - 1}")
+            if byzantine.node in seen:
+                problems.append(f"{where}: listed twice")
+            seen.add(byzantine.node)
+            if byzantine.mode not in BYZANTINE_MODES:
+                problems.append(f"{where}: mode {byzantine.mode!r} is not one of {BYZANTINE_MODES}")
+            if not 0 <= byzantine.from_height <= byzantine.to_height <= _HEIGHT_MAX:
+                problems.append(f"{where}: need 0 <= from_height <= to_height")
+        faulty_max = (self.validators - 1) // 3
+        if len(self.byzantine) > faulty_max:
+            problems.append(
+                f"{len(self.byzantine)} byzantine validators, but {self.validators} validators"
+                f" tolerate at most {faulty_max}"
+            )
+        return problems
+
+    def with_overrides(
+        self,
+        *,
+        validators: int | None = None,
+        duration_s: float | None = None,
+        load_tps: float | None = None,
+        workload: str | None = None,
+    ) -> Scenario:
+        """A copy with command-line overrides applied (validated again by the caller)."""
+        return replace(
+            self,
+            validators=self.validators if validators is None else validators,
+            duration_s=self.duration_s if duration_s is None else duration_s,
+            load_tps=self.load_tps if load_tps is None else load_tps,
+            workload=self.workload if workload is None else workload,
+        )
+
+    def to_json(self) -> dict[str, JsonType]:
+        """JSON form (the report, ``--json``)."""
+        return {
+            "name": self.name,
+            "validators": self.validators,
+            "duration_s": self.duration_s,
+            "load_tps": self.load_tps,
+            "workload": self.workload,
+            "convergence_timeout_s": self.convergence_timeout_s,
+            "seed": self.seed,
+            "perturbations": [item.to_json() for item in self.perturbations],
+            "byzantine": [item.to_json() for item in self.byzantine],
+        }
+
+
+def _number(
+    table: dict[str, object], key: str, default: float | None, problems: list[str]
+) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        problems.append(f"{key} must be a number" if key in table else f"{key} is missing")
+        return 0.0
+    return float(value)
+
+
+def _integer(table: dict[str, object], key: str, default: int | None, problems: list[str]) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        problems.append(f"{key} must be an integer" if key in table else f"{key} is missing")
+        return 0
+    return value
+
+
+def _unknown(table: dict[str, object], known: set[str], where: str, problems: list[str]) -> None:
+    names = ", ".join(sorted(known))
+    problems.extend(
+        f"{where}: unknown key {key!r} (known: {names})" for key in sorted(set(table) - known)
+    )
+
+
+def _tables(document: dict[str, object], key: str, problems: list[str]) -> list[dict[str, object]]:
+    value = document.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        problems.append(f"{key} must be written as [[{key}]] tables")
+        return []
+    return value
+
+
+def parse_scenario(text: str, source: str = "scenario") -> Scenario:
+    """Parse and validate scenario TOML; raise ``ScenarioError`` naming every problem."""
+    if len(text.encode("utf-8")) > SCENARIO_BYTES_MAX:
+        raise ScenarioError(source, [f"larger than {SCENARIO_BYTES_MAX} bytes"])
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ScenarioError(source, [f"not valid TOML: {error}"]) from None
+    problems: list[str] = []
+    _unknown(
+        document,
+        {
+            "name",
+            "validators",
+            "duration_s",
+            "load_tps",
+            "workload",
+            "convergence_timeout_s",
+            "perturbation",
+            "byzantine",
+        },
+        "top level",
+        problems,
+    )
+    workload = document.get("workload", "membership")
+    if not isinstance(workload, str):
+        problems.append("workload must be a string")
+        workload = ""
+    name = document.get("name", Path(source).stem)
+    if not isinstance(name, str):
+        problems.append("name must be a string")
+        name = source
+    perturbations = []
+    for number, table in enumerate(_tables(document, "perturbation", problems), 1):
+        where = f"perturbation {number}"
+        local: list[str] = []
+        _unknown(table, {"at_s", "node", "kind", "duration_s"}, where, local)
+        kind = table.get("kind")
+        if not isinstance(kind, str):
+            local.append("kind must be a string")
+            kind = ""
+        item = Perturbation(
+            _number(table, "at_s", None, local),
+            _integer(table, "node", None, local),
+            kind,
+            _number(table, "duration_s", None, local),
+        )
+        problems.extend(f"{where}: {p}" if not p.startswith(where) else p for p in local)
+        perturbations.append(item)
+    byzantine = []
+    for table in _tables(document, "byzantine", problems):
+        local = []
+        _unknown(table, {"node", "mode", "from_height", "to_height"}, "byzantine", local)
+        mode = table.get("mode")
+        if not isinstance(mode, str):
+            local.append("mode must be a string")
+            mode = ""
+        byzantine.append(
+            ByzantineNode(
+                _integer(table, "node", None, local),
+                mode,
+                _integer(table, "from_height", 1, local),
+                _integer(table, "to_height", _HEIGHT_MAX, local),
+            )
+        )
+        problems.extend(f"byzantine: {p}" if not p.startswith("byzantine") else p for p in local)
+    scenario = Scenario(
+        name=name,
+        validators=_integer(document, "validators", 4, problems),
+        duration_s=_number(document, "duration_s", None, problems),
+        load_tps=_number(document, "load_tps", 0, problems),
+        perturbations=tuple(perturbations),
+        byzantine=tuple(byzantine),
+        convergence_timeout_s=_number(document, "convergence_timeout_s", 120, problems),
+        workload=workload,
+    )
+    if not problems:
+        problems = scenario.problems()
+    if problems:
+        raise ScenarioError(source, problems)
+    return scenario
+
+
+def builtin_scenarios() -> dict[str, str]:
+    """The shipped example scenarios (``node/scenarios/*.toml``): name -> TOML text."""
+    folder = resources.files("node") / "scenarios"
+    return {
+        entry.name.removesuffix(".toml"): entry.read_text("utf-8")
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+        if entry.name.endswith(".toml")
+    }
+
+
+def load_scenario(name_or_path: str) -> Scenario:
+    """A scenario from a file path, or a shipped one by name (``kill-and-pause``)."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise ScenarioError(name_or_path, [f"cannot read: {error.strerror}"]) from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ScenarioError(name_or_path, ["not UTF-8 text"]) from None
+        return parse_scenario(text, name_or_path)
+    shipped = builtin_scenarios()
+    if name_or_path not in shipped:
+        raise ScenarioError(
+            name_or_path,
+            [f"no such file, and not a shipped scenario ({', '.join(shipped)})"],
+        )
+    return parse_scenario(shipped[name_or_path], name_or_path)
+
+
+def random_scenario(
+    seed: int,
+    *,
+    validators: int = 4,
+    duration_s: float = 60.0,
+    load_tps: float = 100.0,
+    byzantine: bool = True,
+    workload: str = "membership",
+) -> Scenario:
+    """A schedule drawn from ``seed``: one fault at a time, each on a random node, of a random
+    kind and length, with pauses between; with ``byzantine`` and at least 4 validators, half
+    the seeds also make one validator a double voter or an equivocating primary."""
+    rng = random.Random(seed)
+    byzantine_nodes: tuple[ByzantineNode, ...] = ()
+    if byzantine and (validators - 1) // 3 >= 1 and rng.random() < 0.5:
+        byzantine_nodes = (
+            ByzantineNode(
+                rng.randrange(validators),
+                rng.choice(BYZANTINE_MODES),
+                _RANDOM_BYZANTINE_FROM,
+                _HEIGHT_MAX,
+            ),
+        )
+    perturbations = []
+    at_s = rng.uniform(*_RANDOM_GAP_S)
+    while True:
+        length = round(rng.uniform(*_RANDOM_FAULT_S), 1)
+        if at_s + length > duration_s - 1:
+            break
+        perturbations.append(
+            Perturbation(
+                round(at_s, 1), rng.randrange(validators), rng.choice(PERTURBATION_KINDS), length
+            )
+        )
+        at_s = round(at_s + length + rng.uniform(*_RANDOM_GAP_S), 1)
+    scenario = Scenario(
+        name=f"random-{seed}",
+        validators=validators,
+        duration_s=duration_s,
+        load_tps=load_tps,
+        perturbations=tuple(perturbations),
+        byzantine=byzantine_nodes,
+        seed=seed,
+        workload=workload,
+    )
+    problems = scenario.problems()
+    if problems:
+        raise ScenarioError(scenario.name, problems)
+    return scenario
