@@ -18,7 +18,13 @@ chain tip), and starts, under one nursery:
 * **transaction intake**: API submissions and gossip batches are decoded on the loop, their
   signatures verified on worker threads (``trio.to_thread`` behind a ``CapacityLimiter`` of
   ``[mempool] verify_workers``: PyNaCl releases the GIL, so both cores work), then admitted to
-  the mempool (the app host's ``check``) and gossiped;
+  the mempool (the app host's ``check``) and gossiped. ``POST /txs`` and gossip arrive in
+  batches, and the gossip pump coalesces the batches already waiting, so one signature batch
+  and one thread hop serve many transactions;
+* **proposals**: the primary reaps the mempool after ``[consensus] block_interval_ms`` and,
+  once the replica has sent the proposal, executes it itself while the others validate it
+  (``_pre_execute``), so its commit only writes; every node caches the execution of a block
+  it validated under the block's hash and parent height and reuses it at commit;
 * **block sync** is the replica's: when it sees f+1 validators ahead it emits
   ``RequestBlocks``; blocks arrive as a ``BlockResponse`` message whose certificates the
   replica verifies before it emits ``Commit``; the node then joins consensus at the new tip;
