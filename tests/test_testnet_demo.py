@@ -85,6 +85,9 @@ def test_a_testnet_is_never_written_into_a_directory_holding_something_else(
         assert result.exit_code == 1, result.output
         assert "is not empty and holds no testnet" in result.output
         assert "Traceback" not in result.output
+    result = runner.invoke(main, ["testnet", "chaos", "--dir", str(home), "--duration", "3"])
+    assert result.exit_code == 1, result.output
+    assert "is not an empty directory" in result.output
     assert (home / "genesis.json").read_text() == '{"chain_id": "bank-net-1"}'
     assert sorted(path.name for path in home.iterdir()) == ["genesis.json"]
     # An empty directory is fine.
