@@ -617,6 +617,9 @@ class Replica:
         self._seen_height: dict[int, int] = {}
         self._behind_since_ms: int | None = None
         self._last_sync_request_ms: int | None = None
+        # Last height of the outstanding block request: once it is applied, a replica that is
+        # still far behind asks for the next batch at once instead of after ``sync_retry_ms``.
+        self._sync_requested_to: int | None = None
         self._sync_requests = 0
         self._last_served_ms: dict[int, int] = {}
         # Output of the input being handled.
@@ -1399,6 +1402,7 @@ class Replica:
         rotation = self._sync_requests % len(peers)
         self._sync_requests += 1
         to_height = min(to_height, from_height + self._config.sync_blocks_max - 1)
+        self._sync_requested_to = to_height
         message = encode_message(BlockRequest(from_height, to_height))
         self._emit(
             RequestBlocks(from_height, to_height, peers[rotation:] + peers[:rotation], message)
@@ -1467,6 +1471,9 @@ class Replica:
             )
             return
         self._synced.pop(height, None)
+        if self._sync_requested_to is not None and height >= self._sync_requested_to:
+            self._sync_requested_to = None
+            self._last_sync_request_ms = None
         self._decide(block, certificate)
 
     # -----------------------------------------------------------------------------------------

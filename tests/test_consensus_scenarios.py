@@ -247,3 +247,17 @@ def test_new_view_must_re_propose_the_prepared_block() -> None:
     new_views = [m for m in cluster.nodes[primary_1].sent if isinstance(m, NewView)]
     assert new_views
     assert new_views[0].proposal.block.hash == first.hash
+
+
+def test_far_behind_replica_fetches_batch_after_batch_without_waiting_the_retry() -> None:
+    # Batches of 8 blocks and a one-minute retry: a laggard 30 heights behind needs four
+    # batches, and must ask for each as soon as the previous one is applied.
+    config = ReplicaConfig(sync_blocks_max=8, sync_retry_ms=60_000)
+    cluster = Cluster(4, config=config)
+    laggard = 3
+    cluster.crash(laggard)
+    cluster.start()
+    cluster.run_until(lambda: cluster.all_reached(30, nodes=[0, 1, 2]))
+    cluster.restart(laggard)
+    cluster.run_until(lambda: cluster.all_reached(32), max_ms=30_000)
+    cluster.assert_agreement()
