@@ -17,7 +17,7 @@ import click
 
 from apps.host import AppHost
 from apps.host import GenesisError as AppGenesisError
-from apps.membership import ROLES_BY_KIND
+from apps.membership import KIND_ENTERPRISE, ROLES_BY_KIND
 from apps.state import MemoryBackend
 from node.apploader import AppLoadError, load_apps
 from node.genesis import (
@@ -213,6 +213,8 @@ def genesis_add_institution(
     sponsor: str | None,
 ) -> None:
     """Seed a founding institution in membership's genesis (at least one bank is needed)."""
+    if (kind == KIND_ENTERPRISE) != (sponsor is not None):
+        raise click.UsageError("an enterprise needs --sponsor BANK_ID, and only an enterprise")
     document = _read_json(path)
     institutions = _membership_list(document, path, "institutions")
     if any(isinstance(entry, dict) and entry.get("id") == institution_id for entry in institutions):

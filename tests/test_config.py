@@ -238,6 +238,15 @@ def test_genesis_and_init_refuse_bad_values_before_writing(tmp_path: Path) -> No
         ],
     )
     assert result.exit_code == 2
+    result = runner.invoke(
+        main,
+        [
+            *("genesis", "add-institution", str(genesis), "--id", "maker", "--name", "M"),
+            *("--kind", "enterprise", "--jurisdiction", "SG"),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "an enterprise needs --sponsor" in result.output
     assert genesis.read_bytes() == before
     result = runner.invoke(
         main, ["init", "--home", str(tmp_path / "bad"), "--moniker", "has space"]
