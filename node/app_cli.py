@@ -51,7 +51,7 @@ from node.client import ApiError, Client
 from node.jsonvalue import JsonType, JsonValueError, from_json, to_json
 from node.keys import KeyFileError, load_key_file
 
-__all__ = ["app_transaction_groups", "query_group", "resolve_node"]
+__all__ = ["app_transaction_groups", "not_a_node", "query_group", "resolve_node"]
 
 DEFAULT_NODE: Final = "127.0.0.1:26657"
 _TESTNET_FILE: Final = "testnet.json"
@@ -105,7 +105,14 @@ def _client(address: str) -> Client:
     try:
         return Client(address)
     except ValueError:
-        raise click.BadParameter(f"{address!r} is not host:port", param_hint="--node") from None
+        raise click.BadParameter(not_a_node(address), param_hint="--node") from None
+
+
+def not_a_node(text: str) -> str:
+    """Why ``--node TEXT`` names no node (shared by every client command)."""
+    if Path(text).expanduser().is_dir():
+        return f"{text!r} is a directory without {_TESTNET_FILE}; give host:port or a testnet dir"
+    return f"{text!r} is neither host:port nor a testnet directory"
 
 
 def _fail(error: ApiError) -> click.ClickException:
@@ -235,6 +242,10 @@ def _label(name: str | bytes) -> str:
 
 def _print_value(console: Console, renderer: _Renderer, title: str, value: Value) -> None:
     console.print(Text(title, style="bold"))
+    if value is None:
+        # The app answers None for an id it does not know (a receivable, offer, payment).
+        console.print(Text("(nothing found)", style="dim"))
+        return
     console.print(renderer.render(value))
 
 

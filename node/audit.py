@@ -160,6 +160,9 @@ class AuditReport:
     def render(self) -> str:
         """The report as text."""
         rate = self.heights_checked / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+        if self.height < 0 and self.failure is not None:
+            # Nothing was read (no store, no genesis): the failure is the whole report.
+            return f"audit {self.home}\nFAILED at {self.failure}"
         lines = [
             f"audit {self.home} (chain {self.chain_id}, committed height {self.height})",
             f"  heights checked  {self.heights_checked}",

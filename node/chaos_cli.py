@@ -85,6 +85,8 @@ def chaos_command(
         directory = Path(tempfile.mkdtemp(prefix="suanpan-chaos-"))
     elif (directory / "testnet.json").exists():
         raise click.ClickException(f"{directory} already holds a testnet; choose another --dir")
+    elif directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise click.ClickException(f"{directory} is not an empty directory; choose another --dir")
     console.print(
         f"chaos scenario {scenario.name!r}"
         + (

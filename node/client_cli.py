@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from apps.transaction import TransactionError, sign_transaction
-from node.app_cli import resolve_node
+from node.app_cli import not_a_node, resolve_node
 from node.client import ApiError, Client
 from node.jsonvalue import JsonValueError, from_json
 from node.keys import KeyFileError, load_key_file
@@ -37,7 +37,7 @@ def _client(node: str) -> Client:
     try:
         return Client(node)
     except ValueError:
-        raise click.BadParameter(f"{node!r} is not host:port", param_hint="--node") from None
+        raise click.BadParameter(not_a_node(node), param_hint="--node") from None
 
 
 def _fail(error: ApiError) -> click.ClickException:

@@ -80,9 +80,15 @@ class Home:
 
 def init_home(home: Path, moniker: str, *, config: NodeConfig | None = None) -> tuple[bytes, bytes]:
     """Create a home with fresh keys and a default config; return (validator key, node key)
-    public keys. Refuses to overwrite existing keys or config."""
-    home.mkdir(parents=True, exist_ok=True)
+    public keys. Refuses to overwrite existing keys or config, and writes nothing when the
+    config it would write (e.g. its moniker) is invalid."""
     config_path = home / CONFIG_FILE
+    chosen = config if config is not None else NodeConfig(moniker=moniker)
+    rendered = render_config(chosen.with_changes("", moniker=moniker))
+    _, problems = parse_config(rendered.encode("utf-8"), str(config_path))
+    if problems:
+        raise HomeError(problems)
+    home.mkdir(parents=True, exist_ok=True)
     if config_path.exists():
         raise HomeError(
             [ConfigProblem(str(config_path), "(file)", "already exists", "choose another --home")]
@@ -97,8 +103,7 @@ def init_home(home: Path, moniker: str, *, config: NodeConfig | None = None) -> 
             [ConfigProblem(str(home), "(keys)", str(error), "choose an empty --home")]
         ) from None
     (home / DATA_DIR).mkdir(exist_ok=True, mode=0o700)
-    chosen = config if config is not None else NodeConfig(moniker=moniker)
-    config_path.write_text(render_config(chosen.with_changes("", moniker=moniker)), "utf-8")
+    config_path.write_text(rendered, "utf-8")
     return validator_key.public_key, node_key.public_key
 
 

@@ -88,12 +88,13 @@ def load_key_file(path: Path) -> PrivateKey:
         raise KeyFileError(f"{path}: no such key file") from None
     except OSError as error:
         raise KeyFileError(f"{path}: cannot read key file: {error.strerror}") from None
+    # Recognise the file first, so a file that is not a key gets that error, not "chmod".
+    document = _read_document(path)
     if stat.S_IMODE(info.st_mode) & 0o077:
         raise KeyFileError(
             f"{path}: private key file is readable by group or others "
             f"(mode {stat.S_IMODE(info.st_mode):04o}); run: chmod 600 {path}"
         )
-    document = _read_document(path)
     public_key = _field_bytes(path, document, "public_key", PUBLIC_KEY_BYTES)
     seed = _field_bytes(path, document, "private_key", SEED_BYTES)
     key = PrivateKey(seed)

@@ -15,7 +15,18 @@ from pathlib import Path
 
 import click
 
-from node.genesis import CHAIN_ID_PATTERN, ConsensusParams, GenesisProblem, parse_genesis
+from apps.host import AppHost
+from apps.host import GenesisError as AppGenesisError
+from apps.membership import KIND_ENTERPRISE, ROLES_BY_KIND
+from apps.state import MemoryBackend
+from node.apploader import AppLoadError, load_apps
+from node.genesis import (
+    CHAIN_ID_PATTERN,
+    ConsensusParams,
+    Genesis,
+    GenesisProblem,
+    parse_genesis,
+)
 from node.home import (
     GENESIS_FILE,
     NODE_KEY_FILE,
@@ -26,7 +37,9 @@ from node.home import (
 )
 from node.keys import KeyFileError, load_public_key_file
 
-__all__ = ["config_group", "genesis_group", "init_command"]
+_HEX_KEY_LENGTH = 64  # an ed25519 public key as hex
+
+__all__ = ["app_genesis_problem", "config_group", "genesis_group", "init_command"]
 
 
 @click.command("init")
@@ -42,6 +55,24 @@ def init_command(home: Path, moniker: str) -> None:
     click.echo(f"validator public_key {validator_key.hex()}")
     click.echo(f"node key             {node_key.hex()}")
     click.echo(f"next: suanpan genesis add-validator GENESIS --home {home} --name {moniker}")
+
+
+def app_genesis_problem(genesis: Genesis) -> str | None:
+    """Run the enabled apps' genesis over an empty in-memory state, exactly as a node's first
+    start does; the reason it fails (an unknown app, an app rejecting its section, e.g.
+    membership without a bank), or None."""
+    try:
+        apps = load_apps(genesis.apps)
+        AppHost(apps, MemoryBackend(), chain_id=genesis.chain_id).init_genesis(genesis.app_state)
+    except (AppLoadError, AppGenesisError, ValueError) as error:
+        return str(error)
+    return None
+
+
+_APP_GENESIS_FIX = (
+    "seed membership with `suanpan genesis add-institution` (at least one bank) and "
+    "`suanpan genesis add-identity`; enable only installed apps"
+)
 
 
 @click.group("genesis")
@@ -121,6 +152,12 @@ def genesis_add_validator(
             raise click.ClickException(str(error)) from None
     if public_key is None or node_key is None:
         raise click.UsageError("give --home, or both --public-key and --node-key")
+    for option, value in (("--public-key", public_key), ("--node-key", node_key)):
+        if not _is_hex_key(value):
+            raise click.BadParameter(
+                f"{value!r} is not a public key (64 hex digits, as `suanpan keys show` prints)",
+                param_hint=option,
+            )
     document = _read_json(path)
     validators = document.setdefault("validators", [])
     if not isinstance(validators, list):
@@ -133,6 +170,107 @@ def genesis_add_validator(
     validators.append({"name": name, "public_key": public_key, "node_key": node_key})
     _write_json(path, document)
     click.echo(f"added validator {name} ({len(validators)} validators)")
+
+
+def _is_hex_key(text: str) -> bool:
+    if len(text) != _HEX_KEY_LENGTH:
+        return False
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _membership_list(document: dict[str, object], path: Path, name: str) -> list[object]:
+    app_state = document.setdefault("app_state", {})
+    if not isinstance(app_state, dict):
+        raise click.ClickException(f"{path}: app_state must be an object")
+    membership = app_state.setdefault("membership", {})
+    if not isinstance(membership, dict):
+        raise click.ClickException(f"{path}: app_state.membership must be an object")
+    entries = membership.setdefault(name, [])
+    if not isinstance(entries, list):
+        raise click.ClickException(f"{path}: app_state.membership.{name} must be a list")
+    return entries
+
+
+@genesis_group.command("add-institution")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--id", "institution_id", required=True, help="Institution id, e.g. bank-a.")
+@click.option("--name", required=True, help="Display name, e.g. 'Bank A'.")
+@click.option(
+    "--kind", required=True, type=click.Choice(sorted(ROLES_BY_KIND)), help="Institution kind."
+)
+@click.option("--jurisdiction", required=True, help="ISO 3166 country code, e.g. SG.")
+@click.option("--sponsor", help="The onboarding bank's id (enterprises only).")
+def genesis_add_institution(
+    path: Path,
+    institution_id: str,
+    name: str,
+    kind: str,
+    jurisdiction: str,
+    sponsor: str | None,
+) -> None:
+    """Seed a founding institution in membership's genesis (at least one bank is needed)."""
+    if (kind == KIND_ENTERPRISE) != (sponsor is not None):
+        raise click.UsageError("an enterprise needs --sponsor BANK_ID, and only an enterprise")
+    document = _read_json(path)
+    institutions = _membership_list(document, path, "institutions")
+    if any(isinstance(entry, dict) and entry.get("id") == institution_id for entry in institutions):
+        raise click.ClickException(f"{path}: institution {institution_id!r} is already listed")
+    entry: dict[str, object] = {
+        "id": institution_id,
+        "name": name,
+        "kind": kind,
+        "jurisdiction": jurisdiction,
+    }
+    if sponsor is not None:
+        entry["sponsor"] = sponsor
+    institutions.append(entry)
+    _write_json(path, document)
+    click.echo(f"added institution {institution_id} ({kind}); `suanpan genesis validate` checks it")
+
+
+@genesis_group.command("add-identity")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--institution", required=True, help="The institution id it belongs to.")
+@click.option(
+    "--roles", required=True, help="Comma-separated, e.g. bank (bank: bank, customer; ...)."
+)
+@click.option(
+    "--key",
+    "key_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Take the public key from this key file (`suanpan keys new`).",
+)
+@click.option("--public-key", help="The identity's public key (hex), instead of --key.")
+def genesis_add_identity(
+    path: Path, institution: str, roles: str, key_file: Path | None, public_key: str | None
+) -> None:
+    """Seed an identity (a client key that signs transactions) in membership's genesis."""
+    if (key_file is None) == (public_key is None):
+        raise click.UsageError("give exactly one of --key and --public-key")
+    if key_file is not None:
+        try:
+            public_key = load_public_key_file(key_file).hex()
+        except KeyFileError as error:
+            raise click.ClickException(str(error)) from None
+    assert public_key is not None
+    if not _is_hex_key(public_key):
+        raise click.BadParameter(
+            f"{public_key!r} is not a public key (64 hex digits)", param_hint="--public-key"
+        )
+    role_list = [role.strip() for role in roles.split(",") if role.strip()]
+    document = _read_json(path)
+    identities = _membership_list(document, path, "identities")
+    if any(
+        isinstance(entry, dict) and entry.get("public_key") == public_key for entry in identities
+    ):
+        raise click.ClickException(f"{path}: public key {public_key[:16]}… is already listed")
+    identities.append({"public_key": public_key, "institution": institution, "roles": role_list})
+    _write_json(path, document)
+    click.echo(f"added identity {public_key[:16]}… of {institution} ({', '.join(role_list)})")
 
 
 def _echo_genesis_problems(path: Path, problems: list[GenesisProblem]) -> None:
@@ -152,6 +290,10 @@ def genesis_validate(path: Path) -> None:
     if genesis is None:
         _echo_genesis_problems(path, problems)
         raise click.ClickException(f"{len(problems)} problem(s) in {path}")
+    problem = app_genesis_problem(genesis)
+    if problem is not None:
+        _echo_genesis_problems(path, [GenesisProblem("app_state", problem, _APP_GENESIS_FIX)])
+        raise click.ClickException(f"1 problem(s) in {path}")
     click.echo(f"chain_id     {genesis.chain_id}")
     click.echo(f"validators   {len(genesis.validators)} (quorum {genesis.validator_set.quorum})")
     click.echo(f"apps         {', '.join(genesis.apps)}")
@@ -172,6 +314,12 @@ def config_check(home: Path) -> None:
         for problem in problems:
             click.echo(str(problem), err=True)
         raise click.ClickException(f"{len(problems)} problem(s) in {home}")
+    app_problem = app_genesis_problem(loaded.genesis)
+    if app_problem is not None:
+        _echo_genesis_problems(
+            home / GENESIS_FILE, [GenesisProblem("app_state", app_problem, _APP_GENESIS_FIX)]
+        )
+        raise click.ClickException(f"1 problem(s) in {home}")
     index = loaded.validator_index
     role = (
         f"validator {index} ({loaded.genesis.validators[index].name})"

@@ -2,15 +2,64 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from pathlib import Path
 
 import click
 import trio
 
-from node.home import HomeError, load_home
+from node.config import HostPort, NodeConfig
+from node.home import CONFIG_FILE, HomeError, load_home
 from node.logs import configure_logging
 
-__all__ = ["start_command"]
+__all__ = ["listen_address_problems", "start_command"]
+
+
+def _listeners(config: NodeConfig) -> list[tuple[str, HostPort]]:
+    listeners = [("p2p", config.p2p.listen_address), ("rpc", config.rpc.listen_address)]
+    if config.metrics.enabled and config.metrics.listen_address is not None:
+        listeners.append(("metrics", config.metrics.listen_address))
+    return listeners
+
+
+def listen_address_problems(config: NodeConfig) -> list[str]:
+    """Every configured listen address this process cannot bind now (another node already
+    running, a port taken by something else, a host that is not a local address), one line
+    each naming the config key; port 0 (any free port) is skipped."""
+    problems: list[str] = []
+    for section, address in _listeners(config):
+        if address.port == 0:
+            continue
+        where = f"{CONFIG_FILE}: [{section}] listen_address {address}"
+        try:
+            infos = socket.getaddrinfo(
+                address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
+        except socket.gaierror as error:
+            problems.append(f"{where}: cannot resolve {address.host!r}: {error.strerror}")
+            continue
+        family, kind, protocol, _, sockaddr = infos[0]
+        with socket.socket(family, kind, protocol) as probe:
+            # The same option trio's listeners set, so a port in TIME_WAIT is not refused here.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as error:
+                reason = (
+                    "already in use (is this node, or another one, already running?)"
+                    if error.errno == errno.EADDRINUSE
+                    else error.strerror or str(error)
+                )
+                problems.append(f"{where}: {reason}")
+    return problems
+
+
+def _address_in_use(error: BaseException) -> bool:
+    """True when ``error`` (or every leaf of an exception group) is EADDRINUSE."""
+    if isinstance(error, BaseExceptionGroup):
+        return all(_address_in_use(inner) for inner in error.exceptions)
+    return isinstance(error, OSError) and error.errno == errno.EADDRINUSE
 
 
 @click.command("start")
@@ -25,6 +74,14 @@ def start_command(home: Path) -> None:
         raise click.ClickException(
             f"{len(error.problems)} problem(s) in {home}; `suanpan config check --home {home}`"
         ) from None
+    unbindable = listen_address_problems(loaded.config)
+    if unbindable:
+        for line in unbindable:
+            click.echo(f"{home}/{line}", err=True)
+        raise click.ClickException(
+            f"cannot listen on {len(unbindable)} address(es); stop what holds them or change "
+            f"the ports in {home}/{CONFIG_FILE}"
+        )
     configure_logging(loaded.config.log_level, loaded.config.log_format, loaded.log_path())
     from node.runtime import Node, NodeStartError
 
@@ -32,4 +89,12 @@ def start_command(home: Path) -> None:
         node = Node(loaded)
     except NodeStartError as error:
         raise click.ClickException(str(error)) from None
-    trio.run(node.run)
+    try:
+        trio.run(node.run)
+    except (OSError, BaseExceptionGroup) as error:
+        # Another process took a port between the check above and the bind.
+        if not _address_in_use(error):
+            raise
+        raise click.ClickException(
+            f"a listen address in {home}/{CONFIG_FILE} is already in use: {error}"
+        ) from None

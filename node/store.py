@@ -178,7 +178,13 @@ class Store:
             _META_SCHEMA: str(SCHEMA_VERSION).encode(),
         }
         stored = {key: self._get("meta", key) for key in expected}
-        if all(value is None for value in stored.values()):
+        # A store whose genesis state was never written holds nothing but this identity
+        # (a first start that failed, e.g. on an app's genesis): it takes the one it is
+        # opened with, so a corrected genesis.json starts without clearing data/ by hand.
+        never_initialised = self._get("meta", _META_HEIGHT) is None
+        if all(value is None for value in stored.values()) or (
+            never_initialised and stored[_META_SCHEMA] == expected[_META_SCHEMA]
+        ):
 
             def record(txn: lmdb.Transaction) -> None:
                 for key, value in expected.items():

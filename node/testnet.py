@@ -138,6 +138,15 @@ def create_testnet(
         raise ValueError("a testnet needs at least one validator")
     if (directory / TESTNET_FILE).exists():
         raise FileExistsError(f"{directory} already holds a testnet; choose another --dir")
+    if directory.exists() and not directory.is_dir():
+        raise FileExistsError(f"{directory} is a file, not a directory; choose another --dir")
+    if directory.is_dir() and any(directory.iterdir()):
+        # Never write node homes and a genesis.json over files of something else (a real
+        # node home given as --dir by mistake would lose its genesis).
+        raise FileExistsError(
+            f"{directory} is not empty and holds no testnet ({TESTNET_FILE}); "
+            "choose a new or empty --dir"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     base = config or NodeConfig()
     ports = free_ports(3 * validators)

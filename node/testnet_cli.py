@@ -122,6 +122,16 @@ class _Interrupted(Exception):
     pass
 
 
+def _answers(address: str) -> bool:
+    """True when a node already serves ``address`` (a testnet started twice)."""
+    with Client(address, timeout_s=5.0) as client:
+        try:
+            client.health()
+        except ApiError:
+            return False
+    return True
+
+
 def _wait_for_api(testnet: Testnet, clients: list[Client]) -> None:
     def all_up() -> bool:
         for client in clients:
@@ -165,15 +175,29 @@ def testnet_up(
         directory = Path(tempfile.mkdtemp(prefix="suanpan-testnet-"))
     info: TestnetInfo
     if (directory / "testnet.json").exists():
-        info = load_testnet(directory)
+        try:
+            info = load_testnet(directory)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise click.ClickException(
+                f"{directory / 'testnet.json'} is not a testnet file: {error!r}"
+            ) from None
     else:
-        info = create_testnet(directory, validators, demo_seed=demo_seed if demo else None)
+        try:
+            info = create_testnet(directory, validators, demo_seed=demo_seed if demo else None)
+        except (FileExistsError, ValueError) as error:
+            raise click.ClickException(str(error)) from None
     console.print(f"testnet directory {directory} (logs: {directory}/node*/node.log)")
     if info.parties:
         console.print(
             f"demo parties ({', '.join(party.name for party in info.parties)}): key files in"
             f" {directory}/clients/, e.g. `suanpan query payments balances --account"
             f" {directory}/clients/alice.json --node {directory}`"
+        )
+    running = [i for i, address in enumerate(info.api_addresses) if _answers(address)]
+    if running:
+        raise click.ClickException(
+            f"node{running[0]} of {directory} is already running (its API "
+            f"{info.api_addresses[running[0]]} answers); stop that testnet first"
         )
     testnet = Testnet(info)
     clients = [testnet.client(i, timeout_s=5.0) for i in range(len(info.homes))]
@@ -223,7 +247,10 @@ def testnet_up(
         for summary, code in zip(summaries, exit_codes, strict=True)
     ]
     signal.signal(signal.SIGINT, previous)
-    failures = [f"node{i} died (exit code {exit_codes[i]})" for i in died] + problems
+    failures = [
+        f"node{i} died (exit code {exit_codes[i]}); see {info.homes[i] / 'process.log'}"
+        for i in died
+    ] + problems
     failures += [
         f"node{i} exited with code {code} on stop"
         for i, code in enumerate(exit_codes)

@@ -351,6 +351,9 @@ def test_every_app_through_the_cli_on_four_processes(testnet: Testnet) -> None:
     assert "1250" in readable
     readable_lineage = w.run("query", "scf", "lineage", "--id", tier2, "--node", directory)
     assert "lion-bank" in readable_lineage
+    # An id the app does not know reads as such, not as a bare "-".
+    not_found = w.run("query", "scf", "receivable", "--id", "rc-unknown", "--node", directory)
+    assert "(nothing found)" in not_found
     # The generic JSON form still works, with --node before the app as before.
     generic = json.loads(
         w.run(

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from node.cli import main
-from node.config import NodeConfig, parse_config, render_config
+from node.config import HostPort, NodeConfig, parse_config, render_config
 from node.genesis import parse_genesis
 from node.home import check_home
+from node.testnet import free_ports
 
 
 def make_network(tmp_path: Path, count: int = 4) -> list[Path]:
@@ -28,9 +30,49 @@ def make_network(tmp_path: Path, count: int = 4) -> list[Path]:
         )
         assert result.exit_code == 0, result.output
         homes.append(home)
+    seed_membership(tmp_path, genesis)
     for home in homes:
         (home / "genesis.json").write_bytes(genesis.read_bytes())
     return homes
+
+
+def seed_membership(tmp_path: Path, genesis: Path) -> None:
+    """One founding bank and its client key, through the CLI, as the README's flow does."""
+    runner = CliRunner()
+    result = runner.invoke(
+        main,
+        [
+            "genesis",
+            "add-institution",
+            str(genesis),
+            "--id",
+            "bank-a",
+            "--name",
+            "Bank A",
+            "--kind",
+            "bank",
+            "--jurisdiction",
+            "SG",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    client = tmp_path / "bank-a-client.json"
+    assert runner.invoke(main, ["keys", "new", str(client)]).exit_code == 0
+    result = runner.invoke(
+        main,
+        [
+            "genesis",
+            "add-identity",
+            str(genesis),
+            "--institution",
+            "bank-a",
+            "--roles",
+            "bank",
+            "--key",
+            str(client),
+        ],
+    )
+    assert result.exit_code == 0, result.output
 
 
 def test_genesis_flow_produces_a_valid_home_with_a_stable_hash(tmp_path: Path) -> None:
@@ -124,3 +166,112 @@ def test_cross_file_checks_catch_limits_above_genesis_and_unknown_peers(tmp_path
         "[block] proposal_transactions_max",
         "[p2p] persistent_peers[0]",
     }
+
+
+def test_a_genesis_the_apps_reject_fails_validate_and_config_check_not_start(
+    tmp_path: Path,
+) -> None:
+    runner = CliRunner()
+    genesis = tmp_path / "genesis.json"
+    runner.invoke(main, ["genesis", "init", str(genesis), "--chain-id", "bank-net"])
+    home = tmp_path / "bank-a"
+    runner.invoke(main, ["init", "--home", str(home), "--moniker", "bank-a"])
+    runner.invoke(
+        main, ["genesis", "add-validator", str(genesis), "--home", str(home), "--name", "a"]
+    )
+    # No institution yet: membership needs a bank, and both checks say so before any start.
+    result = runner.invoke(main, ["genesis", "validate", str(genesis)])
+    assert result.exit_code == 1
+    assert "at least one bank" in result.output
+    assert "suanpan genesis add-institution" in result.output
+    (home / "genesis.json").write_bytes(genesis.read_bytes())
+    result = runner.invoke(main, ["config", "check", "--home", str(home)])
+    assert result.exit_code == 1
+    assert "at least one bank" in result.output
+    # An app that is not installed is named too.
+    document = json.loads(genesis.read_text())
+    document["apps"].append("no-such-app")
+    (tmp_path / "other.json").write_text(json.dumps(document))
+    result = runner.invoke(main, ["genesis", "validate", str(tmp_path / "other.json")])
+    assert result.exit_code == 1
+    assert "unknown app 'no-such-app'" in result.output
+    seed_membership(tmp_path, genesis)
+    result = runner.invoke(main, ["genesis", "validate", str(genesis)])
+    assert result.exit_code == 0, result.output
+    document = json.loads(genesis.read_text())
+    assert document["app_state"]["membership"]["institutions"][0]["id"] == "bank-a"
+
+
+def test_genesis_and_init_refuse_bad_values_before_writing(tmp_path: Path) -> None:
+    runner = CliRunner()
+    genesis = tmp_path / "genesis.json"
+    runner.invoke(main, ["genesis", "init", str(genesis), "--chain-id", "bank-net"])
+    before = genesis.read_bytes()
+    result = runner.invoke(
+        main,
+        [
+            "genesis",
+            "add-validator",
+            str(genesis),
+            "--name",
+            "x",
+            "--public-key",
+            "zz",
+            "--node-key",
+            "ab" * 32,
+        ],
+    )
+    assert result.exit_code == 2
+    assert "'zz' is not a public key" in result.output
+    result = runner.invoke(
+        main,
+        [
+            "genesis",
+            "add-identity",
+            str(genesis),
+            "--institution",
+            "bank-a",
+            "--roles",
+            "bank",
+            "--public-key",
+            "12",
+        ],
+    )
+    assert result.exit_code == 2
+    result = runner.invoke(
+        main,
+        [
+            *("genesis", "add-institution", str(genesis), "--id", "maker", "--name", "M"),
+            *("--kind", "enterprise", "--jurisdiction", "SG"),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "an enterprise needs --sponsor" in result.output
+    assert genesis.read_bytes() == before
+    result = runner.invoke(
+        main, ["init", "--home", str(tmp_path / "bad"), "--moniker", "has space"]
+    )
+    assert result.exit_code == 1
+    assert "'has space' is not a moniker" in result.output
+    assert not (tmp_path / "bad").exists()
+
+
+def test_start_names_a_listen_address_already_in_use(tmp_path: Path) -> None:
+    home = make_network(tmp_path, 1)[0]
+    config, _ = parse_config((home / "config.toml").read_bytes())
+    assert config is not None
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        changed = (
+            config.with_changes("p2p", listen_address=HostPort("127.0.0.1", free_ports(1)[0]))
+            .with_changes("rpc", listen_address=HostPort("127.0.0.1", taken))
+            .with_changes("metrics", enabled=False)
+        )
+        (home / "config.toml").write_text(render_config(changed))
+        result = CliRunner().invoke(main, ["start", "--home", str(home)])
+    assert result.exit_code == 1
+    assert f"[rpc] listen_address 127.0.0.1:{taken}: already in use" in result.output
+    assert "Traceback" not in result.output
+    assert not (home / "data" / "data.mdb").exists()  # refused before the store was opened

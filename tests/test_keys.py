@@ -76,6 +76,14 @@ def test_mismatched_public_key_is_rejected(tmp_path: Path) -> None:
         load_key_file(path)
 
 
+def test_a_readable_file_that_is_not_a_key_is_named_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "genesis.json"
+    path.write_text('{"chain_id": "x"}')
+    path.chmod(0o644)
+    with pytest.raises(KeyFileError, match="type must be"):
+        load_key_file(path)
+
+
 def test_missing_file_and_wrong_type(tmp_path: Path) -> None:
     with pytest.raises(KeyFileError, match="no such key file"):
         load_key_file(tmp_path / "absent.json")

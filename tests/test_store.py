@@ -117,6 +117,20 @@ def test_a_store_from_another_chain_or_schema_is_refused(tmp_path: Path) -> None
         Store(tmp_path, chain_id=CHAIN, genesis_hash=GENESIS_HASH)
 
 
+def test_a_store_whose_genesis_was_never_written_takes_the_corrected_genesis(
+    tmp_path: Path,
+) -> None:
+    # A first start that failed on an app's genesis left only the identity behind; the
+    # operator fixes genesis.json (new hash, even a new chain id) and starts again.
+    Store(tmp_path, chain_id=CHAIN, genesis_hash=b"\x01" * 32).close()
+    store = Store(tmp_path, chain_id="fixed-chain", genesis_hash=GENESIS_HASH)
+    assert not store.initialised
+    store.init_genesis((), b"\x02" * 32)
+    store.close()
+    with pytest.raises(StoreMismatchError, match="genesis"):
+        Store(tmp_path, chain_id="fixed-chain", genesis_hash=b"\x01" * 32)
+
+
 def test_commits_that_do_not_extend_the_chain_are_refused_and_write_nothing(
     tmp_path: Path,
 ) -> None:

@@ -13,7 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from node.cli import main
 from node.client import ApiError, Client
 from node.loadgen import register_identity_transaction
 from node.testnet import Testnet, agreement_problems, create_testnet
@@ -72,6 +74,12 @@ def test_four_processes_commit_agree_restart_and_survive_bad_requests(testnet: T
     info = testnet.info
     clients = [testnet.client(i, timeout_s=60) for i in range(4)]
     testnet.wait_until("all APIs up", lambda: all(healthy(c) for c in clients), STARTUP_S)
+
+    # `testnet up` on the same directory while it runs is refused, naming the running node.
+    again = CliRunner().invoke(main, ["testnet", "up", "--dir", str(info.directory)])
+    assert again.exit_code == 1, again.output
+    assert "node0 of" in again.output
+    assert "is already running" in again.output
 
     # Transactions submitted through different nodes' APIs commit, with receipts.
     committed_heights = []

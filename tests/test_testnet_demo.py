@@ -70,3 +70,26 @@ def test_every_generated_command_has_help() -> None:
                 shown = runner.invoke(main, [group, app, command, "--help"])
                 assert shown.exit_code == 0, (group, app, command, shown.output)
                 assert "--node" in shown.output
+
+
+def test_a_testnet_is_never_written_into_a_directory_holding_something_else(
+    tmp_path: Path,
+) -> None:
+    # A real node home given as --dir by mistake keeps its genesis.json untouched.
+    home = tmp_path / "bank-a"
+    home.mkdir()
+    (home / "genesis.json").write_text('{"chain_id": "bank-net-1"}')
+    runner = CliRunner()
+    for command in (["testnet", "init", "--dir", str(home)], ["testnet", "up", "--dir", str(home)]):
+        result = runner.invoke(main, command)
+        assert result.exit_code == 1, result.output
+        assert "is not empty and holds no testnet" in result.output
+        assert "Traceback" not in result.output
+    result = runner.invoke(main, ["testnet", "chaos", "--dir", str(home), "--duration", "3"])
+    assert result.exit_code == 1, result.output
+    assert "is not an empty directory" in result.output
+    assert (home / "genesis.json").read_text() == '{"chain_id": "bank-net-1"}'
+    assert sorted(path.name for path in home.iterdir()) == ["genesis.json"]
+    # An empty directory is fine.
+    (tmp_path / "empty").mkdir()
+    assert create_testnet(tmp_path / "empty", 1).homes

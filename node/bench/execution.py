@@ -464,7 +464,7 @@ def _print(result: MixResult) -> None:
     click.echo(f"  fingerprint: {result.fingerprint}")
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--transactions", default=5000, show_default=True, help="Transactions per mix.")
 @click.option("--block-size", default=500, show_default=True, help="Transactions per block.")
 @click.option("--runs", default=5, show_default=True, help="Runs per mix (medians are printed).")
