@@ -37,7 +37,7 @@ def _figure(value: JsonType, digits: int = 0) -> str:
 @click.group(invoke_without_command=True)
 @click.option("--validators", "-n", default=4, show_default=True, type=click.IntRange(1, 16))
 @click.option("--duration", default=20.0, show_default=True, type=click.FloatRange(2, 600))
-@click.option("--rate", default="4000", show_default=True, help="tx/s offered, or max")
+@click.option("--rate", default="800", show_default=True, help="tx/s offered, or max")
 @click.option(
     "--accounts",
     default=200,

@@ -140,7 +140,7 @@ class BenchOptions:
 
     validators: int = 4
     duration_s: float = 20.0
-    rate: float | None = 4000.0  # None: search the maximum sustainable rate
+    rate: float | None = 800.0  # None: search the maximum sustainable rate
     accounts_per_bank: int = 200
     p99_ms_max: float = 1000.0
     config: NodeConfig = field(default_factory=NodeConfig)
