@@ -18,8 +18,6 @@ from node.home import load_home
 from node.loadgen import register_identity_transaction
 from node.testnet import create_testnet
 
-if "replica logic lands" in (Path(__file__).parent.parent / "consensus" / "replica.py").read_text():
-    pytest.skip("the consensus replica is not merged yet", allow_module_level=True)
 
 from node import runtime
 

@@ -13,11 +13,6 @@ from sims.config import SimConfig, SimResult
 from sims.faults import Behaviour
 from sims.simulation import run_simulation
 from sims.sweep import run_sweep, sweep_config
-from tests.sim_support import replica_missing
-
-pytestmark = pytest.mark.skipif(
-    replica_missing(), reason="the replica's logic is not merged into this branch yet"
-)
 
 
 def safety_violations(result: SimResult) -> list[object]:

@@ -11,11 +11,7 @@ import pytest
 from sims.bugs import BUGS
 from sims.config import SimConfig
 from sims.simulation import run_simulation
-from tests.sim_support import replica_missing
 
-pytestmark = pytest.mark.skipif(
-    replica_missing(), reason="the replica's logic is not merged into this branch yet"
-)
 
 # Seeds tried per bug before the test gives up (most bugs fall on the first few).
 SEEDS_MAX = 60

@@ -7,13 +7,9 @@ import pytest
 
 from sims.bugs import BUGS
 from sims.sweep import run_sweep, sweep_config
-from tests.sim_support import replica_missing
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        replica_missing(), reason="the replica's logic is not merged into this branch yet"
-    ),
 ]
 
 

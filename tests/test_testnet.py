@@ -20,8 +20,6 @@ from node.client import ApiError, Client
 from node.loadgen import register_identity_transaction
 from node.testnet import Testnet, agreement_problems, create_testnet
 
-if "replica logic lands" in (Path(__file__).parent.parent / "consensus" / "replica.py").read_text():
-    pytest.skip("the consensus replica is not merged yet", allow_module_level=True)
 
 # Deadlines for a 2-core machine shared with other test runs; typical times are far shorter.
 STARTUP_S = 120.0
