@@ -1,6 +1,6 @@
 """Gossip throughput benchmark: 4 node processes on loopback, one gossips, three receive.
 
-Run ``python -m network.bench`` (or ``suanpan bench-gossip``). The parent process signs the
+Run ``python -m network.bench`` (or ``suanpan bench gossip``). The parent process signs the
 transactions once, starts one OS process per node (each a full ``Network`` on 127.0.0.1 with
 its own identity, handshake and AEAD links, in a full mesh), waits until every node has
 connected to every other, tells node 0 to gossip everything as fast as its peers absorb it,

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from network.cli import bench_gossip
 from node.keys import KeyFileError, address_of, generate_private_key, load_key_file, save_key_file
 
 
@@ -69,16 +68,15 @@ for command in (
     audit_command,
     debug_group,
     sim,
-    bench_gossip,
 ):
     main.add_command(command)
 for app_group in app_transaction_groups():
     tx_group.add_command(app_group)
 
+from network.cli import bench_gossip  # noqa: E402
+from node.bench.cli import bench  # noqa: E402
 from node.chaos_cli import chaos_command  # noqa: E402
 
 testnet_group.add_command(chaos_command)
-
-from node.bench.cli import bench  # noqa: E402
-
+bench.add_command(bench_gossip, name="gossip")
 main.add_command(bench)
