@@ -7,14 +7,26 @@ Demo traffic (``DemoLoadGenerator``)
 parties (payments, FX, receivables, assets, DvP). A producer thread draws from it at the target
 rate and routes every transaction by its **sender** to one node's queue (party index modulo the
 number of nodes), so a sender's transactions always reach the same node, in nonce order: nonces
-never gap across nodes. One worker thread per node submits its queue in order. The stream
-stays ordered across senders as well (a full queue stalls the producer rather than reordering),
-which is what lets a flow's later step (accept an offer) follow its earlier one (the offer):
-the traffic is generated with steps ``STEP_GAP_S`` of traffic apart, several blocks.
+never gap across nodes. The stream stays ordered across senders as well (a full queue stalls
+the producer rather than reordering), which is what lets a flow's later step (accept an offer)
+follow its earlier one (the offer): the traffic is generated with steps ``STEP_GAP_S`` of
+traffic apart, several blocks.
 
-A transaction refused at admission is counted by code, and the sender's later transactions are
-re-signed one nonce lower (the refused nonce was never used); a nonce refusal resynchronises
-from the node. A full mempool (503) or an unreachable node retries the same transaction. A
+One worker thread per node keeps one persistent connection and, every ``BATCH_INTERVAL_S``,
+submits everything its queue holds (at most ``BATCH_TRANSACTIONS_MAX``) as one ``POST /txs``
+(``DemoBatcher``). The node admits a batch in order, so a sender's transactions in one batch
+are admitted in nonce order too. The outcomes are read in batch order, per sender:
+
+- admitted (or ``duplicate``: a resend after a lost response) is counted, and sampled;
+- refused by a rule is counted by code, and the sender's later transactions are re-signed one
+  nonce lower (the refused nonce was never used);
+- refused for its nonce resynchronises the sender from the node (``/account/{key}``) and is
+  resent, at most ``_NONCE_RETRIES_MAX`` times;
+- refused with ``retry`` (a full mempool) is resent in the next batch, after a short backoff.
+
+Once one of a sender's transactions is refused or held back, that sender's later transactions
+in the same batch are resent after it (the node saw a nonce gap), so nothing of a sender ever
+overtakes its predecessor. A transport error or an error status resends the whole batch. A
 sample of admitted transactions (at most ``RECEIPT_CHECKS_PER_S`` a second) is looked up after
 commit, so the statistics show how many receipts were ``ok`` or rejected, and by which rule.
 
@@ -41,7 +53,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 from apps.demo import STEP_GAP_TRANSACTIONS, Consortium, DemoTraffic
 from apps.transaction import Transaction, sign_transaction
@@ -50,7 +62,10 @@ from node.client import ApiError, Client
 from node.jsonvalue import JsonType
 
 __all__ = [
+    "BATCH_INTERVAL_S",
+    "BATCH_TRANSACTIONS_MAX",
     "RECEIPT_CHECKS_PER_S",
+    "DemoBatcher",
     "DemoLoadGenerator",
     "DemoLoadStatistics",
     "LoadGenerator",
@@ -66,9 +81,20 @@ RECEIPT_CHECKS_PER_S: Final = 25.0
 _RECEIPT_DELAY_S: Final = 1.5
 # ... and counted as lost when still unknown or pending this long after admission.
 _RECEIPT_DEADLINE_S: Final = 60.0
-# Transactions waiting per node: about two seconds at 200 tx/s; a slower node stalls the
+# Transactions waiting per node: about two seconds at 400 tx/s; a slower node stalls the
 # producer (keeping the stream in order) instead of growing a backlog without bound.
-_QUEUE_TRANSACTIONS_MAX: Final = 400
+_QUEUE_TRANSACTIONS_MAX: Final = 800
+# Each node worker submits what is queued once per this period: short against a block, long
+# enough that one request carries many transactions (about 20 per node at 1,600 tx/s).
+BATCH_INTERVAL_S: Final = 0.05
+# One batch carries at most this many transactions: with ~700 hex characters each, well under
+# the API's default 1 MiB body cap (``[rpc] body_bytes_max``).
+BATCH_TRANSACTIONS_MAX: Final = 500
+# The producer sleeps at least this long between wake-ups (the workers batch anyway).
+_PRODUCER_TICK_S: Final = 0.005
+# Pause after a full mempool (503 / retry) or a transport error before the next batch.
+_BACKOFF_S: Final = 0.2
+_ERROR_PAUSE_S: Final = 1.0
 # A nonce refusal is resynchronised and retried at most this often per transaction.
 _NONCE_RETRIES_MAX: Final = 3
 _NONCE_CODES: Final = frozenset({"stale_nonce", "nonce_gap", "nonce_in_use"})
@@ -209,6 +235,7 @@ class DemoLoadStatistics:
 
     submitted: int = 0
     accepted: int = 0
+    batches: int = 0
     refused: Counter[str] = field(default_factory=Counter)
     accepted_by_app: Counter[str] = field(default_factory=Counter)
     backoffs: int = 0
@@ -237,6 +264,7 @@ class DemoLoadStatistics:
             return {
                 "submitted": self.submitted,
                 "accepted": self.accepted,
+                "batches": self.batches,
                 "accepted_by_app": dict(sorted(self.accepted_by_app.items())),
                 "refused": dict(self.refused.most_common()),
                 "backoffs": self.backoffs,
@@ -280,6 +308,178 @@ class _Sample:
     node: int
     admitted_s: float
     due_s: float
+
+
+class NodeApi(Protocol):
+    """What a ``DemoBatcher`` needs from a node (``node.client.Client`` implements it)."""
+
+    def submit_many(self, transactions: list[bytes]) -> dict[str, JsonType]:
+        """``POST /txs``: ``{"accepted", "rejected": [{"index", "code", "error", "retry"}]}``."""
+        ...
+
+    def next_nonce(self, public_key: bytes) -> int:
+        """The sender's next nonce, counting the node's pending transactions."""
+        ...
+
+    def transaction(self, tx_hash: bytes | str) -> dict[str, JsonType]:
+        """The transaction's status document."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Rejection:
+    code: str
+    message: str
+    retry: bool
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A transaction of the stream waiting to be (re)submitted."""
+
+    original: Transaction
+    nonce_retries: int = 0
+
+
+class DemoBatcher:
+    """The transactions routed to one node, submitted in batches (see the module docstring).
+
+    ``add`` queues a transaction of the stream; ``submit`` sends one batch and sorts the
+    outcomes, updating ``statistics`` and calling ``on_admitted(original, admitted)`` for each
+    admitted transaction (``admitted`` is re-signed with a lower nonce after a refusal)."""
+
+    def __init__(
+        self,
+        api: NodeApi,
+        keys: Mapping[bytes, PrivateKey],
+        statistics: DemoLoadStatistics,
+        on_admitted: Callable[[Transaction, Transaction], None],
+    ) -> None:
+        self.api = api
+        self.keys = keys
+        self.statistics = statistics
+        self.on_admitted = on_admitted
+        self.pending: deque[_Pending] = deque()
+        # Per sender: how many nonces below the stream's this node's chain is (refused ones).
+        self.shift: dict[bytes, int] = {}
+
+    def add(self, transaction: Transaction) -> None:
+        """Queue a transaction of the stream (after every earlier one of its sender)."""
+        self.pending.append(_Pending(transaction))
+        with self.statistics.lock:
+            self.statistics.submitted += 1
+
+    def submit(self) -> float:
+        """Submit up to ``BATCH_TRANSACTIONS_MAX`` pending transactions as one request; return
+        how long to pause before the next batch (0 unless the node pushed back or failed)."""
+        count = min(len(self.pending), BATCH_TRANSACTIONS_MAX)
+        if count == 0:
+            return 0.0
+        batch = [self.pending.popleft() for _ in range(count)]
+        signed = [self._adjusted(item.original) for item in batch]
+        try:
+            rejections = self._rejections(self.api.submit_many([tx.encoded for tx in signed]))
+        except ApiError as error:
+            # Nothing is known about this batch: resend all of it (admitted ones come back as
+            # duplicates, which count as admitted).
+            self.pending.extendleft(reversed(batch))
+            with self.statistics.lock:
+                self.statistics.errors += 1
+                self.statistics.last_error = str(error)
+            return _ERROR_PAUSE_S
+        with self.statistics.lock:
+            self.statistics.batches += 1
+        resend: list[_Pending] = []
+        held: set[bytes] = set()
+        pause = 0.0
+        for index, (item, transaction) in enumerate(zip(batch, signed, strict=True)):
+            sender = item.original.sender
+            if sender in held:
+                resend.append(item)
+                continue
+            rejection = rejections.get(index)
+            if rejection is None or rejection.code == "duplicate":
+                self._admitted(item.original, transaction)
+                continue
+            if rejection.retry:
+                resend.append(item)
+                held.add(sender)
+                pause = _BACKOFF_S
+                with self.statistics.lock:
+                    self.statistics.backoffs += 1
+                    self.statistics.last_error = rejection.message
+                continue
+            if rejection.code in _NONCE_CODES:
+                if self._known(transaction):
+                    self._admitted(item.original, transaction)
+                    continue
+                held.add(sender)
+                if item.nonce_retries < _NONCE_RETRIES_MAX:
+                    item.nonce_retries += 1
+                    self._resynchronise(item.original)
+                    resend.append(item)
+                    continue
+            else:
+                held.add(sender)
+                # The refused nonce was never used: the sender's later ones move down.
+                self.shift[sender] = self.shift.get(sender, 0) + 1
+            with self.statistics.lock:
+                self.statistics.refused[rejection.code or "unknown"] += 1
+                self.statistics.last_error = f"{rejection.code}: {rejection.message}"
+        self.pending.extendleft(reversed(resend))
+        return pause
+
+    @staticmethod
+    def _rejections(document: dict[str, JsonType]) -> dict[int, _Rejection]:
+        items = document.get("rejected")
+        if not isinstance(items, list):
+            raise ApiError(200, "rejected missing from the /txs response")
+        rejections: dict[int, _Rejection] = {}
+        for item in items:
+            index = item.get("index") if isinstance(item, dict) else None
+            if not isinstance(item, dict) or not isinstance(index, int):
+                raise ApiError(200, f"malformed rejection in the /txs response: {item!r:.100}")
+            rejections[index] = _Rejection(
+                str(item.get("code") or ""), str(item.get("error") or ""), item.get("retry") is True
+            )
+        return rejections
+
+    def _admitted(self, original: Transaction, transaction: Transaction) -> None:
+        with self.statistics.lock:
+            self.statistics.accepted += 1
+            self.statistics.accepted_by_app[original.app] += 1
+        self.on_admitted(original, transaction)
+
+    def _adjusted(self, original: Transaction) -> Transaction:
+        shift = self.shift.get(original.sender, 0)
+        if shift == 0:
+            return original
+        return sign_transaction(
+            self.keys[original.sender],
+            chain_id=original.chain_id,
+            app=original.app,
+            operation=original.operation,
+            arguments=original.arguments,
+            nonce=original.nonce - shift,
+        )
+
+    def _known(self, transaction: Transaction) -> bool:
+        """True when the node already has ``transaction`` (a resend after a lost response)."""
+        try:
+            document = self.api.transaction(transaction.hash)
+        except ApiError:
+            return False
+        return document.get("status") in ("pending", "committed")
+
+    def _resynchronise(self, original: Transaction) -> None:
+        try:
+            expected = self.api.next_nonce(original.sender)
+        except ApiError as error:
+            with self.statistics.lock:
+                self.statistics.errors += 1
+                self.statistics.last_error = str(error)
+            return
+        self.shift[original.sender] = original.nonce - expected
 
 
 class DemoLoadGenerator:
@@ -369,7 +569,8 @@ class DemoLoadGenerator:
             if pending is None:
                 now = time.monotonic()
                 if next_send > now:
-                    self._stop.wait(min(next_send - now, 0.2))
+                    # Wake at most every _PRODUCER_TICK_S and produce everything then due.
+                    self._stop.wait(min(max(next_send - now, _PRODUCER_TICK_S), 0.2))
                     continue
                 next_send = max(next_send + interval, now - _BURST_S)
                 pending = self._traffic.next_transaction(int(time.time() * 1000))
@@ -381,95 +582,26 @@ class DemoLoadGenerator:
 
     def _work(self, index: int) -> None:
         client = Client(self.addresses[index], timeout_s=10)
-        # Per sender: how many nonces below the stream's this node's chain is (refused ones).
-        shift: dict[bytes, int] = {}
+
+        def sample(original: Transaction, admitted: Transaction) -> None:
+            with self.statistics.lock:
+                sampled = self.statistics.accepted % self._sample_every == 0
+            if sampled:
+                now = time.monotonic()
+                self._samples.append(_Sample(admitted.hash, index, now, now + _RECEIPT_DELAY_S))
+
+        batcher = DemoBatcher(client, self._keys, self.statistics, sample)
+        source = self._queues[index]
         while not self._stop.is_set():
-            try:
-                original = self._queues[index].get(timeout=0.2)
-            except queue.Empty:
-                continue
-            self._submit(client, index, original, shift)
+            started = time.monotonic()
+            while len(batcher.pending) < BATCH_TRANSACTIONS_MAX:
+                try:
+                    batcher.add(source.get_nowait())
+                except queue.Empty:
+                    break
+            pause = batcher.submit()
+            self._stop.wait(max(pause, BATCH_INTERVAL_S - (time.monotonic() - started)))
         client.close()
-
-    def _submit(
-        self, client: Client, index: int, original: Transaction, shift: dict[bytes, int]
-    ) -> None:
-        self._count("submitted")
-        admitted = self._admit(client, original, shift)
-        if admitted is None:
-            return
-        with self.statistics.lock:
-            self.statistics.accepted += 1
-            self.statistics.accepted_by_app[original.app] += 1
-            sampled = self.statistics.accepted % self._sample_every == 0
-        if sampled:
-            now = time.monotonic()
-            self._samples.append(_Sample(admitted.hash, index, now, now + _RECEIPT_DELAY_S))
-
-    def _admit(
-        self, client: Client, original: Transaction, shift: dict[bytes, int]
-    ) -> Transaction | None:
-        """Submit until admitted (returns what was admitted, re-signed when shifted) or
-        refused (None, counted)."""
-        nonce_retries = 0
-        while not self._stop.is_set():
-            transaction = self._adjusted(original, shift.get(original.sender, 0))
-            try:
-                client.submit(transaction.encoded)
-            except ApiError as error:
-                if error.status == 503:
-                    self._count("backoffs", error.message)
-                    self._stop.wait(0.2)
-                    continue
-                if error.status != 422:
-                    self._count("errors", str(error))
-                    self._stop.wait(1.0)
-                    continue
-                if error.code == "duplicate" or self._known(client, transaction):
-                    return transaction
-                if error.code in _NONCE_CODES and nonce_retries < _NONCE_RETRIES_MAX:
-                    nonce_retries += 1
-                    self._resynchronise(client, original, shift)
-                    continue
-                with self.statistics.lock:
-                    self.statistics.refused[error.code or str(error.status)] += 1
-                    self.statistics.last_error = f"{error.code}: {error.message}"
-                if error.code not in _NONCE_CODES:
-                    # The refused nonce was never used: the sender's later ones move down.
-                    shift[original.sender] = shift.get(original.sender, 0) + 1
-                return None
-            return transaction
-        return None
-
-    def _adjusted(self, original: Transaction, shift: int) -> Transaction:
-        if shift == 0:
-            return original
-        return sign_transaction(
-            self._keys[original.sender],
-            chain_id=original.chain_id,
-            app=original.app,
-            operation=original.operation,
-            arguments=original.arguments,
-            nonce=original.nonce - shift,
-        )
-
-    def _known(self, client: Client, transaction: Transaction) -> bool:
-        """True when the node already has ``transaction`` (a retry after a lost response)."""
-        try:
-            document = client.transaction(transaction.hash)
-        except ApiError:
-            return False
-        return document.get("status") in ("pending", "committed")
-
-    def _resynchronise(
-        self, client: Client, original: Transaction, shift: dict[bytes, int]
-    ) -> None:
-        try:
-            expected = client.next_nonce(original.sender)
-        except ApiError as error:
-            self._count("errors", str(error))
-            return
-        shift[original.sender] = original.nonce - expected
 
     def _check_receipts(self) -> None:
         clients = [Client(address, timeout_s=10) for address in self.addresses]
