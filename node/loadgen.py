@@ -22,7 +22,8 @@ are admitted in nonce order too. The outcomes are read in batch order, per sende
   nonce lower (the refused nonce was never used);
 - refused for its nonce resynchronises the sender from the node (``/account/{key}``) and is
   resent, at most ``_NONCE_RETRIES_MAX`` times;
-- refused with ``retry`` (a full mempool) is resent in the next batch, after a short backoff.
+- refused with ``retry`` (a full mempool) or ``sender_full`` (the sender's pending queue is
+  full) is resent in a later batch, after a short backoff.
 
 Once one of a sender's transactions is refused or held back, that sender's later transactions
 in the same batch are resent after it (the node saw a nonce gap), so nothing of a sender ever
@@ -98,6 +99,9 @@ _ERROR_PAUSE_S: Final = 1.0
 # A nonce refusal is resynchronised and retried at most this often per transaction.
 _NONCE_RETRIES_MAX: Final = 3
 _NONCE_CODES: Final = frozenset({"stale_nonce", "nonce_gap", "nonce_in_use"})
+# Refusals for load that the node does not flag ``retry`` (the sender's pending queue in the
+# mempool is full): resent after a backoff like a full mempool, never counted as refused.
+_LOAD_CODES: Final = frozenset({"full", "sender_full"})
 # A flow's later step (accept an offer, finance a receivable) is generated this much traffic
 # after its earlier step, so the earlier one has committed by then (a few blocks, with room for
 # gossip between nodes and a busy machine).
@@ -401,7 +405,7 @@ class DemoBatcher:
             if rejection is None or rejection.code == "duplicate":
                 self._admitted(item.original, transaction)
                 continue
-            if rejection.retry:
+            if rejection.retry or rejection.code in _LOAD_CODES:
                 resend.append(item)
                 held.add(sender)
                 pause = _BACKOFF_S

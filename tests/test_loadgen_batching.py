@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+import pytest
+
 from apps.transaction import Transaction, sign_transaction
 from consensus.codec import Value
 from consensus.crypto import PrivateKey
@@ -28,6 +30,7 @@ class FakeNode:
     next_nonce_of: dict[bytes, int]
     refuse: Callable[[Transaction], str | None] = lambda _: None
     full_batches: int = 0
+    full_code: str = "full"
     lose_responses: set[int] = field(default_factory=set)
     admitted: list[Transaction] = field(default_factory=list)
     requests: int = 0
@@ -47,7 +50,7 @@ class FakeNode:
             elif tx.nonce > expected:
                 code = "nonce_gap"
             elif self.requests <= self.full_batches:
-                code = "full"
+                code = self.full_code
             else:
                 code = self.refuse(tx)
             if code is None:
@@ -158,8 +161,9 @@ def test_refusal_shifts_the_senders_later_nonces() -> None:
     assert statistics.submitted == 12
 
 
-def test_full_mempool_is_retried_in_order() -> None:
-    node = FakeNode({}, full_batches=1)
+@pytest.mark.parametrize("code", ["full", "sender_full"])
+def test_full_mempool_is_retried_in_order(code: str) -> None:
+    node = FakeNode({}, full_batches=1, full_code=code)
     batcher, statistics, _ = make_batcher(node)
     for tx in stream([ALICE, BOB], 10):
         batcher.add(tx)
