@@ -12,7 +12,7 @@ import sys
 import click
 
 from sims.bugs import BUGS
-from sims.config import ConfigError, SimConfig, SimResult
+from sims.config import DEFAULT_WORKLOAD, WORKLOADS, ConfigError, SimConfig, SimResult
 from sims.faults import Behaviour
 from sims.network import DelayDistribution, PartitionKind
 from sims.simulation import run_simulation
@@ -46,7 +46,15 @@ def _print_result(result: SimResult) -> None:
     echo(f"  fault parameters   {json.dumps(summary['parameters'], sort_keys=True)}")
     echo(
         f"  transactions       {summary['transactions_submitted']} submitted, "
-        f"{summary['transactions_acknowledged']} acknowledged as committed"
+        f"{summary['transactions_acknowledged']} acknowledged as committed "
+        f"({summary['workload']} workload)"
+    )
+    rejections = summary["rejections"]
+    assert isinstance(rejections, dict)
+    echo(
+        f"  receipts           {summary['receipts_ok']} ok, {summary['receipts_rejected']} "
+        "rejected by the apps"
+        + (" (" + ", ".join(f"{k} {v}" for k, v in rejections.items()) + ")" if rejections else "")
     )
     echo(f"  checks             {summary['checks_run']} run, {len(result.violations)} violated")
     echo(f"  liveness           {summary['liveness']}")
@@ -98,6 +106,13 @@ def _print_result(result: SimResult) -> None:
     multiple=True,
     help="Byzantine behaviour per byzantine validator (repeatable).",
 )
+@click.option(
+    "--workload",
+    type=click.Choice(WORKLOADS),
+    default=DEFAULT_WORKLOAD,
+    show_default=True,
+    help="demo: the demo consortium's traffic over all four apps; membership: that app alone.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_context
 def sim(
@@ -122,6 +137,7 @@ def sim(
     restart_delay: int | None,
     clock_skew: int | None,
     behaviour: tuple[str, ...],
+    workload: str,
     as_json: bool,
 ) -> None:
     """Run one deterministic fault-injection simulation of the real replica and apps.
@@ -162,6 +178,7 @@ def sim(
             bug=bug,
             twins=twins,
             overrides={k: v for k, v in overrides.items() if v is not None},
+            workload=workload,
         )
         result = run_simulation(config)
     except (ConfigError, ValueError) as error:
@@ -182,6 +199,13 @@ def sim(
 @click.option("--byzantine", type=int, help="Pin the byzantine count (default: drawn, <= f).")
 @click.option("--blocks", type=int, default=3, show_default=True)
 @click.option("--bug", type=click.Choice(sorted(BUGS)), help="Switch a planted bug on.")
+@click.option(
+    "--workload",
+    type=click.Choice(WORKLOADS),
+    default=DEFAULT_WORKLOAD,
+    show_default=True,
+    help="demo: the demo consortium's traffic over all four apps; membership: that app alone.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def sweep(
     seeds: int,
@@ -191,12 +215,20 @@ def sweep(
     byzantine: int | None,
     blocks: int,
     bug: str | None,
+    workload: str,
     as_json: bool,
 ) -> None:
     """Run seeds START .. START+SEEDS-1 in parallel processes; exit 1 if any seed fails."""
     try:
         configs = [
-            sweep_config(s, validators=validators, byzantine=byzantine, blocks=blocks, bug=bug)
+            sweep_config(
+                s,
+                validators=validators,
+                byzantine=byzantine,
+                blocks=blocks,
+                bug=bug,
+                workload=workload,
+            )
             for s in range(start, start + seeds)
         ]
     except ConfigError as error:
@@ -214,6 +246,7 @@ def sweep(
         click.echo(
             f"{summary['seeds']} seeds: {summary['passed']} passed, {summary['failed']} failed; "
             f"{summary['committed_heights']} heights committed; "
+            f"receipts {summary['receipts_ok']} ok, {summary['receipts_rejected']} rejected; "
             f"{summary['wall_time_s']} s wall, {summary['seeds_per_minute']} seeds/minute"
         )
         failures = summary["failures"]

@@ -12,7 +12,9 @@ from sims.network import DelayDistribution, PartitionKind
 
 __all__ = [
     "BLOCKS_MAX",
+    "DEFAULT_WORKLOAD",
     "VALIDATORS_MAX",
+    "WORKLOADS",
     "ConfigError",
     "SimConfig",
     "SimResult",
@@ -22,6 +24,10 @@ __all__ = [
 VALIDATORS_MAX: Final = 31
 # Heights per run: sweeps want many short runs; long soaks are many seeds, not one huge run.
 BLOCKS_MAX: Final = 10_000
+# Client workloads: the demo consortium's business traffic over all four apps (default), or
+# the membership-only register_identity workload the simulator started with.
+WORKLOADS: Final = ("demo", "membership")
+DEFAULT_WORKLOAD: Final = "demo"
 
 # Override names and the command-line flag that sets each (reproducing commands use these).
 OVERRIDE_FLAGS: Final[Mapping[str, str]] = {
@@ -56,6 +62,7 @@ class SimConfig:
     bug: str | None = None
     twins: bool = False
     overrides: Mapping[str, object] = field(default_factory=dict)
+    workload: str = DEFAULT_WORKLOAD
 
     def __post_init__(self) -> None:
         if not 0 <= self.seed < 2**64:
@@ -68,6 +75,8 @@ class SimConfig:
             raise ConfigError("twins need at least one byzantine validator to duplicate")
         if not 1 <= self.blocks <= BLOCKS_MAX:
             raise ConfigError(f"blocks must be 1..{BLOCKS_MAX}")
+        if self.workload not in WORKLOADS:
+            raise ConfigError(f"workload must be one of {', '.join(WORKLOADS)}")
         unknown = sorted(set(self.overrides) - set(OVERRIDE_FLAGS))
         if unknown:
             raise ConfigError(f"unknown fault overrides: {', '.join(unknown)}")
@@ -85,6 +94,8 @@ class SimConfig:
             parts.append("--twins")
         if self.bug is not None:
             parts.append(f"--bug {self.bug}")
+        if self.workload != DEFAULT_WORKLOAD:
+            parts.append(f"--workload {self.workload}")
         for name in sorted(self.overrides):
             value = self.overrides[name]
             flag = OVERRIDE_FLAGS[name]
@@ -121,6 +132,8 @@ class SimResult:
     wall_time_s: float
     transactions_submitted: int
     transactions_acknowledged: int
+    receipts_ok: int  # committed transactions the apps accepted (first commit of each height)
+    rejections: dict[str, int]  # committed transactions the apps rejected, by code
     events: int
     safety_claimed: bool  # False when the run exceeds the fault threshold (f+1 twins)
 
@@ -159,6 +172,10 @@ class SimResult:
             "sim_to_wall_ratio": round(self.sim_time_ms / 1000 / max(self.wall_time_s, 1e-9), 1),
             "transactions_submitted": self.transactions_submitted,
             "transactions_acknowledged": self.transactions_acknowledged,
+            "workload": self.config.workload,
+            "receipts_ok": self.receipts_ok,
+            "receipts_rejected": sum(self.rejections.values()),
+            "rejections": dict(sorted(self.rejections.items())),
             "events": self.events,
             "ok": self.ok,
             "command": self.config.command(),

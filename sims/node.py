@@ -26,9 +26,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from apps.base import BlockContext
+from apps.base import App, BlockContext
 from apps.host import AppHost, TransactionRejected
-from apps.membership import MembershipApp
 from apps.state import MemoryBackend
 from apps.transaction import Transaction, TransactionError
 from consensus.crypto import PrivateKey
@@ -90,6 +89,8 @@ class CommittedEntry:
     certificate: CommitCertificate
     app_hash: bytes
     transaction_hashes: frozenset[bytes]
+    receipts_ok: int = 0
+    rejection_codes: tuple[str, ...] = ()  # one code per receipt the apps rejected
 
 
 @dataclass(slots=True)
@@ -98,6 +99,7 @@ class NodeEnvironment:
 
     loop: EventLoop
     chain_id: str
+    apps: Callable[[], list[App]]  # a fresh set of the chain's app instances
     validators: ValidatorSet
     replica_config: ReplicaConfig
     genesis_tip: ChainTip
@@ -197,7 +199,7 @@ class SimNode:
         tip = self._tip()
         env = self.env
         self.host = AppHost(
-            [MembershipApp()],
+            env.apps(),
             self.backend,
             chain_id=env.chain_id,
             height=tip.height,
@@ -397,7 +399,14 @@ class SimNode:
         )
         result = host.execute_block(context, block.transactions)
         hashes = frozenset(receipt.transaction_hash for receipt in result.receipts)
-        entry = CommittedEntry(block, certificate, result.app_hash, hashes)
+        entry = CommittedEntry(
+            block,
+            certificate,
+            result.app_hash,
+            hashes,
+            receipts_ok=sum(1 for receipt in result.receipts if receipt.ok),
+            rejection_codes=tuple(r.code for r in result.receipts if not r.ok),
+        )
         # One atomic durable step: chain entry and state changes together.
         self.backend.apply(result.writes)
         self.disk.commit(entry)

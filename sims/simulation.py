@@ -17,6 +17,13 @@ one place never shifts another's stream. The run has two phases:
    (through block sync if need be). Byzantine validators keep misbehaving; liveness is only
    promised, and only checked, when at most f validators are byzantine.
 
+The apps are the real ones: with the default ``demo`` workload all four (membership,
+payments, scf, assets) from the demo consortium's genesis (``apps.demo.demo_consortium``,
+keyed by the seed), driven by the consortium's own traffic; with ``membership``, the
+membership app alone. Receipts of each height's first honest commit are counted (accepted,
+and rejected by code): the apps' rules reject a few transactions normally; many rejections
+mean the workload reached the apps out of order.
+
 Safety is checked at every commit and every honest signature by ``InvariantChecker``; at the
 end, every honest node's disk is checked for every acknowledged transaction.
 """
@@ -28,8 +35,13 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
+from apps.assets import AssetsApp
+from apps.base import App
+from apps.demo import demo_consortium
 from apps.host import AppHost
 from apps.membership import MembershipApp
+from apps.payments import PaymentsApp
+from apps.scf import ScfApp
 from apps.state import MemoryBackend
 from consensus.codec import encode
 from consensus.crypto import PrivateKey, hash_bytes
@@ -43,7 +55,7 @@ from sims.faults import FAULT_TICK_MS, Behaviour, FaultParameters
 from sims.loop import EventLoop
 from sims.network import Partition, PartitionKind, SimNetwork
 from sims.node import CommittedEntry, NodeEnvironment, SimNode, signed_statements
-from sims.workload import Workload, membership_genesis
+from sims.workload import ClientWorkload, DemoWorkload, Workload, membership_genesis
 
 __all__ = ["CHAIN_ID", "Simulation", "run_simulation"]
 
@@ -72,6 +84,16 @@ LIVENESS_EXTRA_VIEWS: Final = 3
 LIVENESS_SLACK_MS: Final = 3_000
 # After the new height commits, every honest node must reach it within this time.
 CATCH_UP_MS: Final = 10_000
+
+
+def demo_apps() -> list[App]:
+    """The four business apps the demo workload runs."""
+    return [MembershipApp(), PaymentsApp(), ScfApp(), AssetsApp()]
+
+
+def membership_apps() -> list[App]:
+    """The membership app alone (the ``membership`` workload)."""
+    return [MembershipApp()]
 
 
 def validator_key(index: int) -> PrivateKey:
@@ -147,9 +169,16 @@ class Simulation:
         self.replica_config = replica_config
 
         # Genesis, computed once by the real host.
+        if config.workload == "demo":
+            apps = demo_apps
+            consortium = demo_consortium(seed, chain_id=CHAIN_ID)
+            app_genesis = consortium.app_genesis
+        else:
+            apps = membership_apps
+            app_genesis = {"membership": membership_genesis()}
         genesis_backend = MemoryBackend()
-        genesis_host = AppHost([MembershipApp()], genesis_backend, chain_id=CHAIN_ID)
-        writes, genesis_app_hash = genesis_host.init_genesis({"membership": membership_genesis()})
+        genesis_host = AppHost(apps(), genesis_backend, chain_id=CHAIN_ID)
+        writes, genesis_app_hash = genesis_host.init_genesis(app_genesis)
         genesis_hash = hash_bytes(
             encode((b"suanpan/sim/genesis", CHAIN_ID, self.validators.hash(), genesis_app_hash))
         )
@@ -163,13 +192,27 @@ class Simulation:
         )
         self.network = SimNetwork(self.loop, stream("network"), self.parameters.link_faults())
         self.network.attach(self._deliver)
-        self.workload = Workload(stream("workload"), CHAIN_ID)
+        node_count = n + (byzantine if config.twins else 0)
+        self.workload: ClientWorkload
+        if config.workload == "demo":
+            self.workload = DemoWorkload(
+                stream("workload"),
+                consortium,
+                seed=seed,
+                node_count=node_count,
+                time_offset_ms=GENESIS_TIME_MS,
+            )
+        else:
+            self.workload = Workload(stream("workload"), CHAIN_ID)
+        self.receipts_ok = 0
+        self.rejections: dict[str, int] = {}
         self._canonical_entries: dict[int, CommittedEntry] = {}
         self.counters = _Counters()
 
         env = NodeEnvironment(
             loop=self.loop,
             chain_id=CHAIN_ID,
+            apps=apps,
             validators=self.validators,
             replica_config=replica_config,
             genesis_tip=genesis_tip,
@@ -249,7 +292,11 @@ class Simulation:
         self.checker.on_commit(
             self.loop.now_ms, node.node_id, block, entry.certificate, entry.app_hash
         )
-        self._canonical_entries.setdefault(block.height, entry)
+        if block.height not in self._canonical_entries:
+            self._canonical_entries[block.height] = entry
+            self.receipts_ok += entry.receipts_ok
+            for code in entry.rejection_codes:
+                self.rejections[code] = self.rejections.get(code, 0) + 1
         for transaction_hash in sorted(entry.transaction_hashes):
             if self.workload.on_committed(transaction_hash):
                 self.checker.on_acknowledged(transaction_hash, block.height)
@@ -439,6 +486,8 @@ class Simulation:
             wall_time_s=time.perf_counter() - started,
             transactions_submitted=self.workload.submitted,
             transactions_acknowledged=self.workload.acknowledged,
+            receipts_ok=self.receipts_ok,
+            rejections=dict(self.rejections),
             events=loop.events_run,
             safety_claimed=self.safety_claimed,
         )

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 
-from sims.config import SimConfig
+from sims.config import DEFAULT_WORKLOAD, SimConfig
 from sims.simulation import run_simulation
 
 __all__ = ["SweepResult", "run_sweep", "sweep_config"]
@@ -28,13 +28,21 @@ def sweep_config(
     byzantine: int | None = None,
     blocks: int = 3,
     bug: str | None = None,
+    workload: str = DEFAULT_WORKLOAD,
 ) -> SimConfig:
     """The configuration a sweep runs for ``seed`` (shape drawn from the seed unless pinned)."""
     rng = random.Random(f"suanpan/sweep/{seed}")
     n = validators if validators is not None else rng.choice(_SHAPES)
     f = (n - 1) // 3
     k = byzantine if byzantine is not None else rng.randint(0, f)
-    return SimConfig(seed=seed, validators=n, byzantine=min(k, n), blocks=blocks, bug=bug)
+    return SimConfig(
+        seed=seed,
+        validators=n,
+        byzantine=min(k, n),
+        blocks=blocks,
+        bug=bug,
+        workload=workload,
+    )
 
 
 @dataclass(slots=True)
@@ -59,6 +67,8 @@ class SweepResult:
             "failed": len(self.failures),
             "liveness_failed": sum(1 for run in self.runs if run["liveness"] == "failed"),
             "committed_heights": heights,
+            "receipts_ok": sum(int(str(run["receipts_ok"])) for run in self.runs),
+            "receipts_rejected": sum(int(str(run["receipts_rejected"])) for run in self.runs),
             "wall_time_s": round(self.wall_time_s, 2),
             "seeds_per_minute": round(seeds * 60 / max(self.wall_time_s, 1e-9), 1),
             "failures": [

@@ -213,3 +213,25 @@ def test_trace_digest_does_not_depend_on_the_process_hash_seed() -> None:
         assert completed.returncode in (0, 1), completed.stderr
         digests.add(json.loads(completed.stdout)["trace_digest"])
     assert len(digests) == 1
+
+
+def test_demo_workload_runs_the_business_apps_in_order_and_counts_receipts() -> None:
+    result = run_simulation(SimConfig(seed=1, validators=4, blocks=20, overrides=CALM))
+    assert result.ok, result.violations
+    summary = result.describe()
+    assert summary["workload"] == "demo"
+    assert result.receipts_ok >= 10
+    # Each sender in nonce order, cross-sender steps windowed: the apps reject nothing here.
+    assert summary["receipts_rejected"] == 0, summary["rejections"]
+    assert result.transactions_acknowledged == result.receipts_ok
+
+
+def test_membership_workload_stays_available_and_is_named_in_the_command() -> None:
+    config = SimConfig(seed=1, validators=4, blocks=5, overrides=CALM, workload="membership")
+    result = run_simulation(config)
+    assert result.ok, result.violations
+    assert result.transactions_acknowledged > 0
+    assert "--workload membership" in config.command()
+    assert "--workload" not in SimConfig(seed=1).command()
+    demo = run_simulation(SimConfig(seed=1, validators=4, blocks=5, overrides=CALM))
+    assert demo.trace_digest != result.trace_digest
