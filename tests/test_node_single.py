@@ -13,13 +13,11 @@ import pytest
 import trio
 
 from consensus.types import CommitCertificate, verify_certificate
+from node import runtime
 from node.client import ApiError, Client
 from node.home import load_home
 from node.loadgen import register_identity_transaction
 from node.testnet import create_testnet
-
-
-from node import runtime
 
 DEADLINE_S = 120.0
 

@@ -12,7 +12,6 @@ from sims.bugs import BUGS
 from sims.config import SimConfig
 from sims.simulation import run_simulation
 
-
 # Seeds tried per bug before the test gives up (most bugs fall on the first few).
 SEEDS_MAX = 60
 

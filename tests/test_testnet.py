@@ -20,7 +20,6 @@ from node.client import ApiError, Client
 from node.loadgen import register_identity_transaction
 from node.testnet import Testnet, agreement_problems, create_testnet
 
-
 # Deadlines for a 2-core machine shared with other test runs; typical times are far shorter.
 STARTUP_S = 120.0
 PROGRESS_S = 120.0
