@@ -24,15 +24,10 @@ chain tip), and starts, under one nursery:
 * **proposals**: the primary reaps the mempool after ``[consensus] block_interval_ms`` and,
   once the replica has sent the proposal, executes it itself while the others validate it
   (``_pre_execute``), so its commit only writes; every node caches the execution of a block
-  it validated under the block's hash and parent height and reuses it at commit; a proposal
-  carries at most as many transactions as recent blocks ordered in half the view timeout
-  (commit-to-commit wall time per transaction), so an overloaded pool cannot grow blocks
-  until one outlasts the view timeout;
+  it validated under the block's hash and parent height and reuses it at commit;
 * **block sync** is the replica's: when it sees f+1 validators ahead it emits
   ``RequestBlocks``; blocks arrive as a ``BlockResponse`` message whose certificates the
-  replica verifies before it emits ``Commit``; the node then joins consensus at the new tip.
-  Each commit's LMDB write and fsync run on a worker thread that the driver awaits, so a
-  synced batch is applied one block at a time with the loop free between blocks;
+  replica verifies before it emits ``Commit``; the node then joins consensus at the new tip;
 * the **client API** and the **metrics** endpoint (``node.http``).
 
 SIGINT/SIGTERM cancel the nursery; the store is closed on the way out. A restart restores the
@@ -113,18 +108,6 @@ _REJECTED_REMEMBERED: Final = 10_000
 _ADMIT_BATCH_MAX: Final = 2048
 # Validated blocks whose execution results are kept for their commit (a few views' worth).
 _VALIDATED_CACHE_MAX: Final = 8
-# Share of the base view timeout one block may take from commit to commit, at the wall time
-# per transaction measured over recent blocks. Without this cap an overloaded pool makes every
-# block bigger and slower until one outlasts the view timeout, and the view change throws the
-# round away: throughput collapses instead of levelling off at what the nodes can order.
-_PROPOSAL_TIME_SHARE: Final = 0.5
-# A proposal is never capped below this many transactions by the time budget.
-_PROPOSAL_BUDGET_FLOOR: Final = 100
-# Blocks smaller than this do not update the measured time per transaction: their interval is
-# mostly the fixed block interval and vote rounds, which would understate what a big block costs.
-_BLOCK_SAMPLE_MIN_TRANSACTIONS: Final = 100
-# Weight of the newest block in the moving average of commit-to-commit time per transaction.
-_BLOCK_EWMA_WEIGHT: Final = 0.3
 
 
 def _now_ms() -> int:
@@ -229,11 +212,6 @@ class Node:
         self._admitted_at: dict[bytes, float] = {}
         self._validated: OrderedDict[bytes, _Validated] = OrderedDict()
         self._proposal_pending = False
-        # Moving average of commit-to-commit wall time per transaction (seconds), or None;
-        # when the last block was committed (``time.monotonic``) and how many it carried.
-        self._block_s_per_tx: float | None = None
-        self._last_commit_s: float | None = None
-        self._last_commit_transactions = 0
         self._nursery: trio.Nursery | None = None
         self.syncing = False
         self._last_view = (0, 0)
@@ -426,44 +404,12 @@ class Node:
                     await self._transaction_arrived.wait()
         transactions = self.mempool.reap(
             transactions_max=min(
-                action.transactions_max,
-                self.config.block.proposal_transactions_max,
-                self._proposal_budget(),
+                action.transactions_max, self.config.block.proposal_transactions_max
             ),
             bytes_max=min(action.transaction_bytes_max, self.config.block.proposal_bytes_max),
         )
         await self._inputs_send.send(
             ProposalPayload(action.height, action.view, tuple(transactions), _now_ms())
-        )
-
-    def _proposal_budget(self) -> int:
-        """The most transactions a proposal may carry so that, at the commit-to-commit time per
-        transaction measured over recent blocks, its block takes at most
-        ``_PROPOSAL_TIME_SHARE`` of the view timeout (the configured and genesis limits apply
-        on top; replicas do not check this, it only shapes this node's proposals)."""
-        per_tx = self._block_s_per_tx
-        if per_tx is None or per_tx <= 0:
-            return self.config.block.proposal_transactions_max
-        budget_s = self.config.consensus.view_timeout_ms / 1000 * _PROPOSAL_TIME_SHARE
-        return max(_PROPOSAL_BUDGET_FLOOR, int(budget_s / per_tx))
-
-    def _measure_block_time(self, now: float, transactions: int) -> None:
-        """Fold the interval since the previous commit into the time per transaction. Only
-        under steady load: both blocks carry ``_BLOCK_SAMPLE_MIN_TRANSACTIONS`` or more, so an
-        idle wait before the first busy block is not mistaken for its cost."""
-        previous_commit = self._last_commit_s
-        previous_transactions = self._last_commit_transactions
-        self._last_commit_s = now
-        self._last_commit_transactions = transactions
-        if (
-            previous_commit is None
-            or min(transactions, previous_transactions) < _BLOCK_SAMPLE_MIN_TRANSACTIONS
-        ):
-            return
-        sample = (now - previous_commit) / transactions
-        average = self._block_s_per_tx
-        self._block_s_per_tx = (
-            sample if average is None else average + _BLOCK_EWMA_WEIGHT * (sample - average)
         )
 
     # ------------------------------------------------------------------ validation and commit
@@ -575,8 +521,6 @@ class Node:
         self._tip_timestamp_ms = block.header.timestamp_ms
         self._validated.clear()
         now = time.monotonic()
-        if not self.syncing:
-            self._measure_block_time(now, len(block.transactions))
         for receipt in result.receipts:
             admitted = self._admitted_at.pop(receipt.transaction_hash, None)
             if admitted is not None:
