@@ -57,9 +57,7 @@ async def test_synced_batch_yields_to_the_loop_between_blocks(tmp_path: Path) ->
         async with trio.open_nursery() as nursery:
             node = await nursery.start(runtime.Node(fresh_home).run)
             assert node.host.height == 0
-            data = encode_block_response(
-                entries, bytes_max=node.network.limits.message_bytes_max
-            )
+            data = encode_block_response(entries, bytes_max=node.network.limits.message_bytes_max)
             await node._inputs_send.send(PeerMessage(data, 0))
             seen: set[int] = set()
             while node.host.height < BLOCKS:
