@@ -69,6 +69,7 @@ __all__ = [
     "STATUS_REJECTED",
     "AppHost",
     "BlockResult",
+    "CommittedChecker",
     "GenesisError",
     "GenesisResult",
     "Receipt",
@@ -482,16 +483,35 @@ class AppHost:
         ``tx`` has passed the stateless checks (decode and signature). ``expected_nonce`` lets
         the mempool admit a sender's later transactions while earlier ones are pending: it
         must be at least the committed next nonce (the default)."""
+        self._check_transaction(tx, expected_nonce, None, self.next_nonce, None)
+
+    def committed_checker(self) -> CommittedChecker:
+        """A checker over the committed state *as it is now*, for one pass over many
+        transactions (the mempool's recheck after a commit): it answers exactly as
+        ``check_transaction`` and ``next_nonce`` do, but reads once what every transaction
+        of the pass would read again (the sender's identity and institution, its nonce, the
+        last block). Valid only while the committed state does not change: use it within one
+        synchronous pass and drop it."""
+        return CommittedChecker(self)
+
+    def _check_transaction(
+        self,
+        tx: Transaction,
+        expected_nonce: int | None,
+        answers: _MembershipAnswers | None,
+        next_nonce: Callable[[bytes], int],
+        last_block: tuple[int, int] | None,
+    ) -> None:
         if tx.chain_id != self.chain_id:
             raise TransactionRejected(
                 CODE_INVALID_TRANSACTION, f"transaction is for chain {tx.chain_id!r}"
             )
-        app = self._authorise(self._backend, tx)
-        committed = self.next_nonce(tx.sender)
+        app = self._authorise(self._backend, tx, answers)
+        committed = next_nonce(tx.sender)
         if tx.nonce < committed:
             self._check_nonce(tx, committed)
         self._check_nonce(tx, committed if expected_nonce is None else expected_nonce)
-        height, time_ms = _read_last_block(self._backend)
+        height, time_ms = _read_last_block(self._backend) if last_block is None else last_block
         block = BlockContext(
             height=height + 1, time_ms=time_ms, proposer=b"", chain_id=self.chain_id
         )
@@ -650,6 +670,42 @@ def _string_map(value: Value) -> Mapping[str, Value] | None:
 
 def _nonce_key(sender: bytes) -> bytes:
     return _NONCE_PREFIX + sender
+
+
+class CommittedChecker:
+    """``AppHost.committed_checker()``: ``check_transaction`` and ``next_nonce`` over one
+    unchanging committed state, with the per-sender and per-block reads memoised (membership
+    answers through the same ``_MembershipAnswers`` memo a block uses, over an overlay that is
+    never written, so its entries never go stale while the committed state stands)."""
+
+    __slots__ = ("_answers", "_host", "_last_block", "_nonces", "chain_id")
+
+    def __init__(self, host: AppHost) -> None:
+        self._host = host
+        self.chain_id = host.chain_id
+        overlay = StateOverlay(host._backend, watch=_MEMBERSHIP_PREFIX)
+        self._answers = _MembershipAnswers(host._apps[MEMBERSHIP_APP], overlay)
+        self._nonces: dict[bytes, int] = {}
+        self._last_block: tuple[int, int] | None = None
+
+    def next_nonce(self, sender: bytes) -> int:
+        """The committed next nonce of ``sender`` (read once per sender)."""
+        nonce = self._nonces.get(sender)
+        if nonce is None:
+            nonce = self._nonces[sender] = self._host.next_nonce(sender)
+        return nonce
+
+    def committed_checker(self) -> CommittedChecker:
+        """This checker (it already is one over an unchanging committed state)."""
+        return self
+
+    def check_transaction(self, tx: Transaction, *, expected_nonce: int | None = None) -> None:
+        """As ``AppHost.check_transaction`` on the committed state this checker was made on."""
+        if self._last_block is None:
+            self._last_block = _read_last_block(self._host._backend)
+        self._host._check_transaction(
+            tx, expected_nonce, self._answers, self.next_nonce, self._last_block
+        )
 
 
 def _read_nonce(state: StateOverlay | StateBackend, sender: bytes) -> int:

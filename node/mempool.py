@@ -22,9 +22,11 @@ the rest of that sender's transactions are skipped too, so a proposal never has 
 The same sequence of calls always yields the same proposal.
 
 After a block commits, ``update`` removes its transactions and rechecks the rest against the
-new state: a transaction whose nonce was used by another (stale), or that the host now refuses,
-is evicted together with that sender's later transactions (they could only fail on their
-nonce). The evictions are returned so the node can tell clients.
+new state (through ``committed_checker()``, which reads each sender's identity and nonce once
+per pass instead of once per pending transaction): a transaction whose nonce was used by
+another (stale), or that the host now refuses, is evicted together with that sender's later
+transactions (they could only fail on their nonce). The evictions are returned so the node
+can tell clients.
 
 The mempool is plain Python (no trio, no threads): the node drives it from its event loop,
 the simulator from its own.
@@ -71,6 +73,11 @@ class TransactionChecker(Protocol):
 
     def next_nonce(self, sender: bytes) -> int:
         """The sender's next nonce in committed state."""
+        ...
+
+    def committed_checker(self) -> TransactionChecker:
+        """A checker with the same answers for one pass over the unchanged committed state
+        (it may memoise what every transaction of the pass reads)."""
         ...
 
 
@@ -237,13 +244,18 @@ class Mempool:
             if self._remove(hash_bytes(raw)):
                 committed += 1
         evicted: list[tuple[bytes, str]] = []
+        # One pass over one committed state: a checker that reads the per-sender and
+        # per-block facts once instead of once per pending transaction (same answers).
+        checker = self._checker.committed_checker()
         for sender in list(self._by_sender):
-            evicted.extend(self._recheck_sender(sender))
+            evicted.extend(self._recheck_sender(sender, checker))
         return MempoolUpdate(committed, tuple(evicted))
 
-    def _recheck_sender(self, sender: bytes) -> list[tuple[bytes, str]]:
+    def _recheck_sender(
+        self, sender: bytes, checker: TransactionChecker
+    ) -> list[tuple[bytes, str]]:
         queue = self._by_sender[sender]
-        expected = self._checker.next_nonce(sender)
+        expected = checker.next_nonce(sender)
         evicted: list[tuple[bytes, str]] = []
         for position, tx in enumerate(queue):
             reason: str | None = None
@@ -253,7 +265,7 @@ class Mempool:
                 reason = CODE_NONCE_GAP
             else:
                 try:
-                    self._checker.check_transaction(tx, expected_nonce=expected)
+                    checker.check_transaction(tx, expected_nonce=expected)
                 except TransactionRejected as rejection:
                     reason = rejection.code
             if reason is not None:

@@ -325,6 +325,11 @@ class Node:
             while pending:
                 event = pending.popleft()
                 for action in self.replica.handle(event):
+                    if isinstance(action, Commit):
+                        # Awaits the store commit on a worker thread: every committed block is
+                        # a checkpoint, so a synced batch of blocks never holds the loop.
+                        pending.append(await self._commit(action.block, action.certificate))
+                        continue
                     follow_up = self._perform(action)
                     if follow_up is not None:
                         pending.append(follow_up)
@@ -334,7 +339,8 @@ class Node:
             pending.append(await self._inputs.receive())
 
     def _perform(self, action: Action) -> Input | None:
-        """Perform one action; returns an input to feed back immediately, if any."""
+        """Perform one action other than ``Commit`` (the driver awaits that one); returns an
+        input to feed back immediately, if any."""
         if isinstance(action, Persist):
             self.store.save_replica_state(action.state)
         elif isinstance(action, Send):
@@ -344,8 +350,6 @@ class Node:
             self.network.broadcast(CONSENSUS_KIND, action.message, others)
             if self.testnet_hooks is not None:
                 self.testnet_hooks.after_broadcast(action.message)
-        elif isinstance(action, Commit):
-            return self._commit(action.block, action.certificate)
         elif isinstance(action, RequestProposal):
             self._start_proposal(action)
         elif isinstance(action, ValidateBlock):
@@ -495,7 +499,15 @@ class Node:
         proposer = self.validators.public_key(block.header.proposer)
         return BlockContext(block.height, block.header.timestamp_ms, proposer, self.chain_id)
 
-    def _commit(self, block: Block, certificate: CommitCertificate) -> Input:
+    async def _commit(self, block: Block, certificate: CommitCertificate) -> Input:
+        """Execute (or reuse the cached execution of) ``block`` and commit it.
+
+        The LMDB write transaction and its fsync run on a worker thread, off the event loop;
+        the API, gossip and admission keep running meanwhile and read the committed state
+        through LMDB's MVCC snapshots. Nothing else writes to the store then: every write
+        (replica state, evidence, commits) comes from the consensus driver, which is awaiting
+        this. The driver feeds ``BlockExecuted`` back only after this returns, so no block of
+        the next height is pre-executed or validated on a half-switched tip."""
         cached = self._validated.pop(block.hash, None)
         if cached is not None and cached.parent_height == self.host.height:
             result = cached.result
@@ -504,7 +516,7 @@ class Node:
             result = self.host.execute_block(
                 self._block_context(block), block.transactions, known=known
             )
-        self.store.commit_block(block, certificate, result)
+        await trio.to_thread.run_sync(self.store.commit_block, block, certificate, result)
         self.host.committed(block.height, result.app_hash)
         self._tip_timestamp_ms = block.header.timestamp_ms
         self._validated.clear()

@@ -26,9 +26,13 @@ with ``sync=True``) at any moment leaves either the previous height or the new o
 part of a block. The crash tests kill real processes mid-commit to check this.
 
 The map size starts small and doubles whenever a write transaction hits ``MapFullError``; the
-transaction is retried, so a full map never reaches a caller. All transactions run under one
-lock, so the map is never resized while a read is open in this process; range scans of the
-state read in batches, each in its own short read transaction.
+transaction is retried, so a full map never reaches a caller. Read transactions and map
+resizes run under one lock, so the map is never resized while a read is open in this process;
+range scans of the state read in batches, each in its own short read transaction. Write
+transactions are serialised by a second lock and do *not* hold the read lock while they write
+and fsync (a write may run on a worker thread while the event loop keeps reading older MVCC
+snapshots); a write that fills the map aborts its transaction first and only then takes the
+read lock to resize, so no transaction of this process is open during a resize.
 
 Opening a store records or checks the chain id, the genesis hash and the schema version: a data
 directory from another chain or schema is refused with ``StoreMismatchError``.
@@ -150,7 +154,11 @@ class Store:
     ) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
+        # Held by every read transaction and by map resizes (never during a write's commit).
         self._lock = threading.RLock()
+        # Serialises write transactions (one LMDB writer at a time; lock order: this, then
+        # ``_lock``).
+        self._write_lock = threading.Lock()
         try:
             self._env = lmdb.open(
                 str(path),
@@ -212,7 +220,7 @@ class Store:
 
     def close(self) -> None:
         """Close the environment (idempotent)."""
-        with self._lock:
+        with self._write_lock, self._lock:
             self._env.close()
 
     def __enter__(self) -> Store:
@@ -228,16 +236,18 @@ class Store:
 
     def _write(self, work: Callable[[lmdb.Transaction], object]) -> None:
         """Run ``work`` in one write transaction, growing the map and retrying when full."""
-        with self._lock:
+        with self._write_lock:
             while True:
                 try:
                     with self._env.begin(write=True) as txn:
                         work(txn)
                     return
                 except lmdb.MapFullError:
-                    self._grow()
+                    with self._lock:  # the write transaction is aborted; wait out the reads
+                        self._grow()
                 except lmdb.MapResizedError:
-                    self._env.set_mapsize(0)  # adopt the size another opener set
+                    with self._lock:
+                        self._env.set_mapsize(0)  # adopt the size another opener set
 
     def _grow(self) -> None:
         current = int(self._env.info()["map_size"])

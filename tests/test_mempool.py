@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from apps.host import TransactionRejected
 from apps.transaction import Transaction, sign_transaction
 from consensus.crypto import PrivateKey
 from node.mempool import Mempool, MempoolLimits, MempoolRejected
@@ -170,3 +171,50 @@ def test_proposals_never_fail_on_nonces(submissions: list[tuple[int, int]]) -> N
             pool.update(payload)
             for pending in pool.known().values():
                 assert pending.nonce >= chain.host.next_nonce(pending.sender)
+
+
+def test_committed_checker_answers_exactly_as_the_host() -> None:
+    """The recheck's memoising checker gives every transaction the same verdict (code and
+    message) as ``check_transaction``, including for senders that are suspended, unknown or
+    behind on their nonce, however often the same sender comes up."""
+    chain, _ = setup()
+    chain.run([tx(BANK_A, 0).encoded, tx(BANK_B, 0).encoded])
+    chain.run(
+        [
+            chain.sign(
+                key("regulator_sg"),
+                "membership",
+                "suspend_identity",
+                {"public_key": BANK_D.public_key},
+            )
+        ]
+    )
+    candidates = [
+        (tx(BANK_A, 0), None),  # stale
+        (tx(BANK_A, 1), None),
+        (tx(BANK_A, 2), 2),  # a later pending nonce
+        (tx(BANK_A, 3), None),  # nonce gap
+        (tx(BANK_B, 1), None),
+        (tx(BANK_C, 0), None),
+        (tx(BANK_C, 0), None),  # the same sender again, answered from the memo
+        (tx(BANK_D, 0), None),  # suspended
+        (tx(key("stranger"), 0), None),  # not a registered identity
+    ]
+
+    def verdict(check: object, transaction: Transaction, expected: int | None) -> object:
+        try:
+            check(transaction, expected_nonce=expected)  # type: ignore[operator]
+        except TransactionRejected as rejection:
+            return (rejection.code, rejection.message)
+        return None
+
+    checker = chain.host.committed_checker()
+    expected_verdicts = [verdict(chain.host.check_transaction, t, n) for t, n in candidates]
+    assert [verdict(checker.check_transaction, t, n) for t, n in candidates] == expected_verdicts
+    assert {v[0] for v in expected_verdicts if isinstance(v, tuple)} >= {
+        "stale_nonce",
+        "sender_suspended",
+        "unknown_sender",
+    }
+    for sender in (BANK_A, BANK_B, BANK_C, BANK_D):
+        assert checker.next_nonce(sender.public_key) == chain.host.next_nonce(sender.public_key)
