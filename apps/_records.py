@@ -18,10 +18,10 @@ keys may be given as 32 bytes or as 64 lowercase/uppercase hex characters (JSON 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Final
 
-from apps.base import AppError, AppState, ReadState, TxContext
+from apps.base import App, AppError, AppState, ReadState, TxContext
 from consensus.codec import CodecError, Limits, Value, decode, encode
 
 __all__ = [
@@ -413,3 +413,30 @@ def decode_state(data: bytes) -> Value:
         return decode(data, STATE_LIMITS)
     except CodecError as error:  # pragma: no cover - state is only ever written by encode
         raise AssertionError(f"corrupt state value: {error}") from None
+
+
+Handler = Callable[[TxContext, Arguments, bool], Value]
+
+
+class DispatchingApp(App):
+    """An app whose client operation ``op`` is the method ``_op(ctx, arguments, execute)``.
+
+    ``check`` runs the method with ``execute=False`` (it parses and validates the arguments,
+    then returns before touching state); ``apply`` runs it with ``execute=True``.
+    """
+
+    def check(self, ctx: TxContext, operation: str, arguments: Mapping[str, Value]) -> None:
+        """Stateless admission: the operation exists and its arguments are well formed."""
+        self._dispatch(ctx, operation, arguments, execute=False)
+
+    def apply(self, ctx: TxContext, operation: str, arguments: Mapping[str, Value]) -> Value:
+        """Execute a client operation for ``ctx.sender``."""
+        return self._dispatch(ctx, operation, arguments, execute=True)
+
+    def _dispatch(
+        self, ctx: TxContext, operation: str, arguments: Mapping[str, Value], *, execute: bool
+    ) -> Value:
+        if operation not in self.operations:
+            raise AppError("unknown_operation", f"{self.name} has no operation {operation!r}")
+        handler: Handler = getattr(self, "_" + operation)
+        return handler(ctx, Arguments(arguments), execute)

@@ -39,6 +39,7 @@ from typing import ClassVar, Final
 from apps._records import (
     AMOUNT_MAX,
     Arguments,
+    DispatchingApp,
     Identity,
     as_int,
     as_map,
@@ -57,7 +58,6 @@ from apps.base import (
     ROLE_CUSTOMER,
     ROLE_ENTERPRISE,
     ROLES,
-    App,
     AppError,
     AppState,
     ReadState,
@@ -123,7 +123,7 @@ class ReceiverFacts:
         return cls(True, identity.active, identity.roles, identity.jurisdiction)
 
 
-class AssetsApp(App):
+class AssetsApp(DispatchingApp):
     """The ``assets`` app (see the module docstring for the rules)."""
 
     name: ClassVar[str] = "assets"
@@ -145,34 +145,6 @@ class AssetsApp(App):
         """The assets app starts empty; its genesis section must be an empty map."""
         if config:
             raise AppError("bad_genesis", "assets takes no genesis configuration")
-
-    def check(self, ctx: TxContext, operation: str, arguments: Mapping[str, Value]) -> None:
-        """Stateless admission: the operation exists and its arguments are well-formed."""
-        self._dispatch(ctx, operation, arguments, execute=False)
-
-    def apply(self, ctx: TxContext, operation: str, arguments: Mapping[str, Value]) -> Value:
-        """Execute a client operation for ``ctx.sender``."""
-        return self._dispatch(ctx, operation, arguments, execute=True)
-
-    def _dispatch(
-        self, ctx: TxContext, operation: str, arguments: Mapping[str, Value], *, execute: bool
-    ) -> Value:
-        handler = {
-            "create_asset": self._create_asset,
-            "mint": self._mint,
-            "burn": self._burn,
-            "transfer": self._transfer,
-            "freeze": self._freeze,
-            "freeze_partial": self._freeze_partial,
-            "pause": self._pause,
-            "force_transfer": self._force_transfer,
-            "offer_dvp": self._offer_dvp,
-            "accept_dvp": self._accept_dvp,
-            "cancel_dvp": self._cancel_dvp,
-        }.get(operation)
-        if handler is None:
-            raise AppError("unknown_operation", f"assets has no operation {operation!r}")
-        return handler(ctx, Arguments(arguments), execute)
 
     # ------------------------------------------------------------------ issuer operations
     def _create_asset(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:

@@ -39,6 +39,7 @@ from apps._records import (
     AMOUNT_MAX,
     STATE_LIMITS,
     Arguments,
+    DispatchingApp,
     active_identity,
     as_arguments,
     as_int,
@@ -55,7 +56,6 @@ from apps.base import (
     ROLE_BANK,
     ROLE_CUSTOMER,
     ROLE_ENTERPRISE,
-    App,
     AppError,
     AppState,
     ReadState,
@@ -83,7 +83,7 @@ def fx_offer_id(transaction_hash: bytes) -> str:
     return "fx-" + transaction_hash.hex()[:24]
 
 
-class PaymentsApp(App):
+class PaymentsApp(DispatchingApp):
     """The ``payments`` app (see the module docstring for the rules)."""
 
     name: ClassVar[str] = "payments"
@@ -140,31 +140,6 @@ class PaymentsApp(App):
             _add_supply(state, currency, amount)
 
     # ------------------------------------------------------------------ dispatch
-    def check(self, ctx: TxContext, operation: str, arguments: Mapping[str, Value]) -> None:
-        """Stateless admission: the operation exists and its arguments are well-formed."""
-        self._dispatch(ctx, operation, arguments, execute=False)
-
-    def apply(self, ctx: TxContext, operation: str, arguments: Mapping[str, Value]) -> Value:
-        """Execute a client operation for ``ctx.sender``."""
-        return self._dispatch(ctx, operation, arguments, execute=True)
-
-    def _dispatch(
-        self, ctx: TxContext, operation: str, arguments: Mapping[str, Value], *, execute: bool
-    ) -> Value:
-        handler = {
-            "create_currency": self._create_currency,
-            "issue": self._issue,
-            "redeem": self._redeem,
-            "set_currency_limit": self._set_currency_limit,
-            "set_controls": self._set_controls,
-            "transfer": self._transfer,
-            "offer_fx": self._offer_fx,
-            "accept_fx": self._accept_fx,
-            "cancel_fx": self._cancel_fx,
-        }.get(operation)
-        if handler is None:
-            raise AppError("unknown_operation", f"payments has no operation {operation!r}")
-        return handler(ctx, Arguments(arguments), execute)
 
     # ------------------------------------------------------------------ currencies
     def _create_currency(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:

@@ -40,6 +40,7 @@ from typing import ClassVar, Final
 from apps._records import (
     AMOUNT_MAX,
     Arguments,
+    DispatchingApp,
     Identity,
     active_identity,
     as_int,
@@ -54,7 +55,6 @@ from apps._records import (
 from apps.base import (
     ROLE_BANK,
     ROLE_ENTERPRISE,
-    App,
     AppError,
     AppState,
     ReadState,
@@ -99,7 +99,7 @@ def discounted_price(amount: int, rate_bps: int, remaining_ms: int) -> int:
     return amount - min(discount, amount)
 
 
-class ScfApp(App):
+class ScfApp(DispatchingApp):
     """The ``scf`` app (see the module docstring for the rules)."""
 
     name: ClassVar[str] = "scf"
@@ -122,35 +122,6 @@ class ScfApp(App):
         """The scf app starts empty; its genesis section must be an empty map."""
         if config:
             raise AppError("bad_genesis", "scf takes no genesis configuration")
-
-    def check(self, ctx: TxContext, operation: str, arguments: Mapping[str, Value]) -> None:
-        """Stateless admission: the operation exists and its arguments are well-formed."""
-        self._dispatch(ctx, operation, arguments, execute=False)
-
-    def apply(self, ctx: TxContext, operation: str, arguments: Mapping[str, Value]) -> Value:
-        """Execute a client operation for ``ctx.sender``."""
-        return self._dispatch(ctx, operation, arguments, execute=True)
-
-    def _dispatch(
-        self, ctx: TxContext, operation: str, arguments: Mapping[str, Value], *, execute: bool
-    ) -> Value:
-        handler = {
-            "register_order": self._register_order,
-            "record_milestone": self._record_milestone,
-            "issue": self._issue,
-            "accept": self._accept,
-            "cancel": self._cancel,
-            "transfer": self._transfer,
-            "split": self._split,
-            "offer_financing": self._offer_financing,
-            "cancel_financing": self._cancel_financing,
-            "accept_financing": self._accept_financing,
-            "repay": self._repay,
-            "mark_overdue": self._mark_overdue,
-        }.get(operation)
-        if handler is None:
-            raise AppError("unknown_operation", f"scf has no operation {operation!r}")
-        return handler(ctx, Arguments(arguments), execute)
 
     # ------------------------------------------------------------------ orders
     def _register_order(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
