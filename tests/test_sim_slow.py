@@ -8,9 +8,7 @@ import pytest
 from sims.bugs import BUGS
 from sims.sweep import run_sweep, sweep_config
 
-pytestmark = [
-    pytest.mark.slow,
-]
+pytestmark = pytest.mark.slow
 
 
 def test_two_thousand_seeds_of_eight_heights_are_safe() -> None:
@@ -23,6 +21,7 @@ def test_two_thousand_seeds_of_eight_heights_are_safe() -> None:
 
 @pytest.mark.parametrize("name", sorted(BUGS))
 def test_each_planted_bug_is_caught_often(name: str) -> None:
-    configs = [sweep_config(seed, validators=4, blocks=6, bug=name) for seed in range(200)]
+    blocks = BUGS[name].blocks
+    configs = [sweep_config(seed, validators=4, blocks=blocks, bug=name) for seed in range(200)]
     summary = run_sweep(configs, jobs=2).describe()
     assert int(str(summary["failed"])) >= 5, summary
