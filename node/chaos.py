@@ -316,21 +316,7 @@ class _Run:
 
     def start(self) -> None:
         self.testnet.start_all()
-        clients = [Client(address, timeout_s=5.0) for address in self.info.api_addresses]
-
-        def all_up() -> bool:
-            for client in clients:
-                try:
-                    client.health()
-                except ApiError:
-                    return False
-            return True
-
-        try:
-            self.testnet.wait_until("every node's API", all_up, STARTUP_TIMEOUT_S, poll_s=0.3)
-        finally:
-            for client in clients:
-                client.close()
+        self.testnet.wait_serving(STARTUP_TIMEOUT_S)
         self.watchers = [
             _Watcher(i, address, self.stop_watching)
             for i, address in enumerate(self.info.api_addresses)

@@ -63,6 +63,8 @@ TESTNET_FILE: Final = "testnet.json"
 DEMO_APPS: Final = ("membership", "payments", "scf", "assets")
 # SIGTERM gives a node this long to close its store before SIGKILL.
 STOP_GRACE_S: Final = 15.0
+# Starting N interpreters and opening their stores on a busy 2-core machine can take a while.
+STARTUP_TIMEOUT_S: Final = 120.0
 
 
 def free_ports(count: int) -> list[int]:
@@ -398,6 +400,22 @@ class Testnet:
     def client(self, index: int, timeout_s: float = 10.0) -> Client:
         """An API client of node ``index``."""
         return Client(self.info.api_addresses[index], timeout_s=timeout_s)
+
+    def serving(self, index: int, timeout_s: float = 5.0) -> bool:
+        """True when node ``index``'s API answers ``/healthz``."""
+        try:
+            with self.client(index, timeout_s=timeout_s) as client:
+                client.health()
+        except ApiError:
+            return False
+        return True
+
+    def wait_serving(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+        """Wait until every node's API answers (raise naming a dead node or the timeout)."""
+        nodes = range(len(self.info.api_addresses))
+        self.wait_until(
+            "every node's API", lambda: all(self.serving(i) for i in nodes), timeout_s, poll_s=0.3
+        )
 
     def wait_until(
         self, condition: str, check: Callable[[], bool], timeout_s: float, *, poll_s: float = 0.2

@@ -30,7 +30,6 @@ from node.testnet import Testnet, TestnetInfo, agreement_problems, create_testne
 __all__ = ["testnet_group"]
 
 # Nodes get this long to open their stores, connect and serve the API.
-_STARTUP_TIMEOUT_S: Final = 120.0
 _REFRESH_S: Final = 1.0
 DEFAULT_DEMO_SEED: Final = 0
 
@@ -132,18 +131,6 @@ def _answers(address: str) -> bool:
     return True
 
 
-def _wait_for_api(testnet: Testnet, clients: list[Client]) -> None:
-    def all_up() -> bool:
-        for client in clients:
-            try:
-                client.health()
-            except ApiError:
-                return False
-        return True
-
-    testnet.wait_until("every node's API", all_up, _STARTUP_TIMEOUT_S, poll_s=0.3)
-
-
 @testnet_group.command("up")
 @click.option("--validators", "-n", default=4, show_default=True, type=click.IntRange(1, 64))
 @click.option(
@@ -212,7 +199,7 @@ def testnet_up(
     startup_error = ""
     try:
         testnet.start_all()
-        _wait_for_api(testnet, clients)
+        testnet.wait_serving()
         if load_rate > 0:
             load = _load_generator(info, clients[0], load_rate)
             load.start()

@@ -143,7 +143,7 @@ def run_catchup(
         testnet.start(lagging)
         testnet.wait_until(
             "the restarted validator serving",
-            lambda: _serving(testnet, lagging),
+            lambda: testnet.serving(lagging, timeout_s=2.0),
             STARTUP_TIMEOUT_S,
             poll_s=_POLL_S,
         )
@@ -168,17 +168,8 @@ def run_catchup(
             shutil.rmtree(directory, ignore_errors=True)
 
 
-def _serving(testnet: Testnet, index: int) -> bool:
-    try:
-        with testnet.client(index, timeout_s=2.0) as client:
-            client.health()
-        return True
-    except ApiError:
-        return False
-
-
 def _all_serving(testnet: Testnet, validators: int) -> bool:
-    return all(_serving(testnet, index) for index in range(validators))
+    return all(testnet.serving(index, timeout_s=2.0) for index in range(validators))
 
 
 def _settled_height(testnet: Testnet, live: range) -> int:
