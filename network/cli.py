@@ -1,4 +1,4 @@
-"""The network layer's ``suanpan`` commands (registered in ``node/cli.py``)."""
+"""The network layer's ``suanpan`` commands (registered in ``node/cli/main.py``)."""
 
 from __future__ import annotations
 

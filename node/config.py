@@ -37,7 +37,7 @@ __all__ = [
 CONFIG_BYTES_MAX: Final = 1024 * 1024  # a config file is a few KiB; refuse anything absurd
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 LOG_FORMATS: Final = ("json", "text")
-# Byzantine behaviours a testnet node can be started with (see node.byzantine); "" = honest.
+# Byzantine behaviours a testnet node can be started with (see node.testnet.byzantine); "" = honest.
 BYZANTINE_MODES: Final = ("", "double_vote", "equivocate")
 _MONIKER: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 

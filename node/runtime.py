@@ -41,9 +41,9 @@ import logging
 import signal
 import time
 from collections import OrderedDict, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 import trio
 
@@ -85,7 +85,6 @@ from network.network import InboundMessage, InboundTransactions, Network, Networ
 from network.network import PeerAddress as NetworkPeer
 from node.api import QueryError, SubmitOutcome, make_handler
 from node.apploader import AppLoadError, load_apps
-from node.faults import TestnetHooks
 from node.home import Home
 from node.http import Handler, HttpLimits, Request, Response, serve_http
 from node.jsonvalue import JsonType, to_json
@@ -93,7 +92,7 @@ from node.mempool import CODE_FULL, Mempool, MempoolLimits, MempoolRejected
 from node.metrics import NodeMetrics
 from node.store import Store, StoreError
 
-__all__ = ["CONSENSUS_KIND", "Node", "NodeStartError"]
+__all__ = ["CONSENSUS_KIND", "FaultHooks", "FaultHooksFactory", "Node", "NodeStartError"]
 
 log = logging.getLogger("suanpan.node")
 
@@ -118,6 +117,26 @@ class NodeStartError(Exception):
     """The node cannot start; the message says why and what to do about it."""
 
 
+class FaultHooks(Protocol):
+    """Fault injection installed into a testnet node (``[testnet] fault_hooks``).
+
+    The daemon only calls these two points; the implementation lives with the testnet tools
+    (``node.testnet.faults``), which the daemon never imports: ``suanpan start`` passes a
+    factory in when the home asks for hooks.
+    """
+
+    def wrap(self, handler: Handler) -> Handler:
+        """The client API handler with the hooks' admin endpoints in front of it."""
+        ...
+
+    def after_broadcast(self, payload: bytes) -> None:
+        """Called after the node broadcast one of its replica's consensus messages."""
+        ...
+
+
+FaultHooksFactory = Callable[["Node"], FaultHooks]
+
+
 @dataclass(frozen=True, slots=True)
 class _Validated:
     """A block we executed while validating it, reusable at commit if the tip is unchanged."""
@@ -129,15 +148,17 @@ class _Validated:
 class Node:
     """One Suanpan node. ``await Node(home).run()`` serves until cancelled or signalled."""
 
-    def __init__(self, home: Home) -> None:
+    def __init__(self, home: Home, *, fault_hooks: FaultHooksFactory | None = None) -> None:
+        """``fault_hooks`` builds the testnet fault hooks for a home whose config enables them
+        (``[testnet] fault_hooks``); such a home refuses to start without it."""
         try:
-            self._open(home)
+            self._open(home, fault_hooks)
         except NodeStartError:
             raise
         except (StoreError, AppLoadError, HostGenesisError, RestoreError) as error:
             raise NodeStartError(f"{type(error).__name__}: {error}") from error
 
-    def _open(self, home: Home) -> None:
+    def _open(self, home: Home, fault_hooks: FaultHooksFactory | None) -> None:
         self.home = home
         self.config = home.config
         self.genesis = home.genesis
@@ -193,17 +214,14 @@ class Node:
             )
         )
         # Fault injection (``[testnet] fault_hooks``): never present in operator homes.
-        self.testnet_hooks: TestnetHooks | None = None
+        self.testnet_hooks: FaultHooks | None = None
         if self.config.testnet.fault_hooks:
-            self.testnet_hooks = TestnetHooks(
-                self.config.testnet,
-                network=self.network,
-                node_keys=self._node_keys,
-                validator=self.index,
-                validator_key=home.validator_key,
-                chain_id=self.chain_id,
-                consensus_kind=CONSENSUS_KIND,
-            )
+            if fault_hooks is None:
+                raise NodeStartError(
+                    "config.toml enables [testnet] fault_hooks but no fault hooks were given;"
+                    " start the node with `suanpan start`"
+                )
+            self.testnet_hooks = fault_hooks(self)
         self._inputs_send, self._inputs = trio.open_memory_channel[Input](_INPUTS_MAX)
         self._verify_limiter = trio.CapacityLimiter(self.config.mempool.verify_workers)
         self._new_block = trio.Event()
@@ -218,6 +236,11 @@ class Node:
         self.ports: dict[str, int] = {}
 
     # ------------------------------------------------------------------ construction
+
+    @property
+    def validator_node_keys(self) -> tuple[bytes, ...]:
+        """Every genesis validator's node (p2p) key, in validator order."""
+        return self._node_keys
 
     def _chain_tip(self) -> ChainTip:
         height = self.store.height

@@ -9,8 +9,9 @@ submit, ``on_committed`` tells them an honest node committed a transaction.
 demo consortium yields one deterministic stream of signed payments, FX, supply-chain finance
 and asset transactions from eleven parties. The stream is dealt, in order, to one client per
 sending party; each client submits its transactions strictly in nonce order with at most one
-outstanding, first to its home node (party index mod node count, as ``node/loadgen.py`` routes
-senders) and, after ``RESUBMIT_MS`` without an acknowledgement or while the home node is down,
+outstanding, first to its home node (party index mod node count, as
+``node/testnet/loadgen.py`` routes senders) and, after ``RESUBMIT_MS`` without an
+acknowledgement or while the home node is down,
 the same bytes to another live node (at once when a node refuses them). Cross-sender order (an
 FX offer before its acceptance, a mint before the holder's transfer) is kept by a window over
 the stream: the transaction at stream position p is submitted only once every position below p

@@ -24,9 +24,9 @@ from consensus.crypto import PrivateKey, hash_bytes
 from consensus.evidence import Evidence, SignedStatement
 from consensus.types import Block, CommitCertificate, Phase, Vote
 from node.apploader import load_apps
+from node.audit.storeview import DATABASES
 from node.genesis import ConsensusParams, Genesis, GenesisValidator, load_genesis, save_genesis
 from node.store import Store
-from node.storeview import DATABASES
 
 VALIDATOR_KEYS = tuple(PrivateKey(bytes([index + 1]) * 32) for index in range(4))
 NODE_KEYS = tuple(PrivateKey(bytes([index + 101]) * 32) for index in range(4))

@@ -20,10 +20,10 @@ from click.testing import CliRunner
 from apps.demo import demo_consortium
 from consensus.codec import Value
 from node.cli import main
-from node.client import ApiError, Client
+from node.client.client import ApiError, Client
 from node.jsonvalue import from_json
-from node.loadgen import DemoLoadGenerator
-from node.testnet import Testnet, TestnetInfo, agreement_problems, create_testnet
+from node.testnet.loadgen import DemoLoadGenerator
+from node.testnet.testnet import Testnet, TestnetInfo, agreement_problems, create_testnet
 
 # Deadlines for a 2-core machine shared with other test runs; typical times are far shorter.
 STARTUP_S = 120.0

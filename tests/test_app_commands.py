@@ -25,7 +25,7 @@ from apps.scf import ScfApp
 from apps.state import MemoryBackend, NamespacedState, StateOverlay
 from consensus.codec import Value
 from consensus.crypto import hash_bytes
-from node.app_commands import (
+from node.cli.app_commands import (
     APP_COMMANDS,
     ArgumentError,
     CommandSpec,

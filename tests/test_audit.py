@@ -22,7 +22,7 @@ from consensus.codec import decode, encode
 from consensus.crypto import PrivateKey, hash_bytes
 from consensus.evidence import Evidence, SignedStatement
 from consensus.types import CommitCertificate
-from node.audit import AuditReport, audit_home
+from node.audit.audit import AuditReport, audit_home
 from node.cli import main
 from node.genesis import save_genesis
 from tests.audit_fixtures import (

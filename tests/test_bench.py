@@ -13,9 +13,9 @@ from apps.host import AppHost
 from apps.state import MemoryBackend
 from apps.transaction import Transaction
 from node.apploader import load_apps
-from node.bench.cli import bench
 from node.bench.scaling import expected_messages
 from node.bench.workload import bench_accounts, sign_streams
+from node.cli.bench import bench
 from node.jsonvalue import from_json
 
 REQUIRED_FIELDS = (

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from node.chaos import ChaosReport, run_chaos
-from node.chaos_scenario import ByzantineNode, Perturbation, Scenario, random_scenario
 from node.cli import main
+from node.testnet.chaos import ChaosReport, run_chaos
+from node.testnet.chaos_scenario import ByzantineNode, Perturbation, Scenario, random_scenario
 
 
 def explain(report: ChaosReport) -> str:

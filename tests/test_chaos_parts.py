@@ -18,8 +18,10 @@ from consensus.evidence import Evidence, SignedStatement, verify_evidence
 from consensus.messages import Proposal, decode_message, encode_message
 from consensus.types import Block, Phase, Validator, ValidatorSet, Vote
 from network import Network
-from node.byzantine import Byzantine
-from node.chaos_check import (
+from node.config import NodeConfig, TestnetConfig, parse_config, render_config
+from node.http import Request, Response, json_response
+from node.testnet.byzantine import Byzantine
+from node.testnet.chaos_check import (
     BlockRecord,
     EvidenceRecord,
     InjectionRecord,
@@ -27,7 +29,7 @@ from node.chaos_check import (
     Violation,
     check_run,
 )
-from node.chaos_scenario import (
+from node.testnet.chaos_scenario import (
     PERTURBATION_KINDS,
     Perturbation,
     ScenarioError,
@@ -36,9 +38,7 @@ from node.chaos_scenario import (
     parse_scenario,
     random_scenario,
 )
-from node.config import NodeConfig, TestnetConfig, parse_config, render_config
-from node.faults import TestnetHooks
-from node.http import Request, Response, json_response
+from node.testnet.faults import TestnetHooks
 from tests.test_network_mesh import KEYS, config_for, mesh, wait_for
 
 CHAIN = "chaos-test"

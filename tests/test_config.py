@@ -12,7 +12,7 @@ from node.cli import main
 from node.config import HostPort, NodeConfig, parse_config, render_config
 from node.genesis import parse_genesis
 from node.home import check_home
-from node.testnet import free_ports
+from node.testnet.testnet import free_ports
 
 
 def make_network(tmp_path: Path, count: int = 4) -> list[Path]:

@@ -12,9 +12,9 @@ import pytest
 from apps.transaction import Transaction, sign_transaction
 from consensus.codec import Value
 from consensus.crypto import PrivateKey
-from node.client import ApiError
+from node.client.client import ApiError
 from node.jsonvalue import JsonType
-from node.loadgen import BATCH_TRANSACTIONS_MAX, DemoBatcher, DemoLoadStatistics
+from node.testnet.loadgen import BATCH_TRANSACTIONS_MAX, DemoBatcher, DemoLoadStatistics
 
 CHAIN = "test-chain"
 ALICE = PrivateKey(bytes([1]) * 32)

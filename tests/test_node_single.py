@@ -14,10 +14,10 @@ import trio
 
 from consensus.types import CommitCertificate, verify_certificate
 from node import runtime
-from node.client import ApiError, Client
+from node.client.client import ApiError, Client
 from node.home import load_home
-from node.loadgen import register_identity_transaction
-from node.testnet import create_testnet
+from node.testnet.loadgen import register_identity_transaction
+from node.testnet.testnet import create_testnet
 
 DEADLINE_S = 120.0
 

@@ -17,7 +17,7 @@ from consensus.replica import PeerMessage
 from consensus.types import Block, CommitCertificate
 from node import runtime
 from node.home import Home, load_home
-from node.testnet import create_testnet
+from node.testnet.testnet import create_testnet
 
 DEADLINE_S = 120.0
 # Blocks in the synced batch (below the replica's ``sync_blocks_max`` of 64).

@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from consensus.codec import encode
+from node.audit.statediff import KeyDifference, diff_homes, diff_states, render_key, render_value
 from node.cli import main
-from node.statediff import KeyDifference, diff_homes, diff_states, render_key, render_value
 from tests.audit_fixtures import HEIGHTS, BuiltChain, build_home, corrupt, extend_home
 
 

@@ -16,9 +16,9 @@ import pytest
 from click.testing import CliRunner
 
 from node.cli import main
-from node.client import ApiError, Client
-from node.loadgen import register_identity_transaction
-from node.testnet import Testnet, agreement_problems, create_testnet
+from node.client.client import ApiError, Client
+from node.testnet.loadgen import register_identity_transaction
+from node.testnet.testnet import Testnet, agreement_problems, create_testnet
 
 # Deadlines for a 2-core machine shared with other test runs; typical times are far shorter.
 STARTUP_S = 120.0

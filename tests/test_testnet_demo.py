@@ -15,7 +15,7 @@ from node.apploader import load_apps
 from node.cli import main
 from node.genesis import load_genesis
 from node.keys import load_key_file
-from node.testnet import DEMO_APPS, create_testnet, load_testnet
+from node.testnet.testnet import DEMO_APPS, create_testnet, load_testnet
 
 
 def test_demo_testnet_genesis_initialises_every_app_and_writes_party_keys(tmp_path: Path) -> None:

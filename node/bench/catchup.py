@@ -23,10 +23,10 @@ from typing import Final
 
 from node.bench.submitter import SubmitPlan, start_submitter
 from node.bench.workload import bench_accounts, sign_streams
-from node.client import ApiError
+from node.client.client import ApiError
 from node.config import NodeConfig
 from node.jsonvalue import JsonType
-from node.testnet import Testnet, create_testnet
+from node.testnet.testnet import Testnet, create_testnet
 
 __all__ = ["CatchupReport", "catchup_config", "run_catchup"]
 

@@ -9,7 +9,7 @@ Theory of operation
    transaction-sized payload, as a node calls it). Every validator verifies every transaction
    once, so a testnet of ``n`` validators on this machine can order at most
    ``cores * verifications_per_core / n`` transactions per second: the *ceiling*;
-2. generates a testnet (``node.testnet``) whose genesis funds ``accounts_per_bank`` payment
+2. generates a testnet (``node.testnet.testnet``) whose genesis funds ``accounts_per_bank`` payment
    accounts per validator bank (``node.bench.workload``), and pre-signs every transfer the run
    will submit (signing is not measured);
 3. starts the node processes and waits until every node serves and sees all its peers;
@@ -56,10 +56,10 @@ from apps.transaction import TX_TAG
 from consensus.crypto import PrivateKey, hash_bytes, verify
 from node.bench.submitter import SubmitPlan, SubmitResult, start_submitter
 from node.bench.workload import BenchAccounts, bench_accounts, sign_streams
-from node.client import ApiError
+from node.client.client import ApiError
 from node.config import NodeConfig
 from node.jsonvalue import JsonType
-from node.testnet import Testnet, agreement_problems, create_testnet
+from node.testnet.testnet import Testnet, agreement_problems, create_testnet
 
 __all__ = [
     "BenchOptions",

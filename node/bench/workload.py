@@ -1,8 +1,9 @@
 """The throughput benchmark's workload: funded payment accounts and pre-signed transfers.
 
-Every validator's bank (``bank<i>``, as ``node.testnet`` names them) gets ``accounts_per_bank``
-customer accounts, each a member identity (role ``customer``) with a balance in one currency,
-``BUX`` (issued by ``bank0``). Keys are derived from the seed, so a run is reproducible.
+Every validator's bank (``bank<i>``, as ``node.testnet.testnet`` names them) gets
+``accounts_per_bank`` customer accounts, each a member identity (role ``customer``) with a
+balance in one currency, ``BUX`` (issued by ``bank0``). Keys are derived from the seed, so a
+run is reproducible.
 
 A transfer moves a small amount from one account to another account of another bank, with the
 fields a bank payment carries (end-to-end id, purpose, originator, beneficiary): about 330

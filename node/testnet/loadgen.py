@@ -59,7 +59,7 @@ from typing import Final, Protocol
 from apps.demo import STEP_GAP_TRANSACTIONS, Consortium, DemoTraffic
 from apps.transaction import Transaction, sign_transaction
 from consensus.crypto import PrivateKey, hash_bytes
-from node.client import ApiError, Client
+from node.client.client import ApiError, Client
 from node.jsonvalue import JsonType
 
 __all__ = [

@@ -1,6 +1,6 @@
 """Chaos scenarios: which nodes to perturb, how and when, from a TOML file or drawn from a seed.
 
-A scenario file (see ``node/scenarios/*.toml`` for shipped examples)::
+A scenario file (see ``node/testnet/scenarios/*.toml`` for shipped examples)::
 
     name = "kill-and-pause"      # shown in the report
     validators = 4               # testnet size (1..64)
@@ -57,8 +57,8 @@ __all__ = [
 ]
 
 PERTURBATION_KINDS: Final = ("kill", "pause", "restart", "disconnect")
-# The load: membership registrations (``node.loadgen.LoadGenerator``) or the demo consortium's
-# payments, FX, receivables and assets traffic (``DemoLoadGenerator``, all four apps).
+# The load: membership registrations (``node.testnet.loadgen.LoadGenerator``) or the demo
+# consortium's payments, FX, receivables and assets traffic (``DemoLoadGenerator``, all four apps).
 WORKLOADS: Final = ("membership", "demo")
 BYZANTINE_MODES: Final = ("double_vote", "equivocate")
 # A scenario file is a few KiB; refuse anything absurd before parsing it.
@@ -350,8 +350,8 @@ def parse_scenario(text: str, source: str = "scenario") -> Scenario:
 
 
 def builtin_scenarios() -> dict[str, str]:
-    """The shipped example scenarios (``node/scenarios/*.toml``): name -> TOML text."""
-    folder = resources.files("node") / "scenarios"
+    """The shipped example scenarios (``node/testnet/scenarios/*.toml``): name -> TOML text."""
+    folder = resources.files("node.testnet") / "scenarios"
     return {
         entry.name.removesuffix(".toml"): entry.read_text("utf-8")
         for entry in sorted(folder.iterdir(), key=lambda e: e.name)

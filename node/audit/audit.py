@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 The audit reads a node's home directory alone: ``genesis.json`` (chain id, genesis hash,
 validator set, enabled apps, genesis app state) and the LMDB store under ``data/``, opened
-read-only (``node.storeview``). It trusts nothing in the store: every height is re-derived.
+read-only (``node.audit.storeview``). It trusts nothing in the store: every height is re-derived.
 
 It walks heights in ascending order and, at each height ``h``, checks in this order (the names
 in brackets are the *items* a failure reports):
@@ -18,7 +18,7 @@ in brackets are the *items* a failure reports):
 6. its ``app_hash`` equals the hash of the replayed state after ``h-1`` [app hash];
 7. every transaction is in the transaction index at its first inclusion: at ``(h, i)``, or
    for a repeated transaction at an earlier position holding the same bytes [tx index];
-8. replaying the block through the real apps (``node.replay``) yields the stored receipts
+8. replaying the block through the real apps (``node.audit.replay``) yields the stored receipts
    [receipt] and the stored app hash of ``h`` [app hash];
 9. stored equivocation evidence filed at ``h`` decodes, is filed under its own hash and
    height, and its two signatures verify against the validator set [evidence].
@@ -62,10 +62,10 @@ from consensus.types import (
     verify_certificate,
 )
 from node.apploader import AppLoadError
+from node.audit.replay import Replay, load_home_genesis
+from node.audit.statediff import diff_states, render_key, render_value
+from node.audit.storeview import StoreView, StoreViewError, height_key
 from node.genesis import Genesis, GenesisError
-from node.replay import Replay, load_home_genesis
-from node.statediff import diff_states, render_key, render_value
-from node.storeview import StoreView, StoreViewError, height_key
 
 __all__ = ["AuditFailure", "AuditReport", "audit_home", "audit_store"]
 

@@ -5,7 +5,7 @@ hash, commit view and transaction hashes per height), the blocks its API served 
 run, its equivocation evidence, plus the byzantine injections and the height every node had
 to reach. It returns every ``Violation``; an empty list means the run was clean. It does no
 I/O, so a test can feed it fabricated, divergent observations and see it fail (the positive
-control), and the orchestrator (``node.chaos``) only gathers data.
+control), and the orchestrator (``node.testnet.chaos``) only gathers data.
 
 Checks (the ``check`` name of a violation):
 

@@ -1,4 +1,6 @@
-"""``suanpan testnet chaos``: perturb a real testnet under load and check it (``node.chaos``)."""
+"""``suanpan testnet chaos``: perturb a real testnet under load and check it.
+
+The run itself is ``node.testnet.chaos``; this module is only its command line."""
 
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from node.chaos import ChaosReport, run_chaos
-from node.chaos_scenario import (
+from node.testnet.chaos import ChaosReport, run_chaos
+from node.testnet.chaos_scenario import (
     WORKLOADS,
     ScenarioError,
     builtin_scenarios,

@@ -39,7 +39,7 @@ from typing import Final
 
 from apps.demo import Consortium, demo_consortium
 from consensus.crypto import PrivateKey
-from node.client import ApiError, Client
+from node.client.client import ApiError, Client
 from node.config import HostPort, NodeConfig, PeerAddress
 from node.genesis import ConsensusParams, Genesis, GenesisValidator, save_genesis
 from node.home import GENESIS_FILE, init_home, write_config

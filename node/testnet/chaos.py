@@ -2,9 +2,9 @@
 
 Theory of operation
 -------------------
-``run_chaos`` generates a testnet (``node.testnet.create_testnet``) whose homes carry
+``run_chaos`` generates a testnet (``node.testnet.testnet.create_testnet``) whose homes carry
 ``[testnet] fault_hooks = true`` (and, for byzantine nodes, ``[testnet] byzantine``), starts one
-process per node, waits for every API, then starts the load generator (``node.loadgen``) and
+process per node, waits for every API, then starts the load generator (``node.testnet.loadgen``) and
 one *watcher* thread per node. Time 0 of the scenario is the start of the load.
 
 The main loop polls every ``_POLL_S`` and applies each perturbation of the scenario when its
@@ -23,9 +23,9 @@ When the schedule is over (every fault undone), the load stops and the run waits
 with a deadline, until every node reaches the highest height any node had then. It reads each
 node's whole chain and evidence through the API, reads the byzantine injections from the
 byzantine nodes' logs (``byzantine_injected`` events survive restarts), stops the processes
-(each must exit 0 on SIGTERM), runs the offline audit (``node.audit.audit_home``: hash links,
+(each must exit 0 on SIGTERM), runs the offline audit (``node.audit.audit.audit_home``: hash links,
 certificates, indexes, replay of every block) on every stopped node's store, and hands the
-rest to ``node.chaos_check.check_run``. Nothing synchronises by sleeping: every wait polls a
+rest to ``node.testnet.chaos_check.check_run``. Nothing synchronises by sleeping: every wait polls a
 condition under a generous deadline.
 """
 
@@ -42,8 +42,13 @@ from typing import Final
 
 from consensus.evidence import Evidence, EvidenceError, verify_evidence
 from consensus.types import ValidatorSet
-from node.audit import audit_home
-from node.chaos_check import (
+from node.audit.audit import audit_home
+from node.client.client import ApiError, Client
+from node.config import NodeConfig, parse_config
+from node.genesis import load_genesis
+from node.home import CONFIG_FILE, GENESIS_FILE, write_config
+from node.jsonvalue import JsonType
+from node.testnet.chaos_check import (
     BlockRecord,
     EvidenceRecord,
     InjectionRecord,
@@ -51,14 +56,9 @@ from node.chaos_check import (
     Violation,
     check_run,
 )
-from node.chaos_scenario import Perturbation, Scenario
-from node.client import ApiError, Client
-from node.config import NodeConfig, parse_config
-from node.genesis import load_genesis
-from node.home import CONFIG_FILE, GENESIS_FILE, write_config
-from node.jsonvalue import JsonType
-from node.loadgen import DemoLoadGenerator, LoadGenerator
-from node.testnet import Testnet, TestnetInfo, create_testnet
+from node.testnet.chaos_scenario import Perturbation, Scenario
+from node.testnet.loadgen import DemoLoadGenerator, LoadGenerator
+from node.testnet.testnet import Testnet, TestnetInfo, create_testnet
 
 __all__ = ["ChaosReport", "FaultOutcome", "run_chaos"]
 

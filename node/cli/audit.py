@@ -9,9 +9,9 @@ from pathlib import Path
 import click
 
 from node.apploader import AppLoadError
-from node.audit import ITEM_HOME, audit_home
+from node.audit.audit import ITEM_HOME, audit_home
+from node.audit.statediff import DIFFERENCES_LISTED_MAX, StateDiffError, diff_homes
 from node.genesis import GenesisError
-from node.statediff import DIFFERENCES_LISTED_MAX, StateDiffError, diff_homes
 
 __all__ = ["audit_command", "debug_group"]
 

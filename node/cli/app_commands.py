@@ -2,10 +2,10 @@
 
 Theory of operation
 -------------------
-The command line (``node.app_cli``) and the Python client need to know, for each app, which
+The command line (``node.cli.app``) and the Python client need to know, for each app, which
 operations a client may send and which queries it may ask, with the names, types and help of
 their arguments. Rather than hand-writing dozens of commands, each app gets one ``AppCommands``
-table here; ``node.app_cli`` turns the tables into click commands
+table here; ``node.cli.app`` turns the tables into click commands
 (``suanpan tx payments transfer --to ... --amount ...``, ``suanpan query scf lineage --id ...``).
 
 Argument values arrive as text (command-line options) and are turned into canonical values by

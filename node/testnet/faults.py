@@ -4,7 +4,7 @@ Only a home whose ``config.toml`` has ``[testnet] fault_hooks = true`` gets them
 ``suanpan testnet chaos``; ``suanpan init`` never writes that section). The node runtime then
 builds one ``TestnetHooks`` and calls it in two places: it wraps the client API handler
 (``wrap``), and it passes every consensus message it broadcasts to ``after_broadcast`` (which
-lets a configured ``node.byzantine.Byzantine`` sign a conflicting one).
+lets a configured ``node.testnet.byzantine.Byzantine`` sign a conflicting one).
 
 Endpoints, on the client API address (JSON):
 
@@ -24,16 +24,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from consensus.crypto import PrivateKey
 from network.network import Network
-from node.byzantine import Byzantine
 from node.config import TestnetConfig
 from node.http import Handler, Request, Response, json_response
 from node.jsonvalue import JsonType
+from node.testnet.byzantine import Byzantine
 
-__all__ = ["ADMIN_PREFIX", "TestnetHooks"]
+if TYPE_CHECKING:
+    from node.runtime import Node
+
+__all__ = ["ADMIN_PREFIX", "TestnetHooks", "testnet_hooks_for"]
 
 ADMIN_PREFIX: Final = "/admin/faults"
 # A disconnect request names at most every validator; bodies are tiny.
@@ -154,3 +157,18 @@ class TestnetHooks:
     def _block(self, peers: frozenset[bytes]) -> None:
         self.blocked = peers
         self._network.set_blocked_peers(peers)
+
+
+def testnet_hooks_for(node: Node) -> TestnetHooks:
+    """The fault hooks of a testnet node (``node.runtime.FaultHooksFactory``)."""
+    from node.runtime import CONSENSUS_KIND
+
+    return TestnetHooks(
+        node.config.testnet,
+        network=node.network,
+        node_keys=node.validator_node_keys,
+        validator=node.index,
+        validator_key=node.home.validator_key,
+        chain_id=node.chain_id,
+        consensus_kind=CONSENSUS_KIND,
+    )

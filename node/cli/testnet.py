@@ -1,8 +1,9 @@
 """``suanpan testnet init`` and ``suanpan testnet up``: a local multi-process testnet.
 
 By default the testnet's genesis holds the demo consortium (``apps.demo``) and runs all four
-apps; ``--load TPS`` then drives its business traffic (``node.loadgen.DemoLoadGenerator``), and
-the parties' key files in ``DIR/clients/`` let a visitor act as any of them with the CLI.
+apps; ``--load TPS`` then drives its business traffic
+(``node.testnet.loadgen.DemoLoadGenerator``), and the parties' key files in ``DIR/clients/``
+let a visitor act as any of them with the CLI.
 ``--no-demo`` gives the bare testnet (membership only, membership load)."""
 
 from __future__ import annotations
@@ -22,10 +23,16 @@ from rich.live import Live
 from rich.table import Table
 
 from consensus.codec import Value
-from node.client import ApiError, Client
+from node.client.client import ApiError, Client
 from node.jsonvalue import JsonType, to_json
-from node.loadgen import DemoLoadGenerator, LoadGenerator
-from node.testnet import Testnet, TestnetInfo, agreement_problems, create_testnet, load_testnet
+from node.testnet.loadgen import DemoLoadGenerator, LoadGenerator
+from node.testnet.testnet import (
+    Testnet,
+    TestnetInfo,
+    agreement_problems,
+    create_testnet,
+    load_testnet,
+)
 
 __all__ = ["testnet_group"]
 

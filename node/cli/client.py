@@ -1,5 +1,5 @@
 """Client commands over the API: ``suanpan status``, ``tx send``, ``tx show``, ``block``
-(``suanpan query`` and ``suanpan tx <app> <operation>`` are generated in ``node.app_cli``).
+(``suanpan query`` and ``suanpan tx <app> <operation>`` are generated in ``node.cli.app``).
 Every command takes ``--node host:port`` (default ``$SUANPAN_NODE`` or 127.0.0.1:26657) and
 prints JSON."""
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import click
 
 from apps.transaction import TransactionError, sign_transaction
-from node.app_cli import not_a_node, resolve_node
-from node.client import ApiError, Client
+from node.cli.app import not_a_node, resolve_node
+from node.client.client import ApiError, Client
 from node.jsonvalue import JsonValueError, from_json
 from node.keys import KeyFileError, load_key_file
 

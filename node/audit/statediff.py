@@ -9,7 +9,7 @@ different values. ``diff_homes`` compares two node homes:
 
 * without a height, the states the two stores hold now (each at its own committed height);
 * with ``height=H``, the states as of height H, obtained by **replaying** each node's own
-  stored blocks 1..H through the real apps from its own genesis (``node.replay``): the store
+  stored blocks 1..H through the real apps from its own genesis (``node.audit.replay``): the store
   keeps only the latest state, not its history.
 
 Keys are shown as ``namespace/rest`` with printable ASCII kept and every other run of bytes as
@@ -28,9 +28,9 @@ from typing import Final
 from apps.host import GenesisError as HostGenesisError
 from consensus.codec import CodecError, decode, encode
 from consensus.types import Block, DecodeError
+from node.audit.replay import Replay, ReplayError, load_home_genesis
+from node.audit.storeview import StoreView, StoreViewError
 from node.jsonvalue import to_json
-from node.replay import Replay, ReplayError, load_home_genesis
-from node.storeview import StoreView, StoreViewError
 
 __all__ = [
     "DIFFERENCES_LISTED_MAX",

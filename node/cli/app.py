@@ -1,10 +1,10 @@
 """``suanpan tx <app> <operation>`` and ``suanpan query <app> <path>``, generated from the
-declarative tables in ``node.app_commands``.
+declarative tables in ``node.cli.app_commands``.
 
 Every operation becomes a command whose options are the operation's arguments
 (``suanpan tx payments transfer --to KEY --currency SGD --amount 1250 --end-to-end-id E2E-1
 --key alice.json``); every query path becomes one too (``suanpan query scf lineage --id rc-...``).
-Option texts are parsed into canonical values (``node.app_commands.parse_arguments``), so a bad
+Option texts are parsed into canonical values (``node.cli.app_commands.parse_arguments``), so a bad
 value is reported naming the option before anything is sent. ``--args JSON`` supplies arguments
 as JSON instead (options win), which keeps the old generic form working:
 ``suanpan query membership institutions --args '{"kind": "bank"}'``; an app without a table (a
@@ -36,7 +36,7 @@ from rich.tree import Tree
 
 from apps.transaction import TransactionError
 from consensus.codec import Value
-from node.app_commands import (
+from node.cli.app_commands import (
     APP_COMMANDS,
     AppCommands,
     ArgumentError,
@@ -44,10 +44,10 @@ from node.app_commands import (
     CommandSpec,
     Kind,
 )
-from node.app_commands import (
+from node.cli.app_commands import (
     parse_arguments as parse_argument_texts,
 )
-from node.client import ApiError, Client
+from node.client.client import ApiError, Client
 from node.jsonvalue import JsonType, JsonValueError, from_json, to_json
 from node.keys import KeyFileError, load_key_file
 

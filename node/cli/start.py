@@ -84,9 +84,12 @@ def start_command(home: Path) -> None:
         )
     configure_logging(loaded.config.log_level, loaded.config.log_format, loaded.log_path())
     from node.runtime import Node, NodeStartError
+    from node.testnet.faults import testnet_hooks_for
 
     try:
-        node = Node(loaded)
+        node = Node(
+            loaded, fault_hooks=testnet_hooks_for if loaded.config.testnet.fault_hooks else None
+        )
     except NodeStartError as error:
         raise click.ClickException(str(error)) from None
     try:

@@ -1,0 +1,49 @@
+"""The ``suanpan`` command line: one entry point for everything a user does."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="suanpan")
+def main() -> None:
+    """Suanpan: a permissioned BFT ledger for a consortium of banks."""
+
+
+# Subcommands live next to the code they drive; they are registered here, in help order.
+from node.cli.app import app_transaction_groups, query_group  # noqa: E402
+from node.cli.audit import audit_command, debug_group  # noqa: E402
+from node.cli.client import block_command, status_command, tx_group  # noqa: E402
+from node.cli.keys import keys_group  # noqa: E402
+from node.cli.operator import config_group, genesis_group, init_command  # noqa: E402
+from node.cli.start import start_command  # noqa: E402
+from node.cli.testnet import testnet_group  # noqa: E402
+from sims.cli import sim  # noqa: E402
+
+for command in (
+    keys_group,
+    init_command,
+    genesis_group,
+    config_group,
+    start_command,
+    testnet_group,
+    status_command,
+    tx_group,
+    query_group,
+    block_command,
+    audit_command,
+    debug_group,
+    sim,
+):
+    main.add_command(command)
+for app_group in app_transaction_groups():
+    tx_group.add_command(app_group)
+
+from network.cli import bench_gossip  # noqa: E402
+from node.cli.bench import bench  # noqa: E402
+from node.cli.chaos import chaos_command  # noqa: E402
+
+testnet_group.add_command(chaos_command)
+bench.add_command(bench_gossip, name="gossip")
+main.add_command(bench)
