@@ -180,6 +180,14 @@ class PlantedBug(Enum):
     view they were signed in."""
     SYNC_WITHOUT_CERTIFICATE = "sync_without_certificate"
     """Synced blocks are committed without verifying their commit certificate."""
+    SIGNATURE_CACHE_IGNORES_SIGNER = "signature_cache_ignores_signer"
+    """The view-change verification cache is keyed by signature bytes alone, so a signature
+    once verified for one validator's view change is accepted on any other view change."""
+    NEW_VIEW_UNCHECKED_SIGNATURES = "new_view_unchecked_signatures"
+    """A new view is accepted without checking the signatures of the view changes it carries."""
+    PREPARED_FROM_OTHER_HEIGHT = "prepared_from_other_height"
+    """A prepared certificate signed for another height is accepted in a view change or new
+    view as if it were for the current height."""
 
 
 @dataclass(frozen=True, slots=True)
