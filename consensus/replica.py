@@ -512,6 +512,11 @@ _STATE_LIMITS: Final = Limits(
 )
 
 
+# A verified signature: (signer, signed payload, signature), or (with the planted bug
+# SIGNATURE_CACHE_IGNORES_SIGNER) the signature bytes alone.
+_SignatureKey: TypeAlias = tuple[int, bytes, bytes] | bytes
+
+
 @dataclass(slots=True)
 class _Height:
     """Volatile bookkeeping for the height being decided; discarded when it commits."""
@@ -528,7 +533,10 @@ class _Height:
     validating: set[bytes] = field(default_factory=set)
     # View changes per target view, by validator.
     view_changes: dict[int, dict[int, ViewChange]] = field(default_factory=dict)
-    verified_view_changes: set[bytes] = field(default_factory=set)
+    # View-change signatures already verified, keyed by everything the signature covers: the
+    # signer, the signed bytes (height, view, prepared view and hash; the domain tag and chain
+    # id are the same for every entry) and the signature itself. See ``_view_change_signed``.
+    verified_view_changes: set[_SignatureKey] = field(default_factory=set)
     proven_prepared: set[tuple[int, bytes]] = field(default_factory=set)
     new_view_sent: set[int] = field(default_factory=set)
     # Our own signed messages of the current view, kept for re-broadcasting.
@@ -1206,20 +1214,42 @@ class Replica:
             prepared_block=safety.prepared_block,
         )
         self._round.view_changes.setdefault(safety.view, {})[self._index] = change
-        self._round.verified_view_changes.add(change.signature)
+        self._round.verified_view_changes.add(self._view_change_key(change))
         if safety.prepared is not None:
             self._round.proven_prepared.add((safety.prepared.view, safety.prepared.block_hash))
             assert safety.prepared_block is not None
             self._round.blocks.setdefault(safety.prepared_block.hash, safety.prepared_block)
         self._emit_signed(change)
 
+    def _view_change_key(self, change: ViewChange) -> _SignatureKey:
+        if self._bug(PlantedBug.SIGNATURE_CACHE_IGNORES_SIGNER):
+            return change.signature
+        payload = ViewChange.signed_payload(change.height, change.view, change.prepared)
+        return (change.validator, payload, change.signature)
+
+    def _view_change_signed(self, change: ViewChange) -> bool:
+        """True when ``change.validator`` signed ``change``; each verification is done once.
+
+        The safety argument's "across views" step needs every view change in a new view to be
+        the one its validator really sent ("one comes from an honest validator H"). The cache
+        keeps that sentence true because its key is everything the signature covers (signer,
+        signed bytes, signature): a hit means this very validator signed these very bytes.
+        Keyed by the signature alone, a byzantine validator's one genuine signature would
+        vouch for view changes claiming to come from anyone.
+        """
+        key = self._view_change_key(change)
+        if key in self._round.verified_view_changes:
+            return True
+        if not change.signature_valid(self._validators, self._chain_id):
+            return False
+        self._round.verified_view_changes.add(key)
+        return True
+
     def _view_change_problem(self, change: ViewChange, *, verified: bool) -> str | None:
         """Why ``change`` is not a valid view change for our height, or None."""
         round_ = self._round
-        if not verified and change.signature not in round_.verified_view_changes:
-            if not change.signature_valid(self._validators, self._chain_id):
-                return "bad view-change signature"
-            round_.verified_view_changes.add(change.signature)
+        if not verified and not self._view_change_signed(change):
+            return "bad view-change signature"
         prepared = change.prepared
         if (
             prepared is not None
@@ -1359,8 +1389,10 @@ class Replica:
     def _new_view_problem(self, new_view: NewView) -> str | None:
         if len(new_view.view_changes) < self._quorum:
             return f"{len(new_view.view_changes)} view changes, quorum is {self._quorum}"
+        # Signatures of the view changes inside are checked unless a planted bug skips it.
+        unchecked = self._bug(PlantedBug.NEW_VIEW_UNCHECKED_SIGNATURES)
         for change in new_view.view_changes:
-            problem = self._view_change_problem(change, verified=False)
+            problem = self._view_change_problem(change, verified=unchecked)
             if problem is not None:
                 return f"view change of {change.validator}: {problem}"
         best = self._highest_prepared(new_view.view_changes)

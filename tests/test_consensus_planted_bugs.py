@@ -39,6 +39,10 @@ from tests.consensus_harness import (
     make_keys,
     make_validators,
 )
+from tests.test_consensus_byzantine import (
+    commit_d_on_one_replica,
+    new_view_from_forged_view_changes,
+)
 from tests.test_consensus_scenarios import build_block
 
 
@@ -220,3 +224,31 @@ def test_synced_blocks_need_a_valid_certificate(bug: PlantedBug | None) -> None:
     else:
         assert [c.block.hash for c in commits] == [block.hash]
     assert not any(isinstance(a, Broadcast) for a in actions)
+
+
+@pytest.mark.parametrize(
+    ("bug", "cached_signature"),
+    [
+        (None, True),
+        (None, False),
+        (PlantedBug.SIGNATURE_CACHE_IGNORES_SIGNER, True),
+        (PlantedBug.NEW_VIEW_UNCHECKED_SIGNATURES, False),
+    ],
+)
+def test_forged_view_changes_in_a_new_view_fork_the_chain_only_with_the_bug(
+    bug: PlantedBug | None, cached_signature: bool
+) -> None:
+    """Replica 0 committed d; the byzantine primary of view 1 gets replicas 1 and 3 to accept
+    a fresh d' through view changes it forged (with its own cached signature, or with none)."""
+    cluster = Cluster(4, config=config_with(bug))
+    d = commit_d_on_one_replica(cluster)
+    d_prime = new_view_from_forged_view_changes(cluster, cached_signature=cached_signature)
+    decided = {cluster.nodes[i].chain[0][0].hash for i in (1, 3) if cluster.nodes[i].chain}
+    if bug is None:
+        assert decided <= {d.hash}
+        cluster.deliver_filter = None
+        cluster.release_held()
+        cluster.run_until(lambda: cluster.all_reached(1, nodes=[0, 1, 3]))
+        cluster.assert_agreement()
+    else:
+        assert decided == {d_prime.hash}, "d' committed on 1 and 3 while 0 committed d"

@@ -1,0 +1,142 @@
+"""Byzantine stories at the Replica's interface: one faulty validator (n = 4) crafts view
+changes and new views by hand, and the honest replicas must neither fork nor lose liveness."""
+
+from __future__ import annotations
+
+from consensus.crypto import SIGNATURE_BYTES
+from consensus.messages import Message, NewView, Proposal, ViewChange
+from consensus.replica import DropReason, primary_index
+from consensus.types import Block, Phase, Vote
+from tests.consensus_harness import (
+    CHAIN_ID,
+    Cluster,
+    build_block,
+    proposal,
+    view_change,
+    vote,
+)
+
+# n = 4 at height 1: the primary of view 0 is 1 and the primary of view 1 is 2.
+BYZANTINE = 2
+HONEST = [0, 1, 3]
+
+
+def drops(cluster: Cluster, index: int, reason: DropReason) -> list[str]:
+    return [d.detail for d in cluster.nodes[index].dropped if d.reason is reason]
+
+
+def forged_view_change(genuine: ViewChange, claimed: int) -> ViewChange:
+    """A view change claiming to come from ``claimed`` that carries ``genuine``'s signature."""
+    return ViewChange(
+        genuine.height, genuine.view, claimed, genuine.prepared, None, genuine.signature
+    )
+
+
+def commit_d_on_one_replica(cluster: Cluster) -> Block:
+    """View 0 of height 1: the honest primary 1 proposes d; the byzantine validator prepares
+    and commits d; replica 0 collects three commits and decides d, replica 1 is prepared and
+    commit-voted but never hears the other commits, replica 3 hears nothing at all."""
+    assert primary_index(cluster.validators, 1, 0) == 1
+    assert primary_index(cluster.validators, 1, 1) == BYZANTINE
+    cluster.crash(BYZANTINE)  # its replica is replaced by hand-made messages
+
+    def deliver(sender: int, receiver: int, message: Message) -> bool:
+        if 3 in (sender, receiver):
+            return False
+        return not (isinstance(message, Vote) and message.phase is Phase.COMMIT and receiver == 1)
+
+    cluster.deliver_filter = deliver
+    cluster.start()
+    cluster.tick()  # the primary's payload arrives; it proposes d
+    d = next(m for m in cluster.nodes[1].sent if isinstance(m, Proposal)).block
+    for phase in (Phase.PREPARE, Phase.COMMIT):
+        cluster.inject(
+            BYZANTINE,
+            [0, 1],
+            vote(cluster, phase, height=1, view=0, block_hash=d.hash, validator=BYZANTINE),
+        )
+    cluster.run_until(lambda: cluster.all_reached(1, nodes=[0]))
+    assert cluster.nodes[0].chain[0][0].hash == d.hash
+    assert not cluster.nodes[1].chain
+    committed_vote = [
+        m for m in cluster.nodes[1].sent if isinstance(m, Vote) and m.phase is Phase.COMMIT
+    ]
+    assert [v.block_hash for v in committed_vote] == [d.hash], "replica 1 commit-voted d"
+    return d
+
+
+def new_view_from_forged_view_changes(cluster: Cluster, *, cached_signature: bool) -> Block:
+    """After ``commit_d_on_one_replica``: replica 0 is cut off, and B, primary of view 1, sends
+    replicas 1 and 3 a new view proposing a fresh block d' whose view changes claim to come
+    from 0 and 3 and say "nothing prepared". With ``cached_signature`` B first sends its one
+    genuine view change and the forged ones carry its signature; otherwise they carry zeros.
+    B also prepares and commits d'. Returns d' after 20 s of traffic between 1 and 3."""
+    cluster.deliver_filter = lambda sender, receiver, message: {sender, receiver} <= {1, 3}
+    genuine = view_change(cluster, BYZANTINE, height=1, view=1)
+    if cached_signature:
+        cluster.inject(BYZANTINE, [1, 3], genuine)
+        forged = [forged_view_change(genuine, claimed) for claimed in (0, 3)]
+    else:
+        forged = [
+            ViewChange(1, 1, claimed, None, None, bytes(SIGNATURE_BYTES)) for claimed in (0, 3)
+        ]
+    d_prime = build_block(cluster, height=1, view=1, proposer=BYZANTINE, tag=b"d-prime")
+    new_view = NewView.create(
+        cluster.keys[BYZANTINE],
+        CHAIN_ID,
+        view_changes=[*forged, genuine],
+        proposal=proposal(cluster, d_prime, view=1, validator=BYZANTINE),
+    )
+    cluster.inject(BYZANTINE, [1, 3], new_view)
+    for phase in (Phase.PREPARE, Phase.COMMIT):
+        cluster.inject(
+            BYZANTINE,
+            [1, 3],
+            vote(cluster, phase, height=1, view=1, block_hash=d_prime.hash, validator=BYZANTINE),
+        )
+    cluster.run_for(20_000)
+    return d_prime
+
+
+def test_forged_view_changes_carrying_a_cached_signature_cannot_fork_the_chain() -> None:
+    """B sends its one genuine view change (its signature is now verified and remembered),
+    then a new view whose other view changes claim to come from honest validators, say
+    "nothing prepared", and carry B's signature. Replica 1 prepared and commit-voted d, which
+    replica 0 committed: it must refuse the new view, or d' commits at the same height."""
+    cluster = Cluster(4)
+    d = commit_d_on_one_replica(cluster)
+    d_prime = new_view_from_forged_view_changes(cluster, cached_signature=True)
+    for index in (1, 3):
+        assert any(
+            "signature" in detail for detail in drops(cluster, index, DropReason.INVALID_NEW_VIEW)
+        )
+        assert not any(
+            isinstance(m, Vote) and m.block_hash == d_prime.hash for m in cluster.nodes[index].sent
+        ), f"replica {index} voted for d'"
+    # The network heals: everyone ends with d at height 1.
+    cluster.deliver_filter = None
+    cluster.release_held()
+    cluster.run_until(lambda: cluster.all_reached(2, nodes=HONEST))
+    cluster.assert_agreement()
+    assert cluster.nodes[3].chain[0][0].hash == d.hash
+
+
+def test_forged_view_changes_cannot_force_honest_replicas_out_of_an_honest_primarys_view() -> None:
+    """Censorship: B tells every honest replica that it and another honest validator want view
+    1 (whose primary is B), forging the second view change with its own signature. f+1 = 2
+    validators ahead would make a replica join; the forged one must not count, so the honest
+    primary's block commits in view 0."""
+    cluster = Cluster(4)
+    cluster.crash(BYZANTINE)
+    cluster.start()
+    genuine = view_change(cluster, BYZANTINE, height=1, view=1)
+    for index in HONEST:
+        claimed = 3 if index == 0 else 0
+        cluster.inject(BYZANTINE, [index], genuine, forged_view_change(genuine, claimed))
+        status = cluster.nodes[index].replica.status()
+        assert (status.view, status.view_active) == (0, True), f"replica {index} left view 0"
+        assert drops(cluster, index, DropReason.INVALID_VIEW_CHANGE)
+    cluster.run_until(lambda: cluster.all_reached(1, nodes=HONEST))
+    cluster.assert_agreement()
+    block, certificate = cluster.nodes[0].chain[0]
+    assert (block.header.proposer, certificate.view) == (1, 0)
