@@ -537,7 +537,9 @@ class _Height:
     # signer, the signed bytes (height, view, prepared view and hash; the domain tag and chain
     # id are the same for every entry) and the signature itself. See ``_view_change_signed``.
     verified_view_changes: set[_SignatureKey] = field(default_factory=set)
-    proven_prepared: set[tuple[int, bytes]] = field(default_factory=set)
+    # Prepared certificates already verified, keyed by the whole certificate (height, view,
+    # block hash and every signature), so a garbled copy of a proven one is checked afresh.
+    proven_prepared: set[PreparedCertificate] = field(default_factory=set)
     new_view_sent: set[int] = field(default_factory=set)
     # Our own signed messages of the current view, kept for re-broadcasting.
     own_messages: dict[str, bytes] = field(default_factory=dict)
@@ -1216,7 +1218,7 @@ class Replica:
         self._round.view_changes.setdefault(safety.view, {})[self._index] = change
         self._round.verified_view_changes.add(self._view_change_key(change))
         if safety.prepared is not None:
-            self._round.proven_prepared.add((safety.prepared.view, safety.prepared.block_hash))
+            self._round.proven_prepared.add(safety.prepared)
             assert safety.prepared_block is not None
             self._round.blocks.setdefault(safety.prepared_block.hash, safety.prepared_block)
         self._emit_signed(change)
@@ -1251,14 +1253,16 @@ class Replica:
         if not verified and not self._view_change_signed(change):
             return "bad view-change signature"
         prepared = change.prepared
-        if (
-            prepared is not None
-            and (prepared.view, prepared.block_hash) not in round_.proven_prepared
-        ):
+        # The cache holds whole certificates: "certificates are self-verifying (q prepare
+        # signatures)" stays true of every certificate we pass on in a new view, since a hit
+        # means this exact certificate, every signature included, was verified. Keyed by
+        # (view, block hash) alone, a garbled copy of a proven certificate would be passed on
+        # and make every replica that has not proven it refuse our new view.
+        if prepared is not None and prepared not in round_.proven_prepared:
             problem = prepared.verify(self._validators, self._chain_id, self._quorum)
             if problem is not None:
                 return problem
-            round_.proven_prepared.add((prepared.view, prepared.block_hash))
+            round_.proven_prepared.add(prepared)
         return None
 
     def _on_view_change(self, change: ViewChange, *, verified: bool) -> None:

@@ -4,13 +4,14 @@ changes and new views by hand, and the honest replicas must neither fork nor los
 from __future__ import annotations
 
 from consensus.crypto import SIGNATURE_BYTES
-from consensus.messages import Message, NewView, Proposal, ViewChange
+from consensus.messages import Message, NewView, PreparedCertificate, Proposal, ViewChange
 from consensus.replica import DropReason, primary_index
 from consensus.types import Block, Phase, Vote
 from tests.consensus_harness import (
     CHAIN_ID,
     Cluster,
     build_block,
+    prepared_certificate,
     proposal,
     view_change,
     vote,
@@ -140,3 +141,51 @@ def test_forged_view_changes_cannot_force_honest_replicas_out_of_an_honest_prima
     cluster.assert_agreement()
     block, certificate = cluster.nodes[0].chain[0]
     assert (block.header.proposer, certificate.view) == (1, 0)
+
+
+def test_a_garbled_certificate_does_not_poison_an_honest_new_view() -> None:
+    """Byzantine B (0) prepared d in view 0 like replicas 1 and 2; commits are lost and
+    replica 3 hears nothing, so height 1 moves to view 1, whose primary is 2. B sends 2 a
+    genuinely signed view change whose certificate for d has one prepare signature replaced.
+    Replica 2 proved a certificate for (view 0, d) itself; it must still check B's, or it puts
+    it in its new view and replica 3, which never saw d prepared, refuses the whole new view."""
+    byzantine = 0
+    cluster = Cluster(4)
+    assert primary_index(cluster.validators, 1, 1) == 2
+    cluster.crash(byzantine)
+
+    def view_zero(sender: int, receiver: int, message: Message) -> bool:
+        if receiver == 3:
+            return False
+        return not (isinstance(message, Vote) and message.phase is Phase.COMMIT)
+
+    cluster.deliver_filter = view_zero
+    cluster.start()
+    cluster.tick()
+    d = next(m for m in cluster.nodes[1].sent if isinstance(m, Proposal)).block
+    prepare = vote(cluster, Phase.PREPARE, height=1, view=0, block_hash=d.hash, validator=byzantine)
+    cluster.inject(byzantine, [1, 2], prepare)
+    cluster.run_until(lambda: cluster.nodes[2].replica.status().view == 1)
+    cluster.held.clear()  # view 0 is over; what 3 missed stays missed
+
+    def view_one(sender: int, receiver: int, message: Message) -> bool:
+        # 3 sees no certificate for d except through the new view.
+        if receiver == 3 and isinstance(message, ViewChange) and message.prepared is not None:
+            return False
+        return not (isinstance(message, Vote) and message.view == 0)
+
+    cluster.deliver_filter = view_one
+    genuine = prepared_certificate(cluster, d, view=0, signers=[0, 1, 2])
+    other = vote(cluster, Phase.PREPARE, height=1, view=0, block_hash=d.hash, validator=3)
+    garbled = PreparedCertificate(
+        1, 0, d.hash, ((0, genuine.signatures[0][1]), (1, other.signature), genuine.signatures[2])
+    )
+    change = view_change(cluster, byzantine, height=1, view=1, prepared=garbled, block=d)
+    cluster.inject(byzantine, [2], change)
+    assert drops(cluster, 2, DropReason.INVALID_VIEW_CHANGE), "the primary checks B's certificate"
+    cluster.run_until(lambda: cluster.all_reached(1, nodes=[1, 2, 3]), max_ms=30_000)
+    cluster.assert_agreement()
+    for index in (1, 3):
+        assert not drops(cluster, index, DropReason.INVALID_NEW_VIEW)
+    block, certificate = cluster.nodes[3].chain[0]
+    assert (block.hash, certificate.view) == (d.hash, 1), "d re-proposed and committed in view 1"
