@@ -628,6 +628,10 @@ class Replica:
         self._deadline_ms: int | None = None
         self._next_resend_ms: int | None = None
         self._awaiting_payload: tuple[int, int] | None = None
+        # As a new primary waiting for a payload: the view changes our "fresh block" decision
+        # was made on. The new view carries exactly these, so it matches the decision even if
+        # a view change with a prepared certificate arrives during the wait.
+        self._new_view_basis: tuple[ViewChange, ...] = ()
         # Messages for later heights (or ours before it is ready), per signing validator.
         self._buffer: dict[int, list[Message]] = {}
         self._synced: dict[int, tuple[Block, CommitCertificate]] = {}
@@ -837,6 +841,7 @@ class Replica:
         self._round = _Height()
         self._deadline_ms = None
         self._awaiting_payload = None
+        self._new_view_basis = ()
         self._behind_since_ms = None
 
     def _on_executed(self, event: BlockExecuted) -> None:
@@ -1093,7 +1098,8 @@ class Replica:
             proposal = self._propose(block)
             self._emit_signed(proposal)
         else:
-            self._send_new_view(block)
+            basis, self._new_view_basis = self._new_view_basis, ()
+            self._send_new_view(block, basis)
         self._progress()
 
     def _propose(self, block: Block) -> Proposal:
@@ -1200,6 +1206,7 @@ class Replica:
         safety.prepared_vote = None
         safety.committed_vote = None
         self._awaiting_payload = None
+        self._new_view_basis = ()
         self._arm_timer()
         self._broadcast_view_change()
         self._try_new_view()
@@ -1334,23 +1341,29 @@ class Replica:
         changes = self._round.view_changes.get(view, {})
         if len(changes) < self._quorum or not self._ready:
             return
-        best = self._highest_prepared(list(changes.values()))
+        basis = tuple(changes.values())
+        best = self._highest_prepared(basis)
         if best is not None and not self._bug(PlantedBug.NEW_VIEW_IGNORES_PREPARED):
             block = self._round.blocks.get(best.block_hash)
             assert block is not None, "a view change with a certificate carries its block"
-            self._send_new_view(block)
+            self._send_new_view(block, basis)
         else:
+            # Nothing prepared among these view changes: a fresh block, built on a payload the
+            # driver may take a while to give. The new view will carry these view changes and
+            # no others (see ``_new_view_basis``).
             self._request_payload(view)
+            self._new_view_basis = basis
 
-    def _send_new_view(self, block: Block) -> None:
+    def _send_new_view(self, block: Block, basis: Sequence[ViewChange]) -> None:
+        """Announce our view with the view changes ``basis`` our choice of ``block`` was
+        made on (the highest prepared block among them, or a fresh one if there is none)."""
         safety = self._safety
         view = safety.view
-        changes = self._round.view_changes.get(view, {})
+        assert len(basis) >= self._quorum
+        assert all(c.view == view for c in basis)
         self._round.new_view_sent.add(view)
         proposal = self._propose(block)
-        new_view = NewView.create(
-            self._key, self._chain_id, view_changes=list(changes.values()), proposal=proposal
-        )
+        new_view = NewView.create(self._key, self._chain_id, view_changes=basis, proposal=proposal)
         safety.view_active = True
         self._round.own_messages.clear()
         self._arm_timer()
@@ -1387,6 +1400,7 @@ class Replica:
         safety.prepared_vote = None
         safety.committed_vote = None
         self._awaiting_payload = None
+        self._new_view_basis = ()
         self._arm_timer()
         self._accept_proposal(proposal)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from consensus.crypto import SIGNATURE_BYTES
 from consensus.messages import Message, NewView, PreparedCertificate, Proposal, ViewChange
-from consensus.replica import DropReason, primary_index
+from consensus.replica import DropReason, PeerMessage, primary_index
 from consensus.types import Block, Phase, Vote
 from tests.consensus_harness import (
     CHAIN_ID,
@@ -189,3 +189,37 @@ def test_a_garbled_certificate_does_not_poison_an_honest_new_view() -> None:
         assert not drops(cluster, index, DropReason.INVALID_NEW_VIEW)
     block, certificate = cluster.nodes[3].chain[0]
     assert (block.hash, certificate.view) == (d.hash, 1), "d re-proposed and committed in view 1"
+
+
+def test_a_certified_view_change_arriving_while_the_new_primary_waits_for_its_payload() -> None:
+    """No fault but timing. Only replica 0 prepares d in view 0. Replica 2, primary of view 1,
+    holds view changes from 1, 2 and 3 (none prepared), decides on a fresh block and asks its
+    driver for a payload; 0's view change with d's certificate arrives during the wait. The
+    new view must still be consistent with the decision it was built on, or every replica
+    refuses it and view 1 is lost."""
+    cluster = Cluster(4)
+    primary = primary_index(cluster.validators, 1, 1)
+
+    def view_zero(sender: int, receiver: int, message: Message) -> bool:
+        if isinstance(message, Vote) and message.phase is Phase.PREPARE and receiver != 0:
+            return False
+        return not (isinstance(message, ViewChange) and sender == 0 and receiver == primary)
+
+    cluster.deliver_filter = view_zero
+    cluster.start()
+
+    def asked_for_payload() -> bool:
+        return any(index == primary and view == 1 for index, _, view, _ in cluster.pending_payloads)
+
+    cluster.run_until(asked_for_payload)
+    certified = [(s, r, data) for s, r, data in cluster.held if s == 0 and r == primary]
+    assert certified, "0's view change to the primary was held"
+    cluster.held = [item for item in cluster.held if item not in certified]
+    for sender, _, data in certified:
+        cluster.feed(primary, PeerMessage(data, sender))
+    cluster.deliver_filter = None
+    cluster.run_until(lambda: cluster.all_reached(1))
+    cluster.assert_agreement()
+    for node in cluster.nodes:
+        assert not drops(cluster, node.index, DropReason.INVALID_NEW_VIEW)
+    assert cluster.nodes[0].chain[0][1].view == 1, "height 1 commits in view 1"
