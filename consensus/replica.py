@@ -541,6 +541,9 @@ class _Height:
     # block hash and every signature), so a garbled copy of a proven one is checked afresh.
     proven_prepared: set[PreparedCertificate] = field(default_factory=set)
     new_view_sent: set[int] = field(default_factory=set)
+    # The highest view each validator (us included) announced in a validly signed view change
+    # at this height, even one too far ahead to keep: the join and view-timeout rules use it.
+    announced: dict[int, int] = field(default_factory=dict)
     # Our own signed messages of the current view, kept for re-broadcasting.
     own_messages: dict[str, bytes] = field(default_factory=dict)
     # Commit quorums reached, as (view, block hash), waiting for the block if we lack it.
@@ -774,7 +777,8 @@ class Replica:
             self._now_ms = now_ms
         if not self._ready:
             return
-        if self._deadline_ms is not None and self._now_ms >= self._deadline_ms:
+        expired = self._deadline_ms is not None and self._now_ms >= self._deadline_ms
+        if expired and self._may_leave_view():
             self._start_view_change(self._safety.view + 1)
         elif self._next_resend_ms is not None and self._now_ms >= self._next_resend_ms:
             self._next_resend_ms = self._now_ms + self._config.resend_interval_ms
@@ -1223,6 +1227,7 @@ class Replica:
             prepared_block=safety.prepared_block,
         )
         self._round.view_changes.setdefault(safety.view, {})[self._index] = change
+        self._note_view(self._index, safety.view)
         self._round.verified_view_changes.add(self._view_change_key(change))
         if safety.prepared is not None:
             self._round.proven_prepared.add(safety.prepared)
@@ -1279,6 +1284,13 @@ class Replica:
             self._drop(DropReason.STALE, f"view change to past view {change.view}")
             return
         if change.view > safety.view + self._config.future_views_max:
+            # Too far ahead to keep, but the view it announces still counts for the join rule
+            # (as far-future heights count for block sync), so no gap is ever too wide to close.
+            if change.view > round_.announced.get(change.validator, -1) and (
+                verified or self._view_change_signed(change)
+            ):
+                self._note_view(change.validator, change.view)
+                self._maybe_join_higher_view()
             self._drop(DropReason.TOO_FAR_AHEAD, f"view change to view {change.view}")
             return
         if change.validator in round_.view_changes.get(change.view, {}):
@@ -1299,21 +1311,46 @@ class Replica:
         round_.view_changes.setdefault(change.view, {})[change.validator] = change
         if change.prepared_block is not None:
             round_.blocks.setdefault(change.prepared_block.hash, change.prepared_block)
+        self._note_view(change.validator, change.view)
         self._maybe_join_higher_view()
         self._try_new_view()
 
+    def _note_view(self, validator: int, view: int) -> None:
+        """``validator`` signed a view change to ``view`` at this height."""
+        announced = self._round.announced
+        if view > announced.get(validator, -1):
+            announced[validator] = view
+
     def _maybe_join_higher_view(self) -> None:
-        """f+1 validators want views above ours: at least one honest one does, so join the
-        smallest such view (PBFT's liveness rule)."""
+        """f+1 validators announced views above ours: at least one honest validator is at or
+        above the (f+1)-th highest of those views, so join it (PBFT's liveness rule, jumping
+        straight to the highest view f+1 validators vouch for)."""
         safety = self._safety
-        highest: dict[int, int] = {}
-        for view, changes in self._round.view_changes.items():
-            if view > safety.view:
-                for validator in changes:
-                    if validator != self._index:
-                        highest[validator] = max(highest.get(validator, 0), view)
-        if len(highest) >= self._join_threshold:
-            self._start_view_change(min(highest.values()))
+        ahead = sorted(
+            (
+                view
+                for validator, view in self._round.announced.items()
+                if view > safety.view and validator != self._index
+            ),
+            reverse=True,
+        )
+        if len(ahead) >= self._join_threshold:
+            self._start_view_change(ahead[self._join_threshold - 1])
+
+    def _may_leave_view(self) -> bool:
+        """Whether our view's timeout may move us on to the next view (view synchronisation).
+
+        From a view we are active in, always: the proposal or new view we accepted shows a
+        quorum reached it. From a view we only asked for, only once q validators (ourselves
+        included) announced it or a later one, i.e. once its primary had every chance to act.
+        A replica cut off from the others therefore waits in the first view it asked for
+        instead of running ahead alone, and honest views never drift apart for good.
+        """
+        safety = self._safety
+        if safety.view_active:
+            return True
+        supporters = sum(1 for view in self._round.announced.values() if view >= safety.view)
+        return supporters >= self._quorum
 
     @staticmethod
     def _highest_prepared(changes: Sequence[ViewChange]) -> PreparedCertificate | None:
@@ -1393,6 +1430,8 @@ class Replica:
         if problem is not None:
             self._drop(DropReason.INVALID_NEW_VIEW, problem)
             return
+        for change in new_view.view_changes:
+            self._note_view(change.validator, view)
         safety.view = view
         safety.view_active = True
         self._round.own_messages.clear()

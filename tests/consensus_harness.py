@@ -219,10 +219,11 @@ class Cluster:
             if node.up:
                 self.feed(node.index, Tick(self.now_ms))
 
-    def run_until(self, condition: Callable[[], bool], *, max_ms: int = 120_000) -> None:
+    def run_until(
+        self, condition: Callable[[], bool], *, max_ms: int = 120_000, step_ms: int = TICK_MS
+    ) -> None:
         """Deliver messages, ticking when the queue is empty, until ``condition`` holds."""
         deadline = self.now_ms + max_ms
-        steps = 0
         while not condition():
             assert self.now_ms <= deadline, f"condition not reached by {self.now_ms}"
             delivered = 0
@@ -231,10 +232,9 @@ class Cluster:
                 delivered += 1
                 if condition():
                     return
-            steps += 1
-            self.tick()
+            self.tick(step_ms)
 
-    def run_for(self, duration_ms: int) -> None:
+    def run_for(self, duration_ms: int, *, step_ms: int = TICK_MS) -> None:
         """Deliver messages and tick for ``duration_ms`` of driver time, whatever happens."""
         deadline = self.now_ms + duration_ms
         while self.now_ms < deadline:
@@ -242,7 +242,7 @@ class Cluster:
             while self.queue and delivered < 200:
                 self.deliver_one()
                 delivered += 1
-            self.tick()
+            self.tick(step_ms)
 
     def inject(self, sender: int, receivers: list[int], *messages: Message) -> None:
         """Hand-made messages from (byzantine) ``sender`` straight to ``receivers``."""

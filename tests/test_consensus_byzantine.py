@@ -223,3 +223,31 @@ def test_a_certified_view_change_arriving_while_the_new_primary_waits_for_its_pa
     for node in cluster.nodes:
         assert not drops(cluster, node.index, DropReason.INVALID_NEW_VIEW)
     assert cluster.nodes[0].chain[0][1].view == 1, "height 1 commits in view 1"
+
+
+def test_views_resynchronise_after_a_partition_with_one_validator_crashed() -> None:
+    """No forged message at all. Validator 0 is down. At height 1 the three commit votes reach
+    only replica 1, which decides; then 1 is cut off from 2 and 3 for ten minutes (messages
+    delayed, not lost). 1, alone at height 2, times out; 2 and 3 time out at height 1. When
+    the network heals, 2 and 3 decide height 1 from the late votes and start height 2 in view
+    0. Replica 1 must not have run ahead so far that the views never meet again: the chain
+    commits again after the network heals."""
+    cluster = Cluster(4)
+    cluster.crash(0)
+
+    def commits_reach_only_1(sender: int, receiver: int, message: Message) -> bool:
+        return not (isinstance(message, Vote) and message.phase is Phase.COMMIT and receiver != 1)
+
+    cluster.deliver_filter = commits_reach_only_1
+    cluster.start()
+    cluster.run_until(lambda: cluster.all_reached(1, nodes=[1]))
+    assert cluster.heights()[2:] == [0, 0]
+    cluster.deliver_filter = lambda sender, receiver, message: 1 not in (sender, receiver)
+    cluster.run_for(600_000, step_ms=250)
+    assert cluster.heights() == [0, 1, 0, 0]
+    cluster.deliver_filter = None
+    cluster.release_held()
+    cluster.run_until(
+        lambda: cluster.all_reached(3, nodes=[1, 2, 3]), max_ms=1_200_000, step_ms=250
+    )
+    cluster.assert_agreement()
