@@ -216,6 +216,10 @@ class ReplicaConfig:
     # Buffered messages (future heights, or our height before its parent block is executed)
     # per sending validator, so no single validator can crowd out the others.
     future_messages_per_validator_max: int = 64
+    # Encoded bytes of those buffered messages per sending validator: room for two messages
+    # carrying a full block (a proposal or new view, and a view change) plus votes, so a
+    # byzantine validator holds at most this much memory on an honest replica (not 64 x 16 MiB).
+    buffer_bytes_per_validator_max: int = 2 * 4 * 1024 * 1024 + 1024 * 1024
     # How long f+1 validators must be seen at a higher height before we ask for blocks (they
     # may simply have committed a moment before us).
     sync_delay_ms: int = 1_000
@@ -237,6 +241,7 @@ class ReplicaConfig:
             "block_bytes_max",
             "block_transactions_max",
             "future_messages_per_validator_max",
+            "buffer_bytes_per_validator_max",
             "sync_retry_ms",
             "sync_blocks_max",
             "resend_interval_ms",
@@ -253,6 +258,11 @@ class ReplicaConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"ReplicaConfig.{name} must be a non-negative integer")
+        if self.buffer_bytes_per_validator_max <= self.block_bytes_max:
+            raise ValueError(
+                "buffer_bytes_per_validator_max must exceed block_bytes_max, so a proposal of"
+                " a full block can wait for its parent to be executed"
+            )
         if self.view_timeout_max_ms < self.view_timeout_base_ms:
             raise ValueError("view_timeout_max_ms must be at least view_timeout_base_ms")
         if not all(isinstance(bug, PlantedBug) for bug in self.planted_bugs):
@@ -494,6 +504,9 @@ class ReplicaStatus:
     is_primary: bool
     committed_height: int
     executed: bool
+    # Messages buffered for later heights (or for ours before its parent is executed).
+    buffered_messages: int = 0
+    buffered_bytes: int = 0
 
 
 class RestoreError(ValueError):
@@ -636,7 +649,9 @@ class Replica:
         # a view change with a prepared certificate arrives during the wait.
         self._new_view_basis: tuple[ViewChange, ...] = ()
         # Messages for later heights (or ours before it is ready), per signing validator.
-        self._buffer: dict[int, list[Message]] = {}
+        # Each entry keeps the message's encoded size; bytes per validator are also summed.
+        self._buffer: dict[int, list[tuple[Message, int]]] = {}
+        self._buffer_bytes: dict[int, int] = {}
         self._synced: dict[int, tuple[Block, CommitCertificate]] = {}
         # Block sync: the highest height each validator was seen at, and request pacing.
         self._seen_height: dict[int, int] = {}
@@ -710,6 +725,8 @@ class Replica:
             is_primary=self._primary(self._safety.view) == self._index,
             committed_height=self._tip_height,
             executed=self._app_hash is not None,
+            buffered_messages=sum(len(queue) for queue in self._buffer.values()),
+            buffered_bytes=sum(self._buffer_bytes.values()),
         )
 
     @property
@@ -874,9 +891,9 @@ class Replica:
             for block, certificate in message.entries:
                 self._on_synced(block, certificate)
         else:
-            self._route(message)
+            self._route(message, len(event.data))
 
-    def _route(self, message: Message) -> None:
+    def _route(self, message: Message, size_bytes: int) -> None:
         """Consensus messages: check signer and height window, then buffer or process."""
         assert isinstance(message, Proposal | Vote | ViewChange | NewView)
         signer = message.validator
@@ -886,13 +903,16 @@ class Replica:
             return
         if height <= self._tip_height:
             if (
-                isinstance(message, ViewChange)
+                height == self._tip_height
+                and isinstance(message, ViewChange)
                 and self._signature_valid(message)
                 and self._may_serve(signer)
             ):
-                # It timed out at a height we committed: it missed the decision. Help it.
-                to_height = min(self._tip_height, height + self._config.sync_blocks_max - 1)
-                self._emit(ServeBlocks(signer, height, to_height))
+                # It timed out at the height we last decided: it missed that decision, perhaps
+                # alone with us (f+1 validators ahead would have started its block sync). Send
+                # it that one block, at most once per ``sync_retry_ms``. A view change from an
+                # older height (a replay, or a laggard f+1 others are ahead of) gets nothing.
+                self._emit(ServeBlocks(signer, height, height))
                 return
             self._drop(DropReason.STALE, f"height {height} is already committed")
             return
@@ -907,13 +927,18 @@ class Replica:
                 return
             self._note_height(signer, height)
             queue = self._buffer.setdefault(signer, [])
-            if message in queue:
+            if any(queued == message for queued, _ in queue):
                 self._drop(DropReason.DUPLICATE, f"{type(message).__name__} already buffered")
                 return
-            if len(queue) >= self._config.future_messages_per_validator_max:
+            used_bytes = self._buffer_bytes.get(signer, 0)
+            if (
+                len(queue) >= self._config.future_messages_per_validator_max
+                or used_bytes + size_bytes > self._config.buffer_bytes_per_validator_max
+            ):
                 self._drop(DropReason.BUFFER_FULL, f"buffer for validator {signer} is full")
                 return
-            queue.append(message)
+            queue.append((message, size_bytes))
+            self._buffer_bytes[signer] = used_bytes + size_bytes
             return
         self._process(message, verified=False)
 
@@ -937,12 +962,14 @@ class Replica:
         height = self._height
         for signer in sorted(self._buffer):
             queue = self._buffer[signer]
-            now = [m for m in queue if m.height == height]  # type: ignore[union-attr]
-            later = [m for m in queue if m.height > height]  # type: ignore[union-attr]
+            now = [m for m, _ in queue if m.height == height]  # type: ignore[union-attr]
+            later = [(m, size) for m, size in queue if m.height > height]  # type: ignore[union-attr]
             if later:
                 self._buffer[signer] = later
+                self._buffer_bytes[signer] = sum(size for _, size in later)
             else:
                 del self._buffer[signer]
+                del self._buffer_bytes[signer]
             for message in now:
                 if self._height != height or not self._ready:
                     return  # a replayed message decided the height; the rest waits

@@ -4,8 +4,22 @@ changes and new views by hand, and the honest replicas must neither fork nor los
 from __future__ import annotations
 
 from consensus.crypto import SIGNATURE_BYTES
-from consensus.messages import Message, NewView, PreparedCertificate, Proposal, ViewChange
-from consensus.replica import DropReason, PeerMessage, primary_index
+from consensus.messages import (
+    Message,
+    NewView,
+    PreparedCertificate,
+    Proposal,
+    ViewChange,
+    encode_message,
+)
+from consensus.replica import (
+    Dropped,
+    DropReason,
+    PeerMessage,
+    ReplicaConfig,
+    ServeBlocks,
+    primary_index,
+)
 from consensus.types import Block, Phase, Vote
 from tests.consensus_harness import (
     CHAIN_ID,
@@ -251,3 +265,58 @@ def test_views_resynchronise_after_a_partition_with_one_validator_crashed() -> N
         lambda: cluster.all_reached(3, nodes=[1, 2, 3]), max_ms=1_200_000, step_ms=250
     )
     cluster.assert_agreement()
+
+
+def test_a_flood_of_future_messages_stays_within_the_per_validator_byte_bound() -> None:
+    """Byzantine B floods an honest replica with distinct, validly signed proposals for the
+    next heights, each carrying a quarter-MiB block. Buffered, they would cost 64 x 256 KiB;
+    the replica keeps at most ``buffer_bytes_per_validator_max`` of them per validator, and
+    an honest validator's future message still finds room."""
+    config = ReplicaConfig(block_bytes_max=512 * 1024, buffer_bytes_per_validator_max=1536 * 1024)
+    cluster = Cluster(4, config=config)
+    cluster.start()
+    replica = cluster.nodes[0].replica
+    accepted_bytes = 0
+    for k in range(64):
+        block = Block.build(
+            chain_id=CHAIN_ID,
+            height=2 + k % 4,
+            view=0,
+            parent_hash=bytes(32),
+            app_hash=bytes(32),
+            proposer=BYZANTINE,
+            timestamp_ms=cluster.now_ms + k,
+            transactions=(k.to_bytes(4, "big") + bytes(64 * 1024 - 4),) * 4,
+        )
+        data = encode_message(proposal(cluster, block, view=0, validator=BYZANTINE))
+        actions = replica.handle(PeerMessage(data, BYZANTINE))
+        if not any(isinstance(a, Dropped) for a in actions):
+            accepted_bytes += len(data)
+    bound = config.buffer_bytes_per_validator_max
+    assert accepted_bytes <= bound
+    assert replica.status().buffered_bytes == accepted_bytes
+    honest = vote(cluster, Phase.PREPARE, height=2, view=0, block_hash=bytes(32), validator=1)
+    actions = replica.handle(PeerMessage(encode_message(honest), 1))
+    assert not any(isinstance(a, Dropped) for a in actions)
+    assert replica.status().buffered_bytes == accepted_bytes + len(encode_message(honest))
+
+
+def test_a_replayed_old_view_change_gets_its_signer_no_blocks() -> None:
+    """Validator 3's view change at height 1, replayed (by anyone) once the chain is at height
+    4, is stale: it asks for nothing. A view change at the height we last decided is a
+    replica that missed that decision: it gets that one block, at most once per retry
+    interval."""
+    cluster = Cluster(4)
+    cluster.start()
+    cluster.run_until(lambda: cluster.all_reached(3))
+    replica = cluster.nodes[0].replica
+    tip = replica.status().committed_height
+    old = encode_message(view_change(cluster, 3, height=1, view=1))
+    actions = replica.handle(PeerMessage(old, 2))
+    assert not any(isinstance(a, ServeBlocks) for a in actions)
+    assert [a.reason for a in actions if isinstance(a, Dropped)] == [DropReason.STALE]
+    missed = encode_message(view_change(cluster, 3, height=tip, view=1))
+    served = [a for a in replica.handle(PeerMessage(missed, 2)) if isinstance(a, ServeBlocks)]
+    assert served == [ServeBlocks(3, tip, tip)]
+    again = [a for a in replica.handle(PeerMessage(missed, 2)) if isinstance(a, ServeBlocks)]
+    assert not again, "at most one answer per retry interval"
