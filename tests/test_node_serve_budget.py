@@ -52,7 +52,7 @@ async def test_a_peer_asking_again_and_again_gets_at_most_its_budget(tmp_path: P
             three_blocks = len(encode_block_response(entries[:3]))
             node._serve_budget = ServeBudget(bytes_per_window=three_blocks, window_ms=3_600_000)
             # Record what the node hands its network for the asking peer.
-            node.network.send = lambda key, kind, data: sent.append(data)  # type: ignore[method-assign]
+            node.network.send = lambda key, kind, data: sent.append(data)
             # The peer asks again at once each time, from the block after the last it got.
             next_height = 1
             for _ in range(5):
