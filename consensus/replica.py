@@ -186,8 +186,10 @@ class PlantedBug(Enum):
     NEW_VIEW_UNCHECKED_SIGNATURES = "new_view_unchecked_signatures"
     """A new view is accepted without checking the signatures of the view changes it carries."""
     PREPARED_FROM_OTHER_HEIGHT = "prepared_from_other_height"
-    """A prepared certificate signed for another height is accepted in a view change or new
-    view as if it were for the current height."""
+    """A prepared certificate's height is not compared with the view change's: one from another
+    height is accepted (its signatures checked at the height it names) and may outrank this
+    height's certificates; as its block cannot be re-proposed here, the new view then counts
+    as having nothing prepared and may propose a fresh block."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -1292,6 +1294,12 @@ class Replica:
         if not verified and not self._view_change_signed(change):
             return "bad view-change signature"
         prepared = change.prepared
+        if (
+            prepared is not None
+            and prepared.height != change.height
+            and not self._bug(PlantedBug.PREPARED_FROM_OTHER_HEIGHT)
+        ):
+            return f"prepared certificate is for height {prepared.height}, not {change.height}"
         # The cache holds whole certificates: "certificates are self-verifying (q prepare
         # signatures)" stays true of every certificate we pass on in a new view, since a hit
         # means this exact certificate, every signature included, was verified. Keyed by
@@ -1394,6 +1402,16 @@ class Replica:
                 best = certificate
         return best
 
+    def _prepared_here(self, certificate: PreparedCertificate | None) -> PreparedCertificate | None:
+        """The highest certificate of a set of view changes, which is always for our height:
+        only the planted bug PREPARED_FROM_OTHER_HEIGHT lets another height's certificate in,
+        and its block cannot be re-proposed here, so the mistaken code takes it as "nothing
+        prepared" (and so allows a fresh block)."""
+        if certificate is not None and certificate.height != self._height:
+            assert self._bug(PlantedBug.PREPARED_FROM_OTHER_HEIGHT)
+            return None
+        return certificate
+
     def _try_new_view(self) -> None:
         """As the primary of the view we are moving to, announce it once we hold a quorum."""
         safety = self._safety
@@ -1406,7 +1424,7 @@ class Replica:
         if len(changes) < self._quorum or not self._ready:
             return
         basis = tuple(changes.values())
-        best = self._highest_prepared(basis)
+        best = self._prepared_here(self._highest_prepared(basis))
         if best is not None and not self._bug(PlantedBug.NEW_VIEW_IGNORES_PREPARED):
             block = self._round.blocks.get(best.block_hash)
             assert block is not None, "a view change with a certificate carries its block"
@@ -1479,7 +1497,7 @@ class Replica:
             problem = self._view_change_problem(change, verified=unchecked)
             if problem is not None:
                 return f"view change of {change.validator}: {problem}"
-        best = self._highest_prepared(new_view.view_changes)
+        best = self._prepared_here(self._highest_prepared(new_view.view_changes))
         block = new_view.proposal.block
         if best is not None and not self._bug(PlantedBug.NEW_VIEW_IGNORES_PREPARED):
             if block.hash != best.block_hash:
