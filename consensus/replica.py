@@ -1190,6 +1190,12 @@ class Replica:
             return
         self._round.validating.discard(verdict.block_hash)
         self._round.verdicts[verdict.block_hash] = bool(verdict.ok)
+        if not verdict.ok:
+            # The block will never be voted for; say so for logs and metrics.
+            self._drop(
+                DropReason.INVALID_BLOCK,
+                f"block {verdict.block_hash.hex()[:16]}: {verdict.reason or 'refused by driver'}",
+            )
         self._progress()
 
     def _check_block(self, block: Block, *, fresh_view: int | None) -> str | None:
