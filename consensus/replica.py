@@ -536,7 +536,11 @@ _SignatureKey: TypeAlias = tuple[int, bytes, bytes] | bytes
 class _Height:
     """Volatile bookkeeping for the height being decided; discarded when it commits."""
 
-    # First validly signed statement per (kind, view, validator): equivocation detection.
+    # First validly signed statement per (kind, view, validator): equivocation detection, and
+    # the "verified once" shortcut of ``_check_statement``. A later statement with the same
+    # key and block hash agrees with this one on everything the signature covers (kind = tag,
+    # our height, view, block hash, signer) and is ignored unverified: it changes nothing,
+    # since tallies and evidence keep this first, verified signature.
     statements: dict[tuple[StatementKind, int, int], SignedStatement] = field(default_factory=dict)
     reported: set[tuple[StatementKind, int, int]] = field(default_factory=set)
     # Signatures per (phase, view, block hash), by validator.
@@ -652,6 +656,8 @@ class Replica:
         self._new_view_basis: tuple[ViewChange, ...] = ()
         # Messages for later heights (or ours before it is ready), per signing validator.
         # Each entry keeps the message's encoded size; bytes per validator are also summed.
+        # Signatures are verified on the way in, and the message object itself is kept, so
+        # replaying it later as verified relies on nothing but the message it was checked on.
         self._buffer: dict[int, list[tuple[Message, int]]] = {}
         self._buffer_bytes: dict[int, int] = {}
         self._synced: dict[int, tuple[Block, CommitCertificate]] = {}

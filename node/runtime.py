@@ -242,6 +242,9 @@ class Node:
         self._transaction_arrived = trio.Event()
         self._rejected: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
         self._admitted_at: dict[bytes, float] = {}
+        # Execution results of validated blocks, keyed by block hash (which commits to the
+        # header and, through the transactions root, every transaction byte) and checked
+        # against the parent height at use. No signature is cached here.
         self._validated: OrderedDict[bytes, _Validated] = OrderedDict()
         self._proposal_pending = False
         self._nursery: trio.Nursery | None = None
@@ -532,6 +535,8 @@ class Node:
         known: dict[bytes, Transaction] = {}
         to_verify: list[Transaction] = []
         for data in transactions:
+            # The mempool is keyed by the hash of the whole encoded transaction (signature
+            # included), so a hit is these very bytes, verified on admission.
             cached = self.mempool.get(hash_bytes(data))
             if cached is not None:
                 known[cached.hash] = cached
