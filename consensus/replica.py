@@ -516,6 +516,11 @@ class RestoreError(ValueError):
 
 
 _STATE_VERSION: Final = 1
+# Entries in each per-height cache of verified signatures or certificates. Honest traffic needs
+# a few per validator and view; a byzantine primary re-sending new views made of ever new
+# (genuinely signed) view changes would otherwise grow them without end. Past the bound,
+# verification simply is not remembered.
+_VERIFIED_ENTRIES_MAX: Final = 4096
 # Persisted safety state: tiny apart from the prepared block, which is at most a block.
 _STATE_LIMITS: Final = Limits(
     total_bytes_max=MESSAGE_BYTES_MAX,
@@ -1297,7 +1302,8 @@ class Replica:
             return True
         if not change.signature_valid(self._validators, self._chain_id):
             return False
-        self._round.verified_view_changes.add(key)
+        if len(self._round.verified_view_changes) < _VERIFIED_ENTRIES_MAX:
+            self._round.verified_view_changes.add(key)
         return True
 
     def _view_change_problem(self, change: ViewChange, *, verified: bool) -> str | None:
@@ -1321,7 +1327,8 @@ class Replica:
             problem = prepared.verify(self._validators, self._chain_id, self._quorum)
             if problem is not None:
                 return problem
-            round_.proven_prepared.add(prepared)
+            if len(round_.proven_prepared) < _VERIFIED_ENTRIES_MAX:
+                round_.proven_prepared.add(prepared)
         return None
 
     def _on_view_change(self, change: ViewChange, *, verified: bool) -> None:

@@ -3,6 +3,9 @@ changes and new views by hand, and the honest replicas must neither fork nor los
 
 from __future__ import annotations
 
+import pytest
+
+import consensus.replica as replica_module
 from consensus.crypto import SIGNATURE_BYTES
 from consensus.messages import (
     Message,
@@ -320,3 +323,32 @@ def test_a_replayed_old_view_change_gets_its_signer_no_blocks() -> None:
     assert served == [ServeBlocks(3, tip, tip)]
     again = [a for a in replica.handle(PeerMessage(missed, 2)) if isinstance(a, ServeBlocks)]
     assert not again, "at most one answer per retry interval"
+
+
+def test_a_byzantine_primary_cannot_grow_the_signature_cache_without_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Byzantine 0, primary of view 3, re-sends its new view again and again, each time with
+    a view change of its own that it signed afresh over a made-up certificate. Each signature
+    is genuine and gets verified; the cache of verified signatures stays bounded (memory is
+    not observable from outside, so this looks at the cache itself, with a small bound)."""
+    monkeypatch.setattr(replica_module, "_VERIFIED_ENTRIES_MAX", 8)
+    byzantine = 0
+    cluster = Cluster(4)
+    assert primary_index(cluster.validators, 1, 3) == byzantine
+    cluster.start()
+    target = cluster.nodes[1].replica
+    block = build_block(cluster, height=1, view=3, proposer=byzantine, tag=b"b")
+    own = proposal(cluster, block, view=3, validator=byzantine)
+    honest = [view_change(cluster, i, height=1, view=3) for i in (1, 2)]
+    for k in range(20):
+        made_up = PreparedCertificate(1, 0, k.to_bytes(32, "big"), ())
+        change = view_change(cluster, byzantine, height=1, view=3, prepared=made_up)
+        new_view = NewView.create(
+            cluster.keys[byzantine], CHAIN_ID, view_changes=[change, *honest], proposal=own
+        )
+        actions = target.handle(PeerMessage(encode_message(new_view), byzantine))
+        assert [a.reason for a in actions if isinstance(a, Dropped)] == [
+            DropReason.INVALID_NEW_VIEW
+        ]
+    assert len(target._round.verified_view_changes) <= 8
