@@ -29,16 +29,25 @@ restart at 0 at each height; the primary of (height, view) is ``(height + view) 
    ``Commit(block, certificate)``. The certificate is the q commit signatures.
 5. *View change.* If a view does not commit within its timeout (base * 2**view, capped), the
    replica stops voting in it and broadcasts a signed ``ViewChange`` to view v+1 carrying its
-   highest prepared certificate and that block. A replica that sees f+1 validators asking for
-   views above its own joins the smallest of those views. The primary of v+1, holding q view
-   changes, broadcasts ``NewView`` with them and a proposal: the block of the highest prepared
-   certificate among them if there is one, otherwise a fresh block. Replicas check that rule
-   from the signed view changes themselves, enter the view and go on from step 2.
+   highest prepared certificate (of this height) and that block. *View synchronisation:* a
+   replica leaves a view it only asked for (no new view accepted there) only once q
+   validators, itself included, have announced that view or a later one in signed view
+   changes; until then it waits and re-broadcasts its view change. A replica that sees f+1
+   validators announce views above its own joins the (f+1)-th highest of them (announcements
+   too far ahead to keep still count). The primary of v+1, holding q view changes, decides:
+   the block of the highest prepared certificate among them if there is one, otherwise a
+   fresh block (for which it asks its driver for a payload), and broadcasts ``NewView`` with
+   exactly the view changes it decided on and that proposal. Replicas check the rule from the
+   signed view changes themselves, enter the view and go on from step 2.
 6. *Catch-up.* Messages for the next ``future_heights_max`` heights (or for our height while
-   its parent block is still being executed) are buffered per sender within a bound. When f+1
-   validators are seen at higher heights for ``sync_delay_ms`` (or a commit quorum is seen for a
-   block we lack), the replica emits ``RequestBlocks``; answers are committed only with a valid
-   ``CommitCertificate`` whose block extends our chain.
+   its parent block is still being executed) are buffered per signing validator, at most
+   ``future_messages_per_validator_max`` messages and ``buffer_bytes_per_validator_max``
+   encoded bytes each. When f+1 validators are seen at higher heights for ``sync_delay_ms``
+   (or a commit quorum is seen for a block we lack), the replica emits ``RequestBlocks``;
+   answers are committed only with a valid ``CommitCertificate`` whose block extends our
+   chain. A view change at the height we last decided comes from a replica that missed that
+   decision: it is sent that one block (``ServeBlocks``), at most once per ``sync_retry_ms``;
+   a view change from an older height gets nothing.
 
 Why it is safe (no two honest replicas commit different blocks at one height)
 --------------------------------------------------------------------------------
@@ -68,17 +77,61 @@ with q commit signatures, which by the same argument are for d.
 its app hash is our state after that block, so honest replicas agree on the whole chain and
 detect diverging application state at the next height.
 
+*What the shortcuts rely on.* Every cache of a verification result keeps one sentence above
+true, because its key is everything the signature covers (or the whole message):
+
+* verified view-change signatures (``_view_change_signed``) are keyed by signer, signed bytes
+  and signature, so "one comes from an honest validator H" holds of every view change a new
+  view carries: a hit means this validator signed these bytes. (Keyed by signature alone, a
+  byzantine validator's one genuine signature vouched for view changes in anyone's name, and
+  one faulty validator forked the chain; ``PlantedBug.SIGNATURE_CACHE_IGNORES_SIGNER``.)
+* proven prepared certificates are kept whole, every signature included, so "certificates
+  are self-verifying (q prepare signatures)" holds of each one a primary passes on; a garbled
+  copy of a proven certificate is checked afresh and refused.
+* a prepared certificate counts only for the height of its view change, so "its highest
+  certificate has view >= v and is for d" speaks of this height's certificates; one from
+  another height is refused, never ranked (``PlantedBug.PREPARED_FROM_OTHER_HEIGHT``).
+* a vote or proposal equal to a recorded one in kind, view, signer and block hash is ignored
+  unverified: it agrees with the first on everything its signature covers, and tallies and
+  evidence keep the first, verified signature ("signs at most one prepare and one commit").
+* buffered messages are verified on the way in and replayed as the very objects verified.
+
+A new primary announces its view with exactly the view changes its decision was made on, so
+the proposal in a ``NewView`` always obeys the rule every replica checks, even when a view
+change with a certificate arrives while the driver is building a fresh block.
+
 Why it is live (after the network stabilises)
 ---------------------------------------------
-Assume eventually messages between honest replicas arrive within some unknown bound and at
-most f replicas are faulty. Timeouts double with each failed view, so eventually a view's
-timeout exceeds the time it needs. Replicas in lower views are pulled up by the f+1 join rule
-(f+1 includes an honest replica, so byzantine ones cannot drag anyone ahead alone), and a valid
-NewView moves everyone to its view. Primaries rotate with the view, so within f+1 consecutive
-views an honest primary gathers q view changes (q <= n - f honest ones exist), re-proposes the
-highest prepared block (which honest replicas accept and validate, since a quorum already did)
-or a fresh one, and the honest quorum prepares and commits it within the timeout. A replica
-that missed the decision is pulled forward by block sync. Timeouts reset after each commit.
+Assume that eventually (after the network heals) messages between honest replicas arrive
+within some bound, at most f replicas are faulty, and a view (proposal, two voting rounds,
+execution) fits in ``view_timeout_max_ms``. Every honest replica re-broadcasts its current
+view's messages every ``resend_interval_ms``, so each eventually holds every other honest
+replica's current view change or new view.
+
+*Heights.* If an honest replica decided height h while others did not, then either f+1
+validators are past h (their messages start the others' block sync) or the others are at h
+itself, where their re-broadcast view changes reach a replica that decided h and is sent that
+block. So all honest replicas reach the same height.
+
+*Views: the synchronisation mechanism.* Within a height, views cannot drift apart for good,
+because a replica never runs ahead of a quorum: it leaves a view by timeout only if it was
+active there (a new view, carrying q view changes, or view 0) or q validators announced that
+view or a later one. So the first honest replica to reach any view M >= 1 left M-1 with q
+validators, hence at least f+1 honest ones, at M-1 or above. A replica cut off from the rest
+waits in the first view it asks for (the story in
+``test_views_resynchronise_after_a_partition_with_one_validator_crashed``: with the old rule
+it ran ten views ahead during a partition and, timeouts being capped, the gap never closed).
+After the network heals, with M the highest honest view: every honest replica below M-1 sees
+those f+1 honest announcements and joins (the f+1 rule, which byzantine replicas alone cannot
+trigger), so all honest replicas are at M-1 or M; all of them have then announced M-1 or
+above (n - f >= q), so those at M-1 may time out to M; so all are at M. There the primary, if
+honest, holds q view changes and its new view moves everyone to M; otherwise all honest
+replicas have announced M and time out together to M+1. Primaries rotate with the view, so
+within f+1 views an honest primary re-proposes the highest prepared block (which honest
+replicas accept, since a quorum already did) or a fresh one, and the honest quorum prepares
+and commits it within the timeout. Timeouts double per failed view up to the cap and reset
+after each commit; the cap no longer matters for synchronisation, only the liveness
+assumption above.
 
 Evidence
 --------
@@ -89,9 +142,16 @@ memory and loses nothing an honest quorum needs.
 
 Cost
 ----
-Each vote signature is verified once (duplicates are recognised before verifying); certificate
-checks are cached per (view, block hash); blocks are hashed once on decode; transactions are never
-re-verified here (that is the driver's ``ValidateBlock`` job).
+Each vote signature is verified once (duplicates are recognised before verifying); a view
+change's signature once per (signer, signed bytes, signature), and a prepared certificate once
+per exact certificate, in caches of at most ``_VERIFIED_ENTRIES_MAX`` entries per height;
+blocks are hashed once on decode; transactions are never re-verified here (that is the
+driver's ``ValidateBlock`` job). Memory per height is bounded: buffered messages per validator
+in count and bytes, votes and view changes per (kind, view, validator) within
+``future_views_max`` views ahead, synced blocks within ``sync_blocks_max`` heights (each with a
+valid commit certificate, so only the real chain's blocks). View changes are not checked for
+equivocation (a second, different view change from one validator for one view is dropped as a
+duplicate, which needs no evidence to stay safe).
 """
 
 from __future__ import annotations
