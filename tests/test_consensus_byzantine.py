@@ -4,6 +4,8 @@ changes and new views by hand, and the honest replicas must neither fork nor los
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import consensus.replica as replica_module
 from consensus.crypto import SIGNATURE_BYTES
@@ -352,3 +354,40 @@ def test_a_byzantine_primary_cannot_grow_the_signature_cache_without_end(
             DropReason.INVALID_NEW_VIEW
         ]
     assert len(target._round.verified_view_changes) <= 8
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    crashed=st.integers(min_value=0, max_value=3),
+    lucky_offset=st.integers(min_value=1, max_value=3),
+    partition_ms=st.integers(min_value=0, max_value=1_200_000),
+    seed=st.integers(min_value=0, max_value=2**16),
+)
+def test_any_partition_of_the_lone_decider_heals(
+    crashed: int, lucky_offset: int, partition_ms: int, seed: int
+) -> None:
+    """The resynchronisation story with any crashed validator, any replica deciding alone,
+    any partition length up to twenty minutes and any delivery order: after the network
+    heals, the three live replicas commit two more heights."""
+    lucky = (crashed + lucky_offset) % 4
+    alive = [i for i in range(4) if i != crashed]
+    cluster = Cluster(4, seed=seed)
+    cluster.crash(crashed)
+
+    def commits_reach_only_lucky(sender: int, receiver: int, message: Message) -> bool:
+        return not (
+            isinstance(message, Vote) and message.phase is Phase.COMMIT and receiver != lucky
+        )
+
+    cluster.deliver_filter = commits_reach_only_lucky
+    cluster.start()
+    cluster.run_until(lambda: cluster.all_reached(1, nodes=[lucky]), max_ms=600_000)
+    cluster.deliver_filter = lambda sender, receiver, message: lucky not in (sender, receiver)
+    cluster.run_for(partition_ms, step_ms=250)
+    cluster.deliver_filter = None
+    cluster.release_held()
+    top = max(cluster.heights())
+    cluster.run_until(
+        lambda: cluster.all_reached(top + 2, nodes=alive), max_ms=600_000, step_ms=250
+    )
+    cluster.assert_agreement()
