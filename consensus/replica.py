@@ -320,10 +320,13 @@ class ReplicaConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"ReplicaConfig.{name} must be a non-negative integer")
-        if self.buffer_bytes_per_validator_max <= self.block_bytes_max:
+        # A proposal of a full block: its transaction bytes, up to 5 bytes of framing per
+        # transaction, and 64 KiB for the header, signatures and a new view's view changes.
+        full_proposal_bytes = self.block_bytes_max + 5 * self.block_transactions_max + 65_536
+        if self.buffer_bytes_per_validator_max < full_proposal_bytes:
             raise ValueError(
-                "buffer_bytes_per_validator_max must exceed block_bytes_max, so a proposal of"
-                " a full block can wait for its parent to be executed"
+                f"buffer_bytes_per_validator_max must be at least {full_proposal_bytes}, so a"
+                " proposal of a full block can wait for its parent to be executed"
             )
         if self.view_timeout_max_ms < self.view_timeout_base_ms:
             raise ValueError("view_timeout_max_ms must be at least view_timeout_base_ms")
