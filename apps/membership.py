@@ -29,11 +29,16 @@ Who may change what:
   ``active_banks * 2 // 3 + 1``. The proposer's bank votes yes by proposing. A proposal
   expires ``PROPOSAL_LIFETIME_BLOCKS`` after it opened. Its action is validated when proposed
   and again when it executes; a vote whose execution would be invalid (say, the id was taken
-  meanwhile) is rejected and the proposal stays open until it expires.
+  meanwhile) is rejected and the proposal stays open until it expires;
+* changing the validator set (adding a bank's validator, removing one, rotating a validator's
+  consensus or node key) is governance too, by the same vote; the change takes effect two
+  heights after the block that executes it (``apps.validators`` holds the registry and the
+  rules a change must keep).
 
 State layout (inside the ``membership`` namespace; values are canonical maps):
 ``inst/<id>``, ``ident/<public key>``, ``member/<institution id>\\x00<public key>`` (index for
-listing an institution's identities), ``prop/<proposal id>``.
+listing an institution's identities), ``prop/<proposal id>``, and the validator registry
+(``vset/<height>``, ``vkey/<public key>``; see ``apps.validators``).
 """
 
 from __future__ import annotations
@@ -53,6 +58,14 @@ from apps.base import (
     AppState,
     ReadState,
     TxContext,
+)
+from apps.validators import (
+    VALIDATOR_ACTIONS,
+    execute_change,
+    parse_change,
+    seed_validators,
+    validate_change,
+    validator_records_at,
 )
 from consensus.codec import Value, decode, encode
 from consensus.crypto import PUBLIC_KEY_BYTES
@@ -256,7 +269,14 @@ class MembershipApp(App):
     def genesis(self, state: AppState, config: Mapping[str, Value]) -> None:
         """Seed institutions and identities. ``config``: ``{"institutions": [{"id", "name",
         "kind", "jurisdiction", "sponsor"?}], "identities": [{"public_key" (bytes or hex),
-        "institution", "roles"}]}``; at least one bank is required."""
+        "institution", "roles"}], "validators"?: [...]}``; at least one bank is required.
+        ``validators`` is filled by the host from the genesis validators (``AppHost.
+        init_genesis``), never by hand: it starts the validator registry."""
+        validators = config.get("validators")
+        if validators is not None:
+            if not isinstance(validators, tuple | list):
+                raise AppError("bad_genesis", "validators must be a list")
+            seed_validators(state, tuple(validators))
         for raw_entry in _list(config, "institutions"):
             entry = _as_map(raw_entry, "each institution")
             kind = _string(entry, "kind")
@@ -432,13 +452,17 @@ class MembershipApp(App):
             }
         elif action in (ACTION_SUSPEND, ACTION_REINSTATE):
             subject = {"id": _institution_id(arguments, "institution_id")}
+        elif action in VALIDATOR_ACTIONS:
+            subject = parse_change(action, arguments)
         else:
             raise AppError(
                 "bad_argument",
-                f"action must be one of {[ACTION_ADMIT, ACTION_SUSPEND, ACTION_REINSTATE]}",
+                "action must be one of "
+                f"{[ACTION_ADMIT, ACTION_SUSPEND, ACTION_REINSTATE, *VALIDATOR_ACTIONS]}",
             )
-        # Validate now so a hopeless proposal is refused up front (and again on execution).
-        self._validate_action(ctx.state, action, subject)
+        # Validate now so a hopeless proposal is refused up front (and again on execution); a
+        # validator change scheduled meanwhile does not make a proposal hopeless.
+        self._validate_action(ctx.state, action, subject, height=None)
         proposal_id = ctx.transaction_hash.hex()
         proposal: dict[str, Value] = {
             "id": proposal_id,
@@ -489,6 +513,9 @@ class MembershipApp(App):
             subject = proposal["subject"]
             assert isinstance(subject, dict)
             self._execute(ctx, str(proposal["action"]), subject)
+            if proposal["action"] in VALIDATOR_ACTIONS:
+                # When the scheduled set takes effect, for clients and operators.
+                proposal["effective_height"] = validator_records_at(ctx.state)[0]  # type: ignore[index]
             proposal["status"] = PROPOSAL_EXECUTED
             proposal["executed_height"] = ctx.block.height
             ctx.emit("proposal_executed", {"id": proposal["id"], "action": proposal["action"]})
@@ -500,7 +527,20 @@ class MembershipApp(App):
             "needed": needed,
         }
 
-    def _validate_action(self, state: ReadState, action: str, subject: Mapping[str, Value]) -> None:
+    def _validate_action(
+        self, state: ReadState, action: str, subject: Mapping[str, Value], *, height: int | None
+    ) -> None:
+        """Raise ``AppError`` if ``action`` cannot execute now. ``height``: the block it would
+        execute in (None when proposing: a pending validator change is no obstacle then)."""
+        if action in VALIDATOR_ACTIONS:
+            validate_change(
+                state,
+                action,
+                subject,
+                height=height if height is not None else 2**63,
+                bank_active=self._active_bank(state, subject.get("institution")),
+            )
+            return
         if action == ACTION_ADMIT:
             institution = subject["institution"]
             assert isinstance(institution, dict)
@@ -532,7 +572,26 @@ class MembershipApp(App):
                 raise AppError("last_bank", "the last active bank cannot be suspended")
 
     def _execute(self, ctx: TxContext, action: str, subject: Mapping[str, Value]) -> None:
-        self._validate_action(ctx.state, action, subject)
+        if action in VALIDATOR_ACTIONS:
+            effective, validators = execute_change(
+                ctx.state,
+                action,
+                subject,
+                height=ctx.block.height,
+                bank_active=self._active_bank(ctx.state, subject.get("institution")),
+            )
+            ctx.emit(
+                "validator_set_changed",
+                {
+                    "action": action,
+                    "validator": subject["name"],
+                    "effective_height": effective,
+                    "validators": validators.size,
+                    "validators_hash": validators.hash(),
+                },
+            )
+            return
+        self._validate_action(ctx.state, action, subject, height=ctx.block.height)
         if action == ACTION_ADMIT:
             proposed = subject["institution"]
             assert isinstance(proposed, dict)
@@ -567,6 +626,15 @@ class MembershipApp(App):
         self._change_institution_status(ctx, institution, status, "governance")
 
     # -- helpers ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _active_bank(state: ReadState, institution_id: Value) -> bool:
+        if not isinstance(institution_id, str):
+            return False
+        record = _load(state, _institution_key(institution_id))
+        return (
+            record is not None and record["kind"] == KIND_BANK and record["status"] == STATUS_ACTIVE
+        )
 
     @staticmethod
     def _require_kind(institution: Mapping[str, Value], kind: str) -> None:
@@ -677,7 +745,10 @@ class MembershipApp(App):
     def query(self, state: ReadState, path: str, arguments: Mapping[str, Value]) -> Value:
         """Paths: ``identity`` {public_key}, ``institution`` {id} (shapes pinned in
         ``apps.base.App``; None when absent), ``institutions`` {kind?}, ``identities``
-        {institution}, ``proposal`` {id}, ``proposals`` {} (open ones, in id order)."""
+        {institution}, ``proposal`` {id}, ``proposals`` {} (open ones, in id order),
+        ``validators`` {height?} (the set in force at ``height``, default the latest scheduled:
+        ``{"effective_height", "validators": [{"name", "public_key", "node_key",
+        "institution"}]}``, None on a chain without a registry)."""
         if path == "identity":
             record = _load(state, _identity_key(_public_key(arguments)))
             return None if record is None else _identity_view(state, record)
@@ -707,6 +778,17 @@ class MembershipApp(App):
         if path == "proposal":
             proposal_id = _string(arguments, "id")
             return _load(state, _PROPOSAL + proposal_id.encode("utf-8"))
+        if path == "validators":
+            height = arguments.get("height")
+            if height is not None and (
+                isinstance(height, bool) or not isinstance(height, int) or height < 1
+            ):
+                raise AppError("bad_argument", "height must be a positive integer")
+            found = validator_records_at(state, height)
+            if found is None:
+                return None
+            answer: dict[str, Value] = {"effective_height": found[0], "validators": found[1]}
+            return answer
         if path == "proposals":
             open_proposals: list[Value] = []
             for _, raw in state.scan(_PROPOSAL, _PROPOSAL[:-1] + b"0"):

@@ -431,6 +431,7 @@ class SimNode:
             del self._pool[transaction_hash]
 
     def _serve(self, action: ServeBlocks) -> None:
+        assert action.to is not None, "simulated peers are validators, addressed by index"
         entries = [
             (entry.block, entry.certificate)
             for entry in self.disk.committed[action.from_height - 1 : action.to_height]

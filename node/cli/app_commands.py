@@ -948,14 +948,29 @@ MEMBERSHIP: Final = AppCommands(
         ),
         CommandSpec(
             "propose",
-            "Propose admitting, suspending or reinstating a bank, regulator or auditor.",
+            "Propose admitting, suspending or reinstating a bank, regulator or auditor, or"
+            " adding, removing or re-keying a validator (in force two blocks after the vote"
+            " that carries it).",
             (
                 _arg(
                     "action",
                     Kind.CHOICE,
                     "what to do",
-                    choices=("admit_institution", "suspend_institution", "reinstate_institution"),
-                    examples=("admit_institution", "suspend_institution"),
+                    choices=(
+                        "admit_institution",
+                        "suspend_institution",
+                        "reinstate_institution",
+                        "add_validator",
+                        "remove_validator",
+                        "rotate_validator_key",
+                    ),
+                    examples=(
+                        "admit_institution",
+                        "suspend_institution",
+                        "add_validator",
+                        "remove_validator",
+                        "rotate_validator_key",
+                    ),
                 ),
                 _optional(
                     "institution",
@@ -972,8 +987,26 @@ MEMBERSHIP: Final = AppCommands(
                 _optional(
                     "institution_id",
                     Kind.IDENTIFIER,
-                    "suspend/reinstate: the institution",
+                    "suspend/reinstate: the institution; add_validator: the bank running it",
                     examples=("harbour-bank",),
+                ),
+                _optional(
+                    "validator_name",
+                    Kind.IDENTIFIER,
+                    "add/remove/rotate_validator_key: the validator's name",
+                    examples=("bank4",),
+                ),
+                _optional(
+                    "validator_key",
+                    Kind.PUBLIC_KEY,
+                    "add_validator, rotate_validator_key: its (new) consensus key",
+                    examples=("44" * 32,),
+                ),
+                _optional(
+                    "node_key",
+                    Kind.PUBLIC_KEY,
+                    "add_validator, rotate_validator_key: its (new) node key",
+                    examples=("55" * 32,),
                 ),
             ),
         ),
@@ -1009,6 +1042,11 @@ MEMBERSHIP: Final = AppCommands(
         ),
         CommandSpec("proposal", "One proposal.", (_arg("id", Kind.IDENTIFIER, "proposal id"),)),
         CommandSpec("proposals", "Open proposals."),
+        CommandSpec(
+            "validators",
+            "The validator set in force at a height (default: the latest one scheduled).",
+            (_optional("height", Kind.INTEGER, "block height", examples=("12",)),),
+        ),
     ),
 )
 
