@@ -30,7 +30,7 @@ from node.testnet.chaos_check import (
     check_run,
 )
 from node.testnet.chaos_scenario import (
-    PERTURBATION_KINDS,
+    NODE_KINDS,
     Perturbation,
     ScenarioError,
     builtin_scenarios,
@@ -208,7 +208,7 @@ def test_shipped_scenarios_parse_and_are_valid() -> None:
         scenario = load_scenario(name)
         assert scenario.problems() == []
     everything = load_scenario("everything")
-    assert {p.kind for p in everything.perturbations} == set(PERTURBATION_KINDS)
+    assert {p.kind for p in everything.perturbations} == set(NODE_KINDS)
     assert [b.mode for b in everything.byzantine] == ["equivocate"]
 
 
@@ -264,7 +264,7 @@ def test_random_schedules_are_reproducible_valid_and_varied() -> None:
         assert all(a.end_s < b.at_s for a, b in itertools.pairwise(ordered))
         kinds |= {p.kind for p in scenario.perturbations}
         modes |= {b.mode for b in scenario.byzantine}
-    assert kinds == set(PERTURBATION_KINDS)
+    assert kinds == set(NODE_KINDS)
     assert modes == {"double_vote", "equivocate"}
     assert random_scenario(3, validators=3).byzantine == ()  # 3 validators tolerate none
 
