@@ -152,7 +152,8 @@ def _print_report(console: Console, report: ChaosReport) -> None:
         "catch up to",
         "recovery s",
     ):
-        table.add_column(column, justify="left" if column in ("node", "kind") else "right")
+        text = column in ("node", "kind")
+        table.add_column(column, justify="left" if text else "right", no_wrap=text)
     for fault in report.faults:
         item = fault.perturbation
         where = f"node{item.node}"

@@ -282,7 +282,10 @@ class Scenario:
                 )
                 if present
             ]
-            return [f"{', '.join(extras)} only apply to {LINK_KINDS}"] if extras else []
+            if not extras:
+                return []
+            verb = "applies" if len(extras) == 1 else "apply"
+            return [f"{', '.join(extras)} {verb} only to link faults ({', '.join(LINK_KINDS)})"]
         problems = []
         if item.peer is None:
             problems.append(f"{item.kind} needs peer (the other end of the link)")

@@ -33,7 +33,8 @@ Link faults, for the chaos runner (``cut``, ``heal``):
 
 * both directions: ``ip link set peer<j> down`` in node ``i``'s namespace. The veth loses its
   carrier at both ends (a pulled cable): connects fail, packets already in TCP buffers are
-  retransmitted into nothing until the link comes back up;
+  retransmitted into nothing until the link comes back up (``heal`` sets it up, restores the
+  neighbour entry the kernel flushed, and waits for the carrier);
 * one direction, node ``i`` to node ``j``: a ``blackhole`` route in ``i``'s namespace for
   ``j``'s address on their link. Every packet ``i`` sends to ``j`` on that link is dropped,
   while ``j``'s packets still reach ``i`` (so ``i`` hears ``j``'s pings but its answers,
@@ -465,18 +466,24 @@ class Topology:
             run_ip("-n", namespace, "link", "set", device, "addrgenmode", "none", "arp", "off")
             own = f"{self.peer_host(peer, node)}/30"
             run_ip("-n", namespace, "address", "add", own, "dev", device)
-            run_ip(
-                *("-n", namespace, "neighbour", "replace", self.peer_host(node, peer)),
-                *("lladdr", _mac(peer, node), "dev", device, "nud", "permanent"),
-            )
+            self._add_neighbour(node, peer)
         for node, peer in ends:
             run_ip("-n", self.namespace(node), "link", "set", f"peer{peer}", "up")
 
-    def _wait_carriers(self) -> None:
-        """Wait until every link reports a carrier: the kernel raises it asynchronously (up to
-        about a second after ``link set up``), and a node dialling before that fails."""
+    def _add_neighbour(self, node: int, peer: int) -> None:
+        """Tell ``node`` the peer's MAC on their link (the link has no ARP). Taking the device
+        down flushes this entry, so a heal adds it again."""
+        run_ip(
+            *("-n", self.namespace(node), "neighbour", "replace", self.peer_host(node, peer)),
+            *("lladdr", _mac(peer, node), "dev", f"peer{peer}", "nud", "permanent"),
+        )
+
+    def _wait_carriers(self, *namespaces: str) -> None:
+        """Wait until every link in ``namespaces`` (default all) reports a carrier: the kernel
+        raises it asynchronously, up to about a second after ``link set up``, and traffic
+        sent before that is lost."""
         deadline = time.monotonic() + _CARRIER_WAIT_S
-        for namespace in self.namespaces:
+        for namespace in namespaces or self.namespaces:
             while "NO-CARRIER" in run_ip("-n", namespace, "-o", "link", "show"):
                 if time.monotonic() > deadline:
                     raise NetnsError(
@@ -529,6 +536,8 @@ class Topology:
                 )
             else:
                 run_ip("-n", self.namespace(cut.node), "link", "set", f"peer{cut.peer}", "up")
+                self._add_neighbour(cut.node, cut.peer)
+                self._wait_carriers(self.namespace(cut.node), self.namespace(cut.peer))
             del self._cuts[key]
 
     def received_packets(self, node: int, peer: int) -> int:
