@@ -13,7 +13,14 @@ from click.testing import CliRunner
 
 from node.cli import main
 from node.client.client import ApiError, Client
-from node.config import HostPort, parse_config, parse_host_port, parse_peer, render_config
+from node.config import (
+    HostPort,
+    NodeConfig,
+    parse_config,
+    parse_host_port,
+    parse_peer,
+    render_config,
+)
 from node.genesis import load_genesis
 from node.home import load_home
 from node.testnet.hosts import (
@@ -24,7 +31,15 @@ from node.testnet.hosts import (
     systemd_unit,
 )
 from node.testnet.loadgen import register_identity_transaction
-from node.testnet.testnet import Testnet, agreement_problems, free_ports, load_testnet
+from node.testnet.testnet import (
+    Testnet,
+    agreement_problems,
+    apply_layout,
+    create_testnet,
+    free_ports,
+    load_testnet,
+    local_layout,
+)
 
 # Deadlines for a busy 2-core machine; typical times are far shorter.
 STARTUP_S = 120.0
@@ -144,6 +159,29 @@ def test_init_hosts_writes_homes_for_separate_machines(tmp_path: Path) -> None:
     refused = CliRunner().invoke(main, ["testnet", "up", "--dir", str(directory)])
     assert refused.exit_code == 1
     assert "was written for separate hosts" in refused.output
+
+
+def test_apply_layout_moves_addresses_and_keeps_every_other_setting(tmp_path: Path) -> None:
+    base = NodeConfig().with_changes("testnet", fault_hooks=True)
+    info = create_testnet(tmp_path / "net", 3, config=base)
+    moved_layout = local_layout(3)
+    moved = apply_layout(info, moved_layout)
+    assert moved.api_addresses == tuple(moved_layout.api_address(i) for i in range(3))
+    assert load_testnet(info.directory) == moved
+    keys = [v.node_key for v in load_genesis(info.directory / "genesis.json").validators]
+    for index, home in enumerate(info.homes):
+        config = load_home(home).config
+        assert config.testnet.fault_hooks  # kept
+        assert config.moniker == f"node{index}"
+        assert config.rpc.listen_address == moved_layout.nodes[index].rpc_listen
+        assert config.p2p.listen_address == moved_layout.nodes[index].p2p_listen
+        assert {(p.node_key, p.address) for p in config.p2p.persistent_peers} == {
+            (keys[j], moved_layout.nodes[j].p2p_listen) for j in range(3) if j != index
+        }
+    with pytest.raises(ValueError, match="is a local testnet of 3 nodes"):
+        apply_layout(info, hosts_layout(("a.example", "b.example", "c.example")))
+    with pytest.raises(ValueError, match="cannot apply a local layout of 2"):
+        apply_layout(info, local_layout(2))
 
 
 @pytest.mark.parametrize(

@@ -425,6 +425,8 @@ def _run_testnet(
     except ApiError as error:
         problems = [f"cannot compare chains: {error}"]
     demo_state = _demo_state(clients[0], info) if not startup_error else {}
+    for client in clients:
+        client.close()
     summaries = testnet.summaries()
     exit_codes = testnet.stop_all()
     summaries = [
