@@ -17,9 +17,9 @@ time comes and undoes it ``duration_s`` later: ``kill`` (SIGKILL, then start), `
 ``disconnect`` (``POST /admin/faults/disconnect``, then ``/restore``), ``cut`` (the link
 between two namespaces, both ways or one way, then healed) and ``flap`` (cut and healed in
 turn on every tick where its phase changes, healed at the end). When a fault is undone it
-records the highest height any node has reached; the node (both ends, for a link) has
-*recovered* when its own committed height reaches that target, and the time it took is its
-recovery time. The height reached when the fault was applied is kept too, so the report
+records the highest height the other nodes (all but the node, or both ends of the link) have
+reached; the node (both ends, for a link) has *recovered* when its own committed height
+reaches that target, and the time it took is its recovery time. The height reached when the fault was applied is kept too, so the report
 shows whether the chain kept committing while the fault lasted.
 
 Each watcher follows its node's ``/blocks`` long poll and remembers every block the node's API
