@@ -19,8 +19,9 @@ between two namespaces, both ways or one way, then healed) and ``flap`` (cut and
 turn on every tick where its phase changes, healed at the end). When a fault is undone it
 records the highest height the other nodes (all but the node, or both ends of the link) have
 reached; the node (both ends, for a link) has *recovered* when its own committed height
-reaches that target, and the time it took is its recovery time. The height reached when the fault was applied is kept too, so the report
-shows whether the chain kept committing while the fault lasted.
+reaches that target, and the time it took is its recovery time. The highest height when the
+fault was applied is kept too, so the report shows whether the chain kept committing while the
+fault lasted.
 
 Each watcher follows its node's ``/blocks`` long poll and remembers every block the node's API
 served (hash per height) and every transaction in them: those transactions were acknowledged
