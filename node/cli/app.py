@@ -56,6 +56,7 @@ __all__ = [
     "api_client",
     "app_transaction_groups",
     "key_option",
+    "node_address",
     "not_a_node",
     "query_group",
     "resolve_node",
@@ -421,7 +422,7 @@ def _node_option() -> click.Option:
     return click.Option(["--node", "node"], help=_NODE_HELP)
 
 
-def _node_address(given: object) -> str:
+def node_address(given: object) -> str:
     """The command's ``--node``, else the group's, else ``$SUANPAN_NODE``, else the default."""
     if isinstance(given, str) and given:
         return given
@@ -470,7 +471,7 @@ def _transaction_command(table: AppCommands, spec: CommandSpec) -> click.Command
     label = f"{table.app}.{spec.name}"
 
     def run(**params: object) -> None:
-        address, names = resolve_node(_node_address(params["node"]))
+        address, names = resolve_node(node_address(params["node"]))
         as_json = bool(params["as_json"])
         console = Console()
         try:
@@ -539,7 +540,7 @@ def _transaction_command(table: AppCommands, spec: CommandSpec) -> click.Command
 
 def _query_command(table: AppCommands, spec: CommandSpec) -> click.Command:
     def run(**params: object) -> None:
-        address, names = resolve_node(_node_address(params["node"]))
+        address, names = resolve_node(node_address(params["node"]))
         client = _client(address, _opt_str(params["key_path"]))
         try:
             arguments = _parse(spec, _collect(spec, params), _opt_str(params["args"]), client)
@@ -616,7 +617,7 @@ def _generic_query_command(app: str, path: str | None = None) -> click.Command:
         key_path: str | None,
         path: str = path or "",
     ) -> None:
-        address, names = resolve_node(_node_address(node))
+        address, names = resolve_node(node_address(node))
         client = _client(address, key_path)
         try:
             result = client.query(app, path, _json_arguments(args))
