@@ -208,6 +208,33 @@ async def test_events_are_scoped_resumable_and_the_monitor_catches_the_planted_p
             assert "large_payment" in printed_rules
             assert "account_frozen" in printed_rules
 
+            # Receipts, nonces and block bodies follow the same rules.
+            hashes = {}
+            for item in everything:
+                if item.kind == "receipt" and item.data["operation"] == "transfer":
+                    hashes[int(str(item.data["height"]))] = str(item.data["hash"])
+            to_bob = hashes[first]
+            for name in ("alice", "bob", "lion-bank", "regulator"):
+                document = await call(functools.partial(clients[name].transaction, to_bob))
+                assert document["status"] == "committed", name
+            for name in ("chen", "pearl-bank"):
+                with pytest.raises(ApiError) as denied:
+                    await call(functools.partial(clients[name].transaction, to_bob))
+                assert denied.value.status == 403
+                assert denied.value.rule.startswith("receipt: a transaction's receipt")
+            with pytest.raises(ApiError) as denied:
+                await call(functools.partial(anonymous.transaction, to_bob))
+            assert denied.value.status == 403
+            assert await call(functools.partial(clients["alice"].next_nonce, alice)) == 4
+            with pytest.raises(ApiError) as denied:
+                await call(functools.partial(clients["bob"].next_nonce, alice))
+            assert denied.value.status == 403
+            with pytest.raises(ApiError) as denied:
+                await call(functools.partial(clients["alice"].block, first, transactions=True))
+            assert denied.value.rule.startswith("block transaction bodies")
+            body = await call(functools.partial(reader.block, first, transactions=True))
+            assert body["transactions"]
+
             # Health, status and metrics.
             health = await call(reader.health)
             assert health["ok"] is True
