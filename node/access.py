@@ -49,7 +49,7 @@ from apps.access import (
     institution_relation,
     subjects_of,
 )
-from apps.base import Event
+from apps.base import AppError, Event
 from consensus.codec import Value
 from node.auth import RequestVerifier
 from node.clientlimits import ClientLimiter, Refusal
@@ -207,7 +207,7 @@ class AccessControl:
         self._fresh()
         if key in self._members:
             return self._members[key]
-        identity = _record(self._query(MEMBERSHIP, "identity", {"public_key": key}))
+        identity = _record(self._ask(MEMBERSHIP, "identity", {"public_key": key}))
         member: Member | None = None
         if identity is not None:
             institution_id = _text(identity.get("institution"))
@@ -234,7 +234,7 @@ class AccessControl:
         self._fresh()
         if institution_id in self._institutions:
             return self._institutions[institution_id]
-        record = _record(self._query(MEMBERSHIP, "institution", {"id": institution_id}))
+        record = _record(self._ask(MEMBERSHIP, "institution", {"id": institution_id}))
         institution: Institution | None = None
         if record is not None:
             sponsor = record.get("sponsor")
@@ -313,16 +313,20 @@ class AccessControl:
             return  # nothing was found: there is nobody's data to protect
         self._deny(principal, name, rule, f"{name} {_describe(subjects)}")
 
+    def _ask(self, app: str, path: str, arguments: Mapping[str, Value]) -> Value:
+        """An app's answer for a rule's lookup, or None when it cannot answer (an unknown
+        record, an argument it refuses): a lookup that fails finds no subject."""
+        try:
+            return self._query(app, path, arguments)
+        except AppError:
+            return None
+
     def _subjects(
         self, app: str, rule: ReadRule, values: Mapping[str, Value], answer: Value
     ) -> Subjects:
-        def lookup(path: str, arguments: Mapping[str, Value]) -> Value:
-            try:
-                return self._query(app, path, arguments)
-            except Exception:
-                return None
-
-        return subjects_of(rule, values, answer, lookup)
+        return subjects_of(
+            rule, values, answer, lambda path, arguments: self._ask(app, path, arguments)
+        )
 
     def require_account(self, principal: Principal, account: bytes, what: str) -> None:
         """Raise ``AccessDenied`` unless ``principal`` may read data of ``account``."""

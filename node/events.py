@@ -115,6 +115,10 @@ class StreamBlockCache:
         self._load = load
         self._blocks: OrderedDict[int, StreamBlock] = OrderedDict()
 
+    def peek(self, height: int) -> StreamBlock | None:
+        """The block at ``height`` if it is cached (never loads it)."""
+        return self._blocks.get(height)
+
     def get(self, height: int) -> StreamBlock | None:
         """The block at ``height`` (None when not committed)."""
         block = self._blocks.get(height)

@@ -879,10 +879,18 @@ class Node:
         location = self.store.transaction_location(tx_hash)
         if location is None:
             return None
-        block = self.stream_block(location.height)
-        if block is None or location.index >= len(block.transactions):
-            return None
-        found = block.transactions[location.index]
+        cached = self._stream_blocks.peek(location.height)
+        if cached is not None and location.index < len(cached.transactions):
+            found = cached.transactions[location.index]
+        else:
+            # One transaction and its receipt, not the whole block's (a receipt look-up must
+            # not decode thousands of transactions).
+            block = self.store.block(location.height)
+            receipt = self.store.receipt(location.height, location.index)
+            if block is None or receipt is None or location.index >= len(block.transactions):
+                return None
+            raw = block.transactions[location.index]
+            found = stream_transaction(raw, location.index, receipt, self.chain_id)
         return CommittedTransaction(found.sender, found.app, found.receipt.events)
 
     def stream_block(self, height: int) -> StreamBlock | None:

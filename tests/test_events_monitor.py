@@ -81,7 +81,27 @@ async def test_events_are_scoped_resumable_and_the_monitor_catches_the_planted_p
     with trio.fail_after(DEADLINE_S * 3):
         async with trio.open_nursery() as nursery:
             await nursery.start(runtime.Node(load_home(info.homes[0])).run)
+            # Following alice's payments from the next block, before she pays.
+            next_height = await call(lambda: int(str(reader.status()["height"]))) + 1
+            live: list[StreamEvent] = []
+
+            def first_live_payment() -> None:
+                stream = clients["alice"].events(
+                    start=next_height, app="payments", account=alice, reconnect=False
+                )
+                try:
+                    for item in stream:
+                        if item.kind == "app_event":
+                            live.append(item)
+                            return
+                finally:
+                    stream.close()
+
+            nursery.start_soon(functools.partial(trio.to_thread.run_sync, first_live_payment))
             first = await call(lambda: pay("alice", bob, 1250, "E2E-A1"))
+            await wait_for(lambda: bool(live))
+            assert live[0].data["kind"] == "payment"
+            assert live[0].data["height"] == first
             large_height = await call(lambda: pay("lion-bank", alice, LARGE, "BIG-1"))
             freeze = await call(
                 lambda: clients["lion-bank"].send(
