@@ -22,7 +22,7 @@ import json
 import ssl
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -359,7 +359,7 @@ class Client:
         account: bytes | None = None,
         types: tuple[str, ...] = (),
         reconnect: bool = True,
-    ) -> Iterator[StreamEvent]:
+    ) -> Generator[StreamEvent, None, None]:
         """Committed blocks, receipts and app events from ``GET /events``, as they commit:
         from block ``start`` (default: the next one), or after the item id ``after``; up to
         block ``until`` (then the iteration ends), else forever. Filters: ``app``, event
