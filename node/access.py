@@ -258,6 +258,8 @@ class AccessControl:
             return "node"
         if rule.audience == AUDIENCE_PUBLIC:
             return "public"
+        if rule.audience != AUDIENCE_MEMBERS and principal.key in subjects.accounts:
+            return "owner"  # a key reads its own account's data, member or not
         member = principal.member
         if member is None:
             return None
