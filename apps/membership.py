@@ -137,6 +137,8 @@ READ_RULES: Final = ReadRules(
         "identities": institution_data("institution"),
         "proposal": members_only("governance proposals", _GOVERNANCE),
         "proposals": members_only("governance proposals", _GOVERNANCE),
+        # Anyone who checks a certificate needs the set that signed it.
+        "validators": public("the validators that certify each height"),
     },
     events={
         "institution_onboarded": public("the consortium's institutions"),
@@ -148,6 +150,7 @@ READ_RULES: Final = ReadRules(
         "proposal_opened": members_only("governance proposals", _GOVERNANCE),
         "proposal_voted": members_only("governance proposals", _GOVERNANCE),
         "proposal_executed": members_only("governance proposals", _GOVERNANCE),
+        "validator_set_changed": public("the validators that certify each height"),
     },
     overseers=OVERSEERS,
 )

@@ -289,7 +289,10 @@ class Node:
             home=home.path,
             config=self.config,
             chain_id=self.chain_id,
-            node_keys=frozenset(self._node_keys) | frozenset(self.config.p2p.observers),
+            # This node and the nodes allowed to connect when it starts (validators of the next
+            # two heights and observers); a validator added on chain later is known after a
+            # restart.
+            node_keys=self._allowlist() | {home.node_key.public_key},
             query=self.host.query,
             rules_of=self._read_rules,
         )
@@ -1029,15 +1032,19 @@ class Node:
     def health(self) -> Health:
         """Whether this node is current: recent blocks, connected to a quorum, not behind."""
         problems: list[str] = []
-        peers = len(self.network.peers())
-        others = self.validators.size - 1
-        quorum = self.validators.quorum
-        if others and peers == 0:
+        validators = self.replica.validators
+        voting = self.index is not None
+        others = validators.size - (1 if voting else 0)
+        quorum = validators.quorum
+        connected = {peer.public_key for peer in self.network.peers()}
+        reached = len(connected & set(validators.node_keys()))
+        if others and reached == 0:
             problems.append(f"isolated: no peer connected (of {others} other validators)")
-        elif peers + 1 < quorum:
+        elif voting and reached + 1 < quorum:
+            # An observer needs one honest validator to follow the chain, not a quorum.
             problems.append(
-                f"no quorum: connected to {peers} of {others} other validators; committing"
-                f" needs {quorum} of {self.validators.size}"
+                f"no quorum: connected to {reached} of {others} other validators; committing"
+                f" needs {quorum} of {validators.size}"
             )
         if self.syncing:
             problems.append(f"behind: catching up from height {self.host.height} (peers are ahead)")
