@@ -13,14 +13,16 @@ timeout is computed from the latest tick. (Models: etcd-io/raft's ``Ready``, h11
 
 Protocol (simplified PBFT, one block per height)
 ------------------------------------------------
-n validators, f = (n-1)//3, quorum q = the smallest q with 2q - n > f (``quorum_size``). Views
-restart at 0 at each height; the primary of (height, view) is ``(height + view) mod n``.
+Each height h has its validator set (see *Reconfiguration*): n validators, f = (n-1)//3, quorum
+q = the smallest q with 2q - n > f (``quorum_size``), all of h's set. Views restart at 0 at
+each height; the primary of (height, view) is ``(height + view) mod n``.
 
 1. *Proposal.* The primary asks its driver for a payload, builds block h (parent hash, app hash
    after h-1, timestamp, transactions), signs a ``Proposal`` and broadcasts it.
 2. *Prepare.* A replica accepts the first validly signed proposal of the current view from the
    view's primary whose header is right (chain, height, parent, app hash, proposer, view, sizes,
-   timestamp later than the parent's and within ``timestamp_drift_max_ms`` of its own time),
+   timestamp later than the parent's and within ``timestamp_drift_max_ms`` of its own time,
+   ``next_validators_hash`` the hash of the set our state puts in force at h+1),
    asks its driver to validate the transactions (``ValidateBlock``) and, if valid, broadcasts a
    signed prepare for the block hash.
 3. *Commit.* With q prepares for (h, v, d) and the block in hand, the replica is *prepared*: it
@@ -99,6 +101,58 @@ true, because its key is everything the signature covers (or the whole message):
 A new primary announces its view with exactly the view changes its decision was made on, so
 the proposal in a ``NewView`` always obeys the rule every replica checks, even when a view
 change with a certificate arrives while the driver is building a fresh block.
+
+Reconfiguration (validator sets decided on chain)
+-------------------------------------------------
+The set of height h is decided by the chain: the genesis validators certify height 1, and a
+change executed in block c (``apps.validators``: governance, one validator at a time) is in
+force from height c + 2. The driver tells the replica the set of h + 2 when it has executed h
+(``BlockExecuted.next_validators``), so at height h the replica knows the sets of h and h + 1,
+and block h's header names the hash of the set of h + 1, which every replica checks as it
+checks the app hash.
+
+*Why a certificate of height h is checked against the set of h, and only that set.* The safety
+argument above is about one height: "two quorums intersect in an honest validator" holds for
+two quorums *of the same set*, under that set's fault assumption (at most f of it byzantine).
+A quorum of another set proves nothing about h: after a key rotation, the retired key of a
+validator may be held by anyone; after a removal, the leaver owes the chain nothing; a quorum
+of yesterday's set can sign today's fork. So every vote, proposal, view change, new view,
+prepared certificate and commit certificate of height h is verified against the set of h;
+a message or synced block of a height whose set we do not know yet is checked against the
+latest set we know and checked *again* at its own height when it differs
+(``_Buffered.verified_by``, ``_Synced.verified_by``). Skipping that second check is
+``PlantedBug.SYNC_CERTIFICATE_AGAINST_CURRENT_SET``: old keys then fork a syncing node.
+
+*Why switching at c + 2 is safe.* Block c + 1 is proposed only after c is executed (the
+replica is not ready before ``BlockExecuted``), so the set of c + 2 is a deterministic function
+of the agreed chain up to c, computed identically by every honest replica; block c + 1's
+header commits to its hash and every honest replica refuses a proposal naming another. Hence
+all honest replicas decide height c + 2 with the same set, switch at the same block, and the
+per-height argument applies at every height: agreement at h needs only that at most f of the
+set of h are byzantine (for ever: retired keys must be destroyed). Chain integrity carries the
+switch along: block h+1 extends the block h decided by h's set, and names h+2's set.
+
+*What a syncing node trusts.* Genesis (the set of height 1) and its own execution: it verifies
+block h's certificate against the set its own replay of blocks 1..h-2 decided, and block h's
+header against the set of h + 1 the same replay decides; a snapshot-installed node must check
+the sets the snapshot state holds against the ``next_validators_hash`` of certified headers
+walked from a height it trusts. A node that was away across many changes may no longer know
+any key that signs now; messages it cannot verify (from heights whose sets it does not know,
+not signed by the latest set it knows) still count, by claimed signer, as hints that it is
+behind: they only make it ask for blocks, whose certificates it verifies height by height.
+
+*Who votes.* At each height the replica signs with the first of its keys that is in that
+height's set (a standby key takes over when a rotation reaches its height); with none it only
+follows: it tallies the validators' votes, decides, syncs and serves blocks, and never signs,
+persists or times out a view. Observers, validators before they join and after they leave run
+exactly this code. Persisted safety state records the key that signed it, never an index
+(indices move when the set changes).
+
+*Liveness across a switch.* Membership changes one validator at a time, so consecutive sets
+differ in one validator; with three or more validators the untouched ones form a quorum of the
+new set, and the chain stays live even if the joining, leaving or rotating validator is not
+ready (a joining node syncs as an observer and votes once it has caught up; a rotating node
+should hold its next key as a standby key before the change takes effect).
 
 Why it is live (after the network stabilises)
 ---------------------------------------------
