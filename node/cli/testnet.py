@@ -492,7 +492,7 @@ def _load_generator(
     if consortium is None:
         senders = [
             (info.client_key(i), info.institutions[i], info.api_addresses[i])
-            for i in range(len(info.homes))
+            for i in range(len(info.clients))
         ]
         return LoadGenerator(info.chain_id, senders, load_rate)
     # Resuming a chain that already has traffic: continue every party's nonces, and vary the
