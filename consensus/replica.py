@@ -946,6 +946,19 @@ class Replica:
             voting=self._index is not None,
         )
 
+    def add_standby_key(self, key: PrivateKey) -> bool:
+        """Hold one more consensus key from now on (a rotation's next key, loaded while the
+        node runs); False if it is held already. It signs at the first height whose set holds
+        it, the current one included. A fresh key never signed anything, so using it in the
+        middle of a height cannot make a second vote; a height where restored state says
+        another key signed stays one we abstain from (``_adopt_safety``)."""
+        if any(held.public_key == key.public_key for held in self._keys):
+            return False
+        self._keys = (*self._keys, key)
+        if self._index is None and self._safety.signer is None:
+            self._use_validators(self._validators)
+        return True
+
     @property
     def index(self) -> int | None:
         """This replica's index in the validator set of its height (None: it only follows)."""

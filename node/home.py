@@ -6,6 +6,9 @@
       node_key.json        p2p identity (ed25519, mode 0600)
       validator_key.json   consensus signing key (ed25519, mode 0600)
       validator_key.next.json   optional: the key a rotation decided on chain switches to
+                           (a running node picks it up at its next block)
+      node_key.next.json   optional: the node key a rotation switches to (at a restart, once
+                           promoted with ``promote_next_key``)
       data/                LMDB store and the node's state
 
 A node whose validator key is in no validator set is an observer: it follows the chain and
@@ -31,6 +34,7 @@ __all__ = [
     "CONFIG_FILE",
     "DATA_DIR",
     "GENESIS_FILE",
+    "NEXT_NODE_KEY_FILE",
     "NEXT_VALIDATOR_KEY_FILE",
     "NODE_KEY_FILE",
     "VALIDATOR_KEY_FILE",
@@ -39,6 +43,8 @@ __all__ = [
     "check_home",
     "init_home",
     "load_home",
+    "promote_next_key",
+    "write_next_key",
 ]
 
 CONFIG_FILE: Final = "config.toml"
@@ -46,6 +52,7 @@ GENESIS_FILE: Final = "genesis.json"
 NODE_KEY_FILE: Final = "node_key.json"
 VALIDATOR_KEY_FILE: Final = "validator_key.json"
 NEXT_VALIDATOR_KEY_FILE: Final = "validator_key.next.json"
+NEXT_NODE_KEY_FILE: Final = "node_key.next.json"
 DATA_DIR: Final = "data"
 
 
@@ -115,6 +122,27 @@ def init_home(home: Path, moniker: str, *, config: NodeConfig | None = None) -> 
     (home / DATA_DIR).mkdir(exist_ok=True, mode=0o700)
     config_path.write_text(rendered, "utf-8")
     return validator_key.public_key, node_key.public_key
+
+
+def write_next_key(home: Path, *, node_key: bool = False) -> PrivateKey:
+    """Start a key rotation: write a fresh next validator key (``validator_key.next.json``)
+    or, with ``node_key``, next node key (``node_key.next.json``) into ``home`` and return it.
+    Refuses (``KeyFileError``) while a next key is already there."""
+    key = generate_private_key()
+    save_key_file(home / (NEXT_NODE_KEY_FILE if node_key else NEXT_VALIDATOR_KEY_FILE), key)
+    return key
+
+
+def promote_next_key(home: Path, *, node_key: bool = False) -> PrivateKey:
+    """Finish a key rotation: the next key replaces the current one (the retired key is
+    overwritten: it must never sign or connect again) and the next-key file is removed. A
+    node uses a promoted node key from its next start. Raises ``KeyFileError``."""
+    current = home / (NODE_KEY_FILE if node_key else VALIDATOR_KEY_FILE)
+    upcoming = home / (NEXT_NODE_KEY_FILE if node_key else NEXT_VALIDATOR_KEY_FILE)
+    key = load_key_file(upcoming)
+    save_key_file(current, key, overwrite=True)
+    upcoming.unlink()
+    return key
 
 
 def write_config(home: Path, config: NodeConfig) -> None:

@@ -104,9 +104,10 @@ from node.api import CommittedTransaction, Health, QueryError, SubmitOutcome
 from node.apiserver import ApiServer
 from node.apploader import AppLoadError, load_apps
 from node.events import StreamBlock, StreamBlockCache, stream_transaction
-from node.home import Home
+from node.home import NEXT_VALIDATOR_KEY_FILE, Home
 from node.http import Handler, HttpLimits, Request, Response, serve_http
 from node.jsonvalue import JsonType, to_json
+from node.keys import KeyFileError, load_key_file
 from node.mempool import CODE_FULL, Mempool, MempoolLimits, MempoolRejected
 from node.metrics import NodeMetrics, RunningTotal
 from node.servebudget import ServeBudget
@@ -242,6 +243,10 @@ class Node:
             window_ms=_BLOCK_SERVE_WINDOW_MS,
         )
         self.replica = self._make_replica()
+        # The next validator key of a rotation: loaded at start, or by the first block after
+        # the file appears (``_pick_up_next_key``).
+        self._next_key_loaded = home.next_validator_key is not None
+        self._next_key_problem = ""
         self._index_of_node_key: dict[bytes, int] = {}
         self._index_set: ValidatorSet | None = None
         self._tip_timestamp_ms = self._chain_tip().timestamp_ms
@@ -460,6 +465,23 @@ class Node:
                     self._start_pre_execution(event)
             self._update_status_metrics()
             pending.append(await self._inputs.receive())
+
+    def _pick_up_next_key(self) -> None:
+        """Load ``validator_key.next.json`` if it appeared since we started (a key rotation in
+        progress): the replica signs with it from the height the chain puts it in force."""
+        path = self.home.path / NEXT_VALIDATOR_KEY_FILE
+        if self._next_key_loaded or not path.exists():
+            return
+        try:
+            key = load_key_file(path)
+        except KeyFileError as error:
+            if str(error) != self._next_key_problem:
+                self._next_key_problem = str(error)
+                log.warning("next_validator_key_unreadable", extra={"error": str(error)})
+            return
+        self._next_key_loaded = True
+        if self.replica.add_standby_key(key):
+            log.info("next_validator_key_loaded", extra={"public_key": key.public_key.hex()})
 
     def _sender_index(self, peer: bytes) -> int | None:
         """``peer``'s index in the validator set the replica is deciding with, if any."""
@@ -732,6 +754,7 @@ class Node:
                 },
             )
         self.network.set_allowlist(self._allowlist())
+        self._pick_up_next_key()
         log.info(
             "block_committed",
             extra={

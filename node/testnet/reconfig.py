@@ -46,11 +46,12 @@ from node.genesis import load_genesis, save_genesis
 from node.home import (
     CONFIG_FILE,
     GENESIS_FILE,
-    NEXT_VALIDATOR_KEY_FILE,
     NODE_KEY_FILE,
     VALIDATOR_KEY_FILE,
     init_home,
+    promote_next_key,
     write_config,
+    write_next_key,
 )
 from node.jsonvalue import JsonType
 from node.keys import generate_private_key, load_key_file, save_key_file
@@ -62,7 +63,6 @@ from node.testnet.testnet import (
 )
 
 __all__ = [
-    "NEXT_NODE_KEY_FILE",
     "Decision",
     "Governance",
     "GovernanceError",
@@ -80,8 +80,6 @@ __all__ = [
     "wait_for_height",
 ]
 
-# The node key a node-key rotation switches to, written beside ``node_key.json``.
-NEXT_NODE_KEY_FILE: Final = "node_key.next.json"
 # A proposal and its votes each take a block or two; a busy 2-core machine under load is slow.
 DECISION_TIMEOUT_S: Final = 120.0
 # How long one transaction may take to commit.
@@ -374,10 +372,9 @@ def remove_validator(info: TestnetInfo, index: int, governance: Governance) -> D
 
 def prepare_rotation(info: TestnetInfo, index: int) -> PrivateKey:
     """Write node ``index``'s next consensus key (``validator_key.next.json``). The node signs
-    with it from the height a rotation puts it in force, once it has loaded it (a restart)."""
-    key = generate_private_key()
-    save_key_file(info.homes[index] / NEXT_VALIDATOR_KEY_FILE, key)
-    return key
+    with it from the height a rotation puts it in force (it loads the file at its next block,
+    or when it starts)."""
+    return write_next_key(info.homes[index])
 
 
 def rotate_validator_key(
@@ -395,19 +392,14 @@ def rotate_validator_key(
 
 
 def finish_rotation(info: TestnetInfo, index: int) -> None:
-    """Make the rotated key node ``index``'s only key (the retired key is deleted: it must
+    """Make the rotated key node ``index``'s only key (the retired key is overwritten: it must
     never sign again). Takes effect at the node's next start."""
-    home = info.homes[index]
-    next_key = load_key_file(home / NEXT_VALIDATOR_KEY_FILE)
-    save_key_file(home / VALIDATOR_KEY_FILE, next_key, overwrite=True)
-    (home / NEXT_VALIDATOR_KEY_FILE).unlink()
+    promote_next_key(info.homes[index])
 
 
 def prepare_node_key_rotation(info: TestnetInfo, index: int) -> PrivateKey:
     """Write node ``index``'s next node (p2p) key beside its current one."""
-    key = generate_private_key()
-    save_key_file(info.homes[index] / NEXT_NODE_KEY_FILE, key)
-    return key
+    return write_next_key(info.homes[index], node_key=True)
 
 
 def rotate_node_key(
@@ -430,9 +422,7 @@ def finish_node_key_rotation(info: TestnetInfo, index: int) -> None:
     new peer entry up at their next start (until then the node dials them)."""
     home = info.homes[index]
     old = load_key_file(home / NODE_KEY_FILE).public_key
-    new_key = load_key_file(home / NEXT_NODE_KEY_FILE)
-    save_key_file(home / NODE_KEY_FILE, new_key, overwrite=True)
-    (home / NEXT_NODE_KEY_FILE).unlink()
+    new_key = promote_next_key(home, node_key=True)
     for other in info.homes:
         path = other / CONFIG_FILE
         config, _ = parse_config(path.read_bytes(), str(path))

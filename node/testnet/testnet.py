@@ -326,7 +326,13 @@ def create_testnet(
         node_config = base.with_changes(
             "", moniker=f"node{i}", log_file="node.log", log_format="json"
         ).with_changes("p2p", observers=observer_keys if i < validators else ())
-        write_config(home, _with_addresses(node_config, layout, i, node_keys))
+        node_config = _with_addresses(node_config, layout, i, node_keys)
+        # Every node dials the validators only: observers connect to validators, never to
+        # each other (a validator lists them in [p2p] observers to let them in).
+        peers = tuple(
+            p for p in node_config.p2p.persistent_peers if p.node_key not in observer_keys
+        )
+        write_config(home, node_config.with_changes("p2p", persistent_peers=peers))
         save_genesis(home / GENESIS_FILE, genesis)
     addresses = tuple(layout.api_address(i) for i in range(nodes))
     roles = ("validator",) * validators + ("observer",) * observers
@@ -430,7 +436,13 @@ def apply_layout(info: TestnetInfo, layout: Layout) -> TestnetInfo:
         config, problems = parse_config(path.read_bytes(), str(path))
         if config is None:
             raise ValueError("\n".join(str(problem) for problem in problems))
-        write_config(home, _with_addresses(config, layout, i, node_keys))
+        moved_config = _with_addresses(config, layout, i, node_keys)
+        validators_only = tuple(
+            peer
+            for peer in moved_config.p2p.persistent_peers
+            if info.role(node_keys.index(peer.node_key)) == "validator"
+        )
+        write_config(home, moved_config.with_changes("p2p", persistent_peers=validators_only))
     moved = replace(
         info,
         api_addresses=tuple(layout.api_address(i) for i in range(len(info.homes))),
