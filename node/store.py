@@ -15,12 +15,18 @@ databases:
 ``transactions``          transaction hash -> (height, index) of its *first* inclusion
 ``receipts``              height || index (4 bytes) -> encoded ``apps.host.Receipt``
 ``state``                 application state (namespaced keys, see ``apps.state``)
+``tree``                  the state's Merkle tree records (``apps.merkle``): its root is the
+                          app hash
+``state_undo``            for each key the last block wrote: its value before that block
+                          (``0x01 || value``, or ``0x00`` when it was absent)
+``tree_undo``             the same for the tree records the last block changed
 ``replica``               the consensus replica's persisted state (opaque bytes)
 ``evidence``              height || SHA-256(evidence) -> opaque evidence bytes
 ========================  ===================================================================
 
-``commit_block`` writes the block, its certificate, the state write set, the transaction index,
-the receipts, the app hash and the new height in **one** LMDB write transaction. LMDB commits
+``commit_block`` writes the block, its certificate, the state write set, the tree records, the
+undo records, the transaction index, the receipts, the app hash and the new height in **one**
+LMDB write transaction. LMDB commits
 by switching a meta page after the data pages are written, so a crash (SIGKILL, power loss
 with ``sync=True``) at any moment leaves either the previous height or the new one, never a
 part of a block. The crash tests kill real processes mid-commit to check this.
@@ -34,6 +40,17 @@ and fsync (a write may run on a worker thread while the event loop keeps reading
 snapshots); a write that fills the map aborts its transaction first and only then takes the
 read lock to resize, so no transaction of this process is open during a resize.
 
+Versions. The state and tree databases hold the state after the committed height h. The undo
+databases turn them back into the state after h-1 (``certified_view``): that is the latest state
+whose app hash a certificate covers (block h carries it and certificate h signs block h), so
+proofs of single keys are answered against it. Each commit empties the undo databases before
+recording its own, so exactly one version back is kept and nothing older needs pruning.
+
+State sync (``begin_state_sync``, ``install_state_chunk``, ``finish_state_sync``) replaces the
+genesis state of an empty store with a verified snapshot at height b, in several write
+transactions; until the last one records height b the store says ``state_sync_pending`` and a
+restart starts the sync over. Such a store holds blocks from b on only (``base_height``).
+
 Opening a store records or checks the chain id, the genesis hash and the schema version: a data
 directory from another chain or schema is refused with ``StoreMismatchError``.
 """
@@ -45,11 +62,12 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import lmdb
 
 from apps.host import BlockResult, Receipt
+from apps.merkle import TreeUpdate, build, leaf_of
 from apps.state import WriteSet
 from consensus.codec import CodecError, decode, encode
 from consensus.crypto import hash_bytes
@@ -66,6 +84,7 @@ __all__ = [
     "DATABASES",
     "MAP_SIZE_INITIAL_BYTES",
     "SCHEMA_VERSION",
+    "CertifiedView",
     "LmdbStateBackend",
     "Store",
     "StoreConsistencyError",
@@ -79,7 +98,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 1
+# 2: the Merkle tree and undo databases, state sync's base height.
+SCHEMA_VERSION: Final = 2
 # Small enough that a test node costs nothing; it doubles on demand.
 MAP_SIZE_INITIAL_BYTES: Final = 64 * 1024 * 1024
 # A hard ceiling so a runaway writer fails loudly instead of filling the disk: 1 TiB.
@@ -96,6 +116,9 @@ DATABASES: Final = (
     "transactions",
     "receipts",
     "state",
+    "tree",
+    "state_undo",
+    "tree_undo",
     "replica",
     "evidence",
 )
@@ -105,7 +128,16 @@ _META_SCHEMA: Final = b"schema_version"
 _META_HEIGHT: Final = b"height"
 _META_APP_HASH: Final = b"app_hash"
 _META_LAST_BLOCK_HASH: Final = b"last_block_hash"
+# The height whose block the undo records undo (absent: no earlier version is kept).
+_META_UNDO_HEIGHT: Final = b"undo_height"
+# The height a state-synced store starts at (absent: genesis).
+_META_BASE_HEIGHT: Final = b"base_height"
+# The snapshot height a state sync in progress installs (its state is incomplete).
+_META_STATE_SYNC: Final = b"state_sync_pending"
 _REPLICA_KEY: Final = b"replica"
+_T = TypeVar("_T")
+_ABSENT: Final = b"\x00"
+_PRESENT: Final = b"\x01"
 
 
 class StoreError(Exception):
@@ -299,14 +331,24 @@ class Store:
     # -- commits ------------------------------------------------------------------------------
 
     def init_genesis(self, writes: WriteSet, app_hash: bytes) -> None:
-        """Write the genesis state (height 0) once; raise ``StoreConsistencyError`` if done."""
+        """Write the genesis state (height 0) and its Merkle tree once; raise
+        ``StoreConsistencyError`` if done, or if ``app_hash`` is not the state's root."""
         if self.initialised:
             raise StoreConsistencyError("genesis state is already written")
+        tree = build(leaf_of(key, value) for key, value in writes if value is not None)
+        if tree.root != app_hash:
+            raise StoreConsistencyError(
+                f"genesis app hash {app_hash.hex()} is not the genesis state's root "
+                f"{tree.root.hex()}"
+            )
 
         def work(txn: lmdb.Transaction) -> None:
             if txn.get(_META_HEIGHT, db=self._db["meta"]) is not None:
                 raise StoreConsistencyError("genesis state is already written")
+            for database in ("state", "tree", "state_undo", "tree_undo"):
+                txn.drop(self._db[database], delete=False)
             self._apply_writes(txn, writes)
+            self._apply_tree(txn, tree)
             txn.put(height_key(0), app_hash, db=self._db["app_hashes"])
             meta = self._db["meta"]
             txn.put(_META_APP_HASH, app_hash, db=meta)
@@ -331,6 +373,8 @@ class Store:
             raise StoreConsistencyError("certificate is for another block")
         if result.height != height or len(result.receipts) != len(block.transactions):
             raise StoreConsistencyError("execution result is for another block")
+        if result.tree.root != result.app_hash:
+            raise StoreConsistencyError("execution result's tree does not have its app hash")
         encoded_block = block.encode()
         encoded_certificate = certificate.encode()
         receipts = [receipt.encode() for receipt in result.receipts]
@@ -364,20 +408,43 @@ class Store:
                 # The first inclusion wins: a replayed copy later is only a rejected receipt.
                 txn.put(tx_hash, location, db=self._db["transactions"], overwrite=False)
                 txn.put(receipt_key(height, index), receipt, db=self._db["receipts"])
-            self._apply_writes(txn, result.writes)
+            self._apply_writes(txn, result.writes, undo=True)
+            self._apply_tree(txn, result.tree, undo=True)
+            txn.put(_META_UNDO_HEIGHT, key, db=meta)
             txn.put(_META_APP_HASH, result.app_hash, db=meta)
             txn.put(_META_LAST_BLOCK_HASH, block.hash, db=meta)
             txn.put(_META_HEIGHT, key, db=meta)
 
         self._write(work)
 
-    def _apply_writes(self, txn: lmdb.Transaction, writes: WriteSet) -> None:
-        state = self._db["state"]
-        for key, value in writes:
-            if value is None:
-                txn.delete(key, db=state)
-            else:
-                txn.put(key, value, db=state)
+    def _apply_writes(self, txn: lmdb.Transaction, writes: WriteSet, *, undo: bool = False) -> None:
+        self._apply_records(txn, "state", writes, "state_undo" if undo else None)
+
+    def _apply_tree(self, txn: lmdb.Transaction, tree: TreeUpdate, *, undo: bool = False) -> None:
+        self._apply_records(txn, "tree", tree.records, "tree_undo" if undo else None)
+
+    def _apply_records(
+        self,
+        txn: lmdb.Transaction,
+        database: str,
+        records: tuple[tuple[bytes, bytes | None], ...],
+        undo_database: str | None,
+    ) -> None:
+        """Write ``records`` (None deletes) to ``database``; with ``undo_database``, first
+        empty it and then record there what each key held before (one version back)."""
+        db = self._db[database]
+        if undo_database is None:
+            for key, value in records:
+                if value is None:
+                    txn.delete(key, db=db)
+                else:
+                    txn.put(key, value, db=db)
+            return
+        undo = self._db[undo_database]
+        txn.drop(undo, delete=False)
+        for key, value in records:
+            old = txn.pop(key, db=db) if value is None else txn.replace(key, value, db=db)
+            txn.put(key, _ABSENT if old is None else _PRESENT + bytes(old), db=undo)
 
     # -- chain reads --------------------------------------------------------------------------
 
@@ -431,7 +498,54 @@ class Store:
         location = self.transaction_location(tx_hash)
         return None if location is None else self.receipt(location.height, location.index)
 
+    @property
+    def base_height(self) -> int:
+        """The first height this store holds the state of: 0, or the snapshot height a state
+        sync started from (no blocks below it are stored)."""
+        raw = self._get("meta", _META_BASE_HEIGHT)
+        return 0 if raw is None else int.from_bytes(raw, "big")
+
+    @property
+    def state_sync_pending(self) -> int | None:
+        """The snapshot height of a state sync that has not finished (its state is partial),
+        or None."""
+        raw = self._get("meta", _META_STATE_SYNC)
+        return None if raw is None else int.from_bytes(raw, "big")
+
     # -- state --------------------------------------------------------------------------------
+
+    def tree_node(self, key: bytes) -> bytes | None:
+        """The committed Merkle tree record under ``key``."""
+        return self._get("tree", key)
+
+    def read_certified(self, work: Callable[[CertifiedView], _T]) -> _T | None:
+        """Run ``work`` on the state after height h-1 (h: the committed height), the latest
+        state whose app hash a certificate covers, with block h and its certificate, all read
+        in one read transaction. Returns None (without calling ``work``) when no earlier
+        version is kept: genesis only, or no block since a state sync or a restart from a
+        backup. ``work`` must not call back into the store."""
+        with self._lock, self._env.begin() as txn:
+            meta = self._db["meta"]
+            raw_height = txn.get(_META_HEIGHT, db=meta)
+            raw_undo = txn.get(_META_UNDO_HEIGHT, db=meta)
+            if raw_height is None or raw_undo is None or bytes(raw_undo) != bytes(raw_height):
+                return None
+            height = int.from_bytes(raw_height, "big")
+            block = txn.get(height_key(height), db=self._db["blocks"])
+            certificate = txn.get(height_key(height), db=self._db["certificates"])
+            app_hash = txn.get(height_key(height - 1), db=self._db["app_hashes"])
+            assert block is not None
+            assert certificate is not None
+            assert app_hash is not None
+            view = CertifiedView(
+                height=height - 1,
+                app_hash=bytes(app_hash),
+                block=Block.decode(bytes(block)),
+                certificate=CommitCertificate.decode(bytes(certificate)),
+                state=_UndoneReader(txn, self._db["state"], self._db["state_undo"]),
+                tree=_UndoneReader(txn, self._db["tree"], self._db["tree_undo"]),
+            )
+            return work(view)
 
     def state_backend(self) -> LmdbStateBackend:
         """The committed application state as an ``apps.state.StateBackend``."""
@@ -531,6 +645,46 @@ class Store:
         return items
 
 
+class _UndoneReader:
+    """One database as it was one version back: its undo records first, then the database
+    (both read in the caller's transaction)."""
+
+    __slots__ = ("_current", "_txn", "_undo")
+
+    def __init__(
+        self, txn: lmdb.Transaction, current: lmdb._Database, undo: lmdb._Database
+    ) -> None:
+        self._txn = txn
+        self._current = current
+        self._undo = undo
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value under ``key`` one version back, or None."""
+        undone = self._txn.get(key, db=self._undo)
+        if undone is not None:
+            return None if bytes(undone[:1]) == _ABSENT else bytes(undone[1:])
+        value = self._txn.get(key, db=self._current)
+        return None if value is None else bytes(value)
+
+    def tree_node(self, key: bytes) -> bytes | None:
+        """``get``, as an ``apps.merkle.TreeReader``."""
+        return self.get(key)
+
+
+@dataclass(frozen=True, slots=True)
+class CertifiedView:
+    """The state after ``height`` and what certifies it: ``block`` (height + 1) carries
+    ``app_hash``, and ``certificate`` is block's commit certificate. ``state`` reads values
+    (``get``) and ``tree`` Merkle records (``tree_node``), both as of ``height``."""
+
+    height: int
+    app_hash: bytes
+    block: Block
+    certificate: CommitCertificate
+    state: _UndoneReader
+    tree: _UndoneReader
+
+
 class LmdbStateBackend:
     """``apps.state.StateBackend`` over a store's committed state."""
 
@@ -548,6 +702,10 @@ class LmdbStateBackend:
     ) -> Iterator[tuple[bytes, bytes]]:
         """Committed (key, value) with ``start <= key < end`` in key order (or reverse)."""
         return self._store.state_scan(start, end, reverse=reverse)
+
+    def tree_node(self, key: bytes) -> bytes | None:
+        """The committed Merkle tree record under ``key``."""
+        return self._store.tree_node(key)
 
 
 def verify_chain(store: Store, validators: ValidatorSet, *, from_height: int = 1) -> int:

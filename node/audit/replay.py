@@ -19,6 +19,7 @@ from pathlib import Path
 
 from apps.base import App, BlockContext
 from apps.host import AppHost, BlockResult
+from apps.merkle import TreeUpdate
 from apps.state import MemoryBackend, WriteSet
 from consensus.types import Block, ValidatorSet
 from node.apploader import load_apps
@@ -79,11 +80,11 @@ class Replay:
             chain_id=self.genesis.chain_id,
         )
         result = self.host.execute_block(context, block.transactions)
-        self._apply(block.height, result.writes)
+        self._apply(block.height, result.writes, result.tree)
         self.host.committed(block.height, result.app_hash)
         return result
 
-    def _apply(self, height: int, writes: WriteSet) -> None:
-        self.backend.apply(writes)
+    def _apply(self, height: int, writes: WriteSet, tree: TreeUpdate | None = None) -> None:
+        self.backend.apply(writes, tree)
         for key, _ in writes:
             self.last_written[key] = height
