@@ -49,6 +49,7 @@ from typing import Final, NamedTuple, cast
 
 from apps.base import App, AppError, BlockContext, Event, ReadState
 from apps.merkle import TreeUpdate
+from apps.proofs import ProofUnsupported
 from apps.state import (
     GENESIS_PREVIOUS_APP_HASH,
     HOST_NAMESPACE,
@@ -656,14 +657,24 @@ class AppHost:
 
     # -- queries -----------------------------------------------------------------------------
 
-    def query(self, app: str, path: str, arguments: Mapping[str, Value]) -> Value:
-        """Answer ``app``'s query ``path`` on committed state; raises ``AppError`` for an
-        unknown app or path, bad arguments, or (as ``app_fault``) a failing app."""
+    def query(
+        self,
+        app: str,
+        path: str,
+        arguments: Mapping[str, Value],
+        *,
+        state: StateBackend | None = None,
+    ) -> Value:
+        """Answer ``app``'s query ``path`` on committed state (or on ``state``, e.g. an older
+        version being proven); raises ``AppError`` for an unknown app or path, bad arguments,
+        or (as ``app_fault``) a failing app."""
         target = self._app(app)
-        view: ReadState = NamespacedState(self._backend, app, writable=False)
+        view: ReadState = NamespacedState(
+            self._backend if state is None else state, app, writable=False
+        )
         try:
             return target.query(view, path, arguments)
-        except AppError:
+        except (AppError, ProofUnsupported):
             raise
         except Exception as error:
             raise AppError(CODE_APP_FAULT, f"query failed: {type(error).__name__}") from None

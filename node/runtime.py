@@ -52,6 +52,8 @@ from apps.access import ReadRules
 from apps.base import BlockContext
 from apps.host import AppHost, BlockResult, Receipt
 from apps.host import GenesisError as HostGenesisError
+from apps.merkle import prove
+from apps.proofs import ProofUnsupported, QueryProof, ReadRecorder
 from apps.transaction import Transaction, TransactionError
 from consensus.codec import Value
 from consensus.crypto import hash_bytes
@@ -95,7 +97,7 @@ from node.jsonvalue import JsonType, to_json
 from node.mempool import CODE_FULL, Mempool, MempoolLimits, MempoolRejected
 from node.metrics import NodeMetrics, RunningTotal
 from node.servebudget import ServeBudget
-from node.store import Store, StoreError
+from node.store import CertifiedView, Store, StoreError
 from node.tls import TlsError
 
 __all__ = ["CONSENSUS_KIND", "FaultHooks", "FaultHooksFactory", "Node", "NodeStartError"]
@@ -794,6 +796,36 @@ class Node:
             return self.host.query(app, path, arguments)
         except AppError as error:
             raise QueryError(error.code, error.message) from None
+
+    def query_proven(self, app: str, path: str, arguments: Value) -> tuple[Value, QueryProof]:
+        """App query on the latest certified state (after height h-1), with a proof of every
+        key it read (``apps.proofs``)."""
+        from apps.base import AppError
+
+        if not isinstance(arguments, dict) or not all(isinstance(k, str) for k in arguments):
+            raise QueryError("bad_argument", "arguments must be an object with string keys")
+
+        def work(view: CertifiedView) -> tuple[Value, QueryProof]:
+            recorder = ReadRecorder(view.state)
+            result = self.host.query(app, path, arguments, state=recorder)
+            reads = tuple(
+                (key, value, prove(view.tree, key)) for key, value in sorted(recorder.reads.items())
+            )
+            return result, QueryProof(view.height, view.block.header, view.certificate, reads)
+
+        try:
+            answer = self.store.read_certified(work)
+        except AppError as error:
+            raise QueryError(error.code, error.message) from None
+        except ProofUnsupported as error:
+            raise QueryError("not_provable", str(error)) from None
+        if answer is None:
+            raise QueryError(
+                "not_certified",
+                "no certified state yet: proofs need one block committed since this node "
+                "started from genesis, a snapshot or a backup",
+            )
+        return answer
 
     def evidence(self) -> list[JsonType]:
         """Stored equivocation evidence."""
