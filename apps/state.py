@@ -149,6 +149,10 @@ class MemoryBackend:
         """The root of the state's Merkle tree."""
         return self._tree.root
 
+    def tree_records(self) -> list[tuple[bytes, bytes]]:
+        """Every Merkle tree record (key, record), in key order."""
+        return sorted(self._tree.records.items())
+
     def scan(
         self, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:

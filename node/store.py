@@ -67,7 +67,7 @@ from typing import Final, TypeVar
 import lmdb
 
 from apps.host import BlockResult, Receipt
-from apps.merkle import TreeUpdate, build, leaf_of
+from apps.merkle import ROOT_KEY, TreeUpdate, build, leaf_of, root_of_slot
 from apps.state import WriteSet
 from consensus.codec import CodecError, decode, encode
 from consensus.crypto import hash_bytes
@@ -86,6 +86,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "CertifiedView",
     "LmdbStateBackend",
+    "StateReader",
     "Store",
     "StoreConsistencyError",
     "StoreError",
@@ -191,6 +192,10 @@ class Store:
         # Serialises write transactions (one LMDB writer at a time; lock order: this, then
         # ``_lock``).
         self._write_lock = threading.Lock()
+        # Long read transactions (snapshot exports) run without ``_lock``; a map resize waits
+        # until none is open.
+        self._long_readers = 0
+        self._long_readers_closed = threading.Condition(self._lock)
         try:
             self._env = lmdb.open(
                 str(path),
@@ -282,6 +287,8 @@ class Store:
                         self._env.set_mapsize(0)  # adopt the size another opener set
 
     def _grow(self) -> None:
+        while self._long_readers:  # a snapshot export's transaction must not see a remap
+            self._long_readers_closed.wait()
         current = int(self._env.info()["map_size"])
         new = current * 2
         if new > MAP_SIZE_MAX_BYTES:
@@ -417,6 +424,80 @@ class Store:
 
         self._write(work)
 
+    # -- state sync ---------------------------------------------------------------------------
+
+    def begin_state_sync(self, height: int) -> None:
+        """Start replacing the genesis state with a snapshot of ``height``: the state and tree
+        are emptied and the store says ``state_sync_pending`` until ``finish_state_sync``.
+        Only a store holding no block may be synced (``StoreConsistencyError`` otherwise)."""
+
+        def work(txn: lmdb.Transaction) -> None:
+            meta = self._db["meta"]
+            raw_height = txn.get(_META_HEIGHT, db=meta)
+            if raw_height is None or int.from_bytes(raw_height, "big") != 0:
+                raise StoreConsistencyError("state sync needs a store at genesis, with no block")
+            if txn.get(_META_BASE_HEIGHT, db=meta) is not None:
+                raise StoreConsistencyError("this store was already state-synced")
+            for database in ("state", "tree", "state_undo", "tree_undo"):
+                txn.drop(self._db[database], delete=False)
+            txn.put(_META_STATE_SYNC, height_key(height), db=meta)
+
+        self._write(work)
+
+    def install_state_chunk(
+        self, items: tuple[tuple[bytes, bytes], ...], records: dict[bytes, bytes]
+    ) -> None:
+        """Write one verified snapshot chunk: its state entries and tree records."""
+
+        def work(txn: lmdb.Transaction) -> None:
+            if txn.get(_META_STATE_SYNC, db=self._db["meta"]) is None:
+                raise StoreConsistencyError("no state sync in progress")
+            state = self._db["state"]
+            tree = self._db["tree"]
+            for key, value in items:
+                txn.put(key, value, db=state)
+            for key, record in records.items():
+                txn.put(key, record, db=tree)
+
+        self._write(work)
+
+    def finish_state_sync(
+        self,
+        block: Block,
+        certificate: CommitCertificate,
+        app_hash: bytes,
+        records: dict[bytes, bytes],
+    ) -> None:
+        """Complete a state sync at ``block``'s height: the tree records above the chunks, the
+        block and its certificate (the new tip) and the metadata, in one write transaction.
+        The caller verified the certificate, the app hash and every chunk."""
+        height = block.height
+
+        def work(txn: lmdb.Transaction) -> None:
+            meta = self._db["meta"]
+            pending = txn.get(_META_STATE_SYNC, db=meta)
+            if pending is None or int.from_bytes(pending, "big") != height:
+                raise StoreConsistencyError(f"no state sync to height {height} in progress")
+            tree = self._db["tree"]
+            for key, record in records.items():
+                txn.put(key, record, db=tree)
+            stored_root = txn.get(ROOT_KEY, db=tree)
+            if root_of_slot(None if stored_root is None else bytes(stored_root)) != app_hash:
+                raise StoreConsistencyError("the installed tree does not have the app hash")
+            key = height_key(height)
+            txn.put(key, block.encode(), db=self._db["blocks"])
+            txn.put(block.hash, key, db=self._db["block_hashes"])
+            txn.put(key, certificate.encode(), db=self._db["certificates"])
+            txn.put(key, app_hash, db=self._db["app_hashes"])
+            txn.put(_META_APP_HASH, app_hash, db=meta)
+            txn.put(_META_LAST_BLOCK_HASH, block.hash, db=meta)
+            txn.put(_META_BASE_HEIGHT, key, db=meta)
+            txn.put(_META_HEIGHT, key, db=meta)
+            txn.delete(_META_UNDO_HEIGHT, db=meta)
+            txn.delete(_META_STATE_SYNC, db=meta)
+
+        self._write(work)
+
     def _apply_writes(self, txn: lmdb.Transaction, writes: WriteSet, *, undo: bool = False) -> None:
         self._apply_records(txn, "state", writes, "state_undo" if undo else None)
 
@@ -547,6 +628,27 @@ class Store:
             )
             return work(view)
 
+    def open_state_reader(self) -> StateReader:
+        """A read transaction over the committed state and tree, held until its ``close``
+        (snapshot exports read a whole state at one height while blocks keep committing).
+        Grows the map first when it is more than half full, so commits are unlikely to need a
+        resize (which waits for the reader) meanwhile."""
+        with self._write_lock, self._lock:  # no write transaction open while the map grows
+            info = self._env.info()
+            stat = self._env.stat()
+            used = int(stat["psize"]) * (int(info["last_pgno"]) + 1)
+            if used * 2 > int(info["map_size"]):
+                self._grow()
+            txn = self._env.begin()
+            self._long_readers += 1
+        return StateReader(self, txn)
+
+    def _close_long_reader(self, txn: lmdb.Transaction) -> None:
+        with self._lock:
+            txn.abort()
+            self._long_readers -= 1
+            self._long_readers_closed.notify_all()
+
     def state_backend(self) -> LmdbStateBackend:
         """The committed application state as an ``apps.state.StateBackend``."""
         return LmdbStateBackend(self)
@@ -643,6 +745,53 @@ class Store:
                 items.append((int.from_bytes(key[:8], "big"), bytes(cursor.value())))
                 positioned = cursor.next()
         return items
+
+
+class StateReader:
+    """The committed state, tree and metadata at one height, read in one long transaction
+    (``Store.open_state_reader``). Used from one thread at a time; ``close`` it."""
+
+    def __init__(self, store: Store, txn: lmdb.Transaction) -> None:
+        self._store = store
+        self._txn = txn
+        self._closed = False
+        meta = store._db["meta"]
+        raw_height = txn.get(_META_HEIGHT, db=meta)
+        raw_hash = txn.get(_META_APP_HASH, db=meta)
+        if raw_height is None or raw_hash is None:
+            self.close()
+            raise StoreError("store has no genesis state yet")
+        self.height = int.from_bytes(raw_height, "big")
+        self.app_hash = bytes(raw_hash)
+        stat = txn.stat(store._db["state"])
+        self.entries = int(stat["entries"])
+        page = int(stat["psize"])
+        self.bytes_estimate = page * (
+            int(stat["leaf_pages"]) + int(stat["branch_pages"]) + int(stat["overflow_pages"])
+        )
+
+    def scan(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value) of the state, in key order."""
+        cursor = self._txn.cursor(db=self._store._db["state"])
+        for key, value in cursor.iternext(keys=True, values=True):
+            yield bytes(key), bytes(value)
+
+    def tree_node(self, key: bytes) -> bytes | None:
+        """The tree record under ``key`` (an ``apps.merkle.TreeReader``)."""
+        value = self._txn.get(key, db=self._store._db["tree"])
+        return None if value is None else bytes(value)
+
+    def close(self) -> None:
+        """End the transaction (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self._store._close_long_reader(self._txn)
+
+    def __enter__(self) -> StateReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class _UndoneReader:
