@@ -718,6 +718,14 @@ class Store:
 
         self._write(work)
 
+    def clear_replica_state(self) -> None:
+        """Forget the replica's state (a restored backup of another validator's store)."""
+
+        def work(txn: lmdb.Transaction) -> None:
+            txn.delete(_REPLICA_KEY, db=self._db["replica"])
+
+        self._write(work)
+
     def load_replica_state(self) -> bytes | None:
         """The last saved replica state, or None."""
         return self._get("replica", _REPLICA_KEY)

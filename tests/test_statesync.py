@@ -1,11 +1,16 @@
-"""State sync on a real 4-process testnet: three validators commit blocks and take snapshots;
-the fourth starts with an empty store and ``[statesync] enabled``, installs the latest
-certified snapshot instead of replaying, block-syncs the rest, agrees on the app hash, and
-votes (with one of the three stopped, the chain only moves on with its votes). Its store then
-passes the audit, which replays from the snapshot it synced from."""
+"""State sync, backup and restore on a real 4-process testnet.
+
+Three validators commit blocks and take snapshots; the fourth starts with an empty store and
+``[statesync] enabled``, installs the latest certified snapshot instead of replaying,
+block-syncs the rest, agrees on the app hash, and votes (with one of the three stopped, the
+chain only moves on with its votes); it answers proven queries. Then an operator backs up a
+running validator, loses its data, restores the backup, audits it and starts it: it rejoins.
+Every store passes the audit, the state-synced one replaying from the snapshot it synced from.
+"""
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,7 +95,7 @@ def join_by_state_sync(network: Testnet, info: TestnetInfo, target: int) -> dict
     return status
 
 
-def test_a_fresh_validator_joins_by_state_sync_agrees_and_votes(
+def test_state_sync_join_then_backup_restore_audit_rejoin(
     chain: tuple[Testnet, TestnetInfo],
 ) -> None:
     network, info = chain
@@ -135,10 +140,68 @@ def test_a_fresh_validator_joins_by_state_sync_agrees_and_votes(
     assert result.exit_code == 0, result.output
     assert "proof verified against block" in result.output
     assert "of 4)" in result.output
+
+    # Backup while running, data lost, restore, audit, rejoin.
+    network.start(0)
+    backup = info.homes[0].parent / "node1.backup"
+    result = CliRunner().invoke(main, ["backup", "--home", str(info.homes[1]), "--to", str(backup)])
+    assert result.exit_code == 0, result.output
+    backed_up_at = height(clients[1])
+    network.wait_until(
+        "blocks after the backup", lambda: height(clients[2]) >= backed_up_at + 3, PROGRESS_S
+    )
+    network.stop(1)
+    shutil.rmtree(info.homes[1] / "data")
+    result = CliRunner().invoke(
+        main, ["restore", "--from", str(backup), "--home", str(info.homes[1])]
+    )
+    assert result.exit_code == 0, result.output
+    restored = audit_home(info.homes[1])
+    assert restored.ok, restored.render()
+    assert backed_up_at - 1 <= restored.height <= backed_up_at + 1
+    # A second restore over a store with blocks needs --force.
+    again = CliRunner().invoke(
+        main, ["restore", "--from", str(backup), "--home", str(info.homes[1])]
+    )
+    assert again.exit_code == 1
+    assert "--force" in again.output
+    network.start(1)
+    network.wait_until(
+        "node1 rejoined",
+        lambda: height(clients[1]) >= height(clients[2]) - 1 > backed_up_at + 3,
+        PROGRESS_S,
+    )
+    assert agreement_problems(clients) == []
     for client in clients:
         client.close()
 
     network.stop_all()
-    report = audit_home(info.homes[3])
-    assert report.ok, report.render()
-    assert report.height > synced_from
+    for index in (1, 3):
+        report = audit_home(info.homes[index])
+        assert report.ok, report.render()
+    assert audit_home(info.homes[3]).height > synced_from
+
+
+@pytest.mark.slow
+def test_a_fresh_validator_joins_a_chain_of_thousands_of_blocks_by_state_sync(
+    tmp_path: Path,
+) -> None:
+    info = create_testnet(
+        tmp_path / "net", 4, chain_id="long-net", demo_seed=9, config=fast_chain(500)
+    )
+    network = Testnet(info)
+    try:
+        status = join_by_state_sync(network, info, target=3000)
+        synced_from = status["state_sync"]["synced_from"]
+        assert synced_from >= 2500
+        clients = [network.client(index, timeout_s=10) for index in range(4)]
+        with pytest.raises(ApiError):
+            clients[3].block(1)
+        assert agreement_problems(clients) == []
+        log = (info.homes[3] / "node.log").read_text()
+        finished = [line for line in log.splitlines() if "statesync_finished" in line]
+        print(finished[0])
+        for client in clients:
+            client.close()
+    finally:
+        network.stop_all()
