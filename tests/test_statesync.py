@@ -72,13 +72,15 @@ def chain(tmp_path: Path) -> Iterator[tuple[Testnet, TestnetInfo]]:
                 print(home.name, log.read_text()[-3000:])
 
 
-def join_by_state_sync(network: Testnet, info: TestnetInfo, target: int) -> dict[str, Any]:
+def join_by_state_sync(
+    network: Testnet, info: TestnetInfo, target: int, timeout_s: float = PROGRESS_S
+) -> dict[str, Any]:
     """Run nodes 0-2 to ``target``, then start node 3 by state sync; return its status."""
     for index in range(3):
         network.start(index)
     clients = [network.client(index, timeout_s=10) for index in range(4)]
     network.wait_until(
-        "node0 at the target height", lambda: height(clients[0]) >= target, PROGRESS_S
+        "node0 at the target height", lambda: height(clients[0]) >= target, timeout_s
     )
     enable_state_sync(info, 3)
     started = time.monotonic()
@@ -191,7 +193,7 @@ def test_a_fresh_validator_joins_a_chain_of_thousands_of_blocks_by_state_sync(
     )
     network = Testnet(info)
     try:
-        status = join_by_state_sync(network, info, target=3000)
+        status = join_by_state_sync(network, info, target=3000, timeout_s=3600)
         synced_from = status["state_sync"]["synced_from"]
         assert synced_from >= 2500
         clients = [network.client(index, timeout_s=10) for index in range(4)]
