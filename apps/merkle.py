@@ -109,6 +109,9 @@ PROOF_LIMITS: Final = Limits(
 )
 
 _sha256 = hashlib.sha256
+# Precomputed pieces of node keys: the depth byte, and a byte's high nibble as a byte.
+_DEPTH_BYTES: Final = tuple(bytes((depth,)) for depth in range(DEPTH_MAX))
+_HIGH_NIBBLE: Final = tuple(bytes((byte & 0xF0,)) for byte in range(256))
 
 # A slot: None (empty), 64 bytes (a leaf: key hash || value hash) or 32 bytes (a node's hash).
 Slot = bytes | None
@@ -155,12 +158,10 @@ def nibble(digest: bytes, depth: int) -> int:
 
 def node_key(digest: bytes, depth: int) -> bytes:
     """The storage key of the node at ``depth`` on the path of ``digest`` (a key hash)."""
+    half = depth >> 1
     if depth & 1:
-        size = (depth >> 1) + 1
-        prefix = digest[: size - 1] + bytes((digest[size - 1] & 0xF0,))
-    else:
-        prefix = digest[: depth >> 1]
-    return bytes((depth,)) + prefix
+        return _DEPTH_BYTES[depth] + digest[:half] + _HIGH_NIBBLE[digest[half]]
+    return _DEPTH_BYTES[depth] + digest[:half]
 
 
 def root_of_slot(slot: Slot) -> bytes:
@@ -240,10 +241,16 @@ def _build(depth: int, leaves: Sequence[Leaf], out: dict[bytes, bytes | None]) -
     children: list[Slot] = [None] * _FANOUT
     start = 0
     count = len(leaves)
+    byte_index = depth >> 1
+    odd = depth & 1
     while start < count:
-        index = nibble(leaves[start], depth)
+        byte = leaves[start][byte_index]
+        index = byte & 0x0F if odd else byte >> 4
         end = start + 1
-        while end < count and nibble(leaves[end], depth) == index:
+        while end < count:
+            byte = leaves[end][byte_index]
+            if (byte & 0x0F if odd else byte >> 4) != index:
+                break
             end += 1
         children[index] = (
             leaves[start] if end - start == 1 else _build(depth + 1, leaves[start:end], out)
@@ -457,9 +464,10 @@ def _apply_one(
     that many writes share)."""
     digest, value_hash = change
     path: list[tuple[bytes, int, int, bytes, int, int, int]] = []
+    read = reader.tree_node
     while True:
         key = node_key(digest, depth)
-        record = reader.tree_node(key)
+        record = read(key)
         assert record is not None, f"tree node {key.hex()} is missing"
         bitmap = (record[0] << 8) | record[1]
         leafmap = (record[2] << 8) | record[3]

@@ -260,7 +260,9 @@ def _natural(value: object) -> bool:
 
 
 def _prefix_of(digest: bytes, depth: int) -> int:
-    return int.from_bytes(digest[:4], "big") >> (32 - 4 * depth) if depth else 0
+    assert depth <= CHUNK_DEPTH_MAX
+    # Depths are at most CHUNK_DEPTH_MAX = 4 nibbles: the first two bytes hold them.
+    return ((digest[0] << 8) | digest[1]) >> (16 - 4 * depth)
 
 
 def chunk_depth_for(entries: int, entries_per_chunk: int = CHUNK_ENTRIES_TARGET) -> int:
@@ -313,6 +315,7 @@ def verify_chunk(manifest: Manifest, prefix: int, data: bytes) -> VerifiedChunk:
     items: list[tuple[bytes, bytes]] = []
     sha256 = hashlib.sha256
     previous = b""
+    shift = 16 - 4 * manifest.depth
     for entry in raw:
         if not (
             isinstance(entry, tuple)
@@ -326,7 +329,7 @@ def verify_chunk(manifest: Manifest, prefix: int, data: bytes) -> VerifiedChunk:
         digest = sha256(key).digest()
         if digest <= previous:
             raise SnapshotError(f"chunk {prefix}: entries are not in strict key-hash order")
-        if _prefix_of(digest, manifest.depth) != prefix:
+        if ((digest[0] << 8) | digest[1]) >> shift != prefix:
             raise SnapshotError(f"chunk {prefix}: an entry belongs to another chunk")
         previous = digest
         leaves.append(digest + sha256(value).digest())
