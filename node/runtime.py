@@ -224,7 +224,6 @@ class Node:
         self._snapshot_server = SnapshotServer(
             self.snapshots, self.store, serve_bytes_per_second=statesync.serve_bytes_per_second
         )
-        self._snapshot_cancel = threading.Event()
         self._snapshot_running = False
         self._open_execution()
         self._node_keys = tuple(v.node_key for v in self.genesis.validators)
@@ -388,7 +387,6 @@ class Node:
                 nursery.start_soon(self._message_pump)
                 nursery.start_soon(self._gossip_pump)
         finally:
-            self._snapshot_cancel.set()
             self.store.close()
             log.info("node_stopped", extra={"height": self.host.height})
 
@@ -737,22 +735,39 @@ class Node:
 
     async def _export_snapshot(self, reader: StateReader) -> None:
         started = time.monotonic()
+        # A worker thread cannot be cancelled: when the node stops, the watcher tells the
+        # export to give up, so the node does not wait for a whole export on its way out.
+        cancel = threading.Event()
+
+        async def watch() -> None:
+            try:
+                await trio.sleep_forever()
+            finally:
+                cancel.set()
+
+        failure: Exception | None = None
         try:
-            manifest = await trio.to_thread.run_sync(
-                partial(
-                    export_snapshot,
-                    reader,
-                    self.snapshots.path,
-                    self.chain_id,
-                    cancel=self._snapshot_cancel,
-                )
-            )
-        except (SnapshotError, OSError) as error:
-            log.warning("snapshot_failed", extra={"height": reader.height, "error": str(error)})
-            return
+            async with trio.open_nursery() as watcher:
+                watcher.start_soon(watch)
+                try:
+                    manifest = await trio.to_thread.run_sync(
+                        partial(
+                            export_snapshot,
+                            reader,
+                            self.snapshots.path,
+                            self.chain_id,
+                            cancel=cancel,
+                        )
+                    )
+                except (SnapshotError, OSError) as error:
+                    failure = error
+                watcher.cancel_scope.cancel()
         finally:
             reader.close()
             self._snapshot_running = False
+        if failure is not None:
+            log.warning("snapshot_failed", extra={"height": reader.height, "error": str(failure)})
+            return
         removed = self.snapshots.retain(self.config.statesync.snapshot_retention)
         log.info(
             "snapshot_taken",

@@ -62,7 +62,7 @@ from node.snapshots import (
     decode_offers,
     verify_chunk,
 )
-from node.store import Store
+from node.store import Store, StoreError
 
 __all__ = [
     "PEER_FAILURES_MAX",
@@ -372,12 +372,16 @@ class StateSync:
                 queue.append(prefix)
             else:
                 peer.failures = 0
-                await trio.to_thread.run_sync(
-                    self._store.install_state_chunk, chunk.items, chunk.records
-                )
-                self._snapshots.add_received_chunk(manifest.height, prefix, data)
-                pending.discard(prefix)
-                self.progress.chunks_done += 1
+                try:
+                    await trio.to_thread.run_sync(
+                        self._store.install_state_chunk, chunk.items, chunk.records
+                    )
+                    self._snapshots.add_received_chunk(manifest.height, prefix, data)
+                except (StoreError, OSError) as error:  # this node's disk, not the peer
+                    failure.append(f"cannot write chunk {prefix}: {error}")
+                else:
+                    pending.discard(prefix)
+                    self.progress.chunks_done += 1
             finally:
                 peer.in_flight -= 1
                 wakeup.set()
@@ -385,7 +389,7 @@ class StateSync:
 
         async with trio.open_nursery() as nursery:
             in_flight = 0
-            while pending:
+            while pending and not failure:
                 usable = [
                     self._peer(key)
                     for key in sources
@@ -406,6 +410,7 @@ class StateSync:
                     nursery.start_soon(fetch, queue.popleft(), peer)
                     continue
                 await wakeup.wait()
+            nursery.cancel_scope.cancel()
         if failure:
             raise StateSyncError(failure[0])
 
