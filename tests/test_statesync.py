@@ -203,6 +203,13 @@ def test_a_fresh_validator_joins_a_chain_of_thousands_of_blocks_by_state_sync(
         log = (info.homes[3] / "node.log").read_text()
         finished = [line for line in log.splitlines() if "statesync_finished" in line]
         print(finished[0])
+        # It votes: without node0, only its votes make a quorum.
+        network.stop(0)
+        before = height(clients[1])
+        network.wait_until(
+            "blocks without node0", lambda: height(clients[1]) >= before + 5, PROGRESS_S
+        )
+        assert agreement_problems(clients[1:]) == []
         for client in clients:
             client.close()
     finally:
