@@ -293,7 +293,8 @@ class Node:
             config=self.config,
             chain_id=self.chain_id,
             node_keys=frozenset(self._node_keys) | frozenset(self.config.p2p.observers),
-            query=self.host.query,
+            # Through the node, not a bound method of today's host: a state sync reopens it.
+            query=lambda app, path, arguments: self.host.query(app, path, arguments),
             rules_of=self._read_rules,
         )
         self.metrics.add_totals(self._network_totals)

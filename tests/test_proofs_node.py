@@ -19,11 +19,13 @@ from click.testing import CliRunner
 from apps.merkle import ProofLevel
 from apps.proofs import QueryProof
 from consensus.codec import Value
+from consensus.crypto import PrivateKey
 from node import runtime
 from node.cli import main
 from node.client.client import ApiError, Client, ProofRefused
 from node.home import load_home
 from node.http import HttpLimits, Request, Response, serve_http
+from node.keys import load_key_file
 from node.testnet.testnet import create_testnet
 
 DEADLINE_S = 120.0
@@ -98,8 +100,8 @@ TAMPERS: dict[str, Tamper] = {
 class TamperingNode:
     """A fake node: forwards every request to a real one and tampers with proven answers."""
 
-    def __init__(self, real: str) -> None:
-        self.real = Client(real, timeout_s=60)
+    def __init__(self, real: str, key: PrivateKey) -> None:
+        self.real = Client(real, timeout_s=60, key=key)
         self.tamper: Tamper | None = None
 
     async def __call__(self, request: Request) -> Response:
@@ -120,9 +122,11 @@ async def test_a_proven_balance_verifies_and_every_tampered_answer_is_refused(
     home = load_home(info.homes[0])
     genesis = home.genesis
     alice = info.party("alice")
+    alice_key = load_key_file(alice.key_file)
     arguments: dict[str, Value] = {"account": alice.public_key, "currency": "SGD"}
-    client = Client(info.api_addresses[0], timeout_s=60)
-    fake = TamperingNode(info.api_addresses[0])
+    # Alice signs her requests: the read rules let her read her own balance.
+    client = Client(info.api_addresses[0], timeout_s=60, key=alice_key)
+    fake = TamperingNode(info.api_addresses[0], alice_key)
     runner = CliRunner()
 
     def cli(*arguments: str) -> tuple[int, str]:
@@ -148,12 +152,24 @@ async def test_a_proven_balance_verifies_and_every_tampered_answer_is_refused(
                     cli,
                     *("query", "payments", "balance", "--account", str(alice.key_file)),
                     *("--currency", "SGD", "--prove", "--node", str(directory)),
+                    *("--key", str(alice.key_file)),
                 )
             )
             assert code == 0, output
             assert f"{answer.result:,}" in output or str(answer.result) in output
             assert "proof verified against block" in output
             assert "(certificate 1 of 1)" in output
+
+            # The read rules hold for proven answers too: unsigned, Alice's balance is refused.
+            anonymous = Client(info.api_addresses[0], timeout_s=60)
+            with pytest.raises(ApiError) as denied:
+                await call(
+                    functools.partial(
+                        anonymous.query_proven, "payments", "balance", arguments, genesis
+                    )
+                )
+            anonymous.close()
+            assert denied.value.status == 403
 
             # A query that scans a range cannot be proven, and says so.
             with pytest.raises(ApiError) as refused:
@@ -169,7 +185,7 @@ async def test_a_proven_balance_verifies_and_every_tampered_answer_is_refused(
             assert refused.value.code == "not_provable"
 
             port = await nursery.start(serve_http, fake, "127.0.0.1", 0, HttpLimits())
-            liar = Client(f"127.0.0.1:{port}", timeout_s=60)
+            liar = Client(f"127.0.0.1:{port}", timeout_s=60, key=alice_key)
             # Untouched, the fake's answers verify: the refusals below are the tampering's.
             await call(
                 functools.partial(liar.query_proven, "payments", "balance", arguments, genesis)
@@ -190,6 +206,7 @@ async def test_a_proven_balance_verifies_and_every_tampered_answer_is_refused(
                     *("query", "payments", "balance", "--account", str(alice.key_file)),
                     *("--currency", "SGD", "--prove", "--node", f"127.0.0.1:{port}"),
                     *("--genesis", str(info.homes[0] / "genesis.json")),
+                    *("--key", str(alice.key_file)),
                 )
             )
             assert code == 1

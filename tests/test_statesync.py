@@ -137,6 +137,7 @@ def test_state_sync_join_then_backup_restore_audit_rejoin(
             *("query", "payments", "balance", "--account", str(alice.key_file)),
             *("--currency", "SGD", "--prove", "--node", info.api_addresses[3]),
             *("--genesis", str(info.homes[3] / "genesis.json")),
+            *("--key", str(alice.key_file)),
         ],
     )
     assert result.exit_code == 0, result.output
