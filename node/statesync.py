@@ -35,6 +35,7 @@ do is waste time: each lie costs it its standing with this node (it is not asked
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -135,6 +136,10 @@ class _Peer:
 @dataclass(slots=True)
 class _Progress:
     chunks_done: int = 0
+    entries: int = 0
+    size_bytes: int = 0
+    # What each installed chunk really held: (entries, bytes) by prefix.
+    received: dict[int, tuple[int, int]] = field(default_factory=dict)
     chunks_total: int = 0
     refetched: int = 0
     bad: list[bytes] = field(default_factory=list)
@@ -303,15 +308,27 @@ class StateSync:
         await trio.to_thread.run_sync(
             self._store.finish_state_sync, block, certificate, app_hash, upper
         )
-        self._snapshots.finish_received(height, pinned=True)
+        # Keep the manifest with what the chunks really held: the counts and sizes a manifest
+        # gives are not covered by the root, so the sender's may be wrong.
+        received = self.progress.received
+        kept = dataclasses.replace(
+            manifest,
+            chunks=tuple(
+                dataclasses.replace(
+                    chunk, entries=received[chunk.prefix][0], size_bytes=received[chunk.prefix][1]
+                )
+                for chunk in manifest.chunks
+            ),
+        )
+        self._snapshots.finish_received(kept, pinned=True)
         elapsed = time.monotonic() - started
         result = StateSyncResult(
             height=height,
             app_hash=app_hash,
             block=block,
-            entries=manifest.entries,
+            entries=self.progress.entries,
             chunks=len(manifest.chunks),
-            size_bytes=manifest.size_bytes,
+            size_bytes=self.progress.size_bytes,
             elapsed_seconds=elapsed,
             chunks_refetched=self.progress.refetched,
             bad_peers=tuple(self.progress.bad),
@@ -382,6 +399,9 @@ class StateSync:
                 else:
                     pending.discard(prefix)
                     self.progress.chunks_done += 1
+                    self.progress.entries += len(chunk.items)
+                    self.progress.size_bytes += len(data)
+                    self.progress.received[prefix] = (len(chunk.items), len(data))
             finally:
                 peer.in_flight -= 1
                 wakeup.set()

@@ -103,6 +103,20 @@ def forged_manifest(request: StateSyncRequest, answer: bytes) -> bytes:
     return dataclasses.replace(manifest, chunks=chunks).encode()
 
 
+def wrong_counts(request: StateSyncRequest, answer: bytes) -> bytes:
+    """The right slots with made-up entry counts and sizes (not covered by the root)."""
+    if request.kind != StateSyncRequest.MANIFEST:
+        return answer
+    manifest = Manifest.decode(answer)
+    chunks = tuple(
+        chunk
+        if chunk.entries == 1
+        else dataclasses.replace(chunk, entries=10**9, size_bytes=chunk.size_bytes + 7)
+        for chunk in manifest.chunks
+    )
+    return dataclasses.replace(manifest, chunks=chunks).encode()
+
+
 def uncertified_snapshot(request: StateSyncRequest, answer: bytes) -> bytes:
     """Offers the real snapshot under a made-up app hash."""
     if request.kind != StateSyncRequest.OFFERS:
@@ -219,5 +233,27 @@ async def test_with_only_liars_the_sync_fails_and_names_them(tmp_path: Path, sou
     assert set(syncer.progress.bad) == set(handlers)
     assert store.height == 0
     assert store.state_sync_pending in (None, SNAPSHOT_HEIGHT)
+    store.close()
+    source_store.close()
+
+
+async def test_a_manifest_lying_only_where_the_root_does_not_look_blames_no_honest_peer(
+    tmp_path: Path, source: Path
+) -> None:
+    source_store, honest = servers_over(source)
+    liar = Liar(honest, wrong_counts)
+    handlers: dict[bytes, Handler] = {b"wrong-counts": liar.handle, b"honest": honest.handle}
+    _, store, snapshots = fresh_home(tmp_path, source)
+    syncer = await sync(store, snapshots, handlers)
+    result = await syncer.run()
+    assert store.app_hash == source_store.app_hash_at(SNAPSHOT_HEIGHT)
+    assert b"honest" not in result.bad_peers
+    # The snapshot kept (and served on) holds what was received, not what the liar claimed.
+    honest_manifest = SnapshotDirectory(source / "snapshots", store.chain_id).manifest(
+        SNAPSHOT_HEIGHT
+    )
+    kept = snapshots.manifest(SNAPSHOT_HEIGHT)
+    assert kept == honest_manifest
+    assert result.entries == honest_manifest.entries
     store.close()
     source_store.close()
