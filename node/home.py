@@ -10,6 +10,7 @@
       node_key.next.json   optional: the node key a rotation switches to (at a restart, once
                            promoted with ``promote_next_key``)
       data/                LMDB store and the node's state
+      snapshots/           state snapshots taken every [statesync] snapshot_interval heights
 
 A node whose validator key is in no validator set is an observer: it follows the chain and
 serves the API without voting (and votes from the height governance adds its key).
@@ -37,6 +38,7 @@ __all__ = [
     "NEXT_NODE_KEY_FILE",
     "NEXT_VALIDATOR_KEY_FILE",
     "NODE_KEY_FILE",
+    "SNAPSHOTS_DIR",
     "VALIDATOR_KEY_FILE",
     "Home",
     "HomeError",
@@ -54,6 +56,7 @@ VALIDATOR_KEY_FILE: Final = "validator_key.json"
 NEXT_VALIDATOR_KEY_FILE: Final = "validator_key.next.json"
 NEXT_NODE_KEY_FILE: Final = "node_key.next.json"
 DATA_DIR: Final = "data"
+SNAPSHOTS_DIR: Final = "snapshots"
 
 
 class HomeError(ValueError):
@@ -80,6 +83,11 @@ class Home:
     def data_dir(self) -> Path:
         """Where the store lives."""
         return self.path / DATA_DIR
+
+    @property
+    def snapshots_dir(self) -> Path:
+        """Where the state snapshots this node takes and serves live (``node.snapshots``)."""
+        return self.path / SNAPSHOTS_DIR
 
     @property
     def validator_index(self) -> int | None:
@@ -266,6 +274,19 @@ def _cross_checks(
     # Persistent peers are not checked against genesis: the chain decides who validates (a
     # validator added or a node key rotated by governance is in no genesis file), and a peer
     # that presents another key than listed is refused at the handshake and reported.
+    statesync = config.statesync
+    reachable = len(genesis.validators) - 1 + len(config.p2p.observers)
+    if statesync.enabled and statesync.peers_min > reachable:
+        problems.append(
+            ConfigProblem(
+                config_file,
+                "[statesync] peers_min",
+                f"{statesync.peers_min} peers to sync from, but at most {reachable} can connect",
+                f"set it to at most {reachable}"
+                if reachable
+                else "a chain of one validator has no peer to sync from: set enabled = false",
+            )
+        )
     node_key = keys.get(NODE_KEY_FILE)
     if node_key is not None and any(
         peer.node_key == node_key.public_key for peer in config.p2p.persistent_peers
