@@ -477,8 +477,7 @@ class Node:
                     peers=lambda: [peer.public_key for peer in self.network.peers()],
                     store=self.store,
                     snapshots=self.snapshots,
-                    # The genesis set: a snapshot is certified by it until state sync walks the
-                    # validator-set changes (``Store.validator_set`` names each height's set).
+                    # Genesis's: state sync walks the validator-set changes from there.
                     validators=self.genesis.validator_set,
                     chain_id=self.chain_id,
                     limits=limits,

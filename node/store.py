@@ -74,7 +74,7 @@ import lmdb
 from apps.host import MEMBERSHIP_APP, BlockResult, Receipt
 from apps.merkle import ROOT_KEY, TreeUpdate, build, leaf_of, root_of_slot
 from apps.state import NamespacedState, WriteSet
-from apps.validators import validator_set_at
+from apps.validators import scheduled_sets, validator_set_at
 from consensus.codec import CodecError, decode, encode
 from consensus.crypto import hash_bytes
 from consensus.types import (
@@ -601,6 +601,12 @@ class Store:
             raise ValueError("heights start at 1")
         view = NamespacedState(self.state_backend(), MEMBERSHIP_APP, writable=False)
         return validator_set_at(view, height)
+
+    def validator_schedule(self) -> tuple[tuple[int, ValidatorSet], ...]:
+        """Every (effective height, set) the committed registry holds, in height order (empty
+        on a chain without a registry): what a state-syncing peer walks from genesis."""
+        view = NamespacedState(self.state_backend(), MEMBERSHIP_APP, writable=False)
+        return scheduled_sets(view)
 
     @property
     def base_height(self) -> int:
