@@ -81,7 +81,13 @@ from consensus.replica import (
     primary_index,
 )
 from consensus.types import Block, CommitCertificate
-from network.network import InboundMessage, InboundTransactions, Network, NetworkConfig
+from network.network import (
+    InboundMessage,
+    InboundTransactions,
+    Network,
+    NetworkConfig,
+    NetworkStatistics,
+)
 from network.network import PeerAddress as NetworkPeer
 from node.api import QueryError, SubmitOutcome, make_handler
 from node.apploader import AppLoadError, load_apps
@@ -90,6 +96,7 @@ from node.http import Handler, HttpLimits, Request, Response, serve_http
 from node.jsonvalue import JsonType, to_json
 from node.mempool import CODE_FULL, Mempool, MempoolLimits, MempoolRejected
 from node.metrics import NodeMetrics
+from node.phases import PHASES, PhaseClock, thread_cpu_ns
 from node.servebudget import ServeBudget
 from node.store import Store, StoreError
 
@@ -173,6 +180,7 @@ class Node:
         self.chain_id = home.genesis.chain_id
         self.validators = home.genesis.validator_set
         self.metrics = NodeMetrics()
+        self.phases = PhaseClock()
         self.store = Store(home.data_dir, chain_id=self.chain_id, genesis_hash=self.genesis.hash)
         apps = load_apps(self.genesis.apps)
         if not self.store.initialised:
@@ -296,7 +304,9 @@ class Node:
                     request_timeout_s=rpc.request_timeout_ms / 1000,
                     connections_max=rpc.connections_max,
                 )
-                handler: Handler = make_handler(self, wait_timeout_ms_max=rpc.wait_timeout_ms_max)
+                handler: Handler = make_handler(
+                    self, wait_timeout_ms_max=rpc.wait_timeout_ms_max, phases=self.phases
+                )
                 if self.testnet_hooks is not None:
                     handler = self.testnet_hooks.wrap(handler)
                 self.ports["rpc"] = await nursery.start(
@@ -362,15 +372,19 @@ class Node:
     async def _consensus_driver(self) -> None:
         pending: deque[Input] = deque([Start(_now_ms())])
         while True:
+            consensus = self.phases.measure("consensus")
             while pending:
                 event = pending.popleft()
-                for action in self.replica.handle(event):
+                with consensus:
+                    actions = self.replica.handle(event)
+                for action in actions:
                     if isinstance(action, Commit):
                         # Awaits the store commit on a worker thread: every committed block is
                         # a checkpoint, so a synced batch of blocks never holds the loop.
                         pending.append(await self._commit(action.block, action.certificate))
                         continue
-                    follow_up = self._perform(action)
+                    with consensus:
+                        follow_up = self._perform(action)
                     if follow_up is not None:
                         pending.append(follow_up)
                 if isinstance(event, ProposalPayload):
@@ -462,12 +476,13 @@ class Node:
             ):
                 while not len(self.mempool):
                     await self._transaction_arrived.wait()
-        transactions = self.mempool.reap(
-            transactions_max=min(
-                action.transactions_max, self.config.block.proposal_transactions_max
-            ),
-            bytes_max=min(action.transaction_bytes_max, self.config.block.proposal_bytes_max),
-        )
+        with self.phases.measure("proposal"):
+            transactions = self.mempool.reap(
+                transactions_max=min(
+                    action.transactions_max, self.config.block.proposal_transactions_max
+                ),
+                bytes_max=min(action.transaction_bytes_max, self.config.block.proposal_bytes_max),
+            )
         await self._inputs_send.send(
             ProposalPayload(action.height, action.view, tuple(transactions), _now_ms())
         )
@@ -482,10 +497,11 @@ class Node:
         elif self.host.height != block.height - 1:
             verdict = ValidityVerdict(block.hash, False, "not on top of the executed tip")
         else:
-            result = self.host.execute_block(
-                self._block_context(block), block.transactions, known=known
-            )
-            self._remember_execution(block.hash, result)
+            with self.phases.measure("execute"):
+                result = self.host.execute_block(
+                    self._block_context(block), block.transactions, known=known
+                )
+                self._remember_execution(block.hash, result)
             verdict = ValidityVerdict(block.hash, True)
         await self._inputs_send.send(verdict)
 
@@ -510,6 +526,10 @@ class Node:
         await trio.lowlevel.checkpoint()
         if self.host.height != payload.height - 1:
             return
+        with self.phases.measure("execute"):
+            self._pre_execute_now(payload)
+
+    def _pre_execute_now(self, payload: ProposalPayload) -> None:
         block = Block.build(
             chain_id=self.chain_id,
             height=payload.height,
@@ -534,24 +554,26 @@ class Node:
         fails. Transactions already in the mempool were verified on admission."""
         known: dict[bytes, Transaction] = {}
         to_verify: list[Transaction] = []
-        for data in transactions:
-            # The mempool is keyed by the hash of the whole encoded transaction (signature
-            # included), so a hit is these very bytes, verified on admission.
-            cached = self.mempool.get(hash_bytes(data))
-            if cached is not None:
-                known[cached.hash] = cached
-                continue
-            try:
-                transaction = Transaction.decode(
-                    data, chain_id=self.chain_id, check_signature=False
-                )
-            except TransactionError:
-                return None
-            to_verify.append(transaction)
+        with self.phases.measure("execute"):
+            for data in transactions:
+                # The mempool is keyed by the hash of the whole encoded transaction (signature
+                # included), so a hit is these very bytes, verified on admission.
+                cached = self.mempool.get(hash_bytes(data))
+                if cached is not None:
+                    known[cached.hash] = cached
+                    continue
+                try:
+                    transaction = Transaction.decode(
+                        data, chain_id=self.chain_id, check_signature=False
+                    )
+                except TransactionError:
+                    return None
+                to_verify.append(transaction)
         if to_verify:
-            results = await trio.to_thread.run_sync(
+            results, cpu_ns = await trio.to_thread.run_sync(
                 _verify_all, to_verify, limiter=self._verify_limiter
             )
+            self.phases.add("verify", cpu_ns)
             if not all(results):
                 return None
             known.update((transaction.hash, transaction) for transaction in to_verify)
@@ -574,11 +596,25 @@ class Node:
         if cached is not None and cached.parent_height == self.host.height:
             result = cached.result
         else:
-            known = self.mempool.known()
-            result = self.host.execute_block(
-                self._block_context(block), block.transactions, known=known
-            )
-        await trio.to_thread.run_sync(self.store.commit_block, block, certificate, result)
+            with self.phases.measure("execute"):
+                result = self.host.execute_block(
+                    self._block_context(block), block.transactions, known=self.mempool.known()
+                )
+        commit_ns = await trio.to_thread.run_sync(
+            _commit_measured, self.store, block, certificate, result
+        )
+        self.phases.add("commit", commit_ns)
+        with self.phases.measure("commit"):
+            self._after_commit(block, certificate, result)
+        with self.phases.measure("recheck"):
+            update = self.mempool.update(block.transactions)
+            for tx_hash, reason in update.evicted:
+                self._remember_rejection(tx_hash, "evicted", reason)
+        return BlockExecuted(block.height, result.app_hash)
+
+    def _after_commit(
+        self, block: Block, certificate: CommitCertificate, result: BlockResult
+    ) -> None:
         self.host.committed(block.height, result.app_hash)
         self._tip_timestamp_ms = block.header.timestamp_ms
         self._validated.clear()
@@ -587,9 +623,6 @@ class Node:
             admitted = self._admitted_at.pop(receipt.transaction_hash, None)
             if admitted is not None:
                 self.metrics.commit_latency.observe(now - admitted)
-        update = self.mempool.update(block.transactions)
-        for tx_hash, reason in update.evicted:
-            self._remember_rejection(tx_hash, "evicted", reason)
         self.metrics.record_commit(now, block.height, len(block.transactions))
         if self.syncing and block.height >= self._highest_seen_height():
             self.syncing = False
@@ -605,7 +638,6 @@ class Node:
                 "app_hash": result.app_hash.hex()[:16],
             },
         )
-        return BlockExecuted(block.height, result.app_hash)
 
     def _load_block(self, height: int) -> tuple[Block, CommitCertificate] | None:
         block = self.store.block(height)
@@ -639,23 +671,38 @@ class Node:
                     raw.extend(self.network.transactions.receive_nowait().transactions)
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
-            await self._admit_many(raw, gossip=False)
+            await self._admit_many(raw, source="gossip_in")
 
-    async def _admit_many(self, raw: Sequence[bytes], *, gossip: bool) -> list[SubmitOutcome]:
+    async def _admit_many(self, raw: Sequence[bytes], *, source: str) -> list[SubmitOutcome]:
+        """Decode (charged to ``source``: ``intake`` or ``gossip_in``), verify, admit, gossip."""
         decoded: list[Transaction | SubmitOutcome] = []
-        for data in raw:
-            try:
-                decoded.append(
-                    Transaction.decode(data, chain_id=self.chain_id, check_signature=False)
-                )
-            except TransactionError as error:
-                decoded.append(SubmitOutcome(None, False, error.reason, str(error)))
-        candidates = [item for item in decoded if isinstance(item, Transaction)]
-        valid = (
-            await trio.to_thread.run_sync(_verify_all, candidates, limiter=self._verify_limiter)
-            if candidates
-            else []
-        )
+        with self.phases.measure(source):
+            for data in raw:
+                try:
+                    decoded.append(
+                        Transaction.decode(data, chain_id=self.chain_id, check_signature=False)
+                    )
+                except TransactionError as error:
+                    decoded.append(SubmitOutcome(None, False, error.reason, str(error)))
+            candidates = [item for item in decoded if isinstance(item, Transaction)]
+        valid: list[bool] = []
+        if candidates:
+            valid, cpu_ns = await trio.to_thread.run_sync(
+                _verify_all, candidates, limiter=self._verify_limiter
+            )
+            self.phases.add("verify", cpu_ns)
+        with self.phases.measure("admission"):
+            outcomes, admitted = self._admit_decoded(decoded, valid)
+        if admitted:
+            with self.phases.measure("gossip_out"):
+                self.network.gossip_transactions(admitted)
+            self._transaction_arrived.set()
+            self._transaction_arrived = trio.Event()
+        return outcomes
+
+    def _admit_decoded(
+        self, decoded: Sequence[Transaction | SubmitOutcome], valid: Sequence[bool]
+    ) -> tuple[list[SubmitOutcome], list[bytes]]:
         verdicts = iter(valid)
         outcomes: list[SubmitOutcome] = []
         admitted: list[bytes] = []
@@ -674,13 +721,9 @@ class Node:
                 self.metrics.rejected_transactions.labels(reason=outcome.code).inc()
                 self._remember_rejection(item.hash, outcome.code, outcome.message)
             outcomes.append(outcome)
-        if admitted:
-            self.network.gossip_transactions(admitted)
-            self._transaction_arrived.set()
-            self._transaction_arrived = trio.Event()
         self.metrics.mempool_transactions.set(len(self.mempool))
         self.metrics.mempool_bytes.set(self.mempool.size_bytes)
-        return outcomes
+        return outcomes, admitted
 
     def _admit(self, transaction: Transaction) -> SubmitOutcome:
         if self.store.transaction_location(transaction.hash) is not None:
@@ -707,11 +750,11 @@ class Node:
 
     async def submit(self, data: bytes) -> SubmitOutcome:
         """API submission: stateless checks, signature off the loop, mempool admission."""
-        return (await self._admit_many([data], gossip=False))[0]
+        return (await self._admit_many([data], source="intake"))[0]
 
     async def submit_many(self, transactions: list[bytes]) -> list[SubmitOutcome]:
         """API batch submission: one signature batch on the worker threads for all of them."""
-        return await self._admit_many(transactions, gossip=False)
+        return await self._admit_many(transactions, source="intake")
 
     def transaction(self, tx_hash: bytes) -> dict[str, JsonType] | None:
         """Status document: committed (with receipt), pending, or rejected (with reason)."""
@@ -843,9 +886,26 @@ class Node:
             "mempool_bytes": self.mempool.size_bytes,
             "transactions_committed": self.metrics.committed_total,
             "transactions_per_second": round(self.metrics.rate(), 1),
+            "cpu_ns": self.cpu_ns(statistics),
             "handshake_failures": dict(statistics.handshake_failures),
             "warnings": self._warnings(statistics.handshake_failures),
         }
+
+    def cpu_ns(self, statistics: NetworkStatistics | None = None) -> dict[str, JsonType]:
+        """Process CPU nanoseconds so far: ``total`` (every thread), each phase
+        (``node.phases``; the network's own counters folded into gossip and consensus), and
+        ``other`` (what no phase covers)."""
+        if statistics is None:
+            statistics = self.network.statistics()
+        phases = self.phases.snapshot()
+        phases["gossip_in"] += statistics.cpu_ns_gossip_in
+        phases["gossip_out"] += statistics.cpu_ns_gossip_out
+        phases["consensus"] += statistics.cpu_ns_messages_in + statistics.cpu_ns_messages_out
+        total = time.process_time_ns()
+        document: dict[str, JsonType] = {"total": total}
+        document.update({phase: phases[phase] for phase in PHASES})
+        document["other"] = total - sum(phases.values())
+        return document
 
     def _warnings(self, handshake_failures: Mapping[str, int]) -> list[JsonType]:
         """Plain-language problems an operator must fix (the node cannot fix them itself)."""
@@ -860,9 +920,21 @@ class Node:
         return warnings
 
 
-def _verify_all(transactions: Sequence[Transaction]) -> list[bool]:
-    """Runs on a worker thread: PyNaCl releases the GIL while verifying."""
-    return [transaction.signature_valid() for transaction in transactions]
+def _verify_all(transactions: Sequence[Transaction]) -> tuple[list[bool], int]:
+    """Runs on a worker thread: PyNaCl releases the GIL while verifying. Returns the verdicts
+    and the thread CPU nanoseconds they took."""
+    started_ns = thread_cpu_ns()
+    verdicts = [transaction.signature_valid() for transaction in transactions]
+    return verdicts, thread_cpu_ns() - started_ns
+
+
+def _commit_measured(
+    store: Store, block: Block, certificate: CommitCertificate, result: BlockResult
+) -> int:
+    """Runs on a worker thread: the LMDB commit; returns its thread CPU nanoseconds."""
+    started_ns = thread_cpu_ns()
+    store.commit_block(block, certificate, result)
+    return thread_cpu_ns() - started_ns
 
 
 def _receipt_json(receipt: Receipt) -> dict[str, JsonType]:

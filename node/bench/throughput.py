@@ -226,6 +226,9 @@ class StepResult:
     cpu_percent: list[float]
     submitter_cpu_s: float
     last_error: str
+    # CPU microseconds per transaction the node committed in the window, by phase
+    # (``node.phases``, plus ``other`` and ``total``), averaged over the nodes.
+    phases_us_per_tx: dict[str, float] = field(default_factory=dict)
 
     def sustainable(self, p99_ms_max: float) -> bool:
         """Nothing refused, kept up with the offered rate, and p99 within the bound."""
@@ -259,6 +262,10 @@ class StepResult:
             "cpu_s_per_node": [round(value, 2) for value in self.cpu_s],
             "cpu_percent_per_node": [round(value, 1) for value in self.cpu_percent],
             "submitter_cpu_s": round(self.submitter_cpu_s, 2),
+            "cpu_us_per_tx_per_node": round(self.phases_us_per_tx.get("total", math.nan), 1),
+            "phases_us_per_tx": {
+                phase: round(value, 1) for phase, value in self.phases_us_per_tx.items()
+            },
             "last_error": self.last_error,
         }
 
@@ -308,6 +315,28 @@ class ThroughputReport:
         if self.directory:
             document["directory"] = self.directory
         return document
+
+
+def _phases_per_transaction(
+    before: Sequence[tuple[int, dict[str, int]] | None],
+    after: Sequence[tuple[int, dict[str, int]] | None],
+) -> dict[str, float]:
+    """CPU µs per committed transaction by phase, averaged over the nodes that answered
+    both times and committed something in between."""
+    per_node: list[dict[str, float]] = []
+    for first, last in zip(before, after, strict=True):
+        if first is None or last is None or last[0] <= first[0]:
+            continue
+        committed = last[0] - first[0]
+        per_node.append(
+            {
+                phase: (last[1][phase] - first[1].get(phase, 0)) / 1000 / committed
+                for phase in last[1]
+            }
+        )
+    if not per_node:
+        return {}
+    return {phase: statistics.fmean(node[phase] for node in per_node) for phase in per_node[0]}
 
 
 def _percentile(sorted_values: Sequence[float], fraction: float) -> float:
@@ -392,12 +421,14 @@ class _Run:
         submitter = start_submitter(plans, start_at, duration_s)
         time.sleep(max(0.0, start_at - time.time()))
         cpu_before = [ProcessSampler.cpu_s(pid) for pid in pids]
+        phases_before = self._phase_samples()
         time.sleep(max(0.0, start_at + duration_s - time.time()))
         cpu_after = [ProcessSampler.cpu_s(pid) for pid in pids]
+        phases_after = self._phase_samples()
         end_at = time.time()
         results, submitter_cpu = submitter.result(timeout_s=duration_s + 120)
         window = end_at - start_at
-        return self._figures(
+        figures = self._figures(
             rate,
             duration_s,
             start_at,
@@ -407,6 +438,29 @@ class _Run:
             submitter_cpu,
             [after - before for before, after in zip(cpu_before, cpu_after, strict=True)],
         )
+        figures.phases_us_per_tx = _phases_per_transaction(phases_before, phases_after)
+        return figures
+
+    def _phase_samples(self) -> list[tuple[int, dict[str, int]] | None]:
+        """Each node's committed-transaction count and CPU nanoseconds by phase (``/status``);
+        None for a node that did not answer."""
+        samples: list[tuple[int, dict[str, int]] | None] = []
+        for index in range(self.options.validators):
+            try:
+                with self.testnet.client(index, timeout_s=5.0) as client:
+                    status = client.status()
+            except ApiError:
+                samples.append(None)
+                continue
+            cpu = status.get("cpu_ns")
+            committed = status.get("transactions_committed")
+            if not isinstance(cpu, dict) or not isinstance(committed, int):
+                samples.append(None)
+                continue
+            samples.append(
+                (committed, {str(k): int(v) for k, v in cpu.items() if isinstance(v, int)})
+            )
+        return samples
 
     def _figures(
         self,

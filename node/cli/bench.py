@@ -130,6 +130,13 @@ def _print_report(d: dict[str, JsonType]) -> None:
     click.echo(
         f"  CPU s per node   {d['cpu_s_per_node']}  (% of one core {d['cpu_percent_per_node']})"
     )
+    phases = d.get("phases_us_per_tx")
+    if isinstance(phases, dict) and phases:
+        click.echo(
+            "  CPU µs per tx    "
+            + ", ".join(f"{phase} {_figure(value, 1)}" for phase, value in phases.items())
+            + "  (per node, per committed transaction)"
+        )
     click.echo(f"  peak RSS MiB     {d['rss_peak_mb_per_node']}")
     click.echo(f"  submitter CPU s  {d['submitter_cpu_s']}")
     click.echo(
