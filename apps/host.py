@@ -41,12 +41,14 @@ block's write set chained to the previous app hash (``apps.state.app_hash_of``).
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Final, NamedTuple, cast
 
 from apps.base import App, AppError, BlockContext, Event, ReadState
+from apps.reads import ReadSet, RecordingBackend
 from apps.state import (
     GENESIS_PREVIOUS_APP_HASH,
     HOST_NAMESPACE,
@@ -108,8 +110,11 @@ CODE_CALL_DEPTH: Final = "call_depth"
 
 _HOST_PREFIX: Final = HOST_NAMESPACE.encode("ascii") + b"\x00"
 _NONCE_PREFIX: Final = _HOST_PREFIX + b"nonce/"
+_NONCE_END: Final = _HOST_PREFIX + b"nonce0"  # the first key after every nonce key
 _LAST_BLOCK_KEY: Final = _HOST_PREFIX + b"last_block"
 _MEMBERSHIP_PREFIX: Final = namespace_prefix(MEMBERSHIP_APP)
+# Placeholder of a check's block context until the app looks at it (``_Execution.block_source``).
+_UNBUILT_BLOCK: Final = BlockContext(height=0, time_ms=0, proposer=b"", chain_id="")
 # The membership queries a block may answer from its memo, with their one argument.
 _MEMO_ARGUMENTS: Final = {"identity": ("public_key", bytes), "institution": ("id", str)}
 # Value types an answer may hold to be memoised (immutable, so a shallow copy is a full copy).
@@ -293,6 +298,9 @@ class _Execution:
     depth: int = 0
     # The block's membership memo (None while checking a transaction for the mempool).
     answers: _MembershipAnswers | None = None
+    # Checks read the last block's record only when the app looks at ``ctx.block``: this
+    # builds ``block`` on first use (then it is set to None).
+    block_source: Callable[[], BlockContext] | None = None
 
 
 class _Context:
@@ -308,7 +316,11 @@ class _Context:
 
     @property
     def block(self) -> BlockContext:
-        return self._execution.block
+        execution = self._execution
+        if execution.block_source is not None:
+            execution.block = execution.block_source()
+            execution.block_source = None
+        return execution.block
 
     @property
     def sender(self) -> bytes:
@@ -414,6 +426,14 @@ class AppHost:
         """The nonce ``sender``'s next transaction must carry (committed state)."""
         return _read_nonce(self._backend, sender)
 
+    def nonce_senders(self, written_keys: Sequence[bytes]) -> list[bytes]:
+        """The senders whose next nonce a write set changes (``written_keys`` ascending):
+        exactly the senders of the transactions that passed the gates in that block."""
+        low = bisect.bisect_left(written_keys, _NONCE_PREFIX)
+        high = bisect.bisect_left(written_keys, _NONCE_END, low)
+        size = len(_NONCE_PREFIX)
+        return [key[size:] for key in written_keys[low:high]]
+
     def last_block_time_ms(self) -> int:
         """The timestamp of the last committed block (0 before the first block)."""
         return _read_last_block(self._backend)[1]
@@ -483,7 +503,19 @@ class AppHost:
         ``tx`` has passed the stateless checks (decode and signature). ``expected_nonce`` lets
         the mempool admit a sender's later transactions while earlier ones are pending: it
         must be at least the committed next nonce (the default)."""
-        self._check_transaction(tx, expected_nonce, None, self.next_nonce, None)
+        self._check_transaction(self._backend, tx, expected_nonce, None, self.next_nonce, None)
+
+    def check_transaction_reads(
+        self, tx: Transaction, *, expected_nonce: int | None = None
+    ) -> ReadSet:
+        """``check_transaction``, returning what it read of the committed state (``apps.reads``):
+        every key and scanned range, the last block's record only if the app looked at
+        ``ctx.block``, and never the sender's nonce (a block changes it only by including one
+        of the sender's transactions). While no block writes into the read set, the same check
+        gives the same answer. Raises ``TransactionRejected`` like ``check_transaction``."""
+        recorder = RecordingBackend(self._backend)
+        self._check_transaction(recorder, tx, expected_nonce, None, self.next_nonce, None)
+        return recorder.read_set()
 
     def committed_checker(self) -> CommittedChecker:
         """A checker over the committed state *as it is now*, for one pass over many
@@ -496,28 +528,34 @@ class AppHost:
 
     def _check_transaction(
         self,
+        state: StateBackend,
         tx: Transaction,
         expected_nonce: int | None,
         answers: _MembershipAnswers | None,
         next_nonce: Callable[[bytes], int],
         last_block: tuple[int, int] | None,
     ) -> None:
+        """The admission check over ``state`` (the committed state, or a recorder over it)."""
         if tx.chain_id != self.chain_id:
             raise TransactionRejected(
                 CODE_INVALID_TRANSACTION, f"transaction is for chain {tx.chain_id!r}"
             )
-        app = self._authorise(self._backend, tx, answers)
+        app = self._authorise(state, tx, answers)
         committed = next_nonce(tx.sender)
         if tx.nonce < committed:
             self._check_nonce(tx, committed)
         self._check_nonce(tx, committed if expected_nonce is None else expected_nonce)
-        height, time_ms = _read_last_block(self._backend) if last_block is None else last_block
-        block = BlockContext(
-            height=height + 1, time_ms=time_ms, proposer=b"", chain_id=self.chain_id
-        )
-        overlay = StateOverlay(self._backend)
+
+        def next_block() -> BlockContext:
+            height, time_ms = _read_last_block(state) if last_block is None else last_block
+            return BlockContext(
+                height=height + 1, time_ms=time_ms, proposer=b"", chain_id=self.chain_id
+            )
+
+        overlay = StateOverlay(state)
         overlay.savepoint()  # a misbehaving check cannot write anything that survives
-        execution = _Execution(overlay, block, tx.sender, tx.hash)
+        execution = _Execution(overlay, _UNBUILT_BLOCK, tx.sender, tx.hash)
+        execution.block_source = next_block
         try:
             app.check(_Context(self, execution, tx.app), tx.operation, tx.arguments)
         except AppError as error:
@@ -705,8 +743,9 @@ class CommittedChecker:
         """As ``AppHost.check_transaction`` on the committed state this checker was made on."""
         if self._last_block is None:
             self._last_block = _read_last_block(self._host._backend)
-        self._host._check_transaction(
-            tx, expected_nonce, self._answers, self.next_nonce, self._last_block
+        host = self._host
+        host._check_transaction(
+            host._backend, tx, expected_nonce, self._answers, self.next_nonce, self._last_block
         )
 
 

@@ -607,7 +607,9 @@ class Node:
         with self.phases.measure("commit"):
             self._after_commit(block, certificate, result)
         with self.phases.measure("recheck"):
-            update = self.mempool.update(block.transactions)
+            update = self.mempool.update(
+                block.transactions, [written for written, _ in result.writes]
+            )
             for tx_hash, reason in update.evicted:
                 self._remember_rejection(tx_hash, "evicted", reason)
         return BlockExecuted(block.height, result.app_hash)

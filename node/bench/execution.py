@@ -324,7 +324,7 @@ def _run_mempool(workload: Workload, timer: _Timer, known: dict[bytes, Transacti
         backend.apply(result.writes)
         host.committed(height, result.app_hash)
         with timer.section("mempool_update"):
-            update = mempool.update(block)
+            update = mempool.update(block, [written for written, _ in result.writes])
         assert update.committed == len(block), "the block's transactions leave the mempool"
         assert not update.evicted, "nothing is evicted"
     assert len(mempool) == 0, "every block committed leaves the mempool empty"
