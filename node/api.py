@@ -12,10 +12,12 @@ POST   /tx                          body ``{"tx": hex, "wait": bool, "timeout_ms
                                     submit a signed transaction; returns its hash and
                                     status (``pending``; with ``wait``: ``committed`` or
                                     ``rejected`` with the reason, or ``pending`` on timeout)
-POST   /txs                         body ``{"txs": [hex, ...]}``: submit many signed
-                                    transactions at once (one signature batch on the
-                                    worker threads); returns ``{"accepted", "rejected":
-                                    [{"index", "code", "error", "retry"}]}``
+POST   /txs                         body ``{"txs": [hex, ...]}``, or with
+                                    ``Content-Type: application/msgpack`` a msgpack array
+                                    of the transactions' bytes (``node.submission``):
+                                    submit many signed transactions at once (one signature
+                                    batch on the worker threads); returns ``{"accepted",
+                                    "rejected": [{"index", "code", "error", "retry"}]}``
 GET    /tx/{hash}                   status, block height and index, receipt with events
 GET    /block/latest                the last committed block with its certificate
 GET    /block/{height}              a block by height (``?transactions=1`` adds the bodies)
@@ -44,10 +46,12 @@ from typing import Final, Protocol
 
 import trio
 
+from apps.transaction import TX_BYTES_MAX
 from consensus.codec import Value
 from node.http import Request, Response, json_response
 from node.jsonvalue import JsonType, JsonValueError, from_json, to_json
 from node.phases import PhaseClock
+from node.submission import MSGPACK_CONTENT_TYPE, SubmissionError, decode_submission
 
 __all__ = ["ApiBackend", "QueryError", "SubmitOutcome", "make_handler"]
 
@@ -322,6 +326,14 @@ class _Handler:
             )
 
     def _submitted_transactions(self, request: Request) -> list[bytes]:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type == MSGPACK_CONTENT_TYPE:
+            try:
+                return decode_submission(
+                    request.body, count_max=TXS_PER_SUBMIT_MAX, item_bytes_max=TX_BYTES_MAX
+                )
+            except SubmissionError as error:
+                raise _BadRequest(str(error)) from None
         body = _parse_json_body(request)
         unknown = set(body) - {"txs"}
         if unknown:

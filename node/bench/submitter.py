@@ -7,9 +7,10 @@ the measuring process for the GIL. It gets one ``SubmitPlan`` per node: the node
 the node's stream of encoded transactions (already signed, in an order that keeps each sender's
 nonces ascending) and the node's share of the rate. One thread per node keeps one persistent
 HTTP/1.1 connection and, every ``BATCH_INTERVAL_S``, sends every transaction that is due by the
-schedule (``rate * elapsed``) as one ``POST /txs``. It is *open loop*: a slow node does not slow
-the schedule; the batch just grows (up to ``BATCH_TRANSACTIONS_MAX``) so the offered rate holds
-until the node refuses or the connection stalls, which the report shows.
+schedule (``rate * elapsed``) as one binary ``POST /txs`` (``node.submission``). It is *open
+loop*: a slow node does not slow the schedule; the batch just grows (up to
+``BATCH_TRANSACTIONS_MAX``) so the offered rate holds until the node refuses or the connection
+stalls, which the report shows.
 
 Each transaction's submit time is the wall-clock time (``time.time()``, shared by every process
 on the machine) just before its batch is written. The results (submit times, accepted count,
@@ -30,6 +31,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Final
 
+from node.submission import MSGPACK_CONTENT_TYPE, encode_submission
+
 __all__ = [
     "BATCH_INTERVAL_S",
     "BATCH_TRANSACTIONS_MAX",
@@ -42,8 +45,8 @@ __all__ = [
 
 # Batching period: short against the block interval, long enough to amortise each request.
 BATCH_INTERVAL_S: Final = 0.02
-# A batch never carries more than this (well under the API's 10,000 and 1 MiB body bounds at
-# ~660 hex characters per transaction).
+# A batch never carries more than this (well under the API's 10,000 transactions and 1 MiB
+# body bounds at ~330 bytes per transaction).
 BATCH_TRANSACTIONS_MAX: Final = 1_000
 # One request may wait this long for the node (a stalled node shows as transport errors).
 REQUEST_TIMEOUT_S: Final = 30.0
@@ -76,9 +79,9 @@ class SubmitResult:
 def _submit_stream(plan: SubmitPlan, start_at: float, duration_s: float, out: SubmitResult) -> None:
     host, _, port = plan.address.rpartition(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=REQUEST_TIMEOUT_S)
-    hexes = [data.hex() for data in plan.transactions]
-    total = min(len(hexes), int(plan.rate * duration_s))
-    headers = {"Content-Type": "application/json"}
+    transactions = plan.transactions
+    total = min(len(transactions), int(plan.rate * duration_s))
+    headers = {"Content-Type": MSGPACK_CONTENT_TYPE}
     sent = 0
     delay = start_at - time.time()
     if delay > 0:
@@ -90,7 +93,7 @@ def _submit_stream(plan: SubmitPlan, start_at: float, duration_s: float, out: Su
             time.sleep(min(BATCH_INTERVAL_S, (sent + 1) / plan.rate + start_at - now))
             continue
         end = min(due, sent + BATCH_TRANSACTIONS_MAX)
-        body = ('{"txs":["' + '","'.join(hexes[sent:end]) + '"]}').encode()
+        body = encode_submission(transactions[sent:end])
         submitted = time.time()
         for index in range(sent, end):
             out.submit_times[index] = submitted

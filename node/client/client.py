@@ -20,6 +20,7 @@ from apps.transaction import Transaction, sign_transaction
 from consensus.codec import Value
 from consensus.crypto import PrivateKey
 from node.jsonvalue import JsonType, from_json, to_json
+from node.submission import MSGPACK_CONTENT_TYPE, encode_submission
 
 __all__ = ["ApiError", "Client"]
 
@@ -64,9 +65,15 @@ class Client:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def request_raw(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    def request_raw(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        content_type: str = "application/json",
+    ) -> tuple[int, bytes]:
         """Send one request; return (status, body). Retries once on a stale connection."""
-        headers = {"Content-Type": "application/json"} if body is not None else {}
+        headers = {"Content-Type": content_type} if body is not None else {}
         for attempt in (1, 2):
             if self._connection is None:
                 self._connection = http.client.HTTPConnection(
@@ -86,10 +93,18 @@ class Client:
         raise AssertionError("unreachable")
 
     def _request(
-        self, method: str, path: str, document: dict[str, JsonType] | None = None
+        self,
+        method: str,
+        path: str,
+        document: dict[str, JsonType] | None = None,
+        *,
+        raw_body: tuple[bytes, str] | None = None,
     ) -> dict[str, JsonType]:
-        body = None if document is None else json.dumps(document).encode()
-        status, data = self.request_raw(method, path, body)
+        if raw_body is not None:
+            status, data = self.request_raw(method, path, *raw_body)
+        else:
+            body = None if document is None else json.dumps(document).encode()
+            status, data = self.request_raw(method, path, body)
         try:
             parsed = json.loads(data.decode("utf-8")) if data else {}
         except (UnicodeDecodeError, json.JSONDecodeError):
@@ -121,8 +136,10 @@ class Client:
 
     def submit_many(self, transactions: list[bytes]) -> dict[str, JsonType]:
         """Submit a batch of encoded transactions (``POST /txs``); returns ``{"accepted",
-        "rejected": [{"index", "hash", "code", "error", "retry"}]}``."""
-        return self._request("POST", "/txs", {"txs": [data.hex() for data in transactions]})
+        "rejected": [{"index", "hash", "code", "error", "retry"}]}``. Sent as msgpack
+        (``node.submission``): the transactions' bytes as they are."""
+        body = encode_submission(transactions)
+        return self._request("POST", "/txs", raw_body=(body, MSGPACK_CONTENT_TYPE))
 
     def transaction(self, tx_hash: bytes | str) -> dict[str, JsonType]:
         """Status and receipt of a transaction."""

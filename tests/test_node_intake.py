@@ -1,0 +1,83 @@
+"""Transaction intake of a real single-validator node: ``POST /txs`` in JSON and in msgpack,
+malformed binary bodies refused with the problem named."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgpack
+import trio
+
+from node import runtime
+from node.client.client import Client
+from node.home import load_home
+from node.submission import MSGPACK_CONTENT_TYPE, encode_submission
+from node.testnet.loadgen import register_identity_transaction
+from node.testnet.testnet import create_testnet
+
+DEADLINE_S = 120.0
+T = TypeVar("T")
+
+
+async def call(function: functools.partial[T]) -> T:
+    """Run a blocking client call on a worker thread."""
+    return await trio.to_thread.run_sync(function)
+
+
+async def test_binary_and_json_batches_are_admitted_alike_and_bad_bodies_named(
+    tmp_path: Path,
+) -> None:
+    info = create_testnet(tmp_path / "net", 1, chain_id="intake-net")
+    home = load_home(info.homes[0])
+    client = Client(info.api_addresses[0], timeout_s=60)
+    key = info.client_key(0)
+    transactions = [
+        register_identity_transaction(key, info.chain_id, "bank0", nonce) for nonce in range(6)
+    ]
+    with trio.fail_after(DEADLINE_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runtime.Node(home).run)
+            # JSON with hex, as people send it.
+            body = json.dumps({"txs": [data.hex() for data in transactions[:3]]}).encode()
+            status, data = await call(functools.partial(client.request_raw, "POST", "/txs", body))
+            assert status == 200, data
+            assert json.loads(data) == {"accepted": 3, "rejected": []}
+            # msgpack with the raw bytes: same answer shape; a replay is refused by index.
+            body = encode_submission([transactions[0], *transactions[3:]])
+            status, data = await call(
+                functools.partial(
+                    client.request_raw, "POST", "/txs", body, content_type=MSGPACK_CONTENT_TYPE
+                )
+            )
+            assert status == 200, data
+            document: Any = json.loads(data)
+            assert document["accepted"] == 3
+            assert [item["index"] for item in document["rejected"]] == [0]
+            assert document["rejected"][0]["code"] in ("duplicate", "stale_nonce")
+
+            bad_bodies = {
+                b"": "empty",
+                b"\xc1": "not valid msgpack",
+                msgpack.packb({"txs": []}): "msgpack array",
+                msgpack.packb(["ab"]): "not a msgpack bin",
+                msgpack.packb([b""]): "item 0 is empty",
+                msgpack.packb([b"x"]) + b"\x00": "bytes remain",
+                msgpack.packb([b"x" * 40_000]): "at most",
+            }
+            for bad, named in bad_bodies.items():
+                status, data = await call(
+                    functools.partial(
+                        client.request_raw, "POST", "/txs", bad, content_type=MSGPACK_CONTENT_TYPE
+                    )
+                )
+                assert status == 400, (bad[:20], data)
+                assert named in json.loads(data)["error"], (named, data)
+            # The node still serves, and its Python client submits in msgpack.
+            more = [register_identity_transaction(key, info.chain_id, "bank0", 6)]
+            answer: Any = await call(functools.partial(client.submit_many, more))
+            assert answer == {"accepted": 1, "rejected": []}
+            nursery.cancel_scope.cancel()
+    client.close()
