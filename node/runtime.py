@@ -43,7 +43,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final, Protocol, cast
 
 import trio
 
@@ -99,6 +99,7 @@ from node.metrics import NodeMetrics
 from node.phases import PHASES, PhaseClock, thread_cpu_ns
 from node.servebudget import ServeBudget
 from node.store import Store, StoreError
+from node.verified import VerifiedTransactions
 
 __all__ = ["CONSENSUS_KIND", "FaultHooks", "FaultHooksFactory", "Node", "NodeStartError"]
 
@@ -246,6 +247,8 @@ class Node:
             self.testnet_hooks = fault_hooks(self)
         self._inputs_send, self._inputs = trio.open_memory_channel[Input](_INPUTS_MAX)
         self._verify_limiter = trio.CapacityLimiter(self.config.mempool.verify_workers)
+        # Signatures verified by this node, by whole encoded bytes (see ``node.verified``).
+        self._verified = VerifiedTransactions()
         self._new_block = trio.Event()
         self._transaction_arrived = trio.Event()
         self._rejected: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
@@ -551,14 +554,16 @@ class Node:
         self, transactions: Sequence[bytes]
     ) -> dict[bytes, Transaction] | None:
         """Decode and verify every transaction (signatures on worker threads); None if any
-        fails. Transactions already in the mempool were verified on admission."""
+        fails. Transactions in the mempool, or whose bytes this node verified before, are not
+        verified again."""
         known: dict[bytes, Transaction] = {}
         to_verify: list[Transaction] = []
         with self.phases.measure("execute"):
             for data in transactions:
-                # The mempool is keyed by the hash of the whole encoded transaction (signature
-                # included), so a hit is these very bytes, verified on admission.
-                cached = self.mempool.get(hash_bytes(data))
+                # Verified before: pending in the mempool (keyed by the hash of the whole
+                # encoded transaction, and compared byte for byte) or in the verified cache
+                # (keyed by the whole encoded transaction).
+                cached = self._verified_transaction(data)
                 if cached is not None:
                     known[cached.hash] = cached
                     continue
@@ -576,7 +581,27 @@ class Node:
             self.phases.add("verify", cpu_ns)
             if not all(results):
                 return None
-            known.update((transaction.hash, transaction) for transaction in to_verify)
+            for transaction in to_verify:
+                known[transaction.hash] = transaction
+                self._verified.add(transaction)
+        return known
+
+    def _verified_transaction(self, data: bytes) -> Transaction | None:
+        """The decoded transaction with exactly the bytes ``data`` whose signature this node
+        verified (pending in the mempool, or in the verified cache), or None."""
+        pending = self.mempool.get(hash_bytes(data))
+        if pending is not None and pending.encoded == data:
+            return pending
+        return self._verified.get(data)
+
+    def _known_for(self, transactions: Sequence[bytes]) -> dict[bytes, Transaction]:
+        """The verified transactions among ``transactions``, by hash (``execute_block``'s
+        ``known``: the host compares the whole bytes again)."""
+        known: dict[bytes, Transaction] = {}
+        for data in transactions:
+            verified = self._verified_transaction(data)
+            if verified is not None:
+                known[verified.hash] = verified
         return known
 
     def _block_context(self, block: Block) -> BlockContext:
@@ -598,7 +623,9 @@ class Node:
         else:
             with self.phases.measure("execute"):
                 result = self.host.execute_block(
-                    self._block_context(block), block.transactions, known=self.mempool.known()
+                    self._block_context(block),
+                    block.transactions,
+                    known=self._known_for(block.transactions),
                 )
         commit_ns = await trio.to_thread.run_sync(
             _commit_measured, self.store, block, certificate, result
@@ -618,6 +645,8 @@ class Node:
         self, block: Block, certificate: CommitCertificate, result: BlockResult
     ) -> None:
         self.host.committed(block.height, result.app_hash)
+        for data in block.transactions:
+            self._verified.discard(data)
         self._tip_timestamp_ms = block.header.timestamp_ms
         self._validated.clear()
         now = time.monotonic()
@@ -686,13 +715,27 @@ class Node:
                     )
                 except TransactionError as error:
                     decoded.append(SubmitOutcome(None, False, error.reason, str(error)))
-            candidates = [item for item in decoded if isinstance(item, Transaction)]
-        valid: list[bool] = []
+            # Verify each transaction once per node: not again when the same bytes were
+            # verified before (``node.verified``), nor when the mempool holds the hash (admission
+            # refuses it as a duplicate anyway).
+            positions = [
+                position
+                for position, item in enumerate(decoded)
+                if isinstance(item, Transaction)
+                and item.hash not in self.mempool
+                and self._verified.get(item.encoded) is None
+            ]
+            candidates = [cast(Transaction, decoded[position]) for position in positions]
+        valid = [True] * len(decoded)
         if candidates:
-            valid, cpu_ns = await trio.to_thread.run_sync(
+            verdicts, cpu_ns = await trio.to_thread.run_sync(
                 _verify_all, candidates, limiter=self._verify_limiter
             )
             self.phases.add("verify", cpu_ns)
+            for position, transaction, verdict in zip(positions, candidates, verdicts, strict=True):
+                valid[position] = verdict
+                if verdict:
+                    self._verified.add(transaction)
         with self.phases.measure("admission"):
             outcomes, admitted = self._admit_decoded(decoded, valid)
         if admitted:
@@ -705,15 +748,14 @@ class Node:
     def _admit_decoded(
         self, decoded: Sequence[Transaction | SubmitOutcome], valid: Sequence[bool]
     ) -> tuple[list[SubmitOutcome], list[bytes]]:
-        verdicts = iter(valid)
         outcomes: list[SubmitOutcome] = []
         admitted: list[bytes] = []
-        for item in decoded:
+        for item, verified in zip(decoded, valid, strict=True):
             if isinstance(item, SubmitOutcome):
                 outcomes.append(item)
                 self.metrics.rejected_transactions.labels(reason=item.code).inc()
                 continue
-            if not next(verdicts):
+            if not verified:
                 outcome = SubmitOutcome(item.hash, False, "signature", "signature does not verify")
             else:
                 outcome = self._admit(item)

@@ -11,12 +11,15 @@ from typing import Any, TypeVar
 import msgpack
 import trio
 
+from apps.transaction import Transaction, sign_transaction
+from consensus.crypto import PrivateKey
 from node import runtime
 from node.client.client import Client
 from node.home import load_home
 from node.submission import MSGPACK_CONTENT_TYPE, encode_submission
 from node.testnet.loadgen import register_identity_transaction
 from node.testnet.testnet import create_testnet
+from node.verified import VerifiedTransactions
 
 DEADLINE_S = 120.0
 T = TypeVar("T")
@@ -81,3 +84,77 @@ async def test_binary_and_json_batches_are_admitted_alike_and_bad_bodies_named(
             assert answer == {"accepted": 1, "rejected": []}
             nursery.cancel_scope.cancel()
     client.close()
+
+
+async def test_a_transplanted_signature_is_refused_after_the_genuine_one_was_verified(
+    tmp_path: Path,
+) -> None:
+    """The node remembers verified signatures (``node.verified``) keyed by the whole encoded
+    transaction: a genuine signature put on another body, or presented under another sender,
+    still fails, at admission and in a proposed block, after the genuine transaction was
+    verified and cached."""
+    info = create_testnet(tmp_path / "net", 1, chain_id="transplant-net")
+    home = load_home(info.homes[0])
+    client = Client(info.api_addresses[0], timeout_s=60)
+    key = info.client_key(0)
+    genuine = Transaction.decode(
+        register_identity_transaction(key, info.chain_id, "bank0", 0), chain_id=info.chain_id
+    )
+    other_body = Transaction(
+        genuine.chain_id,
+        genuine.app,
+        genuine.operation,
+        {**genuine.arguments, "roles": ("customer", "bank")},
+        genuine.sender,
+        genuine.nonce,
+        genuine.signature,
+    )
+    other_sender = Transaction(
+        genuine.chain_id,
+        genuine.app,
+        genuine.operation,
+        genuine.arguments,
+        PrivateKey(bytes(32)).public_key,
+        genuine.nonce,
+        genuine.signature,
+    )
+    with trio.fail_after(DEADLINE_S):
+        async with trio.open_nursery() as nursery:
+            node = await nursery.start(runtime.Node(home).run)
+            answer: Any = await call(functools.partial(client.submit_many, [genuine.encoded]))
+            assert answer == {"accepted": 1, "rejected": []}
+            answer = await call(
+                functools.partial(client.submit_many, [other_body.encoded, other_sender.encoded])
+            )
+            assert [item["code"] for item in answer["rejected"]] == ["signature", "signature"]
+            # The same in a block: the genuine transaction verifies from the cache, a block
+            # carrying a transplanted one fails validation.
+            node.mempool.update([genuine.encoded])  # leaves only the verified cache
+            assert genuine.hash not in node.mempool
+            assert await node._verify_block_transactions([genuine.encoded]) is not None
+            for forged in (other_body, other_sender):
+                assert await node._verify_block_transactions([forged.encoded]) is None
+            nursery.cancel_scope.cancel()
+    client.close()
+
+
+def test_the_verified_cache_answers_only_for_the_exact_bytes() -> None:
+    key = PrivateKey(bytes(range(32)))
+    genuine = sign_transaction(
+        key, chain_id="c", app="payments", operation="transfer", arguments={"a": 1}, nonce=0
+    )
+    forged = Transaction(
+        "c", "payments", "transfer", {"a": 2}, key.public_key, 0, genuine.signature
+    )
+    cache = VerifiedTransactions(entries_max=2)
+    cache.add(genuine)
+    assert cache.get(genuine.encoded) is genuine
+    assert cache.get(bytes(genuine.encoded)) is genuine
+    assert cache.get(forged.encoded) is None
+    assert not forged.signature_valid()
+    for nonce in (1, 2):
+        cache.add(
+            sign_transaction(key, chain_id="c", app="p", operation="o", arguments={}, nonce=nonce)
+        )
+    assert cache.get(genuine.encoded) is None  # bounded: the oldest went first
+    assert len(cache) == 2
