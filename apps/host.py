@@ -150,6 +150,9 @@ class Receipt:
     message: str = ""
     result: Value = None
     events: tuple[Event, ...] = ()
+    # The canonical bytes, once computed (the host encodes every receipt to check it is
+    # storable; the store then writes these bytes instead of encoding again).
+    _encoded: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -170,7 +173,11 @@ class Receipt:
 
     def encode(self) -> bytes:
         """Canonical bytes (raises ``CodecError`` when the result or events are not encodable)."""
-        return encode(self.fields(), RECEIPT_LIMITS)
+        encoded = self._encoded
+        if encoded is None:
+            encoded = encode(self.fields(), RECEIPT_LIMITS)
+            object.__setattr__(self, "_encoded", encoded)
+        return encoded
 
     @classmethod
     def decode(cls, data: bytes) -> Receipt:
