@@ -34,7 +34,10 @@ GET    /metrics                     Prometheus text exposition
 
 Errors are ``{"error": "<what is wrong>"}`` with 400 (malformed request: names the field),
 404 (unknown path or object), 405, 413 (body too large), 422 (a well-formed transaction
-refused: ``{"error", "code"}``), 503 (mempool full, or the node is stopping).
+refused: ``{"error", "code"}``), 429 with ``Retry-After`` (the node is at capacity: retry
+then; ``POST /txs`` answers 429 when it admitted nothing of the batch for that reason, and
+every refusal carries ``retry`` and ``retry_after_ms``), 503 (too many connections, or the
+node is stopping).
 """
 
 from __future__ import annotations
@@ -82,6 +85,8 @@ class SubmitOutcome:
     message: str = ""
     # True when refusal is due to load (mempool full): the client should retry later.
     retry: bool = False
+    # With ``retry``: when to come back (the API's ``Retry-After``).
+    retry_after_ms: int = 0
 
 
 class ApiBackend(Protocol):
@@ -186,6 +191,14 @@ def _int_param(value: object, name: str, low: int, high: int, default: int) -> i
     return value
 
 
+def _retry_later(response: Response, outcomes: list[SubmitOutcome]) -> Response:
+    """Add ``Retry-After`` (whole seconds, rounded up) when any refusal may be retried."""
+    waits = [outcome.retry_after_ms for outcome in outcomes if outcome.retry]
+    if waits:
+        response.headers.append(("retry-after", str(max(1, -(-max(waits) // 1000)))))
+    return response
+
+
 def make_handler(
     backend: ApiBackend, *, wait_timeout_ms_max: int, phases: PhaseClock | None = None
 ) -> _Handler:
@@ -287,7 +300,6 @@ class _Handler:
         )
         outcome = await self._backend.submit(data)
         if not outcome.accepted:
-            status = 503 if outcome.retry else 422
             document: dict[str, JsonType] = {
                 "error": outcome.message,
                 "code": outcome.code,
@@ -295,7 +307,10 @@ class _Handler:
             }
             if outcome.hash is not None:
                 document["hash"] = outcome.hash.hex()
-            return json_response(status, document)
+            if outcome.retry:
+                document["retry_after_ms"] = outcome.retry_after_ms
+                return _retry_later(json_response(429, document), [outcome])
+            return json_response(422, document)
         assert outcome.hash is not None
         if wait:
             await self._backend.wait_transaction(outcome.hash, timeout_ms / 1000)
@@ -317,13 +332,19 @@ class _Handler:
                     "code": outcome.code,
                     "error": outcome.message,
                     "retry": outcome.retry,
+                    "retry_after_ms": outcome.retry_after_ms,
                 }
                 for index, outcome in enumerate(outcomes)
                 if not outcome.accepted
             ]
-            return json_response(
-                200, {"accepted": len(outcomes) - len(rejected), "rejected": rejected}
+            accepted = len(outcomes) - len(rejected)
+            # Nothing admitted and the node asks to come back later: the whole batch was
+            # pushed back (429); otherwise the per-transaction outcomes say it all (200).
+            pushed_back = accepted == 0 and any(outcome.retry for outcome in outcomes)
+            response = json_response(
+                429 if pushed_back else 200, {"accepted": accepted, "rejected": rejected}
             )
+            return _retry_later(response, outcomes)
 
     def _submitted_transactions(self, request: Request) -> list[bytes]:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()

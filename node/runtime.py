@@ -89,6 +89,7 @@ from network.network import (
     NetworkStatistics,
 )
 from network.network import PeerAddress as NetworkPeer
+from node.admission import AdmissionControl, AdmissionLimits
 from node.api import QueryError, SubmitOutcome, make_handler
 from node.apploader import AppLoadError, load_apps
 from node.home import Home
@@ -114,6 +115,11 @@ _REJECTED_REMEMBERED: Final = 10_000
 # Gossiped transactions admitted in one go (one signature batch on a worker thread): large
 # enough to amortise the thread hop, small enough not to hold the event loop for long.
 _ADMIT_BATCH_MAX: Final = 2048
+# A transaction refused because its sender's earlier one in the same batch was refused.
+CODE_BEHIND_REFUSED: Final = "behind_refused"
+# Refusals that leave the sender's nonce sequence whole (the nonce is pending or committed
+# already), so the sender's later transactions in the batch are judged on their own.
+_NONCE_TAKEN_CODES: Final = frozenset({"duplicate", "nonce_in_use", "stale_nonce"})
 # Validated blocks whose execution results are kept for their commit (a few views' worth).
 _VALIDATED_CACHE_MAX: Final = 8
 # The window of ``[p2p] block_serve_bytes_per_peer_per_s``: one second, as the name says.
@@ -201,6 +207,13 @@ class Node:
                 transactions_max=self.config.mempool.transactions_max,
                 bytes_max=self.config.mempool.bytes_max,
             ),
+        )
+        self.admission = AdmissionControl(
+            AdmissionLimits(
+                budget_ms=self.config.mempool.admission_budget_ms,
+                transactions_min=self.config.mempool.admission_transactions_min,
+                transactions_max=self.config.mempool.transactions_max,
+            )
         )
         self._node_keys = tuple(v.node_key for v in self.genesis.validators)
         self._index_of_node_key = {key: i for i, key in enumerate(self._node_keys)}
@@ -655,6 +668,7 @@ class Node:
             if admitted is not None:
                 self.metrics.commit_latency.observe(now - admitted)
         self.metrics.record_commit(now, block.height, len(block.transactions))
+        self.admission.observe_commit(now, len(block.transactions))
         if self.syncing and block.height >= self._highest_seen_height():
             self.syncing = False
         self._new_block.set()
@@ -705,9 +719,15 @@ class Node:
             await self._admit_many(raw, source="gossip_in")
 
     async def _admit_many(self, raw: Sequence[bytes], *, source: str) -> list[SubmitOutcome]:
-        """Decode (charged to ``source``: ``intake`` or ``gossip_in``), verify, admit, gossip."""
+        """Decode (charged to ``source``: ``intake`` or ``gossip_in``), verify, admit, gossip.
+
+        Client submissions (``intake``) beyond the admission limit (``node.admission``) are
+        refused first, before any work is spent on them."""
         decoded: list[Transaction | SubmitOutcome] = []
+        refused_early: list[SubmitOutcome] = []
         with self.phases.measure(source):
+            if source == "intake":
+                raw, refused_early = self._refuse_over_limit(raw)
             for data in raw:
                 try:
                     decoded.append(
@@ -738,6 +758,7 @@ class Node:
                     self._verified.add(transaction)
         with self.phases.measure("admission"):
             outcomes, admitted = self._admit_decoded(decoded, valid)
+            outcomes.extend(refused_early)
         if admitted:
             with self.phases.measure("gossip_out"):
                 self.network.gossip_transactions(admitted)
@@ -745,17 +766,46 @@ class Node:
             self._transaction_arrived = trio.Event()
         return outcomes
 
+    def _refuse_over_limit(
+        self, raw: Sequence[bytes]
+    ) -> tuple[Sequence[bytes], list[SubmitOutcome]]:
+        """Split a client batch into what fits under the admission limit and refusals for the
+        rest (``full``, retry after the time the chain needs to commit what is pending)."""
+        now = time.monotonic()
+        room = self.admission.limit(now) - len(self.mempool)
+        if room >= len(raw):
+            return raw, []
+        room = max(room, 0)
+        pending = len(self.mempool)
+        retry_after_ms = self.admission.retry_after_ms(now, pending)
+        message = (
+            f"the node is at capacity ({pending} transactions pending); retry after"
+            f" {retry_after_ms} ms"
+        )
+        refused = [
+            SubmitOutcome(hash_bytes(data), False, CODE_FULL, message, True, retry_after_ms)
+            for data in raw[room:]
+        ]
+        self.metrics.rejected_transactions.labels(reason=CODE_FULL).inc(len(refused))
+        return raw[:room], refused
+
     def _admit_decoded(
         self, decoded: Sequence[Transaction | SubmitOutcome], valid: Sequence[bool]
     ) -> tuple[list[SubmitOutcome], list[bytes]]:
         outcomes: list[SubmitOutcome] = []
         admitted: list[bytes] = []
+        # Senders with a refused transaction in this batch, and that refusal: their later
+        # transactions here cannot be admitted (their nonces would skip the refused one).
+        refused: dict[bytes, tuple[int, SubmitOutcome]] = {}
         for item, verified in zip(decoded, valid, strict=True):
             if isinstance(item, SubmitOutcome):
                 outcomes.append(item)
                 self.metrics.rejected_transactions.labels(reason=item.code).inc()
                 continue
-            if not verified:
+            earlier = refused.get(item.sender)
+            if earlier is not None:
+                outcome = _behind_refused(item, *earlier)
+            elif not verified:
                 outcome = SubmitOutcome(item.hash, False, "signature", "signature does not verify")
             else:
                 outcome = self._admit(item)
@@ -764,6 +814,8 @@ class Node:
             else:
                 self.metrics.rejected_transactions.labels(reason=outcome.code).inc()
                 self._remember_rejection(item.hash, outcome.code, outcome.message)
+                if earlier is None and outcome.code not in _NONCE_TAKEN_CODES:
+                    refused[item.sender] = (item.nonce, outcome)
             outcomes.append(outcome)
         self.metrics.mempool_transactions.set(len(self.mempool))
         self.metrics.mempool_bytes.set(self.mempool.size_bytes)
@@ -775,8 +827,12 @@ class Node:
         try:
             self.mempool.add(transaction)
         except MempoolRejected as error:
-            retry = error.code == CODE_FULL
-            return SubmitOutcome(transaction.hash, False, error.code, error.message, retry=retry)
+            if error.code != CODE_FULL:
+                return SubmitOutcome(transaction.hash, False, error.code, error.message)
+            retry_after_ms = self.admission.retry_after_ms(time.monotonic(), len(self.mempool))
+            return SubmitOutcome(
+                transaction.hash, False, error.code, error.message, True, retry_after_ms
+            )
         self._admitted_at[transaction.hash] = time.monotonic()
         self._rejected.pop(transaction.hash, None)
         return SubmitOutcome(transaction.hash, True)
@@ -962,6 +1018,20 @@ class Node:
         if handshake_failures.get("chain_id_mismatch"):
             warnings.append(f"a peer runs another chain id; ours is {self.chain_id!r}")
         return warnings
+
+
+def _behind_refused(transaction: Transaction, nonce: int, refusal: SubmitOutcome) -> SubmitOutcome:
+    """The outcome of a transaction whose sender's earlier one (``nonce``) in the same batch
+    was refused: resubmit from that nonce (after ``retry_after_ms`` when it may be retried)."""
+    return SubmitOutcome(
+        transaction.hash,
+        False,
+        CODE_BEHIND_REFUSED,
+        f"the sender's transaction with nonce {nonce} in this batch was refused"
+        f" ({refusal.code}); resubmit from nonce {nonce}",
+        refusal.retry,
+        refusal.retry_after_ms,
+    )
 
 
 def _verify_all(transactions: Sequence[Transaction]) -> tuple[list[bool], int]:

@@ -4,6 +4,7 @@ malformed binary bodies refused with the problem named."""
 from __future__ import annotations
 
 import functools
+import http.client
 import json
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,6 +16,7 @@ from apps.transaction import Transaction, sign_transaction
 from consensus.crypto import PrivateKey
 from node import runtime
 from node.client.client import Client
+from node.config import NodeConfig
 from node.home import load_home
 from node.submission import MSGPACK_CONTENT_TYPE, encode_submission
 from node.testnet.loadgen import register_identity_transaction
@@ -158,3 +160,79 @@ def test_the_verified_cache_answers_only_for_the_exact_bytes() -> None:
         )
     assert cache.get(genuine.encoded) is None  # bounded: the oldest went first
     assert len(cache) == 2
+
+
+def _bad_signature(data: bytes) -> bytes:
+    return data[:-1] + bytes([data[-1] ^ 1])
+
+
+async def test_an_overloaded_node_refuses_early_and_keeps_its_pool_bounded(
+    tmp_path: Path,
+) -> None:
+    """Nothing commits (a long block interval) while batches keep coming: the node admits up
+    to its admission limit, then refuses with ``full``, ``retry`` and a ``retry_after_ms``
+    (429 with Retry-After when nothing of a batch fits) before spending anything on the
+    refused ones (a bad signature past the limit is refused as ``full``, not checked). A
+    sender's transactions behind one refused in the same batch are refused, naming the nonce
+    to resubmit from."""
+    limit = 50
+    config = (
+        NodeConfig()
+        .with_changes("mempool", admission_transactions_min=limit, transactions_max=200)
+        .with_changes("consensus", block_interval_ms=600_000, empty_block_interval_ms=600_000)
+    )
+    info = create_testnet(tmp_path / "net", 1, chain_id="overload-net", config=config)
+    home = load_home(info.homes[0])
+    client = Client(info.api_addresses[0], timeout_s=60)
+    key = info.client_key(0)
+    stream = [register_identity_transaction(key, info.chain_id, "bank0", n) for n in range(120)]
+
+    async def post(batch: list[bytes]) -> tuple[int, dict[str, str], Any]:
+        def send() -> tuple[int, dict[str, str], Any]:
+            host, _, port = info.api_addresses[0].rpartition(":")
+            connection = http.client.HTTPConnection(host, int(port), timeout=60)
+            connection.request(
+                "POST", "/txs", encode_submission(batch), {"Content-Type": MSGPACK_CONTENT_TYPE}
+            )
+            response = connection.getresponse()
+            document = json.loads(response.read())
+            headers = {name.lower(): value for name, value in response.getheaders()}
+            connection.close()
+            return response.status, headers, document
+
+        return await trio.to_thread.run_sync(send)
+
+    with trio.fail_after(DEADLINE_S):
+        async with trio.open_nursery() as nursery:
+            node = await nursery.start(runtime.Node(home).run)
+            # A refused transaction holds back its sender's later ones in the batch.
+            status, _, document = await post([_bad_signature(stream[0]), *stream[1:3]])
+            assert status == 200
+            codes = [item["code"] for item in document["rejected"]]
+            assert codes == ["signature", "behind_refused", "behind_refused"]
+            assert "resubmit from nonce 0" in document["rejected"][1]["error"]
+            # Over the limit: the first `limit` fit, the rest are pushed back.
+            status, headers, document = await post(stream[:80])
+            assert status == 200
+            assert document["accepted"] == limit
+            assert {item["code"] for item in document["rejected"]} == {"full"}
+            assert all(
+                item["retry"] and item["retry_after_ms"] >= 100 for item in document["rejected"]
+            )
+            assert int(headers["retry-after"]) >= 1
+            # Nothing fits: 429 for the batch, and refused before any signature check.
+            batch = [*stream[80:90], _bad_signature(stream[90])]
+            status, headers, document = await post(batch)
+            assert status == 429
+            assert document["accepted"] == 0
+            assert [item["code"] for item in document["rejected"]] == ["full"] * len(batch)
+            assert int(headers["retry-after"]) >= 1
+            # The single-transaction endpoint answers the same way.
+            body = json.dumps({"tx": stream[95].hex()}).encode()
+            answer, data = await call(functools.partial(client.request_raw, "POST", "/tx", body))
+            assert answer == 429
+            assert json.loads(data)["code"] == "full"
+            assert len(node.mempool) == limit
+            assert node.mempool.size_bytes <= 64 * 1024 * 1024
+            nursery.cancel_scope.cancel()
+    client.close()

@@ -29,9 +29,13 @@ submitted in the window; ``uncommitted`` counts those that never committed befor
 deadline). ``blocks_per_s`` and ``block_size_avg`` come from the same blocks.
 
 ``--rate max`` runs steps on one testnet: the rate doubles while a step is *sustainable*
-(nothing refused, committed rate at least ``SUSTAINED_FRACTION`` of the offered rate, p99 at
-most ``p99_ms_max``), then bisects twice between the last good and first bad rate. The report is
-the best sustainable step, with every step listed.
+(nothing refused or pushed back, committed rate at least ``SUSTAINED_FRACTION`` of the offered
+rate, p99 at most ``p99_ms_max``), then bisects twice between the last good and first bad
+rate. The report is the best sustainable step, with every step listed.
+
+Above capacity the nodes push submissions back (429, ``retry_after_ms``); the submitter resends
+them after that delay, so a step at 2x or 4x the sustainable rate shows what the chain keeps
+committing under overload, and the latency of what it admitted.
 """
 
 from __future__ import annotations
@@ -211,6 +215,9 @@ class StepResult:
     submitted: int
     accepted: int
     rejected: dict[str, int]
+    # Refusals the nodes asked to retry later (at capacity), resent by the submitter.
+    pushed_back: int
+    abandoned: int
     transport_errors: int
     committed: int
     uncommitted: int
@@ -231,9 +238,11 @@ class StepResult:
     phases_us_per_tx: dict[str, float] = field(default_factory=dict)
 
     def sustainable(self, p99_ms_max: float) -> bool:
-        """Nothing refused, kept up with the offered rate, and p99 within the bound."""
+        """Nothing refused or pushed back, kept up with the offered rate, p99 within the
+        bound."""
         return (
             not self.rejected
+            and not self.pushed_back
             and not self.transport_errors
             and self.uncommitted == 0
             and self.tx_per_s >= SUSTAINED_FRACTION * self.rate_offered
@@ -248,6 +257,8 @@ class StepResult:
             "submitted": self.submitted,
             "accepted": self.accepted,
             "rejected": dict(self.rejected),
+            "pushed_back": self.pushed_back,
+            "abandoned": self.abandoned,
             "transport_errors": self.transport_errors,
             "committed": self.committed,
             "uncommitted": self.uncommitted,
@@ -476,7 +487,7 @@ class _Run:
         assert self.observer is not None
         submitted: list[tuple[str, float]] = []
         rejected: Counter[str] = Counter()
-        accepted = transport_errors = 0
+        accepted = transport_errors = pushed_back = abandoned = 0
         last_error = ""
         for stream_hashes, result in zip(hashes, results, strict=True):
             for tx_hash, at in zip(stream_hashes, result.submit_times, strict=False):
@@ -485,6 +496,8 @@ class _Run:
             rejected.update(result.rejected)
             accepted += result.accepted
             transport_errors += result.transport_errors
+            pushed_back += result.pushed_back
+            abandoned += result.abandoned
             last_error = result.last_error or last_error
         deadline = time.time() + DRAIN_TIMEOUT_S
         commit_time = self.observer.commit_time
@@ -513,6 +526,8 @@ class _Run:
             submitted=len(submitted),
             accepted=accepted,
             rejected=dict(rejected),
+            pushed_back=pushed_back,
+            abandoned=abandoned,
             transport_errors=transport_errors,
             committed=len(latencies),
             uncommitted=accepted - len(latencies),

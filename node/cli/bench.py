@@ -117,7 +117,8 @@ def _print_report(d: dict[str, JsonType]) -> None:
     click.echo(
         f"  committed        {_figure(d['tx_per_s'], 1)} tx/s"
         f"   ({_figure(d['committed'])} of {_figure(d['submitted'])} submitted committed,"
-        f" refused {d['rejected']}, transport errors {d['transport_errors']})"
+        f" refused {d['rejected']}, pushed back {d['pushed_back']} (resent),"
+        f" abandoned {d['abandoned']}, transport errors {d['transport_errors']})"
     )
     click.echo(
         f"  latency ms       p50 {_figure(d['latency_ms_p50'])}  p95 {_figure(d['latency_ms_p95'])}"

@@ -99,6 +99,7 @@ class Client:
         document: dict[str, JsonType] | None = None,
         *,
         raw_body: tuple[bytes, str] | None = None,
+        answer_statuses: frozenset[int] = frozenset(),
     ) -> dict[str, JsonType]:
         if raw_body is not None:
             status, data = self.request_raw(method, path, *raw_body)
@@ -109,7 +110,7 @@ class Client:
             parsed = json.loads(data.decode("utf-8")) if data else {}
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise ApiError(status, f"response is not JSON: {data[:200]!r}") from None
-        if status >= 400:
+        if status >= 400 and status not in answer_statuses:
             message = parsed.get("error", "") if isinstance(parsed, dict) else ""
             code = parsed.get("code", "") if isinstance(parsed, dict) else ""
             raise ApiError(status, str(message), str(code))
@@ -136,10 +137,16 @@ class Client:
 
     def submit_many(self, transactions: list[bytes]) -> dict[str, JsonType]:
         """Submit a batch of encoded transactions (``POST /txs``); returns ``{"accepted",
-        "rejected": [{"index", "hash", "code", "error", "retry"}]}``. Sent as msgpack
-        (``node.submission``): the transactions' bytes as they are."""
+        "rejected": [{"index", "hash", "code", "error", "retry", "retry_after_ms"}]}``, also
+        when the node pushed the whole batch back (429). Sent as msgpack (``node.submission``):
+        the transactions' bytes as they are."""
         body = encode_submission(transactions)
-        return self._request("POST", "/txs", raw_body=(body, MSGPACK_CONTENT_TYPE))
+        return self._request(
+            "POST",
+            "/txs",
+            raw_body=(body, MSGPACK_CONTENT_TYPE),
+            answer_statuses=frozenset({429}),
+        )
 
     def transaction(self, tx_hash: bytes | str) -> dict[str, JsonType]:
         """Status and receipt of a transaction."""
