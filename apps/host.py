@@ -45,7 +45,7 @@ import bisect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Final, NamedTuple, cast
+from typing import Final, NamedTuple, Protocol, cast
 
 from apps.base import App, AppError, BlockContext, Event, ReadState
 from apps.reads import ReadSet, RecordingBackend
@@ -264,6 +264,79 @@ class _MembershipAnswers:
         return _copy_answer(answer)
 
 
+class _Answers(Protocol):
+    """Something that answers membership queries (a memo, or a recording memo)."""
+
+    def query(self, path: str, arguments: Mapping[str, Value]) -> Value:
+        """What ``membership.query(path, arguments)`` answers."""
+        ...
+
+
+class _CommittedAnswers:
+    """Membership's ``identity`` and ``institution`` answers on the *committed* state, kept
+    across admission checks until a commit writes under the membership prefix
+    (``AppHost.committed`` drops them then, and whenever it is not told what was written).
+    Each entry keeps the keys its answer read, so a check that records its read set
+    (``check_transaction_reads``) records them on a hit too. Bounded: emptied when full."""
+
+    __slots__ = ("_backend", "_entries", "_membership")
+
+    # Entries kept at most (one per sender and per institution seen): bounds memory under
+    # any number of distinct senders.
+    ENTRIES_MAX: Final = 100_000
+
+    def __init__(self, membership: App, backend: StateBackend) -> None:
+        self._membership = membership
+        self._backend = backend
+        self._entries: dict[tuple[str, Value], tuple[Value, frozenset[bytes]]] = {}
+
+    def clear(self) -> None:
+        """Forget every answer (membership state changed, or may have)."""
+        self._entries.clear()
+
+    def for_check(self, recorder: RecordingBackend | None) -> _RecordingAnswers:
+        """Answers for one check, adding what each answer read to ``recorder``."""
+        return _RecordingAnswers(self, recorder)
+
+    def answer(
+        self, path: str, arguments: Mapping[str, Value], recorder: RecordingBackend | None
+    ) -> Value:
+        """``membership.query`` on committed state, memoised (see the class docstring)."""
+        memo_key = _memo_key(path, arguments)
+        entry = None if memo_key is None else self._entries.get(memo_key)
+        if entry is not None:
+            if recorder is not None:
+                recorder.keys.update(entry[1])
+            return _copy_answer(entry[0])
+        reads = RecordingBackend(self._backend)
+        answer = self._membership.query(
+            NamespacedState(reads, MEMBERSHIP_APP, writable=False), path, arguments
+        )
+        if recorder is not None:
+            recorder.keys.update(reads.keys)
+            recorder.ranges.extend(reads.ranges)
+        if memo_key is None or reads.ranges or not _immutable_answer(answer):
+            return answer
+        if len(self._entries) >= self.ENTRIES_MAX:
+            self._entries.clear()
+        self._entries[memo_key] = (answer, frozenset(reads.keys))
+        return _copy_answer(answer)
+
+
+class _RecordingAnswers:
+    """``_CommittedAnswers`` for one check, recording reads into that check's recorder."""
+
+    __slots__ = ("_memo", "_recorder")
+
+    def __init__(self, memo: _CommittedAnswers, recorder: RecordingBackend | None) -> None:
+        self._memo = memo
+        self._recorder = recorder
+
+    def query(self, path: str, arguments: Mapping[str, Value]) -> Value:
+        """The memo's answer; the keys it read go to the check's read set."""
+        return self._memo.answer(path, arguments, self._recorder)
+
+
 def _memo_key(path: str, arguments: Mapping[str, Value]) -> tuple[str, Value] | None:
     expected = _MEMO_ARGUMENTS.get(path)
     if expected is None or len(arguments) != 1:
@@ -390,6 +463,7 @@ class AppHost:
         self.chain_id = chain_id
         self.height = height
         self.app_hash = app_hash
+        self._committed_answers = _CommittedAnswers(by_name[MEMBERSHIP_APP], backend)
 
     @property
     def app_names(self) -> tuple[str, ...]:
@@ -421,11 +495,15 @@ class AppHost:
         writes = overlay.writes()
         return GenesisResult(writes, app_hash_of(GENESIS_PREVIOUS_APP_HASH, writes))
 
-    def committed(self, height: int, app_hash: bytes) -> None:
-        """Record that the backend now holds the state after ``height`` (0: genesis)."""
+    def committed(self, height: int, app_hash: bytes, writes: WriteSet | None = None) -> None:
+        """Record that the backend now holds the state after ``height`` (0: genesis).
+        ``writes``, the block's write set, lets the host keep what it memoised about
+        committed state the block did not change (without it, nothing is kept)."""
         assert height in (self.height, self.height + 1), "heights are committed in order"
         self.height = height
         self.app_hash = app_hash
+        if writes is None or _touches(writes, _MEMBERSHIP_PREFIX):
+            self._committed_answers.clear()
 
     # -- nonces and authorisation ------------------------------------------------------------
 
@@ -449,7 +527,7 @@ class AppHost:
         self,
         state: StateOverlay | StateBackend,
         tx: Transaction,
-        answers: _MembershipAnswers | None = None,
+        answers: _Answers | None = None,
     ) -> App:
         app = self._apps.get(tx.app)
         if app is None:
@@ -510,7 +588,8 @@ class AppHost:
         ``tx`` has passed the stateless checks (decode and signature). ``expected_nonce`` lets
         the mempool admit a sender's later transactions while earlier ones are pending: it
         must be at least the committed next nonce (the default)."""
-        self._check_transaction(self._backend, tx, expected_nonce, None, self.next_nonce, None)
+        answers = self._committed_answers.for_check(None)
+        self._check_transaction(self._backend, tx, expected_nonce, answers, self.next_nonce, None)
 
     def check_transaction_reads(
         self, tx: Transaction, *, expected_nonce: int | None = None
@@ -521,7 +600,8 @@ class AppHost:
         of the sender's transactions). While no block writes into the read set, the same check
         gives the same answer. Raises ``TransactionRejected`` like ``check_transaction``."""
         recorder = RecordingBackend(self._backend)
-        self._check_transaction(recorder, tx, expected_nonce, None, self.next_nonce, None)
+        answers = self._committed_answers.for_check(recorder)
+        self._check_transaction(recorder, tx, expected_nonce, answers, self.next_nonce, None)
         return recorder.read_set()
 
     def committed_checker(self) -> CommittedChecker:
@@ -538,7 +618,7 @@ class AppHost:
         state: StateBackend,
         tx: Transaction,
         expected_nonce: int | None,
-        answers: _MembershipAnswers | None,
+        answers: _Answers | None,
         next_nonce: Callable[[bytes], int],
         last_block: tuple[int, int] | None,
     ) -> None:
@@ -564,7 +644,10 @@ class AppHost:
         execution = _Execution(overlay, _UNBUILT_BLOCK, tx.sender, tx.hash)
         execution.block_source = next_block
         try:
-            app.check(_Context(self, execution, tx.app), tx.operation, tx.arguments)
+            # A decoded transaction may be executed later from these very values: the check
+            # gets its own copy of the arguments.
+            arguments = _fresh_copy(tx.arguments) if tx.from_wire else tx.arguments
+            app.check(_Context(self, execution, tx.app), tx.operation, arguments)
         except AppError as error:
             raise TransactionRejected(error.code, error.message) from None
         except Exception as error:
@@ -614,16 +697,31 @@ class AppHost:
         answers: _MembershipAnswers | None = None,
     ) -> Receipt:
         tx_hash = hash_bytes(raw)
-        try:
-            # Always decode the block's own bytes, so every node hands apps identical values
-            # (tuples, not whatever a local caller built); only the signature check is skipped
-            # for transactions the caller already verified. The fast path is keyed by the whole
-            # encoded transaction (its hash, and the bytes compared), which is everything the
-            # signature covers and the signature itself.
-            verified = known is not None and tx_hash in known and known[tx_hash].encoded == raw
-            tx = Transaction.decode(raw, chain_id=self.chain_id, check_signature=not verified)
-        except TransactionError as error:
-            return Receipt(tx_hash, index, STATUS_REJECTED, CODE_INVALID_TRANSACTION, str(error))
+        arguments: Mapping[str, Value]
+        # The fast path is keyed by the whole encoded transaction (its hash, and the bytes
+        # compared), which is everything the signature covers and the signature itself.
+        known_tx = None if known is None else known.get(tx_hash)
+        if known_tx is not None and known_tx.encoded != raw:
+            known_tx = None
+        if known_tx is not None and known_tx.from_wire and known_tx.chain_id == self.chain_id:
+            # Decoded from exactly these bytes (and verified) by the caller: the same values
+            # every node decodes from the block. The app gets its own copy of the arguments,
+            # so nothing an execution does to them reaches the next one.
+            tx = known_tx
+            arguments = _fresh_copy(tx.arguments)
+        else:
+            try:
+                # Decode the block's own bytes, so every node hands apps identical values
+                # (tuples, not whatever a local caller built); only the signature check is
+                # skipped for transactions the caller already verified.
+                tx = Transaction.decode(
+                    raw, chain_id=self.chain_id, check_signature=known_tx is None
+                )
+            except TransactionError as error:
+                return Receipt(
+                    tx_hash, index, STATUS_REJECTED, CODE_INVALID_TRANSACTION, str(error)
+                )
+            arguments = tx.arguments
         try:
             app = self._authorise(overlay, tx, answers)
             self._check_nonce(tx, _read_nonce(overlay, tx.sender))
@@ -633,7 +731,7 @@ class AppHost:
         execution = _Execution(overlay, block, tx.sender, tx_hash, answers=answers)
         overlay.savepoint()
         try:
-            result = app.apply(_Context(self, execution, tx.app), tx.operation, tx.arguments)
+            result = app.apply(_Context(self, execution, tx.app), tx.operation, arguments)
             receipt = Receipt(
                 tx_hash, index, STATUS_OK, result=result, events=tuple(execution.events)
             )
@@ -754,6 +852,31 @@ class CommittedChecker:
         host._check_transaction(
             host._backend, tx, expected_nonce, self._answers, self.next_nonce, self._last_block
         )
+
+
+def _fresh_copy(arguments: Mapping[str, Value]) -> dict[str, Value]:
+    """A copy of decoded arguments sharing nothing mutable with them (maps are copied at
+    every depth; tuples, strings, bytes and numbers are immutable and shared)."""
+    return {name: _fresh_value(value) for name, value in arguments.items()}
+
+
+def _fresh_value(value: Value) -> Value:
+    if isinstance(value, dict):
+        return {key: _fresh_value(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_fresh_value(item) for item in value]
+    if isinstance(value, tuple) and any(type(item) in _MUTABLE_CONTAINERS for item in value):
+        return tuple(_fresh_value(item) for item in value)
+    return value
+
+
+_MUTABLE_CONTAINERS: Final = (dict, list, tuple)
+
+
+def _touches(writes: WriteSet, prefix: bytes) -> bool:
+    """True when the sorted write set has a key starting with ``prefix``."""
+    position = bisect.bisect_left(writes, (prefix,))
+    return position < len(writes) and writes[position][0].startswith(prefix)
 
 
 def _read_nonce(state: StateOverlay | StateBackend, sender: bytes) -> int:

@@ -48,7 +48,7 @@ class AdmissionLimits:
     # Pending work the pool may hold, in milliseconds of recent commits.
     budget_ms: int = 1000
     # The limit never goes below this many transactions (an idle chain still admits).
-    transactions_min: int = 1000
+    transactions_min: int = 250
     # Nor above the pool's own bound.
     transactions_max: int = 20_000
 

@@ -657,7 +657,7 @@ class Node:
     def _after_commit(
         self, block: Block, certificate: CommitCertificate, result: BlockResult
     ) -> None:
-        self.host.committed(block.height, result.app_hash)
+        self.host.committed(block.height, result.app_hash, result.writes)
         for data in block.transactions:
             self._verified.discard(data)
         self._tip_timestamp_ms = block.header.timestamp_ms

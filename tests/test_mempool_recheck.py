@@ -17,10 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from apps.base import ROLE_BANK, ROLE_ENTERPRISE, App, AppError, AppState, ReadState, TxContext
+from apps.host import AppHost
+from apps.membership import MembershipApp
 from apps.transaction import Transaction
 from consensus.codec import Value
 from node.mempool import Mempool, MempoolLimits, MempoolRejected, MempoolUpdate
-from tests.host_fixtures import Chain, genesis_config, identity, key
+from tests.host_fixtures import CHAIN, Chain, genesis_config, identity, key
 
 _LOCKS = (b"lock/", b"lock0")
 _GUARDED = (b"g1", b"g2", b"g3")
@@ -171,9 +173,24 @@ def run_scenario(seed: int, blocks: int = 10) -> tuple[int, int]:
         assert by_targeted.evicted == by_full.evicted
         assert by_targeted.committed == by_full.committed
         assert _pending(targeted) == _pending(full)
+        _assert_still_admissible(chain, targeted)
         work_full += by_full.checks
         work_targeted += by_targeted.checks
     return work_full, work_targeted
+
+
+def _assert_still_admissible(chain: Chain, pool: Mempool) -> None:
+    """An independent judge: a fresh host (nothing memoised) over the committed state admits
+    every transaction the pool kept, at its place in its sender's queue."""
+    oracle = AppHost(
+        [MembershipApp(), GuardApp()], chain.backend, chain_id=CHAIN, height=chain.host.height
+    )
+    position: dict[bytes, int] = {}
+    for tx in pool.known().values():
+        index = position.get(tx.sender, 0)
+        position[tx.sender] = index + 1
+        expected = oracle.next_nonce(tx.sender) + index
+        oracle.check_transaction(tx, expected_nonce=expected)
 
 
 def _hash_of(pool: Mempool, raw: bytes) -> bytes:
