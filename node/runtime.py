@@ -54,7 +54,13 @@ from apps.transaction import Transaction, TransactionError
 from consensus.codec import Value
 from consensus.crypto import hash_bytes
 from consensus.evidence import Evidence, EvidenceError
-from consensus.messages import encode_block_response
+from consensus.messages import (
+    BlockResponse,
+    MessageError,
+    MessageKind,
+    decode_message,
+    encode_block_response,
+)
 from consensus.replica import (
     Action,
     BlockExecuted,
@@ -120,6 +126,9 @@ CODE_BEHIND_REFUSED: Final = "behind_refused"
 # Refusals that leave the sender's nonce sequence whole (the nonce is pending or committed
 # already), so the sender's later transactions in the batch are judged on their own.
 _NONCE_TAKEN_CODES: Final = frozenset({"duplicate", "nonce_in_use", "stale_nonce"})
+# Synced blocks verified ahead of their commit at most (a few block responses' worth; the
+# verified cache holds their transactions).
+_PREFETCH_BLOCKS_MAX: Final = 256
 # Validated blocks whose execution results are kept for their commit (a few views' worth).
 _VALIDATED_CACHE_MAX: Final = 8
 # The window of ``[p2p] block_serve_bytes_per_peer_per_s``: one second, as the name says.
@@ -270,6 +279,8 @@ class Node:
         # header and, through the transactions root, every transaction byte) and checked
         # against the parent height at use. No signature is cached here.
         self._validated: OrderedDict[bytes, _Validated] = OrderedDict()
+        # Synced blocks whose signatures are being verified ahead of their commit.
+        self._verifying: dict[bytes, trio.Event] = {}
         self._proposal_pending = False
         self._nursery: trio.Nursery | None = None
         self.syncing = False
@@ -383,7 +394,81 @@ class Node:
                 log.debug("unknown_message_kind", extra={"kind": message.kind})
                 continue
             sender = self._index_of_node_key.get(message.peer)
+            if _is_block_response(message.payload):
+                self._prefetch_signatures(message.payload)
             await self._inputs_send.send(PeerMessage(message.payload, sender))
+
+    def _prefetch_signatures(self, payload: bytes) -> None:
+        """Blocks arriving by sync: verify their transactions' signatures on worker threads,
+        block after block, while the loop executes and commits the blocks before them (the
+        commit of a block waits for its own verification; ``node.verified`` keeps the
+        results). Nothing is trusted here: the replica checks the blocks' certificates, and a
+        signature that fails is simply not cached, so execution checks it again."""
+        with self.phases.measure("consensus"):
+            try:
+                response = decode_message(payload, bytes_max=self.network.limits.message_bytes_max)
+            except MessageError:
+                return  # the replica reports it
+            if not isinstance(response, BlockResponse) or not response.entries:
+                return
+            if len(self._verifying) >= _PREFETCH_BLOCKS_MAX:
+                return
+            blocks = [block for block, _ in response.entries if block.hash not in self._verifying]
+            for block in blocks:
+                self._verifying[block.hash] = trio.Event()
+        assert self._nursery is not None
+        self._nursery.start_soon(self._verify_synced, blocks)
+
+    async def _verify_in_parallel(self, candidates: list[Transaction]) -> list[Transaction]:
+        """The transactions among ``candidates`` whose signature verifies, checked in
+        ``[mempool] verify_workers`` slices at once."""
+        workers = max(1, self.config.mempool.verify_workers)
+        step = max(1, -(-len(candidates) // workers))
+        results: list[tuple[list[Transaction], list[bool]]] = []
+
+        async def verify(chunk: list[Transaction]) -> None:
+            verdicts, cpu_ns = await trio.to_thread.run_sync(
+                _verify_all, chunk, limiter=self._verify_limiter
+            )
+            self.phases.add("verify", cpu_ns)
+            results.append((chunk, verdicts))
+
+        async with trio.open_nursery() as nursery:
+            for start in range(0, len(candidates), step):
+                nursery.start_soon(verify, candidates[start : start + step])
+        return [
+            transaction
+            for chunk, verdicts in results
+            for transaction, verdict in zip(chunk, verdicts, strict=True)
+            if verdict
+        ]
+
+    async def _verify_synced(self, blocks: list[Block]) -> None:
+        try:
+            for block in blocks:
+                with self.phases.measure("execute"):
+                    candidates: list[Transaction] = []
+                    for data in block.transactions:
+                        if self._verified_transaction(data) is not None:
+                            continue
+                        try:
+                            candidates.append(
+                                Transaction.decode(
+                                    data, chain_id=self.chain_id, check_signature=False
+                                )
+                            )
+                        except TransactionError:
+                            continue
+                for transaction in await self._verify_in_parallel(candidates):
+                    self._verified.add(transaction)
+                event = self._verifying.pop(block.hash, None)
+                if event is not None:
+                    event.set()
+        finally:
+            for block in blocks:
+                event = self._verifying.pop(block.hash, None)
+                if event is not None:
+                    event.set()
 
     async def _consensus_driver(self) -> None:
         pending: deque[Input] = deque([Start(_now_ms())])
@@ -634,6 +719,9 @@ class Node:
         if cached is not None and cached.parent_height == self.host.height:
             result = cached.result
         else:
+            verifying = self._verifying.get(block.hash)
+            if verifying is not None:
+                await verifying.wait()
             with self.phases.measure("execute"):
                 result = self.host.execute_block(
                     self._block_context(block),
@@ -1018,6 +1106,23 @@ class Node:
         if handshake_failures.get("chain_id_mismatch"):
             warnings.append(f"a peer runs another chain id; ours is {self.chain_id!r}")
         return warnings
+
+
+def _is_block_response(payload: bytes) -> bool:
+    """True when consensus wire bytes hold a ``BlockResponse`` (a msgpack array whose first
+    element is its kind), judged from the first bytes only."""
+    if not payload:
+        return False
+    first = payload[0]
+    if 0x90 <= first <= 0x9F:
+        offset = 1
+    elif first == 0xDC:
+        offset = 3
+    elif first == 0xDD:
+        offset = 5
+    else:
+        return False
+    return len(payload) > offset and payload[offset] == MessageKind.BLOCK_RESPONSE
 
 
 def _behind_refused(transaction: Transaction, nonce: int, refusal: SubmitOutcome) -> SubmitOutcome:
