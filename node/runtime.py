@@ -282,6 +282,7 @@ class Node:
         # Synced blocks whose signatures are being verified ahead of their commit.
         self._verifying: dict[bytes, trio.Event] = {}
         self._proposal_pending = False
+        self.blocks_executed = 0
         self._nursery: trio.Nursery | None = None
         self.syncing = False
         self._last_view = (0, 0)
@@ -599,7 +600,7 @@ class Node:
             verdict = ValidityVerdict(block.hash, False, "not on top of the executed tip")
         else:
             with self.phases.measure("execute"):
-                result = self.host.execute_block(
+                result = self._execute_block(
                     self._block_context(block), block.transactions, known=known
                 )
                 self._remember_execution(block.hash, result)
@@ -643,7 +644,7 @@ class Node:
         )
         if block.hash in self._validated:
             return
-        result = self.host.execute_block(
+        result = self._execute_block(
             self._block_context(block), block.transactions, known=self.mempool.known()
         )
         self._remember_execution(block.hash, result)
@@ -702,6 +703,18 @@ class Node:
                 known[verified.hash] = verified
         return known
 
+    def _execute_block(
+        self,
+        context: BlockContext,
+        transactions: Sequence[bytes],
+        *,
+        known: Mapping[bytes, Transaction],
+    ) -> BlockResult:
+        """``AppHost.execute_block``, counted (``blocks_executed`` in the status: a node
+        executes each committed block once, when it validates or proposes it)."""
+        self.blocks_executed += 1
+        return self.host.execute_block(context, transactions, known=known)
+
     def _block_context(self, block: Block) -> BlockContext:
         proposer = self.validators.public_key(block.header.proposer)
         return BlockContext(block.height, block.header.timestamp_ms, proposer, self.chain_id)
@@ -723,7 +736,7 @@ class Node:
             if verifying is not None:
                 await verifying.wait()
             with self.phases.measure("execute"):
-                result = self.host.execute_block(
+                result = self._execute_block(
                     self._block_context(block),
                     block.transactions,
                     known=self._known_for(block.transactions),
@@ -1073,6 +1086,7 @@ class Node:
             "mempool_transactions": len(self.mempool),
             "mempool_bytes": self.mempool.size_bytes,
             "transactions_committed": self.metrics.committed_total,
+            "blocks_executed": self.blocks_executed,
             "transactions_per_second": round(self.metrics.rate(), 1),
             "cpu_ns": self.cpu_ns(statistics),
             "handshake_failures": dict(statistics.handshake_failures),
