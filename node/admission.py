@@ -20,8 +20,11 @@ with ``Retry-After``.
 Why it is stable: the pool is at most ``budget`` of commits, so every block is too, and a
 pending transaction waits at most about ``budget`` plus one block. If blocks of that size take
 longer than ``budget`` to commit, the measured rate falls and the limit with it; if they take
-less, the rate and the limit grow: the limit follows capacity, never the offered load. The
-floor ``transactions_min`` keeps an idle chain (rate 0) admitting.
+less, the rate and the limit grow: the limit follows capacity, never the offered load. Under
+sustained overload it settles where a block takes about ``budget`` to commit, so an admitted
+transaction waits about twice the budget: the default 750 ms keeps that under 2 s, at the price
+of blocks (and so throughput) a little smaller than a longer budget would allow. The floor
+``transactions_min`` keeps an idle chain (rate 0) admitting.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ class AdmissionLimits:
     """``[mempool]`` admission settings."""
 
     # Pending work the pool may hold, in milliseconds of recent commits.
-    budget_ms: int = 1000
+    budget_ms: int = 750
     # The limit never goes below this many transactions (an idle chain still admits).
     transactions_min: int = 250
     # Nor above the pool's own bound.
