@@ -89,7 +89,7 @@ from consensus.replica import (
     ValidityVerdict,
     primary_index,
 )
-from consensus.types import Block, CommitCertificate
+from consensus.types import Block, CertificateError, CommitCertificate, verify_certificate
 from network.network import (
     InboundMessage,
     InboundTransactions,
@@ -428,22 +428,31 @@ class Node:
         """Blocks arriving by sync: verify their transactions' signatures on worker threads,
         block after block, while the loop executes and commits the blocks before them (the
         commit of a block waits for its own verification; ``node.verified`` keeps the
-        results). Nothing is trusted here: the replica checks the blocks' certificates, and a
-        signature that fails is simply not cached, so execution checks it again."""
+        results). Only while this node is syncing (it asked for blocks), only blocks above its
+        height, and only behind a valid commit certificate: a peer cannot make the node
+        verify transactions it would not have to apply anyway. Nothing is trusted here: the
+        replica checks every block again, and a signature that fails is simply not cached, so
+        execution checks it again."""
+        if not self.syncing:
+            return
         with self.phases.measure("consensus"):
             try:
                 response = decode_message(payload, bytes_max=self.network.limits.message_bytes_max)
             except MessageError:
                 return  # the replica reports it
-            if not isinstance(response, BlockResponse) or not response.entries:
+            if not isinstance(response, BlockResponse):
                 return
-            if len(self._verifying) >= _PREFETCH_BLOCKS_MAX:
-                return
-            blocks = [block for block, _ in response.entries if block.hash not in self._verifying]
-            for block in blocks:
+            room = _PREFETCH_BLOCKS_MAX - len(self._verifying)
+            entries = [
+                (block, certificate)
+                for block, certificate in response.entries
+                if block.height > self.host.height and block.hash not in self._verifying
+            ][: max(room, 0)]
+            for block, _ in entries:
                 self._verifying[block.hash] = trio.Event()
-        assert self._nursery is not None
-        self._nursery.start_soon(self._verify_synced, blocks)
+        if entries:
+            assert self._nursery is not None
+            self._nursery.start_soon(self._verify_synced, entries)
 
     async def _verify_in_parallel(self, candidates: list[Transaction]) -> list[Transaction]:
         """The transactions among ``candidates`` whose signature verifies, checked in
@@ -469,9 +478,20 @@ class Node:
             if verdict
         ]
 
-    async def _verify_synced(self, blocks: list[Block]) -> None:
+    async def _verify_synced(self, entries: list[tuple[Block, CommitCertificate]]) -> None:
         try:
-            for block in blocks:
+            for block, certificate in entries:
+                with self.phases.measure("consensus"):
+                    try:
+                        verify_certificate(
+                            certificate,
+                            self.validators,
+                            self.chain_id,
+                            block_hash=block.hash,
+                            height=block.height,
+                        )
+                    except CertificateError:
+                        break  # the replica drops it; the blocks after it cannot follow
                 with self.phases.measure("execute"):
                     candidates: list[Transaction] = []
                     for data in block.transactions:
@@ -491,7 +511,7 @@ class Node:
                 if event is not None:
                     event.set()
         finally:
-            for block in blocks:
+            for block, _ in entries:
                 event = self._verifying.pop(block.hash, None)
                 if event is not None:
                     event.set()
@@ -530,11 +550,10 @@ class Node:
             pending.append(await self._inputs.receive())
 
     def _perform(self, action: Action) -> Input | None:
-        """Perform one action other than ``Commit`` (the driver awaits that one); returns an
-        input to feed back immediately, if any."""
-        if isinstance(action, Persist):  # the driver awaits these itself; kept for completeness
-            self.store.save_replica_state(action.state)
-        elif isinstance(action, Send):
+        """Perform one action other than ``Commit`` and ``Persist`` (the driver awaits those);
+        returns an input to feed back immediately, if any."""
+        assert not isinstance(action, Commit | Persist), "the driver awaits commits and persists"
+        if isinstance(action, Send):
             self.network.send(self._node_keys[action.to], CONSENSUS_KIND, action.message)
         elif isinstance(action, Broadcast):
             others = [key for i, key in enumerate(self._node_keys) if i != self.index]

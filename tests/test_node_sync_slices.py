@@ -78,7 +78,9 @@ async def test_synced_batch_yields_to_the_loop_between_blocks(tmp_path: Path) ->
 async def test_synced_transactions_are_verified_ahead_and_applied_alike(tmp_path: Path) -> None:
     """Blocks arriving by sync have their signatures verified on worker threads ahead of their
     commit (a response is recognised from its first bytes); the synced node reaches the
-    source's state, and the lookahead leaves nothing behind."""
+    source's state, and the lookahead leaves nothing behind. A response the node did not ask
+    for, or a block whose certificate does not certify it, gets no work from the lookahead
+    (a peer cannot make the node verify transactions it would not apply)."""
     info = create_testnet(tmp_path / "net", 1, chain_id="sync-verify")
     source_dir = Path(info.homes[0])
     fresh_dir = tmp_path / "fresh"
@@ -109,6 +111,17 @@ async def test_synced_transactions_are_verified_ahead_and_applied_alike(tmp_path
             node = await nursery.start(runtime.Node(fresh_home).run)
             data = encode_block_response(entries, bytes_max=node.network.limits.message_bytes_max)
             assert runtime._is_block_response(data)
+            # Not asked for (the node is not syncing): nothing is verified ahead.
+            node._prefetch_signatures(data)
+            assert not node._verifying
+            # A certificate that does not certify its block stops the lookahead there.
+            first, first_certificate = entries[0]
+            forged = [(first, replace(first_certificate, view=first_certificate.view + 1))]
+            node.syncing = True  # as after the node's own block request
+            node._prefetch_signatures(encode_block_response(forged))
+            while node._verifying:
+                await trio.lowlevel.checkpoint()
+            assert len(node._verified) == 0
             node._prefetch_signatures(data)
             assert len(node._verifying) == len(entries)
             await node._inputs_send.send(PeerMessage(data, 0))
