@@ -74,6 +74,11 @@ class RecordingBackend:
         self.ranges.append((start, end))
         return self._backend.scan(start, end, reverse=reverse)
 
+    def tree_node(self, key: bytes) -> bytes | None:
+        """The backend's Merkle tree record (not app state: a check never reads it, and a
+        read here is not recorded)."""
+        return self._backend.tree_node(key)
+
     def read_set(self) -> ReadSet:
         """What was read so far."""
         return ReadSet(frozenset(self.keys), tuple(self.ranges))

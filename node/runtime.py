@@ -29,6 +29,14 @@ chain tip), and starts, under one nursery:
 * **block sync** is the replica's: when it sees f+1 validators ahead it emits
   ``RequestBlocks``; blocks arrive as a ``BlockResponse`` message whose certificates the
   replica verifies before it emits ``Commit``; the node then joins consensus at the new tip;
+* **snapshots** (``node.snapshots``): after every ``[statesync] snapshot_interval``-th
+  height the state is exported on a worker thread from one long read transaction opened right
+  after that height's commit, and peers' state sync requests are answered from the snapshots
+  on disk over the p2p request/response channel;
+* **state sync** (``node.statesync``): a node whose store holds no block yet and has
+  ``[statesync] enabled`` first installs the peers' latest certified snapshot (the network
+  and the API run meanwhile; submissions are refused as ``state_sync``), then starts
+  consensus at that height and block-syncs the rest;
 * the **client API** and the **metrics** endpoint (``node.http``).
 
 SIGINT/SIGTERM cancel the nursery; the store is closed on the way out. A restart restores the
@@ -41,10 +49,12 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import signal
+import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Final, Protocol, cast
 
 import trio
@@ -53,6 +63,8 @@ from apps.access import ReadRules
 from apps.base import BlockContext
 from apps.host import AppHost, BlockResult, Receipt
 from apps.host import GenesisError as HostGenesisError
+from apps.merkle import prove
+from apps.proofs import ProofUnsupported, QueryProof, ReadRecorder
 from apps.transaction import Transaction, TransactionError
 from consensus.codec import Value
 from consensus.crypto import hash_bytes
@@ -110,7 +122,9 @@ from node.mempool import CODE_FULL, Mempool, MempoolLimits, MempoolRejected
 from node.metrics import NodeMetrics, RunningTotal
 from node.phases import PHASES, PhaseClock, thread_cpu_ns
 from node.servebudget import ServeBudget
-from node.store import Store, StoreError
+from node.snapshots import SnapshotDirectory, SnapshotError, SnapshotServer, export_snapshot
+from node.statesync import NoSnapshotOffered, StateSync, StateSyncError, StateSyncLimits
+from node.store import CertifiedView, StateReader, Store, StoreError
 from node.tls import TlsError
 from node.verified import VerifiedTransactions
 
@@ -151,6 +165,8 @@ _BLOCK_SERVE_WINDOW_MS: Final = 1000
 # reading blocks from the store once the answer is surely full).
 _BLOCK_ENTRY_OVERHEAD_BYTES: Final = 128
 _EMPTY_BLOCK_RESPONSE: Final = encode_block_response([])
+# A failed state sync is tried again after this long (peers may have come up, or lied).
+_STATE_SYNC_RETRY_SECONDS: Final = 5.0
 
 
 def _software_version() -> str:
@@ -221,25 +237,26 @@ class Node:
         self.metrics = NodeMetrics()
         self.phases = PhaseClock()
         self.store = Store(home.data_dir, chain_id=self.chain_id, genesis_hash=self.genesis.hash)
-        apps = load_apps(self.genesis.apps)
+        self._apps = load_apps(self.genesis.apps)
         if not self.store.initialised:
-            genesis_host = AppHost(apps, self.store.state_backend(), chain_id=self.chain_id)
+            genesis_host = AppHost(self._apps, self.store.state_backend(), chain_id=self.chain_id)
             writes, app_hash = genesis_host.init_genesis(self.genesis.app_state)
             self.store.init_genesis(writes, app_hash)
-        self.host = AppHost(
-            apps,
-            self.store.state_backend(),
-            chain_id=self.chain_id,
-            height=self.store.height,
-            app_hash=self.store.app_hash,
+        statesync = self.config.statesync
+        pending = self.store.state_sync_pending
+        if pending is not None and not statesync.enabled:
+            raise NodeStartError(
+                f"a state sync to height {pending} was interrupted, so data/ holds a partial "
+                "state: set [statesync] enabled = true to finish it (or remove data/)"
+            )
+        # A store with no block yet (fresh, or an interrupted sync) joins from a snapshot.
+        self.state_syncing = statesync.enabled and self.store.height == 0
+        self.snapshots = SnapshotDirectory(home.snapshots_dir, self.chain_id)
+        self.snapshots.remove_partial()
+        self._snapshot_server = SnapshotServer(
+            self.snapshots, self.store, serve_bytes_per_second=statesync.serve_bytes_per_second
         )
-        self.mempool = Mempool(
-            self.host,
-            MempoolLimits(
-                transactions_max=self.config.mempool.transactions_max,
-                bytes_max=self.config.mempool.bytes_max,
-            ),
-        )
+        self._snapshot_running = False
         self.admission = AdmissionControl(
             AdmissionLimits(
                 budget_ms=self.config.mempool.admission_budget_ms,
@@ -247,6 +264,7 @@ class Node:
                 transactions_max=self.config.mempool.transactions_max,
             )
         )
+        self._open_execution()
         self._node_keys = tuple(v.node_key for v in self.genesis.validators)
         self._index_of_node_key = {key: i for i, key in enumerate(self._node_keys)}
         self.index = home.validator_index
@@ -279,7 +297,8 @@ class Node:
                     for peer in self.config.p2p.persistent_peers
                 ),
                 allowlist=frozenset(self._node_keys) | frozenset(self.config.p2p.observers),
-            )
+            ),
+            request_handler=self._snapshot_server.handle,
         )
         # Fault injection (``[testnet] fault_hooks``): never present in operator homes.
         self.testnet_hooks: FaultHooks | None = None
@@ -308,6 +327,7 @@ class Node:
         self.blocks_executed = 0
         self._nursery: trio.Nursery | None = None
         self.syncing = False
+        self.state_synced_from: int | None = None
         self._last_view = (0, 0)
         self.ports: dict[str, int] = {}
         self._stream_blocks = StreamBlockCache(self._load_stream_block)
@@ -317,13 +337,32 @@ class Node:
             config=self.config,
             chain_id=self.chain_id,
             node_keys=frozenset(self._node_keys) | frozenset(self.config.p2p.observers),
-            query=self.host.query,
+            # Through the node, not a bound method of today's host: a state sync reopens it.
+            query=lambda app, path, arguments: self.host.query(app, path, arguments),
             rules_of=self._read_rules,
         )
         self.metrics.add_totals(self._network_totals)
         self.metrics.add_totals(self.api.totals)
 
     # ------------------------------------------------------------------ construction
+
+    def _open_execution(self) -> None:
+        """The app host and the mempool over the store's committed state (again after a state
+        sync replaced it)."""
+        self.host = AppHost(
+            self._apps,
+            self.store.state_backend(),
+            chain_id=self.chain_id,
+            height=self.store.height,
+            app_hash=self.store.app_hash,
+        )
+        self.mempool = Mempool(
+            self.host,
+            MempoolLimits(
+                transactions_max=self.config.mempool.transactions_max,
+                bytes_max=self.config.mempool.bytes_max,
+            ),
+        )
 
     @property
     def validator_node_keys(self) -> tuple[bytes, ...]:
@@ -374,10 +413,6 @@ class Node:
                         metrics.listen_address.port,
                         HttpLimits(body_bytes_max=1024, connections_max=16),
                     )
-                nursery.start_soon(self._consensus_driver)
-                nursery.start_soon(self._ticker)
-                nursery.start_soon(self._message_pump)
-                nursery.start_soon(self._gossip_pump)
                 nursery.start_soon(self._signals, nursery.cancel_scope)
                 log.info(
                     "node_started",
@@ -385,13 +420,72 @@ class Node:
                         "moniker": self.config.moniker,
                         "validator": self.index,
                         "height": self.store.height,
+                        "state_sync": self.state_syncing,
                         **{f"{name}_port": port for name, port in self.ports.items()},
                     },
                 )
                 task_status.started(self)
+                if self.state_syncing:
+                    await self._state_sync()
+                nursery.start_soon(self._consensus_driver)
+                nursery.start_soon(self._ticker)
+                nursery.start_soon(self._message_pump)
+                nursery.start_soon(self._gossip_pump)
         finally:
             self.store.close()
             log.info("node_stopped", extra={"height": self.host.height})
+
+    async def _state_sync(self) -> None:
+        """Install the peers' latest certified snapshot, retrying until one installs; then
+        reopen the host, mempool and replica at its height. Peers' consensus messages and
+        gossip are discarded meanwhile (they are about heights this node cannot judge yet)."""
+        statesync = self.config.statesync
+        limits = StateSyncLimits(
+            peers_min=statesync.peers_min,
+            chunk_requests_max=statesync.chunk_requests_max,
+            request_timeout_seconds=statesync.request_timeout_ms / 1000,
+        )
+        async with trio.open_nursery() as drains:
+            drains.start_soon(self._discard, self.network.messages)
+            drains.start_soon(self._discard, self.network.transactions)
+            while True:
+                sync = StateSync(
+                    request=self.network.request,
+                    peers=lambda: [peer.public_key for peer in self.network.peers()],
+                    store=self.store,
+                    snapshots=self.snapshots,
+                    validators=self.validators,
+                    chain_id=self.chain_id,
+                    limits=limits,
+                )
+                try:
+                    result = await sync.run()
+                    break
+                except NoSnapshotOffered as error:
+                    if self.store.state_sync_pending is None:
+                        # A young chain has no snapshot yet: join from genesis by block sync.
+                        log.info("statesync_skipped", extra={"reason": str(error)})
+                        self.state_syncing = False
+                        drains.cancel_scope.cancel()
+                        return
+                    log.warning("statesync_failed", extra={"error": str(error)[:500]})
+                    await trio.sleep(_STATE_SYNC_RETRY_SECONDS)
+                except (StateSyncError, StoreError, SnapshotError) as error:
+                    log.warning("statesync_failed", extra={"error": str(error)[:500]})
+                    await trio.sleep(_STATE_SYNC_RETRY_SECONDS)
+            drains.cancel_scope.cancel()
+        self._open_execution()
+        self.replica = self._make_replica()
+        self._tip_timestamp_ms = self._chain_tip().timestamp_ms
+        self.state_synced_from = result.height
+        self.state_syncing = False
+        self._new_block.set()
+        self._new_block = trio.Event()
+
+    @staticmethod
+    async def _discard(channel: trio.MemoryReceiveChannel[object]) -> None:
+        async for _ in channel:
+            pass
 
     async def _signals(self, scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -809,6 +903,7 @@ class Node:
     def _after_commit(
         self, block: Block, certificate: CommitCertificate, result: BlockResult
     ) -> None:
+        self._maybe_snapshot(block.height)
         self.host.committed(block.height, result.app_hash, result.writes)
         for data in block.transactions:
             self._verified.discard(data)
@@ -834,6 +929,66 @@ class Node:
                 "hash": block.hash.hex()[:16],
                 "transactions": len(block.transactions),
                 "app_hash": result.app_hash.hex()[:16],
+            },
+        )
+
+    def _maybe_snapshot(self, height: int) -> None:
+        """Every ``snapshot_interval`` heights, export the state just committed. The read
+        transaction is opened here, before the driver can commit the next height, so the
+        export sees exactly this height however long it runs."""
+        interval = self.config.statesync.snapshot_interval
+        if not interval or height % interval or self._snapshot_running:
+            return
+        reader = self.store.open_state_reader()
+        self._snapshot_running = True
+        assert self._nursery is not None
+        self._nursery.start_soon(self._export_snapshot, reader)
+
+    async def _export_snapshot(self, reader: StateReader) -> None:
+        started = time.monotonic()
+        # A worker thread cannot be cancelled: when the node stops, the watcher tells the
+        # export to give up, so the node does not wait for a whole export on its way out.
+        cancel = threading.Event()
+
+        async def watch() -> None:
+            try:
+                await trio.sleep_forever()
+            finally:
+                cancel.set()
+
+        failure: Exception | None = None
+        try:
+            async with trio.open_nursery() as watcher:
+                watcher.start_soon(watch)
+                try:
+                    manifest = await trio.to_thread.run_sync(
+                        partial(
+                            export_snapshot,
+                            reader,
+                            self.snapshots.path,
+                            self.chain_id,
+                            cancel=cancel,
+                        )
+                    )
+                except (SnapshotError, OSError) as error:
+                    failure = error
+                watcher.cancel_scope.cancel()
+        finally:
+            reader.close()
+            self._snapshot_running = False
+        if failure is not None:
+            log.warning("snapshot_failed", extra={"height": reader.height, "error": str(failure)})
+            return
+        removed = self.snapshots.retain(self.config.statesync.snapshot_retention)
+        log.info(
+            "snapshot_taken",
+            extra={
+                "height": manifest.height,
+                "entries": manifest.entries,
+                "chunks": len(manifest.chunks),
+                "bytes": manifest.size_bytes,
+                "seconds": round(time.monotonic() - started, 3),
+                "removed": removed,
             },
         )
 
@@ -898,6 +1053,17 @@ class Node:
 
         Client submissions (``intake``) beyond the admission limit (``node.admission``) are
         refused first, before any work is spent on them."""
+        if self.state_syncing:
+            retry_after_ms = self.admission.retry_after_ms(time.monotonic(), len(raw))
+            refusal = SubmitOutcome(
+                None,
+                False,
+                "state_sync",
+                "the node is installing a state snapshot",
+                True,
+                retry_after_ms,
+            )
+            return [refusal] * len(raw)
         decoded: list[Transaction | SubmitOutcome] = []
         refused_early: list[SubmitOutcome] = []
         with self.phases.measure(source):
@@ -1090,6 +1256,36 @@ class Node:
         except AppError as error:
             raise QueryError(error.code, error.message) from None
 
+    def query_proven(self, app: str, path: str, arguments: Value) -> tuple[Value, QueryProof]:
+        """App query on the latest certified state (after height h-1), with a proof of every
+        key it read (``apps.proofs``)."""
+        from apps.base import AppError
+
+        if not isinstance(arguments, dict) or not all(isinstance(k, str) for k in arguments):
+            raise QueryError("bad_argument", "arguments must be an object with string keys")
+
+        def work(view: CertifiedView) -> tuple[Value, QueryProof]:
+            recorder = ReadRecorder(view.state)
+            result = self.host.query(app, path, arguments, state=recorder)
+            reads = tuple(
+                (key, value, prove(view.tree, key)) for key, value in sorted(recorder.reads.items())
+            )
+            return result, QueryProof(view.height, view.block.header, view.certificate, reads)
+
+        try:
+            answer = self.store.read_certified(work)
+        except AppError as error:
+            raise QueryError(error.code, error.message) from None
+        except ProofUnsupported as error:
+            raise QueryError("not_provable", str(error)) from None
+        if answer is None:
+            raise QueryError(
+                "not_certified",
+                "no certified state yet: proofs need one block committed since this node "
+                "started from genesis, a snapshot or a backup",
+            )
+        return answer
+
     def evidence(self) -> list[JsonType]:
         """Stored equivocation evidence."""
         documents: list[JsonType] = []
@@ -1250,6 +1446,7 @@ class Node:
             "view": replica.view,
             "primary": primary_index(self.validators, replica.height, replica.view),
             "syncing": self.syncing,
+            "state_sync": self._state_sync_status(),
             "peers": len(self.network.peers()),
             "peer_keys": [peer.public_key.hex() for peer in self.network.peers()],
             "validators": [
@@ -1285,6 +1482,14 @@ class Node:
         document.update({phase: phases[phase] for phase in PHASES})
         document["other"] = total - sum(phases.values())
         return document
+
+    def _state_sync_status(self) -> dict[str, JsonType]:
+        return {
+            "syncing": self.state_syncing,
+            "synced_from": self.state_synced_from,
+            "base_height": self.store.base_height,
+            "snapshots": [offer.height for offer in self.snapshots.offers()],
+        }
 
     def _warnings(self, handshake_failures: Mapping[str, int]) -> list[JsonType]:
         """Plain-language problems an operator must fix (the node cannot fix them itself)."""

@@ -408,7 +408,7 @@ class SimNode:
             rejection_codes=tuple(r.code for r in result.receipts if not r.ok),
         )
         # One atomic durable step: chain entry and state changes together.
-        self.backend.apply(result.writes)
+        self.backend.apply(result.writes, result.tree)
         self.disk.commit(entry)
         host.committed(block.height, result.app_hash)
         for transaction_hash in hashes:
