@@ -32,6 +32,8 @@ class PlantedBug:
     replica_flag: str | None
     scenario: Mapping[str, object] = field(default_factory=dict)
     byzantine: int | None = None
+    # The byzantine validators are driven by the adversary (the bug needs crafted messages).
+    adversary: bool = False
     # Heights per seed in the bug's positive-control sweep (some bugs need more chances).
     blocks: int = 6
     caught_by: tuple[str, ...] = ()

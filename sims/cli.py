@@ -28,6 +28,7 @@ def _print_result(result: SimResult) -> None:
     echo(
         f"{status}  seed {summary['seed']}  validators {summary['validators']}  "
         f"byzantine {summary['byzantine']}{'  twins' if result.config.twins else ''}"
+        f"{'  adversary' if result.config.adversary else ''}"
         f"{'  bug ' + str(result.config.bug) if result.config.bug else ''}"
     )
     echo(f"  committed height   {summary['committed_height']} (target {summary['blocks_target']})")
@@ -56,6 +57,14 @@ def _print_result(result: SimResult) -> None:
         "rejected by the apps"
         + (" (" + ", ".join(f"{k} {v}" for k, v in rejections.items()) + ")" if rejections else "")
     )
+    if result.moves:
+        echo(
+            "  adversary moves    " + ", ".join(f"{k} {v}" for k, v in sorted(result.moves.items()))
+        )
+    if result.drops:
+        echo(
+            "  honest drops       " + ", ".join(f"{k} {v}" for k, v in sorted(result.drops.items()))
+        )
     echo(f"  checks             {summary['checks_run']} run, {len(result.violations)} violated")
     echo(f"  liveness           {summary['liveness']}")
     echo(
@@ -83,6 +92,11 @@ def _print_result(result: SimResult) -> None:
 @click.option("--bug", type=click.Choice(sorted(BUGS)), help="Switch a planted bug on.")
 @click.option("--list-bugs", is_flag=True, help="List the planted bugs and exit.")
 @click.option("--twins", is_flag=True, help="Byzantine validators run as twins.")
+@click.option(
+    "--adversary",
+    is_flag=True,
+    help="The adversary drives the byzantine validators (sees all traffic, crafts any message).",
+)
 @click.option("--loss", type=click.IntRange(0, 30), help="Message loss percent.")
 @click.option("--duplicate", type=click.IntRange(0, 50), help="Duplication percent.")
 @click.option("--delay-min", type=click.IntRange(0, 10_000), help="Minimum delay (ms).")
@@ -124,6 +138,7 @@ def sim(
     bug: str | None,
     list_bugs: bool,
     twins: bool,
+    adversary: bool,
     loss: int | None,
     duplicate: int | None,
     delay_min: int | None,
@@ -179,6 +194,7 @@ def sim(
             twins=twins,
             overrides={k: v for k, v in overrides.items() if v is not None},
             workload=workload,
+            adversary=adversary,
         )
         result = run_simulation(config)
     except (ConfigError, ValueError) as error:
@@ -191,6 +207,15 @@ def sim(
         sys.exit(1)
 
 
+def _coverage_table(coverage: dict[str, dict[str, int]]) -> None:
+    """The coverage of a sweep as two aligned columns per table."""
+    for title, key in (("honest drops by reason", "drop_reasons"), ("adversary moves", "moves")):
+        table = coverage[key]
+        click.echo(f"  {title}:")
+        for name, count in sorted(table.items(), key=lambda item: (-item[1], item[0])):
+            click.echo(f"    {name:24} {count:>10}")
+
+
 @sim.command("sweep")
 @click.option("--seeds", type=click.IntRange(1, 1_000_000), default=100, show_default=True)
 @click.option("--start", type=click.IntRange(0, 2**63), default=0, show_default=True)
@@ -199,6 +224,17 @@ def sim(
 @click.option("--byzantine", type=int, help="Pin the byzantine count (default: drawn, <= f).")
 @click.option("--blocks", type=int, default=3, show_default=True)
 @click.option("--bug", type=click.Choice(sorted(BUGS)), help="Switch a planted bug on.")
+@click.option(
+    "--adversary/--no-adversary",
+    default=None,
+    help="Every seed under the adversary (1..f byzantine, n in 4, 5, 7, 10), or none "
+    "[default: drawn per seed with byzantine validators].",
+)
+@click.option(
+    "--scheduler",
+    help="Run on the Dask cluster at this address (tcp://host:8786), or 'local' for a "
+    "LocalCluster of --jobs workers on this machine [default: a local process pool].",
+)
 @click.option(
     "--workload",
     type=click.Choice(WORKLOADS),
@@ -215,10 +251,17 @@ def sweep(
     byzantine: int | None,
     blocks: int,
     bug: str | None,
+    adversary: bool | None,
+    scheduler: str | None,
     workload: str,
     as_json: bool,
 ) -> None:
-    """Run seeds START .. START+SEEDS-1 in parallel processes; exit 1 if any seed fails."""
+    """Run seeds START .. START+SEEDS-1 in parallel; exit 1 if any seed fails.
+
+    The summary counts, over all seeds, the replica drops at honest nodes by reason and the
+    adversary's moves by kind (JSON: "coverage"), and folds the per-seed trace digests into
+    one "sweep_digest" (the same on a cluster as locally).
+    """
     try:
         configs = [
             sweep_config(
@@ -228,6 +271,7 @@ def sweep(
                 blocks=blocks,
                 bug=bug,
                 workload=workload,
+                adversary=adversary,
             )
             for s in range(start, start + seeds)
         ]
@@ -238,17 +282,31 @@ def sweep(
         if not as_json and not run["ok"]:
             click.echo(f"FAIL seed {run['seed']}: {run['command']}")
 
-    result = run_sweep(configs, jobs=jobs or os.cpu_count() or 1, progress=progress)
+    try:
+        result = run_sweep(
+            configs,
+            jobs=jobs or os.cpu_count() or 1,
+            progress=progress,
+            scheduler=scheduler,
+        )
+    except ConfigError as error:
+        raise click.UsageError(str(error)) from None
     summary = result.describe()
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True))
     else:
         click.echo(
-            f"{summary['seeds']} seeds: {summary['passed']} passed, {summary['failed']} failed; "
+            f"{summary['seeds']} seeds ({summary['adversary_seeds']} under the adversary): "
+            f"{summary['passed']} passed, {summary['failed']} failed "
+            f"({summary['safety_failed']} safety, {summary['liveness_failed']} liveness); "
             f"{summary['committed_heights']} heights committed; "
             f"receipts {summary['receipts_ok']} ok, {summary['receipts_rejected']} rejected; "
             f"{summary['wall_time_s']} s wall, {summary['seeds_per_minute']} seeds/minute"
         )
+        coverage = summary["coverage"]
+        assert isinstance(coverage, dict)
+        _coverage_table(coverage)
+        click.echo(f"  sweep digest {summary['sweep_digest']}")
         failures = summary["failures"]
         assert isinstance(failures, list)
         for failure in failures:
