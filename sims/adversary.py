@@ -139,9 +139,14 @@ class AdversaryParameters:
     opportunism_percent: int
 
     @classmethod
-    def draw(cls, rng: random.Random) -> AdversaryParameters:
-        """Each move on with probability 3/4 at weight 1-4 (at least one on)."""
-        weights = [(move, rng.randint(1, 4)) for move in STEP_MOVES if rng.randrange(4) != 0]
+    def draw(cls, rng: random.Random, *, focus: Sequence[Move] = ()) -> AdversaryParameters:
+        """Each move on with probability 3/4 at weight 1-4 (at least one on); moves in
+        ``focus`` always on at weight 4."""
+        weights = [
+            (move, 4 if move in focus else rng.randint(1, 4))
+            for move in STEP_MOVES
+            if rng.randrange(4) != 0 or move in focus
+        ]
         if not weights:
             weights = [(rng.choice(STEP_MOVES), 1)]
         return cls(
@@ -177,6 +182,8 @@ class _Height:
     # (parent hash, app hash) -> how many blocks carried it: the likely right parent.
     parents: dict[tuple[bytes, bytes], int] = field(default_factory=dict)
     votes: list[Vote] = field(default_factory=list)
+    # Signatures per (phase, view, block hash), by validator: certificates assemble from them.
+    tallies: dict[tuple[Phase, int, bytes], dict[int, bytes]] = field(default_factory=dict)
     view_changes: dict[tuple[int, int], ViewChange] = field(default_factory=dict)
     certificates: dict[tuple[int, bytes], PreparedCertificate] = field(default_factory=dict)
     transactions: list[bytes] = field(default_factory=list)
@@ -354,6 +361,8 @@ class Adversary:
             seen = self._height(message.height)
             if len(seen.votes) < VOTES_PER_HEIGHT_MAX:
                 seen.votes.append(message)
+            if message.validator == sender:
+                self._tally(seen, message)
             self._note_signature(message.validator, f"vote{int(message.phase)}", message.signature)
             if message.validator == sender:
                 self._note_position(sender, height, view)
@@ -370,6 +379,8 @@ class Adversary:
             self._learn_view_change(message)
             if message.validator == sender:
                 self._note_position(sender, height, view)
+                if sender not in self.keys and self.active:
+                    self._on_honest_view_change(message)
         elif isinstance(message, NewView):
             height, view = message.height, message.view
             self._learn_block(message.proposal.block)
@@ -394,11 +405,33 @@ class Adversary:
             self._history.append((height, view, data))
             self._seen_data.add(digest)
 
+    def _tally(self, seen: _Height, vote: Vote) -> None:
+        """Assemble real certificates from the votes seen: a quorum of prepares is a prepared
+        certificate, a quorum of commits (with the block) a commit certificate."""
+        key = (vote.phase, vote.view, vote.block_hash)
+        signers = seen.tallies.setdefault(key, {})
+        if vote.validator in signers:
+            return
+        if vote.validator >= self.n or not vote.signature_valid(self.validators, self.chain_id):
+            return
+        signers[vote.validator] = vote.signature
+        if len(signers) != self.quorum:
+            return
+        signatures = tuple(sorted(signers.items()))
+        if vote.phase is Phase.PREPARE:
+            certificate = PreparedCertificate(vote.height, vote.view, vote.block_hash, signatures)
+            seen.certificates.setdefault((vote.view, vote.block_hash), certificate)
+            return
+        block = seen.blocks.get(vote.block_hash)
+        if block is not None:
+            commit = CommitCertificate(vote.height, vote.view, vote.block_hash, signatures)
+            self._commit_certificates.setdefault(vote.height, (block, commit))
+
     def _learn_view_change(self, change: ViewChange) -> None:
         seen = self._height(change.height)
         seen.view_changes.setdefault((change.view, change.validator), change.without_block())
         self._note_signature(change.validator, "view-change", change.signature)
-        if change.prepared is not None:
+        if change.prepared is not None and change.prepared.height == change.height:
             key = (change.prepared.view, change.prepared.block_hash)
             seen.certificates.setdefault(key, change.prepared)
         if change.prepared_block is not None:
@@ -671,7 +704,40 @@ class Adversary:
 
         self._schedule(delay, strike)
 
-    def _move_new_view(self, at_height: int | None = None) -> bool:
+    def _on_honest_view_change(self, change: ViewChange) -> None:
+        """A byzantine validator leads the view an honest replica asks for: once a quorum of
+        view changes could be there, announce that view (as any primary would), with whatever
+        subset of them and whatever proposal the draw says."""
+        key = (change.height, change.view)
+        if (
+            key in self._struck
+            or Move.NEW_VIEW not in self._moves
+            or self._primary(change.height, change.view) not in self.keys
+        ):
+            return
+        seen = self._heights.get(change.height)
+        honest_changes = (
+            0
+            if seen is None
+            else sum(
+                1
+                for (view, validator) in seen.view_changes
+                if view == change.view and validator not in self.keys
+            )
+        )
+        if honest_changes + len(self.keys) < self.quorum:
+            return
+        if self.rng.randrange(100) >= self.parameters.opportunism_percent:
+            return
+        self._struck.add(key)
+
+        def strike() -> None:
+            if self.active and self._move_new_view(change.height, change.view):
+                self._count(Move.NEW_VIEW)
+
+        self._schedule(self.rng.randint(0, 2 * self.parameters.step_ms), strike)
+
+    def _move_new_view(self, at_height: int | None = None, at_view: int | None = None) -> bool:
         rng = self.rng
         if at_height is None:
             focus = self._focus()
@@ -683,12 +749,15 @@ class Adversary:
             height = at_height
             laggards = self._laggards(height)
             targets = [v for v in laggards if rng.randrange(4)] or laggards or self._targets()
-        views = self._views_at(height) or [0]
-        low = max(views) + (0 if rng.randrange(4) else 1)
-        slot = self._byzantine_primary_view(height, max(1, low))
-        if slot is None:
-            return False
-        view, primary = slot
+        if at_view is not None:
+            view, primary = at_view, self._primary(height, at_view)
+        else:
+            views = self._views_at(height) or [0]
+            low = max(views) + (0 if rng.randrange(4) else 1)
+            slot = self._byzantine_primary_view(height, max(1, low))
+            if slot is None:
+                return False
+            view, primary = slot
         seen = self._heights.get(height)
         genuine = (
             []
@@ -734,13 +803,21 @@ class Adversary:
                 if rng.randrange(4):
                     changes[change.validator] = change
         certificates = self._certificates(height)
+        elsewhere = [c for h in sorted(self._heights) if h != height for c in self._certificates(h)]
         for signer in self.byzantine:
             prepared: PreparedCertificate | None = None
-            if certificates and rng.randrange(3) == 0:
+            draw = rng.randrange(4)
+            if draw == 0 and certificates:
                 prepared = rng.choice(certificates)
-                if prepared.view >= view:
-                    prepared = None
-            changes[signer] = self._view_change(signer, height, view, prepared, None)
+            elif draw == 1 and elsewhere:
+                # A real certificate of another height, as if it were for this one.
+                prepared = rng.choice(elsewhere)
+            if prepared is not None and prepared.view >= view:
+                prepared = None
+            try:
+                changes[signer] = self._view_change(signer, height, view, prepared, None)
+            except DecodeError:
+                changes[signer] = self._view_change(signer, height, view, None, None)
         if mode != 0:
             claims = [v for v in self.honest if v not in changes or rng.randrange(2)]
             rng.shuffle(claims)

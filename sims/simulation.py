@@ -38,7 +38,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from apps.assets import AssetsApp
 from apps.base import App
@@ -50,8 +50,9 @@ from apps.scf import ScfApp
 from apps.state import MemoryBackend
 from consensus.codec import encode
 from consensus.crypto import PrivateKey, hash_bytes
+from consensus.messages import MessageError, NewView, Proposal, ViewChange, decode_message
 from consensus.replica import ChainTip, Dropped, PlantedBug, ReplicaConfig
-from consensus.types import Validator, ValidatorSet
+from consensus.types import Validator, ValidatorSet, Vote
 from sims.adversary import Adversary, AdversaryParameters
 from sims.bugs import BUGS
 from sims.byzantine import ByzantineDriver, Misbehaviour
@@ -92,6 +93,35 @@ LIVENESS_SLACK_MS: Final = 3_000
 CATCH_UP_MS: Final = 10_000
 
 
+# Decoded views of messages seen by a per-view partition schedule (each is decoded once).
+VIEW_CACHE_MAX: Final = 4_096
+
+
+class PartitionSchedule(Protocol):
+    """Which validators are twinned, and which links each view's partition cuts (Twins)."""
+
+    @property
+    def twins(self) -> tuple[int, ...]:
+        """The twinned validators (their second copies are node ids n, n+1, ...)."""
+        ...
+
+    def blocked(self, view: int, source: int, destination: int) -> bool:
+        """True when a message of ``view`` (at any height) from node ``source`` to node
+        ``destination`` is cut."""
+        ...
+
+
+def message_view(data: bytes) -> int:
+    """The view a consensus message belongs to, or -1 for block sync and undecodable bytes."""
+    try:
+        message = decode_message(data)
+    except MessageError:
+        return -1
+    if isinstance(message, Vote | Proposal | ViewChange | NewView):
+        return message.view
+    return -1
+
+
 def demo_apps() -> list[App]:
     """The four business apps the demo workload runs."""
     return [MembershipApp(), PaymentsApp(), ScfApp(), AssetsApp()]
@@ -118,8 +148,11 @@ class _Counters:
 class Simulation:
     """Builds the cluster for ``config`` and runs it (``run``)."""
 
-    def __init__(self, config: SimConfig) -> None:
+    def __init__(self, config: SimConfig, *, schedule: PartitionSchedule | None = None) -> None:
         self.config = config
+        if schedule is not None and not config.twins:
+            raise ConfigError("a per-view partition schedule is for twins runs")
+        self.schedule = schedule
         seed = config.seed
         self.loop = EventLoop()
         bug = BUGS.get(config.bug) if config.bug is not None else None
@@ -131,7 +164,9 @@ class Simulation:
         if bug is not None and bug.byzantine is not None and byzantine == 0 and n >= 4:
             byzantine = bug.byzantine
         self.byzantine = byzantine
-        use_adversary = (config.adversary or (bug is not None and bug.adversary)) and byzantine > 0
+        # A bug's adversary gives way to twins (the twins are then the byzantine validators).
+        bug_adversary = bug is not None and bug.adversary and not config.twins
+        use_adversary = (config.adversary or bug_adversary) and byzantine > 0
         if use_adversary and config.twins:
             raise ConfigError("the adversary and twins are separate ways to run byzantine nodes")
         self.faulty_max = (n - 1) // 3
@@ -162,7 +197,11 @@ class Simulation:
         self.validators = ValidatorSet(
             tuple(Validator(f"validator-{i}", key.public_key) for i, key in enumerate(keys))
         )
-        if config.twins:
+        if schedule is not None:
+            byzantine_indices = sorted(schedule.twins)
+            if len(byzantine_indices) != byzantine:
+                raise ConfigError("the schedule twins as many validators as are byzantine")
+        elif config.twins:
             # Twins include the first primary (height 1, view 0 is validator 1 mod n).
             byzantine_indices = [(1 + j) % n for j in range(byzantine)]
         else:
@@ -205,7 +244,9 @@ class Simulation:
         if use_adversary:
             self.adversary = Adversary(
                 rng=stream("adversary"),
-                parameters=AdversaryParameters.draw(stream("adversary-parameters")),
+                parameters=AdversaryParameters.draw(
+                    stream("adversary-parameters"), focus=bug.moves if bug is not None else ()
+                ),
                 keys={index: keys[index] for index in byzantine_indices},
                 validators=self.validators,
                 chain_id=CHAIN_ID,
@@ -222,6 +263,8 @@ class Simulation:
         )
         self.network = SimNetwork(self.loop, stream("network"), self.parameters.link_faults())
         self.network.attach(self._deliver)
+        if schedule is not None:
+            self.network.link_filter = self._scheduled_cut
         node_count = n + (byzantine if config.twins else 0)
         self.workload: ClientWorkload
         if config.workload == "demo":
@@ -293,6 +336,7 @@ class Simulation:
             self._nodes_of.setdefault(node.validator, []).append(node.node_id)
         self.honest = [node for node in self.nodes if node.honest]
         self._faults_on = True
+        self._view_cache: dict[bytes, int] = {}
         self._partition_until_ms = 0
         self._down: dict[int, int] = {}  # node id -> restart time
 
@@ -391,7 +435,9 @@ class Simulation:
         rng = self._fault_rng
         params = self.parameters
         now = self.loop.now_ms
-        if self.config.twins:
+        if self.schedule is not None:
+            pass  # partitions follow the per-view schedule (``_scheduled_cut``)
+        elif self.config.twins:
             if now >= self._partition_until_ms:
                 self._twin_partition(rng)
                 self._partition_until_ms = now + rng.randint(300, 1_500)
@@ -474,8 +520,20 @@ class Simulation:
 
     # -- the run -------------------------------------------------------------------------------
 
+    def _scheduled_cut(self, source: int, destination: int, data: bytes) -> bool:
+        """With a per-view schedule: is this message cut by its view's partition?"""
+        assert self.schedule is not None
+        view = self._view_cache.get(data)
+        if view is None:
+            view = message_view(data)
+            if len(self._view_cache) >= VIEW_CACHE_MAX:
+                self._view_cache.clear()
+            self._view_cache[data] = view
+        return view >= 0 and self.schedule.blocked(view, source, destination)
+
     def _stop_faults(self) -> None:
         self._faults_on = False
+        self.network.link_filter = None
         if self.adversary is not None:
             self.adversary.stop()
         self.network.set_partition(None)
@@ -609,6 +667,6 @@ class Simulation:
         return "ok"
 
 
-def run_simulation(config: SimConfig) -> SimResult:
+def run_simulation(config: SimConfig, *, schedule: PartitionSchedule | None = None) -> SimResult:
     """Run one simulation to completion."""
-    return Simulation(config).run()
+    return Simulation(config, schedule=schedule).run()
