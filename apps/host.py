@@ -572,7 +572,9 @@ class AppHost:
         try:
             # Always decode the block's own bytes, so every node hands apps identical values
             # (tuples, not whatever a local caller built); only the signature check is skipped
-            # for transactions the caller already verified.
+            # for transactions the caller already verified. The fast path is keyed by the whole
+            # encoded transaction (its hash, and the bytes compared), which is everything the
+            # signature covers and the signature itself.
             verified = known is not None and tx_hash in known and known[tx_hash].encoded == raw
             tx = Transaction.decode(raw, chain_id=self.chain_id, check_signature=not verified)
         except TransactionError as error:

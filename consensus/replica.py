@@ -29,16 +29,25 @@ restart at 0 at each height; the primary of (height, view) is ``(height + view) 
    ``Commit(block, certificate)``. The certificate is the q commit signatures.
 5. *View change.* If a view does not commit within its timeout (base * 2**view, capped), the
    replica stops voting in it and broadcasts a signed ``ViewChange`` to view v+1 carrying its
-   highest prepared certificate and that block. A replica that sees f+1 validators asking for
-   views above its own joins the smallest of those views. The primary of v+1, holding q view
-   changes, broadcasts ``NewView`` with them and a proposal: the block of the highest prepared
-   certificate among them if there is one, otherwise a fresh block. Replicas check that rule
-   from the signed view changes themselves, enter the view and go on from step 2.
+   highest prepared certificate (of this height) and that block. *View synchronisation:* a
+   replica leaves a view it only asked for (no new view accepted there) only once q
+   validators, itself included, have announced that view or a later one in signed view
+   changes; until then it waits and re-broadcasts its view change. A replica that sees f+1
+   validators announce views above its own joins the (f+1)-th highest of them (announcements
+   too far ahead to keep still count). The primary of v+1, holding q view changes, decides:
+   the block of the highest prepared certificate among them if there is one, otherwise a
+   fresh block (for which it asks its driver for a payload), and broadcasts ``NewView`` with
+   exactly the view changes it decided on and that proposal. Replicas check the rule from the
+   signed view changes themselves, enter the view and go on from step 2.
 6. *Catch-up.* Messages for the next ``future_heights_max`` heights (or for our height while
-   its parent block is still being executed) are buffered per sender within a bound. When f+1
-   validators are seen at higher heights for ``sync_delay_ms`` (or a commit quorum is seen for a
-   block we lack), the replica emits ``RequestBlocks``; answers are committed only with a valid
-   ``CommitCertificate`` whose block extends our chain.
+   its parent block is still being executed) are buffered per signing validator, at most
+   ``future_messages_per_validator_max`` messages and ``buffer_bytes_per_validator_max``
+   encoded bytes each. When f+1 validators are seen at higher heights for ``sync_delay_ms``
+   (or a commit quorum is seen for a block we lack), the replica emits ``RequestBlocks``;
+   answers are committed only with a valid ``CommitCertificate`` whose block extends our
+   chain. A view change at the height we last decided comes from a replica that missed that
+   decision: it is sent that one block (``ServeBlocks``), at most once per ``sync_retry_ms``;
+   a view change from an older height gets nothing.
 
 Why it is safe (no two honest replicas commit different blocks at one height)
 --------------------------------------------------------------------------------
@@ -68,17 +77,61 @@ with q commit signatures, which by the same argument are for d.
 its app hash is our state after that block, so honest replicas agree on the whole chain and
 detect diverging application state at the next height.
 
+*What the shortcuts rely on.* Every cache of a verification result keeps one sentence above
+true, because its key is everything the signature covers (or the whole message):
+
+* verified view-change signatures (``_view_change_signed``) are keyed by signer, signed bytes
+  and signature, so "one comes from an honest validator H" holds of every view change a new
+  view carries: a hit means this validator signed these bytes. (Keyed by signature alone, a
+  byzantine validator's one genuine signature vouched for view changes in anyone's name, and
+  one faulty validator forked the chain; ``PlantedBug.SIGNATURE_CACHE_IGNORES_SIGNER``.)
+* proven prepared certificates are kept whole, every signature included, so "certificates
+  are self-verifying (q prepare signatures)" holds of each one a primary passes on; a garbled
+  copy of a proven certificate is checked afresh and refused.
+* a prepared certificate counts only for the height of its view change, so "its highest
+  certificate has view >= v and is for d" speaks of this height's certificates; one from
+  another height is refused, never ranked (``PlantedBug.PREPARED_FROM_OTHER_HEIGHT``).
+* a vote or proposal equal to a recorded one in kind, view, signer and block hash is ignored
+  unverified: it agrees with the first on everything its signature covers, and tallies and
+  evidence keep the first, verified signature ("signs at most one prepare and one commit").
+* buffered messages are verified on the way in and replayed as the very objects verified.
+
+A new primary announces its view with exactly the view changes its decision was made on, so
+the proposal in a ``NewView`` always obeys the rule every replica checks, even when a view
+change with a certificate arrives while the driver is building a fresh block.
+
 Why it is live (after the network stabilises)
 ---------------------------------------------
-Assume eventually messages between honest replicas arrive within some unknown bound and at
-most f replicas are faulty. Timeouts double with each failed view, so eventually a view's
-timeout exceeds the time it needs. Replicas in lower views are pulled up by the f+1 join rule
-(f+1 includes an honest replica, so byzantine ones cannot drag anyone ahead alone), and a valid
-NewView moves everyone to its view. Primaries rotate with the view, so within f+1 consecutive
-views an honest primary gathers q view changes (q <= n - f honest ones exist), re-proposes the
-highest prepared block (which honest replicas accept and validate, since a quorum already did)
-or a fresh one, and the honest quorum prepares and commits it within the timeout. A replica
-that missed the decision is pulled forward by block sync. Timeouts reset after each commit.
+Assume that eventually (after the network heals) messages between honest replicas arrive
+within some bound, at most f replicas are faulty, and a view (proposal, two voting rounds,
+execution) fits in ``view_timeout_max_ms``. Every honest replica re-broadcasts its current
+view's messages every ``resend_interval_ms``, so each eventually holds every other honest
+replica's current view change or new view.
+
+*Heights.* If an honest replica decided height h while others did not, then either f+1
+validators are past h (their messages start the others' block sync) or the others are at h
+itself, where their re-broadcast view changes reach a replica that decided h and is sent that
+block. So all honest replicas reach the same height.
+
+*Views: the synchronisation mechanism.* Within a height, views cannot drift apart for good,
+because a replica never runs ahead of a quorum: it leaves a view by timeout only if it was
+active there (a new view, carrying q view changes, or view 0) or q validators announced that
+view or a later one. So the first honest replica to reach any view M >= 1 left M-1 with q
+validators, hence at least f+1 honest ones, at M-1 or above. A replica cut off from the rest
+waits in the first view it asks for (the story in
+``test_views_resynchronise_after_a_partition_with_one_validator_crashed``: with the old rule
+it ran ten views ahead during a partition and, timeouts being capped, the gap never closed).
+After the network heals, with M the highest honest view: every honest replica below M-1 sees
+those f+1 honest announcements and joins (the f+1 rule, which byzantine replicas alone cannot
+trigger), so all honest replicas are at M-1 or M; all of them have then announced M-1 or
+above (n - f >= q), so those at M-1 may time out to M; so all are at M. There the primary, if
+honest, holds q view changes and its new view moves everyone to M; otherwise all honest
+replicas have announced M and time out together to M+1. Primaries rotate with the view, so
+within f+1 views an honest primary re-proposes the highest prepared block (which honest
+replicas accept, since a quorum already did) or a fresh one, and the honest quorum prepares
+and commits it within the timeout. Timeouts double per failed view up to the cap and reset
+after each commit; the cap no longer matters for synchronisation, only the liveness
+assumption above.
 
 Evidence
 --------
@@ -89,9 +142,16 @@ memory and loses nothing an honest quorum needs.
 
 Cost
 ----
-Each vote signature is verified once (duplicates are recognised before verifying); certificate
-checks are cached per (view, block hash); blocks are hashed once on decode; transactions are never
-re-verified here (that is the driver's ``ValidateBlock`` job).
+Each vote signature is verified once (duplicates are recognised before verifying); a view
+change's signature once per (signer, signed bytes, signature), and a prepared certificate once
+per exact certificate, in caches of at most ``_VERIFIED_ENTRIES_MAX`` entries per height;
+blocks are hashed once on decode; transactions are never re-verified here (that is the
+driver's ``ValidateBlock`` job). Memory per height is bounded: buffered messages per validator
+in count and bytes, votes and view changes per (kind, view, validator) within
+``future_views_max`` views ahead, synced blocks within ``sync_blocks_max`` heights (each with a
+valid commit certificate, so only the real chain's blocks). View changes are not checked for
+equivocation (a second, different view change from one validator for one view is dropped as a
+duplicate, which needs no evidence to stay safe).
 """
 
 from __future__ import annotations
@@ -186,8 +246,10 @@ class PlantedBug(Enum):
     NEW_VIEW_UNCHECKED_SIGNATURES = "new_view_unchecked_signatures"
     """A new view is accepted without checking the signatures of the view changes it carries."""
     PREPARED_FROM_OTHER_HEIGHT = "prepared_from_other_height"
-    """A prepared certificate signed for another height is accepted in a view change or new
-    view as if it were for the current height."""
+    """A prepared certificate's height is not compared with the view change's: one from another
+    height is accepted (its signatures checked at the height it names) and may outrank this
+    height's certificates; as its block cannot be re-proposed here, the new view then counts
+    as having nothing prepared and may propose a fresh block."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +278,10 @@ class ReplicaConfig:
     # Buffered messages (future heights, or our height before its parent block is executed)
     # per sending validator, so no single validator can crowd out the others.
     future_messages_per_validator_max: int = 64
+    # Encoded bytes of those buffered messages per sending validator: room for two messages
+    # carrying a full block (a proposal or new view, and a view change) plus votes, so a
+    # byzantine validator holds at most this much memory on an honest replica (not 64 x 16 MiB).
+    buffer_bytes_per_validator_max: int = 2 * 4 * 1024 * 1024 + 1024 * 1024
     # How long f+1 validators must be seen at a higher height before we ask for blocks (they
     # may simply have committed a moment before us).
     sync_delay_ms: int = 1_000
@@ -237,6 +303,7 @@ class ReplicaConfig:
             "block_bytes_max",
             "block_transactions_max",
             "future_messages_per_validator_max",
+            "buffer_bytes_per_validator_max",
             "sync_retry_ms",
             "sync_blocks_max",
             "resend_interval_ms",
@@ -253,6 +320,14 @@ class ReplicaConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"ReplicaConfig.{name} must be a non-negative integer")
+        # A proposal of a full block: its transaction bytes, up to 5 bytes of framing per
+        # transaction, and 64 KiB for the header, signatures and a new view's view changes.
+        full_proposal_bytes = self.block_bytes_max + 5 * self.block_transactions_max + 65_536
+        if self.buffer_bytes_per_validator_max < full_proposal_bytes:
+            raise ValueError(
+                f"buffer_bytes_per_validator_max must be at least {full_proposal_bytes}, so a"
+                " proposal of a full block can wait for its parent to be executed"
+            )
         if self.view_timeout_max_ms < self.view_timeout_base_ms:
             raise ValueError("view_timeout_max_ms must be at least view_timeout_base_ms")
         if not all(isinstance(bug, PlantedBug) for bug in self.planted_bugs):
@@ -494,6 +569,9 @@ class ReplicaStatus:
     is_primary: bool
     committed_height: int
     executed: bool
+    # Messages buffered for later heights (or for ours before its parent is executed).
+    buffered_messages: int = 0
+    buffered_bytes: int = 0
 
 
 class RestoreError(ValueError):
@@ -501,6 +579,11 @@ class RestoreError(ValueError):
 
 
 _STATE_VERSION: Final = 1
+# Entries in each per-height cache of verified signatures or certificates. Honest traffic needs
+# a few per validator and view; a byzantine primary re-sending new views made of ever new
+# (genuinely signed) view changes would otherwise grow them without end. Past the bound,
+# verification simply is not remembered.
+_VERIFIED_ENTRIES_MAX: Final = 4096
 # Persisted safety state: tiny apart from the prepared block, which is at most a block.
 _STATE_LIMITS: Final = Limits(
     total_bytes_max=MESSAGE_BYTES_MAX,
@@ -512,11 +595,20 @@ _STATE_LIMITS: Final = Limits(
 )
 
 
+# A verified signature: (signer, signed payload, signature), or (with the planted bug
+# SIGNATURE_CACHE_IGNORES_SIGNER) the signature bytes alone.
+_SignatureKey: TypeAlias = tuple[int, bytes, bytes] | bytes
+
+
 @dataclass(slots=True)
 class _Height:
     """Volatile bookkeeping for the height being decided; discarded when it commits."""
 
-    # First validly signed statement per (kind, view, validator): equivocation detection.
+    # First validly signed statement per (kind, view, validator): equivocation detection, and
+    # the "verified once" shortcut of ``_check_statement``. A later statement with the same
+    # key and block hash agrees with this one on everything the signature covers (kind = tag,
+    # our height, view, block hash, signer) and is ignored unverified: it changes nothing,
+    # since tallies and evidence keep this first, verified signature.
     statements: dict[tuple[StatementKind, int, int], SignedStatement] = field(default_factory=dict)
     reported: set[tuple[StatementKind, int, int]] = field(default_factory=set)
     # Signatures per (phase, view, block hash), by validator.
@@ -528,9 +620,17 @@ class _Height:
     validating: set[bytes] = field(default_factory=set)
     # View changes per target view, by validator.
     view_changes: dict[int, dict[int, ViewChange]] = field(default_factory=dict)
-    verified_view_changes: set[bytes] = field(default_factory=set)
-    proven_prepared: set[tuple[int, bytes]] = field(default_factory=set)
+    # View-change signatures already verified, keyed by everything the signature covers: the
+    # signer, the signed bytes (height, view, prepared view and hash; the domain tag and chain
+    # id are the same for every entry) and the signature itself. See ``_view_change_signed``.
+    verified_view_changes: set[_SignatureKey] = field(default_factory=set)
+    # Prepared certificates already verified, keyed by the whole certificate (height, view,
+    # block hash and every signature), so a garbled copy of a proven one is checked afresh.
+    proven_prepared: set[PreparedCertificate] = field(default_factory=set)
     new_view_sent: set[int] = field(default_factory=set)
+    # The highest view each validator (us included) announced in a validly signed view change
+    # at this height, even one too far ahead to keep: the join and view-timeout rules use it.
+    announced: dict[int, int] = field(default_factory=dict)
     # Our own signed messages of the current view, kept for re-broadcasting.
     own_messages: dict[str, bytes] = field(default_factory=dict)
     # Commit quorums reached, as (view, block hash), waiting for the block if we lack it.
@@ -618,8 +718,16 @@ class Replica:
         self._deadline_ms: int | None = None
         self._next_resend_ms: int | None = None
         self._awaiting_payload: tuple[int, int] | None = None
+        # As a new primary waiting for a payload: the view changes our "fresh block" decision
+        # was made on. The new view carries exactly these, so it matches the decision even if
+        # a view change with a prepared certificate arrives during the wait.
+        self._new_view_basis: tuple[ViewChange, ...] = ()
         # Messages for later heights (or ours before it is ready), per signing validator.
-        self._buffer: dict[int, list[Message]] = {}
+        # Each entry keeps the message's encoded size; bytes per validator are also summed.
+        # Signatures are verified on the way in, and the message object itself is kept, so
+        # replaying it later as verified relies on nothing but the message it was checked on.
+        self._buffer: dict[int, list[tuple[Message, int]]] = {}
+        self._buffer_bytes: dict[int, int] = {}
         self._synced: dict[int, tuple[Block, CommitCertificate]] = {}
         # Block sync: the highest height each validator was seen at, and request pacing.
         self._seen_height: dict[int, int] = {}
@@ -693,6 +801,8 @@ class Replica:
             is_primary=self._primary(self._safety.view) == self._index,
             committed_height=self._tip_height,
             executed=self._app_hash is not None,
+            buffered_messages=sum(len(queue) for queue in self._buffer.values()),
+            buffered_bytes=sum(self._buffer_bytes.values()),
         )
 
     @property
@@ -760,7 +870,8 @@ class Replica:
             self._now_ms = now_ms
         if not self._ready:
             return
-        if self._deadline_ms is not None and self._now_ms >= self._deadline_ms:
+        expired = self._deadline_ms is not None and self._now_ms >= self._deadline_ms
+        if expired and self._may_leave_view():
             self._start_view_change(self._safety.view + 1)
         elif self._next_resend_ms is not None and self._now_ms >= self._next_resend_ms:
             self._next_resend_ms = self._now_ms + self._config.resend_interval_ms
@@ -827,6 +938,7 @@ class Replica:
         self._round = _Height()
         self._deadline_ms = None
         self._awaiting_payload = None
+        self._new_view_basis = ()
         self._behind_since_ms = None
 
     def _on_executed(self, event: BlockExecuted) -> None:
@@ -855,9 +967,9 @@ class Replica:
             for block, certificate in message.entries:
                 self._on_synced(block, certificate)
         else:
-            self._route(message)
+            self._route(message, len(event.data))
 
-    def _route(self, message: Message) -> None:
+    def _route(self, message: Message, size_bytes: int) -> None:
         """Consensus messages: check signer and height window, then buffer or process."""
         assert isinstance(message, Proposal | Vote | ViewChange | NewView)
         signer = message.validator
@@ -867,13 +979,16 @@ class Replica:
             return
         if height <= self._tip_height:
             if (
-                isinstance(message, ViewChange)
+                height == self._tip_height
+                and isinstance(message, ViewChange)
                 and self._signature_valid(message)
                 and self._may_serve(signer)
             ):
-                # It timed out at a height we committed: it missed the decision. Help it.
-                to_height = min(self._tip_height, height + self._config.sync_blocks_max - 1)
-                self._emit(ServeBlocks(signer, height, to_height))
+                # It timed out at the height we last decided: it missed that decision, perhaps
+                # alone with us (f+1 validators ahead would have started its block sync). Send
+                # it that one block, at most once per ``sync_retry_ms``. A view change from an
+                # older height (a replay, or a laggard f+1 others are ahead of) gets nothing.
+                self._emit(ServeBlocks(signer, height, height))
                 return
             self._drop(DropReason.STALE, f"height {height} is already committed")
             return
@@ -888,13 +1003,18 @@ class Replica:
                 return
             self._note_height(signer, height)
             queue = self._buffer.setdefault(signer, [])
-            if message in queue:
+            if any(queued == message for queued, _ in queue):
                 self._drop(DropReason.DUPLICATE, f"{type(message).__name__} already buffered")
                 return
-            if len(queue) >= self._config.future_messages_per_validator_max:
+            used_bytes = self._buffer_bytes.get(signer, 0)
+            if (
+                len(queue) >= self._config.future_messages_per_validator_max
+                or used_bytes + size_bytes > self._config.buffer_bytes_per_validator_max
+            ):
                 self._drop(DropReason.BUFFER_FULL, f"buffer for validator {signer} is full")
                 return
-            queue.append(message)
+            queue.append((message, size_bytes))
+            self._buffer_bytes[signer] = used_bytes + size_bytes
             return
         self._process(message, verified=False)
 
@@ -918,12 +1038,14 @@ class Replica:
         height = self._height
         for signer in sorted(self._buffer):
             queue = self._buffer[signer]
-            now = [m for m in queue if m.height == height]  # type: ignore[union-attr]
-            later = [m for m in queue if m.height > height]  # type: ignore[union-attr]
+            now = [m for m, _ in queue if m.height == height]  # type: ignore[union-attr]
+            later = [(m, size) for m, size in queue if m.height > height]  # type: ignore[union-attr]
             if later:
                 self._buffer[signer] = later
+                self._buffer_bytes[signer] = sum(size for _, size in later)
             else:
                 del self._buffer[signer]
+                del self._buffer_bytes[signer]
             for message in now:
                 if self._height != height or not self._ready:
                     return  # a replayed message decided the height; the rest waits
@@ -1083,7 +1205,8 @@ class Replica:
             proposal = self._propose(block)
             self._emit_signed(proposal)
         else:
-            self._send_new_view(block)
+            basis, self._new_view_basis = self._new_view_basis, ()
+            self._send_new_view(block, basis)
         self._progress()
 
     def _propose(self, block: Block) -> Proposal:
@@ -1141,6 +1264,12 @@ class Replica:
             return
         self._round.validating.discard(verdict.block_hash)
         self._round.verdicts[verdict.block_hash] = bool(verdict.ok)
+        if not verdict.ok:
+            # The block will never be voted for; say so for logs and metrics.
+            self._drop(
+                DropReason.INVALID_BLOCK,
+                f"block {verdict.block_hash.hex()[:16]}: {verdict.reason or 'refused by driver'}",
+            )
         self._progress()
 
     def _check_block(self, block: Block, *, fresh_view: int | None) -> str | None:
@@ -1190,6 +1319,7 @@ class Replica:
         safety.prepared_vote = None
         safety.committed_vote = None
         self._awaiting_payload = None
+        self._new_view_basis = ()
         self._arm_timer()
         self._broadcast_view_change()
         self._try_new_view()
@@ -1206,29 +1336,62 @@ class Replica:
             prepared_block=safety.prepared_block,
         )
         self._round.view_changes.setdefault(safety.view, {})[self._index] = change
-        self._round.verified_view_changes.add(change.signature)
+        self._note_view(self._index, safety.view)
+        self._round.verified_view_changes.add(self._view_change_key(change))
         if safety.prepared is not None:
-            self._round.proven_prepared.add((safety.prepared.view, safety.prepared.block_hash))
+            self._round.proven_prepared.add(safety.prepared)
             assert safety.prepared_block is not None
             self._round.blocks.setdefault(safety.prepared_block.hash, safety.prepared_block)
         self._emit_signed(change)
 
+    def _view_change_key(self, change: ViewChange) -> _SignatureKey:
+        if self._bug(PlantedBug.SIGNATURE_CACHE_IGNORES_SIGNER):
+            return change.signature
+        payload = ViewChange.signed_payload(change.height, change.view, change.prepared)
+        return (change.validator, payload, change.signature)
+
+    def _view_change_signed(self, change: ViewChange) -> bool:
+        """True when ``change.validator`` signed ``change``; each verification is done once.
+
+        The safety argument's "across views" step needs every view change in a new view to be
+        the one its validator really sent ("one comes from an honest validator H"). The cache
+        keeps that sentence true because its key is everything the signature covers (signer,
+        signed bytes, signature): a hit means this very validator signed these very bytes.
+        Keyed by the signature alone, a byzantine validator's one genuine signature would
+        vouch for view changes claiming to come from anyone.
+        """
+        key = self._view_change_key(change)
+        if key in self._round.verified_view_changes:
+            return True
+        if not change.signature_valid(self._validators, self._chain_id):
+            return False
+        if len(self._round.verified_view_changes) < _VERIFIED_ENTRIES_MAX:
+            self._round.verified_view_changes.add(key)
+        return True
+
     def _view_change_problem(self, change: ViewChange, *, verified: bool) -> str | None:
         """Why ``change`` is not a valid view change for our height, or None."""
         round_ = self._round
-        if not verified and change.signature not in round_.verified_view_changes:
-            if not change.signature_valid(self._validators, self._chain_id):
-                return "bad view-change signature"
-            round_.verified_view_changes.add(change.signature)
+        if not verified and not self._view_change_signed(change):
+            return "bad view-change signature"
         prepared = change.prepared
         if (
             prepared is not None
-            and (prepared.view, prepared.block_hash) not in round_.proven_prepared
+            and prepared.height != change.height
+            and not self._bug(PlantedBug.PREPARED_FROM_OTHER_HEIGHT)
         ):
+            return f"prepared certificate is for height {prepared.height}, not {change.height}"
+        # The cache holds whole certificates: "certificates are self-verifying (q prepare
+        # signatures)" stays true of every certificate we pass on in a new view, since a hit
+        # means this exact certificate, every signature included, was verified. Keyed by
+        # (view, block hash) alone, a garbled copy of a proven certificate would be passed on
+        # and make every replica that has not proven it refuse our new view.
+        if prepared is not None and prepared not in round_.proven_prepared:
             problem = prepared.verify(self._validators, self._chain_id, self._quorum)
             if problem is not None:
                 return problem
-            round_.proven_prepared.add((prepared.view, prepared.block_hash))
+            if len(round_.proven_prepared) < _VERIFIED_ENTRIES_MAX:
+                round_.proven_prepared.add(prepared)
         return None
 
     def _on_view_change(self, change: ViewChange, *, verified: bool) -> None:
@@ -1238,6 +1401,13 @@ class Replica:
             self._drop(DropReason.STALE, f"view change to past view {change.view}")
             return
         if change.view > safety.view + self._config.future_views_max:
+            # Too far ahead to keep, but the view it announces still counts for the join rule
+            # (as far-future heights count for block sync), so no gap is ever too wide to close.
+            if change.view > round_.announced.get(change.validator, -1) and (
+                verified or self._view_change_signed(change)
+            ):
+                self._note_view(change.validator, change.view)
+                self._maybe_join_higher_view()
             self._drop(DropReason.TOO_FAR_AHEAD, f"view change to view {change.view}")
             return
         if change.validator in round_.view_changes.get(change.view, {}):
@@ -1258,21 +1428,46 @@ class Replica:
         round_.view_changes.setdefault(change.view, {})[change.validator] = change
         if change.prepared_block is not None:
             round_.blocks.setdefault(change.prepared_block.hash, change.prepared_block)
+        self._note_view(change.validator, change.view)
         self._maybe_join_higher_view()
         self._try_new_view()
 
+    def _note_view(self, validator: int, view: int) -> None:
+        """``validator`` signed a view change to ``view`` at this height."""
+        announced = self._round.announced
+        if view > announced.get(validator, -1):
+            announced[validator] = view
+
     def _maybe_join_higher_view(self) -> None:
-        """f+1 validators want views above ours: at least one honest one does, so join the
-        smallest such view (PBFT's liveness rule)."""
+        """f+1 validators announced views above ours: at least one honest validator is at or
+        above the (f+1)-th highest of those views, so join it (PBFT's liveness rule, jumping
+        straight to the highest view f+1 validators vouch for)."""
         safety = self._safety
-        highest: dict[int, int] = {}
-        for view, changes in self._round.view_changes.items():
-            if view > safety.view:
-                for validator in changes:
-                    if validator != self._index:
-                        highest[validator] = max(highest.get(validator, 0), view)
-        if len(highest) >= self._join_threshold:
-            self._start_view_change(min(highest.values()))
+        ahead = sorted(
+            (
+                view
+                for validator, view in self._round.announced.items()
+                if view > safety.view and validator != self._index
+            ),
+            reverse=True,
+        )
+        if len(ahead) >= self._join_threshold:
+            self._start_view_change(ahead[self._join_threshold - 1])
+
+    def _may_leave_view(self) -> bool:
+        """Whether our view's timeout may move us on to the next view (view synchronisation).
+
+        From a view we are active in, always: the proposal or new view we accepted shows a
+        quorum reached it. From a view we only asked for, only once q validators (ourselves
+        included) announced it or a later one, i.e. once its primary had every chance to act.
+        A replica cut off from the others therefore waits in the first view it asked for
+        instead of running ahead alone, and honest views never drift apart for good.
+        """
+        safety = self._safety
+        if safety.view_active:
+            return True
+        supporters = sum(1 for view in self._round.announced.values() if view >= safety.view)
+        return supporters >= self._quorum
 
     @staticmethod
     def _highest_prepared(changes: Sequence[ViewChange]) -> PreparedCertificate | None:
@@ -1289,6 +1484,16 @@ class Replica:
                 best = certificate
         return best
 
+    def _prepared_here(self, certificate: PreparedCertificate | None) -> PreparedCertificate | None:
+        """The highest certificate of a set of view changes, which is always for our height:
+        only the planted bug PREPARED_FROM_OTHER_HEIGHT lets another height's certificate in,
+        and its block cannot be re-proposed here, so the mistaken code takes it as "nothing
+        prepared" (and so allows a fresh block)."""
+        if certificate is not None and certificate.height != self._height:
+            assert self._bug(PlantedBug.PREPARED_FROM_OTHER_HEIGHT)
+            return None
+        return certificate
+
     def _try_new_view(self) -> None:
         """As the primary of the view we are moving to, announce it once we hold a quorum."""
         safety = self._safety
@@ -1300,23 +1505,29 @@ class Replica:
         changes = self._round.view_changes.get(view, {})
         if len(changes) < self._quorum or not self._ready:
             return
-        best = self._highest_prepared(list(changes.values()))
+        basis = tuple(changes.values())
+        best = self._prepared_here(self._highest_prepared(basis))
         if best is not None and not self._bug(PlantedBug.NEW_VIEW_IGNORES_PREPARED):
             block = self._round.blocks.get(best.block_hash)
             assert block is not None, "a view change with a certificate carries its block"
-            self._send_new_view(block)
+            self._send_new_view(block, basis)
         else:
+            # Nothing prepared among these view changes: a fresh block, built on a payload the
+            # driver may take a while to give. The new view will carry these view changes and
+            # no others (see ``_new_view_basis``).
             self._request_payload(view)
+            self._new_view_basis = basis
 
-    def _send_new_view(self, block: Block) -> None:
+    def _send_new_view(self, block: Block, basis: Sequence[ViewChange]) -> None:
+        """Announce our view with the view changes ``basis`` our choice of ``block`` was
+        made on (the highest prepared block among them, or a fresh one if there is none)."""
         safety = self._safety
         view = safety.view
-        changes = self._round.view_changes.get(view, {})
+        assert len(basis) >= self._quorum
+        assert all(c.view == view for c in basis)
         self._round.new_view_sent.add(view)
         proposal = self._propose(block)
-        new_view = NewView.create(
-            self._key, self._chain_id, view_changes=list(changes.values()), proposal=proposal
-        )
+        new_view = NewView.create(self._key, self._chain_id, view_changes=basis, proposal=proposal)
         safety.view_active = True
         self._round.own_messages.clear()
         self._arm_timer()
@@ -1346,6 +1557,8 @@ class Replica:
         if problem is not None:
             self._drop(DropReason.INVALID_NEW_VIEW, problem)
             return
+        for change in new_view.view_changes:
+            self._note_view(change.validator, view)
         safety.view = view
         safety.view_active = True
         self._round.own_messages.clear()
@@ -1353,17 +1566,20 @@ class Replica:
         safety.prepared_vote = None
         safety.committed_vote = None
         self._awaiting_payload = None
+        self._new_view_basis = ()
         self._arm_timer()
         self._accept_proposal(proposal)
 
     def _new_view_problem(self, new_view: NewView) -> str | None:
         if len(new_view.view_changes) < self._quorum:
             return f"{len(new_view.view_changes)} view changes, quorum is {self._quorum}"
+        # Signatures of the view changes inside are checked unless a planted bug skips it.
+        unchecked = self._bug(PlantedBug.NEW_VIEW_UNCHECKED_SIGNATURES)
         for change in new_view.view_changes:
-            problem = self._view_change_problem(change, verified=False)
+            problem = self._view_change_problem(change, verified=unchecked)
             if problem is not None:
                 return f"view change of {change.validator}: {problem}"
-        best = self._highest_prepared(new_view.view_changes)
+        best = self._prepared_here(self._highest_prepared(new_view.view_changes))
         block = new_view.proposal.block
         if best is not None and not self._bug(PlantedBug.NEW_VIEW_IGNORES_PREPARED):
             if block.hash != best.block_hash:

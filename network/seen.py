@@ -11,6 +11,10 @@ __all__ = ["RelayStore", "SeenCache"]
 class SeenCache:
     """Remembers at least the last ``capacity // 2`` and at most ``capacity`` inserted keys.
 
+    Used for gossip deduplication, keyed by the SHA-256 of the whole transaction bytes. It
+    caches no verification result: the network never checks transaction signatures (the node
+    does, on admission), so a hit only means "these exact bytes were already relayed".
+
     Two generations: inserts go to the current set; when it holds ``capacity // 2`` keys the
     previous generation is dropped wholesale and the current one becomes previous. Lookups
     and inserts are O(1) and memory is bounded, unlike an LRU built on dict deletions.

@@ -120,6 +120,9 @@ class P2PConfig:
     persistent_peers: tuple[PeerAddress, ...] = ()
     observers: tuple[bytes, ...] = ()
     inbound_peers_max: int = 64
+    # Block-sync answers one peer may receive per second: four full 16 MiB responses, far more
+    # than a node can apply, while one peer can no longer make us read and send without end.
+    block_serve_bytes_per_peer_per_s: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +328,12 @@ SCHEMA: Final[dict[str, tuple[Key, ...]]] = {
         ),
         Key("observers", _keys, "a list of 64-hex-digit node keys", "non-validators allowed in"),
         Key("inbound_peers_max", _int(1, 1024), "use 1..1024", "bounds accepted connections"),
+        Key(
+            "block_serve_bytes_per_peer_per_s",
+            _int(16 * 1024 * 1024 + 1024, 2**36),
+            "use 16778240..68719476736 (at least one full block-sync response)",
+            "block-sync answer bytes one peer may get per second",
+        ),
     ),
     "rpc": (
         Key("listen_address", _address, _ADDRESS_FIX, "client API (keep it on loopback)"),

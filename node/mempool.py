@@ -121,6 +121,9 @@ class Mempool:
         self._checker = checker
         self.limits = limits or MempoolLimits()
         # Insertion order is arrival order; removal keeps the order of the rest.
+        # Also the node's cache of verified transactions (``known()``): only transactions whose
+        # signature was verified are admitted, and the key is the SHA-256 of the whole encoded
+        # transaction, signature included, so a hit is these exact signed bytes.
         self._by_hash: dict[bytes, Transaction] = {}
         self._by_sender: dict[bytes, list[Transaction]] = {}
         self._bytes = 0

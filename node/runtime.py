@@ -90,6 +90,7 @@ from node.http import Handler, HttpLimits, Request, Response, serve_http
 from node.jsonvalue import JsonType, to_json
 from node.mempool import CODE_FULL, Mempool, MempoolLimits, MempoolRejected
 from node.metrics import NodeMetrics
+from node.servebudget import ServeBudget
 from node.store import Store, StoreError
 
 __all__ = ["CONSENSUS_KIND", "FaultHooks", "FaultHooksFactory", "Node", "NodeStartError"]
@@ -107,6 +108,13 @@ _REJECTED_REMEMBERED: Final = 10_000
 _ADMIT_BATCH_MAX: Final = 2048
 # Validated blocks whose execution results are kept for their commit (a few views' worth).
 _VALIDATED_CACHE_MAX: Final = 8
+# The window of ``[p2p] block_serve_bytes_per_peer_per_s``: one second, as the name says.
+_BLOCK_SERVE_WINDOW_MS: Final = 1000
+# Room for the certificate and framing of one stored block in a sync answer (up to 512
+# signatures of 72 bytes would be more, but answers are trimmed exactly; this only stops
+# reading blocks from the store once the answer is surely full).
+_BLOCK_ENTRY_OVERHEAD_BYTES: Final = 128
+_EMPTY_BLOCK_RESPONSE: Final = encode_block_response([])
 
 
 def _now_ms() -> int:
@@ -194,6 +202,12 @@ class Node:
             timestamp_drift_max_ms=params.timestamp_skew_ms_max,
             block_bytes_max=params.block_bytes_max,
             block_transactions_max=params.block_transactions_max,
+            # Two messages carrying a full block (and votes) per validator, as the default.
+            buffer_bytes_per_validator_max=2 * params.block_bytes_max + 1024 * 1024,
+        )
+        self._serve_budget = ServeBudget(
+            bytes_per_window=self.config.p2p.block_serve_bytes_per_peer_per_s,
+            window_ms=_BLOCK_SERVE_WINDOW_MS,
         )
         self.replica = self._make_replica()
         assert self.index is not None  # _make_replica refuses a node that is not a validator
@@ -228,6 +242,9 @@ class Node:
         self._transaction_arrived = trio.Event()
         self._rejected: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
         self._admitted_at: dict[bytes, float] = {}
+        # Execution results of validated blocks, keyed by block hash (which commits to the
+        # header and, through the transactions root, every transaction byte) and checked
+        # against the parent height at use. No signature is cached here.
         self._validated: OrderedDict[bytes, _Validated] = OrderedDict()
         self._proposal_pending = False
         self._nursery: trio.Nursery | None = None
@@ -399,14 +416,34 @@ class Node:
         return None
 
     def _serve_blocks(self, action: ServeBlocks) -> None:
+        """Answer a block-sync request within the peer's ``ServeBudget``: as many blocks as
+        fit in what it may still receive this second, or nothing (it asks again later)."""
+        now_ms = int(time.monotonic() * 1000)
+        bytes_max = min(
+            self.network.limits.message_bytes_max,
+            self._serve_budget.available(action.to, now_ms),
+        )
         top = min(action.to_height, self.store.height)
         entries = []
+        estimate_bytes = 0
         for height in range(action.from_height, top + 1):
+            if estimate_bytes > bytes_max:
+                break
+            raw = self.store.block_bytes(height)
             stored = self._load_block(height)
-            if stored is None:
+            if raw is None or stored is None:
                 break
             entries.append(stored)
-        data = encode_block_response(entries, bytes_max=self.network.limits.message_bytes_max)
+            estimate_bytes += len(raw) + _BLOCK_ENTRY_OVERHEAD_BYTES
+        data = encode_block_response(entries, bytes_max=bytes_max)
+        if entries and data == _EMPTY_BLOCK_RESPONSE:
+            self.metrics.dropped_messages.labels(reason="serve_budget").inc()
+            log.info(
+                "block_serve_deferred",
+                extra={"peer": action.to, "from": action.from_height, "bytes_max": bytes_max},
+            )
+            return
+        self._serve_budget.spend(action.to, now_ms, len(data))
         self.network.send(self._node_keys[action.to], CONSENSUS_KIND, data)
 
     # ------------------------------------------------------------------ proposals
@@ -498,6 +535,8 @@ class Node:
         known: dict[bytes, Transaction] = {}
         to_verify: list[Transaction] = []
         for data in transactions:
+            # The mempool is keyed by the hash of the whole encoded transaction (signature
+            # included), so a hit is these very bytes, verified on admission.
             cached = self.mempool.get(hash_bytes(data))
             if cached is not None:
                 known[cached.hash] = cached

@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 
 from consensus.crypto import PrivateKey, hash_bytes
 from consensus.evidence import Evidence
-from consensus.messages import Message, decode_message, encode_block_response
+from consensus.messages import (
+    Message,
+    PreparedCertificate,
+    Proposal,
+    ViewChange,
+    decode_message,
+    encode_block_response,
+    encode_message,
+)
 from consensus.replica import (
     Action,
     BlockExecuted,
@@ -39,7 +47,7 @@ from consensus.replica import (
     ValidateBlock,
     ValidityVerdict,
 )
-from consensus.types import Block, CommitCertificate, Validator, ValidatorSet
+from consensus.types import Block, CommitCertificate, Phase, Validator, ValidatorSet, Vote
 
 CHAIN_ID = "test-chain"
 GENESIS_HASH = hash_bytes(b"genesis")
@@ -211,10 +219,11 @@ class Cluster:
             if node.up:
                 self.feed(node.index, Tick(self.now_ms))
 
-    def run_until(self, condition: Callable[[], bool], *, max_ms: int = 120_000) -> None:
+    def run_until(
+        self, condition: Callable[[], bool], *, max_ms: int = 120_000, step_ms: int = TICK_MS
+    ) -> None:
         """Deliver messages, ticking when the queue is empty, until ``condition`` holds."""
         deadline = self.now_ms + max_ms
-        steps = 0
         while not condition():
             assert self.now_ms <= deadline, f"condition not reached by {self.now_ms}"
             delivered = 0
@@ -223,8 +232,24 @@ class Cluster:
                 delivered += 1
                 if condition():
                     return
-            steps += 1
-            self.tick()
+            self.tick(step_ms)
+
+    def run_for(self, duration_ms: int, *, step_ms: int = TICK_MS) -> None:
+        """Deliver messages and tick for ``duration_ms`` of driver time, whatever happens."""
+        deadline = self.now_ms + duration_ms
+        while self.now_ms < deadline:
+            delivered = 0
+            while self.queue and delivered < 200:
+                self.deliver_one()
+                delivered += 1
+            self.tick(step_ms)
+
+    def inject(self, sender: int, receivers: list[int], *messages: Message) -> None:
+        """Hand-made messages from (byzantine) ``sender`` straight to ``receivers``."""
+        for message in messages:
+            data = encode_message(message)
+            for receiver in receivers:
+                self.feed(receiver, PeerMessage(data, sender))
 
     def release_held(self) -> None:
         """Put held messages back in the queue (the partition heals)."""
@@ -268,6 +293,92 @@ class Cluster:
                     block_hash=block.hash,
                     height=block.height,
                 )
+
+
+# -- building signed messages as a byzantine validator would (it holds its own key; the tests
+# also use honest keys to stand for signatures honest replicas really made and a byzantine saw).
+
+
+def vote(
+    cluster: Cluster, phase: Phase, *, height: int, view: int, block_hash: bytes, validator: int
+) -> Vote:
+    """Validator ``validator``'s signed vote."""
+    return Vote.create(
+        cluster.keys[validator],
+        CHAIN_ID,
+        phase=phase,
+        height=height,
+        view=view,
+        block_hash=block_hash,
+        validator=validator,
+    )
+
+
+def prepared_certificate(
+    cluster: Cluster, block: Block, *, view: int, signers: list[int], height: int | None = None
+) -> PreparedCertificate:
+    """A prepared certificate for ``block`` in ``view`` with genuine prepare signatures."""
+    at = block.height if height is None else height
+    signatures = tuple(
+        (
+            i,
+            vote(
+                cluster, Phase.PREPARE, height=at, view=view, block_hash=block.hash, validator=i
+            ).signature,
+        )
+        for i in sorted(signers)
+    )
+    return PreparedCertificate(at, view, block.hash, signatures)
+
+
+def view_change(
+    cluster: Cluster,
+    validator: int,
+    *,
+    height: int,
+    view: int,
+    prepared: PreparedCertificate | None = None,
+    block: Block | None = None,
+) -> ViewChange:
+    """Validator ``validator``'s genuinely signed view change."""
+    return ViewChange.create(
+        cluster.keys[validator],
+        CHAIN_ID,
+        height=height,
+        view=view,
+        validator=validator,
+        prepared=prepared,
+        prepared_block=block,
+    )
+
+
+def proposal(cluster: Cluster, block: Block, *, view: int, validator: int) -> Proposal:
+    """Validator ``validator``'s signed proposal of ``block`` in ``view``."""
+    return Proposal.create(
+        cluster.keys[validator], CHAIN_ID, view=view, validator=validator, block=block
+    )
+
+
+def build_block(
+    cluster: Cluster, *, height: int, view: int, proposer: int, tag: bytes, on: int = 0
+) -> Block:
+    """A block for ``height`` on top of replica ``on``'s chain (as a byzantine would build)."""
+    node = cluster.nodes[on]
+    parent = node.chain[height - 2][0].hash if height > 1 else GENESIS_HASH
+    app_hash = GENESIS_APP_HASH
+    for block, _ in node.chain[: height - 1]:
+        app_hash = next_app_hash(app_hash, block)
+    parent_time = node.chain[height - 2][0].header.timestamp_ms if height > 1 else GENESIS_TIME_MS
+    return Block.build(
+        chain_id=CHAIN_ID,
+        height=height,
+        view=view,
+        parent_hash=parent,
+        app_hash=app_hash,
+        proposer=proposer,
+        timestamp_ms=max(cluster.now_ms, parent_time + 1),
+        transactions=(tag,),
+    )
 
 
 def measure_throughput(*, heights: int = 20, transactions: int = 2000) -> float:

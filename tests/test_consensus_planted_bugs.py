@@ -10,10 +10,12 @@ from consensus.messages import (
     PreparedCertificate,
     Proposal,
     ViewChange,
+    decode_message,
     encode_message,
 )
 from consensus.replica import (
     Action,
+    BlockExecuted,
     Broadcast,
     ChainTip,
     Commit,
@@ -29,17 +31,33 @@ from consensus.replica import (
     ValidityVerdict,
     primary_index,
 )
-from consensus.types import CertificateError, CommitCertificate, Phase, Vote, verify_certificate
+from consensus.types import (
+    Block,
+    CertificateError,
+    CommitCertificate,
+    Phase,
+    Vote,
+    verify_certificate,
+)
 from tests.consensus_harness import (
     CHAIN_ID,
     GENESIS_APP_HASH,
     GENESIS_HASH,
     GENESIS_TIME_MS,
     Cluster,
+    build_block,
     make_keys,
     make_validators,
+    next_app_hash,
+    prepared_certificate,
+    proposal,
+    view_change,
+    vote,
 )
-from tests.test_consensus_scenarios import build_block
+from tests.test_consensus_byzantine import (
+    commit_d_on_one_replica,
+    new_view_from_forged_view_changes,
+)
 
 
 def config_with(bug: PlantedBug | None) -> ReplicaConfig:
@@ -220,3 +238,116 @@ def test_synced_blocks_need_a_valid_certificate(bug: PlantedBug | None) -> None:
     else:
         assert [c.block.hash for c in commits] == [block.hash]
     assert not any(isinstance(a, Broadcast) for a in actions)
+
+
+@pytest.mark.parametrize(
+    ("bug", "cached_signature"),
+    [
+        (None, True),
+        (None, False),
+        (PlantedBug.SIGNATURE_CACHE_IGNORES_SIGNER, True),
+        (PlantedBug.NEW_VIEW_UNCHECKED_SIGNATURES, False),
+    ],
+)
+def test_forged_view_changes_in_a_new_view_fork_the_chain_only_with_the_bug(
+    bug: PlantedBug | None, cached_signature: bool
+) -> None:
+    """Replica 0 committed d; the byzantine primary of view 1 gets replicas 1 and 3 to accept
+    a fresh d' through view changes it forged (with its own cached signature, or with none)."""
+    cluster = Cluster(4, config=config_with(bug))
+    d = commit_d_on_one_replica(cluster)
+    d_prime = new_view_from_forged_view_changes(cluster, cached_signature=cached_signature)
+    decided = {cluster.nodes[i].chain[0][0].hash for i in (1, 3) if cluster.nodes[i].chain}
+    if bug is None:
+        assert decided <= {d.hash}
+        cluster.deliver_filter = None
+        cluster.release_held()
+        cluster.run_until(lambda: cluster.all_reached(1, nodes=[0, 1, 3]))
+        cluster.assert_agreement()
+    else:
+        assert decided == {d_prime.hash}, "d' committed on 1 and 3 while 0 committed d"
+
+
+def _replica_at_height_2(bug: PlantedBug | None, index: int) -> tuple[Replica, Cluster, Block]:
+    """Replica ``index`` with block P committed at height 1 (it took view 1 there: P was
+    proposed by the view-1 primary and prepared and committed in view 1). Returns P."""
+    cluster = Cluster(4)  # keys, validators and signing helpers only
+    replica = Replica(
+        config_with(bug),
+        chain_id=CHAIN_ID,
+        validators=cluster.validators,
+        key=cluster.keys[index],
+        tip=ChainTip(0, GENESIS_HASH, GENESIS_APP_HASH, GENESIS_TIME_MS),
+    )
+    replica.handle(Start(cluster.now_ms))
+    proposer = primary_index(cluster.validators, 1, 1)
+    block_p = build_block(cluster, height=1, view=1, proposer=proposer, tag=b"P")
+    commits = [
+        vote(cluster, Phase.COMMIT, height=1, view=1, block_hash=block_p.hash, validator=i)
+        for i in (1, 2, 3)
+    ]
+    actions = replica.handle(SyncedBlock(block_p, CommitCertificate.from_votes(commits)))
+    assert [a.block.hash for a in actions if isinstance(a, Commit)] == [block_p.hash]
+    replica.handle(BlockExecuted(1, next_app_hash(GENESIS_APP_HASH, block_p)))
+    cluster.nodes[0].chain.append((block_p, CommitCertificate.from_votes(commits)))
+    cluster.nodes[0].app_hash = next_app_hash(GENESIS_APP_HASH, block_p)
+    return replica, cluster, block_p
+
+
+@pytest.mark.parametrize("bug", [None, PlantedBug.PREPARED_FROM_OTHER_HEIGHT])
+def test_a_certificate_from_another_height_must_not_outrank_this_heights(
+    bug: PlantedBug | None,
+) -> None:
+    """Height 2: replica 1 prepared and commit-voted block d in view 0 (as did validator 2,
+    which may have committed it). Byzantine 0, primary of view 2, sends a new view whose own
+    view change carries the genuine view-1 prepared certificate of block P from height 1: it
+    outranks d's view-0 certificate, cannot be re-proposed, and with the bug lets the new view
+    propose a fresh d'. Replica 1 must refuse it; with the bug it commits d'."""
+    byzantine = 0
+    replica, cluster, block_p = _replica_at_height_2(bug, 1)
+    assert primary_index(cluster.validators, 2, 2) == byzantine
+    proposer = primary_index(cluster.validators, 2, 0)
+    d = build_block(cluster, height=2, view=0, proposer=proposer, tag=b"d")
+    actions = replica.handle(
+        PeerMessage(encode_message(proposal(cluster, d, view=0, validator=proposer)), proposer)
+    )
+    actions += replica.handle(ValidityVerdict(d.hash, True))
+    for i in (0, 2):
+        prepare = vote(cluster, Phase.PREPARE, height=2, view=0, block_hash=d.hash, validator=i)
+        actions += replica.handle(PeerMessage(encode_message(prepare), i))
+    sent = [decode_message(a.message) for a in actions if isinstance(a, Broadcast)]
+    assert any(isinstance(m, Vote) and m.phase is Phase.COMMIT for m in sent), "commit-voted d"
+
+    stale = prepared_certificate(cluster, block_p, view=1, signers=[1, 2, 3])
+    changes = [
+        view_change(cluster, byzantine, height=2, view=2, prepared=stale),
+        view_change(
+            cluster,
+            2,
+            height=2,
+            view=2,
+            prepared=prepared_certificate(cluster, d, view=0, signers=[0, 1, 2]),
+            block=d,
+        ),
+        view_change(cluster, 3, height=2, view=2),
+    ]
+    d_prime = build_block(cluster, height=2, view=2, proposer=byzantine, tag=b"d-prime")
+    new_view = NewView.create(
+        cluster.keys[byzantine],
+        CHAIN_ID,
+        view_changes=changes,
+        proposal=proposal(cluster, d_prime, view=2, validator=byzantine),
+    )
+    actions = replica.handle(PeerMessage(encode_message(new_view), byzantine))
+    actions += replica.handle(ValidityVerdict(d_prime.hash, True))
+    for phase in (Phase.PREPARE, Phase.COMMIT):
+        for i in (byzantine, 3):
+            message = vote(cluster, phase, height=2, view=2, block_hash=d_prime.hash, validator=i)
+            actions += replica.handle(PeerMessage(encode_message(message), i))
+    commits = [a.block.hash for a in actions if isinstance(a, Commit)]
+    if bug is None:
+        assert not commits
+        problems = [a.detail for a in actions if isinstance(a, Dropped)]
+        assert any("prepared certificate is for height 1, not 2" in p for p in problems)
+    else:
+        assert commits == [d_prime.hash], "d' committed over a d that may be committed"

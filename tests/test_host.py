@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from apps.base import ANY_ROLE, ROLE_BANK, App, AppError, AppState, ReadState, TxContext
 from apps.host import (
+    CODE_INVALID_TRANSACTION,
     STATUS_OK,
     STATUS_REJECTED,
     AppHost,
@@ -21,6 +22,7 @@ from apps.host import (
 from apps.membership import MembershipApp
 from apps.state import MemoryBackend, StateOverlay, app_hash_of
 from consensus.codec import Value, decode, encode
+from consensus.crypto import hash_bytes
 from tests.host_fixtures import CHAIN, Chain, key
 
 BANK = key("bank_a")
@@ -369,6 +371,21 @@ def test_known_transactions_skip_decoding_but_must_match_bytes() -> None:
     tx = c.sign(BANK, "kv", "write", {"puts": [(b"a", b"1")]})
     result = c.host.execute_block(c.context(), [tx.encoded], known={tx.hash: tx})
     assert result.receipts[0].ok
+
+
+def test_a_forged_signature_is_checked_even_beside_its_verified_twin() -> None:
+    """The verified-transaction fast path is keyed by the whole encoded transaction. A copy of
+    a verified transaction with its signature replaced is other bytes, so it is verified (and
+    refused); and a ``known`` entry whose transaction does not match the block's bytes is
+    ignored, so not even a caller's wrong map lets a forged signature through."""
+    c = chain()
+    tx = c.sign(BANK, "kv", "write", {"puts": [(b"a", b"1")]})
+    forged = tx.encoded[:-64] + bytes(64)
+    assert forged != tx.encoded
+    for known in ({tx.hash: tx}, {hash_bytes(forged): tx}):
+        result = c.host.execute_block(c.context(), [forged], known=known)
+        assert result.receipts[0].code == CODE_INVALID_TRANSACTION
+        assert "signature" in result.receipts[0].message
 
 
 # -- the overlay and the atomicity property -------------------------------------------------------
