@@ -96,13 +96,16 @@ class Move(StrEnum):
     GARBAGE = "garbage"
     WITHHOLD = "withhold"
     EQUIVOCATE = "equivocate"
+    SPLIT_QUORUM = "split-quorum"
     SERVE_FORGED = "serve-forged"
 
 
 MOVES: Final = tuple(Move)
 # Moves made on a timer; the others rewrite the byzantine replicas' own traffic.
 STEP_MOVES: Final = tuple(
-    m for m in Move if m not in (Move.WITHHOLD, Move.EQUIVOCATE, Move.SERVE_FORGED)
+    m
+    for m in Move
+    if m not in (Move.WITHHOLD, Move.EQUIVOCATE, Move.SPLIT_QUORUM, Move.SERVE_FORGED)
 )
 
 # Bounds on what the adversary remembers: enough for the heights and views in play.
@@ -123,6 +126,11 @@ FAT_TRANSACTION_BYTES: Final = 60 * 1024
 # Delay between a move's preparation (a view change whose signature it will borrow) and the
 # message that relies on it.
 FOLLOW_UP_MS_MAX: Final = 40
+# How long an opportunist holds its replicas' commit votes, waiting to see honest ones: it
+# looks again every HOLD_MS_MIN while some but not enough honest commits are in, and gives up
+# well within a view timeout (the replica's base timeout is 500 ms in the simulator).
+HOLD_MS_MIN: Final = 20
+HOLD_MS_MAX: Final = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,17 +145,22 @@ class AdversaryParameters:
     serve_forged_percent: int
     # Chance that an honest commit vote seen triggers a new-view strike at that height.
     opportunism_percent: int
+    # Chance that a view a byzantine validator leads is split (``_Split``).
+    split_percent: int
 
     @classmethod
-    def draw(cls, rng: random.Random, *, focus: Sequence[Move] = ()) -> AdversaryParameters:
-        """Each move on with probability 3/4 at weight 1-4 (at least one on); moves in
-        ``focus`` always on at weight 4."""
+    def draw(
+        cls, rng: random.Random, *, focus: Sequence[Move] | None = None
+    ) -> AdversaryParameters:
+        """Each move on with probability 3/4 at weight 1-4 (at least one on). A focused
+        attack (``focus``: a planted bug's) makes only the moves listed, and always seizes
+        its openings (splits and strikes)."""
         weights = [
-            (move, 4 if move in focus else rng.randint(1, 4))
+            (move, rng.randint(1, 4))
             for move in STEP_MOVES
-            if rng.randrange(4) != 0 or move in focus
+            if (rng.randrange(4) != 0 if focus is None else move in focus)
         ]
-        if not weights:
+        if not weights and focus is None:
             weights = [(rng.choice(STEP_MOVES), 1)]
         return cls(
             step_ms=rng.choice((5, 10, 20, 50)),
@@ -155,7 +168,9 @@ class AdversaryParameters:
             withhold_percent=rng.choice((0, 10, 30, 60)),
             equivocate_percent=rng.choice((0, 10, 30)),
             serve_forged_percent=rng.choice((0, 50, 100)),
-            opportunism_percent=rng.choice((0, 30, 90)),
+            # A focused attack (a planted bug's) always seizes its openings.
+            opportunism_percent=max(rng.choice((0, 30, 90)), 0 if focus is None else 90),
+            split_percent=max(rng.choice((0, 50, 100)), 0 if focus is None else 100),
         )
 
     def describe(self) -> dict[str, object]:
@@ -167,6 +182,7 @@ class AdversaryParameters:
             "equivocate_percent": self.equivocate_percent,
             "serve_forged_percent": self.serve_forged_percent,
             "opportunism_percent": self.opportunism_percent,
+            "split_percent": self.split_percent,
         }
 
 
@@ -187,6 +203,24 @@ class _Height:
     view_changes: dict[tuple[int, int], ViewChange] = field(default_factory=dict)
     certificates: dict[tuple[int, bytes], PreparedCertificate] = field(default_factory=dict)
     transactions: list[bytes] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Split:
+    """A view a byzantine validator leads, split on purpose: its proposal and the byzantine
+    prepares reach only ``prepared`` (just enough honest replicas for a quorum with the
+    byzantine votes), the byzantine commits only ``deciding`` (some of those), so they decide
+    while the rest of the honest replicas lag, prepared or not. Then the adversary strikes at
+    the laggards (a new view, lying view changes, votes for whatever they prepare next)."""
+
+    block_hash: bytes
+    prepared: frozenset[int]
+    deciding: frozenset[int]
+    # Byzantine prepares to these replicas are signed for another view (a replica that counts
+    # votes whatever their view then builds a certificate nobody else accepts).
+    wrong_view: frozenset[int]
+    struck: bool = False
+    followed: set[bytes] = field(default_factory=set)
 
 
 class _Agent:
@@ -251,7 +285,9 @@ class Adversary:
         self._position: dict[int, tuple[int, int]] = {}
         self._commit_certificates: dict[int, tuple[Block, CommitCertificate]] = {}
         self._bursts = 0
-        self._struck: set[tuple[int, int]] = set()
+        self._struck: set[object] = set()
+        self._splits: dict[tuple[int, int], _Split] = {}
+        self._split_heights: dict[int, _Split] = {}
 
     # -----------------------------------------------------------------------------------------
     # Interface for the simulation
@@ -280,7 +316,7 @@ class Adversary:
 
     def step(self) -> None:
         """Make one move (the simulation calls this every ``parameters.step_ms``)."""
-        if not self.active or not self._position:
+        if not self.active or not self._position or not self._moves:
             return
         move = self.rng.choices(self._moves, self._weights)[0]
         handler = self._handlers()[move]
@@ -294,6 +330,11 @@ class Adversary:
         if not self.active:
             return []
         rng = self.rng
+        split = self._split_outgoing(validator, data, destinations)
+        if split is not None:
+            return split
+        if self.parameters.opportunism_percent and self._hold_commit(validator, data, destinations):
+            return []
         chosen = list(destinations)
         if len(chosen) > 1 and rng.randrange(100) < self.parameters.withhold_percent:
             chosen = [d for d in chosen if rng.randrange(2)]
@@ -366,8 +407,11 @@ class Adversary:
             self._note_signature(message.validator, f"vote{int(message.phase)}", message.signature)
             if message.validator == sender:
                 self._note_position(sender, height, view)
-                if message.phase is Phase.COMMIT and sender not in self.keys and self.active:
-                    self._on_honest_commit(message)
+                if sender not in self.keys and self.active:
+                    if message.phase is Phase.COMMIT:
+                        self._on_honest_commit(message)
+                    else:
+                        self._follow_at_split_height(message)
         elif isinstance(message, Proposal):
             height, view = message.height, message.view
             self._learn_block(message.block)
@@ -688,32 +732,56 @@ class Adversary:
         return [v for v in self.honest if self._position.get(v, (0, 0))[0] <= height]
 
     def _on_honest_commit(self, vote: Vote) -> None:
-        """Opportunism: an honest replica just commit-voted, so some replica may be about to
-        decide while others lag. Strike at that height soon, at the laggards, with a new view."""
-        key = (vote.height, vote.view)
-        if key in self._struck or Move.NEW_VIEW not in self._moves:
+        """Opportunism: honest replicas commit-vote a block. Once the byzantine commits would
+        make a quorum with theirs, complete it for one of them only (it decides) and strike at
+        the others soon, with a new view; before that, strike at the height anyway (some
+        replica may be about to decide while others lag)."""
+        seen = self._heights.get(vote.height)
+        if seen is None or not self.parameters.opportunism_percent:
             return
-        if self.rng.randrange(100) >= self.parameters.opportunism_percent:
+        voters = [
+            v
+            for v in seen.tallies.get((Phase.COMMIT, vote.view, vote.block_hash), {})
+            if v not in self.keys
+        ]
+        key = (vote.height, vote.view)
+        rng = self.rng
+        if len(voters) + len(self.keys) >= self.quorum and (key, "decide") not in self._struck:
+            if rng.randrange(100) >= self.parameters.opportunism_percent:
+                return
+            self._struck.add((key, "decide"))
+            decider = rng.choice(voters)
+            for signer in self.byzantine:
+                commit = self._vote(signer, Phase.COMMIT, vote.height, vote.view, vote.block_hash)
+                self._send(signer, [decider], encode_message(commit))
+            self._count(Move.SPLIT_QUORUM)
+            split = _Split(
+                vote.block_hash, frozenset(voters), frozenset({decider}), frozenset(), struck=True
+            )
+            self._splits.setdefault(key, split)
+            self._split_heights.setdefault(vote.height, split)
+            laggards = [v for v in self.honest if v != decider]
+            self._schedule(rng.randint(1, FOLLOW_UP_MS_MAX), self._strike_at(vote.height, laggards))
+            return
+        if key in self._struck or rng.randrange(100) >= self.parameters.opportunism_percent:
             return
         self._struck.add(key)
-        delay = self.rng.randint(0, 4 * self.parameters.step_ms)
+        delay = rng.randint(0, 4 * self.parameters.step_ms)
+        self._schedule(delay, self._strike_at(vote.height, None))
 
+    def _strike_at(self, height: int, targets: list[int] | None) -> Callable[[], None]:
         def strike() -> None:
-            if self.active and self._move_new_view(vote.height):
+            if self.active and self._move_new_view(height, targets=targets):
                 self._count(Move.NEW_VIEW)
 
-        self._schedule(delay, strike)
+        return strike
 
     def _on_honest_view_change(self, change: ViewChange) -> None:
         """A byzantine validator leads the view an honest replica asks for: once a quorum of
         view changes could be there, announce that view (as any primary would), with whatever
         subset of them and whatever proposal the draw says."""
         key = (change.height, change.view)
-        if (
-            key in self._struck
-            or Move.NEW_VIEW not in self._moves
-            or self._primary(change.height, change.view) not in self.keys
-        ):
+        if key in self._struck or self._primary(change.height, change.view) not in self.keys:
             return
         seen = self._heights.get(change.height)
         honest_changes = (
@@ -737,18 +805,26 @@ class Adversary:
 
         self._schedule(self.rng.randint(0, 2 * self.parameters.step_ms), strike)
 
-    def _move_new_view(self, at_height: int | None = None, at_view: int | None = None) -> bool:
+    def _move_new_view(
+        self,
+        at_height: int | None = None,
+        at_view: int | None = None,
+        *,
+        targets: list[int] | None = None,
+    ) -> bool:
         rng = self.rng
         if at_height is None:
             focus = self._focus()
             if focus is None:
                 return False
             height = focus[0]
-            targets = self._targets()
+            targets = targets or self._targets()
         else:
             height = at_height
             laggards = self._laggards(height)
-            targets = [v for v in laggards if rng.randrange(4)] or laggards or self._targets()
+            targets = (
+                targets or [v for v in laggards if rng.randrange(4)] or laggards or self._targets()
+            )
         if at_view is not None:
             view, primary = at_view, self._primary(height, at_view)
         else:
@@ -769,13 +845,18 @@ class Adversary:
         lender = rng.choice(self.byzantine)
         lender_change = self._view_change(lender, height, view, None, None)
         self._send(lender, targets, encode_message(lender_change))
+        # A strike (aimed targets) shows them all one new view and backs it with votes; a
+        # random move may show different groups different ones, votes or not.
+        strike = at_height is not None
         versions: list[tuple[list[int], NewView]] = []
-        for group in self._split(targets, rng.randint(1, 2)):
-            new_view = self._build_new_view(height, view, primary, genuine, lender_change.signature)
+        for group in [targets] if strike else self._split(targets, rng.randint(1, 2)):
+            new_view = self._build_new_view(
+                height, view, primary, genuine, lender_change.signature, strike=strike
+            )
             if new_view is None:
                 return False
             versions.append((group, new_view))
-        follow = rng.randrange(3) != 0
+        follow = strike or rng.randrange(3) != 0
 
         def deliver() -> None:
             for group, new_view in versions:
@@ -793,10 +874,14 @@ class Adversary:
         primary: int,
         genuine: Sequence[ViewChange],
         borrowed: bytes,
+        *,
+        strike: bool = False,
     ) -> NewView | None:
         rng = self.rng
         changes: dict[int, ViewChange] = {}
-        mode = rng.randrange(3)  # 0: genuine only, 1: forged claims, 2: mixed
+        # 0: genuine view changes only, 1: forged claims only, 2: mixed. A strike comes before
+        # the targets time out, so there are rarely enough genuine ones.
+        mode = rng.randrange(1, 3) if strike else rng.randrange(3)
         signature_source = rng.randrange(3)
         if mode != 1:
             for change in genuine:
@@ -829,7 +914,7 @@ class Adversary:
         if len(chosen) > self.quorum and rng.randrange(2):
             chosen = sorted(rng.sample(chosen, self.quorum), key=lambda c: c.validator)
         block: Block | None
-        pick = rng.randrange(4)
+        pick = rng.randrange(8) if strike else rng.randrange(4)
         best = max(
             (c.prepared for c in chosen if c.prepared is not None),
             key=lambda p: (p.view, p.block_hash),
@@ -1181,6 +1266,163 @@ class Adversary:
     # -----------------------------------------------------------------------------------------
     # Rewriting the byzantine replicas' own messages
 
+    def _split_outgoing(
+        self, validator: int, data: bytes, destinations: Sequence[int]
+    ) -> list[tuple[int, bytes]] | None:
+        """Route a byzantine replica's message by the split of its (height, view), starting
+        one when it proposes in a view it leads; None when no split applies."""
+        try:
+            message = decode_message(data)
+        except DecodeError:
+            return None
+        rng = self.rng
+        if isinstance(message, Proposal | NewView) and message.validator == validator:
+            key = (message.height, message.view)
+            if key not in self._splits and rng.randrange(100) < self.parameters.split_percent:
+                self._start_split(
+                    key,
+                    message.proposal.block.hash
+                    if isinstance(message, NewView)
+                    else message.block.hash,
+                )
+            split = self._splits.get(key)
+            if split is None:
+                return None
+            return [(d, data) for d in destinations if d in split.prepared or d in self.keys]
+        if isinstance(message, ViewChange) and message.validator == validator:
+            if message.height not in self._split_heights:
+                return None
+            # After a split, our view changes at that height lie about what we prepared.
+            lie = self._lying_view_change(message)
+            self._injected(validator)
+            return [(d, lie) for d in destinations]
+        if not isinstance(message, Vote) or message.validator != validator:
+            return None
+        split = self._splits.get((message.height, message.view))
+        if split is None or message.block_hash != split.block_hash:
+            return None
+        if message.phase is Phase.COMMIT:
+            if not split.struck:
+                split.struck = True
+                self._schedule(
+                    rng.randint(1, FOLLOW_UP_MS_MAX), self._strike_after_split(message.height)
+                )
+            return [(d, data) for d in destinations if d in split.deciding or d in self.keys]
+        routed: list[tuple[int, bytes]] = []
+        for destination in destinations:
+            if destination in split.wrong_view:
+                other_view = message.view + rng.randint(1, FUTURE_VIEWS)
+                vote = self._vote(
+                    validator, Phase.PREPARE, message.height, other_view, message.block_hash
+                )
+                routed.append((destination, encode_message(vote)))
+            elif destination in split.prepared or destination in self.keys:
+                routed.append((destination, data))
+        return routed
+
+    def _hold_commit(self, validator: int, data: bytes, destinations: Sequence[int]) -> bool:
+        """An opportunist holds its replicas' commit votes a moment: if honest commit votes
+        for the same block arrive meanwhile, the held commit goes to one of them only (it
+        decides, the rest lag); otherwise it goes out as meant."""
+        try:
+            message = decode_message(data)
+        except DecodeError:
+            return False
+        if not (
+            isinstance(message, Vote)
+            and message.phase is Phase.COMMIT
+            and message.validator == validator
+        ):
+            return False
+        key = (message.height, message.view)
+        targets = list(destinations)
+        held_since = self._clock_ms()
+
+        def release() -> None:
+            if not self.active:
+                return
+            split = self._splits.get(key)
+            if split is None and self._clock_ms() - held_since < HOLD_MS_MAX:
+                seen = self._heights.get(message.height)
+                voters = (
+                    0
+                    if seen is None
+                    else sum(
+                        1
+                        for v in seen.tallies.get(
+                            (Phase.COMMIT, message.view, message.block_hash), {}
+                        )
+                        if v not in self.keys
+                    )
+                )
+                if 0 < voters < self.quorum - len(self.keys):
+                    # Some honest replicas commit-voted, not yet enough: wait for more.
+                    self._schedule(HOLD_MS_MIN, release)
+                    return
+            chosen = targets
+            if split is not None and split.block_hash == message.block_hash:
+                chosen = [d for d in targets if d in split.deciding or d in self.keys]
+            for destination in chosen:
+                self._transport(validator, destination, data)
+
+        self._schedule(self.rng.randint(HOLD_MS_MIN, 2 * HOLD_MS_MIN), release)
+        return True
+
+    def _start_split(self, key: tuple[int, int], block_hash: bytes) -> None:
+        rng = self.rng
+        needed = max(1, min(len(self.honest), self.quorum - len(self.keys)))
+        prepared = rng.sample(self.honest, needed)
+        most = max(1, min(len(prepared), self.n - self.quorum))
+        deciding = rng.sample(prepared, rng.randint(1, most))
+        wrong_view = [v for v in prepared if v not in deciding and rng.randrange(3) == 0]
+        split = _Split(block_hash, frozenset(prepared), frozenset(deciding), frozenset(wrong_view))
+        self._splits[key] = split
+        self._split_heights[key[0]] = split
+        self._count(Move.SPLIT_QUORUM)
+
+    def _strike_after_split(self, height: int) -> Callable[[], None]:
+        split = self._split_heights[height]
+        laggards = [v for v in self.honest if v not in split.deciding]
+        return self._strike_at(height, laggards)
+
+    def _best_foreign_certificate(self, height: int, view: int) -> PreparedCertificate | None:
+        """The real certificate of another height most likely to outrank this height's."""
+        foreign = [
+            c
+            for h in sorted(self._heights)
+            if h != height
+            for c in self._certificates(h)
+            if c.view < view
+        ]
+        if not foreign:
+            return None
+        return min(foreign, key=lambda c: (-c.view, c.block_hash))
+
+    def _lying_view_change(self, change: ViewChange) -> bytes:
+        """Our view change with another certificate: one of another height, or none."""
+        prepared = None
+        if self.rng.randrange(4):
+            prepared = self._best_foreign_certificate(change.height, change.view)
+        try:
+            lie = self._view_change(change.validator, change.height, change.view, prepared, None)
+        except DecodeError:
+            lie = self._view_change(change.validator, change.height, change.view, None, None)
+        self._count(Move.EQUIVOCATE)
+        return encode_message(lie)
+
+    def _follow_at_split_height(self, vote: Vote) -> None:
+        """An honest replica prepares another block at a height we split: back it, at once,
+        with byzantine prepares and commits to every honest replica that has not decided."""
+        split = self._split_heights.get(vote.height)
+        if split is None or vote.block_hash == split.block_hash:
+            return
+        if vote.block_hash in split.followed:
+            return
+        split.followed.add(vote.block_hash)
+        laggards = [v for v in self.honest if v not in split.deciding]
+        self._follow_votes(vote.height, vote.view, vote.block_hash, laggards)
+        self._count(Move.VOTE_FOLLOW)
+
     def _conflicting_version(self, validator: int, data: bytes) -> bytes | None:
         """A validly signed message conflicting with ``data`` (a vote or proposal of ours)."""
         try:
@@ -1188,7 +1430,18 @@ class Adversary:
         except DecodeError:
             return None
         rng = self.rng
+        if isinstance(message, ViewChange) and message.validator == validator:
+            return self._lying_view_change(message)
         if isinstance(message, Vote) and message.validator == validator:
+            if rng.randrange(2):  # the same block, signed for another view
+                vote = self._vote(
+                    validator,
+                    message.phase,
+                    message.height,
+                    message.view + rng.randint(1, FUTURE_VIEWS),
+                    message.block_hash,
+                )
+                return encode_message(vote)
             other = self._seen_block(message.height)
             block_hash = (
                 other.hash

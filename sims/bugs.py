@@ -43,16 +43,16 @@ class PlantedBug:
     byzantine: int | None = None
     # The byzantine validators are driven by the adversary (the bug needs crafted messages).
     adversary: bool = False
-    # Adversary moves always on (at top weight) for this bug.
+    # The adversary's timed moves for this bug (beside its splits and strikes, always on).
     moves: tuple[Move, ...] = ()
     # Heights per seed in the bug's positive-control sweep (some bugs need more chances).
     blocks: int = 6
     caught_by: tuple[str, ...] = CAUGHT_BY
 
 
-# Moves a byzantine primary uses to split honest replicas: its new views and proposals, its
-# votes to some replicas only, and withheld copies of its replica's own messages.
-_SPLIT_MOVES: Final = (Move.NEW_VIEW, Move.PROPOSAL_SPLIT, Move.VOTE_FOLLOW)
+# Background moves for a focused attack: they add votes and replays without scattering the
+# honest replicas across views (the splits and strikes do the real work).
+_SPLIT_MOVES: Final = (Move.VOTE_FOLLOW, Move.REPLAY)
 
 BUGS: Final[Mapping[str, PlantedBug]] = {
     bug.name: bug

@@ -245,7 +245,8 @@ class Simulation:
             self.adversary = Adversary(
                 rng=stream("adversary"),
                 parameters=AdversaryParameters.draw(
-                    stream("adversary-parameters"), focus=bug.moves if bug is not None else ()
+                    stream("adversary-parameters"),
+                    focus=bug.moves if bug is not None and bug.adversary else None,
                 ),
                 keys={index: keys[index] for index in byzantine_indices},
                 validators=self.validators,
