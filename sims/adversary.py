@@ -219,8 +219,15 @@ class _Split:
     # Byzantine prepares to these replicas are signed for another view (a replica that counts
     # votes whatever their view then builds a certificate nobody else accepts).
     wrong_view: frozenset[int]
+    # The view and, for a late split, whether the byzantine commits were handed over yet: a
+    # late split withholds them until the laggards vote for another block in a later view,
+    # then hands the deciders their quorum (a decision in an old view still counts).
+    view: int = 0
+    late: bool = False
+    released: bool = False
     struck: bool = False
     followed: set[bytes] = field(default_factory=set)
+    lied: set[int] = field(default_factory=set)
 
 
 class _Agent:
@@ -350,8 +357,9 @@ class Adversary:
     def serve(
         self, validator: int, entries: Sequence[tuple[Block, CommitCertificate]], to: int
     ) -> bytes | None:
-        """A byzantine node's answer to a block request: the truth, a forgery, or nothing."""
-        if not self.active:
+        """A byzantine node's answer to a block request: the truth, a forgery, or nothing
+        (never the block of a height it split: the laggards must not learn it)."""
+        if not self.active or any(block.height in self._split_heights for block, _ in entries):
             return None
         if self.rng.randrange(100) >= self.parameters.serve_forged_percent:
             return encode_block_response(entries)
@@ -424,6 +432,7 @@ class Adversary:
             if message.validator == sender:
                 self._note_position(sender, height, view)
                 if sender not in self.keys and self.active:
+                    self._lie_at_split_height(message)
                     self._on_honest_view_change(message)
         elif isinstance(message, NewView):
             height, view = message.height, message.view
@@ -751,19 +760,32 @@ class Adversary:
                 return
             self._struck.add((key, "decide"))
             decider = rng.choice(voters)
-            for signer in self.byzantine:
-                commit = self._vote(signer, Phase.COMMIT, vote.height, vote.view, vote.block_hash)
-                self._send(signer, [decider], encode_message(commit))
+            late = rng.randrange(2) == 0
+            if not late:
+                for signer in self.byzantine:
+                    commit = self._vote(
+                        signer, Phase.COMMIT, vote.height, vote.view, vote.block_hash
+                    )
+                    self._send(signer, [decider], encode_message(commit))
             self._count(Move.SPLIT_QUORUM)
             split = _Split(
-                vote.block_hash, frozenset(voters), frozenset({decider}), frozenset(), struck=True
+                vote.block_hash,
+                frozenset(voters),
+                frozenset({decider}),
+                frozenset(),
+                view=vote.view,
+                late=late,
+                struck=True,
             )
             self._splits.setdefault(key, split)
             self._split_heights.setdefault(vote.height, split)
+            self._lie_ahead(vote.height, vote.view + 1)
+            if late:
+                return  # the laggards' next view does the rest (``_follow_at_split_height``)
             laggards = [v for v in self.honest if v != decider]
             self._schedule(rng.randint(1, FOLLOW_UP_MS_MAX), self._strike_at(vote.height, laggards))
             return
-        if key in self._struck or rng.randrange(100) >= self.parameters.opportunism_percent:
+        if key in self._struck or rng.randrange(400) >= self.parameters.opportunism_percent:
             return
         self._struck.add(key)
         delay = rng.randint(0, 4 * self.parameters.step_ms)
@@ -879,9 +901,13 @@ class Adversary:
     ) -> NewView | None:
         rng = self.rng
         changes: dict[int, ViewChange] = {}
-        # 0: genuine view changes only, 1: forged claims only, 2: mixed. A strike comes before
-        # the targets time out, so there are rarely enough genuine ones.
-        mode = rng.randrange(1, 3) if strike else rng.randrange(3)
+        # 0: genuine view changes only, 1: forged claims only, 2: mixed. A strike before the
+        # targets time out has too few genuine ones; one after mostly keeps to them.
+        enough = len(genuine) + len(self.keys) >= self.quorum
+        if strike:
+            mode = rng.choice((0, 0, 0, 2)) if enough else rng.randrange(1, 3)
+        else:
+            mode = rng.randrange(3)
         signature_source = rng.randrange(3)
         if mode != 1:
             for change in genuine:
@@ -895,8 +921,10 @@ class Adversary:
             if draw == 0 and certificates:
                 prepared = rng.choice(certificates)
             elif draw == 1 and elsewhere:
-                # A real certificate of another height, as if it were for this one.
-                prepared = rng.choice(elsewhere)
+                # A real certificate of another height, as if it were for this one: the one
+                # most likely to outrank this height's, or any.
+                best = self._best_foreign_certificate(height, view)
+                prepared = best if best is not None and rng.randrange(2) else rng.choice(elsewhere)
             if prepared is not None and prepared.view >= view:
                 prepared = None
             try:
@@ -1302,6 +1330,8 @@ class Adversary:
         if split is None or message.block_hash != split.block_hash:
             return None
         if message.phase is Phase.COMMIT:
+            if split.late and not split.released:
+                return [(d, data) for d in destinations if d in self.keys]
             if not split.struck:
                 split.struck = True
                 self._schedule(
@@ -1355,8 +1385,8 @@ class Adversary:
                         if v not in self.keys
                     )
                 )
-                if 0 < voters < self.quorum - len(self.keys):
-                    # Some honest replicas commit-voted, not yet enough: wait for more.
+                if voters < self.quorum - len(self.keys):
+                    # Not enough honest commit votes yet to hand one replica a quorum: wait.
                     self._schedule(HOLD_MS_MIN, release)
                     return
             chosen = targets
@@ -1374,11 +1404,24 @@ class Adversary:
         prepared = rng.sample(self.honest, needed)
         most = max(1, min(len(prepared), self.n - self.quorum))
         deciding = rng.sample(prepared, rng.randint(1, most))
-        wrong_view = [v for v in prepared if v not in deciding and rng.randrange(3) == 0]
-        split = _Split(block_hash, frozenset(prepared), frozenset(deciding), frozenset(wrong_view))
+        late = rng.randrange(2) == 0
+        # Rarely, and never in a late split (it needs every prepared replica's commit),
+        # some byzantine prepares are signed for another view.
+        wrong_view = [
+            v for v in prepared if v not in deciding and not late and rng.randrange(6) == 0
+        ]
+        split = _Split(
+            block_hash,
+            frozenset(prepared),
+            frozenset(deciding),
+            frozenset(wrong_view),
+            view=key[1],
+            late=late,
+        )
         self._splits[key] = split
         self._split_heights[key[0]] = split
         self._count(Move.SPLIT_QUORUM)
+        self._lie_ahead(key[0], key[1] + 1)
 
     def _strike_after_split(self, height: int) -> Callable[[], None]:
         split = self._split_heights[height]
@@ -1412,7 +1455,8 @@ class Adversary:
 
     def _follow_at_split_height(self, vote: Vote) -> None:
         """An honest replica prepares another block at a height we split: back it, at once,
-        with byzantine prepares and commits to every honest replica that has not decided."""
+        with byzantine prepares and commits to every honest replica that has not decided, and
+        (a late split) hand the deciders the quorum for the split block now."""
         split = self._split_heights.get(vote.height)
         if split is None or vote.block_hash == split.block_hash:
             return
@@ -1422,6 +1466,28 @@ class Adversary:
         laggards = [v for v in self.honest if v not in split.deciding]
         self._follow_votes(vote.height, vote.view, vote.block_hash, laggards)
         self._count(Move.VOTE_FOLLOW)
+        if split.late and not split.released:
+            split.released = True
+            for signer in self.byzantine:
+                commit = self._vote(signer, Phase.COMMIT, vote.height, split.view, split.block_hash)
+                self._send(signer, sorted(split.deciding), encode_message(commit))
+
+    def _lie_at_split_height(self, change: ViewChange) -> None:
+        """Honest replicas leave a view at a height we split: lie in it too."""
+        if change.height in self._split_heights:
+            self._lie_ahead(change.height, change.view)
+
+    def _lie_ahead(self, height: int, view: int) -> None:
+        """Every byzantine validator sends every honest replica a view change to ``view`` at a
+        height we split that lies about what it prepared (another height's certificate, or
+        nothing), once per view, early enough to be among the first a new primary counts."""
+        split = self._split_heights.get(height)
+        if split is None or view in split.lied:
+            return
+        split.lied.add(view)
+        for signer in self.byzantine:
+            genuine = self._view_change(signer, height, view, None, None)
+            self._send(signer, self.honest, self._lying_view_change(genuine))
 
     def _conflicting_version(self, validator: int, data: bytes) -> bytes | None:
         """A validly signed message conflicting with ``data`` (a vote or proposal of ours)."""
