@@ -112,6 +112,10 @@ BUGS: Final[Mapping[str, PlantedBug]] = {
             "the driver sends votes before their write-ahead record is durable; crashes lose it",
             None,
             scenario={"crash_percent": 60, "restart_delay_ms_max": 100},
+            # A restarted replica signs a second vote in one slot: the fork it enables needs
+            # the byzantine help this scenario does not give, so the honest-signature check
+            # is what catches it.
+            caught_by=("honest_signatures", "agreement"),
         ),
         PlantedBug(
             "commit-without-fsync",

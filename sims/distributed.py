@@ -46,12 +46,14 @@ def run_on_cluster(
 
     cluster: LocalCluster | None = None
     if scheduler == LOCAL_SCHEDULER:
+        # Worker processes listen on loopback only; threads in this process talk in-process.
+        where = {"host": "127.0.0.1"} if processes else {}
         cluster = LocalCluster(
             n_workers=max(1, workers),
             threads_per_worker=1,
             processes=processes,
-            host="127.0.0.1",
             dashboard_address=None,
+            **where,
         )
         client = Client(cluster)
     else:
