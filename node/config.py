@@ -65,13 +65,13 @@ class ConfigProblem:
 
 @dataclass(frozen=True, slots=True)
 class HostPort:
-    """A TCP address."""
+    """A TCP address (``host`` without brackets, also for IPv6)."""
 
     host: str
     port: int
 
     def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +86,13 @@ class PeerAddress:
 
 
 def parse_host_port(text: str) -> HostPort:
-    """Parse ``host:port``; raise ``ValueError`` naming the problem."""
+    """Parse ``host:port`` (``[IPv6]:port``; an unbracketed IPv6 host is read up to the last
+    colon); raise ``ValueError`` naming the problem."""
     host, separator, port_text = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif "[" in host or "]" in host:
+        raise ValueError(f"{text!r}: write an IPv6 host as [address]:port")
     if not separator or not host:
         raise ValueError(f"{text!r} is not host:port")
     if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:

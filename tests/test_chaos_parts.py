@@ -12,25 +12,31 @@ from pathlib import Path
 
 import pytest
 import trio
+from click.testing import CliRunner
 
 from consensus.crypto import PrivateKey, hash_bytes
 from consensus.evidence import Evidence, SignedStatement, verify_evidence
 from consensus.messages import Proposal, decode_message, encode_message
 from consensus.types import Block, Phase, Validator, ValidatorSet, Vote
 from network import Network
+from node.cli import main
 from node.config import NodeConfig, TestnetConfig, parse_config, render_config
 from node.http import Request, Response, json_response
 from node.testnet.byzantine import Byzantine
+from node.testnet.chaos import run_chaos
 from node.testnet.chaos_check import (
     BlockRecord,
+    CutRecord,
     EvidenceRecord,
     InjectionRecord,
     NodeObservation,
     Violation,
+    check_cuts,
     check_run,
 )
 from node.testnet.chaos_scenario import (
-    PERTURBATION_KINDS,
+    LINK_KINDS,
+    NODE_KINDS,
     Perturbation,
     ScenarioError,
     builtin_scenarios,
@@ -208,7 +214,7 @@ def test_shipped_scenarios_parse_and_are_valid() -> None:
         scenario = load_scenario(name)
         assert scenario.problems() == []
     everything = load_scenario("everything")
-    assert {p.kind for p in everything.perturbations} == set(PERTURBATION_KINDS)
+    assert {p.kind for p in everything.perturbations} == set(NODE_KINDS)
     assert [b.mode for b in everything.byzantine] == ["equivocate"]
 
 
@@ -264,9 +270,130 @@ def test_random_schedules_are_reproducible_valid_and_varied() -> None:
         assert all(a.end_s < b.at_s for a, b in itertools.pairwise(ordered))
         kinds |= {p.kind for p in scenario.perturbations}
         modes |= {b.mode for b in scenario.byzantine}
-    assert kinds == set(PERTURBATION_KINDS)
+    assert kinds == set(NODE_KINDS)
     assert modes == {"double_vote", "equivocate"}
     assert random_scenario(3, validators=3).byzantine == ()  # 3 validators tolerate none
+
+
+def test_link_faults_parse_and_every_problem_is_named() -> None:
+    text = (
+        "validators = 4\nduration_s = 20\n"
+        '[[perturbation]]\nat_s = 1\nnode = 0\npeer = 2\nkind = "cut"\nduration_s = 4\n'
+        '[[perturbation]]\nat_s = 2\nnode = 1\npeer = 3\nkind = "cut"\nduration_s = 4\n'
+        'direction = "node_to_peer"\n'
+        '[[perturbation]]\nat_s = 8\nnode = 2\npeer = 0\nkind = "flap"\nduration_s = 5\n'
+        '[[perturbation]]\nat_s = 9\nnode = 1\npeer = 3\nkind = "flap"\nduration_s = 5\n'
+        "period_s = 1\n"
+    )
+    scenario = parse_scenario(text)
+    assert scenario.needs_netns
+    cut, one_way, flap, fast_flap = scenario.perturbations
+    assert (cut.peer, cut.direction, cut.period_s) == (2, "both", 0.0)
+    assert one_way.direction == "node_to_peer"
+    assert one_way.describe() == "cut node1->node3"
+    assert flap.period_s == 2.0  # the default cycle
+    assert fast_flap.period_s == 1.0
+    # A flap is cut in the first half of each cycle and whole after its end.
+    assert [fast_flap.cut_at(t) for t in (8.9, 9.0, 9.4, 9.5, 9.9, 10.0, 13.6, 14.0)] == [
+        False,
+        True,
+        True,
+        False,
+        False,
+        True,
+        False,
+        False,
+    ]
+    assert [cut.cut_at(t) for t in (0.9, 1.0, 4.9, 5.0)] == [False, True, True, False]
+    assert cut.to_json() == {
+        "at_s": 1.0,
+        "node": 0,
+        "kind": "cut",
+        "duration_s": 4.0,
+        "peer": 2,
+        "direction": "both",
+    }
+    assert flap.to_json()["period_s"] == 2.0
+    assert not parse_scenario("duration_s = 5").needs_netns
+    bad = (
+        "validators = 4\nduration_s = 30\n"
+        '[[perturbation]]\nat_s = 1\nnode = 0\nkind = "cut"\nduration_s = 2\n'
+        '[[perturbation]]\nat_s = 4\nnode = 1\npeer = 1\nkind = "flap"\nduration_s = 2\n'
+        "period_s = 0.1\n"
+        '[[perturbation]]\nat_s = 7\nnode = 1\npeer = 9\nkind = "cut"\nduration_s = 2\n'
+        'direction = "sideways"\n'
+        '[[perturbation]]\nat_s = 10\nnode = 2\npeer = 1\nkind = "kill"\nduration_s = 2\n'
+        '[[perturbation]]\nat_s = 13\nnode = 2\npeer = 3\nkind = "cut"\nduration_s = 5\n'
+        "period_s = 1\n"
+        '[[perturbation]]\nat_s = 14\nnode = 3\npeer = 2\nkind = "flap"\nduration_s = 2\n'
+        '[[perturbation]]\nat_s = 14\nnode = 3\npeer = 0\nkind = "cut"\nduration_s = 2\n'
+    )
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario(bad)
+    problems = "\n".join(caught.value.problems)
+    for expected in (
+        "perturbation 1: cut needs peer (the other end of the link)",
+        "perturbation 2: peer 1 is the node itself",
+        "perturbation 2: period_s must be at least 0.4",
+        "perturbation 3: peer 9 is not in 0..3",
+        "perturbation 3: direction 'sideways' is not one of ('both', 'node_to_peer')",
+        "perturbation 4: peer applies only to link faults (cut, flap)",
+        "perturbation 5: period_s only applies to flap",
+        "link 2-3: perturbations at 13s and 14s overlap (one fault per link at a time)",
+    ):
+        assert expected in problems, problems
+    # Faults on different links of one node may overlap; so may a link fault and a node fault.
+    assert "link 0-3" not in problems
+    assert len(caught.value.problems) == 8
+
+
+def test_random_schedules_with_links_draw_link_faults_reproducibly() -> None:
+    assert random_scenario(5, links=False) == random_scenario(5)  # links off: as before
+    assert random_scenario(5, links=True) == random_scenario(5, links=True)
+    kinds: set[str] = set()
+    directions: set[str] = set()
+    for seed in range(40):
+        scenario = random_scenario(seed, duration_s=60, links=True)
+        assert scenario.problems() == []
+        for item in scenario.perturbations:
+            kinds.add(item.kind)
+            if item.is_link:
+                assert item.peer is not None
+                assert item.peer != item.node
+                directions.add(item.direction)
+    assert kinds == set(NODE_KINDS) | set(LINK_KINDS)
+    assert directions == {"both", "node_to_peer"}
+    assert not any(p.is_link for p in random_scenario(5, validators=1, links=True).perturbations)
+
+
+def test_cut_checker_passes_sealed_cuts_and_reports_leaks() -> None:
+    sealed = [CutRecord(0, 1, False, 0, 0), CutRecord(2, 3, True, 0, 40)]
+    assert check_cuts(sealed) == []
+    leaks = check_cuts([CutRecord(0, 1, False, 0, 3), CutRecord(2, 3, True, 7, 40)])
+    assert [violation.check for violation in leaks] == ["cut_leaked", "cut_leaked"]
+    assert "3 packet(s) went from node1 to node0" in leaks[0].detail
+    assert "7 packet(s) went from node2 to node3" in leaks[1].detail
+
+
+def test_link_faults_are_refused_without_netns_before_anything_starts(tmp_path: Path) -> None:
+    scenario = parse_scenario(
+        'duration_s = 9\n[[perturbation]]\nat_s = 1\nnode = 0\npeer = 1\nkind = "cut"\n'
+        "duration_s = 2\n"
+    )
+    with pytest.raises(ValueError, match="needs each node in its own network namespace"):
+        run_chaos(scenario, tmp_path / "net")
+    assert not (tmp_path / "net").exists()
+    path = tmp_path / "links.toml"
+    path.write_text(
+        'duration_s = 9\n[[perturbation]]\nat_s = 1\nnode = 0\npeer = 1\nkind = "flap"\n'
+        "duration_s = 2\n"
+    )
+    result = CliRunner().invoke(
+        main, ["testnet", "chaos", "--scenario", str(path), "--dir", str(tmp_path / "net")]
+    )
+    assert result.exit_code == 1
+    assert "cuts links between nodes (cut/flap): add --netns" in result.output
+    assert not (tmp_path / "net").exists()
 
 
 def test_perturbation_json_round_trip_fields() -> None:

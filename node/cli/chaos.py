@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import tempfile
 from pathlib import Path
+from types import FrameType
 
 import click
 from rich.console import Console
@@ -21,6 +23,7 @@ from node.testnet.chaos_scenario import (
     load_scenario,
     random_scenario,
 )
+from node.testnet.netns import NetnsError, netns_unavailable_reason
 
 __all__ = ["chaos_command"]
 
@@ -48,6 +51,13 @@ __all__ = ["chaos_command"]
     type=click.Path(path_type=Path),
     help="Where to generate the testnet (default: a new temporary directory, kept for its logs).",
 )
+@click.option(
+    "--netns",
+    is_flag=True,
+    help="Run each node in its own Linux network namespace, one veth pair per node pair, so"
+    " links can be cut, cut one way and flapped (root only; random schedules then draw link"
+    " faults too).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 def chaos_command(
     scenario_name: str | None,
@@ -57,12 +67,18 @@ def chaos_command(
     workload: str | None,
     seed: int | None,
     directory: Path | None,
+    netns: bool,
     as_json: bool,
 ) -> None:
-    """Run a testnet under load, kill/pause/restart/disconnect nodes on a schedule (and run
-    byzantine validators), then check agreement, durability, acknowledged transactions and
-    evidence. Exits 1 on any violation."""
+    """Run a testnet under load, kill/pause/restart/disconnect nodes on a schedule (with
+    --netns also cut and flap the links between them; and run byzantine validators), then
+    check agreement, durability, acknowledged transactions and evidence. Exits 1 on any
+    violation."""
     console = Console(stderr=True)
+    if netns:
+        reason = netns_unavailable_reason()
+        if reason is not None:
+            raise click.ClickException(f"--netns is not possible here: {reason}")
     try:
         if scenario_name is not None:
             scenario = load_scenario(scenario_name).with_overrides(
@@ -77,10 +93,15 @@ def chaos_command(
                 duration_s=60.0 if duration is None else duration,
                 load_tps=100.0 if load_tps is None else load_tps,
                 workload="membership" if workload is None else workload,
+                links=netns,
             )
     except ScenarioError as error:
         raise click.ClickException(str(error)) from None
     problems = scenario.problems()
+    if scenario.needs_netns and not netns:
+        problems.append(
+            f"scenario {scenario.name!r} cuts links between nodes (cut/flap): add --netns"
+        )
     if problems:
         raise click.ClickException("; ".join(problems))
     if directory is None:
@@ -98,7 +119,13 @@ def chaos_command(
         )
         + f" in {directory} (logs: node*/node.log)"
     )
-    report = run_chaos(scenario, directory, progress=console.print)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        report = run_chaos(scenario, directory, netns=netns, progress=console.print)
+    except NetnsError as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if as_json:
         click.echo(json.dumps(report.to_json()))
     else:
@@ -107,18 +134,37 @@ def chaos_command(
         raise SystemExit(1)
 
 
+def _terminate(_signal: int, _frame: FrameType | None) -> None:
+    """SIGTERM unwinds like Ctrl-C, so the nodes are stopped and namespaces removed."""
+    raise KeyboardInterrupt
+
+
 def _print_report(console: Console, report: ChaosReport) -> None:
     document = report.to_json()
     table = Table(title=f"perturbations ({report.scenario.name})")
-    for column in ("at s", "node", "kind", "for s", "undone at s", "catch up to", "recovery s"):
-        table.add_column(column, justify="left" if column in ("node", "kind") else "right")
+    for column in (
+        "at s",
+        "node",
+        "kind",
+        "for s",
+        "height then",
+        "undone at s",
+        "catch up to",
+        "recovery s",
+    ):
+        text = column in ("node", "kind")
+        table.add_column(column, justify="left" if text else "right", no_wrap=text)
     for fault in report.faults:
         item = fault.perturbation
+        where = f"node{item.node}"
+        if item.peer is not None:
+            where += ("->" if item.direction == "node_to_peer" else "<->") + f"node{item.peer}"
         table.add_row(
             f"{item.at_s:g}",
-            f"node{item.node}",
+            where,
             item.kind + (f" [red]({fault.error})[/red]" if fault.error else ""),
             f"{item.duration_s:g}",
+            "" if fault.applied_height is None else str(fault.applied_height),
             "" if fault.undone_at_s is None else f"{fault.undone_at_s:.1f}",
             "" if fault.target_height is None else str(fault.target_height),
             "[red]never[/red]" if fault.recovery_s is None else f"{fault.recovery_s:.1f}",
@@ -140,6 +186,12 @@ def _print_report(console: Console, report: ChaosReport) -> None:
     byzantine = document["byzantine"]
     for entry in byzantine if isinstance(byzantine, list) else []:
         console.print(f"byzantine: {json.dumps(entry)}")
+    if report.netns is not None:
+        left = report.netns.get("left_behind")
+        console.print(
+            f"network namespaces {report.netns.get('prefix')}-node*: "
+            + (f"[red]left behind: {left}[/red]" if left else "removed, with every veth")
+        )
     for violation in report.violations:
         console.print(f"[red]VIOLATION[/red] {violation.check}: {violation.detail}")
     if report.ok:

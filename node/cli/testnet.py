@@ -25,11 +25,25 @@ from rich.table import Table
 from consensus.codec import Value
 from node.client.client import ApiError, Client
 from node.jsonvalue import JsonType, to_json
+from node.testnet.hosts import (
+    API_LISTEN_CHOICES,
+    DEFAULT_API_PORT,
+    DEFAULT_METRICS_PORT,
+    DEFAULT_P2P_PORT,
+    P2P_LISTEN_CHOICES,
+    SYSTEMD_UNIT_FILE,
+    hosts_layout,
+    parse_hosts,
+    systemd_unit,
+)
 from node.testnet.loadgen import DemoLoadGenerator, LoadGenerator
+from node.testnet.netns import NetnsError, Topology, netns_unavailable_reason
 from node.testnet.testnet import (
+    Layout,
     Testnet,
     TestnetInfo,
     agreement_problems,
+    apply_layout,
     create_testnet,
     load_testnet,
 )
@@ -61,26 +75,130 @@ def testnet_group() -> None:
 
 
 @testnet_group.command("init")
-@click.option("--validators", "-n", default=4, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--validators",
+    "-n",
+    type=click.IntRange(1, 64),
+    help="Number of validators [default: 4, or one per --hosts entry].",
+)
 @click.option("--dir", "directory", required=True, type=click.Path(path_type=Path))
 @click.option("--chain-id", default="suanpan-testnet", show_default=True)
+@click.option(
+    "--hosts",
+    "hosts_text",
+    metavar="HOST1,HOST2,...",
+    help="One node per machine: node<i> runs on the i-th host (IP address or DNS name), and"
+    " every node's persistent peers are the other hosts.",
+)
+@click.option(
+    "--p2p-listen",
+    type=click.Choice(P2P_LISTEN_CHOICES),
+    help="With --hosts: accept peers on every address of the machine (any, the default) or"
+    " only on its --hosts address (host).",
+)
+@click.option(
+    "--api-listen",
+    type=click.Choice(API_LISTEN_CHOICES),
+    help="With --hosts: serve the client API and metrics on loopback (the default) or on the"
+    " machine's --hosts address.",
+)
+@click.option(
+    "--p2p-port", type=click.IntRange(1, 65535), help=f"With --hosts [default {DEFAULT_P2P_PORT}]."
+)
+@click.option(
+    "--api-port", type=click.IntRange(1, 65535), help=f"With --hosts [default {DEFAULT_API_PORT}]."
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    help=f"With --hosts [default {DEFAULT_METRICS_PORT}].",
+)
 @_DEMO_OPTION
 @_DEMO_SEED_OPTION
 def testnet_init(
-    validators: int, directory: Path, chain_id: str, demo: bool, demo_seed: int
+    validators: int | None,
+    directory: Path,
+    chain_id: str,
+    hosts_text: str | None,
+    p2p_listen: str | None,
+    api_listen: str | None,
+    p2p_port: int | None,
+    api_port: int | None,
+    metrics_port: int | None,
+    demo: bool,
+    demo_seed: int,
 ) -> None:
-    """Write every node home of a testnet (run each with `suanpan start --home DIR/nodeI`)."""
+    """Write every node home of a testnet (run each with `suanpan start --home DIR/nodeI`).
+
+    With --hosts the homes are for separate machines: copy DIR/node<i> to the i-th host and
+    start it there (README: "Running one node per machine")."""
+    host_options = {
+        "--p2p-listen": p2p_listen,
+        "--api-listen": api_listen,
+        "--p2p-port": p2p_port,
+        "--api-port": api_port,
+        "--metrics-port": metrics_port,
+    }
+    layout: Layout | None = None
+    if hosts_text is None:
+        given = [name for name, value in host_options.items() if value is not None]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} only apply with --hosts")
+        validators = validators or 4
+    else:
+        try:
+            hosts = parse_hosts(hosts_text, validators=validators)
+            layout = hosts_layout(
+                hosts,
+                p2p_listen=p2p_listen or "any",
+                api_listen=api_listen or "loopback",
+                p2p_port=p2p_port or DEFAULT_P2P_PORT,
+                api_port=api_port or DEFAULT_API_PORT,
+                metrics_port=metrics_port or DEFAULT_METRICS_PORT,
+            )
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--hosts") from None
+        validators = len(hosts)
     try:
         info = create_testnet(
-            directory, validators, chain_id=chain_id, demo_seed=demo_seed if demo else None
+            directory,
+            validators,
+            chain_id=chain_id,
+            demo_seed=demo_seed if demo else None,
+            layout=layout,
         )
     except (FileExistsError, ValueError) as error:
         raise click.ClickException(str(error)) from None
-    click.echo(f"wrote {validators} node homes under {directory}")
-    for home, address in zip(info.homes, info.api_addresses, strict=True):
-        click.echo(f"  suanpan start --home {home}    # API http://{address}")
+    if layout is not None:
+        _print_hosts_instructions(info, layout)
+    else:
+        click.echo(f"wrote {validators} node homes under {directory}")
+        for home, address in zip(info.homes, info.api_addresses, strict=True):
+            click.echo(f"  suanpan start --home {home}    # API http://{address}")
     if info.parties:
         click.echo(f"demo parties' key files: {directory}/clients/<party>.json")
+
+
+def _print_hosts_instructions(info: TestnetInfo, layout: Layout) -> None:
+    unit = info.directory / SYSTEMD_UNIT_FILE
+    unit.write_text(systemd_unit(), "utf-8")
+    p2p_port = layout.nodes[0].p2p_listen.port
+    click.echo(f"wrote {len(info.homes)} node homes under {info.directory}, one per host:")
+    for home, host, addresses in zip(info.homes, info.hosts, layout.nodes, strict=True):
+        click.echo(
+            f"  {home.name} -> {host}: peers {addresses.p2p_listen},"
+            f" API http://{addresses.rpc_listen} (on that machine)"
+        )
+    click.echo(
+        f"copy {info.directory}/node<i> to host i (e.g. to /var/lib/suanpan/node<i>) and run"
+        " `suanpan start --home /var/lib/suanpan/node<i>` there, or install the systemd unit"
+        f" {unit} and `systemctl enable --now suanpan@node<i>`"
+    )
+    click.echo(
+        f"firewall: allow TCP {p2p_port} between these hosts only; the API and metrics ports"
+        " stay closed to the outside. Each home holds its node's private keys: copy it to its"
+        " own machine only."
+    )
 
 
 def _status_row(index: int, client: Client, testnet: Testnet) -> list[str]:
@@ -149,6 +267,12 @@ def _answers(address: str) -> bool:
 @click.option("--duration", type=click.FloatRange(min=0), help="Stop after this many seconds.")
 @click.option("--load", "load_rate", type=click.FloatRange(min=0), default=0, help="Target tx/s.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@click.option(
+    "--netns",
+    is_flag=True,
+    help="Run each node in its own Linux network namespace, joined by one veth pair per node"
+    " pair (root only); the APIs stay reachable from this machine.",
+)
 @_DEMO_OPTION
 @_DEMO_SEED_OPTION
 def testnet_up(
@@ -157,6 +281,7 @@ def testnet_up(
     duration: float | None,
     load_rate: float,
     as_json: bool,
+    netns: bool,
     demo: bool,
     demo_seed: int,
 ) -> None:
@@ -165,35 +290,101 @@ def testnet_up(
     With the demo consortium (the default), --load drives its payments, FX, receivables,
     assets and DvP traffic; the parties' key files are in DIR/clients/."""
     console = Console(stderr=as_json)
+    if netns:
+        reason = netns_unavailable_reason()
+        if reason is not None:
+            raise click.ClickException(f"--netns is not possible here: {reason}")
     if directory is None:
         directory = Path(tempfile.mkdtemp(prefix="suanpan-testnet-"))
-    info: TestnetInfo
+    existing: TestnetInfo | None = None
     if (directory / "testnet.json").exists():
         try:
-            info = load_testnet(directory)
+            existing = load_testnet(directory)
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise click.ClickException(
                 f"{directory / 'testnet.json'} is not a testnet file: {error!r}"
             ) from None
-    else:
+        _check_layout(existing, netns)
+        running = [i for i, address in enumerate(existing.api_addresses) if _answers(address)]
+        if running:
+            raise click.ClickException(
+                f"node{running[0]} of {directory} is already running (its API "
+                f"{existing.api_addresses[running[0]]} answers); stop that testnet first"
+            )
+    topology: Topology | None = None
+    # SIGTERM unwinds like Ctrl-C, through the clean-up below.
+    previous_term = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        if netns:
+            topology = Topology(validators if existing is None else len(existing.homes))
+            try:
+                topology.create()  # removes what it built if it fails or is interrupted
+            except NetnsError as error:
+                raise click.ClickException(str(error)) from None
         try:
-            info = create_testnet(directory, validators, demo_seed=demo_seed if demo else None)
+            layout = None if topology is None else topology.layout()
+            if existing is None:
+                info = create_testnet(
+                    directory, validators, demo_seed=demo_seed if demo else None, layout=layout
+                )
+            else:
+                info = existing if layout is None else apply_layout(existing, layout)
         except (FileExistsError, ValueError) as error:
             raise click.ClickException(str(error)) from None
+        _run_testnet(info, topology, console, duration, load_rate, as_json)
+    finally:
+        if topology is not None:
+            problems = topology.close() + topology.leftovers()
+            for problem in problems:
+                console.print(f"[red]FAIL[/red] network namespace clean-up: {problem}")
+        signal.signal(signal.SIGTERM, previous_term)
+
+
+def _terminate(_signal: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _check_layout(info: TestnetInfo, netns: bool) -> None:
+    """Refuse a testnet directory ``testnet up`` cannot run as asked."""
+    if info.layout == "hosts":
+        raise click.ClickException(
+            f"{info.directory} was written for separate hosts ({', '.join(info.hosts)}): copy"
+            f" {info.directory}/node<i> to host i and run `suanpan start --home ...` there"
+        )
+    if netns and info.layout != "netns":
+        raise click.ClickException(
+            f"{info.directory} was generated without --netns; give --netns a new --dir"
+        )
+    if not netns and info.layout == "netns":
+        raise click.ClickException(f"{info.directory} was generated with --netns; add --netns")
+
+
+def _run_testnet(
+    info: TestnetInfo,
+    topology: Topology | None,
+    console: Console,
+    duration: float | None,
+    load_rate: float,
+    as_json: bool,
+) -> None:
+    """Start the nodes, show the live view until the duration or Ctrl-C, print the summary;
+    exits 1 when a node died or the nodes disagree."""
+    directory = info.directory
     console.print(f"testnet directory {directory} (logs: {directory}/node*/node.log)")
+    if topology is not None:
+        console.print(
+            f"nodes in network namespaces {topology.namespace(0)}..{len(info.homes) - 1}"
+            f" (e.g. `ip netns exec {topology.namespace(0)} ip address`); APIs at"
+            f" {', '.join(info.api_addresses)}"
+        )
     if info.parties:
         console.print(
             f"demo parties ({', '.join(party.name for party in info.parties)}): key files in"
             f" {directory}/clients/, e.g. `suanpan query payments balances --account"
             f" {directory}/clients/alice.json --node {directory}`"
         )
-    running = [i for i, address in enumerate(info.api_addresses) if _answers(address)]
-    if running:
-        raise click.ClickException(
-            f"node{running[0]} of {directory} is already running (its API "
-            f"{info.api_addresses[running[0]]} answers); stop that testnet first"
-        )
-    testnet = Testnet(info)
+    prefixes = [topology.command_prefix(i) for i in range(len(info.homes))] if topology else []
+    testnet = Testnet(info, prefixes)
     clients = [testnet.client(i, timeout_s=5.0) for i in range(len(info.homes))]
 
     def interrupt(_signal: int, _frame: FrameType | None) -> None:
@@ -234,6 +425,8 @@ def testnet_up(
     except ApiError as error:
         problems = [f"cannot compare chains: {error}"]
     demo_state = _demo_state(clients[0], info) if not startup_error else {}
+    for client in clients:
+        client.close()
     summaries = testnet.summaries()
     exit_codes = testnet.stop_all()
     summaries = [

@@ -46,7 +46,7 @@ class Client:
 
     def __init__(self, address: str, *, timeout_s: float = 30.0) -> None:
         host, _, port = address.rpartition(":")
-        self.host = host or "127.0.0.1"
+        self.host = host.removeprefix("[").removesuffix("]") or "127.0.0.1"
         self.port = int(port)
         self.timeout_s = timeout_s
         self._connection: http.client.HTTPConnection | None = None

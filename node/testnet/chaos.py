@@ -7,12 +7,21 @@ Theory of operation
 process per node, waits for every API, then starts the load generator (``node.testnet.loadgen``) and
 one *watcher* thread per node. Time 0 of the scenario is the start of the load.
 
+With ``netns`` every node runs in its own Linux network namespace, one veth pair per node
+pair (``node.testnet.netns.Topology``, built before the homes are written and removed in the
+same ``finally`` that stops the processes), and the scenario may also act on links.
+
 The main loop polls every ``_POLL_S`` and applies each perturbation of the scenario when its
 time comes and undoes it ``duration_s`` later: ``kill`` (SIGKILL, then start), ``pause``
-(SIGSTOP, then SIGCONT), ``restart`` (SIGTERM and wait for a clean exit, then start) and
-``disconnect`` (``POST /admin/faults/disconnect``, then ``/restore``). When a fault is undone
-it records the highest height the other nodes have reached; the node has *recovered* when its
-own committed height reaches that target, and the time it took is its recovery time.
+(SIGSTOP, then SIGCONT), ``restart`` (SIGTERM and wait for a clean exit, then start),
+``disconnect`` (``POST /admin/faults/disconnect``, then ``/restore``), ``cut`` (the link
+between two namespaces, both ways or one way, then healed) and ``flap`` (cut and healed in
+turn on every tick where its phase changes, healed at the end). When a fault is undone it
+records the highest height the other nodes (all but the node, or both ends of the link) have
+reached; the node (both ends, for a link) has *recovered* when its own committed height
+reaches that target, and the time it took is its recovery time. The highest height when the
+fault was applied is kept too, so the report shows whether the chain kept committing while the
+fault lasted.
 
 Each watcher follows its node's ``/blocks`` long poll and remembers every block the node's API
 served (hash per height) and every transaction in them: those transactions were acknowledged
@@ -50,14 +59,17 @@ from node.home import CONFIG_FILE, GENESIS_FILE, write_config
 from node.jsonvalue import JsonType
 from node.testnet.chaos_check import (
     BlockRecord,
+    CutRecord,
     EvidenceRecord,
     InjectionRecord,
     NodeObservation,
     Violation,
+    check_cuts,
     check_run,
 )
 from node.testnet.chaos_scenario import Perturbation, Scenario
 from node.testnet.loadgen import DemoLoadGenerator, LoadGenerator
+from node.testnet.netns import NetnsError, Topology, netns_unavailable_reason
 from node.testnet.testnet import Testnet, TestnetInfo, create_testnet
 
 __all__ = ["ChaosReport", "FaultOutcome", "run_chaos"]
@@ -85,10 +97,16 @@ class FaultOutcome:
 
     perturbation: Perturbation
     applied_at_s: float | None = None
+    applied_height: int | None = None
     undone_at_s: float | None = None
     target_height: int | None = None
     recovered_at_s: float | None = None
     error: str = ""
+    link_cut: bool = False  # a link fault's current state
+    toggles: int = 0  # times a link fault cut or healed its link
+    # A cut: each end's received-packet counter on the link when cut, and the cut's record.
+    packets_at_cut: tuple[int, int] | None = None
+    cut_record: CutRecord | None = None
 
     @property
     def recovery_s(self) -> float | None:
@@ -103,12 +121,20 @@ class FaultOutcome:
         document.update(
             {
                 "applied_at_s": _round(self.applied_at_s),
+                "height_at_apply": self.applied_height,
                 "undone_at_s": _round(self.undone_at_s),
                 "target_height": self.target_height,
                 "recovery_s": self.recovery_s,
                 "error": self.error,
             }
         )
+        if self.perturbation.kind == "flap":
+            document["toggles"] = self.toggles
+        if self.cut_record is not None:
+            document["packets_while_cut"] = {
+                "node_to_peer": self.cut_record.node_to_peer_packets,
+                "peer_to_node": self.cut_record.peer_to_node_packets,
+            }
         return document
 
 
@@ -134,6 +160,7 @@ class ChaosReport:
     elapsed_s: float
     exit_codes: list[int | None] = field(default_factory=list)
     audits: dict[str, JsonType] = field(default_factory=dict)
+    netns: dict[str, JsonType] | None = None  # prefix, namespaces, what was left behind
 
     @property
     def ok(self) -> bool:
@@ -179,6 +206,7 @@ class ChaosReport:
             },
             "exit_codes": list(self.exit_codes),
             "audit": dict(self.audits),
+            "netns": self.netns,
             "violations": [violation.to_json() for violation in self.violations],
         }
 
@@ -290,12 +318,18 @@ class _Run:
     """One chaos run's mutable state: the testnet, its threads and the fault outcomes."""
 
     def __init__(
-        self, scenario: Scenario, info: TestnetInfo, progress: Callable[[str], None]
+        self,
+        scenario: Scenario,
+        info: TestnetInfo,
+        progress: Callable[[str], None],
+        topology: Topology | None = None,
     ) -> None:
         self.scenario = scenario
         self.info = info
         self.progress = progress
-        self.testnet = Testnet(info)
+        self.topology = topology
+        prefixes = [topology.command_prefix(i) for i in range(len(info.homes))] if topology else []
+        self.testnet = Testnet(info, prefixes)
         self.faults = [
             FaultOutcome(item) for item in sorted(scenario.perturbations, key=lambda p: p.at_s)
         ]
@@ -369,10 +403,68 @@ class _Run:
         if status != 200:
             raise ApiError(status, body.decode("utf-8", "replace")[:200])
 
+    def _heights_max(self) -> int:
+        return max((watcher.height for watcher in self.watchers), default=0)
+
+    def _set_link(self, fault: FaultOutcome, cut: bool) -> None:
+        """Cut or heal a link fault's link (``NetnsError`` when ``ip`` fails)."""
+        item = fault.perturbation
+        assert self.topology is not None, "link faults run on a netns testnet"
+        assert item.peer is not None, "a link fault names its peer"
+        if cut == fault.link_cut:
+            return
+        one_way = item.direction == "node_to_peer"
+        counted = item.kind == "cut"  # a flap's short phases are not worth two reads each
+        if cut:
+            self.topology.cut(item.node, item.peer, one_way=one_way)
+            if counted:
+                fault.packets_at_cut = self._received(item.node, item.peer)
+        else:
+            if counted and fault.packets_at_cut is not None:
+                at_node, at_peer = self._received(item.node, item.peer)
+                fault.cut_record = CutRecord(
+                    item.node,
+                    item.peer,
+                    one_way,
+                    node_to_peer_packets=at_peer - fault.packets_at_cut[1],
+                    peer_to_node_packets=at_node - fault.packets_at_cut[0],
+                )
+            self.topology.heal(item.node, item.peer)
+        fault.link_cut = cut
+        fault.toggles += 1
+
+    def _received(self, node: int, peer: int) -> tuple[int, int]:
+        """Packets ``node`` and ``peer`` have received on their link so far."""
+        assert self.topology is not None, "link faults run on a netns testnet"
+        return (
+            self.topology.received_packets(node, peer),
+            self.topology.received_packets(peer, node),
+        )
+
+    def flap(self, fault: FaultOutcome) -> None:
+        """Bring a running flap's link to the state its phase asks for now."""
+        try:
+            self._set_link(fault, fault.perturbation.cut_at(self.elapsed()))
+        except NetnsError as error:
+            fault.error = f"could not flap: {error}"
+            self.harness_violations.append(
+                Violation("perturbation_failed", f"{fault.perturbation.describe()}: {error}")
+            )
+
     def apply(self, fault: FaultOutcome) -> None:
         item = fault.perturbation
         fault.applied_at_s = self.elapsed()
-        self.say(f"{item.kind} node{item.node} for {item.duration_s:g}s")
+        fault.applied_height = self._heights_max()
+        self.say(f"{item.describe()} for {item.duration_s:g}s")
+        if item.is_link:
+            try:
+                self._set_link(fault, True)
+            except NetnsError as error:
+                fault.error = f"could not apply: {error}"
+                self.harness_violations.append(
+                    Violation("perturbation_failed", f"{item.describe()}: {error}")
+                )
+            return
         try:
             if item.kind == "kill":
                 self.testnet.stop(item.node, kill=True)
@@ -398,9 +490,22 @@ class _Run:
 
     def undo(self, fault: FaultOutcome) -> None:
         item = fault.perturbation
-        others = [w.height for w in self.watchers if w.index != item.node]
+        others = [w.height for w in self.watchers if w.index not in item.nodes]
         fault.target_height = max(others, default=0)
         fault.undone_at_s = self.elapsed()
+        if item.is_link:
+            try:
+                self._set_link(fault, False)
+            except NetnsError as error:
+                fault.error = f"could not heal: {error}"
+                self.harness_violations.append(
+                    Violation("perturbation_failed", f"heal {item.describe()}: {error}")
+                )
+            self.say(
+                f"heal {item.describe()}; both ends catch up to height {fault.target_height}"
+                f" (height {fault.applied_height} when cut)"
+            )
+            return
         try:
             if item.kind in ("kill", "restart"):
                 self.testnet.start(item.node)
@@ -418,16 +523,17 @@ class _Run:
 
     def check_recoveries(self) -> None:
         for fault in self.faults:
+            nodes = fault.perturbation.nodes
             if (
                 fault.undone_at_s is not None
                 and fault.recovered_at_s is None
                 and fault.target_height is not None
-                and self.watchers[fault.perturbation.node].height >= fault.target_height
+                and all(self.watchers[node].height >= fault.target_height for node in nodes)
             ):
                 fault.recovered_at_s = self.elapsed()
                 self.say(
-                    f"node{fault.perturbation.node} caught up (height {fault.target_height})"
-                    f" in {fault.recovery_s:.1f}s"
+                    f"{' and '.join(f'node{node}' for node in nodes)} caught up"
+                    f" (height {fault.target_height}) in {fault.recovery_s:.1f}s"
                 )
 
     def check_deaths(self, reported: set[int]) -> None:
@@ -454,6 +560,9 @@ class _Run:
             for fault in [f for f in pending_undo if f.perturbation.end_s <= now]:
                 pending_undo.remove(fault)
                 self.undo(fault)
+            for fault in pending_undo:
+                if fault.perturbation.kind == "flap" and not fault.error:
+                    self.flap(fault)
             self.check_recoveries()
             self.check_deaths(deaths)
             if not pending_apply and not pending_undo and now >= self.scenario.duration_s:
@@ -569,14 +678,48 @@ def run_chaos(
     scenario: Scenario,
     directory: Path,
     *,
+    netns: bool = False,
     progress: Callable[[str], None] = lambda _line: None,
 ) -> ChaosReport:
     """Run ``scenario`` on a new testnet in ``directory`` and check it; see the module doc.
-    ``progress`` receives one line per event (perturbations, recoveries, convergence)."""
+    ``netns``: every node in its own network namespace (root only; link faults need it).
+    ``progress`` receives one line per event (perturbations, recoveries, convergence).
+    Raises ``ValueError`` for a scenario that cannot run, ``NetnsError`` when the namespaces
+    cannot be built."""
     problems = scenario.problems()
     if problems:
         raise ValueError("; ".join(problems))
+    if scenario.needs_netns and not netns:
+        raise ValueError(
+            f"scenario {scenario.name!r} cuts links between nodes (cut/flap): that needs each"
+            " node in its own network namespace (--netns)"
+        )
+    if netns:
+        reason = netns_unavailable_reason()
+        if reason is not None:
+            raise NetnsError(f"--netns is not possible here: {reason}")
     began = time.monotonic()
+    topology = Topology(scenario.validators) if netns else None
+    if topology is not None:
+        topology.create()
+        progress(
+            f"network namespaces {topology.namespace(0)}..{scenario.validators - 1},"
+            f" {scenario.validators * (scenario.validators - 1) // 2} peer links"
+        )
+    try:
+        return _run_chaos(scenario, directory, topology, progress, began)
+    finally:
+        if topology is not None:
+            topology.close()
+
+
+def _run_chaos(
+    scenario: Scenario,
+    directory: Path,
+    topology: Topology | None,
+    progress: Callable[[str], None],
+    began: float,
+) -> ChaosReport:
     base = NodeConfig().with_changes("testnet", fault_hooks=True)
     info = create_testnet(
         directory,
@@ -584,10 +727,11 @@ def run_chaos(
         chain_id="suanpan-chaos",
         config=base,
         demo_seed=_DEMO_SEED if scenario.workload == "demo" else None,
+        layout=None if topology is None else topology.layout(),
     )
     _configure_byzantine(info, scenario)
     genesis = load_genesis(directory / GENESIS_FILE)
-    run = _Run(scenario, info, progress)
+    run = _Run(scenario, info, progress, topology)
     target, convergence_s = 0, None
     byzantine = {item.node for item in scenario.byzantine}
     nodes: list[NodeObservation] = []
@@ -609,6 +753,18 @@ def run_chaos(
         run.harness_violations.append(Violation("startup", str(error)))
     finally:
         exit_codes = run.cleanup()
+    netns_document: dict[str, JsonType] | None = None
+    if topology is not None:
+        problems = topology.close()
+        left = topology.leftovers()
+        netns_document = {
+            "prefix": topology.prefix,
+            "namespaces": list(topology.namespaces),
+            "left_behind": list(left),
+        }
+        run.harness_violations.extend(
+            Violation("netns_cleanup", problem) for problem in [*problems, *left]
+        )
     for index, code in enumerate(exit_codes):
         died = any(
             v.check == "node_died" and v.detail.startswith(f"node{index} ")
@@ -636,6 +792,7 @@ def run_chaos(
             }
             if audit.failure is not None:
                 violations.append(Violation("audit", f"node{index}: {audit.failure}"))
+    violations += check_cuts([f.cut_record for f in run.faults if f.cut_record is not None])
     if nodes:
         violations += check_run(
             nodes,
@@ -649,8 +806,9 @@ def run_chaos(
             violations.append(
                 Violation(
                     "not_recovered",
-                    f"node{fault.perturbation.node} never reached height {fault.target_height}"
-                    f" after {fault.perturbation.kind} was undone",
+                    f"{' or '.join(f'node{node}' for node in fault.perturbation.nodes)} never"
+                    f" reached height {fault.target_height} after {fault.perturbation.describe()}"
+                    " was undone",
                 )
             )
     reference = next((node for node in nodes if node.reachable), None)
@@ -674,4 +832,5 @@ def run_chaos(
         elapsed_s=time.monotonic() - began,
         exit_codes=exit_codes,
         audits=audits,
+        netns=netns_document,
     )

@@ -25,6 +25,10 @@ Checks (the ``check`` name of a violation):
                            it never injected a conflict at
 ``evidence_missing``       an honest node holds no evidence against a byzantine validator
                            that did inject conflicting statements
+
+``check_cuts`` checks the harness itself on a netns testnet, from the packet counters of each
+cut link (``cut_leaked``): while a link was cut, no packet crossed it in a cut direction.
+Without it a cut that silently did nothing would pass every other check.
 """
 
 from __future__ import annotations
@@ -37,10 +41,12 @@ from node.jsonvalue import JsonType
 
 __all__ = [
     "BlockRecord",
+    "CutRecord",
     "EvidenceRecord",
     "InjectionRecord",
     "NodeObservation",
     "Violation",
+    "check_cuts",
     "check_run",
 ]
 
@@ -79,6 +85,19 @@ class InjectionRecord:
     height: int
     view: int
     kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class CutRecord:
+    """A link cut and what crossed it meanwhile: packets ``peer`` received from ``node`` and
+    ``node`` from ``peer`` between the cut and the heal. ``one_way``: only ``node`` to
+    ``peer`` was cut."""
+
+    node: int
+    peer: int
+    one_way: bool
+    node_to_peer_packets: int
+    peer_to_node_packets: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,5 +297,24 @@ def _evidence(
             )
             for node in nodes
             if node.honest and not any(e.validator == validator for e in node.evidence)
+        )
+    return violations
+
+
+def check_cuts(cuts: Sequence[CutRecord]) -> list[Violation]:
+    """A ``cut_leaked`` violation for every cut direction some packet still crossed."""
+    violations: list[Violation] = []
+    for cut in cuts:
+        crossed = [(cut.node, cut.peer, cut.node_to_peer_packets)]
+        if not cut.one_way:
+            crossed.append((cut.peer, cut.node, cut.peer_to_node_packets))
+        violations.extend(
+            Violation(
+                "cut_leaked",
+                f"{packets} packet(s) went from node{sender} to node{receiver} while that"
+                " direction of their link was cut",
+            )
+            for sender, receiver, packets in crossed
+            if packets
         )
     return violations

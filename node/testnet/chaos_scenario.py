@@ -12,8 +12,16 @@ A scenario file (see ``node/testnet/scenarios/*.toml`` for shipped examples)::
     [[perturbation]]
     at_s = 4                     # seconds after the load starts
     node = 1                     # node index (node1)
-    kind = "kill"                # kill | pause | restart | disconnect
+    kind = "kill"                # kill | pause | restart | disconnect | cut | flap
     duration_s = 5               # down / stopped / cut off this long, then undone
+
+    [[perturbation]]             # link faults need --netns (one namespace per node)
+    at_s = 10
+    node = 0
+    peer = 2                     # the other end of the link
+    kind = "cut"
+    direction = "node_to_peer"   # both (default) | node_to_peer: only node0's packets dropped
+    duration_s = 5
 
     [[byzantine]]
     node = 3
@@ -24,6 +32,11 @@ A scenario file (see ``node/testnet/scenarios/*.toml`` for shipped examples)::
 Kinds: ``kill`` is SIGKILL, then a restart after ``duration_s``; ``pause`` is SIGSTOP, then
 SIGCONT; ``restart`` is SIGTERM (a clean stop), then a start; ``disconnect`` cuts every peer
 link of the node through its testnet-only fault hook (``/admin/faults``), then restores them.
+Link kinds act on the network between two nodes in their own namespaces
+(``node.testnet.netns``), so they need ``--netns``: ``cut`` cuts the link between ``node`` and
+``peer`` (both directions, or with ``direction = "node_to_peer"`` only what ``node`` sends),
+then heals it; ``flap`` cuts and heals it in turn, ``period_s`` per cycle (half cut, half
+whole), and leaves it whole at the end. One fault per node and one per link at a time.
 A byzantine node runs from the start with the misbehaviour configured in its home.
 
 ``parse_scenario`` validates everything up front and raises ``ScenarioError`` listing every
@@ -44,6 +57,9 @@ from node.jsonvalue import JsonType
 
 __all__ = [
     "BYZANTINE_MODES",
+    "DIRECTIONS",
+    "LINK_KINDS",
+    "NODE_KINDS",
     "PERTURBATION_KINDS",
     "WORKLOADS",
     "ByzantineNode",
@@ -56,7 +72,15 @@ __all__ = [
     "random_scenario",
 ]
 
-PERTURBATION_KINDS: Final = ("kill", "pause", "restart", "disconnect")
+# Faults of one node process, and faults of the link between two nodes (need --netns).
+NODE_KINDS: Final = ("kill", "pause", "restart", "disconnect")
+LINK_KINDS: Final = ("cut", "flap")
+PERTURBATION_KINDS: Final = NODE_KINDS + LINK_KINDS
+# both: nothing crosses the link; node_to_peer: what the node sends to the peer is dropped.
+DIRECTIONS: Final = ("both", "node_to_peer")
+# A flap cycle: half cut, half whole. Shorter than the main loop's 0.1 s tick cannot be honoured.
+FLAP_PERIOD_S: Final = 2.0
+FLAP_PERIOD_S_MIN: Final = 0.4
 # The load: membership registrations (``node.testnet.loadgen.LoadGenerator``) or the demo
 # consortium's payments, FX, receivables and assets traffic (``DemoLoadGenerator``, all four apps).
 WORKLOADS: Final = ("membership", "demo")
@@ -87,26 +111,63 @@ class ScenarioError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Perturbation:
-    """One fault: ``kind`` on node ``node`` from ``at_s`` for ``duration_s`` seconds."""
+    """One fault: ``kind`` on node ``node`` (a link kind: on its link with ``peer``) from
+    ``at_s`` for ``duration_s`` seconds. ``direction`` and ``period_s`` (a flap's cycle)
+    apply to link kinds only."""
 
     at_s: float
     node: int
     kind: str
     duration_s: float
+    peer: int | None = None
+    direction: str = "both"
+    period_s: float = 0.0
 
     @property
     def end_s(self) -> float:
         """When the fault is undone (seconds after the load started)."""
         return self.at_s + self.duration_s
 
+    @property
+    def is_link(self) -> bool:
+        """True for a fault of the link between two nodes (``cut``, ``flap``)."""
+        return self.kind in LINK_KINDS
+
+    @property
+    def nodes(self) -> tuple[int, ...]:
+        """The nodes the fault touches: its node, and a link fault's peer."""
+        return (self.node,) if self.peer is None else (self.node, self.peer)
+
+    def cut_at(self, at_s: float) -> bool:
+        """For a link fault: whether the link is cut ``at_s`` seconds after the load started
+        (a flap is cut in the first half of each cycle; everything is whole after ``end_s``)."""
+        if not self.is_link or not self.at_s <= at_s < self.end_s:
+            return False
+        if self.kind == "cut":
+            return True
+        return (at_s - self.at_s) % self.period_s < self.period_s / 2
+
+    def describe(self) -> str:
+        """A short text for progress lines: ``kill node1``, ``cut node0->node2``."""
+        if self.peer is None:
+            return f"{self.kind} node{self.node}"
+        arrow = "->" if self.direction == "node_to_peer" else "<->"
+        return f"{self.kind} node{self.node}{arrow}node{self.peer}"
+
     def to_json(self) -> dict[str, JsonType]:
         """JSON form (the report, ``--json``)."""
-        return {
+        document: dict[str, JsonType] = {
             "at_s": self.at_s,
             "node": self.node,
             "kind": self.kind,
             "duration_s": self.duration_s,
         }
+        if self.is_link:
+            document["peer"] = self.peer
+            document["direction"] = self.direction
+        if self.kind == "flap":
+            document["period_s"] = self.period_s
+        return document
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +203,11 @@ class Scenario:
     seed: int | None = None
     workload: str = "membership"
 
+    @property
+    def needs_netns(self) -> bool:
+        """True when a perturbation acts on a link (each node must be in its own namespace)."""
+        return any(item.is_link for item in self.perturbations)
+
     def problems(self) -> list[str]:
         """Everything wrong with this scenario (empty when it can run)."""
         problems = []
@@ -170,16 +236,20 @@ class Scenario:
                     f"{where}: ends at {item.end_s:g}s, after duration_s {self.duration_s:g}"
                     " (every fault must be undone before the convergence check)"
                 )
-        by_node: dict[int, list[Perturbation]] = {}
+            problems.extend(f"{where}: {problem}" for problem in self._link_problems(item))
+        by_target: dict[tuple[int, ...], list[Perturbation]] = {}
         for item in self.perturbations:
-            by_node.setdefault(item.node, []).append(item)
-        for node, items in sorted(by_node.items()):
+            target = tuple(sorted(item.nodes)) if item.is_link else (item.node,)
+            by_target.setdefault(target, []).append(item)
+        for target, items in sorted(by_target.items()):
             items.sort(key=lambda p: p.at_s)
+            what = f"node {target[0]}" if len(target) == 1 else f"link {target[0]}-{target[1]}"
+            unit = "node" if len(target) == 1 else "link"
             for first, second in itertools.pairwise(items):
                 if second.at_s < first.end_s:
                     problems.append(
-                        f"node {node}: perturbations at {first.at_s:g}s and {second.at_s:g}s"
-                        " overlap (one fault per node at a time)"
+                        f"{what}: perturbations at {first.at_s:g}s and {second.at_s:g}s"
+                        f" overlap (one fault per {unit} at a time)"
                     )
         seen: set[int] = set()
         for byzantine in self.byzantine:
@@ -199,6 +269,36 @@ class Scenario:
                 f"{len(self.byzantine)} byzantine validators, but {self.validators} validators"
                 f" tolerate at most {faulty_max}"
             )
+        return problems
+
+    def _link_problems(self, item: Perturbation) -> list[str]:
+        if not item.is_link:
+            extras = [
+                name
+                for name, present in (
+                    ("peer", item.peer is not None),
+                    ("direction", item.direction != "both"),
+                    ("period_s", item.period_s != 0),
+                )
+                if present
+            ]
+            if not extras:
+                return []
+            verb = "applies" if len(extras) == 1 else "apply"
+            return [f"{', '.join(extras)} {verb} only to link faults ({', '.join(LINK_KINDS)})"]
+        problems = []
+        if item.peer is None:
+            problems.append(f"{item.kind} needs peer (the other end of the link)")
+        elif not 0 <= item.peer < self.validators:
+            problems.append(f"peer {item.peer} is not in 0..{self.validators - 1}")
+        elif item.peer == item.node:
+            problems.append(f"peer {item.peer} is the node itself; a link joins two nodes")
+        if item.direction not in DIRECTIONS:
+            problems.append(f"direction {item.direction!r} is not one of {DIRECTIONS}")
+        if item.kind == "flap" and not FLAP_PERIOD_S_MIN <= item.period_s <= DURATION_S_MAX:
+            problems.append(f"period_s must be at least {FLAP_PERIOD_S_MIN:g}")
+        if item.kind == "cut" and item.period_s != 0:
+            problems.append("period_s only applies to flap")
         return problems
 
     def with_overrides(
@@ -302,16 +402,28 @@ def parse_scenario(text: str, source: str = "scenario") -> Scenario:
     for number, table in enumerate(_tables(document, "perturbation", problems), 1):
         where = f"perturbation {number}"
         local: list[str] = []
-        _unknown(table, {"at_s", "node", "kind", "duration_s"}, where, local)
+        _unknown(
+            table,
+            {"at_s", "node", "kind", "duration_s", "peer", "direction", "period_s"},
+            where,
+            local,
+        )
         kind = table.get("kind")
         if not isinstance(kind, str):
             local.append("kind must be a string")
             kind = ""
+        direction = table.get("direction", "both")
+        if not isinstance(direction, str):
+            local.append("direction must be a string")
+            direction = "both"
         item = Perturbation(
             _number(table, "at_s", None, local),
             _integer(table, "node", None, local),
             kind,
             _number(table, "duration_s", None, local),
+            peer=_integer(table, "peer", None, local) if "peer" in table else None,
+            direction=direction,
+            period_s=_number(table, "period_s", FLAP_PERIOD_S if kind == "flap" else 0.0, local),
         )
         problems.extend(f"{where}: {p}" if not p.startswith(where) else p for p in local)
         perturbations.append(item)
@@ -389,10 +501,13 @@ def random_scenario(
     load_tps: float = 100.0,
     byzantine: bool = True,
     workload: str = "membership",
+    links: bool = False,
 ) -> Scenario:
     """A schedule drawn from ``seed``: one fault at a time, each on a random node, of a random
     kind and length, with pauses between; with ``byzantine`` and at least 4 validators, half
-    the seeds also make one validator a double voter or an equivocating primary."""
+    the seeds also make one validator a double voter or an equivocating primary. With
+    ``links`` (a netns testnet) the kinds include link cuts and flaps, between the node and a
+    random other node, in a random direction."""
     rng = random.Random(seed)
     byzantine_nodes: tuple[ByzantineNode, ...] = ()
     if byzantine and (validators - 1) // 3 >= 1 and rng.random() < 0.5:
@@ -404,17 +519,23 @@ def random_scenario(
                 _HEIGHT_MAX,
             ),
         )
+    kinds = PERTURBATION_KINDS if links and validators > 1 else NODE_KINDS
     perturbations = []
     at_s = rng.uniform(*_RANDOM_GAP_S)
     while True:
         length = round(rng.uniform(*_RANDOM_FAULT_S), 1)
         if at_s + length > duration_s - 1:
             break
-        perturbations.append(
-            Perturbation(
-                round(at_s, 1), rng.randrange(validators), rng.choice(PERTURBATION_KINDS), length
+        node, kind = rng.randrange(validators), rng.choice(kinds)
+        item = Perturbation(round(at_s, 1), node, kind, length)
+        if kind in LINK_KINDS:
+            item = replace(
+                item,
+                peer=rng.choice([other for other in range(validators) if other != node]),
+                direction=rng.choice(DIRECTIONS),
+                period_s=FLAP_PERIOD_S if kind == "flap" else 0.0,
             )
-        )
+        perturbations.append(item)
         at_s = round(at_s + length + rng.uniform(*_RANDOM_GAP_S), 1)
     scenario = Scenario(
         name=f"random-{seed}",

@@ -15,8 +15,14 @@ payments) and enables all four apps, so ``testnet up --load`` can drive ``DemoTr
 visitor can act as any party with the CLI. The demo keys are derived from the seed: they are
 for a local testnet only.
 
-Ports are free loopback ports chosen at generation time. ``Testnet`` starts the processes
-(``python -m node start --home node<i>``; stdout/stderr to ``node<i>/process.log``, the
+Where the nodes listen and how each dials the others is a ``Layout``: by default
+(``local_layout``) free loopback ports chosen at generation time; ``node.testnet.hosts`` makes
+one for nodes on separate machines, ``node.testnet.netns`` one for nodes in their own Linux
+network namespaces. ``apply_layout`` rewrites the addresses of an existing testnet (a netns
+testnet's API addresses change with every run).
+
+``Testnet`` starts the processes (``python -m node start --home node<i>``, behind a per-node
+command prefix such as ``ip netns exec NS``; stdout/stderr to ``node<i>/process.log``, the
 structured log to ``node<i>/node.log``), stops them with SIGTERM (SIGKILL after a grace
 period), and compares what the nodes committed.
 """
@@ -30,9 +36,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
@@ -40,22 +46,27 @@ from typing import Final
 from apps.demo import Consortium, demo_consortium
 from consensus.crypto import PrivateKey
 from node.client.client import ApiError, Client
-from node.config import HostPort, NodeConfig, PeerAddress
-from node.genesis import ConsensusParams, Genesis, GenesisValidator, save_genesis
-from node.home import GENESIS_FILE, init_home, write_config
+from node.config import HostPort, NodeConfig, PeerAddress, parse_config
+from node.genesis import ConsensusParams, Genesis, GenesisValidator, load_genesis, save_genesis
+from node.home import CONFIG_FILE, GENESIS_FILE, init_home, write_config
 from node.jsonvalue import JsonType, from_json, to_json
 from node.keys import generate_private_key, load_key_file, save_key_file
 
 __all__ = [
     "DEMO_APPS",
+    "LAYOUT_KINDS",
     "DemoParty",
+    "Layout",
+    "NodeAddresses",
     "NodeSummary",
     "Testnet",
     "TestnetInfo",
     "agreement_problems",
+    "apply_layout",
     "create_testnet",
     "free_ports",
     "load_testnet",
+    "local_layout",
 ]
 
 TESTNET_FILE: Final = "testnet.json"
@@ -76,6 +87,65 @@ def free_ports(count: int) -> list[int]:
             listener.bind(("127.0.0.1", 0))
             ports.append(listener.getsockname()[1])
         return ports
+
+
+# local: every node on this machine's loopback; hosts: one node per machine (``testnet init
+# --hosts``); netns: one Linux network namespace per node (``testnet up/chaos --netns``).
+LAYOUT_KINDS: Final = ("local", "hosts", "netns")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAddresses:
+    """Where one node listens: peers, the client API, metrics; and the address peers are told
+    to dial (``None``: the listen address)."""
+
+    p2p_listen: HostPort
+    rpc_listen: HostPort
+    metrics_listen: HostPort
+    advertised: HostPort | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where every node of a testnet listens, and the address node ``i`` dials node ``j`` at
+    (``dial[i][j]``; ``None`` on the diagonal). ``hosts``: the machine of each node (hosts
+    layout only)."""
+
+    kind: str
+    nodes: tuple[NodeAddresses, ...]
+    dial: tuple[tuple[HostPort | None, ...], ...]
+    hosts: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        count = len(self.nodes)
+        assert self.kind in LAYOUT_KINDS, self.kind
+        assert len(self.dial) == count, "one dial row per node"
+        for i, row in enumerate(self.dial):
+            assert len(row) == count, "one dial address per node"
+            assert all((address is None) == (i == j) for j, address in enumerate(row))
+        assert not self.hosts or len(self.hosts) == count
+
+    def api_address(self, index: int) -> str:
+        """Node ``index``'s API as ``host:port`` (for clients)."""
+        return str(self.nodes[index].rpc_listen)
+
+
+def local_layout(validators: int) -> Layout:
+    """Every node on 127.0.0.1, on free ports chosen now."""
+    ports = free_ports(3 * validators)
+    nodes = tuple(
+        NodeAddresses(
+            HostPort("127.0.0.1", ports[3 * i]),
+            HostPort("127.0.0.1", ports[3 * i + 1]),
+            HostPort("127.0.0.1", ports[3 * i + 2]),
+        )
+        for i in range(validators)
+    )
+    dial = tuple(
+        tuple(None if i == j else nodes[j].p2p_listen for j in range(validators))
+        for i in range(validators)
+    )
+    return Layout("local", nodes, dial)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +173,8 @@ class TestnetInfo:
     institutions: tuple[str, ...]
     demo_seed: int | None = None
     parties: tuple[DemoParty, ...] = ()
+    layout: str = "local"
+    hosts: tuple[str, ...] = ()
 
     def client_key(self, index: int) -> PrivateKey:
         """The load client key of bank ``index``."""
@@ -131,13 +203,19 @@ def create_testnet(
     app_state: dict[str, JsonType] | None = None,
     config: NodeConfig | None = None,
     demo_seed: int | None = None,
+    layout: Layout | None = None,
 ) -> TestnetInfo:
     """Generate a ``validators``-node testnet in ``directory`` (which must not hold one).
 
     ``demo_seed``: also seed the demo consortium (``apps.demo.demo_consortium``) and run all
-    four apps; its parties' key files go to ``clients/<party>.json``."""
+    four apps; its parties' key files go to ``clients/<party>.json``. ``layout``: where the
+    nodes listen and dial each other (default ``local_layout``: free loopback ports)."""
     if validators < 1:
         raise ValueError("a testnet needs at least one validator")
+    if layout is not None and len(layout.nodes) != validators:
+        raise ValueError(
+            f"the address layout has {len(layout.nodes)} nodes, not {validators} validators"
+        )
     if (directory / TESTNET_FILE).exists():
         raise FileExistsError(f"{directory} already holds a testnet; choose another --dir")
     if directory.exists() and not directory.is_dir():
@@ -151,7 +229,7 @@ def create_testnet(
         )
     directory.mkdir(parents=True, exist_ok=True)
     base = config or NodeConfig()
-    ports = free_ports(3 * validators)
+    layout = layout or local_layout(validators)
     homes: list[Path] = []
     entries: list[GenesisValidator] = []
     clients: list[Path] = []
@@ -198,40 +276,35 @@ def create_testnet(
         app_state={name: from_json(value) for name, value in state.items()},
     )
     save_genesis(directory / GENESIS_FILE, genesis)
-    addresses = []
     for i, home in enumerate(homes):
-        p2p, rpc, metrics = ports[3 * i : 3 * i + 3]
-        peers = tuple(
-            PeerAddress(entries[j].node_key, HostPort("127.0.0.1", ports[3 * j]))
-            for j in range(validators)
-            if j != i
+        write_config(
+            home,
+            _with_addresses(
+                base.with_changes("", moniker=f"node{i}", log_file="node.log", log_format="json"),
+                layout,
+                i,
+                [entry.node_key for entry in entries],
+            ),
         )
-        node_config = (
-            base.with_changes("", moniker=f"node{i}", log_file="node.log", log_format="json")
-            .with_changes("p2p", listen_address=HostPort("127.0.0.1", p2p), persistent_peers=peers)
-            .with_changes("rpc", listen_address=HostPort("127.0.0.1", rpc))
-            .with_changes("metrics", listen_address=HostPort("127.0.0.1", metrics))
-        )
-        write_config(home, node_config)
         save_genesis(home / GENESIS_FILE, genesis)
-        addresses.append(f"127.0.0.1:{rpc}")
+    addresses = tuple(layout.api_address(i) for i in range(validators))
     info = TestnetInfo(
         directory,
         chain_id,
         tuple(homes),
-        tuple(addresses),
+        addresses,
         tuple(clients),
         tuple(institutions),
         demo_seed,
         tuple(parties),
+        layout.kind,
+        layout.hosts,
     )
     document: dict[str, JsonType] = {
         "chain_id": chain_id,
         "genesis_hash": genesis.hash.hex(),
-        "nodes": [
-            {"home": home.name, "api": address}
-            for home, address in zip(homes, addresses, strict=True)
-        ],
+        "layout": layout.kind,
+        "nodes": _node_documents(info),
         "clients": [
             {"key": str(path.relative_to(directory)), "institution": institution}
             for path, institution in zip(clients, institutions, strict=True)
@@ -253,6 +326,65 @@ def create_testnet(
         }
     (directory / TESTNET_FILE).write_text(json.dumps(document, indent=2) + "\n", "utf-8")
     return info
+
+
+def _with_addresses(
+    config: NodeConfig, layout: Layout, index: int, node_keys: Sequence[bytes]
+) -> NodeConfig:
+    """``config`` with node ``index``'s listen addresses and persistent peers from ``layout``."""
+    addresses = layout.nodes[index]
+    peers = tuple(
+        PeerAddress(key, address)
+        for key, address in zip(node_keys, layout.dial[index], strict=True)
+        if address is not None
+    )
+    return (
+        config.with_changes(
+            "p2p",
+            listen_address=addresses.p2p_listen,
+            advertised_address=addresses.advertised,
+            persistent_peers=peers,
+        )
+        .with_changes("rpc", listen_address=addresses.rpc_listen)
+        .with_changes("metrics", listen_address=addresses.metrics_listen)
+    )
+
+
+def _node_documents(info: TestnetInfo) -> list[JsonType]:
+    nodes: list[JsonType] = []
+    for i, (home, address) in enumerate(zip(info.homes, info.api_addresses, strict=True)):
+        entry: dict[str, JsonType] = {"home": home.name, "api": address}
+        if info.hosts:
+            entry["host"] = info.hosts[i]
+        nodes.append(entry)
+    return nodes
+
+
+def apply_layout(info: TestnetInfo, layout: Layout) -> TestnetInfo:
+    """Rewrite every home's listen addresses and persistent peers, and ``testnet.json``'s API
+    addresses, for ``layout`` (of the same kind); every other setting is kept."""
+    if layout.kind != info.layout or len(layout.nodes) != len(info.homes):
+        raise ValueError(
+            f"{info.directory} is a {info.layout} testnet of {len(info.homes)} nodes;"
+            f" cannot apply a {layout.kind} layout of {len(layout.nodes)}"
+        )
+    node_keys = [entry.node_key for entry in load_genesis(info.directory / GENESIS_FILE).validators]
+    for i, home in enumerate(info.homes):
+        path = home / CONFIG_FILE
+        config, problems = parse_config(path.read_bytes(), str(path))
+        if config is None:
+            raise ValueError("\n".join(str(problem) for problem in problems))
+        write_config(home, _with_addresses(config, layout, i, node_keys))
+    moved = replace(
+        info,
+        api_addresses=tuple(layout.api_address(i) for i in range(len(info.homes))),
+        hosts=layout.hosts,
+    )
+    path = info.directory / TESTNET_FILE
+    document = json.loads(path.read_text("utf-8"))
+    document["nodes"] = _node_documents(moved)
+    path.write_text(json.dumps(document, indent=2) + "\n", "utf-8")
+    return moved
 
 
 def _with_demo_genesis(state: dict[str, JsonType], consortium: Consortium) -> dict[str, JsonType]:
@@ -277,9 +409,12 @@ def _list(value: JsonType) -> list[JsonType]:
 
 
 def load_testnet(directory: Path) -> TestnetInfo:
-    """Read ``testnet.json`` from ``directory``."""
+    """Read ``testnet.json`` from ``directory`` (``ValueError`` when its layout is unknown)."""
     document = json.loads((directory / TESTNET_FILE).read_text("utf-8"))
     demo = document.get("demo") or {}
+    layout = document.get("layout", "local")
+    if layout not in LAYOUT_KINDS:
+        raise ValueError(f"layout {layout!r} is not one of {LAYOUT_KINDS}")
     return TestnetInfo(
         directory,
         document["chain_id"],
@@ -298,6 +433,8 @@ def load_testnet(directory: Path) -> TestnetInfo:
             )
             for party in demo.get("parties", ())
         ),
+        layout,
+        tuple(str(node["host"]) for node in document["nodes"] if "host" in node),
     )
 
 
@@ -333,8 +470,12 @@ class Testnet:
 
     __test__ = False  # not a pytest test class, despite the name
 
-    def __init__(self, info: TestnetInfo) -> None:
+    def __init__(self, info: TestnetInfo, command_prefixes: Sequence[Sequence[str]] = ()) -> None:
+        """``command_prefixes[i]``: what node ``i``'s command runs behind (e.g. ``ip netns
+        exec NS``); none by default."""
+        assert not command_prefixes or len(command_prefixes) == len(info.homes)
         self.info = info
+        self._prefixes = [tuple(prefix) for prefix in command_prefixes] or [()] * len(info.homes)
         self.processes: list[subprocess.Popen[bytes] | None] = [None] * len(info.homes)
         self._stopped: set[int] = set()
 
@@ -345,7 +486,7 @@ class Testnet:
         home = self.info.homes[index]
         output = (home / "process.log").open("ab")
         self.processes[index] = subprocess.Popen(
-            [sys.executable, "-m", "node", "start", "--home", str(home)],
+            [*self._prefixes[index], sys.executable, "-m", "node", "start", "--home", str(home)],
             stdout=output,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
