@@ -908,23 +908,32 @@ class Adversary:
             mode = rng.choice((0, 0, 0, 2)) if enough else rng.randrange(1, 3)
         else:
             mode = rng.randrange(3)
+        # At a height we split, a strike mostly lies outright: every genuine view change, ours
+        # carrying the certificate of another height most likely to outrank this height's, and
+        # a fresh block (a replica that lets such a certificate count then takes it).
+        lie = strike and enough and height in self._split_heights and rng.randrange(4) != 0
+        if lie:
+            mode = 0
         signature_source = rng.randrange(3)
         if mode != 1:
             for change in genuine:
-                if rng.randrange(4):
+                if lie or rng.randrange(4):
                     changes[change.validator] = change
         certificates = self._certificates(height)
         elsewhere = [c for h in sorted(self._heights) if h != height for c in self._certificates(h)]
         for signer in self.byzantine:
             prepared: PreparedCertificate | None = None
-            draw = rng.randrange(4)
+            draw = 1 if lie else rng.randrange(4)
             if draw == 0 and certificates:
                 prepared = rng.choice(certificates)
             elif draw == 1 and elsewhere:
                 # A real certificate of another height, as if it were for this one: the one
                 # most likely to outrank this height's, or any.
                 best = self._best_foreign_certificate(height, view)
-                prepared = best if best is not None and rng.randrange(2) else rng.choice(elsewhere)
+                if best is not None and (lie or rng.randrange(2)):
+                    prepared = best
+                else:
+                    prepared = rng.choice(elsewhere)
             if prepared is not None and prepared.view >= view:
                 prepared = None
             try:
@@ -942,7 +951,7 @@ class Adversary:
         if len(chosen) > self.quorum and rng.randrange(2):
             chosen = sorted(rng.sample(chosen, self.quorum), key=lambda c: c.validator)
         block: Block | None
-        pick = rng.randrange(8) if strike else rng.randrange(4)
+        pick = 7 if lie else rng.randrange(8) if strike else rng.randrange(4)
         best = max(
             (c.prepared for c in chosen if c.prepared is not None),
             key=lambda p: (p.view, p.block_hash),

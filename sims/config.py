@@ -76,6 +76,8 @@ class SimConfig:
             raise ConfigError("byzantine must be 0..validators")
         if self.twins and self.byzantine < 1:
             raise ConfigError("twins need at least one byzantine validator to duplicate")
+        if self.adversary and self.byzantine < 1:
+            raise ConfigError("the adversary needs at least one byzantine validator (--byzantine)")
         if self.adversary and self.twins:
             raise ConfigError("the adversary and twins are separate ways to run byzantine nodes")
         if not 1 <= self.blocks <= BLOCKS_MAX:

@@ -54,8 +54,10 @@ def sweep_config(
     """The configuration a sweep runs for ``seed`` (shape and adversary drawn from the seed
     unless pinned; ``adversary`` None draws it for seeds with byzantine validators)."""
     rng = random.Random(f"suanpan/sweep/{seed}")
-    if bug is not None and adversary is None:
-        adversary = False  # a planted bug brings its own byzantine validators (``bugs.py``)
+    if bug is not None:
+        # A planted bug brings its own byzantine validators and adversary (``bugs.py``).
+        adversary = False if adversary is None else adversary
+        byzantine = 0 if byzantine is None else byzantine
     shapes = ADVERSARY_SHAPES if adversary else SHAPES
     n = validators if validators is not None else rng.choice(shapes)
     f = (n - 1) // 3
