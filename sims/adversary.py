@@ -43,6 +43,21 @@ The kinds (``Move``):
 * ``garbage``: random bytes, truncated and bit-flipped copies of seen messages, signers that are
   no validator.
 
+Beyond single moves, the adversary seizes openings (``opportunism_percent`` and
+``split_percent`` of the seed; always, in a planted bug's focused attack):
+
+* ``split-quorum``: in a view a byzantine validator leads, its proposal and the byzantine
+  prepares reach just enough honest replicas for a quorum and the byzantine commits only some
+  of those (``_Split``); or, seeing honest commit votes for a block, it holds its replicas' own
+  commits and hands the quorum to one of those replicas, at once or only once the others vote
+  for another block in a later view (a decision in an old view still counts). The others lag;
+* strikes: at the laggards of a split, or of any height where honest commits appear, a
+  ``new-view`` shown to all of them and backed by byzantine prepares and commits; byzantine
+  view changes at a split height that lie about what was prepared; byzantine votes for any
+  other block the laggards prepare; no block served for a split height; and, when a byzantine
+  validator leads the view honest replicas ask for, a new view of its choosing from their view
+  changes.
+
 Byzantine nodes answer block requests the same way (true, forged, short or nothing). Every draw
 comes from the adversary's own seeded ``random.Random`` and the picture is built in the order
 messages are sent, so the run stays a function of its seed. ``stop`` ends the attack (the
