@@ -22,7 +22,9 @@ genesis writes and the durable chain's writes. A restart rebuilds the rest from 
 
 Every input from the network is handed to the replica with the link-authenticated sender; when
 that sender is an honest node, each ``Dropped`` action it causes goes to ``on_rejected`` (the
-honest-rejected oracle decides which reasons are violations).
+honest-rejected oracle decides which reasons are violations). A message buffered for a later
+height and dropped only when that height comes is not attributed (``Dropped`` names no
+sender), so the oracle may miss such a rejection but never blames the wrong sender.
 
 The node's clock is the simulated clock plus its skew.
 """
