@@ -53,6 +53,15 @@ from apps._records import (
     put_record,
     scan_end,
 )
+from apps.access import (
+    OVERSEERS,
+    Lookup,
+    ReadRules,
+    account_data,
+    event_of,
+    members_only,
+    public,
+)
 from apps.base import (
     ROLE_BANK,
     ROLE_CUSTOMER,
@@ -78,6 +87,39 @@ PAGE_MAX: Final = 500
 TIME_MS_MAX: Final = 2**62
 _HOLDERS: Final = frozenset({ROLE_BANK, ROLE_ENTERPRISE, ROLE_CUSTOMER})
 _CURRENCY: Final = re.compile(r"[A-Z]{3}")
+
+
+_ASSET_STEWARDS: Final = Lookup("asset", (("symbol", "symbol"),), ("issuer", "agent"))
+_DVP_PARTIES: Final = Lookup("offer", (("id", "offer"),), ("maker", "taker", "counterparty"))
+_MOVEMENT_KINDS: Final = ("mint", "burn", "transfer", "forced", "dvp_escrow", "dvp", "dvp_release")
+_MOVEMENT: Final = event_of("from", "to", lookups=(_ASSET_STEWARDS,))
+# Who may read what (``apps.access``): asset definitions are public; a holding is its holder's
+# and its asset's issuer's and agent's (the cap table is theirs); DvP offers are a market.
+READ_RULES: Final = ReadRules(
+    queries={
+        "assets": public("asset definitions"),
+        "asset": public("asset definitions"),
+        "rules": public("asset transfer rules"),
+        "balance": account_data("holder", lookups=(_ASSET_STEWARDS,)),
+        "balances": account_data("holder"),
+        "holders": account_data(lookups=(_ASSET_STEWARDS,)),
+        "can_transfer": account_data("from", lookups=(_ASSET_STEWARDS,)),
+        "history": account_data("holder", lookups=(_ASSET_STEWARDS,)),
+        "offers": members_only("open DvP offers are a market"),
+        "offer": members_only("DvP offers are a market"),
+    },
+    events={
+        "asset_created": public("asset definitions"),
+        "pause": public("an asset's trading status"),
+        "freeze": event_of("holder", lookups=(_ASSET_STEWARDS,)),
+        "freeze_partial": event_of("holder", lookups=(_ASSET_STEWARDS,)),
+        "dvp_offered": event_of("maker"),
+        "dvp_settled": event_of("maker", "taker"),
+        "dvp_cancelled": event_of(lookups=(_DVP_PARTIES,)),
+        **dict.fromkeys(_MOVEMENT_KINDS, _MOVEMENT),
+    },
+    overseers=OVERSEERS,
+)
 
 
 def dvp_offer_id(transaction_hash: bytes) -> str:
@@ -140,6 +182,7 @@ class AssetsApp(DispatchingApp):
         "accept_dvp": _HOLDERS,
         "cancel_dvp": _HOLDERS,
     }
+    read_rules: ClassVar[ReadRules] = READ_RULES
 
     def genesis(self, state: AppState, config: Mapping[str, Value]) -> None:
         """The assets app starts empty; its genesis section must be an empty map."""

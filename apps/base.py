@@ -9,7 +9,9 @@ An app is a deterministic state machine behind a narrow interface (in the spirit
   ``ctx.state``, emitting events, and returning a result value;
 * ``call(ctx, caller, operation, arguments)``: an operation invoked by *another app* inside
   the same transaction (cross-app atomic composition: DvP, PvP, receivable financing);
-* ``query(state, path, arguments)``: answer a read-only question.
+* ``query(state, path, arguments)``: answer a read-only question;
+* ``read_rules``: who may read each query's answers and each event (``apps.access``): data the
+  node enforces for queries, receipts and the event stream.
 
 Determinism rules for app authors
 ---------------------------------
@@ -38,6 +40,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Final, Protocol
 
+from apps.access import ReadRules
 from consensus.codec import Value
 
 __all__ = [
@@ -173,12 +176,16 @@ class App(ABC):
 
     * ``"identity", {"public_key": bytes}`` -> ``{"public_key", "institution", "roles"
       (tuple of str), "status" ("active" | "suspended"), "jurisdiction"}`` or ``None``;
-    * ``"institution", {"id": str}`` -> ``{"id", "name", "kind", "jurisdiction", "status"}``
+    * ``"institution", {"id": str}`` -> ``{"id", "name", "kind", "jurisdiction", "status",
+      "sponsor" (the onboarding bank of an enterprise, else None)}``
       or ``None``.
     """
 
     name: ClassVar[str]
     operations: ClassVar[Mapping[str, frozenset[str]]]
+    # Who may read each query path and event kind (``apps.access``). A path or event kind
+    # without a rule is readable by nodes only, so an app that declares nothing is private.
+    read_rules: ClassVar[ReadRules] = ReadRules()
 
     @abstractmethod
     def genesis(self, state: AppState, config: Mapping[str, Value]) -> None:

@@ -42,6 +42,14 @@ import re
 from collections.abc import Mapping
 from typing import ClassVar, Final, cast
 
+from apps.access import (
+    OVERSEERS,
+    ReadRules,
+    event_of,
+    institution_data,
+    members_only,
+    public,
+)
 from apps.base import (
     ROLE_AUDITOR,
     ROLE_BANK,
@@ -102,6 +110,34 @@ _INSTITUTION: Final = b"inst/"
 _IDENTITY: Final = b"ident/"
 _MEMBER: Final = b"member/"
 _PROPOSAL: Final = b"prop/"
+
+
+_GOVERNANCE: Final = frozenset({ROLE_BANK, ROLE_REGULATOR, ROLE_AUDITOR})
+# Who may read what (``apps.access``): institutions are public; who an identity is, members
+# may ask (to pay it, to check a transfer to it); an institution's list of identities is its
+# own; governance is for banks, regulators and auditors.
+READ_RULES: Final = ReadRules(
+    queries={
+        "institution": public("the consortium's institutions"),
+        "institutions": public("the consortium's institutions"),
+        "identity": members_only("who an identity is (institution, roles, status)"),
+        "identities": institution_data("institution"),
+        "proposal": members_only("governance proposals", _GOVERNANCE),
+        "proposals": members_only("governance proposals", _GOVERNANCE),
+    },
+    events={
+        "institution_onboarded": public("the consortium's institutions"),
+        "institution_suspended": public("the consortium's institutions"),
+        "institution_reinstated": public("the consortium's institutions"),
+        "identity_registered": event_of("public_key", institutions=("institution",)),
+        "identity_suspended": event_of("public_key"),
+        "identity_reinstated": event_of("public_key"),
+        "proposal_opened": members_only("governance proposals", _GOVERNANCE),
+        "proposal_voted": members_only("governance proposals", _GOVERNANCE),
+        "proposal_executed": members_only("governance proposals", _GOVERNANCE),
+    },
+    overseers=OVERSEERS,
+)
 
 
 def governance_quorum(active_banks: int) -> int:
@@ -219,7 +255,7 @@ def _member_key(institution_id: str, public_key: bytes) -> bytes:
 
 def _institution_view(record: Mapping[str, Value]) -> dict[str, Value]:
     # The shape pinned in apps.base.App's docstring.
-    return {key: record[key] for key in ("id", "name", "kind", "jurisdiction", "status")}
+    return {key: record[key] for key in ("id", "name", "kind", "jurisdiction", "status", "sponsor")}
 
 
 def _identity_view(state: ReadState, record: Mapping[str, Value]) -> dict[str, Value]:
@@ -250,6 +286,7 @@ class MembershipApp(App):
         "propose": frozenset({ROLE_BANK}),
         "vote": frozenset({ROLE_BANK}),
     }
+    read_rules: ClassVar[ReadRules] = READ_RULES
 
     # -- genesis ------------------------------------------------------------------------------
 

@@ -52,6 +52,16 @@ from apps._records import (
     put_record,
     scan_records,
 )
+from apps.access import (
+    OVERSEERS,
+    Lookup,
+    ReadRules,
+    account_data,
+    event_of,
+    members_only,
+    public,
+    record_of,
+)
 from apps.base import (
     ROLE_BANK,
     ROLE_CUSTOMER,
@@ -77,6 +87,41 @@ TIME_MS_MAX: Final = 2**62
 
 _PAYERS: Final = frozenset({ROLE_BANK, ROLE_ENTERPRISE, ROLE_CUSTOMER})
 
+_OFFER_PARTIES: Final = Lookup("offer", (("id", "offer"),), ("maker", "taker", "counterparty"))
+_ESCROW_OWNER: Final = Lookup("escrow", (("app", "app"), ("id", "escrow")), ("owner",))
+# Who may read what (``apps.access``): balances, history and controls are the account's; a
+# payment belongs to both sides; currencies are public reference data; open FX offers are a
+# market every member may see.
+READ_RULES: Final = ReadRules(
+    queries={
+        "currencies": public("currency definitions"),
+        "currency": public("currency definitions"),
+        "balances": account_data("account"),
+        "balance": account_data("account"),
+        "history": account_data("account"),
+        "controls": account_data("account"),
+        "payment": record_of("from", "to"),
+        "escrow": record_of("owner"),
+        "offers": members_only("open FX offers are a market"),
+        "offer": members_only("FX offers are a market"),
+    },
+    events={
+        "currency_created": public("currency definitions"),
+        "currency_limit_set": public("currency definitions"),
+        "issued": event_of("to"),
+        "redeemed": event_of("from"),
+        "controls_set": event_of("account"),
+        "payment": event_of("from", "to"),
+        "fx_offered": event_of("maker"),
+        "fx_settled": event_of("maker", "taker"),
+        "fx_cancelled": event_of(lookups=(_OFFER_PARTIES,)),
+        "escrow_locked": event_of(lookups=(_ESCROW_OWNER,)),
+        "escrow_release": event_of("to"),
+        "escrow_refund": event_of("to"),
+    },
+    overseers=OVERSEERS,
+)
+
 
 def fx_offer_id(transaction_hash: bytes) -> str:
     """The id ``offer_fx`` gives the offer created by the transaction with this hash."""
@@ -98,6 +143,7 @@ class PaymentsApp(DispatchingApp):
         "accept_fx": _PAYERS,
         "cancel_fx": _PAYERS,
     }
+    read_rules: ClassVar[ReadRules] = READ_RULES
 
     # ------------------------------------------------------------------ genesis
     def genesis(self, state: AppState, config: Mapping[str, Value]) -> None:

@@ -52,6 +52,14 @@ from apps._records import (
     put_record,
     scan_end,
 )
+from apps.access import (
+    OVERSEERS,
+    Lookup,
+    ReadRules,
+    account_data,
+    event_of,
+    record_of,
+)
 from apps.base import (
     ROLE_BANK,
     ROLE_ENTERPRISE,
@@ -81,6 +89,41 @@ TIME_MS_MAX: Final = 2**62
 MILESTONES: Final = ("shipped", "delivered", "accepted")
 LIVE: Final = frozenset({"issued", "active", "overdue"})
 _CURRENCY: Final = re.compile(r"[A-Z]{3}")
+
+
+_RECEIVABLE_PARTIES: Final = Lookup(
+    "receivable", (("id", "id"),), ("debtor", "holder", "financed_by", "bank")
+)
+_ORDER_PARTIES: Final = Lookup("order", (("order_id", "order_id"),), ("buyer", "supplier"))
+_LINEAGE_HOLDERS: Final = Lookup("lineage", (("id", "id"),), ("holder", "financed_by"))
+# Who may read what (``apps.access``): a receivable is its debtor's and its holders' (every
+# holder along its lineage, and a bank it is offered to); an order is its buyer's and
+# supplier's; lists and exposure are the named party's.
+READ_RULES: Final = ReadRules(
+    queries={
+        "receivable": record_of("debtor", "holder", "financed_by", "bank"),
+        "by_holder": account_data("holder"),
+        "by_debtor": account_data("debtor"),
+        "exposure": account_data("debtor"),
+        "lineage": record_of("holder", "financed_by", lookups=(_RECEIVABLE_PARTIES,)),
+        "order": record_of("buyer", "supplier"),
+    },
+    events={
+        "order_registered": event_of("buyer", lookups=(_ORDER_PARTIES,)),
+        "milestone": event_of(lookups=(_ORDER_PARTIES,)),
+        "receivable_issued": event_of("debtor", "holder"),
+        "receivable_accepted": event_of(lookups=(_RECEIVABLE_PARTIES,)),
+        "receivable_cancelled": event_of(lookups=(_RECEIVABLE_PARTIES,)),
+        "receivable_transferred": event_of("from", "to", lookups=(_RECEIVABLE_PARTIES,)),
+        "receivable_split": event_of(lookups=(_RECEIVABLE_PARTIES,)),
+        "financing_offered": event_of("bank", lookups=(_RECEIVABLE_PARTIES,)),
+        "financing_cancelled": event_of(lookups=(_RECEIVABLE_PARTIES,)),
+        "receivable_financed": event_of("bank", lookups=(_RECEIVABLE_PARTIES,)),
+        "receivable_repaid": event_of("holder", lookups=(_RECEIVABLE_PARTIES,)),
+        "receivable_overdue": event_of(lookups=(_RECEIVABLE_PARTIES, _LINEAGE_HOLDERS)),
+    },
+    overseers=OVERSEERS,
+)
 
 
 def receivable_id(transaction_hash: bytes) -> str:
@@ -117,6 +160,7 @@ class ScfApp(DispatchingApp):
         "repay": frozenset({ROLE_ENTERPRISE}),
         "mark_overdue": frozenset({ROLE_ENTERPRISE, ROLE_BANK}),
     }
+    read_rules: ClassVar[ReadRules] = READ_RULES
 
     def genesis(self, state: AppState, config: Mapping[str, Value]) -> None:
         """The scf app starts empty; its genesis section must be an empty map."""

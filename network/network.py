@@ -57,6 +57,7 @@ from network.errors import (
 )
 from network.handshake import HandshakeResult, perform_handshake
 from network.limits import DEFAULT_LIMITS, NetworkLimits
+from network.loglimit import LogLimiter
 from network.messages import (
     KIND_MAX,
     Announce,
@@ -102,6 +103,12 @@ StreamOpener = Callable[[str, int], Awaitable[trio.abc.Stream]]
 # Error text sent back to a requester is truncated to this: enough for a reason, no more.
 _ERROR_TEXT_BYTES_MAX: Final = 512
 _STREAM_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+# Warnings a remote party can trigger (bad handshakes, connections over the limit): at most
+# this many lines per event per window; the rest are counted (``network.loglimit``).
+_REPEATED_WARNINGS_MAX: Final = 10
+_REPEATED_WARNINGS_WINDOW_S: Final = 60.0
+# A handshake error's detail is logged up to this many characters.
+_LOG_DETAIL_CHARS_MAX: Final = 200
 _REMOTE_ERRORS: Final = (FrameError, ChannelError, MessageError)
 
 
@@ -277,6 +284,7 @@ class NetworkStatistics:
     inbound_rejected: int  # refused by inbound_connections_max
     rate_limit_waits: int
     handshake_failures: Mapping[str, int]
+    handshake_logs_suppressed: int  # warning lines not written (rate limit; still counted)
     connection_errors: Mapping[str, int]
     peers: tuple[PeerStatistics, ...]
 
@@ -346,6 +354,7 @@ class Network:
         self._fetch_wakeup = trio.Event()
         self._counters = _Counters()
         self._handshake_failures: dict[str, int] = {}
+        self._log_limiter = LogLimiter(_REPEATED_WARNINGS_MAX, _REPEATED_WARNINGS_WINDOW_S)
         self._connection_errors: dict[str, int] = {}
         self._pending: dict[int, _PendingRequest] = {}
         self._request_ids = itertools.count(1)
@@ -537,6 +546,7 @@ class Network:
             bytes_sent=sum(peer.bytes_sent for peer in peers),
             bytes_received=sum(peer.bytes_received for peer in peers),
             handshake_failures=dict(self._handshake_failures),
+            handshake_logs_suppressed=self._log_limiter.suppressed_total,
             connection_errors=dict(self._connection_errors),
             peers=tuple(peers),
             **counters,
@@ -878,13 +888,16 @@ class Network:
 
     def _record_handshake_failure(self, error: HandshakeError, host: str, port: int) -> None:
         self._handshake_failures[error.reason] = self._handshake_failures.get(error.reason, 0) + 1
-        _log_event(
-            logging.WARNING,
-            "handshake_rejected",
-            reason=error.reason,
-            peer=f"{host}:{port}",
-            detail=repr(error.detail),
-        )
+        write, suppressed = self._log_limiter.admit("handshake_rejected", trio.current_time())
+        if write:
+            _log_event(
+                logging.WARNING,
+                "handshake_rejected",
+                reason=error.reason,
+                peer=f"{host}:{port}",
+                detail=repr(error.detail)[:_LOG_DETAIL_CHARS_MAX],
+                suppressed_before=suppressed,
+            )
 
     async def _handle_inbound(self, stream: trio.SocketStream) -> None:
         try:
@@ -894,7 +907,15 @@ class Network:
             return
         if self._inbound_active >= self.limits.inbound_connections_max:
             self._counters.inbound_rejected += 1
-            _log_event(logging.WARNING, "inbound_rejected", peer=f"{host}:{port}", reason="limit")
+            write, suppressed = self._log_limiter.admit("inbound_rejected", trio.current_time())
+            if write:
+                _log_event(
+                    logging.WARNING,
+                    "inbound_rejected",
+                    peer=f"{host}:{port}",
+                    reason="limit",
+                    suppressed_before=suppressed,
+                )
             await trio.aclose_forcefully(stream)
             return
         self._inbound_active += 1

@@ -5,9 +5,12 @@ Endpoints (all JSON unless noted; hashes and keys are lowercase hex):
 ====== ============================ =====================================================
 method path                         what
 ====== ============================ =====================================================
-GET    /healthz                     ``{"ok": true, "height"}``: the node is serving
+GET    /healthz                     ``{"ok", "height", "problems"}``: 200 while the node is
+                                    current, 503 naming why when it is stale, isolated or
+                                    behind
 GET    /status                      height, view, primary, peers, validators, app hash,
-                                    mempool size, syncing, chain id, genesis hash
+                                    mempool size, syncing, chain id, genesis hash, software
+                                    version, last block time
 POST   /tx                          body ``{"tx": hex, "wait": bool, "timeout_ms": int}``:
                                     submit a signed transaction; returns its hash and
                                     status (``pending``; with ``wait``: ``committed`` or
@@ -27,12 +30,27 @@ GET    /evidence                    equivocation evidence recorded by this node
 GET    /blocks?from=H&timeout_ms=T  long poll: blocks from height H (waits up to T for H)
 GET    /stream?from=H               NDJSON stream: one line per committed block (header,
                                     tx hashes, certificate); receipts via /tx/{hash}
+GET    /events?from=H&app=..&kind=..&account=..&types=..
+                                    Server-Sent Events: blocks, receipts and app events as
+                                    they commit, resumable with ``Last-Event-ID``, scoped by
+                                    the read rules (``node.events``)
 GET    /metrics                     Prometheus text exposition
 ====== ============================ =====================================================
 
 Errors are ``{"error": "<what is wrong>"}`` with 400 (malformed request: names the field),
-404 (unknown path or object), 405, 413 (body too large), 422 (a well-formed transaction
-refused: ``{"error", "code"}``), 503 (mempool full, or the node is stopping).
+401 (a signed request whose signature, time or nonce is refused), 403 (the read rules refuse
+the caller: ``{"error", "code": "forbidden", "rule"}`` names the rule), 404 (unknown path or
+object), 405, 413 (body too large), 422 (a well-formed transaction refused: ``{"error",
+"code"}``), 429 (a per-client limit: ``Retry-After``), 503 (mempool full, or the node is
+stopping).
+
+Access: every request may be signed (``node.auth``); ``node.access`` turns the signature into a
+caller and checks app data against the apps' read rules. Public: health, status, metrics,
+blocks and their headers, certificates, evidence, the NDJSON block stream, transaction
+submission (a transaction carries its own signature; an unsigned submitter is told the
+outcome, not the receipt, unless the rules let it read the receipt). Scoped: queries,
+``/tx/{hash}`` receipts, ``/account/{key}``, ``/events``; block bodies
+(``?transactions=1``) are for nodes only.
 """
 
 from __future__ import annotations
@@ -44,11 +62,22 @@ from typing import Final, Protocol
 
 import trio
 
+from apps.base import Event
 from consensus.codec import Value
+from node.access import ACCESS_OPEN, AccessControl, AccessDenied, KeyLimited, Principal
+from node.auth import AuthenticationError, RequestVerifier
+from node.events import EventSource, event_stream, parse_event_id, parse_filter
 from node.http import Request, Response, json_response
 from node.jsonvalue import JsonType, JsonValueError, from_json, to_json
 
-__all__ = ["ApiBackend", "QueryError", "SubmitOutcome", "make_handler"]
+__all__ = [
+    "ApiBackend",
+    "CommittedTransaction",
+    "Health",
+    "QueryError",
+    "SubmitOutcome",
+    "make_handler",
+]
 
 # One /blocks poll returns at most this many blocks: bounds response size; clients page on.
 BLOCKS_PER_POLL_MAX: Final = 100
@@ -79,7 +108,26 @@ class SubmitOutcome:
     retry: bool = False
 
 
-class ApiBackend(Protocol):
+@dataclass(frozen=True, slots=True)
+class CommittedTransaction:
+    """Who sent a committed transaction, to which app, and the events of its receipt: what the
+    read rules need to decide who may read the receipt."""
+
+    sender: bytes
+    app: str
+    events: tuple[Event, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """``/healthz``: ``problems`` is empty while the node is current; each names a reason."""
+
+    height: int
+    problems: tuple[str, ...]
+    last_block_age_ms: int
+
+
+class ApiBackend(EventSource, Protocol):
     """What the API needs from the node runtime."""
 
     def status(self) -> dict[str, JsonType]:
@@ -134,6 +182,14 @@ class ApiBackend(Protocol):
         """Prometheus exposition."""
         ...
 
+    def committed_transaction(self, tx_hash: bytes) -> CommittedTransaction | None:
+        """Sender, app and receipt events of a committed transaction, or None."""
+        ...
+
+    def health(self) -> Health:
+        """Whether the node is current (fresh blocks, peers, not behind)."""
+        ...
+
 
 class _BadRequest(Exception):
     def __init__(self, message: str, status: int = 400) -> None:
@@ -181,23 +237,59 @@ def _int_param(value: object, name: str, low: int, high: int, default: int) -> i
     return value
 
 
-def make_handler(backend: ApiBackend, *, wait_timeout_ms_max: int) -> _Handler:
-    """The request handler for ``node.http.serve_http``."""
-    return _Handler(backend, wait_timeout_ms_max)
+def make_handler(
+    backend: ApiBackend, *, wait_timeout_ms_max: int, access: AccessControl | None = None
+) -> _Handler:
+    """The request handler for ``node.http.serve_http``. Without ``access``, every read is
+    allowed and requests are not authenticated (a server for tests and tools only)."""
+    return _Handler(backend, wait_timeout_ms_max, access)
+
+
+def _open_access(backend: ApiBackend) -> AccessControl:
+    def no_rules(_: str) -> None:
+        return None
+
+    return AccessControl(
+        mode=ACCESS_OPEN,
+        verifier=RequestVerifier("unauthenticated"),
+        query=backend.query,
+        rules_of=no_rules,
+        node_keys=frozenset(),
+        height=backend.height,
+    )
 
 
 class _Handler:
-    def __init__(self, backend: ApiBackend, wait_timeout_ms_max: int) -> None:
+    def __init__(
+        self, backend: ApiBackend, wait_timeout_ms_max: int, access: AccessControl | None
+    ) -> None:
         self._backend = backend
         self._wait_ms_max = wait_timeout_ms_max
+        self._authenticate = access is not None
+        self._access = access if access is not None else _open_access(backend)
 
     async def __call__(self, request: Request) -> Response:
         try:
-            return await self._route(request)
+            principal = (
+                self._access.authenticate(request) if self._authenticate else Principal("node")
+            )
+            return await self._route(request, principal)
         except _BadRequest as error:
             return json_response(error.status, {"error": str(error)})
+        except AuthenticationError as error:
+            return json_response(error.status, {"error": str(error), "code": error.reason})
+        except KeyLimited as limited:
+            response = json_response(
+                429, {"error": limited.refusal.message, "code": limited.refusal.reason}
+            )
+            response.headers.append(("retry-after", str(limited.refusal.retry_after_s)))
+            return response
+        except AccessDenied as denied:
+            return json_response(
+                403, {"error": denied.message, "code": "forbidden", "rule": denied.rule}
+            )
 
-    async def _route(self, request: Request) -> Response:
+    async def _route(self, request: Request, principal: Principal) -> Response:
         parts = [part for part in request.path.split("/") if part]
         method = request.method
         if parts in (["tx"], ["txs"], ["query"]):
@@ -207,7 +299,16 @@ class _Handler:
             raise _BadRequest(f"use GET for {request.path}", 405)
         match parts:
             case ["healthz"]:
-                return json_response(200, {"ok": True, "height": self._backend.height()})
+                health = self._backend.health()
+                return json_response(
+                    503 if health.problems else 200,
+                    {
+                        "ok": not health.problems,
+                        "height": health.height,
+                        "last_block_age_ms": health.last_block_age_ms,
+                        "problems": list(health.problems),
+                    },
+                )
             case ["status"]:
                 return json_response(200, self._backend.status())
             case ["metrics"]:
@@ -215,7 +316,7 @@ class _Handler:
                     200, self._backend.metrics_bytes(), "text/plain; version=0.0.4; charset=utf-8"
                 )
             case ["tx"]:
-                return await self._submit(request)
+                return await self._submit(request, principal)
             case ["txs"]:
                 return await self._submit_many(request)
             case ["tx", hash_hex]:
@@ -223,20 +324,32 @@ class _Handler:
                 document = self._backend.transaction(tx_hash)
                 if document is None:
                     raise _BadRequest(f"transaction {hash_hex} is unknown to this node", 404)
+                committed = self._backend.committed_transaction(tx_hash)
+                if committed is not None:
+                    self._access.check_receipt(
+                        principal,
+                        committed.sender,
+                        committed.app,
+                        committed.events,
+                        f"the receipt of transaction {hash_hex[:16]}",
+                    )
                 return json_response(200, document)
             case ["block", "latest"]:
-                return self._block(self._backend.height(), request)
+                return self._block(self._backend.height(), request, principal)
             case ["block", "hash", hash_hex]:
                 height = self._backend.block_height_of(_hex_field(hash_hex, "block hash", 32))
                 if height is None:
                     raise _BadRequest(f"no committed block has hash {hash_hex}", 404)
-                return self._block(height, request)
+                return self._block(height, request, principal)
             case ["block", height_text]:
-                return self._block(_int_param(height_text, "height", 1, 2**63 - 1, 1), request)
+                return self._block(
+                    _int_param(height_text, "height", 1, 2**63 - 1, 1), request, principal
+                )
             case ["query"]:
-                return self._query(request)
+                return self._query(request, principal)
             case ["account", key_hex]:
                 sender = _hex_field(key_hex, "public key", 32)
+                self._access.require_account(principal, sender, "/account (next nonce)")
                 return json_response(
                     200, {"public_key": key_hex, "next_nonce": self._backend.next_nonce(sender)}
                 )
@@ -246,10 +359,14 @@ class _Handler:
                 return await self._blocks(request)
             case ["stream"]:
                 return self._stream(request)
+            case ["events"]:
+                return self._events(request, principal)
         raise _BadRequest(f"no such endpoint: {request.path}", 404)
 
-    def _block(self, height: int, request: Request) -> Response:
+    def _block(self, height: int, request: Request, principal: Principal) -> Response:
         full = request.query.get("transactions", "") in ("1", "true")
+        if full:
+            self._access.require_node(principal, "block transaction bodies (?transactions=1)")
         document = self._backend.block(height, transactions=full)
         if document is None:
             raise _BadRequest(
@@ -258,7 +375,7 @@ class _Handler:
             )
         return json_response(200, document)
 
-    async def _submit(self, request: Request) -> Response:
+    async def _submit(self, request: Request, principal: Principal) -> Response:
         body = _parse_json_body(request)
         unknown = set(body) - {"tx", "wait", "timeout_ms"}
         if unknown:
@@ -294,6 +411,14 @@ class _Handler:
             "hash": outcome.hash.hex(),
             "status": "pending",
         }
+        committed = self._backend.committed_transaction(outcome.hash)
+        if committed is not None and not self._access.receipt_visible(
+            principal, committed.sender, committed.app, committed.events
+        ):
+            document = {key: value for key, value in document.items() if key != "receipt"}
+            document["receipt_withheld"] = (
+                "sign the request with a key the read rules let read this receipt"
+            )
         return json_response(200, document)
 
     async def _submit_many(self, request: Request) -> Response:
@@ -326,7 +451,7 @@ class _Handler:
         ]
         return json_response(200, {"accepted": len(outcomes) - len(rejected), "rejected": rejected})
 
-    def _query(self, request: Request) -> Response:
+    def _query(self, request: Request, principal: Principal) -> Response:
         body = _parse_json_body(request)
         unknown = set(body) - {"app", "path", "arguments"}
         if unknown:
@@ -350,6 +475,8 @@ class _Handler:
                     "code": error.code,
                 },
             )
+        assert isinstance(arguments, dict)  # the backend refuses anything else
+        self._access.check_query(principal, app, path, arguments, result)
         return json_response(200, {"result": to_json(result)})
 
     async def _blocks(self, request: Request) -> Response:
@@ -390,3 +517,24 @@ class _Handler:
                 await trio.lowlevel.checkpoint()
 
         return Response(200, content_type="application/x-ndjson", stream=lines())
+
+    def _events(self, request: Request, principal: Principal) -> Response:
+        try:
+            wanted = parse_filter(request.query)
+        except ValueError as error:
+            raise _BadRequest(str(error)) from None
+        for account in sorted(wanted.accounts):
+            self._access.require_account(principal, account, "/events?account")
+        resume = request.headers.get("last-event-id") or request.query.get("after")
+        if resume:
+            try:
+                start, after = parse_event_id(resume)
+            except ValueError as error:
+                raise _BadRequest(str(error)) from None
+        else:
+            start = _int_param(
+                request.query.get("from"), "from", 1, 2**63 - 1, self._backend.height() + 1
+            )
+            after = -1
+        stream = event_stream(self._backend, self._access, principal, wanted, start, after)
+        return Response(200, content_type="text/event-stream", stream=stream)

@@ -13,6 +13,7 @@ typo never silently falls back to a default. Defaults bind to 127.0.0.1 only.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Final
 
 __all__ = [
+    "ACCESS_MODES",
     "BYZANTINE_MODES",
     "SCHEMA",
     "ConfigError",
@@ -28,6 +30,8 @@ __all__ = [
     "NodeConfig",
     "PeerAddress",
     "TestnetConfig",
+    "config_warnings",
+    "is_loopback",
     "parse_config",
     "parse_host_port",
     "parse_peer",
@@ -39,6 +43,9 @@ LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 LOG_FORMATS: Final = ("json", "text")
 # Byzantine behaviours a testnet node can be started with (see node.testnet.byzantine); "" = honest.
 BYZANTINE_MODES: Final = ("", "double_vote", "equivocate")
+# Client API access: "scoped" enforces the apps' read rules; "open" lets anyone read anything
+# (a loopback development chain only).
+ACCESS_MODES: Final = ("scoped", "open")
 _MONIKER: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -135,10 +142,24 @@ class RPCConfig:
     """``[rpc]``: the client API."""
 
     listen_address: HostPort = HostPort("127.0.0.1", 26657)
+    access: str = "scoped"
+    readers: tuple[bytes, ...] = ()
+    request_window_ms: int = 30_000
+    replay_cache_entries_max: int = 200_000
+    tls_certificate_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
     body_bytes_max: int = 1024 * 1024
     request_timeout_ms: int = 10_000
     connections_max: int = 256
+    connections_per_address_max: int = 64
+    connections_per_key_max: int = 32
+    requests_per_second_per_address: int = 1000
+    requests_per_second_per_key: int = 500
+    bytes_per_second_per_address: int = 64 * 1024 * 1024
+    bytes_per_second_per_key: int = 64 * 1024 * 1024
     wait_timeout_ms_max: int = 60_000
+    healthz_block_age_ms_max: int = 30_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,15 +362,105 @@ SCHEMA: Final[dict[str, tuple[Key, ...]]] = {
         ),
     ),
     "rpc": (
-        Key("listen_address", _address, _ADDRESS_FIX, "client API (keep it on loopback)"),
+        Key(
+            "listen_address",
+            _address,
+            _ADDRESS_FIX,
+            "client API (off loopback: keep access scoped and configure TLS)",
+        ),
+        Key(
+            "access",
+            _choice(ACCESS_MODES),
+            f"one of {ACCESS_MODES}",
+            "scoped: the apps' read rules apply to signed requests; open: anyone reads anything"
+            " (loopback development chains only)",
+        ),
+        Key(
+            "readers",
+            _keys,
+            "a list of 64-hex-digit public keys",
+            "keys that read everything here, like validators (monitoring, back office)",
+        ),
+        Key(
+            "request_window_ms",
+            _int(1000, 600_000),
+            "use 1000..600000",
+            "a signed request more than this far from our clock is refused (replay window)",
+        ),
+        Key(
+            "replay_cache_entries_max",
+            _int(1000, 10_000_000),
+            "use 1000..10000000",
+            "signed requests remembered inside the window to refuse replays",
+        ),
+        Key(
+            "tls_certificate_file",
+            _string,
+            'a PEM file (relative to the home), or "" for plain HTTP',
+            "serve the API over TLS with this certificate chain",
+        ),
+        Key(
+            "tls_key_file",
+            _string,
+            'the PEM private key of tls_certificate_file, or ""',
+            "private key of the TLS certificate",
+        ),
+        Key(
+            "tls_client_ca_file",
+            _string,
+            'a PEM file of CA certificates, or "" (no client certificates)',
+            "require client certificates signed by these CAs (mutual TLS)",
+        ),
         Key("body_bytes_max", _int(1024, 64 * 1024 * 1024), "use 1024..67108864", "request cap"),
         Key("request_timeout_ms", _int(100, 600_000), "use 100..600000", "slow clients are cut"),
         Key("connections_max", _int(1, 100_000), "use 1..100000", "concurrent API connections"),
+        Key(
+            "connections_per_address_max",
+            _int(1, 100_000),
+            "use 1..100000 (at most connections_max)",
+            "one address's share of connections_max (a slow client cannot take them all)",
+        ),
+        Key(
+            "connections_per_key_max",
+            _int(1, 100_000),
+            "use 1..100000",
+            "connections carrying requests signed by one key",
+        ),
+        Key(
+            "requests_per_second_per_address",
+            _int(0, 10_000_000),
+            "use 0..10000000 (0 = no limit)",
+            "requests one address may make per second (429 beyond)",
+        ),
+        Key(
+            "requests_per_second_per_key",
+            _int(0, 10_000_000),
+            "use 0..10000000 (0 = no limit)",
+            "signed requests one key may make per second (429 beyond)",
+        ),
+        Key(
+            "bytes_per_second_per_address",
+            _int(0, 2**40),
+            "use 0..1099511627776 (0 = no limit)",
+            "request bytes one address may send per second (paced)",
+        ),
+        Key(
+            "bytes_per_second_per_key",
+            _int(0, 2**40),
+            "use 0..1099511627776 (0 = no limit)",
+            "request bytes one key may send per second (429 beyond)",
+        ),
         Key(
             "wait_timeout_ms_max",
             _int(0, 3_600_000),
             "use 0..3600000",
             "longest a client may wait for a commit or new block",
+        ),
+        Key(
+            "healthz_block_age_ms_max",
+            _int(1000, 86_400_000),
+            "use 1000..86400000",
+            "/healthz reports stale when no block committed for this long",
         ),
     ),
     "metrics": (
@@ -535,6 +646,36 @@ def _cross_checks(config: NodeConfig, file: str) -> list[ConfigProblem]:
                 "make it at least block_interval_ms",
             )
         )
+    rpc = config.rpc
+    if rpc.connections_per_address_max > rpc.connections_max:
+        problems.append(
+            ConfigProblem(
+                file,
+                "[rpc] connections_per_address_max",
+                f"above connections_max {rpc.connections_max}: one address could take them all",
+                "make it at most connections_max (a quarter of it leaves room for others)",
+            )
+        )
+    if bool(rpc.tls_certificate_file) != bool(rpc.tls_key_file):
+        problems.append(
+            ConfigProblem(
+                file,
+                "[rpc] tls_certificate_file"
+                if not rpc.tls_certificate_file
+                else "[rpc] tls_key_file",
+                "TLS needs both a certificate and its key",
+                "set both tls_certificate_file and tls_key_file, or neither",
+            )
+        )
+    if rpc.tls_client_ca_file and not rpc.tls_certificate_file:
+        problems.append(
+            ConfigProblem(
+                file,
+                "[rpc] tls_client_ca_file",
+                "client certificates need TLS",
+                "set tls_certificate_file and tls_key_file too, or remove tls_client_ca_file",
+            )
+        )
     testnet = config.testnet
     if testnet.byzantine and not testnet.fault_hooks:
         problems.append(
@@ -555,6 +696,37 @@ def _cross_checks(config: NodeConfig, file: str) -> list[ConfigProblem]:
             )
         )
     return problems
+
+
+def is_loopback(host: str) -> bool:
+    """True for a host that only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def config_warnings(config: NodeConfig) -> list[str]:
+    """Settings that are valid but dangerous, one sentence each (``config check`` prints them,
+    the node logs them loudly at start)."""
+    warnings: list[str] = []
+    rpc = config.rpc
+    if not is_loopback(rpc.listen_address.host):
+        if rpc.access == "open":
+            warnings.append(
+                f'[rpc] access = "open" on {rpc.listen_address}, which is not a loopback'
+                " address: anyone who reaches it reads every account's data; set access ="
+                ' "scoped" or listen on 127.0.0.1'
+            )
+        if not rpc.tls_certificate_file:
+            warnings.append(
+                f"[rpc] listen_address {rpc.listen_address} is not loopback and TLS is off:"
+                " requests and answers cross the network in clear text; set"
+                " tls_certificate_file and tls_key_file"
+            )
+    return warnings
 
 
 def _toml_value(value: object) -> str:

@@ -21,6 +21,7 @@ from consensus.crypto import PrivateKey
 from node.config import ConfigProblem, NodeConfig, parse_config, render_config
 from node.genesis import Genesis, GenesisError, load_genesis
 from node.keys import KeyFileError, generate_private_key, load_key_file, save_key_file
+from node.tls import TlsError, server_context
 
 __all__ = [
     "CONFIG_FILE",
@@ -156,6 +157,18 @@ def check_home(home: Path) -> tuple[Home | None, list[ConfigProblem]]:
     data = home / DATA_DIR
     if data.exists() and not data.is_dir():
         problems.append(ConfigProblem(str(data), "(dir)", "is not a directory", "move it away"))
+    if config is not None:
+        try:
+            server_context(home, config.rpc)
+        except TlsError as error:
+            problems.append(
+                ConfigProblem(
+                    str(home / CONFIG_FILE),
+                    error.key,
+                    f"{error.path}: {error.problem}",
+                    "give PEM files readable by the node (paths relative to the home)",
+                )
+            )
     if config is not None and genesis is not None:
         problems.extend(_cross_checks(home, config, genesis, keys))
     if problems or config is None or genesis is None:

@@ -1,17 +1,69 @@
 """Prometheus metrics of one node (its own registry, so several nodes can share a process in
-tests). The runtime updates them; ``/metrics`` renders them in the exposition format."""
+tests). The runtime updates them; ``/metrics`` renders them in the exposition format.
+
+Three kinds of source: metrics the runtime sets as things happen (height, commits, latency);
+**running totals** other parts keep themselves (the network's dropped gossip, rejected frames
+and handshake failures, the API's refusals), read at each scrape by a collector and exported
+as counters (``_total``), never as gauges, so ``rate()`` works on them; and the standard
+**process** collectors (CPU seconds, resident memory, open file descriptors, start time)."""
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
-__all__ = ["NodeMetrics"]
+__all__ = ["NodeMetrics", "RunningTotal"]
 
 # tx/s is averaged over the commits of this many recent seconds: smooth, yet current.
 _RATE_WINDOW_S: Final = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunningTotal:
+    """One running total kept elsewhere: exported as counter ``name`` (``_total`` is added),
+    with one sample per label value (``label`` names the label; "" for a single sample)."""
+
+    name: str
+    help: str
+    values: Mapping[str, float]
+    label: str = ""
+
+
+TotalsProvider = Callable[[], Iterable[RunningTotal]]
+
+
+class _TotalsCollector(Collector):
+    """Exports the running totals of every registered provider at each scrape."""
+
+    def __init__(self) -> None:
+        self.providers: list[TotalsProvider] = []
+
+    def describe(self) -> Iterable[CounterMetricFamily]:
+        """Nothing up front: the names come from the providers, registered later."""
+        return ()
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        for provider in self.providers:
+            for total in provider():
+                family = CounterMetricFamily(
+                    total.name, total.help, labels=[total.label] if total.label else None
+                )
+                for label, value in sorted(total.values.items()):
+                    family.add_metric([label] if total.label else [], value)
+                yield family
 
 
 class NodeMetrics:
@@ -43,12 +95,14 @@ class NodeMetrics:
             registry=r,
         )
         self.evidence = Counter("suanpan_evidence", "Equivocation evidence recorded", registry=r)
-        self.dropped_gossip = Gauge(
-            "suanpan_dropped_gossip", "Gossip messages shed under pressure", registry=r
+        self.last_block_time = Gauge(
+            "suanpan_last_block_timestamp_seconds",
+            "Timestamp of the last committed block (its header's time)",
+            registry=r,
         )
-        self.rejected_frames = Gauge(
-            "suanpan_rejected_frames", "Frames rejected from peers (decode/auth)", registry=r
-        )
+        self._totals = _TotalsCollector()
+        r.register(self._totals)
+        ProcessCollector(registry=r)
         self.rejected_transactions = Counter(
             "suanpan_rejected_transactions",
             "Transactions refused admission",
@@ -65,6 +119,10 @@ class NodeMetrics:
         self._rate = 0.0
         # Committed transactions since this process started (also exported as a counter).
         self.committed_total = 0
+
+    def add_totals(self, provider: TotalsProvider) -> None:
+        """Export the running totals ``provider`` returns at every scrape, as counters."""
+        self._totals.providers.append(provider)
 
     def record_commit(self, now_s: float, height: int, transactions: int) -> None:
         """Account for one committed block at monotonic time ``now_s``."""

@@ -37,6 +37,7 @@ replica's persisted state, so a validator never signs a second, different vote f
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import signal
 import time
@@ -47,6 +48,7 @@ from typing import Final, Protocol
 
 import trio
 
+from apps.access import ReadRules
 from apps.base import BlockContext
 from apps.host import AppHost, BlockResult, Receipt
 from apps.host import GenesisError as HostGenesisError
@@ -83,15 +85,18 @@ from consensus.replica import (
 from consensus.types import Block, CommitCertificate
 from network.network import InboundMessage, InboundTransactions, Network, NetworkConfig
 from network.network import PeerAddress as NetworkPeer
-from node.api import QueryError, SubmitOutcome, make_handler
+from node.api import CommittedTransaction, Health, QueryError, SubmitOutcome
+from node.apiserver import ApiServer
 from node.apploader import AppLoadError, load_apps
+from node.events import StreamBlock, StreamBlockCache, stream_transaction
 from node.home import Home
 from node.http import Handler, HttpLimits, Request, Response, serve_http
 from node.jsonvalue import JsonType, to_json
 from node.mempool import CODE_FULL, Mempool, MempoolLimits, MempoolRejected
-from node.metrics import NodeMetrics
+from node.metrics import NodeMetrics, RunningTotal
 from node.servebudget import ServeBudget
 from node.store import Store, StoreError
+from node.tls import TlsError
 
 __all__ = ["CONSENSUS_KIND", "FaultHooks", "FaultHooksFactory", "Node", "NodeStartError"]
 
@@ -115,6 +120,16 @@ _BLOCK_SERVE_WINDOW_MS: Final = 1000
 # reading blocks from the store once the answer is surely full).
 _BLOCK_ENTRY_OVERHEAD_BYTES: Final = 128
 _EMPTY_BLOCK_RESPONSE: Final = encode_block_response([])
+
+
+def _software_version() -> str:
+    try:
+        return importlib.metadata.version("suanpan")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+SOFTWARE_VERSION: Final = _software_version()
 
 
 def _now_ms() -> int:
@@ -163,7 +178,7 @@ class Node:
             self._open(home, fault_hooks)
         except NodeStartError:
             raise
-        except (StoreError, AppLoadError, HostGenesisError, RestoreError) as error:
+        except (StoreError, AppLoadError, HostGenesisError, RestoreError, TlsError) as error:
             raise NodeStartError(f"{type(error).__name__}: {error}") from error
 
     def _open(self, home: Home, fault_hooks: FaultHooksFactory | None) -> None:
@@ -251,6 +266,18 @@ class Node:
         self.syncing = False
         self._last_view = (0, 0)
         self.ports: dict[str, int] = {}
+        self._stream_blocks = StreamBlockCache(self._load_stream_block)
+        self.api = ApiServer(
+            self,
+            home=home.path,
+            config=self.config,
+            chain_id=self.chain_id,
+            node_keys=frozenset(self._node_keys) | frozenset(self.config.p2p.observers),
+            query=self.host.query,
+            rules_of=self._read_rules,
+        )
+        self.metrics.add_totals(self._network_totals)
+        self.metrics.add_totals(self.api.totals)
 
     # ------------------------------------------------------------------ construction
 
@@ -290,18 +317,10 @@ class Node:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self.ports["p2p"] = await nursery.start(self.network.run)
-                rpc = self.config.rpc
-                limits = HttpLimits(
-                    body_bytes_max=rpc.body_bytes_max,
-                    request_timeout_s=rpc.request_timeout_ms / 1000,
-                    connections_max=rpc.connections_max,
-                )
-                handler: Handler = make_handler(self, wait_timeout_ms_max=rpc.wait_timeout_ms_max)
+                handler: Handler = self.api.handler()
                 if self.testnet_hooks is not None:
                     handler = self.testnet_hooks.wrap(handler)
-                self.ports["rpc"] = await nursery.start(
-                    serve_http, handler, rpc.listen_address.host, rpc.listen_address.port, limits
-                )
+                self.ports["rpc"] = await nursery.start(self.api.serve, handler)
                 metrics = self.config.metrics
                 if metrics.enabled and metrics.listen_address is not None:
                     self.ports["metrics"] = await nursery.start(
@@ -591,6 +610,7 @@ class Node:
         for tx_hash, reason in update.evicted:
             self._remember_rejection(tx_hash, "evicted", reason)
         self.metrics.record_commit(now, block.height, len(block.transactions))
+        self.metrics.last_block_time.set(block.header.timestamp_ms / 1000)
         if self.syncing and block.height >= self._highest_seen_height():
             self.syncing = False
         self._new_block.set()
@@ -807,14 +827,116 @@ class Node:
 
     def metrics_bytes(self) -> bytes:
         """Prometheus exposition (network gauges refreshed first)."""
-        statistics = self.network.statistics()
-        self.metrics.peers.set(statistics.peers_connected)
-        self.metrics.dropped_gossip.set(
-            statistics.transactions_shed_outbound + statistics.transactions_shed_inbound
-        )
-        self.metrics.rejected_frames.set(sum(statistics.connection_errors.values()))
+        self.metrics.peers.set(len(self.network.peers()))
         self.metrics.update_rate(time.monotonic())
         return self.metrics.render()
+
+    def _network_totals(self) -> list[RunningTotal]:
+        statistics = self.network.statistics()
+        return [
+            RunningTotal(
+                "suanpan_dropped_gossip",
+                "Gossiped transactions shed under pressure",
+                {
+                    "outbound": statistics.transactions_shed_outbound,
+                    "inbound": statistics.transactions_shed_inbound,
+                },
+                "direction",
+            ),
+            RunningTotal(
+                "suanpan_rejected_frames",
+                "Peer connections closed for bad frames (decode, authentication)",
+                dict(statistics.connection_errors) or {"none": 0},
+                "reason",
+            ),
+            RunningTotal(
+                "suanpan_handshake_failures",
+                "Peer handshakes refused, by reason",
+                dict(statistics.handshake_failures) or {"none": 0},
+                "reason",
+            ),
+            RunningTotal(
+                "suanpan_handshake_log_suppressed",
+                "Handshake failure log lines suppressed by the log rate limit",
+                {"": statistics.handshake_logs_suppressed},
+            ),
+            RunningTotal(
+                "suanpan_inbound_rejected",
+                "Inbound peer connections refused by inbound_connections_max",
+                {"": statistics.inbound_rejected},
+            ),
+        ]
+
+    def _read_rules(self, app: str) -> ReadRules | None:
+        if app not in self.host.app_names:
+            return None
+        return self.host.app(app).read_rules
+
+    # ------------------------------------------------------------------ access and events
+
+    def committed_transaction(self, tx_hash: bytes) -> CommittedTransaction | None:
+        """Sender, app and receipt events of a committed transaction (for the read rules)."""
+        location = self.store.transaction_location(tx_hash)
+        if location is None:
+            return None
+        cached = self._stream_blocks.peek(location.height)
+        if cached is not None and location.index < len(cached.transactions):
+            found = cached.transactions[location.index]
+        else:
+            # One transaction and its receipt, not the whole block's (a receipt look-up must
+            # not decode thousands of transactions).
+            block = self.store.block(location.height)
+            receipt = self.store.receipt(location.height, location.index)
+            if block is None or receipt is None or location.index >= len(block.transactions):
+                return None
+            raw = block.transactions[location.index]
+            found = stream_transaction(raw, location.index, receipt, self.chain_id)
+        return CommittedTransaction(found.sender, found.app, found.receipt.events)
+
+    def stream_block(self, height: int) -> StreamBlock | None:
+        """The committed block at ``height`` with its receipts (``node.events``)."""
+        return self._stream_blocks.get(height)
+
+    def _load_stream_block(self, height: int) -> StreamBlock | None:
+        block = self.store.block(height) if 1 <= height <= self.store.height else None
+        if block is None:
+            return None
+        transactions = []
+        for index, raw in enumerate(block.transactions):
+            receipt = self.store.receipt(height, index)
+            if receipt is None:
+                return None
+            transactions.append(stream_transaction(raw, index, receipt, self.chain_id))
+        header = block.header
+        return StreamBlock(
+            height, block.hash, header.timestamp_ms, header.proposer, tuple(transactions)
+        )
+
+    def health(self) -> Health:
+        """Whether this node is current: recent blocks, connected to a quorum, not behind."""
+        problems: list[str] = []
+        peers = len(self.network.peers())
+        others = self.validators.size - 1
+        quorum = self.validators.quorum
+        if others and peers == 0:
+            problems.append(f"isolated: no peer connected (of {others} other validators)")
+        elif peers + 1 < quorum:
+            problems.append(
+                f"no quorum: connected to {peers} of {others} other validators; committing"
+                f" needs {quorum} of {self.validators.size}"
+            )
+        if self.syncing:
+            problems.append(f"behind: catching up from height {self.host.height} (peers are ahead)")
+        age_ms = max(0, _now_ms() - self._tip_timestamp_ms)
+        age_max_ms = self.config.rpc.healthz_block_age_ms_max
+        expect_blocks = self.config.consensus.create_empty_blocks or len(self.mempool) > 0
+        if expect_blocks and age_ms > age_max_ms:
+            waiting = f" while {len(self.mempool)} transactions wait" if len(self.mempool) else ""
+            problems.append(
+                f"stale: no block committed for {age_ms // 1000} s{waiting} (limit"
+                f" {age_max_ms // 1000} s, [rpc] healthz_block_age_ms_max)"
+            )
+        return Health(self.host.height, tuple(problems), age_ms)
 
     def status(self) -> dict[str, JsonType]:
         """The node status document."""
@@ -841,10 +963,14 @@ class Node:
             ],
             "mempool_transactions": len(self.mempool),
             "mempool_bytes": self.mempool.size_bytes,
+            "version": SOFTWARE_VERSION,
+            "last_block_time_ms": self._tip_timestamp_ms,
+            "last_block_age_ms": max(0, _now_ms() - self._tip_timestamp_ms),
+            "api_access": self.config.rpc.access,
             "transactions_committed": self.metrics.committed_total,
             "transactions_per_second": round(self.metrics.rate(), 1),
             "handshake_failures": dict(statistics.handshake_failures),
-            "warnings": self._warnings(statistics.handshake_failures),
+            "warnings": [*self._warnings(statistics.handshake_failures), *self.api.warnings()],
         }
 
     def _warnings(self, handshake_failures: Mapping[str, int]) -> list[JsonType]:

@@ -117,3 +117,78 @@ async def test_streaming_response_is_chunked_ndjson() -> None:
         assert b"transfer-encoding: chunked" in reply.lower()
         assert b'{"n": 2}' in reply
         nursery.cancel_scope.cancel()
+
+
+async def test_head_gets_the_headers_of_get_and_no_body() -> None:
+    async with trio.open_nursery() as nursery:
+        port = await start(nursery)
+        reply = await exchange(
+            port,
+            b"HEAD /a HTTP/1.1\r\nHost: t\r\n\r\n"
+            b"GET /b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+        head, _, rest = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        assert b"content-length:" in head.lower()
+        # No body after HEAD's headers: the next bytes are the GET's response on the same
+        # connection.
+        assert rest.startswith(b"HTTP/1.1 200"), rest[:80]
+        assert b'"path":"/b"' in rest
+        # A stream answered to HEAD is closed unread; the server does not hang on it.
+        reply = await exchange(
+            port, b"HEAD /stream HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        assert reply.startswith(b"HTTP/1.1 200")
+        assert b'{"n"' not in reply
+        nursery.cancel_scope.cancel()
+
+
+async def test_content_length_with_chunked_is_refused_and_nothing_is_smuggled() -> None:
+    async with trio.open_nursery() as nursery:
+        port = await start(nursery)
+        reply = await exchange(
+            port,
+            b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n"
+            b"\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n",
+        )
+        assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
+        assert b"both Content-Length and Transfer-Encoding" in reply
+        assert reply.count(b"HTTP/1.1") == 1
+        assert b"smuggled" not in reply
+        nursery.cancel_scope.cancel()
+
+
+BAD_REQUESTS = (
+    b"\x00\xff garbage\r\n\r\n",
+    b"GET / HTTP/1.1\r\n\r\n",
+    b"GET / HTTP/1.1\r\nno colon\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nZZZZ\r\n",
+    b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: x\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    b"GET / HTTP/9.9\r\nHost: t\r\n\r\n",
+    b"GET /\xff\x00 HTTP/1.1\r\nHost: t\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: t\r\nX: " + b"a" * 20_000 + b"\r\n\r\n",
+)
+# What a Python repr or traceback would leak into an error message.
+INTERNALS = (b"bytearray", b"b'", b'b"', b"\\x", b"\\r", b"Error", b"Traceback", b"<", b"0x")
+
+
+async def test_every_bad_request_gets_a_plain_message_without_python_internals() -> None:
+    async with trio.open_nursery() as nursery:
+        port = await start(nursery)
+        for garbage in BAD_REQUESTS:
+            reply = await exchange(port, garbage)
+            status_line, _, rest = reply.partition(b"\r\n")
+            status = int(status_line.split()[1])
+            # 4xx, 501 for a transfer coding the server does not implement, 505 for a version.
+            assert 400 <= status < 500 or status in (501, 505), (garbage[:60], status_line)
+            body = rest.partition(b"\r\n\r\n")[2]
+            message = json.loads(body)["error"].encode()
+            assert message.startswith(b"malformed HTTP request"), (garbage[:60], message)
+            for leak in INTERNALS:
+                assert leak not in message, (garbage[:60], message)
+        reply = await exchange(port, b"GET /ok HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 200")
+        nursery.cancel_scope.cancel()

@@ -134,6 +134,9 @@ class Walkthrough:
             *options(arguments),
             "--node",
             self.info.api_addresses[node],
+            # Every node is asked the same question as a node (validators read everything).
+            "--key",
+            str(self.info.homes[0] / "node_key.json"),
             "--json",
         )
         return from_json(json.loads(output)["result"])
@@ -345,11 +348,15 @@ def test_every_app_through_the_cli_on_four_processes(testnet: Testnet) -> None:
     # The readable form names the parties when --node is the testnet directory.
     directory = str(info.directory)
     readable = w.run(
-        "query", "payments", "balances", "--account", w.key("bob"), "--node", directory
+        *("query", "payments", "balances", "--account", w.key("bob"), "--node", directory),
+        *("--key", w.key("bob")),
     )
     assert "SGD" in readable
     assert "1250" in readable
-    readable_lineage = w.run("query", "scf", "lineage", "--id", tier2, "--node", directory)
+    readable_lineage = w.run(
+        *("query", "scf", "lineage", "--id", tier2, "--node", directory),
+        *("--key", w.key("lion-bank")),
+    )
     assert "lion-bank" in readable_lineage
     # An id the app does not know reads as such, not as a bare "-".
     not_found = w.run("query", "scf", "receivable", "--id", "rc-unknown", "--node", directory)
@@ -377,6 +384,7 @@ def test_every_app_through_the_cli_on_four_processes(testnet: Testnet) -> None:
         40.0,
         nonces=DemoLoadGenerator.fetch_nonces(clients[0], consortium),
         traffic_seed=DEMO_SEED + 1,
+        reader=info.reader_key(),
     )
     load.start()
     try:

@@ -18,7 +18,7 @@ RULES = {
 
 
 # The daemon (the modules directly in node/) never imports the tools built on top of it.
-NODE_ROLE_FOLDERS = ("cli", "testnet", "audit", "bench", "client")
+NODE_ROLE_FOLDERS = ("cli", "testnet", "audit", "bench", "client", "monitoring")
 # ``python -m node`` is the command line's entry point, not part of the daemon.
 DAEMON_EXEMPT = {"__main__.py"}
 

@@ -57,6 +57,7 @@ def test_genesis_seeds_banks_and_queries_have_the_pinned_shapes() -> None:
         "kind": "bank",
         "jurisdiction": "HK",
         "status": "active",
+        "sponsor": None,
     }
     assert c.host.query("membership", "identity", {"public_key": ALICE.public_key}) is None
     assert c.host.query("membership", "institution", {"id": "nobody"}) is None

@@ -6,6 +6,7 @@ condition under a generous deadline, so a busy machine makes tests slower, never
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import socket
@@ -29,6 +30,7 @@ from network import (
     RequestError,
 )
 from network.handshake import perform_handshake
+from network.loglimit import LogLimiter
 from network.messages import encode_message
 
 CHAIN_ID = "suanpan-test"
@@ -299,6 +301,38 @@ async def test_peer_on_another_chain_is_rejected_with_a_plain_log_event(
     assert any(
         line.startswith(f"handshake_rejected reason={reason} peer=127.0.0.1:") for line in lines
     )
+
+
+async def test_a_flood_of_bad_handshakes_is_counted_and_its_log_lines_are_bounded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="suanpan.network")
+    attempts = 60
+    async with trio.open_nursery() as nursery:
+        node = await start_node(nursery, Network(config_for(0)))
+        for _ in range(attempts):
+            stream = await trio.open_tcp_stream("127.0.0.1", node.network.listen_port)
+            async with stream:
+                with contextlib.suppress(trio.BrokenResourceError):
+                    await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + b"x" * 64)
+        await wait_for(
+            lambda: sum(node.network.statistics().handshake_failures.values()) >= attempts
+        )
+        statistics = node.network.statistics()
+        nursery.cancel_scope.cancel()
+    lines = [r for r in caplog.records if r.getMessage().startswith("handshake_rejected")]
+    assert len(lines) == 10  # the first ten of the minute
+    assert statistics.handshake_logs_suppressed == attempts - 10
+    assert sum(statistics.handshake_failures.values()) == attempts  # every one counted
+
+
+def test_the_log_limiter_reports_what_it_suppressed_in_the_next_window() -> None:
+    limiter = LogLimiter(lines_max=2, window_s=60.0)
+    decisions = [limiter.admit("handshake_rejected", now) for now in (0, 1, 2, 3, 59)]
+    assert decisions == [(True, 0), (True, 0), (False, 0), (False, 0), (False, 0)]
+    assert limiter.admit("other", 5) == (True, 0)  # kinds are limited separately
+    assert limiter.admit("handshake_rejected", 60) == (True, 3)
+    assert limiter.suppressed_total == 3
 
 
 async def test_a_flipped_bit_in_a_ciphertext_closes_the_connection() -> None:

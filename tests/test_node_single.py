@@ -33,8 +33,8 @@ async def call(function: functools.partial[T]) -> T:
 async def test_single_validator_commits_serves_and_resumes_after_restart(tmp_path: Path) -> None:
     info = create_testnet(tmp_path / "net", 1, chain_id="solo-net")
     home = load_home(info.homes[0])
-    client = Client(info.api_addresses[0], timeout_s=60)
     key = info.client_key(0)
+    client = Client(info.api_addresses[0], timeout_s=60, key=key)
 
     with trio.fail_after(DEADLINE_S):
         async with trio.open_nursery() as nursery:

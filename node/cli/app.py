@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -47,11 +48,19 @@ from node.cli.app_commands import (
 from node.cli.app_commands import (
     parse_arguments as parse_argument_texts,
 )
-from node.client.client import ApiError, Client
+from node.client.client import ApiError, Client, tls_context
 from node.jsonvalue import JsonType, JsonValueError, from_json, to_json
 from node.keys import KeyFileError, load_key_file
 
-__all__ = ["app_transaction_groups", "not_a_node", "query_group", "resolve_node"]
+__all__ = [
+    "api_client",
+    "app_transaction_groups",
+    "key_option",
+    "node_address",
+    "not_a_node",
+    "query_group",
+    "resolve_node",
+]
 
 DEFAULT_NODE: Final = "127.0.0.1:26657"
 _TESTNET_FILE: Final = "testnet.json"
@@ -101,11 +110,47 @@ def resolve_node(text: str) -> tuple[str, dict[bytes, str]]:
     return address, names
 
 
-def _client(address: str) -> Client:
+def api_client(address: str, key_path: str | None = None, *, timeout_s: float = 30.0) -> Client:
+    """A client of ``address`` signing with the key file ``key_path`` (None: ``$SUANPAN_KEY``,
+    else unsigned), over TLS for ``https://`` addresses or when ``$SUANPAN_TLS_CA`` is set
+    (``$SUANPAN_TLS_CERT``/``$SUANPAN_TLS_KEY``: a client certificate for mutual TLS)."""
+    key_path = key_path or os.environ.get("SUANPAN_KEY") or None
+    key = None
+    if key_path is not None:
+        try:
+            key = load_key_file(Path(key_path).expanduser())
+        except KeyFileError as error:
+            raise click.ClickException(str(error)) from None
+    tls = None
+    ca = os.environ.get("SUANPAN_TLS_CA")
+    certificate = os.environ.get("SUANPAN_TLS_CERT")
+    if ca or certificate:
+        try:
+            tls = tls_context(
+                Path(ca) if ca else None,
+                Path(certificate) if certificate else None,
+                Path(os.environ["SUANPAN_TLS_KEY"]) if os.environ.get("SUANPAN_TLS_KEY") else None,
+            )
+        except (OSError, ssl.SSLError) as error:
+            raise click.ClickException(f"TLS files from $SUANPAN_TLS_*: {error}") from None
     try:
-        return Client(address)
+        return Client(address, key=key, tls=tls, timeout_s=timeout_s)
     except ValueError:
         raise click.BadParameter(not_a_node(address), param_hint="--node") from None
+
+
+def _client(address: str, key_path: str | None = None) -> Client:
+    return api_client(address, key_path)
+
+
+def key_option() -> click.Option:
+    """``--key FILE``: the key that signs API requests (who is asking)."""
+    return click.Option(
+        ["--key", "key_path"],
+        type=click.Path(dir_okay=False),
+        help="Key file that signs the request (who is asking; the read rules decide what it"
+        " may see)  [default: $SUANPAN_KEY, else unsigned]",
+    )
 
 
 def not_a_node(text: str) -> str:
@@ -377,7 +422,7 @@ def _node_option() -> click.Option:
     return click.Option(["--node", "node"], help=_NODE_HELP)
 
 
-def _node_address(given: object) -> str:
+def node_address(given: object) -> str:
     """The command's ``--node``, else the group's, else ``$SUANPAN_NODE``, else the default."""
     if isinstance(given, str) and given:
         return given
@@ -426,14 +471,14 @@ def _transaction_command(table: AppCommands, spec: CommandSpec) -> click.Command
     label = f"{table.app}.{spec.name}"
 
     def run(**params: object) -> None:
-        address, names = resolve_node(_node_address(params["node"]))
+        address, names = resolve_node(node_address(params["node"]))
         as_json = bool(params["as_json"])
         console = Console()
         try:
             key = load_key_file(Path(str(params["key_path"])))
         except KeyFileError as error:
             raise click.ClickException(str(error)) from None
-        client = _client(address)
+        client = _client(address, str(params["key_path"]))
         nonce = params["nonce"]
         try:
             arguments = _parse(spec, _collect(spec, params), _opt_str(params["args"]), client)
@@ -495,8 +540,8 @@ def _transaction_command(table: AppCommands, spec: CommandSpec) -> click.Command
 
 def _query_command(table: AppCommands, spec: CommandSpec) -> click.Command:
     def run(**params: object) -> None:
-        address, names = resolve_node(_node_address(params["node"]))
-        client = _client(address)
+        address, names = resolve_node(node_address(params["node"]))
+        client = _client(address, _opt_str(params["key_path"]))
         try:
             arguments = _parse(spec, _collect(spec, params), _opt_str(params["args"]), client)
             completion = _QUERY_COMPLETIONS.get((table.app, spec.name))
@@ -516,6 +561,7 @@ def _query_command(table: AppCommands, spec: CommandSpec) -> click.Command:
 
     params: list[click.Parameter] = [
         *_argument_options(spec),
+        key_option(),
         _node_option(),
         click.Option(["--args", "args"], help="More arguments as a JSON object (options win)."),
         click.Option(["--json", "as_json"], is_flag=True, help="Print the result as JSON."),
@@ -564,9 +610,15 @@ def _generic_query_command(app: str, path: str | None = None) -> click.Command:
     """``suanpan query APP PATH --args JSON`` for an app without a table (a plugin), or for
     one ``path`` of an app that has one."""
 
-    def run(node: str | None, args: str | None, as_json: bool, path: str = path or "") -> None:
-        address, names = resolve_node(_node_address(node))
-        client = _client(address)
+    def run(
+        node: str | None,
+        args: str | None,
+        as_json: bool,
+        key_path: str | None,
+        path: str = path or "",
+    ) -> None:
+        address, names = resolve_node(node_address(node))
+        client = _client(address, key_path)
         try:
             result = client.query(app, path, _json_arguments(args))
         except ApiError as error:
@@ -584,6 +636,7 @@ def _generic_query_command(app: str, path: str | None = None) -> click.Command:
         callback=run,
         params=[
             *arguments,
+            key_option(),
             _node_option(),
             click.Option(["--args", "args"], default="{}", help="Arguments as JSON."),
             click.Option(["--json", "as_json"], is_flag=True, help="Print the result as JSON."),

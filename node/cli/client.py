@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from apps.transaction import TransactionError, sign_transaction
-from node.cli.app import not_a_node, resolve_node
+from node.cli.app import api_client, resolve_node
 from node.client.client import ApiError, Client
 from node.jsonvalue import JsonValueError, from_json
 from node.keys import KeyFileError, load_key_file
@@ -32,12 +32,17 @@ def _echo(document: object) -> None:
     click.echo(json.dumps(document, indent=2))
 
 
-def _client(node: str) -> Client:
+def _client(node: str, key_path: str | None = None) -> Client:
     node, _ = resolve_node(node)
-    try:
-        return Client(node)
-    except ValueError:
-        raise click.BadParameter(not_a_node(node), param_hint="--node") from None
+    return api_client(node, key_path)
+
+
+_KEY_OPTION = click.option(
+    "--key",
+    "key_path",
+    type=click.Path(dir_okay=False),
+    help="Key file that signs the request (who is asking)  [default: $SUANPAN_KEY]",
+)
 
 
 def _fail(error: ApiError) -> click.ClickException:
@@ -93,9 +98,9 @@ def tx_send(
         raise click.BadParameter(str(error), param_hint="--args") from None
     if not isinstance(parsed, dict):
         raise click.BadParameter("must be a JSON object", param_hint="--args")
-    client = _client(node)
+    client = _client(node, str(key_path))
     try:
-        chain_id = str(client.status()["chain_id"])
+        chain_id = client.chain_id()
         if nonce is None:
             nonce = client.next_nonce(key.public_key)
         try:
@@ -121,28 +126,34 @@ def tx_send(
 
 @tx_group.command("show")
 @_NODE_OPTION
+@_KEY_OPTION
 @click.argument("tx_hash")
-def tx_show(node: str, tx_hash: str) -> None:
+def tx_show(node: str, key_path: str | None, tx_hash: str) -> None:
     """Show a transaction's status and receipt."""
     try:
-        _echo(_client(node).transaction(tx_hash))
+        _echo(_client(node, key_path).transaction(tx_hash))
     except ApiError as error:
         raise _fail(error) from None
 
 
 @click.command("block")
 @_NODE_OPTION
+@_KEY_OPTION
 @click.argument("height", required=False)
 @click.option("--hash", "block_hash", help="Look the block up by hash instead.")
-@click.option("--transactions", is_flag=True, help="Include the encoded transactions.")
+@click.option(
+    "--transactions", is_flag=True, help="Include the encoded transactions (node keys only)."
+)
 def block_command(
-    node: str, height: str | None, block_hash: str | None, transactions: bool
+    node: str, key_path: str | None, height: str | None, block_hash: str | None, transactions: bool
 ) -> None:
     """Show block HEIGHT (default: latest) with its commit certificate."""
     if height is not None and not height.isdigit() and height != "latest":
         raise click.BadParameter("a height or 'latest'", param_hint="HEIGHT")
     number = int(height) if height is not None and height.isdigit() else None
     try:
-        _echo(_client(node).block(number, block_hash=block_hash, transactions=transactions))
+        _echo(
+            _client(node, key_path).block(number, block_hash=block_hash, transactions=transactions)
+        )
     except ApiError as error:
         raise _fail(error) from None

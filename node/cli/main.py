@@ -15,6 +15,7 @@ def main() -> None:
 from node.cli.app import app_transaction_groups, query_group  # noqa: E402
 from node.cli.audit import audit_command, debug_group  # noqa: E402
 from node.cli.client import block_command, status_command, tx_group  # noqa: E402
+from node.cli.events import events_command  # noqa: E402
 from node.cli.keys import keys_group  # noqa: E402
 from node.cli.operator import config_group, genesis_group, init_command  # noqa: E402
 from node.cli.start import start_command  # noqa: E402
@@ -32,6 +33,7 @@ for command in (
     tx_group,
     query_group,
     block_command,
+    events_command,
     audit_command,
     debug_group,
     sim,
@@ -43,7 +45,9 @@ for app_group in app_transaction_groups():
 from network.cli import bench_gossip  # noqa: E402
 from node.cli.bench import bench  # noqa: E402
 from node.cli.chaos import chaos_command  # noqa: E402
+from node.cli.monitor import monitor_group  # noqa: E402
 
 testnet_group.add_command(chaos_command)
 bench.add_command(bench_gossip, name="gossip")
 main.add_command(bench)
+main.add_command(monitor_group)

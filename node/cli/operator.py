@@ -20,6 +20,7 @@ from apps.host import GenesisError as AppGenesisError
 from apps.membership import KIND_ENTERPRISE, ROLES_BY_KIND
 from apps.state import MemoryBackend
 from node.apploader import AppLoadError, load_apps
+from node.config import config_warnings
 from node.genesis import (
     CHAIN_ID_PATTERN,
     ConsensusParams,
@@ -327,8 +328,15 @@ def config_check(home: Path) -> None:
         else "observer (validator key not in genesis)"
     )
     click.echo(f"ok: {home}")
+    for warning in config_warnings(loaded.config):
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"moniker      {loaded.config.moniker}")
     click.echo(f"role         {role}")
     click.echo(f"chain_id     {loaded.genesis.chain_id}")
     click.echo(f"genesis_hash {loaded.genesis.hash.hex()}")
     click.echo(f"{GENESIS_FILE} validators {len(loaded.genesis.validators)}")
+    rpc = loaded.config.rpc
+    tls = (
+        "mutual TLS" if rpc.tls_client_ca_file else "TLS" if rpc.tls_certificate_file else "no TLS"
+    )
+    click.echo(f"api          {rpc.listen_address} access={rpc.access} ({tls})")

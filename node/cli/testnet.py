@@ -504,6 +504,7 @@ def _load_generator(
         load_rate,
         nonces=nonces,
         traffic_seed=consortium.seed + sum(nonces.values()),
+        reader=info.reader_key(),
     )
 
 

@@ -1,56 +1,129 @@
 """A synchronous Python client for a node's client API (``http.client``, one keep-alive
 connection, reconnecting when the node closed it).
 
-    client = Client("127.0.0.1:26657")
+    client = Client("127.0.0.1:26657", key=alice)    # key: signs every request (node.auth)
     client.status()["height"]
     client.submit(transaction.encoded, wait=True)["status"]   # "committed" / "rejected"
     client.send("payments", "transfer", {...}, key, wait=True)  # signs with the next nonce
     client.query_app("payments", "balances", account=public_key)
+    for event in client.events(app="payments", account=alice.public_key):  # follows commits
+        print(event.kind, event.data)
+
+With ``key``, every request carries the key's signature, so the node's read rules know who is
+asking; without it, requests are anonymous and reach public data only. ``https://host:port``
+(or ``tls=``, an ``ssl.SSLContext``) talks TLS; ``tls_context`` builds one from a CA file and,
+for mutual TLS, a client certificate and key.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import ssl
 import time
-from collections.abc import Mapping
+import urllib.parse
+from collections.abc import Generator, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 from apps.transaction import Transaction, sign_transaction
 from consensus.codec import Value
 from consensus.crypto import PrivateKey
+from node.auth import sign_request
 from node.jsonvalue import JsonType, from_json, to_json
 
-__all__ = ["ApiError", "Client"]
+__all__ = ["ApiError", "Client", "StreamEvent", "tls_context"]
 
 # Responses are JSON documents of at most a few MiB (a block with transactions).
 _RESPONSE_BYTES_MAX: Final = 64 * 1024 * 1024
 # One waiting request (submit with wait, block long poll) lasts at most this long: well under
 # the node's cap (``rpc.wait_timeout_ms_max``, 60 s by default); longer waits repeat it.
 _WAIT_REQUEST_MS_MAX: Final = 10_000
+# One SSE line of the event stream: a receipt with its events, well under the node's limits.
+_EVENT_LINE_BYTES_MAX: Final = 16 * 1024 * 1024
+# After the event stream broke, reconnect after this long (the node's ``retry:`` overrides it).
+_EVENT_RETRY_S: Final = 2.0
+
+
+def tls_context(
+    ca_file: Path | None = None,
+    certificate_file: Path | None = None,
+    key_file: Path | None = None,
+) -> ssl.SSLContext:
+    """A client TLS context trusting ``ca_file`` (default: the system's CAs), presenting
+    ``certificate_file``/``key_file`` when the node requires client certificates."""
+    context = ssl.create_default_context(cafile=None if ca_file is None else str(ca_file))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if certificate_file is not None:
+        context.load_cert_chain(certificate_file, key_file)
+    return context
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """One item of ``GET /events``: ``kind`` (block, receipt, app_event, scope, end), its
+    ``id`` (``<height>-<number>``; "" for scope and end) and its JSON ``data``."""
+
+    kind: str
+    id: str
+    data: dict[str, JsonType]
 
 
 class ApiError(Exception):
-    """The node answered with an error status (``status``, ``message``, optional ``code``),
-    or could not be reached (``status`` 0)."""
+    """The node answered with an error status (``status``, ``message``, optional ``code`` and,
+    for a read the rules refuse, the ``rule``), or could not be reached (``status`` 0)."""
 
-    def __init__(self, status: int, message: str, code: str = "") -> None:
-        super().__init__(f"HTTP {status}: {message}" if status else message)
+    def __init__(self, status: int, message: str, code: str = "", rule: str = "") -> None:
+        text = f"HTTP {status}: {message}" if status else message
+        if rule:
+            text += f" (rule {rule})"
+        super().__init__(text)
         self.status = status
         self.message = message
         self.code = code
+        self.rule = rule
 
 
 class Client:
     """Client of one node's API at ``address`` (``host:port``)."""
 
-    def __init__(self, address: str, *, timeout_s: float = 30.0) -> None:
-        host, _, port = address.rpartition(":")
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout_s: float = 30.0,
+        key: PrivateKey | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        """``address`` is ``host:port`` or ``https://host:port``; ``key`` signs every request;
+        ``tls`` (implied by ``https://``) talks TLS."""
+        if address.startswith("https://"):
+            address = address.removeprefix("https://")
+            tls = tls or tls_context()
+        elif address.startswith("http://"):
+            address = address.removeprefix("http://")
+        host, _, port = address.rstrip("/").rpartition(":")
         self.host = host.removeprefix("[").removesuffix("]") or "127.0.0.1"
         self.port = int(port)
         self.timeout_s = timeout_s
+        self.key = key
+        self.tls = tls
         self._connection: http.client.HTTPConnection | None = None
         self._chain_id: str | None = None
+
+    def _open(self, timeout_s: float) -> http.client.HTTPConnection:
+        if self.tls is not None:
+            return http.client.HTTPSConnection(
+                self.host, self.port, timeout=timeout_s, context=self.tls
+            )
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout_s)
+
+    def _headers(self, method: str, path: str, body: bytes | None) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if self.key is not None:
+            headers.update(sign_request(self.key, self.chain_id(), method, path, body or b""))
+        return headers
 
     def close(self) -> None:
         """Close the connection."""
@@ -64,16 +137,28 @@ class Client:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def request_raw(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-        """Send one request; return (status, body). Retries once on a stale connection."""
-        headers = {"Content-Type": "application/json"} if body is not None else {}
+    def request_raw(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        *,
+        signed: bool = True,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, bytes]:
+        """Send one request (signed with ``key`` unless ``signed`` is false); return (status,
+        body). Retries once on a stale connection (a fresh signature each time)."""
         for attempt in (1, 2):
+            sent = {**(headers or {})}
+            sent.update(
+                self._headers(method, path, body)
+                if signed
+                else ({"Content-Type": "application/json"} if body is not None else {})
+            )
             if self._connection is None:
-                self._connection = http.client.HTTPConnection(
-                    self.host, self.port, timeout=self.timeout_s
-                )
+                self._connection = self._open(self.timeout_s)
             try:
-                self._connection.request(method, path, body=body, headers=headers)
+                self._connection.request(method, path, body=body, headers=sent)
                 response = self._connection.getresponse()
                 data = response.read(_RESPONSE_BYTES_MAX)
                 if response.will_close:
@@ -97,7 +182,8 @@ class Client:
         if status >= 400:
             message = parsed.get("error", "") if isinstance(parsed, dict) else ""
             code = parsed.get("code", "") if isinstance(parsed, dict) else ""
-            raise ApiError(status, str(message), str(code))
+            rule = parsed.get("rule", "") if isinstance(parsed, dict) else ""
+            raise ApiError(status, str(message), str(code), str(rule))
         if not isinstance(parsed, dict):
             raise ApiError(status, "response is not a JSON object")
         return parsed
@@ -161,9 +247,14 @@ class Client:
         return self.query(app, path, arguments)
 
     def chain_id(self) -> str:
-        """The chain the node serves (asked once, then remembered)."""
+        """The chain the node serves (asked once, unsigned, then remembered)."""
         if self._chain_id is None:
-            value = self.status().get("chain_id")
+            status, data = self.request_raw("GET", "/status", signed=False)
+            try:
+                document = json.loads(data.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                raise ApiError(status, "the status is not JSON") from None
+            value = document.get("chain_id") if isinstance(document, dict) else None
             if not isinstance(value, str) or not value:
                 raise ApiError(200, "chain_id missing from the status")
             self._chain_id = value
@@ -256,3 +347,108 @@ class Client:
         if status != 200:
             raise ApiError(status, data.decode("utf-8", "replace"))
         return data.decode("utf-8")
+
+    def events(
+        self,
+        *,
+        start: int | None = None,
+        after: str | None = None,
+        until: int | None = None,
+        app: str | None = None,
+        kinds: tuple[str, ...] = (),
+        account: bytes | None = None,
+        types: tuple[str, ...] = (),
+        reconnect: bool = True,
+    ) -> Generator[StreamEvent, None, None]:
+        """Committed blocks, receipts and app events from ``GET /events``, as they commit:
+        from block ``start`` (default: the next one), or after the item id ``after``; up to
+        block ``until`` (then the iteration ends), else forever. Filters: ``app``, event
+        ``kinds``, ``account`` (items that concern it), item ``types``. When the connection
+        breaks, it reconnects and resumes after the last item received (``reconnect``)."""
+        last_id = after
+        while True:
+            query: dict[str, str] = {}
+            if start is not None and last_id is None:
+                query["from"] = str(start)
+            if until is not None:
+                query["until"] = str(until)
+            if app:
+                query["app"] = app
+            if kinds:
+                query["kind"] = ",".join(kinds)
+            if account is not None:
+                query["account"] = account.hex()
+            if types:
+                query["types"] = ",".join(types)
+            path = "/events" + ("?" + urllib.parse.urlencode(query) if query else "")
+            headers = {"Accept": "text/event-stream"}
+            if last_id is not None:
+                headers["Last-Event-ID"] = last_id
+            headers.update(self._headers("GET", path, None))
+            connection = self._open(self.timeout_s)
+            try:
+                connection.request("GET", path, headers=headers)
+                response = connection.getresponse()
+                if response.status != 200:
+                    data = response.read(_RESPONSE_BYTES_MAX)
+                    raise _error_of(response.status, data)
+                for event in _read_events(response):
+                    if event.id:
+                        last_id = event.id
+                    yield event
+                    if event.kind == "end":
+                        return
+            except (ConnectionError, http.client.HTTPException, OSError) as error:
+                if not reconnect:
+                    raise ApiError(
+                        0, f"event stream from {self.host}:{self.port}: {error}"
+                    ) from None
+            finally:
+                connection.close()
+            if not reconnect:
+                return
+            time.sleep(_EVENT_RETRY_S)
+
+
+def _error_of(status: int, data: bytes) -> ApiError:
+    try:
+        parsed = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return ApiError(status, data[:200].decode("utf-8", "replace"))
+    if not isinstance(parsed, dict):
+        return ApiError(status, "response is not a JSON object")
+    return ApiError(
+        status,
+        str(parsed.get("error", "")),
+        str(parsed.get("code", "")),
+        str(parsed.get("rule", "")),
+    )
+
+
+def _read_events(response: http.client.HTTPResponse) -> Iterator[StreamEvent]:
+    """Parse a Server-Sent Events body into ``StreamEvent``s (comments skipped)."""
+    kind, item_id, data = "message", "", ""
+    while True:
+        line = response.readline(_EVENT_LINE_BYTES_MAX)
+        if not line:
+            return
+        text = line.decode("utf-8").rstrip("\r\n")
+        if not text:
+            if data:
+                try:
+                    document = json.loads(data)
+                except json.JSONDecodeError:
+                    document = {"raw": data}
+                yield StreamEvent(kind, item_id, document if isinstance(document, dict) else {})
+            kind, item_id, data = "message", "", ""
+            continue
+        if text.startswith(":"):
+            continue
+        name, _, value = text.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            kind = value
+        elif name == "id":
+            item_id = value
+        elif name == "data":
+            data = f"{data}\n{value}" if data else value

@@ -360,7 +360,10 @@ class _Run:
         consortium = self.info.consortium()
         if self.scenario.load_tps > 0 and consortium is not None:
             self.load = DemoLoadGenerator(
-                consortium, self.info.api_addresses, self.scenario.load_tps
+                consortium,
+                self.info.api_addresses,
+                self.scenario.load_tps,
+                reader=self.info.reader_key(),
             )
             self.load.start()
         elif self.scenario.load_tps > 0:

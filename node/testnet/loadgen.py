@@ -196,7 +196,7 @@ class LoadGenerator:
 
     def _run(self, key: PrivateKey, institution: str, address: str) -> None:
         interval = len(self.senders) / self.rate
-        client = Client(address, timeout_s=10)
+        client = Client(address, timeout_s=10, key=key)
         nonce: int | None = None
         next_send = time.monotonic()
         while not self._stop.is_set():
@@ -501,12 +501,16 @@ class DemoLoadGenerator:
         *,
         nonces: Mapping[bytes, int] | None = None,
         traffic_seed: int | None = None,
+        reader: PrivateKey | None = None,
     ) -> None:
+        """``reader`` signs the generator's API requests (nonce look-ups, receipt samples):
+        a key the nodes' read rules let read every party's data (a node key)."""
         assert addresses, "at least one node"
         assert rate > 0, "a positive rate"
         self.consortium = consortium
         self.addresses = tuple(addresses)
         self.rate = rate
+        self.reader = reader
         self.statistics = DemoLoadStatistics()
         self._traffic = DemoTraffic(
             consortium,
@@ -585,7 +589,7 @@ class DemoLoadGenerator:
             pending = None
 
     def _work(self, index: int) -> None:
-        client = Client(self.addresses[index], timeout_s=10)
+        client = Client(self.addresses[index], timeout_s=10, key=self.reader)
 
         def sample(original: Transaction, admitted: Transaction) -> None:
             with self.statistics.lock:
@@ -608,7 +612,7 @@ class DemoLoadGenerator:
         client.close()
 
     def _check_receipts(self) -> None:
-        clients = [Client(address, timeout_s=10) for address in self.addresses]
+        clients = [Client(address, timeout_s=10, key=self.reader) for address in self.addresses]
         while not self._stop.is_set():
             if (
                 not self._samples

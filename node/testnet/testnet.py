@@ -48,7 +48,7 @@ from consensus.crypto import PrivateKey
 from node.client.client import ApiError, Client
 from node.config import HostPort, NodeConfig, PeerAddress, parse_config
 from node.genesis import ConsensusParams, Genesis, GenesisValidator, load_genesis, save_genesis
-from node.home import CONFIG_FILE, GENESIS_FILE, init_home, write_config
+from node.home import CONFIG_FILE, GENESIS_FILE, NODE_KEY_FILE, init_home, write_config
 from node.jsonvalue import JsonType, from_json, to_json
 from node.keys import generate_private_key, load_key_file, save_key_file
 
@@ -179,6 +179,12 @@ class TestnetInfo:
     def client_key(self, index: int) -> PrivateKey:
         """The load client key of bank ``index``."""
         return load_key_file(self.clients[index])
+
+    def reader_key(self) -> PrivateKey:
+        """A key every node's read rules let read everything: node0's node key (a validator's
+        node key reads every app's data, on every node of the chain). The testnet tools sign
+        their API requests with it."""
+        return load_key_file(self.homes[0] / NODE_KEY_FILE)
 
     def consortium(self) -> Consortium | None:
         """The demo consortium in this testnet's genesis, or None."""
@@ -478,6 +484,7 @@ class Testnet:
         self._prefixes = [tuple(prefix) for prefix in command_prefixes] or [()] * len(info.homes)
         self.processes: list[subprocess.Popen[bytes] | None] = [None] * len(info.homes)
         self._stopped: set[int] = set()
+        self._reader: PrivateKey | None = None
 
     def start(self, index: int) -> None:
         """Start node ``index`` (it must not be running)."""
@@ -539,8 +546,10 @@ class Testnet:
         ]
 
     def client(self, index: int, timeout_s: float = 10.0) -> Client:
-        """An API client of node ``index``."""
-        return Client(self.info.api_addresses[index], timeout_s=timeout_s)
+        """An API client of node ``index``, signing with the testnet's reader key."""
+        if self._reader is None:
+            self._reader = self.info.reader_key()
+        return Client(self.info.api_addresses[index], timeout_s=timeout_s, key=self._reader)
 
     def serving(self, index: int, timeout_s: float = 5.0) -> bool:
         """True when node ``index``'s API answers ``/healthz``."""

@@ -1,0 +1,157 @@
+"""The client API over TLS, with and without client certificates, and ``config check`` on the
+TLS files. Certificates are made in the test with the ``openssl`` command line (the test is
+skipped, saying so, on a machine without it)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import trio
+
+from node.client.client import ApiError, Client, tls_context
+from node.config import RPCConfig
+from node.home import check_home, load_home, write_config
+from node.http import HttpLimits, Request, Response, json_response, serve_http
+from node.testnet.testnet import create_testnet
+from node.tls import server_context
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("openssl") is None,
+    reason="the openssl command line is needed to make test certificates",
+)
+
+
+def make_certificate(directory: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (PEM files)."""
+    certificate, key = directory / f"{name}.pem", directory / f"{name}-key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "ec"),
+            *("-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"),
+            *("-keyout", str(key), "-out", str(certificate)),
+            *("-subj", f"/CN={name}", "-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    key.chmod(0o600)
+    return certificate, key
+
+
+async def echo(request: Request) -> Response:
+    return json_response(200, {"path": request.path})
+
+
+async def serve(nursery: trio.Nursery, rpc: RPCConfig, home: Path) -> int:
+    context = server_context(home, rpc)
+    assert context is not None
+    port: int = await nursery.start(
+        lambda task_status: serve_http(
+            echo,
+            "127.0.0.1",
+            0,
+            HttpLimits(request_timeout_s=5),
+            tls=context,
+            task_status=task_status,
+        )
+    )
+    return port
+
+
+def get(client: Client) -> tuple[int, bytes]:
+    try:
+        return client.request_raw("GET", "/ok", signed=False)
+    finally:
+        client.close()
+
+
+async def test_the_api_serves_over_tls_and_refuses_plain_http(tmp_path: Path) -> None:
+    certificate, key = make_certificate(tmp_path, "node")
+    rpc = RPCConfig(tls_certificate_file=certificate.name, tls_key_file=str(key))
+    async with trio.open_nursery() as nursery:
+        port = await serve(nursery, rpc, tmp_path)
+        secure = Client(f"https://127.0.0.1:{port}", tls=tls_context(certificate))
+        status, body = await trio.to_thread.run_sync(get, secure)
+        assert status == 200
+        assert b'"/ok"' in body
+        # A client that does not trust the certificate is refused by its own TLS check.
+        with pytest.raises(ApiError, match="CERTIFICATE_VERIFY_FAILED"):
+            await trio.to_thread.run_sync(get, Client(f"https://127.0.0.1:{port}"))
+        # Plain HTTP to the TLS port gets no HTTP answer.
+        with pytest.raises(ApiError):
+            await trio.to_thread.run_sync(get, Client(f"127.0.0.1:{port}", timeout_s=10))
+        nursery.cancel_scope.cancel()
+
+
+async def test_mutual_tls_requires_a_client_certificate_from_the_configured_ca(
+    tmp_path: Path,
+) -> None:
+    certificate, key = make_certificate(tmp_path, "node")
+    client_certificate, client_key = make_certificate(tmp_path, "back-office")
+    stranger_certificate, stranger_key = make_certificate(tmp_path, "stranger")
+    rpc = RPCConfig(
+        tls_certificate_file=str(certificate),
+        tls_key_file=str(key),
+        tls_client_ca_file=str(client_certificate),
+    )
+    async with trio.open_nursery() as nursery:
+        port = await serve(nursery, rpc, tmp_path)
+        address = f"https://127.0.0.1:{port}"
+        trusted = Client(address, tls=tls_context(certificate, client_certificate, client_key))
+        status, _ = await trio.to_thread.run_sync(get, trusted)
+        assert status == 200
+        for context in (
+            tls_context(certificate),
+            tls_context(certificate, stranger_certificate, stranger_key),
+        ):
+            with pytest.raises(ApiError):
+                await trio.to_thread.run_sync(get, Client(address, tls=context, timeout_s=10))
+        nursery.cancel_scope.cancel()
+
+
+def test_config_check_names_each_unusable_tls_file(tmp_path: Path) -> None:
+    info = create_testnet(tmp_path / "net", 1)
+    home = info.homes[0]
+    config = load_home(home).config
+    certificate, key = make_certificate(home, "node")
+    _, other_key = make_certificate(home, "other")
+    not_pem = home / "notes.txt"
+    not_pem.write_text("not a certificate\n")
+    cases = {
+        "[rpc] tls_certificate_file": replace(
+            config.rpc, tls_certificate_file="missing.pem", tls_key_file=key.name
+        ),
+        "[rpc] tls_key_file": replace(
+            config.rpc, tls_certificate_file=certificate.name, tls_key_file=other_key.name
+        ),
+        "[rpc] tls_client_ca_file": replace(
+            config.rpc,
+            tls_certificate_file=certificate.name,
+            tls_key_file=key.name,
+            tls_client_ca_file=not_pem.name,
+        ),
+    }
+    for expected_key, rpc in cases.items():
+        write_config(home, replace(config, rpc=rpc))
+        loaded, problems = check_home(home)
+        assert loaded is None, expected_key
+        assert [problem.key for problem in problems] == [expected_key], problems
+    write_config(
+        home, replace(config, rpc=replace(config.rpc, tls_certificate_file=certificate.name))
+    )
+    _, problems = check_home(home)
+    assert [problem.key for problem in problems] == ["[rpc] tls_key_file"]  # the missing one
+    assert "both a certificate and its key" in problems[0].problem
+    write_config(
+        home,
+        replace(
+            config,
+            rpc=replace(config.rpc, tls_certificate_file=certificate.name, tls_key_file=key.name),
+        ),
+    )
+    loaded, problems = check_home(home)
+    assert loaded is not None, problems
