@@ -32,8 +32,9 @@ mempool therefore keeps each sender's transactions in nonce order without gaps.
    recorded deterministically as ``app_fault`` with the exception's type name.
 
 After the last transaction the host writes the block's height and time under its own
-namespace (so ``check`` contexts know the time of the chain) and computes the app hash over the
-block's write set chained to the previous app hash (``apps.state.app_hash_of``).
+namespace (so ``check`` contexts know the time of the chain) and applies the block's write set
+to the state's Merkle tree (``apps.state.app_hash_of``): the new root is the app hash, and the
+tree records to store travel with the write set in the ``BlockResult``.
 
 ``check_transaction`` runs gates 2-4 and the app's ``check`` against committed state (writes
 ``check`` makes go to a throwaway savepoint) and raises ``TransactionRejected``.
@@ -47,6 +48,8 @@ from functools import partial
 from typing import Final, NamedTuple, cast
 
 from apps.base import App, AppError, BlockContext, Event, ReadState
+from apps.merkle import TreeUpdate
+from apps.proofs import ProofUnsupported
 from apps.state import (
     GENESIS_PREVIOUS_APP_HASH,
     HOST_NAMESPACE,
@@ -200,12 +203,14 @@ class Receipt:
 @dataclass(frozen=True, slots=True)
 class BlockResult:
     """What executing a block produced: receipts in block order, the sorted write set (full
-    namespaced keys; None deletes), and the app hash of the state after the block."""
+    namespaced keys; None deletes), the app hash of the state after the block, and the Merkle
+    tree records that go with the write set (``tree.root`` is ``app_hash``)."""
 
     height: int
     receipts: tuple[Receipt, ...]
     writes: WriteSet
     app_hash: bytes
+    tree: TreeUpdate
 
 
 class GenesisResult(NamedTuple):
@@ -400,7 +405,7 @@ class AppHost:
             except AppError as error:
                 raise GenesisError(f"app {name!r} rejected its genesis: {error}") from None
         writes = overlay.writes()
-        return GenesisResult(writes, app_hash_of(GENESIS_PREVIOUS_APP_HASH, writes))
+        return GenesisResult(writes, app_hash_of(self._backend, writes).root)
 
     def committed(self, height: int, app_hash: bytes) -> None:
         """Record that the backend now holds the state after ``height`` (0: genesis)."""
@@ -557,7 +562,8 @@ class AppHost:
         )
         overlay.put(_LAST_BLOCK_KEY, encode((block.height, block.time_ms)))
         writes = overlay.writes()
-        return BlockResult(block.height, receipts, writes, app_hash_of(self.app_hash, writes))
+        tree = app_hash_of(self._backend, writes)
+        return BlockResult(block.height, receipts, writes, tree.root, tree)
 
     def _execute_one(
         self,
@@ -651,14 +657,24 @@ class AppHost:
 
     # -- queries -----------------------------------------------------------------------------
 
-    def query(self, app: str, path: str, arguments: Mapping[str, Value]) -> Value:
-        """Answer ``app``'s query ``path`` on committed state; raises ``AppError`` for an
-        unknown app or path, bad arguments, or (as ``app_fault``) a failing app."""
+    def query(
+        self,
+        app: str,
+        path: str,
+        arguments: Mapping[str, Value],
+        *,
+        state: StateBackend | None = None,
+    ) -> Value:
+        """Answer ``app``'s query ``path`` on committed state (or on ``state``, e.g. an older
+        version being proven); raises ``AppError`` for an unknown app or path, bad arguments,
+        or (as ``app_fault``) a failing app."""
         target = self._app(app)
-        view: ReadState = NamespacedState(self._backend, app, writable=False)
+        view: ReadState = NamespacedState(
+            self._backend if state is None else state, app, writable=False
+        )
         try:
             return target.query(view, path, arguments)
-        except AppError:
+        except (AppError, ProofUnsupported):
             raise
         except Exception as error:
             raise AppError(CODE_APP_FAULT, f"query failed: {type(error).__name__}") from None

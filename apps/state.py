@@ -17,23 +17,23 @@ Keys are namespaced per app: ``app name || 0x00 || key``. App names match
 ``[a-z][a-z0-9_]*`` so no name is a prefix of another's namespace, and the host keeps its own
 records (nonces, last block) under ``_host``, which no app can be called.
 
-The app hash after a block is ``SHA-256(tag || previous app hash || write set)`` with the write
-set length-prefixed in key order. It commits to the whole state because every state is reached
-from genesis by a chain of write sets. A Merkle tree over the state (for proofs of single keys)
-can replace ``app_hash_of`` without changing the host or the store: both only need "a hash of
-the state after applying this write set".
+The app hash is the root of a Merkle tree over the whole state (``apps.merkle``): it commits to
+every key and value, so one key's value can be proven against it, and a copy of the state can be
+checked against it without replaying the chain. The backend keeps the tree's records next to the
+state; ``app_hash_of`` applies a block's write set to them and returns the new root with the
+records to store, which the caller persists together with the write set.
 """
 
 from __future__ import annotations
 
 import bisect
-import hashlib
 import heapq
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Final, Protocol, TypeAlias
 
+from apps.merkle import EMPTY_ROOT, MemoryTree, TreeUpdate, update
+
 __all__ = [
-    "APP_HASH_TAG",
     "GENESIS_PREVIOUS_APP_HASH",
     "HOST_NAMESPACE",
     "MemoryBackend",
@@ -50,9 +50,8 @@ Write: TypeAlias = tuple[bytes, bytes | None]
 # A block's writes in strictly increasing key order.
 WriteSet: TypeAlias = tuple[Write, ...]
 
-APP_HASH_TAG: Final = b"suanpan/app-hash/v1"
-# The "previous app hash" genesis chains from.
-GENESIS_PREVIOUS_APP_HASH: Final = bytes(32)
+# The app hash of the empty state, before genesis.
+GENESIS_PREVIOUS_APP_HASH: Final = EMPTY_ROOT
 HOST_NAMESPACE: Final = "_host"
 _SEPARATOR: Final = b"\x00"
 
@@ -67,21 +66,10 @@ def _namespace_end(app: str) -> bytes:
     return app.encode("ascii") + b"\x01"
 
 
-def app_hash_of(previous: bytes, writes: WriteSet) -> bytes:
-    """The app hash after applying ``writes`` (sorted) to the state whose hash is ``previous``."""
-    digest = hashlib.sha256()
-    digest.update(APP_HASH_TAG)
-    digest.update(previous)
-    for key, value in writes:
-        digest.update(len(key).to_bytes(4, "big"))
-        digest.update(key)
-        if value is None:
-            digest.update(b"\x00")
-        else:
-            digest.update(b"\x01")
-            digest.update(len(value).to_bytes(4, "big"))
-            digest.update(value)
-    return digest.digest()
+def app_hash_of(backend: StateBackend, writes: WriteSet) -> TreeUpdate:
+    """The app hash after applying ``writes`` (sorted) to the state ``backend`` holds, with the
+    tree records to store alongside the writes (``TreeUpdate.root`` is the app hash)."""
+    return update(backend, writes)
 
 
 class StateBackend(Protocol):
@@ -95,6 +83,10 @@ class StateBackend(Protocol):
         self, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) with ``start <= key < end`` (``end`` None: no bound) in key order."""
+        ...
+
+    def tree_node(self, key: bytes) -> bytes | None:
+        """The state's Merkle tree record under ``key`` (``apps.merkle``), or None."""
         ...
 
 
@@ -141,12 +133,25 @@ class MemoryBackend:
 
     def __init__(self, items: Iterable[tuple[bytes, bytes]] = ()) -> None:
         self._layer = _Layer()
-        for key, value in items:
-            self._layer.set(key, value)
+        self._tree = MemoryTree()
+        self.apply(tuple(sorted(dict(items).items())))
 
     def get(self, key: bytes) -> bytes | None:
         """The value at ``key``, or None."""
         return self._layer.values.get(key)
+
+    def tree_node(self, key: bytes) -> bytes | None:
+        """The Merkle tree record under ``key``, or None."""
+        return self._tree.records.get(key)
+
+    @property
+    def app_hash(self) -> bytes:
+        """The root of the state's Merkle tree."""
+        return self._tree.root
+
+    def tree_records(self) -> list[tuple[bytes, bytes]]:
+        """Every Merkle tree record (key, record), in key order."""
+        return sorted(self._tree.records.items())
 
     def scan(
         self, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
@@ -159,8 +164,10 @@ class MemoryBackend:
             assert value is not None
             yield key, value
 
-    def apply(self, writes: WriteSet) -> None:
-        """Persist a block's write set (what the node's store does inside its commit)."""
+    def apply(self, writes: WriteSet, tree: TreeUpdate | None = None) -> None:
+        """Persist a block's write set and its tree records (what the node's store does inside
+        its commit). ``tree`` is ``app_hash_of(self, writes)``, computed here when not given."""
+        self._tree.apply(app_hash_of(self, writes) if tree is None else tree)
         for key, value in writes:
             if value is None:
                 if key in self._layer.values:

@@ -23,7 +23,10 @@ GET    /tx/{hash}                   status, block height and index, receipt with
 GET    /block/latest                the last committed block with its certificate
 GET    /block/{height}              a block by height (``?transactions=1`` adds the bodies)
 GET    /block/hash/{hash}           a block by hash
-POST   /query                       body ``{"app", "path", "arguments"}``: an app query
+POST   /query                       body ``{"app", "path", "arguments", "prove"}``: an app
+                                    query; with ``"prove": true`` (or ``?prove=1``) on the
+                                    latest certified state, with ``proof``: the block that
+                                    certifies it and a Merkle proof of every key it read
 GET    /account/{public_key}        ``{"next_nonce"}``: the nonce the sender's next
                                     transaction needs (committed plus pending ones)
 GET    /evidence                    equivocation evidence recorded by this node
@@ -63,6 +66,7 @@ from typing import Final, Protocol
 import trio
 
 from apps.base import Event
+from apps.proofs import QueryProof
 from consensus.codec import Value
 from node.access import ACCESS_OPEN, AccessControl, AccessDenied, KeyLimited, Principal
 from node.auth import AuthenticationError, RequestVerifier
@@ -168,6 +172,11 @@ class ApiBackend(EventSource, Protocol):
 
     def query(self, app: str, path: str, arguments: Value) -> Value:
         """Answer an app query; raise ``QueryError``."""
+        ...
+
+    def query_proven(self, app: str, path: str, arguments: Value) -> tuple[Value, QueryProof]:
+        """Answer an app query on the latest certified state with its proof; raise
+        ``QueryError`` (``not_provable``, ``not_certified``, or the app's refusal)."""
         ...
 
     def evidence(self) -> list[JsonType]:
@@ -453,9 +462,12 @@ class _Handler:
 
     def _query(self, request: Request, principal: Principal) -> Response:
         body = _parse_json_body(request)
-        unknown = set(body) - {"app", "path", "arguments"}
+        unknown = set(body) - {"app", "path", "arguments", "prove"}
         if unknown:
             raise _BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+        prove = body.get("prove", request.query.get("prove", "") in ("1", "true"))
+        if not isinstance(prove, bool):
+            raise _BadRequest("prove must be true or false")
         app, path = body.get("app"), body.get("path")
         if not isinstance(app, str) or not app:
             raise _BadRequest("app must be a non-empty string")
@@ -465,19 +477,28 @@ class _Handler:
             arguments = from_json(body.get("arguments", {}), "arguments")
         except JsonValueError as error:
             raise _BadRequest(str(error)) from None
+        proof: QueryProof | None = None
         try:
-            result = self._backend.query(app, path, arguments)
+            if prove:
+                result, proof = self._backend.query_proven(app, path, arguments)
+            else:
+                result = self._backend.query(app, path, arguments)
         except QueryError as error:
-            return json_response(
-                422 if error.code != "unknown_app" else 404,
-                {
-                    "error": error.message,
-                    "code": error.code,
-                },
-            )
+            status = {"unknown_app": 404, "not_certified": 503}.get(error.code, 422)
+            return json_response(status, {"error": error.message, "code": error.code})
         assert isinstance(arguments, dict)  # the backend refuses anything else
+        # A proven answer carries the values the query read and is checked like any answer.
         self._access.check_query(principal, app, path, arguments, result)
-        return json_response(200, {"result": to_json(result)})
+        if proof is None:
+            return json_response(200, {"result": to_json(result)})
+        summary: dict[str, JsonType] = {
+            "height": proof.height,
+            "block": proof.header.height,
+            "app_hash": proof.header.app_hash.hex(),
+            "keys": len(proof.reads),
+            "encoded": proof.encode().hex(),
+        }
+        return json_response(200, {"result": to_json(result), "proof": summary})
 
     async def _blocks(self, request: Request) -> Response:
         start = _int_param(request.query.get("from"), "from", 1, 2**63 - 1, 1)

@@ -1,8 +1,9 @@
 """``config.toml``: one node's local settings, and the checks that name every problem at once.
 
 The file is shaped like CometBFT's (top-level moniker and logging, then ``[p2p]``, ``[rpc]``,
-``[metrics]``, ``[consensus]``, ``[mempool]``, ``[block]`` sections; ``[testnet]`` exists only
-in homes generated for local test networks and is never rendered with its defaults). The
+``[metrics]``, ``[consensus]``, ``[mempool]``, ``[block]``, ``[statesync]`` sections;
+``[testnet]`` exists only in homes generated for local test networks and is never rendered
+with its defaults). The
 schema is data (``SCHEMA``): every key has a type, a default, a range or format check, and a
 one-line reason that is also written as the comment above the key in generated files.
 
@@ -29,6 +30,7 @@ __all__ = [
     "HostPort",
     "NodeConfig",
     "PeerAddress",
+    "StateSyncConfig",
     "TestnetConfig",
     "config_warnings",
     "is_loopback",
@@ -199,6 +201,19 @@ class BlockConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StateSyncConfig:
+    """``[statesync]``: the snapshots this node takes and serves, and joining from one."""
+
+    enabled: bool = False
+    snapshot_interval: int = 1000
+    snapshot_retention: int = 2
+    peers_min: int = 2
+    chunk_requests_max: int = 4
+    serve_bytes_per_second: int = 32 * 1024 * 1024
+    request_timeout_ms: int = 30_000
+
+
+@dataclass(frozen=True, slots=True)
 class TestnetConfig:
     """``[testnet]``: fault injection for local test networks only (``suanpan testnet chaos``).
 
@@ -228,6 +243,7 @@ class NodeConfig:
     consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
     mempool: MempoolConfig = field(default_factory=MempoolConfig)
     block: BlockConfig = field(default_factory=BlockConfig)
+    statesync: StateSyncConfig = field(default_factory=StateSyncConfig)
     testnet: TestnetConfig = field(default_factory=TestnetConfig)
 
     def with_changes(self, section: str, **changes: object) -> NodeConfig:
@@ -513,6 +529,45 @@ SCHEMA: Final[dict[str, tuple[Key, ...]]] = {
             "bytes of a block this node proposes",
         ),
     ),
+    "statesync": (
+        Key(
+            "enabled",
+            _bool,
+            "true or false",
+            "a node with no blocks yet joins from the peers' latest snapshot, not by replay",
+        ),
+        Key(
+            "snapshot_interval",
+            _int(0, 2**40),
+            "use 0 (never) or a number of heights",
+            "take a state snapshot every this many heights, to serve to joining nodes",
+        ),
+        Key("snapshot_retention", _int(1, 1000), "use 1..1000", "snapshots kept on disk"),
+        Key(
+            "peers_min",
+            _int(1, 1024),
+            "use 1..1024",
+            "peers to wait for before choosing a snapshot to sync from",
+        ),
+        Key(
+            "chunk_requests_max",
+            _int(1, 256),
+            "use 1..256",
+            "snapshot chunks requested at once while syncing",
+        ),
+        Key(
+            "serve_bytes_per_second",
+            _int(64 * 1024, 2**40),
+            "use at least 65536",
+            "snapshot bytes served to one peer per second (a faster peer is paced)",
+        ),
+        Key(
+            "request_timeout_ms",
+            _int(100, 600_000),
+            "use 100..600000",
+            "a snapshot request unanswered this long is asked of another peer",
+        ),
+    ),
     "testnet": (
         Key(
             "fault_hooks",
@@ -547,6 +602,7 @@ _SECTION_CLASSES: Final = {
     "consensus": ConsensusConfig,
     "mempool": MempoolConfig,
     "block": BlockConfig,
+    "statesync": StateSyncConfig,
     "testnet": TestnetConfig,
 }
 

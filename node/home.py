@@ -6,6 +6,7 @@
       node_key.json        p2p identity (ed25519, mode 0600)
       validator_key.json   consensus signing key (ed25519, mode 0600)
       data/                LMDB store and the node's state
+      snapshots/           state snapshots taken every [statesync] snapshot_interval heights
 
 ``init_home`` creates one; ``check_home`` validates all of it and returns every problem
 (file, key, problem, fix); ``load_home`` returns a ready ``Home`` or raises ``HomeError``.
@@ -28,6 +29,7 @@ __all__ = [
     "DATA_DIR",
     "GENESIS_FILE",
     "NODE_KEY_FILE",
+    "SNAPSHOTS_DIR",
     "VALIDATOR_KEY_FILE",
     "Home",
     "HomeError",
@@ -41,6 +43,7 @@ GENESIS_FILE: Final = "genesis.json"
 NODE_KEY_FILE: Final = "node_key.json"
 VALIDATOR_KEY_FILE: Final = "validator_key.json"
 DATA_DIR: Final = "data"
+SNAPSHOTS_DIR: Final = "snapshots"
 
 
 class HomeError(ValueError):
@@ -65,6 +68,11 @@ class Home:
     def data_dir(self) -> Path:
         """Where the store lives."""
         return self.path / DATA_DIR
+
+    @property
+    def snapshots_dir(self) -> Path:
+        """Where the state snapshots this node takes and serves live (``node.snapshots``)."""
+        return self.path / SNAPSHOTS_DIR
 
     @property
     def validator_index(self) -> int | None:
@@ -215,6 +223,19 @@ def _cross_checks(
                     "copy node_key from genesis.json validators, or add it to [p2p] observers",
                 )
             )
+    statesync = config.statesync
+    reachable = len(genesis.validators) - 1 + len(config.p2p.observers)
+    if statesync.enabled and statesync.peers_min > reachable:
+        problems.append(
+            ConfigProblem(
+                config_file,
+                "[statesync] peers_min",
+                f"{statesync.peers_min} peers to sync from, but at most {reachable} can connect",
+                f"set it to at most {reachable}"
+                if reachable
+                else "a chain of one validator has no peer to sync from: set enabled = false",
+            )
+        )
     node_key = keys.get(NODE_KEY_FILE)
     validator_key = keys.get(VALIDATOR_KEY_FILE)
     if validator_key is not None and node_key is not None:

@@ -28,6 +28,14 @@ chain tip), and starts, under one nursery:
 * **block sync** is the replica's: when it sees f+1 validators ahead it emits
   ``RequestBlocks``; blocks arrive as a ``BlockResponse`` message whose certificates the
   replica verifies before it emits ``Commit``; the node then joins consensus at the new tip;
+* **snapshots** (``node.snapshots``): after every ``[statesync] snapshot_interval``-th
+  height the state is exported on a worker thread from one long read transaction opened right
+  after that height's commit, and peers' state sync requests are answered from the snapshots
+  on disk over the p2p request/response channel;
+* **state sync** (``node.statesync``): a node whose store holds no block yet and has
+  ``[statesync] enabled`` first installs the peers' latest certified snapshot (the network
+  and the API run meanwhile; submissions are refused as ``state_sync``), then starts
+  consensus at that height and block-syncs the rest;
 * the **client API** and the **metrics** endpoint (``node.http``).
 
 SIGINT/SIGTERM cancel the nursery; the store is closed on the way out. A restart restores the
@@ -40,10 +48,12 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import signal
+import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Final, Protocol
 
 import trio
@@ -52,6 +62,8 @@ from apps.access import ReadRules
 from apps.base import BlockContext
 from apps.host import AppHost, BlockResult, Receipt
 from apps.host import GenesisError as HostGenesisError
+from apps.merkle import prove
+from apps.proofs import ProofUnsupported, QueryProof, ReadRecorder
 from apps.transaction import Transaction, TransactionError
 from consensus.codec import Value
 from consensus.crypto import hash_bytes
@@ -95,7 +107,9 @@ from node.jsonvalue import JsonType, to_json
 from node.mempool import CODE_FULL, Mempool, MempoolLimits, MempoolRejected
 from node.metrics import NodeMetrics, RunningTotal
 from node.servebudget import ServeBudget
-from node.store import Store, StoreError
+from node.snapshots import SnapshotDirectory, SnapshotError, SnapshotServer, export_snapshot
+from node.statesync import NoSnapshotOffered, StateSync, StateSyncError, StateSyncLimits
+from node.store import CertifiedView, StateReader, Store, StoreError
 from node.tls import TlsError
 
 __all__ = ["CONSENSUS_KIND", "FaultHooks", "FaultHooksFactory", "Node", "NodeStartError"]
@@ -120,6 +134,8 @@ _BLOCK_SERVE_WINDOW_MS: Final = 1000
 # reading blocks from the store once the answer is surely full).
 _BLOCK_ENTRY_OVERHEAD_BYTES: Final = 128
 _EMPTY_BLOCK_RESPONSE: Final = encode_block_response([])
+# A failed state sync is tried again after this long (peers may have come up, or lied).
+_STATE_SYNC_RETRY_SECONDS: Final = 5.0
 
 
 def _software_version() -> str:
@@ -189,25 +205,27 @@ class Node:
         self.validators = home.genesis.validator_set
         self.metrics = NodeMetrics()
         self.store = Store(home.data_dir, chain_id=self.chain_id, genesis_hash=self.genesis.hash)
-        apps = load_apps(self.genesis.apps)
+        self._apps = load_apps(self.genesis.apps)
         if not self.store.initialised:
-            genesis_host = AppHost(apps, self.store.state_backend(), chain_id=self.chain_id)
+            genesis_host = AppHost(self._apps, self.store.state_backend(), chain_id=self.chain_id)
             writes, app_hash = genesis_host.init_genesis(self.genesis.app_state)
             self.store.init_genesis(writes, app_hash)
-        self.host = AppHost(
-            apps,
-            self.store.state_backend(),
-            chain_id=self.chain_id,
-            height=self.store.height,
-            app_hash=self.store.app_hash,
+        statesync = self.config.statesync
+        pending = self.store.state_sync_pending
+        if pending is not None and not statesync.enabled:
+            raise NodeStartError(
+                f"a state sync to height {pending} was interrupted, so data/ holds a partial "
+                "state: set [statesync] enabled = true to finish it (or remove data/)"
+            )
+        # A store with no block yet (fresh, or an interrupted sync) joins from a snapshot.
+        self.state_syncing = statesync.enabled and self.store.height == 0
+        self.snapshots = SnapshotDirectory(home.snapshots_dir, self.chain_id)
+        self.snapshots.remove_partial()
+        self._snapshot_server = SnapshotServer(
+            self.snapshots, self.store, serve_bytes_per_second=statesync.serve_bytes_per_second
         )
-        self.mempool = Mempool(
-            self.host,
-            MempoolLimits(
-                transactions_max=self.config.mempool.transactions_max,
-                bytes_max=self.config.mempool.bytes_max,
-            ),
-        )
+        self._snapshot_running = False
+        self._open_execution()
         self._node_keys = tuple(v.node_key for v in self.genesis.validators)
         self._index_of_node_key = {key: i for i, key in enumerate(self._node_keys)}
         self.index = home.validator_index
@@ -240,7 +258,8 @@ class Node:
                     for peer in self.config.p2p.persistent_peers
                 ),
                 allowlist=frozenset(self._node_keys) | frozenset(self.config.p2p.observers),
-            )
+            ),
+            request_handler=self._snapshot_server.handle,
         )
         # Fault injection (``[testnet] fault_hooks``): never present in operator homes.
         self.testnet_hooks: FaultHooks | None = None
@@ -264,6 +283,7 @@ class Node:
         self._proposal_pending = False
         self._nursery: trio.Nursery | None = None
         self.syncing = False
+        self.state_synced_from: int | None = None
         self._last_view = (0, 0)
         self.ports: dict[str, int] = {}
         self._stream_blocks = StreamBlockCache(self._load_stream_block)
@@ -273,13 +293,32 @@ class Node:
             config=self.config,
             chain_id=self.chain_id,
             node_keys=frozenset(self._node_keys) | frozenset(self.config.p2p.observers),
-            query=self.host.query,
+            # Through the node, not a bound method of today's host: a state sync reopens it.
+            query=lambda app, path, arguments: self.host.query(app, path, arguments),
             rules_of=self._read_rules,
         )
         self.metrics.add_totals(self._network_totals)
         self.metrics.add_totals(self.api.totals)
 
     # ------------------------------------------------------------------ construction
+
+    def _open_execution(self) -> None:
+        """The app host and the mempool over the store's committed state (again after a state
+        sync replaced it)."""
+        self.host = AppHost(
+            self._apps,
+            self.store.state_backend(),
+            chain_id=self.chain_id,
+            height=self.store.height,
+            app_hash=self.store.app_hash,
+        )
+        self.mempool = Mempool(
+            self.host,
+            MempoolLimits(
+                transactions_max=self.config.mempool.transactions_max,
+                bytes_max=self.config.mempool.bytes_max,
+            ),
+        )
 
     @property
     def validator_node_keys(self) -> tuple[bytes, ...]:
@@ -330,10 +369,6 @@ class Node:
                         metrics.listen_address.port,
                         HttpLimits(body_bytes_max=1024, connections_max=16),
                     )
-                nursery.start_soon(self._consensus_driver)
-                nursery.start_soon(self._ticker)
-                nursery.start_soon(self._message_pump)
-                nursery.start_soon(self._gossip_pump)
                 nursery.start_soon(self._signals, nursery.cancel_scope)
                 log.info(
                     "node_started",
@@ -341,13 +376,72 @@ class Node:
                         "moniker": self.config.moniker,
                         "validator": self.index,
                         "height": self.store.height,
+                        "state_sync": self.state_syncing,
                         **{f"{name}_port": port for name, port in self.ports.items()},
                     },
                 )
                 task_status.started(self)
+                if self.state_syncing:
+                    await self._state_sync()
+                nursery.start_soon(self._consensus_driver)
+                nursery.start_soon(self._ticker)
+                nursery.start_soon(self._message_pump)
+                nursery.start_soon(self._gossip_pump)
         finally:
             self.store.close()
             log.info("node_stopped", extra={"height": self.host.height})
+
+    async def _state_sync(self) -> None:
+        """Install the peers' latest certified snapshot, retrying until one installs; then
+        reopen the host, mempool and replica at its height. Peers' consensus messages and
+        gossip are discarded meanwhile (they are about heights this node cannot judge yet)."""
+        statesync = self.config.statesync
+        limits = StateSyncLimits(
+            peers_min=statesync.peers_min,
+            chunk_requests_max=statesync.chunk_requests_max,
+            request_timeout_seconds=statesync.request_timeout_ms / 1000,
+        )
+        async with trio.open_nursery() as drains:
+            drains.start_soon(self._discard, self.network.messages)
+            drains.start_soon(self._discard, self.network.transactions)
+            while True:
+                sync = StateSync(
+                    request=self.network.request,
+                    peers=lambda: [peer.public_key for peer in self.network.peers()],
+                    store=self.store,
+                    snapshots=self.snapshots,
+                    validators=self.validators,
+                    chain_id=self.chain_id,
+                    limits=limits,
+                )
+                try:
+                    result = await sync.run()
+                    break
+                except NoSnapshotOffered as error:
+                    if self.store.state_sync_pending is None:
+                        # A young chain has no snapshot yet: join from genesis by block sync.
+                        log.info("statesync_skipped", extra={"reason": str(error)})
+                        self.state_syncing = False
+                        drains.cancel_scope.cancel()
+                        return
+                    log.warning("statesync_failed", extra={"error": str(error)[:500]})
+                    await trio.sleep(_STATE_SYNC_RETRY_SECONDS)
+                except (StateSyncError, StoreError, SnapshotError) as error:
+                    log.warning("statesync_failed", extra={"error": str(error)[:500]})
+                    await trio.sleep(_STATE_SYNC_RETRY_SECONDS)
+            drains.cancel_scope.cancel()
+        self._open_execution()
+        self.replica = self._make_replica()
+        self._tip_timestamp_ms = self._chain_tip().timestamp_ms
+        self.state_synced_from = result.height
+        self.state_syncing = False
+        self._new_block.set()
+        self._new_block = trio.Event()
+
+    @staticmethod
+    async def _discard(channel: trio.MemoryReceiveChannel[object]) -> None:
+        async for _ in channel:
+            pass
 
     async def _signals(self, scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -598,6 +692,7 @@ class Node:
                 self._block_context(block), block.transactions, known=known
             )
         await trio.to_thread.run_sync(self.store.commit_block, block, certificate, result)
+        self._maybe_snapshot(block.height)
         self.host.committed(block.height, result.app_hash)
         self._tip_timestamp_ms = block.header.timestamp_ms
         self._validated.clear()
@@ -626,6 +721,66 @@ class Node:
             },
         )
         return BlockExecuted(block.height, result.app_hash)
+
+    def _maybe_snapshot(self, height: int) -> None:
+        """Every ``snapshot_interval`` heights, export the state just committed. The read
+        transaction is opened here, before the driver can commit the next height, so the
+        export sees exactly this height however long it runs."""
+        interval = self.config.statesync.snapshot_interval
+        if not interval or height % interval or self._snapshot_running:
+            return
+        reader = self.store.open_state_reader()
+        self._snapshot_running = True
+        assert self._nursery is not None
+        self._nursery.start_soon(self._export_snapshot, reader)
+
+    async def _export_snapshot(self, reader: StateReader) -> None:
+        started = time.monotonic()
+        # A worker thread cannot be cancelled: when the node stops, the watcher tells the
+        # export to give up, so the node does not wait for a whole export on its way out.
+        cancel = threading.Event()
+
+        async def watch() -> None:
+            try:
+                await trio.sleep_forever()
+            finally:
+                cancel.set()
+
+        failure: Exception | None = None
+        try:
+            async with trio.open_nursery() as watcher:
+                watcher.start_soon(watch)
+                try:
+                    manifest = await trio.to_thread.run_sync(
+                        partial(
+                            export_snapshot,
+                            reader,
+                            self.snapshots.path,
+                            self.chain_id,
+                            cancel=cancel,
+                        )
+                    )
+                except (SnapshotError, OSError) as error:
+                    failure = error
+                watcher.cancel_scope.cancel()
+        finally:
+            reader.close()
+            self._snapshot_running = False
+        if failure is not None:
+            log.warning("snapshot_failed", extra={"height": reader.height, "error": str(failure)})
+            return
+        removed = self.snapshots.retain(self.config.statesync.snapshot_retention)
+        log.info(
+            "snapshot_taken",
+            extra={
+                "height": manifest.height,
+                "entries": manifest.entries,
+                "chunks": len(manifest.chunks),
+                "bytes": manifest.size_bytes,
+                "seconds": round(time.monotonic() - started, 3),
+                "removed": removed,
+            },
+        )
 
     def _load_block(self, height: int) -> tuple[Block, CommitCertificate] | None:
         block = self.store.block(height)
@@ -662,6 +817,11 @@ class Node:
             await self._admit_many(raw, gossip=False)
 
     async def _admit_many(self, raw: Sequence[bytes], *, gossip: bool) -> list[SubmitOutcome]:
+        if self.state_syncing:
+            refusal = SubmitOutcome(
+                None, False, "state_sync", "the node is installing a state snapshot", retry=True
+            )
+            return [refusal] * len(raw)
         decoded: list[Transaction | SubmitOutcome] = []
         for data in raw:
             try:
@@ -794,6 +954,36 @@ class Node:
             return self.host.query(app, path, arguments)
         except AppError as error:
             raise QueryError(error.code, error.message) from None
+
+    def query_proven(self, app: str, path: str, arguments: Value) -> tuple[Value, QueryProof]:
+        """App query on the latest certified state (after height h-1), with a proof of every
+        key it read (``apps.proofs``)."""
+        from apps.base import AppError
+
+        if not isinstance(arguments, dict) or not all(isinstance(k, str) for k in arguments):
+            raise QueryError("bad_argument", "arguments must be an object with string keys")
+
+        def work(view: CertifiedView) -> tuple[Value, QueryProof]:
+            recorder = ReadRecorder(view.state)
+            result = self.host.query(app, path, arguments, state=recorder)
+            reads = tuple(
+                (key, value, prove(view.tree, key)) for key, value in sorted(recorder.reads.items())
+            )
+            return result, QueryProof(view.height, view.block.header, view.certificate, reads)
+
+        try:
+            answer = self.store.read_certified(work)
+        except AppError as error:
+            raise QueryError(error.code, error.message) from None
+        except ProofUnsupported as error:
+            raise QueryError("not_provable", str(error)) from None
+        if answer is None:
+            raise QueryError(
+                "not_certified",
+                "no certified state yet: proofs need one block committed since this node "
+                "started from genesis, a snapshot or a backup",
+            )
+        return answer
 
     def evidence(self) -> list[JsonType]:
         """Stored equivocation evidence."""
@@ -955,6 +1145,7 @@ class Node:
             "view": replica.view,
             "primary": primary_index(self.validators, replica.height, replica.view),
             "syncing": self.syncing,
+            "state_sync": self._state_sync_status(),
             "peers": len(self.network.peers()),
             "peer_keys": [peer.public_key.hex() for peer in self.network.peers()],
             "validators": [
@@ -971,6 +1162,14 @@ class Node:
             "transactions_per_second": round(self.metrics.rate(), 1),
             "handshake_failures": dict(statistics.handshake_failures),
             "warnings": [*self._warnings(statistics.handshake_failures), *self.api.warnings()],
+        }
+
+    def _state_sync_status(self) -> dict[str, JsonType]:
+        return {
+            "syncing": self.state_syncing,
+            "synced_from": self.state_synced_from,
+            "base_height": self.store.base_height,
+            "snapshots": [offer.height for offer in self.snapshots.offers()],
         }
 
     def _warnings(self, handshake_failures: Mapping[str, int]) -> list[JsonType]:

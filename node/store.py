@@ -15,12 +15,18 @@ databases:
 ``transactions``          transaction hash -> (height, index) of its *first* inclusion
 ``receipts``              height || index (4 bytes) -> encoded ``apps.host.Receipt``
 ``state``                 application state (namespaced keys, see ``apps.state``)
+``tree``                  the state's Merkle tree records (``apps.merkle``): its root is the
+                          app hash
+``state_undo``            for each key the last block wrote: its value before that block
+                          (``0x01 || value``, or ``0x00`` when it was absent)
+``tree_undo``             the same for the tree records the last block changed
 ``replica``               the consensus replica's persisted state (opaque bytes)
 ``evidence``              height || SHA-256(evidence) -> opaque evidence bytes
 ========================  ===================================================================
 
-``commit_block`` writes the block, its certificate, the state write set, the transaction index,
-the receipts, the app hash and the new height in **one** LMDB write transaction. LMDB commits
+``commit_block`` writes the block, its certificate, the state write set, the tree records, the
+undo records, the transaction index, the receipts, the app hash and the new height in **one**
+LMDB write transaction. LMDB commits
 by switching a meta page after the data pages are written, so a crash (SIGKILL, power loss
 with ``sync=True``) at any moment leaves either the previous height or the new one, never a
 part of a block. The crash tests kill real processes mid-commit to check this.
@@ -34,6 +40,17 @@ and fsync (a write may run on a worker thread while the event loop keeps reading
 snapshots); a write that fills the map aborts its transaction first and only then takes the
 read lock to resize, so no transaction of this process is open during a resize.
 
+Versions. The state and tree databases hold the state after the committed height h. The undo
+databases turn them back into the state after h-1 (``certified_view``): that is the latest state
+whose app hash a certificate covers (block h carries it and certificate h signs block h), so
+proofs of single keys are answered against it. Each commit empties the undo databases before
+recording its own, so exactly one version back is kept and nothing older needs pruning.
+
+State sync (``begin_state_sync``, ``install_state_chunk``, ``finish_state_sync``) replaces the
+genesis state of an empty store with a verified snapshot at height b, in several write
+transactions; until the last one records height b the store says ``state_sync_pending`` and a
+restart starts the sync over. Such a store holds blocks from b on only (``base_height``).
+
 Opening a store records or checks the chain id, the genesis hash and the schema version: a data
 directory from another chain or schema is refused with ``StoreMismatchError``.
 """
@@ -45,11 +62,12 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import lmdb
 
 from apps.host import BlockResult, Receipt
+from apps.merkle import ROOT_KEY, TreeUpdate, build, leaf_of, root_of_slot
 from apps.state import WriteSet
 from consensus.codec import CodecError, decode, encode
 from consensus.crypto import hash_bytes
@@ -66,7 +84,9 @@ __all__ = [
     "DATABASES",
     "MAP_SIZE_INITIAL_BYTES",
     "SCHEMA_VERSION",
+    "CertifiedView",
     "LmdbStateBackend",
+    "StateReader",
     "Store",
     "StoreConsistencyError",
     "StoreError",
@@ -79,7 +99,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 1
+# 2: the Merkle tree and undo databases, state sync's base height.
+SCHEMA_VERSION: Final = 2
 # Small enough that a test node costs nothing; it doubles on demand.
 MAP_SIZE_INITIAL_BYTES: Final = 64 * 1024 * 1024
 # A hard ceiling so a runaway writer fails loudly instead of filling the disk: 1 TiB.
@@ -96,6 +117,9 @@ DATABASES: Final = (
     "transactions",
     "receipts",
     "state",
+    "tree",
+    "state_undo",
+    "tree_undo",
     "replica",
     "evidence",
 )
@@ -105,7 +129,16 @@ _META_SCHEMA: Final = b"schema_version"
 _META_HEIGHT: Final = b"height"
 _META_APP_HASH: Final = b"app_hash"
 _META_LAST_BLOCK_HASH: Final = b"last_block_hash"
+# The height whose block the undo records undo (absent: no earlier version is kept).
+_META_UNDO_HEIGHT: Final = b"undo_height"
+# The height a state-synced store starts at (absent: genesis).
+_META_BASE_HEIGHT: Final = b"base_height"
+# The snapshot height a state sync in progress installs (its state is incomplete).
+_META_STATE_SYNC: Final = b"state_sync_pending"
 _REPLICA_KEY: Final = b"replica"
+_T = TypeVar("_T")
+_ABSENT: Final = b"\x00"
+_PRESENT: Final = b"\x01"
 
 
 class StoreError(Exception):
@@ -159,6 +192,10 @@ class Store:
         # Serialises write transactions (one LMDB writer at a time; lock order: this, then
         # ``_lock``).
         self._write_lock = threading.Lock()
+        # Long read transactions (snapshot exports) run without ``_lock``; a map resize waits
+        # until none is open.
+        self._long_readers = 0
+        self._long_readers_closed = threading.Condition(self._lock)
         try:
             self._env = lmdb.open(
                 str(path),
@@ -250,6 +287,8 @@ class Store:
                         self._env.set_mapsize(0)  # adopt the size another opener set
 
     def _grow(self) -> None:
+        while self._long_readers:  # a snapshot export's transaction must not see a remap
+            self._long_readers_closed.wait()
         current = int(self._env.info()["map_size"])
         new = current * 2
         if new > MAP_SIZE_MAX_BYTES:
@@ -299,14 +338,24 @@ class Store:
     # -- commits ------------------------------------------------------------------------------
 
     def init_genesis(self, writes: WriteSet, app_hash: bytes) -> None:
-        """Write the genesis state (height 0) once; raise ``StoreConsistencyError`` if done."""
+        """Write the genesis state (height 0) and its Merkle tree once; raise
+        ``StoreConsistencyError`` if done, or if ``app_hash`` is not the state's root."""
         if self.initialised:
             raise StoreConsistencyError("genesis state is already written")
+        tree = build(leaf_of(key, value) for key, value in writes if value is not None)
+        if tree.root != app_hash:
+            raise StoreConsistencyError(
+                f"genesis app hash {app_hash.hex()} is not the genesis state's root "
+                f"{tree.root.hex()}"
+            )
 
         def work(txn: lmdb.Transaction) -> None:
             if txn.get(_META_HEIGHT, db=self._db["meta"]) is not None:
                 raise StoreConsistencyError("genesis state is already written")
+            for database in ("state", "tree", "state_undo", "tree_undo"):
+                txn.drop(self._db[database], delete=False)
             self._apply_writes(txn, writes)
+            self._apply_tree(txn, tree)
             txn.put(height_key(0), app_hash, db=self._db["app_hashes"])
             meta = self._db["meta"]
             txn.put(_META_APP_HASH, app_hash, db=meta)
@@ -331,6 +380,8 @@ class Store:
             raise StoreConsistencyError("certificate is for another block")
         if result.height != height or len(result.receipts) != len(block.transactions):
             raise StoreConsistencyError("execution result is for another block")
+        if result.tree.root != result.app_hash:
+            raise StoreConsistencyError("execution result's tree does not have its app hash")
         encoded_block = block.encode()
         encoded_certificate = certificate.encode()
         receipts = [receipt.encode() for receipt in result.receipts]
@@ -364,20 +415,118 @@ class Store:
                 # The first inclusion wins: a replayed copy later is only a rejected receipt.
                 txn.put(tx_hash, location, db=self._db["transactions"], overwrite=False)
                 txn.put(receipt_key(height, index), receipt, db=self._db["receipts"])
-            self._apply_writes(txn, result.writes)
+            self._apply_writes(txn, result.writes, undo=True)
+            self._apply_tree(txn, result.tree, undo=True)
+            txn.put(_META_UNDO_HEIGHT, key, db=meta)
             txn.put(_META_APP_HASH, result.app_hash, db=meta)
             txn.put(_META_LAST_BLOCK_HASH, block.hash, db=meta)
             txn.put(_META_HEIGHT, key, db=meta)
 
         self._write(work)
 
-    def _apply_writes(self, txn: lmdb.Transaction, writes: WriteSet) -> None:
-        state = self._db["state"]
-        for key, value in writes:
-            if value is None:
-                txn.delete(key, db=state)
-            else:
+    # -- state sync ---------------------------------------------------------------------------
+
+    def begin_state_sync(self, height: int) -> None:
+        """Start replacing the genesis state with a snapshot of ``height``: the state and tree
+        are emptied and the store says ``state_sync_pending`` until ``finish_state_sync``.
+        Only a store holding no block may be synced (``StoreConsistencyError`` otherwise)."""
+
+        def work(txn: lmdb.Transaction) -> None:
+            meta = self._db["meta"]
+            raw_height = txn.get(_META_HEIGHT, db=meta)
+            if raw_height is None or int.from_bytes(raw_height, "big") != 0:
+                raise StoreConsistencyError("state sync needs a store at genesis, with no block")
+            if txn.get(_META_BASE_HEIGHT, db=meta) is not None:
+                raise StoreConsistencyError("this store was already state-synced")
+            for database in ("state", "tree", "state_undo", "tree_undo"):
+                txn.drop(self._db[database], delete=False)
+            txn.put(_META_STATE_SYNC, height_key(height), db=meta)
+
+        self._write(work)
+
+    def install_state_chunk(
+        self, items: tuple[tuple[bytes, bytes], ...], records: dict[bytes, bytes]
+    ) -> None:
+        """Write one verified snapshot chunk: its state entries and tree records."""
+
+        def work(txn: lmdb.Transaction) -> None:
+            if txn.get(_META_STATE_SYNC, db=self._db["meta"]) is None:
+                raise StoreConsistencyError("no state sync in progress")
+            state = self._db["state"]
+            tree = self._db["tree"]
+            # In key order: LMDB inserts a sorted run with far fewer page splits.
+            for key, value in sorted(items):
                 txn.put(key, value, db=state)
+            for key, record in sorted(records.items()):
+                txn.put(key, record, db=tree)
+
+        self._write(work)
+
+    def finish_state_sync(
+        self,
+        block: Block,
+        certificate: CommitCertificate,
+        app_hash: bytes,
+        records: dict[bytes, bytes],
+    ) -> None:
+        """Complete a state sync at ``block``'s height: the tree records above the chunks, the
+        block and its certificate (the new tip) and the metadata, in one write transaction.
+        The caller verified the certificate, the app hash and every chunk."""
+        height = block.height
+
+        def work(txn: lmdb.Transaction) -> None:
+            meta = self._db["meta"]
+            pending = txn.get(_META_STATE_SYNC, db=meta)
+            if pending is None or int.from_bytes(pending, "big") != height:
+                raise StoreConsistencyError(f"no state sync to height {height} in progress")
+            tree = self._db["tree"]
+            for key, record in records.items():
+                txn.put(key, record, db=tree)
+            stored_root = txn.get(ROOT_KEY, db=tree)
+            if root_of_slot(None if stored_root is None else bytes(stored_root)) != app_hash:
+                raise StoreConsistencyError("the installed tree does not have the app hash")
+            key = height_key(height)
+            txn.put(key, block.encode(), db=self._db["blocks"])
+            txn.put(block.hash, key, db=self._db["block_hashes"])
+            txn.put(key, certificate.encode(), db=self._db["certificates"])
+            txn.put(key, app_hash, db=self._db["app_hashes"])
+            txn.put(_META_APP_HASH, app_hash, db=meta)
+            txn.put(_META_LAST_BLOCK_HASH, block.hash, db=meta)
+            txn.put(_META_BASE_HEIGHT, key, db=meta)
+            txn.put(_META_HEIGHT, key, db=meta)
+            txn.delete(_META_UNDO_HEIGHT, db=meta)
+            txn.delete(_META_STATE_SYNC, db=meta)
+
+        self._write(work)
+
+    def _apply_writes(self, txn: lmdb.Transaction, writes: WriteSet, *, undo: bool = False) -> None:
+        self._apply_records(txn, "state", writes, "state_undo" if undo else None)
+
+    def _apply_tree(self, txn: lmdb.Transaction, tree: TreeUpdate, *, undo: bool = False) -> None:
+        self._apply_records(txn, "tree", tree.records, "tree_undo" if undo else None)
+
+    def _apply_records(
+        self,
+        txn: lmdb.Transaction,
+        database: str,
+        records: tuple[tuple[bytes, bytes | None], ...],
+        undo_database: str | None,
+    ) -> None:
+        """Write ``records`` (None deletes) to ``database``; with ``undo_database``, first
+        empty it and then record there what each key held before (one version back)."""
+        db = self._db[database]
+        if undo_database is None:
+            for key, value in records:
+                if value is None:
+                    txn.delete(key, db=db)
+                else:
+                    txn.put(key, value, db=db)
+            return
+        undo = self._db[undo_database]
+        txn.drop(undo, delete=False)
+        for key, value in records:
+            old = txn.pop(key, db=db) if value is None else txn.replace(key, value, db=db)
+            txn.put(key, _ABSENT if old is None else _PRESENT + bytes(old), db=undo)
 
     # -- chain reads --------------------------------------------------------------------------
 
@@ -431,7 +580,75 @@ class Store:
         location = self.transaction_location(tx_hash)
         return None if location is None else self.receipt(location.height, location.index)
 
+    @property
+    def base_height(self) -> int:
+        """The first height this store holds the state of: 0, or the snapshot height a state
+        sync started from (no blocks below it are stored)."""
+        raw = self._get("meta", _META_BASE_HEIGHT)
+        return 0 if raw is None else int.from_bytes(raw, "big")
+
+    @property
+    def state_sync_pending(self) -> int | None:
+        """The snapshot height of a state sync that has not finished (its state is partial),
+        or None."""
+        raw = self._get("meta", _META_STATE_SYNC)
+        return None if raw is None else int.from_bytes(raw, "big")
+
     # -- state --------------------------------------------------------------------------------
+
+    def tree_node(self, key: bytes) -> bytes | None:
+        """The committed Merkle tree record under ``key``."""
+        return self._get("tree", key)
+
+    def read_certified(self, work: Callable[[CertifiedView], _T]) -> _T | None:
+        """Run ``work`` on the state after height h-1 (h: the committed height), the latest
+        state whose app hash a certificate covers, with block h and its certificate, all read
+        in one read transaction. Returns None (without calling ``work``) when no earlier
+        version is kept: genesis only, or no block since a state sync or a restart from a
+        backup. ``work`` must not call back into the store."""
+        with self._lock, self._env.begin() as txn:
+            meta = self._db["meta"]
+            raw_height = txn.get(_META_HEIGHT, db=meta)
+            raw_undo = txn.get(_META_UNDO_HEIGHT, db=meta)
+            if raw_height is None or raw_undo is None or bytes(raw_undo) != bytes(raw_height):
+                return None
+            height = int.from_bytes(raw_height, "big")
+            block = txn.get(height_key(height), db=self._db["blocks"])
+            certificate = txn.get(height_key(height), db=self._db["certificates"])
+            app_hash = txn.get(height_key(height - 1), db=self._db["app_hashes"])
+            assert block is not None
+            assert certificate is not None
+            assert app_hash is not None
+            view = CertifiedView(
+                height=height - 1,
+                app_hash=bytes(app_hash),
+                block=Block.decode(bytes(block)),
+                certificate=CommitCertificate.decode(bytes(certificate)),
+                state=_UndoneReader(txn, self._db["state"], self._db["state_undo"]),
+                tree=_UndoneReader(txn, self._db["tree"], self._db["tree_undo"]),
+            )
+            return work(view)
+
+    def open_state_reader(self) -> StateReader:
+        """A read transaction over the committed state and tree, held until its ``close``
+        (snapshot exports read a whole state at one height while blocks keep committing).
+        Grows the map first when it is more than half full, so commits are unlikely to need a
+        resize (which waits for the reader) meanwhile."""
+        with self._write_lock, self._lock:  # no write transaction open while the map grows
+            info = self._env.info()
+            stat = self._env.stat()
+            used = int(stat["psize"]) * (int(info["last_pgno"]) + 1)
+            if used * 2 > int(info["map_size"]):
+                self._grow()
+            txn = self._env.begin()
+            self._long_readers += 1
+        return StateReader(self, txn)
+
+    def _close_long_reader(self, txn: lmdb.Transaction) -> None:
+        with self._lock:
+            txn.abort()
+            self._long_readers -= 1
+            self._long_readers_closed.notify_all()
 
     def state_backend(self) -> LmdbStateBackend:
         """The committed application state as an ``apps.state.StateBackend``."""
@@ -502,6 +719,14 @@ class Store:
 
         self._write(work)
 
+    def clear_replica_state(self) -> None:
+        """Forget the replica's state (a restored backup of another validator's store)."""
+
+        def work(txn: lmdb.Transaction) -> None:
+            txn.delete(_REPLICA_KEY, db=self._db["replica"])
+
+        self._write(work)
+
     def load_replica_state(self) -> bytes | None:
         """The last saved replica state, or None."""
         return self._get("replica", _REPLICA_KEY)
@@ -531,6 +756,93 @@ class Store:
         return items
 
 
+class StateReader:
+    """The committed state, tree and metadata at one height, read in one long transaction
+    (``Store.open_state_reader``). Used from one thread at a time; ``close`` it."""
+
+    def __init__(self, store: Store, txn: lmdb.Transaction) -> None:
+        self._store = store
+        self._txn = txn
+        self._closed = False
+        meta = store._db["meta"]
+        raw_height = txn.get(_META_HEIGHT, db=meta)
+        raw_hash = txn.get(_META_APP_HASH, db=meta)
+        if raw_height is None or raw_hash is None:
+            self.close()
+            raise StoreError("store has no genesis state yet")
+        self.height = int.from_bytes(raw_height, "big")
+        self.app_hash = bytes(raw_hash)
+        stat = txn.stat(store._db["state"])
+        self.entries = int(stat["entries"])
+        page = int(stat["psize"])
+        self.bytes_estimate = page * (
+            int(stat["leaf_pages"]) + int(stat["branch_pages"]) + int(stat["overflow_pages"])
+        )
+
+    def scan(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value) of the state, in key order."""
+        cursor = self._txn.cursor(db=self._store._db["state"])
+        for key, value in cursor.iternext(keys=True, values=True):
+            yield bytes(key), bytes(value)
+
+    def tree_node(self, key: bytes) -> bytes | None:
+        """The tree record under ``key`` (an ``apps.merkle.TreeReader``)."""
+        value = self._txn.get(key, db=self._store._db["tree"])
+        return None if value is None else bytes(value)
+
+    def close(self) -> None:
+        """End the transaction (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self._store._close_long_reader(self._txn)
+
+    def __enter__(self) -> StateReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class _UndoneReader:
+    """One database as it was one version back: its undo records first, then the database
+    (both read in the caller's transaction)."""
+
+    __slots__ = ("_current", "_txn", "_undo")
+
+    def __init__(
+        self, txn: lmdb.Transaction, current: lmdb._Database, undo: lmdb._Database
+    ) -> None:
+        self._txn = txn
+        self._current = current
+        self._undo = undo
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value under ``key`` one version back, or None."""
+        undone = self._txn.get(key, db=self._undo)
+        if undone is not None:
+            return None if bytes(undone[:1]) == _ABSENT else bytes(undone[1:])
+        value = self._txn.get(key, db=self._current)
+        return None if value is None else bytes(value)
+
+    def tree_node(self, key: bytes) -> bytes | None:
+        """``get``, as an ``apps.merkle.TreeReader``."""
+        return self.get(key)
+
+
+@dataclass(frozen=True, slots=True)
+class CertifiedView:
+    """The state after ``height`` and what certifies it: ``block`` (height + 1) carries
+    ``app_hash``, and ``certificate`` is block's commit certificate. ``state`` reads values
+    (``get``) and ``tree`` Merkle records (``tree_node``), both as of ``height``."""
+
+    height: int
+    app_hash: bytes
+    block: Block
+    certificate: CommitCertificate
+    state: _UndoneReader
+    tree: _UndoneReader
+
+
 class LmdbStateBackend:
     """``apps.state.StateBackend`` over a store's committed state."""
 
@@ -548,6 +860,10 @@ class LmdbStateBackend:
     ) -> Iterator[tuple[bytes, bytes]]:
         """Committed (key, value) with ``start <= key < end`` in key order (or reverse)."""
         return self._store.state_scan(start, end, reverse=reverse)
+
+    def tree_node(self, key: bytes) -> bytes | None:
+        """The committed Merkle tree record under ``key``."""
+        return self._store.tree_node(key)
 
 
 def verify_chain(store: Store, validators: ValidatorSet, *, from_height: int = 1) -> int:

@@ -447,7 +447,7 @@ class SimNode:
             writes=result.writes,
         )
         # One write transaction: chain entry and state changes together, then its fsync.
-        self.backend.apply(result.writes)
+        self.backend.apply(result.writes, result.tree)
         self.disk.write_commit(entry)
         if self.env.driver_bug == "commit-without-fsync":
             self._sync_later(self.disk.sync_chain)

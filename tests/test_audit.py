@@ -327,6 +327,31 @@ def test_deleted_and_added_state_entries(chain: BuiltChain) -> None:
     assert "key zzz/extra is in the store" in detail
 
 
+def test_a_changed_or_stray_tree_record_is_the_tree(chain: BuiltChain) -> None:
+    records: list[bytes] = []
+    corrupt(chain.home, "tree", lambda txn, db: records.extend(bytes(k) for k, _ in txn.cursor(db)))
+    deep = max(records[:-1], key=len)  # a node record below the root (not the root slot)
+    replace_value(chain.home, "tree", deep, lambda old: flip_byte(old, len(old) - 1))
+    height, item, detail = failure_of(chain.home)
+    assert (height, item) == (HEIGHTS, "tree")
+    assert deep.hex() in detail
+
+    replace_value(chain.home, "tree", deep, lambda old: flip_byte(old, len(old) - 1))
+    assert audit_home(chain.home).ok
+    corrupt(chain.home, "tree", lambda txn, db: txn.put(b"\x05stray", b"\x00" * 4, db=db))
+    assert failure_of(chain.home)[:2] == (HEIGHTS, "tree")
+
+
+def test_an_undo_record_that_is_not_what_the_last_block_replaced_is_the_undo(
+    chain: BuiltChain,
+) -> None:
+    written = [key for key, _ in chain.writes(HEIGHTS)]
+    replace_value(chain.home, "state_undo", written[0], lambda old: old + b"!")
+    height, item, detail = failure_of(chain.home)
+    assert (height, item) == (HEIGHTS, "undo")
+    assert "state_undo" in detail
+
+
 def chain_value(chain: BuiltChain, key: bytes) -> bytes:
     for height in range(HEIGHTS, 0, -1):
         for written, value in chain.writes(height):

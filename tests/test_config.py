@@ -168,6 +168,35 @@ def test_cross_file_checks_catch_limits_above_genesis_and_unknown_peers(tmp_path
     }
 
 
+def test_config_check_validates_the_statesync_section(tmp_path: Path) -> None:
+    home = make_network(tmp_path, 2)[0]
+    config, _ = parse_config((home / "config.toml").read_bytes())
+    assert config is not None
+    text = render_config(config.with_changes("statesync", enabled=True, peers_min=3))
+    text = text.replace("snapshot_retention = 2", "snapshot_retention = 0")
+    text = text.replace("serve_bytes_per_second = 33554432", 'serve_bytes_per_second = "fast"')
+    (home / "config.toml").write_text(text + "")
+    result = CliRunner().invoke(main, ["config", "check", "--home", str(home)])
+    assert result.exit_code == 1
+    _, problems = check_home(home)
+    assert {problem.key for problem in problems} == {
+        "[statesync] snapshot_retention",
+        "[statesync] serve_bytes_per_second",
+    }
+    # With the values fixed, the cross-check: two validators leave one peer to sync from.
+    (home / "config.toml").write_text(
+        render_config(config.with_changes("statesync", enabled=True, peers_min=3))
+    )
+    _, problems = check_home(home)
+    assert [(problem.key, problem.fix) for problem in problems] == [
+        ("[statesync] peers_min", "set it to at most 1")
+    ]
+    (home / "config.toml").write_text(
+        render_config(config.with_changes("statesync", enabled=True, peers_min=1))
+    )
+    assert check_home(home)[1] == []
+
+
 def test_a_genesis_the_apps_reject_fails_validate_and_config_check_not_start(
     tmp_path: Path,
 ) -> None:

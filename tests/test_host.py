@@ -158,11 +158,13 @@ def write(c: Chain, *puts: tuple[bytes, bytes], signer: object = BANK, **extra: 
 # -- genesis ------------------------------------------------------------------------------------
 
 
-def test_genesis_is_deterministic_and_chained_from_zero() -> None:
+def test_genesis_is_deterministic_and_its_app_hash_is_the_state_root() -> None:
     first, second = chain(), chain()
     assert first.host.app_hash == second.host.app_hash
     assert first.backend.items() == second.backend.items()
-    assert first.host.app_hash == app_hash_of(bytes(32), tuple(first.backend.items()))
+    state = tuple(first.backend.items())
+    assert first.host.app_hash == app_hash_of(MemoryBackend(), state).root
+    assert first.host.app_hash == MemoryBackend(state).app_hash
     assert first.host.query("vault", "total", {}) == 0
 
 

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from apps.membership import MembershipApp
+from apps.merkle import EMPTY_ROOT
 from apps.state import MemoryBackend
 from apps.transaction import sign_transaction
 from consensus.codec import Value
@@ -125,7 +126,7 @@ def test_a_store_whose_genesis_was_never_written_takes_the_corrected_genesis(
     Store(tmp_path, chain_id=CHAIN, genesis_hash=b"\x01" * 32).close()
     store = Store(tmp_path, chain_id="fixed-chain", genesis_hash=GENESIS_HASH)
     assert not store.initialised
-    store.init_genesis((), b"\x02" * 32)
+    store.init_genesis((), EMPTY_ROOT)
     store.close()
     with pytest.raises(StoreMismatchError, match="genesis"):
         Store(tmp_path, chain_id="fixed-chain", genesis_hash=b"\x01" * 32)
@@ -165,7 +166,7 @@ def test_commits_that_do_not_extend_the_chain_are_refused_and_write_nothing(
     assert store.height == 1
     store.commit_block(good, certify(good), result)
     with pytest.raises(StoreConsistencyError, match="already written"):
-        store.init_genesis((), b"\x00" * 32)
+        store.init_genesis((), EMPTY_ROOT)
     assert verify_chain(store, VALIDATORS) == 2
     chain.close()
 
@@ -273,8 +274,8 @@ def test_state_scans_match_a_sorted_model(
         if k:
             writes[k] = v if put else None
     write_set = tuple(sorted(writes.items()))
-    store.init_genesis(write_set, b"\x00" * 32)
     model.apply(write_set)
+    store.init_genesis(write_set, model.app_hash)
     for reverse in (False, True):
         assert list(store.state_scan(start, end, reverse=reverse)) == list(
             model.scan(start, end, reverse=reverse)

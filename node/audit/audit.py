@@ -32,6 +32,16 @@ committed height [evidence]; and finally the stored state against the replayed s
 key [state]. A state key that differs is reported at the last height whose block wrote it in
 the replay (the committed height for a key the replay never wrote).
 
+Then the stored Merkle tree against the tree of the replayed state, record by record [tree],
+and the undo records of the last block against what its writes replaced in the replay [undo]
+(they are what proofs of the certified state are answered from).
+
+A store that joined by state sync holds blocks from its base height b on only. Its audit starts
+from the snapshot it installed, kept pinned under ``<home>/snapshots/b``: the manifest must
+rebuild the stored app hash of b and every chunk its slot [snapshot]; block b is checked like any
+block except for its replay (its state *is* the snapshot), block b+1 must carry the snapshot's
+app hash, and the replay goes on from there.
+
 The audit stops at the first failure and names its height, item and detail. Memory: one block
 at a time plus the replayed state (``apps.state.MemoryBackend``); indexes and state are
 streamed in batches.
@@ -66,6 +76,8 @@ from node.audit.replay import Replay, load_home_genesis
 from node.audit.statediff import diff_states, render_key, render_value
 from node.audit.storeview import StoreView, StoreViewError, height_key
 from node.genesis import Genesis, GenesisError
+from node.home import SNAPSHOTS_DIR
+from node.snapshots import SnapshotDirectory, SnapshotError, verify_chunk
 
 __all__ = ["AuditFailure", "AuditReport", "audit_home", "audit_store"]
 
@@ -91,6 +103,9 @@ ITEM_REPLAY: Final = "replay"
 ITEM_EVIDENCE: Final = "evidence"
 ITEM_META: Final = "meta"
 ITEM_STATE: Final = "state"
+ITEM_TREE: Final = "tree"
+ITEM_UNDO: Final = "undo"
+ITEM_SNAPSHOT: Final = "snapshot"
 
 
 def _short(data: bytes | None) -> str:
@@ -260,10 +275,18 @@ class _EvidenceCursor:
 class _Auditor:
     """One audit run; ``run`` raises ``_Failed`` at the first failure."""
 
-    def __init__(self, view: StoreView, genesis: Genesis, apps: Sequence[App] | None) -> None:
+    def __init__(
+        self,
+        view: StoreView,
+        genesis: Genesis,
+        apps: Sequence[App] | None,
+        snapshots: Path | None,
+    ) -> None:
         self.view = view
         self.genesis = genesis
         self.apps = apps
+        self.snapshots = snapshots
+        self.base = 0
         self.chain_id = genesis.chain_id
         self.validators = genesis.validator_set
         self.top = -1
@@ -281,10 +304,15 @@ class _Auditor:
         self.evidence = _EvidenceCursor(self.view, self.validators, self.chain_id)
         self.evidence.check_through(0)
         previous_hash = self.genesis.hash
-        for height in range(1, self.top + 1):
+        self.base = self.view.base_height
+        if self.base:
+            replay = self._snapshot_replay(self.base)
+            previous_hash = self._check_base_block(self.base)
+            self.evidence.check_through(self.base)
+        for height in range(self.base + 1, self.top + 1):
             block = self._check_height(height, previous_hash, replay)
             self.evidence.check_through(height)
-            self.heights_checked = height
+            self.heights_checked = height - self.base
             previous_hash = block.hash
             if height % PROGRESS_EVERY_HEIGHTS == 0:
                 log.info("audit_progress", extra={"height": height, "top": self.top})
@@ -292,6 +320,45 @@ class _Auditor:
         self._check_accounting()
         self.evidence.check_through(None)
         self._check_state(replay)
+        self._check_tree(replay)
+        self._check_undo(replay)
+
+    # -- a state-synced store's start -------------------------------------------------------
+
+    def _snapshot_replay(self, base: int) -> Replay:
+        where = f"snapshots/{base}"
+        if base > self.top:
+            _fail(base, ITEM_SNAPSHOT, f"base height {base} is above the committed height")
+        if self.snapshots is None:
+            _fail(base, ITEM_SNAPSHOT, f"the store was state-synced at {base}: give its home")
+        directory = SnapshotDirectory(self.snapshots, self.chain_id)
+        stored = self.view.app_hash_at(base)
+        if stored is None:
+            _fail(base, ITEM_APP_HASH, "no app hash is stored for the base height")
+        items: list[tuple[bytes, bytes]] = []
+        try:
+            manifest = directory.manifest(base)
+            manifest.verify(self.chain_id, base, stored)
+            for chunk in manifest.chunks:
+                data = directory.chunk_bytes(base, chunk.prefix)
+                items.extend(verify_chunk(manifest, chunk.prefix, data).items)
+        except SnapshotError as error:
+            _fail(base, ITEM_SNAPSHOT, f"{where} (the store was state-synced from it): {error}")
+        try:
+            return Replay(self.genesis, self.apps, base=(base, items))
+        except AppLoadError as error:
+            _fail(0, ITEM_GENESIS, f"apps cannot be loaded: {error}")
+
+    def _check_base_block(self, base: int) -> bytes:
+        """Block ``base`` of a state-synced store: everything but its link and its replay.
+        Returns its hash."""
+        block = self._load_block(base)
+        if not block.body_matches_header():
+            _fail(base, ITEM_BODY, "the transactions do not hash to the header's root")
+        self._check_certificate(base, block)
+        if self.view.height_of(block.hash) != base:
+            _fail(base, ITEM_BLOCK_INDEX, f"block hash {_short(block.hash)} is not indexed")
+        return block.hash
 
     # -- height 0 -----------------------------------------------------------------------------
 
@@ -491,17 +558,19 @@ class _Auditor:
 
     def _check_accounting(self) -> None:
         top = self.top
-        for db, item, low in (
-            ("blocks", ITEM_BLOCK, 1),
-            ("certificates", ITEM_CERTIFICATE, 1),
-            ("app_hashes", ITEM_APP_HASH, 0),
+        first = max(1, self.base)
+        for db, item, low, extra in (
+            ("blocks", ITEM_BLOCK, first, 0),
+            ("certificates", ITEM_CERTIFICATE, first, 0),
+            # A state-synced store keeps the genesis app hash as well.
+            ("app_hashes", ITEM_APP_HASH, self.base, 1 if self.base else 0),
         ):
-            expected = top + 1 - low
+            expected = top + 1 - low + extra
             found = self.view.entries(db)
             if found != expected:
                 self._report_stray_height_key(db, item, low, found, expected)
         found = self.view.entries("block_hashes")
-        if found != top:
+        if found != top + 1 - first:
             self._report_stray_block_hash(found)
         found = self.view.entries("receipts")
         if found != self.transactions:
@@ -514,6 +583,8 @@ class _Auditor:
         self, db: str, item: str, low: int, found: int, expected: int
     ) -> NoReturn:
         for key, _ in self.view.scan(db, end=height_key(low)):
+            if self.base and db == "app_hashes" and key == height_key(0):
+                continue  # a state-synced store keeps the genesis app hash
             _fail(low, item, f"{db} holds an entry with key {key.hex()} below height {low}")
         for key, _ in self.view.scan(db, start=height_key(self.top + 1)):
             claimed = int.from_bytes(key[:8], "big")
@@ -528,7 +599,7 @@ class _Auditor:
         stray: AuditFailure | None = None
         for block_hash, raw in self.view.scan("block_hashes"):
             claimed = int.from_bytes(raw, "big")
-            if 1 <= claimed <= self.top:
+            if max(1, self.base) <= claimed <= self.top:
                 block_raw = self.view.block_bytes(claimed)
                 try:
                     if block_raw is not None and _decode_block(block_raw).hash == block_hash:
@@ -580,6 +651,44 @@ class _Auditor:
             f"{found} entries, expected {self.first_inclusions} distinct transactions",
         )
 
+    def _check_tree(self, replay: Replay) -> None:
+        difference = _first_difference(self.view.scan("tree"), iter(replay.backend.tree_records()))
+        if difference is not None:
+            key, stored, expected = difference
+            _fail(
+                self.top,
+                ITEM_TREE,
+                f"record {key.hex()}: stored {_short(stored)}, the replayed state's tree has "
+                f"{_short(expected)}",
+            )
+
+    def _check_undo(self, replay: Replay) -> None:
+        undo_height = self.view.meta(b"undo_height")
+        if self.top == self.base:
+            # No block since genesis or the snapshot: no earlier version is kept.
+            if undo_height is not None or self.view.entries("state_undo"):
+                _fail(self.top, ITEM_UNDO, "undo records exist but no block was committed")
+            return
+        if undo_height != height_key(self.top):
+            _fail(self.top, ITEM_UNDO, "the undo records are not the last block's")
+        for database, expected in (
+            ("state_undo", replay.undo_state),
+            ("tree_undo", replay.undo_tree),
+        ):
+            encoded = sorted(
+                (key, b"\x00" if value is None else b"\x01" + value)
+                for key, value in expected.items()
+            )
+            difference = _first_difference(self.view.scan(database), iter(encoded))
+            if difference is not None:
+                key, stored, wanted = difference
+                _fail(
+                    self.top,
+                    ITEM_UNDO,
+                    f"{database} {render_key(key)}: stored {_short(stored)}, block {self.top} "
+                    f"replaced {_short(wanted)}",
+                )
+
     def _check_state(self, replay: Replay) -> None:
         for difference in diff_states(self.view.state_scan(), replay.backend.scan()):
             height = replay.last_written.get(difference.key, self.top)
@@ -601,13 +710,38 @@ class _Auditor:
             _fail(height, ITEM_STATE, detail)
 
 
+def _first_difference(
+    stored: Iterator[tuple[bytes, bytes]], expected: Iterator[tuple[bytes, bytes]]
+) -> tuple[bytes, bytes | None, bytes | None] | None:
+    """The first key at which two sorted (key, value) streams differ, with both values."""
+    left = next(stored, None)
+    right = next(expected, None)
+    while left is not None or right is not None:
+        if right is None or (left is not None and left[0] < right[0]):
+            assert left is not None
+            return left[0], left[1], None
+        if left is None or right[0] < left[0]:
+            return right[0], None, right[1]
+        if left[1] != right[1]:
+            return left[0], left[1], right[1]
+        left = next(stored, None)
+        right = next(expected, None)
+    return None
+
+
 def audit_store(
-    view: StoreView, genesis: Genesis, *, apps: Sequence[App] | None = None, home: str = ""
+    view: StoreView,
+    genesis: Genesis,
+    *,
+    apps: Sequence[App] | None = None,
+    home: str = "",
+    snapshots: Path | None = None,
 ) -> AuditReport:
     """Audit the store behind ``view`` against ``genesis`` (apps: as genesis enables them,
-    loaded through entry points, unless given). Never raises for what it finds in the store."""
+    loaded through entry points, unless given; ``snapshots``: the home's snapshot directory,
+    needed for a state-synced store). Never raises for what it finds in the store."""
     started = time.perf_counter()
-    auditor = _Auditor(view, genesis, apps)
+    auditor = _Auditor(view, genesis, apps, snapshots)
     failure: AuditFailure | None = None
     try:
         auditor.run()
@@ -653,4 +787,4 @@ def audit_home(home: Path, *, apps: Sequence[App] | None = None) -> AuditReport:
             certificate_seconds=0.0,
         )
     with view:
-        return audit_store(view, genesis, apps=apps, home=str(home))
+        return audit_store(view, genesis, apps=apps, home=str(home), snapshots=home / SNAPSHOTS_DIR)

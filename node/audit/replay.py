@@ -19,6 +19,7 @@ from pathlib import Path
 
 from apps.base import App, BlockContext
 from apps.host import AppHost, BlockResult
+from apps.merkle import TreeUpdate
 from apps.state import MemoryBackend, WriteSet
 from consensus.types import Block, ValidatorSet
 from node.apploader import load_apps
@@ -45,16 +46,38 @@ class Replay:
     ``node.apploader.AppLoadError``); the genesis app state is applied on construction (raises
     ``apps.host.GenesisError``)."""
 
-    def __init__(self, genesis: Genesis, apps: Sequence[App] | None = None) -> None:
+    def __init__(
+        self,
+        genesis: Genesis,
+        apps: Sequence[App] | None = None,
+        *,
+        base: tuple[int, Sequence[tuple[bytes, bytes]]] | None = None,
+    ) -> None:
+        """``base``: start from the state after that height (a state-synced store's snapshot
+        entries) instead of from genesis."""
         self.genesis = genesis
         self.validators: ValidatorSet = genesis.validator_set
         self.backend = MemoryBackend()
         loaded = list(apps) if apps is not None else load_apps(genesis.apps)
-        self.host = AppHost(loaded, self.backend, chain_id=genesis.chain_id)
         self.last_written: dict[bytes, int] = {}
-        writes, app_hash = self.host.init_genesis(genesis.app_state)
-        self._apply(0, writes)
-        self.host.committed(0, app_hash)
+        # What the last block's writes replaced (None: absent), as a store's undo records do.
+        self.undo_state: dict[bytes, bytes | None] = {}
+        self.undo_tree: dict[bytes, bytes | None] = {}
+        if base is None:
+            self.host = AppHost(loaded, self.backend, chain_id=genesis.chain_id)
+            writes, app_hash = self.host.init_genesis(genesis.app_state)
+            self._apply(0, writes)
+            self.host.committed(0, app_hash)
+        else:
+            height, items = base
+            self.backend = MemoryBackend(items)
+            self.host = AppHost(
+                loaded,
+                self.backend,
+                chain_id=genesis.chain_id,
+                height=height,
+                app_hash=self.backend.app_hash,
+            )
 
     @property
     def height(self) -> int:
@@ -79,11 +102,15 @@ class Replay:
             chain_id=self.genesis.chain_id,
         )
         result = self.host.execute_block(context, block.transactions)
-        self._apply(block.height, result.writes)
+        self._apply(block.height, result.writes, result.tree)
         self.host.committed(block.height, result.app_hash)
         return result
 
-    def _apply(self, height: int, writes: WriteSet) -> None:
-        self.backend.apply(writes)
+    def _apply(self, height: int, writes: WriteSet, tree: TreeUpdate | None = None) -> None:
+        backend = self.backend
+        self.undo_state = {key: backend.get(key) for key, _ in writes}
+        if tree is not None:
+            self.undo_tree = {key: backend.tree_node(key) for key, _ in tree.records}
+        backend.apply(writes, tree)
         for key, _ in writes:
             self.last_written[key] = height

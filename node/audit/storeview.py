@@ -6,8 +6,9 @@ Theory of operation
 empty directory; an auditor must never change what it audits, so ``StoreView`` opens the same
 environment with ``readonly=True`` and reads the databases ``node.store`` documents (``meta``,
 ``blocks``, ``block_hashes``, ``certificates``, ``app_hashes``, ``transactions``, ``receipts``,
-``state``, ``evidence``). It returns raw bytes: checking and decoding them is the caller's job,
-since the point of an audit is to find the bytes that do not decode.
+``state``, ``tree``, the undo databases, ``evidence``). It returns raw bytes: checking and
+decoding them is the caller's job, since the point of an audit is to find the bytes that do
+not decode.
 
 The layout is ``node.store``'s schema version ``SCHEMA_VERSION``; a store recording another
 schema is refused with ``StoreViewError``, so a layout change cannot be misread silently.
@@ -149,6 +150,12 @@ class StoreView:
     def genesis_hash(self) -> bytes | None:
         """The genesis hash the store was created from."""
         return self.meta(b"genesis_hash")
+
+    @property
+    def base_height(self) -> int:
+        """The height a state-synced store starts at (0: it holds every block from 1)."""
+        raw = self.meta(b"base_height")
+        return 0 if raw is None else int.from_bytes(raw, "big")
 
     @property
     def height(self) -> int | None:

@@ -258,7 +258,7 @@ def _run_memory(workload: Workload, timer: _Timer, known: dict[bytes, Transactio
         context = _context(workload, height)
         with timer.section("execute_memory"):
             result = host.execute_block(context, block, known=known)
-        backend.apply(result.writes)
+        backend.apply(result.writes, result.tree)
         host.committed(height, result.app_hash)
         _fingerprint_update(digest, result)
     return digest.hexdigest()
@@ -321,7 +321,7 @@ def _run_mempool(workload: Workload, timer: _Timer, known: dict[bytes, Transacti
             reaped = mempool.reap(transactions_max=len(block), bytes_max=1 << 30)
         assert reaped == list(block), "the mempool proposes transactions in arrival order"
         result = host.execute_block(_context(workload, height), block, known=mempool.known())
-        backend.apply(result.writes)
+        backend.apply(result.writes, result.tree)
         host.committed(height, result.app_hash)
         with timer.section("mempool_update"):
             update = mempool.update(block)
@@ -377,7 +377,7 @@ def _accepted(workload: Workload, known: dict[bytes, Transaction]) -> int:
     accepted = 0
     for height, block in enumerate(workload.blocks, start=1):
         result = host.execute_block(_context(workload, height), block, known=known)
-        backend.apply(result.writes)
+        backend.apply(result.writes, result.tree)
         host.committed(height, result.app_hash)
         accepted += sum(1 for receipt in result.receipts if receipt.ok)
     return accepted

@@ -48,7 +48,9 @@ from node.cli.app_commands import (
 from node.cli.app_commands import (
     parse_arguments as parse_argument_texts,
 )
-from node.client.client import ApiError, Client, tls_context
+from node.client.client import ApiError, Client, ProofRefused, ProvenAnswer, tls_context
+from node.genesis import Genesis, GenesisError, load_genesis
+from node.home import GENESIS_FILE
 from node.jsonvalue import JsonType, JsonValueError, from_json, to_json
 from node.keys import KeyFileError, load_key_file
 
@@ -68,7 +70,9 @@ _HEX_KEY: Final = re.compile(r"[0-9a-f]{64}")
 # A list of records with more fields than this prints as one block per record, not a table.
 _COLUMNS_MAX: Final = 6
 # Options every generated command has; an app argument may not reuse their names.
-_RESERVED: Final = frozenset({"node", "key", "nonce", "wait", "args", "json", "timeout_ms"})
+_RESERVED: Final = frozenset(
+    {"node", "key", "nonce", "wait", "args", "json", "timeout_ms", "prove", "genesis"}
+)
 _METAVARS: Final[Mapping[Kind, str]] = {
     Kind.PUBLIC_KEY: "KEY",
     Kind.AMOUNT: "AMOUNT",
@@ -163,6 +167,66 @@ def not_a_node(text: str) -> str:
 def _fail(error: ApiError) -> click.ClickException:
     code = f" [{error.code}]" if error.code else ""
     return click.ClickException(f"{error}{code}")
+
+
+def _genesis_for_proofs(given: str | None, node: str) -> Genesis:
+    """The genesis a proof is checked against: ``--genesis``, else the testnet directory's
+    (when ``--node`` names one), else ``$SUANPAN_GENESIS``. It is the only thing trusted, so
+    it is never asked from the node."""
+    path: Path | None = None
+    if given:
+        path = Path(given).expanduser()
+    else:
+        directory = Path(node).expanduser()
+        if (directory / _TESTNET_FILE).is_file():
+            try:
+                document = json.loads((directory / _TESTNET_FILE).read_text("utf-8"))
+                path = directory / str(document["nodes"][0]["home"]) / GENESIS_FILE
+            except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
+                raise click.BadParameter(
+                    f"{directory / _TESTNET_FILE} is not a testnet file: {error}",
+                    param_hint="--node",
+                ) from None
+        elif os.environ.get("SUANPAN_GENESIS"):
+            path = Path(os.environ["SUANPAN_GENESIS"]).expanduser()
+    if path is None:
+        raise click.UsageError(
+            "--prove checks the answer against the chain's genesis validators: give --genesis "
+            "GENESIS.json (or --node TESTNET_DIR, or set $SUANPAN_GENESIS)"
+        )
+    try:
+        return load_genesis(path)
+    except GenesisError as error:
+        raise click.BadParameter(f"{path}: {error}", param_hint="--genesis") from None
+
+
+def _proven_query(
+    client: Client, app: str, path: str, arguments: dict[str, Value], genesis: Genesis
+) -> ProvenAnswer:
+    try:
+        return client.query_proven(app, path, arguments, genesis)
+    except ProofRefused as error:
+        raise click.ClickException(f"REFUSED: {error}") from None
+
+
+def _proof_line(answer: ProvenAnswer) -> str:
+    return (
+        f"proof verified against block {answer.block} "
+        f"(certificate {answer.signatures} of {answer.validators}), state after height "
+        f"{answer.height}"
+    )
+
+
+def _proof_json(answer: ProvenAnswer) -> dict[str, JsonType]:
+    return {
+        "verified": True,
+        "height": answer.height,
+        "block": answer.block,
+        "app_hash": answer.app_hash.hex(),
+        "signatures": answer.signatures,
+        "validators": answer.validators,
+        "keys": answer.keys,
+    }
 
 
 # ---------------------------------------------------------------------- rendering
@@ -540,24 +604,38 @@ def _transaction_command(table: AppCommands, spec: CommandSpec) -> click.Command
 
 def _query_command(table: AppCommands, spec: CommandSpec) -> click.Command:
     def run(**params: object) -> None:
-        address, names = resolve_node(node_address(params["node"]))
+        node = node_address(params["node"])
+        address, names = resolve_node(node)
+        genesis = (
+            _genesis_for_proofs(_opt_str(params["genesis"]), node) if params["prove"] else None
+        )
         client = _client(address, _opt_str(params["key_path"]))
+        answer: ProvenAnswer | None = None
         try:
             arguments = _parse(spec, _collect(spec, params), _opt_str(params["args"]), client)
             completion = _QUERY_COMPLETIONS.get((table.app, spec.name))
             note = completion(client, arguments) if completion is not None else ""
-            result = client.query(table.app, spec.name, arguments)
+            if genesis is not None:
+                answer = _proven_query(client, table.app, spec.name, arguments, genesis)
+                result = answer.result
+            else:
+                result = client.query(table.app, spec.name, arguments)
         except ApiError as error:
             raise _fail(error) from None
         finally:
             client.close()
         if bool(params["as_json"]):
-            click.echo(json.dumps({"result": to_json(result)}))
+            document: dict[str, JsonType] = {"result": to_json(result)}
+            if answer is not None:
+                document["proof"] = _proof_json(answer)
+            click.echo(json.dumps(document))
             return
         console = Console()
         _print_value(console, _Renderer(names), f"{table.app} {spec.name}", result)
         if note:
             console.print(f"[yellow]note[/yellow]: {note}")
+        if answer is not None:
+            console.print(f"[green]{_proof_line(answer)}[/green]")
 
     params: list[click.Parameter] = [
         *_argument_options(spec),
@@ -565,10 +643,31 @@ def _query_command(table: AppCommands, spec: CommandSpec) -> click.Command:
         _node_option(),
         click.Option(["--args", "args"], help="More arguments as a JSON object (options win)."),
         click.Option(["--json", "as_json"], is_flag=True, help="Print the result as JSON."),
+        *_prove_options(),
     ]
     return click.Command(
         spec.name, callback=run, params=params, help=spec.help, short_help=spec.help
     )
+
+
+def _prove_options() -> list[click.Parameter]:
+    return [
+        click.Option(
+            ["--prove", "prove"],
+            is_flag=True,
+            help=(
+                "Answer on the latest certified state with Merkle proofs, checked here against "
+                "the genesis validators' commit certificate (queries that read single keys)."
+            ),
+        ),
+        click.Option(
+            ["--genesis", "genesis"],
+            help=(
+                "genesis.json to check --prove against [default: the --node testnet's, or "
+                "$SUANPAN_GENESIS]"
+            ),
+        ),
+    ]
 
 
 def _opt_str(value: object) -> str | None:
@@ -615,20 +714,35 @@ def _generic_query_command(app: str, path: str | None = None) -> click.Command:
         args: str | None,
         as_json: bool,
         key_path: str | None,
+        prove: bool,
+        genesis: str | None,
         path: str = path or "",
     ) -> None:
-        address, names = resolve_node(node_address(node))
+        node_text = node_address(node)
+        address, names = resolve_node(node_text)
+        trusted = _genesis_for_proofs(genesis, node_text) if prove else None
         client = _client(address, key_path)
+        answer: ProvenAnswer | None = None
         try:
-            result = client.query(app, path, _json_arguments(args))
+            if trusted is not None:
+                answer = _proven_query(client, app, path, _json_arguments(args), trusted)
+                result = answer.result
+            else:
+                result = client.query(app, path, _json_arguments(args))
         except ApiError as error:
             raise _fail(error) from None
         finally:
             client.close()
         if as_json:
-            click.echo(json.dumps({"result": to_json(result)}))
+            document: dict[str, JsonType] = {"result": to_json(result)}
+            if answer is not None:
+                document["proof"] = _proof_json(answer)
+            click.echo(json.dumps(document))
         else:
-            _print_value(Console(), _Renderer(names), f"{app} {path}", result)
+            console = Console()
+            _print_value(console, _Renderer(names), f"{app} {path}", result)
+            if answer is not None:
+                console.print(f"[green]{_proof_line(answer)}[/green]")
 
     arguments: list[click.Parameter] = [] if path is not None else [click.Argument(["path"])]
     return click.Command(
@@ -640,6 +754,7 @@ def _generic_query_command(app: str, path: str | None = None) -> click.Command:
             _node_option(),
             click.Option(["--args", "args"], default="{}", help="Arguments as JSON."),
             click.Option(["--json", "as_json"], is_flag=True, help="Print the result as JSON."),
+            *_prove_options(),
         ],
         help=f"Ask app {app!r} the read-only question PATH (arguments as JSON).",
     )

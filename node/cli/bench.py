@@ -206,3 +206,68 @@ def catchup_command(blocks: int, validators: int, keep: Path | None, as_json: bo
         f" {document['blocks_per_s']} blocks/s verified and applied,"
         f" {document['transactions_per_s']} tx/s"
     )
+
+
+@bench.command("merkle")
+@click.option("--accounts", default=100_000, show_default=True, type=click.IntRange(10, 10**7))
+@click.option("--writes", default=5_000, show_default=True, type=click.IntRange(1, 10**6))
+@click.option("--blocks", default=5, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--designs", is_flag=True, help="also apply the blocks to the rejected designs")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def merkle_command(accounts: int, writes: int, blocks: int, designs: bool, as_json: bool) -> None:
+    """The Merkle state commitment's costs: app hash of ACCOUNTS accounts from scratch, per
+    block and per write (memory and LMDB), proof size and verify time (CPU time)."""
+    from node.bench.merkle import run_merkle_bench
+
+    report = run_merkle_bench(accounts=accounts, writes=writes, blocks=blocks, designs=designs)
+    document = report.to_json()
+    if as_json:
+        click.echo(json.dumps(document))
+        return
+    click.echo(
+        f"state of {accounts:,} accounts ({report.keys:,} keys), blocks of {writes:,} writes"
+    )
+    click.echo(f"  app hash from scratch   {report.build_s:.2f} s")
+    click.echo(
+        f"  per block (memory)      {report.memory_ms_per_block:.1f} ms"
+        f" = {report.memory_us_per_write:.1f} us per write;"
+        f" {report.records_per_block:,.0f} records, {report.record_bytes_per_block:,.0f} bytes"
+    )
+    click.echo(
+        f"  per block (LMDB)        {report.lmdb_execute_ms_per_block:.1f} ms to hash"
+        f" ({report.lmdb_us_per_write:.1f} us per write),"
+        f" {report.lmdb_commit_ms_per_block:.1f} ms to commit with the undo records"
+    )
+    click.echo(
+        f"  proofs                  {report.proof_bytes_median:,} bytes median"
+        f" ({report.proof_bytes_max:,} max), verified in {report.verify_us_median:.0f} us"
+    )
+    for name, row in report.designs.items():
+        click.echo(
+            f"  {name:<22}  {row['us_per_write']:>6.1f} us/write {row['ms_per_block']:>8.1f}"
+            f" ms/block {row['records_per_block']:>8,.0f} records {row['proof_bytes']:>7,.0f}"
+            " proof bytes"
+        )
+
+
+@bench.command("statesync")
+@click.option("--keys", default=1_000_000, show_default=True, type=click.IntRange(1, 10**8))
+@click.option("--value-bytes", default=100, show_default=True, type=click.IntRange(0, 65536))
+@click.option("--chunk-requests", default=4, show_default=True, type=click.IntRange(1, 64))
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def statesync_command(keys: int, value_bytes: int, chunk_requests: int, as_json: bool) -> None:
+    """Snapshot export and state sync of KEYS state entries over loopback (wall time)."""
+    from node.bench.statesync import run_statesync_bench
+
+    report = run_statesync_bench(keys=keys, value_bytes=value_bytes, chunk_requests=chunk_requests)
+    if as_json:
+        click.echo(json.dumps(report.to_json()))
+        return
+    click.echo(
+        f"{keys:,} keys of {value_bytes} bytes (source built in {report.source_build_s} s)\n"
+        f"  snapshot export   {report.snapshot_export_s} s (CPU {report.snapshot_export_cpu_s} s),"
+        f" {report.snapshot_bytes:,} bytes in {report.snapshot_chunks} chunks\n"
+        f"  state sync        {report.sync_s} s (CPU {report.sync_cpu_s} s) ="
+        f" {report.keys_per_s:,.0f} keys/s, {report.megabytes_per_s} MB/s"
+        f" (store {report.store_bytes:,} bytes)"
+    )

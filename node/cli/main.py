@@ -14,6 +14,7 @@ def main() -> None:
 # Subcommands live next to the code they drive; they are registered here, in help order.
 from node.cli.app import app_transaction_groups, query_group  # noqa: E402
 from node.cli.audit import audit_command, debug_group  # noqa: E402
+from node.cli.backup import backup_command, restore_command  # noqa: E402
 from node.cli.client import block_command, status_command, tx_group  # noqa: E402
 from node.cli.events import events_command  # noqa: E402
 from node.cli.keys import keys_group  # noqa: E402
@@ -35,6 +36,8 @@ for command in (
     block_command,
     events_command,
     audit_command,
+    backup_command,
+    restore_command,
     debug_group,
     sim,
 ):

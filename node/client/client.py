@@ -6,6 +6,7 @@ connection, reconnecting when the node closed it).
     client.submit(transaction.encoded, wait=True)["status"]   # "committed" / "rejected"
     client.send("payments", "transfer", {...}, key, wait=True)  # signs with the next nonce
     client.query_app("payments", "balances", account=public_key)
+    client.query_proven("payments", "balance", {...}, genesis)   # verified, or ProofRefused
     for event in client.events(app="payments", account=alice.public_key):  # follows commits
         print(event.kind, event.data)
 
@@ -27,13 +28,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from apps.base import App, AppError
+from apps.merkle import ProofError
+from apps.proofs import ProofUnsupported, ProvenReads, QueryProof, verify_query_proof
+from apps.state import NamespacedState
 from apps.transaction import Transaction, sign_transaction
 from consensus.codec import Value
 from consensus.crypto import PrivateKey
+from node.apploader import AppLoadError, load_apps
 from node.auth import sign_request
+from node.genesis import Genesis
 from node.jsonvalue import JsonType, from_json, to_json
 
-__all__ = ["ApiError", "Client", "StreamEvent", "tls_context"]
+__all__ = ["ApiError", "Client", "ProofRefused", "ProvenAnswer", "StreamEvent", "tls_context"]
 
 # Responses are JSON documents of at most a few MiB (a block with transactions).
 _RESPONSE_BYTES_MAX: Final = 64 * 1024 * 1024
@@ -83,6 +90,26 @@ class ApiError(Exception):
         self.message = message
         self.code = code
         self.rule = rule
+
+
+class ProofRefused(Exception):
+    """A proven answer that does not verify: the node (or something between) lied, or the
+    client's copy of the app answers differently. The message says which check failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProvenAnswer:
+    """A query answer computed by the client from state values proven against a certified
+    block: ``result`` as of the state after ``height``, certified by block ``block`` whose
+    certificate carries ``signatures`` of the ``validators`` genesis names."""
+
+    result: Value
+    height: int
+    block: int
+    app_hash: bytes
+    signatures: int
+    validators: int
+    keys: int
 
 
 class Client:
@@ -240,6 +267,60 @@ class Client:
             {"app": app, "path": path, "arguments": to_json(arguments or {})},
         )
         return from_json(document.get("result"))
+
+    def query_proven(
+        self,
+        app: str,
+        path: str,
+        arguments: Mapping[str, Value] | None,
+        genesis: Genesis,
+        *,
+        apps: Mapping[str, App] | None = None,
+    ) -> ProvenAnswer:
+        """Run an app query with a proof and verify it against ``genesis`` (its chain id and
+        validator set are the only things trusted): the certificate, the certified header,
+        every key's Merkle proof, and the answer itself, which the client recomputes from the
+        proven values with its own copy of the app (``apps``, default: loaded from the
+        installed entry points). Raises ``ProofRefused`` when anything fails to verify, and
+        ``ApiError`` when the node refuses (``not_provable``, ``not_certified``...)."""
+        document = self._request(
+            "POST",
+            "/query",
+            {"app": app, "path": path, "arguments": to_json(dict(arguments or {})), "prove": True},
+        )
+        proof_document = document.get("proof")
+        encoded = proof_document.get("encoded") if isinstance(proof_document, dict) else None
+        if not isinstance(encoded, str):
+            raise ProofRefused("the node's answer carries no proof")
+        try:
+            proof = QueryProof.decode(bytes.fromhex(encoded))
+            values = verify_query_proof(proof, genesis.validator_set, genesis.chain_id)
+        except ValueError as error:
+            raise ProofRefused(f"proof refused: {error}") from None
+        target = (apps or {}).get(app) or _installed_app(app)
+        view = NamespacedState(ProvenReads(values), app, writable=False)
+        try:
+            result = target.query(view, path, dict(arguments or {}))
+        except (ProofError, ProofUnsupported) as error:
+            raise ProofRefused(f"proof refused: {error}") from None
+        except AppError as error:
+            raise ProofRefused(
+                f"proof refused: the proven state makes the query fail ({error.code}) but the "
+                "node answered it"
+            ) from None
+        if to_json(result) != document.get("result"):
+            raise ProofRefused(
+                "proof refused: the node's answer differs from what its proven state gives"
+            )
+        return ProvenAnswer(
+            result=result,
+            height=proof.height,
+            block=proof.header.height,
+            app_hash=proof.header.app_hash,
+            signatures=len(proof.certificate.signatures),
+            validators=genesis.validator_set.size,
+            keys=len(values),
+        )
 
     def query_app(self, app: str, path: str, /, **arguments: Value) -> Value:
         """``query`` with the arguments as keywords:
@@ -452,3 +533,10 @@ def _read_events(response: http.client.HTTPResponse) -> Iterator[StreamEvent]:
             item_id = value
         elif name == "data":
             data = f"{data}\n{value}" if data else value
+
+
+def _installed_app(name: str) -> App:
+    try:
+        return load_apps([name])[0]
+    except AppLoadError as error:
+        raise ProofRefused(f"cannot check the answer: {error}") from None

@@ -1,0 +1,225 @@
+"""Proven query answers: an app query, the state values it read, and Merkle proofs of them.
+
+Theory of operation
+-------------------
+An app's ``query`` is a pure function of the state it reads. A node answering with a proof
+runs the query over a ``ReadRecorder`` that remembers every key the query read (present or
+absent), and sends the answer with a ``QueryProof``: those keys with their values, a Merkle
+proof of each (``apps.merkle``) against the app hash of the state it read, and the header and
+commit certificate of the block that carries that app hash (the app hash after height h is in
+block h+1's header, which certificate h+1 signs).
+
+A client trusts only the genesis validator set. ``verify_query_proof`` checks the certificate
+against it, that the header is the certified block and belongs to the claimed height, and every
+key's proof against the header's app hash. The client then runs the query itself, with its own
+copy of the app, over ``ProvenReads`` (the proven values, nothing else): a node that lied about
+a value, left a read out or changed the answer is caught, since the client's answer comes from
+proven values alone.
+
+Only queries that read single keys can be proven: the tree is ordered by key hash, so it can
+prove a key's value or its absence but not that a range scan missed nothing. A query that scans
+raises ``ProofUnsupported`` on the node (and the same on the client).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from apps.merkle import PROOF_LIMITS, Proof, ProofError, verify
+from consensus.codec import CodecError, Limits, Value, decode, encode
+from consensus.types import (
+    BlockHeader,
+    CertificateError,
+    CommitCertificate,
+    DecodeError,
+    ValidatorSet,
+    verify_certificate,
+)
+
+__all__ = [
+    "PROVEN_READS_MAX",
+    "ProofUnsupported",
+    "ProvenReads",
+    "QueryProof",
+    "ReadRecorder",
+    "verify_query_proof",
+]
+
+# Keys one proven query may read: a proof per key, so this bounds the answer's size (64 proofs
+# of at most ~64 KiB each); the single-key queries worth proving read one to a handful.
+PROVEN_READS_MAX: Final = 64
+# A proven answer is one HTTP response: 16 MiB at most; one value is an app record (the apps
+# bound them to 1 MiB) and one key's proof is at most ``PROOF_LIMITS``.
+_QUERY_PROOF_LIMITS: Final = Limits(
+    total_bytes_max=16 * 1024 * 1024,
+    depth_max=6,
+    str_bytes_max=256,
+    bytes_max=max(1024 * 1024, PROOF_LIMITS.total_bytes_max),
+    array_len_max=1024,
+    map_len_max=16,
+)
+
+
+class ProofUnsupported(Exception):
+    """The query cannot be proven (it scans a range, or reads too many keys)."""
+
+
+class _Getter(Protocol):
+    """What ``ReadRecorder`` reads from."""
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value at ``key``."""
+        ...
+
+
+class ReadRecorder:
+    """A read-only state over ``state`` (anything with ``get``) that records every key read
+    and its value; scans raise ``ProofUnsupported``. Used by a node answering with a proof."""
+
+    def __init__(self, state: _Getter) -> None:
+        self._state = state
+        self.reads: dict[bytes, bytes | None] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value at ``key`` (recorded)."""
+        if key in self.reads:
+            return self.reads[key]
+        if len(self.reads) >= PROVEN_READS_MAX:
+            raise ProofUnsupported(f"the query reads more than {PROVEN_READS_MAX} keys")
+        value = self.reads[key] = self._state.get(key)
+        return value
+
+    def scan(
+        self, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Refused: a range cannot be proven complete."""
+        raise ProofUnsupported(
+            "the query reads a range of keys; proofs cover queries that read single keys"
+        )
+
+    def tree_node(self, key: bytes) -> bytes | None:
+        """Not available: queries never read the tree."""
+        raise ProofUnsupported("a query does not read the Merkle tree")
+
+
+class ProvenReads:
+    """A read-only state holding only proven values; reading any other key raises
+    ``ProofError`` (the node left a read out of its proof). Used by a verifying client."""
+
+    def __init__(self, values: Mapping[bytes, bytes | None]) -> None:
+        self._values = dict(values)
+
+    def get(self, key: bytes) -> bytes | None:
+        """The proven value at ``key``."""
+        if key not in self._values:
+            raise ProofError(f"the answer reads key {key!r}, which the proof does not cover")
+        return self._values[key]
+
+    def scan(
+        self, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Refused, as on the node."""
+        raise ProofUnsupported(
+            "the query reads a range of keys; proofs cover queries that read single keys"
+        )
+
+    def tree_node(self, key: bytes) -> bytes | None:
+        """Not available: queries never read the tree."""
+        raise ProofUnsupported("a query does not read the Merkle tree")
+
+
+@dataclass(frozen=True, slots=True)
+class QueryProof:
+    """The state a query read, proven: ``reads`` are (key, value or None, proof) as of the
+    state after ``height``, whose app hash ``header`` (block height + 1) carries and
+    ``certificate`` certifies."""
+
+    height: int
+    header: BlockHeader
+    certificate: CommitCertificate
+    reads: tuple[tuple[bytes, bytes | None, Proof], ...]
+
+    def encode(self) -> bytes:
+        """Canonical bytes."""
+        value: Value = (
+            self.height,
+            self.header.fields(),
+            self.certificate.fields(),
+            tuple((key, value, proof.encode()) for key, value, proof in self.reads),
+        )
+        return encode(value, _QUERY_PROOF_LIMITS)
+
+    @classmethod
+    def decode(cls, data: bytes) -> QueryProof:
+        """Parse; ``ProofError`` naming the problem when malformed."""
+        try:
+            value = decode(data, _QUERY_PROOF_LIMITS)
+        except CodecError as error:
+            raise ProofError(f"query proof does not decode: {error}") from None
+        if not (isinstance(value, tuple) and len(value) == 4):
+            raise ProofError("a query proof is (height, header, certificate, reads)")
+        height, header_fields, certificate_fields, raw_reads = value
+        if not isinstance(height, int) or isinstance(height, bool) or height < 0:
+            raise ProofError("a query proof's height must be a non-negative integer")
+        try:
+            header = BlockHeader.from_fields(header_fields)
+            certificate = CommitCertificate.from_fields(certificate_fields)
+        except DecodeError as error:
+            raise ProofError(f"query proof's block: {error}") from None
+        if not isinstance(raw_reads, tuple) or len(raw_reads) > PROVEN_READS_MAX:
+            raise ProofError(f"a query proof holds at most {PROVEN_READS_MAX} reads")
+        reads: list[tuple[bytes, bytes | None, Proof]] = []
+        for raw in raw_reads:
+            if not (
+                isinstance(raw, tuple)
+                and len(raw) == 3
+                and isinstance(raw[0], bytes)
+                and (raw[1] is None or isinstance(raw[1], bytes))
+                and isinstance(raw[2], bytes)
+            ):
+                raise ProofError("a proven read is (key, value or nil, proof)")
+            key, read_value, proof = raw
+            assert isinstance(key, bytes)
+            assert isinstance(proof, bytes)
+            assert read_value is None or isinstance(read_value, bytes)
+            reads.append((key, read_value, Proof.decode(proof)))
+        return cls(height, header, certificate, tuple(reads))
+
+
+def verify_query_proof(
+    proof: QueryProof, validators: ValidatorSet, chain_id: str
+) -> dict[bytes, bytes | None]:
+    """The proven (key -> value or None) map of ``proof``, once its certificate verifies against
+    ``validators`` on ``chain_id``, its header is the certified block at ``height + 1``, and
+    every read's Merkle proof verifies against that header's app hash. Raises ``ProofError``
+    naming the first check that fails."""
+    header = proof.header
+    if header.chain_id != chain_id:
+        raise ProofError(f"the certifying block is for chain {header.chain_id!r}, not {chain_id!r}")
+    if header.height != proof.height + 1:
+        raise ProofError(
+            f"the state after height {proof.height} is certified by block {proof.height + 1}, "
+            f"not by block {header.height}"
+        )
+    try:
+        verify_certificate(
+            proof.certificate,
+            validators,
+            chain_id,
+            block_hash=header.hash(),
+            height=header.height,
+        )
+    except CertificateError as error:
+        raise ProofError(f"certificate of block {header.height}: {error}") from None
+    values: dict[bytes, bytes | None] = {}
+    for key, value, key_proof in proof.reads:
+        if key in values:
+            raise ProofError(f"key {key!r} is proven twice")
+        try:
+            verify(header.app_hash, key, value, key_proof)
+        except ProofError as error:
+            raise ProofError(f"key {key!r}: {error}") from None
+        values[key] = value
+    return values

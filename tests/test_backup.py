@@ -1,0 +1,129 @@
+"""``suanpan backup`` / ``restore`` on real stores: a restored home audits clean; a home that
+holds blocks is only replaced with ``--force`` (its data kept aside, its vote record carried
+over); another validator's vote record is dropped; archives of another chain, with foreign
+entries or damaged are refused. (The live backup -> restore -> rejoin on a running testnet is
+in ``test_statesync.py``.)"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from node.audit.audit import audit_home
+from node.audit.storeview import StoreView
+from node.cli import main
+from node.cli.backup import BackupError, create_backup, restore_backup
+from node.keys import save_key_file
+from tests.audit_fixtures import VALIDATOR_KEYS, build_home, extend_home, make_genesis
+
+HEIGHTS = 6
+
+
+def vote_record(home: Path) -> bytes | None:
+    with StoreView(home / "data") as view:
+        return view.get("replica", b"replica")
+
+
+def set_vote_record(home: Path, record: bytes) -> None:
+    from node.store import Store
+
+    genesis = make_genesis()
+    with Store(home / "data", chain_id=genesis.chain_id, genesis_hash=genesis.hash) as store:
+        store.save_replica_state(record)
+
+
+def validator_home(path: Path, key_index: int, *, heights: int = HEIGHTS) -> Path:
+    path.mkdir()
+    build_home(path, heights=heights)
+    save_key_file(path / "validator_key.json", VALIDATOR_KEYS[key_index])
+    return path
+
+
+def empty_home(path: Path, source: Path, key_index: int) -> Path:
+    path.mkdir()
+    shutil.copy(source / "genesis.json", path / "genesis.json")
+    save_key_file(path / "validator_key.json", VALIDATOR_KEYS[key_index])
+    return path
+
+
+def test_backup_then_restore_into_an_empty_home_audits_clean(tmp_path: Path) -> None:
+    source = validator_home(tmp_path / "source", 0)
+    set_vote_record(source, b"votes of validator 0")
+    archive = tmp_path / "backup.tar"
+    result = CliRunner().invoke(main, ["backup", "--home", str(source), "--to", str(archive)])
+    assert result.exit_code == 0, result.output
+    assert f"height {HEIGHTS}" in result.output
+
+    same = empty_home(tmp_path / "same", source, 0)
+    result = CliRunner().invoke(main, ["restore", "--from", str(archive), "--home", str(same)])
+    assert result.exit_code == 0, result.output
+    report = audit_home(same)
+    assert report.ok, report.render()
+    assert report.height == HEIGHTS
+    assert vote_record(same) == b"votes of validator 0"
+
+    # Another validator's home never gets validator 0's votes.
+    other = empty_home(tmp_path / "other", source, 1)
+    restore_backup(archive, other)
+    assert audit_home(other).ok
+    assert vote_record(other) is None
+
+
+def test_a_store_with_blocks_is_replaced_only_with_force_keeping_its_votes(tmp_path: Path) -> None:
+    home = validator_home(tmp_path / "home", 0)
+    archive = tmp_path / "backup.tar"
+    create_backup(home, archive)
+    extend_home(home, 3)
+    set_vote_record(home, b"newer votes")
+
+    with pytest.raises(BackupError, match="--force"):
+        restore_backup(archive, home)
+    info = restore_backup(archive, home, force=True)
+    assert info.height == HEIGHTS
+    assert audit_home(home).height == HEIGHTS
+    assert vote_record(home) == b"newer votes"
+    kept = list(home.glob("data.before-restore-*"))
+    assert len(kept) == 1
+    with StoreView(kept[0]) as view:
+        assert view.height == HEIGHTS + 3
+
+
+def test_foreign_damaged_or_other_chain_archives_are_refused(tmp_path: Path) -> None:
+    source = validator_home(tmp_path / "source", 0)
+    archive = tmp_path / "backup.tar"
+    create_backup(source, archive)
+    with pytest.raises(BackupError, match="exists"):
+        create_backup(source, archive)
+
+    evil = tmp_path / "evil.tar"
+    shutil.copy(archive, evil)
+    with tarfile.open(evil, "a") as tar:
+        payload = b"owned"
+        member = tarfile.TarInfo("../escape")
+        member.size = len(payload)
+        tar.addfile(member, io.BytesIO(payload))
+    target = empty_home(tmp_path / "target", source, 0)
+    with pytest.raises(BackupError, match="unexpected entry"):
+        restore_backup(evil, target)
+    assert not (tmp_path / "escape").exists()
+
+    damaged = tmp_path / "damaged.tar"
+    damaged.write_bytes(archive.read_bytes()[:2048])
+    with pytest.raises(BackupError):
+        restore_backup(damaged, target)
+
+    other_chain = tmp_path / "other-chain"
+    other_chain.mkdir()
+    genesis = make_genesis(seed=2)
+    from node.genesis import save_genesis
+
+    save_genesis(other_chain / "genesis.json", genesis)
+    save_key_file(other_chain / "validator_key.json", VALIDATOR_KEYS[0])
+    with pytest.raises(BackupError, match="chain"):
+        restore_backup(archive, other_chain)
+    assert not (target / "data").exists()
