@@ -610,12 +610,19 @@ class Adversary:
         if fat:
             transactions.append(rng.randbytes(FAT_TRANSACTION_BYTES))
         timestamp = max(parent_time + 1, self._clock_ms() + rng.randint(-300, 300))
+        # The next set honest replicas expect: what the honest blocks seen here name.
+        named = [
+            block.header.next_validators_hash for block in (seen.blocks if seen else {}).values()
+        ]
         return Block.build(
             chain_id=self.chain_id,
             height=height,
             view=view,
             parent_hash=parent_hash,
             app_hash=app_hash,
+            next_validators_hash=max(sorted(set(named)), key=named.count)
+            if named
+            else self.validators.hash(),
             proposer=proposer,
             timestamp_ms=timestamp,
             transactions=transactions,
@@ -1203,6 +1210,7 @@ class Adversary:
                 view=0,
                 parent_hash=hash_bytes(rng.randbytes(32)),
                 app_hash=hash_bytes(rng.randbytes(32)),
+                next_validators_hash=self.validators.hash(),
                 proposer=signer,
                 timestamp_ms=self._clock_ms(),
                 transactions=[rng.randbytes(FAT_TRANSACTION_BYTES)],
@@ -1230,6 +1238,7 @@ class Adversary:
                 view=header.view,
                 parent_hash=header.parent_hash,
                 app_hash=header.app_hash,
+                next_validators_hash=header.next_validators_hash,
                 proposer=header.proposer,
                 timestamp_ms=header.timestamp_ms + rng.randint(1, 100),
                 transactions=(),
@@ -1256,6 +1265,7 @@ class Adversary:
                 view=header.view,
                 parent_hash=header.parent_hash,
                 app_hash=header.app_hash,
+                next_validators_hash=header.next_validators_hash,
                 proposer=header.proposer,
                 timestamp_ms=header.timestamp_ms,
                 transactions=(),
@@ -1268,6 +1278,7 @@ class Adversary:
                 view=0,
                 parent_hash=header.parent_hash,
                 app_hash=header.app_hash,
+                next_validators_hash=header.next_validators_hash,
                 proposer=header.proposer,
                 timestamp_ms=header.timestamp_ms,
                 transactions=(),
@@ -1548,6 +1559,7 @@ class Adversary:
                 view=header.view,
                 parent_hash=header.parent_hash,
                 app_hash=header.app_hash,
+                next_validators_hash=header.next_validators_hash,
                 proposer=header.proposer,
                 timestamp_ms=header.timestamp_ms + rng.randint(1, 50),
                 transactions=message.block.transactions,

@@ -23,9 +23,9 @@ FIRST_CAUGHT = {
     "sync-without-certificate": 0,
     "vote-before-persist": 0,
     "commit-without-fsync": 0,
-    "signature-cache": 0,
-    "new-view-unchecked": 0,
-    "prepared-other-height": 58,
+    "signature-cache": 1,
+    "new-view-unchecked": 8,
+    "prepared-other-height": 161,
 }
 # Planted bugs no seed catches by agreement or durability yet (see the slow sweep).
 NOT_YET_FORKED = {"no-view-check-on-votes"}
