@@ -601,6 +601,10 @@ class DropReason(StrEnum):
     BAD_SIGNATURE = "bad_signature"
     STALE = "stale"
     TOO_FAR_AHEAD = "too_far_ahead"
+    # From a height whose validator set we do not know yet, and not signed (or certified) by
+    # the latest set we know: early rather than wrong (the signer may be a validator added or
+    # re-keyed there); it counts as a hint that we are behind.
+    VALIDATORS_UNKNOWN = "validators_unknown"
     BUFFER_FULL = "buffer_full"
     DUPLICATE = "duplicate"
     NOT_PRIMARY = "not_primary"
@@ -1234,6 +1238,11 @@ class Replica:
         if signer >= validators.size:
             if exact is None:
                 self._note_unverified(signer, height)
+                self._drop(
+                    DropReason.VALIDATORS_UNKNOWN,
+                    f"signer {signer} at height {height}, beyond the sets we know",
+                )
+                return
             self._drop(DropReason.NOT_VALIDATOR, f"signer {signer} is not a validator")
             return
         if height > self._height + self._config.future_heights_max:
@@ -1247,10 +1256,13 @@ class Replica:
             if not message.signature_valid(validators, self._chain_id):
                 if exact is None:
                     self._note_unverified(signer, height)
-                unknown = "" if exact is not None else " (its height's validator set is not known)"
-                self._drop(
-                    DropReason.BAD_SIGNATURE, f"{type(message).__name__} from {signer}{unknown}"
-                )
+                    self._drop(
+                        DropReason.VALIDATORS_UNKNOWN,
+                        f"{type(message).__name__} from {signer} at height {height} is not"
+                        " signed by the latest validator set we know",
+                    )
+                    return
+                self._drop(DropReason.BAD_SIGNATURE, f"{type(message).__name__} from {signer}")
                 return
             self._note_height(validators, signer, height)
             queue = self._buffer.setdefault(signer, [])
@@ -2001,10 +2013,17 @@ class Replica:
         if not self._bug(PlantedBug.SYNC_WITHOUT_CERTIFICATE):
             problem = self._certificate_problem(block, certificate, validators)
             if problem is not None:
-                if exact is None and self._sync_requested_to is not None:
+                if exact is None:
                     # Perhaps certified by a set we cannot know yet: once the blocks before it
                     # are applied, ask again at once rather than after ``sync_retry_ms``.
-                    self._sync_requested_to = min(self._sync_requested_to, height - 1)
+                    if self._sync_requested_to is not None:
+                        self._sync_requested_to = min(self._sync_requested_to, height - 1)
+                    self._drop(
+                        DropReason.VALIDATORS_UNKNOWN,
+                        f"synced block {height}, not certified by the latest set we know:"
+                        f" {problem}",
+                    )
+                    return
                 self._drop(DropReason.INVALID_CERTIFICATE, problem)
                 return
         entry = _Synced(block, certificate, validators.hash())

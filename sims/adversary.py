@@ -314,6 +314,21 @@ class Adversary:
     # -----------------------------------------------------------------------------------------
     # Interface for the simulation
 
+    def reconfigure(self, validators: ValidatorSet) -> None:
+        """The chain reached a height whose validator set is ``validators``: judge quorums,
+        primaries and honest signatures by it from now on. Byzantine validators keep their
+        indices and keys (validator-set changes never touch them, ``sims.reconfiguration``)."""
+        if validators == self.validators:
+            return
+        assert all(
+            index < validators.size and validators.public_key(index) == key.public_key
+            for index, key in self.keys.items()
+        ), "byzantine validators keep their index and key"
+        self.validators = validators
+        self.n = validators.size
+        self.quorum = validators.quorum
+        self.honest = [v for v in range(self.n) if v not in self.keys]
+
     def agent(self, validator: int) -> _Agent:
         """The driver hook of byzantine validator ``validator``'s node."""
         assert validator in self.keys

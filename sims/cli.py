@@ -85,6 +85,14 @@ def _print_result(result: SimResult) -> None:
         echo(f"  reproduce with: {result.config.command()}")
 
 
+_RECONFIGURE_OPTION = click.option(
+    "--reconfigure",
+    is_flag=True,
+    help="The validator set changes during the run by the banks' votes: spare nodes join,"
+    " validators leave, keys rotate.",
+)
+
+
 @click.group(invoke_without_command=True)
 @click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True)
 @click.option("--validators", type=int, default=4, show_default=True)
@@ -92,12 +100,18 @@ def _print_result(result: SimResult) -> None:
 @click.option("--blocks", type=int, default=5, show_default=True, help="Heights to commit.")
 @click.option("--bug", type=click.Choice(sorted(BUGS)), help="Switch a planted bug on.")
 @click.option("--list-bugs", is_flag=True, help="List the planted bugs and exit.")
+@click.option(
+    "--bug-off",
+    is_flag=True,
+    help="Run --bug's scenario with the bug itself switched off (the checkers' control).",
+)
 @click.option("--twins", is_flag=True, help="Byzantine validators run as twins.")
 @click.option(
     "--adversary",
     is_flag=True,
     help="The adversary drives the byzantine validators (sees all traffic, crafts any message).",
 )
+@_RECONFIGURE_OPTION
 @click.option("--loss", type=click.IntRange(0, 30), help="Message loss percent.")
 @click.option("--duplicate", type=click.IntRange(0, 50), help="Duplication percent.")
 @click.option("--delay-min", type=click.IntRange(0, 10_000), help="Minimum delay (ms).")
@@ -138,8 +152,10 @@ def sim(
     blocks: int,
     bug: str | None,
     list_bugs: bool,
+    bug_off: bool,
     twins: bool,
     adversary: bool,
+    reconfigure: bool,
     loss: int | None,
     duplicate: int | None,
     delay_min: int | None,
@@ -192,10 +208,12 @@ def sim(
             byzantine=byzantine,
             blocks=blocks,
             bug=bug,
+            bug_off=bug_off,
             twins=twins,
             overrides={k: v for k, v in overrides.items() if v is not None},
             workload=workload,
             adversary=adversary,
+            reconfigure=reconfigure,
         )
         result = run_simulation(config)
     except (ConfigError, ValueError) as error:
@@ -231,6 +249,7 @@ def _coverage_table(coverage: dict[str, dict[str, int]]) -> None:
     help="Every seed under the adversary (1..f byzantine, n in 4, 5, 7, 10), or none "
     "[default: drawn per seed with byzantine validators].",
 )
+@_RECONFIGURE_OPTION
 @click.option(
     "--scheduler",
     help="Run on the Dask cluster at this address (tcp://host:8786), or 'local' for a "
@@ -253,6 +272,7 @@ def sweep(
     blocks: int,
     bug: str | None,
     adversary: bool | None,
+    reconfigure: bool,
     scheduler: str | None,
     workload: str,
     as_json: bool,
@@ -273,6 +293,7 @@ def sweep(
                 bug=bug,
                 workload=workload,
                 adversary=adversary,
+                reconfigure=reconfigure,
             )
             for s in range(start, start + seeds)
         ]
@@ -304,6 +325,13 @@ def sweep(
             f"receipts {summary['receipts_ok']} ok, {summary['receipts_rejected']} rejected; "
             f"{summary['wall_time_s']} s wall, {summary['seeds_per_minute']} seeds/minute"
         )
+        changes = summary["validator_changes"]
+        assert isinstance(changes, dict)
+        if any(changes.values()):
+            click.echo(
+                f"  validator-set changes decided: {changes['validator_joins']} joins,"
+                f" {changes['validator_leaves']} leaves, {changes['key_rotations']} key rotations"
+            )
         coverage = summary["coverage"]
         assert isinstance(coverage, dict)
         _coverage_table(coverage)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 
+from consensus.crypto import PrivateKey, hash_bytes
 from consensus.messages import (
     BlockResponse,
     NewView,
@@ -249,6 +250,24 @@ def test_a_certified_block_whose_app_hash_differs_from_our_state() -> None:
     assert reasons(replica.handle(SyncedBlock(block, certified))) == [DropReason.STATE_DIVERGED]
 
 
+def test_a_vote_from_a_height_whose_set_is_not_known_yet() -> None:
+    """At height 1 the replica knows the sets of heights 1 and 2. A prepare for height 3 by a
+    key the set of height 2 does not hold may come from a validator re-keyed at 3: early,
+    not wrong (and a hint that we may be behind)."""
+    replica, _ = started()
+    newcomer = PrivateKey(hash_bytes(b"a key of height 3"))
+    vote = Vote.create(
+        newcomer,
+        CHAIN_ID,
+        phase=Phase.PREPARE,
+        height=3,
+        view=0,
+        block_hash=bytes(32),
+        validator=2,
+    )
+    assert reasons(deliver(replica, vote, 2)) == [DropReason.VALIDATORS_UNKNOWN]
+
+
 def test_a_validity_verdict_for_a_block_nobody_asked_about() -> None:
     replica, _ = started()
     assert reasons(replica.handle(ValidityVerdict(bytes(32), True))) == [DropReason.UNEXPECTED]
@@ -262,6 +281,7 @@ def test_every_drop_reason_has_a_story_here() -> None:
         DropReason.BAD_SIGNATURE: "test_a_prepare_signed_with_another_validators_key",
         DropReason.STALE: "test_a_prepare_for_a_view_the_replica_has_left",
         DropReason.TOO_FAR_AHEAD: "test_a_proposal_for_a_height_beyond_the_buffered_window",
+        DropReason.VALIDATORS_UNKNOWN: "test_a_vote_from_a_height_whose_set_is_not_known_yet",
         DropReason.BUFFER_FULL: "test_a_validator_flooding_future_messages_past_its_buffer",
         DropReason.DUPLICATE: "test_the_same_prepare_delivered_twice",
         DropReason.NOT_PRIMARY: "test_a_proposal_signed_by_a_validator_that_is_not_the_primary",
