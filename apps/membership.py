@@ -578,7 +578,9 @@ class MembershipApp(App):
             institution = subject["institution"]
             assert isinstance(institution, dict)
             if _load(state, _institution_key(str(institution["id"]))) is not None:
-                raise AppError("exists", f"institution {institution['id']!r} already exists")
+                raise AppError(
+                    "institution_exists", f"institution {institution['id']!r} already exists"
+                )
             identities = subject["identities"]
             assert isinstance(identities, tuple)
             keys = [_as_map(entry, "identity")["public_key"] for entry in identities]
@@ -587,7 +589,7 @@ class MembershipApp(App):
             for key in keys:
                 assert isinstance(key, bytes)
                 if _load(state, _identity_key(key)) is not None:
-                    raise AppError("exists", f"identity {key.hex()} is already registered")
+                    raise AppError("identity_exists", f"identity {key.hex()} is already registered")
             return
         institution = self._institution(state, str(subject["id"]))
         if institution["kind"] not in GOVERNED_KINDS:
@@ -690,7 +692,7 @@ class MembershipApp(App):
     ) -> dict[str, Value]:
         key = _institution_key(institution_id)
         if state.get(key) is not None:
-            raise AppError("exists", f"institution {institution_id!r} already exists")
+            raise AppError("institution_exists", f"institution {institution_id!r} already exists")
         record: dict[str, Value] = {
             "id": institution_id,
             "name": name,
@@ -711,7 +713,7 @@ class MembershipApp(App):
     ) -> None:
         key = _identity_key(public_key)
         if state.get(key) is not None:
-            raise AppError("exists", f"identity {public_key.hex()} is already registered")
+            raise AppError("identity_exists", f"identity {public_key.hex()} is already registered")
         institution_id = str(institution["id"])
         _save(
             state,

@@ -137,7 +137,15 @@ def test_bank_onboards_an_enterprise_and_its_identities() -> None:
         "register_identity",
         {"public_key": ACME.public_key, "institution": "bank_a", "roles": ["customer"]},
     )
-    assert rejected(c, tx) == "exists"
+    assert rejected(c, tx) == "identity_exists"
+    # An institution id is taken once.
+    tx = c.sign(
+        BANK_A,
+        "membership",
+        "onboard_enterprise",
+        {"id": "acme", "name": "Acme Again", "jurisdiction": "SG"},
+    )
+    assert rejected(c, tx) == "institution_exists"
     # Enterprises cannot onboard anyone: the host stops them before the app runs.
     tx = c.sign(
         ACME,
@@ -320,6 +328,25 @@ def test_an_executed_proposal_leaves_no_expiry_behind() -> None:
     found = c.host.query("membership", "proposal", {"id": proposal})
     assert isinstance(found, dict)
     assert found["status"] == "executed"
+
+
+def test_a_proposal_to_admit_what_exists_names_what_exists() -> None:
+    c = Chain.start()
+    for institution_id, public_key, code in (
+        ("bank_b", key("bank_f").public_key, "institution_exists"),
+        ("bank_f", BANK_B.public_key, "identity_exists"),
+    ):
+        arguments: dict[str, Value] = {
+            "action": "admit_institution",
+            "institution": {
+                "id": institution_id,
+                "name": "Bank F",
+                "kind": "bank",
+                "jurisdiction": "AE",
+            },
+            "identities": [{"public_key": public_key, "roles": ("bank",)}],
+        }
+        assert rejected(c, c.sign(BANK_A, "membership", "propose", arguments)) == code
 
 
 def test_enterprises_are_not_suspended_by_proposal() -> None:
