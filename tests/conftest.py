@@ -69,9 +69,13 @@ def pytest_terminal_summary(
     if exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
         return
     profile = _SESSION["profile"]
+    # The slow soak tests draw from the session seed whatever the profile.
+    soak_selected = "slow" in (config.option.markexpr or "").replace("not slow", "")
+    if profile == PROFILE_CI and not soak_selected:
+        return  # every test that ran was derandomized: the seed changes nothing
     variable = "" if profile in (PROFILE_CI, PROFILE_SEEDED) else f"{PROFILE_ENV}={profile} "
     terminalreporter.write_line(
         f"hypothesis session seed {_SESSION['seed']} (profile {profile!r}): rerun with "
-        f"{variable}python -m pytest <the failing test> --hypothesis-seed={_SESSION['seed']}; "
-        "a derandomized test fails the same way on every run"
+        f"{variable}python -m pytest {'-m slow ' if soak_selected else ''}<the failing test> "
+        f"--hypothesis-seed={_SESSION['seed']}"
     )
