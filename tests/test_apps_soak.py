@@ -31,8 +31,21 @@ MACHINES: dict[str, type[RuleBasedStateMachine]] = {
 
 
 @pytest.mark.parametrize("name", sorted(MACHINES))
-def test_soak(name: str) -> None:
+def test_soak(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     machine = MACHINES[name]
+    sequences = [0]
+
+    def counting_init(self: RuleBasedStateMachine) -> None:
+        sequences[0] += 1
+        machine.__init__(self)
+
+    # A subclass that counts the sequences run (each starts with a fresh machine), so the
+    # soak shows it spent its whole budget rather than stopping early.
+    counted = type(f"Counted{machine.__name__}", (machine,), {"__init__": counting_init})
     # The same sequence length as in the default run; the soak adds sequences, not length.
     steps = machine.TestCase.settings.stateful_step_count
-    run_state_machine_as_test(machine, settings=soak_settings(step_count=steps))
+    settings = soak_settings(step_count=steps)
+    run_state_machine_as_test(counted, settings=settings)
+    with capsys.disabled():
+        print(f"\n{name}: {sequences[0]} sequences of up to {steps} steps")
+    assert sequences[0] >= settings.max_examples
