@@ -36,7 +36,8 @@ its own savepoint, with no sender and the block's ``end_block_hash`` as transact
 apps release what expired by the block's time there. It reads only the block's context and
 the state, so every node does the same work; its events go to ``BlockResult.block_events``
 (kept in memory, not stored: the records it writes are the durable trail). A failing
-``end_block`` loses its own writes only and becomes an ``end_block_fault`` event. Then the host
+``end_block`` loses its own writes only and becomes an ``end_block_fault`` event (the node logs
+it); the same work is tried again, from the state it left, at the next block. Then the host
 writes the block's height and time under its own namespace (so ``check`` contexts know the time
 of the chain) and applies the block's write set to the state's Merkle tree
 (``apps.state.app_hash_of``): the new root is the app hash, and the tree records to store travel
@@ -74,6 +75,7 @@ from consensus.crypto import hash_bytes
 
 __all__ = [
     "CALL_DEPTH_MAX",
+    "EVENT_END_BLOCK_FAULT",
     "MEMBERSHIP_APP",
     "RECEIPT_LIMITS",
     "STATUS_OK",
