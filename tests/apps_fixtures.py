@@ -83,7 +83,7 @@ def run_alone(chain: Chain, tx: Transaction) -> Outcome:
         if before != after:
             changes[written] = (before, after)
     chain.backend.apply(result.writes)
-    chain.host.committed(result.height, result.app_hash)
+    chain.host.committed(result.height, result.app_hash, result.writes)
     # A transaction refused at the host's gates (say, a suspended sender) does not use up its
     # nonce: sign the sender's next one from the chain's count, not the local one.
     chain.nonces[tx.sender] = chain.host.next_nonce(tx.sender)
