@@ -68,8 +68,14 @@ def key(*segments: str | bytes | int) -> bytes:
     digits (so integer order is key order)."""
     parts: list[str] = []
     for segment in segments:
-        # Strings first: most segments are names (no str is a bool, an int or bytes).
-        if isinstance(segment, str):
+        kind = type(segment)
+        # Exact types first (most segments are names and keys), then subclasses.
+        if kind is str:
+            assert "/" not in segment, segment  # type: ignore[operator]
+            parts.append(segment)  # type: ignore[arg-type]
+        elif kind is bytes:
+            parts.append(segment.hex())  # type: ignore[union-attr]
+        elif isinstance(segment, str):
             assert "/" not in segment, segment
             parts.append(segment)
         elif isinstance(segment, bytes):

@@ -42,14 +42,16 @@ tree records to store travel with the write set in the ``BlockResult``.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Final, NamedTuple, cast
+from typing import Final, NamedTuple, Protocol, cast
 
 from apps.base import App, AppError, BlockContext, Event, ReadState
 from apps.merkle import TreeUpdate
 from apps.proofs import ProofUnsupported
+from apps.reads import ReadSet, RecordingBackend
 from apps.state import (
     GENESIS_PREVIOUS_APP_HASH,
     HOST_NAMESPACE,
@@ -111,8 +113,11 @@ CODE_CALL_DEPTH: Final = "call_depth"
 
 _HOST_PREFIX: Final = HOST_NAMESPACE.encode("ascii") + b"\x00"
 _NONCE_PREFIX: Final = _HOST_PREFIX + b"nonce/"
+_NONCE_END: Final = _HOST_PREFIX + b"nonce0"  # the first key after every nonce key
 _LAST_BLOCK_KEY: Final = _HOST_PREFIX + b"last_block"
 _MEMBERSHIP_PREFIX: Final = namespace_prefix(MEMBERSHIP_APP)
+# Placeholder of a check's block context until the app looks at it (``_Execution.block_source``).
+_UNBUILT_BLOCK: Final = BlockContext(height=0, time_ms=0, proposer=b"", chain_id="")
 # The membership queries a block may answer from its memo, with their one argument.
 _MEMO_ARGUMENTS: Final = {"identity": ("public_key", bytes), "institution": ("id", str)}
 # Value types an answer may hold to be memoised (immutable, so a shallow copy is a full copy).
@@ -148,6 +153,9 @@ class Receipt:
     message: str = ""
     result: Value = None
     events: tuple[Event, ...] = ()
+    # The canonical bytes, once computed (the host encodes every receipt to check it is
+    # storable; the store then writes these bytes instead of encoding again).
+    _encoded: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -168,7 +176,11 @@ class Receipt:
 
     def encode(self) -> bytes:
         """Canonical bytes (raises ``CodecError`` when the result or events are not encodable)."""
-        return encode(self.fields(), RECEIPT_LIMITS)
+        encoded = self._encoded
+        if encoded is None:
+            encoded = encode(self.fields(), RECEIPT_LIMITS)
+            object.__setattr__(self, "_encoded", encoded)
+        return encoded
 
     @classmethod
     def decode(cls, data: bytes) -> Receipt:
@@ -257,6 +269,79 @@ class _MembershipAnswers:
         return _copy_answer(answer)
 
 
+class _Answers(Protocol):
+    """Something that answers membership queries (a memo, or a recording memo)."""
+
+    def query(self, path: str, arguments: Mapping[str, Value]) -> Value:
+        """What ``membership.query(path, arguments)`` answers."""
+        ...
+
+
+class _CommittedAnswers:
+    """Membership's ``identity`` and ``institution`` answers on the *committed* state, kept
+    across admission checks until a commit writes under the membership prefix
+    (``AppHost.committed`` drops them then, and whenever it is not told what was written).
+    Each entry keeps the keys its answer read, so a check that records its read set
+    (``check_transaction_reads``) records them on a hit too. Bounded: emptied when full."""
+
+    __slots__ = ("_backend", "_entries", "_membership")
+
+    # Entries kept at most (one per sender and per institution seen): bounds memory under
+    # any number of distinct senders.
+    ENTRIES_MAX: Final = 100_000
+
+    def __init__(self, membership: App, backend: StateBackend) -> None:
+        self._membership = membership
+        self._backend = backend
+        self._entries: dict[tuple[str, Value], tuple[Value, frozenset[bytes]]] = {}
+
+    def clear(self) -> None:
+        """Forget every answer (membership state changed, or may have)."""
+        self._entries.clear()
+
+    def for_check(self, recorder: RecordingBackend | None) -> _RecordingAnswers:
+        """Answers for one check, adding what each answer read to ``recorder``."""
+        return _RecordingAnswers(self, recorder)
+
+    def answer(
+        self, path: str, arguments: Mapping[str, Value], recorder: RecordingBackend | None
+    ) -> Value:
+        """``membership.query`` on committed state, memoised (see the class docstring)."""
+        memo_key = _memo_key(path, arguments)
+        entry = None if memo_key is None else self._entries.get(memo_key)
+        if entry is not None:
+            if recorder is not None:
+                recorder.keys.update(entry[1])
+            return _copy_answer(entry[0])
+        reads = RecordingBackend(self._backend)
+        answer = self._membership.query(
+            NamespacedState(reads, MEMBERSHIP_APP, writable=False), path, arguments
+        )
+        if recorder is not None:
+            recorder.keys.update(reads.keys)
+            recorder.ranges.extend(reads.ranges)
+        if memo_key is None or reads.ranges or not _immutable_answer(answer):
+            return answer
+        if len(self._entries) >= self.ENTRIES_MAX:
+            self._entries.clear()
+        self._entries[memo_key] = (answer, frozenset(reads.keys))
+        return _copy_answer(answer)
+
+
+class _RecordingAnswers:
+    """``_CommittedAnswers`` for one check, recording reads into that check's recorder."""
+
+    __slots__ = ("_memo", "_recorder")
+
+    def __init__(self, memo: _CommittedAnswers, recorder: RecordingBackend | None) -> None:
+        self._memo = memo
+        self._recorder = recorder
+
+    def query(self, path: str, arguments: Mapping[str, Value]) -> Value:
+        """The memo's answer; the keys it read go to the check's read set."""
+        return self._memo.answer(path, arguments, self._recorder)
+
+
 def _memo_key(path: str, arguments: Mapping[str, Value]) -> tuple[str, Value] | None:
     expected = _MEMO_ARGUMENTS.get(path)
     if expected is None or len(arguments) != 1:
@@ -298,6 +383,9 @@ class _Execution:
     depth: int = 0
     # The block's membership memo (None while checking a transaction for the mempool).
     answers: _MembershipAnswers | None = None
+    # Checks read the last block's record only when the app looks at ``ctx.block``: this
+    # builds ``block`` on first use (then it is set to None).
+    block_source: Callable[[], BlockContext] | None = None
 
 
 class _Context:
@@ -313,7 +401,11 @@ class _Context:
 
     @property
     def block(self) -> BlockContext:
-        return self._execution.block
+        execution = self._execution
+        if execution.block_source is not None:
+            execution.block = execution.block_source()
+            execution.block_source = None
+        return execution.block
 
     @property
     def sender(self) -> bytes:
@@ -376,6 +468,7 @@ class AppHost:
         self.chain_id = chain_id
         self.height = height
         self.app_hash = app_hash
+        self._committed_answers = _CommittedAnswers(by_name[MEMBERSHIP_APP], backend)
 
     @property
     def app_names(self) -> tuple[str, ...]:
@@ -407,17 +500,29 @@ class AppHost:
         writes = overlay.writes()
         return GenesisResult(writes, app_hash_of(self._backend, writes).root)
 
-    def committed(self, height: int, app_hash: bytes) -> None:
-        """Record that the backend now holds the state after ``height`` (0: genesis)."""
+    def committed(self, height: int, app_hash: bytes, writes: WriteSet | None = None) -> None:
+        """Record that the backend now holds the state after ``height`` (0: genesis).
+        ``writes``, the block's write set, lets the host keep what it memoised about
+        committed state the block did not change (without it, nothing is kept)."""
         assert height in (self.height, self.height + 1), "heights are committed in order"
         self.height = height
         self.app_hash = app_hash
+        if writes is None or _touches(writes, _MEMBERSHIP_PREFIX):
+            self._committed_answers.clear()
 
     # -- nonces and authorisation ------------------------------------------------------------
 
     def next_nonce(self, sender: bytes) -> int:
         """The nonce ``sender``'s next transaction must carry (committed state)."""
         return _read_nonce(self._backend, sender)
+
+    def nonce_senders(self, written_keys: Sequence[bytes]) -> list[bytes]:
+        """The senders whose next nonce a write set changes (``written_keys`` ascending):
+        exactly the senders of the transactions that passed the gates in that block."""
+        low = bisect.bisect_left(written_keys, _NONCE_PREFIX)
+        high = bisect.bisect_left(written_keys, _NONCE_END, low)
+        size = len(_NONCE_PREFIX)
+        return [key[size:] for key in written_keys[low:high]]
 
     def last_block_time_ms(self) -> int:
         """The timestamp of the last committed block (0 before the first block)."""
@@ -427,7 +532,7 @@ class AppHost:
         self,
         state: StateOverlay | StateBackend,
         tx: Transaction,
-        answers: _MembershipAnswers | None = None,
+        answers: _Answers | None = None,
     ) -> App:
         app = self._apps.get(tx.app)
         if app is None:
@@ -488,7 +593,21 @@ class AppHost:
         ``tx`` has passed the stateless checks (decode and signature). ``expected_nonce`` lets
         the mempool admit a sender's later transactions while earlier ones are pending: it
         must be at least the committed next nonce (the default)."""
-        self._check_transaction(tx, expected_nonce, None, self.next_nonce, None)
+        answers = self._committed_answers.for_check(None)
+        self._check_transaction(self._backend, tx, expected_nonce, answers, self.next_nonce, None)
+
+    def check_transaction_reads(
+        self, tx: Transaction, *, expected_nonce: int | None = None
+    ) -> ReadSet:
+        """``check_transaction``, returning what it read of the committed state (``apps.reads``):
+        every key and scanned range, the last block's record only if the app looked at
+        ``ctx.block``, and never the sender's nonce (a block changes it only by including one
+        of the sender's transactions). While no block writes into the read set, the same check
+        gives the same answer. Raises ``TransactionRejected`` like ``check_transaction``."""
+        recorder = RecordingBackend(self._backend)
+        answers = self._committed_answers.for_check(recorder)
+        self._check_transaction(recorder, tx, expected_nonce, answers, self.next_nonce, None)
+        return recorder.read_set()
 
     def committed_checker(self) -> CommittedChecker:
         """A checker over the committed state *as it is now*, for one pass over many
@@ -501,30 +620,39 @@ class AppHost:
 
     def _check_transaction(
         self,
+        state: StateBackend,
         tx: Transaction,
         expected_nonce: int | None,
-        answers: _MembershipAnswers | None,
+        answers: _Answers | None,
         next_nonce: Callable[[bytes], int],
         last_block: tuple[int, int] | None,
     ) -> None:
+        """The admission check over ``state`` (the committed state, or a recorder over it)."""
         if tx.chain_id != self.chain_id:
             raise TransactionRejected(
                 CODE_INVALID_TRANSACTION, f"transaction is for chain {tx.chain_id!r}"
             )
-        app = self._authorise(self._backend, tx, answers)
+        app = self._authorise(state, tx, answers)
         committed = next_nonce(tx.sender)
         if tx.nonce < committed:
             self._check_nonce(tx, committed)
         self._check_nonce(tx, committed if expected_nonce is None else expected_nonce)
-        height, time_ms = _read_last_block(self._backend) if last_block is None else last_block
-        block = BlockContext(
-            height=height + 1, time_ms=time_ms, proposer=b"", chain_id=self.chain_id
-        )
-        overlay = StateOverlay(self._backend)
+
+        def next_block() -> BlockContext:
+            height, time_ms = _read_last_block(state) if last_block is None else last_block
+            return BlockContext(
+                height=height + 1, time_ms=time_ms, proposer=b"", chain_id=self.chain_id
+            )
+
+        overlay = StateOverlay(state)
         overlay.savepoint()  # a misbehaving check cannot write anything that survives
-        execution = _Execution(overlay, block, tx.sender, tx.hash)
+        execution = _Execution(overlay, _UNBUILT_BLOCK, tx.sender, tx.hash)
+        execution.block_source = next_block
         try:
-            app.check(_Context(self, execution, tx.app), tx.operation, tx.arguments)
+            # A decoded transaction may be executed later from these very values: the check
+            # gets its own copy of the arguments.
+            arguments = _fresh_copy(tx.arguments) if tx.from_wire else tx.arguments
+            app.check(_Context(self, execution, tx.app), tx.operation, arguments)
         except AppError as error:
             raise TransactionRejected(error.code, error.message) from None
         except Exception as error:
@@ -575,16 +703,31 @@ class AppHost:
         answers: _MembershipAnswers | None = None,
     ) -> Receipt:
         tx_hash = hash_bytes(raw)
-        try:
-            # Always decode the block's own bytes, so every node hands apps identical values
-            # (tuples, not whatever a local caller built); only the signature check is skipped
-            # for transactions the caller already verified. The fast path is keyed by the whole
-            # encoded transaction (its hash, and the bytes compared), which is everything the
-            # signature covers and the signature itself.
-            verified = known is not None and tx_hash in known and known[tx_hash].encoded == raw
-            tx = Transaction.decode(raw, chain_id=self.chain_id, check_signature=not verified)
-        except TransactionError as error:
-            return Receipt(tx_hash, index, STATUS_REJECTED, CODE_INVALID_TRANSACTION, str(error))
+        arguments: Mapping[str, Value]
+        # The fast path is keyed by the whole encoded transaction (its hash, and the bytes
+        # compared), which is everything the signature covers and the signature itself.
+        known_tx = None if known is None else known.get(tx_hash)
+        if known_tx is not None and known_tx.encoded != raw:
+            known_tx = None
+        if known_tx is not None and known_tx.from_wire and known_tx.chain_id == self.chain_id:
+            # Decoded from exactly these bytes (and verified) by the caller: the same values
+            # every node decodes from the block. The app gets its own copy of the arguments,
+            # so nothing an execution does to them reaches the next one.
+            tx = known_tx
+            arguments = _fresh_copy(tx.arguments)
+        else:
+            try:
+                # Decode the block's own bytes, so every node hands apps identical values
+                # (tuples, not whatever a local caller built); only the signature check is
+                # skipped for transactions the caller already verified.
+                tx = Transaction.decode(
+                    raw, chain_id=self.chain_id, check_signature=known_tx is None
+                )
+            except TransactionError as error:
+                return Receipt(
+                    tx_hash, index, STATUS_REJECTED, CODE_INVALID_TRANSACTION, str(error)
+                )
+            arguments = tx.arguments
         try:
             app = self._authorise(overlay, tx, answers)
             self._check_nonce(tx, _read_nonce(overlay, tx.sender))
@@ -594,7 +737,7 @@ class AppHost:
         execution = _Execution(overlay, block, tx.sender, tx_hash, answers=answers)
         overlay.savepoint()
         try:
-            result = app.apply(_Context(self, execution, tx.app), tx.operation, tx.arguments)
+            result = app.apply(_Context(self, execution, tx.app), tx.operation, arguments)
             receipt = Receipt(
                 tx_hash, index, STATUS_OK, result=result, events=tuple(execution.events)
             )
@@ -721,9 +864,35 @@ class CommittedChecker:
         """As ``AppHost.check_transaction`` on the committed state this checker was made on."""
         if self._last_block is None:
             self._last_block = _read_last_block(self._host._backend)
-        self._host._check_transaction(
-            tx, expected_nonce, self._answers, self.next_nonce, self._last_block
+        host = self._host
+        host._check_transaction(
+            host._backend, tx, expected_nonce, self._answers, self.next_nonce, self._last_block
         )
+
+
+def _fresh_copy(arguments: Mapping[str, Value]) -> dict[str, Value]:
+    """A copy of decoded arguments sharing nothing mutable with them (maps are copied at
+    every depth; tuples, strings, bytes and numbers are immutable and shared)."""
+    return {name: _fresh_value(value) for name, value in arguments.items()}
+
+
+def _fresh_value(value: Value) -> Value:
+    if isinstance(value, dict):
+        return {key: _fresh_value(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_fresh_value(item) for item in value]
+    if isinstance(value, tuple) and any(type(item) in _MUTABLE_CONTAINERS for item in value):
+        return tuple(_fresh_value(item) for item in value)
+    return value
+
+
+_MUTABLE_CONTAINERS: Final = (dict, list, tuple)
+
+
+def _touches(writes: WriteSet, prefix: bytes) -> bool:
+    """True when the sorted write set has a key starting with ``prefix``."""
+    position = bisect.bisect_left(writes, (prefix,))
+    return position < len(writes) and writes[position][0].startswith(prefix)
 
 
 def _read_nonce(state: StateOverlay | StateBackend, sender: bytes) -> int:

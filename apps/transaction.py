@@ -84,6 +84,10 @@ class Transaction:
     signature: bytes
     encoded: bytes = field(init=False, repr=False, compare=False)
     hash: bytes = field(init=False, repr=False, compare=False)
+    # True when the fields were decoded from ``encoded`` (``decode``): they are then exactly
+    # the values any node decoding the same bytes gets (tuples for arrays, and so on), so an
+    # executor may use them instead of decoding the bytes again.
+    from_wire: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._check()
@@ -157,6 +161,7 @@ class Transaction:
         transaction._check()
         object.__setattr__(transaction, "encoded", encoded)
         object.__setattr__(transaction, "hash", hash_bytes(encoded))
+        object.__setattr__(transaction, "from_wire", True)
         return transaction
 
     @classmethod

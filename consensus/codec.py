@@ -97,10 +97,33 @@ class Limits:
 DEFAULT_LIMITS: Final = Limits()
 
 
+# Packers for reuse: building a ``msgpack.Packer`` costs several times what packing a small
+# value does. A packer is taken from the pool for one ``pack`` and put back (``list.pop`` and
+# ``list.append`` are atomic, so threads never share one); the pool only grows to the number of
+# threads that pack at the same time. A reused packer produces exactly ``msgpack.packb``'s
+# bytes: ``pack`` resets its buffer after every call (``autoreset``).
+_PACKERS: list[msgpack.Packer] = []
+
+
+def _pack(value: object) -> bytes:
+    """``msgpack.packb(value, use_bin_type=True)``, with a pooled packer."""
+    try:
+        packer = _PACKERS.pop()
+    except IndexError:
+        packer = msgpack.Packer(use_bin_type=True)
+    # A pack that raises may leave the packer's buffer dirty: it is then not put back.
+    data: bytes = packer.pack(value)
+    _PACKERS.append(packer)
+    return data
+
+
 def encode(value: Value, limits: Limits = DEFAULT_LIMITS) -> bytes:
     """Encode ``value`` canonically. Raises ``CodecError`` for unsupported or oversized values."""
+    if type(value) is int and INT_MIN <= value <= INT_MAX and limits.total_bytes_max >= 9:
+        # The commonest state value (balances, counters, nonces): the same checks, no walk.
+        return _pack(value)
     normalised = _normalise_fast(value, limits, 0)
-    data: bytes = msgpack.packb(normalised, use_bin_type=True, strict_types=False)
+    data = _pack(normalised)
     if len(data) > limits.total_bytes_max:
         raise CodecError(
             "too_large", f"encoded value is {len(data)} bytes, limit {limits.total_bytes_max}"
@@ -118,6 +141,51 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Value:
         raise CodecError("too_large", f"{len(data)} bytes, limit {limits.total_bytes_max}")
     if not data:
         raise CodecError("empty", "no bytes to decode")
+    if len(data) <= 9:
+        number = _canonical_int(data)
+        if number is not None:
+            return number
+    return _decode_general(data, limits)
+
+
+# Canonical (shortest) msgpack integer formats: first byte -> (body bytes, signed, the range
+# [low, high) a number must be in to be written in this format and no narrower one: msgpack
+# writes non-negative numbers unsigned and negative ones signed, each in the narrowest width).
+# Anything else takes the general path.
+_INT_FORMATS: Final = {
+    0xCC: (1, False, 0x80, 0x100),
+    0xCD: (2, False, 0x100, 0x1_0000),
+    0xCE: (4, False, 0x1_0000, 0x1_0000_0000),
+    0xCF: (8, False, 0x1_0000_0000, 2**64),
+    0xD0: (1, True, -0x80, -0x20),
+    0xD1: (2, True, -0x8000, -0x80),
+    0xD2: (4, True, -0x8000_0000, -0x8000),
+    0xD3: (8, True, -(2**63), -0x8000_0000),
+}
+
+
+def _canonical_int(data: bytes) -> int | None:
+    """The integer ``data`` is the canonical encoding of, or None (not an integer, or not in
+    its shortest form: the general path then gives the exact error)."""
+    first = data[0]
+    if len(data) == 1:
+        if first <= 0x7F:
+            return first
+        if first >= 0xE0:
+            return first - 0x100
+        return None
+    shape = _INT_FORMATS.get(first)
+    if shape is None:
+        return None
+    size, signed, low, high = shape
+    if len(data) != 1 + size:
+        return None
+    number = int.from_bytes(data[1:], "big", signed=signed)
+    return number if low <= number < high else None
+
+
+def _decode_general(data: bytes, limits: Limits) -> Value:
+    """``decode`` for any bytes (the reference path; ``decode`` shortcuts canonical ints)."""
     try:
         value = msgpack.unpackb(
             data,
@@ -142,7 +210,7 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Value:
         raise CodecError("malformed", f"{type(error).__name__}: {error}") from None
     _check_decoded_fast(value, limits, 0)
     try:
-        reencoded = msgpack.packb(value, use_bin_type=True)
+        reencoded = _pack(value)
     except Exception as error:  # pragma: no cover - a checked value always packs
         raise CodecError("malformed", f"cannot re-encode: {error}") from None
     if reencoded != data:
@@ -248,6 +316,16 @@ def _normalise_fast(value: object, limits: Limits, depth: int) -> object:
         if len(mapping) > limits.map_len_max:
             raise CodecError("map_too_long", f"{len(mapping)} entries, limit {limits.map_len_max}")
         str_max = limits.str_bytes_max
+        keys = tuple(mapping)
+        shape = _KEY_ORDERS.get(keys)
+        if shape is not None and inner <= depth_max and shape[1] <= str_max:
+            # A map shape seen before (records are built the same way every time): its keys
+            # are exact, memoised strs within these limits and their canonical order is
+            # known. Any error takes the general loop below, so errors come in its order.
+            try:
+                return _normalise_shaped(mapping, keys, shape[0], limits, inner)
+            except CodecError:
+                pass
         entries: list[tuple[bytes, object, object]] = []
         for key, item in mapping.items():
             if type(key) is str:
@@ -268,6 +346,8 @@ def _normalise_fast(value: object, limits: Limits, depth: int) -> object:
                 entries.append((packed, key, _normalise_fast(item, limits, inner)))
         # Packed keys are unique (distinct keys never pack alike), so tuples compare on them.
         entries.sort()
+        if shape is None:
+            _remember_shape(keys)
         return {key: item for _, key, item in entries}
     if kind is list or kind is tuple:
         sequence: list[object] = value  # type: ignore[assignment]
@@ -282,6 +362,57 @@ def _normalise_fast(value: object, limits: Limits, depth: int) -> object:
             for item in sequence
         ]
     return _normalise(value, limits, depth)
+
+
+# Map shapes seen: the key tuple in insertion order -> (the positions in canonical order, the
+# longest packed key). Bounded like the packed-key memo; only maps whose keys are all
+# memoised exact strs are remembered, so a shape's keys need no check beyond their size.
+_KEY_ORDERS: dict[tuple[object, ...], tuple[tuple[int, ...], int]] = {}
+_KEY_ORDERS_MAX: Final = 1024
+_SHAPE_KEYS_MAX: Final = 64
+
+
+def _remember_shape(keys: tuple[object, ...]) -> None:
+    if len(_KEY_ORDERS) >= _KEY_ORDERS_MAX or not 1 < len(keys) <= _SHAPE_KEYS_MAX:
+        return
+    packed: list[bytes] = []
+    for key in keys:
+        if type(key) is not str:
+            return
+        memo = _PACKED_STR_KEYS.get(key)
+        if memo is None:
+            return
+        packed.append(memo)
+    order = tuple(sorted(range(len(keys)), key=packed.__getitem__))
+    _KEY_ORDERS[keys] = (order, max(len(item) for item in packed))
+
+
+def _normalise_shaped(
+    mapping: dict[object, object],
+    keys: tuple[object, ...],
+    order: tuple[int, ...],
+    limits: Limits,
+    inner: int,
+) -> dict[object, object]:
+    """The normalised map for a remembered shape (the caller checked depth and key sizes)."""
+    values = tuple(mapping.values())
+    normalised: dict[object, object] = {}
+    str_max = limits.str_bytes_max
+    bytes_max = limits.bytes_max
+    for position in order:
+        item = values[position]
+        kind = type(item)
+        # ``_plain`` inlined: exact ints, ASCII strs and bytes within limits, None, bools.
+        if kind is int:
+            plain = INT_MIN <= item <= INT_MAX  # type: ignore[operator]
+        elif kind is str:
+            plain = item.isascii() and len(item) <= str_max  # type: ignore[attr-defined, arg-type]
+        elif kind is bytes:
+            plain = len(item) <= bytes_max  # type: ignore[arg-type]
+        else:
+            plain = item is None or kind is bool
+        normalised[keys[position]] = item if plain else _normalise_fast(item, limits, inner)
+    return normalised
 
 
 def _plain(item: object, limits: Limits) -> bool:

@@ -31,6 +31,7 @@ from network.errors import MessageError
 from network.limits import NetworkLimits
 
 __all__ = [
+    "GOSSIP_FRAME_TYPES",
     "HASH_BYTES",
     "KIND_MAX",
     "Announce",
@@ -61,6 +62,8 @@ _TYPE_RESPONSE: Final = 0x05
 _TYPE_ANNOUNCE: Final = 0x06
 _TYPE_FETCH: Final = 0x07
 HASH_BYTES: Final = 32
+# First bytes of the frames that carry transaction gossip (for CPU accounting by traffic kind).
+GOSSIP_FRAME_TYPES: Final = frozenset({_TYPE_GOSSIP, _TYPE_ANNOUNCE, _TYPE_FETCH})
 _REQUEST_HEADER: Final = struct.Struct(">BQ")
 _RESPONSE_HEADER: Final = struct.Struct(">BQB")
 

@@ -38,6 +38,7 @@ import functools
 import itertools
 import logging
 import random as random_module
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -59,6 +60,7 @@ from network.handshake import HandshakeResult, perform_handshake
 from network.limits import DEFAULT_LIMITS, NetworkLimits
 from network.loglimit import LogLimiter
 from network.messages import (
+    GOSSIP_FRAME_TYPES,
     KIND_MAX,
     Announce,
     Fetch,
@@ -246,6 +248,10 @@ class _Counters:
     connections_duplicate: int = 0
     inbound_rejected: int = 0
     rate_limit_waits: int = 0
+    cpu_ns_gossip_in: int = 0
+    cpu_ns_gossip_out: int = 0
+    cpu_ns_messages_in: int = 0
+    cpu_ns_messages_out: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +289,13 @@ class NetworkStatistics:
     connections_duplicate: int  # closed by the one-connection-per-peer rule
     inbound_rejected: int  # refused by inbound_connections_max
     rate_limit_waits: int
+    # Thread CPU nanoseconds spent on each kind of traffic: decrypting, decoding and
+    # dispatching received frames, building and sealing sent ones (gossip covers
+    # transactions, announcements and fetches; messages cover consensus, requests, pings).
+    cpu_ns_gossip_in: int
+    cpu_ns_gossip_out: int
+    cpu_ns_messages_in: int
+    cpu_ns_messages_out: int
     handshake_failures: Mapping[str, int]
     handshake_logs_suppressed: int  # warning lines not written (rate limit; still counted)
     connection_errors: Mapping[str, int]
@@ -720,12 +733,15 @@ class Network:
         queues = self._peers[conn.public_key].queues
         interval = self.limits.ping_interval_seconds
         while True:
+            started_ns = time.thread_time_ns()
             frames, transaction_count = queues.take()
             if frames:
+                taken_ns = time.thread_time_ns() - started_ns
                 if transaction_count:
                     self._gossip_sent.set()
                     self._gossip_sent = trio.Event()
                 await conn.secure.send_frames(frames)
+                self._charge_sent(frames, taken_ns + conn.secure.seal_ns_last)
                 continue
             queues.wakeup = wakeup = trio.Event()
             with trio.move_on_after(interval) as idle:
@@ -755,19 +771,25 @@ class Network:
             if plaintext is None:
                 conn.close_reason = "closed_by_peer"
                 return
+            opened_ns = conn.secure.open_ns_last
             now = trio.current_time()
             delay = max(byte_bucket.consume(len(plaintext), now), frame_bucket.consume(1, now))
             if delay > 0:
                 self._counters.rate_limit_waits += 1
                 await trio.sleep(delay)
+            started_ns = time.thread_time_ns()
             message = decode_message(plaintext, limits)
-            if isinstance(message, Gossip):
-                self._on_gossip(conn.public_key, message.transactions)
-            elif isinstance(message, Announce):
-                self._on_announce(conn.public_key, message.hashes)
-            elif isinstance(message, Fetch):
-                self._on_fetch(conn.public_key, message.hashes)
-            elif isinstance(message, Message):
+            if isinstance(message, Gossip | Announce | Fetch):
+                if isinstance(message, Gossip):
+                    self._on_gossip(conn.public_key, message.transactions)
+                elif isinstance(message, Announce):
+                    self._on_announce(conn.public_key, message.hashes)
+                else:
+                    self._on_fetch(conn.public_key, message.hashes)
+                self._counters.cpu_ns_gossip_in += opened_ns + time.thread_time_ns() - started_ns
+                continue
+            self._counters.cpu_ns_messages_in += opened_ns + time.thread_time_ns() - started_ns
+            if isinstance(message, Message):
                 self._counters.messages_received += 1
                 await self._messages_send.send(
                     InboundMessage(conn.public_key, message.kind, message.payload)
@@ -788,6 +810,17 @@ class Network:
                     pending.done.set()
             else:
                 assert isinstance(message, Ping)
+
+    def _charge_sent(self, frames: Sequence[bytes], cpu_ns: int) -> None:
+        """Split the CPU time of one write between gossip and messages by their bytes."""
+        total = gossip = 0
+        for frame in frames:
+            total += len(frame)
+            if frame and frame[0] in GOSSIP_FRAME_TYPES:
+                gossip += len(frame)
+        share = cpu_ns * gossip // total if total else 0
+        self._counters.cpu_ns_gossip_out += share
+        self._counters.cpu_ns_messages_out += cpu_ns - share
 
     def _on_gossip(self, source: bytes, transactions: tuple[bytes, ...]) -> None:
         counters = self._counters

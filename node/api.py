@@ -15,10 +15,12 @@ POST   /tx                          body ``{"tx": hex, "wait": bool, "timeout_ms
                                     submit a signed transaction; returns its hash and
                                     status (``pending``; with ``wait``: ``committed`` or
                                     ``rejected`` with the reason, or ``pending`` on timeout)
-POST   /txs                         body ``{"txs": [hex, ...]}``: submit many signed
-                                    transactions at once (one signature batch on the
-                                    worker threads); returns ``{"accepted", "rejected":
-                                    [{"index", "code", "error", "retry"}]}``
+POST   /txs                         body ``{"txs": [hex, ...]}``, or with
+                                    ``Content-Type: application/msgpack`` a msgpack array
+                                    of the transactions' bytes (``node.submission``):
+                                    submit many signed transactions at once (one signature
+                                    batch on the worker threads); returns ``{"accepted",
+                                    "rejected": [{"index", "code", "error", "retry"}]}``
 GET    /tx/{hash}                   status, block height and index, receipt with events
 GET    /block/latest                the last committed block with its certificate
 GET    /block/{height}              a block by height (``?transactions=1`` adds the bodies)
@@ -44,8 +46,10 @@ Errors are ``{"error": "<what is wrong>"}`` with 400 (malformed request: names t
 401 (a signed request whose signature, time or nonce is refused), 403 (the read rules refuse
 the caller: ``{"error", "code": "forbidden", "rule"}`` names the rule), 404 (unknown path or
 object), 405, 413 (body too large), 422 (a well-formed transaction refused: ``{"error",
-"code"}``), 429 (a per-client limit: ``Retry-After``), 503 (mempool full, or the node is
-stopping).
+"code"}``), 429 with ``Retry-After`` (a per-client limit; or the node is at capacity: retry
+then; ``POST /txs`` answers 429 when it admitted nothing of the batch for that reason, and
+every refusal carries ``retry`` and ``retry_after_ms``), 503 (too many connections, or the
+node is stopping).
 
 Access: every request may be signed (``node.auth``); ``node.access`` turns the signature into a
 caller and checks app data against the apps' read rules. Public: health, status, metrics,
@@ -67,12 +71,15 @@ import trio
 
 from apps.base import Event
 from apps.proofs import QueryProof
+from apps.transaction import TX_BYTES_MAX
 from consensus.codec import Value
 from node.access import ACCESS_OPEN, AccessControl, AccessDenied, KeyLimited, Principal
 from node.auth import AuthenticationError, RequestVerifier
 from node.events import EventSource, event_stream, parse_event_id, parse_filter
 from node.http import Request, Response, json_response
 from node.jsonvalue import JsonType, JsonValueError, from_json, to_json
+from node.phases import PhaseClock
+from node.submission import MSGPACK_CONTENT_TYPE, SubmissionError, decode_submission
 
 __all__ = [
     "ApiBackend",
@@ -110,6 +117,8 @@ class SubmitOutcome:
     message: str = ""
     # True when refusal is due to load (mempool full): the client should retry later.
     retry: bool = False
+    # With ``retry``: when to come back (the API's ``Retry-After``).
+    retry_after_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,12 +255,25 @@ def _int_param(value: object, name: str, low: int, high: int, default: int) -> i
     return value
 
 
+def _retry_later(response: Response, outcomes: list[SubmitOutcome]) -> Response:
+    """Add ``Retry-After`` (whole seconds, rounded up) when any refusal may be retried."""
+    waits = [outcome.retry_after_ms for outcome in outcomes if outcome.retry]
+    if waits:
+        response.headers.append(("retry-after", str(max(1, -(-max(waits) // 1000)))))
+    return response
+
+
 def make_handler(
-    backend: ApiBackend, *, wait_timeout_ms_max: int, access: AccessControl | None = None
+    backend: ApiBackend,
+    *,
+    wait_timeout_ms_max: int,
+    access: AccessControl | None = None,
+    phases: PhaseClock | None = None,
 ) -> _Handler:
     """The request handler for ``node.http.serve_http``. Without ``access``, every read is
-    allowed and requests are not authenticated (a server for tests and tools only)."""
-    return _Handler(backend, wait_timeout_ms_max, access)
+    allowed and requests are not authenticated (a server for tests and tools only);
+    ``phases`` is charged the CPU time of parsing submission bodies (``intake``)."""
+    return _Handler(backend, wait_timeout_ms_max, access, phases or PhaseClock())
 
 
 def _open_access(backend: ApiBackend) -> AccessControl:
@@ -270,12 +292,17 @@ def _open_access(backend: ApiBackend) -> AccessControl:
 
 class _Handler:
     def __init__(
-        self, backend: ApiBackend, wait_timeout_ms_max: int, access: AccessControl | None
+        self,
+        backend: ApiBackend,
+        wait_timeout_ms_max: int,
+        access: AccessControl | None,
+        phases: PhaseClock,
     ) -> None:
         self._backend = backend
         self._wait_ms_max = wait_timeout_ms_max
         self._authenticate = access is not None
         self._access = access if access is not None else _open_access(backend)
+        self._phases = phases
 
     async def __call__(self, request: Request) -> Response:
         try:
@@ -404,7 +431,6 @@ class _Handler:
         )
         outcome = await self._backend.submit(data)
         if not outcome.accepted:
-            status = 503 if outcome.retry else 422
             document: dict[str, JsonType] = {
                 "error": outcome.message,
                 "code": outcome.code,
@@ -412,7 +438,10 @@ class _Handler:
             }
             if outcome.hash is not None:
                 document["hash"] = outcome.hash.hex()
-            return json_response(status, document)
+            if outcome.retry:
+                document["retry_after_ms"] = outcome.retry_after_ms
+                return _retry_later(json_response(429, document), [outcome])
+            return json_response(422, document)
         assert outcome.hash is not None
         if wait:
             await self._backend.wait_transaction(outcome.hash, timeout_ms / 1000)
@@ -431,6 +460,40 @@ class _Handler:
         return json_response(200, document)
 
     async def _submit_many(self, request: Request) -> Response:
+        with self._phases.measure("intake"):
+            transactions = self._submitted_transactions(request)
+        outcomes = await self._backend.submit_many(transactions) if transactions else []
+        with self._phases.measure("intake"):
+            rejected: list[JsonType] = [
+                {
+                    "index": index,
+                    "hash": None if outcome.hash is None else outcome.hash.hex(),
+                    "code": outcome.code,
+                    "error": outcome.message,
+                    "retry": outcome.retry,
+                    "retry_after_ms": outcome.retry_after_ms,
+                }
+                for index, outcome in enumerate(outcomes)
+                if not outcome.accepted
+            ]
+            accepted = len(outcomes) - len(rejected)
+            # Nothing admitted and the node asks to come back later: the whole batch was
+            # pushed back (429); otherwise the per-transaction outcomes say it all (200).
+            pushed_back = accepted == 0 and any(outcome.retry for outcome in outcomes)
+            response = json_response(
+                429 if pushed_back else 200, {"accepted": accepted, "rejected": rejected}
+            )
+            return _retry_later(response, outcomes)
+
+    def _submitted_transactions(self, request: Request) -> list[bytes]:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type == MSGPACK_CONTENT_TYPE:
+            try:
+                return decode_submission(
+                    request.body, count_max=TXS_PER_SUBMIT_MAX, item_bytes_max=TX_BYTES_MAX
+                )
+            except SubmissionError as error:
+                raise _BadRequest(str(error)) from None
         body = _parse_json_body(request)
         unknown = set(body) - {"txs"}
         if unknown:
@@ -446,19 +509,7 @@ class _Handler:
             if not data:
                 raise _BadRequest(f"txs[{index}] is empty")
             transactions.append(data)
-        outcomes = await self._backend.submit_many(transactions) if transactions else []
-        rejected: list[JsonType] = [
-            {
-                "index": index,
-                "hash": None if outcome.hash is None else outcome.hash.hex(),
-                "code": outcome.code,
-                "error": outcome.message,
-                "retry": outcome.retry,
-            }
-            for index, outcome in enumerate(outcomes)
-            if not outcome.accepted
-        ]
-        return json_response(200, {"accepted": len(outcomes) - len(rejected), "rejected": rejected})
+        return transactions
 
     def _query(self, request: Request, principal: Principal) -> Response:
         body = _parse_json_body(request)

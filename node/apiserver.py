@@ -27,6 +27,7 @@ from node.clientlimits import ClientLimiter, ClientLimits
 from node.config import NodeConfig, RPCConfig, config_warnings
 from node.http import Handler, HttpCounters, HttpLimits, serve_http
 from node.metrics import RunningTotal
+from node.phases import PhaseClock
 from node.tls import server_context
 
 __all__ = ["ApiServer"]
@@ -82,10 +83,14 @@ class ApiServer:
             connections_max=rpc.connections_max,
         )
 
-    def handler(self) -> Handler:
-        """The API's request handler (authentication and read rules included)."""
+    def handler(self, *, phases: PhaseClock | None = None) -> Handler:
+        """The API's request handler (authentication and read rules included); ``phases``
+        is charged the CPU time of parsing submissions."""
         return make_handler(
-            self.backend, wait_timeout_ms_max=self.rpc.wait_timeout_ms_max, access=self.access
+            self.backend,
+            wait_timeout_ms_max=self.rpc.wait_timeout_ms_max,
+            access=self.access,
+            phases=phases,
         )
 
     def warnings(self) -> list[str]:

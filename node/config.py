@@ -190,6 +190,10 @@ class MempoolConfig:
     transactions_max: int = 20_000
     bytes_max: int = 64 * 1024 * 1024
     verify_workers: int = 2
+    # Client submissions are refused (429, retry later) while the pool holds this much of
+    # recent commits, or admission_transactions_min if more (see node.admission).
+    admission_budget_ms: int = 750
+    admission_transactions_min: int = 250
 
 
 @dataclass(frozen=True, slots=True)
@@ -514,6 +518,18 @@ SCHEMA: Final[dict[str, tuple[Key, ...]]] = {
         Key("transactions_max", _int(1, 10_000_000), "use 1..10000000", "pending tx count cap"),
         Key("bytes_max", _int(1024, 2**34), "use 1024..17179869184", "pending tx bytes cap"),
         Key("verify_workers", _int(1, 64), "use 1..64", "threads checking tx signatures"),
+        Key(
+            "admission_budget_ms",
+            _int(1, 600_000),
+            "use 1..600000",
+            "refuse client txs while the pool holds this many ms of recent commits",
+        ),
+        Key(
+            "admission_transactions_min",
+            _int(1, 10_000_000),
+            "use 1..10000000",
+            "the admission limit never falls below this many pending txs",
+        ),
     ),
     "block": (
         Key(

@@ -21,12 +21,32 @@ order and takes transactions up to the block limits (count and bytes); when one 
 the rest of that sender's transactions are skipped too, so a proposal never has a nonce gap.
 The same sequence of calls always yields the same proposal.
 
-After a block commits, ``update`` removes its transactions and rechecks the rest against the
-new state (through ``committed_checker()``, which reads each sender's identity and nonce once
-per pass instead of once per pending transaction): a transaction whose nonce was used by
-another (stale), or that the host now refuses, is evicted together with that sender's later
-transactions (they could only fail on their nonce). The evictions are returned so the node
-can tell clients.
+After a block commits, ``update`` removes its transactions and rechecks what the block may
+have changed: a transaction whose nonce was used by another (stale), or that the host now
+refuses, is evicted together with that sender's later transactions (they could only fail on
+their nonce). The evictions are returned so the node can tell clients.
+
+The recheck costs what the block touched, not what the pool holds. Admission records each
+transaction's *read set* (``AppHost.check_transaction_reads``: every committed key and range
+its check read). Given the block's write set, ``update`` rechecks
+
+* the nonce order of every sender the block touched: senders of the block's transactions that
+  this pool held, and senders whose nonce the block wrote (``nonce_senders``). One read per
+  sender: the queue is contiguous from its first nonce, so comparing the first pending nonce
+  with the new committed one decides for all of them;
+* the full check of every transaction whose read set the block wrote into: a membership
+  suspension or an institution's status change (authorisation reads them), anything an app's
+  ``check`` read, and the last block's record when the check looked at ``ctx.block``.
+
+That gives exactly the evictions a recheck of the whole pool gives: a check is a deterministic
+function of the transaction, its expected nonce and what it reads (``apps.base``), a block
+changes a sender's nonce only by including one of its transactions, and a transaction's
+expected nonce changes only when its sender's queue does. (``update`` without a write set
+rechecks the whole pool that way, and a test compares both.) Nor does correctness rest on the
+recheck at all: every block re-runs every gate and the app's rules for every transaction it
+carries (``AppHost.execute_block``), and a check may always be less strict than ``apply``. A
+pending transaction that has become invalid costs at most a rejected receipt in a block (or,
+for a stale nonce, a refusal at execution), never a wrong state.
 
 The mempool is plain Python (no trio, no threads): the node drives it from its event loop,
 the simulator from its own.
@@ -34,11 +54,13 @@ the simulator from its own.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
 from apps.host import TransactionRejected
+from apps.reads import ReadSet
 from apps.transaction import Transaction, TransactionError
 from consensus.crypto import hash_bytes
 
@@ -67,17 +89,19 @@ class TransactionChecker(Protocol):
         """The chain served."""
         ...
 
-    def check_transaction(self, tx: Transaction, *, expected_nonce: int | None = None) -> None:
-        """Raise ``TransactionRejected`` when ``tx`` may not be admitted."""
+    def check_transaction_reads(
+        self, tx: Transaction, *, expected_nonce: int | None = None
+    ) -> ReadSet:
+        """Raise ``TransactionRejected`` when ``tx`` may not be admitted; otherwise return what
+        the check read of committed state (never the sender's nonce)."""
         ...
 
     def next_nonce(self, sender: bytes) -> int:
         """The sender's next nonce in committed state."""
         ...
 
-    def committed_checker(self) -> TransactionChecker:
-        """A checker with the same answers for one pass over the unchanged committed state
-        (it may memoise what every transaction of the pass reads)."""
+    def nonce_senders(self, written_keys: Sequence[bytes]) -> list[bytes]:
+        """The senders whose next nonce a block's write set (sorted keys) changes."""
         ...
 
 
@@ -112,6 +136,8 @@ class MempoolUpdate:
 
     committed: int
     evicted: tuple[tuple[bytes, str], ...]
+    # Work done: committed-nonce reads plus admission checks run again.
+    checks: int = 0
 
 
 class Mempool:
@@ -127,6 +153,13 @@ class Mempool:
         self._by_hash: dict[bytes, Transaction] = {}
         self._by_sender: dict[bytes, list[Transaction]] = {}
         self._bytes = 0
+        # When each sender's current queue began (the recheck visits senders in pool order).
+        self._sender_order: dict[bytes, int] = {}
+        self._arrivals = itertools.count()
+        # Each pending transaction's read set, and who read each key / scanned some range.
+        self._reads: dict[bytes, ReadSet] = {}
+        self._readers: dict[bytes, set[bytes]] = {}
+        self._range_readers: dict[bytes, ReadSet] = {}
 
     # -- inspection ---------------------------------------------------------------------------
 
@@ -209,12 +242,16 @@ class Mempool:
                 f"sender has {self.limits.per_sender_max} pending transactions already",
             )
         try:
-            self._checker.check_transaction(tx, expected_nonce=expected)
+            reads = self._checker.check_transaction_reads(tx, expected_nonce=expected)
         except TransactionRejected as rejection:
             raise MempoolRejected(rejection.code, rejection.message) from None
         self._by_hash[tx.hash] = tx
-        self._by_sender.setdefault(tx.sender, []).append(tx)
+        if not queue:
+            self._by_sender[tx.sender] = queue
+            self._sender_order[tx.sender] = next(self._arrivals)
+        queue.append(tx)
         self._bytes += size
+        self._register_reads(tx.hash, reads)
 
     # -- proposals ----------------------------------------------------------------------------
 
@@ -239,57 +276,121 @@ class Mempool:
 
     # -- after a commit -----------------------------------------------------------------------
 
-    def update(self, committed_transactions: Iterable[bytes]) -> MempoolUpdate:
-        """Drop a committed block's transactions (encoded, as in the block) and recheck the
-        rest against the new committed state."""
+    def update(
+        self,
+        committed_transactions: Iterable[bytes],
+        written_keys: Sequence[bytes] | None = None,
+    ) -> MempoolUpdate:
+        """Drop a committed block's transactions (encoded, as in the block) and recheck what
+        the block changed (see the module docstring). ``written_keys`` is the block's write
+        set's keys in ascending order; without it, the whole pool is rechecked."""
         committed = 0
+        touched: set[bytes] = set()
         for raw in committed_transactions:
-            if self._remove(hash_bytes(raw)):
+            tx = self._by_hash.get(hash_bytes(raw))
+            if tx is not None:
+                touched.add(tx.sender)
+                self._remove(tx.hash)
                 committed += 1
+        stale: set[bytes]
+        if written_keys is None:
+            touched.update(self._by_sender)
+            stale = set(self._by_hash)
+        else:
+            touched.update(self._checker.nonce_senders(written_keys))
+            stale = set()
+            readers = self._readers
+            for written in written_keys:
+                found = readers.get(written)
+                if found:
+                    stale.update(found)
+            for tx_hash, reads in self._range_readers.items():
+                if reads.written_by(written_keys):
+                    stale.add(tx_hash)
+            touched.update(self._by_hash[tx_hash].sender for tx_hash in stale)
+        order = self._sender_order
+        senders = sorted((sender for sender in touched if sender in order), key=order.__getitem__)
         evicted: list[tuple[bytes, str]] = []
-        # One pass over one committed state: a checker that reads the per-sender and
-        # per-block facts once instead of once per pending transaction (same answers).
-        checker = self._checker.committed_checker()
-        for sender in list(self._by_sender):
-            evicted.extend(self._recheck_sender(sender, checker))
-        return MempoolUpdate(committed, tuple(evicted))
+        checks = 0
+        for sender in senders:
+            checks += self._recheck_sender(sender, stale, evicted)
+        return MempoolUpdate(committed, tuple(evicted), checks)
 
     def _recheck_sender(
-        self, sender: bytes, checker: TransactionChecker
-    ) -> list[tuple[bytes, str]]:
+        self, sender: bytes, stale: set[bytes], evicted: list[tuple[bytes, str]]
+    ) -> int:
+        """Recheck one sender's queue (its nonce order; the full check of its ``stale``
+        transactions); returns the work done."""
         queue = self._by_sender[sender]
-        expected = checker.next_nonce(sender)
-        evicted: list[tuple[bytes, str]] = []
+        expected = self._checker.next_nonce(sender)
+        checks = 1
+        # The queue is contiguous from its first nonce (admission keeps it so): comparing the
+        # first nonce with the committed next one decides the nonce order of all of them.
+        first = queue[0].nonce
+        if first != expected:
+            self._evict(queue, 0, CODE_STALE_NONCE if first < expected else CODE_NONCE_GAP, evicted)
+            return checks
         for position, tx in enumerate(queue):
-            reason: str | None = None
-            if tx.nonce < expected:
-                reason = CODE_STALE_NONCE
-            elif tx.nonce > expected:
-                reason = CODE_NONCE_GAP
-            else:
-                try:
-                    checker.check_transaction(tx, expected_nonce=expected)
-                except TransactionRejected as rejection:
-                    reason = rejection.code
-            if reason is not None:
-                # This one fails; the sender's later ones would fail on their nonce.
-                evicted.extend(
-                    (dropped.hash, reason if dropped is tx else CODE_NONCE_GAP)
-                    for dropped in queue[position:]
+            if tx.hash not in stale:
+                continue
+            checks += 1
+            try:
+                reads = self._checker.check_transaction_reads(
+                    tx, expected_nonce=expected + position
                 )
-                for dropped in list(queue[position:]):
-                    self._remove(dropped.hash)
+            except TransactionRejected as rejection:
+                self._evict(queue, position, rejection.code, evicted)
                 break
-            expected += 1
-        return evicted
+            self._unregister_reads(tx.hash)
+            self._register_reads(tx.hash, reads)
+        return checks
+
+    def _evict(
+        self, queue: list[Transaction], position: int, reason: str, out: list[tuple[bytes, str]]
+    ) -> None:
+        """Evict ``queue[position]`` for ``reason`` and the sender's later transactions (they
+        could only fail on their nonce)."""
+        dropped = queue[position:]
+        out.extend(
+            (tx.hash, reason if index == 0 else CODE_NONCE_GAP) for index, tx in enumerate(dropped)
+        )
+        for tx in dropped:
+            self._remove(tx.hash)
+
+    def _register_reads(self, tx_hash: bytes, reads: ReadSet) -> None:
+        self._reads[tx_hash] = reads
+        readers = self._readers
+        for key in reads.keys:
+            found = readers.get(key)
+            if found is None:
+                readers[key] = {tx_hash}
+            else:
+                found.add(tx_hash)
+        if reads.ranges:
+            self._range_readers[tx_hash] = reads
+
+    def _unregister_reads(self, tx_hash: bytes) -> None:
+        reads = self._reads.pop(tx_hash, None)
+        if reads is None:
+            return
+        readers = self._readers
+        for key in reads.keys:
+            found = readers.get(key)
+            if found is not None:
+                found.discard(tx_hash)
+                if not found:
+                    del readers[key]
+        self._range_readers.pop(tx_hash, None)
 
     def _remove(self, tx_hash: bytes) -> bool:
         tx = self._by_hash.pop(tx_hash, None)
         if tx is None:
             return False
         self._bytes -= len(tx.encoded)
+        self._unregister_reads(tx_hash)
         queue = self._by_sender[tx.sender]
         del queue[next(i for i, pending in enumerate(queue) if pending is tx)]
         if not queue:
             del self._by_sender[tx.sender]
+            del self._sender_order[tx.sender]
         return True

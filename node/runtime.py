@@ -10,8 +10,9 @@ chain tip), and starts, under one nursery:
 * the **consensus driver**: the only task that touches the replica. It takes inputs from one
   bounded channel (peer messages, ticks, proposal payloads, validity verdicts), calls
   ``Replica.handle`` and performs the returned actions *in order*. ``Persist`` is written to
-  LMDB (synchronously, durable) before the driver performs any later action, so a vote is on
-  disk before any ``Send``/``Broadcast`` can carry it out: persist before send. ``Commit``
+  LMDB (durable; the driver awaits the write on a worker thread, so the loop serves other
+  tasks during the fsync) before the driver performs any later action, so a vote is on disk
+  before any ``Send``/``Broadcast`` can carry it out: persist before send. ``Commit``
   executes the block through the app host and commits block, certificate, receipts and state
   in one LMDB transaction, then feeds ``BlockExecuted`` straight back in;
 * a **ticker** feeding ``Tick(now_ms)`` every ``[consensus] tick_ms``;
@@ -54,7 +55,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Final, Protocol
+from typing import Final, Protocol, cast
 
 import trio
 
@@ -68,7 +69,13 @@ from apps.transaction import Transaction, TransactionError
 from consensus.codec import Value
 from consensus.crypto import hash_bytes
 from consensus.evidence import Evidence, EvidenceError
-from consensus.messages import encode_block_response
+from consensus.messages import (
+    BlockResponse,
+    MessageError,
+    MessageKind,
+    decode_message,
+    encode_block_response,
+)
 from consensus.replica import (
     Action,
     BlockExecuted,
@@ -94,9 +101,16 @@ from consensus.replica import (
     ValidityVerdict,
     primary_index,
 )
-from consensus.types import Block, CommitCertificate
-from network.network import InboundMessage, InboundTransactions, Network, NetworkConfig
+from consensus.types import Block, CertificateError, CommitCertificate, verify_certificate
+from network.network import (
+    InboundMessage,
+    InboundTransactions,
+    Network,
+    NetworkConfig,
+    NetworkStatistics,
+)
 from network.network import PeerAddress as NetworkPeer
+from node.admission import AdmissionControl, AdmissionLimits
 from node.api import CommittedTransaction, Health, QueryError, SubmitOutcome
 from node.apiserver import ApiServer
 from node.apploader import AppLoadError, load_apps
@@ -106,11 +120,13 @@ from node.http import Handler, HttpLimits, Request, Response, serve_http
 from node.jsonvalue import JsonType, to_json
 from node.mempool import CODE_FULL, Mempool, MempoolLimits, MempoolRejected
 from node.metrics import NodeMetrics, RunningTotal
+from node.phases import PHASES, PhaseClock, thread_cpu_ns
 from node.servebudget import ServeBudget
 from node.snapshots import SnapshotDirectory, SnapshotError, SnapshotServer, export_snapshot
 from node.statesync import NoSnapshotOffered, StateSync, StateSyncError, StateSyncLimits
 from node.store import CertifiedView, StateReader, Store, StoreError
 from node.tls import TlsError
+from node.verified import VerifiedTransactions
 
 __all__ = ["CONSENSUS_KIND", "FaultHooks", "FaultHooksFactory", "Node", "NodeStartError"]
 
@@ -125,6 +141,21 @@ _REJECTED_REMEMBERED: Final = 10_000
 # Gossiped transactions admitted in one go (one signature batch on a worker thread): large
 # enough to amortise the thread hop, small enough not to hold the event loop for long.
 _ADMIT_BATCH_MAX: Final = 2048
+# Below this, the gossip pump waits _GOSSIP_LINGER_S for more before admitting (fewer, larger
+# batches); a few ms against a block round of 100 ms or more.
+_ADMIT_BATCH_MIN: Final = 64
+_GOSSIP_LINGER_S: Final = 0.003
+# Batches up to this size are verified on the event loop (at most ~0.5 ms of it): a worker
+# thread hop costs about one verification's worth of CPU (~60 µs measured with trio).
+_VERIFY_INLINE_MAX: Final = 8
+# A transaction refused because its sender's earlier one in the same batch was refused.
+CODE_BEHIND_REFUSED: Final = "behind_refused"
+# Refusals that leave the sender's nonce sequence whole (the nonce is pending or committed
+# already), so the sender's later transactions in the batch are judged on their own.
+_NONCE_TAKEN_CODES: Final = frozenset({"duplicate", "nonce_in_use", "stale_nonce"})
+# Synced blocks verified ahead of their commit at most (a few block responses' worth; the
+# verified cache holds their transactions).
+_PREFETCH_BLOCKS_MAX: Final = 256
 # Validated blocks whose execution results are kept for their commit (a few views' worth).
 _VALIDATED_CACHE_MAX: Final = 8
 # The window of ``[p2p] block_serve_bytes_per_peer_per_s``: one second, as the name says.
@@ -204,6 +235,7 @@ class Node:
         self.chain_id = home.genesis.chain_id
         self.validators = home.genesis.validator_set
         self.metrics = NodeMetrics()
+        self.phases = PhaseClock()
         self.store = Store(home.data_dir, chain_id=self.chain_id, genesis_hash=self.genesis.hash)
         self._apps = load_apps(self.genesis.apps)
         if not self.store.initialised:
@@ -225,6 +257,13 @@ class Node:
             self.snapshots, self.store, serve_bytes_per_second=statesync.serve_bytes_per_second
         )
         self._snapshot_running = False
+        self.admission = AdmissionControl(
+            AdmissionLimits(
+                budget_ms=self.config.mempool.admission_budget_ms,
+                transactions_min=self.config.mempool.admission_transactions_min,
+                transactions_max=self.config.mempool.transactions_max,
+            )
+        )
         self._open_execution()
         self._node_keys = tuple(v.node_key for v in self.genesis.validators)
         self._index_of_node_key = {key: i for i, key in enumerate(self._node_keys)}
@@ -272,6 +311,8 @@ class Node:
             self.testnet_hooks = fault_hooks(self)
         self._inputs_send, self._inputs = trio.open_memory_channel[Input](_INPUTS_MAX)
         self._verify_limiter = trio.CapacityLimiter(self.config.mempool.verify_workers)
+        # Signatures verified by this node, by whole encoded bytes (see ``node.verified``).
+        self._verified = VerifiedTransactions()
         self._new_block = trio.Event()
         self._transaction_arrived = trio.Event()
         self._rejected: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
@@ -280,7 +321,10 @@ class Node:
         # header and, through the transactions root, every transaction byte) and checked
         # against the parent height at use. No signature is cached here.
         self._validated: OrderedDict[bytes, _Validated] = OrderedDict()
+        # Synced blocks whose signatures are being verified ahead of their commit.
+        self._verifying: dict[bytes, trio.Event] = {}
         self._proposal_pending = False
+        self.blocks_executed = 0
         self._nursery: trio.Nursery | None = None
         self.syncing = False
         self.state_synced_from: int | None = None
@@ -356,7 +400,7 @@ class Node:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self.ports["p2p"] = await nursery.start(self.network.run)
-                handler: Handler = self.api.handler()
+                handler: Handler = self.api.handler(phases=self.phases)
                 if self.testnet_hooks is not None:
                     handler = self.testnet_hooks.wrap(handler)
                 self.ports["rpc"] = await nursery.start(self.api.serve, handler)
@@ -470,20 +514,128 @@ class Node:
                 log.debug("unknown_message_kind", extra={"kind": message.kind})
                 continue
             sender = self._index_of_node_key.get(message.peer)
+            if _is_block_response(message.payload):
+                self._prefetch_signatures(message.payload)
             await self._inputs_send.send(PeerMessage(message.payload, sender))
+
+    def _prefetch_signatures(self, payload: bytes) -> None:
+        """Blocks arriving by sync: verify their transactions' signatures on worker threads,
+        block after block, while the loop executes and commits the blocks before them (the
+        commit of a block waits for its own verification; ``node.verified`` keeps the
+        results). Only while this node is syncing (it asked for blocks), only blocks above its
+        height, and only behind a valid commit certificate: a peer cannot make the node
+        verify transactions it would not have to apply anyway. Nothing is trusted here: the
+        replica checks every block again, and a signature that fails is simply not cached, so
+        execution checks it again."""
+        if not self.syncing:
+            return
+        with self.phases.measure("consensus"):
+            try:
+                response = decode_message(payload, bytes_max=self.network.limits.message_bytes_max)
+            except MessageError:
+                return  # the replica reports it
+            if not isinstance(response, BlockResponse):
+                return
+            room = _PREFETCH_BLOCKS_MAX - len(self._verifying)
+            entries = [
+                (block, certificate)
+                for block, certificate in response.entries
+                if block.height > self.host.height and block.hash not in self._verifying
+            ][: max(room, 0)]
+            for block, _ in entries:
+                self._verifying[block.hash] = trio.Event()
+        if entries:
+            assert self._nursery is not None
+            self._nursery.start_soon(self._verify_synced, entries)
+
+    async def _verify_in_parallel(self, candidates: list[Transaction]) -> list[Transaction]:
+        """The transactions among ``candidates`` whose signature verifies, checked in
+        ``[mempool] verify_workers`` slices at once."""
+        workers = max(1, self.config.mempool.verify_workers)
+        step = max(1, -(-len(candidates) // workers))
+        results: list[tuple[list[Transaction], list[bool]]] = []
+
+        async def verify(chunk: list[Transaction]) -> None:
+            verdicts, cpu_ns = await trio.to_thread.run_sync(
+                _verify_all, chunk, limiter=self._verify_limiter
+            )
+            self.phases.add("verify", cpu_ns)
+            results.append((chunk, verdicts))
+
+        async with trio.open_nursery() as nursery:
+            for start in range(0, len(candidates), step):
+                nursery.start_soon(verify, candidates[start : start + step])
+        return [
+            transaction
+            for chunk, verdicts in results
+            for transaction, verdict in zip(chunk, verdicts, strict=True)
+            if verdict
+        ]
+
+    async def _verify_synced(self, entries: list[tuple[Block, CommitCertificate]]) -> None:
+        try:
+            for block, certificate in entries:
+                with self.phases.measure("consensus"):
+                    try:
+                        verify_certificate(
+                            certificate,
+                            self.validators,
+                            self.chain_id,
+                            block_hash=block.hash,
+                            height=block.height,
+                        )
+                    except CertificateError:
+                        break  # the replica drops it; the blocks after it cannot follow
+                with self.phases.measure("execute"):
+                    candidates: list[Transaction] = []
+                    for data in block.transactions:
+                        if self._verified_transaction(data) is not None:
+                            continue
+                        try:
+                            candidates.append(
+                                Transaction.decode(
+                                    data, chain_id=self.chain_id, check_signature=False
+                                )
+                            )
+                        except TransactionError:
+                            continue
+                for transaction in await self._verify_in_parallel(candidates):
+                    self._verified.add(transaction)
+                event = self._verifying.pop(block.hash, None)
+                if event is not None:
+                    event.set()
+        finally:
+            for block, _ in entries:
+                event = self._verifying.pop(block.hash, None)
+                if event is not None:
+                    event.set()
 
     async def _consensus_driver(self) -> None:
         pending: deque[Input] = deque([Start(_now_ms())])
         while True:
+            consensus = self.phases.measure("consensus")
             while pending:
                 event = pending.popleft()
-                for action in self.replica.handle(event):
+                with consensus:
+                    actions = self.replica.handle(event)
+                for action in actions:
                     if isinstance(action, Commit):
                         # Awaits the store commit on a worker thread: every committed block is
                         # a checkpoint, so a synced batch of blocks never holds the loop.
                         pending.append(await self._commit(action.block, action.certificate))
                         continue
-                    follow_up = self._perform(action)
+                    if isinstance(action, Persist):
+                        # Durable before the driver performs any later action (persist before
+                        # send), but its fsync waits on a worker thread: gossip, admission and
+                        # the API keep running meanwhile. Every store write comes from this
+                        # driver, so nothing else writes while it waits.
+                        cpu_ns = await trio.to_thread.run_sync(
+                            _persist_measured, self.store, action.state
+                        )
+                        self.phases.add("consensus", cpu_ns)
+                        continue
+                    with consensus:
+                        follow_up = self._perform(action)
                     if follow_up is not None:
                         pending.append(follow_up)
                 if isinstance(event, ProposalPayload):
@@ -492,11 +644,10 @@ class Node:
             pending.append(await self._inputs.receive())
 
     def _perform(self, action: Action) -> Input | None:
-        """Perform one action other than ``Commit`` (the driver awaits that one); returns an
-        input to feed back immediately, if any."""
-        if isinstance(action, Persist):
-            self.store.save_replica_state(action.state)
-        elif isinstance(action, Send):
+        """Perform one action other than ``Commit`` and ``Persist`` (the driver awaits those);
+        returns an input to feed back immediately, if any."""
+        assert not isinstance(action, Commit | Persist), "the driver awaits commits and persists"
+        if isinstance(action, Send):
             self.network.send(self._node_keys[action.to], CONSENSUS_KIND, action.message)
         elif isinstance(action, Broadcast):
             others = [key for i, key in enumerate(self._node_keys) if i != self.index]
@@ -575,12 +726,13 @@ class Node:
             ):
                 while not len(self.mempool):
                     await self._transaction_arrived.wait()
-        transactions = self.mempool.reap(
-            transactions_max=min(
-                action.transactions_max, self.config.block.proposal_transactions_max
-            ),
-            bytes_max=min(action.transaction_bytes_max, self.config.block.proposal_bytes_max),
-        )
+        with self.phases.measure("proposal"):
+            transactions = self.mempool.reap(
+                transactions_max=min(
+                    action.transactions_max, self.config.block.proposal_transactions_max
+                ),
+                bytes_max=min(action.transaction_bytes_max, self.config.block.proposal_bytes_max),
+            )
         await self._inputs_send.send(
             ProposalPayload(action.height, action.view, tuple(transactions), _now_ms())
         )
@@ -595,10 +747,11 @@ class Node:
         elif self.host.height != block.height - 1:
             verdict = ValidityVerdict(block.hash, False, "not on top of the executed tip")
         else:
-            result = self.host.execute_block(
-                self._block_context(block), block.transactions, known=known
-            )
-            self._remember_execution(block.hash, result)
+            with self.phases.measure("execute"):
+                result = self._execute_block(
+                    self._block_context(block), block.transactions, known=known
+                )
+                self._remember_execution(block.hash, result)
             verdict = ValidityVerdict(block.hash, True)
         await self._inputs_send.send(verdict)
 
@@ -623,6 +776,10 @@ class Node:
         await trio.lowlevel.checkpoint()
         if self.host.height != payload.height - 1:
             return
+        with self.phases.measure("execute"):
+            self._pre_execute_now(payload)
+
+    def _pre_execute_now(self, payload: ProposalPayload) -> None:
         block = Block.build(
             chain_id=self.chain_id,
             height=payload.height,
@@ -635,7 +792,7 @@ class Node:
         )
         if block.hash in self._validated:
             return
-        result = self.host.execute_block(
+        result = self._execute_block(
             self._block_context(block), block.transactions, known=self.mempool.known()
         )
         self._remember_execution(block.hash, result)
@@ -644,31 +801,64 @@ class Node:
         self, transactions: Sequence[bytes]
     ) -> dict[bytes, Transaction] | None:
         """Decode and verify every transaction (signatures on worker threads); None if any
-        fails. Transactions already in the mempool were verified on admission."""
+        fails. Transactions in the mempool, or whose bytes this node verified before, are not
+        verified again."""
         known: dict[bytes, Transaction] = {}
         to_verify: list[Transaction] = []
-        for data in transactions:
-            # The mempool is keyed by the hash of the whole encoded transaction (signature
-            # included), so a hit is these very bytes, verified on admission.
-            cached = self.mempool.get(hash_bytes(data))
-            if cached is not None:
-                known[cached.hash] = cached
-                continue
-            try:
-                transaction = Transaction.decode(
-                    data, chain_id=self.chain_id, check_signature=False
-                )
-            except TransactionError:
-                return None
-            to_verify.append(transaction)
+        with self.phases.measure("execute"):
+            for data in transactions:
+                # Verified before: pending in the mempool (keyed by the hash of the whole
+                # encoded transaction, and compared byte for byte) or in the verified cache
+                # (keyed by the whole encoded transaction).
+                cached = self._verified_transaction(data)
+                if cached is not None:
+                    known[cached.hash] = cached
+                    continue
+                try:
+                    transaction = Transaction.decode(
+                        data, chain_id=self.chain_id, check_signature=False
+                    )
+                except TransactionError:
+                    return None
+                to_verify.append(transaction)
         if to_verify:
-            results = await trio.to_thread.run_sync(
-                _verify_all, to_verify, limiter=self._verify_limiter
-            )
+            results = await self._verify(to_verify)
             if not all(results):
                 return None
-            known.update((transaction.hash, transaction) for transaction in to_verify)
+            for transaction in to_verify:
+                known[transaction.hash] = transaction
+                self._verified.add(transaction)
         return known
+
+    def _verified_transaction(self, data: bytes) -> Transaction | None:
+        """The decoded transaction with exactly the bytes ``data`` whose signature this node
+        verified (pending in the mempool, or in the verified cache), or None."""
+        pending = self.mempool.get(hash_bytes(data))
+        if pending is not None and pending.encoded == data:
+            return pending
+        return self._verified.get(data)
+
+    def _known_for(self, transactions: Sequence[bytes]) -> dict[bytes, Transaction]:
+        """The verified transactions among ``transactions``, by hash (``execute_block``'s
+        ``known``: the host compares the whole bytes again)."""
+        known: dict[bytes, Transaction] = {}
+        for data in transactions:
+            verified = self._verified_transaction(data)
+            if verified is not None:
+                known[verified.hash] = verified
+        return known
+
+    def _execute_block(
+        self,
+        context: BlockContext,
+        transactions: Sequence[bytes],
+        *,
+        known: Mapping[bytes, Transaction],
+    ) -> BlockResult:
+        """``AppHost.execute_block``, counted (``blocks_executed`` in the status: a node
+        executes each committed block once, when it validates or proposes it)."""
+        self.blocks_executed += 1
+        return self.host.execute_block(context, transactions, known=known)
 
     def _block_context(self, block: Block) -> BlockContext:
         proposer = self.validators.public_key(block.header.proposer)
@@ -687,13 +877,36 @@ class Node:
         if cached is not None and cached.parent_height == self.host.height:
             result = cached.result
         else:
-            known = self.mempool.known()
-            result = self.host.execute_block(
-                self._block_context(block), block.transactions, known=known
+            verifying = self._verifying.get(block.hash)
+            if verifying is not None:
+                await verifying.wait()
+            with self.phases.measure("execute"):
+                result = self._execute_block(
+                    self._block_context(block),
+                    block.transactions,
+                    known=self._known_for(block.transactions),
+                )
+        commit_ns = await trio.to_thread.run_sync(
+            _commit_measured, self.store, block, certificate, result
+        )
+        self.phases.add("commit", commit_ns)
+        with self.phases.measure("commit"):
+            self._after_commit(block, certificate, result)
+        with self.phases.measure("recheck"):
+            update = self.mempool.update(
+                block.transactions, [written for written, _ in result.writes]
             )
-        await trio.to_thread.run_sync(self.store.commit_block, block, certificate, result)
+            for tx_hash, reason in update.evicted:
+                self._remember_rejection(tx_hash, "evicted", reason)
+        return BlockExecuted(block.height, result.app_hash)
+
+    def _after_commit(
+        self, block: Block, certificate: CommitCertificate, result: BlockResult
+    ) -> None:
         self._maybe_snapshot(block.height)
-        self.host.committed(block.height, result.app_hash)
+        self.host.committed(block.height, result.app_hash, result.writes)
+        for data in block.transactions:
+            self._verified.discard(data)
         self._tip_timestamp_ms = block.header.timestamp_ms
         self._validated.clear()
         now = time.monotonic()
@@ -701,10 +914,8 @@ class Node:
             admitted = self._admitted_at.pop(receipt.transaction_hash, None)
             if admitted is not None:
                 self.metrics.commit_latency.observe(now - admitted)
-        update = self.mempool.update(block.transactions)
-        for tx_hash, reason in update.evicted:
-            self._remember_rejection(tx_hash, "evicted", reason)
         self.metrics.record_commit(now, block.height, len(block.transactions))
+        self.admission.observe_commit(now, len(block.transactions))
         self.metrics.last_block_time.set(block.header.timestamp_ms / 1000)
         if self.syncing and block.height >= self._highest_seen_height():
             self.syncing = False
@@ -720,7 +931,6 @@ class Node:
                 "app_hash": result.app_hash.hex()[:16],
             },
         )
-        return BlockExecuted(block.height, result.app_hash)
 
     def _maybe_snapshot(self, height: int) -> None:
         """Every ``snapshot_interval`` heights, export the state just committed. The read
@@ -808,43 +1018,132 @@ class Node:
         async for batch in self.network.transactions:
             raw = list(batch.transactions)
             # Coalesce the batches that arrived meanwhile (one per peer frame): one signature
-            # batch and one worker-thread hop for all of them instead of one each.
-            while len(raw) < _ADMIT_BATCH_MAX:
-                try:
-                    raw.extend(self.network.transactions.receive_nowait().transactions)
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-            await self._admit_many(raw, gossip=False)
+            # batch and one worker-thread hop for all of them instead of one each. A small
+            # batch waits a moment for more: every batch has a fixed cost (a thread hop is
+            # about one signature check's worth of CPU), and a few ms are nothing next to a
+            # block's round.
+            self._coalesce(raw)
+            if len(raw) < _ADMIT_BATCH_MIN:
+                await trio.sleep(_GOSSIP_LINGER_S)
+                self._coalesce(raw)
+            await self._admit_many(raw, source="gossip_in")
 
-    async def _admit_many(self, raw: Sequence[bytes], *, gossip: bool) -> list[SubmitOutcome]:
+    def _coalesce(self, raw: list[bytes]) -> None:
+        while len(raw) < _ADMIT_BATCH_MAX:
+            try:
+                raw.extend(self.network.transactions.receive_nowait().transactions)
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return
+
+    async def _verify(self, transactions: list[Transaction]) -> list[bool]:
+        """Signature verdicts for ``transactions``: on a worker thread (PyNaCl releases the
+        GIL), except for a handful, checked here: a thread hop costs about as much CPU as one
+        verification."""
+        if len(transactions) <= _VERIFY_INLINE_MAX:
+            verdicts, cpu_ns = _verify_all(transactions)
+        else:
+            verdicts, cpu_ns = await trio.to_thread.run_sync(
+                _verify_all, transactions, limiter=self._verify_limiter
+            )
+        self.phases.add("verify", cpu_ns)
+        return verdicts
+
+    async def _admit_many(self, raw: Sequence[bytes], *, source: str) -> list[SubmitOutcome]:
+        """Decode (charged to ``source``: ``intake`` or ``gossip_in``), verify, admit, gossip.
+
+        Client submissions (``intake``) beyond the admission limit (``node.admission``) are
+        refused first, before any work is spent on them."""
         if self.state_syncing:
+            retry_after_ms = self.admission.retry_after_ms(time.monotonic(), len(raw))
             refusal = SubmitOutcome(
-                None, False, "state_sync", "the node is installing a state snapshot", retry=True
+                None,
+                False,
+                "state_sync",
+                "the node is installing a state snapshot",
+                True,
+                retry_after_ms,
             )
             return [refusal] * len(raw)
         decoded: list[Transaction | SubmitOutcome] = []
-        for data in raw:
-            try:
-                decoded.append(
-                    Transaction.decode(data, chain_id=self.chain_id, check_signature=False)
-                )
-            except TransactionError as error:
-                decoded.append(SubmitOutcome(None, False, error.reason, str(error)))
-        candidates = [item for item in decoded if isinstance(item, Transaction)]
-        valid = (
-            await trio.to_thread.run_sync(_verify_all, candidates, limiter=self._verify_limiter)
-            if candidates
-            else []
+        refused_early: list[SubmitOutcome] = []
+        with self.phases.measure(source):
+            if source == "intake":
+                raw, refused_early = self._refuse_over_limit(raw)
+            for data in raw:
+                try:
+                    decoded.append(
+                        Transaction.decode(data, chain_id=self.chain_id, check_signature=False)
+                    )
+                except TransactionError as error:
+                    decoded.append(SubmitOutcome(None, False, error.reason, str(error)))
+            # Verify each transaction once per node: not again when the same bytes were
+            # verified before (``node.verified``), nor when the mempool holds the hash (admission
+            # refuses it as a duplicate anyway).
+            positions = [
+                position
+                for position, item in enumerate(decoded)
+                if isinstance(item, Transaction)
+                and item.hash not in self.mempool
+                and self._verified.get(item.encoded) is None
+            ]
+            candidates = [cast(Transaction, decoded[position]) for position in positions]
+        valid = [True] * len(decoded)
+        if candidates:
+            verdicts = await self._verify(candidates)
+            for position, transaction, verdict in zip(positions, candidates, verdicts, strict=True):
+                valid[position] = verdict
+                if verdict:
+                    self._verified.add(transaction)
+        with self.phases.measure("admission"):
+            outcomes, admitted = self._admit_decoded(decoded, valid)
+            outcomes.extend(refused_early)
+        if admitted:
+            with self.phases.measure("gossip_out"):
+                self.network.gossip_transactions(admitted)
+            self._transaction_arrived.set()
+            self._transaction_arrived = trio.Event()
+        return outcomes
+
+    def _refuse_over_limit(
+        self, raw: Sequence[bytes]
+    ) -> tuple[Sequence[bytes], list[SubmitOutcome]]:
+        """Split a client batch into what fits under the admission limit and refusals for the
+        rest (``full``, retry after the time the chain needs to commit what is pending)."""
+        now = time.monotonic()
+        room = self.admission.limit(now) - len(self.mempool)
+        if room >= len(raw):
+            return raw, []
+        room = max(room, 0)
+        pending = len(self.mempool)
+        retry_after_ms = self.admission.retry_after_ms(now, pending)
+        message = (
+            f"the node is at capacity ({pending} transactions pending); retry after"
+            f" {retry_after_ms} ms"
         )
-        verdicts = iter(valid)
+        refused = [
+            SubmitOutcome(hash_bytes(data), False, CODE_FULL, message, True, retry_after_ms)
+            for data in raw[room:]
+        ]
+        self.metrics.rejected_transactions.labels(reason=CODE_FULL).inc(len(refused))
+        return raw[:room], refused
+
+    def _admit_decoded(
+        self, decoded: Sequence[Transaction | SubmitOutcome], valid: Sequence[bool]
+    ) -> tuple[list[SubmitOutcome], list[bytes]]:
         outcomes: list[SubmitOutcome] = []
         admitted: list[bytes] = []
-        for item in decoded:
+        # Senders with a refused transaction in this batch, and that refusal: their later
+        # transactions here cannot be admitted (their nonces would skip the refused one).
+        refused: dict[bytes, tuple[int, SubmitOutcome]] = {}
+        for item, verified in zip(decoded, valid, strict=True):
             if isinstance(item, SubmitOutcome):
                 outcomes.append(item)
                 self.metrics.rejected_transactions.labels(reason=item.code).inc()
                 continue
-            if not next(verdicts):
+            earlier = refused.get(item.sender)
+            if earlier is not None:
+                outcome = _behind_refused(item, *earlier)
+            elif not verified:
                 outcome = SubmitOutcome(item.hash, False, "signature", "signature does not verify")
             else:
                 outcome = self._admit(item)
@@ -853,14 +1152,12 @@ class Node:
             else:
                 self.metrics.rejected_transactions.labels(reason=outcome.code).inc()
                 self._remember_rejection(item.hash, outcome.code, outcome.message)
+                if earlier is None and outcome.code not in _NONCE_TAKEN_CODES:
+                    refused[item.sender] = (item.nonce, outcome)
             outcomes.append(outcome)
-        if admitted:
-            self.network.gossip_transactions(admitted)
-            self._transaction_arrived.set()
-            self._transaction_arrived = trio.Event()
         self.metrics.mempool_transactions.set(len(self.mempool))
         self.metrics.mempool_bytes.set(self.mempool.size_bytes)
-        return outcomes
+        return outcomes, admitted
 
     def _admit(self, transaction: Transaction) -> SubmitOutcome:
         if self.store.transaction_location(transaction.hash) is not None:
@@ -868,8 +1165,12 @@ class Node:
         try:
             self.mempool.add(transaction)
         except MempoolRejected as error:
-            retry = error.code == CODE_FULL
-            return SubmitOutcome(transaction.hash, False, error.code, error.message, retry=retry)
+            if error.code != CODE_FULL:
+                return SubmitOutcome(transaction.hash, False, error.code, error.message)
+            retry_after_ms = self.admission.retry_after_ms(time.monotonic(), len(self.mempool))
+            return SubmitOutcome(
+                transaction.hash, False, error.code, error.message, True, retry_after_ms
+            )
         self._admitted_at[transaction.hash] = time.monotonic()
         self._rejected.pop(transaction.hash, None)
         return SubmitOutcome(transaction.hash, True)
@@ -887,11 +1188,11 @@ class Node:
 
     async def submit(self, data: bytes) -> SubmitOutcome:
         """API submission: stateless checks, signature off the loop, mempool admission."""
-        return (await self._admit_many([data], gossip=False))[0]
+        return (await self._admit_many([data], source="intake"))[0]
 
     async def submit_many(self, transactions: list[bytes]) -> list[SubmitOutcome]:
         """API batch submission: one signature batch on the worker threads for all of them."""
-        return await self._admit_many(transactions, gossip=False)
+        return await self._admit_many(transactions, source="intake")
 
     def transaction(self, tx_hash: bytes) -> dict[str, JsonType] | None:
         """Status document: committed (with receipt), pending, or rejected (with reason)."""
@@ -1159,10 +1460,28 @@ class Node:
             "last_block_age_ms": max(0, _now_ms() - self._tip_timestamp_ms),
             "api_access": self.config.rpc.access,
             "transactions_committed": self.metrics.committed_total,
+            "blocks_executed": self.blocks_executed,
             "transactions_per_second": round(self.metrics.rate(), 1),
+            "cpu_ns": self.cpu_ns(statistics),
             "handshake_failures": dict(statistics.handshake_failures),
             "warnings": [*self._warnings(statistics.handshake_failures), *self.api.warnings()],
         }
+
+    def cpu_ns(self, statistics: NetworkStatistics | None = None) -> dict[str, JsonType]:
+        """Process CPU nanoseconds so far: ``total`` (every thread), each phase
+        (``node.phases``; the network's own counters folded into gossip and consensus), and
+        ``other`` (what no phase covers)."""
+        if statistics is None:
+            statistics = self.network.statistics()
+        phases = self.phases.snapshot()
+        phases["gossip_in"] += statistics.cpu_ns_gossip_in
+        phases["gossip_out"] += statistics.cpu_ns_gossip_out
+        phases["consensus"] += statistics.cpu_ns_messages_in + statistics.cpu_ns_messages_out
+        total = time.process_time_ns()
+        document: dict[str, JsonType] = {"total": total}
+        document.update({phase: phases[phase] for phase in PHASES})
+        document["other"] = total - sum(phases.values())
+        return document
 
     def _state_sync_status(self) -> dict[str, JsonType]:
         return {
@@ -1185,9 +1504,59 @@ class Node:
         return warnings
 
 
-def _verify_all(transactions: Sequence[Transaction]) -> list[bool]:
-    """Runs on a worker thread: PyNaCl releases the GIL while verifying."""
-    return [transaction.signature_valid() for transaction in transactions]
+def _is_block_response(payload: bytes) -> bool:
+    """True when consensus wire bytes hold a ``BlockResponse`` (a msgpack array whose first
+    element is its kind), judged from the first bytes only."""
+    if not payload:
+        return False
+    first = payload[0]
+    if 0x90 <= first <= 0x9F:
+        offset = 1
+    elif first == 0xDC:
+        offset = 3
+    elif first == 0xDD:
+        offset = 5
+    else:
+        return False
+    return len(payload) > offset and payload[offset] == MessageKind.BLOCK_RESPONSE
+
+
+def _behind_refused(transaction: Transaction, nonce: int, refusal: SubmitOutcome) -> SubmitOutcome:
+    """The outcome of a transaction whose sender's earlier one (``nonce``) in the same batch
+    was refused: resubmit from that nonce (after ``retry_after_ms`` when it may be retried)."""
+    return SubmitOutcome(
+        transaction.hash,
+        False,
+        CODE_BEHIND_REFUSED,
+        f"the sender's transaction with nonce {nonce} in this batch was refused"
+        f" ({refusal.code}); resubmit from nonce {nonce}",
+        refusal.retry,
+        refusal.retry_after_ms,
+    )
+
+
+def _verify_all(transactions: Sequence[Transaction]) -> tuple[list[bool], int]:
+    """Runs on a worker thread: PyNaCl releases the GIL while verifying. Returns the verdicts
+    and the thread CPU nanoseconds they took."""
+    started_ns = thread_cpu_ns()
+    verdicts = [transaction.signature_valid() for transaction in transactions]
+    return verdicts, thread_cpu_ns() - started_ns
+
+
+def _persist_measured(store: Store, state: bytes) -> int:
+    """Runs on a worker thread: the replica's durable state; returns its thread CPU time."""
+    started_ns = thread_cpu_ns()
+    store.save_replica_state(state)
+    return thread_cpu_ns() - started_ns
+
+
+def _commit_measured(
+    store: Store, block: Block, certificate: CommitCertificate, result: BlockResult
+) -> int:
+    """Runs on a worker thread: the LMDB commit; returns its thread CPU nanoseconds."""
+    started_ns = thread_cpu_ns()
+    store.commit_block(block, certificate, result)
+    return thread_cpu_ns() - started_ns
 
 
 def _receipt_json(receipt: Receipt) -> dict[str, JsonType]:

@@ -101,7 +101,7 @@ class Chain:
         raw = [tx if isinstance(tx, bytes) else tx.encoded for tx in transactions]
         result = self.host.execute_block(self.context(), raw)
         self.backend.apply(result.writes)
-        self.host.committed(result.height, result.app_hash)
+        self.host.committed(result.height, result.app_hash, result.writes)
         return result
 
     def run_one(self, tx: Transaction) -> Value:

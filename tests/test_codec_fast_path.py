@@ -152,3 +152,97 @@ def test_memoised_keys_are_exactly_what_msgpack_packs() -> None:
         assert codec._packed_str_key(key) == msgpack.packb(key, use_bin_type=True)
     assert len(codec._PACKED_STR_KEYS) <= codec._PACKED_KEYS_MAX
     assert "x" * 300 not in codec._PACKED_STR_KEYS
+
+
+def reference_encode(value: object, limit: Limits) -> object:
+    """The encoding without any shortcut: the general walk, a fresh packer."""
+    try:
+        data = msgpack.packb(codec._normalise(value, limit, 0), use_bin_type=True)
+    except CodecError as error:
+        return ("CodecError", error.reason, error.detail)
+    except Exception as error:
+        return (type(error).__name__, str(error))
+    if len(data) > limit.total_bytes_max:
+        detail = f"encoded value is {len(data)} bytes, limit {limit.total_bytes_max}"
+        return ("CodecError", "too_large", detail)
+    return data
+
+
+def fast_encode(value: object, limit: Limits) -> object:
+    try:
+        return codec.encode(value, limit)  # type: ignore[arg-type]
+    except CodecError as error:
+        return ("CodecError", error.reason, error.detail)
+    except Exception as error:
+        return (type(error).__name__, str(error))
+
+
+@settings(max_examples=200, deadline=None)
+@given(values | valid_values, limits | st.just(codec.DEFAULT_LIMITS))
+def test_encode_gives_the_general_walks_bytes_and_errors(value: object, limit: Limits) -> None:
+    """Twice: the first call may remember the maps' shapes, the second uses them."""
+    expected = reference_encode(value, limit)
+    assert fast_encode(value, limit) == expected
+    assert fast_encode(value, limit) == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.dictionaries(st.text(max_size=5), valid_values, max_size=6), max_size=4))
+def test_records_of_one_shape_encode_like_the_general_walk(records: list[object]) -> None:
+    """Maps sharing a key order (as records do) take the remembered-shape path after the
+    first; every one must still encode exactly as the general walk does, errors included."""
+    shape = ("b", "a", "ccc", "dd")
+    for record in records:
+        assert isinstance(record, dict)
+        shaped = {key: record.get(key, len(key)) for key in shape}
+        for limit in (codec.DEFAULT_LIMITS, Limits(str_bytes_max=3, depth_max=2)):
+            assert fast_encode(shaped, limit) == reference_encode(shaped, limit)
+
+
+def reference_decode(data: bytes) -> object:
+    try:
+        return ("ok", repr(codec._decode_general(data, codec.DEFAULT_LIMITS)))
+    except CodecError as error:
+        return ("CodecError", error.reason, error.detail)
+
+
+def fast_decode(data: bytes) -> object:
+    try:
+        return ("ok", repr(codec.decode(data)))
+    except CodecError as error:
+        return ("CodecError", error.reason, error.detail)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.binary(min_size=1, max_size=9)
+    | st.integers(INT_MIN, INT_MAX).map(lambda n: msgpack.packb(n))
+    | st.tuples(st.sampled_from(sorted(codec._INT_FORMATS)), st.binary(max_size=9)).map(
+        lambda pair: bytes([pair[0]]) + pair[1]
+    )
+)
+def test_decode_shortcut_for_integers_matches_the_general_decode(data: bytes) -> None:
+    assert fast_decode(data) == reference_decode(data)
+
+
+def test_every_integer_width_boundary_decodes_like_the_general_path() -> None:
+    for bound in (0x20, 0x80, 0x100, 0x8000, 0x1_0000, 0x8000_0000, 0x1_0000_0000, 2**63):
+        for number in (bound - 1, bound, bound + 1, -bound - 1, -bound, -bound + 1):
+            if INT_MIN <= number <= INT_MAX:
+                data = msgpack.packb(number)
+                assert codec.decode(data) == number
+                assert fast_decode(data) == reference_decode(data)
+
+
+def test_integers_in_a_wider_format_than_needed_are_refused_like_the_general_path() -> None:
+    """Every boundary number written in every msgpack integer format that can hold it: only
+    the narrowest is canonical, and the shortcut must agree with the general decode."""
+    for first, (size, signed, _, _) in codec._INT_FORMATS.items():
+        for bound in (0x20, 0x80, 0x100, 0x8000, 0x1_0000, 0x8000_0000, 0x1_0000_0000, 2**63):
+            for number in (bound - 1, bound, bound + 1, -bound - 1, -bound, -bound + 1, 0, -1):
+                try:
+                    body = number.to_bytes(size, "big", signed=signed)
+                except OverflowError:
+                    continue
+                data = bytes([first]) + body
+                assert fast_decode(data) == reference_decode(data), data.hex()

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import trio
 
-from consensus.messages import encode_block_response
+from consensus.crypto import hash_bytes
+from consensus.messages import BlockRequest, encode_block_response, encode_message
 from consensus.replica import PeerMessage
 from consensus.types import Block, CommitCertificate
 from node import runtime
 from node.home import Home, load_home
+from node.testnet.loadgen import register_identity_transaction
 from node.testnet.testnet import create_testnet
 
 DEADLINE_S = 120.0
@@ -71,3 +73,77 @@ async def test_synced_batch_yields_to_the_loop_between_blocks(tmp_path: Path) ->
                 assert stored is not None
                 assert stored[0].hash == block.hash
             nursery.cancel_scope.cancel()
+
+
+async def test_synced_transactions_are_verified_ahead_and_applied_alike(tmp_path: Path) -> None:
+    """Blocks arriving by sync have their signatures verified on worker threads ahead of their
+    commit (a response is recognised from its first bytes); the synced node reaches the
+    source's state, and the lookahead leaves nothing behind. A response the node did not ask
+    for, or a block whose certificate does not certify it, gets no work from the lookahead
+    (a peer cannot make the node verify transactions it would not apply)."""
+    info = create_testnet(tmp_path / "net", 1, chain_id="sync-verify")
+    source_dir = Path(info.homes[0])
+    fresh_dir = tmp_path / "fresh"
+    shutil.copytree(source_dir, fresh_dir)
+    key = info.client_key(0)
+    entries: list[tuple[Block, CommitCertificate]] = []
+    with trio.fail_after(DEADLINE_S):
+        source_home = _with_intervals(load_home(source_dir), block_ms=20, empty_ms=NEVER_MS)
+        async with trio.open_nursery() as nursery:
+            source = await nursery.start(runtime.Node(source_home).run)
+            for nonce in range(20):
+                outcome = await source.submit(
+                    register_identity_transaction(key, info.chain_id, "bank0", nonce)
+                )
+                assert outcome.accepted, outcome
+                if nonce % 5 == 4:
+                    await source.wait_for_height(source.height() + 1, timeout_s=DEADLINE_S)
+            while source.mempool.known():
+                await source.wait_for_height(source.height() + 1, timeout_s=DEADLINE_S)
+            top = source.height()
+            entries = [stored for h in range(1, top + 1) if (stored := source._load_block(h))]
+            app_hash = source.host.app_hash
+            nursery.cancel_scope.cancel()
+        assert sum(len(block.transactions) for block, _ in entries) == 20
+
+        fresh_home = _with_intervals(load_home(fresh_dir), block_ms=NEVER_MS, empty_ms=NEVER_MS)
+        async with trio.open_nursery() as nursery:
+            node = await nursery.start(runtime.Node(fresh_home).run)
+            data = encode_block_response(entries, bytes_max=node.network.limits.message_bytes_max)
+            assert runtime._is_block_response(data)
+            # Not asked for (the node is not syncing): nothing is verified ahead.
+            node._prefetch_signatures(data)
+            assert not node._verifying
+            # A certificate that does not certify its block stops the lookahead there.
+            first, first_certificate = entries[0]
+            forged = [(first, replace(first_certificate, view=first_certificate.view + 1))]
+            node.syncing = True  # as after the node's own block request
+            node._prefetch_signatures(encode_block_response(forged))
+            while node._verifying:
+                await trio.lowlevel.checkpoint()
+            assert len(node._verified) == 0
+            node._prefetch_signatures(data)
+            assert len(node._verifying) == len(entries)
+            await node._inputs_send.send(PeerMessage(data, 0))
+            await node.wait_for_height(top, timeout_s=DEADLINE_S)
+            assert node.host.app_hash == app_hash
+            for block, _ in entries:
+                for data_tx in block.transactions:
+                    document = node.transaction(hash_bytes(data_tx))
+                    assert document is not None
+                    receipt = document["receipt"]
+                    assert isinstance(receipt, dict)
+                    assert receipt["status"] == "ok"
+            assert not node._verifying
+            assert len(node._verified) == 0  # committed transactions leave the cache
+            nursery.cancel_scope.cancel()
+
+
+def test_only_block_responses_are_recognised_from_their_first_bytes() -> None:
+    empty = encode_block_response([])
+    assert runtime._is_block_response(empty)
+    request = encode_message(BlockRequest(1, 5))
+    assert not runtime._is_block_response(request)
+    assert not runtime._is_block_response(b"")
+    assert not runtime._is_block_response(b"\x91")
+    assert not runtime._is_block_response(b"\xc1\x07")

@@ -7,9 +7,10 @@ the measuring process for the GIL. It gets one ``SubmitPlan`` per node: the node
 the node's stream of encoded transactions (already signed, in an order that keeps each sender's
 nonces ascending) and the node's share of the rate. One thread per node keeps one persistent
 HTTP/1.1 connection and, every ``BATCH_INTERVAL_S``, sends every transaction that is due by the
-schedule (``rate * elapsed``) as one ``POST /txs``. It is *open loop*: a slow node does not slow
-the schedule; the batch just grows (up to ``BATCH_TRANSACTIONS_MAX``) so the offered rate holds
-until the node refuses or the connection stalls, which the report shows.
+schedule (``rate * elapsed``) as one binary ``POST /txs`` (``node.submission``). It is *open
+loop*: a slow node does not slow the schedule; the batch just grows (up to
+``BATCH_TRANSACTIONS_MAX``) so the offered rate holds until the node refuses or the connection
+stalls, which the report shows.
 
 Each transaction's submit time is the wall-clock time (``time.time()``, shared by every process
 on the machine) just before its batch is written. The results (submit times, accepted count,
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import multiprocessing
 import resource
 import threading
@@ -29,6 +31,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Final
+
+from node.submission import MSGPACK_CONTENT_TYPE, encode_submission
 
 __all__ = [
     "BATCH_INTERVAL_S",
@@ -42,11 +46,13 @@ __all__ = [
 
 # Batching period: short against the block interval, long enough to amortise each request.
 BATCH_INTERVAL_S: Final = 0.02
-# A batch never carries more than this (well under the API's 10,000 and 1 MiB body bounds at
-# ~660 hex characters per transaction).
+# A batch never carries more than this (well under the API's 10,000 transactions and 1 MiB
+# body bounds at ~330 bytes per transaction).
 BATCH_TRANSACTIONS_MAX: Final = 1_000
 # One request may wait this long for the node (a stalled node shows as transport errors).
 REQUEST_TIMEOUT_S: Final = 30.0
+# Pushed-back transactions are resent at most this long after the submission window.
+RETRY_WINDOW_S: Final = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,64 +66,107 @@ class SubmitPlan:
 
 @dataclass(slots=True)
 class SubmitResult:
-    """What happened to one node's stream. ``submit_times[i]`` is the wall-clock submit time
-    of ``transactions[i]`` (NaN when it was never sent)."""
+    """What happened to one node's stream. ``submit_times[i]`` is the wall-clock time
+    ``transactions[i]`` was last sent: the submission the node admitted (NaN when it was never
+    sent, or refused for good)."""
 
     address: str
     submit_times: array[float]
     sent: int = 0
     accepted: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+    # Refusals the node asked to retry (429 / ``retry``): resent after ``retry_after_ms``.
+    pushed_back: int = 0
+    # Still waiting to be resent when the retry window closed.
+    abandoned: int = 0
     transport_errors: int = 0
     last_error: str = ""
     requests: int = 0
 
 
 def _submit_stream(plan: SubmitPlan, start_at: float, duration_s: float, out: SubmitResult) -> None:
+    """Send the plan's stream on schedule. A transaction the node pushes back (``retry``) is
+    resent, with the sender's later ones, before anything new, once the node's
+    ``retry_after_ms`` has passed; new transactions wait meanwhile (a client backing off),
+    while the schedule keeps running."""
     host, _, port = plan.address.rpartition(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=REQUEST_TIMEOUT_S)
-    hexes = [data.hex() for data in plan.transactions]
-    total = min(len(hexes), int(plan.rate * duration_s))
-    headers = {"Content-Type": "application/json"}
-    sent = 0
+    transactions = plan.transactions
+    total = min(len(transactions), int(plan.rate * duration_s))
+    headers = {"Content-Type": MSGPACK_CONTENT_TYPE}
+    next_new = 0
+    backlog: list[int] = []
+    retry_at = 0.0
+    give_up_at = start_at + duration_s + RETRY_WINDOW_S
     delay = start_at - time.time()
     if delay > 0:
         time.sleep(delay)
-    while sent < total:
+    while next_new < total or backlog:
         now = time.time()
-        due = min(total, int((now - start_at) * plan.rate))
-        if due <= sent:
-            time.sleep(min(BATCH_INTERVAL_S, (sent + 1) / plan.rate + start_at - now))
+        if now >= give_up_at:
+            break
+        if backlog and now < retry_at:
+            time.sleep(min(BATCH_INTERVAL_S, retry_at - now))
             continue
-        end = min(due, sent + BATCH_TRANSACTIONS_MAX)
-        body = ('{"txs":["' + '","'.join(hexes[sent:end]) + '"]}').encode()
+        due = min(total, int((now - start_at) * plan.rate))
+        indices = backlog[:BATCH_TRANSACTIONS_MAX]
+        resent = len(indices)
+        if resent == len(backlog):
+            fresh = min(due - next_new, BATCH_TRANSACTIONS_MAX - resent)
+            indices.extend(range(next_new, next_new + max(0, fresh)))
+        if not indices:
+            time.sleep(min(BATCH_INTERVAL_S, (next_new + 1) / plan.rate + start_at - now))
+            continue
+        fresh_count = len(indices) - resent
+        body = encode_submission([transactions[index] for index in indices])
         submitted = time.time()
-        for index in range(sent, end):
+        for index in indices:
             out.submit_times[index] = submitted
+        retry_after_s = 0.0
+        pushed: list[int] = []
         try:
             connection.request("POST", "/txs", body=body, headers=headers)
             response = connection.getresponse()
             data = response.read()
             out.requests += 1
-            if response.status != 200:
-                out.rejected[f"http_{response.status}"] += end - sent
+            if response.status not in (200, 429):
+                out.rejected[f"http_{response.status}"] += len(indices)
                 out.last_error = data[:200].decode("utf-8", "replace")
+                for index in indices:
+                    out.submit_times[index] = math.nan
             else:
                 document = json.loads(data)
-                out.accepted += int(document["accepted"])
-                for item in document["rejected"]:
-                    out.rejected[str(item["code"])] += 1
-                    out.last_error = str(item["error"])
+                refused = {int(item["index"]): item for item in document["rejected"]}
+                for position, index in enumerate(indices):
+                    item = refused.get(position)
+                    if item is None:
+                        out.accepted += 1
+                    elif item.get("retry") is True:
+                        pushed.append(index)
+                        retry_after_s = max(retry_after_s, int(item["retry_after_ms"]) / 1000)
+                    else:
+                        out.rejected[str(item["code"])] += 1
+                        out.last_error = str(item["error"])
+                        out.submit_times[index] = math.nan
         except (OSError, http.client.HTTPException, ValueError, KeyError) as error:
             out.transport_errors += 1
             out.last_error = f"{type(error).__name__}: {error}"
+            for index in indices:
+                out.submit_times[index] = math.nan
             connection.close()
             connection = http.client.HTTPConnection(host, int(port), timeout=REQUEST_TIMEOUT_S)
-        sent = end
-        out.sent = sent
+        out.pushed_back += len(pushed)
+        backlog = sorted(pushed + backlog[resent:])
+        if pushed:
+            retry_at = time.time() + retry_after_s
+        next_new += fresh_count
+        out.sent = max(out.sent, next_new)
         elapsed = time.time() - now
         if elapsed < BATCH_INTERVAL_S:
             time.sleep(BATCH_INTERVAL_S - elapsed)
+    for index in backlog:
+        out.submit_times[index] = math.nan
+    out.abandoned = len(backlog)
     connection.close()
 
 

@@ -29,9 +29,13 @@ submitted in the window; ``uncommitted`` counts those that never committed befor
 deadline). ``blocks_per_s`` and ``block_size_avg`` come from the same blocks.
 
 ``--rate max`` runs steps on one testnet: the rate doubles while a step is *sustainable*
-(nothing refused, committed rate at least ``SUSTAINED_FRACTION`` of the offered rate, p99 at
-most ``p99_ms_max``), then bisects twice between the last good and first bad rate. The report is
-the best sustainable step, with every step listed.
+(nothing refused or pushed back, committed rate at least ``SUSTAINED_FRACTION`` of the offered
+rate, p99 at most ``p99_ms_max``), then bisects twice between the last good and first bad
+rate. The report is the best sustainable step, with every step listed.
+
+Above capacity the nodes push submissions back (429, ``retry_after_ms``); the submitter resends
+them after that delay, so a step at 2x or 4x the sustainable rate shows what the chain keeps
+committing under overload, and the latency of what it admitted.
 """
 
 from __future__ import annotations
@@ -211,6 +215,9 @@ class StepResult:
     submitted: int
     accepted: int
     rejected: dict[str, int]
+    # Refusals the nodes asked to retry later (at capacity), resent by the submitter.
+    pushed_back: int
+    abandoned: int
     transport_errors: int
     committed: int
     uncommitted: int
@@ -226,11 +233,16 @@ class StepResult:
     cpu_percent: list[float]
     submitter_cpu_s: float
     last_error: str
+    # CPU microseconds per transaction the node committed in the window, by phase
+    # (``node.phases``, plus ``other`` and ``total``), averaged over the nodes.
+    phases_us_per_tx: dict[str, float] = field(default_factory=dict)
 
     def sustainable(self, p99_ms_max: float) -> bool:
-        """Nothing refused, kept up with the offered rate, and p99 within the bound."""
+        """Nothing refused or pushed back, kept up with the offered rate, p99 within the
+        bound."""
         return (
             not self.rejected
+            and not self.pushed_back
             and not self.transport_errors
             and self.uncommitted == 0
             and self.tx_per_s >= SUSTAINED_FRACTION * self.rate_offered
@@ -245,6 +257,8 @@ class StepResult:
             "submitted": self.submitted,
             "accepted": self.accepted,
             "rejected": dict(self.rejected),
+            "pushed_back": self.pushed_back,
+            "abandoned": self.abandoned,
             "transport_errors": self.transport_errors,
             "committed": self.committed,
             "uncommitted": self.uncommitted,
@@ -259,6 +273,10 @@ class StepResult:
             "cpu_s_per_node": [round(value, 2) for value in self.cpu_s],
             "cpu_percent_per_node": [round(value, 1) for value in self.cpu_percent],
             "submitter_cpu_s": round(self.submitter_cpu_s, 2),
+            "cpu_us_per_tx_per_node": round(self.phases_us_per_tx.get("total", math.nan), 1),
+            "phases_us_per_tx": {
+                phase: round(value, 1) for phase, value in self.phases_us_per_tx.items()
+            },
             "last_error": self.last_error,
         }
 
@@ -308,6 +326,28 @@ class ThroughputReport:
         if self.directory:
             document["directory"] = self.directory
         return document
+
+
+def _phases_per_transaction(
+    before: Sequence[tuple[int, dict[str, int]] | None],
+    after: Sequence[tuple[int, dict[str, int]] | None],
+) -> dict[str, float]:
+    """CPU µs per committed transaction by phase, averaged over the nodes that answered
+    both times and committed something in between."""
+    per_node: list[dict[str, float]] = []
+    for first, last in zip(before, after, strict=True):
+        if first is None or last is None or last[0] <= first[0]:
+            continue
+        committed = last[0] - first[0]
+        per_node.append(
+            {
+                phase: (last[1][phase] - first[1].get(phase, 0)) / 1000 / committed
+                for phase in last[1]
+            }
+        )
+    if not per_node:
+        return {}
+    return {phase: statistics.fmean(node[phase] for node in per_node) for phase in per_node[0]}
 
 
 def _percentile(sorted_values: Sequence[float], fraction: float) -> float:
@@ -392,12 +432,14 @@ class _Run:
         submitter = start_submitter(plans, start_at, duration_s)
         time.sleep(max(0.0, start_at - time.time()))
         cpu_before = [ProcessSampler.cpu_s(pid) for pid in pids]
+        phases_before = self._phase_samples()
         time.sleep(max(0.0, start_at + duration_s - time.time()))
         cpu_after = [ProcessSampler.cpu_s(pid) for pid in pids]
+        phases_after = self._phase_samples()
         end_at = time.time()
         results, submitter_cpu = submitter.result(timeout_s=duration_s + 120)
         window = end_at - start_at
-        return self._figures(
+        figures = self._figures(
             rate,
             duration_s,
             start_at,
@@ -407,6 +449,29 @@ class _Run:
             submitter_cpu,
             [after - before for before, after in zip(cpu_before, cpu_after, strict=True)],
         )
+        figures.phases_us_per_tx = _phases_per_transaction(phases_before, phases_after)
+        return figures
+
+    def _phase_samples(self) -> list[tuple[int, dict[str, int]] | None]:
+        """Each node's committed-transaction count and CPU nanoseconds by phase (``/status``);
+        None for a node that did not answer."""
+        samples: list[tuple[int, dict[str, int]] | None] = []
+        for index in range(self.options.validators):
+            try:
+                with self.testnet.client(index, timeout_s=5.0) as client:
+                    status = client.status()
+            except ApiError:
+                samples.append(None)
+                continue
+            cpu = status.get("cpu_ns")
+            committed = status.get("transactions_committed")
+            if not isinstance(cpu, dict) or not isinstance(committed, int):
+                samples.append(None)
+                continue
+            samples.append(
+                (committed, {str(k): int(v) for k, v in cpu.items() if isinstance(v, int)})
+            )
+        return samples
 
     def _figures(
         self,
@@ -422,7 +487,7 @@ class _Run:
         assert self.observer is not None
         submitted: list[tuple[str, float]] = []
         rejected: Counter[str] = Counter()
-        accepted = transport_errors = 0
+        accepted = transport_errors = pushed_back = abandoned = 0
         last_error = ""
         for stream_hashes, result in zip(hashes, results, strict=True):
             for tx_hash, at in zip(stream_hashes, result.submit_times, strict=False):
@@ -431,6 +496,8 @@ class _Run:
             rejected.update(result.rejected)
             accepted += result.accepted
             transport_errors += result.transport_errors
+            pushed_back += result.pushed_back
+            abandoned += result.abandoned
             last_error = result.last_error or last_error
         deadline = time.time() + DRAIN_TIMEOUT_S
         commit_time = self.observer.commit_time
@@ -459,6 +526,8 @@ class _Run:
             submitted=len(submitted),
             accepted=accepted,
             rejected=dict(rejected),
+            pushed_back=pushed_back,
+            abandoned=abandoned,
             transport_errors=transport_errors,
             committed=len(latencies),
             uncommitted=accepted - len(latencies),

@@ -117,7 +117,8 @@ def _print_report(d: dict[str, JsonType]) -> None:
     click.echo(
         f"  committed        {_figure(d['tx_per_s'], 1)} tx/s"
         f"   ({_figure(d['committed'])} of {_figure(d['submitted'])} submitted committed,"
-        f" refused {d['rejected']}, transport errors {d['transport_errors']})"
+        f" refused {d['rejected']}, pushed back {d['pushed_back']} (resent),"
+        f" abandoned {d['abandoned']}, transport errors {d['transport_errors']})"
     )
     click.echo(
         f"  latency ms       p50 {_figure(d['latency_ms_p50'])}  p95 {_figure(d['latency_ms_p95'])}"
@@ -130,6 +131,13 @@ def _print_report(d: dict[str, JsonType]) -> None:
     click.echo(
         f"  CPU s per node   {d['cpu_s_per_node']}  (% of one core {d['cpu_percent_per_node']})"
     )
+    phases = d.get("phases_us_per_tx")
+    if isinstance(phases, dict) and phases:
+        click.echo(
+            "  CPU µs per tx    "
+            + ", ".join(f"{phase} {_figure(value, 1)}" for phase, value in phases.items())
+            + "  (per node, per committed transaction)"
+        )
     click.echo(f"  peak RSS MiB     {d['rss_peak_mb_per_node']}")
     click.echo(f"  submitter CPU s  {d['submitter_cpu_s']}")
     click.echo(

@@ -39,6 +39,7 @@ from node.apploader import AppLoadError, load_apps
 from node.auth import sign_request
 from node.genesis import Genesis
 from node.jsonvalue import JsonType, from_json, to_json
+from node.submission import MSGPACK_CONTENT_TYPE, encode_submission
 
 __all__ = ["ApiError", "Client", "ProofRefused", "ProvenAnswer", "StreamEvent", "tls_context"]
 
@@ -146,8 +147,10 @@ class Client:
             )
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout_s)
 
-    def _headers(self, method: str, path: str, body: bytes | None) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
+    def _headers(
+        self, method: str, path: str, body: bytes | None, content_type: str = "application/json"
+    ) -> dict[str, str]:
+        headers = {"Content-Type": content_type} if body is not None else {}
         if self.key is not None:
             headers.update(sign_request(self.key, self.chain_id(), method, path, body or b""))
         return headers
@@ -169,6 +172,7 @@ class Client:
         method: str,
         path: str,
         body: bytes | None = None,
+        content_type: str = "application/json",
         *,
         signed: bool = True,
         headers: Mapping[str, str] | None = None,
@@ -178,9 +182,9 @@ class Client:
         for attempt in (1, 2):
             sent = {**(headers or {})}
             sent.update(
-                self._headers(method, path, body)
+                self._headers(method, path, body, content_type)
                 if signed
-                else ({"Content-Type": "application/json"} if body is not None else {})
+                else ({"Content-Type": content_type} if body is not None else {})
             )
             if self._connection is None:
                 self._connection = self._open(self.timeout_s)
@@ -198,15 +202,24 @@ class Client:
         raise AssertionError("unreachable")
 
     def _request(
-        self, method: str, path: str, document: dict[str, JsonType] | None = None
+        self,
+        method: str,
+        path: str,
+        document: dict[str, JsonType] | None = None,
+        *,
+        raw_body: tuple[bytes, str] | None = None,
+        answer_statuses: frozenset[int] = frozenset(),
     ) -> dict[str, JsonType]:
-        body = None if document is None else json.dumps(document).encode()
-        status, data = self.request_raw(method, path, body)
+        if raw_body is not None:
+            status, data = self.request_raw(method, path, *raw_body)
+        else:
+            body = None if document is None else json.dumps(document).encode()
+            status, data = self.request_raw(method, path, body)
         try:
             parsed = json.loads(data.decode("utf-8")) if data else {}
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise ApiError(status, f"response is not JSON: {data[:200]!r}") from None
-        if status >= 400:
+        if status >= 400 and status not in answer_statuses:
             message = parsed.get("error", "") if isinstance(parsed, dict) else ""
             code = parsed.get("code", "") if isinstance(parsed, dict) else ""
             rule = parsed.get("rule", "") if isinstance(parsed, dict) else ""
@@ -234,8 +247,16 @@ class Client:
 
     def submit_many(self, transactions: list[bytes]) -> dict[str, JsonType]:
         """Submit a batch of encoded transactions (``POST /txs``); returns ``{"accepted",
-        "rejected": [{"index", "hash", "code", "error", "retry"}]}``."""
-        return self._request("POST", "/txs", {"txs": [data.hex() for data in transactions]})
+        "rejected": [{"index", "hash", "code", "error", "retry", "retry_after_ms"}]}``, also
+        when the node pushed the whole batch back (429). Sent as msgpack (``node.submission``):
+        the transactions' bytes as they are."""
+        body = encode_submission(transactions)
+        return self._request(
+            "POST",
+            "/txs",
+            raw_body=(body, MSGPACK_CONTENT_TYPE),
+            answer_statuses=frozenset({429}),
+        )
 
     def transaction(self, tx_hash: bytes | str) -> dict[str, JsonType]:
         """Status and receipt of a transaction."""

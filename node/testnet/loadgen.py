@@ -40,7 +40,7 @@ customer identity for the client's bank (``membership.register_identity``), whos
 derived from the sender and nonce, so the workload is deterministic and every transaction
 changes state.
 
-One thread per client paces itself with a token bucket; a full mempool (503) backs off, and a
+One thread per client paces itself with a token bucket; a full mempool (429) backs off, and a
 nonce refusal resynchronises the nonce from the node.
 """
 
@@ -93,7 +93,7 @@ BATCH_INTERVAL_S: Final = 0.05
 BATCH_TRANSACTIONS_MAX: Final = 500
 # The producer sleeps at least this long between wake-ups (the workers batch anyway).
 _PRODUCER_TICK_S: Final = 0.005
-# Pause after a full mempool (503 / retry) or a transport error before the next batch.
+# Pause after a full mempool (429 / retry) or a transport error before the next batch.
 _BACKOFF_S: Final = 0.2
 _ERROR_PAUSE_S: Final = 1.0
 # A nonce refusal is resynchronised and retried at most this often per transaction.
@@ -217,7 +217,7 @@ class LoadGenerator:
             try:
                 client.submit(data)
             except ApiError as error:
-                if error.status == 503:
+                if error.status in (429, 503):
                     self._count("backoffs", error.message)
                     self._stop.wait(0.2)
                 elif error.status == 0:

@@ -1,0 +1,99 @@
+"""Admission control: client transactions beyond what the chain commits are refused early.
+
+Theory of operation
+-------------------
+The mempool's own bounds (``[mempool] transactions_max``, ``bytes_max``) bound memory, not
+latency: a pool of 20,000 transactions ahead of a chain that commits 1,000 per second holds
+every new one for 20 s, and the blocks that drain it grow until consensus times out. So
+client submissions (the API; gossip from peers only meets the hard bounds) are admitted only
+while the pool holds less than ``budget`` worth of what this node has recently seen
+committed:
+
+    limit = clamp(rate_committed * budget_ms / 1000, transactions_min, transactions_max)
+
+where ``rate_committed`` is transactions per second committed over the last ``WINDOW_S``
+seconds. Over the limit a submission is refused *before* any work is spent on it (no decode,
+no signature check) with code ``full``, ``retry`` true and a ``retry_after_ms``: the time the
+chain needs, at its recent rate, to commit what is pending. The API turns that into HTTP 429
+with ``Retry-After``.
+
+Why it is stable: the pool is at most ``budget`` of commits, so every block is too, and a
+pending transaction waits at most about ``budget`` plus one block. If blocks of that size take
+longer than ``budget`` to commit, the measured rate falls and the limit with it; if they take
+less, the rate and the limit grow: the limit follows capacity, never the offered load. Under
+sustained overload it settles where a block takes about ``budget`` to commit, so an admitted
+transaction waits about twice the budget: the default 750 ms keeps that under 2 s, at the price
+of blocks (and so throughput) a little smaller than a longer budget would allow. The floor
+``transactions_min`` keeps an idle chain (rate 0) admitting.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = ["WINDOW_S", "AdmissionControl", "AdmissionLimits"]
+
+# Commits are averaged over this window: long enough to span several blocks, short enough to
+# follow a change of capacity within a few seconds.
+WINDOW_S: Final = 3.0
+# A client is never told to come back sooner than this, or later than this.
+RETRY_AFTER_MS_MIN: Final = 100
+RETRY_AFTER_MS_MAX: Final = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionLimits:
+    """``[mempool]`` admission settings."""
+
+    # Pending work the pool may hold, in milliseconds of recent commits.
+    budget_ms: int = 750
+    # The limit never goes below this many transactions (an idle chain still admits).
+    transactions_min: int = 250
+    # Nor above the pool's own bound.
+    transactions_max: int = 20_000
+
+    def __post_init__(self) -> None:
+        if min(self.budget_ms, self.transactions_min, self.transactions_max) < 1:
+            raise ValueError("admission limits must be positive")
+
+
+class AdmissionControl:
+    """How many transactions the pool may hold for client submissions, from recent commits."""
+
+    def __init__(self, limits: AdmissionLimits) -> None:
+        self.limits = limits
+        self._commits: deque[tuple[float, int]] = deque()
+        self._committed_in_window = 0
+
+    def observe_commit(self, now_s: float, transactions: int) -> None:
+        """A block with ``transactions`` committed at monotonic time ``now_s``."""
+        self._commits.append((now_s, transactions))
+        self._committed_in_window += transactions
+        self._expire(now_s)
+
+    def _expire(self, now_s: float) -> None:
+        commits = self._commits
+        while commits and commits[0][0] < now_s - WINDOW_S:
+            self._committed_in_window -= commits.popleft()[1]
+
+    def rate(self, now_s: float) -> float:
+        """Transactions per second committed over the window ending at ``now_s``."""
+        self._expire(now_s)
+        return self._committed_in_window / WINDOW_S
+
+    def limit(self, now_s: float) -> int:
+        """The most transactions the pool may hold when a client submission arrives."""
+        limits = self.limits
+        budgeted = int(self.rate(now_s) * limits.budget_ms / 1000)
+        return max(limits.transactions_min, min(budgeted, limits.transactions_max))
+
+    def retry_after_ms(self, now_s: float, pending: int) -> int:
+        """When to come back: the time the chain needs, at its recent rate (at least the
+        floor's worth per budget), to commit ``pending`` transactions."""
+        limits = self.limits
+        rate = max(self.rate(now_s), limits.transactions_min * 1000 / limits.budget_ms)
+        wait_ms = math.ceil(pending * 1000 / rate)
+        return max(RETRY_AFTER_MS_MIN, min(wait_ms, RETRY_AFTER_MS_MAX))
