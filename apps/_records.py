@@ -8,6 +8,17 @@ by ``key(...)``: ASCII segments joined by ``/``. Segments are identifiers from
 integers as 16 hex digits (fixed width, so numeric order is key order). A prefix scan over
 ``prefix(...)`` therefore visits exactly one collection, in a stable, meaningful order.
 
+Expiry
+------
+Offers and proposals that lapse by block time (or height) are indexed under
+``expiry/<at>/<item id>`` (``schedule_expiry``). The app's ``end_block`` takes what is due
+(``take_expired``: ``at <= now``, in key order, so oldest first and then by id, at most
+``EXPIRY_SWEEP_MAX`` per block) and closes it. This stays deterministic because ``now`` is the
+block's agreed time (or height) and the index is scanned in key order; the bound keeps a
+block's extra work small. When more fell due than one block takes, ``expiry_behind`` holds the
+time the sweep has reached, and ``expired_in_backlog`` lets queries report the items still
+waiting as expired.
+
 Arguments
 ---------
 Client arguments arrive as a canonical map; ``Arguments`` turns them into typed values or
@@ -19,6 +30,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Mapping
+from itertools import islice
 from typing import Final
 
 from apps.base import App, AppError, AppState, ReadState, TxContext
@@ -26,6 +38,7 @@ from consensus.codec import CodecError, Limits, Value, decode, encode
 
 __all__ = [
     "AMOUNT_MAX",
+    "EXPIRY_SWEEP_MAX",
     "ID_PATTERN",
     "STATE_LIMITS",
     "TEXT_BYTES_MAX",
@@ -35,6 +48,7 @@ __all__ = [
     "as_arguments",
     "as_int",
     "as_map",
+    "expired_in_backlog",
     "get_int",
     "get_record",
     "hex_key",
@@ -48,6 +62,9 @@ __all__ = [
     "put_record",
     "scan_end",
     "scan_records",
+    "schedule_expiry",
+    "take_expired",
+    "unschedule_expiry",
 ]
 
 # Largest amount in minor units: what a signed 64-bit integer holds (codec and every bank core).
@@ -60,6 +77,9 @@ TEXT_BYTES_MAX: Final = 280
 # State records are small; the bound catches a bug that would bloat state, not a real record.
 STATE_LIMITS: Final = Limits(total_bytes_max=1024 * 1024, depth_max=8)
 PUBLIC_KEY_BYTES: Final = 32
+# Expired items one app closes at the end of one block: bounds the work a block adds beyond its
+# transactions (each close is a handful of writes); a larger backlog drains over later blocks.
+EXPIRY_SWEEP_MAX: Final = 128
 _HEX: Final = re.compile(r"[0-9a-fA-F]{64}")
 
 
@@ -143,6 +163,42 @@ def scan_records(
 def last_segment(record_key: bytes) -> str:
     """The final ``/``-separated segment of a key."""
     return record_key.rsplit(b"/", 1)[-1].decode("ascii")
+
+
+def schedule_expiry(state: AppState, at: int, item: str) -> None:
+    """Index ``item`` to be closed by the first block whose time (or height) reaches ``at``."""
+    state.put(key("expiry", at, item), b"")
+
+
+def unschedule_expiry(state: AppState, at: int, item: str) -> None:
+    """Remove ``item`` from the expiry index (it closed before it expired)."""
+    state.delete(key("expiry", at, item))
+
+
+def take_expired(state: AppState, now: int) -> tuple[tuple[int, str], ...]:
+    """The (at, item) pairs due by ``now`` (``at <= now``), oldest first, at most
+    ``EXPIRY_SWEEP_MAX``; they leave the index, and the caller closes them. Records whether
+    items are left over for the next block (``expired_in_backlog``)."""
+    start = prefix("expiry")
+    due = list(islice(state.scan(start, key("expiry", now + 1)), EXPIRY_SWEEP_MAX + 1))
+    taken: list[tuple[int, str]] = []
+    for record_key, _ in due[:EXPIRY_SWEEP_MAX]:
+        _, at, item = record_key.decode("ascii").split("/")
+        taken.append((int(at, 16), item))
+        state.delete(record_key)
+    behind = key("expiry_behind")
+    if len(due) > EXPIRY_SWEEP_MAX:
+        state.put(behind, encode(now, STATE_LIMITS))  # (put_int would drop a 0)
+    elif state.get(behind) is not None:
+        state.delete(behind)
+    return tuple(taken)
+
+
+def expired_in_backlog(state: ReadState, at: int) -> bool:
+    """True when an item due at ``at`` has expired but is still waiting in the sweep's backlog
+    (its record does not say so yet): queries report it as expired."""
+    behind = state.get(key("expiry_behind"))
+    return behind is not None and at <= as_int(decode(behind, STATE_LIMITS))
 
 
 def hex_key(public_key: bytes) -> str:

@@ -22,6 +22,11 @@ Modelled on permissioned security-token standards (ERC-3643, ERC-1400):
   in ``payments`` (``escrow_lock``, owned by this app); ``accept_dvp`` settles the asset leg
   and the cash leg (``payments.transfer`` from the taker, or ``escrow_release``) in one
   transaction or neither; ``cancel_dvp`` (maker, or anyone after expiry) returns the escrow.
+  The currency must be registered in ``payments`` when the offer is made. An offer expires at
+  the first block whose time reaches ``expires_ms``: ``accept_dvp`` is then ``offer_expired``,
+  and that block's ``end_block`` marks it ``expired`` and returns the escrow (the asset here, or
+  the cash through ``payments.escrow_refund``), so no expired offer is reported open or keeps
+  anything locked.
 
 Conservation: for every asset ``supply == sum(balances) + sum(open sell-offer escrows)``.
 The dry-run query cannot read membership (queries see only this app's state), so it takes
@@ -43,6 +48,7 @@ from apps._records import (
     Identity,
     as_int,
     as_map,
+    expired_in_backlog,
     get_int,
     get_record,
     identity_of,
@@ -52,6 +58,9 @@ from apps._records import (
     put_int,
     put_record,
     scan_end,
+    schedule_expiry,
+    take_expired,
+    unschedule_expiry,
 )
 from apps.access import (
     OVERSEERS,
@@ -366,6 +375,8 @@ class AssetsApp(DispatchingApp):
         asset = _asset(ctx.state, symbol)
         if expires_ms <= ctx.block.time_ms:
             raise AppError("offer_expiry", "an offer must expire after the current block time")
+        if ctx.query("payments", "currency", {"code": currency}) is None:
+            raise AppError("unknown_currency", f"currency {currency} is not registered")
         offer_id = dvp_offer_id(ctx.transaction_hash)
         if get_record(ctx.state, key("dvp", offer_id)) is not None:
             raise AppError("duplicate_offer", f"offer {offer_id} already exists")
@@ -407,6 +418,7 @@ class AssetsApp(DispatchingApp):
         }
         put_record(ctx.state, key("dvp", offer_id), offer)
         ctx.state.put(key("open", offer_id), b"")
+        schedule_expiry(ctx.state, expires_ms, offer_id)
         ctx.emit("dvp_offered", {"offer": offer_id, "side": side, "maker": ctx.sender})
         return {"offer": offer_id}
 
@@ -414,6 +426,12 @@ class AssetsApp(DispatchingApp):
         offer = get_record(state, key("dvp", offer_id))
         if offer is None:
             raise AppError("unknown_offer", f"no DvP offer {offer_id!r}")
+        if offer["status"] == "expired":
+            raise AppError(
+                "offer_expired",
+                f"offer {offer_id} expired at {offer['expires_ms']!s}; its escrow went back "
+                "to the maker",
+            )
         if offer["status"] != "open":
             raise AppError("offer_closed", f"offer {offer_id} is {offer['status']!s}")
         return offer
@@ -473,6 +491,7 @@ class AssetsApp(DispatchingApp):
         offer["settled_ms"] = ctx.block.time_ms
         put_record(ctx.state, key("dvp", offer_id), offer)
         ctx.state.delete(key("open", offer_id))
+        unschedule_expiry(ctx.state, as_int(offer["expires_ms"]), offer_id)
         ctx.emit("dvp_settled", {"offer": offer_id, "maker": maker, "taker": ctx.sender})
         return {"offer": offer_id, "transfer": seq, "payment": payment}
 
@@ -485,6 +504,14 @@ class AssetsApp(DispatchingApp):
         expired = ctx.block.time_ms >= as_int(offer["expires_ms"])
         if maker != ctx.sender and not expired:
             raise AppError("not_offer_maker", "only the maker may cancel an unexpired offer")
+        unschedule_expiry(ctx.state, as_int(offer["expires_ms"]), offer_id)
+        self._release(ctx, offer, "expired" if expired else "cancelled")
+        return {"offer": offer_id, "status": offer["status"]}
+
+    def _release(self, ctx: TxContext, offer: dict[str, Value], status: str) -> None:
+        """Close an open offer as ``status`` and return its escrow to the maker."""
+        offer_id = str(offer["id"])
+        maker = _bytes(offer["maker"])
         symbol = str(offer["symbol"])
         if offer["side"] == "sell":
             asset = _asset(ctx.state, symbol)
@@ -492,11 +519,22 @@ class AssetsApp(DispatchingApp):
             _record(ctx, symbol, "dvp_release", None, maker, as_int(offer["amount"]), offer_id)
         else:
             ctx.call("payments", "escrow_refund", {"escrow_id": offer_id})
-        offer["status"] = "expired" if expired else "cancelled"
+        offer["status"] = status
+        offer["closed_ms"] = ctx.block.time_ms
         put_record(ctx.state, key("dvp", offer_id), offer)
         ctx.state.delete(key("open", offer_id))
-        ctx.emit("dvp_cancelled", {"offer": offer_id, "status": offer["status"]})
-        return {"offer": offer_id, "status": offer["status"]}
+        ctx.emit("dvp_cancelled", {"offer": offer_id, "status": status})
+
+    # ------------------------------------------------------------------ expiry
+    def end_block(self, ctx: TxContext) -> None:
+        """Close every DvP offer that expired by this block's time (oldest first, bounded per
+        block: ``apps._records.take_expired``) and return its escrow to the maker."""
+        for _, offer_id in take_expired(ctx.state, ctx.block.time_ms):
+            offer = get_record(ctx.state, key("dvp", offer_id))
+            # The index holds open offers only: settling or cancelling removes the entry.
+            assert offer is not None, offer_id
+            assert offer["status"] == "open", offer_id
+            self._release(ctx, offer, "expired")
 
     # ------------------------------------------------------------------ queries
     def query(self, state: ReadState, path: str, arguments: Mapping[str, Value]) -> Value:
@@ -548,13 +586,16 @@ class AssetsApp(DispatchingApp):
             for k, _ in state.scan(start, scan_end(start)):
                 offer = get_record(state, key("dvp", last_segment(k)))
                 assert offer is not None
+                if _offer_view(state, offer)["status"] != "open":
+                    continue  # expired, waiting in the sweep's backlog
                 if wanted is None or offer["symbol"] == wanted:
                     offers.append(offer)
                 if len(offers) >= limit:
                     break
             return tuple(offers)
         if path == "offer":
-            return get_record(state, key("dvp", a.identifier("id")))
+            offer = get_record(state, key("dvp", a.identifier("id")))
+            return None if offer is None else _offer_view(state, offer)
         raise AppError("unknown_query", f"assets has no query {path!r}")
 
     def _dry_run(self, state: ReadState, a: Arguments) -> Value:
@@ -714,10 +755,20 @@ def _asset(state: ReadState, symbol: str) -> dict[str, Value]:
     return asset
 
 
+def _offer_view(state: ReadState, offer: dict[str, Value]) -> dict[str, Value]:
+    """An offer as queries report it: one still waiting in the expiry sweep's backlog is
+    ``expired`` already (its escrow goes back to the maker within the next blocks)."""
+    if offer["status"] == "open" and expired_in_backlog(state, as_int(offer["expires_ms"])):
+        return {**offer, "status": "expired"}
+    return offer
+
+
 def _require(asset: Mapping[str, Value], sender: bytes, *powers: str) -> None:
+    """``not_issuer``, ``not_agent`` or ``not_issuer_or_agent``: the code names every power
+    that would have allowed the operation."""
     if not any(asset[power] == sender for power in powers):
         raise AppError(
-            f"not_{powers[-1]}",
+            "not_" + "_or_".join(powers),
             f"only the asset's {' or '.join(powers)} may do this for {asset['symbol']!s}",
         )
 
@@ -788,7 +839,7 @@ def _record(
             "to": to,
             "amount": amount,
             "note": note,
-            "by": ctx.sender,
+            "by": ctx.sender or None,  # None: the end-of-block expiry sweep
             "time_ms": ctx.block.time_ms,
             "height": ctx.block.height,
             "transaction": ctx.transaction_hash,

@@ -11,7 +11,9 @@ An app is a deterministic state machine behind a narrow interface (in the spirit
   the same transaction (cross-app atomic composition: DvP, PvP, receivable financing);
 * ``query(state, path, arguments)``: answer a read-only question;
 * ``read_rules``: who may read each query's answers and each event (``apps.access``): data the
-  node enforces for queries, receipts and the event stream.
+  node enforces for queries, receipts and the event stream;
+* ``end_block(ctx)`` (optional): deterministic housekeeping after the block's last transaction,
+  such as releasing the escrow of offers that expired by this block's time.
 
 Determinism rules for app authors
 ---------------------------------
@@ -28,6 +30,9 @@ a pure function of (state, transaction, block context):
 6. All state goes through ``ctx.state``: module globals and caches must not influence results.
 7. Reject with ``AppError`` (a stable code and a message): the host discards every write the
    transaction made, in every app it touched, and records the rejection as the receipt.
+8. Time-driven work (expiry) happens in ``end_block``, which sees only the block's context and
+   the state: scan the work due by ``ctx.block.time_ms`` (or height) in key order, and bound
+   how much one block does (a backlog drains over the next blocks).
 
 A layering test enforces that ``apps/`` never imports trio, lmdb, socket, time, random,
 threading, ``network`` or ``node``.
@@ -126,12 +131,14 @@ class TxContext(Protocol):
 
     @property
     def sender(self) -> bytes:
-        """Public key of the transaction's signer (already authorised by membership)."""
+        """Public key of the transaction's signer (already authorised by membership); empty
+        in ``end_block``, which no one signed (so nothing there can debit an account)."""
         ...
 
     @property
     def transaction_hash(self) -> bytes:
-        """Hash of the transaction: a deterministic source of unique identifiers."""
+        """Hash of the transaction: a deterministic source of unique identifiers. In
+        ``end_block`` it is the block's end-of-block hash (unique per chain and height)."""
         ...
 
     @property
@@ -215,3 +222,13 @@ class App(ABC):
     @abstractmethod
     def query(self, state: ReadState, path: str, arguments: Mapping[str, Value]) -> Value:
         """Answer a read-only question; raise ``AppError`` for an unknown path or bad input."""
+
+    def end_block(self, ctx: TxContext) -> None:
+        """Housekeeping after the block's last transaction (every block, in app-name order).
+
+        ``ctx.sender`` is empty and ``ctx.transaction_hash`` is the block's end-of-block hash.
+        Writes and events are kept unless it raises; then the host discards this app's
+        end-of-block writes and records an ``end_block_fault`` event (the block still
+        commits). The default does nothing.
+        """
+        return None

@@ -31,10 +31,17 @@ mempool therefore keeps each sender's transactions in nonce order without gaps.
    receipt with the app's code; any other exception from app code is a bug in the app, and is
    recorded deterministically as ``app_fault`` with the exception's type name.
 
-After the last transaction the host writes the block's height and time under its own
-namespace (so ``check`` contexts know the time of the chain) and applies the block's write set
-to the state's Merkle tree (``apps.state.app_hash_of``): the new root is the app hash, and the
-tree records to store travel with the write set in the ``BlockResult``.
+After the last transaction the host runs every app's ``end_block`` (in app-name order, each in
+its own savepoint, with no sender and the block's ``end_block_hash`` as transaction hash): the
+apps release what expired by the block's time there. It reads only the block's context and
+the state, so every node does the same work; its events go to ``BlockResult.block_events``
+(kept in memory, not stored: the records it writes are the durable trail). A failing
+``end_block`` loses its own writes only and becomes an ``end_block_fault`` event (the node logs
+it); the same work is tried again, from the state it left, at the next block. Then the host
+writes the block's height and time under its own namespace (so ``check`` contexts know the time
+of the chain) and applies the block's write set to the state's Merkle tree
+(``apps.state.app_hash_of``): the new root is the app hash, and the tree records to store travel
+with the write set in the ``BlockResult``.
 
 ``check_transaction`` runs gates 2-4 and the app's ``check`` against committed state (writes
 ``check`` makes go to a throwaway savepoint) and raises ``TransactionRejected``.
@@ -68,6 +75,7 @@ from consensus.crypto import hash_bytes
 
 __all__ = [
     "CALL_DEPTH_MAX",
+    "EVENT_END_BLOCK_FAULT",
     "MEMBERSHIP_APP",
     "RECEIPT_LIMITS",
     "STATUS_OK",
@@ -79,6 +87,7 @@ __all__ = [
     "GenesisResult",
     "Receipt",
     "TransactionRejected",
+    "end_block_hash",
 ]
 
 MEMBERSHIP_APP: Final = "membership"
@@ -110,6 +119,9 @@ CODE_BAD_NONCE: Final = "bad_nonce"
 CODE_APP_FAULT: Final = "app_fault"
 CODE_BAD_RESULT: Final = "bad_result"
 CODE_CALL_DEPTH: Final = "call_depth"
+# The event the host records when an app's end_block fails (its writes are discarded).
+EVENT_END_BLOCK_FAULT: Final = "end_block_fault"
+END_BLOCK_TAG: Final = "suanpan/end-block/v1"
 
 _HOST_PREFIX: Final = HOST_NAMESPACE.encode("ascii") + b"\x00"
 _NONCE_PREFIX: Final = _HOST_PREFIX + b"nonce/"
@@ -215,14 +227,23 @@ class Receipt:
 @dataclass(frozen=True, slots=True)
 class BlockResult:
     """What executing a block produced: receipts in block order, the sorted write set (full
-    namespaced keys; None deletes), the app hash of the state after the block, and the Merkle
-    tree records that go with the write set (``tree.root`` is ``app_hash``)."""
+    namespaced keys; None deletes), the app hash of the state after the block, the Merkle
+    tree records that go with the write set (``tree.root`` is ``app_hash``), and the events of
+    the apps' ``end_block`` work (expiries released; not stored with the block)."""
 
     height: int
     receipts: tuple[Receipt, ...]
     writes: WriteSet
     app_hash: bytes
     tree: TreeUpdate
+    block_events: tuple[Event, ...] = ()
+
+
+def end_block_hash(chain_id: str, height: int) -> bytes:
+    """The ``transaction_hash`` apps see in ``end_block`` of block ``height``: unique per chain
+    and height, and never the hash of a transaction (it hashes a tagged tuple, not a
+    transaction's bytes)."""
+    return hash_bytes(encode((END_BLOCK_TAG, chain_id, height)))
 
 
 class GenesisResult(NamedTuple):
@@ -688,10 +709,39 @@ class AppHost:
             self._execute_one(overlay, block, index, raw, known, answers)
             for index, raw in enumerate(transactions)
         )
+        block_events = self._end_block(overlay, block, answers)
         overlay.put(_LAST_BLOCK_KEY, encode((block.height, block.time_ms)))
         writes = overlay.writes()
         tree = app_hash_of(self._backend, writes)
-        return BlockResult(block.height, receipts, writes, tree.root, tree)
+        return BlockResult(block.height, receipts, writes, tree.root, tree, block_events)
+
+    def _end_block(
+        self, overlay: StateOverlay, block: BlockContext, answers: _MembershipAnswers | None
+    ) -> tuple[Event, ...]:
+        """Every app's ``end_block``, in name order, each in its own savepoint."""
+        events: list[Event] = []
+        transaction_hash = end_block_hash(block.chain_id, block.height)
+        for name, app in self._apps.items():
+            if type(app).end_block is App.end_block:
+                continue  # nothing to do: skip the savepoint
+            execution = _Execution(overlay, block, b"", transaction_hash, answers=answers)
+            overlay.savepoint()
+            try:
+                app.end_block(_Context(self, execution, name))
+            except AppError as error:
+                overlay.rollback()
+                events.append(_end_block_fault(name, error.code, error.message))
+                continue
+            except Exception as error:
+                overlay.rollback()
+                events.append(
+                    _end_block_fault(name, CODE_APP_FAULT, f"failed: {type(error).__name__}")
+                )
+                continue
+            assert execution.depth == 0
+            overlay.release()
+            events.extend(execution.events)
+        return tuple(events)
 
     def _execute_one(
         self,
@@ -821,6 +871,12 @@ class AppHost:
             raise
         except Exception as error:
             raise AppError(CODE_APP_FAULT, f"query failed: {type(error).__name__}") from None
+
+
+def _end_block_fault(app: str, code: str, message: str) -> Event:
+    return Event(
+        HOST_NAMESPACE, EVENT_END_BLOCK_FAULT, {"app": app, "code": code, "message": message}
+    )
 
 
 def _string_map(value: Value) -> Mapping[str, Value] | None:

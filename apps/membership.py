@@ -27,13 +27,17 @@ Who may change what:
   or auditor, is consortium governance: a bank proposes, banks vote, and the action executes
   in the transaction that brings the yes votes of *currently active* banks to
   ``active_banks * 2 // 3 + 1``. The proposer's bank votes yes by proposing. A proposal
-  expires ``PROPOSAL_LIFETIME_BLOCKS`` after it opened. Its action is validated when proposed
-  and again when it executes; a vote whose execution would be invalid (say, the id was taken
-  meanwhile) is rejected and the proposal stays open until it expires.
+  expires ``PROPOSAL_LIFETIME_BLOCKS`` after it opened: a vote after its ``expires_height`` is
+  ``proposal_expired``, and the first block past it marks the proposal ``expired``
+  (``end_block``, by block height), so the ``proposals`` query lists only live ones. Its
+  action is validated when proposed and again when it executes; a vote whose execution would
+  be invalid (say, the id was taken meanwhile) is rejected and the proposal stays open until
+  it expires.
 
 State layout (inside the ``membership`` namespace; values are canonical maps):
 ``inst/<id>``, ``ident/<public key>``, ``member/<institution id>\\x00<public key>`` (index for
-listing an institution's identities), ``prop/<proposal id>``.
+listing an institution's identities), ``prop/<proposal id>``, and the expiry index of open
+proposals (``apps._records.schedule_expiry``: ``expiry/<height>/<proposal id>``).
 """
 
 from __future__ import annotations
@@ -42,6 +46,12 @@ import re
 from collections.abc import Mapping
 from typing import ClassVar, Final, cast
 
+from apps._records import (
+    expired_in_backlog,
+    schedule_expiry,
+    take_expired,
+    unschedule_expiry,
+)
 from apps.access import (
     OVERSEERS,
     ReadRules,
@@ -105,6 +115,7 @@ ACTION_SUSPEND: Final = "suspend_institution"
 ACTION_REINSTATE: Final = "reinstate_institution"
 PROPOSAL_OPEN: Final = "open"
 PROPOSAL_EXECUTED: Final = "executed"
+PROPOSAL_EXPIRED: Final = "expired"
 
 _INSTITUTION: Final = b"inst/"
 _IDENTITY: Final = b"ident/"
@@ -135,6 +146,7 @@ READ_RULES: Final = ReadRules(
         "proposal_opened": members_only("governance proposals", _GOVERNANCE),
         "proposal_voted": members_only("governance proposals", _GOVERNANCE),
         "proposal_executed": members_only("governance proposals", _GOVERNANCE),
+        "proposal_expired": members_only("governance proposals", _GOVERNANCE),
     },
     overseers=OVERSEERS,
 )
@@ -270,6 +282,21 @@ def _identity_view(state: ReadState, record: Mapping[str, Value]) -> dict[str, V
         "status": record["status"],
         "jurisdiction": institution["jurisdiction"],
     }
+
+
+def _lapse_height(proposal: Mapping[str, Value]) -> int:
+    """The first height at which ``proposal`` can no longer be voted on."""
+    expires = proposal["expires_height"]
+    assert isinstance(expires, int)
+    return expires + 1
+
+
+def _proposal_view(state: ReadState, proposal: dict[str, Value]) -> dict[str, Value]:
+    """A proposal as queries report it: one still waiting in the expiry sweep's backlog is
+    ``expired`` already."""
+    if proposal["status"] == PROPOSAL_OPEN and expired_in_backlog(state, _lapse_height(proposal)):
+        return {**proposal, "status": PROPOSAL_EXPIRED}
+    return proposal
 
 
 class MembershipApp(App):
@@ -488,7 +515,7 @@ class MembershipApp(App):
             "expires_height": ctx.block.height + PROPOSAL_LIFETIME_BLOCKS,
         }
         ctx.emit("proposal_opened", {"id": proposal_id, "action": action, "by": bank["id"]})
-        return self._tally(ctx, proposal)
+        return self._tally(ctx, proposal, new=True)
 
     def _vote(
         self, ctx: TxContext, bank: Mapping[str, Value], arguments: Mapping[str, Value]
@@ -498,10 +525,12 @@ class MembershipApp(App):
         proposal = _load(ctx.state, _PROPOSAL + proposal_id.encode("utf-8"))
         if proposal is None:
             raise AppError("unknown_proposal", f"no proposal {proposal_id!r}")
-        if proposal["status"] != PROPOSAL_OPEN:
-            raise AppError("proposal_closed", f"proposal {proposal_id!r} is {proposal['status']!r}")
         expires = proposal["expires_height"]
         assert isinstance(expires, int)
+        if proposal["status"] == PROPOSAL_EXPIRED:
+            raise AppError("proposal_expired", f"proposal {proposal_id!r} expired at {expires}")
+        if proposal["status"] != PROPOSAL_OPEN:
+            raise AppError("proposal_closed", f"proposal {proposal_id!r} is {proposal['status']!r}")
         if ctx.block.height > expires:
             raise AppError("proposal_expired", f"proposal {proposal_id!r} expired at {expires}")
         votes = proposal["votes"]
@@ -510,9 +539,11 @@ class MembershipApp(App):
             raise AppError("already_voted", f"bank {bank['id']!r} already voted")
         proposal["votes"] = tuple(sorted((*votes, bank["id"])))  # type: ignore[type-var]
         ctx.emit("proposal_voted", {"id": proposal_id, "by": bank["id"]})
-        return self._tally(ctx, proposal)
+        return self._tally(ctx, proposal, new=False)
 
-    def _tally(self, ctx: TxContext, proposal: dict[str, Value]) -> Value:
+    def _tally(self, ctx: TxContext, proposal: dict[str, Value], *, new: bool) -> Value:
+        """Count the yes votes of active banks, execute at quorum, store the proposal, and
+        keep the expiry index in step (an open proposal lapses at ``expires_height + 1``)."""
         active_banks = {
             str(record["id"])
             for record in self._institutions(ctx.state, kind=KIND_BANK)
@@ -529,6 +560,11 @@ class MembershipApp(App):
             proposal["status"] = PROPOSAL_EXECUTED
             proposal["executed_height"] = ctx.block.height
             ctx.emit("proposal_executed", {"id": proposal["id"], "action": proposal["action"]})
+        lapse_height = _lapse_height(proposal)
+        if new and proposal["status"] == PROPOSAL_OPEN:
+            schedule_expiry(ctx.state, lapse_height, str(proposal["id"]))
+        elif not new and proposal["status"] == PROPOSAL_EXECUTED:
+            unschedule_expiry(ctx.state, lapse_height, str(proposal["id"]))
         _save(ctx.state, _PROPOSAL + str(proposal["id"]).encode("utf-8"), proposal)
         return {
             "proposal": proposal["id"],
@@ -542,7 +578,9 @@ class MembershipApp(App):
             institution = subject["institution"]
             assert isinstance(institution, dict)
             if _load(state, _institution_key(str(institution["id"]))) is not None:
-                raise AppError("exists", f"institution {institution['id']!r} already exists")
+                raise AppError(
+                    "institution_exists", f"institution {institution['id']!r} already exists"
+                )
             identities = subject["identities"]
             assert isinstance(identities, tuple)
             keys = [_as_map(entry, "identity")["public_key"] for entry in identities]
@@ -551,11 +589,15 @@ class MembershipApp(App):
             for key in keys:
                 assert isinstance(key, bytes)
                 if _load(state, _identity_key(key)) is not None:
-                    raise AppError("exists", f"identity {key.hex()} is already registered")
+                    raise AppError("identity_exists", f"identity {key.hex()} is already registered")
             return
         institution = self._institution(state, str(subject["id"]))
         if institution["kind"] not in GOVERNED_KINDS:
-            raise AppError("bad_argument", "enterprises are suspended by their sponsor bank")
+            raise AppError(
+                "not_governed",
+                f"{institution['kind']!r} {institution['id']!r} is suspended and reinstated by "
+                "its sponsor bank or a regulator, not by proposal",
+            )
         wanted = STATUS_SUSPENDED if action == ACTION_SUSPEND else STATUS_ACTIVE
         if institution["status"] == wanted:
             raise AppError("no_change", f"institution {institution['id']!r} is already {wanted}")
@@ -650,7 +692,7 @@ class MembershipApp(App):
     ) -> dict[str, Value]:
         key = _institution_key(institution_id)
         if state.get(key) is not None:
-            raise AppError("exists", f"institution {institution_id!r} already exists")
+            raise AppError("institution_exists", f"institution {institution_id!r} already exists")
         record: dict[str, Value] = {
             "id": institution_id,
             "name": name,
@@ -671,7 +713,7 @@ class MembershipApp(App):
     ) -> None:
         key = _identity_key(public_key)
         if state.get(key) is not None:
-            raise AppError("exists", f"identity {public_key.hex()} is already registered")
+            raise AppError("identity_exists", f"identity {public_key.hex()} is already registered")
         institution_id = str(institution["id"])
         _save(
             state,
@@ -709,6 +751,21 @@ class MembershipApp(App):
                 records.append(record)
         return records
 
+    # -- expiry -------------------------------------------------------------------------------
+
+    def end_block(self, ctx: TxContext) -> None:
+        """Mark every open proposal whose lifetime ended by this block's height ``expired``
+        (oldest first, bounded per block: ``apps._records.take_expired``)."""
+        for _, proposal_id in take_expired(ctx.state, ctx.block.height):
+            proposal_key = _PROPOSAL + proposal_id.encode("utf-8")
+            proposal = _load(ctx.state, proposal_key)
+            # The index holds open proposals only: execution removes the entry.
+            assert proposal is not None, proposal_id
+            assert proposal["status"] == PROPOSAL_OPEN, proposal_id
+            proposal["status"] = PROPOSAL_EXPIRED
+            _save(ctx.state, proposal_key, proposal)
+            ctx.emit("proposal_expired", {"id": proposal_id})
+
     # -- queries ------------------------------------------------------------------------------
 
     def query(self, state: ReadState, path: str, arguments: Mapping[str, Value]) -> Value:
@@ -743,13 +800,14 @@ class MembershipApp(App):
             return tuple(views)
         if path == "proposal":
             proposal_id = _string(arguments, "id")
-            return _load(state, _PROPOSAL + proposal_id.encode("utf-8"))
+            found = _load(state, _PROPOSAL + proposal_id.encode("utf-8"))
+            return None if found is None else _proposal_view(state, found)
         if path == "proposals":
             open_proposals: list[Value] = []
             for _, raw in state.scan(_PROPOSAL, _PROPOSAL[:-1] + b"0"):
                 proposal = decode(raw)
                 assert isinstance(proposal, dict)
-                if proposal["status"] == PROPOSAL_OPEN:
+                if _proposal_view(state, proposal)["status"] == PROPOSAL_OPEN:
                     open_proposals.append(proposal)
             return tuple(open_proposals)
         raise AppError("unknown_query", f"membership has no query {path!r}")

@@ -10,7 +10,10 @@ Modelled on multi-CBDC and correspondent-banking platforms (mBridge, Partior):
   operations are the only ones that change a currency's ``supply``; every other movement
   conserves it: ``supply == sum(balances) + sum(escrowed)`` for each currency.
 * An **account** is a member identity (its public key) with one balance per currency; a
-  balance is never negative and never above ``AMOUNT_MAX``.
+  balance is never negative and never above ``AMOUNT_MAX``. An identity's account in a
+  currency opens with its first credit (genesis, issue, an incoming payment) and stays open at
+  a zero balance; a debit from an account that was never opened is ``no_account``, a debit
+  above an open account's balance ``insufficient_funds``.
 * A **payment** (``transfer``) carries the fields a bank expects: an end-to-end id unique per
   sender (enforced), purpose, originator and beneficiary details, remittance text.
 * **Controls**: the issuer of a currency caps every single payment in it
@@ -19,8 +22,11 @@ Modelled on multi-CBDC and correspondent-banking platforms (mBridge, Partior):
   payment's ``AppError`` code names the rule that rejected it.
 * **FX PvP**: ``offer_fx`` escrows the maker's sell leg; ``accept_fx`` moves the taker's buy
   leg to the maker and the escrowed sell leg to the taker in one transaction, or neither
-  (any ``AppError`` discards every write of the transaction). Offers expire by block time and
-  ``cancel_fx`` releases the escrow.
+  (any ``AppError`` discards every write of the transaction). ``cancel_fx`` (the maker; anyone
+  once expired) releases the escrow. An offer expires at the first block whose time reaches
+  ``expires_ms``: from then on ``accept_fx`` is ``offer_expired``, and that block's
+  ``end_block`` marks the offer ``expired`` and returns the escrow to the maker (an
+  ``fx_release`` movement), so no expired offer is reported open or keeps funds locked.
 * **Calls from other apps** (``call``): ``transfer`` and ``escrow_lock`` may only debit the
   transaction's sender (the one who signed the calling app's operation); ``escrow_release`` and
   ``escrow_refund`` act only on escrows the calling app itself locked.
@@ -43,6 +49,7 @@ from apps._records import (
     active_identity,
     as_arguments,
     as_int,
+    expired_in_backlog,
     get_int,
     get_record,
     key,
@@ -50,7 +57,11 @@ from apps._records import (
     prefix,
     put_int,
     put_record,
+    scan_end,
     scan_records,
+    schedule_expiry,
+    take_expired,
+    unschedule_expiry,
 )
 from apps.access import (
     OVERSEERS,
@@ -377,6 +388,7 @@ class PaymentsApp(DispatchingApp):
         }
         put_record(ctx.state, key("fx", offer_id), offer)
         ctx.state.put(key("open", offer_id), b"")
+        schedule_expiry(ctx.state, expires_ms, offer_id)
         seq = _record_movement(
             ctx, "fx_escrow", ctx.sender, None, sell, sell_amount, {"offer": offer_id}
         )
@@ -387,6 +399,12 @@ class PaymentsApp(DispatchingApp):
         offer = get_record(state, key("fx", offer_id))
         if offer is None:
             raise AppError("unknown_offer", f"no FX offer {offer_id!r}")
+        if offer["status"] == "expired":
+            raise AppError(
+                "offer_expired",
+                f"offer {offer_id} expired at {offer['expires_ms']!s}; its escrow went back "
+                "to the maker",
+            )
         if offer["status"] != "open":
             raise AppError("offer_closed", f"offer {offer_id} is {offer['status']!s}")
         return offer
@@ -422,6 +440,7 @@ class PaymentsApp(DispatchingApp):
         offer["settled_ms"] = ctx.block.time_ms
         put_record(ctx.state, key("fx", offer_id), offer)
         ctx.state.delete(key("open", offer_id))
+        unschedule_expiry(ctx.state, as_int(offer["expires_ms"]), offer_id)
         leg = {"offer": offer_id}
         first = _record_movement(ctx, "fx_settle", ctx.sender, maker, buy, buy_amount, leg)
         second = _record_movement(ctx, "fx_settle", None, ctx.sender, sell, sell_amount, leg)
@@ -442,15 +461,35 @@ class PaymentsApp(DispatchingApp):
         expired = ctx.block.time_ms >= as_int(offer["expires_ms"])
         if maker != ctx.sender and not expired:
             raise AppError("not_offer_maker", "only the maker may cancel an unexpired offer")
+        unschedule_expiry(ctx.state, as_int(offer["expires_ms"]), offer_id)
+        self._release(ctx, offer, "expired" if expired else "cancelled")
+        return {"offer": offer_id, "status": offer["status"]}
+
+    def _release(self, ctx: TxContext, offer: dict[str, Value], status: str) -> None:
+        """Close an open offer as ``status`` and return its escrowed sell leg to the maker."""
+        offer_id = str(offer["id"])
+        maker = offer["maker"]
+        assert isinstance(maker, bytes)
         sell = str(offer["sell_currency"])
         amount = as_int(offer["sell_amount"])
         _credit(ctx.state, maker, sell, amount)
-        offer["status"] = "expired" if expired else "cancelled"
+        offer["status"] = status
+        offer["closed_ms"] = ctx.block.time_ms
         put_record(ctx.state, key("fx", offer_id), offer)
         ctx.state.delete(key("open", offer_id))
         seq = _record_movement(ctx, "fx_release", None, maker, sell, amount, {"offer": offer_id})
-        ctx.emit("fx_cancelled", {"offer": offer_id, "status": offer["status"], "payment": seq})
-        return {"offer": offer_id, "status": offer["status"]}
+        ctx.emit("fx_cancelled", {"offer": offer_id, "status": status, "payment": seq})
+
+    # ------------------------------------------------------------------ expiry
+    def end_block(self, ctx: TxContext) -> None:
+        """Close every offer that expired by this block's time (oldest first, bounded per
+        block: ``apps._records.take_expired``) and return its escrow to the maker."""
+        for _, offer_id in take_expired(ctx.state, ctx.block.time_ms):
+            offer = get_record(ctx.state, key("fx", offer_id))
+            # The index holds open offers only: settling or cancelling removes the entry.
+            assert offer is not None, offer_id
+            assert offer["status"] == "open", offer_id
+            self._release(ctx, offer, "expired")
 
     # ------------------------------------------------------------------ calls from other apps
     def call(
@@ -536,9 +575,12 @@ class PaymentsApp(DispatchingApp):
             return get_record(state, key("cur", _currency_code(a, "code")))
         if path == "balances":
             account = a.public_key("account")
+            start = prefix("acct", account)
             return {
-                last_segment(record_key): value
-                for record_key, value in scan_records(state, prefix("bal", account))
+                last_segment(record_key): get_int(
+                    state, key("bal", account, last_segment(record_key))
+                )
+                for record_key, _ in state.scan(start, scan_end(start))
             }
         if path == "balance":
             return get_int(state, key("bal", a.public_key("account"), _currency_code(a)))
@@ -554,7 +596,8 @@ class PaymentsApp(DispatchingApp):
         if path == "offers":
             return self._offers(state, a)
         if path == "offer":
-            return get_record(state, key("fx", a.identifier("id")))
+            offer = get_record(state, key("fx", a.identifier("id")))
+            return None if offer is None else _offer_view(state, offer)
         if path == "controls":
             account = a.public_key("account")
             return {
@@ -587,6 +630,8 @@ class PaymentsApp(DispatchingApp):
         for record_key, _ in state.scan(prefix("open"), prefix("open")[:-1] + b"0"):
             offer = get_record(state, key("fx", last_segment(record_key)))
             assert offer is not None
+            if _offer_view(state, offer)["status"] != "open":
+                continue  # expired, waiting in the sweep's backlog
             if currency is not None and currency not in (
                 offer["sell_currency"],
                 offer["buy_currency"],
@@ -601,6 +646,14 @@ class PaymentsApp(DispatchingApp):
 
 
 # ---------------------------------------------------------------------- state helpers
+def _offer_view(state: ReadState, offer: dict[str, Value]) -> dict[str, Value]:
+    """An offer as queries report it: one still waiting in the expiry sweep's backlog is
+    ``expired`` already (its escrow goes back to the maker within the next blocks)."""
+    if offer["status"] == "open" and expired_in_backlog(state, as_int(offer["expires_ms"])):
+        return {**offer, "status": "expired"}
+    return offer
+
+
 def _currency_code(a: Arguments, name: str = "currency") -> str:
     code = a.identifier(name)
     if not CURRENCY_PATTERN.fullmatch(code):
@@ -625,17 +678,38 @@ def _add_supply(state: AppState, currency: dict[str, Value], delta: int) -> None
 
 
 def _credit(state: AppState, account: bytes, code: str, amount: int) -> None:
+    """Add to a balance, opening the account in ``code`` on its first credit."""
     balance_key = key("bal", account, code)
-    balance = get_int(state, balance_key) + amount
+    previous = get_int(state, balance_key)
+    balance = previous + amount
     if balance > AMOUNT_MAX:
         raise AppError("amount_overflow", f"the balance would exceed {AMOUNT_MAX}")
     put_int(state, balance_key, balance)
+    if previous == 0:  # a positive balance means the account is open already
+        account_key = key("acct", account, code)
+        if state.get(account_key) is None:
+            state.put(account_key, b"")
+
+
+def _require_account(state: ReadState, account: bytes, code: str) -> None:
+    """``no_account`` unless ``account`` has opened an account in ``code``."""
+    if (
+        state.get(key("bal", account, code)) is None
+        and state.get(key("acct", account, code)) is None
+    ):
+        raise AppError(
+            "no_account",
+            f"{account.hex()[:16]}… holds no {code} account (an account opens with its first "
+            "credit)",
+        )
 
 
 def _debit(state: AppState, account: bytes, code: str, amount: int) -> None:
     balance_key = key("bal", account, code)
     balance = get_int(state, balance_key)
     if balance < amount:
+        if balance == 0:
+            _require_account(state, account, code)
         raise AppError(
             "insufficient_funds",
             f"balance {balance} {code} is below the amount {amount}",
@@ -662,6 +736,7 @@ def _check_outflow(
 ) -> None:
     """Every rule a debit of ``account`` must pass, in order; updates the daily outflow."""
     code = str(currency["code"])
+    _require_account(ctx.state, account, code)
     controls = _controls(ctx.state, account, code)
     if controls["frozen"]:
         raise AppError("account_frozen", f"account {account.hex()[:16]}… is frozen in {code}")

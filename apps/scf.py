@@ -19,11 +19,17 @@ digital IOU:
   fixed at offer time as ``amount - floor(amount * rate_bps * remaining_ms / (10^4 * year))``
   (the floor favours the seller by under one minor unit). ``accept_financing`` by that bank
   pays the price through ``payments`` (from the bank, the transaction's sender) and makes the
-  bank the holder in the same transaction.
+  bank the holder in the same transaction. A receivable may be financed any number of times
+  as it changes hands (a bank that sold it on may finance it again); the n-th financing's
+  payment carries the end-to-end id ``scf-fin-<id>-<n>``, counted per receivable
+  (``financings``). An unaccepted financing offer blocks transfers until it expires; the
+  first block whose time reaches its ``expires_ms`` withdraws it (``end_block``).
 * ``repay``: the debtor pays every live leaf under a receivable to its current holder through
-  ``payments`` (end-to-end id ``scf-repay-<leaf id>``, so a leaf can never be paid twice).
-  After the due date a live receivable can be marked ``overdue`` (``mark_overdue``) and can no
-  longer be transferred or financed; it can still be repaid.
+  ``payments`` (end-to-end id ``scf-repay-<leaf id>``: repaying marks the leaf ``repaid`` in
+  the same transaction and a repaid leaf is never live again, so each leaf is repaid exactly
+  once and the id is unique per repayment). After the due date a live receivable can be
+  marked ``overdue`` (``mark_overdue``) and can no longer be transferred or financed; it can
+  still be repaid.
 * Orders: a buyer ``register_order``s with a supplier; milestones ``shipped`` and
   ``delivered`` (supplier) then ``accepted`` (buyer) are recorded strictly in that order.
 
@@ -45,12 +51,16 @@ from apps._records import (
     active_identity,
     as_int,
     as_map,
+    expired_in_backlog,
     get_record,
     key,
     last_segment,
     prefix,
     put_record,
     scan_end,
+    schedule_expiry,
+    take_expired,
+    unschedule_expiry,
 )
 from apps.access import (
     OVERSEERS,
@@ -118,6 +128,7 @@ READ_RULES: Final = ReadRules(
         "receivable_split": event_of(lookups=(_RECEIVABLE_PARTIES,)),
         "financing_offered": event_of("bank", lookups=(_RECEIVABLE_PARTIES,)),
         "financing_cancelled": event_of(lookups=(_RECEIVABLE_PARTIES,)),
+        "financing_expired": event_of(lookups=(_RECEIVABLE_PARTIES,)),
         "receivable_financed": event_of("bank", lookups=(_RECEIVABLE_PARTIES,)),
         "receivable_repaid": event_of("holder", lookups=(_RECEIVABLE_PARTIES,)),
         "receivable_overdue": event_of(lookups=(_RECEIVABLE_PARTIES, _LINEAGE_HOLDERS)),
@@ -206,7 +217,9 @@ class ScfApp(DispatchingApp):
         if milestone != expected:
             raise AppError(
                 "milestone_order",
-                f"milestones are shipped, delivered, accepted in order; next is {expected!r}",
+                f"milestones are shipped, delivered, accepted in order; next is {expected!r}"
+                if expected is not None
+                else f"every milestone of order {order_id!r} is recorded already",
             )
         allowed = order["buyer"] if milestone == "accepted" else order["supplier"]
         if ctx.sender != allowed:
@@ -271,6 +284,7 @@ class ScfApp(DispatchingApp):
             "created_ms": ctx.block.time_ms,
             "financed_by": None,
             "financing": None,
+            "financings": 0,
         }
         ctx.state.put(invoice_key, rid.encode("ascii"))
         _save(ctx.state, record, None)
@@ -286,8 +300,9 @@ class ScfApp(DispatchingApp):
             raise AppError("not_issued", f"receivable {rid} is {record['status']!s}")
         if record["holder"] != ctx.sender:
             raise AppError("not_holder", "only the supplier it was issued to may accept it")
+        before = dict(record)
         record["status"] = "active"
-        _save(ctx.state, record, record)
+        _save(ctx.state, record, before)
         ctx.emit("receivable_accepted", {"id": rid})
         return None
 
@@ -308,15 +323,22 @@ class ScfApp(DispatchingApp):
 
     # ------------------------------------------------------------------ transfer / split
     def _transferable(self, ctx: TxContext, rid: str) -> dict[str, Value]:
+        """The receivable, if the sender may transfer, split or offer it now. An expired
+        financing offer no longer counts: it is dropped from the returned record."""
         record = _receivable(ctx.state, rid)
         if record["holder"] != ctx.sender:
             raise AppError("not_holder", f"receivable {rid} is held by someone else")
+        if record["status"] == "overdue" or (
+            record["status"] == "active" and ctx.block.time_ms >= as_int(record["due_ms"])
+        ):
+            raise AppError("receivable_overdue", f"receivable {rid} is past its due date")
         if record["status"] != "active":
             raise AppError("not_active", f"receivable {rid} is {record['status']!s}")
-        if ctx.block.time_ms >= as_int(record["due_ms"]):
-            raise AppError("receivable_overdue", f"receivable {rid} is past its due date")
-        if record["financing"] is not None:
-            raise AppError("financing_pending", f"receivable {rid} has an open financing offer")
+        financing = record["financing"]
+        if financing is not None:
+            if ctx.block.time_ms < as_int(as_map(financing)["expires_ms"]):
+                raise AppError("financing_pending", f"receivable {rid} has an open financing offer")
+            record["financing"] = None
         return record
 
     def _transfer(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
@@ -382,6 +404,8 @@ class ScfApp(DispatchingApp):
                     "children": (),
                     "created_ms": ctx.block.time_ms,
                     "financed_by": None,
+                    "financing": None,
+                    "financings": 0,
                 }
             )
             _save(ctx.state, child, None)
@@ -409,13 +433,14 @@ class ScfApp(DispatchingApp):
             raise AppError("not_a_bank", "receivables are financed by banks")
         remaining = as_int(record["due_ms"]) - ctx.block.time_ms
         price = discounted_price(as_int(record["amount"]), rate_bps, remaining)
+        before = dict(record)
         record["financing"] = {
             "bank": bank,
             "rate_bps": rate_bps,
             "price": price,
             "expires_ms": expires_ms,
         }
-        _save(ctx.state, record, record)
+        _save(ctx.state, record, before)
         ctx.emit("financing_offered", {"id": rid, "bank": bank, "price": price})
         result: dict[str, Value] = {"id": rid, "price": price}
         return result
@@ -429,8 +454,9 @@ class ScfApp(DispatchingApp):
             raise AppError("not_holder", f"receivable {rid} is held by someone else")
         if record["financing"] is None:
             raise AppError("no_financing", f"receivable {rid} has no financing offer")
+        before = dict(record)
         record["financing"] = None
-        _save(ctx.state, record, record)
+        _save(ctx.state, record, before)
         ctx.emit("financing_cancelled", {"id": rid})
         return None
 
@@ -446,11 +472,19 @@ class ScfApp(DispatchingApp):
             raise AppError("not_financier", "the offer was made to another bank")
         if ctx.block.time_ms >= as_int(offer["expires_ms"]):
             raise AppError("offer_expired", "the financing offer has expired")
-        if record["status"] != "active" or ctx.block.time_ms >= as_int(record["due_ms"]):
+        if ctx.block.time_ms >= as_int(record["due_ms"]):
             raise AppError("receivable_overdue", f"receivable {rid} can no longer be financed")
+        # Only an active receivable carries an offer: splitting, repaying and marking overdue
+        # withdraw it.
+        assert record["status"] == "active", rid
         holder = record["holder"]
         assert isinstance(holder, bytes)
         price = as_int(offer["price"])
+        # Unique per financing, not per receivable: the same bank may finance a receivable
+        # again after selling it on, and the payment's end-to-end id (unique per payer) must
+        # not refuse that. A counter (rather than the transaction hash) keeps the id short,
+        # readable and derivable: financing n of receivable R paid "scf-fin-R-n".
+        financings = as_int(record["financings"]) + 1
         payment = ctx.call(
             "payments",
             "transfer",
@@ -459,7 +493,7 @@ class ScfApp(DispatchingApp):
                 "to": holder,
                 "currency": record["currency"],
                 "amount": price,
-                "end_to_end_id": f"scf-fin-{rid}",
+                "end_to_end_id": f"scf-fin-{rid}-{financings}",
                 "purpose": "receivable financing",
                 "remittance": rid,
             },
@@ -468,6 +502,7 @@ class ScfApp(DispatchingApp):
         record["holder"] = ctx.sender
         record["financed_by"] = ctx.sender
         record["financing"] = None
+        record["financings"] = financings
         _save(ctx.state, record, before)
         ctx.emit("receivable_financed", {"id": rid, "bank": ctx.sender, "price": price})
         return {"id": rid, "price": price, "payment": payment}
@@ -518,6 +553,7 @@ class ScfApp(DispatchingApp):
             before = dict(leaf)
             leaf["status"] = "repaid"
             leaf["repaid_ms"] = ctx.block.time_ms
+            leaf["financing"] = None  # nothing is left to finance
             _save(ctx.state, leaf, before)
             paid.append({"id": leaf["id"], "holder": leaf["holder"], "payment": payment})
             ctx.emit("receivable_repaid", {"id": leaf["id"], "holder": leaf["holder"]})
@@ -543,6 +579,20 @@ class ScfApp(DispatchingApp):
         ctx.emit("receivable_overdue", {"id": rid, "leaves": tuple(marked)})
         return {"overdue": tuple(marked)}
 
+    # ------------------------------------------------------------------ expiry
+    def end_block(self, ctx: TxContext) -> None:
+        """Withdraw every financing offer that expired by this block's time (oldest first,
+        bounded per block: ``apps._records.take_expired``)."""
+        for _, rid in take_expired(ctx.state, ctx.block.time_ms):
+            record = _receivable(ctx.state, rid)
+            # The index lists receivables with a financing offer: every change of the offer
+            # goes through ``_save``, which keeps the index in step.
+            assert record["financing"] is not None, rid
+            before = dict(record)
+            record["financing"] = None
+            _save(ctx.state, record, before)
+            ctx.emit("financing_expired", {"id": rid})
+
     # ------------------------------------------------------------------ queries
     def query(self, state: ReadState, path: str, arguments: Mapping[str, Value]) -> Value:
         """Paths: ``receivable`` {id}, ``by_holder`` {holder, limit?}, ``by_debtor``
@@ -550,7 +600,8 @@ class ScfApp(DispatchingApp):
         {order_id}."""
         a = Arguments(arguments)
         if path == "receivable":
-            return get_record(state, key("rcv", a.identifier("id")))
+            record = get_record(state, key("rcv", a.identifier("id")))
+            return None if record is None else _view(state, record)
         if path in ("by_holder", "by_debtor"):
             role = "holder" if path == "by_holder" else "debtor"
             party = a.public_key(role)
@@ -558,7 +609,7 @@ class ScfApp(DispatchingApp):
             start = prefix(role, party)
             found: list[Value] = []
             for record_key, _ in state.scan(start, scan_end(start)):
-                found.append(get_record(state, key("rcv", last_segment(record_key))))
+                found.append(_view(state, _receivable(state, last_segment(record_key))))
                 if len(found) >= limit:
                     break
             return tuple(found)
@@ -645,6 +696,21 @@ def _receivable(state: ReadState, rid: str) -> dict[str, Value]:
     return record
 
 
+def _financing_expiry(record: Mapping[str, Value] | None) -> int | None:
+    if record is None or record["financing"] is None:
+        return None
+    return as_int(as_map(record["financing"])["expires_ms"])
+
+
+def _view(state: ReadState, record: dict[str, Value]) -> dict[str, Value]:
+    """A receivable as queries report it: a financing offer that expired but is still waiting
+    in the sweep's backlog is shown withdrawn already."""
+    expires_ms = _financing_expiry(record)
+    if expires_ms is not None and expired_in_backlog(state, expires_ms):
+        return {**record, "financing": None}
+    return record
+
+
 def _summary(record: Mapping[str, Value]) -> dict[str, Value]:
     return {
         name: record[name]
@@ -653,8 +719,18 @@ def _summary(record: Mapping[str, Value]) -> dict[str, Value]:
 
 
 def _save(state: AppState, record: dict[str, Value], before: Mapping[str, Value] | None) -> None:
-    """Store a receivable and keep the holder/debtor indexes of live receivables in step."""
+    """Store a receivable and keep the holder/debtor indexes of live receivables, and the
+    expiry index of financing offers, in step."""
     rid = str(record["id"])
+    # The stored record, not ``before``: a caller may have dropped an expired offer from the
+    # record before taking its snapshot (``_transferable``).
+    stored_expiry = _financing_expiry(get_record(state, key("rcv", rid)))
+    expiry = _financing_expiry(record)
+    if expiry != stored_expiry:
+        if stored_expiry is not None:
+            unschedule_expiry(state, stored_expiry, rid)
+        if expiry is not None:
+            schedule_expiry(state, expiry, rid)
     if before is not None and before["status"] in LIVE:
         state.delete(key("holder", _key_bytes(before["holder"]), rid))
         state.delete(key("debtor", _key_bytes(before["debtor"]), rid))

@@ -61,7 +61,7 @@ import trio
 
 from apps.access import ReadRules
 from apps.base import BlockContext
-from apps.host import AppHost, BlockResult, Receipt
+from apps.host import EVENT_END_BLOCK_FAULT, AppHost, BlockResult, Receipt
 from apps.host import GenesisError as HostGenesisError
 from apps.merkle import prove
 from apps.proofs import ProofUnsupported, QueryProof, ReadRecorder
@@ -905,6 +905,20 @@ class Node:
     ) -> None:
         self._maybe_snapshot(block.height)
         self.host.committed(block.height, result.app_hash, result.writes)
+        for event in result.block_events:
+            if event.kind == EVENT_END_BLOCK_FAULT:
+                # An app's end-of-block work failed (a bug in the app): the block committed
+                # without it, and the same work is tried again at the next block.
+                attributes = event.attributes
+                log.error(
+                    "end_block_fault",
+                    extra={
+                        "height": block.height,
+                        "app": attributes.get("app"),
+                        "code": attributes.get("code"),
+                        "detail": attributes.get("message"),
+                    },
+                )
         for data in block.transactions:
             self._verified.discard(data)
         self._tip_timestamp_ms = block.header.timestamp_ms

@@ -142,8 +142,15 @@ def test_transfer_rules_in_order(net: Network) -> None:
     net.ok(AGENT, "assets", "freeze", symbol="BOND", holder=net.pk("kowloon-parts"), frozen=False)
     net.ok(ISSUER, "assets", "pause", symbol="BOND", paused=True)
     assert send(net, "kowloon-parts", "straits-funds", 1) == "asset_paused"
+    # Either the issuer or the agent may pause: the code names both powers.
     assert net.rejected("straits-funds", "assets", "pause", symbol="BOND", paused=False) == (
-        "not_agent"
+        "not_issuer_or_agent"
+    )
+    assert (
+        net.rejected(
+            "straits-funds", "assets", "freeze", symbol="BOND", holder=net.pk(ISSUER), frozen=True
+        )
+        == "not_issuer_or_agent"
     )
     net.ok(ISSUER, "assets", "pause", symbol="BOND", paused=False)
     assert send(net, "kowloon-parts", "straits-funds", 1) == "ok"
@@ -289,7 +296,10 @@ def test_dvp_expiry_cancel_and_counterparty(net: Network) -> None:
     )
     net.advance(10_000)
     assert net.rejected("kowloon-parts", "assets", "accept_dvp", offer=offer) == "offer_expired"
-    net.ok("merlion-metals", "assets", "cancel_dvp", offer=offer)
+    # That block's end released the escrow: the offer is expired and the units are back.
+    assert _map(net.query("assets", "offer", id=offer))["status"] == "expired"
+    assert net.units(ISSUER, "BOND") == 100
+    assert net.rejected("merlion-metals", "assets", "cancel_dvp", offer=offer) == ("offer_expired")
     assert net.units(ISSUER, "BOND") == 100
     buy = dvp(net, "merlion-metals", "buy")
     net.ok("merlion-metals", "assets", "cancel_dvp", offer=buy)
@@ -322,3 +332,40 @@ def test_dvp_expiry_cancel_and_counterparty(net: Network) -> None:
         )
         == "bad_argument"
     )
+    # The cash leg's currency is checked when the offer is made, on either side.
+    for side in ("sell", "buy"):
+        assert (
+            net.rejected(
+                ISSUER,
+                "assets",
+                "offer_dvp",
+                symbol="BOND",
+                side=side,
+                amount=1,
+                currency="XAU",
+                price=1,
+                expires_ms=net.now_ms + DAY_MS,
+            )
+            == "unknown_currency"
+        )
+    assert net.units(ISSUER, "BOND") == 100
+
+
+def test_an_expired_buy_offer_returns_the_cash_escrow(net: Network) -> None:
+    start = net.balance("merlion-metals", "SGD")
+    offer = dvp(net, "merlion-metals", "buy", expires_ms=net.now_ms + 5_000)
+    price = _map(net.query("assets", "offer", id=offer))["price"]
+    assert isinstance(price, int)
+    assert net.balance("merlion-metals", "SGD") == start - price
+    assert _map(net.query("payments", "escrow", app="assets", id=offer))["amount"] == price
+    net.advance(10_000)
+    result = net.chain.run([])
+    # The sweep refunds the escrow through payments, inside the same end-of-block step.
+    assert [(event.app, event.kind) for event in result.block_events] == [
+        ("payments", "escrow_refund"),
+        ("assets", "dvp_cancelled"),
+    ]
+    assert net.balance("merlion-metals", "SGD") == start
+    assert net.query("payments", "escrow", app="assets", id=offer) is None
+    assert _map(net.query("assets", "offer", id=offer))["status"] == "expired"
+    assert net.query("assets", "offers") == ()

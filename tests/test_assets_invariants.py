@@ -1,15 +1,16 @@
 """Digital-asset invariants under random operation sequences (hypothesis, real host): supply
 never exceeds the cap, no unit lands with an ineligible holder or above the holder cap, the
-holder count stays within its limit, and a DvP settles both legs or neither."""
+holder count stays within its limit, a DvP settles both legs or neither, a rejected operation
+changes nothing, and no offer is still open (or escrowed) once a block has passed its expiry."""
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 
 from consensus.codec import Value
 from tests.apps_fixtures import DAY_MS, Network, as_record
+from tests.hypothesis_profiles import machine_settings
 
 ISSUER = "lion-bank"
 PARTIES = (
@@ -55,13 +56,9 @@ class AssetsMachine(RuleBasedStateMachine):
         )
 
     def _run(self, name: str, app: str, operation: str, **arguments: Value) -> tuple[bool, Value]:
-        receipt = self.net.chain.run([self.net.sign(name, app, operation, **arguments)]).receipts[0]
-        return receipt.ok, receipt.result
-
-    def _snapshot(self) -> dict[tuple[str, str], int]:
-        state = {(name, "BOND"): self.net.units(name, "BOND") for name in PARTIES}
-        state.update({(name, "SGD"): self.net.balance(name, "SGD") for name in PARTIES})
-        return state
+        # Each operation runs alone in a block; a rejection is checked to change nothing.
+        outcome = self.net.attempt(name, app, operation, **arguments)
+        return outcome.ok, outcome.receipt.result
 
     @rule(to=parties, amount=units)
     def mint(self, to: str, amount: int) -> None:
@@ -121,20 +118,27 @@ class AssetsMachine(RuleBasedStateMachine):
     @rule(offer=offers, taker=parties)
     def accept(self, offer: str, taker: str) -> None:
         record = self.net.query("assets", "offer", id=offer)
-        before = self._snapshot()
-        ok, _ = self._run(taker, "assets", "accept_dvp", offer=offer)
-        after = self._snapshot()
-        if not ok:
-            assert after == before, "a rejected DvP moved an asset or cash"
-            return
+        outcome = self.net.attempt(taker, "assets", "accept_dvp", offer=offer)
+        if not outcome.ok:
+            return  # and it moved nothing (checked by attempt)
         record = as_record(record)
         amount, price = record["amount"], record["price"]
         assert isinstance(amount, int)
         assert isinstance(price, int)
-        maker = self.net.consortium.party_name(record["maker"])
-        buyer, seller = (taker, maker) if record["side"] == "sell" else (maker, taker)
-        assert after[(buyer, "BOND")] == before[(buyer, "BOND")] + amount
-        assert after[(seller, "SGD")] == before[(seller, "SGD")] + price
+        maker = record["maker"]
+        assert isinstance(maker, bytes)
+        taker_key = self.net.pk(taker)
+        buyer, seller = (taker_key, maker) if record["side"] == "sell" else (maker, taker_key)
+        # The transaction's own deltas: asset to the buyer, cash to the seller, from escrow
+        # on the maker's side.
+        assert outcome.units_delta(buyer, "BOND") == amount
+        assert outcome.balance_delta(seller, "SGD") == price
+        if record["side"] == "sell":
+            assert outcome.balance_delta(buyer, "SGD") == -price
+            assert outcome.units_delta(seller, "BOND") == 0
+        else:
+            assert outcome.units_delta(seller, "BOND") == -amount
+            assert outcome.balance_delta(buyer, "SGD") == 0
 
     @rule(offer=offers, who=parties)
     def cancel(self, offer: str, who: str) -> None:
@@ -173,11 +177,20 @@ class AssetsMachine(RuleBasedStateMachine):
         cash = sum(self.net.balance(name, "SGD") for name in self.net.consortium.party_names())
         assert cash + escrowed_cash == sgd["supply"]
 
+    @invariant()
+    def no_open_offer_has_expired(self) -> None:
+        last_block_ms = self.net.chain.host.last_block_time_ms()
+        offers = self.net.query("assets", "offers", limit=500)
+        assert isinstance(offers, tuple)
+        for item in offers:
+            item = as_record(item)
+            expires_ms = item["expires_ms"]
+            assert isinstance(expires_ms, int)
+            assert expires_ms > last_block_ms, "an expired offer is still open"
+            if item["side"] == "buy":
+                escrow = self.net.query("payments", "escrow", app="assets", id=item["id"])
+                assert as_record(escrow)["amount"] == item["price"]
 
-AssetsMachine.TestCase.settings = settings(
-    max_examples=50,
-    stateful_step_count=20,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+
+AssetsMachine.TestCase.settings = machine_settings(max_examples=50, step_count=20)
 TestAssetsInvariants = AssetsMachine.TestCase

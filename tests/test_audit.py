@@ -293,10 +293,11 @@ def test_changed_receipt(chain: BuiltChain) -> None:
 
 
 def payments_key_written_at(chain: BuiltChain, low: int) -> tuple[bytes, int]:
-    """A payments state key last written at a height >= ``low``, and that height."""
+    """A payments state key with a non-empty value (a byte to flip; index entries are empty)
+    last written at a height >= ``low``, and that height."""
     for height in range(low, HEIGHTS + 1):
         for key, value in chain.writes(height):
-            if key.startswith(b"payments\x00") and value is not None:
+            if key.startswith(b"payments\x00") and value:
                 last = chain.last_write_height(key)
                 if last >= low:
                     return key, last

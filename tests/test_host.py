@@ -18,12 +18,14 @@ from apps.host import (
     GenesisError,
     Receipt,
     TransactionRejected,
+    end_block_hash,
 )
 from apps.membership import MembershipApp
+from apps.payments import PaymentsApp
 from apps.state import MemoryBackend, StateOverlay, app_hash_of
 from consensus.codec import Value, decode, encode
 from consensus.crypto import hash_bytes
-from tests.host_fixtures import CHAIN, Chain, key
+from tests.host_fixtures import CHAIN, Chain, genesis_config, key
 
 BANK = key("bank_a")
 OTHER_BANK = key("bank_b")
@@ -457,3 +459,98 @@ def test_state_matches_a_model_of_atomic_transactions(blocks: list[list[Operatio
 def test_receipt_status_values() -> None:
     assert Receipt(b"x" * 32, 0, STATUS_OK).ok
     assert not Receipt(b"x" * 32, 0, STATUS_REJECTED, "c", "m").ok
+
+
+# -- end of block -------------------------------------------------------------------------------
+
+
+class ClockApp(App):
+    """Counts blocks in ``end_block``; ``arm`` makes its next ``end_block`` fail after writing."""
+
+    name: ClassVar[str] = "clock"
+    operations: ClassVar[Mapping[str, frozenset[str]]] = {"arm": ANY_ROLE}
+
+    def genesis(self, state: AppState, config: Mapping[str, Value]) -> None:
+        return None
+
+    def check(self, ctx: TxContext, operation: str, arguments: Mapping[str, Value]) -> None:
+        return None
+
+    def apply(self, ctx: TxContext, operation: str, arguments: Mapping[str, Value]) -> Value:
+        ctx.state.put(b"armed", encode(str(arguments["mode"])))
+        return None
+
+    def end_block(self, ctx: TxContext) -> None:
+        ticks = _int(decode(ctx.state.get(b"ticks") or encode(0))) + 1
+        ctx.state.put(b"ticks", encode(ticks))
+        ctx.emit("ticked", {"sender": ctx.sender, "hash": ctx.transaction_hash})
+        armed = ctx.state.get(b"armed")
+        if armed == encode("fail"):
+            raise AppError("clock_stopped", "the clock refuses")
+        if armed == encode("crash"):
+            raise ZeroDivisionError("bug")
+        if armed == encode("debit"):
+            # No signer: an end-of-block step cannot debit anyone's account.
+            ctx.call(
+                "payments",
+                "transfer",
+                {
+                    "from": BANK.public_key,
+                    "to": OTHER_BANK.public_key,
+                    "currency": "SGD",
+                    "amount": 1,
+                    "end_to_end_id": "tick",
+                },
+            )
+
+    def query(self, state: ReadState, path: str, arguments: Mapping[str, Value]) -> Value:
+        return decode(state.get(b"ticks") or encode(0))
+
+
+class SecondClockApp(ClockApp):
+    name: ClassVar[str] = "clock_b"
+
+
+def test_end_block_runs_every_block_in_app_order_with_no_sender() -> None:
+    c = Chain.start([ClockApp(), SecondClockApp(), KvApp()])
+    result = c.run([])
+    assert [(e.app, e.kind) for e in result.block_events] == [
+        ("clock", "ticked"),
+        ("clock_b", "ticked"),
+    ]
+    event = result.block_events[0].attributes
+    assert event == {"sender": b"", "hash": end_block_hash(CHAIN, 1)}
+    assert end_block_hash(CHAIN, 1) != end_block_hash(CHAIN, 2)
+    assert c.host.query("clock", "ticks", {}) == 1
+    assert c.host.query("clock_b", "ticks", {}) == 1
+
+
+@pytest.mark.parametrize(("mode", "code"), [("fail", "clock_stopped"), ("crash", "app_fault")])
+def test_a_failing_end_block_loses_only_its_own_writes(mode: str, code: str) -> None:
+    c = Chain.start([ClockApp(), SecondClockApp()])
+    armed = c.run([c.sign(BANK, "clock", "arm", {"mode": mode})])
+    assert armed.receipts[0].ok  # the transaction itself stands
+    assert [(e.app, e.kind) for e in armed.block_events] == [
+        ("_host", "end_block_fault"),
+        ("clock_b", "ticked"),
+    ]
+    assert armed.block_events[0].attributes["app"] == "clock"
+    assert armed.block_events[0].attributes["code"] == code
+    assert c.host.height == 1  # the block committed
+    assert c.host.query("clock", "ticks", {}) == 0  # the failing step's write was discarded
+    assert c.host.query("clock_b", "ticks", {}) == 1
+
+
+def test_an_end_block_step_cannot_debit_an_account() -> None:
+    payments: dict[str, Value] = {
+        "currencies": [{"code": "SGD", "digits": 2, "issuer": "bank_a"}],
+        "balances": [{"account": BANK.public_key, "currency": "SGD", "amount": 100}],
+    }
+    genesis: dict[str, Value] = {"membership": genesis_config(), "payments": payments}
+    c = Chain.start([ClockApp(), PaymentsApp()], app_genesis=genesis)
+    result = c.run([c.sign(BANK, "clock", "arm", {"mode": "debit"})])
+    assert [(e.kind, e.attributes["code"]) for e in result.block_events] == [
+        ("end_block_fault", "unauthorised_debit")
+    ]
+    balance = c.host.query("payments", "balance", {"account": BANK.public_key, "currency": "SGD"})
+    assert balance == 100

@@ -152,7 +152,7 @@ def test_membership_changes_mid_block_are_seen_by_later_transactions() -> None:
             "register_identity",
             {"public_key": NEWCOMER.public_key, "institution": "lion-bank", "roles": ["customer"]},
         ),
-        sign(NEWCOMER, "payments", "transfer", newcomer_pays),  # a member without funds
+        sign(NEWCOMER, "payments", "transfer", newcomer_pays),  # a member without an account
         pay(sign, bank, PrivateKey(b"\x43" * 32)),  # to a stranger
         sign(bank.key, "membership", "suspend_then_fail", {"public_key": alice.public_key}),
         pay(sign, alice, bob),  # the suspension was rolled back
@@ -174,7 +174,7 @@ def test_membership_changes_mid_block_are_seen_by_later_transactions() -> None:
         "ok",
         "unknown_sender",
         "ok",
-        "insufficient_funds",
+        "no_account",
         "unknown_party",
         "changed_mind",
         "ok",

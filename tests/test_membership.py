@@ -137,7 +137,15 @@ def test_bank_onboards_an_enterprise_and_its_identities() -> None:
         "register_identity",
         {"public_key": ACME.public_key, "institution": "bank_a", "roles": ["customer"]},
     )
-    assert rejected(c, tx) == "exists"
+    assert rejected(c, tx) == "identity_exists"
+    # An institution id is taken once.
+    tx = c.sign(
+        BANK_A,
+        "membership",
+        "onboard_enterprise",
+        {"id": "acme", "name": "Acme Again", "jurisdiction": "SG"},
+    )
+    assert rejected(c, tx) == "institution_exists"
     # Enterprises cannot onboard anyone: the host stops them before the app runs.
     tx = c.sign(
         ACME,
@@ -291,9 +299,66 @@ def test_single_bank_consortium_cannot_suspend_its_last_bank() -> None:
 def test_proposals_expire() -> None:
     c = Chain.start()
     proposal = admit_bank_e(c)
+    listed = c.host.query("membership", "proposals", {})
+    assert isinstance(listed, tuple)
+    assert [p["id"] for p in listed if isinstance(p, dict)] == [proposal]
     c.host.height += PROPOSAL_LIFETIME_BLOCKS  # jump the committed height forward
     tx = c.sign(BANK_B, "membership", "vote", {"proposal": proposal})
+    result = c.run([tx])
+    assert result.receipts[0].code == "proposal_expired"
+    # The same block's end marks it expired: it is no longer listed as open.
+    assert [(event.app, event.kind) for event in result.block_events] == [
+        ("membership", "proposal_expired")
+    ]
+    found = c.host.query("membership", "proposal", {"id": proposal})
+    assert isinstance(found, dict)
+    assert found["status"] == "expired"
+    assert c.host.query("membership", "proposals", {}) == ()
+    tx = c.sign(BANK_C, "membership", "vote", {"proposal": proposal})
     assert rejected(c, tx) == "proposal_expired"
+
+
+def test_an_executed_proposal_leaves_no_expiry_behind() -> None:
+    c = Chain.start()
+    proposal = admit_bank_e(c)
+    c.run_one(c.sign(BANK_B, "membership", "vote", {"proposal": proposal}))
+    c.run_one(c.sign(BANK_C, "membership", "vote", {"proposal": proposal}))
+    c.host.height += PROPOSAL_LIFETIME_BLOCKS
+    assert c.run([]).block_events == ()
+    found = c.host.query("membership", "proposal", {"id": proposal})
+    assert isinstance(found, dict)
+    assert found["status"] == "executed"
+
+
+def test_a_proposal_to_admit_what_exists_names_what_exists() -> None:
+    c = Chain.start()
+    for institution_id, public_key, code in (
+        ("bank_b", key("bank_f").public_key, "institution_exists"),
+        ("bank_f", BANK_B.public_key, "identity_exists"),
+    ):
+        arguments: dict[str, Value] = {
+            "action": "admit_institution",
+            "institution": {
+                "id": institution_id,
+                "name": "Bank F",
+                "kind": "bank",
+                "jurisdiction": "AE",
+            },
+            "identities": [{"public_key": public_key, "roles": ("bank",)}],
+        }
+        assert rejected(c, c.sign(BANK_A, "membership", "propose", arguments)) == code
+
+
+def test_enterprises_are_not_suspended_by_proposal() -> None:
+    c = Chain.start()
+    onboard_acme(c)
+    tx = c.sign(
+        BANK_B,
+        "membership",
+        "propose",
+        {"action": "suspend_institution", "institution_id": "acme"},
+    )
+    assert rejected(c, tx) == "not_governed"
 
 
 def test_bad_arguments_are_app_errors() -> None:

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 import pytest
 
+from apps._records import EXPIRY_SWEEP_MAX
 from apps.base import ANY_ROLE, App, AppState, ReadState, TxContext
 from apps.demo import BANK_LIQUIDITY, CUSTOMER_FUNDS
 from apps.payments import fx_offer_id
@@ -142,6 +143,7 @@ def test_end_to_end_id_is_unique_per_sender(net: Network) -> None:
     ("change", "code"),
     [
         ({"amount": CUSTOMER_FUNDS + 1}, "insufficient_funds"),
+        ({"currency": "HKD"}, "no_account"),
         ({"currency": "EUR"}, "unknown_currency"),
         ({"to": "alice"}, "self_payment"),
         ({"to": "stranger"}, "unknown_party"),
@@ -167,6 +169,50 @@ def test_transfer_rejections_name_the_rule(
         args["to"] = b"\x09" * 32
     assert net.rejected("alice", "payments", "transfer", **args) == code
     assert net.balance("alice", "SGD") == CUSTOMER_FUNDS
+
+
+def test_an_account_opens_with_its_first_credit_and_stays_open_at_zero(net: Network) -> None:
+    # alice banks in SGD only: an HKD payment names the missing account, not a zero balance.
+    args: dict[str, Value] = {"to": net.pk("bob"), "currency": "HKD", "amount": 1}
+    tx = net.sign("alice", "payments", "transfer", end_to_end_id="HK-1", **args)
+    receipt = net.chain.run([tx]).receipts[0]
+    assert receipt.code == "no_account"
+    assert "holds no HKD account" in receipt.message
+    assert net.query("payments", "balances", account=net.pk("alice")) == {"SGD": CUSTOMER_FUNDS}
+    # An incoming payment opens the account; spent down to zero, it stays open.
+    pay(net, "bob", "alice", 300, "TO-ALICE", code="HKD")
+    pay(net, "alice", "bob", 300, "BACK", code="HKD")
+    assert net.query("payments", "balances", account=net.pk("alice")) == {
+        "HKD": 0,
+        "SGD": CUSTOMER_FUNDS,
+    }
+    assert net.rejected("alice", "payments", "transfer", end_to_end_id="HK-2", **args) == (
+        "insufficient_funds"
+    )
+
+
+def test_every_debit_names_a_missing_account(net: Network) -> None:
+    # The sell leg of an FX offer, the buy leg of an acceptance, an issuer's redemption.
+    assert (
+        net.rejected(
+            "alice",
+            "payments",
+            "offer_fx",
+            sell_currency="HKD",
+            sell_amount=1,
+            buy_currency="SGD",
+            buy_amount=1,
+            expires_ms=net.now_ms + DAY_MS,
+        )
+        == "no_account"
+    )
+    offer_id = offer(net, maker="merlion-metals", buy_currency="CNY", buy_amount=1)
+    assert net.rejected("alice", "payments", "accept_fx", offer=offer_id) == "no_account"
+    assert _map(net.query("payments", "offer", id=offer_id))["status"] == "open"
+    net.ok("harbour-bank", "payments", "create_currency", code="USD", digits=2)
+    assert net.rejected("harbour-bank", "payments", "redeem", currency="USD", amount=1) == (
+        "no_account"
+    )
 
 
 def test_regulators_cannot_move_money(net: Network) -> None:
@@ -351,19 +397,82 @@ def test_fx_accept_without_funds_settles_neither_leg(net: Network) -> None:
     assert _map(net.query("payments", "offer", id=offer_id))["status"] == "open"
 
 
-def test_fx_offer_expires_and_cancel_releases_escrow(net: Network) -> None:
+def test_an_expired_fx_offer_is_reported_expired_and_its_escrow_released(net: Network) -> None:
     start_sgd = net.balance("merlion-metals", "SGD")
     offer_id = offer(net, expires_ms=net.now_ms + 5_000)
     assert net.rejected("pearl-bank", "payments", "cancel_fx", offer=offer_id) == (
         "not_offer_maker"
     )
     net.advance(10_000)
+    # The first block past the expiry: the acceptance is refused, then the block's end
+    # releases the escrow. Nobody had to cancel.
+    result = net.chain.run([net.sign("pearl-bank", "payments", "accept_fx", offer=offer_id)])
+    assert result.receipts[0].code == "offer_expired"
+    assert [(event.app, event.kind) for event in result.block_events] == [
+        ("payments", "fx_cancelled")
+    ]
+    record = _map(net.query("payments", "offer", id=offer_id))
+    assert record["status"] == "expired"
+    assert record["closed_ms"] == net.now_ms - 1000
+    assert net.query("payments", "offers") == ()
+    assert net.balance("merlion-metals", "SGD") == start_sgd
+    history = net.query("payments", "history", account=net.pk("merlion-metals"), limit=1)
+    assert isinstance(history, tuple)
+    assert _map(history[0])["kind"] == "fx_release"
+    # Once released, accepting or cancelling says it expired (and moves nothing again).
     assert net.rejected("pearl-bank", "payments", "accept_fx", offer=offer_id) == "offer_expired"
-    # After expiry anyone may clean it up; the funds go back to the maker.
-    assert _map(net.ok("pearl-bank", "payments", "cancel_fx", offer=offer_id))["status"] == (
-        "expired"
+    assert net.rejected("merlion-metals", "payments", "cancel_fx", offer=offer_id) == (
+        "offer_expired"
     )
     assert net.balance("merlion-metals", "SGD") == start_sgd
+
+
+def test_cancelling_in_the_expiry_block_releases_the_escrow_once(net: Network) -> None:
+    start_sgd = net.balance("merlion-metals", "SGD")
+    offer_id = offer(net, expires_ms=net.now_ms + 5_000)
+    net.advance(10_000)
+    # The next operation that touches the expired offer releases it; the block's end then
+    # finds nothing left to release.
+    result = net.chain.run([net.sign("pearl-bank", "payments", "cancel_fx", offer=offer_id)])
+    assert _map(result.receipts[0].result)["status"] == "expired"
+    assert result.block_events == ()
+    assert net.balance("merlion-metals", "SGD") == start_sgd
+
+
+def test_a_backlog_of_expired_offers_drains_and_is_reported_expired(net: Network) -> None:
+    count = EXPIRY_SWEEP_MAX + 3
+    expires_ms = net.now_ms + 5_000
+    start_sgd = net.balance("merlion-metals", "SGD")
+    txs = [
+        net.sign(
+            "merlion-metals",
+            "payments",
+            "offer_fx",
+            sell_currency="SGD",
+            sell_amount=1,
+            buy_currency="HKD",
+            buy_amount=1,
+            expires_ms=expires_ms,
+        )
+        for _ in range(count)
+    ]
+    assert all(receipt.ok for receipt in net.chain.run(txs).receipts)
+    offers = net.query("payments", "offers", limit=500)
+    assert isinstance(offers, tuple)
+    assert len(offers) == count
+    net.advance(10_000)
+    first = net.chain.run([])
+    assert len(first.block_events) == EXPIRY_SWEEP_MAX
+    # Three are still waiting for the next block, yet none is reported open.
+    assert net.balance("merlion-metals", "SGD") == start_sgd - 3
+    assert net.query("payments", "offers", limit=500) == ()
+    statuses = {
+        _map(net.query("payments", "offer", id=fx_offer_id(tx.hash)))["status"] for tx in txs
+    }
+    assert statuses == {"expired"}
+    assert len(net.chain.run([]).block_events) == 3
+    assert net.balance("merlion-metals", "SGD") == start_sgd
+    assert net.chain.run([]).block_events == ()
 
 
 def test_fx_maker_cancels_and_offer_rules(net: Network) -> None:

@@ -93,6 +93,10 @@ def test_order_milestones_in_order_by_the_right_party(net: Network) -> None:
         net.rejected(CORE, "scf", "record_milestone", order_id="PO-1", milestone="lost")
         == "bad_argument"
     )
+    tx = net.sign(CORE, "scf", "record_milestone", order_id="PO-1", milestone="accepted")
+    receipt = net.chain.run([tx]).receipts[0]
+    assert receipt.code == "milestone_order"
+    assert "every milestone of order 'PO-1' is recorded already" in receipt.message
 
 
 # ---------------------------------------------------------------------- issue / accept
@@ -244,6 +248,11 @@ def test_transfer_and_split_rejections(net: Network) -> None:
     assert net.rejected(TIER1, "scf", "transfer", receivable=rid, to=net.pk(TIER2)) == (
         "receivable_overdue"
     )
+    net.ok(TIER1, "scf", "mark_overdue", receivable=rid)
+    # Marked overdue, it is still named overdue (not merely "not active").
+    assert net.rejected(TIER1, "scf", "split", receivable=rid, amounts=[1, 99_999]) == (
+        "receivable_overdue"
+    )
 
 
 # ---------------------------------------------------------------------- financing
@@ -295,10 +304,80 @@ def test_financing_rules(net: Network) -> None:
     )
     net.ok(TIER1, "scf", "offer_financing", bank=net.pk("lion-bank"), **args)
     assert net.rejected(TIER2, "scf", "cancel_financing", receivable=rid) == "not_holder"
-    net.advance(10_000)
-    assert net.rejected("lion-bank", "scf", "accept_financing", receivable=rid) == ("offer_expired")
     net.ok(TIER1, "scf", "cancel_financing", receivable=rid)
     assert net.rejected(TIER1, "scf", "cancel_financing", receivable=rid) == "no_financing"
+    assert receivable(net, rid)["financing"] is None
+
+
+def test_an_expired_financing_offer_is_withdrawn_and_blocks_nothing(net: Network) -> None:
+    rid = issue(net)
+    offer: dict[str, Value] = {
+        "receivable": rid,
+        "bank": net.pk("lion-bank"),
+        "rate_bps": 100,
+        "expires_ms": net.now_ms + 5_000,
+    }
+    net.ok(TIER1, "scf", "offer_financing", **offer)
+    assert net.rejected(TIER1, "scf", "transfer", receivable=rid, to=net.pk(TIER2)) == (
+        "financing_pending"
+    )
+    net.advance(10_000)
+    # The first block past the expiry refuses the acceptance, then withdraws the offer.
+    result = net.chain.run([net.sign("lion-bank", "scf", "accept_financing", receivable=rid)])
+    assert result.receipts[0].code == "offer_expired"
+    assert [(event.app, event.kind) for event in result.block_events] == [
+        ("scf", "financing_expired")
+    ]
+    assert receivable(net, rid)["financing"] is None
+    assert net.rejected("lion-bank", "scf", "accept_financing", receivable=rid) == ("no_financing")
+    # An offer that expires in the same block as a transfer does not block the transfer, and
+    # the transfer withdraws it (the sweep then finds nothing left to do).
+    net.ok(TIER1, "scf", "offer_financing", **{**offer, "expires_ms": net.now_ms + 500})
+    result = net.chain.run([net.sign(TIER1, "scf", "transfer", receivable=rid, to=net.pk(TIER2))])
+    assert result.receipts[0].ok
+    assert result.block_events == ()
+    record = receivable(net, rid)
+    assert record["holder"] == net.pk(TIER2)
+    assert record["financing"] is None
+
+
+def test_a_bank_finances_a_receivable_again_after_selling_it_on(net: Network) -> None:
+    # The history a property test found: lion-bank finances a receivable, sells it back to the
+    # supplier, and is offered it again. Each financing pays under its own end-to-end id.
+    rid = issue(net, amount=1)
+    offer: dict[str, Value] = {
+        "receivable": rid,
+        "bank": net.pk("lion-bank"),
+        "rate_bps": 0,
+        "expires_ms": net.now_ms + DAY_MS,
+    }
+    net.ok(TIER1, "scf", "offer_financing", **offer)
+    first = _map(net.ok("lion-bank", "scf", "accept_financing", receivable=rid))
+    net.ok("lion-bank", "scf", "transfer", receivable=rid, to=net.pk(TIER1), amount=1)
+    net.ok(TIER1, "scf", "offer_financing", **offer)
+    second = _map(net.ok("lion-bank", "scf", "accept_financing", receivable=rid))
+    assert receivable(net, rid)["holder"] == net.pk("lion-bank")
+    assert receivable(net, rid)["financings"] == 2
+    for n, result in ((1, first), (2, second)):
+        payment = _map(
+            net.query(
+                "payments",
+                "payment",
+                sender=net.pk("lion-bank"),
+                end_to_end_id=f"scf-fin-{rid}-{n}",
+            )
+        )
+        assert payment["id"] == _map(result["payment"])["payment"]
+        assert payment["to"] == net.pk(TIER1)
+    # The bank's own payments keep the uniqueness rule.
+    args: dict[str, Value] = {"to": net.pk(TIER1), "currency": "CNY", "amount": 1}
+    net.ok("lion-bank", "payments", "transfer", end_to_end_id="LB-1", **args)
+    assert net.rejected("lion-bank", "payments", "transfer", end_to_end_id="LB-1", **args) == (
+        "duplicate_end_to_end_id"
+    )
+    # Repaid once, to the bank that holds it now.
+    net.ok(CORE, "scf", "repay", receivable=rid)
+    assert net.rejected(CORE, "scf", "repay", receivable=rid) == "nothing_due"
 
 
 def test_financing_without_bank_funds_changes_nothing(net: Network) -> None:
@@ -333,6 +412,25 @@ def test_debtor_repays_every_current_holder(net: Network) -> None:
     assert receivable(net, child_receivable_id(rid, 0))["status"] == "repaid"
     assert net.query("scf", "exposure", debtor=net.pk(CORE)) == {}
     assert net.rejected(CORE, "scf", "repay", receivable=rid) == "nothing_due"
+
+
+def test_repaying_withdraws_a_pending_financing_offer(net: Network) -> None:
+    rid = issue(net)
+    net.ok(
+        TIER1,
+        "scf",
+        "offer_financing",
+        receivable=rid,
+        bank=net.pk("lion-bank"),
+        rate_bps=100,
+        expires_ms=net.now_ms + DAY_MS,
+    )
+    net.ok(CORE, "scf", "repay", receivable=rid)
+    assert receivable(net, rid)["financing"] is None
+    # Nothing is left to finance: the bank is told the offer is gone, not that it is overdue.
+    assert net.rejected("lion-bank", "scf", "accept_financing", receivable=rid) == ("no_financing")
+    net.advance(2 * DAY_MS)
+    assert net.chain.run([]).block_events == ()  # the withdrawn offer left no expiry behind
 
 
 def test_repay_without_funds_pays_nobody(net: Network) -> None:

@@ -536,7 +536,9 @@ PAYMENTS: Final = AppCommands(
             "accept_fx", "Accept an FX offer: both legs settle atomically.", (_offer("FX"),)
         ),
         CommandSpec(
-            "cancel_fx", "Cancel an FX offer (maker, or anyone after expiry).", (_offer("FX"),)
+            "cancel_fx",
+            "Cancel an FX offer (the maker); the block that passes its expiry releases it.",
+            (_offer("FX"),),
         ),
     ),
     queries=(
@@ -544,7 +546,7 @@ PAYMENTS: Final = AppCommands(
         CommandSpec("currency", "One currency.", (_currency("code"),)),
         CommandSpec(
             "balances",
-            "Every balance of an account.",
+            "Every account (currency) of a party with its balance, zero included.",
             (_arg("account", Kind.PUBLIC_KEY, "the account"),),
         ),
         CommandSpec(
@@ -572,7 +574,7 @@ PAYMENTS: Final = AppCommands(
         ),
         CommandSpec(
             "offers",
-            "Open FX offers.",
+            "Open FX offers (never an expired one).",
             (
                 _optional(
                     "currency", Kind.IDENTIFIER, "only offers in this currency", examples=("SGD",)
@@ -836,7 +838,9 @@ ASSETS: Final = AppCommands(
             (_offer("DvP"),),
         ),
         CommandSpec(
-            "cancel_dvp", "Cancel a DvP offer (maker, or anyone after expiry).", (_offer("DvP"),)
+            "cancel_dvp",
+            "Cancel a DvP offer (the maker); the block that passes its expiry releases it.",
+            (_offer("DvP"),),
         ),
     ),
     queries=(
@@ -887,7 +891,7 @@ ASSETS: Final = AppCommands(
         ),
         CommandSpec(
             "offers",
-            "Open DvP offers.",
+            "Open DvP offers (never an expired one).",
             (
                 _optional("symbol", Kind.IDENTIFIER, "only this asset", examples=("LCB-2030",)),
                 _limit(500),

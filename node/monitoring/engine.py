@@ -18,9 +18,11 @@ block time. The rules (``MonitorRules``, from a TOML file or defaults):
   ``scf`` ``receivable``);
 * ``account_frozen``: ``payments`` ``controls_set`` with ``frozen`` true, or ``assets``
   ``freeze`` with ``frozen`` true;
-* ``fx_expired_locked``: an FX offer past its expiry while still open, its sell leg still in
-  escrow (offers are learned from ``fx_offered`` events, looked up for their expiry, and from
-  the open offers when the monitor starts; checked at every block).
+* ``fx_expired_locked``: an FX offer still reported open, its sell leg still in escrow, after a
+  block passed its expiry (offers are learned from ``fx_offered`` events, looked up for their
+  expiry, and from the open offers when the monitor starts; checked at every block). The
+  payments app releases an expired offer at the end of the block that passes its expiry, so on
+  a healthy chain this stays silent: it catches a release that failed (``end_block_fault``).
 
 Lookups go through the node's API with the monitor's key; the read rules apply to them (run
 the monitor with a key that reads everything it watches: a node key, an auditor, a
