@@ -6,12 +6,17 @@ skipped with a reason when dask[distributed] is not installed (the test extra in
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 from sims.sweep import SweepResult, run_sweep, sweep_config
 
-distributed = pytest.importorskip(
-    "distributed", reason="dask[distributed] is not installed (pip install -e '.[test]')"
+# Checked without importing it: importing dask.distributed at collection would set up its
+# logging and thread pools inside every other test's process.
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("distributed") is None,
+    reason="dask[distributed] is not installed (pip install -e '.[test]')",
 )
 
 
