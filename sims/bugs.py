@@ -1,13 +1,18 @@
 """Planted bugs: deliberate protocol mistakes that the checkers must catch.
 
 A checker that never fails proves nothing. Each planted bug below breaks one safety argument
-of the protocol; switching it on and sweeping seeds must produce a violation within a bounded
-number of seeds (``tests/test_sim_bugs.py``). Four live in the replica itself
-(``ReplicaConfig.planted_bugs``); ``vote-before-persist`` lives in the simulated driver, which
-then sends the replica's messages before the write-ahead record is durable.
+of the protocol; switching it on and sweeping seeds must produce an agreement or durability
+violation (a real fork, or a committed block lost) within a bounded number of seeds
+(``tests/test_sim_bugs.py``), not only a certificate that does not verify. Seven live in the
+replica itself (``ReplicaConfig.planted_bugs``); ``vote-before-persist`` and
+``commit-without-fsync`` live in the simulated driver (``sims/node.py``), which then leaves a
+write-ahead record, or a committed block, to the operating system's writeback instead of
+syncing it.
 
-Each bug carries the fault mix that exercises it (a bug in view change needs view changes):
-``suanpan sim --bug NAME`` uses it for every fault parameter not pinned by a flag.
+Each bug carries the fault mix that exercises it (a bug in view change needs view changes;
+one in checking crafted messages needs the adversary to craft them): ``suanpan sim --bug NAME``
+uses it for every fault parameter not pinned by a flag, and an adversary bug names the moves
+the adversary is sure to make (``moves``; the rest of its mix is still drawn from the seed).
 """
 
 from __future__ import annotations
@@ -16,45 +21,60 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from sims.adversary import Move
 from sims.faults import Behaviour
 from sims.network import PartitionKind
 
 __all__ = ["BUGS", "PlantedBug"]
 
+# What a planted bug must be caught by: the chain forked or lost a committed block.
+CAUGHT_BY: Final = ("agreement", "durability")
+
 
 @dataclass(frozen=True, slots=True)
 class PlantedBug:
-    """A named bug, the replica flag that switches it on (None: a driver bug), the fault mix
-    and cluster shape that exercise it, and the checks expected to catch it."""
+    """A named bug, the replica flag that switches it on (None: a driver bug), the fault mix,
+    cluster shape and adversary moves that exercise it, and the checks expected to catch it."""
 
     name: str
     description: str
     replica_flag: str | None
     scenario: Mapping[str, object] = field(default_factory=dict)
     byzantine: int | None = None
+    # The byzantine validators are driven by the adversary (the bug needs crafted messages).
+    adversary: bool = False
+    # The adversary's timed moves for this bug (beside its splits and strikes, always on).
+    moves: tuple[Move, ...] = ()
     # Heights per seed in the bug's positive-control sweep (some bugs need more chances).
     blocks: int = 6
-    caught_by: tuple[str, ...] = ()
+    caught_by: tuple[str, ...] = CAUGHT_BY
 
+
+# Background moves for a focused attack: noise that neither scatters the honest replicas
+# across views nor hands out byzantine votes (the splits and strikes do the real work).
+_SPLIT_MOVES: Final = (Move.REPLAY, Move.GARBAGE)
 
 BUGS: Final[Mapping[str, PlantedBug]] = {
     bug.name: bug
     for bug in (
         PlantedBug(
             "wrong-quorum",
-            "prepare, commit and view-change quorums one vote too small: certificates too small",
+            "prepare, commit and view-change quorums one vote too small",
             "WRONG_QUORUM",
-            scenario={"behaviours": (Behaviour.EQUIVOCATE,), "partition_percent": 10},
+            # An equivocating primary gets each half of the honest replicas to a (too small)
+            # quorum for its own block.
+            scenario={"partition_percent": 10},
             byzantine=1,
-            caught_by=("validity", "agreement"),
+            adversary=True,
+            moves=(Move.PROPOSAL_SPLIT, Move.VOTE_FOLLOW),
         ),
         PlantedBug(
             "new-view-ignores-prepared",
             "the new primary proposes afresh instead of re-proposing a prepared block",
             "NEW_VIEW_IGNORES_PREPARED",
-            # A fork needs one replica to commit while the rest miss its commit and then view-change
-            # without hearing from it (it would otherwise serve them the block): one-way links
-            # that last a few view timeouts, over enough heights for the pattern to occur.
+            # A fork needs one replica to commit while the rest miss its commit and then
+            # view-change without hearing from it (it would otherwise serve them the block):
+            # one-way links that last a few view timeouts, over enough heights.
             scenario={
                 "loss_percent": 20,
                 "partition_percent": 50,
@@ -62,14 +82,18 @@ BUGS: Final[Mapping[str, PlantedBug]] = {
                 "partition_duration_ms_max": 2_000,
             },
             blocks=20,
-            caught_by=("agreement",),
         ),
         PlantedBug(
             "no-view-check-on-votes",
             "votes are counted without checking their view matches the block's",
             "NO_VIEW_CHECK_ON_VOTES",
+            # Votes of old views (replayed, or signed for any view by the adversary) count in
+            # the current one.
             scenario={"loss_percent": 20, "partition_percent": 30, "duplicate_percent": 30},
-            caught_by=("validity", "agreement"),
+            byzantine=1,
+            adversary=True,
+            moves=(*_SPLIT_MOVES, Move.VOTE, Move.REPLAY),
+            blocks=10,
         ),
         PlantedBug(
             "sync-without-certificate",
@@ -82,14 +106,55 @@ BUGS: Final[Mapping[str, PlantedBug]] = {
                 "crash_percent": 20,
             },
             byzantine=1,
-            caught_by=("validity", "agreement"),
         ),
         PlantedBug(
             "vote-before-persist",
             "the driver sends votes before their write-ahead record is durable; crashes lose it",
             None,
             scenario={"crash_percent": 60, "restart_delay_ms_max": 100},
+            # A restarted replica signs a second vote in one slot: the fork it enables needs
+            # the byzantine help this scenario does not give, so the honest-signature check
+            # is what catches it.
             caught_by=("honest_signatures", "agreement"),
+        ),
+        PlantedBug(
+            "commit-without-fsync",
+            "the driver commits a block without syncing it; a crash loses the committed block",
+            None,
+            scenario={"crash_percent": 60, "restart_delay_ms_max": 100},
+        ),
+        PlantedBug(
+            "signature-cache",
+            "view-change signatures cached by their bytes alone: one genuine signature vouches "
+            "for view changes claiming any signer",
+            "SIGNATURE_CACHE_IGNORES_SIGNER",
+            scenario={"loss_percent": 10},
+            byzantine=1,
+            adversary=True,
+            moves=_SPLIT_MOVES,
+            blocks=10,
+        ),
+        PlantedBug(
+            "new-view-unchecked",
+            "a new view is accepted without checking the signatures of its view changes",
+            "NEW_VIEW_UNCHECKED_SIGNATURES",
+            scenario={"loss_percent": 10},
+            byzantine=1,
+            adversary=True,
+            moves=_SPLIT_MOVES,
+            blocks=10,
+        ),
+        PlantedBug(
+            "prepared-other-height",
+            "a prepared certificate signed for another height counts in a view change",
+            "PREPARED_FROM_OTHER_HEIGHT",
+            # Some loss, so a replica misses a proposal and a quorum needs the byzantine vote;
+            # no partitions or crashes, which would spoil the timing of the next view.
+            scenario={"loss_percent": 10, "partition_percent": 0, "crash_percent": 0},
+            byzantine=1,
+            adversary=True,
+            moves=(*_SPLIT_MOVES, Move.VIEW_CHANGE_REAL),
+            blocks=10,
         ),
     )
 }

@@ -1,10 +1,16 @@
-"""Byzantine validators: the real replica, with its outgoing traffic rewritten.
+"""Byzantine validators with one fixed behaviour: the real replica, its outgoing traffic rewritten.
 
 Theory of operation
 -------------------
-A byzantine node runs an unmodified ``Replica`` (so it keeps up with the protocol and its
-attacks are well-timed) and the simulator rewrites what it sends, signing new messages with
-the node's real key through the same constructors honest replicas use:
+``ByzantineDriver`` is what a simulated node asks of whatever controls a byzantine validator:
+what leaves the node for each message its replica sends, and how it answers block requests.
+Two kinds implement it: ``Misbehaviour`` below (one behaviour per validator, chosen per seed),
+and the adversary of ``sims/adversary.py`` (one strategy for all byzantine validators, which
+sees all traffic and crafts any message).
+
+A node with a ``Misbehaviour`` runs an unmodified ``Replica`` (so it keeps up with the protocol
+and its attacks are well-timed) and the simulator rewrites what it sends, signing new messages
+with the node's real key through the same constructors honest replicas use:
 
 * ``silent``: nothing leaves the node;
 * ``equivocate``: each proposal it makes is split: half of its peers get the real block, the
@@ -30,6 +36,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from consensus.crypto import PrivateKey, hash_bytes
 from consensus.messages import (
@@ -43,7 +50,28 @@ from consensus.messages import (
 from consensus.types import Block, CommitCertificate, Vote
 from sims.faults import Behaviour
 
-__all__ = ["Adversary"]
+__all__ = ["ByzantineDriver", "Misbehaviour"]
+
+
+class ByzantineDriver(Protocol):
+    """What a simulated node asks of the controller of its byzantine validator."""
+
+    @property
+    def injected(self) -> int:
+        """Messages crafted so far (beyond what the replica itself sent)."""
+        ...
+
+    def outgoing(self, data: bytes, destinations: Sequence[int]) -> list[tuple[int, bytes]]:
+        """What actually leaves the node for ``data``, meant for validators ``destinations``:
+        (validator, bytes) pairs, possibly none, rewritten or more."""
+        ...
+
+    def serve(
+        self, entries: Sequence[tuple[Block, CommitCertificate]], to: int, now_ms: int
+    ) -> bytes | None:
+        """The answer to a block request from validator ``to`` for ``entries`` (the blocks the
+        node has); None sends nothing."""
+        ...
 
 
 def _alternative(block: Block) -> Block:
@@ -66,7 +94,7 @@ def _corrupt(signature: bytes) -> bytes:
 
 
 @dataclass(slots=True)
-class Adversary:
+class Misbehaviour:
     """Rewrites one byzantine node's outgoing messages according to its behaviour."""
 
     behaviour: Behaviour
@@ -217,6 +245,16 @@ class Adversary:
             self.injected += 1
             sent.append((destination, junk))
         return sent
+
+    def serve(
+        self, entries: Sequence[tuple[Block, CommitCertificate]], to: int, now_ms: int
+    ) -> bytes | None:
+        """Silent nodes answer nothing, forge-sync nodes a forged block, others the truth."""
+        if self.behaviour is Behaviour.SILENT:
+            return None
+        if self.behaviour is Behaviour.FORGE_SYNC:
+            return self.forged_response(entries, now_ms)
+        return encode_block_response(entries)
 
     def forged_response(
         self,

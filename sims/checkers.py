@@ -18,18 +18,35 @@ event happens:
 * **durability**: a node restarted from its disk comes back with every block it committed;
   and no acknowledged transaction is lost (``check_acknowledged`` at the end);
 * **honest signatures**: an honest validator never signs two different votes for the same
-  (phase, height, view), which is what persisting votes before sending them guarantees.
+  (phase, height, view), which is what persisting votes before sending them guarantees, and
+  no honest validator is reported for equivocation;
+* **honest rejected**: an honest replica never drops a message from another honest replica as
+  *invalid* (bad signature, invalid proposal, view change, new view or certificate, state
+  diverged, ...). Drops for timing (stale, duplicate, too far ahead, buffer full, unexpected)
+  are normal and not counted. An honest message that another honest replica rejects is a view
+  lost for no byzantine reason, or worse: a byzantine part smuggled into an honest message;
+* **certificate possibility**: at each height, at most one block could be certified by the
+  honest commit votes cast so far plus the signatures of f byzantine validators (f of the
+  validator set, whoever is actually byzantine). The safety argument of the replica promises
+  this: once q - f honest validators commit-voted d in some view, no honest validator is ever
+  prepared on another block at that height. Two such blocks are a fork one step away, found
+  before any honest replica has committed it;
+* **liveness**: after faults stop (``liveness_start``), a new height commits within a bounded
+  number of views (``liveness_progress``) and every honest node reaches it
+  (``liveness_catch_up``).
 
-Liveness is checked by the simulation itself (it needs the schedule); it reports through
-``report``.
+The checker is fed by the simulation, but it needs nothing from it: each check is a method
+taking a plain history (``tests/test_sim_checkers.py`` feeds each one a violating history).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from apps.transaction import Transaction, TransactionError
+from consensus.replica import DropReason
 from consensus.types import (
     Block,
     CertificateError,
@@ -38,9 +55,15 @@ from consensus.types import (
     verify_certificate,
 )
 
-__all__ = ["CHECKS", "InvariantChecker", "Violation"]
+__all__ = [
+    "CHECKS",
+    "INVALID_DROPS",
+    "TERMINAL_CHECKS",
+    "InvariantChecker",
+    "Violation",
+]
 
-CHECKS = (
+CHECKS: Final = (
     "agreement",
     "validity",
     "chain",
@@ -48,7 +71,31 @@ CHECKS = (
     "durability",
     "acknowledged",
     "honest_signatures",
+    "honest_rejected",
+    "certificate_possibility",
     "liveness",
+)
+# After one of these the honest chains have split or lost blocks: anything checked later is
+# noise, so a run stops at the first. Other violations are recorded and the run goes on, so a
+# bug that first shows as a bad certificate still gets the chance to show as a fork.
+TERMINAL_CHECKS: Final = frozenset({"agreement", "chain", "app_state", "durability"})
+# Drops that say "this message is wrong", as opposed to "this message is late, early, repeated
+# or unwanted now". An honest replica never sends a message another honest replica must drop
+# for one of these reasons.
+INVALID_DROPS: Final = frozenset(
+    {
+        DropReason.MALFORMED,
+        DropReason.WRONG_CHAIN,
+        DropReason.NOT_VALIDATOR,
+        DropReason.BAD_SIGNATURE,
+        DropReason.NOT_PRIMARY,
+        DropReason.INVALID_PROPOSAL,
+        DropReason.INVALID_VIEW_CHANGE,
+        DropReason.INVALID_NEW_VIEW,
+        DropReason.INVALID_CERTIFICATE,
+        DropReason.INVALID_BLOCK,
+        DropReason.STATE_DIVERGED,
+    }
 )
 
 
@@ -72,6 +119,18 @@ class Violation:
             "node": self.node,
             "detail": self.detail,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class _LivenessWindow:
+    """What was promised when faults stopped: height ``wanted`` commits in a view up to
+    ``view_bound`` within ``budget_ms`` of ``started_ms``."""
+
+    started_ms: int
+    wanted: int
+    start_view: int
+    view_bound: int
+    budget_ms: int
 
 
 @dataclass(slots=True)
@@ -105,15 +164,26 @@ class InvariantChecker:
         self._chains: dict[int, _NodeChain] = {}
         self._signed: dict[tuple[int, int, int, int], bytes] = {}
         self._acknowledged: dict[bytes, int] = {}  # tx hash -> height
+        # Honest commit voters per height, by (view, block hash); and per height the first
+        # block those voters plus f byzantine signatures could certify.
+        self._commit_voters: dict[int, dict[tuple[int, bytes], set[int]]] = {}
+        self._certifiable: dict[int, tuple[int, bytes]] = {}
+        self._canonical_view: dict[int, int] = {}  # height -> view of its first honest commit
+        self._liveness: _LivenessWindow | None = None
         self.violations: list[Violation] = []
         self.checks_run = 0
         self.commits_seen = 0
 
     def report(self, check: str, time_ms: int, node: int | None, detail: str) -> None:
-        """Record a violation (used by the simulation for liveness)."""
+        """Record a violation."""
         assert check in CHECKS, check
         if len(self.violations) < self.VIOLATIONS_MAX:
             self.violations.append(Violation(check, time_ms, node, detail))
+
+    @property
+    def terminal(self) -> bool:
+        """True once a violation after which the run should stop has been recorded."""
+        return any(v.check in TERMINAL_CHECKS for v in self.violations)
 
     def _chain(self, node: int) -> _NodeChain:
         chain = self._chains.get(node)
@@ -183,6 +253,7 @@ class InvariantChecker:
         canonical = self._canonical.get(height)
         if canonical is None:
             self._canonical[height] = (block.hash, app_hash_after)
+            self._canonical_view[height] = certificate.view
         else:
             if canonical[0] != block.hash:
                 self.report(
@@ -208,7 +279,8 @@ class InvariantChecker:
     def on_vote_signed(
         self, time_ms: int, validator: int, phase: int, height: int, view: int, block_hash: bytes
     ) -> None:
-        """An honest validator put its signature on a vote (seen on the wire)."""
+        """An honest validator put its signature on a proposal (phase 0), prepare (1) or commit
+        (2) (seen on the wire)."""
         self.checks_run += 1
         key = (validator, phase, height, view)
         previous = self._signed.setdefault(key, block_hash)
@@ -219,6 +291,44 @@ class InvariantChecker:
                 validator,
                 f"honest validator {validator} signed two {_KINDS[phase]}s for different blocks at "
                 f"height {height} view {view}: {previous.hex()[:16]} and {block_hash.hex()[:16]}",
+            )
+        if phase == 2:
+            self._on_commit_vote(time_ms, validator, height, view, block_hash)
+
+    def _on_commit_vote(
+        self, time_ms: int, validator: int, height: int, view: int, block_hash: bytes
+    ) -> None:
+        self.checks_run += 1
+        voters = self._commit_voters.setdefault(height, {}).setdefault((view, block_hash), set())
+        if validator in voters:
+            return
+        voters.add(validator)
+        if len(voters) + self._validators.faulty_max < self._validators.quorum:
+            return
+        first = self._certifiable.setdefault(height, (view, block_hash))
+        if first[1] != block_hash:
+            self.report(
+                "certificate_possibility",
+                time_ms,
+                None,
+                f"height {height}: honest commit votes plus {self._validators.faulty_max} "
+                f"byzantine could certify {first[1].hex()[:16]} (view {first[0]}) and "
+                f"{block_hash.hex()[:16]} (view {view}, honest voters {sorted(voters)})",
+            )
+
+    def on_rejected(
+        self, time_ms: int, node: int, sender: int, reason: DropReason, detail: str
+    ) -> None:
+        """Honest ``node`` dropped a message that honest node ``sender`` sent it, for
+        ``reason`` (only reasons in ``INVALID_DROPS`` are violations)."""
+        self.checks_run += 1
+        if reason in INVALID_DROPS:
+            self.report(
+                "honest_rejected",
+                time_ms,
+                node,
+                f"honest node {node} dropped a message of honest node {sender} as "
+                f"{reason.value}: {detail}",
             )
 
     def on_restart(self, time_ms: int, node: int, recovered_height: int) -> None:
@@ -267,3 +377,60 @@ class InvariantChecker:
                     node,
                     f"acknowledged tx {transaction_hash.hex()[:16]} is not in block {height}",
                 )
+
+    # -- liveness ------------------------------------------------------------------------------
+
+    def liveness_start(
+        self, time_ms: int, *, start_view: int, view_bound: int, budget_ms: int
+    ) -> int:
+        """Faults stopped at ``time_ms``: the next height must commit in a view up to
+        ``view_bound`` within ``budget_ms``. Returns that height."""
+        wanted = self.canonical_height + 1
+        self._liveness = _LivenessWindow(time_ms, wanted, start_view, view_bound, budget_ms)
+        return wanted
+
+    def liveness_progress(self, time_ms: int) -> bool:
+        """At the end of the budget (or once it committed): check that the promised height
+        committed, in a view within the bound; False (and a violation) when it did not."""
+        window = self._liveness
+        assert window is not None, "liveness_start first"
+        self.checks_run += 1
+        view = self._canonical_view.get(window.wanted)
+        if view is None:
+            self.report(
+                "liveness",
+                time_ms,
+                None,
+                f"no new height after faults stopped: stuck at {window.wanted - 1} for "
+                f"{time_ms - window.started_ms} ms (views {window.start_view}.."
+                f"{window.view_bound}, budget {window.budget_ms} ms)",
+            )
+            return False
+        if view > window.view_bound:
+            self.report(
+                "liveness",
+                time_ms,
+                None,
+                f"height {window.wanted} committed in view {view}, bound was {window.view_bound}",
+            )
+            return False
+        return True
+
+    def liveness_catch_up(self, time_ms: int, heights: Mapping[int, int], catch_up_ms: int) -> bool:
+        """Every honest node (``heights``: node -> durable height) reached the promised height
+        within ``catch_up_ms`` of it committing; False (and a violation) when one did not."""
+        window = self._liveness
+        assert window is not None, "liveness_start first"
+        self.checks_run += 1
+        behind = sorted(node for node, height in heights.items() if height < window.wanted)
+        if behind:
+            node = behind[0]
+            self.report(
+                "liveness",
+                time_ms,
+                node,
+                f"honest node {node} stuck at height {heights[node]} {catch_up_ms} ms after "
+                f"height {window.wanted} committed",
+            )
+            return False
+        return True

@@ -17,6 +17,7 @@ from sims.faults import Behaviour
 from sims.network import DelayDistribution, PartitionKind
 from sims.simulation import run_simulation
 from sims.sweep import run_sweep, sweep_config
+from sims.twins import run_twins, scenario_count
 
 __all__ = ["sim"]
 
@@ -28,6 +29,7 @@ def _print_result(result: SimResult) -> None:
     echo(
         f"{status}  seed {summary['seed']}  validators {summary['validators']}  "
         f"byzantine {summary['byzantine']}{'  twins' if result.config.twins else ''}"
+        f"{'  adversary' if result.config.adversary else ''}"
         f"{'  bug ' + str(result.config.bug) if result.config.bug else ''}"
     )
     echo(f"  committed height   {summary['committed_height']} (target {summary['blocks_target']})")
@@ -56,6 +58,14 @@ def _print_result(result: SimResult) -> None:
         "rejected by the apps"
         + (" (" + ", ".join(f"{k} {v}" for k, v in rejections.items()) + ")" if rejections else "")
     )
+    if result.moves:
+        echo(
+            "  adversary moves    " + ", ".join(f"{k} {v}" for k, v in sorted(result.moves.items()))
+        )
+    if result.drops:
+        echo(
+            "  honest drops       " + ", ".join(f"{k} {v}" for k, v in sorted(result.drops.items()))
+        )
     echo(f"  checks             {summary['checks_run']} run, {len(result.violations)} violated")
     echo(f"  liveness           {summary['liveness']}")
     echo(
@@ -83,6 +93,11 @@ def _print_result(result: SimResult) -> None:
 @click.option("--bug", type=click.Choice(sorted(BUGS)), help="Switch a planted bug on.")
 @click.option("--list-bugs", is_flag=True, help="List the planted bugs and exit.")
 @click.option("--twins", is_flag=True, help="Byzantine validators run as twins.")
+@click.option(
+    "--adversary",
+    is_flag=True,
+    help="The adversary drives the byzantine validators (sees all traffic, crafts any message).",
+)
 @click.option("--loss", type=click.IntRange(0, 30), help="Message loss percent.")
 @click.option("--duplicate", type=click.IntRange(0, 50), help="Duplication percent.")
 @click.option("--delay-min", type=click.IntRange(0, 10_000), help="Minimum delay (ms).")
@@ -124,6 +139,7 @@ def sim(
     bug: str | None,
     list_bugs: bool,
     twins: bool,
+    adversary: bool,
     loss: int | None,
     duplicate: int | None,
     delay_min: int | None,
@@ -179,6 +195,7 @@ def sim(
             twins=twins,
             overrides={k: v for k, v in overrides.items() if v is not None},
             workload=workload,
+            adversary=adversary,
         )
         result = run_simulation(config)
     except (ConfigError, ValueError) as error:
@@ -191,6 +208,15 @@ def sim(
         sys.exit(1)
 
 
+def _coverage_table(coverage: dict[str, dict[str, int]]) -> None:
+    """The coverage of a sweep as two aligned columns per table."""
+    for title, key in (("honest drops by reason", "drop_reasons"), ("adversary moves", "moves")):
+        table = coverage[key]
+        click.echo(f"  {title}:")
+        for name, count in sorted(table.items(), key=lambda item: (-item[1], item[0])):
+            click.echo(f"    {name:24} {count:>10}")
+
+
 @sim.command("sweep")
 @click.option("--seeds", type=click.IntRange(1, 1_000_000), default=100, show_default=True)
 @click.option("--start", type=click.IntRange(0, 2**63), default=0, show_default=True)
@@ -199,6 +225,17 @@ def sim(
 @click.option("--byzantine", type=int, help="Pin the byzantine count (default: drawn, <= f).")
 @click.option("--blocks", type=int, default=3, show_default=True)
 @click.option("--bug", type=click.Choice(sorted(BUGS)), help="Switch a planted bug on.")
+@click.option(
+    "--adversary/--no-adversary",
+    default=None,
+    help="Every seed under the adversary (1..f byzantine, n in 4, 5, 7, 10), or none "
+    "[default: drawn per seed with byzantine validators].",
+)
+@click.option(
+    "--scheduler",
+    help="Run on the Dask cluster at this address (tcp://host:8786), or 'local' for a "
+    "LocalCluster of --jobs workers on this machine [default: a local process pool].",
+)
 @click.option(
     "--workload",
     type=click.Choice(WORKLOADS),
@@ -215,10 +252,17 @@ def sweep(
     byzantine: int | None,
     blocks: int,
     bug: str | None,
+    adversary: bool | None,
+    scheduler: str | None,
     workload: str,
     as_json: bool,
 ) -> None:
-    """Run seeds START .. START+SEEDS-1 in parallel processes; exit 1 if any seed fails."""
+    """Run seeds START .. START+SEEDS-1 in parallel; exit 1 if any seed fails.
+
+    The summary counts, over all seeds, the replica drops at honest nodes by reason and the
+    adversary's moves by kind (JSON: "coverage"), and folds the per-seed trace digests into
+    one "sweep_digest" (the same on a cluster as locally).
+    """
     try:
         configs = [
             sweep_config(
@@ -228,6 +272,7 @@ def sweep(
                 blocks=blocks,
                 bug=bug,
                 workload=workload,
+                adversary=adversary,
             )
             for s in range(start, start + seeds)
         ]
@@ -238,20 +283,86 @@ def sweep(
         if not as_json and not run["ok"]:
             click.echo(f"FAIL seed {run['seed']}: {run['command']}")
 
-    result = run_sweep(configs, jobs=jobs or os.cpu_count() or 1, progress=progress)
+    try:
+        result = run_sweep(
+            configs,
+            jobs=jobs or os.cpu_count() or 1,
+            progress=progress,
+            scheduler=scheduler,
+        )
+    except ConfigError as error:
+        raise click.UsageError(str(error)) from None
     summary = result.describe()
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True))
     else:
         click.echo(
-            f"{summary['seeds']} seeds: {summary['passed']} passed, {summary['failed']} failed; "
+            f"{summary['seeds']} seeds ({summary['adversary_seeds']} under the adversary): "
+            f"{summary['passed']} passed, {summary['failed']} failed "
+            f"({summary['safety_failed']} safety, {summary['liveness_failed']} liveness); "
             f"{summary['committed_heights']} heights committed; "
             f"receipts {summary['receipts_ok']} ok, {summary['receipts_rejected']} rejected; "
             f"{summary['wall_time_s']} s wall, {summary['seeds_per_minute']} seeds/minute"
         )
+        coverage = summary["coverage"]
+        assert isinstance(coverage, dict)
+        _coverage_table(coverage)
+        click.echo(f"  sweep digest {summary['sweep_digest']}")
         failures = summary["failures"]
         assert isinstance(failures, list)
         for failure in failures:
             click.echo(f"  reproduce: {failure['command']}")
     if result.failures:
+        sys.exit(1)
+
+
+@sim.command("twins")
+@click.option(
+    "--views",
+    type=click.IntRange(1, 4),
+    default=3,
+    show_default=True,
+    help="Rounds (views) whose partitions are enumerated.",
+)
+@click.option("--start", type=click.IntRange(0, None), default=0, show_default=True)
+@click.option("--limit", type=click.IntRange(1, None), help="Scenarios to run [all].")
+@click.option("--jobs", type=click.IntRange(1, 256), default=None, help="Processes [cores].")
+@click.option("--bug", type=click.Choice(sorted(BUGS)), help="Switch a planted bug on.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def twins(
+    views: int,
+    start: int,
+    limit: int | None,
+    jobs: int | None,
+    bug: str | None,
+    as_json: bool,
+) -> None:
+    """Enumerate Twins scenarios: n = 4, one twinned validator, every leader and partition
+    schedule over the first VIEWS views; report how many ran, how many violated, how long.
+
+    Exits 1 if any scenario violated an invariant, and prints the command that reruns it.
+    """
+    if start >= scenario_count(views):
+        raise click.UsageError(f"--start must be below {scenario_count(views)}")
+    report = run_twins(views, start=start, limit=limit, jobs=jobs or os.cpu_count() or 1, bug=bug)
+    summary = report.describe()
+    if as_json:
+        click.echo(json.dumps(summary, sort_keys=True))
+    else:
+        click.echo(
+            f"twins, {views} views: {summary['ran']} of {summary['scenarios']} scenarios ran, "
+            f"{summary['violated']} violated; {summary['wall_time_s']} s wall "
+            f"({summary['scenarios_per_second']} scenarios/s)" + (f"; bug {bug}" if bug else "")
+        )
+        violations = summary["violations"]
+        assert isinstance(violations, list)
+        for violation in violations[:20]:
+            click.echo(
+                f"  VIOLATION scenario {violation['scenario']} ({violation['schedule']}): "
+                f"{', '.join(violation['checks'])}"
+            )
+            click.echo(f"    reproduce: {violation['command']}")
+        if len(violations) > 20:
+            click.echo(f"  ... and {len(violations) - 20} more")
+    if report.violated:
         sys.exit(1)

@@ -63,6 +63,9 @@ class SimConfig:
     twins: bool = False
     overrides: Mapping[str, object] = field(default_factory=dict)
     workload: str = DEFAULT_WORKLOAD
+    # The byzantine validators are driven by the adversary (``sims/adversary.py``) instead of
+    # one fixed behaviour each.
+    adversary: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.seed < 2**64:
@@ -73,6 +76,10 @@ class SimConfig:
             raise ConfigError("byzantine must be 0..validators")
         if self.twins and self.byzantine < 1:
             raise ConfigError("twins need at least one byzantine validator to duplicate")
+        if self.adversary and self.byzantine < 1:
+            raise ConfigError("the adversary needs at least one byzantine validator (--byzantine)")
+        if self.adversary and self.twins:
+            raise ConfigError("the adversary and twins are separate ways to run byzantine nodes")
         if not 1 <= self.blocks <= BLOCKS_MAX:
             raise ConfigError(f"blocks must be 1..{BLOCKS_MAX}")
         if self.workload not in WORKLOADS:
@@ -92,6 +99,8 @@ class SimConfig:
         ]
         if self.twins:
             parts.append("--twins")
+        if self.adversary:
+            parts.append("--adversary")
         if self.bug is not None:
             parts.append(f"--bug {self.bug}")
         if self.workload != DEFAULT_WORKLOAD:
@@ -136,6 +145,9 @@ class SimResult:
     rejections: dict[str, int]  # committed transactions the apps rejected, by code
     events: int
     safety_claimed: bool  # False when the run exceeds the fault threshold (f+1 twins)
+    # Coverage: replica drops at honest nodes by reason, and adversary moves by kind.
+    drops: dict[str, int] = field(default_factory=dict)
+    moves: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -150,6 +162,7 @@ class SimResult:
             "validators": self.config.validators,
             "byzantine": self.config.byzantine,
             "twins": self.config.twins,
+            "adversary": self.config.adversary,
             "bug": self.config.bug,
             "blocks_target": self.config.blocks,
             "committed_height": self.committed_height,
@@ -177,6 +190,8 @@ class SimResult:
             "receipts_rejected": sum(self.rejections.values()),
             "rejections": dict(sorted(self.rejections.items())),
             "events": self.events,
+            "drops": dict(sorted(self.drops.items())),
+            "moves": dict(sorted(self.moves.items())),
             "ok": self.ok,
             "command": self.config.command(),
         }

@@ -2,17 +2,22 @@
 
 Theory of operation
 -------------------
-Each node has one ``SimDisk``. It holds two durable things:
+Each node has one ``SimDisk`` with two files, each written through a page cache:
 
-* the replica's write-ahead records (``Persist`` actions), appended to a log in order;
-* the committed chain: each block with its certificate, and the application state after it,
-  written together as one atomic step (the LMDB write transaction of the real node).
+* the replica's write-ahead log (``Persist`` records), appended in order;
+* the chain: each committed block with its certificate and the application state changes it
+  made, appended together (one LMDB write transaction in the real node).
 
-A correct driver writes a record durably *before* it performs the sends that follow the
-``Persist`` action. The planted bug ``vote-before-persist`` instead queues the record as
-*pending* and makes it durable only at a later event; ``crash`` throws pending records away,
-exactly like a power cut before ``fsync`` returns. Committed blocks are always durable at
-once: the simulated node commits its chain the way the real store does.
+A write lands in the page cache: the running node sees it at once (``chain``), but it is
+*durable* only after the driver syncs that file (``sync_records``, ``sync_chain``: the
+``fsync`` of the real node). ``crash`` throws away everything written since the file's last
+sync, exactly like a power cut, and counts what was lost.
+
+A correct driver syncs the log after each ``Persist`` and before the sends that follow it,
+and syncs the chain as soon as a block is committed, inside the same event, so no crash can
+fall in between. The planted driver bugs delay one of those syncs (``vote-before-persist``:
+the log; ``commit-without-fsync``: the chain), leaving the write to the operating system's
+writeback some time later; a crash in that window loses it.
 """
 
 from __future__ import annotations
@@ -33,42 +38,65 @@ class DiskStatistics:
     records_written: int = 0
     records_lost: int = 0
     commits_written: int = 0
+    commits_lost: int = 0
+    syncs: int = 0
     crashes: int = 0
 
 
 @dataclass(slots=True)
 class SimDisk(Generic[Record, Committed]):
-    """One node's durable storage: a write-ahead record log and the committed chain."""
+    """One node's storage: a write-ahead record log and the committed chain, each with the
+    durable part (``records``, ``committed``) and the part written since the last sync."""
 
     records: list[Record] = field(default_factory=list)
-    pending: list[Record] = field(default_factory=list)
     committed: list[Committed] = field(default_factory=list)
+    unsynced_records: list[Record] = field(default_factory=list)
+    unsynced_commits: list[Committed] = field(default_factory=list)
     statistics: DiskStatistics = field(default_factory=DiskStatistics)
 
-    def write(self, record: Record) -> None:
-        """Append ``record`` durably (the write returns after the fsync)."""
-        self.flush()
-        self.records.append(record)
+    @property
+    def chain(self) -> list[Committed]:
+        """The chain as the running node reads it: durable entries, then unsynced ones."""
+        if not self.unsynced_commits:
+            return self.committed
+        return self.committed + self.unsynced_commits
+
+    @property
+    def latest_record(self) -> Record | None:
+        """The last record written (synced or not), as the running node would read it."""
+        if self.unsynced_records:
+            return self.unsynced_records[-1]
+        return self.records[-1] if self.records else None
+
+    def write_record(self, record: Record) -> None:
+        """Append ``record`` to the log's page cache (durable after ``sync_records``)."""
+        self.unsynced_records.append(record)
         self.statistics.records_written += 1
 
-    def write_later(self, record: Record) -> None:
-        """Queue ``record``; it is durable only after ``flush`` (the planted-bug path)."""
-        self.pending.append(record)
+    def sync_records(self) -> None:
+        """fsync the log: every record written so far is durable, in order."""
+        self.statistics.syncs += 1
+        if self.unsynced_records:
+            self.records.extend(self.unsynced_records)
+            self.unsynced_records.clear()
 
-    def flush(self) -> None:
-        """Make every pending record durable, in order."""
-        if self.pending:
-            self.records.extend(self.pending)
-            self.statistics.records_written += len(self.pending)
-            self.pending.clear()
-
-    def commit(self, entry: Committed) -> None:
-        """Durably append one committed height (block, certificate and state together)."""
-        self.committed.append(entry)
+    def write_commit(self, entry: Committed) -> None:
+        """Append one committed height (block, certificate and state changes together) to the
+        chain's page cache (durable after ``sync_chain``)."""
+        self.unsynced_commits.append(entry)
         self.statistics.commits_written += 1
 
+    def sync_chain(self) -> None:
+        """fsync the chain: every committed height written so far is durable, in order."""
+        self.statistics.syncs += 1
+        if self.unsynced_commits:
+            self.committed.extend(self.unsynced_commits)
+            self.unsynced_commits.clear()
+
     def crash(self) -> None:
-        """Power cut: everything not yet durable is gone."""
+        """Power cut: everything written since its file's last sync is gone."""
         self.statistics.crashes += 1
-        self.statistics.records_lost += len(self.pending)
-        self.pending.clear()
+        self.statistics.records_lost += len(self.unsynced_records)
+        self.statistics.commits_lost += len(self.unsynced_commits)
+        self.unsynced_records.clear()
+        self.unsynced_commits.clear()

@@ -134,6 +134,8 @@ class SimNetwork:
         self.faults = faults
         self._partition: Partition | None = None
         self._handler: Handler | None = None
+        # An extra cut decided per message (source, destination, payload): the Twins schedule.
+        self.link_filter: Callable[[int, int, bytes], bool] | None = None
         self.statistics = NetworkStatistics()
 
     def attach(self, handler: Handler) -> None:
@@ -189,7 +191,9 @@ class SimNetwork:
 
     def _deliver(self, source: int, destination: int, payload: bytes, kind: str) -> None:
         stats = self.statistics
-        if self.blocked(source, destination):
+        if self.blocked(source, destination) or (
+            self.link_filter is not None and self.link_filter(source, destination, payload)
+        ):
             stats.dropped_partition += 1
             return
         assert self._handler is not None, "network has no delivery handler"

@@ -6,14 +6,25 @@ Theory of operation
 inputs are fed one at a time, actions are performed in the order returned, and the answers to
 requests (``ProposalPayload``, ``ValidityVerdict``, ``BlockExecuted``) are fed back as *later*
 events, never from inside the action loop, so the order of ``Persist`` actions is never
-disturbed. A correct driver makes each ``Persist`` durable before the sends after it; with the
-planted driver bug ``vote-before-persist`` the record only becomes durable some milliseconds
-later, and a crash in between loses it.
+disturbed.
 
-Committed blocks are durable at once, together with their state changes (one atomic step, as
-in the real store). A crash discards the replica, the host, the pending-transaction pool and
-every scheduled callback of that incarnation; a restart rebuilds them from the disk alone
+The driver syncs the disk where the real node fsyncs (``sims/disk.py``): the write-ahead log
+after each ``Persist``, before any send that follows it, and the chain right after a block,
+its certificate and its state changes are written (one LMDB transaction in the node). Two
+planted driver bugs leave one of those syncs to the operating system's writeback
+``LAZY_SYNC_MS`` later: ``vote-before-persist`` (the log: a crash loses a vote that was already
+sent) and ``commit-without-fsync`` (the chain: a crash loses a committed block).
+
+A crash discards the replica, the host, the pending-transaction pool, every scheduled callback
+of that incarnation and whatever was not yet synced; the application state is rebuilt from the
+genesis writes and the durable chain's writes. A restart rebuilds the rest from the disk alone
 (``Replica.restore`` with the last durable ``Persist.state`` on top of the durable chain tip).
+
+Every input from the network is handed to the replica with the link-authenticated sender; when
+that sender is an honest node, each ``Dropped`` action it causes goes to ``on_rejected`` (the
+honest-rejected oracle decides which reasons are violations). A message buffered for a later
+height and dropped only when that height comes is not attributed (``Dropped`` names no
+sender), so the oracle may miss such a rejection but never blames the wrong sender.
 
 The node's clock is the simulated clock plus its skew.
 """
@@ -28,7 +39,7 @@ from typing import Final
 
 from apps.base import App, BlockContext
 from apps.host import AppHost, TransactionRejected
-from apps.state import MemoryBackend
+from apps.state import MemoryBackend, WriteSet
 from apps.transaction import Transaction, TransactionError
 from consensus.crypto import PrivateKey
 from consensus.messages import (
@@ -62,12 +73,11 @@ from consensus.replica import (
     ValidityVerdict,
 )
 from consensus.types import Block, CommitCertificate, ValidatorSet, Vote
-from sims.byzantine import Adversary
+from sims.byzantine import ByzantineDriver
 from sims.disk import SimDisk
-from sims.faults import Behaviour
 from sims.loop import EventLoop, _Scheduled
 
-__all__ = ["CommittedEntry", "NodeEnvironment", "SimNode"]
+__all__ = ["DRIVER_BUGS", "CommittedEntry", "NodeEnvironment", "SimNode"]
 
 # How often a node's replica is fed a Tick: well under the view timeout.
 TICK_MS: Final = 20
@@ -75,8 +85,11 @@ TICK_MS: Final = 20
 EXECUTE_MS: Final = 1
 VALIDATE_MS: Final = 1
 PROPOSE_MS: Final = 5
-# With the planted bug, how long a Persist stays in the page cache before it is durable.
-LAZY_PERSIST_MS: Final = 500
+# With a planted driver bug, how long a write stays in the page cache before the operating
+# system's writeback makes it durable (Linux writes dirty pages back within seconds).
+LAZY_SYNC_MS: Final = 500
+# The planted bugs that live in this driver rather than in the replica.
+DRIVER_BUGS: Final = ("vote-before-persist", "commit-without-fsync")
 # Pending transactions per node: the workload has a handful of clients, so this is ample.
 POOL_TRANSACTIONS_MAX: Final = 1_000
 
@@ -91,6 +104,8 @@ class CommittedEntry:
     transaction_hashes: frozenset[bytes]
     receipts_ok: int = 0
     rejection_codes: tuple[str, ...] = ()  # one code per receipt the apps rejected
+    # The application state changes of this height (replayed to rebuild state after a crash).
+    writes: WriteSet = ()
 
 
 @dataclass(slots=True)
@@ -110,7 +125,9 @@ class NodeEnvironment:
     on_commit: Callable[[SimNode, CommittedEntry], None]
     on_signed: Callable[[SimNode, bytes], None]  # honest outgoing message, for the checker
     on_evidence: Callable[[SimNode, int], None]
-    lazy_persist: bool = False
+    # (receiving node, sending node id, the drop) for drops of an honest node's message
+    on_rejected: Callable[[SimNode, int, Dropped], None]
+    driver_bug: str | None = None  # one of DRIVER_BUGS, or None for a correct driver
 
 
 @dataclass(slots=True)
@@ -136,7 +153,7 @@ class SimNode:
         key: PrivateKey,
         rng: random.Random,
         skew_ms: int,
-        adversary: Adversary | None,
+        adversary: ByzantineDriver | None,
     ) -> None:
         self.env = env
         self.node_id = node_id
@@ -146,8 +163,7 @@ class SimNode:
         self.skew_ms = skew_ms
         self.adversary = adversary
         self.disk: SimDisk[bytes, CommittedEntry] = SimDisk()
-        self.backend = MemoryBackend()
-        self.backend.apply(env.genesis_writes)
+        self.backend = self._durable_state()
         self.statistics = NodeStatistics()
         self.replica: Replica | None = None
         self.host: AppHost | None = None
@@ -167,8 +183,8 @@ class SimNode:
 
     @property
     def height(self) -> int:
-        """The height of the node's durable chain."""
-        return len(self.disk.committed)
+        """The height of the node's chain (as the running node reads it)."""
+        return len(self.disk.chain)
 
     def now_ms(self) -> int:
         """The node's local clock: genesis time + simulated time + skew."""
@@ -184,10 +200,20 @@ class SimNode:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def _tip(self) -> ChainTip:
-        if not self.disk.committed:
+    def _durable_state(self) -> MemoryBackend:
+        """The application state the durable chain leaves: genesis, then each height's writes."""
+        backend = MemoryBackend()
+        backend.apply(self.env.genesis_writes)
+        for entry in self.disk.committed:
+            backend.apply(entry.writes)
+        return backend
+
+    def tip(self) -> ChainTip:
+        """The last block of the chain as the running node reads it (genesis when empty)."""
+        chain = self.disk.chain
+        if not chain:
             return self.env.genesis_tip
-        last = self.disk.committed[-1]
+        last = chain[-1]
         return ChainTip(
             last.block.height, last.block.hash, last.app_hash, last.block.header.timestamp_ms
         )
@@ -196,7 +222,7 @@ class SimNode:
         """Boot (or reboot) from the disk."""
         assert self.replica is None
         self._incarnation += 1
-        tip = self._tip()
+        tip = self.tip()
         env = self.env
         self.host = AppHost(
             env.apps(),
@@ -205,14 +231,15 @@ class SimNode:
             height=tip.height,
             app_hash=tip.app_hash,
         )
-        if self.disk.records:
+        state = self.disk.latest_record
+        if state is not None:
             self.replica = Replica.restore(
                 env.replica_config,
                 chain_id=env.chain_id,
                 validators=env.validators,
                 key=self.key,
                 tip=tip,
-                state=self.disk.records[-1],
+                state=state,
             )
         else:
             self.replica = Replica(
@@ -235,7 +262,10 @@ class SimNode:
         if self._tick_entry is not None:
             self.env.loop.cancel(self._tick_entry)
             self._tick_entry = None
+        lost_commits = len(self.disk.unsynced_commits)
         self.disk.crash()
+        if lost_commits:
+            self.backend = self._durable_state()
 
     def _later(self, delay_ms: int, callback: Callable[[], None]) -> None:
         incarnation = self._incarnation
@@ -259,11 +289,18 @@ class SimNode:
 
     # -- inputs ------------------------------------------------------------------------------
 
-    def deliver(self, source_validator: int, data: bytes) -> bool:
-        """A message arrived from the network; False when the node is down."""
-        if self.replica is None:
+    def deliver(self, source_validator: int, data: bytes, *, honest_source: int | None) -> bool:
+        """A message arrived from the network; False when the node is down. ``honest_source``
+        is the sending node's id when that node is honest (its drops are then reported)."""
+        replica = self.replica
+        if replica is None:
             return False
-        self.feed(PeerMessage(data, source_validator))
+        actions = replica.handle(PeerMessage(data, source_validator))
+        if honest_source is not None:
+            for action in actions:
+                if isinstance(action, Dropped):
+                    self.env.on_rejected(self, honest_source, action)
+        self.perform(actions)
         return True
 
     def submit(self, data: bytes) -> bool:
@@ -294,11 +331,11 @@ class SimNode:
             if self.replica is None:
                 return  # crashed mid-way (cannot happen in one event, but stay safe)
             if isinstance(action, Persist):
-                if self.env.lazy_persist:
-                    self.disk.write_later(action.state)
-                    self.env.loop.call_later(LAZY_PERSIST_MS, self._flush_if_alive())
+                self.disk.write_record(action.state)
+                if self.env.driver_bug == "vote-before-persist":
+                    self._sync_later(self.disk.sync_records)
                 else:
-                    self.disk.write(action.state)
+                    self.disk.sync_records()
             elif isinstance(action, Send):
                 self._send(action.to, action.message)
             elif isinstance(action, Broadcast):
@@ -324,14 +361,15 @@ class SimNode:
                 reason = str(action.reason)
                 self.statistics.dropped[reason] = self.statistics.dropped.get(reason, 0) + 1
 
-    def _flush_if_alive(self) -> Callable[[], None]:
+    def _sync_later(self, sync: Callable[[], None]) -> None:
+        """The operating system's writeback, ``LAZY_SYNC_MS`` from now (unless we crash)."""
         incarnation = self._incarnation
 
-        def flush() -> None:
+        def writeback() -> None:
             if self._incarnation == incarnation:
-                self.disk.flush()
+                sync()
 
-        return flush
+        self.env.loop.call_later(LAZY_SYNC_MS, writeback)
 
     def _observe(self, data: bytes) -> None:
         if self.adversary is None:
@@ -406,10 +444,15 @@ class SimNode:
             hashes,
             receipts_ok=sum(1 for receipt in result.receipts if receipt.ok),
             rejection_codes=tuple(r.code for r in result.receipts if not r.ok),
+            writes=result.writes,
         )
-        # One atomic durable step: chain entry and state changes together.
+        # One write transaction: chain entry and state changes together, then its fsync.
         self.backend.apply(result.writes, result.tree)
-        self.disk.commit(entry)
+        self.disk.write_commit(entry)
+        if self.env.driver_bug == "commit-without-fsync":
+            self._sync_later(self.disk.sync_chain)
+        else:
+            self.disk.sync_chain()
         host.committed(block.height, result.app_hash)
         for transaction_hash in hashes:
             self._pool.pop(transaction_hash, None)
@@ -433,13 +476,12 @@ class SimNode:
     def _serve(self, action: ServeBlocks) -> None:
         entries = [
             (entry.block, entry.certificate)
-            for entry in self.disk.committed[action.from_height - 1 : action.to_height]
+            for entry in self.disk.chain[action.from_height - 1 : action.to_height]
         ]
-        if self.adversary is not None and self.adversary.behaviour is Behaviour.FORGE_SYNC:
-            data = self.adversary.forged_response(entries, self.now_ms())
-            self.env.send(self.node_id, action.to, data)
-            return
-        if self.adversary is not None and self.adversary.behaviour is Behaviour.SILENT:
+        if self.adversary is not None:
+            answer = self.adversary.serve(entries, action.to, self.now_ms())
+            if answer is not None:
+                self.env.send(self.node_id, action.to, answer)
             return
         self.env.send(self.node_id, action.to, encode_block_response(entries))
 

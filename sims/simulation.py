@@ -8,14 +8,18 @@ one place never shifts another's stream. The run has two phases:
 
 1. **Faults.** Swarm-drawn fault parameters (``FaultParameters.draw``, pinned by overrides)
    drive the network (loss, duplication, delay, reordering), partitions that start and heal,
-   crashes and restarts, clock skew, and the byzantine validators' behaviours. The clients
-   submit transactions throughout. The phase ends when ``blocks`` heights are committed, at
-   the first violation, or at a time cap.
+   crashes and restarts, clock skew, and the byzantine validators: each with one fixed
+   behaviour, or all of them driven by the adversary (``--adversary``, ``sims/adversary.py``),
+   which sees every message sent and makes a move every few milliseconds. The clients submit
+   transactions throughout. The phase ends when ``blocks`` heights are committed, at the first
+   terminal violation (agreement, chain, app state, durability: see ``TERMINAL_CHECKS``), or at
+   a time cap. Other violations are recorded and the run goes on.
 2. **Liveness.** Faults stop: partitions heal, crashed nodes restart, the links stop losing,
-   duplicating and reordering (delays stay). A new height must commit within a bounded number
-   of views of the highest view in progress, and every honest node must then reach it
-   (through block sync if need be). Byzantine validators keep misbehaving; liveness is only
-   promised, and only checked, when at most f validators are byzantine.
+   duplicating and reordering (delays stay), and the adversary stops (its validators fall
+   silent). A new height must commit within a bounded number of views of the highest view in
+   progress, and every honest node must then reach it (through block sync if need be).
+   Byzantine validators with a fixed behaviour keep misbehaving. Liveness is only promised,
+   and only checked, when at most f validators are byzantine.
 
 The apps are the real ones: with the default ``demo`` workload all four (membership,
 payments, scf, assets) from the demo consortium's genesis (``apps.demo.demo_consortium``,
@@ -32,8 +36,9 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from apps.assets import AssetsApp
 from apps.base import App
@@ -45,16 +50,18 @@ from apps.scf import ScfApp
 from apps.state import MemoryBackend
 from consensus.codec import encode
 from consensus.crypto import PrivateKey, hash_bytes
-from consensus.replica import ChainTip, PlantedBug, ReplicaConfig
-from consensus.types import Validator, ValidatorSet
+from consensus.messages import MessageError, NewView, Proposal, ViewChange, decode_message
+from consensus.replica import ChainTip, Dropped, PlantedBug, ReplicaConfig
+from consensus.types import Validator, ValidatorSet, Vote
+from sims.adversary import Adversary, AdversaryParameters
 from sims.bugs import BUGS
-from sims.byzantine import Adversary
+from sims.byzantine import ByzantineDriver, Misbehaviour
 from sims.checkers import InvariantChecker
 from sims.config import ConfigError, SimConfig, SimResult
 from sims.faults import FAULT_TICK_MS, Behaviour, FaultParameters
 from sims.loop import EventLoop
 from sims.network import Partition, PartitionKind, SimNetwork
-from sims.node import CommittedEntry, NodeEnvironment, SimNode, signed_statements
+from sims.node import DRIVER_BUGS, CommittedEntry, NodeEnvironment, SimNode, signed_statements
 from sims.workload import ClientWorkload, DemoWorkload, Workload, membership_genesis
 
 __all__ = ["CHAIN_ID", "Simulation", "run_simulation"]
@@ -86,6 +93,35 @@ LIVENESS_SLACK_MS: Final = 3_000
 CATCH_UP_MS: Final = 10_000
 
 
+# Decoded views of messages seen by a per-view partition schedule (each is decoded once).
+VIEW_CACHE_MAX: Final = 4_096
+
+
+class PartitionSchedule(Protocol):
+    """Which validators are twinned, and which links each view's partition cuts (Twins)."""
+
+    @property
+    def twins(self) -> tuple[int, ...]:
+        """The twinned validators (their second copies are node ids n, n+1, ...)."""
+        ...
+
+    def blocked(self, view: int, source: int, destination: int) -> bool:
+        """True when a message of ``view`` (at any height) from node ``source`` to node
+        ``destination`` is cut."""
+        ...
+
+
+def message_view(data: bytes) -> int:
+    """The view a consensus message belongs to, or -1 for block sync and undecodable bytes."""
+    try:
+        message = decode_message(data)
+    except MessageError:
+        return -1
+    if isinstance(message, Vote | Proposal | ViewChange | NewView):
+        return message.view
+    return -1
+
+
 def demo_apps() -> list[App]:
     """The four business apps the demo workload runs."""
     return [MembershipApp(), PaymentsApp(), ScfApp(), AssetsApp()]
@@ -112,8 +148,11 @@ class _Counters:
 class Simulation:
     """Builds the cluster for ``config`` and runs it (``run``)."""
 
-    def __init__(self, config: SimConfig) -> None:
+    def __init__(self, config: SimConfig, *, schedule: PartitionSchedule | None = None) -> None:
         self.config = config
+        if schedule is not None and not config.twins:
+            raise ConfigError("a per-view partition schedule is for twins runs")
+        self.schedule = schedule
         seed = config.seed
         self.loop = EventLoop()
         bug = BUGS.get(config.bug) if config.bug is not None else None
@@ -125,6 +164,11 @@ class Simulation:
         if bug is not None and bug.byzantine is not None and byzantine == 0 and n >= 4:
             byzantine = bug.byzantine
         self.byzantine = byzantine
+        # A bug's adversary gives way to twins (the twins are then the byzantine validators).
+        bug_adversary = bug is not None and bug.adversary and not config.twins
+        use_adversary = (config.adversary or bug_adversary) and byzantine > 0
+        if use_adversary and config.twins:
+            raise ConfigError("the adversary and twins are separate ways to run byzantine nodes")
         self.faulty_max = (n - 1) // 3
         self.safety_claimed = byzantine <= self.faulty_max
 
@@ -141,7 +185,11 @@ class Simulation:
             behaviours.append(extra.choice([b for b in Behaviour if b is not Behaviour.TWIN]))
         if config.twins:
             behaviours = [Behaviour.TWIN] * byzantine
-        self.parameters = parameters.with_overrides({"behaviours": tuple(behaviours[:byzantine])})
+        if use_adversary:
+            behaviours = []
+        self.parameters = parameters.with_overrides(
+            {"behaviours": tuple(behaviours[: len(behaviours) and byzantine])}
+        )
         self._fault_rng = stream("faults")
         layout = stream("layout")
 
@@ -149,13 +197,21 @@ class Simulation:
         self.validators = ValidatorSet(
             tuple(Validator(f"validator-{i}", key.public_key) for i, key in enumerate(keys))
         )
-        if config.twins:
+        if schedule is not None:
+            byzantine_indices = sorted(schedule.twins)
+            if len(byzantine_indices) != byzantine:
+                raise ConfigError("the schedule twins as many validators as are byzantine")
+        elif config.twins:
             # Twins include the first primary (height 1, view 0 is validator 1 mod n).
             byzantine_indices = [(1 + j) % n for j in range(byzantine)]
         else:
             byzantine_indices = sorted(layout.sample(range(n), byzantine))
         self.byzantine_indices = byzantine_indices
-        behaviour_of = dict(zip(byzantine_indices, self.parameters.behaviours, strict=True))
+        behaviour_of = (
+            {}
+            if use_adversary
+            else dict(zip(byzantine_indices, self.parameters.behaviours, strict=True))
+        )
 
         replica_config = SIM_REPLICA_CONFIG
         if bug is not None and bug.replica_flag is not None:
@@ -184,6 +240,22 @@ class Simulation:
         )
         genesis_tip = ChainTip(0, genesis_hash, genesis_app_hash, GENESIS_TIME_MS - 10_000)
 
+        self.adversary: Adversary | None = None
+        if use_adversary:
+            self.adversary = Adversary(
+                rng=stream("adversary"),
+                parameters=AdversaryParameters.draw(
+                    stream("adversary-parameters"),
+                    focus=bug.moves if bug is not None and bug.adversary else None,
+                ),
+                keys={index: keys[index] for index in byzantine_indices},
+                validators=self.validators,
+                chain_id=CHAIN_ID,
+                transport=self._adversary_send,
+                schedule=self._adversary_later,
+                clock_ms=lambda: GENESIS_TIME_MS + self.loop.now_ms,
+                tip_of=self._tip_of_validator,
+            )
         self.checker = InvariantChecker(
             validators=self.validators,
             chain_id=CHAIN_ID,
@@ -192,6 +264,8 @@ class Simulation:
         )
         self.network = SimNetwork(self.loop, stream("network"), self.parameters.link_faults())
         self.network.attach(self._deliver)
+        if schedule is not None:
+            self.network.link_filter = self._scheduled_cut
         node_count = n + (byzantine if config.twins else 0)
         self.workload: ClientWorkload
         if config.workload == "demo":
@@ -223,7 +297,8 @@ class Simulation:
             on_commit=self._on_commit,
             on_signed=self._on_signed,
             on_evidence=self._on_evidence,
-            lazy_persist=bug is not None and bug.name == "vote-before-persist",
+            on_rejected=self._on_rejected,
+            driver_bug=bug.name if bug is not None and bug.name in DRIVER_BUGS else None,
         )
         skew_max = self.parameters.clock_skew_ms_max
         self.nodes: list[SimNode] = []
@@ -232,9 +307,11 @@ class Simulation:
             copies.extend((i, 1) for i in byzantine_indices)
         for node_id, (validator, copy) in enumerate(copies):
             behaviour = behaviour_of.get(validator)
-            adversary = None
-            if behaviour is not None:
-                adversary = Adversary(
+            adversary: ByzantineDriver | None = None
+            if self.adversary is not None and validator in byzantine_indices:
+                adversary = self.adversary.agent(validator)
+            elif behaviour is not None:
+                adversary = Misbehaviour(
                     behaviour,
                     keys[validator],
                     validator,
@@ -260,27 +337,57 @@ class Simulation:
             self._nodes_of.setdefault(node.validator, []).append(node.node_id)
         self.honest = [node for node in self.nodes if node.honest]
         self._faults_on = True
+        self._view_cache: dict[bytes, int] = {}
         self._partition_until_ms = 0
         self._down: dict[int, int] = {}  # node id -> restart time
 
     # -- network plumbing ----------------------------------------------------------------------
 
     def _send(self, source: int, destination_validator: int, data: bytes) -> None:
+        self._observe(source, data)
         for destination in self._nodes_of.get(destination_validator, ()):
             if destination != source:
                 self.network.send(source, destination, data, "consensus")
 
     def _broadcast(self, source: int, data: bytes) -> None:
+        self._observe(source, data)
         for destination in range(len(self.nodes)):
             if destination != source:
                 self.network.send(source, destination, data, "consensus")
+
+    def _observe(self, source: int, data: bytes) -> None:
+        """The adversary sees every message put on the network (its own included)."""
+        if self.adversary is not None:
+            self.adversary.observe(self.nodes[source].validator, data)
+
+    def _adversary_send(self, validator: int, destination_validator: int, data: bytes) -> None:
+        source = self._nodes_of[validator][0]
+        for destination in self._nodes_of.get(destination_validator, ()):
+            if destination != source:
+                self.network.send(source, destination, data, "adversary")
+
+    def _adversary_later(self, delay_ms: int, callback: Callable[[], None]) -> None:
+        self.loop.call_later(delay_ms, callback)
+
+    def _adversary_tick(self) -> None:
+        adversary = self.adversary
+        if adversary is None or not adversary.active:
+            return
+        adversary.step()
+        self.loop.call_later(adversary.parameters.step_ms, self._adversary_tick)
+
+    def _tip_of_validator(self, validator: int) -> ChainTip | None:
+        node = self.nodes[self._nodes_of[validator][0]]
+        return node.tip() if node.up else None
 
     def _deliver(self, destination: int, source: int, data: bytes) -> bool:
         node = self.nodes[destination]
         if not node.up:
             return False
         self.loop.record("m", self.loop.now_ms, destination, source, data)
-        return node.deliver(self.nodes[source].validator, data)
+        sender = self.nodes[source]
+        honest_source = source if sender.honest and node.honest else None
+        return node.deliver(sender.validator, data, honest_source=honest_source)
 
     # -- observations --------------------------------------------------------------------------
 
@@ -308,6 +415,9 @@ class Simulation:
                     self.loop.now_ms, validator, kind, height, view, block_hash
                 )
 
+    def _on_rejected(self, node: SimNode, sender: int, drop: Dropped) -> None:
+        self.checker.on_rejected(self.loop.now_ms, node.node_id, sender, drop.reason, drop.detail)
+
     def _on_evidence(self, node: SimNode, validator: int) -> None:
         self.counters.evidence += 1
         if node.honest and validator not in self.byzantine_indices:
@@ -326,7 +436,9 @@ class Simulation:
         rng = self._fault_rng
         params = self.parameters
         now = self.loop.now_ms
-        if self.config.twins:
+        if self.schedule is not None:
+            pass  # partitions follow the per-view schedule (``_scheduled_cut``)
+        elif self.config.twins:
             if now >= self._partition_until_ms:
                 self._twin_partition(rng)
                 self._partition_until_ms = now + rng.randint(300, 1_500)
@@ -409,8 +521,22 @@ class Simulation:
 
     # -- the run -------------------------------------------------------------------------------
 
+    def _scheduled_cut(self, source: int, destination: int, data: bytes) -> bool:
+        """With a per-view schedule: is this message cut by its view's partition?"""
+        assert self.schedule is not None
+        view = self._view_cache.get(data)
+        if view is None:
+            view = message_view(data)
+            if len(self._view_cache) >= VIEW_CACHE_MAX:
+                self._view_cache.clear()
+            self._view_cache[data] = view
+        return view >= 0 and self.schedule.blocked(view, source, destination)
+
     def _stop_faults(self) -> None:
         self._faults_on = False
+        self.network.link_filter = None
+        if self.adversary is not None:
+            self.adversary.stop()
         self.network.set_partition(None)
         self.network.faults = self.network.faults.quiet()
         self.loop.record("quiet", self.loop.now_ms)
@@ -431,14 +557,16 @@ class Simulation:
             node.start()
         loop.call_later(FAULT_TICK_MS, self._fault_tick)
         loop.call_later(1, self._workload_tick)
+        if self.adversary is not None:
+            loop.call_later(self.adversary.parameters.step_ms, self._adversary_tick)
         target = self.config.blocks
         phase1_ms = max(PHASE1_MS_MIN, target * PHASE1_MS_PER_BLOCK)
         loop.run(
             until_ms=phase1_ms,
-            stop=lambda: bool(checker.violations) or checker.canonical_height >= target,
+            stop=lambda: checker.terminal or checker.canonical_height >= target,
         )
         liveness = "not-checked"
-        if not checker.violations:
+        if not checker.terminal:
             self._stop_faults()
             liveness = self._check_liveness()
         end_ms = loop.now_ms
@@ -459,9 +587,12 @@ class Simulation:
             "crashes": self.counters.crashes,
             "restarts": self.counters.restarts,
             "records_lost_in_crashes": sum(n.disk.statistics.records_lost for n in self.nodes),
-            "byzantine_messages": sum(
-                n.adversary.injected for n in self.nodes if n.adversary is not None
+            "byzantine_messages": (
+                self.adversary.injected
+                if self.adversary is not None
+                else sum(n.adversary.injected for n in self.nodes if n.adversary is not None)
             ),
+            "commits_lost_in_crashes": sum(n.disk.statistics.commits_lost for n in self.nodes),
             "evidence_reported": self.counters.evidence,
         }
         views = sum(entry.certificate.view + 1 for entry in self._canonical_entries.values())
@@ -477,6 +608,11 @@ class Simulation:
                 **self.parameters.describe(),
                 "byzantine_validators": list(self.byzantine_indices),
                 "effective_byzantine": self.byzantine,
+                **(
+                    {"adversary": self.adversary.parameters.describe()}
+                    if self.adversary is not None
+                    else {}
+                ),
             },
             checks_run=checker.checks_run,
             violations=list(checker.violations),
@@ -490,63 +626,48 @@ class Simulation:
             rejections=dict(self.rejections),
             events=loop.events_run,
             safety_claimed=self.safety_claimed,
+            drops=self._honest_drops(),
+            moves=dict(self.adversary.moves) if self.adversary is not None else {},
         )
+
+    def _honest_drops(self) -> dict[str, int]:
+        drops: dict[str, int] = {}
+        for node in self.honest:
+            for reason, count in node.statistics.dropped.items():
+                drops[reason] = drops.get(reason, 0) + count
+        return drops
 
     def _check_liveness(self) -> str:
         loop = self.loop
         checker = self.checker
-        start_height = checker.canonical_height
-        wanted = start_height + 1
-        start_view = self._honest_view_at(wanted)
+        wanted_height = checker.canonical_height + 1
+        start_view = self._honest_view_at(wanted_height)
         bound = start_view + LIVENESS_EXTRA_VIEWS + self.byzantine
         budget = sum(self.replica_config.view_timeout_ms(v) for v in range(bound + 1))
-        deadline = loop.now_ms + budget + LIVENESS_SLACK_MS
+        budget += LIVENESS_SLACK_MS
+        wanted = checker.liveness_start(
+            loop.now_ms, start_view=start_view, view_bound=bound, budget_ms=budget
+        )
         loop.run(
-            until_ms=deadline,
-            stop=lambda: bool(checker.violations) or checker.canonical_height >= wanted,
+            until_ms=loop.now_ms + budget,
+            stop=lambda: checker.terminal or checker.canonical_height >= wanted,
         )
         if not self.safety_claimed:
             return "not-checked"
-        if checker.violations:
-            return "failed" if any(v.check == "liveness" for v in checker.violations) else "ok"
-        entry = self._canonical_entries.get(wanted)
-        if entry is None:
-            checker.report(
-                "liveness",
-                loop.now_ms,
-                None,
-                f"no new height after faults stopped: stuck at {start_height} for "
-                f"{budget + LIVENESS_SLACK_MS} ms (views {start_view}..{bound})",
-            )
+        if checker.terminal:
+            return "not-checked"
+        if not checker.liveness_progress(loop.now_ms):
             return "failed"
-        if entry.certificate.view > bound:
-            checker.report(
-                "liveness",
-                loop.now_ms,
-                None,
-                f"height {wanted} committed in view {entry.certificate.view}, bound was {bound}",
-            )
-            return "failed"
-        catch_up = loop.now_ms + CATCH_UP_MS
         loop.run(
-            until_ms=catch_up,
-            stop=lambda: (
-                bool(checker.violations) or all(node.height >= wanted for node in self.honest)
-            ),
+            until_ms=loop.now_ms + CATCH_UP_MS,
+            stop=lambda: checker.terminal or all(node.height >= wanted for node in self.honest),
         )
-        behind = [node for node in self.honest if node.height < wanted]
-        if behind:
-            checker.report(
-                "liveness",
-                loop.now_ms,
-                behind[0].node_id,
-                f"honest node {behind[0].node_id} stuck at height {behind[0].height} "
-                f"{CATCH_UP_MS} ms after height {wanted} committed",
-            )
+        heights = {node.node_id: node.height for node in self.honest}
+        if not checker.liveness_catch_up(loop.now_ms, heights, CATCH_UP_MS):
             return "failed"
         return "ok"
 
 
-def run_simulation(config: SimConfig) -> SimResult:
+def run_simulation(config: SimConfig, *, schedule: PartitionSchedule | None = None) -> SimResult:
     """Run one simulation to completion."""
-    return Simulation(config).run()
+    return Simulation(config, schedule=schedule).run()

@@ -103,8 +103,9 @@ def test_f_plus_one_twins_fork_and_the_checker_says_so() -> None:
 
 @pytest.fixture(scope="module")
 def default_sweep() -> dict[str, object]:
-    """200 seeds, shapes and fault mixes drawn per seed, 3 heights each."""
-    configs = [sweep_config(seed, blocks=3) for seed in range(200)]
+    """200 seeds, shapes and fault mixes drawn per seed, 3 heights each, byzantine validators
+    with fixed behaviours (the adversary has its own sweep in test_sim_adversary.py)."""
+    configs = [sweep_config(seed, blocks=3, adversary=False) for seed in range(200)]
     return run_sweep(configs, jobs=2).describe()
 
 
@@ -157,6 +158,7 @@ def test_cli_fails_on_a_planted_bug_and_prints_the_reproducing_command() -> None
     listing = runner.invoke(main, ["sim", "--list-bugs"])
     assert listing.exit_code == 0
     assert "vote-before-persist" in listing.output
+    assert len(listing.output.strip().splitlines()) >= 9
 
 
 def test_cli_flags_pin_fault_parameters_and_appear_in_the_command() -> None:
@@ -169,15 +171,50 @@ def test_cli_flags_pin_fault_parameters_and_appear_in_the_command() -> None:
     assert json.loads(outcome.output)["parameters"]["loss_percent"] == 30
 
 
-def test_cli_sweep_summarises() -> None:
+def test_cli_sweep_summarises_with_coverage() -> None:
     runner = CliRunner()
     outcome = runner.invoke(
-        main, ["sim", "sweep", "--seeds", "4", "--jobs", "1", "--blocks", "2", "--json"]
+        main,
+        ["sim", "sweep", "--seeds", "4", "--jobs", "1", "--blocks", "2", "--adversary", "--json"],
     )
     assert outcome.exit_code == 0, outcome.output
     summary = json.loads(outcome.output)
     assert summary["seeds"] == 4
     assert summary["failed"] == 0
+    assert summary["adversary_seeds"] == 4
+    coverage = summary["coverage"]
+    assert set(coverage) == {"drop_reasons", "moves"}
+    assert "invalid_new_view" in coverage["drop_reasons"]
+    assert sum(coverage["moves"].values()) > 0
+    assert len(summary["sweep_digest"]) == 64
+    text = runner.invoke(
+        main, ["sim", "sweep", "--seeds", "2", "--jobs", "1", "--blocks", "2", "--adversary"]
+    )
+    assert text.exit_code == 0, text.output
+    assert "honest drops by reason:" in text.output
+    assert "adversary moves:" in text.output
+    assert "sweep digest" in text.output
+
+
+def test_cli_twins_reports_ran_violated_and_time() -> None:
+    outcome = CliRunner().invoke(
+        main, ["sim", "twins", "--views", "1", "--limit", "3", "--jobs", "1", "--json"]
+    )
+    assert outcome.exit_code == 0, outcome.output
+    summary = json.loads(outcome.output)
+    assert summary["ran"] == 3
+    assert summary["violated"] == 0
+    assert summary["scenarios"] == 36
+    assert "wall_time_s" in summary
+
+
+def test_cli_sim_runs_the_adversary_and_lists_its_moves() -> None:
+    outcome = CliRunner().invoke(
+        main, ["sim", "--seed", "4", "--byzantine", "1", "--blocks", "2", "--adversary"]
+    )
+    assert outcome.exit_code == 0, outcome.output
+    assert "adversary moves" in outcome.output
+    assert "honest drops" in outcome.output
 
 
 def test_trace_digest_does_not_depend_on_the_process_hash_seed() -> None:
@@ -202,6 +239,7 @@ def test_trace_digest_does_not_depend_on_the_process_hash_seed() -> None:
                 "2",
                 "--blocks",
                 "3",
+                "--adversary",
                 "--json",
             ],
             env={**os.environ, "PYTHONHASHSEED": hash_seed},

@@ -1,7 +1,10 @@
-"""Planted bugs: each must be caught by the checkers within a bounded number of seeds.
+"""Planted bugs: each must be caught by the checkers, and by the right one.
 
-This is what proves the checkers can fail. The seed bound is generous for a busy machine;
-``suanpan sim sweep --bug NAME`` shows how quickly each one is caught.
+This is what proves the checkers can fail. A planted bug must be caught by agreement or
+durability (a fork or a lost block), not only by a certificate re-check; ``vote-before-persist``
+is caught by the honest-signature check. The default run replays, for each bug, the first seed
+known to catch it (``suanpan sim --seed S --bug NAME``); ``tests/test_sim_slow.py`` sweeps 200
+seeds per bug and counts.
 """
 
 from __future__ import annotations
@@ -12,34 +15,59 @@ from sims.bugs import BUGS
 from sims.config import SimConfig
 from sims.simulation import run_simulation
 
-# Seeds tried per bug before the test gives up (most bugs fall on the first few).
-SEEDS_MAX = 60
+# The first seed (4 validators, the bug's own heights and fault mix) caught by the bug's
+# checks, as measured with ``suanpan sim sweep --validators 4 --bug NAME``.
+FIRST_CAUGHT = {
+    "wrong-quorum": 0,
+    "new-view-ignores-prepared": 7,
+    "sync-without-certificate": 0,
+    "vote-before-persist": 0,
+    "commit-without-fsync": 0,
+    "signature-cache": 0,
+    "new-view-unchecked": 0,
+    "prepared-other-height": 174,
+}
+# Planted bugs no seed catches by agreement or durability yet (see the slow sweep).
+NOT_YET_FORKED = {"no-view-check-on-votes"}
 
 
-@pytest.mark.parametrize("name", sorted(BUGS))
-def test_planted_bug_is_caught(name: str) -> None:
+def test_at_least_nine_planted_bugs_and_each_is_accounted_for() -> None:
+    assert len(BUGS) >= 9
+    assert set(BUGS) == set(FIRST_CAUGHT) | NOT_YET_FORKED
+
+
+@pytest.mark.parametrize("name", sorted(FIRST_CAUGHT))
+def test_planted_bug_is_caught_by_agreement_or_durability(name: str) -> None:
     bug = BUGS[name]
-    for seed in range(SEEDS_MAX):
-        result = run_simulation(SimConfig(seed=seed, validators=4, blocks=bug.blocks, bug=name))
-        if result.violations:
-            checks = {violation.check for violation in result.violations}
-            assert checks & set(bug.caught_by), (seed, result.violations)
-            return
-    pytest.fail(f"planted bug {name} survived {SEEDS_MAX} seeds")
+    config = SimConfig(seed=FIRST_CAUGHT[name], validators=4, blocks=bug.blocks, bug=name)
+    result = run_simulation(config)
+    checks = {violation.check for violation in result.violations}
+    assert checks & set(bug.caught_by), (config.command(), result.violations)
+
+
+@pytest.mark.parametrize("name", sorted(NOT_YET_FORKED))
+def test_bugs_not_yet_forked_are_still_seen_by_some_check_or_pass_quietly(name: str) -> None:
+    """Checked by the replica's own story tests; here the simulator shows how far it gets: a
+    certificate re-check catches no-view-check-on-votes at its first seed."""
+    bug = BUGS[name]
+    result = run_simulation(SimConfig(seed=0, validators=4, blocks=bug.blocks, bug=name))
+    checks = {violation.check for violation in result.violations}
+    assert not checks & {"agreement", "durability"}, "caught by agreement: move it up"
+    assert "validity" in checks
 
 
 def test_without_the_bug_the_same_seeds_pass() -> None:
-    """The bug scenarios themselves (faults, byzantine node) are not what the checkers flag."""
+    """The bug scenarios themselves (faults, byzantine node, adversary) are not what the
+    checkers flag."""
     for name in sorted(BUGS):
         bug = BUGS[name]
-        for seed in range(2):
-            config = SimConfig(
-                seed=seed,
-                validators=4,
-                byzantine=bug.byzantine or 0,
-                blocks=bug.blocks,
-                overrides=dict(bug.scenario),
-            )
-            result = run_simulation(config)
-            unsafe = [v for v in result.violations if v.check != "liveness"]
-            assert not unsafe, (name, config.command(), result.violations)
+        config = SimConfig(
+            seed=FIRST_CAUGHT.get(name, 0),
+            validators=4,
+            byzantine=bug.byzantine or 0,
+            blocks=bug.blocks,
+            overrides=dict(bug.scenario),
+            adversary=bug.adversary,
+        )
+        result = run_simulation(config)
+        assert result.ok, (name, config.command(), result.violations)

@@ -111,17 +111,27 @@ def test_messages_in_flight_when_a_partition_starts_are_lost() -> None:
     assert network.statistics.dropped_partition == 1
 
 
-def test_crash_loses_only_what_was_not_durable() -> None:
+def test_crash_loses_exactly_what_was_written_since_each_files_last_sync() -> None:
     disk: SimDisk[str, int] = SimDisk()
-    disk.write("vote-1")
-    disk.write_later("vote-2")
-    disk.commit(1)
+    disk.write_record("vote-1")
+    disk.sync_records()
+    disk.write_record("vote-2")
+    disk.write_commit(1)
+    disk.sync_chain()
+    disk.write_commit(2)
+    # The running node reads its own unsynced writes.
+    assert disk.latest_record == "vote-2"
+    assert disk.chain == [1, 2]
     disk.crash()
     assert disk.records == ["vote-1"]
     assert disk.committed == [1]
+    assert disk.chain == [1]
+    assert disk.latest_record == "vote-1"
     assert disk.statistics.records_lost == 1
-    disk.write_later("vote-3")
-    disk.flush()
+    assert disk.statistics.commits_lost == 1
+    disk.write_record("vote-3")
+    disk.sync_records()
+    disk.crash()
     assert disk.records == ["vote-1", "vote-3"]
 
 
