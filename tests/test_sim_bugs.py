@@ -25,7 +25,7 @@ FIRST_CAUGHT = {
     "commit-without-fsync": 0,
     "signature-cache": 1,
     "new-view-unchecked": 8,
-    "prepared-other-height": 161,
+    "prepared-other-height": 103,
     "sync-against-current-set": 1,
 }
 # Planted bugs no seed catches by agreement or durability yet (see the slow sweep).

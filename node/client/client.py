@@ -21,6 +21,7 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
+import threading
 import time
 import urllib.parse
 from collections.abc import Generator, Iterator, Mapping
@@ -139,6 +140,9 @@ class Client:
         self.tls = tls
         self._connection: http.client.HTTPConnection | None = None
         self._chain_id: str | None = None
+        # Guards the kept connection: a thread takes it out while it uses it (another thread
+        # meanwhile opens its own), so no connection is shared or dropped unclosed.
+        self._connection_lock = threading.Lock()
 
     def _open(self, timeout_s: float) -> http.client.HTTPConnection:
         if self.tls is not None:
@@ -157,9 +161,10 @@ class Client:
 
     def close(self) -> None:
         """Close the connection."""
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        with self._connection_lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
 
     def __enter__(self) -> Client:
         return self
@@ -178,7 +183,8 @@ class Client:
         headers: Mapping[str, str] | None = None,
     ) -> tuple[int, bytes]:
         """Send one request (signed with ``key`` unless ``signed`` is false); return (status,
-        body). Retries once on a stale connection (a fresh signature each time)."""
+        body). Retries once on a stale connection (a fresh signature each time). Safe to call
+        from several threads."""
         for attempt in (1, 2):
             sent = {**(headers or {})}
             sent.update(
@@ -186,20 +192,36 @@ class Client:
                 if signed
                 else ({"Content-Type": content_type} if body is not None else {})
             )
-            if self._connection is None:
-                self._connection = self._open(self.timeout_s)
+            connection = self._take_connection()
             try:
-                self._connection.request(method, path, body=body, headers=sent)
-                response = self._connection.getresponse()
+                connection.request(method, path, body=body, headers=sent)
+                response = connection.getresponse()
                 data = response.read(_RESPONSE_BYTES_MAX)
-                if response.will_close:
-                    self.close()
-                return response.status, data
             except (ConnectionError, http.client.HTTPException, OSError) as error:
-                self.close()
+                connection.close()
                 if attempt == 2 or isinstance(error, TimeoutError):
                     raise ApiError(0, f"cannot reach {self.host}:{self.port}: {error}") from None
+                continue
+            if response.will_close:
+                connection.close()
+            else:
+                self._return_connection(connection)
+            return response.status, data
         raise AssertionError("unreachable")
+
+    def _take_connection(self) -> http.client.HTTPConnection:
+        """The kept connection, or a new one when it is absent or in use by another thread."""
+        with self._connection_lock:
+            connection, self._connection = self._connection, None
+        return connection if connection is not None else self._open(self.timeout_s)
+
+    def _return_connection(self, connection: http.client.HTTPConnection) -> None:
+        """Keep ``connection`` for the next request, or close it if another one is kept."""
+        with self._connection_lock:
+            if self._connection is None:
+                self._connection = connection
+                return
+        connection.close()
 
     def _request(
         self,
