@@ -1,15 +1,18 @@
 """``suanpan tx <app> <operation>`` and ``suanpan query <app> <path>``, generated from the
-declarative tables in ``node.cli.app_commands``.
+schema every installed app declares (``apps.schema``).
 
-Every operation becomes a command whose options are the operation's arguments
-(``suanpan tx payments transfer --to KEY --currency SGD --amount 1250 --end-to-end-id E2E-1
---key alice.json``); every query path becomes one too (``suanpan query scf lineage --id rc-...``).
-Option texts are parsed into canonical values (``node.cli.app_commands.parse_arguments``), so a bad
-value is reported naming the option before anything is sent. ``--args JSON`` supplies arguments
-as JSON instead (options win), which keeps the old generic form working:
-``suanpan query membership institutions --args '{"kind": "bank"}'``; an app without a table (a
-bank's own plugin) is queried generically (``suanpan query myapp mypath --args ...``), and
-``suanpan tx send`` still sends anything.
+Every app installed under the ``suanpan.apps`` entry point group (the built-in ones and a
+bank's own plugins alike) gets a ``suanpan tx APP`` and a ``suanpan query APP`` group, built
+when first needed. Every operation becomes a command whose options are the operation's
+arguments (``suanpan tx payments transfer --to KEY --currency SGD --amount 1250
+--end-to-end-id E2E-1 --key alice.json``); every query path becomes one too (``suanpan query
+scf lineage --id rc-...``). Option texts become canonical values and are checked by the app's
+own schema (``node.cli.arguments``), so a bad value is reported naming the option before
+anything is sent. ``--args JSON`` supplies arguments as JSON instead (options win):
+``suanpan query membership institutions --args '{"kind": "bank"}'``; an app without a schema
+is queried generically (``suanpan query myapp mypath --args ...``), and ``suanpan tx send``
+still sends anything. An argument whose name is one of the commands' own options (``key``,
+``node``, ...) gets the option ``--arg-NAME``.
 
 ``--node`` takes ``host:port`` or a testnet directory (its first node); with a testnet
 directory, public keys of the testnet's parties are shown by name. Results print readably
@@ -35,19 +38,11 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from apps.schema import AppSchema, Argument, Operation, Query
 from apps.transaction import TransactionError
 from consensus.codec import Value
-from node.cli.app_commands import (
-    APP_COMMANDS,
-    AppCommands,
-    ArgumentError,
-    ArgumentSpec,
-    CommandSpec,
-    Kind,
-)
-from node.cli.app_commands import (
-    parse_arguments as parse_argument_texts,
-)
+from node.apploader import AppLoadError, app_classes
+from node.cli.arguments import ArgumentError, metavar, option_name, parse_options, type_help
 from node.client.client import ApiError, Client, ProofRefused, ProvenAnswer, tls_context
 from node.genesis import Genesis, GenesisError, load_genesis
 from node.home import GENESIS_FILE
@@ -55,8 +50,9 @@ from node.jsonvalue import JsonType, JsonValueError, from_json, to_json
 from node.keys import KeyFileError, load_key_file
 
 __all__ = [
+    "TransactionGroup",
     "api_client",
-    "app_transaction_groups",
+    "installed_schemas",
     "key_option",
     "node_address",
     "not_a_node",
@@ -73,21 +69,6 @@ _COLUMNS_MAX: Final = 6
 _RESERVED: Final = frozenset(
     {"node", "key", "nonce", "wait", "args", "json", "timeout_ms", "prove", "genesis"}
 )
-_METAVARS: Final[Mapping[Kind, str]] = {
-    Kind.PUBLIC_KEY: "KEY",
-    Kind.AMOUNT: "AMOUNT",
-    Kind.INTEGER: "INT",
-    Kind.TIME_MS: "TIME",
-    Kind.HASH: "HASH",
-    Kind.BOOLEAN: "BOOL",
-    Kind.STRINGS: "A,B,...",
-    Kind.AMOUNTS: "N,N,...",
-    Kind.PARTY: "K=V,...",
-    Kind.JSON: "JSON",
-    Kind.IDENTITIES: "JSON",
-    Kind.IDENTIFIER: "ID",
-    Kind.TEXT: "TEXT",
-}
 
 
 # ---------------------------------------------------------------------- node and names
@@ -440,15 +421,18 @@ def _clock(client: Client) -> Callable[[], int]:
 
 
 def _parse(
-    spec: CommandSpec, options: Mapping[str, str | None], args_json: str | None, client: Client
+    declared: tuple[Argument, ...],
+    options: Mapping[str, str | None],
+    args_json: str | None,
+    client: Client,
 ) -> dict[str, Value]:
     try:
-        return parse_argument_texts(
-            spec, options, base=_json_arguments(args_json), clock=_clock(client)
+        return parse_options(
+            declared, options, base=_json_arguments(args_json), clock=_clock(client)
         )
     except ArgumentError as error:
         raise click.BadParameter(
-            error.message, param_hint=f"'{error.argument}' ({spec.argument(error.argument).option})"
+            error.message, param_hint=f"'{error.argument}' ({_option(error.argument)})"
         ) from None
 
 
@@ -502,37 +486,39 @@ def _remember_node(ctx: click.Context, _: click.Parameter, value: str | None) ->
     return value
 
 
-def _argument_options(spec: CommandSpec) -> list[click.Option]:
+def _option(name: str) -> str:
+    """The option of argument ``name`` (``--arg-NAME`` when it is one of the commands' own)."""
+    return option_name(f"arg_{name}" if name in _RESERVED else name)
+
+
+def _argument_options(declared: tuple[Argument, ...]) -> list[click.Option]:
     options = []
-    for argument in spec.arguments:
-        assert argument.name not in _RESERVED, (spec.name, argument.name)
+    for argument in declared:
+        required = argument.required and argument.client_default is None
+        default = (
+            f" [default: {argument.client_default}]" if argument.client_default is not None else ""
+        )
         options.append(
             click.Option(
-                [argument.option, f"a_{argument.name}"],
-                metavar=_metavar(argument),
-                help=f"{argument.help} [{argument.type_help}]"
-                + (" (required)" if argument.required and argument.default is None else ""),
+                [_option(argument.name), f"a_{argument.name}"],
+                metavar=metavar(argument.type),
+                help=f"{argument.help} [{type_help(argument.type)}]"
+                + (" (required)" if required else default),
             )
         )
     return options
 
 
-def _metavar(argument: ArgumentSpec) -> str:
-    if argument.kind is Kind.CHOICE:
-        return "[" + "|".join(argument.choices) + "]"
-    return _METAVARS[argument.kind]
-
-
-def _collect(spec: CommandSpec, params: Mapping[str, object]) -> dict[str, str | None]:
+def _collect(declared: tuple[Argument, ...], params: Mapping[str, object]) -> dict[str, str | None]:
     collected: dict[str, str | None] = {}
-    for argument in spec.arguments:
+    for argument in declared:
         value = params.get(f"a_{argument.name}")
         collected[argument.name] = value if isinstance(value, str) else None
     return collected
 
 
-def _transaction_command(table: AppCommands, spec: CommandSpec) -> click.Command:
-    label = f"{table.app}.{spec.name}"
+def _transaction_command(app: str, spec: Operation) -> click.Command:
+    label = f"{app}.{spec.name}"
 
     def run(**params: object) -> None:
         address, names = resolve_node(node_address(params["node"]))
@@ -545,9 +531,11 @@ def _transaction_command(table: AppCommands, spec: CommandSpec) -> click.Command
         client = _client(address, str(params["key_path"]))
         nonce = params["nonce"]
         try:
-            arguments = _parse(spec, _collect(spec, params), _opt_str(params["args"]), client)
+            arguments = _parse(
+                spec.arguments, _collect(spec.arguments, params), _opt_str(params["args"]), client
+            )
             document = client.send(
-                table.app,
+                app,
                 spec.name,
                 arguments,
                 key,
@@ -571,7 +559,7 @@ def _transaction_command(table: AppCommands, spec: CommandSpec) -> click.Command
             raise SystemExit(1)
 
     params: list[click.Parameter] = [
-        *_argument_options(spec),
+        *_argument_options(spec.arguments),
         click.Option(
             ["--key", "key_path"],
             required=True,
@@ -602,7 +590,7 @@ def _transaction_command(table: AppCommands, spec: CommandSpec) -> click.Command
     )
 
 
-def _query_command(table: AppCommands, spec: CommandSpec) -> click.Command:
+def _query_command(app: str, spec: Query) -> click.Command:
     def run(**params: object) -> None:
         node = node_address(params["node"])
         address, names = resolve_node(node)
@@ -612,14 +600,16 @@ def _query_command(table: AppCommands, spec: CommandSpec) -> click.Command:
         client = _client(address, _opt_str(params["key_path"]))
         answer: ProvenAnswer | None = None
         try:
-            arguments = _parse(spec, _collect(spec, params), _opt_str(params["args"]), client)
-            completion = _QUERY_COMPLETIONS.get((table.app, spec.name))
+            arguments = _parse(
+                spec.arguments, _collect(spec.arguments, params), _opt_str(params["args"]), client
+            )
+            completion = _QUERY_COMPLETIONS.get((app, spec.name))
             note = completion(client, arguments) if completion is not None else ""
             if genesis is not None:
-                answer = _proven_query(client, table.app, spec.name, arguments, genesis)
+                answer = _proven_query(client, app, spec.name, arguments, genesis)
                 result = answer.result
             else:
-                result = client.query(table.app, spec.name, arguments)
+                result = client.query(app, spec.name, arguments)
         except ApiError as error:
             raise _fail(error) from None
         finally:
@@ -631,14 +621,14 @@ def _query_command(table: AppCommands, spec: CommandSpec) -> click.Command:
             click.echo(json.dumps(document))
             return
         console = Console()
-        _print_value(console, _Renderer(names), f"{table.app} {spec.name}", result)
+        _print_value(console, _Renderer(names), f"{app} {spec.name}", result)
         if note:
             console.print(f"[yellow]note[/yellow]: {note}")
         if answer is not None:
             console.print(f"[green]{_proof_line(answer)}[/green]")
 
     params: list[click.Parameter] = [
-        *_argument_options(spec),
+        *_argument_options(spec.arguments),
         key_option(),
         _node_option(),
         click.Option(["--args", "args"], help="More arguments as a JSON object (options win)."),
@@ -683,19 +673,84 @@ class _AppGroup(click.Group):
         )
 
 
-def app_transaction_groups() -> list[click.Group]:
-    """One ``suanpan tx <app>`` group per app table, one command per operation."""
-    groups: list[click.Group] = []
-    for table in APP_COMMANDS:
-        group = _AppGroup(table.app, help=f"{table.help} (transactions)", short_help=table.help)
-        for spec in table.operations:
-            group.add_command(_transaction_command(table, spec))
-        groups.append(group)
-    return groups
+def installed_schemas() -> dict[str, AppSchema | AppLoadError]:
+    """The schema of every installed app that declares one (an app that does not load maps to
+    the error saying why), by name; read once per process."""
+    return dict(_installed_schemas())
+
+
+def _installed_schemas() -> tuple[tuple[str, AppSchema | AppLoadError], ...]:
+    if not _SCHEMAS:
+        found: list[tuple[str, AppSchema | AppLoadError]] = []
+        for name, loaded in app_classes().items():
+            if isinstance(loaded, AppLoadError):
+                found.append((name, loaded))
+            elif loaded.schema is not None:
+                found.append((name, loaded.schema))
+        _SCHEMAS.append(tuple(found))
+    return _SCHEMAS[0]
+
+
+_SCHEMAS: list[tuple[tuple[str, AppSchema | AppLoadError], ...]] = []
+
+
+def _broken_app_command(name: str, error: AppLoadError) -> click.Command:
+    def run() -> None:
+        raise click.ClickException(str(error))
+
+    return click.Command(
+        name,
+        callback=run,
+        help=f"App {name!r} is installed but does not load: {error}",
+        short_help="Installed, but does not load (run it to see why).",
+    )
+
+
+class _InstalledAppsGroup(click.Group):
+    """A group whose subcommands also include one group per installed app (``build``), made
+    when the group first lists or looks up its commands."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._app_commands: dict[str, click.Command] | None = None
+
+    def build(self, app: str, schema: AppSchema) -> click.Command:
+        """The group of ``app``'s commands."""
+        raise NotImplementedError
+
+    def _apps(self) -> dict[str, click.Command]:
+        if self._app_commands is None:
+            self._app_commands = {}
+            for name, schema in installed_schemas().items():
+                if name in self.commands:
+                    continue  # a built-in command of the same name wins
+                self._app_commands[name] = (
+                    _broken_app_command(name, schema)
+                    if isinstance(schema, AppLoadError)
+                    else self.build(name, schema)
+                )
+        return self._app_commands
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._apps()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, cmd_name) or self._apps().get(cmd_name)
+
+
+class TransactionGroup(_InstalledAppsGroup):
+    """``suanpan tx``: its own commands plus one ``suanpan tx APP`` group per installed app,
+    one command per operation its schema declares."""
+
+    def build(self, app: str, schema: AppSchema) -> click.Command:
+        group = _AppGroup(app, help=f"{schema.help} (transactions)", short_help=schema.help)
+        for spec in schema.operations:
+            group.add_command(_transaction_command(app, spec))
+        return group
 
 
 class _AppQueryGroup(_AppGroup):
-    """An app's query commands; a path missing from the table is still asked generically
+    """An app's query commands; a path missing from its schema is still asked generically
     (``--args JSON``), so a newer node's queries stay reachable."""
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
@@ -706,8 +761,8 @@ class _AppQueryGroup(_AppGroup):
 
 
 def _generic_query_command(app: str, path: str | None = None) -> click.Command:
-    """``suanpan query APP PATH --args JSON`` for an app without a table (a plugin), or for
-    one ``path`` of an app that has one."""
+    """``suanpan query APP PATH --args JSON`` for an app without a schema, or for one
+    ``path`` its schema does not declare."""
 
     def run(
         node: str | None,
@@ -760,8 +815,15 @@ def _generic_query_command(app: str, path: str | None = None) -> click.Command:
     )
 
 
-class _QueryGroup(click.Group):
-    """``suanpan query``: the apps with tables, and any other app generically."""
+class _QueryGroup(_InstalledAppsGroup):
+    """``suanpan query``: one group per installed app with a schema, and any other app
+    generically."""
+
+    def build(self, app: str, schema: AppSchema) -> click.Command:
+        sub = _AppQueryGroup(app, help=f"{schema.help} (queries)", short_help=schema.help)
+        for spec in schema.queries:
+            sub.add_command(_query_command(app, spec))
+        return sub
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
@@ -783,14 +845,11 @@ def _build_query_group() -> click.Group:
         ],
         help=(
             "Ask an app a read-only question, e.g. `suanpan query payments balances --account "
-            "KEY`. Apps without a table: `suanpan query APP PATH --args JSON`."
+            "KEY`. Every installed app with a schema has its queries here, with their arguments "
+            "as options; any other app: `suanpan query APP PATH --args JSON`."
         ),
+        short_help="Ask an app a read-only question.",
     )
-    for table in APP_COMMANDS:
-        sub = _AppQueryGroup(table.app, help=f"{table.help} (queries)", short_help=table.help)
-        for spec in table.queries:
-            sub.add_command(_query_command(table, spec))
-        group.add_command(sub)
     return group
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from apps.transaction import TransactionError, sign_transaction
-from node.cli.app import api_client, resolve_node
+from node.cli.app import TransactionGroup, api_client, resolve_node
 from node.client.client import ApiError, Client
 from node.jsonvalue import JsonValueError, from_json
 from node.keys import KeyFileError, load_key_file
@@ -60,7 +60,7 @@ def status_command(node: str) -> None:
         raise _fail(error) from None
 
 
-@click.group("tx")
+@click.group("tx", cls=TransactionGroup)
 def tx_group() -> None:
     """Send transactions and look them up."""
 

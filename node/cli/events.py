@@ -17,7 +17,7 @@ from collections.abc import Mapping
 import click
 
 from node.cli.app import api_client, key_option, node_address, resolve_node
-from node.cli.app_commands import public_key_of
+from node.cli.arguments import public_key_of
 from node.client.client import ApiError, StreamEvent
 from node.jsonvalue import from_json
 
