@@ -18,6 +18,7 @@ from node.cli.backup import backup_command, restore_command  # noqa: E402
 from node.cli.client import block_command, status_command, tx_group  # noqa: E402
 from node.cli.events import events_command  # noqa: E402
 from node.cli.keys import keys_group  # noqa: E402
+from node.cli.openapi import openapi_command  # noqa: E402
 from node.cli.operator import config_group, genesis_group, init_command  # noqa: E402
 from node.cli.start import start_command  # noqa: E402
 from node.cli.testnet import testnet_group  # noqa: E402
@@ -35,6 +36,7 @@ for command in (
     query_group,
     block_command,
     events_command,
+    openapi_command,
     audit_command,
     backup_command,
     restore_command,
