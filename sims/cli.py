@@ -85,7 +85,10 @@ def _print_result(result: SimResult) -> None:
         echo(f"  reproduce with: {result.config.command()}")
 
 
-@click.group(invoke_without_command=True)
+@click.group(
+    invoke_without_command=True,
+    short_help="Run a deterministic fault-injection simulation.",
+)
 @click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True)
 @click.option("--validators", type=int, default=4, show_default=True)
 @click.option("--byzantine", type=int, default=0, show_default=True)
@@ -217,7 +220,7 @@ def _coverage_table(coverage: dict[str, dict[str, int]]) -> None:
             click.echo(f"    {name:24} {count:>10}")
 
 
-@sim.command("sweep")
+@sim.command("sweep", short_help="Run many seeds in parallel; exit 1 if any fails.")
 @click.option("--seeds", type=click.IntRange(1, 1_000_000), default=100, show_default=True)
 @click.option("--start", type=click.IntRange(0, 2**63), default=0, show_default=True)
 @click.option("--jobs", type=click.IntRange(1, 256), default=None, help="Processes [cores].")
@@ -316,7 +319,7 @@ def sweep(
         sys.exit(1)
 
 
-@sim.command("twins")
+@sim.command("twins", short_help="Enumerate Twins scenarios over the first views.")
 @click.option(
     "--views",
     type=click.IntRange(1, 4),

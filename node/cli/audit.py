@@ -22,7 +22,7 @@ EXIT_UNREADABLE = 2
 _HOME = click.Path(file_okay=False, path_type=Path)
 
 
-@click.command("audit")
+@click.command("audit", short_help="Verify a node's stored chain and state offline.")
 @click.option("--home", "home", type=_HOME, required=True, help="The node home to audit.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def audit_command(home: Path, as_json: bool) -> None:
@@ -46,7 +46,7 @@ def debug_group() -> None:
     """Tools for operators investigating a node."""
 
 
-@debug_group.command("state-diff")
+@debug_group.command("state-diff", short_help="List state keys that differ between two nodes.")
 @click.option(
     "--home",
     "homes",

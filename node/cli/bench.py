@@ -152,7 +152,7 @@ def _print_report(d: dict[str, JsonType]) -> None:
         click.echo(f"  last refusal     {d['last_error']}")
 
 
-@bench.command("scaling")
+@bench.command("scaling", short_help="Messages and bytes per block by validator count.")
 @click.option(
     "--validators",
     "counts",
@@ -194,7 +194,7 @@ def scaling_command(counts: str, blocks: int, seed: int, as_json: bool) -> None:
         )
 
 
-@bench.command("catchup")
+@bench.command("catchup", short_help="Catch-up speed of a restarted validator.")
 @click.option("--blocks", default=300, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--validators", "-n", default=4, show_default=True, type=click.IntRange(4, 16))
 @click.option("--keep", type=click.Path(path_type=Path), help="keep the testnet in this directory")
@@ -216,7 +216,7 @@ def catchup_command(blocks: int, validators: int, keep: Path | None, as_json: bo
     )
 
 
-@bench.command("merkle")
+@bench.command("merkle", short_help="Costs of the Merkle state commitment.")
 @click.option("--accounts", default=100_000, show_default=True, type=click.IntRange(10, 10**7))
 @click.option("--writes", default=5_000, show_default=True, type=click.IntRange(1, 10**6))
 @click.option("--blocks", default=5, show_default=True, type=click.IntRange(1, 1000))
@@ -258,7 +258,7 @@ def merkle_command(accounts: int, writes: int, blocks: int, designs: bool, as_js
         )
 
 
-@bench.command("statesync")
+@bench.command("statesync", short_help="Snapshot export and state sync speed.")
 @click.option("--keys", default=1_000_000, show_default=True, type=click.IntRange(1, 10**8))
 @click.option("--value-bytes", default=100, show_default=True, type=click.IntRange(0, 65536))
 @click.option("--chunk-requests", default=4, show_default=True, type=click.IntRange(1, 64))

@@ -65,7 +65,7 @@ def tx_group() -> None:
     """Send transactions and look them up."""
 
 
-@tx_group.command("send")
+@tx_group.command("send", short_help="Sign and submit any transaction (arguments as JSON).")
 @_NODE_OPTION
 @click.option("--key", "key_path", required=True, type=click.Path(path_type=Path))
 @click.option("--app", "app", required=True, help="App name, e.g. membership.")

@@ -74,7 +74,7 @@ def testnet_group() -> None:
     """Generate and run a local multi-process testnet."""
 
 
-@testnet_group.command("init")
+@testnet_group.command("init", short_help="Write every node home of a local testnet.")
 @click.option(
     "--validators",
     "-n",
@@ -256,7 +256,7 @@ def _answers(address: str) -> bool:
     return True
 
 
-@testnet_group.command("up")
+@testnet_group.command("up", short_help="Run a local testnet with a live view.")
 @click.option("--validators", "-n", default=4, show_default=True, type=click.IntRange(1, 64))
 @click.option(
     "--dir",
