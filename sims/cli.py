@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from node.cli.progress import progress_bar
 from sims.bugs import BUGS
 from sims.config import DEFAULT_WORKLOAD, WORKLOADS, ConfigError, SimConfig, SimResult
 from sims.faults import Behaviour
@@ -282,17 +283,22 @@ def sweep(
     except ConfigError as error:
         raise click.UsageError(str(error)) from None
 
-    def progress(run: dict[str, object]) -> None:
-        if not as_json and not run["ok"]:
-            click.echo(f"FAIL seed {run['seed']}: {run['command']}")
-
+    done = [0]
     try:
-        result = run_sweep(
-            configs,
-            jobs=jobs or os.cpu_count() or 1,
-            progress=progress,
-            scheduler=scheduler,
-        )
+        with progress_bar("sweep", quiet=as_json) as report_progress:
+
+            def progress(run: dict[str, object]) -> None:
+                done[0] += 1
+                report_progress("seeds", done[0], len(configs))
+                if not as_json and not run["ok"]:
+                    click.echo(f"FAIL seed {run['seed']}: {run['command']}")
+
+            result = run_sweep(
+                configs,
+                jobs=jobs or os.cpu_count() or 1,
+                progress=progress,
+                scheduler=scheduler,
+            )
     except ConfigError as error:
         raise click.UsageError(str(error)) from None
     summary = result.describe()

@@ -50,13 +50,18 @@ from node.jsonvalue import JsonType, JsonValueError, from_json, to_json
 from node.keys import KeyFileError, load_key_file
 
 __all__ = [
+    "Renderer",
     "TransactionGroup",
     "api_client",
     "installed_schemas",
     "key_option",
     "node_address",
     "not_a_node",
+    "print_submission",
+    "print_value",
     "query_group",
+    "refusal_document",
+    "rejected",
     "resolve_node",
 ]
 
@@ -211,7 +216,7 @@ def _proof_json(answer: ProvenAnswer) -> dict[str, JsonType]:
 
 
 # ---------------------------------------------------------------------- rendering
-class _Renderer:
+class Renderer:
     """Turns result values into rich renderables; 32-byte keys of known parties get names."""
 
     def __init__(self, names: Mapping[bytes, str]) -> None:
@@ -330,7 +335,8 @@ def _label(name: str | bytes) -> str:
     return name.hex() if isinstance(name, bytes) else name
 
 
-def _print_value(console: Console, renderer: _Renderer, title: str, value: Value) -> None:
+def print_value(console: Console, renderer: Renderer, title: str, value: Value) -> None:
+    """``value`` under a bold ``title``; ``(nothing found)`` for None."""
     console.print(Text(title, style="bold"))
     if value is None:
         # The app answers None for an id it does not know (a receivable, offer, payment).
@@ -339,16 +345,20 @@ def _print_value(console: Console, renderer: _Renderer, title: str, value: Value
     console.print(renderer.render(value))
 
 
-def _print_submission(
-    console: Console, renderer: _Renderer, label: str, document: Mapping[str, JsonType]
+def print_submission(
+    console: Console, renderer: Renderer, label: str, document: Mapping[str, JsonType]
 ) -> None:
+    """A transaction's document (``POST /tx`` or ``GET /tx/{hash}``) for people: committed
+    with its result and events, rejected with the code and reason, or still pending."""
     status = str(document.get("status", ""))
     tx_hash = str(document.get("hash", ""))
     receipt = document.get("receipt")
     if status == "committed" and isinstance(receipt, dict):
         ok = receipt.get("status") == "ok"
         mark = "[green]committed[/green]" if ok else "[red]rejected[/red]"
-        console.print(f"{mark} {label} at height {document.get('height')}  tx {tx_hash}")
+        console.print(
+            f"{mark} {label} at height {document.get('height')}  tx {tx_hash}", soft_wrap=True
+        )
         if not ok:
             console.print(f"  [red]{receipt.get('code')}[/red]: {receipt.get('message')}")
             return
@@ -373,13 +383,32 @@ def _print_submission(
             console.print(line)
         return
     if status == "rejected":
+        reason = document.get("error", document.get("reason", ""))
         console.print(
-            f"[red]rejected[/red] {label}  tx {tx_hash}: "
-            f"{document.get('code', '')} {document.get('error', document.get('reason', ''))}"
+            f"[red]rejected[/red] {label}  tx {tx_hash or '(not computed)'}", soft_wrap=True
         )
+        console.print(f"  [red]{document.get('code', '') or 'refused'}[/red]: {reason}")
         return
-    console.print(f"[yellow]{status or 'submitted'}[/yellow] {label}  tx {tx_hash}")
-    console.print(f"  follow it with: suanpan tx show {tx_hash}")
+    console.print(f"[yellow]{status or 'submitted'}[/yellow] {label}  tx {tx_hash}", soft_wrap=True)
+    console.print(f"  follow it with: suanpan tx show {tx_hash}", soft_wrap=True)
+
+
+def refusal_document(error: ApiError) -> dict[str, JsonType]:
+    """The document of a submission admission refused (HTTP 422), with the transaction's hash
+    as the client computed it."""
+    document: dict[str, JsonType] = {
+        "status": "rejected",
+        "code": error.code,
+        "error": error.message,
+    }
+    if error.transaction_hash is not None:
+        document["hash"] = error.transaction_hash.hex()
+    return document
+
+
+def rejected(document: Mapping[str, JsonType]) -> bool:
+    """True when a submission was refused, or committed with a rejected receipt."""
+    return _rejected(document)
 
 
 def _rejected(document: Mapping[str, JsonType]) -> bool:
@@ -548,13 +577,13 @@ def _transaction_command(app: str, spec: Operation) -> click.Command:
         except ApiError as error:
             if error.status != 422:
                 raise _fail(error) from None
-            document = {"status": "rejected", "code": error.code, "error": error.message}
+            document = refusal_document(error)
         finally:
             client.close()
         if as_json:
             click.echo(json.dumps(document))
         else:
-            _print_submission(console, _Renderer(names), label, document)
+            print_submission(console, Renderer(names), label, document)
         if _rejected(document):
             raise SystemExit(1)
 
@@ -621,7 +650,7 @@ def _query_command(app: str, spec: Query) -> click.Command:
             click.echo(json.dumps(document))
             return
         console = Console()
-        _print_value(console, _Renderer(names), f"{app} {spec.name}", result)
+        print_value(console, Renderer(names), f"{app} {spec.name}", result)
         if note:
             console.print(f"[yellow]note[/yellow]: {note}")
         if answer is not None:
@@ -795,7 +824,7 @@ def _generic_query_command(app: str, path: str | None = None) -> click.Command:
             click.echo(json.dumps(document))
         else:
             console = Console()
-            _print_value(console, _Renderer(names), f"{app} {path}", result)
+            print_value(console, Renderer(names), f"{app} {path}", result)
             if answer is not None:
                 console.print(f"[green]{_proof_line(answer)}[/green]")
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from node.cli.progress import progress_bar
 from node.jsonvalue import JsonType
 
 __all__ = ["bench"]
@@ -100,7 +101,8 @@ def bench(
         p99_ms_max=p99_max,
         keep_directory=keep,
     )
-    report = run_throughput(options, progress=not as_json)
+    with progress_bar("bench", quiet=as_json or options.rate is None) as report_progress:
+        report = run_throughput(options, progress=not as_json, report=report_progress)
     document = report.to_json()
     if as_json:
         click.echo(json.dumps(document))
@@ -203,7 +205,8 @@ def catchup_command(blocks: int, validators: int, keep: Path | None, as_json: bo
     """A validator restarted BLOCKS behind syncs them: verified and applied blocks/s."""
     from node.bench.catchup import run_catchup
 
-    report = run_catchup(blocks, validators, keep)
+    with progress_bar("catchup", quiet=as_json) as report_progress:
+        report = run_catchup(blocks, validators, keep, progress=report_progress)
     document = report.to_json()
     if as_json:
         click.echo(json.dumps(document))

@@ -96,7 +96,9 @@ class StreamEvent:
 
 class ApiError(Exception):
     """The node answered with an error status (``status``, ``message``, optional ``code`` and,
-    for a read the rules refuse, the ``rule``), or could not be reached (``status`` 0)."""
+    for a read the rules refuse, the ``rule``), or could not be reached (``status`` 0).
+    ``transaction_hash``: the hash of the transaction ``Client.send`` signed, when the error
+    refused it (the client knows it even when the node could not say)."""
 
     def __init__(self, status: int, message: str, code: str = "", rule: str = "") -> None:
         text = f"HTTP {status}: {message}" if status else message
@@ -107,6 +109,7 @@ class ApiError(Exception):
         self.message = message
         self.code = code
         self.rule = rule
+        self.transaction_hash: bytes | None = None
 
 
 class ArgumentsRefused(ValueError):
@@ -515,9 +518,13 @@ class Client:
             check_arguments(app, arguments, operation=operation)
         transaction = self.sign(app, operation, arguments, key, nonce=nonce)
         deadline = time.monotonic() + timeout_ms / 1000
-        document = self.submit(
-            transaction.encoded, wait=wait, timeout_ms=min(timeout_ms, _WAIT_REQUEST_MS_MAX)
-        )
+        try:
+            document = self.submit(
+                transaction.encoded, wait=wait, timeout_ms=min(timeout_ms, _WAIT_REQUEST_MS_MAX)
+            )
+        except ApiError as error:
+            error.transaction_hash = transaction.hash
+            raise
         if not wait or document.get("status") != "pending":
             return document
         return self.wait_transaction(transaction.hash, deadline - time.monotonic())
