@@ -70,8 +70,10 @@ from apps.state import (
     namespace_prefix,
 )
 from apps.transaction import Transaction, TransactionError
+from apps.validators import scheduled_sets, validator_set_at
 from consensus.codec import CodecError, Limits, Value, decode, encode
 from consensus.crypto import hash_bytes
+from consensus.types import ValidatorSet
 
 __all__ = [
     "CALL_DEPTH_MAX",
@@ -502,10 +504,16 @@ class AppHost:
 
     # -- genesis ---------------------------------------------------------------------------
 
-    def init_genesis(self, app_genesis: Mapping[str, Value]) -> GenesisResult:
+    def init_genesis(
+        self, app_genesis: Mapping[str, Value], *, validators: ValidatorSet | None = None
+    ) -> GenesisResult:
         """Run every app's ``genesis`` (in name order) with its section of ``app_genesis``
         (an empty map when absent) over the backend; return the write set and app hash.
-        Raises ``GenesisError`` for a section naming no enabled app or a rejected config."""
+        Raises ``GenesisError`` for a section naming no enabled app or a rejected config.
+
+        ``validators`` (the genesis document's validators) starts the on-chain validator
+        registry that governance changes (``apps.validators``); without it the chain keeps its
+        genesis validators for ever."""
         unknown = sorted(set(app_genesis) - set(self._apps))
         if unknown:
             raise GenesisError(f"genesis has sections for apps that are not enabled: {unknown}")
@@ -514,6 +522,23 @@ class AppHost:
             section = _string_map(app_genesis.get(name, {}))
             if section is None:
                 raise GenesisError(f"genesis section of {name!r} must be a map with string keys")
+            if name == MEMBERSHIP_APP and validators is not None:
+                if "validators" in section:
+                    raise GenesisError(
+                        "the membership genesis lists no validators: they come from the"
+                        " genesis validators"
+                    )
+                section = {
+                    **section,
+                    "validators": tuple(
+                        {
+                            "name": v.name,
+                            "public_key": v.public_key,
+                            "node_key": v.node_key or b"",
+                        }
+                        for v in validators.validators
+                    ),
+                }
             try:
                 app.genesis(NamespacedState(overlay, name, writable=True), section)
             except AppError as error:
@@ -548,6 +573,21 @@ class AppHost:
     def last_block_time_ms(self) -> int:
         """The timestamp of the last committed block (0 before the first block)."""
         return _read_last_block(self._backend)[1]
+
+    # -- validators --------------------------------------------------------------------------
+
+    def validator_set(self, height: int) -> ValidatorSet | None:
+        """The validator set that certifies block ``height``, as committed state decides it:
+        final for ``height <= self.height + 2`` (a change executed in block c is in force from
+        c + 2). None when the chain keeps no validator registry (its genesis set stands)."""
+        assert height >= 1
+        view = NamespacedState(self._backend, MEMBERSHIP_APP, writable=False)
+        return validator_set_at(view, height)
+
+    def validator_schedule(self) -> tuple[tuple[int, ValidatorSet], ...]:
+        """Every (effective height, set) in the committed registry, in height order."""
+        view = NamespacedState(self._backend, MEMBERSHIP_APP, writable=False)
+        return scheduled_sets(view)
 
     def _authorise(
         self,

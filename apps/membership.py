@@ -32,12 +32,17 @@ Who may change what:
   (``end_block``, by block height), so the ``proposals`` query lists only live ones. Its
   action is validated when proposed and again when it executes; a vote whose execution would
   be invalid (say, the id was taken meanwhile) is rejected and the proposal stays open until
-  it expires.
+  it expires;
+* changing the validator set (adding a bank's validator, removing one, rotating a validator's
+  consensus or node key) is governance too, by the same vote; the change takes effect two
+  heights after the block that executes it (``apps.validators`` holds the registry and the
+  rules a change must keep).
 
 State layout (inside the ``membership`` namespace; values are canonical maps):
 ``inst/<id>``, ``ident/<public key>``, ``member/<institution id>\\x00<public key>`` (index for
-listing an institution's identities), ``prop/<proposal id>``, and the expiry index of open
-proposals (``apps._records.schedule_expiry``: ``expiry/<height>/<proposal id>``).
+listing an institution's identities), ``prop/<proposal id>``, the expiry index of open
+proposals (``apps._records.schedule_expiry``: ``expiry/<height>/<proposal id>``), and the
+validator registry (``vset/<height>``, ``vkey/<public key>``; see ``apps.validators``).
 """
 
 from __future__ import annotations
@@ -79,6 +84,7 @@ from apps.schema import (
     Choice,
     DispatchingApp,
     Identifier,
+    Integer,
     Operation,
     PublicKey,
     Query,
@@ -87,7 +93,16 @@ from apps.schema import (
     Strings,
     Text,
 )
-from consensus.codec import Value, decode, encode
+from apps.validators import (
+    VALIDATOR_ACTIONS,
+    VALIDATOR_NAME_PATTERN,
+    execute_change,
+    parse_change,
+    seed_validators,
+    validate_change,
+    validator_records_at,
+)
+from consensus.codec import INT_MAX, Value, decode, encode
 
 __all__ = [
     "KIND_AUDITOR",
@@ -149,6 +164,8 @@ READ_RULES: Final = ReadRules(
         "identities": institution_data("institution"),
         "proposal": members_only("governance proposals", _GOVERNANCE),
         "proposals": members_only("governance proposals", _GOVERNANCE),
+        # Anyone who checks a certificate needs the set that signed it.
+        "validators": public("the validators that certify each height"),
     },
     events={
         "institution_onboarded": public("the consortium's institutions"),
@@ -161,6 +178,7 @@ READ_RULES: Final = ReadRules(
         "proposal_voted": members_only("governance proposals", _GOVERNANCE),
         "proposal_executed": members_only("governance proposals", _GOVERNANCE),
         "proposal_expired": members_only("governance proposals", _GOVERNANCE),
+        "validator_set_changed": public("the validators that certify each height"),
     },
     overseers=OVERSEERS,
 )
@@ -182,7 +200,7 @@ _KEY: Final = PublicKey(hex=False)
 _ROLES: Final = Strings(items_min=1)
 # Proposal ids are transaction hashes in hex; any string is looked up (and not found).
 _PROPOSAL_ID: Final = Text(bytes_max=None)
-_ACTIONS: Final = (ACTION_ADMIT, ACTION_SUSPEND, ACTION_REINSTATE)
+_ACTIONS: Final = (ACTION_ADMIT, ACTION_SUSPEND, ACTION_REINSTATE, *VALIDATOR_ACTIONS)
 _STAFF: Final = frozenset({ROLE_BANK, ROLE_REGULATOR})
 _IDENTITY_ARGUMENT: Final = Argument("public_key", _KEY, "the identity")
 _ENTERPRISE_ID: Final = Argument("id", _INSTITUTION_ID, "institution id")
@@ -222,7 +240,9 @@ SCHEMA: Final = AppSchema(
         Operation(
             "propose",
             frozenset({ROLE_BANK}),
-            "Propose admitting, suspending or reinstating a bank, regulator or auditor.",
+            "Propose admitting, suspending or reinstating a bank, regulator or auditor, or adding,"
+            " removing or re-keying a validator (in force two blocks after the vote that carries"
+            " it).",
             (
                 Argument("action", Choice(_ACTIONS), "what to do"),
                 Argument(
@@ -253,7 +273,26 @@ SCHEMA: Final = AppSchema(
                 Argument(
                     "institution_id",
                     _INSTITUTION_ID,
-                    "suspend/reinstate_institution: the institution",
+                    "suspend/reinstate_institution: the institution; add_validator: the bank "
+                    "running it",
+                    required=False,
+                ),
+                Argument(
+                    "validator_name",
+                    Identifier(VALIDATOR_NAME_PATTERN),
+                    "add/remove_validator, rotate_validator_key: the validator's name",
+                    required=False,
+                ),
+                Argument(
+                    "validator_key",
+                    _KEY,
+                    "add_validator, rotate_validator_key: its (new) consensus key",
+                    required=False,
+                ),
+                Argument(
+                    "node_key",
+                    _KEY,
+                    "add_validator, rotate_validator_key: its (new) node key",
                     required=False,
                 ),
             ),
@@ -288,6 +327,11 @@ SCHEMA: Final = AppSchema(
         ),
         Query("proposal", "One proposal.", (Argument("id", _PROPOSAL_ID, "proposal id"),)),
         Query("proposals", "Open proposals."),
+        Query(
+            "validators",
+            "The validator set in force at a height (default: the latest one scheduled).",
+            (Argument("height", Integer(1, INT_MAX), "block height", required=False),),
+        ),
     ),
 )
 # Genesis entries, parsed like arguments.
@@ -398,7 +442,14 @@ class MembershipApp(DispatchingApp):
     def genesis(self, state: AppState, config: Mapping[str, Value]) -> None:
         """Seed institutions and identities. ``config``: ``{"institutions": [{"id", "name",
         "kind", "jurisdiction", "sponsor"?}], "identities": [{"public_key" (bytes or hex),
-        "institution", "roles"}]}``; at least one bank is required."""
+        "institution", "roles"}], "validators"?: [...]}``; at least one bank is required.
+        ``validators`` is filled by the host from the genesis validators (``AppHost.
+        init_genesis``), never by hand: it starts the validator registry."""
+        validators = config.get("validators")
+        if validators is not None:
+            if not isinstance(validators, tuple | list):
+                raise AppError("bad_genesis", "validators must be a list")
+            seed_validators(state, tuple(validators))
         for raw_entry in _genesis_list(config, "institutions"):
             entry = genesis_entry(_GENESIS_INSTITUTION, raw_entry, "each institution")
             kind = entry.text("kind")
@@ -553,12 +604,15 @@ class MembershipApp(DispatchingApp):
                 },
                 "identities": tuple(identities),
             }
+        elif action in VALIDATOR_ACTIONS:
+            subject = parse_change(action, a)
         else:
             assert action in (ACTION_SUSPEND, ACTION_REINSTATE), action
             a.require("institution_id", f"to {action.removesuffix('_institution')} one")
             subject = {"id": a.text("institution_id")}
-        # Validate now so a hopeless proposal is refused up front (and again on execution).
-        self._validate_action(ctx.state, action, subject)
+        # Validate now so a hopeless proposal is refused up front (and again on execution); a
+        # validator change scheduled meanwhile does not make a proposal hopeless.
+        self._validate_action(ctx.state, action, subject, height=None)
         proposal_id = ctx.transaction_hash.hex()
         proposal: dict[str, Value] = {
             "id": proposal_id,
@@ -612,6 +666,9 @@ class MembershipApp(DispatchingApp):
             subject = proposal["subject"]
             assert isinstance(subject, dict)
             self._execute(ctx, str(proposal["action"]), subject)
+            if proposal["action"] in VALIDATOR_ACTIONS:
+                # When the scheduled set takes effect, for clients and operators.
+                proposal["effective_height"] = validator_records_at(ctx.state)[0]  # type: ignore[index]
             proposal["status"] = PROPOSAL_EXECUTED
             proposal["executed_height"] = ctx.block.height
             ctx.emit("proposal_executed", {"id": proposal["id"], "action": proposal["action"]})
@@ -628,7 +685,20 @@ class MembershipApp(DispatchingApp):
             "needed": needed,
         }
 
-    def _validate_action(self, state: ReadState, action: str, subject: Mapping[str, Value]) -> None:
+    def _validate_action(
+        self, state: ReadState, action: str, subject: Mapping[str, Value], *, height: int | None
+    ) -> None:
+        """Raise ``AppError`` if ``action`` cannot execute now. ``height``: the block it would
+        execute in (None when proposing: a pending validator change is no obstacle then)."""
+        if action in VALIDATOR_ACTIONS:
+            validate_change(
+                state,
+                action,
+                subject,
+                height=height if height is not None else 2**63,
+                bank_active=self._active_bank(state, subject.get("institution")),
+            )
+            return
         if action == ACTION_ADMIT:
             institution = subject["institution"]
             assert isinstance(institution, dict)
@@ -669,7 +739,26 @@ class MembershipApp(DispatchingApp):
                 raise AppError("last_bank", "the last active bank cannot be suspended")
 
     def _execute(self, ctx: TxContext, action: str, subject: Mapping[str, Value]) -> None:
-        self._validate_action(ctx.state, action, subject)
+        if action in VALIDATOR_ACTIONS:
+            effective, validators = execute_change(
+                ctx.state,
+                action,
+                subject,
+                height=ctx.block.height,
+                bank_active=self._active_bank(ctx.state, subject.get("institution")),
+            )
+            ctx.emit(
+                "validator_set_changed",
+                {
+                    "action": action,
+                    "validator": subject["name"],
+                    "effective_height": effective,
+                    "validators": validators.size,
+                    "validators_hash": validators.hash(),
+                },
+            )
+            return
+        self._validate_action(ctx.state, action, subject, height=ctx.block.height)
         if action == ACTION_ADMIT:
             proposed = subject["institution"]
             assert isinstance(proposed, dict)
@@ -704,6 +793,15 @@ class MembershipApp(DispatchingApp):
         self._change_institution_status(ctx, institution, status, "governance")
 
     # -- helpers ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _active_bank(state: ReadState, institution_id: Value) -> bool:
+        if not isinstance(institution_id, str):
+            return False
+        record = _load(state, _institution_key(institution_id))
+        return (
+            record is not None and record["kind"] == KIND_BANK and record["status"] == STATUS_ACTIVE
+        )
 
     @staticmethod
     def _require_kind(institution: Mapping[str, Value], kind: str) -> None:
@@ -829,7 +927,10 @@ class MembershipApp(DispatchingApp):
     def answer(self, state: ReadState, path: str, a: Arguments) -> Value:
         """Paths: ``identity`` {public_key}, ``institution`` {id} (shapes pinned in
         ``apps.base.App``; None when absent), ``institutions`` {kind?}, ``identities``
-        {institution}, ``proposal`` {id}, ``proposals`` {} (open ones, in id order)."""
+        {institution}, ``proposal`` {id}, ``proposals`` {} (open ones, in id order),
+        ``validators`` {height?} (the set in force at ``height``, default the latest scheduled:
+        ``{"effective_height", "validators": [{"name", "public_key", "node_key",
+        "institution"}]}``, None on a chain without a registry)."""
         if path == "identity":
             record = _load(state, _identity_key(a.key("public_key")))
             return None if record is None else _identity_view(state, record)
@@ -852,8 +953,14 @@ class MembershipApp(DispatchingApp):
             return tuple(views)
         if path == "proposal":
             proposal_id = a.text("id")
-            found = _load(state, _PROPOSAL + proposal_id.encode("utf-8"))
-            return None if found is None else _proposal_view(state, found)
+            found_proposal = _load(state, _PROPOSAL + proposal_id.encode("utf-8"))
+            return None if found_proposal is None else _proposal_view(state, found_proposal)
+        if path == "validators":
+            found = validator_records_at(state, a.optional_integer("height"))
+            if found is None:
+                return None
+            answer: dict[str, Value] = {"effective_height": found[0], "validators": found[1]}
+            return answer
         if path == "proposals":
             open_proposals: list[Value] = []
             for _, raw in state.scan(_PROPOSAL, _PROPOSAL[:-1] + b"0"):

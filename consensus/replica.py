@@ -13,14 +13,16 @@ timeout is computed from the latest tick. (Models: etcd-io/raft's ``Ready``, h11
 
 Protocol (simplified PBFT, one block per height)
 ------------------------------------------------
-n validators, f = (n-1)//3, quorum q = the smallest q with 2q - n > f (``quorum_size``). Views
-restart at 0 at each height; the primary of (height, view) is ``(height + view) mod n``.
+Each height h has its validator set (see *Reconfiguration*): n validators, f = (n-1)//3, quorum
+q = the smallest q with 2q - n > f (``quorum_size``), all of h's set. Views restart at 0 at
+each height; the primary of (height, view) is ``(height + view) mod n``.
 
 1. *Proposal.* The primary asks its driver for a payload, builds block h (parent hash, app hash
    after h-1, timestamp, transactions), signs a ``Proposal`` and broadcasts it.
 2. *Prepare.* A replica accepts the first validly signed proposal of the current view from the
    view's primary whose header is right (chain, height, parent, app hash, proposer, view, sizes,
-   timestamp later than the parent's and within ``timestamp_drift_max_ms`` of its own time),
+   timestamp later than the parent's and within ``timestamp_drift_max_ms`` of its own time,
+   ``next_validators_hash`` the hash of the set our state puts in force at h+1),
    asks its driver to validate the transactions (``ValidateBlock``) and, if valid, broadcasts a
    signed prepare for the block hash.
 3. *Commit.* With q prepares for (h, v, d) and the block in hand, the replica is *prepared*: it
@@ -99,6 +101,58 @@ true, because its key is everything the signature covers (or the whole message):
 A new primary announces its view with exactly the view changes its decision was made on, so
 the proposal in a ``NewView`` always obeys the rule every replica checks, even when a view
 change with a certificate arrives while the driver is building a fresh block.
+
+Reconfiguration (validator sets decided on chain)
+-------------------------------------------------
+The set of height h is decided by the chain: the genesis validators certify height 1, and a
+change executed in block c (``apps.validators``: governance, one validator at a time) is in
+force from height c + 2. The driver tells the replica the set of h + 2 when it has executed h
+(``BlockExecuted.next_validators``), so at height h the replica knows the sets of h and h + 1,
+and block h's header names the hash of the set of h + 1, which every replica checks as it
+checks the app hash.
+
+*Why a certificate of height h is checked against the set of h, and only that set.* The safety
+argument above is about one height: "two quorums intersect in an honest validator" holds for
+two quorums *of the same set*, under that set's fault assumption (at most f of it byzantine).
+A quorum of another set proves nothing about h: after a key rotation, the retired key of a
+validator may be held by anyone; after a removal, the leaver owes the chain nothing; a quorum
+of yesterday's set can sign today's fork. So every vote, proposal, view change, new view,
+prepared certificate and commit certificate of height h is verified against the set of h;
+a message or synced block of a height whose set we do not know yet is checked against the
+latest set we know and checked *again* at its own height when it differs
+(``_Buffered.verified_by``, ``_Synced.verified_by``). Skipping that second check is
+``PlantedBug.SYNC_CERTIFICATE_AGAINST_CURRENT_SET``: old keys then fork a syncing node.
+
+*Why switching at c + 2 is safe.* Block c + 1 is proposed only after c is executed (the
+replica is not ready before ``BlockExecuted``), so the set of c + 2 is a deterministic function
+of the agreed chain up to c, computed identically by every honest replica; block c + 1's
+header commits to its hash and every honest replica refuses a proposal naming another. Hence
+all honest replicas decide height c + 2 with the same set, switch at the same block, and the
+per-height argument applies at every height: agreement at h needs only that at most f of the
+set of h are byzantine (for ever: retired keys must be destroyed). Chain integrity carries the
+switch along: block h+1 extends the block h decided by h's set, and names h+2's set.
+
+*What a syncing node trusts.* Genesis (the set of height 1) and its own execution: it verifies
+block h's certificate against the set its own replay of blocks 1..h-2 decided, and block h's
+header against the set of h + 1 the same replay decides; a snapshot-installed node must check
+the sets the snapshot state holds against the ``next_validators_hash`` of certified headers
+walked from a height it trusts. A node that was away across many changes may no longer know
+any key that signs now; messages it cannot verify (from heights whose sets it does not know,
+not signed by the latest set it knows) still count, by claimed signer, as hints that it is
+behind: they only make it ask for blocks, whose certificates it verifies height by height.
+
+*Who votes.* At each height the replica signs with the first of its keys that is in that
+height's set (a standby key takes over when a rotation reaches its height); with none it only
+follows: it tallies the validators' votes, decides, syncs and serves blocks, and never signs,
+persists or times out a view. Observers, validators before they join and after they leave run
+exactly this code. Persisted safety state records the key that signed it, never an index
+(indices move when the set changes).
+
+*Liveness across a switch.* Membership changes one validator at a time, so consecutive sets
+differ in one validator; with three or more validators the untouched ones form a quorum of the
+new set, and the chain stays live even if the joining, leaving or rotating validator is not
+ready (a joining node syncs as an observer and votes once it has caught up; a rotating node
+should hold its next key as a standby key before the change takes effect).
 
 Why it is live (after the network stabilises)
 ---------------------------------------------
@@ -179,6 +233,7 @@ from consensus.messages import (
     encode_message,
 )
 from consensus.types import (
+    VALIDATORS_MAX,
     Block,
     CertificateError,
     CommitCertificate,
@@ -250,6 +305,12 @@ class PlantedBug(Enum):
     height is accepted (its signatures checked at the height it names) and may outrank this
     height's certificates; as its block cannot be re-proposed here, the new view then counts
     as having nothing prepared and may propose a fresh block."""
+    SYNC_CERTIFICATE_AGAINST_CURRENT_SET = "sync_certificate_against_current_set"
+    """A block fetched by block sync is checked only against the validator set the replica
+    knew when it arrived (the set of the replica's own height or the next), never against the
+    set of the block's own height: after a validator-set change, a certificate signed by a
+    quorum of the old set (retired or rotated keys) commits a block the new set never
+    certified."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,10 +445,13 @@ class Tick:
 
 @dataclass(frozen=True, slots=True)
 class PeerMessage:
-    """Wire bytes from a peer; ``sender`` is the link-authenticated validator index if known."""
+    """Wire bytes from a peer. ``sender`` is the link-authenticated validator index in
+    ``Replica.validators`` if the peer is one; ``peer`` is the peer's link identity (its node
+    key), opaque to the replica and echoed in ``ServeBlocks`` so observers can be answered."""
 
     data: bytes
     sender: int | None = None
+    peer: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,10 +475,14 @@ class ValidityVerdict:
 
 @dataclass(frozen=True, slots=True)
 class BlockExecuted:
-    """The driver applied committed block ``height``; ``app_hash`` is the resulting state."""
+    """The driver applied committed block ``height``; ``app_hash`` is the resulting state.
+
+    ``next_validators`` is the validator set in force at ``height + 2`` as that state decides
+    it (``RECONFIGURATION_DELAY_HEIGHTS``), or None when it is the set of ``height + 1``."""
 
     height: int
     app_hash: bytes
+    next_validators: ValidatorSet | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,8 +519,9 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class Broadcast:
-    """Send ``message`` (wire bytes) to every other validator (the replica has already
-    processed its own copy)."""
+    """Send ``message`` (wire bytes) to every other node that follows the chain: the
+    validators of this height and the next, and observers (the replica has already processed
+    its own copy)."""
 
     message: bytes
 
@@ -498,22 +567,29 @@ class ReportEvidence:
 @dataclass(frozen=True, slots=True)
 class RequestBlocks:
     """We are behind: send ``message`` (an encoded ``BlockRequest`` for heights
-    ``from_height..to_height``) to one of ``peers`` (validators seen ahead, best first)."""
+    ``from_height..to_height``) to one of ``peers`` (indices in ``Replica.validators`` of
+    validators seen ahead, best first) or, for a driver that routes by node key, of
+    ``peer_keys`` (the node keys of the validators seen ahead, best first; it may name
+    validators of the next height that ``peers`` cannot)."""
 
     from_height: int
     to_height: int
     peers: tuple[int, ...]
     message: bytes
+    peer_keys: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class ServeBlocks:
-    """Validator ``to`` asked for committed blocks ``from_height..to_height``: answer from the
-    store with ``encode_block_response(...)`` (the blocks you have, in order)."""
+    """A peer needs committed blocks ``from_height..to_height``: answer from the store with
+    ``encode_block_response(...)`` (the blocks you have, in order). The peer is ``peer`` (a
+    link identity from ``PeerMessage.peer``, or a validator's node key) when given, otherwise
+    validator ``to`` of ``Replica.validators``."""
 
-    to: int
+    to: int | None
     from_height: int
     to_height: int
+    peer: bytes | None = None
 
 
 class DropReason(StrEnum):
@@ -525,6 +601,10 @@ class DropReason(StrEnum):
     BAD_SIGNATURE = "bad_signature"
     STALE = "stale"
     TOO_FAR_AHEAD = "too_far_ahead"
+    # From a height whose validator set we do not know yet, and not signed (or certified) by
+    # the latest set we know: early rather than wrong (the signer may be a validator added or
+    # re-keyed there); it counts as a hint that we are behind.
+    VALIDATORS_UNKNOWN = "validators_unknown"
     BUFFER_FULL = "buffer_full"
     DUPLICATE = "duplicate"
     NOT_PRIMARY = "not_primary"
@@ -572,13 +652,19 @@ class ReplicaStatus:
     # Messages buffered for later heights (or for ours before its parent is executed).
     buffered_messages: int = 0
     buffered_bytes: int = 0
+    # Whether one of our keys is in the validator set of ``height`` (False: we only follow).
+    voting: bool = True
 
 
 class RestoreError(ValueError):
     """Persisted replica state that cannot be restored (corrupt, or from another chain)."""
 
 
-_STATE_VERSION: Final = 1
+# Version 2 records the signing key (not an index: indices move when the validator set changes).
+_STATE_VERSION: Final = 2
+# Validator indices a hint from a height whose validator set we do not know yet may claim: one
+# more than any set can hold would be meaningless, so such claims are not remembered.
+_UNVERIFIED_SIGNERS_MAX: Final = VALIDATORS_MAX
 # Entries in each per-height cache of verified signatures or certificates. Honest traffic needs
 # a few per validator and view; a byzantine primary re-sending new views made of ever new
 # (genuinely signed) view changes would otherwise grow them without end. Past the bound,
@@ -639,7 +725,9 @@ class _Height:
 
 @dataclass(slots=True)
 class _Safety:
-    """What must survive a crash: enough never to sign two different things in one slot."""
+    """What must survive a crash: enough never to sign two different things in one slot.
+
+    ``signer`` is the public key that signed at this height (None until something is signed)."""
 
     height: int
     view: int = 0
@@ -649,6 +737,28 @@ class _Safety:
     committed_vote: bytes | None = None
     prepared: PreparedCertificate | None = None
     prepared_block: Block | None = None
+    signer: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Buffered:
+    """A message kept for a later height: its encoded size, and the hash of the validator set
+    its signature was verified against (the set of its height, or, for a height whose set we
+    did not know yet, the latest set we knew; it is verified again if that was not its set)."""
+
+    message: Message
+    size_bytes: int
+    verified_by: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Synced:
+    """A certified block from block sync, kept until its height: its certificate was verified
+    against the validator set whose hash is ``verified_by`` (as for ``_Buffered``)."""
+
+    block: Block
+    certificate: CommitCertificate
+    verified_by: bytes
 
 
 def _slot_of(message: Message) -> str:
@@ -676,12 +786,22 @@ class Replica:
        process, so a signed vote is on disk before anyone can see it. Only the latest persisted
        state is needed.
     4. Execute ``Commit`` actions in order (store block + certificate, apply it through the app
-       host), then feed ``BlockExecuted(height, app_hash)``. The replica does not validate or
+       host), then feed ``BlockExecuted(height, app_hash, next_validators)`` with the validator
+       set that state puts in force at ``height + 2``. The replica does not validate or
        propose the next height until then; messages meanwhile are buffered.
     5. Answer ``RequestProposal`` with ``ProposalPayload`` and ``ValidateBlock`` with
        ``ValidityVerdict``, possibly later; stale answers are dropped harmlessly.
-    6. ``Broadcast`` goes to every other validator; ``Send``/``RequestBlocks``/``ServeBlocks``
-       name their peer by validator index. ``Dropped`` actions are for logs and metrics only.
+    6. ``Broadcast`` goes to every other node following the chain; ``Send``/``RequestBlocks``/
+       ``ServeBlocks`` name their peer by node key when they carry one, otherwise by index in
+       ``Replica.validators`` as it is when the actions are returned. ``Dropped`` actions are
+       for logs and metrics only.
+
+    ``validators`` is the set in force at ``tip.height + 1`` and ``next_validators`` the set at
+    ``tip.height + 2`` (None: the same). ``key`` and ``standby_keys`` are this node's consensus
+    keys: at each height it signs with the first of them that is in that height's set, and
+    with none of them it only follows the chain (an observer, or a validator before it joins or
+    after it leaves). A standby key is how a key rotation decided on chain takes over at its
+    height without a restart.
     """
 
     def __init__(
@@ -690,20 +810,31 @@ class Replica:
         *,
         chain_id: str,
         validators: ValidatorSet,
-        key: PrivateKey,
+        key: PrivateKey | None,
         tip: ChainTip,
+        next_validators: ValidatorSet | None = None,
+        standby_keys: Sequence[PrivateKey] = (),
     ) -> None:
-        index = validators.index_of(key.public_key)
-        if index is None:
-            raise ValueError("the key is not one of the validators")
+        keys = tuple(k for k in (key, *standby_keys) if k is not None)
+        if len({k.public_key for k in keys}) != len(keys):
+            raise ValueError("the replica's keys must be distinct")
         self._config = config
         self._chain_id = chain_id
+        self._keys = keys
+        self._last_served_ms: dict[bytes, int] = {}
+        self._key: PrivateKey | None = None
+        self._index: int | None = None
         self._validators = validators
-        self._key = key
-        self._index = index
-        bugs = config.planted_bugs
-        self._quorum = max(1, validators.quorum - (1 if PlantedBug.WRONG_QUORUM in bugs else 0))
-        self._join_threshold = validators.faulty_max + 1
+        self._quorum = 1
+        self._join_threshold = 1
+        self._use_validators(validators)
+        # The set of our tip height (only to help a validator that missed our last decision;
+        # after a restart it is unknown and the set of our height stands in), and the set of
+        # the next height (None while the block before it is not executed yet).
+        self._previous_validators = validators
+        self._next_validators: ValidatorSet | None = (
+            validators if next_validators is None else next_validators
+        )
         # The chain as executed by the driver.
         self._tip_height = tip.height
         self._tip_hash = tip.block_hash
@@ -726,18 +857,21 @@ class Replica:
         # Each entry keeps the message's encoded size; bytes per validator are also summed.
         # Signatures are verified on the way in, and the message object itself is kept, so
         # replaying it later as verified relies on nothing but the message it was checked on.
-        self._buffer: dict[int, list[tuple[Message, int]]] = {}
+        self._buffer: dict[int, list[_Buffered]] = {}
         self._buffer_bytes: dict[int, int] = {}
-        self._synced: dict[int, tuple[Block, CommitCertificate]] = {}
-        # Block sync: the highest height each validator was seen at, and request pacing.
-        self._seen_height: dict[int, int] = {}
+        self._synced: dict[int, _Synced] = {}
+        # Block sync: the highest height each validator (by consensus key) was seen at with a
+        # signature we verified, with its node key; and claimed heights (by signer index) from
+        # heights whose validator set we do not know yet and whose signature did not verify
+        # against the latest set we know: hints only, for a node that was away across changes.
+        self._seen_height: dict[bytes, tuple[int, bytes | None]] = {}
+        self._unverified_ahead: dict[int, int] = {}
         self._behind_since_ms: int | None = None
         self._last_sync_request_ms: int | None = None
         # Last height of the outstanding block request: once it is applied, a replica that is
         # still far behind asks for the next batch at once instead of after ``sync_retry_ms``.
         self._sync_requested_to: int | None = None
         self._sync_requests = 0
-        self._last_served_ms: dict[int, int] = {}
         # Output of the input being handled.
         self._out: list[Action] = []
         self._unsent: list[Action] = []
@@ -753,20 +887,30 @@ class Replica:
         *,
         chain_id: str,
         validators: ValidatorSet,
-        key: PrivateKey,
+        key: PrivateKey | None,
         tip: ChainTip,
         state: bytes,
+        next_validators: ValidatorSet | None = None,
+        standby_keys: Sequence[PrivateKey] = (),
     ) -> Replica:
         """A replica resuming from ``state`` (the last ``Persist.state``) on top of ``tip``.
 
         State for a height at or below ``tip`` is obsolete and ignored; state for a later height
         is kept and applied when the replica reaches it. Raises ``RestoreError`` when ``state``
-        is corrupt or belongs to another chain or validator.
+        is corrupt or belongs to another chain or to a key this replica does not hold.
         """
-        replica = cls(config, chain_id=chain_id, validators=validators, key=key, tip=tip)
+        replica = cls(
+            config,
+            chain_id=chain_id,
+            validators=validators,
+            key=key,
+            tip=tip,
+            next_validators=next_validators,
+            standby_keys=standby_keys,
+        )
         safety = replica._decode_safety(state)
         if safety.height == replica._safety.height:
-            replica._safety = safety
+            replica._adopt_safety(safety)
         elif safety.height > replica._safety.height:
             replica._deferred_safety = safety
         return replica
@@ -803,12 +947,36 @@ class Replica:
             executed=self._app_hash is not None,
             buffered_messages=sum(len(queue) for queue in self._buffer.values()),
             buffered_bytes=sum(self._buffer_bytes.values()),
+            voting=self._index is not None,
         )
 
+    def add_standby_key(self, key: PrivateKey) -> bool:
+        """Hold one more consensus key from now on (a rotation's next key, loaded while the
+        node runs); False if it is held already. It signs at the first height whose set holds
+        it, the current one included. A fresh key never signed anything, so using it in the
+        middle of a height cannot make a second vote; a height where restored state says
+        another key signed stays one we abstain from (``_adopt_safety``)."""
+        if any(held.public_key == key.public_key for held in self._keys):
+            return False
+        self._keys = (*self._keys, key)
+        if self._index is None and self._safety.signer is None:
+            self._use_validators(self._validators)
+        return True
+
     @property
-    def index(self) -> int:
-        """This replica's validator index."""
+    def index(self) -> int | None:
+        """This replica's index in the validator set of its height (None: it only follows)."""
         return self._index
+
+    @property
+    def validators(self) -> ValidatorSet:
+        """The validator set in force at the height being decided."""
+        return self._validators
+
+    @property
+    def next_validators(self) -> ValidatorSet | None:
+        """The validator set of the next height (None until the parent block is executed)."""
+        return self._next_validators
 
     # -----------------------------------------------------------------------------------------
     # Output helpers: signed messages wait for the state that records them to be persisted.
@@ -850,6 +1018,57 @@ class Replica:
     def _ready(self) -> bool:
         return self._started and self._app_hash is not None
 
+    @property
+    def _latest_validators(self) -> ValidatorSet:
+        """The set of the highest height whose set we know."""
+        return self._validators if self._next_validators is None else self._next_validators
+
+    def _set_at(self, height: int) -> ValidatorSet | None:
+        """The validator set in force at ``height``, if this replica knows it."""
+        if height == self._height:
+            return self._validators
+        if height == self._height + 1:
+            return self._next_validators
+        if height == self._tip_height:
+            return self._previous_validators
+        return None
+
+    def _use_validators(self, validators: ValidatorSet) -> None:
+        """Switch to ``validators`` as the set of our height: quorum, thresholds, and which of
+        our keys (if any) signs here."""
+        previous = self._validators
+        self._validators = validators
+        bug = 1 if self._bug(PlantedBug.WRONG_QUORUM) else 0
+        self._quorum = max(1, validators.quorum - bug)
+        self._join_threshold = validators.faulty_max + 1
+        self._key = None
+        self._index = None
+        for key in self._keys:
+            index = validators.index_of(key.public_key)
+            if index is not None:
+                self._key = key
+                self._index = index
+                break
+        if validators != previous:
+            self._last_served_ms.clear()
+
+    def _adopt_safety(self, safety: _Safety) -> None:
+        """Take restored safety state for our height. Its votes were signed with
+        ``safety.signer``; if that is not the key we would sign with here (key files changed
+        between runs), we do not sign at this height at all rather than risk a second vote."""
+        if safety.signer is not None and (
+            self._key is None or self._key.public_key != safety.signer
+        ):
+            self._key = None
+            self._index = None
+        self._safety = safety
+
+    def _address(self, validators: ValidatorSet, index: int) -> tuple[int | None, bytes | None]:
+        """Where validator ``index`` of ``validators`` is reached: its index in our current
+        set (None if it is not in it) and its node key (None if the set records none)."""
+        validator = validators.validators[index]
+        return self._validators.index_of(validator.public_key), validator.node_key
+
     def _bug(self, bug: PlantedBug) -> bool:
         return bug in self._config.planted_bugs
 
@@ -871,7 +1090,9 @@ class Replica:
         if not self._ready:
             return
         expired = self._deadline_ms is not None and self._now_ms >= self._deadline_ms
-        if expired and self._may_leave_view():
+        # A replica that does not vote at this height only follows views (new views, and the
+        # f+1 join rule); it never asks to leave one.
+        if expired and self._index is not None and self._may_leave_view():
             self._start_view_change(self._safety.view + 1)
         elif self._next_resend_ms is not None and self._now_ms >= self._next_resend_ms:
             self._next_resend_ms = self._now_ms + self._config.resend_interval_ms
@@ -900,15 +1121,17 @@ class Replica:
         ):
             self._request_payload(0)
         self._replay_buffer()
-        pending = self._synced.pop(self._height, None)
-        if pending is not None:
-            self._on_synced(*pending)
+        pending = self._synced.get(self._height)
+        if pending is not None and self._height == pending.block.height and self._ready:
+            self._apply_synced(pending)
         self._progress()
 
     def _resend_own_messages(self) -> None:
         """After a restart, re-send what we signed in the current view (signatures are
         deterministic, so these are the same bytes as before the crash)."""
         safety = self._safety
+        if self._index is None:
+            return
         if not safety.view_active:
             self._broadcast_view_change()
             return
@@ -924,16 +1147,26 @@ class Replica:
                 self._emit(Broadcast(data))
 
     def _decide(self, block: Block, certificate: CommitCertificate) -> None:
-        """``block`` is final: emit the commit and move to the next height."""
+        """``block`` is final: emit the commit and move to the next height (and to its
+        validator set, which the block's header named and we already know)."""
         self._emit(Commit(block, certificate))
+        next_validators = self._next_validators
+        assert next_validators is not None, "a block is decided only once its parent is executed"
+        assert block.header.next_validators_hash == next_validators.hash(), (
+            "decided blocks name the next validator set we computed"
+        )
         self._tip_height = block.height
         self._tip_hash = block.hash
         self._tip_timestamp_ms = block.header.timestamp_ms
         self._app_hash = None
+        self._previous_validators = self._validators
+        self._use_validators(next_validators)
+        self._next_validators = None
+        self._forget_hints_below(self._height + 1)
         self._safety = _Safety(height=self._height)
         if self._deferred_safety is not None and self._deferred_safety.height <= self._height:
             if self._deferred_safety.height == self._height:
-                self._safety = self._deferred_safety
+                self._adopt_safety(self._deferred_safety)
             self._deferred_safety = None
         self._round = _Height()
         self._deadline_ms = None
@@ -949,6 +1182,9 @@ class Replica:
             self._drop(DropReason.UNEXPECTED, "app hash must be 32 bytes")
             return
         self._app_hash = event.app_hash
+        self._next_validators = (
+            self._validators if event.next_validators is None else event.next_validators
+        )
         if self._started:
             self._enter_ready_height(resume=False)
 
@@ -962,7 +1198,7 @@ class Replica:
             self._drop(DropReason.MALFORMED, str(error))
             return
         if isinstance(message, BlockRequest):
-            self._on_block_request(message, event.sender)
+            self._on_block_request(message, event.sender, event.peer)
         elif isinstance(message, BlockResponse):
             for block, certificate in message.entries:
                 self._on_synced(block, certificate)
@@ -970,40 +1206,67 @@ class Replica:
             self._route(message, len(event.data))
 
     def _route(self, message: Message, size_bytes: int) -> None:
-        """Consensus messages: check signer and height window, then buffer or process."""
+        """Consensus messages: check signer and height window, then buffer or process.
+
+        A message is checked against the validator set of its own height. For a height
+        beyond the next one, whose set depends on a block not executed yet, it is checked
+        against the latest set we know and, if that was not its set, checked again when its
+        height comes (``_replay_buffer``)."""
         assert isinstance(message, Proposal | Vote | ViewChange | NewView)
         signer = message.validator
         height = message.height
-        if signer >= self._validators.size:
-            self._drop(DropReason.NOT_VALIDATOR, f"signer {signer} is not a validator")
-            return
         if height <= self._tip_height:
             if (
                 height == self._tip_height
                 and isinstance(message, ViewChange)
-                and self._signature_valid(message)
-                and self._may_serve(signer)
+                and signer < self._previous_validators.size
+                and message.signature_valid(self._previous_validators, self._chain_id)
+                and self._may_serve(self._previous_validators.public_key(signer))
             ):
                 # It timed out at the height we last decided: it missed that decision, perhaps
                 # alone with us (f+1 validators ahead would have started its block sync). Send
                 # it that one block, at most once per ``sync_retry_ms``. A view change from an
                 # older height (a replay, or a laggard f+1 others are ahead of) gets nothing.
-                self._emit(ServeBlocks(signer, height, height))
-                return
+                to, peer = self._address(self._previous_validators, signer)
+                if to is not None or peer is not None:
+                    self._emit(ServeBlocks(to, height, height, peer))
+                    return
             self._drop(DropReason.STALE, f"height {height} is already committed")
             return
+        exact = self._set_at(height)
+        validators = self._latest_validators if exact is None else exact
+        if signer >= validators.size:
+            if exact is None:
+                self._note_unverified(signer, height)
+                self._drop(
+                    DropReason.VALIDATORS_UNKNOWN,
+                    f"signer {signer} at height {height}, beyond the sets we know",
+                )
+                return
+            self._drop(DropReason.NOT_VALIDATOR, f"signer {signer} is not a validator")
+            return
         if height > self._height + self._config.future_heights_max:
-            if self._signature_valid(message):
-                self._note_height(signer, height)
+            if message.signature_valid(validators, self._chain_id):
+                self._note_height(validators, signer, height)
+            elif exact is None:
+                self._note_unverified(signer, height)
             self._drop(DropReason.TOO_FAR_AHEAD, f"height {height}, we are at {self._height}")
             return
         if height > self._height or not self._ready:
-            if not self._signature_valid(message):
+            if not message.signature_valid(validators, self._chain_id):
+                if exact is None:
+                    self._note_unverified(signer, height)
+                    self._drop(
+                        DropReason.VALIDATORS_UNKNOWN,
+                        f"{type(message).__name__} from {signer} at height {height} is not"
+                        " signed by the latest validator set we know",
+                    )
+                    return
                 self._drop(DropReason.BAD_SIGNATURE, f"{type(message).__name__} from {signer}")
                 return
-            self._note_height(signer, height)
+            self._note_height(validators, signer, height)
             queue = self._buffer.setdefault(signer, [])
-            if any(queued == message for queued, _ in queue):
+            if any(queued.message == message for queued in queue):
                 self._drop(DropReason.DUPLICATE, f"{type(message).__name__} already buffered")
                 return
             used_bytes = self._buffer_bytes.get(signer, 0)
@@ -1013,7 +1276,7 @@ class Replica:
             ):
                 self._drop(DropReason.BUFFER_FULL, f"buffer for validator {signer} is full")
                 return
-            queue.append((message, size_bytes))
+            queue.append(_Buffered(message, size_bytes, validators.hash()))
             self._buffer_bytes[signer] = used_bytes + size_bytes
             return
         self._process(message, verified=False)
@@ -1029,27 +1292,26 @@ class Replica:
             self._on_new_view(message, verified=verified)
         self._progress()
 
-    def _signature_valid(self, message: Message) -> bool:
-        if isinstance(message, Proposal | Vote | ViewChange | NewView):
-            return message.signature_valid(self._validators, self._chain_id)
-        return False  # pragma: no cover - only consensus messages are routed
-
     def _replay_buffer(self) -> None:
         height = self._height
+        current = self._validators.hash()
         for signer in sorted(self._buffer):
             queue = self._buffer[signer]
-            now = [m for m, _ in queue if m.height == height]  # type: ignore[union-attr]
-            later = [(m, size) for m, size in queue if m.height > height]  # type: ignore[union-attr]
+            now = [entry for entry in queue if entry.message.height == height]  # type: ignore[union-attr]
+            later = [entry for entry in queue if entry.message.height > height]  # type: ignore[union-attr]
             if later:
                 self._buffer[signer] = later
-                self._buffer_bytes[signer] = sum(size for _, size in later)
+                self._buffer_bytes[signer] = sum(entry.size_bytes for entry in later)
             else:
                 del self._buffer[signer]
                 del self._buffer_bytes[signer]
-            for message in now:
+            for entry in now:
                 if self._height != height or not self._ready:
                     return  # a replayed message decided the height; the rest waits
-                self._process(message, verified=True)
+                # Replayed as the very object verified, and as verified only if it was checked
+                # against this height's set (a message from a height whose set we did not know
+                # yet was checked against an earlier one and is checked again now).
+                self._process(entry.message, verified=entry.verified_by == current)
 
     # -----------------------------------------------------------------------------------------
     # Statements and equivocation
@@ -1095,23 +1357,32 @@ class Replica:
         if vote.phase is Phase.COMMIT and len(tally) == self._quorum:
             self._round.decisions.append((view, vote.block_hash))
 
+    def _signing_key(self) -> tuple[PrivateKey, int]:
+        """Our key and index at this height, recording the key in the safety state (only a
+        voting replica signs)."""
+        assert self._key is not None, "only validators sign"
+        assert self._index is not None
+        self._safety.signer = self._key.public_key
+        return self._key, self._index
+
     def _sign_vote(self, phase: Phase, block_hash: bytes) -> Vote:
+        key, index = self._signing_key()
         return Vote.create(
-            self._key,
+            key,
             self._chain_id,
             phase=phase,
             height=self._height,
             view=self._safety.view,
             block_hash=block_hash,
-            validator=self._index,
+            validator=index,
         )
 
     def _record_own_vote(self, vote: Vote) -> None:
-        key = (StatementKind(int(vote.phase)), vote.view, self._index)
+        key = (StatementKind(int(vote.phase)), vote.view, vote.validator)
         self._round.statements.setdefault(key, SignedStatement.of_vote(vote))
         tally = self._round.tallies.setdefault((vote.phase, vote.view, vote.block_hash), {})
-        if self._index not in tally:
-            tally[self._index] = vote.signature
+        if vote.validator not in tally:
+            tally[vote.validator] = vote.signature
             if vote.phase is Phase.COMMIT and len(tally) == self._quorum:
                 self._round.decisions.append((vote.view, vote.block_hash))
 
@@ -1127,7 +1398,7 @@ class Replica:
         safety = self._safety
         view = safety.view
         round_ = self._round
-        if safety.view_active:
+        if safety.view_active and self._index is not None:
             proposal = round_.proposals.get(view)
             if proposal is not None and safety.prepared_vote is None:
                 block_hash = proposal.block.hash
@@ -1149,7 +1420,8 @@ class Replica:
             block = round_.blocks.get(block_hash)
             if block is None:
                 signers = round_.tallies[(Phase.COMMIT, decided_view, block_hash)]
-                self._request_blocks(self._height, self._height, tuple(sorted(signers)))
+                keys = tuple(self._validators.public_key(signer) for signer in sorted(signers))
+                self._request_blocks(self._height, self._height, keys)
                 continue
             commits = round_.tallies[(Phase.COMMIT, decided_view, block_hash)]
             certificate = CommitCertificate(
@@ -1187,12 +1459,15 @@ class Replica:
             transactions.append(tx)
             size += len(tx)
         assert self._app_hash is not None
+        assert self._next_validators is not None
+        assert self._index is not None, "only a validator is asked for a payload"
         block = Block.build(
             chain_id=self._chain_id,
             height=self._height,
             view=payload.view,
             parent_hash=self._tip_hash,
             app_hash=self._app_hash,
+            next_validators_hash=self._next_validators.hash(),
             proposer=self._index,
             timestamp_ms=max(payload.timestamp_ms, self._tip_timestamp_ms + 1),
             transactions=transactions,
@@ -1212,12 +1487,11 @@ class Replica:
     def _propose(self, block: Block) -> Proposal:
         """Sign and record our proposal of ``block`` in the current view."""
         view = self._safety.view
-        proposal = Proposal.create(
-            self._key, self._chain_id, view=view, validator=self._index, block=block
-        )
+        key, index = self._signing_key()
+        proposal = Proposal.create(key, self._chain_id, view=view, validator=index, block=block)
         self._safety.proposed = block.hash
         self._round.statements.setdefault(
-            (StatementKind.PROPOSAL, view, self._index), SignedStatement.of_proposal(proposal)
+            (StatementKind.PROPOSAL, view, index), SignedStatement.of_proposal(proposal)
         )
         self._round.proposals[view] = proposal
         self._round.blocks[block.hash] = block
@@ -1284,6 +1558,9 @@ class Replica:
             return "block does not extend our last committed block"
         if header.app_hash != self._app_hash:
             return "block app_hash differs from our state"
+        assert self._next_validators is not None, "blocks are checked once the parent is executed"
+        if header.next_validators_hash != self._next_validators.hash():
+            return "block next_validators_hash differs from the validator set our state decides"
         if header.timestamp_ms <= self._tip_timestamp_ms:
             return "block timestamp is not after its parent's"
         if len(block.transactions) > self._config.block_transactions_max:
@@ -1321,22 +1598,25 @@ class Replica:
         self._awaiting_payload = None
         self._new_view_basis = ()
         self._arm_timer()
+        if self._index is None:
+            return  # a replica that does not vote here only follows views
         self._broadcast_view_change()
         self._try_new_view()
 
     def _broadcast_view_change(self) -> None:
         safety = self._safety
+        key, index = self._signing_key()
         change = ViewChange.create(
-            self._key,
+            key,
             self._chain_id,
             height=self._height,
             view=safety.view,
-            validator=self._index,
+            validator=index,
             prepared=safety.prepared,
             prepared_block=safety.prepared_block,
         )
-        self._round.view_changes.setdefault(safety.view, {})[self._index] = change
-        self._note_view(self._index, safety.view)
+        self._round.view_changes.setdefault(safety.view, {})[index] = change
+        self._note_view(index, safety.view)
         self._round.verified_view_changes.add(self._view_change_key(change))
         if safety.prepared is not None:
             self._round.proven_prepared.add(safety.prepared)
@@ -1527,7 +1807,8 @@ class Replica:
         assert all(c.view == view for c in basis)
         self._round.new_view_sent.add(view)
         proposal = self._propose(block)
-        new_view = NewView.create(self._key, self._chain_id, view_changes=basis, proposal=proposal)
+        key, _ = self._signing_key()
+        new_view = NewView.create(key, self._chain_id, view_changes=basis, proposal=proposal)
         safety.view_active = True
         self._round.own_messages.clear()
         self._arm_timer()
@@ -1590,61 +1871,115 @@ class Replica:
     # -----------------------------------------------------------------------------------------
     # Block sync
 
-    def _note_height(self, validator: int, height: int) -> None:
-        if height > self._seen_height.get(validator, 0):
-            self._seen_height[validator] = height
+    def _note_height(self, validators: ValidatorSet, index: int, height: int) -> None:
+        """Validator ``index`` of ``validators`` signed something at ``height`` (verified)."""
+        validator = validators.validators[index]
+        seen = self._seen_height.get(validator.public_key)
+        if seen is None or height > seen[0]:
+            self._seen_height[validator.public_key] = (height, validator.node_key)
+
+    def _note_unverified(self, signer: int, height: int) -> None:
+        """A message claims validator ``signer`` is at ``height``, a height whose set we do not
+        know and whose signature the latest set we know does not confirm: a hint that we may
+        be behind a validator-set change, used only to ask for blocks (which are verified)."""
+        if height <= self._height + 1 or signer >= _UNVERIFIED_SIGNERS_MAX:
+            return
+        if height > self._unverified_ahead.get(signer, 0):
+            self._unverified_ahead[signer] = height
+
+    def _forget_hints_below(self, height: int) -> None:
+        """Drop unverified hints of heights below ``height`` (their sets are known now)."""
+        self._unverified_ahead = {
+            signer: seen for signer, seen in self._unverified_ahead.items() if seen >= height
+        }
 
     def _check_behind(self) -> None:
+        own = None if self._key is None else self._key.public_key
         ahead = sorted(
             (
-                (height, validator)
-                for validator, height in self._seen_height.items()
-                if height > self._height and validator != self._index
+                (height, key)
+                for key, (height, _) in self._seen_height.items()
+                if height > self._height and key != own
             ),
             reverse=True,
         )
-        if len(ahead) < self._join_threshold:
+        heights = [height for height, _ in ahead]
+        if len(heights) < self._join_threshold:
+            # Not enough validators we can verify are ahead. A node that was away across
+            # validator-set changes cannot verify those who replaced the keys it knows; their
+            # claims (and they only) let it ask for blocks, whose certificates it checks.
+            claimed = sorted(
+                (height for height in self._unverified_ahead.values() if height > self._height),
+                reverse=True,
+            )
+            heights = sorted(heights + claimed, reverse=True)
+        if len(heights) < self._join_threshold:
             self._behind_since_ms = None
             return
         if self._behind_since_ms is None:
             self._behind_since_ms = self._now_ms
-        far_behind = ahead[self._join_threshold - 1][0] >= self._height + 2
+        far_behind = heights[self._join_threshold - 1] >= self._height + 2
         if not far_behind and self._now_ms - self._behind_since_ms < self._config.sync_delay_ms:
             return
         # The (f+1)-th highest validator is honest or below one: its parent height is committed.
-        target = max(self._height, ahead[self._join_threshold - 1][0] - 1)
-        self._request_blocks(self._height, target, tuple(v for _, v in ahead))
+        target = max(self._height, heights[self._join_threshold - 1] - 1)
+        self._request_blocks(self._height, target, tuple(key for _, key in ahead))
 
-    def _request_blocks(self, from_height: int, to_height: int, peers: tuple[int, ...]) -> None:
+    def _request_blocks(self, from_height: int, to_height: int, keys: tuple[bytes, ...]) -> None:
+        """Ask for blocks from the validators with consensus keys ``keys`` (best first), then
+        from every other validator of our height."""
         last = self._last_sync_request_ms
         if last is not None and self._now_ms - last < self._config.sync_retry_ms:
             return
-        peers = tuple(p for p in peers if p != self._index)
-        if not peers:
+        own = None if self._key is None else self._key.public_key
+        ordered = [key for key in keys if key != own]
+        ordered += [
+            v.public_key
+            for v in self._validators.validators
+            if v.public_key != own and v.public_key not in ordered
+        ]
+        if not ordered:
             return
         self._last_sync_request_ms = self._now_ms
-        rotation = self._sync_requests % len(peers)
+        rotation = self._sync_requests % len(ordered)
         self._sync_requests += 1
+        ordered = ordered[rotation:] + ordered[:rotation]
+        peers: list[int] = []
+        peer_keys: list[bytes] = []
+        for key in ordered:
+            index = self._validators.index_of(key)
+            if index is not None:
+                peers.append(index)
+            seen = self._seen_height.get(key)
+            node_key = (
+                self._validators.validators[index].node_key
+                if index is not None
+                else (None if seen is None else seen[1])
+            )
+            if node_key is not None:
+                peer_keys.append(node_key)
         to_height = min(to_height, from_height + self._config.sync_blocks_max - 1)
         self._sync_requested_to = to_height
         message = encode_message(BlockRequest(from_height, to_height))
-        self._emit(
-            RequestBlocks(from_height, to_height, peers[rotation:] + peers[:rotation], message)
-        )
+        self._emit(RequestBlocks(from_height, to_height, tuple(peers), message, tuple(peer_keys)))
 
-    def _may_serve(self, validator: int) -> bool:
+    def _may_serve(self, public_key: bytes) -> bool:
         """Rate limit for unsolicited help to a lagging validator (one batch per retry)."""
-        last = self._last_served_ms.get(validator)
-        if validator == self._index or (
+        last = self._last_served_ms.get(public_key)
+        if (self._key is not None and public_key == self._key.public_key) or (
             last is not None and self._now_ms - last < self._config.sync_retry_ms
         ):
             return False
-        self._last_served_ms[validator] = self._now_ms
+        self._last_served_ms[public_key] = self._now_ms
         return True
 
-    def _on_block_request(self, request: BlockRequest, sender: int | None) -> None:
-        if sender is None or not 0 <= sender < self._validators.size:
-            self._drop(DropReason.UNEXPECTED, "block request without a validator sender")
+    def _on_block_request(
+        self, request: BlockRequest, sender: int | None, peer: bytes | None
+    ) -> None:
+        # Any authenticated peer may ask (observers follow the chain this way): the driver's
+        # link layer admits only allowlisted peers and budgets what each one is served.
+        if peer is None and (sender is None or not 0 <= sender < self._validators.size):
+            self._drop(DropReason.UNEXPECTED, "block request from a peer we cannot answer")
             return
         if request.from_height > self._tip_height:
             self._drop(DropReason.UNEXPECTED, f"no committed blocks from {request.from_height}")
@@ -1654,9 +1989,12 @@ class Replica:
             self._tip_height,
             request.from_height + self._config.sync_blocks_max - 1,
         )
-        self._emit(ServeBlocks(sender, request.from_height, to_height))
+        self._emit(ServeBlocks(sender, request.from_height, to_height, peer))
 
     def _on_synced(self, block: Block, certificate: CommitCertificate) -> None:
+        """A block from block sync: verify its certificate against the validator set of its
+        height (or, for a height whose set we do not know yet, against the latest set we know,
+        and again when its height comes), then commit it or keep it for its height."""
         height = block.height
         if height <= self._tip_height:
             self._drop(DropReason.STALE, f"synced block {height} is already committed")
@@ -1670,35 +2008,82 @@ class Replica:
         if block.header.chain_id != self._chain_id:
             self._drop(DropReason.WRONG_CHAIN, "synced block is for another chain")
             return
+        exact = self._set_at(height)
+        validators = self._latest_validators if exact is None else exact
         if not self._bug(PlantedBug.SYNC_WITHOUT_CERTIFICATE):
-            try:
-                verify_certificate(
-                    certificate,
-                    self._validators,
-                    self._chain_id,
-                    block_hash=block.hash,
-                    height=height,
-                )
-            except CertificateError as error:
-                self._drop(DropReason.INVALID_CERTIFICATE, str(error))
+            problem = self._certificate_problem(block, certificate, validators)
+            if problem is not None:
+                if exact is None:
+                    # Perhaps certified by a set we cannot know yet: once the blocks before it
+                    # are applied, ask again at once rather than after ``sync_retry_ms``.
+                    if self._sync_requested_to is not None:
+                        self._sync_requested_to = min(self._sync_requested_to, height - 1)
+                    self._drop(
+                        DropReason.VALIDATORS_UNKNOWN,
+                        f"synced block {height}, not certified by the latest set we know:"
+                        f" {problem}",
+                    )
+                    return
+                self._drop(DropReason.INVALID_CERTIFICATE, problem)
                 return
+        entry = _Synced(block, certificate, validators.hash())
         if height > self._height or not self._ready:
-            self._synced[height] = (block, certificate)
+            self._synced[height] = entry
             for signer, _ in certificate.signatures:
-                if signer < self._validators.size:
-                    self._note_height(signer, height + 1)
+                if signer < validators.size:
+                    self._note_height(validators, signer, height + 1)
             return
-        if block.header.parent_hash != self._tip_hash or block.header.app_hash != self._app_hash:
+        self._apply_synced(entry)
+
+    def _certificate_problem(
+        self, block: Block, certificate: CommitCertificate, validators: ValidatorSet
+    ) -> str | None:
+        try:
+            verify_certificate(
+                certificate,
+                validators,
+                self._chain_id,
+                block_hash=block.hash,
+                height=block.height,
+            )
+        except CertificateError as error:
+            return str(error)
+        return None
+
+    def _apply_synced(self, entry: _Synced) -> None:
+        """Commit a verified synced block of our height if it extends our chain and state."""
+        block = entry.block
+        height = block.height
+        assert height == self._height
+        assert self._ready
+        if (
+            entry.verified_by != self._validators.hash()
+            and not self._bug(PlantedBug.SYNC_CERTIFICATE_AGAINST_CURRENT_SET)
+            and not self._bug(PlantedBug.SYNC_WITHOUT_CERTIFICATE)
+        ):
+            # Checked on arrival against a set that turned out not to be this height's.
+            problem = self._certificate_problem(block, entry.certificate, self._validators)
+            if problem is not None:
+                self._synced.pop(height, None)
+                self._drop(DropReason.INVALID_CERTIFICATE, f"at its own height: {problem}")
+                return
+        assert self._next_validators is not None
+        if (
+            block.header.parent_hash != self._tip_hash
+            or block.header.app_hash != self._app_hash
+            or block.header.next_validators_hash != self._next_validators.hash()
+        ):
+            self._synced.pop(height, None)
             self._drop(
                 DropReason.STATE_DIVERGED,
-                f"certified block {height} does not extend our chain or state",
+                f"certified block {height} does not extend our chain, state or validator sets",
             )
             return
         self._synced.pop(height, None)
         if self._sync_requested_to is not None and height >= self._sync_requested_to:
             self._sync_requested_to = None
             self._last_sync_request_ms = None
-        self._decide(block, certificate)
+        self._decide(block, entry.certificate)
 
     # -----------------------------------------------------------------------------------------
     # Persistence
@@ -1712,11 +2097,12 @@ class Replica:
                 safety.prepared.fields(),
                 (safety.prepared_block.header.fields(), safety.prepared_block.transactions),
             )
+        assert safety.signer is not None, "state is persisted only after something is signed"
         return encode(
             (
                 _STATE_VERSION,
                 self._chain_id,
-                self._index,
+                safety.signer,
                 safety.height,
                 safety.view,
                 safety.view_active,
@@ -1735,11 +2121,14 @@ class Replica:
             raise RestoreError(f"persisted state: {error}") from None
         if not (isinstance(value, tuple) and len(value) == 10):
             raise RestoreError("persisted state: expected 10 fields")
-        version, chain_id, index, height, view, active, proposed, prepare, commit, prepared = value
+        version, chain_id, signer, height, view, active, proposed, prepare, commit, prepared = value
         if version != _STATE_VERSION:
             raise RestoreError(f"persisted state version {version!r} is not {_STATE_VERSION}")
-        if chain_id != self._chain_id or index != self._index:
-            raise RestoreError("persisted state belongs to another chain or validator")
+        if chain_id != self._chain_id:
+            raise RestoreError("persisted state belongs to another chain")
+        if signer not in {key.public_key for key in self._keys}:
+            raise RestoreError("persisted state was signed with a key this replica does not hold")
+        assert isinstance(signer, bytes)
         for name, number in (("height", height), ("view", view)):
             if isinstance(number, bool) or not isinstance(number, int) or number < 0:
                 raise RestoreError(f"persisted {name} must be a non-negative integer")
@@ -1752,7 +2141,7 @@ class Replica:
             hashes.append(item)
         assert isinstance(height, int)
         assert isinstance(view, int)
-        safety = _Safety(height, view, active, hashes[0], hashes[1], hashes[2])
+        safety = _Safety(height, view, active, hashes[0], hashes[1], hashes[2], signer=signer)
         if prepared is not None:
             try:
                 if not (isinstance(prepared, tuple) and len(prepared) == 2):

@@ -9,11 +9,18 @@ A block at height ``h`` commits to:
 * its parent (``parent_hash``: the hash of block ``h-1``, or the genesis hash for ``h = 1``);
 * the application state *before* it (``app_hash``: the state after block ``h-1``), so a node
   whose state diverged cannot agree on the next block;
+* the validator set of the *next* height (``next_validators_hash``: ``ValidatorSet.hash`` of
+  the set that certifies block ``h+1``), so the chain itself says who may certify each block:
+  block 1 is certified by the genesis validators, and block ``h+1`` by the set block ``h``
+  names. A set decided on chain (``apps.membership``) in block ``c`` is in force from height
+  ``c + 2`` (``RECONFIGURATION_DELAY_HEIGHTS``): block ``c + 1`` is proposed after ``c`` is
+  executed, so every replica can compute and check the hash it must carry;
 * its transactions (``transactions_root``: a Merkle root over the transaction hashes).
 
 The block hash is SHA-256 of the encoded header. A ``CommitCertificate`` is a quorum of signed
 commit votes for one (height, view, block hash); ``verify_certificate`` checks one against a
-validator set on its own, so block sync, audit and light clients need nothing else.
+validator set on its own, so block sync, audit and light clients need nothing else but the
+set in force at the certificate's height (``ValidatorSchedule.at``).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from consensus.crypto import (
 __all__ = [
     "BLOCK_LIMITS",
     "EMPTY_ROOT",
+    "RECONFIGURATION_DELAY_HEIGHTS",
     "Block",
     "BlockHeader",
     "CertificateError",
@@ -43,6 +51,7 @@ __all__ = [
     "DecodeError",
     "Phase",
     "Validator",
+    "ValidatorSchedule",
     "ValidatorSet",
     "Vote",
     "merkle_root",
@@ -71,6 +80,11 @@ _SMALL_LIMITS: Final = Limits(
 )
 VALIDATORS_MAX: Final = 512
 EMPTY_ROOT: Final = hash_bytes(b"suanpan/empty")
+# A validator-set change executed in block c is in force from height c + 2: block c + 1 is
+# built after c is executed, so its header can name (and every replica can check) the set of
+# c + 2, and every replica switches at that same block.
+RECONFIGURATION_DELAY_HEIGHTS: Final = 2
+_VALIDATOR_SET_TAG: Final = b"suanpan/validator-set/v1"
 
 
 class DecodeError(ValueError):
@@ -139,32 +153,51 @@ def _decode_tuple(data: bytes, limits: Limits, length: int, what: str) -> tuple[
 
 @dataclass(frozen=True, slots=True)
 class Validator:
-    """One voting member: a display name and its ed25519 public key."""
+    """One voting member: a display name, its ed25519 consensus key and, where the chain
+    records one, the ed25519 key its node authenticates links with (``node_key``), which
+    drivers use to reach it and to decide who may connect."""
 
     name: str
     public_key: bytes
+    node_key: bytes | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not 1 <= len(self.name) <= 64:
             raise ValueError("validator name must be 1..64 characters")
         if not isinstance(self.public_key, bytes) or len(self.public_key) != PUBLIC_KEY_BYTES:
             raise ValueError("validator public key must be 32 bytes")
+        if self.node_key is not None and (
+            not isinstance(self.node_key, bytes) or len(self.node_key) != PUBLIC_KEY_BYTES
+        ):
+            raise ValueError("validator node key must be 32 bytes")
+
+    def fields(self) -> tuple[Value, ...]:
+        """Canonical field tuple (no node key: empty bytes)."""
+        return (self.name, self.public_key, b"" if self.node_key is None else self.node_key)
 
 
 @dataclass(frozen=True, slots=True)
 class ValidatorSet:
-    """The ordered validators from genesis. Order fixes indices and the primary rotation."""
+    """The ordered validators of one height. Order fixes indices and the primary rotation.
+
+    ``hash()`` commits to every field of every validator in order (names, consensus keys,
+    node keys): it is what a block header's ``next_validators_hash`` names."""
 
     validators: tuple[Validator, ...]
     _index: dict[bytes, int] = field(init=False, repr=False, compare=False)
+    _hash: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.validators) <= VALIDATORS_MAX:
             raise ValueError(f"a validator set has 1..{VALIDATORS_MAX} validators")
+        if not all(isinstance(validator, Validator) for validator in self.validators):
+            raise ValueError("a validator set holds Validator values")
         index = {validator.public_key: i for i, validator in enumerate(self.validators)}
         if len(index) != len(self.validators):
             raise ValueError("validator public keys must be distinct")
         object.__setattr__(self, "_index", index)
+        encoded = encode((_VALIDATOR_SET_TAG, tuple(v.fields() for v in self.validators)))
+        object.__setattr__(self, "_hash", hash_bytes(encoded))
 
     @property
     def size(self) -> int:
@@ -193,9 +226,99 @@ class ValidatorSet:
         """The public key of validator ``index``."""
         return self.validators[index].public_key
 
+    def node_keys(self) -> tuple[bytes, ...]:
+        """The node keys the validators have, in validator order (those without are left out)."""
+        return tuple(v.node_key for v in self.validators if v.node_key is not None)
+
     def hash(self) -> bytes:
-        """Commitment to the ordered set."""
-        return hash_bytes(encode([(v.name, v.public_key) for v in self.validators]))
+        """Commitment to the ordered set (every field of every validator)."""
+        return self._hash
+
+    def fields(self) -> tuple[Value, ...]:
+        """Canonical field tuple: one (name, public key, node key or empty) per validator."""
+        return tuple(v.fields() for v in self.validators)
+
+    def encode(self) -> bytes:
+        """Canonical bytes."""
+        return encode(self.fields(), _SMALL_LIMITS)
+
+    @classmethod
+    def from_fields(cls, value: Value) -> ValidatorSet:
+        """Build from a decoded field tuple, raising ``DecodeError`` when malformed."""
+        _require(isinstance(value, tuple), "validator set: expected an array")
+        assert isinstance(value, tuple)
+        members: list[Validator] = []
+        for entry in value:
+            _require(
+                isinstance(entry, tuple)
+                and len(entry) == 3
+                and isinstance(entry[0], str)
+                and isinstance(entry[1], bytes)
+                and isinstance(entry[2], bytes),
+                "validator must be (name, public key, node key)",
+            )
+            assert isinstance(entry, tuple)
+            name, public_key, node_key = entry
+            assert isinstance(name, str)
+            assert isinstance(public_key, bytes)
+            assert isinstance(node_key, bytes)
+            try:
+                members.append(Validator(name, public_key, node_key or None))
+            except ValueError as error:
+                raise DecodeError(f"validator set: {error}") from None
+        try:
+            return cls(tuple(members))
+        except ValueError as error:
+            raise DecodeError(f"validator set: {error}") from None
+
+    @classmethod
+    def decode(cls, data: bytes) -> ValidatorSet:
+        """Parse a validator set; raises ``DecodeError`` when malformed."""
+        try:
+            value = decode(data, _SMALL_LIMITS)
+        except CodecError as error:
+            raise DecodeError(f"validator set: {error}") from None
+        return cls.from_fields(value)
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatorSchedule:
+    """The validator set in force at every height: ``genesis`` from height 1, then each entry
+    of ``changes`` (effective height -> set) from its height on.
+
+    This is the "validator set at height h" everything that checks certificates asks for:
+    ``verify_certificate`` of height ``h`` must use ``at(h)``, never the set of another height.
+    A schedule is only as complete as what its holder has seen: a change decided in block c is
+    known once c is executed, so ``at(h)`` is final for ``h <= executed height + 2``."""
+
+    genesis: ValidatorSet
+    changes: tuple[tuple[int, ValidatorSet], ...] = ()
+
+    def __post_init__(self) -> None:
+        heights = [height for height, _ in self.changes]
+        if heights != sorted(set(heights)) or any(height < 2 for height in heights):
+            raise ValueError("schedule changes need distinct, increasing heights from 2")
+
+    def at(self, height: int) -> ValidatorSet:
+        """The set that certifies block ``height`` (height >= 1)."""
+        current = self.genesis
+        for effective, validators in self.changes:
+            if effective > height:
+                break
+            current = validators
+        return current
+
+    def with_change(self, effective_height: int, validators: ValidatorSet) -> ValidatorSchedule:
+        """This schedule with ``validators`` in force from ``effective_height`` (replacing a
+        change recorded for that height, and dropping any recorded for later heights)."""
+        if effective_height < 2:
+            raise ValueError("a change takes effect at height 2 or later")
+        earlier = ValidatorSchedule(
+            self.genesis, tuple((h, v) for h, v in self.changes if h < effective_height)
+        )
+        if validators == earlier.at(effective_height - 1):
+            return earlier
+        return ValidatorSchedule(self.genesis, (*earlier.changes, (effective_height, validators)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +330,7 @@ class BlockHeader:
     view: int
     parent_hash: bytes
     app_hash: bytes
+    next_validators_hash: bytes
     proposer: int
     timestamp_ms: int
     transactions_root: bytes
@@ -220,6 +344,7 @@ class BlockHeader:
         _uint_field(self.view, "view")
         _hash_field(self.parent_hash, "parent_hash")
         _hash_field(self.app_hash, "app_hash")
+        _hash_field(self.next_validators_hash, "next_validators_hash")
         _uint_field(self.proposer, "proposer")
         _uint_field(self.timestamp_ms, "timestamp_ms")
         _hash_field(self.transactions_root, "transactions_root")
@@ -233,6 +358,7 @@ class BlockHeader:
             self.view,
             self.parent_hash,
             self.app_hash,
+            self.next_validators_hash,
             self.proposer,
             self.timestamp_ms,
             self.transactions_root,
@@ -250,9 +376,11 @@ class BlockHeader:
     @classmethod
     def from_fields(cls, value: Value) -> BlockHeader:
         """Build from a decoded field tuple, raising ``DecodeError`` when malformed."""
-        _require(isinstance(value, tuple) and len(value) == 9, "header: expected 9 fields")
+        _require(isinstance(value, tuple) and len(value) == 10, "header: expected 10 fields")
         assert isinstance(value, tuple)
-        chain_id, height, view, parent, app, proposer, timestamp, root, count = value
+        chain_id, height, view, parent, app, next_validators, proposer, timestamp, root, count = (
+            value
+        )
         _require(isinstance(chain_id, str), "header chain_id must be a string")
         assert isinstance(chain_id, str)
         return cls(
@@ -261,6 +389,7 @@ class BlockHeader:
             _uint_field(view, "view"),
             _hash_field(parent, "parent_hash"),
             _hash_field(app, "app_hash"),
+            _hash_field(next_validators, "next_validators_hash"),
             _uint_field(proposer, "proposer"),
             _uint_field(timestamp, "timestamp_ms"),
             _hash_field(root, "transactions_root"),
@@ -323,6 +452,7 @@ class Block:
         view: int,
         parent_hash: bytes,
         app_hash: bytes,
+        next_validators_hash: bytes,
         proposer: int,
         timestamp_ms: int,
         transactions: Sequence[bytes],
@@ -334,6 +464,7 @@ class Block:
             view=view,
             parent_hash=parent_hash,
             app_hash=app_hash,
+            next_validators_hash=next_validators_hash,
             proposer=proposer,
             timestamp_ms=timestamp_ms,
             transactions_root=merkle_root([hash_bytes(tx) for tx in transactions]),

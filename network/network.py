@@ -454,6 +454,27 @@ class Network:
             peers=",".join(sorted(_short(key) for key in self._blocked)),
         )
 
+    def set_allowlist(self, keys: Collection[bytes]) -> None:
+        """Replace the keys allowed to connect (the persistent peers stay allowed): the node
+        calls this as the validator set on chain changes. A connected peer that is no longer
+        allowed is disconnected now, and refused from then on; a newly allowed one may connect
+        (or is dialled, if it is a persistent peer)."""
+        allowed = frozenset(keys) | {peer.public_key for peer in self.config.persistent_peers}
+        if allowed == self._allowed:
+            return
+        added, removed = allowed - self._allowed, self._allowed - allowed
+        self._allowed = allowed
+        for key in removed:
+            peer = self._peers.get(key)
+            if peer is not None and peer.connection is not None:
+                self._close(peer.connection, "not_allowed")
+        _log_event(
+            logging.INFO,
+            "allowlist_changed",
+            added=",".join(sorted(_short(key) for key in added)),
+            removed=",".join(sorted(_short(key) for key in removed)),
+        )
+
     def gossip_transactions(self, transactions: Sequence[bytes]) -> int:
         """Flood local transactions to every connected peer; returns how many were new.
 

@@ -120,7 +120,9 @@ class Genesis:
     @property
     def validator_set(self) -> ValidatorSet:
         """The consensus validator set, in genesis order."""
-        return ValidatorSet(tuple(Validator(v.name, v.public_key) for v in self.validators))
+        return ValidatorSet(
+            tuple(Validator(v.name, v.public_key, v.node_key) for v in self.validators)
+        )
 
     @property
     def genesis_time(self) -> str:

@@ -5,8 +5,15 @@
       genesis.json         the chain's genesis, identical on every node (node.genesis)
       node_key.json        p2p identity (ed25519, mode 0600)
       validator_key.json   consensus signing key (ed25519, mode 0600)
+      validator_key.next.json   optional: the key a rotation decided on chain switches to
+                           (a running node picks it up at its next block)
+      node_key.next.json   optional: the node key a rotation switches to (at a restart, once
+                           promoted with ``promote_next_key``)
       data/                LMDB store and the node's state
       snapshots/           state snapshots taken every [statesync] snapshot_interval heights
+
+A node whose validator key is in no validator set is an observer: it follows the chain and
+serves the API without voting (and votes from the height governance adds its key).
 
 ``init_home`` creates one; ``check_home`` validates all of it and returns every problem
 (file, key, problem, fix); ``load_home`` returns a ready ``Home`` or raises ``HomeError``.
@@ -28,6 +35,8 @@ __all__ = [
     "CONFIG_FILE",
     "DATA_DIR",
     "GENESIS_FILE",
+    "NEXT_NODE_KEY_FILE",
+    "NEXT_VALIDATOR_KEY_FILE",
     "NODE_KEY_FILE",
     "SNAPSHOTS_DIR",
     "VALIDATOR_KEY_FILE",
@@ -36,12 +45,16 @@ __all__ = [
     "check_home",
     "init_home",
     "load_home",
+    "promote_next_key",
+    "write_next_key",
 ]
 
 CONFIG_FILE: Final = "config.toml"
 GENESIS_FILE: Final = "genesis.json"
 NODE_KEY_FILE: Final = "node_key.json"
 VALIDATOR_KEY_FILE: Final = "validator_key.json"
+NEXT_VALIDATOR_KEY_FILE: Final = "validator_key.next.json"
+NEXT_NODE_KEY_FILE: Final = "node_key.next.json"
 DATA_DIR: Final = "data"
 SNAPSHOTS_DIR: Final = "snapshots"
 
@@ -63,6 +76,8 @@ class Home:
     genesis: Genesis
     node_key: PrivateKey
     validator_key: PrivateKey
+    # The key a validator-key rotation decided on chain switches to (signs from its height).
+    next_validator_key: PrivateKey | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -76,7 +91,8 @@ class Home:
 
     @property
     def validator_index(self) -> int | None:
-        """This node's index in the genesis validator set, or None for an observer."""
+        """This node's index in the genesis validator set, or None when it starts as an
+        observer (governance may add its key later; the chain, not genesis, decides)."""
         return self.genesis.validator_set.index_of(self.validator_key.public_key)
 
     def log_path(self) -> Path | None:
@@ -114,6 +130,27 @@ def init_home(home: Path, moniker: str, *, config: NodeConfig | None = None) -> 
     (home / DATA_DIR).mkdir(exist_ok=True, mode=0o700)
     config_path.write_text(rendered, "utf-8")
     return validator_key.public_key, node_key.public_key
+
+
+def write_next_key(home: Path, *, node_key: bool = False) -> PrivateKey:
+    """Start a key rotation: write a fresh next validator key (``validator_key.next.json``)
+    or, with ``node_key``, next node key (``node_key.next.json``) into ``home`` and return it.
+    Refuses (``KeyFileError``) while a next key is already there."""
+    key = generate_private_key()
+    save_key_file(home / (NEXT_NODE_KEY_FILE if node_key else NEXT_VALIDATOR_KEY_FILE), key)
+    return key
+
+
+def promote_next_key(home: Path, *, node_key: bool = False) -> PrivateKey:
+    """Finish a key rotation: the next key replaces the current one (the retired key is
+    overwritten: it must never sign or connect again) and the next-key file is removed. A
+    node uses a promoted node key from its next start. Raises ``KeyFileError``."""
+    current = home / (NODE_KEY_FILE if node_key else VALIDATOR_KEY_FILE)
+    upcoming = home / (NEXT_NODE_KEY_FILE if node_key else NEXT_VALIDATOR_KEY_FILE)
+    key = load_key_file(upcoming)
+    save_key_file(current, key, overwrite=True)
+    upcoming.unlink()
+    return key
 
 
 def write_config(home: Path, config: NodeConfig) -> None:
@@ -162,6 +199,29 @@ def check_home(home: Path) -> tuple[Home | None, list[ConfigProblem]]:
                 else "restore the key file from backup, or create one with `suanpan init`"
             )
             problems.append(ConfigProblem(str(home / name), "(file)", str(error), fix))
+    next_key: PrivateKey | None = None
+    next_path = home / NEXT_VALIDATOR_KEY_FILE
+    if next_path.exists():
+        try:
+            next_key = load_key_file(next_path)
+        except KeyFileError as error:
+            fix = (
+                f"run: chmod 600 {next_path}"
+                if "chmod" in str(error)
+                else "remove it, or write it with `suanpan keys rotate --home HOME`"
+            )
+            problems.append(ConfigProblem(str(next_path), "(file)", str(error), fix))
+        else:
+            current = keys.get(VALIDATOR_KEY_FILE)
+            if current is not None and current.public_key == next_key.public_key:
+                problems.append(
+                    ConfigProblem(
+                        str(next_path),
+                        "(file)",
+                        "holds the same key as validator_key.json",
+                        "remove it: a rotation needs a new key",
+                    )
+                )
     data = home / DATA_DIR
     if data.exists() and not data.is_dir():
         problems.append(ConfigProblem(str(data), "(dir)", "is not a directory", "move it away"))
@@ -182,7 +242,7 @@ def check_home(home: Path) -> tuple[Home | None, list[ConfigProblem]]:
     if problems or config is None or genesis is None:
         return None, problems
     return (
-        Home(home, config, genesis, keys[NODE_KEY_FILE], keys[VALIDATOR_KEY_FILE]),
+        Home(home, config, genesis, keys[NODE_KEY_FILE], keys[VALIDATOR_KEY_FILE], next_key),
         problems,
     )
 
@@ -211,18 +271,9 @@ def _cross_checks(
                 f"set it to at most {params.block_bytes_max}",
             )
         )
-    node_keys = {validator.node_key for validator in genesis.validators} | set(config.p2p.observers)
-    for i, peer in enumerate(config.p2p.persistent_peers):
-        if peer.node_key not in node_keys:
-            problems.append(
-                ConfigProblem(
-                    config_file,
-                    f"[p2p] persistent_peers[{i}]",
-                    f"node key {peer.node_key.hex()[:16]}... is not a genesis validator's node key"
-                    " or an observer",
-                    "copy node_key from genesis.json validators, or add it to [p2p] observers",
-                )
-            )
+    # Persistent peers are not checked against genesis: the chain decides who validates (a
+    # validator added or a node key rotated by governance is in no genesis file), and a peer
+    # that presents another key than listed is refused at the handshake and reported.
     statesync = config.statesync
     reachable = len(genesis.validators) - 1 + len(config.p2p.observers)
     if statesync.enabled and statesync.peers_min > reachable:
@@ -237,30 +288,17 @@ def _cross_checks(
             )
         )
     node_key = keys.get(NODE_KEY_FILE)
-    validator_key = keys.get(VALIDATOR_KEY_FILE)
-    if validator_key is not None and node_key is not None:
-        index = genesis.validator_set.index_of(validator_key.public_key)
-        if index is not None and genesis.validators[index].node_key != node_key.public_key:
-            problems.append(
-                ConfigProblem(
-                    str(home / NODE_KEY_FILE),
-                    "(file)",
-                    f"genesis lists validator {genesis.validators[index].name!r} with another"
-                    " node key",
-                    "use the node_key.json the genesis was built from, or fix genesis.json",
-                )
+    if node_key is not None and any(
+        peer.node_key == node_key.public_key for peer in config.p2p.persistent_peers
+    ):
+        problems.append(
+            ConfigProblem(
+                config_file,
+                "[p2p] persistent_peers",
+                "lists this node itself",
+                "remove this node's own entry",
             )
-        if node_key is not None and any(
-            peer.node_key == node_key.public_key for peer in config.p2p.persistent_peers
-        ):
-            problems.append(
-                ConfigProblem(
-                    config_file,
-                    "[p2p] persistent_peers",
-                    "lists this node itself",
-                    "remove this node's own entry",
-                )
-            )
+        )
     return problems
 
 

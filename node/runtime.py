@@ -39,6 +39,21 @@ chain tip), and starts, under one nursery:
   consensus at that height and block-syncs the rest;
 * the **client API** and the **metrics** endpoint (``node.http``).
 
+Validator sets: the set in force at each height is what the chain decided
+(``AppHost.validator_set``: the membership registry, seeded from the genesis validators and
+changed by governance two heights after the deciding block). After each commit the driver
+feeds the replica the set of the height after next (``BlockExecuted.next_validators``), and
+the network allowlist follows the node keys of the sets of the next two heights (plus
+``[p2p] observers`` and the persistent peers), so a validator added on chain may connect as
+soon as the change is decided and a removed one is let go once its last height passed.
+Consensus messages are broadcast to every connected peer: validators and observers.
+
+Roles: a node signs at a height with whichever of its consensus keys (``validator_key.json``,
+and ``validator_key.next.json`` during a key rotation) is in that height's set. With none it
+is an **observer**: it follows the chain through the validators' messages and block sync,
+serves the client API, and never votes; the same node starts voting, without a restart, at
+the height governance adds its key, and stops when it is removed.
+
 SIGINT/SIGTERM cancel the nursery; the store is closed on the way out. A restart restores the
 replica's persisted state, so a validator never signs a second, different vote for a
 (height, view, phase) it already voted in, even after ``kill -9``.
@@ -101,7 +116,13 @@ from consensus.replica import (
     ValidityVerdict,
     primary_index,
 )
-from consensus.types import Block, CertificateError, CommitCertificate, verify_certificate
+from consensus.types import (
+    Block,
+    CertificateError,
+    CommitCertificate,
+    ValidatorSet,
+    verify_certificate,
+)
 from network.network import (
     InboundMessage,
     InboundTransactions,
@@ -115,9 +136,10 @@ from node.api import CommittedTransaction, Health, QueryError, SubmitOutcome
 from node.apiserver import ApiServer
 from node.apploader import AppLoadError, load_apps
 from node.events import StreamBlock, StreamBlockCache, stream_transaction
-from node.home import Home
+from node.home import NEXT_VALIDATOR_KEY_FILE, Home
 from node.http import Handler, HttpLimits, Request, Response, serve_http
 from node.jsonvalue import JsonType, to_json
+from node.keys import KeyFileError, load_key_file
 from node.mempool import CODE_FULL, Mempool, MempoolLimits, MempoolRejected
 from node.metrics import NodeMetrics, RunningTotal
 from node.openapi import openapi_document
@@ -159,6 +181,8 @@ _NONCE_TAKEN_CODES: Final = frozenset({"duplicate", "nonce_in_use", "stale_nonce
 _PREFETCH_BLOCKS_MAX: Final = 256
 # Validated blocks whose execution results are kept for their commit (a few views' worth).
 _VALIDATED_CACHE_MAX: Final = 8
+# Validator sets of recent heights kept decoded: a few views' worth of heights around the tip.
+_VALIDATOR_SETS_CACHED: Final = 64
 # The window of ``[p2p] block_serve_bytes_per_peer_per_s``: one second, as the name says.
 _BLOCK_SERVE_WINDOW_MS: Final = 1000
 # Room for the certificate and framing of one stored block in a sync answer (up to 512
@@ -234,14 +258,15 @@ class Node:
         self.config = home.config
         self.genesis = home.genesis
         self.chain_id = home.genesis.chain_id
-        self.validators = home.genesis.validator_set
         self.metrics = NodeMetrics()
         self.phases = PhaseClock()
         self.store = Store(home.data_dir, chain_id=self.chain_id, genesis_hash=self.genesis.hash)
         self._apps = load_apps(self.genesis.apps)
         if not self.store.initialised:
             genesis_host = AppHost(self._apps, self.store.state_backend(), chain_id=self.chain_id)
-            writes, app_hash = genesis_host.init_genesis(self.genesis.app_state)
+            writes, app_hash = genesis_host.init_genesis(
+                self.genesis.app_state, validators=self.genesis.validator_set
+            )
             self.store.init_genesis(writes, app_hash)
         statesync = self.config.statesync
         pending = self.store.state_sync_pending
@@ -266,9 +291,8 @@ class Node:
             )
         )
         self._open_execution()
-        self._node_keys = tuple(v.node_key for v in self.genesis.validators)
-        self._index_of_node_key = {key: i for i, key in enumerate(self._node_keys)}
-        self.index = home.validator_index
+        # Final sets by height (a set of height h never changes once h <= executed + 2).
+        self._validator_sets: OrderedDict[int, ValidatorSet] = OrderedDict()
         params = self.genesis.consensus_params
         self.replica_config = ReplicaConfig(
             view_timeout_base_ms=self.config.consensus.view_timeout_ms,
@@ -283,8 +307,12 @@ class Node:
             window_ms=_BLOCK_SERVE_WINDOW_MS,
         )
         self.replica = self._make_replica()
-        assert self.index is not None  # _make_replica refuses a node that is not a validator
-        self.replica_index: int = self.index
+        # The next validator key of a rotation: loaded at start, or by the first block after
+        # the file appears (``_pick_up_next_key``).
+        self._next_key_loaded = home.next_validator_key is not None
+        self._next_key_problem = ""
+        self._index_of_node_key: dict[bytes, int] = {}
+        self._index_set: ValidatorSet | None = None
         self._tip_timestamp_ms = self._chain_tip().timestamp_ms
         self.network = Network(
             NetworkConfig(
@@ -297,7 +325,7 @@ class Node:
                     NetworkPeer(peer.node_key, peer.address.host, peer.address.port)
                     for peer in self.config.p2p.persistent_peers
                 ),
-                allowlist=frozenset(self._node_keys) | frozenset(self.config.p2p.observers),
+                allowlist=self._allowlist(),
             ),
             request_handler=self._snapshot_server.handle,
         )
@@ -337,7 +365,10 @@ class Node:
             home=home.path,
             config=self.config,
             chain_id=self.chain_id,
-            node_keys=frozenset(self._node_keys) | frozenset(self.config.p2p.observers),
+            # This node and the nodes allowed to connect when it starts (validators of the next
+            # two heights and observers); a validator added on chain later is known after a
+            # restart.
+            node_keys=self._allowlist() | {home.node_key.public_key},
             # Through the node, not a bound method of today's host: a state sync reopens it.
             query=lambda app, path, arguments: self.host.query(app, path, arguments),
             rules_of=self._read_rules,
@@ -371,8 +402,37 @@ class Node:
 
     @property
     def validator_node_keys(self) -> tuple[bytes, ...]:
-        """Every genesis validator's node (p2p) key, in validator order."""
-        return self._node_keys
+        """The node (p2p) keys of the validators of the height being decided, in order."""
+        return self.replica.validators.node_keys()
+
+    @property
+    def index(self) -> int | None:
+        """This node's validator index at the height being decided (None: it only follows)."""
+        return self.replica.index
+
+    def validators_at(self, height: int) -> ValidatorSet:
+        """The validator set in force at ``height`` (final for ``height <= executed + 2``):
+        what the chain's registry decides, or the genesis set on a chain without one."""
+        cached = self._validator_sets.get(height)
+        if cached is not None:
+            return cached
+        validators = self.host.validator_set(height) or self.genesis.validator_set
+        if height <= self.host.height + 2:
+            self._validator_sets[height] = validators
+            while len(self._validator_sets) > _VALIDATOR_SETS_CACHED:
+                self._validator_sets.popitem(last=False)
+        return validators
+
+    def _allowlist(self) -> frozenset[bytes]:
+        """Who may connect: the validators of the next two heights and configured observers."""
+        height = self.host.height
+        keys = {
+            *self.validators_at(height + 1).node_keys(),
+            *self.validators_at(height + 2).node_keys(),
+            *self.config.p2p.observers,
+        }
+        keys.discard(self.home.node_key.public_key)
+        return frozenset(keys)
 
     def _chain_tip(self) -> ChainTip:
         height = self.store.height
@@ -381,21 +441,33 @@ class Node:
         return ChainTip(height, self.store.last_block_hash, self.store.app_hash, timestamp_ms)
 
     def _make_replica(self) -> Replica:
-        if self.index is None:
-            raise NodeStartError(
-                "this node's validator_key.json is not a genesis validator; observer nodes are"
-                " not supported yet (add it with `suanpan genesis add-validator`)"
-            )
+        """The replica at the store's tip: it votes at the heights whose sets hold one of our
+        keys and follows the chain at the others (an observer)."""
         state = self.store.load_replica_state()
-        arguments = {
-            "chain_id": self.chain_id,
-            "validators": self.validators,
-            "key": self.home.validator_key,
-            "tip": self._chain_tip(),
-        }
+        tip = self._chain_tip()
+        validators = self.validators_at(tip.height + 1)
+        next_validators = self.validators_at(tip.height + 2)
+        standby = () if self.home.next_validator_key is None else (self.home.next_validator_key,)
         if state is None:
-            return Replica(self.replica_config, **arguments)  # type: ignore[arg-type]
-        return Replica.restore(self.replica_config, state=state, **arguments)  # type: ignore[arg-type]
+            return Replica(
+                self.replica_config,
+                chain_id=self.chain_id,
+                validators=validators,
+                next_validators=next_validators,
+                key=self.home.validator_key,
+                standby_keys=standby,
+                tip=tip,
+            )
+        return Replica.restore(
+            self.replica_config,
+            chain_id=self.chain_id,
+            validators=validators,
+            next_validators=next_validators,
+            key=self.home.validator_key,
+            standby_keys=standby,
+            tip=tip,
+            state=state,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -424,6 +496,7 @@ class Node:
                     extra={
                         "moniker": self.config.moniker,
                         "validator": self.index,
+                        "role": "validator" if self.index is not None else "observer",
                         "height": self.store.height,
                         "state_sync": self.state_syncing,
                         **{f"{name}_port": port for name, port in self.ports.items()},
@@ -459,7 +532,8 @@ class Node:
                     peers=lambda: [peer.public_key for peer in self.network.peers()],
                     store=self.store,
                     snapshots=self.snapshots,
-                    validators=self.validators,
+                    # Genesis's: state sync walks the validator-set changes from there.
+                    validators=self.genesis.validator_set,
                     chain_id=self.chain_id,
                     limits=limits,
                 )
@@ -480,7 +554,9 @@ class Node:
                     await trio.sleep(_STATE_SYNC_RETRY_SECONDS)
             drains.cancel_scope.cancel()
         self._open_execution()
+        self._validator_sets.clear()
         self.replica = self._make_replica()
+        self.network.set_allowlist(self._allowlist())
         self._tip_timestamp_ms = self._chain_tip().timestamp_ms
         self.state_synced_from = result.height
         self.state_syncing = False
@@ -518,10 +594,10 @@ class Node:
             if message.kind != CONSENSUS_KIND:
                 log.debug("unknown_message_kind", extra={"kind": message.kind})
                 continue
-            sender = self._index_of_node_key.get(message.peer)
             if _is_block_response(message.payload):
                 self._prefetch_signatures(message.payload)
-            await self._inputs_send.send(PeerMessage(message.payload, sender))
+            # The validator index is filled in by the driver, against the set it is deciding.
+            await self._inputs_send.send(PeerMessage(message.payload, None, message.peer))
 
     def _prefetch_signatures(self, payload: bytes) -> None:
         """Blocks arriving by sync: verify their transactions' signatures on worker threads,
@@ -581,10 +657,12 @@ class Node:
         try:
             for block, certificate in entries:
                 with self.phases.measure("consensus"):
+                    if block.height > self.host.height + 2:
+                        break  # its validator set is not known yet: the replica checks it
                     try:
                         verify_certificate(
                             certificate,
-                            self.validators,
+                            self.validators_at(block.height),
                             self.chain_id,
                             block_hash=block.hash,
                             height=block.height,
@@ -621,6 +699,8 @@ class Node:
             consensus = self.phases.measure("consensus")
             while pending:
                 event = pending.popleft()
+                if isinstance(event, PeerMessage) and event.peer is not None:
+                    event = PeerMessage(event.data, self._sender_index(event.peer), event.peer)
                 with consensus:
                     actions = self.replica.handle(event)
                 for action in actions:
@@ -648,15 +728,50 @@ class Node:
             self._update_status_metrics()
             pending.append(await self._inputs.receive())
 
+    def _pick_up_next_key(self) -> None:
+        """Load ``validator_key.next.json`` if it appeared since we started (a key rotation in
+        progress): the replica signs with it from the height the chain puts it in force."""
+        path = self.home.path / NEXT_VALIDATOR_KEY_FILE
+        if self._next_key_loaded or not path.exists():
+            return
+        try:
+            key = load_key_file(path)
+        except KeyFileError as error:
+            if str(error) != self._next_key_problem:
+                self._next_key_problem = str(error)
+                log.warning("next_validator_key_unreadable", extra={"error": str(error)})
+            return
+        self._next_key_loaded = True
+        if self.replica.add_standby_key(key):
+            log.info("next_validator_key_loaded", extra={"public_key": key.public_key.hex()})
+
+    def _sender_index(self, peer: bytes) -> int | None:
+        """``peer``'s index in the validator set the replica is deciding with, if any."""
+        validators = self.replica.validators
+        if validators is not self._index_set:
+            self._index_set = validators
+            self._index_of_node_key = {
+                v.node_key: i for i, v in enumerate(validators.validators) if v.node_key
+            }
+        return self._index_of_node_key.get(peer)
+
+    def _node_key_of(self, index: int) -> bytes | None:
+        """The node key of validator ``index`` of the set the replica is deciding with."""
+        validators = self.replica.validators.validators
+        return validators[index].node_key if 0 <= index < len(validators) else None
+
     def _perform(self, action: Action) -> Input | None:
         """Perform one action other than ``Commit`` and ``Persist`` (the driver awaits those);
         returns an input to feed back immediately, if any."""
         assert not isinstance(action, Commit | Persist), "the driver awaits commits and persists"
         if isinstance(action, Send):
-            self.network.send(self._node_keys[action.to], CONSENSUS_KIND, action.message)
+            peer = self._node_key_of(action.to)
+            if peer is not None:
+                self.network.send(peer, CONSENSUS_KIND, action.message)
         elif isinstance(action, Broadcast):
-            others = [key for i, key in enumerate(self._node_keys) if i != self.index]
-            self.network.broadcast(CONSENSUS_KIND, action.message, others)
+            # Every connected peer follows the chain: validators of this height and the next,
+            # and observers (the allowlist admits no one else).
+            self.network.broadcast(CONSENSUS_KIND, action.message)
             if self.testnet_hooks is not None:
                 self.testnet_hooks.after_broadcast(action.message)
         elif isinstance(action, RequestProposal):
@@ -670,11 +785,21 @@ class Node:
             log.warning("evidence_reported", extra={"evidence": repr(action.evidence)[:200]})
         elif isinstance(action, RequestBlocks):
             self.syncing = True
-            self.network.send(self._node_keys[action.peers[0]], CONSENSUS_KIND, action.message)
-            log.info(
-                "block_sync_requested",
-                extra={"from": action.from_height, "to": action.to_height, "peer": action.peers[0]},
-            )
+            candidates = list(action.peer_keys) or [
+                key for key in (self._node_key_of(i) for i in action.peers) if key is not None
+            ]
+            connected = {peer.public_key for peer in self.network.peers()}
+            reachable = [key for key in candidates if key in connected] or candidates
+            if reachable:
+                self.network.send(reachable[0], CONSENSUS_KIND, action.message)
+                log.info(
+                    "block_sync_requested",
+                    extra={
+                        "from": action.from_height,
+                        "to": action.to_height,
+                        "peer": reachable[0].hex()[:16],
+                    },
+                )
         elif isinstance(action, ServeBlocks):
             self._serve_blocks(action)
         elif isinstance(action, Dropped):
@@ -687,10 +812,15 @@ class Node:
     def _serve_blocks(self, action: ServeBlocks) -> None:
         """Answer a block-sync request within the peer's ``ServeBudget``: as many blocks as
         fit in what it may still receive this second, or nothing (it asks again later)."""
+        peer = action.peer
+        if peer is None and action.to is not None:
+            peer = self._node_key_of(action.to)
+        if peer is None:
+            return
         now_ms = int(time.monotonic() * 1000)
         bytes_max = min(
             self.network.limits.message_bytes_max,
-            self._serve_budget.available(action.to, now_ms),
+            self._serve_budget.available(peer, now_ms),
         )
         top = min(action.to_height, self.store.height)
         entries = []
@@ -709,11 +839,15 @@ class Node:
             self.metrics.dropped_messages.labels(reason="serve_budget").inc()
             log.info(
                 "block_serve_deferred",
-                extra={"peer": action.to, "from": action.from_height, "bytes_max": bytes_max},
+                extra={
+                    "peer": peer.hex()[:16],
+                    "from": action.from_height,
+                    "bytes_max": bytes_max,
+                },
             )
             return
-        self._serve_budget.spend(action.to, now_ms, len(data))
-        self.network.send(self._node_keys[action.to], CONSENSUS_KIND, data)
+        self._serve_budget.spend(peer, now_ms, len(data))
+        self.network.send(peer, CONSENSUS_KIND, data)
 
     # ------------------------------------------------------------------ proposals
 
@@ -785,13 +919,18 @@ class Node:
             self._pre_execute_now(payload)
 
     def _pre_execute_now(self, payload: ProposalPayload) -> None:
+        next_validators = self.replica.next_validators
+        proposer = self.replica.index
+        if next_validators is None or proposer is None:
+            return
         block = Block.build(
             chain_id=self.chain_id,
             height=payload.height,
             view=payload.view,
             parent_hash=self.store.last_block_hash,
             app_hash=self.host.app_hash,
-            proposer=self.replica_index,
+            next_validators_hash=next_validators.hash(),
+            proposer=proposer,
             timestamp_ms=max(payload.timestamp_ms, self._tip_timestamp_ms + 1),
             transactions=payload.transactions,
         )
@@ -866,7 +1005,9 @@ class Node:
         return self.host.execute_block(context, transactions, known=known)
 
     def _block_context(self, block: Block) -> BlockContext:
-        proposer = self.validators.public_key(block.header.proposer)
+        validators = self.validators_at(block.height)
+        index = block.header.proposer
+        proposer = validators.public_key(index) if index < validators.size else bytes(32)
         return BlockContext(block.height, block.header.timestamp_ms, proposer, self.chain_id)
 
     async def _commit(self, block: Block, certificate: CommitCertificate) -> Input:
@@ -903,7 +1044,8 @@ class Node:
             )
             for tx_hash, reason in update.evicted:
                 self._remember_rejection(tx_hash, "evicted", reason)
-        return BlockExecuted(block.height, result.app_hash)
+        # The set the state after this block puts in force two heights on.
+        return BlockExecuted(block.height, result.app_hash, self.validators_at(block.height + 2))
 
     def _after_commit(
         self, block: Block, certificate: CommitCertificate, result: BlockResult
@@ -940,6 +1082,18 @@ class Node:
             self.syncing = False
         self._new_block.set()
         self._new_block = trio.Event()
+        next_validators = self.validators_at(block.height + 2)
+        if next_validators != self.validators_at(block.height + 1):
+            log.info(
+                "validator_set_scheduled",
+                extra={
+                    "effective_height": block.height + 2,
+                    "validators": next_validators.size,
+                    "hash": next_validators.hash().hex()[:16],
+                },
+            )
+        self.network.set_allowlist(self._allowlist())
+        self._pick_up_next_key()
         log.info(
             "block_committed",
             extra={
@@ -1319,9 +1473,9 @@ class Node:
                     "view": evidence.view,
                     "kind": evidence.kind.name.lower(),
                     "validator": evidence.validator,
-                    "validator_name": self.genesis.validators[evidence.validator].name
-                    if evidence.validator < len(self.genesis.validators)
-                    else "",
+                    "validator_name": _validator_name(
+                        self.validators_at(max(1, evidence.height)), evidence.validator
+                    ),
                     "block_hashes": [
                         evidence.first.block_hash.hex(),
                         evidence.second.block_hash.hex(),
@@ -1425,15 +1579,19 @@ class Node:
     def health(self) -> Health:
         """Whether this node is current: recent blocks, connected to a quorum, not behind."""
         problems: list[str] = []
-        peers = len(self.network.peers())
-        others = self.validators.size - 1
-        quorum = self.validators.quorum
-        if others and peers == 0:
+        validators = self.replica.validators
+        voting = self.index is not None
+        others = validators.size - (1 if voting else 0)
+        quorum = validators.quorum
+        connected = {peer.public_key for peer in self.network.peers()}
+        reached = len(connected & set(validators.node_keys()))
+        if others and reached == 0:
             problems.append(f"isolated: no peer connected (of {others} other validators)")
-        elif peers + 1 < quorum:
+        elif voting and reached + 1 < quorum:
+            # An observer needs one honest validator to follow the chain, not a quorum.
             problems.append(
-                f"no quorum: connected to {peers} of {others} other validators; committing"
-                f" needs {quorum} of {self.validators.size}"
+                f"no quorum: connected to {reached} of {others} other validators; committing"
+                f" needs {quorum} of {validators.size}"
             )
         if self.syncing:
             problems.append(f"behind: catching up from height {self.host.height} (peers are ahead)")
@@ -1453,25 +1611,33 @@ class Node:
         replica = self.replica.status()
         statistics = self.network.statistics()
         self.metrics.update_rate(time.monotonic())
+        validators = self.replica.validators
         return {
             "moniker": self.config.moniker,
             "chain_id": self.chain_id,
             "genesis_hash": self.genesis.hash.hex(),
+            "role": "validator" if replica.voting else "observer",
             "validator_index": self.index,
             "height": self.host.height,
             "last_block_hash": self.store.last_block_hash.hex(),
             "app_hash": self.host.app_hash.hex(),
             "consensus_height": replica.height,
             "view": replica.view,
-            "primary": primary_index(self.validators, replica.height, replica.view),
+            "primary": primary_index(validators, replica.height, replica.view),
             "syncing": self.syncing,
             "state_sync": self._state_sync_status(),
             "peers": len(self.network.peers()),
             "peer_keys": [peer.public_key.hex() for peer in self.network.peers()],
             "validators": [
-                {"index": i, "name": v.name, "public_key": v.public_key.hex()}
-                for i, v in enumerate(self.genesis.validators)
+                {
+                    "index": i,
+                    "name": v.name,
+                    "public_key": v.public_key.hex(),
+                    "node_key": "" if v.node_key is None else v.node_key.hex(),
+                }
+                for i, v in enumerate(validators.validators)
             ],
+            "validators_hash": validators.hash().hex(),
             "mempool_transactions": len(self.mempool),
             "mempool_bytes": self.mempool.size_bytes,
             "version": SOFTWARE_VERSION,
@@ -1521,6 +1687,10 @@ class Node:
         if handshake_failures.get("chain_id_mismatch"):
             warnings.append(f"a peer runs another chain id; ours is {self.chain_id!r}")
         return warnings
+
+
+def _validator_name(validators: ValidatorSet, index: int) -> str:
+    return validators.validators[index].name if 0 <= index < validators.size else ""
 
 
 def _is_block_response(payload: bytes) -> bool:
@@ -1604,6 +1774,7 @@ def _block_json(
             "view": header.view,
             "parent_hash": header.parent_hash.hex(),
             "app_hash": header.app_hash.hex(),
+            "next_validators_hash": header.next_validators_hash.hex(),
             "proposer": header.proposer,
             "timestamp_ms": header.timestamp_ms,
             "transactions_root": header.transactions_root.hex(),

@@ -66,12 +66,14 @@ from apps.merkle import (
     slot_of_leaves,
 )
 from consensus.codec import CodecError, Limits, Value, decode, encode
+from consensus.types import VALIDATORS_MAX, DecodeError, ValidatorSet
 from network.ratelimit import TokenBucket
 from node.store import StateReader, Store
 
 __all__ = [
     "CHUNK_BYTES_MAX",
     "CHUNK_DEPTH_MAX",
+    "VALIDATOR_CHANGES_MAX",
     "ChunkInfo",
     "Manifest",
     "SnapshotDirectory",
@@ -83,6 +85,8 @@ __all__ = [
     "chunk_depth_for",
     "decode_block_answer",
     "decode_offers",
+    "decode_validator_changes",
+    "encode_validator_changes",
     "export_snapshot",
     "verify_chunk",
 ]
@@ -121,6 +125,17 @@ _MANIFEST_LIMITS: Final = Limits(
 )
 _REQUEST_LIMITS: Final = Limits(
     total_bytes_max=256, depth_max=2, str_bytes_max=16, bytes_max=64, array_len_max=8
+)
+# Validator-set changes in one VALIDATORS answer: one change takes effect at most every two
+# heights, so this covers many years of governance; a longer history joins by block sync.
+VALIDATOR_CHANGES_MAX: Final = 4096
+_CHANGES_LIMITS: Final = Limits(
+    total_bytes_max=32 * 1024 * 1024,
+    depth_max=5,
+    str_bytes_max=256,
+    bytes_max=64,
+    array_len_max=max(VALIDATOR_CHANGES_MAX, VALIDATORS_MAX),
+    map_len_max=1,
 )
 _ANSWER_LIMITS: Final = Limits(
     total_bytes_max=32 * 1024 * 1024,
@@ -580,12 +595,14 @@ class SnapshotDirectory:
 class StateSyncRequest:
     """A state sync request on the p2p request/response channel: ``kind`` is one of
     ``OFFERS`` (the snapshots on offer), ``MANIFEST`` (of ``height``), ``CHUNK`` (``prefix``
-    of ``height``), ``BLOCK`` (block ``height`` with its certificate)."""
+    of ``height``), ``BLOCK`` (block ``height`` with its certificate), ``VALIDATORS`` (every
+    validator-set change in force by ``height``: effective height and set)."""
 
     OFFERS = 1
     MANIFEST = 2
     CHUNK = 3
     BLOCK = 4
+    VALIDATORS = 5
 
     kind: int
     height: int = 0
@@ -605,7 +622,7 @@ class StateSyncRequest:
         if not (isinstance(value, tuple) and len(value) == 4 and value[0] == b"statesync"):
             raise SnapshotError("not a state sync request")
         _, kind, height, prefix = value
-        if kind not in (cls.OFFERS, cls.MANIFEST, cls.CHUNK, cls.BLOCK):
+        if kind not in (cls.OFFERS, cls.MANIFEST, cls.CHUNK, cls.BLOCK, cls.VALIDATORS):
             raise SnapshotError(f"unknown state sync request kind {kind!r}")
         if not (_natural(height) and _natural(prefix)):
             raise SnapshotError("request height and prefix must be non-negative integers")
@@ -648,6 +665,42 @@ def decode_offers(data: bytes) -> list[SnapshotOffer]:
         assert isinstance(size, int)
         offers.append(SnapshotOffer(height, app_hash, chunks, size))
     return offers
+
+
+def encode_validator_changes(changes: Sequence[tuple[int, ValidatorSet]]) -> bytes:
+    """The answer to ``VALIDATORS``: (effective height, set) per change, in height order."""
+    if len(changes) > VALIDATOR_CHANGES_MAX:
+        raise SnapshotError(
+            f"{len(changes)} validator-set changes, more than one answer holds"
+            f" ({VALIDATOR_CHANGES_MAX}): join by block sync"
+        )
+    return encode(
+        tuple((height, validators.fields()) for height, validators in changes), _CHANGES_LIMITS
+    )
+
+
+def decode_validator_changes(data: bytes) -> list[tuple[int, ValidatorSet]]:
+    """Parse a ``VALIDATORS`` answer; ``SnapshotError`` when malformed (the sets are checked
+    by the caller against certified headers)."""
+    try:
+        value = decode(data, _CHANGES_LIMITS)
+    except CodecError as error:
+        raise SnapshotError(f"validator changes do not decode: {error}") from None
+    if not isinstance(value, tuple) or len(value) > VALIDATOR_CHANGES_MAX:
+        raise SnapshotError(f"validator changes are an array of at most {VALIDATOR_CHANGES_MAX}")
+    changes: list[tuple[int, ValidatorSet]] = []
+    for entry in value:
+        if not (isinstance(entry, tuple) and len(entry) == 2 and _natural(entry[0])):
+            raise SnapshotError("a validator change is (effective height, set)")
+        height = entry[0]
+        assert isinstance(height, int)
+        if changes and height <= changes[-1][0]:
+            raise SnapshotError("validator changes must come in increasing height order")
+        try:
+            changes.append((height, ValidatorSet.from_fields(entry[1])))
+        except DecodeError as error:
+            raise SnapshotError(f"validator change at {height}: {error}") from None
+    return changes
 
 
 def encode_block_answer(block: bytes, certificate: bytes) -> bytes:
@@ -698,6 +751,13 @@ class SnapshotServer:
             return encode_offers(self._snapshots.offers())
         if request.kind == StateSyncRequest.MANIFEST:
             answer = self._snapshots.manifest_bytes(request.height)
+        elif request.kind == StateSyncRequest.VALIDATORS:
+            changes = [
+                (height, validators)
+                for height, validators in self._store.validator_schedule()
+                if height <= request.height
+            ]
+            answer = encode_validator_changes(changes)
         elif request.kind == StateSyncRequest.BLOCK:
             block = self._store.block_bytes(request.height)
             certificate = self._store.certificate(request.height)

@@ -4,14 +4,20 @@ every block from genesis, then block-syncs the rest and joins consensus.
 Theory of operation
 -------------------
 ``StateSync.run`` works over any request transport (the p2p request/response channel on a
-node: ``network.Network.request``) and trusts only the genesis validator set:
+node: ``network.Network.request``) and trusts only the genesis validator set; the sets that
+certify later heights it learns by walking the chain's validator-set changes from genesis:
 
 1. **Discover.** Once ``peers_min`` peers are connected, ask each for the snapshots it offers
    (``OFFERS``). Candidates are tried newest first.
-2. **Certify.** The app hash after height h is in block h+1's header. Fetch blocks h and h+1
-   with their commit certificates (from any peer), verify both certificates against the
-   genesis validators and that block h+1 links to block h. The candidate's app hash must be
-   block h+1's. A peer offering a snapshot no certificate backs is not asked again.
+2. **Certify.** The app hash after height h is in block h+1's header. Ask a peer for every
+   validator-set change in force by h+1 (``VALIDATORS``: effective height e and set), and for
+   each change block e-1: it must carry a valid certificate of the set in force at e-1
+   (genesis, then each set verified before it) and name the changed set's hash as its
+   ``next_validators_hash``, so the peer can neither invent, move nor hide a change (a hidden
+   change leaves a later certificate that does not verify). Then fetch blocks h and h+1 with
+   their commit certificates, verify each against the set of its own height, and that block
+   h+1 links to block h. The candidate's app hash must be block h+1's. A peer offering a
+   snapshot no certificate backs, or changes the chain does not name, is not asked again.
 3. **Manifest.** Fetch the manifest from a peer offering the snapshot and check that its chunk
    slots rebuild the certified app hash (``node.snapshots.Manifest.verify``); a peer whose
    manifest does not is marked bad.
@@ -27,10 +33,12 @@ node: ``network.Network.request``) and trusts only the genesis validator set:
    snapshot is kept on disk, pinned: the audit replays from it and the node serves it.
 
 Why a byzantine server cannot make a node install a wrong state: the app hash is certified by a
-quorum of the genesis validators; the manifest is accepted only if its slots hash to it; every
-chunk only if its entries rebuild its slot. Altering, adding, dropping or moving a single entry
-changes a hash on the way to the root (SHA-256 collisions aside). What a byzantine server can
-do is waste time: each lie costs it its standing with this node (it is not asked again).
+quorum of the validator set of its height, reached from genesis through certified headers (as
+long as no set ever had more than f byzantine members, retired keys included); the manifest is
+accepted only if its slots hash to it; every chunk only if its entries rebuild its slot.
+Altering, adding, dropping or moving a single entry changes a hash on the way to the root
+(SHA-256 collisions aside). What a byzantine server can do is waste time: each lie costs it
+its standing with this node (it is not asked again).
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ from consensus.types import (
     CertificateError,
     CommitCertificate,
     DecodeError,
+    ValidatorSchedule,
     ValidatorSet,
     verify_certificate,
 )
@@ -61,6 +70,7 @@ from node.snapshots import (
     StateSyncRequest,
     decode_block_answer,
     decode_offers,
+    decode_validator_changes,
     verify_chunk,
 )
 from node.store import Store, StoreError
@@ -254,8 +264,9 @@ class StateSync:
             if self._peer(peer).bad:
                 continue
             try:
-                block, certificate = await self._block(peer, height)
-                following, _ = await self._block(peer, height + 1)
+                schedule = await self._schedule(peer, height + 1)
+                block, certificate = await self._block(peer, height, schedule.at(height))
+                following, _ = await self._block(peer, height + 1, schedule.at(height + 1))
             except _Unanswered:
                 continue
             except SnapshotError as error:
@@ -267,7 +278,31 @@ class StateSync:
             return block, certificate, following.header.app_hash
         raise StateSyncError(f"no peer could give certified blocks {height} and {height + 1}")
 
-    async def _block(self, peer: bytes, height: int) -> tuple[Block, CommitCertificate]:
+    async def _schedule(self, peer: bytes, top: int) -> ValidatorSchedule:
+        """The validator sets in force up to height ``top``, as ``peer`` says they changed and
+        as the certified headers before each change confirm (``SnapshotError`` otherwise)."""
+        answer = await self._ask(peer, StateSyncRequest(StateSyncRequest.VALIDATORS, top))
+        schedule = ValidatorSchedule(self._validators)
+        for effective, validators in decode_validator_changes(answer):
+            if effective > top:
+                raise SnapshotError(f"validator change at {effective}, above the {top} asked for")
+            if effective <= 1:
+                if validators != self._validators:
+                    raise SnapshotError("the validator set of height 1 is not genesis's")
+                continue
+            # Block e-1 is certified by the set in force at e-1 and names the set of e.
+            link, _ = await self._block(peer, effective - 1, schedule.at(effective - 1))
+            if link.header.next_validators_hash != validators.hash():
+                raise SnapshotError(
+                    f"block {effective - 1} does not name the validator set said to take"
+                    f" effect at {effective}"
+                )
+            schedule = schedule.with_change(effective, validators)
+        return schedule
+
+    async def _block(
+        self, peer: bytes, height: int, validators: ValidatorSet
+    ) -> tuple[Block, CommitCertificate]:
         answer = await self._ask(peer, StateSyncRequest(StateSyncRequest.BLOCK, height))
         block_bytes, certificate_bytes = decode_block_answer(answer)
         try:
@@ -276,7 +311,7 @@ class StateSync:
             if block.header.chain_id != self._chain_id or block.height != height:
                 raise SnapshotError(f"block answer is not block {height} of this chain")
             verify_certificate(
-                certificate, self._validators, self._chain_id, block_hash=block.hash, height=height
+                certificate, validators, self._chain_id, block_hash=block.hash, height=height
             )
         except (DecodeError, CertificateError) as error:
             raise SnapshotError(f"block {height}: {error}") from None

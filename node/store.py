@@ -53,6 +53,11 @@ restart starts the sync over. Such a store holds blocks from b on only (``base_h
 
 Opening a store records or checks the chain id, the genesis hash and the schema version: a data
 directory from another chain or schema is refused with ``StoreMismatchError``.
+
+Validator sets are state, not a database of their own: the membership registry
+(``apps.validators``) keeps the set in force from each height, entries never deleted, so
+``validator_set(h)`` answers for any ``h <= height + 2`` from the committed state alone (and a
+store built from a state snapshot answers the same for the heights it covers).
 """
 
 from __future__ import annotations
@@ -66,9 +71,10 @@ from typing import Final, TypeVar
 
 import lmdb
 
-from apps.host import BlockResult, Receipt
+from apps.host import MEMBERSHIP_APP, BlockResult, Receipt
 from apps.merkle import ROOT_KEY, TreeUpdate, build, leaf_of, root_of_slot
-from apps.state import WriteSet
+from apps.state import NamespacedState, WriteSet
+from apps.validators import scheduled_sets, validator_set_at
 from consensus.codec import CodecError, decode, encode
 from consensus.crypto import hash_bytes
 from consensus.types import (
@@ -99,8 +105,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# 2: the Merkle tree and undo databases, state sync's base height.
-SCHEMA_VERSION: Final = 2
+# 2: the Merkle tree and undo databases, state sync's base height. 3: block headers commit to
+# the next validator set, and the genesis state holds the validator registry.
+SCHEMA_VERSION: Final = 3
 # Small enough that a test node costs nothing; it doubles on demand.
 MAP_SIZE_INITIAL_BYTES: Final = 64 * 1024 * 1024
 # A hard ceiling so a runaway writer fails loudly instead of filling the disk: 1 TiB.
@@ -580,6 +587,27 @@ class Store:
         location = self.transaction_location(tx_hash)
         return None if location is None else self.receipt(location.height, location.index)
 
+    # -- validator sets -------------------------------------------------------------------------
+
+    def validator_set(self, height: int) -> ValidatorSet | None:
+        """The validator set that certifies block ``height``, as the committed state records it:
+        final for ``height <= self.height + 2`` (a change decided in block c is in force from
+        c + 2). None when the chain keeps no registry: its genesis validators certify every
+        height. This is the set to verify a certificate of ``height`` against, never another.
+        A state-synced store answers it for every height from its base on (the registry's
+        entries are never deleted, so the snapshot holds them all).
+        """
+        if height < 1:
+            raise ValueError("heights start at 1")
+        view = NamespacedState(self.state_backend(), MEMBERSHIP_APP, writable=False)
+        return validator_set_at(view, height)
+
+    def validator_schedule(self) -> tuple[tuple[int, ValidatorSet], ...]:
+        """Every (effective height, set) the committed registry holds, in height order (empty
+        on a chain without a registry): what a state-syncing peer walks from genesis."""
+        view = NamespacedState(self.state_backend(), MEMBERSHIP_APP, writable=False)
+        return scheduled_sets(view)
+
     @property
     def base_height(self) -> int:
         """The first height this store holds the state of: 0, or the snapshot height a state
@@ -866,11 +894,13 @@ class LmdbStateBackend:
         return self._store.tree_node(key)
 
 
-def verify_chain(store: Store, validators: ValidatorSet, *, from_height: int = 1) -> int:
+def verify_chain(store: Store, genesis: ValidatorSet, *, from_height: int = 1) -> int:
     """Check every committed block from ``from_height``: it decodes, links to its parent,
-    carries the previous app hash, has a valid certificate, is indexed by hash, and its
-    transactions and receipts are recorded; nothing exists beyond the committed height.
-    Returns the height checked up to; raises ``StoreConsistencyError`` naming the problem."""
+    carries the previous app hash, names the next height's validator set, has a valid
+    certificate of its own height's set (``Store.validator_set``; ``genesis`` on a chain
+    without a registry), is indexed by hash, and its transactions and receipts are recorded;
+    nothing exists beyond the committed height. Returns the height checked up to; raises
+    ``StoreConsistencyError`` naming the problem."""
     top = store.height
     previous_hash = store.genesis_hash if from_height == 1 else None
     if previous_hash is None:
@@ -890,6 +920,10 @@ def verify_chain(store: Store, validators: ValidatorSet, *, from_height: int = 1
             raise StoreConsistencyError(f"block {height} does not link to its parent")
         if block.header.app_hash != store.app_hash_at(height - 1):
             raise StoreConsistencyError(f"block {height} app hash differs from state {height - 1}")
+        validators = store.validator_set(height) or genesis
+        following = store.validator_set(height + 1) or genesis
+        if block.header.next_validators_hash != following.hash():
+            raise StoreConsistencyError(f"block {height} names another next validator set")
         try:
             verify_certificate(
                 certificate, validators, store.chain_id, block_hash=block.hash, height=height

@@ -314,6 +314,21 @@ class Adversary:
     # -----------------------------------------------------------------------------------------
     # Interface for the simulation
 
+    def reconfigure(self, validators: ValidatorSet) -> None:
+        """The chain reached a height whose validator set is ``validators``: judge quorums,
+        primaries and honest signatures by it from now on. Byzantine validators keep their
+        indices and keys (validator-set changes never touch them, ``sims.reconfiguration``)."""
+        if validators == self.validators:
+            return
+        assert all(
+            index < validators.size and validators.public_key(index) == key.public_key
+            for index, key in self.keys.items()
+        ), "byzantine validators keep their index and key"
+        self.validators = validators
+        self.n = validators.size
+        self.quorum = validators.quorum
+        self.honest = [v for v in range(self.n) if v not in self.keys]
+
     def agent(self, validator: int) -> _Agent:
         """The driver hook of byzantine validator ``validator``'s node."""
         assert validator in self.keys
@@ -610,12 +625,19 @@ class Adversary:
         if fat:
             transactions.append(rng.randbytes(FAT_TRANSACTION_BYTES))
         timestamp = max(parent_time + 1, self._clock_ms() + rng.randint(-300, 300))
+        # The next set honest replicas expect: what the honest blocks seen here name.
+        named = [
+            block.header.next_validators_hash for block in (seen.blocks if seen else {}).values()
+        ]
         return Block.build(
             chain_id=self.chain_id,
             height=height,
             view=view,
             parent_hash=parent_hash,
             app_hash=app_hash,
+            next_validators_hash=max(sorted(set(named)), key=named.count)
+            if named
+            else self.validators.hash(),
             proposer=proposer,
             timestamp_ms=timestamp,
             transactions=transactions,
@@ -1203,6 +1225,7 @@ class Adversary:
                 view=0,
                 parent_hash=hash_bytes(rng.randbytes(32)),
                 app_hash=hash_bytes(rng.randbytes(32)),
+                next_validators_hash=self.validators.hash(),
                 proposer=signer,
                 timestamp_ms=self._clock_ms(),
                 transactions=[rng.randbytes(FAT_TRANSACTION_BYTES)],
@@ -1230,6 +1253,7 @@ class Adversary:
                 view=header.view,
                 parent_hash=header.parent_hash,
                 app_hash=header.app_hash,
+                next_validators_hash=header.next_validators_hash,
                 proposer=header.proposer,
                 timestamp_ms=header.timestamp_ms + rng.randint(1, 100),
                 transactions=(),
@@ -1256,6 +1280,7 @@ class Adversary:
                 view=header.view,
                 parent_hash=header.parent_hash,
                 app_hash=header.app_hash,
+                next_validators_hash=header.next_validators_hash,
                 proposer=header.proposer,
                 timestamp_ms=header.timestamp_ms,
                 transactions=(),
@@ -1268,6 +1293,7 @@ class Adversary:
                 view=0,
                 parent_hash=header.parent_hash,
                 app_hash=header.app_hash,
+                next_validators_hash=header.next_validators_hash,
                 proposer=header.proposer,
                 timestamp_ms=header.timestamp_ms,
                 transactions=(),
@@ -1548,6 +1574,7 @@ class Adversary:
                 view=header.view,
                 parent_hash=header.parent_hash,
                 app_hash=header.app_hash,
+                next_validators_hash=header.next_validators_hash,
                 proposer=header.proposer,
                 timestamp_ms=header.timestamp_ms + rng.randint(1, 50),
                 transactions=message.block.transactions,

@@ -48,6 +48,14 @@ class PlantedBug:
     # Heights per seed in the bug's positive-control sweep (some bugs need more chances).
     blocks: int = 6
     caught_by: tuple[str, ...] = CAUGHT_BY
+    # The validator set changes during the run (``sims.reconfiguration``), every
+    # ``reconfiguration_interval_ms``; with ``leak_retired_keys`` the byzantine validators get
+    # every key an honest validator rotates away from (the bug's trigger: a safe chain assumes
+    # retired keys are destroyed, and only stays safe here because it refuses what they sign).
+    reconfigure: bool = False
+    reconfiguration_interval_ms: int | None = None
+    reconfiguration_changes: tuple[str, ...] = ("join", "leave", "rotate")
+    leak_retired_keys: bool = False
 
 
 # Background moves for a focused attack: noise that neither scatters the honest replicas
@@ -155,6 +163,29 @@ BUGS: Final[Mapping[str, PlantedBug]] = {
             adversary=True,
             moves=(*_SPLIT_MOVES, Move.VIEW_CHANGE_REAL),
             blocks=10,
+        ),
+        PlantedBug(
+            "sync-against-current-set",
+            "a block from block sync is checked only against the validator set the replica knew "
+            "when it arrived, not the set of its own height",
+            "SYNC_CERTIFICATE_AGAINST_CURRENT_SET",
+            # Keys rotate often and leak to a forger; nodes fall behind (crashes, a node cut
+            # off) and catch up by block sync, some of it from the forger.
+            scenario={
+                "behaviours": (Behaviour.FORGE_SYNC,),
+                "partition_percent": 40,
+                "partition_kinds": (PartitionKind.ISOLATE_ONE,),
+                "partition_duration_ms_max": 3_000,
+                "crash_percent": 20,
+                "restart_delay_ms_max": 2_000,
+            },
+            byzantine=1,
+            blocks=40,
+            reconfigure=True,
+            reconfiguration_interval_ms=100,
+            # Only rotations: each retires a key of the set a lagging node still knows.
+            reconfiguration_changes=("rotate",),
+            leak_retired_keys=True,
         ),
     )
 }

@@ -34,9 +34,9 @@ Every choice draws from the node's own seeded ``random.Random``.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 from consensus.crypto import PrivateKey, hash_bytes
 from consensus.messages import (
@@ -83,6 +83,7 @@ def _alternative(block: Block) -> Block:
         view=header.view,
         parent_hash=header.parent_hash,
         app_hash=header.app_hash,
+        next_validators_hash=header.next_validators_hash,
         proposer=header.proposer,
         timestamp_ms=header.timestamp_ms + 1,
         transactions=block.transactions,
@@ -91,6 +92,12 @@ def _alternative(block: Block) -> Block:
 
 def _corrupt(signature: bytes) -> bytes:
     return bytes((signature[0] ^ 0x01,)) + signature[1:]
+
+
+# entries -> the block response that forks the requester, or None
+Forger: TypeAlias = Callable[
+    [Sequence[tuple[Block, CommitCertificate]]], list[tuple[Block, CommitCertificate]] | None
+]
 
 
 @dataclass(slots=True)
@@ -106,6 +113,9 @@ class Misbehaviour:
     _alternatives: dict[bytes, Block] = field(default_factory=dict)
     _other_half: dict[bytes, frozenset[int]] = field(default_factory=dict)
     injected: int = 0
+    # forge-sync with retired keys (a planted bug's scenario): entries -> a forked response,
+    # or None when the keys held certify no fork (``sims.reconfiguration``).
+    forger: Forger | None = None
 
     def outgoing(self, data: bytes, destinations: Sequence[int]) -> list[tuple[int, bytes]]:
         """What actually leaves the node for a message meant for ``destinations``."""
@@ -253,6 +263,11 @@ class Misbehaviour:
         if self.behaviour is Behaviour.SILENT:
             return None
         if self.behaviour is Behaviour.FORGE_SYNC:
+            if self.forger is not None:
+                forked = self.forger(entries)
+                if forked is not None:
+                    self.injected += 1
+                    return encode_block_response(forked)
             return self.forged_response(entries, now_ms)
         return encode_block_response(entries)
 
@@ -272,6 +287,7 @@ class Misbehaviour:
             view=header.view,
             parent_hash=header.parent_hash,
             app_hash=header.app_hash,
+            next_validators_hash=header.next_validators_hash,
             proposer=header.proposer,
             timestamp_ms=max(now_ms, header.timestamp_ms + 1),
             transactions=(),

@@ -41,7 +41,7 @@ taking a plain history (``tests/test_sim_checkers.py`` feeds each one a violatin
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -155,8 +155,13 @@ class InvariantChecker:
         chain_id: str,
         genesis_hash: bytes,
         genesis_app_hash: bytes,
+        validators_at: Callable[[int], ValidatorSet] | None = None,
     ) -> None:
+        """``validators_at``: the set in force at a height, when the set changes during the
+        run (certificates and quorums of height h are judged by the set of h); default: the
+        genesis ``validators`` at every height."""
         self._validators = validators
+        self._validators_at = validators_at
         self._chain_id = chain_id
         self._genesis_hash = genesis_hash
         self._genesis_app_hash = genesis_app_hash
@@ -173,6 +178,9 @@ class InvariantChecker:
         self.violations: list[Violation] = []
         self.checks_run = 0
         self.commits_seen = 0
+
+    def _set(self, height: int) -> ValidatorSet:
+        return self._validators if self._validators_at is None else self._validators_at(height)
 
     def report(self, check: str, time_ms: int, node: int | None, detail: str) -> None:
         """Record a violation."""
@@ -223,7 +231,7 @@ class InvariantChecker:
         # validity
         try:
             verify_certificate(
-                certificate, self._validators, self._chain_id, block_hash=block.hash, height=height
+                certificate, self._set(height), self._chain_id, block_hash=block.hash, height=height
             )
         except CertificateError as error:
             self.report("validity", time_ms, node, f"{where}: invalid certificate: {error}")
@@ -303,7 +311,8 @@ class InvariantChecker:
         if validator in voters:
             return
         voters.add(validator)
-        if len(voters) + self._validators.faulty_max < self._validators.quorum:
+        validators = self._set(height)
+        if len(voters) + validators.faulty_max < validators.quorum:
             return
         first = self._certifiable.setdefault(height, (view, block_hash))
         if first[1] != block_hash:
@@ -311,7 +320,7 @@ class InvariantChecker:
                 "certificate_possibility",
                 time_ms,
                 None,
-                f"height {height}: honest commit votes plus {self._validators.faulty_max} "
+                f"height {height}: honest commit votes plus {validators.faulty_max} "
                 f"byzantine could certify {first[1].hex()[:16]} (view {first[0]}) and "
                 f"{block_hash.hex()[:16]} (view {view}, honest voters {sorted(voters)})",
             )

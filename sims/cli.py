@@ -86,6 +86,14 @@ def _print_result(result: SimResult) -> None:
         echo(f"  reproduce with: {result.config.command()}")
 
 
+_RECONFIGURE_OPTION = click.option(
+    "--reconfigure",
+    is_flag=True,
+    help="The validator set changes during the run by the banks' votes: spare nodes join,"
+    " validators leave, keys rotate.",
+)
+
+
 @click.group(
     invoke_without_command=True,
     short_help="Run a deterministic fault-injection simulation.",
@@ -96,12 +104,18 @@ def _print_result(result: SimResult) -> None:
 @click.option("--blocks", type=int, default=5, show_default=True, help="Heights to commit.")
 @click.option("--bug", type=click.Choice(sorted(BUGS)), help="Switch a planted bug on.")
 @click.option("--list-bugs", is_flag=True, help="List the planted bugs and exit.")
+@click.option(
+    "--bug-off",
+    is_flag=True,
+    help="Run --bug's scenario with the bug itself switched off (the checkers' control).",
+)
 @click.option("--twins", is_flag=True, help="Byzantine validators run as twins.")
 @click.option(
     "--adversary",
     is_flag=True,
     help="The adversary drives the byzantine validators (sees all traffic, crafts any message).",
 )
+@_RECONFIGURE_OPTION
 @click.option("--loss", type=click.IntRange(0, 30), help="Message loss percent.")
 @click.option("--duplicate", type=click.IntRange(0, 50), help="Duplication percent.")
 @click.option("--delay-min", type=click.IntRange(0, 10_000), help="Minimum delay (ms).")
@@ -142,8 +156,10 @@ def sim(
     blocks: int,
     bug: str | None,
     list_bugs: bool,
+    bug_off: bool,
     twins: bool,
     adversary: bool,
+    reconfigure: bool,
     loss: int | None,
     duplicate: int | None,
     delay_min: int | None,
@@ -196,10 +212,12 @@ def sim(
             byzantine=byzantine,
             blocks=blocks,
             bug=bug,
+            bug_off=bug_off,
             twins=twins,
             overrides={k: v for k, v in overrides.items() if v is not None},
             workload=workload,
             adversary=adversary,
+            reconfigure=reconfigure,
         )
         result = run_simulation(config)
     except (ConfigError, ValueError) as error:
@@ -235,6 +253,7 @@ def _coverage_table(coverage: dict[str, dict[str, int]]) -> None:
     help="Every seed under the adversary (1..f byzantine, n in 4, 5, 7, 10), or none "
     "[default: drawn per seed with byzantine validators].",
 )
+@_RECONFIGURE_OPTION
 @click.option(
     "--scheduler",
     help="Run on the Dask cluster at this address (tcp://host:8786), or 'local' for a "
@@ -257,6 +276,7 @@ def sweep(
     blocks: int,
     bug: str | None,
     adversary: bool | None,
+    reconfigure: bool,
     scheduler: str | None,
     workload: str,
     as_json: bool,
@@ -277,6 +297,7 @@ def sweep(
                 bug=bug,
                 workload=workload,
                 adversary=adversary,
+                reconfigure=reconfigure,
             )
             for s in range(start, start + seeds)
         ]
@@ -313,6 +334,13 @@ def sweep(
             f"receipts {summary['receipts_ok']} ok, {summary['receipts_rejected']} rejected; "
             f"{summary['wall_time_s']} s wall, {summary['seeds_per_minute']} seeds/minute"
         )
+        changes = summary["validator_changes"]
+        assert isinstance(changes, dict)
+        if any(changes.values()):
+            click.echo(
+                f"  validator-set changes decided: {changes['validator_joins']} joins,"
+                f" {changes['validator_leaves']} leaves, {changes['key_rotations']} key rotations"
+            )
         coverage = summary["coverage"]
         assert isinstance(coverage, dict)
         _coverage_table(coverage)

@@ -66,6 +66,12 @@ class SimConfig:
     # The byzantine validators are driven by the adversary (``sims/adversary.py``) instead of
     # one fixed behaviour each.
     adversary: bool = False
+    # The validator set changes during the run, decided on chain by the banks' votes: joins,
+    # leaves and key rotations (``sims/reconfiguration.py``).
+    reconfigure: bool = False
+    # Run ``bug``'s scenario (faults, byzantine validators, attack, reconfiguration) with the
+    # bug itself switched off: the control that shows the checkers pass the scenario alone.
+    bug_off: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.seed < 2**64:
@@ -76,6 +82,10 @@ class SimConfig:
             raise ConfigError("byzantine must be 0..validators")
         if self.twins and self.byzantine < 1:
             raise ConfigError("twins need at least one byzantine validator to duplicate")
+        if self.bug_off and self.bug is None:
+            raise ConfigError("--bug-off needs --bug (the scenario to run without its bug)")
+        if self.reconfigure and self.twins:
+            raise ConfigError("reconfiguration and twins are not run together")
         if self.adversary and self.byzantine < 1:
             raise ConfigError("the adversary needs at least one byzantine validator (--byzantine)")
         if self.adversary and self.twins:
@@ -101,8 +111,12 @@ class SimConfig:
             parts.append("--twins")
         if self.adversary:
             parts.append("--adversary")
+        if self.reconfigure:
+            parts.append("--reconfigure")
         if self.bug is not None:
             parts.append(f"--bug {self.bug}")
+        if self.bug_off:
+            parts.append("--bug-off")
         if self.workload != DEFAULT_WORKLOAD:
             parts.append(f"--workload {self.workload}")
         for name in sorted(self.overrides):
@@ -163,6 +177,7 @@ class SimResult:
             "byzantine": self.config.byzantine,
             "twins": self.config.twins,
             "adversary": self.config.adversary,
+            "reconfigure": self.config.reconfigure,
             "bug": self.config.bug,
             "blocks_target": self.config.blocks,
             "committed_height": self.committed_height,

@@ -128,6 +128,16 @@ class NodeEnvironment:
     # (receiving node, sending node id, the drop) for drops of an honest node's message
     on_rejected: Callable[[SimNode, int, Dropped], None]
     driver_bug: str | None = None  # one of DRIVER_BUGS, or None for a correct driver
+    # With validator-set changes: the node key of every node slot (the validator records
+    # carry them), so messages are routed by node whatever index a set gives it. Empty: slots
+    # are the genesis indices, which never change.
+    node_keys: tuple[bytes, ...] = ()
+    slot_of_node_key: dict[bytes, int] = field(default_factory=dict)
+
+    @property
+    def slots(self) -> int:
+        """How many node slots take part (validators, and the spares that may join)."""
+        return len(self.node_keys) or self.validators.size
 
 
 @dataclass(slots=True)
@@ -142,7 +152,13 @@ class NodeStatistics:
 
 
 class SimNode:
-    """The driver of one (honest or byzantine) validator copy."""
+    """The driver of one (honest or byzantine) validator copy.
+
+    ``validator`` is the node's *slot*: its genesis index, and its identity on the simulated
+    network. With validator-set changes (``NodeEnvironment.node_keys``) a slot keeps its number
+    while the indices of the sets change: the node turns the indices its replica names into
+    slots through the validators' node keys, and signs with whichever of its ``keys`` the set
+    of a height holds (a rotation hands it its next key, ``add_key``)."""
 
     def __init__(
         self,
@@ -159,6 +175,8 @@ class SimNode:
         self.node_id = node_id
         self.validator = validator
         self.key = key
+        # Every consensus key the node holds: its genesis key, then the keys rotations gave it.
+        self.keys: list[PrivateKey] = [key]
         self.rng = rng
         self.skew_ms = skew_ms
         self.adversary = adversary
@@ -232,12 +250,16 @@ class SimNode:
             app_hash=tip.app_hash,
         )
         state = self.disk.latest_record
+        validators = self._validators_at(tip.height + 1)
+        following = self._validators_at(tip.height + 2)
         if state is not None:
             self.replica = Replica.restore(
                 env.replica_config,
                 chain_id=env.chain_id,
-                validators=env.validators,
-                key=self.key,
+                validators=validators,
+                next_validators=following,
+                key=self.keys[0],
+                standby_keys=self.keys[1:],
                 tip=tip,
                 state=state,
             )
@@ -245,13 +267,36 @@ class SimNode:
             self.replica = Replica(
                 env.replica_config,
                 chain_id=env.chain_id,
-                validators=env.validators,
-                key=self.key,
+                validators=validators,
+                next_validators=following,
+                key=self.keys[0],
+                standby_keys=self.keys[1:],
                 tip=tip,
             )
         self._pool.clear()
         self.feed(Start(self.now_ms()))
         self._schedule_tick(self.rng.randint(1, TICK_MS))
+
+    def _validators_at(self, height: int) -> ValidatorSet:
+        """The set of ``height`` as this node's state decides it (final for heights up to its
+        executed height + 2); the genesis set on a chain without a registry."""
+        assert self.host is not None
+        return self.host.validator_set(height) or self.env.validators
+
+    def add_key(self, key: PrivateKey) -> None:
+        """An operator hands the node its next consensus key (a rotation being decided)."""
+        if all(held.public_key != key.public_key for held in self.keys):
+            self.keys.append(key)
+            if self.replica is not None:
+                self.replica.add_standby_key(key)
+
+    def _slot(self, index: int) -> int:
+        """The node slot of validator ``index`` of the replica's current set."""
+        if not self.env.node_keys or self.replica is None:
+            return index
+        members = self.replica.validators.validators
+        node_key = members[index].node_key if 0 <= index < len(members) else None
+        return self.env.slot_of_node_key.get(node_key or b"", index)
 
     def crash(self) -> None:
         """Power cut: lose the replica, the host, the pool and anything not yet durable."""
@@ -295,7 +340,13 @@ class SimNode:
         replica = self.replica
         if replica is None:
             return False
-        actions = replica.handle(PeerMessage(data, source_validator))
+        if self.env.node_keys:
+            peer = self.env.node_keys[source_validator]
+            members = replica.validators.validators
+            sender = next((i for i, v in enumerate(members) if v.node_key == peer), None)
+            actions = replica.handle(PeerMessage(data, sender, peer))
+        else:
+            actions = replica.handle(PeerMessage(data, source_validator))
         if honest_source is not None:
             for action in actions:
                 if isinstance(action, Dropped):
@@ -337,7 +388,7 @@ class SimNode:
                 else:
                     self.disk.sync_records()
             elif isinstance(action, Send):
-                self._send(action.to, action.message)
+                self._send(self._slot(action.to), action.message)
             elif isinstance(action, Broadcast):
                 self._broadcast(action.message)
             elif isinstance(action, RequestProposal):
@@ -352,9 +403,12 @@ class SimNode:
                 self.env.on_evidence(self, action.evidence.validator)
             elif isinstance(action, RequestBlocks):
                 self.statistics.sync_requests += 1
-                if action.peers:
+                if self.env.node_keys and action.peer_keys:
+                    chosen = action.peer_keys[self.rng.randrange(len(action.peer_keys))]
+                    self._send(self.env.slot_of_node_key[chosen], action.message)
+                elif action.peers:
                     peer = action.peers[self.rng.randrange(len(action.peers))]
-                    self._send(peer, action.message)
+                    self._send(self._slot(peer), action.message)
             elif isinstance(action, ServeBlocks):
                 self._serve(action)
             elif isinstance(action, Dropped):
@@ -388,7 +442,7 @@ class SimNode:
         if self.adversary is None:
             self.env.broadcast(self.node_id, data)
             return
-        others = [v for v in range(self.env.validators.size) if v != self.validator]
+        others = [v for v in range(self.env.slots) if v != self.validator]
         for destination, payload in self.adversary.outgoing(data, others):
             self.env.send(self.node_id, destination, payload)
 
@@ -427,11 +481,12 @@ class SimNode:
             entry = CommittedEntry(block, certificate, host.app_hash, frozenset())
             self.env.on_commit(self, entry)
             return
+        validators = self._validators_at(block.height)
         context = BlockContext(
             height=block.height,
             time_ms=block.header.timestamp_ms,
-            proposer=self.env.validators.public_key(block.header.proposer)
-            if block.header.proposer < self.env.validators.size
+            proposer=validators.public_key(block.header.proposer)
+            if block.header.proposer < validators.size
             else bytes(32),
             chain_id=self.env.chain_id,
         )
@@ -459,7 +514,8 @@ class SimNode:
         self._recheck_pool()
         self.env.on_commit(self, entry)
         height, app_hash = block.height, result.app_hash
-        self._later(EXECUTE_MS, lambda: self.feed(BlockExecuted(height, app_hash)))
+        following = host.validator_set(height + 2)  # None: no registry, the set never changes
+        self._later(EXECUTE_MS, lambda: self.feed(BlockExecuted(height, app_hash, following)))
 
     def _recheck_pool(self) -> None:
         host = self.host
@@ -474,16 +530,21 @@ class SimNode:
             del self._pool[transaction_hash]
 
     def _serve(self, action: ServeBlocks) -> None:
+        if action.peer is not None:
+            to = self.env.slot_of_node_key[action.peer]
+        else:
+            assert action.to is not None, "a request names its sender"
+            to = self._slot(action.to)
         entries = [
             (entry.block, entry.certificate)
             for entry in self.disk.chain[action.from_height - 1 : action.to_height]
         ]
         if self.adversary is not None:
-            answer = self.adversary.serve(entries, action.to, self.now_ms())
+            answer = self.adversary.serve(entries, to, self.now_ms())
             if answer is not None:
-                self.env.send(self.node_id, action.to, answer)
+                self.env.send(self.node_id, to, answer)
             return
-        self.env.send(self.node_id, action.to, encode_block_response(entries))
+        self.env.send(self.node_id, to, encode_block_response(entries))
 
 
 def signed_statements(data: bytes) -> list[tuple[int, int, int, int, bytes]]:

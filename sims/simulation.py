@@ -21,6 +21,12 @@ one place never shifts another's stream. The run has two phases:
    Byzantine validators with a fixed behaviour keep misbehaving. Liveness is only promised,
    and only checked, when at most f validators are byzantine.
 
+With ``reconfigure`` the validator set changes while the faults run: the banks' governance
+votes add spare nodes as validators, remove validators and rotate their keys
+(``sims/reconfiguration.py``), decided on chain exactly as on a node; the simulation follows
+the canonical chain's schedule (the set of each height) and checks certificates and quorums of
+every height against the set of that height.
+
 The apps are the real ones: with the default ``demo`` workload all four (membership,
 payments, scf, assets) from the demo consortium's genesis (``apps.demo.demo_consortium``,
 keyed by the seed), driven by the consortium's own traffic; with ``membership``, the
@@ -36,7 +42,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -52,7 +58,14 @@ from consensus.codec import encode
 from consensus.crypto import PrivateKey, hash_bytes
 from consensus.messages import MessageError, NewView, Proposal, ViewChange, decode_message
 from consensus.replica import ChainTip, Dropped, PlantedBug, ReplicaConfig
-from consensus.types import Validator, ValidatorSet, Vote
+from consensus.types import (
+    Block,
+    CommitCertificate,
+    Validator,
+    ValidatorSchedule,
+    ValidatorSet,
+    Vote,
+)
 from sims.adversary import Adversary, AdversaryParameters
 from sims.bugs import BUGS
 from sims.byzantine import ByzantineDriver, Misbehaviour
@@ -62,7 +75,15 @@ from sims.faults import FAULT_TICK_MS, Behaviour, FaultParameters
 from sims.loop import EventLoop
 from sims.network import Partition, PartitionKind, SimNetwork
 from sims.node import DRIVER_BUGS, CommittedEntry, NodeEnvironment, SimNode, signed_statements
-from sims.workload import ClientWorkload, DemoWorkload, Workload, membership_genesis
+from sims.reconfiguration import (
+    SPARE_NODES,
+    Change,
+    Reconfiguration,
+    forge_with_retired_keys,
+    node_key,
+    with_governors,
+)
+from sims.workload import CLIENTS, ClientWorkload, DemoWorkload, Workload, membership_genesis
 
 __all__ = ["CHAIN_ID", "Simulation", "run_simulation"]
 
@@ -84,6 +105,10 @@ WORKLOAD_TICK_MS: Final = 50
 # gets this much simulated time per requested height before phase 2 starts anyway.
 PHASE1_MS_PER_BLOCK: Final = 2_000
 PHASE1_MS_MIN: Final = 4_000
+# With reconfiguration, the fault phase lasts until this many changes were decided (or its time
+# cap, extended by this per change): a run sees the set change under faults, not only once.
+CHANGES_MIN: Final = 3
+PHASE1_MS_PER_CHANGE: Final = 1_500
 # Liveness: after faults stop, a new height must commit within this many views beyond the
 # highest view in progress (a byzantine or just-restarted primary may waste a view each).
 LIVENESS_EXTRA_VIEWS: Final = 3
@@ -193,10 +218,20 @@ class Simulation:
         self._fault_rng = stream("faults")
         layout = stream("layout")
 
-        keys = [validator_key(i) for i in range(n)]
+        # With reconfiguration, spare nodes follow from the start and may join; validators
+        # carry node keys, by which the network routes whatever index a set gives a node.
+        reconfigure = config.reconfigure or (bug is not None and bug.reconfigure)
+        self.reconfigure = reconfigure
+        slots = n + (SPARE_NODES if reconfigure else 0)
+        keys = [validator_key(i) for i in range(slots)]
+        node_keys = tuple(node_key(slot) for slot in range(slots)) if reconfigure else ()
         self.validators = ValidatorSet(
-            tuple(Validator(f"validator-{i}", key.public_key) for i, key in enumerate(keys))
+            tuple(
+                Validator(f"validator-{i}", keys[i].public_key, node_keys[i] if node_keys else None)
+                for i in range(n)
+            )
         )
+        self.validator_schedule = ValidatorSchedule(self.validators)
         if schedule is not None:
             byzantine_indices = sorted(schedule.twins)
             if len(byzantine_indices) != byzantine:
@@ -214,7 +249,9 @@ class Simulation:
         )
 
         replica_config = SIM_REPLICA_CONFIG
-        if bug is not None and bug.replica_flag is not None:
+        # ``bug_off``: the bug's whole scenario with the bug itself switched off (what every
+        # checker must pass: the scenario alone is no violation).
+        if bug is not None and bug.replica_flag is not None and not config.bug_off:
             replica_config = ReplicaConfig(
                 view_timeout_base_ms=SIM_REPLICA_CONFIG.view_timeout_base_ms,
                 view_timeout_max_ms=SIM_REPLICA_CONFIG.view_timeout_max_ms,
@@ -229,12 +266,19 @@ class Simulation:
             apps = demo_apps
             consortium = demo_consortium(seed, chain_id=CHAIN_ID)
             app_genesis = consortium.app_genesis
+            banks = list(dict.fromkeys(p.institution for p in consortium.with_role("bank")))
         else:
             apps = membership_apps
             app_genesis = {"membership": membership_genesis()}
+            banks = [f"bank_{i}" for i in range(CLIENTS)]
+        if reconfigure:
+            # The registry starts from the genesis validators; each bank gets a governance key.
+            app_genesis = with_governors(app_genesis, banks)
         genesis_backend = MemoryBackend()
         genesis_host = AppHost(apps(), genesis_backend, chain_id=CHAIN_ID)
-        writes, genesis_app_hash = genesis_host.init_genesis(app_genesis)
+        writes, genesis_app_hash = genesis_host.init_genesis(
+            app_genesis, validators=self.validators if reconfigure else None
+        )
         genesis_hash = hash_bytes(
             encode((b"suanpan/sim/genesis", CHAIN_ID, self.validators.hash(), genesis_app_hash))
         )
@@ -261,6 +305,9 @@ class Simulation:
             chain_id=CHAIN_ID,
             genesis_hash=genesis_hash,
             genesis_app_hash=genesis_app_hash,
+            validators_at=(lambda height: self.validator_schedule.at(height))
+            if reconfigure
+            else None,
         )
         self.network = SimNetwork(self.loop, stream("network"), self.parameters.link_faults())
         self.network.attach(self._deliver)
@@ -298,11 +345,17 @@ class Simulation:
             on_signed=self._on_signed,
             on_evidence=self._on_evidence,
             on_rejected=self._on_rejected,
-            driver_bug=bug.name if bug is not None and bug.name in DRIVER_BUGS else None,
+            driver_bug=(
+                bug.name
+                if bug is not None and bug.name in DRIVER_BUGS and not config.bug_off
+                else None
+            ),
+            node_keys=node_keys,
+            slot_of_node_key={key: slot for slot, key in enumerate(node_keys)},
         )
         skew_max = self.parameters.clock_skew_ms_max
         self.nodes: list[SimNode] = []
-        copies: list[tuple[int, int]] = [(i, 0) for i in range(n)]
+        copies: list[tuple[int, int]] = [(i, 0) for i in range(slots)]
         if config.twins:
             copies.extend((i, 1) for i in byzantine_indices)
         for node_id, (validator, copy) in enumerate(copies):
@@ -335,6 +388,27 @@ class Simulation:
         self._nodes_of: dict[int, list[int]] = {}
         for node in self.nodes:
             self._nodes_of.setdefault(node.validator, []).append(node.node_id)
+        self.reconfiguration: Reconfiguration | None = None
+        if reconfigure:
+            self.reconfiguration = Reconfiguration(
+                rng=stream("reconfiguration"),
+                chain_id=CHAIN_ID,
+                banks=banks,
+                genesis=self.validators,
+                slots=slots,
+                byzantine=byzantine_indices,
+                give_key=self._give_key,
+                kinds=tuple(
+                    Change(kind)
+                    for kind in (bug.reconfiguration_changes if bug is not None else tuple(Change))
+                ),
+            )
+            if bug is not None and bug.reconfiguration_interval_ms is not None:
+                self.reconfiguration.interval_ms = bug.reconfiguration_interval_ms
+            if bug is not None and bug.leak_retired_keys:
+                for node in self.nodes:
+                    if isinstance(node.adversary, Misbehaviour):
+                        node.adversary.forger = self._forge_with_retired_keys
         self.honest = [node for node in self.nodes if node.honest]
         self._faults_on = True
         self._view_cache: dict[bytes, int] = {}
@@ -401,6 +475,8 @@ class Simulation:
         )
         if block.height not in self._canonical_entries:
             self._canonical_entries[block.height] = entry
+            if self.reconfigure:
+                self._follow_schedule(node, block.height)
             self.receipts_ok += entry.receipts_ok
             for code in entry.rejection_codes:
                 self.rejections[code] = self.rejections.get(code, 0) + 1
@@ -409,8 +485,9 @@ class Simulation:
                 self.checker.on_acknowledged(transaction_hash, block.height)
 
     def _on_signed(self, node: SimNode, data: bytes) -> None:
+        index = None if node.replica is None else node.replica.index
         for validator, kind, height, view, block_hash in signed_statements(data):
-            if validator == node.validator:
+            if validator in (node.validator, index):
                 self.checker.on_vote_signed(
                     self.loop.now_ms, validator, kind, height, view, block_hash
                 )
@@ -513,7 +590,43 @@ class Simulation:
     def _workload_tick(self) -> None:
         up = [node.node_id for node in self.nodes if node.up]
         self.workload.step(self.loop.now_ms, up, self._submit)
+        if self.reconfiguration is not None:
+            honest_up = [node for node in self.honest if node.up and node.host is not None]
+            reference = max(honest_up, key=lambda node: node.height, default=None)
+            self.reconfiguration.step(
+                self.loop.now_ms,
+                None if reference is None else reference.host,
+                [node.node_id for node in honest_up],
+                self._submit,
+            )
         self.loop.call_later(WORKLOAD_TICK_MS, self._workload_tick)
+
+    # -- validator-set changes -----------------------------------------------------------------
+
+    def _follow_schedule(self, node: SimNode, height: int) -> None:
+        """The first honest commit of ``height``: the state after it decides the set of
+        ``height + 2``; record it, and tell the adversary the set the chain has reached."""
+        assert node.host is not None
+        following = node.host.validator_set(height + 2) or self.validators
+        if following != self.validator_schedule.at(height + 1):
+            self.validator_schedule = self.validator_schedule.with_change(height + 2, following)
+            self.loop.record("validators", self.loop.now_ms, height + 2, following.hash())
+        if self.adversary is not None:
+            self.adversary.reconfigure(self.validator_schedule.at(height + 1))
+
+    def _give_key(self, slot: int, key: PrivateKey) -> None:
+        """An operator hands node ``slot`` its next consensus key (a rotation is proposed)."""
+        for node_id in self._nodes_of.get(slot, ()):
+            self.nodes[node_id].add_key(key)
+
+    def _forge_with_retired_keys(
+        self, entries: Sequence[tuple[Block, CommitCertificate]]
+    ) -> list[tuple[Block, CommitCertificate]] | None:
+        """A forger holding the byzantine keys and every retired honest key (planted bug)."""
+        assert self.reconfiguration is not None
+        held = {validator_key(i).public_key: validator_key(i) for i in self.byzantine_indices}
+        held.update((key.public_key, key) for _, key in self.reconfiguration.retired)
+        return forge_with_retired_keys(entries, self.validator_schedule, held, CHAIN_ID)
 
     def _submit(self, node_id: int, data: bytes) -> bool:
         self.loop.record("tx", self.loop.now_ms, node_id, data)
@@ -534,6 +647,8 @@ class Simulation:
 
     def _stop_faults(self) -> None:
         self._faults_on = False
+        if self.reconfiguration is not None:
+            self.reconfiguration.active = False  # a change in flight is still seen through
         self.network.link_filter = None
         if self.adversary is not None:
             self.adversary.stop()
@@ -561,10 +676,16 @@ class Simulation:
             loop.call_later(self.adversary.parameters.step_ms, self._adversary_tick)
         target = self.config.blocks
         phase1_ms = max(PHASE1_MS_MIN, target * PHASE1_MS_PER_BLOCK)
-        loop.run(
-            until_ms=phase1_ms,
-            stop=lambda: checker.terminal or checker.canonical_height >= target,
-        )
+        reconfiguration = self.reconfiguration
+        if reconfiguration is not None:
+            # The fault phase also lasts until the set has changed a few times.
+            phase1_ms += CHANGES_MIN * (reconfiguration.interval_ms + PHASE1_MS_PER_CHANGE)
+
+        def done() -> bool:
+            changed = reconfiguration is None or reconfiguration.executed >= CHANGES_MIN
+            return checker.terminal or (checker.canonical_height >= target and changed)
+
+        loop.run(until_ms=phase1_ms, stop=done)
         liveness = "not-checked"
         if not checker.terminal:
             self._stop_faults()
@@ -595,6 +716,12 @@ class Simulation:
             "commits_lost_in_crashes": sum(n.disk.statistics.commits_lost for n in self.nodes),
             "evidence_reported": self.counters.evidence,
         }
+        if self.reconfiguration is not None:
+            executed = self.reconfiguration.counts.executed
+            faults["validator_joins"] = executed.get("join", 0)
+            faults["validator_leaves"] = executed.get("leave", 0)
+            faults["key_rotations"] = executed.get("rotate", 0)
+            faults["validator_sets"] = len(self.validator_schedule.changes) + 1
         views = sum(entry.certificate.view + 1 for entry in self._canonical_entries.values())
         return SimResult(
             config=self.config,

@@ -50,6 +50,7 @@ def sweep_config(
     bug: str | None = None,
     workload: str = DEFAULT_WORKLOAD,
     adversary: bool | None = None,
+    reconfigure: bool = False,
 ) -> SimConfig:
     """The configuration a sweep runs for ``seed`` (shape and adversary drawn from the seed
     unless pinned; ``adversary`` None draws it for seeds with byzantine validators)."""
@@ -76,6 +77,7 @@ def sweep_config(
         bug=bug,
         workload=workload,
         adversary=bool(use_adversary) and k > 0,
+        reconfigure=reconfigure,
     )
 
 
@@ -104,6 +106,16 @@ class SweepResult:
                     table[name] = table.get(name, 0) + int(count)
         return {"drop_reasons": drops, "moves": moves}
 
+    def validator_changes(self) -> dict[str, int]:
+        """Validator-set changes the chain decided, summed over the seeds (reconfiguration)."""
+        totals = {"validator_joins": 0, "validator_leaves": 0, "key_rotations": 0}
+        for run in self.runs:
+            faults = run.get("faults", {})
+            assert isinstance(faults, dict)
+            for name in totals:
+                totals[name] += int(faults.get(name, 0))
+        return totals
+
     def sweep_digest(self) -> str:
         """SHA-256 over the seeds and their trace digests, in seed order."""
         digest = hashlib.sha256(b"suanpan/sim/sweep/v1")
@@ -131,6 +143,7 @@ class SweepResult:
             "safety_failed": len(safety_failed),
             "liveness_failed": sum(1 for run in self.runs if run["liveness"] == "failed"),
             "adversary_seeds": sum(1 for run in self.runs if run.get("adversary")),
+            "validator_changes": self.validator_changes(),
             "committed_heights": heights,
             "receipts_ok": sum(int(str(run["receipts_ok"])) for run in self.runs),
             "receipts_rejected": sum(int(str(run["receipts_rejected"])) for run in self.runs),

@@ -94,7 +94,7 @@ class Committer:
         apps = load_apps(self.genesis.apps)
         if not self.store.initialised:
             host = AppHost(apps, self.store.state_backend(), chain_id=self.chain_id)
-            writes, app_hash = host.init_genesis(self.genesis.app_state)
+            writes, app_hash = host.init_genesis(self.genesis.app_state, validators=self.validators)
             self.store.init_genesis(writes, app_hash)
         self.host = AppHost(
             apps,
@@ -120,6 +120,7 @@ class Committer:
             view=view,
             parent_hash=self.store.last_block_hash,
             app_hash=self.store.app_hash,
+            next_validators_hash=self.validators.hash(),
             proposer=self.validators.primary(view),
             timestamp_ms=self.time_of(height) + skew_ms,
             transactions=transactions,

@@ -5,6 +5,11 @@ actions in order, keeps each replica's last persisted state and its committed ch
 proposal and validation requests at once, executes committed blocks with a toy state machine
 (the app hash is a hash chain over block hashes), and delivers messages through one queue.
 Tests shape the network with ``deliver_filter`` (drop or hold messages) and a seeded ``shuffle``.
+
+Validator-set changes: ``schedule`` says which set is in force at each height (the toy state
+machine "decides" it), every node holds its own key plus any ``standby`` keys, and nodes whose
+keys are in no set yet follow the chain as observers. Nodes are reached by their node keys
+(``NODE_KEYS``), which every validator record carries, so routing survives index changes.
 """
 
 from __future__ import annotations
@@ -47,7 +52,15 @@ from consensus.replica import (
     ValidateBlock,
     ValidityVerdict,
 )
-from consensus.types import Block, CommitCertificate, Phase, Validator, ValidatorSet, Vote
+from consensus.types import (
+    Block,
+    CommitCertificate,
+    Phase,
+    Validator,
+    ValidatorSchedule,
+    ValidatorSet,
+    Vote,
+)
 
 CHAIN_ID = "test-chain"
 GENESIS_HASH = hash_bytes(b"genesis")
@@ -61,9 +74,21 @@ def make_keys(count: int) -> list[PrivateKey]:
     return [PrivateKey(hash_bytes(f"validator-{i}".encode())) for i in range(count)]
 
 
-def make_validators(keys: list[PrivateKey]) -> ValidatorSet:
-    """The validator set of ``keys`` in order."""
-    return ValidatorSet(tuple(Validator(f"v{i}", k.public_key) for i, k in enumerate(keys)))
+def node_key(node: int) -> bytes:
+    """The (link identity) node key of harness node ``node``."""
+    return hash_bytes(f"node-{node}".encode())
+
+
+def make_validators(keys: list[PrivateKey], nodes: list[int] | None = None) -> ValidatorSet:
+    """The validator set of ``keys`` in order, run by harness nodes ``nodes`` (default: the
+    i-th key by node i)."""
+    owners = list(range(len(keys))) if nodes is None else nodes
+    return ValidatorSet(
+        tuple(
+            Validator(f"v{owner}", key.public_key, node_key(owner))
+            for owner, key in zip(owners, keys, strict=True)
+        )
+    )
 
 
 def next_app_hash(app_hash: bytes, block: Block) -> bytes:
@@ -106,10 +131,19 @@ class Cluster:
         config: ReplicaConfig | None = None,
         seed: int | None = None,
         invalid_blocks: Callable[[Block], bool] | None = None,
+        observers: int = 0,
+        schedule: Callable[[ValidatorSchedule], ValidatorSchedule] | None = None,
+        standby: dict[int, list[PrivateKey]] | None = None,
     ) -> None:
+        """``n`` validators from genesis plus ``observers`` nodes holding keys in no genesis
+        set; ``schedule`` builds the validator schedule from the genesis one; ``standby`` gives
+        nodes extra keys (rotations)."""
         self.config = config or ReplicaConfig()
-        self.keys = make_keys(n)
-        self.validators = make_validators(self.keys)
+        self.keys = make_keys(n + observers)
+        self.validators = make_validators(self.keys[:n])
+        genesis_schedule = ValidatorSchedule(self.validators)
+        self.schedule = genesis_schedule if schedule is None else schedule(genesis_schedule)
+        self.standby = standby or {}
         self.now_ms = GENESIS_TIME_MS
         self.rng = random.Random(seed) if seed is not None else None
         self.queue: list[tuple[int, int, bytes]] = []
@@ -120,7 +154,8 @@ class Cluster:
         self.delivered = 0
         self.invalid_blocks = invalid_blocks
         self.payload_counter = 0
-        self.nodes = [Node(i, self._new_replica(i, None)) for i in range(n)]
+        self.nodes = [Node(i, self._new_replica(i, None)) for i in range(n + observers)]
+        self._node_of_key = {node_key(i): i for i in range(n + observers)}
         self.work: list[tuple[int, Input]] = []
         self.pending_payloads: list[tuple[int, int, int, tuple[bytes, ...]]] = []
 
@@ -128,8 +163,10 @@ class Cluster:
         tip = node.tip() if node else ChainTip(0, GENESIS_HASH, GENESIS_APP_HASH, GENESIS_TIME_MS)
         kwargs = {
             "chain_id": CHAIN_ID,
-            "validators": self.validators,
+            "validators": self.schedule.at(tip.height + 1),
+            "next_validators": self.schedule.at(tip.height + 2),
             "key": self.keys[index],
+            "standby_keys": tuple(self.standby.get(index, ())),
             "tip": tip,
         }
         if node is not None and node.persisted is not None:
@@ -162,7 +199,7 @@ class Cluster:
                 if other.index != node.index:
                     self.queue.append((node.index, other.index, action.message))
         elif isinstance(action, Send):
-            self.queue.append((node.index, action.to, action.message))
+            self.queue.append((node.index, self._node_of(node, action.to), action.message))
         elif isinstance(action, RequestProposal):
             self.payload_counter += 1
             txs = tuple(
@@ -178,18 +215,44 @@ class Cluster:
             assert action.block.height == len(node.chain) + 1, "commits must arrive in order"
             node.chain.append((action.block, action.certificate))
             node.app_hash = next_app_hash(node.app_hash, action.block)
-            self.work.append((node.index, BlockExecuted(action.block.height, node.app_hash)))
+            height = action.block.height
+            executed = BlockExecuted(height, node.app_hash, self.schedule.at(height + 2))
+            self.work.append((node.index, executed))
         elif isinstance(action, ReportEvidence):
             node.evidence.append(action.evidence)
         elif isinstance(action, RequestBlocks):
-            self.queue.append((node.index, action.peers[0], action.message))
+            target = (
+                self._node_of_key[action.peer_keys[0]]
+                if action.peer_keys
+                else self._node_of(node, action.peers[0])
+            )
+            self.queue.append((node.index, target, action.message))
         elif isinstance(action, ServeBlocks):
             entries = node.chain[action.from_height - 1 : action.to_height]
-            self.queue.append((node.index, action.to, encode_block_response(entries)))
+            if action.peer is not None:
+                target = self._node_of_key[action.peer]
+            else:
+                assert action.to is not None
+                target = self._node_of(node, action.to)
+            self.queue.append((node.index, target, encode_block_response(entries)))
         elif isinstance(action, Dropped):
             node.dropped.append(action)
         else:  # pragma: no cover - every action kind is handled above
             raise AssertionError(f"unhandled action {action}")
+
+    def _node_of(self, node: Node, index: int) -> int:
+        """The node running validator ``index`` of ``node``'s current set."""
+        validator_key = node.replica.validators.validators[index].node_key
+        assert validator_key is not None
+        return self._node_of_key[validator_key]
+
+    def _sender_index(self, sender: int, receiver: int) -> int | None:
+        """``sender``'s validator index in ``receiver``'s current set (None: not a member)."""
+        validators = self.nodes[receiver].replica.validators.validators
+        for index, validator in enumerate(validators):
+            if validator.node_key == node_key(sender):
+                return index
+        return None
 
     def deliver_one(self) -> bool:
         """Deliver the next queued message (random one with a seed). False when none left."""
@@ -207,7 +270,9 @@ class Cluster:
         ):
             self.held.append((sender, receiver, data))
             return True
-        self.feed(receiver, PeerMessage(data, sender))
+        self.feed(
+            receiver, PeerMessage(data, self._sender_index(sender, receiver), node_key(sender))
+        )
         return True
 
     def tick(self, step_ms: int = TICK_MS) -> None:
@@ -288,7 +353,7 @@ class Cluster:
                 assert seen == block.hash, f"fork at height {block.height}"
                 verify_certificate(
                     certificate,
-                    self.validators,
+                    self.schedule.at(block.height),
                     CHAIN_ID,
                     block_hash=block.hash,
                     height=block.height,
@@ -375,6 +440,7 @@ def build_block(
         view=view,
         parent_hash=parent,
         app_hash=app_hash,
+        next_validators_hash=cluster.schedule.at(height + 1).hash(),
         proposer=proposer,
         timestamp_ms=max(cluster.now_ms, parent_time + 1),
         transactions=(tag,),

@@ -12,6 +12,7 @@ from apps.state import MemoryBackend
 from apps.transaction import Transaction, sign_transaction
 from consensus.codec import Value
 from consensus.crypto import PrivateKey
+from consensus.types import ValidatorSet
 
 CHAIN = "suanpan-test"
 
@@ -61,11 +62,13 @@ class Chain:
         cls,
         extra_apps: Sequence[App] = (),
         app_genesis: Mapping[str, Value] | None = None,
+        validators: ValidatorSet | None = None,
     ) -> Chain:
+        """A chain at height 0; ``validators`` starts the on-chain validator registry."""
         backend = MemoryBackend()
         host = AppHost([MembershipApp(), *extra_apps], backend, chain_id=CHAIN)
         genesis = {"membership": genesis_config()} if app_genesis is None else app_genesis
-        writes, app_hash = host.init_genesis(genesis)
+        writes, app_hash = host.init_genesis(genesis, validators=validators)
         backend.apply(writes)
         host.committed(0, app_hash)
         return cls(host, backend)

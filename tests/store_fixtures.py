@@ -87,6 +87,7 @@ class NodeChain:
             view=view,
             parent_hash=self.store.last_block_hash,
             app_hash=self.store.app_hash,
+            next_validators_hash=VALIDATORS.hash(),
             proposer=view % VALIDATORS.size,
             timestamp_ms=time_ms,
             transactions=transactions,

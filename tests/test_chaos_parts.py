@@ -483,6 +483,7 @@ def test_equivocating_primary_signs_a_second_block_that_is_valid_evidence() -> N
         view=0,
         parent_hash=bytes(32),
         app_hash=bytes(32),
+        next_validators_hash=bytes(32),
         proposer=0,
         timestamp_ms=1_000,
         transactions=(b"tx",),

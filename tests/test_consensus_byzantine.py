@@ -30,6 +30,7 @@ from tests.consensus_harness import (
     CHAIN_ID,
     Cluster,
     build_block,
+    node_key,
     prepared_certificate,
     proposal,
     view_change,
@@ -289,6 +290,7 @@ def test_a_flood_of_future_messages_stays_within_the_per_validator_byte_bound() 
             view=0,
             parent_hash=bytes(32),
             app_hash=bytes(32),
+            next_validators_hash=cluster.validators.hash(),
             proposer=BYZANTINE,
             timestamp_ms=cluster.now_ms + k,
             transactions=(k.to_bytes(4, "big") + bytes(64 * 1024 - 4),) * 4,
@@ -322,7 +324,7 @@ def test_a_replayed_old_view_change_gets_its_signer_no_blocks() -> None:
     assert [a.reason for a in actions if isinstance(a, Dropped)] == [DropReason.STALE]
     missed = encode_message(view_change(cluster, 3, height=tip, view=1))
     served = [a for a in replica.handle(PeerMessage(missed, 2)) if isinstance(a, ServeBlocks)]
-    assert served == [ServeBlocks(3, tip, tip)]
+    assert served == [ServeBlocks(3, tip, tip, node_key(3))]
     again = [a for a in replica.handle(PeerMessage(missed, 2)) if isinstance(a, ServeBlocks)]
     assert not again, "at most one answer per retry interval"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 
+from consensus.crypto import PrivateKey, hash_bytes
 from consensus.messages import (
     BlockResponse,
     NewView,
@@ -81,6 +82,7 @@ def test_a_certified_block_of_another_chain_offered_by_block_sync() -> None:
         view=0,
         parent_hash=GENESIS_HASH,
         app_hash=GENESIS_APP_HASH,
+        next_validators_hash=cluster.validators.hash(),
         proposer=PRIMARY,
         timestamp_ms=cluster.now_ms,
         transactions=(),
@@ -120,6 +122,7 @@ def test_a_proposal_for_a_height_beyond_the_buffered_window() -> None:
         view=0,
         parent_hash=bytes(32),
         app_hash=bytes(32),
+        next_validators_hash=cluster.validators.hash(),
         proposer=2,
         timestamp_ms=cluster.now_ms,
         transactions=(),
@@ -164,6 +167,7 @@ def test_a_proposal_whose_block_does_not_extend_our_chain() -> None:
         view=0,
         parent_hash=bytes(32),
         app_hash=GENESIS_APP_HASH,
+        next_validators_hash=cluster.validators.hash(),
         proposer=PRIMARY,
         timestamp_ms=cluster.now_ms,
         transactions=(),
@@ -180,6 +184,7 @@ def test_a_view_change_with_a_certificate_from_another_height() -> None:
         view=0,
         parent_hash=bytes(32),
         app_hash=bytes(32),
+        next_validators_hash=cluster.validators.hash(),
         proposer=3,
         timestamp_ms=cluster.now_ms,
         transactions=(),
@@ -236,12 +241,31 @@ def test_a_certified_block_whose_app_hash_differs_from_our_state() -> None:
         view=0,
         parent_hash=GENESIS_HASH,
         app_hash=bytes(32),
+        next_validators_hash=cluster.validators.hash(),
         proposer=PRIMARY,
         timestamp_ms=cluster.now_ms,
         transactions=(),
     )
     certified = certificate(cluster, block, signers=[1, 2, 3])
     assert reasons(replica.handle(SyncedBlock(block, certified))) == [DropReason.STATE_DIVERGED]
+
+
+def test_a_vote_from_a_height_whose_set_is_not_known_yet() -> None:
+    """At height 1 the replica knows the sets of heights 1 and 2. A prepare for height 3 by a
+    key the set of height 2 does not hold may come from a validator re-keyed at 3: early,
+    not wrong (and a hint that we may be behind)."""
+    replica, _ = started()
+    newcomer = PrivateKey(hash_bytes(b"a key of height 3"))
+    vote = Vote.create(
+        newcomer,
+        CHAIN_ID,
+        phase=Phase.PREPARE,
+        height=3,
+        view=0,
+        block_hash=bytes(32),
+        validator=2,
+    )
+    assert reasons(deliver(replica, vote, 2)) == [DropReason.VALIDATORS_UNKNOWN]
 
 
 def test_a_validity_verdict_for_a_block_nobody_asked_about() -> None:
@@ -257,6 +281,7 @@ def test_every_drop_reason_has_a_story_here() -> None:
         DropReason.BAD_SIGNATURE: "test_a_prepare_signed_with_another_validators_key",
         DropReason.STALE: "test_a_prepare_for_a_view_the_replica_has_left",
         DropReason.TOO_FAR_AHEAD: "test_a_proposal_for_a_height_beyond_the_buffered_window",
+        DropReason.VALIDATORS_UNKNOWN: "test_a_vote_from_a_height_whose_set_is_not_known_yet",
         DropReason.BUFFER_FULL: "test_a_validator_flooding_future_messages_past_its_buffer",
         DropReason.DUPLICATE: "test_the_same_prepare_delivered_twice",
         DropReason.NOT_PRIMARY: "test_a_proposal_signed_by_a_validator_that_is_not_the_primary",

@@ -247,6 +247,7 @@ OWNERS: Final[dict[tuple[str, str], Owners]] = {
     ("membership", "identities"): lambda w, a, r: ("institution", str(a["institution"])),
     ("membership", "proposal"): lambda w, a, r: GOVERNANCE,
     ("membership", "proposals"): lambda w, a, r: GOVERNANCE,
+    ("membership", "validators"): lambda w, a, r: PUBLIC,
 }
 
 

@@ -145,6 +145,7 @@ def test_commits_that_do_not_extend_the_chain_are_refused_and_write_nothing(
         view=0,
         parent_hash=store.last_block_hash,
         app_hash=store.app_hash,
+        next_validators_hash=VALIDATORS.hash(),
         proposer=0,
         timestamp_ms=5,
         transactions=[],

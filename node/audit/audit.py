@@ -12,8 +12,12 @@ in brackets are the *items* a failure reports):
 1. the block is stored and decodes canonically, for this chain and height [block, header];
 2. its ``parent_hash`` is the hash of block ``h-1`` (the genesis hash for ``h = 1``) [link];
 3. its transactions hash to the header's ``transactions_root`` [body];
-4. its commit certificate is a quorum of valid commit signatures of the *genesis* validator
-   set on this block hash and height (``consensus.types.verify_certificate``) [certificate];
+4. its commit certificate is a quorum of valid commit signatures, on this block hash and
+   height, of the validator set *in force at h* (``consensus.types.verify_certificate``): the
+   genesis validators at first, then each set the replayed chain decided, from its height on
+   (``Replay.validators_at``), never a set the store claims [certificate]; its
+   ``next_validators_hash`` is the hash of the set the replayed state puts in force at h+1
+   [validators];
 5. the block-hash index maps its hash to ``h`` [block index];
 6. its ``app_hash`` equals the hash of the replayed state after ``h-1`` [app hash];
 7. every transaction is in the transaction index at its first inclusion: at ``(h, i)``, or
@@ -21,7 +25,7 @@ in brackets are the *items* a failure reports):
 8. replaying the block through the real apps (``node.audit.replay``) yields the stored receipts
    [receipt] and the stored app hash of ``h`` [app hash];
 9. stored equivocation evidence filed at ``h`` decodes, is filed under its own hash and
-   height, and its two signatures verify against the validator set [evidence].
+   height, and its two signatures verify against the validator set of ``h`` [evidence].
 
 Before the walk it checks the store's identity against genesis [store] and the genesis state's
 app hash [genesis] (height 0). After it, at the committed height: the metadata (height, app
@@ -95,6 +99,7 @@ ITEM_HEADER: Final = "header"
 ITEM_LINK: Final = "link"
 ITEM_BODY: Final = "body"
 ITEM_CERTIFICATE: Final = "certificate"
+ITEM_VALIDATORS: Final = "validators"
 ITEM_BLOCK_INDEX: Final = "block index"
 ITEM_APP_HASH: Final = "app hash"
 ITEM_TX_INDEX: Final = "tx index"
@@ -237,7 +242,9 @@ def _decode_block(raw: bytes) -> Block:
 class _EvidenceCursor:
     """Walks stored evidence in height order alongside the block walk."""
 
-    def __init__(self, view: StoreView, validators: ValidatorSet, chain_id: str) -> None:
+    def __init__(
+        self, view: StoreView, validators: Callable[[int], ValidatorSet], chain_id: str
+    ) -> None:
         self._items: Iterator[tuple[int, bytes, bytes]] = view.evidence_scan()
         self._next = next(self._items, None)
         self._validators = validators
@@ -267,7 +274,7 @@ class _EvidenceCursor:
                 f"{where}: filed at height {filed_at} but is about height {evidence.height}",
             )
         try:
-            verify_evidence(evidence, self._validators, self._chain_id)
+            verify_evidence(evidence, self._validators(max(1, filed_at)), self._chain_id)
         except EvidenceError as error:
             _fail(filed_at, ITEM_EVIDENCE, f"{where}: {error}")
 
@@ -290,7 +297,6 @@ class _Auditor:
         self.snapshots = snapshots
         self.base = 0
         self.chain_id = genesis.chain_id
-        self.validators = genesis.validator_set
         self.top = -1
         self.heights_checked = 0
         self.transactions = 0
@@ -303,13 +309,18 @@ class _Auditor:
     def run(self) -> None:
         self._check_identity()
         replay = self._genesis()
-        self.evidence = _EvidenceCursor(self.view, self.validators, self.chain_id)
+        # Evidence of height h is checked against the set of h, as the replay at hand says.
+        self.evidence = _EvidenceCursor(
+            self.view, lambda height: replay.validators_at(height), self.chain_id
+        )
         self.evidence.check_through(0)
         previous_hash = self.genesis.hash
         self.base = self.view.base_height
         if self.base:
+            # A state-synced store: the snapshot's state, its validator registry included, is
+            # the starting point the audit trusts (as the node did, once certified).
             replay = self._snapshot_replay(self.base)
-            previous_hash = self._check_base_block(self.base)
+            previous_hash = self._check_base_block(self.base, replay)
             self.evidence.check_through(self.base)
         for height in range(self.base + 1, self.top + 1):
             block = self._check_height(height, previous_hash, replay)
@@ -353,13 +364,14 @@ class _Auditor:
         except AppLoadError as error:
             _fail(0, ITEM_GENESIS, f"apps cannot be loaded: {error}")
 
-    def _check_base_block(self, base: int) -> bytes:
+    def _check_base_block(self, base: int, replay: Replay) -> bytes:
         """Block ``base`` of a state-synced store: everything but its link and its replay.
         Returns its hash."""
-        block = self._load_block(base)
+        validators = replay.validators_at(base)
+        block = self._load_block(base, validators)
         if not block.body_matches_header():
             _fail(base, ITEM_BODY, "the transactions do not hash to the header's root")
-        self._check_certificate(base, block)
+        self._check_certificate(base, block, validators)
         if self.view.height_of(block.hash) != base:
             _fail(base, ITEM_BLOCK_INDEX, f"block hash {_short(block.hash)} is not indexed")
         return block.hash
@@ -406,7 +418,9 @@ class _Auditor:
     # -- one height ---------------------------------------------------------------------------
 
     def _check_height(self, height: int, previous_hash: bytes, replay: Replay) -> Block:
-        block = self._load_block(height)
+        # The replayed state is after height - 1: it decides the sets of height and height + 1.
+        validators = replay.validators_at(height)
+        block = self._load_block(height, validators)
         header = block.header
         if header.parent_hash != previous_hash:
             what = "the genesis hash" if height == 1 else f"block {height - 1}'s hash"
@@ -417,7 +431,16 @@ class _Auditor:
             )
         if not block.body_matches_header():
             _fail(height, ITEM_BODY, "the transactions do not hash to the header's root")
-        self._check_certificate(height, block)
+        self._check_certificate(height, block, validators)
+        following = replay.validators_at(height + 1)
+        if header.next_validators_hash != following.hash():
+            _fail(
+                height,
+                ITEM_VALIDATORS,
+                f"header names next validator set {_short(header.next_validators_hash)}, the"
+                f" replayed chain puts {_short(following.hash())} ({following.size} validators)"
+                f" in force at height {height + 1}",
+            )
         indexed = self.view.height_of(block.hash)
         if indexed != height:
             where = "not indexed" if indexed is None else f"indexed at height {indexed}"
@@ -434,7 +457,7 @@ class _Auditor:
         self._replay(height, block, replay)
         return block
 
-    def _load_block(self, height: int) -> Block:
+    def _load_block(self, height: int, validators: ValidatorSet) -> Block:
         raw = self.view.block_bytes(height)
         if raw is None:
             _fail(height, ITEM_BLOCK, "missing from the store")
@@ -449,11 +472,11 @@ class _Auditor:
             _fail(height, ITEM_HEADER, f"chain id {header.chain_id!r}, not {self.chain_id!r}")
         if header.height != height:
             _fail(height, ITEM_HEADER, f"stored at height {height} but says {header.height}")
-        if header.proposer >= self.validators.size:
+        if header.proposer >= validators.size:
             _fail(height, ITEM_HEADER, f"proposer index {header.proposer} names no validator")
         return block
 
-    def _check_certificate(self, height: int, block: Block) -> None:
+    def _check_certificate(self, height: int, block: Block, validators: ValidatorSet) -> None:
         raw = self.view.certificate_bytes(height)
         if raw is None:
             _fail(height, ITEM_CERTIFICATE, "missing from the store")
@@ -461,7 +484,7 @@ class _Auditor:
         try:
             certificate = CommitCertificate.decode(raw)
             verify_certificate(
-                certificate, self.validators, self.chain_id, block_hash=block.hash, height=height
+                certificate, validators, self.chain_id, block_hash=block.hash, height=height
             )
         except DecodeError as error:
             _fail(height, ITEM_CERTIFICATE, f"does not decode: {error}")

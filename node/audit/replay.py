@@ -9,7 +9,9 @@ replay agree on every app hash, receipt and state entry.
 
 Blocks are fed one by one; only the state is held in memory (never the chain). ``last_written``
 remembers, per state key, the last height whose write set touched it, so a tool that finds a
-differing key can say which block produced it.
+differing key can say which block produced it. The replayed state also decides the validator
+set of every height (``validators_at``), exactly as a node's does: the tools trust genesis and
+the blocks, never a set the store claims.
 """
 
 from __future__ import annotations
@@ -56,7 +58,6 @@ class Replay:
         """``base``: start from the state after that height (a state-synced store's snapshot
         entries) instead of from genesis."""
         self.genesis = genesis
-        self.validators: ValidatorSet = genesis.validator_set
         self.backend = MemoryBackend()
         loaded = list(apps) if apps is not None else load_apps(genesis.apps)
         self.last_written: dict[bytes, int] = {}
@@ -65,7 +66,9 @@ class Replay:
         self.undo_tree: dict[bytes, bytes | None] = {}
         if base is None:
             self.host = AppHost(loaded, self.backend, chain_id=genesis.chain_id)
-            writes, app_hash = self.host.init_genesis(genesis.app_state)
+            writes, app_hash = self.host.init_genesis(
+                genesis.app_state, validators=genesis.validator_set
+            )
             self._apply(0, writes)
             self.host.committed(0, app_hash)
         else:
@@ -89,16 +92,22 @@ class Replay:
         """The app hash of the replayed state."""
         return self.host.app_hash
 
+    def validators_at(self, height: int) -> ValidatorSet:
+        """The validator set of ``height`` as the replayed state decides it (final for
+        ``height <= self.height + 2``; the genesis set on a chain without a registry)."""
+        return self.host.validator_set(height) or self.genesis.validator_set
+
     def execute(self, block: Block) -> BlockResult:
         """Execute ``block`` (the next height) and apply its write set; return the result."""
         assert block.height == self.height + 1, "blocks are replayed in order"
         proposer = block.header.proposer
-        if proposer >= self.validators.size:
+        validators = self.validators_at(block.height)
+        if proposer >= validators.size:
             raise ReplayError(f"proposer index {proposer} names no validator")
         context = BlockContext(
             height=block.height,
             time_ms=block.header.timestamp_ms,
-            proposer=self.validators.public_key(proposer),
+            proposer=validators.public_key(proposer),
             chain_id=self.genesis.chain_id,
         )
         result = self.host.execute_block(context, block.transactions)

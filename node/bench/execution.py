@@ -284,6 +284,7 @@ def _run_lmdb(workload: Workload, timer: _Timer, known: dict[bytes, Transaction]
                     view=0,
                     parent_hash=store.last_block_hash,
                     app_hash=store.app_hash,
+                    next_validators_hash=_VALIDATORS.hash(),
                     proposer=0,
                     timestamp_ms=context.time_ms,
                     transactions=transactions,

@@ -211,6 +211,7 @@ def _lmdb_blocks(
                     view=0,
                     parent_hash=store.last_block_hash,
                     app_hash=store.app_hash,
+                    next_validators_hash=validators.hash(),
                     proposer=0,
                     timestamp_ms=height,
                     transactions=(),

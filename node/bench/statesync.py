@@ -94,6 +94,7 @@ def _commit_empty_block(store: Store) -> None:
         view=0,
         parent_hash=store.last_block_hash,
         app_hash=store.app_hash,
+        next_validators_hash=_VALIDATORS.hash(),
         proposer=0,
         timestamp_ms=height,
         transactions=(),

@@ -64,7 +64,9 @@ def app_genesis_problem(genesis: Genesis) -> str | None:
     membership without a bank), or None."""
     try:
         apps = load_apps(genesis.apps)
-        AppHost(apps, MemoryBackend(), chain_id=genesis.chain_id).init_genesis(genesis.app_state)
+        AppHost(apps, MemoryBackend(), chain_id=genesis.chain_id).init_genesis(
+            genesis.app_state, validators=genesis.validator_set
+        )
     except (AppLoadError, AppGenesisError, ValueError) as error:
         return str(error)
     return None
@@ -325,7 +327,8 @@ def config_check(home: Path) -> None:
     role = (
         f"validator {index} ({loaded.genesis.validators[index].name})"
         if index is not None
-        else "observer (validator key not in genesis)"
+        else "observer at genesis (its validator key is in no genesis validator; it follows"
+        " the chain, and votes from the height governance adds its key)"
     )
     click.echo(f"ok: {home}")
     for warning in config_warnings(loaded.config):

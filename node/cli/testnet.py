@@ -4,7 +4,13 @@ By default the testnet's genesis holds the demo consortium (``apps.demo``) and r
 apps; ``--load TPS`` then drives its business traffic
 (``node.testnet.loadgen.DemoLoadGenerator``), and the parties' key files in ``DIR/clients/``
 let a visitor act as any of them with the CLI.
-``--no-demo`` gives the bare testnet (membership only, membership load)."""
+``--no-demo`` gives the bare testnet (membership only, membership load).
+``--observers K`` adds K nodes that follow the chain and serve the API without voting.
+
+While ``testnet up`` runs, ``testnet add-validator``, ``remove-validator`` and ``rotate-key``
+change the validator set by the banks' governance votes (``node.testnet.reconfig``): they
+write ``testnet.json``, and ``testnet up`` (which re-reads it every refresh) starts the nodes
+it lists and stops the ones marked retired."""
 
 from __future__ import annotations
 
@@ -38,6 +44,18 @@ from node.testnet.hosts import (
 )
 from node.testnet.loadgen import DemoLoadGenerator, LoadGenerator
 from node.testnet.netns import NetnsError, Topology, netns_unavailable_reason
+from node.testnet.reconfig import (
+    Governance,
+    GovernanceError,
+    add_node,
+    add_validator,
+    finish_rotation,
+    mark_role,
+    prepare_rotation,
+    remove_validator,
+    rotate_validator_key,
+    wait_for_height,
+)
 from node.testnet.testnet import (
     Layout,
     Testnet,
@@ -54,6 +72,14 @@ __all__ = ["testnet_group"]
 _REFRESH_S: Final = 1.0
 DEFAULT_DEMO_SEED: Final = 0
 
+_OBSERVERS_OPTION = click.option(
+    "--observers",
+    type=click.IntRange(0, 64),
+    default=0,
+    show_default=True,
+    help="Also run this many observer nodes: they follow the chain and serve the client API"
+    " (for regulators and auditors) without voting.",
+)
 _DEMO_OPTION = click.option(
     "--demo/--no-demo",
     default=True,
@@ -83,6 +109,7 @@ def testnet_group() -> None:
 )
 @click.option("--dir", "directory", required=True, type=click.Path(path_type=Path))
 @click.option("--chain-id", default="suanpan-testnet", show_default=True)
+@_OBSERVERS_OPTION
 @click.option(
     "--hosts",
     "hosts_text",
@@ -119,6 +146,7 @@ def testnet_init(
     validators: int | None,
     directory: Path,
     chain_id: str,
+    observers: int,
     hosts_text: str | None,
     p2p_listen: str | None,
     api_listen: str | None,
@@ -146,6 +174,8 @@ def testnet_init(
             raise click.UsageError(f"{', '.join(given)} only apply with --hosts")
         validators = validators or 4
     else:
+        if observers:
+            raise click.UsageError("--observers applies to a local testnet, not with --hosts")
         try:
             hosts = parse_hosts(hosts_text, validators=validators)
             layout = hosts_layout(
@@ -166,15 +196,17 @@ def testnet_init(
             chain_id=chain_id,
             demo_seed=demo_seed if demo else None,
             layout=layout,
+            observers=observers,
         )
     except (FileExistsError, ValueError) as error:
         raise click.ClickException(str(error)) from None
     if layout is not None:
         _print_hosts_instructions(info, layout)
     else:
-        click.echo(f"wrote {validators} node homes under {directory}")
-        for home, address in zip(info.homes, info.api_addresses, strict=True):
-            click.echo(f"  suanpan start --home {home}    # API http://{address}")
+        click.echo(f"wrote {len(info.homes)} node homes under {directory}")
+        for index, (home, address) in enumerate(zip(info.homes, info.api_addresses, strict=True)):
+            role = "" if info.role(index) == "validator" else f" ({info.role(index)})"
+            click.echo(f"  suanpan start --home {home}    # API http://{address}{role}")
     if info.parties:
         click.echo(f"demo parties' key files: {directory}/clients/<party>.json")
 
@@ -201,9 +233,29 @@ def _print_hosts_instructions(info: TestnetInfo, layout: Layout) -> None:
     )
 
 
+def _reconcile(testnet: Testnet, clients: list[Client]) -> None:
+    """Follow ``testnet.json``: start the nodes added since (``testnet add-validator``) and stop
+    the ones marked retired (``testnet remove-validator``)."""
+    try:
+        fresh = load_testnet(testnet.info.directory)
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # being rewritten: next refresh
+    if fresh.homes[: len(testnet.info.homes)] != testnet.info.homes:
+        return
+    for index in testnet.adopt(fresh):
+        clients.append(testnet.client(index, timeout_s=5.0))
+        testnet.start(index)
+    for index in range(len(fresh.homes)):
+        process = testnet.processes[index]
+        if fresh.role(index) == "retired" and process is not None and process.poll() is None:
+            testnet.stop(index)
+
+
 def _status_row(index: int, client: Client, testnet: Testnet) -> list[str]:
     process = testnet.processes[index]
     name = testnet.info.homes[index].name
+    if testnet.info.role(index) == "retired":
+        return [name, "[dim]retired[/dim]", "", "", "", "", "", ""]
     if process is None or process.poll() is not None:
         code = None if process is None else process.returncode
         return [name, f"[red]exited {code}[/red]", "", "", "", "", "", ""]
@@ -212,6 +264,8 @@ def _status_row(index: int, client: Client, testnet: Testnet) -> list[str]:
     except ApiError:
         return [name, "[yellow]starting[/yellow]", "", "", "", "", "", ""]
     state = "[cyan]syncing[/cyan]" if status.get("syncing") else "[green]up[/green]"
+    if status.get("role") == "observer":
+        state += " [dim](observer)[/dim]"
     return [
         name,
         state,
@@ -258,6 +312,7 @@ def _answers(address: str) -> bool:
 
 @testnet_group.command("up", short_help="Run a local testnet with a live view.")
 @click.option("--validators", "-n", default=4, show_default=True, type=click.IntRange(1, 64))
+@_OBSERVERS_OPTION
 @click.option(
     "--dir",
     "directory",
@@ -277,6 +332,7 @@ def _answers(address: str) -> bool:
 @_DEMO_SEED_OPTION
 def testnet_up(
     validators: int,
+    observers: int,
     directory: Path | None,
     duration: float | None,
     load_rate: float,
@@ -316,7 +372,7 @@ def testnet_up(
     previous_term = signal.signal(signal.SIGTERM, _terminate)
     try:
         if netns:
-            topology = Topology(validators if existing is None else len(existing.homes))
+            topology = Topology(validators + observers if existing is None else len(existing.homes))
             try:
                 topology.create()  # removes what it built if it fails or is interrupted
             except NetnsError as error:
@@ -325,7 +381,11 @@ def testnet_up(
             layout = None if topology is None else topology.layout()
             if existing is None:
                 info = create_testnet(
-                    directory, validators, demo_seed=demo_seed if demo else None, layout=layout
+                    directory,
+                    validators,
+                    demo_seed=demo_seed if demo else None,
+                    layout=layout,
+                    observers=observers,
                 )
             else:
                 info = existing if layout is None else apply_layout(existing, layout)
@@ -404,6 +464,7 @@ def _run_testnet(
         started = time.monotonic()
         with Live(console=console, refresh_per_second=4, transient=as_json) as live:
             while duration is None or time.monotonic() - started < duration:
+                _reconcile(testnet, clients)
                 rows = [_status_row(i, client, testnet) for i, client in enumerate(clients)]
                 live.update(_table(rows, time.monotonic() - started, load))
                 if testnet.died():
@@ -420,8 +481,10 @@ def _run_testnet(
     if load is not None:
         load.stop()
     died = testnet.died()
+    info = testnet.info
+    current = [client for i, client in enumerate(clients) if info.role(i) != "retired"]
     try:
-        problems = agreement_problems(clients) if not died and not startup_error else []
+        problems = agreement_problems(current) if not died and not startup_error else []
     except ApiError as error:
         problems = [f"cannot compare chains: {error}"]
     demo_state = _demo_state(clients[0], info) if not startup_error else {}
@@ -492,7 +555,7 @@ def _load_generator(
     if consortium is None:
         senders = [
             (info.client_key(i), info.institutions[i], info.api_addresses[i])
-            for i in range(len(info.homes))
+            for i in range(len(info.clients))
         ]
         return LoadGenerator(info.chain_id, senders, load_rate)
     # Resuming a chain that already has traffic: continue every party's nonces, and vary the
@@ -574,3 +637,135 @@ def _demo_state_table(state: dict[str, JsonType]) -> Table:
 
 def _json_list(value: JsonType) -> list[JsonType]:
     return value if isinstance(value, list) else []
+
+
+# ------------------------------------------------------------------ validator-set changes
+
+# How long a reconfiguration command waits for `testnet up` to start a node, and for a change
+# to take effect and the node to vote (a busy machine under load is slow).
+_RECONFIGURE_TIMEOUT_S: Final = 180.0
+
+
+def _running_testnet(directory: Path) -> TestnetInfo:
+    try:
+        info = load_testnet(directory)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise click.ClickException(f"{directory} holds no testnet: {error!r}") from None
+    if not any(
+        _answers(address)
+        for index, address in enumerate(info.api_addresses)
+        if info.role(index) == "validator"
+    ):
+        raise click.ClickException(
+            f"no validator of {directory} answers: run `suanpan testnet up --dir {directory}`"
+            " first (it starts the nodes these commands add)"
+        )
+    return info
+
+
+def _wait_voting(info: TestnetInfo, index: int, height: int) -> dict[str, JsonType]:
+    """Until node ``index`` has committed ``height`` and says it votes; its status."""
+    deadline = time.monotonic() + _RECONFIGURE_TIMEOUT_S
+    with Client(info.api_addresses[index], timeout_s=10.0) as client:
+        while time.monotonic() < deadline:
+            try:
+                status = client.status()
+            except ApiError:
+                status = {}
+            current = status.get("height")
+            if isinstance(current, int) and current >= height and status.get("role") == "validator":
+                return status
+            time.sleep(_REFRESH_S)  # polling the node's status under a deadline
+    raise click.ClickException(
+        f"node{index} does not vote at height {height} after {_RECONFIGURE_TIMEOUT_S:.0f}s; see"
+        f" {info.homes[index] / 'node.log'}"
+    )
+
+
+def _governance(info: TestnetInfo) -> Governance:
+    try:
+        return Governance(info, say=click.echo)
+    except GovernanceError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@testnet_group.command(
+    "add-validator", short_help="Add a validator to a running testnet by the banks' votes."
+)
+@click.option("--dir", "directory", required=True, type=click.Path(path_type=Path))
+def testnet_add_validator(directory: Path) -> None:
+    """Add a validator to the running testnet of DIR by the banks' votes.
+
+    Writes a new node home (DIR/node<N>, fresh keys), which `testnet up` starts; the banks
+    admit a bank for it (bank<N>) and add its validator; the node syncs and votes from the
+    height the change takes effect."""
+    info = _running_testnet(directory)
+    governance = _governance(info)
+    try:
+        info, index = add_node(info)
+        click.echo(f"wrote {info.homes[index]} (API http://{info.api_addresses[index]})")
+        info, decision = add_validator(info, index, governance)
+    except (GovernanceError, ApiError, ValueError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    status = _wait_voting(info, index, decision.effective_height)
+    click.echo(
+        f"node{index} (bank{index}) is validator {status.get('validator_index')} from height"
+        f" {decision.effective_height}; it is at height {status.get('height')}"
+    )
+
+
+@testnet_group.command(
+    "remove-validator", short_help="Remove a validator from a running testnet by the banks' votes."
+)
+@click.option("--dir", "directory", required=True, type=click.Path(path_type=Path))
+@click.option("--node", "index", required=True, type=click.IntRange(min=0), help="Node index.")
+def testnet_remove_validator(directory: Path, index: int) -> None:
+    """Remove node INDEX's validator from the running testnet of DIR by the banks' votes; once
+    the removal is in force, `testnet up` stops the node (it is retired)."""
+    info = _running_testnet(directory)
+    if not index < len(info.homes) or info.role(index) != "validator":
+        raise click.BadParameter(
+            f"node{index} is not a validator of {directory}", param_hint="--node"
+        )
+    governance = _governance(info)
+    try:
+        decision = remove_validator(info, index, governance)
+        others = [i for i in range(len(info.homes)) if i != index and info.role(i) == "validator"]
+        with Client(info.api_addresses[others[0]], timeout_s=10.0) as client:
+            wait_for_height(client, decision.effective_height, timeout_s=_RECONFIGURE_TIMEOUT_S)
+        mark_role(info, index, "retired")
+    except (GovernanceError, ApiError, TimeoutError, ValueError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(
+        f"node{index}'s validator left the set at height {decision.effective_height};"
+        " `testnet up` stops the node"
+    )
+
+
+@testnet_group.command(
+    "rotate-key", short_help="Rotate a validator's key on a running testnet, without a restart."
+)
+@click.option("--dir", "directory", required=True, type=click.Path(path_type=Path))
+@click.option("--node", "index", required=True, type=click.IntRange(min=0), help="Node index.")
+def testnet_rotate_key(directory: Path, index: int) -> None:
+    """Rotate node INDEX's validator key on the running testnet of DIR, without a restart: the
+    node picks the next key up at its next block, the banks vote the rotation, and from the
+    height it takes effect the node signs with the new key (the old one is then retired)."""
+    info = _running_testnet(directory)
+    if not index < len(info.homes) or info.role(index) != "validator":
+        raise click.BadParameter(
+            f"node{index} is not a validator of {directory}", param_hint="--node"
+        )
+    governance = _governance(info)
+    try:
+        key = prepare_rotation(info, index)
+        click.echo(f"node{index}'s next validator key {key.public_key.hex()}")
+        decision = rotate_validator_key(info, index, governance, key)
+    except (GovernanceError, ApiError, ValueError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    status = _wait_voting(info, index, decision.effective_height)
+    finish_rotation(info, index)
+    click.echo(
+        f"node{index} signs with its new key from height {decision.effective_height} (validator"
+        f" {status.get('validator_index')}); its old key file is overwritten"
+    )

@@ -139,6 +139,7 @@ class Byzantine:
             view=header.view,
             parent_hash=header.parent_hash,
             app_hash=header.app_hash,
+            next_validators_hash=header.next_validators_hash,
             proposer=header.proposer,
             timestamp_ms=header.timestamp_ms + 1,
             transactions=(),

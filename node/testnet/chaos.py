@@ -28,6 +28,15 @@ served (hash per height) and every transaction in them: those transactions were 
 as committed by a node, so they must end up on every node, and those blocks must still be
 there, unchanged, at the end (a kill -9 must not lose or change a committed block).
 
+Validator-set changes (``add-validator``, ``rotate-key``, ``rotate-node-key``) are decided by
+the banks' governance keys through the API (``node.testnet.reconfig``) while the load runs; the
+run blocks on each decision (a few blocks). An added node gets a watcher like the others; once
+its validator is removed again and the removal is in force, its chain is read, its process
+stopped and the node counted as *retired*: it is audited and checked like every node, except
+that it need not reach the final height. An added node has recovered once it votes (its status
+says ``validator``) at the height its validator took effect. Evidence is verified against the
+validator set of its height, as the chain (node0's ``validators`` query) says.
+
 When the schedule is over (every fault undone), the load stops and the run waits, polling
 with a deadline, until every node reaches the highest height any node had then. It reads each
 node's whole chain and evidence through the API, reads the byzantine injections from the
@@ -50,7 +59,7 @@ from pathlib import Path
 from typing import Final
 
 from consensus.evidence import Evidence, EvidenceError, verify_evidence
-from consensus.types import ValidatorSet
+from consensus.types import Validator, ValidatorSet
 from node.audit.audit import audit_home
 from node.client.client import ApiError, Client
 from node.config import NodeConfig, parse_config
@@ -70,6 +79,22 @@ from node.testnet.chaos_check import (
 from node.testnet.chaos_scenario import Perturbation, Scenario
 from node.testnet.loadgen import DemoLoadGenerator, LoadGenerator
 from node.testnet.netns import NetnsError, Topology, netns_unavailable_reason
+from node.testnet.reconfig import (
+    Decision,
+    Governance,
+    GovernanceError,
+    add_node,
+    add_validator,
+    finish_node_key_rotation,
+    finish_rotation,
+    mark_role,
+    prepare_node_key_rotation,
+    prepare_rotation,
+    remove_validator,
+    rotate_node_key,
+    rotate_validator_key,
+    wait_for_height,
+)
 from node.testnet.testnet import Testnet, TestnetInfo, create_testnet
 
 __all__ = ["ChaosReport", "FaultOutcome", "run_chaos"]
@@ -107,13 +132,17 @@ class FaultOutcome:
     # A cut: each end's received-packet counter on the link when cut, and the cut's record.
     packets_at_cut: tuple[int, int] | None = None
     cut_record: CutRecord | None = None
+    # A validator-set change: the governance decisions it made (apply, then undo).
+    decisions: list[Decision] = field(default_factory=list)
 
     @property
     def recovery_s(self) -> float | None:
-        """Seconds from undoing the fault until the node reached the others' height."""
-        if self.recovered_at_s is None or self.undone_at_s is None:
+        """Seconds from undoing the fault until the node reached the others' height (for
+        ``add-validator``: from the change until the new node voted)."""
+        start = self.applied_at_s if self.perturbation.kind == "add-validator" else self.undone_at_s
+        if self.recovered_at_s is None or start is None:
             return None
-        return round(self.recovered_at_s - self.undone_at_s, 2)
+        return round(self.recovered_at_s - start, 2)
 
     def to_json(self) -> dict[str, JsonType]:
         """JSON form for the report."""
@@ -130,6 +159,8 @@ class FaultOutcome:
         )
         if self.perturbation.kind == "flap":
             document["toggles"] = self.toggles
+        if self.decisions:
+            document["decisions"] = [decision.to_json() for decision in self.decisions]
         if self.cut_record is not None:
             document["packets_while_cut"] = {
                 "node_to_peer": self.cut_record.node_to_peer_packets,
@@ -161,6 +192,7 @@ class ChaosReport:
     exit_codes: list[int | None] = field(default_factory=list)
     audits: dict[str, JsonType] = field(default_factory=dict)
     netns: dict[str, JsonType] | None = None  # prefix, namespaces, what was left behind
+    retired: frozenset[int] = frozenset()  # added nodes whose validator was removed again
 
     @property
     def ok(self) -> bool:
@@ -190,7 +222,11 @@ class ChaosReport:
             "target_height": self.target_height,
             "convergence_s": _round(self.convergence_s),
             "heights": {f"node{node.index}": node.height for node in self.nodes},
-            "common_height": min((n.height for n in self.nodes if n.reachable), default=0),
+            "retired": [f"node{index}" for index in sorted(self.retired)],
+            "common_height": min(
+                (n.height for n in self.nodes if n.reachable and n.index not in self.retired),
+                default=0,
+            ),
             "view_changes": {
                 "count": len(self.view_changes),
                 "blocks": [[height, view] for height, view in self.view_changes],
@@ -339,6 +375,12 @@ class _Run:
         self.watchers: list[_Watcher] = []
         self.load: LoadGenerator | DemoLoadGenerator | None = None
         self.started = time.monotonic()
+        self._governance: Governance | None = None
+        # Retired nodes (added, then removed again): their chain as read when they retired.
+        self.retired: dict[int, NodeObservation] = {}
+        # A validator that became one by an add-validator change: (fault, effective height).
+        self.joining: dict[int, tuple[FaultOutcome, int]] = {}
+        self._validator_sets: dict[int, ValidatorSet] = {}
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -369,7 +411,7 @@ class _Run:
         elif self.scenario.load_tps > 0:
             senders = [
                 (self.info.client_key(i), self.info.institutions[i], self.info.api_addresses[i])
-                for i in range(len(self.info.homes))
+                for i in range(len(self.info.clients))
             ]
             self.load = LoadGenerator(self.info.chain_id, senders, self.scenario.load_tps)
             self.load.start()
@@ -454,11 +496,156 @@ class _Run:
                 Violation("perturbation_failed", f"{fault.perturbation.describe()}: {error}")
             )
 
+    # ----------------------------------------------------------------- validator-set changes
+
+    def governance(self) -> Governance:
+        if self._governance is None:
+            self._governance = Governance(self.info, say=self.say)
+        return self._governance
+
+    def _adopt(self, info: TestnetInfo) -> None:
+        """Run ``info`` (the testnet grown by a node, or a role changed)."""
+        self.info = info
+        for index in self.testnet.adopt(info):
+            watcher = _Watcher(index, info.api_addresses[index], self.stop_watching)
+            self.watchers.append(watcher)
+            watcher.start()
+
+    def _restart_clean(self, index: int, why: str) -> None:
+        code = self.testnet.stop(index)
+        if code != 0:
+            self.harness_violations.append(
+                Violation("unclean_stop", f"node{index} exited with code {code} on SIGTERM ({why})")
+            )
+        self.testnet.start(index)
+        self.testnet.wait_until(
+            f"node{index} serving after {why}",
+            lambda: self.testnet.serving(index),
+            STARTUP_TIMEOUT_S,
+        )
+
+    def _reconfigure(self, fault: FaultOutcome) -> None:
+        """Apply a validator-set change (see the module doc)."""
+        item = fault.perturbation
+        if item.kind == "add-validator":
+            info, index = add_node(self.info)
+            assert index == item.node, "scenarios add nodes in order"
+            self._adopt(info)
+            self.testnet.start(index)
+            info, decision = add_validator(self.info, index, self.governance())
+            self._adopt(info)
+            self.joining[index] = (fault, decision.effective_height)
+        elif item.kind == "rotate-key":
+            key = prepare_rotation(self.info, item.node)
+            self._restart_clean(item.node, "loading its next key")
+            decision = rotate_validator_key(self.info, item.node, self.governance(), key)
+        else:
+            node_key = prepare_node_key_rotation(self.info, item.node)
+            decision = rotate_node_key(self.info, item.node, self.governance(), node_key)
+        fault.decisions.append(decision)
+
+    def _reconfigure_back(self, fault: FaultOutcome) -> None:
+        """Undo (or finish) a validator-set change (see the module doc)."""
+        item = fault.perturbation
+        if item.kind == "add-validator":
+            decision = remove_validator(self.info, item.node, self.governance())
+            fault.decisions.append(decision)
+            others = [i for i in range(len(self.watchers)) if i != item.node]
+            with self.testnet.client(others[0], timeout_s=_CLIENT_TIMEOUT_S) as client:
+                wait_for_height(client, decision.effective_height)
+            self.check_recoveries()
+            self.retired[item.node] = self.observe(item.node, self._validators_at, True)
+            code = self.testnet.stop(item.node)
+            if code != 0:
+                self.harness_violations.append(
+                    Violation(
+                        "unclean_stop", f"node{item.node} exited with code {code} on retiring"
+                    )
+                )
+            self._adopt(mark_role(self.info, item.node, "retired"))
+            self.say(
+                f"node{item.node} retired (its validator left at height"
+                f" {decision.effective_height})"
+            )
+        elif item.kind == "rotate-key":
+            finish_rotation(self.info, item.node)
+            self._restart_clean(item.node, "dropping its retired key")
+            # With only its new key, the node is a validator exactly when the chain switched
+            # to that key and the node signs with it.
+            effective = fault.decisions[0].effective_height
+            with self.testnet.client(item.node, timeout_s=_CLIENT_TIMEOUT_S) as client:
+                wait_for_height(client, effective)
+                role = client.status().get("role")
+            if role != "validator":
+                self.harness_violations.append(
+                    Violation(
+                        "reconfiguration",
+                        f"node{item.node} holds only its rotated key and is {role!r}, not a"
+                        f" validator, past height {effective}",
+                    )
+                )
+        else:
+            code = self.testnet.stop(item.node)
+            if code != 0:
+                self.harness_violations.append(
+                    Violation("unclean_stop", f"node{item.node} exited with code {code} on SIGTERM")
+                )
+            finish_node_key_rotation(self.info, item.node)
+            self.testnet.start(item.node)
+
+    def check_joined(self) -> None:
+        """An added validator has recovered once it votes at or after its first height."""
+        for index, (fault, effective) in list(self.joining.items()):
+            if self.watchers[index].height < effective:
+                continue
+            try:
+                with self.testnet.client(index, timeout_s=_CLIENT_TIMEOUT_S) as client:
+                    role = client.status().get("role")
+            except ApiError:
+                continue
+            if role == "validator":
+                del self.joining[index]
+                fault.recovered_at_s = self.elapsed()
+                self.say(f"node{index} votes from height {effective}")
+
+    def _validators_at(self, height: int) -> ValidatorSet:
+        """The validator set of ``height``, as the chain says (node0's ``validators`` query)."""
+        cached = self._validator_sets.get(height)
+        if cached is not None:
+            return cached
+        with self.testnet.client(0, timeout_s=_CLIENT_TIMEOUT_S) as client:
+            answer = client.query_app("membership", "validators", height=max(1, height))
+        records = answer.get("validators") if isinstance(answer, dict) else None
+        members = []
+        for record in records if isinstance(records, list | tuple) else ():
+            if not isinstance(record, dict):
+                raise ValueError("a validator record is not an object")
+            name, public_key, node_key = (record.get(k) for k in ("name", "public_key", "node_key"))
+            if not (
+                isinstance(name, str)
+                and isinstance(public_key, bytes)
+                and isinstance(node_key, bytes)
+            ):
+                raise ValueError(f"malformed validator record {record!r}")
+            members.append(Validator(name, public_key, node_key or None))
+        validators = ValidatorSet(tuple(members))
+        self._validator_sets[height] = validators
+        return validators
+
     def apply(self, fault: FaultOutcome) -> None:
         item = fault.perturbation
         fault.applied_at_s = self.elapsed()
         fault.applied_height = self._heights_max()
         self.say(f"{item.describe()} for {item.duration_s:g}s")
+        if item.is_reconfiguration:
+            try:
+                self._reconfigure(fault)
+            except (GovernanceError, ApiError, TimeoutError, RuntimeError, ValueError) as error:
+                fault.error = f"could not apply: {error}"
+                self.harness_violations.append(
+                    Violation("perturbation_failed", f"{item.describe()}: {error}")
+                )
+            return
         if item.is_link:
             try:
                 self._set_link(fault, True)
@@ -493,9 +680,23 @@ class _Run:
 
     def undo(self, fault: FaultOutcome) -> None:
         item = fault.perturbation
-        others = [w.height for w in self.watchers if w.index not in item.nodes]
+        others = [
+            w.height
+            for w in self.watchers
+            if w.index not in item.nodes and w.index not in self.retired
+        ]
         fault.target_height = max(others, default=0)
         fault.undone_at_s = self.elapsed()
+        if item.is_reconfiguration:
+            try:
+                self._reconfigure_back(fault)
+            except (GovernanceError, ApiError, TimeoutError, RuntimeError, ValueError) as error:
+                fault.error = f"could not undo: {error}"
+                self.harness_violations.append(
+                    Violation("perturbation_failed", f"undo {item.describe()}: {error}")
+                )
+            self.say(f"undo {item.describe()}; catch up to height {fault.target_height}")
+            return
         if item.is_link:
             try:
                 self._set_link(fault, False)
@@ -527,6 +728,8 @@ class _Run:
     def check_recoveries(self) -> None:
         for fault in self.faults:
             nodes = fault.perturbation.nodes
+            if fault.perturbation.kind == "add-validator":
+                continue  # recovered when it votes (``check_joined``)
             if (
                 fault.undone_at_s is not None
                 and fault.recovered_at_s is None
@@ -567,6 +770,7 @@ class _Run:
                 if fault.perturbation.kind == "flap" and not fault.error:
                     self.flap(fault)
             self.check_recoveries()
+            self.check_joined()
             self.check_deaths(deaths)
             if not pending_apply and not pending_undo and now >= self.scenario.duration_s:
                 return
@@ -576,13 +780,14 @@ class _Run:
         """Stop the load; wait until every node reaches the highest height any node has."""
         if self.load is not None:
             self.load.stop()
-        target = max(watcher.height for watcher in self.watchers)
+        running = [watcher for watcher in self.watchers if watcher.index not in self.retired]
+        target = max(watcher.height for watcher in running)
         self.say(f"faults over; waiting for every node to reach height {target}")
         began = time.monotonic()
         deadline = began + self.scenario.convergence_timeout_s
         while time.monotonic() < deadline:
             self.check_recoveries()
-            if all(watcher.height >= target for watcher in self.watchers):
+            if all(watcher.height >= target for watcher in running):
                 elapsed = time.monotonic() - began
                 self.say(f"converged in {elapsed:.1f}s")
                 return target, elapsed
@@ -592,7 +797,9 @@ class _Run:
 
     # ----------------------------------------------------------------- final reads
 
-    def observe(self, index: int, validators: ValidatorSet, honest: bool) -> NodeObservation:
+    def observe(
+        self, index: int, validators: Callable[[int], ValidatorSet], honest: bool
+    ) -> NodeObservation:
         watcher = self.watchers[index]
         try:
             with Client(self.info.api_addresses[index], timeout_s=_CLIENT_TIMEOUT_S) as client:
@@ -643,13 +850,15 @@ class _Run:
         return records
 
 
-def _evidence_record(document: JsonType, validators: ValidatorSet, chain_id: str) -> EvidenceRecord:
+def _evidence_record(
+    document: JsonType, validators: Callable[[int], ValidatorSet], chain_id: str
+) -> EvidenceRecord:
     if not isinstance(document, dict):
         raise ValueError("evidence entry is not an object")
     valid = True
     try:
         evidence = Evidence.decode(bytes.fromhex(_str(document.get("encoded"))))
-        verify_evidence(evidence, validators, chain_id)
+        verify_evidence(evidence, validators(evidence.height), chain_id)
     except (EvidenceError, ValueError):
         valid = False
     return EvidenceRecord(
@@ -749,8 +958,10 @@ def _run_chaos(
         for watcher in run.watchers:
             watcher.join()
         nodes = [
-            run.observe(index, genesis.validator_set, index not in byzantine)
-            for index in range(scenario.validators)
+            run.retired[index]
+            if index in run.retired
+            else run.observe(index, run._validators_at, index not in byzantine)
+            for index in range(len(run.info.homes))
         ]
     except (TimeoutError, RuntimeError) as error:
         run.harness_violations.append(Violation("startup", str(error)))
@@ -786,7 +997,7 @@ def _run_chaos(
     audits: dict[str, JsonType] = {}
     if nodes:
         run.say("auditing every node's store offline (suanpan audit)")
-        for index, home in enumerate(info.homes):
+        for index, home in enumerate(run.info.homes):
             audit = audit_home(home)
             audits[f"node{index}"] = {
                 "ok": audit.ok,
@@ -803,6 +1014,7 @@ def _run_chaos(
             genesis_hash=genesis.hash.hex(),
             acknowledged=acknowledged,
             injections=injections,
+            retired=frozenset(run.retired),
         )
     for fault in run.faults:
         if fault.undone_at_s is not None and fault.recovered_at_s is None and not fault.error:
@@ -836,4 +1048,5 @@ def _run_chaos(
         exit_codes=exit_codes,
         audits=audits,
         netns=netns_document,
+        retired=frozenset(run.retired),
     )

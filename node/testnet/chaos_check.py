@@ -11,6 +11,7 @@ Checks (the ``check`` name of a violation):
 
 ``unreachable``            a node's final state could not be read through its API
 ``convergence``            a node did not reach the target height once the faults stopped
+                           (a *retired* node, whose validator governance removed, need not)
 ``chain_links``            a node's chain has a gap, or a block whose parent hash is not the
                            previous block's hash (the genesis hash for height 1)
 ``agreement``              two nodes hold different blocks or app hashes at a common height
@@ -132,16 +133,20 @@ def check_run(
     genesis_hash: str,
     acknowledged: Mapping[str, tuple[int, int]],
     injections: Sequence[InjectionRecord],
+    retired: frozenset[int] = frozenset(),
 ) -> list[Violation]:
     """Every violation in one run. ``acknowledged``: transaction hash -> (node, height) where a
     node's API first reported it committed; ``injections``: every conflict a byzantine validator
-    sent; ``target_height``: the height every node had to reach after the faults stopped."""
+    sent; ``target_height``: the height every node had to reach after the faults stopped;
+    ``retired``: nodes that left the validator set during the run (read when they left: their
+    chains must agree with everyone's, but they need not reach the target or hold every
+    transaction acknowledged after they left)."""
     violations: list[Violation] = []
     readable = [node for node in nodes if node.reachable]
     for node in nodes:
         if not node.reachable:
             violations.append(Violation("unreachable", f"node{node.index}: final state unreadable"))
-        elif node.height < target_height:
+        elif node.height < target_height and node.index not in retired:
             violations.append(
                 Violation(
                     "convergence",
@@ -154,7 +159,7 @@ def check_run(
         violations.extend(_durability(node))
         violations.extend(_duplicates(node))
     violations.extend(_agreement(readable))
-    violations.extend(_acknowledged(readable, acknowledged))
+    violations.extend(_acknowledged([n for n in readable if n.index not in retired], acknowledged))
     violations.extend(_evidence(readable, injections))
     return violations
 
@@ -212,11 +217,15 @@ def _duplicates(node: NodeObservation) -> list[Violation]:
 def _agreement(nodes: Sequence[NodeObservation]) -> list[Violation]:
     if len(nodes) < 2:
         return []
-    common = min(node.height for node in nodes)
-    reference = nodes[0]
+    # The longest chain is the reference; each node is compared with it on the heights both
+    # hold (a retired node stopped early, and must not shorten everyone's comparison).
+    reference = max(nodes, key=lambda node: (node.height, -node.index))
     violations: list[Violation] = []
-    for other in nodes[1:]:
+    for other in nodes:
+        if other is reference:
+            continue
         problems = []
+        common = min(reference.height, other.height)
         for height in range(1, common + 1):
             ours, theirs = reference.blocks.get(height), other.blocks.get(height)
             if ours is None or theirs is None:

@@ -23,6 +23,12 @@ A scenario file (see ``node/testnet/scenarios/*.toml`` for shipped examples)::
     direction = "node_to_peer"   # both (default) | node_to_peer: only node0's packets dropped
     duration_s = 5
 
+    [[perturbation]]             # validator-set changes, decided by the banks' votes
+    at_s = 6
+    node = 4                     # add-validator: the new node's index (validators, then on)
+    kind = "add-validator"       # add-validator | rotate-key | rotate-node-key
+    duration_s = 12              # then the validator is removed again
+
     [[byzantine]]
     node = 3
     mode = "double_vote"         # double_vote | equivocate (as primary)
@@ -38,6 +44,15 @@ Link kinds act on the network between two nodes in their own namespaces
 then heals it; ``flap`` cuts and heals it in turn, ``period_s`` per cycle (half cut, half
 whole), and leaves it whole at the end. One fault per node and one per link at a time.
 A byzantine node runs from the start with the misbehaviour configured in its home.
+
+Reconfiguration kinds change the validator set by governance (``node.testnet.reconfig``), one
+at a time: ``add-validator`` writes a new node home (index ``node``: the first is
+``validators``, the next ``validators + 1``...), starts it, has the banks admit a bank for it
+and add its validator; after ``duration_s`` the validator is removed and the node retired.
+``rotate-key`` gives validator ``node`` a next key (restarting it so it holds both), has the
+banks rotate its key, and after ``duration_s`` makes the new key its only one (another clean
+restart). ``rotate-node-key`` has the banks rotate the node's p2p key; after ``duration_s`` the
+node restarts with the new key file (until then the chain's allowlists refuse its old key).
 
 ``parse_scenario`` validates everything up front and raises ``ScenarioError`` listing every
 problem; ``random_scenario`` draws a schedule from a seed (the same seed, the same schedule).
@@ -61,6 +76,7 @@ __all__ = [
     "LINK_KINDS",
     "NODE_KINDS",
     "PERTURBATION_KINDS",
+    "RECONFIGURATION_KINDS",
     "WORKLOADS",
     "ByzantineNode",
     "Perturbation",
@@ -75,7 +91,9 @@ __all__ = [
 # Faults of one node process, and faults of the link between two nodes (need --netns).
 NODE_KINDS: Final = ("kill", "pause", "restart", "disconnect")
 LINK_KINDS: Final = ("cut", "flap")
-PERTURBATION_KINDS: Final = NODE_KINDS + LINK_KINDS
+# Validator-set changes decided on chain (one at a time, never overlapping each other).
+RECONFIGURATION_KINDS: Final = ("add-validator", "rotate-key", "rotate-node-key")
+PERTURBATION_KINDS: Final = NODE_KINDS + LINK_KINDS + RECONFIGURATION_KINDS
 # both: nothing crosses the link; node_to_peer: what the node sends to the peer is dropped.
 DIRECTIONS: Final = ("both", "node_to_peer")
 # A flap cycle: half cut, half whole. Shorter than the main loop's 0.1 s tick cannot be honoured.
@@ -132,6 +150,11 @@ class Perturbation:
     def is_link(self) -> bool:
         """True for a fault of the link between two nodes (``cut``, ``flap``)."""
         return self.kind in LINK_KINDS
+
+    @property
+    def is_reconfiguration(self) -> bool:
+        """True for a validator-set change (``add-validator``, ``rotate-key``...)."""
+        return self.kind in RECONFIGURATION_KINDS
 
     @property
     def nodes(self) -> tuple[int, ...]:
@@ -208,6 +231,11 @@ class Scenario:
         """True when a perturbation acts on a link (each node must be in its own namespace)."""
         return any(item.is_link for item in self.perturbations)
 
+    @property
+    def added_nodes(self) -> int:
+        """How many nodes ``add-validator`` perturbations add to the testnet."""
+        return sum(1 for item in self.perturbations if item.kind == "add-validator")
+
     def problems(self) -> list[str]:
         """Everything wrong with this scenario (empty when it can run)."""
         problems = []
@@ -223,9 +251,17 @@ class Scenario:
             problems.append("convergence_timeout_s must be positive")
         if len(self.perturbations) > PERTURBATIONS_MAX:
             problems.append(f"at most {PERTURBATIONS_MAX} perturbations")
-        for number, item in enumerate(self.perturbations, 1):
+        added = self.validators
+        for number, item in enumerate(sorted(self.perturbations, key=lambda p: p.at_s), 1):
             where = f"perturbation {number}"
-            if not 0 <= item.node < self.validators:
+            if item.kind == "add-validator":
+                if item.node != added:
+                    problems.append(
+                        f"{where}: add-validator adds node {added} (the next index), not"
+                        f" {item.node}"
+                    )
+                added += 1
+            elif not 0 <= item.node < self.validators:
                 problems.append(f"{where}: node {item.node} is not in 0..{self.validators - 1}")
             if item.kind not in PERTURBATION_KINDS:
                 problems.append(f"{where}: kind {item.kind!r} is not one of {PERTURBATION_KINDS}")
@@ -237,6 +273,15 @@ class Scenario:
                     " (every fault must be undone before the convergence check)"
                 )
             problems.extend(f"{where}: {problem}" for problem in self._link_problems(item))
+        changes = sorted(
+            (item for item in self.perturbations if item.is_reconfiguration), key=lambda p: p.at_s
+        )
+        for first, second in itertools.pairwise(changes):
+            if second.at_s < first.end_s:
+                problems.append(
+                    f"validator-set changes at {first.at_s:g}s and {second.at_s:g}s overlap"
+                    " (the chain takes one change at a time)"
+                )
         by_target: dict[tuple[int, ...], list[Perturbation]] = {}
         for item in self.perturbations:
             target = tuple(sorted(item.nodes)) if item.is_link else (item.node,)
@@ -519,7 +564,7 @@ def random_scenario(
                 _HEIGHT_MAX,
             ),
         )
-    kinds = PERTURBATION_KINDS if links and validators > 1 else NODE_KINDS
+    kinds = NODE_KINDS + LINK_KINDS if links and validators > 1 else NODE_KINDS
     perturbations = []
     at_s = rng.uniform(*_RANDOM_GAP_S)
     while True:

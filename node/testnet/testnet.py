@@ -6,8 +6,13 @@
       genesis.json            one bank per validator, one client identity per bank
       testnet.json            what ``testnet up`` and tools need: nodes, API addresses, clients
       clients/client<i>.json  the client keys (role ``bank`` at bank<i>) of the validators' banks
+      clients/governor-<bank>.json  each bank's governance key (role ``bank``), kept apart from
+                              the load's keys so votes never race the load for nonces
       clients/<party>.json    with ``demo_seed``: the key of every demo party (lion-bank, alice..)
-      node<i>/                a full node home (config.toml, genesis.json, keys, data/)
+      node<i>/                a full node home (config.toml, genesis.json, keys, data/); the
+                              last ``observers`` of them are observers (their validator keys
+                              are in no set; every validator lists their node keys in
+                              ``[p2p] observers``)
 
 With ``demo_seed`` the genesis also holds the demo consortium of ``apps.demo`` (its banks,
 enterprises, customers and regulator in membership, three currencies and their balances in
@@ -47,7 +52,7 @@ from apps.demo import Consortium, demo_consortium
 from consensus.crypto import PrivateKey
 from node.client.client import ApiError, Client
 from node.config import HostPort, NodeConfig, PeerAddress, parse_config
-from node.genesis import ConsensusParams, Genesis, GenesisValidator, load_genesis, save_genesis
+from node.genesis import ConsensusParams, Genesis, GenesisValidator, save_genesis
 from node.home import CONFIG_FILE, GENESIS_FILE, NODE_KEY_FILE, init_home, write_config
 from node.jsonvalue import JsonType, from_json, to_json
 from node.keys import generate_private_key, load_key_file, save_key_file
@@ -67,6 +72,7 @@ __all__ = [
     "free_ports",
     "load_testnet",
     "local_layout",
+    "save_testnet_nodes",
 ]
 
 TESTNET_FILE: Final = "testnet.json"
@@ -175,6 +181,15 @@ class TestnetInfo:
     parties: tuple[DemoParty, ...] = ()
     layout: str = "local"
     hosts: tuple[str, ...] = ()
+    # Per home: "validator" (at genesis, or added by governance), "observer", or "retired" (a
+    # validator governance removed; its process is stopped). Empty: every home a validator.
+    roles: tuple[str, ...] = ()
+    # Every bank's governance key file and institution (``node.testnet.reconfig``).
+    governors: tuple[tuple[Path, str], ...] = ()
+
+    def role(self, index: int) -> str:
+        """The role of node ``index`` (see ``roles``)."""
+        return self.roles[index] if index < len(self.roles) else "validator"
 
     def client_key(self, index: int) -> PrivateKey:
         """The load client key of bank ``index``."""
@@ -210,17 +225,23 @@ def create_testnet(
     config: NodeConfig | None = None,
     demo_seed: int | None = None,
     layout: Layout | None = None,
+    observers: int = 0,
 ) -> TestnetInfo:
     """Generate a ``validators``-node testnet in ``directory`` (which must not hold one).
 
     ``demo_seed``: also seed the demo consortium (``apps.demo.demo_consortium``) and run all
     four apps; its parties' key files go to ``clients/<party>.json``. ``layout``: where the
-    nodes listen and dial each other (default ``local_layout``: free loopback ports)."""
+    nodes listen and dial each other (default ``local_layout``: free loopback ports).
+    ``observers``: that many more nodes that follow the chain without voting (node<n>..)."""
     if validators < 1:
         raise ValueError("a testnet needs at least one validator")
-    if layout is not None and len(layout.nodes) != validators:
+    if observers < 0:
+        raise ValueError("observers must be 0 or more")
+    nodes = validators + observers
+    if layout is not None and len(layout.nodes) != nodes:
         raise ValueError(
-            f"the address layout has {len(layout.nodes)} nodes, not {validators} validators"
+            f"the address layout has {len(layout.nodes)} nodes, not {nodes}"
+            f" ({validators} validators and {observers} observers)"
         )
     if (directory / TESTNET_FILE).exists():
         raise FileExistsError(f"{directory} already holds a testnet; choose another --dir")
@@ -235,7 +256,7 @@ def create_testnet(
         )
     directory.mkdir(parents=True, exist_ok=True)
     base = config or NodeConfig()
-    layout = layout or local_layout(validators)
+    layout = layout or local_layout(nodes)
     homes: list[Path] = []
     entries: list[GenesisValidator] = []
     clients: list[Path] = []
@@ -258,7 +279,25 @@ def create_testnet(
         identities.append(
             {"public_key": client.public_key.hex(), "institution": f"bank{i}", "roles": ["bank"]}
         )
+    node_keys = [entry.node_key for entry in entries]
+    for i in range(validators, nodes):
+        home = directory / f"node{i}"
+        _, node_key = init_home(home, f"node{i}")
+        homes.append(home)
+        node_keys.append(node_key)
     consortium = None if demo_seed is None else demo_consortium(demo_seed, chain_id)
+    bank_ids = list(institutions)
+    if consortium is not None:
+        bank_ids += [party.institution for party in consortium.with_role("bank")]
+    governors: list[tuple[Path, str]] = []
+    for bank in dict.fromkeys(bank_ids):
+        governor = generate_private_key()
+        governor_path = directory / "clients" / f"governor-{bank}.json"
+        save_key_file(governor_path, governor)
+        governors.append((governor_path, bank))
+        identities.append(
+            {"public_key": governor.public_key.hex(), "institution": bank, "roles": ["bank"]}
+        )
     parties: list[DemoParty] = []
     state: dict[str, JsonType] = {
         "membership": {"institutions": institution_entries, "identities": identities}
@@ -282,18 +321,21 @@ def create_testnet(
         app_state={name: from_json(value) for name, value in state.items()},
     )
     save_genesis(directory / GENESIS_FILE, genesis)
+    observer_keys = tuple(node_keys[validators:])
     for i, home in enumerate(homes):
-        write_config(
-            home,
-            _with_addresses(
-                base.with_changes("", moniker=f"node{i}", log_file="node.log", log_format="json"),
-                layout,
-                i,
-                [entry.node_key for entry in entries],
-            ),
+        node_config = base.with_changes(
+            "", moniker=f"node{i}", log_file="node.log", log_format="json"
+        ).with_changes("p2p", observers=observer_keys if i < validators else ())
+        node_config = _with_addresses(node_config, layout, i, node_keys)
+        # Every node dials the validators only: observers connect to validators, never to
+        # each other (a validator lists them in [p2p] observers to let them in).
+        peers = tuple(
+            p for p in node_config.p2p.persistent_peers if p.node_key not in observer_keys
         )
+        write_config(home, node_config.with_changes("p2p", persistent_peers=peers))
         save_genesis(home / GENESIS_FILE, genesis)
-    addresses = tuple(layout.api_address(i) for i in range(validators))
+    addresses = tuple(layout.api_address(i) for i in range(nodes))
+    roles = ("validator",) * validators + ("observer",) * observers
     info = TestnetInfo(
         directory,
         chain_id,
@@ -305,6 +347,8 @@ def create_testnet(
         tuple(parties),
         layout.kind,
         layout.hosts,
+        roles,
+        tuple(governors),
     )
     document: dict[str, JsonType] = {
         "chain_id": chain_id,
@@ -314,6 +358,10 @@ def create_testnet(
         "clients": [
             {"key": str(path.relative_to(directory)), "institution": institution}
             for path, institution in zip(clients, institutions, strict=True)
+        ],
+        "governors": [
+            {"key": str(path.relative_to(directory)), "institution": institution}
+            for path, institution in governors
         ],
     }
     if demo_seed is not None:
@@ -359,11 +407,19 @@ def _with_addresses(
 def _node_documents(info: TestnetInfo) -> list[JsonType]:
     nodes: list[JsonType] = []
     for i, (home, address) in enumerate(zip(info.homes, info.api_addresses, strict=True)):
-        entry: dict[str, JsonType] = {"home": home.name, "api": address}
+        entry: dict[str, JsonType] = {"home": home.name, "api": address, "role": info.role(i)}
         if info.hosts:
             entry["host"] = info.hosts[i]
         nodes.append(entry)
     return nodes
+
+
+def save_testnet_nodes(info: TestnetInfo) -> None:
+    """Rewrite ``testnet.json``'s node list from ``info`` (homes, API addresses, roles)."""
+    path = info.directory / TESTNET_FILE
+    document = json.loads(path.read_text("utf-8"))
+    document["nodes"] = _node_documents(info)
+    path.write_text(json.dumps(document, indent=2) + "\n", "utf-8")
 
 
 def apply_layout(info: TestnetInfo, layout: Layout) -> TestnetInfo:
@@ -374,13 +430,19 @@ def apply_layout(info: TestnetInfo, layout: Layout) -> TestnetInfo:
             f"{info.directory} is a {info.layout} testnet of {len(info.homes)} nodes;"
             f" cannot apply a {layout.kind} layout of {len(layout.nodes)}"
         )
-    node_keys = [entry.node_key for entry in load_genesis(info.directory / GENESIS_FILE).validators]
+    node_keys = [load_key_file(home / NODE_KEY_FILE).public_key for home in info.homes]
     for i, home in enumerate(info.homes):
         path = home / CONFIG_FILE
         config, problems = parse_config(path.read_bytes(), str(path))
         if config is None:
             raise ValueError("\n".join(str(problem) for problem in problems))
-        write_config(home, _with_addresses(config, layout, i, node_keys))
+        moved_config = _with_addresses(config, layout, i, node_keys)
+        validators_only = tuple(
+            peer
+            for peer in moved_config.p2p.persistent_peers
+            if info.role(node_keys.index(peer.node_key)) == "validator"
+        )
+        write_config(home, moved_config.with_changes("p2p", persistent_peers=validators_only))
     moved = replace(
         info,
         api_addresses=tuple(layout.api_address(i) for i in range(len(info.homes))),
@@ -441,6 +503,11 @@ def load_testnet(directory: Path) -> TestnetInfo:
         ),
         layout,
         tuple(str(node["host"]) for node in document["nodes"] if "host" in node),
+        tuple(str(node.get("role", "validator")) for node in document["nodes"]),
+        tuple(
+            (directory / governor["key"], str(governor["institution"]))
+            for governor in document.get("governors", ())
+        ),
     )
 
 
@@ -485,6 +552,16 @@ class Testnet:
         self.processes: list[subprocess.Popen[bytes] | None] = [None] * len(info.homes)
         self._stopped: set[int] = set()
         self._reader: PrivateKey | None = None
+
+    def adopt(self, info: TestnetInfo) -> list[int]:
+        """Take ``info`` (the same testnet with nodes added, ``node.testnet.reconfig``) as the
+        testnet run; returns the new nodes' indices (not started)."""
+        assert info.homes[: len(self.processes)] == self.info.homes[: len(self.processes)]
+        added = list(range(len(self.processes), len(info.homes)))
+        self.info = info
+        self._prefixes += [()] * len(added)
+        self.processes += [None] * len(added)
+        return added
 
     def start(self, index: int) -> None:
         """Start node ``index`` (it must not be running)."""
