@@ -220,7 +220,8 @@ class Amount(ArgumentType):
         return value
 
     def describe(self) -> str:
-        return f"an integer amount in minor units in [{self.low}, {AMOUNT_MAX}]"
+        sign = "a non-negative" if self.allow_zero else "a positive"
+        return f"{sign} whole number of minor units, at most {AMOUNT_MAX}"
 
 
 @dataclass(frozen=True, slots=True)

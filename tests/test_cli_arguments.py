@@ -146,8 +146,10 @@ def test_key_files_name_their_public_keys_also_inside_records(tmp_path: Path) ->
     ("app", "name", "argument_name", "text", "complaint"),
     [
         (PAYMENTS, "transfer", "amount", "12.50", "not a whole number"),
-        (PAYMENTS, "transfer", "amount", "-5", "'-5' must not be negative"),
-        (PAYMENTS, "transfer", "amount", "0", "in [1, 9223372036854775807]"),
+        (PAYMENTS, "transfer", "amount", "-5", "'-5' must be positive"),
+        (PAYMENTS, "transfer", "amount", "0", "'0' must be positive"),
+        (PAYMENTS, "transfer", "amount", str(2**63), "must be a positive whole number of minor"),
+        (PAYMENTS, "set_controls", "transaction_limit", "-1", "'-1' must be non-negative"),
         (PAYMENTS, "transfer", "to", "bob", "neither 64 hex digits nor a key file"),
         (PAYMENTS, "transfer", "currency", "usd", "must be an ISO 4217 code like 'USD'"),
         (PAYMENTS, "transfer", "purpose", "x" * 281, "at most 280 bytes"),
@@ -156,7 +158,7 @@ def test_key_files_name_their_public_keys_also_inside_records(tmp_path: Path) ->
         (SCF, "record_milestone", "milestone", "lost", "not allowed"),
         (SCF, "offer_financing", "rate_bps", "10001", "must be an integer in [0, 10000]"),
         (ASSETS, "freeze", "frozen", "maybe", "not true or false"),
-        (ASSETS, "offer_dvp", "price", "-5", "must not be negative"),
+        (ASSETS, "offer_dvp", "price", "-5", "'-5' must be positive"),
         (ASSETS, "create_asset", "symbol", "lower", "must be a symbol matching"),
         (MEMBERSHIP, "propose", "institution", "{oops", "not JSON"),
         (MEMBERSHIP, "propose", "institution", '{"id": "x"}', "'institution.name' is required"),
@@ -225,5 +227,6 @@ def test_the_command_line_refuses_a_negative_amount_before_sending(tmp_path: Pat
         ],
     )
     assert result.exit_code == 2, result.output
-    assert "must not be negative" in result.output
+    assert "'-5' must be positive" in result.output
+    assert "not a whole number" not in result.output
     assert "--amount" in result.output

@@ -4,7 +4,8 @@ JSON Schema of an argument map accepts exactly the maps the app accepts (two thi
 from one declaration, checked against each other on generated maps).
 
 A plugin app outside the ``apps`` package, registered through a real ``suanpan.apps`` entry
-point, gets its commands and its OpenAPI entries with no table anywhere."""
+point, gets its commands and its OpenAPI entries with no table anywhere, and a chain that
+enables it takes its transactions and answers its queries through those commands."""
 
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ from apps.schema import (
 )
 from node.jsonvalue import JsonType, JsonValueError, from_json
 from node.openapi import arguments_schema, openapi_document
+from node.testnet.testnet import Testnet, create_testnet
 from tests.plugin_example import NotesApp
 
 APPS: Final[tuple[App, ...]] = (MembershipApp(), PaymentsApp(), ScfApp(), AssetsApp(), NotesApp())
@@ -243,12 +245,13 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _suanpan(plugin_path: Path, *arguments: str) -> str:
+def _run(plugin_path: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """``suanpan ARGUMENTS`` in a fresh process that sees the plugin's entry point."""
     environment = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(plugin_path), str(REPOSITORY)]),
     }
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "node", *arguments],
         capture_output=True,
         text=True,
@@ -257,6 +260,10 @@ def _suanpan(plugin_path: Path, *arguments: str) -> str:
         timeout=120,
         check=False,
     )
+
+
+def _suanpan(plugin_path: Path, *arguments: str) -> str:
+    result = _run(plugin_path, *arguments)
     assert result.returncode == 0, result.stderr
     return " ".join(result.stdout.split()) if arguments[-1] == "--help" else result.stdout
 
@@ -284,3 +291,49 @@ def test_a_plugin_app_gets_its_commands_and_api_description(plugin_path: Path) -
         "about",
     }
     assert "notes.about.query" in components
+
+
+def test_a_plugin_app_runs_on_a_node_through_its_generated_commands(
+    plugin_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A one-validator chain enables the plugin; the node process loads it through its entry
+    point, and a transaction and a query go through the commands its schema generated."""
+    # The node processes see the plugin as an installed package would make them.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(plugin_path), str(REPOSITORY)]))
+    info = create_testnet(tmp_path / "net", 1, chain_id="plugin-net", apps=("membership", "notes"))
+    node = ("--node", info.api_addresses[0])
+    net = Testnet(info)
+    try:
+        net.start_all()
+        net.wait_serving()
+        refused = _run(
+            plugin_path,
+            *("tx", "notes", "post", "--topic", "audit", "--arg-key", "n1", "--text", "x"),
+            *("--amount", "-5", "--key", str(info.clients[0]), *node),
+        )
+        assert refused.returncode == 2, refused.stderr
+        assert "'-5' must be positive" in refused.stderr
+        posted = _suanpan(
+            plugin_path,
+            *("tx", "notes", "post", "--topic", "audit", "--arg-key", "n1"),
+            *("--text", "ledger checked", "--amount", "1250", "--about", "ab" * 32),
+            *("--key", str(info.clients[0]), *node, "--json"),
+        )
+        committed = json.loads(posted)
+        assert committed["status"] == "committed", committed
+        assert committed["receipt"]["status"] == "ok", committed
+        answer = json.loads(
+            _suanpan(
+                plugin_path,
+                *("query", "notes", "note", "--topic", "audit", "--arg-key", "n1", *node),
+                "--json",
+            )
+        )
+        note = answer["result"]
+        assert (note["text"], note["amount"], note["about"]) == (
+            "ledger checked",
+            1250,
+            {"$bytes": "ab" * 32},
+        )
+    finally:
+        net.stop_all()

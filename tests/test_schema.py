@@ -92,7 +92,7 @@ def test_parsing_follows_the_declaration() -> None:
         "bad_argument",
         "argument 'to' is required",
     )
-    with pytest.raises(AppError, match="argument 'amount' must be an integer amount"):
+    with pytest.raises(AppError, match="argument 'amount' must be a positive whole number"):
         parse_arguments(ARGUMENTS, {"to": key, "amount": True})
     with pytest.raises(AppError, match="arguments must be a map"):
         parse_arguments(ARGUMENTS, ("to", key))  # type: ignore[arg-type]

@@ -109,7 +109,8 @@ def type_help(argument_type: ArgumentType) -> str:
         case TimeMs():
             return "block time: ms, now, +N[s|m|h|d] after the latest block, or an ISO date"
         case Amount():
-            return f"whole number of minor units, e.g. 1250 = 12.50; at least {argument_type.low}"
+            sign = "positive" if argument_type.low else "non-negative"
+            return f"{sign} whole number of minor units, e.g. 1250 = 12.50"
         case PublicKey():
             return "public key: 64 hex digits, or a key file"
         case Hash():
@@ -271,11 +272,12 @@ def _read(argument_type: ArgumentType, text: str, clock: Clock) -> Value:
 
 
 def _amount(text: str, argument_type: Amount) -> Value:
-    if _INTEGER.fullmatch(text) and text.startswith("-"):
-        raise _Invalid(f"{text!r} must not be negative")
     if not _INTEGER.fullmatch(text):
         raise _Invalid(f"{text!r} is not a whole number of minor units")
-    return int(text)
+    amount = int(text)
+    if amount < argument_type.low:
+        raise _Invalid(f"{text!r} must be {'positive' if argument_type.low else 'non-negative'}")
+    return amount
 
 
 def _boolean(text: str) -> Value:
