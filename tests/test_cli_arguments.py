@@ -230,3 +230,26 @@ def test_the_command_line_refuses_a_negative_amount_before_sending(tmp_path: Pat
     assert "'-5' must be positive" in result.output
     assert "not a whole number" not in result.output
     assert "--amount" in result.output
+
+
+def test_a_validator_change_takes_the_node_homes_key_files(tmp_path: Path) -> None:
+    """The README's add_validator proposal: keys given as a home's key files become the
+    32-byte keys membership stores, and the proposal's arguments pass its schema."""
+    validator_key, node_key = PrivateKey(bytes([1]) * 32), PrivateKey(bytes([2]) * 32)
+    save_key_file(tmp_path / "validator_key.json", validator_key)
+    save_key_file(tmp_path / "node_key.json", node_key)
+    propose = operation(MEMBERSHIP, "propose")
+    given: dict[str, str | None] = {
+        "action": "add_validator",
+        "validator_name": "bank-e",
+        "validator_key": str(tmp_path / "validator_key.json"),
+        "node_key": str(tmp_path / "node_key.json"),
+        "institution_id": "bank-e",
+    }
+    arguments = parse_options(propose.arguments, given, clock=clock)
+    assert arguments["validator_key"] == validator_key.public_key
+    assert arguments["node_key"] == node_key.public_key
+    parsed = propose.parse(arguments)
+    assert parsed.text("validator_name") == "bank-e"
+    with pytest.raises(ArgumentError, match=r"'validator_name' \(--validator-name\): must be"):
+        parse_options(propose.arguments, {**given, "validator_name": "bank e"}, clock=clock)
