@@ -203,7 +203,9 @@ _PROPOSAL_ID: Final = Text(bytes_max=None)
 _ACTIONS: Final = (ACTION_ADMIT, ACTION_SUSPEND, ACTION_REINSTATE, *VALIDATOR_ACTIONS)
 _STAFF: Final = frozenset({ROLE_BANK, ROLE_REGULATOR})
 _IDENTITY_ARGUMENT: Final = Argument("public_key", _KEY, "the identity")
-_ENTERPRISE_ID: Final = Argument("id", _INSTITUTION_ID, "institution id")
+_ID_ARGUMENT: Final = Argument("id", _INSTITUTION_ID, "institution id")
+_NAME_ARGUMENT: Final = Argument("name", _NAME, "display name")
+_JURISDICTION_ARGUMENT: Final = Argument("jurisdiction", _JURISDICTION, "ISO 3166 country code")
 
 SCHEMA: Final = AppSchema(
     help="Membership: institutions, identities, roles and bank governance.",
@@ -213,9 +215,9 @@ SCHEMA: Final = AppSchema(
             frozenset({ROLE_BANK}),
             "Onboard an enterprise sponsored by the sender's bank.",
             (
-                Argument("id", _INSTITUTION_ID, "institution id"),
-                Argument("name", _NAME, "display name"),
-                Argument("jurisdiction", _JURISDICTION, "ISO 3166 country code"),
+                _ID_ARGUMENT,
+                _NAME_ARGUMENT,
+                _JURISDICTION_ARGUMENT,
             ),
         ),
         Operation(
@@ -234,9 +236,9 @@ SCHEMA: Final = AppSchema(
             "suspend_enterprise",
             _STAFF,
             "Suspend an enterprise (its sponsor bank or a regulator).",
-            (_ENTERPRISE_ID,),
+            (_ID_ARGUMENT,),
         ),
-        Operation("reinstate_enterprise", _STAFF, "Reinstate an enterprise.", (_ENTERPRISE_ID,)),
+        Operation("reinstate_enterprise", _STAFF, "Reinstate an enterprise.", (_ID_ARGUMENT,)),
         Operation(
             "propose",
             frozenset({ROLE_BANK}),
@@ -249,10 +251,10 @@ SCHEMA: Final = AppSchema(
                     "institution",
                     Record(
                         (
-                            Argument("id", _INSTITUTION_ID, "institution id"),
-                            Argument("name", _NAME, "display name"),
+                            _ID_ARGUMENT,
+                            _NAME_ARGUMENT,
                             Argument("kind", Choice(tuple(sorted(GOVERNED_KINDS))), "its kind"),
-                            Argument("jurisdiction", _JURISDICTION, "ISO 3166 country code"),
+                            _JURISDICTION_ARGUMENT,
                         )
                     ),
                     "admit_institution: the institution",
@@ -336,10 +338,10 @@ SCHEMA: Final = AppSchema(
 )
 # Genesis entries, parsed like arguments.
 _GENESIS_INSTITUTION: Final = (
-    Argument("id", _INSTITUTION_ID, "institution id"),
-    Argument("name", _NAME, "display name"),
+    _ID_ARGUMENT,
+    _NAME_ARGUMENT,
     Argument("kind", Text(bytes_max=None), "bank, enterprise, regulator or auditor"),
-    Argument("jurisdiction", _JURISDICTION, "ISO 3166 country code"),
+    _JURISDICTION_ARGUMENT,
     Argument("sponsor", _INSTITUTION_ID, "an enterprise's onboarding bank", required=False),
 )
 _GENESIS_IDENTITY: Final = (

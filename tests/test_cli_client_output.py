@@ -175,3 +175,15 @@ def test_a_refused_submission_prints_its_hash_and_the_reason(tmp_path: Path) -> 
         assert f"tx {expected}" in sent.output
 
     run_against_stand_in(work)
+
+
+@pytest.mark.parametrize("command", [["status"], ["block", "3"], ["tx", "show", TX_HASH]])
+@pytest.mark.parametrize("as_json", [[], ["--json"]])
+def test_an_unreachable_node_is_named_with_or_without_json(
+    command: list[str], as_json: list[str]
+) -> None:
+    """Nothing listens on port 9 of loopback (discard)."""
+    result = suanpan(*command, "--node", "127.0.0.1:9", *as_json)
+    assert result.exit_code == 1, result.output
+    assert "Error: cannot reach 127.0.0.1:9" in result.output
+    assert "Traceback" not in result.output

@@ -7,7 +7,7 @@ tables), and prints the node's JSON document with ``--json``."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import click
@@ -67,21 +67,36 @@ def _fail(error: ApiError) -> click.ClickException:
     return click.ClickException(f"{error}{code}")
 
 
-@click.command("status")
-@_NODE_OPTION
-@_JSON_OPTION
-def status_command(node: str, as_json: bool) -> None:
-    """Show the node's height, view, peers, mempool and validators."""
-    client, renderer = _client(node)
+def _fetch(
+    node: str,
+    key_path: str | None,
+    ask: Callable[[Client], dict[str, JsonType]],
+    as_json: bool,
+) -> tuple[dict[str, JsonType], Renderer] | None:
+    """The document ``ask`` reads from the node, with the renderer that prints it for people;
+    None when ``as_json`` printed it already. An API error is the command's error."""
+    client, renderer = _client(node, key_path)
     try:
-        document = client.status()
+        document = ask(client)
     except ApiError as error:
         raise _fail(error) from None
     finally:
         client.close()
     if as_json:
         _echo_json(document)
+        return None
+    return document, renderer
+
+
+@click.command("status")
+@_NODE_OPTION
+@_JSON_OPTION
+def status_command(node: str, as_json: bool) -> None:
+    """Show the node's height, view, peers, mempool and validators."""
+    fetched = _fetch(node, None, Client.status, as_json)
+    if fetched is None:
         return
+    document, renderer = fetched
     console = Console()
     validators = document.get("validators")
     summary = {name: value for name, value in document.items() if name != "validators"}
@@ -176,16 +191,10 @@ def tx_send(
 @click.argument("tx_hash")
 def tx_show(node: str, key_path: str | None, as_json: bool, tx_hash: str) -> None:
     """Show a transaction's status and receipt."""
-    client, renderer = _client(node, key_path)
-    try:
-        document = client.transaction(tx_hash)
-    except ApiError as error:
-        raise _fail(error) from None
-    finally:
-        client.close()
-    if as_json:
-        _echo_json(document)
+    fetched = _fetch(node, key_path, lambda client: client.transaction(tx_hash), as_json)
+    if fetched is None:
         return
+    document, renderer = fetched
     console = Console()
     print_submission(console, renderer, "transaction", document)
     if document.get("status") == "committed":
@@ -215,17 +224,15 @@ def block_command(
     if height is not None and not height.isdigit() and height != "latest":
         raise click.BadParameter("a height or 'latest'", param_hint="HEIGHT")
     number = int(height) if height is not None and height.isdigit() else None
-    client, renderer = _client(node, key_path)
-    try:
-        document = client.block(number, block_hash=block_hash, transactions=transactions)
-    except ApiError as error:
-        raise _fail(error) from None
-    finally:
-        client.close()
-    if as_json:
-        _echo_json(document)
-        return
-    _print_block(Console(), renderer, document)
+    fetched = _fetch(
+        node,
+        key_path,
+        lambda client: client.block(number, block_hash=block_hash, transactions=transactions),
+        as_json,
+    )
+    if fetched is not None:
+        document, renderer = fetched
+        _print_block(Console(), renderer, document)
 
 
 def _print_block(console: Console, renderer: Renderer, document: Mapping[str, JsonType]) -> None:
