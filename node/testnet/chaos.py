@@ -568,11 +568,16 @@ class _Run:
                 f" {decision.effective_height})"
             )
         elif item.kind == "rotate-key":
+            effective = fault.decisions[0].effective_height
+            # The retired key goes only once the node itself has passed the height the new one
+            # is in force from (as `keys rotate --finish` says): a node still behind it (slow
+            # to restart on a busy machine) has votes signed with the old key on its disk.
+            with self.testnet.client(item.node, timeout_s=_CLIENT_TIMEOUT_S) as client:
+                wait_for_height(client, effective)
             finish_rotation(self.info, item.node)
             self._restart_clean(item.node, "dropping its retired key")
             # With only its new key, the node is a validator exactly when the chain switched
             # to that key and the node signs with it.
-            effective = fault.decisions[0].effective_height
             with self.testnet.client(item.node, timeout_s=_CLIENT_TIMEOUT_S) as client:
                 wait_for_height(client, effective)
                 role = client.status().get("role")
