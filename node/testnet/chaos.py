@@ -782,7 +782,9 @@ class _Run:
             time.sleep(_POLL_S)  # the schedule's clock tick, not a synchronisation
 
     def converge(self) -> tuple[int, float | None]:
-        """Stop the load; wait until every node reaches the highest height any node has."""
+        """Stop the load; wait until every node reaches the highest height any node has. The
+        target follows the chain while the last submitted transactions commit, so a node
+        that lags behind blocks committed after the load stopped is waited for too."""
         if self.load is not None:
             self.load.stop()
         running = [watcher for watcher in self.watchers if watcher.index not in self.retired]
@@ -793,9 +795,12 @@ class _Run:
         while time.monotonic() < deadline:
             self.check_recoveries()
             if all(watcher.height >= target for watcher in running):
-                elapsed = time.monotonic() - began
-                self.say(f"converged in {elapsed:.1f}s")
-                return target, elapsed
+                highest = max(watcher.height for watcher in running)
+                if highest == target:
+                    elapsed = time.monotonic() - began
+                    self.say(f"converged in {elapsed:.1f}s")
+                    return target, elapsed
+                target = highest
             time.sleep(_POLL_S)
         self.say("did not converge before the deadline")
         return target, None
