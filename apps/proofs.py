@@ -9,12 +9,17 @@ proof of each (``apps.merkle``) against the app hash of the state it read, and t
 commit certificate of the block that carries that app hash (the app hash after height h is in
 block h+1's header, which certificate h+1 signs).
 
-A client trusts only the genesis validator set. ``verify_query_proof`` checks the certificate
-against it, that the header is the certified block and belongs to the claimed height, and every
-key's proof against the header's app hash. The client then runs the query itself, with its own
-copy of the app, over ``ProvenReads`` (the proven values, nothing else): a node that lied about
-a value, left a read out or changed the answer is caught, since the client's answer comes from
-proven values alone.
+A client trusts only the genesis validator set. When the set has changed since genesis, the
+proof carries a ``ValidatorLink`` per change: the new set, and the header and certificate of
+the block before it takes effect, which names the new set's hash as its next validators.
+``verify_query_proof`` walks them from genesis (each link certified by the set in force at its
+height, as state sync does), so the node can neither invent, move nor hide a change: a hidden
+change leaves a certificate that the stale set does not verify. It then checks the answer's
+certificate against the set in force at its height, that the header is the certified block and
+belongs to the claimed height, and every key's proof against the header's app hash. The client
+then runs the query itself, with its own copy of the app, over ``ProvenReads`` (the proven
+values, nothing else): a node that lied about a value, left a read out or changed the answer is
+caught, since the client's answer comes from proven values alone.
 
 Only queries that read single keys can be proven: the tree is ordered by key hash, so it can
 prove a key's value or its absence but not that a range scan missed nothing. A query that scans
@@ -34,27 +39,34 @@ from consensus.types import (
     CertificateError,
     CommitCertificate,
     DecodeError,
+    ValidatorSchedule,
     ValidatorSet,
     verify_certificate,
 )
 
 __all__ = [
     "PROVEN_READS_MAX",
+    "VALIDATOR_LINKS_MAX",
     "ProofUnsupported",
     "ProvenReads",
     "QueryProof",
     "ReadRecorder",
+    "ValidatorLink",
+    "certifying_validators",
     "verify_query_proof",
 ]
 
 # Keys one proven query may read: a proof per key, so this bounds the answer's size (64 proofs
 # of at most ~64 KiB each); the single-key queries worth proving read one to a handful.
 PROVEN_READS_MAX: Final = 64
+# Validator-set changes one proof may walk from genesis: one can take effect at most every two
+# heights, so this covers years of governance; past it the node answers ``not_provable``.
+VALIDATOR_LINKS_MAX: Final = 1024
 # A proven answer is one HTTP response: 16 MiB at most; one value is an app record (the apps
 # bound them to 1 MiB) and one key's proof is at most ``PROOF_LIMITS``.
 _QUERY_PROOF_LIMITS: Final = Limits(
     total_bytes_max=16 * 1024 * 1024,
-    depth_max=6,
+    depth_max=8,
     str_bytes_max=256,
     bytes_max=max(1024 * 1024, PROOF_LIMITS.total_bytes_max),
     array_len_max=1024,
@@ -131,15 +143,55 @@ class ProvenReads:
 
 
 @dataclass(frozen=True, slots=True)
+class ValidatorLink:
+    """One validator-set change on the way from genesis: ``validators`` are in force from
+    ``effective``; ``header`` is block ``effective - 1``, which names their hash as its next
+    validators, and ``certificate`` is its commit certificate (by the set in force then)."""
+
+    effective: int
+    validators: ValidatorSet
+    header: BlockHeader
+    certificate: CommitCertificate
+
+    def fields(self) -> Value:
+        """The encodable form."""
+        return (
+            self.effective,
+            self.validators.fields(),
+            self.header.fields(),
+            self.certificate.fields(),
+        )
+
+    @classmethod
+    def from_fields(cls, value: Value) -> ValidatorLink:
+        """Parse; ``ProofError`` naming the problem when malformed."""
+        if not (isinstance(value, tuple) and len(value) == 4):
+            raise ProofError("a validator link is (effective height, set, header, certificate)")
+        effective, validators, header, certificate = value
+        if not isinstance(effective, int) or isinstance(effective, bool) or effective < 2:
+            raise ProofError("a validator link's effective height must be an integer from 2")
+        try:
+            return cls(
+                effective,
+                ValidatorSet.from_fields(validators),
+                BlockHeader.from_fields(header),
+                CommitCertificate.from_fields(certificate),
+            )
+        except DecodeError as error:
+            raise ProofError(f"validator link at {effective}: {error}") from None
+
+
+@dataclass(frozen=True, slots=True)
 class QueryProof:
     """The state a query read, proven: ``reads`` are (key, value or None, proof) as of the
     state after ``height``, whose app hash ``header`` (block height + 1) carries and
-    ``certificate`` certifies."""
+    ``certificate`` certifies; ``links`` are the validator-set changes in force by then."""
 
     height: int
     header: BlockHeader
     certificate: CommitCertificate
     reads: tuple[tuple[bytes, bytes | None, Proof], ...]
+    links: tuple[ValidatorLink, ...] = ()
 
     def encode(self) -> bytes:
         """Canonical bytes."""
@@ -148,6 +200,7 @@ class QueryProof:
             self.header.fields(),
             self.certificate.fields(),
             tuple((key, value, proof.encode()) for key, value, proof in self.reads),
+            tuple(link.fields() for link in self.links),
         )
         return encode(value, _QUERY_PROOF_LIMITS)
 
@@ -158,9 +211,9 @@ class QueryProof:
             value = decode(data, _QUERY_PROOF_LIMITS)
         except CodecError as error:
             raise ProofError(f"query proof does not decode: {error}") from None
-        if not (isinstance(value, tuple) and len(value) == 4):
-            raise ProofError("a query proof is (height, header, certificate, reads)")
-        height, header_fields, certificate_fields, raw_reads = value
+        if not (isinstance(value, tuple) and len(value) == 5):
+            raise ProofError("a query proof is (height, header, certificate, reads, links)")
+        height, header_fields, certificate_fields, raw_reads, raw_links = value
         if not isinstance(height, int) or isinstance(height, bool) or height < 0:
             raise ProofError("a query proof's height must be a non-negative integer")
         try:
@@ -185,16 +238,67 @@ class QueryProof:
             assert isinstance(proof, bytes)
             assert read_value is None or isinstance(read_value, bytes)
             reads.append((key, read_value, Proof.decode(proof)))
-        return cls(height, header, certificate, tuple(reads))
+        if not isinstance(raw_links, tuple) or len(raw_links) > VALIDATOR_LINKS_MAX:
+            raise ProofError(f"a query proof holds at most {VALIDATOR_LINKS_MAX} validator links")
+        links = tuple(ValidatorLink.from_fields(raw) for raw in raw_links)
+        return cls(height, header, certificate, tuple(reads), links)
+
+
+def certifying_validators(
+    proof: QueryProof, genesis_validators: ValidatorSet, chain_id: str
+) -> ValidatorSet:
+    """The validator set in force at the proof's certified block, reached from
+    ``genesis_validators`` through the proof's links, each checked: increasing heights up to
+    the certified block, the link block of this chain and height, certified by the set in force
+    at its height, and naming the new set's hash. Raises ``ProofError`` naming the first
+    failure."""
+    top = proof.header.height
+    schedule = ValidatorSchedule(genesis_validators)
+    previous = 1
+    for link in proof.links:
+        effective = link.effective
+        if effective <= previous:
+            raise ProofError("validator links must come in increasing height order, from 2")
+        if effective > top:
+            raise ProofError(
+                f"a validator link takes effect at {effective}, after the certified block {top}"
+            )
+        header = link.header
+        if header.chain_id != chain_id or header.height != effective - 1:
+            raise ProofError(
+                f"the validator link at {effective} does not carry block {effective - 1} of"
+                f" chain {chain_id!r}"
+            )
+        try:
+            verify_certificate(
+                link.certificate,
+                schedule.at(effective - 1),
+                chain_id,
+                block_hash=header.hash(),
+                height=header.height,
+            )
+        except CertificateError as error:
+            raise ProofError(
+                f"certificate of block {header.height} (validator change at {effective}): {error}"
+            ) from None
+        if header.next_validators_hash != link.validators.hash():
+            raise ProofError(
+                f"block {header.height} does not name the validator set said to take effect at"
+                f" {effective}"
+            )
+        schedule = schedule.with_change(effective, link.validators)
+        previous = effective
+    return schedule.at(top)
 
 
 def verify_query_proof(
-    proof: QueryProof, validators: ValidatorSet, chain_id: str
+    proof: QueryProof, genesis_validators: ValidatorSet, chain_id: str
 ) -> dict[bytes, bytes | None]:
-    """The proven (key -> value or None) map of ``proof``, once its certificate verifies against
-    ``validators`` on ``chain_id``, its header is the certified block at ``height + 1``, and
-    every read's Merkle proof verifies against that header's app hash. Raises ``ProofError``
-    naming the first check that fails."""
+    """The proven (key -> value or None) map of ``proof``, once its certificate verifies on
+    ``chain_id`` against the set in force at its block (``certifying_validators``, from
+    ``genesis_validators``), its header is the certified block at ``height + 1``, and every
+    read's Merkle proof verifies against that header's app hash. Raises ``ProofError`` naming
+    the first check that fails."""
     header = proof.header
     if header.chain_id != chain_id:
         raise ProofError(f"the certifying block is for chain {header.chain_id!r}, not {chain_id!r}")
@@ -203,6 +307,7 @@ def verify_query_proof(
             f"the state after height {proof.height} is certified by block {proof.height + 1}, "
             f"not by block {header.height}"
         )
+    validators = certifying_validators(proof, genesis_validators, chain_id)
     try:
         verify_certificate(
             proof.certificate,

@@ -68,7 +68,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Final, Protocol, cast
 
@@ -79,7 +79,13 @@ from apps.base import BlockContext
 from apps.host import EVENT_END_BLOCK_FAULT, AppHost, BlockResult, Receipt
 from apps.host import GenesisError as HostGenesisError
 from apps.merkle import prove
-from apps.proofs import ProofUnsupported, QueryProof, ReadRecorder
+from apps.proofs import (
+    VALIDATOR_LINKS_MAX,
+    ProofUnsupported,
+    QueryProof,
+    ReadRecorder,
+    ValidatorLink,
+)
 from apps.transaction import Transaction, TransactionError
 from consensus.codec import Value
 from consensus.crypto import hash_bytes
@@ -1457,7 +1463,34 @@ class Node:
                 "no certified state yet: proofs need one block committed since this node "
                 "started from genesis, a snapshot or a backup",
             )
-        return answer
+        result, proof = answer
+        return result, replace(proof, links=self._validator_links(proof.header.height))
+
+    def _validator_links(self, top: int) -> tuple[ValidatorLink, ...]:
+        """The validator-set changes in force by height ``top``, each with the certified block
+        before it, for a client that trusts only the genesis set (``apps.proofs``)."""
+        links: list[ValidatorLink] = []
+        for effective, validators in self.store.validator_schedule():
+            if effective < 2 or effective > top:
+                continue
+            if len(links) == VALIDATOR_LINKS_MAX:
+                raise QueryError(
+                    "not_provable",
+                    f"more than {VALIDATOR_LINKS_MAX} validator-set changes since genesis",
+                )
+            raw_block = self.store.block_bytes(effective - 1)
+            certificate = self.store.certificate(effective - 1)
+            if raw_block is None or certificate is None:
+                raise QueryError(
+                    "not_provable",
+                    f"the validator set changed at height {effective} and this node holds no"
+                    f" block {effective - 1} to show it (its history starts at height"
+                    f" {self.store.base_height + 1}): ask a node that holds the whole chain",
+                )
+            links.append(
+                ValidatorLink(effective, validators, Block.decode(raw_block).header, certificate)
+            )
+        return tuple(links)
 
     def evidence(self) -> list[JsonType]:
         """Stored equivocation evidence."""

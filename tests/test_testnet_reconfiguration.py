@@ -13,8 +13,11 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from apps.proofs import QueryProof, certifying_validators, verify_query_proof
 from node.cli import main
 from node.client.client import ApiError, Client
+from node.home import load_home
+from node.keys import load_key_file
 from node.testnet.testnet import create_testnet, load_testnet
 
 STARTUP_S = 180.0
@@ -76,6 +79,34 @@ def test_grow_rotate_and_shrink_a_running_testnet_from_the_command_line(tmp_path
         )
         assert refused.exit_code == 2
         assert "node4 is not a validator" in refused.output
+        # A client trusting only genesis still verifies a proven answer: the node's proof walks
+        # the three changes from the genesis set to the set of the certifying block.
+        proven = runner.invoke(
+            main,
+            [
+                *("query", "membership", "institution", "--id", "bank0"),
+                *("--key", str(directory / "clients" / "governor-bank0.json")),
+                *("--node", str(directory), "--prove"),
+            ],
+        )
+        assert proven.exit_code == 0, proven.output
+        assert "proof verified against block" in proven.output
+        governor = load_key_file(directory / "clients" / "governor-bank0.json")
+        request = {"app": "membership", "path": "institution", "arguments": {"id": "bank0"}}
+        with Client(info.api_addresses[0], key=governor) as client:
+            status, body = client.request_raw(
+                "POST", "/query", json.dumps({**request, "prove": True}).encode()
+            )
+        assert status == 200, body
+        encoded = json.loads(body)["proof"]["encoded"]
+        proof = QueryProof.decode(bytes.fromhex(encoded))
+        genesis = load_home(directory / "node0").genesis
+        # The join and the rotation are in force (each command waited for it): two links at
+        # least, and the set they lead to is not genesis's.
+        assert len(proof.links) >= 2, proof.links
+        reached = certifying_validators(proof, genesis.validator_set, genesis.chain_id)
+        assert reached != genesis.validator_set
+        verify_query_proof(proof, genesis.validator_set, genesis.chain_id)
     finally:
         up.send_signal(2)  # Ctrl-C: testnet up stops every node and prints its summary
         output, _ = up.communicate(timeout=120)

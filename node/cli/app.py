@@ -676,7 +676,8 @@ def _prove_options() -> list[click.Parameter]:
             is_flag=True,
             help=(
                 "Answer on the latest certified state with Merkle proofs, checked here against "
-                "the genesis validators' commit certificate (queries that read single keys)."
+                "its commit certificate by the validator set reached from genesis (queries that "
+                "read single keys)."
             ),
         ),
         click.Option(

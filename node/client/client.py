@@ -36,7 +36,13 @@ from typing import Final
 
 from apps.base import App, AppError
 from apps.merkle import ProofError
-from apps.proofs import ProofUnsupported, ProvenReads, QueryProof, verify_query_proof
+from apps.proofs import (
+    ProofUnsupported,
+    ProvenReads,
+    QueryProof,
+    certifying_validators,
+    verify_query_proof,
+)
 from apps.schema import AppSchema, Operation, Query
 from apps.state import NamespacedState
 from apps.transaction import Transaction, sign_transaction
@@ -418,6 +424,7 @@ class Client:
         try:
             proof = QueryProof.decode(bytes.fromhex(encoded))
             values = verify_query_proof(proof, genesis.validator_set, genesis.chain_id)
+            validators = certifying_validators(proof, genesis.validator_set, genesis.chain_id)
         except ValueError as error:
             raise ProofRefused(f"proof refused: {error}") from None
         target = (apps or {}).get(app) or _installed_app(app)
@@ -441,7 +448,7 @@ class Client:
             block=proof.header.height,
             app_hash=proof.header.app_hash,
             signatures=len(proof.certificate.signatures),
-            validators=genesis.validator_set.size,
+            validators=validators.size,
             keys=len(values),
         )
 
