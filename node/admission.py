@@ -6,8 +6,9 @@ The mempool's own bounds (``[mempool] transactions_max``, ``bytes_max``) bound m
 latency: a pool of 20,000 transactions ahead of a chain that commits 1,000 per second holds
 every new one for 20 s, and the blocks that drain it grow until consensus times out. So
 client submissions (the API; gossip from peers only meets the hard bounds) are admitted only
-while the pool holds less than ``budget`` worth of what this node has recently seen
-committed:
+while the transactions *waiting* in the pool (the pool less the block being decided, whose
+transactions stay in the pool until it commits) are fewer than ``budget`` worth of what this
+node has recently seen committed:
 
     limit = clamp(rate_committed * budget_ms / 1000, transactions_min, transactions_max)
 
@@ -17,14 +18,16 @@ no signature check) with code ``full``, ``retry`` true and a ``retry_after_ms``:
 chain needs, at its recent rate, to commit what is pending. The API turns that into HTTP 429
 with ``Retry-After``.
 
-Why it is stable: the pool is at most ``budget`` of commits, so every block is too, and a
-pending transaction waits at most about ``budget`` plus one block. If blocks of that size take
-longer than ``budget`` to commit, the measured rate falls and the limit with it; if they take
-less, the rate and the limit grow: the limit follows capacity, never the offered load. Under
-sustained overload it settles where a block takes about ``budget`` to commit, so an admitted
-transaction waits about twice the budget: the default 750 ms keeps that under 2 s, at the price
-of blocks (and so throughput) a little smaller than a longer budget would allow. The floor
-``transactions_min`` keeps an idle chain (rate 0) admitting.
+Why it is stable: what waits is at most ``budget`` of commits, so every block is too, and a
+pending transaction waits at most about ``budget`` plus one block. (Counting the block being
+decided as waiting would cap blocks at half the budget and push clients back while the chain
+still keeps up.) If blocks of that size take longer than ``budget`` to commit, the measured
+rate falls and the limit with it; if they take less, the rate and the limit grow: the limit
+follows capacity, never the offered load. Under sustained overload it settles where a block
+takes about ``budget`` to commit, so an admitted transaction waits about twice the budget: the
+default 750 ms keeps that under 2 s, at the price of blocks (and so throughput) a little
+smaller than a longer budget would allow. The floor ``transactions_min`` keeps an idle chain
+(rate 0) admitting.
 """
 
 from __future__ import annotations

@@ -504,7 +504,7 @@ SCHEMA: Final[dict[str, tuple[Key, ...]]] = {
             "block_interval_ms",
             _int(0, 600_000),
             "use 0..600000",
-            "primary waits this long after a commit to gather transactions",
+            "a primary proposes at most this often (it gathers transactions meanwhile)",
         ),
         Key("create_empty_blocks", _bool, "true or false", "propose blocks with no transactions"),
         Key(
