@@ -28,11 +28,20 @@ takes about ``budget`` to commit, so an admitted transaction waits about twice t
 default 750 ms keeps that under 2 s, at the price of blocks (and so throughput) a little
 smaller than a longer budget would allow. The floor ``transactions_min`` keeps an idle chain
 (rate 0) admitting.
+
+Two things keep the pool near the limit when several nodes take client load at once. Each
+node admits against its own pool, which holds the others' admissions only once gossip
+brought them, so clients that all come back at the same moment can fill every node's room at
+once. So ``retry_after_ms`` is spread over ``RETRY_JITTER`` of its value (clients told to come
+back together do not); gossiped transactions count as waiting while the receiving node
+verifies them; and a proposal carries at most twice the limit (``proposal_limit``), so an
+overshoot neither waits several blocks nor makes one block arbitrarily slow.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections import deque
 from dataclasses import dataclass
 from typing import Final
@@ -45,6 +54,11 @@ WINDOW_S: Final = 3.0
 # A client is never told to come back sooner than this, or later than this.
 RETRY_AFTER_MS_MIN: Final = 100
 RETRY_AFTER_MS_MAX: Final = 10_000
+# retry_after_ms is drawn from [1 - RETRY_JITTER, 1 + RETRY_JITTER] times the wait it names,
+# so clients pushed back together do not all return in the same instant.
+RETRY_JITTER: Final = 0.5
+# A proposal carries at most this many limits' worth (see ``proposal_limit``).
+PROPOSAL_LIMITS: Final = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +80,9 @@ class AdmissionLimits:
 class AdmissionControl:
     """How many transactions the pool may hold for client submissions, from recent commits."""
 
-    def __init__(self, limits: AdmissionLimits) -> None:
+    def __init__(self, limits: AdmissionLimits, *, jitter: random.Random | None = None) -> None:
         self.limits = limits
+        self._jitter = jitter or random.Random()
         self._commits: deque[tuple[float, int]] = deque()
         self._committed_in_window = 0
 
@@ -93,10 +108,17 @@ class AdmissionControl:
         budgeted = int(self.rate(now_s) * limits.budget_ms / 1000)
         return max(limits.transactions_min, min(budgeted, limits.transactions_max))
 
+    def proposal_limit(self, now_s: float) -> int:
+        """The most transactions a proposal should carry: twice the limit, so everything
+        admitted fits in the next block even after the nodes' admissions overlapped, while a
+        block still takes a bounded multiple of the budget to commit."""
+        return PROPOSAL_LIMITS * self.limit(now_s)
+
     def retry_after_ms(self, now_s: float, pending: int) -> int:
         """When to come back: the time the chain needs, at its recent rate (at least the
         floor's worth per budget), to commit ``pending`` transactions."""
         limits = self.limits
         rate = max(self.rate(now_s), limits.transactions_min * 1000 / limits.budget_ms)
-        wait_ms = math.ceil(pending * 1000 / rate)
+        spread = self._jitter.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER)
+        wait_ms = math.ceil(pending * 1000 / rate * spread)
         return max(RETRY_AFTER_MS_MIN, min(wait_ms, RETRY_AFTER_MS_MAX))

@@ -357,6 +357,8 @@ class Node:
         # first saw it (trio clock). Proposals are paced from it, and admission does not
         # count its transactions as waiting.
         self._deciding = _Deciding(0, 0, -math.inf)
+        # Gossiped transactions being verified and admitted (they wait, like the pool's).
+        self._gossip_admitting = 0
         self.blocks_executed = 0
         self._nursery: trio.Nursery | None = None
         self.syncing = False
@@ -886,7 +888,9 @@ class Node:
         with self.phases.measure("proposal"):
             transactions = self.mempool.reap(
                 transactions_max=min(
-                    action.transactions_max, self.config.block.proposal_transactions_max
+                    action.transactions_max,
+                    self.config.block.proposal_transactions_max,
+                    self.admission.proposal_limit(time.monotonic()),
                 ),
                 bytes_max=min(action.transaction_bytes_max, self.config.block.proposal_bytes_max),
             )
@@ -1217,7 +1221,13 @@ class Node:
             if len(raw) < _ADMIT_BATCH_MIN:
                 await trio.sleep(_GOSSIP_LINGER_S)
                 self._coalesce(raw)
-            await self._admit_many(raw, source="gossip_in")
+            # Peers' admissions count as waiting while they are verified here, so this node's
+            # clients do not fill the room they already took.
+            self._gossip_admitting = len(raw)
+            try:
+                await self._admit_many(raw, source="gossip_in")
+            finally:
+                self._gossip_admitting = 0
 
     def _coalesce(self, raw: list[bytes]) -> None:
         while len(raw) < _ADMIT_BATCH_MAX:
@@ -1301,7 +1311,7 @@ class Node:
         """Split a client batch into what fits under the admission limit and refusals for the
         rest (``full``, retry after the time the chain needs to commit what is pending)."""
         now = time.monotonic()
-        pending = max(0, len(self.mempool) - self._in_flight())
+        pending = max(0, len(self.mempool) + self._gossip_admitting - self._in_flight())
         room = self.admission.limit(now) - pending
         if room >= len(raw):
             return raw, []
