@@ -178,7 +178,7 @@ class ConsensusConfig:
 
     tick_ms: int = 50
     view_timeout_ms: int = 2000
-    block_interval_ms: int = 100
+    block_interval_ms: int = 200
     create_empty_blocks: bool = True
     empty_block_interval_ms: int = 1000
 
