@@ -1,4 +1,4 @@
-"""Shared plumbing for the business apps: state records, ordered keys, argument parsing.
+"""Shared plumbing for the business apps: state records, ordered keys, expiry, membership.
 
 State layout
 ------------
@@ -21,19 +21,25 @@ waiting as expired.
 
 Arguments
 ---------
-Client arguments arrive as a canonical map; ``Arguments`` turns them into typed values or
-raises ``AppError("bad_argument", ...)`` naming the argument and what was expected. Public
-keys may be given as 32 bytes or as 64 lowercase/uppercase hex characters (JSON clients).
+Client arguments are declared and parsed by each app's schema (``apps.schema``); genesis
+entries are parsed the same way (``genesis_entry``).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from itertools import islice
 from typing import Final
 
-from apps.base import App, AppError, AppState, ReadState, TxContext
+from apps.base import AppError, AppState, ReadState, TxContext
+from apps.schema import (
+    AMOUNT_MAX,
+    ID_PATTERN,
+    TEXT_BYTES_MAX,
+    Argument,
+    Arguments,
+    parse_arguments,
+)
 from consensus.codec import CodecError, Limits, Value, decode, encode
 
 __all__ = [
@@ -42,13 +48,12 @@ __all__ = [
     "ID_PATTERN",
     "STATE_LIMITS",
     "TEXT_BYTES_MAX",
-    "Arguments",
     "Identity",
     "active_identity",
-    "as_arguments",
     "as_int",
     "as_map",
     "expired_in_backlog",
+    "genesis_entry",
     "get_int",
     "get_record",
     "hex_key",
@@ -67,20 +72,11 @@ __all__ = [
     "unschedule_expiry",
 ]
 
-# Largest amount in minor units: what a signed 64-bit integer holds (codec and every bank core).
-AMOUNT_MAX: Final = 2**63 - 1
-# Identifiers a client may choose (end-to-end ids, symbols, order ids): no "/" so they are safe
-# key segments; 64 characters covers ISO 20022 end-to-end ids (35) with room to spare.
-ID_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}")
-# Free-text fields (purpose, names, addresses) are short payment-message fields, not documents.
-TEXT_BYTES_MAX: Final = 280
 # State records are small; the bound catches a bug that would bloat state, not a real record.
 STATE_LIMITS: Final = Limits(total_bytes_max=1024 * 1024, depth_max=8)
-PUBLIC_KEY_BYTES: Final = 32
 # Expired items one app closes at the end of one block: bounds the work a block adds beyond its
 # transactions (each close is a handful of writes); a larger backlog drains over later blocks.
 EXPIRY_SWEEP_MAX: Final = 128
-_HEX: Final = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def key(*segments: str | bytes | int) -> bytes:
@@ -218,202 +214,18 @@ def as_int(value: Value) -> int:
     return value
 
 
-def as_arguments(value: object, what: str) -> Arguments:
-    """``Arguments`` over a nested map (a genesis entry); ``bad_genesis`` when it is not one."""
+def genesis_entry(declared: tuple[Argument, ...], value: object, what: str) -> Arguments:
+    """One entry of a genesis list parsed like arguments (``apps.schema``); ``bad_genesis``
+    when it is not a map."""
     if not isinstance(value, Mapping) or not all(isinstance(name, str) for name in value):
         raise AppError("bad_genesis", f"{what} must be a map with string keys")
-    return Arguments(value)
+    return parse_arguments(declared, value)
 
 
 def as_map(value: Value) -> dict[str, Value]:
     """Assert that a decoded value is a string-keyed map (records always are)."""
     assert isinstance(value, dict), value
     return value
-
-
-class Arguments:
-    """Typed access to an operation's arguments; every failure is ``bad_argument``."""
-
-    __slots__ = ("_values",)
-
-    def __init__(self, values: Mapping[str, Value]) -> None:
-        if not isinstance(values, Mapping):
-            raise AppError("bad_argument", "arguments must be a map")
-        self._values = values
-
-    def _get(self, name: str, required: bool) -> Value:
-        if name not in self._values or self._values[name] is None:
-            if required:
-                raise AppError("bad_argument", f"argument {name!r} is required")
-            return None
-        return self._values[name]
-
-    def has(self, name: str) -> bool:
-        """True when ``name`` was given (and is not null)."""
-        return self._values.get(name) is not None
-
-    def amount(self, name: str, *, allow_zero: bool = False) -> int:
-        """A positive integer amount in minor units (or non-negative with ``allow_zero``)."""
-        value = self._get(name, True)
-        low = 0 if allow_zero else 1
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= AMOUNT_MAX:
-            raise AppError(
-                "bad_argument",
-                f"argument {name!r} must be an integer amount in minor units in "
-                f"[{low}, {AMOUNT_MAX}]",
-            )
-        return value
-
-    def integer(self, name: str, low: int, high: int, default: int | None = None) -> int:
-        """An integer in ``[low, high]``; ``default`` when absent (required when None)."""
-        value = self._get(name, default is None)
-        if value is None:
-            assert default is not None
-            return default
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise AppError(
-                "bad_argument", f"argument {name!r} must be an integer in [{low}, {high}]"
-            )
-        return value
-
-    def optional_integer(self, name: str, low: int, high: int) -> int | None:
-        """An integer in ``[low, high]``, or None when absent."""
-        if not self.has(name):
-            return None
-        return self.integer(name, low, high)
-
-    def identifier(self, name: str, default: str | None = None) -> str:
-        """A client-chosen identifier matching ``ID_PATTERN``."""
-        value = self._get(name, default is None)
-        if value is None:
-            assert default is not None
-            return default
-        if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
-            raise AppError(
-                "bad_argument",
-                f"argument {name!r} must be an identifier matching {ID_PATTERN.pattern}",
-            )
-        return value
-
-    def choice(self, name: str, options: tuple[str, ...], default: str | None = None) -> str:
-        """One of ``options``."""
-        value = self._get(name, default is None)
-        if value is None:
-            assert default is not None
-            return default
-        if value not in options:
-            raise AppError("bad_argument", f"argument {name!r} must be one of {list(options)}")
-        assert isinstance(value, str)
-        return value
-
-    def text(self, name: str, default: str | None = None) -> str:
-        """Free text of at most ``TEXT_BYTES_MAX`` UTF-8 bytes."""
-        value = self._get(name, default is None)
-        if value is None:
-            assert default is not None
-            return default
-        if not isinstance(value, str) or len(value.encode("utf-8")) > TEXT_BYTES_MAX:
-            raise AppError(
-                "bad_argument", f"argument {name!r} must be text of at most {TEXT_BYTES_MAX} bytes"
-            )
-        return value
-
-    def public_key(self, name: str) -> bytes:
-        """A 32-byte public key, given as bytes or 64 hex characters."""
-        value = self._get(name, True)
-        if isinstance(value, bytes) and len(value) == PUBLIC_KEY_BYTES:
-            return value
-        if isinstance(value, str) and _HEX.fullmatch(value):
-            return bytes.fromhex(value)
-        raise AppError(
-            "bad_argument", f"argument {name!r} must be a public key (32 bytes or 64 hex digits)"
-        )
-
-    def optional_public_key(self, name: str) -> bytes | None:
-        """A public key, or None when absent."""
-        return self.public_key(name) if self.has(name) else None
-
-    def digest(self, name: str) -> bytes:
-        """A 32-byte hash (document or invoice reference), as bytes or 64 hex characters."""
-        value = self._get(name, True)
-        if isinstance(value, bytes) and len(value) == 32:
-            return value
-        if isinstance(value, str) and _HEX.fullmatch(value):
-            return bytes.fromhex(value)
-        raise AppError("bad_argument", f"argument {name!r} must be a 32-byte hash")
-
-    def boolean(self, name: str, default: bool | None = None) -> bool:
-        """A boolean."""
-        value = self._get(name, default is None)
-        if value is None:
-            assert default is not None
-            return default
-        if not isinstance(value, bool):
-            raise AppError("bad_argument", f"argument {name!r} must be true or false")
-        return value
-
-    def string_list(self, name: str, pattern: re.Pattern[str], items_max: int) -> tuple[str, ...]:
-        """A list of distinct strings matching ``pattern``, sorted; empty when absent."""
-        value = self._get(name, False)
-        if value is None:
-            return ()
-        if not isinstance(value, list | tuple) or len(value) > items_max:
-            raise AppError(
-                "bad_argument", f"argument {name!r} must be a list of at most {items_max} items"
-            )
-        items: set[str] = set()
-        for item in value:
-            if not isinstance(item, str) or not pattern.fullmatch(item):
-                raise AppError(
-                    "bad_argument", f"argument {name!r} items must match {pattern.pattern}"
-                )
-            items.add(item)
-        return tuple(sorted(items))
-
-    def amount_list(self, name: str, items_max: int) -> tuple[int, ...]:
-        """A list of 2..``items_max`` positive amounts."""
-        value = self._get(name, True)
-        if not isinstance(value, list | tuple) or not 2 <= len(value) <= items_max:
-            raise AppError(
-                "bad_argument", f"argument {name!r} must be a list of 2..{items_max} amounts"
-            )
-        amounts: list[int] = []
-        for item in value:
-            if isinstance(item, bool) or not isinstance(item, int) or not 1 <= item <= AMOUNT_MAX:
-                raise AppError("bad_argument", f"argument {name!r} items must be positive amounts")
-            amounts.append(item)
-        return tuple(amounts)
-
-    def party(self, name: str) -> dict[str, Value]:
-        """Originator/beneficiary details: a map of short text fields (name, account, address,
-        bic, country, ...); an empty map when absent."""
-        value = self._get(name, False)
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping) or len(value) > PARTY_FIELDS_MAX:
-            raise AppError(
-                "bad_argument",
-                f"argument {name!r} must be a map of at most {PARTY_FIELDS_MAX} text fields",
-            )
-        details: dict[str, Value] = {}
-        for field_name, field_value in value.items():
-            if (
-                not isinstance(field_name, str)
-                or not ID_PATTERN.fullmatch(field_name)
-                or not isinstance(field_value, str)
-                or len(field_value.encode("utf-8")) > TEXT_BYTES_MAX
-            ):
-                raise AppError(
-                    "bad_argument",
-                    f"argument {name!r} fields must be identifier -> text (<= {TEXT_BYTES_MAX} "
-                    "bytes)",
-                )
-            details[field_name] = field_value
-        return details
-
-
-# Originator/beneficiary maps carry the handful of ISO 20022 party fields; 16 is plenty.
-PARTY_FIELDS_MAX: Final = 16
 
 
 class Identity:
@@ -475,30 +287,3 @@ def decode_state(data: bytes) -> Value:
         return decode(data, STATE_LIMITS)
     except CodecError as error:  # pragma: no cover - state is only ever written by encode
         raise AssertionError(f"corrupt state value: {error}") from None
-
-
-Handler = Callable[[TxContext, Arguments, bool], Value]
-
-
-class DispatchingApp(App):
-    """An app whose client operation ``op`` is the method ``_op(ctx, arguments, execute)``.
-
-    ``check`` runs the method with ``execute=False`` (it parses and validates the arguments,
-    then returns before touching state); ``apply`` runs it with ``execute=True``.
-    """
-
-    def check(self, ctx: TxContext, operation: str, arguments: Mapping[str, Value]) -> None:
-        """Stateless admission: the operation exists and its arguments are well formed."""
-        self._dispatch(ctx, operation, arguments, execute=False)
-
-    def apply(self, ctx: TxContext, operation: str, arguments: Mapping[str, Value]) -> Value:
-        """Execute a client operation for ``ctx.sender``."""
-        return self._dispatch(ctx, operation, arguments, execute=True)
-
-    def _dispatch(
-        self, ctx: TxContext, operation: str, arguments: Mapping[str, Value], *, execute: bool
-    ) -> Value:
-        if operation not in self.operations:
-            raise AppError("unknown_operation", f"{self.name} has no operation {operation!r}")
-        handler: Handler = getattr(self, "_" + operation)
-        return handler(ctx, Arguments(arguments), execute)

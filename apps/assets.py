@@ -42,9 +42,6 @@ from dataclasses import dataclass
 from typing import ClassVar, Final
 
 from apps._records import (
-    AMOUNT_MAX,
-    Arguments,
-    DispatchingApp,
     Identity,
     as_int,
     as_map,
@@ -81,6 +78,23 @@ from apps.base import (
     ReadState,
     TxContext,
 )
+from apps.schema import (
+    Amount,
+    AppSchema,
+    Argument,
+    Arguments,
+    Boolean,
+    Choice,
+    DispatchingApp,
+    Identifier,
+    Integer,
+    Operation,
+    PublicKey,
+    Query,
+    Strings,
+    Text,
+    TimeMs,
+)
 from consensus.codec import Value
 
 __all__ = ["AssetsApp", "TransferVerdict", "dvp_offer_id"]
@@ -93,7 +107,8 @@ DECIMALS_MAX: Final = 18
 # Lists in rules: ISO 3166 countries of a consortium, not the whole world.
 RULE_LIST_MAX: Final = 64
 PAGE_MAX: Final = 500
-TIME_MS_MAX: Final = 2**62
+# Holders one asset may be limited to: a rule, not a count of anything stored.
+MAX_HOLDERS_MAX: Final = 2**32
 _HOLDERS: Final = frozenset({ROLE_BANK, ROLE_ENTERPRISE, ROLE_CUSTOMER})
 _CURRENCY: Final = re.compile(r"[A-Z]{3}")
 
@@ -128,6 +143,251 @@ READ_RULES: Final = ReadRules(
         **dict.fromkeys(_MOVEMENT_KINDS, _MOVEMENT),
     },
     overseers=OVERSEERS,
+)
+
+
+# ---------------------------------------------------------------------- the schema
+_SYMBOL: Final = Argument(
+    "symbol",
+    Identifier(SYMBOL_PATTERN, f"a symbol matching {SYMBOL_PATTERN.pattern}"),
+    "asset symbol",
+)
+_ISSUERS: Final = frozenset({ROLE_BANK, ROLE_ENTERPRISE})
+_OFFER: Final = Argument("offer", Identifier(), "DvP offer id")
+
+
+def _limit(default: int) -> Argument:
+    return Argument(
+        "limit",
+        Integer(1, PAGE_MAX),
+        f"at most this many results (1..{PAGE_MAX})",
+        required=False,
+        default=default,
+    )
+
+
+SCHEMA: Final = AppSchema(
+    help="Digital assets: permissioned tokens, compliance rules, delivery-versus-payment.",
+    operations=(
+        Operation(
+            "create_asset",
+            _ISSUERS,
+            "Create an asset class issued by the sender.",
+            (
+                _SYMBOL,
+                Argument("name", Text(), "display name (default: the symbol)", required=False),
+                Argument("decimals", Integer(0, DECIMALS_MAX), f"decimals (0..{DECIMALS_MAX})"),
+                Argument("supply_cap", Amount(), "supply cap in base units"),
+                Argument(
+                    "eligible_roles",
+                    Strings(ROLE_PATTERN, len(ROLES)),
+                    "roles allowed to hold it (default: any)",
+                    required=False,
+                ),
+                Argument(
+                    "eligible_jurisdictions",
+                    Strings(JURISDICTION_PATTERN, RULE_LIST_MAX),
+                    "jurisdictions allowed to hold it (default: any)",
+                    required=False,
+                ),
+                Argument(
+                    "max_holders",
+                    Integer(0, MAX_HOLDERS_MAX),
+                    "maximum number of holders (0: none)",
+                    required=False,
+                    default=0,
+                ),
+                Argument(
+                    "holder_cap",
+                    Amount(allow_zero=True),
+                    "maximum per holder (0: none)",
+                    required=False,
+                    default=0,
+                ),
+                Argument(
+                    "lockup_until_ms",
+                    TimeMs(),
+                    "no transfers before this block time",
+                    required=False,
+                    default=0,
+                ),
+                Argument(
+                    "agent",
+                    PublicKey(),
+                    "agent for freezes and forced transfers (default: the issuer)",
+                    required=False,
+                ),
+            ),
+        ),
+        Operation(
+            "mint",
+            _ISSUERS,
+            "Mint units to an eligible holder (the issuer).",
+            (
+                _SYMBOL,
+                Argument("to", PublicKey(), "receiver"),
+                Argument("amount", Amount(), "units"),
+            ),
+        ),
+        Operation(
+            "burn",
+            _ISSUERS,
+            "Burn units from a holder (the issuer).",
+            (
+                _SYMBOL,
+                Argument("holder", PublicKey(), "holder"),
+                Argument("amount", Amount(), "units"),
+            ),
+        ),
+        Operation(
+            "transfer",
+            _HOLDERS,
+            "Transfer units (every can_transfer rule applies).",
+            (
+                _SYMBOL,
+                Argument("to", PublicKey(), "receiver"),
+                Argument("amount", Amount(), "units"),
+            ),
+        ),
+        Operation(
+            "freeze",
+            _ISSUERS,
+            "Freeze or unfreeze a holder's account (issuer or agent).",
+            (
+                _SYMBOL,
+                Argument("holder", PublicKey(), "holder"),
+                Argument("frozen", Boolean(), "true to freeze"),
+            ),
+        ),
+        Operation(
+            "freeze_partial",
+            _ISSUERS,
+            "Freeze part of a holder's balance (issuer or agent).",
+            (
+                _SYMBOL,
+                Argument("holder", PublicKey(), "holder"),
+                Argument("amount", Amount(allow_zero=True), "units that cannot leave"),
+            ),
+        ),
+        Operation(
+            "pause",
+            _ISSUERS,
+            "Pause or resume all transfers of an asset (issuer or agent).",
+            (_SYMBOL, Argument("paused", Boolean(), "true to pause")),
+        ),
+        Operation(
+            "force_transfer",
+            _ISSUERS,
+            "Move units between holders (the agent; recorded as forced with a reason).",
+            (
+                _SYMBOL,
+                Argument("from", PublicKey(), "current holder"),
+                Argument("to", PublicKey(), "receiver"),
+                Argument("amount", Amount(), "units"),
+                Argument("reason", Text(), "why (lost key, court order, ...)"),
+            ),
+        ),
+        Operation(
+            "offer_dvp",
+            _HOLDERS,
+            "Offer delivery-versus-payment: sell (escrow units) or buy (escrow cash).",
+            (
+                _SYMBOL,
+                Argument("side", Choice(("sell", "buy")), "sell or buy"),
+                Argument("amount", Amount(), "units"),
+                Argument(
+                    "currency",
+                    Identifier(_CURRENCY, "an ISO 4217 code like 'USD'"),
+                    "currency of the cash leg",
+                ),
+                Argument("price", Amount(), "total cash amount"),
+                Argument("expires_ms", TimeMs(), "offer expiry (block time)"),
+                Argument(
+                    "counterparty",
+                    PublicKey(),
+                    "reserve the offer for this party",
+                    required=False,
+                ),
+            ),
+        ),
+        Operation(
+            "accept_dvp",
+            _HOLDERS,
+            "Accept a DvP offer: asset and cash legs settle atomically.",
+            (_OFFER,),
+        ),
+        Operation(
+            "cancel_dvp",
+            _HOLDERS,
+            "Cancel a DvP offer (the maker); the block that passes its expiry releases it.",
+            (_OFFER,),
+        ),
+    ),
+    queries=(
+        Query("assets", "Every asset class."),
+        Query("asset", "One asset class.", (_SYMBOL,)),
+        Query("rules", "An asset's compliance rules.", (_SYMBOL,)),
+        Query(
+            "balance",
+            "A holder's balance and freezes.",
+            (_SYMBOL, Argument("holder", PublicKey(), "holder")),
+        ),
+        Query(
+            "balances",
+            "Every asset balance of a holder.",
+            (Argument("holder", PublicKey(), "holder"),),
+        ),
+        Query("holders", "Holders of an asset.", (_SYMBOL, _limit(100))),
+        Query(
+            "can_transfer",
+            "Dry run of the transfer rules (the CLI fills the receiver's roles from membership).",
+            (
+                _SYMBOL,
+                Argument("from", PublicKey(), "sender"),
+                Argument("to", PublicKey(), "receiver"),
+                Argument("amount", Amount(), "units"),
+                Argument(
+                    "now_ms",
+                    TimeMs(),
+                    "evaluate at this block time (clients default to the latest block's)",
+                    client_default="now",
+                ),
+                Argument(
+                    "to_roles",
+                    Strings(ROLE_PATTERN, len(ROLES)),
+                    "receiver's roles",
+                    required=False,
+                ),
+                Argument(
+                    "to_jurisdiction", Identifier(), "receiver's jurisdiction", required=False
+                ),
+            ),
+        ),
+        Query(
+            "history",
+            "Movements of an asset (or of one holder), newest first.",
+            (
+                _SYMBOL,
+                Argument("holder", PublicKey(), "only this holder's movements", required=False),
+                _limit(50),
+                Argument(
+                    "before",
+                    Integer(0, 2**63),
+                    "only movements numbered below this",
+                    required=False,
+                ),
+            ),
+        ),
+        Query(
+            "offers",
+            "Open DvP offers (never an expired one).",
+            (
+                Argument("symbol", _SYMBOL.type, "only this asset", required=False),
+                _limit(100),
+            ),
+        ),
+        Query("offer", "One DvP offer.", (Argument("id", Identifier(), "offer id"),)),
+    ),
 )
 
 
@@ -178,19 +438,7 @@ class AssetsApp(DispatchingApp):
     """The ``assets`` app (see the module docstring for the rules)."""
 
     name: ClassVar[str] = "assets"
-    operations: ClassVar[Mapping[str, frozenset[str]]] = {
-        "create_asset": frozenset({ROLE_BANK, ROLE_ENTERPRISE}),
-        "mint": frozenset({ROLE_BANK, ROLE_ENTERPRISE}),
-        "burn": frozenset({ROLE_BANK, ROLE_ENTERPRISE}),
-        "transfer": _HOLDERS,
-        "freeze": frozenset({ROLE_BANK, ROLE_ENTERPRISE}),
-        "freeze_partial": frozenset({ROLE_BANK, ROLE_ENTERPRISE}),
-        "pause": frozenset({ROLE_BANK, ROLE_ENTERPRISE}),
-        "force_transfer": frozenset({ROLE_BANK, ROLE_ENTERPRISE}),
-        "offer_dvp": _HOLDERS,
-        "accept_dvp": _HOLDERS,
-        "cancel_dvp": _HOLDERS,
-    }
+    schema: ClassVar[AppSchema] = SCHEMA
     read_rules: ClassVar[ReadRules] = READ_RULES
 
     def genesis(self, state: AppState, config: Mapping[str, Value]) -> None:
@@ -200,30 +448,29 @@ class AssetsApp(DispatchingApp):
 
     # ------------------------------------------------------------------ issuer operations
     def _create_asset(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        symbol = _symbol(a)
+        symbol = a.text("symbol")
         rules: dict[str, Value] = {
-            "eligible_roles": a.string_list("eligible_roles", ROLE_PATTERN, len(ROLES)),
-            "eligible_jurisdictions": a.string_list(
-                "eligible_jurisdictions", JURISDICTION_PATTERN, RULE_LIST_MAX
-            ),
-            "max_holders": a.integer("max_holders", 0, 2**32, default=0),
-            "holder_cap": a.integer("holder_cap", 0, AMOUNT_MAX, default=0),
-            "lockup_until_ms": a.integer("lockup_until_ms", 0, TIME_MS_MAX, default=0),
+            "eligible_roles": a.strings("eligible_roles"),
+            "eligible_jurisdictions": a.strings("eligible_jurisdictions"),
+            "max_holders": a.integer("max_holders"),
+            "holder_cap": a.integer("holder_cap"),
+            "lockup_until_ms": a.integer("lockup_until_ms"),
         }
         unknown_roles = set(_strings(rules["eligible_roles"])) - ROLES
         if unknown_roles:
             raise AppError("bad_argument", f"unknown roles {sorted(unknown_roles)}")
+        name = a.optional_text("name")
         asset: dict[str, Value] = {
             "symbol": symbol,
-            "name": a.text("name", symbol),
-            "decimals": a.integer("decimals", 0, DECIMALS_MAX),
-            "supply_cap": a.amount("supply_cap"),
+            "name": symbol if name is None else name,
+            "decimals": a.integer("decimals"),
+            "supply_cap": a.integer("supply_cap"),
             "supply": 0,
             "holders": 0,
             "paused": False,
             "rules": rules,
         }
-        agent = a.optional_public_key("agent")
+        agent = a.optional_key("agent")
         if not execute:
             return None
         if get_record(ctx.state, key("asset", symbol)) is not None:
@@ -236,9 +483,9 @@ class AssetsApp(DispatchingApp):
         return asset
 
     def _mint(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        symbol = _symbol(a)
-        to = a.public_key("to")
-        amount = a.amount("amount")
+        symbol = a.text("symbol")
+        to = a.key("to")
+        amount = a.integer("amount")
         if not execute:
             return None
         asset = _asset(ctx.state, symbol)
@@ -257,9 +504,9 @@ class AssetsApp(DispatchingApp):
         return {"transfer": seq}
 
     def _burn(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        symbol = _symbol(a)
-        holder = a.public_key("holder")
-        amount = a.amount("amount")
+        symbol = a.text("symbol")
+        holder = a.key("holder")
+        amount = a.integer("amount")
         if not execute:
             return None
         asset = _asset(ctx.state, symbol)
@@ -276,9 +523,9 @@ class AssetsApp(DispatchingApp):
         return {"transfer": seq}
 
     def _freeze(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        symbol = _symbol(a)
-        holder = a.public_key("holder")
-        frozen = a.boolean("frozen")
+        symbol = a.text("symbol")
+        holder = a.key("holder")
+        frozen = a.flag("frozen")
         if not execute:
             return None
         asset = _asset(ctx.state, symbol)
@@ -290,9 +537,9 @@ class AssetsApp(DispatchingApp):
         return freeze
 
     def _freeze_partial(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        symbol = _symbol(a)
-        holder = a.public_key("holder")
-        amount = a.amount("amount", allow_zero=True)
+        symbol = a.text("symbol")
+        holder = a.key("holder")
+        amount = a.integer("amount")
         if not execute:
             return None
         asset = _asset(ctx.state, symbol)
@@ -307,8 +554,8 @@ class AssetsApp(DispatchingApp):
         return freeze
 
     def _pause(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        symbol = _symbol(a)
-        paused = a.boolean("paused")
+        symbol = a.text("symbol")
+        paused = a.flag("paused")
         if not execute:
             return None
         asset = _asset(ctx.state, symbol)
@@ -319,10 +566,10 @@ class AssetsApp(DispatchingApp):
         return None
 
     def _force_transfer(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        symbol = _symbol(a)
-        source = a.public_key("from")
-        to = a.public_key("to")
-        amount = a.amount("amount")
+        symbol = a.text("symbol")
+        source = a.key("from")
+        to = a.key("to")
+        amount = a.integer("amount")
         reason = a.text("reason")
         if not execute:
             return None
@@ -345,9 +592,9 @@ class AssetsApp(DispatchingApp):
 
     # ------------------------------------------------------------------ transfers
     def _transfer(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        symbol = _symbol(a)
-        to = a.public_key("to")
-        amount = a.amount("amount")
+        symbol = a.text("symbol")
+        to = a.key("to")
+        amount = a.integer("amount")
         if not execute:
             return None
         asset = _asset(ctx.state, symbol)
@@ -361,15 +608,13 @@ class AssetsApp(DispatchingApp):
 
     # ------------------------------------------------------------------ DvP
     def _offer_dvp(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        symbol = _symbol(a)
-        side = a.choice("side", ("sell", "buy"))
-        amount = a.amount("amount")
-        currency = a.identifier("currency")
-        if not _CURRENCY.fullmatch(currency):
-            raise AppError("bad_argument", "argument 'currency' must be an ISO 4217 code")
-        price = a.amount("price")
-        expires_ms = a.integer("expires_ms", 0, TIME_MS_MAX)
-        counterparty = a.optional_public_key("counterparty")
+        symbol = a.text("symbol")
+        side = a.text("side")
+        amount = a.integer("amount")
+        currency = a.text("currency")
+        price = a.integer("price")
+        expires_ms = a.integer("expires_ms")
+        counterparty = a.optional_key("counterparty")
         if not execute:
             return None
         asset = _asset(ctx.state, symbol)
@@ -437,7 +682,7 @@ class AssetsApp(DispatchingApp):
         return offer
 
     def _accept_dvp(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        offer_id = a.identifier("offer")
+        offer_id = a.text("offer")
         if not execute:
             return None
         offer = self._open_offer(ctx.state, offer_id)
@@ -496,7 +741,7 @@ class AssetsApp(DispatchingApp):
         return {"offer": offer_id, "transfer": seq, "payment": payment}
 
     def _cancel_dvp(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        offer_id = a.identifier("offer")
+        offer_id = a.text("offer")
         if not execute:
             return None
         offer = self._open_offer(ctx.state, offer_id)
@@ -537,36 +782,35 @@ class AssetsApp(DispatchingApp):
             self._release(ctx, offer, "expired")
 
     # ------------------------------------------------------------------ queries
-    def query(self, state: ReadState, path: str, arguments: Mapping[str, Value]) -> Value:
+    def answer(self, state: ReadState, path: str, a: Arguments) -> Value:
         """Paths: ``assets``, ``asset`` {symbol}, ``rules`` {symbol}, ``balance``
         {symbol, holder}, ``balances`` {holder}, ``holders`` {symbol, limit?},
         ``can_transfer`` {symbol, from, to, amount, now_ms, to_roles?, to_jurisdiction?},
         ``history`` {symbol, holder?, limit?, before?}, ``offers`` {symbol?, limit?},
         ``offer`` {id}."""
-        a = Arguments(arguments)
         if path == "assets":
             start = prefix("asset")
             return tuple(get_record(state, k) for k, _ in state.scan(start, scan_end(start)))
         if path == "asset":
-            return get_record(state, key("asset", _symbol(a)))
+            return get_record(state, key("asset", a.text("symbol")))
         if path == "rules":
-            asset = get_record(state, key("asset", _symbol(a)))
+            asset = get_record(state, key("asset", a.text("symbol")))
             return None if asset is None else asset["rules"]
         if path == "balance":
-            symbol = _symbol(a)
-            holder = a.public_key("holder")
+            symbol = a.text("symbol")
+            holder = a.key("holder")
             freeze = _freeze_record(state, symbol, holder)
             return {"balance": get_int(state, key("bal", symbol, holder)), **freeze}
         if path == "balances":
-            holder = a.public_key("holder")
+            holder = a.key("holder")
             start = prefix("hbal", holder)
             return {
                 last_segment(k): get_int(state, key("bal", last_segment(k), holder))
                 for k, _ in state.scan(start, scan_end(start))
             }
         if path == "holders":
-            symbol = _symbol(a)
-            limit = a.integer("limit", 1, PAGE_MAX, default=100)
+            symbol = a.text("symbol")
+            limit = a.integer("limit")
             start = prefix("bal", symbol)
             holders: list[Value] = []
             for k, _ in state.scan(start, scan_end(start)):
@@ -579,8 +823,8 @@ class AssetsApp(DispatchingApp):
         if path == "history":
             return self._history(state, a)
         if path == "offers":
-            wanted = _symbol(a) if a.has("symbol") else None
-            limit = a.integer("limit", 1, PAGE_MAX, default=100)
+            wanted = a.optional_text("symbol")
+            limit = a.integer("limit")
             offers: list[Value] = []
             start = prefix("open")
             for k, _ in state.scan(start, scan_end(start)):
@@ -594,23 +838,23 @@ class AssetsApp(DispatchingApp):
                     break
             return tuple(offers)
         if path == "offer":
-            offer = get_record(state, key("dvp", a.identifier("id")))
+            offer = get_record(state, key("dvp", a.text("id")))
             return None if offer is None else _offer_view(state, offer)
         raise AppError("unknown_query", f"assets has no query {path!r}")
 
     def _dry_run(self, state: ReadState, a: Arguments) -> Value:
-        symbol = _symbol(a)
-        source = a.public_key("from")
-        to = a.public_key("to")
-        amount = a.amount("amount")
-        now_ms = a.integer("now_ms", 0, TIME_MS_MAX)
+        symbol = a.text("symbol")
+        source = a.key("from")
+        to = a.key("to")
+        amount = a.integer("amount")
+        now_ms = a.integer("now_ms")
         identity_given = a.has("to_roles") or a.has("to_jurisdiction")
         facts = (
             ReceiverFacts(
                 member=True,
                 active=True,
-                roles=frozenset(a.string_list("to_roles", ROLE_PATTERN, len(ROLES))),
-                jurisdiction=a.identifier("to_jurisdiction", ""),
+                roles=frozenset(a.strings("to_roles")),
+                jurisdiction=a.optional_text("to_jurisdiction") or "",
             )
             if identity_given
             else None
@@ -629,10 +873,10 @@ class AssetsApp(DispatchingApp):
         return result
 
     def _history(self, state: ReadState, a: Arguments) -> Value:
-        symbol = _symbol(a)
-        holder = a.optional_public_key("holder")
-        limit = a.integer("limit", 1, PAGE_MAX, default=50)
-        before = a.optional_integer("before", 0, 2**63)
+        symbol = a.text("symbol")
+        holder = a.optional_key("holder")
+        limit = a.integer("limit")
+        before = a.optional_integer("before")
         start = prefix("hist", symbol, holder) if holder is not None else prefix("tx", symbol)
         end = start[:-1] + (f"/{before:016x}".encode() if before is not None else b"0")
         found: list[Value] = []
@@ -731,13 +975,6 @@ def _receiver_rules(
 
 
 # ---------------------------------------------------------------------- state helpers
-def _symbol(a: Arguments) -> str:
-    symbol = a.identifier("symbol")
-    if not SYMBOL_PATTERN.fullmatch(symbol):
-        raise AppError("bad_argument", f"argument 'symbol' must match {SYMBOL_PATTERN.pattern}")
-    return symbol
-
-
 def _strings(value: Value) -> tuple[str, ...]:
     assert isinstance(value, tuple | list), value
     return tuple(str(item) for item in value)

@@ -43,10 +43,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar, Final, Protocol
+from typing import TYPE_CHECKING, ClassVar, Final, Protocol
 
 from apps.access import ReadRules
 from consensus.codec import Value
+
+if TYPE_CHECKING:
+    from apps.schema import AppSchema
 
 __all__ = [
     "ANY_ROLE",
@@ -174,10 +177,15 @@ class App(ABC):
     """Base class for application plugins, registered under the ``suanpan.apps`` entry point
     group (``name = "package.module:AppClass"``). Instances hold no state of their own.
 
-    ``operations`` maps every operation a client may send to the membership roles allowed to
-    send it. The host rejects an unknown operation, and a sender that is not an active identity
-    holding one of those roles, before ``check`` or ``apply`` runs; finer rules (is this bank
-    the issuer of this currency?) are the app's own.
+    ``schema`` (``apps.schema.AppSchema``) declares every operation, query and call with its
+    arguments, once, as data: the app's argument parsing, the command line, the Python
+    client's checks and the API description are derived from it (``apps.schema.DispatchingApp``
+    dispatches on it). ``operations`` maps every operation a client may send to the membership
+    roles allowed to send it; an app with a ``schema`` gets it derived from the schema (an app
+    without one declares it by hand and gets no argument checks, CLI options or API schema).
+    The host rejects an unknown operation, and a sender that is not an active identity holding
+    one of those roles, before ``check`` or ``apply`` runs; finer rules (is this bank the
+    issuer of this currency?) are the app's own.
 
     Membership answers two queries other apps use through ``ctx.query("membership", ...)``:
 
@@ -189,10 +197,22 @@ class App(ABC):
     """
 
     name: ClassVar[str]
+    schema: ClassVar[AppSchema | None] = None
     operations: ClassVar[Mapping[str, frozenset[str]]]
     # Who may read each query path and event kind (``apps.access``). A path or event kind
     # without a rule is readable by nodes only, so an app that declares nothing is private.
     read_rules: ClassVar[ReadRules] = ReadRules()
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        schema = cls.__dict__.get("schema")
+        if schema is not None:
+            if "operations" in cls.__dict__:
+                raise TypeError(
+                    f"{cls.__name__} declares a schema: its roles come from there, not from "
+                    "`operations`"
+                )
+            cls.operations = schema.roles()
 
     @abstractmethod
     def genesis(self, state: AppState, config: Mapping[str, Value]) -> None:

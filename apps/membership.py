@@ -49,10 +49,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import ClassVar, Final, cast
+from typing import ClassVar, Final
 
 from apps._records import (
     expired_in_backlog,
+    genesis_entry,
     schedule_expiry,
     take_expired,
     unschedule_expiry,
@@ -71,22 +72,37 @@ from apps.base import (
     ROLE_CUSTOMER,
     ROLE_ENTERPRISE,
     ROLE_REGULATOR,
-    App,
     AppError,
     AppState,
     ReadState,
     TxContext,
 )
+from apps.schema import (
+    AppSchema,
+    Argument,
+    Arguments,
+    Choice,
+    DispatchingApp,
+    Identifier,
+    Integer,
+    Operation,
+    PublicKey,
+    Query,
+    Record,
+    Records,
+    Strings,
+    Text,
+)
 from apps.validators import (
     VALIDATOR_ACTIONS,
+    VALIDATOR_NAME_PATTERN,
     execute_change,
     parse_change,
     seed_validators,
     validate_change,
     validator_records_at,
 )
-from consensus.codec import Value, decode, encode
-from consensus.crypto import PUBLIC_KEY_BYTES
+from consensus.codec import INT_MAX, Value, decode, encode
 
 __all__ = [
     "KIND_AUDITOR",
@@ -173,83 +189,184 @@ def governance_quorum(active_banks: int) -> int:
     return active_banks * 2 // 3 + 1
 
 
-# -- argument parsing (every client value is checked here, once) ------------------------------
+# -- the schema (every client value is checked here, once) --------------------------------
+
+_INSTITUTION_ID: Final = Identifier(INSTITUTION_ID_PATTERN)
+_JURISDICTION: Final = Identifier(JURISDICTION_PATTERN, "an ISO 3166 code like 'SG'")
+_NAME: Final = Text(bytes_max=None, characters=(1, NAME_CHARS_MAX))
+# Transactions carry keys as bytes (the CLI and JSON clients send {"$bytes": hex}).
+_KEY: Final = PublicKey(hex=False)
+# Roles are checked against the institution's kind by the app (``role_not_allowed``).
+_ROLES: Final = Strings(items_min=1)
+# Proposal ids are transaction hashes in hex; any string is looked up (and not found).
+_PROPOSAL_ID: Final = Text(bytes_max=None)
+_ACTIONS: Final = (ACTION_ADMIT, ACTION_SUSPEND, ACTION_REINSTATE, *VALIDATOR_ACTIONS)
+_STAFF: Final = frozenset({ROLE_BANK, ROLE_REGULATOR})
+_IDENTITY_ARGUMENT: Final = Argument("public_key", _KEY, "the identity")
+_ID_ARGUMENT: Final = Argument("id", _INSTITUTION_ID, "institution id")
+_NAME_ARGUMENT: Final = Argument("name", _NAME, "display name")
+_JURISDICTION_ARGUMENT: Final = Argument("jurisdiction", _JURISDICTION, "ISO 3166 country code")
+
+SCHEMA: Final = AppSchema(
+    help="Membership: institutions, identities, roles and bank governance.",
+    operations=(
+        Operation(
+            "onboard_enterprise",
+            frozenset({ROLE_BANK}),
+            "Onboard an enterprise sponsored by the sender's bank.",
+            (
+                _ID_ARGUMENT,
+                _NAME_ARGUMENT,
+                _JURISDICTION_ARGUMENT,
+            ),
+        ),
+        Operation(
+            "register_identity",
+            frozenset({ROLE_BANK}),
+            "Register a key for the sender's bank or an enterprise it sponsors.",
+            (
+                Argument("institution", _INSTITUTION_ID, "institution id"),
+                Argument("public_key", _KEY, "the new identity's key"),
+                Argument("roles", _ROLES, "roles, e.g. customer"),
+            ),
+        ),
+        Operation("suspend_identity", _STAFF, "Suspend an identity.", (_IDENTITY_ARGUMENT,)),
+        Operation("reinstate_identity", _STAFF, "Reinstate an identity.", (_IDENTITY_ARGUMENT,)),
+        Operation(
+            "suspend_enterprise",
+            _STAFF,
+            "Suspend an enterprise (its sponsor bank or a regulator).",
+            (_ID_ARGUMENT,),
+        ),
+        Operation("reinstate_enterprise", _STAFF, "Reinstate an enterprise.", (_ID_ARGUMENT,)),
+        Operation(
+            "propose",
+            frozenset({ROLE_BANK}),
+            "Propose admitting, suspending or reinstating a bank, regulator or auditor, or adding,"
+            " removing or re-keying a validator (in force two blocks after the vote that carries"
+            " it).",
+            (
+                Argument("action", Choice(_ACTIONS), "what to do"),
+                Argument(
+                    "institution",
+                    Record(
+                        (
+                            _ID_ARGUMENT,
+                            _NAME_ARGUMENT,
+                            Argument("kind", Choice(tuple(sorted(GOVERNED_KINDS))), "its kind"),
+                            _JURISDICTION_ARGUMENT,
+                        )
+                    ),
+                    "admit_institution: the institution",
+                    required=False,
+                ),
+                Argument(
+                    "identities",
+                    Records(
+                        (
+                            Argument("public_key", _KEY, "the identity's key"),
+                            Argument("roles", _ROLES, "its roles"),
+                        ),
+                        PROPOSAL_IDENTITIES_MAX,
+                    ),
+                    "admit_institution: initial identities",
+                    required=False,
+                ),
+                Argument(
+                    "institution_id",
+                    _INSTITUTION_ID,
+                    "suspend/reinstate_institution: the institution; add_validator: the bank "
+                    "running it",
+                    required=False,
+                ),
+                Argument(
+                    "validator_name",
+                    Identifier(VALIDATOR_NAME_PATTERN),
+                    "add/remove_validator, rotate_validator_key: the validator's name",
+                    required=False,
+                ),
+                Argument(
+                    "validator_key",
+                    _KEY,
+                    "add_validator, rotate_validator_key: its (new) consensus key",
+                    required=False,
+                ),
+                Argument(
+                    "node_key",
+                    _KEY,
+                    "add_validator, rotate_validator_key: its (new) node key",
+                    required=False,
+                ),
+            ),
+        ),
+        Operation(
+            "vote",
+            frozenset({ROLE_BANK}),
+            "Vote yes on an open proposal.",
+            (Argument("proposal", _PROPOSAL_ID, "proposal id"),),
+        ),
+    ),
+    queries=(
+        Query("identity", "One identity.", (_IDENTITY_ARGUMENT,)),
+        Query(
+            "institution",
+            "One institution.",
+            (Argument("id", Text(bytes_max=None), "institution id"),),
+        ),
+        Query(
+            "institutions",
+            "Every institution (optionally of one kind).",
+            (
+                Argument(
+                    "kind", Choice(tuple(sorted(ROLES_BY_KIND))), "only this kind", required=False
+                ),
+            ),
+        ),
+        Query(
+            "identities",
+            "The identities of an institution.",
+            (Argument("institution", _INSTITUTION_ID, "institution id"),),
+        ),
+        Query("proposal", "One proposal.", (Argument("id", _PROPOSAL_ID, "proposal id"),)),
+        Query("proposals", "Open proposals."),
+        Query(
+            "validators",
+            "The validator set in force at a height (default: the latest one scheduled).",
+            (Argument("height", Integer(1, INT_MAX), "block height", required=False),),
+        ),
+    ),
+)
+# Genesis entries, parsed like arguments.
+_GENESIS_INSTITUTION: Final = (
+    _ID_ARGUMENT,
+    _NAME_ARGUMENT,
+    Argument("kind", Text(bytes_max=None), "bank, enterprise, regulator or auditor"),
+    _JURISDICTION_ARGUMENT,
+    Argument("sponsor", _INSTITUTION_ID, "an enterprise's onboarding bank", required=False),
+)
+_GENESIS_IDENTITY: Final = (
+    Argument("institution", _INSTITUTION_ID, "institution id"),
+    Argument("public_key", PublicKey(), "the identity's key (bytes or hex)"),
+    Argument("roles", _ROLES, "its roles"),
+)
 
 
-def _string(arguments: Mapping[str, Value], name: str) -> str:
-    value = arguments.get(name)
-    if not isinstance(value, str):
-        raise AppError("bad_argument", f"{name!r} must be a string")
-    return value
-
-
-def _institution_id(arguments: Mapping[str, Value], name: str = "id") -> str:
-    value = _string(arguments, name)
-    if not INSTITUTION_ID_PATTERN.fullmatch(value):
-        raise AppError(
-            "bad_argument", f"{name!r} must match {INSTITUTION_ID_PATTERN.pattern}, not {value!r}"
-        )
-    return value
-
-
-def _jurisdiction(arguments: Mapping[str, Value]) -> str:
-    value = _string(arguments, "jurisdiction")
-    if not JURISDICTION_PATTERN.fullmatch(value):
-        raise AppError("bad_argument", f"jurisdiction must be an ISO 3166 code, not {value!r}")
-    return value
-
-
-def _display_name(arguments: Mapping[str, Value]) -> str:
-    value = _string(arguments, "name")
-    if not 1 <= len(value) <= NAME_CHARS_MAX:
-        raise AppError("bad_argument", f"name must be 1..{NAME_CHARS_MAX} characters")
-    return value
-
-
-def _public_key(arguments: Mapping[str, Value], *, allow_hex: bool = False) -> bytes:
-    value = arguments.get("public_key")
-    if allow_hex and isinstance(value, str):
-        try:
-            value = bytes.fromhex(value)
-        except ValueError:
-            raise AppError("bad_argument", "public_key is not valid hex") from None
-    if not isinstance(value, bytes) or len(value) != PUBLIC_KEY_BYTES:
-        raise AppError("bad_argument", f"public_key must be {PUBLIC_KEY_BYTES} bytes")
-    return value
-
-
-def _roles(arguments: Mapping[str, Value], kind: str) -> tuple[str, ...]:
-    value = arguments.get("roles")
-    if not isinstance(value, tuple | list) or not value:
-        raise AppError("bad_argument", "roles must be a non-empty list of role names")
-    roles = set()
-    for role in value:
-        if not isinstance(role, str):
-            raise AppError("bad_argument", "roles must be strings")
-        roles.add(role)
+def _allowed_roles(roles: tuple[str, ...], kind: str) -> tuple[str, ...]:
+    """``roles`` (distinct, sorted) if an identity of a ``kind`` institution may hold them."""
     allowed = ROLES_BY_KIND[kind]
-    if not roles <= allowed:
+    if not set(roles) <= allowed:
         raise AppError(
             "role_not_allowed",
-            f"an identity of a {kind} may hold {sorted(allowed)}, not {sorted(roles - allowed)}",
+            f"an identity of a {kind} may hold {sorted(allowed)}, not "
+            f"{sorted(set(roles) - allowed)}",
         )
-    return tuple(sorted(roles))
+    return roles
 
 
-def _as_map(value: Value, what: str) -> Mapping[str, Value]:
-    if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
-        raise AppError("bad_argument", f"{what} must be a map with string keys")
-    return cast(Mapping[str, Value], value)
-
-
-def _map(arguments: Mapping[str, Value], name: str) -> Mapping[str, Value]:
-    return _as_map(arguments.get(name), repr(name))
-
-
-def _list(arguments: Mapping[str, Value], name: str) -> tuple[Value, ...]:
-    value = arguments.get(name, ())
+def _genesis_list(config: Mapping[str, Value], name: str) -> tuple[Value, ...]:
+    value = config.get(name, ())
     if not isinstance(value, tuple | list):
-        raise AppError("bad_argument", f"{name!r} must be a list")
+        raise AppError("bad_genesis", f"{name!r} must be a list")
     return tuple(value)
 
 
@@ -315,20 +432,11 @@ def _proposal_view(state: ReadState, proposal: dict[str, Value]) -> dict[str, Va
     return proposal
 
 
-class MembershipApp(App):
+class MembershipApp(DispatchingApp):
     """The permissioning registry: institutions, identities, roles and bank governance."""
 
     name: ClassVar[str] = "membership"
-    operations: ClassVar[Mapping[str, frozenset[str]]] = {
-        "onboard_enterprise": frozenset({ROLE_BANK}),
-        "register_identity": frozenset({ROLE_BANK}),
-        "suspend_identity": frozenset({ROLE_BANK, ROLE_REGULATOR}),
-        "reinstate_identity": frozenset({ROLE_BANK, ROLE_REGULATOR}),
-        "suspend_enterprise": frozenset({ROLE_BANK, ROLE_REGULATOR}),
-        "reinstate_enterprise": frozenset({ROLE_BANK, ROLE_REGULATOR}),
-        "propose": frozenset({ROLE_BANK}),
-        "vote": frozenset({ROLE_BANK}),
-    }
+    schema: ClassVar[AppSchema] = SCHEMA
     read_rules: ClassVar[ReadRules] = READ_RULES
 
     # -- genesis ------------------------------------------------------------------------------
@@ -344,14 +452,15 @@ class MembershipApp(App):
             if not isinstance(validators, tuple | list):
                 raise AppError("bad_genesis", "validators must be a list")
             seed_validators(state, tuple(validators))
-        for raw_entry in _list(config, "institutions"):
-            entry = _as_map(raw_entry, "each institution")
-            kind = _string(entry, "kind")
+        for raw_entry in _genesis_list(config, "institutions"):
+            entry = genesis_entry(_GENESIS_INSTITUTION, raw_entry, "each institution")
+            kind = entry.text("kind")
             if kind not in ROLES_BY_KIND:
                 raise AppError("bad_genesis", f"unknown institution kind {kind!r}")
-            sponsor = entry.get("sponsor")
+            sponsor = entry.optional_text("sponsor")
             if kind == KIND_ENTERPRISE:
-                sponsor = _institution_id(entry, "sponsor")
+                entry.require("sponsor", "for an enterprise")
+                sponsor = entry.text("sponsor")
                 sponsor_record = _load(state, _institution_key(sponsor))
                 if sponsor_record is None or sponsor_record["kind"] != KIND_BANK:
                     raise AppError(
@@ -361,24 +470,24 @@ class MembershipApp(App):
                 raise AppError("bad_genesis", "only enterprises have a sponsor")
             self._create_institution(
                 state,
-                _institution_id(entry),
-                _display_name(entry),
+                entry.text("id"),
+                entry.text("name"),
                 kind,
-                _jurisdiction(entry),
+                entry.text("jurisdiction"),
                 sponsor,
             )
         if not any(
             record["kind"] == KIND_BANK for record in self._institutions(state, kind=KIND_BANK)
         ):
             raise AppError("bad_genesis", "genesis must seed at least one bank")
-        for raw_entry in _list(config, "identities"):
-            entry = _as_map(raw_entry, "each identity")
-            institution = self._institution(state, _institution_id(entry, "institution"))
+        for raw_entry in _genesis_list(config, "identities"):
+            entry = genesis_entry(_GENESIS_IDENTITY, raw_entry, "each identity")
+            institution = self._institution(state, entry.text("institution"))
             self._create_identity(
                 state,
-                _public_key(entry, allow_hex=True),
+                entry.key("public_key"),
                 institution,
-                _roles(entry, str(institution["kind"])),
+                _allowed_roles(entry.strings("roles"), str(institution["kind"])),
             )
 
     # -- transactions --------------------------------------------------------------------------
@@ -388,38 +497,21 @@ class MembershipApp(App):
         anything written while checking)."""
         self.apply(ctx, operation, arguments)
 
-    def apply(self, ctx: TxContext, operation: str, arguments: Mapping[str, Value]) -> Value:
-        """Execute one membership operation for ``ctx.sender``."""
-        state = ctx.state
-        sender = self._identity(state, ctx.sender)
-        sender_institution = self._institution(state, str(sender["institution"]))
-        if operation == "onboard_enterprise":
-            return self._onboard_enterprise(ctx, sender_institution, arguments)
-        if operation == "register_identity":
-            return self._register_identity(ctx, sender_institution, arguments)
-        if operation in ("suspend_identity", "reinstate_identity"):
-            status = STATUS_SUSPENDED if operation == "suspend_identity" else STATUS_ACTIVE
-            return self._set_identity_status(ctx, sender_institution, arguments, status)
-        if operation in ("suspend_enterprise", "reinstate_enterprise"):
-            status = STATUS_SUSPENDED if operation == "suspend_enterprise" else STATUS_ACTIVE
-            return self._set_enterprise_status(ctx, sender_institution, arguments, status)
-        if operation == "propose":
-            return self._propose(ctx, sender_institution, arguments)
-        if operation == "vote":
-            return self._vote(ctx, sender_institution, arguments)
-        raise AppError("unknown_operation", f"membership has no operation {operation!r}")
+    def _sender_institution(self, ctx: TxContext) -> dict[str, Value]:
+        """The institution of the sender (the host admitted it as an active identity)."""
+        sender = self._identity(ctx.state, ctx.sender)
+        return self._institution(ctx.state, str(sender["institution"]))
 
-    def _onboard_enterprise(
-        self, ctx: TxContext, bank: Mapping[str, Value], arguments: Mapping[str, Value]
-    ) -> Value:
+    def _onboard_enterprise(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
+        bank = self._sender_institution(ctx)
         self._require_kind(bank, KIND_BANK)
-        institution_id = _institution_id(arguments)
+        institution_id = a.text("id")
         record = self._create_institution(
             ctx.state,
             institution_id,
-            _display_name(arguments),
+            a.text("name"),
             KIND_ENTERPRISE,
-            _jurisdiction(arguments),
+            a.text("jurisdiction"),
             str(bank["id"]),
         )
         ctx.emit(
@@ -428,11 +520,10 @@ class MembershipApp(App):
         )
         return _institution_view(record)
 
-    def _register_identity(
-        self, ctx: TxContext, bank: Mapping[str, Value], arguments: Mapping[str, Value]
-    ) -> Value:
+    def _register_identity(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
+        bank = self._sender_institution(ctx)
         self._require_kind(bank, KIND_BANK)
-        institution = self._institution(ctx.state, _institution_id(arguments, "institution"))
+        institution = self._institution(ctx.state, a.text("institution"))
         if not (
             institution["id"] == bank["id"]
             or (institution["kind"] == KIND_ENTERPRISE and institution["sponsor"] == bank["id"])
@@ -442,8 +533,8 @@ class MembershipApp(App):
                 f"bank {bank['id']!r} may register identities for itself and the enterprises "
                 f"it onboarded, not for {institution['id']!r}",
             )
-        public_key = _public_key(arguments)
-        roles = _roles(arguments, str(institution["kind"]))
+        public_key = a.key("public_key")
+        roles = _allowed_roles(a.strings("roles"), str(institution["kind"]))
         self._create_identity(ctx.state, public_key, institution, roles)
         ctx.emit(
             "identity_registered",
@@ -451,14 +542,21 @@ class MembershipApp(App):
         )
         return _identity_view(ctx.state, self._identity(ctx.state, public_key))
 
-    def _set_identity_status(
-        self,
-        ctx: TxContext,
-        actor: Mapping[str, Value],
-        arguments: Mapping[str, Value],
-        status: str,
-    ) -> Value:
-        public_key = _public_key(arguments)
+    def _suspend_identity(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
+        return self._set_identity_status(ctx, a, STATUS_SUSPENDED)
+
+    def _reinstate_identity(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
+        return self._set_identity_status(ctx, a, STATUS_ACTIVE)
+
+    def _suspend_enterprise(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
+        return self._set_enterprise_status(ctx, a, STATUS_SUSPENDED)
+
+    def _reinstate_enterprise(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
+        return self._set_enterprise_status(ctx, a, STATUS_ACTIVE)
+
+    def _set_identity_status(self, ctx: TxContext, a: Arguments, status: str) -> Value:
+        actor = self._sender_institution(ctx)
+        public_key = a.key("public_key")
         if public_key == ctx.sender:
             raise AppError("own_identity", "an identity cannot change its own status")
         record = self._identity(ctx.state, public_key)
@@ -472,14 +570,9 @@ class MembershipApp(App):
         ctx.emit(kind, {"public_key": public_key, "by": actor["id"]})
         return _identity_view(ctx.state, record)
 
-    def _set_enterprise_status(
-        self,
-        ctx: TxContext,
-        actor: Mapping[str, Value],
-        arguments: Mapping[str, Value],
-        status: str,
-    ) -> Value:
-        institution = self._institution(ctx.state, _institution_id(arguments))
+    def _set_enterprise_status(self, ctx: TxContext, a: Arguments, status: str) -> Value:
+        actor = self._sender_institution(ctx)
+        institution = self._institution(ctx.state, a.text("id"))
         if institution["kind"] != KIND_ENTERPRISE:
             raise AppError(
                 "governance_required",
@@ -489,44 +582,36 @@ class MembershipApp(App):
         self._change_institution_status(ctx, institution, status, str(actor["id"]))
         return _institution_view(institution)
 
-    def _propose(
-        self, ctx: TxContext, bank: Mapping[str, Value], arguments: Mapping[str, Value]
-    ) -> Value:
+    def _propose(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
+        bank = self._sender_institution(ctx)
         self._require_kind(bank, KIND_BANK)
-        action = _string(arguments, "action")
+        action = a.text("action")
         if action == ACTION_ADMIT:
-            proposed = _map(arguments, "institution")
-            kind = _string(proposed, "kind")
-            if kind not in GOVERNED_KINDS:
-                raise AppError("bad_argument", f"governance admits {sorted(GOVERNED_KINDS)}")
-            identities: list[Value] = []
-            raw_identities = _list(arguments, "identities")
-            if len(raw_identities) > PROPOSAL_IDENTITIES_MAX:
-                raise AppError(
-                    "bad_argument", f"at most {PROPOSAL_IDENTITIES_MAX} initial identities"
-                )
-            for raw_entry in raw_identities:
-                entry = _as_map(raw_entry, "each identity")
-                identities.append({"public_key": _public_key(entry), "roles": _roles(entry, kind)})
+            a.require("institution", "to admit an institution")
+            proposed = a.map("institution")
+            kind = str(proposed["kind"])
+            identities: list[Value] = [
+                {
+                    "public_key": entry["public_key"],
+                    "roles": _allowed_roles(tuple(map(str, entry["roles"])), kind),  # type: ignore[arg-type]
+                }
+                for entry in a.maps("identities")
+            ]
             subject: dict[str, Value] = {
                 "institution": {
-                    "id": _institution_id(proposed),
-                    "name": _display_name(proposed),
+                    "id": proposed["id"],
+                    "name": proposed["name"],
                     "kind": kind,
-                    "jurisdiction": _jurisdiction(proposed),
+                    "jurisdiction": proposed["jurisdiction"],
                 },
                 "identities": tuple(identities),
             }
-        elif action in (ACTION_SUSPEND, ACTION_REINSTATE):
-            subject = {"id": _institution_id(arguments, "institution_id")}
         elif action in VALIDATOR_ACTIONS:
-            subject = parse_change(action, arguments)
+            subject = parse_change(action, a)
         else:
-            raise AppError(
-                "bad_argument",
-                "action must be one of "
-                f"{[ACTION_ADMIT, ACTION_SUSPEND, ACTION_REINSTATE, *VALIDATOR_ACTIONS]}",
-            )
+            assert action in (ACTION_SUSPEND, ACTION_REINSTATE), action
+            a.require("institution_id", f"to {action.removesuffix('_institution')} one")
+            subject = {"id": a.text("institution_id")}
         # Validate now so a hopeless proposal is refused up front (and again on execution); a
         # validator change scheduled meanwhile does not make a proposal hopeless.
         self._validate_action(ctx.state, action, subject, height=None)
@@ -544,11 +629,10 @@ class MembershipApp(App):
         ctx.emit("proposal_opened", {"id": proposal_id, "action": action, "by": bank["id"]})
         return self._tally(ctx, proposal, new=True)
 
-    def _vote(
-        self, ctx: TxContext, bank: Mapping[str, Value], arguments: Mapping[str, Value]
-    ) -> Value:
+    def _vote(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
+        bank = self._sender_institution(ctx)
         self._require_kind(bank, KIND_BANK)
-        proposal_id = _string(arguments, "proposal")
+        proposal_id = a.text("proposal")
         proposal = _load(ctx.state, _PROPOSAL + proposal_id.encode("utf-8"))
         if proposal is None:
             raise AppError("unknown_proposal", f"no proposal {proposal_id!r}")
@@ -626,7 +710,10 @@ class MembershipApp(App):
                 )
             identities = subject["identities"]
             assert isinstance(identities, tuple)
-            keys = [_as_map(entry, "identity")["public_key"] for entry in identities]
+            keys: list[Value] = []
+            for entry in identities:
+                assert isinstance(entry, dict)
+                keys.append(entry["public_key"])
             if len(set(keys)) != len(keys):
                 raise AppError("bad_argument", "initial identities repeat a public key")
             for key in keys:
@@ -839,7 +926,7 @@ class MembershipApp(App):
 
     # -- queries ------------------------------------------------------------------------------
 
-    def query(self, state: ReadState, path: str, arguments: Mapping[str, Value]) -> Value:
+    def answer(self, state: ReadState, path: str, a: Arguments) -> Value:
         """Paths: ``identity`` {public_key}, ``institution`` {id} (shapes pinned in
         ``apps.base.App``; None when absent), ``institutions`` {kind?}, ``identities``
         {institution}, ``proposal`` {id}, ``proposals`` {} (open ones, in id order),
@@ -847,24 +934,18 @@ class MembershipApp(App):
         ``{"effective_height", "validators": [{"name", "public_key", "node_key",
         "institution"}]}``, None on a chain without a registry)."""
         if path == "identity":
-            record = _load(state, _identity_key(_public_key(arguments)))
+            record = _load(state, _identity_key(a.key("public_key")))
             return None if record is None else _identity_view(state, record)
         if path == "institution":
-            institution_id = arguments.get("id")
-            if not isinstance(institution_id, str):
-                return None
-            record = _load(state, _institution_key(institution_id))
+            record = _load(state, _institution_key(a.text("id")))
             return None if record is None else _institution_view(record)
         if path == "institutions":
-            kind = arguments.get("kind")
-            if kind is not None and kind not in ROLES_BY_KIND:
-                raise AppError("bad_argument", f"kind must be one of {sorted(ROLES_BY_KIND)}")
             return tuple(
                 _institution_view(record)
-                for record in self._institutions(state, kind=kind)  # type: ignore[arg-type]
+                for record in self._institutions(state, kind=a.optional_text("kind"))
             )
         if path == "identities":
-            institution_id = _institution_id(arguments, "institution")
+            institution_id = a.text("institution")
             prefix = _MEMBER + institution_id.encode("utf-8") + b"\x00"
             views = []
             for key, _ in state.scan(prefix, prefix[:-1] + b"\x01"):
@@ -873,16 +954,11 @@ class MembershipApp(App):
                 views.append(_identity_view(state, record))
             return tuple(views)
         if path == "proposal":
-            proposal_id = _string(arguments, "id")
+            proposal_id = a.text("id")
             found_proposal = _load(state, _PROPOSAL + proposal_id.encode("utf-8"))
             return None if found_proposal is None else _proposal_view(state, found_proposal)
         if path == "validators":
-            height = arguments.get("height")
-            if height is not None and (
-                isinstance(height, bool) or not isinstance(height, int) or height < 1
-            ):
-                raise AppError("bad_argument", "height must be a positive integer")
-            found = validator_records_at(state, height)
+            found = validator_records_at(state, a.optional_integer("height"))
             if found is None:
                 return None
             answer: dict[str, Value] = {"effective_height": found[0], "validators": found[1]}

@@ -44,12 +44,10 @@ from typing import ClassVar, Final
 from apps._records import (
     AMOUNT_MAX,
     STATE_LIMITS,
-    Arguments,
-    DispatchingApp,
     active_identity,
-    as_arguments,
     as_int,
     expired_in_backlog,
+    genesis_entry,
     get_int,
     get_record,
     key,
@@ -82,6 +80,23 @@ from apps.base import (
     ReadState,
     TxContext,
 )
+from apps.schema import (
+    Amount,
+    AppSchema,
+    Argument,
+    Arguments,
+    Boolean,
+    Call,
+    DispatchingApp,
+    Identifier,
+    Integer,
+    Operation,
+    Party,
+    PublicKey,
+    Query,
+    Text,
+    TimeMs,
+)
 from consensus.codec import Value, encode
 
 __all__ = ["CURRENCY_PATTERN", "PaymentsApp", "fx_offer_id"]
@@ -93,9 +108,6 @@ DAY_MS: Final = 86_400_000
 # A history page is a client request: bounded so one query cannot scan an account's whole life.
 HISTORY_PAGE_MAX: Final = 200
 OFFERS_PAGE_MAX: Final = 500
-# Block time is milliseconds since the epoch; offers expire within a year at most.
-TIME_MS_MAX: Final = 2**62
-
 _PAYERS: Final = frozenset({ROLE_BANK, ROLE_ENTERPRISE, ROLE_CUSTOMER})
 
 _OFFER_PARTIES: Final = Lookup("offer", (("id", "offer"),), ("maker", "taker", "counterparty"))
@@ -139,21 +151,254 @@ def fx_offer_id(transaction_hash: bytes) -> str:
     return "fx-" + transaction_hash.hex()[:24]
 
 
+# ---------------------------------------------------------------------- the schema
+_CURRENCY: Final = Identifier(CURRENCY_PATTERN, "an ISO 4217 code like 'USD'")
+_ACCOUNT: Final = Argument("account", PublicKey(), "the account")
+
+
+def _currency_argument(
+    name: str = "currency", description: str = "ISO 4217 currency code"
+) -> Argument:
+    return Argument(name, _CURRENCY, description)
+
+
+def _limit(high: int, default: int) -> Argument:
+    return Argument(
+        "limit",
+        Integer(1, high),
+        f"at most this many results (1..{high})",
+        required=False,
+        default=default,
+    )
+
+
+# A payment's fields, for the ``transfer`` operation and the ``transfer`` call of other apps.
+_PAYMENT: Final = (
+    Argument("to", PublicKey(), "beneficiary"),
+    _currency_argument(),
+    Argument("amount", Amount(), "amount"),
+    Argument("end_to_end_id", Identifier(), "end-to-end id, unique per sender"),
+    Argument("purpose", Text(), "purpose of the payment", required=False, default=""),
+    Argument("originator", Party(), "originator details", required=False, default={}),
+    Argument("beneficiary", Party(), "beneficiary details", required=False, default={}),
+    Argument("remittance", Text(), "remittance information", required=False, default=""),
+)
+_OFFER: Final = Argument("offer", Identifier(), "FX offer id")
+_PAYER: Final = Argument("from", PublicKey(), "the paying account (the transaction's sender)")
+
+SCHEMA: Final = AppSchema(
+    help="Cross-border payments: currencies, accounts, payments, FX payment-versus-payment.",
+    operations=(
+        Operation(
+            "create_currency",
+            frozenset({ROLE_BANK}),
+            "Register a currency whose issuer is the sender's institution (a bank).",
+            (
+                _currency_argument("code"),
+                Argument("digits", Integer(0, DIGITS_MAX), f"minor-unit digits (0..{DIGITS_MAX})"),
+                Argument(
+                    "transaction_limit",
+                    Amount(allow_zero=True),
+                    "cap on any single payment (0: none)",
+                    required=False,
+                    default=0,
+                ),
+            ),
+        ),
+        Operation(
+            "issue",
+            frozenset({ROLE_BANK}),
+            "Issue currency to a participating bank (the currency's issuer only).",
+            (
+                _currency_argument(),
+                Argument("to", PublicKey(), "receiving bank"),
+                Argument("amount", Amount(), "amount"),
+            ),
+        ),
+        Operation(
+            "redeem",
+            frozenset({ROLE_BANK}),
+            "Redeem (destroy) currency from the issuer's own account.",
+            (_currency_argument(), Argument("amount", Amount(), "amount")),
+        ),
+        Operation(
+            "set_currency_limit",
+            frozenset({ROLE_BANK}),
+            "Cap every single payment in a currency (the issuer only; 0 removes the cap).",
+            (
+                _currency_argument(),
+                Argument("transaction_limit", Amount(allow_zero=True), "the cap (0: none)"),
+            ),
+        ),
+        Operation(
+            "set_controls",
+            frozenset({ROLE_BANK}),
+            "Freeze an account in a currency or cap its payments (issuer or the holder's bank).",
+            (
+                _ACCOUNT,
+                _currency_argument(),
+                Argument("frozen", Boolean(), "freeze (true) or unfreeze (false)", required=False),
+                Argument(
+                    "transaction_limit",
+                    Amount(allow_zero=True),
+                    "cap on single payments (0: none)",
+                    required=False,
+                ),
+                Argument(
+                    "daily_limit",
+                    Amount(allow_zero=True),
+                    "cap on the daily outflow (0: none)",
+                    required=False,
+                ),
+            ),
+        ),
+        Operation(
+            "transfer",
+            _PAYERS,
+            "Pay another account (end-to-end id unique per sender).",
+            _PAYMENT,
+        ),
+        Operation(
+            "offer_fx",
+            _PAYERS,
+            "Offer to sell one currency for another (the sell leg is escrowed until settled).",
+            (
+                _currency_argument("sell_currency", "currency sold"),
+                Argument("sell_amount", Amount(), "amount sold"),
+                _currency_argument("buy_currency", "currency bought"),
+                Argument("buy_amount", Amount(), "amount bought"),
+                Argument("expires_ms", TimeMs(), "expiry (block time)"),
+                Argument(
+                    "counterparty",
+                    PublicKey(),
+                    "reserve the offer for this party",
+                    required=False,
+                ),
+            ),
+        ),
+        Operation(
+            "accept_fx",
+            _PAYERS,
+            "Accept an FX offer: both legs settle atomically.",
+            (_OFFER,),
+        ),
+        Operation(
+            "cancel_fx",
+            _PAYERS,
+            "Cancel an FX offer (the maker); the block that passes its expiry releases it.",
+            (_OFFER,),
+        ),
+    ),
+    queries=(
+        Query("currencies", "Every registered currency with issuer and supply."),
+        Query("currency", "One currency.", (_currency_argument("code"),)),
+        Query(
+            "balances",
+            "Every account (currency) of a party with its balance, zero included.",
+            (_ACCOUNT,),
+        ),
+        Query("balance", "One balance of an account.", (_ACCOUNT, _currency_argument())),
+        Query(
+            "payment",
+            "A payment by id, or by sender and end-to-end id.",
+            (
+                Argument("id", Integer(0, 2**63), "payment (movement) number", required=False),
+                Argument("sender", PublicKey(), "the paying account", required=False),
+                Argument(
+                    "end_to_end_id", Identifier(), "the sender's end-to-end id", required=False
+                ),
+            ),
+        ),
+        Query(
+            "history",
+            "An account's movements, newest first.",
+            (
+                _ACCOUNT,
+                _limit(HISTORY_PAGE_MAX, 50),
+                Argument(
+                    "before",
+                    Integer(0, 2**63),
+                    "only movements numbered below this",
+                    required=False,
+                ),
+            ),
+        ),
+        Query(
+            "offers",
+            "Open FX offers (never an expired one).",
+            (
+                Argument("currency", _CURRENCY, "only offers in this currency", required=False),
+                Argument("maker", PublicKey(), "only offers of this maker", required=False),
+                _limit(OFFERS_PAGE_MAX, 100),
+            ),
+        ),
+        Query("offer", "One FX offer.", (Argument("id", Identifier(), "offer id"),)),
+        Query("controls", "Controls on an account.", (_ACCOUNT,)),
+        Query(
+            "escrow",
+            "An escrow held for another app (e.g. assets DvP).",
+            (
+                Argument("app", Identifier(), "owning app"),
+                Argument("id", Identifier(), "escrow id"),
+            ),
+        ),
+    ),
+    calls=(
+        Call(
+            "transfer",
+            "A payment from the transaction's sender, for another app (every payment rule).",
+            (_PAYER, *_PAYMENT),
+        ),
+        Call(
+            "escrow_lock",
+            "Move the sender's funds into an escrow owned by the calling app.",
+            (
+                _PAYER,
+                _currency_argument(),
+                Argument("amount", Amount(), "amount"),
+                Argument("escrow_id", Identifier(), "escrow id, unique per calling app"),
+            ),
+        ),
+        Call(
+            "escrow_release",
+            "Pay an escrow the calling app owns to a beneficiary.",
+            (
+                Argument("escrow_id", Identifier(), "escrow id"),
+                Argument("to", PublicKey(), "beneficiary"),
+            ),
+        ),
+        Call(
+            "escrow_refund",
+            "Return an escrow the calling app owns to its owner.",
+            (Argument("escrow_id", Identifier(), "escrow id"),),
+        ),
+    ),
+)
+# Genesis entries, parsed like arguments.
+_GENESIS_CURRENCY: Final = (
+    _currency_argument("code"),
+    Argument("digits", Integer(0, DIGITS_MAX), "minor-unit digits"),
+    Argument("issuer", Identifier(), "issuing institution id"),
+    Argument(
+        "transaction_limit",
+        Integer(0, AMOUNT_MAX),
+        "cap on any single payment (0: none)",
+        required=False,
+        default=0,
+    ),
+)
+_GENESIS_BALANCE: Final = (
+    _currency_argument(),
+    _ACCOUNT,
+    Argument("amount", Amount(), "opening balance"),
+)
+
+
 class PaymentsApp(DispatchingApp):
     """The ``payments`` app (see the module docstring for the rules)."""
 
     name: ClassVar[str] = "payments"
-    operations: ClassVar[Mapping[str, frozenset[str]]] = {
-        "create_currency": frozenset({ROLE_BANK}),
-        "issue": frozenset({ROLE_BANK}),
-        "redeem": frozenset({ROLE_BANK}),
-        "set_currency_limit": frozenset({ROLE_BANK}),
-        "set_controls": frozenset({ROLE_BANK}),
-        "transfer": _PAYERS,
-        "offer_fx": _PAYERS,
-        "accept_fx": _PAYERS,
-        "cancel_fx": _PAYERS,
-    }
+    schema: ClassVar[AppSchema] = SCHEMA
     read_rules: ClassVar[ReadRules] = READ_RULES
 
     # ------------------------------------------------------------------ genesis
@@ -165,8 +410,8 @@ class PaymentsApp(DispatchingApp):
         if not isinstance(currencies, list | tuple):
             raise AppError("bad_genesis", "payments.currencies must be a list")
         for entry in currencies:
-            item = as_arguments(entry, "each currency")
-            code = _currency_code(item, "code")
+            item = genesis_entry(_GENESIS_CURRENCY, entry, "each currency")
+            code = item.text("code")
             if get_record(state, key("cur", code)) is not None:
                 raise AppError("bad_genesis", f"currency {code} listed twice")
             put_record(
@@ -174,35 +419,31 @@ class PaymentsApp(DispatchingApp):
                 key("cur", code),
                 {
                     "code": code,
-                    "digits": item.integer("digits", 0, DIGITS_MAX),
-                    "issuer": item.identifier("issuer"),
+                    "digits": item.integer("digits"),
+                    "issuer": item.text("issuer"),
                     "supply": 0,
-                    "transaction_limit": item.integer(
-                        "transaction_limit", 0, AMOUNT_MAX, default=0
-                    ),
+                    "transaction_limit": item.integer("transaction_limit"),
                 },
             )
         balances = config.get("balances", ())
         if not isinstance(balances, list | tuple):
             raise AppError("bad_genesis", "payments.balances must be a list")
         for entry in balances:
-            item = as_arguments(entry, "each balance")
-            code = _currency_code(item)
+            item = genesis_entry(_GENESIS_BALANCE, entry, "each balance")
+            code = item.text("currency")
             currency = get_record(state, key("cur", code))
             if currency is None:
                 raise AppError("bad_genesis", f"balance in unknown currency {code}")
-            account = item.public_key("account")
-            amount = item.amount("amount")
+            account = item.key("account")
+            amount = item.integer("amount")
             _credit(state, account, code, amount)
             _add_supply(state, currency, amount)
 
-    # ------------------------------------------------------------------ dispatch
-
     # ------------------------------------------------------------------ currencies
     def _create_currency(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        code = _currency_code(a, "code")
-        digits = a.integer("digits", 0, DIGITS_MAX)
-        limit = a.integer("transaction_limit", 0, AMOUNT_MAX, default=0)
+        code = a.text("code")
+        digits = a.integer("digits")
+        limit = a.integer("transaction_limit")
         if not execute:
             return None
         if get_record(ctx.state, key("cur", code)) is not None:
@@ -229,9 +470,9 @@ class PaymentsApp(DispatchingApp):
             )
 
     def _issue(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        code = _currency_code(a)
-        to = a.public_key("to")
-        amount = a.amount("amount")
+        code = a.text("currency")
+        to = a.key("to")
+        amount = a.integer("amount")
         if not execute:
             return None
         currency = _currency(ctx.state, code)
@@ -248,8 +489,8 @@ class PaymentsApp(DispatchingApp):
         return {"payment": seq}
 
     def _redeem(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        code = _currency_code(a)
-        amount = a.amount("amount")
+        code = a.text("currency")
+        amount = a.integer("amount")
         if not execute:
             return None
         currency = _currency(ctx.state, code)
@@ -261,8 +502,8 @@ class PaymentsApp(DispatchingApp):
         return {"payment": seq}
 
     def _set_currency_limit(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        code = _currency_code(a)
-        limit = a.amount("transaction_limit", allow_zero=True)
+        code = a.text("currency")
+        limit = a.integer("transaction_limit")
         if not execute:
             return None
         currency = _currency(ctx.state, code)
@@ -273,11 +514,11 @@ class PaymentsApp(DispatchingApp):
         return None
 
     def _set_controls(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        account = a.public_key("account")
-        code = _currency_code(a)
-        frozen = a.boolean("frozen") if a.has("frozen") else None
-        transaction_limit = a.optional_integer("transaction_limit", 0, AMOUNT_MAX)
-        daily_limit = a.optional_integer("daily_limit", 0, AMOUNT_MAX)
+        account = a.key("account")
+        code = a.text("currency")
+        frozen = a.optional_flag("frozen")
+        transaction_limit = a.optional_integer("transaction_limit")
+        daily_limit = a.optional_integer("daily_limit")
         if not execute:
             return None
         currency = _currency(ctx.state, code)
@@ -309,16 +550,16 @@ class PaymentsApp(DispatchingApp):
     def _pay(
         self, ctx: TxContext, a: Arguments, payer: bytes, execute: bool, *, caller: str
     ) -> Value:
-        to = a.public_key("to")
-        code = _currency_code(a)
-        amount = a.amount("amount")
-        end_to_end_id = a.identifier("end_to_end_id")
+        to = a.key("to")
+        code = a.text("currency")
+        amount = a.integer("amount")
+        end_to_end_id = a.text("end_to_end_id")
         details: dict[str, Value] = {
             "end_to_end_id": end_to_end_id,
-            "purpose": a.text("purpose", ""),
-            "originator": a.party("originator"),
-            "beneficiary": a.party("beneficiary"),
-            "remittance": a.text("remittance", ""),
+            "purpose": a.text("purpose"),
+            "originator": a.map("originator"),
+            "beneficiary": a.map("beneficiary"),
+            "remittance": a.text("remittance"),
         }
         if caller != "payments":
             details["app"] = caller
@@ -355,12 +596,12 @@ class PaymentsApp(DispatchingApp):
 
     # ------------------------------------------------------------------ FX PvP
     def _offer_fx(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        sell = _currency_code(a, "sell_currency")
-        sell_amount = a.amount("sell_amount")
-        buy = _currency_code(a, "buy_currency")
-        buy_amount = a.amount("buy_amount")
-        expires_ms = a.integer("expires_ms", 0, TIME_MS_MAX)
-        counterparty = a.optional_public_key("counterparty")
+        sell = a.text("sell_currency")
+        sell_amount = a.integer("sell_amount")
+        buy = a.text("buy_currency")
+        buy_amount = a.integer("buy_amount")
+        expires_ms = a.integer("expires_ms")
+        counterparty = a.optional_key("counterparty")
         if not execute:
             return None
         if sell == buy:
@@ -410,7 +651,7 @@ class PaymentsApp(DispatchingApp):
         return offer
 
     def _accept_fx(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        offer_id = a.identifier("offer")
+        offer_id = a.text("offer")
         if not execute:
             return None
         offer = self._open_offer(ctx.state, offer_id)
@@ -452,7 +693,7 @@ class PaymentsApp(DispatchingApp):
         return result
 
     def _cancel_fx(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        offer_id = a.identifier("offer")
+        offer_id = a.text("offer")
         if not execute:
             return None
         offer = self._open_offer(ctx.state, offer_id)
@@ -492,34 +733,25 @@ class PaymentsApp(DispatchingApp):
             self._release(ctx, offer, "expired")
 
     # ------------------------------------------------------------------ calls from other apps
-    def call(
-        self, ctx: TxContext, caller: str, operation: str, arguments: Mapping[str, Value]
-    ) -> Value:
-        """Operations for other apps in the same transaction:
+    # Operations for other apps in the same transaction (the schema's ``calls``): ``transfer``
+    # and ``escrow_lock`` debit only ``from``, which must be the transaction's sender;
+    # ``escrow_release`` and ``escrow_refund`` act only on escrows ``caller`` itself locked.
+    def _call_transfer(self, ctx: TxContext, caller: str, a: Arguments) -> Value:
+        payer = a.key("from")
+        _require_sender(ctx, payer, caller)
+        return self._pay(ctx, a, payer, True, caller=caller)
 
-        * ``transfer`` {from, to, currency, amount, end_to_end_id, purpose?, ...}: ``from``
-          must be the transaction's sender; every payment rule applies;
-        * ``escrow_lock`` {from, currency, amount, escrow_id}: move ``from``'s funds (the
-          sender's) into an escrow owned by ``caller``;
-        * ``escrow_release`` {escrow_id, to}: pay a ``caller``-owned escrow to ``to``;
-        * ``escrow_refund`` {escrow_id}: return a ``caller``-owned escrow to its owner.
-        """
-        a = Arguments(arguments)
-        if operation == "transfer":
-            payer = a.public_key("from")
-            _require_sender(ctx, payer, caller)
-            return self._pay(ctx, a, payer, True, caller=caller)
-        if operation == "escrow_lock":
-            return self._escrow_lock(ctx, caller, a)
-        if operation in ("escrow_release", "escrow_refund"):
-            return self._escrow_close(ctx, caller, a, release=operation == "escrow_release")
-        raise AppError("not_callable", f"payments offers no call {operation!r}")
+    def _call_escrow_release(self, ctx: TxContext, caller: str, a: Arguments) -> Value:
+        return self._escrow_close(ctx, caller, a, release=True)
 
-    def _escrow_lock(self, ctx: TxContext, caller: str, a: Arguments) -> Value:
-        owner = a.public_key("from")
-        code = _currency_code(a)
-        amount = a.amount("amount")
-        escrow_id = a.identifier("escrow_id")
+    def _call_escrow_refund(self, ctx: TxContext, caller: str, a: Arguments) -> Value:
+        return self._escrow_close(ctx, caller, a, release=False)
+
+    def _call_escrow_lock(self, ctx: TxContext, caller: str, a: Arguments) -> Value:
+        owner = a.key("from")
+        code = a.text("currency")
+        amount = a.integer("amount")
+        escrow_id = a.text("escrow_id")
         _require_sender(ctx, owner, caller)
         currency = _currency(ctx.state, code)
         escrow_key = key("esc", caller, escrow_id)
@@ -540,14 +772,14 @@ class PaymentsApp(DispatchingApp):
         return result
 
     def _escrow_close(self, ctx: TxContext, caller: str, a: Arguments, *, release: bool) -> Value:
-        escrow_id = a.identifier("escrow_id")
+        escrow_id = a.text("escrow_id")
         escrow_key = key("esc", caller, escrow_id)
         escrow = get_record(ctx.state, escrow_key)
         if escrow is None:
             raise AppError("unknown_escrow", f"app {caller!r} holds no escrow {escrow_id!r}")
         owner = escrow["owner"]
         assert isinstance(owner, bytes)
-        to = a.public_key("to") if release else owner
+        to = a.key("to") if release else owner
         code = str(escrow["currency"])
         amount = as_int(escrow["amount"])
         if release:
@@ -563,18 +795,17 @@ class PaymentsApp(DispatchingApp):
         return {"payment": seq}
 
     # ------------------------------------------------------------------ queries
-    def query(self, state: ReadState, path: str, arguments: Mapping[str, Value]) -> Value:
+    def answer(self, state: ReadState, path: str, a: Arguments) -> Value:
         """Paths: ``currencies``, ``currency`` {code}, ``balances`` {account},
         ``balance`` {account, currency}, ``payment`` {id} | {sender, end_to_end_id},
         ``history`` {account, limit?, before?}, ``offers`` {currency?, maker?, limit?},
         ``offer`` {id}, ``controls`` {account}, ``escrow`` {app, id}."""
-        a = Arguments(arguments)
         if path == "currencies":
             return tuple(value for _, value in scan_records(state, prefix("cur")))
         if path == "currency":
-            return get_record(state, key("cur", _currency_code(a, "code")))
+            return get_record(state, key("cur", a.text("code")))
         if path == "balances":
-            account = a.public_key("account")
+            account = a.key("account")
             start = prefix("acct", account)
             return {
                 last_segment(record_key): get_int(
@@ -583,11 +814,13 @@ class PaymentsApp(DispatchingApp):
                 for record_key, _ in state.scan(start, scan_end(start))
             }
         if path == "balance":
-            return get_int(state, key("bal", a.public_key("account"), _currency_code(a)))
+            return get_int(state, key("bal", a.key("account"), a.text("currency")))
         if path == "payment":
             if a.has("id"):
-                return get_record(state, key("pay", a.integer("id", 0, 2**63)))
-            e2e_key = key("e2e", a.public_key("sender"), a.identifier("end_to_end_id"))
+                return get_record(state, key("pay", a.integer("id")))
+            a.require("sender", "without an id")
+            a.require("end_to_end_id", "without an id")
+            e2e_key = key("e2e", a.key("sender"), a.text("end_to_end_id"))
             if state.get(e2e_key) is None:
                 return None
             return get_record(state, key("pay", get_int(state, e2e_key)))
@@ -596,22 +829,22 @@ class PaymentsApp(DispatchingApp):
         if path == "offers":
             return self._offers(state, a)
         if path == "offer":
-            offer = get_record(state, key("fx", a.identifier("id")))
+            offer = get_record(state, key("fx", a.text("id")))
             return None if offer is None else _offer_view(state, offer)
         if path == "controls":
-            account = a.public_key("account")
+            account = a.key("account")
             return {
                 last_segment(record_key): value
                 for record_key, value in scan_records(state, prefix("ctl", account))
             }
         if path == "escrow":
-            return get_record(state, key("esc", a.identifier("app"), a.identifier("id")))
+            return get_record(state, key("esc", a.text("app"), a.text("id")))
         raise AppError("unknown_query", f"payments has no query {path!r}")
 
     def _history(self, state: ReadState, a: Arguments) -> Value:
-        account = a.public_key("account")
-        limit = a.integer("limit", 1, HISTORY_PAGE_MAX, default=50)
-        before = a.optional_integer("before", 0, 2**63)
+        account = a.key("account")
+        limit = a.integer("limit")
+        before = a.optional_integer("before")
         start = prefix("hist", account)
         end = key("hist", account, before) if before is not None else start[:-1] + b"0"
         movements: list[Value] = []
@@ -623,9 +856,9 @@ class PaymentsApp(DispatchingApp):
         return tuple(movements)
 
     def _offers(self, state: ReadState, a: Arguments) -> Value:
-        currency = _currency_code(a) if a.has("currency") else None
-        maker = a.optional_public_key("maker")
-        limit = a.integer("limit", 1, OFFERS_PAGE_MAX, default=100)
+        currency = a.optional_text("currency")
+        maker = a.optional_key("maker")
+        limit = a.integer("limit")
         offers: list[Value] = []
         for record_key, _ in state.scan(prefix("open"), prefix("open")[:-1] + b"0"):
             offer = get_record(state, key("fx", last_segment(record_key)))
@@ -652,13 +885,6 @@ def _offer_view(state: ReadState, offer: dict[str, Value]) -> dict[str, Value]:
     if offer["status"] == "open" and expired_in_backlog(state, as_int(offer["expires_ms"])):
         return {**offer, "status": "expired"}
     return offer
-
-
-def _currency_code(a: Arguments, name: str = "currency") -> str:
-    code = a.identifier(name)
-    if not CURRENCY_PATTERN.fullmatch(code):
-        raise AppError("bad_argument", f"argument {name!r} must be an ISO 4217 code like 'USD'")
-    return code
 
 
 def _currency(state: ReadState, code: str) -> dict[str, Value]:

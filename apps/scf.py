@@ -45,8 +45,6 @@ from typing import ClassVar, Final
 
 from apps._records import (
     AMOUNT_MAX,
-    Arguments,
-    DispatchingApp,
     Identity,
     active_identity,
     as_int,
@@ -78,6 +76,23 @@ from apps.base import (
     ReadState,
     TxContext,
 )
+from apps.schema import (
+    Amount,
+    Amounts,
+    AppSchema,
+    Argument,
+    Arguments,
+    Choice,
+    DispatchingApp,
+    Hash,
+    Identifier,
+    Integer,
+    Operation,
+    PublicKey,
+    Query,
+    Text,
+    TimeMs,
+)
 from consensus.codec import Value
 from consensus.crypto import hash_bytes
 
@@ -95,7 +110,6 @@ LIST_PAGE_MAX: Final = 500
 REPAY_LEAVES_MAX: Final = 256
 YEAR_MS: Final = 365 * 86_400_000
 BPS_MAX: Final = 10_000
-TIME_MS_MAX: Final = 2**62
 MILESTONES: Final = ("shipped", "delivered", "accepted")
 LIVE: Final = frozenset({"issued", "active", "overdue"})
 _CURRENCY: Final = re.compile(r"[A-Z]{3}")
@@ -137,6 +151,161 @@ READ_RULES: Final = ReadRules(
 )
 
 
+# ---------------------------------------------------------------------- the schema
+_RECEIVABLE: Final = Argument("receivable", Identifier(), "receivable id (rc-...)")
+_ORDER_ID: Final = Argument("order_id", Identifier(), "order id")
+_ENTERPRISE: Final = frozenset({ROLE_ENTERPRISE})
+_HOLDERS: Final = frozenset({ROLE_ENTERPRISE, ROLE_BANK})
+
+
+def _limit() -> Argument:
+    return Argument(
+        "limit",
+        Integer(1, LIST_PAGE_MAX),
+        f"at most this many results (1..{LIST_PAGE_MAX})",
+        required=False,
+        default=100,
+    )
+
+
+SCHEMA: Final = AppSchema(
+    help="Supply-chain finance: orders, receivables, splits, financing and repayment.",
+    operations=(
+        Operation(
+            "register_order",
+            _ENTERPRISE,
+            "Register a purchase order with a supplier (the sender is the buyer).",
+            (
+                _ORDER_ID,
+                Argument("supplier", PublicKey(), "the supplier (an enterprise)"),
+                Argument("description", Text(), "what is ordered", required=False, default=""),
+            ),
+        ),
+        Operation(
+            "record_milestone",
+            _ENTERPRISE,
+            "Record shipped/delivered (supplier) or accepted (buyer), in that order.",
+            (
+                _ORDER_ID,
+                Argument("milestone", Choice(MILESTONES), "the milestone"),
+                Argument(
+                    "document_hash", Hash(), "hash of the supporting document", required=False
+                ),
+            ),
+        ),
+        Operation(
+            "issue",
+            _ENTERPRISE,
+            "Issue a receivable to a supplier against an invoice (the sender is the debtor).",
+            (
+                Argument("supplier", PublicKey(), "the supplier (an enterprise)"),
+                Argument("amount", Amount(), "face amount"),
+                Argument(
+                    "currency",
+                    Identifier(_CURRENCY, "an ISO 4217 code like 'USD'"),
+                    "ISO 4217 currency code (registered in payments)",
+                ),
+                Argument("due_ms", TimeMs(), "due date (block time)"),
+                Argument("invoice_hash", Hash(), "invoice reference hash (unique per debtor)"),
+                Argument("order_id", Identifier(), "the order it pays for", required=False),
+            ),
+        ),
+        Operation(
+            "accept", _ENTERPRISE, "Accept a receivable issued to the sender.", (_RECEIVABLE,)
+        ),
+        Operation(
+            "cancel",
+            _ENTERPRISE,
+            "Cancel a receivable not yet accepted (the debtor).",
+            (_RECEIVABLE,),
+        ),
+        Operation(
+            "transfer",
+            _HOLDERS,
+            "Transfer all of a receivable, or part of it (a split), to another holder.",
+            (
+                _RECEIVABLE,
+                Argument("to", PublicKey(), "new holder (enterprise or bank)"),
+                Argument("amount", Amount(), "part to transfer (default: all)", required=False),
+            ),
+        ),
+        Operation(
+            "split",
+            _HOLDERS,
+            "Split a receivable into children held by the sender (amounts sum to the parent).",
+            (
+                _RECEIVABLE,
+                Argument("amounts", Amounts(SPLIT_CHILDREN_MAX), "children's amounts"),
+            ),
+        ),
+        Operation(
+            "offer_financing",
+            _ENTERPRISE,
+            "Offer a receivable to a bank at an annual discount rate.",
+            (
+                _RECEIVABLE,
+                Argument("bank", PublicKey(), "the financing bank"),
+                Argument("rate_bps", Integer(0, BPS_MAX), "annual discount rate in basis points"),
+                Argument("expires_ms", TimeMs(), "offer expiry (block time)"),
+            ),
+        ),
+        Operation(
+            "cancel_financing",
+            _ENTERPRISE,
+            "Withdraw a financing offer (the holder).",
+            (_RECEIVABLE,),
+        ),
+        Operation(
+            "accept_financing",
+            frozenset({ROLE_BANK}),
+            "Finance a receivable: the bank pays the discounted price and becomes the holder.",
+            (_RECEIVABLE,),
+        ),
+        Operation(
+            "repay",
+            _ENTERPRISE,
+            "Repay every live part of a receivable to its holders (the debtor).",
+            (_RECEIVABLE,),
+        ),
+        Operation(
+            "mark_overdue",
+            _HOLDERS,
+            "Mark a receivable past its due date as overdue.",
+            (_RECEIVABLE,),
+        ),
+    ),
+    queries=(
+        Query("receivable", "One receivable.", (Argument("id", Identifier(), "receivable id"),)),
+        Query(
+            "by_holder",
+            "Live receivables held by a party.",
+            (Argument("holder", PublicKey(), "the holder"), _limit()),
+        ),
+        Query(
+            "by_debtor",
+            "Live receivables owed by a debtor.",
+            (Argument("debtor", PublicKey(), "the debtor"), _limit()),
+        ),
+        Query(
+            "lineage",
+            "A receivable's ancestors and the whole tree from its original invoice.",
+            (Argument("id", Identifier(), "receivable id"),),
+        ),
+        Query(
+            "exposure",
+            "Outstanding and overdue amounts per currency of a debtor.",
+            (
+                Argument("debtor", PublicKey(), "the debtor"),
+                Argument(
+                    "now_ms", TimeMs(), "count as overdue what is due by then", required=False
+                ),
+            ),
+        ),
+        Query("order", "One order with its milestones.", (_ORDER_ID,)),
+    ),
+)
+
+
 def receivable_id(transaction_hash: bytes) -> str:
     """The id ``issue`` gives the receivable created by the transaction with this hash."""
     return "rc-" + transaction_hash.hex()[:24]
@@ -157,20 +326,7 @@ class ScfApp(DispatchingApp):
     """The ``scf`` app (see the module docstring for the rules)."""
 
     name: ClassVar[str] = "scf"
-    operations: ClassVar[Mapping[str, frozenset[str]]] = {
-        "register_order": frozenset({ROLE_ENTERPRISE}),
-        "record_milestone": frozenset({ROLE_ENTERPRISE}),
-        "issue": frozenset({ROLE_ENTERPRISE}),
-        "accept": frozenset({ROLE_ENTERPRISE}),
-        "cancel": frozenset({ROLE_ENTERPRISE}),
-        "transfer": frozenset({ROLE_ENTERPRISE, ROLE_BANK}),
-        "split": frozenset({ROLE_ENTERPRISE, ROLE_BANK}),
-        "offer_financing": frozenset({ROLE_ENTERPRISE}),
-        "cancel_financing": frozenset({ROLE_ENTERPRISE}),
-        "accept_financing": frozenset({ROLE_BANK}),
-        "repay": frozenset({ROLE_ENTERPRISE}),
-        "mark_overdue": frozenset({ROLE_ENTERPRISE, ROLE_BANK}),
-    }
+    schema: ClassVar[AppSchema] = SCHEMA
     read_rules: ClassVar[ReadRules] = READ_RULES
 
     def genesis(self, state: AppState, config: Mapping[str, Value]) -> None:
@@ -180,9 +336,9 @@ class ScfApp(DispatchingApp):
 
     # ------------------------------------------------------------------ orders
     def _register_order(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        order_id = a.identifier("order_id")
-        supplier = a.public_key("supplier")
-        description = a.text("description", "")
+        order_id = a.text("order_id")
+        supplier = a.key("supplier")
+        description = a.text("description")
         if not execute:
             return None
         if get_record(ctx.state, key("order", order_id)) is not None:
@@ -203,9 +359,9 @@ class ScfApp(DispatchingApp):
         return order
 
     def _record_milestone(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        order_id = a.identifier("order_id")
-        milestone = a.choice("milestone", MILESTONES)
-        document = a.digest("document_hash") if a.has("document_hash") else None
+        order_id = a.text("order_id")
+        milestone = a.text("milestone")
+        document = a.optional_key("document_hash")
         if not execute:
             return None
         order = get_record(ctx.state, key("order", order_id))
@@ -238,14 +394,12 @@ class ScfApp(DispatchingApp):
 
     # ------------------------------------------------------------------ issue / accept
     def _issue(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        supplier = a.public_key("supplier")
-        amount = a.amount("amount")
-        currency = a.identifier("currency")
-        if not _CURRENCY.fullmatch(currency):
-            raise AppError("bad_argument", "argument 'currency' must be an ISO 4217 code")
-        due_ms = a.integer("due_ms", 0, TIME_MS_MAX)
-        invoice_hash = a.digest("invoice_hash")
-        order_id = a.identifier("order_id") if a.has("order_id") else None
+        supplier = a.key("supplier")
+        amount = a.integer("amount")
+        currency = a.text("currency")
+        due_ms = a.integer("due_ms")
+        invoice_hash = a.key("invoice_hash")
+        order_id = a.optional_text("order_id")
         if not execute:
             return None
         if supplier == ctx.sender:
@@ -292,7 +446,7 @@ class ScfApp(DispatchingApp):
         return {"id": rid}
 
     def _accept(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        rid = a.identifier("receivable")
+        rid = a.text("receivable")
         if not execute:
             return None
         record = _receivable(ctx.state, rid)
@@ -307,7 +461,7 @@ class ScfApp(DispatchingApp):
         return None
 
     def _cancel(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        rid = a.identifier("receivable")
+        rid = a.text("receivable")
         if not execute:
             return None
         record = _receivable(ctx.state, rid)
@@ -342,9 +496,9 @@ class ScfApp(DispatchingApp):
         return record
 
     def _transfer(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        rid = a.identifier("receivable")
-        to = a.public_key("to")
-        amount = a.amount("amount") if a.has("amount") else None
+        rid = a.text("receivable")
+        to = a.key("to")
+        amount = a.optional_integer("amount")
         if not execute:
             return None
         record = self._transferable(ctx, rid)
@@ -367,8 +521,8 @@ class ScfApp(DispatchingApp):
         return {"children": children}
 
     def _split(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        rid = a.identifier("receivable")
-        amounts = a.amount_list("amounts", SPLIT_CHILDREN_MAX)
+        rid = a.text("receivable")
+        amounts = a.integers("amounts")
         if not execute:
             return None
         record = self._transferable(ctx, rid)
@@ -419,10 +573,10 @@ class ScfApp(DispatchingApp):
 
     # ------------------------------------------------------------------ financing
     def _offer_financing(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        rid = a.identifier("receivable")
-        bank = a.public_key("bank")
-        rate_bps = a.integer("rate_bps", 0, BPS_MAX)
-        expires_ms = a.integer("expires_ms", 0, TIME_MS_MAX)
+        rid = a.text("receivable")
+        bank = a.key("bank")
+        rate_bps = a.integer("rate_bps")
+        expires_ms = a.integer("expires_ms")
         if not execute:
             return None
         record = self._transferable(ctx, rid)
@@ -446,7 +600,7 @@ class ScfApp(DispatchingApp):
         return result
 
     def _cancel_financing(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        rid = a.identifier("receivable")
+        rid = a.text("receivable")
         if not execute:
             return None
         record = _receivable(ctx.state, rid)
@@ -461,7 +615,7 @@ class ScfApp(DispatchingApp):
         return None
 
     def _accept_financing(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        rid = a.identifier("receivable")
+        rid = a.text("receivable")
         if not execute:
             return None
         record = _receivable(ctx.state, rid)
@@ -522,7 +676,7 @@ class ScfApp(DispatchingApp):
         return leaves
 
     def _repay(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        rid = a.identifier("receivable")
+        rid = a.text("receivable")
         if not execute:
             return None
         record = _receivable(ctx.state, rid)
@@ -560,7 +714,7 @@ class ScfApp(DispatchingApp):
         return {"repaid": tuple(paid)}
 
     def _mark_overdue(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
-        rid = a.identifier("receivable")
+        rid = a.text("receivable")
         if not execute:
             return None
         record = _receivable(ctx.state, rid)
@@ -594,18 +748,17 @@ class ScfApp(DispatchingApp):
             ctx.emit("financing_expired", {"id": rid})
 
     # ------------------------------------------------------------------ queries
-    def query(self, state: ReadState, path: str, arguments: Mapping[str, Value]) -> Value:
+    def answer(self, state: ReadState, path: str, a: Arguments) -> Value:
         """Paths: ``receivable`` {id}, ``by_holder`` {holder, limit?}, ``by_debtor``
         {debtor, limit?}, ``lineage`` {id}, ``exposure`` {debtor, now_ms?}, ``order``
         {order_id}."""
-        a = Arguments(arguments)
         if path == "receivable":
-            record = get_record(state, key("rcv", a.identifier("id")))
+            record = get_record(state, key("rcv", a.text("id")))
             return None if record is None else _view(state, record)
         if path in ("by_holder", "by_debtor"):
             role = "holder" if path == "by_holder" else "debtor"
-            party = a.public_key(role)
-            limit = a.integer("limit", 1, LIST_PAGE_MAX, default=100)
+            party = a.key(role)
+            limit = a.integer("limit")
             start = prefix(role, party)
             found: list[Value] = []
             for record_key, _ in state.scan(start, scan_end(start)):
@@ -614,13 +767,11 @@ class ScfApp(DispatchingApp):
                     break
             return tuple(found)
         if path == "lineage":
-            return self._lineage(state, a.identifier("id"))
+            return self._lineage(state, a.text("id"))
         if path == "exposure":
-            return self._exposure(
-                state, a.public_key("debtor"), a.optional_integer("now_ms", 0, TIME_MS_MAX)
-            )
+            return self._exposure(state, a.key("debtor"), a.optional_integer("now_ms"))
         if path == "order":
-            return get_record(state, key("order", a.identifier("order_id")))
+            return get_record(state, key("order", a.text("order_id")))
         raise AppError("unknown_query", f"scf has no query {path!r}")
 
     def _lineage(self, state: ReadState, rid: str) -> Value:

@@ -46,6 +46,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from apps.base import AppError, AppState, ReadState
+from apps.schema import Arguments
 from consensus.codec import Value, decode, encode
 from consensus.crypto import PUBLIC_KEY_BYTES
 from consensus.types import (
@@ -80,6 +81,13 @@ VALIDATOR_ACTIONS: Final = (
 )
 # The genesis document's validator name rule (node.genesis), so every name fits a ValidatorSet.
 VALIDATOR_NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+# What each action is for, in refusals ("argument 'node_key' is required to add a validator").
+_PURPOSES: Final = {
+    ACTION_ADD_VALIDATOR: "to add a validator",
+    ACTION_REMOVE_VALIDATOR: "to remove a validator",
+    ACTION_ROTATE_VALIDATOR_KEY: "to rotate a validator's keys",
+}
 
 _SET: Final = b"vset/"
 _KEY_USED: Final = b"vkey/"
@@ -192,45 +200,27 @@ def scheduled_sets(state: ReadState) -> tuple[tuple[int, ValidatorSet], ...]:
 # -- governance --------------------------------------------------------------------------------
 
 
-def _key_argument(arguments: Mapping[str, Value], name: str, *, required: bool) -> bytes | None:
-    value = arguments.get(name)
-    if value is None and not required:
-        return None
-    if not isinstance(value, bytes) or len(value) != PUBLIC_KEY_BYTES:
-        raise AppError("bad_argument", f"{name!r} must be a {PUBLIC_KEY_BYTES}-byte public key")
-    return value
-
-
-def _name_argument(arguments: Mapping[str, Value]) -> str:
-    value = arguments.get("validator_name")
-    if not isinstance(value, str) or not VALIDATOR_NAME_PATTERN.fullmatch(value):
-        raise AppError(
-            "bad_argument",
-            f"'validator_name' must match {VALIDATOR_NAME_PATTERN.pattern}, not {value!r}",
-        )
-    return value
-
-
-def parse_change(action: str, arguments: Mapping[str, Value]) -> dict[str, Value]:
-    """The subject of a validator-change proposal from the client's arguments:
-    ``validator_name`` always; ``validator_key``, ``node_key`` and ``institution_id`` (the
-    operating bank) to add; ``validator_key`` and/or ``node_key`` to rotate."""
-    name = _name_argument(arguments)
+def parse_change(action: str, arguments: Arguments) -> dict[str, Value]:
+    """The subject of a validator-change proposal from the proposal's arguments (parsed by
+    membership's schema): ``validator_name`` always; ``validator_key``, ``node_key`` and
+    ``institution_id`` (the operating bank) to add; ``validator_key`` and/or ``node_key`` to
+    rotate."""
+    arguments.require("validator_name", _PURPOSES[action])
+    name = arguments.text("validator_name")
     if action == ACTION_ADD_VALIDATOR:
-        institution = arguments.get("institution_id")
-        if not isinstance(institution, str):
-            raise AppError("bad_argument", "'institution_id' (the operating bank) is required")
+        for needed in ("validator_key", "node_key", "institution_id"):
+            arguments.require(needed, _PURPOSES[action])
         return {
             "name": name,
-            "public_key": _key_argument(arguments, "validator_key", required=True),
-            "node_key": _key_argument(arguments, "node_key", required=True),
-            "institution": institution,
+            "public_key": arguments.key("validator_key"),
+            "node_key": arguments.key("node_key"),
+            "institution": arguments.text("institution_id"),
         }
     if action == ACTION_REMOVE_VALIDATOR:
         return {"name": name}
     assert action == ACTION_ROTATE_VALIDATOR_KEY
-    public_key = _key_argument(arguments, "validator_key", required=False)
-    node_key = _key_argument(arguments, "node_key", required=False)
+    public_key = arguments.optional_key("validator_key")
+    node_key = arguments.optional_key("node_key")
     if public_key is None and node_key is None:
         raise AppError("bad_argument", "a rotation needs 'validator_key', 'node_key' or both")
     return {"name": name, "public_key": public_key, "node_key": node_key}

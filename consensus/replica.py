@@ -2126,12 +2126,16 @@ class Replica:
             raise RestoreError(f"persisted state version {version!r} is not {_STATE_VERSION}")
         if chain_id != self._chain_id:
             raise RestoreError("persisted state belongs to another chain")
-        if signer not in {key.public_key for key in self._keys}:
-            raise RestoreError("persisted state was signed with a key this replica does not hold")
-        assert isinstance(signer, bytes)
+        if not isinstance(signer, bytes):
+            raise RestoreError("persisted signer must be a public key")
         for name, number in (("height", height), ("view", view)):
             if isinstance(number, bool) or not isinstance(number, int) or number < 0:
                 raise RestoreError(f"persisted {name} must be a non-negative integer")
+        assert isinstance(height, int)
+        # State for a height at or below the tip is obsolete: a key retired by a rotation since
+        # may have signed it. State the replica would still act on must be its own.
+        if height >= self._safety.height and signer not in {key.public_key for key in self._keys}:
+            raise RestoreError("persisted state was signed with a key this replica does not hold")
         if not isinstance(active, bool):
             raise RestoreError("persisted view_active must be a boolean")
         hashes: list[bytes | None] = []
@@ -2139,7 +2143,6 @@ class Replica:
             if item is not None and not (isinstance(item, bytes) and len(item) == 32):
                 raise RestoreError(f"persisted {name} hash must be 32 bytes or null")
             hashes.append(item)
-        assert isinstance(height, int)
         assert isinstance(view, int)
         safety = _Safety(height, view, active, hashes[0], hashes[1], hashes[2], signer=signer)
         if prepared is not None:

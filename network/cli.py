@@ -9,7 +9,7 @@ from network.bench import benchmark
 __all__ = ["bench_gossip"]
 
 
-@click.command("gossip")
+@click.command("gossip", short_help="Gossip throughput between 4 node processes.")
 @click.option(
     "--transactions", default=100_000, show_default=True, help="Signed transactions to gossip."
 )

@@ -40,6 +40,9 @@ GET    /events?from=H&app=..&kind=..&account=..&types=..
                                     they commit, resumable with ``Last-Event-ID``, scoped by
                                     the read rules (``node.events``)
 GET    /metrics                     Prometheus text exposition
+GET    /openapi.json                this API as an OpenAPI 3.1 document, with every query and
+                                    operation of the chain's apps and their arguments
+                                    (``node.openapi``)
 ====== ============================ =====================================================
 
 Errors are ``{"error": "<what is wrong>"}`` with 400 (malformed request: names the field),
@@ -63,7 +66,7 @@ outcome, not the receipt, unless the rules let it read the receipt). Scoped: que
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -269,11 +272,13 @@ def make_handler(
     wait_timeout_ms_max: int,
     access: AccessControl | None = None,
     phases: PhaseClock | None = None,
+    openapi: Mapping[str, JsonType] | None = None,
 ) -> _Handler:
     """The request handler for ``node.http.serve_http``. Without ``access``, every read is
     allowed and requests are not authenticated (a server for tests and tools only);
-    ``phases`` is charged the CPU time of parsing submission bodies (``intake``)."""
-    return _Handler(backend, wait_timeout_ms_max, access, phases or PhaseClock())
+    ``phases`` is charged the CPU time of parsing submission bodies (``intake``); ``openapi``
+    is the document ``GET /openapi.json`` serves (``node.openapi``; 404 without it)."""
+    return _Handler(backend, wait_timeout_ms_max, access, phases or PhaseClock(), openapi)
 
 
 def _open_access(backend: ApiBackend) -> AccessControl:
@@ -297,8 +302,11 @@ class _Handler:
         wait_timeout_ms_max: int,
         access: AccessControl | None,
         phases: PhaseClock,
+        openapi: Mapping[str, JsonType] | None = None,
     ) -> None:
         self._backend = backend
+        # Encoded once: the document is fixed for the life of the node.
+        self._openapi = None if openapi is None else json_response(200, dict(openapi)).body
         self._wait_ms_max = wait_timeout_ms_max
         self._authenticate = access is not None
         self._access = access if access is not None else _open_access(backend)
@@ -397,6 +405,8 @@ class _Handler:
                 return self._stream(request)
             case ["events"]:
                 return self._events(request, principal)
+            case ["openapi.json"] if self._openapi is not None:
+                return Response(200, self._openapi, "application/json")
         raise _BadRequest(f"no such endpoint: {request.path}", 404)
 
     def _block(self, height: int, request: Request, principal: Principal) -> Response:

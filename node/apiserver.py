@@ -26,6 +26,7 @@ from node.auth import RequestVerifier
 from node.clientlimits import ClientLimiter, ClientLimits
 from node.config import NodeConfig, RPCConfig, config_warnings
 from node.http import Handler, HttpCounters, HttpLimits, serve_http
+from node.jsonvalue import JsonType
 from node.metrics import RunningTotal
 from node.phases import PhaseClock
 from node.tls import server_context
@@ -48,8 +49,10 @@ class ApiServer:
         node_keys: frozenset[bytes],
         query: Callable[[str, str, Mapping[str, Value]], Value],
         rules_of: Callable[[str], ReadRules | None],
+        openapi: Mapping[str, JsonType] | None = None,
     ) -> None:
         rpc: RPCConfig = config.rpc
+        self.openapi = openapi
         self.config = config
         self.rpc = rpc
         self.backend = backend
@@ -91,6 +94,7 @@ class ApiServer:
             wait_timeout_ms_max=self.rpc.wait_timeout_ms_max,
             access=self.access,
             phases=phases,
+            openapi=self.openapi,
         )
 
     def warnings(self) -> list[str]:

@@ -6,8 +6,10 @@ A bank ships its own app as a package that declares, in its ``pyproject.toml``::
     trade_finance = "bank_apps.trade:TradeFinanceApp"
 
 Genesis names the apps a chain enables; ``load_apps`` instantiates exactly those, in name
-order, and refuses an unknown name, an entry point that does not load, or a class whose
-``name`` differs from its entry point name (every node must agree on which code runs).
+order, and refuses an unknown name, an entry point that does not load, a class whose ``name``
+differs from its entry point name (every node must agree on which code runs), or an app whose
+read rules name queries or arguments its schema does not declare. ``app_classes`` loads every
+installed app class for tools that describe them (the command line, the API description).
 """
 
 from __future__ import annotations
@@ -17,8 +19,16 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Final
 
 from apps.base import App
+from apps.schema import read_rule_problems
 
-__all__ = ["ENTRY_POINT_GROUP", "AppLoadError", "available_apps", "load_apps"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "AppLoadError",
+    "app_classes",
+    "available_apps",
+    "load_app_class",
+    "load_apps",
+]
 
 ENTRY_POINT_GROUP: Final = "suanpan.apps"
 
@@ -30,6 +40,40 @@ class AppLoadError(Exception):
 def available_apps() -> dict[str, EntryPoint]:
     """Installed app entry points by name."""
     return {point.name: point for point in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def load_app_class(name: str, point: EntryPoint) -> type[App]:
+    """The app class behind entry point ``point``, checked; raises ``AppLoadError``."""
+    try:
+        loaded = point.load()
+    except Exception as error:
+        raise AppLoadError(
+            f"app {name!r} ({point.value}) failed to load: {type(error).__name__}: {error}"
+        ) from error
+    if not (isinstance(loaded, type) and issubclass(loaded, App)):
+        raise AppLoadError(f"app {name!r} ({point.value}) is not an apps.base.App subclass")
+    if getattr(loaded, "name", None) != name:
+        raise AppLoadError(
+            f"app {name!r} ({point.value}) calls itself {getattr(loaded, 'name', None)!r}"
+        )
+    if loaded.schema is not None:
+        problems = read_rule_problems(loaded.schema, loaded.read_rules)
+        if problems:
+            raise AppLoadError(f"app {name!r}: {'; '.join(problems)}")
+    return loaded
+
+
+def app_classes() -> dict[str, type[App] | AppLoadError]:
+    """Every installed app class by name, in name order; an app that does not load maps to
+    the error saying why (a broken plugin must not hide the others)."""
+    classes: dict[str, type[App] | AppLoadError] = {}
+    installed = available_apps()
+    for name in sorted(installed):
+        try:
+            classes[name] = load_app_class(name, installed[name])
+        except AppLoadError as error:
+            classes[name] = error
+    return classes
 
 
 def load_apps(names: Iterable[str]) -> list[App]:
@@ -46,18 +90,7 @@ def load_apps(names: Iterable[str]) -> list[App]:
                 f"unknown app {name!r}: no {ENTRY_POINT_GROUP!r} entry point; "
                 f"installed: {sorted(installed)}"
             )
-        try:
-            loaded = point.load()
-        except Exception as error:
-            raise AppLoadError(
-                f"app {name!r} ({point.value}) failed to load: {type(error).__name__}: {error}"
-            ) from error
-        if not (isinstance(loaded, type) and issubclass(loaded, App)):
-            raise AppLoadError(f"app {name!r} ({point.value}) is not an apps.base.App subclass")
-        if getattr(loaded, "name", None) != name:
-            raise AppLoadError(
-                f"app {name!r} ({point.value}) calls itself {getattr(loaded, 'name', None)!r}"
-            )
+        loaded = load_app_class(name, point)
         try:
             apps.append(loaded())
         except Exception as error:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import os
 import stat
@@ -59,25 +60,36 @@ def address_of(public_key: bytes) -> str:
 
 
 def save_key_file(path: Path, key: PrivateKey, *, overwrite: bool = False) -> None:
-    """Write ``key`` to ``path`` with mode 0600, atomically (temp file, fsync, rename)."""
+    """Write ``key`` to ``path`` with mode 0600, atomically (temp file, fsync, rename),
+    creating missing directories; ``KeyFileError`` names the path when it cannot be written."""
     document = {
         "type": KEY_TYPE,
         "address": address_of(key.public_key),
         "public_key": base64.b64encode(key.public_key).decode("ascii"),
         "private_key": base64.b64encode(key.seed).decode("ascii"),
     }
+    if path.is_dir():
+        raise KeyFileError(f"{path}: is a directory; give the key file's path")
     if path.exists() and not overwrite:
         raise KeyFileError(f"{path}: already exists; refusing to overwrite a key")
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.fchmod(descriptor, 0o600)
-        os.write(descriptor, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-    os.replace(temporary, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(descriptor, 0o600)
+            os.write(descriptor, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        os.replace(temporary, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        where = error.filename if isinstance(error.filename, str) else path
+        raise KeyFileError(
+            f"{path}: cannot write key file ({where}: {error.strerror or error})"
+        ) from None
 
 
 def load_key_file(path: Path) -> PrivateKey:

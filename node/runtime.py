@@ -143,6 +143,7 @@ from node.jsonvalue import JsonType, to_json
 from node.keys import KeyFileError, load_key_file
 from node.mempool import CODE_FULL, Mempool, MempoolLimits, MempoolRejected
 from node.metrics import NodeMetrics, RunningTotal
+from node.openapi import openapi_document
 from node.phases import PHASES, PhaseClock, thread_cpu_ns
 from node.servebudget import ServeBudget
 from node.snapshots import SnapshotDirectory, SnapshotError, SnapshotServer, export_snapshot
@@ -378,6 +379,10 @@ class Node:
             # Through the node, not a bound method of today's host: a state sync reopens it.
             query=lambda app, path, arguments: self.host.query(app, path, arguments),
             rules_of=self._read_rules,
+            openapi=openapi_document(
+                ((app.name, app.schema) for app in self._apps if app.schema is not None),
+                version=SOFTWARE_VERSION,
+            ),
         )
         self.metrics.add_totals(self._network_totals)
         self.metrics.add_totals(self.api.totals)

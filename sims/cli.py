@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from node.cli.progress import progress_bar
 from sims.bugs import BUGS
 from sims.config import DEFAULT_WORKLOAD, WORKLOADS, ConfigError, SimConfig, SimResult
 from sims.faults import Behaviour
@@ -93,7 +94,10 @@ _RECONFIGURE_OPTION = click.option(
 )
 
 
-@click.group(invoke_without_command=True)
+@click.group(
+    invoke_without_command=True,
+    short_help="Run a deterministic fault-injection simulation.",
+)
 @click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True)
 @click.option("--validators", type=int, default=4, show_default=True)
 @click.option("--byzantine", type=int, default=0, show_default=True)
@@ -235,7 +239,7 @@ def _coverage_table(coverage: dict[str, dict[str, int]]) -> None:
             click.echo(f"    {name:24} {count:>10}")
 
 
-@sim.command("sweep")
+@sim.command("sweep", short_help="Run many seeds in parallel; exit 1 if any fails.")
 @click.option("--seeds", type=click.IntRange(1, 1_000_000), default=100, show_default=True)
 @click.option("--start", type=click.IntRange(0, 2**63), default=0, show_default=True)
 @click.option("--jobs", type=click.IntRange(1, 256), default=None, help="Processes [cores].")
@@ -300,17 +304,22 @@ def sweep(
     except ConfigError as error:
         raise click.UsageError(str(error)) from None
 
-    def progress(run: dict[str, object]) -> None:
-        if not as_json and not run["ok"]:
-            click.echo(f"FAIL seed {run['seed']}: {run['command']}")
-
+    done = [0]
     try:
-        result = run_sweep(
-            configs,
-            jobs=jobs or os.cpu_count() or 1,
-            progress=progress,
-            scheduler=scheduler,
-        )
+        with progress_bar("sweep", quiet=as_json) as report_progress:
+
+            def progress(run: dict[str, object]) -> None:
+                done[0] += 1
+                report_progress("seeds", done[0], len(configs))
+                if not as_json and not run["ok"]:
+                    click.echo(f"FAIL seed {run['seed']}: {run['command']}")
+
+            result = run_sweep(
+                configs,
+                jobs=jobs or os.cpu_count() or 1,
+                progress=progress,
+                scheduler=scheduler,
+            )
     except ConfigError as error:
         raise click.UsageError(str(error)) from None
     summary = result.describe()
@@ -344,7 +353,7 @@ def sweep(
         sys.exit(1)
 
 
-@sim.command("twins")
+@sim.command("twins", short_help="Enumerate Twins scenarios over the first views.")
 @click.option(
     "--views",
     type=click.IntRange(1, 4),

@@ -27,6 +27,7 @@ from consensus.replica import (
     PlantedBug,
     Replica,
     ReplicaConfig,
+    RestoreError,
     Start,
 )
 from consensus.types import (
@@ -44,6 +45,7 @@ from tests.consensus_harness import (
     CHAIN_ID,
     GENESIS_APP_HASH,
     GENESIS_HASH,
+    GENESIS_TIME_MS,
     Cluster,
     make_keys,
     make_validators,
@@ -347,3 +349,35 @@ def test_no_fork_and_progress_under_any_change_schedule(
         cluster.restart(crash)
     cluster.run_until(lambda: cluster.all_reached(12), max_ms=900_000)
     assert_chains_match(cluster, 12)
+
+
+def test_restore_after_rotation_ignores_old_state_signed_with_the_retired_key() -> None:
+    """A node rotated its key and caught up past the rotation without signing anything: its
+    last persisted state is from before, signed with the key it no longer holds. That state is
+    obsolete and must not stop the node from starting; state it would still act on must be its
+    own."""
+    cluster = Cluster(4)
+    cluster.start()
+    cluster.run_until(lambda: cluster.all_reached(3))
+    node = cluster.nodes[0]
+    assert node.persisted is not None
+    successor = rotated_key(0)
+    tip = node.tip()
+    restored = Replica.restore(
+        cluster.config,
+        chain_id=CHAIN_ID,
+        validators=cluster.validators,
+        key=successor,
+        tip=replace(tip, height=tip.height + 10),
+        state=node.persisted,
+    )
+    assert restored.status().height == tip.height + 11
+    with pytest.raises(RestoreError, match="key this replica does not hold"):
+        Replica.restore(
+            cluster.config,
+            chain_id=CHAIN_ID,
+            validators=cluster.validators,
+            key=successor,
+            tip=ChainTip(0, GENESIS_HASH, GENESIS_APP_HASH, GENESIS_TIME_MS),
+            state=node.persisted,
+        )

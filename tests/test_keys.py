@@ -106,3 +106,31 @@ def test_cli_keys_new_and_show(tmp_path: Path) -> None:
     refused = runner.invoke(main, ["keys", "show", str(path)])
     assert refused.exit_code != 0
     assert "readable by group or others" in refused.output
+
+
+def test_keys_new_into_a_missing_directory_creates_it(tmp_path: Path) -> None:
+    path = tmp_path / "not" / "yet" / "alice.json"
+    result = CliRunner().invoke(main, ["keys", "new", str(path)])
+    assert result.exit_code == 0, result.output
+    assert load_key_file(path).public_key.hex() in result.output
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "a_directory", "unwritable"])
+def test_keys_new_where_no_file_can_be_written_is_a_clear_error(tmp_path: Path, where: str) -> None:
+    blocker = tmp_path / "plain-file"
+    blocker.write_text("not a directory")
+    target = {
+        "under_a_file": blocker / "alice.json",
+        "a_directory": tmp_path,
+        # /proc refuses new files even to root, unlike a chmod-ed directory.
+        "unwritable": Path("/proc/suanpan-test-key.json"),
+    }[where]
+    result = CliRunner().invoke(main, ["keys", "new", str(target)])
+    # 1: the command's own error; 2: click's, for a path that names a directory.
+    assert result.exit_code in (1, 2), result.output
+    assert isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    assert "Error:" in result.output
+    assert str(target) in result.output
+    with pytest.raises(KeyFileError, match=r"cannot write key file|is a directory"):
+        save_key_file(target, generate_private_key())

@@ -194,6 +194,34 @@ def test_hopeless_changes_are_refused_when_proposed(arguments: dict[str, Value],
     assert (receipt.ok, receipt.code) == (False, code), receipt.message
 
 
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        (add_e(node_key=None), "'node_key' is required to add a validator"),
+        (add_e(institution_id=None), "'institution_id' is required to add a validator"),
+        (add_e(validator_name="bad name"), "'validator_name' must be an identifier matching"),
+        (add_e(node_key="ab" * 32), "'node_key' must be a public key (32 bytes)"),
+        ({"action": "remove_validator"}, "'validator_name' is required to remove a validator"),
+        (
+            {"action": "rotate_validator_key"},
+            "'validator_name' is required to rotate a validator's",
+        ),
+        ({"action": "rotate_validator_key", "validator_name": "val-a"}, "a rotation needs"),
+        ({"action": "retire_validator", "validator_name": "val-a"}, "'action' must be one of"),
+    ],
+)
+def test_a_malformed_change_is_refused_naming_the_argument(
+    arguments: dict[str, Value], named: str
+) -> None:
+    """The proposal's arguments are parsed by membership's schema: the refusal names the
+    argument and what it expects, and nothing is proposed."""
+    chain = start()
+    receipt = chain.run([chain.sign(BANKS[0], "membership", "propose", arguments)]).receipts[0]
+    assert (receipt.ok, receipt.code) == (False, "bad_argument")
+    assert named in receipt.message
+    assert chain.host.query("membership", "proposals", {}) == ()
+
+
 def test_a_retired_key_is_never_a_validator_key_again() -> None:
     chain = start()
     decide(chain, {"action": "remove_validator", "validator_name": "val-d"})

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import functools
 import http.client
+import json
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 import trio
+from openapi_spec_validator import validate as validate_openapi
 
 from consensus.types import CommitCertificate, verify_certificate
 from node import runtime
@@ -87,6 +89,16 @@ async def test_single_validator_commits_serves_and_resumes_after_restart(tmp_pat
 
             polled: Any = await call(functools.partial(client.blocks, 1, limit=100))
             assert [b["height"] for b in polled["blocks"]] == list(range(1, height + 1))
+
+            # The API describes itself, with the operations and queries of the chain's apps
+            # (this genesis enables membership only; payments is installed but not described).
+            described = await call(functools.partial(client.request_raw, "GET", "/openapi.json"))
+            assert described[0] == 200
+            api = json.loads(described[1])
+            validate_openapi(api)
+            assert "membership.register_identity.arguments" in api["components"]["schemas"]
+            assert "membership.validators.query" in api["components"]["schemas"]
+            assert not any(name.startswith("payments.") for name in api["components"]["schemas"])
 
             metrics = await call(functools.partial(client.metrics))
             assert "suanpan_height" in metrics

@@ -29,12 +29,13 @@ from apps.host import AppHost
 from apps.membership import MembershipApp
 from apps.payments import PaymentsApp
 from apps.scf import ScfApp
+from apps.schema import Amount as AmountType
+from apps.schema import AppSchema, ArgumentType, Choice, Integer, PublicKey
 from apps.state import MemoryBackend
 from consensus.codec import Value
 from consensus.crypto import PrivateKey
 from node.access import AccessControl, AccessDenied, Principal
 from node.auth import RequestVerifier
-from node.cli.app_commands import APP_COMMANDS, Kind
 
 EPOCH_MS = 1_704_067_200_000
 NODE_KEY: Final = PrivateKey(b"\x01" * 32).public_key
@@ -310,8 +311,15 @@ def expected_allowed(
 # --------------------------------------------------------------------------- strategies
 
 
-def _pool_for(app: str, path: str, name: str, kind: Kind) -> str | None:
-    if kind is Kind.PUBLIC_KEY:
+SCHEMAS: Final[tuple[tuple[str, AppSchema], ...]] = tuple(
+    (app.name, app.schema)
+    for app in (MembershipApp(), PaymentsApp(), ScfApp(), AssetsApp())
+    if app.schema is not None
+)
+
+
+def _pool_for(app: str, path: str, name: str, kind: ArgumentType) -> str | None:
+    if isinstance(kind, PublicKey):
         return "key"
     if name == "id":
         return {
@@ -334,24 +342,24 @@ def _pool_for(app: str, path: str, name: str, kind: Kind) -> str | None:
 @st.composite
 def questions(draw: st.DrawFn) -> tuple[str, str, dict[str, Value]]:
     w = world()
-    table = draw(st.sampled_from(APP_COMMANDS))
-    spec = draw(st.sampled_from(table.queries))
+    app, schema = draw(st.sampled_from(SCHEMAS))
+    spec = draw(st.sampled_from(schema.queries))
     arguments: dict[str, Value] = {}
     for argument in spec.arguments:
         if not argument.required and not draw(st.booleans()):
             continue
-        pool = _pool_for(table.app, spec.name, argument.name, argument.kind)
+        pool = _pool_for(app, spec.name, argument.name, argument.type)
         if pool is not None:
             arguments[argument.name] = draw(st.sampled_from(w.pools[pool]))
         elif argument.name == "app":
             arguments["app"] = "assets"
-        elif argument.kind in (Kind.INTEGER, Kind.AMOUNT, Kind.TIME_MS):
+        elif isinstance(argument.type, Integer | AmountType):
             arguments[argument.name] = draw(st.integers(1, 200))
-        elif argument.kind is Kind.CHOICE:
-            arguments[argument.name] = draw(st.sampled_from(argument.choices))
+        elif isinstance(argument.type, Choice):
+            arguments[argument.name] = draw(st.sampled_from(argument.type.options))
         elif argument.name == "id":
             arguments["id"] = "unknown-id"
-    return table.app, spec.name, arguments
+    return app, spec.name, arguments
 
 
 def callers() -> st.SearchStrategy[bytes | None]:
@@ -367,11 +375,11 @@ def principal(w: World, caller: bytes | None) -> Principal:
 
 def test_every_query_path_of_every_app_declares_a_rule() -> None:
     w = world()
-    for table in APP_COMMANDS:
-        rules = w.host.app(table.app).read_rules
-        for spec in table.queries:
-            assert isinstance(rules.queries.get(spec.name), ReadRule), (table.app, spec.name)
-            assert (table.app, spec.name) in OWNERS, (table.app, spec.name)
+    for app, schema in SCHEMAS:
+        rules = w.host.app(app).read_rules
+        for spec in schema.queries:
+            assert isinstance(rules.queries.get(spec.name), ReadRule), (app, spec.name)
+            assert (app, spec.name) in OWNERS, (app, spec.name)
 
 
 def test_every_event_kind_the_demo_emits_declares_a_rule() -> None:

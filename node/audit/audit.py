@@ -288,8 +288,10 @@ class _Auditor:
         genesis: Genesis,
         apps: Sequence[App] | None,
         snapshots: Path | None,
+        progress: Callable[[str, int, int], None] | None = None,
     ) -> None:
         self.view = view
+        self.progress = progress
         self.genesis = genesis
         self.apps = apps
         self.snapshots = snapshots
@@ -327,6 +329,8 @@ class _Auditor:
             previous_hash = block.hash
             if height % PROGRESS_EVERY_HEIGHTS == 0:
                 log.info("audit_progress", extra={"height": height, "top": self.top})
+            if self.progress is not None:
+                self.progress("checking blocks", height - self.base, self.top - self.base)
         self._check_meta(previous_hash, replay)
         self._check_accounting()
         self.evidence.check_through(None)
@@ -759,12 +763,14 @@ def audit_store(
     apps: Sequence[App] | None = None,
     home: str = "",
     snapshots: Path | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> AuditReport:
     """Audit the store behind ``view`` against ``genesis`` (apps: as genesis enables them,
     loaded through entry points, unless given; ``snapshots``: the home's snapshot directory,
-    needed for a state-synced store). Never raises for what it finds in the store."""
+    needed for a state-synced store; ``progress(phase, heights done, heights)`` after each
+    height). Never raises for what it finds in the store."""
     started = time.perf_counter()
-    auditor = _Auditor(view, genesis, apps, snapshots)
+    auditor = _Auditor(view, genesis, apps, snapshots, progress)
     failure: AuditFailure | None = None
     try:
         auditor.run()
@@ -788,9 +794,15 @@ def audit_store(
     return report
 
 
-def audit_home(home: Path, *, apps: Sequence[App] | None = None) -> AuditReport:
+def audit_home(
+    home: Path,
+    *,
+    apps: Sequence[App] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> AuditReport:
     """Audit the node home ``home`` (its ``genesis.json`` and ``data/`` store). A home that
-    cannot be read yields a report whose failure item is ``home`` at height 0."""
+    cannot be read yields a report whose failure item is ``home`` at height 0. ``progress``:
+    as for ``audit_store``."""
     started = time.perf_counter()
     try:
         genesis, data = load_home_genesis(home)
@@ -810,4 +822,11 @@ def audit_home(home: Path, *, apps: Sequence[App] | None = None) -> AuditReport:
             certificate_seconds=0.0,
         )
     with view:
-        return audit_store(view, genesis, apps=apps, home=str(home), snapshots=home / SNAPSHOTS_DIR)
+        return audit_store(
+            view,
+            genesis,
+            apps=apps,
+            home=str(home),
+            snapshots=home / SNAPSHOTS_DIR,
+            progress=progress,
+        )

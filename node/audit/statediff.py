@@ -20,7 +20,7 @@ canonically, else as hex.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
@@ -390,7 +390,10 @@ def _next_block(home: Path, view: StoreView, height: int) -> Block:
 
 
 def _replay_both(
-    homes: tuple[Path, Path], views: tuple[StoreView, StoreView], height: int
+    homes: tuple[Path, Path],
+    views: tuple[StoreView, StoreView],
+    height: int,
+    progress: Callable[[str, int, int], None] | None,
 ) -> tuple[Replay, Replay, int | None, tuple[bytes | None, bytes | None]]:
     """Replay both homes to ``height`` in lockstep; also return the first height whose
     blocks differ (None: none) and each store's own app hash at ``height``."""
@@ -407,6 +410,8 @@ def _replay_both(
                 raise StateDiffError(
                     f"{homes[i]}: block {current} cannot be replayed: {error}"
                 ) from None
+        if progress is not None:
+            progress("replaying both homes", current, height)
     stored = (views[0].app_hash_at(height), views[1].app_hash_at(height))
     return replays[0], replays[1], first_different_block, stored
 
@@ -417,8 +422,10 @@ def diff_homes(
     *,
     height: int | None = None,
     listed_max: int = DIFFERENCES_LISTED_MAX,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> StateDiff:
-    """Compare the states of two node homes (stored now, or replayed to ``height``).
+    """Compare the states of two node homes (stored now, or replayed to ``height``, calling
+    ``progress(phase, heights done, heights)`` after each height).
 
     Raises ``StateDiffError`` when a store is missing, the homes belong to different chains,
     or ``height`` is beyond either store; ``node.genesis.GenesisError`` and
@@ -463,7 +470,7 @@ def diff_homes(
             )
         try:
             replay_a, replay_b, first_different_block, stored = _replay_both(
-                (home_a, home_b), (view_a, view_b), height
+                (home_a, home_b), (view_a, view_b), height, progress
             )
         except HostGenesisError as error:
             raise StateDiffError(f"genesis app state is rejected: {error}") from None

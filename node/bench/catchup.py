@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -90,9 +91,14 @@ def _height(testnet: Testnet, index: int) -> int:
 
 
 def run_catchup(
-    blocks: int, validators: int = 4, keep_directory: Path | None = None
+    blocks: int,
+    validators: int = 4,
+    keep_directory: Path | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> CatchupReport:
-    """Run the catch-up benchmark (see the module docstring)."""
+    """Run the catch-up benchmark (see the module docstring); ``progress(phase, done, total)``
+    is told how far each phase is (blocks of the backlog built, then synced)."""
+    report = progress if progress is not None else _no_progress
     if validators < 4:
         raise ValueError("catch-up needs at least 4 validators (3 keep committing without one)")
     temporary = keep_directory is None
@@ -111,6 +117,7 @@ def run_catchup(
     lagging = validators - 1
     live = range(lagging)
     try:
+        report("starting the testnet", 0, 1)
         testnet.start_all()
         testnet.wait_until(
             "every node serving", lambda: _all_serving(testnet, validators), STARTUP_TIMEOUT_S
@@ -125,10 +132,16 @@ def run_catchup(
         plans = [SubmitPlan(info.api_addresses[i], streams[i], per_node) for i in live]
         submitter = start_submitter(plans, time.time() + 1.0, duration_s)
         target = behind + blocks
+
+        def backlog_built() -> bool:
+            height = _height(testnet, 0)
+            report("building the backlog", max(0, height - behind), blocks)
+            return height >= target
+
         try:
             testnet.wait_until(
                 f"the live validators reaching height {target}",
-                lambda: _height(testnet, 0) >= target,
+                backlog_built,
                 PHASE_TIMEOUT_S,
                 poll_s=0.5,
             )
@@ -142,6 +155,7 @@ def run_catchup(
                 if isinstance(header, dict):
                     transactions += int(str(header.get("transaction_count", 0)))
         lagging_height = _stored_height(testnet, lagging)
+        report("restarting the lagging validator", 0, 1)
         started = time.time()
         testnet.start(lagging)
         testnet.wait_until(
@@ -150,9 +164,15 @@ def run_catchup(
             STARTUP_TIMEOUT_S,
             poll_s=_POLL_S,
         )
+
+        def synced_up() -> bool:
+            height = _height(testnet, lagging)
+            report("syncing", max(0, height - lagging_height), top - lagging_height)
+            return height >= top
+
         testnet.wait_until(
             f"the restarted validator reaching height {top}",
-            lambda: _height(testnet, lagging) >= top,
+            synced_up,
             PHASE_TIMEOUT_S,
             poll_s=_POLL_S,
         )
@@ -168,6 +188,10 @@ def run_catchup(
         testnet.stop_all()
         if temporary:
             shutil.rmtree(directory, ignore_errors=True)
+
+
+def _no_progress(phase: str, done: int, total: int) -> None:
+    return None
 
 
 def _all_serving(testnet: Testnet, validators: int) -> bool:

@@ -51,7 +51,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -87,6 +87,8 @@ VERIFY_MEASURE_S: Final = 1.0
 # The observer's long poll (ms) and page size.
 _POLL_TIMEOUT_MS: Final = 2_000
 _POLL_LIMIT: Final = 100
+# While the load runs, a progress report is due this often (a bar on a terminal).
+_PROGRESS_S: Final = 0.5
 # The rate search starts here (tx/s) and doubles; it stops after this many steps at most.
 SEARCH_START_RATE: Final = 500.0
 SEARCH_STEPS_MAX: Final = 8
@@ -409,8 +411,14 @@ class _Run:
     def pids(self) -> list[int]:
         return [process.pid if process is not None else -1 for process in self.testnet.processes]
 
-    def step(self, rate: float, duration_s: float) -> StepResult:
-        """Submit at ``rate`` for ``duration_s``; wait for the drain; compute the figures."""
+    def step(
+        self,
+        rate: float,
+        duration_s: float,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> StepResult:
+        """Submit at ``rate`` for ``duration_s``; wait for the drain; compute the figures.
+        ``progress(phase, seconds done, seconds)`` is told while the load runs."""
         assert self.observer is not None
         n = self.options.validators
         per_node = rate / n
@@ -433,7 +441,10 @@ class _Run:
         time.sleep(max(0.0, start_at - time.time()))
         cpu_before = [ProcessSampler.cpu_s(pid) for pid in pids]
         phases_before = self._phase_samples()
-        time.sleep(max(0.0, start_at + duration_s - time.time()))
+        while (left_s := start_at + duration_s - time.time()) > 0:
+            if progress is not None:
+                progress(f"offering {rate:.0f} tx/s", int(duration_s - left_s), int(duration_s))
+            time.sleep(min(left_s, _PROGRESS_S))
         cpu_after = [ProcessSampler.cpu_s(pid) for pid in pids]
         phases_after = self._phase_samples()
         end_at = time.time()
@@ -564,8 +575,13 @@ class _Run:
         return rss, problems
 
 
-def run_throughput(options: BenchOptions, progress: bool = False) -> ThroughputReport:
-    """Run the benchmark (see the module docstring)."""
+def run_throughput(
+    options: BenchOptions,
+    progress: bool = False,
+    report: Callable[[str, int, int], None] | None = None,
+) -> ThroughputReport:
+    """Run the benchmark (see the module docstring). ``progress`` prints each step of a
+    search; ``report(phase, done, total)`` follows a fixed-rate run's load."""
     load = os.getloadavg()
     verify_rate = measure_verify_rate()
     cores = os.cpu_count() or 1
@@ -579,7 +595,7 @@ def run_throughput(options: BenchOptions, progress: bool = False) -> ThroughputR
     try:
         run.start()
         if options.rate is not None:
-            steps.append(run.step(options.rate, options.duration_s))
+            steps.append(run.step(options.rate, options.duration_s, report))
         else:
             steps = _search(run, options, progress)
     finally:

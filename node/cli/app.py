@@ -1,15 +1,18 @@
 """``suanpan tx <app> <operation>`` and ``suanpan query <app> <path>``, generated from the
-declarative tables in ``node.cli.app_commands``.
+schema every installed app declares (``apps.schema``).
 
-Every operation becomes a command whose options are the operation's arguments
-(``suanpan tx payments transfer --to KEY --currency SGD --amount 1250 --end-to-end-id E2E-1
---key alice.json``); every query path becomes one too (``suanpan query scf lineage --id rc-...``).
-Option texts are parsed into canonical values (``node.cli.app_commands.parse_arguments``), so a bad
-value is reported naming the option before anything is sent. ``--args JSON`` supplies arguments
-as JSON instead (options win), which keeps the old generic form working:
-``suanpan query membership institutions --args '{"kind": "bank"}'``; an app without a table (a
-bank's own plugin) is queried generically (``suanpan query myapp mypath --args ...``), and
-``suanpan tx send`` still sends anything.
+Every app installed under the ``suanpan.apps`` entry point group (the built-in ones and a
+bank's own plugins alike) gets a ``suanpan tx APP`` and a ``suanpan query APP`` group, built
+when first needed. Every operation becomes a command whose options are the operation's
+arguments (``suanpan tx payments transfer --to KEY --currency SGD --amount 1250
+--end-to-end-id E2E-1 --key alice.json``); every query path becomes one too (``suanpan query
+scf lineage --id rc-...``). Option texts become canonical values and are checked by the app's
+own schema (``node.cli.arguments``), so a bad value is reported naming the option before
+anything is sent. ``--args JSON`` supplies arguments as JSON instead (options win):
+``suanpan query membership institutions --args '{"kind": "bank"}'``; an app without a schema
+is queried generically (``suanpan query myapp mypath --args ...``), and ``suanpan tx send``
+still sends anything. An argument whose name is one of the commands' own options (``key``,
+``node``, ...) gets the option ``--arg-NAME``.
 
 ``--node`` takes ``host:port`` or a testnet directory (its first node); with a testnet
 directory, public keys of the testnet's parties are shown by name. Results print readably
@@ -35,19 +38,11 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from apps.schema import AppSchema, Argument, Operation, Query
 from apps.transaction import TransactionError
 from consensus.codec import Value
-from node.cli.app_commands import (
-    APP_COMMANDS,
-    AppCommands,
-    ArgumentError,
-    ArgumentSpec,
-    CommandSpec,
-    Kind,
-)
-from node.cli.app_commands import (
-    parse_arguments as parse_argument_texts,
-)
+from node.apploader import AppLoadError, app_classes
+from node.cli.arguments import ArgumentError, metavar, option_name, parse_options, type_help
 from node.client.client import ApiError, Client, ProofRefused, ProvenAnswer, tls_context
 from node.genesis import Genesis, GenesisError, load_genesis
 from node.home import GENESIS_FILE
@@ -55,12 +50,18 @@ from node.jsonvalue import JsonType, JsonValueError, from_json, to_json
 from node.keys import KeyFileError, load_key_file
 
 __all__ = [
+    "Renderer",
+    "TransactionGroup",
     "api_client",
-    "app_transaction_groups",
+    "installed_schemas",
     "key_option",
     "node_address",
     "not_a_node",
+    "print_submission",
+    "print_value",
     "query_group",
+    "refusal_document",
+    "rejected",
     "resolve_node",
 ]
 
@@ -73,21 +74,6 @@ _COLUMNS_MAX: Final = 6
 _RESERVED: Final = frozenset(
     {"node", "key", "nonce", "wait", "args", "json", "timeout_ms", "prove", "genesis"}
 )
-_METAVARS: Final[Mapping[Kind, str]] = {
-    Kind.PUBLIC_KEY: "KEY",
-    Kind.AMOUNT: "AMOUNT",
-    Kind.INTEGER: "INT",
-    Kind.TIME_MS: "TIME",
-    Kind.HASH: "HASH",
-    Kind.BOOLEAN: "BOOL",
-    Kind.STRINGS: "A,B,...",
-    Kind.AMOUNTS: "N,N,...",
-    Kind.PARTY: "K=V,...",
-    Kind.JSON: "JSON",
-    Kind.IDENTITIES: "JSON",
-    Kind.IDENTIFIER: "ID",
-    Kind.TEXT: "TEXT",
-}
 
 
 # ---------------------------------------------------------------------- node and names
@@ -230,7 +216,7 @@ def _proof_json(answer: ProvenAnswer) -> dict[str, JsonType]:
 
 
 # ---------------------------------------------------------------------- rendering
-class _Renderer:
+class Renderer:
     """Turns result values into rich renderables; 32-byte keys of known parties get names."""
 
     def __init__(self, names: Mapping[bytes, str]) -> None:
@@ -349,7 +335,8 @@ def _label(name: str | bytes) -> str:
     return name.hex() if isinstance(name, bytes) else name
 
 
-def _print_value(console: Console, renderer: _Renderer, title: str, value: Value) -> None:
+def print_value(console: Console, renderer: Renderer, title: str, value: Value) -> None:
+    """``value`` under a bold ``title``; ``(nothing found)`` for None."""
     console.print(Text(title, style="bold"))
     if value is None:
         # The app answers None for an id it does not know (a receivable, offer, payment).
@@ -358,16 +345,20 @@ def _print_value(console: Console, renderer: _Renderer, title: str, value: Value
     console.print(renderer.render(value))
 
 
-def _print_submission(
-    console: Console, renderer: _Renderer, label: str, document: Mapping[str, JsonType]
+def print_submission(
+    console: Console, renderer: Renderer, label: str, document: Mapping[str, JsonType]
 ) -> None:
+    """A transaction's document (``POST /tx`` or ``GET /tx/{hash}``) for people: committed
+    with its result and events, rejected with the code and reason, or still pending."""
     status = str(document.get("status", ""))
     tx_hash = str(document.get("hash", ""))
     receipt = document.get("receipt")
     if status == "committed" and isinstance(receipt, dict):
         ok = receipt.get("status") == "ok"
         mark = "[green]committed[/green]" if ok else "[red]rejected[/red]"
-        console.print(f"{mark} {label} at height {document.get('height')}  tx {tx_hash}")
+        console.print(
+            f"{mark} {label} at height {document.get('height')}  tx {tx_hash}", soft_wrap=True
+        )
         if not ok:
             console.print(f"  [red]{receipt.get('code')}[/red]: {receipt.get('message')}")
             return
@@ -392,13 +383,32 @@ def _print_submission(
             console.print(line)
         return
     if status == "rejected":
+        reason = document.get("error", document.get("reason", ""))
         console.print(
-            f"[red]rejected[/red] {label}  tx {tx_hash}: "
-            f"{document.get('code', '')} {document.get('error', document.get('reason', ''))}"
+            f"[red]rejected[/red] {label}  tx {tx_hash or '(not computed)'}", soft_wrap=True
         )
+        console.print(f"  [red]{document.get('code', '') or 'refused'}[/red]: {reason}")
         return
-    console.print(f"[yellow]{status or 'submitted'}[/yellow] {label}  tx {tx_hash}")
-    console.print(f"  follow it with: suanpan tx show {tx_hash}")
+    console.print(f"[yellow]{status or 'submitted'}[/yellow] {label}  tx {tx_hash}", soft_wrap=True)
+    console.print(f"  follow it with: suanpan tx show {tx_hash}", soft_wrap=True)
+
+
+def refusal_document(error: ApiError) -> dict[str, JsonType]:
+    """The document of a submission admission refused (HTTP 422), with the transaction's hash
+    as the client computed it."""
+    document: dict[str, JsonType] = {
+        "status": "rejected",
+        "code": error.code,
+        "error": error.message,
+    }
+    if error.transaction_hash is not None:
+        document["hash"] = error.transaction_hash.hex()
+    return document
+
+
+def rejected(document: Mapping[str, JsonType]) -> bool:
+    """True when a submission was refused, or committed with a rejected receipt."""
+    return _rejected(document)
 
 
 def _rejected(document: Mapping[str, JsonType]) -> bool:
@@ -440,15 +450,18 @@ def _clock(client: Client) -> Callable[[], int]:
 
 
 def _parse(
-    spec: CommandSpec, options: Mapping[str, str | None], args_json: str | None, client: Client
+    declared: tuple[Argument, ...],
+    options: Mapping[str, str | None],
+    args_json: str | None,
+    client: Client,
 ) -> dict[str, Value]:
     try:
-        return parse_argument_texts(
-            spec, options, base=_json_arguments(args_json), clock=_clock(client)
+        return parse_options(
+            declared, options, base=_json_arguments(args_json), clock=_clock(client)
         )
     except ArgumentError as error:
         raise click.BadParameter(
-            error.message, param_hint=f"'{error.argument}' ({spec.argument(error.argument).option})"
+            error.message, param_hint=f"'{error.argument}' ({_option(error.argument)})"
         ) from None
 
 
@@ -502,37 +515,39 @@ def _remember_node(ctx: click.Context, _: click.Parameter, value: str | None) ->
     return value
 
 
-def _argument_options(spec: CommandSpec) -> list[click.Option]:
+def _option(name: str) -> str:
+    """The option of argument ``name`` (``--arg-NAME`` when it is one of the commands' own)."""
+    return option_name(f"arg_{name}" if name in _RESERVED else name)
+
+
+def _argument_options(declared: tuple[Argument, ...]) -> list[click.Option]:
     options = []
-    for argument in spec.arguments:
-        assert argument.name not in _RESERVED, (spec.name, argument.name)
+    for argument in declared:
+        required = argument.required and argument.client_default is None
+        default = (
+            f" [default: {argument.client_default}]" if argument.client_default is not None else ""
+        )
         options.append(
             click.Option(
-                [argument.option, f"a_{argument.name}"],
-                metavar=_metavar(argument),
-                help=f"{argument.help} [{argument.type_help}]"
-                + (" (required)" if argument.required and argument.default is None else ""),
+                [_option(argument.name), f"a_{argument.name}"],
+                metavar=metavar(argument.type),
+                help=f"{argument.help} [{type_help(argument.type)}]"
+                + (" (required)" if required else default),
             )
         )
     return options
 
 
-def _metavar(argument: ArgumentSpec) -> str:
-    if argument.kind is Kind.CHOICE:
-        return "[" + "|".join(argument.choices) + "]"
-    return _METAVARS[argument.kind]
-
-
-def _collect(spec: CommandSpec, params: Mapping[str, object]) -> dict[str, str | None]:
+def _collect(declared: tuple[Argument, ...], params: Mapping[str, object]) -> dict[str, str | None]:
     collected: dict[str, str | None] = {}
-    for argument in spec.arguments:
+    for argument in declared:
         value = params.get(f"a_{argument.name}")
         collected[argument.name] = value if isinstance(value, str) else None
     return collected
 
 
-def _transaction_command(table: AppCommands, spec: CommandSpec) -> click.Command:
-    label = f"{table.app}.{spec.name}"
+def _transaction_command(app: str, spec: Operation) -> click.Command:
+    label = f"{app}.{spec.name}"
 
     def run(**params: object) -> None:
         address, names = resolve_node(node_address(params["node"]))
@@ -545,9 +560,11 @@ def _transaction_command(table: AppCommands, spec: CommandSpec) -> click.Command
         client = _client(address, str(params["key_path"]))
         nonce = params["nonce"]
         try:
-            arguments = _parse(spec, _collect(spec, params), _opt_str(params["args"]), client)
+            arguments = _parse(
+                spec.arguments, _collect(spec.arguments, params), _opt_str(params["args"]), client
+            )
             document = client.send(
-                table.app,
+                app,
                 spec.name,
                 arguments,
                 key,
@@ -560,18 +577,18 @@ def _transaction_command(table: AppCommands, spec: CommandSpec) -> click.Command
         except ApiError as error:
             if error.status != 422:
                 raise _fail(error) from None
-            document = {"status": "rejected", "code": error.code, "error": error.message}
+            document = refusal_document(error)
         finally:
             client.close()
         if as_json:
             click.echo(json.dumps(document))
         else:
-            _print_submission(console, _Renderer(names), label, document)
+            print_submission(console, Renderer(names), label, document)
         if _rejected(document):
             raise SystemExit(1)
 
     params: list[click.Parameter] = [
-        *_argument_options(spec),
+        *_argument_options(spec.arguments),
         click.Option(
             ["--key", "key_path"],
             required=True,
@@ -602,7 +619,7 @@ def _transaction_command(table: AppCommands, spec: CommandSpec) -> click.Command
     )
 
 
-def _query_command(table: AppCommands, spec: CommandSpec) -> click.Command:
+def _query_command(app: str, spec: Query) -> click.Command:
     def run(**params: object) -> None:
         node = node_address(params["node"])
         address, names = resolve_node(node)
@@ -612,14 +629,16 @@ def _query_command(table: AppCommands, spec: CommandSpec) -> click.Command:
         client = _client(address, _opt_str(params["key_path"]))
         answer: ProvenAnswer | None = None
         try:
-            arguments = _parse(spec, _collect(spec, params), _opt_str(params["args"]), client)
-            completion = _QUERY_COMPLETIONS.get((table.app, spec.name))
+            arguments = _parse(
+                spec.arguments, _collect(spec.arguments, params), _opt_str(params["args"]), client
+            )
+            completion = _QUERY_COMPLETIONS.get((app, spec.name))
             note = completion(client, arguments) if completion is not None else ""
             if genesis is not None:
-                answer = _proven_query(client, table.app, spec.name, arguments, genesis)
+                answer = _proven_query(client, app, spec.name, arguments, genesis)
                 result = answer.result
             else:
-                result = client.query(table.app, spec.name, arguments)
+                result = client.query(app, spec.name, arguments)
         except ApiError as error:
             raise _fail(error) from None
         finally:
@@ -631,14 +650,14 @@ def _query_command(table: AppCommands, spec: CommandSpec) -> click.Command:
             click.echo(json.dumps(document))
             return
         console = Console()
-        _print_value(console, _Renderer(names), f"{table.app} {spec.name}", result)
+        print_value(console, Renderer(names), f"{app} {spec.name}", result)
         if note:
             console.print(f"[yellow]note[/yellow]: {note}")
         if answer is not None:
             console.print(f"[green]{_proof_line(answer)}[/green]")
 
     params: list[click.Parameter] = [
-        *_argument_options(spec),
+        *_argument_options(spec.arguments),
         key_option(),
         _node_option(),
         click.Option(["--args", "args"], help="More arguments as a JSON object (options win)."),
@@ -683,19 +702,84 @@ class _AppGroup(click.Group):
         )
 
 
-def app_transaction_groups() -> list[click.Group]:
-    """One ``suanpan tx <app>`` group per app table, one command per operation."""
-    groups: list[click.Group] = []
-    for table in APP_COMMANDS:
-        group = _AppGroup(table.app, help=f"{table.help} (transactions)", short_help=table.help)
-        for spec in table.operations:
-            group.add_command(_transaction_command(table, spec))
-        groups.append(group)
-    return groups
+def installed_schemas() -> dict[str, AppSchema | AppLoadError]:
+    """The schema of every installed app that declares one (an app that does not load maps to
+    the error saying why), by name; read once per process."""
+    return dict(_installed_schemas())
+
+
+def _installed_schemas() -> tuple[tuple[str, AppSchema | AppLoadError], ...]:
+    if not _SCHEMAS:
+        found: list[tuple[str, AppSchema | AppLoadError]] = []
+        for name, loaded in app_classes().items():
+            if isinstance(loaded, AppLoadError):
+                found.append((name, loaded))
+            elif loaded.schema is not None:
+                found.append((name, loaded.schema))
+        _SCHEMAS.append(tuple(found))
+    return _SCHEMAS[0]
+
+
+_SCHEMAS: list[tuple[tuple[str, AppSchema | AppLoadError], ...]] = []
+
+
+def _broken_app_command(name: str, error: AppLoadError) -> click.Command:
+    def run() -> None:
+        raise click.ClickException(str(error))
+
+    return click.Command(
+        name,
+        callback=run,
+        help=f"App {name!r} is installed but does not load: {error}",
+        short_help="Installed, but does not load (run it to see why).",
+    )
+
+
+class _InstalledAppsGroup(click.Group):
+    """A group whose subcommands also include one group per installed app (``build``), made
+    when the group first lists or looks up its commands."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._app_commands: dict[str, click.Command] | None = None
+
+    def build(self, app: str, schema: AppSchema) -> click.Command:
+        """The group of ``app``'s commands."""
+        raise NotImplementedError
+
+    def _apps(self) -> dict[str, click.Command]:
+        if self._app_commands is None:
+            self._app_commands = {}
+            for name, schema in installed_schemas().items():
+                if name in self.commands:
+                    continue  # a built-in command of the same name wins
+                self._app_commands[name] = (
+                    _broken_app_command(name, schema)
+                    if isinstance(schema, AppLoadError)
+                    else self.build(name, schema)
+                )
+        return self._app_commands
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._apps()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, cmd_name) or self._apps().get(cmd_name)
+
+
+class TransactionGroup(_InstalledAppsGroup):
+    """``suanpan tx``: its own commands plus one ``suanpan tx APP`` group per installed app,
+    one command per operation its schema declares."""
+
+    def build(self, app: str, schema: AppSchema) -> click.Command:
+        group = _AppGroup(app, help=f"{schema.help} (transactions)", short_help=schema.help)
+        for spec in schema.operations:
+            group.add_command(_transaction_command(app, spec))
+        return group
 
 
 class _AppQueryGroup(_AppGroup):
-    """An app's query commands; a path missing from the table is still asked generically
+    """An app's query commands; a path missing from its schema is still asked generically
     (``--args JSON``), so a newer node's queries stay reachable."""
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
@@ -706,8 +790,8 @@ class _AppQueryGroup(_AppGroup):
 
 
 def _generic_query_command(app: str, path: str | None = None) -> click.Command:
-    """``suanpan query APP PATH --args JSON`` for an app without a table (a plugin), or for
-    one ``path`` of an app that has one."""
+    """``suanpan query APP PATH --args JSON`` for an app without a schema, or for one
+    ``path`` its schema does not declare."""
 
     def run(
         node: str | None,
@@ -740,7 +824,7 @@ def _generic_query_command(app: str, path: str | None = None) -> click.Command:
             click.echo(json.dumps(document))
         else:
             console = Console()
-            _print_value(console, _Renderer(names), f"{app} {path}", result)
+            print_value(console, Renderer(names), f"{app} {path}", result)
             if answer is not None:
                 console.print(f"[green]{_proof_line(answer)}[/green]")
 
@@ -760,8 +844,15 @@ def _generic_query_command(app: str, path: str | None = None) -> click.Command:
     )
 
 
-class _QueryGroup(click.Group):
-    """``suanpan query``: the apps with tables, and any other app generically."""
+class _QueryGroup(_InstalledAppsGroup):
+    """``suanpan query``: one group per installed app with a schema, and any other app
+    generically."""
+
+    def build(self, app: str, schema: AppSchema) -> click.Command:
+        sub = _AppQueryGroup(app, help=f"{schema.help} (queries)", short_help=schema.help)
+        for spec in schema.queries:
+            sub.add_command(_query_command(app, spec))
+        return sub
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
@@ -783,14 +874,11 @@ def _build_query_group() -> click.Group:
         ],
         help=(
             "Ask an app a read-only question, e.g. `suanpan query payments balances --account "
-            "KEY`. Apps without a table: `suanpan query APP PATH --args JSON`."
+            "KEY`. Every installed app with a schema has its queries here, with their arguments "
+            "as options; any other app: `suanpan query APP PATH --args JSON`."
         ),
+        short_help="Ask an app a read-only question.",
     )
-    for table in APP_COMMANDS:
-        sub = _AppQueryGroup(table.app, help=f"{table.help} (queries)", short_help=table.help)
-        for spec in table.queries:
-            sub.add_command(_query_command(table, spec))
-        group.add_command(sub)
     return group
 
 

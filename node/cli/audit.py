@@ -11,6 +11,7 @@ import click
 from node.apploader import AppLoadError
 from node.audit.audit import ITEM_HOME, audit_home
 from node.audit.statediff import DIFFERENCES_LISTED_MAX, StateDiffError, diff_homes
+from node.cli.progress import progress_bar
 from node.genesis import GenesisError
 
 __all__ = ["audit_command", "debug_group"]
@@ -22,7 +23,7 @@ EXIT_UNREADABLE = 2
 _HOME = click.Path(file_okay=False, path_type=Path)
 
 
-@click.command("audit")
+@click.command("audit", short_help="Verify a node's stored chain and state offline.")
 @click.option("--home", "home", type=_HOME, required=True, help="The node home to audit.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def audit_command(home: Path, as_json: bool) -> None:
@@ -32,7 +33,8 @@ def audit_command(home: Path, as_json: bool) -> None:
     replays every block through the apps comparing app hashes, receipts and the final state.
     Names the first height and item that fails; exit code 1 on a failure, 2 when the home
     cannot be read."""
-    report = audit_home(home)
+    with progress_bar("audit", quiet=as_json) as report_progress:
+        report = audit_home(home, progress=report_progress)
     if as_json:
         click.echo(json.dumps(report.to_json(), sort_keys=True))
     else:
@@ -46,7 +48,7 @@ def debug_group() -> None:
     """Tools for operators investigating a node."""
 
 
-@debug_group.command("state-diff")
+@debug_group.command("state-diff", short_help="List state keys that differ between two nodes.")
 @click.option(
     "--home",
     "homes",
@@ -79,7 +81,10 @@ def state_diff_command(
     if len(homes) != 2:
         raise click.UsageError("give exactly two --home options (A and B)")
     try:
-        diff = diff_homes(homes[0], homes[1], height=height, listed_max=limit)
+        with progress_bar("state-diff", quiet=as_json) as report_progress:
+            diff = diff_homes(
+                homes[0], homes[1], height=height, listed_max=limit, progress=report_progress
+            )
     except (StateDiffError, GenesisError, AppLoadError) as error:
         click.echo(f"Error: {error}", err=True)
         sys.exit(EXIT_UNREADABLE)

@@ -296,7 +296,7 @@ def _set_vote_record(
             store.clear_replica_state()
 
 
-@click.command("backup")
+@click.command("backup", short_help="Copy a node's store into a tar file (it may run).")
 @click.option("--home", "home", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--to", "destination", required=True, type=click.Path(path_type=Path))
 def backup_command(home: Path, destination: Path) -> None:
@@ -313,7 +313,7 @@ def backup_command(home: Path, destination: Path) -> None:
     )
 
 
-@click.command("restore")
+@click.command("restore", short_help="Put a backup in place as a home's store.")
 @click.option("--from", "source", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--home", "home", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option(

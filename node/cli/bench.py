@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from node.cli.progress import progress_bar
 from node.jsonvalue import JsonType
 
 __all__ = ["bench"]
@@ -100,7 +101,8 @@ def bench(
         p99_ms_max=p99_max,
         keep_directory=keep,
     )
-    report = run_throughput(options, progress=not as_json)
+    with progress_bar("bench", quiet=as_json or options.rate is None) as report_progress:
+        report = run_throughput(options, progress=not as_json, report=report_progress)
     document = report.to_json()
     if as_json:
         click.echo(json.dumps(document))
@@ -152,7 +154,7 @@ def _print_report(d: dict[str, JsonType]) -> None:
         click.echo(f"  last refusal     {d['last_error']}")
 
 
-@bench.command("scaling")
+@bench.command("scaling", short_help="Messages and bytes per block by validator count.")
 @click.option(
     "--validators",
     "counts",
@@ -194,7 +196,7 @@ def scaling_command(counts: str, blocks: int, seed: int, as_json: bool) -> None:
         )
 
 
-@bench.command("catchup")
+@bench.command("catchup", short_help="Catch-up speed of a restarted validator.")
 @click.option("--blocks", default=300, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--validators", "-n", default=4, show_default=True, type=click.IntRange(4, 16))
 @click.option("--keep", type=click.Path(path_type=Path), help="keep the testnet in this directory")
@@ -203,7 +205,8 @@ def catchup_command(blocks: int, validators: int, keep: Path | None, as_json: bo
     """A validator restarted BLOCKS behind syncs them: verified and applied blocks/s."""
     from node.bench.catchup import run_catchup
 
-    report = run_catchup(blocks, validators, keep)
+    with progress_bar("catchup", quiet=as_json) as report_progress:
+        report = run_catchup(blocks, validators, keep, progress=report_progress)
     document = report.to_json()
     if as_json:
         click.echo(json.dumps(document))
@@ -216,7 +219,7 @@ def catchup_command(blocks: int, validators: int, keep: Path | None, as_json: bo
     )
 
 
-@bench.command("merkle")
+@bench.command("merkle", short_help="Costs of the Merkle state commitment.")
 @click.option("--accounts", default=100_000, show_default=True, type=click.IntRange(10, 10**7))
 @click.option("--writes", default=5_000, show_default=True, type=click.IntRange(1, 10**6))
 @click.option("--blocks", default=5, show_default=True, type=click.IntRange(1, 1000))
@@ -258,7 +261,7 @@ def merkle_command(accounts: int, writes: int, blocks: int, designs: bool, as_js
         )
 
 
-@bench.command("statesync")
+@bench.command("statesync", short_help="Snapshot export and state sync speed.")
 @click.option("--keys", default=1_000_000, show_default=True, type=click.IntRange(1, 10**8))
 @click.option("--value-bytes", default=100, show_default=True, type=click.IntRange(0, 65536))
 @click.option("--chunk-requests", default=4, show_default=True, type=click.IntRange(1, 64))

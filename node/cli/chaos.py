@@ -28,7 +28,7 @@ from node.testnet.netns import NetnsError, netns_unavailable_reason
 __all__ = ["chaos_command"]
 
 
-@click.command("chaos")
+@click.command("chaos", short_help="Run a testnet under faults and check it.")
 @click.option(
     "--scenario",
     "scenario_name",

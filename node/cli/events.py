@@ -17,7 +17,7 @@ from collections.abc import Mapping
 import click
 
 from node.cli.app import api_client, key_option, node_address, resolve_node
-from node.cli.app_commands import public_key_of
+from node.cli.arguments import public_key_of
 from node.client.client import ApiError, StreamEvent
 from node.jsonvalue import from_json
 
@@ -69,7 +69,7 @@ def format_item(item: StreamEvent, names: Mapping[bytes, str]) -> str:
     return f"{item.kind}: {json.dumps(data)}"
 
 
-@click.command("events")
+@click.command("events", short_help="Print committed blocks, receipts and app events.")
 @click.option("--node", "node", help="API address (host:port) or a testnet directory.")
 @click.option("--follow", is_flag=True, help="Keep printing new blocks' events as they commit.")
 @click.option("--from", "start", type=click.IntRange(min=1), help="First block height.")

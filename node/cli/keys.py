@@ -43,7 +43,9 @@ def keys_show(path: Path) -> None:
     click.echo(f"address    {address_of(key.public_key)}")
 
 
-@keys_group.command("rotate")
+@keys_group.command(
+    "rotate", short_help="Rotate a node's validator or node key around the governance vote."
+)
 @click.option("--home", "home", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--node-key",

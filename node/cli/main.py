@@ -12,12 +12,13 @@ def main() -> None:
 
 
 # Subcommands live next to the code they drive; they are registered here, in help order.
-from node.cli.app import app_transaction_groups, query_group  # noqa: E402
+from node.cli.app import query_group  # noqa: E402
 from node.cli.audit import audit_command, debug_group  # noqa: E402
 from node.cli.backup import backup_command, restore_command  # noqa: E402
 from node.cli.client import block_command, status_command, tx_group  # noqa: E402
 from node.cli.events import events_command  # noqa: E402
 from node.cli.keys import keys_group  # noqa: E402
+from node.cli.openapi import openapi_command  # noqa: E402
 from node.cli.operator import config_group, genesis_group, init_command  # noqa: E402
 from node.cli.start import start_command  # noqa: E402
 from node.cli.testnet import testnet_group  # noqa: E402
@@ -35,6 +36,7 @@ for command in (
     query_group,
     block_command,
     events_command,
+    openapi_command,
     audit_command,
     backup_command,
     restore_command,
@@ -42,8 +44,6 @@ for command in (
     sim,
 ):
     main.add_command(command)
-for app_group in app_transaction_groups():
-    tx_group.add_command(app_group)
 
 from network.cli import bench_gossip  # noqa: E402
 from node.cli.bench import bench  # noqa: E402

@@ -85,7 +85,11 @@ def _run(
         metrics.height.set(monitor.height)
 
 
-@click.group("monitor", invoke_without_command=True)
+@click.group(
+    "monitor",
+    invoke_without_command=True,
+    short_help="Alert on the event stream and export metrics.",
+)
 @click.option("--node", "node", help="API address (host:port) or a testnet directory.")
 @click.option(
     "--rules",
@@ -158,7 +162,7 @@ def monitor_group(
 monitor_group.params.append(key_option())
 
 
-@monitor_group.command("files")
+@monitor_group.command("files", short_help="Write Prometheus, alerting and Grafana files.")
 @click.option(
     "--testnet",
     "directory",

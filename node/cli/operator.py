@@ -198,7 +198,7 @@ def _membership_list(document: dict[str, object], path: Path, name: str) -> list
     return entries
 
 
-@genesis_group.command("add-institution")
+@genesis_group.command("add-institution", short_help="Seed a founding institution in genesis.")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--id", "institution_id", required=True, help="Institution id, e.g. bank-a.")
 @click.option("--name", required=True, help="Display name, e.g. 'Bank A'.")
@@ -235,7 +235,7 @@ def genesis_add_institution(
     click.echo(f"added institution {institution_id} ({kind}); `suanpan genesis validate` checks it")
 
 
-@genesis_group.command("add-identity")
+@genesis_group.command("add-identity", short_help="Seed a client identity in membership's genesis.")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--institution", required=True, help="The institution id it belongs to.")
 @click.option(
@@ -281,7 +281,7 @@ def _echo_genesis_problems(path: Path, problems: list[GenesisProblem]) -> None:
         click.echo(f"{path}: {problem.key}: {problem.problem}\n    fix: {problem.fix}", err=True)
 
 
-@genesis_group.command("validate")
+@genesis_group.command("validate", short_help="Check a genesis and print its hash.")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 def genesis_validate(path: Path) -> None:
     """Check the genesis at PATH and print its hash (compare it with every other bank)."""
@@ -308,7 +308,7 @@ def config_group() -> None:
     """Check node configuration."""
 
 
-@config_group.command("check")
+@config_group.command("check", short_help="Check a home's config, genesis and keys.")
 @click.option("--home", "home", required=True, type=click.Path(path_type=Path))
 def config_check(home: Path) -> None:
     """Validate config.toml, genesis.json and the key files of a home; list every problem."""

@@ -62,7 +62,7 @@ def _address_in_use(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno == errno.EADDRINUSE
 
 
-@click.command("start")
+@click.command("start", short_help="Start the node in a home directory.")
 @click.option("--home", "home", required=True, type=click.Path(file_okay=False, path_type=Path))
 def start_command(home: Path) -> None:
     """Start the node in HOME (config.toml, genesis.json, keys, data/); Ctrl-C stops it."""

@@ -100,7 +100,7 @@ def testnet_group() -> None:
     """Generate and run a local multi-process testnet."""
 
 
-@testnet_group.command("init")
+@testnet_group.command("init", short_help="Write every node home of a local testnet.")
 @click.option(
     "--validators",
     "-n",
@@ -310,7 +310,7 @@ def _answers(address: str) -> bool:
     return True
 
 
-@testnet_group.command("up")
+@testnet_group.command("up", short_help="Run a local testnet with a live view.")
 @click.option("--validators", "-n", default=4, show_default=True, type=click.IntRange(1, 64))
 @_OBSERVERS_OPTION
 @click.option(
@@ -689,7 +689,9 @@ def _governance(info: TestnetInfo) -> Governance:
         raise click.ClickException(str(error)) from None
 
 
-@testnet_group.command("add-validator")
+@testnet_group.command(
+    "add-validator", short_help="Add a validator to a running testnet by the banks' votes."
+)
 @click.option("--dir", "directory", required=True, type=click.Path(path_type=Path))
 def testnet_add_validator(directory: Path) -> None:
     """Add a validator to the running testnet of DIR by the banks' votes.
@@ -712,7 +714,9 @@ def testnet_add_validator(directory: Path) -> None:
     )
 
 
-@testnet_group.command("remove-validator")
+@testnet_group.command(
+    "remove-validator", short_help="Remove a validator from a running testnet by the banks' votes."
+)
 @click.option("--dir", "directory", required=True, type=click.Path(path_type=Path))
 @click.option("--node", "index", required=True, type=click.IntRange(min=0), help="Node index.")
 def testnet_remove_validator(directory: Path, index: int) -> None:
@@ -738,7 +742,9 @@ def testnet_remove_validator(directory: Path, index: int) -> None:
     )
 
 
-@testnet_group.command("rotate-key")
+@testnet_group.command(
+    "rotate-key", short_help="Rotate a validator's key on a running testnet, without a restart."
+)
 @click.option("--dir", "directory", required=True, type=click.Path(path_type=Path))
 @click.option("--node", "index", required=True, type=click.IntRange(min=0), help="Node index.")
 def testnet_rotate_key(directory: Path, index: int) -> None:

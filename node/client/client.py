@@ -10,6 +10,11 @@ connection, reconnecting when the node closed it).
     for event in client.events(app="payments", account=alice.public_key):  # follows commits
         print(event.kind, event.data)
 
+Arguments are checked client-side against the app's schema (``apps.schema``, from the
+installed app) before anything is signed or sent: ``send`` and ``query`` raise
+``ArgumentsRefused`` naming the argument, exactly as the app would refuse it (``check=False``
+skips this, and an app that is not installed here or declares no schema is not checked).
+
 With ``key``, every request carries the key's signature, so the node's read rules know who is
 asking; without it, requests are anonymous and reach public data only. ``https://host:port``
 (or ``tls=``, an ``ssl.SSLContext``) talks TLS; ``tls_context`` builds one from a CA file and,
@@ -32,17 +37,27 @@ from typing import Final
 from apps.base import App, AppError
 from apps.merkle import ProofError
 from apps.proofs import ProofUnsupported, ProvenReads, QueryProof, verify_query_proof
+from apps.schema import AppSchema, Operation, Query
 from apps.state import NamespacedState
 from apps.transaction import Transaction, sign_transaction
 from consensus.codec import Value
 from consensus.crypto import PrivateKey
-from node.apploader import AppLoadError, load_apps
+from node.apploader import AppLoadError, app_classes, load_apps
 from node.auth import sign_request
 from node.genesis import Genesis
 from node.jsonvalue import JsonType, from_json, to_json
 from node.submission import MSGPACK_CONTENT_TYPE, encode_submission
 
-__all__ = ["ApiError", "Client", "ProofRefused", "ProvenAnswer", "StreamEvent", "tls_context"]
+__all__ = [
+    "ApiError",
+    "ArgumentsRefused",
+    "Client",
+    "ProofRefused",
+    "ProvenAnswer",
+    "StreamEvent",
+    "check_arguments",
+    "tls_context",
+]
 
 # Responses are JSON documents of at most a few MiB (a block with transactions).
 _RESPONSE_BYTES_MAX: Final = 64 * 1024 * 1024
@@ -81,7 +96,9 @@ class StreamEvent:
 
 class ApiError(Exception):
     """The node answered with an error status (``status``, ``message``, optional ``code`` and,
-    for a read the rules refuse, the ``rule``), or could not be reached (``status`` 0)."""
+    for a read the rules refuse, the ``rule``), or could not be reached (``status`` 0).
+    ``transaction_hash``: the hash of the transaction ``Client.send`` signed, when the error
+    refused it (the client knows it even when the node could not say)."""
 
     def __init__(self, status: int, message: str, code: str = "", rule: str = "") -> None:
         text = f"HTTP {status}: {message}" if status else message
@@ -92,6 +109,64 @@ class ApiError(Exception):
         self.message = message
         self.code = code
         self.rule = rule
+        self.transaction_hash: bytes | None = None
+
+
+class ArgumentsRefused(ValueError):
+    """Arguments the app's schema refuses, caught before anything was sent: ``code`` is the
+    app's (``bad_argument``, ``unknown_operation``, ``unknown_query``), ``message`` names the
+    argument and what it expects."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def _installed_schema(app: str) -> AppSchema | None:
+    if app not in _SCHEMA_CACHE:
+        loaded = app_classes().get(app)
+        _SCHEMA_CACHE[app] = (
+            None if loaded is None or isinstance(loaded, Exception) else (loaded.schema)
+        )
+    return _SCHEMA_CACHE[app]
+
+
+# Installed app classes do not change while a process runs: look each app up once.
+_SCHEMA_CACHE: dict[str, AppSchema | None] = {}
+
+
+def check_arguments(
+    app: str,
+    arguments: Mapping[str, Value],
+    *,
+    operation: str | None = None,
+    query: str | None = None,
+) -> bool:
+    """Check ``arguments`` of ``app``'s ``operation`` (or ``query``) against the installed app's
+    schema; raise ``ArgumentsRefused`` as the app would. Returns False when there is nothing to
+    check against (the app is not installed here, or declares no schema)."""
+    assert (operation is None) != (query is None)
+    schema = _installed_schema(app)
+    if schema is None:
+        return False
+    declared: Operation | Query | None
+    if operation is not None:
+        declared = schema.operation(operation)
+        if declared is None:
+            raise ArgumentsRefused(
+                "unknown_operation", f"app {app!r} has no operation {operation!r}"
+            )
+    else:
+        assert query is not None
+        declared = schema.query(query)
+        if declared is None:
+            raise ArgumentsRefused("unknown_query", f"{app} has no query {query!r}")
+    try:
+        declared.parse(arguments)
+    except AppError as error:
+        raise ArgumentsRefused(error.code, error.message) from None
+    return True
 
 
 class ProofRefused(Exception):
@@ -302,8 +377,13 @@ class Client:
         """Blocks from ``start`` (long poll up to ``timeout_ms`` for the first)."""
         return self._request("GET", f"/blocks?from={start}&limit={limit}&timeout_ms={timeout_ms}")
 
-    def query(self, app: str, path: str, arguments: Value | None = None) -> Value:
-        """Run an app query; returns the decoded result value."""
+    def query(
+        self, app: str, path: str, arguments: Value | None = None, *, check: bool = True
+    ) -> Value:
+        """Run an app query; returns the decoded result value. With ``check``, the arguments
+        are checked against the installed app's schema first (``ArgumentsRefused``)."""
+        if check and isinstance(arguments, Mapping | None):
+            check_arguments(app, arguments or {}, query=path)  # type: ignore[arg-type]
         document = self._request(
             "POST",
             "/query",
@@ -425,17 +505,26 @@ class Client:
         nonce: int | None = None,
         wait: bool = False,
         timeout_ms: int = 30_000,
+        check: bool = True,
     ) -> dict[str, JsonType]:
         """Sign (see ``sign``) and submit; returns the node's document (``hash``, ``status``
         and, once committed, ``height`` and ``receipt``). With ``wait``, waits up to
         ``timeout_ms`` for the commit (``status`` stays ``pending`` after that). Raises
-        ``ApiError`` when admission refuses it (``code`` says why) and ``TransactionError``
+        ``ArgumentsRefused`` (before anything is sent) when ``check`` and the installed app's
+        schema refuses the arguments, ``ApiError`` when admission refuses it (``code`` says
+        why; the refusal document carries the transaction's ``hash``) and ``TransactionError``
         for an invalid envelope."""
+        if check:
+            check_arguments(app, arguments, operation=operation)
         transaction = self.sign(app, operation, arguments, key, nonce=nonce)
         deadline = time.monotonic() + timeout_ms / 1000
-        document = self.submit(
-            transaction.encoded, wait=wait, timeout_ms=min(timeout_ms, _WAIT_REQUEST_MS_MAX)
-        )
+        try:
+            document = self.submit(
+                transaction.encoded, wait=wait, timeout_ms=min(timeout_ms, _WAIT_REQUEST_MS_MAX)
+            )
+        except ApiError as error:
+            error.transaction_hash = transaction.hash
+            raise
         if not wait or document.get("status") != "pending":
             return document
         return self.wait_transaction(transaction.hash, deadline - time.monotonic())
