@@ -242,5 +242,15 @@ async def test_an_overloaded_node_refuses_early_and_keeps_its_pool_bounded(
             assert document["accepted"] == limit
             assert [item["code"] for item in document["rejected"]] == ["full"] * 10
             assert len(node.mempool) == 2 * limit
+            # Gossiped transactions this node is still verifying wait too: while a peer's
+            # batch of `limit` is being admitted, the pool's room is taken.
+            node._proposal_seen(node.height() + 1, 2 * limit)
+            node._gossip_admitting = limit
+            status, _, document = await post(stream[2 * limit : 2 * limit + 5])
+            assert status == 429
+            assert [item["code"] for item in document["rejected"]] == ["full"] * 5
+            node._gossip_admitting = 0
+            status, _, document = await post(stream[2 * limit : 2 * limit + 5])
+            assert document["accepted"] == 5
             nursery.cancel_scope.cancel()
     client.close()
