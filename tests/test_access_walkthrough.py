@@ -1,8 +1,8 @@
-"""The README's access walk-through, run as written on a 4-validator testnet.
+"""The access walk-through of docs/api.md, run as written on a 4-validator testnet.
 
-The commands are read from the README section "Walk-through: who may see what"; each line's
+The commands are read from docs/api.md, section "Walk-through: who may see what"; each line's
 comment says what must happen (``ok``, ``ok: prints X``, ``refused: 403, rule R`` or
-``refused: 403, unsigned``). So the README cannot drift from what the node does: alice reads
+``refused: 403, unsigned``). So the docs cannot drift from what the node does: alice reads
 her own balances, bob is refused hers with the rule named, lion-bank reads its customer's, the
 regulator reads its jurisdiction's and not another's, unsigned reads of private data are
 refused, a sponsor bank reads its enterprise's receivables, and the event stream is scoped.
@@ -23,14 +23,14 @@ from node.client.client import ApiError, Client
 from node.testnet.testnet import Testnet, create_testnet
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTION = "### Walk-through: who may see what"
+SECTION = "## Walk-through: who may see what"
 STARTUP_S = 120.0
 
 
 def walkthrough() -> list[tuple[list[str], str]]:
-    """(arguments after ``suanpan``, expected outcome) of each command in the README block."""
-    text = (ROOT / "README.md").read_text("utf-8")
-    assert SECTION in text, "the README lost its access walk-through"
+    """(arguments after ``suanpan``, expected outcome) of each command in the docs' block."""
+    text = (ROOT / "docs" / "api.md").read_text("utf-8")
+    assert SECTION in text, "docs/api.md lost its access walk-through"
     block = text.split(SECTION, 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
     commands = []
     for line in block.splitlines():
@@ -59,7 +59,7 @@ def serving(client: Client) -> bool:
         return False
 
 
-def test_the_readme_access_walkthrough(testnet: Testnet) -> None:
+def test_the_docs_access_walkthrough(testnet: Testnet) -> None:
     info = testnet.info
     clients = [testnet.client(i, timeout_s=30) for i in range(4)]
     testnet.wait_until("every node healthy", lambda: all(serving(c) for c in clients), STARTUP_S)

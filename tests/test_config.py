@@ -37,7 +37,7 @@ def make_network(tmp_path: Path, count: int = 4) -> list[Path]:
 
 
 def seed_membership(tmp_path: Path, genesis: Path) -> None:
-    """One founding bank and its client key, through the CLI, as the README's flow does."""
+    """One founding bank and its client key, through the CLI, as docs/operators.md does it."""
     runner = CliRunner()
     result = runner.invoke(
         main,

@@ -37,8 +37,9 @@ from node.testnet.netns import (
 )
 from tests.test_chaos import explain
 
-# A subprocess in a namespace gets this long to start and answer (a busy machine is slow).
-_PROCESS_TIMEOUT_S = 60.0
+# A subprocess in a namespace gets this long to start, answer or clean up: a busy machine is
+# slow, and the kernel's namespace teardown slows with every other run deleting namespaces.
+_PROCESS_TIMEOUT_S = 180.0
 _PROBE_PORT = 47_000
 # The probes need only the standard library: isolated mode without site-packages starts fastest.
 _PYTHON = (sys.executable, "-I", "-S", "-c")

@@ -12,10 +12,12 @@ from typing import Any, TypeVar
 
 import pytest
 import trio
+from click.testing import CliRunner
 from openapi_spec_validator import validate as validate_openapi
 
 from consensus.types import CommitCertificate, verify_certificate
 from node import runtime
+from node.cli import main
 from node.client.client import ApiError, Client
 from node.home import load_home
 from node.testnet.loadgen import register_identity_transaction
@@ -63,6 +65,14 @@ async def test_single_validator_commits_serves_and_resumes_after_restart(tmp_pat
             assert isinstance(height, int)
             assert height >= 1
             assert status["validators"][0]["name"] == "bank0"
+            # The command line prints it for people, the node's rates (floats) included.
+            printed = await trio.to_thread.run_sync(
+                functools.partial(
+                    CliRunner().invoke, main, ["status", "--node", info.api_addresses[0]]
+                )
+            )
+            assert printed.exit_code == 0, printed.output
+            assert "transactions_per_second" in printed.output
 
             document: Any = await call(functools.partial(client.transaction, hashes[0]))
             assert document["status"] == "committed"

@@ -101,11 +101,26 @@ def status_command(node: str, as_json: bool) -> None:
     validators = document.get("validators")
     summary = {name: value for name, value in document.items() if name != "validators"}
     print_value(
-        console, renderer, f"node {document.get('moniker', '')}".strip(), from_json(summary)
+        console,
+        renderer,
+        f"node {document.get('moniker', '')}".strip(),
+        from_json(_floats_as_text(summary)),
     )
     if isinstance(validators, list) and validators:
         console.print(Text("validators", style="bold"))
-        console.print(renderer.render(from_json(validators)))
+        console.print(renderer.render(from_json(_floats_as_text(validators))))
+
+
+def _floats_as_text(value: JsonType) -> JsonType:
+    """``value`` with every float written as text: app values (what the renderer shows) hold
+    no floats, but the node's own figures in /status do (``transactions_per_second``)."""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, list):
+        return [_floats_as_text(item) for item in value]
+    if isinstance(value, dict):
+        return {name: _floats_as_text(item) for name, item in value.items()}
+    return value
 
 
 @click.group("tx", cls=TransactionGroup)

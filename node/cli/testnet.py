@@ -159,7 +159,7 @@ def testnet_init(
     """Write every node home of a testnet (run each with `suanpan start --home DIR/nodeI`).
 
     With --hosts the homes are for separate machines: copy DIR/node<i> to the i-th host and
-    start it there (README: "Running one node per machine")."""
+    start it there (docs/operators.md: "Running one node per machine")."""
     host_options = {
         "--p2p-listen": p2p_listen,
         "--api-listen": api_listen,

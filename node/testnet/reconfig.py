@@ -5,7 +5,7 @@ Theory of operation
 The chain decides who validates (``apps.validators``): a change is a membership proposal that
 more than two thirds of the active banks approve, in force two heights after the block that
 executes it, one change at a time. These tools do on a local testnet what a consortium's
-operators do by hand (README, "Changing the validator set"):
+operators do by hand (docs/operators.md, "Changing the validator set"):
 
 * ``add_node`` writes the home of a new node (fresh keys, the testnet's genesis, free loopback
   ports, every running node as a persistent peer) and lists it in ``testnet.json`` as an
