@@ -178,7 +178,7 @@ class ConsensusConfig:
 
     tick_ms: int = 50
     view_timeout_ms: int = 2000
-    block_interval_ms: int = 100
+    block_interval_ms: int = 200
     create_empty_blocks: bool = True
     empty_block_interval_ms: int = 1000
 
@@ -192,7 +192,7 @@ class MempoolConfig:
     verify_workers: int = 2
     # Client submissions are refused (429, retry later) while the pool holds this much of
     # recent commits, or admission_transactions_min if more (see node.admission).
-    admission_budget_ms: int = 750
+    admission_budget_ms: int = 400
     admission_transactions_min: int = 250
 
 
@@ -504,7 +504,7 @@ SCHEMA: Final[dict[str, tuple[Key, ...]]] = {
             "block_interval_ms",
             _int(0, 600_000),
             "use 0..600000",
-            "primary waits this long after a commit to gather transactions",
+            "a primary proposes at most this often (it gathers transactions meanwhile)",
         ),
         Key("create_empty_blocks", _bool, "true or false", "propose blocks with no transactions"),
         Key(

@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import math
 import signal
 import threading
 import time
@@ -359,6 +360,12 @@ class Node:
         # Synced blocks whose signatures are being verified ahead of their commit.
         self._verifying: dict[bytes, trio.Event] = {}
         self._proposal_pending = False
+        # The proposal being decided: its height, its transaction count, and when this node
+        # first saw it (trio clock). Proposals are paced from it, and admission does not
+        # count its transactions as waiting.
+        self._deciding = _Deciding(0, 0, -math.inf)
+        # Gossiped transactions being verified and admitted (they wait, like the pool's).
+        self._gossip_admitting = 0
         self.blocks_executed = 0
         self._nursery: trio.Nursery | None = None
         self.syncing = False
@@ -730,6 +737,7 @@ class Node:
                     if follow_up is not None:
                         pending.append(follow_up)
                 if isinstance(event, ProposalPayload):
+                    self._proposal_seen(event.height, len(event.transactions))
                     self._start_pre_execution(event)
             self._update_status_metrics()
             pending.append(await self._inputs.receive())
@@ -783,6 +791,7 @@ class Node:
         elif isinstance(action, RequestProposal):
             self._start_proposal(action)
         elif isinstance(action, ValidateBlock):
+            self._proposal_seen(action.block.height, len(action.block.transactions))
             assert self._nursery is not None
             self._nursery.start_soon(self._validate, action.block)
         elif isinstance(action, ReportEvidence):
@@ -861,20 +870,38 @@ class Node:
         assert self._nursery is not None
         self._nursery.start_soon(self._propose, action)
 
+    def _proposal_seen(self, height: int, transactions: int) -> None:
+        """A proposal for ``height`` reached this node (its own, or to validate)."""
+        if height != self._deciding.height:
+            self._deciding = _Deciding(height, transactions, trio.current_time())
+        else:
+            self._deciding = _Deciding(height, transactions, self._deciding.seen_at_s)
+
+    def _in_flight(self) -> int:
+        """Transactions of the proposal being decided on top of the committed tip (they are
+        in the pool until their block commits, but no longer wait for a proposal)."""
+        deciding = self._deciding
+        return deciding.transactions if deciding.height == self.host.height + 1 else 0
+
     async def _propose(self, action: RequestProposal) -> None:
+        """Reap the pool into a proposal for ``action``'s height. Blocks start at most once
+        per ``block_interval_ms``, counted from when the previous proposal was seen: a round
+        that took longer than the interval already gathered transactions for that long, so
+        under load the next proposal goes out as soon as the previous block commits."""
         consensus = self.config.consensus
-        await trio.sleep(consensus.block_interval_ms / 1000)
+        previous_s = self._deciding.seen_at_s
+        await trio.sleep_until(previous_s + consensus.block_interval_ms / 1000)
         if not len(self.mempool) and consensus.empty_block_interval_ms:
             # Nothing to order: wait for a transaction, at most the empty-block interval.
-            with trio.move_on_after(
-                max(0, consensus.empty_block_interval_ms - consensus.block_interval_ms) / 1000
-            ):
+            with trio.move_on_at(previous_s + consensus.empty_block_interval_ms / 1000):
                 while not len(self.mempool):
                     await self._transaction_arrived.wait()
         with self.phases.measure("proposal"):
             transactions = self.mempool.reap(
                 transactions_max=min(
-                    action.transactions_max, self.config.block.proposal_transactions_max
+                    action.transactions_max,
+                    self.config.block.proposal_transactions_max,
+                    self.admission.proposal_limit(time.monotonic()),
                 ),
                 bytes_max=min(action.transaction_bytes_max, self.config.block.proposal_bytes_max),
             )
@@ -1205,7 +1232,13 @@ class Node:
             if len(raw) < _ADMIT_BATCH_MIN:
                 await trio.sleep(_GOSSIP_LINGER_S)
                 self._coalesce(raw)
-            await self._admit_many(raw, source="gossip_in")
+            # Peers' admissions count as waiting while they are verified here, so this node's
+            # clients do not fill the room they already took.
+            self._gossip_admitting = len(raw)
+            try:
+                await self._admit_many(raw, source="gossip_in")
+            finally:
+                self._gossip_admitting = 0
 
     def _coalesce(self, raw: list[bytes]) -> None:
         while len(raw) < _ADMIT_BATCH_MAX:
@@ -1289,11 +1322,11 @@ class Node:
         """Split a client batch into what fits under the admission limit and refusals for the
         rest (``full``, retry after the time the chain needs to commit what is pending)."""
         now = time.monotonic()
-        room = self.admission.limit(now) - len(self.mempool)
+        pending = max(0, len(self.mempool) + self._gossip_admitting - self._in_flight())
+        room = self.admission.limit(now) - pending
         if room >= len(raw):
             return raw, []
         room = max(room, 0)
-        pending = len(self.mempool)
         retry_after_ms = self.admission.retry_after_ms(now, pending)
         message = (
             f"the node is at capacity ({pending} transactions pending); retry after"
@@ -1720,6 +1753,13 @@ class Node:
         if handshake_failures.get("chain_id_mismatch"):
             warnings.append(f"a peer runs another chain id; ours is {self.chain_id!r}")
         return warnings
+
+
+@dataclass(frozen=True, slots=True)
+class _Deciding:
+    height: int
+    transactions: int
+    seen_at_s: float
 
 
 def _validator_name(validators: ValidatorSet, index: int) -> str:

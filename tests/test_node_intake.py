@@ -234,5 +234,23 @@ async def test_an_overloaded_node_refuses_early_and_keeps_its_pool_bounded(
             assert json.loads(data)["code"] == "full"
             assert len(node.mempool) == limit
             assert node.mempool.size_bytes <= 64 * 1024 * 1024
+            # Once a proposal carries the pool's transactions they no longer wait for one:
+            # the limit counts what waits, so the next `limit` fit (and no more).
+            node._proposal_seen(node.height() + 1, limit)
+            status, _, document = await post(stream[limit : 2 * limit + 10])
+            assert status == 200
+            assert document["accepted"] == limit
+            assert [item["code"] for item in document["rejected"]] == ["full"] * 10
+            assert len(node.mempool) == 2 * limit
+            # Gossiped transactions this node is still verifying wait too: while a peer's
+            # batch of `limit` is being admitted, the pool's room is taken.
+            node._proposal_seen(node.height() + 1, 2 * limit)
+            node._gossip_admitting = limit
+            status, _, document = await post(stream[2 * limit : 2 * limit + 5])
+            assert status == 429
+            assert [item["code"] for item in document["rejected"]] == ["full"] * 5
+            node._gossip_admitting = 0
+            status, _, document = await post(stream[2 * limit : 2 * limit + 5])
+            assert document["accepted"] == 5
             nursery.cancel_scope.cancel()
     client.close()

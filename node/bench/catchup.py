@@ -4,8 +4,10 @@
 stops the last validator, and lets the others commit ``blocks`` more heights under a light
 payments load (short block intervals so the backlog builds quickly). It then stops the load,
 waits until the live nodes' height is stable, restarts the stopped validator and times, from the
-moment its API answers (process start-up and store opening excluded, reported separately), until
-its committed height reaches the others'. Every synced block is verified (its commit
+moment its node logs ``node_started`` (process start-up and store opening excluded, reported
+separately), until it logs the commit of the others' height. Both instants come from the
+restarted node's own log: its API answers late while it applies blocks, so waiting for the API
+would count most of the sync as start-up. Every synced block is verified (its commit
 certificate's 2f+1 signatures and its chain links, by the replica) and applied (executed
 through the app host and committed to LMDB) before the next one counts: the figures are
 verified-and-applied blocks per second and the transactions per second inside them.
@@ -13,6 +15,7 @@ verified-and-applied blocks per second and the transactions per second inside th
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -153,7 +156,7 @@ def run_catchup(
                     transactions += int(str(header.get("transaction_count", 0)))
         lagging_height = _stored_height(testnet, lagging)
         report("restarting the lagging validator", 0, 1)
-        started = time.monotonic()
+        started = time.time()
         testnet.start(lagging)
         testnet.wait_until(
             "the restarted validator serving",
@@ -161,7 +164,6 @@ def run_catchup(
             STARTUP_TIMEOUT_S,
             poll_s=_POLL_S,
         )
-        serving = time.monotonic()
 
         def synced_up() -> bool:
             height = _height(testnet, lagging)
@@ -174,7 +176,7 @@ def run_catchup(
             PHASE_TIMEOUT_S,
             poll_s=_POLL_S,
         )
-        synced = time.monotonic()
+        serving, synced = _sync_window(testnet, lagging, started, top)
         return CatchupReport(
             validators=validators,
             blocks_synced=top - lagging_height,
@@ -199,6 +201,35 @@ def _all_serving(testnet: Testnet, validators: int) -> bool:
 def _settled_height(testnet: Testnet, live: range) -> int:
     """The height every live validator has reached (they keep adding empty blocks)."""
     return min(_height(testnet, index) for index in live)
+
+
+def _sync_window(testnet: Testnet, index: int, since: float, top: int) -> tuple[float, float]:
+    """When the restarted node logged ``node_started`` (after ``since``, wall clock) and the
+    commit of height ``top``, from its node log."""
+    log = testnet.info.homes[index] / "node.log"
+    started: float | None = None
+    synced: float | None = None
+    for line in log.read_text("utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict) or not isinstance(record.get("ts"), int | float):
+            continue
+        at = float(record["ts"])
+        event = record.get("event")
+        if event == "node_started" and at >= since - 1.0:
+            started, synced = at, None
+        elif (
+            event == "block_committed"
+            and started is not None
+            and synced is None
+            and record.get("height") == top
+        ):
+            synced = at
+    if started is None or synced is None:
+        raise RuntimeError(f"node {index}'s log does not show its restart and height {top}")
+    return started, synced
 
 
 def _stored_height(testnet: Testnet, index: int) -> int:
