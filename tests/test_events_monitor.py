@@ -8,7 +8,8 @@ the rule); an unsigned stream carries blocks but no account's events; a stream r
 an item id; the monitor replaying the blocks raises the large-payment alert at the height the
 payment committed (within one block), the freeze and the velocity alerts, and no expired-offer
 alert (the offer was released);
-``suanpan events`` and ``suanpan monitor`` print the same. Also: ``/healthz`` (and ``HEAD``),
+``suanpan events`` and ``suanpan monitor`` print the same, and ``suanpan monitor`` following the
+chain live alerts on a large payment planted after it started, at that payment's height. Also: ``/healthz`` (and ``HEAD``),
 ``/status`` (version, last block time) and ``/metrics`` (process collectors, counters).
 """
 
@@ -17,6 +18,11 @@ from __future__ import annotations
 import functools
 import http.client
 import json
+import os
+import select
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -36,6 +42,25 @@ from node.testnet.testnet import create_testnet
 DEADLINE_S = 120.0
 LARGE = 2_000_000_00  # 2,000,000.00 SGD: above the default 1,000,000.00 threshold
 T = TypeVar("T")
+
+
+def first_alert(process: subprocess.Popen[bytes], rule: str) -> dict[str, object]:
+    """The first alert of ``rule`` a running ``suanpan monitor --json`` prints (its other lines
+    are skipped); fails if the monitor exits or prints none within the deadline."""
+    assert process.stdout is not None
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 0.5)
+        if not ready:
+            assert process.poll() is None, process.communicate(timeout=30)
+            continue
+        line = process.stdout.readline()
+        assert line, f"the monitor exited: {process.communicate(timeout=30)}"
+        alert = json.loads(line)
+        assert isinstance(alert, dict)
+        if alert.get("rule") == rule:
+            return alert
+    raise AssertionError(f"no {rule} alert within {DEADLINE_S} s")
 
 
 async def call(function: Callable[[], T]) -> T:
@@ -236,6 +261,32 @@ async def test_events_are_scoped_resumable_and_the_monitor_catches_the_planted_p
             printed_rules = [json.loads(line)["rule"] for line in alerted.output.splitlines()]
             assert "large_payment" in printed_rules
             assert "account_frozen" in printed_rules
+
+            # Live: `suanpan monitor` following the chain (no --until) alerts on a large payment
+            # planted after it started, at the payment's own height.
+            follow_from = await call(lambda: int(str(reader.status()["height"]))) + 1
+
+            def follow_and_plant() -> tuple[int, dict[str, object]]:
+                follower = subprocess.Popen(
+                    [
+                        *(sys.executable, "-m", "node", "monitor", "--node", address),
+                        *("--json", "--from", str(follow_from)),
+                        *("--key", str(info.homes[0] / "node_key.json")),
+                    ],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    stdin=subprocess.DEVNULL,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
+                try:
+                    planted = pay("lion-bank", alice, LARGE, "BIG-2")
+                    return planted, first_alert(follower, "large_payment")
+                finally:
+                    follower.kill()
+                    follower.communicate(timeout=30)
+
+            planted, alert = await call(follow_and_plant)
+            assert alert["height"] == planted
 
             # Receipts, nonces and block bodies follow the same rules.
             hashes = {}
