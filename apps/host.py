@@ -90,6 +90,7 @@ __all__ = [
     "Receipt",
     "TransactionRejected",
     "end_block_hash",
+    "end_block_record",
 ]
 
 MEMBERSHIP_APP: Final = "membership"
@@ -779,6 +780,13 @@ class AppHost:
                 )
                 continue
             assert execution.depth == 0
+            if execution.events and not _storable((*events, *execution.events)):
+                # The node stores a block's end-of-block events like a receipt: an app whose
+                # events would not fit loses its end-of-block work, as if it had failed.
+                overlay.rollback()
+                message = "end-of-block events do not fit a record"
+                events.append(_end_block_fault(name, CODE_APP_FAULT, message))
+                continue
             overlay.release()
             events.extend(execution.events)
         return tuple(events)
@@ -911,6 +919,20 @@ class AppHost:
             raise
         except Exception as error:
             raise AppError(CODE_APP_FAULT, f"query failed: {type(error).__name__}") from None
+
+
+def end_block_record(chain_id: str, height: int, index: int, events: tuple[Event, ...]) -> Receipt:
+    """The record a node stores for block ``height``'s end-of-block events: a receipt under the
+    ``end_block_hash`` the apps saw, numbered after the block's ``index`` transactions."""
+    return Receipt(end_block_hash(chain_id, height), index, STATUS_OK, events=events)
+
+
+def _storable(events: tuple[Event, ...]) -> bool:
+    try:
+        end_block_record("", 0, 0, events).encode()
+    except CodecError:
+        return False
+    return True
 
 
 def _end_block_fault(app: str, code: str, message: str) -> Event:

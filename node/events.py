@@ -3,7 +3,10 @@
 Theory of operation
 -------------------
 Each committed block becomes a numbered sequence of **items**: the block itself (number 0),
-then, for each transaction in order, its receipt followed by the events it emitted. An item's
+then, for each transaction in order, its receipt followed by the events it emitted, then the
+events of the apps' end-of-block work (offers expired and their escrow released, proposals
+expired: no transaction and no sender; ``"end_block": true``, with the ``hash`` the apps saw
+there, ``apps.host.end_block_hash``). An item's
 SSE id is ``<height>-<number>``, so a client that reconnects with ``Last-Event-ID`` (or
 ``?after=<id>``) resumes exactly after the last item it saw, and ``?from=H`` starts at the
 first item of block H (default: the next block to commit). Items are built from the store, so
@@ -90,6 +93,9 @@ class StreamBlock:
     time_ms: int
     proposer: int
     transactions: tuple[StreamTransaction, ...]
+    # The apps' end-of-block work: its events, and the transaction hash the apps saw there.
+    end_block_events: tuple[Event, ...] = ()
+    end_block_hash: bytes = b""
 
 
 class EventSource(Protocol):
@@ -249,7 +255,9 @@ class _View:
             self.principal, transaction.sender, transaction.app, events
         )
 
-    def event(self, transaction: StreamTransaction, event: Event) -> bool:
+    def event(self, sender: bytes, event: Event) -> bool:
+        """Whether the subscriber gets ``event`` of a transaction sent by ``sender`` (``b""``
+        for end-of-block events: nobody's key, so only the event's own rule can grant it)."""
         wanted = self.wanted
         if ITEM_EVENT not in wanted.types:
             return False
@@ -257,9 +265,9 @@ class _View:
             return False
         if wanted.kinds and event.kind not in wanted.kinds:
             return False
-        if not self._concerns(transaction.sender, (event,)):
+        if not self._concerns(sender, (event,)):
             return False
-        return self.access.event_visible(self.principal, transaction.sender, event)
+        return self.access.event_visible(self.principal, sender, event)
 
 
 def _items(block: StreamBlock, view: _View) -> list[tuple[int, str, dict[str, JsonType]]]:
@@ -309,10 +317,24 @@ def _items(block: StreamBlock, view: _View) -> list[tuple[int, str, dict[str, Js
             )
         for position, event in enumerate(receipt.events):
             number += 1
-            if view.event(transaction, event):
+            if view.event(transaction.sender, event):
                 items.append(
                     (number, ITEM_EVENT, {**common, "event_index": position, **_event_json(event)})
                 )
+    end_block: dict[str, JsonType] = {
+        "height": block.height,
+        "time_ms": block.time_ms,
+        "index": len(block.transactions),
+        "hash": block.end_block_hash.hex(),
+        "sender": "",
+        "end_block": True,
+    }
+    for position, event in enumerate(block.end_block_events):
+        number += 1
+        if view.event(b"", event):
+            items.append(
+                (number, ITEM_EVENT, {**end_block, "event_index": position, **_event_json(event)})
+            )
     return items
 
 

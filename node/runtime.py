@@ -77,7 +77,7 @@ import trio
 
 from apps.access import ReadRules
 from apps.base import BlockContext
-from apps.host import EVENT_END_BLOCK_FAULT, AppHost, BlockResult, Receipt
+from apps.host import EVENT_END_BLOCK_FAULT, AppHost, BlockResult, Receipt, end_block_hash
 from apps.host import GenesisError as HostGenesisError
 from apps.merkle import prove
 from apps.proofs import (
@@ -1639,7 +1639,13 @@ class Node:
             transactions.append(stream_transaction(raw, index, receipt, self.chain_id))
         header = block.header
         return StreamBlock(
-            height, block.hash, header.timestamp_ms, header.proposer, tuple(transactions)
+            height,
+            block.hash,
+            header.timestamp_ms,
+            header.proposer,
+            tuple(transactions),
+            self.store.block_events(height),
+            end_block_hash(self.chain_id, height),
         )
 
     def health(self) -> Health:

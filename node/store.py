@@ -14,6 +14,8 @@ databases:
 ``app_hashes``            height -> app hash of the state after that height (0: genesis)
 ``transactions``          transaction hash -> (height, index) of its *first* inclusion
 ``receipts``              height || index (4 bytes) -> encoded ``apps.host.Receipt``
+``block_events``          height -> the apps' end-of-block events (expiries released ...), as an
+                          encoded ``apps.host.end_block_record``; only blocks that have some
 ``state``                 application state (namespaced keys, see ``apps.state``)
 ``tree``                  the state's Merkle tree records (``apps.merkle``): its root is the
                           app hash
@@ -25,11 +27,11 @@ databases:
 ========================  ===================================================================
 
 ``commit_block`` writes the block, its certificate, the state write set, the tree records, the
-undo records, the transaction index, the receipts, the app hash and the new height in **one**
-LMDB write transaction. LMDB commits
-by switching a meta page after the data pages are written, so a crash (SIGKILL, power loss
-with ``sync=True``) at any moment leaves either the previous height or the new one, never a
-part of a block. The crash tests kill real processes mid-commit to check this.
+undo records, the transaction index, the receipts, the end-of-block events, the app hash and
+the new height in **one** LMDB write transaction. LMDB commits by switching a meta page after
+the data pages are written, so a crash (SIGKILL, power loss with ``sync=True``) at any moment
+leaves either the previous height or the new one, never a part of a block. The crash tests
+kill real processes mid-commit to check this.
 
 The map size starts small and doubles whenever a write transaction hits ``MapFullError``; the
 transaction is retried, so a full map never reaches a caller. Read transactions and map
@@ -71,7 +73,8 @@ from typing import Final, TypeVar
 
 import lmdb
 
-from apps.host import MEMBERSHIP_APP, BlockResult, Receipt
+from apps.base import Event
+from apps.host import MEMBERSHIP_APP, BlockResult, Receipt, end_block_record
 from apps.merkle import ROOT_KEY, TreeUpdate, build, leaf_of, root_of_slot
 from apps.state import NamespacedState, WriteSet
 from apps.validators import scheduled_sets, validator_set_at
@@ -106,8 +109,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # 2: the Merkle tree and undo databases, state sync's base height. 3: block headers commit to
-# the next validator set, and the genesis state holds the validator registry.
-SCHEMA_VERSION: Final = 3
+# the next validator set, and the genesis state holds the validator registry. 4: the apps'
+# end-of-block events are stored.
+SCHEMA_VERSION: Final = 4
 # Small enough that a test node costs nothing; it doubles on demand.
 MAP_SIZE_INITIAL_BYTES: Final = 64 * 1024 * 1024
 # A hard ceiling so a runaway writer fails loudly instead of filling the disk: 1 TiB.
@@ -123,6 +127,7 @@ DATABASES: Final = (
     "app_hashes",
     "transactions",
     "receipts",
+    "block_events",
     "state",
     "tree",
     "state_undo",
@@ -393,6 +398,13 @@ class Store:
         encoded_certificate = certificate.encode()
         receipts = [receipt.encode() for receipt in result.receipts]
         tx_hashes = [hash_bytes(tx) for tx in block.transactions]
+        end_events = (
+            end_block_record(
+                self.chain_id, height, len(block.transactions), result.block_events
+            ).encode()
+            if result.block_events
+            else None
+        )
 
         def work(txn: lmdb.Transaction) -> None:
             meta = self._db["meta"]
@@ -422,6 +434,8 @@ class Store:
                 # The first inclusion wins: a replayed copy later is only a rejected receipt.
                 txn.put(tx_hash, location, db=self._db["transactions"], overwrite=False)
                 txn.put(receipt_key(height, index), receipt, db=self._db["receipts"])
+            if end_events is not None:
+                txn.put(key, end_events, db=self._db["block_events"])
             self._apply_writes(txn, result.writes, undo=True)
             self._apply_tree(txn, result.tree, undo=True)
             txn.put(_META_UNDO_HEIGHT, key, db=meta)
@@ -581,6 +595,11 @@ class Store:
         """The receipt of transaction ``index`` of block ``height``, or None."""
         raw = self._get("receipts", receipt_key(height, index))
         return None if raw is None else Receipt.decode(raw)
+
+    def block_events(self, height: int) -> tuple[Event, ...]:
+        """The events of block ``height``'s end-of-block work (none stored: empty)."""
+        raw = self._get("block_events", height_key(height))
+        return () if raw is None else Receipt.decode(raw).events
 
     def receipt_of(self, tx_hash: bytes) -> Receipt | None:
         """The receipt of the first inclusion of ``tx_hash``, or None."""

@@ -8,9 +8,11 @@ the rule); an unsigned stream carries blocks but no account's events; a stream r
 an item id; the monitor replaying the blocks raises the large-payment alert at the height the
 payment committed (within one block), the freeze and the velocity alerts, and no expired-offer
 alert (the offer was released);
+the chain's release of the offer is an end-of-block event on the maker's stream;
 ``suanpan events`` and ``suanpan monitor`` print the same, and ``suanpan monitor`` following the
-chain live alerts on a large payment planted after it started, at that payment's height. Also: ``/healthz`` (and ``HEAD``),
-``/status`` (version, last block time) and ``/metrics`` (process collectors, counters).
+chain live alerts on a large payment planted after it started, at that payment's height. Also:
+``/healthz`` (and ``HEAD``), ``/status`` (version, last block time) and ``/metrics`` (process
+collectors, counters).
 """
 
 from __future__ import annotations
@@ -232,6 +234,27 @@ async def test_events_are_scoped_resumable_and_the_monitor_catches_the_planted_p
             assert isinstance(released, dict)
             assert released["status"] == "expired"
             assert "fx_expired_locked" not in by_rule
+
+            # The release itself is on the stream: an end-of-block event (no transaction, no
+            # sender) that the maker reads and an unrelated customer does not.
+            def releases(client: Client) -> list[tuple[object, object, object]]:
+                items = collect(client, start=1, until=top, app="payments", kinds=("fx_cancelled",))
+                found: list[tuple[object, object, object]] = []
+                for item in items:
+                    if item.kind != "app_event":
+                        continue
+                    attributes = item.data["attributes"]
+                    assert isinstance(attributes, dict)
+                    found.append(
+                        (item.data["end_block"], attributes["offer"], attributes["status"])
+                    )
+                return found
+
+            assert await call(lambda: releases(clients["harbour-bank"])) == [
+                (True, offer_id, "expired")
+            ]
+            assert await call(lambda: releases(reader)) == [(True, offer_id, "expired")]
+            assert await call(lambda: releases(clients["bob"])) == []
 
             # The same through the command line.
             runner = CliRunner()

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from apps.base import ANY_ROLE, ROLE_BANK, App, AppError, AppState, ReadState, TxContext
 from apps.host import (
     CODE_INVALID_TRANSACTION,
+    RECEIPT_LIMITS,
     STATUS_OK,
     STATUS_REJECTED,
     AppHost,
@@ -489,6 +490,10 @@ class ClockApp(App):
             raise AppError("clock_stopped", "the clock refuses")
         if armed == encode("crash"):
             raise ZeroDivisionError("bug")
+        if armed == encode("flood"):
+            # More events than one stored record holds (the node stores them like a receipt).
+            for index in range(RECEIPT_LIMITS.array_len_max + 1):
+                ctx.emit("ticked", {"index": index})
         if armed == encode("debit"):
             # No signer: an end-of-block step cannot debit anyone's account.
             ctx.call(
@@ -525,7 +530,10 @@ def test_end_block_runs_every_block_in_app_order_with_no_sender() -> None:
     assert c.host.query("clock_b", "ticks", {}) == 1
 
 
-@pytest.mark.parametrize(("mode", "code"), [("fail", "clock_stopped"), ("crash", "app_fault")])
+@pytest.mark.parametrize(
+    ("mode", "code"),
+    [("fail", "clock_stopped"), ("crash", "app_fault"), ("flood", "app_fault")],
+)
 def test_a_failing_end_block_loses_only_its_own_writes(mode: str, code: str) -> None:
     c = Chain.start([ClockApp(), SecondClockApp()])
     armed = c.run([c.sign(BANK, "clock", "arm", {"mode": mode})])
