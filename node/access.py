@@ -142,16 +142,21 @@ class AccessControl:
         verifier: RequestVerifier,
         query: QueryFunction,
         rules_of: Callable[[str], ReadRules | None],
-        node_keys: frozenset[bytes],
+        node_keys: frozenset[bytes] | Callable[[], frozenset[bytes]],
         height: Callable[[], int],
         limiter: ClientLimiter | None = None,
     ) -> None:
+        """``node_keys``: the node keys that read everything, fixed or (a function) as of the
+        committed height, asked again once per height: validators added on chain are nodes
+        from the height their set is known."""
         assert mode in ACCESS_MODES, mode
         self.mode = mode
         self.verifier = verifier
         self._query = query
         self._rules_of = rules_of
-        self._node_keys = node_keys
+        self._node_keys_source = node_keys
+        self._node_keys = node_keys if isinstance(node_keys, frozenset) else frozenset()
+        self._node_keys_height = -1
         self._height = height
         self._limiter = limiter
         self._cache_height = -1
@@ -178,9 +183,19 @@ class AccessControl:
                 raise KeyLimited(refusal)
         return self.principal_of(key)
 
+    def node_keys(self) -> frozenset[bytes]:
+        """The node keys that read everything, as of the committed height."""
+        source = self._node_keys_source
+        if callable(source):
+            height = self._height()
+            if height != self._node_keys_height:
+                self._node_keys = source()
+                self._node_keys_height = height
+        return self._node_keys
+
     def principal_of(self, key: bytes) -> Principal:
         """The principal a verified ``key`` is."""
-        if key in self._node_keys:
+        if key in self.node_keys():
             return Principal(KIND_NODE, key)
         member = self.member(key)
         if member is None:

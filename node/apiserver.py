@@ -46,7 +46,7 @@ class ApiServer:
         home: Path,
         config: NodeConfig,
         chain_id: str,
-        node_keys: frozenset[bytes],
+        node_keys: frozenset[bytes] | Callable[[], frozenset[bytes]],
         query: Callable[[str, str, Mapping[str, Value]], Value],
         rules_of: Callable[[str], ReadRules | None],
         openapi: Mapping[str, JsonType] | None = None,
@@ -74,7 +74,7 @@ class ApiServer:
             verifier=self.verifier,
             query=query,
             rules_of=rules_of,
-            node_keys=node_keys | frozenset(rpc.readers),
+            node_keys=_with_readers(node_keys, frozenset(rpc.readers)),
             height=backend.height,
             limiter=self.limiter,
         )
@@ -160,3 +160,13 @@ class ApiServer:
             "TLS handshakes that failed or timed out",
             {"": counters.tls_handshakes_failed},
         )
+
+
+def _with_readers(
+    node_keys: frozenset[bytes] | Callable[[], frozenset[bytes]], readers: frozenset[bytes]
+) -> frozenset[bytes] | Callable[[], frozenset[bytes]]:
+    """``node_keys`` plus the configured ``[rpc] readers`` (who read everything too)."""
+    if callable(node_keys):
+        source = node_keys
+        return lambda: source() | readers
+    return node_keys | readers

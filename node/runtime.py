@@ -378,10 +378,10 @@ class Node:
             home=home.path,
             config=self.config,
             chain_id=self.chain_id,
-            # This node and the nodes allowed to connect when it starts (validators of the next
-            # two heights and observers); a validator added on chain later is known after a
-            # restart.
-            node_keys=self._allowlist() | {home.node_key.public_key},
+            # This node and the nodes allowed to connect (validators of the next two heights
+            # and observers), as of the committed height: a validator added on chain reads
+            # everything from the height its set is known, without a restart.
+            node_keys=lambda: self._allowlist() | {self.home.node_key.public_key},
             # Through the node, not a bound method of today's host: a state sync reopens it.
             query=lambda app, path, arguments: self.host.query(app, path, arguments),
             rules_of=self._read_rules,

@@ -102,3 +102,36 @@ def test_open_access_lets_an_unsigned_caller_read_what_scoped_access_refuses() -
         except AccessDenied:
             outcome = False
         assert outcome is allowed, mode
+
+
+def test_a_node_key_the_chain_adds_reads_everything_from_that_height_without_a_restart() -> None:
+    """The node keys that read everything follow the committed height: a validator governance
+    adds at height 5 is a node from then on (and a removed one stops being one)."""
+
+    def no_member(app: str, path: str, arguments: Mapping[str, Value]) -> Value:
+        return None
+
+    newcomer = PrivateKey(bytes([7]) * 32).public_key
+    height = [4]
+    asked: list[int] = []
+
+    def node_keys() -> frozenset[bytes]:
+        asked.append(height[0])
+        return frozenset({newcomer}) if 5 <= height[0] < 9 else frozenset()
+
+    access = AccessControl(
+        mode="scoped",
+        verifier=RequestVerifier("c"),
+        query=no_member,
+        rules_of=lambda app: PaymentsApp.read_rules,
+        node_keys=node_keys,
+        height=lambda: height[0],
+    )
+    assert access.principal_of(newcomer).kind == "stranger"
+    height[0] = 5
+    assert access.principal_of(newcomer).kind == "node"
+    assert access.sees_everything(access.principal_of(newcomer))
+    assert access.principal_of(newcomer).kind == "node"
+    assert asked == [4, 5], "asked once per height, not per request"
+    height[0] = 9
+    assert access.principal_of(newcomer).kind == "stranger"
