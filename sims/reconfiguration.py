@@ -16,9 +16,10 @@ again. It reads the chain as a client does, from the most advanced live honest n
 The changes (``Change``), drawn per seed:
 
 * ``join``: the next spare node is added with its genesis key and node key;
-* ``leave``: the validator with the highest index leaves, if it is honest and the byzantine
-  validators stay at most f of the smaller set (the highest, so no other validator's index
-  moves: byzantine drivers sign with a fixed index);
+* ``leave``: an honest validator ranked after every byzantine one leaves, if the byzantine
+  validators stay at most f of the smaller set. The honest validators ranked after it move
+  down one index (the replicas follow their own index from set to set); no byzantine
+  validator's index moves, since byzantine drivers sign with a fixed index;
 * ``rotate``: an honest validator's consensus key is replaced by its next key
   (``validator_key(slot, generation)``), which its node is handed as a standby key when the
   change is proposed.
@@ -121,12 +122,16 @@ class _Decision:
     slot: int
     arguments: dict[str, Value]
     proposal: Transaction | None = None
+    # A leave of a validator ranked before others: their indices move down one.
+    shifts: bool = False
 
 
 @dataclass(slots=True)
 class _Counts:
     proposed: dict[str, int] = field(default_factory=dict)
     executed: dict[str, int] = field(default_factory=dict)
+    # Executed leaves that moved the validators ranked after the leaver down one index.
+    shifting_leaves: int = 0
 
 
 class Reconfiguration:
@@ -245,6 +250,8 @@ class Reconfiguration:
     def _executed(self, decision: _Decision) -> None:
         change = decision.change
         self.counts.executed[change] = self.counts.executed.get(change, 0) + 1
+        if decision.shifts:
+            self.counts.shifting_leaves += 1
         if change is Change.ROTATE:
             retired = validator_key(decision.slot, self._generation[decision.slot])
             self._generation[decision.slot] += 1
@@ -276,11 +283,11 @@ class Reconfiguration:
         if fresh:
             options.append(Change.JOIN)
         smaller = len(members) - 1
-        if (
-            smaller >= 1
-            and members[-1] not in self._byzantine
-            and len(self._byzantine) <= (smaller - 1) // 3
-        ):
+        last_byzantine = max(
+            (index for index, slot in enumerate(members) if slot in self._byzantine), default=-1
+        )
+        leavers = members[last_byzantine + 1 :]
+        if smaller >= 1 and leavers and len(self._byzantine) <= (smaller - 1) // 3:
             options.append(Change.LEAVE)
         options = [option for option in options if option in self._kinds]
         if not options:
@@ -297,7 +304,7 @@ class Reconfiguration:
                 "institution_id": self._clients[0].bank,
             }
         elif change is Change.LEAVE:
-            slot = members[-1]
+            slot = rng.choice(leavers)
             arguments = {"action": "remove_validator", "validator_name": f"validator-{slot}"}
         else:
             slot = rng.choice(honest)
@@ -309,7 +316,8 @@ class Reconfiguration:
                 "validator_key": next_key.public_key,
             }
         self.counts.proposed[change] = self.counts.proposed.get(change, 0) + 1
-        return _Decision(change, slot, arguments)
+        shifts = change is Change.LEAVE and slot != members[-1]
+        return _Decision(change, slot, arguments, shifts=shifts)
 
 
 def forge_with_retired_keys(

@@ -106,3 +106,19 @@ def test_five_hundred_seeds_with_reconfiguration_show_no_violation() -> None:
     result = run_sweep(configs, jobs=2)
     failures = [run["command"] for run in result.runs if not run["ok"]]
     assert failures == []
+
+
+def test_a_validator_ranked_before_others_leaves_and_they_move_down_one_index() -> None:
+    """A leave picks any honest validator ranked after every byzantine one, so the honest
+    validators after it change index mid-run; every check still holds."""
+    shifted = []
+    for seed in range(40):
+        simulation = Simulation(SimConfig(seed=seed, reconfigure=True, blocks=3))
+        result = simulation.run()
+        assert result.ok, (result.config.command(), result.violations)
+        assert simulation.reconfiguration is not None
+        if simulation.reconfiguration.counts.shifting_leaves:
+            shifted.append(seed)
+        if len(shifted) == 2:
+            break
+    assert len(shifted) == 2, "some seeds remove a validator ranked before others"
