@@ -17,7 +17,9 @@ import lmdb
 import pytest
 from click.testing import CliRunner
 
+from apps.base import Event
 from apps.demo import DemoTraffic, demo_consortium
+from apps.host import end_block_record
 from consensus.codec import decode, encode
 from consensus.crypto import PrivateKey, hash_bytes
 from consensus.evidence import Evidence, SignedStatement
@@ -440,3 +442,18 @@ def test_long_chain_is_audited_in_one_pass(tmp_path: Path) -> None:
     assert (report.heights_checked, report.transactions) == (600, 12_000)
     corrupt(tmp_path, "transactions", lambda txn, db: txn.delete(hash_bytes(last), db=db))
     assert failure_of(tmp_path)[:2] == (600, "tx index")
+
+
+def test_forged_end_of_block_events(chain: BuiltChain) -> None:
+    """Events the apps' end-of-block work never produced, planted in the store, are caught by
+    the replay like a changed receipt."""
+    planted = end_block_record(
+        chain.genesis.chain_id,
+        5,
+        len(chain.blocks[5].transactions),
+        (Event("payments", "fx_cancelled"),),
+    ).encode()
+    corrupt(chain.home, "block_events", lambda txn, db: txn.put(height_key(5), planted, db=db))
+    height, item, detail = failure_of(chain.home)
+    assert (height, item) == (5, "receipt")
+    assert "end-of-block events differ from the replay" in detail

@@ -34,6 +34,7 @@ import trio
 from click.testing import CliRunner
 
 from node import runtime
+from node.audit.audit import audit_home
 from node.cli import main
 from node.client.client import ApiError, Client, StreamEvent
 from node.home import load_home, write_config
@@ -361,6 +362,10 @@ async def test_events_are_scoped_resumable_and_the_monitor_catches_the_planted_p
             nursery.cancel_scope.cancel()
     for client in (*clients.values(), reader, anonymous):
         client.close()
+    # The offline audit replays every block, the offer's release included, and finds the
+    # stored end-of-block events equal to what the apps produce again.
+    report = audit_home(info.homes[0])
+    assert report.ok, report.failure
 
 
 async def test_healthz_says_503_with_the_reason_when_the_node_is_isolated_and_stale(

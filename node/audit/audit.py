@@ -62,6 +62,7 @@ from typing import Final, NoReturn
 
 from apps.base import App
 from apps.host import GenesisError as HostGenesisError
+from apps.host import end_block_record
 from consensus.codec import CodecError, decode
 from consensus.crypto import hash_bytes
 from consensus.evidence import Evidence, EvidenceError, verify_evidence
@@ -554,6 +555,20 @@ class _Auditor:
                     f"(replay: {receipt.status} {receipt.code}".rstrip()
                     + ")",
                 )
+        replayed_events = (
+            end_block_record(
+                self.chain_id, height, len(block.transactions), result.block_events
+            ).encode()
+            if result.block_events
+            else None
+        )
+        if self.view.block_events_bytes(height) != replayed_events:
+            _fail(
+                height,
+                ITEM_RECEIPT,
+                f"stored end-of-block events differ from the replay ({len(result.block_events)}"
+                " events)",
+            )
         stored_hash = self.view.app_hash_at(height)
         if stored_hash != result.app_hash:
             _fail(

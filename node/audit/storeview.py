@@ -188,6 +188,10 @@ class StoreView:
         """The stored receipt of transaction ``index`` of block ``height``."""
         return self.get("receipts", receipt_key(height, index))
 
+    def block_events_bytes(self, height: int) -> bytes | None:
+        """The stored end-of-block events of block ``height`` (None: it has none)."""
+        return self.get("block_events", height_key(height))
+
     def state_scan(self) -> Iterator[tuple[bytes, bytes]]:
         """The committed application state in key order."""
         return self.scan("state")
