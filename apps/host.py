@@ -91,6 +91,7 @@ __all__ = [
     "TransactionRejected",
     "end_block_hash",
     "end_block_record",
+    "stored_end_block_events",
 ]
 
 MEMBERSHIP_APP: Final = "membership"
@@ -925,6 +926,16 @@ def end_block_record(chain_id: str, height: int, index: int, events: tuple[Event
     """The record a node stores for block ``height``'s end-of-block events: a receipt under the
     ``end_block_hash`` the apps saw, numbered after the block's ``index`` transactions."""
     return Receipt(end_block_hash(chain_id, height), index, STATUS_OK, events=events)
+
+
+def stored_end_block_events(chain_id: str, transactions: int, result: BlockResult) -> bytes | None:
+    """The bytes a node stores for the end-of-block events of the block ``result`` executed
+    (``end_block_record``; ``transactions``: how many the block holds), or None when it has
+    none (nothing is stored)."""
+    if not result.block_events:
+        return None
+    record = end_block_record(chain_id, result.height, transactions, result.block_events)
+    return record.encode()
 
 
 def _storable(events: tuple[Event, ...]) -> bool:

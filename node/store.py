@@ -74,7 +74,7 @@ from typing import Final, TypeVar
 import lmdb
 
 from apps.base import Event
-from apps.host import MEMBERSHIP_APP, BlockResult, Receipt, end_block_record
+from apps.host import MEMBERSHIP_APP, BlockResult, Receipt, stored_end_block_events
 from apps.merkle import ROOT_KEY, TreeUpdate, build, leaf_of, root_of_slot
 from apps.state import NamespacedState, WriteSet
 from apps.validators import scheduled_sets, validator_set_at
@@ -398,13 +398,7 @@ class Store:
         encoded_certificate = certificate.encode()
         receipts = [receipt.encode() for receipt in result.receipts]
         tx_hashes = [hash_bytes(tx) for tx in block.transactions]
-        end_events = (
-            end_block_record(
-                self.chain_id, height, len(block.transactions), result.block_events
-            ).encode()
-            if result.block_events
-            else None
-        )
+        end_events = stored_end_block_events(self.chain_id, len(block.transactions), result)
 
         def work(txn: lmdb.Transaction) -> None:
             meta = self._db["meta"]

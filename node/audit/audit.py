@@ -62,7 +62,7 @@ from typing import Final, NoReturn
 
 from apps.base import App
 from apps.host import GenesisError as HostGenesisError
-from apps.host import end_block_record
+from apps.host import stored_end_block_events
 from consensus.codec import CodecError, decode
 from consensus.crypto import hash_bytes
 from consensus.evidence import Evidence, EvidenceError, verify_evidence
@@ -555,13 +555,7 @@ class _Auditor:
                     f"(replay: {receipt.status} {receipt.code}".rstrip()
                     + ")",
                 )
-        replayed_events = (
-            end_block_record(
-                self.chain_id, height, len(block.transactions), result.block_events
-            ).encode()
-            if result.block_events
-            else None
-        )
+        replayed_events = stored_end_block_events(self.chain_id, len(block.transactions), result)
         if self.view.block_events_bytes(height) != replayed_events:
             _fail(
                 height,
