@@ -190,6 +190,17 @@ def take_expired(state: AppState, now: int) -> tuple[tuple[int, str], ...]:
     return tuple(taken)
 
 
+def take_expired_offers(state: AppState, now: int, kind: str) -> Iterator[dict[str, Value]]:
+    """The open offers (records under ``key(kind, id)``) due by ``now``, as ``take_expired``
+    takes them from the index; the caller releases each. The index holds open offers only:
+    settling or cancelling an offer removes its entry."""
+    for _, offer_id in take_expired(state, now):
+        offer = get_record(state, key(kind, offer_id))
+        assert offer is not None, offer_id
+        assert offer["status"] == "open", offer_id
+        yield offer
+
+
 def expired_in_backlog(state: ReadState, at: int) -> bool:
     """True when an item due at ``at`` has expired but is still waiting in the sweep's backlog
     (its record does not say so yet): queries report it as expired."""

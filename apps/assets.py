@@ -56,7 +56,7 @@ from apps._records import (
     put_record,
     scan_end,
     schedule_expiry,
-    take_expired,
+    take_expired_offers,
     unschedule_expiry,
 )
 from apps.access import (
@@ -774,11 +774,7 @@ class AssetsApp(DispatchingApp):
     def end_block(self, ctx: TxContext) -> None:
         """Close every DvP offer that expired by this block's time (oldest first, bounded per
         block: ``apps._records.take_expired``) and return its escrow to the maker."""
-        for _, offer_id in take_expired(ctx.state, ctx.block.time_ms):
-            offer = get_record(ctx.state, key("dvp", offer_id))
-            # The index holds open offers only: settling or cancelling removes the entry.
-            assert offer is not None, offer_id
-            assert offer["status"] == "open", offer_id
+        for offer in take_expired_offers(ctx.state, ctx.block.time_ms, "dvp"):
             self._release(ctx, offer, "expired")
 
     # ------------------------------------------------------------------ queries

@@ -58,7 +58,7 @@ from apps._records import (
     scan_end,
     scan_records,
     schedule_expiry,
-    take_expired,
+    take_expired_offers,
     unschedule_expiry,
 )
 from apps.access import (
@@ -725,11 +725,7 @@ class PaymentsApp(DispatchingApp):
     def end_block(self, ctx: TxContext) -> None:
         """Close every offer that expired by this block's time (oldest first, bounded per
         block: ``apps._records.take_expired``) and return its escrow to the maker."""
-        for _, offer_id in take_expired(ctx.state, ctx.block.time_ms):
-            offer = get_record(ctx.state, key("fx", offer_id))
-            # The index holds open offers only: settling or cancelling removes the entry.
-            assert offer is not None, offer_id
-            assert offer["status"] == "open", offer_id
+        for offer in take_expired_offers(ctx.state, ctx.block.time_ms, "fx"):
             self._release(ctx, offer, "expired")
 
     # ------------------------------------------------------------------ calls from other apps
