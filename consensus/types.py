@@ -472,6 +472,23 @@ class Block:
         )
         return cls(header, tuple(transactions))
 
+    def rival(self, *, timestamp_ms: int, transactions: Sequence[bytes] = ()) -> Block:
+        """A block for the same slot (chain, height, view, parent, app hash, next set,
+        proposer) with another time and body: what an equivocating proposer or a forged block
+        response offers in this block's place."""
+        header = self.header
+        return Block.build(
+            chain_id=header.chain_id,
+            height=header.height,
+            view=header.view,
+            parent_hash=header.parent_hash,
+            app_hash=header.app_hash,
+            next_validators_hash=header.next_validators_hash,
+            proposer=header.proposer,
+            timestamp_ms=timestamp_ms,
+            transactions=transactions,
+        )
+
 
 class Phase(IntEnum):
     """The two voting phases of a height."""

@@ -1247,17 +1247,7 @@ class Adversary:
         block, certificate = entries[0]
         header = block.header
         if kind == 1:  # another block under the real certificate
-            forged = Block.build(
-                chain_id=header.chain_id,
-                height=header.height,
-                view=header.view,
-                parent_hash=header.parent_hash,
-                app_hash=header.app_hash,
-                next_validators_hash=header.next_validators_hash,
-                proposer=header.proposer,
-                timestamp_ms=header.timestamp_ms + rng.randint(1, 100),
-                transactions=(),
-            )
+            forged = block.rival(timestamp_ms=header.timestamp_ms + rng.randint(1, 100))
             return encode_block_response([(forged, certificate)])
         if kind == 2:  # one signature short
             short = replace(certificate, signatures=certificate.signatures[:-1])
@@ -1568,14 +1558,7 @@ class Adversary:
             return encode_message(vote)
         if isinstance(message, Proposal) and message.validator == validator:
             header = message.block.header
-            block = Block.build(
-                chain_id=header.chain_id,
-                height=header.height,
-                view=header.view,
-                parent_hash=header.parent_hash,
-                app_hash=header.app_hash,
-                next_validators_hash=header.next_validators_hash,
-                proposer=header.proposer,
+            block = message.block.rival(
                 timestamp_ms=header.timestamp_ms + rng.randint(1, 50),
                 transactions=message.block.transactions,
             )

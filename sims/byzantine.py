@@ -77,17 +77,7 @@ class ByzantineDriver(Protocol):
 def _alternative(block: Block) -> Block:
     """A block that conflicts with ``block``: same height, parent and state, other timestamp."""
     header = block.header
-    return Block.build(
-        chain_id=header.chain_id,
-        height=header.height,
-        view=header.view,
-        parent_hash=header.parent_hash,
-        app_hash=header.app_hash,
-        next_validators_hash=header.next_validators_hash,
-        proposer=header.proposer,
-        timestamp_ms=header.timestamp_ms + 1,
-        transactions=block.transactions,
-    )
+    return block.rival(timestamp_ms=header.timestamp_ms + 1, transactions=block.transactions)
 
 
 def _corrupt(signature: bytes) -> bytes:
@@ -281,16 +271,6 @@ class Misbehaviour:
             return encode_block_response(())
         block, certificate = entries[0]
         header = block.header
-        forged = Block.build(
-            chain_id=header.chain_id,
-            height=header.height,
-            view=header.view,
-            parent_hash=header.parent_hash,
-            app_hash=header.app_hash,
-            next_validators_hash=header.next_validators_hash,
-            proposer=header.proposer,
-            timestamp_ms=max(now_ms, header.timestamp_ms + 1),
-            transactions=(),
-        )
+        forged = block.rival(timestamp_ms=max(now_ms, header.timestamp_ms + 1))
         self.injected += 1
         return encode_block_response([(forged, certificate)])

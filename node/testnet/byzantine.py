@@ -34,7 +34,7 @@ from typing import Final
 
 from consensus.crypto import PrivateKey, hash_bytes
 from consensus.messages import MessageError, Proposal, decode_message, encode_message
-from consensus.types import Block, Vote
+from consensus.types import Vote
 from node.config import TestnetConfig
 from node.jsonvalue import JsonType
 
@@ -133,17 +133,7 @@ class Byzantine:
 
     def _equivocate(self, proposal: Proposal) -> None:
         header = proposal.block.header
-        other = Block.build(
-            chain_id=header.chain_id,
-            height=header.height,
-            view=header.view,
-            parent_hash=header.parent_hash,
-            app_hash=header.app_hash,
-            next_validators_hash=header.next_validators_hash,
-            proposer=header.proposer,
-            timestamp_ms=header.timestamp_ms + 1,
-            transactions=(),
-        )
+        other = proposal.block.rival(timestamp_ms=header.timestamp_ms + 1)
         conflicting = Proposal.create(
             self._key, self._chain_id, view=proposal.view, validator=self._validator, block=other
         )
