@@ -347,25 +347,14 @@ def forge_with_retired_keys(
     for position, (block, _) in enumerate(entries):
         if block.height < first + 2 or schedule.at(block.height) == known:
             continue
-        header = block.header
-        forged = Block.build(
-            chain_id=header.chain_id,
-            height=header.height,
-            view=header.view,
-            parent_hash=header.parent_hash,
-            app_hash=header.app_hash,
-            next_validators_hash=header.next_validators_hash,
-            proposer=header.proposer,
-            timestamp_ms=header.timestamp_ms + 1,
-            transactions=(),
-        )
+        forged = block.rival(timestamp_ms=block.header.timestamp_ms + 1)
         votes = [
             Vote.create(
                 key,
                 chain_id,
                 phase=Phase.COMMIT,
                 height=forged.height,
-                view=header.view,
+                view=forged.header.view,
                 block_hash=forged.hash,
                 validator=index,
             )
