@@ -381,14 +381,20 @@ def rotate_validator_key(
     info: TestnetInfo, index: int, governance: Governance, key: PrivateKey
 ) -> Decision:
     """Decide that node ``index``'s validator signs with ``key`` from now on."""
+    name = _current_validator_name(info, index, governance)
+    return governance.decide(
+        {"action": "rotate_validator_key", "validator_name": name, "validator_key": key.public_key}
+    )
+
+
+def _current_validator_name(info: TestnetInfo, index: int, governance: Governance) -> str:
+    """The on-chain name of node ``index``'s validator, found by its current key."""
     current = load_key_file(info.homes[index] / VALIDATOR_KEY_FILE).public_key
     with _serving_client(info, governance._governors[0].key) as client:
         name = validator_name(client, current)
     if name is None:
         raise GovernanceError(f"node{index}'s validator key is in no current validator set")
-    return governance.decide(
-        {"action": "rotate_validator_key", "validator_name": name, "validator_key": key.public_key}
-    )
+    return name
 
 
 def finish_rotation(info: TestnetInfo, index: int) -> None:
@@ -406,11 +412,7 @@ def rotate_node_key(
     info: TestnetInfo, index: int, governance: Governance, key: PrivateKey
 ) -> Decision:
     """Decide that node ``index``'s validator is reached at node key ``key`` from now on."""
-    current = load_key_file(info.homes[index] / VALIDATOR_KEY_FILE).public_key
-    with _serving_client(info, governance._governors[0].key) as client:
-        name = validator_name(client, current)
-    if name is None:
-        raise GovernanceError(f"node{index}'s validator key is in no current validator set")
+    name = _current_validator_name(info, index, governance)
     return governance.decide(
         {"action": "rotate_validator_key", "validator_name": name, "node_key": key.public_key}
     )
