@@ -154,7 +154,7 @@ from node.phases import PHASES, PhaseClock, thread_cpu_ns
 from node.servebudget import ServeBudget
 from node.snapshots import SnapshotDirectory, SnapshotError, SnapshotServer, export_snapshot
 from node.statesync import NoSnapshotOffered, StateSync, StateSyncError, StateSyncLimits
-from node.store import CertifiedView, StateReader, Store, StoreError
+from node.store import CertifiedView, StateReader, Store, StoreError, UnwrittenStateBackend
 from node.tls import TlsError
 from node.verified import VerifiedTransactions
 
@@ -186,6 +186,16 @@ _NONCE_TAKEN_CODES: Final = frozenset({"duplicate", "nonce_in_use", "stale_nonce
 # Synced blocks verified ahead of their commit at most (a few block responses' worth; the
 # verified cache holds their transactions).
 _PREFETCH_BLOCKS_MAX: Final = 256
+# Executed blocks whose store write may lag behind (the next block executes over them while a
+# worker thread writes them); each holds its write set and tree records, ~1-2 MiB at 120
+# payments, so this bounds the extra memory to a few tens of MiB.
+_UNWRITTEN_BLOCKS_MAX: Final = 16
+# Blocks written to the store in one write transaction (one fsync) at most.
+_WRITE_BATCH_BLOCKS_MAX: Final = 16
+# How long a synced block whose certificate the latest known validator set does not confirm
+# waits for the blocks before it to execute (its own set is known then) before the lookahead
+# gives up on it (the replica judges it anyway); bounds what a stalled chain keeps waiting.
+_PREFETCH_WAIT_S: Final = 10.0
 # Validated blocks whose execution results are kept for their commit (a few views' worth).
 _VALIDATED_CACHE_MAX: Final = 8
 # Validator sets of recent heights kept decoded: a few views' worth of heights around the tip.
@@ -350,6 +360,8 @@ class Node:
         # Signatures verified by this node, by whole encoded bytes (see ``node.verified``).
         self._verified = VerifiedTransactions()
         self._new_block = trio.Event()
+        # Set (and replaced) whenever the host moves on to the state after another block.
+        self._block_executed = trio.Event()
         self._transaction_arrived = trio.Event()
         self._rejected: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
         self._admitted_at: dict[bytes, float] = {}
@@ -359,6 +371,11 @@ class Node:
         self._validated: OrderedDict[bytes, _Validated] = OrderedDict()
         # Synced blocks whose signatures are being verified ahead of their commit.
         self._verifying: dict[bytes, trio.Event] = {}
+        # Executed blocks waiting for (or in) their store write, oldest first; the block
+        # writer takes them in order (``_write_blocks``).
+        self._unwritten: deque[tuple[Block, CommitCertificate, BlockResult]] = deque()
+        self._unwritten_added = trio.Event()
+        self._blocks_written = trio.Event()
         self._proposal_pending = False
         # The proposal being decided: its height, its transaction count, and when this node
         # first saw it (trio clock). Proposals are paced from it, and admission does not
@@ -398,13 +415,19 @@ class Node:
     def _open_execution(self) -> None:
         """The app host and the mempool over the store's committed state (again after a state
         sync replaced it)."""
+        # Executed blocks not written yet are read through this (see ``_commit``).
+        self._state = UnwrittenStateBackend(self.store.state_backend())
         self.host = AppHost(
             self._apps,
-            self.store.state_backend(),
+            self._state,
             chain_id=self.chain_id,
             height=self.store.height,
             app_hash=self.store.app_hash,
         )
+        # The height and app hash the store holds (the host is ahead while blocks wait to be
+        # written): what the API reports as committed.
+        self.written_height = self.store.height
+        self.written_app_hash = self.store.app_hash
         self.mempool = Mempool(
             self.host,
             MempoolLimits(
@@ -518,13 +541,14 @@ class Node:
                 task_status.started(self)
                 if self.state_syncing:
                     await self._state_sync()
+                nursery.start_soon(self._write_blocks)
                 nursery.start_soon(self._consensus_driver)
                 nursery.start_soon(self._ticker)
                 nursery.start_soon(self._message_pump)
                 nursery.start_soon(self._gossip_pump)
         finally:
             self.store.close()
-            log.info("node_stopped", extra={"height": self.host.height})
+            log.info("node_stopped", extra={"height": self.written_height})
 
     async def _state_sync(self) -> None:
         """Install the peers' latest certified snapshot, retrying until one installs; then
@@ -669,18 +693,18 @@ class Node:
     async def _verify_synced(self, entries: list[tuple[Block, CommitCertificate]]) -> None:
         try:
             for block, certificate in entries:
-                with self.phases.measure("consensus"):
-                    if block.height > self.host.height + 2:
-                        break  # its validator set is not known yet: the replica checks it
-                    try:
-                        verify_certificate(
-                            certificate,
-                            self.validators_at(block.height),
-                            self.chain_id,
-                            block_hash=block.hash,
-                            height=block.height,
-                        )
-                    except CertificateError:
+                if block.height <= self.host.height:
+                    continue  # executed meanwhile (its signatures were checked then)
+                if not self._certifies(block, certificate):
+                    # Above ``executed + 2`` the set of its height is not final yet: this
+                    # was the latest set known. Once the blocks before it are executed, its
+                    # own set is, and the block is checked against that.
+                    with trio.move_on_after(_PREFETCH_WAIT_S):
+                        while block.height > self.host.height + 2:
+                            await self._block_executed.wait()
+                    if block.height > self.host.height + 2 or not self._certifies(
+                        block, certificate
+                    ):
                         break  # the replica drops it; the blocks after it cannot follow
                 with self.phases.measure("execute"):
                     candidates: list[Transaction] = []
@@ -706,6 +730,22 @@ class Node:
                 if event is not None:
                     event.set()
 
+    def _certifies(self, block: Block, certificate: CommitCertificate) -> bool:
+        """Whether ``certificate`` certifies ``block`` by the validator set this node knows for
+        its height (final up to ``executed + 2``, the latest scheduled set above)."""
+        with self.phases.measure("consensus"):
+            try:
+                verify_certificate(
+                    certificate,
+                    self.validators_at(block.height),
+                    self.chain_id,
+                    block_hash=block.hash,
+                    height=block.height,
+                )
+            except CertificateError:
+                return False
+            return True
+
     async def _consensus_driver(self) -> None:
         pending: deque[Input] = deque([Start(_now_ms())])
         while True:
@@ -718,10 +758,17 @@ class Node:
                     actions = self.replica.handle(event)
                 for action in actions:
                     if isinstance(action, Commit):
-                        # Awaits the store commit on a worker thread: every committed block is
-                        # a checkpoint, so a synced batch of blocks never holds the loop.
+                        # Executes the block and hands its store write to the block writer
+                        # (a worker thread): the next synced block executes meanwhile. Every
+                        # commit awaits at least a checkpoint, so a synced batch of blocks
+                        # never holds the loop.
                         pending.append(await self._commit(action.block, action.certificate))
                         continue
+                    if not isinstance(action, Dropped | RequestBlocks):
+                        # Nothing leaves the node, is persisted or is decided on top of a block
+                        # until the store holds it: a crash never loses a block this node has
+                        # acted on (only executed blocks that it syncs again).
+                        await self._write_all()
                     if isinstance(action, Persist):
                         # Durable before the driver performs any later action (persist before
                         # send), but its fsync waits on a worker thread: gossip, admission and
@@ -1044,14 +1091,17 @@ class Node:
         return BlockContext(block.height, block.header.timestamp_ms, proposer, self.chain_id)
 
     async def _commit(self, block: Block, certificate: CommitCertificate) -> Input:
-        """Execute (or reuse the cached execution of) ``block`` and commit it.
+        """Execute (or reuse the cached execution of) ``block`` and queue its store write.
 
-        The LMDB write transaction and its fsync run on a worker thread, off the event loop;
-        the API, gossip and admission keep running meanwhile and read the committed state
-        through LMDB's MVCC snapshots. Nothing else writes to the store then: every write
-        (replica state, evidence, commits) comes from the consensus driver, which is awaiting
-        this. The driver feeds ``BlockExecuted`` back only after this returns, so no block of
-        the next height is pre-executed or validated on a half-switched tip."""
+        The block writer (``_write_blocks``) writes queued blocks in order on a worker thread,
+        several in one LMDB write transaction and fsync when they queue up (block sync); the
+        next block executes meanwhile, reading the state through ``UnwrittenStateBackend``
+        (the store's state with the unwritten blocks' writes on top). The driver performs no
+        action that depends on a block (a send, a persisted vote, a proposal, a validation)
+        before ``_write_all``, so the store holds every block this node acts on. Nothing else
+        writes to the store: every write (replica state, evidence, blocks) comes from the
+        driver, or from the block writer while the driver awaits it. The API, gossip and
+        admission keep running and read committed state through LMDB's MVCC snapshots."""
         cached = self._validated.pop(block.hash, None)
         if cached is not None and cached.parent_height == self.host.height:
             result = cached.result
@@ -1065,25 +1115,63 @@ class Node:
                     block.transactions,
                     known=self._known_for(block.transactions),
                 )
-        commit_ns = await trio.to_thread.run_sync(
-            _commit_measured, self.store, block, certificate, result
-        )
-        self.phases.add("commit", commit_ns)
+        while len(self._unwritten) >= _UNWRITTEN_BLOCKS_MAX:
+            await self._blocks_written.wait()
+        self._state.add(block.height, result.writes, result.tree)
+        self._unwritten.append((block, certificate, result))
+        self._unwritten_added.set()
         with self.phases.measure("commit"):
-            self._after_commit(block, certificate, result)
+            self._after_execution(block, result)
         with self.phases.measure("recheck"):
             update = self.mempool.update(
                 block.transactions, [written for written, _ in result.writes]
             )
             for tx_hash, reason in update.evicted:
                 self._remember_rejection(tx_hash, "evicted", reason)
+        # One checkpoint per block, as when the driver awaited each block's write.
+        await trio.lowlevel.checkpoint()
         # The set the state after this block puts in force two heights on.
         return BlockExecuted(block.height, result.app_hash, self.validators_at(block.height + 2))
 
-    def _after_commit(
-        self, block: Block, certificate: CommitCertificate, result: BlockResult
-    ) -> None:
-        self._maybe_snapshot(block.height)
+    async def _write_all(self) -> None:
+        """Until the store holds every executed block."""
+        while self._unwritten:
+            await self._blocks_written.wait()
+
+    async def _write_blocks(self) -> None:
+        """The block writer: writes the executed blocks in order, as many as are queued (up to
+        ``_WRITE_BATCH_BLOCKS_MAX``, and a snapshot height always last) in one write
+        transaction on a worker thread; then does what follows each block's commit."""
+        while True:
+            if not self._unwritten:
+                self._unwritten_added = trio.Event()
+                await self._unwritten_added.wait()
+                continue
+            batch = self._write_batch()
+            commit_ns = await trio.to_thread.run_sync(_commit_measured, self.store, batch)
+            self.phases.add("commit", commit_ns)
+            with self.phases.measure("commit"):
+                for block, certificate, result in batch:
+                    self._unwritten.popleft()
+                    self._state.written(block.height)
+                    self._after_write(block, certificate, result)
+            self._blocks_written.set()
+            self._blocks_written = trio.Event()
+
+    def _write_batch(self) -> list[tuple[Block, CommitCertificate, BlockResult]]:
+        """The next blocks to write in one transaction: the snapshot's export must open its
+        read transaction right after its height is written, so a snapshot height ends it."""
+        interval = self.config.statesync.snapshot_interval
+        batch: list[tuple[Block, CommitCertificate, BlockResult]] = []
+        for entry in self._unwritten:
+            batch.append(entry)
+            height = entry[0].height
+            if len(batch) >= _WRITE_BATCH_BLOCKS_MAX or (interval and height % interval == 0):
+                break
+        return batch
+
+    def _after_execution(self, block: Block, result: BlockResult) -> None:
+        """The host, caches and validator sets move on to the state after ``block``."""
         self.host.committed(block.height, result.app_hash, result.writes)
         for event in result.block_events:
             if event.kind == EVENT_END_BLOCK_FAULT:
@@ -1103,18 +1191,8 @@ class Node:
             self._verified.discard(data)
         self._tip_timestamp_ms = block.header.timestamp_ms
         self._validated.clear()
-        now = time.monotonic()
-        for receipt in result.receipts:
-            admitted = self._admitted_at.pop(receipt.transaction_hash, None)
-            if admitted is not None:
-                self.metrics.commit_latency.observe(now - admitted)
-        self.metrics.record_commit(now, block.height, len(block.transactions))
-        self.admission.observe_commit(now, len(block.transactions))
-        self.metrics.last_block_time.set(block.header.timestamp_ms / 1000)
         if self.syncing and block.height >= self._highest_seen_height():
             self.syncing = False
-        self._new_block.set()
-        self._new_block = trio.Event()
         next_validators = self.validators_at(block.height + 2)
         if next_validators != self.validators_at(block.height + 1):
             log.info(
@@ -1127,6 +1205,26 @@ class Node:
             )
         self.network.set_allowlist(self._allowlist())
         self._pick_up_next_key()
+        self._block_executed.set()
+        self._block_executed = trio.Event()
+
+    def _after_write(
+        self, block: Block, certificate: CommitCertificate, result: BlockResult
+    ) -> None:
+        """The store holds ``block``: count it, tell the waiters, log the commit."""
+        self.written_height = block.height
+        self.written_app_hash = result.app_hash
+        self._maybe_snapshot(block.height)
+        now = time.monotonic()
+        for receipt in result.receipts:
+            admitted = self._admitted_at.pop(receipt.transaction_hash, None)
+            if admitted is not None:
+                self.metrics.commit_latency.observe(now - admitted)
+        self.metrics.record_commit(now, block.height, len(block.transactions))
+        self.admission.observe_commit(now, len(block.transactions))
+        self.metrics.last_block_time.set(block.header.timestamp_ms / 1000)
+        self._new_block.set()
+        self._new_block = trio.Event()
         log.info(
             "block_committed",
             extra={
@@ -1395,8 +1493,8 @@ class Node:
     # ------------------------------------------------------------------ ApiBackend
 
     def height(self) -> int:
-        """Last committed height."""
-        return self.host.height
+        """Last committed height (the store holds it)."""
+        return self.written_height
 
     async def submit(self, data: bytes) -> SubmitOutcome:
         """API submission: stateless checks, signature off the loop, mempool admission."""
@@ -1454,7 +1552,7 @@ class Node:
     async def wait_for_height(self, height: int, timeout_s: float) -> None:
         """Until ``height`` is committed or the timeout."""
         with trio.move_on_after(timeout_s):
-            while self.host.height < height:
+            while self.written_height < height:
                 await self._new_block.wait()
 
     def query(self, app: str, path: str, arguments: Value) -> Value:
@@ -1666,7 +1764,9 @@ class Node:
                 f" needs {quorum} of {validators.size}"
             )
         if self.syncing:
-            problems.append(f"behind: catching up from height {self.host.height} (peers are ahead)")
+            problems.append(
+                f"behind: catching up from height {self.written_height} (peers are ahead)"
+            )
         age_ms = max(0, _now_ms() - self._tip_timestamp_ms)
         age_max_ms = self.config.rpc.healthz_block_age_ms_max
         expect_blocks = self.config.consensus.create_empty_blocks or len(self.mempool) > 0
@@ -1676,7 +1776,7 @@ class Node:
                 f"stale: no block committed for {age_ms // 1000} s{waiting} (limit"
                 f" {age_max_ms // 1000} s, [rpc] healthz_block_age_ms_max)"
             )
-        return Health(self.host.height, tuple(problems), age_ms)
+        return Health(self.written_height, tuple(problems), age_ms)
 
     def status(self) -> dict[str, JsonType]:
         """The node status document."""
@@ -1690,9 +1790,9 @@ class Node:
             "genesis_hash": self.genesis.hash.hex(),
             "role": "validator" if replica.voting else "observer",
             "validator_index": self.index,
-            "height": self.host.height,
+            "height": self.written_height,
             "last_block_hash": self.store.last_block_hash.hex(),
-            "app_hash": self.host.app_hash.hex(),
+            "app_hash": self.written_app_hash.hex(),
             "consensus_height": replica.height,
             "view": replica.view,
             "primary": primary_index(validators, replica.height, replica.view),
@@ -1819,11 +1919,12 @@ def _persist_measured(store: Store, state: bytes) -> int:
 
 
 def _commit_measured(
-    store: Store, block: Block, certificate: CommitCertificate, result: BlockResult
+    store: Store, entries: Sequence[tuple[Block, CommitCertificate, BlockResult]]
 ) -> int:
-    """Runs on a worker thread: the LMDB commit; returns its thread CPU nanoseconds."""
+    """Runs on a worker thread: the LMDB commit of ``entries`` (one transaction); returns its
+    thread CPU nanoseconds."""
     started_ns = thread_cpu_ns()
-    store.commit_block(block, certificate, result)
+    store.commit_blocks(entries)
     return thread_cpu_ns() - started_ns
 
 

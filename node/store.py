@@ -64,9 +64,11 @@ store built from a state snapshot answers the same for the heights it covers).
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TypeVar
@@ -101,6 +103,7 @@ __all__ = [
     "StoreError",
     "StoreMismatchError",
     "TransactionLocation",
+    "UnwrittenStateBackend",
     "height_key",
     "receipt_key",
     "verify_chain",
@@ -384,6 +387,39 @@ class Store:
         block does not extend the stored chain or the pieces do not belong together.
 
         The certificate's signatures are the caller's to verify (it knows the validators)."""
+        self.commit_blocks(((block, certificate, result),))
+
+    def commit_blocks(
+        self, entries: Sequence[tuple[Block, CommitCertificate, BlockResult]]
+    ) -> None:
+        """Persist consecutive blocks (each as ``commit_block`` would) in **one** write
+        transaction and one fsync: all of them or none. Each block is checked against the
+        store as the blocks before it in ``entries`` left it (it must follow, link to and
+        carry the app hash of its predecessor); any failure writes nothing. The undo records
+        are those of the last block (one version back, as after ``commit_block``)."""
+        prepared = [
+            self._prepare_commit(block, certificate, result)
+            for block, certificate, result in entries
+        ]
+        if not prepared:
+            return
+
+        last = len(prepared) - 1
+
+        def work(txn: lmdb.Transaction) -> None:
+            for index, write in enumerate(prepared):
+                # Only the last block's undo records survive the transaction (each block's
+                # would replace the one's before it): the others write without them.
+                write(txn, index == last)
+
+        self._write(work)
+
+    def _prepare_commit(
+        self, block: Block, certificate: CommitCertificate, result: BlockResult
+    ) -> Callable[[lmdb.Transaction, bool], None]:
+        """Check that the pieces belong together and encode them (outside the write
+        transaction); the returned work writes the block in the caller's transaction, with
+        its undo records when told (the last block of the transaction)."""
         height = block.height
         header = block.header
         if header.chain_id != self.chain_id:
@@ -400,7 +436,7 @@ class Store:
         tx_hashes = [hash_bytes(tx) for tx in block.transactions]
         end_events = stored_end_block_events(self.chain_id, len(block.transactions), result)
 
-        def work(txn: lmdb.Transaction) -> None:
+        def work(txn: lmdb.Transaction, undo: bool) -> None:
             meta = self._db["meta"]
             raw_height = txn.get(_META_HEIGHT, db=meta)
             if raw_height is None:
@@ -430,14 +466,15 @@ class Store:
                 txn.put(receipt_key(height, index), receipt, db=self._db["receipts"])
             if end_events is not None:
                 txn.put(key, end_events, db=self._db["block_events"])
-            self._apply_writes(txn, result.writes, undo=True)
-            self._apply_tree(txn, result.tree, undo=True)
-            txn.put(_META_UNDO_HEIGHT, key, db=meta)
+            self._apply_writes(txn, result.writes, undo=undo)
+            self._apply_tree(txn, result.tree, undo=undo)
+            if undo:
+                txn.put(_META_UNDO_HEIGHT, key, db=meta)
             txn.put(_META_APP_HASH, result.app_hash, db=meta)
             txn.put(_META_LAST_BLOCK_HASH, block.hash, db=meta)
             txn.put(_META_HEIGHT, key, db=meta)
 
-        self._write(work)
+        return work
 
     # -- state sync ---------------------------------------------------------------------------
 
@@ -905,6 +942,117 @@ class LmdbStateBackend:
     def tree_node(self, key: bytes) -> bytes | None:
         """The committed Merkle tree record under ``key``."""
         return self._store.tree_node(key)
+
+
+class _UnwrittenBlock:
+    """One executed block's state writes and tree records (None deletes), for reads."""
+
+    __slots__ = ("height", "keys", "tree", "values")
+
+    def __init__(self, height: int, writes: WriteSet, tree: TreeUpdate) -> None:
+        self.height = height
+        self.values: dict[bytes, bytes | None] = dict(writes)
+        self.keys = [key for key, _ in writes]  # a write set is in key order
+        self.tree: dict[bytes, bytes | None] = dict(tree.records)
+
+
+class UnwrittenStateBackend:
+    """``apps.state.StateBackend``: the store's committed state with the write sets and tree
+    records of executed blocks that are not written to the store yet on top (newest wins).
+
+    The node executes a block as soon as the one before it is executed and hands the write to
+    a worker thread; the next block executes over this view meanwhile. A block is removed
+    (``written``) only after its write transaction committed, and every key it wrote is
+    answered from here until then, so a read gives the same answer whether the store's write
+    of that block has landed yet or not (the keys it did not write are the same in both)."""
+
+    __slots__ = ("_blocks", "_committed")
+
+    def __init__(self, committed: LmdbStateBackend) -> None:
+        self._committed = committed
+        self._blocks: deque[_UnwrittenBlock] = deque()
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+    def add(self, height: int, writes: WriteSet, tree: TreeUpdate) -> None:
+        """Block ``height`` (the one after the last added, or after the store's height) is
+        executed: its ``writes`` and ``tree`` records are visible from now on."""
+        if self._blocks and height != self._blocks[-1].height + 1:
+            raise ValueError(f"block {height} does not follow block {self._blocks[-1].height}")
+        self._blocks.append(_UnwrittenBlock(height, writes, tree))
+
+    def written(self, height: int) -> None:
+        """The store holds every block up to ``height``: read those from the store."""
+        blocks = self._blocks
+        while blocks and blocks[0].height <= height:
+            blocks.popleft()
+
+    def clear(self) -> None:
+        """Forget every unwritten block (the store is the whole state again)."""
+        self._blocks.clear()
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value at ``key`` after the last executed block, or None."""
+        for block in reversed(self._blocks):
+            values = block.values
+            if key in values:
+                return values[key]
+        return self._committed.get(key)
+
+    def tree_node(self, key: bytes) -> bytes | None:
+        """The Merkle tree record under ``key`` after the last executed block, or None."""
+        for block in reversed(self._blocks):
+            tree = block.tree
+            if key in tree:
+                return tree[key]
+        return self._committed.tree_node(key)
+
+    def scan(
+        self, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) with ``start <= key < end`` after the last executed block, in key
+        order (or reverse)."""
+        committed = self._committed.scan(start, end, reverse=reverse)
+        if not self._blocks:
+            return committed
+        newest: dict[bytes, bytes | None] = {}
+        for block in self._blocks:  # oldest first: a later block's write replaces
+            keys = block.keys
+            low = bisect.bisect_left(keys, start)
+            high = len(keys) if end is None else bisect.bisect_left(keys, end)
+            for key in keys[low:high]:
+                newest[key] = block.values[key]
+        return _merged(sorted(newest.items(), reverse=reverse), committed, reverse=reverse)
+
+
+def _merged(
+    unwritten: list[tuple[bytes, bytes | None]],
+    committed: Iterator[tuple[bytes, bytes]],
+    *,
+    reverse: bool,
+) -> Iterator[tuple[bytes, bytes]]:
+    """``committed`` with ``unwritten`` (same order; None deletes) laid over it."""
+    index = 0
+    count = len(unwritten)
+    for key, value in committed:
+        while index < count and (
+            unwritten[index][0] > key if reverse else unwritten[index][0] < key
+        ):
+            earlier, written = unwritten[index]
+            index += 1
+            if written is not None:
+                yield earlier, written
+        if index < count and unwritten[index][0] == key:
+            written = unwritten[index][1]
+            index += 1
+            if written is not None:
+                yield key, written
+            continue
+        yield key, value
+    for key, written in unwritten[index:]:
+        if written is not None:
+            yield key, written
 
 
 def verify_chain(store: Store, genesis: ValidatorSet, *, from_height: int = 1) -> int:

@@ -1,0 +1,218 @@
+"""Executing ahead of the store's writes (block sync's pipeline): blocks execute over
+``UnwrittenStateBackend`` while earlier ones wait for their write, and ``Store.commit_blocks``
+writes several in one transaction. The store must end up exactly as if every block had been
+executed and committed one at a time, and a batch holding one bad block must write nothing."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import lmdb
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from apps.base import BlockContext
+from apps.host import AppHost, BlockResult
+from apps.membership import MembershipApp
+from apps.merkle import TreeUpdate
+from apps.state import MemoryBackend
+from consensus.types import Block, CommitCertificate
+from node.store import DATABASES, Store, StoreConsistencyError, UnwrittenStateBackend
+from tests.host_fixtures import CHAIN, genesis_config
+from tests.store_fixtures import GENESIS_HASH, GENESIS_TIME_MS, VALIDATORS, certify
+from tests.test_host import KvApp, VaultApp
+from tests.test_store import Signer
+
+Entry = tuple[Block, CommitCertificate, BlockResult]
+
+
+class PipelinedChain:
+    """A store and a host over ``UnwrittenStateBackend``: ``execute`` runs the next block on
+    top of the executed (not necessarily written) ones, ``write`` writes the oldest ``count``
+    unwritten blocks in one transaction."""
+
+    def __init__(self, path: Path) -> None:
+        self.store = Store(path, chain_id=CHAIN, genesis_hash=GENESIS_HASH, sync=False)
+        apps = [MembershipApp(), KvApp(), VaultApp()]
+        genesis_host = AppHost(apps, self.store.state_backend(), chain_id=CHAIN)
+        writes, app_hash = genesis_host.init_genesis({"membership": genesis_config()})
+        self.store.init_genesis(writes, app_hash)
+        self.state = UnwrittenStateBackend(self.store.state_backend())
+        self.host = AppHost(apps, self.state, chain_id=CHAIN, height=0, app_hash=app_hash)
+        self.tip_hash = self.store.last_block_hash
+        self.unwritten: list[Entry] = []
+
+    def execute(self, transactions: list[bytes]) -> BlockResult:
+        height = self.host.height + 1
+        time_ms = GENESIS_TIME_MS + 1000 * height
+        block = Block.build(
+            chain_id=CHAIN,
+            height=height,
+            view=0,
+            parent_hash=self.tip_hash,
+            app_hash=self.host.app_hash,
+            next_validators_hash=VALIDATORS.hash(),
+            proposer=0,
+            timestamp_ms=time_ms,
+            transactions=transactions,
+        )
+        context = BlockContext(height, time_ms, VALIDATORS.public_key(0), CHAIN)
+        result = self.host.execute_block(context, block.transactions)
+        self.state.add(height, result.writes, result.tree)
+        self.host.committed(height, result.app_hash, result.writes)
+        self.tip_hash = block.hash
+        self.unwritten.append((block, certify(block), result))
+        return result
+
+    def write(self, count: int) -> None:
+        batch, self.unwritten = self.unwritten[:count], self.unwritten[count:]
+        self.store.commit_blocks(batch)
+        self.state.written(batch[-1][0].height)
+
+
+def dump(store: Store) -> dict[str, list[tuple[bytes, bytes]]]:
+    """Every record of every database (the store's whole content)."""
+    env: lmdb.Environment = store._env
+    with env.begin() as txn:
+        return {
+            name: [(bytes(k), bytes(v)) for k, v in txn.cursor(db=store._db[name])]
+            for name in DATABASES
+        }
+
+
+def blocks_of_writes(seed: int, count: int) -> list[list[bytes]]:
+    """Transactions that overwrite, delete and re-create a small set of keys across blocks (so
+    later blocks read what unwritten earlier ones wrote), some failing."""
+    rng = random.Random(seed)
+    signer = Signer()
+    keys = [f"k{i}".encode() for i in range(6)]
+    blocks: list[list[bytes]] = []
+    for height in range(count):
+        transactions: list[bytes] = []
+        for _ in range(rng.randrange(0, 4)):
+            puts = [(rng.choice(keys), bytes([height, rng.randrange(256)]))]
+            transactions.append(signer.write(*puts, fail=rng.random() < 0.15))
+        blocks.append(transactions)
+    return blocks
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pipelined_writes_leave_the_store_as_one_at_a_time(tmp_path: Path, seed: int) -> None:
+    """Same transactions, two nodes: one executes and writes each block before the next, the
+    other executes up to five blocks ahead of its writes and writes them in batches of random
+    size. Same app hashes, and every database (blocks, receipts, state, tree, undo records,
+    metadata) byte for byte the same."""
+    rng = random.Random(seed)
+    blocks = blocks_of_writes(seed, 24)
+    serial = PipelinedChain(tmp_path / "serial")
+    pipelined = PipelinedChain(tmp_path / "pipelined")
+    for transactions in blocks:
+        expected = serial.execute(transactions)
+        serial.write(1)
+        assert pipelined.execute(transactions).app_hash == expected.app_hash
+        while pipelined.unwritten and (len(pipelined.unwritten) > 4 or rng.random() < 0.4):
+            pipelined.write(rng.randrange(1, len(pipelined.unwritten) + 1))
+    if pipelined.unwritten:
+        pipelined.write(len(pipelined.unwritten))
+    assert pipelined.store.height == serial.store.height == len(blocks)
+    assert dump(pipelined.store) == dump(serial.store)
+    # The undo records are the last block's in both: the certified view reads the same.
+    views = [
+        chain.store.read_certified(lambda view: (view.height, view.app_hash))
+        for chain in (serial, pipelined)
+    ]
+    assert views[0] == views[1] is not None
+    serial.store.close()
+    pipelined.store.close()
+
+
+def test_a_batch_with_one_bad_block_writes_nothing(tmp_path: Path) -> None:
+    """``commit_blocks`` checks each block against the store as the blocks before it in the
+    batch left it: a block that does not link, or whose certificate is another block's, fails
+    the whole batch and the store keeps its height and content."""
+    chain = PipelinedChain(tmp_path)
+    for transactions in blocks_of_writes(7, 6):
+        chain.execute(transactions)
+    chain.write(2)
+    before = dump(chain.store)
+    entries = list(chain.unwritten)
+    block, _, result = entries[2]
+    # A gap: the third block of the batch is left out, so the fourth does not follow.
+    with pytest.raises(StoreConsistencyError, match="does not follow"):
+        chain.store.commit_blocks([*entries[:2], *entries[3:]])
+    # Another block's certificate, in the middle of the batch.
+    wrong = (block, entries[1][1], result)
+    with pytest.raises(StoreConsistencyError, match="certificate is for another block"):
+        chain.store.commit_blocks([*entries[:2], wrong, *entries[3:]])
+    assert dump(chain.store) == before
+    assert chain.store.height == 2
+    chain.store.commit_blocks(entries)
+    assert chain.store.height == 6
+    chain.store.close()
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        # Few keys, so later blocks overwrite and delete what earlier ones wrote.
+        st.dictionaries(
+            st.sampled_from([b"a", b"b", b"ba", b"c", b"d", b"\xff"]),
+            st.one_of(st.none(), st.binary(max_size=2)),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    st.integers(min_value=0, max_value=4),
+    st.sampled_from([b"", b"a", b"b", b"bb", b"c"]),
+    st.one_of(st.none(), st.sampled_from([b"a", b"b", b"c", b"d"])),
+)
+def test_unwritten_state_reads_as_every_block_applied(
+    tmp_path_factory: pytest.TempPathFactory,
+    layers: list[dict[bytes, bytes | None]],
+    written: int,
+    start: bytes,
+    end: bytes | None,
+) -> None:
+    """The committed state (the first write set, in LMDB) with unwritten blocks on top reads
+    (get, tree records, scans both ways across the store's scan batches) as the model with
+    every block applied, before and after the oldest unwritten blocks are written away."""
+    store = Store(
+        tmp_path_factory.mktemp("unwritten"), chain_id=CHAIN, genesis_hash=GENESIS_HASH, sync=False
+    )
+    store.scan_batch_entries = 2
+    committed = {key: value for key, value in layers[0].items() if value is not None}
+    model = MemoryBackend(committed.items())
+    store.init_genesis(tuple(sorted(committed.items())), model.app_hash)
+    state = UnwrittenStateBackend(store.state_backend())
+    tree_model: dict[bytes, bytes | None] = {}
+    for height, layer in enumerate(layers[1:], start=1):
+        writes = tuple(sorted(layer.items()))
+        tree = TreeUpdate(b"", tuple((b"t" + key, value) for key, value in writes))
+        state.add(height, writes, tree)
+        model.apply(writes)
+        tree_model.update(tree.records)
+    # Written blocks read from the store: here the store still holds only the first set, so
+    # dropping unwritten blocks must change what is read exactly by what they wrote.
+    for key in {key for layer in layers for key in layer} | {b"\x00", b"\xff"}:
+        assert state.get(key) == model.get(key)
+        assert state.tree_node(b"t" + key) == tree_model.get(b"t" + key)
+    for reverse in (False, True):
+        assert list(state.scan(start, end, reverse=reverse)) == list(
+            model.scan(start, end, reverse=reverse)
+        )
+    state.written(min(written, len(layers) - 1))
+    remaining = MemoryBackend(committed.items())
+    for layer in layers[1 + min(written, len(layers) - 1) :]:
+        remaining.apply(tuple(sorted(layer.items())))
+    for reverse in (False, True):
+        assert list(state.scan(start, end, reverse=reverse)) == list(
+            remaining.scan(start, end, reverse=reverse)
+        )
+    if len(state):
+        with pytest.raises(ValueError, match="does not follow"):
+            state.add(len(layers) + 5, (), TreeUpdate(b"", ()))
+    store.close()
