@@ -356,6 +356,8 @@ class Node:
                 )
             self.testnet_hooks = fault_hooks(self)
         self._inputs_send, self._inputs = trio.open_memory_channel[Input](_INPUTS_MAX)
+        # A tick is queued for the driver and not taken yet (``_ticker``).
+        self._tick_waiting = False
         self._verify_limiter = trio.CapacityLimiter(self.config.mempool.verify_workers)
         # Signatures verified by this node, by whole encoded bytes (see ``node.verified``).
         self._verified = VerifiedTransactions()
@@ -620,10 +622,26 @@ class Node:
     # ------------------------------------------------------------------ consensus driver
 
     async def _ticker(self) -> None:
+        """Tell the replica the time every ``tick_ms``. At most one tick waits for the driver:
+        while it is busy (a synced batch executes for seconds) ticks are not queued up, and the
+        one that waits is stamped when the driver takes it (``_next_input``), so the replica
+        never replays seconds of stale clock readings (each of which could start a timeout or
+        another block request as if that much time had passed since its last action)."""
         interval = self.config.consensus.tick_ms / 1000
         while True:
             await trio.sleep(interval)
+            if self._tick_waiting:
+                continue
+            self._tick_waiting = True
             await self._inputs_send.send(Tick(_now_ms()))
+
+    async def _next_input(self) -> Input:
+        """The driver's next input; a tick carries the time it is taken at."""
+        event = await self._inputs.receive()
+        if isinstance(event, Tick):
+            self._tick_waiting = False
+            return Tick(_now_ms())
+        return event
 
     async def _message_pump(self) -> None:
         message: InboundMessage
@@ -787,7 +805,7 @@ class Node:
                     self._proposal_seen(event.height, len(event.transactions))
                     self._start_pre_execution(event)
             self._update_status_metrics()
-            pending.append(await self._inputs.receive())
+            pending.append(await self._next_input())
 
     def _pick_up_next_key(self) -> None:
         """Load ``validator_key.next.json`` if it appeared since we started (a key rotation in

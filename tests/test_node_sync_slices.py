@@ -11,10 +11,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import trio
+import trio.testing
 
 from consensus.crypto import hash_bytes
 from consensus.messages import BlockRequest, encode_block_response, encode_message
-from consensus.replica import PeerMessage
+from consensus.replica import PeerMessage, Tick
 from consensus.types import Block, CommitCertificate
 from node import runtime
 from node.home import Home, load_home
@@ -151,3 +152,28 @@ def test_only_block_responses_are_recognised_from_their_first_bytes() -> None:
     assert not runtime._is_block_response(b"")
     assert not runtime._is_block_response(b"\x91")
     assert not runtime._is_block_response(b"\xc1\x07")
+
+
+async def test_a_busy_driver_gets_one_fresh_tick_not_a_backlog_of_stale_ones(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """While the driver executes a long synced batch it takes no input: the ticker queues one
+    tick, not one per ``tick_ms`` (replayed afterwards, each stale reading would look like
+    seconds passing: the replica asked the peers for the same blocks again and again), and
+    the tick is stamped when the driver takes it."""
+    info = create_testnet(tmp_path / "net", 1, chain_id="sync-ticks")
+    node = runtime.Node(load_home(Path(info.homes[0])))
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(node._ticker)
+            await trio.sleep(50 * node.config.consensus.tick_ms / 1000)
+            assert node._inputs.statistics().current_buffer_used == 1
+            before_ms = runtime._now_ms()
+            tick = await node._next_input()
+            assert isinstance(tick, Tick)
+            assert tick.now_ms >= before_ms
+            await trio.sleep(50 * node.config.consensus.tick_ms / 1000)
+            assert node._inputs.statistics().current_buffer_used == 1
+            nursery.cancel_scope.cancel()
+    finally:
+        node.store.close()
