@@ -13,9 +13,16 @@ chain tip), and starts, under one nursery:
   LMDB (durable; the driver awaits the write on a worker thread, so the loop serves other
   tasks during the fsync) before the driver performs any later action, so a vote is on disk
   before any ``Send``/``Broadcast`` can carry it out: persist before send. ``Commit``
-  executes the block through the app host and commits block, certificate, receipts and state
-  in one LMDB transaction, then feeds ``BlockExecuted`` straight back in;
-* a **ticker** feeding ``Tick(now_ms)`` every ``[consensus] tick_ms``;
+  executes the block through the app host, queues its write (block, certificate, receipts
+  and state in one LMDB transaction) for the **block writer**, and feeds ``BlockExecuted``
+  straight back in. The block writer writes queued blocks in order on a worker thread, all
+  that queued up in one transaction and fsync; the next block executes meanwhile over the
+  store's state with the unwritten blocks' writes on top (``UnwrittenStateBackend``). Before
+  any other action (a send, a persisted vote, a proposal, a validation, serving blocks,
+  evidence) the driver waits until the store holds every executed block, so the node never
+  acts on a block a crash could lose; the API reports the height the store holds;
+* a **ticker** feeding ``Tick(now_ms)`` every ``[consensus] tick_ms``; at most one tick
+  waits for a busy driver, stamped with the time the driver takes it;
 * **transaction intake**: API submissions and gossip batches are decoded on the loop, their
   signatures verified on worker threads (``trio.to_thread`` behind a ``CapacityLimiter`` of
   ``[mempool] verify_workers``: PyNaCl releases the GIL, so both cores work), then admitted to
@@ -28,7 +35,10 @@ chain tip), and starts, under one nursery:
   it validated under the block's hash and parent height and reuses it at commit;
 * **block sync** is the replica's: when it sees f+1 validators ahead it emits
   ``RequestBlocks``; blocks arrive as a ``BlockResponse`` message whose certificates the
-  replica verifies before it emits ``Commit``; the node then joins consensus at the new tip;
+  replica verifies before it emits ``Commit``; the node then joins consensus at the new tip.
+  Meanwhile the node verifies the synced blocks' transaction signatures on worker threads
+  ahead of their execution (``_prefetch_signatures``), so a block's execution on the loop,
+  the next blocks' signatures and the previous blocks' write use both cores;
 * **snapshots** (``node.snapshots``): after every ``[statesync] snapshot_interval``-th
   height the state is exported on a worker thread from one long read transaction opened right
   after that height's commit, and peers' state sync requests are answered from the snapshots

@@ -31,7 +31,13 @@ undo records, the transaction index, the receipts, the end-of-block events, the 
 the new height in **one** LMDB write transaction. LMDB commits by switching a meta page after
 the data pages are written, so a crash (SIGKILL, power loss with ``sync=True``) at any moment
 leaves either the previous height or the new one, never a part of a block. The crash tests
-kill real processes mid-commit to check this.
+kill real processes mid-commit to check this. ``commit_blocks`` writes several consecutive
+blocks the same way in one transaction (one fsync; the undo records are the last block's):
+all of them or none.
+
+``UnwrittenStateBackend`` is the committed state with the write sets and tree records of
+executed blocks whose write is still queued on top: the node executes the next block over it
+while a worker thread writes the ones before (block sync).
 
 The map size starts small and doubles whenever a write transaction hits ``MapFullError``; the
 transaction is retried, so a full map never reaches a caller. Read transactions and map
