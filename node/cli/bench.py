@@ -125,6 +125,12 @@ def _print_report(d: dict[str, JsonType]) -> None:
     click.echo(
         f"  latency ms       p50 {_figure(d['latency_ms_p50'])}  p95 {_figure(d['latency_ms_p95'])}"
         f"  p99 {_figure(d['latency_ms_p99'])}  max {_figure(d['latency_ms_max'])}"
+        " (from the admitted submission)"
+    )
+    click.echo(
+        f"  from first offer p50 {_figure(d['offer_latency_ms_p50'])}"
+        f"  p99 {_figure(d['offer_latency_ms_p99'])}  max {_figure(d['offer_latency_ms_max'])}"
+        " (a push-back's wait included)"
     )
     click.echo(
         f"  blocks           {_figure(d['blocks_per_s'], 2)} /s, {_figure(d['block_size_avg'], 1)}"
