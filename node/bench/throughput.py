@@ -69,6 +69,7 @@ from node.bench.workload import BenchAccounts, bench_accounts, sign_streams
 from node.client.client import ApiError
 from node.config import NodeConfig
 from node.jsonvalue import JsonType
+from node.native import native_status
 from node.testnet.testnet import Testnet, agreement_problems, create_testnet
 
 __all__ = [
@@ -335,6 +336,7 @@ class ThroughputReport:
                 f"{platform.machine()} {self.cores} cores, Python {platform.python_version()}"
             ),
             "agreement_problems": list(self.agreement_problems),
+            "native_modules": dict[str, JsonType](native_status()),
         }
         if len(self.steps) > 1:
             document["steps"] = [step.to_json() for step in self.steps]

@@ -116,6 +116,7 @@ def _print_report(d: dict[str, JsonType]) -> None:
         f" offered {_figure(d['rate_offered'])} tx/s for {_figure(d['duration_s'])} s"
         f" (load average before: {d['load_average_before']})"
     )
+    click.echo(f"  native modules   {d['native_modules']}")
     click.echo(
         f"  committed        {_figure(d['tx_per_s'], 1)} tx/s"
         f"   ({_figure(d['committed'])} of {_figure(d['submitted'])} submitted committed,"
