@@ -18,9 +18,14 @@ from setuptools.command.build_ext import build_ext
 # Keep equal to node.native.COMPILED_MODULES (a test compares them).
 COMPILED = [
     "apps/_records.py",
+    "apps/assets.py",
+    "apps/host.py",
+    "apps/membership.py",
     "apps/merkle.py",
     "apps/payments.py",
+    "apps/scf.py",
     "apps/state.py",
+    "consensus/codec.py",
 ]
 
 

@@ -47,13 +47,18 @@ __all__ = [
 ]
 
 # The modules setup.py compiles (setup.py names the same files; a test keeps the two equal):
-# the state overlay, the record keys, the Merkle tree and the payments rules, where the
-# execution profile spends most of its Python time.
+# the codec, the state overlay, the record keys, the Merkle tree, the app host and the shipped
+# apps, where the execution profile spends most of its Python time.
 COMPILED_MODULES: Final = (
     "apps._records",
+    "apps.assets",
+    "apps.host",
+    "apps.membership",
     "apps.merkle",
     "apps.payments",
+    "apps.scf",
     "apps.state",
+    "consensus.codec",
 )
 
 # Set to "1" to run (or install) the pure-Python source of every compiled module.

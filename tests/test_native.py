@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,16 @@ def _setup_py_modules() -> list[str]:
 
 def test_setup_py_compiles_exactly_the_modules_node_native_names() -> None:
     assert sorted(_setup_py_modules()) == sorted(COMPILED_MODULES)
+
+
+def test_the_build_uses_the_pinned_mypy() -> None:
+    # pip's constraints do not reach the isolated build environment: the pin is repeated in
+    # [build-system], and must be the one the tests ran with.
+    build = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    pins = [line.strip() for line in (ROOT / "constraints.txt").read_text().splitlines()]
+    mypy_pins = [item for item in build if item.startswith("mypy")]
+    assert len(mypy_pins) == 1
+    assert mypy_pins[0] in pins
 
 
 def _pure_requested() -> bool:
