@@ -79,9 +79,34 @@ STATE_LIMITS: Final = Limits(total_bytes_max=1024 * 1024, depth_max=8)
 EXPIRY_SWEEP_MAX: Final = 128
 
 
+# Keys built from names and public keys only, memoised: an app builds the same few keys
+# (balances, controls, currencies) many times per block. Only segment tuples of exact ``str``
+# and ``bytes`` are remembered, so a lookup can never match a tuple it does not equal in type
+# too (``(1,)`` equals ``(True,)`` and ``(1.0,)``, but no tuple with an ``int`` is stored).
+# Bounded: emptied when full; the memo changes speed, never a key.
+_KEYS: dict[tuple[object, ...], bytes] = {}
+_KEYS_MAX: Final = 16_384
+
+
 def key(*segments: str | bytes | int) -> bytes:
     """A state key from segments: ``str`` as is, ``bytes`` as lowercase hex, ``int`` as 16 hex
     digits (so integer order is key order)."""
+    try:
+        return _KEYS[segments]
+    except (KeyError, TypeError):  # not memoised (TypeError: an unhashable segment)
+        pass
+    built = _build_key(segments)
+    for segment in segments:
+        kind = type(segment)
+        if kind is not str and kind is not bytes:
+            return built
+    if len(_KEYS) >= _KEYS_MAX:
+        _KEYS.clear()
+    _KEYS[segments] = built
+    return built
+
+
+def _build_key(segments: tuple[str | bytes | int, ...]) -> bytes:
     parts: list[str] = []
     for segment in segments:
         kind = type(segment)

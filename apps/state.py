@@ -12,6 +12,9 @@ the host pushes a layer (a *savepoint*) for each transaction and for each nested
 call, then either folds it into the layer below (success) or drops it (rejection). Reads look
 through the stack top-down and then at the backend, so a transaction sees the block's earlier
 writes and its own; scans merge the layers and the backend in key order, hiding deletions.
+The backend does not change while an overlay over it is in use, so the overlay remembers what
+each key read from the backend held (absence included): a record that many transactions of a
+block read and none writes (a currency, an account's controls) costs one backend read.
 
 Keys are namespaced per app: ``app name || 0x00 || key``. App names match
 ``[a-z][a-z0-9_]*`` so no name is a prefix of another's namespace, and the host keeps its own
@@ -198,6 +201,9 @@ class StateOverlay:
         self._layers: list[_Layer] = [_Layer()]
         self._watch = watch
         self.watched_changes = 0
+        # What each key read from the backend held (None: absent). Bounded by the reads of one
+        # block (or check): the overlay lives no longer than that.
+        self._backend_reads: dict[bytes, bytes | None] = {}
 
     @property
     def depth(self) -> int:
@@ -225,9 +231,14 @@ class StateOverlay:
     def get(self, key: bytes) -> bytes | None:
         """The value visible at ``key``: the newest layer that wrote it, else the backend."""
         for layer in reversed(self._layers):
-            if key in layer.values:
-                return layer.values[key]
-        return self._backend.get(key)
+            values = layer.values
+            if key in values:
+                return values[key]
+        reads = self._backend_reads
+        if key in reads:
+            return reads[key]
+        value = reads[key] = self._backend.get(key)
+        return value
 
     def put(self, key: bytes, value: bytes) -> None:
         """Write ``value`` at ``key`` in the top layer."""
