@@ -292,7 +292,7 @@ def identity_of(ctx: TxContext, public_key: bytes) -> Identity | None:
     answer = ctx.query("membership", "identity", {"public_key": public_key})
     if answer is None:
         return None
-    if not isinstance(answer, Mapping):
+    if not (type(answer) is dict or isinstance(answer, Mapping)):
         raise AppError("membership", "membership answered the identity query with a non-map")
     return Identity(public_key, answer)  # type: ignore[arg-type]
 
@@ -312,7 +312,7 @@ def institution_of(ctx: TxContext, institution_id: str) -> Mapping[str, Value] |
     answer = ctx.query("membership", "institution", {"id": institution_id})
     if answer is None:
         return None
-    if not isinstance(answer, Mapping):
+    if not (type(answer) is dict or isinstance(answer, Mapping)):
         raise AppError("membership", "membership answered the institution query with a non-map")
     return answer  # type: ignore[return-value]
 

@@ -953,7 +953,9 @@ def _end_block_fault(app: str, code: str, message: str) -> Event:
 
 
 def _string_map(value: Value) -> Mapping[str, Value] | None:
-    if isinstance(value, Mapping) and all(isinstance(key, str) for key in value):
+    if (type(value) is dict or isinstance(value, Mapping)) and all(
+        isinstance(key, str) for key in value
+    ):
         return cast(Mapping[str, Value], value)
     return None
 
@@ -1002,12 +1004,18 @@ class CommittedChecker:
 def _fresh_copy(arguments: Mapping[str, Value]) -> dict[str, Value]:
     """A copy of decoded arguments sharing nothing mutable with them (maps are copied at
     every depth; tuples, strings, bytes and numbers are immutable and shared)."""
-    return {name: _fresh_value(value) for name, value in arguments.items()}
+    return {
+        name: value if type(value) in _IMMUTABLE_TYPES else _fresh_value(value)
+        for name, value in arguments.items()
+    }
 
 
 def _fresh_value(value: Value) -> Value:
     if isinstance(value, dict):
-        return {key: _fresh_value(item) for key, item in value.items()}
+        return {
+            key: item if type(item) in _IMMUTABLE_TYPES else _fresh_value(item)
+            for key, item in value.items()
+        }
     if isinstance(value, list):
         return [_fresh_value(item) for item in value]
     if isinstance(value, tuple) and any(type(item) in _MUTABLE_CONTAINERS for item in value):

@@ -244,7 +244,8 @@ class StateOverlay:
         """Write ``value`` at ``key`` in the top layer."""
         assert isinstance(key, bytes), "state keys are bytes"
         assert isinstance(value, bytes), "state values are bytes"
-        if self._watch is not None and key.startswith(self._watch):
+        watch = self._watch
+        if watch is not None and key.startswith(watch):
             self.watched_changes += 1
         self._layers[-1].set(key, value)
 
@@ -322,17 +323,20 @@ class NamespacedState:
     for queries); ``check`` contexts get a writable view over a throwaway savepoint instead.
     """
 
-    __slots__ = ("_end", "_overlay", "_prefix", "_writable")
+    __slots__ = ("_end", "_overlay", "_prefix", "_target")
 
     def __init__(self, overlay: StateOverlay | StateBackend, app: str, *, writable: bool) -> None:
         self._overlay = overlay
         self._prefix = namespace_prefix(app)
         self._end = _namespace_end(app)
-        self._writable = writable
+        # The overlay writes go to (None: this view is read-only).
+        self._target = overlay if writable and isinstance(overlay, StateOverlay) else None
 
     def get(self, key: bytes) -> bytes | None:
         """The value at ``key`` in this namespace, or None."""
-        return self._overlay.get(self._prefix + _check_key(key))
+        if not isinstance(key, bytes):
+            raise TypeError("state keys are bytes")
+        return self._overlay.get(self._prefix + key)
 
     def scan(
         self, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
@@ -348,18 +352,19 @@ class NamespacedState:
         """Set ``key`` to ``value`` in this namespace."""
         if not isinstance(value, bytes):
             raise TypeError("state values are bytes")
-        overlay = self._writable_overlay()
-        overlay.put(self._prefix + _check_key(key), value)
+        overlay = self._target
+        if overlay is None:
+            raise PermissionError("this state view is read-only")
+        if not isinstance(key, bytes):
+            raise TypeError("state keys are bytes")
+        overlay.put(self._prefix + key, value)
 
     def delete(self, key: bytes) -> None:
         """Remove ``key`` from this namespace."""
-        overlay = self._writable_overlay()
-        overlay.delete(self._prefix + _check_key(key))
-
-    def _writable_overlay(self) -> StateOverlay:
-        if not self._writable or not isinstance(self._overlay, StateOverlay):
+        overlay = self._target
+        if overlay is None:
             raise PermissionError("this state view is read-only")
-        return self._overlay
+        overlay.delete(self._prefix + _check_key(key))
 
 
 def _check_key(key: bytes) -> bytes:
