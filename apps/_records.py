@@ -86,23 +86,23 @@ EXPIRY_SWEEP_MAX: Final = 128
 # Bounded: emptied when full; the memo changes speed, never a key.
 _KEYS: dict[tuple[object, ...], bytes] = {}
 _KEYS_MAX: Final = 16_384
+_MEMO_SEGMENT_TYPES: Final = frozenset({str, bytes})
 
 
 def key(*segments: str | bytes | int) -> bytes:
     """A state key from segments: ``str`` as is, ``bytes`` as lowercase hex, ``int`` as 16 hex
     digits (so integer order is key order)."""
     try:
-        return _KEYS[segments]
-    except (KeyError, TypeError):  # not memoised (TypeError: an unhashable segment)
-        pass
+        cached = _KEYS.get(segments)
+    except TypeError:  # an unhashable segment: the build below refuses it
+        cached = None
+    if cached is not None:
+        return cached
     built = _build_key(segments)
-    for segment in segments:
-        kind = type(segment)
-        if kind is not str and kind is not bytes:
-            return built
-    if len(_KEYS) >= _KEYS_MAX:
-        _KEYS.clear()
-    _KEYS[segments] = built
+    if _MEMO_SEGMENT_TYPES.issuperset(map(type, segments)):
+        if len(_KEYS) >= _KEYS_MAX:
+            _KEYS.clear()
+        _KEYS[segments] = built
     return built
 
 
@@ -142,13 +142,33 @@ def scan_end(start: bytes) -> bytes:
     return start[:-1] + b"0"
 
 
+# Decoded records by their bytes: reference records (a currency, an asset class) are read by
+# every transaction that uses them, and decoding checks every byte. Only maps of scalars are
+# kept, and every caller gets a map of its own, so a caller that changes its copy changes
+# nothing else; equal bytes always decode to equal maps, so the memo changes speed, never a
+# value. Bounded: emptied when full.
+_RECORDS: dict[bytes, dict[str, Value]] = {}
+_RECORDS_MAX: Final = 4096
+_RECORD_BYTES_MAX: Final = 1024
+_SCALAR_TYPES: Final = frozenset({str, bytes, int, bool, type(None)})
+
+
 def get_record(state: ReadState, record_key: bytes) -> dict[str, Value] | None:
     """The map stored at ``record_key``, or None."""
     data = state.get(record_key)
     if data is None:
         return None
+    memo = type(data) is bytes and len(data) <= _RECORD_BYTES_MAX
+    if memo:
+        cached = _RECORDS.get(data)
+        if cached is not None:
+            return dict(cached)
     value = decode(data, STATE_LIMITS)
     assert isinstance(value, dict), record_key
+    if memo and _SCALAR_TYPES.issuperset(map(type, value.values())):
+        if len(_RECORDS) >= _RECORDS_MAX:
+            _RECORDS.clear()
+        _RECORDS[data] = dict(value)
     return value
 
 
