@@ -116,6 +116,9 @@ def _build_key(segments: tuple[str | bytes | int, ...]) -> bytes:
             parts.append(segment)  # type: ignore[arg-type]
         elif kind is bytes:
             parts.append(segment.hex())  # type: ignore[union-attr]
+        elif kind is int:
+            assert 0 <= segment < 2**64, segment  # type: ignore[operator]
+            parts.append(f"{segment:016x}")  # type: ignore[str-bytes-safe]
         elif isinstance(segment, str):
             assert "/" not in segment, segment
             parts.append(segment)

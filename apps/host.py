@@ -68,6 +68,7 @@ from apps.state import (
     WriteSet,
     app_hash_of,
     namespace_prefix,
+    reading,
 )
 from apps.transaction import Transaction, TransactionError
 from apps.validators import scheduled_sets, validator_set_at
@@ -741,20 +742,21 @@ class AppHost:
             f"block {block.height} does not follow committed height {self.height}"
         )
         assert block.chain_id == self.chain_id, "block for another chain"
-        overlay = StateOverlay(self._backend, watch=_MEMBERSHIP_PREFIX)
-        answers = (
-            _MembershipAnswers(self._apps[MEMBERSHIP_APP], overlay)
-            if self._memoise_membership
-            else None
-        )
-        receipts = tuple(
-            self._execute_one(overlay, block, index, raw, known, answers)
-            for index, raw in enumerate(transactions)
-        )
-        block_events = self._end_block(overlay, block, answers)
-        overlay.put(_LAST_BLOCK_KEY, encode((block.height, block.time_ms)))
-        writes = overlay.writes()
-        tree = app_hash_of(self._backend, writes)
+        with reading(self._backend):
+            overlay = StateOverlay(self._backend, watch=_MEMBERSHIP_PREFIX)
+            answers = (
+                _MembershipAnswers(self._apps[MEMBERSHIP_APP], overlay)
+                if self._memoise_membership
+                else None
+            )
+            receipts = tuple(
+                self._execute_one(overlay, block, index, raw, known, answers)
+                for index, raw in enumerate(transactions)
+            )
+            block_events = self._end_block(overlay, block, answers)
+            overlay.put(_LAST_BLOCK_KEY, encode((block.height, block.time_ms)))
+            writes = overlay.writes()
+            tree = app_hash_of(self._backend, writes)
         return BlockResult(block.height, receipts, writes, tree.root, tree, block_events)
 
     def _end_block(

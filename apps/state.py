@@ -32,7 +32,8 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Final, Protocol, TypeAlias
+from contextlib import AbstractContextManager, nullcontext
+from typing import Final, Protocol, TypeAlias, runtime_checkable
 
 from apps.merkle import EMPTY_ROOT, MemoryTree, TreeUpdate, update
 
@@ -46,6 +47,7 @@ __all__ = [
     "WriteSet",
     "app_hash_of",
     "namespace_prefix",
+    "reading",
 ]
 
 # A write: the key and its new value, or None for a deletion.
@@ -91,6 +93,24 @@ class StateBackend(Protocol):
     def tree_node(self, key: bytes) -> bytes | None:
         """The state's Merkle tree record under ``key`` (``apps.merkle``), or None."""
         ...
+
+
+@runtime_checkable
+class BatchedReads(Protocol):
+    """A backend that can serve a run of reads faster together (the node's store: from one
+    read transaction instead of one each); ``reading`` covers the run."""
+
+    def reading(self) -> AbstractContextManager[None]:
+        """A context in which this thread's reads see one committed state, read together."""
+        ...
+
+
+def reading(backend: StateBackend) -> AbstractContextManager[None]:
+    """``backend.reading()`` when the backend batches reads, else a context that does
+    nothing: the reads a block's execution makes (state and tree records) go in it."""
+    if isinstance(backend, BatchedReads):
+        return backend.reading()
+    return nullcontext()
 
 
 class _Layer:
