@@ -132,6 +132,19 @@ class _Layer:
             keys.append(key)
         self.values[key] = value
 
+    def update(self, writes: dict[bytes, bytes | None]) -> None:
+        """``set`` every write of ``writes`` (in its order)."""
+        values = self.values
+        keys = self._keys
+        in_order = self._sorted
+        for key, value in writes.items():
+            if key not in values:
+                if in_order and keys and key < keys[-1]:
+                    in_order = False
+                keys.append(key)
+            values[key] = value
+        self._sorted = in_order
+
     @property
     def keys(self) -> list[bytes]:
         """Every key of the layer, in order."""
@@ -238,9 +251,7 @@ class StateOverlay:
         """Keep the top savepoint's writes: fold them into the layer below."""
         assert len(self._layers) > 1, "no savepoint to release"
         top = self._layers.pop()
-        below = self._layers[-1]
-        for key, value in top.values.items():
-            below.set(key, value)
+        self._layers[-1].update(top.values)
 
     def rollback(self) -> None:
         """Discard every write since the top savepoint."""
