@@ -41,6 +41,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
+from mypy_extensions import mypyc_attr
+
 from apps._records import (
     Identity,
     as_int,
@@ -434,6 +436,8 @@ class ReceiverFacts:
         return cls(True, identity.active, identity.roles, identity.jurisdiction)
 
 
+# A bank's own app may extend a shipped one, also when this module runs compiled (node.native).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class AssetsApp(DispatchingApp):
     """The ``assets`` app (see the module docstring for the rules)."""
 

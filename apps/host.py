@@ -136,7 +136,10 @@ _MEMBERSHIP_PREFIX: Final = namespace_prefix(MEMBERSHIP_APP)
 # Placeholder of a check's block context until the app looks at it (``_Execution.block_source``).
 _UNBUILT_BLOCK: Final = BlockContext(height=0, time_ms=0, proposer=b"", chain_id="")
 # The membership queries a block may answer from its memo, with their one argument.
-_MEMO_ARGUMENTS: Final = {"identity": ("public_key", bytes), "institution": ("id", str)}
+_MEMO_ARGUMENTS: Final[dict[str, tuple[str, type[object]]]] = {
+    "identity": ("public_key", bytes),
+    "institution": ("id", str),
+}
 # Value types an answer may hold to be memoised (immutable, so a shallow copy is a full copy).
 _IMMUTABLE_TYPES: Final = frozenset({str, bytes, int, bool, type(None)})
 
@@ -374,7 +377,9 @@ def _memo_key(path: str, arguments: Mapping[str, Value]) -> tuple[str, Value] | 
         return None
     name, kind = expected
     value = arguments.get(name)
-    return (path, value) if type(value) is kind else None
+    if type(value) is not kind:
+        return None
+    return (path, value)
 
 
 def _immutable_answer(answer: Value) -> bool:

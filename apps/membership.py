@@ -51,6 +51,8 @@ import re
 from collections.abc import Mapping
 from typing import ClassVar, Final
 
+from mypy_extensions import mypyc_attr
+
 from apps._records import (
     expired_in_backlog,
     genesis_entry,
@@ -432,6 +434,8 @@ def _proposal_view(state: ReadState, proposal: dict[str, Value]) -> dict[str, Va
     return proposal
 
 
+# A bank's own app may extend a shipped one, also when this module runs compiled (node.native).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class MembershipApp(DispatchingApp):
     """The permissioning registry: institutions, identities, roles and bank governance."""
 

@@ -41,6 +41,8 @@ import re
 from collections.abc import Mapping
 from typing import ClassVar, Final
 
+from mypy_extensions import mypyc_attr
+
 from apps._records import (
     AMOUNT_MAX,
     STATE_LIMITS,
@@ -394,6 +396,8 @@ _GENESIS_BALANCE: Final = (
 )
 
 
+# A bank's own app may extend a shipped one, also when this module runs compiled (node.native).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class PaymentsApp(DispatchingApp):
     """The ``payments`` app (see the module docstring for the rules)."""
 

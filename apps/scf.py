@@ -43,6 +43,8 @@ import re
 from collections.abc import Mapping
 from typing import ClassVar, Final
 
+from mypy_extensions import mypyc_attr
+
 from apps._records import (
     AMOUNT_MAX,
     Identity,
@@ -322,6 +324,8 @@ def discounted_price(amount: int, rate_bps: int, remaining_ms: int) -> int:
     return amount - min(discount, amount)
 
 
+# A bank's own app may extend a shipped one, also when this module runs compiled (node.native).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ScfApp(DispatchingApp):
     """The ``scf`` app (see the module docstring for the rules)."""
 

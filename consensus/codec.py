@@ -350,7 +350,7 @@ def _normalise_fast(value: object, limits: Limits, depth: int) -> object:
             _remember_shape(keys)
         return {key: item for _, key, item in entries}
     if kind is list or kind is tuple:
-        sequence: list[object] = value  # type: ignore[assignment]
+        sequence: list[object] | tuple[object, ...] = value  # type: ignore[assignment]
         if len(sequence) > limits.array_len_max:
             raise CodecError(
                 "array_too_long", f"{len(sequence)} elements, limit {limits.array_len_max}"

@@ -149,6 +149,7 @@ from node.jsonvalue import JsonType, to_json
 from node.keys import KeyFileError, load_key_file
 from node.mempool import CODE_FULL, Mempool, MempoolLimits, MempoolRejected
 from node.metrics import NodeMetrics, RunningTotal
+from node.native import native_status
 from node.openapi import openapi_document
 from node.phases import PHASES, PhaseClock, thread_cpu_ns
 from node.servebudget import ServeBudget
@@ -367,6 +368,8 @@ class Node:
         # Gossiped transactions being verified and admitted (they wait, like the pool's).
         self._gossip_admitting = 0
         self.blocks_executed = 0
+        # Which hot paths run compiled (node.native), for the logs and /status.
+        self._native = native_status()
         self._nursery: trio.Nursery | None = None
         self.syncing = False
         self.state_synced_from: int | None = None
@@ -512,6 +515,7 @@ class Node:
                         "role": "validator" if self.index is not None else "observer",
                         "height": self.store.height,
                         "state_sync": self.state_syncing,
+                        "native_modules": self._native,
                         **{f"{name}_port": port for name, port in self.ports.items()},
                     },
                 )
@@ -1713,6 +1717,7 @@ class Node:
             "mempool_transactions": len(self.mempool),
             "mempool_bytes": self.mempool.size_bytes,
             "version": SOFTWARE_VERSION,
+            "native_modules": dict(self._native),
             "last_block_time_ms": self._tip_timestamp_ms,
             "last_block_age_ms": max(0, _now_ms() - self._tip_timestamp_ms),
             "api_access": self.config.rpc.access,

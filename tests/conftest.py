@@ -19,6 +19,7 @@ import secrets
 import pytest
 from hypothesis import settings
 
+import node  # noqa: F401  (installs node.native's import guard before tests import apps)
 from tests.hypothesis_profiles import (
     PROFILE_CI,
     PROFILE_ENV,

@@ -14,6 +14,7 @@ from apps.state import MemoryBackend
 from apps.transaction import Transaction
 from node.apploader import load_apps
 from node.bench.scaling import expected_messages
+from node.bench.throughput import StepResult
 from node.bench.workload import bench_accounts, sign_streams
 from node.cli.bench import bench
 from node.jsonvalue import from_json
@@ -23,6 +24,8 @@ REQUIRED_FIELDS = (
     "latency_ms_p50",
     "latency_ms_p95",
     "latency_ms_p99",
+    "offer_latency_ms_p50",
+    "offer_latency_ms_p99",
     "ceiling_tx_per_s",
     "ratio",
     "blocks_per_s",
@@ -78,6 +81,53 @@ def test_bench_smoke_reports_every_field() -> None:
     assert document["ceiling_tx_per_s"] > 0
     assert len(document["cpu_s_per_node"]) == 4
     assert document["agreement_problems"] == []
+    # A transaction is first offered no later than it is admitted.
+    assert document["offer_latency_ms_p99"] >= document["latency_ms_p99"]
+
+
+def _step(**changes: object) -> StepResult:
+    figures: dict[str, object] = {
+        "rate_offered": 1000.0,
+        "duration_s": 20.0,
+        "submitted": 20_000,
+        "accepted": 20_000,
+        "rejected": {},
+        "pushed_back": 0,
+        "abandoned": 0,
+        "transport_errors": 0,
+        "committed": 20_000,
+        "uncommitted": 0,
+        "tx_per_s": 990.0,
+        "latency_ms_p50": 300.0,
+        "latency_ms_p95": 500.0,
+        "latency_ms_p99": 600.0,
+        "latency_ms_max": 700.0,
+        "offer_latency_ms_p50": 300.0,
+        "offer_latency_ms_p99": 600.0,
+        "offer_latency_ms_max": 700.0,
+        "blocks": 100,
+        "blocks_per_s": 5.0,
+        "block_size_avg": 200.0,
+        "cpu_s": [1.0],
+        "cpu_percent": [5.0],
+        "submitter_cpu_s": 1.0,
+        "last_error": "",
+    }
+    figures.update(changes)
+    return StepResult(**figures)  # type: ignore[arg-type]
+
+
+def test_a_step_is_sustained_only_when_every_client_got_in_within_the_bound() -> None:
+    assert _step().sustainable(1000.0)
+    # Push-backs are allowed when their wait keeps the p99 from first offer in bound...
+    assert _step(pushed_back=400, offer_latency_ms_p99=950.0).sustainable(1000.0)
+    # ...and not when it does not, even if the admitted submissions were fast.
+    assert not _step(pushed_back=400, offer_latency_ms_p99=1_400.0).sustainable(1000.0)
+    assert not _step(abandoned=1).sustainable(1000.0)
+    assert not _step(rejected={"nonce_gap": 1}).sustainable(1000.0)
+    assert not _step(uncommitted=1).sustainable(1000.0)
+    assert not _step(transport_errors=1).sustainable(1000.0)
+    assert not _step(tx_per_s=900.0).sustainable(1000.0)
 
 
 def test_bench_scaling_counts_pbft_messages_for_small_validator_sets() -> None:

@@ -62,6 +62,7 @@ from consensus.codec import Value
 from consensus.crypto import PrivateKey, hash_bytes
 from consensus.types import Block, CommitCertificate, Phase, Validator, ValidatorSet, Vote
 from node.mempool import Mempool, MempoolLimits
+from node.native import native_status
 from node.store import Store
 
 __all__ = ["PHASES", "Workload", "main", "prepare_workload", "run_benchmark"]
@@ -506,11 +507,14 @@ def main(
         results.append(result)
         if not as_json:
             _print(result)
+    if not as_json and profile is None:
+        click.echo(f"native modules: {native_status()}")
     if profile is None and as_json:
         click.echo(
             json.dumps(
                 {
                     "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+                    "native_modules": native_status(),
                     "mixes": [result.as_json() for result in results],
                 },
                 indent=2,

@@ -13,8 +13,10 @@ loop*: a slow node does not slow the schedule; the batch just grows (up to
 stalls, which the report shows.
 
 Each transaction's submit time is the wall-clock time (``time.time()``, shared by every process
-on the machine) just before its batch is written. The results (submit times, accepted count,
-refusals by code, transport errors, the submitter's own CPU time) come back over a pipe.
+on the machine) just before its batch is written; a pushed-back transaction keeps the time it
+was first offered too, so its latency can be counted from when the client first wanted it in.
+The results (submit times, accepted count, refusals by code, transport errors, the submitter's
+own CPU time) come back over a pipe.
 """
 
 from __future__ import annotations
@@ -68,10 +70,12 @@ class SubmitPlan:
 class SubmitResult:
     """What happened to one node's stream. ``submit_times[i]`` is the wall-clock time
     ``transactions[i]`` was last sent: the submission the node admitted (NaN when it was never
-    sent, or refused for good)."""
+    sent, or refused for good); ``offer_times[i]`` the time it was first sent (equal unless the
+    node pushed it back)."""
 
     address: str
     submit_times: array[float]
+    offer_times: array[float]
     sent: int = 0
     accepted: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
@@ -120,8 +124,11 @@ def _submit_stream(plan: SubmitPlan, start_at: float, duration_s: float, out: Su
         fresh_count = len(indices) - resent
         body = encode_submission([transactions[index] for index in indices])
         submitted = time.time()
+        offer_times = out.offer_times
         for index in indices:
             out.submit_times[index] = submitted
+            if math.isnan(offer_times[index]):
+                offer_times[index] = submitted
         retry_after_s = 0.0
         pushed: list[int] = []
         try:
@@ -176,7 +183,11 @@ def run_submitter(
     """Submit every plan from wall-clock ``start_at`` for ``duration_s`` (one thread per
     plan); returns the results and this process's CPU seconds."""
     results = [
-        SubmitResult(plan.address, array("d", [float("nan")]) * len(plan.transactions))
+        SubmitResult(
+            plan.address,
+            array("d", [math.nan]) * len(plan.transactions),
+            array("d", [math.nan]) * len(plan.transactions),
+        )
         for plan in plans
     ]
     threads = [

@@ -116,6 +116,7 @@ def _print_report(d: dict[str, JsonType]) -> None:
         f" offered {_figure(d['rate_offered'])} tx/s for {_figure(d['duration_s'])} s"
         f" (load average before: {d['load_average_before']})"
     )
+    click.echo(f"  native modules   {d['native_modules']}")
     click.echo(
         f"  committed        {_figure(d['tx_per_s'], 1)} tx/s"
         f"   ({_figure(d['committed'])} of {_figure(d['submitted'])} submitted committed,"
@@ -125,6 +126,12 @@ def _print_report(d: dict[str, JsonType]) -> None:
     click.echo(
         f"  latency ms       p50 {_figure(d['latency_ms_p50'])}  p95 {_figure(d['latency_ms_p95'])}"
         f"  p99 {_figure(d['latency_ms_p99'])}  max {_figure(d['latency_ms_max'])}"
+        " (from the admitted submission)"
+    )
+    click.echo(
+        f"  from first offer p50 {_figure(d['offer_latency_ms_p50'])}"
+        f"  p99 {_figure(d['offer_latency_ms_p99'])}  max {_figure(d['offer_latency_ms_max'])}"
+        " (a push-back's wait included)"
     )
     click.echo(
         f"  blocks           {_figure(d['blocks_per_s'], 2)} /s, {_figure(d['block_size_avg'], 1)}"

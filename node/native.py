@@ -1,0 +1,155 @@
+"""Compiled hot paths: which modules run as native code, and when the pure-Python source runs
+instead.
+
+Theory of operation
+-------------------
+``pip install -e .`` (``setup.py``) compiles the modules in ``COMPILED_MODULES`` with mypyc from
+their ordinary, ``mypy --strict``-checked source: the same code, as a C extension that sits
+next to its ``.py`` file. Python prefers an extension over a source file of the same name, so
+an installed node runs the compiled code. The results are the same bytes either way (a test runs
+the execution workload both ways and compares its fingerprints, app hashes and receipts); only
+the speed differs. A machine without a C compiler, or ``SUANPAN_PURE_PYTHON=1`` at install time,
+installs the source only.
+
+``guard_imports()`` (called when the ``node`` package is imported, and by the test suite) puts
+an import finder in front of Python's own for these modules. It loads the ``.py`` source
+instead of the extension when
+
+* ``SUANPAN_PURE_PYTHON=1`` is set in the environment (to compare, or to rule the compiled code
+  out when chasing a problem), or
+* any of their sources was changed after the extensions were built (an edit, a ``git
+  checkout``): a stale extension would run old code, so every one of them (they call each
+  other's compiled code directly) loads from source, and one log event
+  (``native_modules_stale``) says to rebuild.
+
+``native_status()`` says which path each module took; ``suanpan bench`` and the execution
+benchmark print it with their figures, and the node reports it in ``/status``.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Final
+
+__all__ = [
+    "COMPILED_MODULES",
+    "PURE_PYTHON_ENV",
+    "guard_imports",
+    "native_status",
+]
+
+# The modules setup.py compiles (setup.py names the same files; a test keeps the two equal):
+# the codec, the state overlay, the record keys, the Merkle tree, the app host and the shipped
+# apps, where the execution profile spends most of its Python time.
+COMPILED_MODULES: Final = (
+    "apps._records",
+    "apps.assets",
+    "apps.host",
+    "apps.membership",
+    "apps.merkle",
+    "apps.payments",
+    "apps.scf",
+    "apps.state",
+    "consensus.codec",
+)
+
+# Set to "1" to run (or install) the pure-Python source of every compiled module.
+PURE_PYTHON_ENV: Final = "SUANPAN_PURE_PYTHON"
+
+log = logging.getLogger("suanpan.native")
+
+_ROOT: Final = Path(__file__).resolve().parent.parent
+
+
+def _paths(name: str) -> tuple[Path, list[Path]]:
+    """The module's source file and any extension files built from it."""
+    directory, _, leaf = name.rpartition(".")
+    folder = _ROOT.joinpath(*directory.split("."))
+    extensions = [folder / f"{leaf}{suffix}" for suffix in importlib.machinery.EXTENSION_SUFFIXES]
+    return folder / f"{leaf}.py", [path for path in extensions if path.exists()]
+
+
+def _pure_wanted() -> bool:
+    return os.environ.get(PURE_PYTHON_ENV) == "1"
+
+
+def _stale(name: str) -> bool:
+    source, extensions = _paths(name)
+    return bool(extensions) and source.stat().st_mtime > min(
+        path.stat().st_mtime for path in extensions
+    )
+
+
+def _source_reason(name: str) -> str | None:
+    """Why ``name`` must load from source (None: the extension may load). The compiled modules
+    call each other's compiled code directly, so one stale module sends them all to source."""
+    if not _paths(name)[1]:
+        return "not compiled"
+    if _pure_wanted():
+        return f"{PURE_PYTHON_ENV}=1"
+    if any(_stale(other) for other in COMPILED_MODULES):
+        return "source changed after the build"
+    return None
+
+
+class _SourceFirst(importlib.abc.MetaPathFinder):
+    """Loads a compiled module's ``.py`` source when ``_source_reason`` says so."""
+
+    def __init__(self) -> None:
+        self.reasons: dict[str, str] = {}
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in COMPILED_MODULES:
+            return None
+        reason = _source_reason(fullname)
+        if reason is None:
+            return None
+        source, _ = _paths(fullname)
+        if reason == "source changed after the build" and not self.reasons:
+            log.warning(
+                "native_modules_stale",
+                extra={
+                    "modules": list(COMPILED_MODULES),
+                    "running": "source",
+                    "rebuild": "pip install -c constraints.txt -e .",
+                },
+            )
+        self.reasons[fullname] = reason
+        return importlib.util.spec_from_file_location(fullname, source)
+
+
+_FINDER: Final = _SourceFirst()
+
+
+def guard_imports() -> None:
+    """Install the finder (idempotent). A compiled module imported before this call keeps
+    whichever code it loaded."""
+    if _FINDER not in sys.meta_path:
+        sys.meta_path.insert(0, _FINDER)
+
+
+def native_status() -> dict[str, str]:
+    """Each compiled module's path as imported now: ``"compiled"``, or ``"source"`` with the
+    reason (modules not imported yet are imported here)."""
+    status: dict[str, str] = {}
+    for name in COMPILED_MODULES:
+        spec = importlib.import_module(name).__spec__
+        loader = spec.loader if spec is not None else None
+        if isinstance(loader, importlib.machinery.ExtensionFileLoader):
+            status[name] = "compiled"
+        else:
+            status[name] = f"source ({_FINDER.reasons.get(name) or 'not compiled'})"
+    return status

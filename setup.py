@@ -1,0 +1,70 @@
+"""Builds the compiled hot paths (``node.native``); everything else is in pyproject.toml.
+
+The modules in ``COMPILED`` are compiled with mypyc from their ordinary source, so an installed
+node runs them as C extensions. Without a C compiler, when mypyc cannot compile them, or with
+``SUANPAN_PURE_PYTHON=1`` in the environment, the install goes on with the pure-Python source
+(one warning says why): same results, slower.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+# Keep equal to node.native.COMPILED_MODULES (a test compares them).
+COMPILED = [
+    "apps/_records.py",
+    "apps/assets.py",
+    "apps/host.py",
+    "apps/membership.py",
+    "apps/merkle.py",
+    "apps/payments.py",
+    "apps/scf.py",
+    "apps/state.py",
+    "consensus/codec.py",
+]
+
+
+def _warn(message: str) -> None:
+    print(f"suanpan: {message}; installing the pure-Python source only", file=sys.stderr)
+
+
+def _native_extensions() -> list[Extension]:
+    if os.environ.get("SUANPAN_PURE_PYTHON") == "1":
+        _warn("SUANPAN_PURE_PYTHON=1")
+        return []
+    try:
+        from mypyc.build import mypycify
+    except ImportError as error:
+        _warn(f"mypyc is not available ({error})")
+        return []
+    try:
+        # Third-party imports need no stubs here: the build environment has only mypy.
+        return list(mypycify(["--ignore-missing-imports", *COMPILED], opt_level="3"))
+    except (Exception, SystemExit) as error:
+        _warn(f"mypyc could not compile {COMPILED} ({error!r})")
+        return []
+
+
+class _BuildExtOrSource(build_ext):
+    """``build_ext`` that falls back to the source when the C compiler fails: every output of
+    the group is removed, so no half-built set of extensions is left to import."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as error:
+            _warn(f"compiling the native modules failed ({error})")
+            for extension in self.extensions:
+                for path in (
+                    Path(self.get_ext_fullpath(extension.name)),
+                    Path(self.get_ext_filename(extension.name)),
+                ):
+                    path.unlink(missing_ok=True)
+
+
+setup(ext_modules=_native_extensions(), cmdclass={"build_ext": _BuildExtOrSource})
