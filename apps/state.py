@@ -33,7 +33,7 @@ import bisect
 import heapq
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Final, Protocol, TypeAlias, runtime_checkable
+from typing import Final, Protocol, TypeAlias, cast
 
 from apps.merkle import EMPTY_ROOT, MemoryTree, TreeUpdate, update
 
@@ -95,7 +95,6 @@ class StateBackend(Protocol):
         ...
 
 
-@runtime_checkable
 class BatchedReads(Protocol):
     """A backend that can serve a run of reads faster together (the node's store: from one
     read transaction instead of one each); ``reading`` covers the run."""
@@ -108,8 +107,9 @@ class BatchedReads(Protocol):
 def reading(backend: StateBackend) -> AbstractContextManager[None]:
     """``backend.reading()`` when the backend batches reads, else a context that does
     nothing: the reads a block's execution makes (state and tree records) go in it."""
-    if isinstance(backend, BatchedReads):
-        return backend.reading()
+    # (``hasattr``, not a runtime-checkable protocol: the compiled module cannot have one.)
+    if hasattr(backend, "reading"):
+        return cast(BatchedReads, backend).reading()
     return nullcontext()
 
 
