@@ -53,9 +53,10 @@ def test_memoised_keys_are_the_keys_the_segments_build(calls: list[tuple[object,
 
 def test_a_bool_or_float_segment_is_refused_after_the_equal_int_key_was_built() -> None:
     assert _records.key("seq", 1) == b"seq/0000000000000001"
-    for bad in (True, 1.0):
-        with pytest.raises(TypeError, match="cannot be a"):
-            _records.key("seq", bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="cannot be a bool"):
+        _records.key("seq", True)
+    with pytest.raises(TypeError):  # (the compiled module refuses it at the call already)
+        _records.key("seq", 1.0)  # type: ignore[arg-type]
 
 
 def test_the_memo_stays_bounded() -> None:
