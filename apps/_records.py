@@ -79,9 +79,34 @@ STATE_LIMITS: Final = Limits(total_bytes_max=1024 * 1024, depth_max=8)
 EXPIRY_SWEEP_MAX: Final = 128
 
 
+# Keys built from names and public keys only, memoised: an app builds the same few keys
+# (balances, controls, currencies) many times per block. Only segment tuples of exact ``str``
+# and ``bytes`` are remembered, so a lookup can never match a tuple it does not equal in type
+# too (``(1,)`` equals ``(True,)`` and ``(1.0,)``, but no tuple with an ``int`` is stored).
+# Bounded: emptied when full; the memo changes speed, never a key.
+_KEYS: dict[tuple[object, ...], bytes] = {}
+_KEYS_MAX: Final = 16_384
+_MEMO_SEGMENT_TYPES: Final = frozenset({str, bytes})
+
+
 def key(*segments: str | bytes | int) -> bytes:
     """A state key from segments: ``str`` as is, ``bytes`` as lowercase hex, ``int`` as 16 hex
     digits (so integer order is key order)."""
+    try:
+        cached = _KEYS.get(segments)
+    except TypeError:  # an unhashable segment: the build below refuses it
+        cached = None
+    if cached is not None:
+        return cached
+    built = _build_key(segments)
+    if _MEMO_SEGMENT_TYPES.issuperset(map(type, segments)):
+        if len(_KEYS) >= _KEYS_MAX:
+            _KEYS.clear()
+        _KEYS[segments] = built
+    return built
+
+
+def _build_key(segments: tuple[str | bytes | int, ...]) -> bytes:
     parts: list[str] = []
     for segment in segments:
         kind = type(segment)
@@ -91,6 +116,9 @@ def key(*segments: str | bytes | int) -> bytes:
             parts.append(segment)  # type: ignore[arg-type]
         elif kind is bytes:
             parts.append(segment.hex())  # type: ignore[union-attr]
+        elif kind is int:
+            assert 0 <= segment < 2**64, segment  # type: ignore[operator]
+            parts.append(f"{segment:016x}")  # type: ignore[str-bytes-safe]
         elif isinstance(segment, str):
             assert "/" not in segment, segment
             parts.append(segment)
@@ -117,13 +145,33 @@ def scan_end(start: bytes) -> bytes:
     return start[:-1] + b"0"
 
 
+# Decoded records by their bytes: reference records (a currency, an asset class) are read by
+# every transaction that uses them, and decoding checks every byte. Only maps of scalars are
+# kept, and every caller gets a map of its own, so a caller that changes its copy changes
+# nothing else; equal bytes always decode to equal maps, so the memo changes speed, never a
+# value. Bounded: emptied when full.
+_RECORDS: dict[bytes, dict[str, Value]] = {}
+_RECORDS_MAX: Final = 4096
+_RECORD_BYTES_MAX: Final = 1024
+_SCALAR_TYPES: Final = frozenset({str, bytes, int, bool, type(None)})
+
+
 def get_record(state: ReadState, record_key: bytes) -> dict[str, Value] | None:
     """The map stored at ``record_key``, or None."""
     data = state.get(record_key)
     if data is None:
         return None
+    memo = type(data) is bytes and len(data) <= _RECORD_BYTES_MAX
+    if memo:
+        cached = _RECORDS.get(data)
+        if cached is not None:
+            return dict(cached)
     value = decode(data, STATE_LIMITS)
     assert isinstance(value, dict), record_key
+    if memo and _SCALAR_TYPES.issuperset(map(type, value.values())):
+        if len(_RECORDS) >= _RECORDS_MAX:
+            _RECORDS.clear()
+        _RECORDS[data] = dict(value)
     return value
 
 
@@ -267,7 +315,7 @@ def identity_of(ctx: TxContext, public_key: bytes) -> Identity | None:
     answer = ctx.query("membership", "identity", {"public_key": public_key})
     if answer is None:
         return None
-    if not isinstance(answer, Mapping):
+    if not (type(answer) is dict or isinstance(answer, Mapping)):
         raise AppError("membership", "membership answered the identity query with a non-map")
     return Identity(public_key, answer)  # type: ignore[arg-type]
 
@@ -287,7 +335,7 @@ def institution_of(ctx: TxContext, institution_id: str) -> Mapping[str, Value] |
     answer = ctx.query("membership", "institution", {"id": institution_id})
     if answer is None:
         return None
-    if not isinstance(answer, Mapping):
+    if not (type(answer) is dict or isinstance(answer, Mapping)):
         raise AppError("membership", "membership answered the institution query with a non-map")
     return answer  # type: ignore[return-value]
 

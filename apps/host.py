@@ -68,6 +68,7 @@ from apps.state import (
     WriteSet,
     app_hash_of,
     namespace_prefix,
+    reading,
 )
 from apps.transaction import Transaction, TransactionError
 from apps.validators import scheduled_sets, validator_set_at
@@ -746,20 +747,21 @@ class AppHost:
             f"block {block.height} does not follow committed height {self.height}"
         )
         assert block.chain_id == self.chain_id, "block for another chain"
-        overlay = StateOverlay(self._backend, watch=_MEMBERSHIP_PREFIX)
-        answers = (
-            _MembershipAnswers(self._apps[MEMBERSHIP_APP], overlay)
-            if self._memoise_membership
-            else None
-        )
-        receipts = tuple(
-            self._execute_one(overlay, block, index, raw, known, answers)
-            for index, raw in enumerate(transactions)
-        )
-        block_events = self._end_block(overlay, block, answers)
-        overlay.put(_LAST_BLOCK_KEY, encode((block.height, block.time_ms)))
-        writes = overlay.writes()
-        tree = app_hash_of(self._backend, writes)
+        with reading(self._backend):
+            overlay = StateOverlay(self._backend, watch=_MEMBERSHIP_PREFIX)
+            answers = (
+                _MembershipAnswers(self._apps[MEMBERSHIP_APP], overlay)
+                if self._memoise_membership
+                else None
+            )
+            receipts = tuple(
+                self._execute_one(overlay, block, index, raw, known, answers)
+                for index, raw in enumerate(transactions)
+            )
+            block_events = self._end_block(overlay, block, answers)
+            overlay.put(_LAST_BLOCK_KEY, encode((block.height, block.time_ms)))
+            writes = overlay.writes()
+            tree = app_hash_of(self._backend, writes)
         return BlockResult(block.height, receipts, writes, tree.root, tree, block_events)
 
     def _end_block(
@@ -958,7 +960,9 @@ def _end_block_fault(app: str, code: str, message: str) -> Event:
 
 
 def _string_map(value: Value) -> Mapping[str, Value] | None:
-    if isinstance(value, Mapping) and all(isinstance(key, str) for key in value):
+    if (type(value) is dict or isinstance(value, Mapping)) and all(
+        isinstance(key, str) for key in value
+    ):
         return cast(Mapping[str, Value], value)
     return None
 
@@ -1007,12 +1011,18 @@ class CommittedChecker:
 def _fresh_copy(arguments: Mapping[str, Value]) -> dict[str, Value]:
     """A copy of decoded arguments sharing nothing mutable with them (maps are copied at
     every depth; tuples, strings, bytes and numbers are immutable and shared)."""
-    return {name: _fresh_value(value) for name, value in arguments.items()}
+    return {
+        name: value if type(value) in _IMMUTABLE_TYPES else _fresh_value(value)
+        for name, value in arguments.items()
+    }
 
 
 def _fresh_value(value: Value) -> Value:
     if isinstance(value, dict):
-        return {key: _fresh_value(item) for key, item in value.items()}
+        return {
+            key: item if type(item) in _IMMUTABLE_TYPES else _fresh_value(item)
+            for key, item in value.items()
+        }
     if isinstance(value, list):
         return [_fresh_value(item) for item in value]
     if isinstance(value, tuple) and any(type(item) in _MUTABLE_CONTAINERS for item in value):

@@ -343,9 +343,8 @@ def update(reader: TreeReader, writes: Iterable[tuple[bytes, bytes | None]]) -> 
         (_sha256(key).digest(), None if value is None else _sha256(value).digest())
         for key, value in writes
     )
-    for first, second in itertools.pairwise(changes):
-        if first[0] == second[0]:
-            raise ValueError("a write set changes one key twice")
+    if len({digest for digest, _ in changes}) != len(changes):
+        raise ValueError("a write set changes one key twice")
     old_root = reader.tree_node(ROOT_KEY)
     out: dict[bytes, bytes | None] = {}
     if not changes:
@@ -371,6 +370,15 @@ def _apply(
         if high - low == 1:
             return _apply_one(reader, depth, changes[low], out)
         return _apply_node(reader, depth, changes, low, high, out)
+    if high - low == 1:
+        # One change to an empty slot or a lone leaf (new keys mostly land so): the general
+        # listing below, without the list.
+        digest, value_hash = changes[low]
+        if slot is None or slot[:KEY_HASH_BYTES] == digest:
+            return None if value_hash is None else digest + value_hash
+        if value_hash is None:
+            return slot
+        return _build(depth, sorted((slot, digest + value_hash)), out)
     # An empty slot or a lone leaf: the subtree's new leaves are few enough to list.
     leaves: dict[bytes, bytes] = {}
     if slot is not None:

@@ -12,6 +12,9 @@ the host pushes a layer (a *savepoint*) for each transaction and for each nested
 call, then either folds it into the layer below (success) or drops it (rejection). Reads look
 through the stack top-down and then at the backend, so a transaction sees the block's earlier
 writes and its own; scans merge the layers and the backend in key order, hiding deletions.
+The backend does not change while an overlay over it is in use, so the overlay remembers what
+each key read from the backend held (absence included): a record that many transactions of a
+block read and none writes (a currency, an account's controls) costs one backend read.
 
 Keys are namespaced per app: ``app name || 0x00 || key``. App names match
 ``[a-z][a-z0-9_]*`` so no name is a prefix of another's namespace, and the host keeps its own
@@ -29,7 +32,8 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Final, Protocol, TypeAlias
+from contextlib import AbstractContextManager, nullcontext
+from typing import Final, Protocol, TypeAlias, cast
 
 from apps.merkle import EMPTY_ROOT, MemoryTree, TreeUpdate, update
 
@@ -43,6 +47,7 @@ __all__ = [
     "WriteSet",
     "app_hash_of",
     "namespace_prefix",
+    "reading",
 ]
 
 # A write: the key and its new value, or None for a deletion.
@@ -90,6 +95,24 @@ class StateBackend(Protocol):
         ...
 
 
+class BatchedReads(Protocol):
+    """A backend that can serve a run of reads faster together (the node's store: from one
+    read transaction instead of one each); ``reading`` covers the run."""
+
+    def reading(self) -> AbstractContextManager[None]:
+        """A context in which this thread's reads see one committed state, read together."""
+        ...
+
+
+def reading(backend: StateBackend) -> AbstractContextManager[None]:
+    """``backend.reading()`` when the backend batches reads, else a context that does
+    nothing: the reads a block's execution makes (state and tree records) go in it."""
+    # (``hasattr``, not a runtime-checkable protocol: the compiled module cannot have one.)
+    if hasattr(backend, "reading"):
+        return cast(BatchedReads, backend).reading()
+    return nullcontext()
+
+
 class _Layer:
     """Writes (a value or a None tombstone); the keys are sorted when a range scan or the
     write set needs them (most layers are written and folded without ever being scanned)."""
@@ -108,6 +131,19 @@ class _Layer:
                 self._sorted = False
             keys.append(key)
         self.values[key] = value
+
+    def update(self, writes: dict[bytes, bytes | None]) -> None:
+        """``set`` every write of ``writes`` (in its order)."""
+        values = self.values
+        keys = self._keys
+        in_order = self._sorted
+        for key, value in writes.items():
+            if key not in values:
+                if in_order and keys and key < keys[-1]:
+                    in_order = False
+                keys.append(key)
+            values[key] = value
+        self._sorted = in_order
 
     @property
     def keys(self) -> list[bytes]:
@@ -198,6 +234,9 @@ class StateOverlay:
         self._layers: list[_Layer] = [_Layer()]
         self._watch = watch
         self.watched_changes = 0
+        # What each key read from the backend held (None: absent). Bounded by the reads of one
+        # block (or check): the overlay lives no longer than that.
+        self._backend_reads: dict[bytes, bytes | None] = {}
 
     @property
     def depth(self) -> int:
@@ -212,9 +251,7 @@ class StateOverlay:
         """Keep the top savepoint's writes: fold them into the layer below."""
         assert len(self._layers) > 1, "no savepoint to release"
         top = self._layers.pop()
-        below = self._layers[-1]
-        for key, value in top.values.items():
-            below.set(key, value)
+        self._layers[-1].update(top.values)
 
     def rollback(self) -> None:
         """Discard every write since the top savepoint."""
@@ -225,15 +262,21 @@ class StateOverlay:
     def get(self, key: bytes) -> bytes | None:
         """The value visible at ``key``: the newest layer that wrote it, else the backend."""
         for layer in reversed(self._layers):
-            if key in layer.values:
-                return layer.values[key]
-        return self._backend.get(key)
+            values = layer.values
+            if key in values:
+                return values[key]
+        reads = self._backend_reads
+        if key in reads:
+            return reads[key]
+        value = reads[key] = self._backend.get(key)
+        return value
 
     def put(self, key: bytes, value: bytes) -> None:
         """Write ``value`` at ``key`` in the top layer."""
         assert isinstance(key, bytes), "state keys are bytes"
         assert isinstance(value, bytes), "state values are bytes"
-        if self._watch is not None and key.startswith(self._watch):
+        watch = self._watch
+        if watch is not None and key.startswith(watch):
             self.watched_changes += 1
         self._layers[-1].set(key, value)
 
@@ -311,17 +354,20 @@ class NamespacedState:
     for queries); ``check`` contexts get a writable view over a throwaway savepoint instead.
     """
 
-    __slots__ = ("_end", "_overlay", "_prefix", "_writable")
+    __slots__ = ("_end", "_overlay", "_prefix", "_target")
 
     def __init__(self, overlay: StateOverlay | StateBackend, app: str, *, writable: bool) -> None:
         self._overlay = overlay
         self._prefix = namespace_prefix(app)
         self._end = _namespace_end(app)
-        self._writable = writable
+        # The overlay writes go to (None: this view is read-only).
+        self._target = overlay if writable and isinstance(overlay, StateOverlay) else None
 
     def get(self, key: bytes) -> bytes | None:
         """The value at ``key`` in this namespace, or None."""
-        return self._overlay.get(self._prefix + _check_key(key))
+        if not isinstance(key, bytes):
+            raise TypeError("state keys are bytes")
+        return self._overlay.get(self._prefix + key)
 
     def scan(
         self, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
@@ -337,18 +383,19 @@ class NamespacedState:
         """Set ``key`` to ``value`` in this namespace."""
         if not isinstance(value, bytes):
             raise TypeError("state values are bytes")
-        overlay = self._writable_overlay()
-        overlay.put(self._prefix + _check_key(key), value)
+        overlay = self._target
+        if overlay is None:
+            raise PermissionError("this state view is read-only")
+        if not isinstance(key, bytes):
+            raise TypeError("state keys are bytes")
+        overlay.put(self._prefix + key, value)
 
     def delete(self, key: bytes) -> None:
         """Remove ``key`` from this namespace."""
-        overlay = self._writable_overlay()
-        overlay.delete(self._prefix + _check_key(key))
-
-    def _writable_overlay(self) -> StateOverlay:
-        if not self._writable or not isinstance(self._overlay, StateOverlay):
+        overlay = self._target
+        if overlay is None:
             raise PermissionError("this state view is read-only")
-        return self._overlay
+        overlay.delete(self._prefix + _check_key(key))
 
 
 def _check_key(key: bytes) -> bytes:

@@ -357,10 +357,23 @@ def _normalise_fast(value: object, limits: Limits, depth: int) -> object:
             )
         if inner > depth_max:
             return [_normalise_fast(item, limits, inner) for item in sequence]
-        return [
-            item if _plain(item, limits) else _normalise_fast(item, limits, inner)
-            for item in sequence
-        ]
+        normalised: list[object] = []
+        append = normalised.append
+        str_max = limits.str_bytes_max
+        bytes_max = limits.bytes_max
+        for item in sequence:
+            kind = type(item)
+            # ``_plain`` inlined (as in ``_normalise_shaped``).
+            if kind is int:
+                plain = INT_MIN <= item <= INT_MAX  # type: ignore[operator]
+            elif kind is str:
+                plain = item.isascii() and len(item) <= str_max  # type: ignore[attr-defined, arg-type]
+            elif kind is bytes:
+                plain = len(item) <= bytes_max  # type: ignore[arg-type]
+            else:
+                plain = item is None or kind is bool
+            append(item if plain else _normalise_fast(item, limits, inner))
+        return normalised
     return _normalise(value, limits, depth)
 
 
@@ -373,7 +386,7 @@ _SHAPE_KEYS_MAX: Final = 64
 
 
 def _remember_shape(keys: tuple[object, ...]) -> None:
-    if len(_KEY_ORDERS) >= _KEY_ORDERS_MAX or not 1 < len(keys) <= _SHAPE_KEYS_MAX:
+    if len(_KEY_ORDERS) >= _KEY_ORDERS_MAX or not 0 < len(keys) <= _SHAPE_KEYS_MAX:
         return
     packed: list[bytes] = []
     for key in keys:

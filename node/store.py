@@ -71,6 +71,7 @@ store built from a state snapshot answers the same for the heights it covers).
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
 import threading
 from collections import deque
@@ -928,15 +929,49 @@ class CertifiedView:
 
 
 class LmdbStateBackend:
-    """``apps.state.StateBackend`` over a store's committed state."""
+    """``apps.state.StateBackend`` over a store's committed state.
 
-    __slots__ = ("_store",)
+    Inside ``reading`` (the host wraps a block's execution in it) the thread that entered it
+    reads state values and tree records from one read transaction held until the context
+    ends, instead of one transaction per read; other threads read as always. The transaction
+    is a long reader (as a snapshot export's): a commit that must resize the map waits until
+    the context ends, and other threads' reads go on meanwhile. Execution never waits for a
+    commit, so nothing can wait in a circle."""
+
+    __slots__ = ("_state_db", "_store", "_thread", "_tree_db", "_txn")
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._txn: lmdb.Transaction | None = None
+        self._thread = 0
+        self._state_db = store._db["state"]
+        self._tree_db = store._db["tree"]
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """One read transaction for this thread's reads until the context ends (nested:
+        the outer one's)."""
+        if self._txn is not None:
+            yield
+            return
+        store = self._store
+        with store._lock:
+            txn = store._env.begin()
+            store._long_readers += 1
+        self._thread = threading.get_ident()
+        self._txn = txn
+        try:
+            yield
+        finally:
+            self._txn = None
+            store._close_long_reader(txn)
 
     def get(self, key: bytes) -> bytes | None:
         """The committed value at ``key``, or None."""
+        txn = self._txn
+        if txn is not None and self._thread == threading.get_ident():
+            value = txn.get(key, db=self._state_db)
+            return None if value is None else bytes(value)
         return self._store.state_get(key)
 
     def scan(
@@ -947,6 +982,10 @@ class LmdbStateBackend:
 
     def tree_node(self, key: bytes) -> bytes | None:
         """The committed Merkle tree record under ``key``."""
+        txn = self._txn
+        if txn is not None and self._thread == threading.get_ident():
+            value = txn.get(key, db=self._tree_db)
+            return None if value is None else bytes(value)
         return self._store.tree_node(key)
 
 

@@ -79,6 +79,15 @@ class NodeChain:
 
     def commit(self, transactions: Sequence[bytes], *, view: int = 0) -> BlockResult:
         """Build, execute, certify and persist the next block."""
+        block, certificate, result = self.execute(transactions, view=view)
+        self.store.commit_block(block, certificate, result)
+        self.host.committed(block.height, result.app_hash)
+        return result
+
+    def execute(
+        self, transactions: Sequence[bytes], *, view: int = 0
+    ) -> tuple[Block, CommitCertificate, BlockResult]:
+        """Build, execute and certify the next block (``commit`` persists it)."""
         height = self.store.height + 1
         time_ms = GENESIS_TIME_MS + 1000 * height
         block = Block.build(
@@ -99,9 +108,7 @@ class NodeChain:
             chain_id=CHAIN,
         )
         result = self.host.execute_block(context, block.transactions)
-        self.store.commit_block(block, certify(block, view), result)
-        self.host.committed(height, result.app_hash)
-        return result
+        return block, certify(block, view), result
 
     def close(self) -> None:
         self.store.close()

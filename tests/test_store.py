@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from pathlib import Path
 
 import pytest
@@ -345,4 +346,58 @@ def test_lmdb_state_matches_a_model_of_atomic_transactions(
         stored = [(k[len(b"kv\x00") :], v) for k, v in chain.store.state_scan(b"kv\x00", b"kv\x01")]
         assert stored == sorted(model.items())
     assert list(chain.store.state_scan()) == memory.backend.items()
+    chain.close()
+
+
+def test_a_block_reads_one_snapshot_while_other_threads_read_and_commit(tmp_path: Path) -> None:
+    """Inside ``reading`` (a block executing) this thread reads one snapshot: a commit landing
+    meanwhile on another thread is not seen until the context ends, while other threads (and
+    the store's own reads) see it at once."""
+    chain = node(tmp_path, sync=False)
+    signer = Signer()
+    chain.commit([signer.write((b"k", b"old"))])
+    block, certificate, result = chain.execute([signer.write((b"k", b"new"))])
+    backend = chain.store.state_backend()
+    seen_by_other_thread: list[bytes | None] = []
+    with backend.reading():
+        assert backend.get(b"kv\x00k") == b"old"
+        writer = threading.Thread(
+            target=chain.store.commit_block, args=(block, certificate, result)
+        )
+        writer.start()
+        writer.join()
+        reader = threading.Thread(
+            target=lambda: seen_by_other_thread.append(backend.get(b"kv\x00k"))
+        )
+        reader.start()
+        reader.join()
+        assert seen_by_other_thread == [b"new"]
+        assert backend.get(b"kv\x00k") == b"old", "the snapshot holds for this thread"
+        assert chain.store.state_get(b"kv\x00k") == b"new", "the store's own reads are fresh"
+    assert backend.get(b"kv\x00k") == b"new"
+    chain.close()
+
+
+def test_a_commit_that_must_grow_the_map_waits_for_a_block_read_to_end(tmp_path: Path) -> None:
+    """No resize under an open read: the commit waits until ``reading`` ends, then completes
+    (nothing waits in a circle)."""
+    chain = node(tmp_path, map_size_bytes=64 * 1024, sync=False)
+    signer = Signer()
+    chain.commit([signer.write((b"k", b"old"))])
+    # Enough data that this commit cannot fit the 64 KiB map without growing it.
+    big = [signer.write(*[(bytes([i, j]), bytes(900)) for j in range(20)]) for i in range(4)]
+    block, certificate, result = chain.execute(big)
+    size_before = chain.store.statistics()["map_size_bytes"]
+    backend = chain.store.state_backend()
+    with backend.reading():
+        writer = threading.Thread(
+            target=chain.store.commit_block, args=(block, certificate, result)
+        )
+        writer.start()
+        assert backend.get(b"kv\x00k") == b"old"
+        assert chain.store.height == block.height - 1
+    writer.join(timeout=120)
+    assert not writer.is_alive(), "the commit finished once the read ended"
+    assert chain.store.height == block.height
+    assert chain.store.statistics()["map_size_bytes"] > size_before
     chain.close()
