@@ -76,6 +76,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TypeVar
@@ -1036,6 +1037,13 @@ class UnwrittenStateBackend:
     def clear(self) -> None:
         """Forget every unwritten block (the store is the whole state again)."""
         self._blocks.clear()
+
+    def reading(self) -> AbstractContextManager[None]:
+        """The store's ``LmdbStateBackend.reading``: one read transaction for a block's reads
+        of what no unwritten block wrote. Its snapshot may be older than a write that lands
+        meanwhile; the block that write holds stays here until the loop, after the block's
+        execution, learns it was written, so every key it wrote is still answered from here."""
+        return self._committed.reading()
 
     def get(self, key: bytes) -> bytes | None:
         """The value at ``key`` after the last executed block, or None."""
