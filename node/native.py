@@ -17,10 +17,10 @@ instead of the extension when
 
 * ``SUANPAN_PURE_PYTHON=1`` is set in the environment (to compare, or to rule the compiled code
   out when chasing a problem), or
-* any of their sources was changed after the extensions were built (an edit, a ``git
-  checkout``): a stale extension would run old code, so every one of them (they call each
-  other's compiled code directly) loads from source, and one log event
-  (``native_modules_stale``) says to rebuild.
+* in a source tree (an install into ``site-packages`` is never edited), any of their sources
+  was changed after the extensions were built (an edit, a ``git checkout``): a stale extension
+  would run old code, so every one of them (they call each other's compiled code directly)
+  loads from source, and one log event (``native_modules_stale``) says to rebuild.
 
 ``native_status()`` says which path each module took; ``suanpan bench`` and the execution
 benchmark print it with their figures, and the node reports it in ``/status``.
@@ -81,7 +81,14 @@ def _pure_wanted() -> bool:
     return os.environ.get(PURE_PYTHON_ENV) == "1"
 
 
+# A wheel installs into one of these, writing the sources and extensions in archive order with
+# the time of the install: nobody edits them there, and their times say nothing about staleness.
+_INSTALLED_DIRECTORIES: Final = frozenset({"site-packages", "dist-packages"})
+
+
 def _stale(name: str) -> bool:
+    if _INSTALLED_DIRECTORIES.intersection(_ROOT.parts):
+        return False
     source, extensions = _paths(name)
     return bool(extensions) and source.stat().st_mtime > min(
         path.stat().st_mtime for path in extensions

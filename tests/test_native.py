@@ -139,3 +139,6 @@ def test_an_edited_source_sends_every_compiled_module_back_to_source(tmp_path: P
     # One edited module: the others call its compiled code directly, so none stays compiled.
     edited = _status_in_copy(tmp_path / "edited", touch="apps.merkle")
     assert edited == dict.fromkeys(COMPILED_MODULES, "source (source changed after the build)")
+    # A wheel's install writes sources after extensions: file times there mean nothing.
+    installed = _status_in_copy(tmp_path / "lib" / "site-packages", touch="apps.merkle")
+    assert installed == dict.fromkeys(COMPILED_MODULES, "compiled")
