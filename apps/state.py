@@ -365,9 +365,7 @@ class NamespacedState:
 
     def get(self, key: bytes) -> bytes | None:
         """The value at ``key`` in this namespace, or None."""
-        if not isinstance(key, bytes):
-            raise TypeError("state keys are bytes")
-        return self._overlay.get(self._prefix + key)
+        return self._overlay.get(self._prefix + _check_key(key))
 
     def scan(
         self, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
@@ -386,9 +384,7 @@ class NamespacedState:
         overlay = self._target
         if overlay is None:
             raise PermissionError("this state view is read-only")
-        if not isinstance(key, bytes):
-            raise TypeError("state keys are bytes")
-        overlay.put(self._prefix + key, value)
+        overlay.put(self._prefix + _check_key(key), value)
 
     def delete(self, key: bytes) -> None:
         """Remove ``key`` from this namespace."""

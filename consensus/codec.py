@@ -357,23 +357,10 @@ def _normalise_fast(value: object, limits: Limits, depth: int) -> object:
             )
         if inner > depth_max:
             return [_normalise_fast(item, limits, inner) for item in sequence]
-        normalised: list[object] = []
-        append = normalised.append
-        str_max = limits.str_bytes_max
-        bytes_max = limits.bytes_max
-        for item in sequence:
-            kind = type(item)
-            # ``_plain`` inlined (as in ``_normalise_shaped``).
-            if kind is int:
-                plain = INT_MIN <= item <= INT_MAX  # type: ignore[operator]
-            elif kind is str:
-                plain = item.isascii() and len(item) <= str_max  # type: ignore[attr-defined, arg-type]
-            elif kind is bytes:
-                plain = len(item) <= bytes_max  # type: ignore[arg-type]
-            else:
-                plain = item is None or kind is bool
-            append(item if plain else _normalise_fast(item, limits, inner))
-        return normalised
+        return [
+            item if _plain(item, limits) else _normalise_fast(item, limits, inner)
+            for item in sequence
+        ]
     return _normalise(value, limits, depth)
 
 
@@ -410,21 +397,11 @@ def _normalise_shaped(
     """The normalised map for a remembered shape (the caller checked depth and key sizes)."""
     values = tuple(mapping.values())
     normalised: dict[object, object] = {}
-    str_max = limits.str_bytes_max
-    bytes_max = limits.bytes_max
     for position in order:
         item = values[position]
-        kind = type(item)
-        # ``_plain`` inlined: exact ints, ASCII strs and bytes within limits, None, bools.
-        if kind is int:
-            plain = INT_MIN <= item <= INT_MAX  # type: ignore[operator]
-        elif kind is str:
-            plain = item.isascii() and len(item) <= str_max  # type: ignore[attr-defined, arg-type]
-        elif kind is bytes:
-            plain = len(item) <= bytes_max  # type: ignore[arg-type]
-        else:
-            plain = item is None or kind is bool
-        normalised[keys[position]] = item if plain else _normalise_fast(item, limits, inner)
+        normalised[keys[position]] = (
+            item if _plain(item, limits) else _normalise_fast(item, limits, inner)
+        )
     return normalised
 
 

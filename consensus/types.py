@@ -472,20 +472,29 @@ class Block:
         )
         return cls(header, tuple(transactions))
 
-    def rival(self, *, timestamp_ms: int, transactions: Sequence[bytes] = ()) -> Block:
-        """A block for the same slot (chain, height, view, parent, app hash, next set,
-        proposer) with another time and body: what an equivocating proposer or a forged block
-        response offers in this block's place."""
+    def rival(
+        self,
+        *,
+        timestamp_ms: int | None = None,
+        transactions: Sequence[bytes] = (),
+        chain_id: str | None = None,
+        height: int | None = None,
+        view: int | None = None,
+    ) -> Block:
+        """A block built from this one's header with another body (``transactions``) and the
+        fields given changed; by default for the same slot (chain, height, view, parent, app
+        hash, next set, proposer): what an equivocating proposer or a forged block response
+        offers in this block's place."""
         header = self.header
         return Block.build(
-            chain_id=header.chain_id,
-            height=header.height,
-            view=header.view,
+            chain_id=header.chain_id if chain_id is None else chain_id,
+            height=header.height if height is None else height,
+            view=header.view if view is None else view,
             parent_hash=header.parent_hash,
             app_hash=header.app_hash,
             next_validators_hash=header.next_validators_hash,
             proposer=header.proposer,
-            timestamp_ms=timestamp_ms,
+            timestamp_ms=header.timestamp_ms if timestamp_ms is None else timestamp_ms,
             transactions=transactions,
         )
 

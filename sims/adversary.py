@@ -1264,30 +1264,10 @@ class Adversary:
                 return encode_block_response([(block, wrong)])
             return encode_block_response([(block, replace(certificate, view=certificate.view + 1))])
         if kind == 4:  # a block of another chain
-            foreign = Block.build(
-                chain_id=self.chain_id + "-other",
-                height=header.height,
-                view=header.view,
-                parent_hash=header.parent_hash,
-                app_hash=header.app_hash,
-                next_validators_hash=header.next_validators_hash,
-                proposer=header.proposer,
-                timestamp_ms=header.timestamp_ms,
-                transactions=(),
-            )
+            foreign = block.rival(chain_id=self.chain_id + "-other")
             return encode_block_response([(foreign, certificate)])
         if kind == 5:  # far ahead
-            far = Block.build(
-                chain_id=self.chain_id,
-                height=header.height + 1_000,
-                view=0,
-                parent_hash=header.parent_hash,
-                app_hash=header.app_hash,
-                next_validators_hash=header.next_validators_hash,
-                proposer=header.proposer,
-                timestamp_ms=header.timestamp_ms,
-                transactions=(),
-            )
+            far = block.rival(chain_id=self.chain_id, height=header.height + 1_000, view=0)
             return encode_block_response([(far, replace(certificate, height=far.height))])
         return encode_block_response(entries)  # the truth, for contrast
 
