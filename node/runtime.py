@@ -389,6 +389,10 @@ class Node:
         self._unwritten: deque[tuple[Block, CommitCertificate, BlockResult]] = deque()
         self._unwritten_added = trio.Event()
         self._blocks_written = trio.Event()
+        # The transactions of those blocks (hash -> how many unwritten blocks hold it): they
+        # have left the mempool but are not in the store yet, and stay ``pending`` until the
+        # write, so a waiting client is not told its transaction is unknown.
+        self._unwritten_transactions: dict[bytes, int] = {}
         self._proposal_pending = False
         # The proposal being decided: its height, its transaction count, and when this node
         # first saw it (trio clock). Proposals are paced from it, and admission does not
@@ -1151,6 +1155,10 @@ class Node:
             await self._blocks_written.wait()
         self._state.add(block.height, result.writes, result.tree)
         self._unwritten.append((block, certificate, result))
+        unwritten_transactions = self._unwritten_transactions
+        for receipt in result.receipts:
+            tx_hash = receipt.transaction_hash
+            unwritten_transactions[tx_hash] = unwritten_transactions.get(tx_hash, 0) + 1
         self._unwritten_added.set()
         with self.phases.measure("commit"):
             self._after_execution(block, result)
@@ -1183,9 +1191,15 @@ class Node:
             commit_ns = await trio.to_thread.run_sync(_commit_measured, self.store, batch)
             self.phases.add("commit", commit_ns)
             with self.phases.measure("commit"):
+                unwritten_transactions = self._unwritten_transactions
                 for block, certificate, result in batch:
                     self._unwritten.popleft()
                     self._state.written(block.height)
+                    for receipt in result.receipts:
+                        tx_hash = receipt.transaction_hash
+                        left = unwritten_transactions.pop(tx_hash) - 1
+                        if left:
+                            unwritten_transactions[tx_hash] = left
                     self._after_write(block, certificate, result)
             self._blocks_written.set()
             self._blocks_written = trio.Event()
@@ -1504,6 +1518,10 @@ class Node:
     def _admit(self, transaction: Transaction) -> SubmitOutcome:
         if self.store.transaction_location(transaction.hash) is not None:
             return SubmitOutcome(transaction.hash, False, "duplicate", "already committed")
+        if transaction.hash in self._unwritten_transactions:
+            return SubmitOutcome(
+                transaction.hash, False, "duplicate", "already in a committed block being written"
+            )
         try:
             self.mempool.add(transaction)
         except MempoolRejected as error:
@@ -1548,7 +1566,8 @@ class Node:
                 "index": location.index,
                 "receipt": None if receipt is None else _receipt_json(receipt),
             }
-        if tx_hash in self.mempool:
+        if tx_hash in self.mempool or tx_hash in self._unwritten_transactions:
+            # Executed but not yet written counts as pending: committed means durable.
             return {"hash": tx_hash.hex(), "status": "pending"}
         rejected = self._rejected.get(tx_hash)
         if rejected is not None:

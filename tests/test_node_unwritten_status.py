@@ -1,0 +1,88 @@
+"""A transaction whose block is executed but not yet written is ``pending``: it has left the
+mempool, the store does not hold it yet, and a client waiting for it keeps waiting until the
+write instead of being told ``pending`` at once or that the transaction is unknown."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import trio
+
+from apps.host import BlockResult
+from consensus.types import Block, CommitCertificate
+from node import runtime
+from node.home import load_home
+from node.jsonvalue import JsonType
+from node.store import Store
+from node.testnet.loadgen import register_identity_transaction
+from node.testnet.testnet import create_testnet
+
+DEADLINE_S = 120.0
+
+
+async def test_executed_unwritten_transaction_stays_pending_until_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info = create_testnet(tmp_path / "net", 1, chain_id="unwritten-net")
+    home = load_home(info.homes[0])
+    key = info.client_key(0)
+    data = register_identity_transaction(key, info.chain_id, "bank0", 0)
+
+    # The block writer's LMDB commit of a block with transactions waits (on its worker thread)
+    # until ``released`` is set; empty blocks are written as usual.
+    released = threading.Event()
+    released.set()
+    original = runtime._commit_measured
+
+    def held_commit(
+        store: Store, entries: Sequence[tuple[Block, CommitCertificate, BlockResult]]
+    ) -> int:
+        if any(result.receipts for _, _, result in entries):
+            released.wait(DEADLINE_S)
+        return original(store, entries)
+
+    monkeypatch.setattr(runtime, "_commit_measured", held_commit)
+
+    with trio.fail_after(DEADLINE_S):
+        async with trio.open_nursery() as nursery:
+            node: runtime.Node = await nursery.start(runtime.Node(home).run)
+            released.clear()
+            try:
+                outcome = await node.submit(data)
+                assert outcome.accepted
+                assert outcome.hash is not None
+                tx_hash = outcome.hash
+                finished: list[dict[str, JsonType] | None] = []
+                done = trio.Event()
+
+                async def waiter() -> None:
+                    await node.wait_transaction(tx_hash, DEADLINE_S)
+                    finished.append(node.transaction(tx_hash))
+                    done.set()
+
+                nursery.start_soon(waiter)
+                # The block holding it executes: the transaction leaves the mempool...
+                while tx_hash in node.mempool:  # noqa: ASYNC110 - the mempool has no event
+                    await trio.sleep(0.01)
+                # ...and, its write held, is neither unknown nor committed.
+                for _ in range(20):
+                    document = node.transaction(tx_hash)
+                    assert document == {"hash": tx_hash.hex(), "status": "pending"}
+                    await trio.sleep(0.01)
+                assert finished == []
+                # Submitting it again meanwhile is refused as a duplicate, not a stale nonce.
+                again = await node.submit(data)
+                assert (again.accepted, again.code) == (False, "duplicate")
+                assert node.transaction(tx_hash) == {"hash": tx_hash.hex(), "status": "pending"}
+                released.set()
+                await done.wait()
+                document = finished[0]
+                assert document is not None
+                assert document["status"] == "committed"
+                assert node.store.transaction_location(tx_hash) is not None
+            finally:
+                released.set()
+            nursery.cancel_scope.cancel()
