@@ -35,6 +35,7 @@ The layer knows message kinds and bytes, never their meaning.
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import logging
 import random as random_module
@@ -223,6 +224,8 @@ class PeerStatistics:
 @dataclass(slots=True)
 class _Counters:
     transactions_gossiped: int = 0
+    transactions_resent: int = 0
+    transactions_forgotten: int = 0
     transactions_received: int = 0
     transactions_delivered: int = 0
     transactions_duplicate: int = 0
@@ -264,6 +267,8 @@ class NetworkStatistics:
     bytes_sent: int
     bytes_received: int
     transactions_gossiped: int  # local transactions admitted by gossip_transactions
+    transactions_resent: int  # local transactions sent again by resend_transactions
+    transactions_forgotten: int  # delivered or shed, then forgotten: a resend is taken again
     transactions_received: int  # in gossip frames, duplicates included
     transactions_delivered: int  # first sightings handed to the node
     transactions_duplicate: int
@@ -489,6 +494,27 @@ class Network:
         self._counters.transactions_gossiped += len(fresh)
         self._push(fresh, source=None)
         return len(fresh)
+
+    def resend_transactions(self, transactions: Sequence[bytes]) -> None:
+        """Send transactions already gossiped to every connected peer again, whether or not
+        this network relayed them before: the node's pending transactions that have waited
+        long, for peers that connected later or dropped them. A peer that holds them drops
+        the copies as duplicates; one that forgot them (``forget_transactions``) takes them.
+        Never blocks; a full gossip backlog sheds them as usual."""
+        limit = self.limits.transaction_bytes_max
+        for transaction in transactions:
+            if not transaction or len(transaction) > limit:
+                raise ValueError(f"a gossiped transaction is 1..{limit} bytes")
+        self._seen.first_sightings(transactions)
+        self._counters.transactions_resent += len(transactions)
+        self._push(list(transactions), source=None)
+
+    def forget_transactions(self, transactions: Sequence[bytes]) -> None:
+        """Forget that these transactions were seen, so they are taken again when a peer
+        resends them: for transactions the node dropped for a passing reason (its pool was
+        full, it was installing a snapshot) rather than judged."""
+        self._seen.discard(hashlib.sha256(transaction).digest() for transaction in transactions)
+        self._counters.transactions_forgotten += len(transactions)
 
     async def request(
         self, peer: bytes, payload: bytes, *, timeout_seconds: float | None = None
@@ -855,6 +881,8 @@ class Network:
             counters.transactions_delivered += len(fresh)
         except trio.WouldBlock:
             counters.transactions_shed_inbound += len(fresh)
+            # Never delivered (still relayed): a later resend of the same bytes is taken.
+            self._seen.discard(digests)
         self._relay_store.put_many(digests, fresh)
         self._announce(digests, source)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 __all__ = ["RelayStore", "SeenCache"]
 
@@ -44,6 +44,13 @@ class SeenCache:
             self._current = set()
         self._current.add(key)
         return True
+
+    def discard(self, keys: Iterable[bytes]) -> None:
+        """Forget ``keys``: the next sighting of each is a first one again."""
+        current, previous = self._current, self._previous
+        for key in keys:
+            current.discard(key)
+            previous.discard(key)
 
     def first_sightings(self, transactions: Sequence[bytes]) -> tuple[list[bytes], list[bytes]]:
         """The transactions whose SHA-256 was not seen yet, in order, and those hashes;

@@ -157,7 +157,14 @@ from node.home import NEXT_VALIDATOR_KEY_FILE, Home
 from node.http import Handler, HttpLimits, Request, Response, serve_http
 from node.jsonvalue import JsonType, to_json
 from node.keys import KeyFileError, load_key_file
-from node.mempool import CODE_FULL, Mempool, MempoolLimits, MempoolRejected
+from node.mempool import (
+    CODE_FULL,
+    CODE_NONCE_GAP,
+    CODE_SENDER_FULL,
+    Mempool,
+    MempoolLimits,
+    MempoolRejected,
+)
 from node.metrics import NodeMetrics, RunningTotal
 from node.native import native_status
 from node.openapi import openapi_document
@@ -194,6 +201,17 @@ CODE_BEHIND_REFUSED: Final = "behind_refused"
 # Refusals that leave the sender's nonce sequence whole (the nonce is pending or committed
 # already), so the sender's later transactions in the batch are judged on their own.
 _NONCE_TAKEN_CODES: Final = frozenset({"duplicate", "nonce_in_use", "stale_nonce"})
+# Gossiped transactions refused for a passing reason (this node's pool or the sender's share
+# of it was full, an earlier nonce had not arrived yet, a snapshot was installing): the
+# network forgets it saw them, so the origin's resend is taken.
+_GOSSIP_RETAKE_CODES: Final = frozenset({CODE_FULL, CODE_SENDER_FULL, CODE_NONCE_GAP, "state_sync"})
+# A transaction this node's clients submitted that is still pending after _RESEND_AFTER_S is
+# sent to every connected peer again (peers that connected later, or dropped it), then again
+# after as long as it has waited (doubling), at most every _RESEND_INTERVAL_MAX_S; at most
+# _RESEND_BATCH_MAX of them each second.
+_RESEND_AFTER_S: Final = 3.0
+_RESEND_INTERVAL_MAX_S: Final = 60.0
+_RESEND_BATCH_MAX: Final = 2048
 # Synced blocks verified ahead of their commit at most (a few block responses' worth; the
 # verified cache holds their transactions).
 _PREFETCH_BLOCKS_MAX: Final = 256
@@ -378,6 +396,8 @@ class Node:
         self._transaction_arrived = trio.Event()
         self._rejected: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
         self._admitted_at: dict[bytes, float] = {}
+        # This node's clients' pending transactions: when each is next sent again to peers.
+        self._resend_due: dict[bytes, float] = {}
         # Execution results of validated blocks, keyed by block hash (which commits to the
         # header and, through the transactions root, every transaction byte) and checked
         # against the parent height at use. No signature is cached here.
@@ -566,6 +586,7 @@ class Node:
                 nursery.start_soon(self._ticker)
                 nursery.start_soon(self._message_pump)
                 nursery.start_soon(self._gossip_pump)
+                nursery.start_soon(self._resender)
         finally:
             self.store.close()
             log.info("node_stopped", extra={"height": self.written_height})
@@ -582,7 +603,7 @@ class Node:
         )
         async with trio.open_nursery() as drains:
             drains.start_soon(self._discard, self.network.messages)
-            drains.start_soon(self._discard, self.network.transactions)
+            drains.start_soon(self._discard_transactions)
             while True:
                 sync = StateSync(
                     request=self.network.request,
@@ -624,6 +645,12 @@ class Node:
     async def _discard(channel: trio.MemoryReceiveChannel[object]) -> None:
         async for _ in channel:
             pass
+
+    async def _discard_transactions(self) -> None:
+        """Drop gossip while a snapshot installs, forgetting it was seen (resends are taken)."""
+        batch: InboundTransactions
+        async for batch in self.network.transactions:
+            self.network.forget_transactions(batch.transactions)
 
     async def _signals(self, scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -1168,6 +1195,7 @@ class Node:
             )
             for tx_hash, reason in update.evicted:
                 self._remember_rejection(tx_hash, "evicted", reason)
+                self._admitted_at.pop(tx_hash, None)
         # One checkpoint per block, as when the driver awaited each block's write.
         await trio.lowlevel.checkpoint()
         # The set the state after this block puts in force two heights on.
@@ -1380,9 +1408,37 @@ class Node:
             # clients do not fill the room they already took.
             self._gossip_admitting = len(raw)
             try:
-                await self._admit_many(raw, source="gossip_in")
+                outcomes = await self._admit_many(raw, source="gossip_in")
             finally:
                 self._gossip_admitting = 0
+            retake = passing_refusals(raw, outcomes)
+            if retake:
+                self.network.forget_transactions(retake)
+
+    async def _resender(self) -> None:
+        """Send this node's clients' long-pending transactions to the peers again.
+
+        Gossip goes out once, at admission, to the peers connected then; a peer that connected
+        later, or shed or dropped the transaction, would otherwise never see it, and a
+        transaction only this node holds waits for this node's turn to propose (forever on an
+        observer)."""
+        due = self._resend_due
+        while True:
+            await trio.sleep(1.0)
+            now = time.monotonic()
+            resend: list[bytes] = []
+            for tx_hash, when in list(due.items()):
+                transaction = self.mempool.get(tx_hash)
+                if transaction is None:
+                    del due[tx_hash]
+                elif when <= now and len(resend) < _RESEND_BATCH_MAX:
+                    resend.append(transaction.encoded)
+                    waited = now - self._admitted_at.get(tx_hash, now)
+                    due[tx_hash] = now + min(_RESEND_INTERVAL_MAX_S, max(_RESEND_AFTER_S, waited))
+            if resend:
+                with self.phases.measure("gossip_out"):
+                    self.network.resend_transactions(resend)
+                log.debug("transactions_resent", extra={"transactions": len(resend)})
 
     def _coalesce(self, raw: list[bytes]) -> None:
         while len(raw) < _ADMIT_BATCH_MAX:
@@ -1456,6 +1512,11 @@ class Node:
         if admitted:
             with self.phases.measure("gossip_out"):
                 self.network.gossip_transactions(admitted)
+            if source == "intake":
+                resend_at = time.monotonic() + _RESEND_AFTER_S
+                due = self._resend_due
+                for data in admitted:
+                    due[hash_bytes(data)] = resend_at
             self._transaction_arrived.set()
             self._transaction_arrived = trio.Event()
         return outcomes
@@ -1968,6 +2029,16 @@ def _persist_measured(store: Store, state: bytes) -> int:
     started_ns = thread_cpu_ns()
     store.save_replica_state(state)
     return thread_cpu_ns() - started_ns
+
+
+def passing_refusals(raw: Sequence[bytes], outcomes: Sequence[SubmitOutcome]) -> list[bytes]:
+    """The gossiped transactions of ``raw`` refused for a passing reason (a full pool, a nonce
+    gap, a retry-after), which the network is to forget it saw so that a resend is taken."""
+    return [
+        data
+        for data, outcome in zip(raw, outcomes, strict=True)
+        if not outcome.accepted and (outcome.retry or outcome.code in _GOSSIP_RETAKE_CODES)
+    ]
 
 
 def _commit_measured(

@@ -7,6 +7,7 @@ condition under a generous deadline, so a busy machine makes tests slower, never
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import logging
 import socket
@@ -165,6 +166,57 @@ async def test_gossip_reaches_every_node_exactly_once() -> None:
             assert stats.transactions_shed_outbound == stats.transactions_shed_inbound == 0
             assert stats.peers_connected == 3
             assert stats.connection_errors == {}, index
+
+
+async def test_resent_transactions_reach_only_peers_that_lack_them() -> None:
+    """A resend goes to every peer again; a peer that holds the bytes drops them as duplicates,
+    one that forgot them (dropped for a passing reason) takes them again."""
+    async with mesh(2) as (_, nodes):
+        origin, peer = nodes
+        sent = transactions("resend", 5)
+        assert origin.network.gossip_transactions(sent) == 5
+        await wait_for(lambda: len(peer.delivered) >= 5)
+        # Already known to the origin's gossip: nothing goes out; a resend goes regardless.
+        assert origin.network.gossip_transactions(sent) == 0
+        origin.network.resend_transactions(sent)
+        await wait_for(lambda: peer.network.statistics().transactions_duplicate >= 5)
+        assert len(peer.delivered) == 5
+        # The peer forgets two of them: the next resend delivers exactly those two.
+        peer.network.forget_transactions(sent[1:3])
+        origin.network.resend_transactions(sent)
+        await wait_for(lambda: len(peer.delivered) >= 7)
+        await wait_for(lambda: peer.network.statistics().transactions_duplicate >= 8)
+        assert sorted(peer.delivered[5:]) == sorted(sent[1:3])
+        stats = origin.network.statistics()
+        assert (stats.transactions_gossiped, stats.transactions_resent) == (5, 10)
+        assert peer.network.statistics().transactions_forgotten == 2
+
+
+async def test_transactions_shed_inbound_are_taken_when_resent() -> None:
+    """A frame shed because the node's transaction channel was full is not remembered as seen:
+    the origin's resend delivers it."""
+    limits = dataclasses.replace(TEST_LIMITS, inbound_transaction_batches_max=1)
+    async with trio.open_nursery() as nursery:
+        origin = Network(config_for(0, limits=limits))
+        await nursery.start(origin.run)
+        receiver = Network(config_for(1, [(0, origin.listen_port)], limits=limits))
+        await nursery.start(receiver.run)  # nobody reads its transaction channel yet
+        with trio.fail_after(DEADLINE_SECONDS):
+            await receiver.wait_peers_connected([KEYS[0].public_key])
+            await origin.wait_peers_connected([KEYS[1].public_key])
+        first, second = transactions("shed", 2)
+        origin.gossip_transactions([first])
+        await wait_for(lambda: receiver.statistics().transactions_delivered == 1)
+        origin.gossip_transactions([second])  # the channel holds the first: shed
+        await wait_for(lambda: receiver.statistics().transactions_shed_inbound == 1)
+        delivered = [receiver.transactions.receive_nowait()]
+        origin.resend_transactions([first, second])
+        with trio.fail_after(DEADLINE_SECONDS):
+            delivered.append(await receiver.transactions.receive())
+        assert [batch.transactions for batch in delivered] == [(first,), (second,)]
+        stats = receiver.statistics()
+        assert (stats.transactions_delivered, stats.transactions_duplicate) == (2, 1)
+        nursery.cancel_scope.cancel()
 
 
 async def test_gossip_is_relayed_by_announce_and_fetch_across_a_line() -> None:
