@@ -35,13 +35,18 @@ class Signer:
     def __init__(self) -> None:
         self.nonce = 0
 
-    def write(self, *puts: tuple[bytes, bytes], fail: bool = False) -> bytes:
+    def write(
+        self, *puts: tuple[bytes, bytes], fail: bool = False, deletes: tuple[bytes, ...] = ()
+    ) -> bytes:
+        arguments: dict[str, Value] = {"puts": list(puts), "fail": fail}
+        if deletes:
+            arguments["deletes"] = list(deletes)
         tx = sign_transaction(
             BANK,
             chain_id=CHAIN,
             app="kv",
             operation="write",
-            arguments={"puts": list(puts), "fail": fail},
+            arguments=arguments,
             nonce=self.nonce,
         )
         self.nonce += 1

@@ -93,7 +93,8 @@ def blocks_of_writes(seed: int, count: int) -> list[list[bytes]]:
         transactions: list[bytes] = []
         for _ in range(rng.randrange(0, 4)):
             puts = [(rng.choice(keys), bytes([height, rng.randrange(256)]))]
-            transactions.append(signer.write(*puts, fail=rng.random() < 0.15))
+            deletes = tuple(rng.sample(keys, rng.randrange(0, 3)))
+            transactions.append(signer.write(*puts, fail=rng.random() < 0.15, deletes=deletes))
         blocks.append(transactions)
     return blocks
 

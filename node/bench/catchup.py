@@ -32,7 +32,7 @@ from node.config import NodeConfig
 from node.jsonvalue import JsonType
 from node.testnet.testnet import Testnet, create_testnet
 
-__all__ = ["CatchupReport", "catchup_config", "run_catchup"]
+__all__ = ["CatchupReport", "catchup_config", "run_catchup", "sync_window"]
 
 # Load while the backlog builds: enough for non-empty blocks, light on a busy machine.
 LOAD_TX_PER_S: Final = 200.0
@@ -57,6 +57,11 @@ class CatchupReport:
     transactions_synced: int
     startup_s: float
     sync_s: float
+    # Of ``sync_s``: until the node asked a peer for the first blocks (until then it had not
+    # heard that the others were ahead: with the restarted node the primary of the live
+    # height, they are waiting out a view change), and from then until the top was applied.
+    detect_s: float
+    apply_s: float
 
     @property
     def blocks_per_s(self) -> float:
@@ -68,6 +73,11 @@ class CatchupReport:
         """Transactions applied per second while syncing."""
         return self.transactions_synced / self.sync_s if self.sync_s > 0 else 0.0
 
+    @property
+    def transactions_per_s_applying(self) -> float:
+        """Transactions applied per second from the first block request on."""
+        return self.transactions_synced / self.apply_s if self.apply_s > 0 else 0.0
+
     def to_json(self) -> dict[str, JsonType]:
         """JSON form."""
         return {
@@ -78,6 +88,9 @@ class CatchupReport:
             "sync_s": round(self.sync_s, 2),
             "blocks_per_s": round(self.blocks_per_s, 1),
             "transactions_per_s": round(self.transactions_per_s, 1),
+            "detect_s": round(self.detect_s, 2),
+            "apply_s": round(self.apply_s, 2),
+            "transactions_per_s_applying": round(self.transactions_per_s_applying, 1),
         }
 
 
@@ -176,13 +189,17 @@ def run_catchup(
             PHASE_TIMEOUT_S,
             poll_s=_POLL_S,
         )
-        serving, synced = _sync_window(testnet, lagging, started, top)
+        serving, requested, synced = sync_window(
+            testnet.info.homes[lagging] / "node.log", started, top
+        )
         return CatchupReport(
             validators=validators,
             blocks_synced=top - lagging_height,
             transactions_synced=transactions,
             startup_s=serving - started,
             sync_s=synced - serving,
+            detect_s=requested - serving,
+            apply_s=synced - requested,
         )
     finally:
         testnet.stop_all()
@@ -203,11 +220,11 @@ def _settled_height(testnet: Testnet, live: range) -> int:
     return min(_height(testnet, index) for index in live)
 
 
-def _sync_window(testnet: Testnet, index: int, since: float, top: int) -> tuple[float, float]:
-    """When the restarted node logged ``node_started`` (after ``since``, wall clock) and the
-    commit of height ``top``, from its node log."""
-    log = testnet.info.homes[index] / "node.log"
+def sync_window(log: Path, since: float, top: int) -> tuple[float, float, float]:
+    """When the restarted node logged ``node_started`` (after ``since``, wall clock), its
+    first ``block_sync_requested`` and the commit of height ``top``, from its node ``log``."""
     started: float | None = None
+    requested: float | None = None
     synced: float | None = None
     for line in log.read_text("utf-8").splitlines():
         try:
@@ -219,7 +236,9 @@ def _sync_window(testnet: Testnet, index: int, since: float, top: int) -> tuple[
         at = float(record["ts"])
         event = record.get("event")
         if event == "node_started" and at >= since - 1.0:
-            started, synced = at, None
+            started, requested, synced = at, None, None
+        elif event == "block_sync_requested" and started is not None and requested is None:
+            requested = at
         elif (
             event == "block_committed"
             and started is not None
@@ -228,8 +247,10 @@ def _sync_window(testnet: Testnet, index: int, since: float, top: int) -> tuple[
         ):
             synced = at
     if started is None or synced is None:
-        raise RuntimeError(f"node {index}'s log does not show its restart and height {top}")
-    return started, synced
+        raise RuntimeError(f"{log} does not show the restart and the commit of height {top}")
+    if requested is None or requested > synced:
+        raise RuntimeError(f"{log} does not show the restarted node asking for blocks")
+    return started, requested, synced
 
 
 def _stored_height(testnet: Testnet, index: int) -> int:

@@ -1,0 +1,55 @@
+"""The catch-up benchmark reads its instants from the restarted node's log."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from node.bench.catchup import CatchupReport, sync_window
+
+
+def write_log(path: Path, records: list[dict[str, object]]) -> Path:
+    path.write_text("".join(json.dumps(record) + "\n" for record in records) + "not json\n")
+    return path
+
+
+def test_sync_window_takes_the_restart_its_first_request_and_the_top_commit(
+    tmp_path: Path,
+) -> None:
+    log = write_log(
+        tmp_path / "node.log",
+        [
+            # The first run of the node, before the restart: ignored.
+            {"ts": 10.0, "event": "node_started"},
+            {"ts": 11.0, "event": "block_sync_requested", "from": 1, "to": 64},
+            {"ts": 12.0, "event": "block_committed", "height": 9},
+            # The restart.
+            {"ts": 100.0, "event": "node_started"},
+            {"ts": 100.9, "event": "block_sync_requested", "from": 6, "to": 69},
+            {"ts": 101.5, "event": "block_committed", "height": 8},
+            {"ts": 102.0, "event": "block_sync_requested", "from": 70, "to": 80},
+            {"ts": 103.0, "event": "block_committed", "height": 9},
+            {"ts": 104.0, "event": "block_committed", "height": 10},
+        ],
+    )
+    assert sync_window(log, since=99.5, top=9) == (100.0, 100.9, 103.0)
+    report = CatchupReport(4, 3, 600, 0.5, 3.0, 0.9, 2.1)
+    document = report.to_json()
+    assert document["transactions_per_s"] == 200.0
+    assert document["transactions_per_s_applying"] == round(600 / 2.1, 1)
+
+
+def test_sync_window_names_a_log_without_the_restart_or_a_request(tmp_path: Path) -> None:
+    no_request = write_log(
+        tmp_path / "a.log",
+        [
+            {"ts": 100.0, "event": "node_started"},
+            {"ts": 101.0, "event": "block_committed", "height": 5},
+        ],
+    )
+    with pytest.raises(RuntimeError, match="asking for blocks"):
+        sync_window(no_request, since=99.0, top=5)
+    with pytest.raises(RuntimeError, match="commit of height 6"):
+        sync_window(no_request, since=99.0, top=6)
