@@ -491,11 +491,16 @@ class Node:
         cached = self._validator_sets.get(height)
         if cached is not None:
             return cached
+        final = self.host.height + 2
+        if height > final:
+            # The state after block c schedules changes effective at c + 2 at the latest, so
+            # it answers every later height as it answers c + 2 (cached, not a registry scan
+            # per look-ahead certificate in block sync).
+            return self.validators_at(final)
         validators = self.host.validator_set(height) or self.genesis.validator_set
-        if height <= self.host.height + 2:
-            self._validator_sets[height] = validators
-            while len(self._validator_sets) > _VALIDATOR_SETS_CACHED:
-                self._validator_sets.popitem(last=False)
+        self._validator_sets[height] = validators
+        while len(self._validator_sets) > _VALIDATOR_SETS_CACHED:
+            self._validator_sets.popitem(last=False)
         return validators
 
     def _allowlist(self) -> frozenset[bytes]:

@@ -107,6 +107,11 @@ def test_an_added_validator_is_in_force_two_heights_after_the_deciding_block() -
     added = chain.host.validator_set(effective)
     assert added is not None
     assert added.validators[4].node_key == key("node_e").public_key
+    # The state after block c answers every height beyond c + 2 as it answers c + 2 (the node
+    # answers look-ahead heights from its c + 2 entry).
+    final = chain.host.height + RECONFIGURATION_DELAY_HEIGHTS
+    for height in range(final, final + 40, 7):
+        assert chain.host.validator_set(height) == chain.host.validator_set(final)
     proposal = chain.host.query("membership", "proposals", {})
     assert proposal == ()
     answer = chain.host.query("membership", "validators", {"height": effective})
