@@ -560,6 +560,14 @@ class Network:
             if (conn := peer.connection) is not None
         ]
 
+    async def wait_any_peer_connected(self) -> bytes:
+        """The key of a connected peer, once there is one (use a cancel scope)."""
+        while True:
+            for peer in self._peers.values():
+                if peer.connection is not None:
+                    return peer.public_key
+            await self._peers_changed.wait()
+
     async def wait_peers_connected(self, public_keys: Iterable[bytes]) -> None:
         """Return once every key in ``public_keys`` has a connection (use a cancel scope)."""
         wanted = set(public_keys)

@@ -102,11 +102,13 @@ from consensus.codec import Value
 from consensus.crypto import hash_bytes
 from consensus.evidence import Evidence, EvidenceError
 from consensus.messages import (
+    BlockRequest,
     BlockResponse,
     MessageError,
     MessageKind,
     decode_message,
     encode_block_response,
+    encode_message,
 )
 from consensus.replica import (
     Action,
@@ -210,6 +212,8 @@ _GOSSIP_RETAKE_CODES: Final = frozenset({CODE_FULL, CODE_SENDER_FULL, CODE_NONCE
 # after as long as it has waited (doubling), at most every _RESEND_INTERVAL_MAX_S; at most
 # _RESEND_BATCH_MAX of them each second.
 _RESEND_AFTER_S: Final = 3.0
+# At start, how long to wait for a first peer to ask for the blocks after ours.
+_PROBE_WAIT_S: Final = 60.0
 _RESEND_INTERVAL_MAX_S: Final = 60.0
 _RESEND_BATCH_MAX: Final = 2048
 # Synced blocks verified ahead of their commit at most (a few block responses' worth; the
@@ -592,6 +596,7 @@ class Node:
                 nursery.start_soon(self._message_pump)
                 nursery.start_soon(self._gossip_pump)
                 nursery.start_soon(self._resender)
+                nursery.start_soon(self._probe_for_blocks)
         finally:
             self.store.close()
             log.info("node_stopped", extra={"height": self.written_height})
@@ -1419,6 +1424,25 @@ class Node:
             retake = passing_refusals(raw, outcomes)
             if retake:
                 self.network.forget_transactions(retake)
+
+    async def _probe_for_blocks(self) -> None:
+        """At start, ask the first peer that connects for the blocks after ours.
+
+        The replica asks for blocks once it sees f + 1 validators ahead, which it learns from
+        their messages; a chain waiting on this node (it is the primary of the height the
+        others are at) is silent until their view change times out. The answer is a block
+        response like any other: every certificate and block is verified by the replica. A
+        peer with no later block answers nothing."""
+        with trio.move_on_after(_PROBE_WAIT_S):
+            peer = await self.network.wait_any_peer_connected()
+            height = self.store.height
+            window = self.replica_config.sync_blocks_max
+            message = encode_message(BlockRequest(height + 1, height + window))
+            self.network.send(peer, CONSENSUS_KIND, message)
+            log.info(
+                "block_sync_probed",
+                extra={"from": height + 1, "to": height + window, "peer": peer.hex()[:16]},
+            )
 
     async def _resender(self) -> None:
         """Send this node's clients' long-pending transactions to the peers again.

@@ -27,6 +27,8 @@ def test_sync_window_takes_the_restart_its_first_request_and_the_top_commit(
             {"ts": 12.0, "event": "block_committed", "height": 9},
             # The restart.
             {"ts": 100.0, "event": "node_started"},
+            {"ts": 100.2, "event": "peer_connected"},
+            {"ts": 100.3, "event": "block_sync_probed", "from": 6, "to": 69},
             {"ts": 100.9, "event": "block_sync_requested", "from": 6, "to": 69},
             {"ts": 101.5, "event": "block_committed", "height": 8},
             {"ts": 102.0, "event": "block_sync_requested", "from": 70, "to": 80},
@@ -34,7 +36,7 @@ def test_sync_window_takes_the_restart_its_first_request_and_the_top_commit(
             {"ts": 104.0, "event": "block_committed", "height": 10},
         ],
     )
-    assert sync_window(log, since=99.5, top=9) == (100.0, 100.9, 103.0)
+    assert sync_window(log, since=99.5, top=9) == (100.0, 100.3, 103.0)
     report = CatchupReport(4, 3, 600, 0.5, 3.0, 0.9, 2.1)
     document = report.to_json()
     assert document["transactions_per_s"] == 200.0

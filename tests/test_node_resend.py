@@ -4,12 +4,15 @@ transaction submitted to an observer before its link came up would stay pending 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import pytest
 import trio
 
 from node import runtime
 from node.api import SubmitOutcome
+from node.config import NodeConfig
 from node.home import load_home
 from node.testnet.loadgen import register_identity_transaction
 from node.testnet.testnet import create_testnet
@@ -56,3 +59,44 @@ def test_gossip_refused_for_a_passing_reason_is_forgotten_judged_gossip_is_not()
         SubmitOutcome(b"7", False, "duplicate", "transaction is pending"),
     ]
     assert runtime.passing_refusals(raw, outcomes) == raw[1:5]
+
+
+async def test_a_node_starting_behind_asks_its_first_peer_for_the_blocks_after_its_own(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With an hour between empty blocks an idle chain says little (here the validator's view
+    timer, every 2 s), so a node that starts behind would learn it is behind only from that:
+    at start it asks the first peer that connects for the blocks after its own."""
+    config = NodeConfig().with_changes("consensus", empty_block_interval_ms=3_600_000)
+    info = create_testnet(tmp_path / "net", 1, chain_id="probe-net", observers=1, config=config)
+    key = info.client_key(0)
+    caplog.set_level(logging.INFO, logger="suanpan.node")
+    with trio.fail_after(DEADLINE_S):
+        async with trio.open_nursery() as nursery:
+            validator: runtime.Node = await nursery.start(
+                runtime.Node(load_home(info.homes[0])).run
+            )
+            for nonce in range(2):
+                data = register_identity_transaction(key, info.chain_id, "bank0", nonce)
+                outcome = await validator.submit(data)
+                assert outcome.hash is not None
+                await validator.wait_transaction(outcome.hash, DEADLINE_S)
+            top = validator.written_height
+            assert top >= 1
+            observer: runtime.Node = await nursery.start(runtime.Node(load_home(info.homes[1])).run)
+            await observer.wait_for_height(top, DEADLINE_S)
+            assert observer.written_height >= top
+            for height in range(1, top + 1):
+                block = observer.store.block(height)
+                assert block is not None
+                assert block.hash == validator.store.block(height).hash  # type: ignore[union-attr]
+            probes = [
+                (record.__dict__["from"], record.__dict__["to"], record.__dict__["peer"])
+                for record in caplog.records
+                if record.getMessage() == "block_sync_probed"
+            ]
+            # The observer asked the validator for the heights after its own (0). The validator
+            # also asked the observer, its first peer, for those after its own: nothing came.
+            validator_key = validator.home.node_key.public_key.hex()[:16]
+            assert (1, 64, validator_key) in probes
+            nursery.cancel_scope.cancel()

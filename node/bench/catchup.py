@@ -41,6 +41,8 @@ STARTUP_TIMEOUT_S: Final = 120.0
 # Building the backlog and syncing it are bounded (a stuck run fails loudly).
 PHASE_TIMEOUT_S: Final = 900.0
 _POLL_S: Final = 0.1
+# Log events of a node asking a peer for blocks.
+_REQUEST_EVENTS: Final = frozenset({"block_sync_probed", "block_sync_requested"})
 
 
 def catchup_config() -> NodeConfig:
@@ -222,7 +224,8 @@ def _settled_height(testnet: Testnet, live: range) -> int:
 
 def sync_window(log: Path, since: float, top: int) -> tuple[float, float, float]:
     """When the restarted node logged ``node_started`` (after ``since``, wall clock), its
-    first ``block_sync_requested`` and the commit of height ``top``, from its node ``log``."""
+    first request for blocks (its start-up probe or the replica's request) and the commit of
+    height ``top``, from its node ``log``."""
     started: float | None = None
     requested: float | None = None
     synced: float | None = None
@@ -237,7 +240,7 @@ def sync_window(log: Path, since: float, top: int) -> tuple[float, float, float]
         event = record.get("event")
         if event == "node_started" and at >= since - 1.0:
             started, requested, synced = at, None, None
-        elif event == "block_sync_requested" and started is not None and requested is None:
+        elif event in _REQUEST_EVENTS and started is not None and requested is None:
             requested = at
         elif (
             event == "block_committed"
