@@ -24,6 +24,7 @@ COMPILED = [
     "apps/merkle.py",
     "apps/payments.py",
     "apps/scf.py",
+    "apps/schema.py",
     "apps/state.py",
     "consensus/codec.py",
 ]

@@ -45,10 +45,11 @@ clock, no I/O, no floats; the same map always gives the same values or the same 
 from __future__ import annotations
 
 import re
-from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
+
+from mypy_extensions import mypyc_attr
 
 from apps.base import ROLES, App, AppError, ReadState, TxContext
 from consensus.codec import Value
@@ -119,22 +120,21 @@ def _is_integer(value: Value) -> bool:
 
 
 # ---------------------------------------------------------------------- argument types
-class ArgumentType(ABC):
+class ArgumentType:
     """What values an argument takes. ``parse`` checks one present (non-null) value and returns
-    it in the type the app reads; ``describe`` says what is accepted, in words."""
+    it in the type the app reads; ``describe`` says what is accepted, in words. Every type
+    overrides both (a plain base, not an ``ABC``: mypyc cannot compile dataclasses over one)."""
 
-    __slots__ = ()
-
-    @abstractmethod
     def parse(self, name: str, value: Value) -> Value:
         """The typed value; raise ``AppError("bad_argument", ...)`` naming ``name``."""
+        raise NotImplementedError(f"{type(self).__name__}.parse")
 
-    @abstractmethod
     def describe(self) -> str:
         """What the type accepts, e.g. ``"an integer in [0, 4]"``."""
+        raise NotImplementedError(f"{type(self).__name__}.describe")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Text(ArgumentType):
     """A string of at most ``bytes_max`` UTF-8 bytes (None: bounded only by the transaction's
     size) and, with ``characters``, a length in characters in that range."""
@@ -161,7 +161,7 @@ class Text(ArgumentType):
         return f"text of at most {self.bytes_max} bytes"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Identifier(ArgumentType):
     """A string matching ``pattern`` in full (default ``ID_PATTERN``: safe as a state key
     segment); ``description`` names the format for people (``"an ISO 4217 code like 'USD'"``)."""
@@ -178,7 +178,7 @@ class Identifier(ArgumentType):
         return self.description or f"an identifier matching {self.pattern.pattern}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Integer(ArgumentType):
     """An integer in ``[low, high]`` (never a bool)."""
 
@@ -197,7 +197,7 @@ class Integer(ArgumentType):
         return f"an integer in [{self.low}, {self.high}]"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class TimeMs(Integer):
     """A block time in milliseconds since the epoch, in ``[0, TIME_MS_MAX]``."""
 
@@ -205,7 +205,7 @@ class TimeMs(Integer):
     high: int = TIME_MS_MAX
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Amount(ArgumentType):
     """An amount in minor units: positive, or non-negative with ``allow_zero``; at most
     ``AMOUNT_MAX``."""
@@ -227,7 +227,7 @@ class Amount(ArgumentType):
         return f"{sign} whole number of minor units, at most {AMOUNT_MAX}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Boolean(ArgumentType):
     """True or false."""
 
@@ -240,7 +240,7 @@ class Boolean(ArgumentType):
         return "true or false"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Choice(ArgumentType):
     """One of ``options`` (strings)."""
 
@@ -259,7 +259,7 @@ class Choice(ArgumentType):
         return f"one of {list(self.options)}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class PublicKey(ArgumentType):
     """A 32-byte ed25519 public key, as bytes or (with ``hex``, for JSON clients) 64 hex
     digits; the app always reads bytes."""
@@ -279,7 +279,7 @@ class PublicKey(ArgumentType):
         return "a public key (32 bytes)"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Hash(ArgumentType):
     """A 32-byte hash (a document or invoice reference), as bytes or 64 hex digits."""
 
@@ -294,7 +294,7 @@ class Hash(ArgumentType):
         return "a 32-byte hash"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Strings(ArgumentType):
     """A list of strings, each matching ``pattern`` (None: any string), with
     ``items_min``..``items_max`` items (None: bounded only by the transaction's size); the app
@@ -333,7 +333,7 @@ class Strings(ArgumentType):
         return f"{self._count_words()} of {self._item_words()}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Amounts(ArgumentType):
     """A list of ``items_min``..``items_max`` positive amounts, in the order given."""
 
@@ -354,7 +354,7 @@ class Amounts(ArgumentType):
         return f"a list of {self.items_min}..{self.items_max} positive amounts in minor units"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Party(ArgumentType):
     """Originator or beneficiary details: a map of at most ``PARTY_FIELDS_MAX`` fields, each an
     identifier naming short text (name, account, address, bic, country, ...)."""
@@ -381,7 +381,7 @@ class Party(ArgumentType):
         return f"a map of at most {PARTY_FIELDS_MAX} fields, identifier -> text"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Record(ArgumentType):
     """A map with string keys whose ``fields`` are arguments in their own right (checked in
     order, named ``outer.field`` in refusals); the app reads a map of the parsed fields."""
@@ -402,7 +402,7 @@ class Record(ArgumentType):
         return "a map of " + ", ".join(argument.name for argument in self.fields)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Records(ArgumentType):
     """A list of at most ``items_max`` maps, each shaped like ``Record(fields)``."""
 
@@ -424,7 +424,7 @@ class Records(ArgumentType):
 
 
 # ---------------------------------------------------------------------- arguments
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Argument:
     """One argument: its ``name`` (lowercase words joined by ``_``), its ``type``, a ``help``
     text for people, and whether it is ``required``. An optional argument that is absent reads
@@ -596,7 +596,7 @@ class Arguments:
 
 
 # ---------------------------------------------------------------------- operations and queries
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Operation:
     """An operation a client sends in a transaction: the membership ``roles`` allowed to send
     it, its ``arguments`` and a one-sentence ``help``."""
@@ -617,7 +617,7 @@ class Operation:
         return parse_arguments(self.arguments, values)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Query:
     """A read-only question at ``name`` (the query path), its ``arguments`` and ``help``."""
 
@@ -634,7 +634,7 @@ class Query:
         return parse_arguments(self.arguments, values)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Call:
     """An operation another app invokes inside the same transaction (``ctx.call``); not
     reachable by clients directly."""
@@ -652,7 +652,7 @@ class Call:
         return parse_arguments(self.arguments, values)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class AppSchema:
     """Everything an app offers, as data: one-line ``help`` about the app, its client
     ``operations`` and ``queries``, and the ``calls`` other apps may make."""
@@ -719,6 +719,7 @@ def read_rule_problems(schema: AppSchema, rules: ReadRules) -> list[str]:
 
 
 # ---------------------------------------------------------------------- dispatch
+@mypyc_attr(allow_interpreted_subclasses=True)
 class DispatchingApp(App):
     """An app driven by its ``schema``: arguments are parsed before any of its code runs.
 

@@ -57,6 +57,7 @@ COMPILED_MODULES: Final = (
     "apps.merkle",
     "apps.payments",
     "apps.scf",
+    "apps.schema",
     "apps.state",
     "consensus.codec",
 )
