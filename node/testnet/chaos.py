@@ -114,6 +114,9 @@ _BLOCKS_PAGE: Final = 100
 _DEMO_SEED: Final = 1
 # Admin and final-read requests: generous, the machine is busy.
 _CLIENT_TIMEOUT_S: Final = 30.0
+# After the load stops, how long convergence also waits for every node's mempool to empty (a
+# pending transaction is resent after 3 s, then commits in the next blocks).
+_DRAIN_S: Final = 15.0
 
 
 @dataclass(slots=True)
@@ -784,7 +787,10 @@ class _Run:
     def converge(self) -> tuple[int, float | None]:
         """Stop the load; wait until every node reaches the highest height any node has. The
         target follows the chain while the last submitted transactions commit, so a node
-        that lags behind blocks committed after the load stopped is waited for too."""
+        that lags behind blocks committed after the load stopped is waited for too; and
+        while any node still holds pending transactions (for up to ``_DRAIN_S``), the chain
+        is not taken as settled: a node resends its clients' pending transactions, which
+        may commit after a quiet moment, and every node must hold those blocks too."""
         if self.load is not None:
             self.load.stop()
         running = [watcher for watcher in self.watchers if watcher.index not in self.retired]
@@ -792,11 +798,14 @@ class _Run:
         self.say(f"faults over; waiting for every node to reach height {target}")
         began = time.monotonic()
         deadline = began + self.scenario.convergence_timeout_s
+        drain_deadline = began + _DRAIN_S
         while time.monotonic() < deadline:
             self.check_recoveries()
             if all(watcher.height >= target for watcher in running):
                 highest = max(watcher.height for watcher in running)
-                if highest == target:
+                if highest == target and (
+                    time.monotonic() >= drain_deadline or not self._pending(running)
+                ):
                     elapsed = time.monotonic() - began
                     self.say(f"converged in {elapsed:.1f}s")
                     return target, elapsed
@@ -804,6 +813,20 @@ class _Run:
             time.sleep(_POLL_S)
         self.say("did not converge before the deadline")
         return target, None
+
+    def _pending(self, running: list[_Watcher]) -> bool:
+        """Whether any running node reports transactions in its mempool (or does not answer)."""
+        for watcher in running:
+            try:
+                with Client(
+                    self.info.api_addresses[watcher.index], timeout_s=_WATCH_CLIENT_TIMEOUT_S
+                ) as client:
+                    pending = client.status().get("mempool_transactions")
+                    if not isinstance(pending, int) or pending > 0:
+                        return True
+            except ApiError:
+                return True
+        return False
 
     # ----------------------------------------------------------------- final reads
 
