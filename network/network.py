@@ -486,10 +486,7 @@ class Network:
         Never blocks. Transactions already seen are skipped; a peer whose gossip backlog is
         full sheds them (counted in ``transactions_shed_outbound``).
         """
-        limit = self.limits.transaction_bytes_max
-        for transaction in transactions:
-            if not transaction or len(transaction) > limit:
-                raise ValueError(f"a gossiped transaction is 1..{limit} bytes")
+        self._check_gossip_sizes(transactions)
         fresh, _ = self._seen.first_sightings(transactions)
         self._counters.transactions_gossiped += len(fresh)
         self._push(fresh, source=None)
@@ -501,13 +498,16 @@ class Network:
         long, for peers that connected later or dropped them. A peer that holds them drops
         the copies as duplicates; one that forgot them (``forget_transactions``) takes them.
         Never blocks; a full gossip backlog sheds them as usual."""
+        self._check_gossip_sizes(transactions)
+        self._seen.first_sightings(transactions)
+        self._counters.transactions_resent += len(transactions)
+        self._push(list(transactions), source=None)
+
+    def _check_gossip_sizes(self, transactions: Sequence[bytes]) -> None:
         limit = self.limits.transaction_bytes_max
         for transaction in transactions:
             if not transaction or len(transaction) > limit:
                 raise ValueError(f"a gossiped transaction is 1..{limit} bytes")
-        self._seen.first_sightings(transactions)
-        self._counters.transactions_resent += len(transactions)
-        self._push(list(transactions), source=None)
 
     def forget_transactions(self, transactions: Sequence[bytes]) -> None:
         """Forget that these transactions were seen, so they are taken again when a peer

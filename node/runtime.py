@@ -212,10 +212,10 @@ _GOSSIP_RETAKE_CODES: Final = frozenset({CODE_FULL, CODE_SENDER_FULL, CODE_NONCE
 # after as long as it has waited (doubling), at most every _RESEND_INTERVAL_MAX_S; at most
 # _RESEND_BATCH_MAX of them each second.
 _RESEND_AFTER_S: Final = 3.0
-# At start, how long to wait for a first peer to ask for the blocks after ours.
-_PROBE_WAIT_S: Final = 60.0
 _RESEND_INTERVAL_MAX_S: Final = 60.0
 _RESEND_BATCH_MAX: Final = 2048
+# At start, how long to wait for a first peer to ask for the blocks after ours.
+_PROBE_WAIT_S: Final = 60.0
 # Synced blocks verified ahead of their commit at most (a few block responses' worth; the
 # verified cache holds their transactions).
 _PREFETCH_BLOCKS_MAX: Final = 256
@@ -1540,12 +1540,12 @@ class Node:
             outcomes.extend(refused_early)
         if admitted:
             with self.phases.measure("gossip_out"):
-                self.network.gossip_transactions(admitted)
+                self.network.gossip_transactions([item.encoded for item in admitted])
             if source == "intake":
                 resend_at = time.monotonic() + _RESEND_AFTER_S
                 due = self._resend_due
-                for data in admitted:
-                    due[hash_bytes(data)] = resend_at
+                for item in admitted:
+                    due[item.hash] = resend_at
             self._transaction_arrived.set()
             self._transaction_arrived = trio.Event()
         return outcomes
@@ -1575,9 +1575,9 @@ class Node:
 
     def _admit_decoded(
         self, decoded: Sequence[Transaction | SubmitOutcome], valid: Sequence[bool]
-    ) -> tuple[list[SubmitOutcome], list[bytes]]:
+    ) -> tuple[list[SubmitOutcome], list[Transaction]]:
         outcomes: list[SubmitOutcome] = []
-        admitted: list[bytes] = []
+        admitted: list[Transaction] = []
         # Senders with a refused transaction in this batch, and that refusal: their later
         # transactions here cannot be admitted (their nonces would skip the refused one).
         refused: dict[bytes, tuple[int, SubmitOutcome]] = {}
@@ -1594,7 +1594,7 @@ class Node:
             else:
                 outcome = self._admit(item)
             if outcome.accepted:
-                admitted.append(item.encoded)
+                admitted.append(item)
             else:
                 self.metrics.rejected_transactions.labels(reason=outcome.code).inc()
                 self._remember_rejection(item.hash, outcome.code, outcome.message)
