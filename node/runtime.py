@@ -216,6 +216,9 @@ _RESEND_INTERVAL_MAX_S: Final = 60.0
 _RESEND_BATCH_MAX: Final = 2048
 # At start, how long to wait for a first peer to ask for the blocks after ours.
 _PROBE_WAIT_S: Final = 60.0
+# How long after the start-up request its answer's signatures are verified ahead like those of
+# a request the replica made (a peer with no later block answers nothing).
+_PROBE_ANSWER_S: Final = 30.0
 # Synced blocks verified ahead of their commit at most (a few block responses' worth; the
 # verified cache holds their transactions).
 _PREFETCH_BLOCKS_MAX: Final = 256
@@ -429,6 +432,11 @@ class Node:
         self._native = native_status()
         self._nursery: trio.Nursery | None = None
         self.syncing = False
+        # Until when (trio clock) the answer to the start-up request for blocks is expected.
+        self._probe_answer_by: float | None = None
+        # Transactions of synced blocks whose signatures were verified on worker threads
+        # before their block executed (``transactions_verified_ahead`` in the status).
+        self.transactions_verified_ahead = 0
         self.state_synced_from: int | None = None
         self._last_view = (0, 0)
         self.ports: dict[str, int] = {}
@@ -713,12 +721,16 @@ class Node:
         """Blocks arriving by sync: verify their transactions' signatures on worker threads,
         block after block, while the loop executes and commits the blocks before them (the
         commit of a block waits for its own verification; ``node.verified`` keeps the
-        results). Only while this node is syncing (it asked for blocks), only blocks above its
-        height, and only behind a valid commit certificate: a peer cannot make the node
-        verify transactions it would not have to apply anyway. Nothing is trusted here: the
-        replica checks every block again, and a signature that fails is simply not cached, so
-        execution checks it again."""
-        if not self.syncing:
+        results). Only while this node is syncing (it asked for blocks: the replica, or the
+        start-up request), only blocks above its height, and only behind a valid commit
+        certificate: a peer cannot make the node verify transactions it would not have to
+        apply anyway. Nothing is trusted here: the replica checks every block again, and a
+        signature that fails is simply not cached, so execution checks it again."""
+        answer_by = self._probe_answer_by
+        probing = answer_by is not None and trio.current_time() <= answer_by
+        if not probing:
+            self._probe_answer_by = None
+        if not (self.syncing or probing):
             return
         with self.phases.measure("consensus"):
             try:
@@ -727,6 +739,7 @@ class Node:
                 return  # the replica reports it
             if not isinstance(response, BlockResponse):
                 return
+            self._probe_answer_by = None
             room = _PREFETCH_BLOCKS_MAX - len(self._verifying)
             entries = [
                 (block, certificate)
@@ -739,36 +752,12 @@ class Node:
             assert self._nursery is not None
             self._nursery.start_soon(self._verify_synced, entries)
 
-    async def _verify_in_parallel(self, candidates: list[Transaction]) -> list[Transaction]:
-        """The transactions among ``candidates`` whose signature verifies, checked in
-        ``[mempool] verify_workers`` slices at once."""
-        workers = max(1, self.config.mempool.verify_workers)
-        step = max(1, -(-len(candidates) // workers))
-        results: list[tuple[list[Transaction], list[bool]]] = []
-
-        async def verify(chunk: list[Transaction]) -> None:
-            verdicts, cpu_ns = await trio.to_thread.run_sync(
-                _verify_all, chunk, limiter=self._verify_limiter
-            )
-            self.phases.add("verify", cpu_ns)
-            results.append((chunk, verdicts))
-
-        async with trio.open_nursery() as nursery:
-            for start in range(0, len(candidates), step):
-                nursery.start_soon(verify, candidates[start : start + step])
-        return [
-            transaction
-            for chunk, verdicts in results
-            for transaction, verdict in zip(chunk, verdicts, strict=True)
-            if verdict
-        ]
-
     async def _verify_synced(self, entries: list[tuple[Block, CommitCertificate]]) -> None:
         try:
             for block, certificate in entries:
                 if block.height <= self.host.height:
                     continue  # executed meanwhile (its signatures were checked then)
-                if not self._certifies(block, certificate):
+                if not await self._certifies_off_loop(block, certificate):
                     # Above ``executed + 2`` the set of its height is not final yet: this
                     # was the latest set known. Once the blocks before it are executed, its
                     # own set is, and the block is checked against that.
@@ -780,20 +769,14 @@ class Node:
                     ):
                         break  # the replica drops it; the blocks after it cannot follow
                 with self.phases.measure("execute"):
-                    candidates: list[Transaction] = []
-                    for data in block.transactions:
-                        if self._verified_transaction(data) is not None:
-                            continue
-                        try:
-                            candidates.append(
-                                Transaction.decode(
-                                    data, chain_id=self.chain_id, check_signature=False
-                                )
-                            )
-                        except TransactionError:
-                            continue
-                for transaction in await self._verify_in_parallel(candidates):
+                    unverified = [
+                        data
+                        for data in block.transactions
+                        if self._verified_transaction(data) is None
+                    ]
+                for transaction in await self._decode_verify_in_parallel(unverified):
                     self._verified.add(transaction)
+                    self.transactions_verified_ahead += 1
                 event = self._verifying.pop(block.hash, None)
                 if event is not None:
                     event.set()
@@ -803,21 +786,47 @@ class Node:
                 if event is not None:
                     event.set()
 
+    async def _decode_verify_in_parallel(self, encoded: list[bytes]) -> list[Transaction]:
+        """The transactions among ``encoded`` that decode and whose signature verifies, both
+        done on ``[mempool] verify_workers`` worker threads at once (the loop meanwhile
+        executes the blocks before them)."""
+        workers = max(1, self.config.mempool.verify_workers)
+        step = max(1, -(-len(encoded) // workers))
+        verified: list[Transaction] = []
+
+        async def verify(chunk: list[bytes]) -> None:
+            transactions, cpu_ns = await trio.to_thread.run_sync(
+                _decode_verify_all, chunk, self.chain_id, limiter=self._verify_limiter
+            )
+            self.phases.add("verify", cpu_ns)
+            verified.extend(transactions)
+
+        async with trio.open_nursery() as nursery:
+            for start in range(0, len(encoded), step):
+                nursery.start_soon(verify, encoded[start : start + step])
+        return verified
+
+    async def _certifies_off_loop(self, block: Block, certificate: CommitCertificate) -> bool:
+        """``_certifies``, its signatures checked on a worker thread."""
+        valid, cpu_ns = await trio.to_thread.run_sync(
+            _certificate_valid,
+            certificate,
+            self.validators_at(block.height),
+            self.chain_id,
+            block,
+            limiter=self._verify_limiter,
+        )
+        self.phases.add("consensus", cpu_ns)
+        return valid
+
     def _certifies(self, block: Block, certificate: CommitCertificate) -> bool:
         """Whether ``certificate`` certifies ``block`` by the validator set this node knows for
         its height (final up to ``executed + 2``, the latest scheduled set above)."""
-        with self.phases.measure("consensus"):
-            try:
-                verify_certificate(
-                    certificate,
-                    self.validators_at(block.height),
-                    self.chain_id,
-                    block_hash=block.hash,
-                    height=block.height,
-                )
-            except CertificateError:
-                return False
-            return True
+        valid, cpu_ns = _certificate_valid(
+            certificate, self.validators_at(block.height), self.chain_id, block
+        )
+        self.phases.add("consensus", cpu_ns)
+        return valid
 
     async def _consensus_driver(self) -> None:
         pending: deque[Input] = deque([Start(_now_ms())])
@@ -1438,6 +1447,7 @@ class Node:
             height = self.store.height
             window = self.replica_config.sync_blocks_max
             message = encode_message(BlockRequest(height + 1, height + window))
+            self._probe_answer_by = trio.current_time() + _PROBE_ANSWER_S
             self.network.send(peer, CONSENSUS_KIND, message)
             log.info(
                 "block_sync_probed",
@@ -1960,6 +1970,7 @@ class Node:
             "api_access": self.config.rpc.access,
             "transactions_committed": self.metrics.committed_total,
             "blocks_executed": self.blocks_executed,
+            "transactions_verified_ahead": self.transactions_verified_ahead,
             "transactions_per_second": round(self.metrics.rate(), 1),
             "cpu_ns": self.cpu_ns(statistics),
             "handshake_failures": dict(statistics.handshake_failures),
@@ -2051,6 +2062,37 @@ def _verify_all(transactions: Sequence[Transaction]) -> tuple[list[bool], int]:
     started_ns = thread_cpu_ns()
     verdicts = [transaction.signature_valid() for transaction in transactions]
     return verdicts, thread_cpu_ns() - started_ns
+
+
+def _certificate_valid(
+    certificate: CommitCertificate, validators: ValidatorSet, chain_id: str, block: Block
+) -> tuple[bool, int]:
+    """Whether ``certificate`` certifies ``block`` by ``validators``, and the thread CPU
+    nanoseconds that took (runs on the loop or a worker thread)."""
+    started_ns = thread_cpu_ns()
+    try:
+        verify_certificate(
+            certificate, validators, chain_id, block_hash=block.hash, height=block.height
+        )
+    except CertificateError:
+        return False, thread_cpu_ns() - started_ns
+    return True, thread_cpu_ns() - started_ns
+
+
+def _decode_verify_all(encoded: Sequence[bytes], chain_id: str) -> tuple[list[Transaction], int]:
+    """Runs on a worker thread: the transactions of ``encoded`` that decode and whose
+    signature verifies (PyNaCl releases the GIL while verifying), and the thread CPU
+    nanoseconds they took."""
+    started_ns = thread_cpu_ns()
+    verified: list[Transaction] = []
+    for data in encoded:
+        try:
+            transaction = Transaction.decode(data, chain_id=chain_id, check_signature=False)
+        except TransactionError:
+            continue
+        if transaction.signature_valid():
+            verified.append(transaction)
+    return verified, thread_cpu_ns() - started_ns
 
 
 def _persist_measured(store: Store, state: bytes) -> int:

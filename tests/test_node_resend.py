@@ -99,4 +99,7 @@ async def test_a_node_starting_behind_asks_its_first_peer_for_the_blocks_after_i
             # also asked the observer, its first peer, for those after its own: nothing came.
             validator_key = validator.home.node_key.public_key.hex()[:16]
             assert (1, 64, validator_key) in probes
+            # The answer's transactions were verified on worker threads before their blocks
+            # executed, as for a request the replica makes.
+            assert observer.status()["transactions_verified_ahead"] == 2
             nursery.cancel_scope.cancel()
