@@ -769,12 +769,21 @@ class Node:
                     ):
                         break  # the replica drops it; the blocks after it cannot follow
                 with self.phases.measure("execute"):
-                    unverified = [
-                        data
-                        for data in block.transactions
-                        if self._verified_transaction(data) is None
-                    ]
-                for transaction in await self._decode_verify_in_parallel(unverified):
+                    # Decoded here, not on the worker threads: decoding is Python, holds the
+                    # GIL, and would only contend with the loop's execution for it.
+                    candidates: list[Transaction] = []
+                    for data in block.transactions:
+                        if self._verified_transaction(data) is not None:
+                            continue
+                        try:
+                            candidates.append(
+                                Transaction.decode(
+                                    data, chain_id=self.chain_id, check_signature=False
+                                )
+                            )
+                        except TransactionError:
+                            continue
+                for transaction in await self._verify_in_parallel(candidates):
                     self._verified.add(transaction)
                     self.transactions_verified_ahead += 1
                 event = self._verifying.pop(block.hash, None)
@@ -786,25 +795,29 @@ class Node:
                 if event is not None:
                     event.set()
 
-    async def _decode_verify_in_parallel(self, encoded: list[bytes]) -> list[Transaction]:
-        """The transactions among ``encoded`` that decode and whose signature verifies, both
-        done on ``[mempool] verify_workers`` worker threads at once (the loop meanwhile
-        executes the blocks before them)."""
+    async def _verify_in_parallel(self, candidates: list[Transaction]) -> list[Transaction]:
+        """The transactions among ``candidates`` whose signature verifies, checked in
+        ``[mempool] verify_workers`` slices at once."""
         workers = max(1, self.config.mempool.verify_workers)
-        step = max(1, -(-len(encoded) // workers))
-        verified: list[Transaction] = []
+        step = max(1, -(-len(candidates) // workers))
+        results: list[tuple[list[Transaction], list[bool]]] = []
 
-        async def verify(chunk: list[bytes]) -> None:
-            transactions, cpu_ns = await trio.to_thread.run_sync(
-                _decode_verify_all, chunk, self.chain_id, limiter=self._verify_limiter
+        async def verify(chunk: list[Transaction]) -> None:
+            verdicts, cpu_ns = await trio.to_thread.run_sync(
+                _verify_all, chunk, limiter=self._verify_limiter
             )
             self.phases.add("verify", cpu_ns)
-            verified.extend(transactions)
+            results.append((chunk, verdicts))
 
         async with trio.open_nursery() as nursery:
-            for start in range(0, len(encoded), step):
-                nursery.start_soon(verify, encoded[start : start + step])
-        return verified
+            for start in range(0, len(candidates), step):
+                nursery.start_soon(verify, candidates[start : start + step])
+        return [
+            transaction
+            for chunk, verdicts in results
+            for transaction, verdict in zip(chunk, verdicts, strict=True)
+            if verdict
+        ]
 
     async def _certifies_off_loop(self, block: Block, certificate: CommitCertificate) -> bool:
         """``_certifies``, its signatures checked on a worker thread."""
@@ -2077,22 +2090,6 @@ def _certificate_valid(
     except CertificateError:
         return False, thread_cpu_ns() - started_ns
     return True, thread_cpu_ns() - started_ns
-
-
-def _decode_verify_all(encoded: Sequence[bytes], chain_id: str) -> tuple[list[Transaction], int]:
-    """Runs on a worker thread: the transactions of ``encoded`` that decode and whose
-    signature verifies (PyNaCl releases the GIL while verifying), and the thread CPU
-    nanoseconds they took."""
-    started_ns = thread_cpu_ns()
-    verified: list[Transaction] = []
-    for data in encoded:
-        try:
-            transaction = Transaction.decode(data, chain_id=chain_id, check_signature=False)
-        except TransactionError:
-            continue
-        if transaction.signature_valid():
-            verified.append(transaction)
-    return verified, thread_cpu_ns() - started_ns
 
 
 def _persist_measured(store: Store, state: bytes) -> int:
