@@ -990,6 +990,16 @@ class LmdbStateBackend:
         return self._store.tree_node(key)
 
 
+def _forget_written(
+    newest: dict[bytes, tuple[int, bytes | None]], written: dict[bytes, bytes | None], height: int
+) -> None:
+    """Drop from ``newest`` the keys block ``height`` wrote, unless a later block wrote them."""
+    for key in written:
+        entry = newest.get(key)
+        if entry is not None and entry[0] <= height:
+            del newest[key]
+
+
 class _UnwrittenBlock:
     """One executed block's state writes and tree records (None deletes), for reads."""
 
@@ -1012,11 +1022,15 @@ class UnwrittenStateBackend:
     answered from here until then, so a read gives the same answer whether the store's write
     of that block has landed yet or not (the keys it did not write are the same in both)."""
 
-    __slots__ = ("_blocks", "_committed")
+    __slots__ = ("_blocks", "_committed", "_tree", "_values")
 
     def __init__(self, committed: LmdbStateBackend) -> None:
         self._committed = committed
         self._blocks: deque[_UnwrittenBlock] = deque()
+        # The newest unwritten write of each key, with the height of the block that wrote it:
+        # a read is one lookup however many blocks wait for their write.
+        self._values: dict[bytes, tuple[int, bytes | None]] = {}
+        self._tree: dict[bytes, tuple[int, bytes | None]] = {}
 
     def __len__(self) -> int:
         return len(self._blocks)
@@ -1026,17 +1040,28 @@ class UnwrittenStateBackend:
         executed: its ``writes`` and ``tree`` records are visible from now on."""
         if self._blocks and height != self._blocks[-1].height + 1:
             raise ValueError(f"block {height} does not follow block {self._blocks[-1].height}")
-        self._blocks.append(_UnwrittenBlock(height, writes, tree))
+        block = _UnwrittenBlock(height, writes, tree)
+        self._blocks.append(block)
+        values = self._values
+        for key, value in block.values.items():
+            values[key] = (height, value)
+        records = self._tree
+        for key, record in block.tree.items():
+            records[key] = (height, record)
 
     def written(self, height: int) -> None:
         """The store holds every block up to ``height``: read those from the store."""
         blocks = self._blocks
         while blocks and blocks[0].height <= height:
-            blocks.popleft()
+            block = blocks.popleft()
+            _forget_written(self._values, block.values, block.height)
+            _forget_written(self._tree, block.tree, block.height)
 
     def clear(self) -> None:
         """Forget every unwritten block (the store is the whole state again)."""
         self._blocks.clear()
+        self._values.clear()
+        self._tree.clear()
 
     def reading(self) -> AbstractContextManager[None]:
         """The store's ``LmdbStateBackend.reading``: one read transaction for a block's reads
@@ -1047,18 +1072,16 @@ class UnwrittenStateBackend:
 
     def get(self, key: bytes) -> bytes | None:
         """The value at ``key`` after the last executed block, or None."""
-        for block in reversed(self._blocks):
-            values = block.values
-            if key in values:
-                return values[key]
+        newest = self._values.get(key)
+        if newest is not None:
+            return newest[1]
         return self._committed.get(key)
 
     def tree_node(self, key: bytes) -> bytes | None:
         """The Merkle tree record under ``key`` after the last executed block, or None."""
-        for block in reversed(self._blocks):
-            tree = block.tree
-            if key in tree:
-                return tree[key]
+        newest = self._tree.get(key)
+        if newest is not None:
+            return newest[1]
         return self._committed.tree_node(key)
 
     def scan(

@@ -207,8 +207,13 @@ def test_unwritten_state_reads_as_every_block_applied(
         )
     state.written(min(written, len(layers) - 1))
     remaining = MemoryBackend(committed.items())
+    tree_remaining: dict[bytes, bytes | None] = {}
     for layer in layers[1 + min(written, len(layers) - 1) :]:
         remaining.apply(tuple(sorted(layer.items())))
+        tree_remaining.update((b"t" + key, value) for key, value in layer.items())
+    for key in {key for layer in layers for key in layer} | {b"\x00", b"\xff"}:
+        assert state.get(key) == remaining.get(key)
+        assert state.tree_node(b"t" + key) == tree_remaining.get(b"t" + key)
     for reverse in (False, True):
         assert list(state.scan(start, end, reverse=reverse)) == list(
             remaining.scan(start, end, reverse=reverse)
