@@ -990,16 +990,6 @@ class LmdbStateBackend:
         return self._store.tree_node(key)
 
 
-def _forget_written(
-    newest: dict[bytes, tuple[int, bytes | None]], written: dict[bytes, bytes | None], height: int
-) -> None:
-    """Drop from ``newest`` the keys block ``height`` wrote, unless a later block wrote them."""
-    for key in written:
-        entry = newest.get(key)
-        if entry is not None and entry[0] <= height:
-            del newest[key]
-
-
 class _UnwrittenBlock:
     """One executed block's state writes and tree records (None deletes), for reads."""
 
@@ -1022,15 +1012,11 @@ class UnwrittenStateBackend:
     answered from here until then, so a read gives the same answer whether the store's write
     of that block has landed yet or not (the keys it did not write are the same in both)."""
 
-    __slots__ = ("_blocks", "_committed", "_tree", "_values")
+    __slots__ = ("_blocks", "_committed")
 
     def __init__(self, committed: LmdbStateBackend) -> None:
         self._committed = committed
         self._blocks: deque[_UnwrittenBlock] = deque()
-        # The newest unwritten write of each key, with the height of the block that wrote it:
-        # a read is one lookup however many blocks wait for their write.
-        self._values: dict[bytes, tuple[int, bytes | None]] = {}
-        self._tree: dict[bytes, tuple[int, bytes | None]] = {}
 
     def __len__(self) -> int:
         return len(self._blocks)
@@ -1040,28 +1026,17 @@ class UnwrittenStateBackend:
         executed: its ``writes`` and ``tree`` records are visible from now on."""
         if self._blocks and height != self._blocks[-1].height + 1:
             raise ValueError(f"block {height} does not follow block {self._blocks[-1].height}")
-        block = _UnwrittenBlock(height, writes, tree)
-        self._blocks.append(block)
-        values = self._values
-        for key, value in block.values.items():
-            values[key] = (height, value)
-        records = self._tree
-        for key, record in block.tree.items():
-            records[key] = (height, record)
+        self._blocks.append(_UnwrittenBlock(height, writes, tree))
 
     def written(self, height: int) -> None:
         """The store holds every block up to ``height``: read those from the store."""
         blocks = self._blocks
         while blocks and blocks[0].height <= height:
-            block = blocks.popleft()
-            _forget_written(self._values, block.values, block.height)
-            _forget_written(self._tree, block.tree, block.height)
+            blocks.popleft()
 
     def clear(self) -> None:
         """Forget every unwritten block (the store is the whole state again)."""
         self._blocks.clear()
-        self._values.clear()
-        self._tree.clear()
 
     def reading(self) -> AbstractContextManager[None]:
         """The store's ``LmdbStateBackend.reading``: one read transaction for a block's reads
@@ -1072,16 +1047,18 @@ class UnwrittenStateBackend:
 
     def get(self, key: bytes) -> bytes | None:
         """The value at ``key`` after the last executed block, or None."""
-        newest = self._values.get(key)
-        if newest is not None:
-            return newest[1]
+        for block in reversed(self._blocks):
+            values = block.values
+            if key in values:
+                return values[key]
         return self._committed.get(key)
 
     def tree_node(self, key: bytes) -> bytes | None:
         """The Merkle tree record under ``key`` after the last executed block, or None."""
-        newest = self._tree.get(key)
-        if newest is not None:
-            return newest[1]
+        for block in reversed(self._blocks):
+            tree = block.tree
+            if key in tree:
+                return tree[key]
         return self._committed.tree_node(key)
 
     def scan(
