@@ -592,6 +592,8 @@ class Node:
                         "height": self.store.height,
                         "state_sync": self.state_syncing,
                         "native_modules": self._native,
+                        # The process CPU its start-up took (imports, opening the store).
+                        "cpu_ns": time.process_time_ns(),
                         **{f"{name}_port": port for name, port in self.ports.items()},
                     },
                 )

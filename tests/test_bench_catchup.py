@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from node.bench.catchup import CatchupReport, sync_window
+from node.bench.catchup import CatchupReport, started_cpu_ns, sync_window
 
 
 def write_log(path: Path, records: list[dict[str, object]]) -> Path:
@@ -22,11 +22,11 @@ def test_sync_window_takes_the_restart_its_first_request_and_the_top_commit(
         tmp_path / "node.log",
         [
             # The first run of the node, before the restart: ignored.
-            {"ts": 10.0, "event": "node_started"},
+            {"ts": 10.0, "event": "node_started", "cpu_ns": 7_000_000},
             {"ts": 11.0, "event": "block_sync_requested", "from": 1, "to": 64},
             {"ts": 12.0, "event": "block_committed", "height": 9},
             # The restart.
-            {"ts": 100.0, "event": "node_started"},
+            {"ts": 100.0, "event": "node_started", "cpu_ns": 900_000_000},
             {"ts": 100.2, "event": "peer_connected"},
             {"ts": 100.3, "event": "block_sync_probed", "from": 6, "to": 69},
             {"ts": 100.9, "event": "block_sync_requested", "from": 6, "to": 69},
@@ -41,6 +41,17 @@ def test_sync_window_takes_the_restart_its_first_request_and_the_top_commit(
     document = report.to_json()
     assert document["transactions_per_s"] == 200.0
     assert document["transactions_per_s_applying"] == round(600 / 2.1, 1)
+    # The restarted process's start-up CPU, not the first run's.
+    assert started_cpu_ns(log, since=99.5) == 900_000_000
+    assert started_cpu_ns(log, since=200.0) == 0
+    # 0.6 s of CPU over 3 s of sync for 600 transactions: 1,000 us each, 0.2 cores.
+    report = CatchupReport(
+        4, 3, 600, 0.5, 3.0, 0.9, 2.1, cpu_ns={"total": 600_000_000, "execute": 300_000_000}
+    )
+    document = report.to_json()
+    assert document["cpu_us_per_tx"] == 1000.0
+    assert document["phases_us_per_tx"] == {"execute": 500.0}
+    assert document["cores"] == 0.2
 
 
 def test_sync_window_names_a_log_without_the_restart_or_a_request(tmp_path: Path) -> None:

@@ -20,8 +20,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -67,6 +67,9 @@ class CatchupReport:
     # height, they are waiting out a view change), and from then until the top was applied.
     detect_s: float
     apply_s: float
+    # The syncing node's process CPU (every thread) from when its API first answered until it
+    # held the top, by phase (``node.phases``, as ``cpu_ns`` in ``/status``) and in total.
+    cpu_ns: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def blocks_per_s(self) -> float:
@@ -83,8 +86,25 @@ class CatchupReport:
         """Transactions applied per second from the first block request on."""
         return self.transactions_synced / self.apply_s if self.apply_s > 0 else 0.0
 
+    @property
+    def cpu_us_per_tx(self) -> float:
+        """The syncing node's CPU microseconds (every thread) per transaction applied."""
+        total = self.cpu_ns.get("total", 0)
+        return total / 1000 / self.transactions_synced if self.transactions_synced else 0.0
+
+    @property
+    def cores(self) -> float:
+        """The syncing node's CPU time over the sync's wall time: how many cores it kept busy."""
+        total = self.cpu_ns.get("total", 0)
+        return total / 1e9 / self.sync_s if self.sync_s > 0 else 0.0
+
     def to_json(self) -> dict[str, JsonType]:
         """JSON form."""
+        per_tx: dict[str, JsonType] = {
+            phase: round(ns / 1000 / self.transactions_synced, 1)
+            for phase, ns in self.cpu_ns.items()
+            if phase != "total" and self.transactions_synced
+        }
         return {
             "validators": self.validators,
             "blocks_synced": self.blocks_synced,
@@ -96,6 +116,9 @@ class CatchupReport:
             "detect_s": round(self.detect_s, 2),
             "apply_s": round(self.apply_s, 2),
             "transactions_per_s_applying": round(self.transactions_per_s_applying, 1),
+            "cpu_us_per_tx": round(self.cpu_us_per_tx, 1),
+            "phases_us_per_tx": per_tx,
+            "cores": round(self.cores, 2),
         }
 
 
@@ -194,9 +217,9 @@ def run_catchup(
             PHASE_TIMEOUT_S,
             poll_s=_SYNC_POLL_S,
         )
-        serving, requested, synced = sync_window(
-            testnet.info.homes[lagging] / "node.log", started, top
-        )
+        cpu_synced = _cpu_ns(testnet, lagging)
+        log = testnet.info.homes[lagging] / "node.log"
+        serving, requested, synced = sync_window(log, started, top)
         return CatchupReport(
             validators=validators,
             blocks_synced=top - lagging_height,
@@ -205,11 +228,26 @@ def run_catchup(
             sync_s=synced - serving,
             detect_s=requested - serving,
             apply_s=synced - requested,
+            # The phases count from zero in the new process; its start-up (imports, opening
+            # the store) is what it had used when it logged ``node_started``.
+            cpu_ns={
+                **cpu_synced,
+                "total": cpu_synced.get("total", 0) - started_cpu_ns(log, started),
+            },
         )
     finally:
         testnet.stop_all()
         if temporary:
             shutil.rmtree(directory, ignore_errors=True)
+
+
+def _cpu_ns(testnet: Testnet, index: int) -> dict[str, int]:
+    """Node ``index``'s process CPU nanoseconds so far, in total and by phase (``/status``)."""
+    with testnet.client(index, timeout_s=30.0) as client:
+        document = client.status().get("cpu_ns")
+    if not isinstance(document, dict):
+        return {}
+    return {str(phase): int(str(ns)) for phase, ns in document.items()}
 
 
 def _no_progress(phase: str, done: int, total: int) -> None:
@@ -257,6 +295,26 @@ def sync_window(log: Path, since: float, top: int) -> tuple[float, float, float]
     if requested is None or requested > synced:
         raise RuntimeError(f"{log} does not show the restarted node asking for blocks")
     return started, requested, synced
+
+
+def started_cpu_ns(log: Path, since: float) -> int:
+    """The process CPU nanoseconds the node had used when it logged its last ``node_started``
+    after ``since`` (wall clock), from its node ``log``; 0 if that record does not say."""
+    used = 0
+    for line in log.read_text("utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if (
+            isinstance(record, dict)
+            and record.get("event") == "node_started"
+            and isinstance(record.get("ts"), int | float)
+            and float(record["ts"]) >= since - 1.0
+        ):
+            cpu = record.get("cpu_ns")
+            used = cpu if isinstance(cpu, int) else 0
+    return used
 
 
 def _stored_height(testnet: Testnet, index: int) -> int:

@@ -223,7 +223,9 @@ def catchup_command(blocks: int, validators: int, keep: Path | None, as_json: bo
         f" transactions) in {document['sync_s']} s after a {document['startup_s']} s start-up:"
         f" {document['blocks_per_s']} blocks/s verified and applied,"
         f" {document['transactions_per_s']} tx/s; from its first block request"
-        f" ({document['detect_s']} s in): {document['transactions_per_s_applying']} tx/s"
+        f" ({document['detect_s']} s in): {document['transactions_per_s_applying']} tx/s;"
+        f" the syncing node used {document['cpu_us_per_tx']} CPU us per transaction"
+        f" ({document['cores']} cores busy)"
     )
 
 
