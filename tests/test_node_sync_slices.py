@@ -120,6 +120,11 @@ async def test_synced_transactions_are_verified_ahead_and_applied_alike(tmp_path
             # Not asked for (the node is not syncing): nothing is verified ahead.
             node._prefetch_signatures(data)
             assert not node._verifying
+            # Nor once the answer to the start-up request is overdue.
+            node._probe_answer_by = trio.current_time() - 1.0
+            node._prefetch_signatures(data)
+            assert not node._verifying
+            assert node._probe_answer_by is None
             # A certificate that does not certify its block stops the lookahead there.
             first, first_certificate = entries[0]
             forged = [(first, replace(first_certificate, view=first_certificate.view + 1))]
