@@ -729,10 +729,9 @@ class Node:
         apply anyway. Nothing is trusted here: the replica checks every block again, and a
         signature that fails is simply not cached, so execution checks it again."""
         answer_by = self._probe_answer_by
-        probing = answer_by is not None and trio.current_time() <= answer_by
-        if not probing:
-            self._probe_answer_by = None
-        if not (self.syncing or probing):
+        if answer_by is not None and trio.current_time() > answer_by:
+            self._probe_answer_by = answer_by = None  # overdue
+        if not self.syncing and answer_by is None:
             return
         with self.phases.measure("consensus"):
             try:
@@ -759,14 +758,14 @@ class Node:
             for block, certificate in entries:
                 if block.height <= self.host.height:
                     continue  # executed meanwhile (its signatures were checked then)
-                if not await self._certifies_off_loop(block, certificate):
+                if not await self._certifies(block, certificate):
                     # Above ``executed + 2`` the set of its height is not final yet: this
                     # was the latest set known. Once the blocks before it are executed, its
                     # own set is, and the block is checked against that.
                     with trio.move_on_after(_PREFETCH_WAIT_S):
                         while block.height > self.host.height + 2:
                             await self._block_executed.wait()
-                    if block.height > self.host.height + 2 or not self._certifies(
+                    if block.height > self.host.height + 2 or not await self._certifies(
                         block, certificate
                     ):
                         break  # the replica drops it; the blocks after it cannot follow
@@ -821,8 +820,10 @@ class Node:
             if verdict
         ]
 
-    async def _certifies_off_loop(self, block: Block, certificate: CommitCertificate) -> bool:
-        """``_certifies``, its signatures checked on a worker thread."""
+    async def _certifies(self, block: Block, certificate: CommitCertificate) -> bool:
+        """Whether ``certificate`` certifies ``block`` by the validator set this node knows for
+        its height (final up to ``executed + 2``, the latest scheduled set above); its
+        signatures are checked on a worker thread."""
         valid, cpu_ns = await trio.to_thread.run_sync(
             _certificate_valid,
             certificate,
@@ -830,15 +831,6 @@ class Node:
             self.chain_id,
             block,
             limiter=self._verify_limiter,
-        )
-        self.phases.add("consensus", cpu_ns)
-        return valid
-
-    def _certifies(self, block: Block, certificate: CommitCertificate) -> bool:
-        """Whether ``certificate`` certifies ``block`` by the validator set this node knows for
-        its height (final up to ``executed + 2``, the latest scheduled set above)."""
-        valid, cpu_ns = _certificate_valid(
-            certificate, self.validators_at(block.height), self.chain_id, block
         )
         self.phases.add("consensus", cpu_ns)
         return valid
@@ -2083,7 +2075,7 @@ def _certificate_valid(
     certificate: CommitCertificate, validators: ValidatorSet, chain_id: str, block: Block
 ) -> tuple[bool, int]:
     """Whether ``certificate`` certifies ``block`` by ``validators``, and the thread CPU
-    nanoseconds that took (runs on the loop or a worker thread)."""
+    nanoseconds that took (runs on a worker thread)."""
     started_ns = thread_cpu_ns()
     try:
         verify_certificate(

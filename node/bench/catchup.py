@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -67,8 +67,8 @@ class CatchupReport:
     # height, they are waiting out a view change), and from then until the top was applied.
     detect_s: float
     apply_s: float
-    # The syncing node's process CPU (every thread) from when its API first answered until it
-    # held the top, by phase (``node.phases``, as ``cpu_ns`` in ``/status``) and in total.
+    # The syncing node's process CPU (every thread) from its ``node_started`` until it held the
+    # top, in total and by phase (``node.phases``, as ``cpu_ns`` in ``/status``).
     cpu_ns: Mapping[str, int] = field(default_factory=dict)
 
     @property
@@ -270,16 +270,9 @@ def sync_window(log: Path, since: float, top: int) -> tuple[float, float, float]
     started: float | None = None
     requested: float | None = None
     synced: float | None = None
-    for line in log.read_text("utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(record, dict) or not isinstance(record.get("ts"), int | float):
-            continue
-        at = float(record["ts"])
+    for at, record in _log_records(log):
         event = record.get("event")
-        if event == "node_started" and at >= since - 1.0:
+        if _is_restart(at, record, since):
             started, requested, synced = at, None, None
         elif event in _REQUEST_EVENTS and started is not None and requested is None:
             requested = at
@@ -301,20 +294,29 @@ def started_cpu_ns(log: Path, since: float) -> int:
     """The process CPU nanoseconds the node had used when it logged its last ``node_started``
     after ``since`` (wall clock), from its node ``log``; 0 if that record does not say."""
     used = 0
+    for at, record in _log_records(log):
+        if _is_restart(at, record, since):
+            cpu = record.get("cpu_ns")
+            used = cpu if isinstance(cpu, int) else 0
+    return used
+
+
+def _log_records(log: Path) -> Iterator[tuple[float, dict[str, JsonType]]]:
+    """The node ``log``'s JSON records that carry a time, with that time (other lines are
+    skipped)."""
     for line in log.read_text("utf-8").splitlines():
         try:
             record = json.loads(line)
         except ValueError:
             continue
-        if (
-            isinstance(record, dict)
-            and record.get("event") == "node_started"
-            and isinstance(record.get("ts"), int | float)
-            and float(record["ts"]) >= since - 1.0
-        ):
-            cpu = record.get("cpu_ns")
-            used = cpu if isinstance(cpu, int) else 0
-    return used
+        if isinstance(record, dict) and isinstance(record.get("ts"), int | float):
+            yield float(record["ts"]), record
+
+
+def _is_restart(at: float, record: Mapping[str, JsonType], since: float) -> bool:
+    """Whether ``record`` is the node's ``node_started`` of a start after ``since`` (with a
+    second's slack between the benchmark's clock reading and the node's)."""
+    return record.get("event") == "node_started" and at >= since - 1.0
 
 
 def _stored_height(testnet: Testnet, index: int) -> int:
