@@ -592,8 +592,10 @@ class Node:
                         "height": self.store.height,
                         "state_sync": self.state_syncing,
                         "native_modules": self._native,
-                        # The process CPU its start-up took (imports, opening the store).
+                        # The process CPU its start-up took (imports, opening the store), and
+                        # the event loop thread's share of it.
                         "cpu_ns": time.process_time_ns(),
+                        "loop_cpu_ns": thread_cpu_ns(),
                         **{f"{name}_port": port for name, port in self.ports.items()},
                     },
                 )
@@ -1980,6 +1982,8 @@ class Node:
             "transactions_verified_ahead": self.transactions_verified_ahead,
             "transactions_per_second": round(self.metrics.rate(), 1),
             "cpu_ns": self.cpu_ns(statistics),
+            # The event loop thread's CPU so far (this answer is made on that thread).
+            "loop_cpu_ns": thread_cpu_ns(),
             "handshake_failures": dict(statistics.handshake_failures),
             "warnings": [*self._warnings(statistics.handshake_failures), *self.api.warnings()],
         }

@@ -26,7 +26,12 @@ def test_sync_window_takes_the_restart_its_first_request_and_the_top_commit(
             {"ts": 11.0, "event": "block_sync_requested", "from": 1, "to": 64},
             {"ts": 12.0, "event": "block_committed", "height": 9},
             # The restart.
-            {"ts": 100.0, "event": "node_started", "cpu_ns": 900_000_000},
+            {
+                "ts": 100.0,
+                "event": "node_started",
+                "cpu_ns": 900_000_000,
+                "loop_cpu_ns": 800_000_000,
+            },
             {"ts": 100.2, "event": "peer_connected"},
             {"ts": 100.3, "event": "block_sync_probed", "from": 6, "to": 69},
             {"ts": 100.9, "event": "block_sync_requested", "from": 6, "to": 69},
@@ -44,14 +49,28 @@ def test_sync_window_takes_the_restart_its_first_request_and_the_top_commit(
     # The restarted process's start-up CPU, not the first run's.
     assert started_cpu_ns(log, since=99.5) == 900_000_000
     assert started_cpu_ns(log, since=200.0) == 0
+    assert started_cpu_ns(log, since=99.5, key="loop_cpu_ns") == 800_000_000
+    # Of two starts after ``since``, the later one counts.
+    assert started_cpu_ns(log, since=9.5, key="loop_cpu_ns") == 800_000_000
+    assert started_cpu_ns(log, since=9.5) == 900_000_000
     # 0.6 s of CPU over 3 s of sync for 600 transactions: 1,000 us each, 0.2 cores.
     report = CatchupReport(
-        4, 3, 600, 0.5, 3.0, 0.9, 2.1, cpu_ns={"total": 600_000_000, "execute": 300_000_000}
+        4,
+        3,
+        600,
+        0.5,
+        3.0,
+        0.9,
+        2.1,
+        cpu_ns={"total": 600_000_000, "execute": 300_000_000},
+        loop_cpu_ns=1_500_000_000,
     )
     document = report.to_json()
     assert document["cpu_us_per_tx"] == 1000.0
     assert document["phases_us_per_tx"] == {"execute": 500.0}
     assert document["cores"] == 0.2
+    # The loop was on a CPU for 1.5 s of the 3 s sync.
+    assert document["loop_busy"] == 0.5
 
 
 def test_sync_window_names_a_log_without_the_restart_or_a_request(tmp_path: Path) -> None:

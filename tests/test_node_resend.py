@@ -101,5 +101,13 @@ async def test_a_node_starting_behind_asks_its_first_peer_for_the_blocks_after_i
             assert (1, 64, validator_key) in probes
             # The answer's transactions were verified on worker threads before their blocks
             # executed, as for a request the replica makes.
-            assert observer.status()["transactions_verified_ahead"] == 2
+            status = observer.status()
+            assert status["transactions_verified_ahead"] == 2
+            # The event loop thread's CPU is a part of the process's.
+            loop_cpu, cpu = status["loop_cpu_ns"], status["cpu_ns"]
+            assert isinstance(loop_cpu, int)
+            assert isinstance(cpu, dict)
+            total = cpu["total"]
+            assert isinstance(total, int)
+            assert 0 < loop_cpu <= total
             nursery.cancel_scope.cancel()

@@ -70,6 +70,8 @@ class CatchupReport:
     # The syncing node's process CPU (every thread) from its ``node_started`` until it held the
     # top, in total and by phase (``node.phases``, as ``cpu_ns`` in ``/status``).
     cpu_ns: Mapping[str, int] = field(default_factory=dict)
+    # Of that, its event loop thread's (``loop_cpu_ns`` in ``/status``).
+    loop_cpu_ns: int = 0
 
     @property
     def blocks_per_s(self) -> float:
@@ -98,6 +100,13 @@ class CatchupReport:
         total = self.cpu_ns.get("total", 0)
         return total / 1e9 / self.sync_s if self.sync_s > 0 else 0.0
 
+    @property
+    def loop_busy(self) -> float:
+        """The share of the sync's wall time the event loop thread was on a CPU. The loop
+        executes the blocks; below 1 it waited (for the GIL held by a worker thread, for
+        signatures, or for the next blocks to arrive)."""
+        return self.loop_cpu_ns / 1e9 / self.sync_s if self.sync_s > 0 else 0.0
+
     def to_json(self) -> dict[str, JsonType]:
         """JSON form."""
         per_tx: dict[str, JsonType] = {
@@ -119,6 +128,7 @@ class CatchupReport:
             "cpu_us_per_tx": round(self.cpu_us_per_tx, 1),
             "phases_us_per_tx": per_tx,
             "cores": round(self.cores, 2),
+            "loop_busy": round(self.loop_busy, 2),
         }
 
 
@@ -217,7 +227,7 @@ def run_catchup(
             PHASE_TIMEOUT_S,
             poll_s=_SYNC_POLL_S,
         )
-        cpu_synced = _cpu_ns(testnet, lagging)
+        cpu_synced, loop_synced = _cpu_ns(testnet, lagging)
         log = testnet.info.homes[lagging] / "node.log"
         serving, requested, synced = sync_window(log, started, top)
         return CatchupReport(
@@ -234,6 +244,7 @@ def run_catchup(
                 **cpu_synced,
                 "total": cpu_synced.get("total", 0) - started_cpu_ns(log, started),
             },
+            loop_cpu_ns=loop_synced - started_cpu_ns(log, started, key="loop_cpu_ns"),
         )
     finally:
         testnet.stop_all()
@@ -241,13 +252,19 @@ def run_catchup(
             shutil.rmtree(directory, ignore_errors=True)
 
 
-def _cpu_ns(testnet: Testnet, index: int) -> dict[str, int]:
-    """Node ``index``'s process CPU nanoseconds so far, in total and by phase (``/status``)."""
+def _cpu_ns(testnet: Testnet, index: int) -> tuple[dict[str, int], int]:
+    """Node ``index``'s process CPU nanoseconds so far, in total and by phase, and its event
+    loop thread's (``/status``)."""
     with testnet.client(index, timeout_s=30.0) as client:
-        document = client.status().get("cpu_ns")
-    if not isinstance(document, dict):
-        return {}
-    return {str(phase): int(str(ns)) for phase, ns in document.items()}
+        status = client.status()
+    document = status.get("cpu_ns")
+    loop = status.get("loop_cpu_ns")
+    phases = (
+        {str(phase): int(str(ns)) for phase, ns in document.items()}
+        if isinstance(document, dict)
+        else {}
+    )
+    return phases, loop if isinstance(loop, int) else 0
 
 
 def _no_progress(phase: str, done: int, total: int) -> None:
@@ -290,13 +307,14 @@ def sync_window(log: Path, since: float, top: int) -> tuple[float, float, float]
     return started, requested, synced
 
 
-def started_cpu_ns(log: Path, since: float) -> int:
-    """The process CPU nanoseconds the node had used when it logged its last ``node_started``
-    after ``since`` (wall clock), from its node ``log``; 0 if that record does not say."""
+def started_cpu_ns(log: Path, since: float, *, key: str = "cpu_ns") -> int:
+    """The CPU nanoseconds the node had used when it logged its last ``node_started`` after
+    ``since`` (wall clock), from its node ``log``: the process's (``cpu_ns``) or its event loop
+    thread's (``loop_cpu_ns``); 0 if that record does not say."""
     used = 0
     for at, record in _log_records(log):
         if _is_restart(at, record, since):
-            cpu = record.get("cpu_ns")
+            cpu = record.get(key)
             used = cpu if isinstance(cpu, int) else 0
     return used
 
