@@ -18,9 +18,11 @@ chain tip), and starts, under one nursery:
   straight back in. The block writer writes queued blocks in order on a worker thread, all
   that queued up in one transaction and fsync; the next block executes meanwhile over the
   store's state with the unwritten blocks' writes on top (``UnwrittenStateBackend``). Before
-  any other action (a send, a persisted vote, a proposal, a validation, serving blocks,
-  evidence) the driver waits until the store holds every executed block, so the node never
-  acts on a block a crash could lose; the API reports the height the store holds;
+  any other action (a send or broadcast, a persisted vote, serving blocks, evidence) the
+  driver waits until the store holds every executed block, so the node never acts on a block
+  a crash could lose; building the next proposal and validating the next block start at once
+  (their results come back as inputs, and the broadcast or vote that follows waits); the API
+  reports the height the store holds;
 * a **ticker** feeding ``Tick(now_ms)`` every ``[consensus] tick_ms``; at most one tick
   waits for a busy driver, stamped with the time the driver takes it;
 * **transaction intake**: API submissions and gossip batches are decoded on the loop, their
@@ -232,6 +234,11 @@ _WRITE_BATCH_BLOCKS_MAX: Final = 16
 # waits for the blocks before it to execute (its own set is known then) before the lookahead
 # gives up on it (the replica judges it anyway); bounds what a stalled chain keeps waiting.
 _PREFETCH_WAIT_S: Final = 10.0
+# The lookahead checks synced blocks in groups of 1, 2, 4, ... up to this many: one worker
+# thread call for a group's certificates and one batch for its signatures. Each step of the
+# lookahead waits for the loop, which executes a block between two turns; one block per step
+# would only keep pace with execution, never get ahead of it.
+_PREFETCH_GROUP_MAX: Final = 8
 # Validated blocks whose execution results are kept for their commit (a few views' worth).
 _VALIDATED_CACHE_MAX: Final = 8
 # Validator sets of recent heights kept decoded: a few views' worth of heights around the tip.
@@ -757,46 +764,91 @@ class Node:
 
     async def _verify_synced(self, entries: list[tuple[Block, CommitCertificate]]) -> None:
         try:
-            for block, certificate in entries:
-                if block.height <= self.host.height:
-                    continue  # executed meanwhile (its signatures were checked then)
-                if not await self._certifies(block, certificate):
-                    # Above ``executed + 2`` the set of its height is not final yet: this
-                    # was the latest set known. Once the blocks before it are executed, its
-                    # own set is, and the block is checked against that.
-                    with trio.move_on_after(_PREFETCH_WAIT_S):
-                        while block.height > self.host.height + 2:
-                            await self._block_executed.wait()
-                    if block.height > self.host.height + 2 or not await self._certifies(
-                        block, certificate
-                    ):
-                        break  # the replica drops it; the blocks after it cannot follow
-                with self.phases.measure("execute"):
-                    # Decoded here, not on the worker threads: decoding is Python, holds the
-                    # GIL, and would only contend with the loop's execution for it.
-                    candidates: list[Transaction] = []
-                    for data in block.transactions:
-                        if self._verified_transaction(data) is not None:
-                            continue
-                        try:
-                            candidates.append(
-                                Transaction.decode(
-                                    data, chain_id=self.chain_id, check_signature=False
-                                )
-                            )
-                        except TransactionError:
-                            continue
-                for transaction in await self._verify_in_parallel(candidates):
-                    self._verified.add(transaction)
-                    self.transactions_verified_ahead += 1
-                event = self._verifying.pop(block.hash, None)
-                if event is not None:
-                    event.set()
+            position = 0
+            size = 1
+            while position < len(entries):
+                indexed = [
+                    (index, entries[index])
+                    for index in range(position, min(position + size, len(entries)))
+                    if entries[index][0].height > self.host.height  # else executed meanwhile
+                ]
+                group = [entry for _, entry in indexed]
+                position += size
+                size = min(2 * size, _PREFETCH_GROUP_MAX)
+                if not group:
+                    continue
+                verdicts = await self._certify_all(group)
+                passed = 0
+                while passed < len(group) and verdicts[passed]:
+                    passed += 1
+                await self._verify_ahead([block for block, _ in group[:passed]])
+                if passed == len(group):
+                    continue
+                # Above ``executed + 2`` the set of its height is not final yet: this was the
+                # latest set known. Once the blocks before it are executed, its own set is, and
+                # the block is checked against that.
+                block, certificate = group[passed]
+                with trio.move_on_after(_PREFETCH_WAIT_S):
+                    while block.height > self.host.height + 2:
+                        await self._block_executed.wait()
+                if block.height > self.host.height + 2 or not await self._certifies(
+                    block, certificate
+                ):
+                    break  # the replica drops it; the blocks after it cannot follow
+                await self._verify_ahead([block])
+                # The rest of the group was checked against a set that was not final for
+                # this block's successors either: they start again, one group at a time.
+                position = indexed[passed][0] + 1
+                size = 1
         finally:
             for block, _ in entries:
                 event = self._verifying.pop(block.hash, None)
                 if event is not None:
                     event.set()
+
+    async def _certify_all(self, entries: list[tuple[Block, CommitCertificate]]) -> list[bool]:
+        """``_certifies`` for each of ``entries``, in one worker thread call."""
+        validators = [self.validators_at(block.height) for block, _ in entries]
+
+        def check() -> tuple[list[bool], int]:
+            verdicts: list[bool] = []
+            cpu_ns = 0
+            for (block, certificate), known in zip(entries, validators, strict=True):
+                valid, spent_ns = _certificate_valid(certificate, known, self.chain_id, block)
+                verdicts.append(valid)
+                cpu_ns += spent_ns
+            return verdicts, cpu_ns
+
+        verdicts, cpu_ns = await trio.to_thread.run_sync(check, limiter=self._verify_limiter)
+        self.phases.add("consensus", cpu_ns)
+        return verdicts
+
+    async def _verify_ahead(self, blocks: list[Block]) -> None:
+        """Verify the signatures of ``blocks``' transactions (certified blocks above the
+        executed height) into the verified cache, then release their commits."""
+        if not blocks:
+            return
+        with self.phases.measure("execute"):
+            # Decoded here, not on the worker threads: decoding is Python, holds the GIL, and
+            # would only contend with the loop's execution for it.
+            candidates: list[Transaction] = []
+            for block in blocks:
+                for data in block.transactions:
+                    if self._verified_transaction(data) is not None:
+                        continue
+                    try:
+                        candidates.append(
+                            Transaction.decode(data, chain_id=self.chain_id, check_signature=False)
+                        )
+                    except TransactionError:
+                        continue
+        for transaction in await self._verify_in_parallel(candidates):
+            self._verified.add(transaction)
+            self.transactions_verified_ahead += 1
+        for block in blocks:
+            event = self._verifying.pop(block.hash, None)
+            if event is not None:
+                event.set()
 
     async def _verify_in_parallel(self, candidates: list[Transaction]) -> list[Transaction]:
         """The transactions among ``candidates`` whose signature verifies, checked in
@@ -855,10 +907,16 @@ class Node:
                         # never holds the loop.
                         pending.append(await self._commit(action.block, action.certificate))
                         continue
-                    if not isinstance(action, Dropped | RequestBlocks):
+                    if not isinstance(
+                        action, Dropped | RequestBlocks | RequestProposal | ValidateBlock
+                    ):
                         # Nothing leaves the node, is persisted or is decided on top of a block
                         # until the store holds it: a crash never loses a block this node has
-                        # acted on (only executed blocks that it syncs again).
+                        # acted on (only executed blocks that it syncs again). Building a
+                        # proposal and validating a block start at once, over the executed
+                        # state, while the block before is written: they only feed an input
+                        # back, and what follows from it (the proposal's broadcast, a vote) is
+                        # an action that waits here.
                         await self._write_all()
                     if isinstance(action, Persist):
                         # Durable before the driver performs any later action (persist before
@@ -1188,8 +1246,10 @@ class Node:
         several in one LMDB write transaction and fsync when they queue up (block sync); the
         next block executes meanwhile, reading the state through ``UnwrittenStateBackend``
         (the store's state with the unwritten blocks' writes on top). The driver performs no
-        action that depends on a block (a send, a persisted vote, a proposal, a validation)
-        before ``_write_all``, so the store holds every block this node acts on. Nothing else
+        action that depends on a block (a send or broadcast, a persisted vote, served blocks,
+        evidence) before ``_write_all``, so the store holds every block this node acts on; a
+        proposal is built and a block validated meanwhile, but only their broadcast or vote
+        leaves the node, after the write. Nothing else
         writes to the store: every write (replica state, evidence, blocks) comes from the
         driver, or from the block writer while the driver awaits it. The API, gossip and
         admission keep running and read committed state through LMDB's MVCC snapshots."""

@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from apps.host import BlockResult
+from consensus.replica import RequestProposal
 from consensus.types import Block, CommitCertificate
 from node import runtime
 from node.home import load_home
@@ -83,6 +84,77 @@ async def test_executed_unwritten_transaction_stays_pending_until_written(
                 assert document is not None
                 assert document["status"] == "committed"
                 assert node.store.transaction_location(tx_hash) is not None
+            finally:
+                released.set()
+            nursery.cancel_scope.cancel()
+
+
+async def test_next_proposal_is_built_during_the_write_but_leaves_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The primary reaps its next proposal while the block before it is written (the write
+    does not hold the next round up), but nothing (the proposal's broadcast, a vote) leaves
+    the node until the store holds that block."""
+    info = create_testnet(tmp_path / "net", 1, chain_id="unwritten-propose")
+    home = load_home(info.homes[0])
+    key = info.client_key(0)
+    data = register_identity_transaction(key, info.chain_id, "bank0", 0)
+
+    released = threading.Event()
+    released.set()
+    original = runtime._commit_measured
+
+    def held_commit(
+        store: Store, entries: Sequence[tuple[Block, CommitCertificate, BlockResult]]
+    ) -> int:
+        if any(result.receipts for _, _, result in entries):
+            released.wait(DEADLINE_S)
+        return original(store, entries)
+
+    monkeypatch.setattr(runtime, "_commit_measured", held_commit)
+    proposed: list[int] = []
+    original_propose = runtime.Node._propose
+
+    async def recording_propose(node: runtime.Node, action: RequestProposal) -> None:
+        proposed.append(action.height)
+        await original_propose(node, action)
+
+    monkeypatch.setattr(runtime.Node, "_propose", recording_propose)
+
+    with trio.fail_after(DEADLINE_S):
+        async with trio.open_nursery() as nursery:
+            node: runtime.Node = await nursery.start(runtime.Node(home).run)
+            broadcasts: list[bytes] = []
+            original_broadcast = node.network.broadcast
+
+            def recording_broadcast(kind: int, message: bytes) -> None:
+                broadcasts.append(message)
+                original_broadcast(kind, message)
+
+            monkeypatch.setattr(node.network, "broadcast", recording_broadcast)
+            released.clear()
+            try:
+                outcome = await node.submit(data)
+                assert outcome.accepted
+                while outcome.hash in node.mempool:  # noqa: ASYNC110 - the mempool has no event
+                    await trio.sleep(0.01)
+                # The block holding it is executed and its write held.
+                executed = node.host.height
+                assert node.store.height == executed - 1
+                sent = len(broadcasts)
+                # The next height's proposal is started meanwhile...
+                with trio.move_on_after(10.0):
+                    while executed + 1 not in proposed:  # noqa: ASYNC110 - a recorded call
+                        await trio.sleep(0.01)
+                assert executed + 1 in proposed
+                # ...reaped and handed to the replica (a block interval, then the empty-block
+                # wait), but its broadcast waits for the write.
+                await trio.sleep(1.0)
+                assert len(broadcasts) == sent
+                assert node.store.height == executed - 1
+                released.set()
+                await node.wait_for_height(executed + 1, timeout_s=DEADLINE_S)
+                assert len(broadcasts) > sent
             finally:
                 released.set()
             nursery.cancel_scope.cancel()
