@@ -936,6 +936,12 @@ class Replica:
         out, self._out = self._out, []
         return out
 
+    @property
+    def synced_blocks_waiting(self) -> int:
+        """Blocks received by block sync (certified) for heights not applied yet: while there
+        are any, the replica commits them one after the other as each is executed."""
+        return len(self._synced)
+
     def status(self) -> ReplicaStatus:
         """Current height/view for metrics and tests."""
         return ReplicaStatus(

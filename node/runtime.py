@@ -20,9 +20,9 @@ chain tip), and starts, under one nursery:
   store's state with the unwritten blocks' writes on top (``UnwrittenStateBackend``). Before
   any other action (a send or broadcast, a persisted vote, serving blocks, evidence) the
   driver waits until the store holds every executed block, so the node never acts on a block
-  a crash could lose; building the next proposal and validating the next block start at once
-  (their results come back as inputs, and the broadcast or vote that follows waits); the API
-  reports the height the store holds;
+  a crash could lose; while synced blocks wait to be applied, building the next proposal and
+  validating the next block start at once (their results come back as inputs, and the
+  broadcast or vote that follows waits); the API reports the height the store holds;
 * a **ticker** feeding ``Tick(now_ms)`` every ``[consensus] tick_ms``; at most one tick
   waits for a busy driver, stamped with the time the driver takes it;
 * **transaction intake**: API submissions and gossip batches are decoded on the loop, their
@@ -907,16 +907,21 @@ class Node:
                         # never holds the loop.
                         pending.append(await self._commit(action.block, action.certificate))
                         continue
-                    if not isinstance(
-                        action, Dropped | RequestBlocks | RequestProposal | ValidateBlock
+                    if not isinstance(action, Dropped | RequestBlocks) and not (
+                        self.replica.synced_blocks_waiting
+                        and isinstance(action, RequestProposal | ValidateBlock)
                     ):
                         # Nothing leaves the node, is persisted or is decided on top of a block
                         # until the store holds it: a crash never loses a block this node has
-                        # acted on (only executed blocks that it syncs again). Building a
-                        # proposal and validating a block start at once, over the executed
-                        # state, while the block before is written: they only feed an input
-                        # back, and what follows from it (the proposal's broadcast, a vote) is
-                        # an action that waits here.
+                        # acted on (only executed blocks that it syncs again). While synced
+                        # blocks wait to be applied, building a proposal and validating a
+                        # block start at once, over the executed state, while the blocks before
+                        # are written: they only feed an input back, and what follows from it
+                        # (the proposal's broadcast, a vote) is an action that waits here. (A
+                        # syncing validator is primary every few heights; waiting here stalled
+                        # the sync on each of them. At the tip the proposal waits for the
+                        # write: it then also takes the transactions that arrived meanwhile,
+                        # which keeps latency down under overload.)
                         await self._write_all()
                     if isinstance(action, Persist):
                         # Durable before the driver performs any later action (persist before
@@ -1247,12 +1252,12 @@ class Node:
         next block executes meanwhile, reading the state through ``UnwrittenStateBackend``
         (the store's state with the unwritten blocks' writes on top). The driver performs no
         action that depends on a block (a send or broadcast, a persisted vote, served blocks,
-        evidence) before ``_write_all``, so the store holds every block this node acts on; a
-        proposal is built and a block validated meanwhile, but only their broadcast or vote
-        leaves the node, after the write. Nothing else
-        writes to the store: every write (replica state, evidence, blocks) comes from the
-        driver, or from the block writer while the driver awaits it. The API, gossip and
-        admission keep running and read committed state through LMDB's MVCC snapshots."""
+        evidence) before ``_write_all``, so the store holds every block this node acts on;
+        while synced blocks wait, a proposal is built and a block validated meanwhile, but their
+        broadcast or vote leaves the node after the write. Nothing else writes to the store:
+        every write (replica state, evidence, blocks) comes from the driver, or from the block
+        writer while the driver awaits it. The API, gossip and admission keep running and read
+        committed state through LMDB's MVCC snapshots."""
         cached = self._validated.pop(block.hash, None)
         if cached is not None and cached.parent_height == self.host.height:
             result = cached.result

@@ -65,10 +65,15 @@ async def test_synced_batch_yields_to_the_loop_between_blocks(tmp_path: Path) ->
             data = encode_block_response(entries, bytes_max=node.network.limits.message_bytes_max)
             seen: set[int] = {node.host.height}
             await node._inputs_send.send(PeerMessage(data, 0))
+            waiting = 0
             while node.host.height < BLOCKS:
                 seen.add(node.host.height)
+                waiting = max(waiting, node.replica.synced_blocks_waiting)
                 await trio.lowlevel.checkpoint()
             seen.add(node.host.height)
+            # The replica held the batch's later blocks while it applied the earlier ones.
+            assert waiting > 1
+            assert node.replica.synced_blocks_waiting == 0
             # Another task on the loop ran between every two blocks of the batch. (The driver
             # checkpoints once per block; trio may order a batch of runnable tasks either way,
             # so it can run twice between two turns of this task: two blocks at most.)

@@ -89,12 +89,13 @@ async def test_executed_unwritten_transaction_stays_pending_until_written(
             nursery.cancel_scope.cancel()
 
 
+@pytest.mark.parametrize("syncing", [True, False])
 async def test_next_proposal_is_built_during_the_write_but_leaves_after_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, syncing: bool
 ) -> None:
-    """The primary reaps its next proposal while the block before it is written (the write
-    does not hold the next round up), but nothing (the proposal's broadcast, a vote) leaves
-    the node until the store holds that block."""
+    """A syncing primary reaps its next proposal while the blocks before it are written (the
+    write does not hold the sync up), but nothing (the proposal's broadcast, a vote) leaves
+    the node until the store holds them. At the tip the proposal waits for the write."""
     info = create_testnet(tmp_path / "net", 1, chain_id="unwritten-propose")
     home = load_home(info.homes[0])
     key = info.client_key(0)
@@ -132,6 +133,11 @@ async def test_next_proposal_is_built_during_the_write_but_leaves_after_it(
                 original_broadcast(kind, message)
 
             monkeypatch.setattr(node.network, "broadcast", recording_broadcast)
+            if syncing:
+                # As while synced blocks wait to be applied.
+                monkeypatch.setattr(
+                    type(node.replica), "synced_blocks_waiting", property(lambda _: 1)
+                )
             released.clear()
             try:
                 outcome = await node.submit(data)
@@ -142,11 +148,11 @@ async def test_next_proposal_is_built_during_the_write_but_leaves_after_it(
                 executed = node.host.height
                 assert node.store.height == executed - 1
                 sent = len(broadcasts)
-                # The next height's proposal is started meanwhile...
-                with trio.move_on_after(10.0):
+                # Syncing, the next height's proposal is started meanwhile...
+                with trio.move_on_after(10.0 if syncing else 1.0):
                     while executed + 1 not in proposed:  # noqa: ASYNC110 - a recorded call
                         await trio.sleep(0.01)
-                assert executed + 1 in proposed
+                assert (executed + 1 in proposed) == syncing
                 # ...reaped and handed to the replica (a block interval, then the empty-block
                 # wait), but its broadcast waits for the write.
                 await trio.sleep(1.0)
@@ -154,6 +160,7 @@ async def test_next_proposal_is_built_during_the_write_but_leaves_after_it(
                 assert node.store.height == executed - 1
                 released.set()
                 await node.wait_for_height(executed + 1, timeout_s=DEADLINE_S)
+                assert executed + 1 in proposed
                 assert len(broadcasts) > sent
             finally:
                 released.set()
