@@ -791,8 +791,9 @@ class Node:
                 with trio.move_on_after(_PREFETCH_WAIT_S):
                     while block.height > self.host.height + 2:
                         await self._block_executed.wait()
-                if block.height > self.host.height + 2 or not await self._certifies(
-                    block, certificate
+                if (
+                    block.height > self.host.height + 2
+                    or not (await self._certify_all([(block, certificate)]))[0]
                 ):
                     break  # the replica drops it; the blocks after it cannot follow
                 await self._verify_ahead([block])
@@ -807,7 +808,10 @@ class Node:
                     event.set()
 
     async def _certify_all(self, entries: list[tuple[Block, CommitCertificate]]) -> list[bool]:
-        """``_certifies`` for each of ``entries``, in one worker thread call."""
+        """For each of ``entries``, whether its certificate certifies its block by the
+        validator set this node knows for the block's height (final up to ``executed + 2``,
+        the latest scheduled set above); the signatures are checked in one worker thread
+        call."""
         validators = [self.validators_at(block.height) for block, _ in entries]
 
         def check() -> tuple[list[bool], int]:
@@ -873,21 +877,6 @@ class Node:
             for transaction, verdict in zip(chunk, verdicts, strict=True)
             if verdict
         ]
-
-    async def _certifies(self, block: Block, certificate: CommitCertificate) -> bool:
-        """Whether ``certificate`` certifies ``block`` by the validator set this node knows for
-        its height (final up to ``executed + 2``, the latest scheduled set above); its
-        signatures are checked on a worker thread."""
-        valid, cpu_ns = await trio.to_thread.run_sync(
-            _certificate_valid,
-            certificate,
-            self.validators_at(block.height),
-            self.chain_id,
-            block,
-            limiter=self._verify_limiter,
-        )
-        self.phases.add("consensus", cpu_ns)
-        return valid
 
     async def _consensus_driver(self) -> None:
         pending: deque[Input] = deque([Start(_now_ms())])
