@@ -24,16 +24,10 @@ from node.testnet.testnet import create_testnet
 DEADLINE_S = 120.0
 
 
-async def test_executed_unwritten_transaction_stays_pending_until_written(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    info = create_testnet(tmp_path / "net", 1, chain_id="unwritten-net")
-    home = load_home(info.homes[0])
-    key = info.client_key(0)
-    data = register_identity_transaction(key, info.chain_id, "bank0", 0)
-
-    # The block writer's LMDB commit of a block with transactions waits (on its worker thread)
-    # until ``released`` is set; empty blocks are written as usual.
+def _hold_writes_with_transactions(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """The block writer's LMDB commit of a block with transactions waits (on its worker
+    thread) while the returned event is clear; empty blocks are written as usual. The event
+    starts set."""
     released = threading.Event()
     released.set()
     original = runtime._commit_measured
@@ -46,6 +40,18 @@ async def test_executed_unwritten_transaction_stays_pending_until_written(
         return original(store, entries)
 
     monkeypatch.setattr(runtime, "_commit_measured", held_commit)
+    return released
+
+
+async def test_executed_unwritten_transaction_stays_pending_until_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info = create_testnet(tmp_path / "net", 1, chain_id="unwritten-net")
+    home = load_home(info.homes[0])
+    key = info.client_key(0)
+    data = register_identity_transaction(key, info.chain_id, "bank0", 0)
+
+    released = _hold_writes_with_transactions(monkeypatch)
 
     with trio.fail_after(DEADLINE_S):
         async with trio.open_nursery() as nursery:
@@ -101,18 +107,7 @@ async def test_next_proposal_is_built_during_the_write_but_leaves_after_it(
     key = info.client_key(0)
     data = register_identity_transaction(key, info.chain_id, "bank0", 0)
 
-    released = threading.Event()
-    released.set()
-    original = runtime._commit_measured
-
-    def held_commit(
-        store: Store, entries: Sequence[tuple[Block, CommitCertificate, BlockResult]]
-    ) -> int:
-        if any(result.receipts for _, _, result in entries):
-            released.wait(DEADLINE_S)
-        return original(store, entries)
-
-    monkeypatch.setattr(runtime, "_commit_measured", held_commit)
+    released = _hold_writes_with_transactions(monkeypatch)
     proposed: list[int] = []
     original_propose = runtime.Node._propose
 
