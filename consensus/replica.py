@@ -47,9 +47,12 @@ each height; the primary of (height, view) is ``(height + view) mod n``.
    encoded bytes each. When f+1 validators are seen at higher heights for ``sync_delay_ms``
    (or a commit quorum is seen for a block we lack), the replica emits ``RequestBlocks``;
    answers are committed only with a valid ``CommitCertificate`` whose block extends our
-   chain. A view change at the height we last decided comes from a replica that missed that
-   decision: it is sent that one block (``ServeBlocks``), at most once per ``sync_retry_ms``;
-   a view change from an older height gets nothing.
+   chain. Once an answer is all here and less than half of ``sync_blocks_max`` of it is left
+   to apply, it asks for the blocks after it (no further than ``sync_blocks_max`` above its
+   height), so the next answer arrives while this one is applied. A view change at the
+   height we last decided comes from a replica that missed that decision: it is sent that one
+   block (``ServeBlocks``), at most once per ``sync_retry_ms``; a view change from an older
+   height gets nothing.
 
 Why it is safe (no two honest replicas commit different blocks at one height)
 --------------------------------------------------------------------------------
@@ -870,7 +873,11 @@ class Replica:
         self._last_sync_request_ms: int | None = None
         # Last height of the outstanding block request: once it is applied, a replica that is
         # still far behind asks for the next batch at once instead of after ``sync_retry_ms``.
+        # Once the answer is in and less than half a batch of it is left to apply, it asks for
+        # the next one (``_extend_sync``), unless the end was cut to a height whose validator
+        # set is not known yet (``_sync_window_cut``): those blocks are asked for again after.
         self._sync_requested_to: int | None = None
+        self._sync_window_cut = False
         self._sync_requests = 0
         # Output of the input being handled.
         self._out: list[Action] = []
@@ -1127,6 +1134,7 @@ class Replica:
         ):
             self._request_payload(0)
         self._replay_buffer()
+        self._extend_sync()
         pending = self._synced.get(self._height)
         if pending is not None and self._height == pending.block.height and self._ready:
             self._apply_synced(pending)
@@ -1899,7 +1907,9 @@ class Replica:
             signer: seen for signer, seen in self._unverified_ahead.items() if seen >= height
         }
 
-    def _check_behind(self) -> None:
+    def _ahead(self) -> tuple[int, tuple[bytes, ...]] | None:
+        """The height the (f+1)-th highest validator was seen at above ours, with the consensus
+        keys of those seen above us (highest first); None when fewer than f+1 are."""
         own = None if self._key is None else self._key.public_key
         ahead = sorted(
             (
@@ -1920,22 +1930,55 @@ class Replica:
             )
             heights = sorted(heights + claimed, reverse=True)
         if len(heights) < self._join_threshold:
+            return None
+        return heights[self._join_threshold - 1], tuple(key for _, key in ahead)
+
+    def _check_behind(self) -> None:
+        ahead = self._ahead()
+        if ahead is None:
             self._behind_since_ms = None
             return
+        height, keys = ahead
         if self._behind_since_ms is None:
             self._behind_since_ms = self._now_ms
-        far_behind = heights[self._join_threshold - 1] >= self._height + 2
+        far_behind = height >= self._height + 2
         if not far_behind and self._now_ms - self._behind_since_ms < self._config.sync_delay_ms:
             return
         # The (f+1)-th highest validator is honest or below one: its parent height is committed.
-        target = max(self._height, heights[self._join_threshold - 1] - 1)
-        self._request_blocks(self._height, target, tuple(key for _, key in ahead))
+        self._request_blocks(self._height, max(self._height, height - 1), keys)
 
-    def _request_blocks(self, from_height: int, to_height: int, keys: tuple[bytes, ...]) -> None:
+    def _extend_sync(self) -> None:
+        """While a block-sync answer is applied: once it is all here and less than half a batch
+        of it is left, ask for the blocks after it (up to ``sync_blocks_max`` above our height,
+        all a replica keeps), so the next answer arrives before this one runs out."""
+        requested_to = self._sync_requested_to
+        if (
+            requested_to is None
+            or self._sync_window_cut
+            or requested_to not in self._synced
+            or requested_to - self._height >= self._config.sync_blocks_max // 2
+        ):
+            return
+        ahead = self._ahead()
+        if ahead is None or ahead[0] - 1 <= requested_to:
+            return
+        height, keys = ahead
+        to_height = min(height - 1, self._height + self._config.sync_blocks_max - 1)
+        self._request_blocks(requested_to + 1, to_height, keys, continuing=True)
+
+    def _request_blocks(
+        self,
+        from_height: int,
+        to_height: int,
+        keys: tuple[bytes, ...],
+        *,
+        continuing: bool = False,
+    ) -> None:
         """Ask for blocks from the validators with consensus keys ``keys`` (best first), then
-        from every other validator of our height."""
+        from every other validator of our height. A request ``continuing`` the answered one is
+        not held back by ``sync_retry_ms``."""
         last = self._last_sync_request_ms
-        if last is not None and self._now_ms - last < self._config.sync_retry_ms:
+        if not continuing and last is not None and self._now_ms - last < self._config.sync_retry_ms:
             return
         own = None if self._key is None else self._key.public_key
         ordered = [key for key in keys if key != own]
@@ -1966,6 +2009,7 @@ class Replica:
                 peer_keys.append(node_key)
         to_height = min(to_height, from_height + self._config.sync_blocks_max - 1)
         self._sync_requested_to = to_height
+        self._sync_window_cut = False
         message = encode_message(BlockRequest(from_height, to_height))
         self._emit(RequestBlocks(from_height, to_height, tuple(peers), message, tuple(peer_keys)))
 
@@ -2024,6 +2068,7 @@ class Replica:
                     # are applied, ask again at once rather than after ``sync_retry_ms``.
                     if self._sync_requested_to is not None:
                         self._sync_requested_to = min(self._sync_requested_to, height - 1)
+                        self._sync_window_cut = True
                     self._drop(
                         DropReason.VALIDATORS_UNKNOWN,
                         f"synced block {height}, not certified by the latest set we know:"
@@ -2088,6 +2133,7 @@ class Replica:
         self._synced.pop(height, None)
         if self._sync_requested_to is not None and height >= self._sync_requested_to:
             self._sync_requested_to = None
+            self._sync_window_cut = False
             self._last_sync_request_ms = None
         self._decide(block, entry.certificate)
 

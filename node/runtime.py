@@ -439,6 +439,10 @@ class Node:
         self._native = native_status()
         self._nursery: trio.Nursery | None = None
         self.syncing = False
+        # The highest height the replica asked peers for (block sync): answers up to it get
+        # their signatures verified ahead. ``syncing`` is no guide: it clears after each block,
+        # and the replica asks for the next batch while the current one is applied.
+        self._blocks_asked_to = 0
         # Until when (trio clock) the answer to the start-up request for blocks is expected.
         self._probe_answer_by: float | None = None
         # Transactions of synced blocks whose signatures were verified on worker threads
@@ -732,15 +736,18 @@ class Node:
         """Blocks arriving by sync: verify their transactions' signatures on worker threads,
         block after block, while the loop executes and commits the blocks before them (the
         commit of a block waits for its own verification; ``node.verified`` keeps the
-        results). Only while this node is syncing (it asked for blocks: the replica, or the
-        start-up request), only blocks above its height, and only behind a valid commit
-        certificate: a peer cannot make the node verify transactions it would not have to
-        apply anyway. Nothing is trusted here: the replica checks every block again, and a
-        signature that fails is simply not cached, so execution checks it again."""
+        results). Only blocks this node asked for (up to the highest height the replica asked
+        for, or any answer to the start-up request while it is expected), only above its
+        height, and only behind a valid commit certificate: a peer cannot make the node verify
+        transactions it would not have to apply anyway. Nothing is trusted here: the replica
+        checks every block again, and a signature that fails is simply not cached, so
+        execution checks it again."""
         answer_by = self._probe_answer_by
         if answer_by is not None and trio.current_time() > answer_by:
             self._probe_answer_by = answer_by = None  # overdue
-        if not self.syncing and answer_by is None:
+        executed = self.host.height
+        asked_to = self._blocks_asked_to if answer_by is None else None
+        if asked_to is not None and asked_to <= executed:
             return
         with self.phases.measure("consensus"):
             try:
@@ -754,7 +761,9 @@ class Node:
             entries = [
                 (block, certificate)
                 for block, certificate in response.entries
-                if block.height > self.host.height and block.hash not in self._verifying
+                if executed < block.height
+                and (asked_to is None or block.height <= asked_to)
+                and block.hash not in self._verifying
             ][: max(room, 0)]
             for block, _ in entries:
                 self._verifying[block.hash] = trio.Event()
@@ -982,6 +991,7 @@ class Node:
             log.warning("evidence_reported", extra={"evidence": repr(action.evidence)[:200]})
         elif isinstance(action, RequestBlocks):
             self.syncing = True
+            self._blocks_asked_to = max(self._blocks_asked_to, action.to_height)
             candidates = list(action.peer_keys) or [
                 key for key in (self._node_key_of(i) for i in action.peers) if key is not None
             ]

@@ -8,6 +8,7 @@ verify against the set of h, and only against it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -27,8 +28,10 @@ from consensus.replica import (
     PlantedBug,
     Replica,
     ReplicaConfig,
+    RequestBlocks,
     RestoreError,
     Start,
+    Tick,
 )
 from consensus.types import (
     Block,
@@ -242,37 +245,10 @@ def forged_sync(config: ReplicaConfig) -> Block | None:
         tip=ChainTip(0, GENESIS_HASH, GENESIS_APP_HASH, 1_000),
     )
     replica.handle(Start(2_000))
-    entries: list[tuple[Block, CommitCertificate]] = []
-    parent, app_hash, time_ms = GENESIS_HASH, GENESIS_APP_HASH, 1_000
-    for height in (1, 2, 3):
-        time_ms += 10
-        block = Block.build(
-            chain_id=CHAIN_ID,
-            height=height,
-            view=0,
-            parent_hash=parent,
-            app_hash=app_hash,
-            next_validators_hash=schedule.at(height + 1).hash(),
-            proposer=height % 4,
-            timestamp_ms=time_ms,
-            transactions=(b"forged" if height == 3 else b"real",),
-        )
-        # Blocks 1 and 2 carry genuine signatures of the set in force; block 3 the old keys.
-        signers = [keys[0], keys[1], keys[2]]
-        votes = [
-            Vote.create(
-                key,
-                CHAIN_ID,
-                phase=Phase.COMMIT,
-                height=height,
-                view=0,
-                block_hash=block.hash,
-                validator=index,
-            )
-            for index, key in enumerate(signers)
-        ]
-        entries.append((block, CommitCertificate.from_votes(votes)))
-        parent, app_hash = block.hash, next_app_hash(app_hash, block)
+    # Blocks 1 and 2 carry genuine signatures of the set in force; block 3 the old keys.
+    entries = certified_blocks(
+        schedule, range(1, 4), lambda height: [keys[0], keys[1], keys[2]], forged=frozenset({3})
+    )
     committed: list[Block] = []
     pending: list[Input] = [PeerMessage(encode_message(BlockResponse(tuple(entries))), 0)]
     app = GENESIS_APP_HASH
@@ -285,6 +261,121 @@ def forged_sync(config: ReplicaConfig) -> Block | None:
                 pending.append(BlockExecuted(height, app, schedule.at(height + 2)))
     assert [block.height for block in committed[:2]] == [1, 2]
     return committed[2] if len(committed) == 3 else None
+
+
+def certified_blocks(
+    schedule: ValidatorSchedule,
+    heights: range,
+    signers_at: Callable[[int], list[PrivateKey]],
+    *,
+    forged: frozenset[int] = frozenset(),
+) -> list[tuple[Block, CommitCertificate]]:
+    """A chain from genesis over ``heights`` (from 1), each block naming the next set of
+    ``schedule`` and certified by commit votes of ``signers_at(height)`` (validators 0, 1, ...);
+    the blocks at heights in ``forged`` carry other transactions than the chain's."""
+    entries: list[tuple[Block, CommitCertificate]] = []
+    parent, app_hash, time_ms = GENESIS_HASH, GENESIS_APP_HASH, 1_000
+    for height in heights:
+        time_ms += 10
+        block = Block.build(
+            chain_id=CHAIN_ID,
+            height=height,
+            view=0,
+            parent_hash=parent,
+            app_hash=app_hash,
+            next_validators_hash=schedule.at(height + 1).hash(),
+            proposer=height % 4,
+            timestamp_ms=time_ms,
+            transactions=(b"forged" if height in forged else b"real",),
+        )
+        votes = [
+            Vote.create(
+                key,
+                CHAIN_ID,
+                phase=Phase.COMMIT,
+                height=height,
+                view=0,
+                block_hash=block.hash,
+                validator=index,
+            )
+            for index, key in enumerate(signers_at(height))
+        ]
+        entries.append((block, CommitCertificate.from_votes(votes)))
+        parent, app_hash = block.hash, next_app_hash(app_hash, block)
+    return entries
+
+
+def test_a_cut_sync_batch_is_not_extended_into_heights_whose_set_is_unknown() -> None:
+    """Validator 3 of 4 (batches of 8) sees the others at height 20 and asks for blocks 1-8.
+    The set changes at 5 (validator 0's key rotates), so blocks 5 and 6 of the answer cannot be
+    checked yet and the batch is cut to 4. While 1-4 are applied it does not ask for the blocks
+    after them (the set of 5 is known only once 3 is executed); once they are, it asks for 5
+    on, and applies them against their own set."""
+    keys = make_keys(4)
+    genesis = make_validators(keys)
+    new_key = rotated_key(0)
+    schedule = ValidatorSchedule(genesis).with_change(5, with_key(genesis, 0, new_key))
+    replica = Replica(
+        ReplicaConfig(sync_blocks_max=8, sync_retry_ms=60_000),
+        chain_id=CHAIN_ID,
+        validators=schedule.at(1),
+        next_validators=schedule.at(2),
+        key=keys[3],
+        tip=ChainTip(0, GENESIS_HASH, GENESIS_APP_HASH, 1_000),
+    )
+    chain = certified_blocks(
+        schedule,
+        range(1, 9),
+        lambda height: [new_key if height >= 5 else keys[0], keys[1], keys[2]],
+    )
+    now_ms = 2_000
+    pending: list[Input] = [Start(now_ms)]
+    for index in range(3):
+        vote = Vote.create(
+            keys[index],
+            CHAIN_ID,
+            phase=Phase.COMMIT,
+            height=20,
+            view=0,
+            block_hash=bytes(32),
+            validator=index,
+        )
+        pending.append(PeerMessage(encode_message(vote), index))
+    pending.append(Tick(now_ms + 1))
+    committed = 0
+    app = GENESIS_APP_HASH
+    requests: list[tuple[int, int, int]] = []
+    unknown: list[Dropped] = []
+
+    def run() -> None:
+        nonlocal committed, app
+        while pending:
+            for action in replica.handle(pending.pop(0)):
+                if isinstance(action, RequestBlocks):
+                    requests.append((committed, action.from_height, action.to_height))
+                elif isinstance(action, Dropped) and action.reason is DropReason.VALIDATORS_UNKNOWN:
+                    unknown.append(action)
+                elif isinstance(action, Commit):
+                    committed += 1
+                    app = next_app_hash(app, action.block)
+                    height = action.block.height
+                    pending.append(BlockExecuted(height, app, schedule.at(height + 2)))
+
+    run()
+    assert requests == [(0, 1, 8)]
+    pending.append(PeerMessage(encode_message(BlockResponse(tuple(chain[:6]))), 0))
+    run()
+    assert committed == 4
+    assert len(unknown) == 2, unknown
+    assert requests == [(0, 1, 8)], "asked for blocks whose set it could not know yet"
+    pending.append(Tick(now_ms + 2))
+    run()
+    assert requests[1:] == [(4, 5, 12)]
+    pending.append(PeerMessage(encode_message(BlockResponse(tuple(chain[4:]))), 1))
+    run()
+    assert committed == 8
+    # Every request asked only from a height whose set was known (its parent's parent executed).
+    assert all(first <= done + 2 for done, first, _ in requests)
 
 
 # -- property: any schedule of one-at-a-time changes, under any delivery order and faults ------

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from consensus.evidence import StatementKind, verify_evidence
 from consensus.messages import NewView, Proposal, encode_message
 from consensus.replica import (
+    Action,
     DropReason,
     PeerMessage,
     ReplicaConfig,
+    RequestBlocks,
     primary_index,
 )
 from consensus.types import Block, Phase, Vote
@@ -19,6 +23,7 @@ from tests.consensus_harness import (
     GENESIS_HASH,
     GENESIS_TIME_MS,
     Cluster,
+    Node,
 )
 
 
@@ -255,7 +260,7 @@ def test_far_behind_replica_fetches_batch_after_batch_without_waiting_the_retry(
     # Batches of 8 blocks and a one-minute retry: a laggard 30 heights behind needs four
     # batches, and must ask for each as soon as the previous one is applied.
     config = ReplicaConfig(sync_blocks_max=8, sync_retry_ms=60_000)
-    cluster = Cluster(4, config=config)
+    cluster = RequestRecorder(4, config=config)
     laggard = 3
     cluster.crash(laggard)
     cluster.start()
@@ -263,3 +268,29 @@ def test_far_behind_replica_fetches_batch_after_batch_without_waiting_the_retry(
     cluster.restart(laggard)
     cluster.run_until(lambda: cluster.all_reached(32), max_ms=30_000)
     cluster.assert_agreement()
+    requests = cluster.requests[laggard]
+    # Each next batch is asked for while less than half of the answered one is left to apply,
+    # so it arrives before that runs out: never beyond what a replica keeps (8 heights above
+    # its own), and never a block twice.
+    ahead = [(applied, first) for applied, first, _ in requests if first > applied + 1]
+    assert ahead, requests
+    assert all(first <= applied + 1 + 4 for applied, first in ahead), requests
+    assert all(last <= applied + 8 for applied, _, last in requests), requests
+    asked = [height for _, first, last in requests for height in range(first, last + 1)]
+    assert len(asked) == len(set(asked)), requests
+    assert not [d for d in cluster.nodes[laggard].dropped if d.reason is DropReason.DUPLICATE]
+
+
+class RequestRecorder(Cluster):
+    """Records each node's block requests: (its committed height then, from, to)."""
+
+    def __init__(self, n: int, **kwargs: Any) -> None:
+        super().__init__(n, **kwargs)
+        self.requests: dict[int, list[tuple[int, int, int]]] = {i: [] for i in range(n)}
+
+    def _perform(self, node: Node, action: Action) -> None:
+        if isinstance(action, RequestBlocks):
+            self.requests[node.index].append(
+                (len(node.chain), action.from_height, action.to_height)
+            )
+        super()._perform(node, action)

@@ -131,9 +131,20 @@ async def test_synced_transactions_are_verified_ahead_and_applied_alike(
             node = await nursery.start(runtime.Node(fresh_home).run)
             data = encode_block_response(entries, bytes_max=node.network.limits.message_bytes_max)
             assert runtime._is_block_response(data)
-            # Not asked for (the node is not syncing): nothing is verified ahead.
+            # Not asked for: nothing is verified ahead.
             node._prefetch_signatures(data)
             assert not node._verifying
+            # Asked for up to height 2 only: nothing above it is verified ahead.
+            node._blocks_asked_to = 2  # as after the replica's request for blocks 1-2
+            node._prefetch_signatures(data)
+            assert set(node._verifying) == {block.hash for block, _ in entries[:2]}
+            while node._verifying:
+                await trio.lowlevel.checkpoint()
+            for block, _ in entries[:2]:
+                for data_tx in block.transactions:
+                    node._verified.discard(data_tx)
+            node.transactions_verified_ahead = 0
+            node._blocks_asked_to = 0
             # Nor once the answer to the start-up request is overdue.
             node._probe_answer_by = trio.current_time() - 1.0
             node._prefetch_signatures(data)
@@ -142,7 +153,7 @@ async def test_synced_transactions_are_verified_ahead_and_applied_alike(
             # A certificate that does not certify its block stops the lookahead there.
             first, first_certificate = entries[0]
             forged = [(first, replace(first_certificate, view=first_certificate.view + 1))]
-            node.syncing = True  # as after the node's own block request
+            node._blocks_asked_to = top  # as after the replica's request for every block
             node._prefetch_signatures(encode_block_response(forged))
             while node._verifying:
                 await trio.lowlevel.checkpoint()
