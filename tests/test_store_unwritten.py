@@ -6,6 +6,7 @@ executed and committed one at a time, and a batch holding one bad block must wri
 from __future__ import annotations
 
 import random
+import threading
 from pathlib import Path
 
 import lmdb
@@ -180,7 +181,9 @@ def test_unwritten_state_reads_as_every_block_applied(
 ) -> None:
     """The committed state (the first write set, in LMDB) with unwritten blocks on top reads
     (get, tree records, scans both ways across the store's scan batches) as the model with
-    every block applied, before and after the oldest unwritten blocks are written away."""
+    every block applied, before and after the oldest unwritten blocks are written away. Reads
+    inside ``reading`` (as a block's execution reads) fill the read caches first: values a
+    written block replaced must not be answered from there."""
     store = Store(
         tmp_path_factory.mktemp("unwritten"), chain_id=CHAIN, genesis_hash=GENESIS_HASH, sync=False
     )
@@ -189,6 +192,11 @@ def test_unwritten_state_reads_as_every_block_applied(
     model = MemoryBackend(committed.items())
     store.init_genesis(tuple(sorted(committed.items())), model.app_hash)
     state = UnwrittenStateBackend(store.state_backend())
+    keys = {key for layer in layers for key in layer} | {b"\x00", b"\xff"}
+    with state.reading():
+        for key in keys:
+            state.get(key)
+            state.tree_node(b"t" + key)
     tree_model: dict[bytes, bytes | None] = {}
     for height, layer in enumerate(layers[1:], start=1):
         writes = tuple(sorted(layer.items()))
@@ -196,29 +204,64 @@ def test_unwritten_state_reads_as_every_block_applied(
         state.add(height, writes, tree)
         model.apply(writes)
         tree_model.update(tree.records)
-    # Written blocks read from the store: here the store still holds only the first set, so
-    # dropping unwritten blocks must change what is read exactly by what they wrote.
-    for key in {key for layer in layers for key in layer} | {b"\x00", b"\xff"}:
-        assert state.get(key) == model.get(key)
-        assert state.tree_node(b"t" + key) == tree_model.get(b"t" + key)
-    for reverse in (False, True):
-        assert list(state.scan(start, end, reverse=reverse)) == list(
-            model.scan(start, end, reverse=reverse)
-        )
-    state.written(min(written, len(layers) - 1))
-    remaining = MemoryBackend(committed.items())
-    tree_remaining: dict[bytes, bytes | None] = {}
-    for layer in layers[1 + min(written, len(layers) - 1) :]:
-        remaining.apply(tuple(sorted(layer.items())))
-        tree_remaining.update((b"t" + key, value) for key, value in layer.items())
-    for key in {key for layer in layers for key in layer} | {b"\x00", b"\xff"}:
-        assert state.get(key) == remaining.get(key)
-        assert state.tree_node(b"t" + key) == tree_remaining.get(b"t" + key)
-    for reverse in (False, True):
-        assert list(state.scan(start, end, reverse=reverse)) == list(
-            remaining.scan(start, end, reverse=reverse)
-        )
+
+    def check() -> None:
+        for key in keys:
+            assert state.get(key) == model.get(key)
+            assert state.tree_node(b"t" + key) == tree_model.get(b"t" + key)
+        for reverse in (False, True):
+            assert list(state.scan(start, end, reverse=reverse)) == list(
+                model.scan(start, end, reverse=reverse)
+            )
+
+    check()
+    with state.reading():
+        check()
+    # The oldest blocks are written (the store holds them, as the block writer leaves it) and
+    # leave the view: the store and the caches answer for them now.
+    count = min(written, len(layers) - 1)
+    env: lmdb.Environment = store._env
+    with env.begin(write=True) as txn:
+        for layer in layers[1 : 1 + count]:
+            for key, value in layer.items():
+                for db, stored in ((store._db["state"], key), (store._db["tree"], b"t" + key)):
+                    if value is None:
+                        txn.delete(stored, db=db)
+                    else:
+                        txn.put(stored, value, db=db)
+    state.written(count)
+    assert len(state) == len(layers) - 1 - count
+    check()
+    with state.reading():
+        check()
     if len(state):
         with pytest.raises(ValueError, match="does not follow"):
             state.add(len(layers) + 5, (), TreeUpdate(b"", ()))
+    store.close()
+
+
+def test_read_caches_fill_only_inside_reading_and_stay_bounded(tmp_path: Path) -> None:
+    """Only reads inside ``reading`` on its thread fill the read caches (another thread's read
+    may come from an older snapshot than a block removed meanwhile); past their bound they
+    start afresh; ``clear`` empties them."""
+    store = Store(tmp_path, chain_id=CHAIN, genesis_hash=GENESIS_HASH, sync=False)
+    genesis = tuple((bytes([i]), b"v") for i in range(8))
+    store.init_genesis(genesis, MemoryBackend(genesis).app_hash)
+    state = UnwrittenStateBackend(store.state_backend(), cache_entries_max=3)
+    assert state.get(b"\x00") == b"v"
+    assert state.cached_entries() == 0
+    with state.reading():
+        assert [state.get(bytes([i])) for i in range(3)] == [b"v"] * 3
+        assert state.cached_entries() == 3
+        assert state.get(bytes([3])) == b"v"  # the fourth starts afresh
+        assert state.tree_node(b"t") is None  # absent, and remembered as such
+        assert state.cached_entries() == 2
+        other: list[bytes | None] = []
+        thread = threading.Thread(target=lambda: other.append(state.get(bytes([5]))))
+        thread.start()
+        thread.join()
+        assert other == [b"v"]
+        assert state.cached_entries() == 2
+    state.clear()
+    assert state.cached_entries() == 0
     store.close()

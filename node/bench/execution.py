@@ -12,7 +12,8 @@ transactions, so signing never counts:
 
 * ``decode_signed`` / ``decode_unsigned``: ``Transaction.decode`` with and without the signature;
 * ``execute_memory`` / ``execute_lmdb``: ``execute_block`` with ``known=`` (as the node calls it)
-  over the in-memory backend and over the LMDB store's committed state;
+  over the in-memory backend and over the LMDB store's committed state, seen as the node sees
+  it (``UnwrittenStateBackend``, with its read caches);
 * ``commit``: ``Store.commit_block`` with ``sync=True`` (per block and per transaction);
 * ``mempool_add`` / ``mempool_reap`` / ``mempool_update``: per transaction.
 
@@ -56,14 +57,14 @@ from apps.host import AppHost, BlockResult
 from apps.membership import MembershipApp
 from apps.payments import PaymentsApp
 from apps.scf import ScfApp
-from apps.state import MemoryBackend, StateBackend, WriteSet
+from apps.state import MemoryBackend, WriteSet
 from apps.transaction import Transaction, sign_transaction
 from consensus.codec import Value
 from consensus.crypto import PrivateKey, hash_bytes
 from consensus.types import Block, CommitCertificate, Phase, Validator, ValidatorSet, Vote
 from node.mempool import Mempool, MempoolLimits
 from node.native import native_status
-from node.store import Store
+from node.store import Store, UnwrittenStateBackend
 
 __all__ = ["PHASES", "Workload", "main", "prepare_workload", "run_benchmark"]
 
@@ -273,7 +274,8 @@ def _run_lmdb(workload: Workload, timer: _Timer, known: dict[bytes, Transaction]
             genesis_host = AppHost(_apps(), store.state_backend(), chain_id=workload.chain_id)
             genesis: tuple[WriteSet, bytes] = genesis_host.init_genesis(workload.app_genesis)
             store.init_genesis(*genesis)
-            backend: StateBackend = store.state_backend()
+            # The node's view of the state: the store's, with its read caches.
+            backend = UnwrittenStateBackend(store.state_backend())
             host = AppHost(
                 _apps(), backend, chain_id=workload.chain_id, height=0, app_hash=store.app_hash
             )
@@ -293,8 +295,10 @@ def _run_lmdb(workload: Workload, timer: _Timer, known: dict[bytes, Transaction]
                 certificate = _certify(block, workload.chain_id)
                 with timer.section("execute_lmdb"):
                     result = host.execute_block(context, block.transactions, known=known)
+                backend.add(height, result.writes, result.tree)
                 with timer.section("commit"):
                     store.commit_block(block, certificate, result)
+                backend.written(height)
                 host.committed(height, result.app_hash)
                 _fingerprint_update(digest, result)
         finally:
