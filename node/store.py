@@ -1079,6 +1079,18 @@ class UnwrittenStateBackend:
             cache.clear()
         cache.update(values)
 
+    def _read_committed(
+        self,
+        cache: dict[bytes, bytes | None],
+        read: Callable[[bytes], bytes | None],
+        key: bytes,
+    ) -> bytes | None:
+        """A read ``cache`` missed: from the store, remembered if this is the reading thread."""
+        value = read(key)
+        if self._committed.reading_here():
+            self._remember(cache, {key: value})
+        return value
+
     def reading(self) -> AbstractContextManager[None]:
         """The store's ``LmdbStateBackend.reading``: one read transaction for a block's reads
         of what no unwritten block wrote. Its snapshot may be older than a write that lands
@@ -1092,17 +1104,10 @@ class UnwrittenStateBackend:
             values = block.values
             if key in values:
                 return values[key]
-        cache = self._value_cache
-        cached = cache.get(key, _UNCACHED)
+        cached = self._value_cache.get(key, _UNCACHED)
         if cached is not _UNCACHED:
             return cached  # type: ignore[return-value]
-        committed = self._committed
-        value = committed.get(key)
-        if committed.reading_here():
-            if len(cache) >= self._cache_entries_max:
-                cache.clear()
-            cache[key] = value
-        return value
+        return self._read_committed(self._value_cache, self._committed.get, key)
 
     def tree_node(self, key: bytes) -> bytes | None:
         """The Merkle tree record under ``key`` after the last executed block, or None."""
@@ -1110,17 +1115,10 @@ class UnwrittenStateBackend:
             tree = block.tree
             if key in tree:
                 return tree[key]
-        cache = self._tree_cache
-        cached = cache.get(key, _UNCACHED)
+        cached = self._tree_cache.get(key, _UNCACHED)
         if cached is not _UNCACHED:
             return cached  # type: ignore[return-value]
-        committed = self._committed
-        value = committed.tree_node(key)
-        if committed.reading_here():
-            if len(cache) >= self._cache_entries_max:
-                cache.clear()
-            cache[key] = value
-        return value
+        return self._read_committed(self._tree_cache, self._committed.tree_node, key)
 
     def scan(
         self, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
