@@ -19,8 +19,10 @@ databases:
 ``state``                 application state (namespaced keys, see ``apps.state``)
 ``tree``                  the state's Merkle tree records (``apps.merkle``): its root is the
                           app hash
-``state_undo``            for each key the last block wrote: its value before that block
-                          (``0x01 || value``, or ``0x00`` when it was absent)
+``state_undo``            the last block's undo record: every key that block wrote with its
+                          value before the block (absent: nil), as arrays ``[key, value,
+                          key, value, ...]`` (``consensus.codec``) of about 256 KiB each,
+                          under height || chunk number (4 bytes, from 0)
 ``tree_undo``             the same for the tree records the last block changed
 ``replica``               the consensus replica's persisted state (opaque bytes)
 ``evidence``              height || SHA-256(evidence) -> opaque evidence bytes
@@ -52,7 +54,13 @@ Versions. The state and tree databases hold the state after the committed height
 databases turn them back into the state after h-1 (``certified_view``): that is the latest state
 whose app hash a certificate covers (block h carries it and certificate h signs block h), so
 proofs of single keys are answered against it. Each commit empties the undo databases before
-recording its own, so exactly one version back is kept and nothing older needs pruning.
+recording its own, so exactly one version back is kept and nothing older needs pruning. A
+block's undo record is a few values of about 256 KiB, not one entry per key: a block of 600
+payments changes about 8,000 state keys and tree records, and one LMDB entry each (written,
+then deleted by the next commit) cost the block writer a fifth of its CPU. Chunks rather
+than one value: a value of megabytes needs that many contiguous free pages in the file, and
+a buffer of that size per commit. Readers of the certified view decode the record once per
+height (``_UndoRecords``).
 
 State sync (``begin_state_sync``, ``install_state_chunk``, ``finish_state_sync``) replaces the
 genesis state of an empty store with a verified snapshot at height b, in several write
@@ -75,7 +83,7 @@ import contextlib
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +96,7 @@ from apps.host import MEMBERSHIP_APP, BlockResult, Receipt, stored_end_block_eve
 from apps.merkle import ROOT_KEY, TreeUpdate, build, leaf_of, root_of_slot
 from apps.state import NamespacedState, WriteSet
 from apps.validators import scheduled_sets, validator_set_at
-from consensus.codec import CodecError, decode, encode
+from consensus.codec import CodecError, Limits, Value, decode, encode
 from consensus.crypto import hash_bytes
 from consensus.types import (
     Block,
@@ -103,6 +111,7 @@ __all__ = [
     "DATABASES",
     "MAP_SIZE_INITIAL_BYTES",
     "SCHEMA_VERSION",
+    "UNDO_CHUNK_BYTES",
     "CertifiedView",
     "LmdbStateBackend",
     "StateReader",
@@ -112,8 +121,11 @@ __all__ = [
     "StoreMismatchError",
     "TransactionLocation",
     "UnwrittenStateBackend",
+    "decode_undo_record",
     "height_key",
     "receipt_key",
+    "undo_chunk_key",
+    "undo_record",
     "verify_chain",
 ]
 
@@ -121,8 +133,12 @@ log = logging.getLogger(__name__)
 
 # 2: the Merkle tree and undo databases, state sync's base height. 3: block headers commit to
 # the next validator set, and the genesis state holds the validator registry. 4: the apps'
-# end-of-block events are stored.
-SCHEMA_VERSION: Final = 4
+# end-of-block events are stored. 5: one undo record (in chunks) per database per block
+# instead of one entry per key (a version 4 store is converted when opened,
+# ``_migrate_undo_from_4``).
+SCHEMA_VERSION: Final = 5
+# The schema a store is converted from when opened (its undo entries become one record).
+_SCHEMA_MIGRATED_FROM: Final = 4
 # Small enough that a test node costs nothing; it doubles on demand.
 MAP_SIZE_INITIAL_BYTES: Final = 64 * 1024 * 1024
 # A hard ceiling so a runaway writer fails loudly instead of filling the disk: 1 TiB.
@@ -166,7 +182,14 @@ READ_CACHE_ENTRIES_MAX: Final = 32_768
 # A key not in a read cache (None is a cached "absent").
 _UNCACHED: Final = object()
 _ABSENT: Final = b"\x00"
-_PRESENT: Final = b"\x01"
+# An undo record holds whatever one block replaced: bounded by the block, not by the codec's
+# defaults for network messages (a record is written and read only by this store).
+_UNDO_LIMITS: Final = Limits(
+    total_bytes_max=1 << 31, bytes_max=1 << 31, array_len_max=1 << 31, map_len_max=1
+)
+# An undo record's chunk is closed once its keys and values reach this many bytes (one more
+# pair at most, so a chunk is at most this plus one value).
+UNDO_CHUNK_BYTES: Final = 256 * 1024
 
 
 class StoreError(Exception):
@@ -236,6 +259,8 @@ class Store:
         except lmdb.Error as error:
             raise StoreError(f"cannot open store at {path}: {error}") from error
         self._db = {name: self._env.open_db(name.encode()) for name in DATABASES}
+        # The last undo records ``read_certified`` decoded (one height's).
+        self._undo_cache: _UndoRecords | None = None
         self.chain_id = chain_id
         self.genesis_hash = genesis_hash
         try:
@@ -265,7 +290,8 @@ class Store:
 
             self._write(record)
             return
-        if stored[_META_SCHEMA] != expected[_META_SCHEMA]:
+        migrate = stored[_META_SCHEMA] == str(_SCHEMA_MIGRATED_FROM).encode()
+        if stored[_META_SCHEMA] != expected[_META_SCHEMA] and not migrate:
             raise StoreMismatchError(
                 f"store at {self.path} has schema version {stored[_META_SCHEMA]!r}, "
                 f"this node needs {SCHEMA_VERSION}"
@@ -280,6 +306,42 @@ class Store:
                 f"store at {self.path} was created from genesis "
                 f"{(stored[_META_GENESIS_HASH] or b'').hex()}, not {self.genesis_hash.hex()}"
             )
+        if migrate:
+            self._migrate_undo_from_4()
+
+    def _migrate_undo_from_4(self) -> None:
+        """Convert a version 4 store: its undo databases' entries (one per key, ``0x01 ||
+        value`` or ``0x00``) become one record under the undo height, in one write
+        transaction with the new schema version (a crash leaves version 4, converted again
+        at the next start). A store with no undo height has none to convert."""
+        entries = {"state_undo": 0, "tree_undo": 0}
+
+        def work(txn: lmdb.Transaction) -> None:
+            meta = self._db["meta"]
+            undo_height = txn.get(_META_UNDO_HEIGHT, db=meta)
+            for database in entries:
+                handle = self._db[database]
+                replaced: list[tuple[bytes, bytes | None]] = []
+                for key, record in txn.cursor(db=handle):
+                    entry = bytes(record)
+                    replaced.append((bytes(key), None if entry[:1] == _ABSENT else entry[1:]))
+                entries[database] = len(replaced)
+                txn.drop(handle, delete=False)
+                if undo_height is not None:
+                    _write_undo(txn, handle, bytes(undo_height), replaced)
+            txn.put(_META_SCHEMA, str(SCHEMA_VERSION).encode(), db=meta)
+
+        self._write(work)
+        log.info(
+            "store_migrated",
+            extra={
+                "path": str(self.path),
+                "from_schema": _SCHEMA_MIGRATED_FROM,
+                "to_schema": SCHEMA_VERSION,
+                "state_undo_keys": entries["state_undo"],
+                "tree_undo_records": entries["tree_undo"],
+            },
+        )
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -382,8 +444,8 @@ class Store:
                 raise StoreConsistencyError("genesis state is already written")
             for database in ("state", "tree", "state_undo", "tree_undo"):
                 txn.drop(self._db[database], delete=False)
-            self._apply_writes(txn, writes)
-            self._apply_tree(txn, tree)
+            self._apply_records(txn, "state", writes)
+            self._apply_records(txn, "tree", tree.records)
             txn.put(height_key(0), app_hash, db=self._db["app_hashes"])
             meta = self._db["meta"]
             txn.put(_META_APP_HASH, app_hash, db=meta)
@@ -479,8 +541,9 @@ class Store:
                 txn.put(receipt_key(height, index), receipt, db=self._db["receipts"])
             if end_events is not None:
                 txn.put(key, end_events, db=self._db["block_events"])
-            self._apply_writes(txn, result.writes, undo=undo)
-            self._apply_tree(txn, result.tree, undo=undo)
+            undo_key = key if undo else None
+            self._apply_records(txn, "state", result.writes, "state_undo", undo_key)
+            self._apply_records(txn, "tree", result.tree.records, "tree_undo", undo_key)
             if undo:
                 txn.put(_META_UNDO_HEIGHT, key, db=meta)
             txn.put(_META_APP_HASH, result.app_hash, db=meta)
@@ -564,23 +627,19 @@ class Store:
 
         self._write(work)
 
-    def _apply_writes(self, txn: lmdb.Transaction, writes: WriteSet, *, undo: bool = False) -> None:
-        self._apply_records(txn, "state", writes, "state_undo" if undo else None)
-
-    def _apply_tree(self, txn: lmdb.Transaction, tree: TreeUpdate, *, undo: bool = False) -> None:
-        self._apply_records(txn, "tree", tree.records, "tree_undo" if undo else None)
-
     def _apply_records(
         self,
         txn: lmdb.Transaction,
         database: str,
         records: tuple[tuple[bytes, bytes | None], ...],
-        undo_database: str | None,
+        undo_database: str = "",
+        undo_key: bytes | None = None,
     ) -> None:
-        """Write ``records`` (None deletes) to ``database``; with ``undo_database``, first
-        empty it and then record there what each key held before (one version back)."""
+        """Write ``records`` (None deletes) to ``database``; with ``undo_key``, replace
+        ``undo_database``'s content with the record, under ``undo_key``, of what each key
+        held before (one version back)."""
         db = self._db[database]
-        if undo_database is None:
+        if undo_key is None:
             for key, value in records:
                 if value is None:
                     txn.delete(key, db=db)
@@ -589,9 +648,7 @@ class Store:
             return
         undo = self._db[undo_database]
         txn.drop(undo, delete=False)
-        for key, value in records:
-            old = txn.pop(key, db=db) if value is None else txn.replace(key, value, db=db)
-            txn.put(key, _ABSENT if old is None else _PRESENT + bytes(old), db=undo)
+        _write_undo(txn, undo, undo_key, _replace_all(txn, db, records))
 
     # -- chain reads --------------------------------------------------------------------------
 
@@ -710,15 +767,39 @@ class Store:
             assert block is not None
             assert certificate is not None
             assert app_hash is not None
+            undo = self._undo_records(txn, bytes(raw_undo))
             view = CertifiedView(
                 height=height - 1,
                 app_hash=bytes(app_hash),
                 block=Block.decode(bytes(block)),
                 certificate=CommitCertificate.decode(bytes(certificate)),
-                state=_UndoneReader(txn, self._db["state"], self._db["state_undo"]),
-                tree=_UndoneReader(txn, self._db["tree"], self._db["tree_undo"]),
+                state=_UndoneReader(txn, self._db["state"], undo.state),
+                tree=_UndoneReader(txn, self._db["tree"], undo.tree),
             )
             return work(view)
+
+    def _undo_records(self, txn: lmdb.Transaction, undo_key: bytes) -> _UndoRecords:
+        """The decoded undo records under ``undo_key`` (the committed height), decoded once
+        per height: every proof at one height reads the same records. Called holding
+        ``_lock``."""
+        cached = self._undo_cache
+        if cached is not None and cached.key == undo_key:
+            return cached
+        decoded = []
+        for database in ("state_undo", "tree_undo"):
+            chunks: list[bytes] = []
+            with txn.cursor(db=self._db[database]) as cursor:
+                found = cursor.set_range(undo_key)
+                while found and cursor.key()[: len(undo_key)] == undo_key:
+                    if bytes(cursor.key()) != undo_chunk_key(undo_key, len(chunks)):
+                        raise StoreError(f"store at {self.path} misses a {database} chunk")
+                    chunks.append(bytes(cursor.value()))
+                    found = cursor.next()
+            if not chunks:
+                raise StoreError(f"store at {self.path} has no {database} record for its height")
+            decoded.append(undo_record(chunks))
+        self._undo_cache = _UndoRecords(undo_key, decoded[0], decoded[1])
+        return self._undo_cache
 
     def open_state_reader(self) -> StateReader:
         """A read transaction over the committed state and tree, held until its ``close``
@@ -894,24 +975,104 @@ class StateReader:
         self.close()
 
 
-class _UndoneReader:
-    """One database as it was one version back: its undo records first, then the database
-    (both read in the caller's transaction)."""
+def _replace_all(
+    txn: lmdb.Transaction, db: lmdb._Database, records: Sequence[tuple[bytes, bytes | None]]
+) -> Iterator[tuple[bytes, bytes | None]]:
+    """Write each record (None deletes), yielding its key and what it held before."""
+    for key, value in records:
+        old = txn.pop(key, db=db) if value is None else txn.replace(key, value, db=db)
+        yield key, None if old is None else bytes(old)
 
-    __slots__ = ("_current", "_txn", "_undo")
+
+def undo_chunk_key(undo_key: bytes, index: int) -> bytes:
+    """Where chunk ``index`` of the undo record under ``undo_key`` (a height) is stored."""
+    return undo_key + index.to_bytes(4, "big")
+
+
+def _write_undo(
+    txn: lmdb.Transaction,
+    undo: lmdb._Database,
+    undo_key: bytes,
+    replaced: Iterable[tuple[bytes, bytes | None]],
+) -> None:
+    """Put the undo record of ``replaced`` (key, value before) under ``undo_key`` in chunks
+    of about ``UNDO_CHUNK_BYTES`` (at least one chunk, empty when nothing was replaced)."""
+    chunk: list[Value] = []
+    size = 0
+    index = 0
+    for key, old in replaced:
+        chunk.append(key)
+        chunk.append(old)
+        size += len(key) if old is None else len(key) + len(old)
+        if size >= UNDO_CHUNK_BYTES:
+            txn.put(undo_chunk_key(undo_key, index), encode(chunk, _UNDO_LIMITS), db=undo)
+            index += 1
+            chunk = []
+            size = 0
+    if chunk or not index:
+        txn.put(undo_chunk_key(undo_key, index), encode(chunk, _UNDO_LIMITS), db=undo)
+
+
+def undo_record(chunks: Iterable[bytes]) -> dict[bytes, bytes | None]:
+    """The undo record stored as ``chunks`` (in chunk order): each key and what it held one
+    version back (None: absent). Raises ``StoreError`` like ``decode_undo_record``."""
+    undone: dict[bytes, bytes | None] = {}
+    for raw in chunks:
+        for key, value in decode_undo_record(raw).items():
+            undone.setdefault(key, value)
+    return undone
+
+
+def decode_undo_record(raw: bytes) -> dict[bytes, bytes | None]:
+    """One chunk of an undo record: its keys and what each held one version back (None:
+    absent). A key listed twice keeps its first value (the one before the block). Raises
+    ``StoreError`` naming the problem when ``raw`` is not such a chunk."""
+    try:
+        items = decode(raw, _UNDO_LIMITS)
+    except CodecError as error:
+        raise StoreError(f"undo record does not decode: {error}") from error
+    if type(items) is not tuple or len(items) % 2:
+        raise StoreError("undo record is not a list of key and value pairs")
+    undone: dict[bytes, bytes | None] = {}
+    for index in range(0, len(items), 2):
+        key = items[index]
+        value = items[index + 1]
+        if type(key) is not bytes or (value is not None and type(value) is not bytes):
+            raise StoreError(f"undo record's entry {index // 2} is not bytes and bytes or nil")
+        undone.setdefault(key, value)
+    return undone
+
+
+@dataclass(frozen=True, slots=True)
+class _UndoRecords:
+    """One height's decoded undo records: what the block at that height replaced."""
+
+    key: bytes
+    state: dict[bytes, bytes | None]
+    tree: dict[bytes, bytes | None]
+
+
+class _UndoneReader:
+    """One database as it was one version back: the block's undo record first, then the
+    database (read in the caller's transaction)."""
+
+    __slots__ = ("_current", "_txn", "_undone")
 
     def __init__(
-        self, txn: lmdb.Transaction, current: lmdb._Database, undo: lmdb._Database
+        self,
+        txn: lmdb.Transaction,
+        current: lmdb._Database,
+        undone: dict[bytes, bytes | None],
     ) -> None:
         self._txn = txn
         self._current = current
-        self._undo = undo
+        self._undone = undone
 
     def get(self, key: bytes) -> bytes | None:
         """The value under ``key`` one version back, or None."""
-        undone = self._txn.get(key, db=self._undo)
-        if undone is not None:
-            return None if bytes(undone[:1]) == _ABSENT else bytes(undone[1:])
+        undone = self._undone
+        if key in undone:
+            return undone[key]
         value = self._txn.get(key, db=self._current)
         return None if value is None else bytes(value)
 

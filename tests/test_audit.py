@@ -20,13 +20,14 @@ from click.testing import CliRunner
 from apps.base import Event
 from apps.demo import DemoTraffic, demo_consortium
 from apps.host import end_block_record
-from consensus.codec import decode, encode
+from consensus.codec import Limits, Value, decode, encode
 from consensus.crypto import PrivateKey, hash_bytes
 from consensus.evidence import Evidence, SignedStatement
 from consensus.types import CommitCertificate
 from node.audit.audit import AuditReport, audit_home
 from node.cli import main
 from node.genesis import save_genesis
+from node.store import undo_chunk_key
 from tests.audit_fixtures import (
     EQUIVOCATION_HEIGHT,
     EQUIVOCATOR,
@@ -345,14 +346,78 @@ def test_a_changed_or_stray_tree_record_is_the_tree(chain: BuiltChain) -> None:
     assert failure_of(chain.home)[:2] == (HEIGHTS, "tree")
 
 
+def _change_undo(chain: BuiltChain, database: str, change: Callable[[list[Value]], None]) -> None:
+    """Decode the last block's undo record in ``database``, ``change`` its flat
+    ``[key, value, ...]`` list, and write it back encoded."""
+
+    def edit(old: bytes) -> bytes:
+        items: list[Value] = list(decode_undo_list(old))
+        change(items)
+        return encode(items)
+
+    replace_value(chain.home, database, undo_chunk_key(height_key(HEIGHTS), 0), edit)
+
+
+def decode_undo_list(raw: bytes) -> tuple[Value, ...]:
+    items = decode(raw, Limits(array_len_max=1 << 20))
+    assert isinstance(items, tuple)
+    return items
+
+
 def test_an_undo_record_that_is_not_what_the_last_block_replaced_is_the_undo(
     chain: BuiltChain,
 ) -> None:
-    written = [key for key, _ in chain.writes(HEIGHTS)]
-    replace_value(chain.home, "state_undo", written[0], lambda old: old + b"!")
+    def changed_value(items: list[Value]) -> None:
+        old = items[1]
+        items[1] = old + b"!" if isinstance(old, bytes) else b"!"
+
+    _change_undo(chain, "state_undo", changed_value)
     height, item, detail = failure_of(chain.home)
     assert (height, item) == (HEIGHTS, "undo")
     assert "state_undo" in detail
+    assert "stored" in detail
+
+
+@pytest.mark.parametrize(
+    ("database", "change", "expected"),
+    [
+        ("state_undo", lambda items: items.extend([b"kv/never", None]), "(nothing: not written)"),
+        ("tree_undo", lambda items: items.__delitem__(slice(0, 2)), "(not listed)"),
+    ],
+)
+def test_an_undo_record_listing_other_keys_than_the_last_block_wrote_is_the_undo(
+    chain: BuiltChain, database: str, change: Callable[[list[Value]], None], expected: str
+) -> None:
+    _change_undo(chain, database, change)
+    height, item, detail = failure_of(chain.home)
+    assert (height, item) == (HEIGHTS, "undo")
+    assert database in detail
+    assert expected in detail
+
+
+def test_an_undo_record_that_does_not_decode_or_is_not_the_last_blocks_is_the_undo(
+    chain: BuiltChain,
+) -> None:
+    first = undo_chunk_key(height_key(HEIGHTS), 0)
+    replace_value(chain.home, "tree_undo", first, lambda old: old[:-1])
+    height, item, detail = failure_of(chain.home)
+    assert (height, item) == (HEIGHTS, "undo")
+    assert "tree_undo" in detail
+    assert "does not decode" in detail
+
+    for stray in (
+        undo_chunk_key(height_key(HEIGHTS - 1), 0),  # an older block's
+        undo_chunk_key(height_key(HEIGHTS), 1),  # chunk 0 missing
+    ):
+
+        def moved(txn: lmdb.Transaction, db: lmdb._Database, stray: bytes = stray) -> None:
+            txn.drop(db, delete=False)
+            txn.put(stray, encode([]), db=db)
+
+        corrupt(chain.home, "tree_undo", moved)
+        height, item, detail = failure_of(chain.home)
+        assert (height, item) == (HEIGHTS, "undo")
+        assert "expected chunks 0.. under height" in detail
 
 
 def chain_value(chain: BuiltChain, key: bytes) -> bytes:

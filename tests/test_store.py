@@ -6,22 +6,32 @@ import dataclasses
 import threading
 from pathlib import Path
 
+import lmdb
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from apps import merkle
 from apps.membership import MembershipApp
 from apps.merkle import EMPTY_ROOT
 from apps.state import MemoryBackend
 from apps.transaction import sign_transaction
-from consensus.codec import Value
+from consensus.codec import Value, encode
 from consensus.crypto import hash_bytes
 from consensus.types import Block
+from node import store as node_store
 from node.store import (
+    DATABASES,
     SCHEMA_VERSION,
+    CertifiedView,
     Store,
     StoreConsistencyError,
+    StoreError,
     StoreMismatchError,
+    decode_undo_record,
+    height_key,
+    undo_chunk_key,
+    undo_record,
     verify_chain,
 )
 from tests.host_fixtures import CHAIN, Chain, key
@@ -122,6 +132,182 @@ def test_a_store_from_another_chain_or_schema_is_refused(tmp_path: Path) -> None
     store.close()
     with pytest.raises(StoreMismatchError, match=f"needs {SCHEMA_VERSION}"):
         Store(tmp_path, chain_id=CHAIN, genesis_hash=GENESIS_HASH)
+
+
+def _all_state(store: Store) -> dict[bytes, bytes]:
+    return dict(store.state_scan())
+
+
+def _certified(store: Store, keys: set[bytes]) -> tuple[int, bytes, dict[bytes, bytes | None]]:
+    """The certified view's height, its tree's root, and the values of ``keys`` in it; every
+    key's Merkle proof is checked against the view's app hash."""
+
+    def read(view: CertifiedView) -> tuple[int, bytes, dict[bytes, bytes | None]]:
+        values = {state_key: view.state.get(state_key) for state_key in keys}
+        for state_key, value in values.items():
+            merkle.verify(view.app_hash, state_key, value, merkle.prove(view.tree, state_key))
+        return view.height, merkle.root_hash(view.tree), values
+
+    answer = store.read_certified(read)
+    assert answer is not None
+    return answer
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(st.sampled_from([b"a", b"b", b"c", b"d", b"e"]), st.booleans()),
+            min_size=1,
+            max_size=6,
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_the_certified_view_is_the_state_one_block_back(
+    tmp_path_factory: pytest.TempPathFactory, blocks: list[list[tuple[bytes, bool]]]
+) -> None:
+    """After each commit the certified view (the committed state with the last block's undo
+    record applied) holds exactly the state before that block: every value, deletions and
+    new keys included, and a tree whose root is the previous app hash."""
+    chain = node(tmp_path_factory.mktemp("certified"))
+    signer = Signer()
+    for number, writes in enumerate(blocks):
+        before = _all_state(chain.store)
+        app_hash_before = chain.store.app_hash
+        transactions = [
+            signer.write(deletes=(name,)) if delete else signer.write((name, b"%d" % number))
+            for name, delete in writes
+        ]
+        chain.commit(transactions)
+        keys = set(before) | set(_all_state(chain.store))
+        height, root, values = _certified(chain.store, keys)
+        assert height == chain.store.height - 1
+        assert root == app_hash_before
+        assert values == {key: before.get(key) for key in keys}
+    chain.close()
+
+
+def _rewrite_as_version_4(path: Path) -> None:
+    """Turn a store's undo records back into schema 4's one entry per key, as a version 4
+    node left them."""
+    env = lmdb.open(str(path), max_dbs=len(DATABASES))
+    with env.begin(write=True) as txn:
+        meta = env.open_db(b"meta", txn=txn)
+        undo_height = txn.get(b"undo_height", db=meta)
+        for name in (b"state_undo", b"tree_undo"):
+            db = env.open_db(name, txn=txn)
+            chunks = [bytes(value) for _, value in txn.cursor(db=db)]
+            assert (undo_height is None) == (not chunks)
+            undone = undo_record(chunks)
+            txn.drop(db, delete=False)
+            for key, value in undone.items():
+                txn.put(key, b"\x00" if value is None else b"\x01" + value, db=db)
+        txn.put(b"schema_version", b"4", db=meta)
+    env.close()
+
+
+def test_a_version_4_store_is_converted_when_opened(tmp_path: Path) -> None:
+    chain = node(tmp_path)
+    signer = Signer()
+    chain.commit([signer.write((b"a", b"1"), (b"b", b"1"))])
+    chain.commit([signer.write((b"a", b"2"), (b"c", b"1"), deletes=(b"b",))])
+    keys = set(_all_state(chain.store)) | {b"kv/b"}
+    expected = _certified(chain.store, keys)
+    chain.close()
+    _rewrite_as_version_4(tmp_path)
+
+    again = node(tmp_path)
+    assert again.store._get("meta", b"schema_version") == str(SCHEMA_VERSION).encode()
+    for database in ("state_undo", "tree_undo"):
+        with again.store._env.begin(db=again.store._db[database]) as txn:
+            assert [bytes(key) for key, _ in txn.cursor()] == [undo_chunk_key(height_key(2), 0)]
+    assert _certified(again.store, keys) == expected
+    again.commit([signer.write((b"d", b"1"))])
+    assert verify_chain(again.store, VALIDATORS) == 3
+    again.close()
+
+    # A store at genesis (no undo height) converts to empty undo databases.
+    fresh = tmp_path / "fresh"
+    node(fresh).close()
+    _rewrite_as_version_4(fresh)
+    opened = node(fresh)
+    assert opened.store.read_certified(lambda view: view.height) is None
+    opened.commit([signer.write((b"e", b"1"))])
+    assert opened.store.read_certified(lambda view: view.height) == 0
+    opened.close()
+
+    # Older schemas are still refused.
+    store = Store(fresh, chain_id=CHAIN, genesis_hash=GENESIS_HASH)
+    store._write(lambda txn: txn.put(b"schema_version", b"3", db=store._db["meta"]))
+    store.close()
+    with pytest.raises(StoreMismatchError, match="schema version b'3'"):
+        Store(fresh, chain_id=CHAIN, genesis_hash=GENESIS_HASH)
+
+
+def test_a_large_block_undo_record_is_stored_in_chunks_and_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A block replacing more than ``UNDO_CHUNK_BYTES`` of values stores its undo record in
+    numbered chunks of about that size; the certified view reads all of them, and a store
+    missing one refuses to answer rather than answer from part of the record."""
+    chunk_bytes = 64 * 1024  # a block of transactions of at most 32 KiB reaches it quickly
+    monkeypatch.setattr(node_store, "UNDO_CHUNK_BYTES", chunk_bytes)
+    chain = node(tmp_path)
+    signer = Signer()
+    names = [b"key-%03d" % number for number in range(120)]
+    groups = [names[start : start + 10] for start in range(0, len(names), 10)]
+    for value in (b"x" * 2000, b"y" * 2000):
+        chain.commit([signer.write(*[(name, value) for name in group]) for group in groups])
+    before = _all_state(chain.store)
+    chain.commit(
+        [signer.write(*[(name, b"z" * 100) for name in group]) for group in groups]
+        + [signer.write(deletes=(b"key-000",))]
+    )
+    keys = set(before) | set(_all_state(chain.store))
+    with chain.store._env.begin(db=chain.store._db["state_undo"]) as txn:
+        chunks = [(bytes(key), len(value)) for key, value in txn.cursor()]
+    assert len(chunks) >= 3
+    assert [key for key, _ in chunks] == [
+        undo_chunk_key(height_key(3), index) for index in range(len(chunks))
+    ]
+    assert all(size < chunk_bytes + 4096 for _, size in chunks)
+    height, root, values = _certified(chain.store, keys)
+    assert height == 2
+    assert root == chain.store.app_hash_at(2)
+    assert values == {state_key: before.get(state_key) for state_key in keys}
+    chain.close()
+
+    reopened = Store(tmp_path, chain_id=CHAIN, genesis_hash=GENESIS_HASH)
+    reopened._write(
+        lambda txn: txn.delete(undo_chunk_key(height_key(3), 1), db=reopened._db["state_undo"])
+    )
+    with pytest.raises(StoreError, match="misses a state_undo chunk"):
+        reopened.read_certified(lambda view: view.height)
+    reopened.close()
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        (b"\xc1", "does not decode"),
+        (encode({"a": 1}), "not a list"),
+        (encode([b"k"]), "not a list of key and value pairs"),
+        (encode([b"k", 1]), "entry 0"),
+        (encode(["k", b"v"]), "entry 0"),
+        (encode([b"k", b"v", b"k2", "v"]), "entry 1"),
+    ],
+)
+def test_an_undo_record_that_is_not_pairs_of_bytes_is_refused(raw: bytes, problem: str) -> None:
+    with pytest.raises(StoreError, match=problem):
+        decode_undo_record(raw)
+    assert decode_undo_record(encode([b"k", None, b"j", b"v", b"k", b"later"])) == {
+        b"k": None,
+        b"j": b"v",
+    }
 
 
 def test_a_store_whose_genesis_was_never_written_takes_the_corrected_genesis(

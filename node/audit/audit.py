@@ -83,6 +83,7 @@ from node.audit.storeview import StoreView, StoreViewError, height_key
 from node.genesis import Genesis, GenesisError
 from node.home import SNAPSHOTS_DIR
 from node.snapshots import SnapshotDirectory, SnapshotError, verify_chunk
+from node.store import StoreError, undo_chunk_key, undo_record
 
 __all__ = ["AuditFailure", "AuditReport", "audit_home", "audit_store"]
 
@@ -711,18 +712,35 @@ class _Auditor:
             ("state_undo", replay.undo_state),
             ("tree_undo", replay.undo_tree),
         ):
-            encoded = sorted(
-                (key, b"\x00" if value is None else b"\x01" + value)
-                for key, value in expected.items()
+            self._check_undo_record(database, expected)
+
+    def _check_undo_record(self, database: str, expected: dict[bytes, bytes | None]) -> None:
+        """``database`` holds one record, the last block's (its chunks numbered from 0 under
+        the top height), listing exactly the keys its writes replaced in the replay with
+        what each held before."""
+        stored_chunks = list(self.view.scan(database))
+        keys = [key for key, _ in stored_chunks]
+        if not keys or keys != [undo_chunk_key(height_key(self.top), i) for i in range(len(keys))]:
+            found = ", ".join(key.hex() for key in keys[:3]) or "none"
+            _fail(
+                self.top,
+                ITEM_UNDO,
+                f"{database} holds records {found} ({len(keys)}), expected chunks 0.. under "
+                f"height {self.top}",
             )
-            difference = _first_difference(self.view.scan(database), iter(encoded))
-            if difference is not None:
-                key, stored, wanted = difference
+        try:
+            stored = undo_record(value for _, value in stored_chunks)
+        except StoreError as error:
+            _fail(self.top, ITEM_UNDO, f"{database}: {error}")
+        for key in sorted(stored.keys() | expected.keys()):
+            if key not in stored or key not in expected or stored[key] != expected[key]:
                 _fail(
                     self.top,
                     ITEM_UNDO,
-                    f"{database} {render_key(key)}: stored {_short(stored)}, block {self.top} "
-                    f"replaced {_short(wanted)}",
+                    f"{database} {render_key(key)}: stored "
+                    f"{_short(stored[key]) if key in stored else '(not listed)'}, block "
+                    f"{self.top} replaced "
+                    f"{_short(expected[key]) if key in expected else '(nothing: not written)'}",
                 )
 
     def _check_state(self, replay: Replay) -> None:
