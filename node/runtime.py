@@ -1656,32 +1656,45 @@ class Node:
         # Senders with a refused transaction in this batch, and that refusal: their later
         # transactions here cannot be admitted (their nonces would skip the refused one).
         refused: dict[bytes, tuple[int, SubmitOutcome]] = {}
-        for item, verified in zip(decoded, valid, strict=True):
-            if isinstance(item, SubmitOutcome):
-                outcomes.append(item)
-                self.metrics.rejected_transactions.labels(reason=item.code).inc()
-                continue
-            earlier = refused.get(item.sender)
-            if earlier is not None:
-                outcome = _behind_refused(item, *earlier)
-            elif not verified:
-                outcome = SubmitOutcome(item.hash, False, "signature", "signature does not verify")
-            else:
-                outcome = self._admit(item)
-            if outcome.accepted:
-                admitted.append(item)
-            else:
-                self.metrics.rejected_transactions.labels(reason=outcome.code).inc()
-                self._remember_rejection(item.hash, outcome.code, outcome.message)
-                if earlier is None and outcome.code not in _NONCE_TAKEN_CODES:
-                    refused[item.sender] = (item.nonce, outcome)
-            outcomes.append(outcome)
+        # Which of the batch are committed already: one read of the index for all of them.
+        committed = self.store.committed_among(
+            [
+                item.hash
+                for item, verified in zip(decoded, valid, strict=True)
+                if verified and isinstance(item, Transaction)
+            ]
+        )
+        # The mempool's checks read committed state: one read transaction for the batch.
+        with self._state.reading():
+            for item, verified in zip(decoded, valid, strict=True):
+                if isinstance(item, SubmitOutcome):
+                    outcomes.append(item)
+                    self.metrics.rejected_transactions.labels(reason=item.code).inc()
+                    continue
+                earlier = refused.get(item.sender)
+                if earlier is not None:
+                    outcome = _behind_refused(item, *earlier)
+                elif not verified:
+                    outcome = SubmitOutcome(
+                        item.hash, False, "signature", "signature does not verify"
+                    )
+                else:
+                    outcome = self._admit(item, item.hash in committed)
+                if outcome.accepted:
+                    admitted.append(item)
+                else:
+                    self.metrics.rejected_transactions.labels(reason=outcome.code).inc()
+                    self._remember_rejection(item.hash, outcome.code, outcome.message)
+                    if earlier is None and outcome.code not in _NONCE_TAKEN_CODES:
+                        refused[item.sender] = (item.nonce, outcome)
+                outcomes.append(outcome)
         self.metrics.mempool_transactions.set(len(self.mempool))
         self.metrics.mempool_bytes.set(self.mempool.size_bytes)
         return outcomes, admitted
 
-    def _admit(self, transaction: Transaction) -> SubmitOutcome:
-        if self.store.transaction_location(transaction.hash) is not None:
+    def _admit(self, transaction: Transaction, committed: bool) -> SubmitOutcome:
+        """Admit one verified transaction (``committed``: the index holds it already)."""
+        if committed:
             return SubmitOutcome(transaction.hash, False, "duplicate", "already committed")
         if transaction.hash in self._unwritten_transactions:
             return SubmitOutcome(

@@ -680,6 +680,15 @@ class Store:
         """The app hash after ``height`` (0: genesis), or None."""
         return self._get("app_hashes", height_key(height))
 
+    def committed_among(self, tx_hashes: Sequence[bytes]) -> set[bytes]:
+        """Those of ``tx_hashes`` the transaction index holds (committed), read in one read
+        transaction (admission asks for a whole batch at once)."""
+        if not tx_hashes:
+            return set()
+        with self._lock, self._env.begin(db=self._db["transactions"]) as txn:
+            get = txn.get
+            return {tx_hash for tx_hash in tx_hashes if get(tx_hash) is not None}
+
     def transaction_location(self, tx_hash: bytes) -> TransactionLocation | None:
         """Where the transaction with ``tx_hash`` was first included, or None."""
         raw = self._get("transactions", tx_hash)

@@ -90,6 +90,14 @@ async def test_executed_unwritten_transaction_stays_pending_until_written(
                 assert document is not None
                 assert document["status"] == "committed"
                 assert node.store.transaction_location(tx_hash) is not None
+                # Written, it is refused as committed, in a batch beside one that is admitted
+                # (the batch asks the transaction index once for all of them).
+                following = register_identity_transaction(key, info.chain_id, "bank0", 1)
+                outcomes = await node.submit_many([data, following])
+                assert [(o.accepted, o.code, o.message) for o in outcomes] == [
+                    (False, "duplicate", "already committed"),
+                    (True, "", ""),
+                ]
             finally:
                 released.set()
             nursery.cancel_scope.cancel()

@@ -401,6 +401,19 @@ def test_the_map_grows_instead_of_failing(tmp_path: Path) -> None:
     chain.close()
 
 
+def test_committed_among_names_the_indexed_transactions_of_a_batch(tmp_path: Path) -> None:
+    chain = node(tmp_path)
+    signer = Signer()
+    first, second = signer.write((b"a", b"1")), signer.write((b"b", b"1"))
+    chain.commit([first, second])
+    unknown = signer.write((b"c", b"1"))
+    hashes = [hash_bytes(tx) for tx in (unknown, second, first, second)]
+    assert chain.store.committed_among(hashes) == {hash_bytes(first), hash_bytes(second)}
+    assert chain.store.committed_among([hash_bytes(unknown)]) == set()
+    assert chain.store.committed_among([]) == set()
+    chain.close()
+
+
 def test_replica_state_and_evidence(tmp_path: Path) -> None:
     store = Store(tmp_path, chain_id=CHAIN, genesis_hash=GENESIS_HASH)
     assert store.load_replica_state() is None
