@@ -542,8 +542,8 @@ class Store:
             if end_events is not None:
                 txn.put(key, end_events, db=self._db["block_events"])
             undo_key = key if undo else None
-            self._apply_records(txn, "state", result.writes, "state_undo", undo_key)
-            self._apply_records(txn, "tree", result.tree.records, "tree_undo", undo_key)
+            self._apply_records(txn, "state", result.writes, undo_key)
+            self._apply_records(txn, "tree", result.tree.records, undo_key)
             if undo:
                 txn.put(_META_UNDO_HEIGHT, key, db=meta)
             txn.put(_META_APP_HASH, result.app_hash, db=meta)
@@ -632,12 +632,11 @@ class Store:
         txn: lmdb.Transaction,
         database: str,
         records: tuple[tuple[bytes, bytes | None], ...],
-        undo_database: str = "",
         undo_key: bytes | None = None,
     ) -> None:
-        """Write ``records`` (None deletes) to ``database``; with ``undo_key``, replace
-        ``undo_database``'s content with the record, under ``undo_key``, of what each key
-        held before (one version back)."""
+        """Write ``records`` (None deletes) to ``database``; with ``undo_key``, replace the
+        content of its undo database (``<database>_undo``) with the record, under
+        ``undo_key``, of what each key held before (one version back)."""
         db = self._db[database]
         if undo_key is None:
             for key, value in records:
@@ -646,7 +645,7 @@ class Store:
                 else:
                     txn.put(key, value, db=db)
             return
-        undo = self._db[undo_database]
+        undo = self._db[f"{database}_undo"]
         txn.drop(undo, delete=False)
         _write_undo(txn, undo, undo_key, _replace_all(txn, db, records))
 
@@ -1024,32 +1023,29 @@ def _write_undo(
 
 def undo_record(chunks: Iterable[bytes]) -> dict[bytes, bytes | None]:
     """The undo record stored as ``chunks`` (in chunk order): each key and what it held one
-    version back (None: absent). Raises ``StoreError`` like ``decode_undo_record``."""
+    version back (None: absent). A key listed twice keeps its first value (the one before
+    the block). Raises ``StoreError`` naming the problem when a chunk is not a list of key
+    and value pairs."""
     undone: dict[bytes, bytes | None] = {}
     for raw in chunks:
-        for key, value in decode_undo_record(raw).items():
+        try:
+            items = decode(raw, _UNDO_LIMITS)
+        except CodecError as error:
+            raise StoreError(f"undo record does not decode: {error}") from error
+        if type(items) is not tuple or len(items) % 2:
+            raise StoreError("undo record is not a list of key and value pairs")
+        for index in range(0, len(items), 2):
+            key = items[index]
+            value = items[index + 1]
+            if type(key) is not bytes or (value is not None and type(value) is not bytes):
+                raise StoreError(f"undo record's entry {index // 2} is not bytes and bytes or nil")
             undone.setdefault(key, value)
     return undone
 
 
 def decode_undo_record(raw: bytes) -> dict[bytes, bytes | None]:
-    """One chunk of an undo record: its keys and what each held one version back (None:
-    absent). A key listed twice keeps its first value (the one before the block). Raises
-    ``StoreError`` naming the problem when ``raw`` is not such a chunk."""
-    try:
-        items = decode(raw, _UNDO_LIMITS)
-    except CodecError as error:
-        raise StoreError(f"undo record does not decode: {error}") from error
-    if type(items) is not tuple or len(items) % 2:
-        raise StoreError("undo record is not a list of key and value pairs")
-    undone: dict[bytes, bytes | None] = {}
-    for index in range(0, len(items), 2):
-        key = items[index]
-        value = items[index + 1]
-        if type(key) is not bytes or (value is not None and type(value) is not bytes):
-            raise StoreError(f"undo record's entry {index // 2} is not bytes and bytes or nil")
-        undone.setdefault(key, value)
-    return undone
+    """One chunk of an undo record, as ``undo_record`` reads it."""
+    return undo_record((raw,))
 
 
 @dataclass(frozen=True, slots=True)
