@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from node.bench.execution import PHASES, prepare_workload, run_benchmark
+from node.bench.execution import PHASES, growth_segments, prepare_workload, run_benchmark
 
 
 @pytest.mark.parametrize("mix", ["demo", "payments"])
@@ -17,6 +17,11 @@ def test_small_benchmark_runs_and_backends_agree(mix: str) -> None:
     assert set(result.microseconds_per_tx) == set(PHASES)
     assert all(value >= 0 for value in result.cpu_microseconds_per_tx.values())
     assert len(result.fingerprint) == 64
+    first, last = result.ledger_growth
+    assert (first.name, first.committed_before, first.blocks) == ("first", 0, 1)
+    assert (last.name, last.committed_before, last.blocks) == ("last", 50, 1)
+    assert first.commit_cpu_us_per_tx > 0
+    assert last.execute_cpu_us_per_tx > 0
     # Same transactions, same results: a second run reproduces the fingerprint.
     assert run_benchmark(workload, runs=1).fingerprint == result.fingerprint
 
@@ -24,3 +29,32 @@ def test_small_benchmark_runs_and_backends_agree(mix: str) -> None:
 def test_unknown_mix_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown mix"):
         prepare_workload("lottery", transactions=1, block_size=1)
+
+
+def test_growth_segments_are_the_first_and_last_fifth_with_medians_over_runs() -> None:
+    # Ten blocks of 100 transactions: fifths of two blocks; block i costs i ms to execute and
+    # 2i ms to commit and writes i KiB in the first run, twice that in the second and third.
+    def run(scale: float) -> list[tuple[int, float, float, int | None]]:
+        return [
+            (100, scale * i / 1000, scale * 2 * i / 1000, int(scale * i * 1024)) for i in range(10)
+        ]
+
+    first, last = growth_segments([run(1), run(2), run(2)])
+    assert (first.name, first.committed_before, first.blocks) == ("first", 0, 2)
+    assert (last.name, last.committed_before, last.blocks) == ("last", 800, 2)
+    # The median run is a doubled one: blocks 0 and 1 take 2 ms over 200 transactions...
+    assert first.execute_cpu_us_per_tx == 10.0
+    assert first.commit_cpu_us_per_tx == 20.0
+    assert first.written_kib_per_block == 1.0
+    # ...blocks 8 and 9 take 34 ms.
+    assert last.execute_cpu_us_per_tx == 170.0
+    assert last.commit_cpu_us_per_tx == 340.0
+    assert last.written_kib_per_block == 17.0
+
+
+def test_growth_segments_without_write_figures_or_blocks() -> None:
+    blocks: list[tuple[int, float, float, int | None]] = [(10, 0.001, 0.002, None)] * 3
+    segments = growth_segments([blocks])
+    assert [segment.blocks for segment in segments] == [1, 1]
+    assert all(segment.written_kib_per_block is None for segment in segments)
+    assert growth_segments([[]]) == ()

@@ -23,6 +23,13 @@ starts from genesis; the figures are medians over the runs. ``node_path`` adds u
 spends per transaction (decode with signature + mempool add/reap/update + LMDB execution +
 commit) and the rate one core could sustain on that alone.
 
+The cost of a block grows with the ledger under it: a bigger state means a deeper Merkle tree
+and, above all, more distinct LMDB pages dirtied by a block's writes (each is copied, written
+and synced whole). So the LMDB run also reports ``ledger_growth``: execution and commit CPU per
+transaction, and the bytes each commit wrote (``wchar`` of ``/proc/self/io``, where Linux has
+it), over the first and the last fifth of its blocks, with the transactions committed before
+each fifth. Run with more ``--transactions`` to see a larger ledger.
+
 Every run also prints a *fingerprint*: SHA-256 over every block's app hash and every receipt.
 It must not change when the code gets faster: identical blocks give identical results.
 
@@ -66,7 +73,15 @@ from node.mempool import Mempool, MempoolLimits
 from node.native import native_status
 from node.store import Store, UnwrittenStateBackend
 
-__all__ = ["PHASES", "Workload", "main", "prepare_workload", "run_benchmark"]
+__all__ = [
+    "PHASES",
+    "GrowthSegment",
+    "Workload",
+    "growth_segments",
+    "main",
+    "prepare_workload",
+    "run_benchmark",
+]
 
 EPOCH_MS: Final = 1_704_067_200_000
 BLOCK_INTERVAL_MS: Final = 1000
@@ -208,6 +223,9 @@ class _Timer:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = dict.fromkeys(PHASES, 0.0)
         self.cpu_seconds: dict[str, float] = dict.fromkeys(PHASES, 0.0)
+        # The LMDB run's blocks in order: (transactions, execution CPU s, commit CPU s, bytes
+        # the commit wrote or None).
+        self.blocks: list[tuple[int, float, float, int | None]] = []
 
     @contextlib.contextmanager
     def section(self, phase: str) -> Iterator[None]:
@@ -266,6 +284,83 @@ def _run_memory(workload: Workload, timer: _Timer, known: dict[bytes, Transactio
     return digest.hexdigest()
 
 
+def _bytes_written() -> int | None:
+    """Bytes this process has passed to write calls so far (``wchar`` of ``/proc/self/io``),
+    or None where the system does not say."""
+    try:
+        with open("/proc/self/io", encoding="ascii") as io:
+            for line in io:
+                if line.startswith("wchar:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class GrowthSegment:
+    """The LMDB run's cost over a stretch of its blocks (medians over the runs)."""
+
+    name: str
+    # Transactions committed before the stretch's first block.
+    committed_before: int
+    blocks: int
+    execute_cpu_us_per_tx: float
+    commit_cpu_us_per_tx: float
+    # Bytes written per commit (the pages LMDB copied and wrote), where the system says.
+    written_kib_per_block: float | None
+
+    def as_json(self) -> dict[str, object]:
+        """A JSON-ready dict."""
+        return {
+            "segment": self.name,
+            "committed_before": self.committed_before,
+            "blocks": self.blocks,
+            "execute_cpu_us_per_tx": round(self.execute_cpu_us_per_tx, 2),
+            "commit_cpu_us_per_tx": round(self.commit_cpu_us_per_tx, 2),
+            "written_kib_per_block": None
+            if self.written_kib_per_block is None
+            else round(self.written_kib_per_block, 1),
+        }
+
+
+def growth_segments(
+    runs: Sequence[Sequence[tuple[int, float, float, int | None]]],
+) -> tuple[GrowthSegment, ...]:
+    """The first and the last fifth (at least one block each) of the LMDB run's blocks, from
+    each run's per-block samples (``_Timer.blocks``); medians over the runs."""
+    count = min(len(blocks) for blocks in runs)
+    if count == 0:
+        return ()
+    width = max(1, count // 5)
+    segments: list[GrowthSegment] = []
+    for name, start in (("first", 0), ("last", count - width)):
+        executes: list[float] = []
+        commits: list[float] = []
+        written: list[float] = []
+        for blocks in runs:
+            stretch = blocks[start : start + width]
+            transactions = sum(block[0] for block in stretch) or 1
+            executes.append(sum(block[1] for block in stretch) * 1e6 / transactions)
+            commits.append(sum(block[2] for block in stretch) * 1e6 / transactions)
+            sizes = [block[3] for block in stretch]
+            if all(size is not None for size in sizes):
+                written.append(sum(size or 0 for size in sizes) / 1024 / width)
+        segments.append(
+            GrowthSegment(
+                name=name,
+                committed_before=sum(block[0] for block in runs[0][:start]),
+                blocks=width,
+                execute_cpu_us_per_tx=statistics.median(executes),
+                commit_cpu_us_per_tx=statistics.median(commits),
+                written_kib_per_block=statistics.median(written)
+                if len(written) == len(runs)
+                else None,
+            )
+        )
+    return tuple(segments)
+
+
 def _run_lmdb(workload: Workload, timer: _Timer, known: dict[bytes, Transaction]) -> str:
     digest = hashlib.sha256()
     with tempfile.TemporaryDirectory(prefix="suanpan-bench-") as directory:
@@ -293,11 +388,25 @@ def _run_lmdb(workload: Workload, timer: _Timer, known: dict[bytes, Transaction]
                     transactions=transactions,
                 )
                 certificate = _certify(block, workload.chain_id)
+                execute_start = timer.cpu_seconds["execute_lmdb"]
                 with timer.section("execute_lmdb"):
                     result = host.execute_block(context, block.transactions, known=known)
                 backend.add(height, result.writes, result.tree)
+                commit_start = timer.cpu_seconds["commit"]
+                written_before = _bytes_written()
                 with timer.section("commit"):
                     store.commit_block(block, certificate, result)
+                written_after = _bytes_written()
+                timer.blocks.append(
+                    (
+                        len(transactions),
+                        timer.cpu_seconds["execute_lmdb"] - execute_start,
+                        timer.cpu_seconds["commit"] - commit_start,
+                        None
+                        if written_before is None or written_after is None
+                        else written_after - written_before,
+                    )
+                )
                 backend.written(height)
                 host.committed(height, result.app_hash)
                 _fingerprint_update(digest, result)
@@ -352,6 +461,7 @@ class MixResult:
     node_path_cpu_microseconds_per_tx: float
     fingerprint: str
     accepted: int
+    ledger_growth: tuple[GrowthSegment, ...] = ()
 
     def as_json(self) -> dict[str, object]:
         """A JSON-ready dict."""
@@ -375,6 +485,7 @@ class MixResult:
             "node_path_cpu_tx_per_s_one_core": round(1e6 / self.node_path_cpu_microseconds_per_tx),
             "fingerprint": self.fingerprint,
             "accepted": self.accepted,
+            "ledger_growth": [segment.as_json() for segment in self.ledger_growth],
         }
 
 
@@ -395,6 +506,7 @@ def run_benchmark(workload: Workload, runs: int) -> MixResult:
     samples: dict[str, list[float]] = {phase: [] for phase in PHASES}
     cpu_samples: dict[str, list[float]] = {phase: [] for phase in PHASES}
     fingerprints: set[str] = set()
+    block_samples: list[list[tuple[int, float, float, int | None]]] = []
     for _ in range(runs):
         timer = _Timer()
         gc.collect()
@@ -402,6 +514,7 @@ def run_benchmark(workload: Workload, runs: int) -> MixResult:
         fingerprints.add(_run_memory(workload, timer, known))
         fingerprints.add(_run_lmdb(workload, timer, known))
         _run_mempool(workload, timer, known)
+        block_samples.append(timer.blocks)
         for phase in PHASES:
             samples[phase].append(timer.seconds[phase])
             cpu_samples[phase].append(timer.cpu_seconds[phase])
@@ -423,6 +536,7 @@ def run_benchmark(workload: Workload, runs: int) -> MixResult:
         node_path_cpu_microseconds_per_tx=sum(cpu_per_tx[phase] for phase in NODE_PATH_PHASES),
         fingerprint=fingerprints.pop(),
         accepted=_accepted(workload, known),
+        ledger_growth=growth_segments(block_samples),
     )
 
 
@@ -460,6 +574,17 @@ def _print(result: MixResult) -> None:
         cpu_rate = f"{1e6 / cpu:,.0f}" if cpu else "-"
         click.echo(f"  {phase:<16}{wall:>12.1f}{wall_rate:>12}{cpu:>12.1f}{cpu_rate:>12}")
     click.echo(f"  commit per block: {result.commit_ms_per_block:.1f} ms (wall, fsync included)")
+    for segment in result.ledger_growth:
+        written = (
+            "-"
+            if segment.written_kib_per_block is None
+            else f"{segment.written_kib_per_block:,.0f} KiB written per block"
+        )
+        click.echo(
+            f"  {segment.name} {segment.blocks} blocks (after {segment.committed_before:,} "
+            f"transactions): execute {segment.execute_cpu_us_per_tx:.1f}, commit "
+            f"{segment.commit_cpu_us_per_tx:.1f} cpu us/tx; {written}"
+        )
     node = result.node_path_microseconds_per_tx
     node_cpu = result.node_path_cpu_microseconds_per_tx
     click.echo(
