@@ -22,8 +22,13 @@ def test_small_benchmark_runs_and_backends_agree(mix: str) -> None:
     assert (last.name, last.committed_before, last.blocks) == ("last", 50, 1)
     assert first.commit_cpu_us_per_tx > 0
     assert last.execute_cpu_us_per_tx > 0
-    # Same transactions, same results: a second run reproduces the fingerprint.
+    # Same transactions, same results: a second run reproduces the fingerprint, and so does
+    # one that writes two blocks per LMDB transaction (the last one alone).
     assert run_benchmark(workload, runs=1).fingerprint == result.fingerprint
+    batched = run_benchmark(workload, runs=1, commit_blocks=2)
+    assert batched.fingerprint == result.fingerprint
+    assert batched.commit_blocks == 2
+    assert batched.accepted == 60
 
 
 def test_unknown_mix_is_refused() -> None:
@@ -58,3 +63,18 @@ def test_growth_segments_without_write_figures_or_blocks() -> None:
     assert [segment.blocks for segment in segments] == [1, 1]
     assert all(segment.written_kib_per_block is None for segment in segments)
     assert growth_segments([[]]) == ()
+
+
+def test_growth_segments_keep_write_transactions_whole() -> None:
+    # Seven blocks written three to a transaction: the commit shows at blocks 2, 5 and 6.
+    blocks: list[tuple[int, float, float, int | None]] = [
+        (10, 0.001, 0.003 if index in (2, 5, 6) else 0.0, 30 if index in (2, 5, 6) else 0)
+        for index in range(7)
+    ]
+    first, last = growth_segments([blocks], commit_blocks=3)
+    assert (first.committed_before, first.blocks) == (0, 3)
+    assert first.commit_cpu_us_per_tx == 100.0
+    # The last stretch is whole transactions to the end: blocks 3 to 6 (the last one short).
+    assert (last.committed_before, last.blocks) == (30, 4)
+    assert last.commit_cpu_us_per_tx == 150.0
+    assert last.written_kib_per_block == 60 / 1024 / 4

@@ -34,7 +34,7 @@ Every run also prints a *fingerprint*: SHA-256 over every block's app hash and e
 It must not change when the code gets faster: identical blocks give identical results.
 
 Run: ``python -m node.bench.execution [--transactions N] [--block-size B] [--runs R]
-[--mix demo|payments|both] [--json] [--profile PHASE]``.
+[--mix demo|payments|both] [--commit-blocks K] [--json] [--profile PHASE]``.
 """
 
 from __future__ import annotations
@@ -326,31 +326,36 @@ class GrowthSegment:
 
 def growth_segments(
     runs: Sequence[Sequence[tuple[int, float, float, int | None]]],
+    commit_blocks: int = 1,
 ) -> tuple[GrowthSegment, ...]:
-    """The first and the last fifth (at least one block each) of the LMDB run's blocks, from
-    each run's per-block samples (``_Timer.blocks``); medians over the runs."""
+    """The first and the last fifth of the LMDB run's blocks, from each run's per-block
+    samples (``_Timer.blocks``); medians over the runs. A stretch is whole write transactions
+    of ``commit_blocks`` blocks (their commit is counted at the last block), at least one."""
     count = min(len(blocks) for blocks in runs)
     if count == 0:
         return ()
-    width = max(1, count // 5)
+    width = max(commit_blocks, count // 5 // commit_blocks * commit_blocks)
+    # The last stretch runs to the end from the first batch that leaves it ``width`` blocks
+    # at least (the final batch may be short).
+    last = max(0, (count - width) // commit_blocks * commit_blocks)
     segments: list[GrowthSegment] = []
-    for name, start in (("first", 0), ("last", count - width)):
+    for name, start, size in (("first", 0, width), ("last", last, count - last)):
         executes: list[float] = []
         commits: list[float] = []
         written: list[float] = []
         for blocks in runs:
-            stretch = blocks[start : start + width]
+            stretch = blocks[start : start + size]
             transactions = sum(block[0] for block in stretch) or 1
             executes.append(sum(block[1] for block in stretch) * 1e6 / transactions)
             commits.append(sum(block[2] for block in stretch) * 1e6 / transactions)
             sizes = [block[3] for block in stretch]
-            if all(size is not None for size in sizes):
-                written.append(sum(size or 0 for size in sizes) / 1024 / width)
+            if all(written_bytes is not None for written_bytes in sizes):
+                written.append(sum(written_bytes or 0 for written_bytes in sizes) / 1024 / size)
         segments.append(
             GrowthSegment(
                 name=name,
                 committed_before=sum(block[0] for block in runs[0][:start]),
-                blocks=width,
+                blocks=size,
                 execute_cpu_us_per_tx=statistics.median(executes),
                 commit_cpu_us_per_tx=statistics.median(commits),
                 written_kib_per_block=statistics.median(written)
@@ -361,7 +366,14 @@ def growth_segments(
     return tuple(segments)
 
 
-def _run_lmdb(workload: Workload, timer: _Timer, known: dict[bytes, Transaction]) -> str:
+def _run_lmdb(
+    workload: Workload,
+    timer: _Timer,
+    known: dict[bytes, Transaction],
+    commit_blocks: int = 1,
+) -> str:
+    """Execute and commit every block over LMDB, ``commit_blocks`` blocks per write
+    transaction (the node writes one at the tip, several when blocks queue up)."""
     digest = hashlib.sha256()
     with tempfile.TemporaryDirectory(prefix="suanpan-bench-") as directory:
         store = Store(Path(directory), chain_id=workload.chain_id, genesis_hash=_GENESIS_HASH)
@@ -374,14 +386,17 @@ def _run_lmdb(workload: Workload, timer: _Timer, known: dict[bytes, Transaction]
             host = AppHost(
                 _apps(), backend, chain_id=workload.chain_id, height=0, app_hash=store.app_hash
             )
+            pending: list[tuple[Block, CommitCertificate, BlockResult]] = []
+            parent_hash = store.last_block_hash
+            app_hash = store.app_hash
             for height, transactions in enumerate(workload.blocks, start=1):
                 context = _context(workload, height)
                 block = Block.build(
                     chain_id=workload.chain_id,
                     height=height,
                     view=0,
-                    parent_hash=store.last_block_hash,
-                    app_hash=store.app_hash,
+                    parent_hash=parent_hash,
+                    app_hash=app_hash,
                     next_validators_hash=_VALIDATORS.hash(),
                     proposer=0,
                     timestamp_ms=context.time_ms,
@@ -392,10 +407,16 @@ def _run_lmdb(workload: Workload, timer: _Timer, known: dict[bytes, Transaction]
                 with timer.section("execute_lmdb"):
                     result = host.execute_block(context, block.transactions, known=known)
                 backend.add(height, result.writes, result.tree)
+                pending.append((block, certificate, result))
+                parent_hash = block.hash
+                app_hash = result.app_hash
                 commit_start = timer.cpu_seconds["commit"]
                 written_before = _bytes_written()
-                with timer.section("commit"):
-                    store.commit_block(block, certificate, result)
+                if len(pending) == commit_blocks or height == len(workload.blocks):
+                    with timer.section("commit"):
+                        store.commit_blocks(pending)
+                    backend.written(height)
+                    pending = []
                 written_after = _bytes_written()
                 timer.blocks.append(
                     (
@@ -407,7 +428,6 @@ def _run_lmdb(workload: Workload, timer: _Timer, known: dict[bytes, Transaction]
                         else written_after - written_before,
                     )
                 )
-                backend.written(height)
                 host.committed(height, result.app_hash)
                 _fingerprint_update(digest, result)
         finally:
@@ -454,6 +474,7 @@ class MixResult:
     transactions: int
     block_size: int
     runs: int
+    commit_blocks: int
     microseconds_per_tx: dict[str, float]
     cpu_microseconds_per_tx: dict[str, float]
     commit_ms_per_block: float
@@ -470,6 +491,7 @@ class MixResult:
             "transactions": self.transactions,
             "block_size": self.block_size,
             "runs": self.runs,
+            "commit_blocks": self.commit_blocks,
             "us_per_tx": {key: round(value, 2) for key, value in self.microseconds_per_tx.items()},
             "cpu_us_per_tx": {
                 key: round(value, 2) for key, value in self.cpu_microseconds_per_tx.items()
@@ -500,8 +522,9 @@ def _accepted(workload: Workload, known: dict[bytes, Transaction]) -> int:
     return accepted
 
 
-def run_benchmark(workload: Workload, runs: int) -> MixResult:
-    """Time every phase ``runs`` times from genesis; medians per transaction."""
+def run_benchmark(workload: Workload, runs: int, commit_blocks: int = 1) -> MixResult:
+    """Time every phase ``runs`` times from genesis; medians per transaction. The LMDB run
+    commits ``commit_blocks`` blocks per write transaction."""
     known = _decoded(workload)
     samples: dict[str, list[float]] = {phase: [] for phase in PHASES}
     cpu_samples: dict[str, list[float]] = {phase: [] for phase in PHASES}
@@ -512,7 +535,7 @@ def run_benchmark(workload: Workload, runs: int) -> MixResult:
         gc.collect()
         _run_decode(workload, timer)
         fingerprints.add(_run_memory(workload, timer, known))
-        fingerprints.add(_run_lmdb(workload, timer, known))
+        fingerprints.add(_run_lmdb(workload, timer, known, commit_blocks))
         _run_mempool(workload, timer, known)
         block_samples.append(timer.blocks)
         for phase in PHASES:
@@ -529,6 +552,7 @@ def run_benchmark(workload: Workload, runs: int) -> MixResult:
         transactions=count,
         block_size=len(workload.blocks[0]),
         runs=runs,
+        commit_blocks=commit_blocks,
         microseconds_per_tx=per_tx,
         cpu_microseconds_per_tx=cpu_per_tx,
         commit_ms_per_block=statistics.median(samples["commit"]) * 1e3 / len(workload.blocks),
@@ -536,7 +560,7 @@ def run_benchmark(workload: Workload, runs: int) -> MixResult:
         node_path_cpu_microseconds_per_tx=sum(cpu_per_tx[phase] for phase in NODE_PATH_PHASES),
         fingerprint=fingerprints.pop(),
         accepted=_accepted(workload, known),
-        ledger_growth=growth_segments(block_samples),
+        ledger_growth=growth_segments(block_samples, commit_blocks),
     )
 
 
@@ -562,7 +586,8 @@ def _profile(workload: Workload, phase: str, top: int) -> None:
 def _print(result: MixResult) -> None:
     click.echo(
         f"\nmix={result.mix} transactions={result.transactions} block_size={result.block_size} "
-        f"runs={result.runs} accepted={result.accepted}/{result.transactions}"
+        f"runs={result.runs} commit_blocks={result.commit_blocks} "
+        f"accepted={result.accepted}/{result.transactions}"
     )
     click.echo(
         f"  {'phase':<16}{'wall us/tx':>12}{'wall tx/s':>12}{'cpu us/tx':>12}{'cpu tx/s':>12}"
@@ -573,7 +598,10 @@ def _print(result: MixResult) -> None:
         wall_rate = f"{1e6 / wall:,.0f}" if wall else "-"
         cpu_rate = f"{1e6 / cpu:,.0f}" if cpu else "-"
         click.echo(f"  {phase:<16}{wall:>12.1f}{wall_rate:>12}{cpu:>12.1f}{cpu_rate:>12}")
-    click.echo(f"  commit per block: {result.commit_ms_per_block:.1f} ms (wall, fsync included)")
+    click.echo(
+        f"  commit per block: {result.commit_ms_per_block:.1f} ms (wall, fsync included, "
+        f"{result.commit_blocks} block(s) per write transaction)"
+    )
     for segment in result.ledger_growth:
         written = (
             "-"
@@ -603,6 +631,12 @@ def _print(result: MixResult) -> None:
     "--mix", type=click.Choice(["demo", "payments", "both"]), default="both", show_default=True
 )
 @click.option("--seed", default=0, show_default=True, help="Demo consortium seed.")
+@click.option(
+    "--commit-blocks",
+    default=1,
+    show_default=True,
+    help="Blocks per LMDB write transaction in the LMDB run (the node writes one at the tip).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option(
     "--profile",
@@ -617,13 +651,16 @@ def main(
     runs: int,
     mix: str,
     seed: int,
+    commit_blocks: int,
     as_json: bool,
     profile: str | None,
     top: int,
 ) -> None:
     """Time the per-transaction execution path phase by phase (see the module docstring)."""
-    if transactions < 1 or block_size < 1 or runs < 1:
-        raise click.BadParameter("transactions, block size and runs must be positive")
+    if transactions < 1 or block_size < 1 or runs < 1 or commit_blocks < 1:
+        raise click.BadParameter(
+            "transactions, block size, runs and commit blocks must be positive"
+        )
     mixes = ("demo", "payments") if mix == "both" else (mix,)
     results: list[MixResult] = []
     for name in mixes:
@@ -632,7 +669,7 @@ def main(
             click.echo(f"profile of {profile} on mix {name}:")
             _profile(workload, profile, top)
             continue
-        result = run_benchmark(workload, runs)
+        result = run_benchmark(workload, runs, commit_blocks)
         results.append(result)
         if not as_json:
             _print(result)
