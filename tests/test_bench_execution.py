@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from node.bench.execution import PHASES, growth_segments, prepare_workload, run_benchmark
+from node.bench.execution import (
+    PHASES,
+    BlockSample,
+    growth_segments,
+    prepare_workload,
+    run_benchmark,
+)
 
 
 @pytest.mark.parametrize("mix", ["demo", "payments"])
@@ -39,7 +45,7 @@ def test_unknown_mix_is_refused() -> None:
 def test_growth_segments_are_the_first_and_last_fifth_with_medians_over_runs() -> None:
     # Ten blocks of 100 transactions: fifths of two blocks; block i costs i ms to execute and
     # 2i ms to commit and writes i KiB in the first run, twice that in the second and third.
-    def run(scale: float) -> list[tuple[int, float, float, int | None]]:
+    def run(scale: float) -> list[BlockSample]:
         return [
             (100, scale * i / 1000, scale * 2 * i / 1000, int(scale * i * 1024)) for i in range(10)
         ]
@@ -58,7 +64,7 @@ def test_growth_segments_are_the_first_and_last_fifth_with_medians_over_runs() -
 
 
 def test_growth_segments_without_write_figures_or_blocks() -> None:
-    blocks: list[tuple[int, float, float, int | None]] = [(10, 0.001, 0.002, None)] * 3
+    blocks: list[BlockSample] = [(10, 0.001, 0.002, None)] * 3
     segments = growth_segments([blocks])
     assert [segment.blocks for segment in segments] == [1, 1]
     assert all(segment.written_kib_per_block is None for segment in segments)
@@ -67,7 +73,7 @@ def test_growth_segments_without_write_figures_or_blocks() -> None:
 
 def test_growth_segments_keep_write_transactions_whole() -> None:
     # Seven blocks written three to a transaction: the commit shows at blocks 2, 5 and 6.
-    blocks: list[tuple[int, float, float, int | None]] = [
+    blocks: list[BlockSample] = [
         (10, 0.001, 0.003 if index in (2, 5, 6) else 0.0, 30 if index in (2, 5, 6) else 0)
         for index in range(7)
     ]

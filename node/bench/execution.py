@@ -75,6 +75,7 @@ from node.store import Store, UnwrittenStateBackend
 
 __all__ = [
     "PHASES",
+    "BlockSample",
     "GrowthSegment",
     "Workload",
     "growth_segments",
@@ -104,6 +105,9 @@ NODE_PATH_PHASES: Final = (
     "commit",
     "mempool_update",
 )
+# One block of the LMDB run: transactions, execution CPU seconds, commit CPU seconds (0 for
+# a block whose write transaction a later block closes), bytes its commit wrote or None.
+BlockSample = tuple[int, float, float, int | None]
 # Benchmark validators: certificates are signed outside the timed sections.
 _VALIDATOR_KEYS: Final = tuple(PrivateKey(bytes([index + 1]) * 32) for index in range(4))
 _VALIDATORS: Final = ValidatorSet(
@@ -223,9 +227,8 @@ class _Timer:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = dict.fromkeys(PHASES, 0.0)
         self.cpu_seconds: dict[str, float] = dict.fromkeys(PHASES, 0.0)
-        # The LMDB run's blocks in order: (transactions, execution CPU s, commit CPU s, bytes
-        # the commit wrote or None).
-        self.blocks: list[tuple[int, float, float, int | None]] = []
+        # The LMDB run's blocks in order.
+        self.blocks: list[BlockSample] = []
 
     @contextlib.contextmanager
     def section(self, phase: str) -> Iterator[None]:
@@ -325,7 +328,7 @@ class GrowthSegment:
 
 
 def growth_segments(
-    runs: Sequence[Sequence[tuple[int, float, float, int | None]]],
+    runs: Sequence[Sequence[BlockSample]],
     commit_blocks: int = 1,
 ) -> tuple[GrowthSegment, ...]:
     """The first and the last fifth of the LMDB run's blocks, from each run's per-block
@@ -482,7 +485,7 @@ class MixResult:
     node_path_cpu_microseconds_per_tx: float
     fingerprint: str
     accepted: int
-    ledger_growth: tuple[GrowthSegment, ...] = ()
+    ledger_growth: tuple[GrowthSegment, ...]
 
     def as_json(self) -> dict[str, object]:
         """A JSON-ready dict."""
@@ -529,7 +532,7 @@ def run_benchmark(workload: Workload, runs: int, commit_blocks: int = 1) -> MixR
     samples: dict[str, list[float]] = {phase: [] for phase in PHASES}
     cpu_samples: dict[str, list[float]] = {phase: [] for phase in PHASES}
     fingerprints: set[str] = set()
-    block_samples: list[list[tuple[int, float, float, int | None]]] = []
+    block_samples: list[list[BlockSample]] = []
     for _ in range(runs):
         timer = _Timer()
         gc.collect()
