@@ -53,7 +53,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeAlias
 
 import click
 
@@ -107,7 +107,7 @@ NODE_PATH_PHASES: Final = (
 )
 # One block of the LMDB run: transactions, execution CPU seconds, commit CPU seconds (0 for
 # a block whose write transaction a later block closes), bytes its commit wrote or None.
-BlockSample = tuple[int, float, float, int | None]
+BlockSample: TypeAlias = tuple[int, float, float, int | None]
 # Benchmark validators: certificates are signed outside the timed sections.
 _VALIDATOR_KEYS: Final = tuple(PrivateKey(bytes([index + 1]) * 32) for index in range(4))
 _VALIDATORS: Final = ValidatorSet(
