@@ -4,11 +4,13 @@ in-memory and LMDB runs agree on the fingerprint, and every transaction is accep
 from __future__ import annotations
 
 import pytest
+from click.testing import CliRunner
 
 from node.bench.execution import (
     PHASES,
     BlockSample,
     growth_segments,
+    main,
     prepare_workload,
     run_benchmark,
 )
@@ -84,3 +86,9 @@ def test_growth_segments_keep_write_transactions_whole() -> None:
     assert (last.committed_before, last.blocks) == (30, 4)
     assert last.commit_cpu_us_per_tx == 150.0
     assert last.written_kib_per_block == 60 / 1024 / 4
+
+
+def test_benchmark_refuses_a_non_positive_count() -> None:
+    outcome = CliRunner().invoke(main, ["--commit-blocks", "0"])
+    assert outcome.exit_code == 2
+    assert "commit blocks must be positive" in outcome.output
