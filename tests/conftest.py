@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 
 import pytest
 from hypothesis import settings
@@ -32,9 +33,22 @@ from tests.hypothesis_profiles import (
 _SESSION: dict[str, str] = {}
 
 
+def restore_interrupts() -> None:
+    """Let SIGINT interrupt this process and the processes the tests start.
+
+    A shell starts a background job (``python -m pytest &``) with SIGINT ignored, and its
+    children inherit that, so the tests that press Ctrl-C on a testnet or a topology builder
+    (``send_signal(SIGINT)``) would wait for an interrupt that never comes. A handled signal
+    is reset to the default in a child at exec, so handling it here is enough."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @pytest.hookimpl(tryfirst=True)  # before hypothesis' own plugin reads --hypothesis-seed
 def pytest_configure(config: pytest.Config) -> None:
-    """Load the hypothesis profile and fix the session seed."""
+    """Load the hypothesis profile and fix the session seed; let SIGINT through to the
+    processes the tests start."""
+    restore_interrupts()
     register_profiles()
     profile = config.getoption("hypothesis_profile") or os.environ.get(PROFILE_ENV) or PROFILE_CI
     if profile not in PROFILES:
