@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 
 from apps.host import AppHost
@@ -14,9 +15,9 @@ from apps.state import MemoryBackend
 from apps.transaction import Transaction
 from node.apploader import load_apps
 from node.bench.scaling import expected_messages
-from node.bench.throughput import StepResult
+from node.bench.throughput import BenchOptions, StepResult, ThroughputReport
 from node.bench.workload import bench_accounts, sign_streams
-from node.cli.bench import bench
+from node.cli.bench import _print_report, bench
 from node.jsonvalue import from_json
 
 REQUIRED_FIELDS = (
@@ -33,6 +34,7 @@ REQUIRED_FIELDS = (
     "cpu_s_per_node",
     "rss_peak_mb_per_node",
     "ed25519_verify_per_s_per_core",
+    "phases_us_per_tx_by_half",
 )
 
 
@@ -150,3 +152,31 @@ def test_bench_rejects_a_bad_rate() -> None:
     result = CliRunner().invoke(bench, ["--rate", "fast"])
     assert result.exit_code != 0
     assert "transactions per second" in result.output
+
+
+def test_a_step_reports_its_phases_by_half_and_the_report_prints_them(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    first = {"total": 300.04, "execute": 100.0, "commit": 40.0}
+    second = {"total": 330.0, "execute": 104.0, "commit": 61.26}
+    step = _step(phases_us_per_tx=first, phases_us_per_tx_by_half=(first, second))
+    assert step.to_json()["phases_us_per_tx_by_half"] == [
+        {"total": 300.0, "execute": 100.0, "commit": 40.0},
+        {"total": 330.0, "execute": 104.0, "commit": 61.3},
+    ]
+    assert _step().to_json()["phases_us_per_tx_by_half"] == []
+    report = ThroughputReport(
+        options=BenchOptions(),
+        verify_per_s_per_core=16_000.0,
+        cores=2,
+        load_average=(0.1, 0.2, 0.3),
+        steps=[step],
+        best=step,
+        rss_peak_mb=[200.0],
+        agreement_problems=[],
+        directory="",
+    )
+    _print_report(report.to_json())
+    printed = capsys.readouterr().out
+    assert "by half" in printed
+    assert "total 300.0 -> 330.0, execute 100.0 -> 104.0, commit 40.0 -> 61.3" in printed

@@ -249,6 +249,10 @@ class StepResult:
     # CPU microseconds per transaction the node committed in the window, by phase
     # (``node.phases``, plus ``other`` and ``total``), averaged over the nodes.
     phases_us_per_tx: dict[str, float] = field(default_factory=dict)
+    # The same over the first and the second half of the window (the ledger grows during a
+    # run, and a block's commit and execution cost grow with it); empty when the nodes did
+    # not answer at the middle.
+    phases_us_per_tx_by_half: tuple[dict[str, float], ...] = ()
 
     def sustainable(self, p99_ms_max: float) -> bool:
         """Nothing refused for good, lost or abandoned, kept up with the offered rate, and
@@ -293,6 +297,10 @@ class StepResult:
             "phases_us_per_tx": {
                 phase: round(value, 1) for phase, value in self.phases_us_per_tx.items()
             },
+            "phases_us_per_tx_by_half": [
+                {phase: round(value, 1) for phase, value in half.items()}
+                for half in self.phases_us_per_tx_by_half
+            ],
             "last_error": self.last_error,
         }
 
@@ -456,10 +464,17 @@ class _Run:
         time.sleep(max(0.0, start_at - time.time()))
         cpu_before = [ProcessSampler.cpu_s(pid) for pid in pids]
         phases_before = self._phase_samples()
+        middle_at = start_at + duration_s / 2
+        phases_middle: list[tuple[int, dict[str, int]] | None] | None = None
         while (left_s := start_at + duration_s - time.time()) > 0:
             if progress is not None:
                 progress(f"offering {rate:.0f} tx/s", int(duration_s - left_s), int(duration_s))
-            time.sleep(min(left_s, _PROGRESS_S))
+            if phases_middle is None and time.time() >= middle_at:
+                phases_middle = self._phase_samples()
+            wait_s = min(left_s, _PROGRESS_S)
+            if phases_middle is None:
+                wait_s = max(0.0, min(wait_s, middle_at - time.time()))
+            time.sleep(wait_s)
         cpu_after = [ProcessSampler.cpu_s(pid) for pid in pids]
         phases_after = self._phase_samples()
         end_at = time.time()
@@ -476,6 +491,13 @@ class _Run:
             [after - before for before, after in zip(cpu_before, cpu_after, strict=True)],
         )
         figures.phases_us_per_tx = _phases_per_transaction(phases_before, phases_after)
+        if phases_middle is not None:
+            halves = (
+                _phases_per_transaction(phases_before, phases_middle),
+                _phases_per_transaction(phases_middle, phases_after),
+            )
+            if all(halves):
+                figures.phases_us_per_tx_by_half = halves
         return figures
 
     def _phase_samples(self) -> list[tuple[int, dict[str, int]] | None]:

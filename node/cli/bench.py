@@ -147,6 +147,22 @@ def _print_report(d: dict[str, JsonType]) -> None:
             + ", ".join(f"{phase} {_figure(value, 1)}" for phase, value in phases.items())
             + "  (per node, per committed transaction)"
         )
+    halves = d.get("phases_us_per_tx_by_half")
+    if (
+        isinstance(halves, list)
+        and len(halves) == 2
+        and isinstance(first := halves[0], dict)
+        and isinstance(second := halves[1], dict)
+    ):
+        click.echo(
+            "  by half          "
+            + ", ".join(
+                f"{phase} {_figure(first[phase], 1)} -> {_figure(second[phase], 1)}"
+                for phase in ("total", "execute", "commit")
+                if phase in first and phase in second
+            )
+            + "  (first -> second half of the window: the ledger grows)"
+        )
     click.echo(f"  peak RSS MiB     {d['rss_peak_mb_per_node']}")
     click.echo(f"  submitter CPU s  {d['submitter_cpu_s']}")
     click.echo(
