@@ -121,7 +121,6 @@ __all__ = [
     "StoreMismatchError",
     "TransactionLocation",
     "UnwrittenStateBackend",
-    "decode_undo_record",
     "height_key",
     "receipt_key",
     "undo_chunk_key",
@@ -1041,11 +1040,6 @@ def undo_record(chunks: Iterable[bytes]) -> dict[bytes, bytes | None]:
                 raise StoreError(f"undo record's entry {index // 2} is not bytes and bytes or nil")
             undone.setdefault(key, value)
     return undone
-
-
-def decode_undo_record(raw: bytes) -> dict[bytes, bytes | None]:
-    """One chunk of an undo record, as ``undo_record`` reads it."""
-    return undo_record((raw,))
 
 
 @dataclass(frozen=True, slots=True)

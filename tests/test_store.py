@@ -28,7 +28,6 @@ from node.store import (
     StoreConsistencyError,
     StoreError,
     StoreMismatchError,
-    decode_undo_record,
     height_key,
     undo_chunk_key,
     undo_record,
@@ -303,8 +302,8 @@ def test_a_large_block_undo_record_is_stored_in_chunks_and_read_whole(
 )
 def test_an_undo_record_that_is_not_pairs_of_bytes_is_refused(raw: bytes, problem: str) -> None:
     with pytest.raises(StoreError, match=problem):
-        decode_undo_record(raw)
-    assert decode_undo_record(encode([b"k", None, b"j", b"v", b"k", b"later"])) == {
+        undo_record([raw])
+    assert undo_record([encode([b"k", None, b"j", b"v", b"k", b"later"])]) == {
         b"k": None,
         b"j": b"v",
     }

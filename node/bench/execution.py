@@ -105,8 +105,9 @@ NODE_PATH_PHASES: Final = (
     "commit",
     "mempool_update",
 )
-# One block of the LMDB run: transactions, execution CPU seconds, commit CPU seconds (0 for
-# a block whose write transaction a later block closes), bytes its commit wrote or None.
+# One block of the LMDB run: transactions, execution CPU seconds, commit CPU seconds and
+# bytes its commit wrote (None where the system does not say); both 0 for a block whose write
+# transaction a later block closes.
 BlockSample: TypeAlias = tuple[int, float, float, int | None]
 # Benchmark validators: certificates are signed outside the timed sections.
 _VALIDATOR_KEYS: Final = tuple(PrivateKey(bytes([index + 1]) * 32) for index in range(4))
@@ -414,21 +415,25 @@ def _run_lmdb(
                 parent_hash = block.hash
                 app_hash = result.app_hash
                 commit_start = timer.cpu_seconds["commit"]
-                written_before = _bytes_written()
+                written: int | None = 0  # a block whose transaction a later block closes
                 if len(pending) == commit_blocks or height == len(workload.blocks):
+                    written_before = _bytes_written()
                     with timer.section("commit"):
                         store.commit_blocks(pending)
+                    written_after = _bytes_written()
+                    written = (
+                        None
+                        if written_before is None or written_after is None
+                        else written_after - written_before
+                    )
                     backend.written(height)
                     pending = []
-                written_after = _bytes_written()
                 timer.blocks.append(
                     (
                         len(transactions),
                         timer.cpu_seconds["execute_lmdb"] - execute_start,
                         timer.cpu_seconds["commit"] - commit_start,
-                        None
-                        if written_before is None or written_after is None
-                        else written_after - written_before,
+                        written,
                     )
                 )
                 host.committed(height, result.app_hash)
