@@ -20,7 +20,10 @@ POST   /txs                         body ``{"txs": [hex, ...]}``, or with
                                     of the transactions' bytes (``node.submission``):
                                     submit many signed transactions at once (one signature
                                     batch on the worker threads); returns ``{"accepted",
-                                    "rejected": [{"index", "code", "error", "retry"}]}``
+                                    "rejected": [{"index", "hash", "code", "error",
+                                    "retry", "retry_after_ms"}]}``; in msgpack with
+                                    ``Accept: application/msgpack``, a refused tail as
+                                    one entry (``refused_from``, ``refusal``)
 GET    /tx/{hash}                   status, block height and index, receipt with events
 GET    /block/latest                the last committed block with its certificate
 GET    /block/{height}              a block by height (``?transactions=1`` adds the bodies)
@@ -66,7 +69,7 @@ outcome, not the receipt, unless the rules let it read the receipt). Scoped: que
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -76,13 +79,21 @@ from apps.base import Event
 from apps.proofs import QueryProof
 from apps.transaction import TX_BYTES_MAX
 from consensus.codec import Value
+from consensus.crypto import hash_bytes
 from node.access import ACCESS_OPEN, AccessControl, AccessDenied, KeyLimited, Principal
 from node.auth import AuthenticationError, RequestVerifier
 from node.events import EventSource, event_stream, parse_event_id, parse_filter
 from node.http import Request, Response, json_response
 from node.jsonvalue import JsonType, JsonValueError, from_json, to_json
 from node.phases import PhaseClock
-from node.submission import MSGPACK_CONTENT_TYPE, SubmissionError, decode_submission
+from node.submission import (
+    MSGPACK_CONTENT_TYPE,
+    Rejection,
+    SubmissionAnswer,
+    SubmissionError,
+    decode_submission,
+    encode_answer,
+)
 
 __all__ = [
     "ApiBackend",
@@ -266,6 +277,62 @@ def _retry_later(response: Response, outcomes: list[SubmitOutcome]) -> Response:
     return response
 
 
+def _refused_tail(outcomes: Sequence[SubmitOutcome]) -> int:
+    """Where a batch's refused tail starts: the run at the end of ``outcomes`` of one shared
+    refusal without a hash (the node refuses what exceeds its admission limit as one); the
+    length of ``outcomes`` when there is none."""
+    end = len(outcomes)
+    if not end:
+        return end
+    last = outcomes[-1]
+    if last.accepted or last.hash is not None:
+        return end
+    start = end - 1
+    while start > 0 and outcomes[start - 1] is last:
+        start -= 1
+    return start
+
+
+def _outcome_hash(outcome: SubmitOutcome, data: bytes) -> str | None:
+    """The hash a JSON answer names for ``outcome`` of the transaction ``data``: a refusal for
+    load carries none from the node (it refused the bytes unread), so it is computed here."""
+    if outcome.hash is not None:
+        return outcome.hash.hex()
+    if outcome.retry:
+        return hash_bytes(data).hex()
+    return None
+
+
+def _answer(outcomes: Sequence[SubmitOutcome], tail: int, accepted: int) -> SubmissionAnswer:
+    """The msgpack answer: refusals before ``tail`` one by one, the tail as one."""
+    rejected = tuple(
+        Rejection(
+            index,
+            outcome.hash,
+            outcome.code,
+            outcome.message,
+            outcome.retry,
+            outcome.retry_after_ms,
+        )
+        for index, outcome in enumerate(outcomes[:tail])
+        if not outcome.accepted
+    )
+    if tail == len(outcomes):
+        return SubmissionAnswer(len(outcomes), accepted, rejected)
+    shared = outcomes[tail]
+    refusal = Rejection(
+        tail, None, shared.code, shared.message, shared.retry, shared.retry_after_ms
+    )
+    return SubmissionAnswer(len(outcomes), accepted, rejected, tail, refusal)
+
+
+def _wants_msgpack(request: Request) -> bool:
+    """Whether the client asked for a msgpack answer (``Accept: application/msgpack``)."""
+    accept = request.headers.get("accept", "")
+    kinds = (part.split(";")[0].strip().lower() for part in accept.split(","))
+    return MSGPACK_CONTENT_TYPE in kinds
+
+
 def make_handler(
     backend: ApiBackend,
     *,
@@ -446,8 +513,9 @@ class _Handler:
                 "code": outcome.code,
                 "status": "rejected",
             }
-            if outcome.hash is not None:
-                document["hash"] = outcome.hash.hex()
+            named = _outcome_hash(outcome, data)
+            if named is not None:
+                document["hash"] = named
             if outcome.retry:
                 document["retry_after_ms"] = outcome.retry_after_ms
                 return _retry_later(json_response(429, document), [outcome])
@@ -474,26 +542,35 @@ class _Handler:
             transactions = self._submitted_transactions(request)
         outcomes = await self._backend.submit_many(transactions) if transactions else []
         with self._phases.measure("intake"):
-            rejected: list[JsonType] = [
-                {
-                    "index": index,
-                    "hash": None if outcome.hash is None else outcome.hash.hex(),
-                    "code": outcome.code,
-                    "error": outcome.message,
-                    "retry": outcome.retry,
-                    "retry_after_ms": outcome.retry_after_ms,
-                }
-                for index, outcome in enumerate(outcomes)
-                if not outcome.accepted
-            ]
-            accepted = len(outcomes) - len(rejected)
+            # The outcomes up to the refused tail, and the tail's one shared refusal.
+            tail = _refused_tail(outcomes)
+            distinct = outcomes[: tail + 1]
+            accepted = sum(1 for outcome in distinct if outcome.accepted)
             # Nothing admitted and the node asks to come back later: the whole batch was
             # pushed back (429); otherwise the per-transaction outcomes say it all (200).
-            pushed_back = accepted == 0 and any(outcome.retry for outcome in outcomes)
-            response = json_response(
-                429 if pushed_back else 200, {"accepted": accepted, "rejected": rejected}
-            )
-            return _retry_later(response, outcomes)
+            pushed_back = accepted == 0 and any(outcome.retry for outcome in distinct)
+            status = 429 if pushed_back else 200
+            if _wants_msgpack(request):
+                response = Response(
+                    status,
+                    encode_answer(_answer(outcomes, tail, accepted)),
+                    content_type=MSGPACK_CONTENT_TYPE,
+                )
+            else:
+                rejected: list[JsonType] = [
+                    {
+                        "index": index,
+                        "hash": _outcome_hash(outcome, transactions[index]),
+                        "code": outcome.code,
+                        "error": outcome.message,
+                        "retry": outcome.retry,
+                        "retry_after_ms": outcome.retry_after_ms,
+                    }
+                    for index, outcome in enumerate(outcomes)
+                    if not outcome.accepted
+                ]
+                response = json_response(status, {"accepted": accepted, "rejected": rejected})
+            return _retry_later(response, distinct)
 
     def _submitted_transactions(self, request: Request) -> list[bytes]:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()

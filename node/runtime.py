@@ -1641,10 +1641,10 @@ class Node:
             f"the node is at capacity ({pending} transactions pending); retry after"
             f" {retry_after_ms} ms"
         )
-        refused = [
-            SubmitOutcome(hash_bytes(data), False, CODE_FULL, message, True, retry_after_ms)
-            for data in raw[room:]
-        ]
+        # One refusal for the whole tail, without hashing it: the API names the tail once to a
+        # client that asks for msgpack, and computes the hashes only for a JSON answer.
+        refusal = SubmitOutcome(None, False, CODE_FULL, message, True, retry_after_ms)
+        refused = [refusal] * (len(raw) - room)
         self.metrics.rejected_transactions.labels(reason=CODE_FULL).inc(len(refused))
         return raw[:room], refused
 

@@ -7,15 +7,33 @@ items: no hex doubling the bytes, no JSON parser on the node. The array is an en
 signed or hashed value, so it need not be canonical; each item is still a transaction's own
 canonical bytes, checked as usual. Decoding is bounded (item count and item size) before
 msgpack allocates anything.
+
+Such a client may also ask for a msgpack answer (``Accept: application/msgpack``): the same
+fields as the JSON answer, hashes as ``bin``, except that a batch's tail refused as one (the
+node at its admission limit refuses everything after the first transaction that does not fit,
+all with one reason and one ``retry_after_ms``) is one entry, ``refused_from`` and
+``refusal``, instead of one per transaction. Under overload most of what a node answers is
+such refusals: this way a refused transaction costs the node no hash, no record and no
+encoding of its own, and the client no parsing.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 import msgpack
 
-__all__ = ["MSGPACK_CONTENT_TYPE", "SubmissionError", "decode_submission", "encode_submission"]
+__all__ = [
+    "MSGPACK_CONTENT_TYPE",
+    "Rejection",
+    "SubmissionAnswer",
+    "SubmissionError",
+    "decode_answer",
+    "decode_submission",
+    "encode_answer",
+    "encode_submission",
+]
 
 MSGPACK_CONTENT_TYPE: Final = "application/msgpack"
 
@@ -66,3 +84,140 @@ def decode_submission(body: bytes, *, count_max: int, item_bytes_max: int) -> li
         if not item:
             raise SubmissionError(f"item {index} is empty")
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """One refused transaction of a batch (``hash`` is None where the node did not compute it:
+    bytes that are not a transaction, or a refused tail)."""
+
+    index: int
+    hash: bytes | None
+    code: str
+    error: str
+    retry: bool
+    retry_after_ms: int
+
+    def document(self) -> dict[str, object]:
+        """The msgpack map of this refusal."""
+        return {
+            "index": self.index,
+            "hash": self.hash,
+            "code": self.code,
+            "error": self.error,
+            "retry": self.retry,
+            "retry_after_ms": self.retry_after_ms,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionAnswer:
+    """A node's answer to a batch of ``count`` transactions: how many it admitted, the
+    refusals before ``refused_from`` one by one, and ``refusal`` for every transaction from
+    ``refused_from`` on (both None when no tail was refused as one)."""
+
+    count: int
+    accepted: int
+    rejected: tuple[Rejection, ...]
+    refused_from: int | None = None
+    refusal: Rejection | None = None
+
+    def rejections(self) -> list[Rejection]:
+        """Every refusal, one per refused transaction, in index order (the tail's carry the
+        shared reason and no hash)."""
+        listed = list(self.rejected)
+        if self.refused_from is not None and self.refusal is not None:
+            shared = self.refusal
+            listed.extend(
+                Rejection(
+                    index,
+                    None,
+                    shared.code,
+                    shared.error,
+                    shared.retry,
+                    shared.retry_after_ms,
+                )
+                for index in range(self.refused_from, self.count)
+            )
+        return listed
+
+
+def encode_answer(answer: SubmissionAnswer) -> bytes:
+    """The msgpack body of ``answer`` (what ``decode_answer`` reads)."""
+    document: dict[str, object] = {
+        "accepted": answer.accepted,
+        "rejected": [rejection.document() for rejection in answer.rejected],
+    }
+    if answer.refused_from is not None and answer.refusal is not None:
+        refusal = answer.refusal
+        document["refused_from"] = answer.refused_from
+        document["refusal"] = {
+            "code": refusal.code,
+            "error": refusal.error,
+            "retry": refusal.retry,
+            "retry_after_ms": refusal.retry_after_ms,
+        }
+    data: bytes = msgpack.packb(document, use_bin_type=True)
+    return data
+
+
+def decode_answer(data: bytes, count: int) -> SubmissionAnswer:
+    """The answer in a msgpack ``POST /txs`` response to a batch of ``count`` transactions;
+    ``SubmissionError`` names what is wrong with a malformed one."""
+    try:
+        document = msgpack.unpackb(data, raw=False, max_array_len=max(count, 1), max_ext_len=0)
+    except Exception as error:  # msgpack raises a zoo of types; every one means malformed
+        raise SubmissionError(f"answer is not valid msgpack: {type(error).__name__}") from None
+    if not isinstance(document, dict):
+        raise SubmissionError("answer must be a msgpack map")
+    accepted = _int_field(document, "accepted", count)
+    items = document.get("rejected")
+    if not isinstance(items, list):
+        raise SubmissionError("answer's rejected must be an array")
+    rejected = tuple(_rejection(item, f"rejected[{n}]", count) for n, item in enumerate(items))
+    indices = [rejection.index for rejection in rejected]
+    if indices != sorted(set(indices)):
+        raise SubmissionError("answer's rejected indices must increase")
+    refused_from: int | None = None
+    refusal: Rejection | None = None
+    if "refused_from" in document:
+        refused_from = _int_field(document, "refused_from", count - 1)
+        if indices and indices[-1] >= refused_from:
+            raise SubmissionError("answer's rejected overlaps its refused tail")
+        shared = document.get("refusal")
+        if not isinstance(shared, dict):
+            raise SubmissionError("answer's refusal must be a map")
+        refusal = _rejection({**shared, "index": refused_from, "hash": None}, "refusal", count)
+    refused = len(rejected) + (0 if refused_from is None else count - refused_from)
+    if accepted + refused != count:
+        raise SubmissionError(
+            f"answer accounts for {accepted + refused} transactions; the batch held {count}"
+        )
+    return SubmissionAnswer(count, accepted, rejected, refused_from, refusal)
+
+
+def _int_field(document: dict[object, object], name: str, high: int) -> int:
+    value = document.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+        raise SubmissionError(f"answer's {name} must be an integer in 0..{high}")
+    return value
+
+
+def _rejection(item: object, where: str, count: int) -> Rejection:
+    if not isinstance(item, dict):
+        raise SubmissionError(f"answer's {where} must be a map")
+    index = item.get("index")
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
+        raise SubmissionError(f"answer's {where}.index must be an integer in 0..{count - 1}")
+    digest = item.get("hash")
+    if digest is not None and not isinstance(digest, bytes):
+        raise SubmissionError(f"answer's {where}.hash must be bin or nil")
+    code, error = item.get("code"), item.get("error")
+    if not isinstance(code, str) or not isinstance(error, str):
+        raise SubmissionError(f"answer's {where} must carry code and error strings")
+    retry, retry_after_ms = item.get("retry"), item.get("retry_after_ms")
+    if not isinstance(retry, bool):
+        raise SubmissionError(f"answer's {where}.retry must be true or false")
+    if isinstance(retry_after_ms, bool) or not isinstance(retry_after_ms, int):
+        raise SubmissionError(f"answer's {where}.retry_after_ms must be an integer")
+    return Rejection(index, digest, code, error, retry, max(0, retry_after_ms))

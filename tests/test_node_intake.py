@@ -13,12 +13,12 @@ import msgpack
 import trio
 
 from apps.transaction import Transaction, sign_transaction
-from consensus.crypto import PrivateKey
+from consensus.crypto import PrivateKey, hash_bytes
 from node import runtime
 from node.client.client import Client
 from node.config import NodeConfig
 from node.home import load_home
-from node.submission import MSGPACK_CONTENT_TYPE, encode_submission
+from node.submission import MSGPACK_CONTENT_TYPE, decode_answer, encode_submission
 from node.testnet.loadgen import register_identity_transaction
 from node.testnet.testnet import create_testnet
 from node.verified import VerifiedTransactions
@@ -62,6 +62,23 @@ async def test_binary_and_json_batches_are_admitted_alike_and_bad_bodies_named(
             assert document["accepted"] == 3
             assert [item["index"] for item in document["rejected"]] == [0]
             assert document["rejected"][0]["code"] in ("duplicate", "stale_nonce")
+            # Asked for msgpack, the same answer with the hash as bytes.
+            status, data = await call(
+                functools.partial(
+                    client.request_raw,
+                    "POST",
+                    "/txs",
+                    encode_submission([transactions[1], transactions[2]]),
+                    content_type=MSGPACK_CONTENT_TYPE,
+                    headers={"Accept": f"application/json;q=0.5, {MSGPACK_CONTENT_TYPE}"},
+                )
+            )
+            answer = decode_answer(data, 2)
+            assert (status, answer.accepted, answer.refused_from) == (200, 0, None)
+            assert [(item.index, item.hash) for item in answer.rejected] == [
+                (0, hash_bytes(transactions[1])),
+                (1, hash_bytes(transactions[2])),
+            ]
 
             bad_bodies = {
                 b"": "empty",
@@ -82,8 +99,8 @@ async def test_binary_and_json_batches_are_admitted_alike_and_bad_bodies_named(
                 assert named in json.loads(data)["error"], (named, data)
             # The node still serves, and its Python client submits in msgpack.
             more = [register_identity_transaction(key, info.chain_id, "bank0", 6)]
-            answer: Any = await call(functools.partial(client.submit_many, more))
-            assert answer == {"accepted": 1, "rejected": []}
+            submitted: Any = await call(functools.partial(client.submit_many, more))
+            assert submitted == {"accepted": 1, "rejected": []}
             nursery.cancel_scope.cancel()
     client.close()
 
@@ -187,15 +204,17 @@ async def test_an_overloaded_node_refuses_early_and_keeps_its_pool_bounded(
     key = info.client_key(0)
     stream = [register_identity_transaction(key, info.chain_id, "bank0", n) for n in range(120)]
 
-    async def post(batch: list[bytes]) -> tuple[int, dict[str, str], Any]:
+    async def post(batch: list[bytes], *, binary: bool = False) -> tuple[int, dict[str, str], Any]:
         def send() -> tuple[int, dict[str, str], Any]:
             host, _, port = info.api_addresses[0].rpartition(":")
             connection = http.client.HTTPConnection(host, int(port), timeout=60)
-            connection.request(
-                "POST", "/txs", encode_submission(batch), {"Content-Type": MSGPACK_CONTENT_TYPE}
-            )
+            headers = {"Content-Type": MSGPACK_CONTENT_TYPE}
+            if binary:
+                headers["Accept"] = MSGPACK_CONTENT_TYPE
+            connection.request("POST", "/txs", encode_submission(batch), headers)
             response = connection.getresponse()
-            document = json.loads(response.read())
+            data = response.read()
+            document: Any = decode_answer(data, len(batch)) if binary else json.loads(data)
             headers = {name.lower(): value for name, value in response.getheaders()}
             connection.close()
             return response.status, headers, document
@@ -219,7 +238,26 @@ async def test_an_overloaded_node_refuses_early_and_keeps_its_pool_bounded(
             assert all(
                 item["retry"] and item["retry_after_ms"] >= 100 for item in document["rejected"]
             )
+            # The node refused them unhashed; the JSON answer still names each one's hash.
+            assert [item["hash"] for item in document["rejected"]] == [
+                hash_bytes(data).hex() for data in stream[limit:80]
+            ]
             assert int(headers["retry-after"]) >= 1
+            # A client that asks for msgpack gets the refused tail as one entry.
+            status, headers, answer = await post(stream[80:85], binary=True)
+            assert status == 429
+            assert (answer.accepted, answer.rejected, answer.refused_from) == (0, (), 0)
+            assert answer.refusal.code == "full"
+            assert answer.refusal.retry
+            assert answer.refusal.retry_after_ms >= 100
+            assert int(headers["retry-after"]) >= 1
+            assert [item.index for item in answer.rejections()] == list(range(5))
+            # The Python client asks for msgpack and lists the tail again, hashes and all.
+            listed: Any = await call(functools.partial(client.submit_many, stream[85:88]))
+            assert listed["accepted"] == 0
+            assert [(item["index"], item["code"], item["hash"]) for item in listed["rejected"]] == [
+                (n, "full", hash_bytes(data).hex()) for n, data in enumerate(stream[85:88])
+            ]
             # Nothing fits: 429 for the batch, and refused before any signature check.
             batch = [*stream[80:90], _bad_signature(stream[90])]
             status, headers, document = await post(batch)
@@ -237,10 +275,10 @@ async def test_an_overloaded_node_refuses_early_and_keeps_its_pool_bounded(
             # Once a proposal carries the pool's transactions they no longer wait for one:
             # the limit counts what waits, so the next `limit` fit (and no more).
             node._proposal_seen(node.height() + 1, limit)
-            status, _, document = await post(stream[limit : 2 * limit + 10])
+            status, _, answer = await post(stream[limit : 2 * limit + 10], binary=True)
             assert status == 200
-            assert document["accepted"] == limit
-            assert [item["code"] for item in document["rejected"]] == ["full"] * 10
+            assert (answer.accepted, answer.rejected, answer.refused_from) == (limit, (), limit)
+            assert [item.code for item in answer.rejections()] == ["full"] * 10
             assert len(node.mempool) == 2 * limit
             # Gossiped transactions this node is still verifying wait too: while a peer's
             # batch of `limit` is being admitted, the pool's room is taken.

@@ -22,7 +22,6 @@ own CPU time) come back over a pipe.
 from __future__ import annotations
 
 import http.client
-import json
 import math
 import multiprocessing
 import resource
@@ -34,7 +33,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Final
 
-from node.submission import MSGPACK_CONTENT_TYPE, encode_submission
+from node.submission import MSGPACK_CONTENT_TYPE, decode_answer, encode_submission
 
 __all__ = [
     "BATCH_INTERVAL_S",
@@ -97,7 +96,7 @@ def _submit_stream(plan: SubmitPlan, start_at: float, duration_s: float, out: Su
     connection = http.client.HTTPConnection(host, int(port), timeout=REQUEST_TIMEOUT_S)
     transactions = plan.transactions
     total = min(len(transactions), int(plan.rate * duration_s))
-    headers = {"Content-Type": MSGPACK_CONTENT_TYPE}
+    headers = {"Content-Type": MSGPACK_CONTENT_TYPE, "Accept": MSGPACK_CONTENT_TYPE}
     next_new = 0
     backlog: list[int] = []
     retry_at = 0.0
@@ -142,20 +141,30 @@ def _submit_stream(plan: SubmitPlan, start_at: float, duration_s: float, out: Su
                 for index in indices:
                     out.submit_times[index] = math.nan
             else:
-                document = json.loads(data)
-                refused = {int(item["index"]): item for item in document["rejected"]}
-                for position, index in enumerate(indices):
+                answer = decode_answer(data, len(indices))
+                refused = {item.index: item for item in answer.rejected}
+                tail = len(indices) if answer.refused_from is None else answer.refused_from
+                for position, index in enumerate(indices[:tail]):
                     item = refused.get(position)
                     if item is None:
                         out.accepted += 1
-                    elif item.get("retry") is True:
+                    elif item.retry:
                         pushed.append(index)
-                        retry_after_s = max(retry_after_s, int(item["retry_after_ms"]) / 1000)
+                        retry_after_s = max(retry_after_s, item.retry_after_ms / 1000)
                     else:
-                        out.rejected[str(item["code"])] += 1
-                        out.last_error = str(item["error"])
+                        out.rejected[item.code] += 1
+                        out.last_error = item.error
                         out.submit_times[index] = math.nan
-        except (OSError, http.client.HTTPException, ValueError, KeyError) as error:
+                shared = answer.refusal
+                if shared is not None and shared.retry:
+                    pushed.extend(indices[tail:])
+                    retry_after_s = max(retry_after_s, shared.retry_after_ms / 1000)
+                elif shared is not None:
+                    out.rejected[shared.code] += len(indices) - tail
+                    out.last_error = shared.error
+                    for index in indices[tail:]:
+                        out.submit_times[index] = math.nan
+        except (OSError, http.client.HTTPException, ValueError) as error:
             out.transport_errors += 1
             out.last_error = f"{type(error).__name__}: {error}"
             for index in indices:

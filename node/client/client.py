@@ -47,12 +47,18 @@ from apps.schema import AppSchema, Operation, Query
 from apps.state import NamespacedState
 from apps.transaction import Transaction, sign_transaction
 from consensus.codec import Value
-from consensus.crypto import PrivateKey
+from consensus.crypto import PrivateKey, hash_bytes
 from node.apploader import AppLoadError, app_classes, load_apps
 from node.auth import sign_request
 from node.genesis import Genesis
 from node.jsonvalue import JsonType, from_json, to_json
-from node.submission import MSGPACK_CONTENT_TYPE, encode_submission
+from node.submission import (
+    MSGPACK_CONTENT_TYPE,
+    Rejection,
+    SubmissionError,
+    decode_answer,
+    encode_submission,
+)
 
 __all__ = [
     "ApiError",
@@ -351,15 +357,44 @@ class Client:
     def submit_many(self, transactions: list[bytes]) -> dict[str, JsonType]:
         """Submit a batch of encoded transactions (``POST /txs``); returns ``{"accepted",
         "rejected": [{"index", "hash", "code", "error", "retry", "retry_after_ms"}]}``, also
-        when the node pushed the whole batch back (429). Sent as msgpack (``node.submission``):
-        the transactions' bytes as they are."""
-        body = encode_submission(transactions)
-        return self._request(
+        when the node pushed the whole batch back (429). Sent as msgpack, and answered in
+        msgpack (``node.submission``): the transactions' bytes as they are, and a refused
+        tail as one entry, listed here one by one again (hashes computed here)."""
+        status, data = self.request_raw(
             "POST",
             "/txs",
-            raw_body=(body, MSGPACK_CONTENT_TYPE),
-            answer_statuses=frozenset({429}),
+            encode_submission(transactions),
+            MSGPACK_CONTENT_TYPE,
+            headers={"Accept": MSGPACK_CONTENT_TYPE},
         )
+        if status not in (200, 429):
+            try:
+                parsed = json.loads(data.decode("utf-8")) if data else {}
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                parsed = {}
+            parsed = parsed if isinstance(parsed, dict) else {}
+            raise ApiError(
+                status,
+                str(parsed.get("error", data[:200])),
+                str(parsed.get("code", "")),
+                str(parsed.get("rule", "")),
+            )
+        try:
+            answer = decode_answer(data, len(transactions))
+        except SubmissionError as error:
+            raise ApiError(status, f"malformed /txs answer: {error}") from None
+        rejected: list[JsonType] = [
+            {
+                "index": rejection.index,
+                "hash": _rejection_hash(rejection, transactions[rejection.index]),
+                "code": rejection.code,
+                "error": rejection.error,
+                "retry": rejection.retry,
+                "retry_after_ms": rejection.retry_after_ms,
+            }
+            for rejection in answer.rejections()
+        ]
+        return {"accepted": answer.accepted, "rejected": rejected}
 
     def transaction(self, tx_hash: bytes | str) -> dict[str, JsonType]:
         """Status and receipt of a transaction."""
@@ -679,3 +714,11 @@ def _installed_app(name: str) -> App:
         return load_apps([name])[0]
     except AppLoadError as error:
         raise ProofRefused(f"cannot check the answer: {error}") from None
+
+
+def _rejection_hash(rejection: Rejection, data: bytes) -> str | None:
+    """The hash a refusal names, as the JSON answer gives it: the node's, or for a refusal
+    for load (which the node leaves unhashed) the transaction's own."""
+    if rejection.hash is not None:
+        return rejection.hash.hex()
+    return hash_bytes(data).hex() if rejection.retry else None
