@@ -79,7 +79,6 @@ from apps.base import Event
 from apps.proofs import QueryProof
 from apps.transaction import TX_BYTES_MAX
 from consensus.codec import Value
-from consensus.crypto import hash_bytes
 from node.access import ACCESS_OPEN, AccessControl, AccessDenied, KeyLimited, Principal
 from node.auth import AuthenticationError, RequestVerifier
 from node.events import EventSource, event_stream, parse_event_id, parse_filter
@@ -93,6 +92,7 @@ from node.submission import (
     SubmissionError,
     decode_submission,
     encode_answer,
+    named_hash,
 )
 
 __all__ = [
@@ -293,20 +293,11 @@ def _refused_tail(outcomes: Sequence[SubmitOutcome]) -> int:
     return start
 
 
-def _outcome_hash(outcome: SubmitOutcome, data: bytes) -> str | None:
-    """The hash a JSON answer names for ``outcome`` of the transaction ``data``: a refusal for
-    load carries none from the node (it refused the bytes unread), so it is computed here."""
-    if outcome.hash is not None:
-        return outcome.hash.hex()
-    if outcome.retry:
-        return hash_bytes(data).hex()
-    return None
-
-
 def _answer(outcomes: Sequence[SubmitOutcome], tail: int, accepted: int) -> SubmissionAnswer:
     """The msgpack answer: refusals before ``tail`` one by one, the tail as one."""
-    rejected = tuple(
-        Rejection(
+
+    def rejection(index: int, outcome: SubmitOutcome) -> Rejection:
+        return Rejection(
             index,
             outcome.hash,
             outcome.code,
@@ -314,16 +305,17 @@ def _answer(outcomes: Sequence[SubmitOutcome], tail: int, accepted: int) -> Subm
             outcome.retry,
             outcome.retry_after_ms,
         )
+
+    rejected = tuple(
+        rejection(index, outcome)
         for index, outcome in enumerate(outcomes[:tail])
         if not outcome.accepted
     )
     if tail == len(outcomes):
         return SubmissionAnswer(len(outcomes), accepted, rejected)
-    shared = outcomes[tail]
-    refusal = Rejection(
-        tail, None, shared.code, shared.message, shared.retry, shared.retry_after_ms
+    return SubmissionAnswer(
+        len(outcomes), accepted, rejected, tail, rejection(tail, outcomes[tail])
     )
-    return SubmissionAnswer(len(outcomes), accepted, rejected, tail, refusal)
 
 
 def _wants_msgpack(request: Request) -> bool:
@@ -513,7 +505,7 @@ class _Handler:
                 "code": outcome.code,
                 "status": "rejected",
             }
-            named = _outcome_hash(outcome, data)
+            named = named_hash(outcome.hash, outcome.retry, data)
             if named is not None:
                 document["hash"] = named
             if outcome.retry:
@@ -560,7 +552,7 @@ class _Handler:
                 rejected: list[JsonType] = [
                     {
                         "index": index,
-                        "hash": _outcome_hash(outcome, transactions[index]),
+                        "hash": named_hash(outcome.hash, outcome.retry, transactions[index]),
                         "code": outcome.code,
                         "error": outcome.message,
                         "retry": outcome.retry,

@@ -24,6 +24,8 @@ from typing import Final
 
 import msgpack
 
+from consensus.crypto import hash_bytes
+
 __all__ = [
     "MSGPACK_CONTENT_TYPE",
     "Rejection",
@@ -33,6 +35,7 @@ __all__ = [
     "decode_submission",
     "encode_answer",
     "encode_submission",
+    "named_hash",
 ]
 
 MSGPACK_CONTENT_TYPE: Final = "application/msgpack"
@@ -84,6 +87,15 @@ def decode_submission(body: bytes, *, count_max: int, item_bytes_max: int) -> li
         if not item:
             raise SubmissionError(f"item {index} is empty")
     return value
+
+
+def named_hash(digest: bytes | None, retry: bool, data: bytes) -> str | None:
+    """The hash a JSON answer names for a refusal of the transaction ``data``: the node's
+    ``digest``, or for a refusal for load (which the node leaves unhashed, having refused the
+    bytes unread) the transaction's own; None for bytes that are not a transaction."""
+    if digest is not None:
+        return digest.hex()
+    return hash_bytes(data).hex() if retry else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -144,8 +144,8 @@ def _submit_stream(plan: SubmitPlan, start_at: float, duration_s: float, out: Su
                 answer = decode_answer(data, len(indices))
                 refused = {item.index: item for item in answer.rejected}
                 tail = len(indices) if answer.refused_from is None else answer.refused_from
-                for position, index in enumerate(indices[:tail]):
-                    item = refused.get(position)
+                for position, index in enumerate(indices):
+                    item = refused.get(position) if position < tail else answer.refusal
                     if item is None:
                         out.accepted += 1
                     elif item.retry:
@@ -154,15 +154,6 @@ def _submit_stream(plan: SubmitPlan, start_at: float, duration_s: float, out: Su
                     else:
                         out.rejected[item.code] += 1
                         out.last_error = item.error
-                        out.submit_times[index] = math.nan
-                shared = answer.refusal
-                if shared is not None and shared.retry:
-                    pushed.extend(indices[tail:])
-                    retry_after_s = max(retry_after_s, shared.retry_after_ms / 1000)
-                elif shared is not None:
-                    out.rejected[shared.code] += len(indices) - tail
-                    out.last_error = shared.error
-                    for index in indices[tail:]:
                         out.submit_times[index] = math.nan
         except (OSError, http.client.HTTPException, ValueError) as error:
             out.transport_errors += 1

@@ -47,17 +47,17 @@ from apps.schema import AppSchema, Operation, Query
 from apps.state import NamespacedState
 from apps.transaction import Transaction, sign_transaction
 from consensus.codec import Value
-from consensus.crypto import PrivateKey, hash_bytes
+from consensus.crypto import PrivateKey
 from node.apploader import AppLoadError, app_classes, load_apps
 from node.auth import sign_request
 from node.genesis import Genesis
 from node.jsonvalue import JsonType, from_json, to_json
 from node.submission import (
     MSGPACK_CONTENT_TYPE,
-    Rejection,
     SubmissionError,
     decode_answer,
     encode_submission,
+    named_hash,
 )
 
 __all__ = [
@@ -315,27 +315,10 @@ class Client:
         method: str,
         path: str,
         document: dict[str, JsonType] | None = None,
-        *,
-        raw_body: tuple[bytes, str] | None = None,
-        answer_statuses: frozenset[int] = frozenset(),
     ) -> dict[str, JsonType]:
-        if raw_body is not None:
-            status, data = self.request_raw(method, path, *raw_body)
-        else:
-            body = None if document is None else json.dumps(document).encode()
-            status, data = self.request_raw(method, path, body)
-        try:
-            parsed = json.loads(data.decode("utf-8")) if data else {}
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise ApiError(status, f"response is not JSON: {data[:200]!r}") from None
-        if status >= 400 and status not in answer_statuses:
-            message = parsed.get("error", "") if isinstance(parsed, dict) else ""
-            code = parsed.get("code", "") if isinstance(parsed, dict) else ""
-            rule = parsed.get("rule", "") if isinstance(parsed, dict) else ""
-            raise ApiError(status, str(message), str(code), str(rule))
-        if not isinstance(parsed, dict):
-            raise ApiError(status, "response is not a JSON object")
-        return parsed
+        body = None if document is None else json.dumps(document).encode()
+        status, data = self.request_raw(method, path, body)
+        return _json_answer(status, data)
 
     def health(self) -> dict[str, JsonType]:
         """``/healthz``."""
@@ -368,17 +351,8 @@ class Client:
             headers={"Accept": MSGPACK_CONTENT_TYPE},
         )
         if status not in (200, 429):
-            try:
-                parsed = json.loads(data.decode("utf-8")) if data else {}
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                parsed = {}
-            parsed = parsed if isinstance(parsed, dict) else {}
-            raise ApiError(
-                status,
-                str(parsed.get("error", data[:200])),
-                str(parsed.get("code", "")),
-                str(parsed.get("rule", "")),
-            )
+            _json_answer(status, data)  # raises the node's error
+            raise ApiError(status, f"unexpected status for /txs: {data[:200]!r}")
         try:
             answer = decode_answer(data, len(transactions))
         except SubmissionError as error:
@@ -386,7 +360,7 @@ class Client:
         rejected: list[JsonType] = [
             {
                 "index": rejection.index,
-                "hash": _rejection_hash(rejection, transactions[rejection.index]),
+                "hash": named_hash(rejection.hash, rejection.retry, transactions[rejection.index]),
                 "code": rejection.code,
                 "error": rejection.error,
                 "retry": rejection.retry,
@@ -716,9 +690,18 @@ def _installed_app(name: str) -> App:
         raise ProofRefused(f"cannot check the answer: {error}") from None
 
 
-def _rejection_hash(rejection: Rejection, data: bytes) -> str | None:
-    """The hash a refusal names, as the JSON answer gives it: the node's, or for a refusal
-    for load (which the node leaves unhashed) the transaction's own."""
-    if rejection.hash is not None:
-        return rejection.hash.hex()
-    return hash_bytes(data).hex() if rejection.retry else None
+def _json_answer(status: int, data: bytes) -> dict[str, JsonType]:
+    """The JSON object a node answered; ``ApiError`` with its error, code and rule for a status
+    of 400 or more."""
+    try:
+        parsed = json.loads(data.decode("utf-8")) if data else {}
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ApiError(status, f"response is not JSON: {data[:200]!r}") from None
+    if status >= 400:
+        message = parsed.get("error", "") if isinstance(parsed, dict) else ""
+        code = parsed.get("code", "") if isinstance(parsed, dict) else ""
+        rule = parsed.get("rule", "") if isinstance(parsed, dict) else ""
+        raise ApiError(status, str(message), str(code), str(rule))
+    if not isinstance(parsed, dict):
+        raise ApiError(status, "response is not a JSON object")
+    return parsed
