@@ -4,6 +4,8 @@ benchmarks print figures; a busy machine must not fail the suite."""
 from __future__ import annotations
 
 import json
+import math
+import os
 import subprocess
 import sys
 
@@ -15,7 +17,7 @@ from apps.state import MemoryBackend
 from apps.transaction import Transaction
 from node.apploader import load_apps
 from node.bench.scaling import expected_messages
-from node.bench.throughput import BenchOptions, StepResult, ThroughputReport
+from node.bench.throughput import BenchOptions, ProcessSampler, StepResult, ThroughputReport
 from node.bench.workload import bench_accounts, sign_streams
 from node.cli.bench import _print_report, bench
 from node.jsonvalue import from_json
@@ -33,6 +35,8 @@ REQUIRED_FIELDS = (
     "block_size_avg",
     "cpu_s_per_node",
     "rss_peak_mb_per_node",
+    "rss_anonymous_peak_mb_per_node",
+    "rss_file_mb_per_node",
     "ed25519_verify_per_s_per_core",
     "phases_us_per_tx_by_half",
 )
@@ -85,6 +89,32 @@ def test_bench_smoke_reports_every_field() -> None:
     assert document["agreement_problems"] == []
     # A transaction is first offered no later than it is admitted.
     assert document["offer_latency_ms_p99"] >= document["latency_ms_p99"]
+    # The RSS splits into the heap, sampled while the load ran, and LMDB's map.
+    for peak, anonymous, file_backed in zip(
+        document["rss_peak_mb_per_node"],
+        document["rss_anonymous_peak_mb_per_node"],
+        document["rss_file_mb_per_node"],
+        strict=True,
+    ):
+        assert 0 < anonymous < peak
+        assert 0 < file_backed < peak
+
+
+def test_process_sampler_splits_the_rss_of_a_live_process_and_not_of_a_gone_one() -> None:
+    heap = bytearray(64 * 1024 * 1024)  # 64 MiB of anonymous memory, touched
+    heap[::4096] = b"x" * len(heap[::4096])
+    anonymous, file_backed = ProcessSampler.rss_split_mb(os.getpid())
+    assert anonymous >= 64
+    assert file_backed > 0  # the interpreter's own mapped code at least
+    assert anonymous + file_backed <= ProcessSampler.rss_peak_mb(os.getpid()) + 1
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert all(math.isnan(value) for value in ProcessSampler.rss_split_mb(int(gone.stdout)))
+    del heap
 
 
 def _step(**changes: object) -> StepResult:
@@ -173,10 +203,13 @@ def test_a_step_reports_its_phases_by_half_and_the_report_prints_them(
         steps=[step],
         best=step,
         rss_peak_mb=[200.0],
+        rss_anonymous_peak_mb=[120.0],
+        rss_file_mb=[80.0],
         agreement_problems=[],
         directory="",
     )
     _print_report(report.to_json())
     printed = capsys.readouterr().out
     assert "by half" in printed
+    assert "anonymous      [120.0] at most; file-backed [80.0] at the end" in printed
     assert "total 300.0 -> 330.0, execute 100.0 -> 104.0, commit 40.0 -> 61.3" in printed

@@ -146,6 +146,22 @@ class ProcessSampler:
             pass
         return math.nan
 
+    @staticmethod
+    def rss_split_mb(pid: int) -> tuple[float, float]:
+        """Resident MiB now: anonymous (the heap: Python objects, buffers) and file-backed
+        (mostly LMDB's memory map of the store, which the kernel may reclaim and which grows
+        with the ledger); NaNs when the process is gone."""
+        anonymous = file_backed = math.nan
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("RssAnon:"):
+                    anonymous = int(line.split()[1]) / 1024
+                elif line.startswith("RssFile:"):
+                    file_backed = int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return anonymous, file_backed
+
 
 @dataclass(frozen=True, slots=True)
 class BenchOptions:
@@ -316,6 +332,10 @@ class ThroughputReport:
     steps: list[StepResult]
     best: StepResult
     rss_peak_mb: list[float]
+    # The largest anonymous part of the RSS seen while the load ran (sampled every
+    # _PROGRESS_S), and the file-backed part when the nodes stopped.
+    rss_anonymous_peak_mb: list[float]
+    rss_file_mb: list[float]
     agreement_problems: list[str]
     directory: str
 
@@ -339,6 +359,10 @@ class ThroughputReport:
             "ceiling_tx_per_s": round(self.ceiling_tx_per_s, 1),
             "ratio": round(self.best.tx_per_s / self.ceiling_tx_per_s, 3),
             "rss_peak_mb_per_node": [round(value, 1) for value in self.rss_peak_mb],
+            "rss_anonymous_peak_mb_per_node": [
+                round(value, 1) for value in self.rss_anonymous_peak_mb
+            ],
+            "rss_file_mb_per_node": [round(value, 1) for value in self.rss_file_mb],
             "load_average_before": list(self.load_average),
             "machine": (
                 f"{platform.machine()} {self.cores} cores, Python {platform.python_version()}"
@@ -401,6 +425,18 @@ class _Run:
         self.testnet = Testnet(self.info)
         self.steps_run = 0
         self.observer: _Observer | None = None
+        self.anonymous_peak_mb = [math.nan] * options.validators
+
+    def sample_memory(self) -> list[float]:
+        """Each node's file-backed RSS now (MiB), keeping the peak of its anonymous part."""
+        file_backed = []
+        for index, pid in enumerate(self.pids()):
+            anonymous, file_mb = ProcessSampler.rss_split_mb(pid)
+            peak = self.anonymous_peak_mb[index]
+            if math.isnan(peak) or anonymous > peak:
+                self.anonymous_peak_mb[index] = anonymous
+            file_backed.append(file_mb)
+        return file_backed
 
     def start(self) -> None:
         self.testnet.start_all()
@@ -469,6 +505,7 @@ class _Run:
         while (left_s := start_at + duration_s - time.time()) > 0:
             if progress is not None:
                 progress(f"offering {rate:.0f} tx/s", int(duration_s - left_s), int(duration_s))
+            self.sample_memory()
             if phases_middle is None and time.time() >= middle_at:
                 phases_middle = self._phase_samples()
             wait_s = min(left_s, _PROGRESS_S)
@@ -605,11 +642,13 @@ class _Run:
             last_error=last_error,
         )
 
-    def stop(self) -> tuple[list[float], list[str]]:
-        """Stop everything; returns the nodes' peak RSS and any chain disagreement."""
+    def stop(self) -> tuple[list[float], list[float], list[str]]:
+        """Stop everything; returns the nodes' peak RSS, their file-backed RSS at the end and
+        any chain disagreement (the anonymous peaks are in ``anonymous_peak_mb``)."""
         if self.observer is not None:
             self.observer.stop()
         rss = [ProcessSampler.rss_peak_mb(pid) for pid in self.pids()]
+        file_backed = self.sample_memory()
         problems: list[str] = []
         try:
             clients = [self.testnet.client(i) for i in range(self.options.validators)]
@@ -619,7 +658,7 @@ class _Run:
         except ApiError as error:
             problems = [f"could not compare chains: {error}"]
         self.testnet.stop_all()
-        return rss, problems
+        return rss, file_backed, problems
 
 
 def run_throughput(
@@ -646,7 +685,7 @@ def run_throughput(
         else:
             steps = _search(run, options, progress)
     finally:
-        rss, problems = run.stop()
+        rss, file_backed, problems = run.stop()
         if temporary:
             shutil.rmtree(directory, ignore_errors=True)
     good = [step for step in steps if step.sustainable(options.p99_ms_max)]
@@ -659,6 +698,8 @@ def run_throughput(
         steps,
         best,
         rss,
+        run.anonymous_peak_mb,
+        file_backed,
         problems,
         "" if temporary else str(directory),
     )

@@ -164,6 +164,10 @@ def _print_report(d: dict[str, JsonType]) -> None:
             + "  (first -> second half of the window: the ledger grows)"
         )
     click.echo(f"  peak RSS MiB     {d['rss_peak_mb_per_node']}")
+    click.echo(
+        f"    anonymous      {d.get('rss_anonymous_peak_mb_per_node')} at most;"
+        f" file-backed {d.get('rss_file_mb_per_node')} at the end (LMDB's map: the ledger)"
+    )
     click.echo(f"  submitter CPU s  {d['submitter_cpu_s']}")
     click.echo(
         f"  ed25519          {_figure(d['ed25519_verify_per_s_per_core'])} verifications/s per core"
