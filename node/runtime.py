@@ -2041,6 +2041,7 @@ class Node:
             "validators_hash": validators.hash().hex(),
             "mempool_transactions": len(self.mempool),
             "mempool_bytes": self.mempool.size_bytes,
+            "admission_limit": self.admission.limit(time.monotonic()),
             "version": SOFTWARE_VERSION,
             "native_modules": dict(self._native),
             "last_block_time_ms": self._tip_timestamp_ms,

@@ -272,6 +272,7 @@ async def test_an_overloaded_node_refuses_early_and_keeps_its_pool_bounded(
             assert json.loads(data)["code"] == "full"
             assert len(node.mempool) == limit
             assert node.mempool.size_bytes <= 64 * 1024 * 1024
+            assert node.status()["admission_limit"] == limit
             # Once a proposal carries the pool's transactions they no longer wait for one:
             # the limit counts what waits, so the next `limit` fit (and no more).
             node._proposal_seen(node.height() + 1, limit)
