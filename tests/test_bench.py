@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+from typing import cast
 
 import pytest
 from click.testing import CliRunner
@@ -17,7 +18,15 @@ from apps.state import MemoryBackend
 from apps.transaction import Transaction
 from node.apploader import load_apps
 from node.bench.scaling import expected_messages
-from node.bench.throughput import BenchOptions, ProcessSampler, StepResult, ThroughputReport
+from node.bench.throughput import (
+    BenchOptions,
+    ProcessSampler,
+    StepResult,
+    ThroughputReport,
+    _Run,
+    _RunEnds,
+    _search,
+)
 from node.bench.workload import bench_accounts, sign_streams
 from node.cli.bench import _print_report, bench
 from node.jsonvalue import from_json
@@ -160,6 +169,59 @@ def test_a_step_is_sustained_only_when_every_client_got_in_within_the_bound() ->
     assert not _step(uncommitted=1).sustainable(1000.0)
     assert not _step(transport_errors=1).sustainable(1000.0)
     assert not _step(tx_per_s=900.0).sustainable(1000.0)
+
+
+class _FakeRun:
+    """A testnet stand-in whose chain sustains up to 1,000 tx/s."""
+
+    def __init__(self, name: str, events: list[tuple[str, ...]], fail_at: float | None) -> None:
+        self.name = name
+        self.events = events
+        self.fail_at = fail_at
+
+    def step(self, rate: float, duration_s: float) -> StepResult:
+        self.events.append(("step", self.name, str(rate)))
+        if rate == self.fail_at:
+            raise RuntimeError("the testnet broke")
+        return _step(rate_offered=rate, tx_per_s=rate if rate <= 1000 else 0.8 * rate)
+
+
+def _search_with_fakes(fail_at: float | None = None) -> tuple[list[float], list[tuple[str, ...]]]:
+    events: list[tuple[str, ...]] = []
+
+    def fresh(name: str) -> _Run:
+        events.append(("start", name))
+        return cast(_Run, _FakeRun(name, events, fail_at))
+
+    def stop() -> None:
+        events.append(("stop",))
+
+    steps = _search(fresh, stop, BenchOptions(rate=None), progress=False)
+    return [step.rate_offered for step in steps], events
+
+
+def test_the_search_runs_each_step_on_a_fresh_testnet_and_stops_it() -> None:
+    rates, events = _search_with_fakes()
+    assert rates == [500.0, 1000.0, 2000.0, 1500.0, 1250.0, 1125.0]
+    expected: list[tuple[str, ...]] = []
+    for number, rate in enumerate(rates, start=1):
+        name = f"testnet-step{number}"
+        expected += [("start", name), ("step", name, str(rate)), ("stop",)]
+    assert events == expected
+    # A step that fails still stops its testnet.
+    with pytest.raises(RuntimeError, match="broke"):
+        _search_with_fakes(fail_at=1000.0)
+
+
+def test_run_ends_keep_each_nodes_largest_figures_and_every_disagreement() -> None:
+    ends = _RunEnds(2)
+    assert all(math.isnan(value) for value in ends.rss_peak_mb)
+    ends.add([200.0, math.nan], [100.0, 90.0], [50.0, 60.0], [])
+    ends.add([150.0, 210.0], [120.0, math.nan], [80.0, 40.0], ["node 1 differs"])
+    assert ends.rss_peak_mb == [200.0, 210.0]
+    assert ends.anonymous_peak_mb == [120.0, 90.0]
+    assert ends.file_mb == [80.0, 60.0]
+    assert ends.problems == ["testnet 2: node 1 differs"]
 
 
 def test_bench_scaling_counts_pbft_messages_for_small_validator_sets() -> None:

@@ -33,11 +33,13 @@ a pushed-back transaction, its last resend). ``offer_latency_ms_*`` counts from 
 transaction was first offered, so a push-back's wait is in it: what a client that retries as
 told sees end to end.
 
-``--rate max`` runs steps on one testnet: the rate doubles while a step is *sustainable*
-(nothing refused for good, lost or abandoned, committed rate at least ``SUSTAINED_FRACTION`` of
-the offered rate, p99 from first offer at most ``p99_ms_max``; push-backs are allowed, since
-their wait counts in that p99), then bisects between the last good and first bad rate. The
-report is the best sustainable step, with every step listed.
+``--rate max`` runs steps, each on a fresh testnet from genesis (on one chain, a step would
+run on the ledger the steps before it grew, and the result would depend on the path the search
+took): the rate doubles while a step is *sustainable* (nothing refused for good, lost or
+abandoned, committed rate at least ``SUSTAINED_FRACTION`` of the offered rate, p99 from first
+offer at most ``p99_ms_max``; push-backs are allowed, since their wait counts in that p99),
+then bisects between the last good and first bad rate. The report is the best sustainable
+step, with every step listed.
 
 Above capacity the nodes push submissions back (429, ``retry_after_ms``); the submitter resends
 them after that delay, so a step at 2x or 4x the sustainable rate shows what the chain keeps
@@ -411,6 +413,7 @@ class _Run:
 
     def __init__(self, options: BenchOptions, directory: Path) -> None:
         self.options = options
+        self.directory = directory
         self.accounts: BenchAccounts = bench_accounts(
             options.validators, options.accounts_per_bank, options.seed
         )
@@ -676,16 +679,33 @@ def run_throughput(
         Path(tempfile.mkdtemp(prefix="suanpan-bench-")) if temporary else options.keep_directory
     )
     assert directory is not None
-    run = _Run(options, directory / "testnet")
+    ends = _RunEnds(options.validators)
     steps: list[StepResult] = []
-    try:
+
+    def fresh_run(name: str) -> _Run:
+        """A new testnet from genesis, started; ``ends`` stops it."""
+        run = _Run(options, directory / name)
+        ends.running = run
         run.start()
+        return run
+
+    def stop_run() -> None:
+        run = ends.running
+        if run is not None:
+            ends.running = None
+            rss, file_backed, problems = run.stop()
+            ends.add(rss, run.anonymous_peak_mb, file_backed, problems)
+            if temporary:
+                shutil.rmtree(run.directory, ignore_errors=True)
+
+    try:
         if options.rate is not None:
+            run = fresh_run("testnet")
             steps.append(run.step(options.rate, options.duration_s, report))
         else:
-            steps = _search(run, options, progress)
+            steps = _search(fresh_run, stop_run, options, progress)
     finally:
-        rss, file_backed, problems = run.stop()
+        stop_run()
         if temporary:
             shutil.rmtree(directory, ignore_errors=True)
     good = [step for step in steps if step.sustainable(options.p99_ms_max)]
@@ -697,21 +717,67 @@ def run_throughput(
         load,
         steps,
         best,
-        rss,
-        run.anonymous_peak_mb,
-        file_backed,
-        problems,
+        ends.rss_peak_mb,
+        ends.anonymous_peak_mb,
+        ends.file_mb,
+        ends.problems,
         "" if temporary else str(directory),
     )
 
 
-def _search(run: _Run, options: BenchOptions, progress: bool) -> list[StepResult]:
+class _RunEnds:
+    """What the testnets of a benchmark left when they stopped: per node, the largest peak RSS,
+    anonymous peak and file-backed RSS of any of them; every chain disagreement."""
+
+    def __init__(self, validators: int) -> None:
+        self.running: _Run | None = None
+        self.rss_peak_mb = [math.nan] * validators
+        self.anonymous_peak_mb = [math.nan] * validators
+        self.file_mb = [math.nan] * validators
+        self.problems: list[str] = []
+        self.runs = 0
+
+    def add(
+        self,
+        rss: list[float],
+        anonymous: list[float],
+        file_backed: list[float],
+        problems: list[str],
+    ) -> None:
+        """One testnet stopped: its figures per node and its disagreements."""
+        self.runs += 1
+        self.problems.extend(
+            problems if self.runs == 1 else [f"testnet {self.runs}: {p}" for p in problems]
+        )
+        self.rss_peak_mb = _largest(self.rss_peak_mb, rss)
+        self.anonymous_peak_mb = _largest(self.anonymous_peak_mb, anonymous)
+        self.file_mb = _largest(self.file_mb, file_backed)
+
+
+def _largest(kept: list[float], new: list[float]) -> list[float]:
+    """Element by element, the larger of two lists of figures (NaN: not measured)."""
+    return [
+        b if math.isnan(a) or (not math.isnan(b) and b > a) else a
+        for a, b in zip(kept, new, strict=True)
+    ]
+
+
+def _search(
+    fresh_run: Callable[[str], _Run],
+    stop_run: Callable[[], None],
+    options: BenchOptions,
+    progress: bool,
+) -> list[StepResult]:
     steps: list[StepResult] = []
     good: float | None = None
     bad: float | None = None
     rate = SEARCH_START_RATE
     while len(steps) < SEARCH_STEPS_MAX:
-        step = run.step(rate, options.duration_s)
+        run = fresh_run(f"testnet-step{len(steps) + 1}")
+        try:
+            step = run.step(rate, options.duration_s)
+        finally:
+            stop_run()
         steps.append(step)
         ok = step.sustainable(options.p99_ms_max)
         if progress:
@@ -737,5 +803,4 @@ def _search(run: _Run, options: BenchOptions, progress: bool) -> list[StepResult
             break
         else:
             rate = (good + bad) / 2
-        time.sleep(2.0)  # let the mempools drain between steps
     return steps
