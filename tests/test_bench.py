@@ -213,6 +213,14 @@ def test_the_search_runs_each_step_on_a_fresh_testnet_and_stops_it() -> None:
         _search_with_fakes(fail_at=1000.0)
 
 
+def test_a_bench_testnet_refuses_a_second_step() -> None:
+    # Its streams start at the genesis nonces: a second step would resend taken nonces.
+    run = object.__new__(_Run)
+    run.stepped = True
+    with pytest.raises(RuntimeError, match="runs one step"):
+        run.step(1000.0, 20.0)
+
+
 def test_run_ends_keep_each_nodes_largest_figures_and_every_disagreement() -> None:
     ends = _RunEnds(2)
     assert all(math.isnan(value) for value in ends.rss_peak_mb)
@@ -221,7 +229,7 @@ def test_run_ends_keep_each_nodes_largest_figures_and_every_disagreement() -> No
     assert ends.rss_peak_mb == [200.0, 210.0]
     assert ends.anonymous_peak_mb == [120.0, 90.0]
     assert ends.file_mb == [80.0, 60.0]
-    assert ends.problems == ["testnet 2: node 1 differs"]
+    assert ends.problems == ["node 1 differs"]
 
 
 def test_bench_scaling_counts_pbft_messages_for_small_validator_sets() -> None:

@@ -426,7 +426,7 @@ class _Run:
             config=options.config,
         )
         self.testnet = Testnet(self.info)
-        self.steps_run = 0
+        self.stepped = False
         self.observer: _Observer | None = None
         self.anonymous_peak_mb = [math.nan] * options.validators
 
@@ -461,15 +461,6 @@ class _Run:
         self.observer = _Observer(self.info.api_addresses[0], height + 1)
         self.observer.start()
 
-    def _next_nonces(self) -> list[list[int]]:
-        """Every account's next nonce (a refused transaction in an earlier step leaves its
-        sender's later nonces unused)."""
-        nonces = []
-        for bank, keys in enumerate(self.accounts.public_keys):
-            with self.testnet.client(bank) as client:
-                nonces.append([client.next_nonce(public_key) for public_key in keys])
-        return nonces
-
     def pids(self) -> list[int]:
         return [process.pid if process is not None else -1 for process in self.testnet.processes]
 
@@ -480,7 +471,11 @@ class _Run:
         progress: Callable[[str, int, int], None] | None = None,
     ) -> StepResult:
         """Submit at ``rate`` for ``duration_s``; wait for the drain; compute the figures.
-        ``progress(phase, seconds done, seconds)`` is told while the load runs."""
+        ``progress(phase, seconds done, seconds)`` is told while the load runs. A testnet runs
+        one step: the streams start at every account's genesis nonce."""
+        if self.stepped:
+            raise RuntimeError("a bench testnet runs one step; start a fresh one for the next")
+        self.stepped = True
         assert self.observer is not None
         n = self.options.validators
         per_node = rate / n
@@ -489,10 +484,8 @@ class _Run:
             self.accounts,
             self.info.chain_id,
             rounds,
-            first_nonces=self._next_nonces() if self.steps_run else None,
             processes=os.cpu_count() or 1,
         )
-        self.steps_run += 1
         plans = [
             SubmitPlan(self.info.api_addresses[bank], streams[bank], per_node) for bank in range(n)
         ]
@@ -694,7 +687,9 @@ def run_throughput(
         if run is not None:
             ends.running = None
             rss, file_backed, problems = run.stop()
-            ends.add(rss, run.anonymous_peak_mb, file_backed, problems)
+            # A search names the step whose testnet disagreed.
+            label = "" if options.rate is not None else f"{run.directory.name}: "
+            ends.add(rss, run.anonymous_peak_mb, file_backed, [label + p for p in problems])
             if temporary:
                 shutil.rmtree(run.directory, ignore_errors=True)
 
@@ -735,7 +730,6 @@ class _RunEnds:
         self.anonymous_peak_mb = [math.nan] * validators
         self.file_mb = [math.nan] * validators
         self.problems: list[str] = []
-        self.runs = 0
 
     def add(
         self,
@@ -745,10 +739,7 @@ class _RunEnds:
         problems: list[str],
     ) -> None:
         """One testnet stopped: its figures per node and its disagreements."""
-        self.runs += 1
-        self.problems.extend(
-            problems if self.runs == 1 else [f"testnet {self.runs}: {p}" for p in problems]
-        )
+        self.problems.extend(problems)
         self.rss_peak_mb = _largest(self.rss_peak_mb, rss)
         self.anonymous_peak_mb = _largest(self.anonymous_peak_mb, anonymous)
         self.file_mb = _largest(self.file_mb, file_backed)
