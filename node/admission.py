@@ -15,8 +15,11 @@ node has recently seen committed:
 where ``rate_committed`` is transactions per second committed over the last ``WINDOW_S``
 seconds. Over the limit a submission is refused *before* any work is spent on it (no decode,
 no signature check) with code ``full``, ``retry`` true and a ``retry_after_ms``: the time the
-chain needs, at its recent rate, to commit what is pending. The API turns that into HTTP 429
-with ``Retry-After``.
+chain needs, at its recent rate, to move on as many pending transactions as were refused (so
+that they fit), at least ``RETRY_AFTER_MS_MIN``. A batch that missed the limit by a few (a slow
+round near capacity) comes back at once rather than after the whole queue has committed; under
+overload, where every batch misses by about its own size, clients come back about as often as
+they send. The API turns that into HTTP 429 with ``Retry-After``.
 
 Why it is stable: what waits is at most ``budget`` of commits, so every block is too, and a
 pending transaction waits at most about ``budget`` plus one block. (Counting the block being
@@ -119,7 +122,7 @@ class AdmissionControl:
 
     def retry_after_ms(self, now_s: float, pending: int) -> int:
         """When to come back: the time the chain needs, at its recent rate (at least the
-        floor's worth per budget), to commit ``pending`` transactions."""
+        floor's worth per budget), to move ``pending`` transactions on."""
         limits = self.limits
         rate = max(self.rate(now_s), limits.transactions_min * 1000 / limits.budget_ms)
         spread = self._jitter.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER)

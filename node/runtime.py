@@ -1629,14 +1629,15 @@ class Node:
         self, raw: Sequence[bytes]
     ) -> tuple[Sequence[bytes], list[SubmitOutcome]]:
         """Split a client batch into what fits under the admission limit and refusals for the
-        rest (``full``, retry after the time the chain needs to commit what is pending)."""
+        rest (``full``, retry after the time the chain needs to make room for them)."""
         now = time.monotonic()
         pending = max(0, len(self.mempool) + self._gossip_admitting - self._in_flight())
         room = self.admission.limit(now) - pending
         if room >= len(raw):
             return raw, []
+        # Room for the refused part comes once that many of what is pending have moved on.
+        retry_after_ms = self.admission.retry_after_ms(now, len(raw) - room)
         room = max(room, 0)
-        retry_after_ms = self.admission.retry_after_ms(now, pending)
         message = (
             f"the node is at capacity ({pending} transactions pending); retry after"
             f" {retry_after_ms} ms"
