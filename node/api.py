@@ -293,28 +293,24 @@ def _refused_tail(outcomes: Sequence[SubmitOutcome]) -> int:
     return start
 
 
+def _rejection(index: int, outcome: SubmitOutcome) -> Rejection:
+    """The refusal ``outcome`` of the batch's transaction ``index``."""
+    return Rejection(
+        index, outcome.hash, outcome.code, outcome.message, outcome.retry, outcome.retry_after_ms
+    )
+
+
 def _answer(outcomes: Sequence[SubmitOutcome], tail: int, accepted: int) -> SubmissionAnswer:
     """The msgpack answer: refusals before ``tail`` one by one, the tail as one."""
-
-    def rejection(index: int, outcome: SubmitOutcome) -> Rejection:
-        return Rejection(
-            index,
-            outcome.hash,
-            outcome.code,
-            outcome.message,
-            outcome.retry,
-            outcome.retry_after_ms,
-        )
-
     rejected = tuple(
-        rejection(index, outcome)
+        _rejection(index, outcome)
         for index, outcome in enumerate(outcomes[:tail])
         if not outcome.accepted
     )
     if tail == len(outcomes):
         return SubmissionAnswer(len(outcomes), accepted, rejected)
     return SubmissionAnswer(
-        len(outcomes), accepted, rejected, tail, rejection(tail, outcomes[tail])
+        len(outcomes), accepted, rejected, tail, _rejection(tail, outcomes[tail])
     )
 
 
@@ -550,14 +546,7 @@ class _Handler:
                 )
             else:
                 rejected: list[JsonType] = [
-                    {
-                        "index": index,
-                        "hash": named_hash(outcome.hash, outcome.retry, transactions[index]),
-                        "code": outcome.code,
-                        "error": outcome.message,
-                        "retry": outcome.retry,
-                        "retry_after_ms": outcome.retry_after_ms,
-                    }
+                    _rejection(index, outcome).json_document(transactions[index])
                     for index, outcome in enumerate(outcomes)
                     if not outcome.accepted
                 ]

@@ -25,6 +25,7 @@ from typing import Final
 import msgpack
 
 from consensus.crypto import hash_bytes
+from node.jsonvalue import JsonType
 
 __all__ = [
     "MSGPACK_CONTENT_TYPE",
@@ -110,11 +111,25 @@ class Rejection:
     retry: bool
     retry_after_ms: int
 
+    def reason(self) -> dict[str, object]:
+        """Why, and when to come back: the map a refused tail shares."""
+        return {
+            "code": self.code,
+            "error": self.error,
+            "retry": self.retry,
+            "retry_after_ms": self.retry_after_ms,
+        }
+
     def document(self) -> dict[str, object]:
         """The msgpack map of this refusal."""
+        return {"index": self.index, "hash": self.hash, **self.reason()}
+
+    def json_document(self, data: bytes) -> dict[str, JsonType]:
+        """The JSON map of this refusal of the transaction ``data`` (its hash as
+        ``named_hash`` names it)."""
         return {
             "index": self.index,
-            "hash": self.hash,
+            "hash": named_hash(self.hash, self.retry, data),
             "code": self.code,
             "error": self.error,
             "retry": self.retry,
@@ -161,14 +176,8 @@ def encode_answer(answer: SubmissionAnswer) -> bytes:
         "rejected": [rejection.document() for rejection in answer.rejected],
     }
     if answer.refused_from is not None and answer.refusal is not None:
-        refusal = answer.refusal
         document["refused_from"] = answer.refused_from
-        document["refusal"] = {
-            "code": refusal.code,
-            "error": refusal.error,
-            "retry": refusal.retry,
-            "retry_after_ms": refusal.retry_after_ms,
-        }
+        document["refusal"] = answer.refusal.reason()
     data: bytes = msgpack.packb(document, use_bin_type=True)
     return data
 
@@ -208,19 +217,17 @@ def decode_answer(data: bytes, count: int) -> SubmissionAnswer:
     return SubmissionAnswer(count, accepted, rejected, refused_from, refusal)
 
 
-def _int_field(document: dict[object, object], name: str, high: int) -> int:
+def _int_field(document: dict[object, object], name: str, high: int, label: str = "") -> int:
     value = document.get(name)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
-        raise SubmissionError(f"answer's {name} must be an integer in 0..{high}")
+        raise SubmissionError(f"answer's {label or name} must be an integer in 0..{high}")
     return value
 
 
 def _rejection(item: object, where: str, count: int) -> Rejection:
     if not isinstance(item, dict):
         raise SubmissionError(f"answer's {where} must be a map")
-    index = item.get("index")
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
-        raise SubmissionError(f"answer's {where}.index must be an integer in 0..{count - 1}")
+    index = _int_field(item, "index", count - 1, f"{where}.index")
     digest = item.get("hash")
     if digest is not None and not isinstance(digest, bytes):
         raise SubmissionError(f"answer's {where}.hash must be bin or nil")

@@ -140,29 +140,29 @@ class ProcessSampler:
     @staticmethod
     def rss_peak_mb(pid: int) -> float:
         """Peak resident set size in MiB (NaN when the process is gone)."""
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        return math.nan
+        return _status_mib(pid, "VmHWM")[0]
 
     @staticmethod
     def rss_split_mb(pid: int) -> tuple[float, float]:
         """Resident MiB now: anonymous (the heap: Python objects, buffers) and file-backed
         (mostly LMDB's memory map of the store, which the kernel may reclaim and which grows
         with the ledger); NaNs when the process is gone."""
-        anonymous = file_backed = math.nan
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("RssAnon:"):
-                    anonymous = int(line.split()[1]) / 1024
-                elif line.startswith("RssFile:"):
-                    file_backed = int(line.split()[1]) / 1024
-        except OSError:
-            pass
+        anonymous, file_backed = _status_mib(pid, "RssAnon", "RssFile")
         return anonymous, file_backed
+
+
+def _status_mib(pid: int, *names: str) -> list[float]:
+    """The named kB fields of ``/proc/<pid>/status`` in MiB (NaN for a field not there or a
+    process that is gone)."""
+    found: dict[str, float] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in names:
+                found[name] = int(value.split()[0]) / 1024
+    except OSError:
+        pass
+    return [found.get(name, math.nan) for name in names]
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,7 +57,6 @@ from node.submission import (
     SubmissionError,
     decode_answer,
     encode_submission,
-    named_hash,
 )
 
 __all__ = [
@@ -358,14 +357,7 @@ class Client:
         except SubmissionError as error:
             raise ApiError(status, f"malformed /txs answer: {error}") from None
         rejected: list[JsonType] = [
-            {
-                "index": rejection.index,
-                "hash": named_hash(rejection.hash, rejection.retry, transactions[rejection.index]),
-                "code": rejection.code,
-                "error": rejection.error,
-                "retry": rejection.retry,
-                "retry_after_ms": rejection.retry_after_ms,
-            }
+            rejection.json_document(transactions[rejection.index])
             for rejection in answer.rejections()
         ]
         return {"accepted": answer.accepted, "rejected": rejected}
