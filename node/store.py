@@ -23,18 +23,17 @@ databases:
                           value before the block (absent: nil), as arrays ``[key, value,
                           key, value, ...]`` (``consensus.codec``) of about 256 KiB each,
                           under height || chunk number (4 bytes, from 0)
-``tree_undo``             the same for the tree records the last block changed
 ``replica``               the consensus replica's persisted state (opaque bytes)
 ``evidence``              height || SHA-256(evidence) -> opaque evidence bytes
 ========================  ===================================================================
 
 ``commit_block`` writes the block, its certificate, the state write set, the tree records, the
-undo records, the transaction index, the receipts, the end-of-block events, the app hash and
+undo record, the transaction index, the receipts, the end-of-block events, the app hash and
 the new height in **one** LMDB write transaction. LMDB commits by switching a meta page after
 the data pages are written, so a crash (SIGKILL, power loss with ``sync=True``) at any moment
 leaves either the previous height or the new one, never a part of a block. The crash tests
 kill real processes mid-commit to check this. ``commit_blocks`` writes several consecutive
-blocks the same way in one transaction (one fsync; the undo records are the last block's):
+blocks the same way in one transaction (one fsync; the undo record is the last block's):
 all of them or none.
 
 ``UnwrittenStateBackend`` is the committed state with the write sets and tree records of
@@ -51,16 +50,22 @@ snapshots); a write that fills the map aborts its transaction first and only the
 read lock to resize, so no transaction of this process is open during a resize.
 
 Versions. The state and tree databases hold the state after the committed height h. The undo
-databases turn them back into the state after h-1 (``certified_view``): that is the latest state
+record turns them back into the state after h-1 (``read_certified``): that is the latest state
 whose app hash a certificate covers (block h carries it and certificate h signs block h), so
-proofs of single keys are answered against it. Each commit empties the undo databases before
-recording its own, so exactly one version back is kept and nothing older needs pruning. A
-block's undo record is a few values of about 256 KiB, not one entry per key: a block of 600
-payments changes about 8,000 state keys and tree records, and one LMDB entry each (written,
-then deleted by the next commit) cost the block writer a fifth of its CPU. Chunks rather
-than one value: a value of megabytes needs that many contiguous free pages in the file, and
-a buffer of that size per commit. Readers of the certified view decode the record once per
-height (``_UndoRecords``).
+proofs of single keys are answered against it. Each commit empties the undo database before
+recording its own, so exactly one version back is kept and nothing older needs pruning. Only
+the state is recorded: the tree is a function of the state's entries alone (``apps.merkle``),
+so the tree records of h-1 are what ``apps.merkle.update`` makes of the tree at h with the
+undo record's values written back, and their root must be the app hash stored for h-1 (a
+store whose undo record does not lead there is refused with ``StoreError``). Recording the
+block's replaced tree records as well cost a commit about a tenth of the pages it wrote and
+about 13 % of its CPU, for a computation a proof needs once per height. A block's undo record
+is a few values of about 256 KiB, not one entry per key: a block of 600 payments changes about
+2,500 state keys, and one LMDB entry each (written, then deleted by the next commit) cost the
+block writer a fifth of its CPU. Chunks rather than one value: a value of megabytes needs that
+many contiguous free pages in the file, and a buffer of that size per commit. Readers of the
+certified view decode the record and derive the tree records once per height
+(``_UndoRecords``).
 
 State sync (``begin_state_sync``, ``install_state_chunk``, ``finish_state_sync``) replaces the
 genesis state of an empty store with a verified snapshot at height b, in several write
@@ -94,6 +99,7 @@ import lmdb
 from apps.base import Event
 from apps.host import MEMBERSHIP_APP, BlockResult, Receipt, stored_end_block_events
 from apps.merkle import ROOT_KEY, TreeUpdate, build, leaf_of, root_of_slot
+from apps.merkle import update as merkle_update
 from apps.state import NamespacedState, WriteSet
 from apps.validators import scheduled_sets, validator_set_at
 from consensus.codec import CodecError, Limits, Value, decode, encode
@@ -110,6 +116,7 @@ from consensus.types import (
 __all__ = [
     "DATABASES",
     "MAP_SIZE_INITIAL_BYTES",
+    "SCHEMAS_CONVERTED",
     "SCHEMA_VERSION",
     "UNDO_CHUNK_BYTES",
     "CertifiedView",
@@ -133,11 +140,13 @@ log = logging.getLogger(__name__)
 # 2: the Merkle tree and undo databases, state sync's base height. 3: block headers commit to
 # the next validator set, and the genesis state holds the validator registry. 4: the apps'
 # end-of-block events are stored. 5: one undo record (in chunks) per database per block
-# instead of one entry per key (a version 4 store is converted when opened,
-# ``_migrate_undo_from_4``).
-SCHEMA_VERSION: Final = 5
-# The schema a store is converted from when opened (its undo entries become one record).
-_SCHEMA_MIGRATED_FROM: Final = 4
+# instead of one entry per key. 6: no undo record of the tree (derived from the state's).
+# Stores of versions 4 and 5 are converted when opened (``_migrate_undo``).
+SCHEMA_VERSION: Final = 6
+# The schemas a store is converted from when opened.
+SCHEMAS_CONVERTED: Final = (4, 5)
+# Databases earlier schemas kept and a conversion deletes.
+_RETIRED_DATABASES: Final = ("tree_undo",)
 # Small enough that a test node costs nothing; it doubles on demand.
 MAP_SIZE_INITIAL_BYTES: Final = 64 * 1024 * 1024
 # A hard ceiling so a runaway writer fails loudly instead of filling the disk: 1 TiB.
@@ -157,7 +166,6 @@ DATABASES: Final = (
     "state",
     "tree",
     "state_undo",
-    "tree_undo",
     "replica",
     "evidence",
 )
@@ -250,7 +258,7 @@ class Store:
             self._env = lmdb.open(
                 str(path),
                 map_size=map_size_bytes,
-                max_dbs=len(DATABASES),
+                max_dbs=len(DATABASES) + len(_RETIRED_DATABASES),
                 sync=sync,
                 metasync=sync,
                 readahead=False,
@@ -289,7 +297,15 @@ class Store:
 
             self._write(record)
             return
-        migrate = stored[_META_SCHEMA] == str(_SCHEMA_MIGRATED_FROM).encode()
+        migrate_from = next(
+            (
+                version
+                for version in SCHEMAS_CONVERTED
+                if stored[_META_SCHEMA] == str(version).encode()
+            ),
+            None,
+        )
+        migrate = migrate_from is not None
         if stored[_META_SCHEMA] != expected[_META_SCHEMA] and not migrate:
             raise StoreMismatchError(
                 f"store at {self.path} has schema version {stored[_META_SCHEMA]!r}, "
@@ -305,29 +321,38 @@ class Store:
                 f"store at {self.path} was created from genesis "
                 f"{(stored[_META_GENESIS_HASH] or b'').hex()}, not {self.genesis_hash.hex()}"
             )
-        if migrate:
-            self._migrate_undo_from_4()
+        if migrate_from is not None:
+            self._migrate_undo(migrate_from)
 
-    def _migrate_undo_from_4(self) -> None:
-        """Convert a version 4 store: its undo databases' entries (one per key, ``0x01 ||
-        value`` or ``0x00``) become one record under the undo height, in one write
-        transaction with the new schema version (a crash leaves version 4, converted again
-        at the next start). A store with no undo height has none to convert."""
-        entries = {"state_undo": 0, "tree_undo": 0}
+    def _migrate_undo(self, version: int) -> None:
+        """Convert a version 4 or 5 store, in one write transaction with the new schema
+        version (a crash leaves the old version, converted again at the next start). Version
+        4's state undo entries (one per key, ``0x01 || value`` or ``0x00``) become one record
+        under the undo height (a store with no undo height has none to convert); both
+        versions' tree undo database is deleted (the tree of h-1 is derived from the state's
+        undo record)."""
+        converted = 0
 
         def work(txn: lmdb.Transaction) -> None:
+            nonlocal converted
             meta = self._db["meta"]
-            undo_height = txn.get(_META_UNDO_HEIGHT, db=meta)
-            for database in entries:
-                handle = self._db[database]
+            if version == 4:
+                undo_height = txn.get(_META_UNDO_HEIGHT, db=meta)
+                handle = self._db["state_undo"]
                 replaced: list[tuple[bytes, bytes | None]] = []
                 for key, record in txn.cursor(db=handle):
                     entry = bytes(record)
                     replaced.append((bytes(key), None if entry[:1] == _ABSENT else entry[1:]))
-                entries[database] = len(replaced)
+                converted = len(replaced)
                 txn.drop(handle, delete=False)
                 if undo_height is not None:
                     _write_undo(txn, handle, bytes(undo_height), replaced)
+            for name in _RETIRED_DATABASES:
+                try:
+                    retired = self._env.open_db(name.encode(), txn=txn, create=False)
+                except lmdb.NotFoundError:
+                    continue
+                txn.drop(retired, delete=True)
             txn.put(_META_SCHEMA, str(SCHEMA_VERSION).encode(), db=meta)
 
         self._write(work)
@@ -335,10 +360,10 @@ class Store:
             "store_migrated",
             extra={
                 "path": str(self.path),
-                "from_schema": _SCHEMA_MIGRATED_FROM,
+                "from_schema": version,
                 "to_schema": SCHEMA_VERSION,
-                "state_undo_keys": entries["state_undo"],
-                "tree_undo_records": entries["tree_undo"],
+                "state_undo_keys_converted": converted,
+                "databases_deleted": ",".join(_RETIRED_DATABASES),
             },
         )
 
@@ -441,7 +466,7 @@ class Store:
         def work(txn: lmdb.Transaction) -> None:
             if txn.get(_META_HEIGHT, db=self._db["meta"]) is not None:
                 raise StoreConsistencyError("genesis state is already written")
-            for database in ("state", "tree", "state_undo", "tree_undo"):
+            for database in ("state", "tree", "state_undo"):
                 txn.drop(self._db[database], delete=False)
             self._apply_records(txn, "state", writes)
             self._apply_records(txn, "tree", tree.records)
@@ -469,8 +494,8 @@ class Store:
         """Persist consecutive blocks (each as ``commit_block`` would) in **one** write
         transaction and one fsync: all of them or none. Each block is checked against the
         store as the blocks before it in ``entries`` left it (it must follow, link to and
-        carry the app hash of its predecessor); any failure writes nothing. The undo records
-        are those of the last block (one version back, as after ``commit_block``)."""
+        carry the app hash of its predecessor); any failure writes nothing. The undo record
+        is the last block's (one version back, as after ``commit_block``)."""
         prepared = [
             self._prepare_commit(block, certificate, result)
             for block, certificate, result in entries
@@ -482,8 +507,8 @@ class Store:
 
         def work(txn: lmdb.Transaction) -> None:
             for index, write in enumerate(prepared):
-                # Only the last block's undo records survive the transaction (each block's
-                # would replace the one's before it): the others write without them.
+                # Only the last block's undo record survives the transaction (each block's
+                # would replace the one before it): the others write without one.
                 write(txn, index == last)
 
         self._write(work)
@@ -493,7 +518,7 @@ class Store:
     ) -> Callable[[lmdb.Transaction, bool], None]:
         """Check that the pieces belong together and encode them (outside the write
         transaction); the returned work writes the block in the caller's transaction, with
-        its undo records when told (the last block of the transaction)."""
+        its undo record when told (the last block of the transaction)."""
         height = block.height
         header = block.header
         if header.chain_id != self.chain_id:
@@ -540,9 +565,8 @@ class Store:
                 txn.put(receipt_key(height, index), receipt, db=self._db["receipts"])
             if end_events is not None:
                 txn.put(key, end_events, db=self._db["block_events"])
-            undo_key = key if undo else None
-            self._apply_records(txn, "state", result.writes, undo_key)
-            self._apply_records(txn, "tree", result.tree.records, undo_key)
+            self._apply_records(txn, "state", result.writes, key if undo else None)
+            self._apply_records(txn, "tree", result.tree.records)
             if undo:
                 txn.put(_META_UNDO_HEIGHT, key, db=meta)
             txn.put(_META_APP_HASH, result.app_hash, db=meta)
@@ -565,7 +589,7 @@ class Store:
                 raise StoreConsistencyError("state sync needs a store at genesis, with no block")
             if txn.get(_META_BASE_HEIGHT, db=meta) is not None:
                 raise StoreConsistencyError("this store was already state-synced")
-            for database in ("state", "tree", "state_undo", "tree_undo"):
+            for database in ("state", "tree", "state_undo"):
                 txn.drop(self._db[database], delete=False)
             txn.put(_META_STATE_SYNC, height_key(height), db=meta)
 
@@ -774,7 +798,7 @@ class Store:
             assert block is not None
             assert certificate is not None
             assert app_hash is not None
-            undo = self._undo_records(txn, bytes(raw_undo))
+            undo = self._undo_records(txn, bytes(raw_undo), bytes(app_hash))
             view = CertifiedView(
                 height=height - 1,
                 app_hash=bytes(app_hash),
@@ -785,27 +809,35 @@ class Store:
             )
             return work(view)
 
-    def _undo_records(self, txn: lmdb.Transaction, undo_key: bytes) -> _UndoRecords:
-        """The decoded undo records under ``undo_key`` (the committed height), decoded once
-        per height: every proof at one height reads the same records. Called holding
-        ``_lock``."""
+    def _undo_records(
+        self, txn: lmdb.Transaction, undo_key: bytes, app_hash: bytes
+    ) -> _UndoRecords:
+        """The state undo record under ``undo_key`` (the committed height h) and the tree
+        records of h-1 derived from it, once per height: every proof at one height reads the
+        same records. The derived tree's root must be ``app_hash`` (the one stored for h-1),
+        or the store is inconsistent (``StoreError``). Called holding ``_lock``."""
         cached = self._undo_cache
         if cached is not None and cached.key == undo_key:
             return cached
-        decoded = []
-        for database in ("state_undo", "tree_undo"):
-            chunks: list[bytes] = []
-            with txn.cursor(db=self._db[database]) as cursor:
-                found = cursor.set_range(undo_key)
-                while found and cursor.key()[: len(undo_key)] == undo_key:
-                    if bytes(cursor.key()) != undo_chunk_key(undo_key, len(chunks)):
-                        raise StoreError(f"store at {self.path} misses a {database} chunk")
-                    chunks.append(bytes(cursor.value()))
-                    found = cursor.next()
-            if not chunks:
-                raise StoreError(f"store at {self.path} has no {database} record for its height")
-            decoded.append(undo_record(chunks))
-        self._undo_cache = _UndoRecords(undo_key, decoded[0], decoded[1])
+        chunks: list[bytes] = []
+        with txn.cursor(db=self._db["state_undo"]) as cursor:
+            found = cursor.set_range(undo_key)
+            while found and cursor.key()[: len(undo_key)] == undo_key:
+                if bytes(cursor.key()) != undo_chunk_key(undo_key, len(chunks)):
+                    raise StoreError(f"store at {self.path} misses a state_undo chunk")
+                chunks.append(bytes(cursor.value()))
+                found = cursor.next()
+        if not chunks:
+            raise StoreError(f"store at {self.path} has no state_undo record for its height")
+        state = undo_record(chunks)
+        tree = merkle_update(_UndoneReader(txn, self._db["tree"], {}), state.items())
+        if tree.root != app_hash:
+            raise StoreError(
+                f"store at {self.path}: its undo record does not lead back to the app hash of "
+                f"height {int.from_bytes(undo_key, 'big') - 1} ({tree.root.hex()[:16]} instead "
+                f"of {app_hash.hex()[:16]})"
+            )
+        self._undo_cache = _UndoRecords(undo_key, state, dict(tree.records))
         return self._undo_cache
 
     def open_state_reader(self) -> StateReader:
@@ -1044,7 +1076,8 @@ def undo_record(chunks: Iterable[bytes]) -> dict[bytes, bytes | None]:
 
 @dataclass(frozen=True, slots=True)
 class _UndoRecords:
-    """One height's decoded undo records: what the block at that height replaced."""
+    """One height's decoded undo record (what the block at that height replaced in the
+    state) and the tree records it changes back (deleted ones None)."""
 
     key: bytes
     state: dict[bytes, bytes | None]

@@ -382,7 +382,7 @@ def test_an_undo_record_that_is_not_what_the_last_block_replaced_is_the_undo(
     ("database", "change", "expected"),
     [
         ("state_undo", lambda items: items.extend([b"kv/never", None]), "(nothing: not written)"),
-        ("tree_undo", lambda items: items.__delitem__(slice(0, 2)), "(not listed)"),
+        ("state_undo", lambda items: items.__delitem__(slice(0, 2)), "(not listed)"),
     ],
 )
 def test_an_undo_record_listing_other_keys_than_the_last_block_wrote_is_the_undo(
@@ -399,10 +399,10 @@ def test_an_undo_record_that_does_not_decode_or_is_not_the_last_blocks_is_the_un
     chain: BuiltChain,
 ) -> None:
     first = undo_chunk_key(height_key(HEIGHTS), 0)
-    replace_value(chain.home, "tree_undo", first, lambda old: old[:-1])
+    replace_value(chain.home, "state_undo", first, lambda old: old[:-1])
     height, item, detail = failure_of(chain.home)
     assert (height, item) == (HEIGHTS, "undo")
-    assert "tree_undo" in detail
+    assert "state_undo" in detail
     assert "does not decode" in detail
 
     for stray in (
@@ -414,7 +414,7 @@ def test_an_undo_record_that_does_not_decode_or_is_not_the_last_blocks_is_the_un
             txn.drop(db, delete=False)
             txn.put(stray, encode([]), db=db)
 
-        corrupt(chain.home, "tree_undo", moved)
+        corrupt(chain.home, "state_undo", moved)
         height, item, detail = failure_of(chain.home)
         assert (height, item) == (HEIGHTS, "undo")
         assert "expected chunks 0.. under height" in detail

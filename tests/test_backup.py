@@ -127,3 +127,23 @@ def test_foreign_damaged_or_other_chain_archives_are_refused(tmp_path: Path) -> 
     with pytest.raises(BackupError, match="chain"):
         restore_backup(archive, other_chain)
     assert not (target / "data").exists()
+
+
+def test_a_backup_of_a_store_this_version_converts_is_accepted_and_an_older_one_refused() -> None:
+    from node.cli.backup import BACKUP_FORMAT, BackupInfo
+    from node.store import SCHEMA_VERSION, SCHEMAS_CONVERTED
+
+    document: dict[str, object] = {
+        "format": BACKUP_FORMAT,
+        "chain_id": "chain",
+        "genesis_hash": "00" * 32,
+        "height": 3,
+        "app_hash": "11" * 32,
+        "base_height": 0,
+        "validator": "22" * 32,
+        "store_bytes": 4096,
+    }
+    for version in (SCHEMA_VERSION, *SCHEMAS_CONVERTED):
+        assert BackupInfo.from_json({**document, "schema_version": version}).height == 3
+    with pytest.raises(BackupError, match="has schema 3; this version of suanpan reads"):
+        BackupInfo.from_json({**document, "schema_version": 3})

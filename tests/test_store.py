@@ -190,26 +190,37 @@ def test_the_certified_view_is_the_state_one_block_back(
     chain.close()
 
 
-def _rewrite_as_version_4(path: Path) -> None:
-    """Turn a store's undo records back into schema 4's one entry per key, as a version 4
-    node left them."""
-    env = lmdb.open(str(path), max_dbs=len(DATABASES))
+def _rewrite_as_version(path: Path, version: int) -> None:
+    """Turn a store back into what a node of schema ``version`` (4 or 5) left: both kept a
+    tree undo database (here with one entry in that version's form), and version 4 kept its
+    state undo record as one entry per key."""
+    env = lmdb.open(str(path), max_dbs=len(DATABASES) + 1)
     with env.begin(write=True) as txn:
         meta = env.open_db(b"meta", txn=txn)
         undo_height = txn.get(b"undo_height", db=meta)
-        for name in (b"state_undo", b"tree_undo"):
-            db = env.open_db(name, txn=txn)
-            chunks = [bytes(value) for _, value in txn.cursor(db=db)]
-            assert (undo_height is None) == (not chunks)
+        state_undo = env.open_db(b"state_undo", txn=txn)
+        chunks = [bytes(value) for _, value in txn.cursor(db=state_undo)]
+        assert (undo_height is None) == (not chunks)
+        tree_undo = env.open_db(b"tree_undo", txn=txn)
+        if version == 4:
             undone = undo_record(chunks)
-            txn.drop(db, delete=False)
+            txn.drop(state_undo, delete=False)
             for key, value in undone.items():
-                txn.put(key, b"\x00" if value is None else b"\x01" + value, db=db)
-        txn.put(b"schema_version", b"4", db=meta)
+                txn.put(key, b"\x00" if value is None else b"\x01" + value, db=state_undo)
+            txn.put(merkle.ROOT_KEY, b"\x00", db=tree_undo)
+        elif undo_height is not None:
+            txn.put(undo_chunk_key(bytes(undo_height), 0), encode([]), db=tree_undo)
+        txn.put(b"schema_version", str(version).encode(), db=meta)
     env.close()
 
 
-def test_a_version_4_store_is_converted_when_opened(tmp_path: Path) -> None:
+def _has_database(store: Store, name: bytes) -> bool:
+    with store._env.begin() as txn:
+        return txn.get(name) is not None
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_a_version_4_or_5_store_is_converted_when_opened(tmp_path: Path, version: int) -> None:
     chain = node(tmp_path)
     signer = Signer()
     chain.commit([signer.write((b"a", b"1"), (b"b", b"1"))])
@@ -217,22 +228,22 @@ def test_a_version_4_store_is_converted_when_opened(tmp_path: Path) -> None:
     keys = set(_all_state(chain.store)) | {b"kv/b"}
     expected = _certified(chain.store, keys)
     chain.close()
-    _rewrite_as_version_4(tmp_path)
+    _rewrite_as_version(tmp_path, version)
 
     again = node(tmp_path)
     assert again.store._get("meta", b"schema_version") == str(SCHEMA_VERSION).encode()
-    for database in ("state_undo", "tree_undo"):
-        with again.store._env.begin(db=again.store._db[database]) as txn:
-            assert [bytes(key) for key, _ in txn.cursor()] == [undo_chunk_key(height_key(2), 0)]
+    with again.store._env.begin(db=again.store._db["state_undo"]) as txn:
+        assert [bytes(key) for key, _ in txn.cursor()] == [undo_chunk_key(height_key(2), 0)]
+    assert not _has_database(again.store, b"tree_undo")
     assert _certified(again.store, keys) == expected
     again.commit([signer.write((b"d", b"1"))])
     assert verify_chain(again.store, VALIDATORS) == 3
     again.close()
 
-    # A store at genesis (no undo height) converts to empty undo databases.
+    # A store at genesis (no undo height) converts to an empty undo database.
     fresh = tmp_path / "fresh"
     node(fresh).close()
-    _rewrite_as_version_4(fresh)
+    _rewrite_as_version(fresh, version)
     opened = node(fresh)
     assert opened.store.read_certified(lambda view: view.height) is None
     opened.commit([signer.write((b"e", b"1"))])
@@ -287,6 +298,38 @@ def test_a_large_block_undo_record_is_stored_in_chunks_and_read_whole(
     with pytest.raises(StoreError, match="misses a state_undo chunk"):
         reopened.read_certified(lambda view: view.height)
     reopened.close()
+
+
+def test_an_undo_record_that_does_not_lead_back_to_the_previous_app_hash_is_refused(
+    tmp_path: Path,
+) -> None:
+    # The tree of h-1 is derived from the state's undo record; a record that names a wrong
+    # earlier value (or misses a key) derives another root, and no proof is answered from it.
+    chain = node(tmp_path)
+    signer = Signer()
+    chain.commit([signer.write((b"a", b"1"), (b"b", b"1"))])
+    chain.commit([signer.write((b"a", b"2"), deletes=(b"b",))])
+    assert _certified(chain.store, {b"kv\x00a", b"kv\x00b"})[1] == chain.store.app_hash_at(1)
+    store = chain.store
+    chunk = undo_chunk_key(height_key(2), 0)
+
+    def forge(txn: lmdb.Transaction) -> None:
+        raw = txn.get(chunk, db=store._db["state_undo"])
+        assert raw is not None
+        record = undo_record([bytes(raw)])
+        assert record[b"kv\x00a"] == b"1"
+        record[b"kv\x00a"] = b"forged"
+        txn.put(
+            chunk,
+            encode([item for pair in record.items() for item in pair]),
+            db=store._db["state_undo"],
+        )
+
+    store._write(forge)
+    store._undo_cache = None
+    with pytest.raises(StoreError, match="does not lead back to the app hash of height 1"):
+        store.read_certified(lambda view: view.height)
+    chain.close()
 
 
 @pytest.mark.parametrize(

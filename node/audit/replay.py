@@ -61,9 +61,8 @@ class Replay:
         self.backend = MemoryBackend()
         loaded = list(apps) if apps is not None else load_apps(genesis.apps)
         self.last_written: dict[bytes, int] = {}
-        # What the last block's writes replaced (None: absent), as a store's undo records do.
+        # What the last block's writes replaced (None: absent), as a store's undo record does.
         self.undo_state: dict[bytes, bytes | None] = {}
-        self.undo_tree: dict[bytes, bytes | None] = {}
         if base is None:
             self.host = AppHost(loaded, self.backend, chain_id=genesis.chain_id)
             writes, app_hash = self.host.init_genesis(
@@ -118,8 +117,6 @@ class Replay:
     def _apply(self, height: int, writes: WriteSet, tree: TreeUpdate | None = None) -> None:
         backend = self.backend
         self.undo_state = {key: backend.get(key) for key, _ in writes}
-        if tree is not None:
-            self.undo_tree = {key: backend.tree_node(key) for key, _ in tree.records}
         backend.apply(writes, tree)
         for key, _ in writes:
             self.last_written[key] = height

@@ -44,7 +44,7 @@ from node.audit.storeview import StoreView, StoreViewError
 from node.genesis import Genesis, GenesisError, load_genesis
 from node.home import DATA_DIR, GENESIS_FILE, SNAPSHOTS_DIR, VALIDATOR_KEY_FILE
 from node.keys import KeyFileError, load_key_file
-from node.store import DATABASES, SCHEMA_VERSION, Store, StoreError
+from node.store import DATABASES, SCHEMA_VERSION, SCHEMAS_CONVERTED, Store, StoreError
 
 __all__ = [
     "BackupError",
@@ -102,10 +102,12 @@ class BackupInfo:
             assert isinstance(document, dict)
             if document["format"] != BACKUP_FORMAT:
                 raise BackupError(f"backup format {document['format']!r}, not {BACKUP_FORMAT}")
-            if document["schema_version"] != SCHEMA_VERSION:
+            # A store of an older schema this version converts is converted when opened.
+            if document["schema_version"] not in (SCHEMA_VERSION, *SCHEMAS_CONVERTED):
                 raise BackupError(
                     f"the backup's store has schema {document['schema_version']!r}; this "
-                    f"version of suanpan reads {SCHEMA_VERSION}"
+                    f"version of suanpan reads {SCHEMA_VERSION} and converts "
+                    f"{', '.join(map(str, SCHEMAS_CONVERTED))}"
                 )
             return cls(
                 chain_id=str(document["chain_id"]),
