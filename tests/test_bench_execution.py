@@ -30,6 +30,8 @@ def test_small_benchmark_runs_and_backends_agree(mix: str) -> None:
     assert (last.name, last.committed_before, last.blocks) == ("last", 50, 1)
     assert first.commit_cpu_us_per_tx > 0
     assert last.execute_cpu_us_per_tx > 0
+    assert first.state_writes_per_tx > 1
+    assert last.tree_records_per_tx > 1
     # Same transactions, same results: a second run reproduces the fingerprint, and so does
     # one that writes two blocks per LMDB transaction (the last one alone).
     assert run_benchmark(workload, runs=1).fingerprint == result.fingerprint
@@ -49,7 +51,8 @@ def test_growth_segments_are_the_first_and_last_fifth_with_medians_over_runs() -
     # 2i ms to commit and writes i KiB in the first run, twice that in the second and third.
     def run(scale: float) -> list[BlockSample]:
         return [
-            (100, scale * i / 1000, scale * 2 * i / 1000, int(scale * i * 1024)) for i in range(10)
+            (100, scale * i / 1000, scale * 2 * i / 1000, int(scale * i * 1024), 400, 100 * i)
+            for i in range(10)
         ]
 
     first, last = growth_segments([run(1), run(2), run(2)])
@@ -59,6 +62,9 @@ def test_growth_segments_are_the_first_and_last_fifth_with_medians_over_runs() -
     assert first.execute_cpu_us_per_tx == 10.0
     assert first.commit_cpu_us_per_tx == 20.0
     assert first.written_kib_per_block == 1.0
+    # Blocks 0 and 1 wrote 0 and 100 tree records for 200 transactions, 8 and 9 wrote 1,700.
+    assert (first.state_writes_per_tx, first.tree_records_per_tx) == (4.0, 0.5)
+    assert (last.state_writes_per_tx, last.tree_records_per_tx) == (4.0, 8.5)
     # ...blocks 8 and 9 take 34 ms.
     assert last.execute_cpu_us_per_tx == 170.0
     assert last.commit_cpu_us_per_tx == 340.0
@@ -66,7 +72,7 @@ def test_growth_segments_are_the_first_and_last_fifth_with_medians_over_runs() -
 
 
 def test_growth_segments_without_write_figures_or_blocks() -> None:
-    blocks: list[BlockSample] = [(10, 0.001, 0.002, None)] * 3
+    blocks: list[BlockSample] = [(10, 0.001, 0.002, None, 0, 0)] * 3
     segments = growth_segments([blocks])
     assert [segment.blocks for segment in segments] == [1, 1]
     assert all(segment.written_kib_per_block is None for segment in segments)
@@ -76,7 +82,7 @@ def test_growth_segments_without_write_figures_or_blocks() -> None:
 def test_growth_segments_keep_write_transactions_whole() -> None:
     # Seven blocks written three to a transaction: the commit shows at blocks 2, 5 and 6.
     blocks: list[BlockSample] = [
-        (10, 0.001, 0.003 if index in (2, 5, 6) else 0.0, 30 if index in (2, 5, 6) else 0)
+        (10, 0.001, 0.003 if index in (2, 5, 6) else 0.0, 30 if index in (2, 5, 6) else 0, 5, 9)
         for index in range(7)
     ]
     first, last = growth_segments([blocks], commit_blocks=3)

@@ -26,9 +26,10 @@ commit) and the rate one core could sustain on that alone.
 The cost of a block grows with the ledger under it: a bigger state means a deeper Merkle tree
 and, above all, more distinct LMDB pages dirtied by a block's writes (each is copied, written
 and synced whole). So the LMDB run also reports ``ledger_growth``: execution and commit CPU per
-transaction, and the bytes each commit wrote (``wchar`` of ``/proc/self/io``, where Linux has
-it), over the first and the last fifth of its blocks, with the transactions committed before
-each fifth. Run with more ``--transactions`` to see a larger ledger.
+transaction, the bytes each commit wrote (``wchar`` of ``/proc/self/io``, where Linux has
+it) and the state keys and tree records written per transaction, over the first and the last
+fifth of its blocks, with the transactions committed before each fifth. Run with more
+``--transactions`` to see a larger ledger.
 
 Every run also prints a *fingerprint*: SHA-256 over every block's app hash and every receipt.
 It must not change when the code gets faster: identical blocks give identical results.
@@ -105,10 +106,11 @@ NODE_PATH_PHASES: Final = (
     "commit",
     "mempool_update",
 )
-# One block of the LMDB run: transactions, execution CPU seconds, commit CPU seconds and
-# bytes its commit wrote (None where the system does not say); both 0 for a block whose write
-# transaction a later block closes.
-BlockSample: TypeAlias = tuple[int, float, float, int | None]
+# One block of the LMDB run: transactions, execution CPU seconds, commit CPU seconds, bytes
+# its commit wrote (None where the system does not say; the commit figures are 0 for a block
+# whose write transaction a later block closes), and the state keys and Merkle tree records
+# the block wrote.
+BlockSample: TypeAlias = tuple[int, float, float, int | None, int, int]
 # Benchmark validators: certificates are signed outside the timed sections.
 _VALIDATOR_KEYS: Final = tuple(PrivateKey(bytes([index + 1]) * 32) for index in range(4))
 _VALIDATORS: Final = ValidatorSet(
@@ -313,6 +315,9 @@ class GrowthSegment:
     commit_cpu_us_per_tx: float
     # Bytes written per commit (the pages LMDB copied and wrote), where the system says.
     written_kib_per_block: float | None
+    # State keys and Merkle tree records the blocks wrote, per transaction.
+    state_writes_per_tx: float
+    tree_records_per_tx: float
 
     def as_json(self) -> dict[str, object]:
         """A JSON-ready dict."""
@@ -325,6 +330,8 @@ class GrowthSegment:
             "written_kib_per_block": None
             if self.written_kib_per_block is None
             else round(self.written_kib_per_block, 1),
+            "state_writes_per_tx": round(self.state_writes_per_tx, 2),
+            "tree_records_per_tx": round(self.tree_records_per_tx, 2),
         }
 
 
@@ -347,11 +354,15 @@ def growth_segments(
         executes: list[float] = []
         commits: list[float] = []
         written: list[float] = []
+        state_writes: list[float] = []
+        tree_records: list[float] = []
         for blocks in runs:
             stretch = blocks[start : start + size]
             transactions = sum(block[0] for block in stretch) or 1
             executes.append(sum(block[1] for block in stretch) * 1e6 / transactions)
             commits.append(sum(block[2] for block in stretch) * 1e6 / transactions)
+            state_writes.append(sum(block[4] for block in stretch) / transactions)
+            tree_records.append(sum(block[5] for block in stretch) / transactions)
             sizes = [block[3] for block in stretch]
             if all(written_bytes is not None for written_bytes in sizes):
                 written.append(sum(written_bytes or 0 for written_bytes in sizes) / 1024 / size)
@@ -365,6 +376,8 @@ def growth_segments(
                 written_kib_per_block=statistics.median(written)
                 if len(written) == len(runs)
                 else None,
+                state_writes_per_tx=statistics.median(state_writes),
+                tree_records_per_tx=statistics.median(tree_records),
             )
         )
     return tuple(segments)
@@ -434,6 +447,8 @@ def _run_lmdb(
                         timer.cpu_seconds["execute_lmdb"] - execute_start,
                         timer.cpu_seconds["commit"] - commit_start,
                         written,
+                        len(result.writes),
+                        len(result.tree.records),
                     )
                 )
                 host.committed(height, result.app_hash)
@@ -619,7 +634,9 @@ def _print(result: MixResult) -> None:
         click.echo(
             f"  {segment.name} {segment.blocks} blocks (after {segment.committed_before:,} "
             f"transactions): execute {segment.execute_cpu_us_per_tx:.1f}, commit "
-            f"{segment.commit_cpu_us_per_tx:.1f} cpu us/tx; {written}"
+            f"{segment.commit_cpu_us_per_tx:.1f} cpu us/tx; {written}; "
+            f"{segment.state_writes_per_tx:.1f} state keys and "
+            f"{segment.tree_records_per_tx:.1f} tree records written per transaction"
         )
     node = result.node_path_microseconds_per_tx
     node_cpu = result.node_path_cpu_microseconds_per_tx
