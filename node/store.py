@@ -421,6 +421,13 @@ class Store:
             "height": self.height if self.initialised else -1,
         }
 
+    def key_layout(self, database: str) -> tuple[list[bytes], int]:
+        """Every key of ``database`` in order, and the leaf pages holding them (for
+        measurements of what a commit touches: ``node.bench.execution``)."""
+        with self._lock, self._env.begin(db=self._db[database]) as txn:
+            keys = [bytes(key) for key in txn.cursor().iternext(keys=True, values=False)]
+            return keys, int(txn.stat(self._db[database])["leaf_pages"])
+
     # -- metadata -----------------------------------------------------------------------------
 
     @property

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from node.bench.execution import (
     PHASES,
     BlockSample,
+    estimated_leaf_pages,
     growth_segments,
     main,
     prepare_workload,
@@ -32,6 +33,12 @@ def test_small_benchmark_runs_and_backends_agree(mix: str) -> None:
     assert last.execute_cpu_us_per_tx > 0
     assert first.state_writes_per_tx > 1
     assert last.tree_records_per_tx > 1
+    # The last block (10 transactions) wrote its state keys, tree records and 10 index
+    # entries, each database's records on at least one page and at most one page each.
+    pages = result.last_block_pages
+    assert set(pages) == {"state", "tree", "transactions"}
+    assert pages["transactions"][0] == 10
+    assert all(1 <= estimated <= records for records, estimated in pages.values())
     # Same transactions, same results: a second run reproduces the fingerprint, and so does
     # one that writes two blocks per LMDB transaction (the last one alone).
     assert run_benchmark(workload, runs=1).fingerprint == result.fingerprint
@@ -98,3 +105,12 @@ def test_benchmark_refuses_a_non_positive_count() -> None:
     outcome = CliRunner().invoke(main, ["--commit-blocks", "0"])
     assert outcome.exit_code == 2
     assert "commit blocks must be positive" in outcome.output
+
+
+def test_estimated_leaf_pages_counts_the_runs_of_keys_the_writes_fall_in() -> None:
+    keys = [b"%04d" % number for number in range(1000)]  # ten pages of 100 keys
+    assert estimated_leaf_pages(keys, [b"0000", b"0099", b"0100", b"0999"], 10) == 3
+    # A key between two stored ones counts where it would be inserted.
+    assert estimated_leaf_pages(keys, [b"0050x", b"0550"], 10) == 2
+    assert estimated_leaf_pages(keys, [], 10) == 0
+    assert estimated_leaf_pages([], [b"a"], 0) == 0

@@ -40,6 +40,7 @@ Run: ``python -m node.bench.execution [--transactions N] [--block-size B] [--run
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import cProfile
 import gc
@@ -51,7 +52,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TypeAlias
@@ -232,6 +233,8 @@ class _Timer:
         self.cpu_seconds: dict[str, float] = dict.fromkeys(PHASES, 0.0)
         # The LMDB run's blocks in order.
         self.blocks: list[BlockSample] = []
+        # The LMDB run's last block: records written and estimated leaf pages, by database.
+        self.last_block_pages: dict[str, tuple[int, int]] = {}
 
     @contextlib.contextmanager
     def section(self, phase: str) -> Iterator[None]:
@@ -453,9 +456,38 @@ def _run_lmdb(
                 )
                 host.committed(height, result.app_hash)
                 _fingerprint_update(digest, result)
+            if pending == [] and workload.blocks:
+                timer.last_block_pages = _last_block_pages(store, block, result)
         finally:
             store.close()
     return digest.hexdigest()
+
+
+def estimated_leaf_pages(keys: Sequence[bytes], written: Iterable[bytes], leaf_pages: int) -> int:
+    """How many of the ``leaf_pages`` holding the sorted ``keys`` the ``written`` keys fall
+    in, taking the pages as equal runs of keys (LMDB does not say which page holds a key)."""
+    if not keys or not leaf_pages:
+        return 0
+    per_page = len(keys) / leaf_pages
+    return len({int(bisect.bisect_left(keys, key) / per_page) for key in written})
+
+
+def _last_block_pages(
+    store: Store, block: Block, result: BlockResult
+) -> dict[str, tuple[int, int]]:
+    """The records the last block wrote and the leaf pages they fall in, by database: the
+    state, its Merkle tree and the transaction index, where each record lands at a place of
+    its own (blocks and receipts are appended in key order)."""
+    written = {
+        "state": [key for key, _ in result.writes],
+        "tree": [key for key, _ in result.tree.records],
+        "transactions": [hash_bytes(transaction) for transaction in block.transactions],
+    }
+    pages: dict[str, tuple[int, int]] = {}
+    for database, keys in written.items():
+        stored, leaf_pages = store.key_layout(database)
+        pages[database] = (len(keys), estimated_leaf_pages(stored, keys, leaf_pages))
+    return pages
 
 
 def _run_mempool(workload: Workload, timer: _Timer, known: dict[bytes, Transaction]) -> None:
@@ -506,6 +538,9 @@ class MixResult:
     fingerprint: str
     accepted: int
     ledger_growth: tuple[GrowthSegment, ...]
+    # The LMDB run's last block (first run): records written and the estimated leaf pages
+    # they fall in, by database.
+    last_block_pages: dict[str, tuple[int, int]]
 
     def as_json(self) -> dict[str, object]:
         """A JSON-ready dict."""
@@ -531,6 +566,10 @@ class MixResult:
             "fingerprint": self.fingerprint,
             "accepted": self.accepted,
             "ledger_growth": [segment.as_json() for segment in self.ledger_growth],
+            "last_block_pages": {
+                database: {"records": records, "leaf_pages_estimated": pages}
+                for database, (records, pages) in self.last_block_pages.items()
+            },
         }
 
 
@@ -553,6 +592,7 @@ def run_benchmark(workload: Workload, runs: int, commit_blocks: int = 1) -> MixR
     cpu_samples: dict[str, list[float]] = {phase: [] for phase in PHASES}
     fingerprints: set[str] = set()
     block_samples: list[list[BlockSample]] = []
+    last_block_pages: dict[str, tuple[int, int]] = {}
     for _ in range(runs):
         timer = _Timer()
         gc.collect()
@@ -561,6 +601,7 @@ def run_benchmark(workload: Workload, runs: int, commit_blocks: int = 1) -> MixR
         fingerprints.add(_run_lmdb(workload, timer, known, commit_blocks))
         _run_mempool(workload, timer, known)
         block_samples.append(timer.blocks)
+        last_block_pages = last_block_pages or timer.last_block_pages
         for phase in PHASES:
             samples[phase].append(timer.seconds[phase])
             cpu_samples[phase].append(timer.cpu_seconds[phase])
@@ -584,6 +625,7 @@ def run_benchmark(workload: Workload, runs: int, commit_blocks: int = 1) -> MixR
         fingerprint=fingerprints.pop(),
         accepted=_accepted(workload, known),
         ledger_growth=growth_segments(block_samples, commit_blocks),
+        last_block_pages=last_block_pages,
     )
 
 
@@ -637,6 +679,14 @@ def _print(result: MixResult) -> None:
             f"{segment.commit_cpu_us_per_tx:.1f} cpu us/tx; {written}; "
             f"{segment.state_writes_per_tx:.1f} state keys and "
             f"{segment.tree_records_per_tx:.1f} tree records written per transaction"
+        )
+    if result.last_block_pages:
+        click.echo(
+            "  last block: "
+            + ", ".join(
+                f"{database} {records:,} records on about {pages:,} leaf pages"
+                for database, (records, pages) in result.last_block_pages.items()
+            )
         )
     node = result.node_path_microseconds_per_tx
     node_cpu = result.node_path_cpu_microseconds_per_tx
