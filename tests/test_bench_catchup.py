@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from node.bench.catchup import CatchupReport, started_cpu_ns, sync_window
+from node.bench.catchup import CatchupReport, started_cpu_ns, sync_window, without_start_up
 
 
 def write_log(path: Path, records: list[dict[str, object]]) -> Path:
@@ -85,3 +85,18 @@ def test_sync_window_names_a_log_without_the_restart_or_a_request(tmp_path: Path
         sync_window(no_request, since=99.0, top=5)
     with pytest.raises(RuntimeError, match="commit of height 6"):
         sync_window(no_request, since=99.0, top=6)
+
+
+def test_the_start_up_leaves_the_total_and_other_so_the_phases_add_up_to_the_total() -> None:
+    # 0.5 s of start-up before node_started: in the process's total, and in "other" (no phase
+    # ran yet); the phases count from zero.
+    status = {"total": 2_000_000_000, "execute": 900_000_000, "verify": 300_000_000}
+    status["other"] = status["total"] - 1_200_000_000
+    synced = without_start_up(status, 500_000_000)
+    assert synced == {
+        "total": 1_500_000_000,
+        "execute": 900_000_000,
+        "verify": 300_000_000,
+        "other": 300_000_000,
+    }
+    assert synced["total"] == sum(value for key, value in synced.items() if key != "total")
