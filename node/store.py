@@ -59,7 +59,7 @@ so the tree records of h-1 are what ``apps.merkle.update`` makes of the tree at 
 undo record's values written back, and their root must be the app hash stored for h-1 (a
 store whose undo record does not lead there is refused with ``StoreError``). Recording the
 block's replaced tree records as well cost a commit about a tenth of the pages it wrote and
-about 13 % of its CPU, for a computation a proof needs once per height. A block's undo record
+11-17 % of its CPU, for a computation a proof needs once per height. A block's undo record
 is a few values of about 256 KiB, not one entry per key: a block of 600 payments changes about
 2,500 state keys, and one LMDB entry each (written, then deleted by the next commit) cost the
 block writer a fifth of its CPU. Chunks rather than one value: a value of megabytes needs that
@@ -305,8 +305,7 @@ class Store:
             ),
             None,
         )
-        migrate = migrate_from is not None
-        if stored[_META_SCHEMA] != expected[_META_SCHEMA] and not migrate:
+        if stored[_META_SCHEMA] != expected[_META_SCHEMA] and migrate_from is None:
             raise StoreMismatchError(
                 f"store at {self.path} has schema version {stored[_META_SCHEMA]!r}, "
                 f"this node needs {SCHEMA_VERSION}"
