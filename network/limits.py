@@ -51,6 +51,11 @@ class NetworkLimits:
     # busy receiver can lag its sockets by hundreds of ms; relays only matter for peers the
     # origin is not connected to, where a second of extra latency is harmless.
     fetch_delay_seconds: float = 1.0
+    # Announcements wait at most this long for a frame to ride with (gossip or consensus to the
+    # same peer) before they are sent on their own: each received gossip batch is announced to
+    # every other peer, so in a full mesh announcements sent at once were two thirds of all
+    # frames. A fetch waits fetch_delay_seconds anyway.
+    announce_linger_seconds: float = 0.05
     # Per-peer outgoing gossip backlog; beyond it new gossip for that peer is shed and counted.
     gossip_queue_bytes_max: int = 16 * 1024 * 1024
     # Per-peer outgoing consensus/response backlog (frames). Overflowing it closes the

@@ -22,12 +22,13 @@ Gossip: a transaction's identity is SHA-256 of its bytes (the same as
 ``apps.transaction.Transaction.hash``). A bounded ``SeenCache`` makes each transaction
 delivered to the node at most once. A transaction's origin (``gossip_transactions``) pushes
 it in full to every connected peer. A node that receives one for the first time relays it by
-*announcing* its hash to every other connected peer; a peer that has still not seen it
-``fetch_delay_seconds`` later fetches it from the announcer (which keeps relayed transactions
-in a bounded ``RelayStore``). In a full mesh the origin's push arrives first and relays cost
-32 bytes per peer instead of the whole transaction; in a sparser mesh (observers behind a
-validator) transactions still reach everyone. Consensus messages are sent to one peer or
-broadcast to all; requests carry an id and wait for the matching response.
+*announcing* its hash to every other connected peer (an announcement rides with the next
+frame to that peer, or goes on its own after ``announce_linger_seconds``); a peer that has
+still not seen it ``fetch_delay_seconds`` later fetches it from the announcer (which keeps
+relayed transactions in a bounded ``RelayStore``). In a full mesh the origin's push arrives
+first and relays cost 32 bytes per peer instead of the whole transaction; in a sparser mesh
+(observers behind a validator) transactions still reach everyone. Consensus messages are sent
+to one peer or broadcast to all; requests carry an id and wait for the matching response.
 
 The layer knows message kinds and bytes, never their meaning.
 """
@@ -38,6 +39,7 @@ import functools
 import hashlib
 import itertools
 import logging
+import math
 import random as random_module
 import time
 from collections import deque
@@ -370,6 +372,9 @@ class Network:
         self._pending_fetches: deque[tuple[float, bytes, bytes]] = deque()
         self._pending_hashes: set[bytes] = set()
         self._fetch_wakeup = trio.Event()
+        # When the announcement flusher next wakes by itself (inf: it waits to be woken).
+        self._announce_flush_at = math.inf
+        self._announce_flush_wakeup = trio.Event()
         self._counters = _Counters()
         self._handshake_failures: dict[str, int] = {}
         self._log_limiter = LogLimiter(_REPEATED_WARNINGS_MAX, _REPEATED_WARNINGS_WINDOW_S)
@@ -416,6 +421,7 @@ class Network:
                 node=_short(self.public_key),
             )
             nursery.start_soon(self._fetch_loop)
+            nursery.start_soon(self._announce_flush_loop)
             for address in self.config.persistent_peers:
                 nursery.start_soon(self._dial_loop, address)
             task_status.started(self._listen_port)
@@ -644,13 +650,33 @@ class Network:
         return True
 
     def _announce(self, digests: list[bytes], source: bytes) -> None:
+        now = trio.current_time()
         for peer in self._peers.values():
             if peer.connection is None or peer.public_key == source:
                 continue
-            if peer.queues.push_announce(digests):
+            if peer.queues.push_announce(digests, now):
                 self._counters.transactions_announced += len(digests)
+                if peer.queues.announce_due_at < self._announce_flush_at:
+                    self._announce_flush_wakeup.set()
             else:
                 self._counters.transactions_shed_outbound += len(digests)
+
+    async def _announce_flush_loop(self) -> None:
+        """Wake the sender of every peer whose oldest announcement waited its linger without
+        a frame to ride with; one timer for all peers, not one per peer."""
+        while True:
+            now = trio.current_time()
+            earliest = math.inf
+            for peer in self._peers.values():
+                due_at = peer.queues.announce_due_at
+                if due_at <= now:
+                    peer.queues.wake()
+                else:
+                    earliest = min(earliest, due_at)
+            self._announce_flush_at = earliest
+            self._announce_flush_wakeup = trio.Event()
+            with trio.move_on_at(earliest):
+                await self._announce_flush_wakeup.wait()
 
     def _push(self, transactions: list[bytes], source: bytes | None) -> None:
         if not transactions:
@@ -788,9 +814,9 @@ class Network:
         queues = self._peers[conn.public_key].queues
         interval = self.limits.ping_interval_seconds
         while True:
-            started_ns = time.thread_time_ns()
-            frames, transaction_count = queues.take()
-            if frames:
+            if queues.due(trio.current_time()):
+                started_ns = time.thread_time_ns()
+                frames, transaction_count = queues.take()
                 taken_ns = time.thread_time_ns() - started_ns
                 if transaction_count:
                     self._gossip_sent.set()

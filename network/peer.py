@@ -8,7 +8,10 @@ Send policy (explicit, per peer):
   and the caller learns the message was not queued. Consensus recovers through view change
   and block sync; a peer that cannot keep up gets a clean reconnect instead of a hole.
 * **Announce lane** (hashes of relayed transactions): bounded by
-  ``announce_queue_hashes_max``; when full, new hashes are shed and counted.
+  ``announce_queue_hashes_max``; when full, new hashes are shed and counted. Announcements do
+  not wake the sender: they ride with the next write to the peer, or the network's flusher
+  wakes the sender once the oldest has waited ``announce_linger_seconds``
+  (``announce_due_at``).
 * **Gossip lane** (full transactions): chunks of transactions, bounded by
   ``gossip_queue_bytes_max``. When full, new gossip for that peer is shed (tail drop) and
   counted in ``transactions_shed``. Gossip is best effort; clients resubmit.
@@ -19,6 +22,7 @@ about ``transaction_batch_bytes`` each, and writes everything it took with one `
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,13 +50,16 @@ class PeerQueues:
     gossip_bytes: int = 0
     transactions_shed: int = 0
     wakeup: trio.Event | None = None
+    # When the oldest pending announcement is to be sent on its own (inf: none pending).
+    announce_due_at: float = math.inf
 
     @classmethod
     def create(cls, limits: NetworkLimits) -> PeerQueues:
         """Empty queues."""
         return cls(limits=limits, priority=deque(), gossip=deque(), announce=[])
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
+        """Wake the sender (it writes whatever is ``due``)."""
         if self.wakeup is not None:
             self.wakeup.set()
 
@@ -61,7 +68,7 @@ class PeerQueues:
         if len(self.priority) >= self.limits.consensus_queue_frames_max:
             return False
         self.priority.append(plaintext)
-        self._wake()
+        self.wake()
         return True
 
     def push_gossip(self, transactions: Sequence[bytes], size_bytes: int) -> bool:
@@ -71,17 +78,24 @@ class PeerQueues:
             return False
         self.gossip.append(transactions)
         self.gossip_bytes += size_bytes
-        self._wake()
+        self.wake()
         return True
 
-    def push_announce(self, hashes: Sequence[bytes]) -> bool:
-        """Queue hashes to announce; False (and counted as shed) if over the bound."""
+    def push_announce(self, hashes: Sequence[bytes], now: float) -> bool:
+        """Queue hashes to announce (``now``: the trio clock); False (and counted as shed) if
+        over the bound. The sender is not woken: see the module docstring."""
         if len(self.announce) + len(hashes) > self.limits.announce_queue_hashes_max:
             self.transactions_shed += len(hashes)
             return False
+        if not self.announce:
+            self.announce_due_at = now + self.limits.announce_linger_seconds
         self.announce.extend(hashes)
-        self._wake()
         return True
+
+    def due(self, now: float) -> bool:
+        """Whether the sender has something to write at ``now``: a priority frame, gossip, or
+        announcements that waited their linger."""
+        return bool(self.priority or self.gossip) or now >= self.announce_due_at
 
     def clear(self) -> tuple[int, int]:
         """Drop everything (the connection ended); returns (priority frames, transactions)."""
@@ -89,6 +103,7 @@ class PeerQueues:
         transactions = sum(len(chunk) for chunk in self.gossip)
         self.priority.clear()
         self.announce.clear()
+        self.announce_due_at = math.inf
         self.gossip.clear()
         self.gossip_bytes = 0
         return frames, transactions
@@ -104,6 +119,7 @@ class PeerQueues:
         if self.announce and budget > 0:
             step = self.limits.announce_hashes_max
             hashes, self.announce = self.announce, []
+            self.announce_due_at = math.inf
             for start in range(0, len(hashes), step):
                 frame = encode_announce(hashes[start : start + step])
                 frames.append(frame)
