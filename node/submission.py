@@ -111,7 +111,7 @@ class Rejection:
     retry: bool
     retry_after_ms: int
 
-    def reason(self) -> dict[str, object]:
+    def reason(self) -> dict[str, JsonType]:
         """Why, and when to come back: the map a refused tail shares."""
         return {
             "code": self.code,
@@ -130,10 +130,7 @@ class Rejection:
         return {
             "index": self.index,
             "hash": named_hash(self.hash, self.retry, data),
-            "code": self.code,
-            "error": self.error,
-            "retry": self.retry,
-            "retry_after_ms": self.retry_after_ms,
+            **self.reason(),
         }
 
 

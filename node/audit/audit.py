@@ -708,12 +708,13 @@ class _Auditor:
             return
         if undo_height != height_key(self.top):
             _fail(self.top, ITEM_UNDO, "the undo records are not the last block's")
-        self._check_undo_record("state_undo", replay.undo_state)
+        self._check_undo_record(replay.undo_state)
 
-    def _check_undo_record(self, database: str, expected: dict[bytes, bytes | None]) -> None:
-        """``database`` holds one record, the last block's (its chunks numbered from 0 under
+    def _check_undo_record(self, expected: dict[bytes, bytes | None]) -> None:
+        """``state_undo`` holds one record, the last block's (its chunks numbered from 0 under
         the top height), listing exactly the keys its writes replaced in the replay with
-        what each held before."""
+        what each held before (``expected``)."""
+        database = "state_undo"
         stored_chunks = list(self.view.scan(database))
         keys = [key for key, _ in stored_chunks]
         if not keys or keys != [undo_chunk_key(height_key(self.top), i) for i in range(len(keys))]:
