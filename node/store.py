@@ -17,24 +17,26 @@ databases:
 ``block_events``          height -> the apps' end-of-block events (expiries released ...), as an
                           encoded ``apps.host.end_block_record``; only blocks that have some
 ``state``                 application state (namespaced keys, see ``apps.state``)
-``tree``                  the state's Merkle tree records (``apps.merkle``): its root is the
-                          app hash
-``state_undo``            the last block's undo record: every key that block wrote with its
-                          value before the block (absent: nil), as arrays ``[key, value,
-                          key, value, ...]`` (``consensus.codec``) of about 256 KiB each,
-                          under height || chunk number (4 bytes, from 0)
+``tree``                  the state's Merkle tree records (``apps.merkle``) as of the tree
+                          height: the committed height, or an earlier one recorded in
+                          ``meta`` as ``tree_height`` (see below)
+``state_undo``            undo records: every key a block wrote with its value before the
+                          block (absent: nil), as arrays ``[key, value, key, value, ...]``
+                          (``consensus.codec``) of about 256 KiB each, under height || chunk
+                          number (4 bytes, from 0); the last block's, and every block's from
+                          the tree height on
 ``replica``               the consensus replica's persisted state (opaque bytes)
 ``evidence``              height || SHA-256(evidence) -> opaque evidence bytes
 ========================  ===================================================================
 
-``commit_block`` writes the block, its certificate, the state write set, the tree records, the
-undo record, the transaction index, the receipts, the end-of-block events, the app hash and
-the new height in **one** LMDB write transaction. LMDB commits by switching a meta page after
-the data pages are written, so a crash (SIGKILL, power loss with ``sync=True``) at any moment
-leaves either the previous height or the new one, never a part of a block. The crash tests
-kill real processes mid-commit to check this. ``commit_blocks`` writes several consecutive
-blocks the same way in one transaction (one fsync; the undo record is the last block's):
-all of them or none.
+``commit_block`` writes the block, its certificate, the state write set, the undo record, the
+transaction index, the receipts, the end-of-block events, the app hash, the new height and
+(every few blocks) the tree records in **one** LMDB write transaction. LMDB commits by
+switching a meta page after the data pages are written, so a crash (SIGKILL, power loss with
+``sync=True``) at any moment leaves either the previous height or the new one, never a part of
+a block. The crash tests kill real processes mid-commit to check this. ``commit_blocks``
+writes several consecutive blocks the same way in one transaction (one fsync; the undo record
+is the last block's): all of them or none.
 
 ``UnwrittenStateBackend`` is the committed state with the write sets and tree records of
 executed blocks whose write is still queued on top: the node executes the next block over it
@@ -66,6 +68,26 @@ block writer a fifth of its CPU. Chunks rather than one value: a value of megaby
 many contiguous free pages in the file, and a buffer of that size per commit. Readers of the
 certified view decode the record and derive the tree records once per height
 (``_UndoRecords``).
+
+The tree written every few blocks. A block's tree records land on pages all over the tree
+database (their keys are paths of hashed state keys): after 48,000 payments, a block of 600
+wrote about 5,000 records on about 2,800 of its leaf pages, most of the 16 MB the commit wrote,
+and the next block rewrote most of the same pages. So a commit writes its tree records to the
+tree database only every ``tree_flush_blocks`` blocks (8), or sooner when more than
+``tree_pending_records_max`` records (32,768) are held; in between, the records stay in memory
+(``_TreeLayer``, one per block over the ones before it) and every read of the tree reads them
+over the database, and the commit records ``tree_height`` (where the database's tree is) and
+keeps the undo record of each block since instead of replacing the last one. Every read
+transaction takes the held records of the height its snapshot sees (a short read looks them up
+by that height, kept for the last few heights; a long reader takes them when it begins), so
+it reads one height's tree whatever commits meanwhile. Written, the records of several blocks
+replace each other, and the pages they share are written once. A crash loses the held records
+only: when a store is opened with ``tree_height`` below its height, the keys the blocks since
+wrote are in their undo records and their values in the state, and ``apps.merkle.update`` of
+the stored tree with them gives the committed state's tree, whose root must be the stored app
+hash (``StoreError`` otherwise); that is written at once, in one write transaction. A batch of
+several blocks (block sync) always writes the tree, since it keeps only its last block's undo
+record.
 
 State sync (``begin_state_sync``, ``install_state_chunk``, ``finish_state_sync``) replaces the
 genesis state of an empty store with a verified snapshot at height b, in several write
@@ -118,6 +140,8 @@ __all__ = [
     "MAP_SIZE_INITIAL_BYTES",
     "SCHEMAS_CONVERTED",
     "SCHEMA_VERSION",
+    "TREE_FLUSH_BLOCKS",
+    "TREE_PENDING_RECORDS_MAX",
     "UNDO_CHUNK_BYTES",
     "CertifiedView",
     "LmdbStateBackend",
@@ -140,11 +164,13 @@ log = logging.getLogger(__name__)
 # 2: the Merkle tree and undo databases, state sync's base height. 3: block headers commit to
 # the next validator set, and the genesis state holds the validator registry. 4: the apps'
 # end-of-block events are stored. 5: one undo record (in chunks) per database per block
-# instead of one entry per key. 6: no undo record of the tree (derived from the state's).
-# Stores of versions 4 and 5 are converted when opened (``_migrate_undo``).
-SCHEMA_VERSION: Final = 6
+# instead of one entry per key. 6: no undo record of the tree (derived from the state's). 7:
+# the tree database may lag the committed height (``tree_height``), with the state's undo
+# records of every block since. Stores of versions 4 to 6 are converted when opened
+# (``_migrate_undo``).
+SCHEMA_VERSION: Final = 7
 # The schemas a store is converted from when opened.
-SCHEMAS_CONVERTED: Final = (4, 5)
+SCHEMAS_CONVERTED: Final = (4, 5, 6)
 # Databases earlier schemas kept and a conversion deletes.
 _RETIRED_DATABASES: Final = ("tree_undo",)
 # Small enough that a test node costs nothing; it doubles on demand.
@@ -177,6 +203,9 @@ _META_APP_HASH: Final = b"app_hash"
 _META_LAST_BLOCK_HASH: Final = b"last_block_hash"
 # The height whose block the undo records undo (absent: no earlier version is kept).
 _META_UNDO_HEIGHT: Final = b"undo_height"
+# The height whose state the tree database holds, when it is below the committed height
+# (absent: the tree database is the committed state's).
+_META_TREE_HEIGHT: Final = b"tree_height"
 # The height a state-synced store starts at (absent: genesis).
 _META_BASE_HEIGHT: Final = b"base_height"
 # The snapshot height a state sync in progress installs (its state is incomplete).
@@ -194,6 +223,14 @@ _ABSENT: Final = b"\x00"
 _UNDO_LIMITS: Final = Limits(
     total_bytes_max=1 << 31, bytes_max=1 << 31, array_len_max=1 << 31, map_len_max=1
 )
+# Blocks whose tree records are held in memory (and the state's undo record of each kept)
+# before a commit writes them all to the tree database, and the most records held so.
+TREE_FLUSH_BLOCKS: Final = 8
+TREE_PENDING_RECORDS_MAX: Final = 32_768
+# Heights whose held tree records stay available to read transactions begun at them. Every
+# reader takes its height's records right after it begins, holding ``_lock``, and they are
+# forgotten under that lock, so a reader is never more than a commit behind.
+_TREE_LAYERS_KEPT: Final = 4
 # An undo record's chunk is closed once its keys and values reach this many bytes (one more
 # pair at most, so a chunk is at most this plus one value).
 UNDO_CHUNK_BYTES: Final = 256 * 1024
@@ -242,9 +279,18 @@ class Store:
         genesis_hash: bytes,
         map_size_bytes: int = MAP_SIZE_INITIAL_BYTES,
         sync: bool = True,
+        tree_flush_blocks: int = TREE_FLUSH_BLOCKS,
+        tree_pending_records_max: int = TREE_PENDING_RECORDS_MAX,
     ) -> None:
+        if tree_flush_blocks < 1 or tree_pending_records_max < 0:
+            raise ValueError("tree_flush_blocks must be at least 1, the records held at least 0")
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.tree_flush_blocks = tree_flush_blocks
+        self.tree_pending_records_max = tree_pending_records_max
+        # The tree records not yet in the tree database, by committed height (None: none).
+        # Set by the writer before its transaction commits; readers take their snapshot's.
+        self._tree_layers: dict[int, _TreeLayer | None] = {}
         # Held by every read transaction and by map resizes (never during a write's commit).
         self._lock = threading.RLock()
         # Serialises write transactions (one LMDB writer at a time; lock order: this, then
@@ -272,6 +318,7 @@ class Store:
         self.genesis_hash = genesis_hash
         try:
             self._check_identity()
+            self._recover_tree()
         except BaseException:
             self._env.close()
             raise
@@ -324,12 +371,13 @@ class Store:
             self._migrate_undo(migrate_from)
 
     def _migrate_undo(self, version: int) -> None:
-        """Convert a version 4 or 5 store, in one write transaction with the new schema
+        """Convert a version 4, 5 or 6 store, in one write transaction with the new schema
         version (a crash leaves the old version, converted again at the next start). Version
         4's state undo entries (one per key, ``0x01 || value`` or ``0x00``) become one record
-        under the undo height (a store with no undo height has none to convert); both
-        versions' tree undo database is deleted (the tree of h-1 is derived from the state's
-        undo record)."""
+        under the undo height (a store with no undo height has none to convert); the tree
+        undo database of versions 4 and 5 is deleted (the tree of h-1 is derived from the
+        state's undo record). Their tree is always at their height, which is what version 7
+        reads when ``tree_height`` is absent."""
         converted = 0
 
         def work(txn: lmdb.Transaction) -> None:
@@ -365,6 +413,115 @@ class Store:
                 "databases_deleted": ",".join(_RETIRED_DATABASES),
             },
         )
+
+    def _recover_tree(self) -> None:
+        """Bring the tree database to the committed height when it lags (the held records of
+        the last blocks were lost with the process): the keys every block since the tree's
+        height wrote are in their undo records, and their committed values are in the state,
+        so applying those to the stored tree gives the committed state's tree. Its root must
+        be the stored app hash (``StoreError`` otherwise). One write transaction, which also
+        drops the undo records of the heights before the committed one."""
+        with self._lock, self._env.begin(db=self._db["meta"]) as txn:
+            raw_height = txn.get(_META_HEIGHT)
+            raw_tree_height = txn.get(_META_TREE_HEIGHT)
+            if raw_height is None:
+                self._tree_layers = {}
+                return
+            height = int.from_bytes(raw_height, "big")
+        if raw_tree_height is None:
+            self._tree_layers = {height: None}
+            return
+        tree_height = int.from_bytes(raw_tree_height, "big")
+        if not tree_height < height:
+            raise StoreError(
+                f"store at {self.path}: its tree is recorded at height {tree_height}, not "
+                f"below the committed height {height}"
+            )
+        applied = 0
+
+        def work(txn: lmdb.Transaction) -> None:
+            nonlocal applied
+            keys: set[bytes] = set()
+            for written in range(tree_height + 1, height + 1):
+                keys.update(self._read_undo(txn, height_key(written)))
+            state = self._db["state"]
+            writes = []
+            for key in keys:
+                value = txn.get(key, db=state)
+                writes.append((key, None if value is None else bytes(value)))
+            try:
+                tree = merkle_update(_UndoneReader(txn, self._db["tree"], {}, None), writes)
+            except (AssertionError, ValueError) as error:
+                raise StoreError(
+                    f"store at {self.path}: its tree at height {tree_height} does not take the "
+                    f"writes of the blocks after it: {error}"
+                ) from error
+            meta = self._db["meta"]
+            app_hash = txn.get(_META_APP_HASH, db=meta)
+            if app_hash is None or tree.root != bytes(app_hash):
+                raise StoreError(
+                    f"store at {self.path}: its tree at height {tree_height} with the writes of "
+                    f"heights {tree_height + 1}-{height} has root {tree.root.hex()[:16]}, not "
+                    "the committed app hash"
+                )
+            self._apply_records(txn, "tree", tree.records)
+            txn.delete(_META_TREE_HEIGHT, db=meta)
+            undo = self._db["state_undo"]
+            current = height_key(height)
+            with txn.cursor(db=undo) as cursor:
+                stale = [
+                    bytes(key)
+                    for key in cursor.iternext(keys=True, values=False)
+                    if bytes(key[:8]) < current
+                ]
+            for key in stale:
+                txn.delete(key, db=undo)
+            applied = len(tree.records)
+
+        self._write(work)
+        self._tree_layers = {height: None}
+        log.info(
+            "store_tree_recovered",
+            extra={
+                "path": str(self.path),
+                "tree_height": tree_height,
+                "height": height,
+                "tree_records_written": applied,
+            },
+        )
+
+    def _layer_at(self, txn: lmdb.Transaction) -> _TreeLayer | None:
+        """The tree records held for the committed height ``txn`` sees (None: the tree
+        database is that height's)."""
+        raw_height = txn.get(_META_HEIGHT, db=self._db["meta"])
+        if raw_height is None:
+            return None
+        height = int.from_bytes(raw_height, "big")
+        try:
+            return self._tree_layers[height]
+        except KeyError:
+            raise StoreError(
+                f"store at {self.path}: the tree records of height {height} are no longer "
+                f"held (a read begun {_TREE_LAYERS_KEPT} commits or more ago)"
+            ) from None
+
+    def _read_undo(self, txn: lmdb.Transaction, undo_key: bytes) -> dict[bytes, bytes | None]:
+        """The state undo record stored under ``undo_key`` (a height); ``StoreError`` when it
+        is missing or a chunk is."""
+        chunks: list[bytes] = []
+        with txn.cursor(db=self._db["state_undo"]) as cursor:
+            found = cursor.set_range(undo_key)
+            while found and cursor.key()[: len(undo_key)] == undo_key:
+                if bytes(cursor.key()) != undo_chunk_key(undo_key, len(chunks)):
+                    raise StoreError(f"store at {self.path} misses a state_undo chunk")
+                chunks.append(bytes(cursor.value()))
+                found = cursor.next()
+        if not chunks:
+            raise StoreError(
+                f"store at {self.path} has no state_undo record for height "
+                f"{int.from_bytes(undo_key, 'big')}"
+            )
+        return undo_record(chunks)
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -478,6 +635,8 @@ class Store:
             self._apply_records(txn, "tree", tree.records)
             txn.put(height_key(0), app_hash, db=self._db["app_hashes"])
             meta = self._db["meta"]
+            txn.delete(_META_TREE_HEIGHT, db=meta)
+            self._tree_layers = {0: None}
             txn.put(_META_APP_HASH, app_hash, db=meta)
             txn.put(_META_LAST_BLOCK_HASH, self.genesis_hash, db=meta)
             txn.put(_META_HEIGHT, height_key(0), db=meta)
@@ -508,23 +667,55 @@ class Store:
         ]
         if not prepared:
             return
-
-        last = len(prepared) - 1
+        top = entries[-1][0].height
+        records_new = sum(len(result.tree.records) for _, _, result in entries)
 
         def work(txn: lmdb.Transaction) -> None:
+            below = self._layer_at(txn)
+            blocks = len(entries) + (below.blocks if below is not None else 0)
+            held = records_new + (below.records_held if below is not None else 0)
+            # Several blocks at once (block sync) write the tree: only the last one's undo
+            # record is kept, so the keys the others wrote would not be recorded.
+            flush = (
+                len(entries) > 1
+                or blocks >= self.tree_flush_blocks
+                or held > self.tree_pending_records_max
+            )
+            last = len(prepared) - 1
             for index, write in enumerate(prepared):
-                # Only the last block's undo record survives the transaction (each block's
-                # would replace the one before it): the others write without one.
-                write(txn, index == last)
+                # Only the last block's undo record is written (each block's would replace
+                # the one before it within one transaction). It replaces the records kept
+                # when the tree is written, and joins them when the tree waits.
+                write(txn, index == last, flush)
+            meta = self._db["meta"]
+            layer: _TreeLayer | None
+            if flush:
+                merged = below.merged() if below is not None else {}
+                for _, _, result in entries:
+                    merged.update(result.tree.records)
+                self._apply_records(txn, "tree", sorted(merged.items()))
+                txn.delete(_META_TREE_HEIGHT, db=meta)
+                layer = None
+            else:
+                if below is None:
+                    txn.put(_META_TREE_HEIGHT, height_key(top - 1), db=meta)
+                layer = _TreeLayer(top, dict(entries[-1][2].tree.records), below, blocks, held)
+            self._tree_layers[top] = layer
 
         self._write(work)
+        with self._lock:
+            for height in [
+                height for height in self._tree_layers if height <= top - _TREE_LAYERS_KEPT
+            ]:
+                del self._tree_layers[height]
 
     def _prepare_commit(
         self, block: Block, certificate: CommitCertificate, result: BlockResult
-    ) -> Callable[[lmdb.Transaction, bool], None]:
+    ) -> Callable[[lmdb.Transaction, bool, bool], None]:
         """Check that the pieces belong together and encode them (outside the write
-        transaction); the returned work writes the block in the caller's transaction, with
-        its undo record when told (the last block of the transaction)."""
+        transaction); the returned work writes the block and its state writes in the caller's
+        transaction (the caller writes the tree), with its undo record when told (the last
+        block of the transaction), replacing the undo records kept or joining them."""
         height = block.height
         header = block.header
         if header.chain_id != self.chain_id:
@@ -541,7 +732,7 @@ class Store:
         tx_hashes = [hash_bytes(tx) for tx in block.transactions]
         end_events = stored_end_block_events(self.chain_id, len(block.transactions), result)
 
-        def work(txn: lmdb.Transaction, undo: bool) -> None:
+        def work(txn: lmdb.Transaction, undo: bool, replace_undo: bool) -> None:
             meta = self._db["meta"]
             raw_height = txn.get(_META_HEIGHT, db=meta)
             if raw_height is None:
@@ -571,8 +762,9 @@ class Store:
                 txn.put(receipt_key(height, index), receipt, db=self._db["receipts"])
             if end_events is not None:
                 txn.put(key, end_events, db=self._db["block_events"])
-            self._apply_records(txn, "state", result.writes, key if undo else None)
-            self._apply_records(txn, "tree", result.tree.records)
+            self._apply_records(
+                txn, "state", result.writes, key if undo else None, replace_undo=replace_undo
+            )
             if undo:
                 txn.put(_META_UNDO_HEIGHT, key, db=meta)
             txn.put(_META_APP_HASH, result.app_hash, db=meta)
@@ -597,7 +789,9 @@ class Store:
                 raise StoreConsistencyError("this store was already state-synced")
             for database in ("state", "tree", "state_undo"):
                 txn.drop(self._db[database], delete=False)
+            txn.delete(_META_TREE_HEIGHT, db=meta)
             txn.put(_META_STATE_SYNC, height_key(height), db=meta)
+            self._tree_layers = {0: None}
 
         self._write(work)
 
@@ -653,19 +847,24 @@ class Store:
             txn.put(_META_HEIGHT, key, db=meta)
             txn.delete(_META_UNDO_HEIGHT, db=meta)
             txn.delete(_META_STATE_SYNC, db=meta)
+            self._tree_layers[height] = None
 
         self._write(work)
+        self._tree_layers = {height: None}
 
     def _apply_records(
         self,
         txn: lmdb.Transaction,
         database: str,
-        records: tuple[tuple[bytes, bytes | None], ...],
+        records: Sequence[tuple[bytes, bytes | None]],
         undo_key: bytes | None = None,
+        *,
+        replace_undo: bool = True,
     ) -> None:
-        """Write ``records`` (None deletes) to ``database``; with ``undo_key``, replace the
-        content of its undo database (``<database>_undo``) with the record, under
-        ``undo_key``, of what each key held before (one version back)."""
+        """Write ``records`` (None deletes) to ``database``; with ``undo_key``, put the record
+        of what each key held before (one version back) in its undo database
+        (``<database>_undo``) under ``undo_key``, in place of the records there
+        (``replace_undo``) or beside them."""
         db = self._db[database]
         if undo_key is None:
             for key, value in records:
@@ -675,7 +874,8 @@ class Store:
                     txn.put(key, value, db=db)
             return
         undo = self._db[f"{database}_undo"]
-        txn.drop(undo, delete=False)
+        if replace_undo:
+            txn.drop(undo, delete=False)
         _write_undo(txn, undo, undo_key, _replace_all(txn, db, records))
 
     # -- chain reads --------------------------------------------------------------------------
@@ -783,7 +983,8 @@ class Store:
 
     def tree_node(self, key: bytes) -> bytes | None:
         """The committed Merkle tree record under ``key``."""
-        return self._get("tree", key)
+        with self._lock, self._env.begin() as txn:
+            return _read_layered(txn, self._db["tree"], self._layer_at(txn), key)
 
     def read_certified(self, work: Callable[[CertifiedView], _T]) -> _T | None:
         """Run ``work`` on the state after height h-1 (h: the committed height), the latest
@@ -804,19 +1005,20 @@ class Store:
             assert block is not None
             assert certificate is not None
             assert app_hash is not None
-            undo = self._undo_records(txn, bytes(raw_undo), bytes(app_hash))
+            layer = self._layer_at(txn)
+            undo = self._undo_records(txn, bytes(raw_undo), bytes(app_hash), layer)
             view = CertifiedView(
                 height=height - 1,
                 app_hash=bytes(app_hash),
                 block=Block.decode(bytes(block)),
                 certificate=CommitCertificate.decode(bytes(certificate)),
-                state=_UndoneReader(txn, self._db["state"], undo.state),
-                tree=_UndoneReader(txn, self._db["tree"], undo.tree),
+                state=_UndoneReader(txn, self._db["state"], undo.state, None),
+                tree=_UndoneReader(txn, self._db["tree"], undo.tree, layer),
             )
             return work(view)
 
     def _undo_records(
-        self, txn: lmdb.Transaction, undo_key: bytes, app_hash: bytes
+        self, txn: lmdb.Transaction, undo_key: bytes, app_hash: bytes, layer: _TreeLayer | None
     ) -> _UndoRecords:
         """The state undo record under ``undo_key`` (the committed height h) and the tree
         records of h-1 derived from it, once per height: every proof at one height reads the
@@ -825,18 +1027,8 @@ class Store:
         cached = self._undo_cache
         if cached is not None and cached.key == undo_key:
             return cached
-        chunks: list[bytes] = []
-        with txn.cursor(db=self._db["state_undo"]) as cursor:
-            found = cursor.set_range(undo_key)
-            while found and cursor.key()[: len(undo_key)] == undo_key:
-                if bytes(cursor.key()) != undo_chunk_key(undo_key, len(chunks)):
-                    raise StoreError(f"store at {self.path} misses a state_undo chunk")
-                chunks.append(bytes(cursor.value()))
-                found = cursor.next()
-        if not chunks:
-            raise StoreError(f"store at {self.path} has no state_undo record for its height")
-        state = undo_record(chunks)
-        tree = merkle_update(_UndoneReader(txn, self._db["tree"], {}), state.items())
+        state = self._read_undo(txn, undo_key)
+        tree = merkle_update(_UndoneReader(txn, self._db["tree"], {}, layer), state.items())
         if tree.root != app_hash:
             raise StoreError(
                 f"store at {self.path}: its undo record does not lead back to the app hash of "
@@ -859,7 +1051,12 @@ class Store:
                 self._grow()
             txn = self._env.begin()
             self._long_readers += 1
-        return StateReader(self, txn)
+            try:
+                layer = self._layer_at(txn)
+            except BaseException:
+                self._close_long_reader(txn)
+                raise
+        return StateReader(self, txn, layer)
 
     def _close_long_reader(self, txn: lmdb.Transaction) -> None:
         with self._lock:
@@ -977,9 +1174,10 @@ class StateReader:
     """The committed state, tree and metadata at one height, read in one long transaction
     (``Store.open_state_reader``). Used from one thread at a time; ``close`` it."""
 
-    def __init__(self, store: Store, txn: lmdb.Transaction) -> None:
+    def __init__(self, store: Store, txn: lmdb.Transaction, layer: _TreeLayer | None) -> None:
         self._store = store
         self._txn = txn
+        self._layer = layer
         self._closed = False
         meta = store._db["meta"]
         raw_height = txn.get(_META_HEIGHT, db=meta)
@@ -1004,8 +1202,7 @@ class StateReader:
 
     def tree_node(self, key: bytes) -> bytes | None:
         """The tree record under ``key`` (an ``apps.merkle.TreeReader``)."""
-        value = self._txn.get(key, db=self._store._db["tree"])
-        return None if value is None else bytes(value)
+        return _read_layered(self._txn, self._store._db["tree"], self._layer, key)
 
     def close(self) -> None:
         """End the transaction (idempotent)."""
@@ -1081,6 +1278,45 @@ def undo_record(chunks: Iterable[bytes]) -> dict[bytes, bytes | None]:
 
 
 @dataclass(frozen=True, slots=True)
+class _TreeLayer:
+    """The tree records (None: deleted) of block ``height`` that the tree database does not
+    hold yet, over those of the blocks before it (``below``, down to the block after the
+    tree's height); ``blocks`` and ``records_held`` count the whole chain."""
+
+    height: int
+    records: dict[bytes, bytes | None]
+    below: _TreeLayer | None
+    blocks: int
+    records_held: int
+
+    def merged(self) -> dict[bytes, bytes | None]:
+        """Every held record of the chain, the newest block's winning."""
+        chain: list[_TreeLayer] = []
+        layer: _TreeLayer | None = self
+        while layer is not None:
+            chain.append(layer)
+            layer = layer.below
+        merged: dict[bytes, bytes | None] = {}
+        for held in reversed(chain):
+            merged.update(held.records)
+        return merged
+
+
+def _read_layered(
+    txn: lmdb.Transaction, db: lmdb._Database, layer: _TreeLayer | None, key: bytes
+) -> bytes | None:
+    """``key`` from the held records of ``layer``'s chain (newest first), else from ``db`` in
+    ``txn``."""
+    while layer is not None:
+        records = layer.records
+        if key in records:
+            return records[key]
+        layer = layer.below
+    value = txn.get(key, db=db)
+    return None if value is None else bytes(value)
+
+
+@dataclass(frozen=True, slots=True)
 class _UndoRecords:
     """One height's decoded undo record (what the block at that height replaced in the
     state) and the tree records it changes back (deleted ones None)."""
@@ -1092,27 +1328,29 @@ class _UndoRecords:
 
 class _UndoneReader:
     """One database as it was one version back: the block's undo record first, then the
-    database (read in the caller's transaction)."""
+    held tree records (``layer``, for the tree), then the database (read in the caller's
+    transaction)."""
 
-    __slots__ = ("_current", "_txn", "_undone")
+    __slots__ = ("_current", "_layer", "_txn", "_undone")
 
     def __init__(
         self,
         txn: lmdb.Transaction,
         current: lmdb._Database,
         undone: dict[bytes, bytes | None],
+        layer: _TreeLayer | None,
     ) -> None:
         self._txn = txn
         self._current = current
         self._undone = undone
+        self._layer = layer
 
     def get(self, key: bytes) -> bytes | None:
         """The value under ``key`` one version back, or None."""
         undone = self._undone
         if key in undone:
             return undone[key]
-        value = self._txn.get(key, db=self._current)
-        return None if value is None else bytes(value)
+        return _read_layered(self._txn, self._current, self._layer, key)
 
     def tree_node(self, key: bytes) -> bytes | None:
         """``get``, as an ``apps.merkle.TreeReader``."""
@@ -1143,11 +1381,12 @@ class LmdbStateBackend:
     the context ends, and other threads' reads go on meanwhile. Execution never waits for a
     commit, so nothing can wait in a circle."""
 
-    __slots__ = ("_state_db", "_store", "_thread", "_tree_db", "_txn")
+    __slots__ = ("_layer", "_state_db", "_store", "_thread", "_tree_db", "_txn")
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._txn: lmdb.Transaction | None = None
+        self._layer: _TreeLayer | None = None
         self._thread = 0
         self._state_db = store._db["state"]
         self._tree_db = store._db["tree"]
@@ -1163,12 +1402,18 @@ class LmdbStateBackend:
         with store._lock:
             txn = store._env.begin()
             store._long_readers += 1
+            try:
+                self._layer = store._layer_at(txn)
+            except BaseException:
+                store._close_long_reader(txn)
+                raise
         self._thread = threading.get_ident()
         self._txn = txn
         try:
             yield
         finally:
             self._txn = None
+            self._layer = None
             store._close_long_reader(txn)
 
     def reading_here(self) -> bool:
@@ -1194,8 +1439,7 @@ class LmdbStateBackend:
         """The committed Merkle tree record under ``key``."""
         txn = self._txn
         if txn is not None and self._thread == threading.get_ident():
-            value = txn.get(key, db=self._tree_db)
-            return None if value is None else bytes(value)
+            return _read_layered(txn, self._tree_db, self._layer, key)
         return self._store.tree_node(key)
 
 

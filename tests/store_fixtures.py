@@ -16,7 +16,12 @@ from apps.membership import MembershipApp
 from consensus.codec import Value
 from consensus.crypto import PrivateKey, hash_bytes
 from consensus.types import Block, CommitCertificate, Phase, Validator, ValidatorSet, Vote
-from node.store import MAP_SIZE_INITIAL_BYTES, Store
+from node.store import (
+    MAP_SIZE_INITIAL_BYTES,
+    TREE_FLUSH_BLOCKS,
+    TREE_PENDING_RECORDS_MAX,
+    Store,
+)
 from tests.host_fixtures import CHAIN, genesis_config
 
 VALIDATOR_KEYS = tuple(PrivateKey(bytes([index + 1]) * 32) for index in range(4))
@@ -55,6 +60,8 @@ class NodeChain:
         *,
         map_size_bytes: int = MAP_SIZE_INITIAL_BYTES,
         sync: bool = True,
+        tree_flush_blocks: int = TREE_FLUSH_BLOCKS,
+        tree_pending_records_max: int = TREE_PENDING_RECORDS_MAX,
     ) -> None:
         self.store = Store(
             path,
@@ -62,6 +69,8 @@ class NodeChain:
             genesis_hash=GENESIS_HASH,
             map_size_bytes=map_size_bytes,
             sync=sync,
+            tree_flush_blocks=tree_flush_blocks,
+            tree_pending_records_max=tree_pending_records_max,
         )
         apps = [MembershipApp(), *extra_apps]
         if not self.store.initialised:

@@ -25,9 +25,10 @@ from consensus.crypto import PrivateKey, hash_bytes
 from consensus.evidence import Evidence, SignedStatement
 from consensus.types import CommitCertificate
 from node.audit.audit import AuditReport, audit_home
+from node.audit.storeview import StoreView
 from node.cli import main
 from node.genesis import save_genesis
-from node.store import undo_chunk_key
+from node.store import TREE_FLUSH_BLOCKS, undo_chunk_key
 from tests.audit_fixtures import (
     EQUIVOCATION_HEIGHT,
     EQUIVOCATOR,
@@ -522,3 +523,54 @@ def test_forged_end_of_block_events(chain: BuiltChain) -> None:
     height, item, detail = failure_of(chain.home)
     assert (height, item) == (5, "receipt")
     assert "end-of-block events differ from the replay" in detail
+
+
+def test_the_fixture_store_holds_its_last_blocks_tree_records_in_memory_only(
+    chain: BuiltChain,
+) -> None:
+    # The store writes the tree every TREE_FLUSH_BLOCKS blocks: after 12 it is at 8, with
+    # the undo records of 8 to 12, and the audit applies 9 to 12 as a restart would.
+    assert TREE_FLUSH_BLOCKS == 8 < HEIGHTS
+    with StoreView(chain.home / "data") as view:
+        assert view.meta(b"tree_height") == height_key(8)
+        heights = {int.from_bytes(key[:8], "big") for key, _ in view.scan("state_undo")}
+    assert heights == set(range(8, HEIGHTS + 1))
+    assert audit_home(chain.home).ok
+
+
+@pytest.mark.parametrize("recorded", [HEIGHTS, HEIGHTS + 3, 2**64 - 1])
+def test_a_recorded_tree_height_not_below_the_committed_one_is_the_tree(
+    chain: BuiltChain, recorded: int
+) -> None:
+    replace_value(chain.home, "meta", b"tree_height", lambda old: recorded.to_bytes(8, "big"))
+    height, item, detail = failure_of(chain.home)
+    assert (height, item) == (HEIGHTS, "tree")
+    assert f"tree is recorded at height {recorded}" in detail
+
+
+def test_a_tree_height_that_misses_blocks_writes_is_the_tree(chain: BuiltChain) -> None:
+    # Recorded one height later than the tree is: block 9's writes are not applied, so the
+    # tree the node would rebuild differs from the replayed one.
+    replace_value(chain.home, "meta", b"tree_height", lambda old: height_key(9))
+    corrupt(
+        chain.home,
+        "state_undo",
+        lambda txn, db: txn.delete(undo_chunk_key(height_key(8), 0), db=db),
+    )
+    height, item, detail = failure_of(chain.home)
+    assert (height, item) == (HEIGHTS, "tree")
+    assert "stored (the tree of height 9 with the writes since)" in detail
+
+
+def test_a_held_blocks_undo_record_that_is_wrong_is_the_undo_at_its_height(
+    chain: BuiltChain,
+) -> None:
+    def changed_value(old: bytes) -> bytes:
+        items: list[Value] = list(decode_undo_list(old))
+        items.extend([b"kv\x00never", None])
+        return encode(items)
+
+    replace_value(chain.home, "state_undo", undo_chunk_key(height_key(10), 0), changed_value)
+    height, item, detail = failure_of(chain.home)
+    assert (height, item) == (10, "undo")
+    assert "(nothing: not written)" in detail

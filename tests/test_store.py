@@ -23,6 +23,7 @@ from node import store as node_store
 from node.store import (
     DATABASES,
     SCHEMA_VERSION,
+    TREE_FLUSH_BLOCKS,
     CertifiedView,
     Store,
     StoreConsistencyError,
@@ -62,8 +63,20 @@ class Signer:
         return tx.encoded
 
 
-def node(path: Path, *, map_size_bytes: int = 64 * 1024 * 1024, sync: bool = True) -> NodeChain:
-    return NodeChain(path, [KvApp(), VaultApp()], map_size_bytes=map_size_bytes, sync=sync)
+def node(
+    path: Path,
+    *,
+    map_size_bytes: int = 64 * 1024 * 1024,
+    sync: bool = True,
+    tree_flush_blocks: int = TREE_FLUSH_BLOCKS,
+) -> NodeChain:
+    return NodeChain(
+        path,
+        [KvApp(), VaultApp()],
+        map_size_bytes=map_size_bytes,
+        sync=sync,
+        tree_flush_blocks=tree_flush_blocks,
+    )
 
 
 def test_commit_and_read_back_everything(tmp_path: Path) -> None:
@@ -191,9 +204,9 @@ def test_the_certified_view_is_the_state_one_block_back(
 
 
 def _rewrite_as_version(path: Path, version: int) -> None:
-    """Turn a store back into what a node of schema ``version`` (4 or 5) left: both kept a
-    tree undo database (here with one entry in that version's form), and version 4 kept its
-    state undo record as one entry per key."""
+    """Turn a store whose tree is at its height back into what a node of schema ``version``
+    (4 to 6) left: 4 and 5 kept a tree undo database (here with one entry in that version's
+    form), and version 4 kept its state undo record as one entry per key."""
     env = lmdb.open(str(path), max_dbs=len(DATABASES) + 1)
     with env.begin(write=True) as txn:
         meta = env.open_db(b"meta", txn=txn)
@@ -201,8 +214,11 @@ def _rewrite_as_version(path: Path, version: int) -> None:
         state_undo = env.open_db(b"state_undo", txn=txn)
         chunks = [bytes(value) for _, value in txn.cursor(db=state_undo)]
         assert (undo_height is None) == (not chunks)
-        tree_undo = env.open_db(b"tree_undo", txn=txn)
-        if version == 4:
+        assert txn.get(b"tree_height", db=meta) is None
+        tree_undo = env.open_db(b"tree_undo", txn=txn) if version < 6 else None
+        if tree_undo is None:
+            pass
+        elif version == 4:
             undone = undo_record(chunks)
             txn.drop(state_undo, delete=False)
             for key, value in undone.items():
@@ -219,9 +235,12 @@ def _has_database(store: Store, name: bytes) -> bool:
         return txn.get(name) is not None
 
 
-@pytest.mark.parametrize("version", [4, 5])
-def test_a_version_4_or_5_store_is_converted_when_opened(tmp_path: Path, version: int) -> None:
-    chain = node(tmp_path)
+@pytest.mark.parametrize("version", [4, 5, 6])
+def test_a_store_of_an_earlier_version_is_converted_when_opened(
+    tmp_path: Path, version: int
+) -> None:
+    # Stores of those versions always held the tree of their height.
+    chain = node(tmp_path, tree_flush_blocks=1)
     signer = Signer()
     chain.commit([signer.write((b"a", b"1"), (b"b", b"1"))])
     chain.commit([signer.write((b"a", b"2"), (b"c", b"1"), deletes=(b"b",))])
@@ -242,7 +261,7 @@ def test_a_version_4_or_5_store_is_converted_when_opened(tmp_path: Path, version
 
     # A store at genesis (no undo height) converts to an empty undo database.
     fresh = tmp_path / "fresh"
-    node(fresh).close()
+    node(fresh, tree_flush_blocks=1).close()
     _rewrite_as_version(fresh, version)
     opened = node(fresh)
     assert opened.store.read_certified(lambda view: view.height) is None
@@ -279,7 +298,11 @@ def test_a_large_block_undo_record_is_stored_in_chunks_and_read_whole(
     )
     keys = set(before) | set(_all_state(chain.store))
     with chain.store._env.begin(db=chain.store._db["state_undo"]) as txn:
-        chunks = [(bytes(key), len(value)) for key, value in txn.cursor()]
+        chunks = [
+            (bytes(key), len(value))
+            for key, value in txn.cursor()
+            if bytes(key[:8]) == height_key(3)  # earlier blocks' are kept while the tree waits
+        ]
     assert len(chunks) >= 3
     assert [key for key, _ in chunks] == [
         undo_chunk_key(height_key(3), index) for index in range(len(chunks))

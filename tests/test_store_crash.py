@@ -12,7 +12,10 @@ reopens the store and checks that
   certificate, its transactions and receipts are indexed, and nothing exists past the height
   (``verify_chain``);
 * replaying the stored blocks on the in-memory host reproduces every stored app hash and
-  exactly the stored state: no partial block ever reached the state.
+  exactly the stored state: no partial block ever reached the state;
+* the stored Merkle tree is exactly the replayed state's. The child writes the tree every
+  ``TREE_FLUSH_BLOCKS_CHILD`` blocks, so kills land while its records are held, while they are
+  written, and while an opening store writes the ones a kill lost.
 
 The children are forked from the test process (no interpreter start-up per kill), which keeps
 50 kills within a few seconds; they are real processes killed by the kernel.
@@ -42,6 +45,8 @@ BANK = key("bank_a")
 REPORT_DEADLINE_SECONDS = 120.0
 # Small, so the map grows (and gets killed while growing) during the test.
 CHILD_MAP_SIZE_BYTES = 128 * 1024
+# Few, so a child's short life both writes the tree and dies holding records.
+TREE_FLUSH_BLOCKS_CHILD = 3
 
 
 def _customer(nonce: int) -> PrivateKey:
@@ -50,7 +55,12 @@ def _customer(nonce: int) -> PrivateKey:
 
 def _child(path: Path, report_fd: int, sync: bool) -> None:
     """Commit blocks forever, writing each committed height to ``report_fd``."""
-    chain = NodeChain(path, map_size_bytes=CHILD_MAP_SIZE_BYTES, sync=sync)
+    chain = NodeChain(
+        path,
+        map_size_bytes=CHILD_MAP_SIZE_BYTES,
+        sync=sync,
+        tree_flush_blocks=TREE_FLUSH_BLOCKS_CHILD,
+    )
     while True:
         nonce = chain.host.next_nonce(BANK.public_key)
         transactions = []
@@ -153,10 +163,13 @@ def run_kills(path: Path, kills: int, seed: int) -> int:
                 )
                 result = replay.host.execute_block(context, block.transactions)
                 assert result.app_hash == chain.store.app_hash_at(next_height)
-                replay.backend.apply(result.writes)
+                replay.backend.apply(result.writes, result.tree)
                 replay.host.committed(next_height, result.app_hash)
             replayed_height = height
             assert list(chain.store.state_scan()) == replay.backend.items()
+            with chain.store._env.begin(db=chain.store._db["tree"]) as txn:
+                stored_tree = [(bytes(k), bytes(v)) for k, v in txn.cursor()]
+            assert stored_tree == list(replay.backend.tree_records())
         finally:
             chain.close()
     return committed_height

@@ -36,9 +36,14 @@ committed height [evidence]; and finally the stored state against the replayed s
 key [state]. A state key that differs is reported at the last height whose block wrote it in
 the replay (the committed height for a key the replay never wrote).
 
-Then the stored Merkle tree against the tree of the replayed state, record by record [tree],
-and the undo record of the last block against what its state writes replaced in the replay
-[undo] (proofs of the certified state are answered from it and the tree derived from it).
+Then the undo records against what each block's state writes replaced in the replay [undo]:
+the last block's (proofs of the certified state are answered from it and the tree derived
+from it), and, while the stored tree waits at an earlier height ``tree_height`` (``node.store``
+writes the tree every few blocks), every block's since that height, which say what the node
+applies to the tree after a crash. Last, the stored Merkle tree, with the writes of the blocks
+after its height applied as the node applies them, against the tree of the replayed state,
+record by record [tree]; a recorded tree height outside the base and committed heights is
+[tree] too.
 
 A store that joined by state sync holds blocks from its base height b on only. Its audit starts
 from the snapshot it installed, kept pinned under ``<home>/snapshots/b``: the manifest must
@@ -60,6 +65,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, NoReturn
 
+from apps import merkle
 from apps.base import App
 from apps.host import GenesisError as HostGenesisError
 from apps.host import stored_end_block_events
@@ -300,6 +306,7 @@ class _Auditor:
         self.base = 0
         self.chain_id = genesis.chain_id
         self.top = -1
+        self.tree_height = -1
         self.heights_checked = 0
         self.transactions = 0
         self.first_inclusions = 0
@@ -318,12 +325,15 @@ class _Auditor:
         self.evidence.check_through(0)
         previous_hash = self.genesis.hash
         self.base = self.view.base_height
+        self.tree_height = self._tree_height()
         if self.base:
             # A state-synced store: the snapshot's state, its validator registry included, is
             # the starting point the audit trusts (as the node did, once certified).
             replay = self._snapshot_replay(self.base)
             previous_hash = self._check_base_block(self.base, replay)
             self.evidence.check_through(self.base)
+        # The store keeps the undo records of the heights from the tree's (none at the base).
+        replay.undo_kept_from = max(self.tree_height, self.base + 1)
         for height in range(self.base + 1, self.top + 1):
             block = self._check_height(height, previous_hash, replay)
             self.evidence.check_through(height)
@@ -337,8 +347,8 @@ class _Auditor:
         self._check_accounting()
         self.evidence.check_through(None)
         self._check_state(replay)
-        self._check_tree(replay)
         self._check_undo(replay)
+        self._check_tree(replay)
 
     # -- a state-synced store's start -------------------------------------------------------
 
@@ -688,15 +698,52 @@ class _Auditor:
             f"{found} entries, expected {self.first_inclusions} distinct transactions",
         )
 
-    def _check_tree(self, replay: Replay) -> None:
-        difference = _first_difference(self.view.scan("tree"), iter(replay.backend.tree_records()))
-        if difference is not None:
-            key, stored, expected = difference
+    def _tree_height(self) -> int:
+        """The height whose state the stored tree holds: the committed height unless the
+        store records an earlier one, which must not be below the base height."""
+        raw = self.view.meta(b"tree_height")
+        if raw is None:
+            return self.top
+        height = int.from_bytes(raw, "big")
+        if len(raw) != 8 or not self.base <= height < self.top:
             _fail(
                 self.top,
                 ITEM_TREE,
-                f"record {key.hex()}: stored {_short(stored)}, the replayed state's tree has "
-                f"{_short(expected)}",
+                f"the tree is recorded at height {height} ({raw.hex()}): not from the base "
+                f"height {self.base} and below the committed height {self.top}",
+            )
+        return height
+
+    def _check_tree(self, replay: Replay) -> None:
+        stored: Iterator[tuple[bytes, bytes | None]] = self.view.scan("tree")
+        held = ""
+        if self.tree_height < self.top:
+            # The node applies the writes of the blocks since (their undo records, checked
+            # above, list the keys) to the stored tree, with the committed values.
+            keys: set[bytes] = set()
+            for height in range(self.tree_height + 1, self.top + 1):
+                keys.update(replay.undo_states[height])
+            view = self.view
+            reader = _StoredTree(view)
+            try:
+                pending = merkle.update(reader, [(key, replay.backend.get(key)) for key in keys])
+            except (AssertionError, ValueError) as error:
+                _fail(
+                    self.top,
+                    ITEM_TREE,
+                    f"the stored tree of height {self.tree_height} does not take the writes of "
+                    f"heights {self.tree_height + 1}-{self.top}: {error}",
+                )
+            stored = _overlaid(stored, pending.records)
+            held = f" (the tree of height {self.tree_height} with the writes since)"
+        difference = _first_difference(stored, iter(replay.backend.tree_records()))
+        if difference is not None:
+            key, found, expected = difference
+            _fail(
+                self.top,
+                ITEM_TREE,
+                f"record {key.hex()}: stored{held} {_short(found)}, the replayed state's tree "
+                f"has {_short(expected)}",
             )
 
     def _check_undo(self, replay: Replay) -> None:
@@ -708,35 +755,47 @@ class _Auditor:
             return
         if undo_height != height_key(self.top):
             _fail(self.top, ITEM_UNDO, "the undo records are not the last block's")
-        self._check_undo_record(replay.undo_state)
-
-    def _check_undo_record(self, expected: dict[bytes, bytes | None]) -> None:
-        """``state_undo`` holds one record, the last block's (its chunks numbered from 0 under
-        the top height), listing exactly the keys its writes replaced in the replay with
-        what each held before (``expected``)."""
+        first = max(self.tree_height, self.base + 1)
         database = "state_undo"
         stored_chunks = list(self.view.scan(database))
+        expected_keys: list[bytes] = []
+        by_height: dict[int, list[bytes]] = {}
+        for key, value in stored_chunks:
+            height = int.from_bytes(key[:8], "big")
+            chunks = by_height.setdefault(height, [])
+            expected_keys.append(undo_chunk_key(height_key(height), len(chunks)))
+            chunks.append(value)
         keys = [key for key, _ in stored_chunks]
-        if not keys or keys != [undo_chunk_key(height_key(self.top), i) for i in range(len(keys))]:
+        if keys != expected_keys or sorted(by_height) != list(range(first, self.top + 1)):
             found = ", ".join(key.hex() for key in keys[:3]) or "none"
+            under = f"height {self.top}" if first == self.top else f"heights {first}-{self.top}"
             _fail(
                 self.top,
                 ITEM_UNDO,
                 f"{database} holds records {found} ({len(keys)}), expected chunks 0.. under "
-                f"height {self.top}",
+                f"{under}",
             )
+        for height, chunks in by_height.items():
+            self._check_undo_record(height, chunks, replay.undo_states[height])
+
+    def _check_undo_record(
+        self, height: int, chunks: list[bytes], expected: dict[bytes, bytes | None]
+    ) -> None:
+        """The undo record of ``height`` (its ``chunks`` in order) lists exactly the keys the
+        block's writes replaced in the replay with what each held before (``expected``)."""
+        database = "state_undo"
         try:
-            stored = undo_record(value for _, value in stored_chunks)
+            stored = undo_record(chunks)
         except StoreError as error:
-            _fail(self.top, ITEM_UNDO, f"{database}: {error}")
+            _fail(height, ITEM_UNDO, f"{database}: {error}")
         for key in sorted(stored.keys() | expected.keys()):
             if key not in stored or key not in expected or stored[key] != expected[key]:
                 _fail(
-                    self.top,
+                    height,
                     ITEM_UNDO,
                     f"{database} {render_key(key)}: stored "
                     f"{_short(stored[key]) if key in stored else '(not listed)'}, block "
-                    f"{self.top} replaced "
+                    f"{height} replaced "
                     f"{_short(expected[key]) if key in expected else '(nothing: not written)'}",
                 )
 
@@ -761,8 +820,39 @@ class _Auditor:
             _fail(height, ITEM_STATE, detail)
 
 
+class _StoredTree:
+    """The stored tree database as an ``apps.merkle.TreeReader``."""
+
+    def __init__(self, view: StoreView) -> None:
+        self._view = view
+
+    def tree_node(self, key: bytes) -> bytes | None:
+        return self._view.get("tree", key)
+
+
+def _overlaid(
+    stored: Iterator[tuple[bytes, bytes | None]], records: Sequence[tuple[bytes, bytes | None]]
+) -> Iterator[tuple[bytes, bytes | None]]:
+    """The sorted ``stored`` stream with ``records`` (sorted; None deletes) laid over it."""
+    index = 0
+    for key, value in stored:
+        while index < len(records) and records[index][0] < key:
+            if records[index][1] is not None:
+                yield records[index]
+            index += 1
+        if index < len(records) and records[index][0] == key:
+            if records[index][1] is not None:
+                yield records[index]
+            index += 1
+            continue
+        yield key, value
+    for record in records[index:]:
+        if record[1] is not None:
+            yield record
+
+
 def _first_difference(
-    stored: Iterator[tuple[bytes, bytes]], expected: Iterator[tuple[bytes, bytes]]
+    stored: Iterator[tuple[bytes, bytes | None]], expected: Iterator[tuple[bytes, bytes]]
 ) -> tuple[bytes, bytes | None, bytes | None] | None:
     """The first key at which two sorted (key, value) streams differ, with both values."""
     left = next(stored, None)

@@ -61,8 +61,12 @@ class Replay:
         self.backend = MemoryBackend()
         loaded = list(apps) if apps is not None else load_apps(genesis.apps)
         self.last_written: dict[bytes, int] = {}
-        # What the last block's writes replaced (None: absent), as a store's undo record does.
+        # What the last block's writes replaced (None: absent), as a store's undo record does;
+        # and the same for every height from ``undo_kept_from`` on (a store keeps those while
+        # its tree waits at an earlier height).
         self.undo_state: dict[bytes, bytes | None] = {}
+        self.undo_kept_from: int | None = None
+        self.undo_states: dict[int, dict[bytes, bytes | None]] = {}
         if base is None:
             self.host = AppHost(loaded, self.backend, chain_id=genesis.chain_id)
             writes, app_hash = self.host.init_genesis(
@@ -117,6 +121,8 @@ class Replay:
     def _apply(self, height: int, writes: WriteSet, tree: TreeUpdate | None = None) -> None:
         backend = self.backend
         self.undo_state = {key: backend.get(key) for key, _ in writes}
+        if self.undo_kept_from is not None and height >= self.undo_kept_from:
+            self.undo_states[height] = self.undo_state
         backend.apply(writes, tree)
         for key, _ in writes:
             self.last_written[key] = height

@@ -476,8 +476,9 @@ def _last_block_pages(
     store: Store, block: Block, result: BlockResult
 ) -> dict[str, tuple[int, int]]:
     """The records the last block wrote and the leaf pages they fall in, by database: the
-    state, its Merkle tree and the transaction index, where each record lands at a place of
-    its own (blocks and receipts are appended in key order)."""
+    state, its Merkle tree (the store writes a block's tree records with those of the blocks
+    around it, every few blocks) and the transaction index, where each record lands at a place
+    of its own (blocks and receipts are appended in key order)."""
     written = {
         "state": [key for key, _ in result.writes],
         "tree": [key for key, _ in result.tree.records],

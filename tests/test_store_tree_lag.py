@@ -1,0 +1,266 @@
+"""The tree database written every few blocks (``node.store``): the records of the blocks since
+are held in memory and read on top of it, the state's undo record of each of those blocks is
+kept, and a restart applies those blocks' writes to the stored tree. Every reader sees the tree
+of its own height; a restart leaves the store as one that wrote the tree at every block."""
+
+from __future__ import annotations
+
+import logging
+import random
+import tempfile
+from pathlib import Path
+
+import lmdb
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from apps import merkle
+from consensus.codec import Value, encode
+from node.store import (
+    Store,
+    StoreError,
+    height_key,
+    undo_chunk_key,
+    undo_record,
+)
+from tests.host_fixtures import CHAIN
+from tests.store_fixtures import GENESIS_HASH, NodeChain
+from tests.test_host import KvApp, VaultApp
+from tests.test_store import Signer, _all_state, _certified
+from tests.test_store_unwritten import dump
+
+
+def chain_at(path: Path, flush_blocks: int, records_max: int = 1 << 20) -> NodeChain:
+    return NodeChain(
+        path,
+        [KvApp(), VaultApp()],
+        sync=False,
+        tree_flush_blocks=flush_blocks,
+        tree_pending_records_max=records_max,
+    )
+
+
+def tree_height(store: Store) -> int | None:
+    raw = store._get("meta", b"tree_height")
+    return None if raw is None else int.from_bytes(raw, "big")
+
+
+def undo_heights(store: Store) -> list[int]:
+    with store._env.begin(db=store._db["state_undo"]) as txn:
+        return sorted({int.from_bytes(key[:8], "big") for key, _ in txn.cursor()})
+
+
+def block_of(signer: Signer, number: int) -> list[bytes]:
+    return [
+        signer.write((b"k%d" % (number % 5), b"v%d" % number), (b"n%d" % number, b"x")),
+        signer.write(deletes=(b"n%d" % (number - 2),)) if number >= 2 else signer.write(),
+    ]
+
+
+def check_reads(store: Store) -> None:
+    """The committed tree (held records over the database) has the committed app hash, and
+    the certified view's tree the previous height's, every proof verifying."""
+    assert merkle.root_hash(store) == store.app_hash
+    assert merkle.root_hash(store.state_backend()) == store.app_hash
+    keys = set(_all_state(store)) | {b"kv\x00never-written"}
+    height, root, _ = _certified(store, keys)
+    assert height == store.height - 1
+    assert root == store.app_hash_at(height)
+
+
+def test_the_tree_is_written_every_few_blocks_and_read_with_the_held_records(
+    tmp_path: Path,
+) -> None:
+    chain = chain_at(tmp_path, flush_blocks=3)
+    signer = Signer()
+    seen: list[tuple[int | None, list[int]]] = []
+    for number in range(1, 8):
+        chain.commit(block_of(signer, number))
+        check_reads(chain.store)
+        seen.append((tree_height(chain.store), undo_heights(chain.store)))
+    # Written at 3 and 6; in between, the undo records from the written height on are kept.
+    assert seen == [
+        (0, [1]),
+        (0, [1, 2]),
+        (None, [3]),
+        (3, [3, 4]),
+        (3, [3, 4, 5]),
+        (None, [6]),
+        (6, [6, 7]),
+    ]
+    chain.close()
+
+
+def test_too_many_held_records_write_the_tree_before_the_block_count(tmp_path: Path) -> None:
+    held = chain_at(tmp_path, flush_blocks=100, records_max=20)
+    signer = Signer()
+    written = 0  # the height of the tree in the database
+    records = 0  # held records
+    for number in range(1, 13):
+        result = held.commit(block_of(signer, number))
+        records += len(result.tree.records)
+        if records > 20:
+            written, records = number, 0
+        assert tree_height(held.store) == (None if written == number else written)
+        check_reads(held.store)
+    assert written > 1  # written several times, long before 100 blocks
+    held.close()
+
+
+def test_a_restart_applies_the_held_blocks_writes_to_the_stored_tree(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    lagging = chain_at(tmp_path / "lagging", flush_blocks=5)
+    every = chain_at(tmp_path / "every", flush_blocks=1)
+    signers = Signer(), Signer()
+    for number in range(1, 8):
+        for chain, signer in zip((lagging, every), signers, strict=True):
+            chain.commit(block_of(signer, number))
+    assert tree_height(lagging.store) == 5
+    assert tree_height(every.store) is None
+    assert dump(lagging.store)["tree"] != dump(every.store)["tree"]
+    lagging.close()  # the held records are gone with the process
+    with caplog.at_level(logging.INFO, logger="node.store"):
+        reopened = chain_at(tmp_path / "lagging", flush_blocks=5)
+    assert any(record.msg == "store_tree_recovered" for record in caplog.records)
+    assert dump(reopened.store) == dump(every.store)
+    check_reads(reopened.store)
+    # It goes on as before: held again from the next block.
+    for chain, signer in zip((reopened, every), signers, strict=True):
+        chain.commit(block_of(signer, 8))
+    assert tree_height(reopened.store) == 7
+    check_reads(reopened.store)
+    reopened.close()
+    every.close()
+
+
+def _lagging_home(path: Path) -> tuple[list[dict[bytes, bytes | None]], int]:
+    chain = chain_at(path, flush_blocks=4)
+    signer = Signer()
+    for number in range(1, 7):
+        chain.commit(block_of(signer, number))
+    assert tree_height(chain.store) == 4
+    records = []
+    with chain.store._env.begin(db=chain.store._db["state_undo"]) as txn:
+        for height in (5, 6):
+            chunk = txn.get(undo_chunk_key(height_key(height), 0))
+            assert chunk is not None
+            records.append(undo_record([bytes(chunk)]))
+    chain.close()
+    return records, 4
+
+
+def _put_undo(path: Path, height: int, record: dict[bytes, bytes | None] | None) -> None:
+    env = lmdb.open(str(path), max_dbs=16)
+    with env.begin(write=True) as txn:
+        db = env.open_db(b"state_undo", txn=txn)
+        key = undo_chunk_key(height_key(height), 0)
+        if record is None:
+            txn.delete(key, db=db)
+        else:
+            flat: list[Value] = []
+            for name, value in record.items():
+                flat.extend((name, value))
+            txn.put(key, encode(flat), db=db)
+    env.close()
+
+
+def test_a_held_blocks_undo_record_that_misses_a_key_is_refused_at_restart(
+    tmp_path: Path,
+) -> None:
+    records, _ = _lagging_home(tmp_path)
+    fifth = records[0]
+    written = next(key for key in fifth if key.startswith(b"kv\x00"))
+    _put_undo(tmp_path, 5, {key: value for key, value in fifth.items() if key != written})
+    with pytest.raises(StoreError, match="not the committed app hash"):
+        Store(tmp_path, chain_id=CHAIN, genesis_hash=GENESIS_HASH)
+    _put_undo(tmp_path, 5, None)
+    with pytest.raises(StoreError, match="no state_undo record for height 5"):
+        Store(tmp_path, chain_id=CHAIN, genesis_hash=GENESIS_HASH)
+    _put_undo(tmp_path, 5, fifth)  # put back: it opens, and writes the tree
+    store = Store(tmp_path, chain_id=CHAIN, genesis_hash=GENESIS_HASH)
+    assert tree_height(store) is None
+    assert merkle.root_hash(store) == store.app_hash
+    store.close()
+
+
+def test_a_recorded_tree_height_not_below_the_committed_one_is_refused(tmp_path: Path) -> None:
+    _lagging_home(tmp_path)
+    env = lmdb.open(str(tmp_path), max_dbs=16)
+    with env.begin(write=True) as txn:
+        txn.put(b"tree_height", height_key(6), db=env.open_db(b"meta", txn=txn))
+    env.close()
+    with pytest.raises(StoreError, match="tree is recorded at height 6, not below"):
+        Store(tmp_path, chain_id=CHAIN, genesis_hash=GENESIS_HASH)
+
+
+def test_a_reader_keeps_its_heights_tree_while_blocks_commit(tmp_path: Path) -> None:
+    chain = chain_at(tmp_path, flush_blocks=3)
+    signer = Signer()
+    for number in range(1, 6):
+        chain.commit(block_of(signer, number))
+    assert tree_height(chain.store) == 3  # the reader starts over held records
+    app_hash = chain.store.app_hash
+    keys = sorted(_all_state(chain.store))
+    with chain.store.open_state_reader() as reader:
+        values = dict(reader.scan())
+        for number in range(6, 12):  # written twice meanwhile
+            chain.commit(block_of(signer, number))
+        assert merkle.root_hash(reader) == app_hash != chain.store.app_hash
+        for key in keys:
+            merkle.verify(app_hash, key, values.get(key), merkle.prove(reader, key))
+    chain.close()
+
+
+def test_a_read_begun_before_the_held_heights_is_refused(tmp_path: Path) -> None:
+    chain = chain_at(tmp_path, flush_blocks=4)
+    signer = Signer()
+    chain.commit(block_of(signer, 1))
+    store = chain.store
+    txn = store._env.begin()
+    try:
+        assert store._layer_at(txn) is not None
+        for number in range(2, 20):
+            chain.commit(block_of(signer, number))
+        with pytest.raises(StoreError, match="tree records of height 1 are no longer held"):
+            store._layer_at(txn)
+    finally:
+        txn.abort()
+    chain.close()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    flush_blocks=st.integers(1, 5),
+    records_max=st.integers(0, 40),
+    blocks=st.integers(1, 14),
+)
+def test_any_flush_policy_and_restarts_read_and_leave_the_tree_of_every_block(
+    seed: int, flush_blocks: int, records_max: int, blocks: int
+) -> None:
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory(prefix="suanpan-tree-lag-") as directory:
+        root = Path(directory)
+        lagging = chain_at(root / "lagging", flush_blocks, records_max)
+        every = chain_at(root / "every", flush_blocks=1)
+        signers = Signer(), Signer()
+        try:
+            for number in range(1, blocks + 1):
+                variant = 3 * number + rng.randrange(3)  # the same block for both chains
+                for chain, signer in zip((lagging, every), signers, strict=True):
+                    chain.commit(block_of(signer, variant))
+                assert lagging.store.app_hash == every.store.app_hash
+                check_reads(lagging.store)
+                if rng.random() < 0.25:
+                    lagging.close()
+                    lagging = chain_at(root / "lagging", flush_blocks, records_max)
+                    assert tree_height(lagging.store) is None
+                    check_reads(lagging.store)
+            lagging.close()
+            lagging = chain_at(root / "lagging", flush_blocks, records_max)
+            assert dump(lagging.store) == dump(every.store)
+        finally:
+            lagging.close()
+            every.close()
