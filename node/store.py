@@ -74,7 +74,7 @@ database (their keys are paths of hashed state keys): after 48,000 payments, a b
 wrote about 5,000 records on about 2,800 of its leaf pages, most of the 16 MB the commit wrote,
 and the next block rewrote most of the same pages. So a commit writes its tree records to the
 tree database only every ``tree_flush_blocks`` blocks (8), or sooner when more than
-``tree_pending_records_max`` records (32,768) are held; in between, the records stay in memory
+``tree_pending_records_max`` records (16,384) are held; in between, the records stay in memory
 (``_TreeLayer``, one per block over the ones before it) and every read of the tree reads them
 over the database, and the commit records ``tree_height`` (where the database's tree is) and
 keeps the undo record of each block since instead of replacing the last one. Every read
@@ -226,11 +226,11 @@ _UNDO_LIMITS: Final = Limits(
 # Blocks whose tree records are held in memory (and the state's undo record of each kept)
 # before a commit writes them all to the tree database, and the most records held so.
 TREE_FLUSH_BLOCKS: Final = 8
-TREE_PENDING_RECORDS_MAX: Final = 32_768
+TREE_PENDING_RECORDS_MAX: Final = 16_384
 # Heights whose held tree records stay available to read transactions begun at them. Every
 # reader takes its height's records right after it begins, holding ``_lock``, and they are
 # forgotten under that lock, so a reader is never more than a commit behind.
-_TREE_LAYERS_KEPT: Final = 4
+_TREE_LAYERS_KEPT: Final = 2
 # An undo record's chunk is closed once its keys and values reach this many bytes (one more
 # pair at most, so a chunk is at most this plus one value).
 UNDO_CHUNK_BYTES: Final = 256 * 1024
