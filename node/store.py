@@ -35,8 +35,8 @@ transaction index, the receipts, the end-of-block events, the app hash, the new 
 switching a meta page after the data pages are written, so a crash (SIGKILL, power loss with
 ``sync=True``) at any moment leaves either the previous height or the new one, never a part of
 a block. The crash tests kill real processes mid-commit to check this. ``commit_blocks``
-writes several consecutive blocks the same way in one transaction (one fsync; the undo record
-is the last block's): all of them or none.
+writes several consecutive blocks the same way in one transaction (one fsync): all of them or
+none.
 
 ``UnwrittenStateBackend`` is the committed state with the write sets and tree records of
 executed blocks whose write is still queued on top: the node executes the next block over it
@@ -86,8 +86,8 @@ only: when a store is opened with ``tree_height`` below its height, the keys the
 wrote are in their undo records and their values in the state, and ``apps.merkle.update`` of
 the stored tree with them gives the committed state's tree, whose root must be the stored app
 hash (``StoreError`` otherwise); that is written at once, in one write transaction. A batch of
-several blocks (block sync) always writes the tree, since it keeps only its last block's undo
-record.
+several blocks (block sync) counts as that many blocks: it keeps each block's undo record
+while the tree waits, and only the last one's when it writes the tree.
 
 State sync (``begin_state_sync``, ``install_state_chunk``, ``finish_state_sync``) replaces the
 genesis state of an empty store with a verified snapshot at height b, in several write
@@ -674,19 +674,13 @@ class Store:
             below = self._layer_at(txn)
             blocks = len(entries) + (below.blocks if below is not None else 0)
             held = records_new + (below.records_held if below is not None else 0)
-            # Several blocks at once (block sync) write the tree: only the last one's undo
-            # record is kept, so the keys the others wrote would not be recorded.
-            flush = (
-                len(entries) > 1
-                or blocks >= self.tree_flush_blocks
-                or held > self.tree_pending_records_max
-            )
+            flush = blocks >= self.tree_flush_blocks or held > self.tree_pending_records_max
             last = len(prepared) - 1
             for index, write in enumerate(prepared):
-                # Only the last block's undo record is written (each block's would replace
-                # the one before it within one transaction). It replaces the records kept
-                # when the tree is written, and joins them when the tree waits.
-                write(txn, index == last, flush)
+                # When the tree is written, the last block's undo record replaces the ones
+                # kept (the others' would go with them); while it waits, every block's joins
+                # them (they list the keys a restart applies to the tree).
+                write(txn, not flush or index == last, flush)
             meta = self._db["meta"]
             layer: _TreeLayer | None
             if flush:
@@ -698,8 +692,18 @@ class Store:
                 layer = None
             else:
                 if below is None:
-                    txn.put(_META_TREE_HEIGHT, height_key(top - 1), db=meta)
-                layer = _TreeLayer(top, dict(entries[-1][2].tree.records), below, blocks, held)
+                    first = entries[0][0].height
+                    txn.put(_META_TREE_HEIGHT, height_key(first - 1), db=meta)
+                layer = below
+                for _, _, result in entries:
+                    layer = _TreeLayer(
+                        result.height,
+                        dict(result.tree.records),
+                        layer,
+                        (layer.blocks if layer is not None else 0) + 1,
+                        (layer.records_held if layer is not None else 0)
+                        + len(result.tree.records),
+                    )
             self._tree_layers[top] = layer
 
         self._write(work)

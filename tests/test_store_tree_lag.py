@@ -28,7 +28,7 @@ from tests.host_fixtures import CHAIN
 from tests.store_fixtures import GENESIS_HASH, NodeChain
 from tests.test_host import KvApp, VaultApp
 from tests.test_store import Signer, _all_state, _certified
-from tests.test_store_unwritten import dump
+from tests.test_store_unwritten import PipelinedChain, blocks_of_writes, dump
 
 
 def chain_at(path: Path, flush_blocks: int, records_max: int = 1 << 20) -> NodeChain:
@@ -264,3 +264,29 @@ def test_any_flush_policy_and_restarts_read_and_leave_the_tree_of_every_block(
         finally:
             lagging.close()
             every.close()
+
+
+def test_a_batch_of_blocks_keeps_each_blocks_undo_record_while_the_tree_waits(
+    tmp_path: Path,
+) -> None:
+    chain = PipelinedChain(tmp_path, tree_flush_blocks=6)
+    for transactions in blocks_of_writes(3, 9):
+        chain.execute(transactions)
+    chain.write(3)  # blocks 1-3: the tree waits
+    assert tree_height(chain.store) == 0
+    assert undo_heights(chain.store) == [1, 2, 3]
+    chain.write(2)  # 4-5
+    assert undo_heights(chain.store) == [1, 2, 3, 4, 5]
+    assert merkle.root_hash(chain.store) == chain.store.app_hash
+    chain.write(2)  # 6-7: six blocks held, so the tree is written; the last record is kept
+    assert tree_height(chain.store) is None
+    assert undo_heights(chain.store) == [7]
+    chain.write(2)  # 8-9 wait again
+    assert tree_height(chain.store) == 7
+    assert undo_heights(chain.store) == [7, 8, 9]
+    chain.store.close()
+    reopened = Store(tmp_path, chain_id=CHAIN, genesis_hash=GENESIS_HASH)
+    assert tree_height(reopened) is None
+    assert undo_heights(reopened) == [9]
+    assert merkle.root_hash(reopened) == reopened.app_hash
+    reopened.close()

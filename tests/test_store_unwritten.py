@@ -20,7 +20,13 @@ from apps.membership import MembershipApp
 from apps.merkle import TreeUpdate
 from apps.state import MemoryBackend
 from consensus.types import Block, CommitCertificate
-from node.store import DATABASES, Store, StoreConsistencyError, UnwrittenStateBackend
+from node.store import (
+    DATABASES,
+    TREE_FLUSH_BLOCKS,
+    Store,
+    StoreConsistencyError,
+    UnwrittenStateBackend,
+)
 from tests.host_fixtures import CHAIN, genesis_config
 from tests.store_fixtures import GENESIS_HASH, GENESIS_TIME_MS, VALIDATORS, certify
 from tests.test_host import KvApp, VaultApp
@@ -34,8 +40,14 @@ class PipelinedChain:
     top of the executed (not necessarily written) ones, ``write`` writes the oldest ``count``
     unwritten blocks in one transaction."""
 
-    def __init__(self, path: Path) -> None:
-        self.store = Store(path, chain_id=CHAIN, genesis_hash=GENESIS_HASH, sync=False)
+    def __init__(self, path: Path, *, tree_flush_blocks: int = TREE_FLUSH_BLOCKS) -> None:
+        self.store = Store(
+            path,
+            chain_id=CHAIN,
+            genesis_hash=GENESIS_HASH,
+            sync=False,
+            tree_flush_blocks=tree_flush_blocks,
+        )
         apps = [MembershipApp(), KvApp(), VaultApp()]
         genesis_host = AppHost(apps, self.store.state_backend(), chain_id=CHAIN)
         writes, app_hash = genesis_host.init_genesis({"membership": genesis_config()})
@@ -110,7 +122,8 @@ def test_pipelined_writes_leave_the_store_as_one_at_a_time(tmp_path: Path, seed:
     rng = random.Random(seed)
     blocks = blocks_of_writes(seed, 24)
     serial = PipelinedChain(tmp_path / "serial")
-    pipelined = PipelinedChain(tmp_path / "pipelined")
+    # The pipelined store writes its tree every 1 to 4 blocks (a batch counts its blocks).
+    pipelined = PipelinedChain(tmp_path / "pipelined", tree_flush_blocks=1 + seed % 4)
     for transactions in blocks:
         expected = serial.execute(transactions)
         serial.write(1)
