@@ -701,8 +701,7 @@ class Store:
                         dict(result.tree.records),
                         layer,
                         (layer.blocks if layer is not None else 0) + 1,
-                        (layer.records_held if layer is not None else 0)
-                        + len(result.tree.records),
+                        (layer.records_held if layer is not None else 0) + len(result.tree.records),
                     )
             self._tree_layers[top] = layer
 

@@ -24,6 +24,7 @@ from consensus.codec import Limits, Value, decode, encode
 from consensus.crypto import PrivateKey, hash_bytes
 from consensus.evidence import Evidence, SignedStatement
 from consensus.types import CommitCertificate
+from node.audit import audit as audit_module
 from node.audit.audit import AuditReport, audit_home
 from node.audit.storeview import StoreView
 from node.cli import main
@@ -536,6 +537,15 @@ def test_the_fixture_store_holds_its_last_blocks_tree_records_in_memory_only(
         heights = {int.from_bytes(key[:8], "big") for key, _ in view.scan("state_undo")}
     assert heights == set(range(8, HEIGHTS + 1))
     assert audit_home(chain.home).ok
+
+
+def test_a_tree_recorded_further_behind_than_any_store_holds_is_the_tree(
+    chain: BuiltChain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit_module, "TREE_LAG_MAX", 3)
+    height, item, detail = failure_of(chain.home)
+    assert (height, item) == (HEIGHTS, "tree")
+    assert "4 blocks behind the committed height: more than the 3" in detail
 
 
 @pytest.mark.parametrize("recorded", [HEIGHTS, HEIGHTS + 3, 2**64 - 1])

@@ -117,6 +117,9 @@ ITEM_EVIDENCE: Final = "evidence"
 ITEM_META: Final = "meta"
 ITEM_STATE: Final = "state"
 ITEM_TREE: Final = "tree"
+# The most blocks a store's tree may be behind its committed height (a node writes it every
+# ``node.store.TREE_FLUSH_BLOCKS`` blocks; this leaves room for a store configured otherwise).
+TREE_LAG_MAX: Final = 1024
 ITEM_UNDO: Final = "undo"
 ITEM_SNAPSHOT: Final = "snapshot"
 
@@ -712,6 +715,14 @@ class _Auditor:
                 f"the tree is recorded at height {height} ({raw.hex()}): not from the base "
                 f"height {self.base} and below the committed height {self.top}",
             )
+        if self.top - height > TREE_LAG_MAX:
+            # The replay would keep every block's undo record since: bounded, as a node's.
+            _fail(
+                self.top,
+                ITEM_TREE,
+                f"the tree is recorded at height {height}, {self.top - height} blocks behind "
+                f"the committed height: more than the {TREE_LAG_MAX} a store holds",
+            )
         return height
 
     def _check_tree(self, replay: Replay) -> None:
@@ -723,10 +734,9 @@ class _Auditor:
             keys: set[bytes] = set()
             for height in range(self.tree_height + 1, self.top + 1):
                 keys.update(replay.undo_states[height])
-            view = self.view
-            reader = _StoredTree(view)
+            writes = [(key, replay.backend.get(key)) for key in keys]
             try:
-                pending = merkle.update(reader, [(key, replay.backend.get(key)) for key in keys])
+                pending = merkle.update(_StoredTree(self.view), writes)
             except (AssertionError, ValueError) as error:
                 _fail(
                     self.top,
