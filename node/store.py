@@ -51,11 +51,13 @@ and fsync (a write may run on a worker thread while the event loop keeps reading
 snapshots); a write that fills the map aborts its transaction first and only then takes the
 read lock to resize, so no transaction of this process is open during a resize.
 
-Versions. The state and tree databases hold the state after the committed height h. The undo
-record turns them back into the state after h-1 (``read_certified``): that is the latest state
-whose app hash a certificate covers (block h carries it and certificate h signs block h), so
-proofs of single keys are answered against it. Each commit empties the undo database before
-recording its own, so exactly one version back is kept and nothing older needs pruning. Only
+Versions. The state and tree (with its held records, below) hold the state after the
+committed height h. The undo record of h turns them back into the state after h-1
+(``read_certified``): that is the latest state whose app hash a certificate covers (block h
+carries it and certificate h signs block h), so proofs of single keys are answered against it.
+A commit that writes the tree empties the undo database before recording its own, so the
+records kept are those of the blocks since the tree was last written and nothing older needs
+pruning. Only
 the state is recorded: the tree is a function of the state's entries alone (``apps.merkle``),
 so the tree records of h-1 are what ``apps.merkle.update`` makes of the tree at h with the
 undo record's values written back, and their root must be the app hash stored for h-1 (a
@@ -659,8 +661,9 @@ class Store:
         """Persist consecutive blocks (each as ``commit_block`` would) in **one** write
         transaction and one fsync: all of them or none. Each block is checked against the
         store as the blocks before it in ``entries`` left it (it must follow, link to and
-        carry the app hash of its predecessor); any failure writes nothing. The undo record
-        is the last block's (one version back, as after ``commit_block``)."""
+        carry the app hash of its predecessor); any failure writes nothing. The blocks count
+        as that many towards writing the tree: while it waits each block's undo record is
+        kept, and when it is written only the last block's."""
         prepared = [
             self._prepare_commit(block, certificate, result)
             for block, certificate, result in entries

@@ -135,7 +135,8 @@ def test_a_restart_applies_the_held_blocks_writes_to_the_stored_tree(
     every.close()
 
 
-def _lagging_home(path: Path) -> tuple[list[dict[bytes, bytes | None]], int]:
+def _lagging_home(path: Path) -> list[dict[bytes, bytes | None]]:
+    """A store whose tree is at height 4 of 6, and the undo records of blocks 5 and 6."""
     chain = chain_at(path, flush_blocks=4)
     signer = Signer()
     for number in range(1, 7):
@@ -148,7 +149,7 @@ def _lagging_home(path: Path) -> tuple[list[dict[bytes, bytes | None]], int]:
             assert chunk is not None
             records.append(undo_record([bytes(chunk)]))
     chain.close()
-    return records, 4
+    return records
 
 
 def _put_undo(path: Path, height: int, record: dict[bytes, bytes | None] | None) -> None:
@@ -169,7 +170,7 @@ def _put_undo(path: Path, height: int, record: dict[bytes, bytes | None] | None)
 def test_a_held_blocks_undo_record_that_misses_a_key_is_refused_at_restart(
     tmp_path: Path,
 ) -> None:
-    records, _ = _lagging_home(tmp_path)
+    records = _lagging_home(tmp_path)
     fifth = records[0]
     written = next(key for key in fifth if key.startswith(b"kv\x00"))
     _put_undo(tmp_path, 5, {key: value for key, value in fifth.items() if key != written})
