@@ -2014,6 +2014,7 @@ class Node:
         statistics = self.network.statistics()
         self.metrics.update_rate(time.monotonic())
         validators = self.replica.validators
+        tree_blocks, tree_records = self.store.tree_held()
         return {
             "moniker": self.config.moniker,
             "chain_id": self.chain_id,
@@ -2050,6 +2051,7 @@ class Node:
             "api_access": self.config.rpc.access,
             "transactions_committed": self.metrics.committed_total,
             "blocks_executed": self.blocks_executed,
+            "tree_held": {"blocks": tree_blocks, "records": tree_records},
             "transactions_verified_ahead": self.transactions_verified_ahead,
             "transactions_per_second": round(self.metrics.rate(), 1),
             "cpu_ns": self.cpu_ns(statistics),

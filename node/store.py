@@ -992,6 +992,13 @@ class Store:
         with self._lock, self._env.begin() as txn:
             return _read_layered(txn, self._db["tree"], self._layer_at(txn), key)
 
+    def tree_held(self) -> tuple[int, int]:
+        """The blocks, and their tree records, that the tree database does not hold yet at the
+        committed height (held in memory until the tree is next written)."""
+        with self._lock, self._env.begin() as txn:
+            layer = self._layer_at(txn)
+        return (0, 0) if layer is None else (layer.blocks, layer.records_held)
+
     def read_certified(self, work: Callable[[CertifiedView], _T]) -> _T | None:
         """Run ``work`` on the state after height h-1 (h: the committed height), the latest
         state whose app hash a certificate covers, with block h and its certificate, all read

@@ -14,6 +14,7 @@ from node import runtime
 from node.api import SubmitOutcome
 from node.config import NodeConfig
 from node.home import load_home
+from node.store import TREE_FLUSH_BLOCKS
 from node.testnet.loadgen import register_identity_transaction
 from node.testnet.testnet import create_testnet
 
@@ -103,6 +104,15 @@ async def test_a_node_starting_behind_asks_its_first_peer_for_the_blocks_after_i
             # executed, as for a request the replica makes.
             status = observer.status()
             assert status["transactions_verified_ahead"] == 2
+            # The tree records of the blocks since the tree was last written are held.
+            held = status["tree_held"]
+            assert isinstance(held, dict)
+            assert set(held) == {"blocks", "records"}
+            blocks, records = held["blocks"], held["records"]
+            assert isinstance(blocks, int)
+            assert isinstance(records, int)
+            assert 0 <= blocks < TREE_FLUSH_BLOCKS
+            assert (blocks == 0) == (records == 0)
             # The event loop thread's CPU is a part of the process's.
             loop_cpu, cpu = status["loop_cpu_ns"], status["cpu_ns"]
             assert isinstance(loop_cpu, int)

@@ -75,10 +75,15 @@ def test_the_tree_is_written_every_few_blocks_and_read_with_the_held_records(
     chain = chain_at(tmp_path, flush_blocks=3)
     signer = Signer()
     seen: list[tuple[int | None, list[int]]] = []
+    held: list[int] = []
     for number in range(1, 8):
-        chain.commit(block_of(signer, number))
+        result = chain.commit(block_of(signer, number))
         check_reads(chain.store)
         seen.append((tree_height(chain.store), undo_heights(chain.store)))
+        blocks, records = chain.store.tree_held()
+        held.append(blocks)
+        if blocks == 1:
+            assert records == len(result.tree.records)
     # Written at 3 and 6; in between, the undo records from the written height on are kept.
     assert seen == [
         (0, [1]),
@@ -89,6 +94,7 @@ def test_the_tree_is_written_every_few_blocks_and_read_with_the_held_records(
         (None, [6]),
         (6, [6, 7]),
     ]
+    assert held == [1, 2, 0, 1, 2, 0, 1]
     chain.close()
 
 
