@@ -88,6 +88,14 @@ class NodeMetrics:
         )
         self.mempool_bytes = Gauge("suanpan_mempool_bytes", "Bytes in the mempool", registry=r)
         self.peers = Gauge("suanpan_peers", "Connected peers", registry=r)
+        self.tree_blocks_held = Gauge(
+            "suanpan_tree_blocks_held",
+            "Blocks whose Merkle tree records are held in memory until the tree is next written",
+            registry=r,
+        )
+        self.tree_records_held = Gauge(
+            "suanpan_tree_records_held", "Merkle tree records held in memory", registry=r
+        )
         self.commit_latency = Histogram(
             "suanpan_commit_latency_seconds",
             "From a transaction's admission to its block's commit (this node's view)",

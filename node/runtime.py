@@ -1886,6 +1886,9 @@ class Node:
     def metrics_bytes(self) -> bytes:
         """Prometheus exposition (network gauges refreshed first)."""
         self.metrics.peers.set(len(self.network.peers()))
+        tree_blocks, tree_records = self.store.tree_held()
+        self.metrics.tree_blocks_held.set(tree_blocks)
+        self.metrics.tree_records_held.set(tree_records)
         self.metrics.update_rate(time.monotonic())
         return self.metrics.render()
 

@@ -112,6 +112,8 @@ async def test_single_validator_commits_serves_and_resumes_after_restart(tmp_pat
 
             metrics = await call(functools.partial(client.metrics))
             assert "suanpan_height" in metrics
+            assert "suanpan_tree_blocks_held " in metrics
+            assert "suanpan_tree_records_held " in metrics
             assert "suanpan_committed_transactions_total 3.0" in metrics
 
             # The NDJSON stream delivers the next committed block.
