@@ -34,12 +34,17 @@ class NetworkLimits:
     transaction_batch_bytes: int = 64 * 1024
     # Transactions in one received batch frame (64 KiB / ~100-byte minimum transaction, x4).
     transaction_batch_count_max: int = 4096
-    # Hashes remembered to deliver each transaction once and stop re-flooding (~100 B each).
-    seen_transactions_max: int = 1_000_000
-    # Relayed transactions kept to answer peers' fetches (~350 B each, so ~35 MiB). A fetch
-    # follows an announcement after fetch_delay_seconds plus a round trip; at 20,000 tx/s this
-    # holds 2.5-5 s of traffic.
-    relay_store_transactions_max: int = 100_000
+    # Hashes remembered to deliver each transaction once and stop re-flooding: 107 B each
+    # (a 32-byte digest and its slot), so 28 MiB when full. At least half are remembered:
+    # 65 s of traffic at 2,000 tx/s, 6.5 s at 20,000, while a transaction's copies arrive
+    # within a second or two (resends of pending ones after seconds are dropped by admission
+    # if they come back later). A million of them held 107 MiB of every node's heap.
+    seen_transactions_max: int = 262_144
+    # Relayed transactions kept to answer peers' fetches: about 390 B each with a 300-byte
+    # transaction (the digest is the seen cache's), so 26 MiB when full. A fetch follows an
+    # announcement after fetch_delay_seconds plus a round trip; at least half are held: 1.6 s
+    # of traffic at 20,000 tx/s, 16 s at 2,000.
+    relay_store_transactions_max: int = 65_536
     # Announced hashes per Announce or Fetch frame (32 bytes each: 128 KiB at most).
     announce_hashes_max: int = 4096
     # Per-peer backlog of hashes waiting to be announced; beyond it they are shed and counted.
