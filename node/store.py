@@ -155,6 +155,7 @@ __all__ = [
     "TransactionLocation",
     "UnwrittenStateBackend",
     "height_key",
+    "overlaid",
     "receipt_key",
     "undo_chunk_key",
     "undo_record",
@@ -699,13 +700,7 @@ class Store:
                     txn.put(_META_TREE_HEIGHT, height_key(first - 1), db=meta)
                 layer = below
                 for _, _, result in entries:
-                    layer = _TreeLayer(
-                        result.height,
-                        dict(result.tree.records),
-                        layer,
-                        (layer.blocks if layer is not None else 0) + 1,
-                        (layer.records_held if layer is not None else 0) + len(result.tree.records),
-                    )
+                    layer = _TreeLayer.over(layer, result.height, result.tree.records)
             self._tree_layers[top] = layer
 
         self._write(work)
@@ -1062,14 +1057,19 @@ class Store:
             used = int(stat["psize"]) * (int(info["last_pgno"]) + 1)
             if used * 2 > int(info["map_size"]):
                 self._grow()
-            txn = self._env.begin()
-            self._long_readers += 1
-            try:
-                layer = self._layer_at(txn)
-            except BaseException:
-                self._close_long_reader(txn)
-                raise
+            txn, layer = self._begin_long_read()
         return StateReader(self, txn, layer)
+
+    def _begin_long_read(self) -> tuple[lmdb.Transaction, _TreeLayer | None]:
+        """A read transaction counted as a long reader (``_close_long_reader`` ends it), and
+        the tree records held for its height, taken at once. Called holding ``_lock``."""
+        txn = self._env.begin()
+        self._long_readers += 1
+        try:
+            return txn, self._layer_at(txn)
+        except BaseException:
+            self._close_long_reader(txn)
+            raise
 
     def _close_long_reader(self, txn: lmdb.Transaction) -> None:
         with self._lock:
@@ -1302,6 +1302,20 @@ class _TreeLayer:
     blocks: int
     records_held: int
 
+    @classmethod
+    def over(
+        cls,
+        below: _TreeLayer | None,
+        height: int,
+        records: Sequence[tuple[bytes, bytes | None]],
+    ) -> _TreeLayer:
+        """Block ``height``'s ``records`` held over ``below``."""
+        if below is None:
+            return cls(height, dict(records), None, 1, len(records))
+        return cls(
+            height, dict(records), below, below.blocks + 1, below.records_held + len(records)
+        )
+
     def merged(self) -> dict[bytes, bytes | None]:
         """Every held record of the chain, the newest block's winning."""
         chain: list[_TreeLayer] = []
@@ -1413,13 +1427,7 @@ class LmdbStateBackend:
             return
         store = self._store
         with store._lock:
-            txn = store._env.begin()
-            store._long_readers += 1
-            try:
-                self._layer = store._layer_at(txn)
-            except BaseException:
-                store._close_long_reader(txn)
-                raise
+            txn, self._layer = store._begin_long_read()
         self._thread = threading.get_ident()
         self._txn = txn
         try:
@@ -1591,14 +1599,14 @@ class UnwrittenStateBackend:
             high = len(keys) if end is None else bisect.bisect_left(keys, end)
             for key in keys[low:high]:
                 newest[key] = block.values[key]
-        return _merged(sorted(newest.items(), reverse=reverse), committed, reverse=reverse)
+        return overlaid(sorted(newest.items(), reverse=reverse), committed, reverse=reverse)
 
 
-def _merged(
-    unwritten: list[tuple[bytes, bytes | None]],
+def overlaid(
+    unwritten: Sequence[tuple[bytes, bytes | None]],
     committed: Iterator[tuple[bytes, bytes]],
     *,
-    reverse: bool,
+    reverse: bool = False,
 ) -> Iterator[tuple[bytes, bytes]]:
     """``committed`` with ``unwritten`` (same order; None deletes) laid over it."""
     index = 0

@@ -49,6 +49,26 @@ def certify(block: Block, view: int = 0) -> CommitCertificate:
     return CommitCertificate.from_votes(votes)
 
 
+def open_store(
+    path: Path,
+    *,
+    map_size_bytes: int = MAP_SIZE_INITIAL_BYTES,
+    sync: bool = True,
+    tree_flush_blocks: int = TREE_FLUSH_BLOCKS,
+    tree_pending_records_max: int = TREE_PENDING_RECORDS_MAX,
+) -> Store:
+    """The test chain's store at ``path``."""
+    return Store(
+        path,
+        chain_id=CHAIN,
+        genesis_hash=GENESIS_HASH,
+        map_size_bytes=map_size_bytes,
+        sync=sync,
+        tree_flush_blocks=tree_flush_blocks,
+        tree_pending_records_max=tree_pending_records_max,
+    )
+
+
 class NodeChain:
     """Store + host wired the way a node wires them."""
 
@@ -63,10 +83,8 @@ class NodeChain:
         tree_flush_blocks: int = TREE_FLUSH_BLOCKS,
         tree_pending_records_max: int = TREE_PENDING_RECORDS_MAX,
     ) -> None:
-        self.store = Store(
+        self.store = open_store(
             path,
-            chain_id=CHAIN,
-            genesis_hash=GENESIS_HASH,
             map_size_bytes=map_size_bytes,
             sync=sync,
             tree_flush_blocks=tree_flush_blocks,

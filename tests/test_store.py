@@ -24,6 +24,7 @@ from node.store import (
     DATABASES,
     SCHEMA_VERSION,
     TREE_FLUSH_BLOCKS,
+    TREE_PENDING_RECORDS_MAX,
     CertifiedView,
     Store,
     StoreConsistencyError,
@@ -69,6 +70,7 @@ def node(
     map_size_bytes: int = 64 * 1024 * 1024,
     sync: bool = True,
     tree_flush_blocks: int = TREE_FLUSH_BLOCKS,
+    tree_pending_records_max: int = TREE_PENDING_RECORDS_MAX,
 ) -> NodeChain:
     return NodeChain(
         path,
@@ -76,6 +78,7 @@ def node(
         map_size_bytes=map_size_bytes,
         sync=sync,
         tree_flush_blocks=tree_flush_blocks,
+        tree_pending_records_max=tree_pending_records_max,
     )
 
 

@@ -26,18 +26,13 @@ from node.store import (
 )
 from tests.host_fixtures import CHAIN
 from tests.store_fixtures import GENESIS_HASH, NodeChain
-from tests.test_host import KvApp, VaultApp
-from tests.test_store import Signer, _all_state, _certified
+from tests.test_store import Signer, _all_state, _certified, node
 from tests.test_store_unwritten import PipelinedChain, blocks_of_writes, dump
 
 
 def chain_at(path: Path, flush_blocks: int, records_max: int = 1 << 20) -> NodeChain:
-    return NodeChain(
-        path,
-        [KvApp(), VaultApp()],
-        sync=False,
-        tree_flush_blocks=flush_blocks,
-        tree_pending_records_max=records_max,
+    return node(
+        path, sync=False, tree_flush_blocks=flush_blocks, tree_pending_records_max=records_max
     )
 
 

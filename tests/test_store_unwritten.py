@@ -28,7 +28,7 @@ from node.store import (
     UnwrittenStateBackend,
 )
 from tests.host_fixtures import CHAIN, genesis_config
-from tests.store_fixtures import GENESIS_HASH, GENESIS_TIME_MS, VALIDATORS, certify
+from tests.store_fixtures import GENESIS_HASH, GENESIS_TIME_MS, VALIDATORS, certify, open_store
 from tests.test_host import KvApp, VaultApp
 from tests.test_store import Signer
 
@@ -41,13 +41,7 @@ class PipelinedChain:
     unwritten blocks in one transaction."""
 
     def __init__(self, path: Path, *, tree_flush_blocks: int = TREE_FLUSH_BLOCKS) -> None:
-        self.store = Store(
-            path,
-            chain_id=CHAIN,
-            genesis_hash=GENESIS_HASH,
-            sync=False,
-            tree_flush_blocks=tree_flush_blocks,
-        )
+        self.store = open_store(path, sync=False, tree_flush_blocks=tree_flush_blocks)
         apps = [MembershipApp(), KvApp(), VaultApp()]
         genesis_host = AppHost(apps, self.store.state_backend(), chain_id=CHAIN)
         writes, app_hash = genesis_host.init_genesis({"membership": genesis_config()})

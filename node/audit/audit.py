@@ -89,7 +89,7 @@ from node.audit.storeview import StoreView, StoreViewError, height_key
 from node.genesis import Genesis, GenesisError
 from node.home import SNAPSHOTS_DIR
 from node.snapshots import SnapshotDirectory, SnapshotError, verify_chunk
-from node.store import StoreError, undo_chunk_key, undo_record
+from node.store import StoreError, overlaid, undo_chunk_key, undo_record
 
 __all__ = ["AuditFailure", "AuditReport", "audit_home", "audit_store"]
 
@@ -726,7 +726,7 @@ class _Auditor:
         return height
 
     def _check_tree(self, replay: Replay) -> None:
-        stored: Iterator[tuple[bytes, bytes | None]] = self.view.scan("tree")
+        stored = self.view.scan("tree")
         held = ""
         if self.tree_height < self.top:
             # The node applies the writes of the blocks since (their undo records, checked
@@ -744,7 +744,7 @@ class _Auditor:
                     f"the stored tree of height {self.tree_height} does not take the writes of "
                     f"heights {self.tree_height + 1}-{self.top}: {error}",
                 )
-            stored = _overlaid(stored, pending.records)
+            stored = overlaid(pending.records, stored)
             held = f" (the tree of height {self.tree_height} with the writes since)"
         difference = _first_difference(stored, iter(replay.backend.tree_records()))
         if difference is not None:
@@ -840,29 +840,8 @@ class _StoredTree:
         return self._view.get("tree", key)
 
 
-def _overlaid(
-    stored: Iterator[tuple[bytes, bytes | None]], records: Sequence[tuple[bytes, bytes | None]]
-) -> Iterator[tuple[bytes, bytes | None]]:
-    """The sorted ``stored`` stream with ``records`` (sorted; None deletes) laid over it."""
-    index = 0
-    for key, value in stored:
-        while index < len(records) and records[index][0] < key:
-            if records[index][1] is not None:
-                yield records[index]
-            index += 1
-        if index < len(records) and records[index][0] == key:
-            if records[index][1] is not None:
-                yield records[index]
-            index += 1
-            continue
-        yield key, value
-    for record in records[index:]:
-        if record[1] is not None:
-            yield record
-
-
 def _first_difference(
-    stored: Iterator[tuple[bytes, bytes | None]], expected: Iterator[tuple[bytes, bytes]]
+    stored: Iterator[tuple[bytes, bytes]], expected: Iterator[tuple[bytes, bytes]]
 ) -> tuple[bytes, bytes | None, bytes | None] | None:
     """The first key at which two sorted (key, value) streams differ, with both values."""
     left = next(stored, None)

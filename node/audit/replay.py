@@ -61,10 +61,9 @@ class Replay:
         self.backend = MemoryBackend()
         loaded = list(apps) if apps is not None else load_apps(genesis.apps)
         self.last_written: dict[bytes, int] = {}
-        # What the last block's writes replaced (None: absent), as a store's undo record does;
-        # and the same for every height from ``undo_kept_from`` on (a store keeps those while
-        # its tree waits at an earlier height).
-        self.undo_state: dict[bytes, bytes | None] = {}
+        # What each block's writes replaced (None: absent), as a store's undo records say, for
+        # the heights from ``undo_kept_from`` on (a store keeps the last block's, and every
+        # block's since the height its tree waits at).
         self.undo_kept_from: int | None = None
         self.undo_states: dict[int, dict[bytes, bytes | None]] = {}
         if base is None:
@@ -120,9 +119,8 @@ class Replay:
 
     def _apply(self, height: int, writes: WriteSet, tree: TreeUpdate | None = None) -> None:
         backend = self.backend
-        self.undo_state = {key: backend.get(key) for key, _ in writes}
         if self.undo_kept_from is not None and height >= self.undo_kept_from:
-            self.undo_states[height] = self.undo_state
+            self.undo_states[height] = {key: backend.get(key) for key, _ in writes}
         backend.apply(writes, tree)
         for key, _ in writes:
             self.last_written[key] = height
