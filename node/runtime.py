@@ -157,6 +157,7 @@ from node.api import CommittedTransaction, Health, QueryError, SubmitOutcome
 from node.apiserver import ApiServer
 from node.apploader import AppLoadError, load_apps
 from node.events import StreamBlock, StreamBlockCache, stream_transaction
+from node.heap import HeapTrimmer
 from node.home import NEXT_VALIDATOR_KEY_FILE, Home
 from node.http import Handler, HttpLimits, Request, Response, serve_http
 from node.jsonvalue import JsonType, to_json
@@ -320,6 +321,8 @@ class Node:
         self.chain_id = home.genesis.chain_id
         self.metrics = NodeMetrics()
         self.phases = PhaseClock()
+        # Hands the C allocator's free pages back after block writes (node.heap).
+        self.heap = HeapTrimmer()
         self.store = Store(home.data_dir, chain_id=self.chain_id, genesis_hash=self.genesis.hash)
         self._apps = load_apps(self.genesis.apps)
         if not self.store.initialised:
@@ -1300,7 +1303,9 @@ class Node:
                 await self._unwritten_added.wait()
                 continue
             batch = self._write_batch()
-            commit_ns = await trio.to_thread.run_sync(_commit_measured, self.store, batch)
+            commit_ns = await trio.to_thread.run_sync(
+                _commit_measured, self.store, batch, self.heap
+            )
             self.phases.add("commit", commit_ns)
             with self.phases.measure("commit"):
                 unwritten_transactions = self._unwritten_transactions
@@ -2190,12 +2195,16 @@ def passing_refusals(raw: Sequence[bytes], outcomes: Sequence[SubmitOutcome]) ->
 
 
 def _commit_measured(
-    store: Store, entries: Sequence[tuple[Block, CommitCertificate, BlockResult]]
+    store: Store,
+    entries: Sequence[tuple[Block, CommitCertificate, BlockResult]],
+    heap: HeapTrimmer,
 ) -> int:
-    """Runs on a worker thread: the LMDB commit of ``entries`` (one transaction); returns its
-    thread CPU nanoseconds."""
+    """Runs on a worker thread: the LMDB commit of ``entries`` (one transaction), then the
+    release of the allocator's free memory when due (``node.heap``); returns the thread CPU
+    nanoseconds of both."""
     started_ns = thread_cpu_ns()
     store.commit_blocks(entries)
+    heap.after_write()
     return thread_cpu_ns() - started_ns
 
 

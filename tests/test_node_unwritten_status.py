@@ -15,6 +15,7 @@ from apps.host import BlockResult
 from consensus.replica import RequestProposal
 from consensus.types import Block, CommitCertificate
 from node import runtime
+from node.heap import HeapTrimmer
 from node.home import load_home
 from node.jsonvalue import JsonType
 from node.store import Store
@@ -33,11 +34,13 @@ def _hold_writes_with_transactions(monkeypatch: pytest.MonkeyPatch) -> threading
     original = runtime._commit_measured
 
     def held_commit(
-        store: Store, entries: Sequence[tuple[Block, CommitCertificate, BlockResult]]
+        store: Store,
+        entries: Sequence[tuple[Block, CommitCertificate, BlockResult]],
+        heap: HeapTrimmer,
     ) -> int:
         if any(result.receipts for _, _, result in entries):
             released.wait(DEADLINE_S)
-        return original(store, entries)
+        return original(store, entries, heap)
 
     monkeypatch.setattr(runtime, "_commit_measured", held_commit)
     return released
