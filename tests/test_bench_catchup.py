@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,16 @@ def test_sync_window_takes_the_restart_its_first_request_and_the_top_commit(
     assert document["cores"] == 0.2
     # The loop was on a CPU for 1.5 s of the 3 s sync.
     assert document["loop_busy"] == 0.5
+    # Memory not measured is null, not a made-up number.
+    assert document["rss_peak_mb"] is None
+    document = replace(
+        report, rss_peak_mb=201.26, rss_anonymous_mb=99.94, rss_file_mb=80.0
+    ).to_json()
+    assert (document["rss_peak_mb"], document["rss_anonymous_mb"], document["rss_file_mb"]) == (
+        201.3,
+        99.9,
+        80.0,
+    )
 
 
 def test_sync_window_names_a_log_without_the_restart_or_a_request(tmp_path: Path) -> None:

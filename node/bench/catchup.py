@@ -16,6 +16,7 @@ verified-and-applied blocks per second and the transactions per second inside th
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Final
 
 from node.bench.submitter import SubmitPlan, start_submitter
+from node.bench.throughput import ProcessSampler
 from node.bench.workload import bench_accounts, sign_streams
 from node.client.client import ApiError
 from node.config import NodeConfig
@@ -72,6 +74,12 @@ class CatchupReport:
     cpu_ns: Mapping[str, int] = field(default_factory=dict)
     # Of that, its event loop thread's (``loop_cpu_ns`` in ``/status``).
     loop_cpu_ns: int = 0
+    # The syncing node's memory once it held the top, in MiB: its peak RSS since it started
+    # (``VmHWM``), and its anonymous (heap) and file-backed (LMDB's map of the store) parts
+    # then; NaN where ``/proc`` does not say.
+    rss_peak_mb: float = math.nan
+    rss_anonymous_mb: float = math.nan
+    rss_file_mb: float = math.nan
 
     @property
     def blocks_per_s(self) -> float:
@@ -129,7 +137,15 @@ class CatchupReport:
             "phases_us_per_tx": per_tx,
             "cores": round(self.cores, 2),
             "loop_busy": round(self.loop_busy, 2),
+            "rss_peak_mb": _mib(self.rss_peak_mb),
+            "rss_anonymous_mb": _mib(self.rss_anonymous_mb),
+            "rss_file_mb": _mib(self.rss_file_mb),
         }
+
+
+def _mib(value: float) -> JsonType:
+    """MiB to one decimal for JSON; None for NaN (not measured)."""
+    return None if math.isnan(value) else round(value, 1)
 
 
 def _height(testnet: Testnet, index: int) -> int:
@@ -228,6 +244,10 @@ def run_catchup(
             poll_s=_SYNC_POLL_S,
         )
         cpu_synced, loop_synced = _cpu_ns(testnet, lagging)
+        process = testnet.processes[lagging]
+        pid = process.pid if process is not None else -1
+        rss_peak_mb = ProcessSampler.rss_peak_mb(pid)
+        rss_anonymous_mb, rss_file_mb = ProcessSampler.rss_split_mb(pid)
         log = testnet.info.homes[lagging] / "node.log"
         serving, requested, synced = sync_window(log, started, top)
         return CatchupReport(
@@ -240,6 +260,9 @@ def run_catchup(
             apply_s=synced - requested,
             cpu_ns=without_start_up(cpu_synced, started_cpu_ns(log, started)),
             loop_cpu_ns=loop_synced - started_cpu_ns(log, started, key="loop_cpu_ns"),
+            rss_peak_mb=rss_peak_mb,
+            rss_anonymous_mb=rss_anonymous_mb,
+            rss_file_mb=rss_file_mb,
         )
     finally:
         testnet.stop_all()

@@ -245,7 +245,7 @@ def catchup_command(blocks: int, validators: int, keep: Path | None, as_json: bo
         f" {document['transactions_per_s']} tx/s; from its first block request"
         f" ({document['detect_s']} s in): {document['transactions_per_s_applying']} tx/s;"
         f" the syncing node used {document['cpu_us_per_tx']} CPU us per transaction"
-        f" ({document['cores']} cores busy)"
+        f" ({document['cores']} cores busy); its peak RSS {document['rss_peak_mb']} MiB"
     )
 
 
