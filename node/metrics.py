@@ -5,13 +5,17 @@ Three kinds of source: metrics the runtime sets as things happen (height, commit
 **running totals** other parts keep themselves (the network's dropped gossip, rejected frames
 and handshake failures, the API's refusals), read at each scrape by a collector and exported
 as counters (``_total``), never as gauges, so ``rate()`` works on them; and the standard
-**process** collectors (CPU seconds, resident memory, open file descriptors, start time)."""
+**process** collectors (CPU seconds, resident memory, open file descriptors, start time),
+with the resident memory split into its anonymous part (the heap) and its file-backed part
+(mostly LMDB's map of the store, page cache the kernel may reclaim), read from
+``/proc/self/status`` at each scrape where there is one."""
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 from prometheus_client import (
@@ -22,10 +26,10 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-__all__ = ["NodeMetrics", "RunningTotal"]
+__all__ = ["NodeMetrics", "RunningTotal", "resident_memory_split"]
 
 # tx/s is averaged over the commits of this many recent seconds: smooth, yet current.
 _RATE_WINDOW_S: Final = 10.0
@@ -64,6 +68,52 @@ class _TotalsCollector(Collector):
                 for label, value in sorted(total.values.items()):
                     family.add_metric([label] if total.label else [], value)
                 yield family
+
+
+def resident_memory_split(status: Path = Path("/proc/self/status")) -> tuple[int, int] | None:
+    """This process's resident bytes: (anonymous, file-backed), from ``RssAnon`` and
+    ``RssFile`` of ``status``; None where the file or the fields are missing (not Linux)."""
+    fields: dict[str, int] = {}
+    try:
+        text = status.read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name in ("RssAnon", "RssFile"):
+            parts = value.split()
+            if len(parts) == 2 and parts[1] == "kB" and parts[0].isdigit():
+                fields[name] = int(parts[0]) * 1024
+    if len(fields) != 2:
+        return None
+    return fields["RssAnon"], fields["RssFile"]
+
+
+class _MemoryCollector(Collector):
+    """Exports the resident memory's anonymous and file-backed parts at each scrape."""
+
+    def __init__(self, read: Callable[[], tuple[int, int] | None] = resident_memory_split) -> None:
+        self._read = read
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        """Nothing up front: on a system without the split there is nothing to export."""
+        return ()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        split = self._read()
+        if split is None:
+            return
+        anonymous, file_backed = split
+        yield GaugeMetricFamily(
+            "suanpan_memory_anonymous_bytes",
+            "Resident anonymous memory (the heap): what a memory limit should be sized on",
+            value=anonymous,
+        )
+        yield GaugeMetricFamily(
+            "suanpan_memory_file_bytes",
+            "Resident file-backed memory, mostly LMDB's map of the store (reclaimable cache)",
+            value=file_backed,
+        )
 
 
 class NodeMetrics:
@@ -111,6 +161,7 @@ class NodeMetrics:
         self._totals = _TotalsCollector()
         r.register(self._totals)
         ProcessCollector(registry=r)
+        r.register(_MemoryCollector())
         self.rejected_transactions = Counter(
             "suanpan_rejected_transactions",
             "Transactions refused admission",

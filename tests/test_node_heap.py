@@ -1,16 +1,19 @@
 """The release of the C allocator's free memory (``node.heap``): rate-limited, safe where the C
 library has no ``malloc_trim``, and, with glibc, really returning freed pages that ``free``
-alone keeps."""
+alone keeps; and the resident memory's split into heap and file-backed pages in the
+metrics."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from node.heap import HeapTrimmer, malloc_trim
+from node.metrics import NodeMetrics, resident_memory_split
 
 
 class FakeClock:
@@ -92,3 +95,26 @@ def test_a_release_returns_freed_pages_that_free_keeps() -> None:
     # 60 MiB were freed in runs of fifteen 4 KiB chunks: free() kept them in the process, the
     # release gave back nearly all of them.
     assert freed_kib - released_kib > 40 * 1024, (freed_kib, released_kib)
+
+
+def test_the_resident_memory_split_reads_both_fields_or_nothing(tmp_path: Path) -> None:
+    status = tmp_path / "status"
+    status.write_text(
+        "Name:\tpython\nRssAnon:\t  139804 kB\nRssFile:\t   14656 kB\nRssShmem:\t0 kB\n"
+    )
+    assert resident_memory_split(status) == (139804 * 1024, 14656 * 1024)
+    status.write_text("Name:\tpython\nRssAnon:\t  139804 kB\n")
+    assert resident_memory_split(status) is None
+    status.write_text("RssAnon:\tmany kB\nRssFile:\t1 kB\n")
+    assert resident_memory_split(status) is None
+    assert resident_memory_split(tmp_path / "absent") is None
+
+
+def test_the_metrics_export_the_split_when_there_is_one() -> None:
+    exposition = NodeMetrics().render().decode()
+    split = resident_memory_split()
+    if split is None:
+        assert "suanpan_memory_anonymous_bytes" not in exposition
+    else:
+        assert "suanpan_memory_anonymous_bytes " in exposition
+        assert "suanpan_memory_file_bytes " in exposition

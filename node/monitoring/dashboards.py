@@ -262,6 +262,7 @@ def dashboard() -> dict[str, JsonType]:
             [
                 ("rate(process_cpu_seconds_total[1m])", f"cpu {node}"),
                 ("process_resident_memory_bytes / 2^30", f"RSS GiB {node}"),
+                ("suanpan_memory_anonymous_bytes / 2^30", f"heap GiB {node}"),
             ],
             0,
             40,
