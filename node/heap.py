@@ -25,7 +25,6 @@ LMDB keeps the pages it allocated for a write transaction's dirty pages for the 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import threading
 import time
 from collections.abc import Callable
@@ -38,11 +37,10 @@ TRIM_INTERVAL_S: Final = 1.0
 
 
 def _load_malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or None where the C library has none."""
-    name = ctypes.util.find_library("c")
+    """glibc's ``malloc_trim``, or None where the C library has none. Looked up among the
+    symbols the interpreter already loaded (its C library's), so no library search runs."""
     try:
-        libc = ctypes.CDLL(name)
-        function = libc.malloc_trim
+        function = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError, TypeError):
         return None
     function.argtypes = [ctypes.c_size_t]
