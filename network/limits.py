@@ -42,9 +42,13 @@ class NetworkLimits:
     seen_transactions_max: int = 262_144
     # Relayed transactions kept to answer peers' fetches: about 390 B each with a 300-byte
     # transaction (the digest is the seen cache's), so 26 MiB when full. A fetch follows an
-    # announcement after fetch_delay_seconds plus a round trip; at least half are held: 1.6 s
-    # of traffic at 20,000 tx/s, 16 s at 2,000.
+    # announcement after fetch_delay_seconds plus a round trip, so a relayed transaction is
+    # kept at least relay_store_seconds (at most twice that) while the count bound allows,
+    # which always keeps the last half of it: 1.6 s of traffic at 20,000 tx/s. Kept by count
+    # alone, a node at 2,000 tx/s held 16-32 s of traffic (12 MiB after 20 s, the whole
+    # bound after a minute) for fetches that come within about a second.
     relay_store_transactions_max: int = 65_536
+    relay_store_seconds: float = 4.0
     # Announced hashes per Announce or Fetch frame (32 bytes each: 128 KiB at most).
     announce_hashes_max: int = 4096
     # Per-peer backlog of hashes waiting to be announced; beyond it they are shed and counted.
@@ -107,6 +111,11 @@ class NetworkLimits:
             raise ValueError("NetworkLimits.frame_bytes_max must hold message_bytes_max + header")
         if self.transaction_bytes_max + 64 > self.transaction_batch_bytes * 2:
             raise ValueError("NetworkLimits.transaction_batch_bytes too small for one transaction")
+        if self.relay_store_seconds <= self.fetch_delay_seconds:
+            raise ValueError(
+                "NetworkLimits.relay_store_seconds must exceed fetch_delay_seconds (a fetch "
+                "comes that long after its announcement)"
+            )
 
 
 DEFAULT_LIMITS: Final = NetworkLimits()

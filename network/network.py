@@ -25,9 +25,10 @@ it in full to every connected peer. A node that receives one for the first time 
 *announcing* its hash to every other connected peer (an announcement rides with the next
 frame to that peer, or goes on its own after ``announce_linger_seconds``); a peer that has
 still not seen it ``fetch_delay_seconds`` later fetches it from the announcer (which keeps
-relayed transactions in a bounded ``RelayStore``). In a full mesh the origin's push arrives
-first and relays cost 32 bytes per peer instead of the whole transaction; in a sparser mesh
-(observers behind a validator) transactions still reach everyone. Consensus messages are sent
+relayed transactions for a few seconds, in a bounded ``RelayStore``). In a full mesh the
+origin's push arrives first and relays cost 32 bytes per peer instead of the whole
+transaction; in a sparser mesh (observers behind a validator) transactions still reach
+everyone. Consensus messages are sent
 to one peer or broadcast to all; requests carry an id and wait for the matching response.
 
 The layer knows message kinds and bytes, never their meaning.
@@ -367,7 +368,9 @@ class Network:
         self._open_stream = open_stream
         self._peers: dict[bytes, _Peer] = {}
         self._seen = SeenCache(self.limits.seen_transactions_max)
-        self._relay_store = RelayStore(self.limits.relay_store_transactions_max)
+        self._relay_store = RelayStore(
+            self.limits.relay_store_transactions_max, self.limits.relay_store_seconds
+        )
         # Announced hashes awaiting their fetch, in arrival (= due time) order.
         self._pending_fetches: deque[tuple[float, bytes, bytes]] = deque()
         self._pending_hashes: set[bytes] = set()
@@ -917,7 +920,7 @@ class Network:
             counters.transactions_shed_inbound += len(fresh)
             # Never delivered (still relayed): a later resend of the same bytes is taken.
             self._seen.discard(digests)
-        self._relay_store.put_many(digests, fresh)
+        self._relay_store.put_many(digests, fresh, trio.current_time())
         self._announce(digests, source)
 
     def _on_announce(self, source: bytes, hashes: tuple[bytes, ...]) -> None:

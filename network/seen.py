@@ -1,8 +1,10 @@
-"""A bounded set of recently seen transaction hashes."""
+"""Bounded memories of gossip: the hashes of recently seen transactions, and recently relayed
+transactions by hash."""
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable, Sequence
 
 __all__ = ["RelayStore", "SeenCache"]
@@ -77,24 +79,43 @@ class SeenCache:
 
 
 class RelayStore:
-    """Recently relayed transactions by hash, to answer fetches; bounded like ``SeenCache``."""
+    """Recently relayed transactions by hash, to answer fetches.
 
-    def __init__(self, capacity: int) -> None:
+    Two generations, like ``SeenCache``; a generation ends when it holds ``capacity // 2``
+    transactions or when its first one is ``generation_s`` old (checked as transactions are
+    put), and the one before it is then dropped. So a transaction is held at least
+    ``generation_s`` unless the count bound rotates sooner, and at most two generations."""
+
+    def __init__(self, capacity: int, generation_s: float = math.inf) -> None:
         if capacity < 2:
             raise ValueError("capacity must be at least 2")
+        if not generation_s > 0:
+            raise ValueError("generation_s must be positive")
         self._generation_max = capacity // 2
+        self._generation_s = generation_s
         self._current: dict[bytes, bytes] = {}
         self._previous: dict[bytes, bytes] = {}
+        self._current_since = 0.0
 
     def __len__(self) -> int:
         return len(self._current) + len(self._previous)
 
-    def put_many(self, digests: Sequence[bytes], transactions: Sequence[bytes]) -> None:
-        """Remember ``transactions`` under their ``digests`` (rotating once per call)."""
+    def put_many(
+        self, digests: Sequence[bytes], transactions: Sequence[bytes], now: float = 0.0
+    ) -> None:
+        """Remember ``transactions`` under their ``digests`` at time ``now`` (seconds on any
+        monotonic clock; rotating at most twice per call)."""
+        if self._current and now - self._current_since >= self._generation_s:
+            self._rotate()
+        if not self._current:
+            self._current_since = now
         self._current.update(zip(digests, transactions, strict=True))
         if len(self._current) >= self._generation_max:
-            self._previous = self._current
-            self._current = {}
+            self._rotate()
+
+    def _rotate(self) -> None:
+        self._previous = self._current
+        self._current = {}
 
     def get(self, digest: bytes) -> bytes | None:
         """The transaction with this hash, if still held."""

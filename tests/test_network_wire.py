@@ -47,7 +47,7 @@ from network.messages import (
     encode_response,
 )
 from network.ratelimit import TokenBucket
-from network.seen import SeenCache
+from network.seen import RelayStore, SeenCache
 
 CHAIN_ID = "suanpan-test"
 GENESIS = hash_bytes(b"genesis")
@@ -164,6 +164,47 @@ def test_seen_cache_remembers_recent_keys_within_its_capacity() -> None:
     assert bytes([99]) in cache
     assert not cache.add(bytes([99]))
     assert bytes([0]) not in cache
+
+
+def test_relay_store_keeps_a_transaction_at_least_its_generation_time() -> None:
+    store = RelayStore(capacity=1000, generation_s=4.0)
+
+    def held() -> set[bytes]:
+        return {bytes([n]) for n in range(20) if store.get(hash_bytes(bytes([n]))) is not None}
+
+    def put(n: int, now: float) -> None:
+        store.put_many([hash_bytes(bytes([n]))], [bytes([n])], now)
+
+    put(0, 10.0)
+    put(1, 13.9)
+    assert held() == {b"\x00", b"\x01"}
+    # 4 s after the generation's first transaction a new one starts; the old is still held.
+    put(2, 14.0)
+    assert held() == {b"\x00", b"\x01", b"\x02"}
+    put(3, 17.9)
+    assert held() == {b"\x00", b"\x01", b"\x02", b"\x03"}
+    # The next rotation drops the first generation: 0 and 1, held 8 and 4.1 s.
+    put(4, 18.0)
+    assert held() == {b"\x02", b"\x03", b"\x04"}
+    assert len(store) == 3
+    # Nothing put for a long while: the next put rotates once, so what was current stays.
+    put(5, 100.0)
+    assert held() == {b"\x04", b"\x05"}
+
+
+def test_relay_store_count_bound_rotates_before_the_time_and_bad_bounds_are_refused() -> None:
+    store = RelayStore(capacity=4, generation_s=60.0)
+    for n in range(10):
+        store.put_many([hash_bytes(bytes([n]))], [bytes([n])], float(n))
+    assert len(store) <= 4
+    assert store.get(hash_bytes(bytes([9]))) == bytes([9])
+    assert store.get(hash_bytes(bytes([0]))) is None
+    with pytest.raises(ValueError, match="generation_s"):
+        RelayStore(capacity=4, generation_s=0.0)
+    with pytest.raises(ValueError, match="capacity"):
+        RelayStore(capacity=1)
+    with pytest.raises(ValueError, match="relay_store_seconds must exceed fetch_delay_seconds"):
+        NetworkLimits(relay_store_seconds=1.0, fetch_delay_seconds=1.0)
 
 
 def test_token_bucket_allows_a_burst_then_the_rate() -> None:
