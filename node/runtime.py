@@ -1639,7 +1639,9 @@ class Node:
         pending = max(0, len(self.mempool) + self._gossip_admitting - self._in_flight())
         room = self.admission.limit(now) - pending
         if room >= len(raw):
+            self.admission.observe_offer(now, len(raw), 0)
             return raw, []
+        self.admission.observe_offer(now, len(raw), len(raw) - max(room, 0))
         # Room for the refused part comes once that many of what is pending have moved on.
         retry_after_ms = self.admission.retry_after_ms(now, len(raw) - room)
         room = max(room, 0)
@@ -2052,6 +2054,7 @@ class Node:
             "mempool_transactions": len(self.mempool),
             "mempool_bytes": self.mempool.size_bytes,
             "admission_limit": self.admission.limit(time.monotonic()),
+            "admission_overloaded": self.admission.overloaded,
             "version": SOFTWARE_VERSION,
             "native_modules": dict(self._native),
             "last_block_time_ms": self._tip_timestamp_ms,
