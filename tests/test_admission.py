@@ -80,18 +80,18 @@ def test_sustained_overload_shrinks_the_budget_until_refusals_become_rare() -> N
     assert control.limit(2.5) == 400
     # Most of every batch refused for a while: overloaded, the budget is 3/4.
     for tick in range(20):
-        control.observe_offer(5.0 + tick * 0.1, 100, 60)
+        control.observe_offer(5.0 + tick * 0.1, 100, 80)
     assert overloaded(control)
     assert control.budget_ms() == 400 * OVERLOAD_BUDGET_SHARE
     for second in range(3, 7):
         control.observe_commit(float(second), 1000)
     assert control.limit(6.5) == int(1000 * 400 * OVERLOAD_BUDGET_SHARE / 1000)
     assert control.proposal_limit(6.5) == PROPOSAL_LIMITS * control.limit(6.5)
-    # Refusals falling to 15 % of the window's offers keep it (hysteresis)...
+    # Refusals falling to 20 % of the window's offers keep it (hysteresis)...
     for tick in range(40):
-        control.observe_offer(7.0 + tick * 0.1, 100, 15)
+        control.observe_offer(7.0 + tick * 0.1, 100, 20)
     assert overloaded(control)
-    # ...and under 10 % end it.
+    # ...and under 15 % end it.
     for tick in range(40):
         control.observe_offer(11.0 + tick * 0.1, 100, 5)
     assert not overloaded(control)
