@@ -48,7 +48,9 @@ the full budget keeps blocks large enough to use the machine. Under sustained ov
 clients come back about as often as they send, every block is as large as the limit allows,
 and a round slower than usual (a larger commit, a collection) adds directly to the latency of
 everything admitted. So while at least ``OVERLOAD_ENTER_SHARE`` of the transactions clients
-offered over the last ``WINDOW_S`` were refused, the node is *overloaded* and its budget is
+offered over the last ``WINDOW_S`` did not fit under the limit of the configured budget
+(``full_limit``: judged by the shrunk budget, refusals would keep it in force near capacity),
+the node is *overloaded* and its budget is
 ``OVERLOAD_BUDGET_SHARE`` of the configured one, until fewer than ``OVERLOAD_LEAVE_SHARE`` are
 refused: blocks, rounds and the wait of an admitted transaction shrink with it, at the price
 of the per-round costs spread over fewer transactions. The shares keep the full budget near
@@ -142,7 +144,7 @@ class AdmissionControl:
 
     def observe_offer(self, now_s: float, offered: int, refused: int) -> None:
         """A client batch of ``offered`` transactions arrived at ``now_s``, of which
-        ``refused`` were refused at once for the limit; updates ``overloaded``."""
+        ``refused`` did not fit under ``full_limit``; updates ``overloaded``."""
         if not 0 <= refused <= offered:
             raise ValueError(f"refused {refused} of {offered} offered")
         self._offers.append((now_s, offered, refused))
@@ -169,8 +171,17 @@ class AdmissionControl:
 
     def limit(self, now_s: float) -> int:
         """The most transactions the pool may hold when a client submission arrives."""
+        return self._limit(now_s, self.budget_ms())
+
+    def full_limit(self, now_s: float) -> int:
+        """``limit`` with the configured budget, overloaded or not: what decides whether the
+        node is overloaded (judged by the budget in force, a shrunk budget would refuse more
+        and keep itself in force near capacity)."""
+        return self._limit(now_s, float(self.limits.budget_ms))
+
+    def _limit(self, now_s: float, budget_ms: float) -> int:
         limits = self.limits
-        budgeted = int(self.rate(now_s) * self.budget_ms() / 1000)
+        budgeted = int(self.rate(now_s) * budget_ms / 1000)
         return max(limits.transactions_min, min(budgeted, limits.transactions_max))
 
     def proposal_limit(self, now_s: float) -> int:

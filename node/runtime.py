@@ -1637,11 +1637,12 @@ class Node:
         rest (``full``, retry after the time the chain needs to make room for them)."""
         now = time.monotonic()
         pending = max(0, len(self.mempool) + self._gossip_admitting - self._in_flight())
+        # Overload is judged by what the configured budget would refuse (node.admission).
+        beyond_full = len(raw) - max(0, self.admission.full_limit(now) - pending)
+        self.admission.observe_offer(now, len(raw), min(len(raw), max(0, beyond_full)))
         room = self.admission.limit(now) - pending
         if room >= len(raw):
-            self.admission.observe_offer(now, len(raw), 0)
             return raw, []
-        self.admission.observe_offer(now, len(raw), len(raw) - max(room, 0))
         # Room for the refused part comes once that many of what is pending have moved on.
         retry_after_ms = self.admission.retry_after_ms(now, len(raw) - room)
         room = max(room, 0)

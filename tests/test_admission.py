@@ -87,6 +87,8 @@ def test_sustained_overload_shrinks_the_budget_until_refusals_become_rare() -> N
         control.observe_commit(float(second), 1000)
     assert control.limit(6.5) == int(1000 * 400 * OVERLOAD_BUDGET_SHARE / 1000)
     assert control.proposal_limit(6.5) == PROPOSAL_LIMITS * control.limit(6.5)
+    # Overload is judged against the configured budget's limit, which stays as it was.
+    assert control.full_limit(6.5) == 400
     # Refusals falling to 20 % of the window's offers keep it (hysteresis)...
     for tick in range(40):
         control.observe_offer(7.0 + tick * 0.1, 100, 20)
