@@ -42,23 +42,6 @@ once. So ``retry_after_ms`` is spread over ``RETRY_JITTER`` of its value (client
 back together do not); gossiped transactions count as waiting while the receiving node
 verifies them; and a proposal carries at most twice the limit (``proposal_limit``), so an
 overshoot neither waits several blocks nor makes one block arbitrarily slow.
-
-Sustained overload. Near capacity a node refuses now and then (a slow round, a burst), and
-the full budget keeps blocks large enough to use the machine. Under sustained overload, where
-clients come back about as often as they send, every block is as large as the limit allows,
-and a round slower than usual (a larger commit, a collection) adds directly to the latency of
-everything admitted. So while at least ``OVERLOAD_ENTER_SHARE`` of the transactions clients
-offered over the last ``WINDOW_S`` did not fit under the limit of the configured budget
-(``full_limit``: judged by the shrunk budget, refusals would keep it in force near capacity),
-the node is *overloaded* and its budget is
-``OVERLOAD_BUDGET_SHARE`` of the configured one, until fewer than ``OVERLOAD_LEAVE_SHARE`` are
-refused: blocks, rounds and the wait of an admitted transaction shrink with it, at the price
-of the per-round costs spread over fewer transactions. The shares keep the full budget near
-capacity: at 1,500-1,750 tx/s offered on a 2-core machine a node refuses 4-14 % of what
-clients offer over a run, in bursts; entering at a quarter, it entered there too and pushed
-back 25,492 transactions at 1,750 instead of 5,587 (p99 from first offer 1.96 s instead of
-1.22). At 2x and 4x the sustainable rate most offers are refused. ``/status`` shows the state
-as ``admission_overloaded``.
 """
 
 from __future__ import annotations
@@ -69,14 +52,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = [
-    "OVERLOAD_BUDGET_SHARE",
-    "OVERLOAD_ENTER_SHARE",
-    "OVERLOAD_LEAVE_SHARE",
-    "WINDOW_S",
-    "AdmissionControl",
-    "AdmissionLimits",
-]
+__all__ = ["WINDOW_S", "AdmissionControl", "AdmissionLimits"]
 
 # Commits are averaged over this window: long enough to span several blocks, short enough to
 # follow a change of capacity within a few seconds.
@@ -89,11 +65,6 @@ RETRY_AFTER_MS_MAX: Final = 10_000
 RETRY_JITTER: Final = 0.5
 # A proposal carries at most this many limits' worth (see ``proposal_limit``).
 PROPOSAL_LIMITS: Final = 2
-# Sustained overload (see the module docstring): entered when this share of the transactions
-# clients offered over the window was refused, left below the second share; the budget then.
-OVERLOAD_ENTER_SHARE: Final = 0.40
-OVERLOAD_LEAVE_SHARE: Final = 0.15
-OVERLOAD_BUDGET_SHARE: Final = 0.75
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,11 +91,6 @@ class AdmissionControl:
         self._jitter = jitter or random.Random()
         self._commits: deque[tuple[float, int]] = deque()
         self._committed_in_window = 0
-        # Client offers over the window: (time, offered, refused), and their sums.
-        self._offers: deque[tuple[float, int, int]] = deque()
-        self._offered_in_window = 0
-        self._refused_in_window = 0
-        self.overloaded = False
 
     def observe_commit(self, now_s: float, transactions: int) -> None:
         """A block with ``transactions`` committed at monotonic time ``now_s``."""
@@ -142,46 +108,10 @@ class AdmissionControl:
         self._expire(now_s)
         return self._committed_in_window / WINDOW_S
 
-    def observe_offer(self, now_s: float, offered: int, refused: int) -> None:
-        """A client batch of ``offered`` transactions arrived at ``now_s``, of which
-        ``refused`` did not fit under ``full_limit``; updates ``overloaded``."""
-        if not 0 <= refused <= offered:
-            raise ValueError(f"refused {refused} of {offered} offered")
-        self._offers.append((now_s, offered, refused))
-        self._offered_in_window += offered
-        self._refused_in_window += refused
-        offers = self._offers
-        while offers and offers[0][0] < now_s - WINDOW_S:
-            _, old_offered, old_refused = offers.popleft()
-            self._offered_in_window -= old_offered
-            self._refused_in_window -= old_refused
-        if not self._offered_in_window:
-            return
-        share = self._refused_in_window / self._offered_in_window
-        if self.overloaded:
-            self.overloaded = share >= OVERLOAD_LEAVE_SHARE
-        else:
-            self.overloaded = share >= OVERLOAD_ENTER_SHARE
-
-    def budget_ms(self) -> float:
-        """The budget in force: the configured one, or its ``OVERLOAD_BUDGET_SHARE`` while
-        overloaded."""
-        budget = float(self.limits.budget_ms)
-        return budget * OVERLOAD_BUDGET_SHARE if self.overloaded else budget
-
     def limit(self, now_s: float) -> int:
         """The most transactions the pool may hold when a client submission arrives."""
-        return self._limit(now_s, self.budget_ms())
-
-    def full_limit(self, now_s: float) -> int:
-        """``limit`` with the configured budget, overloaded or not: what decides whether the
-        node is overloaded (judged by the budget in force, a shrunk budget would refuse more
-        and keep itself in force near capacity)."""
-        return self._limit(now_s, float(self.limits.budget_ms))
-
-    def _limit(self, now_s: float, budget_ms: float) -> int:
         limits = self.limits
-        budgeted = int(self.rate(now_s) * budget_ms / 1000)
+        budgeted = int(self.rate(now_s) * limits.budget_ms / 1000)
         return max(limits.transactions_min, min(budgeted, limits.transactions_max))
 
     def proposal_limit(self, now_s: float) -> int:

@@ -1637,9 +1637,6 @@ class Node:
         rest (``full``, retry after the time the chain needs to make room for them)."""
         now = time.monotonic()
         pending = max(0, len(self.mempool) + self._gossip_admitting - self._in_flight())
-        # Overload is judged by what the configured budget would refuse (node.admission).
-        beyond_full = len(raw) - max(0, self.admission.full_limit(now) - pending)
-        self.admission.observe_offer(now, len(raw), min(len(raw), max(0, beyond_full)))
         room = self.admission.limit(now) - pending
         if room >= len(raw):
             return raw, []
@@ -2055,7 +2052,6 @@ class Node:
             "mempool_transactions": len(self.mempool),
             "mempool_bytes": self.mempool.size_bytes,
             "admission_limit": self.admission.limit(time.monotonic()),
-            "admission_overloaded": self.admission.overloaded,
             "version": SOFTWARE_VERSION,
             "native_modules": dict(self._native),
             "last_block_time_ms": self._tip_timestamp_ms,
