@@ -28,8 +28,8 @@ still not seen it ``fetch_delay_seconds`` later fetches it from the announcer (w
 relayed transactions for a few seconds, in a bounded ``RelayStore``). In a full mesh the
 origin's push arrives first and relays cost 32 bytes per peer instead of the whole
 transaction; in a sparser mesh (observers behind a validator) transactions still reach
-everyone. Consensus messages are sent
-to one peer or broadcast to all; requests carry an id and wait for the matching response.
+everyone. Consensus messages are sent to one peer or broadcast to all; requests carry an id
+and wait for the matching response.
 
 The layer knows message kinds and bytes, never their meaning.
 """

@@ -106,7 +106,7 @@ class _MemoryCollector(Collector):
         anonymous, file_backed = split
         yield GaugeMetricFamily(
             "suanpan_memory_anonymous_bytes",
-            "Resident anonymous memory (the heap): what a memory limit should be sized on",
+            "Resident anonymous memory: the heap",
             value=anonymous,
         )
         yield GaugeMetricFamily(
