@@ -100,9 +100,7 @@ class RelayStore:
     def __len__(self) -> int:
         return len(self._current) + len(self._previous)
 
-    def put_many(
-        self, digests: Sequence[bytes], transactions: Sequence[bytes], now: float = 0.0
-    ) -> None:
+    def put_many(self, digests: Sequence[bytes], transactions: Sequence[bytes], now: float) -> None:
         """Remember ``transactions`` under their ``digests`` at time ``now`` (seconds on any
         monotonic clock; rotating at most twice per call)."""
         if self._current and now - self._current_since >= self._generation_s:

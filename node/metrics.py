@@ -29,7 +29,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-__all__ = ["NodeMetrics", "RunningTotal", "resident_memory_split"]
+__all__ = ["NodeMetrics", "RunningTotal", "process_status_kib", "resident_memory_split"]
 
 # tx/s is averaged over the commits of this many recent seconds: smooth, yet current.
 _RATE_WINDOW_S: Final = 10.0
@@ -70,37 +70,41 @@ class _TotalsCollector(Collector):
                 yield family
 
 
-def resident_memory_split(status: Path = Path("/proc/self/status")) -> tuple[int, int] | None:
-    """This process's resident bytes: (anonymous, file-backed), from ``RssAnon`` and
-    ``RssFile`` of ``status``; None where the file or the fields are missing (not Linux)."""
-    fields: dict[str, int] = {}
+def process_status_kib(status: Path, *names: str) -> list[int | None]:
+    """The named kB fields of a ``/proc/<pid>/status`` file (None for a field not there or
+    not a count of kB, and for every field when the file cannot be read)."""
+    found: dict[str, int] = {}
     try:
         text = status.read_text()
     except OSError:
-        return None
+        return [None] * len(names)
     for line in text.splitlines():
         name, _, value = line.partition(":")
-        if name in ("RssAnon", "RssFile"):
+        if name in names:
             parts = value.split()
             if len(parts) == 2 and parts[1] == "kB" and parts[0].isdigit():
-                fields[name] = int(parts[0]) * 1024
-    if len(fields) != 2:
+                found[name] = int(parts[0])
+    return [found.get(name) for name in names]
+
+
+def resident_memory_split(status: Path = Path("/proc/self/status")) -> tuple[int, int] | None:
+    """This process's resident bytes: (anonymous, file-backed), from ``RssAnon`` and
+    ``RssFile`` of ``status``; None where the file or the fields are missing (not Linux)."""
+    anonymous, file_backed = process_status_kib(status, "RssAnon", "RssFile")
+    if anonymous is None or file_backed is None:
         return None
-    return fields["RssAnon"], fields["RssFile"]
+    return anonymous * 1024, file_backed * 1024
 
 
 class _MemoryCollector(Collector):
     """Exports the resident memory's anonymous and file-backed parts at each scrape."""
-
-    def __init__(self, read: Callable[[], tuple[int, int] | None] = resident_memory_split) -> None:
-        self._read = read
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
         """Nothing up front: on a system without the split there is nothing to export."""
         return ()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        split = self._read()
+        split = resident_memory_split()
         if split is None:
             return
         anonymous, file_backed = split

@@ -71,6 +71,7 @@ from node.bench.workload import BenchAccounts, bench_accounts, sign_streams
 from node.client.client import ApiError
 from node.config import NodeConfig
 from node.jsonvalue import JsonType
+from node.metrics import process_status_kib
 from node.native import native_status
 from node.testnet.testnet import Testnet, agreement_problems, create_testnet
 
@@ -154,15 +155,8 @@ class ProcessSampler:
 def _status_mib(pid: int, *names: str) -> list[float]:
     """The named kB fields of ``/proc/<pid>/status`` in MiB (NaN for a field not there or a
     process that is gone)."""
-    found: dict[str, float] = {}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name in names:
-                found[name] = int(value.split()[0]) / 1024
-    except OSError:
-        pass
-    return [found.get(name, math.nan) for name in names]
+    kib = process_status_kib(Path(f"/proc/{pid}/status"), *names)
+    return [math.nan if value is None else value / 1024 for value in kib]
 
 
 @dataclass(frozen=True, slots=True)
