@@ -1296,7 +1296,9 @@ class Node:
     async def _write_blocks(self) -> None:
         """The block writer: writes the executed blocks in order, as many as are queued (up to
         ``_WRITE_BATCH_BLOCKS_MAX``, and a snapshot height always last) in one write
-        transaction on a worker thread; then does what follows each block's commit."""
+        transaction on a worker thread; then does what follows each block's commit, and
+        writes the Merkle tree's held records when they are due, in a transaction of their
+        own, after what waited on the blocks has gone on."""
         while True:
             if not self._unwritten:
                 self._unwritten_added = trio.Event()
@@ -1320,6 +1322,12 @@ class Node:
                     self._after_write(block, certificate, result)
             self._blocks_written.set()
             self._blocks_written = trio.Event()
+            # The tree, when due, in a transaction of its own once what waited on the blocks
+            # (votes, proposals, answers) has gone on: its records are the largest write and
+            # nothing waits on them (``Store.write_held_tree``).
+            if self.store.tree_write_due():
+                tree_ns = await trio.to_thread.run_sync(_write_tree_measured, self.store, self.heap)
+                self.phases.add("commit", tree_ns)
 
     def _write_batch(self) -> list[tuple[Block, CommitCertificate, BlockResult]]:
         """The next blocks to write in one transaction: the snapshot's export must open its
@@ -2203,7 +2211,17 @@ def _commit_measured(
     release of the allocator's free memory when due (``node.heap``); returns the thread CPU
     nanoseconds of both."""
     started_ns = thread_cpu_ns()
-    store.commit_blocks(entries)
+    store.commit_blocks(entries, defer_tree=True)
+    heap.after_write()
+    return thread_cpu_ns() - started_ns
+
+
+def _write_tree_measured(store: Store, heap: HeapTrimmer) -> int:
+    """Runs on a worker thread: the held tree records written (``Store.write_held_tree``),
+    then the release of the allocator's free memory when due; returns the thread CPU
+    nanoseconds of both."""
+    started_ns = thread_cpu_ns()
+    store.write_held_tree()
     heap.after_write()
     return thread_cpu_ns() - started_ns
 

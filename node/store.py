@@ -89,7 +89,12 @@ wrote are in their undo records and their values in the state, and ``apps.merkle
 the stored tree with them gives the committed state's tree, whose root must be the stored app
 hash (``StoreError`` otherwise); that is written at once, in one write transaction. A batch of
 several blocks (block sync) counts as that many blocks: it keeps each block's undo record
-while the tree waits, and only the last one's when it writes the tree.
+while the tree waits, and only the last one's when it writes the tree. The node's block writer
+commits with ``defer_tree`` and writes the tree, when it is due, in a write transaction of its
+own (``write_held_tree``) once what waited on the blocks (votes, proposals, answers) has gone
+on: the tree's records are the largest part of a commit that writes them, and nothing a node
+sends depends on them. That transaction leaves the store as a commit that wrote the tree
+would have, and a crash before it commits leaves the records held and lost as above.
 
 State sync (``begin_state_sync``, ``install_state_chunk``, ``finish_state_sync``) replaces the
 genesis state of an empty store with a verified snapshot at height b, in several write
@@ -294,6 +299,10 @@ class Store:
         # The tree records not yet in the tree database, by committed height (None: none).
         # Set by the writer before its transaction commits; readers take their snapshot's.
         self._tree_layers: dict[int, _TreeLayer | None] = {}
+        # The committed height whose held records ``write_held_tree`` put in the tree database
+        # (its layer stays for the readers that began before, and holds what the database now
+        # does); commits start a new layer over it.
+        self._tree_written: int | None = None
         # Held by every read transaction and by map resizes (never during a write's commit).
         self._lock = threading.RLock()
         # Serialises write transactions (one LMDB writer at a time; lock order: this, then
@@ -657,14 +666,19 @@ class Store:
         self.commit_blocks(((block, certificate, result),))
 
     def commit_blocks(
-        self, entries: Sequence[tuple[Block, CommitCertificate, BlockResult]]
+        self,
+        entries: Sequence[tuple[Block, CommitCertificate, BlockResult]],
+        *,
+        defer_tree: bool = False,
     ) -> None:
         """Persist consecutive blocks (each as ``commit_block`` would) in **one** write
         transaction and one fsync: all of them or none. Each block is checked against the
         store as the blocks before it in ``entries`` left it (it must follow, link to and
         carry the app hash of its predecessor); any failure writes nothing. The blocks count
         as that many towards writing the tree: while it waits each block's undo record is
-        kept, and when it is written only the last block's."""
+        kept, and when it is written only the last block's. With ``defer_tree`` the tree is
+        never written here, whatever is held: the caller writes it in a transaction of its own
+        (``write_held_tree``) when ``tree_write_due``, after what waited on these blocks."""
         prepared = [
             self._prepare_commit(block, certificate, result)
             for block, certificate, result in entries
@@ -675,10 +689,10 @@ class Store:
         records_new = sum(len(result.tree.records) for _, _, result in entries)
 
         def work(txn: lmdb.Transaction) -> None:
-            below = self._layer_at(txn)
+            below = self._held_layer(txn)
             blocks = len(entries) + (below.blocks if below is not None else 0)
             held = records_new + (below.records_held if below is not None else 0)
-            flush = blocks >= self.tree_flush_blocks or held > self.tree_pending_records_max
+            flush = not defer_tree and self._tree_due(blocks, held)
             last = len(prepared) - 1
             for index, write in enumerate(prepared):
                 # When the tree is written, the last block's undo record replaces the ones
@@ -709,6 +723,65 @@ class Store:
                 height for height in self._tree_layers if height <= top - _TREE_LAYERS_KEPT
             ]:
                 del self._tree_layers[height]
+
+    def _tree_due(self, blocks: int, records: int) -> bool:
+        return blocks >= self.tree_flush_blocks or records > self.tree_pending_records_max
+
+    def tree_write_due(self) -> bool:
+        """True when the tree records held at the committed height are due to be written
+        (``tree_flush_blocks`` blocks, or more than ``tree_pending_records_max`` records):
+        what ``commit_blocks`` would have written had it not been told to defer."""
+        with self._lock, self._env.begin() as txn:
+            layer = self._held_layer(txn)
+        return layer is not None and self._tree_due(layer.blocks, layer.records_held)
+
+    def write_held_tree(self) -> int:
+        """Write the tree records held at the committed height to the tree database, in one
+        write transaction of their own: the tree is then the committed height's, and only that
+        height's undo record is kept (as when a commit writes the tree). Returns the records
+        written (0: nothing was held). A crash before it commits leaves the tree height and
+        undo records as they were, so opening the store recovers the tree as after any lost
+        held records."""
+        written = 0
+        written_at = 0
+
+        def work(txn: lmdb.Transaction) -> None:
+            nonlocal written, written_at
+            layer = self._held_layer(txn)
+            if layer is None:
+                return
+            meta = self._db["meta"]
+            raw_height = txn.get(_META_HEIGHT, db=meta)
+            assert raw_height is not None  # a held layer belongs to a committed height
+            current = bytes(raw_height)
+            records = sorted(layer.merged().items())
+            self._apply_records(txn, "tree", records)
+            txn.delete(_META_TREE_HEIGHT, db=meta)
+            undo = self._db["state_undo"]
+            with txn.cursor(db=undo) as cursor:
+                older = [
+                    bytes(key)
+                    for key in cursor.iternext(keys=True, values=False)
+                    if bytes(key[: len(current)]) < current
+                ]
+            for key in older:
+                txn.delete(key, db=undo)
+            written = len(records)
+            written_at = int.from_bytes(current, "big")
+
+        self._write(work)
+        if written:
+            with self._lock:
+                self._tree_written = written_at
+        return written
+
+    def _held_layer(self, txn: lmdb.Transaction) -> _TreeLayer | None:
+        """The tree records held for the committed height ``txn`` sees that the tree database
+        does not hold yet (None: it holds them all)."""
+        layer = self._layer_at(txn)
+        if layer is not None and layer.height == self._tree_written:
+            return None
+        return layer
 
     def _prepare_commit(
         self, block: Block, certificate: CommitCertificate, result: BlockResult
@@ -991,7 +1064,7 @@ class Store:
         """The blocks, and their tree records, that the tree database does not hold yet at the
         committed height (held in memory until the tree is next written)."""
         with self._lock, self._env.begin() as txn:
-            layer = self._layer_at(txn)
+            layer = self._held_layer(txn)
         return (0, 0) if layer is None else (layer.blocks, layer.records_held)
 
     def read_certified(self, work: Callable[[CertifiedView], _T]) -> _T | None:

@@ -15,7 +15,8 @@ reopens the store and checks that
   exactly the stored state: no partial block ever reached the state;
 * the stored Merkle tree is exactly the replayed state's. The child writes the tree every
   ``TREE_FLUSH_BLOCKS_CHILD`` blocks, so kills land while its records are held, while they are
-  written, and while an opening store writes the ones a kill lost.
+  written, and while an opening store writes the ones a kill lost. Half the children write
+  the tree as the node's block writer does, in a transaction of its own after the block's.
 
 The children are forked from the test process (no interpreter start-up per kill), which keeps
 50 kills within a few seconds; they are real processes killed by the kernel.
@@ -53,8 +54,9 @@ def _customer(nonce: int) -> PrivateKey:
     return PrivateKey(hashlib.sha256(b"customer" + nonce.to_bytes(8, "big")).digest())
 
 
-def _child(path: Path, report_fd: int, sync: bool) -> None:
-    """Commit blocks forever, writing each committed height to ``report_fd``."""
+def _child(path: Path, report_fd: int, sync: bool, defer_tree: bool) -> None:
+    """Commit blocks forever, writing each committed height to ``report_fd``; with
+    ``defer_tree`` as the node's block writer does (the tree in a transaction of its own)."""
     chain = NodeChain(
         path,
         map_size_bytes=CHILD_MAP_SIZE_BYTES,
@@ -81,17 +83,24 @@ def _child(path: Path, report_fd: int, sync: bool) -> None:
                     nonce=nonce + offset,
                 ).encoded
             )
-        chain.commit(transactions)
+        if defer_tree:
+            block, certificate, result = chain.execute(transactions)
+            chain.store.commit_blocks([(block, certificate, result)], defer_tree=True)
+            chain.host.committed(block.height, result.app_hash)
+            if chain.store.tree_write_due():
+                chain.store.write_held_tree()
+        else:
+            chain.commit(transactions)
         os.write(report_fd, f"{chain.store.height}\n".encode())
 
 
-def _spawn(path: Path, sync: bool) -> tuple[int, int]:
+def _spawn(path: Path, sync: bool, defer_tree: bool) -> tuple[int, int]:
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never return into pytest
         os.close(read_fd)
         try:
-            _child(path, write_fd, sync)
+            _child(path, write_fd, sync, defer_tree)
         except BaseException:
             os.write(write_fd, b"error " + traceback.format_exc().encode() + b"\n")
         finally:
@@ -135,7 +144,7 @@ def run_kills(path: Path, kills: int, seed: int) -> int:
     committed_height = 0  # highest height the store showed or a child reported
     replayed_height = 0
     for round_number in range(kills):
-        pid, read_fd = _spawn(path, sync=round_number % 2 == 0)
+        pid, read_fd = _spawn(path, sync=round_number % 2 == 0, defer_tree=round_number % 4 >= 2)
         buffer = bytearray()
         try:
             reported = _read_reports(read_fd, rng.randint(0, 3), buffer)

@@ -268,6 +268,65 @@ def test_any_flush_policy_and_restarts_read_and_leave_the_tree_of_every_block(
             every.close()
 
 
+def test_a_deferred_tree_write_leaves_the_store_a_commit_that_wrote_it_would(
+    tmp_path: Path,
+) -> None:
+    # The node's block writer commits blocks without the tree and writes the tree after, in a
+    # transaction of its own, once what waited on the blocks has gone on.
+    deferred = PipelinedChain(tmp_path / "deferred", tree_flush_blocks=3)
+    inline = PipelinedChain(tmp_path / "inline", tree_flush_blocks=3)
+    for transactions in blocks_of_writes(5, 10):
+        assert deferred.execute(transactions).app_hash == inline.execute(transactions).app_hash
+    store = deferred.store
+    written_at: list[int] = []
+    for height in range(1, 11):
+        inline.write(1)
+        deferred.write(1, defer_tree=True)
+        assert merkle.root_hash(store) == store.app_hash == inline.store.app_hash
+        if store.tree_write_due():
+            # Never written by the commit, whatever is held: the undo records all kept.
+            assert tree_height(store) == (written_at[-1] if written_at else 0)
+            assert undo_heights(store)[-1] == height
+            assert tree_height(inline.store) is None
+            with store.open_state_reader() as before:
+                assert store.write_held_tree() > 0
+                assert merkle.root_hash(before) == store.app_hash
+            assert store.tree_held() == (0, 0)
+            assert not store.tree_write_due()
+            assert store.write_held_tree() == 0  # nothing held
+            written_at.append(height)
+        assert merkle.root_hash(store) == store.app_hash
+        assert dump(store) == dump(inline.store)
+    assert written_at == [3, 6, 9]
+    # A crash while records are held: the reopened store recovers them like any lost ones.
+    store.close()
+    reopened = Store(tmp_path / "deferred", chain_id=CHAIN, genesis_hash=GENESIS_HASH)
+    inline.store.close()
+    rewritten = Store(tmp_path / "inline", chain_id=CHAIN, genesis_hash=GENESIS_HASH)
+    assert dump(reopened) == dump(rewritten)
+    reopened.close()
+    rewritten.close()
+
+
+def test_a_tree_write_lost_to_a_crash_is_recovered_at_restart(tmp_path: Path) -> None:
+    chain = PipelinedChain(tmp_path, tree_flush_blocks=2)
+    for transactions in blocks_of_writes(8, 5):
+        chain.execute(transactions)
+    for _ in range(5):
+        chain.write(1, defer_tree=True)  # due from the second block on, never written
+    assert chain.store.tree_write_due()
+    assert chain.store.tree_held()[0] == 5
+    assert tree_height(chain.store) == 0
+    assert undo_heights(chain.store) == [1, 2, 3, 4, 5]
+    app_hash = chain.store.app_hash
+    chain.store.close()
+    reopened = Store(tmp_path, chain_id=CHAIN, genesis_hash=GENESIS_HASH)
+    assert tree_height(reopened) is None
+    assert undo_heights(reopened) == [5]
+    assert merkle.root_hash(reopened) == reopened.app_hash == app_hash
+    reopened.close()
+
+
 def test_a_batch_of_blocks_keeps_each_blocks_undo_record_while_the_tree_waits(
     tmp_path: Path,
 ) -> None:

@@ -73,9 +73,11 @@ class PipelinedChain:
         self.unwritten.append((block, certify(block), result))
         return result
 
-    def write(self, count: int) -> None:
+    def write(self, count: int, *, defer_tree: bool = False) -> None:
+        """Write the oldest ``count`` unwritten blocks (with ``defer_tree``, as the node's
+        block writer does: the tree is left for ``Store.write_held_tree``)."""
         batch, self.unwritten = self.unwritten[:count], self.unwritten[count:]
-        self.store.commit_blocks(batch)
+        self.store.commit_blocks(batch, defer_tree=defer_tree)
         self.state.written(batch[-1][0].height)
 
 
