@@ -737,15 +737,19 @@ class AppHost:
         transactions: Sequence[bytes],
         *,
         known: Mapping[bytes, Transaction] | None = None,
+        hashes: Sequence[bytes] | None = None,
     ) -> BlockResult:
         """Execute a block's transactions in order over committed state (the host's current
         height + 1). Pure: returns receipts, write set and app hash; changes nothing.
 
         ``known`` maps transaction hashes to transactions whose signatures the caller already
-        verified (the mempool's), so their signatures are not checked twice."""
+        verified (the mempool's), so their signatures are not checked twice. ``hashes`` are the
+        transactions' hashes (SHA-256 of each, in order; ``Block.transaction_hashes``), which
+        the host otherwise computes."""
         assert block.height == self.height + 1, (
             f"block {block.height} does not follow committed height {self.height}"
         )
+        assert hashes is None or len(hashes) == len(transactions), "one hash per transaction"
         assert block.chain_id == self.chain_id, "block for another chain"
         with reading(self._backend):
             overlay = StateOverlay(self._backend, watch=_MEMBERSHIP_PREFIX)
@@ -755,7 +759,15 @@ class AppHost:
                 else None
             )
             receipts = tuple(
-                self._execute_one(overlay, block, index, raw, known, answers)
+                self._execute_one(
+                    overlay,
+                    block,
+                    index,
+                    raw,
+                    hash_bytes(raw) if hashes is None else hashes[index],
+                    known,
+                    answers,
+                )
                 for index, raw in enumerate(transactions)
             )
             block_events = self._end_block(overlay, block, answers)
@@ -805,10 +817,10 @@ class AppHost:
         block: BlockContext,
         index: int,
         raw: bytes,
+        tx_hash: bytes,
         known: Mapping[bytes, Transaction] | None,
         answers: _MembershipAnswers | None = None,
     ) -> Receipt:
-        tx_hash = hash_bytes(raw)
         arguments: Mapping[str, Value]
         # The fast path is keyed by the whole encoded transaction (its hash, and the bytes
         # compared), which is everything the signature covers and the signature itself.

@@ -404,6 +404,10 @@ class Block:
     header: BlockHeader
     transactions: tuple[bytes, ...]
     hash: bytes = field(init=False, repr=False, compare=False)
+    # SHA-256 of each transaction, once computed (``transaction_hashes``).
+    _transaction_hashes: tuple[bytes, ...] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         _require(
@@ -421,11 +425,18 @@ class Block:
         """The block's height."""
         return self.header.height
 
+    def transaction_hashes(self) -> tuple[bytes, ...]:
+        """SHA-256 of each transaction, in order (the leaves of the transactions root, and
+        each transaction's hash everywhere else): computed once per block object."""
+        hashes = self._transaction_hashes
+        if hashes is None:
+            hashes = tuple([hash_bytes(tx) for tx in self.transactions])
+            object.__setattr__(self, "_transaction_hashes", hashes)
+        return hashes
+
     def body_matches_header(self) -> bool:
         """True when the transactions hash to the header's root (checked on receipt)."""
-        return self.header.transactions_root == merkle_root(
-            [hash_bytes(tx) for tx in self.transactions]
-        )
+        return self.header.transactions_root == merkle_root(self.transaction_hashes())
 
     def encode(self) -> bytes:
         """Canonical bytes of header and body."""
@@ -458,6 +469,7 @@ class Block:
         transactions: Sequence[bytes],
     ) -> Block:
         """Assemble a block, computing its transactions root."""
+        hashes = tuple([hash_bytes(tx) for tx in transactions])
         header = BlockHeader(
             chain_id=chain_id,
             height=height,
@@ -467,10 +479,12 @@ class Block:
             next_validators_hash=next_validators_hash,
             proposer=proposer,
             timestamp_ms=timestamp_ms,
-            transactions_root=merkle_root([hash_bytes(tx) for tx in transactions]),
+            transactions_root=merkle_root(hashes),
             transaction_count=len(transactions),
         )
-        return cls(header, tuple(transactions))
+        block = cls(header, tuple(transactions))
+        object.__setattr__(block, "_transaction_hashes", hashes)
+        return block
 
     def rival(
         self,

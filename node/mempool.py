@@ -280,14 +280,19 @@ class Mempool:
         self,
         committed_transactions: Iterable[bytes],
         written_keys: Sequence[bytes] | None = None,
+        *,
+        hashes: Iterable[bytes] | None = None,
     ) -> MempoolUpdate:
         """Drop a committed block's transactions (encoded, as in the block) and recheck what
         the block changed (see the module docstring). ``written_keys`` is the block's write
-        set's keys in ascending order; without it, the whole pool is rechecked."""
+        set's keys in ascending order; without it, the whole pool is rechecked. ``hashes``
+        are the transactions' hashes when the caller has them (``Block.transaction_hashes``)."""
         committed = 0
         touched: set[bytes] = set()
-        for raw in committed_transactions:
-            tx = self._by_hash.get(hash_bytes(raw))
+        if hashes is None:
+            hashes = [hash_bytes(raw) for raw in committed_transactions]
+        for tx_hash in hashes:
+            tx = self._by_hash.get(tx_hash)
             if tx is not None:
                 touched.add(tx.sender)
                 self._remove(tx.hash)

@@ -841,8 +841,10 @@ class Node:
             # would only contend with the loop's execution for it.
             candidates: list[Transaction] = []
             for block in blocks:
-                for data in block.transactions:
-                    if self._verified_transaction(data) is not None:
+                for data, tx_hash in zip(
+                    block.transactions, block.transaction_hashes(), strict=True
+                ):
+                    if self._verified_transaction(data, tx_hash) is not None:
                         continue
                     try:
                         candidates.append(
@@ -1107,7 +1109,7 @@ class Node:
     # ------------------------------------------------------------------ validation and commit
 
     async def _validate(self, block: Block) -> None:
-        known = await self._verify_block_transactions(block.transactions)
+        known = await self._verify_block_transactions(block)
         verdict: ValidityVerdict
         if known is None:
             verdict = ValidityVerdict(block.hash, False, "a transaction fails its stateless checks")
@@ -1115,9 +1117,7 @@ class Node:
             verdict = ValidityVerdict(block.hash, False, "not on top of the executed tip")
         else:
             with self.phases.measure("execute"):
-                result = self._execute_block(
-                    self._block_context(block), block.transactions, known=known
-                )
+                result = self._execute_block(self._block_context(block), block, known=known)
                 self._remember_execution(block.hash, result)
             verdict = ValidityVerdict(block.hash, True)
         await self._inputs_send.send(verdict)
@@ -1164,25 +1164,21 @@ class Node:
         )
         if block.hash in self._validated:
             return
-        result = self._execute_block(
-            self._block_context(block), block.transactions, known=self.mempool.known()
-        )
+        result = self._execute_block(self._block_context(block), block, known=self.mempool.known())
         self._remember_execution(block.hash, result)
 
-    async def _verify_block_transactions(
-        self, transactions: Sequence[bytes]
-    ) -> dict[bytes, Transaction] | None:
+    async def _verify_block_transactions(self, block: Block) -> dict[bytes, Transaction] | None:
         """Decode and verify every transaction (signatures on worker threads); None if any
         fails. Transactions in the mempool, or whose bytes this node verified before, are not
         verified again."""
         known: dict[bytes, Transaction] = {}
         to_verify: list[Transaction] = []
         with self.phases.measure("execute"):
-            for data in transactions:
+            for data, tx_hash in zip(block.transactions, block.transaction_hashes(), strict=True):
                 # Verified before: pending in the mempool (keyed by the hash of the whole
                 # encoded transaction, and compared byte for byte) or in the verified cache
                 # (keyed by the whole encoded transaction).
-                cached = self._verified_transaction(data)
+                cached = self._verified_transaction(data, tx_hash)
                 if cached is not None:
                     known[cached.hash] = cached
                     continue
@@ -1202,35 +1198,35 @@ class Node:
                 self._verified.add(transaction)
         return known
 
-    def _verified_transaction(self, data: bytes) -> Transaction | None:
-        """The decoded transaction with exactly the bytes ``data`` whose signature this node
-        verified (pending in the mempool, or in the verified cache), or None."""
-        pending = self.mempool.get(hash_bytes(data))
+    def _verified_transaction(self, data: bytes, tx_hash: bytes) -> Transaction | None:
+        """The decoded transaction with exactly the bytes ``data`` (whose hash is ``tx_hash``)
+        whose signature this node verified (pending in the mempool, or in the verified cache),
+        or None."""
+        pending = self.mempool.get(tx_hash)
         if pending is not None and pending.encoded == data:
             return pending
         return self._verified.get(data)
 
-    def _known_for(self, transactions: Sequence[bytes]) -> dict[bytes, Transaction]:
-        """The verified transactions among ``transactions``, by hash (``execute_block``'s
+    def _known_for(self, block: Block) -> dict[bytes, Transaction]:
+        """The verified transactions among ``block``'s, by hash (``execute_block``'s
         ``known``: the host compares the whole bytes again)."""
         known: dict[bytes, Transaction] = {}
-        for data in transactions:
-            verified = self._verified_transaction(data)
+        for data, tx_hash in zip(block.transactions, block.transaction_hashes(), strict=True):
+            verified = self._verified_transaction(data, tx_hash)
             if verified is not None:
                 known[verified.hash] = verified
         return known
 
     def _execute_block(
-        self,
-        context: BlockContext,
-        transactions: Sequence[bytes],
-        *,
-        known: Mapping[bytes, Transaction],
+        self, context: BlockContext, block: Block, *, known: Mapping[bytes, Transaction]
     ) -> BlockResult:
-        """``AppHost.execute_block``, counted (``blocks_executed`` in the status: a node
-        executes each committed block once, when it validates or proposes it)."""
+        """``AppHost.execute_block`` of ``block``'s transactions, counted (``blocks_executed``
+        in the status: a node executes each committed block once, when it validates or
+        proposes it)."""
         self.blocks_executed += 1
-        return self.host.execute_block(context, transactions, known=known)
+        return self.host.execute_block(
+            context, block.transactions, known=known, hashes=block.transaction_hashes()
+        )
 
     def _block_context(self, block: Block) -> BlockContext:
         validators = self.validators_at(block.height)
@@ -1261,9 +1257,7 @@ class Node:
                 await verifying.wait()
             with self.phases.measure("execute"):
                 result = self._execute_block(
-                    self._block_context(block),
-                    block.transactions,
-                    known=self._known_for(block.transactions),
+                    self._block_context(block), block, known=self._known_for(block)
                 )
         while len(self._unwritten) >= _UNWRITTEN_BLOCKS_MAX:
             await self._blocks_written.wait()
@@ -1278,7 +1272,9 @@ class Node:
             self._after_execution(block, result)
         with self.phases.measure("recheck"):
             update = self.mempool.update(
-                block.transactions, [written for written, _ in result.writes]
+                block.transactions,
+                [written for written, _ in result.writes],
+                hashes=block.transaction_hashes(),
             )
             for tx_hash, reason in update.evicted:
                 self._remember_rejection(tx_hash, "evicted", reason)

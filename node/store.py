@@ -803,7 +803,7 @@ class Store:
         encoded_block = block.encode()
         encoded_certificate = certificate.encode()
         receipts = [receipt.encode() for receipt in result.receipts]
-        tx_hashes = [hash_bytes(tx) for tx in block.transactions]
+        tx_hashes = block.transaction_hashes()
         end_events = stored_end_block_events(self.chain_id, len(block.transactions), result)
 
         def work(txn: lmdb.Transaction, undo: bool, replace_undo: bool) -> None:

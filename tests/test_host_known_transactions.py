@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
+import pytest
+
 from apps.base import ROLE_BANK, App, AppError, AppState, ReadState, TxContext
 from apps.host import AppHost
 from apps.transaction import Transaction
@@ -92,3 +94,20 @@ def test_a_host_over_other_bytes_ignores_a_known_entry_for_them() -> None:
     assert host.execute_block(chain.context(), [one.encoded], known=wrong) == host.execute_block(
         chain.context(), [one.encoded]
     )
+
+
+def test_hashes_from_the_caller_give_the_results_the_host_computes_itself() -> None:
+    # The node hands the host its block's transaction hashes (``Block.transaction_hashes``)
+    # instead of letting it hash every transaction again.
+    chain = Chain.start([MutatingApp()])
+    signed = [chain.sign(key("bank_a"), "mutant", "op", {"nested": {"n": n}}) for n in range(3)]
+    raw = [tx.encoded for tx in signed]
+    decoded = {tx.hash: Transaction.decode(tx.encoded, chain_id=CHAIN) for tx in signed}
+    reference = chain.host.execute_block(chain.context(), raw, known=decoded)
+    hashed = chain.host.execute_block(
+        chain.context(), raw, known=decoded, hashes=[tx.hash for tx in signed]
+    )
+    assert hashed == reference
+    assert [receipt.transaction_hash for receipt in hashed.receipts] == [tx.hash for tx in signed]
+    with pytest.raises(AssertionError, match="one hash per transaction"):
+        chain.host.execute_block(chain.context(), raw, hashes=[signed[0].hash])
