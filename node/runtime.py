@@ -921,8 +921,9 @@ class Node:
                     if isinstance(action, Persist):
                         # Durable before the driver performs any later action (persist before
                         # send), but its fsync waits on a worker thread: gossip, admission and
-                        # the API keep running meanwhile. Every store write comes from this
-                        # driver, so nothing else writes while it waits.
+                        # the API keep running meanwhile. Besides this driver's writes only
+                        # the block writer's tree write can be in progress; LMDB takes one
+                        # writer at a time, so this write then waits for it.
                         cpu_ns = await trio.to_thread.run_sync(
                             _persist_measured, self.store, action.state
                         )
@@ -1246,8 +1247,10 @@ class Node:
         while synced blocks wait, a proposal is built and a block validated meanwhile, but their
         broadcast or vote leaves the node after the write. Nothing else writes to the store:
         every write (replica state, evidence, blocks) comes from the driver, or from the block
-        writer while the driver awaits it. The API, gossip and admission keep running and read
-        committed state through LMDB's MVCC snapshots."""
+        writer while the driver awaits it, except the block writer's write of the Merkle tree's
+        held records, which nothing the driver does depends on (LMDB's one writer at a time
+        orders it with the driver's writes). The API, gossip and admission keep running and
+        read committed state through LMDB's MVCC snapshots."""
         cached = self._validated.pop(block.hash, None)
         if cached is not None and cached.parent_height == self.host.height:
             result = cached.result
