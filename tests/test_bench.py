@@ -26,6 +26,7 @@ from node.bench.throughput import (
     _Run,
     _RunEnds,
     _search,
+    round_intervals_ms,
 )
 from node.bench.workload import bench_accounts, sign_streams
 from node.cli.bench import _print_report, bench
@@ -42,6 +43,10 @@ REQUIRED_FIELDS = (
     "ratio",
     "blocks_per_s",
     "block_size_avg",
+    "block_size_max",
+    "round_ms_p50",
+    "round_ms_p90",
+    "round_ms_max",
     "cpu_s_per_node",
     "rss_peak_mb_per_node",
     "rss_anonymous_peak_mb_per_node",
@@ -98,6 +103,9 @@ def test_bench_smoke_reports_every_field() -> None:
     assert document["agreement_problems"] == []
     # A transaction is first offered no later than it is admitted.
     assert document["offer_latency_ms_p99"] >= document["latency_ms_p99"]
+    # Rounds from the blocks' header timestamps (a primary proposes at most every 200 ms).
+    assert 0 < document["round_ms_p50"] <= document["round_ms_p90"] <= document["round_ms_max"]
+    assert document["block_size_max"] >= document["block_size_avg"]
     # The RSS splits into the heap, sampled while the load ran, and LMDB's map.
     for peak, anonymous, file_backed in zip(
         document["rss_peak_mb_per_node"],
@@ -156,6 +164,15 @@ def _step(**changes: object) -> StepResult:
     }
     figures.update(changes)
     return StepResult(**figures)  # type: ignore[arg-type]
+
+
+def test_round_intervals_come_from_consecutive_heights_only() -> None:
+    # (height, header timestamp ms), in the order the observer saw them; height 6 is
+    # missing, so neither 5 -> 6 nor 6 -> 7 is an interval.
+    blocks = [(4, 1_000), (3, 700), (5, 1_450), (7, 2_900), (8, 3_000)]
+    assert round_intervals_ms(blocks) == [300.0, 450.0, 100.0]
+    assert round_intervals_ms([(9, 5)]) == []
+    assert round_intervals_ms([]) == []
 
 
 def test_a_step_is_sustained_only_when_every_client_got_in_within_the_bound() -> None:

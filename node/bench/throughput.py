@@ -26,7 +26,11 @@ Figures: ``tx_per_s`` counts the benchmark's transactions in blocks committed in
 window, after a short warm-up, per second of that interval. Latency is, for each committed
 transaction, observed commit time minus submit time (percentiles over every transaction
 submitted in the window; ``uncommitted`` counts those that never committed before the drain
-deadline). ``blocks_per_s`` and ``block_size_avg`` come from the same blocks.
+deadline). ``blocks_per_s`` and ``block_size_avg`` come from the same blocks, and so do
+``block_size_max`` and ``round_ms_*``: the time from one block to the next by their header
+timestamps (each block's primary stamps it when it proposes, so under load that is the
+consensus round, the execution and the write the next proposal waited for), over consecutive
+heights of the window.
 
 Latency is given two ways. ``latency_ms_*`` counts from the submission the node admitted (for
 a pushed-back transaction, its last resend). ``offer_latency_ms_*`` counts from the moment the
@@ -178,6 +182,8 @@ class _ObservedBlock:
     height: int
     seen_at: float
     hashes: tuple[str, ...]
+    # The header's timestamp (ms): when its primary proposed it.
+    timestamp_ms: int
 
 
 class _Observer:
@@ -220,7 +226,14 @@ class _Observer:
                 continue
             for block in document.get("blocks", []):
                 hashes = tuple(block["transaction_hashes"])
-                self.blocks.append(_ObservedBlock(int(block["height"]), seen_at, hashes))
+                self.blocks.append(
+                    _ObservedBlock(
+                        int(block["height"]),
+                        seen_at,
+                        hashes,
+                        int(block["header"]["timestamp_ms"]),
+                    )
+                )
                 for tx_hash in hashes:
                     self.commit_time.setdefault(tx_hash, seen_at)
                 self.next_height = int(block["height"]) + 1
@@ -265,6 +278,12 @@ class StepResult:
     # run, and a block's commit and execution cost grow with it); empty when the nodes did
     # not answer at the middle.
     phases_us_per_tx_by_half: tuple[dict[str, float], ...] = ()
+    # The largest block of the window, and the time between consecutive blocks
+    # (``round_intervals_ms``): median, 90th percentile and longest.
+    block_size_max: int = 0
+    round_ms_p50: float = math.nan
+    round_ms_p90: float = math.nan
+    round_ms_max: float = math.nan
 
     def sustainable(self, p99_ms_max: float) -> bool:
         """Nothing refused for good, lost or abandoned, kept up with the offered rate, and
@@ -302,6 +321,10 @@ class StepResult:
             "blocks": self.blocks,
             "blocks_per_s": round(self.blocks_per_s, 2),
             "block_size_avg": round(self.block_size_avg, 1),
+            "block_size_max": self.block_size_max,
+            "round_ms_p50": round(self.round_ms_p50, 1),
+            "round_ms_p90": round(self.round_ms_p90, 1),
+            "round_ms_max": round(self.round_ms_max, 1),
             "cpu_s_per_node": [round(value, 2) for value in self.cpu_s],
             "cpu_percent_per_node": [round(value, 1) for value in self.cpu_percent],
             "submitter_cpu_s": round(self.submitter_cpu_s, 2),
@@ -393,6 +416,17 @@ def _phases_per_transaction(
     if not per_node:
         return {}
     return {phase: statistics.fmean(node[phase] for node in per_node) for phase in per_node[0]}
+
+
+def round_intervals_ms(blocks: Sequence[tuple[int, int]]) -> list[float]:
+    """The time from each block to the next, by their header timestamps, for the blocks of
+    ``blocks`` ((height, timestamp ms), in any order) whose next height is there too."""
+    stamped = dict(blocks)
+    return [
+        float(stamped[height + 1] - timestamp)
+        for height, timestamp in sorted(stamped.items())
+        if height + 1 in stamped
+    ]
 
 
 def _percentile(sorted_values: Sequence[float], fraction: float) -> float:
@@ -601,6 +635,9 @@ class _Run:
             if start_at + warmup <= block.seen_at <= start_at + window
         ]
         counted = sum(sum(1 for h in block.hashes if h in ours) for block in in_window)
+        rounds = sorted(
+            round_intervals_ms([(block.height, block.timestamp_ms) for block in in_window])
+        )
         measured_s = window - warmup
         return StepResult(
             rate_offered=rate,
@@ -626,6 +663,10 @@ class _Run:
             block_size_avg=statistics.fmean([len(b.hashes) for b in in_window])
             if in_window
             else 0.0,
+            block_size_max=max((len(b.hashes) for b in in_window), default=0),
+            round_ms_p50=_percentile(rounds, 0.50),
+            round_ms_p90=_percentile(rounds, 0.90),
+            round_ms_max=rounds[-1] if rounds else math.nan,
             cpu_s=cpu,
             cpu_percent=[100 * value / window for value in cpu],
             submitter_cpu_s=submitter_cpu,

@@ -135,7 +135,12 @@ def _print_report(d: dict[str, JsonType]) -> None:
     )
     click.echo(
         f"  blocks           {_figure(d['blocks_per_s'], 2)} /s, {_figure(d['block_size_avg'], 1)}"
-        " transactions per block"
+        f" transactions per block (largest {_figure(d['block_size_max'])})"
+    )
+    click.echo(
+        f"  round ms         p50 {_figure(d['round_ms_p50'])}"
+        f"  p90 {_figure(d['round_ms_p90'])}  max {_figure(d['round_ms_max'])}"
+        " (from one block's proposal to the next)"
     )
     click.echo(
         f"  CPU s per node   {d['cpu_s_per_node']}  (% of one core {d['cpu_percent_per_node']})"
