@@ -469,7 +469,8 @@ class Block:
         transactions: Sequence[bytes],
     ) -> Block:
         """Assemble a block, computing its transactions root."""
-        hashes = tuple([hash_bytes(tx) for tx in transactions])
+        body = tuple(transactions)
+        hashes = tuple([hash_bytes(tx) for tx in body])
         header = BlockHeader(
             chain_id=chain_id,
             height=height,
@@ -482,7 +483,7 @@ class Block:
             transactions_root=merkle_root(hashes),
             transaction_count=len(transactions),
         )
-        block = cls(header, tuple(transactions))
+        block = cls(header, body)
         object.__setattr__(block, "_transaction_hashes", hashes)
         return block
 

@@ -62,7 +62,6 @@ from typing import Final, Protocol
 from apps.host import TransactionRejected
 from apps.reads import ReadSet
 from apps.transaction import Transaction, TransactionError
-from consensus.crypto import hash_bytes
 
 __all__ = [
     "Mempool",
@@ -278,20 +277,16 @@ class Mempool:
 
     def update(
         self,
-        committed_transactions: Iterable[bytes],
+        committed_hashes: Iterable[bytes],
         written_keys: Sequence[bytes] | None = None,
-        *,
-        hashes: Iterable[bytes] | None = None,
     ) -> MempoolUpdate:
-        """Drop a committed block's transactions (encoded, as in the block) and recheck what
-        the block changed (see the module docstring). ``written_keys`` is the block's write
-        set's keys in ascending order; without it, the whole pool is rechecked. ``hashes``
-        are the transactions' hashes when the caller has them (``Block.transaction_hashes``)."""
+        """Drop a committed block's transactions (by hash: ``Block.transaction_hashes``) and
+        recheck what the block changed (see the module docstring). ``written_keys`` is the
+        block's write set's keys in ascending order; without it, the whole pool is
+        rechecked."""
         committed = 0
         touched: set[bytes] = set()
-        if hashes is None:
-            hashes = [hash_bytes(raw) for raw in committed_transactions]
-        for tx_hash in hashes:
+        for tx_hash in committed_hashes:
             tx = self._by_hash.get(tx_hash)
             if tx is not None:
                 touched.add(tx.sender)

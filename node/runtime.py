@@ -73,6 +73,7 @@ replica's persisted state, so a validator never signs a second, different vote f
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import logging
 import math
@@ -1275,9 +1276,7 @@ class Node:
             self._after_execution(block, result)
         with self.phases.measure("recheck"):
             update = self.mempool.update(
-                block.transactions,
-                [written for written, _ in result.writes],
-                hashes=block.transaction_hashes(),
+                block.transaction_hashes(), [written for written, _ in result.writes]
             )
             for tx_hash, reason in update.evicted:
                 self._remember_rejection(tx_hash, "evicted", reason)
@@ -1305,7 +1304,9 @@ class Node:
                 continue
             batch = self._write_batch()
             commit_ns = await trio.to_thread.run_sync(
-                _commit_measured, self.store, batch, self.heap
+                _write_measured,
+                functools.partial(self.store.commit_blocks, batch, defer_tree=True),
+                self.heap,
             )
             self.phases.add("commit", commit_ns)
             with self.phases.measure("commit"):
@@ -1325,7 +1326,9 @@ class Node:
             # (votes, proposals, answers) has gone on: its records are the largest write and
             # nothing waits on them (``Store.write_held_tree``).
             if self.store.tree_write_due():
-                tree_ns = await trio.to_thread.run_sync(_write_tree_measured, self.store, self.heap)
+                tree_ns = await trio.to_thread.run_sync(
+                    _write_measured, self.store.write_held_tree, self.heap
+                )
                 self.phases.add("commit", tree_ns)
 
     def _write_batch(self) -> list[tuple[Block, CommitCertificate, BlockResult]]:
@@ -2201,26 +2204,12 @@ def passing_refusals(raw: Sequence[bytes], outcomes: Sequence[SubmitOutcome]) ->
     ]
 
 
-def _commit_measured(
-    store: Store,
-    entries: Sequence[tuple[Block, CommitCertificate, BlockResult]],
-    heap: HeapTrimmer,
-) -> int:
-    """Runs on a worker thread: the LMDB commit of ``entries`` (one transaction), then the
-    release of the allocator's free memory when due (``node.heap``); returns the thread CPU
-    nanoseconds of both."""
+def _write_measured(write: Callable[[], object], heap: HeapTrimmer) -> int:
+    """Runs on a worker thread: one of the block writer's LMDB write transactions (the
+    blocks', or the tree's held records), then the release of the allocator's free memory
+    when due (``node.heap``); returns the thread CPU nanoseconds of both."""
     started_ns = thread_cpu_ns()
-    store.commit_blocks(entries, defer_tree=True)
-    heap.after_write()
-    return thread_cpu_ns() - started_ns
-
-
-def _write_tree_measured(store: Store, heap: HeapTrimmer) -> int:
-    """Runs on a worker thread: the held tree records written (``Store.write_held_tree``),
-    then the release of the allocator's free memory when due; returns the thread CPU
-    nanoseconds of both."""
-    started_ns = thread_cpu_ns()
-    store.write_held_tree()
+    write()
     heap.after_write()
     return thread_cpu_ns() - started_ns
 

@@ -478,16 +478,7 @@ class Store:
                 )
             self._apply_records(txn, "tree", tree.records)
             txn.delete(_META_TREE_HEIGHT, db=meta)
-            undo = self._db["state_undo"]
-            current = height_key(height)
-            with txn.cursor(db=undo) as cursor:
-                stale = [
-                    bytes(key)
-                    for key in cursor.iternext(keys=True, values=False)
-                    if bytes(key[:8]) < current
-                ]
-            for key in stale:
-                txn.delete(key, db=undo)
+            self._drop_undo_below(txn, height_key(height))
             applied = len(tree.records)
 
         self._write(work)
@@ -757,15 +748,7 @@ class Store:
             records = sorted(layer.merged().items())
             self._apply_records(txn, "tree", records)
             txn.delete(_META_TREE_HEIGHT, db=meta)
-            undo = self._db["state_undo"]
-            with txn.cursor(db=undo) as cursor:
-                older = [
-                    bytes(key)
-                    for key in cursor.iternext(keys=True, values=False)
-                    if bytes(key[: len(current)]) < current
-                ]
-            for key in older:
-                txn.delete(key, db=undo)
+            self._drop_undo_below(txn, current)
             written = len(records)
             written_at = int.from_bytes(current, "big")
 
@@ -774,6 +757,19 @@ class Store:
             with self._lock:
                 self._tree_written = written_at
         return written
+
+    def _drop_undo_below(self, txn: lmdb.Transaction, height: bytes) -> None:
+        """Delete the undo records of the heights before ``height`` (a ``height_key``): once
+        the tree database is at ``height`` they are not needed to recover it."""
+        undo = self._db["state_undo"]
+        with txn.cursor(db=undo) as cursor:
+            older: list[bytes] = []
+            for key in cursor.iternext(keys=True, values=False):
+                if bytes(key[: len(height)]) >= height:
+                    break  # keys sort by height first
+                older.append(bytes(key))
+        for key in older:
+            txn.delete(key, db=undo)
 
     def _held_layer(self, txn: lmdb.Transaction) -> _TreeLayer | None:
         """The tree records held for the committed height ``txn`` sees that the tree database

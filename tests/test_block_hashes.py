@@ -13,7 +13,8 @@ from tests.store_fixtures import VALIDATORS
 TRANSACTIONS = [b"first transaction", b"second", b"third, longer " * 20]
 
 
-def _block(transactions: list[bytes]) -> Block:
+def block_of(transactions: list[bytes]) -> Block:
+    """A block carrying ``transactions`` under a header whose other fields do not matter."""
     return Block.build(
         chain_id="hash-chain",
         height=3,
@@ -28,20 +29,20 @@ def _block(transactions: list[bytes]) -> Block:
 
 
 def test_built_and_decoded_blocks_hash_each_transaction_once() -> None:
-    built = _block(TRANSACTIONS)
+    built = block_of(TRANSACTIONS)
     expected = tuple(hash_bytes(tx) for tx in TRANSACTIONS)
     assert built.transaction_hashes() == expected
     assert built.transaction_hashes() is built.transaction_hashes()  # kept, not recomputed
     decoded = Block.decode(built.encode())
     assert decoded.transaction_hashes() == expected
     assert decoded == built
-    assert _block([]).transaction_hashes() == ()
+    assert block_of([]).transaction_hashes() == ()
 
 
 def test_a_body_swapped_under_a_header_still_fails_its_root() -> None:
     # The hashes belong to the object they were computed from: a block carrying another
     # body under the same header computes its own and no longer matches the root.
-    built = _block(TRANSACTIONS)
+    built = block_of(TRANSACTIONS)
     swapped = Block(built.header, (TRANSACTIONS[0], TRANSACTIONS[2], TRANSACTIONS[1]))
     assert not swapped.body_matches_header()
     assert built.body_matches_header()

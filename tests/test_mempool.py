@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from apps.host import TransactionRejected
 from apps.transaction import Transaction, sign_transaction
-from consensus.crypto import PrivateKey
+from consensus.crypto import PrivateKey, hash_bytes
 from node.mempool import Mempool, MempoolLimits, MempoolRejected
 from tests.host_fixtures import CHAIN, Chain, key
 from tests.test_host import KvApp, VaultApp
@@ -55,7 +55,7 @@ def test_admission_rules() -> None:
         pool.add_encoded(b"\x01\x02")
     assert info.value.code == "invalid_transaction"
     chain.run([first])
-    pool.update([first.encoded])
+    pool.update([first.hash])
     assert code(pool, tx(BANK_A, 0, again=True)) == "stale_nonce"
     assert len(pool) == 1
 
@@ -130,7 +130,7 @@ def test_update_removes_committed_and_evicts_what_can_no_longer_succeed() -> Non
             ),
         ]
     )
-    update = pool.update(block)
+    update = pool.update([hash_bytes(raw) for raw in block])
     assert update.committed == 1
     evicted = dict(update.evicted)
     assert evicted[b0.hash] == "stale_nonce"
@@ -168,7 +168,7 @@ def test_proposals_never_fail_on_nonces(submissions: list[tuple[int, int]]) -> N
             payload = pool.reap(transactions_max=3, bytes_max=100_000)
             result = chain.run(payload)
             assert all(r.ok for r in result.receipts), [r.code for r in result.receipts]
-            pool.update(payload)
+            pool.update([hash_bytes(raw) for raw in payload])
             for pending in pool.known().values():
                 assert pending.nonce >= chain.host.next_nonce(pending.sender)
 

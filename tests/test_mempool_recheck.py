@@ -167,9 +167,9 @@ def run_scenario(seed: int, blocks: int = 10) -> tuple[int, int]:
         for _ in range(rng.randint(0, 3)):
             block.append(_external(rng, chain, block))
         result = chain.run(block)
-        raw = [tx.encoded for tx in block]
-        by_full = full.update(raw)
-        by_targeted = targeted.update(raw, [written for written, _ in result.writes])
+        committed = [tx.hash for tx in block]
+        by_full = full.update(committed)
+        by_targeted = targeted.update(committed, [written for written, _ in result.writes])
         assert by_targeted.evicted == by_full.evicted
         assert by_targeted.committed == by_full.committed
         assert _pending(targeted) == _pending(full)
@@ -231,7 +231,7 @@ def _eviction_reasons(seed: int) -> set[str]:
         for _ in range(rng.randint(0, 3)):
             block.append(_external(rng, chain, block))
         result = chain.run(block)
-        update = pool.update([tx.encoded for tx in block], [k for k, _ in result.writes])
+        update = pool.update([tx.hash for tx in block], [k for k, _ in result.writes])
         reasons |= {reason for _, reason in update.evicted}
     return reasons
 
@@ -271,9 +271,9 @@ def test_recheck_work_is_bounded_by_what_the_block_touched() -> None:
     )
     pending_before = len(pool)
     result = chain.run(block)
-    raw = [tx.encoded for tx in block]
-    update: MempoolUpdate = pool.update(raw, [written for written, _ in result.writes])
-    everything = full.update(raw)
+    committed = [tx.hash for tx in block]
+    update: MempoolUpdate = pool.update(committed, [written for written, _ in result.writes])
+    everything = full.update(committed)
     assert update.evicted == everything.evicted == ()
     # The senders the block touched: the three movers and bank_a (its nonce moved), one nonce
     # read each; nothing pending read g2 or u1's identity (u1 has nothing left pending).
@@ -282,7 +282,7 @@ def test_recheck_work_is_bounded_by_what_the_block_touched() -> None:
     # A write into what pending checks read costs exactly those checks: g1 is read by the 800.
     guard = chain.sign(key("u2"), "guard", "op", {"puts": (b"g1",)}, nonce=1)
     result = chain.run([guard])
-    update = pool.update([guard.encoded], [written for written, _ in result.writes])
+    update = pool.update([guard.hash], [written for written, _ in result.writes])
     assert len(update.evicted) == 2 * len(waiting)
     assert {reason for _, reason in update.evicted} == {"present", "nonce_gap"}
     assert update.checks <= len(waiting) + len(waiting) + 1

@@ -14,7 +14,6 @@ import trio
 
 from apps.transaction import Transaction, sign_transaction
 from consensus.crypto import PrivateKey, hash_bytes
-from consensus.types import Block
 from node import runtime
 from node.admission import RETRY_AFTER_MS_MIN
 from node.client.client import Client
@@ -24,6 +23,7 @@ from node.submission import MSGPACK_CONTENT_TYPE, decode_answer, encode_submissi
 from node.testnet.loadgen import register_identity_transaction
 from node.testnet.testnet import create_testnet
 from node.verified import VerifiedTransactions
+from tests.test_block_hashes import block_of
 
 DEADLINE_S = 120.0
 T = TypeVar("T")
@@ -150,28 +150,13 @@ async def test_a_transplanted_signature_is_refused_after_the_genuine_one_was_ver
             assert [item["code"] for item in answer["rejected"]] == ["signature", "signature"]
             # The same in a block: the genuine transaction verifies from the cache, a block
             # carrying a transplanted one fails validation.
-            node.mempool.update([genuine.encoded])  # leaves only the verified cache
+            node.mempool.update([genuine.hash])  # leaves only the verified cache
             assert genuine.hash not in node.mempool
-            assert await node._verify_block_transactions(_block_of(genuine.encoded)) is not None
+            assert await node._verify_block_transactions(block_of([genuine.encoded])) is not None
             for forged in (other_body, other_sender):
-                assert await node._verify_block_transactions(_block_of(forged.encoded)) is None
+                assert await node._verify_block_transactions(block_of([forged.encoded])) is None
             nursery.cancel_scope.cancel()
     client.close()
-
-
-def _block_of(*transactions: bytes) -> Block:
-    """A block carrying ``transactions`` (only its body matters to the checks above)."""
-    return Block.build(
-        chain_id="intake-chain",
-        height=2,
-        view=0,
-        parent_hash=bytes(32),
-        app_hash=bytes(32),
-        next_validators_hash=bytes(32),
-        proposer=0,
-        timestamp_ms=1,
-        transactions=transactions,
-    )
 
 
 def test_the_verified_cache_answers_only_for_the_exact_bytes() -> None:

@@ -15,7 +15,6 @@ from apps.host import BlockResult
 from consensus.replica import RequestProposal
 from consensus.types import Block, CommitCertificate
 from node import runtime
-from node.heap import HeapTrimmer
 from node.home import load_home
 from node.jsonvalue import JsonType
 from node.store import Store
@@ -31,18 +30,19 @@ def _hold_writes_with_transactions(monkeypatch: pytest.MonkeyPatch) -> threading
     starts set."""
     released = threading.Event()
     released.set()
-    original = runtime._commit_measured
+    original = Store.commit_blocks
 
     def held_commit(
         store: Store,
         entries: Sequence[tuple[Block, CommitCertificate, BlockResult]],
-        heap: HeapTrimmer,
-    ) -> int:
+        *,
+        defer_tree: bool = False,
+    ) -> None:
         if any(result.receipts for _, _, result in entries):
             released.wait(DEADLINE_S)
-        return original(store, entries, heap)
+        original(store, entries, defer_tree=defer_tree)
 
-    monkeypatch.setattr(runtime, "_commit_measured", held_commit)
+    monkeypatch.setattr(Store, "commit_blocks", held_commit)
     return released
 
 

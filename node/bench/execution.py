@@ -515,7 +515,9 @@ def _run_mempool(workload: Workload, timer: _Timer, known: dict[bytes, Transacti
         backend.apply(result.writes, result.tree)
         host.committed(height, result.app_hash, result.writes)
         with timer.section("mempool_update"):
-            update = mempool.update(block, [written for written, _ in result.writes])
+            update = mempool.update(
+                [hash_bytes(raw) for raw in block], [written for written, _ in result.writes]
+            )
         assert update.committed == len(block), "the block's transactions leave the mempool"
         assert not update.evicted, "nothing is evicted"
     assert len(mempool) == 0, "every block committed leaves the mempool empty"
