@@ -1250,7 +1250,8 @@ class Node:
         every write (replica state, evidence, blocks) comes from the driver, or from the block
         writer while the driver awaits it, except the block writer's write of the Merkle tree's
         held records, which nothing the driver does depends on (LMDB's one writer at a time
-        orders it with the driver's writes). The API, gossip and admission keep running and
+        orders it with the driver's evidence; the replica's state has an environment of its
+        own, so a vote never waits for it). The API, gossip and admission keep running and
         read committed state through LMDB's MVCC snapshots."""
         cached = self._validated.pop(block.hash, None)
         if cached is not None and cached.parent_height == self.host.height:

@@ -1,9 +1,13 @@
-"""The node's durable store: one LMDB environment holding the chain, its state and its votes.
+"""The node's durable store: an LMDB environment holding the chain and its state, and one of
+its own for the replica's votes.
 
 Theory of operation
 -------------------
 Everything a node must not lose lives in one LMDB environment under ``<home>/data``, in named
-databases:
+databases, except the replica's vote record, in an environment of its own in
+``<home>/data/replica`` (``REPLICA_DIR``): LMDB has one writer per environment, and a vote
+(written and synced before it leaves the node) must not wait for the block writer's
+transactions, the tree write above all:
 
 ========================  ===================================================================
 ``meta``                  chain id, genesis hash, schema version, committed height, app hash,
@@ -25,7 +29,9 @@ databases:
                           (``consensus.codec``) of about 256 KiB each, under height || chunk
                           number (4 bytes, from 0); the last block's, and every block's from
                           the tree height on
-``replica``               the consensus replica's persisted state (opaque bytes)
+``replica``               empty: where schema 7 and earlier kept the replica's persisted
+                          state, and where a backup archive carries it (adopted into
+                          ``REPLICA_DIR`` when the store opens)
 ``evidence``              height || SHA-256(evidence) -> opaque evidence bytes
 ========================  ===================================================================
 
@@ -145,6 +151,7 @@ from consensus.types import (
 __all__ = [
     "DATABASES",
     "MAP_SIZE_INITIAL_BYTES",
+    "REPLICA_DIR",
     "SCHEMAS_CONVERTED",
     "SCHEMA_VERSION",
     "TREE_FLUSH_BLOCKS",
@@ -161,6 +168,7 @@ __all__ = [
     "UnwrittenStateBackend",
     "height_key",
     "overlaid",
+    "read_vote_record",
     "receipt_key",
     "undo_chunk_key",
     "undo_record",
@@ -174,11 +182,12 @@ log = logging.getLogger(__name__)
 # end-of-block events are stored. 5: one undo record (in chunks) per database per block
 # instead of one entry per key. 6: no undo record of the tree (derived from the state's). 7:
 # the tree database may lag the committed height (``tree_height``), with the state's undo
-# records of every block since. Stores of versions 4 to 6 are converted when opened
-# (``_migrate_undo``).
-SCHEMA_VERSION: Final = 7
+# records of every block since. 8: the replica's vote record lives in an LMDB environment of
+# its own (``REPLICA_DIR``; a version 7 node would not see it, so it must not open the store).
+# Stores of versions 4 to 7 are converted when opened (``_migrate_undo``).
+SCHEMA_VERSION: Final = 8
 # The schemas a store is converted from when opened.
-SCHEMAS_CONVERTED: Final = (4, 5, 6)
+SCHEMAS_CONVERTED: Final = (4, 5, 6, 7)
 # Databases earlier schemas kept and a conversion deletes.
 _RETIRED_DATABASES: Final = ("tree_undo",)
 # Small enough that a test node costs nothing; it doubles on demand.
@@ -219,6 +228,14 @@ _META_BASE_HEIGHT: Final = b"base_height"
 # The snapshot height a state sync in progress installs (its state is incomplete).
 _META_STATE_SYNC: Final = b"state_sync_pending"
 _REPLICA_KEY: Final = b"replica"
+# The replica's vote record is kept in an LMDB environment of its own, in this directory inside
+# the store's: a vote is written (and synced) before it leaves the node, and in the store's
+# environment it would wait for whichever write transaction holds LMDB's one writer lock (the
+# block writer's tree write takes hundreds of milliseconds under load). The store's own
+# ``replica`` database only carries a record in from an earlier schema or a backup archive
+# (``Store._adopt_vote_record``).
+REPLICA_DIR: Final = "replica"
+_REPLICA_MAP_SIZE_INITIAL_BYTES: Final = 4 * 1024 * 1024
 _T = TypeVar("_T")
 # Committed state values and tree records ``UnwrittenStateBackend`` keeps in memory (each map):
 # past this it starts afresh.
@@ -328,10 +345,15 @@ class Store:
         self._undo_cache: _UndoRecords | None = None
         self.chain_id = chain_id
         self.genesis_hash = genesis_hash
+        self._votes: _VoteRecordEnvironment | None = None
         try:
             self._check_identity()
+            self._votes = _VoteRecordEnvironment(path / REPLICA_DIR, sync=sync)
+            self._adopt_vote_record()
             self._recover_tree()
         except BaseException:
+            if self._votes is not None:
+                self._votes.close()
             self._env.close()
             raise
 
@@ -383,13 +405,14 @@ class Store:
             self._migrate_undo(migrate_from)
 
     def _migrate_undo(self, version: int) -> None:
-        """Convert a version 4, 5 or 6 store, in one write transaction with the new schema
-        version (a crash leaves the old version, converted again at the next start). Version
+        """Convert a version 4 to 7 store, in one write transaction with the new schema
+        version (a crash leaves the old version, converted again at the next start). Its vote
+        record moves to its own environment after (``_adopt_vote_record``). Version
         4's state undo entries (one per key, ``0x01 || value`` or ``0x00``) become one record
         under the undo height (a store with no undo height has none to convert); the tree
         undo database of versions 4 and 5 is deleted (the tree of h-1 is derived from the
         state's undo record). Their tree is always at their height, which is what version 7
-        reads when ``tree_height`` is absent."""
+        and later read when ``tree_height`` is absent."""
         converted = 0
 
         def work(txn: lmdb.Transaction) -> None:
@@ -529,9 +552,11 @@ class Store:
     # -- plumbing -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the environment (idempotent)."""
+        """Close the environments (idempotent)."""
         with self._write_lock, self._lock:
             self._env.close()
+        if self._votes is not None:
+            self._votes.close()
 
     def __enter__(self) -> Store:
         return self
@@ -1208,24 +1233,36 @@ class Store:
     # -- consensus persistence ----------------------------------------------------------------
 
     def save_replica_state(self, data: bytes) -> None:
-        """Durably record the replica's state (before the messages it justifies are sent)."""
-
-        def work(txn: lmdb.Transaction) -> None:
-            txn.put(_REPLICA_KEY, data, db=self._db["replica"])
-
-        self._write(work)
+        """Durably record the replica's state (before the messages it justifies are sent), in
+        the vote record's own environment: it never waits for the store's write transactions."""
+        assert self._votes is not None
+        self._votes.put(data)
 
     def clear_replica_state(self) -> None:
         """Forget the replica's state (a restored backup of another validator's store)."""
-
-        def work(txn: lmdb.Transaction) -> None:
-            txn.delete(_REPLICA_KEY, db=self._db["replica"])
-
-        self._write(work)
+        assert self._votes is not None
+        self._votes.delete()
 
     def load_replica_state(self) -> bytes | None:
         """The last saved replica state, or None."""
-        return self._get("replica", _REPLICA_KEY)
+        assert self._votes is not None
+        return self._votes.get()
+
+    def _adopt_vote_record(self) -> None:
+        """A vote record in the store's own ``replica`` database (written by schema 7 or
+        earlier, or carried by a backup archive) moves to the vote record's environment, unless
+        that already holds one: that one is the record the node writes, so it is the newer.
+        The copy is synced before the old record is deleted, so a crash in between leaves both,
+        and the next open settles them the same way."""
+        legacy = self._get("replica", _REPLICA_KEY)
+        if legacy is None:
+            return
+        assert self._votes is not None
+        adopted = self._votes.get() is None
+        if adopted:
+            self._votes.put(legacy)
+        self._write(lambda txn: txn.delete(_REPLICA_KEY, db=self._db["replica"]))
+        log.info("vote_record_moved", extra={"path": str(self.path), "adopted": adopted})
 
     def add_evidence(self, height: int, data: bytes) -> bool:
         """Store equivocation evidence observed at ``height``; False when already stored."""
@@ -1297,6 +1334,96 @@ class StateReader:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class _VoteRecordEnvironment:
+    """The replica's vote record: one value in an LMDB environment of its own (``REPLICA_DIR``),
+    written with its own fsync. Every operation holds ``_lock``; the map doubles when full."""
+
+    def __init__(self, path: Path, *, sync: bool) -> None:
+        path.mkdir(mode=0o700, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            self._env = lmdb.open(
+                str(path),
+                map_size=_REPLICA_MAP_SIZE_INITIAL_BYTES,
+                max_dbs=0,
+                sync=sync,
+                metasync=sync,
+                readahead=False,
+            )
+        except lmdb.Error as error:
+            raise StoreError(f"cannot open the vote record at {path}: {error}") from error
+
+    def get(self) -> bytes | None:
+        with self._lock, self._env.begin() as txn:
+            value = txn.get(_REPLICA_KEY)
+            return None if value is None else bytes(value)
+
+    def put(self, data: bytes) -> None:
+        self._write(lambda txn: txn.put(_REPLICA_KEY, data))
+
+    def delete(self) -> None:
+        self._write(lambda txn: txn.delete(_REPLICA_KEY))
+
+    def _write(self, work: Callable[[lmdb.Transaction], object]) -> None:
+        with self._lock:
+            while True:
+                try:
+                    with self._env.begin(write=True) as txn:
+                        work(txn)
+                    return
+                except lmdb.MapFullError:
+                    current = int(self._env.info()["map_size"])
+                    if current * 2 > MAP_SIZE_MAX_BYTES:
+                        raise StoreError(
+                            f"the vote record at {self.path} would exceed "
+                            f"{MAP_SIZE_MAX_BYTES} bytes"
+                        ) from None
+                    self._env.set_mapsize(current * 2)
+
+    def close(self) -> None:
+        with self._lock:
+            self._env.close()
+
+
+def read_vote_record(path: Path) -> bytes | None:
+    """The replica's vote record of the store in ``path``, read-only, whatever the store's
+    schema: from the vote record's environment when it holds one, else from the store's own
+    ``replica`` database (a store of an earlier schema); None when neither does. Raises
+    ``StoreError`` when the store cannot be read."""
+    votes = path / REPLICA_DIR
+    try:
+        if (votes / "data.mdb").is_file():
+            env = lmdb.open(str(votes), readonly=True, max_dbs=0, readahead=False)
+            try:
+                with env.begin() as txn:
+                    value = txn.get(_REPLICA_KEY)
+                    if value is not None:
+                        return bytes(value)
+            finally:
+                env.close()
+        if not (path / "data.mdb").is_file():
+            return None
+        env = lmdb.open(
+            str(path),
+            readonly=True,
+            max_dbs=len(DATABASES) + len(_RETIRED_DATABASES),
+            readahead=False,
+        )
+        try:
+            try:
+                legacy = env.open_db(b"replica", create=False)
+            except lmdb.NotFoundError:
+                return None
+            with env.begin(db=legacy) as txn:
+                value = txn.get(_REPLICA_KEY)
+                return None if value is None else bytes(value)
+        finally:
+            env.close()
+    except lmdb.Error as error:
+        raise StoreError(f"cannot read the vote record of the store at {path}: {error}") from error
 
 
 def _replace_all(

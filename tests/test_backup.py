@@ -7,10 +7,12 @@ in ``test_statesync.py``.)"""
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import tarfile
 from pathlib import Path
 
+import lmdb
 import pytest
 from click.testing import CliRunner
 
@@ -19,14 +21,14 @@ from node.audit.storeview import StoreView
 from node.cli import main
 from node.cli.backup import BackupError, create_backup, restore_backup
 from node.keys import save_key_file
+from node.store import DATABASES, SCHEMA_VERSION, read_vote_record
 from tests.audit_fixtures import VALIDATOR_KEYS, build_home, extend_home, make_genesis
 
 HEIGHTS = 6
 
 
 def vote_record(home: Path) -> bytes | None:
-    with StoreView(home / "data") as view:
-        return view.get("replica", b"replica")
+    return read_vote_record(home / "data")
 
 
 def set_vote_record(home: Path, record: bytes) -> None:
@@ -91,6 +93,43 @@ def test_a_store_with_blocks_is_replaced_only_with_force_keeping_its_votes(tmp_p
     assert len(kept) == 1
     with StoreView(kept[0]) as view:
         assert view.height == HEIGHTS + 3
+
+
+def test_an_archive_of_the_previous_schema_restores_with_its_vote_record(tmp_path: Path) -> None:
+    # Schema 7 kept the vote record in the store itself, and so did its backups: restoring one
+    # converts the store and moves the record to its own environment.
+    source = validator_home(tmp_path / "source", 0)
+    set_vote_record(source, b"votes of the previous schema")
+    archive = tmp_path / "backup.tar"
+    create_backup(source, archive)
+    unpacked = tmp_path / "unpacked"
+    with tarfile.open(archive) as tar:
+        tar.extractall(unpacked, filter="data")
+    env = lmdb.open(str(unpacked / "data"), max_dbs=len(DATABASES))
+    with env.begin(write=True) as txn:
+        assert txn.get(b"replica", db=env.open_db(b"replica", txn=txn)) == (
+            b"votes of the previous schema"
+        )
+        txn.put(b"schema_version", b"7", db=env.open_db(b"meta", txn=txn))
+    env.close()
+    description = unpacked / "suanpan-backup.json"
+    document = json.loads(description.read_text())
+    description.write_text(json.dumps({**document, "schema_version": 7}))
+    old = tmp_path / "old.tar"
+    with tarfile.open(old, "w") as tar:
+        tar.add(description, "suanpan-backup.json")
+        tar.add(unpacked / "data" / "data.mdb", "data/data.mdb")
+
+    same = empty_home(tmp_path / "same", source, 0)
+    assert restore_backup(old, same).height == HEIGHTS
+    assert audit_home(same).ok
+    assert vote_record(same) == b"votes of the previous schema"
+    with StoreView(same / "data") as view:
+        assert view.meta(b"schema_version") == str(SCHEMA_VERSION).encode()
+        assert view.get("replica", b"replica") is None
+    other = empty_home(tmp_path / "other", source, 1)
+    restore_backup(old, other)
+    assert vote_record(other) is None
 
 
 def test_foreign_damaged_or_other_chain_archives_are_refused(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import threading
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from consensus.types import Block
 from node import store as node_store
 from node.store import (
     DATABASES,
+    REPLICA_DIR,
     SCHEMA_VERSION,
     TREE_FLUSH_BLOCKS,
     TREE_PENDING_RECORDS_MAX,
@@ -31,6 +33,7 @@ from node.store import (
     StoreError,
     StoreMismatchError,
     height_key,
+    read_vote_record,
     undo_chunk_key,
     undo_record,
     verify_chain,
@@ -208,8 +211,9 @@ def test_the_certified_view_is_the_state_one_block_back(
 
 def _rewrite_as_version(path: Path, version: int) -> None:
     """Turn a store whose tree is at its height back into what a node of schema ``version``
-    (4 to 6) left: 4 and 5 kept a tree undo database (here with one entry in that version's
-    form), and version 4 kept its state undo record as one entry per key."""
+    (4 to 7) left: 4 and 5 kept a tree undo database (here with one entry in that version's
+    form), and version 4 kept its state undo record as one entry per key; 7 differs only in
+    the vote record's place (``test_a_schema_7_store_moves_its_vote_record_...``)."""
     env = lmdb.open(str(path), max_dbs=len(DATABASES) + 1)
     with env.begin(write=True) as txn:
         meta = env.open_db(b"meta", txn=txn)
@@ -238,7 +242,7 @@ def _has_database(store: Store, name: bytes) -> bool:
         return txn.get(name) is not None
 
 
-@pytest.mark.parametrize("version", [4, 5, 6])
+@pytest.mark.parametrize("version", [4, 5, 6, 7])
 def test_a_store_of_an_earlier_version_is_converted_when_opened(
     tmp_path: Path, version: int
 ) -> None:
@@ -278,6 +282,94 @@ def test_a_store_of_an_earlier_version_is_converted_when_opened(
     store.close()
     with pytest.raises(StoreMismatchError, match="schema version b'3'"):
         Store(fresh, chain_id=CHAIN, genesis_hash=GENESIS_HASH)
+
+
+def test_the_vote_record_is_written_while_a_store_write_holds_the_writer_lock(
+    tmp_path: Path,
+) -> None:
+    # The vote record has its own environment: a vote is not held up by a block or tree write
+    # in progress (here one that waits until the vote is written, so sharing the store's one
+    # writer would never finish).
+    store = Store(tmp_path, chain_id=CHAIN, genesis_hash=GENESIS_HASH)
+    holding = threading.Event()
+    voted = threading.Event()
+
+    def long_write(txn: lmdb.Transaction) -> None:
+        txn.put(b"long", b"write", db=store._db["evidence"])
+        holding.set()
+        voted.wait(timeout=60)
+
+    writer = threading.Thread(target=store._write, args=(long_write,))
+    writer.start()
+    assert holding.wait(timeout=60)
+
+    def vote() -> None:
+        store.save_replica_state(b"view=9")
+        voted.set()
+
+    voter = threading.Thread(target=vote)
+    voter.start()
+    voter.join(timeout=60)
+    finished_first = voted.is_set()
+    voted.set()
+    writer.join(timeout=60)
+    assert finished_first, "the vote record waited for the store's write transaction"
+    assert store.load_replica_state() == b"view=9"
+    store.close()
+    assert read_vote_record(tmp_path) == b"view=9"
+
+
+def _put_legacy_vote_record(path: Path, record: bytes, *, schema: int | None = None) -> None:
+    """Where schema 7 and earlier kept the vote record: the store's own ``replica`` database."""
+    env = lmdb.open(str(path), max_dbs=len(DATABASES) + 1)
+    with env.begin(write=True) as txn:
+        txn.put(b"replica", record, db=env.open_db(b"replica", txn=txn))
+        if schema is not None:
+            txn.put(b"schema_version", str(schema).encode(), db=env.open_db(b"meta", txn=txn))
+    env.close()
+
+
+def test_a_schema_7_store_moves_its_vote_record_to_its_own_environment(tmp_path: Path) -> None:
+    chain = node(tmp_path)
+    chain.commit([Signer().write((b"a", b"1"))])
+    chain.close()
+    shutil.rmtree(tmp_path / REPLICA_DIR)
+    _put_legacy_vote_record(tmp_path, b"view=5", schema=7)
+    # Read as it is, before any node opens it (a restore reads the home's record so).
+    assert read_vote_record(tmp_path) == b"view=5"
+    # A node of the previous schema would not see the record: the store says it is version 8.
+    again = node(tmp_path)
+    assert again.store._get("meta", b"schema_version") == str(SCHEMA_VERSION).encode() == b"8"
+    assert again.store.load_replica_state() == b"view=5"
+    assert again.store._get("replica", b"replica") is None
+    again.store.save_replica_state(b"view=6")
+    again.close()
+    assert read_vote_record(tmp_path) == b"view=6"
+
+
+def test_a_vote_record_left_in_both_places_keeps_the_one_the_node_wrote(tmp_path: Path) -> None:
+    # A crash between the copy and the delete leaves both; the environment's is the newer.
+    store = Store(tmp_path, chain_id=CHAIN, genesis_hash=GENESIS_HASH)
+    store.save_replica_state(b"view=7")
+    store.close()
+    _put_legacy_vote_record(tmp_path, b"view=2")
+    assert read_vote_record(tmp_path) == b"view=7"
+    store = Store(tmp_path, chain_id=CHAIN, genesis_hash=GENESIS_HASH)
+    assert store.load_replica_state() == b"view=7"
+    assert store._get("replica", b"replica") is None
+    store.clear_replica_state()
+    store.close()
+    assert read_vote_record(tmp_path) is None
+    assert read_vote_record(tmp_path / "nothing-here") is None
+
+
+def test_the_vote_record_environment_grows_for_a_large_record(tmp_path: Path) -> None:
+    store = Store(tmp_path, chain_id=CHAIN, genesis_hash=GENESIS_HASH, sync=False)
+    big = bytes(range(256)) * (3 * node_store._REPLICA_MAP_SIZE_INITIAL_BYTES // 256)
+    store.save_replica_state(big)
+    assert store.load_replica_state() == big
+    store.close()
+    assert read_vote_record(tmp_path) == big
 
 
 def test_a_large_block_undo_record_is_stored_in_chunks_and_read_whole(

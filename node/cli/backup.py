@@ -4,15 +4,18 @@ Theory of operation
 -------------------
 ``create_backup`` copies the home's LMDB environment with ``Environment.copyfd(compact=True)``:
 LMDB writes the pages of one read transaction, so the copy is the store at one committed height
-even while the node keeps committing, and compaction leaves out free pages. The copy, a
+even while the node keeps committing, and compaction leaves out free pages. The home's vote
+record (its own environment, ``node.store.REPLICA_DIR``) is read after the copy and put into
+the copy's ``replica`` database, where a store opened from the archive adopts it. The copy, a
 ``suanpan-backup.json`` description (chain id, genesis hash, height, app hash, the validator
 key of the home it came from) and the home's pinned snapshot (a state-synced store's audit
 replays from it) go into one tar file, written under a temporary name and renamed when
 complete.
 
 ``restore_backup`` checks the archive (only the names it writes, no path leaves the home), that
-it belongs to the home's chain and genesis, and that the restored store opens and matches its
-description, before it moves anything into place. A home whose store already holds blocks is
+it belongs to the home's chain and genesis, and that the restored store opens (a store of an
+earlier schema is converted then) and matches its description, before it moves anything into
+place. A home whose store already holds blocks is
 only replaced with ``force``; the old ``data/`` is then kept as ``data.before-restore-<time>``
 and its consensus vote record is carried into the restored store: it is newer than the
 backup's, and a validator must never forget a vote it signed. A backup from another
@@ -44,7 +47,14 @@ from node.audit.storeview import StoreView, StoreViewError
 from node.genesis import Genesis, GenesisError, load_genesis
 from node.home import DATA_DIR, GENESIS_FILE, SNAPSHOTS_DIR, VALIDATOR_KEY_FILE
 from node.keys import KeyFileError, load_key_file
-from node.store import DATABASES, SCHEMA_VERSION, SCHEMAS_CONVERTED, Store, StoreError
+from node.store import (
+    DATABASES,
+    SCHEMA_VERSION,
+    SCHEMAS_CONVERTED,
+    Store,
+    StoreError,
+    read_vote_record,
+)
 
 __all__ = [
     "BackupError",
@@ -165,6 +175,7 @@ def create_backup(home: Path, destination: Path) -> BackupInfo:
                 os.fsync(handle.fileno())
         finally:
             env.close()
+        _carry_vote_record(data, copy)
         chain_id, genesis_hash, height, app_hash, base = _store_facts(copy)
         info = BackupInfo(
             chain_id,
@@ -221,6 +232,7 @@ def restore_backup(source: Path, home: Path, *, force: bool = False) -> BackupIn
                 f"the backup is of chain {info.chain_id!r} (genesis {info.genesis_hash.hex()}), "
                 f"{home} runs {genesis.chain_id!r} (genesis {genesis.hash.hex()})"
             )
+        _convert(staging / DATA_DIR, genesis)
         facts = _store_facts(staging / DATA_DIR)
         if facts != (
             info.chain_id,
@@ -273,12 +285,37 @@ def _extract(archive: tarfile.TarFile, staging: Path) -> BackupInfo:
     return description
 
 
+def _carry_vote_record(data: Path, copy: Path) -> None:
+    """Put the home's vote record (read after the copy, so as new as the copy or newer) in the
+    copy's own ``replica`` database, where a store opened from the archive adopts it."""
+    record = _vote_record(data)
+    if record is None:
+        return
+    try:
+        env = lmdb.open(str(copy), max_dbs=len(DATABASES), readahead=False)
+    except lmdb.Error as error:
+        raise BackupError(f"cannot open the copy of the store: {error}") from None
+    try:
+        with env.begin(write=True) as txn:
+            txn.put(b"replica", record, db=env.open_db(b"replica", txn=txn))
+    finally:
+        env.close()
+
+
 def _vote_record(data: Path) -> bytes | None:
     try:
-        with StoreView(data) as view:
-            return view.get("replica", b"replica")
-    except StoreViewError:
-        return None
+        return read_vote_record(data)
+    except StoreError as error:
+        raise BackupError(str(error)) from None
+
+
+def _convert(data: Path, genesis: Genesis) -> None:
+    """Open the restored store once: a store of an earlier schema is converted, and the vote
+    record the archive carries moves to its own environment."""
+    try:
+        Store(data, chain_id=genesis.chain_id, genesis_hash=genesis.hash).close()
+    except StoreError as error:
+        raise BackupError(f"the backup's store does not open: {error}") from None
 
 
 def _set_vote_record(
