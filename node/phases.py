@@ -37,7 +37,7 @@ import time
 from types import TracebackType
 from typing import Final
 
-__all__ = ["PHASES", "PhaseClock", "thread_cpu_ns"]
+__all__ = ["PHASES", "WAITS", "PhaseClock", "WaitClock", "thread_cpu_ns"]
 
 PHASES: Final = (
     "intake",
@@ -98,6 +98,38 @@ class PhaseClock:
     def snapshot(self) -> dict[str, int]:
         """Every phase's total so far (nanoseconds)."""
         return dict(self.totals_ns)
+
+
+# What the consensus driver waits for on a round's path, in wall time (``WaitClock``):
+# the block writer, before it builds a proposal, validates a block, or lets anything else
+# depending on a block leave the node (a vote, a broadcast, a persisted vote); and each
+# persisted vote's own write (a worker thread, its own LMDB environment and fsync).
+WAITS: Final = (
+    "write_before_proposal",
+    "write_before_validation",
+    "write_before_send",
+    "vote_persist",
+)
+
+
+class WaitClock:
+    """Cumulative wall-clock waits of the consensus driver (``WAITS``): how many, and their
+    nanoseconds. Both only grow, so two readings subtract to a window's."""
+
+    __slots__ = ("counts", "totals_ns")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = dict.fromkeys(WAITS, 0)
+        self.totals_ns: dict[str, int] = dict.fromkeys(WAITS, 0)
+
+    def add(self, wait: str, wall_ns: int) -> None:
+        """One wait of ``wall_ns`` nanoseconds for ``wait``."""
+        self.counts[wait] += 1
+        self.totals_ns[wait] += wall_ns
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        """``{wait: {"count": n, "ns": total}}`` so far."""
+        return {wait: {"count": self.counts[wait], "ns": self.totals_ns[wait]} for wait in WAITS}
 
 
 def thread_cpu_ns() -> int:

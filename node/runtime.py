@@ -174,7 +174,7 @@ from node.mempool import (
 from node.metrics import NodeMetrics, RunningTotal
 from node.native import native_status
 from node.openapi import openapi_document
-from node.phases import PHASES, PhaseClock, thread_cpu_ns
+from node.phases import PHASES, PhaseClock, WaitClock, thread_cpu_ns
 from node.servebudget import ServeBudget
 from node.snapshots import SnapshotDirectory, SnapshotError, SnapshotServer, export_snapshot
 from node.statesync import NoSnapshotOffered, StateSync, StateSyncError, StateSyncLimits
@@ -322,6 +322,7 @@ class Node:
         self.chain_id = home.genesis.chain_id
         self.metrics = NodeMetrics()
         self.phases = PhaseClock()
+        self.waits = WaitClock()
         # Hands the C allocator's free pages back after block writes (node.heap).
         self.heap = HeapTrimmer()
         self.store = Store(home.data_dir, chain_id=self.chain_id, genesis_hash=self.genesis.hash)
@@ -903,9 +904,13 @@ class Node:
                         # never holds the loop.
                         pending.append(await self._commit(action.block, action.certificate))
                         continue
-                    if not isinstance(action, Dropped | RequestBlocks) and not (
-                        self.replica.synced_blocks_waiting
-                        and isinstance(action, RequestProposal | ValidateBlock)
+                    if (
+                        self._unwritten
+                        and not isinstance(action, Dropped | RequestBlocks)
+                        and not (
+                            self.replica.synced_blocks_waiting
+                            and isinstance(action, RequestProposal | ValidateBlock)
+                        )
                     ):
                         # Nothing leaves the node, is persisted or is decided on top of a block
                         # until the store holds it: a crash never loses a block this node has
@@ -917,17 +922,21 @@ class Node:
                         # syncing validator is primary every few heights; waiting here stalled
                         # the sync on each of them. At the tip the proposal waits for the
                         # write: it then also takes the transactions that arrived meanwhile,
-                        # which keeps latency down under overload.)
+                        # which keeps latency down under overload.) How long each kind waits
+                        # is in the status (``waits``).
+                        waited_from = time.monotonic_ns()
                         await self._write_all()
+                        self.waits.add(_write_wait(action), time.monotonic_ns() - waited_from)
                     if isinstance(action, Persist):
                         # Durable before the driver performs any later action (persist before
                         # send), but its fsync waits on a worker thread: gossip, admission and
-                        # the API keep running meanwhile. Besides this driver's writes only
-                        # the block writer's tree write can be in progress; LMDB takes one
-                        # writer at a time, so this write then waits for it.
+                        # the API keep running meanwhile. The vote record has an LMDB
+                        # environment of its own, so it never waits for the block writer.
+                        persisting_from = time.monotonic_ns()
                         cpu_ns = await trio.to_thread.run_sync(
                             _persist_measured, self.store, action.state
                         )
+                        self.waits.add("vote_persist", time.monotonic_ns() - persisting_from)
                         self.phases.add("consensus", cpu_ns)
                         continue
                     with consensus:
@@ -2074,6 +2083,10 @@ class Node:
             "transactions_verified_ahead": self.transactions_verified_ahead,
             "transactions_per_second": round(self.metrics.rate(), 1),
             "cpu_ns": self.cpu_ns(statistics),
+            "waits": {
+                wait: {"count": entry["count"], "ns": entry["ns"]}
+                for wait, entry in self.waits.snapshot().items()
+            },
             # The event loop thread's CPU so far (this answer is made on that thread).
             "loop_cpu_ns": thread_cpu_ns(),
             "handshake_failures": dict(statistics.handshake_failures),
@@ -2186,6 +2199,15 @@ def _certificates_valid(
         else:
             verdicts.append(True)
     return verdicts, thread_cpu_ns() - started_ns
+
+
+def _write_wait(action: Action) -> str:
+    """The ``WAITS`` entry of the driver's wait for the block writer before ``action``."""
+    if isinstance(action, RequestProposal):
+        return "write_before_proposal"
+    if isinstance(action, ValidateBlock):
+        return "write_before_validation"
+    return "write_before_send"
 
 
 def _persist_measured(store: Store, state: bytes) -> int:

@@ -20,6 +20,7 @@ from node.apploader import load_apps
 from node.bench.scaling import expected_messages
 from node.bench.throughput import (
     BenchOptions,
+    NodeSample,
     ProcessSampler,
     StepResult,
     ThroughputReport,
@@ -27,10 +28,12 @@ from node.bench.throughput import (
     _RunEnds,
     _search,
     round_intervals_ms,
+    waits_between,
 )
 from node.bench.workload import bench_accounts, sign_streams
 from node.cli.bench import _print_report, bench
 from node.jsonvalue import from_json
+from node.phases import WAITS
 
 REQUIRED_FIELDS = (
     "tx_per_s",
@@ -47,6 +50,8 @@ REQUIRED_FIELDS = (
     "round_ms_p50",
     "round_ms_p90",
     "round_ms_max",
+    "waits_ms_per_block",
+    "waits_ms_mean",
     "cpu_s_per_node",
     "rss_peak_mb_per_node",
     "rss_anonymous_peak_mb_per_node",
@@ -106,6 +111,9 @@ def test_bench_smoke_reports_every_field() -> None:
     # Rounds from the blocks' header timestamps (a primary proposes at most every 200 ms).
     assert 0 < document["round_ms_p50"] <= document["round_ms_p90"] <= document["round_ms_max"]
     assert document["block_size_max"] >= document["block_size_avg"]
+    # Every node votes at every height, and each vote is persisted before it is sent.
+    assert set(document["waits_ms_per_block"]) == set(WAITS) == set(document["waits_ms_mean"])
+    assert document["waits_ms_mean"]["vote_persist"] > 0
     # The RSS splits into the heap, sampled while the load ran, and LMDB's map.
     for peak, anonymous, file_backed in zip(
         document["rss_peak_mb_per_node"],
@@ -115,6 +123,20 @@ def test_bench_smoke_reports_every_field() -> None:
     ):
         assert 0 < anonymous < peak
         assert 0 < file_backed < peak
+
+
+def test_waits_between_two_samples_are_per_block_and_per_wait_over_the_nodes() -> None:
+    def sample(height: int, count: int, ns: int) -> NodeSample:
+        return NodeSample(0, height, {}, {"vote_persist": (count, ns), "write": (0, 0)})
+
+    before = [sample(10, 4, 1_000_000), sample(10, 0, 0), None, sample(7, 0, 0)]
+    after = [sample(12, 8, 9_000_000), sample(14, 2, 2_000_000), sample(20, 9, 9), sample(7, 1, 5)]
+    per_block, means = waits_between(before, after)
+    # Node 0: 8 ms over 2 blocks and 4 waits; node 1: 2 ms over 4 blocks and 2 waits; node 2
+    # did not answer before, node 3 committed nothing.
+    assert per_block == {"vote_persist": (4.0 + 0.5) / 2, "write": 0.0}
+    assert means == {"vote_persist": (2.0 + 1.0) / 2, "write": 0.0}
+    assert waits_between([None], [None]) == ({}, {})
 
 
 def test_process_sampler_splits_the_rss_of_a_live_process_and_not_of_a_gone_one() -> None:

@@ -284,6 +284,11 @@ class StepResult:
     round_ms_p50: float = math.nan
     round_ms_p90: float = math.nan
     round_ms_max: float = math.nan
+    # The consensus driver's waits (``node.phases.WAITS``) in the window: milliseconds per
+    # block the node committed, and the mean of each (their count is in ``waits_count``),
+    # averaged over the nodes.
+    waits_ms_per_block: dict[str, float] = field(default_factory=dict)
+    waits_ms_mean: dict[str, float] = field(default_factory=dict)
 
     def sustainable(self, p99_ms_max: float) -> bool:
         """Nothing refused for good, lost or abandoned, kept up with the offered rate, and
@@ -325,6 +330,10 @@ class StepResult:
             "round_ms_p50": round(self.round_ms_p50, 1),
             "round_ms_p90": round(self.round_ms_p90, 1),
             "round_ms_max": round(self.round_ms_max, 1),
+            "waits_ms_per_block": {
+                wait: round(value, 1) for wait, value in self.waits_ms_per_block.items()
+            },
+            "waits_ms_mean": {wait: round(value, 1) for wait, value in self.waits_ms_mean.items()},
             "cpu_s_per_node": [round(value, 2) for value in self.cpu_s],
             "cpu_percent_per_node": [round(value, 1) for value in self.cpu_percent],
             "submitter_cpu_s": round(self.submitter_cpu_s, 2),
@@ -396,26 +405,66 @@ class ThroughputReport:
         return document
 
 
+@dataclass(frozen=True, slots=True)
+class NodeSample:
+    """What one node's ``/status`` said at one moment: transactions committed, height, CPU
+    nanoseconds by phase, and the consensus driver's waits (``waits``: count and ns)."""
+
+    committed: int
+    height: int
+    cpu_ns: dict[str, int]
+    waits: dict[str, tuple[int, int]]
+
+
 def _phases_per_transaction(
-    before: Sequence[tuple[int, dict[str, int]] | None],
-    after: Sequence[tuple[int, dict[str, int]] | None],
+    before: Sequence[NodeSample | None], after: Sequence[NodeSample | None]
 ) -> dict[str, float]:
     """CPU µs per committed transaction by phase, averaged over the nodes that answered
     both times and committed something in between."""
     per_node: list[dict[str, float]] = []
     for first, last in zip(before, after, strict=True):
-        if first is None or last is None or last[0] <= first[0]:
+        if first is None or last is None or last.committed <= first.committed:
             continue
-        committed = last[0] - first[0]
+        committed = last.committed - first.committed
         per_node.append(
             {
-                phase: (last[1][phase] - first[1].get(phase, 0)) / 1000 / committed
-                for phase in last[1]
+                phase: (ns - first.cpu_ns.get(phase, 0)) / 1000 / committed
+                for phase, ns in last.cpu_ns.items()
             }
         )
     if not per_node:
         return {}
     return {phase: statistics.fmean(node[phase] for node in per_node) for phase in per_node[0]}
+
+
+def waits_between(
+    before: Sequence[NodeSample | None], after: Sequence[NodeSample | None]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The driver's waits between two samples of each node: (milliseconds per block the
+    node committed, mean milliseconds of one wait), by wait, averaged over the nodes that
+    answered both times and committed a block in between (a wait that never happened
+    counts 0 in the mean)."""
+    per_block: list[dict[str, float]] = []
+    means: list[dict[str, float]] = []
+    for first, last in zip(before, after, strict=True):
+        if first is None or last is None or last.height <= first.height:
+            continue
+        blocks = last.height - first.height
+        node_per_block: dict[str, float] = {}
+        node_means: dict[str, float] = {}
+        for wait, (count, ns) in last.waits.items():
+            count_before, ns_before = first.waits.get(wait, (0, 0))
+            waited_ms = (ns - ns_before) / 1e6
+            node_per_block[wait] = waited_ms / blocks
+            node_means[wait] = waited_ms / (count - count_before) if count > count_before else 0.0
+        per_block.append(node_per_block)
+        means.append(node_means)
+    if not per_block:
+        return {}, {}
+    return (
+        {wait: statistics.fmean(node[wait] for node in per_block) for wait in per_block[0]},
+        {wait: statistics.fmean(node[wait] for node in means) for wait in means[0]},
+    )
 
 
 def round_intervals_ms(blocks: Sequence[tuple[int, int]]) -> list[float]:
@@ -525,7 +574,7 @@ class _Run:
         cpu_before = [ProcessSampler.cpu_s(pid) for pid in pids]
         phases_before = self._phase_samples()
         middle_at = start_at + duration_s / 2
-        phases_middle: list[tuple[int, dict[str, int]] | None] | None = None
+        phases_middle: list[NodeSample | None] | None = None
         while (left_s := start_at + duration_s - time.time()) > 0:
             if progress is not None:
                 progress(f"offering {rate:.0f} tx/s", int(duration_s - left_s), int(duration_s))
@@ -552,6 +601,9 @@ class _Run:
             [after - before for before, after in zip(cpu_before, cpu_after, strict=True)],
         )
         figures.phases_us_per_tx = _phases_per_transaction(phases_before, phases_after)
+        figures.waits_ms_per_block, figures.waits_ms_mean = waits_between(
+            phases_before, phases_after
+        )
         if phases_middle is not None:
             halves = (
                 _phases_per_transaction(phases_before, phases_middle),
@@ -561,10 +613,9 @@ class _Run:
                 figures.phases_us_per_tx_by_half = halves
         return figures
 
-    def _phase_samples(self) -> list[tuple[int, dict[str, int]] | None]:
-        """Each node's committed-transaction count and CPU nanoseconds by phase (``/status``);
-        None for a node that did not answer."""
-        samples: list[tuple[int, dict[str, int]] | None] = []
+    def _phase_samples(self) -> list[NodeSample | None]:
+        """Each node's ``NodeSample`` (``/status``); None for a node that did not answer."""
+        samples: list[NodeSample | None] = []
         for index in range(self.options.validators):
             try:
                 with self.testnet.client(index, timeout_s=5.0) as client:
@@ -574,11 +625,29 @@ class _Run:
                 continue
             cpu = status.get("cpu_ns")
             committed = status.get("transactions_committed")
-            if not isinstance(cpu, dict) or not isinstance(committed, int):
+            height = status.get("height")
+            waits = status.get("waits")
+            if (
+                not isinstance(cpu, dict)
+                or not isinstance(committed, int)
+                or not isinstance(height, int)
+            ):
                 samples.append(None)
                 continue
+            waited: dict[str, tuple[int, int]] = {}
+            if isinstance(waits, dict):
+                for wait, entry in waits.items():
+                    if isinstance(entry, dict):
+                        count, ns = entry.get("count"), entry.get("ns")
+                        if isinstance(count, int) and isinstance(ns, int):
+                            waited[str(wait)] = (count, ns)
             samples.append(
-                (committed, {str(k): int(v) for k, v in cpu.items() if isinstance(v, int)})
+                NodeSample(
+                    committed,
+                    height,
+                    {str(k): int(v) for k, v in cpu.items() if isinstance(v, int)},
+                    waited,
+                )
             )
         return samples
 

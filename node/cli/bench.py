@@ -142,6 +142,15 @@ def _print_report(d: dict[str, JsonType]) -> None:
         f"  p90 {_figure(d['round_ms_p90'])}  max {_figure(d['round_ms_max'])}"
         " (from one block's proposal to the next)"
     )
+    per_block, means = d.get("waits_ms_per_block"), d.get("waits_ms_mean")
+    if isinstance(per_block, dict) and per_block and isinstance(means, dict):
+        click.echo(
+            "  driver waits     ms per block (mean of one): "
+            + ", ".join(
+                f"{wait} {_figure(value, 1)} ({_figure(means.get(wait), 1)})"
+                for wait, value in per_block.items()
+            )
+        )
     click.echo(
         f"  CPU s per node   {d['cpu_s_per_node']}  (% of one core {d['cpu_percent_per_node']})"
     )
