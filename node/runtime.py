@@ -1951,6 +1951,19 @@ class Node:
                 "Inbound peer connections refused by inbound_connections_max",
                 {"": statistics.inbound_rejected},
             ),
+            RunningTotal(
+                "suanpan_consensus_waits",
+                "Waits of the consensus driver, by what it waited for",
+                dict(self.waits.counts),
+                "wait",
+            ),
+            RunningTotal(
+                "suanpan_consensus_wait_seconds",
+                "Wall time the consensus driver waited, by what it waited for (the block "
+                "writer before a proposal, a validation or a send; a vote's own write)",
+                {wait: ns / 1e9 for wait, ns in self.waits.totals_ns.items()},
+                "wait",
+            ),
         ]
 
     def _read_rules(self, app: str) -> ReadRules | None:

@@ -103,6 +103,15 @@ def alert_rules(validators: int = 4) -> dict[str, JsonType]:
             "{{ $labels.instance }} holds over 80 % of its mempool",
         ),
         _rule(
+            "SuanpanVoteWritesSlow",
+            'rate(suanpan_consensus_wait_seconds_total{wait="vote_persist"}[5m])'
+            ' / rate(suanpan_consensus_waits_total{wait="vote_persist"}[5m]) > 0.1',
+            "5m",
+            "warning",
+            "{{ $labels.instance }} takes over 100 ms on average to write and sync a vote "
+            "(a slow or failing disk slows every round it votes in)",
+        ),
+        _rule(
             "SuanpanHandshakeFailures",
             "sum by (instance) (rate(suanpan_handshake_failures_total[5m])) > 1",
             "5m",
