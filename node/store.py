@@ -292,7 +292,8 @@ def receipt_key(height: int, index: int) -> bytes:
 
 
 class Store:
-    """One node's LMDB environment. Open with ``Store(path, chain_id=, genesis_hash=)``."""
+    """One node's store: its LMDB environment, and the vote record's in ``REPLICA_DIR`` inside
+    it. Open with ``Store(path, chain_id=, genesis_hash=)``."""
 
     scan_batch_entries: int = SCAN_BATCH_ENTRIES
 
