@@ -168,6 +168,7 @@ __all__ = [
     "UnwrittenStateBackend",
     "height_key",
     "overlaid",
+    "read_committed_height",
     "read_vote_record",
     "receipt_key",
     "undo_chunk_key",
@@ -1405,8 +1406,25 @@ def read_vote_record(path: Path) -> bytes | None:
                         return bytes(value)
             finally:
                 env.close()
-        if not (path / "data.mdb").is_file():
-            return None
+    except lmdb.Error as error:
+        raise StoreError(f"cannot read the vote record of the store at {path}: {error}") from error
+    return _read_any_schema(path, "replica", _REPLICA_KEY)
+
+
+def read_committed_height(path: Path) -> int | None:
+    """The committed height of the store in ``path``, read-only, whatever the store's schema;
+    None when there is no store or it holds no genesis state yet. Raises ``StoreError`` when
+    the store cannot be read."""
+    raw = _read_any_schema(path, "meta", _META_HEIGHT)
+    return None if raw is None else int.from_bytes(raw, "big")
+
+
+def _read_any_schema(path: Path, database: str, key: bytes) -> bytes | None:
+    """One value of the store environment in ``path`` (None: no store, database or value),
+    read-only and without checking the schema."""
+    if not (path / "data.mdb").is_file():
+        return None
+    try:
         env = lmdb.open(
             str(path),
             readonly=True,
@@ -1415,16 +1433,16 @@ def read_vote_record(path: Path) -> bytes | None:
         )
         try:
             try:
-                legacy = env.open_db(b"replica", create=False)
+                handle = env.open_db(database.encode(), create=False)
             except lmdb.NotFoundError:
                 return None
-            with env.begin(db=legacy) as txn:
-                value = txn.get(_REPLICA_KEY)
+            with env.begin(db=handle) as txn:
+                value = txn.get(key)
                 return None if value is None else bytes(value)
         finally:
             env.close()
     except lmdb.Error as error:
-        raise StoreError(f"cannot read the vote record of the store at {path}: {error}") from error
+        raise StoreError(f"cannot read the store at {path}: {error}") from error
 
 
 def _replace_all(

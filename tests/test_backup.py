@@ -120,6 +120,21 @@ def test_an_archive_of_the_previous_schema_restores_with_its_vote_record(tmp_pat
         tar.add(description, "suanpan-backup.json")
         tar.add(unpacked / "data" / "data.mdb", "data/data.mdb")
 
+    # A home whose own store is of the previous schema is refused for holding blocks (not for
+    # its schema), and with --force keeps its vote record.
+    upgraded = validator_home(tmp_path / "upgraded", 0)
+    set_vote_record(upgraded, b"the home's own votes")
+    shutil.rmtree(upgraded / "data" / "replica")
+    env = lmdb.open(str(upgraded / "data"), max_dbs=len(DATABASES))
+    with env.begin(write=True) as txn:
+        txn.put(b"replica", b"the home's own votes", db=env.open_db(b"replica", txn=txn))
+        txn.put(b"schema_version", b"7", db=env.open_db(b"meta", txn=txn))
+    env.close()
+    with pytest.raises(BackupError, match=f"height {HEIGHTS}; --force replaces it"):
+        restore_backup(old, upgraded)
+    restore_backup(old, upgraded, force=True)
+    assert vote_record(upgraded) == b"the home's own votes"
+
     same = empty_home(tmp_path / "same", source, 0)
     assert restore_backup(old, same).height == HEIGHTS
     assert audit_home(same).ok

@@ -53,6 +53,7 @@ from node.store import (
     SCHEMAS_CONVERTED,
     Store,
     StoreError,
+    read_committed_height,
     read_vote_record,
 )
 
@@ -214,8 +215,12 @@ def restore_backup(source: Path, home: Path, *, force: bool = False) -> BackupIn
     data = home / DATA_DIR
     existing = data / _DATA_FILE
     if existing.is_file() and not force:
-        _, _, height, _, _ = _store_facts(data)
-        if height > 0:
+        # Read whatever the store's schema (a store of an earlier one is not refused here).
+        try:
+            height = read_committed_height(data)
+        except StoreError as error:
+            raise BackupError(str(error)) from None
+        if height:
             raise BackupError(
                 f"{data} holds a store at height {height}; --force replaces it (it is kept "
                 "as data.before-restore-<time>, and its vote record is carried over)"
