@@ -127,10 +127,6 @@ class WaitClock:
         self.counts[wait] += 1
         self.totals_ns[wait] += wall_ns
 
-    def snapshot(self) -> dict[str, dict[str, int]]:
-        """``{wait: {"count": n, "ns": total}}`` so far."""
-        return {wait: {"count": self.counts[wait], "ns": self.totals_ns[wait]} for wait in WAITS}
-
 
 def thread_cpu_ns() -> int:
     """The calling thread's CPU time so far (for worker threads measuring themselves)."""

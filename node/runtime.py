@@ -2097,8 +2097,8 @@ class Node:
             "transactions_per_second": round(self.metrics.rate(), 1),
             "cpu_ns": self.cpu_ns(statistics),
             "waits": {
-                wait: {"count": entry["count"], "ns": entry["ns"]}
-                for wait, entry in self.waits.snapshot().items()
+                wait: {"count": count, "ns": self.waits.totals_ns[wait]}
+                for wait, count in self.waits.counts.items()
             },
             # The event loop thread's CPU so far (this answer is made on that thread).
             "loop_cpu_ns": thread_cpu_ns(),

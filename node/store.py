@@ -574,26 +574,13 @@ class Store:
     def _write(self, work: Callable[[lmdb.Transaction], object]) -> None:
         """Run ``work`` in one write transaction, growing the map and retrying when full."""
         with self._write_lock:
-            while True:
-                try:
-                    with self._env.begin(write=True) as txn:
-                        work(txn)
-                    return
-                except lmdb.MapFullError:
-                    with self._lock:  # the write transaction is aborted; wait out the reads
-                        self._grow()
-                except lmdb.MapResizedError:
-                    with self._lock:
-                        self._env.set_mapsize(0)  # adopt the size another opener set
+            # The reads are waited out (``_lock``) before the map changes.
+            _write_growing(self._env, work, self._lock, self._grow)
 
     def _grow(self) -> None:
         while self._long_readers:  # a snapshot export's transaction must not see a remap
             self._long_readers_closed.wait()
-        current = int(self._env.info()["map_size"])
-        new = current * 2
-        if new > MAP_SIZE_MAX_BYTES:
-            raise StoreError(f"store at {self.path} would exceed {MAP_SIZE_MAX_BYTES} bytes")
-        self._env.set_mapsize(new)
+        current, new = _double_map(self._env, f"store at {self.path}")
         log.info("store_map_grown", extra={"from_bytes": current, "to_bytes": new})
 
     def statistics(self) -> dict[str, int]:
@@ -1371,23 +1358,48 @@ class _VoteRecordEnvironment:
 
     def _write(self, work: Callable[[lmdb.Transaction], object]) -> None:
         with self._lock:
-            while True:
-                try:
-                    with self._env.begin(write=True) as txn:
-                        work(txn)
-                    return
-                except lmdb.MapFullError:
-                    current = int(self._env.info()["map_size"])
-                    if current * 2 > MAP_SIZE_MAX_BYTES:
-                        raise StoreError(
-                            f"the vote record at {self.path} would exceed "
-                            f"{MAP_SIZE_MAX_BYTES} bytes"
-                        ) from None
-                    self._env.set_mapsize(current * 2)
+            _write_growing(
+                self._env,
+                work,
+                contextlib.nullcontext(),  # every operation already holds ``_lock``
+                lambda: _double_map(self._env, f"the vote record at {self.path}"),
+            )
 
     def close(self) -> None:
         with self._lock:
             self._env.close()
+
+
+def _write_growing(
+    env: lmdb.Environment,
+    work: Callable[[lmdb.Transaction], object],
+    remap_lock: AbstractContextManager[object],
+    grow: Callable[[], object],
+) -> None:
+    """Run ``work`` in one write transaction of ``env``; when the map is full, ``grow`` it and
+    run ``work`` again, and adopt a size another opener set. Both hold ``remap_lock``."""
+    while True:
+        try:
+            with env.begin(write=True) as txn:
+                work(txn)
+            return
+        except lmdb.MapFullError:
+            with remap_lock:  # the write transaction is aborted
+                grow()
+        except lmdb.MapResizedError:
+            with remap_lock:
+                env.set_mapsize(0)
+
+
+def _double_map(env: lmdb.Environment, what: str) -> tuple[int, int]:
+    """Double ``env``'s map size, up to ``MAP_SIZE_MAX_BYTES`` (``StoreError`` past it, naming
+    ``what``); returns the size before and after."""
+    current = int(env.info()["map_size"])
+    new = current * 2
+    if new > MAP_SIZE_MAX_BYTES:
+        raise StoreError(f"{what} would exceed {MAP_SIZE_MAX_BYTES} bytes")
+    env.set_mapsize(new)
+    return current, new
 
 
 def read_vote_record(path: Path) -> bytes | None:

@@ -237,7 +237,8 @@ def restore_backup(source: Path, home: Path, *, force: bool = False) -> BackupIn
                 f"the backup is of chain {info.chain_id!r} (genesis {info.genesis_hash.hex()}), "
                 f"{home} runs {genesis.chain_id!r} (genesis {genesis.hash.hex()})"
             )
-        _convert(staging / DATA_DIR, genesis)
+        vote_record = _vote_record(data) if existing.is_file() else None
+        _open_restored(staging / DATA_DIR, genesis, vote_record, info, validator)
         facts = _store_facts(staging / DATA_DIR)
         if facts != (
             info.chain_id,
@@ -247,8 +248,6 @@ def restore_backup(source: Path, home: Path, *, force: bool = False) -> BackupIn
             info.base_height,
         ):
             raise BackupError("the backup's store does not match its description")
-        vote_record = _vote_record(data) if existing.is_file() else None
-        _set_vote_record(staging / DATA_DIR, genesis, vote_record, info, validator)
         if data.exists():
             kept = home / f"{DATA_DIR}.before-restore-{int(time.time())}"
             os.replace(data, kept)
@@ -314,21 +313,12 @@ def _vote_record(data: Path) -> bytes | None:
         raise BackupError(str(error)) from None
 
 
-def _convert(data: Path, genesis: Genesis) -> None:
-    """Open the restored store once: a store of an earlier schema is converted, and the vote
-    record the archive carries moves to its own environment."""
-    try:
-        Store(data, chain_id=genesis.chain_id, genesis_hash=genesis.hash).close()
-    except StoreError as error:
-        raise BackupError(f"the backup's store does not open: {error}") from None
-
-
-def _set_vote_record(
+def _open_restored(
     data: Path, genesis: Genesis, record: bytes | None, info: BackupInfo, validator: bytes
 ) -> None:
-    """Keep the home's own (newer) vote record; never restore another validator's."""
-    if record is None and info.validator == validator:
-        return
+    """Open the restored store once: a store of an earlier schema is converted, and the vote
+    record the archive carries moves to its own environment; then keep the home's own (newer)
+    vote record, and never restore another validator's."""
     try:
         store = Store(data, chain_id=genesis.chain_id, genesis_hash=genesis.hash)
     except StoreError as error:
@@ -336,7 +326,7 @@ def _set_vote_record(
     with store:
         if record is not None:
             store.save_replica_state(record)
-        else:
+        elif info.validator != validator:
             store.clear_replica_state()
 
 
