@@ -181,6 +181,9 @@ class ConsensusConfig:
     block_interval_ms: int = 200
     create_empty_blocks: bool = True
     empty_block_interval_ms: int = 1000
+    # Apply a block this node did not validate itself (catching up) on the strength of its
+    # commit certificate, without checking its transactions' signatures again.
+    trust_certified_blocks: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -512,6 +515,13 @@ SCHEMA: Final[dict[str, tuple[Key, ...]]] = {
             _int(0, 3_600_000),
             "use 0..3600000",
             "with no transactions, propose at most this often",
+        ),
+        Key(
+            "trust_certified_blocks",
+            _bool,
+            "true or false",
+            "apply blocks caught up on by their commit certificate, without checking their"
+            " transactions' signatures again (faster catch-up; see docs/operators.md)",
         ),
     ),
     "mempool": (

@@ -40,7 +40,12 @@ chain tip), and starts, under one nursery:
   replica verifies before it emits ``Commit``; the node then joins consensus at the new tip.
   Meanwhile the node verifies the synced blocks' transaction signatures on worker threads
   ahead of their execution (``_prefetch_signatures``), so a block's execution on the loop,
-  the next blocks' signatures and the previous blocks' write use both cores;
+  the next blocks' signatures and the previous blocks' write use both cores. With
+  ``[consensus] trust_certified_blocks`` it does not: a block it commits without having
+  validated it is applied on the strength of its commit certificate (a quorum of 2f+1
+  includes at least f+1 honest validators, each of which checked every signature before it
+  voted), and its transactions' signatures are not checked again (``transactions_trusted``
+  in the status);
 * **snapshots** (``node.snapshots``): after every ``[statesync] snapshot_interval``-th
   height the state is exported on a worker thread from one long read transaction opened right
   after that height's commit, and peers' state sync requests are answered from the snapshots
@@ -453,6 +458,9 @@ class Node:
         # Transactions of synced blocks whose signatures were verified on worker threads
         # before their block executed (``transactions_verified_ahead`` in the status).
         self.transactions_verified_ahead = 0
+        # Transactions of blocks this node committed without validating them, applied on the
+        # strength of the block's commit certificate (``[consensus] trust_certified_blocks``).
+        self.transactions_trusted = 0
         self.state_synced_from: int | None = None
         self._last_view = (0, 0)
         self.ports: dict[str, int] = {}
@@ -746,7 +754,10 @@ class Node:
         height, and only behind a valid commit certificate: a peer cannot make the node verify
         transactions it would not have to apply anyway. Nothing is trusted here: the replica
         checks every block again, and a signature that fails is simply not cached, so
-        execution checks it again."""
+        execution checks it again. With ``[consensus] trust_certified_blocks`` there is
+        nothing to verify ahead: the commit applies the block on its certificate."""
+        if self.config.consensus.trust_certified_blocks:
+            return
         answer_by = self._probe_answer_by
         if answer_by is not None and trio.current_time() > answer_by:
             self._probe_answer_by = answer_by = None  # overdue
@@ -1270,9 +1281,10 @@ class Node:
             if verifying is not None:
                 await verifying.wait()
             with self.phases.measure("execute"):
-                result = self._execute_block(
-                    self._block_context(block), block, known=self._known_for(block)
-                )
+                known = self._known_for(block)
+                if self.config.consensus.trust_certified_blocks:
+                    self.transactions_trusted += _trust_certified(block, known, self.chain_id)
+                result = self._execute_block(self._block_context(block), block, known=known)
         while len(self._unwritten) >= _UNWRITTEN_BLOCKS_MAX:
             await self._blocks_written.wait()
         self._state.add(block.height, result.writes, result.tree)
@@ -2094,6 +2106,7 @@ class Node:
             "blocks_executed": self.blocks_executed,
             "tree_held": {"blocks": tree_blocks, "records": tree_records},
             "transactions_verified_ahead": self.transactions_verified_ahead,
+            "transactions_trusted": self.transactions_trusted,
             "transactions_per_second": round(self.metrics.rate(), 1),
             "cpu_ns": self.cpu_ns(statistics),
             "waits": {
@@ -2183,6 +2196,26 @@ def _behind_refused(transaction: Transaction, nonce: int, refusal: SubmitOutcome
         refusal.retry,
         refusal.retry_after_ms,
     )
+
+
+def _trust_certified(block: Block, known: dict[bytes, Transaction], chain_id: str) -> int:
+    """Add to ``known`` the transactions of ``block`` (a block the replica holds a commit
+    certificate for) that it lacks, decoded without checking their signatures; returns how
+    many. A quorum of 2f+1 commit signatures includes at least f+1 honest validators, and an
+    honest validator votes for a block only once every signature in it verified, so with at
+    most f faulty validators these signatures are valid. Bytes that do not decode are left
+    out: the host decodes them again and rejects them, as any node does."""
+    trusted = 0
+    for data, tx_hash in zip(block.transactions, block.transaction_hashes(), strict=True):
+        if tx_hash in known:
+            continue
+        try:
+            transaction = Transaction.decode(data, chain_id=chain_id, check_signature=False)
+        except TransactionError:
+            continue
+        known[tx_hash] = transaction
+        trusted += 1
+    return trusted
 
 
 def _verify_all(transactions: Sequence[Transaction]) -> tuple[list[bool], int]:

@@ -74,6 +74,10 @@ def test_sync_window_takes_the_restart_its_first_request_and_the_top_commit(
     assert document["loop_busy"] == 0.5
     # Memory not measured is null, not a made-up number.
     assert document["rss_peak_mb"] is None
+    # Signatures checked unless the run trusted certificates, and then how many were not.
+    assert (document["trust_certified_blocks"], document["transactions_trusted"]) == (False, 0)
+    trusting = replace(report, trust_certified=True, transactions_trusted=600).to_json()
+    assert (trusting["trust_certified_blocks"], trusting["transactions_trusted"]) == (True, 600)
     document = replace(
         report, rss_peak_mb=201.26, rss_anonymous_mb=99.94, rss_file_mb=80.0
     ).to_json()

@@ -10,7 +10,10 @@ restarted node's own log: its API answers late while it applies blocks, so waiti
 would count most of the sync as start-up. Every synced block is verified (its commit
 certificate's 2f+1 signatures and its chain links, by the replica) and applied (executed
 through the app host and committed to LMDB) before the next one counts: the figures are
-verified-and-applied blocks per second and the transactions per second inside them.
+verified-and-applied blocks per second and the transactions per second inside them. The
+syncing node checks every transaction's signature too, unless the run sets ``[consensus]
+trust_certified_blocks`` (``trust_certified``): it then applies each block on its
+certificate, and ``transactions_trusted`` says how many transactions it did not check.
 """
 
 from __future__ import annotations
@@ -50,9 +53,16 @@ _SYNC_POLL_S: Final = 1.0
 _REQUEST_EVENTS: Final = frozenset({"block_sync_probed", "block_sync_requested"})
 
 
-def catchup_config() -> NodeConfig:
-    """Short block intervals so the live validators build a backlog quickly."""
-    return NodeConfig().with_changes("consensus", block_interval_ms=20, empty_block_interval_ms=20)
+def catchup_config(*, trust_certified: bool = False) -> NodeConfig:
+    """Short block intervals so the live validators build a backlog quickly; with
+    ``trust_certified``, ``[consensus] trust_certified_blocks`` (it matters only to the node
+    that syncs: the others validate every block they vote for)."""
+    return NodeConfig().with_changes(
+        "consensus",
+        block_interval_ms=20,
+        empty_block_interval_ms=20,
+        trust_certified_blocks=trust_certified,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +90,10 @@ class CatchupReport:
     rss_peak_mb: float = math.nan
     rss_anonymous_mb: float = math.nan
     rss_file_mb: float = math.nan
+    # Whether the syncing node ran with ``[consensus] trust_certified_blocks``, and how many
+    # of the synced transactions it applied without checking their signatures.
+    trust_certified: bool = False
+    transactions_trusted: int = 0
 
     @property
     def blocks_per_s(self) -> float:
@@ -140,6 +154,8 @@ class CatchupReport:
             "rss_peak_mb": _mib(self.rss_peak_mb),
             "rss_anonymous_mb": _mib(self.rss_anonymous_mb),
             "rss_file_mb": _mib(self.rss_file_mb),
+            "trust_certified_blocks": self.trust_certified,
+            "transactions_trusted": self.transactions_trusted,
         }
 
 
@@ -162,6 +178,8 @@ def run_catchup(
     validators: int = 4,
     keep_directory: Path | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    *,
+    trust_certified: bool = False,
 ) -> CatchupReport:
     """Run the catch-up benchmark (see the module docstring); ``progress(phase, done, total)``
     is told how far each phase is (blocks of the backlog built, then synced)."""
@@ -178,7 +196,7 @@ def run_catchup(
         chain_id="suanpan-bench",
         apps=("membership", "payments"),
         app_state=accounts.app_state(),
-        config=catchup_config(),
+        config=catchup_config(trust_certified=trust_certified),
     )
     testnet = Testnet(info)
     lagging = validators - 1
@@ -243,7 +261,7 @@ def run_catchup(
             PHASE_TIMEOUT_S,
             poll_s=_SYNC_POLL_S,
         )
-        cpu_synced, loop_synced = _cpu_ns(testnet, lagging)
+        cpu_synced, loop_synced, trusted = _cpu_ns(testnet, lagging)
         process = testnet.processes[lagging]
         pid = process.pid if process is not None else -1
         rss_peak_mb = ProcessSampler.rss_peak_mb(pid)
@@ -263,6 +281,8 @@ def run_catchup(
             rss_peak_mb=rss_peak_mb,
             rss_anonymous_mb=rss_anonymous_mb,
             rss_file_mb=rss_file_mb,
+            trust_certified=trust_certified,
+            transactions_trusted=trusted,
         )
     finally:
         testnet.stop_all()
@@ -281,19 +301,24 @@ def without_start_up(cpu_ns: Mapping[str, int], start_up_ns: int) -> dict[str, i
     return document
 
 
-def _cpu_ns(testnet: Testnet, index: int) -> tuple[dict[str, int], int]:
-    """Node ``index``'s process CPU nanoseconds so far, in total and by phase, and its event
-    loop thread's (``/status``)."""
+def _cpu_ns(testnet: Testnet, index: int) -> tuple[dict[str, int], int, int]:
+    """Node ``index``'s process CPU nanoseconds so far, in total and by phase, its event loop
+    thread's, and the transactions it applied on their block's certificate (``/status``)."""
     with testnet.client(index, timeout_s=30.0) as client:
         status = client.status()
     document = status.get("cpu_ns")
     loop = status.get("loop_cpu_ns")
+    trusted = status.get("transactions_trusted")
     phases = (
         {str(phase): int(str(ns)) for phase, ns in document.items()}
         if isinstance(document, dict)
         else {}
     )
-    return phases, loop if isinstance(loop, int) else 0
+    return (
+        phases,
+        loop if isinstance(loop, int) else 0,
+        trusted if isinstance(trusted, int) else 0,
+    )
 
 
 def _no_progress(phase: str, done: int, total: int) -> None:

@@ -241,13 +241,23 @@ def scaling_command(counts: str, blocks: int, seed: int, as_json: bool) -> None:
 @click.option("--blocks", default=300, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--validators", "-n", default=4, show_default=True, type=click.IntRange(4, 16))
 @click.option("--keep", type=click.Path(path_type=Path), help="keep the testnet in this directory")
+@click.option(
+    "--trust-certified",
+    is_flag=True,
+    help="run the nodes with [consensus] trust_certified_blocks: the syncing node applies"
+    " each block on its commit certificate, without checking its transactions' signatures",
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def catchup_command(blocks: int, validators: int, keep: Path | None, as_json: bool) -> None:
+def catchup_command(
+    blocks: int, validators: int, keep: Path | None, trust_certified: bool, as_json: bool
+) -> None:
     """A validator restarted BLOCKS behind syncs them: verified and applied blocks/s."""
     from node.bench.catchup import run_catchup
 
     with progress_bar("catchup", quiet=as_json) as report_progress:
-        report = run_catchup(blocks, validators, keep, progress=report_progress)
+        report = run_catchup(
+            blocks, validators, keep, progress=report_progress, trust_certified=trust_certified
+        )
     document = report.to_json()
     if as_json:
         click.echo(json.dumps(document))
@@ -261,6 +271,11 @@ def catchup_command(blocks: int, validators: int, keep: Path | None, as_json: bo
         f" the syncing node used {document['cpu_us_per_tx']} CPU us per transaction"
         f" ({document['cores']} cores busy); its peak RSS {document['rss_peak_mb']} MiB"
     )
+    if trust_certified:
+        click.echo(
+            f"signatures: {document['transactions_trusted']} transactions applied on their"
+            " block's commit certificate, not checked again ([consensus] trust_certified_blocks)"
+        )
 
 
 @bench.command("merkle", short_help="Costs of the Merkle state commitment.")

@@ -1,0 +1,173 @@
+"""``[consensus] trust_certified_blocks``: what a node catching up checks of the blocks it
+applies. By default it checks every transaction's signature, so a block certified by a
+quorum that holds a forged transaction (possible only when 2f+1 validators collude) gets that
+transaction refused. With the option it applies the block on its certificate alone, and the
+forged transaction goes through: the trade-off the operators' guide describes, shown here with
+a lone validator (a quorum of one) certifying a block of its own making. The audit, which
+replays every block with every signature checked, tells the two stores apart."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import trio
+
+from consensus.crypto import PrivateKey, hash_bytes
+from consensus.messages import encode_block_response
+from consensus.replica import PeerMessage
+from consensus.types import Block, CommitCertificate, Phase, Vote
+from node import runtime
+from node.audit.audit import audit_home
+from node.config import parse_config
+from node.home import Home, load_home
+from node.jsonvalue import JsonType
+from node.testnet.loadgen import register_identity_transaction
+from node.testnet.testnet import create_testnet
+
+DEADLINE_S = 120.0
+TRANSACTIONS = 12
+# Long enough that a node never proposes a block of its own unless told to.
+NEVER_MS = 3_600_000
+
+Entries = list[tuple[Block, CommitCertificate]]
+
+
+def _configured(home: Home, *, block_ms: int, trust: bool = False) -> Home:
+    config = home.config.with_changes(
+        "consensus",
+        block_interval_ms=block_ms,
+        empty_block_interval_ms=NEVER_MS,
+        trust_certified_blocks=trust,
+    )
+    return replace(home, config=config)
+
+
+async def _chain_with_a_forged_block(
+    source_dir: Path, chain_id: str, key: PrivateKey
+) -> tuple[Entries, bytes]:
+    """The lone validator's chain of ``TRANSACTIONS`` registrations by ``key``, then one more
+    block that the validator's key certifies around a registration whose signature is
+    broken (the forged transaction, returned too)."""
+    home = load_home(source_dir)
+    with trio.fail_after(DEADLINE_S):
+        async with trio.open_nursery() as nursery:
+            source = await nursery.start(runtime.Node(_configured(home, block_ms=20)).run)
+            for nonce in range(TRANSACTIONS):
+                outcome = await source.submit(
+                    register_identity_transaction(key, chain_id, "bank0", nonce)
+                )
+                assert outcome.accepted, outcome
+            while source.mempool.known():
+                await source.wait_for_height(source.height() + 1, timeout_s=DEADLINE_S)
+            top = source.height()
+            entries = [stored for h in range(1, top + 1) if (stored := source._load_block(h))]
+            app_hash = source.host.app_hash
+            nursery.cancel_scope.cancel()
+    last = entries[-1][0]
+    signed = register_identity_transaction(key, chain_id, "bank0", TRANSACTIONS)
+    forged = signed[:-1] + bytes((signed[-1] ^ 0x01,))  # the signature is the last field
+    block = Block.build(
+        chain_id=chain_id,
+        height=last.height + 1,
+        view=last.header.view,
+        parent_hash=last.hash,
+        app_hash=app_hash,
+        next_validators_hash=last.header.next_validators_hash,
+        proposer=0,
+        timestamp_ms=last.header.timestamp_ms + 1000,
+        transactions=(forged,),
+    )
+    vote = Vote.create(
+        home.validator_key,
+        chain_id,
+        phase=Phase.COMMIT,
+        height=block.height,
+        view=block.header.view,
+        block_hash=block.hash,
+        validator=0,
+    )
+    return [*entries, (block, CommitCertificate.from_votes([vote]))], forged
+
+
+async def _sync(
+    home_dir: Path, entries: Entries, forged: bytes, *, trust: bool
+) -> tuple[dict[str, JsonType], dict[str, JsonType], bytes]:
+    """Start the node of ``home_dir``, hand it ``entries`` as the answer to its request for
+    blocks, and return, once it applied them all, the forged transaction's receipt, the
+    node's status and its app hash."""
+    home = _configured(load_home(home_dir), block_ms=NEVER_MS, trust=trust)
+    top = entries[-1][0].height
+    with trio.fail_after(DEADLINE_S):
+        async with trio.open_nursery() as nursery:
+            node = await nursery.start(runtime.Node(home).run)
+            data = encode_block_response(entries, bytes_max=node.network.limits.message_bytes_max)
+            node._blocks_asked_to = top  # as after the replica's request for every block
+            node._prefetch_signatures(data)
+            await node._inputs_send.send(PeerMessage(data, 0))
+            await node.wait_for_height(top, timeout_s=DEADLINE_S)
+            document = node.transaction(hash_bytes(forged))
+            assert document is not None
+            receipt = document["receipt"]
+            assert isinstance(receipt, dict)
+            status = node.status()
+            app_hash = node.host.app_hash
+            nursery.cancel_scope.cancel()
+    return receipt, status, app_hash
+
+
+async def test_a_forged_transaction_in_a_certified_block_is_refused_unless_trusted(
+    tmp_path: Path,
+) -> None:
+    info = create_testnet(tmp_path / "net", 1, chain_id="trust-certified", observers=1)
+    observer_dir = Path(info.homes[1])
+    # Two copies of the observer before it ever started: one syncs as configured by default,
+    # one with the option.
+    checking_dir = tmp_path / "checking"
+    trusting_dir = tmp_path / "trusting"
+    shutil.copytree(observer_dir, checking_dir)
+    shutil.copytree(observer_dir, trusting_dir)
+    entries, forged = await _chain_with_a_forged_block(
+        Path(info.homes[0]), info.chain_id, info.client_key(0)
+    )
+    synced = sum(len(block.transactions) for block, _ in entries)
+    assert synced == TRANSACTIONS + 1
+
+    receipt, status, checked_hash = await _sync(checking_dir, entries, forged, trust=False)
+    # Every signature was checked (ahead of the blocks, on worker threads): the forged one
+    # failed, so the transaction was refused when its block executed.
+    assert (receipt["status"], receipt["code"]) == ("rejected", "invalid_transaction")
+    assert "signature" in str(receipt["message"])
+    assert status["transactions_trusted"] == 0
+    assert status["transactions_verified_ahead"] == TRANSACTIONS
+
+    receipt, status, trusted_hash = await _sync(trusting_dir, entries, forged, trust=True)
+    # Applied on the certificate: no signature was checked, and the forgery registered its
+    # customer like a signed transaction.
+    assert receipt["status"] == "ok", receipt
+    assert status["transactions_trusted"] == synced
+    assert status["transactions_verified_ahead"] == 0
+    assert trusted_hash != checked_hash
+
+    # The audit replays each block with its signatures checked: the checking node's store is
+    # what it claims to be; the trusting node's holds a receipt the replay does not give.
+    assert audit_home(checking_dir).ok
+    failure = audit_home(trusting_dir).failure
+    assert failure is not None
+    assert (failure.height, failure.item) == (entries[-1][0].height, "receipt")
+
+
+def test_the_option_is_a_boolean_and_off_by_default() -> None:
+    config, problems = parse_config(b"[consensus]\ntrust_certified_blocks = true\n")
+    assert not problems
+    assert config is not None
+    assert config.consensus.trust_certified_blocks is True
+    config, problems = parse_config(b"")
+    assert not problems
+    assert config is not None
+    assert config.consensus.trust_certified_blocks is False
+    config, problems = parse_config(b'[consensus]\ntrust_certified_blocks = "yes"\n')
+    assert config is None
+    assert [problem.key for problem in problems] == ["[consensus] trust_certified_blocks"]
+    assert "'yes' is not true or false" in str(problems[0])
