@@ -62,13 +62,18 @@ def test_gossip_refused_for_a_passing_reason_is_forgotten_judged_gossip_is_not()
     assert runtime.passing_refusals(raw, outcomes) == raw[1:5]
 
 
+@pytest.mark.parametrize("trust", [False, True], ids=["checked", "trusted"])
 async def test_a_node_starting_behind_asks_its_first_peer_for_the_blocks_after_its_own(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, trust: bool
 ) -> None:
     """With an hour between empty blocks an idle chain says little (here the validator's view
     timer, every 2 s), so a node that starts behind would learn it is behind only from that:
-    at start it asks the first peer that connects for the blocks after its own."""
-    config = NodeConfig().with_changes("consensus", empty_block_interval_ms=3_600_000)
+    at start it asks the first peer that connects for the blocks after its own. It checks the
+    synced transactions' signatures ahead of their blocks, or with ``[consensus]
+    trust_certified_blocks`` applies the blocks on their certificates, to the same state."""
+    config = NodeConfig().with_changes(
+        "consensus", empty_block_interval_ms=3_600_000, trust_certified_blocks=trust
+    )
     info = create_testnet(tmp_path / "net", 1, chain_id="probe-net", observers=1, config=config)
     key = info.client_key(0)
     caplog.set_level(logging.INFO, logger="suanpan.node")
@@ -100,10 +105,12 @@ async def test_a_node_starting_behind_asks_its_first_peer_for_the_blocks_after_i
             # also asked the observer, its first peer, for those after its own: nothing came.
             validator_key = validator.home.node_key.public_key.hex()[:16]
             assert (1, 64, validator_key) in probes
+            assert observer.host.app_hash == validator.host.app_hash
             # The answer's transactions were verified on worker threads before their blocks
-            # executed, as for a request the replica makes.
+            # executed, as for a request the replica makes; or, trusted, not checked at all.
             status = observer.status()
-            assert status["transactions_verified_ahead"] == 2
+            assert status["transactions_verified_ahead"] == (0 if trust else 2)
+            assert status["transactions_trusted"] == (2 if trust else 0)
             # The tree records of the blocks since the tree was last written are held.
             held = status["tree_held"]
             assert isinstance(held, dict)
