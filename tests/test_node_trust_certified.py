@@ -28,6 +28,8 @@ from node.testnet.testnet import create_testnet
 
 DEADLINE_S = 120.0
 TRANSACTIONS = 12
+# Bytes that are no transaction at all: no node can decode them, trusted or not.
+GARBAGE = b"\x93not a transaction"
 # Long enough that a node never proposes a block of its own unless told to.
 NEVER_MS = 3_600_000
 
@@ -49,7 +51,7 @@ async def _chain_with_a_forged_block(
 ) -> tuple[Entries, bytes]:
     """The lone validator's chain of ``TRANSACTIONS`` registrations by ``key``, then one more
     block that the validator's key certifies around a registration whose signature is
-    broken (the forged transaction, returned too)."""
+    broken (the forged transaction, returned too) and ``GARBAGE``."""
     home = load_home(source_dir)
     with trio.fail_after(DEADLINE_S):
         async with trio.open_nursery() as nursery:
@@ -77,7 +79,7 @@ async def _chain_with_a_forged_block(
         next_validators_hash=last.header.next_validators_hash,
         proposer=0,
         timestamp_ms=last.header.timestamp_ms + 1000,
-        transactions=(forged,),
+        transactions=(forged, GARBAGE),
     )
     vote = Vote.create(
         home.validator_key,
@@ -96,7 +98,7 @@ async def _sync(
 ) -> tuple[dict[str, JsonType], dict[str, JsonType], bytes]:
     """Start the node of ``home_dir``, hand it ``entries`` as the answer to its request for
     blocks, and return, once it applied them all, the forged transaction's receipt, the
-    node's status and its app hash."""
+    node's status and its app hash. ``GARBAGE`` is refused either way."""
     home = _configured(load_home(home_dir), block_ms=NEVER_MS, trust=trust)
     top = entries[-1][0].height
     with trio.fail_after(DEADLINE_S):
@@ -111,6 +113,11 @@ async def _sync(
             assert document is not None
             receipt = document["receipt"]
             assert isinstance(receipt, dict)
+            garbage = node.transaction(hash_bytes(GARBAGE))
+            assert garbage is not None
+            refused = garbage["receipt"]
+            assert isinstance(refused, dict)
+            assert (refused["status"], refused["code"]) == ("rejected", "invalid_transaction")
             status = node.status()
             app_hash = node.host.app_hash
             nursery.cancel_scope.cancel()
@@ -132,7 +139,7 @@ async def test_a_forged_transaction_in_a_certified_block_is_refused_unless_trust
         Path(info.homes[0]), info.chain_id, info.client_key(0)
     )
     synced = sum(len(block.transactions) for block, _ in entries)
-    assert synced == TRANSACTIONS + 1
+    assert synced == TRANSACTIONS + 2
 
     receipt, status, checked_hash = await _sync(checking_dir, entries, forged, trust=False)
     # Every signature was checked (ahead of the blocks, on worker threads): the forged one
@@ -144,9 +151,9 @@ async def test_a_forged_transaction_in_a_certified_block_is_refused_unless_trust
 
     receipt, status, trusted_hash = await _sync(trusting_dir, entries, forged, trust=True)
     # Applied on the certificate: no signature was checked, and the forgery registered its
-    # customer like a signed transaction.
+    # customer like a signed transaction. The garbage was not trusted: it does not decode.
     assert receipt["status"] == "ok", receipt
-    assert status["transactions_trusted"] == synced
+    assert status["transactions_trusted"] == synced - 1
     assert status["transactions_verified_ahead"] == 0
     assert trusted_hash != checked_hash
 
