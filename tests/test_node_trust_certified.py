@@ -3,8 +3,10 @@ applies. By default it checks every transaction's signature, so a block certifie
 quorum that holds a forged transaction (possible only when 2f+1 validators collude) gets that
 transaction refused. With the option it applies the block on its certificate alone, and the
 forged transaction goes through: the trade-off the operators' guide describes, shown here with
-a lone validator (a quorum of one) certifying a block of its own making. The audit, which
-replays every block with every signature checked, tells the two stores apart."""
+a lone validator (a quorum of one) certifying a block of its own making. The checking node
+then cannot take the colluders' next block (its state is not the one that block extends), and
+the audit, which replays every block with every signature checked, tells the two stores
+apart."""
 
 from __future__ import annotations
 
@@ -46,6 +48,35 @@ def _configured(home: Home, *, block_ms: int, trust: bool = False) -> Home:
     return replace(home, config=config)
 
 
+def _certified(key: PrivateKey, block: Block) -> tuple[Block, CommitCertificate]:
+    """``block`` with the lone validator's commit certificate (``key`` signs as validator 0)."""
+    vote = Vote.create(
+        key,
+        block.header.chain_id,
+        phase=Phase.COMMIT,
+        height=block.height,
+        view=block.header.view,
+        block_hash=block.hash,
+        validator=0,
+    )
+    return block, CommitCertificate.from_votes([vote])
+
+
+def _next_block(previous: Block, app_hash: bytes) -> Block:
+    """An empty block after ``previous`` that claims ``app_hash`` for the state before it."""
+    return Block.build(
+        chain_id=previous.header.chain_id,
+        height=previous.height + 1,
+        view=previous.header.view,
+        parent_hash=previous.hash,
+        app_hash=app_hash,
+        next_validators_hash=previous.header.next_validators_hash,
+        proposer=0,
+        timestamp_ms=previous.header.timestamp_ms + 1000,
+        transactions=(),
+    )
+
+
 async def _chain_with_a_forged_block(
     source_dir: Path, chain_id: str, key: PrivateKey
 ) -> tuple[Entries, bytes]:
@@ -81,16 +112,7 @@ async def _chain_with_a_forged_block(
         timestamp_ms=last.header.timestamp_ms + 1000,
         transactions=(forged, GARBAGE),
     )
-    vote = Vote.create(
-        home.validator_key,
-        chain_id,
-        phase=Phase.COMMIT,
-        height=block.height,
-        view=block.header.view,
-        block_hash=block.hash,
-        validator=0,
-    )
-    return [*entries, (block, CommitCertificate.from_votes([vote]))], forged
+    return [*entries, _certified(home.validator_key, block)], forged
 
 
 async def _sync(
@@ -122,6 +144,34 @@ async def _sync(
             app_hash = node.host.app_hash
             nursery.cancel_scope.cancel()
     return receipt, status, app_hash
+
+
+async def _offer_next(
+    home_dir: Path, entry: tuple[Block, CommitCertificate], *, trust: bool
+) -> tuple[int, float]:
+    """Start the node of ``home_dir`` again, hand it ``entry`` (the block after its height),
+    and return its height and the state divergences its replica dropped once the block was
+    either applied or dropped."""
+    home = _configured(load_home(home_dir), block_ms=NEVER_MS, trust=trust)
+    block = entry[0]
+    with trio.fail_after(DEADLINE_S):
+        async with trio.open_nursery() as nursery:
+            node = await nursery.start(runtime.Node(home).run)
+            assert node.host.height == block.height - 1
+            data = encode_block_response([entry], bytes_max=node.network.limits.message_bytes_max)
+            await node._inputs_send.send(PeerMessage(data, 0))
+
+            def diverged() -> float:
+                value = node.metrics.registry.get_sample_value(
+                    "suanpan_dropped_consensus_messages_total", {"reason": "state_diverged"}
+                )
+                return value or 0.0
+
+            while node.host.height < block.height and not diverged():
+                await trio.lowlevel.checkpoint()
+            height, dropped = node.host.height, diverged()
+            nursery.cancel_scope.cancel()
+    return height, dropped
 
 
 async def test_a_forged_transaction_in_a_certified_block_is_refused_unless_trusted(
@@ -157,12 +207,21 @@ async def test_a_forged_transaction_in_a_certified_block_is_refused_unless_trust
     assert status["transactions_verified_ahead"] == 0
     assert trusted_hash != checked_hash
 
+    # The colluders go on from the state with the forgery in it: the trusting node takes their
+    # next block, the checking node's state is not the one it claims to extend.
+    top = entries[-1][0].height
+    following = _certified(
+        load_home(Path(info.homes[0])).validator_key, _next_block(entries[-1][0], trusted_hash)
+    )
+    assert await _offer_next(trusting_dir, following, trust=True) == (top + 1, 0.0)
+    assert await _offer_next(checking_dir, following, trust=False) == (top, 1.0)
+
     # The audit replays each block with its signatures checked: the checking node's store is
     # what it claims to be; the trusting node's holds a receipt the replay does not give.
     assert audit_home(checking_dir).ok
     failure = audit_home(trusting_dir).failure
     assert failure is not None
-    assert (failure.height, failure.item) == (entries[-1][0].height, "receipt")
+    assert (failure.height, failure.item) == (top, "receipt")
 
 
 def test_the_option_is_a_boolean_and_off_by_default() -> None:
