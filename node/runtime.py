@@ -1970,6 +1970,17 @@ class Node:
                 "wait",
             ),
             RunningTotal(
+                "suanpan_synced_transactions",
+                "Transactions of blocks committed without this node's own validation: their "
+                "signatures verified ahead of the block, or trusted on the block's commit "
+                "certificate ([consensus] trust_certified_blocks)",
+                {
+                    "verified_ahead": self.transactions_verified_ahead,
+                    "trusted": self.transactions_trusted,
+                },
+                "signatures",
+            ),
+            RunningTotal(
                 "suanpan_consensus_wait_seconds",
                 "Wall time the consensus driver waited, by what it waited for (the block "
                 "writer before a proposal, a validation or a send; a vote's own write)",

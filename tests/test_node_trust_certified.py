@@ -141,6 +141,12 @@ async def _sync(
             assert isinstance(refused, dict)
             assert (refused["status"], refused["code"]) == ("rejected", "invalid_transaction")
             status = node.status()
+            # The same counts for Prometheus.
+            for signatures in ("trusted", "verified_ahead"):
+                exported = node.metrics.registry.get_sample_value(
+                    "suanpan_synced_transactions_total", {"signatures": signatures}
+                )
+                assert exported == status[f"transactions_{signatures}"]
             app_hash = node.host.app_hash
             nursery.cancel_scope.cancel()
     return receipt, status, app_hash
