@@ -244,6 +244,14 @@ def test_a_bad_scenario_file_names_every_problem(tmp_path: Path) -> None:
     ):
         assert expected in text, text
     assert parse_scenario('duration_s = 5\nworkload = "demo"').workload == "demo"
+    trusting = parse_scenario("duration_s = 5\ntrust_certified_blocks = true")
+    assert trusting.trust_certified_blocks is True
+    assert trusting.to_json()["trust_certified_blocks"] is True
+    assert parse_scenario("duration_s = 5").trust_certified_blocks is False
+    assert trusting.with_overrides(trust_certified_blocks=False).trust_certified_blocks is False
+    assert trusting.with_overrides().trust_certified_blocks is True
+    with pytest.raises(ScenarioError, match="trust_certified_blocks must be true or false"):
+        parse_scenario('duration_s = 5\ntrust_certified_blocks = "yes"')
     for bad in (
         "validators = [",
         "duration_s = 'long'",

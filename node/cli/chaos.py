@@ -58,6 +58,12 @@ __all__ = ["chaos_command"]
     " links can be cut, cut one way and flapped (root only; random schedules then draw link"
     " faults too).",
 )
+@click.option(
+    "--trust-certified",
+    is_flag=True,
+    help="Run every node with [consensus] trust_certified_blocks: a node catching up after a"
+    " fault applies blocks on their commit certificates (default: the scenario's, else off).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 def chaos_command(
     scenario_name: str | None,
@@ -68,6 +74,7 @@ def chaos_command(
     seed: int | None,
     directory: Path | None,
     netns: bool,
+    trust_certified: bool,
     as_json: bool,
 ) -> None:
     """Run a testnet under load, kill/pause/restart/disconnect nodes on a schedule (with
@@ -82,7 +89,11 @@ def chaos_command(
     try:
         if scenario_name is not None:
             scenario = load_scenario(scenario_name).with_overrides(
-                validators=validators, duration_s=duration, load_tps=load_tps, workload=workload
+                validators=validators,
+                duration_s=duration,
+                load_tps=load_tps,
+                workload=workload,
+                trust_certified_blocks=True if trust_certified else None,
             )
         else:
             if seed is None:
@@ -94,7 +105,7 @@ def chaos_command(
                 load_tps=100.0 if load_tps is None else load_tps,
                 workload="membership" if workload is None else workload,
                 links=netns,
-            )
+            ).with_overrides(trust_certified_blocks=trust_certified)
     except ScenarioError as error:
         raise click.ClickException(str(error)) from None
     problems = scenario.problems()
@@ -183,6 +194,14 @@ def _print_report(console: Console, report: ChaosReport) -> None:
         f"transactions: {report.acknowledged} acknowledged as committed during the run,"
         f" {document['transactions']['committed']} on chain; load {report.load}"  # type: ignore[index,call-overload]
     )
+    if report.scenario.trust_certified_blocks:
+        trusted = ", ".join(
+            f"node{node.index} {node.transactions_trusted}" for node in report.nodes
+        )
+        console.print(
+            f"applied on commit certificates, signatures not checked (trust_certified_blocks):"
+            f" {trusted}"
+        )
     byzantine = document["byzantine"]
     for entry in byzantine if isinstance(byzantine, list) else []:
         console.print(f"byzantine: {json.dumps(entry)}")

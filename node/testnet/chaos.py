@@ -243,6 +243,11 @@ class ChaosReport:
             "evidence": {
                 f"node{node.index}": len(node.evidence) for node in self.nodes if node.reachable
             },
+            "transactions_trusted": {
+                f"node{node.index}": node.transactions_trusted
+                for node in self.nodes
+                if node.reachable
+            },
             "exit_codes": list(self.exit_codes),
             "audit": dict(self.audits),
             "netns": self.netns,
@@ -836,7 +841,9 @@ class _Run:
         watcher = self.watchers[index]
         try:
             with Client(self.info.api_addresses[index], timeout_s=_CLIENT_TIMEOUT_S) as client:
-                height = _int(client.status().get("height"))
+                status = client.status()
+                height = _int(status.get("height"))
+                trusted = _int(status.get("transactions_trusted", 0))
                 blocks: dict[int, BlockRecord] = {}
                 start = 1
                 while start <= height:
@@ -855,7 +862,16 @@ class _Run:
         except (ApiError, ValueError) as error:
             self.say(f"cannot read node{index}: {error}")
             return NodeObservation(index, honest, False, 0, served_during_run=dict(watcher.served))
-        return NodeObservation(index, honest, True, height, blocks, dict(watcher.served), evidence)
+        return NodeObservation(
+            index,
+            honest,
+            True,
+            height,
+            blocks,
+            dict(watcher.served),
+            evidence,
+            transactions_trusted=trusted,
+        )
 
     def injections(self) -> list[InjectionRecord]:
         records = []
@@ -965,7 +981,11 @@ def _run_chaos(
     progress: Callable[[str], None],
     began: float,
 ) -> ChaosReport:
-    base = NodeConfig().with_changes("testnet", fault_hooks=True)
+    base = (
+        NodeConfig()
+        .with_changes("testnet", fault_hooks=True)
+        .with_changes("consensus", trust_certified_blocks=scenario.trust_certified_blocks)
+    )
     info = create_testnet(
         directory,
         scenario.validators,

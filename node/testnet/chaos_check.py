@@ -112,6 +112,9 @@ class NodeObservation:
     blocks: Mapping[int, BlockRecord] = field(default_factory=dict)
     served_during_run: Mapping[int, str] = field(default_factory=dict)
     evidence: tuple[EvidenceRecord, ...] = ()
+    # Transactions it applied on their block's commit certificate without checking their
+    # signatures (``transactions_trusted`` in its status: ``trust_certified_blocks``).
+    transactions_trusted: int = 0
 
 
 @dataclass(frozen=True, slots=True)

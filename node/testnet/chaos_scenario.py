@@ -8,6 +8,7 @@ A scenario file (see ``node/testnet/scenarios/*.toml`` for shipped examples)::
     load_tps = 50                # load generator target (0 = no load)
     workload = "membership"      # membership (one app) | demo (all four apps, demo consortium)
     convergence_timeout_s = 120  # after the faults, how long the nodes get to agree
+    trust_certified_blocks = false  # every node's [consensus] trust_certified_blocks
 
     [[perturbation]]
     at_s = 4                     # seconds after the load starts
@@ -225,6 +226,9 @@ class Scenario:
     convergence_timeout_s: float = 120.0
     seed: int | None = None
     workload: str = "membership"
+    # Every node's ``[consensus] trust_certified_blocks``: a node catching up after a fault
+    # applies blocks on their commit certificates.
+    trust_certified_blocks: bool = False
 
     @property
     def needs_netns(self) -> bool:
@@ -353,6 +357,7 @@ class Scenario:
         duration_s: float | None = None,
         load_tps: float | None = None,
         workload: str | None = None,
+        trust_certified_blocks: bool | None = None,
     ) -> Scenario:
         """A copy with command-line overrides applied (validated again by the caller)."""
         return replace(
@@ -361,6 +366,11 @@ class Scenario:
             duration_s=self.duration_s if duration_s is None else duration_s,
             load_tps=self.load_tps if load_tps is None else load_tps,
             workload=self.workload if workload is None else workload,
+            trust_certified_blocks=(
+                self.trust_certified_blocks
+                if trust_certified_blocks is None
+                else trust_certified_blocks
+            ),
         )
 
     def to_json(self) -> dict[str, JsonType]:
@@ -371,6 +381,7 @@ class Scenario:
             "duration_s": self.duration_s,
             "load_tps": self.load_tps,
             "workload": self.workload,
+            "trust_certified_blocks": self.trust_certified_blocks,
             "convergence_timeout_s": self.convergence_timeout_s,
             "seed": self.seed,
             "perturbations": [item.to_json() for item in self.perturbations],
@@ -429,6 +440,7 @@ def parse_scenario(text: str, source: str = "scenario") -> Scenario:
             "load_tps",
             "workload",
             "convergence_timeout_s",
+            "trust_certified_blocks",
             "perturbation",
             "byzantine",
         },
@@ -439,6 +451,10 @@ def parse_scenario(text: str, source: str = "scenario") -> Scenario:
     if not isinstance(workload, str):
         problems.append("workload must be a string")
         workload = ""
+    trust = document.get("trust_certified_blocks", False)
+    if not isinstance(trust, bool):
+        problems.append("trust_certified_blocks must be true or false")
+        trust = False
     name = document.get("name", Path(source).stem)
     if not isinstance(name, str):
         problems.append("name must be a string")
@@ -498,6 +514,7 @@ def parse_scenario(text: str, source: str = "scenario") -> Scenario:
         byzantine=tuple(byzantine),
         convergence_timeout_s=_number(document, "convergence_timeout_s", 120, problems),
         workload=workload,
+        trust_certified_blocks=trust,
     )
     if not problems:
         problems = scenario.problems()
