@@ -1964,12 +1964,6 @@ class Node:
                 {"": statistics.inbound_rejected},
             ),
             RunningTotal(
-                "suanpan_consensus_waits",
-                "Waits of the consensus driver, by what it waited for",
-                dict(self.waits.counts),
-                "wait",
-            ),
-            RunningTotal(
                 "suanpan_synced_transactions",
                 "Transactions of blocks committed without this node's own validation: their "
                 "signatures verified ahead of the block, or trusted on the block's commit "
@@ -1979,6 +1973,12 @@ class Node:
                     "trusted": self.transactions_trusted,
                 },
                 "signatures",
+            ),
+            RunningTotal(
+                "suanpan_consensus_waits",
+                "Waits of the consensus driver, by what it waited for",
+                dict(self.waits.counts),
+                "wait",
             ),
             RunningTotal(
                 "suanpan_consensus_wait_seconds",

@@ -21,8 +21,8 @@ from consensus.replica import PeerMessage, Tick
 from consensus.types import Block, CommitCertificate
 from node import runtime
 from node.home import Home, load_home
-from node.testnet.loadgen import register_identity_transaction
 from node.testnet.testnet import create_testnet
+from tests.node_fixtures import registrations_chain
 
 DEADLINE_S = 120.0
 # Blocks in the synced batch (below the replica's ``sync_blocks_max`` of 64).
@@ -109,21 +109,10 @@ async def test_synced_transactions_are_verified_ahead_and_applied_alike(
     entries: list[tuple[Block, CommitCertificate]] = []
     with trio.fail_after(DEADLINE_S):
         source_home = _with_intervals(load_home(source_dir), block_ms=20, empty_ms=NEVER_MS)
-        async with trio.open_nursery() as nursery:
-            source = await nursery.start(runtime.Node(source_home).run)
-            for nonce in range(20):
-                outcome = await source.submit(
-                    register_identity_transaction(key, info.chain_id, "bank0", nonce)
-                )
-                assert outcome.accepted, outcome
-                if nonce % 5 == 4:
-                    await source.wait_for_height(source.height() + 1, timeout_s=DEADLINE_S)
-            while source.mempool.known():
-                await source.wait_for_height(source.height() + 1, timeout_s=DEADLINE_S)
-            top = source.height()
-            entries = [stored for h in range(1, top + 1) if (stored := source._load_block(h))]
-            app_hash = source.host.app_hash
-            nursery.cancel_scope.cancel()
+        entries, app_hash = await registrations_chain(
+            source_home, key, 20, deadline_s=DEADLINE_S, block_every=5
+        )
+        top = entries[-1][0].height
         assert sum(len(block.transactions) for block, _ in entries) == 20
 
         fresh_home = _with_intervals(load_home(fresh_dir), block_ms=NEVER_MS, empty_ms=NEVER_MS)

@@ -27,6 +27,7 @@ from node.home import Home, load_home
 from node.jsonvalue import JsonType
 from node.testnet.loadgen import register_identity_transaction
 from node.testnet.testnet import create_testnet
+from tests.node_fixtures import registrations_chain
 
 DEADLINE_S = 120.0
 TRANSACTIONS = 12
@@ -62,8 +63,9 @@ def _certified(key: PrivateKey, block: Block) -> tuple[Block, CommitCertificate]
     return block, CommitCertificate.from_votes([vote])
 
 
-def _next_block(previous: Block, app_hash: bytes) -> Block:
-    """An empty block after ``previous`` that claims ``app_hash`` for the state before it."""
+def _next_block(previous: Block, app_hash: bytes, transactions: tuple[bytes, ...] = ()) -> Block:
+    """A block of ``transactions`` after ``previous`` that claims ``app_hash`` for the state
+    before it."""
     return Block.build(
         chain_id=previous.header.chain_id,
         height=previous.height + 1,
@@ -73,7 +75,7 @@ def _next_block(previous: Block, app_hash: bytes) -> Block:
         next_validators_hash=previous.header.next_validators_hash,
         proposer=0,
         timestamp_ms=previous.header.timestamp_ms + 1000,
-        transactions=(),
+        transactions=transactions,
     )
 
 
@@ -85,33 +87,12 @@ async def _chain_with_a_forged_block(
     broken (the forged transaction, returned too) and ``GARBAGE``."""
     home = load_home(source_dir)
     with trio.fail_after(DEADLINE_S):
-        async with trio.open_nursery() as nursery:
-            source = await nursery.start(runtime.Node(_configured(home, block_ms=20)).run)
-            for nonce in range(TRANSACTIONS):
-                outcome = await source.submit(
-                    register_identity_transaction(key, chain_id, "bank0", nonce)
-                )
-                assert outcome.accepted, outcome
-            while source.mempool.known():
-                await source.wait_for_height(source.height() + 1, timeout_s=DEADLINE_S)
-            top = source.height()
-            entries = [stored for h in range(1, top + 1) if (stored := source._load_block(h))]
-            app_hash = source.host.app_hash
-            nursery.cancel_scope.cancel()
-    last = entries[-1][0]
+        entries, app_hash = await registrations_chain(
+            _configured(home, block_ms=20), key, TRANSACTIONS, deadline_s=DEADLINE_S
+        )
     signed = register_identity_transaction(key, chain_id, "bank0", TRANSACTIONS)
     forged = signed[:-1] + bytes((signed[-1] ^ 0x01,))  # the signature is the last field
-    block = Block.build(
-        chain_id=chain_id,
-        height=last.height + 1,
-        view=last.header.view,
-        parent_hash=last.hash,
-        app_hash=app_hash,
-        next_validators_hash=last.header.next_validators_hash,
-        proposer=0,
-        timestamp_ms=last.header.timestamp_ms + 1000,
-        transactions=(forged, GARBAGE),
-    )
+    block = _next_block(entries[-1][0], app_hash, (forged, GARBAGE))
     return [*entries, _certified(home.validator_key, block)], forged
 
 

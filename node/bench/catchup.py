@@ -261,7 +261,7 @@ def run_catchup(
             PHASE_TIMEOUT_S,
             poll_s=_SYNC_POLL_S,
         )
-        cpu_synced, loop_synced, trusted = _cpu_ns(testnet, lagging)
+        cpu_synced, loop_synced, trusted = _status_figures(testnet, lagging)
         process = testnet.processes[lagging]
         pid = process.pid if process is not None else -1
         rss_peak_mb = ProcessSampler.rss_peak_mb(pid)
@@ -301,7 +301,7 @@ def without_start_up(cpu_ns: Mapping[str, int], start_up_ns: int) -> dict[str, i
     return document
 
 
-def _cpu_ns(testnet: Testnet, index: int) -> tuple[dict[str, int], int, int]:
+def _status_figures(testnet: Testnet, index: int) -> tuple[dict[str, int], int, int]:
     """Node ``index``'s process CPU nanoseconds so far, in total and by phase, its event loop
     thread's, and the transactions it applied on their block's certificate (``/status``)."""
     with testnet.client(index, timeout_s=30.0) as client:

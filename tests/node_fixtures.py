@@ -1,0 +1,45 @@
+"""A lone validator's chain, run for real, whose certified blocks tests hand to another node
+(block sync without the network)."""
+
+from __future__ import annotations
+
+import trio
+
+from consensus.crypto import PrivateKey
+from consensus.types import Block, CommitCertificate
+from node import runtime
+from node.home import Home
+from node.testnet.loadgen import register_identity_transaction
+
+__all__ = ["registrations_chain"]
+
+
+async def registrations_chain(
+    home: Home,
+    key: PrivateKey,
+    count: int,
+    *,
+    deadline_s: float,
+    block_every: int | None = None,
+) -> tuple[list[tuple[Block, CommitCertificate]], bytes]:
+    """Run the lone validator of ``home`` until ``count`` identity registrations signed by
+    ``key`` (nonces 0..count-1, for ``bank0``) are committed; with ``block_every``, wait for a
+    new block after every that many, so they spread over several blocks. Returns every
+    committed block with its certificate, and the app hash after the last."""
+    async with trio.open_nursery() as nursery:
+        source = await nursery.start(runtime.Node(home).run)
+        chain_id = home.genesis.chain_id
+        for nonce in range(count):
+            outcome = await source.submit(
+                register_identity_transaction(key, chain_id, "bank0", nonce)
+            )
+            assert outcome.accepted, outcome
+            if block_every is not None and nonce % block_every == block_every - 1:
+                await source.wait_for_height(source.height() + 1, timeout_s=deadline_s)
+        while source.mempool.known():
+            await source.wait_for_height(source.height() + 1, timeout_s=deadline_s)
+        top = source.height()
+        entries = [stored for h in range(1, top + 1) if (stored := source._load_block(h))]
+        app_hash = source.host.app_hash
+        nursery.cancel_scope.cancel()
+    return entries, app_hash
