@@ -1724,7 +1724,15 @@ class UnwrittenStateBackend:
     The store must have no other writer while this view is in use (the node opens a new one
     after a state sync)."""
 
-    __slots__ = ("_blocks", "_cache_entries_max", "_committed", "_tree_cache", "_value_cache")
+    __slots__ = (
+        "_blocks",
+        "_cache_entries_max",
+        "_committed",
+        "_tree_cache",
+        "_tree_newest",
+        "_value_cache",
+        "_value_newest",
+    )
 
     def __init__(
         self, committed: LmdbStateBackend, *, cache_entries_max: int = READ_CACHE_ENTRIES_MAX
@@ -1734,6 +1742,10 @@ class UnwrittenStateBackend:
         self._cache_entries_max = cache_entries_max
         self._value_cache: dict[bytes, bytes | None] = {}
         self._tree_cache: dict[bytes, bytes | None] = {}
+        # For each key an unwritten block wrote, the newest such block's writes (its values or
+        # tree records): a read looks up one dict whatever the number of unwritten blocks.
+        self._value_newest: dict[bytes, dict[bytes, bytes | None]] = {}
+        self._tree_newest: dict[bytes, dict[bytes, bytes | None]] = {}
 
     def __len__(self) -> int:
         return len(self._blocks)
@@ -1743,19 +1755,26 @@ class UnwrittenStateBackend:
         executed: its ``writes`` and ``tree`` records are visible from now on."""
         if self._blocks and height != self._blocks[-1].height + 1:
             raise ValueError(f"block {height} does not follow block {self._blocks[-1].height}")
-        self._blocks.append(_UnwrittenBlock(height, writes, tree))
+        block = _UnwrittenBlock(height, writes, tree)
+        self._blocks.append(block)
+        self._value_newest.update(dict.fromkeys(block.values, block.values))
+        self._tree_newest.update(dict.fromkeys(block.tree, block.tree))
 
     def written(self, height: int) -> None:
         """The store holds every block up to ``height``: read those from the store."""
         blocks = self._blocks
         while blocks and blocks[0].height <= height:
             block = blocks.popleft()
+            _forget_newest(self._value_newest, block.values)
+            _forget_newest(self._tree_newest, block.tree)
             self._remember(self._value_cache, block.values)
             self._remember(self._tree_cache, block.tree)
 
     def clear(self) -> None:
         """Forget every unwritten block (the store is the whole state again)."""
         self._blocks.clear()
+        self._value_newest.clear()
+        self._tree_newest.clear()
         self._value_cache.clear()
         self._tree_cache.clear()
 
@@ -1791,10 +1810,9 @@ class UnwrittenStateBackend:
 
     def get(self, key: bytes) -> bytes | None:
         """The value at ``key`` after the last executed block, or None."""
-        for block in reversed(self._blocks):
-            values = block.values
-            if key in values:
-                return values[key]
+        newest = self._value_newest.get(key)
+        if newest is not None:
+            return newest[key]
         cached = self._value_cache.get(key, _UNCACHED)
         if cached is not _UNCACHED:
             return cached  # type: ignore[return-value]
@@ -1802,10 +1820,9 @@ class UnwrittenStateBackend:
 
     def tree_node(self, key: bytes) -> bytes | None:
         """The Merkle tree record under ``key`` after the last executed block, or None."""
-        for block in reversed(self._blocks):
-            tree = block.tree
-            if key in tree:
-                return tree[key]
+        newest = self._tree_newest.get(key)
+        if newest is not None:
+            return newest[key]
         cached = self._tree_cache.get(key, _UNCACHED)
         if cached is not _UNCACHED:
             return cached  # type: ignore[return-value]
@@ -1856,6 +1873,16 @@ def overlaid(
     for key, written in unwritten[index:]:
         if written is not None:
             yield key, written
+
+
+def _forget_newest(
+    newest: dict[bytes, dict[bytes, bytes | None]], writes: dict[bytes, bytes | None]
+) -> None:
+    """Drop from ``newest`` the keys whose newest unwritten writes are ``writes`` (a block
+    being removed); a key a later block wrote again stays, pointing at that block's."""
+    for key in writes:
+        if newest.get(key) is writes:
+            del newest[key]
 
 
 def verify_chain(store: Store, genesis: ValidatorSet, *, from_height: int = 1) -> int:

@@ -255,6 +255,23 @@ def test_unwritten_state_reads_as_every_block_applied(
     if len(state):
         with pytest.raises(ValueError, match="does not follow"):
             state.add(len(layers) + 5, (), TreeUpdate(b"", ()))
+    # The rest are written too: the store answers for every block, and no unwritten write is
+    # left behind in the view's index of newest writes.
+    with env.begin(write=True) as txn:
+        for layer in layers[1 + count :]:
+            for key, value in layer.items():
+                for db, stored in ((store._db["state"], key), (store._db["tree"], b"t" + key)):
+                    if value is None:
+                        txn.delete(stored, db=db)
+                    else:
+                        txn.put(stored, value, db=db)
+    state.written(len(layers) - 1)
+    assert len(state) == 0
+    assert not state._value_newest
+    assert not state._tree_newest
+    check()
+    with state.reading():
+        check()
     store.close()
 
 
