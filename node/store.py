@@ -1765,8 +1765,12 @@ class UnwrittenStateBackend:
         blocks = self._blocks
         while blocks and blocks[0].height <= height:
             block = blocks.popleft()
-            _forget_newest(self._value_newest, block.values)
-            _forget_newest(self._tree_newest, block.tree)
+            if blocks:
+                _forget_newest(self._value_newest, block.values)
+                _forget_newest(self._tree_newest, block.tree)
+            else:  # the last one: no unwritten write is left
+                self._value_newest.clear()
+                self._tree_newest.clear()
             self._remember(self._value_cache, block.values)
             self._remember(self._tree_cache, block.tree)
 
