@@ -271,16 +271,24 @@ class _MembershipAnswers:
     reused while nothing there has changed: the block's overlay counts every write under the
     membership prefix and every rollback (``StateOverlay.watched_changes``), and an entry is
     used only while that count equals the one it was recorded at. Only answers made of
-    immutable values (or None) are kept, and every caller gets a map of its own.
+    immutable values (or None) are kept, and every caller gets a map of its own. Until the
+    block first changes the membership namespace, answers come from the host's memo of
+    answers on committed state (``_CommittedAnswers``), which lasts across blocks.
     """
 
-    __slots__ = ("_answers", "_membership", "_overlay", "_view")
+    __slots__ = ("_answers", "_committed", "_membership", "_overlay", "_view")
 
-    def __init__(self, membership: App, overlay: StateOverlay) -> None:
+    def __init__(
+        self,
+        membership: App,
+        overlay: StateOverlay,
+        committed: _CommittedAnswers | None = None,
+    ) -> None:
         self._membership = membership
         self._overlay = overlay
         self._view = NamespacedState(overlay, MEMBERSHIP_APP, writable=False)
         self._answers: dict[tuple[str, Value], tuple[int, Value]] = {}
+        self._committed = committed
 
     def query(self, path: str, arguments: Mapping[str, Value]) -> Value:
         """What ``membership.query(path, arguments)`` answers on the block's overlay now."""
@@ -288,6 +296,11 @@ class _MembershipAnswers:
         if memo_key is None:
             return self._membership.query(self._view, path, arguments)
         changes = self._overlay.watched_changes
+        if not changes and self._committed is not None:
+            # Nothing in the membership namespace has changed in this block yet: the overlay
+            # reads there as the committed state the overlay is over, and the host's memo of
+            # committed answers holds across blocks until a commit writes there.
+            return self._committed.answer(path, arguments, None)
         entry = self._answers.get(memo_key)
         if entry is not None and entry[0] == changes:
             return _copy_answer(entry[1])
@@ -308,7 +321,8 @@ class _Answers(Protocol):
 
 class _CommittedAnswers:
     """Membership's ``identity`` and ``institution`` answers on the *committed* state, kept
-    across admission checks until a commit writes under the membership prefix
+    across admission checks and blocks' executions until a commit writes under the membership
+    prefix
     (``AppHost.committed`` drops them then, and whenever it is not told what was written).
     Each entry keeps the keys its answer read, so a check that records its read set
     (``check_transaction_reads``) records them on a hit too. Bounded: emptied when full."""
@@ -754,7 +768,7 @@ class AppHost:
         with reading(self._backend):
             overlay = StateOverlay(self._backend, watch=_MEMBERSHIP_PREFIX)
             answers = (
-                _MembershipAnswers(self._apps[MEMBERSHIP_APP], overlay)
+                _MembershipAnswers(self._apps[MEMBERSHIP_APP], overlay, self._committed_answers)
                 if self._memoise_membership
                 else None
             )

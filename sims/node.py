@@ -508,7 +508,7 @@ class SimNode:
             self._sync_later(self.disk.sync_chain)
         else:
             self.disk.sync_chain()
-        host.committed(block.height, result.app_hash)
+        host.committed(block.height, result.app_hash, result.writes)
         for transaction_hash in hashes:
             self._pool.pop(transaction_hash, None)
         self._recheck_pool()

@@ -1,9 +1,10 @@
-"""The host's per-block memo of membership answers never changes a block's outcome.
+"""The host's memos of membership answers never change a block's outcome.
 
 Each block is executed twice, on identical committed state: by a host that reuses membership
-answers while membership state is unchanged, and by one that asks membership every time.
-Receipts, write sets and app hashes must be identical, including when identities and
-enterprises are suspended, reinstated or registered in the middle of the block, and when a
+answers while membership state is unchanged (within a block, and across blocks until one
+writes membership state), and by one that asks membership every time. Receipts, write sets
+and app hashes must be identical, including when identities and enterprises are suspended,
+reinstated or registered in the middle of a block or in a block of their own, and when a
 membership operation that wrote something is rolled back.
 """
 
@@ -115,7 +116,9 @@ def execute_both(blocks: Sequence[Sequence[bytes]]) -> list[BlockResult]:
         assert memo.app_hash == plain.app_hash
         for host, backend in ((memo_host, memo_backend), (plain_host, plain_backend)):
             backend.apply(memo.writes)
-            host.committed(height, memo.app_hash)
+            # With the write set, as a node commits: the memoising host keeps its answers on
+            # committed state across blocks that do not write membership state.
+            host.committed(height, memo.app_hash, memo.writes)
         results.append(memo)
     assert memo_backend.items() == plain_backend.items()
     return results
@@ -179,6 +182,35 @@ def test_membership_changes_mid_block_are_seen_by_later_transactions() -> None:
         "changed_mind",
         "ok",
         "ok",
+    ]
+
+
+def test_membership_changes_in_earlier_blocks_are_seen_by_later_blocks() -> None:
+    """Answers remembered in one block (the parties active) are not reused after a later
+    block suspended or reinstated them: the committed memo is dropped by that commit."""
+    sign = Signer()
+    bank = CONSORTIUM.party("lion-bank")
+    alice, bob = CONSORTIUM.party("alice"), CONSORTIUM.party("bob")
+    metals = CONSORTIUM.party("merlion-metals")
+    blocks = [
+        [pay(sign, alice, bob), pay(sign, metals, alice)],
+        [sign(bank.key, "membership", "suspend_identity", {"public_key": alice.public_key})],
+        [sign.refused(alice, pay(sign, alice, bob)), pay(sign, metals, alice)],
+        [sign(bank.key, "membership", "reinstate_identity", {"public_key": alice.public_key})],
+        [pay(sign, alice, bob), pay(sign, metals, alice)],
+        [sign(bank.key, "membership", "suspend_enterprise", {"id": "merlion-metals"})],
+        [sign.refused(metals, pay(sign, metals, bob)), pay(sign, alice, bob)],
+    ]
+    results = execute_both(blocks)
+    codes = [[receipt.code or "ok" for receipt in result.receipts] for result in results]
+    assert codes == [
+        ["ok", "ok"],
+        ["ok"],
+        ["sender_suspended", "inactive_party"],
+        ["ok"],
+        ["ok", "ok"],
+        ["ok"],
+        ["sender_suspended", "ok"],
     ]
 
 

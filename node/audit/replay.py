@@ -114,7 +114,7 @@ class Replay:
         )
         result = self.host.execute_block(context, block.transactions)
         self._apply(block.height, result.writes, result.tree)
-        self.host.committed(block.height, result.app_hash)
+        self.host.committed(block.height, result.app_hash, result.writes)
         return result
 
     def _apply(self, height: int, writes: WriteSet, tree: TreeUpdate | None = None) -> None:

@@ -288,7 +288,7 @@ def _run_memory(workload: Workload, timer: _Timer, known: dict[bytes, Transactio
         with timer.section("execute_memory"):
             result = host.execute_block(context, block, known=known)
         backend.apply(result.writes, result.tree)
-        host.committed(height, result.app_hash)
+        host.committed(height, result.app_hash, result.writes)
         _fingerprint_update(digest, result)
     return digest.hexdigest()
 
@@ -454,7 +454,7 @@ def _run_lmdb(
                         len(result.tree.records),
                     )
                 )
-                host.committed(height, result.app_hash)
+                host.committed(height, result.app_hash, result.writes)
                 _fingerprint_update(digest, result)
             if workload.blocks:  # the last height always closes its write transaction
                 timer.last_block_pages = _last_block_pages(store, block, result)
@@ -582,7 +582,7 @@ def _accepted(workload: Workload, known: dict[bytes, Transaction]) -> int:
     for height, block in enumerate(workload.blocks, start=1):
         result = host.execute_block(_context(workload, height), block, known=known)
         backend.apply(result.writes, result.tree)
-        host.committed(height, result.app_hash)
+        host.committed(height, result.app_hash, result.writes)
         accepted += sum(1 for receipt in result.receipts if receipt.ok)
     return accepted
 
