@@ -296,15 +296,17 @@ class _MembershipAnswers:
         if memo_key is None:
             return self._membership.query(self._view, path, arguments)
         changes = self._overlay.watched_changes
-        if not changes and self._committed is not None:
-            # Nothing in the membership namespace has changed in this block yet: the overlay
-            # reads there as the committed state the overlay is over, and the host's memo of
-            # committed answers holds across blocks until a commit writes there.
-            return self._committed.answer(path, arguments, None)
         entry = self._answers.get(memo_key)
         if entry is not None and entry[0] == changes:
             return _copy_answer(entry[1])
-        answer = self._membership.query(self._view, path, arguments)
+        if not changes and self._committed is not None:
+            # Nothing in the membership namespace has changed in this block yet: the overlay
+            # reads there as the committed state the overlay is over, and the host's memo of
+            # committed answers holds across blocks until a commit writes there (an answer it
+            # does not keep, one that read a range, this block's memo still keeps).
+            answer = self._committed.answer(path, arguments, None)
+        else:
+            answer = self._membership.query(self._view, path, arguments)
         if not _immutable_answer(answer):
             return answer
         self._answers[memo_key] = (changes, answer)
