@@ -239,14 +239,19 @@ def test_unwritten_state_reads_as_every_block_applied(
     # leave the view: the store and the caches answer for them now.
     count = min(written, len(layers) - 1)
     env: lmdb.Environment = store._env
-    with env.begin(write=True) as txn:
-        for layer in layers[1 : 1 + count]:
-            for key, value in layer.items():
-                for db, stored in ((store._db["state"], key), (store._db["tree"], b"t" + key)):
-                    if value is None:
-                        txn.delete(stored, db=db)
-                    else:
-                        txn.put(stored, value, db=db)
+
+    def write_to_store(written_layers: list[dict[bytes, bytes | None]]) -> None:
+        """Put ``written_layers``' state writes and tree records in the store, in order."""
+        with env.begin(write=True) as txn:
+            for layer in written_layers:
+                for key, value in layer.items():
+                    for db, stored in ((store._db["state"], key), (store._db["tree"], b"t" + key)):
+                        if value is None:
+                            txn.delete(stored, db=db)
+                        else:
+                            txn.put(stored, value, db=db)
+
+    write_to_store(layers[1 : 1 + count])
     state.written(count)
     assert len(state) == len(layers) - 1 - count
     check()
@@ -257,14 +262,7 @@ def test_unwritten_state_reads_as_every_block_applied(
             state.add(len(layers) + 5, (), TreeUpdate(b"", ()))
     # The rest are written too: the store answers for every block, and no unwritten write is
     # left behind in the view's index of newest writes.
-    with env.begin(write=True) as txn:
-        for layer in layers[1 + count :]:
-            for key, value in layer.items():
-                for db, stored in ((store._db["state"], key), (store._db["tree"], b"t" + key)):
-                    if value is None:
-                        txn.delete(stored, db=db)
-                    else:
-                        txn.put(stored, value, db=db)
+    write_to_store(layers[1 + count :])
     state.written(len(layers) - 1)
     assert len(state) == 0
     assert not state._value_newest
