@@ -38,6 +38,7 @@ __all__ = [
     "parse_host_port",
     "parse_peer",
     "render_config",
+    "with_setting",
 ]
 
 CONFIG_BYTES_MAX: Final = 1024 * 1024  # a config file is a few KiB; refuse anything absurd
@@ -49,6 +50,8 @@ BYZANTINE_MODES: Final = ("", "double_vote", "equivocate")
 # (a loopback development chain only).
 ACCESS_MODES: Final = ("scoped", "open")
 _MONIKER: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# ``section.key`` (or a top-level ``key``) of ``with_setting``.
+_SETTING_NAME: Final = re.compile(r"(?:([a-z][a-z0-9_]*)\.)?([a-z][a-z0-9_]*)")
 
 
 class ConfigError(ValueError):
@@ -698,6 +701,47 @@ def parse_config(
     config = NodeConfig(**converted[""], **sections)  # type: ignore[arg-type]
     problems.extend(_cross_checks(config, file))
     return (None if problems else config), problems
+
+
+def with_setting(config: NodeConfig, setting: str, source: str = "--set") -> NodeConfig:
+    """``config`` with one key replaced by ``setting``, written ``section.key=value`` (or
+    ``key=value`` at the top level) with the value as in ``config.toml`` (a bare word counts as
+    a string). The key and value are checked as the file's would be, and the result's keys
+    against each other. Raises ``ConfigError`` naming the problem and its fix."""
+    name, equals, text = setting.partition("=")
+    matched = _SETTING_NAME.fullmatch(name.strip())
+    if not equals or matched is None:
+        problem = ConfigProblem(
+            source, repr(setting), "not section.key=value", "e.g. mempool.verify_workers=1"
+        )
+        raise ConfigError([problem])
+    section, name = matched.group(1) or "", matched.group(2)
+    label = _key_label(section, name)
+    keys = SCHEMA.get(section)
+    if keys is None:
+        fix = f"sections are {', '.join(s for s in SCHEMA if s)}"
+        raise ConfigError([ConfigProblem(source, label, "unknown section", fix)])
+    known = {key.name: key for key in keys}
+    key = known.get(name)
+    if key is None:
+        fix = f"known keys here: {', '.join(known)}"
+        raise ConfigError([ConfigProblem(source, label, "unknown key", fix)])
+    text = text.strip()
+    try:
+        document = tomllib.loads(f"value = {text}")
+    except tomllib.TOMLDecodeError:
+        document = {}
+    # A bare word, or anything that is not exactly one TOML value, is the text itself.
+    raw: object = document["value"] if len(document) == 1 else text
+    try:
+        value = key.convert(raw)
+    except ValueError as error:
+        raise ConfigError([ConfigProblem(source, label, str(error), key.fix)]) from None
+    changed = config.with_changes(section, **{name: value})
+    problems = _cross_checks(changed, source)
+    if problems:
+        raise ConfigError(problems)
+    return changed
 
 
 def _cross_checks(config: NodeConfig, file: str) -> list[ConfigProblem]:

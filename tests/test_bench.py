@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import cast
 
 import pytest
@@ -32,6 +33,7 @@ from node.bench.throughput import (
 )
 from node.bench.workload import bench_accounts, sign_streams
 from node.cli.bench import _print_report, bench
+from node.config import parse_config
 from node.jsonvalue import from_json
 from node.phases import WAITS
 
@@ -87,11 +89,16 @@ def test_bench_genesis_funds_every_account_and_a_transfer_applies() -> None:
     host.check_transaction(transaction)  # raises when the sender is unfunded or unauthorised
 
 
-def test_bench_smoke_reports_every_field() -> None:
+def test_bench_smoke_reports_every_field(tmp_path: Path) -> None:
     # A real 4-process testnet for 5 s at 100 tx/s, in its own interpreter (the submitter is a
     # spawned process). Only the presence of the figures and some progress are checked.
+    kept = tmp_path / "testnet"
+    setting = "mempool.verify_workers=1"
     completed = subprocess.run(
-        [sys.executable, "-m", "node", "bench", "--duration", "5", "--rate", "100", "--json"],
+        [
+            *(sys.executable, "-m", "node", "bench", "--duration", "5", "--rate", "100"),
+            *("--set", setting, "--keep", str(kept), "--json"),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
@@ -106,6 +113,14 @@ def test_bench_smoke_reports_every_field() -> None:
     assert document["ceiling_tx_per_s"] > 0
     assert len(document["cpu_s_per_node"]) == 4
     assert document["agreement_problems"] == []
+    # Every node ran with the --set setting, and the report says so.
+    assert document["settings"] == [setting]
+    for index in range(4):
+        config, problems = parse_config(
+            (kept / "testnet" / f"node{index}" / "config.toml").read_bytes()
+        )
+        assert config is not None, problems
+        assert config.mempool.verify_workers == 1
     # A transaction is first offered no later than it is admitted.
     assert document["offer_latency_ms_p99"] >= document["latency_ms_p99"]
     # Rounds from the blocks' header timestamps (a primary proposes at most every 200 ms).

@@ -6,10 +6,11 @@ import json
 import socket
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from node.cli import main
-from node.config import HostPort, NodeConfig, parse_config, render_config
+from node.config import ConfigError, HostPort, NodeConfig, parse_config, render_config, with_setting
 from node.genesis import parse_genesis
 from node.home import check_home
 from node.testnet.testnet import free_ports
@@ -305,3 +306,36 @@ def test_start_names_a_listen_address_already_in_use(tmp_path: Path) -> None:
     assert f"[rpc] listen_address 127.0.0.1:{taken}: already in use" in result.output
     assert "Traceback" not in result.output
     assert not (home / "data" / "data.mdb").exists()  # refused before the store was opened
+
+
+def test_with_setting_changes_one_key_checked_as_the_file_would_check_it() -> None:
+    config = with_setting(NodeConfig(), "mempool.admission_budget_ms=300")
+    assert config.mempool.admission_budget_ms == 300
+    assert config.mempool.verify_workers == NodeConfig().mempool.verify_workers
+    assert with_setting(config, "log_level=debug").log_level == "debug"  # a bare word
+    assert with_setting(config, 'log_level="warning"').log_level == "warning"
+    assert with_setting(
+        config, "consensus.trust_certified_blocks=true"
+    ).consensus.trust_certified_blocks
+    refused = {
+        "mempool.nope=1": "[mempool] nope: unknown key",
+        "nosuch.key=1": "[nosuch] key: unknown section",
+        "mempool.admission_budget_ms=0": "0 is outside 1..600000",
+        "mempool.admission_budget_ms=3\nverify_workers = 9": "is not an integer",
+        "consensus.trust_certified_blocks=yes": "'yes' is not true or false",
+        "mempool.verify_workers": "not section.key=value",
+        "[mempool] x=1": "not section.key=value",
+        # The result's keys are checked against each other.
+        "consensus.block_interval_ms=5000": "[consensus] empty_block_interval_ms",
+    }
+    for setting, problem in refused.items():
+        with pytest.raises(ConfigError) as raised:
+            with_setting(NodeConfig(), setting)
+        assert problem in str(raised.value), (setting, str(raised.value))
+
+
+def test_bench_set_refuses_a_bad_setting_before_starting_anything() -> None:
+    result = CliRunner().invoke(main, ["bench", "--set", "mempool.verify_workers=0", "--json"])
+    assert result.exit_code == 2
+    assert "--set" in result.output
+    assert "[mempool] verify_workers: 0 is outside 1..64" in result.output

@@ -173,6 +173,8 @@ class BenchOptions:
     accounts_per_bank: int = 200
     p99_ms_max: float = 1000.0
     config: NodeConfig = field(default_factory=NodeConfig)
+    # The ``--set`` settings ``config`` carries, as given (reported with the figures).
+    settings: tuple[str, ...] = ()
     keep_directory: Path | None = None
     seed: int = 0
 
@@ -381,6 +383,8 @@ class ThroughputReport:
             "rate": "max" if self.options.rate is None else self.options.rate,
             "block_interval_ms": self.options.config.consensus.block_interval_ms,
             "proposal_transactions_max": self.options.config.block.proposal_transactions_max,
+            "settings": list(self.options.settings),
+            "admission_budget_ms": self.options.config.mempool.admission_budget_ms,
             **best,
             "ed25519_verify_per_s_per_core": round(self.verify_per_s_per_core),
             "cores": self.cores,

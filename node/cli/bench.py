@@ -65,6 +65,13 @@ def _figure(value: JsonType, digits: int = 0) -> str:
     type=click.IntRange(1, 5000),
     help="[block] proposal_transactions_max of every node (default: the node default)",
 )
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="SECTION.KEY=VALUE",
+    help="a config.toml key for every node, e.g. mempool.admission_budget_ms=300 (repeatable)",
+)
 @click.option("--keep", type=click.Path(path_type=Path), help="keep the testnet in this directory")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @click.pass_context
@@ -77,6 +84,7 @@ def bench(
     p99_max: float,
     block_interval: int | None,
     block_max: int | None,
+    settings: tuple[str, ...],
     keep: Path | None,
     as_json: bool,
 ) -> None:
@@ -85,15 +93,21 @@ def bench(
     if context.invoked_subcommand is not None:
         return
     from node.bench.throughput import BenchOptions, run_throughput
-    from node.config import NodeConfig
+    from node.config import ConfigError, NodeConfig, with_setting
 
     config = NodeConfig()
     if block_interval is not None:
         config = config.with_changes("consensus", block_interval_ms=block_interval)
     if block_max is not None:
         config = config.with_changes("block", proposal_transactions_max=block_max)
+    for setting in settings:
+        try:
+            config = with_setting(config, setting)
+        except ConfigError as error:
+            raise click.BadParameter(str(error), param_hint="--set") from None
     options = BenchOptions(
         config=config,
+        settings=settings,
         validators=validators,
         duration_s=duration,
         rate=_rate(rate),
@@ -117,6 +131,8 @@ def _print_report(d: dict[str, JsonType]) -> None:
         f" (load average before: {d['load_average_before']})"
     )
     click.echo(f"  native modules   {d['native_modules']}")
+    if d["settings"]:
+        click.echo(f"  settings         {d['settings']} (every node)")
     click.echo(
         f"  committed        {_figure(d['tx_per_s'], 1)} tx/s"
         f"   ({_figure(d['committed'])} of {_figure(d['submitted'])} submitted committed,"
