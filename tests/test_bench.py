@@ -11,13 +11,17 @@ import sys
 from pathlib import Path
 from typing import cast
 
+import lmdb
 import pytest
 from click.testing import CliRunner
 
+import node.bench.merkle as merkle_bench
 from apps.host import AppHost
+from apps.merkle import TreeUpdate
 from apps.state import MemoryBackend
 from apps.transaction import Transaction
 from node.apploader import load_apps
+from node.bench.merkle import run_merkle_bench
 from node.bench.scaling import expected_messages
 from node.bench.throughput import (
     BenchOptions,
@@ -337,3 +341,34 @@ def test_a_step_reports_its_phases_by_half_and_the_report_prints_them(
     assert "by half" in printed
     assert "anonymous      [120.0] at most; file-backed [80.0] at the end" in printed
     assert "total 300.0 -> 330.0, execute 100.0 -> 104.0, commit 40.0 -> 61.3" in printed
+
+
+def test_bench_merkle_layouts_each_hold_the_tree_they_were_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    report = run_merkle_bench(accounts=300, writes=60, blocks=16, layouts=True)
+    assert len(report.layouts) == 6
+    for row in report.layouts.values():
+        assert row["cpu_ms_per_block"] > 0
+        assert row["file_mib"] > 0
+        assert row["kib_written_per_block"] > 0
+    assert report.to_json()["layouts"] == report.layouts
+    with pytest.raises(ValueError, match="at least 16 blocks"):
+        run_merkle_bench(accounts=300, writes=60, blocks=15, layouts=True)
+    # The check fires: a layout whose store lost one record is refused, not measured.
+    write_layout = merkle_bench._write_layout
+
+    def losing_one(
+        env: lmdb.Environment,
+        keyed_by: str,
+        every: int,
+        full: TreeUpdate,
+        tree_updates: list[TreeUpdate],
+    ) -> tuple[list[float], list[float], list[int], dict[bytes, bytes]]:
+        times, walls, written, stored = write_layout(env, keyed_by, every, full, tree_updates)
+        stored.pop(next(iter(stored)))
+        return times, walls, written, stored
+
+    monkeypatch.setattr(merkle_bench, "_write_layout", losing_one)
+    with pytest.raises(RuntimeError, match="does not hold the tree's records"):
+        run_merkle_bench(accounts=300, writes=60, blocks=16, layouts=True)

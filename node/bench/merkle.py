@@ -22,31 +22,71 @@ would; none is used by the node):
   bucket one record of its sorted leaves (Hyperledger Fabric 0.6's bucket tree);
 * ``chained``: the previous app hash, SHA-256 over the write set chained to the last one
   (no proofs, no state check; the baseline).
+
+``--layouts`` writes the same blocks' tree records to LMDB (one write transaction with fsync
+per write, in a fresh environment each) in the ways a store could lay them out, and reports
+the CPU, wall time and bytes written per block once the run is steady (the blocks after the
+first ``LAYOUT_HOLD``, in whole cycles of it). Only the write side is measured: reading a
+record by its path in the version layouts would need each parent record to carry its
+children's versions (as Jellyfish's does), which none of them models.
+
+* ``by path``: records keyed by their path (the store's layout), written every block, or
+  every ``LAYOUT_HOLD`` blocks with the records of those blocks merged (the store holds them
+  so);
+* ``by version``: records keyed by the height that wrote them and their path, so a block's
+  records are contiguous; the records they replace are deleted at once, every
+  ``LAYOUT_HOLD`` blocks, or never (a store that grows without bound: the floor of the
+  layout's cost); or the records of ``LAYOUT_HOLD`` blocks merged as the store holds them,
+  written under the last one's height, and the records they replace deleted in the same
+  transaction.
+
+Each layout's store is checked at the end against the tree's records, so what is measured
+holds the tree.
 """
 
 from __future__ import annotations
 
 import bisect
 import hashlib
+import math
 import random
 import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Final
 
-from apps.merkle import MemoryTree, Proof, build, leaf_of, prove, update, verify
+import lmdb
+
+from apps.merkle import MemoryTree, Proof, TreeUpdate, build, leaf_of, prove, update, verify
 from consensus.crypto import PrivateKey, hash_bytes
 from consensus.types import Block, CommitCertificate, Phase, Validator, ValidatorSet, Vote
 from node.jsonvalue import JsonType
 
-__all__ = ["MerkleReport", "run_merkle_bench"]
+__all__ = ["LAYOUT_HOLD", "MerkleReport", "run_merkle_bench"]
 
 _sha256 = hashlib.sha256
 UPDATE_SHARE: Final = 0.6
 _PROOF_SAMPLES: Final = 200
+# ``--layouts``: blocks merged per write (by path) or per removal of stale records (by
+# version); the store writes its held tree records every 8 blocks.
+LAYOUT_HOLD: Final = 8
+# (name, keyed by, blocks per write or removal; 0: never removed).
+_LAYOUTS: Final = (
+    ("by path, every block", "path", 1),
+    (f"by path, every {LAYOUT_HOLD} blocks", "path", LAYOUT_HOLD),
+    ("by version, stale removed at once", "version", 1),
+    (f"by version, stale removed every {LAYOUT_HOLD} blocks", "version", LAYOUT_HOLD),
+    (
+        f"by version, written and stale removed every {LAYOUT_HOLD} blocks",
+        "version held",
+        LAYOUT_HOLD,
+    ),
+    ("by version, stale never removed", "version", 0),
+)
+_VERSION_BYTES: Final = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,18 +109,22 @@ class MerkleReport:
     proof_bytes_max: int
     verify_us_median: float
     designs: dict[str, dict[str, float]]
+    layouts: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, JsonType]:
         """As one JSON object."""
         document: dict[str, JsonType] = {
-            name: value for name, value in asdict(self).items() if name != "designs"
+            name: value
+            for name, value in asdict(self).items()
+            if name not in ("designs", "layouts")
         }
-        designs: dict[str, JsonType] = {}
-        for name, row in self.designs.items():
-            columns: dict[str, JsonType] = {}
-            columns.update(row)
-            designs[name] = columns
-        document["designs"] = designs
+        for name in ("designs", "layouts"):
+            rows: dict[str, JsonType] = {}
+            for row_name, row in getattr(self, name).items():
+                columns: dict[str, JsonType] = {}
+                columns.update(row)
+                rows[row_name] = columns
+            document[name] = rows
         return document
 
 
@@ -116,9 +160,17 @@ def _blocks(
 
 
 def run_merkle_bench(
-    *, accounts: int = 100_000, writes: int = 5_000, blocks: int = 5, designs: bool = False
+    *,
+    accounts: int = 100_000,
+    writes: int = 5_000,
+    blocks: int = 5,
+    designs: bool = False,
+    layouts: bool = False,
 ) -> MerkleReport:
-    """Run the benchmark (see the module docstring)."""
+    """Run the benchmark (see the module docstring). ``layouts`` needs at least
+    ``2 * LAYOUT_HOLD`` blocks."""
+    if layouts and blocks < 2 * LAYOUT_HOLD:
+        raise ValueError(f"comparing layouts needs at least {2 * LAYOUT_HOLD} blocks")
     rng = random.Random(7)
     items = _state(accounts, rng)
     keys = [key for key, _ in items]
@@ -133,11 +185,13 @@ def run_merkle_bench(
     memory_times: list[float] = []
     records: list[int] = []
     record_bytes: list[int] = []
+    tree_updates: list[TreeUpdate] = []
     for block in block_writes:
         started = _cpu()
         tree_update = update(tree, block)
         memory_times.append(_cpu() - started)
         tree.apply(tree_update)
+        tree_updates.append(tree_update)
         records.append(len(tree_update.records))
         record_bytes.append(sum(len(record or b"") for _, record in tree_update.records))
 
@@ -161,6 +215,7 @@ def run_merkle_bench(
     compared: dict[str, dict[str, float]] = {}
     if designs:
         compared = _compare_designs(items, block_writes)
+    laid_out = _compare_layouts(full, tree_updates, tree.records) if layouts else {}
     return MerkleReport(
         accounts=accounts,
         keys=len(items),
@@ -178,6 +233,7 @@ def run_merkle_bench(
         proof_bytes_max=max(sizes),
         verify_us_median=round(statistics.median(verify_times) * 1e6, 1),
         designs=compared,
+        layouts=laid_out,
     )
 
 
@@ -244,6 +300,155 @@ def _certify(block: Block, chain_id: str, validators: ValidatorSet) -> CommitCer
 
 
 # ---------------------------------------------------------------------------- rejected designs
+
+
+def _written_bytes() -> int | None:
+    """Bytes this process has passed to write calls so far (Linux), or None."""
+    try:
+        with open("/proc/self/io", encoding="ascii") as counters:
+            for line in counters:
+                if line.startswith("wchar:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _compare_layouts(
+    full: TreeUpdate, tree_updates: list[TreeUpdate], final: dict[bytes, bytes]
+) -> dict[str, dict[str, float]]:
+    """Each layout of ``_LAYOUTS``: the tree of ``full`` loaded, then ``tree_updates``
+    written; per-block means over the whole cycles after the first. ``final`` is the tree's
+    records after the last update: each layout's store must hold exactly them."""
+    rows: dict[str, dict[str, float]] = {}
+    measured = range(LAYOUT_HOLD, len(tree_updates) - len(tree_updates) % LAYOUT_HOLD)
+    for name, keyed_by, every in _LAYOUTS:
+        with tempfile.TemporaryDirectory(prefix="suanpan-bench-layout-") as directory:
+            env = lmdb.open(directory, map_size=1 << 36, max_dbs=1, lock=False)
+            try:
+                times, walls, written, stored = _write_layout(
+                    env, keyed_by, every, full, tree_updates
+                )
+                size = Path(directory, "data.mdb").stat().st_size
+            finally:
+                env.close()
+        if keyed_by == "path":
+            held = stored
+        elif every:
+            held = {key[_VERSION_BYTES:]: record for key, record in stored.items()}
+            if len(held) != len(stored):
+                raise RuntimeError(f"{name}: a path is stored under two versions")
+        else:  # never removed: the newest version of each path the tree still holds
+            newest: dict[bytes, tuple[int, bytes]] = {}
+            for key, record in stored.items():
+                version = int.from_bytes(key[:_VERSION_BYTES], "big")
+                path = key[_VERSION_BYTES:]
+                if path not in newest or newest[path][0] < version:
+                    newest[path] = (version, record)
+            held = {path: newest[path][1] for path in final if path in newest}
+        if held != final:
+            raise RuntimeError(f"{name}: the store does not hold the tree's records")
+        cycle = list(measured)
+        rows[name] = {
+            "cpu_ms_per_block": round(sum(times[i] for i in cycle) / len(cycle) * 1000, 2),
+            "wall_ms_per_block": round(sum(walls[i] for i in cycle) / len(cycle) * 1000, 2),
+            "kib_written_per_block": (
+                round(sum(written[i] for i in cycle) / len(cycle) / 1024)
+                if all(value >= 0 for value in written)
+                else math.nan
+            ),
+            "file_mib": round(size / 2**20, 1),
+        }
+    return rows
+
+
+def _write_layout(
+    env: lmdb.Environment,
+    keyed_by: str,
+    every: int,
+    full: TreeUpdate,
+    tree_updates: list[TreeUpdate],
+) -> tuple[list[float], list[float], list[int], dict[bytes, bytes]]:
+    """Write ``full`` then each update in one layout; per block: CPU and wall seconds, bytes
+    written (-1 unknown); and the store's records at the end (with held records written)."""
+    zero = bytes(_VERSION_BYTES)
+    with env.begin(write=True) as txn:
+        for key, record in full.records:
+            if record is not None:
+                txn.put(key if keyed_by == "path" else zero + key, record)
+    versions = {key: 0 for key, record in full.records if record is not None}
+    held: dict[bytes, bytes | None] = {}
+    stale: list[bytes] = []
+    times: list[float] = []
+    walls: list[float] = []
+    written: list[int] = []
+    for height, tree_update in enumerate(tree_updates, start=1):
+        before = _written_bytes()
+        started, started_wall = _cpu(), time.perf_counter()
+        if keyed_by == "version held":
+            held.update(tree_update.records)
+            if height % every == 0:
+                prefix = height.to_bytes(_VERSION_BYTES, "big")
+                with env.begin(write=True) as txn:
+                    for key, record in sorted(held.items()):
+                        old = versions.pop(key, None)
+                        if old is not None:
+                            stale.append(old.to_bytes(_VERSION_BYTES, "big") + key)
+                        if record is not None:
+                            txn.put(prefix + key, record)
+                            versions[key] = height
+                    for key in sorted(stale):
+                        txn.delete(key)
+                held = {}
+                stale = []
+        elif keyed_by == "path":
+            held.update(tree_update.records)
+            if height % every == 0:
+                with env.begin(write=True) as txn:
+                    for key, record in sorted(held.items()):
+                        if record is None:
+                            txn.delete(key)
+                        else:
+                            txn.put(key, record)
+                held = {}
+        else:
+            prefix = height.to_bytes(_VERSION_BYTES, "big")
+            with env.begin(write=True) as txn:
+                for key, record in tree_update.records:
+                    old = versions.pop(key, None)
+                    if old is not None:
+                        stale.append(old.to_bytes(_VERSION_BYTES, "big") + key)
+                    if record is not None:
+                        txn.put(prefix + key, record)
+                        versions[key] = height
+                if every and height % every == 0:
+                    for key in sorted(stale):
+                        txn.delete(key)
+                    stale = []
+        times.append(_cpu() - started)
+        walls.append(time.perf_counter() - started_wall)
+        after = _written_bytes()
+        written.append(-1 if before is None or after is None else after - before)
+    with env.begin(write=True) as txn:  # what is still held or stale, outside the figures
+        prefix = (len(tree_updates) + 1).to_bytes(_VERSION_BYTES, "big")
+        for key, record in sorted(held.items()):
+            if keyed_by == "path":
+                if record is None:
+                    txn.delete(key)
+                else:
+                    txn.put(key, record)
+                continue
+            old = versions.pop(key, None)
+            if old is not None:
+                stale.append(old.to_bytes(_VERSION_BYTES, "big") + key)
+            if record is not None:
+                txn.put(prefix + key, record)
+        if every:
+            for key in sorted(stale):
+                txn.delete(key)
+    with env.begin() as txn:
+        stored = {bytes(key): bytes(value) for key, value in txn.cursor()}
+    return times, walls, written, stored
 
 
 def _compare_designs(

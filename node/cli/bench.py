@@ -299,13 +299,27 @@ def catchup_command(
 @click.option("--writes", default=5_000, show_default=True, type=click.IntRange(1, 10**6))
 @click.option("--blocks", default=5, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--designs", is_flag=True, help="also apply the blocks to the rejected designs")
+@click.option(
+    "--layouts",
+    is_flag=True,
+    help="also write the blocks' tree records to LMDB in other storage layouts (needs"
+    " --blocks 16 or more)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def merkle_command(accounts: int, writes: int, blocks: int, designs: bool, as_json: bool) -> None:
+def merkle_command(
+    accounts: int, writes: int, blocks: int, designs: bool, layouts: bool, as_json: bool
+) -> None:
     """The Merkle state commitment's costs: app hash of ACCOUNTS accounts from scratch, per
     block and per write (memory and LMDB), proof size and verify time (CPU time)."""
-    from node.bench.merkle import run_merkle_bench
+    from node.bench.merkle import LAYOUT_HOLD, run_merkle_bench
 
-    report = run_merkle_bench(accounts=accounts, writes=writes, blocks=blocks, designs=designs)
+    if layouts and blocks < 2 * LAYOUT_HOLD:
+        raise click.BadParameter(
+            f"--layouts needs at least {2 * LAYOUT_HOLD} blocks", param_hint="--blocks"
+        )
+    report = run_merkle_bench(
+        accounts=accounts, writes=writes, blocks=blocks, designs=designs, layouts=layouts
+    )
     document = report.to_json()
     if as_json:
         click.echo(json.dumps(document))
@@ -333,6 +347,12 @@ def merkle_command(accounts: int, writes: int, blocks: int, designs: bool, as_js
             f"  {name:<22}  {row['us_per_write']:>6.1f} us/write {row['ms_per_block']:>8.1f}"
             f" ms/block {row['records_per_block']:>8,.0f} records {row['proof_bytes']:>7,.0f}"
             " proof bytes"
+        )
+    for name, row in report.layouts.items():
+        click.echo(
+            f"  {name:<44}  {row['cpu_ms_per_block']:>7.1f} CPU ms/block"
+            f" {row['wall_ms_per_block']:>7.1f} ms wall {row['kib_written_per_block']:>8,.0f}"
+            f" KiB written {row['file_mib']:>7,.1f} MiB file"
         )
 
 
