@@ -7,8 +7,17 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from node.bench.catchup import CatchupReport, started_cpu_ns, sync_window, without_start_up
+from node.bench.catchup import (
+    CatchupReport,
+    run_catchup,
+    started_cpu_ns,
+    sync_window,
+    without_start_up,
+)
+from node.cli import main
+from node.config import ConfigError
 
 
 def write_log(path: Path, records: list[dict[str, object]]) -> Path:
@@ -115,3 +124,16 @@ def test_the_start_up_leaves_the_total_and_other_so_the_phases_add_up_to_the_tot
         "other": 300_000_000,
     }
     assert synced["total"] == sum(value for key, value in synced.items() if key != "total")
+
+
+def test_a_bad_setting_is_refused_before_any_node_starts(tmp_path: Path) -> None:
+    kept = tmp_path / "kept"
+    with pytest.raises(ConfigError, match=r"\[consensus\] view_timeout_ms"):
+        run_catchup(5, keep_directory=kept, settings=("consensus.view_timeout_ms=-1",))
+    assert not kept.exists()
+    result = CliRunner().invoke(
+        main, ["bench", "catchup", "--set", "mempool.verify_workers=0", "--keep", str(kept)]
+    )
+    assert result.exit_code == 2
+    assert "[mempool] verify_workers: 0 is outside 1..64" in result.output
+    assert not kept.exists()

@@ -33,7 +33,7 @@ from node.bench.submitter import SubmitPlan, start_submitter
 from node.bench.throughput import ProcessSampler
 from node.bench.workload import bench_accounts, sign_streams
 from node.client.client import ApiError
-from node.config import NodeConfig
+from node.config import NodeConfig, with_setting
 from node.jsonvalue import JsonType
 from node.testnet.testnet import Testnet, create_testnet
 
@@ -94,6 +94,8 @@ class CatchupReport:
     # of the synced transactions it applied without checking their signatures.
     trust_certified: bool = False
     transactions_trusted: int = 0
+    # ``--set`` settings every node ran with, as given.
+    settings: tuple[str, ...] = ()
 
     @property
     def blocks_per_s(self) -> float:
@@ -155,6 +157,7 @@ class CatchupReport:
             "rss_anonymous_mb": _mib(self.rss_anonymous_mb),
             "rss_file_mb": _mib(self.rss_file_mb),
             "trust_certified_blocks": self.trust_certified,
+            "settings": list(self.settings),
             "transactions_trusted": self.transactions_trusted,
         }
 
@@ -180,9 +183,16 @@ def run_catchup(
     progress: Callable[[str, int, int], None] | None = None,
     *,
     trust_certified: bool = False,
+    settings: tuple[str, ...] = (),
 ) -> CatchupReport:
     """Run the catch-up benchmark (see the module docstring); ``progress(phase, done, total)``
-    is told how far each phase is (blocks of the backlog built, then synced)."""
+    is told how far each phase is (blocks of the backlog built, then synced). ``settings``
+    (``section.key=value``, ``node.config.with_setting``) apply to every node after the
+    benchmark's own; ``ConfigError`` names a bad one before anything starts."""
+    config = catchup_config(trust_certified=trust_certified)
+    for setting in settings:
+        config = with_setting(config, setting)
+    trust_certified = config.consensus.trust_certified_blocks
     report = progress if progress is not None else _no_progress
     if validators < 4:
         raise ValueError("catch-up needs at least 4 validators (3 keep committing without one)")
@@ -196,7 +206,7 @@ def run_catchup(
         chain_id="suanpan-bench",
         apps=("membership", "payments"),
         app_state=accounts.app_state(),
-        config=catchup_config(trust_certified=trust_certified),
+        config=config,
     )
     testnet = Testnet(info)
     lagging = validators - 1
@@ -283,6 +293,7 @@ def run_catchup(
             rss_file_mb=rss_file_mb,
             trust_certified=trust_certified,
             transactions_trusted=trusted,
+            settings=settings,
         )
     finally:
         testnet.stop_all()

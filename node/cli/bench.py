@@ -263,16 +263,41 @@ def scaling_command(counts: str, blocks: int, seed: int, as_json: bool) -> None:
     help="run the nodes with [consensus] trust_certified_blocks: the syncing node applies"
     " each block on its commit certificate, without checking its transactions' signatures",
 )
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="SECTION.KEY=VALUE",
+    help="a config.toml key for every node, e.g. mempool.verify_workers=1 (repeatable)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def catchup_command(
-    blocks: int, validators: int, keep: Path | None, trust_certified: bool, as_json: bool
+    blocks: int,
+    validators: int,
+    keep: Path | None,
+    trust_certified: bool,
+    settings: tuple[str, ...],
+    as_json: bool,
 ) -> None:
     """A validator restarted BLOCKS behind syncs them: verified and applied blocks/s."""
-    from node.bench.catchup import run_catchup
+    from node.bench.catchup import catchup_config, run_catchup
+    from node.config import ConfigError, with_setting
 
+    config = catchup_config(trust_certified=trust_certified)
+    for setting in settings:
+        try:
+            config = with_setting(config, setting)
+        except ConfigError as error:
+            raise click.BadParameter(str(error), param_hint="--set") from None
+    trust_certified = config.consensus.trust_certified_blocks
     with progress_bar("catchup", quiet=as_json) as report_progress:
         report = run_catchup(
-            blocks, validators, keep, progress=report_progress, trust_certified=trust_certified
+            blocks,
+            validators,
+            keep,
+            progress=report_progress,
+            trust_certified=trust_certified,
+            settings=settings,
         )
     document = report.to_json()
     if as_json:
