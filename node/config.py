@@ -17,7 +17,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Final
 
@@ -38,7 +38,7 @@ __all__ = [
     "parse_host_port",
     "parse_peer",
     "render_config",
-    "with_setting",
+    "with_settings",
 ]
 
 CONFIG_BYTES_MAX: Final = 1024 * 1024  # a config file is a few KiB; refuse anything absurd
@@ -50,7 +50,7 @@ BYZANTINE_MODES: Final = ("", "double_vote", "equivocate")
 # (a loopback development chain only).
 ACCESS_MODES: Final = ("scoped", "open")
 _MONIKER: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-# ``section.key`` (or a top-level ``key``) of ``with_setting``.
+# ``section.key`` (or a top-level ``key``) of ``with_settings``.
 _SETTING_NAME: Final = re.compile(r"(?:([a-z][a-z0-9_]*)\.)?([a-z][a-z0-9_]*)")
 
 
@@ -703,29 +703,46 @@ def parse_config(
     return (None if problems else config), problems
 
 
-def with_setting(config: NodeConfig, setting: str, source: str = "--set") -> NodeConfig:
-    """``config`` with one key replaced by ``setting``, written ``section.key=value`` (or
-    ``key=value`` at the top level) with the value as in ``config.toml`` (a bare word counts as
-    a string). The key and value are checked as the file's would be, and the result's keys
-    against each other. Raises ``ConfigError`` naming the problem and its fix."""
+def with_settings(config: NodeConfig, settings: Sequence[str], source: str = "--set") -> NodeConfig:
+    """``config`` with keys replaced by ``settings``, each written ``section.key=value`` (or
+    ``key=value`` at the top level) with the value as in ``config.toml`` (a bare word counts
+    as a string). Each key and value is checked as the file's would be, then the result's keys
+    against each other (so settings that only make sense together may come in any order).
+    Raises ``ConfigError`` naming every problem and its fix."""
+    problems: list[ConfigProblem] = []
+    for setting in settings:
+        changed, problem = _with_setting(config, setting, source)
+        if problem is not None:
+            problems.append(problem)
+        config = changed
+    if not problems:
+        problems = _cross_checks(config, source)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _with_setting(
+    config: NodeConfig, setting: str, source: str
+) -> tuple[NodeConfig, ConfigProblem | None]:
+    """``config`` with one setting applied, or unchanged with the problem."""
     name, equals, text = setting.partition("=")
     matched = _SETTING_NAME.fullmatch(name.strip())
     if not equals or matched is None:
-        problem = ConfigProblem(
+        return config, ConfigProblem(
             source, repr(setting), "not section.key=value", "e.g. mempool.verify_workers=1"
         )
-        raise ConfigError([problem])
     section, name = matched.group(1) or "", matched.group(2)
     label = _key_label(section, name)
     keys = SCHEMA.get(section)
     if keys is None:
         fix = f"sections are {', '.join(s for s in SCHEMA if s)}"
-        raise ConfigError([ConfigProblem(source, label, "unknown section", fix)])
+        return config, ConfigProblem(source, label, "unknown section", fix)
     known = {key.name: key for key in keys}
     key = known.get(name)
     if key is None:
         fix = f"known keys here: {', '.join(known)}"
-        raise ConfigError([ConfigProblem(source, label, "unknown key", fix)])
+        return config, ConfigProblem(source, label, "unknown key", fix)
     text = text.strip()
     try:
         document = tomllib.loads(f"value = {text}")
@@ -736,12 +753,8 @@ def with_setting(config: NodeConfig, setting: str, source: str = "--set") -> Nod
     try:
         value = key.convert(raw)
     except ValueError as error:
-        raise ConfigError([ConfigProblem(source, label, str(error), key.fix)]) from None
-    changed = config.with_changes(section, **{name: value})
-    problems = _cross_checks(changed, source)
-    if problems:
-        raise ConfigError(problems)
-    return changed
+        return config, ConfigProblem(source, label, str(error), key.fix)
+    return config.with_changes(section, **{name: value}), None
 
 
 def _cross_checks(config: NodeConfig, file: str) -> list[ConfigProblem]:

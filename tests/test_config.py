@@ -10,7 +10,14 @@ import pytest
 from click.testing import CliRunner
 
 from node.cli import main
-from node.config import ConfigError, HostPort, NodeConfig, parse_config, render_config, with_setting
+from node.config import (
+    ConfigError,
+    HostPort,
+    NodeConfig,
+    parse_config,
+    render_config,
+    with_settings,
+)
 from node.genesis import parse_genesis
 from node.home import check_home
 from node.testnet.testnet import free_ports
@@ -308,15 +315,21 @@ def test_start_names_a_listen_address_already_in_use(tmp_path: Path) -> None:
     assert not (home / "data" / "data.mdb").exists()  # refused before the store was opened
 
 
-def test_with_setting_changes_one_key_checked_as_the_file_would_check_it() -> None:
-    config = with_setting(NodeConfig(), "mempool.admission_budget_ms=300")
+def test_settings_change_keys_checked_as_the_file_would_check_them() -> None:
+    config = with_settings(NodeConfig(), ["mempool.admission_budget_ms=300"])
     assert config.mempool.admission_budget_ms == 300
     assert config.mempool.verify_workers == NodeConfig().mempool.verify_workers
-    assert with_setting(config, "log_level=debug").log_level == "debug"  # a bare word
-    assert with_setting(config, 'log_level="warning"').log_level == "warning"
-    assert with_setting(
-        config, "consensus.trust_certified_blocks=true"
-    ).consensus.trust_certified_blocks
+    assert with_settings(config, ["log_level=debug"]).log_level == "debug"  # a bare word
+    assert with_settings(config, ['log_level="warning"']).log_level == "warning"
+    trusted = with_settings(config, ["consensus.trust_certified_blocks=true"])
+    assert trusted.consensus.trust_certified_blocks
+    # Settings that only make sense together come in either order: the keys are checked
+    # against each other once all are applied.
+    together = ["consensus.block_interval_ms=5000", "consensus.empty_block_interval_ms=9000"]
+    for settings in (together, together[::-1]):
+        changed = with_settings(NodeConfig(), settings)
+        assert changed.consensus.block_interval_ms == 5000
+        assert changed.consensus.empty_block_interval_ms == 9000
     refused = {
         "mempool.nope=1": "[mempool] nope: unknown key",
         "nosuch.key=1": "[nosuch] key: unknown section",
@@ -330,8 +343,12 @@ def test_with_setting_changes_one_key_checked_as_the_file_would_check_it() -> No
     }
     for setting, problem in refused.items():
         with pytest.raises(ConfigError) as raised:
-            with_setting(NodeConfig(), setting)
+            with_settings(NodeConfig(), [setting])
         assert problem in str(raised.value), (setting, str(raised.value))
+    # Every problem is named at once.
+    with pytest.raises(ConfigError) as raised:
+        with_settings(NodeConfig(), ["mempool.nope=1", "mempool.verify_workers=0"])
+    assert len(raised.value.problems) == 2
 
 
 def test_bench_set_refuses_a_bad_setting_before_starting_anything() -> None:

@@ -33,7 +33,7 @@ from node.bench.submitter import SubmitPlan, start_submitter
 from node.bench.throughput import ProcessSampler
 from node.bench.workload import bench_accounts, sign_streams
 from node.client.client import ApiError
-from node.config import NodeConfig, with_setting
+from node.config import NodeConfig, with_settings
 from node.jsonvalue import JsonType
 from node.testnet.testnet import Testnet, create_testnet
 
@@ -187,11 +187,9 @@ def run_catchup(
 ) -> CatchupReport:
     """Run the catch-up benchmark (see the module docstring); ``progress(phase, done, total)``
     is told how far each phase is (blocks of the backlog built, then synced). ``settings``
-    (``section.key=value``, ``node.config.with_setting``) apply to every node after the
+    (``section.key=value``, ``node.config.with_settings``) apply to every node after the
     benchmark's own; ``ConfigError`` names a bad one before anything starts."""
-    config = catchup_config(trust_certified=trust_certified)
-    for setting in settings:
-        config = with_setting(config, setting)
+    config = with_settings(catchup_config(trust_certified=trust_certified), settings)
     trust_certified = config.consensus.trust_certified_blocks
     report = progress if progress is not None else _no_progress
     if validators < 4:

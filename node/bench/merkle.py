@@ -379,73 +379,65 @@ def _write_layout(
     versions = {key: 0 for key, record in full.records if record is not None}
     held: dict[bytes, bytes | None] = {}
     stale: list[bytes] = []
+
+    def write_by_path(txn: lmdb.Transaction, records: dict[bytes, bytes | None]) -> None:
+        for key, record in sorted(records.items()):
+            if record is None:
+                txn.delete(key)
+            else:
+                txn.put(key, record)
+
+    def write_by_version(
+        txn: lmdb.Transaction, height: int, key: bytes, record: bytes | None
+    ) -> None:
+        """``record`` as ``height``'s; the version it replaces becomes stale."""
+        old = versions.pop(key, None)
+        if old is not None:
+            stale.append(old.to_bytes(_VERSION_BYTES, "big") + key)
+        if record is not None:
+            txn.put(height.to_bytes(_VERSION_BYTES, "big") + key, record)
+            versions[key] = height
+
+    def remove_stale(txn: lmdb.Transaction) -> None:
+        for key in sorted(stale):
+            txn.delete(key)
+        stale.clear()
+
     times: list[float] = []
     walls: list[float] = []
     written: list[int] = []
     for height, tree_update in enumerate(tree_updates, start=1):
         before = _written_bytes()
         started, started_wall = _cpu(), time.perf_counter()
-        if keyed_by == "version held":
-            held.update(tree_update.records)
-            if height % every == 0:
-                prefix = height.to_bytes(_VERSION_BYTES, "big")
-                with env.begin(write=True) as txn:
-                    for key, record in sorted(held.items()):
-                        old = versions.pop(key, None)
-                        if old is not None:
-                            stale.append(old.to_bytes(_VERSION_BYTES, "big") + key)
-                        if record is not None:
-                            txn.put(prefix + key, record)
-                            versions[key] = height
-                    for key in sorted(stale):
-                        txn.delete(key)
-                held = {}
-                stale = []
-        elif keyed_by == "path":
-            held.update(tree_update.records)
-            if height % every == 0:
-                with env.begin(write=True) as txn:
-                    for key, record in sorted(held.items()):
-                        if record is None:
-                            txn.delete(key)
-                        else:
-                            txn.put(key, record)
-                held = {}
-        else:
-            prefix = height.to_bytes(_VERSION_BYTES, "big")
+        if keyed_by == "version":
             with env.begin(write=True) as txn:
                 for key, record in tree_update.records:
-                    old = versions.pop(key, None)
-                    if old is not None:
-                        stale.append(old.to_bytes(_VERSION_BYTES, "big") + key)
-                    if record is not None:
-                        txn.put(prefix + key, record)
-                        versions[key] = height
+                    write_by_version(txn, height, key, record)
                 if every and height % every == 0:
-                    for key in sorted(stale):
-                        txn.delete(key)
-                    stale = []
+                    remove_stale(txn)
+        else:
+            held.update(tree_update.records)
+            if height % every == 0:
+                with env.begin(write=True) as txn:
+                    if keyed_by == "path":
+                        write_by_path(txn, held)
+                    else:  # version held
+                        for key, record in sorted(held.items()):
+                            write_by_version(txn, height, key, record)
+                        remove_stale(txn)
+                held = {}
         times.append(_cpu() - started)
         walls.append(time.perf_counter() - started_wall)
         after = _written_bytes()
         written.append(-1 if before is None or after is None else after - before)
     with env.begin(write=True) as txn:  # what is still held or stale, outside the figures
-        prefix = (len(tree_updates) + 1).to_bytes(_VERSION_BYTES, "big")
-        for key, record in sorted(held.items()):
-            if keyed_by == "path":
-                if record is None:
-                    txn.delete(key)
-                else:
-                    txn.put(key, record)
-                continue
-            old = versions.pop(key, None)
-            if old is not None:
-                stale.append(old.to_bytes(_VERSION_BYTES, "big") + key)
-            if record is not None:
-                txn.put(prefix + key, record)
-        if every:
-            for key in sorted(stale):
-                txn.delete(key)
+        if keyed_by == "path":
+            write_by_path(txn, held)
+        else:
+            for key, record in sorted(held.items()):
+                write_by_version(txn, len(tree_updates) + 1, key, record)
+            if every:
+                remove_stale(txn)
     with env.begin() as txn:
         stored = {bytes(key): bytes(value) for key, value in txn.cursor()}
     return times, walls, written, stored

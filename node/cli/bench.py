@@ -93,18 +93,17 @@ def bench(
     if context.invoked_subcommand is not None:
         return
     from node.bench.throughput import BenchOptions, run_throughput
-    from node.config import ConfigError, NodeConfig, with_setting
+    from node.config import ConfigError, NodeConfig, with_settings
 
     config = NodeConfig()
     if block_interval is not None:
         config = config.with_changes("consensus", block_interval_ms=block_interval)
     if block_max is not None:
         config = config.with_changes("block", proposal_transactions_max=block_max)
-    for setting in settings:
-        try:
-            config = with_setting(config, setting)
-        except ConfigError as error:
-            raise click.BadParameter(str(error), param_hint="--set") from None
+    try:
+        config = with_settings(config, settings)
+    except ConfigError as error:
+        raise click.BadParameter(str(error), param_hint="--set") from None
     options = BenchOptions(
         config=config,
         settings=settings,
@@ -280,25 +279,22 @@ def catchup_command(
     as_json: bool,
 ) -> None:
     """A validator restarted BLOCKS behind syncs them: verified and applied blocks/s."""
-    from node.bench.catchup import catchup_config, run_catchup
-    from node.config import ConfigError, with_setting
+    from node.bench.catchup import run_catchup
+    from node.config import ConfigError
 
-    config = catchup_config(trust_certified=trust_certified)
-    for setting in settings:
+    # ``run_catchup`` refuses a bad setting before anything starts.
+    with progress_bar("catchup", quiet=as_json) as report_progress:
         try:
-            config = with_setting(config, setting)
+            report = run_catchup(
+                blocks,
+                validators,
+                keep,
+                progress=report_progress,
+                trust_certified=trust_certified,
+                settings=settings,
+            )
         except ConfigError as error:
             raise click.BadParameter(str(error), param_hint="--set") from None
-    trust_certified = config.consensus.trust_certified_blocks
-    with progress_bar("catchup", quiet=as_json) as report_progress:
-        report = run_catchup(
-            blocks,
-            validators,
-            keep,
-            progress=report_progress,
-            trust_certified=trust_certified,
-            settings=settings,
-        )
     document = report.to_json()
     if as_json:
         click.echo(json.dumps(document))
@@ -375,7 +371,7 @@ def merkle_command(
         )
     for name, row in report.layouts.items():
         click.echo(
-            f"  {name:<44}  {row['cpu_ms_per_block']:>7.1f} CPU ms/block"
+            f"  {name:<52}  {row['cpu_ms_per_block']:>7.1f} CPU ms/block"
             f" {row['wall_ms_per_block']:>7.1f} ms wall {row['kib_written_per_block']:>8,.0f}"
             f" KiB written {row['file_mib']:>7,.1f} MiB file"
         )
