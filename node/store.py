@@ -82,9 +82,8 @@ database (their keys are paths of hashed state keys): after 48,000 payments, a b
 wrote about 5,000 records on about 2,800 of its leaf pages, most of the 16 MB the commit wrote,
 and the next block rewrote most of the same pages. So a commit writes its tree records to the
 tree database only every ``tree_flush_blocks`` blocks (8), or sooner when more than
-``tree_pending_records_max`` distinct records (16,384) are held; in between, the records stay in
-memory (``_TreeLayer``: a block's records over one merged layer of those before it, so a
-record that several blocks rewrote is held once) and every read of the tree reads them
+``tree_pending_records_max`` records (16,384) are held; in between, the records stay in memory
+(``_TreeLayer``, one per block over the ones before it) and every read of the tree reads them
 over the database, and the commit records ``tree_height`` (where the database's tree is) and
 keeps the undo record of each block since instead of replacing the last one. Every read
 transaction takes the held records of the height its snapshot sees (a short read looks them up
@@ -251,7 +250,7 @@ _UNDO_LIMITS: Final = Limits(
     total_bytes_max=1 << 31, bytes_max=1 << 31, array_len_max=1 << 31, map_len_max=1
 )
 # Blocks whose tree records are held in memory (and the state's undo record of each kept)
-# before a commit writes them all to the tree database, and the most distinct records held so.
+# before a commit writes them all to the tree database, and the most records held so.
 TREE_FLUSH_BLOCKS: Final = 8
 TREE_PENDING_RECORDS_MAX: Final = 16_384
 # Heights whose held tree records stay available to read transactions begun at them. Every
@@ -692,16 +691,12 @@ class Store:
         if not prepared:
             return
         top = entries[-1][0].height
-        keys_new = {key for _, _, result in entries for key, _ in result.tree.records}
+        records_new = sum(len(result.tree.records) for _, _, result in entries)
 
         def work(txn: lmdb.Transaction) -> None:
             below = self._held_layer(txn)
             blocks = len(entries) + (below.blocks if below is not None else 0)
-            # Distinct records, as the layers count them.
-            if below is None:
-                held = len(keys_new)
-            else:
-                held = below.records_held + sum(1 for key in keys_new if not below.holds(key))
+            held = records_new + (below.records_held if below is not None else 0)
             flush = not defer_tree and self._tree_due(blocks, held)
             last = len(prepared) - 1
             for index, write in enumerate(prepared):
@@ -1526,14 +1521,7 @@ def undo_record(chunks: Iterable[bytes]) -> dict[bytes, bytes | None]:
 class _TreeLayer:
     """The tree records (None: deleted) of block ``height`` that the tree database does not
     hold yet, over those of the blocks before it (``below``, down to the block after the
-    tree's height); ``blocks`` counts the blocks held and ``records_held`` the distinct
-    records, over the whole chain.
-
-    A chain is at most two layers deep: a new block's layer goes over one layer of every
-    record held below it, merged (``over``). Every block rewrites the tree's upper nodes, so
-    without merging the chain would hold one copy of each per block, and count them against
-    the bound on records held as often. Layers are never changed once made: a reader that
-    took an older height's layer keeps reading that height."""
+    tree's height); ``blocks`` and ``records_held`` count the whole chain."""
 
     height: int
     records: dict[bytes, bytes | None]
@@ -1548,26 +1536,12 @@ class _TreeLayer:
         height: int,
         records: Sequence[tuple[bytes, bytes | None]],
     ) -> _TreeLayer:
-        """Block ``height``'s ``records`` held over ``below``, merged into one layer first if
-        it has a layer under it (a copy of what it holds: O(records held))."""
+        """Block ``height``'s ``records`` held over ``below``."""
         if below is None:
             return cls(height, dict(records), None, 1, len(records))
-        if below.below is not None:
-            merged = below.merged()
-            below = cls(below.height, merged, None, below.blocks, len(merged))
-        held = below.records
-        layer = dict(records)
-        distinct = below.records_held + sum(1 for key in layer if key not in held)
-        return cls(height, layer, below, below.blocks + 1, distinct)
-
-    def holds(self, key: bytes) -> bool:
-        """Whether the chain holds a record (or a deletion) for ``key``."""
-        layer: _TreeLayer | None = self
-        while layer is not None:
-            if key in layer.records:
-                return True
-            layer = layer.below
-        return False
+        return cls(
+            height, dict(records), below, below.blocks + 1, below.records_held + len(records)
+        )
 
     def merged(self) -> dict[bytes, bytes | None]:
         """Every held record of the chain, the newest block's winning."""
