@@ -677,24 +677,13 @@ def parse_config(
             values[""][name] = item
 
     converted: dict[str, dict[str, object]] = {section: {} for section in SCHEMA}
-    for section, keys in SCHEMA.items():
-        known = {key.name: key for key in keys}
+    for section in SCHEMA:
         for name, value in values[section].items():
-            key = known.get(name)
-            if key is None:
-                problems.append(
-                    ConfigProblem(
-                        file,
-                        _key_label(section, name),
-                        "unknown key",
-                        f"remove it; known keys here: {', '.join(known)}",
-                    )
-                )
-                continue
-            try:
-                converted[section][name] = key.convert(value)
-            except ValueError as error:
-                problems.append(ConfigProblem(file, _key_label(section, name), str(error), key.fix))
+            typed, problem = _convert_key(file, section, name, value)
+            if problem is None:
+                converted[section][name] = typed
+            else:
+                problems.append(problem)
     if problems:
         return None, problems
     sections = {name: cls(**converted[name]) for name, cls in _SECTION_CLASSES.items()}
@@ -733,16 +722,10 @@ def _with_setting(
             source, repr(setting), "not section.key=value", "e.g. mempool.verify_workers=1"
         )
     section, name = matched.group(1) or "", matched.group(2)
-    label = _key_label(section, name)
-    keys = SCHEMA.get(section)
-    if keys is None:
-        fix = f"sections are {', '.join(s for s in SCHEMA if s)}"
+    if section not in SCHEMA:
+        fix = f"remove it; sections are {', '.join(s for s in SCHEMA if s)}"
+        label = _key_label(section, name)
         return config, ConfigProblem(source, label, "unknown section", fix)
-    known = {key.name: key for key in keys}
-    key = known.get(name)
-    if key is None:
-        fix = f"known keys here: {', '.join(known)}"
-        return config, ConfigProblem(source, label, "unknown key", fix)
     text = text.strip()
     try:
         document = tomllib.loads(f"value = {text}")
@@ -750,11 +733,26 @@ def _with_setting(
         document = {}
     # A bare word, or anything that is not exactly one TOML value, is the text itself.
     raw: object = document["value"] if len(document) == 1 else text
-    try:
-        value = key.convert(raw)
-    except ValueError as error:
-        return config, ConfigProblem(source, label, str(error), key.fix)
+    value, problem = _convert_key(source, section, name, raw)
+    if problem is not None:
+        return config, problem
     return config.with_changes(section, **{name: value}), None
+
+
+def _convert_key(
+    file: str, section: str, name: str, value: object
+) -> tuple[object, ConfigProblem | None]:
+    """Key ``name`` of ``section`` (a known section) converted from ``value``, or the problem
+    (an unknown key, or a value the key's converter refuses)."""
+    key = next((key for key in SCHEMA[section] if key.name == name), None)
+    if key is None:
+        known = ", ".join(key.name for key in SCHEMA[section])
+        fix = f"remove it; known keys here: {known}"
+        return None, ConfigProblem(file, _key_label(section, name), "unknown key", fix)
+    try:
+        return key.convert(value), None
+    except ValueError as error:
+        return None, ConfigProblem(file, _key_label(section, name), str(error), key.fix)
 
 
 def _cross_checks(config: NodeConfig, file: str) -> list[ConfigProblem]:

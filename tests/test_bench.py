@@ -11,13 +11,11 @@ import sys
 from pathlib import Path
 from typing import cast
 
-import lmdb
 import pytest
 from click.testing import CliRunner
 
 import node.bench.merkle as merkle_bench
 from apps.host import AppHost
-from apps.merkle import TreeUpdate
 from apps.state import MemoryBackend
 from apps.transaction import Transaction
 from node.apploader import load_apps
@@ -343,9 +341,7 @@ def test_a_step_reports_its_phases_by_half_and_the_report_prints_them(
     assert "total 300.0 -> 330.0, execute 100.0 -> 104.0, commit 40.0 -> 61.3" in printed
 
 
-def test_bench_merkle_layouts_each_hold_the_tree_they_were_given(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_bench_merkle_layouts_each_hold_the_tree_they_were_given() -> None:
     report = run_merkle_bench(accounts=300, writes=60, blocks=16, layouts=True)
     assert len(report.layouts) == 6
     for row in report.layouts.values():
@@ -356,19 +352,13 @@ def test_bench_merkle_layouts_each_hold_the_tree_they_were_given(
     with pytest.raises(ValueError, match="at least 16 blocks"):
         run_merkle_bench(accounts=300, writes=60, blocks=15, layouts=True)
     # The check fires: a layout whose store lost one record is refused, not measured.
-    write_layout = merkle_bench._write_layout
-
-    def losing_one(
-        env: lmdb.Environment,
-        keyed_by: str,
-        every: int,
-        full: TreeUpdate,
-        tree_updates: list[TreeUpdate],
-    ) -> tuple[list[float], list[float], list[int], dict[bytes, bytes]]:
-        times, walls, written, stored = write_layout(env, keyed_by, every, full, tree_updates)
-        stored.pop(next(iter(stored)))
-        return times, walls, written, stored
-
-    monkeypatch.setattr(merkle_bench, "_write_layout", losing_one)
+    final = {b"\x01a": b"one", b"\x01b": b"two"}
+    version = (1).to_bytes(8, "big")
     with pytest.raises(RuntimeError, match="does not hold the tree's records"):
-        run_merkle_bench(accounts=300, writes=60, blocks=16, layouts=True)
+        merkle_bench._check_layout("path", "path", 1, {b"\x01a": b"one"}, final)
+    with pytest.raises(RuntimeError, match="does not hold the tree's records"):
+        merkle_bench._check_layout("never", "version", 0, {version + b"\x01a": b"one"}, final)
+    twice = {version + key: record for key, record in final.items()}
+    twice[bytes(8) + b"\x01a"] = b"old"
+    with pytest.raises(RuntimeError, match="stored under two versions"):
+        merkle_bench._check_layout("every", "version", 8, twice, final)

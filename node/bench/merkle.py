@@ -321,7 +321,7 @@ def _compare_layouts(
     written; per-block means over the whole cycles after the first. ``final`` is the tree's
     records after the last update: each layout's store must hold exactly them."""
     rows: dict[str, dict[str, float]] = {}
-    measured = range(LAYOUT_HOLD, len(tree_updates) - len(tree_updates) % LAYOUT_HOLD)
+    cycle = range(LAYOUT_HOLD, len(tree_updates) - len(tree_updates) % LAYOUT_HOLD)
     for name, keyed_by, every in _LAYOUTS:
         with tempfile.TemporaryDirectory(prefix="suanpan-bench-layout-") as directory:
             env = lmdb.open(directory, map_size=1 << 36, max_dbs=1, lock=False)
@@ -332,23 +332,7 @@ def _compare_layouts(
                 size = Path(directory, "data.mdb").stat().st_size
             finally:
                 env.close()
-        if keyed_by == "path":
-            held = stored
-        elif every:
-            held = {key[_VERSION_BYTES:]: record for key, record in stored.items()}
-            if len(held) != len(stored):
-                raise RuntimeError(f"{name}: a path is stored under two versions")
-        else:  # never removed: the newest version of each path the tree still holds
-            newest: dict[bytes, tuple[int, bytes]] = {}
-            for key, record in stored.items():
-                version = int.from_bytes(key[:_VERSION_BYTES], "big")
-                path = key[_VERSION_BYTES:]
-                if path not in newest or newest[path][0] < version:
-                    newest[path] = (version, record)
-            held = {path: newest[path][1] for path in final if path in newest}
-        if held != final:
-            raise RuntimeError(f"{name}: the store does not hold the tree's records")
-        cycle = list(measured)
+        _check_layout(name, keyed_by, every, stored, final)
         rows[name] = {
             "cpu_ms_per_block": round(sum(times[i] for i in cycle) / len(cycle) * 1000, 2),
             "wall_ms_per_block": round(sum(walls[i] for i in cycle) / len(cycle) * 1000, 2),
@@ -360,6 +344,29 @@ def _compare_layouts(
             "file_mib": round(size / 2**20, 1),
         }
     return rows
+
+
+def _check_layout(
+    name: str, keyed_by: str, every: int, stored: dict[bytes, bytes], final: dict[bytes, bytes]
+) -> None:
+    """``RuntimeError`` unless the records a layout's store holds (``stored``, as
+    ``_write_layout`` returns them) are exactly the tree's (``final``)."""
+    if keyed_by == "path":
+        held = stored
+    elif every:
+        held = {key[_VERSION_BYTES:]: record for key, record in stored.items()}
+        if len(held) != len(stored):
+            raise RuntimeError(f"{name}: a path is stored under two versions")
+    else:  # never removed: the newest version of each path the tree still holds
+        newest: dict[bytes, tuple[int, bytes]] = {}
+        for key, record in stored.items():
+            version = int.from_bytes(key[:_VERSION_BYTES], "big")
+            path = key[_VERSION_BYTES:]
+            if path not in newest or newest[path][0] < version:
+                newest[path] = (version, record)
+        held = {path: newest[path][1] for path in final if path in newest}
+    if held != final:
+        raise RuntimeError(f"{name}: the store does not hold the tree's records")
 
 
 def _write_layout(
