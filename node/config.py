@@ -1,7 +1,7 @@
 """``config.toml``: one node's local settings, and the checks that name every problem at once.
 
 The file is shaped like CometBFT's (top-level moniker and logging, then ``[p2p]``, ``[rpc]``,
-``[metrics]``, ``[consensus]``, ``[mempool]``, ``[block]``, ``[statesync]`` sections;
+``[metrics]``, ``[consensus]``, ``[mempool]``, ``[block]``, ``[store]``, ``[statesync]`` sections;
 ``[testnet]`` exists only in homes generated for local test networks and is never rendered
 with its defaults). The
 schema is data (``SCHEMA``): every key has a type, a default, a range or format check, and a
@@ -31,6 +31,7 @@ __all__ = [
     "NodeConfig",
     "PeerAddress",
     "StateSyncConfig",
+    "StoreConfig",
     "TestnetConfig",
     "config_warnings",
     "is_loopback",
@@ -211,6 +212,15 @@ class BlockConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """``[store]``: how this node writes its blocks."""
+
+    # Write blocks and the Merkle tree's held records in a process of its own (the block
+    # writer process), not on a thread of the node's.
+    writer_process: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class StateSyncConfig:
     """``[statesync]``: the snapshots this node takes and serves, and joining from one."""
 
@@ -253,6 +263,7 @@ class NodeConfig:
     consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
     mempool: MempoolConfig = field(default_factory=MempoolConfig)
     block: BlockConfig = field(default_factory=BlockConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     statesync: StateSyncConfig = field(default_factory=StateSyncConfig)
     testnet: TestnetConfig = field(default_factory=TestnetConfig)
 
@@ -558,6 +569,14 @@ SCHEMA: Final[dict[str, tuple[Key, ...]]] = {
             "bytes of a block this node proposes",
         ),
     ),
+    "store": (
+        Key(
+            "writer_process",
+            _bool,
+            "true or false",
+            "write blocks in a process of its own, beside the node's (see docs/performance.md)",
+        ),
+    ),
     "statesync": (
         Key(
             "enabled",
@@ -631,6 +650,7 @@ _SECTION_CLASSES: Final = {
     "consensus": ConsensusConfig,
     "mempool": MempoolConfig,
     "block": BlockConfig,
+    "store": StoreConfig,
     "statesync": StateSyncConfig,
     "testnet": TestnetConfig,
 }

@@ -183,11 +183,25 @@ from node.phases import PHASES, PhaseClock, WaitClock, thread_cpu_ns
 from node.servebudget import ServeBudget
 from node.snapshots import SnapshotDirectory, SnapshotError, SnapshotServer, export_snapshot
 from node.statesync import NoSnapshotOffered, StateSync, StateSyncError, StateSyncLimits
-from node.store import CertifiedView, StateReader, Store, StoreError, UnwrittenStateBackend
+from node.store import (
+    TREE_FLUSH_BLOCKS,
+    CertifiedView,
+    StateReader,
+    Store,
+    StoreError,
+    UnwrittenStateBackend,
+)
 from node.tls import TlsError
 from node.verified import VerifiedTransactions
 
-__all__ = ["CONSENSUS_KIND", "FaultHooks", "FaultHooksFactory", "Node", "NodeStartError"]
+__all__ = [
+    "CONSENSUS_KIND",
+    "FaultHooks",
+    "FaultHooksFactory",
+    "Node",
+    "NodeStartError",
+    "NodeStoppedError",
+]
 
 log = logging.getLogger("suanpan.node")
 
@@ -233,10 +247,17 @@ _PROBE_ANSWER_S: Final = 30.0
 _PREFETCH_BLOCKS_MAX: Final = 256
 # Executed blocks whose store write may lag behind (the next block executes over them while a
 # worker thread writes them); each holds its write set and tree records, ~1-2 MiB at 120
-# payments, so this bounds the extra memory to a few tens of MiB.
+# payments, so this bounds the extra memory to a few tens of MiB. Also the most blocks written
+# in one write transaction (one fsync).
 _UNWRITTEN_BLOCKS_MAX: Final = 16
-# Blocks written to the store in one write transaction (one fsync) at most.
-_WRITE_BATCH_BLOCKS_MAX: Final = 16
+# The same while a node with the block writer process (``[store] writer_process``) syncs
+# blocks: each write there takes longer from request to answer (the worker thread, the pipe,
+# the process's turn at a core), so 16 blocks filled up while the process wrote; twice as many
+# did not, and each write then takes more blocks.
+_UNWRITTEN_BLOCKS_MAX_WRITER_PROCESS: Final = 32
+# Blocks whose tree records the store holds before writing them, while such a node syncs:
+# fewer tree writes, the largest a node makes.
+_TREE_FLUSH_BLOCKS_WRITER_PROCESS: Final = 16
 # How long a synced block whose certificate the latest known validator set does not confirm
 # waits for the blocks before it to execute (its own set is known then) before the lookahead
 # gives up on it (the replica judges it anyway); bounds what a stalled chain keeps waiting.
@@ -279,6 +300,11 @@ class NodeStartError(Exception):
     """The node cannot start; the message says why and what to do about it."""
 
 
+class NodeStoppedError(Exception):
+    """The node stopped because it can no longer write its blocks (a full disk, a block writer
+    process that died); the message says why. What it wrote before is in its store."""
+
+
 class FaultHooks(Protocol):
     """Fault injection installed into a testnet node (``[testnet] fault_hooks``).
 
@@ -315,10 +341,18 @@ class Node:
         (``[testnet] fault_hooks``); such a home refuses to start without it."""
         try:
             self._open(home, fault_hooks)
-        except NodeStartError:
+        except BaseException as error:
+            # The store (and its block writer process) close with the node that failed to start.
+            store: Store | None = getattr(self, "store", None)
+            if store is not None:
+                store.close()
+            if isinstance(error, NodeStartError):
+                raise
+            if isinstance(
+                error, StoreError | AppLoadError | HostGenesisError | RestoreError | TlsError
+            ):
+                raise NodeStartError(f"{type(error).__name__}: {error}") from error
             raise
-        except (StoreError, AppLoadError, HostGenesisError, RestoreError, TlsError) as error:
-            raise NodeStartError(f"{type(error).__name__}: {error}") from error
 
     def _open(self, home: Home, fault_hooks: FaultHooksFactory | None) -> None:
         self.home = home
@@ -331,6 +365,8 @@ class Node:
         # Hands the C allocator's free pages back after block writes (node.heap).
         self.heap = HeapTrimmer()
         self.store = Store(home.data_dir, chain_id=self.chain_id, genesis_hash=self.genesis.hash)
+        # Executed blocks that may wait for the block writer (``_set_syncing``).
+        self._unwritten_max = _UNWRITTEN_BLOCKS_MAX
         self._apps = load_apps(self.genesis.apps)
         if not self.store.initialised:
             genesis_host = AppHost(self._apps, self.store.state_backend(), chain_id=self.chain_id)
@@ -338,6 +374,9 @@ class Node:
                 self.genesis.app_state, validators=self.genesis.validator_set
             )
             self.store.init_genesis(writes, app_hash)
+        if self.config.store.writer_process:
+            self.store.start_writer_process()
+            log.info("block_writer_process_started", extra={"pid": self.store.writer_process_pid})
         statesync = self.config.statesync
         pending = self.store.state_sync_pending
         if pending is not None and not statesync.enabled:
@@ -618,7 +657,7 @@ class Node:
                         "native_modules": self._native,
                         # The process CPU its start-up took (imports, opening the store), and
                         # the event loop thread's share of it.
-                        "cpu_ns": time.process_time_ns(),
+                        "cpu_ns": time.process_time_ns() + self.store.writer_process_cpu_ns,
                         "loop_cpu_ns": thread_cpu_ns(),
                         **{f"{name}_port": port for name, port in self.ports.items()},
                     },
@@ -1017,7 +1056,7 @@ class Node:
             self.metrics.evidence.inc()
             log.warning("evidence_reported", extra={"evidence": repr(action.evidence)[:200]})
         elif isinstance(action, RequestBlocks):
-            self.syncing = True
+            self._set_syncing(True)
             self._blocks_asked_to = max(self._blocks_asked_to, action.to_height)
             candidates = list(action.peer_keys) or [
                 key for key in (self._node_key_of(i) for i in action.peers) if key is not None
@@ -1285,7 +1324,7 @@ class Node:
                 if self.config.consensus.trust_certified_blocks:
                     self.transactions_trusted += _trust_certified(block, known, self.chain_id)
                 result = self._execute_block(self._block_context(block), block, known=known)
-        while len(self._unwritten) >= _UNWRITTEN_BLOCKS_MAX:
+        while len(self._unwritten) >= self._unwritten_max:
             await self._blocks_written.wait()
         self._state.add(block.height, result.writes, result.tree)
         self._unwritten.append((block, certificate, result))
@@ -1315,7 +1354,7 @@ class Node:
 
     async def _write_blocks(self) -> None:
         """The block writer: writes the executed blocks in order, as many as are queued (up to
-        ``_WRITE_BATCH_BLOCKS_MAX``, and a snapshot height always last) in one write
+        ``_unwritten_max``, and a snapshot height always last) in one write
         transaction on a worker thread; then does what follows each block's commit, and
         writes the Merkle tree's held records when they are due, in a transaction of their
         own, after what waited on the blocks has gone on."""
@@ -1325,12 +1364,15 @@ class Node:
                 await self._unwritten_added.wait()
                 continue
             batch = self._write_batch()
-            commit_ns = await trio.to_thread.run_sync(
-                _write_measured,
-                functools.partial(self.store.commit_blocks, batch, defer_tree=True),
-                self.heap,
-            )
-            self.phases.add("commit", commit_ns)
+            try:
+                commit_ns = await trio.to_thread.run_sync(
+                    _write_measured,
+                    functools.partial(self.store.commit_blocks, batch, defer_tree=True),
+                    self.heap,
+                )
+            except StoreError as error:
+                raise _write_failed(batch[0][0].height, batch[-1][0].height, error) from error
+            self.phases.add("commit", commit_ns + self.store.take_writer_cpu_ns())
             with self.phases.measure("commit"):
                 unwritten_transactions = self._unwritten_transactions
                 for block, certificate, result in batch:
@@ -1348,10 +1390,13 @@ class Node:
             # (votes, proposals, answers) has gone on: its records are the largest write and
             # nothing waits on them (``Store.write_held_tree``).
             if self.store.tree_write_due():
-                tree_ns = await trio.to_thread.run_sync(
-                    _write_measured, self.store.write_held_tree, self.heap
-                )
-                self.phases.add("commit", tree_ns)
+                try:
+                    tree_ns = await trio.to_thread.run_sync(
+                        _write_measured, self.store.write_held_tree, self.heap
+                    )
+                except StoreError as error:
+                    raise _write_failed(None, self.written_height, error) from error
+                self.phases.add("commit", tree_ns + self.store.take_writer_cpu_ns())
 
     def _write_batch(self) -> list[tuple[Block, CommitCertificate, BlockResult]]:
         """The next blocks to write in one transaction: the snapshot's export must open its
@@ -1361,7 +1406,7 @@ class Node:
         for entry in self._unwritten:
             batch.append(entry)
             height = entry[0].height
-            if len(batch) >= _WRITE_BATCH_BLOCKS_MAX or (interval and height % interval == 0):
+            if len(batch) >= self._unwritten_max or (interval and height % interval == 0):
                 break
         return batch
 
@@ -1387,7 +1432,7 @@ class Node:
         self._tip_timestamp_ms = block.header.timestamp_ms
         self._validated.clear()
         if self.syncing and block.height >= self._highest_seen_height():
-            self.syncing = False
+            self._set_syncing(False)
         next_validators = self.validators_at(block.height + 2)
         if next_validators != self.validators_at(block.height + 1):
             log.info(
@@ -1402,6 +1447,20 @@ class Node:
         self._pick_up_next_key()
         self._block_executed.set()
         self._block_executed = trio.Event()
+
+    def _set_syncing(self, syncing: bool) -> None:
+        """The node starts or stops block sync. With the block writer process, a sync queues
+        more executed blocks for writing and holds the tree's records for more blocks
+        (nothing waits on those writes but the sync itself); at the tip the writes stay
+        small, so a round never waits on a large one."""
+        self.syncing = syncing
+        if self.config.store.writer_process:
+            self._unwritten_max = (
+                _UNWRITTEN_BLOCKS_MAX_WRITER_PROCESS if syncing else _UNWRITTEN_BLOCKS_MAX
+            )
+            self.store.tree_flush_blocks = (
+                _TREE_FLUSH_BLOCKS_WRITER_PROCESS if syncing else TREE_FLUSH_BLOCKS
+            )
 
     def _after_write(
         self, block: Block, certificate: CommitCertificate, result: BlockResult
@@ -2116,6 +2175,8 @@ class Node:
             "transactions_committed": self.metrics.committed_total,
             "blocks_executed": self.blocks_executed,
             "tree_held": {"blocks": tree_blocks, "records": tree_records},
+            # The block writer process's pid (None: blocks are written on a thread here).
+            "block_writer_pid": self.store.writer_process_pid,
             "transactions_verified_ahead": self.transactions_verified_ahead,
             "transactions_trusted": self.transactions_trusted,
             "transactions_per_second": round(self.metrics.rate(), 1),
@@ -2131,7 +2192,8 @@ class Node:
         }
 
     def cpu_ns(self, statistics: NetworkStatistics | None = None) -> dict[str, JsonType]:
-        """Process CPU nanoseconds so far: ``total`` (every thread), each phase
+        """Process CPU nanoseconds so far: ``total`` (every thread, and the block writer
+        process's), each phase
         (``node.phases``; the network's own counters folded into gossip and consensus), and
         ``other`` (what no phase covers)."""
         if statistics is None:
@@ -2140,7 +2202,8 @@ class Node:
         phases["gossip_in"] += statistics.cpu_ns_gossip_in
         phases["gossip_out"] += statistics.cpu_ns_gossip_out
         phases["consensus"] += statistics.cpu_ns_messages_in + statistics.cpu_ns_messages_out
-        total = time.process_time_ns()
+        # The block writer process's CPU counts as the node's (its requests' in ``commit``).
+        total = time.process_time_ns() + self.store.writer_process_cpu_ns
         document: dict[str, JsonType] = {"total": total}
         document.update({phase: phases[phase] for phase in PHASES})
         document["other"] = total - sum(phases.values())
@@ -2282,6 +2345,21 @@ def passing_refusals(raw: Sequence[bytes], outcomes: Sequence[SubmitOutcome]) ->
         for data, outcome in zip(raw, outcomes, strict=True)
         if not outcome.accepted and (outcome.retry or outcome.code in _GOSSIP_RETAKE_CODES)
     ]
+
+
+def _write_failed(first: int | None, last: int, error: StoreError) -> NodeStoppedError:
+    """Log a block writer's failed write and say so for the node to stop: blocks ``first`` to
+    ``last`` (None: the tree records held at height ``last``) were not written."""
+    what = "tree records held" if first is None else "blocks"
+    log.critical(
+        "block_write_failed",
+        extra={"what": what, "from_height": first, "to_height": last, "error": str(error)},
+    )
+    heights = f"at height {last}" if first is None else f"{first}-{last}"
+    return NodeStoppedError(
+        f"the store could not write the {what} {heights}: {error}; the node stopped, with "
+        "every block before them written (fix the cause and start it again)"
+    )
 
 
 def _write_measured(write: Callable[[], object], heap: HeapTrimmer) -> int:

@@ -40,8 +40,23 @@ class PipelinedChain:
     top of the executed (not necessarily written) ones, ``write`` writes the oldest ``count``
     unwritten blocks in one transaction."""
 
-    def __init__(self, path: Path, *, tree_flush_blocks: int = TREE_FLUSH_BLOCKS) -> None:
-        self.store = open_store(path, sync=False, tree_flush_blocks=tree_flush_blocks)
+    def __init__(
+        self,
+        path: Path,
+        *,
+        tree_flush_blocks: int = TREE_FLUSH_BLOCKS,
+        writer_process: bool = False,
+        map_size_bytes: int | None = None,
+    ) -> None:
+        self.store = open_store(
+            path,
+            sync=False,
+            tree_flush_blocks=tree_flush_blocks,
+            **({} if map_size_bytes is None else {"map_size_bytes": map_size_bytes}),
+        )
+        if writer_process:
+            # Before genesis: the process reads the genesis tree state again after it.
+            self.store.start_writer_process()
         apps = [MembershipApp(), KvApp(), VaultApp()]
         genesis_host = AppHost(apps, self.store.state_backend(), chain_id=CHAIN)
         writes, app_hash = genesis_host.init_genesis({"membership": genesis_config()})
@@ -75,10 +90,13 @@ class PipelinedChain:
 
     def write(self, count: int, *, defer_tree: bool = False) -> None:
         """Write the oldest ``count`` unwritten blocks (with ``defer_tree``, as the node's
-        block writer does: the tree is left for ``Store.write_held_tree``)."""
+        block writer does: the tree is written after them, in a transaction of its own, when
+        it is due)."""
         batch, self.unwritten = self.unwritten[:count], self.unwritten[count:]
         self.store.commit_blocks(batch, defer_tree=defer_tree)
         self.state.written(batch[-1][0].height)
+        if defer_tree and self.store.tree_write_due():
+            assert self.store.write_held_tree() > 0
 
 
 def dump(store: Store) -> dict[str, list[tuple[bytes, bytes]]]:
