@@ -280,9 +280,11 @@ def test_a_bench_testnet_refuses_a_second_step() -> None:
 def test_run_ends_keep_each_nodes_largest_figures_and_every_disagreement() -> None:
     ends = _RunEnds(2)
     assert all(math.isnan(value) for value in ends.rss_peak_mb)
-    ends.add([200.0, math.nan], [100.0, 90.0], [50.0, 60.0], [])
-    ends.add([150.0, 210.0], [120.0, math.nan], [80.0, 40.0], ["node 1 differs"])
+    ends.add([200.0, math.nan], [math.nan, 40.0], [100.0, 90.0], [50.0, 60.0], [])
+    ends.add([150.0, 210.0], [math.nan, 45.0], [120.0, math.nan], [80.0, 40.0], ["node 1 differs"])
     assert ends.rss_peak_mb == [200.0, 210.0]
+    assert math.isnan(ends.writer_rss_peak_mb[0])
+    assert ends.writer_rss_peak_mb[1] == 45.0
     assert ends.anonymous_peak_mb == [120.0, 90.0]
     assert ends.file_mb == [80.0, 60.0]
     assert ends.problems == ["node 1 differs"]
@@ -329,6 +331,7 @@ def test_a_step_reports_its_phases_by_half_and_the_report_prints_them(
         steps=[step],
         best=step,
         rss_peak_mb=[200.0],
+        writer_rss_peak_mb=[41.5],
         rss_anonymous_peak_mb=[120.0],
         rss_file_mb=[80.0],
         agreement_problems=[],
@@ -338,6 +341,7 @@ def test_a_step_reports_its_phases_by_half_and_the_report_prints_them(
     printed = capsys.readouterr().out
     assert "by half" in printed
     assert "anonymous      [120.0] at most; file-backed [80.0] at the end" in printed
+    assert "block writer   [41.5] (each node's process of its own, beside it)" in printed
     assert "total 300.0 -> 330.0, execute 100.0 -> 104.0, commit 40.0 -> 61.3" in printed
 
 

@@ -88,6 +88,8 @@ class CatchupReport:
     # (``VmHWM``), and its anonymous (heap) and file-backed (LMDB's map of the store) parts
     # then; NaN where ``/proc`` does not say.
     rss_peak_mb: float = math.nan
+    # Its block writer process's peak RSS (``[store] writer_process``; NaN: none).
+    writer_rss_peak_mb: float = math.nan
     rss_anonymous_mb: float = math.nan
     rss_file_mb: float = math.nan
     # Whether the syncing node ran with ``[consensus] trust_certified_blocks``, and how many
@@ -154,6 +156,7 @@ class CatchupReport:
             "cores": round(self.cores, 2),
             "loop_busy": round(self.loop_busy, 2),
             "rss_peak_mb": _mib(self.rss_peak_mb),
+            "writer_rss_peak_mb": _mib(self.writer_rss_peak_mb),
             "rss_anonymous_mb": _mib(self.rss_anonymous_mb),
             "rss_file_mb": _mib(self.rss_file_mb),
             "trust_certified_blocks": self.trust_certified,
@@ -269,10 +272,11 @@ def run_catchup(
             PHASE_TIMEOUT_S,
             poll_s=_SYNC_POLL_S,
         )
-        cpu_synced, loop_synced, trusted = _status_figures(testnet, lagging)
+        cpu_synced, loop_synced, trusted, writer = _status_figures(testnet, lagging)
         process = testnet.processes[lagging]
         pid = process.pid if process is not None else -1
         rss_peak_mb = ProcessSampler.rss_peak_mb(pid)
+        writer_rss_peak_mb = math.nan if writer is None else ProcessSampler.rss_peak_mb(writer)
         rss_anonymous_mb, rss_file_mb = ProcessSampler.rss_split_mb(pid)
         log = testnet.info.homes[lagging] / "node.log"
         serving, requested, synced = sync_window(log, started, top)
@@ -287,6 +291,7 @@ def run_catchup(
             cpu_ns=without_start_up(cpu_synced, started_cpu_ns(log, started)),
             loop_cpu_ns=loop_synced - started_cpu_ns(log, started, key="loop_cpu_ns"),
             rss_peak_mb=rss_peak_mb,
+            writer_rss_peak_mb=writer_rss_peak_mb,
             rss_anonymous_mb=rss_anonymous_mb,
             rss_file_mb=rss_file_mb,
             trust_certified=trust_certified,
@@ -310,14 +315,17 @@ def without_start_up(cpu_ns: Mapping[str, int], start_up_ns: int) -> dict[str, i
     return document
 
 
-def _status_figures(testnet: Testnet, index: int) -> tuple[dict[str, int], int, int]:
-    """Node ``index``'s process CPU nanoseconds so far, in total and by phase, its event loop
-    thread's, and the transactions it applied on their block's certificate (``/status``)."""
+def _status_figures(testnet: Testnet, index: int) -> tuple[dict[str, int], int, int, int | None]:
+    """Node ``index``'s process CPU nanoseconds so far, in total and by phase (its block
+    writer process's included), its event loop thread's, the transactions it applied on their
+    block's certificate, and its block writer process's pid (None: it has none;
+    ``/status``)."""
     with testnet.client(index, timeout_s=30.0) as client:
         status = client.status()
     document = status.get("cpu_ns")
     loop = status.get("loop_cpu_ns")
     trusted = status.get("transactions_trusted")
+    writer = status.get("block_writer_pid")
     phases = (
         {str(phase): int(str(ns)) for phase, ns in document.items()}
         if isinstance(document, dict)
@@ -327,6 +335,7 @@ def _status_figures(testnet: Testnet, index: int) -> tuple[dict[str, int], int, 
         phases,
         loop if isinstance(loop, int) else 0,
         trusted if isinstance(trusted, int) else 0,
+        writer if isinstance(writer, int) else None,
     )
 
 

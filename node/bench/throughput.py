@@ -362,6 +362,8 @@ class ThroughputReport:
     steps: list[StepResult]
     best: StepResult
     rss_peak_mb: list[float]
+    # Each node's block writer process's peak RSS (NaN: blocks written in the node's own).
+    writer_rss_peak_mb: list[float]
     # The largest anonymous part of the RSS seen while the load ran (sampled every
     # _PROGRESS_S), and the file-backed part when the nodes stopped.
     rss_anonymous_peak_mb: list[float]
@@ -391,6 +393,9 @@ class ThroughputReport:
             "ceiling_tx_per_s": round(self.ceiling_tx_per_s, 1),
             "ratio": round(self.best.tx_per_s / self.ceiling_tx_per_s, 3),
             "rss_peak_mb_per_node": [round(value, 1) for value in self.rss_peak_mb],
+            "writer_rss_peak_mb_per_node": [
+                None if math.isnan(value) else round(value, 1) for value in self.writer_rss_peak_mb
+            ],
             "rss_anonymous_peak_mb_per_node": [
                 round(value, 1) for value in self.rss_anonymous_peak_mb
             ],
@@ -510,6 +515,15 @@ class _Run:
         self.stepped = False
         self.observer: _Observer | None = None
         self.anonymous_peak_mb = [math.nan] * options.validators
+        # Each node's block writer process (``[store] writer_process``), if it has one.
+        self.writer_pids: list[int | None] = [None] * options.validators
+
+    def cpu_s(self) -> list[float]:
+        """Each node's CPU seconds so far, its block writer process's included."""
+        return [
+            ProcessSampler.cpu_s(pid) + (0.0 if writer is None else ProcessSampler.cpu_s(writer))
+            for pid, writer in zip(self.pids(), self.writer_pids, strict=True)
+        ]
 
     def sample_memory(self) -> list[float]:
         """Each node's file-backed RSS now (MiB), keeping the peak of its anonymous part."""
@@ -537,6 +551,10 @@ class _Run:
             return True
 
         self.testnet.wait_until("every node serving and connected", ready, STARTUP_TIMEOUT_S)
+        for index in range(n):
+            with self.testnet.client(index) as client:
+                pid = client.status().get("block_writer_pid")
+            self.writer_pids[index] = pid if isinstance(pid, int) else None
         with self.testnet.client(0) as client:
             height = int(str(client.status().get("height", 0)))
         self.observer = _Observer(self.info.api_addresses[0], height + 1)
@@ -571,11 +589,10 @@ class _Run:
             SubmitPlan(self.info.api_addresses[bank], streams[bank], per_node) for bank in range(n)
         ]
         hashes = [[hash_bytes(data).hex() for data in stream] for stream in streams]
-        pids = self.pids()
         start_at = time.time() + 1.5  # the submitter process imports and connects first
         submitter = start_submitter(plans, start_at, duration_s)
         time.sleep(max(0.0, start_at - time.time()))
-        cpu_before = [ProcessSampler.cpu_s(pid) for pid in pids]
+        cpu_before = self.cpu_s()
         phases_before = self._phase_samples()
         middle_at = start_at + duration_s / 2
         phases_middle: list[NodeSample | None] | None = None
@@ -589,7 +606,7 @@ class _Run:
             if phases_middle is None:
                 wait_s = max(0.0, min(wait_s, middle_at - time.time()))
             time.sleep(wait_s)
-        cpu_after = [ProcessSampler.cpu_s(pid) for pid in pids]
+        cpu_after = self.cpu_s()
         phases_after = self._phase_samples()
         end_at = time.time()
         results, submitter_cpu = submitter.result(timeout_s=duration_s + 120)
@@ -746,12 +763,16 @@ class _Run:
             last_error=last_error,
         )
 
-    def stop(self) -> tuple[list[float], list[float], list[str]]:
-        """Stop everything; returns the nodes' peak RSS, their file-backed RSS at the end and
-        any chain disagreement (the anonymous peaks are in ``anonymous_peak_mb``)."""
+    def stop(self) -> tuple[list[float], list[float], list[float], list[str]]:
+        """Stop everything; returns the nodes' peak RSS, their block writer processes' (NaN:
+        none), their file-backed RSS at the end and any chain disagreement (the anonymous
+        peaks are in ``anonymous_peak_mb``)."""
         if self.observer is not None:
             self.observer.stop()
         rss = [ProcessSampler.rss_peak_mb(pid) for pid in self.pids()]
+        writer_rss = [
+            math.nan if pid is None else ProcessSampler.rss_peak_mb(pid) for pid in self.writer_pids
+        ]
         file_backed = self.sample_memory()
         problems: list[str] = []
         try:
@@ -762,7 +783,7 @@ class _Run:
         except ApiError as error:
             problems = [f"could not compare chains: {error}"]
         self.testnet.stop_all()
-        return rss, file_backed, problems
+        return rss, writer_rss, file_backed, problems
 
 
 def run_throughput(
@@ -794,10 +815,12 @@ def run_throughput(
         run = ends.running
         if run is not None:
             ends.running = None
-            rss, file_backed, problems = run.stop()
+            rss, writer_rss, file_backed, problems = run.stop()
             # A search names the step whose testnet disagreed.
             label = "" if options.rate is not None else f"{run.directory.name}: "
-            ends.add(rss, run.anonymous_peak_mb, file_backed, [label + p for p in problems])
+            ends.add(
+                rss, writer_rss, run.anonymous_peak_mb, file_backed, [label + p for p in problems]
+            )
             if temporary:
                 shutil.rmtree(run.directory, ignore_errors=True)
 
@@ -821,6 +844,7 @@ def run_throughput(
         steps,
         best,
         ends.rss_peak_mb,
+        ends.writer_rss_peak_mb,
         ends.anonymous_peak_mb,
         ends.file_mb,
         ends.problems,
@@ -835,6 +859,7 @@ class _RunEnds:
     def __init__(self, validators: int) -> None:
         self.running: _Run | None = None
         self.rss_peak_mb = [math.nan] * validators
+        self.writer_rss_peak_mb = [math.nan] * validators
         self.anonymous_peak_mb = [math.nan] * validators
         self.file_mb = [math.nan] * validators
         self.problems: list[str] = []
@@ -842,6 +867,7 @@ class _RunEnds:
     def add(
         self,
         rss: list[float],
+        writer_rss: list[float],
         anonymous: list[float],
         file_backed: list[float],
         problems: list[str],
@@ -849,6 +875,7 @@ class _RunEnds:
         """One testnet stopped: its figures per node and its disagreements."""
         self.problems.extend(problems)
         self.rss_peak_mb = _largest(self.rss_peak_mb, rss)
+        self.writer_rss_peak_mb = _largest(self.writer_rss_peak_mb, writer_rss)
         self.anonymous_peak_mb = _largest(self.anonymous_peak_mb, anonymous)
         self.file_mb = _largest(self.file_mb, file_backed)
 

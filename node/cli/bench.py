@@ -197,6 +197,9 @@ def _print_report(d: dict[str, JsonType]) -> None:
         f"    anonymous      {d.get('rss_anonymous_peak_mb_per_node')} at most;"
         f" file-backed {d.get('rss_file_mb_per_node')} at the end (LMDB's map: the ledger)"
     )
+    writers = d.get("writer_rss_peak_mb_per_node")
+    if isinstance(writers, list) and any(value is not None for value in writers):
+        click.echo(f"    block writer   {writers} (each node's process of its own, beside it)")
     click.echo(f"  submitter CPU s  {d['submitter_cpu_s']}")
     click.echo(
         f"  ed25519          {_figure(d['ed25519_verify_per_s_per_core'])} verifications/s per core"
@@ -307,6 +310,11 @@ def catchup_command(
         f" ({document['detect_s']} s in): {document['transactions_per_s_applying']} tx/s;"
         f" the syncing node used {document['cpu_us_per_tx']} CPU us per transaction"
         f" ({document['cores']} cores busy); its peak RSS {document['rss_peak_mb']} MiB"
+        + (
+            ""
+            if document.get("writer_rss_peak_mb") is None
+            else f", its block writer process's {document['writer_rss_peak_mb']} MiB"
+        )
     )
     if trust_certified:
         click.echo(
