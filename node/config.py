@@ -574,7 +574,7 @@ SCHEMA: Final[dict[str, tuple[Key, ...]]] = {
             "writer_process",
             _bool,
             "true or false",
-            "write blocks in a process of its own, beside the node's (see docs/performance.md)",
+            "write blocks in a process of its own, beside the node's (see docs/operators.md)",
         ),
     ),
     "statesync": (

@@ -88,14 +88,14 @@ class PipelinedChain:
         self.unwritten.append((block, certify(block), result))
         return result
 
-    def write(self, count: int, *, defer_tree: bool = False) -> None:
+    def write(self, count: int, *, defer_tree: bool = False, tree_when_due: bool = False) -> None:
         """Write the oldest ``count`` unwritten blocks (with ``defer_tree``, as the node's
-        block writer does: the tree is written after them, in a transaction of its own, when
-        it is due)."""
+        block writer does: the tree is left for ``Store.write_held_tree``, which
+        ``tree_when_due`` then calls when the tree is due, as the node does)."""
         batch, self.unwritten = self.unwritten[:count], self.unwritten[count:]
         self.store.commit_blocks(batch, defer_tree=defer_tree)
         self.state.written(batch[-1][0].height)
-        if defer_tree and self.store.tree_write_due():
+        if tree_when_due and self.store.tree_write_due():
             assert self.store.write_held_tree() > 0
 
 

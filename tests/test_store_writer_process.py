@@ -80,16 +80,16 @@ def test_a_writer_process_leaves_the_store_as_a_writer_thread(
         assert here.execute(transactions).app_hash == there.execute(transactions).app_hash
         while there.unwritten and (len(there.unwritten) > 4 or rng.random() < 0.4):
             count = rng.randrange(1, len(there.unwritten) + 1)
-            here.write(count, defer_tree=defer_tree)
-            there.write(count, defer_tree=defer_tree)
+            here.write(count, defer_tree=defer_tree, tree_when_due=defer_tree)
+            there.write(count, defer_tree=defer_tree, tree_when_due=defer_tree)
             # Read here, over the held records this process keeps for the process's writes.
             assert here.store.tree_held() == there.store.tree_held()
             assert here.store.read_certified(
                 lambda view: (view.height, view.app_hash)
             ) == there.store.read_certified(lambda view: (view.height, view.app_hash))
     if there.unwritten:
-        here.write(len(here.unwritten), defer_tree=defer_tree)
-        there.write(len(there.unwritten), defer_tree=defer_tree)
+        here.write(len(here.unwritten), defer_tree=defer_tree, tree_when_due=defer_tree)
+        there.write(len(there.unwritten), defer_tree=defer_tree, tree_when_due=defer_tree)
     assert here.store.height == there.store.height == len(blocks)
     assert there.store.take_writer_cpu_ns() > 0
     assert there.store.writer_process_cpu_ns > 0
@@ -139,8 +139,8 @@ def test_the_map_grows_here_when_the_process_finds_it_full(tmp_path: Path) -> No
         ]
         here.execute(transactions)
         there.execute(transactions)
-        here.write(1, defer_tree=True)
-        there.write(1, defer_tree=True)
+        here.write(1, defer_tree=True, tree_when_due=True)
+        there.write(1, defer_tree=True, tree_when_due=True)
     grown = there.store.statistics()["map_size_bytes"]
     assert grown > small
     assert there.store.height == here.store.height == 12
