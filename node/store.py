@@ -953,7 +953,7 @@ class Store:
             app_hash=result.app_hash,
             block=block.encode(),
             certificate=certificate.encode(),
-            transaction_hashes=tuple(block.transaction_hashes()),
+            transaction_hashes=block.transaction_hashes(),
             receipts=tuple(receipt.encode() for receipt in result.receipts),
             end_events=stored_end_block_events(self.chain_id, len(block.transactions), result),
             writes=result.writes,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import signal
 import sys
@@ -48,11 +47,10 @@ def _die_with_parent(parent: int) -> None:
     it writes what is queued and then ends the requests."""
     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(number, signal.SIG_IGN)
+    # Looked up among the symbols the interpreter already loaded, as ``node.heap`` finds
+    # ``malloc_trim``: no library search (``find_library`` runs a program to search).
     with contextlib.suppress(OSError, AttributeError, TypeError):
-        name = ctypes.util.find_library("c")
-        if name is not None:
-            libc = ctypes.CDLL(name, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:
         raise SystemExit(1)
 

@@ -59,6 +59,18 @@ def _wait_gone(pid: int, timeout_s: float = 20.0) -> bool:
     return False
 
 
+def _assert_reopened_alike(first: Path, second: Path) -> None:
+    """The stores in ``first`` and ``second``, reopened (the tree written up to the last
+    height), hold every database byte for byte the same."""
+    stores = [
+        Store(path, chain_id=CHAIN, genesis_hash=GENESIS_HASH, sync=False)
+        for path in (first, second)
+    ]
+    assert dump(stores[0]) == dump(stores[1])
+    for store in stores:
+        store.close()
+
+
 @pytest.mark.parametrize(("seed", "defer_tree"), [(0, False), (1, True), (2, True)])
 def test_a_writer_process_leaves_the_store_as_a_writer_thread(
     tmp_path: Path, seed: int, defer_tree: bool
@@ -96,13 +108,7 @@ def test_a_writer_process_leaves_the_store_as_a_writer_thread(
     here.store.close()
     there.store.close()
     assert _wait_gone(pid)
-    stores = [
-        Store(tmp_path / name, chain_id=CHAIN, genesis_hash=GENESIS_HASH, sync=False)
-        for name in ("here", "there")
-    ]
-    assert dump(stores[0]) == dump(stores[1])
-    for store in stores:
-        store.close()
+    _assert_reopened_alike(tmp_path / "here", tmp_path / "there")
 
 
 def test_the_process_refuses_a_bad_batch_with_the_stores_own_error(tmp_path: Path) -> None:
@@ -146,13 +152,7 @@ def test_the_map_grows_here_when_the_process_finds_it_full(tmp_path: Path) -> No
     assert there.store.height == here.store.height == 12
     here.store.close()
     there.store.close()
-    stores = [
-        Store(tmp_path / name, chain_id=CHAIN, genesis_hash=GENESIS_HASH, sync=False)
-        for name in ("here", "there")
-    ]
-    assert dump(stores[0]) == dump(stores[1])
-    for store in stores:
-        store.close()
+    _assert_reopened_alike(tmp_path / "here", tmp_path / "there")
 
 
 def test_a_dead_writer_process_is_a_store_error_that_names_it(tmp_path: Path) -> None:
