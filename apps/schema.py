@@ -109,6 +109,8 @@ _NAME: Final = re.compile(r"[a-z][a-z0-9_]*")
 # the ``Mapping`` ABC).
 _IMMUTABLE_DEFAULTS: Final = frozenset({str, bytes, int, bool, tuple})
 _HEX_64: Final = re.compile(r"[0-9a-fA-F]{64}")
+# How many matched strings an ``Identifier`` remembers (unique ids come and go; names recur).
+_MATCHED_MAX: Final = 1024
 
 
 def _refuse(name: str, expected: str) -> AppError:
@@ -117,6 +119,11 @@ def _refuse(name: str, expected: str) -> AppError:
 
 def _is_integer(value: Value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _utf8_size(text: str) -> int:
+    """``len(text.encode("utf-8"))``; an ASCII string's is its length, with nothing encoded."""
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 # ---------------------------------------------------------------------- argument types
@@ -145,7 +152,7 @@ class Text(ArgumentType):
     def parse(self, name: str, value: Value) -> Value:
         if not isinstance(value, str):
             raise _refuse(name, f"must be {self.describe()}")
-        if self.bytes_max is not None and len(value.encode("utf-8")) > self.bytes_max:
+        if self.bytes_max is not None and _utf8_size(value) > self.bytes_max:
             raise _refuse(name, f"must be {self.describe()}")
         if self.characters is not None and not (
             self.characters[0] <= len(value) <= self.characters[1]
@@ -168,11 +175,29 @@ class Identifier(ArgumentType):
 
     pattern: re.Pattern[str] = ID_PATTERN
     description: str = ""
+    # Strings the pattern matched in full (currency codes recur in every payment; a set
+    # lookup costs a fraction of a match). Only exact ``str`` values, bounded: emptied when
+    # full. It changes speed, never a result.
+    _matched: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
 
     def parse(self, name: str, value: Value) -> Value:
-        if not isinstance(value, str) or not self.pattern.fullmatch(value):
+        if not isinstance(value, str) or not self.matches(value):
             raise _refuse(name, f"must be {self.describe()}")
         return value
+
+    def matches(self, text: str) -> bool:
+        """Whether the pattern matches all of ``text``."""
+        exact = type(text) is str
+        if exact and text in self._matched:
+            return True
+        if self.pattern.fullmatch(text) is None:
+            return False
+        if exact:
+            matched = self._matched
+            if len(matched) >= _MATCHED_MAX:
+                matched.clear()
+            matched.add(text)
+        return True
 
     def describe(self) -> str:
         return self.description or f"an identifier matching {self.pattern.pattern}"
@@ -354,6 +379,10 @@ class Amounts(ArgumentType):
         return f"a list of {self.items_min}..{self.items_max} positive amounts in minor units"
 
 
+# The names of party fields (``name``, ``bic``, ``country``...): identifiers.
+_FIELD_NAME: Final = Identifier()
+
+
 @dataclass(frozen=True)
 class Party(ArgumentType):
     """Originator or beneficiary details: a map of at most ``PARTY_FIELDS_MAX`` fields, each an
@@ -367,9 +396,9 @@ class Party(ArgumentType):
         for field_name, field_value in value.items():
             if (
                 not isinstance(field_name, str)
-                or not ID_PATTERN.fullmatch(field_name)
+                or not _FIELD_NAME.matches(field_name)
                 or not isinstance(field_value, str)
-                or len(field_value.encode("utf-8")) > TEXT_BYTES_MAX
+                or _utf8_size(field_value) > TEXT_BYTES_MAX
             ):
                 raise _refuse(
                     name, f"fields must be identifier -> text (<= {TEXT_BYTES_MAX} bytes)"

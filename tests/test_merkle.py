@@ -175,3 +175,18 @@ def test_the_memory_backend_keeps_its_tree_in_step_with_its_state() -> None:
     assert backend.app_hash == tree_of({b"b": b"2", b"c": b"3"}).root
     backend.apply(((b"b", None), (b"c", None)))
     assert backend.app_hash == EMPTY_ROOT
+
+
+@SETTINGS
+@given(STATES, st.lists(KEYS, max_size=20), KEYS, VALUES, VALUES)
+def test_a_write_set_that_changes_one_key_twice_is_refused(
+    state: dict[bytes, bytes], others: list[bytes], twice: bytes, first: bytes, second: bytes
+) -> None:
+    tree = tree_of(state)
+    writes = [(key, b"x") for key in dict.fromkeys(others) if key != twice]
+    middle = len(writes) // 2
+    with pytest.raises(ValueError, match="changes one key twice"):
+        update(tree, [*writes[:middle], (twice, first), (twice, second), *writes[middle:]])
+    # The same writes with the key once are applied.
+    once = [*writes[:middle], (twice, second), *writes[middle:]]
+    assert update(tree, once).root == tree_of({**state, **dict(once)}).root

@@ -4,6 +4,7 @@ read rules consistent, each shown firing."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from importlib.metadata import EntryPoint
 from typing import ClassVar
@@ -20,6 +21,7 @@ from apps.membership import MembershipApp
 from apps.payments import PaymentsApp
 from apps.scf import ScfApp
 from apps.schema import (
+    ID_PATTERN,
     Amount,
     AppSchema,
     Argument,
@@ -223,3 +225,41 @@ def test_an_app_without_a_schema_keeps_its_hand_written_roles() -> None:
     assert _Quiet.schema is None
     assert dict(_Quiet.operations) == {"op": frozenset({ROLE_BANK})}
     assert Query("path", "A path.").parse({}).as_dict() == {}
+
+
+class _Text(str):
+    """A str subclass: never remembered by an identifier's memo."""
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(["USD", "EUR", "name", "bic", "e2e-1", "a/b", "", "é"]),
+            st.text(alphabet="AZaz09_.:-/ é", max_size=70),
+        ),
+        max_size=40,
+    ),
+    st.sampled_from([ID_PATTERN, re.compile(r"[A-Z]{3}")]),
+)
+def test_an_identifier_remembers_matches_without_changing_a_verdict(
+    texts: list[str], pattern: re.Pattern[str]
+) -> None:
+    identifier = Identifier(pattern)
+    for text in texts * 2 + [_Text(text) for text in texts]:
+        expected = pattern.fullmatch(text) is not None
+        assert identifier.matches(text) == expected
+        if expected:
+            assert identifier.parse("id", text) == text
+        else:
+            with pytest.raises(AppError, match="must be"):
+                identifier.parse("id", text)
+    assert all(type(text) is str for text in identifier._matched)
+
+
+def test_an_identifiers_memory_of_matches_is_bounded() -> None:
+    identifier = Identifier()
+    for number in range(3000):
+        assert identifier.matches(f"e2e-{number}")
+    assert 0 < len(identifier._matched) <= 1024
+    assert identifier.matches("e2e-5")
+    assert not identifier.matches("e2e/5")
