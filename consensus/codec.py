@@ -117,11 +117,40 @@ def _pack(value: object) -> bytes:
     return data
 
 
+# The one-byte encodings: 0..127 (positive fixint) and -32..-1 (negative fixint).
+_FIXINTS: Final = tuple(bytes((number,)) for number in range(0x80))
+_NEGATIVE_FIXINTS: Final = tuple(bytes((0x100 + number,)) for number in range(-32, 0))
+
+
+def _pack_int(value: int) -> bytes:
+    """``_pack(value)`` for an integer in [INT_MIN, INT_MAX], written here: msgpack's shortest
+    format (unsigned when non-negative, signed when negative), without a packer's call."""
+    if value >= 0:
+        if value < 0x80:
+            return _FIXINTS[value]
+        if value <= 0xFF:
+            return b"\xcc" + value.to_bytes(1, "big")
+        if value <= 0xFFFF:
+            return b"\xcd" + value.to_bytes(2, "big")
+        if value <= 0xFFFF_FFFF:
+            return b"\xce" + value.to_bytes(4, "big")
+        return b"\xcf" + value.to_bytes(8, "big")
+    if value >= -0x20:
+        return _NEGATIVE_FIXINTS[value + 32]
+    if value >= -0x80:
+        return b"\xd0" + value.to_bytes(1, "big", signed=True)
+    if value >= -0x8000:
+        return b"\xd1" + value.to_bytes(2, "big", signed=True)
+    if value >= -0x8000_0000:
+        return b"\xd2" + value.to_bytes(4, "big", signed=True)
+    return b"\xd3" + value.to_bytes(8, "big", signed=True)
+
+
 def encode(value: Value, limits: Limits = DEFAULT_LIMITS) -> bytes:
     """Encode ``value`` canonically. Raises ``CodecError`` for unsupported or oversized values."""
     if type(value) is int and INT_MIN <= value <= INT_MAX and limits.total_bytes_max >= 9:
         # The commonest state value (balances, counters, nonces): the same checks, no walk.
-        return _pack(value)
+        return _pack_int(value)
     normalised = _normalise_fast(value, limits, 0)
     data = _pack(normalised)
     if len(data) > limits.total_bytes_max:

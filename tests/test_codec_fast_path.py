@@ -246,3 +246,24 @@ def test_integers_in_a_wider_format_than_needed_are_refused_like_the_general_pat
                     continue
                 data = bytes([first]) + body
                 assert fast_decode(data) == reference_decode(data), data.hex()
+
+
+_WIDTH_BOUNDS = (0x20, 0x80, 0x100, 0x8000, 0x1_0000, 0x8000_0000, 0x1_0000_0000, 2**63, 2**64)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.integers(INT_MIN, INT_MAX)
+    | st.sampled_from(_WIDTH_BOUNDS).flatmap(
+        lambda bound: st.sampled_from([bound - 1, bound, bound + 1, -bound - 1, -bound, -bound + 1])
+    )
+)
+def test_an_integer_is_encoded_as_msgpack_packs_it(number: int) -> None:
+    """``encode`` writes an integer's bytes itself: they must be msgpack's, at every width."""
+    if INT_MIN <= number <= INT_MAX:
+        assert codec.encode(number) == msgpack.packb(number, use_bin_type=True)
+        assert codec.decode(codec.encode(number)) == number
+    else:
+        assert fast_encode(number, codec.DEFAULT_LIMITS) == reference_encode(
+            number, codec.DEFAULT_LIMITS
+        )
