@@ -101,7 +101,7 @@ def key(*segments: str | bytes | int) -> bytes:
     for segment in segments:
         kind = type(segment)
         if kind is not str and kind is not bytes:
-            return built  # a number (a sequence, a time): built each time, never memoised
+            return built  # a number or a subclass: built each time, never memoised
     if len(_KEYS) >= _KEYS_MAX:
         _KEYS.clear()
     _KEYS[segments] = built
