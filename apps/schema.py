@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Final
 from mypy_extensions import mypyc_attr
 
 from apps.base import ROLES, App, AppError, ReadState, TxContext
-from consensus.codec import Value
+from consensus.codec import Value, utf8_size
 
 if TYPE_CHECKING:
     from apps.access import ReadRules
@@ -121,11 +121,6 @@ def _is_integer(value: Value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _utf8_size(text: str) -> int:
-    """``len(text.encode("utf-8"))``; an ASCII string's is its length, with nothing encoded."""
-    return len(text) if text.isascii() else len(text.encode("utf-8"))
-
-
 # ---------------------------------------------------------------------- argument types
 class ArgumentType:
     """What values an argument takes. ``parse`` checks one present (non-null) value and returns
@@ -152,7 +147,7 @@ class Text(ArgumentType):
     def parse(self, name: str, value: Value) -> Value:
         if not isinstance(value, str):
             raise _refuse(name, f"must be {self.describe()}")
-        if self.bytes_max is not None and _utf8_size(value) > self.bytes_max:
+        if self.bytes_max is not None and utf8_size(value) > self.bytes_max:
             raise _refuse(name, f"must be {self.describe()}")
         if self.characters is not None and not (
             self.characters[0] <= len(value) <= self.characters[1]
@@ -398,7 +393,7 @@ class Party(ArgumentType):
                 not isinstance(field_name, str)
                 or not _FIELD_NAME.matches(field_name)
                 or not isinstance(field_value, str)
-                or _utf8_size(field_value) > TEXT_BYTES_MAX
+                or utf8_size(field_value) > TEXT_BYTES_MAX
             ):
                 raise _refuse(
                     name, f"fields must be identifier -> text (<= {TEXT_BYTES_MAX} bytes)"

@@ -44,6 +44,7 @@ __all__ = [
     "Value",
     "decode",
     "encode",
+    "utf8_size",
 ]
 
 Value: TypeAlias = (
@@ -446,9 +447,14 @@ def _plain(item: object, limits: Limits) -> bool:
     return item is None or kind is bool
 
 
+def utf8_size(text: str) -> int:
+    """``len(text.encode("utf-8"))`` (``UnicodeEncodeError`` for a lone surrogate): an ASCII
+    string's is its length, with nothing encoded."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "strict"))
+
+
 def _check_str(text: str, limits: Limits) -> None:
-    # An ASCII string's length is its UTF-8 size (and it has no lone surrogate to reject).
-    size = len(text) if text.isascii() else len(text.encode("utf-8", "strict"))
+    size = utf8_size(text)
     if size > limits.str_bytes_max:
         raise CodecError("str_too_long", f"{size} bytes, limit {limits.str_bytes_max}")
 
