@@ -27,6 +27,7 @@ COMPILED = [
     "apps/schema.py",
     "apps/state.py",
     "consensus/codec.py",
+    "node/unwritten.py",
 ]
 
 

@@ -48,7 +48,8 @@ __all__ = [
 
 # The modules setup.py compiles (setup.py names the same files; a test keeps the two equal):
 # the codec, the state overlay, the record keys, the Merkle tree, the app host and the shipped
-# apps, where the execution profile spends most of its Python time.
+# apps, where the execution profile spends most of its Python time, and the node's view of the
+# state that execution reads through (committed state with unwritten blocks on top).
 COMPILED_MODULES: Final = (
     "apps._records",
     "apps.assets",
@@ -60,6 +61,7 @@ COMPILED_MODULES: Final = (
     "apps.schema",
     "apps.state",
     "consensus.codec",
+    "node.unwritten",
 )
 
 # Set to "1" to run (or install) the pure-Python source of every compiled module.

@@ -189,9 +189,9 @@ from node.store import (
     StateReader,
     Store,
     StoreError,
-    UnwrittenStateBackend,
 )
 from node.tls import TlsError
+from node.unwritten import UnwrittenStateBackend
 from node.verified import VerifiedTransactions
 
 __all__ = [

@@ -44,9 +44,9 @@ a block. The crash tests kill real processes mid-commit to check this. ``commit_
 writes several consecutive blocks the same way in one transaction (one fsync): all of them or
 none.
 
-``UnwrittenStateBackend`` is the committed state with the write sets and tree records of
-executed blocks whose write is still queued on top: the node executes the next block over it
-while a worker thread writes the ones before (block sync).
+``node.unwritten.UnwrittenStateBackend`` is the committed state with the write sets and tree
+records of executed blocks whose write is still queued on top: the node executes the next block
+over it while a worker thread writes the ones before (block sync).
 
 The map size starts small and doubles whenever a write transaction hits ``MapFullError``; the
 transaction is retried, so a full map never reaches a caller. Read transactions and map
@@ -118,14 +118,12 @@ store built from a state snapshot answers the same for the heights it covers).
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import logging
 import os
 import subprocess
 import sys
 import threading
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -137,7 +135,7 @@ import msgpack
 
 from apps.base import Event
 from apps.host import MEMBERSHIP_APP, BlockResult, Receipt, stored_end_block_events
-from apps.merkle import ROOT_KEY, TreeUpdate, build, leaf_of, root_of_slot
+from apps.merkle import ROOT_KEY, build, leaf_of, root_of_slot
 from apps.merkle import update as merkle_update
 from apps.state import NamespacedState, WriteSet
 from apps.validators import scheduled_sets, validator_set_at
@@ -172,10 +170,8 @@ __all__ = [
     "StoreError",
     "StoreMismatchError",
     "TransactionLocation",
-    "UnwrittenStateBackend",
     "WriterMessage",
     "height_key",
-    "overlaid",
     "read_committed_height",
     "read_vote_record",
     "receipt_key",
@@ -246,11 +242,6 @@ _REPLICA_KEY: Final = b"replica"
 REPLICA_DIR: Final = "replica"
 _REPLICA_MAP_SIZE_INITIAL_BYTES: Final = 4 * 1024 * 1024
 _T = TypeVar("_T")
-# Committed state values and tree records ``UnwrittenStateBackend`` keeps in memory (each map):
-# past this it starts afresh.
-READ_CACHE_ENTRIES_MAX: Final = 32_768
-# A key not in a read cache (None is a cached "absent").
-_UNCACHED: Final = object()
 _ABSENT: Final = b"\x00"
 # An undo record holds whatever one block replaced: bounded by the block, not by the codec's
 # defaults for network messages (a record is written and read only by this store).
@@ -1864,204 +1855,6 @@ class LmdbStateBackend:
         if txn is not None and self._thread == threading.get_ident():
             return _read_layered(txn, self._tree_db, self._layer, key)
         return self._store.tree_node(key)
-
-
-class _UnwrittenBlock:
-    """One executed block's state writes and tree records (None deletes), for reads."""
-
-    __slots__ = ("height", "keys", "tree", "values")
-
-    def __init__(self, height: int, writes: WriteSet, tree: TreeUpdate) -> None:
-        self.height = height
-        self.values: dict[bytes, bytes | None] = dict(writes)
-        self.keys = [key for key, _ in writes]  # a write set is in key order
-        self.tree: dict[bytes, bytes | None] = dict(tree.records)
-
-
-class UnwrittenStateBackend:
-    """``apps.state.StateBackend``: the store's committed state with the write sets and tree
-    records of executed blocks that are not written to the store yet on top (newest wins).
-
-    The node executes a block as soon as the one before it is executed and hands the write to
-    a worker thread; the next block executes over this view meanwhile. A block is removed
-    (``written``) only after its write transaction committed, and every key it wrote is
-    answered from here until then, so a read gives the same answer whether the store's write
-    of that block has landed yet or not (the keys it did not write are the same in both).
-
-    Committed values and tree records read during a block's execution (``reading``, on its
-    thread) are kept in memory, and a written block's writes go there as it is removed, so a
-    value read again costs no LMDB call. An LMDB read releases the GIL: with worker threads
-    waiting for it (signatures, the block writer) each one handed it over, which cost a
-    block's execution about a third more CPU. A cached value is the committed one: a key
-    changed since it was read belongs to a block still here, which answers first until its
-    removal puts its value in the cache. Only the reading thread fills the cache (it is also
-    the one that removes blocks), so no read from an older snapshot can land after that.
-    The store must have no other writer while this view is in use (the node opens a new one
-    after a state sync)."""
-
-    __slots__ = (
-        "_blocks",
-        "_cache_entries_max",
-        "_committed",
-        "_tree_cache",
-        "_tree_newest",
-        "_value_cache",
-        "_value_newest",
-    )
-
-    def __init__(
-        self, committed: LmdbStateBackend, *, cache_entries_max: int = READ_CACHE_ENTRIES_MAX
-    ) -> None:
-        self._committed = committed
-        self._blocks: deque[_UnwrittenBlock] = deque()
-        self._cache_entries_max = cache_entries_max
-        self._value_cache: dict[bytes, bytes | None] = {}
-        self._tree_cache: dict[bytes, bytes | None] = {}
-        # For each key an unwritten block wrote, the newest such block's writes (its values or
-        # tree records): a read looks up one dict whatever the number of unwritten blocks.
-        self._value_newest: dict[bytes, dict[bytes, bytes | None]] = {}
-        self._tree_newest: dict[bytes, dict[bytes, bytes | None]] = {}
-
-    def __len__(self) -> int:
-        return len(self._blocks)
-
-    def add(self, height: int, writes: WriteSet, tree: TreeUpdate) -> None:
-        """Block ``height`` (the one after the last added, or after the store's height) is
-        executed: its ``writes`` and ``tree`` records are visible from now on."""
-        if self._blocks and height != self._blocks[-1].height + 1:
-            raise ValueError(f"block {height} does not follow block {self._blocks[-1].height}")
-        block = _UnwrittenBlock(height, writes, tree)
-        self._blocks.append(block)
-        self._value_newest.update(dict.fromkeys(block.values, block.values))
-        self._tree_newest.update(dict.fromkeys(block.tree, block.tree))
-
-    def written(self, height: int) -> None:
-        """The store holds every block up to ``height``: read those from the store."""
-        blocks = self._blocks
-        while blocks and blocks[0].height <= height:
-            block = blocks.popleft()
-            if blocks:
-                _forget_newest(self._value_newest, block.values)
-                _forget_newest(self._tree_newest, block.tree)
-            else:  # the last one: no unwritten write is left
-                self._value_newest.clear()
-                self._tree_newest.clear()
-            self._remember(self._value_cache, block.values)
-            self._remember(self._tree_cache, block.tree)
-
-    def clear(self) -> None:
-        """Forget every unwritten block (the store is the whole state again)."""
-        self._blocks.clear()
-        self._value_newest.clear()
-        self._tree_newest.clear()
-        self._value_cache.clear()
-        self._tree_cache.clear()
-
-    def cached_entries(self) -> int:
-        """Values and tree records held in the read caches."""
-        return len(self._value_cache) + len(self._tree_cache)
-
-    def _remember(
-        self, cache: dict[bytes, bytes | None], values: dict[bytes, bytes | None]
-    ) -> None:
-        if len(cache) + len(values) > self._cache_entries_max:
-            cache.clear()
-        cache.update(values)
-
-    def _read_committed(
-        self,
-        cache: dict[bytes, bytes | None],
-        read: Callable[[bytes], bytes | None],
-        key: bytes,
-    ) -> bytes | None:
-        """A read ``cache`` missed: from the store, remembered if this is the reading thread."""
-        value = read(key)
-        if self._committed.reading_here():
-            self._remember(cache, {key: value})
-        return value
-
-    def reading(self) -> AbstractContextManager[None]:
-        """The store's ``LmdbStateBackend.reading``: one read transaction for a block's reads
-        of what no unwritten block wrote. Its snapshot may be older than a write that lands
-        meanwhile; the block that write holds stays here until the loop, after the block's
-        execution, learns it was written, so every key it wrote is still answered from here."""
-        return self._committed.reading()
-
-    def get(self, key: bytes) -> bytes | None:
-        """The value at ``key`` after the last executed block, or None."""
-        newest = self._value_newest.get(key)
-        if newest is not None:
-            return newest[key]
-        cached = self._value_cache.get(key, _UNCACHED)
-        if cached is not _UNCACHED:
-            return cached  # type: ignore[return-value]
-        return self._read_committed(self._value_cache, self._committed.get, key)
-
-    def tree_node(self, key: bytes) -> bytes | None:
-        """The Merkle tree record under ``key`` after the last executed block, or None."""
-        newest = self._tree_newest.get(key)
-        if newest is not None:
-            return newest[key]
-        cached = self._tree_cache.get(key, _UNCACHED)
-        if cached is not _UNCACHED:
-            return cached  # type: ignore[return-value]
-        return self._read_committed(self._tree_cache, self._committed.tree_node, key)
-
-    def scan(
-        self, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
-    ) -> Iterator[tuple[bytes, bytes]]:
-        """(key, value) with ``start <= key < end`` after the last executed block, in key
-        order (or reverse)."""
-        committed = self._committed.scan(start, end, reverse=reverse)
-        if not self._blocks:
-            return committed
-        newest: dict[bytes, bytes | None] = {}
-        for block in self._blocks:  # oldest first: a later block's write replaces
-            keys = block.keys
-            low = bisect.bisect_left(keys, start)
-            high = len(keys) if end is None else bisect.bisect_left(keys, end)
-            for key in keys[low:high]:
-                newest[key] = block.values[key]
-        return overlaid(sorted(newest.items(), reverse=reverse), committed, reverse=reverse)
-
-
-def overlaid(
-    unwritten: Sequence[tuple[bytes, bytes | None]],
-    committed: Iterator[tuple[bytes, bytes]],
-    *,
-    reverse: bool = False,
-) -> Iterator[tuple[bytes, bytes]]:
-    """``committed`` with ``unwritten`` (same order; None deletes) laid over it."""
-    index = 0
-    count = len(unwritten)
-    for key, value in committed:
-        while index < count and (
-            unwritten[index][0] > key if reverse else unwritten[index][0] < key
-        ):
-            earlier, written = unwritten[index]
-            index += 1
-            if written is not None:
-                yield earlier, written
-        if index < count and unwritten[index][0] == key:
-            written = unwritten[index][1]
-            index += 1
-            if written is not None:
-                yield key, written
-            continue
-        yield key, value
-    for key, written in unwritten[index:]:
-        if written is not None:
-            yield key, written
-
-
-def _forget_newest(
-    newest: dict[bytes, dict[bytes, bytes | None]], writes: dict[bytes, bytes | None]
-) -> None:
-    """Drop from ``newest`` the keys whose newest unwritten writes are ``writes`` (a block
-    being removed); a key a later block wrote again stays, pointing at that block's."""
-    for key in writes:
-        if newest.get(key) is writes:
-            del newest[key]
 
 
 def verify_chain(store: Store, genesis: ValidatorSet, *, from_height: int = 1) -> int:

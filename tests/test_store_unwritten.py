@@ -25,8 +25,8 @@ from node.store import (
     TREE_FLUSH_BLOCKS,
     Store,
     StoreConsistencyError,
-    UnwrittenStateBackend,
 )
+from node.unwritten import UnwrittenStateBackend
 from tests.host_fixtures import CHAIN, genesis_config
 from tests.store_fixtures import GENESIS_HASH, GENESIS_TIME_MS, VALIDATORS, certify, open_store
 from tests.test_host import KvApp, VaultApp

@@ -89,7 +89,8 @@ from node.audit.storeview import StoreView, StoreViewError, height_key
 from node.genesis import Genesis, GenesisError
 from node.home import SNAPSHOTS_DIR
 from node.snapshots import SnapshotDirectory, SnapshotError, verify_chunk
-from node.store import StoreError, overlaid, undo_chunk_key, undo_record
+from node.store import StoreError, undo_chunk_key, undo_record
+from node.unwritten import overlaid
 
 __all__ = ["AuditFailure", "AuditReport", "audit_home", "audit_store"]
 

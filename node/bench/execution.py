@@ -73,7 +73,8 @@ from consensus.crypto import PrivateKey, hash_bytes
 from consensus.types import Block, CommitCertificate, Phase, Validator, ValidatorSet, Vote
 from node.mempool import Mempool, MempoolLimits
 from node.native import native_status
-from node.store import Store, UnwrittenStateBackend
+from node.store import Store
+from node.unwritten import UnwrittenStateBackend
 
 __all__ = [
     "PHASES",
