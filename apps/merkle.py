@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -109,6 +110,10 @@ PROOF_LIMITS: Final = Limits(
 )
 
 _sha256 = hashlib.sha256
+# Sorts (key, record) pairs and (key hash, value hash) changes by their first item alone: keys
+# are distinct (``update`` refuses a key changed twice), so the order is the pairs' own, and
+# comparing one bytes item costs about half of comparing tuples.
+_FIRST: Final = operator.itemgetter(0)
 # Precomputed pieces of node keys: the depth byte, and a byte's high nibble as a byte.
 _DEPTH_BYTES: Final = tuple(bytes((depth,)) for depth in range(DEPTH_MAX))
 _HIGH_NIBBLE: Final = tuple(bytes((byte & 0xF0,)) for byte in range(256))
@@ -271,7 +276,7 @@ def build(leaves: Iterable[Leaf]) -> TreeUpdate:
     slot = _build(0, ordered, out)
     if slot is not None:
         out[ROOT_KEY] = slot
-    return TreeUpdate(root_of_slot(slot), tuple(sorted(out.items())))
+    return TreeUpdate(root_of_slot(slot), tuple(sorted(out.items(), key=_FIRST)))
 
 
 def slot_of_leaves(depth: int, leaves: Sequence[Leaf]) -> tuple[Slot, dict[bytes, bytes]]:
@@ -340,8 +345,11 @@ def update(reader: TreeReader, writes: Iterable[tuple[bytes, bytes | None]]) -> 
     """Apply ``writes`` ((key, value), value None deleting; distinct keys) to the tree
     ``reader`` holds; nothing is written, the result says what to store."""
     changes = sorted(
-        (_sha256(key).digest(), None if value is None else _sha256(value).digest())
-        for key, value in writes
+        [
+            (_sha256(key).digest(), None if value is None else _sha256(value).digest())
+            for key, value in writes
+        ],
+        key=_FIRST,
     )
     # Sorted, so a key written twice has its two changes side by side.
     for index in range(1, len(changes)):
@@ -354,7 +362,7 @@ def update(reader: TreeReader, writes: Iterable[tuple[bytes, bytes | None]]) -> 
     slot = _apply(reader, 0, old_root, changes, 0, len(changes), out)
     if slot != old_root:
         out[ROOT_KEY] = slot
-    return TreeUpdate(root_of_slot(slot), tuple(sorted(out.items())))
+    return TreeUpdate(root_of_slot(slot), tuple(sorted(out.items(), key=_FIRST)))
 
 
 def _apply(

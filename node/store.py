@@ -120,6 +120,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import operator
 import os
 import subprocess
 import sys
@@ -243,6 +244,9 @@ REPLICA_DIR: Final = "replica"
 _REPLICA_MAP_SIZE_INITIAL_BYTES: Final = 4 * 1024 * 1024
 _T = TypeVar("_T")
 _ABSENT: Final = b"\x00"
+# Sorts a dict's (key, record) pairs by key alone (keys are distinct, so the order is the
+# pairs' own): about half the comparisons' cost of sorting the tuples.
+_BY_KEY: Final = operator.itemgetter(0)
 # An undo record holds whatever one block replaced: bounded by the block, not by the codec's
 # defaults for network messages (a record is written and read only by this store).
 _UNDO_LIMITS: Final = Limits(
@@ -837,7 +841,7 @@ class Store:
             merged = below.merged() if below is not None else {}
             for entry in encoded:
                 merged.update(entry.tree_records)
-            self._apply_records(txn, "tree", sorted(merged.items()))
+            self._apply_records(txn, "tree", sorted(merged.items(), key=_BY_KEY))
             txn.delete(_META_TREE_HEIGHT, db=meta)
         elif below is None:
             txn.put(_META_TREE_HEIGHT, height_key(encoded[0].height - 1), db=meta)
@@ -887,7 +891,7 @@ class Store:
             raw_height = txn.get(_META_HEIGHT, db=meta)
             assert raw_height is not None  # a held layer belongs to a committed height
             current = bytes(raw_height)
-            records = sorted(layer.merged().items())
+            records = sorted(layer.merged().items(), key=_BY_KEY)
             self._apply_records(txn, "tree", records)
             txn.delete(_META_TREE_HEIGHT, db=meta)
             self._drop_undo_below(txn, current)
