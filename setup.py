@@ -19,6 +19,7 @@ from setuptools.command.build_ext import build_ext
 COMPILED = [
     "apps/_records.py",
     "apps/assets.py",
+    "apps/event.py",
     "apps/host.py",
     "apps/membership.py",
     "apps/merkle.py",

@@ -42,10 +42,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Final, Protocol
 
 from apps.access import ReadRules
+from apps.event import Event
 from consensus.codec import Value
 
 if TYPE_CHECKING:
@@ -87,15 +88,6 @@ class BlockContext:
     time_ms: int
     proposer: bytes
     chain_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """Something an operation did, for receipts, event streams and history queries."""
-
-    app: str
-    kind: str
-    attributes: Mapping[str, Value] = field(default_factory=dict)
 
 
 class ReadState(Protocol):

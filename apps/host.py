@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Final, NamedTuple, Protocol, cast
 
@@ -157,25 +157,79 @@ class GenesisError(ValueError):
     """The app sections of genesis are invalid (unknown app, or an app rejected its config)."""
 
 
-@dataclass(frozen=True, slots=True)
 class Receipt:
     """The outcome of one transaction in a block.
 
     ``status`` is ``"ok"`` (``result`` and ``events`` from the app) or ``"rejected"``
     (``code``/``message`` say why; no events, ``result`` None). ``transaction_hash`` is SHA-256
     of the transaction bytes as they appear in the block.
+
+    A value: its fields are ``Final`` (never assigned after ``__init__``), and two receipts
+    are equal when their fields are. It is a plain class rather than a frozen dataclass
+    because one is built for every transaction: compiled, building it is a C call, where a
+    frozen dataclass's generated ``__init__`` runs as Python and sets each field through
+    ``object.__setattr__`` (about 40 times the cost).
     """
 
-    transaction_hash: bytes
-    index: int
-    status: str
-    code: str = ""
-    message: str = ""
-    result: Value = None
-    events: tuple[Event, ...] = ()
-    # The canonical bytes, once computed (the host encodes every receipt to check it is
-    # storable; the store then writes these bytes instead of encoding again).
-    _encoded: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    __slots__ = (
+        "_encoded",
+        "code",
+        "events",
+        "index",
+        "message",
+        "result",
+        "status",
+        "transaction_hash",
+    )
+
+    def __init__(
+        self,
+        transaction_hash: bytes,
+        index: int,
+        status: str,
+        code: str = "",
+        message: str = "",
+        result: Value = None,
+        events: tuple[Event, ...] = (),
+    ) -> None:
+        self.transaction_hash: Final = transaction_hash
+        self.index: Final = index
+        self.status: Final = status
+        self.code: Final = code
+        self.message: Final = message
+        self.result: Final = result
+        self.events: Final = events
+        # The canonical bytes, once computed (the host encodes every receipt to check it is
+        # storable; the store then writes these bytes instead of encoding again).
+        self._encoded: bytes | None = None
+
+    def _key(
+        self,
+    ) -> tuple[bytes, int, str, str, str, Value, tuple[Event, ...]]:
+        return (
+            self.transaction_hash,
+            self.index,
+            self.status,
+            self.code,
+            self.message,
+            self.result,
+            self.events,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Receipt:
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Receipt(transaction_hash={self.transaction_hash!r}, index={self.index!r}, "
+            f"status={self.status!r}, code={self.code!r}, message={self.message!r}, "
+            f"result={self.result!r}, events={self.events!r})"
+        )
 
     @property
     def ok(self) -> bool:
@@ -199,7 +253,7 @@ class Receipt:
         encoded = self._encoded
         if encoded is None:
             encoded = encode(self.fields(), RECEIPT_LIMITS)
-            object.__setattr__(self, "_encoded", encoded)
+            self._encoded = encoded
         return encoded
 
     @classmethod
@@ -418,21 +472,41 @@ def _copy_answer(answer: Value) -> Value:
     return None if answer is None else dict(cast(dict[str, Value], answer))
 
 
-@dataclass(slots=True)
 class _Execution:
-    """Mutable bookkeeping of one transaction (or one check) in progress."""
+    """Mutable bookkeeping of one transaction (or one check) in progress. (A plain class, not
+    a dataclass: one is built per transaction, and compiled its ``__init__`` is a C call.)"""
 
-    overlay: StateOverlay
-    block: BlockContext
-    sender: bytes
-    transaction_hash: bytes
-    events: list[Event] = field(default_factory=list)
-    depth: int = 0
-    # The block's membership memo (None while checking a transaction for the mempool).
-    answers: _MembershipAnswers | None = None
-    # Checks read the last block's record only when the app looks at ``ctx.block``: this
-    # builds ``block`` on first use (then it is set to None).
-    block_source: Callable[[], BlockContext] | None = None
+    __slots__ = (
+        "answers",
+        "block",
+        "block_source",
+        "depth",
+        "events",
+        "overlay",
+        "sender",
+        "transaction_hash",
+    )
+
+    def __init__(
+        self,
+        overlay: StateOverlay,
+        block: BlockContext,
+        sender: bytes,
+        transaction_hash: bytes,
+        *,
+        answers: _MembershipAnswers | None = None,
+    ) -> None:
+        self.overlay = overlay
+        self.block = block
+        self.sender = sender
+        self.transaction_hash = transaction_hash
+        self.events: list[Event] = []
+        self.depth = 0
+        # The block's membership memo (None while checking a transaction for the mempool).
+        self.answers = answers
+        # Checks read the last block's record only when the app looks at ``ctx.block``: this
+        # builds ``block`` on first use (then it is set to None).
+        self.block_source: Callable[[], BlockContext] | None = None
 
 
 class _Context:

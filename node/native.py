@@ -53,6 +53,7 @@ __all__ = [
 COMPILED_MODULES: Final = (
     "apps._records",
     "apps.assets",
+    "apps.event",
     "apps.host",
     "apps.membership",
     "apps.merkle",
