@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Final, Protocol, cast
 
@@ -83,6 +83,67 @@ class _UnwrittenBlock:
         self.tree: dict[bytes, bytes | None] = dict(tree.records)
 
 
+class _Answers:
+    """One map (the state's values, or the tree's records) as execution reads it, in one
+    dict, ``entries``: every unwritten block's writes (newest last, so the newest wins) and
+    the committed values read before (the read cache). A read is one lookup.
+
+    A written block's writes stay in ``entries``: they are the committed values from then on
+    (or a later unwritten block's write replaced them). ``unwritten`` holds the writes of the
+    blocks not written yet, oldest first, and ``unwritten_records`` counts them. Once
+    ``entries`` holds more than ``committed_max`` entries beyond that count, it starts afresh
+    from the unwritten writes (over those of a block just written, kept as committed values);
+    that rebuild costs one insert per unwritten record and comes once every few dozen blocks,
+    where tracking which block wrote each key last would cost an insert and a delete per
+    record of every block."""
+
+    __slots__ = ("committed_max", "entries", "unwritten", "unwritten_records")
+
+    def __init__(self, committed_max: int) -> None:
+        self.committed_max = committed_max
+        self.entries: dict[bytes, bytes | None] = {}
+        self.unwritten: deque[dict[bytes, bytes | None]] = deque()
+        self.unwritten_records = 0
+
+    def committed(self) -> int:
+        """Committed values held (the read cache's size; fewer when unwritten blocks write
+        one key more than once)."""
+        return max(0, len(self.entries) - self.unwritten_records)
+
+    def add(self, records: dict[bytes, bytes | None]) -> None:
+        """A block's writes, newer than every one held."""
+        self.entries.update(records)
+        self.unwritten.append(records)
+        self.unwritten_records += len(records)
+
+    def written(self, records: dict[bytes, bytes | None]) -> None:
+        """The oldest unwritten block (which wrote ``records``) is in the store now."""
+        oldest = self.unwritten.popleft()
+        assert oldest is records, "blocks are written oldest first"
+        self.unwritten_records -= len(records)
+        if len(self.entries) - self.unwritten_records > self.committed_max:
+            self._afresh(records)
+
+    def remember(self, key: bytes, value: bytes | None) -> None:
+        """A committed value read from the store (``key`` is not in ``entries``)."""
+        if len(self.entries) - self.unwritten_records >= self.committed_max:
+            self._afresh({})
+        self.entries[key] = value
+
+    def _afresh(self, keep: dict[bytes, bytes | None]) -> None:
+        """Start the read cache again with ``keep`` (committed values), under the unwritten
+        writes."""
+        fresh = dict(keep)
+        for records in self.unwritten:  # oldest first: a later block's write replaces
+            fresh.update(records)
+        self.entries = fresh
+
+    def clear(self) -> None:
+        self.entries = {}
+        self.unwritten.clear()
+        self.unwritten_records = 0
+
+
 class UnwrittenStateBackend:
     """``apps.state.StateBackend``: the store's committed state with the write sets and tree
     records of executed blocks that are not written to the store yet on top (newest wins).
@@ -94,38 +155,26 @@ class UnwrittenStateBackend:
     of that block has landed yet or not (the keys it did not write are the same in both).
 
     Committed values and tree records read during a block's execution (``reading``, on its
-    thread) are kept in memory, and a written block's writes go there as it is removed, so a
-    value read again costs no LMDB call. An LMDB read releases the GIL: with worker threads
+    thread) are kept in memory, and a written block's writes stay there as it is removed, so
+    a value read again costs no LMDB call. An LMDB read releases the GIL: with worker threads
     waiting for it (signatures, the block writer) each one handed it over, which cost a
     block's execution about a third more CPU. A cached value is the committed one: a key
-    changed since it was read belongs to a block still here, which answers first until its
-    removal puts its value in the cache. Only the reading thread fills the cache (it is also
-    the one that removes blocks), so no read from an older snapshot can land after that.
-    The store must have no other writer while this view is in use (the node opens a new one
-    after a state sync)."""
+    changed since it was read belongs to a block still here, whose write replaced it and
+    answers until the block's removal makes it the committed value. Only the reading thread
+    fills the cache (it is also the one that removes blocks), so no read from an older
+    snapshot can land after that. The unwritten writes and the cached values share one dict
+    per map (``_Answers``), so a read is one lookup. The store must have no other writer
+    while this view is in use (the node opens a new one after a state sync)."""
 
-    __slots__ = (
-        "_blocks",
-        "_cache_entries_max",
-        "_committed",
-        "_tree_cache",
-        "_tree_newest",
-        "_value_cache",
-        "_value_newest",
-    )
+    __slots__ = ("_blocks", "_committed", "_tree", "_values")
 
     def __init__(
         self, committed: CommittedState, *, cache_entries_max: int = READ_CACHE_ENTRIES_MAX
     ) -> None:
         self._committed = committed
         self._blocks: deque[_UnwrittenBlock] = deque()
-        self._cache_entries_max = cache_entries_max
-        self._value_cache: dict[bytes, bytes | None] = {}
-        self._tree_cache: dict[bytes, bytes | None] = {}
-        # For each key an unwritten block wrote, the newest such block's writes (its values or
-        # tree records): a read looks up one dict whatever the number of unwritten blocks.
-        self._value_newest: dict[bytes, dict[bytes, bytes | None]] = {}
-        self._tree_newest: dict[bytes, dict[bytes, bytes | None]] = {}
+        self._values = _Answers(cache_entries_max)
+        self._tree = _Answers(cache_entries_max)
 
     def __len__(self) -> int:
         return len(self._blocks)
@@ -137,53 +186,30 @@ class UnwrittenStateBackend:
             raise ValueError(f"block {height} does not follow block {self._blocks[-1].height}")
         block = _UnwrittenBlock(height, writes, tree)
         self._blocks.append(block)
-        self._value_newest.update(dict.fromkeys(block.values, block.values))
-        self._tree_newest.update(dict.fromkeys(block.tree, block.tree))
+        self._values.add(block.values)
+        self._tree.add(block.tree)
 
     def written(self, height: int) -> None:
         """The store holds every block up to ``height``: read those from the store."""
         blocks = self._blocks
         while blocks and blocks[0].height <= height:
             block = blocks.popleft()
-            if blocks:
-                _forget_newest(self._value_newest, block.values)
-                _forget_newest(self._tree_newest, block.tree)
-            else:  # the last one: no unwritten write is left
-                self._value_newest.clear()
-                self._tree_newest.clear()
-            self._remember(self._value_cache, block.values)
-            self._remember(self._tree_cache, block.tree)
+            self._values.written(block.values)
+            self._tree.written(block.tree)
 
     def clear(self) -> None:
         """Forget every unwritten block (the store is the whole state again)."""
         self._blocks.clear()
-        self._value_newest.clear()
-        self._tree_newest.clear()
-        self._value_cache.clear()
-        self._tree_cache.clear()
+        self._values.clear()
+        self._tree.clear()
 
     def cached_entries(self) -> int:
         """Values and tree records held in the read caches."""
-        return len(self._value_cache) + len(self._tree_cache)
+        return self._values.committed() + self._tree.committed()
 
-    def _remember(
-        self, cache: dict[bytes, bytes | None], values: dict[bytes, bytes | None]
-    ) -> None:
-        if len(cache) + len(values) > self._cache_entries_max:
-            cache.clear()
-        cache.update(values)
-
-    def _read_committed(
-        self,
-        cache: dict[bytes, bytes | None],
-        read: Callable[[bytes], bytes | None],
-        key: bytes,
-    ) -> bytes | None:
-        """A read ``cache`` missed: from the store, remembered if this is the reading thread."""
-        value = read(key)
-        if self._committed.reading_here():
-            self._remember(cache, {key: value})
-        return value
+    def unwritten_records(self) -> int:
+        """Values and tree records the unwritten blocks wrote."""
+        return self._values.unwritten_records + self._tree.unwritten_records
 
     def reading(self) -> AbstractContextManager[None]:
         """The store's ``LmdbStateBackend.reading``: one read transaction for a block's reads
@@ -194,23 +220,23 @@ class UnwrittenStateBackend:
 
     def get(self, key: bytes) -> bytes | None:
         """The value at ``key`` after the last executed block, or None."""
-        newest = self._value_newest.get(key)
-        if newest is not None:
-            return newest[key]
-        cached = self._value_cache.get(key, _UNCACHED)
-        if cached is not _UNCACHED:
-            return cast("bytes | None", cached)
-        return self._read_committed(self._value_cache, self._committed.get, key)
+        value = self._values.entries.get(key, _UNCACHED)
+        if value is not _UNCACHED:
+            return cast("bytes | None", value)
+        value = self._committed.get(key)
+        if self._committed.reading_here():
+            self._values.remember(key, value)
+        return value
 
     def tree_node(self, key: bytes) -> bytes | None:
         """The Merkle tree record under ``key`` after the last executed block, or None."""
-        newest = self._tree_newest.get(key)
-        if newest is not None:
-            return newest[key]
-        cached = self._tree_cache.get(key, _UNCACHED)
-        if cached is not _UNCACHED:
-            return cast("bytes | None", cached)
-        return self._read_committed(self._tree_cache, self._committed.tree_node, key)
+        record = self._tree.entries.get(key, _UNCACHED)
+        if record is not _UNCACHED:
+            return cast("bytes | None", record)
+        record = self._committed.tree_node(key)
+        if self._committed.reading_here():
+            self._tree.remember(key, record)
+        return record
 
     def scan(
         self, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
@@ -257,13 +283,3 @@ def overlaid(
     for key, written in unwritten[index:]:
         if written is not None:
             yield key, written
-
-
-def _forget_newest(
-    newest: dict[bytes, dict[bytes, bytes | None]], writes: dict[bytes, bytes | None]
-) -> None:
-    """Drop from ``newest`` the keys whose newest unwritten writes are ``writes`` (a block
-    being removed); a key a later block wrote again stays, pointing at that block's."""
-    for key in writes:
-        if newest.get(key) is writes:
-            del newest[key]

@@ -26,7 +26,7 @@ from node.store import (
     Store,
     StoreConsistencyError,
 )
-from node.unwritten import UnwrittenStateBackend
+from node.unwritten import READ_CACHE_ENTRIES_MAX, UnwrittenStateBackend
 from tests.host_fixtures import CHAIN, genesis_config
 from tests.store_fixtures import GENESIS_HASH, GENESIS_TIME_MS, VALIDATORS, certify, open_store
 from tests.test_host import KvApp, VaultApp
@@ -207,6 +207,7 @@ def test_a_batch_with_one_bad_block_writes_nothing(tmp_path: Path) -> None:
     st.integers(min_value=0, max_value=4),
     st.sampled_from([b"", b"a", b"b", b"bb", b"c"]),
     st.one_of(st.none(), st.sampled_from([b"a", b"b", b"c", b"d"])),
+    st.sampled_from([1, 2, READ_CACHE_ENTRIES_MAX]),
 )
 def test_unwritten_state_reads_as_every_block_applied(
     tmp_path_factory: pytest.TempPathFactory,
@@ -214,12 +215,14 @@ def test_unwritten_state_reads_as_every_block_applied(
     written: int,
     start: bytes,
     end: bytes | None,
+    cache_entries_max: int,
 ) -> None:
     """The committed state (the first write set, in LMDB) with unwritten blocks on top reads
     (get, tree records, scans both ways across the store's scan batches) as the model with
     every block applied, before and after the oldest unwritten blocks are written away. Reads
     inside ``reading`` (as a block's execution reads) fill the read caches first: values a
-    written block replaced must not be answered from there."""
+    written block replaced must not be answered from there. With read caches of one or two
+    entries, dropping the cached values over and over must never drop an unwritten write."""
     store = Store(
         tmp_path_factory.mktemp("unwritten"), chain_id=CHAIN, genesis_hash=GENESIS_HASH, sync=False
     )
@@ -227,7 +230,7 @@ def test_unwritten_state_reads_as_every_block_applied(
     committed = {key: value for key, value in layers[0].items() if value is not None}
     model = MemoryBackend(committed.items())
     store.init_genesis(tuple(sorted(committed.items())), model.app_hash)
-    state = UnwrittenStateBackend(store.state_backend())
+    state = UnwrittenStateBackend(store.state_backend(), cache_entries_max=cache_entries_max)
     keys = {key for layer in layers for key in layer} | {b"\x00", b"\xff"}
     with state.reading():
         for key in keys:
@@ -283,8 +286,7 @@ def test_unwritten_state_reads_as_every_block_applied(
     write_to_store(layers[1 + count :])
     state.written(len(layers) - 1)
     assert len(state) == 0
-    assert not state._value_newest
-    assert not state._tree_newest
+    assert state.unwritten_records() == 0
     check()
     with state.reading():
         check()
@@ -315,4 +317,39 @@ def test_read_caches_fill_only_inside_reading_and_stay_bounded(tmp_path: Path) -
         assert state.cached_entries() == 2
     state.clear()
     assert state.cached_entries() == 0
+    store.close()
+
+
+def test_a_read_cache_started_afresh_keeps_the_newest_unwritten_writes(tmp_path: Path) -> None:
+    """Two unwritten blocks write one key (and one tree record) with different values; reads
+    of committed keys inside ``reading`` then start the one-entry read caches afresh again and
+    again, and so does a block's removal: the newest unwritten write still answers, and the
+    one a written block made answers once no unwritten block writes the key."""
+    store = Store(tmp_path, chain_id=CHAIN, genesis_hash=GENESIS_HASH, sync=False)
+    genesis = tuple((bytes([i]), b"v") for i in range(8))
+    store.init_genesis(genesis, MemoryBackend(genesis).app_hash)
+    state = UnwrittenStateBackend(store.state_backend(), cache_entries_max=1)
+    for height, value in ((1, b"old"), (2, b"new")):
+        state.add(height, ((b"x", value),), TreeUpdate(b"", ((b"tx", value),)))
+    with state.reading():
+        for i in range(8):
+            assert state.get(bytes([i])) == b"v"
+            assert state.tree_node(b"t" + bytes([i])) is None
+        assert state.cached_entries() <= 2
+        assert (state.get(b"x"), state.tree_node(b"tx")) == (b"new", b"new")
+    with store._env.begin(write=True) as txn:
+        txn.put(b"x", b"old", db=store._db["state"])
+        txn.put(b"tx", b"old", db=store._db["tree"])
+    state.written(1)
+    with state.reading():
+        for i in range(8):
+            state.get(bytes([i]))
+            state.tree_node(b"t" + bytes([i]))
+        assert (state.get(b"x"), state.tree_node(b"tx")) == (b"new", b"new")
+    with store._env.begin(write=True) as txn:
+        txn.put(b"x", b"new", db=store._db["state"])
+        txn.put(b"tx", b"new", db=store._db["tree"])
+    state.written(2)
+    assert state.unwritten_records() == 0
+    assert (state.get(b"x"), state.tree_node(b"tx")) == (b"new", b"new")
     store.close()
