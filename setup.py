@@ -24,6 +24,7 @@ COMPILED = [
     "apps/membership.py",
     "apps/merkle.py",
     "apps/payments.py",
+    "apps/reads.py",
     "apps/scf.py",
     "apps/schema.py",
     "apps/state.py",

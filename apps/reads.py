@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Final
 
 from apps.state import StateBackend
@@ -28,12 +27,32 @@ from apps.state import StateBackend
 __all__ = ["EMPTY_READ_SET", "ReadSet", "RecordingBackend"]
 
 
-@dataclass(frozen=True, slots=True)
 class ReadSet:
-    """Keys read and ``[start, end)`` ranges scanned (``end`` None: unbounded) by one check."""
+    """Keys read and ``[start, end)`` ranges scanned (``end`` None: unbounded) by one check.
 
-    keys: frozenset[bytes]
-    ranges: tuple[tuple[bytes, bytes | None], ...] = ()
+    A value: its fields are ``Final``, and two read sets are equal when their fields are. A
+    plain class rather than a frozen dataclass, as one is built for every admission check:
+    compiled (``node.native``), building it is a C call, where a frozen dataclass's generated
+    ``__init__`` runs as Python."""
+
+    __slots__ = ("keys", "ranges")
+
+    def __init__(
+        self, keys: frozenset[bytes], ranges: tuple[tuple[bytes, bytes | None], ...] = ()
+    ) -> None:
+        self.keys: Final = keys
+        self.ranges: Final = ranges
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not ReadSet:
+            return NotImplemented
+        return self.keys == other.keys and self.ranges == other.ranges
+
+    def __hash__(self) -> int:
+        return hash((self.keys, self.ranges))
+
+    def __repr__(self) -> str:
+        return f"ReadSet(keys={self.keys!r}, ranges={self.ranges!r})"
 
     def written_by(self, written_keys: Sequence[bytes]) -> bool:
         """True when a key of ``written_keys`` (sorted ascending) is in this read set."""

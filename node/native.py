@@ -58,6 +58,7 @@ COMPILED_MODULES: Final = (
     "apps.membership",
     "apps.merkle",
     "apps.payments",
+    "apps.reads",
     "apps.scf",
     "apps.schema",
     "apps.state",
