@@ -203,26 +203,13 @@ class Receipt:
         # storable; the store then writes these bytes instead of encoding again).
         self._encoded: bytes | None = None
 
-    def _key(
-        self,
-    ) -> tuple[bytes, int, str, str, str, Value, tuple[Event, ...]]:
-        return (
-            self.transaction_hash,
-            self.index,
-            self.status,
-            self.code,
-            self.message,
-            self.result,
-            self.events,
-        )
-
     def __eq__(self, other: object) -> bool:
         if type(other) is not Receipt:
             return NotImplemented
-        return self._key() == other._key()
+        return self.fields() == other.fields()
 
     def __hash__(self) -> int:
-        return hash(self._key())
+        return hash(self.fields())
 
     def __repr__(self) -> str:
         return (

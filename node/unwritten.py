@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Final, Protocol, cast
 
@@ -223,20 +223,24 @@ class UnwrittenStateBackend:
         value = self._values.entries.get(key, _UNCACHED)
         if value is not _UNCACHED:
             return cast("bytes | None", value)
-        value = self._committed.get(key)
-        if self._committed.reading_here():
-            self._values.remember(key, value)
-        return value
+        return self._read_committed(self._values, self._committed.get, key)
 
     def tree_node(self, key: bytes) -> bytes | None:
         """The Merkle tree record under ``key`` after the last executed block, or None."""
         record = self._tree.entries.get(key, _UNCACHED)
         if record is not _UNCACHED:
             return cast("bytes | None", record)
-        record = self._committed.tree_node(key)
+        return self._read_committed(self._tree, self._committed.tree_node, key)
+
+    def _read_committed(
+        self, answers: _Answers, read: Callable[[bytes], bytes | None], key: bytes
+    ) -> bytes | None:
+        """A read ``answers`` missed: from the store, remembered if this is the reading
+        thread (the one whose snapshot holds every block removed so far)."""
+        value = read(key)
         if self._committed.reading_here():
-            self._tree.remember(key, record)
-        return record
+            answers.remember(key, value)
+        return value
 
     def scan(
         self, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
