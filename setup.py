@@ -28,6 +28,7 @@ COMPILED = [
     "apps/scf.py",
     "apps/schema.py",
     "apps/state.py",
+    "apps/transaction.py",
     "consensus/codec.py",
     "node/unwritten.py",
 ]

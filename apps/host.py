@@ -795,9 +795,9 @@ class AppHost:
         execution = _Execution(overlay, _UNBUILT_BLOCK, tx.sender, tx.hash)
         execution.block_source = next_block
         try:
-            # A decoded transaction may be executed later from these very values: the check
-            # gets its own copy of the arguments.
-            arguments = _fresh_copy(tx.arguments) if tx.from_wire else tx.arguments
+            # The transaction may be executed later from these very values: the check gets
+            # its own copy of the arguments.
+            arguments = _fresh_copy(tx.arguments)
             app.check(_Context(self, execution, tx.app), tx.operation, arguments)
         except AppError as error:
             raise TransactionRejected(error.code, error.message) from None
@@ -904,7 +904,7 @@ class AppHost:
         known_tx = None if known is None else known.get(tx_hash)
         if known_tx is not None and known_tx.encoded != raw:
             known_tx = None
-        if known_tx is not None and known_tx.from_wire and known_tx.chain_id == self.chain_id:
+        if known_tx is not None and known_tx.chain_id == self.chain_id:
             # Decoded from exactly these bytes (and verified) by the caller: the same values
             # every node decodes from the block. The app gets its own copy of the arguments,
             # so nothing an execution does to them reaches the next one.
@@ -918,9 +918,10 @@ class AppHost:
                 tx = Transaction.decode(
                     raw, chain_id=self.chain_id, check_signature=known_tx is None
                 )
-            except TransactionError as error:
+            except TransactionError as invalid:
+                # (not ``error``: compiled, a name keeps the type of its first exception)
                 return Receipt(
-                    tx_hash, index, STATUS_REJECTED, CODE_INVALID_TRANSACTION, str(error)
+                    tx_hash, index, STATUS_REJECTED, CODE_INVALID_TRANSACTION, str(invalid)
                 )
             arguments = tx.arguments
         try:

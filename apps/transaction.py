@@ -16,9 +16,9 @@ active member, is the nonce the next one, does the app accept it) belong to the 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Final
 
 from consensus.codec import CodecError, Limits, Value, decode, encode
@@ -26,7 +26,6 @@ from consensus.crypto import (
     PUBLIC_KEY_BYTES,
     SIGNATURE_BYTES,
     PrivateKey,
-    hash_bytes,
     verify,
 )
 
@@ -58,8 +57,14 @@ NONCE_MAX: Final = 2**63 - 1
 # The body is the wire form without its last element (see ``Transaction.body``).
 _BODY_HEADER: Final = b"\x97"
 _SIGNATURE_SUFFIX: Final = -(2 + SIGNATURE_BYTES)
+_SIGNATURE_HEADER: Final = b"\xc4\x40"
+_NO_SIGNATURE: Final = bytes(SIGNATURE_BYTES)
 # App and operation names: lowercase identifiers, as used in entry points and CLI commands.
 NAME_PATTERN: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
+# Names ``NAME_PATTERN`` matched (see ``_is_name``), at most ``_NAMES_MAX``.
+_NAMES: Final[set[str]] = set()
+_NAMES_MAX: Final = 1024
+_sha256: Final = hashlib.sha256
 
 
 class TransactionError(ValueError):
@@ -71,101 +76,34 @@ class TransactionError(ValueError):
         self.detail = detail
 
 
-@dataclass(frozen=True, slots=True)
 class Transaction:
-    """A signed request to run ``app.operation(arguments)`` as ``sender``."""
+    """A signed request to run ``app.operation(arguments)`` as ``sender``.
 
-    chain_id: str
-    app: str
-    operation: str
-    arguments: Mapping[str, Value]
-    sender: bytes
-    nonce: int
-    signature: bytes
-    encoded: bytes = field(init=False, repr=False, compare=False)
-    hash: bytes = field(init=False, repr=False, compare=False)
-    # True when the fields were decoded from ``encoded`` (``decode``): they are then exactly
-    # the values any node decoding the same bytes gets (tuples for arrays, and so on), so an
-    # executor may use them instead of decoding the bytes again.
-    from_wire: bool = field(default=False, init=False, repr=False, compare=False)
+    Every transaction is decoded from its wire bytes, ``encoded``: the constructor (and
+    ``decode``, its usual spelling) takes the bytes and nothing else, and ``build`` encodes
+    fields and then decodes the result. So the fields are always exactly the values any node
+    decoding the same bytes gets (tuples for arrays, and so on), never a caller's objects,
+    and they can never disagree with ``encoded`` or ``hash``. An executor may use them instead
+    of decoding the bytes again.
 
-    def __post_init__(self) -> None:
-        self._check()
-        try:
-            data = encode(
-                (TX_VERSION, *self._body_fields(), self.signature),
-                TX_LIMITS,
-            )
-        except CodecError as error:
-            reason = "too_large" if error.reason == "too_large" else "arguments"
-            raise TransactionError(reason, str(error)) from None
-        object.__setattr__(self, "encoded", data)
-        object.__setattr__(self, "hash", hash_bytes(data))
+    A value: its fields are ``Final``, and two transactions are equal when their bytes are.
+    It is a plain class rather than a frozen dataclass so that, compiled, building one sets
+    its fields in C (a dataclass's generated ``__init__`` runs as Python).
+    """
 
-    def _check(self) -> None:
-        """Every field check but the encoding's own limits (``__post_init__`` encodes)."""
-        _check_fields(self.chain_id, self.app, self.operation, self.arguments)
-        if not isinstance(self.sender, bytes) or len(self.sender) != PUBLIC_KEY_BYTES:
-            raise TransactionError("sender", f"sender must be a {PUBLIC_KEY_BYTES}-byte key")
-        if isinstance(self.nonce, bool) or not isinstance(self.nonce, int):
-            raise TransactionError("nonce", "nonce must be an integer")
-        if not 0 <= self.nonce <= NONCE_MAX:
-            raise TransactionError("nonce", f"nonce must be in [0, {NONCE_MAX}]")
-        if not isinstance(self.signature, bytes) or len(self.signature) != SIGNATURE_BYTES:
-            raise TransactionError("signature", f"signature must be {SIGNATURE_BYTES} bytes")
+    __slots__ = (
+        "app",
+        "arguments",
+        "chain_id",
+        "encoded",
+        "hash",
+        "nonce",
+        "operation",
+        "sender",
+        "signature",
+    )
 
-    def _body_fields(self) -> tuple[Value, ...]:
-        return (
-            self.chain_id,
-            self.app,
-            self.operation,
-            dict(self.arguments),
-            self.sender,
-            self.nonce,
-        )
-
-    def body(self) -> bytes:
-        """The canonical bytes the signature covers (every field but the signature)."""
-        # The encoding of the 7 body fields is a slice of the 8-field encoding: the canonical
-        # encoding of an array is its header followed by its elements' encodings, the header
-        # of 8 (7) elements is the single byte 0x98 (0x97), and the signature, always 64 bytes,
-        # is the last element, encoded as 0xc4 0x40 followed by its bytes.
-        return _BODY_HEADER + self.encoded[1:_SIGNATURE_SUFFIX]
-
-    def signature_valid(self) -> bool:
-        """True when ``signature`` is ``sender``'s signature of ``body()`` on ``chain_id``."""
-        return verify(self.sender, TX_TAG, self.chain_id, self.body(), self.signature)
-
-    @classmethod
-    def _from_canonical(
-        cls,
-        chain_id: str,
-        app: str,
-        operation: str,
-        arguments: Mapping[str, Value],
-        sender: bytes,
-        nonce: int,
-        signature: bytes,
-        encoded: bytes,
-    ) -> Transaction:
-        """A transaction from decoded fields whose canonical encoding is ``encoded``: the same
-        checks as the constructor, without encoding again."""
-        transaction = object.__new__(cls)
-        object.__setattr__(transaction, "chain_id", chain_id)
-        object.__setattr__(transaction, "app", app)
-        object.__setattr__(transaction, "operation", operation)
-        object.__setattr__(transaction, "arguments", arguments)
-        object.__setattr__(transaction, "sender", sender)
-        object.__setattr__(transaction, "nonce", nonce)
-        object.__setattr__(transaction, "signature", signature)
-        transaction._check()
-        object.__setattr__(transaction, "encoded", encoded)
-        object.__setattr__(transaction, "hash", hash_bytes(encoded))
-        object.__setattr__(transaction, "from_wire", True)
-        return transaction
-
-    @classmethod
-    def decode(cls, data: bytes, *, chain_id: str, check_signature: bool = True) -> Transaction:
+    def __init__(self, data: bytes, *, chain_id: str, check_signature: bool = True) -> None:
         """Parse wire bytes with every stateless check; raise ``TransactionError`` on the first
         problem. ``chain_id`` is the chain this node serves: a transaction for another chain is
         rejected before its signature is checked."""
@@ -182,46 +120,147 @@ class Transaction:
         # wire, which would let one signed transaction travel under two hashes.
         if type(version) is not int or version != TX_VERSION:
             raise TransactionError("version", f"unsupported version {version!r}")
-        if not isinstance(chain, str):
-            raise TransactionError("chain_id", "chain id must be a string")
         if chain != chain_id:
+            if not isinstance(chain, str):
+                raise TransactionError("chain_id", "chain id must be a string")
             raise TransactionError(
                 "chain_id", f"transaction is for chain {chain!r}, not {chain_id!r}"
             )
-        if not isinstance(app, str) or not isinstance(operation, str):
-            raise TransactionError("name", "app and operation must be strings")
-        if not isinstance(arguments, dict):
-            raise TransactionError("arguments", "arguments must be a map")
-        if not isinstance(sender, bytes):
-            raise TransactionError("sender", "sender must be bytes")
-        if not isinstance(nonce, int) or isinstance(nonce, bool):
-            raise TransactionError("nonce", "nonce must be an integer")
-        if not isinstance(signature, bytes):
-            raise TransactionError("signature", "signature must be bytes")
-        # ``data`` decoded canonically under TX_LIMITS, so encoding these very fields reproduces
-        # ``data`` byte for byte: keep it instead of encoding again.
-        transaction = cls._from_canonical(
-            chain, app, operation, arguments, sender, nonce, signature, bytes(data)
-        )
-        if check_signature and not transaction.signature_valid():
+        checked = _checked_fields(chain, app, operation, arguments, sender, nonce, signature)
+        self.chain_id: Final[str] = checked[0]
+        self.app: Final[str] = checked[1]
+        self.operation: Final[str] = checked[2]
+        self.arguments: Final[Mapping[str, Value]] = checked[3]
+        self.sender: Final[bytes] = checked[4]
+        self.nonce: Final[int] = checked[5]
+        self.signature: Final[bytes] = checked[6]
+        # ``data`` decoded canonically under TX_LIMITS, so encoding these very fields
+        # reproduces it byte for byte.
+        encoded = bytes(data)
+        self.encoded: Final[bytes] = encoded
+        self.hash: Final[bytes] = _sha256(encoded).digest()
+        if check_signature and not self.signature_valid():
             raise TransactionError("signature", "signature does not verify for sender")
-        return transaction
+
+    @staticmethod
+    def decode(data: bytes, *, chain_id: str, check_signature: bool = True) -> Transaction:
+        """The transaction ``data`` encodes, every stateless check made (the constructor)."""
+        return Transaction(data, chain_id=chain_id, check_signature=check_signature)
+
+    @staticmethod
+    def build(
+        chain_id: str,
+        app: str,
+        operation: str,
+        arguments: Mapping[str, Value],
+        sender: bytes,
+        nonce: int,
+        signature: bytes,
+    ) -> Transaction:
+        """The transaction of these fields, every stateless check made but the signature's
+        (``sign_transaction`` builds a signed one)."""
+        _checked_fields(chain_id, app, operation, arguments, sender, nonce, signature)
+        data = _encode_fields(chain_id, app, operation, arguments, sender, nonce, signature)
+        return Transaction(data, chain_id=chain_id, check_signature=False)
+
+    def body(self) -> bytes:
+        """The canonical bytes the signature covers (every field but the signature)."""
+        # The encoding of the 7 body fields is a slice of the 8-field encoding: the canonical
+        # encoding of an array is its header followed by its elements' encodings, the header
+        # of 8 (7) elements is the single byte 0x98 (0x97), and the signature, always 64 bytes,
+        # is the last element, encoded as 0xc4 0x40 followed by its bytes.
+        return _BODY_HEADER + self.encoded[1:_SIGNATURE_SUFFIX]
+
+    def signature_valid(self) -> bool:
+        """True when ``signature`` is ``sender``'s signature of ``body()`` on ``chain_id``."""
+        return verify(self.sender, TX_TAG, self.chain_id, self.body(), self.signature)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Transaction):
+            return NotImplemented
+        return self.encoded == other.encoded
+
+    def __hash__(self) -> int:
+        return hash(self.hash)
+
+    def __repr__(self) -> str:
+        return (
+            f"Transaction(chain_id={self.chain_id!r}, app={self.app!r}, "
+            f"operation={self.operation!r}, arguments={self.arguments!r}, "
+            f"sender={self.sender!r}, nonce={self.nonce!r}, signature={self.signature!r})"
+        )
 
 
-def _check_fields(chain_id: str, app: str, operation: str, arguments: Mapping[str, Value]) -> None:
+def _checked_fields(
+    chain_id: object,
+    app: object,
+    operation: object,
+    arguments: object,
+    sender: object,
+    nonce: object,
+    signature: object,
+) -> tuple[str, str, str, Mapping[str, Value], bytes, int, bytes]:
+    """The fields, typed, when each passes its check; ``TransactionError`` naming the first
+    that does not. The encoding's own limits are checked by encoding."""
     if not isinstance(chain_id, str) or not 1 <= len(chain_id) <= 64:
         raise TransactionError("chain_id", "chain id must be a string of 1..64 characters")
-    if not isinstance(app, str) or not NAME_PATTERN.fullmatch(app):
+    if not isinstance(app, str) or not _is_name(app):
         raise TransactionError("app", f"app name {app!r} must match {NAME_PATTERN.pattern}")
-    if not isinstance(operation, str) or not NAME_PATTERN.fullmatch(operation):
+    if not isinstance(operation, str) or not _is_name(operation):
         raise TransactionError(
             "operation", f"operation name {operation!r} must match {NAME_PATTERN.pattern}"
         )
-    if not isinstance(arguments, Mapping):
+    if type(arguments) is not dict and not isinstance(arguments, Mapping):
         raise TransactionError("arguments", "arguments must be a map")
     for key in arguments:
         if not isinstance(key, str):
             raise TransactionError("arguments", f"argument names must be strings, not {key!r}")
+    if not isinstance(sender, bytes) or len(sender) != PUBLIC_KEY_BYTES:
+        raise TransactionError("sender", f"sender must be a {PUBLIC_KEY_BYTES}-byte key")
+    if isinstance(nonce, bool) or not isinstance(nonce, int):
+        raise TransactionError("nonce", "nonce must be an integer")
+    if not 0 <= nonce <= NONCE_MAX:
+        raise TransactionError("nonce", f"nonce must be in [0, {NONCE_MAX}]")
+    if not isinstance(signature, bytes) or len(signature) != SIGNATURE_BYTES:
+        raise TransactionError("signature", f"signature must be {SIGNATURE_BYTES} bytes")
+    return chain_id, app, operation, arguments, sender, nonce, signature
+
+
+def _is_name(text: str) -> bool:
+    """Whether ``text`` is an app or operation name (``NAME_PATTERN`` in full)."""
+    # Names recur in every transaction, and a set lookup costs a fraction of a match. Only
+    # exact ``str`` values are remembered, and the set is emptied when full: it changes speed,
+    # never a result.
+    exact = type(text) is str
+    if exact and text in _NAMES:
+        return True
+    if NAME_PATTERN.fullmatch(text) is None:
+        return False
+    if exact:
+        if len(_NAMES) >= _NAMES_MAX:
+            _NAMES.clear()
+        _NAMES.add(text)
+    return True
+
+
+def _encode_fields(
+    chain_id: str,
+    app: str,
+    operation: str,
+    arguments: Mapping[str, Value],
+    sender: bytes,
+    nonce: int,
+    signature: bytes,
+) -> bytes:
+    """The wire bytes of checked fields; ``TransactionError`` when they exceed the limits."""
+    try:
+        return encode(
+            (TX_VERSION, chain_id, app, operation, dict(arguments), sender, nonce, signature),
+            TX_LIMITS,
+        )
+    except CodecError as error:
+        reason = "too_large" if error.reason == "too_large" else "arguments"
+        raise TransactionError(reason, str(error)) from None
 
 
 def sign_transaction(
@@ -234,8 +273,11 @@ def sign_transaction(
     nonce: int,
 ) -> Transaction:
     """Build and sign a transaction from ``key``'s public key."""
-    unsigned = Transaction(
-        chain_id, app, operation, dict(arguments), key.public_key, nonce, bytes(SIGNATURE_BYTES)
-    )
-    signature = key.sign(TX_TAG, chain_id, unsigned.body())
-    return Transaction(chain_id, app, operation, dict(arguments), key.public_key, nonce, signature)
+    sender = key.public_key
+    _checked_fields(chain_id, app, operation, arguments, sender, nonce, _NO_SIGNATURE)
+    unsigned = _encode_fields(chain_id, app, operation, arguments, sender, nonce, _NO_SIGNATURE)
+    body = _BODY_HEADER + unsigned[1:_SIGNATURE_SUFFIX]
+    signature = key.sign(TX_TAG, chain_id, body)
+    # The signature is the encoding's last element, always 64 bytes: replace it in place.
+    signed = unsigned[:_SIGNATURE_SUFFIX] + _SIGNATURE_HEADER + signature
+    return Transaction(signed, chain_id=chain_id, check_signature=False)

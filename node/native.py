@@ -48,8 +48,9 @@ __all__ = [
 
 # The modules setup.py compiles (setup.py names the same files; a test keeps the two equal):
 # the codec, the state overlay, the record keys, the Merkle tree, the app host and the shipped
-# apps, where the execution profile spends most of its Python time, and the node's view of the
-# state that execution reads through (committed state with unwritten blocks on top).
+# apps, where the execution profile spends most of its Python time, the transaction envelope
+# (decoded once per transaction by every node), and the node's view of the state that
+# execution reads through (committed state with unwritten blocks on top).
 COMPILED_MODULES: Final = (
     "apps._records",
     "apps.assets",
@@ -62,6 +63,7 @@ COMPILED_MODULES: Final = (
     "apps.scf",
     "apps.schema",
     "apps.state",
+    "apps.transaction",
     "consensus.codec",
     "node.unwritten",
 )

@@ -54,7 +54,6 @@ def test_reused_transactions_execute_exactly_like_decoded_ones() -> None:
     ]
     raw = [tx.encoded for tx in signed]
     decoded = {tx.hash: Transaction.decode(tx.encoded, chain_id=CHAIN) for tx in signed}
-    assert all(tx.from_wire for tx in decoded.values())
     for tx in decoded.values():
         chain.host.check_transaction(tx, expected_nonce=tx.nonce)  # the check mutates too
     reference = chain.host.execute_block(chain.context(), raw)
@@ -74,12 +73,16 @@ def test_reused_transactions_execute_exactly_like_decoded_ones() -> None:
         }
 
 
-def test_a_locally_built_transaction_is_decoded_from_the_block() -> None:
-    """``sign_transaction`` keeps the caller's values (a list stays a list); the block's bytes
-    decode to tuples, and that is what every node's app must see."""
+def test_a_locally_built_transaction_holds_the_decoded_values() -> None:
+    """``sign_transaction`` decodes what it signed: a list the caller passed is a tuple in the
+    transaction, as in every node's decoding of the block, and the caller's objects are not
+    kept."""
     chain = Chain.start([MutatingApp()])
-    local = chain.sign(key("bank_a"), "mutant", "op", {"nested": {}, "list": [1, 2]})
-    assert not local.from_wire
+    caller_list: list[Value] = [1, 2]
+    local = chain.sign(key("bank_a"), "mutant", "op", {"nested": {}, "list": caller_list})
+    assert local.arguments["list"] == (1, 2)
+    caller_list.append(3)
+    assert local.arguments["list"] == (1, 2)
     result = chain.host.execute_block(chain.context(), [local.encoded], known={local.hash: local})
     reference = chain.host.execute_block(chain.context(), [local.encoded])
     assert result == reference

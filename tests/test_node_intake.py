@@ -121,7 +121,7 @@ async def test_a_transplanted_signature_is_refused_after_the_genuine_one_was_ver
     genuine = Transaction.decode(
         register_identity_transaction(key, info.chain_id, "bank0", 0), chain_id=info.chain_id
     )
-    other_body = Transaction(
+    other_body = Transaction.build(
         genuine.chain_id,
         genuine.app,
         genuine.operation,
@@ -130,7 +130,7 @@ async def test_a_transplanted_signature_is_refused_after_the_genuine_one_was_ver
         genuine.nonce,
         genuine.signature,
     )
-    other_sender = Transaction(
+    other_sender = Transaction.build(
         genuine.chain_id,
         genuine.app,
         genuine.operation,
@@ -164,7 +164,7 @@ def test_the_verified_cache_answers_only_for_the_exact_bytes() -> None:
     genuine = sign_transaction(
         key, chain_id="c", app="payments", operation="transfer", arguments={"a": 1}, nonce=0
     )
-    forged = Transaction(
+    forged = Transaction.build(
         "c", "payments", "transfer", {"a": 2}, key.public_key, 0, genuine.signature
     )
     cache = VerifiedTransactions(entries_max=2)

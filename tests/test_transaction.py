@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 
 import pytest
 from hypothesis import given
@@ -83,6 +82,11 @@ def test_oversize_is_rejected_with_its_limit() -> None:
         ({"operation": "do-it"}, "operation"),
         ({"nonce": -1}, "nonce"),
         ({"arguments": {"amount": 1.5}}, "arguments"),
+        ({"arguments": {1: "x"}}, "arguments"),
+        ({"arguments": ("amount", 1)}, "arguments"),
+        ({"nonce": 2**63}, "nonce"),
+        ({"chain_id": ""}, "chain_id"),
+        ({"chain_id": "c" * 65}, "chain_id"),
     ],
 )
 def test_malformed_fields_are_named(overrides: dict[str, object], reason: str) -> None:
@@ -110,11 +114,69 @@ def test_boolean_version_is_not_a_second_encoding_of_the_same_transaction() -> N
 
 
 def test_signature_of_wrong_length_is_rejected() -> None:
+    signed = make()
+    fields = (signed.chain_id, signed.app, signed.operation, signed.arguments, signed.sender)
     with pytest.raises(TransactionError, match="64 bytes"):
-        dataclasses.replace(make(), signature=b"\x00" * 10)
+        Transaction.build(*fields, signed.nonce, b"\x00" * 10)
+    decoded = decode(signed.encoded)
+    assert isinstance(decoded, tuple)
+    with pytest.raises(TransactionError, match="64 bytes"):
+        Transaction.decode(encode((*decoded[:7], b"\x00" * 10)), chain_id=CHAIN)
 
 
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_only_raise_transaction_error(data: bytes) -> None:
     with contextlib.suppress(TransactionError):
         Transaction.decode(data, chain_id=CHAIN)
+
+
+@pytest.mark.parametrize(
+    ("field_index", "replacement", "reason"),
+    [
+        (1, 7, "chain_id"),
+        (2, "Payments", "app"),
+        (2, b"payments", "app"),
+        (3, "do-it", "operation"),
+        (4, ("amount", 1), "arguments"),
+        (4, {b"amount": 1}, "arguments"),
+        (5, b"\x02" * 31, "sender"),
+        (5, "sender", "sender"),
+        (6, -1, "nonce"),
+        (6, False, "nonce"),
+        (6, "1", "nonce"),
+        (7, b"\x00" * 63, "signature"),
+        (7, "signature", "signature"),
+    ],
+)
+def test_every_field_check_fires_on_decoded_bytes(
+    field_index: int, replacement: object, reason: str
+) -> None:
+    """What ``build`` refuses is refused in wire bytes too, before any signature check."""
+    decoded = decode(make().encoded)
+    assert isinstance(decoded, tuple)
+    fields: list[object] = list(decoded)
+    fields[field_index] = replacement
+    with pytest.raises(TransactionError) as caught:
+        Transaction.decode(encode(fields), chain_id=CHAIN)  # type: ignore[arg-type]
+    assert caught.value.reason == reason
+
+
+def test_transactions_are_equal_only_when_their_bytes_are() -> None:
+    one = make(arguments={"flag": 1})
+    true = make(arguments={"flag": True})
+    assert one.arguments == true.arguments  # Python's True == 1; the wire's are other bytes
+    assert one != true
+    assert one.hash != true.hash
+    again = Transaction.decode(one.encoded, chain_id=CHAIN)
+    assert again == one
+    assert hash(again) == hash(one)
+    assert len({one, again, true}) == 2
+    assert "operation='transfer'" in repr(one)
+
+
+def test_a_transaction_s_fields_cannot_be_assigned() -> None:
+    transaction = make()
+    with pytest.raises(AttributeError):
+        transaction.nonce = 2  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        transaction.encoded = b""  # type: ignore[misc]

@@ -44,7 +44,7 @@ def test_decoded_transaction_equals_the_encoded_fields(
         nonce=nonce,
     )
     decoded = Transaction.decode(signed.encoded, chain_id=CHAIN)
-    rebuilt = Transaction(
+    rebuilt = Transaction.build(
         decoded.chain_id,
         decoded.app,
         decoded.operation,
