@@ -30,6 +30,7 @@ COMPILED = [
     "apps/state.py",
     "apps/transaction.py",
     "consensus/codec.py",
+    "node/mempool.py",
     "node/unwritten.py",
 ]
 

@@ -49,8 +49,9 @@ __all__ = [
 # The modules setup.py compiles (setup.py names the same files; a test keeps the two equal):
 # the codec, the state overlay, the record keys, the Merkle tree, the app host and the shipped
 # apps, where the execution profile spends most of its Python time, the transaction envelope
-# (decoded once per transaction by every node), and the node's view of the state that
-# execution reads through (committed state with unwritten blocks on top).
+# (decoded once per transaction by every node), the mempool (admission's bookkeeping and the
+# recheck after each commit), and the node's view of the state that execution reads through
+# (committed state with unwritten blocks on top).
 COMPILED_MODULES: Final = (
     "apps._records",
     "apps.assets",
@@ -65,6 +66,7 @@ COMPILED_MODULES: Final = (
     "apps.state",
     "apps.transaction",
     "consensus.codec",
+    "node.mempool",
     "node.unwritten",
 )
 
