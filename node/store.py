@@ -120,6 +120,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import mmap
 import operator
 import os
 import subprocess
@@ -1928,18 +1929,21 @@ def verify_chain(store: Store, genesis: ValidatorSet, *, from_height: int = 1) -
 # length on the pipe carries ``_SHARED_FRAME``.
 WriterMessage = tuple[object, ...]
 _SHARED_FRAME: Final = 1 << 63
-# Past a request this large, the buffers and the shared memory file are given back once it is
-# answered.
+# Past a request this large, the encoder's buffer and the shared memory file are given back
+# once it is answered.
 _SHARED_KEEP_BYTES: Final = 64 * 1024 * 1024
+# A mapping of a request's body has its pages mapped in one call rather than a fault per page.
+_MAP_POPULATE: Final = getattr(mmap, "MAP_POPULATE", 0)
 
 
 class FrameChannel:
     """One end of the frames between a node and its block writer process: ``send`` writes to
     ``writer``, ``receive`` reads from ``reader``. With ``shared`` (a memory file both ends
     hold), a received frame may have its body there, and with ``share_sends`` too this end
-    puts the bodies of the frames it sends there. The encoder's buffer and the receiving
-    buffer are kept from frame to frame: a fresh one of a few MiB costs a page fault per
-    page each time, once the allocator has handed the last one back."""
+    puts the bodies of the frames it sends there; a body there is decoded in place, from a
+    mapping of the file. The encoder's buffer is kept from frame to frame: a fresh one of a
+    few MiB costs a page fault per page each time, once the allocator has handed the last one
+    back."""
 
     def __init__(
         self,
@@ -1954,7 +1958,6 @@ class FrameChannel:
         self._shared = shared
         self._share_sends = share_sends and shared is not None
         self._packer = msgpack.Packer(autoreset=False)
-        self._buffer = bytearray()
 
     def send(self, message: WriterMessage) -> int:
         """Send one frame of ``message`` (msgpack: tuples, bytes, str, int, bool, None and
@@ -1984,36 +1987,46 @@ class FrameChannel:
         if len(header) < 8:
             raise EOFError("the stream ended")
         size = int.from_bytes(header, "big")
-        body: bytes | memoryview
         if size & _SHARED_FRAME:
             if self._shared is None:
                 raise EOFError("a frame in a shared memory file, and none is shared")
-            size &= ~_SHARED_FRAME
-            if len(self._buffer) < size:
-                self._buffer = bytearray(size)
-            body = memoryview(self._buffer)[:size]
-            if os.preadv(self._shared, [body], 0) < size:
-                raise EOFError("the shared memory file ended inside a frame")
-        else:
-            body = self._reader.read(size)
-            if len(body) < size:
-                raise EOFError("the stream ended inside a frame")
-        try:
-            message = msgpack.unpackb(body, use_list=False)
-        except (ValueError, msgpack.UnpackException) as error:
-            raise EOFError(f"a frame that does not decode: {error}") from error
-        if type(message) is not tuple or not message:
-            raise EOFError("a frame that is not a message")
-        return message
+            return self._receive_shared(size & ~_SHARED_FRAME)
+        body = self._reader.read(size)
+        if len(body) < size:
+            raise EOFError("the stream ended inside a frame")
+        return _message_of(body)
+
+    def _receive_shared(self, size: int) -> WriterMessage:
+        """The message whose body is the first ``size`` bytes of the shared memory file, read
+        in place from a mapping of it: no buffer to fill (and fault in) and no copy."""
+        assert self._shared is not None
+        # Reading a mapping past the end of its file would kill the process (SIGBUS).
+        if not 0 < size <= os.fstat(self._shared).st_size:
+            raise EOFError("the shared memory file ended inside a frame")
+        with mmap.mmap(
+            self._shared, size, flags=mmap.MAP_SHARED | _MAP_POPULATE, prot=mmap.PROT_READ
+        ) as view:
+            return _message_of(view)
 
     def shrink(self) -> None:
-        """Give back the buffers, and empty the shared memory file (a large frame has been
-        answered)."""
+        """Give back the encoder's buffer, and empty the shared memory file (a large frame has
+        been answered)."""
         self._packer = msgpack.Packer(autoreset=False)
-        self._buffer = bytearray()
         if self._share_sends:
             assert self._shared is not None
             os.ftruncate(self._shared, 0)
+
+
+def _message_of(body: bytes | mmap.mmap) -> WriterMessage:
+    """The message a frame's body encodes; ``EOFError`` when it does not decode or is not a
+    message."""
+    try:
+        message = msgpack.unpackb(body, use_list=False)
+    except (ValueError, msgpack.UnpackException) as error:
+        raise EOFError(f"a frame that does not decode: {error}") from error
+    if type(message) is not tuple or not message:
+        raise EOFError("a frame that is not a message")
+    return message
 
 
 # The store errors a writer process's answer may name, raised again here as themselves.

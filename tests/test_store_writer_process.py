@@ -240,6 +240,13 @@ def test_frames_carry_messages_and_refuse_what_is_not_one(tmp_path: Path) -> Non
             writer.flush()
             with pytest.raises(EOFError, match=r"not decode|not a message"):
                 receiver.receive()
+        # A shared frame longer than the shared file (a mapping read past its end would kill
+        # the process), or empty.
+        for size in (os.fstat(shared).st_size + 1, 0):
+            writer.write(((1 << 63) | size).to_bytes(8, "big"))
+            writer.flush()
+            with pytest.raises(EOFError, match="inside a frame"):
+                receiver.receive()
         # A shared frame where nothing is shared.
         writer.write(((1 << 63) | 3).to_bytes(8, "big"))
         writer.flush()
