@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping
 from typing import Final
 
+from apps.schema import Identifier
 from consensus.codec import CodecError, Limits, Value, decode, encode
 from consensus.crypto import (
     PUBLIC_KEY_BYTES,
@@ -61,9 +62,9 @@ _SIGNATURE_HEADER: Final = b"\xc4\x40"
 _NO_SIGNATURE: Final = bytes(SIGNATURE_BYTES)
 # App and operation names: lowercase identifiers, as used in entry points and CLI commands.
 NAME_PATTERN: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
-# Names ``NAME_PATTERN`` matched (see ``_is_name``), at most ``_NAMES_MAX``.
-_NAMES: Final[set[str]] = set()
-_NAMES_MAX: Final = 1024
+# App and operation names recur in every transaction: the schema's identifier type remembers
+# the names its pattern matched (bounded), a set lookup instead of a match.
+_NAME: Final = Identifier(NAME_PATTERN)
 _sha256: Final = hashlib.sha256
 
 
@@ -204,9 +205,9 @@ def _checked_fields(
     that does not. The encoding's own limits are checked by encoding."""
     if not isinstance(chain_id, str) or not 1 <= len(chain_id) <= 64:
         raise TransactionError("chain_id", "chain id must be a string of 1..64 characters")
-    if not isinstance(app, str) or not _is_name(app):
+    if not isinstance(app, str) or not _NAME.matches(app):
         raise TransactionError("app", f"app name {app!r} must match {NAME_PATTERN.pattern}")
-    if not isinstance(operation, str) or not _is_name(operation):
+    if not isinstance(operation, str) or not _NAME.matches(operation):
         raise TransactionError(
             "operation", f"operation name {operation!r} must match {NAME_PATTERN.pattern}"
         )
@@ -224,23 +225,6 @@ def _checked_fields(
     if not isinstance(signature, bytes) or len(signature) != SIGNATURE_BYTES:
         raise TransactionError("signature", f"signature must be {SIGNATURE_BYTES} bytes")
     return chain_id, app, operation, arguments, sender, nonce, signature
-
-
-def _is_name(text: str) -> bool:
-    """Whether ``text`` is an app or operation name (``NAME_PATTERN`` in full)."""
-    # Names recur in every transaction, and a set lookup costs a fraction of a match. Only
-    # exact ``str`` values are remembered, and the set is emptied when full: it changes speed,
-    # never a result.
-    exact = type(text) is str
-    if exact and text in _NAMES:
-        return True
-    if NAME_PATTERN.fullmatch(text) is None:
-        return False
-    if exact:
-        if len(_NAMES) >= _NAMES_MAX:
-            _NAMES.clear()
-        _NAMES.add(text)
-    return True
 
 
 def _encode_fields(
