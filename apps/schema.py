@@ -486,8 +486,11 @@ def _parse_fields(
     declared: tuple[Argument, ...], values: Mapping[str, Value], prefix: str = ""
 ) -> dict[str, Value]:
     parsed: dict[str, Value] = {}
+    # Decoded arguments are a dict: its own lookup, compiled, is a C call where a Mapping's
+    # ``get`` is a method call through Python.
+    given: dict[str, Value] = values if isinstance(values, dict) else dict(values)
     for argument in declared:
-        value = values.get(argument.name)
+        value = given.get(argument.name)
         if value is None:
             if argument.required:
                 raise _refuse(prefix + argument.name, "is required")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from importlib.metadata import EntryPoint
+from types import MappingProxyType
 from typing import ClassVar
 
 import pytest
@@ -98,6 +99,9 @@ def test_parsing_follows_the_declaration() -> None:
         parse_arguments(ARGUMENTS, {"to": key, "amount": True})
     with pytest.raises(AppError, match="arguments must be a map"):
         parse_arguments(ARGUMENTS, ("to", key))  # type: ignore[arg-type]
+    # Any mapping parses as the same dict does.
+    values: dict[str, Value] = {"to": key.hex(), "amount": 5, "extra": "ignored"}
+    assert parse_arguments(ARGUMENTS, MappingProxyType(values)).as_dict() == parsed.as_dict()
 
 
 def test_a_default_map_is_a_fresh_copy_every_time() -> None:
