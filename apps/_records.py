@@ -40,6 +40,7 @@ from apps.schema import (
     Arguments,
     parse_arguments,
 )
+from apps.state import NamespacedState
 from consensus.codec import CodecError, Limits, Value, decode, encode
 
 __all__ = [
@@ -159,9 +160,26 @@ _RECORD_BYTES_MAX: Final = 1024
 _SCALAR_TYPES: Final = frozenset({str, bytes, int, bool, type(None)})
 
 
+def _read(state: ReadState, record_key: bytes) -> bytes | None:
+    """``state.get(record_key)``, called directly when ``state`` is the host's
+    ``NamespacedState``: compiled, a call through the ``ReadState`` protocol goes through
+    Python's method call."""
+    if isinstance(state, NamespacedState):
+        return state.get(record_key)
+    return state.get(record_key)
+
+
+def _write(state: AppState, record_key: bytes, data: bytes) -> None:
+    """``state.put(record_key, data)``, called directly as ``_read`` calls ``get``."""
+    if isinstance(state, NamespacedState):
+        state.put(record_key, data)
+    else:
+        state.put(record_key, data)
+
+
 def get_record(state: ReadState, record_key: bytes) -> dict[str, Value] | None:
     """The map stored at ``record_key``, or None."""
-    data = state.get(record_key)
+    data = _read(state, record_key)
     if data is None:
         return None
     memo = type(data) is bytes and len(data) <= _RECORD_BYTES_MAX
@@ -181,12 +199,14 @@ def get_record(state: ReadState, record_key: bytes) -> dict[str, Value] | None:
 def put_record(state: AppState, record_key: bytes, record: Mapping[str, Value]) -> None:
     """Store ``record`` canonically at ``record_key``."""
     # A dict is encoded as it is (encoding never changes its value); another mapping as a copy.
-    state.put(record_key, encode(record if type(record) is dict else dict(record), STATE_LIMITS))
+    _write(
+        state, record_key, encode(record if type(record) is dict else dict(record), STATE_LIMITS)
+    )
 
 
 def get_int(state: ReadState, record_key: bytes) -> int:
     """An integer counter or balance; 0 when absent."""
-    data = state.get(record_key)
+    data = _read(state, record_key)
     if data is None:
         return 0
     return as_int(decode(data, STATE_LIMITS))
@@ -197,7 +217,7 @@ def put_int(state: AppState, record_key: bytes, value: int) -> None:
     if value == 0:
         state.delete(record_key)
     else:
-        state.put(record_key, encode(value, STATE_LIMITS))
+        _write(state, record_key, encode(value, STATE_LIMITS))
 
 
 def scan_records(

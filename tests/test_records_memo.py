@@ -109,3 +109,44 @@ def test_the_record_memo_stays_bounded() -> None:
         _records.put_record(state, b"r", {"n": index})
         assert _records.get_record(state, b"r") == {"n": index}
     assert len(_records._RECORDS) <= _records._RECORDS_MAX
+
+
+class _DictState:
+    """A state that is not the host's ``NamespacedState`` (as an app's own test may use)."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.data[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self.data.pop(key, None)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), RECORDS, st.integers(-5, 5)), max_size=12))
+def test_the_helpers_read_and_write_any_state_as_the_hosts(
+    steps: list[tuple[int, dict[str, Value], int]],
+) -> None:
+    """``get_record``/``put_record``/``get_int``/``put_int`` call the host's state directly and
+    any other through its methods: the same steps give the same reads and the same bytes."""
+    host = NamespacedState(StateOverlay(MemoryBackend()), "app", writable=True)
+    other = _DictState()
+    for index, record, number in steps:
+        for state in (host, other):
+            _records.put_record(state, _records.key("r", index), record)  # type: ignore[arg-type]
+            _records.put_int(state, _records.key("n", index), number)  # type: ignore[arg-type]
+        for name in ("r", "n"):
+            assert host.get(_records.key(name, index)) == other.get(_records.key(name, index))
+        assert _records.get_record(host, _records.key("r", index)) == _records.get_record(
+            other,  # type: ignore[arg-type]
+            _records.key("r", index),
+        )
+        assert _records.get_int(host, _records.key("n", index)) == _records.get_int(
+            other,  # type: ignore[arg-type]
+            _records.key("n", index),
+        )
