@@ -66,11 +66,13 @@ __all__ = [
     "prefix",
     "put_int",
     "put_record",
+    "read_value",
     "scan_end",
     "scan_records",
     "schedule_expiry",
     "take_expired",
     "unschedule_expiry",
+    "write_value",
 ]
 
 # State records are small; the bound catches a bug that would bloat state, not a real record.
@@ -160,7 +162,7 @@ _RECORD_BYTES_MAX: Final = 1024
 _SCALAR_TYPES: Final = frozenset({str, bytes, int, bool, type(None)})
 
 
-def _read(state: ReadState, record_key: bytes) -> bytes | None:
+def read_value(state: ReadState, record_key: bytes) -> bytes | None:
     """``state.get(record_key)``, called directly when ``state`` is the host's
     ``NamespacedState``: compiled, a call through the ``ReadState`` protocol goes through
     Python's method call."""
@@ -169,8 +171,8 @@ def _read(state: ReadState, record_key: bytes) -> bytes | None:
     return state.get(record_key)
 
 
-def _write(state: AppState, record_key: bytes, data: bytes) -> None:
-    """``state.put(record_key, data)``, called directly as ``_read`` calls ``get``."""
+def write_value(state: AppState, record_key: bytes, data: bytes) -> None:
+    """``state.put(record_key, data)``, called directly as ``read_value`` calls ``get``."""
     if isinstance(state, NamespacedState):
         state.put(record_key, data)
     else:
@@ -179,7 +181,7 @@ def _write(state: AppState, record_key: bytes, data: bytes) -> None:
 
 def get_record(state: ReadState, record_key: bytes) -> dict[str, Value] | None:
     """The map stored at ``record_key``, or None."""
-    data = _read(state, record_key)
+    data = read_value(state, record_key)
     if data is None:
         return None
     memo = type(data) is bytes and len(data) <= _RECORD_BYTES_MAX
@@ -199,14 +201,14 @@ def get_record(state: ReadState, record_key: bytes) -> dict[str, Value] | None:
 def put_record(state: AppState, record_key: bytes, record: Mapping[str, Value]) -> None:
     """Store ``record`` canonically at ``record_key``."""
     # A dict is encoded as it is (encoding never changes its value); another mapping as a copy.
-    _write(
+    write_value(
         state, record_key, encode(record if type(record) is dict else dict(record), STATE_LIMITS)
     )
 
 
 def get_int(state: ReadState, record_key: bytes) -> int:
     """An integer counter or balance; 0 when absent."""
-    data = _read(state, record_key)
+    data = read_value(state, record_key)
     if data is None:
         return 0
     return as_int(decode(data, STATE_LIMITS))
@@ -217,7 +219,7 @@ def put_int(state: AppState, record_key: bytes, value: int) -> None:
     if value == 0:
         state.delete(record_key)
     else:
-        _write(state, record_key, encode(value, STATE_LIMITS))
+        write_value(state, record_key, encode(value, STATE_LIMITS))
 
 
 def scan_records(

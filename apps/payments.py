@@ -57,11 +57,13 @@ from apps._records import (
     prefix,
     put_int,
     put_record,
+    read_value,
     scan_end,
     scan_records,
     schedule_expiry,
     take_expired_offers,
     unschedule_expiry,
+    write_value,
 )
 from apps.access import (
     OVERSEERS,
@@ -574,7 +576,7 @@ class PaymentsApp(DispatchingApp):
         currency = _currency(ctx.state, code)
         active_identity(ctx, to, "beneficiary")
         e2e_key = key("e2e", payer, end_to_end_id)
-        if ctx.state.get(e2e_key) is not None:
+        if read_value(ctx.state, e2e_key) is not None:
             raise AppError(
                 "duplicate_end_to_end_id",
                 f"end-to-end id {end_to_end_id!r} was already used by this sender",
@@ -584,7 +586,7 @@ class PaymentsApp(DispatchingApp):
         _debit(ctx.state, payer, code, amount)
         _credit(ctx.state, to, code, amount)
         seq = _record_movement(ctx, "transfer", payer, to, code, amount, details)
-        ctx.state.put(e2e_key, encode(seq, STATE_LIMITS))
+        write_value(ctx.state, e2e_key, encode(seq, STATE_LIMITS))
         ctx.emit(
             "payment",
             {
@@ -913,15 +915,15 @@ def _credit(state: AppState, account: bytes, code: str, amount: int) -> None:
     put_int(state, balance_key, balance)
     if previous == 0:  # a positive balance means the account is open already
         account_key = key("acct", account, code)
-        if state.get(account_key) is None:
-            state.put(account_key, b"")
+        if read_value(state, account_key) is None:
+            write_value(state, account_key, b"")
 
 
 def _require_account(state: ReadState, account: bytes, code: str) -> None:
     """``no_account`` unless ``account`` has opened an account in ``code``."""
     if (
-        state.get(key("bal", account, code)) is None
-        and state.get(key("acct", account, code)) is None
+        read_value(state, key("bal", account, code)) is None
+        and read_value(state, key("acct", account, code)) is None
     ):
         raise AppError(
             "no_account",
@@ -1030,6 +1032,6 @@ def _record_movement(
     )
     for account in (payer, payee):
         if account is not None:
-            ctx.state.put(key("hist", account, seq), b"")
+            write_value(ctx.state, key("hist", account, seq), b"")
     put_int(ctx.state, seq_key, seq + 1)
     return seq
