@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from node.cli.progress import progress_bar
+from node.cli.signals import terminate_unwinds
 from node.jsonvalue import JsonType
 
 __all__ = ["bench"]
@@ -114,7 +115,11 @@ def bench(
         p99_ms_max=p99_max,
         keep_directory=keep,
     )
-    with progress_bar("bench", quiet=as_json or options.rate is None) as report_progress:
+    # SIGTERM unwinds like Ctrl-C, so the testnet's nodes are stopped.
+    with (
+        terminate_unwinds(),
+        progress_bar("bench", quiet=as_json or options.rate is None) as report_progress,
+    ):
         report = run_throughput(options, progress=not as_json, report=report_progress)
     document = report.to_json()
     if as_json:
@@ -286,7 +291,7 @@ def catchup_command(
     from node.config import ConfigError
 
     # ``run_catchup`` refuses a bad setting before anything starts.
-    with progress_bar("catchup", quiet=as_json) as report_progress:
+    with terminate_unwinds(), progress_bar("catchup", quiet=as_json) as report_progress:
         try:
             report = run_catchup(
                 blocks,

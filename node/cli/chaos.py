@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import json
 import random
-import signal
 import tempfile
 from pathlib import Path
-from types import FrameType
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from node.cli.signals import terminate_unwinds
 from node.testnet.chaos import ChaosReport, run_chaos
 from node.testnet.chaos_scenario import (
     WORKLOADS,
@@ -130,24 +129,18 @@ def chaos_command(
         )
         + f" in {directory} (logs: node*/node.log)"
     )
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        report = run_chaos(scenario, directory, netns=netns, progress=console.print)
-    except NetnsError as error:
-        raise click.ClickException(str(error)) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    # SIGTERM unwinds like Ctrl-C, so the nodes are stopped and namespaces removed.
+    with terminate_unwinds():
+        try:
+            report = run_chaos(scenario, directory, netns=netns, progress=console.print)
+        except NetnsError as error:
+            raise click.ClickException(str(error)) from None
     if as_json:
         click.echo(json.dumps(report.to_json()))
     else:
         _print_report(Console(), report)
     if not report.ok:
         raise SystemExit(1)
-
-
-def _terminate(_signal: int, _frame: FrameType | None) -> None:
-    """SIGTERM unwinds like Ctrl-C, so the nodes are stopped and namespaces removed."""
-    raise KeyboardInterrupt
 
 
 def _print_report(console: Console, report: ChaosReport) -> None:

@@ -29,6 +29,7 @@ from rich.live import Live
 from rich.table import Table
 
 from consensus.codec import Value
+from node.cli.signals import terminate_unwinds
 from node.client.client import ApiError, Client
 from node.jsonvalue import JsonType, to_json
 from node.testnet.hosts import (
@@ -369,39 +370,36 @@ def testnet_up(
             )
     topology: Topology | None = None
     # SIGTERM unwinds like Ctrl-C, through the clean-up below.
-    previous_term = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        if netns:
-            topology = Topology(validators + observers if existing is None else len(existing.homes))
-            try:
-                topology.create()  # removes what it built if it fails or is interrupted
-            except NetnsError as error:
-                raise click.ClickException(str(error)) from None
+    with terminate_unwinds():
         try:
-            layout = None if topology is None else topology.layout()
-            if existing is None:
-                info = create_testnet(
-                    directory,
-                    validators,
-                    demo_seed=demo_seed if demo else None,
-                    layout=layout,
-                    observers=observers,
+            if netns:
+                topology = Topology(
+                    validators + observers if existing is None else len(existing.homes)
                 )
-            else:
-                info = existing if layout is None else apply_layout(existing, layout)
-        except (FileExistsError, ValueError) as error:
-            raise click.ClickException(str(error)) from None
-        _run_testnet(info, topology, console, duration, load_rate, as_json)
-    finally:
-        if topology is not None:
-            problems = topology.close() + topology.leftovers()
-            for problem in problems:
-                console.print(f"[red]FAIL[/red] network namespace clean-up: {problem}")
-        signal.signal(signal.SIGTERM, previous_term)
-
-
-def _terminate(_signal: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+                try:
+                    topology.create()  # removes what it built if it fails or is interrupted
+                except NetnsError as error:
+                    raise click.ClickException(str(error)) from None
+            try:
+                layout = None if topology is None else topology.layout()
+                if existing is None:
+                    info = create_testnet(
+                        directory,
+                        validators,
+                        demo_seed=demo_seed if demo else None,
+                        layout=layout,
+                        observers=observers,
+                    )
+                else:
+                    info = existing if layout is None else apply_layout(existing, layout)
+            except (FileExistsError, ValueError) as error:
+                raise click.ClickException(str(error)) from None
+            _run_testnet(info, topology, console, duration, load_rate, as_json)
+        finally:
+            if topology is not None:
+                problems = topology.close() + topology.leftovers()
+                for problem in problems:
+                    console.print(f"[red]FAIL[/red] network namespace clean-up: {problem}")
 
 
 def _check_layout(info: TestnetInfo, netns: bool) -> None:

@@ -1,0 +1,86 @@
+"""SIGTERM to a command that starts nodes stops them: the command unwinds as on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from node.cli.signals import terminate_unwinds
+
+START_S = 180.0
+STOP_S = 60.0
+
+
+def _processes_with(marker: str) -> list[int]:
+    """The processes whose command line holds ``marker``."""
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in command:
+            found.append(int(entry.name))
+    return found
+
+
+def test_sigterm_unwinds_like_ctrl_c_and_the_old_handler_comes_back() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    unwound = False
+    try:
+        with terminate_unwinds():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler interrupts this
+    except KeyboardInterrupt:
+        unwound = True
+    assert unwound
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_sigterm_to_a_benchmark_stops_the_nodes_it_started(tmp_path: Path) -> None:
+    directory = tmp_path / "net"
+    marker = f"{directory}/"
+    bench = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "node",
+            "bench",
+            "--validators",
+            "1",
+            "--duration",
+            "120",
+            "--rate",
+            "20",
+            "--keep",
+            str(directory),
+            "--json",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + START_S
+        while not _processes_with(marker):
+            assert bench.poll() is None, "the benchmark ended before it started a node"
+            assert time.monotonic() < deadline, "no node started"
+            time.sleep(0.2)
+        time.sleep(1.0)
+        bench.send_signal(signal.SIGTERM)
+        bench.wait(timeout=STOP_S)
+        deadline = time.monotonic() + STOP_S
+        while _processes_with(marker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _processes_with(marker) == []
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
+        for pid in _processes_with(marker):
+            os.kill(pid, signal.SIGKILL)
