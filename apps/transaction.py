@@ -66,6 +66,8 @@ NAME_PATTERN: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
 # the names its pattern matched (bounded), a set lookup instead of a match.
 _NAME: Final = Identifier(NAME_PATTERN)
 _sha256: Final = hashlib.sha256
+# A transaction's fields but the version, checked and typed (``_checked_fields``).
+_Fields = tuple[str, str, str, Mapping[str, Value], bytes, int, bytes]
 
 
 class TransactionError(ValueError):
@@ -160,9 +162,8 @@ class Transaction:
     ) -> Transaction:
         """The transaction of these fields, every stateless check made but the signature's
         (``sign_transaction`` builds a signed one)."""
-        _checked_fields(chain_id, app, operation, arguments, sender, nonce, signature)
-        data = _encode_fields(chain_id, app, operation, arguments, sender, nonce, signature)
-        return Transaction(data, chain_id=chain_id, check_signature=False)
+        fields = _checked_fields(chain_id, app, operation, arguments, sender, nonce, signature)
+        return Transaction(_encode_fields(fields), chain_id=chain_id, check_signature=False)
 
     def body(self) -> bytes:
         """The canonical bytes the signature covers (every field but the signature)."""
@@ -200,7 +201,7 @@ def _checked_fields(
     sender: object,
     nonce: object,
     signature: object,
-) -> tuple[str, str, str, Mapping[str, Value], bytes, int, bytes]:
+) -> _Fields:
     """The fields, typed, when each passes its check; ``TransactionError`` naming the first
     that does not. The encoding's own limits are checked by encoding."""
     if not isinstance(chain_id, str) or not 1 <= len(chain_id) <= 64:
@@ -227,17 +228,10 @@ def _checked_fields(
     return chain_id, app, operation, arguments, sender, nonce, signature
 
 
-def _encode_fields(
-    chain_id: str,
-    app: str,
-    operation: str,
-    arguments: Mapping[str, Value],
-    sender: bytes,
-    nonce: int,
-    signature: bytes,
-) -> bytes:
+def _encode_fields(fields: _Fields) -> bytes:
     """The wire bytes of checked fields; ``TransactionError`` when they exceed the limits."""
     try:
+        chain_id, app, operation, arguments, sender, nonce, signature = fields
         return encode(
             (TX_VERSION, chain_id, app, operation, dict(arguments), sender, nonce, signature),
             TX_LIMITS,
@@ -258,8 +252,9 @@ def sign_transaction(
 ) -> Transaction:
     """Build and sign a transaction from ``key``'s public key."""
     sender = key.public_key
-    _checked_fields(chain_id, app, operation, arguments, sender, nonce, _NO_SIGNATURE)
-    unsigned = _encode_fields(chain_id, app, operation, arguments, sender, nonce, _NO_SIGNATURE)
+    unsigned = _encode_fields(
+        _checked_fields(chain_id, app, operation, arguments, sender, nonce, _NO_SIGNATURE)
+    )
     body = _BODY_HEADER + unsigned[1:_SIGNATURE_SUFFIX]
     signature = key.sign(TX_TAG, chain_id, body)
     # The signature is the encoding's last element, always 64 bytes: replace it in place.

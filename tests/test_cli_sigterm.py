@@ -10,24 +10,10 @@ import time
 from pathlib import Path
 
 from node.cli.signals import terminate_unwinds
+from tests.process_fixtures import processes_naming
 
 START_S = 180.0
 STOP_S = 60.0
-
-
-def _processes_with(marker: str) -> list[int]:
-    """The processes whose command line holds ``marker``."""
-    found: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if marker.encode() in command:
-            found.append(int(entry.name))
-    return found
 
 
 def test_sigterm_unwinds_like_ctrl_c_and_the_old_handler_comes_back() -> None:
@@ -67,7 +53,7 @@ def test_sigterm_to_a_benchmark_stops_the_nodes_it_started(tmp_path: Path) -> No
     )
     try:
         deadline = time.monotonic() + START_S
-        while not _processes_with(marker):
+        while not processes_naming(marker):
             assert bench.poll() is None, "the benchmark ended before it started a node"
             assert time.monotonic() < deadline, "no node started"
             time.sleep(0.2)
@@ -75,12 +61,12 @@ def test_sigterm_to_a_benchmark_stops_the_nodes_it_started(tmp_path: Path) -> No
         bench.send_signal(signal.SIGTERM)
         bench.wait(timeout=STOP_S)
         deadline = time.monotonic() + STOP_S
-        while _processes_with(marker) and time.monotonic() < deadline:
+        while processes_naming(marker) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert _processes_with(marker) == []
+        assert processes_naming(marker) == []
     finally:
         if bench.poll() is None:
             bench.kill()
             bench.wait()
-        for pid in _processes_with(marker):
+        for pid in processes_naming(marker):
             os.kill(pid, signal.SIGKILL)

@@ -40,6 +40,7 @@ import pytest
 from node.cli import main
 from node.client.client import ApiError, Client
 from node.testnet.testnet import load_testnet
+from tests.process_fixtures import processes_naming
 
 ROOT = Path(__file__).resolve().parent.parent
 SHELL_INFO_STRINGS = frozenset({"sh", "bash", "shell", "console"})
@@ -386,16 +387,7 @@ class DocumentRun:
     def _leftover_nodes(self) -> list[int]:
         """Processes whose command line names this run's testnet directory (nodes start in
         their own sessions, so a killed orchestrator leaves them running)."""
-        mark = str(self.testnet).encode()
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit() and int(entry.name) != os.getpid():
-                try:
-                    if mark in (entry / "cmdline").read_bytes():
-                        pids.append(int(entry.name))
-                except OSError:
-                    continue
-        return pids
+        return processes_naming(str(self.testnet))
 
 
 def run_document(page: Path, text: str, workdir: Path) -> list[str]:
