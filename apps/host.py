@@ -278,7 +278,10 @@ class BlockResult:
     """What executing a block produced: receipts in block order, the sorted write set (full
     namespaced keys; None deletes), the app hash of the state after the block, the Merkle
     tree records that go with the write set (``tree.root`` is ``app_hash``), and the events of
-    the apps' ``end_block`` work (expiries released; not stored with the block)."""
+    the apps' ``end_block`` work (expiries released; not stored with the block).
+    ``write_map`` is the write set as a map, for readers that look writes up (shared with the
+    execution that made it: never modify it); None when the result was put together without
+    one."""
 
     height: int
     receipts: tuple[Receipt, ...]
@@ -286,6 +289,7 @@ class BlockResult:
     app_hash: bytes
     tree: TreeUpdate
     block_events: tuple[Event, ...] = ()
+    write_map: dict[bytes, bytes | None] | None = None
 
 
 def end_block_hash(chain_id: str, height: int) -> bytes:
@@ -851,7 +855,9 @@ class AppHost:
             overlay.put(_LAST_BLOCK_KEY, encode((block.height, block.time_ms)))
             writes = overlay.writes()
             tree = app_hash_of(self._backend, writes)
-        return BlockResult(block.height, receipts, writes, tree.root, tree, block_events)
+        return BlockResult(
+            block.height, receipts, writes, tree.root, tree, block_events, overlay.write_map()
+        )
 
     def _end_block(
         self, overlay: StateOverlay, block: BlockContext, answers: _MembershipAnswers | None

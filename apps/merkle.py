@@ -135,10 +135,12 @@ class TreeReader(Protocol):
 @dataclass(frozen=True, slots=True)
 class TreeUpdate:
     """What applying a write set did to the tree: the new root hash, and every record to store
-    (``(key, record)``) or delete (``(key, None)``), in key order."""
+    (``(key, record)``) or delete (``(key, None)``), in key order; ``changed`` holds the same
+    records as a map, for readers that look them up (shared: never modify it)."""
 
     root: bytes
     records: tuple[tuple[bytes, bytes | None], ...]
+    changed: dict[bytes, bytes | None]
 
 
 class ProofError(ValueError):
@@ -276,7 +278,7 @@ def build(leaves: Iterable[Leaf]) -> TreeUpdate:
     slot = _build(0, ordered, out)
     if slot is not None:
         out[ROOT_KEY] = slot
-    return TreeUpdate(root_of_slot(slot), tuple(sorted(out.items(), key=_FIRST)))
+    return TreeUpdate(root_of_slot(slot), tuple(sorted(out.items(), key=_FIRST)), out)
 
 
 def slot_of_leaves(depth: int, leaves: Sequence[Leaf]) -> tuple[Slot, dict[bytes, bytes]]:
@@ -358,11 +360,11 @@ def update(reader: TreeReader, writes: Iterable[tuple[bytes, bytes | None]]) -> 
     old_root = reader.tree_node(ROOT_KEY)
     out: dict[bytes, bytes | None] = {}
     if not changes:
-        return TreeUpdate(root_of_slot(old_root), ())
+        return TreeUpdate(root_of_slot(old_root), (), out)
     slot = _apply(reader, 0, old_root, changes, 0, len(changes), out)
     if slot != old_root:
         out[ROOT_KEY] = slot
-    return TreeUpdate(root_of_slot(slot), tuple(sorted(out.items(), key=_FIRST)))
+    return TreeUpdate(root_of_slot(slot), tuple(sorted(out.items(), key=_FIRST)), out)
 
 
 def _apply(

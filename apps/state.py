@@ -321,6 +321,12 @@ class StateOverlay:
         assert len(self._layers) == 1, "savepoints still open"
         return self._layers[0].sorted_items()
 
+    def write_map(self) -> dict[bytes, bytes | None]:
+        """The block's writes as a map (all savepoints must be closed): the overlay's own, so
+        the caller must not modify it, and the overlay must take no more writes."""
+        assert len(self._layers) == 1, "savepoints still open"
+        return self._layers[0].values
+
 
 def _ranked(
     items: Iterable[tuple[bytes, bytes | None]], rank: int

@@ -1326,7 +1326,7 @@ class Node:
                 result = self._execute_block(self._block_context(block), block, known=known)
         while len(self._unwritten) >= self._unwritten_max:
             await self._blocks_written.wait()
-        self._state.add(block.height, result.writes, result.tree)
+        self._state.add(block.height, result.writes, result.tree, result.write_map)
         self._unwritten.append((block, certificate, result))
         unwritten_transactions = self._unwritten_transactions
         for receipt in result.receipts:

@@ -1276,7 +1276,7 @@ class Store:
                 f"height {int.from_bytes(undo_key, 'big') - 1} ({tree.root.hex()[:16]} instead "
                 f"of {app_hash.hex()[:16]})"
             )
-        self._undo_cache = _UndoRecords(undo_key, state, dict(tree.records))
+        self._undo_cache = _UndoRecords(undo_key, state, tree.changed)
         return self._undo_cache
 
     def open_state_reader(self) -> StateReader:

@@ -76,11 +76,18 @@ class _UnwrittenBlock:
 
     __slots__ = ("height", "keys", "tree", "values")
 
-    def __init__(self, height: int, writes: WriteSet, tree: TreeUpdate) -> None:
+    def __init__(
+        self,
+        height: int,
+        writes: WriteSet,
+        tree: TreeUpdate,
+        values: dict[bytes, bytes | None] | None,
+    ) -> None:
         self.height = height
-        self.values: dict[bytes, bytes | None] = dict(writes)
+        # The maps the execution made are shared, not copied: nothing here modifies them.
+        self.values: dict[bytes, bytes | None] = dict(writes) if values is None else values
         self.keys = [key for key, _ in writes]  # a write set is in key order
-        self.tree: dict[bytes, bytes | None] = dict(tree.records)
+        self.tree: dict[bytes, bytes | None] = tree.changed
 
 
 class _Answers:
@@ -179,12 +186,20 @@ class UnwrittenStateBackend:
     def __len__(self) -> int:
         return len(self._blocks)
 
-    def add(self, height: int, writes: WriteSet, tree: TreeUpdate) -> None:
+    def add(
+        self,
+        height: int,
+        writes: WriteSet,
+        tree: TreeUpdate,
+        values: dict[bytes, bytes | None] | None = None,
+    ) -> None:
         """Block ``height`` (the one after the last added, or after the store's height) is
-        executed: its ``writes`` and ``tree`` records are visible from now on."""
+        executed: its ``writes`` and ``tree`` records are visible from now on. ``values`` is
+        ``writes`` as a map when the caller has one (``BlockResult.write_map``); it and
+        ``tree.changed`` are kept as they are, not copied, so neither may change after."""
         if self._blocks and height != self._blocks[-1].height + 1:
             raise ValueError(f"block {height} does not follow block {self._blocks[-1].height}")
-        block = _UnwrittenBlock(height, writes, tree)
+        block = _UnwrittenBlock(height, writes, tree, values)
         self._blocks.append(block)
         self._values.add(block.values)
         self._tree.add(block.tree)

@@ -260,6 +260,7 @@ def test_receipts_and_block_order_visibility() -> None:
     assert c.host.next_nonce(BANK.public_key) == 4
     keys = [k for k, _ in result.writes]
     assert keys == sorted(keys)
+    assert result.write_map == dict(result.writes)
     assert c.host.query("kv", "all", {}) == ((b"a", b"1"),)
 
 

@@ -37,7 +37,9 @@ SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 
 def tree_of(state: dict[bytes, bytes]) -> MemoryTree:
     tree = MemoryTree()
-    tree.apply(build(leaf_of(key, value) for key, value in state.items()))
+    built = build(leaf_of(key, value) for key, value in state.items())
+    assert built.changed == dict(built.records)
+    tree.apply(built)
     return tree
 
 
@@ -49,7 +51,11 @@ def test_the_tree_depends_only_on_the_state_not_on_the_writes_that_made_it(
     tree = MemoryTree()
     state: dict[bytes, bytes] = {}
     for writes in history:
-        tree.apply(update(tree, sorted(writes.items())))
+        changes = update(tree, sorted(writes.items()))
+        # The map of the changed records is the records themselves, in another shape.
+        assert changes.changed == dict(changes.records)
+        assert len(changes.changed) == len(changes.records)
+        tree.apply(changes)
         for key, value in writes.items():
             if value is None:
                 state.pop(key, None)

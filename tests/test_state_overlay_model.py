@@ -90,3 +90,4 @@ def test_overlay_matches_a_model(
         top = layers.pop()
         layers[-1].update(top)
     assert overlay.writes() == tuple(sorted(layers[0].items()))
+    assert overlay.write_map() == layers[0]

@@ -239,8 +239,10 @@ def test_unwritten_state_reads_as_every_block_applied(
     tree_model: dict[bytes, bytes | None] = {}
     for height, layer in enumerate(layers[1:], start=1):
         writes = tuple(sorted(layer.items()))
-        tree = TreeUpdate(b"", tuple((b"t" + key, value) for key, value in writes))
-        state.add(height, writes, tree)
+        tree_records = tuple((b"t" + key, value) for key, value in writes)
+        tree = TreeUpdate(b"", tree_records, dict(tree_records))
+        # With the write set's map handed over (as the node does) and without it.
+        state.add(height, writes, tree, dict(writes) if height % 2 else None)
         model.apply(writes)
         tree_model.update(tree.records)
 
@@ -280,7 +282,7 @@ def test_unwritten_state_reads_as_every_block_applied(
         check()
     if len(state):
         with pytest.raises(ValueError, match="does not follow"):
-            state.add(len(layers) + 5, (), TreeUpdate(b"", ()))
+            state.add(len(layers) + 5, (), TreeUpdate(b"", (), {}))
     # The rest are written too: the store answers for every block, and no unwritten write is
     # left behind in the view's index of newest writes.
     write_to_store(layers[1 + count :])
@@ -330,7 +332,7 @@ def test_a_read_cache_started_afresh_keeps_the_newest_unwritten_writes(tmp_path:
     store.init_genesis(genesis, MemoryBackend(genesis).app_hash)
     state = UnwrittenStateBackend(store.state_backend(), cache_entries_max=1)
     for height, value in ((1, b"old"), (2, b"new")):
-        state.add(height, ((b"x", value),), TreeUpdate(b"", ((b"tx", value),)))
+        state.add(height, ((b"x", value),), TreeUpdate(b"", ((b"tx", value),), {b"tx": value}))
     with state.reading():
         for i in range(8):
             assert state.get(bytes([i])) == b"v"

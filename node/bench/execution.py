@@ -427,7 +427,7 @@ def _run_lmdb(
                 execute_start = timer.cpu_seconds["execute_lmdb"]
                 with timer.section("execute_lmdb"):
                     result = host.execute_block(context, block.transactions, known=known)
-                backend.add(height, result.writes, result.tree)
+                backend.add(height, result.writes, result.tree, result.write_map)
                 pending.append((block, certificate, result))
                 parent_hash = block.hash
                 app_hash = result.app_hash
