@@ -107,7 +107,6 @@ from apps.proofs import (
 )
 from apps.transaction import Transaction, TransactionError
 from consensus.codec import Value
-from consensus.crypto import hash_bytes
 from consensus.evidence import Evidence, EvidenceError
 from consensus.messages import (
     BlockRequest,
@@ -269,6 +268,11 @@ _PREFETCH_WAIT_S: Final = 10.0
 _PREFETCH_GROUP_MAX: Final = 8
 # Validated blocks whose execution results are kept for their commit (a few views' worth).
 _VALIDATED_CACHE_MAX: Final = 8
+# The last committed blocks (with their certificates) kept decoded for the API's and block
+# sync's reads: followers of ``/blocks`` and peers a few blocks behind ask for the newest ones,
+# which would otherwise be read, decoded and their transactions hashed again for each ask. At
+# most ``proposal_transactions_max`` transactions each (a few MiB in all at the default).
+_RECENT_BLOCKS_MAX: Final = 8
 # Validator sets of recent heights kept decoded: a few views' worth of heights around the tip.
 _VALIDATOR_SETS_CACHED: Final = 64
 # The window of ``[p2p] block_serve_bytes_per_peer_per_s``: one second, as the name says.
@@ -465,6 +469,7 @@ class Node:
         # header and, through the transactions root, every transaction byte) and checked
         # against the parent height at use. No signature is cached here.
         self._validated: OrderedDict[bytes, _Validated] = OrderedDict()
+        self._recent_blocks: OrderedDict[int, tuple[Block, CommitCertificate]] = OrderedDict()
         # Synced blocks whose signatures are being verified ahead of their commit.
         self._verifying: dict[bytes, trio.Event] = {}
         # Executed blocks waiting for (or in) their store write, oldest first; the block
@@ -1465,8 +1470,13 @@ class Node:
     def _after_write(
         self, block: Block, certificate: CommitCertificate, result: BlockResult
     ) -> None:
-        """The store holds ``block``: count it, tell the waiters, log the commit."""
+        """The store holds ``block``: count it, keep it for readers, tell the waiters, log the
+        commit."""
         self.written_height = block.height
+        recent = self._recent_blocks
+        recent[block.height] = (block, certificate)
+        while len(recent) > _RECENT_BLOCKS_MAX:
+            recent.popitem(last=False)
         self.written_app_hash = result.app_hash
         self._maybe_snapshot(block.height)
         now = time.monotonic()
@@ -1551,6 +1561,9 @@ class Node:
         )
 
     def _load_block(self, height: int) -> tuple[Block, CommitCertificate] | None:
+        recent = self._recent_blocks.get(height)
+        if recent is not None:
+            return recent
         block = self.store.block(height)
         certificate = self.store.certificate(height)
         if block is None or certificate is None:
@@ -2404,7 +2417,7 @@ def _block_json(
             "transactions_root": header.transactions_root.hex(),
             "transaction_count": header.transaction_count,
         },
-        "transaction_hashes": [hash_bytes(tx).hex() for tx in block.transactions],
+        "transaction_hashes": [tx_hash.hex() for tx_hash in block.transaction_hashes()],
         "certificate": {
             "height": certificate.height,
             "view": certificate.view,
