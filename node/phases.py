@@ -25,7 +25,8 @@ gossip_out     handing admitted transactions to peers, sealing gossip frames
 gossip_in      receiving gossip frames, announcements, fetches; decoding gossiped txs
 proposal       reaping the mempool for a proposal
 execute        decoding a block's transactions, executing blocks (validation, commit)
-commit         the LMDB write transaction with fsync, and the bookkeeping after it
+commit         the LMDB write transaction with fsync, and the bookkeeping around it (the
+               state view's and the pending writes' record of the executed block)
 recheck        the mempool's recheck after a commit
 consensus      the replica (votes, certificates, block sync) and consensus frames
 =============  ====================================================================

@@ -1331,12 +1331,13 @@ class Node:
                 result = self._execute_block(self._block_context(block), block, known=known)
         while len(self._unwritten) >= self._unwritten_max:
             await self._blocks_written.wait()
-        self._state.add(block.height, result.writes, result.tree, result.write_map)
-        self._unwritten.append((block, certificate, result))
-        unwritten_transactions = self._unwritten_transactions
-        for receipt in result.receipts:
-            tx_hash = receipt.transaction_hash
-            unwritten_transactions[tx_hash] = unwritten_transactions.get(tx_hash, 0) + 1
+        with self.phases.measure("commit"):
+            self._state.add(block.height, result.writes, result.tree, result.write_map)
+            self._unwritten.append((block, certificate, result))
+            unwritten_transactions = self._unwritten_transactions
+            for receipt in result.receipts:
+                tx_hash = receipt.transaction_hash
+                unwritten_transactions[tx_hash] = unwritten_transactions.get(tx_hash, 0) + 1
         self._unwritten_added.set()
         with self.phases.measure("commit"):
             self._after_execution(block, result)
