@@ -103,13 +103,17 @@ class PhaseClock:
 
 # What the consensus driver waits for on a round's path, in wall time (``WaitClock``):
 # the block writer, before it builds a proposal, validates a block, or lets anything else
-# depending on a block leave the node (a vote, a broadcast, a persisted vote); and each
-# persisted vote's own write (a worker thread, its own LMDB environment and fsync).
+# depending on a block leave the node (a vote, a broadcast, a persisted vote); each persisted
+# vote's own write (a worker thread, its own LMDB environment and fsync); and, before it
+# executes a committed block, the signatures of its transactions still being checked ahead
+# (block sync), and room in the queue of executed blocks the block writer has not written.
 WAITS: Final = (
     "write_before_proposal",
     "write_before_validation",
     "write_before_send",
     "vote_persist",
+    "signatures_ahead",
+    "write_queue_full",
 )
 
 

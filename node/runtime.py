@@ -1323,14 +1323,19 @@ class Node:
         else:
             verifying = self._verifying.get(block.hash)
             if verifying is not None:
+                waited_from = time.monotonic_ns()
                 await verifying.wait()
+                self.waits.add("signatures_ahead", time.monotonic_ns() - waited_from)
             with self.phases.measure("execute"):
                 known = self._known_for(block)
                 if self.config.consensus.trust_certified_blocks:
                     self.transactions_trusted += _trust_certified(block, known, self.chain_id)
                 result = self._execute_block(self._block_context(block), block, known=known)
-        while len(self._unwritten) >= self._unwritten_max:
-            await self._blocks_written.wait()
+        if len(self._unwritten) >= self._unwritten_max:
+            waited_from = time.monotonic_ns()
+            while len(self._unwritten) >= self._unwritten_max:
+                await self._blocks_written.wait()
+            self.waits.add("write_queue_full", time.monotonic_ns() - waited_from)
         with self.phases.measure("commit"):
             self._state.add(block.height, result.writes, result.tree, result.write_map)
             self._unwritten.append((block, certificate, result))
@@ -1338,8 +1343,7 @@ class Node:
             for receipt in result.receipts:
                 tx_hash = receipt.transaction_hash
                 unwritten_transactions[tx_hash] = unwritten_transactions.get(tx_hash, 0) + 1
-        self._unwritten_added.set()
-        with self.phases.measure("commit"):
+            self._unwritten_added.set()
             self._after_execution(block, result)
         with self.phases.measure("recheck"):
             update = self.mempool.update(

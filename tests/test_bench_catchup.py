@@ -14,10 +14,12 @@ from node.bench.catchup import (
     run_catchup,
     started_cpu_ns,
     sync_window,
+    waits_seconds,
     without_start_up,
 )
 from node.cli import main
 from node.config import ConfigError
+from node.phases import WAITS
 
 
 def write_log(path: Path, records: list[dict[str, object]]) -> Path:
@@ -137,3 +139,23 @@ def test_a_bad_setting_is_refused_before_any_node_starts(tmp_path: Path) -> None
     assert result.exit_code == 2
     assert "[mempool] verify_workers: 0 is outside 1..64" in result.output
     assert not kept.exists()
+
+
+def test_the_syncing_nodes_waits_are_read_from_its_status_in_seconds() -> None:
+    waits = waits_seconds(
+        {
+            "write_queue_full": {"count": 3, "ns": 1_250_000_000},
+            "signatures_ahead": {"count": 1, "ns": 40_000_000},
+            "vote_persist": {"count": 2, "ns": "many"},  # not a count of ns: not read
+            "not_a_wait": {"count": 1, "ns": 5},
+        }
+    )
+    assert set(waits) == set(WAITS)
+    assert waits["write_queue_full"] == 1.25
+    assert waits["signatures_ahead"] == 0.04
+    assert waits["vote_persist"] == 0.0
+    # A status without waits (an older node) reads as none.
+    assert waits_seconds(None) == dict.fromkeys(WAITS, 0.0)
+    report = CatchupReport(4, 3, 600, 0.5, 3.0, 0.9, 2.1, waits_s=waits)
+    document = report.to_json()
+    assert document["waits_s"] == {wait: round(value, 2) for wait, value in waits.items()}

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import threading
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 import trio
 import trio.testing
 
+from apps.host import BlockResult
 from consensus.crypto import hash_bytes
 from consensus.messages import BlockRequest, encode_block_response, encode_message
 from consensus.replica import PeerMessage, Tick
@@ -179,6 +182,73 @@ async def test_synced_transactions_are_verified_ahead_and_applied_alike(
                     assert receipt["status"] == "ok"
             assert not node._verifying
             assert len(node._verified) == 0  # committed transactions leave the cache
+            nursery.cancel_scope.cancel()
+
+
+async def test_the_driver_counts_its_waits_for_signatures_ahead_and_a_full_write_queue(
+    tmp_path: Path,
+) -> None:
+    """Before it executes a synced block, the driver waits for the signatures still being
+    checked ahead, and before it queues an executed block for writing, for room in the queue:
+    both waits are counted (``waits`` in ``/status``, which ``suanpan bench catchup``
+    reports). Each is held here by a gate until the test has seen the driver stop at it."""
+    info = create_testnet(tmp_path / "net", 1, chain_id="sync-waits", observers=1)
+    key = info.client_key(0)
+    with trio.fail_after(DEADLINE_S):
+        source_home = _with_intervals(
+            load_home(Path(info.homes[0])), block_ms=20, empty_ms=NEVER_MS
+        )
+        entries, app_hash = await registrations_chain(
+            source_home, key, 6, deadline_s=DEADLINE_S, block_every=2
+        )
+        top = entries[-1][0].height
+        assert top >= 2
+
+        fresh_home = _with_intervals(
+            load_home(Path(info.homes[1])), block_ms=NEVER_MS, empty_ms=NEVER_MS
+        )
+        async with trio.open_nursery() as nursery:
+            node = await nursery.start(runtime.Node(fresh_home).run)
+            signatures_gate = trio.Event()
+            verify_ahead = node._verify_ahead
+
+            async def held_verify(blocks: list[Block]) -> None:
+                await signatures_gate.wait()
+                await verify_ahead(blocks)
+
+            write_gate = threading.Event()
+            commit_blocks = node.store.commit_blocks
+
+            def held_write(
+                entries: Sequence[tuple[Block, CommitCertificate, BlockResult]],
+                *,
+                defer_tree: bool = False,
+            ) -> None:
+                assert write_gate.wait(DEADLINE_S)
+                commit_blocks(entries, defer_tree=defer_tree)
+
+            node._verify_ahead = held_verify
+            node.store.commit_blocks = held_write
+            node._unwritten_max = 1
+            data = encode_block_response(entries, bytes_max=node.network.limits.message_bytes_max)
+            node._blocks_asked_to = top  # as after the replica's request for every block
+            node._prefetch_signatures(data)
+            await node._inputs_send.send(PeerMessage(data, 0))
+            await trio.sleep(0.2)
+            assert node.host.height == 0, "the first block waits for its signatures"
+            assert node.waits.counts["signatures_ahead"] == 0
+            signatures_gate.set()
+            while node.host.height < 1:
+                await trio.lowlevel.checkpoint()
+            await trio.sleep(0.2)
+            assert node.host.height == 1, "the second block waits for the first one's write"
+            assert node.waits.counts["write_queue_full"] == 0
+            write_gate.set()
+            await node.wait_for_height(top, timeout_s=DEADLINE_S)
+            assert node.host.app_hash == app_hash
+            for wait in ("signatures_ahead", "write_queue_full"):
+                assert node.waits.counts[wait] >= 1, wait
+                assert node.waits.totals_ns[wait] > 0, wait
             nursery.cancel_scope.cancel()
 
 

@@ -35,6 +35,7 @@ from node.bench.workload import bench_accounts, sign_streams
 from node.client.client import ApiError
 from node.config import NodeConfig, with_settings
 from node.jsonvalue import JsonType
+from node.phases import WAITS
 from node.testnet.testnet import Testnet, create_testnet
 
 __all__ = ["CatchupReport", "catchup_config", "run_catchup", "sync_window"]
@@ -98,6 +99,11 @@ class CatchupReport:
     transactions_trusted: int = 0
     # ``--set`` settings every node ran with, as given.
     settings: tuple[str, ...] = ()
+    # The syncing node's consensus driver's waits since it started (``node.phases.WAITS``,
+    # ``waits`` in ``/status``), in seconds of wall time: while syncing, for signatures still
+    # being checked ahead (``signatures_ahead``) and for the block writer to make room in its
+    # queue (``write_queue_full``); the rest of the loop's idle time it waited for blocks.
+    waits_s: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def blocks_per_s(self) -> float:
@@ -162,6 +168,7 @@ class CatchupReport:
             "trust_certified_blocks": self.trust_certified,
             "settings": list(self.settings),
             "transactions_trusted": self.transactions_trusted,
+            "waits_s": {wait: round(value, 2) for wait, value in self.waits_s.items()},
         }
 
 
@@ -272,7 +279,7 @@ def run_catchup(
             PHASE_TIMEOUT_S,
             poll_s=_SYNC_POLL_S,
         )
-        cpu_synced, loop_synced, trusted, writer = _status_figures(testnet, lagging)
+        cpu_synced, loop_synced, trusted, writer, waits_s = _status_figures(testnet, lagging)
         process = testnet.processes[lagging]
         pid = process.pid if process is not None else -1
         rss_peak_mb = ProcessSampler.rss_peak_mb(pid)
@@ -297,6 +304,7 @@ def run_catchup(
             trust_certified=trust_certified,
             transactions_trusted=trusted,
             settings=settings,
+            waits_s=waits_s,
         )
     finally:
         testnet.stop_all()
@@ -315,11 +323,13 @@ def without_start_up(cpu_ns: Mapping[str, int], start_up_ns: int) -> dict[str, i
     return document
 
 
-def _status_figures(testnet: Testnet, index: int) -> tuple[dict[str, int], int, int, int | None]:
+def _status_figures(
+    testnet: Testnet, index: int
+) -> tuple[dict[str, int], int, int, int | None, dict[str, float]]:
     """Node ``index``'s process CPU nanoseconds so far, in total and by phase (its block
     writer process's included), its event loop thread's, the transactions it applied on their
-    block's certificate, and its block writer process's pid (None: it has none;
-    ``/status``)."""
+    block's certificate, its block writer process's pid (None: it has none) and its consensus
+    driver's waits in seconds (``/status``)."""
     with testnet.client(index, timeout_s=30.0) as client:
         status = client.status()
     document = status.get("cpu_ns")
@@ -336,7 +346,20 @@ def _status_figures(testnet: Testnet, index: int) -> tuple[dict[str, int], int, 
         loop if isinstance(loop, int) else 0,
         trusted if isinstance(trusted, int) else 0,
         writer if isinstance(writer, int) else None,
+        waits_seconds(status.get("waits")),
     )
+
+
+def waits_seconds(document: JsonType) -> dict[str, float]:
+    """``/status``'s ``waits`` (each ``{"count", "ns"}``) as seconds by wait; the waits it
+    does not give are 0."""
+    waits = dict.fromkeys(WAITS, 0.0)
+    if isinstance(document, dict):
+        for wait in WAITS:
+            entry = document.get(wait)
+            if isinstance(entry, dict) and isinstance(entry.get("ns"), int):
+                waits[wait] = int(str(entry["ns"])) / 1e9
+    return waits
 
 
 def _no_progress(phase: str, done: int, total: int) -> None:
