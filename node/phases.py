@@ -35,6 +35,8 @@ consensus      the replica (votes, certificates, block sync) and consensus frame
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Final
 
@@ -131,6 +133,14 @@ class WaitClock:
         """One wait of ``wall_ns`` nanoseconds for ``wait``."""
         self.counts[wait] += 1
         self.totals_ns[wait] += wall_ns
+
+    @contextmanager
+    def measure(self, wait: str) -> Iterator[None]:
+        """A context manager adding one wait for ``wait``: the wall time its block takes (it
+        may ``await``). A block that raises (the node stopping) adds nothing."""
+        started_ns = time.monotonic_ns()
+        yield
+        self.add(wait, time.monotonic_ns() - started_ns)
 
 
 def thread_cpu_ns() -> int:

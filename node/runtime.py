@@ -979,19 +979,17 @@ class Node:
                         # write: it then also takes the transactions that arrived meanwhile,
                         # which keeps latency down under overload.) How long each kind waits
                         # is in the status (``waits``).
-                        waited_from = time.monotonic_ns()
-                        await self._write_all()
-                        self.waits.add(_write_wait(action), time.monotonic_ns() - waited_from)
+                        with self.waits.measure(_write_wait(action)):
+                            await self._write_all()
                     if isinstance(action, Persist):
                         # Durable before the driver performs any later action (persist before
                         # send), but its fsync waits on a worker thread: gossip, admission and
                         # the API keep running meanwhile. The vote record has an LMDB
                         # environment of its own, so it never waits for the block writer.
-                        persisting_from = time.monotonic_ns()
-                        cpu_ns = await trio.to_thread.run_sync(
-                            _persist_measured, self.store, action.state
-                        )
-                        self.waits.add("vote_persist", time.monotonic_ns() - persisting_from)
+                        with self.waits.measure("vote_persist"):
+                            cpu_ns = await trio.to_thread.run_sync(
+                                _persist_measured, self.store, action.state
+                            )
                         self.phases.add("consensus", cpu_ns)
                         continue
                     with consensus:
@@ -1323,19 +1321,17 @@ class Node:
         else:
             verifying = self._verifying.get(block.hash)
             if verifying is not None:
-                waited_from = time.monotonic_ns()
-                await verifying.wait()
-                self.waits.add("signatures_ahead", time.monotonic_ns() - waited_from)
+                with self.waits.measure("signatures_ahead"):
+                    await verifying.wait()
             with self.phases.measure("execute"):
                 known = self._known_for(block)
                 if self.config.consensus.trust_certified_blocks:
                     self.transactions_trusted += _trust_certified(block, known, self.chain_id)
                 result = self._execute_block(self._block_context(block), block, known=known)
         if len(self._unwritten) >= self._unwritten_max:
-            waited_from = time.monotonic_ns()
-            while len(self._unwritten) >= self._unwritten_max:
-                await self._blocks_written.wait()
-            self.waits.add("write_queue_full", time.monotonic_ns() - waited_from)
+            with self.waits.measure("write_queue_full"):
+                while len(self._unwritten) >= self._unwritten_max:
+                    await self._blocks_written.wait()
         with self.phases.measure("commit"):
             self._state.add(block.height, result.writes, result.tree, result.write_map)
             self._unwritten.append((block, certificate, result))

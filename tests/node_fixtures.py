@@ -1,7 +1,9 @@
 """A lone validator's chain, run for real, whose certified blocks tests hand to another node
-(block sync without the network)."""
+(block sync without the network), and a node home's block intervals set for a test."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import trio
 
@@ -11,7 +13,16 @@ from node import runtime
 from node.home import Home
 from node.testnet.loadgen import register_identity_transaction
 
-__all__ = ["registrations_chain"]
+__all__ = ["registrations_chain", "with_intervals"]
+
+
+def with_intervals(home: Home, *, block_ms: int, empty_ms: int) -> Home:
+    """``home`` with its primary proposing at most every ``block_ms`` while transactions wait
+    and an empty block every ``empty_ms``."""
+    consensus = replace(
+        home.config.consensus, block_interval_ms=block_ms, empty_block_interval_ms=empty_ms
+    )
+    return replace(home, config=replace(home.config, consensus=consensus))
 
 
 async def registrations_chain(

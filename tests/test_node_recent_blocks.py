@@ -4,7 +4,6 @@ holds, and older ones still come from the store."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,24 +12,18 @@ import trio
 from consensus.crypto import hash_bytes
 from consensus.types import Block
 from node import runtime
-from node.home import Home, load_home
+from node.home import load_home
 from node.testnet.loadgen import register_identity_transaction
 from node.testnet.testnet import create_testnet
+from tests.node_fixtures import with_intervals
 
 DEADLINE_S = 120.0
 
 
-def _blocks_for_transactions_only(home: Home) -> Home:
-    # A block every 20 ms while transactions wait, and none without them.
-    consensus = replace(
-        home.config.consensus, block_interval_ms=20, empty_block_interval_ms=3_600_000
-    )
-    return replace(home, config=replace(home.config, consensus=consensus))
-
-
 async def test_recent_blocks_are_served_without_the_store_and_match_it(tmp_path: Path) -> None:
     info = create_testnet(tmp_path / "net", 1, chain_id="recent-blocks")
-    home = _blocks_for_transactions_only(load_home(Path(info.homes[0])))
+    # A block every 20 ms while transactions wait, and none without them.
+    home = with_intervals(load_home(Path(info.homes[0])), block_ms=20, empty_ms=3_600_000)
     key = info.client_key(0)
     with trio.fail_after(DEADLINE_S):
         async with trio.open_nursery() as nursery:

@@ -4,7 +4,6 @@ next window serves it again."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import trio
@@ -12,9 +11,10 @@ import trio
 from consensus.messages import BlockResponse, decode_message, encode_block_response
 from consensus.replica import ServeBlocks
 from node import runtime
-from node.home import Home, load_home
+from node.home import load_home
 from node.servebudget import ServeBudget
 from node.testnet.testnet import create_testnet
+from tests.node_fixtures import with_intervals
 
 DEADLINE_S = 120.0
 BLOCKS = 8
@@ -31,14 +31,9 @@ def test_budget_is_per_peer_and_per_window() -> None:
     assert budget.available(1, 1010) == 1000, "a new window starts afresh"
 
 
-def _fast_blocks(home: Home) -> Home:
-    consensus = replace(home.config.consensus, block_interval_ms=20, empty_block_interval_ms=20)
-    return replace(home, config=replace(home.config, consensus=consensus))
-
-
 async def test_a_peer_asking_again_and_again_gets_at_most_its_budget(tmp_path: Path) -> None:
     info = create_testnet(tmp_path / "net", 1, chain_id="serve-budget")
-    home = _fast_blocks(load_home(Path(info.homes[0])))
+    home = with_intervals(load_home(Path(info.homes[0])), block_ms=20, empty_ms=20)
     sent: list[bytes] = []
     with trio.fail_after(DEADLINE_S):
         async with trio.open_nursery() as nursery:

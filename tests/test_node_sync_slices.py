@@ -23,22 +23,15 @@ from consensus.messages import BlockRequest, encode_block_response, encode_messa
 from consensus.replica import PeerMessage, Tick
 from consensus.types import Block, CommitCertificate
 from node import runtime
-from node.home import Home, load_home
+from node.home import load_home
 from node.testnet.testnet import create_testnet
-from tests.node_fixtures import registrations_chain
+from tests.node_fixtures import registrations_chain, with_intervals
 
 DEADLINE_S = 120.0
 # Blocks in the synced batch (below the replica's ``sync_blocks_max`` of 64).
 BLOCKS = 12
 # Long enough that the syncing node never proposes a block of its own during the test.
 NEVER_MS = 3_600_000
-
-
-def _with_intervals(home: Home, *, block_ms: int, empty_ms: int) -> Home:
-    consensus = replace(
-        home.config.consensus, block_interval_ms=block_ms, empty_block_interval_ms=empty_ms
-    )
-    return replace(home, config=replace(home.config, consensus=consensus))
 
 
 async def test_synced_batch_yields_to_the_loop_between_blocks(tmp_path: Path) -> None:
@@ -51,7 +44,7 @@ async def test_synced_batch_yields_to_the_loop_between_blocks(tmp_path: Path) ->
     entries: list[tuple[Block, CommitCertificate]] = []
     with trio.fail_after(DEADLINE_S):
         # A lone validator commits empty blocks quickly (every block interval).
-        source_home = _with_intervals(load_home(source_dir), block_ms=50, empty_ms=50)
+        source_home = with_intervals(load_home(source_dir), block_ms=50, empty_ms=50)
         async with trio.open_nursery() as nursery:
             source = await nursery.start(runtime.Node(source_home).run)
             await source.wait_for_height(BLOCKS, timeout_s=DEADLINE_S)
@@ -61,7 +54,7 @@ async def test_synced_batch_yields_to_the_loop_between_blocks(tmp_path: Path) ->
                 entries.append(stored)
             nursery.cancel_scope.cancel()
 
-        fresh_home = _with_intervals(load_home(fresh_dir), block_ms=NEVER_MS, empty_ms=NEVER_MS)
+        fresh_home = with_intervals(load_home(fresh_dir), block_ms=NEVER_MS, empty_ms=NEVER_MS)
         async with trio.open_nursery() as nursery:
             node = await nursery.start(runtime.Node(fresh_home).run)
             assert node.host.height == 0
@@ -111,14 +104,14 @@ async def test_synced_transactions_are_verified_ahead_and_applied_alike(
     key = info.client_key(0)
     entries: list[tuple[Block, CommitCertificate]] = []
     with trio.fail_after(DEADLINE_S):
-        source_home = _with_intervals(load_home(source_dir), block_ms=20, empty_ms=NEVER_MS)
+        source_home = with_intervals(load_home(source_dir), block_ms=20, empty_ms=NEVER_MS)
         entries, app_hash = await registrations_chain(
             source_home, key, 20, deadline_s=DEADLINE_S, block_every=5
         )
         top = entries[-1][0].height
         assert sum(len(block.transactions) for block, _ in entries) == 20
 
-        fresh_home = _with_intervals(load_home(fresh_dir), block_ms=NEVER_MS, empty_ms=NEVER_MS)
+        fresh_home = with_intervals(load_home(fresh_dir), block_ms=NEVER_MS, empty_ms=NEVER_MS)
         async with trio.open_nursery() as nursery:
             node = await nursery.start(runtime.Node(fresh_home).run)
             data = encode_block_response(entries, bytes_max=node.network.limits.message_bytes_max)
@@ -195,16 +188,14 @@ async def test_the_driver_counts_its_waits_for_signatures_ahead_and_a_full_write
     info = create_testnet(tmp_path / "net", 1, chain_id="sync-waits", observers=1)
     key = info.client_key(0)
     with trio.fail_after(DEADLINE_S):
-        source_home = _with_intervals(
-            load_home(Path(info.homes[0])), block_ms=20, empty_ms=NEVER_MS
-        )
+        source_home = with_intervals(load_home(Path(info.homes[0])), block_ms=20, empty_ms=NEVER_MS)
         entries, app_hash = await registrations_chain(
             source_home, key, 6, deadline_s=DEADLINE_S, block_every=2
         )
         top = entries[-1][0].height
         assert top >= 2
 
-        fresh_home = _with_intervals(
+        fresh_home = with_intervals(
             load_home(Path(info.homes[1])), block_ms=NEVER_MS, empty_ms=NEVER_MS
         )
         async with trio.open_nursery() as nursery:

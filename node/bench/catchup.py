@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 from node.bench.submitter import SubmitPlan, start_submitter
 from node.bench.throughput import ProcessSampler
@@ -279,11 +279,15 @@ def run_catchup(
             PHASE_TIMEOUT_S,
             poll_s=_SYNC_POLL_S,
         )
-        cpu_synced, loop_synced, trusted, writer, waits_s = _status_figures(testnet, lagging)
+        figures = _status_figures(testnet, lagging)
         process = testnet.processes[lagging]
         pid = process.pid if process is not None else -1
         rss_peak_mb = ProcessSampler.rss_peak_mb(pid)
-        writer_rss_peak_mb = math.nan if writer is None else ProcessSampler.rss_peak_mb(writer)
+        writer_rss_peak_mb = (
+            math.nan
+            if figures.writer_pid is None
+            else ProcessSampler.rss_peak_mb(figures.writer_pid)
+        )
         rss_anonymous_mb, rss_file_mb = ProcessSampler.rss_split_mb(pid)
         log = testnet.info.homes[lagging] / "node.log"
         serving, requested, synced = sync_window(log, started, top)
@@ -295,16 +299,16 @@ def run_catchup(
             sync_s=synced - serving,
             detect_s=requested - serving,
             apply_s=synced - requested,
-            cpu_ns=without_start_up(cpu_synced, started_cpu_ns(log, started)),
-            loop_cpu_ns=loop_synced - started_cpu_ns(log, started, key="loop_cpu_ns"),
+            cpu_ns=without_start_up(figures.cpu_ns, started_cpu_ns(log, started)),
+            loop_cpu_ns=figures.loop_cpu_ns - started_cpu_ns(log, started, key="loop_cpu_ns"),
             rss_peak_mb=rss_peak_mb,
             writer_rss_peak_mb=writer_rss_peak_mb,
             rss_anonymous_mb=rss_anonymous_mb,
             rss_file_mb=rss_file_mb,
             trust_certified=trust_certified,
-            transactions_trusted=trusted,
+            transactions_trusted=figures.transactions_trusted,
             settings=settings,
-            waits_s=waits_s,
+            waits_s=figures.waits_s,
         )
     finally:
         testnet.stop_all()
@@ -323,13 +327,21 @@ def without_start_up(cpu_ns: Mapping[str, int], start_up_ns: int) -> dict[str, i
     return document
 
 
-def _status_figures(
-    testnet: Testnet, index: int
-) -> tuple[dict[str, int], int, int, int | None, dict[str, float]]:
-    """Node ``index``'s process CPU nanoseconds so far, in total and by phase (its block
-    writer process's included), its event loop thread's, the transactions it applied on their
-    block's certificate, its block writer process's pid (None: it has none) and its consensus
-    driver's waits in seconds (``/status``)."""
+class _StatusFigures(NamedTuple):
+    """What ``/status`` says of a node so far: its process CPU nanoseconds in total and by
+    phase (its block writer process's included), its event loop thread's, the transactions it
+    applied on their block's certificate, its block writer process's pid (None: it has none)
+    and its consensus driver's waits in seconds."""
+
+    cpu_ns: dict[str, int]
+    loop_cpu_ns: int
+    transactions_trusted: int
+    writer_pid: int | None
+    waits_s: dict[str, float]
+
+
+def _status_figures(testnet: Testnet, index: int) -> _StatusFigures:
+    """Node ``index``'s ``_StatusFigures``."""
     with testnet.client(index, timeout_s=30.0) as client:
         status = client.status()
     document = status.get("cpu_ns")
@@ -341,7 +353,7 @@ def _status_figures(
         if isinstance(document, dict)
         else {}
     )
-    return (
+    return _StatusFigures(
         phases,
         loop if isinstance(loop, int) else 0,
         trusted if isinstance(trusted, int) else 0,
@@ -357,8 +369,9 @@ def waits_seconds(document: JsonType) -> dict[str, float]:
     if isinstance(document, dict):
         for wait in WAITS:
             entry = document.get(wait)
-            if isinstance(entry, dict) and isinstance(entry.get("ns"), int):
-                waits[wait] = int(str(entry["ns"])) / 1e9
+            ns = entry.get("ns") if isinstance(entry, dict) else None
+            if isinstance(ns, int):
+                waits[wait] = ns / 1e9
     return waits
 
 
