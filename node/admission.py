@@ -29,11 +29,11 @@ rate falls and the limit with it; if they take less, the rate and the limit grow
 follows capacity, never the offered load. Under sustained overload it settles where a block
 takes about ``budget`` to commit, and an admitted transaction waits for the rest of the block
 being decided, the queue ahead of it (about ``budget``) and its own block: about 2.5 budgets on
-average, 3 at worst. The default 400 ms keeps the p99 near 2 s on a busy 2-core machine at 4x
-its sustainable load (2,000 tx/s offered: p50 0.95 s, p99 1.9-2.6 s; with 500 ms p50 1.2 s, p99
-2.6 s; with 750 ms p99 3.7-3.9 s already at 1,000 offered), at the price of blocks (and so
-throughput) smaller than a longer budget would allow. The floor ``transactions_min`` keeps an
-idle chain (rate 0) admitting.
+average, 3 at worst. The default 350 ms kept the p99 of admitted transactions at 1.1-1.9 s in
+twelve runs at 2x and 4x the sustainable load of a 2-core machine (3,000 and 6,000 tx/s
+offered), where 400 ms went over 2 s in three runs of eighteen, at the price of blocks (and so
+throughput under overload) smaller than a longer budget would allow; both sustained the same
+rate below overload. The floor ``transactions_min`` keeps an idle chain (rate 0) admitting.
 
 Two things keep the pool near the limit when several nodes take client load at once. Each
 node admits against its own pool, which holds the others' admissions only once gossip
@@ -72,7 +72,7 @@ class AdmissionLimits:
     """``[mempool]`` admission settings."""
 
     # Pending work the pool may hold, in milliseconds of recent commits.
-    budget_ms: int = 400
+    budget_ms: int = 350
     # The limit never goes below this many transactions (an idle chain still admits).
     transactions_min: int = 250
     # Nor above the pool's own bound.
