@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import cast
+from typing import ClassVar, cast
 
 import pytest
 from click.testing import CliRunner
@@ -22,6 +22,7 @@ from node.apploader import load_apps
 from node.bench.merkle import run_merkle_bench
 from node.bench.scaling import expected_messages
 from node.bench.throughput import (
+    OVERLOAD_MULTIPLES,
     BenchOptions,
     NodeSample,
     ProcessSampler,
@@ -31,6 +32,7 @@ from node.bench.throughput import (
     _RunEnds,
     _search,
     round_intervals_ms,
+    run_throughput,
     waits_between,
 )
 from node.bench.workload import bench_accounts, sign_streams
@@ -366,3 +368,101 @@ def test_bench_merkle_layouts_each_hold_the_tree_they_were_given() -> None:
     twice[bytes(8) + b"\x01a"] = b"old"
     with pytest.raises(RuntimeError, match="stored under two versions"):
         merkle_bench._check_layout("every", "version", 8, twice, final)
+
+
+def test_an_overload_step_holds_only_near_the_peak_with_admitted_transactions_in_time() -> None:
+    overloaded = {
+        "rate_offered": 3000.0,
+        "tx_per_s": 1400.0,
+        "pushed_back": 90_000,
+        "abandoned": 3000,  # still waiting to be resent when the window closed: allowed
+        "latency_ms_p99": 1900.0,
+        "offer_latency_ms_p99": 6000.0,  # a push-back's wait: not what overload bounds
+    }
+    assert _step(**overloaded).holds_overload(1500.0)
+    assert not _step(**{**overloaded, "tx_per_s": 1340.0}).holds_overload(1500.0)  # < 90 %
+    assert not _step(**{**overloaded, "latency_ms_p99": 2100.0}).holds_overload(1500.0)
+    assert not _step(**{**overloaded, "rejected": {"nonce_gap": 1}}).holds_overload(1500.0)
+    assert not _step(**{**overloaded, "uncommitted": 1}).holds_overload(1500.0)
+    assert not _step(**{**overloaded, "transport_errors": 1}).holds_overload(1500.0)
+
+
+class _FakeTestnet:
+    """A testnet stand-in for ``run_throughput``: sustains up to 1,000 tx/s and commits 950
+    tx/s above it; each testnet's nodes peak at 100 MiB plus their offered rate / 100."""
+
+    started: ClassVar[list[str]] = []
+
+    def __init__(self, options: BenchOptions, directory: Path) -> None:
+        self.directory = directory
+        self.rate = 0.0
+        self.anonymous_peak_mb = [50.0] * options.validators
+        self.validators = options.validators
+
+    def start(self) -> None:
+        _FakeTestnet.started.append(self.directory.name)
+
+    def step(self, rate: float, duration_s: float, report: object = None) -> StepResult:
+        self.rate = rate
+        if rate <= 1000:
+            return _step(rate_offered=rate, tx_per_s=rate)
+        return _step(
+            rate_offered=rate,
+            tx_per_s=950.0,
+            pushed_back=int(rate * 10),
+            latency_ms_p99=1500.0 if rate < 4000 else 2500.0,
+            offer_latency_ms_p99=5000.0,
+        )
+
+    def stop(self) -> tuple[list[float], list[float], list[float], list[str]]:
+        rss = [100.0 + self.rate / 100] * self.validators
+        return rss, [math.nan] * self.validators, [10.0] * self.validators, []
+
+
+def test_a_search_ends_with_overload_steps_at_2x_and_4x_the_best_step(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("node.bench.throughput._Run", _FakeTestnet)
+    monkeypatch.setattr("node.bench.throughput.measure_verify_rate", lambda: 20_000.0)
+    _FakeTestnet.started = []
+    report = run_throughput(BenchOptions(rate=None, validators=4))
+    assert report.best.rate_offered == 1000.0
+    assert [step.rate_offered for step in report.overload] == [
+        1000.0 * multiple for multiple in OVERLOAD_MULTIPLES
+    ]
+    # Each on a testnet of its own, after the search's.
+    assert _FakeTestnet.started[-2:] == ["testnet-overload-2x", "testnet-overload-4x"]
+    document = report.to_json()
+    steps = cast(list[dict[str, object]], document["overload_steps"])
+    assert [step["multiple"] for step in steps] == [2.0, 4.0]
+    assert [step["share_of_best"] for step in steps] == [0.95, 0.95]
+    # 2x keeps its admitted p99 at 1.5 s; 4x's 2.5 s breaks the bound.
+    assert [step["holds"] for step in steps] == [True, False]
+    assert document["overload_holds"] is False
+    # The search's memory and the overload steps' are reported apart.
+    assert document["rss_peak_mb_per_node"] == [120.0] * 4  # the 2,000 tx/s step
+    assert document["overload_rss_peak_mb_per_node"] == [140.0] * 4
+    _print_report(document)
+    printed = {
+        line.split()[1]: line
+        for line in capsys.readouterr().out.splitlines()
+        if line.strip().startswith("overload")
+    }
+    assert printed["2.0x"].endswith(": holds")
+    assert printed["4.0x"].endswith(": DOES NOT HOLD")
+
+
+def test_a_search_without_overload_steps_reports_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("node.bench.throughput._Run", _FakeTestnet)
+    monkeypatch.setattr("node.bench.throughput.measure_verify_rate", lambda: 20_000.0)
+    _FakeTestnet.started = []
+    report = run_throughput(BenchOptions(rate=None, validators=4, overload=False))
+    assert report.overload == []
+    assert not any(name.startswith("testnet-overload") for name in _FakeTestnet.started)
+    assert "overload_steps" not in report.to_json()
+
+
+def test_overload_steps_are_refused_without_a_search() -> None:
+    result = CliRunner().invoke(bench, ["--rate", "1000", "--no-overload"])
+    assert result.exit_code == 2
+    assert "overload steps follow a search: use it with --rate max" in result.output

@@ -43,7 +43,13 @@ took): the rate doubles while a step is *sustainable* (nothing refused for good,
 abandoned, committed rate at least ``SUSTAINED_FRACTION`` of the offered rate, p99 from first
 offer at most ``p99_ms_max``; push-backs are allowed, since their wait counts in that p99),
 then bisects between the last good and first bad rate. The report is the best sustainable
-step, with every step listed.
+step, with every step listed. Then (unless ``overload`` is off) two more fresh testnets take
+``OVERLOAD_MULTIPLES`` (2x and 4x) of that step's offered rate, and each says whether it
+*holds* (``StepResult.holds_overload``): nothing refused for good, lost or failed in
+transport, at least ``OVERLOAD_FRACTION`` of the best step's committed rate, and the p99 of
+admitted transactions at most ``OVERLOAD_P99_MS_MAX``. Transactions pushed back and still
+waiting to be resent when the window closes (``abandoned``) are what overload means there.
+Their peak RSS is reported apart from the search's.
 
 Above capacity the nodes push submissions back (429, ``retry_after_ms``); the submitter resends
 them after that delay, so a step at 2x or 4x the sustainable rate shows what the chain keeps
@@ -106,6 +112,12 @@ _PROGRESS_S: Final = 0.5
 # The rate search starts here (tx/s) and doubles; it stops after this many steps at most.
 SEARCH_START_RATE: Final = 500.0
 SEARCH_STEPS_MAX: Final = 8
+# After a search, overload steps offer these multiples of the best sustained step's rate. One
+# holds when it commits at least OVERLOAD_FRACTION of that step's committed rate with the p99
+# of admitted transactions at most OVERLOAD_P99_MS_MAX.
+OVERLOAD_MULTIPLES: Final = (2, 4)
+OVERLOAD_FRACTION: Final = 0.9
+OVERLOAD_P99_MS_MAX: Final = 2000.0
 
 
 def measure_verify_rate(duration_s: float = VERIFY_MEASURE_S) -> float:
@@ -177,6 +189,8 @@ class BenchOptions:
     settings: tuple[str, ...] = ()
     keep_directory: Path | None = None
     seed: int = 0
+    # After a search (rate None), run the overload steps (OVERLOAD_MULTIPLES).
+    overload: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +318,19 @@ class StepResult:
             and self.offer_latency_ms_p99 <= p99_ms_max
         )
 
+    def holds_overload(self, peak_tx_per_s: float) -> bool:
+        """As an overload step: nothing refused for good, lost or failed in transport, at
+        least ``OVERLOAD_FRACTION`` of ``peak_tx_per_s`` committed, and the p99 of admitted
+        transactions within ``OVERLOAD_P99_MS_MAX`` (push-backs, and transactions still
+        waiting to be resent when the window closed, are what overload is)."""
+        return (
+            not self.rejected
+            and not self.transport_errors
+            and self.uncommitted == 0
+            and self.tx_per_s >= OVERLOAD_FRACTION * peak_tx_per_s
+            and self.latency_ms_p99 <= OVERLOAD_P99_MS_MAX
+        )
+
     def to_json(self) -> dict[str, JsonType]:
         """JSON form."""
         return {
@@ -370,6 +397,10 @@ class ThroughputReport:
     rss_file_mb: list[float]
     agreement_problems: list[str]
     directory: str
+    # After a search: the overload steps (2x and 4x the best step's offered rate) and each
+    # node's largest peak RSS over them.
+    overload: list[StepResult] = field(default_factory=list)
+    overload_rss_peak_mb: list[float] = field(default_factory=list)
 
     @property
     def ceiling_tx_per_s(self) -> float:
@@ -409,6 +440,22 @@ class ThroughputReport:
         }
         if len(self.steps) > 1:
             document["steps"] = [step.to_json() for step in self.steps]
+        if self.overload:
+            document["overload_steps"] = [
+                {
+                    **step.to_json(),
+                    "multiple": round(step.rate_offered / self.best.rate_offered, 2),
+                    "share_of_best": round(step.tx_per_s / self.best.tx_per_s, 3),
+                    "holds": step.holds_overload(self.best.tx_per_s),
+                }
+                for step in self.overload
+            ]
+            document["overload_holds"] = all(
+                step.holds_overload(self.best.tx_per_s) for step in self.overload
+            )
+            document["overload_rss_peak_mb_per_node"] = [
+                round(value, 1) for value in self.overload_rss_peak_mb
+            ]
         if self.directory:
             document["directory"] = self.directory
         return document
@@ -801,8 +848,10 @@ def run_throughput(
         Path(tempfile.mkdtemp(prefix="suanpan-bench-")) if temporary else options.keep_directory
     )
     assert directory is not None
-    ends = _RunEnds(options.validators)
+    ends = searched = _RunEnds(options.validators)
+    overloaded = _RunEnds(options.validators)
     steps: list[StepResult] = []
+    overload: list[StepResult] = []
 
     def fresh_run(name: str) -> _Run:
         """A new testnet from genesis, started; ``ends`` stops it."""
@@ -830,12 +879,18 @@ def run_throughput(
             steps.append(run.step(options.rate, options.duration_s, report))
         else:
             steps = _search(fresh_run, stop_run, options, progress)
+            good = [step for step in steps if step.sustainable(options.p99_ms_max)]
+            if options.overload and good:
+                ends = overloaded  # fresh_run and stop_run keep these steps' figures apart
+                peak = max(good, key=lambda step: step.tx_per_s)
+                overload = _overload(fresh_run, stop_run, options, peak, progress)
     finally:
         stop_run()
         if temporary:
             shutil.rmtree(directory, ignore_errors=True)
     good = [step for step in steps if step.sustainable(options.p99_ms_max)]
     best = max(good or steps, key=lambda step: step.tx_per_s)
+    ends = searched
     return ThroughputReport(
         options,
         verify_rate,
@@ -847,8 +902,10 @@ def run_throughput(
         ends.writer_rss_peak_mb,
         ends.anonymous_peak_mb,
         ends.file_mb,
-        ends.problems,
+        ends.problems + overloaded.problems,
         "" if temporary else str(directory),
+        overload,
+        overloaded.rss_peak_mb if overload else [],
     )
 
 
@@ -929,4 +986,35 @@ def _search(
             break
         else:
             rate = (good + bad) / 2
+    return steps
+
+
+def _overload(
+    fresh_run: Callable[[str], _Run],
+    stop_run: Callable[[], None],
+    options: BenchOptions,
+    peak: StepResult,
+    progress: bool,
+) -> list[StepResult]:
+    """The overload steps: ``OVERLOAD_MULTIPLES`` of ``peak``'s offered rate, each on a fresh
+    testnet."""
+    steps: list[StepResult] = []
+    for multiple in OVERLOAD_MULTIPLES:
+        rate = peak.rate_offered * multiple
+        run = fresh_run(f"testnet-overload-{multiple}x")
+        try:
+            step = run.step(rate, options.duration_s)
+        finally:
+            stop_run()
+        steps.append(step)
+        if progress:
+            verdict = "holds" if step.holds_overload(peak.tx_per_s) else "does not hold"
+            print(
+                f"  overload {multiple}x {rate:8.0f} tx/s offered: {step.tx_per_s:8.1f}"
+                f" committed/s ({step.tx_per_s / peak.tx_per_s:.0%} of the best step),"
+                f" p99 of admitted {step.latency_ms_p99:7.0f} ms,"
+                f" pushed back {step.pushed_back}, refused {sum(step.rejected.values())}:"
+                f" {verdict}",
+                flush=True,
+            )
     return steps

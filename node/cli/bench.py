@@ -55,6 +55,13 @@ def _figure(value: JsonType, digits: int = 0) -> str:
     help="latency bound (ms) a --rate max step must keep",
 )
 @click.option(
+    "--overload/--no-overload",
+    default=None,
+    help="after a --rate max search, offer 2x and 4x the best sustained rate, each on a fresh"
+    " testnet, and say whether each holds 90 % of it with p99 of admitted <= 2 s"
+    " (default: on)",
+)
+@click.option(
     "--block-interval",
     default=None,
     type=click.IntRange(0, 10_000),
@@ -83,6 +90,7 @@ def bench(
     rate: str,
     accounts: int,
     p99_max: float,
+    overload: bool | None,
     block_interval: int | None,
     block_max: int | None,
     settings: tuple[str, ...],
@@ -105,6 +113,11 @@ def bench(
         config = with_settings(config, settings)
     except ConfigError as error:
         raise click.BadParameter(str(error), param_hint="--set") from None
+    if overload is not None and rate != "max":
+        raise click.BadParameter(
+            "overload steps follow a search: use it with --rate max",
+            param_hint="--overload/--no-overload",
+        )
     options = BenchOptions(
         config=config,
         settings=settings,
@@ -114,6 +127,7 @@ def bench(
         accounts_per_bank=accounts,
         p99_ms_max=p99_max,
         keep_directory=keep,
+        overload=overload is not False,
     )
     # SIGTERM unwinds like Ctrl-C, so the testnet's nodes are stopped.
     with (
@@ -212,6 +226,18 @@ def _print_report(d: dict[str, JsonType]) -> None:
         f" ceiling {_figure(d['ceiling_tx_per_s'])} tx/s"
     )
     click.echo(f"  ratio            {d['ratio']} of the ceiling")
+    overload = d.get("overload_steps")
+    if isinstance(overload, list):
+        for step in overload:
+            if isinstance(step, dict):
+                click.echo(
+                    f"  overload {step['multiple']}x      {_figure(step['rate_offered'])} offered:"
+                    f" {_figure(step['tx_per_s'], 1)} tx/s ({step['share_of_best']} of the best"
+                    f" step), p99 of admitted {_figure(step['latency_ms_p99'])} ms,"
+                    f" pushed back {step['pushed_back']}, refused {step['rejected']}:"
+                    f" {'holds' if step['holds'] else 'DOES NOT HOLD'}"
+                )
+        click.echo(f"    peak RSS MiB   {d.get('overload_rss_peak_mb_per_node')}")
     if d.get("agreement_problems"):
         click.echo(f"  DISAGREEMENT     {d['agreement_problems']}")
     if d.get("last_error"):
