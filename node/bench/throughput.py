@@ -441,18 +441,17 @@ class ThroughputReport:
         if len(self.steps) > 1:
             document["steps"] = [step.to_json() for step in self.steps]
         if self.overload:
+            held = [step.holds_overload(self.best.tx_per_s) for step in self.overload]
             document["overload_steps"] = [
                 {
                     **step.to_json(),
                     "multiple": round(step.rate_offered / self.best.rate_offered, 2),
                     "share_of_best": round(step.tx_per_s / self.best.tx_per_s, 3),
-                    "holds": step.holds_overload(self.best.tx_per_s),
+                    "holds": holds,
                 }
-                for step in self.overload
+                for step, holds in zip(self.overload, held, strict=True)
             ]
-            document["overload_holds"] = all(
-                step.holds_overload(self.best.tx_per_s) for step in self.overload
-            )
+            document["overload_holds"] = all(held)
             document["overload_rss_peak_mb_per_node"] = [
                 round(value, 1) for value in self.overload_rss_peak_mb
             ]
@@ -879,18 +878,15 @@ def run_throughput(
             steps.append(run.step(options.rate, options.duration_s, report))
         else:
             steps = _search(fresh_run, stop_run, options, progress)
-            good = [step for step in steps if step.sustainable(options.p99_ms_max)]
-            if options.overload and good:
-                ends = overloaded  # fresh_run and stop_run keep these steps' figures apart
-                peak = max(good, key=lambda step: step.tx_per_s)
-                overload = _overload(fresh_run, stop_run, options, peak, progress)
+        good = [step for step in steps if step.sustainable(options.p99_ms_max)]
+        best = max(good or steps, key=lambda step: step.tx_per_s)
+        if options.rate is None and options.overload and good:
+            ends = overloaded  # fresh_run and stop_run keep these steps' figures apart
+            overload = _overload(fresh_run, stop_run, options, best, progress)
     finally:
         stop_run()
         if temporary:
             shutil.rmtree(directory, ignore_errors=True)
-    good = [step for step in steps if step.sustainable(options.p99_ms_max)]
-    best = max(good or steps, key=lambda step: step.tx_per_s)
-    ends = searched
     return ThroughputReport(
         options,
         verify_rate,
@@ -898,11 +894,11 @@ def run_throughput(
         load,
         steps,
         best,
-        ends.rss_peak_mb,
-        ends.writer_rss_peak_mb,
-        ends.anonymous_peak_mb,
-        ends.file_mb,
-        ends.problems + overloaded.problems,
+        searched.rss_peak_mb,
+        searched.writer_rss_peak_mb,
+        searched.anonymous_peak_mb,
+        searched.file_mb,
+        searched.problems + overloaded.problems,
         "" if temporary else str(directory),
         overload,
         overloaded.rss_peak_mb if overload else [],
@@ -945,6 +941,21 @@ def _largest(kept: list[float], new: list[float]) -> list[float]:
     ]
 
 
+def _step_alone(
+    fresh_run: Callable[[str], _Run],
+    stop_run: Callable[[], None],
+    name: str,
+    rate: float,
+    options: BenchOptions,
+) -> StepResult:
+    """One step at ``rate`` on a fresh testnet called ``name``, stopped however it ends."""
+    run = fresh_run(name)
+    try:
+        return run.step(rate, options.duration_s)
+    finally:
+        stop_run()
+
+
 def _search(
     fresh_run: Callable[[str], _Run],
     stop_run: Callable[[], None],
@@ -956,11 +967,7 @@ def _search(
     bad: float | None = None
     rate = SEARCH_START_RATE
     while len(steps) < SEARCH_STEPS_MAX:
-        run = fresh_run(f"testnet-step{len(steps) + 1}")
-        try:
-            step = run.step(rate, options.duration_s)
-        finally:
-            stop_run()
+        step = _step_alone(fresh_run, stop_run, f"testnet-step{len(steps) + 1}", rate, options)
         steps.append(step)
         ok = step.sustainable(options.p99_ms_max)
         if progress:
@@ -1001,11 +1008,7 @@ def _overload(
     steps: list[StepResult] = []
     for multiple in OVERLOAD_MULTIPLES:
         rate = peak.rate_offered * multiple
-        run = fresh_run(f"testnet-overload-{multiple}x")
-        try:
-            step = run.step(rate, options.duration_s)
-        finally:
-            stop_run()
+        step = _step_alone(fresh_run, stop_run, f"testnet-overload-{multiple}x", rate, options)
         steps.append(step)
         if progress:
             verdict = "holds" if step.holds_overload(peak.tx_per_s) else "does not hold"
