@@ -12,14 +12,20 @@ node has recently seen committed:
 
     limit = clamp(rate_committed * budget_ms / 1000, transactions_min, transactions_max)
 
-where ``rate_committed`` is transactions per second committed over the last ``WINDOW_S``
-seconds. Over the limit a submission is refused *before* any work is spent on it (no decode,
-no signature check) with code ``full``, ``retry`` true and a ``retry_after_ms``: the time the
-chain needs, at its recent rate, to move on as many pending transactions as were refused (so
-that they fit), at least ``RETRY_AFTER_MS_MIN``. A batch that missed the limit by a few (a slow
-round near capacity) comes back at once rather than after the whole queue has committed; under
-overload, where every batch misses by about its own size, clients come back about as often as
-they send. The API turns that into HTTP 429 with ``Retry-After``.
+where ``rate_committed`` is the transactions committed over the last ``WINDOW_S`` seconds per
+second since the commit that preceded the first of them (at least ``SPAN_MIN_S``, at most
+``WINDOW_S``). Under steady load that is the whole window; after an idle spell the idle seconds
+do not dilute it, so the limit follows a chain that goes from idle to its capacity within a
+second or two rather than only once a whole window of commits has passed. (The floor of
+``SPAN_MIN_S`` keeps a few blocks committed in quick succession, as in catch-up, from standing
+for a second of capacity.) Over the limit a submission is refused *before* any work is spent on
+it (no decode, no signature check) with code ``full``, ``retry`` true and a ``retry_after_ms``:
+the time the chain needs, at its recent rate, to move on as many pending transactions as were
+refused (so that they fit), at least ``RETRY_AFTER_MS_MIN`` and at most the budget. A batch
+that missed the limit by a few (a slow round near capacity) comes back at once rather than
+after the whole queue has committed; under overload, where every batch misses by about its own
+size, clients come back within about a budget, when the next proposal has made room. The API
+turns that into HTTP 429 with ``Retry-After``.
 
 Why it is stable: what waits is at most ``budget`` of commits, so every block is too, and a
 pending transaction waits at most about ``budget`` plus one block. (Counting the block being
@@ -29,11 +35,13 @@ rate falls and the limit with it; if they take less, the rate and the limit grow
 follows capacity, never the offered load. Under sustained overload it settles where a block
 takes about ``budget`` to commit, and an admitted transaction waits for the rest of the block
 being decided, the queue ahead of it (about ``budget``) and its own block: about 2.5 budgets on
-average, 3 at worst. The default 350 ms kept the p99 of admitted transactions at 1.1-1.9 s in
-twelve runs at 2x and 4x the sustainable load of a 2-core machine (3,000 and 6,000 tx/s
-offered), where 400 ms went over 2 s in three runs of eighteen, at the price of blocks (and so
-throughput under overload) smaller than a longer budget would allow; both sustained the same
-rate below overload. The floor ``transactions_min`` keeps an idle chain (rate 0) admitting.
+average, 3 at worst. That holds while clients come back in time to fill the pool again (see
+``room_retry_after_ms``): with the pool kept full, blocks under overload grow to what the
+budget allows, and rounds with them. The default 250 ms kept the p99 of admitted transactions
+at 1.3-1.5 s at 2x and 4x the sustainable load of a 2-core machine (3,000 and 6,000 tx/s
+offered), where 300 ms reached 1.8 s and 350 ms went over 2 s in four runs of six, at the
+price of blocks (and so throughput under overload) smaller than a longer budget allows. The
+floor ``transactions_min`` keeps an idle chain (rate 0) admitting.
 
 Two things keep the pool near the limit when several nodes take client load at once. Each
 node admits against its own pool, which holds the others' admissions only once gossip
@@ -52,11 +60,13 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["WINDOW_S", "AdmissionControl", "AdmissionLimits"]
+__all__ = ["SPAN_MIN_S", "WINDOW_S", "AdmissionControl", "AdmissionLimits"]
 
 # Commits are averaged over this window: long enough to span several blocks, short enough to
 # follow a change of capacity within a few seconds.
 WINDOW_S: Final = 3.0
+# The rate is counted over at least this many seconds.
+SPAN_MIN_S: Final = 1.0
 # A client is never told to come back sooner than this, or later than this.
 RETRY_AFTER_MS_MIN: Final = 100
 RETRY_AFTER_MS_MAX: Final = 10_000
@@ -72,7 +82,7 @@ class AdmissionLimits:
     """``[mempool]`` admission settings."""
 
     # Pending work the pool may hold, in milliseconds of recent commits.
-    budget_ms: int = 350
+    budget_ms: int = 250
     # The limit never goes below this many transactions (an idle chain still admits).
     transactions_min: int = 250
     # Nor above the pool's own bound.
@@ -89,13 +99,20 @@ class AdmissionControl:
     def __init__(self, limits: AdmissionLimits, *, jitter: random.Random | None = None) -> None:
         self.limits = limits
         self._jitter = jitter or random.Random()
-        self._commits: deque[tuple[float, int]] = deque()
+        # Blocks with transactions: (commit time, transactions, the time of the commit before
+        # it, empty or not).
+        self._commits: deque[tuple[float, int, float]] = deque()
         self._committed_in_window = 0
+        self._last_commit_s: float | None = None
 
     def observe_commit(self, now_s: float, transactions: int) -> None:
-        """A block with ``transactions`` committed at monotonic time ``now_s``."""
-        self._commits.append((now_s, transactions))
-        self._committed_in_window += transactions
+        """A block with ``transactions`` (possibly none) committed at monotonic time
+        ``now_s``."""
+        previous = now_s - WINDOW_S if self._last_commit_s is None else self._last_commit_s
+        self._last_commit_s = now_s
+        if transactions:
+            self._commits.append((now_s, transactions, previous))
+            self._committed_in_window += transactions
         self._expire(now_s)
 
     def _expire(self, now_s: float) -> None:
@@ -104,9 +121,15 @@ class AdmissionControl:
             self._committed_in_window -= commits.popleft()[1]
 
     def rate(self, now_s: float) -> float:
-        """Transactions per second committed over the window ending at ``now_s``."""
+        """Transactions per second committed over the window ending at ``now_s``: per second
+        since the commit before the window's first block with transactions, at least
+        ``SPAN_MIN_S`` and at most ``WINDOW_S``."""
         self._expire(now_s)
-        return self._committed_in_window / WINDOW_S
+        commits = self._commits
+        if not commits:
+            return 0.0
+        span = min(max(now_s - commits[0][2], SPAN_MIN_S), WINDOW_S)
+        return self._committed_in_window / span
 
     def limit(self, now_s: float) -> int:
         """The most transactions the pool may hold when a client submission arrives."""
@@ -123,8 +146,22 @@ class AdmissionControl:
     def retry_after_ms(self, now_s: float, pending: int) -> int:
         """When to come back: the time the chain needs, at its recent rate (at least the
         floor's worth per budget), to move ``pending`` transactions on."""
+        return self._retry_after_ms(pending * 1000 / self._paced_rate(now_s))
+
+    def room_retry_after_ms(self, now_s: float, refused: int) -> int:
+        """When a client refused ``refused`` transactions over the limit should come back: the
+        time the chain needs to move that many on, but at most the budget. Each round moves
+        the waiting part of the pool (at most the limit, a budget's worth of commits) into a
+        proposal, so there is room again within about a budget; told to wait for all it was
+        refused (which can be more than the whole limit), every client would still be waiting
+        while the pool ran dry, and the next block would be small."""
+        wait_ms = refused * 1000 / self._paced_rate(now_s)
+        return self._retry_after_ms(min(wait_ms, self.limits.budget_ms))
+
+    def _paced_rate(self, now_s: float) -> float:
         limits = self.limits
-        rate = max(self.rate(now_s), limits.transactions_min * 1000 / limits.budget_ms)
+        return max(self.rate(now_s), limits.transactions_min * 1000 / limits.budget_ms)
+
+    def _retry_after_ms(self, wait_ms: float) -> int:
         spread = self._jitter.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER)
-        wait_ms = math.ceil(pending * 1000 / rate * spread)
-        return max(RETRY_AFTER_MS_MIN, min(wait_ms, RETRY_AFTER_MS_MAX))
+        return max(RETRY_AFTER_MS_MIN, min(math.ceil(wait_ms * spread), RETRY_AFTER_MS_MAX))

@@ -199,7 +199,7 @@ class MempoolConfig:
     verify_workers: int = 2
     # Client submissions are refused (429, retry later) while the pool holds this much of
     # recent commits, or admission_transactions_min if more (see node.admission).
-    admission_budget_ms: int = 350
+    admission_budget_ms: int = 250
     admission_transactions_min: int = 250
 
 

@@ -1746,7 +1746,7 @@ class Node:
         if room >= len(raw):
             return raw, []
         # Room for the refused part comes once that many of what is pending have moved on.
-        retry_after_ms = self.admission.retry_after_ms(now, len(raw) - room)
+        retry_after_ms = self.admission.room_retry_after_ms(now, len(raw) - room)
         room = max(room, 0)
         message = (
             f"the node is at capacity ({pending} transactions pending); retry after"
