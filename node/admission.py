@@ -38,7 +38,7 @@ being decided, the queue ahead of it (about ``budget``) and its own block: about
 average, 3 at worst. That holds while clients come back in time to fill the pool again (see
 ``room_retry_after_ms``): with the pool kept full, blocks under overload grow to what the
 budget allows, and rounds with them. The default 250 ms kept the p99 of admitted transactions
-at 1.3-1.5 s at 2x and 4x the sustainable load of a 2-core machine (3,000 and 6,000 tx/s
+at 1.1-1.5 s at 2x and 4x the sustainable load of a 2-core machine (3,000 and 6,000 tx/s
 offered), where 300 ms reached 1.8 s and 350 ms went over 2 s in four runs of six, at the
 price of blocks (and so throughput under overload) smaller than a longer budget allows. The
 floor ``transactions_min`` keeps an idle chain (rate 0) admitting.
