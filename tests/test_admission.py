@@ -32,6 +32,19 @@ def test_the_limit_follows_what_commits_and_proposals_carry_a_bounded_multiple()
     assert control.limit(2.0 + WINDOW_S + 0.1) == 250
 
 
+def _paced_rate(limits: AdmissionLimits, committed: int) -> float:
+    """The rate a wait is counted at after one commit of ``committed``: the window's, at least
+    the floor's worth per budget."""
+    return max(committed / WINDOW_S, limits.transactions_min * 1000 / limits.budget_ms)
+
+
+def _spread_bounds(wait_ms: float) -> tuple[float, float]:
+    """The least and most ``retry_after_ms`` for a wait of ``wait_ms``, spread and clamped."""
+    low = max(RETRY_AFTER_MS_MIN, min(RETRY_AFTER_MS_MAX, int(wait_ms * (1 - RETRY_JITTER))))
+    high = max(RETRY_AFTER_MS_MIN, min(RETRY_AFTER_MS_MAX, wait_ms * (1 + RETRY_JITTER) + 1))
+    return low, high
+
+
 @given(
     pending=st.integers(0, 100_000),
     committed=st.integers(0, 100_000),
@@ -43,11 +56,9 @@ def test_retry_after_is_spread_around_the_time_to_commit_what_is_pending(
     limits = AdmissionLimits(budget_ms=750, transactions_min=250)
     control = AdmissionControl(limits, jitter=random.Random(seed))
     control.observe_commit(0.0, committed)
-    rate = max(committed / WINDOW_S, limits.transactions_min * 1000 / limits.budget_ms)
-    wait_ms = pending * 1000 / rate
+    wait_ms = pending * 1000 / _paced_rate(limits, committed)
     retry_ms = control.retry_after_ms(0.0, pending)
-    low = max(RETRY_AFTER_MS_MIN, min(RETRY_AFTER_MS_MAX, int(wait_ms * (1 - RETRY_JITTER))))
-    high = max(RETRY_AFTER_MS_MIN, min(RETRY_AFTER_MS_MAX, wait_ms * (1 + RETRY_JITTER) + 1))
+    low, high = _spread_bounds(wait_ms)
     assert low <= retry_ms <= high
 
 
@@ -151,11 +162,10 @@ def test_a_client_refused_over_the_limit_waits_at_most_about_a_budget(
     limits = AdmissionLimits(budget_ms=350, transactions_min=250)
     control = AdmissionControl(limits, jitter=random.Random(seed))
     control.observe_commit(0.0, committed)
-    rate = max(committed / WINDOW_S, limits.transactions_min * 1000 / limits.budget_ms)
+    rate = _paced_rate(limits, committed)
     wait_ms = min(refused * 1000 / rate, limits.budget_ms)
     retry_ms = control.room_retry_after_ms(0.0, refused)
-    low = max(RETRY_AFTER_MS_MIN, int(wait_ms * (1 - RETRY_JITTER)))
-    high = max(RETRY_AFTER_MS_MIN, wait_ms * (1 + RETRY_JITTER) + 1)
+    low, high = _spread_bounds(wait_ms)
     assert low <= retry_ms <= high
     # The same refusal told to wait for the time to move all of it on can be far longer.
     if refused * 1000 / rate > 4 * limits.budget_ms:
