@@ -3,15 +3,21 @@ scaling table."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from node.cli.progress import progress_bar
 from node.cli.signals import terminate_unwinds
 from node.jsonvalue import JsonType
+
+if TYPE_CHECKING:
+    from node.bench.throughput import BenchOptions
 
 __all__ = ["bench"]
 
@@ -29,7 +35,7 @@ def _rate(value: str) -> float | None:
 
 
 def _figure(value: JsonType, digits: int = 0) -> str:
-    if isinstance(value, float) and math.isnan(value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if isinstance(value, int | float):
         return f"{value:,.{digits}f}"
@@ -80,6 +86,20 @@ def _figure(value: JsonType, digits: int = 0) -> str:
     metavar="SECTION.KEY=VALUE",
     help="a config.toml key for every node, e.g. mempool.admission_budget_ms=300 (repeatable)",
 )
+@click.option(
+    "--runs",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 50),
+    help="measure this many times (each on fresh testnets) and report the medians",
+)
+@click.option(
+    "--versus",
+    multiple=True,
+    metavar="SECTION.KEY=VALUE",
+    help="also measure with this config.toml key on top of --set, alternating with the runs"
+    " without it (a, b, b, a, ...; repeatable)",
+)
 @click.option("--keep", type=click.Path(path_type=Path), help="keep the testnet in this directory")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @click.pass_context
@@ -94,11 +114,14 @@ def bench(
     block_interval: int | None,
     block_max: int | None,
     settings: tuple[str, ...],
+    runs: int,
+    versus: tuple[str, ...],
     keep: Path | None,
     as_json: bool,
 ) -> None:
     """Benchmarks. Without a subcommand: committed tx/s and submit-to-commit latency of a real
-    multi-process testnet under pre-signed payments, against the ed25519 ceiling."""
+    multi-process testnet under pre-signed payments, against the ed25519 ceiling. With
+    --runs or --versus: every run's figures and each configuration's medians."""
     if context.invoked_subcommand is not None:
         return
     from node.bench.throughput import BenchOptions, run_throughput
@@ -118,6 +141,17 @@ def bench(
             "overload steps follow a search: use it with --rate max",
             param_hint="--overload/--no-overload",
         )
+    versus_config: NodeConfig | None = None
+    if versus:
+        try:
+            versus_config = with_settings(config, versus)
+        except ConfigError as error:
+            raise click.BadParameter(str(error), param_hint="--versus") from None
+    if keep is not None and (runs > 1 or versus_config is not None):
+        raise click.BadParameter(
+            "it keeps one run's testnet: use it without --runs and --versus",
+            param_hint="--keep",
+        )
     options = BenchOptions(
         config=config,
         settings=settings,
@@ -129,6 +163,14 @@ def bench(
         keep_directory=keep,
         overload=overload is not False,
     )
+    if runs > 1 or versus_config is not None:
+        compared = None
+        if versus_config is not None:
+            compared = dataclasses.replace(
+                options, config=versus_config, settings=(*settings, *versus)
+            )
+        _run_repeated(options, compared, runs, as_json)
+        return
     # SIGTERM unwinds like Ctrl-C, so the testnet's nodes are stopped.
     with (
         terminate_unwinds(),
@@ -140,6 +182,100 @@ def bench(
         click.echo(json.dumps(document))
         return
     _print_report(document)
+
+
+def _run_repeated(
+    options: BenchOptions, compared: BenchOptions | None, runs: int, as_json: bool
+) -> None:
+    """``runs`` measurements of ``options`` (alternating with as many of ``compared``), each
+    run's figures as it ends, then the medians (``node.bench.repeated``)."""
+    from node.bench.repeated import pairs_ahead, run_order, summarise
+    from node.bench.throughput import run_throughput
+
+    configurations = {"a": options} if compared is None else {"a": options, "b": compared}
+    order = run_order(runs, compared is not None)
+    documents: list[dict[str, JsonType]] = []
+    with terminate_unwinds():
+        for index, label in enumerate(order, 1):
+            chosen = configurations[label]
+            with progress_bar(
+                f"run {index}/{len(order)}", quiet=as_json or chosen.rate is None
+            ) as report_progress:
+                report = run_throughput(chosen, progress=not as_json, report=report_progress)
+            document = report.to_json()
+            documents.append(document)
+            if not as_json:
+                click.echo(f"run {index}/{len(order)} ({_label(label, chosen)}): {_line(document)}")
+    result: dict[str, JsonType] = {"order": list[JsonType](order)}
+    for label, chosen in configurations.items():
+        mine = [document for ran, document in zip(order, documents, strict=True) if ran == label]
+        result[label] = {
+            "settings": list(chosen.settings),
+            "median": summarise(mine),
+            "runs": list[JsonType](mine),
+        }
+    if compared is not None:
+        result["pairs"] = runs
+        result["pairs_b_committed_more"] = pairs_ahead(order, documents)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    for label, chosen in configurations.items():
+        entry = result[label]
+        assert isinstance(entry, dict)
+        median = entry["median"]
+        assert isinstance(median, dict)
+        click.echo(f"median of {runs} ({_label(label, chosen)}): {_line(median)}")
+        ranges = median["range"]
+        assert isinstance(ranges, dict)
+        click.echo(
+            "  ranges           "
+            + "; ".join(
+                f"{name} {_figure(low, digits)}-{_figure(high, digits)}"
+                for name, figure, digits in _RANGES
+                if isinstance(span := ranges.get(figure), list)
+                and len(span) == 2
+                and (low := span[0]) is not None
+                and (high := span[1]) is not None
+            )
+        )
+        click.echo(
+            f"  peak RSS MiB     {_figure(median['rss_peak_mb'], 1)} (median of each run's"
+            " largest node)"
+        )
+        if "overload_held" in median:
+            click.echo(f"  overload held    in {median['overload_held']} runs of {runs}")
+        loads = median["load_average_before"]
+        assert isinstance(loads, list)
+        click.echo("  load before      " + ", ".join(_figure(load, 2) for load in loads))
+    if compared is not None:
+        click.echo(f"b committed more than a in {result['pairs_b_committed_more']} pairs of {runs}")
+
+
+# The ranges a repeated run prints: (name, figure, digits).
+_RANGES = (
+    ("tx/s", "tx_per_s", 1),
+    ("p99 of admitted ms", "latency_ms_p99", 0),
+    ("from first offer ms", "offer_latency_ms_p99", 0),
+    ("pushed back", "pushed_back", 0),
+    ("CPU µs per tx", "cpu_us_per_tx_per_node", 1),
+)
+
+
+def _label(label: str, options: BenchOptions) -> str:
+    return f"{label}: {' '.join(options.settings) or 'defaults'}"
+
+
+def _line(d: Mapping[str, JsonType]) -> str:
+    """One run's (or a median's) main figures on a line."""
+    return (
+        f"{_figure(d.get('tx_per_s'), 1)} tx/s at {_figure(d.get('rate_offered'))} offered,"
+        f" p99 of admitted {_figure(d.get('latency_ms_p99'))} ms,"
+        f" from first offer {_figure(d.get('offer_latency_ms_p99'))} ms,"
+        f" pushed back {_figure(d.get('pushed_back'))},"
+        f" {_figure(d.get('cpu_us_per_tx_per_node'), 1)} CPU µs per tx per node,"
+        f" ratio {_figure(d.get('ratio'), 3)}"
+    )
 
 
 def _print_report(d: dict[str, JsonType]) -> None:
