@@ -8,7 +8,7 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import click
 
@@ -206,54 +206,57 @@ def _run_repeated(
             documents.append(document)
             if not as_json:
                 click.echo(f"run {index}/{len(order)} ({_label(label, chosen)}): {_line(document)}")
+    medians = {
+        label: summarise(
+            [document for ran, document in zip(order, documents, strict=True) if ran == label]
+        )
+        for label in configurations
+    }
     result: dict[str, JsonType] = {"order": list[JsonType](order)}
     for label, chosen in configurations.items():
-        mine = [document for ran, document in zip(order, documents, strict=True) if ran == label]
         result[label] = {
             "settings": list(chosen.settings),
-            "median": summarise(mine),
-            "runs": list[JsonType](mine),
+            "median": medians[label],
+            "runs": [
+                document for ran, document in zip(order, documents, strict=True) if ran == label
+            ],
         }
+    ahead = pairs_ahead(order, documents) if compared is not None else 0
     if compared is not None:
         result["pairs"] = runs
-        result["pairs_b_committed_more"] = pairs_ahead(order, documents)
+        result["pairs_b_committed_more"] = ahead
     if as_json:
         click.echo(json.dumps(result))
         return
     for label, chosen in configurations.items():
-        entry = result[label]
-        assert isinstance(entry, dict)
-        median = entry["median"]
-        assert isinstance(median, dict)
-        click.echo(f"median of {runs} ({_label(label, chosen)}): {_line(median)}")
-        ranges = median["range"]
-        assert isinstance(ranges, dict)
-        click.echo(
-            "  ranges           "
-            + "; ".join(
-                f"{name} {_figure(low, digits)}-{_figure(high, digits)}"
-                for name, figure, digits in _RANGES
-                if isinstance(span := ranges.get(figure), list)
-                and len(span) == 2
-                and (low := span[0]) is not None
-                and (high := span[1]) is not None
-            )
-        )
-        click.echo(
-            f"  peak RSS MiB     {_figure(median['rss_peak_mb'], 1)} (median of each run's"
-            " largest node)"
-        )
-        if "overload_held" in median:
-            click.echo(f"  overload held    in {median['overload_held']} runs of {runs}")
-        loads = median["load_average_before"]
-        assert isinstance(loads, list)
-        click.echo("  load before      " + ", ".join(_figure(load, 2) for load in loads))
+        _print_median(f"median of {runs} ({_label(label, chosen)})", medians[label], runs)
     if compared is not None:
-        click.echo(f"b committed more than a in {result['pairs_b_committed_more']} pairs of {runs}")
+        click.echo(f"b committed more than a in {ahead} pairs of {runs}")
+
+
+def _print_median(title: str, median: Mapping[str, JsonType], runs: int) -> None:
+    click.echo(f"{title}: {_line(median)}")
+    ranges = median.get("range")
+    if isinstance(ranges, dict):
+        spans = []
+        for name, figure, digits in _RANGES:
+            span = ranges.get(figure)
+            if isinstance(span, list) and len(span) == 2:
+                spans.append(f"{name} {_figure(span[0], digits)}-{_figure(span[1], digits)}")
+        click.echo("  ranges           " + "; ".join(spans))
+    click.echo(
+        f"  peak RSS MiB     {_figure(median.get('rss_peak_mb'), 1)} (median of each run's"
+        " largest node)"
+    )
+    if "overload_held" in median:
+        click.echo(f"  overload held    in {median['overload_held']} runs of {runs}")
+    loads = median.get("load_average_before")
+    if isinstance(loads, list):
+        click.echo("  load before      " + ", ".join(_figure(load, 2) for load in loads))
 
 
 # The ranges a repeated run prints: (name, figure, digits).
-_RANGES = (
+_RANGES: Final = (
     ("tx/s", "tx_per_s", 1),
     ("p99 of admitted ms", "latency_ms_p99", 0),
     ("from first offer ms", "offer_latency_ms_p99", 0),
