@@ -225,3 +225,24 @@ def test_alternated_runs_on_real_testnets(tmp_path: Path) -> None:
         assert run["agreement_problems"] == []
         assert document[label]["median"]["tx_per_s"] == run["tx_per_s"]
     assert document["pairs_b_committed_more"] in (0, 1)
+
+
+def test_repeated_searches_count_the_runs_whose_overload_steps_held(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The stand-in sustains 1,000 tx/s; its 4x overload step breaks the latency bound, so no
+    run's overload steps hold."""
+    monkeypatch.setattr("node.bench.throughput._Run", _FakeTestnet)
+    monkeypatch.setattr("node.bench.throughput.measure_verify_rate", lambda: 20_000.0)
+    _FakeTestnet.started = []
+    result = CliRunner().invoke(bench, ["--rate", "max", "--runs", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    median = document["a"]["median"]
+    assert median["rate_offered"] == 1000.0
+    assert median["tx_per_s"] == 1000.0
+    assert median["overload_held"] == 0
+    assert [run["overload_holds"] for run in document["a"]["runs"]] == [False, False]
+    result = CliRunner().invoke(bench, ["--rate", "max", "--runs", "2"])
+    assert result.exit_code == 0, result.output
+    assert "  overload held    in 0 runs of 2" in result.output.splitlines()
