@@ -206,20 +206,16 @@ def _run_repeated(
             documents.append(document)
             if not as_json:
                 click.echo(f"run {index}/{len(order)} ({_label(label, chosen)}): {_line(document)}")
-    medians = {
-        label: summarise(
-            [document for ran, document in zip(order, documents, strict=True) if ran == label]
-        )
-        for label in configurations
-    }
+    ran: dict[str, list[dict[str, JsonType]]] = {label: [] for label in configurations}
+    for label, document in zip(order, documents, strict=True):
+        ran[label].append(document)
+    medians = {label: summarise(ran[label]) for label in configurations}
     result: dict[str, JsonType] = {"order": list[JsonType](order)}
     for label, chosen in configurations.items():
         result[label] = {
             "settings": list(chosen.settings),
             "median": medians[label],
-            "runs": [
-                document for ran, document in zip(order, documents, strict=True) if ran == label
-            ],
+            "runs": list[JsonType](ran[label]),
         }
     ahead = pairs_ahead(order, documents) if compared is not None else 0
     if compared is not None:
