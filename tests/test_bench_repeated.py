@@ -246,3 +246,51 @@ def test_repeated_searches_count_the_runs_whose_overload_steps_held(
     result = CliRunner().invoke(bench, ["--rate", "max", "--runs", "2"])
     assert result.exit_code == 0, result.output
     assert "  overload held    in 0 runs of 2" in result.output.splitlines()
+
+
+class _FailingTestnet(_TunedTestnet):
+    """A stand-in whose third step fails (or is interrupted, as Ctrl-C or SIGTERM would)."""
+
+    steps = 0
+    failure: BaseException = RuntimeError("node 2 did not start")
+
+    def step(self, rate: float, duration_s: float, report: object = None) -> StepResult:
+        _FailingTestnet.steps += 1
+        if _FailingTestnet.steps == 3:
+            raise _FailingTestnet.failure
+        return super().step(rate, duration_s, report)
+
+
+@pytest.mark.parametrize(
+    ("failure", "reason"),
+    [(RuntimeError("node 2 did not start"), "node 2 did not start"), (KeyboardInterrupt(), "")],
+)
+def test_a_series_that_stops_still_reports_the_runs_it_completed(
+    monkeypatch: pytest.MonkeyPatch, failure: BaseException, reason: str
+) -> None:
+    monkeypatch.setattr("node.bench.throughput._Run", _FailingTestnet)
+    monkeypatch.setattr("node.bench.throughput.measure_verify_rate", lambda: 20_000.0)
+    arguments = ["--rate", "500", "--duration", "2", "--runs", "3"]
+    versus = ["--versus", "mempool.verify_workers=1"]
+    _FailingTestnet.failure = failure
+    _FailingTestnet.steps = 0
+    result = CliRunner().invoke(bench, [*arguments, *versus, "--json"])
+    assert result.exit_code == 1
+    document = json.loads(result.stdout.splitlines()[0])
+    assert document["order"] == ["a", "b"]
+    assert document["incomplete"].startswith("2 of 6 runs completed: ")
+    assert reason in document["incomplete"]
+    assert document["a"]["median"]["tx_per_s"] == 400.0
+    assert document["b"]["median"]["tx_per_s"] == 450.0
+    assert (document["pairs"], document["pairs_b_committed_more"]) == (1, 1)
+    # In text, after the runs that ended.
+    _FailingTestnet.steps = 0
+    result = CliRunner().invoke(bench, [*arguments, *versus])
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("run 1/6 (a: defaults): 400.0 tx/s")
+    assert lines[2].startswith("INCOMPLETE       2 of 6 runs completed")
+    assert any(
+        line.startswith("median of 1 (b: mempool.verify_workers=1): 450.0") for line in lines
+    )
+    assert "b committed more than a in 1 pairs of 1" in lines

@@ -188,46 +188,66 @@ def _run_repeated(
     options: BenchOptions, compared: BenchOptions | None, runs: int, as_json: bool
 ) -> None:
     """``runs`` measurements of ``options`` (alternating with as many of ``compared``), each
-    run's figures as it ends, then the medians (``node.bench.repeated``)."""
+    run's figures as it ends, then the medians (``node.bench.repeated``). A run that fails, or
+    Ctrl-C / SIGTERM, ends the series: the runs that completed are still reported (marked
+    ``incomplete``) before the error goes on."""
     from node.bench.repeated import pairs_ahead, run_order, summarise
     from node.bench.throughput import run_throughput
 
     configurations = {"a": options} if compared is None else {"a": options, "b": compared}
     order = run_order(runs, compared is not None)
     documents: list[dict[str, JsonType]] = []
-    with terminate_unwinds():
-        for index, label in enumerate(order, 1):
-            chosen = configurations[label]
-            with progress_bar(
-                f"run {index}/{len(order)}", quiet=as_json or chosen.rate is None
-            ) as report_progress:
-                report = run_throughput(chosen, progress=not as_json, report=report_progress)
-            document = report.to_json()
-            documents.append(document)
-            if not as_json:
-                click.echo(f"run {index}/{len(order)} ({_label(label, chosen)}): {_line(document)}")
+    stopped: BaseException | None = None
+    try:
+        with terminate_unwinds():
+            for index, label in enumerate(order, 1):
+                chosen = configurations[label]
+                with progress_bar(
+                    f"run {index}/{len(order)}", quiet=as_json or chosen.rate is None
+                ) as report_progress:
+                    report = run_throughput(chosen, progress=not as_json, report=report_progress)
+                document = report.to_json()
+                documents.append(document)
+                if not as_json:
+                    click.echo(
+                        f"run {index}/{len(order)} ({_label(label, chosen)}): {_line(document)}"
+                    )
+    except (Exception, KeyboardInterrupt) as error:
+        stopped = error
+    done = order[: len(documents)]
     ran: dict[str, list[dict[str, JsonType]]] = {label: [] for label in configurations}
-    for label, document in zip(order, documents, strict=True):
+    for label, document in zip(done, documents, strict=True):
         ran[label].append(document)
     medians = {label: summarise(ran[label]) for label in configurations}
-    result: dict[str, JsonType] = {"order": list[JsonType](order)}
+    result: dict[str, JsonType] = {"order": list[JsonType](done)}
+    if stopped is not None:
+        reason = "interrupted" if isinstance(stopped, KeyboardInterrupt) else repr(stopped)
+        result["incomplete"] = f"{len(documents)} of {len(order)} runs completed: {reason}"
     for label, chosen in configurations.items():
         result[label] = {
             "settings": list(chosen.settings),
             "median": medians[label],
             "runs": list[JsonType](ran[label]),
         }
-    ahead = pairs_ahead(order, documents) if compared is not None else 0
+    # Only whole pairs compare.
+    paired = len(done) - len(done) % 2
+    ahead = pairs_ahead(done[:paired], documents[:paired]) if compared is not None else 0
     if compared is not None:
-        result["pairs"] = runs
+        result["pairs"] = paired // 2
         result["pairs_b_committed_more"] = ahead
     if as_json:
         click.echo(json.dumps(result))
-        return
-    for label, chosen in configurations.items():
-        _print_median(f"median of {runs} ({_label(label, chosen)})", medians[label], runs)
-    if compared is not None:
-        click.echo(f"b committed more than a in {ahead} pairs of {runs}")
+    else:
+        if stopped is not None:
+            click.echo(f"INCOMPLETE       {result['incomplete']}")
+        for label, chosen in configurations.items():
+            count = len(ran[label])
+            if count:
+                _print_median(f"median of {count} ({_label(label, chosen)})", medians[label], count)
+        if compared is not None:
+            click.echo(f"b committed more than a in {ahead} pairs of {paired // 2}")
+    if stopped is not None:
+        raise stopped
 
 
 def _print_median(title: str, median: Mapping[str, JsonType], runs: int) -> None:
