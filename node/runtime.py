@@ -1745,7 +1745,8 @@ class Node:
         room = self.admission.limit(now) - pending
         if room >= len(raw):
             return raw, []
-        # Room for the refused part comes once that many of what is pending have moved on.
+        # Room for the refused part comes once that many of what is pending have moved on,
+        # or at the latest with the next proposal (about a budget).
         retry_after_ms = self.admission.room_retry_after_ms(now, len(raw) - room)
         room = max(room, 0)
         message = (

@@ -16,6 +16,7 @@ more (``pairs_ahead``).
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Mapping, Sequence
 from typing import Final
@@ -56,7 +57,8 @@ def run_order(runs: int, compared: bool) -> list[str]:
 
 
 def _number(value: JsonType) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    """``value`` as a float, or None when it is not a number (a boolean, or NaN)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
         return None
     return float(value)
 
@@ -76,7 +78,7 @@ def summarise(documents: Sequence[Mapping[str, JsonType]]) -> dict[str, JsonType
         values = [
             number
             for document in documents
-            if (number := _number(document.get(figure))) is not None and number == number
+            if (number := _number(document.get(figure))) is not None
         ]
         summary[figure] = _median(values)
         ranges[figure] = [min(values), max(values)] if values else None

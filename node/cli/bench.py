@@ -147,7 +147,8 @@ def bench(
             versus_config = with_settings(config, versus)
         except ConfigError as error:
             raise click.BadParameter(str(error), param_hint="--versus") from None
-    if keep is not None and (runs > 1 or versus_config is not None):
+    repeated = runs > 1 or versus_config is not None
+    if keep is not None and repeated:
         raise click.BadParameter(
             "it keeps one run's testnet: use it without --runs and --versus",
             param_hint="--keep",
@@ -163,7 +164,7 @@ def bench(
         keep_directory=keep,
         overload=overload is not False,
     )
-    if runs > 1 or versus_config is not None:
+    if repeated:
         compared = None
         if versus_config is not None:
             compared = dataclasses.replace(
@@ -229,12 +230,11 @@ def _run_repeated(
             "median": medians[label],
             "runs": list[JsonType](ran[label]),
         }
-    # Only whole pairs compare.
-    paired = len(done) - len(done) % 2
-    ahead = pairs_ahead(done[:paired], documents[:paired]) if compared is not None else 0
     if compared is not None:
+        # Only whole pairs compare.
+        paired = len(done) - len(done) % 2
         result["pairs"] = paired // 2
-        result["pairs_b_committed_more"] = ahead
+        result["pairs_b_committed_more"] = pairs_ahead(done[:paired], documents[:paired])
     if as_json:
         click.echo(json.dumps(result))
     else:
@@ -245,7 +245,10 @@ def _run_repeated(
             if count:
                 _print_median(f"median of {count} ({_label(label, chosen)})", medians[label], count)
         if compared is not None:
-            click.echo(f"b committed more than a in {ahead} pairs of {paired // 2}")
+            click.echo(
+                f"b committed more than a in {result['pairs_b_committed_more']} pairs of"
+                f" {result['pairs']}"
+            )
     if stopped is not None:
         raise stopped
 
