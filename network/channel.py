@@ -120,18 +120,29 @@ class SecureStream:
         self.frames_sent += len(plaintexts)
         self.bytes_sent += len(wire)
 
+    def receive_buffered(self) -> bytes | None:
+        """The next decrypted frame if the bytes received so far hold all of it, else ``None``
+        (no I/O: one read often brings several frames).
+
+        Raises ``FrameError`` / ``ChannelError`` for bad input.
+        """
+        body = self._decoder.next_frame()
+        if body is None:
+            return None
+        started_ns = time.thread_time_ns()
+        plaintext = self._receiver.open(body)
+        self.open_ns_last = time.thread_time_ns() - started_ns
+        self.frames_received += 1
+        return plaintext
+
     async def receive_frame(self) -> bytes | None:
         """The next decrypted frame, or ``None`` when the peer closed cleanly between frames.
 
         Raises ``FrameError`` / ``ChannelError`` for bad input, trio stream errors for I/O.
         """
         while True:
-            body = self._decoder.next_frame()
-            if body is not None:
-                started_ns = time.thread_time_ns()
-                plaintext = self._receiver.open(body)
-                self.open_ns_last = time.thread_time_ns() - started_ns
-                self.frames_received += 1
+            plaintext = self.receive_buffered()
+            if plaintext is not None:
                 return plaintext
             data = await self.stream.receive_some(RECEIVE_CHUNK_BYTES)
             if not data:

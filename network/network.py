@@ -844,17 +844,21 @@ class Network:
         )
         peer = self._peers[conn.public_key]
         while True:
-            with trio.move_on_after(limits.idle_timeout_seconds) as idle:
-                plaintext = await conn.secure.receive_frame()
-            if idle.cancelled_caught:
-                conn.close_reason = "idle_timeout"
-                self._connection_errors["idle_timeout"] = (
-                    self._connection_errors.get("idle_timeout", 0) + 1
-                )
-                return
+            # A frame already received needs no wait, so no idle timer (one read often brings
+            # several frames, and a timer is a cancel scope entered and left per frame).
+            plaintext = conn.secure.receive_buffered()
             if plaintext is None:
-                conn.close_reason = "closed_by_peer"
-                return
+                with trio.move_on_after(limits.idle_timeout_seconds) as idle:
+                    plaintext = await conn.secure.receive_frame()
+                if idle.cancelled_caught:
+                    conn.close_reason = "idle_timeout"
+                    self._connection_errors["idle_timeout"] = (
+                        self._connection_errors.get("idle_timeout", 0) + 1
+                    )
+                    return
+                if plaintext is None:
+                    conn.close_reason = "closed_by_peer"
+                    return
             opened_ns = conn.secure.open_ns_last
             now = trio.current_time()
             delay = max(byte_bucket.consume(len(plaintext), now), frame_bucket.consume(1, now))

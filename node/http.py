@@ -359,15 +359,17 @@ async def _send_response(
         await stream.send_all(data + (connection.send(h11.EndOfMessage()) or b""))
         return
     if response.stream is None:
-        await stream.send_all(data + (connection.send(h11.Data(data=response.body)) or b""))
-    else:
-        await stream.send_all(data)
-        try:
-            async for chunk in response.stream:
-                if chunk:
-                    await stream.send_all(connection.send(h11.Data(data=chunk)) or b"")
-        finally:
-            await _close_stream(response.stream)
+        # Head, body and end of message in one write: each write is a pass of the event loop.
+        body = connection.send(h11.Data(data=response.body)) or b""
+        await stream.send_all(data + body + (connection.send(h11.EndOfMessage()) or b""))
+        return
+    await stream.send_all(data)
+    try:
+        async for chunk in response.stream:
+            if chunk:
+                await stream.send_all(connection.send(h11.Data(data=chunk)) or b"")
+    finally:
+        await _close_stream(response.stream)
     await stream.send_all(connection.send(h11.EndOfMessage()) or b"")
 
 

@@ -286,6 +286,33 @@ async def test_handshake_authenticates_both_sides_and_frames_flow() -> None:
     assert await alice.stream.receive_frame() == b"three"
 
 
+async def test_frames_one_write_brought_are_taken_without_waiting() -> None:
+    alice, bob = await handshake_pair()
+    assert isinstance(alice, HandshakeResult)
+    assert isinstance(bob, HandshakeResult)
+    assert bob.stream.receive_buffered() is None  # nothing received yet, and no wait
+    await alice.stream.send_frames([b"one", b"two", b"three"])
+    assert await bob.stream.receive_frame() == b"one"
+    # The same read brought the other two: taken in order, with no I/O.
+    assert bob.stream.receive_buffered() == b"two"
+    assert bob.stream.receive_buffered() == b"three"
+    assert bob.stream.receive_buffered() is None
+    assert bob.stream.frames_received == 3
+    await alice.stream.send_frames([b"four"])
+    assert await bob.stream.receive_frame() == b"four"
+
+
+async def test_a_tampered_frame_already_received_fails_authentication() -> None:
+    alice, bob, raw = await connected_streams()
+    first = alice._sender.seal(b"first")
+    second = bytearray(alice._sender.seal(b"second"))
+    second[-1] ^= 0x01
+    await raw.send_all(first + bytes(second))
+    assert await bob.receive_frame() == b"first"
+    with pytest.raises(ChannelError, match="authentication_failed"):
+        bob.receive_buffered()
+
+
 async def test_wrong_chain_id_is_rejected_by_both_sides() -> None:
     alice, bob = await handshake_pair(bob_chain_id="other-chain")
     assert reason(alice) == "chain_id_mismatch"
