@@ -353,14 +353,11 @@ async def _send_response(
         headers.append(("transfer-encoding", "chunked"))
         headers.append(("cache-control", "no-cache"))
     data = connection.send(h11.Response(status_code=response.status, headers=headers)) or b""
-    if head:
+    if head or response.stream is None:
         if response.stream is not None:
             await _close_stream(response.stream)
-        await stream.send_all(data + (connection.send(h11.EndOfMessage()) or b""))
-        return
-    if response.stream is None:
+        body = b"" if head else connection.send(h11.Data(data=response.body)) or b""
         # Head, body and end of message in one write: each write is a pass of the event loop.
-        body = connection.send(h11.Data(data=response.body)) or b""
         await stream.send_all(data + body + (connection.send(h11.EndOfMessage()) or b""))
         return
     await stream.send_all(data)
