@@ -319,6 +319,12 @@ class _Connection:
     port: int
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     close_reason: str = "closed"
+    # Since when the sender has waited with nothing to write, and the receiver for a frame
+    # (the trio clock; inf: not waiting). The keepalive loop reads them.
+    send_idle_since: float = math.inf
+    receive_idle_since: float = math.inf
+    # Set by the keepalive loop: the sender waited a ping interval and is to send a ping.
+    ping_due: bool = False
 
 
 @dataclass(slots=True)
@@ -425,6 +431,7 @@ class Network:
             )
             nursery.start_soon(self._fetch_loop)
             nursery.start_soon(self._announce_flush_loop)
+            nursery.start_soon(self._keepalive_loop)
             for address in self.config.persistent_peers:
                 nursery.start_soon(self._dial_loop, address)
             task_status.started(self._listen_port)
@@ -681,6 +688,41 @@ class Network:
             with trio.move_on_at(earliest):
                 await self._announce_flush_wakeup.wait()
 
+    async def _keepalive_loop(self) -> None:
+        """Ping for every connection whose sender has waited ``ping_interval_seconds`` with
+        nothing to write, and close every connection whose receiver has waited
+        ``idle_timeout_seconds`` for a frame: one timer for all connections instead of a
+        cancel scope with a deadline entered and left around every wait.
+
+        The loop wakes at the earliest of those deadlines and at least once per the shorter
+        of the two periods, so a wait that starts after a wake-up ends its period after the
+        next one, which then times it: no wait needs to wake the loop."""
+        limits = self.limits
+        period = min(limits.ping_interval_seconds, limits.idle_timeout_seconds)
+        while True:
+            now = trio.current_time()
+            earliest = now + period
+            for peer in self._peers.values():
+                conn = peer.connection
+                if conn is None:
+                    continue
+                silent_at = conn.receive_idle_since + limits.idle_timeout_seconds
+                if silent_at <= now:
+                    conn.receive_idle_since = math.inf
+                    self._connection_errors["idle_timeout"] = (
+                        self._connection_errors.get("idle_timeout", 0) + 1
+                    )
+                    self._close(conn, "idle_timeout")
+                    continue
+                ping_at = conn.send_idle_since + limits.ping_interval_seconds
+                if ping_at <= now:
+                    conn.send_idle_since = math.inf
+                    conn.ping_due = True
+                    peer.queues.wake()
+                    ping_at = math.inf
+                earliest = min(earliest, silent_at, ping_at)
+            await trio.sleep_until(earliest)
+
     def _push(self, transactions: list[bytes], source: bytes | None) -> None:
         if not transactions:
             return
@@ -815,7 +857,6 @@ class Network:
 
     async def _send_loop(self, conn: _Connection) -> None:
         queues = self._peers[conn.public_key].queues
-        interval = self.limits.ping_interval_seconds
         while True:
             if queues.due(trio.current_time()):
                 started_ns = time.thread_time_ns()
@@ -828,10 +869,15 @@ class Network:
                 self._charge_sent(frames, taken_ns + conn.secure.seal_ns_last)
                 continue
             queues.wakeup = wakeup = trio.Event()
-            with trio.move_on_after(interval) as idle:
-                await wakeup.wait()
-            if idle.cancelled_caught:
-                await conn.secure.send_frames([encode_ping()])
+            # The keepalive loop times the wait and sets ``ping_due`` when it lasted a ping
+            # interval.
+            conn.send_idle_since = trio.current_time()
+            await wakeup.wait()
+            conn.send_idle_since = math.inf
+            if conn.ping_due:
+                conn.ping_due = False
+                if not queues.due(trio.current_time()):
+                    await conn.secure.send_frames([encode_ping()])
 
     async def _receive_loop(self, conn: _Connection, nursery: trio.Nursery) -> None:
         limits = self.limits
@@ -844,18 +890,13 @@ class Network:
         )
         peer = self._peers[conn.public_key]
         while True:
-            # A frame already received needs no wait, so no idle timer (one read often brings
-            # several frames, and a timer is a cancel scope entered and left per frame).
+            # A frame an earlier read brought needs no wait. A real wait is timed by the
+            # keepalive loop, which closes the connection when it lasts the idle timeout.
             plaintext = conn.secure.receive_buffered()
             if plaintext is None:
-                with trio.move_on_after(limits.idle_timeout_seconds) as idle:
-                    plaintext = await conn.secure.receive_frame()
-                if idle.cancelled_caught:
-                    conn.close_reason = "idle_timeout"
-                    self._connection_errors["idle_timeout"] = (
-                        self._connection_errors.get("idle_timeout", 0) + 1
-                    )
-                    return
+                conn.receive_idle_since = trio.current_time()
+                plaintext = await conn.secure.receive_frame()
+                conn.receive_idle_since = math.inf
                 if plaintext is None:
                     conn.close_reason = "closed_by_peer"
                     return

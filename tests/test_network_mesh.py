@@ -30,9 +30,10 @@ from network import (
     PeerUnavailableError,
     RequestError,
 )
+from network.channel import SecureStream
 from network.handshake import perform_handshake
 from network.loglimit import LogLimiter
-from network.messages import encode_message
+from network.messages import Ping, decode_message, encode_message, encode_ping
 
 CHAIN_ID = "suanpan-test"
 GENESIS = hash_bytes(b"genesis")
@@ -538,6 +539,87 @@ def test_a_silent_authenticated_peer_is_dropped_after_the_idle_timeout() -> None
     trio.run(scenario, clock=trio.testing.MockClock(autojump_threshold=0))
     assert closed_at
     assert closed_at[0] == pytest.approx(20.0)
+
+
+def test_an_idle_sender_pings_once_per_interval_until_the_silent_peer_is_dropped() -> None:
+    limits = NetworkLimits(idle_timeout_seconds=20.0, ping_interval_seconds=5.0)
+    # Per connection: when each ping arrived, and when the connection ended.
+    pings_at: list[list[float]] = []
+    closed_at: list[float] = []
+
+    async def scenario() -> None:
+        async def open_stream(host: str, port: int) -> trio.abc.Stream:
+            ours, theirs = trio.testing.memory_stream_pair()
+            nursery.start_soon(silent_peer, theirs)
+            return ours
+
+        async def silent_peer(stream: trio.abc.Stream) -> None:
+            result = await perform_handshake(
+                stream,
+                initiator=False,
+                identity=KEYS[1],
+                chain_id=CHAIN_ID,
+                genesis_hash=GENESIS,
+                allowlist={KEYS[0].public_key},
+                limits=limits,
+            )
+            pings_at.append([])
+            while (frame := await result.stream.receive_frame()) is not None:
+                assert decode_message(frame, limits) == Ping()
+                pings_at[-1].append(trio.current_time())
+            closed_at.append(trio.current_time())
+
+        network = Network(config_for(0, [(1, 9)], limits=limits), open_stream=open_stream)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(network.run)
+            await trio.sleep(30.0)
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario, clock=trio.testing.MockClock(autojump_threshold=0))
+    # A ping after each 5 s the sender waited, then the connection closed at 20 s: nothing
+    # was ever heard from the peer.
+    assert pings_at[0] == pytest.approx([5.0, 10.0, 15.0])
+    assert closed_at[0] == pytest.approx(20.0)
+
+
+def test_a_peer_heard_within_the_idle_timeout_is_kept_however_long_the_connection() -> None:
+    limits = NetworkLimits(idle_timeout_seconds=20.0, ping_interval_seconds=5.0)
+
+    async def scenario() -> None:
+        async def open_stream(host: str, port: int) -> trio.abc.Stream:
+            ours, theirs = trio.testing.memory_stream_pair()
+            nursery.start_soon(slow_peer, theirs)
+            return ours
+
+        async def slow_peer(stream: trio.abc.Stream) -> None:
+            result = await perform_handshake(
+                stream,
+                initiator=False,
+                identity=KEYS[1],
+                chain_id=CHAIN_ID,
+                genesis_hash=GENESIS,
+                allowlist={KEYS[0].public_key},
+                limits=limits,
+            )
+            async with trio.open_nursery() as inner:
+                inner.start_soon(drain, result.stream)
+                while True:  # one ping every 19 s: never 20 s of silence
+                    await trio.sleep(19.0)
+                    await result.stream.send_frames([encode_ping()])
+
+        async def drain(stream: SecureStream) -> None:
+            while await stream.receive_frame() is not None:
+                pass
+
+        network = Network(config_for(0, [(1, 9)], limits=limits), open_stream=open_stream)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(network.run)
+            await trio.sleep(100.0)
+            assert network.statistics().connection_errors == {}
+            assert [peer.public_key for peer in network.peers()] == [KEYS[1].public_key]
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
 def test_a_flooding_peer_is_held_to_its_receive_rate_in_virtual_time() -> None:
