@@ -636,6 +636,18 @@ class Network:
             **counters,
         )
 
+    def phase_cpu_ns(self) -> int:
+        """The CPU the network has measured and charged to phases so far (gossip and
+        consensus frames in and out; ``cpu_ns_*`` in ``statistics``), all on the event loop's
+        thread: cheaper than a ``statistics`` snapshot."""
+        counters = self._counters
+        return (
+            counters.cpu_ns_gossip_in
+            + counters.cpu_ns_gossip_out
+            + counters.cpu_ns_messages_in
+            + counters.cpu_ns_messages_out
+        )
+
     # ----------------------------------------------------------------- sending
 
     def _check_payload(self, kind: int, payload: bytes) -> None:
@@ -824,13 +836,19 @@ class Network:
         if not self._register(conn):
             await trio.aclose_forcefully(result.stream.stream)
             return
+        # Named for what it runs while the connection lasts (``node.looptasks`` groups CPU by
+        # task name); an outbound connection runs in its dial loop's task.
+        task = trio.lowlevel.current_task()
+        name = task.name
+        task.name = "peer receive"
         try:
             with conn.cancel_scope:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._guard, conn, self._send_loop(conn))
+                    nursery.start_soon(self._guard, conn, self._send_loop(conn), name="peer send")
                     await self._guard(conn, self._receive_loop(conn, nursery))
                     nursery.cancel_scope.cancel()
         finally:
+            task.name = name
             self._unregister(conn)
             await trio.aclose_forcefully(result.stream.stream)
 

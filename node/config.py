@@ -174,6 +174,9 @@ class MetricsConfig:
 
     enabled: bool = True
     listen_address: HostPort | None = HostPort("127.0.0.1", 26660)
+    # The event loop's CPU outside the phases, by task, in /status (``node.looptasks``): a
+    # diagnostic with a cost per task step, off by default.
+    loop_task_cpu: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,6 +510,12 @@ SCHEMA: Final[dict[str, tuple[Key, ...]]] = {
             _optional_address,
             _ADDRESS_FIX + ' or ""',
             '"" = only /metrics on the RPC address',
+        ),
+        Key(
+            "loop_task_cpu",
+            _bool,
+            "true or false",
+            "report the event loop's CPU by task in /status (a diagnostic: a few us per step)",
         ),
     ),
     "consensus": (

@@ -189,6 +189,8 @@ async def serve_http(
     totals = counters if counters is not None else HttpCounters()
 
     async def serve_one(tcp: trio.SocketStream) -> None:
+        # Named apart from the peer connections trio also serves (``node.looptasks``).
+        trio.lowlevel.current_task().name = "http connection"
         stream: trio.abc.Stream = tcp
         connection: ClientConnection | None = None
         try:

@@ -14,6 +14,7 @@ A measurement costs two ``thread_time_ns`` calls (about a microsecond); the runt
 per batch, per block or per message, never per transaction, so the accounting stays on in
 production. What no phase covers (the trio scheduler, HTTP parsing, metrics, logging, the
 interpreter's own bookkeeping) is ``other``: the process's CPU time minus every phase.
+``node.looptasks`` splits the event loop's part of it by task (a diagnostic, off by default).
 
 The phases (``PHASES``):
 
@@ -77,16 +78,21 @@ class _Section:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._clock.totals_ns[self._phase] += _thread_time_ns() - self._started_ns
+        elapsed_ns = _thread_time_ns() - self._started_ns
+        clock = self._clock
+        clock.totals_ns[self._phase] += elapsed_ns
+        clock.sections_ns += elapsed_ns
 
 
 class PhaseClock:
     """Cumulative thread CPU nanoseconds per phase of one node."""
 
-    __slots__ = ("_sections", "totals_ns")
+    __slots__ = ("_sections", "sections_ns", "totals_ns")
 
     def __init__(self) -> None:
         self.totals_ns: dict[str, int] = dict.fromkeys(PHASES, 0)
+        # Of those, what ``measure`` sections took (the thread they ran on; ``add`` excluded).
+        self.sections_ns = 0
         self._sections = {phase: _Section(self, phase) for phase in PHASES}
 
     def measure(self, phase: str) -> _Section:

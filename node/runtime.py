@@ -167,6 +167,7 @@ from node.home import NEXT_VALIDATOR_KEY_FILE, Home
 from node.http import Handler, HttpLimits, Request, Response, serve_http
 from node.jsonvalue import JsonType, to_json
 from node.keys import KeyFileError, load_key_file
+from node.looptasks import LoopTaskClock
 from node.mempool import (
     CODE_FULL,
     CODE_NONCE_GAP,
@@ -365,6 +366,8 @@ class Node:
         self.chain_id = home.genesis.chain_id
         self.metrics = NodeMetrics()
         self.phases = PhaseClock()
+        # The event loop's CPU outside the phases by task (``[metrics] loop_task_cpu``).
+        self.loop_tasks: LoopTaskClock | None = None
         self.waits = WaitClock()
         # Hands the C allocator's free pages back after block writes (node.heap).
         self.heap = HeapTrimmer()
@@ -633,6 +636,11 @@ class Node:
 
     async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled or SIGINT/SIGTERM; closes the store on the way out."""
+        if self.config.metrics.loop_task_cpu:
+            self.loop_tasks = LoopTaskClock(
+                lambda: self.phases.sections_ns + self.network.phase_cpu_ns()
+            )
+            trio.lowlevel.add_instrument(self.loop_tasks)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -678,6 +686,8 @@ class Node:
                 nursery.start_soon(self._resender)
                 nursery.start_soon(self._probe_for_blocks)
         finally:
+            if self.loop_tasks is not None:
+                trio.lowlevel.remove_instrument(self.loop_tasks)
             self.store.close()
             log.info("node_stopped", extra={"height": self.written_height})
 
@@ -1666,11 +1676,12 @@ class Node:
         GIL), except for a handful, checked here: a thread hop costs about as much CPU as one
         verification."""
         if len(transactions) <= _VERIFY_INLINE_MAX:
-            verdicts, cpu_ns = _verify_all(transactions)
-        else:
-            verdicts, cpu_ns = await trio.to_thread.run_sync(
-                _verify_all, transactions, limiter=self._verify_limiter
-            )
+            with self.phases.measure("verify"):
+                verdicts, _ = _verify_all(transactions)
+            return verdicts
+        verdicts, cpu_ns = await trio.to_thread.run_sync(
+            _verify_all, transactions, limiter=self._verify_limiter
+        )
         self.phases.add("verify", cpu_ns)
         return verdicts
 
@@ -2202,6 +2213,11 @@ class Node:
             },
             # The event loop thread's CPU so far (this answer is made on that thread).
             "loop_cpu_ns": thread_cpu_ns(),
+            # Of it, outside the phases, by task, and between task steps (``scheduler``); only
+            # with ``[metrics] loop_task_cpu``.
+            "loop_tasks_cpu_ns": None
+            if self.loop_tasks is None
+            else dict[str, JsonType](self.loop_tasks.snapshot()),
             "handshake_failures": dict(statistics.handshake_failures),
             "warnings": [*self._warnings(statistics.handshake_failures), *self.api.warnings()],
         }

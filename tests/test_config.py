@@ -336,6 +336,7 @@ def test_settings_change_keys_checked_as_the_file_would_check_them() -> None:
         "mempool.admission_budget_ms=0": "0 is outside 1..600000",
         "mempool.admission_budget_ms=3\nverify_workers = 9": "is not an integer",
         "consensus.trust_certified_blocks=yes": "'yes' is not true or false",
+        "metrics.loop_task_cpu=on": "'on' is not true or false",
         "mempool.verify_workers": "not section.key=value",
         "[mempool] x=1": "not section.key=value",
         # The result's keys are checked against each other.

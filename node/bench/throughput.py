@@ -294,6 +294,10 @@ class StepResult:
     # run, and a block's commit and execution cost grow with it); empty when the nodes did
     # not answer at the middle.
     phases_us_per_tx_by_half: tuple[dict[str, float], ...] = ()
+    # The event loop's CPU outside the phases per committed transaction, by task name and
+    # ``scheduler`` (``node.looptasks``), averaged over the nodes; empty unless the nodes run
+    # with ``[metrics] loop_task_cpu``.
+    loop_tasks_us_per_tx: dict[str, float] = field(default_factory=dict)
     # The largest block of the window, and the time between consecutive blocks
     # (``round_intervals_ms``): median, 90th percentile and longest.
     block_size_max: int = 0
@@ -374,6 +378,9 @@ class StepResult:
                 {phase: round(value, 1) for phase, value in half.items()}
                 for half in self.phases_us_per_tx_by_half
             ],
+            "loop_tasks_us_per_tx": {
+                task: round(value, 1) for task, value in self.loop_tasks_us_per_tx.items()
+            },
             "last_error": self.last_error,
         }
 
@@ -469,6 +476,8 @@ class NodeSample:
     height: int
     cpu_ns: dict[str, int]
     waits: dict[str, tuple[int, int]]
+    # ``loop_tasks_cpu_ns`` (empty when the node does not measure it).
+    loop_tasks_ns: dict[str, int] = field(default_factory=dict)
 
 
 def _phases_per_transaction(
@@ -490,6 +499,32 @@ def _phases_per_transaction(
     if not per_node:
         return {}
     return {phase: statistics.fmean(node[phase] for node in per_node) for phase in per_node[0]}
+
+
+def loop_tasks_per_transaction(
+    before: Sequence[NodeSample | None], after: Sequence[NodeSample | None]
+) -> dict[str, float]:
+    """The event loop's CPU µs per committed transaction outside the phases, by task name,
+    averaged over the nodes that measured it, answered both times and committed something in
+    between (a task a node did not run counts as 0 there); largest first."""
+    per_node: list[dict[str, float]] = []
+    for first, last in zip(before, after, strict=True):
+        if first is None or last is None or last.committed <= first.committed:
+            continue
+        if not first.loop_tasks_ns or not last.loop_tasks_ns:
+            continue
+        committed = last.committed - first.committed
+        per_node.append(
+            {
+                task: (ns - first.loop_tasks_ns.get(task, 0)) / 1000 / committed
+                for task, ns in last.loop_tasks_ns.items()
+            }
+        )
+    if not per_node:
+        return {}
+    tasks = {task for node in per_node for task in node}
+    means = {task: statistics.fmean(node.get(task, 0.0) for node in per_node) for task in tasks}
+    return dict(sorted(means.items(), key=lambda item: (-item[1], item[0])))
 
 
 def waits_between(
@@ -668,6 +703,7 @@ class _Run:
             [after - before for before, after in zip(cpu_before, cpu_after, strict=True)],
         )
         figures.phases_us_per_tx = _phases_per_transaction(phases_before, phases_after)
+        figures.loop_tasks_us_per_tx = loop_tasks_per_transaction(phases_before, phases_after)
         figures.waits_ms_per_block, figures.waits_ms_mean = waits_between(
             phases_before, phases_after
         )
@@ -708,12 +744,16 @@ class _Run:
                         count, ns = entry.get("count"), entry.get("ns")
                         if isinstance(count, int) and isinstance(ns, int):
                             waited[str(wait)] = (count, ns)
+            tasks = status.get("loop_tasks_cpu_ns")
             samples.append(
                 NodeSample(
                     committed,
                     height,
                     {str(k): int(v) for k, v in cpu.items() if isinstance(v, int)},
                     waited,
+                    {str(k): v for k, v in tasks.items() if isinstance(v, int)}
+                    if isinstance(tasks, dict)
+                    else {},
                 )
             )
         return samples
