@@ -14,7 +14,9 @@ Tasks are grouped by ``trio`` task name: the function a task runs, unless the co
 (the HTTP server's connections are ``http connection``, a peer connection's receiving side
 ``peer receive`` and its sending side ``peer send``). Each step costs two clock readings and
 two calls into Python (a few microseconds), thousands of times a second, so the clock is off
-unless ``[metrics] loop_task_cpu`` is on; it is a diagnostic, not a production counter.
+unless ``[metrics] loop_task_cpu`` is on; it is a diagnostic, not a production counter. An
+instrument sees every task of its ``trio.run``: with several nodes in one process (in-process
+test networks) each node's clock counts all of them, and only its own phases are subtracted.
 """
 
 from __future__ import annotations
