@@ -319,7 +319,10 @@ def test_a_step_reports_its_phases_by_half_and_the_report_prints_them(
 ) -> None:
     first = {"total": 300.04, "execute": 100.0, "commit": 40.0}
     second = {"total": 330.0, "execute": 104.0, "commit": 61.26}
-    step = _step(phases_us_per_tx=first, phases_us_per_tx_by_half=(first, second))
+    tasks = {f"task {index}": 10.0 - index for index in range(8)}
+    step = _step(
+        phases_us_per_tx=first, phases_us_per_tx_by_half=(first, second), loop_tasks_us_per_tx=tasks
+    )
     assert step.to_json()["phases_us_per_tx_by_half"] == [
         {"total": 300.0, "execute": 100.0, "commit": 40.0},
         {"total": 330.0, "execute": 104.0, "commit": 61.3},
@@ -345,6 +348,12 @@ def test_a_step_reports_its_phases_by_half_and_the_report_prints_them(
     assert "anonymous      [120.0] at most; file-backed [80.0] at the end" in printed
     assert "block writer   [41.5] (each node's process of its own, beside it)" in printed
     assert "total 300.0 -> 330.0, execute 100.0 -> 104.0, commit 40.0 -> 61.3" in printed
+    # The six largest of the loop's tasks, when the nodes measured them.
+    assert (
+        "other by task    task 0 10.0, task 1 9.0, task 2 8.0, task 3 7.0, task 4 6.0," in printed
+    )
+    assert "task 5 5.0  (the event loop" in printed
+    assert "task 6" not in printed
 
 
 def test_bench_merkle_layouts_each_hold_the_tree_they_were_given() -> None:

@@ -274,6 +274,8 @@ def _print_median(title: str, median: Mapping[str, JsonType], runs: int) -> None
         click.echo("  load before      " + ", ".join(_figure(load, 2) for load in loads))
 
 
+# How many of the event loop's tasks (``loop_tasks_us_per_tx``) a report names; the JSON has all.
+_TASKS_SHOWN: Final = 6
 # The ranges a repeated run prints: (name, figure, digits).
 _RANGES: Final = (
     ("tx/s", "tx_per_s", 1),
@@ -352,6 +354,15 @@ def _print_report(d: dict[str, JsonType]) -> None:
             "  CPU µs per tx    "
             + ", ".join(f"{phase} {_figure(value, 1)}" for phase, value in phases.items())
             + "  (per node, per committed transaction)"
+        )
+    tasks = d.get("loop_tasks_us_per_tx")
+    if isinstance(tasks, dict) and tasks:
+        click.echo(
+            "  other by task    "
+            + ", ".join(
+                f"{task} {_figure(value, 1)}" for task, value in list(tasks.items())[:_TASKS_SHOWN]
+            )
+            + "  (the event loop outside the phases, largest first: [metrics] loop_task_cpu)"
         )
     halves = d.get("phases_us_per_tx_by_half")
     if (
