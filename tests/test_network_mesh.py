@@ -505,18 +505,23 @@ def test_redial_backoff_is_exponential_capped_and_jittered_in_virtual_time() -> 
     assert gaps[:6] == [0.75, 1.5, 3.0, 6.0, 6.0, 6.0]
 
 
-def test_a_silent_authenticated_peer_is_dropped_after_the_idle_timeout() -> None:
-    limits = NetworkLimits(idle_timeout_seconds=20.0, ping_interval_seconds=5.0)
-    closed_at: list[float] = []
+def _run_against_one_peer(
+    limits: NetworkLimits,
+    peer: Callable[[SecureStream], Awaitable[None]],
+    body: Callable[[Network], Awaitable[None]],
+) -> None:
+    """Run node 0's network in virtual time, dialling one peer (``KEYS[1]``) over a memory
+    stream: the peer completes the handshake, then ``peer`` runs on its encrypted stream.
+    ``body`` drives the test; the network stops when it returns."""
 
     async def scenario() -> None:
         async def open_stream(host: str, port: int) -> trio.abc.Stream:
             ours, theirs = trio.testing.memory_stream_pair()
-            nursery.start_soon(silent_peer, theirs)
+            nursery.start_soon(answer, theirs)
             return ours
 
-        async def silent_peer(stream: trio.abc.Stream) -> None:
-            await perform_handshake(
+        async def answer(stream: trio.abc.Stream) -> None:
+            result = await perform_handshake(
                 stream,
                 initiator=False,
                 identity=KEYS[1],
@@ -525,18 +530,31 @@ def test_a_silent_authenticated_peer_is_dropped_after_the_idle_timeout() -> None
                 allowlist={KEYS[0].public_key},
                 limits=limits,
             )
-            while await stream.receive_some(65536):  # reads pings, never answers
-                pass
-            closed_at.append(trio.current_time())
+            await peer(result.stream)
 
         network = Network(config_for(0, [(1, 9)], limits=limits), open_stream=open_stream)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(network.run)
-            await trio.sleep(30.0)
-            assert network.statistics().connection_errors == {"idle_timeout": 1}
+            await body(network)
             nursery.cancel_scope.cancel()
 
     trio.run(scenario, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_a_silent_authenticated_peer_is_dropped_after_the_idle_timeout() -> None:
+    limits = NetworkLimits(idle_timeout_seconds=20.0, ping_interval_seconds=5.0)
+    closed_at: list[float] = []
+
+    async def silent_peer(stream: SecureStream) -> None:
+        while await stream.receive_frame() is not None:  # reads pings, never answers
+            pass
+        closed_at.append(trio.current_time())
+
+    async def body(network: Network) -> None:
+        await trio.sleep(30.0)
+        assert network.statistics().connection_errors == {"idle_timeout": 1}
+
+    _run_against_one_peer(limits, silent_peer, body)
     assert closed_at
     assert closed_at[0] == pytest.approx(20.0)
 
@@ -547,35 +565,17 @@ def test_an_idle_sender_pings_once_per_interval_until_the_silent_peer_is_dropped
     pings_at: list[list[float]] = []
     closed_at: list[float] = []
 
-    async def scenario() -> None:
-        async def open_stream(host: str, port: int) -> trio.abc.Stream:
-            ours, theirs = trio.testing.memory_stream_pair()
-            nursery.start_soon(silent_peer, theirs)
-            return ours
+    async def silent_peer(stream: SecureStream) -> None:
+        pings_at.append([])
+        while (frame := await stream.receive_frame()) is not None:
+            assert decode_message(frame, limits) == Ping()
+            pings_at[-1].append(trio.current_time())
+        closed_at.append(trio.current_time())
 
-        async def silent_peer(stream: trio.abc.Stream) -> None:
-            result = await perform_handshake(
-                stream,
-                initiator=False,
-                identity=KEYS[1],
-                chain_id=CHAIN_ID,
-                genesis_hash=GENESIS,
-                allowlist={KEYS[0].public_key},
-                limits=limits,
-            )
-            pings_at.append([])
-            while (frame := await result.stream.receive_frame()) is not None:
-                assert decode_message(frame, limits) == Ping()
-                pings_at[-1].append(trio.current_time())
-            closed_at.append(trio.current_time())
+    async def body(network: Network) -> None:
+        await trio.sleep(30.0)
 
-        network = Network(config_for(0, [(1, 9)], limits=limits), open_stream=open_stream)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(network.run)
-            await trio.sleep(30.0)
-            nursery.cancel_scope.cancel()
-
-    trio.run(scenario, clock=trio.testing.MockClock(autojump_threshold=0))
+    _run_against_one_peer(limits, silent_peer, body)
     # A ping after each 5 s the sender waited, then the connection closed at 20 s: nothing
     # was ever heard from the peer.
     assert pings_at[0] == pytest.approx([5.0, 10.0, 15.0])
@@ -585,78 +585,38 @@ def test_an_idle_sender_pings_once_per_interval_until_the_silent_peer_is_dropped
 def test_a_peer_heard_within_the_idle_timeout_is_kept_however_long_the_connection() -> None:
     limits = NetworkLimits(idle_timeout_seconds=20.0, ping_interval_seconds=5.0)
 
-    async def scenario() -> None:
-        async def open_stream(host: str, port: int) -> trio.abc.Stream:
-            ours, theirs = trio.testing.memory_stream_pair()
-            nursery.start_soon(slow_peer, theirs)
-            return ours
+    async def slow_peer(stream: SecureStream) -> None:
+        async with trio.open_nursery() as inner:
+            inner.start_soon(drain, stream)
+            while True:  # one ping every 19 s: never 20 s of silence
+                await trio.sleep(19.0)
+                await stream.send_frames([encode_ping()])
 
-        async def slow_peer(stream: trio.abc.Stream) -> None:
-            result = await perform_handshake(
-                stream,
-                initiator=False,
-                identity=KEYS[1],
-                chain_id=CHAIN_ID,
-                genesis_hash=GENESIS,
-                allowlist={KEYS[0].public_key},
-                limits=limits,
-            )
-            async with trio.open_nursery() as inner:
-                inner.start_soon(drain, result.stream)
-                while True:  # one ping every 19 s: never 20 s of silence
-                    await trio.sleep(19.0)
-                    await result.stream.send_frames([encode_ping()])
+    async def drain(stream: SecureStream) -> None:
+        while await stream.receive_frame() is not None:
+            pass
 
-        async def drain(stream: SecureStream) -> None:
-            while await stream.receive_frame() is not None:
-                pass
+    async def body(network: Network) -> None:
+        await trio.sleep(100.0)
+        assert network.statistics().connection_errors == {}
+        assert [peer.public_key for peer in network.peers()] == [KEYS[1].public_key]
 
-        network = Network(config_for(0, [(1, 9)], limits=limits), open_stream=open_stream)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(network.run)
-            await trio.sleep(100.0)
-            assert network.statistics().connection_errors == {}
-            assert [peer.public_key for peer in network.peers()] == [KEYS[1].public_key]
-            nursery.cancel_scope.cancel()
-
-    trio.run(scenario, clock=trio.testing.MockClock(autojump_threshold=0))
+    _run_against_one_peer(limits, slow_peer, body)
 
 
 def test_a_flooding_peer_is_held_to_its_receive_rate_in_virtual_time() -> None:
     limits = NetworkLimits(peer_receive_frames_per_second=1000.0)
     finished_at: list[float] = []
 
-    async def scenario() -> None:
-        async def open_stream(host: str, port: int) -> trio.abc.Stream:
-            ours, theirs = trio.testing.memory_stream_pair()
-            nursery.start_soon(flooding_peer, theirs)
-            return ours
+    async def flooding_peer(stream: SecureStream) -> None:
+        await stream.send_frames([encode_message(1, b"x")] * 5000)
+        await trio.sleep_forever()
 
-        async def flooding_peer(stream: trio.abc.Stream) -> None:
-            result = await perform_handshake(
-                stream,
-                initiator=False,
-                identity=KEYS[1],
-                chain_id=CHAIN_ID,
-                genesis_hash=GENESIS,
-                allowlist={KEYS[0].public_key},
-                limits=limits,
-            )
-            await result.stream.send_frames([encode_message(1, b"x")] * 5000)
-            await trio.sleep_forever()
+    async def count(network: Network) -> None:
+        for _ in range(5000):
+            await network.messages.receive()
+        finished_at.append(trio.current_time())
 
-        network = Network(config_for(0, [(1, 9)], limits=limits), open_stream=open_stream)
-
-        async def count() -> None:
-            for _ in range(5000):
-                await network.messages.receive()
-            finished_at.append(trio.current_time())
-            nursery.cancel_scope.cancel()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(network.run)
-            nursery.start_soon(count)
-
-    trio.run(scenario, clock=trio.testing.MockClock(autojump_threshold=0))
+    _run_against_one_peer(limits, flooding_peer, count)
     # A burst of 1000 frames, then 1000 frames per (virtual) second.
     assert finished_at[0] == pytest.approx(4.0, abs=0.01)

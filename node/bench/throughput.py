@@ -69,7 +69,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -480,22 +480,34 @@ class NodeSample:
     loop_tasks_ns: dict[str, int] = field(default_factory=dict)
 
 
+def _us_per_transaction(
+    before: Sequence[NodeSample | None],
+    after: Sequence[NodeSample | None],
+    counters: Callable[[NodeSample], Mapping[str, int]],
+) -> list[dict[str, float]]:
+    """For each node that answered both times, committed something in between and has
+    ``counters`` (cumulative nanoseconds by name) in both samples: their growth in µs per
+    transaction it committed."""
+    per_node: list[dict[str, float]] = []
+    for first, last in zip(before, after, strict=True):
+        if first is None or last is None or last.committed <= first.committed:
+            continue
+        earlier, later = counters(first), counters(last)
+        if not earlier or not later:
+            continue
+        committed = last.committed - first.committed
+        per_node.append(
+            {name: (ns - earlier.get(name, 0)) / 1000 / committed for name, ns in later.items()}
+        )
+    return per_node
+
+
 def _phases_per_transaction(
     before: Sequence[NodeSample | None], after: Sequence[NodeSample | None]
 ) -> dict[str, float]:
     """CPU µs per committed transaction by phase, averaged over the nodes that answered
     both times and committed something in between."""
-    per_node: list[dict[str, float]] = []
-    for first, last in zip(before, after, strict=True):
-        if first is None or last is None or last.committed <= first.committed:
-            continue
-        committed = last.committed - first.committed
-        per_node.append(
-            {
-                phase: (ns - first.cpu_ns.get(phase, 0)) / 1000 / committed
-                for phase, ns in last.cpu_ns.items()
-            }
-        )
+    per_node = _us_per_transaction(before, after, lambda sample: sample.cpu_ns)
     if not per_node:
         return {}
     return {phase: statistics.fmean(node[phase] for node in per_node) for phase in per_node[0]}
@@ -507,21 +519,7 @@ def loop_tasks_per_transaction(
     """The event loop's CPU µs per committed transaction outside the phases, by task name,
     averaged over the nodes that measured it, answered both times and committed something in
     between (a task a node did not run counts as 0 there); largest first."""
-    per_node: list[dict[str, float]] = []
-    for first, last in zip(before, after, strict=True):
-        if first is None or last is None or last.committed <= first.committed:
-            continue
-        if not first.loop_tasks_ns or not last.loop_tasks_ns:
-            continue
-        committed = last.committed - first.committed
-        per_node.append(
-            {
-                task: (ns - first.loop_tasks_ns.get(task, 0)) / 1000 / committed
-                for task, ns in last.loop_tasks_ns.items()
-            }
-        )
-    if not per_node:
-        return {}
+    per_node = _us_per_transaction(before, after, lambda sample: sample.loop_tasks_ns)
     tasks = {task for node in per_node for task in node}
     means = {task: statistics.fmean(node.get(task, 0.0) for node in per_node) for task in tasks}
     return dict(sorted(means.items(), key=lambda item: (-item[1], item[0])))
