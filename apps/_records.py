@@ -88,6 +88,8 @@ EXPIRY_SWEEP_MAX: Final = 128
 # too (``(1,)`` equals ``(True,)`` and ``(1.0,)``, but no tuple with an ``int`` is stored).
 # Bounded: emptied when full; the memo changes speed, never a key.
 _KEYS: dict[tuple[object, ...], bytes] = {}
+# The largest number a compiled module holds unboxed: comparing with it is a C comparison.
+_SMALL_INT_MAX: Final = 0x3FFF_FFFF_FFFF_FFFF
 _KEYS_MAX: Final = 16_384
 
 
@@ -121,10 +123,11 @@ def _build_key(segments: tuple[str | bytes | int, ...]) -> bytes:
             parts.append(segment)  # type: ignore[arg-type]
         elif kind is bytes:
             parts.append(segment.hex())  # type: ignore[union-attr]
-        elif kind is int:
-            assert 0 <= segment < 2**64, segment  # type: ignore[operator]
+        elif type(segment) is int:
+            # (Compiled, a number below 2**62 compares in C: tested first.)
+            assert 0 <= segment <= _SMALL_INT_MAX or 0 <= segment < 2**64, segment
             # 16 lowercase hex digits, as f"{segment:016x}" writes them, in half the time.
-            parts.append(segment.to_bytes(8, "big").hex())  # type: ignore[union-attr]
+            parts.append(segment.to_bytes(8, "big").hex())
         elif isinstance(segment, str):
             assert "/" not in segment, segment
             parts.append(segment)
@@ -320,13 +323,16 @@ class Identity:
 
     def __init__(self, public_key: bytes, answer: Mapping[str, Value]) -> None:
         self.public_key = public_key
-        institution = answer.get("institution")
-        jurisdiction = answer.get("jurisdiction")
-        roles = answer.get("roles")
-        status = answer.get("status")
+        # A dict (as membership answers) is read with dict lookups; compiled, ``get`` on a
+        # ``Mapping`` is a method call through Python.
+        fields: dict[str, Value] = answer if type(answer) is dict else dict(answer)
+        institution = fields.get("institution")
+        jurisdiction = fields.get("jurisdiction")
+        roles = fields.get("roles")
+        status = fields.get("status")
         self.institution = institution if isinstance(institution, str) else ""
         self.jurisdiction = jurisdiction if isinstance(jurisdiction, str) else ""
-        listed = roles if isinstance(roles, list | tuple) else ()
+        listed = roles if isinstance(roles, (list, tuple)) else ()
         self.roles: frozenset[str] = frozenset(role for role in listed if isinstance(role, str))
         self.status = status if isinstance(status, str) else ""
 

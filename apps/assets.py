@@ -976,7 +976,7 @@ def _receiver_rules(
 
 # ---------------------------------------------------------------------- state helpers
 def _strings(value: Value) -> tuple[str, ...]:
-    assert isinstance(value, tuple | list), value
+    assert isinstance(value, (tuple, list)), value
     return tuple(str(item) for item in value)
 
 

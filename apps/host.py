@@ -715,7 +715,7 @@ class AppHost:
                 f"institution {identity.get('institution')!r} of the sender is not active",
             )
         roles = identity.get("roles")
-        held = frozenset(roles) if isinstance(roles, tuple | list) else frozenset()
+        held = frozenset(roles) if isinstance(roles, (tuple, list)) else frozenset()
         if not held & roles_allowed:
             raise TransactionRejected(
                 CODE_NOT_AUTHORISED,

@@ -367,7 +367,7 @@ def _allowed_roles(roles: tuple[str, ...], kind: str) -> tuple[str, ...]:
 
 def _genesis_list(config: Mapping[str, Value], name: str) -> tuple[Value, ...]:
     value = config.get(name, ())
-    if not isinstance(value, tuple | list):
+    if not isinstance(value, (tuple, list)):
         raise AppError("bad_genesis", f"{name!r} must be a list")
     return tuple(value)
 
@@ -453,7 +453,7 @@ class MembershipApp(DispatchingApp):
         init_genesis``), never by hand: it starts the validator registry."""
         validators = config.get("validators")
         if validators is not None:
-            if not isinstance(validators, tuple | list):
+            if not isinstance(validators, (tuple, list)):
                 raise AppError("bad_genesis", "validators must be a list")
             seed_validators(state, tuple(validators))
         for raw_entry in _genesis_list(config, "institutions"):

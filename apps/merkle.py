@@ -117,6 +117,15 @@ _FIRST: Final = operator.itemgetter(0)
 # Precomputed pieces of node keys: the depth byte, and a byte's high nibble as a byte.
 _DEPTH_BYTES: Final = tuple(bytes((depth,)) for depth in range(DEPTH_MAX))
 _HIGH_NIBBLE: Final = tuple(bytes((byte & 0xF0,)) for byte in range(256))
+# Set bits of a byte: a node's bitmaps are counted with two lookups, which compiled are plain
+# C, where ``int.bit_count()`` is a method call through Python.
+_BITS: Final = tuple(bin(byte).count("1") for byte in range(256))
+
+
+def _bit_count(bits: int) -> int:
+    """Set bits of a 16-bit map (``bits.bit_count()``)."""
+    return _BITS[bits >> 8] + _BITS[bits & 0xFF]
+
 
 # A slot: None (empty), 64 bytes (a leaf: key hash || value hash) or 32 bytes (a node's hash).
 Slot = bytes | None
@@ -442,7 +451,7 @@ def _apply_node(
     for index, start, end in reversed(groups):
         bit = 0x8000 >> index
         before = 0xFFFF & ~((bit << 1) - 1)
-        offset = _HASH_BYTES * ((bitmap & before).bit_count() + (leafmap & before).bit_count())
+        offset = _HASH_BYTES * (_bit_count(bitmap & before) + _bit_count(leafmap & before))
         if bitmap & bit:
             size = _LEAF_BYTES if leafmap & bit else _HASH_BYTES
             old: Slot = body[offset : offset + size]
@@ -461,7 +470,7 @@ def _apply_node(
             else:
                 leafmap &= ~bit
             body = body[:offset] + new + body[offset + size :]
-    count = bitmap.bit_count()
+    count = _bit_count(bitmap)
     if count == 0:
         out[key] = None
         return None
@@ -495,7 +504,7 @@ def _apply_one(
         bit = 0x8000 >> (byte & 0x0F if depth & 1 else byte >> 4)
         before = 0xFFFF & ~((bit << 1) - 1)
         offset = _HEADER_BYTES + _HASH_BYTES * (
-            (bitmap & before).bit_count() + (leafmap & before).bit_count()
+            _bit_count(bitmap & before) + _bit_count(leafmap & before)
         )
         if not bitmap & bit:
             path.append((key, bitmap, leafmap, record, offset, 0, bit))
@@ -526,7 +535,7 @@ def _apply_one(
             else:
                 leafmap &= ~bit
             body = record[_HEADER_BYTES:offset] + new + record[offset + size :]
-        count = bitmap.bit_count()
+        count = _bit_count(bitmap)
         if count == 0:
             out[key] = None
             new = None

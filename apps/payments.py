@@ -413,7 +413,7 @@ class PaymentsApp(DispatchingApp):
         "transaction_limit"?}], "balances": [{"account", "currency", "amount"}]}``; initial
         balances count towards supply."""
         currencies = config.get("currencies", ())
-        if not isinstance(currencies, list | tuple):
+        if not isinstance(currencies, (list, tuple)):
             raise AppError("bad_genesis", "payments.currencies must be a list")
         for entry in currencies:
             item = genesis_entry(_GENESIS_CURRENCY, entry, "each currency")
@@ -432,7 +432,7 @@ class PaymentsApp(DispatchingApp):
                 },
             )
         balances = config.get("balances", ())
-        if not isinstance(balances, list | tuple):
+        if not isinstance(balances, (list, tuple)):
             raise AppError("bad_genesis", "payments.balances must be a list")
         for entry in balances:
             item = genesis_entry(_GENESIS_BALANCE, entry, "each balance")

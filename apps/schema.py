@@ -325,7 +325,7 @@ class Strings(ArgumentType):
     items_min: int = 0
 
     def parse(self, name: str, value: Value) -> Value:
-        if not isinstance(value, list | tuple) or not self._count_ok(len(value)):
+        if not isinstance(value, (list, tuple)) or not self._count_ok(len(value)):
             raise _refuse(name, f"must be {self._count_words()}")
         items: set[str] = set()
         for item in value:
@@ -361,7 +361,7 @@ class Amounts(ArgumentType):
     items_min: int = 2
 
     def parse(self, name: str, value: Value) -> Value:
-        if not isinstance(value, list | tuple) or not (
+        if not isinstance(value, (list, tuple)) or not (
             self.items_min <= len(value) <= self.items_max
         ):
             raise _refuse(name, f"must be a list of {self.items_min}..{self.items_max} amounts")
@@ -437,7 +437,7 @@ class Records(ArgumentType):
         _check_names(self.fields, "records")
 
     def parse(self, name: str, value: Value) -> Value:
-        if not isinstance(value, list | tuple) or len(value) > self.items_max:
+        if not isinstance(value, (list, tuple)) or len(value) > self.items_max:
             raise _refuse(name, f"must be a list of at most {self.items_max} items")
         record = Record(self.fields)
         return tuple(record.parse(f"{name}[{index}]", item) for index, item in enumerate(value))

@@ -29,6 +29,7 @@ nothing else, ever (a property test feeds it arbitrary bytes).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, TypeAlias
@@ -118,9 +119,25 @@ def _pack(value: object) -> bytes:
     return data
 
 
+# The largest number a compiled module holds unboxed (``2**62 - 1``): comparing with it is a
+# C comparison, where comparing with ``INT_MAX`` calls into Python's integers.
+_SMALL_MAX: Final = 0x3FFF_FFFF_FFFF_FFFF
+
 # The one-byte encodings: 0..127 (positive fixint) and -32..-1 (negative fixint).
 _FIXINTS: Final = tuple(bytes((number,)) for number in range(0x80))
 _NEGATIVE_FIXINTS: Final = tuple(bytes((0x100 + number,)) for number in range(-32, 0))
+# The wider formats: a type byte and the number, big-endian. Up to 16 bits from tables of
+# their bytes (compiled, ``int.to_bytes`` is a method call through Python, and a table lookup
+# is C), wider ones packed by one C call each.
+_BYTE: Final = tuple(bytes((byte,)) for byte in range(256))
+_UINT8: Final = tuple(bytes((0xCC, byte)) for byte in range(256))
+_UINT16_HIGH: Final = tuple(bytes((0xCD, byte)) for byte in range(256))
+_UINT32: Final = struct.Struct(">BI").pack
+_UINT64: Final = struct.Struct(">BQ").pack
+_INT8: Final = struct.Struct(">Bb").pack
+_INT16: Final = struct.Struct(">Bh").pack
+_INT32: Final = struct.Struct(">Bi").pack
+_INT64: Final = struct.Struct(">Bq").pack
 
 
 def _pack_int(value: int) -> bytes:
@@ -130,27 +147,32 @@ def _pack_int(value: int) -> bytes:
         if value < 0x80:
             return _FIXINTS[value]
         if value <= 0xFF:
-            return b"\xcc" + value.to_bytes(1, "big")
+            return _UINT8[value]
         if value <= 0xFFFF:
-            return b"\xcd" + value.to_bytes(2, "big")
+            return _UINT16_HIGH[value >> 8] + _BYTE[value & 0xFF]
         if value <= 0xFFFF_FFFF:
-            return b"\xce" + value.to_bytes(4, "big")
-        return b"\xcf" + value.to_bytes(8, "big")
+            return _UINT32(0xCE, value)
+        return _UINT64(0xCF, value)
     if value >= -0x20:
         return _NEGATIVE_FIXINTS[value + 32]
     if value >= -0x80:
-        return b"\xd0" + value.to_bytes(1, "big", signed=True)
+        return _INT8(0xD0, value)
     if value >= -0x8000:
-        return b"\xd1" + value.to_bytes(2, "big", signed=True)
+        return _INT16(0xD1, value)
     if value >= -0x8000_0000:
-        return b"\xd2" + value.to_bytes(4, "big", signed=True)
-    return b"\xd3" + value.to_bytes(8, "big", signed=True)
+        return _INT32(0xD2, value)
+    return _INT64(0xD3, value)
 
 
 def encode(value: Value, limits: Limits = DEFAULT_LIMITS) -> bytes:
     """Encode ``value`` canonically. Raises ``CodecError`` for unsupported or oversized values."""
-    if type(value) is int and INT_MIN <= value <= INT_MAX and limits.total_bytes_max >= 9:
-        # The commonest state value (balances, counters, nonces): the same checks, no walk.
+    # The commonest state value (balances, counters, nonces): the same checks, no walk.
+    # Compiled, a number below 2**62 compares in C; the bounds of the range do not.
+    if (
+        type(value) is int
+        and (0 <= value <= _SMALL_MAX or INT_MIN <= value <= INT_MAX)
+        and limits.total_bytes_max >= 9
+    ):
         return _pack_int(value)
     normalised = _normalise_fast(value, limits, 0)
     data = _pack(normalised)
@@ -161,12 +183,14 @@ def encode(value: Value, limits: Limits = DEFAULT_LIMITS) -> bytes:
     return data
 
 
-def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Value:
+def decode(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS) -> Value:
     """Decode canonical bytes. Returns a ``Value`` (arrays as tuples, maps as dicts) or raises
-    ``CodecError``; no other exception escapes for any input."""
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise CodecError("not_bytes", f"expected bytes, got {type(data).__name__}")
-    data = bytes(data)
+    ``CodecError``; no other exception escapes for any byte string. (Compiled, an argument
+    that is not a byte string is refused with ``TypeError`` before the check below.)"""
+    if type(data) is not bytes:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise CodecError("not_bytes", f"expected bytes, got {type(data).__name__}")
+        data = bytes(data)
     if len(data) > limits.total_bytes_max:
         raise CodecError("too_large", f"{len(data)} bytes, limit {limits.total_bytes_max}")
     if not data:
@@ -204,6 +228,23 @@ def _canonical_int(data: bytes) -> int | None:
         if first >= 0xE0:
             return first - 0x100
         return None
+    # The unsigned formats up to 32 bits (most counters and balances) read here, the others
+    # through the table (compiled, ``int.from_bytes`` is a method call through Python).
+    if first == 0xCC:
+        if len(data) != 2:
+            return None
+        number = data[1]
+        return number if number >= 0x80 else None
+    if first == 0xCD:
+        if len(data) != 3:
+            return None
+        number = (data[1] << 8) | data[2]
+        return number if number >= 0x100 else None
+    if first == 0xCE:
+        if len(data) != 5:
+            return None
+        number = (data[1] << 24) | (data[2] << 16) | (data[3] << 8) | data[4]
+        return number if number >= 0x1_0000 else None
     shape = _INT_FORMATS.get(first)
     if shape is None:
         return None
@@ -299,7 +340,7 @@ def _normalise(value: object, limits: Limits, depth: int) -> object:
             raise CodecError("map_too_long", f"{len(value)} entries, limit {limits.map_len_max}")
         entries: list[tuple[bytes, object, object]] = []
         for key, item in value.items():
-            if not isinstance(key, str | bytes):
+            if not isinstance(key, (str, bytes)):
                 raise CodecError("map_key", f"map keys must be str or bytes, not {type(key)}")
             entries.append(
                 (
@@ -327,11 +368,13 @@ def _normalise_fast(value: object, limits: Limits, depth: int) -> object:
     depth_max = limits.depth_max
     if depth > depth_max:
         raise CodecError("too_deep", f"nesting deeper than {depth_max}")
-    kind = type(value)
-    if kind is int:
-        if not INT_MIN <= value <= INT_MAX:  # type: ignore[operator]
+    if type(value) is int:
+        # Tested on ``value`` itself, so compiled it is an int: a number below 2**62 compares
+        # in C (see ``_SMALL_MAX``).
+        if not (0 <= value <= _SMALL_MAX or INT_MIN <= value <= INT_MAX):
             raise CodecError("int_range", f"integer {value} outside [{INT_MIN}, {INT_MAX}]")
         return value
+    kind = type(value)
     if kind is str:
         _check_str(value, limits)  # type: ignore[arg-type]
         return value
@@ -353,6 +396,8 @@ def _normalise_fast(value: object, limits: Limits, depth: int) -> object:
             # are exact, memoised strs within these limits and their canonical order is
             # known. Any error takes the general loop below, so errors come in its order.
             try:
+                if shape[2]:
+                    return _normalise_ordered(mapping, limits, inner)
                 return _normalise_shaped(mapping, keys, shape[0], limits, inner)
             except CodecError:
                 pass
@@ -366,7 +411,7 @@ def _normalise_fast(value: object, limits: Limits, depth: int) -> object:
                 if packed is None or len(packed) > str_max:
                     _check_str(key, limits)
                     packed = _packed_str_key(key)
-            elif isinstance(key, str | bytes):
+            elif isinstance(key, (str, bytes)):
                 packed = msgpack.packb(_normalise(key, limits, inner), use_bin_type=True)
             else:
                 raise CodecError("map_key", f"map keys must be str or bytes, not {type(key)}")
@@ -395,9 +440,10 @@ def _normalise_fast(value: object, limits: Limits, depth: int) -> object:
 
 
 # Map shapes seen: the key tuple in insertion order -> (the positions in canonical order, the
-# longest packed key). Bounded like the packed-key memo; only maps whose keys are all
-# memoised exact strs are remembered, so a shape's keys need no check beyond their size.
-_KEY_ORDERS: dict[tuple[object, ...], tuple[tuple[int, ...], int]] = {}
+# longest packed key, whether the insertion order is the canonical one). Bounded like the
+# packed-key memo; only maps whose keys are all memoised exact strs are remembered, so a
+# shape's keys need no check beyond their size.
+_KEY_ORDERS: dict[tuple[object, ...], tuple[tuple[int, ...], int, bool]] = {}
 _KEY_ORDERS_MAX: Final = 1024
 _SHAPE_KEYS_MAX: Final = 64
 
@@ -414,7 +460,11 @@ def _remember_shape(keys: tuple[object, ...]) -> None:
             return
         packed.append(memo)
     order = tuple(sorted(range(len(keys)), key=packed.__getitem__))
-    _KEY_ORDERS[keys] = (order, max(len(item) for item in packed))
+    _KEY_ORDERS[keys] = (
+        order,
+        max(len(item) for item in packed),
+        order == tuple(range(len(keys))),
+    )
 
 
 def _normalise_shaped(
@@ -435,11 +485,28 @@ def _normalise_shaped(
     return normalised
 
 
+def _normalise_ordered(
+    mapping: dict[object, object], limits: Limits, inner: int
+) -> dict[object, object]:
+    """``_normalise_shaped`` for a shape already in canonical order (maps decoded from
+    canonical bytes, records built in that order): the map itself when every value packs as
+    it is, as most do, else a copy with the values that need it normalised."""
+    for item in mapping.values():
+        if not _plain(item, limits) and _normalise_fast(item, limits, inner) is not item:
+            break
+    else:
+        return mapping
+    return {
+        key: item if _plain(item, limits) else _normalise_fast(item, limits, inner)
+        for key, item in mapping.items()
+    }
+
+
 def _plain(item: object, limits: Limits) -> bool:
     """True for a scalar that passes every check as it is (the caller checked the depth)."""
+    if type(item) is int:
+        return 0 <= item <= _SMALL_MAX or INT_MIN <= item <= INT_MAX
     kind = type(item)
-    if kind is int:
-        return INT_MIN <= item <= INT_MAX  # type: ignore[operator]
     if kind is str:
         return item.isascii() and len(item) <= limits.str_bytes_max  # type: ignore[attr-defined, arg-type]
     if kind is bytes:
@@ -506,7 +573,7 @@ def _check_decoded(value: object, limits: Limits, depth: int) -> None:
     """Reject decoded values outside the value model (floats, excess depth, unsorted maps)."""
     if depth > limits.depth_max:
         raise CodecError("too_deep", f"nesting deeper than {limits.depth_max}")
-    if value is None or isinstance(value, bool | int | bytes | str):
+    if value is None or isinstance(value, (bool, int, bytes, str)):
         return
     if isinstance(value, float):
         raise CodecError("float", "floats are not allowed")

@@ -151,3 +151,13 @@ def test_non_string_map_keys_are_rejected() -> None:
         encode({1: 2})  # type: ignore[arg-type]
     with pytest.raises(CodecError):
         decode(b"\x81\x01\x02")
+
+
+def test_decode_takes_any_bytes_like_value_and_names_anything_else() -> None:
+    data = encode({"amount": 70_000, "memo": "x"})
+    for wrapped in (data, bytearray(data), memoryview(data)):
+        assert decode(wrapped) == {"amount": 70_000, "memo": "x"}
+    # Interpreted, ``CodecError`` (not_bytes); compiled, the argument check's ``TypeError``.
+    for wrong in ("\x81\xa1a\x01", 7, None, [0x81]):
+        with pytest.raises((CodecError, TypeError), match=type(wrong).__name__):
+            decode(wrong)  # type: ignore[arg-type]

@@ -210,3 +210,13 @@ def test_a_write_set_that_changes_one_key_twice_is_refused(
     if second is None:
         after.pop(twice, None)
     assert update(tree, once).root == tree_of(after).root
+
+
+def test_a_nodes_bitmaps_are_counted_as_int_bit_count_counts_them() -> None:
+    """The update counts a node's slots with a byte table (compiled, a table lookup is C and
+    ``int.bit_count`` a call through Python): every 16-bit map must count the same."""
+    from apps.merkle import _bit_count
+
+    assert [_bit_count(bits) for bits in range(1 << 16)] == [
+        bits.bit_count() for bits in range(1 << 16)
+    ]
