@@ -55,6 +55,8 @@ TX_LIMITS: Final = Limits(
     map_len_max=256,
 )
 NONCE_MAX: Final = 2**63 - 1
+# The largest number a compiled module holds unboxed: comparing with it is a C comparison.
+_SMALL_INT_MAX: Final = 0x3FFF_FFFF_FFFF_FFFF
 # The body is the wire form without its last element (see ``Transaction.body``).
 _BODY_HEADER: Final = b"\x97"
 _SIGNATURE_SUFFIX: Final = -(2 + SIGNATURE_BYTES)
@@ -139,7 +141,9 @@ class Transaction:
         self.signature: Final[bytes] = checked[6]
         # ``data`` decoded canonically under TX_LIMITS, so encoding these very fields
         # reproduces it byte for byte.
-        encoded = bytes(data)
+        # (A copy only for a bytes-like argument: ``bytes(data)`` of bytes is a call to
+        # ``bytes`` returning ``data``, which compiled goes through Python.)
+        encoded = data if type(data) is bytes else bytes(data)
         self.encoded: Final[bytes] = encoded
         self.hash: Final[bytes] = _sha256(encoded).digest()
         if check_signature and not self.signature_valid():
@@ -221,7 +225,8 @@ def _checked_fields(
         raise TransactionError("sender", f"sender must be a {PUBLIC_KEY_BYTES}-byte key")
     if isinstance(nonce, bool) or not isinstance(nonce, int):
         raise TransactionError("nonce", "nonce must be an integer")
-    if not 0 <= nonce <= NONCE_MAX:
+    # (Compiled, a number below 2**62 compares in C: tested first.)
+    if not (0 <= nonce <= _SMALL_INT_MAX or 0 <= nonce <= NONCE_MAX):
         raise TransactionError("nonce", f"nonce must be in [0, {NONCE_MAX}]")
     if not isinstance(signature, bytes) or len(signature) != SIGNATURE_BYTES:
         raise TransactionError("signature", f"signature must be {SIGNATURE_BYTES} bytes")

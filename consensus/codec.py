@@ -526,31 +526,26 @@ def _check_str(text: str, limits: Limits) -> None:
         raise CodecError("str_too_long", f"{size} bytes, limit {limits.str_bytes_max}")
 
 
-# Types msgpack decodes to that need no check beyond the depth (bool and None too, but floats,
-# arrays and maps do).
-_PLAIN_DECODED: Final = frozenset({int, bytes, str, bool, type(None)})
-
-
 def _check_decoded_fast(value: object, limits: Limits, depth: int) -> None:
     """``_check_decoded`` with shortcuts for msgpack's output (plain scalars checked inline,
     memoised packed map keys); anything else goes through ``_check_decoded``. Same checks in
-    the same order."""
+    the same order. (``type(value) is ...`` narrows ``value`` itself, so compiled the loops
+    walk a tuple or a dict directly rather than through Python's iterators.)"""
     depth_max = limits.depth_max
     if depth > depth_max:
         raise CodecError("too_deep", f"nesting deeper than {depth_max}")
-    kind = type(value)
     inner = depth + 1
-    if kind is tuple:
-        for item in value:  # type: ignore[attr-defined]
-            if type(item) in _PLAIN_DECODED:
+    if type(value) is tuple:
+        for item in value:
+            if _plain_decoded(item):
                 if inner > depth_max:
                     raise CodecError("too_deep", f"nesting deeper than {depth_max}")
             else:
                 _check_decoded_fast(item, limits, inner)
         return
-    if kind is dict:
+    if type(value) is dict:
         previous: bytes | None = None
-        for key, item in value.items():  # type: ignore[attr-defined]
+        for key, item in value.items():
             if type(key) is str:
                 packed_key = _packed_str_key(key)
             else:
@@ -558,15 +553,23 @@ def _check_decoded_fast(value: object, limits: Limits, depth: int) -> None:
             if previous is not None and packed_key <= previous:
                 raise CodecError("non_canonical", "map keys are not in canonical order")
             previous = packed_key
-            if type(item) in _PLAIN_DECODED:
+            if _plain_decoded(item):
                 if inner > depth_max:
                     raise CodecError("too_deep", f"nesting deeper than {depth_max}")
             else:
                 _check_decoded_fast(item, limits, inner)
         return
-    if kind in _PLAIN_DECODED:
+    if _plain_decoded(value):
         return
     _check_decoded(value, limits, depth)
+
+
+def _plain_decoded(item: object) -> bool:
+    """True for a type msgpack decodes to that needs no check beyond the depth (int, str,
+    bytes, bool, None; floats, arrays and maps do), tested by identity (compiled, C
+    comparisons rather than a set lookup)."""
+    kind = type(item)
+    return kind is int or kind is str or kind is bytes or kind is bool or item is None
 
 
 def _check_decoded(value: object, limits: Limits, depth: int) -> None:

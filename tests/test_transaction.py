@@ -180,3 +180,10 @@ def test_a_transaction_s_fields_cannot_be_assigned() -> None:
         transaction.nonce = 2  # type: ignore[misc]
     with pytest.raises(AttributeError):
         transaction.encoded = b""  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("nonce", [0, 2**62 - 1, 2**62, 2**63 - 1])
+def test_every_nonce_up_to_the_largest_is_accepted(nonce: int) -> None:
+    """Both sides of 2**62, where compiled code stops holding a number unboxed (the range
+    check tests below it first), and the bound itself; 2**63 and -1 are refused above."""
+    assert Transaction.decode(make(nonce=nonce).encoded, chain_id=CHAIN).nonce == nonce
