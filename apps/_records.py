@@ -41,7 +41,7 @@ from apps.schema import (
     parse_arguments,
 )
 from apps.state import NamespacedState
-from consensus.codec import CodecError, Limits, Value, decode, encode
+from consensus.codec import SMALL_INT_MAX, CodecError, Limits, Value, decode, encode
 
 __all__ = [
     "AMOUNT_MAX",
@@ -88,8 +88,6 @@ EXPIRY_SWEEP_MAX: Final = 128
 # too (``(1,)`` equals ``(True,)`` and ``(1.0,)``, but no tuple with an ``int`` is stored).
 # Bounded: emptied when full; the memo changes speed, never a key.
 _KEYS: dict[tuple[object, ...], bytes] = {}
-# The largest number a compiled module holds unboxed: comparing with it is a C comparison.
-_SMALL_INT_MAX: Final = 0x3FFF_FFFF_FFFF_FFFF
 _KEYS_MAX: Final = 16_384
 
 
@@ -125,7 +123,7 @@ def _build_key(segments: tuple[str | bytes | int, ...]) -> bytes:
             parts.append(segment.hex())  # type: ignore[union-attr]
         elif type(segment) is int:
             # (Compiled, a number below 2**62 compares in C: tested first.)
-            assert 0 <= segment <= _SMALL_INT_MAX or 0 <= segment < 2**64, segment
+            assert 0 <= segment <= SMALL_INT_MAX or 0 <= segment < 2**64, segment
             # 16 lowercase hex digits, as f"{segment:016x}" writes them, in half the time.
             parts.append(segment.to_bytes(8, "big").hex())
         elif isinstance(segment, str):

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from apps.schema import Identifier
-from consensus.codec import CodecError, Limits, Value, decode, encode
+from consensus.codec import SMALL_INT_MAX, CodecError, Limits, Value, decode, encode
 from consensus.crypto import (
     PUBLIC_KEY_BYTES,
     SIGNATURE_BYTES,
@@ -55,8 +55,6 @@ TX_LIMITS: Final = Limits(
     map_len_max=256,
 )
 NONCE_MAX: Final = 2**63 - 1
-# The largest number a compiled module holds unboxed: comparing with it is a C comparison.
-_SMALL_INT_MAX: Final = 0x3FFF_FFFF_FFFF_FFFF
 # The body is the wire form without its last element (see ``Transaction.body``).
 _BODY_HEADER: Final = b"\x97"
 _SIGNATURE_SUFFIX: Final = -(2 + SIGNATURE_BYTES)
@@ -226,7 +224,7 @@ def _checked_fields(
     if isinstance(nonce, bool) or not isinstance(nonce, int):
         raise TransactionError("nonce", "nonce must be an integer")
     # (Compiled, a number below 2**62 compares in C: tested first.)
-    if not (0 <= nonce <= _SMALL_INT_MAX or 0 <= nonce <= NONCE_MAX):
+    if not (0 <= nonce <= SMALL_INT_MAX or 0 <= nonce <= NONCE_MAX):
         raise TransactionError("nonce", f"nonce must be in [0, {NONCE_MAX}]")
     if not isinstance(signature, bytes) or len(signature) != SIGNATURE_BYTES:
         raise TransactionError("signature", f"signature must be {SIGNATURE_BYTES} bytes")

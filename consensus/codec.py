@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_LIMITS",
     "INT_MAX",
     "INT_MIN",
+    "SMALL_INT_MAX",
     "CodecError",
     "Limits",
     "Value",
@@ -120,8 +121,10 @@ def _pack(value: object) -> bytes:
 
 
 # The largest number a compiled module holds unboxed (``2**62 - 1``): comparing with it is a
-# C comparison, where comparing with ``INT_MAX`` calls into Python's integers.
-_SMALL_MAX: Final = 0x3FFF_FFFF_FFFF_FFFF
+# C comparison, where comparing with ``INT_MAX`` calls into Python's integers. A range check
+# that tests ``0 <= n <= SMALL_INT_MAX`` first (on ``n`` itself, typed or narrowed to int)
+# stays in C for every number below it.
+SMALL_INT_MAX: Final = 0x3FFF_FFFF_FFFF_FFFF
 
 # The one-byte encodings: 0..127 (positive fixint) and -32..-1 (negative fixint).
 _FIXINTS: Final = tuple(bytes((number,)) for number in range(0x80))
@@ -170,7 +173,7 @@ def encode(value: Value, limits: Limits = DEFAULT_LIMITS) -> bytes:
     # Compiled, a number below 2**62 compares in C; the bounds of the range do not.
     if (
         type(value) is int
-        and (0 <= value <= _SMALL_MAX or INT_MIN <= value <= INT_MAX)
+        and (0 <= value <= SMALL_INT_MAX or INT_MIN <= value <= INT_MAX)
         and limits.total_bytes_max >= 9
     ):
         return _pack_int(value)
@@ -370,8 +373,8 @@ def _normalise_fast(value: object, limits: Limits, depth: int) -> object:
         raise CodecError("too_deep", f"nesting deeper than {depth_max}")
     if type(value) is int:
         # Tested on ``value`` itself, so compiled it is an int: a number below 2**62 compares
-        # in C (see ``_SMALL_MAX``).
-        if not (0 <= value <= _SMALL_MAX or INT_MIN <= value <= INT_MAX):
+        # in C (see ``SMALL_INT_MAX``).
+        if not (0 <= value <= SMALL_INT_MAX or INT_MIN <= value <= INT_MAX):
             raise CodecError("int_range", f"integer {value} outside [{INT_MIN}, {INT_MAX}]")
         return value
     kind = type(value)
@@ -505,7 +508,7 @@ def _normalise_ordered(
 def _plain(item: object, limits: Limits) -> bool:
     """True for a scalar that passes every check as it is (the caller checked the depth)."""
     if type(item) is int:
-        return 0 <= item <= _SMALL_MAX or INT_MIN <= item <= INT_MAX
+        return 0 <= item <= SMALL_INT_MAX or INT_MIN <= item <= INT_MAX
     kind = type(item)
     if kind is str:
         return item.isascii() and len(item) <= limits.str_bytes_max  # type: ignore[attr-defined, arg-type]
