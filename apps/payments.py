@@ -573,20 +573,21 @@ class PaymentsApp(DispatchingApp):
             return None
         if to == payer:
             raise AppError("self_payment", "a payment needs a different beneficiary")
-        currency = _currency(ctx.state, code)
+        state = ctx.state  # read once: see ``_record_movement``
+        currency = _currency(state, code)
         active_identity(ctx, to, "beneficiary")
         e2e_key = key("e2e", payer, end_to_end_id)
-        if read_value(ctx.state, e2e_key) is not None:
+        if read_value(state, e2e_key) is not None:
             raise AppError(
                 "duplicate_end_to_end_id",
                 f"end-to-end id {end_to_end_id!r} was already used by this sender",
             )
         _check_outflow(ctx, payer, currency, amount)
-        _check_inflow(ctx.state, to, code)
-        _debit(ctx.state, payer, code, amount)
-        _credit(ctx.state, to, code, amount)
+        _check_inflow(state, to, code)
+        _debit(state, payer, code, amount)
+        _credit(state, to, code, amount)
         seq = _record_movement(ctx, "transfer", payer, to, code, amount, details)
-        write_value(ctx.state, e2e_key, encode(seq, STATE_LIMITS))
+        write_value(state, e2e_key, encode(seq, STATE_LIMITS))
         ctx.emit(
             "payment",
             {
@@ -964,8 +965,9 @@ def _check_outflow(
 ) -> None:
     """Every rule a debit of ``account`` must pass, in order; updates the daily outflow."""
     code = str(currency["code"])
-    _require_account(ctx.state, account, code)
-    controls = _controls(ctx.state, account, code)
+    state = ctx.state  # read once: see ``_record_movement``
+    _require_account(state, account, code)
+    controls = _controls(state, account, code)
     if controls["frozen"]:
         raise AppError("account_frozen", f"account {account.hex()[:16]}… is frozen in {code}")
     currency_limit = as_int(currency["transaction_limit"])
@@ -982,7 +984,7 @@ def _check_outflow(
         )
     day = ctx.block.time_ms // DAY_MS
     outflow_key = key("out", account, code)
-    outflow = get_record(ctx.state, outflow_key)
+    outflow = get_record(state, outflow_key)
     spent = as_int(outflow["total"]) if outflow is not None and outflow["day"] == day else 0
     daily_limit = as_int(controls["daily_limit"])
     if daily_limit and spent + amount > daily_limit:
@@ -990,7 +992,7 @@ def _check_outflow(
             "account_daily_limit",
             f"{spent} + {amount} exceeds the account's daily limit {daily_limit} {code}",
         )
-    put_record(ctx.state, outflow_key, {"day": day, "total": min(spent + amount, AMOUNT_MAX)})
+    put_record(state, outflow_key, {"day": day, "total": min(spent + amount, AMOUNT_MAX)})
     # Insufficient funds is checked by the debit itself, after the controls.
 
 
@@ -1012,10 +1014,14 @@ def _record_movement(
     details: Mapping[str, Value],
 ) -> int:
     """Number and store one balance movement, indexed under each account it touched."""
+    # The context's properties read once (compiled, each read through the ``TxContext``
+    # protocol is an attribute lookup through Python).
+    state = ctx.state
+    block = ctx.block
     seq_key = key("seq")
-    seq = get_int(ctx.state, seq_key)
+    seq = get_int(state, seq_key)
     put_record(
-        ctx.state,
+        state,
         key("pay", seq),
         {
             "id": seq,
@@ -1024,14 +1030,14 @@ def _record_movement(
             "to": payee,
             "currency": code,
             "amount": amount,
-            "time_ms": ctx.block.time_ms,
-            "height": ctx.block.height,
+            "time_ms": block.time_ms,
+            "height": block.height,
             "transaction": ctx.transaction_hash,
             **details,
         },
     )
     for account in (payer, payee):
         if account is not None:
-            write_value(ctx.state, key("hist", account, seq), b"")
-    put_int(ctx.state, seq_key, seq + 1)
+            write_value(state, key("hist", account, seq), b"")
+    put_int(state, seq_key, seq + 1)
     return seq

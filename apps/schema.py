@@ -47,7 +47,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 from mypy_extensions import mypyc_attr
 
@@ -387,8 +387,11 @@ class Party(ArgumentType):
         # (``type(...) is dict`` first: the ABC check costs more than the rest of a field.)
         if not (type(value) is dict or isinstance(value, Mapping)) or len(value) > PARTY_FIELDS_MAX:
             raise _refuse(name, f"must be a map of at most {PARTY_FIELDS_MAX} text fields")
+        # Walked as a dict (compiled, ``items()`` of a value typed as a union is a method
+        # call, and its pairs come through Python's iterator).
+        fields = cast("dict[object, object]", value if type(value) is dict else dict(value))
         details: dict[str, Value] = {}
-        for field_name, field_value in value.items():
+        for field_name, field_value in fields.items():
             if (
                 not isinstance(field_name, str)
                 or not _FIELD_NAME.matches(field_name)
