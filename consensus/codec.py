@@ -399,8 +399,8 @@ def _normalise_fast(value: object, limits: Limits, depth: int) -> object:
             # are exact, memoised strs within these limits and their canonical order is
             # known. Any error takes the general loop below, so errors come in its order.
             try:
-                if shape[2]:
-                    return _normalise_ordered(mapping, limits, inner)
+                if shape[2] and _packs_as_it_is(mapping, limits, inner):
+                    return mapping
                 return _normalise_shaped(mapping, keys, shape[0], limits, inner)
             except CodecError:
                 pass
@@ -488,21 +488,14 @@ def _normalise_shaped(
     return normalised
 
 
-def _normalise_ordered(
-    mapping: dict[object, object], limits: Limits, inner: int
-) -> dict[object, object]:
-    """``_normalise_shaped`` for a shape already in canonical order (maps decoded from
-    canonical bytes, records built in that order): the map itself when every value packs as
-    it is, as most do, else a copy with the values that need it normalised."""
+def _packs_as_it_is(mapping: dict[object, object], limits: Limits, inner: int) -> bool:
+    """For a map whose shape is already in canonical order (maps decoded from canonical bytes,
+    records built in that order): True when every value packs as it is, as most do, so the
+    map itself is its normalised form (no copy key by key)."""
     for item in mapping.values():
         if not _plain(item, limits) and _normalise_fast(item, limits, inner) is not item:
-            break
-    else:
-        return mapping
-    return {
-        key: item if _plain(item, limits) else _normalise_fast(item, limits, inner)
-        for key, item in mapping.items()
-    }
+            return False
+    return True
 
 
 def _plain(item: object, limits: Limits) -> bool:
