@@ -200,6 +200,9 @@ class MempoolConfig:
     transactions_max: int = 20_000
     bytes_max: int = 64 * 1024 * 1024
     verify_workers: int = 2
+    # Signature checks of at most this many transactions at once run on the event loop's
+    # thread instead of a verifying thread: a hand-off to a thread costs about one check.
+    verify_inline_max: int = 8
     # Client submissions are refused (429, retry later) while the pool holds this much of
     # recent commits, or admission_transactions_min if more (see node.admission).
     admission_budget_ms: int = 250
@@ -551,6 +554,13 @@ SCHEMA: Final[dict[str, tuple[Key, ...]]] = {
         Key("transactions_max", _int(1, 10_000_000), "use 1..10000000", "pending tx count cap"),
         Key("bytes_max", _int(1024, 2**34), "use 1024..17179869184", "pending tx bytes cap"),
         Key("verify_workers", _int(1, 64), "use 1..64", "threads checking tx signatures"),
+        Key(
+            "verify_inline_max",
+            _int(0, 100_000),
+            "use 0..100000",
+            "check the signatures of at most this many txs at once on the event loop's thread,"
+            " not a verifying thread",
+        ),
         Key(
             "admission_budget_ms",
             _int(1, 600_000),

@@ -218,9 +218,6 @@ _ADMIT_BATCH_MAX: Final = 2048
 # batches); a few ms against a block round of 100 ms or more.
 _ADMIT_BATCH_MIN: Final = 64
 _GOSSIP_LINGER_S: Final = 0.003
-# Batches up to this size are verified on the event loop (at most ~0.5 ms of it): a worker
-# thread hop costs about one verification's worth of CPU (~60 µs measured with trio).
-_VERIFY_INLINE_MAX: Final = 8
 # A transaction refused because its sender's earlier one in the same batch was refused.
 CODE_BEHIND_REFUSED: Final = "behind_refused"
 # Refusals that leave the sender's nonce sequence whole (the nonce is pending or committed
@@ -1673,9 +1670,10 @@ class Node:
 
     async def _verify(self, transactions: list[Transaction]) -> list[bool]:
         """Signature verdicts for ``transactions``: on a worker thread (PyNaCl releases the
-        GIL), except for a handful, checked here: a thread hop costs about as much CPU as one
-        verification."""
-        if len(transactions) <= _VERIFY_INLINE_MAX:
+        GIL), except for at most ``[mempool] verify_inline_max`` at once, checked here: a
+        thread hop costs about as much CPU as one verification, and a node whose machine's
+        cores are all busy (several nodes on one machine) gains nothing from the thread."""
+        if len(transactions) <= self.config.mempool.verify_inline_max:
             with self.phases.measure("verify"):
                 verdicts, _ = _verify_all(transactions)
             return verdicts

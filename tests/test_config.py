@@ -338,6 +338,8 @@ def test_settings_change_keys_checked_as_the_file_would_check_them() -> None:
         "consensus.trust_certified_blocks=yes": "'yes' is not true or false",
         "metrics.loop_task_cpu=on": "'on' is not true or false",
         "mempool.verify_workers": "not section.key=value",
+        "mempool.verify_inline_max=-1": "-1 is outside 0..100000",
+        "mempool.verify_inline_max=100001": "100001 is outside 0..100000",
         "[mempool] x=1": "not section.key=value",
         # The result's keys are checked against each other.
         "consensus.block_interval_ms=5000": "[consensus] empty_block_interval_ms",
