@@ -36,7 +36,7 @@ from node.client.client import ApiError
 from node.config import NodeConfig, with_settings
 from node.jsonvalue import JsonType
 from node.phases import WAITS
-from node.testnet.testnet import Testnet, create_testnet, shared_cores_config
+from node.testnet.testnet import Testnet, create_testnet
 
 __all__ = ["CatchupReport", "catchup_config", "run_catchup", "sync_window"]
 
@@ -199,9 +199,7 @@ def run_catchup(
     is told how far each phase is (blocks of the backlog built, then synced). ``settings``
     (``section.key=value``, ``node.config.with_settings``) apply to every node after the
     benchmark's own; ``ConfigError`` names a bad one before anything starts."""
-    config = with_settings(
-        shared_cores_config(catchup_config(trust_certified=trust_certified), validators), settings
-    )
+    config = with_settings(catchup_config(trust_certified=trust_certified), settings)
     trust_certified = config.consensus.trust_certified_blocks
     report = progress if progress is not None else _no_progress
     if validators < 4:

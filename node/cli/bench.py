@@ -126,9 +126,8 @@ def bench(
         return
     from node.bench.throughput import BenchOptions, run_throughput
     from node.config import ConfigError, NodeConfig, with_settings
-    from node.testnet.testnet import shared_cores_config
 
-    config = shared_cores_config(NodeConfig(), validators)
+    config = NodeConfig()
     if block_interval is not None:
         config = config.with_changes("consensus", block_interval_ms=block_interval)
     if block_max is not None:

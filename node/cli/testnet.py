@@ -31,7 +31,6 @@ from rich.table import Table
 from consensus.codec import Value
 from node.cli.signals import terminate_unwinds
 from node.client.client import ApiError, Client
-from node.config import NodeConfig
 from node.jsonvalue import JsonType, to_json
 from node.testnet.hosts import (
     API_LISTEN_CHOICES,
@@ -66,7 +65,6 @@ from node.testnet.testnet import (
     apply_layout,
     create_testnet,
     load_testnet,
-    shared_cores_config,
 )
 
 __all__ = ["testnet_group"]
@@ -200,10 +198,6 @@ def testnet_init(
             demo_seed=demo_seed if demo else None,
             layout=layout,
             observers=observers,
-            # Nodes of a local testnet share this machine's cores; with --hosts each has its own.
-            config=shared_cores_config(NodeConfig(), validators + observers)
-            if layout is None
-            else None,
         )
     except (FileExistsError, ValueError) as error:
         raise click.ClickException(str(error)) from None
@@ -395,8 +389,6 @@ def testnet_up(
                         demo_seed=demo_seed if demo else None,
                         layout=layout,
                         observers=observers,
-                        # Local or in network namespaces: the nodes share this machine's cores.
-                        config=shared_cores_config(NodeConfig(), validators + observers),
                     )
                 else:
                     info = existing if layout is None else apply_layout(existing, layout)

@@ -73,14 +73,11 @@ __all__ = [
     "load_testnet",
     "local_layout",
     "save_testnet_nodes",
-    "shared_cores_config",
 ]
 
 TESTNET_FILE: Final = "testnet.json"
 # The apps a demo testnet runs (membership first: the host authorises senders through it).
 DEMO_APPS: Final = ("membership", "payments", "scf", "assets")
-# ``[mempool] verify_inline_max`` of nodes that share the machine's cores: every batch.
-VERIFY_INLINE_ALL: Final = 100_000
 # SIGTERM gives a node this long to close its store before SIGKILL.
 STOP_GRACE_S: Final = 15.0
 # Starting N interpreters and opening their stores on a busy 2-core machine can take a while.
@@ -216,27 +213,6 @@ class TestnetInfo:
             if party.name == name:
                 return party
         raise KeyError(name)
-
-
-def machine_cores() -> int:
-    """The CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - platforms without affinity
-        return os.cpu_count() or 1
-
-
-def shared_cores_config(config: NodeConfig, nodes: int, cores: int | None = None) -> NodeConfig:
-    """``config`` for one of ``nodes`` nodes running on this machine (``cores``: its cores,
-    by default counted). When the nodes are at least as many as the cores, every node checks
-    all its signatures on its event loop's thread (``[mempool] verify_inline_max``): with
-    every core busy running some node, a verifying thread adds no CPU, and handing batches to
-    it and taking the interpreter lock back costs about 4 % of a node's CPU (measured with the
-    nodes of one testnet split between the two settings). Fewer nodes than cores keep the
-    verifying threads, which then run on cores the event loops leave idle."""
-    if nodes < (cores if cores is not None else machine_cores()):
-        return config
-    return config.with_changes("mempool", verify_inline_max=VERIFY_INLINE_ALL)
 
 
 def create_testnet(
