@@ -17,10 +17,13 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.bench.repeated import MEDIAN_FIGURES, pairs_ahead, run_order, summarise
-from node.bench.throughput import BenchOptions, StepResult
+from node.bench.repeated import MEDIAN_FIGURES, pairs_ahead, run_order, split_summary, summarise
+from node.bench.throughput import BenchOptions, StepResult, _Run, split_figures
 from node.cli.bench import bench
+from node.config import NodeConfig, with_settings
+from node.home import load_home
 from node.jsonvalue import JsonType
+from node.testnet.testnet import create_testnet
 from tests.test_bench import _FakeTestnet, _step
 
 
@@ -294,3 +297,197 @@ def test_a_series_that_stops_still_reports_the_runs_it_completed(
         line.startswith("median of 1 (b: mempool.verify_workers=1): 450.0") for line in lines
     )
     assert "b committed more than a in 1 pairs of 1" in lines
+
+
+def _split_document(
+    nodes_with: list[int], with_total: float, without_total: float
+) -> dict[str, JsonType]:
+    """A split run's document: the groups' totals and one phase (verify: a tenth of each)."""
+    return _document(
+        split={
+            "settings": ["mempool.verify_inline_max=100000"],
+            "nodes_with": list[JsonType](nodes_with),
+            "with_us_per_tx": {"total": with_total, "verify": with_total / 10},
+            "without_us_per_tx": {"total": without_total, "verify": without_total / 10},
+            "difference_percent": 100 * (with_total - without_total) / without_total,
+        }
+    )
+
+
+def test_split_figures_compare_the_nodes_with_the_setting_against_the_others() -> None:
+    of_node: list[dict[str, float] | None] = [
+        {"total": 200.0, "verify": 50.0},
+        {"total": 220.0, "verify": 60.0, "other": 10.0},
+        {"total": 300.0, "verify": 40.0},
+        None,  # did not answer: left out of its group
+    ]
+    figures = split_figures(of_node, [3, 0, 1], ["a.b=1"])
+    assert figures["settings"] == ["a.b=1"]
+    assert figures["nodes_with"] == [0, 1, 3]
+    # A phase one node lacks counts as 0 there.
+    assert figures["with_us_per_tx"] == {"total": 210.0, "verify": 55.0, "other": 5.0}
+    assert figures["without_us_per_tx"] == {"total": 300.0, "verify": 40.0}
+    assert figures["difference_percent"] == -30.0
+    # A group with no node that answered cannot be compared.
+    empty = split_figures([{"total": 1.0}, None], [1], [])
+    assert (empty["with_us_per_tx"], empty["difference_percent"]) == (None, None)
+
+
+def test_a_split_series_averages_each_pair_and_gives_the_medians() -> None:
+    documents = [
+        _split_document([0, 1], 190.0, 200.0),  # -5 %
+        _split_document([2, 3], 220.0, 200.0),  # +10 %: pair 1 +2.5 %
+        _split_document([2, 3], 180.0, 200.0),  # -10 %
+        _split_document([0, 1], 190.0, 200.0),  # -5 %: pair 2 -7.5 %
+        _split_document([0, 1], 200.0, 250.0),  # -20 %
+        _split_document([2, 3], 200.0, 200.0),  # 0 %: pair 3 -10 %
+        _split_document([0, 1], 100.0, 200.0),  # a run of no whole pair: left out
+    ]
+    summary = split_summary(documents)
+    assert summary["pairs"] == 3
+    assert summary["pairs_compared"] == 3
+    assert summary["difference_percent_of_pair"] == [2.5, -7.5, -10.0]
+    assert summary["median_difference_percent"] == -7.5
+    assert summary["pairs_with_less_cpu"] == 2
+    # Pairs' mean µs differences: total +5, -15, -30; verify +0.5, -1.5, -3.
+    assert summary["median_difference_us_per_tx"] == {"total": -15.0, "verify": -1.5}
+
+
+def test_a_split_pair_must_swap_the_halves_and_skips_runs_it_cannot_compare() -> None:
+    with pytest.raises(ValueError, match="different nodes"):
+        split_summary([_split_document([0, 1], 1.0, 2.0), _split_document([1, 2], 1.0, 2.0)])
+    with pytest.raises(ValueError, match="without a split"):
+        split_summary([_document(), _split_document([0], 1.0, 2.0)])
+    uncompared = _split_document([2, 3], 1.0, 2.0)
+    uncompared["split"] = {"nodes_with": [2, 3]}
+    summary = split_summary([_split_document([0, 1], 1.0, 2.0), uncompared])
+    assert (summary["pairs"], summary["pairs_compared"]) == (1, 0)
+    assert summary["median_difference_percent"] is None
+    assert summary["median_difference_us_per_tx"] == {}
+
+
+class _SplitTestnet(_FakeTestnet):
+    """A stand-in testnet whose nodes with the split setting spend 180 CPU µs per transaction
+    and the others 200, except node 0 (the first primary), which spends 40 more."""
+
+    def __init__(self, options: BenchOptions, directory: Path) -> None:
+        super().__init__(options, directory)
+        self.options = options
+
+    def step(self, rate: float, duration_s: float, report: object = None) -> StepResult:
+        self.rate = rate
+        _SplitTestnet.started.append(f"step {rate:.0f} {self.options.split_nodes}")
+        of_node: list[dict[str, float] | None] = []
+        for node in range(self.options.validators):
+            total = 180.0 if node in self.options.split_nodes else 200.0
+            total += 40.0 if node == 0 else 0.0
+            of_node.append({"total": total, "verify": 50.0})
+        return _step(rate_offered=rate, tx_per_s=rate, phases_us_per_tx_of_node=of_node)
+
+
+def test_split_runs_give_the_setting_to_alternate_halves_and_report_the_pairs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("node.bench.throughput._Run", _SplitTestnet)
+    monkeypatch.setattr("node.bench.throughput.measure_verify_rate", lambda: 20_000.0)
+    _SplitTestnet.started = []
+    arguments = ["--rate", "500", "--runs", "2", "--split", "mempool.verify_inline_max=100000"]
+    result = CliRunner().invoke(bench, [*arguments, "--json"])
+    assert result.exit_code == 0, result.output
+    steps = [name for name in _SplitTestnet.started if name.startswith("step")]
+    assert steps == ["step 500 (0, 1)", "step 500 (2, 3)", "step 500 (2, 3)", "step 500 (0, 1)"]
+    document = json.loads(result.output)
+    assert document["order"] == ["a", "b", "b", "a"]
+    assert "pairs_b_committed_more" not in document
+    first = document["a"]["runs"][0]["split"]
+    assert first["settings"] == ["mempool.verify_inline_max=100000"]
+    assert first["nodes_with"] == [0, 1]
+    # Nodes 0 and 1 (200 on average, node 0's 40 included) against 2 and 3 (200).
+    assert first["difference_percent"] == 0.0
+    second = document["b"]["runs"][0]["split"]
+    assert second["with_us_per_tx"]["total"] == 180.0
+    assert second["without_us_per_tx"]["total"] == 220.0
+    # Each pair: (0 % + (180 - 220) / 220) / 2 and, in µs, (0 - 40) / 2: the setting's 20
+    # µs, with node 0's extra weighing on both halves alike.
+    summary = document["split"]
+    assert summary["pairs"] == 2
+    assert summary["difference_percent_of_pair"] == [-9.09, -9.09]
+    assert summary["pairs_with_less_cpu"] == 2
+    assert summary["median_difference_us_per_tx"] == {"total": -20.0, "verify": 0.0}
+    # In text: each run's comparison, then the medians over the pairs.
+    result = CliRunner().invoke(bench, arguments)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith(
+        "run 1/4 (a: nodes 0, 1 with mempool.verify_inline_max=100000): 500.0 tx/s"
+    )
+    assert lines[0].endswith("; with the setting 200.0 CPU µs per tx, without 200.0 (+0.00 %)")
+    assert lines[1].endswith("; with the setting 180.0 CPU µs per tx, without 220.0 (-18.18 %)")
+    assert (
+        "split (mempool.verify_inline_max=100000): the nodes with it spent -9.09 % CPU per tx"
+        " (median of 2 pairs; less in 2)"
+    ) in lines
+    assert "  per pair         -9.09 %, -9.09 %" in lines
+    assert "  by phase µs/tx   total -20.00, verify +0.00" in lines
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--split", "mempool.verify_workers=0"], "--split"),
+        (["--split", "nothing"], "not section.key=value"),
+        (["--split", "a.b=1", "--versus", "mempool.verify_workers=1"], "--split or --versus"),
+        (["--split", "mempool.verify_workers=1", "--keep", "kept"], "keeps one run's testnet"),
+        (["--split", "mempool.verify_workers=1", "--validators", "1"], "at least 2 validators"),
+    ],
+)
+def test_bad_split_arguments_are_refused_naming_the_problem(
+    arguments: list[str], message: str
+) -> None:
+    result = CliRunner().invoke(bench, ["--rate", "100", *arguments])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    result = CliRunner().invoke(bench, ["--rate", "max", "--split", "mempool.verify_workers=1"])
+    assert result.exit_code == 2, result.output
+    assert "a split compares the halves at one rate: give --rate R" in result.output
+
+
+def test_a_split_testnet_gives_the_setting_to_the_chosen_nodes_only(tmp_path: Path) -> None:
+    config = NodeConfig()
+    options = BenchOptions(
+        split_config=with_settings(config, ("mempool.verify_inline_max=100000",)),
+        split_settings=("mempool.verify_inline_max=100000",),
+        split_nodes=(1, 3),
+    )
+    run = _Run(options, tmp_path / "testnet")
+    inline = [load_home(home).config.mempool.verify_inline_max for home in run.info.homes]
+    assert inline == [8, 100_000, 8, 100_000]
+    with pytest.raises(ValueError, match=r"outside 0\.\.3"):
+        create_testnet(tmp_path / "other", 4, node_configs={4: config})
+
+
+def test_split_runs_on_real_testnets(tmp_path: Path) -> None:
+    """One pair on real 4-process testnets (2 s each): every node reports its own CPU by
+    phase, and the halves are compared."""
+    completed = subprocess.run(
+        [
+            *(sys.executable, "-m", "node", "bench", "--duration", "2", "--rate", "50"),
+            *("--split", "mempool.verify_inline_max=100000", "--json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    document = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert document["order"] == ["a", "b"]
+    for label, nodes in (("a", [0, 1]), ("b", [2, 3])):
+        (run,) = document[label]["runs"]
+        assert run["agreement_problems"] == []
+        assert run["split"]["nodes_with"] == nodes
+        assert all(figure > 0 for figure in run["cpu_us_per_tx_of_each_node"])
+        assert run["split"]["with_us_per_tx"]["total"] > 0
+        assert isinstance(run["split"]["difference_percent"], float)
+    assert document["split"]["pairs_compared"] == 1

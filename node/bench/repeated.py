@@ -12,6 +12,13 @@ alternating so that a drift of the machine's speed weighs on both alike: a, b, b
 (each pair in the order opposite to the one before). The report gives every run's figures,
 each configuration's medians (``summarise``), and in how many pairs the second one committed
 more (``pairs_ahead``).
+
+With ``--split SECTION.KEY=VALUE`` both configurations of a pair run one testnet each in which
+half the validators have the setting: the first half in one run, the second half in the other,
+so that whatever a node's place gives it (the first primary, its clients' share) weighs on both
+groups alike. ``split_summary`` averages each pair's two differences (the CPU per committed
+transaction of the nodes with the setting against those without, in per cent and by phase) and
+gives their medians over the pairs.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ __all__ = [
     "MEDIAN_FIGURES",
     "pairs_ahead",
     "run_order",
+    "split_summary",
     "summarise",
 ]
 
@@ -122,3 +130,58 @@ def pairs_ahead(
         if first is not None and second is not None and second > first:
             ahead += 1
     return ahead
+
+
+def _split_of(
+    document: Mapping[str, JsonType],
+) -> tuple[frozenset[int], float | None, dict[str, float]]:
+    """A split run's nodes with the setting, its difference in per cent, and the difference
+    by phase (µs per transaction, with minus without)."""
+    split = document.get("split")
+    if not isinstance(split, dict):
+        raise ValueError("a run without a split")
+    nodes = split.get("nodes_with")
+    chosen = frozenset(
+        node for node in (nodes if isinstance(nodes, list) else []) if isinstance(node, int)
+    )
+    with_phases, without_phases = split.get("with_us_per_tx"), split.get("without_us_per_tx")
+    by_phase: dict[str, float] = {}
+    if isinstance(with_phases, dict) and isinstance(without_phases, dict):
+        for phase, value in with_phases.items():
+            first, second = _number(value), _number(without_phases.get(phase))
+            if first is not None and second is not None:
+                by_phase[phase] = first - second
+    return chosen, _number(split.get("difference_percent")), by_phase
+
+
+def split_summary(documents: Sequence[Mapping[str, JsonType]]) -> dict[str, JsonType]:
+    """Over the whole pairs of split runs (run 2k and 2k + 1, the halves swapped): each pair's
+    mean difference in per cent of the CPU per committed transaction (the nodes with the
+    setting against those without; negative: they spent less), the median of those, in how
+    many pairs the nodes with the setting spent less, and the median by phase of each pair's
+    mean difference in µs per transaction. A pair a run of which could not compare its groups
+    is left out (``pairs_compared`` counts the others)."""
+    differences: list[float] = []
+    by_phase: dict[str, list[float]] = {}
+    pairs = len(documents) // 2
+    for start in range(0, 2 * pairs, 2):
+        first, second = _split_of(documents[start]), _split_of(documents[start + 1])
+        if first[0] & second[0] or not first[0] or not second[0]:
+            raise ValueError("a pair's runs must give the setting to different nodes")
+        if first[1] is None or second[1] is None:
+            continue
+        differences.append((first[1] + second[1]) / 2)
+        for phase in first[2].keys() & second[2].keys():
+            by_phase.setdefault(phase, []).append((first[2][phase] + second[2][phase]) / 2)
+    return {
+        "pairs": pairs,
+        "pairs_compared": len(differences),
+        "difference_percent_of_pair": [round(value, 2) + 0.0 for value in differences],
+        "median_difference_percent": _median(differences),
+        "pairs_with_less_cpu": sum(1 for value in differences if value < 0),
+        "median_difference_us_per_tx": {
+            phase: round(statistics.median(values), 1) + 0.0  # never -0.0
+            for phase, values in sorted(by_phase.items())
+            if len(values) == len(differences)
+        },
+    }

@@ -51,6 +51,12 @@ admitted transactions at most ``OVERLOAD_P99_MS_MAX``. Transactions pushed back 
 waiting to be resent when the window closes (``abandoned``) are what overload means there.
 Their peak RSS is reported apart from the search's.
 
+With ``split_config`` (``suanpan bench --split``) the nodes ``split_nodes`` of each testnet run
+another configuration than the rest, and the report compares the two groups' CPU per committed
+transaction by phase (``split_figures``): side by side in one testnet, both groups run on the
+same machine at the same moment and commit the same blocks, so a change in what one node
+spends shows up clearly where whole runs, taken one after another, move with the machine.
+
 Above capacity the nodes push submissions back (429, ``retry_after_ms``); the submitter resends
 them after that delay, so a step at 2x or 4x the sustainable rate shows what the chain keeps
 committing under overload, and the latency of what it admitted.
@@ -92,6 +98,7 @@ __all__ = [
     "ThroughputReport",
     "measure_verify_rate",
     "run_throughput",
+    "split_figures",
 ]
 
 # A step keeps up when it commits at least this share of what it offered.
@@ -191,6 +198,11 @@ class BenchOptions:
     seed: int = 0
     # After a search (rate None), run the overload steps (OVERLOAD_MULTIPLES).
     overload: bool = True
+    # ``--split``: the nodes ``split_nodes`` run ``split_config`` (``config`` plus
+    # ``split_settings``), the others ``config``, side by side in one testnet.
+    split_config: NodeConfig | None = None
+    split_settings: tuple[str, ...] = ()
+    split_nodes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +321,9 @@ class StepResult:
     # averaged over the nodes.
     waits_ms_per_block: dict[str, float] = field(default_factory=dict)
     waits_ms_mean: dict[str, float] = field(default_factory=dict)
+    # Each node's CPU µs per committed transaction by phase (None: a node that did not answer
+    # or committed nothing in the window).
+    phases_us_per_tx_of_node: list[dict[str, float] | None] = field(default_factory=list)
 
     def sustainable(self, p99_ms_max: float) -> bool:
         """Nothing refused for good, lost or abandoned, kept up with the offered rate, and
@@ -371,6 +386,10 @@ class StepResult:
             "cpu_percent_per_node": [round(value, 1) for value in self.cpu_percent],
             "submitter_cpu_s": round(self.submitter_cpu_s, 2),
             "cpu_us_per_tx_per_node": round(self.phases_us_per_tx.get("total", math.nan), 1),
+            "cpu_us_per_tx_of_each_node": [
+                None if node is None else round(node.get("total", math.nan), 1)
+                for node in self.phases_us_per_tx_of_node
+            ],
             "phases_us_per_tx": {
                 phase: round(value, 1) for phase, value in self.phases_us_per_tx.items()
             },
@@ -462,9 +481,53 @@ class ThroughputReport:
             document["overload_rss_peak_mb_per_node"] = [
                 round(value, 1) for value in self.overload_rss_peak_mb
             ]
+        if self.options.split_config is not None:
+            document["split"] = split_figures(
+                self.best.phases_us_per_tx_of_node,
+                self.options.split_nodes,
+                self.options.split_settings,
+            )
         if self.directory:
             document["directory"] = self.directory
         return document
+
+
+def _mean_phases(nodes: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """The mean of each phase over ``nodes`` (a phase one lacks counts as 0 there)."""
+    phases = dict.fromkeys(phase for node in nodes for phase in node)
+    return {phase: statistics.fmean(node.get(phase, 0.0) for node in nodes) for phase in phases}
+
+
+def split_figures(
+    of_node: Sequence[Mapping[str, float] | None],
+    nodes_with: Sequence[int],
+    settings: Sequence[str],
+) -> dict[str, JsonType]:
+    """A split run's comparison: the CPU µs per committed transaction by phase averaged over
+    the nodes that ran with ``settings`` (``nodes_with``) and over the others, and how much more
+    (negative: less) the first group spent in all, in per cent of the second's. Nodes that did
+    not answer are left out; with a group empty the difference is None."""
+    chosen = set(nodes_with)
+    with_settings = [node for i, node in enumerate(of_node) if node is not None and i in chosen]
+    without = [node for i, node in enumerate(of_node) if node is not None and i not in chosen]
+    document: dict[str, JsonType] = {
+        "settings": list(settings),
+        "nodes_with": list[JsonType](sorted(chosen)),
+        "with_us_per_tx": None,
+        "without_us_per_tx": None,
+        "difference_percent": None,
+    }
+    if not with_settings or not without:
+        return document
+    mean_with, mean_without = _mean_phases(with_settings), _mean_phases(without)
+    document["with_us_per_tx"] = {phase: round(value, 1) for phase, value in mean_with.items()}
+    document["without_us_per_tx"] = {
+        phase: round(value, 1) for phase, value in mean_without.items()
+    }
+    base = mean_without.get("total", 0.0)
+    if base > 0 and "total" in mean_with:
+        document["difference_percent"] = round(100 * (mean_with["total"] - base) / base, 2)
+    return document
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,16 +547,18 @@ def _us_per_transaction(
     before: Sequence[NodeSample | None],
     after: Sequence[NodeSample | None],
     counters: Callable[[NodeSample], Mapping[str, int]],
-) -> list[dict[str, float]]:
-    """For each node that answered both times, committed something in between and has
-    ``counters`` (cumulative nanoseconds by name) in both samples: their growth in µs per
-    transaction it committed."""
-    per_node: list[dict[str, float]] = []
+) -> list[dict[str, float] | None]:
+    """Node by node: for one that answered both times, committed something in between and
+    has ``counters`` (cumulative nanoseconds by name) in both samples, their growth in µs per
+    transaction it committed; None for any other."""
+    per_node: list[dict[str, float] | None] = []
     for first, last in zip(before, after, strict=True):
         if first is None or last is None or last.committed <= first.committed:
+            per_node.append(None)
             continue
         earlier, later = counters(first), counters(last)
         if not earlier or not later:
+            per_node.append(None)
             continue
         committed = last.committed - first.committed
         per_node.append(
@@ -507,7 +572,11 @@ def _phases_per_transaction(
 ) -> dict[str, float]:
     """CPU µs per committed transaction by phase, averaged over the nodes that answered
     both times and committed something in between."""
-    per_node = _us_per_transaction(before, after, lambda sample: sample.cpu_ns)
+    per_node = [
+        node
+        for node in _us_per_transaction(before, after, lambda sample: sample.cpu_ns)
+        if node is not None
+    ]
     if not per_node:
         return {}
     return {phase: statistics.fmean(node[phase] for node in per_node) for phase in per_node[0]}
@@ -519,7 +588,11 @@ def loop_tasks_per_transaction(
     """The event loop's CPU µs per committed transaction outside the phases, by task name,
     averaged over the nodes that measured it, answered both times and committed something in
     between (a task a node did not run counts as 0 there); largest first."""
-    per_node = _us_per_transaction(before, after, lambda sample: sample.loop_tasks_ns)
+    per_node = [
+        node
+        for node in _us_per_transaction(before, after, lambda sample: sample.loop_tasks_ns)
+        if node is not None
+    ]
     tasks = {task for node in per_node for task in node}
     means = {task: statistics.fmean(node.get(task, 0.0) for node in per_node) for task in tasks}
     return dict(sorted(means.items(), key=lambda item: (-item[1], item[0])))
@@ -589,6 +662,11 @@ class _Run:
             apps=("membership", "payments"),
             app_state=self.accounts.app_state(),
             config=options.config,
+            node_configs=(
+                None
+                if options.split_config is None
+                else dict.fromkeys(options.split_nodes, options.split_config)
+            ),
         )
         self.testnet = Testnet(self.info)
         self.stepped = False
@@ -701,6 +779,9 @@ class _Run:
             [after - before for before, after in zip(cpu_before, cpu_after, strict=True)],
         )
         figures.phases_us_per_tx = _phases_per_transaction(phases_before, phases_after)
+        figures.phases_us_per_tx_of_node = _us_per_transaction(
+            phases_before, phases_after, lambda sample: sample.cpu_ns
+        )
         figures.loop_tasks_us_per_tx = loop_tasks_per_transaction(phases_before, phases_after)
         figures.waits_ms_per_block, figures.waits_ms_mean = waits_between(
             phases_before, phases_after

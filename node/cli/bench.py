@@ -100,6 +100,14 @@ def _figure(value: JsonType, digits: int = 0) -> str:
     help="also measure with this config.toml key on top of --set, alternating with the runs"
     " without it (a, b, b, a, ...; repeatable)",
 )
+@click.option(
+    "--split",
+    multiple=True,
+    metavar="SECTION.KEY=VALUE",
+    help="give this config.toml key to half the validators of each testnet (the halves swap"
+    " from run to run) and compare the two halves' CPU per transaction by phase; --runs N"
+    " gives N pairs (repeatable; needs a fixed --rate)",
+)
 @click.option("--keep", type=click.Path(path_type=Path), help="keep the testnet in this directory")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @click.pass_context
@@ -116,12 +124,13 @@ def bench(
     settings: tuple[str, ...],
     runs: int,
     versus: tuple[str, ...],
+    split: tuple[str, ...],
     keep: Path | None,
     as_json: bool,
 ) -> None:
     """Benchmarks. Without a subcommand: committed tx/s and submit-to-commit latency of a real
     multi-process testnet under pre-signed payments, against the ed25519 ceiling. With
-    --runs or --versus: every run's figures and each configuration's medians."""
+    --runs, --versus or --split: every run's figures and each configuration's medians."""
     if context.invoked_subcommand is not None:
         return
     from node.bench.throughput import BenchOptions, run_throughput
@@ -147,10 +156,28 @@ def bench(
             versus_config = with_settings(config, versus)
         except ConfigError as error:
             raise click.BadParameter(str(error), param_hint="--versus") from None
-    repeated = runs > 1 or versus_config is not None
+    split_config: NodeConfig | None = None
+    if split:
+        if versus:
+            raise click.BadParameter(
+                "compare one way at a time: --split or --versus", param_hint="--split"
+            )
+        if rate == "max":
+            raise click.BadParameter(
+                "a split compares the halves at one rate: give --rate R", param_hint="--split"
+            )
+        if validators < 2:
+            raise click.BadParameter(
+                "a split needs at least 2 validators (--validators)", param_hint="--split"
+            )
+        try:
+            split_config = with_settings(config, split)
+        except ConfigError as error:
+            raise click.BadParameter(str(error), param_hint="--split") from None
+    repeated = runs > 1 or versus_config is not None or split_config is not None
     if keep is not None and repeated:
         raise click.BadParameter(
-            "it keeps one run's testnet: use it without --runs and --versus",
+            "it keeps one run's testnet: use it without --runs, --versus and --split",
             param_hint="--keep",
         )
     options = BenchOptions(
@@ -164,6 +191,19 @@ def bench(
         keep_directory=keep,
         overload=overload is not False,
     )
+    if split_config is not None:
+        # Pair by pair, the first half of the validators has the setting in one run and the
+        # second half in the other.
+        half = validators // 2
+        halves = (tuple(range(half)), tuple(range(half, validators)))
+        first, second = (
+            dataclasses.replace(
+                options, split_config=split_config, split_settings=split, split_nodes=nodes
+            )
+            for nodes in halves
+        )
+        _run_repeated(first, second, runs, as_json)
+        return
     if repeated:
         compared = None
         if versus_config is not None:
@@ -192,7 +232,7 @@ def _run_repeated(
     run's figures as it ends, then the medians (``node.bench.repeated``). A run that fails, or
     Ctrl-C / SIGTERM, ends the series: the runs that completed are still reported (marked
     ``incomplete``) before the error goes on."""
-    from node.bench.repeated import pairs_ahead, run_order, summarise
+    from node.bench.repeated import pairs_ahead, run_order, split_summary, summarise
     from node.bench.throughput import run_throughput
 
     configurations = {"a": options} if compared is None else {"a": options, "b": compared}
@@ -212,6 +252,7 @@ def _run_repeated(
                 if not as_json:
                     click.echo(
                         f"run {index}/{len(order)} ({_label(label, chosen)}): {_line(document)}"
+                        + _split_line(document)
                     )
     except (Exception, KeyboardInterrupt) as error:
         stopped = error
@@ -230,9 +271,12 @@ def _run_repeated(
             "median": medians[label],
             "runs": list[JsonType](ran[label]),
         }
-    if compared is not None:
-        # Only whole pairs compare.
-        paired = len(done) - len(done) % 2
+    split = options.split_config is not None
+    # Only whole pairs compare.
+    paired = len(done) - len(done) % 2
+    if split:
+        result["split"] = split_summary(documents[:paired])
+    elif compared is not None:
         result["pairs"] = paired // 2
         result["pairs_b_committed_more"] = pairs_ahead(done[:paired], documents[:paired])
     if as_json:
@@ -244,7 +288,10 @@ def _run_repeated(
             count = len(ran[label])
             if count:
                 _print_median(f"median of {count} ({_label(label, chosen)})", medians[label], count)
-        if compared is not None:
+        summary = result.get("split")
+        if isinstance(summary, dict):
+            _print_split(options.split_settings, summary)
+        elif compared is not None:
             click.echo(
                 f"b committed more than a in {result['pairs_b_committed_more']} pairs of"
                 f" {result['pairs']}"
@@ -287,7 +334,47 @@ _RANGES: Final = (
 
 
 def _label(label: str, options: BenchOptions) -> str:
+    if options.split_config is not None:
+        nodes = ", ".join(str(node) for node in options.split_nodes)
+        return f"{label}: nodes {nodes} with {' '.join(options.split_settings)}"
     return f"{label}: {' '.join(options.settings) or 'defaults'}"
+
+
+def _split_line(document: Mapping[str, JsonType]) -> str:
+    """A split run's comparison of its two groups, to follow its line (empty for another)."""
+    split = document.get("split")
+    if not isinstance(split, dict):
+        return ""
+    with_phases, without_phases = split.get("with_us_per_tx"), split.get("without_us_per_tx")
+    if not isinstance(with_phases, dict) or not isinstance(without_phases, dict):
+        return "; the halves could not be compared"
+    return (
+        f"; with the setting {_figure(with_phases.get('total'), 1)} CPU µs per tx,"
+        f" without {_figure(without_phases.get('total'), 1)}"
+        f" ({_signed(split.get('difference_percent'))} %)"
+    )
+
+
+def _signed(value: JsonType) -> str:
+    return f"{value:+.2f}" if isinstance(value, int | float) else "-"
+
+
+def _print_split(settings: tuple[str, ...], summary: Mapping[str, JsonType]) -> None:
+    """The medians over the pairs of a split series."""
+    click.echo(
+        f"split ({' '.join(settings)}): the nodes with it spent"
+        f" {_signed(summary.get('median_difference_percent'))} % CPU per tx (median of"
+        f" {summary.get('pairs_compared')} pairs; less in {summary.get('pairs_with_less_cpu')})"
+    )
+    per_pair = summary.get("difference_percent_of_pair")
+    if isinstance(per_pair, list):
+        click.echo("  per pair         " + ", ".join(f"{_signed(value)} %" for value in per_pair))
+    by_phase = summary.get("median_difference_us_per_tx")
+    if isinstance(by_phase, dict) and by_phase:
+        click.echo(
+            "  by phase µs/tx   "
+            + ", ".join(f"{phase} {_signed(value)}" for phase, value in by_phase.items())
+        )
 
 
 def _line(d: Mapping[str, JsonType]) -> str:

@@ -41,7 +41,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -226,13 +226,15 @@ def create_testnet(
     demo_seed: int | None = None,
     layout: Layout | None = None,
     observers: int = 0,
+    node_configs: Mapping[int, NodeConfig] | None = None,
 ) -> TestnetInfo:
     """Generate a ``validators``-node testnet in ``directory`` (which must not hold one).
 
     ``demo_seed``: also seed the demo consortium (``apps.demo.demo_consortium``) and run all
     four apps; its parties' key files go to ``clients/<party>.json``. ``layout``: where the
     nodes listen and dial each other (default ``local_layout``: free loopback ports).
-    ``observers``: that many more nodes that follow the chain without voting (node<n>..)."""
+    ``observers``: that many more nodes that follow the chain without voting (node<n>..).
+    ``node_configs``: the nodes (by index) that run another configuration than ``config``."""
     if validators < 1:
         raise ValueError("a testnet needs at least one validator")
     if observers < 0:
@@ -254,6 +256,9 @@ def create_testnet(
             f"{directory} is not empty and holds no testnet ({TESTNET_FILE}); "
             "choose a new or empty --dir"
         )
+    others = dict(node_configs or {})
+    if any(not 0 <= index < nodes for index in others):
+        raise ValueError(f"node_configs names a node outside 0..{nodes - 1}")
     directory.mkdir(parents=True, exist_ok=True)
     base = config or NodeConfig()
     layout = layout or local_layout(nodes)
@@ -323,9 +328,11 @@ def create_testnet(
     save_genesis(directory / GENESIS_FILE, genesis)
     observer_keys = tuple(node_keys[validators:])
     for i, home in enumerate(homes):
-        node_config = base.with_changes(
-            "", moniker=f"node{i}", log_file="node.log", log_format="json"
-        ).with_changes("p2p", observers=observer_keys if i < validators else ())
+        node_config = (
+            others.get(i, base)
+            .with_changes("", moniker=f"node{i}", log_file="node.log", log_format="json")
+            .with_changes("p2p", observers=observer_keys if i < validators else ())
+        )
         node_config = _with_addresses(node_config, layout, i, node_keys)
         # Every node dials the validators only: observers connect to validators, never to
         # each other (a validator lists them in [p2p] observers to let them in).
