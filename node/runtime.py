@@ -168,6 +168,7 @@ from node.http import Handler, HttpLimits, Request, Response, serve_http
 from node.jsonvalue import JsonType, to_json
 from node.keys import KeyFileError, load_key_file
 from node.looptasks import LoopTaskClock
+from node.machineidle import MachineIdle
 from node.mempool import (
     CODE_FULL,
     CODE_NONCE_GAP,
@@ -455,6 +456,8 @@ class Node:
         # A tick is queued for the driver and not taken yet (``_ticker``).
         self._tick_waiting = False
         self._verify_limiter = trio.CapacityLimiter(self.config.mempool.verify_workers)
+        # Whether the machine's cores have had idle time lately (``_verify``).
+        self.machine_idle = MachineIdle()
         # Signatures verified by this node, by whole encoded bytes (see ``node.verified``).
         self._verified = VerifiedTransactions()
         self._new_block = trio.Event()
@@ -1671,9 +1674,15 @@ class Node:
     async def _verify(self, transactions: list[Transaction]) -> list[bool]:
         """Signature verdicts for ``transactions``: on a worker thread (PyNaCl releases the
         GIL), except for at most ``[mempool] verify_inline_max`` at once, checked here: a
-        thread hop costs about as much CPU as one verification, and a node whose machine's
-        cores are all busy (several nodes on one machine) gains nothing from the thread."""
-        if len(transactions) <= self.config.mempool.verify_inline_max:
+        thread hop costs about as much CPU as one verification. While the machine has had
+        less than one core idle (``node.machineidle``: several nodes on one machine under
+        load), batches of up to ``verify_inline_busy_max`` are checked here too: the thread
+        would add little parallelism, and the hand-off costs CPU."""
+        size = len(transactions)
+        mempool = self.config.mempool
+        if size <= mempool.verify_inline_max or (
+            size <= mempool.verify_inline_busy_max and self.machine_idle.busy()
+        ):
             with self.phases.measure("verify"):
                 verdicts, _ = _verify_all(transactions)
             return verdicts

@@ -1,5 +1,6 @@
 """Where a node checks signatures: on its event loop's thread for batches of at most
-``[mempool] verify_inline_max``, otherwise on a verifying thread; the verdicts are the same."""
+``[mempool] verify_inline_max`` (or ``verify_inline_busy_max`` while the machine has less than
+one idle core), otherwise on a verifying thread; the verdicts are the same."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from apps.transaction import Transaction
 from node import runtime
 from node.config import NodeConfig
 from node.home import load_home
+from node.machineidle import MachineIdle
 from node.testnet.loadgen import register_identity_transaction
 from node.testnet.testnet import create_testnet
 
@@ -20,11 +22,39 @@ DEADLINE_S = 120.0
 EVERY_BATCH = 100_000
 
 
-@pytest.mark.parametrize(("inline_max", "thread_hops"), [(0, 1), (EVERY_BATCH, 0)])
+def _machine(path: Path, busy: bool) -> MachineIdle:
+    """A machine of two cores that had 1 % (busy) or 60 % of its time idle between two
+    readings of a ``/proc/stat``-shaped file (its clock stands still after the first)."""
+    times = iter((0.0,))
+    path.write_text("cpu  0 0 0 0 0 0 0 0 0 0\n")
+    machine = MachineIdle(path, interval_s=0.5, clock=lambda: next(times, 1.0), cores=2)
+    idle = 1 if busy else 60
+    path.write_text(f"cpu  {100 - idle} 0 0 {idle} 0 0 0 0 0 0\n")
+    return machine
+
+
+@pytest.mark.parametrize(
+    ("inline_max", "busy_max", "busy", "thread_hops"),
+    [
+        (0, 0, True, 1),
+        (EVERY_BATCH, 0, False, 0),
+        (0, EVERY_BATCH, True, 0),
+        (0, EVERY_BATCH, False, 1),
+        (0, 12, True, 1),  # the batch is 13
+        (0, 13, True, 0),
+    ],
+)
 async def test_verdicts_are_the_same_on_the_loop_and_on_a_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inline_max: int, thread_hops: int
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    inline_max: int,
+    busy_max: int,
+    busy: bool,
+    thread_hops: int,
 ) -> None:
-    config = NodeConfig().with_changes("mempool", verify_inline_max=inline_max)
+    config = NodeConfig().with_changes(
+        "mempool", verify_inline_max=inline_max, verify_inline_busy_max=busy_max
+    )
     info = create_testnet(tmp_path / "net", 1, chain_id="inline-net", config=config)
     home = load_home(info.homes[0])
     key = info.client_key(0)
@@ -58,6 +88,8 @@ async def test_verdicts_are_the_same_on_the_loop_and_on_a_thread(
         async with trio.open_nursery() as nursery:
             node = await nursery.start(runtime.Node(home).run)
             assert node.config.mempool.verify_inline_max == inline_max
+            assert node.config.mempool.verify_inline_busy_max == busy_max
+            node.machine_idle = _machine(tmp_path / "stat", busy)
             verdicts = await node._verify(batch)
             assert verdicts == [True] * 5 + [False] + [True] * 7
             assert len(hops) == thread_hops

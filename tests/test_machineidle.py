@@ -1,0 +1,106 @@
+"""Whether the machine has had idle CPU lately (``node.machineidle``): read from a
+``/proc/stat``-shaped file at most once per interval; unreadable or odd files never make the
+machine busy."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from node.machineidle import IDLE_CORES_BUSY, PROC_STAT, MachineIdle
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _write(path: Path, idle: int, busy: int) -> None:
+    """A /proc/stat whose first line has ``idle`` jiffies idle (split over idle and iowait)
+    and ``busy`` in the other states."""
+    user, system = busy // 2, busy - busy // 2
+    path.write_text(
+        f"cpu  {user} 0 {system} {idle - idle // 4} {idle // 4} 0 0 0 0 0\n"
+        "cpu0 1 2 3 4 5 6 7 8 0 0\nintr 12345\n"
+    )
+
+
+def test_a_machine_with_less_than_one_idle_core_is_busy(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    clock = _Clock()
+    _write(stat, idle=1000, busy=1000)
+    machine = MachineIdle(stat, interval_s=0.5, clock=clock, cores=2)
+    assert not machine.busy()  # one reading only
+    assert machine.idle_share is None
+    # 0.6 s later: 30 of 200 jiffies idle, 0.3 of a core of two: busy.
+    _write(stat, idle=1030, busy=1170)
+    clock.now += 0.6
+    assert machine.busy()
+    assert machine.idle_share == pytest.approx(0.15)
+    # Not read again within the interval: the answer stays.
+    _write(stat, idle=5000, busy=1170)
+    clock.now += 0.4
+    assert machine.busy()
+    # Then 110 of 220 jiffies idle: a whole core of two, so not busy.
+    _write(stat, idle=1140, busy=1280)
+    clock.now += 0.2
+    assert not machine.busy()
+    assert machine.idle_share == pytest.approx(0.5)
+    # The same share on one core is half a core: busy.
+    single = MachineIdle(stat, clock=clock, cores=1)
+    _write(stat, idle=1250, busy=1390)
+    clock.now += 1.0
+    assert single.busy()
+    assert IDLE_CORES_BUSY == 1.0
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "",
+        "intr 1 2 3\n",
+        "cpu  1 2 3\n",
+        "cpu  1 2 3 four 5 6 7 8 0 0\n",
+        "cpu0 1 2 3 4 5 6 7 8 0 0\n",
+    ],
+)
+def test_a_file_that_gives_no_reading_never_makes_the_machine_busy(
+    tmp_path: Path, content: str
+) -> None:
+    stat = tmp_path / "stat"
+    clock = _Clock()
+    _write(stat, idle=0, busy=1000)
+    machine = MachineIdle(stat, clock=clock, cores=4)
+    stat.write_text(content)
+    clock.now += 1.0
+    assert not machine.busy()
+    assert machine.idle_share is None
+    # Nor does a missing file, or a counter that went backwards.
+    stat.unlink()
+    clock.now += 1.0
+    assert not machine.busy()
+    _write(stat, idle=0, busy=1000)
+    clock.now += 1.0
+    assert not machine.busy()  # the reading before was missing
+    _write(stat, idle=0, busy=500)
+    clock.now += 1.0
+    assert not machine.busy()
+    _write(stat, idle=0, busy=900)
+    clock.now += 1.0
+    assert machine.busy()  # readings again: no idle time at all
+
+
+@pytest.mark.skipif(not PROC_STAT.exists(), reason="no /proc/stat here")
+def test_this_machines_proc_stat_gives_a_share() -> None:
+    clock = _Clock()
+    machine = MachineIdle(clock=clock)
+    time.sleep(0.1)  # some jiffies pass
+    clock.now += 1.0
+    machine.busy()
+    assert machine.idle_share is not None
+    assert 0.0 <= machine.idle_share <= 1.0
