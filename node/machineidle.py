@@ -72,6 +72,11 @@ class MachineIdle:
             return None
         return jiffies[3] + jiffies[4], sum(jiffies)
 
+    @property
+    def idle_cores(self) -> float | None:
+        """The idle share over the last interval times the cores (None without one)."""
+        return None if self.idle_share is None else self.idle_share * self._cores
+
     def busy(self) -> bool:
         """Whether the machine had fewer than ``IDLE_CORES_BUSY`` cores idle on average over
         the last interval (read again once ``interval_s`` has passed since the last reading)."""

@@ -458,6 +458,12 @@ class Node:
         self._verify_limiter = trio.CapacityLimiter(self.config.mempool.verify_workers)
         # Whether the machine's cores have had idle time lately (``_verify``).
         self.machine_idle = MachineIdle()
+        # Transactions whose signatures ``_verify`` checked, by where (``signatures_checked``
+        # in the status): on the loop as a small batch, on the loop as a batch of up to
+        # ``verify_inline_busy_max`` while the machine was busy, on a verifying thread.
+        self.signatures_checked: dict[str, int] = dict.fromkeys(
+            ("loop", "loop_machine_busy", "threads"), 0
+        )
         # Signatures verified by this node, by whole encoded bytes (see ``node.verified``).
         self._verified = VerifiedTransactions()
         self._new_block = trio.Event()
@@ -1680,9 +1686,14 @@ class Node:
         would add little parallelism, and the hand-off costs CPU."""
         size = len(transactions)
         mempool = self.config.mempool
-        if size <= mempool.verify_inline_max or (
-            size <= mempool.verify_inline_busy_max and self.machine_idle.busy()
-        ):
+        if size <= mempool.verify_inline_max:
+            where = "loop"
+        elif size <= mempool.verify_inline_busy_max and self.machine_idle.busy():
+            where = "loop_machine_busy"
+        else:
+            where = "threads"
+        self.signatures_checked[where] += size
+        if where != "threads":
             with self.phases.measure("verify"):
                 verdicts, _ = _verify_all(transactions)
             return verdicts
@@ -2067,6 +2078,14 @@ class Node:
                 "signatures",
             ),
             RunningTotal(
+                "suanpan_signatures_checked",
+                "Transactions whose signatures were checked at admission, by where: on the "
+                "event loop (a small batch, or a batch while the machine had no idle core) "
+                "or on a verifying thread",
+                dict(self.signatures_checked),
+                "where",
+            ),
+            RunningTotal(
                 "suanpan_consensus_waits",
                 "Waits of the consensus driver, by what it waited for",
                 dict(self.waits.counts),
@@ -2171,6 +2190,7 @@ class Node:
         self.metrics.update_rate(time.monotonic())
         validators = self.replica.validators
         tree_blocks, tree_records = self.store.tree_held()
+        idle_cores = self.machine_idle.idle_cores
         return {
             "moniker": self.config.moniker,
             "chain_id": self.chain_id,
@@ -2212,6 +2232,9 @@ class Node:
             "block_writer_pid": self.store.writer_process_pid,
             "transactions_verified_ahead": self.transactions_verified_ahead,
             "transactions_trusted": self.transactions_trusted,
+            "signatures_checked": dict[str, JsonType](self.signatures_checked),
+            # The machine's idle cores over the last reading of /proc/stat (None: none yet).
+            "machine_idle_cores": None if idle_cores is None else round(idle_cores, 2),
             "transactions_per_second": round(self.metrics.rate(), 1),
             "cpu_ns": self.cpu_ns(statistics),
             "waits": {

@@ -33,6 +33,7 @@ from node.bench.throughput import (
     _search,
     round_intervals_ms,
     run_throughput,
+    signatures_checked_between,
     waits_between,
 )
 from node.bench.workload import bench_accounts, sign_streams
@@ -64,6 +65,7 @@ REQUIRED_FIELDS = (
     "rss_file_mb_per_node",
     "ed25519_verify_per_s_per_core",
     "phases_us_per_tx_by_half",
+    "signatures_checked",
 )
 
 
@@ -133,6 +135,10 @@ def test_bench_smoke_reports_every_field(tmp_path: Path) -> None:
     # Every node votes at every height, and each vote is persisted before it is sent.
     assert set(document["waits_ms_per_block"]) == set(WAITS) == set(document["waits_ms_mean"])
     assert document["waits_ms_mean"]["vote_persist"] > 0
+    # The nodes say where they checked the signatures of the transactions they admitted.
+    checked = document["signatures_checked"]
+    assert set(checked) == {"loop", "loop_machine_busy", "threads"}
+    assert sum(checked.values()) > 0
     # The RSS splits into the heap, sampled while the load ran, and LMDB's map.
     for peak, anonymous, file_backed in zip(
         document["rss_peak_mb_per_node"],
@@ -156,6 +162,19 @@ def test_waits_between_two_samples_are_per_block_and_per_wait_over_the_nodes() -
     assert per_block == {"vote_persist": (4.0 + 0.5) / 2, "write": 0.0}
     assert means == {"vote_persist": (2.0 + 1.0) / 2, "write": 0.0}
     assert waits_between([None], [None]) == ({}, {})
+
+
+def test_signatures_checked_between_two_samples_are_summed_over_the_nodes() -> None:
+    def sample(loop: int, threads: int) -> NodeSample:
+        return NodeSample(0, 1, {}, {}, {}, {"loop": loop, "threads": threads})
+
+    before = [sample(10, 100), None, sample(0, 0), sample(5, 5)]
+    after = [sample(15, 300), sample(99, 99), None, sample(5, 6)]
+    # Node 0: 5 and 200; node 1 and 2 did not answer both times; node 3: 0 and 1.
+    assert signatures_checked_between(before, after) == {"loop": 5, "threads": 201}
+    # A node whose status has no counts (an older node) adds nothing.
+    old = NodeSample(0, 1, {}, {})
+    assert signatures_checked_between([old], [old]) == {}
 
 
 def test_process_sampler_splits_the_rss_of_a_live_process_and_not_of_a_gone_one() -> None:
@@ -321,7 +340,10 @@ def test_a_step_reports_its_phases_by_half_and_the_report_prints_them(
     second = {"total": 330.0, "execute": 104.0, "commit": 61.26}
     tasks = {f"task {index}": 10.0 - index for index in range(8)}
     step = _step(
-        phases_us_per_tx=first, phases_us_per_tx_by_half=(first, second), loop_tasks_us_per_tx=tasks
+        phases_us_per_tx=first,
+        phases_us_per_tx_by_half=(first, second),
+        loop_tasks_us_per_tx=tasks,
+        signatures_checked={"loop": 120, "loop_machine_busy": 14_000, "threads": 2_500},
     )
     assert step.to_json()["phases_us_per_tx_by_half"] == [
         {"total": 300.0, "execute": 100.0, "commit": 40.0},
@@ -354,6 +376,10 @@ def test_a_step_reports_its_phases_by_half_and_the_report_prints_them(
     )
     assert "task 5 5.0  (the event loop" in printed
     assert "task 6" not in printed
+    assert (
+        "signatures       loop 120, loop_machine_busy 14,000, threads 2,500  (transactions"
+        in printed
+    )
 
 
 def test_bench_merkle_layouts_each_hold_the_tree_they_were_given() -> None:

@@ -37,11 +37,13 @@ def test_a_machine_with_less_than_one_idle_core_is_busy(tmp_path: Path) -> None:
     machine = MachineIdle(stat, interval_s=0.5, clock=clock, cores=2)
     assert not machine.busy()  # one reading only
     assert machine.idle_share is None
+    assert machine.idle_cores is None
     # 0.6 s later: 30 of 200 jiffies idle, 0.3 of a core of two: busy.
     _write(stat, idle=1030, busy=1170)
     clock.now += 0.6
     assert machine.busy()
     assert machine.idle_share == pytest.approx(0.15)
+    assert machine.idle_cores == pytest.approx(0.3)
     # Not read again within the interval: the answer stays.
     _write(stat, idle=5000, busy=1170)
     clock.now += 0.4

@@ -90,9 +90,31 @@ async def test_verdicts_are_the_same_on_the_loop_and_on_a_thread(
             assert node.config.mempool.verify_inline_max == inline_max
             assert node.config.mempool.verify_inline_busy_max == busy_max
             node.machine_idle = _machine(tmp_path / "stat", busy)
+            before = dict(node.signatures_checked)
             verdicts = await node._verify(batch)
             assert verdicts == [True] * 5 + [False] + [True] * 7
             assert len(hops) == thread_hops
+            # The status says where the batch's 13 signatures were checked, and the
+            # machine's idle cores (1 % or 60 % of two).
+            if thread_hops:
+                where = "threads"
+            else:
+                where = "loop" if inline_max >= len(batch) else "loop_machine_busy"
+            status = node.status()
+            checked = status["signatures_checked"]
+            assert isinstance(checked, dict)
+            assert {name: int(str(checked[name])) - before[name] for name in before} == {
+                name: len(batch) if name == where else 0 for name in before
+            }
+            for name, count in checked.items():
+                exported = node.metrics.registry.get_sample_value(
+                    "suanpan_signatures_checked_total", {"where": name}
+                )
+                assert exported == count
+            # The machine is only asked when the batch is above one bound and within the other.
+            asked = inline_max < len(batch) <= busy_max
+            idle_cores = (0.02 if busy else 1.2) if asked else None
+            assert status["machine_idle_cores"] == idle_cores
             # The phase is charged either way.
             assert node.phases.snapshot()["verify"] > 0
             nursery.cancel_scope.cancel()

@@ -324,6 +324,10 @@ class StepResult:
     # Each node's CPU µs per committed transaction by phase (None: a node that did not answer
     # or committed nothing in the window).
     phases_us_per_tx_of_node: list[dict[str, float] | None] = field(default_factory=list)
+    # Transactions whose signatures the nodes checked at admission in the window, by where
+    # (``signatures_checked`` in ``/status``: ``loop``, ``loop_machine_busy``, ``threads``),
+    # summed over the nodes that answered both times.
+    signatures_checked: dict[str, int] = field(default_factory=dict)
 
     def sustainable(self, p99_ms_max: float) -> bool:
         """Nothing refused for good, lost or abandoned, kept up with the offered rate, and
@@ -400,6 +404,7 @@ class StepResult:
             "loop_tasks_us_per_tx": {
                 task: round(value, 1) for task, value in self.loop_tasks_us_per_tx.items()
             },
+            "signatures_checked": dict[str, JsonType](self.signatures_checked),
             "last_error": self.last_error,
         }
 
@@ -541,6 +546,8 @@ class NodeSample:
     waits: dict[str, tuple[int, int]]
     # ``loop_tasks_cpu_ns`` (empty when the node does not measure it).
     loop_tasks_ns: dict[str, int] = field(default_factory=dict)
+    # ``signatures_checked``: transactions checked at admission, by where.
+    signatures_checked: dict[str, int] = field(default_factory=dict)
 
 
 def _us_per_transaction(
@@ -626,6 +633,20 @@ def waits_between(
         {wait: statistics.fmean(node[wait] for node in per_block) for wait in per_block[0]},
         {wait: statistics.fmean(node[wait] for node in means) for wait in means[0]},
     )
+
+
+def signatures_checked_between(
+    before: Sequence[NodeSample | None], after: Sequence[NodeSample | None]
+) -> dict[str, int]:
+    """Transactions whose signatures the nodes checked at admission between two samples, by
+    where, summed over the nodes that answered both times."""
+    checked: dict[str, int] = {}
+    for first, last in zip(before, after, strict=True):
+        if first is None or last is None:
+            continue
+        for where, count in last.signatures_checked.items():
+            checked[where] = checked.get(where, 0) + count - first.signatures_checked.get(where, 0)
+    return checked
 
 
 def round_intervals_ms(blocks: Sequence[tuple[int, int]]) -> list[float]:
@@ -783,6 +804,7 @@ class _Run:
             phases_before, phases_after, lambda sample: sample.cpu_ns
         )
         figures.loop_tasks_us_per_tx = loop_tasks_per_transaction(phases_before, phases_after)
+        figures.signatures_checked = signatures_checked_between(phases_before, phases_after)
         figures.waits_ms_per_block, figures.waits_ms_mean = waits_between(
             phases_before, phases_after
         )
@@ -824,6 +846,7 @@ class _Run:
                         if isinstance(count, int) and isinstance(ns, int):
                             waited[str(wait)] = (count, ns)
             tasks = status.get("loop_tasks_cpu_ns")
+            checked = status.get("signatures_checked")
             samples.append(
                 NodeSample(
                     committed,
@@ -832,6 +855,9 @@ class _Run:
                     waited,
                     {str(k): v for k, v in tasks.items() if isinstance(v, int)}
                     if isinstance(tasks, dict)
+                    else {},
+                    {str(k): v for k, v in checked.items() if isinstance(v, int)}
+                    if isinstance(checked, dict)
                     else {},
                 )
             )

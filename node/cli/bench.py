@@ -451,6 +451,13 @@ def _print_report(d: dict[str, JsonType]) -> None:
             )
             + "  (the event loop outside the phases, largest first: [metrics] loop_task_cpu)"
         )
+    checked = d.get("signatures_checked")
+    if isinstance(checked, dict) and checked:
+        click.echo(
+            "  signatures       "
+            + ", ".join(f"{where} {_figure(count)}" for where, count in checked.items())
+            + "  (transactions checked at admission, by where, all nodes)"
+        )
     halves = d.get("phases_us_per_tx_by_half")
     if (
         isinstance(halves, list)
