@@ -206,7 +206,7 @@ class MempoolConfig:
     # While the machine has had less than one core idle (``node.machineidle``), checks of at
     # most this many transactions at once run on the event loop's thread too: with the cores
     # busy a verifying thread adds little parallelism, and the hand-off costs CPU.
-    verify_inline_busy_max: int = 256
+    verify_inline_busy_max: int = 2048
     # Client submissions are refused (429, retry later) while the pool holds this much of
     # recent commits, or admission_transactions_min if more (see node.admission).
     admission_budget_ms: int = 250
