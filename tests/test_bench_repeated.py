@@ -170,6 +170,7 @@ def test_alternated_runs_measure_each_configuration_in_turn_and_report_the_media
     document = json.loads(result.output)
     assert document["order"] == ["a", "b", "b", "a", "a", "b"]
     assert document["a"]["settings"] == []
+    assert "split_nodes" not in document["a"]
     assert document["b"]["settings"] == ["mempool.verify_workers=1"]
     assert document["a"]["median"]["tx_per_s"] == 400.0
     assert document["b"]["median"]["tx_per_s"] == 450.0
@@ -399,6 +400,7 @@ def test_split_runs_give_the_setting_to_alternate_halves_and_report_the_pairs(
     document = json.loads(result.output)
     assert document["order"] == ["a", "b", "b", "a"]
     assert "pairs_b_committed_more" not in document
+    assert (document["a"]["split_nodes"], document["b"]["split_nodes"]) == ([0, 1], [2, 3])
     first = document["a"]["runs"][0]["split"]
     assert first["settings"] == ["mempool.verify_inline_max=100000"]
     assert first["nodes_with"] == [0, 1]

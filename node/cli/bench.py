@@ -266,11 +266,15 @@ def _run_repeated(
         reason = "interrupted" if isinstance(stopped, KeyboardInterrupt) else repr(stopped)
         result["incomplete"] = f"{len(documents)} of {len(order)} runs completed: {reason}"
     for label, chosen in configurations.items():
-        result[label] = {
+        entry: dict[str, JsonType] = {
             "settings": list(chosen.settings),
             "median": medians[label],
             "runs": list[JsonType](ran[label]),
         }
+        if chosen.split_config is not None:
+            # Which validators had the split's setting in this configuration's runs.
+            entry["split_nodes"] = list[JsonType](chosen.split_nodes)
+        result[label] = entry
     split = options.split_config is not None
     # Only whole pairs compare.
     paired = len(done) - len(done) % 2
