@@ -203,9 +203,10 @@ class MempoolConfig:
     # Signature checks of at most this many transactions at once run on the event loop's
     # thread instead of a verifying thread: a hand-off to a thread costs about one check.
     verify_inline_max: int = 8
-    # While the machine has had less than one core idle (``node.machineidle``), checks of at
-    # most this many transactions at once run on the event loop's thread too: with the cores
-    # busy a verifying thread adds little parallelism, and the hand-off costs CPU.
+    # While the machine has had less than half a core to spare beside the event loop
+    # (``node.machineidle``), checks of at most this many transactions at once run on the
+    # loop's thread too: a verifying thread would add little parallelism, and the hand-off
+    # costs CPU.
     verify_inline_busy_max: int = 2048
     # Client submissions are refused (429, retry later) while the pool holds this much of
     # recent commits, or admission_transactions_min if more (see node.admission).
@@ -569,8 +570,8 @@ SCHEMA: Final[dict[str, tuple[Key, ...]]] = {
             "verify_inline_busy_max",
             _int(0, 100_000),
             "use 0..100000",
-            "while the machine has no idle CPU, check at most this many txs at once on the"
-            " event loop's thread",
+            "while the machine has no core to spare, check at most this many txs at once on"
+            " the event loop's thread",
         ),
         Key(
             "admission_budget_ms",

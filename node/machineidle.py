@@ -1,16 +1,24 @@
-"""Whether the machine a node runs on has had idle CPU lately, from Linux's ``/proc/stat``.
+"""Whether a core of the machine a node runs on is left over for the node's worker threads,
+from Linux's ``/proc/stat`` and the node's own CPU time.
 
 Theory of operation
 -------------------
 A worker thread only helps a node when a core is free to run it beside the event loop. When
 every core of the machine is busy (several nodes on one machine under load), the hand-off to a
-thread costs CPU and buys no parallelism. ``MachineIdle.busy`` says whether the machine's
-cores, all of them together, were idle for less than one core's worth of time
-(``IDLE_CORES_BUSY``) since the sample before, when a verifying thread would mostly wait for a
-core or take one from another process. It reads ``/proc/stat`` at most once per
-``interval_s`` (the first line: the jiffies every core spent in each state since boot; idle is
-``idle`` plus ``iowait``) and answers from the last reading in between, so asking costs
-nothing on a hot path.
+thread costs CPU and buys no parallelism. ``MachineIdle.busy`` says whether the *spare* cores
+over the last interval, the machine's idle time plus the time this node's own worker threads
+ran (what the loop's work could use beside it), came to less than ``SPARE_CORES_BUSY``. The
+worker threads' time counts as spare because moving their work onto the loop would free it:
+a single node on a machine of two cores, its loop on one core and its threads on part of the
+other, has a whole core beside the loop and is never busy, however little of the machine is
+idle; four nodes on two cores under load leave a fraction of a core to each node's threads
+and count as busy.
+
+The idle time is read from the first line of ``/proc/stat`` (the jiffies every core spent in
+each state since boot; idle is ``idle`` plus ``iowait``); the worker threads' time comes from
+``helpers_ns``, a counter of nanoseconds the caller supplies (the node: its process's CPU
+time less its event loop thread's). Both are read at most once per ``interval_s``, and the
+answer between readings is the last one, so asking costs nothing on a hot path.
 
 Where there is no ``/proc/stat`` (not Linux) or it cannot be read or parsed, the machine never
 counts as busy. In a container limited by a CPU quota rather than by its cores, the file shows
@@ -26,18 +34,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-__all__ = ["IDLE_CORES_BUSY", "PROC_STAT", "MachineIdle"]
+__all__ = ["PROC_STAT", "SPARE_CORES_BUSY", "MachineIdle"]
 
 PROC_STAT: Final = Path("/proc/stat")
-# With fewer idle cores than this on average (the idle share of all cores' time times the
-# cores), the machine counts as busy.
-IDLE_CORES_BUSY: Final = 1.0
+# With fewer spare cores than this on average (the machine's idle cores plus the cores the
+# node's own worker threads used), the machine counts as busy.
+SPARE_CORES_BUSY: Final = 0.5
 # user nice system idle iowait irq softirq steal (guest time is counted in user already).
 _FIELDS: Final = 8
 
 
+def _no_helpers() -> int:
+    return 0
+
+
 class MachineIdle:
-    """The machine's idle share of CPU time, sampled from ``path`` every ``interval_s``."""
+    """The machine's spare cores for a node's worker threads, sampled every ``interval_s``
+    from ``path`` (``/proc/stat``) and ``helpers_ns`` (the worker threads' CPU nanoseconds
+    so far)."""
 
     def __init__(
         self,
@@ -45,16 +59,21 @@ class MachineIdle:
         interval_s: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
         cores: int | None = None,
+        helpers_ns: Callable[[], int] = _no_helpers,
     ) -> None:
         self._path = path
         self._cores = cores or os.cpu_count() or 1
         self._interval_s = interval_s
         self._clock = clock
+        self._helpers_ns = helpers_ns
         self._busy = False
         self._last = self._read()
+        self._last_helpers_ns = helpers_ns()
         self._sampled_at = clock()
-        # The idle share over the last interval (None until two readings were taken).
+        # The idle share of all cores' time over the last interval, and the cores the worker
+        # threads used in it (None until two readings were taken).
         self.idle_share: float | None = None
+        self.helper_cores: float | None = None
 
     def _read(self) -> tuple[int, int] | None:
         """(idle jiffies, all jiffies) since boot, or None when the file gives none."""
@@ -77,19 +96,34 @@ class MachineIdle:
         """The idle share over the last interval times the cores (None without one)."""
         return None if self.idle_share is None else self.idle_share * self._cores
 
+    @property
+    def spare_cores(self) -> float | None:
+        """Idle cores plus the cores the worker threads used, over the last interval (None
+        without one)."""
+        idle = self.idle_cores
+        if idle is None or self.helper_cores is None:
+            return None
+        return idle + self.helper_cores
+
     def busy(self) -> bool:
-        """Whether the machine had fewer than ``IDLE_CORES_BUSY`` cores idle on average over
+        """Whether the machine had fewer than ``SPARE_CORES_BUSY`` spare cores on average over
         the last interval (read again once ``interval_s`` has passed since the last reading)."""
         now = self._clock()
-        if now - self._sampled_at < self._interval_s:
+        elapsed_s = now - self._sampled_at
+        if elapsed_s < self._interval_s:
             return self._busy
         self._sampled_at = now
         reading = self._read()
+        helpers_ns = self._helpers_ns()
         last, self._last = self._last, reading
+        last_helpers_ns, self._last_helpers_ns = self._last_helpers_ns, helpers_ns
         if reading is None or last is None or reading[1] <= last[1]:
             self._busy = False
             self.idle_share = None
+            self.helper_cores = None
             return False
         self.idle_share = (reading[0] - last[0]) / (reading[1] - last[1])
-        self._busy = self.idle_share * self._cores < IDLE_CORES_BUSY
+        self.helper_cores = max(0, helpers_ns - last_helpers_ns) / 1e9 / elapsed_s
+        spare = self.idle_share * self._cores + self.helper_cores
+        self._busy = spare < SPARE_CORES_BUSY
         return self._busy

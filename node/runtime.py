@@ -456,8 +456,8 @@ class Node:
         # A tick is queued for the driver and not taken yet (``_ticker``).
         self._tick_waiting = False
         self._verify_limiter = trio.CapacityLimiter(self.config.mempool.verify_workers)
-        # Whether the machine's cores have had idle time lately (``_verify``).
-        self.machine_idle = MachineIdle()
+        # Whether a core is left over for this node's worker threads (``_verify``).
+        self.machine_idle = MachineIdle(helpers_ns=self._helpers_cpu_ns)
         # Transactions whose signatures ``_verify`` checked, by where (``signatures_checked``
         # in the status): on the loop as a small batch, on the loop as a batch of up to
         # ``verify_inline_busy_max`` while the machine was busy, on a verifying thread.
@@ -1681,9 +1681,9 @@ class Node:
         """Signature verdicts for ``transactions``: on a worker thread (PyNaCl releases the
         GIL), except for at most ``[mempool] verify_inline_max`` at once, checked here: a
         thread hop costs about as much CPU as one verification. While the machine has had
-        less than one core idle (``node.machineidle``: several nodes on one machine under
-        load), batches of up to ``verify_inline_busy_max`` are checked here too: the thread
-        would add little parallelism, and the hand-off costs CPU."""
+        less than half a core to spare beside this loop (``node.machineidle``: several nodes on
+        one machine under load), batches of up to ``verify_inline_busy_max`` are checked here
+        too: the thread would add little parallelism, and the hand-off costs CPU."""
         size = len(transactions)
         mempool = self.config.mempool
         if size <= mempool.verify_inline_max:
@@ -2190,7 +2190,7 @@ class Node:
         self.metrics.update_rate(time.monotonic())
         validators = self.replica.validators
         tree_blocks, tree_records = self.store.tree_held()
-        idle_cores = self.machine_idle.idle_cores
+        spare_cores = self.machine_idle.spare_cores
         return {
             "moniker": self.config.moniker,
             "chain_id": self.chain_id,
@@ -2233,8 +2233,9 @@ class Node:
             "transactions_verified_ahead": self.transactions_verified_ahead,
             "transactions_trusted": self.transactions_trusted,
             "signatures_checked": dict[str, JsonType](self.signatures_checked),
-            # The machine's idle cores over the last reading of /proc/stat (None: none yet).
-            "machine_idle_cores": None if idle_cores is None else round(idle_cores, 2),
+            # The machine's idle cores plus the cores this node's worker threads used, over
+            # the last reading (``node.machineidle``; None: none yet).
+            "machine_spare_cores": None if spare_cores is None else round(spare_cores, 2),
             "transactions_per_second": round(self.metrics.rate(), 1),
             "cpu_ns": self.cpu_ns(statistics),
             "waits": {
@@ -2251,6 +2252,11 @@ class Node:
             "handshake_failures": dict(statistics.handshake_failures),
             "warnings": [*self._warnings(statistics.handshake_failures), *self.api.warnings()],
         }
+
+    def _helpers_cpu_ns(self) -> int:
+        """CPU nanoseconds so far of the node's work off its event loop thread: its worker
+        threads and its block writer process (asked on the loop's thread)."""
+        return time.process_time_ns() + self.store.writer_process_cpu_ns - thread_cpu_ns()
 
     def cpu_ns(self, statistics: NetworkStatistics | None = None) -> dict[str, JsonType]:
         """Process CPU nanoseconds so far: ``total`` (every thread, and the block writer

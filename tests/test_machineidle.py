@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from node.machineidle import IDLE_CORES_BUSY, PROC_STAT, MachineIdle
+from node.machineidle import PROC_STAT, SPARE_CORES_BUSY, MachineIdle
 
 
 class _Clock:
@@ -30,35 +30,67 @@ def _write(path: Path, idle: int, busy: int) -> None:
     )
 
 
-def test_a_machine_with_less_than_one_idle_core_is_busy(tmp_path: Path) -> None:
+def test_a_machine_with_less_than_half_a_spare_core_is_busy(tmp_path: Path) -> None:
     stat = tmp_path / "stat"
     clock = _Clock()
     _write(stat, idle=1000, busy=1000)
     machine = MachineIdle(stat, interval_s=0.5, clock=clock, cores=2)
     assert not machine.busy()  # one reading only
     assert machine.idle_share is None
-    assert machine.idle_cores is None
+    assert (machine.idle_cores, machine.spare_cores) == (None, None)
     # 0.6 s later: 30 of 200 jiffies idle, 0.3 of a core of two: busy.
     _write(stat, idle=1030, busy=1170)
     clock.now += 0.6
     assert machine.busy()
     assert machine.idle_share == pytest.approx(0.15)
     assert machine.idle_cores == pytest.approx(0.3)
+    assert machine.spare_cores == pytest.approx(0.3)
     # Not read again within the interval: the answer stays.
     _write(stat, idle=5000, busy=1170)
     clock.now += 0.4
     assert machine.busy()
-    # Then 110 of 220 jiffies idle: a whole core of two, so not busy.
-    _write(stat, idle=1140, busy=1280)
+    # Then 60 of 220 jiffies idle: 0.55 of a core, so not busy.
+    _write(stat, idle=1090, busy=1330)
     clock.now += 0.2
     assert not machine.busy()
-    assert machine.idle_share == pytest.approx(0.5)
-    # The same share on one core is half a core: busy.
+    assert machine.idle_cores == pytest.approx(0.545, abs=0.001)
+    # The same share on one core is about a quarter of a core: busy.
     single = MachineIdle(stat, clock=clock, cores=1)
-    _write(stat, idle=1250, busy=1390)
+    _write(stat, idle=1150, busy=1490)
     clock.now += 1.0
     assert single.busy()
-    assert IDLE_CORES_BUSY == 1.0
+    assert SPARE_CORES_BUSY == 0.5
+
+
+def test_the_time_of_the_nodes_own_worker_threads_counts_as_spare(tmp_path: Path) -> None:
+    """A node alone on two cores: its loop takes one, its threads most of the other. Little
+    of the machine is idle, but moving the threads' work onto the loop would leave their core
+    idle, so the machine is not busy. Four such nodes' threads together are another matter:
+    each node sees only its own threads' time."""
+    stat = tmp_path / "stat"
+    clock = _Clock()
+    helpers = [0]
+    _write(stat, idle=0, busy=0)
+    machine = MachineIdle(stat, clock=clock, cores=2, helpers_ns=lambda: helpers[0])
+    # Over 1 s: 10 of 200 jiffies idle (0.1 core), the node's threads ran 0.8 s.
+    _write(stat, idle=10, busy=190)
+    helpers[0] += 800_000_000
+    clock.now += 1.0
+    assert not machine.busy()
+    assert machine.helper_cores == pytest.approx(0.8)
+    assert machine.spare_cores == pytest.approx(0.9)
+    # The same machine, this node's threads ran 0.1 s of it: busy.
+    _write(stat, idle=20, busy=380)
+    helpers[0] += 100_000_000
+    clock.now += 1.0
+    assert machine.busy()
+    assert machine.spare_cores == pytest.approx(0.2)
+    # A counter that went backwards counts no thread time.
+    _write(stat, idle=30, busy=570)
+    helpers[0] -= 500_000_000
+    clock.now += 1.0
+    assert machine.busy()
+    assert machine.helper_cores == 0.0
 
 
 @pytest.mark.parametrize(
