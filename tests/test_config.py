@@ -340,6 +340,9 @@ def test_settings_change_keys_checked_as_the_file_would_check_them() -> None:
         "mempool.verify_workers": "not section.key=value",
         "mempool.verify_inline_max=-1": "-1 is outside 0..100000",
         "mempool.verify_inline_max=100001": "100001 is outside 0..100000",
+        "mempool.verify_inline_busy_max=-1": "-1 is outside 0..100000",
+        "mempool.verify_inline_busy_max=100001": "100001 is outside 0..100000",
+        "mempool.verify_inline_busy_max=many": "is not an integer",
         "[mempool] x=1": "not section.key=value",
         # The result's keys are checked against each other.
         "consensus.block_interval_ms=5000": "[consensus] empty_block_interval_ms",
