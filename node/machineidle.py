@@ -34,14 +34,68 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-__all__ = ["PROC_STAT", "SPARE_CORES_BUSY", "MachineIdle"]
+__all__ = [
+    "CPU_STATES",
+    "PROC_STAT",
+    "SPARE_CORES_BUSY",
+    "MachineIdle",
+    "cores_by_state",
+    "read_cpu_jiffies",
+]
 
 PROC_STAT: Final = Path("/proc/stat")
 # With fewer spare cores than this on average (the machine's idle cores plus the cores the
 # node's own worker threads used), the machine counts as busy.
 SPARE_CORES_BUSY: Final = 0.5
-# user nice system idle iowait irq softirq steal (guest time is counted in user already).
-_FIELDS: Final = 8
+# The states of the first line of /proc/stat read here, in its order (guest time is counted in
+# user already).
+CPU_STATES: Final = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+_FIELDS: Final = len(CPU_STATES)
+
+
+def read_cpu_jiffies(path: Path = PROC_STAT) -> tuple[int, ...] | None:
+    """The jiffies all cores spent in each of ``CPU_STATES`` since boot, from the first line
+    of ``path``; None when it cannot be read or does not have them."""
+    try:
+        with path.open("rb") as file:
+            line = file.readline()
+    except OSError:
+        return None
+    parts = line.split()
+    if len(parts) < 1 + _FIELDS or parts[0] != b"cpu":
+        return None
+    try:
+        jiffies = tuple(int(part) for part in parts[1 : 1 + _FIELDS])
+    except ValueError:
+        return None
+    if min(jiffies) < 0:
+        return None
+    return jiffies
+
+
+def cores_by_state(
+    before: tuple[int, ...] | None, after: tuple[int, ...] | None, cores: int
+) -> dict[str, float]:
+    """The cores the machine spent on average between two ``read_cpu_jiffies`` readings:
+    ``busy`` (user, nice, system, irq, softirq), ``idle``, ``iowait`` and ``steal`` (time the
+    hypervisor gave to others: a virtual machine slowed from outside). Empty when either
+    reading is missing or no time passed between them."""
+    if before is None or after is None:
+        return {}
+    spent = dict(zip(CPU_STATES, (b - a for a, b in zip(before, after, strict=True)), strict=True))
+    total = sum(spent.values())
+    if total <= 0 or min(spent.values()) < 0:
+        return {}
+    busy = sum(spent[state] for state in ("user", "nice", "system", "irq", "softirq"))
+    return {
+        name: value / total * cores
+        for name, value in (
+            ("busy", busy),
+            ("idle", spent["idle"]),
+            ("iowait", spent["iowait"]),
+            ("steal", spent["steal"]),
+        )
+    }
 
 
 def _no_helpers() -> int:
@@ -77,17 +131,8 @@ class MachineIdle:
 
     def _read(self) -> tuple[int, int] | None:
         """(idle jiffies, all jiffies) since boot, or None when the file gives none."""
-        try:
-            with self._path.open("rb") as file:
-                line = file.readline()
-        except OSError:
-            return None
-        parts = line.split()
-        if len(parts) < 1 + _FIELDS or parts[0] != b"cpu":
-            return None
-        try:
-            jiffies = [int(part) for part in parts[1 : 1 + _FIELDS]]
-        except ValueError:
+        jiffies = read_cpu_jiffies(self._path)
+        if jiffies is None:
             return None
         return jiffies[3] + jiffies[4], sum(jiffies)
 

@@ -66,6 +66,7 @@ REQUIRED_FIELDS = (
     "ed25519_verify_per_s_per_core",
     "phases_us_per_tx_by_half",
     "signatures_checked",
+    "machine_cores",
 )
 
 
@@ -139,6 +140,11 @@ def test_bench_smoke_reports_every_field(tmp_path: Path) -> None:
     checked = document["signatures_checked"]
     assert set(checked) == {"loop", "loop_machine_busy", "threads"}
     assert sum(checked.values()) > 0
+    # The whole machine's cores over the window add up to its cores.
+    machine = document["machine_cores"]
+    assert set(machine) == {"busy", "idle", "iowait", "steal"}
+    assert sum(machine.values()) == pytest.approx(os.cpu_count(), abs=0.05)
+    assert machine["busy"] > 0
     # The RSS splits into the heap, sampled while the load ran, and LMDB's map.
     for peak, anonymous, file_backed in zip(
         document["rss_peak_mb_per_node"],
@@ -344,6 +350,7 @@ def test_a_step_reports_its_phases_by_half_and_the_report_prints_them(
         phases_us_per_tx_by_half=(first, second),
         loop_tasks_us_per_tx=tasks,
         signatures_checked={"loop": 120, "loop_machine_busy": 14_000, "threads": 2_500},
+        machine_cores={"busy": 1.204, "idle": 0.5, "iowait": 0.05, "steal": 0.246},
     )
     assert step.to_json()["phases_us_per_tx_by_half"] == [
         {"total": 300.0, "execute": 100.0, "commit": 40.0},
@@ -380,6 +387,7 @@ def test_a_step_reports_its_phases_by_half_and_the_report_prints_them(
         "signatures       loop 120, loop_machine_busy 14,000, threads 2,500  (transactions"
         in printed
     )
+    assert "machine cores    busy 1.20, idle 0.50, iowait 0.05, steal 0.25  (the whole" in printed
 
 
 def test_bench_merkle_layouts_each_hold_the_tree_they_were_given() -> None:

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from node.machineidle import PROC_STAT, SPARE_CORES_BUSY, MachineIdle
+from node.machineidle import (
+    PROC_STAT,
+    SPARE_CORES_BUSY,
+    MachineIdle,
+    cores_by_state,
+    read_cpu_jiffies,
+)
 
 
 class _Clock:
@@ -138,3 +144,31 @@ def test_this_machines_proc_stat_gives_a_share() -> None:
     machine.busy()
     assert machine.idle_share is not None
     assert 0.0 <= machine.idle_share <= 1.0
+
+
+def test_the_machines_cores_by_state_between_two_readings(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    stat.write_text("cpu  100 0 50 1000 10 5 5 0 7 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n")
+    before = read_cpu_jiffies(stat)
+    assert before == (100, 0, 50, 1000, 10, 5, 5, 0)
+    # 400 jiffies pass: 150 busy (incl. irq and softirq), 100 idle, 50 iowait, 100 stolen.
+    stat.write_text("cpu  200 10 80 1100 60 10 10 100 9 0\n")
+    after = read_cpu_jiffies(stat)
+    assert cores_by_state(before, after, cores=2) == {
+        "busy": 0.75,
+        "idle": 0.5,
+        "iowait": 0.25,
+        "steal": 0.5,
+    }
+    # No reading, no time passed, or a counter that went backwards: nothing to say.
+    assert cores_by_state(None, after, cores=2) == {}
+    assert cores_by_state(before, None, cores=2) == {}
+    assert cores_by_state(after, after, cores=2) == {}
+    assert cores_by_state(after, before, cores=2) == {}
+    backwards = (200, 10, 80, 1100, 60, 10, 10, 90)
+    assert cores_by_state(after, backwards, cores=2) == {}
+    for content in ("cpu  1 2 3\n", "cpu  1 2 3 -4 5 6 7 8\n", "intr 1 2 3 4 5 6 7 8 9\n", ""):
+        stat.write_text(content)
+        assert read_cpu_jiffies(stat) is None, content
+    assert read_cpu_jiffies(tmp_path / "missing") is None

@@ -87,6 +87,7 @@ from node.bench.workload import BenchAccounts, bench_accounts, sign_streams
 from node.client.client import ApiError
 from node.config import NodeConfig
 from node.jsonvalue import JsonType
+from node.machineidle import cores_by_state, read_cpu_jiffies
 from node.metrics import process_status_kib
 from node.native import native_status
 from node.testnet.testnet import Testnet, agreement_problems, create_testnet
@@ -328,6 +329,9 @@ class StepResult:
     # (``signatures_checked`` in ``/status``: ``loop``, ``loop_machine_busy``, ``threads``),
     # summed over the nodes that answered both times.
     signatures_checked: dict[str, int] = field(default_factory=dict)
+    # The whole machine's cores over the window by state (``node.machineidle.cores_by_state``:
+    # busy, idle, iowait, steal); empty where ``/proc/stat`` cannot be read.
+    machine_cores: dict[str, float] = field(default_factory=dict)
 
     def sustainable(self, p99_ms_max: float) -> bool:
         """Nothing refused for good, lost or abandoned, kept up with the offered rate, and
@@ -405,6 +409,9 @@ class StepResult:
                 task: round(value, 1) for task, value in self.loop_tasks_us_per_tx.items()
             },
             "signatures_checked": dict[str, JsonType](self.signatures_checked),
+            "machine_cores": {
+                state: round(value, 2) for state, value in self.machine_cores.items()
+            },
             "last_error": self.last_error,
         }
 
@@ -771,6 +778,7 @@ class _Run:
         submitter = start_submitter(plans, start_at, duration_s)
         time.sleep(max(0.0, start_at - time.time()))
         cpu_before = self.cpu_s()
+        jiffies_before = read_cpu_jiffies()
         phases_before = self._phase_samples()
         middle_at = start_at + duration_s / 2
         phases_middle: list[NodeSample | None] | None = None
@@ -785,6 +793,7 @@ class _Run:
                 wait_s = max(0.0, min(wait_s, middle_at - time.time()))
             time.sleep(wait_s)
         cpu_after = self.cpu_s()
+        jiffies_after = read_cpu_jiffies()
         phases_after = self._phase_samples()
         end_at = time.time()
         results, submitter_cpu = submitter.result(timeout_s=duration_s + 120)
@@ -805,6 +814,7 @@ class _Run:
         )
         figures.loop_tasks_us_per_tx = loop_tasks_per_transaction(phases_before, phases_after)
         figures.signatures_checked = signatures_checked_between(phases_before, phases_after)
+        figures.machine_cores = cores_by_state(jiffies_before, jiffies_after, os.cpu_count() or 1)
         figures.waits_ms_per_block, figures.waits_ms_mean = waits_between(
             phases_before, phases_after
         )

@@ -462,6 +462,13 @@ def _print_report(d: dict[str, JsonType]) -> None:
             + ", ".join(f"{where} {_figure(count)}" for where, count in checked.items())
             + "  (transactions checked at admission, by where, all nodes)"
         )
+    machine = d.get("machine_cores")
+    if isinstance(machine, dict) and machine:
+        click.echo(
+            "  machine cores    "
+            + ", ".join(f"{state} {_figure(value, 2)}" for state, value in machine.items())
+            + "  (the whole machine over the window: steal is time the hypervisor gave others)"
+        )
     halves = d.get("phases_us_per_tx_by_half")
     if (
         isinstance(halves, list)
