@@ -42,6 +42,19 @@ def _figure(value: JsonType, digits: int = 0) -> str:
     return str(value)
 
 
+def _echo_figures(
+    figures: JsonType, label: str, digits: int, caption: str, shown: int | None = None
+) -> None:
+    """One report line: ``label``, then each of ``figures``' names with its value (the first
+    ``shown`` of them), then ``caption``; nothing when ``figures`` is not a non-empty map."""
+    if not isinstance(figures, dict) or not figures:
+        return
+    values = ", ".join(
+        f"{name} {_figure(value, digits)}" for name, value in list(figures.items())[:shown]
+    )
+    click.echo(f"  {label:<17}{values}  ({caption})")
+
+
 @click.group(invoke_without_command=True)
 @click.option("--validators", "-n", default=4, show_default=True, type=click.IntRange(1, 16))
 @click.option("--duration", default=20.0, show_default=True, type=click.FloatRange(2, 600))
@@ -439,36 +452,28 @@ def _print_report(d: dict[str, JsonType]) -> None:
     click.echo(
         f"  CPU s per node   {d['cpu_s_per_node']}  (% of one core {d['cpu_percent_per_node']})"
     )
-    phases = d.get("phases_us_per_tx")
-    if isinstance(phases, dict) and phases:
-        click.echo(
-            "  CPU µs per tx    "
-            + ", ".join(f"{phase} {_figure(value, 1)}" for phase, value in phases.items())
-            + "  (per node, per committed transaction)"
-        )
-    tasks = d.get("loop_tasks_us_per_tx")
-    if isinstance(tasks, dict) and tasks:
-        click.echo(
-            "  other by task    "
-            + ", ".join(
-                f"{task} {_figure(value, 1)}" for task, value in list(tasks.items())[:_TASKS_SHOWN]
-            )
-            + "  (the event loop outside the phases, largest first: [metrics] loop_task_cpu)"
-        )
-    checked = d.get("signatures_checked")
-    if isinstance(checked, dict) and checked:
-        click.echo(
-            "  signatures       "
-            + ", ".join(f"{where} {_figure(count)}" for where, count in checked.items())
-            + "  (transactions checked at admission, by where, all nodes)"
-        )
-    machine = d.get("machine_cores")
-    if isinstance(machine, dict) and machine:
-        click.echo(
-            "  machine cores    "
-            + ", ".join(f"{state} {_figure(value, 2)}" for state, value in machine.items())
-            + "  (the whole machine over the window: steal is time the hypervisor gave others)"
-        )
+    _echo_figures(
+        d.get("phases_us_per_tx"), "CPU µs per tx", 1, "per node, per committed transaction"
+    )
+    _echo_figures(
+        d.get("loop_tasks_us_per_tx"),
+        "other by task",
+        1,
+        "the event loop outside the phases, largest first: [metrics] loop_task_cpu",
+        shown=_TASKS_SHOWN,
+    )
+    _echo_figures(
+        d.get("signatures_checked"),
+        "signatures",
+        0,
+        "transactions checked at admission, by where, all nodes",
+    )
+    _echo_figures(
+        d.get("machine_cores"),
+        "machine cores",
+        2,
+        "the whole machine over the window: steal is time the hypervisor gave others",
+    )
     halves = d.get("phases_us_per_tx_by_half")
     if (
         isinstance(halves, list)
