@@ -121,20 +121,13 @@ class MachineIdle:
         self._clock = clock
         self._helpers_ns = helpers_ns
         self._busy = False
-        self._last = self._read()
+        self._last = read_cpu_jiffies(path)
         self._last_helpers_ns = helpers_ns()
         self._sampled_at = clock()
         # The idle share of all cores' time over the last interval, and the cores the worker
         # threads used in it (None until two readings were taken).
         self.idle_share: float | None = None
         self.helper_cores: float | None = None
-
-    def _read(self) -> tuple[int, int] | None:
-        """(idle jiffies, all jiffies) since boot, or None when the file gives none."""
-        jiffies = read_cpu_jiffies(self._path)
-        if jiffies is None:
-            return None
-        return jiffies[3] + jiffies[4], sum(jiffies)
 
     @property
     def idle_cores(self) -> float | None:
@@ -158,16 +151,17 @@ class MachineIdle:
         if elapsed_s < self._interval_s:
             return self._busy
         self._sampled_at = now
-        reading = self._read()
+        reading = read_cpu_jiffies(self._path)
         helpers_ns = self._helpers_ns()
-        last, self._last = self._last, reading
+        cores = cores_by_state(self._last, reading, self._cores)
+        self._last = reading
         last_helpers_ns, self._last_helpers_ns = self._last_helpers_ns, helpers_ns
-        if reading is None or last is None or reading[1] <= last[1]:
+        if not cores:
             self._busy = False
             self.idle_share = None
             self.helper_cores = None
             return False
-        self.idle_share = (reading[0] - last[0]) / (reading[1] - last[1])
+        self.idle_share = (cores["idle"] + cores["iowait"]) / self._cores
         self.helper_cores = max(0, helpers_ns - last_helpers_ns) / 1e9 / elapsed_s
         spare = self.idle_share * self._cores + self.helper_cores
         self._busy = spare < SPARE_CORES_BUSY
