@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
+from apps.transaction import Transaction
 from node.bench.execution import (
     PHASES,
     BlockSample,
@@ -46,6 +47,22 @@ def test_small_benchmark_runs_and_backends_agree(mix: str) -> None:
     assert batched.fingerprint == result.fingerprint
     assert batched.commit_blocks == 2
     assert batched.accepted == 60
+
+
+def test_accounts_mix_is_the_catchup_benchmarks_transfers() -> None:
+    # The catch-up benchmark's 200 accounts (4 banks of 50), each bank's
+    # stream interleaved: a block's transfers come from many senders, not the demo's ten.
+    workload = prepare_workload("accounts", transactions=450, block_size=200)
+    assert workload.chain_id == "suanpan-bench"
+    assert [len(block) for block in workload.blocks] == [200, 200, 50]
+    senders = {
+        Transaction.decode(raw, chain_id=workload.chain_id).sender for raw in workload.blocks[0]
+    }
+    assert len(senders) == 200
+    result = run_benchmark(workload, runs=1)
+    assert result.accepted == 450
+    assert len(result.fingerprint) == 64
+    assert run_benchmark(workload, runs=1).fingerprint == result.fingerprint
 
 
 def test_unknown_mix_is_refused() -> None:

@@ -18,8 +18,12 @@ transactions, so signing never counts:
   the state view's record of the executed block (``UnwrittenStateBackend.add``);
 * ``mempool_add`` / ``mempool_reap`` / ``mempool_update``: per transaction.
 
-Two workloads: ``demo`` (``apps.demo.DemoTraffic``: payments, FX, supply-chain finance,
-assets) and ``payments`` (transfers only: what the throughput benchmark submits). Each run
+Three workloads: ``demo`` (``apps.demo.DemoTraffic``: payments, FX, supply-chain finance,
+assets), ``payments`` (transfers only, between the demo consortium's ten payers) and
+``accounts`` (the transfers the catch-up benchmark submits, between its 200 accounts, 50 per
+bank; the throughput benchmark's 200 per bank spread wider still): a block's writes spread
+over many more keys, so it dirties more tree paths and pages than ``payments`` does (``both``
+runs the first two). Each run
 starts from genesis; the figures are medians over the runs. ``node_path`` adds up what one node
 spends per transaction (decode with signature + mempool add/reap/update + LMDB execution +
 commit) and the rate one core could sustain on that alone.
@@ -36,7 +40,7 @@ Every run also prints a *fingerprint*: SHA-256 over every block's app hash and e
 It must not change when the code gets faster: identical blocks give identical results.
 
 Run: ``python -m node.bench.execution [--transactions N] [--block-size B] [--runs R]
-[--mix demo|payments|both] [--commit-blocks K] [--json] [--profile PHASE]``.
+[--mix demo|payments|accounts|both] [--commit-blocks K] [--json] [--profile PHASE]``.
 """
 
 from __future__ import annotations
@@ -72,6 +76,9 @@ from apps.transaction import Transaction, sign_transaction
 from consensus.codec import Value
 from consensus.crypto import PrivateKey, hash_bytes
 from consensus.types import Block, CommitCertificate, Phase, Validator, ValidatorSet, Vote
+from node.bench.catchup import ACCOUNTS_PER_BANK
+from node.bench.workload import bench_accounts, sign_streams
+from node.jsonvalue import from_json
 from node.mempool import Mempool, MempoolLimits
 from node.native import native_status
 from node.store import Store
@@ -120,6 +127,9 @@ _VALIDATORS: Final = ValidatorSet(
     tuple(Validator(f"v{index}", key.public_key) for index, key in enumerate(_VALIDATOR_KEYS))
 )
 _GENESIS_HASH: Final = hash_bytes(b"suanpan-bench genesis")
+# The ``accounts`` mix: the catch-up benchmark's chain and accounts (4 banks).
+ACCOUNT_BANKS: Final = 4
+ACCOUNTS_CHAIN_ID: Final = "suanpan-bench"
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,9 +198,27 @@ def prepare_workload(mix: str, transactions: int, block_size: int, seed: int = 0
                 block.append(tx.encoded)
                 made += 1
             blocks.append(tuple(block))
+    elif mix == "accounts":
+        return _accounts_workload(transactions, block_size, seed)
     else:
-        raise ValueError(f"unknown mix {mix!r}: use demo or payments")
+        raise ValueError(f"unknown mix {mix!r}: use demo, payments or accounts")
     return Workload(mix, consortium.chain_id, dict(consortium.app_genesis), tuple(blocks))
+
+
+def _accounts_workload(transactions: int, block_size: int, seed: int) -> Workload:
+    """The catch-up benchmark's transfers: ``ACCOUNT_BANKS`` banks of its
+    ``ACCOUNTS_PER_BANK`` accounts each, every account paying the next bank's accounts, the
+    banks' streams interleaved as the validators' blocks interleave them."""
+    accounts = bench_accounts(ACCOUNT_BANKS, ACCOUNTS_PER_BANK, seed)
+    rounds = -(-transactions // (ACCOUNT_BANKS * ACCOUNTS_PER_BANK))
+    streams = sign_streams(accounts, ACCOUNTS_CHAIN_ID, rounds, processes=os.cpu_count() or 1)
+    interleaved = [tx for row in zip(*streams, strict=True) for tx in row][:transactions]
+    blocks = tuple(
+        tuple(interleaved[start : start + block_size])
+        for start in range(0, len(interleaved), block_size)
+    )
+    genesis = {name: from_json(value) for name, value in accounts.app_state().items()}
+    return Workload("accounts", ACCOUNTS_CHAIN_ID, genesis, blocks)
 
 
 def _context(workload: Workload, height: int) -> BlockContext:
@@ -709,7 +737,10 @@ def _print(result: MixResult) -> None:
 @click.option("--block-size", default=500, show_default=True, help="Transactions per block.")
 @click.option("--runs", default=5, show_default=True, help="Runs per mix (medians are printed).")
 @click.option(
-    "--mix", type=click.Choice(["demo", "payments", "both"]), default="both", show_default=True
+    "--mix",
+    type=click.Choice(["demo", "payments", "accounts", "both"]),
+    default="both",
+    show_default=True,
 )
 @click.option("--seed", default=0, show_default=True, help="Demo consortium seed.")
 @click.option(
