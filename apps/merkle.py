@@ -389,7 +389,8 @@ def _apply(
     one."""
     if slot is not None and len(slot) == _HASH_BYTES:
         if high - low == 1:
-            return _apply_one(reader, depth, changes[low], out)
+            digest, value_hash = changes[low]
+            return _descend(reader, depth, digest, value_hash, out)
         return _apply_node(reader, depth, changes, low, high, out)
     if high - low == 1:
         # One change to an empty slot or a lone leaf (new keys mostly land so): the general
@@ -446,30 +447,40 @@ def _apply_node(
             end += 1
         groups.append((index, start, end))
         start = end
-    # ...are spliced from the last to the first, so earlier offsets stay valid.
-    body = record[_HEADER_BYTES:]
+    # ...are applied from the last to the first, and the body is joined once: the runs of
+    # unchanged slots between them are sliced from the old record (at its own offsets).
+    old_bitmap = bitmap
+    old_leafmap = leafmap
+    pieces: list[bytes] = []
+    run_end = len(record)
     for index, start, end in reversed(groups):
         bit = 0x8000 >> index
         before = 0xFFFF & ~((bit << 1) - 1)
-        offset = _HASH_BYTES * (_bit_count(bitmap & before) + _bit_count(leafmap & before))
-        if bitmap & bit:
-            size = _LEAF_BYTES if leafmap & bit else _HASH_BYTES
-            old: Slot = body[offset : offset + size]
+        offset = _HEADER_BYTES + _HASH_BYTES * (
+            _bit_count(old_bitmap & before) + _bit_count(old_leafmap & before)
+        )
+        if old_bitmap & bit:
+            size = _LEAF_BYTES if old_leafmap & bit else _HASH_BYTES
+            old: Slot = record[offset : offset + size]
         else:
             size = 0
             old = None
         new = _apply(reader, depth + 1, old, changes, start, end, out)
+        pieces.append(record[offset + size : run_end])
+        run_end = offset
         if new is None:
             bitmap &= ~bit
             leafmap &= ~bit
-            body = body[:offset] + body[offset + size :]
         else:
+            pieces.append(new)
             bitmap |= bit
             if len(new) == _LEAF_BYTES:
                 leafmap |= bit
             else:
                 leafmap &= ~bit
-            body = body[:offset] + new + body[offset + size :]
+    pieces.append(record[_HEADER_BYTES:run_end])
+    pieces.reverse()
+    body = b"".join(pieces)
     count = _bit_count(bitmap)
     if count == 0:
         out[key] = None
@@ -482,71 +493,73 @@ def _apply_node(
     return _sha256(_NODE_PREFIX + record).digest()
 
 
-def _apply_one(
+def _descend(
     reader: TreeReader,
     depth: int,
-    change: tuple[bytes, bytes | None],
+    digest: bytes,
+    value_hash: bytes | None,
     out: dict[bytes, bytes | None],
 ) -> Slot:
-    """``_apply`` for one change below a stored node: down the path to the slot it ends at,
-    then back up, splicing the new slot into each record (the common case below the levels
-    that many writes share)."""
-    digest, value_hash = change
-    path: list[tuple[bytes, int, int, bytes, int, int, int]] = []
-    read = reader.tree_node
-    while True:
-        key = node_key(digest, depth)
-        record = read(key)
-        assert record is not None, f"tree node {key.hex()} is missing"
-        bitmap = (record[0] << 8) | record[1]
-        leafmap = (record[2] << 8) | record[3]
-        byte = digest[depth >> 1]
-        bit = 0x8000 >> (byte & 0x0F if depth & 1 else byte >> 4)
-        before = 0xFFFF & ~((bit << 1) - 1)
-        offset = _HEADER_BYTES + _HASH_BYTES * (
-            _bit_count(bitmap & before) + _bit_count(leafmap & before)
-        )
-        if not bitmap & bit:
-            path.append((key, bitmap, leafmap, record, offset, 0, bit))
-            slot: Slot = None
-            break
-        if leafmap & bit:
-            path.append((key, bitmap, leafmap, record, offset, _LEAF_BYTES, bit))
-            slot = record[offset : offset + _LEAF_BYTES]
-            break
-        path.append((key, bitmap, leafmap, record, offset, _HASH_BYTES, bit))
-        depth += 1
-    # The slot the path ends at: empty, or a leaf (this key's or another's).
-    if slot is None or slot[:KEY_HASH_BYTES] == digest:
-        new: Slot = None if value_hash is None else digest + value_hash
-    elif value_hash is None:
-        new = slot
-    else:
-        new = _build(depth + 1, sorted((slot, digest + value_hash)), out)
-    for key, bitmap, leafmap, record, offset, size, bit in reversed(path):
-        if new is None:
-            bitmap &= ~bit
-            leafmap &= ~bit
-            body = record[_HEADER_BYTES:offset] + record[offset + size :]
+    """``_apply`` for one change (``digest``'s new value hash, or None to delete) below the
+    stored node at ``depth`` (the common case below the levels that many writes share): the
+    slot it ends in is found down the path, and the new slot is spliced into each record on
+    the way back up. A record whose bitmaps stay as they were (a value changed, a child
+    rehashed: most records) is rewritten in one splice, its header kept."""
+    key = node_key(digest, depth)
+    record = reader.tree_node(key)
+    assert record is not None, f"tree node {key.hex()} is missing"
+    old_bitmap = bitmap = (record[0] << 8) | record[1]
+    old_leafmap = leafmap = (record[2] << 8) | record[3]
+    byte = digest[depth >> 1]
+    bit = 0x8000 >> (byte & 0x0F if depth & 1 else byte >> 4)
+    before = 0xFFFF & ~((bit << 1) - 1)
+    offset = _HEADER_BYTES + _HASH_BYTES * (
+        _bit_count(bitmap & before) + _bit_count(leafmap & before)
+    )
+    new: Slot
+    if not bitmap & bit:
+        size = 0
+        new = None if value_hash is None else digest + value_hash
+    elif leafmap & bit:
+        size = _LEAF_BYTES
+        slot = record[offset : offset + _LEAF_BYTES]
+        if slot[:KEY_HASH_BYTES] == digest:
+            new = None if value_hash is None else digest + value_hash
+        elif value_hash is None:
+            new = slot
         else:
-            bitmap |= bit
-            if len(new) == _LEAF_BYTES:
-                leafmap |= bit
-            else:
-                leafmap &= ~bit
-            body = record[_HEADER_BYTES:offset] + new + record[offset + size :]
+            new = _build(depth + 1, sorted((slot, digest + value_hash)), out)
+    else:
+        size = _HASH_BYTES
+        new = _descend(reader, depth + 1, digest, value_hash, out)
+    if new is None:
+        bitmap &= ~bit
+        leafmap &= ~bit
         count = _bit_count(bitmap)
         if count == 0:
             out[key] = None
-            new = None
-        elif count == 1 and leafmap == bitmap:
+            return None
+        body = record[_HEADER_BYTES:offset] + record[offset + size :]
+        if count == 1 and leafmap == bitmap:
             out[key] = None
-            new = body
+            return body
+    else:
+        bitmap |= bit
+        if len(new) == _LEAF_BYTES:
+            leafmap |= bit
         else:
-            record = bytes((bitmap >> 8, bitmap & 0xFF, leafmap >> 8, leafmap & 0xFF)) + body
+            leafmap &= ~bit
+        if bitmap == old_bitmap and leafmap == old_leafmap:
+            record = record[:offset] + new + record[offset + size :]
             out[key] = record
-            new = _sha256(_NODE_PREFIX + record).digest()
-    return new
+            return _sha256(_NODE_PREFIX + record).digest()
+        body = record[_HEADER_BYTES:offset] + new + record[offset + size :]
+        if bitmap == leafmap and _bit_count(bitmap) == 1:
+            out[key] = None
+            return body
+    record = bytes((bitmap >> 8, bitmap & 0xFF, leafmap >> 8, leafmap & 0xFF)) + body
+    out[key] = record
+    return _sha256(_NODE_PREFIX + record).digest()
 
 
 class MemoryTree:
