@@ -480,7 +480,14 @@ def _apply_node(
                 leafmap &= ~bit
     pieces.append(record[_HEADER_BYTES:run_end])
     pieces.reverse()
-    body = b"".join(pieces)
+    return _store_node(key, bitmap, leafmap, b"".join(pieces), out)
+
+
+def _store_node(
+    key: bytes, bitmap: int, leafmap: int, body: bytes, out: dict[bytes, bytes | None]
+) -> Slot:
+    """Store the node at ``key`` with its new bitmaps and slots (``body``), or remove it when
+    it now holds at most one leaf; return the slot its parent holds for it."""
     count = _bit_count(bitmap)
     if count == 0:
         out[key] = None
@@ -535,31 +542,22 @@ def _descend(
     if new is None:
         bitmap &= ~bit
         leafmap &= ~bit
-        count = _bit_count(bitmap)
-        if count == 0:
-            out[key] = None
-            return None
-        body = record[_HEADER_BYTES:offset] + record[offset + size :]
-        if count == 1 and leafmap == bitmap:
-            out[key] = None
-            return body
+        return _store_node(
+            key, bitmap, leafmap, record[_HEADER_BYTES:offset] + record[offset + size :], out
+        )
+    bitmap |= bit
+    if len(new) == _LEAF_BYTES:
+        leafmap |= bit
     else:
-        bitmap |= bit
-        if len(new) == _LEAF_BYTES:
-            leafmap |= bit
-        else:
-            leafmap &= ~bit
-        if bitmap == old_bitmap and leafmap == old_leafmap:
-            record = record[:offset] + new + record[offset + size :]
-            out[key] = record
-            return _sha256(_NODE_PREFIX + record).digest()
-        body = record[_HEADER_BYTES:offset] + new + record[offset + size :]
-        if bitmap == leafmap and _bit_count(bitmap) == 1:
-            out[key] = None
-            return body
-    record = bytes((bitmap >> 8, bitmap & 0xFF, leafmap >> 8, leafmap & 0xFF)) + body
-    out[key] = record
-    return _sha256(_NODE_PREFIX + record).digest()
+        leafmap &= ~bit
+    if bitmap == old_bitmap and leafmap == old_leafmap:
+        # The same slots, one of them changed: the record keeps its header.
+        record = record[:offset] + new + record[offset + size :]
+        out[key] = record
+        return _sha256(_NODE_PREFIX + record).digest()
+    return _store_node(
+        key, bitmap, leafmap, record[_HEADER_BYTES:offset] + new + record[offset + size :], out
+    )
 
 
 class MemoryTree:

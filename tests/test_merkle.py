@@ -4,6 +4,7 @@ proof of a random state verifies, and any altered value, key, sibling or root is
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -43,6 +44,21 @@ def tree_of(state: dict[bytes, bytes]) -> MemoryTree:
     return tree
 
 
+def write_and_compare(
+    tree: MemoryTree, state: dict[bytes, bytes], writes: Iterable[tuple[bytes, bytes | None]]
+) -> None:
+    """Apply ``writes`` (None deletes) to ``state``, then check that ``tree`` (already
+    updated with them) is the tree built from the state alone."""
+    for key, value in writes:
+        if value is None:
+            state.pop(key, None)
+        else:
+            state[key] = value
+    rebuilt = tree_of(state)
+    assert tree.root == rebuilt.root
+    assert tree.records == rebuilt.records
+
+
 @SETTINGS
 @given(HISTORIES)
 def test_the_tree_depends_only_on_the_state_not_on_the_writes_that_made_it(
@@ -56,14 +72,7 @@ def test_the_tree_depends_only_on_the_state_not_on_the_writes_that_made_it(
         assert changes.changed == dict(changes.records)
         assert len(changes.changed) == len(changes.records)
         tree.apply(changes)
-        for key, value in writes.items():
-            if value is None:
-                state.pop(key, None)
-            else:
-                state[key] = value
-        rebuilt = tree_of(state)
-        assert tree.root == rebuilt.root
-        assert tree.records == rebuilt.records
+        write_and_compare(tree, state, writes.items())
     assert (tree.root == EMPTY_ROOT) == (not state)
 
 
@@ -79,13 +88,7 @@ def test_one_write_at_a_time_gives_the_tree_built_from_the_state(
     state = dict(state)
     for key, value in writes:
         tree.apply(update(tree, [(key, value)]))
-        if value is None:
-            state.pop(key, None)
-        else:
-            state[key] = value
-        rebuilt = tree_of(state)
-        assert tree.root == rebuilt.root
-        assert tree.records == rebuilt.records
+        write_and_compare(tree, state, [(key, value)])
 
 
 @SETTINGS
