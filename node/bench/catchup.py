@@ -31,7 +31,12 @@ from typing import Final, NamedTuple
 
 from node.bench.submitter import SubmitPlan, start_submitter
 from node.bench.throughput import ProcessSampler
-from node.bench.workload import bench_accounts, sign_streams
+from node.bench.workload import (
+    BENCH_CHAIN_ID,
+    CATCHUP_ACCOUNTS_PER_BANK,
+    bench_accounts,
+    sign_streams,
+)
 from node.client.client import ApiError
 from node.config import NodeConfig, with_settings
 from node.jsonvalue import JsonType
@@ -42,7 +47,6 @@ __all__ = ["CatchupReport", "catchup_config", "run_catchup", "sync_window"]
 
 # Load while the backlog builds: enough for non-empty blocks, light on a busy machine.
 LOAD_TX_PER_S: Final = 200.0
-ACCOUNTS_PER_BANK: Final = 50
 STARTUP_TIMEOUT_S: Final = 120.0
 # Building the backlog and syncing it are bounded (a stuck run fails loudly).
 PHASE_TIMEOUT_S: Final = 900.0
@@ -207,11 +211,11 @@ def run_catchup(
     temporary = keep_directory is None
     directory = Path(tempfile.mkdtemp(prefix="suanpan-catchup-")) if temporary else keep_directory
     assert directory is not None
-    accounts = bench_accounts(validators, ACCOUNTS_PER_BANK)
+    accounts = bench_accounts(validators, CATCHUP_ACCOUNTS_PER_BANK)
     info = create_testnet(
         directory / "testnet",
         validators,
-        chain_id="suanpan-bench",
+        chain_id=BENCH_CHAIN_ID,
         apps=("membership", "payments"),
         app_state=accounts.app_state(),
         config=config,
@@ -230,7 +234,7 @@ def run_catchup(
         # Enough load to last until the backlog is built (the submitter is stopped then).
         duration_s = PHASE_TIMEOUT_S
         per_node = LOAD_TX_PER_S / len(live)
-        rounds = max(1, int(per_node * 120 / ACCOUNTS_PER_BANK))
+        rounds = max(1, int(per_node * 120 / CATCHUP_ACCOUNTS_PER_BANK))
         streams = sign_streams(accounts, info.chain_id, rounds, processes=os.cpu_count() or 1)
         plans = [SubmitPlan(info.api_addresses[i], streams[i], per_node) for i in live]
         submitter = start_submitter(plans, time.time() + 1.0, duration_s)

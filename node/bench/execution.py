@@ -76,8 +76,12 @@ from apps.transaction import Transaction, sign_transaction
 from consensus.codec import Value
 from consensus.crypto import PrivateKey, hash_bytes
 from consensus.types import Block, CommitCertificate, Phase, Validator, ValidatorSet, Vote
-from node.bench.catchup import ACCOUNTS_PER_BANK
-from node.bench.workload import bench_accounts, sign_streams
+from node.bench.workload import (
+    BENCH_CHAIN_ID,
+    CATCHUP_ACCOUNTS_PER_BANK,
+    bench_accounts,
+    sign_streams,
+)
 from node.jsonvalue import from_json
 from node.mempool import Mempool, MempoolLimits
 from node.native import native_status
@@ -127,9 +131,8 @@ _VALIDATORS: Final = ValidatorSet(
     tuple(Validator(f"v{index}", key.public_key) for index, key in enumerate(_VALIDATOR_KEYS))
 )
 _GENESIS_HASH: Final = hash_bytes(b"suanpan-bench genesis")
-# The ``accounts`` mix: the catch-up benchmark's chain and accounts (4 banks).
+# The ``accounts`` mix: the catch-up benchmark's banks (one per validator).
 ACCOUNT_BANKS: Final = 4
-ACCOUNTS_CHAIN_ID: Final = "suanpan-bench"
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,18 +210,18 @@ def prepare_workload(mix: str, transactions: int, block_size: int, seed: int = 0
 
 def _accounts_workload(transactions: int, block_size: int, seed: int) -> Workload:
     """The catch-up benchmark's transfers: ``ACCOUNT_BANKS`` banks of its
-    ``ACCOUNTS_PER_BANK`` accounts each, every account paying the next bank's accounts, the
+    ``CATCHUP_ACCOUNTS_PER_BANK`` accounts each, every account paying the next bank's accounts, the
     banks' streams interleaved as the validators' blocks interleave them."""
-    accounts = bench_accounts(ACCOUNT_BANKS, ACCOUNTS_PER_BANK, seed)
-    rounds = -(-transactions // (ACCOUNT_BANKS * ACCOUNTS_PER_BANK))
-    streams = sign_streams(accounts, ACCOUNTS_CHAIN_ID, rounds, processes=os.cpu_count() or 1)
+    accounts = bench_accounts(ACCOUNT_BANKS, CATCHUP_ACCOUNTS_PER_BANK, seed)
+    rounds = -(-transactions // (ACCOUNT_BANKS * CATCHUP_ACCOUNTS_PER_BANK))
+    streams = sign_streams(accounts, BENCH_CHAIN_ID, rounds, processes=os.cpu_count() or 1)
     interleaved = [tx for row in zip(*streams, strict=True) for tx in row][:transactions]
     blocks = tuple(
         tuple(interleaved[start : start + block_size])
         for start in range(0, len(interleaved), block_size)
     )
     genesis = {name: from_json(value) for name, value in accounts.app_state().items()}
-    return Workload("accounts", ACCOUNTS_CHAIN_ID, genesis, blocks)
+    return Workload("accounts", BENCH_CHAIN_ID, genesis, blocks)
 
 
 def _context(workload: Workload, height: int) -> BlockContext:

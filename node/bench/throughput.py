@@ -83,7 +83,7 @@ from typing import Final
 from apps.transaction import TX_TAG
 from consensus.crypto import PrivateKey, hash_bytes, verify
 from node.bench.submitter import SubmitPlan, SubmitResult, start_submitter
-from node.bench.workload import BenchAccounts, bench_accounts, sign_streams
+from node.bench.workload import BENCH_CHAIN_ID, BenchAccounts, bench_accounts, sign_streams
 from node.client.client import ApiError
 from node.config import NodeConfig
 from node.jsonvalue import JsonType
@@ -686,7 +686,7 @@ class _Run:
         self.info = create_testnet(
             directory,
             options.validators,
-            chain_id="suanpan-bench",
+            chain_id=BENCH_CHAIN_ID,
             apps=("membership", "payments"),
             app_state=self.accounts.app_state(),
             config=options.config,

@@ -28,6 +28,8 @@ from consensus.crypto import PrivateKey, hash_bytes
 from node.jsonvalue import JsonType
 
 __all__ = [
+    "BENCH_CHAIN_ID",
+    "CATCHUP_ACCOUNTS_PER_BANK",
     "CURRENCY",
     "BenchAccounts",
     "bench_accounts",
@@ -36,6 +38,10 @@ __all__ = [
 ]
 
 CURRENCY: Final = "BUX"
+# The chain id of every benchmark chain.
+BENCH_CHAIN_ID: Final = "suanpan-bench"
+# Accounts per bank of the catch-up benchmark (and the execution benchmark's ``accounts`` mix).
+CATCHUP_ACCOUNTS_PER_BANK: Final = 50
 # Each account's genesis balance: far more than any run spends (amounts are 1..97 minor units).
 ACCOUNT_FUNDS: Final = 10**12
 _KEY_TAG: Final = "suanpan/bench-account/v1"
