@@ -819,6 +819,7 @@ class AppHost:
         *,
         known: Mapping[bytes, Transaction] | None = None,
         hashes: Sequence[bytes] | None = None,
+        vouched_app_hash: bytes | None = None,
     ) -> BlockResult:
         """Execute a block's transactions in order over committed state (the host's current
         height + 1). Pure: returns receipts, write set and app hash; changes nothing.
@@ -826,7 +827,12 @@ class AppHost:
         ``known`` maps transaction hashes to transactions whose signatures the caller already
         verified (the mempool's), so their signatures are not checked twice. ``hashes`` are the
         transactions' hashes (SHA-256 of each, in order; ``Block.transaction_hashes``), which
-        the host otherwise computes."""
+        the host otherwise computes.
+
+        ``vouched_app_hash``: the caller vouches that the state after the block has this app
+        hash (a certified later header says so) and will compute the tree of a later state
+        over this block's writes (``tree_update``): the Merkle tree is not updated, and the
+        result carries that app hash with a tree update of no records."""
         assert block.height == self.height + 1, (
             f"block {block.height} does not follow committed height {self.height}"
         )
@@ -854,10 +860,21 @@ class AppHost:
             block_events = self._end_block(overlay, block, answers)
             overlay.put(_LAST_BLOCK_KEY, encode((block.height, block.time_ms)))
             writes = overlay.writes()
-            tree = app_hash_of(self._backend, writes)
+            tree = (
+                app_hash_of(self._backend, writes)
+                if vouched_app_hash is None
+                else TreeUpdate(vouched_app_hash, (), {})
+            )
         return BlockResult(
             block.height, receipts, writes, tree.root, tree, block_events, overlay.write_map()
         )
+
+    def tree_update(self, writes: WriteSet) -> TreeUpdate:
+        """The Merkle tree update of ``writes`` (sorted, distinct keys) over the tree of the
+        committed state: for blocks executed with ``vouched_app_hash``, the writes of all of
+        them merged (the tree is a function of the state's entries alone), computed once."""
+        with reading(self._backend):
+            return app_hash_of(self._backend, writes)
 
     def _end_block(
         self, overlay: StateOverlay, block: BlockContext, answers: _MembershipAnswers | None

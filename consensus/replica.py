@@ -314,6 +314,10 @@ class PlantedBug(Enum):
     set of the block's own height: after a validator-set change, a certificate signed by a
     quorum of the old set (retired or rotated keys) commits a block the new set never
     certified."""
+    SYNC_HINT_NEXT_BUT_ONE = "sync_hint_next_but_one"
+    """``Commit.next_app_hash`` is read from the held synced block two heights on (an
+    off-by-one), whether or not it links: the driver is handed the state after the block
+    after, not the state after the block."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -554,10 +558,18 @@ class ValidateBlock:
 @dataclass(frozen=True, slots=True)
 class Commit:
     """``block`` is final, proven by ``certificate``. Store and execute it, in order, then
-    feed ``BlockExecuted``."""
+    feed ``BlockExecuted``.
+
+    ``next_app_hash`` (block sync only; else None) is the app hash that block h+1, already
+    held and certified by the validator set of its height, commits to: the state after
+    ``block`` as a quorum of that set executed it. The replica compares h+1's header with the
+    app hash the driver reports either way; a driver may report this one before it has
+    computed its own, provided it computes the state's hash soon after and stops if the two
+    differ (the node updates its Merkle tree once per few synced blocks this way)."""
 
     block: Block
     certificate: CommitCertificate
+    next_app_hash: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -1160,10 +1172,12 @@ class Replica:
                 self._round.own_messages[_slot_of(vote)] = data
                 self._emit(Broadcast(data))
 
-    def _decide(self, block: Block, certificate: CommitCertificate) -> None:
+    def _decide(
+        self, block: Block, certificate: CommitCertificate, next_app_hash: bytes | None = None
+    ) -> None:
         """``block`` is final: emit the commit and move to the next height (and to its
         validator set, which the block's header named and we already know)."""
-        self._emit(Commit(block, certificate))
+        self._emit(Commit(block, certificate, next_app_hash))
         next_validators = self._next_validators
         assert next_validators is not None, "a block is decided only once its parent is executed"
         assert block.header.next_validators_hash == next_validators.hash(), (
@@ -2135,7 +2149,22 @@ class Replica:
             self._sync_requested_to = None
             self._sync_window_cut = False
             self._last_sync_request_ms = None
-        self._decide(block, entry.certificate)
+        self._decide(block, entry.certificate, self._certified_next_app_hash(block))
+
+    def _certified_next_app_hash(self, block: Block) -> bytes | None:
+        """The app hash the held synced block after ``block`` commits to, when that block
+        links to ``block`` and its certificate was verified against the validator set of its
+        own height (``_next_validators`` while ``block`` is applied); None otherwise."""
+        if self._bug(PlantedBug.SYNC_HINT_NEXT_BUT_ONE):
+            after = self._synced.get(block.height + 2)
+            return None if after is None else after.block.header.app_hash
+        following = self._synced.get(block.height + 1)
+        if following is None or following.block.header.parent_hash != block.hash:
+            return None
+        assert self._next_validators is not None
+        if following.verified_by != self._next_validators.hash():
+            return None
+        return following.block.header.app_hash
 
     # -----------------------------------------------------------------------------------------
     # Persistence

@@ -191,6 +191,9 @@ class ConsensusConfig:
     # Apply a block this node did not validate itself (catching up) on the strength of its
     # commit certificate, without checking its transactions' signatures again.
     trust_certified_blocks: bool = False
+    # While catching up, update the Merkle tree once per this many synced blocks (each one's
+    # app hash taken from the certified block after it, the group's checked against the tree).
+    sync_tree_blocks: int = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -553,6 +556,13 @@ SCHEMA: Final[dict[str, tuple[Key, ...]]] = {
             "true or false",
             "apply blocks caught up on by their commit certificate, without checking their"
             " transactions' signatures again (faster catch-up; see docs/operators.md)",
+        ),
+        Key(
+            "sync_tree_blocks",
+            _int(1, 64),
+            "use 1..64",
+            "while catching up, update the state's Merkle tree once per this many blocks (1:"
+            " every block; see docs/operators.md)",
         ),
     ),
     "mempool": (

@@ -97,7 +97,8 @@ from apps.access import ReadRules
 from apps.base import BlockContext
 from apps.host import EVENT_END_BLOCK_FAULT, AppHost, BlockResult, Receipt, end_block_hash
 from apps.host import GenesisError as HostGenesisError
-from apps.merkle import prove
+from apps.merkle import TreeReader, prove
+from apps.merkle import update as merkle_update
 from apps.proofs import (
     VALIDATOR_LINKS_MAX,
     ProofUnsupported,
@@ -305,7 +306,8 @@ class NodeStartError(Exception):
 
 class NodeStoppedError(Exception):
     """The node stopped because it can no longer write its blocks (a full disk, a block writer
-    process that died); the message says why. What it wrote before is in its store."""
+    process that died) or because its state after synced blocks differs from the state their
+    certificates vouch for; the message says why. What it wrote before is in its store."""
 
 
 class FaultHooks(Protocol):
@@ -490,6 +492,20 @@ class Node:
         # have left the mempool but are not in the store yet, and stay ``pending`` until the
         # write, so a waiting client is not told its transaction is unknown.
         self._unwritten_transactions: dict[bytes, int] = {}
+        # Synced blocks executed without updating the Merkle tree (each one's app hash the
+        # one the certified block after it commits to), oldest first, not yet queued for
+        # writing, and their writes merged: ``_close_tree_group`` updates the tree once for
+        # all of them and checks the root (``[consensus] sync_tree_blocks``).
+        self._tree_group: list[tuple[Block, CommitCertificate, BlockResult]] = []
+        self._tree_group_writes: dict[bytes, bytes | None] = {}
+        # Heights of grouped blocks other than a group's last: a write batch never ends at
+        # one, so no reader sees a committed height whose tree records are still to come.
+        self._tree_group_inner: set[int] = set()
+        # Set when a tree group closes (a validation or pre-execution waits for that).
+        self._tree_group_closed = trio.Event()
+        # Groups closed and the blocks in them (``tree_groups`` in the status).
+        self.tree_groups = 0
+        self.tree_group_blocks = 0
         self._proposal_pending = False
         # The proposal being decided: its height, its transaction count, and when this node
         # first saw it (trio clock). Proposals are paced from it, and admission does not
@@ -973,8 +989,18 @@ class Node:
                         # (a worker thread): the next synced block executes meanwhile. Every
                         # commit awaits at least a checkpoint, so a synced batch of blocks
                         # never holds the loop.
-                        pending.append(await self._commit(action.block, action.certificate))
+                        pending.append(
+                            await self._commit(
+                                action.block, action.certificate, action.next_app_hash
+                            )
+                        )
                         continue
+                    if self._tree_group and not isinstance(
+                        action, Dropped | RequestBlocks | RequestProposal | ValidateBlock
+                    ):
+                        # What follows depends on the blocks (a block's validation or
+                        # pre-execution waits for the group to end: ``_tree_group_ended``).
+                        await self._end_tree_group()
                     if (
                         self._unwritten
                         and not isinstance(action, Dropped | RequestBlocks)
@@ -1015,6 +1041,7 @@ class Node:
                 if isinstance(event, ProposalPayload):
                     self._proposal_seen(event.height, len(event.transactions))
                     self._start_pre_execution(event)
+            await self._end_tree_group()
             self._update_status_metrics()
             pending.append(await self._next_input())
 
@@ -1196,8 +1223,9 @@ class Node:
         elif self.host.height != block.height - 1:
             verdict = ValidityVerdict(block.hash, False, "not on top of the executed tip")
         else:
+            await self._tree_group_ended()
             with self.phases.measure("execute"):
-                result = self._execute_block(self._block_context(block), block, known=known)
+                result = self._execute_over_tip(block, known)
                 self._remember_execution(block.hash, result)
             verdict = ValidityVerdict(block.hash, True)
         await self._inputs_send.send(verdict)
@@ -1221,6 +1249,7 @@ class Node:
         # The proposal was queued for the peers before this task was started; one checkpoint
         # lets the network's send loops (already runnable) write it before we hold the loop.
         await trio.lowlevel.checkpoint()
+        await self._tree_group_ended()
         if self.host.height != payload.height - 1:
             return
         with self.phases.measure("execute"):
@@ -1244,8 +1273,19 @@ class Node:
         )
         if block.hash in self._validated:
             return
-        result = self._execute_block(self._block_context(block), block, known=self.mempool.known())
+        result = self._execute_over_tip(block, self.mempool.known())
         self._remember_execution(block.hash, result)
+
+    def _execute_over_tip(self, block: Block, known: Mapping[bytes, Transaction]) -> BlockResult:
+        """Execute a block proposed on top of the executed tip (to validate or pre-execute
+        it): its tree update reads the tip's tree, so no tree group may be open."""
+        assert not self._tree_group, "a tree group ends before a block executes over the tip"
+        return self._execute_block(self._block_context(block), block, known=known)
+
+    async def _tree_group_ended(self) -> None:
+        """Until no tree group is open (the driver ends one before it waits for input)."""
+        while self._tree_group:
+            await self._tree_group_closed.wait()
 
     async def _verify_block_transactions(self, block: Block) -> dict[bytes, Transaction] | None:
         """Decode and verify every transaction (signatures on worker threads); None if any
@@ -1298,14 +1338,23 @@ class Node:
         return known
 
     def _execute_block(
-        self, context: BlockContext, block: Block, *, known: Mapping[bytes, Transaction]
+        self,
+        context: BlockContext,
+        block: Block,
+        *,
+        known: Mapping[bytes, Transaction],
+        vouched_app_hash: bytes | None = None,
     ) -> BlockResult:
         """``AppHost.execute_block`` of ``block``'s transactions, counted (``blocks_executed``
         in the status: a node executes each committed block once, when it validates or
         proposes it)."""
         self.blocks_executed += 1
         return self.host.execute_block(
-            context, block.transactions, known=known, hashes=block.transaction_hashes()
+            context,
+            block.transactions,
+            known=known,
+            hashes=block.transaction_hashes(),
+            vouched_app_hash=vouched_app_hash,
         )
 
     def _block_context(self, block: Block) -> BlockContext:
@@ -1314,8 +1363,18 @@ class Node:
         proposer = validators.public_key(index) if index < validators.size else bytes(32)
         return BlockContext(block.height, block.header.timestamp_ms, proposer, self.chain_id)
 
-    async def _commit(self, block: Block, certificate: CommitCertificate) -> Input:
+    async def _commit(
+        self, block: Block, certificate: CommitCertificate, next_app_hash: bytes | None = None
+    ) -> Input:
         """Execute (or reuse the cached execution of) ``block`` and queue its store write.
+
+        A synced block whose successor is certified (``next_app_hash``: the app hash that
+        successor commits to) joins a tree group instead (``[consensus] sync_tree_blocks``):
+        it executes without updating the Merkle tree, reports that app hash, and waits with
+        the group's other blocks until ``_close_tree_group`` updates the tree once for all
+        of them (after the group's last block, or before anything that reads the tree or
+        depends on the blocks), checks the root against the last one's app hash, and queues
+        them for writing together.
 
         The block writer (``_write_blocks``) writes queued blocks in order on a worker thread,
         several in one LMDB write transaction and fsync when they queue up (block sync); the
@@ -1332,6 +1391,13 @@ class Node:
         own, so a vote never waits for it). The API, gossip and admission keep running and
         read committed state through LMDB's MVCC snapshots."""
         cached = self._validated.pop(block.hash, None)
+        grouped = (
+            next_app_hash is not None
+            and self.config.consensus.sync_tree_blocks > 1
+            and (cached is None or cached.parent_height != self.host.height)
+        )
+        if not grouped:
+            await self._end_tree_group()  # this block's tree update reads the group's tree
         if cached is not None and cached.parent_height == self.host.height:
             result = cached.result
         else:
@@ -1343,20 +1409,36 @@ class Node:
                 known = self._known_for(block)
                 if self.config.consensus.trust_certified_blocks:
                     self.transactions_trusted += _trust_certified(block, known, self.chain_id)
-                result = self._execute_block(self._block_context(block), block, known=known)
+                result = self._execute_block(
+                    self._block_context(block),
+                    block,
+                    known=known,
+                    vouched_app_hash=next_app_hash if grouped else None,
+                )
         if len(self._unwritten) >= self._unwritten_max:
             with self.waits.measure("write_queue_full"):
                 while len(self._unwritten) >= self._unwritten_max:
                     await self._blocks_written.wait()
         with self.phases.measure("commit"):
             self._state.add(block.height, result.writes, result.tree, result.write_map)
-            self._unwritten.append((block, certificate, result))
+            if grouped:
+                self._tree_group.append((block, certificate, result))
+                self._tree_group_writes.update(
+                    dict(result.writes) if result.write_map is None else result.write_map
+                )
+            else:
+                self._unwritten.append((block, certificate, result))
+                self._unwritten_added.set()
             unwritten_transactions = self._unwritten_transactions
             for receipt in result.receipts:
                 tx_hash = receipt.transaction_hash
                 unwritten_transactions[tx_hash] = unwritten_transactions.get(tx_hash, 0) + 1
-            self._unwritten_added.set()
             self._after_execution(block, result)
+        if grouped and (
+            len(self._tree_group) >= self.config.consensus.sync_tree_blocks
+            or self._snapshot_height(block.height)
+        ):
+            await self._end_tree_group()
         with self.phases.measure("recheck"):
             update = self.mempool.update(
                 block.transaction_hashes(), [written for written, _ in result.writes]
@@ -1369,8 +1451,90 @@ class Node:
         # The set the state after this block puts in force two heights on.
         return BlockExecuted(block.height, result.app_hash, self.validators_at(block.height + 2))
 
+    def _close_tree_group(self) -> None:
+        """Update the Merkle tree once for the grouped blocks' merged writes (the tree is a
+        function of the state's entries alone), check that its root is the app hash of the
+        group's last block (the one its certified successor commits to), give that block the
+        records and queue the group for writing as one batch.
+
+        A different root means this node's state differs from what a quorum of validators
+        certified: ``_StateDiverged`` (see ``_end_tree_group``), naming the first block whose
+        state differs; none of the group is queued for writing."""
+        group = self._tree_group
+        block, certificate, result = group[-1]
+        with self.phases.measure("execute"):
+            tree = self.host.tree_update(tuple(sorted(self._tree_group_writes.items())))
+        if tree.root != result.app_hash:
+            raise _StateDiverged(self._diverged(group))
+        with self.phases.measure("commit"):
+            self._state.complete_tree(block.height, tree)
+            group[-1] = (block, certificate, replace(result, tree=tree))
+            self._tree_group_inner.update(entry[0].height for entry in group[:-1])
+            self._unwritten.extend(group)
+            self._unwritten_added.set()
+        self.tree_groups += 1
+        self.tree_group_blocks += len(group)
+        self._tree_group = []
+        self._tree_group_writes = {}
+        self._tree_group_closed.set()
+        self._tree_group_closed = trio.Event()
+
+    async def _end_tree_group(self) -> None:
+        """Close the open tree group, if any (``_close_tree_group``). If the state diverged,
+        the node stops: once the blocks queued before the group are written (they were
+        checked), with ``NodeStoppedError``; the group's blocks are not written, and the
+        executed state past them is never used again."""
+        if not self._tree_group:
+            return
+        try:
+            self._close_tree_group()
+        except _StateDiverged as diverged:
+            while self._unwritten:
+                await self._blocks_written.wait()
+            raise diverged.stopped from None
+
+    def _diverged(
+        self, group: list[tuple[Block, CommitCertificate, BlockResult]]
+    ) -> NodeStoppedError:
+        """The node's state after ``group`` differs from the certified chain's: find the first
+        block whose own tree root is not its certified app hash, log it and say so."""
+        changed: dict[bytes, bytes | None] = {}
+        reader = _LayeredTree(changed, self._state)
+        first, last = group[0][0].height, group[-1][0].height
+        height, root, certified = last, b"", b""
+        with self._state.reading():
+            for block, _, result in group:
+                tree = merkle_update(reader, result.writes)
+                changed.update(tree.changed)
+                # The last block's root is the group's (the tree depends on the state alone).
+                height, root, certified = block.height, tree.root, result.app_hash
+                if root != certified:
+                    break
+        log.critical(
+            "state_diverged",
+            extra={
+                "height": height,
+                "app_hash": root.hex(),
+                "certified_app_hash": certified.hex(),
+                "not_written_from": first,
+                "not_written_to": last,
+            },
+        )
+        return NodeStoppedError(
+            f"the state after block {height} has app hash {root.hex()[:16]}, but the certified "
+            f"chain says {certified.hex()[:16]}: this node executes blocks differently from the "
+            f"validators that certified them; blocks {first}-{last} were not written (the "
+            f"store stays at height {first - 1})"
+        )
+
+    def _snapshot_height(self, height: int) -> bool:
+        """Whether the node exports a state snapshot at ``height``."""
+        interval = self.config.statesync.snapshot_interval
+        return bool(interval) and height % interval == 0
+
     async def _write_all(self) -> None:
         """Until the store holds every executed block."""
+        await self._end_tree_group()
         while self._unwritten:
             await self._blocks_written.wait()
 
@@ -1399,6 +1563,7 @@ class Node:
                 unwritten_transactions = self._unwritten_transactions
                 for block, certificate, result in batch:
                     self._unwritten.popleft()
+                    self._tree_group_inner.discard(block.height)
                     self._state.written(block.height)
                     for receipt in result.receipts:
                         tx_hash = receipt.transaction_hash
@@ -1423,12 +1588,13 @@ class Node:
     def _write_batch(self) -> list[tuple[Block, CommitCertificate, BlockResult]]:
         """The next blocks to write in one transaction: the snapshot's export must open its
         read transaction right after its height is written, so a snapshot height ends it."""
-        interval = self.config.statesync.snapshot_interval
         batch: list[tuple[Block, CommitCertificate, BlockResult]] = []
         for entry in self._unwritten:
             batch.append(entry)
             height = entry[0].height
-            if len(batch) >= self._unwritten_max or (interval and height % interval == 0):
+            if height in self._tree_group_inner:
+                continue  # a tree group is written whole (its last block holds its records)
+            if len(batch) >= self._unwritten_max or self._snapshot_height(height):
                 break
         return batch
 
@@ -2228,6 +2394,7 @@ class Node:
             "transactions_committed": self.metrics.committed_total,
             "blocks_executed": self.blocks_executed,
             "tree_held": {"blocks": tree_blocks, "records": tree_records},
+            "tree_groups": {"groups": self.tree_groups, "blocks": self.tree_group_blocks},
             # The block writer process's pid (None: blocks are written on a thread here).
             "block_writer_pid": self.store.writer_process_pid,
             "transactions_verified_ahead": self.transactions_verified_ahead,
@@ -2302,6 +2469,27 @@ class _Deciding:
     height: int
     transactions: int
     seen_at_s: float
+
+
+class _StateDiverged(Exception):
+    """A tree group's root is not its certified app hash: the node must stop (``stopped``)."""
+
+    def __init__(self, stopped: NodeStoppedError) -> None:
+        super().__init__(str(stopped))
+        self.stopped = stopped
+
+
+class _LayeredTree:
+    """A Merkle tree's records: ``changed`` (None: deleted) over those ``below`` holds."""
+
+    def __init__(self, changed: dict[bytes, bytes | None], below: TreeReader) -> None:
+        self._changed = changed
+        self._below = below
+
+    def tree_node(self, key: bytes) -> bytes | None:
+        if key in self._changed:
+            return self._changed[key]
+        return self._below.tree_node(key)
 
 
 def _validator_name(validators: ValidatorSet, index: int) -> str:

@@ -204,6 +204,21 @@ class UnwrittenStateBackend:
         self._values.add(block.values)
         self._tree.add(block.tree)
 
+    def complete_tree(self, height: int, tree: TreeUpdate) -> None:
+        """The newest block, ``height``, added with a tree update of no records (its tree left
+        to a later computation: ``AppHost.execute_block``'s ``vouched_app_hash``), has
+        ``tree``'s records now: those of the blocks since the last with records, merged."""
+        blocks = self._blocks
+        if not blocks or blocks[-1].height != height:
+            raise ValueError(f"block {height} is not the newest unwritten block")
+        block = blocks[-1]
+        if block.tree:
+            raise ValueError(f"block {height} has its tree records already")
+        popped = self._tree.unwritten.pop()
+        assert popped is block.tree
+        block.tree = tree.changed
+        self._tree.add(block.tree)
+
     def written(self, height: int) -> None:
         """The store holds every block up to ``height``: read those from the store."""
         blocks = self._blocks

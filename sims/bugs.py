@@ -3,8 +3,9 @@
 A checker that never fails proves nothing. Each planted bug below breaks one safety argument
 of the protocol; switching it on and sweeping seeds must produce an agreement or durability
 violation (a real fork, or a committed block lost) within a bounded number of seeds
-(``tests/test_sim_bugs.py``), not only a certificate that does not verify. Seven live in the
-replica itself (``ReplicaConfig.planted_bugs``); ``vote-before-persist`` and
+(``tests/test_sim_bugs.py``), not only a certificate that does not verify; one breaks what
+a node relies on to update its Merkle tree once per group of synced blocks, and is caught by
+the check of that (``sync_hint``). Nine live in the replica itself (``ReplicaConfig.planted_bugs``); ``vote-before-persist`` and
 ``commit-without-fsync`` live in the simulated driver (``sims/node.py``), which then leaves a
 write-ahead record, or a committed block, to the operating system's writeback instead of
 syncing it.
@@ -186,6 +187,22 @@ BUGS: Final[Mapping[str, PlantedBug]] = {
             # Only rotations: each retires a key of the set a lagging node still knows.
             reconfiguration_changes=("rotate",),
             leak_retired_keys=True,
+        ),
+        PlantedBug(
+            "sync-hint-next-but-one",
+            "the app hash handed with a synced block's commit is read from the block two "
+            "heights on",
+            "SYNC_HINT_NEXT_BUT_ONE",
+            # Nodes fall behind (crashes, a node cut off) and catch up several blocks at once.
+            scenario={
+                "partition_percent": 40,
+                "partition_kinds": (PartitionKind.ISOLATE_ONE,),
+                "partition_duration_ms_max": 3_000,
+                "crash_percent": 20,
+                "restart_delay_ms_max": 2_000,
+            },
+            blocks=20,
+            caught_by=("sync_hint",),
         ),
     )
 }

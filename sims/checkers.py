@@ -31,6 +31,10 @@ event happens:
   this: once q - f honest validators commit-voted d in some view, no honest validator is ever
   prepared on another block at that height. Two such blocks are a fork one step away, found
   before any honest replica has committed it;
+* **sync hint**: the app hash a replica hands its driver with a synced block's commit (the one
+  the certified block after it commits to, ``Commit.next_app_hash``) is the state an honest
+  node reaches by executing the block. A node takes it as the block's app hash and updates
+  its Merkle tree once per group of blocks, so a wrong hint stops it at the group's end;
 * **liveness**: after faults stop (``liveness_start``), a new height commits within a bounded
   number of views (``liveness_progress``) and every honest node reaches it
   (``liveness_catch_up``).
@@ -74,6 +78,7 @@ CHECKS: Final = (
     "honest_rejected",
     "certificate_possibility",
     "liveness",
+    "sync_hint",
 )
 # After one of these the honest chains have split or lost blocks: anything checked later is
 # noise, so a run stops at the first. Other violations are recorded and the run goes on, so a
@@ -177,6 +182,8 @@ class InvariantChecker:
         self._liveness: _LivenessWindow | None = None
         self.violations: list[Violation] = []
         self.checks_run = 0
+        # Commits that came with the replica's hint of the next block's app hash.
+        self.sync_hints_checked = 0
         self.commits_seen = 0
 
     def _set(self, height: int) -> ValidatorSet:
@@ -221,13 +228,27 @@ class InvariantChecker:
         block: Block,
         certificate: CommitCertificate,
         app_hash_after: bytes,
+        *,
+        vouched_app_hash: bytes | None = None,
     ) -> None:
-        """An honest node committed ``block`` and its state is now ``app_hash_after``."""
+        """An honest node committed ``block`` and its state is now ``app_hash_after``; its
+        replica vouched ``vouched_app_hash`` for that state (None: it did not)."""
         self.commits_seen += 1
         self.checks_run += 5
         height = block.height
         chain = self._chain(node)
         where = f"height {height}"
+        if vouched_app_hash is not None:
+            self.checks_run += 1
+            self.sync_hints_checked += 1
+            if vouched_app_hash != app_hash_after:
+                self.report(
+                    "sync_hint",
+                    time_ms,
+                    node,
+                    f"{where}: the replica vouched app hash {vouched_app_hash.hex()[:16]}, the "
+                    f"node's state after the block is {app_hash_after.hex()[:16]}",
+                )
         # validity
         try:
             verify_certificate(

@@ -67,7 +67,10 @@ def _print_result(result: SimResult) -> None:
         echo(
             "  honest drops       " + ", ".join(f"{k} {v}" for k, v in sorted(result.drops.items()))
         )
-    echo(f"  checks             {summary['checks_run']} run, {len(result.violations)} violated")
+    echo(
+        f"  checks             {summary['checks_run']} run, {len(result.violations)} violated"
+        f" ({summary['sync_hints_checked']} sync hints)"
+    )
     echo(f"  liveness           {summary['liveness']}")
     echo(
         f"  time               {summary['sim_time_ms']} ms simulated in "

@@ -162,6 +162,8 @@ class SimResult:
     # Coverage: replica drops at honest nodes by reason, and adversary moves by kind.
     drops: dict[str, int] = field(default_factory=dict)
     moves: dict[str, int] = field(default_factory=dict)
+    # Honest commits whose replica vouched the next block's app hash (checked: ``sync_hint``).
+    sync_hints_checked: int = 0
 
     @property
     def ok(self) -> bool:
@@ -191,6 +193,7 @@ class SimResult:
             "parameters": self.parameters,
             "checks": list(CHECKS),
             "checks_run": self.checks_run,
+            "sync_hints_checked": self.sync_hints_checked,
             "violations": [v.describe() for v in self.violations],
             "liveness": self.liveness,
             "safety_claimed": self.safety_claimed,

@@ -106,6 +106,9 @@ class CommittedEntry:
     rejection_codes: tuple[str, ...] = ()  # one code per receipt the apps rejected
     # The application state changes of this height (replayed to rebuild state after a crash).
     writes: WriteSet = ()
+    # The app hash the replica said the certified next block commits to (``Commit``'s
+    # ``next_app_hash``; None: none given). Not written to the simulated disk.
+    vouched_app_hash: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -397,7 +400,7 @@ class SimNode:
             elif isinstance(action, ValidateBlock):
                 self._later(VALIDATE_MS, functools.partial(self._validate, action.block))
             elif isinstance(action, Commit):
-                self._commit(action.block, action.certificate)
+                self._commit(action.block, action.certificate, action.next_app_hash)
             elif isinstance(action, ReportEvidence):
                 self.statistics.evidence += 1
                 self.env.on_evidence(self, action.evidence.validator)
@@ -473,7 +476,9 @@ class SimNode:
             seen.add(transaction.hash)
         self.feed(ValidityVerdict(block.hash, not reason, reason))
 
-    def _commit(self, block: Block, certificate: CommitCertificate) -> None:
+    def _commit(
+        self, block: Block, certificate: CommitCertificate, next_app_hash: bytes | None = None
+    ) -> None:
         host = self.host
         assert host is not None
         if block.height != host.height + 1:
@@ -500,6 +505,7 @@ class SimNode:
             receipts_ok=sum(1 for receipt in result.receipts if receipt.ok),
             rejection_codes=tuple(r.code for r in result.receipts if not r.ok),
             writes=result.writes,
+            vouched_app_hash=next_app_hash,
         )
         # One write transaction: chain entry and state changes together, then its fsync.
         self.backend.apply(result.writes, result.tree)

@@ -471,7 +471,12 @@ class Simulation:
         if not node.honest:
             return
         self.checker.on_commit(
-            self.loop.now_ms, node.node_id, block, entry.certificate, entry.app_hash
+            self.loop.now_ms,
+            node.node_id,
+            block,
+            entry.certificate,
+            entry.app_hash,
+            vouched_app_hash=entry.vouched_app_hash,
         )
         if block.height not in self._canonical_entries:
             self._canonical_entries[block.height] = entry
@@ -742,6 +747,7 @@ class Simulation:
                 ),
             },
             checks_run=checker.checks_run,
+            sync_hints_checked=checker.sync_hints_checked,
             violations=list(checker.violations),
             liveness=liveness,
             trace_digest=loop.trace_digest(),

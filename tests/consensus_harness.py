@@ -109,6 +109,9 @@ class Node:
     dropped: list[Dropped] = field(default_factory=list)
     sent: list[Message] = field(default_factory=list)
     up: bool = True
+    # Commits that came with the replica's hint of the state after the block (each checked
+    # against the toy application's state when it arrives).
+    hints: int = 0
 
     def tip(self) -> ChainTip:
         if not self.chain:
@@ -215,6 +218,9 @@ class Cluster:
             assert action.block.height == len(node.chain) + 1, "commits must arrive in order"
             node.chain.append((action.block, action.certificate))
             node.app_hash = next_app_hash(node.app_hash, action.block)
+            if action.next_app_hash is not None:
+                node.hints += 1
+                assert action.next_app_hash == node.app_hash, "hint is not the state after"
             height = action.block.height
             executed = BlockExecuted(height, node.app_hash, self.schedule.at(height + 2))
             self.work.append((node.index, executed))

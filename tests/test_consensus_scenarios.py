@@ -6,17 +6,22 @@ from typing import Any
 
 import pytest
 
+from consensus.crypto import hash_bytes
 from consensus.evidence import StatementKind, verify_evidence
-from consensus.messages import NewView, Proposal, encode_message
+from consensus.messages import NewView, Proposal, encode_block_response, encode_message
 from consensus.replica import (
     Action,
+    ChainTip,
+    Commit,
     DropReason,
     PeerMessage,
+    Replica,
     ReplicaConfig,
     RequestBlocks,
+    Start,
     primary_index,
 )
-from consensus.types import Block, Phase, Vote
+from consensus.types import Block, CommitCertificate, Phase, Vote
 from tests.consensus_harness import (
     CHAIN_ID,
     GENESIS_APP_HASH,
@@ -279,6 +284,85 @@ def test_far_behind_replica_fetches_batch_after_batch_without_waiting_the_retry(
     asked = [height for _, first, last in requests for height in range(first, last + 1)]
     assert len(asked) == len(set(asked)), requests
     assert not [d for d in cluster.nodes[laggard].dropped if d.reason is DropReason.DUPLICATE]
+    # More than half of the 30 synced blocks came with the certified next block's app hash
+    # (the harness checks each against the state the block leaves: the first of each answer
+    # gets none); the nodes that never fell behind got none.
+    assert cluster.nodes[laggard].hints > 15
+    assert [cluster.nodes[i].hints for i in range(3)] == [0, 0, 0]
+
+
+def test_a_sync_hint_needs_the_next_block_held_linked_and_certified_by_its_set() -> None:
+    """``Commit.next_app_hash`` comes only from a held block of the next height that links
+    to the committed block and whose certificate its own height's set verified."""
+    cluster = Cluster(4)
+    keys, validators = cluster.keys, cluster.validators
+    cluster.start()
+    cluster.run_until(lambda: cluster.all_reached(3, nodes=[0, 1, 2, 3]))
+    chain = cluster.nodes[0].chain
+    (first, first_cert), (second, second_cert), (third, third_cert) = chain[:3]
+
+    def fresh() -> Replica:
+        tip = ChainTip(0, GENESIS_HASH, GENESIS_APP_HASH, GENESIS_TIME_MS)
+        replica = Replica(
+            ReplicaConfig(),
+            chain_id=CHAIN_ID,
+            validators=validators,
+            next_validators=validators,
+            key=keys[3],
+            tip=tip,
+        )
+        replica.handle(Start(GENESIS_TIME_MS))
+        return replica
+
+    def commits(replica: Replica, *entries: tuple[Block, CommitCertificate]) -> list[Commit]:
+        data = encode_block_response(list(entries))
+        return [a for a in replica.handle(PeerMessage(data, 0)) if isinstance(a, Commit)]
+
+    # Applied as it arrives: nothing held after it yet.
+    assert [c.next_app_hash for c in commits(fresh(), (first, first_cert))] == [None]
+    # Block 2 arrives held (block 1 first applies with no hint: it is the first of the answer)
+    # and block 1's successor is in hand once block 2 is: feed 2 before 1.
+    replica = fresh()
+    assert commits(replica, (second, second_cert)) == []
+    (commit,) = commits(replica, (first, first_cert))
+    assert commit.next_app_hash == second.header.app_hash
+    # A held block two heights on does not count.
+    replica = fresh()
+    assert commits(replica, (third, third_cert)) == []
+    (commit,) = commits(replica, (first, first_cert))
+    assert commit.next_app_hash is None
+    # A block of the next height, certified by the set, that names another parent is held
+    # but gives no hint.
+    forged = Block.build(
+        chain_id=CHAIN_ID,
+        height=2,
+        view=0,
+        parent_hash=hash_bytes(b"another parent"),
+        app_hash=hash_bytes(b"another state"),
+        next_validators_hash=second.header.next_validators_hash,
+        proposer=1,
+        timestamp_ms=second.header.timestamp_ms,
+        transactions=(),
+    )
+    forged_cert = CommitCertificate.from_votes(
+        [
+            Vote.create(
+                keys[i],
+                CHAIN_ID,
+                phase=Phase.COMMIT,
+                height=2,
+                view=0,
+                block_hash=forged.hash,
+                validator=i,
+            )
+            for i in range(3)
+        ]
+    )
+    assert forged.header.parent_hash != first.hash
+    replica = fresh()
+    assert commits(replica, (forged, forged_cert)) == []
+    (commit,) = commits(replica, (first, first_cert))
+    assert commit.next_app_hash is None
 
 
 class RequestRecorder(Cluster):

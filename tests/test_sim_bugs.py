@@ -2,9 +2,10 @@
 
 This is what proves the checkers can fail. A planted bug must be caught by agreement or
 durability (a fork or a lost block), not only by a certificate re-check; ``vote-before-persist``
-is caught by the honest-signature check. The default run replays, for each bug, the first seed
-known to catch it (``suanpan sim --seed S --bug NAME``); ``tests/test_sim_slow.py`` sweeps 200
-seeds per bug and counts.
+is caught by the honest-signature check, ``sync-hint-next-but-one`` (a wrong app hash handed
+to the driver with a synced block) by the sync-hint check. The default run replays, for each
+bug, the first seed known to catch it (``suanpan sim --seed S --bug NAME``);
+``tests/test_sim_slow.py`` sweeps 200 seeds per bug and counts.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ FIRST_CAUGHT = {
     "new-view-unchecked": 8,
     "prepared-other-height": 103,
     "sync-against-current-set": 1,
+    "sync-hint-next-but-one": 1,
 }
 # Planted bugs no seed catches by agreement or durability yet (see the slow sweep).
 NOT_YET_FORKED = {"no-view-check-on-votes"}
@@ -77,3 +79,13 @@ def test_without_the_bug_the_same_seeds_pass() -> None:
             )
         result = run_simulation(config)
         assert result.ok, (name, config.command(), result.violations)
+
+
+def test_catching_up_nodes_get_sync_hints_and_every_one_is_their_state() -> None:
+    """The hint check runs in an ordinary faulty run: nodes that fall behind catch up several
+    blocks at once, and each hint their replica hands out is checked against their state."""
+    result = run_simulation(
+        SimConfig(seed=3, validators=4, blocks=20, bug="sync-hint-next-but-one", bug_off=True)
+    )
+    assert result.ok, result.violations
+    assert result.sync_hints_checked > 0

@@ -178,6 +178,25 @@ def test_app_state_fires_when_the_same_block_leaves_different_states() -> None:
     assert checks_fired(check) == {"app_state"}
 
 
+def test_sync_hint_fires_when_the_vouched_app_hash_is_not_the_nodes_state() -> None:
+    check = checker()
+    first, second = chain_of(2)
+    # Right: the hint is the state the block leaves (the next block's header says so).
+    check.on_commit(0, 0, first, certificate(first), app_after(first), vouched_app_hash=None)
+    vouched = second.header.app_hash
+    assert vouched == app_after(first)
+    check.on_commit(0, 1, first, certificate(first), app_after(first), vouched_app_hash=vouched)
+    assert check.violations == []
+    assert check.sync_hints_checked == 1
+    # Wrong: the state after the block after.
+    check.on_commit(
+        0, 2, first, certificate(first), app_after(first), vouched_app_hash=app_after(second)
+    )
+    assert checks_fired(check) == {"sync_hint"}
+    assert check.violations[0].node == 2
+    assert not check.terminal
+
+
 def test_durability_fires_when_a_node_restarts_below_what_it_committed() -> None:
     check = checker()
     commit_all(check, 2, chain_of(3))
@@ -298,6 +317,7 @@ def test_every_check_has_a_test_here() -> None:
         "honest_rejected",
         "certificate_possibility",
         "liveness",
+        "sync_hint",
     }
     assert set(CHECKS) == tested
     assert set(TERMINAL_CHECKS) <= tested

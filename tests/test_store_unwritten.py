@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import lmdb
@@ -66,7 +67,11 @@ class PipelinedChain:
         self.tip_hash = self.store.last_block_hash
         self.unwritten: list[Entry] = []
 
-    def execute(self, transactions: list[bytes]) -> BlockResult:
+    def execute(
+        self, transactions: list[bytes], *, vouched_app_hash: bytes | None = None
+    ) -> BlockResult:
+        """Execute the next block; with ``vouched_app_hash`` without updating the tree (a
+        tree group's block: ``close_group`` gives the group's last block the records)."""
         height = self.host.height + 1
         time_ms = GENESIS_TIME_MS + 1000 * height
         block = Block.build(
@@ -81,12 +86,28 @@ class PipelinedChain:
             transactions=transactions,
         )
         context = BlockContext(height, time_ms, VALIDATORS.public_key(0), CHAIN)
-        result = self.host.execute_block(context, block.transactions)
+        result = self.host.execute_block(
+            context, block.transactions, vouched_app_hash=vouched_app_hash
+        )
         self.state.add(height, result.writes, result.tree)
         self.host.committed(height, result.app_hash, result.writes)
         self.tip_hash = block.hash
         self.unwritten.append((block, certify(block), result))
         return result
+
+    def close_group(self, size: int) -> None:
+        """The last ``size`` executed blocks were executed with a vouched app hash: update the
+        tree once for their merged writes and give the last of them the records (as the
+        node's ``_close_tree_group`` does)."""
+        group = self.unwritten[-size:]
+        merged: dict[bytes, bytes | None] = {}
+        for _, _, result in group:
+            merged.update(result.writes)
+        tree = self.host.tree_update(tuple(sorted(merged.items())))
+        block, certificate, result = group[-1]
+        assert tree.root == result.app_hash
+        self.state.complete_tree(block.height, tree)
+        self.unwritten[-1] = (block, certificate, replace(result, tree=tree))
 
     def write(self, count: int, *, defer_tree: bool = False, tree_when_due: bool = False) -> None:
         """Write the oldest ``count`` unwritten blocks (with ``defer_tree``, as the node's
@@ -164,6 +185,66 @@ def test_pipelined_writes_leave_the_store_as_one_at_a_time(tmp_path: Path, seed:
     assert dump(stores[0]) == dump(stores[1])
     for store in stores:
         store.close()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_tree_groups_leave_the_store_as_one_at_a_time(tmp_path: Path, seed: int) -> None:
+    """Blocks executed in groups of one to six without updating the tree (each vouched the
+    app hash the one-at-a-time node computed), the tree updated once per group over the
+    merged writes and each group written in one batch, sometimes with the group before:
+    once reopened, every database byte for byte the one-at-a-time store's."""
+    rng = random.Random(seed)
+    blocks = blocks_of_writes(100 + seed, 30)
+    serial = PipelinedChain(tmp_path / "serial")
+    grouped = PipelinedChain(tmp_path / "grouped", tree_flush_blocks=1 + seed * 3)
+    index = 0
+    while index < len(blocks):
+        size = min(rng.randrange(1, 7), len(blocks) - index)
+        for transactions in blocks[index : index + size]:
+            expected = serial.execute(transactions)
+            serial.write(1)
+            vouched = grouped.execute(transactions, vouched_app_hash=expected.app_hash)
+            assert vouched.tree.records == ()
+            assert vouched.receipts == expected.receipts
+        grouped.close_group(size)
+        index += size
+        # A batch never ends inside a group: this one writes whole groups only.
+        if len(grouped.unwritten) > 6 or rng.random() < 0.5:
+            grouped.write(len(grouped.unwritten), defer_tree=True, tree_when_due=True)
+    if grouped.unwritten:
+        grouped.write(len(grouped.unwritten), defer_tree=True, tree_when_due=True)
+    views = [
+        chain.store.read_certified(lambda view: (view.height, view.app_hash))
+        for chain in (serial, grouped)
+    ]
+    assert views[0] == views[1] is not None
+    serial.store.close()
+    grouped.store.close()
+    stores = [
+        Store(path, chain_id=CHAIN, genesis_hash=GENESIS_HASH, sync=False)
+        for path in (tmp_path / "serial", tmp_path / "grouped")
+    ]
+    assert dump(stores[0]) == dump(stores[1])
+    for store in stores:
+        store.close()
+
+
+def test_a_tree_is_completed_only_for_the_newest_block_and_only_once(tmp_path: Path) -> None:
+    chain = PipelinedChain(tmp_path / "store")
+    first = chain.execute([])
+    vouched = chain.execute([], vouched_app_hash=bytes(32))
+    tree = TreeUpdate(bytes(32), (), {})
+    with pytest.raises(ValueError, match="block 1 is not the newest unwritten block"):
+        chain.state.complete_tree(1, tree)
+    with pytest.raises(ValueError, match="block 3 is not the newest unwritten block"):
+        chain.state.complete_tree(3, tree)
+    assert first.tree.changed
+    assert vouched.tree.changed == {}
+    changed: dict[bytes, bytes | None] = {b"record": b"value"}
+    chain.state.complete_tree(2, TreeUpdate(bytes(32), ((b"record", b"value"),), changed))
+    assert chain.state.tree_node(b"record") == b"value"
+    with pytest.raises(ValueError, match="block 2 has its tree records already"):
+        chain.state.complete_tree(2, tree)
 
 
 def test_a_batch_with_one_bad_block_writes_nothing(tmp_path: Path) -> None:

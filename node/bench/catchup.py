@@ -101,6 +101,10 @@ class CatchupReport:
     # of the synced transactions it applied without checking their signatures.
     trust_certified: bool = False
     transactions_trusted: int = 0
+    # The synced blocks whose Merkle tree update it made once per group, and the groups
+    # (``tree_groups`` in ``/status``; ``[consensus] sync_tree_blocks``).
+    tree_group_blocks: int = 0
+    tree_groups: int = 0
     # ``--set`` settings every node ran with, as given.
     settings: tuple[str, ...] = ()
     # The syncing node's consensus driver's waits since it started (``node.phases.WAITS``,
@@ -172,6 +176,8 @@ class CatchupReport:
             "trust_certified_blocks": self.trust_certified,
             "settings": list(self.settings),
             "transactions_trusted": self.transactions_trusted,
+            "tree_group_blocks": self.tree_group_blocks,
+            "tree_groups": self.tree_groups,
             "waits_s": {wait: round(value, 2) for wait, value in self.waits_s.items()},
         }
 
@@ -311,6 +317,8 @@ def run_catchup(
             rss_file_mb=rss_file_mb,
             trust_certified=trust_certified,
             transactions_trusted=figures.transactions_trusted,
+            tree_group_blocks=figures.tree_group_blocks,
+            tree_groups=figures.tree_groups,
             settings=settings,
             waits_s=figures.waits_s,
         )
@@ -334,12 +342,15 @@ def without_start_up(cpu_ns: Mapping[str, int], start_up_ns: int) -> dict[str, i
 class _StatusFigures(NamedTuple):
     """What ``/status`` says of a node so far: its process CPU nanoseconds in total and by
     phase (its block writer process's included), its event loop thread's, the transactions it
-    applied on their block's certificate, its block writer process's pid (None: it has none)
-    and its consensus driver's waits in seconds."""
+    applied on their block's certificate, the blocks and groups of its grouped Merkle tree
+    updates, its block writer process's pid (None: it has none) and its consensus driver's
+    waits in seconds."""
 
     cpu_ns: dict[str, int]
     loop_cpu_ns: int
     transactions_trusted: int
+    tree_group_blocks: int
+    tree_groups: int
     writer_pid: int | None
     waits_s: dict[str, float]
 
@@ -352,6 +363,12 @@ def _status_figures(testnet: Testnet, index: int) -> _StatusFigures:
     loop = status.get("loop_cpu_ns")
     trusted = status.get("transactions_trusted")
     writer = status.get("block_writer_pid")
+    groups = status.get("tree_groups")
+    group_counts = (
+        {str(name): count for name, count in groups.items() if isinstance(count, int)}
+        if isinstance(groups, dict)
+        else {}
+    )
     phases = (
         {str(phase): int(str(ns)) for phase, ns in document.items()}
         if isinstance(document, dict)
@@ -361,6 +378,8 @@ def _status_figures(testnet: Testnet, index: int) -> _StatusFigures:
         phases,
         loop if isinstance(loop, int) else 0,
         trusted if isinstance(trusted, int) else 0,
+        group_counts.get("blocks", 0),
+        group_counts.get("groups", 0),
         writer if isinstance(writer, int) else None,
         waits_seconds(status.get("waits")),
     )

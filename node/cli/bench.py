@@ -626,6 +626,10 @@ def catchup_command(
             else f", its block writer process's {document['writer_rss_peak_mb']} MiB"
         )
     )
+    click.echo(
+        f"Merkle tree: updated once per group for {document['tree_group_blocks']} of the synced"
+        f" blocks, in {document['tree_groups']} groups ([consensus] sync_tree_blocks)"
+    )
     if trust_certified:
         click.echo(
             f"signatures: {document['transactions_trusted']} transactions applied on their"
