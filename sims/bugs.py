@@ -5,10 +5,10 @@ of the protocol; switching it on and sweeping seeds must produce an agreement or
 violation (a real fork, or a committed block lost) within a bounded number of seeds
 (``tests/test_sim_bugs.py``), not only a certificate that does not verify; one breaks what
 a node relies on to update its Merkle tree once per group of synced blocks, and is caught by
-the check of that (``sync_hint``). Nine live in the replica itself (``ReplicaConfig.planted_bugs``); ``vote-before-persist`` and
-``commit-without-fsync`` live in the simulated driver (``sims/node.py``), which then leaves a
-write-ahead record, or a committed block, to the operating system's writeback instead of
-syncing it.
+the check of that (``sync_hint``). Nine live in the replica itself
+(``ReplicaConfig.planted_bugs``); ``vote-before-persist`` and ``commit-without-fsync`` live in
+the simulated driver (``sims/node.py``), which then leaves a write-ahead record, or a
+committed block, to the operating system's writeback instead of syncing it.
 
 Each bug carries the fault mix that exercises it (a bug in view change needs view changes;
 one in checking crafted messages needs the adversary to craft them): ``suanpan sim --bug NAME``
