@@ -1,5 +1,6 @@
 """A lone validator's chain, run for real, whose certified blocks tests hand to another node
-(block sync without the network), and a node home's block intervals set for a test."""
+(block sync without the network), blocks of its making certified by its key, and a node
+home's block intervals set for a test."""
 
 from __future__ import annotations
 
@@ -8,12 +9,54 @@ from dataclasses import replace
 import trio
 
 from consensus.crypto import PrivateKey
-from consensus.types import Block, CommitCertificate
+from consensus.types import Block, CommitCertificate, Phase, Vote
 from node import runtime
 from node.home import Home
 from node.testnet.loadgen import register_identity_transaction
 
-__all__ = ["registrations_chain", "with_intervals"]
+__all__ = [
+    "certified_by_lone_validator",
+    "forged_registration",
+    "next_block",
+    "registrations_chain",
+    "with_intervals",
+]
+
+
+def certified_by_lone_validator(key: PrivateKey, block: Block) -> tuple[Block, CommitCertificate]:
+    """``block`` with the lone validator's commit certificate (``key`` signs as validator 0)."""
+    vote = Vote.create(
+        key,
+        block.header.chain_id,
+        phase=Phase.COMMIT,
+        height=block.height,
+        view=block.header.view,
+        block_hash=block.hash,
+        validator=0,
+    )
+    return block, CommitCertificate.from_votes([vote])
+
+
+def next_block(previous: Block, app_hash: bytes, transactions: tuple[bytes, ...] = ()) -> Block:
+    """A block of ``transactions`` after ``previous`` that claims ``app_hash`` for the state
+    before it."""
+    return Block.build(
+        chain_id=previous.header.chain_id,
+        height=previous.height + 1,
+        view=previous.header.view,
+        parent_hash=previous.hash,
+        app_hash=app_hash,
+        next_validators_hash=previous.header.next_validators_hash,
+        proposer=0,
+        timestamp_ms=previous.header.timestamp_ms + 1000,
+        transactions=transactions,
+    )
+
+
+def forged_registration(key: PrivateKey, chain_id: str, nonce: int) -> bytes:
+    """An identity registration by ``key`` whose signature (its last field) is broken."""
+    signed = register_identity_transaction(key, chain_id, "bank0", nonce)
+    return signed[:-1] + bytes((signed[-1] ^ 0x01,))
 
 
 def with_intervals(home: Home, *, block_ms: int, empty_ms: int) -> Home:

@@ -24,10 +24,13 @@ from node.config import parse_config
 from node.home import Home, load_home
 from node.jsonvalue import JsonType
 from node.store import Store
-from node.testnet.loadgen import register_identity_transaction
 from node.testnet.testnet import create_testnet
-from tests.node_fixtures import registrations_chain
-from tests.test_node_trust_certified import _certified, _next_block
+from tests.node_fixtures import (
+    certified_by_lone_validator,
+    forged_registration,
+    next_block,
+    registrations_chain,
+)
 
 DEADLINE_S = 120.0
 REGISTRATIONS = 20
@@ -128,15 +131,14 @@ async def test_a_state_that_differs_from_the_certified_chain_stops_the_node_unwr
     source = load_home(Path(info.homes[0]))
     key = info.client_key(0)
     entries, app_hash = await _chain(Path(info.homes[0]), key)
-    signed = register_identity_transaction(key, info.chain_id, "bank0", REGISTRATIONS)
-    forged = signed[:-1] + bytes((signed[-1] ^ 0x01,))  # the signature is the last field
-    forged_block = _next_block(entries[-1][0], app_hash, (forged,))
+    forged = forged_registration(key, info.chain_id, REGISTRATIONS)
+    forged_block = next_block(entries[-1][0], app_hash, (forged,))
     # The colluders' state after the forged block: the forgery registered (any other hash
     # than the checking node's will do; it is what their next header names).
     colluders_state = bytes(32)
-    following = _next_block(forged_block, colluders_state)
-    chain = [*entries, _certified(source.validator_key, forged_block)]
-    chain.append(_certified(source.validator_key, following))
+    following = next_block(forged_block, colluders_state)
+    chain = [*entries, certified_by_lone_validator(source.validator_key, forged_block)]
+    chain.append(certified_by_lone_validator(source.validator_key, following))
     bad = forged_block.height
 
     home = _configured(load_home(checking_dir), block_ms=NEVER_MS)

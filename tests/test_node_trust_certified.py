@@ -19,15 +19,19 @@ import trio
 from consensus.crypto import PrivateKey, hash_bytes
 from consensus.messages import encode_block_response
 from consensus.replica import PeerMessage
-from consensus.types import Block, CommitCertificate, Phase, Vote
+from consensus.types import Block, CommitCertificate
 from node import runtime
 from node.audit.audit import audit_home
 from node.config import parse_config
 from node.home import Home, load_home
 from node.jsonvalue import JsonType
-from node.testnet.loadgen import register_identity_transaction
 from node.testnet.testnet import create_testnet
-from tests.node_fixtures import registrations_chain
+from tests.node_fixtures import (
+    certified_by_lone_validator,
+    forged_registration,
+    next_block,
+    registrations_chain,
+)
 
 DEADLINE_S = 120.0
 TRANSACTIONS = 12
@@ -49,36 +53,6 @@ def _configured(home: Home, *, block_ms: int, trust: bool = False) -> Home:
     return replace(home, config=config)
 
 
-def _certified(key: PrivateKey, block: Block) -> tuple[Block, CommitCertificate]:
-    """``block`` with the lone validator's commit certificate (``key`` signs as validator 0)."""
-    vote = Vote.create(
-        key,
-        block.header.chain_id,
-        phase=Phase.COMMIT,
-        height=block.height,
-        view=block.header.view,
-        block_hash=block.hash,
-        validator=0,
-    )
-    return block, CommitCertificate.from_votes([vote])
-
-
-def _next_block(previous: Block, app_hash: bytes, transactions: tuple[bytes, ...] = ()) -> Block:
-    """A block of ``transactions`` after ``previous`` that claims ``app_hash`` for the state
-    before it."""
-    return Block.build(
-        chain_id=previous.header.chain_id,
-        height=previous.height + 1,
-        view=previous.header.view,
-        parent_hash=previous.hash,
-        app_hash=app_hash,
-        next_validators_hash=previous.header.next_validators_hash,
-        proposer=0,
-        timestamp_ms=previous.header.timestamp_ms + 1000,
-        transactions=transactions,
-    )
-
-
 async def _chain_with_a_forged_block(
     source_dir: Path, chain_id: str, key: PrivateKey
 ) -> tuple[Entries, bytes]:
@@ -90,10 +64,9 @@ async def _chain_with_a_forged_block(
         entries, app_hash = await registrations_chain(
             _configured(home, block_ms=20), key, TRANSACTIONS, deadline_s=DEADLINE_S
         )
-    signed = register_identity_transaction(key, chain_id, "bank0", TRANSACTIONS)
-    forged = signed[:-1] + bytes((signed[-1] ^ 0x01,))  # the signature is the last field
-    block = _next_block(entries[-1][0], app_hash, (forged, GARBAGE))
-    return [*entries, _certified(home.validator_key, block)], forged
+    forged = forged_registration(key, chain_id, TRANSACTIONS)
+    block = next_block(entries[-1][0], app_hash, (forged, GARBAGE))
+    return [*entries, certified_by_lone_validator(home.validator_key, block)], forged
 
 
 async def _sync(
@@ -197,8 +170,8 @@ async def test_a_forged_transaction_in_a_certified_block_is_refused_unless_trust
     # The colluders go on from the state with the forgery in it: the trusting node takes their
     # next block, the checking node's state is not the one it claims to extend.
     top = entries[-1][0].height
-    following = _certified(
-        load_home(Path(info.homes[0])).validator_key, _next_block(entries[-1][0], trusted_hash)
+    following = certified_by_lone_validator(
+        load_home(Path(info.homes[0])).validator_key, next_block(entries[-1][0], trusted_hash)
     )
     assert await _offer_next(trusting_dir, following, trust=True) == (top + 1, 0.0)
     assert await _offer_next(checking_dir, following, trust=False) == (top, 1.0)
