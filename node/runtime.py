@@ -97,8 +97,7 @@ from apps.access import ReadRules
 from apps.base import BlockContext
 from apps.host import EVENT_END_BLOCK_FAULT, AppHost, BlockResult, Receipt, end_block_hash
 from apps.host import GenesisError as HostGenesisError
-from apps.merkle import TreeReader, prove
-from apps.merkle import update as merkle_update
+from apps.merkle import prove
 from apps.proofs import (
     VALIDATOR_LINKS_MAX,
     ProofUnsupported,
@@ -106,6 +105,7 @@ from apps.proofs import (
     ReadRecorder,
     ValidatorLink,
 )
+from apps.state import WriteSet
 from apps.transaction import Transaction, TransactionError
 from consensus.codec import Value
 from consensus.evidence import Evidence, EvidenceError
@@ -203,6 +203,7 @@ __all__ = [
     "Node",
     "NodeStartError",
     "NodeStoppedError",
+    "stopped_error",
 ]
 
 log = logging.getLogger("suanpan.node")
@@ -308,6 +309,19 @@ class NodeStoppedError(Exception):
     """The node stopped because it can no longer write its blocks (a full disk, a block writer
     process that died) or because its state after synced blocks differs from the state their
     certificates vouch for; the message says why. What it wrote before is in its store."""
+
+
+def stopped_error(error: BaseException) -> NodeStoppedError | None:
+    """The ``NodeStoppedError`` in ``error`` (alone or in an exception group, as a nursery
+    raises it), if any."""
+    if isinstance(error, NodeStoppedError):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = stopped_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 class FaultHooks(Protocol):
@@ -494,10 +508,9 @@ class Node:
         self._unwritten_transactions: dict[bytes, int] = {}
         # Synced blocks executed without updating the Merkle tree (each one's app hash the
         # one the certified block after it commits to), oldest first, not yet queued for
-        # writing, and their writes merged: ``_close_tree_group`` updates the tree once for
-        # all of them and checks the root (``[consensus] sync_tree_blocks``).
+        # writing: ``_close_tree_group`` updates the tree once for all of them and checks the
+        # root (``[consensus] sync_tree_blocks``).
         self._tree_group: list[tuple[Block, CommitCertificate, BlockResult]] = []
-        self._tree_group_writes: dict[bytes, bytes | None] = {}
         # Heights of grouped blocks other than a group's last: a write batch never ends at
         # one, so no reader sees a committed height whose tree records are still to come.
         self._tree_group_inner: set[int] = set()
@@ -1423,9 +1436,6 @@ class Node:
             self._state.add(block.height, result.writes, result.tree, result.write_map)
             if grouped:
                 self._tree_group.append((block, certificate, result))
-                self._tree_group_writes.update(
-                    dict(result.writes) if result.write_map is None else result.write_map
-                )
             else:
                 self._unwritten.append((block, certificate, result))
                 self._unwritten_added.set()
@@ -1451,21 +1461,21 @@ class Node:
         # The set the state after this block puts in force two heights on.
         return BlockExecuted(block.height, result.app_hash, self.validators_at(block.height + 2))
 
-    def _close_tree_group(self) -> None:
+    def _close_tree_group(self) -> NodeStoppedError | None:
         """Update the Merkle tree once for the grouped blocks' merged writes (the tree is a
         function of the state's entries alone), check that its root is the app hash of the
         group's last block (the one its certified successor commits to), give that block the
         records and queue the group for writing as one batch.
 
         A different root means this node's state differs from what a quorum of validators
-        certified: ``_StateDiverged`` (see ``_end_tree_group``), naming the first block whose
-        state differs; none of the group is queued for writing."""
+        certified: the error to stop with is returned (``_diverged``, naming the first block
+        whose state differs), and none of the group is queued for writing."""
         group = self._tree_group
         block, certificate, result = group[-1]
         with self.phases.measure("execute"):
-            tree = self.host.tree_update(tuple(sorted(self._tree_group_writes.items())))
+            tree = self.host.tree_update(_merged_writes(group))
         if tree.root != result.app_hash:
-            raise _StateDiverged(self._diverged(group))
+            return self._diverged(group)
         with self.phases.measure("commit"):
             self._state.complete_tree(block.height, tree)
             group[-1] = (block, certificate, replace(result, tree=tree))
@@ -1475,9 +1485,9 @@ class Node:
         self.tree_groups += 1
         self.tree_group_blocks += len(group)
         self._tree_group = []
-        self._tree_group_writes = {}
         self._tree_group_closed.set()
         self._tree_group_closed = trio.Event()
+        return None
 
     async def _end_tree_group(self) -> None:
         """Close the open tree group, if any (``_close_tree_group``). If the state diverged,
@@ -1486,30 +1496,28 @@ class Node:
         executed state past them is never used again."""
         if not self._tree_group:
             return
-        try:
-            self._close_tree_group()
-        except _StateDiverged as diverged:
+        stopped = self._close_tree_group()
+        if stopped is not None:
             while self._unwritten:
                 await self._blocks_written.wait()
-            raise diverged.stopped from None
+            raise stopped
 
     def _diverged(
         self, group: list[tuple[Block, CommitCertificate, BlockResult]]
     ) -> NodeStoppedError:
         """The node's state after ``group`` differs from the certified chain's: find the first
-        block whose own tree root is not its certified app hash, log it and say so."""
-        changed: dict[bytes, bytes | None] = {}
-        reader = _LayeredTree(changed, self._state)
+        block whose own tree root is not its certified app hash (the tree after each block is
+        the group's start with the writes up to it merged), log it and say so."""
         first, last = group[0][0].height, group[-1][0].height
         height, root, certified = last, b"", b""
-        with self._state.reading():
-            for block, _, result in group:
-                tree = merkle_update(reader, result.writes)
-                changed.update(tree.changed)
-                # The last block's root is the group's (the tree depends on the state alone).
-                height, root, certified = block.height, tree.root, result.app_hash
-                if root != certified:
-                    break
+        for count in range(1, len(group) + 1):
+            block, _, result = group[count - 1]
+            # The last block's root is the group's (the tree depends on the state alone).
+            height = block.height
+            root = self.host.tree_update(_merged_writes(group[:count])).root
+            certified = result.app_hash
+            if root != certified:
+                break
         log.critical(
             "state_diverged",
             extra={
@@ -2471,25 +2479,13 @@ class _Deciding:
     seen_at_s: float
 
 
-class _StateDiverged(Exception):
-    """A tree group's root is not its certified app hash: the node must stop (``stopped``)."""
-
-    def __init__(self, stopped: NodeStoppedError) -> None:
-        super().__init__(str(stopped))
-        self.stopped = stopped
-
-
-class _LayeredTree:
-    """A Merkle tree's records: ``changed`` (None: deleted) over those ``below`` holds."""
-
-    def __init__(self, changed: dict[bytes, bytes | None], below: TreeReader) -> None:
-        self._changed = changed
-        self._below = below
-
-    def tree_node(self, key: bytes) -> bytes | None:
-        if key in self._changed:
-            return self._changed[key]
-        return self._below.tree_node(key)
+def _merged_writes(group: Sequence[tuple[Block, CommitCertificate, BlockResult]]) -> WriteSet:
+    """The writes of ``group``'s blocks as one write set (sorted; a later block's write of a
+    key replaces an earlier one's)."""
+    merged: dict[bytes, bytes | None] = {}
+    for _, _, result in group:
+        merged.update(result.writes if result.write_map is None else result.write_map)
+    return tuple(sorted(merged.items()))
 
 
 def _validator_name(validators: ValidatorSet, index: int) -> str:

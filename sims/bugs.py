@@ -63,6 +63,16 @@ class PlantedBug:
 # across views nor hands out byzantine votes (the splits and strikes do the real work).
 _SPLIT_MOVES: Final = (Move.REPLAY, Move.GARBAGE)
 
+# Nodes fall behind (crashes, a node cut off) and catch up several blocks at once by block
+# sync.
+_FALLING_BEHIND: Final[Mapping[str, object]] = {
+    "partition_percent": 40,
+    "partition_kinds": (PartitionKind.ISOLATE_ONE,),
+    "partition_duration_ms_max": 3_000,
+    "crash_percent": 20,
+    "restart_delay_ms_max": 2_000,
+}
+
 BUGS: Final[Mapping[str, PlantedBug]] = {
     bug.name: bug
     for bug in (
@@ -172,14 +182,7 @@ BUGS: Final[Mapping[str, PlantedBug]] = {
             "SYNC_CERTIFICATE_AGAINST_CURRENT_SET",
             # Keys rotate often and leak to a forger; nodes fall behind (crashes, a node cut
             # off) and catch up by block sync, some of it from the forger.
-            scenario={
-                "behaviours": (Behaviour.FORGE_SYNC,),
-                "partition_percent": 40,
-                "partition_kinds": (PartitionKind.ISOLATE_ONE,),
-                "partition_duration_ms_max": 3_000,
-                "crash_percent": 20,
-                "restart_delay_ms_max": 2_000,
-            },
+            scenario={"behaviours": (Behaviour.FORGE_SYNC,), **_FALLING_BEHIND},
             byzantine=1,
             blocks=40,
             reconfigure=True,
@@ -193,14 +196,7 @@ BUGS: Final[Mapping[str, PlantedBug]] = {
             "the app hash handed with a synced block's commit is read from the block two "
             "heights on",
             "SYNC_HINT_NEXT_BUT_ONE",
-            # Nodes fall behind (crashes, a node cut off) and catch up several blocks at once.
-            scenario={
-                "partition_percent": 40,
-                "partition_kinds": (PartitionKind.ISOLATE_ONE,),
-                "partition_duration_ms_max": 3_000,
-                "crash_percent": 20,
-                "restart_delay_ms_max": 2_000,
-            },
+            scenario=_FALLING_BEHIND,
             blocks=20,
             caught_by=("sync_hint",),
         ),

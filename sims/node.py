@@ -106,9 +106,6 @@ class CommittedEntry:
     rejection_codes: tuple[str, ...] = ()  # one code per receipt the apps rejected
     # The application state changes of this height (replayed to rebuild state after a crash).
     writes: WriteSet = ()
-    # The app hash the replica said the certified next block commits to (``Commit``'s
-    # ``next_app_hash``; None: none given). Not written to the simulated disk.
-    vouched_app_hash: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -125,7 +122,9 @@ class NodeEnvironment:
     genesis_time_ms: int
     send: Callable[[int, int, bytes], None]  # (source node, destination validator, bytes)
     broadcast: Callable[[int, bytes], None]  # (source node, bytes)
-    on_commit: Callable[[SimNode, CommittedEntry], None]
+    # A node committed an entry; with the app hash its replica vouched for the state after it
+    # (``Commit.next_app_hash``; None: none).
+    on_commit: Callable[[SimNode, CommittedEntry, bytes | None], None]
     on_signed: Callable[[SimNode, bytes], None]  # honest outgoing message, for the checker
     on_evidence: Callable[[SimNode, int], None]
     # (receiving node, sending node id, the drop) for drops of an honest node's message
@@ -484,7 +483,7 @@ class SimNode:
         if block.height != host.height + 1:
             # The replica must commit in order; report it through the chain checker.
             entry = CommittedEntry(block, certificate, host.app_hash, frozenset())
-            self.env.on_commit(self, entry)
+            self.env.on_commit(self, entry, None)
             return
         validators = self._validators_at(block.height)
         context = BlockContext(
@@ -505,7 +504,6 @@ class SimNode:
             receipts_ok=sum(1 for receipt in result.receipts if receipt.ok),
             rejection_codes=tuple(r.code for r in result.receipts if not r.ok),
             writes=result.writes,
-            vouched_app_hash=next_app_hash,
         )
         # One write transaction: chain entry and state changes together, then its fsync.
         self.backend.apply(result.writes, result.tree)
@@ -518,7 +516,7 @@ class SimNode:
         for transaction_hash in hashes:
             self._pool.pop(transaction_hash, None)
         self._recheck_pool()
-        self.env.on_commit(self, entry)
+        self.env.on_commit(self, entry, next_app_hash)
         height, app_hash = block.height, result.app_hash
         following = host.validator_set(height + 2)  # None: no registry, the set never changes
         self._later(EXECUTE_MS, lambda: self.feed(BlockExecuted(height, app_hash, following)))

@@ -465,7 +465,9 @@ class Simulation:
 
     # -- observations --------------------------------------------------------------------------
 
-    def _on_commit(self, node: SimNode, entry: CommittedEntry) -> None:
+    def _on_commit(
+        self, node: SimNode, entry: CommittedEntry, vouched_app_hash: bytes | None
+    ) -> None:
         block = entry.block
         self.loop.record("c", self.loop.now_ms, node.node_id, block.height, block.hash)
         if not node.honest:
@@ -476,7 +478,7 @@ class Simulation:
             block,
             entry.certificate,
             entry.app_hash,
-            vouched_app_hash=entry.vouched_app_hash,
+            vouched_app_hash=vouched_app_hash,
         )
         if block.height not in self._canonical_entries:
             self._canonical_entries[block.height] = entry

@@ -9,18 +9,26 @@ from dataclasses import replace
 import trio
 
 from consensus.crypto import PrivateKey
+from consensus.messages import encode_block_response
+from consensus.replica import PeerMessage
 from consensus.types import Block, CommitCertificate, Phase, Vote
 from node import runtime
 from node.home import Home
 from node.testnet.loadgen import register_identity_transaction
 
 __all__ = [
+    "NEVER_MS",
+    "answer_block_request",
     "certified_by_lone_validator",
     "forged_registration",
     "next_block",
     "registrations_chain",
+    "with_consensus",
     "with_intervals",
 ]
+
+# Long enough that a node never proposes a block of its own unless told to.
+NEVER_MS = 3_600_000
 
 
 def certified_by_lone_validator(key: PrivateKey, block: Block) -> tuple[Block, CommitCertificate]:
@@ -57,6 +65,27 @@ def forged_registration(key: PrivateKey, chain_id: str, nonce: int) -> bytes:
     """An identity registration by ``key`` whose signature (its last field) is broken."""
     signed = register_identity_transaction(key, chain_id, "bank0", nonce)
     return signed[:-1] + bytes((signed[-1] ^ 0x01,))
+
+
+def with_consensus(home: Home, *, block_ms: int, **changes: object) -> Home:
+    """``home`` proposing at most every ``block_ms`` while transactions wait, never an empty
+    block, and with ``changes`` to other ``[consensus]`` keys."""
+    config = home.config.with_changes(
+        "consensus", block_interval_ms=block_ms, empty_block_interval_ms=NEVER_MS, **changes
+    )
+    return replace(home, config=config)
+
+
+async def answer_block_request(
+    node: runtime.Node, entries: list[tuple[Block, CommitCertificate]]
+) -> None:
+    """Hand ``node`` ``entries`` as the answer to its request for all of them (block sync
+    without the network): their signatures are verified ahead, as for the replica's own
+    requests."""
+    data = encode_block_response(entries, bytes_max=node.network.limits.message_bytes_max)
+    node._blocks_asked_to = entries[-1][0].height  # as after the replica's request for them
+    node._prefetch_signatures(data)
+    await node._inputs_send.send(PeerMessage(data, 0))
 
 
 def with_intervals(home: Home, *, block_ms: int, empty_ms: int) -> Home:

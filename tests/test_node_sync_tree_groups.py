@@ -8,15 +8,12 @@ end with none of the group written."""
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import trio
 
 from consensus.crypto import PrivateKey
-from consensus.messages import encode_block_response
-from consensus.replica import PeerMessage
 from consensus.types import Block, CommitCertificate
 from node import runtime
 from node.audit.audit import audit_home
@@ -26,27 +23,23 @@ from node.jsonvalue import JsonType
 from node.store import Store
 from node.testnet.testnet import create_testnet
 from tests.node_fixtures import (
+    NEVER_MS,
+    answer_block_request,
     certified_by_lone_validator,
     forged_registration,
     next_block,
     registrations_chain,
+    with_consensus,
 )
 
 DEADLINE_S = 120.0
 REGISTRATIONS = 20
-NEVER_MS = 3_600_000
 
 Entries = list[tuple[Block, CommitCertificate]]
 
 
 def _configured(home: Home, *, block_ms: int, tree_blocks: int = 8) -> Home:
-    config = home.config.with_changes(
-        "consensus",
-        block_interval_ms=block_ms,
-        empty_block_interval_ms=NEVER_MS,
-        sync_tree_blocks=tree_blocks,
-    )
-    return replace(home, config=config)
+    return with_consensus(home, block_ms=block_ms, sync_tree_blocks=tree_blocks)
 
 
 async def _chain(source_dir: Path, key: PrivateKey) -> tuple[Entries, bytes]:
@@ -67,10 +60,7 @@ async def _sync(home_dir: Path, entries: Entries, *, tree_blocks: int) -> dict[s
     with trio.fail_after(DEADLINE_S):
         async with trio.open_nursery() as nursery:
             node = await nursery.start(runtime.Node(home).run)
-            data = encode_block_response(entries, bytes_max=node.network.limits.message_bytes_max)
-            node._blocks_asked_to = top
-            node._prefetch_signatures(data)
-            await node._inputs_send.send(PeerMessage(data, 0))
+            await answer_block_request(node, entries)
             await node.wait_for_height(top, timeout_s=DEADLINE_S)
             status = node.status()
             nursery.cancel_scope.cancel()
@@ -144,7 +134,7 @@ async def test_a_state_that_differs_from_the_certified_chain_stops_the_node_unwr
     home = _configured(load_home(checking_dir), block_ms=NEVER_MS)
     with pytest.raises(BaseException) as caught:  # noqa: PT011 - a nursery's group wraps it
         await _run_until_stopped(home, chain)
-    stopped = _node_stopped(caught.value)
+    stopped = runtime.stopped_error(caught.value)
     assert stopped is not None, caught.value
     message = str(stopped)
     assert f"after block {bad} has app hash" in message
@@ -165,22 +155,8 @@ async def _run_until_stopped(home: Home, chain: Entries) -> None:
     with trio.fail_after(DEADLINE_S):
         async with trio.open_nursery() as nursery:
             node = await nursery.start(runtime.Node(home).run)
-            data = encode_block_response(chain, bytes_max=node.network.limits.message_bytes_max)
-            node._blocks_asked_to = chain[-1][0].height
-            node._prefetch_signatures(data)
-            await node._inputs_send.send(PeerMessage(data, 0))
+            await answer_block_request(node, chain)
             await trio.sleep_forever()
-
-
-def _node_stopped(error: BaseException) -> runtime.NodeStoppedError | None:
-    if isinstance(error, runtime.NodeStoppedError):
-        return error
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            found = _node_stopped(inner)
-            if found is not None:
-                return found
-    return None
 
 
 def test_the_option_is_a_count_of_blocks() -> None:

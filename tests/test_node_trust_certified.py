@@ -11,7 +11,6 @@ apart."""
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import trio
@@ -27,30 +26,25 @@ from node.home import Home, load_home
 from node.jsonvalue import JsonType
 from node.testnet.testnet import create_testnet
 from tests.node_fixtures import (
+    NEVER_MS,
+    answer_block_request,
     certified_by_lone_validator,
     forged_registration,
     next_block,
     registrations_chain,
+    with_consensus,
 )
 
 DEADLINE_S = 120.0
 TRANSACTIONS = 12
 # Bytes that are no transaction at all: no node can decode them, trusted or not.
 GARBAGE = b"\x93not a transaction"
-# Long enough that a node never proposes a block of its own unless told to.
-NEVER_MS = 3_600_000
 
 Entries = list[tuple[Block, CommitCertificate]]
 
 
 def _configured(home: Home, *, block_ms: int, trust: bool = False) -> Home:
-    config = home.config.with_changes(
-        "consensus",
-        block_interval_ms=block_ms,
-        empty_block_interval_ms=NEVER_MS,
-        trust_certified_blocks=trust,
-    )
-    return replace(home, config=config)
+    return with_consensus(home, block_ms=block_ms, trust_certified_blocks=trust)
 
 
 async def _chain_with_a_forged_block(
@@ -80,10 +74,7 @@ async def _sync(
     with trio.fail_after(DEADLINE_S):
         async with trio.open_nursery() as nursery:
             node = await nursery.start(runtime.Node(home).run)
-            data = encode_block_response(entries, bytes_max=node.network.limits.message_bytes_max)
-            node._blocks_asked_to = top  # as after the replica's request for every block
-            node._prefetch_signatures(data)
-            await node._inputs_send.send(PeerMessage(data, 0))
+            await answer_block_request(node, entries)
             await node.wait_for_height(top, timeout_s=DEADLINE_S)
             document = node.transaction(hash_bytes(forged))
             assert document is not None

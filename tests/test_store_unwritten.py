@@ -168,19 +168,27 @@ def test_pipelined_writes_leave_the_store_as_one_at_a_time(tmp_path: Path, seed:
     if pipelined.unwritten:
         pipelined.write(len(pipelined.unwritten))
     assert pipelined.store.height == serial.store.height == len(blocks)
+    assert_same_stores(serial, tmp_path / "serial", pipelined, tmp_path / "pipelined")
+
+
+def assert_same_stores(
+    first: PipelinedChain, first_path: Path, second: PipelinedChain, second_path: Path
+) -> None:
+    """The two chains' stores read the same certified view and, closed and reopened, hold
+    the same bytes in every database."""
     # The last block's undo record is in both: the certified view reads the same.
     views = [
         chain.store.read_certified(lambda view: (view.height, view.app_hash))
-        for chain in (serial, pipelined)
+        for chain in (first, second)
     ]
     assert views[0] == views[1] is not None
     # The tree database may lag in either (by other blocks: a batch writes it), with the undo
     # records of the blocks since; reopened, both hold the tree of the last height.
-    serial.store.close()
-    pipelined.store.close()
+    first.store.close()
+    second.store.close()
     stores = [
         Store(path, chain_id=CHAIN, genesis_hash=GENESIS_HASH, sync=False)
-        for path in (tmp_path / "serial", tmp_path / "pipelined")
+        for path in (first_path, second_path)
     ]
     assert dump(stores[0]) == dump(stores[1])
     for store in stores:
@@ -213,20 +221,7 @@ def test_tree_groups_leave_the_store_as_one_at_a_time(tmp_path: Path, seed: int)
             grouped.write(len(grouped.unwritten), defer_tree=True, tree_when_due=True)
     if grouped.unwritten:
         grouped.write(len(grouped.unwritten), defer_tree=True, tree_when_due=True)
-    views = [
-        chain.store.read_certified(lambda view: (view.height, view.app_hash))
-        for chain in (serial, grouped)
-    ]
-    assert views[0] == views[1] is not None
-    serial.store.close()
-    grouped.store.close()
-    stores = [
-        Store(path, chain_id=CHAIN, genesis_hash=GENESIS_HASH, sync=False)
-        for path in (tmp_path / "serial", tmp_path / "grouped")
-    ]
-    assert dump(stores[0]) == dump(stores[1])
-    for store in stores:
-        store.close()
+    assert_same_stores(serial, tmp_path / "serial", grouped, tmp_path / "grouped")
 
 
 def test_a_tree_is_completed_only_for_the_newest_block_and_only_once(tmp_path: Path) -> None:

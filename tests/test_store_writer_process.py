@@ -21,10 +21,10 @@ import pytest
 import trio
 
 from node import runtime
-from node.cli.start import _stopped
 from node.client.client import ApiError, Client
 from node.config import NodeConfig
 from node.home import load_home, write_config
+from node.runtime import stopped_error
 from node.store import (
     FrameChannel,
     Store,
@@ -344,7 +344,7 @@ async def test_a_node_whose_writer_process_dies_stops_saying_so(tmp_path: Path) 
     with trio.fail_after(120), pytest.raises(BaseExceptionGroup) as stopped:
         await run_and_kill_the_process()
     pid, written = seen["pid"], seen["written"]
-    error = _stopped(stopped.value)
+    error = stopped_error(stopped.value)
     assert isinstance(error, runtime.NodeStoppedError)
     assert re.search(
         rf"could not write the blocks \d+-\d+: the block writer process \(pid {pid}\) exited "
@@ -362,6 +362,6 @@ def test_the_start_command_finds_why_the_node_stopped() -> None:
     """``suanpan start`` turns the node's stop into its message, wherever trio nested it."""
     inner = runtime.NodeStoppedError("the store could not write the blocks 5-6: full")
     nested = BaseExceptionGroup("outer", [ValueError("x"), BaseExceptionGroup("in", [inner])])
-    assert _stopped(nested) is inner
-    assert _stopped(inner) is inner
-    assert _stopped(BaseExceptionGroup("none", [ValueError("x")])) is None
+    assert stopped_error(nested) is inner
+    assert stopped_error(inner) is inner
+    assert stopped_error(BaseExceptionGroup("none", [ValueError("x")])) is None

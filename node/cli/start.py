@@ -69,20 +69,6 @@ def listen_address_problems(config: NodeConfig) -> list[str]:
     return problems
 
 
-def _stopped(error: BaseException) -> BaseException | None:
-    """The node's ``NodeStoppedError`` in ``error`` (alone or in an exception group), if any."""
-    from node.runtime import NodeStoppedError
-
-    if isinstance(error, NodeStoppedError):
-        return error
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            found = _stopped(inner)
-            if found is not None:
-                return found
-    return None
-
-
 def _address_in_use(error: BaseException) -> bool:
     """True when ``error`` (or every leaf of an exception group) is EADDRINUSE."""
     if isinstance(error, BaseExceptionGroup):
@@ -111,7 +97,7 @@ def start_command(home: Path) -> None:
             f"the ports in {home}/{CONFIG_FILE}"
         )
     configure_logging(loaded.config.log_level, loaded.config.log_format, loaded.log_path())
-    from node.runtime import Node, NodeStartError, NodeStoppedError
+    from node.runtime import Node, NodeStartError, NodeStoppedError, stopped_error
     from node.testnet.faults import testnet_hooks_for
 
     try:
@@ -124,7 +110,7 @@ def start_command(home: Path) -> None:
     try:
         trio.run(node.run)
     except (OSError, NodeStoppedError, BaseExceptionGroup) as error:
-        stopped = _stopped(error)
+        stopped = stopped_error(error)
         if stopped is not None:
             raise click.ClickException(str(stopped)) from None
         # Another process took a port between the check above and the bind.
