@@ -335,6 +335,7 @@ def sweep(
             f"({summary['safety_failed']} safety, {summary['liveness_failed']} liveness); "
             f"{summary['committed_heights']} heights committed; "
             f"receipts {summary['receipts_ok']} ok, {summary['receipts_rejected']} rejected; "
+            f"{summary['sync_hints_checked']} sync hints checked; "
             f"{summary['wall_time_s']} s wall, {summary['seeds_per_minute']} seeds/minute"
         )
         changes = summary["validator_changes"]

@@ -147,6 +147,7 @@ class SweepResult:
             "committed_heights": heights,
             "receipts_ok": sum(int(str(run["receipts_ok"])) for run in self.runs),
             "receipts_rejected": sum(int(str(run["receipts_rejected"])) for run in self.runs),
+            "sync_hints_checked": sum(int(str(run["sync_hints_checked"])) for run in self.runs),
             "wall_time_s": round(self.wall_time_s, 2),
             "seeds_per_minute": round(seeds * 60 / max(self.wall_time_s, 1e-9), 1),
             "coverage": self.coverage(),

@@ -141,3 +141,5 @@ def test_the_adversary_sweep_reports_its_coverage(adversary_sweep: dict[str, obj
     assert all(moves[str(move)] > 0 for move in STEP_MOVES)
     assert len(drops) >= 16
     assert sum(1 for count in drops.values() if count) >= 12
+    # Nodes the adversary held back caught up with hints, each checked against their state.
+    assert int(str(adversary_sweep["sync_hints_checked"])) > 0
