@@ -114,7 +114,8 @@ class PhaseClock:
 # depending on a block leave the node (a vote, a broadcast, a persisted vote); each persisted
 # vote's own write (a worker thread, its own LMDB environment and fsync); and, before it
 # executes a committed block, the signatures of its transactions still being checked ahead
-# (block sync), and room in the queue of executed blocks the block writer has not written.
+# (block sync), and room in the queue of executed blocks the block writer has not written;
+# and, while the node syncs blocks, for its next input with nothing to do (blocks to arrive).
 WAITS: Final = (
     "write_before_proposal",
     "write_before_validation",
@@ -122,6 +123,7 @@ WAITS: Final = (
     "vote_persist",
     "signatures_ahead",
     "write_queue_full",
+    "sync_idle",
 )
 
 

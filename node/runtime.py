@@ -532,8 +532,8 @@ class Node:
         self._nursery: trio.Nursery | None = None
         self.syncing = False
         # The highest height the replica asked peers for (block sync): answers up to it get
-        # their signatures verified ahead. ``syncing`` is no guide: it clears after each block,
-        # and the replica asks for the next batch while the current one is applied.
+        # their signatures verified ahead; ``syncing`` holds until every block up to it has
+        # executed.
         self._blocks_asked_to = 0
         # Until when (trio clock) the answer to the start-up request for blocks is expected.
         self._probe_answer_by: float | None = None
@@ -1056,7 +1056,11 @@ class Node:
                     self._start_pre_execution(event)
             await self._end_tree_group()
             self._update_status_metrics()
-            pending.append(await self._next_input())
+            if self.syncing:
+                with self.waits.measure("sync_idle"):
+                    pending.append(await self._next_input())
+            else:
+                pending.append(await self._next_input())
 
     def _pick_up_next_key(self) -> None:
         """Load ``validator_key.next.json`` if it appeared since we started (a key rotation in
@@ -1444,6 +1448,7 @@ class Node:
                 tx_hash = receipt.transaction_hash
                 unwritten_transactions[tx_hash] = unwritten_transactions.get(tx_hash, 0) + 1
             self._after_execution(block, result)
+            self._follow_sync(block.height, next_app_hash is not None)
         if grouped and (
             len(self._tree_group) >= self.config.consensus.sync_tree_blocks
             or self._snapshot_height(block.height)
@@ -1561,7 +1566,11 @@ class Node:
             try:
                 commit_ns = await trio.to_thread.run_sync(
                     _write_measured,
-                    functools.partial(self.store.commit_blocks, batch, defer_tree=True),
+                    # At the tip the tree waits for a transaction of its own, after what
+                    # waits on the blocks; while syncing only the sync waits on a write, and
+                    # the tree, when due, goes in this one (one fsync and, with the writer
+                    # process, one request instead of two).
+                    functools.partial(self.store.commit_blocks, batch, defer_tree=not self.syncing),
                     self.heap,
                 )
             except StoreError as error:
@@ -1627,8 +1636,6 @@ class Node:
             self._verified.discard(data)
         self._tip_timestamp_ms = block.header.timestamp_ms
         self._validated.clear()
-        if self.syncing and block.height >= self._highest_seen_height():
-            self._set_syncing(False)
         next_validators = self.validators_at(block.height + 2)
         if next_validators != self.validators_at(block.height + 1):
             log.info(
@@ -1643,6 +1650,17 @@ class Node:
         self._pick_up_next_key()
         self._block_executed.set()
         self._block_executed = trio.Event()
+
+    def _follow_sync(self, height: int, successor_held: bool) -> None:
+        """Block ``height`` executed: the node syncs while the replica holds the synced block
+        after it (which vouched for its app hash), and until every block it asked for has
+        executed. The replica asks for the next answer while one is applied, and its height
+        moves with each block: it says nothing of how far the peers are."""
+        if successor_held:
+            if not self.syncing:
+                self._set_syncing(True)
+        elif self.syncing and height >= self._blocks_asked_to:
+            self._set_syncing(False)
 
     def _set_syncing(self, syncing: bool) -> None:
         """The node starts or stops block sync. With the block writer process, a sync queues
@@ -1760,9 +1778,6 @@ class Node:
         if block is None or certificate is None:
             return None
         return block, certificate
-
-    def _highest_seen_height(self) -> int:
-        return self.replica.status().height - 1
 
     def _update_status_metrics(self) -> None:
         status = self.replica.status()

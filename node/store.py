@@ -95,12 +95,14 @@ wrote are in their undo records and their values in the state, and ``apps.merkle
 the stored tree with them gives the committed state's tree, whose root must be the stored app
 hash (``StoreError`` otherwise); that is written at once, in one write transaction. A batch of
 several blocks (block sync) counts as that many blocks: it keeps each block's undo record
-while the tree waits, and only the last one's when it writes the tree. The node's block writer
-commits with ``defer_tree`` and writes the tree, when it is due, in a write transaction of its
-own (``write_held_tree``) once what waited on the blocks (votes, proposals, answers) has gone
-on: the tree's records are the largest part of a commit that writes them, and nothing a node
-sends depends on them. That transaction leaves the store as a commit that wrote the tree
-would have, and a crash before it commits leaves the records held and lost as above.
+while the tree waits, and only the last one's when it writes the tree. At the tip the node's
+block writer commits with ``defer_tree`` and writes the tree, when it is due, in a write
+transaction of its own (``write_held_tree``) once what waited on the blocks (votes, proposals,
+answers) has gone on: the tree's records are the largest part of a commit that writes them, and
+nothing a node sends depends on them. That transaction leaves the store as a commit that wrote
+the tree would have, and a crash before it commits leaves the records held and lost as above.
+While the node syncs blocks nothing but the sync waits on a write, and the tree, when due, goes
+in the blocks' own transaction.
 
 State sync (``begin_state_sync``, ``install_state_chunk``, ``finish_state_sync``) replaces the
 genesis state of an empty store with a verified snapshot at height b, in several write
@@ -804,8 +806,18 @@ class Store:
             defer_tree=defer_tree,
         )
 
-    def write_blocks(self, encoded: Sequence[EncodedBlock], *, defer_tree: bool = False) -> None:
-        """``commit_blocks`` of blocks already checked and encoded (``encode_block``)."""
+    def write_blocks(
+        self,
+        encoded: Sequence[EncodedBlock],
+        *,
+        defer_tree: bool = False,
+        flush: bool | None = None,
+    ) -> None:
+        """``commit_blocks`` of blocks already checked and encoded (``encode_block``).
+        ``flush`` (a block writer process's request) says whether this write writes the tree,
+        as the node decided with its own ``tree_flush_blocks`` and record bound: the process
+        keeps the settings it opened the store with, and both ends must hold the same
+        records."""
         if not encoded:
             return
         top = encoded[-1].height
@@ -817,9 +829,9 @@ class Store:
                 flush = not defer_tree and self._tree_due(*_held_after(below, encoded))
                 # Readers that begin once the process has committed find the held records.
                 self._tree_layers[top] = _layer_after(below, encoded, flush)
-                writer.call(("write_blocks", list(encoded), defer_tree), self._grow_for_writer)
+                writer.call(("write_blocks", list(encoded), flush), self._grow_for_writer)
         else:
-            self._write(lambda txn: self._write_encoded(txn, encoded, defer_tree))
+            self._write(lambda txn: self._write_encoded(txn, encoded, defer_tree, flush))
         with self._lock:
             for height in [
                 height for height in self._tree_layers if height <= top - _TREE_LAYERS_KEPT
@@ -827,10 +839,18 @@ class Store:
                 del self._tree_layers[height]
 
     def _write_encoded(
-        self, txn: lmdb.Transaction, encoded: Sequence[EncodedBlock], defer_tree: bool
+        self,
+        txn: lmdb.Transaction,
+        encoded: Sequence[EncodedBlock],
+        defer_tree: bool,
+        decided: bool | None,
     ) -> None:
         below = self._held_layer(txn)
-        flush = not defer_tree and self._tree_due(*_held_after(below, encoded))
+        flush = (
+            not defer_tree and self._tree_due(*_held_after(below, encoded))
+            if decided is None
+            else decided
+        )
         last = len(encoded) - 1
         for index, entry in enumerate(encoded):
             # When the tree is written, the last block's undo record replaces the ones

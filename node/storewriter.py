@@ -98,7 +98,7 @@ def _handle(store: Store | None, request: WriterMessage) -> tuple[Store | None, 
         raise RuntimeError(f"{kind!r} before the store was opened")
     if kind == "write_blocks":
         encoded = _encoded_blocks(request[1])
-        store.write_blocks(encoded, defer_tree=bool(request[2]))
+        store.write_blocks(encoded, flush=bool(request[2]))
         return store, None
     if kind == "write_held_tree":
         written = store.write_held_tree()

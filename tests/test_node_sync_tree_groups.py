@@ -8,11 +8,14 @@ end with none of the group written."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import trio
 
+from apps.host import BlockResult
 from consensus.crypto import PrivateKey
 from consensus.types import Block, CommitCertificate
 from node import runtime
@@ -51,20 +54,63 @@ async def _chain(source_dir: Path, key: PrivateKey) -> tuple[Entries, bytes]:
         )
 
 
-async def _sync(home_dir: Path, entries: Entries, *, tree_blocks: int) -> dict[str, JsonType]:
-    """Start the node of ``home_dir``, hand it ``entries`` as one answer to its request for
-    blocks, and return its status once it applied them all."""
+@dataclass
+class _Synced:
+    """What a node did while it applied an answer to its request for blocks."""
+
     status: dict[str, JsonType]
+    # ``syncing`` after each block executed, by height.
+    syncing: dict[int, bool] = field(default_factory=dict)
+    # Each write of executed blocks: its last height, whether the tree was left for a
+    # transaction of its own (``defer_tree``), and whether it wrote the tree (none held after).
+    writes: list[tuple[int, bool, bool]] = field(default_factory=list)
+    # Transactions of the held tree records alone begun while the node synced.
+    tree_writes_syncing: int = 0
+
+
+async def _sync(
+    home_dir: Path, entries: Entries, monkeypatch: pytest.MonkeyPatch, *, tree_blocks: int
+) -> _Synced:
+    """Start the node of ``home_dir``, hand it ``entries`` as one answer to its request for
+    blocks, and return its status once it applied them all, with what it did meanwhile."""
     home = _configured(load_home(home_dir), block_ms=NEVER_MS, tree_blocks=tree_blocks)
     top = entries[-1][0].height
+    synced = _Synced({})
+    follow_sync = runtime.Node._follow_sync
+    commit_blocks = Store.commit_blocks
+    write_held_tree = Store.write_held_tree
+    node: runtime.Node | None = None
+
+    def executed(self: runtime.Node, height: int, successor_held: bool) -> None:
+        follow_sync(self, height, successor_held)
+        synced.syncing[height] = self.syncing
+
+    def commit(
+        self: Store,
+        batch: Sequence[tuple[Block, CommitCertificate, BlockResult]],
+        *,
+        defer_tree: bool = False,
+    ) -> None:
+        commit_blocks(self, batch, defer_tree=defer_tree)
+        synced.writes.append((batch[-1][0].height, defer_tree, self.tree_held() == (0, 0)))
+
+    def tree_alone(self: Store) -> int:
+        assert node is not None
+        synced.tree_writes_syncing += node.syncing
+        return write_held_tree(self)
+
+    monkeypatch.setattr(runtime.Node, "_follow_sync", executed)
+    monkeypatch.setattr(Store, "commit_blocks", commit)
+    monkeypatch.setattr(Store, "write_held_tree", tree_alone)
     with trio.fail_after(DEADLINE_S):
         async with trio.open_nursery() as nursery:
             node = await nursery.start(runtime.Node(home).run)
             await answer_block_request(node, entries)
             await node.wait_for_height(top, timeout_s=DEADLINE_S)
-            status = node.status()
+            synced.status = node.status()
             nursery.cancel_scope.cancel()
-    return status
+    monkeypatch.undo()
+    return synced
 
 
 def _stored_app_hashes(home_dir: Path, top: int) -> list[bytes | None]:
@@ -75,7 +121,7 @@ def _stored_app_hashes(home_dir: Path, top: int) -> list[bytes | None]:
 
 
 async def test_grouped_tree_updates_leave_the_store_block_by_block_execution_leaves(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     info = create_testnet(tmp_path / "net", 1, chain_id="tree-groups", observers=1)
     grouped_dir, single_dir = tmp_path / "grouped", tmp_path / "single"
@@ -85,8 +131,19 @@ async def test_grouped_tree_updates_leave_the_store_block_by_block_execution_lea
     top = entries[-1][0].height
     assert top >= REGISTRATIONS
 
-    grouped = await _sync(grouped_dir, entries, tree_blocks=8)
-    single = await _sync(single_dir, entries, tree_blocks=1)
+    synced = await _sync(grouped_dir, entries, monkeypatch, tree_blocks=8)
+    grouped = synced.status
+    single = (await _sync(single_dir, entries, monkeypatch, tree_blocks=1)).status
+    # Syncing (``/status``, the health check's "behind") from the first block executed with
+    # the next one in hand (the first block was applied before the rest arrived) until the
+    # last one asked for; meanwhile the tree, when due, went in the blocks' own write
+    # transaction, and never in one of its own.
+    assert {height: syncing for height, syncing in synced.syncing.items() if height > 1} == {
+        height: height < top for height in range(2, top + 1)
+    }
+    assert synced.tree_writes_syncing == 0
+    assert {defer for last, defer, _ in synced.writes if 1 < last < top} == {False}
+    assert any(tree for last, _, tree in synced.writes if 1 < last < top)
     # Every block but the first (applied as it arrived, before the rest of the answer) and
     # the last had its successor in hand: those were grouped, eight at most per group.
     groups = grouped["tree_groups"]

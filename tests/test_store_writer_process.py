@@ -111,6 +111,34 @@ def test_a_writer_process_leaves_the_store_as_a_writer_thread(
     _assert_reopened_alike(tmp_path / "here", tmp_path / "there")
 
 
+def test_the_process_writes_the_tree_when_its_node_says_it_is_due(tmp_path: Path) -> None:
+    """A node changes when its tree is due as it runs (a sync holds the records of more
+    blocks), and the process keeps the setting it opened the store with: a batch's
+    transaction writes the tree exactly when the node decided it should, so after every
+    write the two stores hold the same records, in every database, as the node's held
+    records say."""
+    blocks = blocks_of_writes(3, 20)
+    here = PipelinedChain(tmp_path / "here", tree_flush_blocks=2)
+    there = PipelinedChain(tmp_path / "there", tree_flush_blocks=2, writer_process=True)
+    written = 0
+    for index, transactions in enumerate(blocks):
+        if index == 5:
+            here.store.tree_flush_blocks = there.store.tree_flush_blocks = 6
+        here.execute(transactions)
+        there.execute(transactions)
+        if index % 2:
+            here.write(2)
+            there.write(2)
+            assert dump(here.store) == dump(there.store)
+            assert here.store.tree_held() == there.store.tree_held()
+            written += here.store.tree_held() == (0, 0)
+    # The tree was written every third batch of two blocks once it was due every six.
+    assert written == 2 + 2
+    here.store.close()
+    there.store.close()
+    _assert_reopened_alike(tmp_path / "here", tmp_path / "there")
+
+
 def test_the_process_refuses_a_bad_batch_with_the_stores_own_error(tmp_path: Path) -> None:
     """A batch whose block does not follow is refused by the process's store: the error comes
     back as ``StoreConsistencyError`` with its message, nothing is written, and the process
