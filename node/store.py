@@ -826,10 +826,10 @@ class Store:
             with self._write_lock:
                 with self._lock, self._env.begin() as txn:
                     below = self._held_layer(txn)
-                flush = not defer_tree and self._tree_due(*_held_after(below, encoded))
+                flushes = self._flushes(below, encoded, defer_tree, flush)
                 # Readers that begin once the process has committed find the held records.
-                self._tree_layers[top] = _layer_after(below, encoded, flush)
-                writer.call(("write_blocks", list(encoded), flush), self._grow_for_writer)
+                self._tree_layers[top] = _layer_after(below, encoded, flushes)
+                writer.call(("write_blocks", list(encoded), flushes), self._grow_for_writer)
         else:
             self._write(lambda txn: self._write_encoded(txn, encoded, defer_tree, flush))
         with self._lock:
@@ -846,11 +846,7 @@ class Store:
         decided: bool | None,
     ) -> None:
         below = self._held_layer(txn)
-        flush = (
-            not defer_tree and self._tree_due(*_held_after(below, encoded))
-            if decided is None
-            else decided
-        )
+        flush = self._flushes(below, encoded, defer_tree, decided)
         last = len(encoded) - 1
         for index, entry in enumerate(encoded):
             # When the tree is written, the last block's undo record replaces the ones
@@ -867,6 +863,20 @@ class Store:
         elif below is None:
             txn.put(_META_TREE_HEIGHT, height_key(encoded[0].height - 1), db=meta)
         self._tree_layers[encoded[-1].height] = _layer_after(below, encoded, flush)
+
+    def _flushes(
+        self,
+        below: _TreeLayer | None,
+        encoded: Sequence[EncodedBlock],
+        defer_tree: bool,
+        decided: bool | None,
+    ) -> bool:
+        """Whether a write of ``encoded`` over the held records ``below`` writes the tree: as
+        ``decided`` when the caller decided it (a block writer process's node), else when the
+        tree is due and not deferred."""
+        if decided is not None:
+            return decided
+        return not defer_tree and self._tree_due(*_held_after(below, encoded))
 
     def _tree_due(self, blocks: int, records: int) -> bool:
         return blocks >= self.tree_flush_blocks or records > self.tree_pending_records_max
