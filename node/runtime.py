@@ -78,6 +78,7 @@ replica's persisted state, so a validator never signs a second, different vote f
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import logging
@@ -1056,10 +1057,8 @@ class Node:
                     self._start_pre_execution(event)
             await self._end_tree_group()
             self._update_status_metrics()
-            if self.syncing:
-                with self.waits.measure("sync_idle"):
-                    pending.append(await self._next_input())
-            else:
+            idle = self.waits.measure("sync_idle") if self.syncing else contextlib.nullcontext()
+            with idle:
                 pending.append(await self._next_input())
 
     def _pick_up_next_key(self) -> None:
