@@ -49,10 +49,13 @@ each height; the primary of (height, view) is ``(height + view) mod n``.
    answers are committed only with a valid ``CommitCertificate`` whose block extends our
    chain. Once an answer is all here and less than half of ``sync_blocks_max`` of it is left
    to apply, it asks for the blocks after it (no further than ``sync_blocks_max`` above its
-   height), so the next answer arrives while this one is applied. A view change at the
-   height we last decided comes from a replica that missed that decision: it is sent that one
-   block (``ServeBlocks``), at most once per ``sync_retry_ms``; a view change from an older
-   height gets nothing.
+   height), so the next answer arrives while this one is applied. Synced blocks are held only
+   above the committed height: one held for a height that consensus decided first goes with
+   that height, and a request whose heights are all decided, however, counts as answered (a
+   replica still behind asks again at once). A view change at the height we last decided
+   comes from a replica that missed that decision: it is sent that one block
+   (``ServeBlocks``), at most once per ``sync_retry_ms``; a view change from an older height
+   gets nothing.
 
 Why it is safe (no two honest replicas commit different blocks at one height)
 --------------------------------------------------------------------------------
@@ -1191,6 +1194,13 @@ class Replica:
         self._use_validators(next_validators)
         self._next_validators = None
         self._forget_hints_below(self._height + 1)
+        # A synced block held for this height (consensus decided it first) is obsolete, and a
+        # request for blocks up to here is answered, whichever way they were decided.
+        self._synced.pop(block.height, None)
+        if self._sync_requested_to is not None and block.height >= self._sync_requested_to:
+            self._sync_requested_to = None
+            self._sync_window_cut = False
+            self._last_sync_request_ms = None
         self._safety = _Safety(height=self._height)
         if self._deferred_safety is not None and self._deferred_safety.height <= self._height:
             if self._deferred_safety.height == self._height:
@@ -2144,11 +2154,6 @@ class Replica:
                 f"certified block {height} does not extend our chain, state or validator sets",
             )
             return
-        self._synced.pop(height, None)
-        if self._sync_requested_to is not None and height >= self._sync_requested_to:
-            self._sync_requested_to = None
-            self._sync_window_cut = False
-            self._last_sync_request_ms = None
         self._decide(block, entry.certificate, self._certified_next_app_hash(block))
 
     def _certified_next_app_hash(self, block: Block) -> bytes | None:

@@ -11,6 +11,7 @@ from consensus.evidence import StatementKind, verify_evidence
 from consensus.messages import NewView, Proposal, encode_block_response, encode_message
 from consensus.replica import (
     Action,
+    BlockExecuted,
     ChainTip,
     Commit,
     DropReason,
@@ -19,6 +20,8 @@ from consensus.replica import (
     ReplicaConfig,
     RequestBlocks,
     Start,
+    SyncedBlock,
+    Tick,
     primary_index,
 )
 from consensus.types import Block, CommitCertificate, Phase, Vote
@@ -29,6 +32,7 @@ from tests.consensus_harness import (
     GENESIS_TIME_MS,
     Cluster,
     Node,
+    next_app_hash,
 )
 
 
@@ -378,3 +382,72 @@ class RequestRecorder(Cluster):
                 (len(node.chain), action.from_height, action.to_height)
             )
         super()._perform(node, action)
+
+
+def test_consensus_deciding_a_synced_height_first_ends_the_hold_and_the_request() -> None:
+    """A synced block held for a height that consensus then decides (the buffered proposal
+    and commit quorum of that height replayed as it opens) is dropped with the height: the
+    replica holds synced blocks only above its committed height. The request for blocks up
+    to that height is answered too, so a replica still behind asks again at once, not after
+    ``sync_retry_ms``."""
+    cluster = Cluster(4)
+    keys, validators = cluster.keys, cluster.validators
+    cluster.start()
+    cluster.run_until(lambda: cluster.all_reached(3, nodes=[0, 1, 2, 3]))
+    (first, first_cert), (second, second_cert), (third, _) = cluster.nodes[0].chain[:3]
+    tip = ChainTip(0, GENESIS_HASH, GENESIS_APP_HASH, GENESIS_TIME_MS)
+    replica = Replica(
+        ReplicaConfig(),
+        chain_id=CHAIN_ID,
+        validators=validators,
+        next_validators=validators,
+        key=keys[3],
+        tip=tip,
+    )
+    replica.handle(Start(GENESIS_TIME_MS))
+
+    def commits(block: Block) -> list[Vote]:
+        return [
+            Vote.create(
+                keys[i],
+                CHAIN_ID,
+                phase=Phase.COMMIT,
+                height=block.height,
+                view=block.header.view,
+                block_hash=block.hash,
+                validator=i,
+            )
+            for i in range(3)
+        ]
+
+    def requests(actions: list[Action]) -> list[tuple[int, int]]:
+        return [(a.from_height, a.to_height) for a in actions if isinstance(a, RequestBlocks)]
+
+    view, proposer = second.header.view, second.header.proposer
+    early: list[Proposal | Vote] = [
+        Proposal.create(keys[proposer], CHAIN_ID, view=view, validator=proposer, block=second)
+    ]
+    early += commits(second) + commits(third)
+    for message in early:
+        replica.handle(PeerMessage(encode_message(message), message.validator))
+    # Three validators are seen committing height 3: ask for blocks 1 and 2 (and again after
+    # the retry interval).
+    assert requests(replica.handle(Tick(GENESIS_TIME_MS + 500))) == [(1, 2)]
+    retry_ms = ReplicaConfig().sync_retry_ms
+    assert requests(replica.handle(Tick(GENESIS_TIME_MS + 500 + retry_ms))) == [(1, 2)]
+    assert not [
+        a for a in replica.handle(SyncedBlock(second, second_cert)) if isinstance(a, Commit)
+    ]
+    assert replica.synced_blocks_waiting == 1
+    (commit,) = [a for a in replica.handle(SyncedBlock(first, first_cert)) if isinstance(a, Commit)]
+    assert commit.block.hash == first.hash
+    executed = BlockExecuted(1, next_app_hash(GENESIS_APP_HASH, first), validators)
+    decided = [a for a in replica.handle(executed) if isinstance(a, Commit)]
+    # Height 2 is decided by its replayed proposal and commits, not by the held synced block.
+    assert [c.block.hash for c in decided] == [second.hash]
+    assert decided[0].next_app_hash is None
+    assert replica.status().height == 3
+    assert replica.synced_blocks_waiting == 0
+    # Still behind (height 3 is committed elsewhere): the next request goes out with height 3.
+    app_hash = next_app_hash(next_app_hash(GENESIS_APP_HASH, first), second)
+    assert requests(replica.handle(BlockExecuted(2, app_hash, validators))) == [(3, 3)]
