@@ -49,13 +49,14 @@ each height; the primary of (height, view) is ``(height + view) mod n``.
    answers are committed only with a valid ``CommitCertificate`` whose block extends our
    chain. Once an answer is all here and less than half of ``sync_blocks_max`` of it is left
    to apply, it asks for the blocks after it (no further than ``sync_blocks_max`` above its
-   height), so the next answer arrives while this one is applied. Synced blocks are held only
-   above the committed height: one held for a height that consensus decided first goes with
-   that height, and a request whose heights are all decided, however, counts as answered (a
-   replica still behind asks again at once). A view change at the height we last decided
-   comes from a replica that missed that decision: it is sent that one block
-   (``ServeBlocks``), at most once per ``sync_retry_ms``; a view change from an older height
-   gets nothing.
+   height), so the next answer arrives while this one is applied; an answer that came with no
+   request of ours outstanding (the driver's start-up request) is followed so too when its
+   blocks run on from our height. Synced blocks are held only above the committed height:
+   one held for a height that consensus decided first goes with that height, and a request
+   whose heights are all decided, however, counts as answered (a replica still behind asks
+   again at once). A view change at the height we last decided comes from a replica that
+   missed that decision: it is sent that one block (``ServeBlocks``), at most once per
+   ``sync_retry_ms``; a view change from an older height gets nothing.
 
 Why it is safe (no two honest replicas commit different blocks at one height)
 --------------------------------------------------------------------------------
@@ -1238,8 +1239,10 @@ class Replica:
         if isinstance(message, BlockRequest):
             self._on_block_request(message, event.sender, event.peer)
         elif isinstance(message, BlockResponse):
+            height = self._height
             for block, certificate in message.entries:
                 self._on_synced(block, certificate)
+            self._follow_unasked(message, height)
         else:
             self._route(message, len(event.data))
 
@@ -1989,6 +1992,23 @@ class Replica:
         height, keys = ahead
         to_height = min(height - 1, self._height + self._config.sync_blocks_max - 1)
         self._request_blocks(requested_to + 1, to_height, keys, continuing=True)
+
+    def _follow_unasked(self, response: BlockResponse, height: int) -> None:
+        """An answer that came with no request of ours outstanding (the driver's start-up
+        request for blocks) is followed like an answer to our own: once its last block is
+        held, ``_extend_sync`` asks for the blocks after it while the rest is applied. Only
+        an answer of consecutive blocks from ``height``, ours when it arrived: one that
+        leaves a gap would have us ask past the gap, and the request for the gap would then
+        wait ``sync_retry_ms``."""
+        entries = response.entries
+        if self._sync_requested_to is not None or not entries:
+            return
+        if any(block.height != height + index for index, (block, _) in enumerate(entries)):
+            return
+        last = entries[-1][0].height
+        if last in self._synced:
+            self._sync_requested_to = last
+            self._sync_window_cut = False
 
     def _request_blocks(
         self,

@@ -39,7 +39,9 @@ The kinds (``Move``):
 * ``future``: messages for far-future heights and views, and bursts of distinct valid messages
   for the next heights (to fill buffers), some of them carrying large blocks;
 * ``block-response``: unsolicited forged, short, empty, foreign-chain, far-ahead or true block
-  responses; ``block-request``: requests for many blocks (serving cost);
+  responses, and runs of true certified blocks from an honest replica's own height or from the
+  one after it (an answer it would follow like its own, or one with a gap);
+  ``block-request``: requests for many blocks (serving cost);
 * ``garbage``: random bytes, truncated and bit-flipped copies of seen messages, signers that are
   no validator.
 
@@ -1272,7 +1274,22 @@ class Adversary:
         return encode_block_response(entries)  # the truth, for contrast
 
     def _move_block_response(self) -> bool:
-        signer = self.rng.choice(self.byzantine)
+        rng = self.rng
+        signer = rng.choice(self.byzantine)
+        if self.honest and rng.randrange(3) == 0:
+            # True certified blocks, unasked, from a replica's own height or from the one after
+            # it (a gap): one it would follow like an answer to its own request, or not.
+            target = rng.choice(self.honest)
+            first = self._position.get(target, (1, 0))[0] + rng.randrange(2)
+            run: list[tuple[Block, CommitCertificate]] = []
+            for height in range(first, first + rng.randint(1, 6)):
+                entry = self._commit_certificates.get(height)
+                if entry is None:
+                    break
+                run.append(entry)
+            if run:
+                self._send(signer, [target], encode_block_response(run))
+                return True
         self._send(signer, self._targets(), self._forged_response([]))
         return True
 

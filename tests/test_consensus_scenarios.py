@@ -14,6 +14,7 @@ from consensus.replica import (
     BlockExecuted,
     ChainTip,
     Commit,
+    Dropped,
     DropReason,
     PeerMessage,
     Replica,
@@ -451,3 +452,87 @@ def test_consensus_deciding_a_synced_height_first_ends_the_hold_and_the_request(
     # Still behind (height 3 is committed elsewhere): the next request goes out with height 3.
     app_hash = next_app_hash(next_app_hash(GENESIS_APP_HASH, first), second)
     assert requests(replica.handle(BlockExecuted(2, app_hash, validators))) == [(3, 3)]
+
+
+def _behind_twenty_heights(config: ReplicaConfig) -> tuple[Replica, Cluster]:
+    """A fresh replica (validator 3) at height 1 that has heard three validators committing
+    height 20 of the cluster's chain (too far ahead to do anything with their votes but note
+    where they are)."""
+    cluster = Cluster(4, config=config)
+    keys, validators = cluster.keys, cluster.validators
+    cluster.start()
+    cluster.run_until(lambda: cluster.all_reached(20, nodes=[0, 1, 2, 3]))
+    tip = ChainTip(0, GENESIS_HASH, GENESIS_APP_HASH, GENESIS_TIME_MS)
+    replica = Replica(
+        config,
+        chain_id=CHAIN_ID,
+        validators=validators,
+        next_validators=validators,
+        key=keys[3],
+        tip=tip,
+    )
+    replica.handle(Start(GENESIS_TIME_MS))
+    top = cluster.nodes[0].chain[19][0]
+    for i in range(3):
+        vote = Vote.create(
+            keys[i],
+            CHAIN_ID,
+            phase=Phase.COMMIT,
+            height=20,
+            view=top.header.view,
+            block_hash=top.hash,
+            validator=i,
+        )
+        assert not [
+            a
+            for a in replica.handle(PeerMessage(encode_message(vote), i))
+            if not isinstance(a, Dropped)
+        ]
+    return replica, cluster
+
+
+def test_an_answer_the_replica_did_not_ask_for_is_followed_like_its_own() -> None:
+    """The driver's start-up request for blocks is not the replica's, so its answer arrives
+    unasked. The replica follows it as it follows an answer to its own request: once it is
+    all held and less than half of it is left to apply, it asks for the blocks after it,
+    without waiting for a tick to see it is behind."""
+    replica, cluster = _behind_twenty_heights(ReplicaConfig(sync_blocks_max=8))
+    chain, validators = cluster.nodes[0].chain, cluster.validators
+    answer = encode_block_response(chain[:8])
+    actions = replica.handle(PeerMessage(answer, 0))
+    app_hash = GENESIS_APP_HASH
+    asked: list[tuple[int, int, int]] = []  # (block applied with it, from, to)
+    while True:
+        commits = [a for a in actions if isinstance(a, Commit)]
+        applied = commits[0].block.height if commits else 0
+        asked += [
+            (applied, a.from_height, a.to_height) for a in actions if isinstance(a, RequestBlocks)
+        ]
+        if not commits:
+            break
+        (commit,) = commits
+        app_hash = next_app_hash(app_hash, commit.block)
+        actions = replica.handle(BlockExecuted(commit.block.height, app_hash, validators))
+    assert replica.status().height == 9
+    # Asked for blocks 9-12 (up to 8 above its height) as block 5 was applied, with blocks
+    # 6-8 still held: no tick in between.
+    assert asked, "no request while the answer was applied"
+    assert asked[0] == (5, 9, 12), asked
+
+
+def test_an_unasked_answer_with_a_gap_is_not_followed() -> None:
+    """A peer sends, unasked, a certified block above the replica's next height (a gap
+    before it) while the replica executes a block. Followed, it would have the replica ask
+    for the blocks after it as the next height opens, and its request for the gap would then
+    wait ``sync_retry_ms``; ignored, the replica asks for the blocks from its height at the
+    next tick."""
+    replica, cluster = _behind_twenty_heights(ReplicaConfig(sync_blocks_max=8))
+    chain, validators = cluster.nodes[0].chain, cluster.validators
+    (commit,) = [a for a in replica.handle(SyncedBlock(*chain[0])) if isinstance(a, Commit)]
+    beyond = encode_block_response(chain[4:5])  # block 5, while the next height is 2
+    actions = replica.handle(PeerMessage(beyond, 0))
+    app_hash = next_app_hash(GENESIS_APP_HASH, commit.block)
+    actions += replica.handle(BlockExecuted(1, app_hash, validators))
+    actions += replica.handle(Tick(GENESIS_TIME_MS + 10))
+    asked = [(a.from_height, a.to_height) for a in actions if isinstance(a, RequestBlocks)]
+    assert asked == [(2, 9)]
