@@ -34,6 +34,8 @@ from tests.consensus_harness import (
     Cluster,
     Node,
     next_app_hash,
+    proposal,
+    vote,
 )
 
 
@@ -54,6 +56,36 @@ def build_block(cluster: Cluster, *, height: int, view: int, proposer: int, tag:
         timestamp_ms=max(cluster.now_ms, parent_time + 1),
         transactions=(tag,),
     )
+
+
+def fresh_replica(cluster: Cluster, config: ReplicaConfig | None = None) -> Replica:
+    """A replica of validator 3 of ``cluster``'s genesis set, started at genesis (its chain
+    is built by the cluster's replicas, which the tests hand to it)."""
+    replica = Replica(
+        config or ReplicaConfig(),
+        chain_id=CHAIN_ID,
+        validators=cluster.validators,
+        next_validators=cluster.validators,
+        key=cluster.keys[3],
+        tip=ChainTip(0, GENESIS_HASH, GENESIS_APP_HASH, GENESIS_TIME_MS),
+    )
+    replica.handle(Start(GENESIS_TIME_MS))
+    return replica
+
+
+def commit_votes(cluster: Cluster, block: Block) -> list[Vote]:
+    """Validators 0-2's commit votes for ``block`` in its own view (a quorum of four)."""
+    return [
+        vote(
+            cluster,
+            Phase.COMMIT,
+            height=block.height,
+            view=block.header.view,
+            block_hash=block.hash,
+            validator=i,
+        )
+        for i in range(3)
+    ]
 
 
 @pytest.mark.parametrize("n", [1, 4, 7])
@@ -300,24 +332,13 @@ def test_a_sync_hint_needs_the_next_block_held_linked_and_certified_by_its_set()
     """``Commit.next_app_hash`` comes only from a held block of the next height that links
     to the committed block and whose certificate its own height's set verified."""
     cluster = Cluster(4)
-    keys, validators = cluster.keys, cluster.validators
     cluster.start()
     cluster.run_until(lambda: cluster.all_reached(3, nodes=[0, 1, 2, 3]))
     chain = cluster.nodes[0].chain
     (first, first_cert), (second, second_cert), (third, third_cert) = chain[:3]
 
     def fresh() -> Replica:
-        tip = ChainTip(0, GENESIS_HASH, GENESIS_APP_HASH, GENESIS_TIME_MS)
-        replica = Replica(
-            ReplicaConfig(),
-            chain_id=CHAIN_ID,
-            validators=validators,
-            next_validators=validators,
-            key=keys[3],
-            tip=tip,
-        )
-        replica.handle(Start(GENESIS_TIME_MS))
-        return replica
+        return fresh_replica(cluster)
 
     def commits(replica: Replica, *entries: tuple[Block, CommitCertificate]) -> list[Commit]:
         data = encode_block_response(list(entries))
@@ -349,20 +370,7 @@ def test_a_sync_hint_needs_the_next_block_held_linked_and_certified_by_its_set()
         timestamp_ms=second.header.timestamp_ms,
         transactions=(),
     )
-    forged_cert = CommitCertificate.from_votes(
-        [
-            Vote.create(
-                keys[i],
-                CHAIN_ID,
-                phase=Phase.COMMIT,
-                height=2,
-                view=0,
-                block_hash=forged.hash,
-                validator=i,
-            )
-            for i in range(3)
-        ]
-    )
+    forged_cert = CommitCertificate.from_votes(commit_votes(cluster, forged))
     assert forged.header.parent_hash != first.hash
     replica = fresh()
     assert commits(replica, (forged, forged_cert)) == []
@@ -392,43 +400,19 @@ def test_consensus_deciding_a_synced_height_first_ends_the_hold_and_the_request(
     to that height is answered too, so a replica still behind asks again at once, not after
     ``sync_retry_ms``."""
     cluster = Cluster(4)
-    keys, validators = cluster.keys, cluster.validators
+    validators = cluster.validators
     cluster.start()
     cluster.run_until(lambda: cluster.all_reached(3, nodes=[0, 1, 2, 3]))
     (first, first_cert), (second, second_cert), (third, _) = cluster.nodes[0].chain[:3]
-    tip = ChainTip(0, GENESIS_HASH, GENESIS_APP_HASH, GENESIS_TIME_MS)
-    replica = Replica(
-        ReplicaConfig(),
-        chain_id=CHAIN_ID,
-        validators=validators,
-        next_validators=validators,
-        key=keys[3],
-        tip=tip,
-    )
-    replica.handle(Start(GENESIS_TIME_MS))
-
-    def commits(block: Block) -> list[Vote]:
-        return [
-            Vote.create(
-                keys[i],
-                CHAIN_ID,
-                phase=Phase.COMMIT,
-                height=block.height,
-                view=block.header.view,
-                block_hash=block.hash,
-                validator=i,
-            )
-            for i in range(3)
-        ]
+    replica = fresh_replica(cluster)
 
     def requests(actions: list[Action]) -> list[tuple[int, int]]:
         return [(a.from_height, a.to_height) for a in actions if isinstance(a, RequestBlocks)]
 
-    view, proposer = second.header.view, second.header.proposer
     early: list[Proposal | Vote] = [
-        Proposal.create(keys[proposer], CHAIN_ID, view=view, validator=proposer, block=second)
+        proposal(cluster, second, view=second.header.view, validator=second.header.proposer)
     ]
-    early += commits(second) + commits(third)
+    early += commit_votes(cluster, second) + commit_votes(cluster, third)
     for message in early:
         replica.handle(PeerMessage(encode_message(message), message.validator))
     # Three validators are seen committing height 3: ask for blocks 1 and 2 (and again after
@@ -459,35 +443,13 @@ def _behind_twenty_heights(config: ReplicaConfig) -> tuple[Replica, Cluster]:
     height 20 of the cluster's chain (too far ahead to do anything with their votes but note
     where they are)."""
     cluster = Cluster(4, config=config)
-    keys, validators = cluster.keys, cluster.validators
     cluster.start()
     cluster.run_until(lambda: cluster.all_reached(20, nodes=[0, 1, 2, 3]))
-    tip = ChainTip(0, GENESIS_HASH, GENESIS_APP_HASH, GENESIS_TIME_MS)
-    replica = Replica(
-        config,
-        chain_id=CHAIN_ID,
-        validators=validators,
-        next_validators=validators,
-        key=keys[3],
-        tip=tip,
-    )
-    replica.handle(Start(GENESIS_TIME_MS))
-    top = cluster.nodes[0].chain[19][0]
-    for i in range(3):
-        vote = Vote.create(
-            keys[i],
-            CHAIN_ID,
-            phase=Phase.COMMIT,
-            height=20,
-            view=top.header.view,
-            block_hash=top.hash,
-            validator=i,
-        )
-        assert not [
-            a
-            for a in replica.handle(PeerMessage(encode_message(vote), i))
-            if not isinstance(a, Dropped)
-        ]
+    replica = fresh_replica(cluster, config)
+    for commit in commit_votes(cluster, cluster.nodes[0].chain[19][0]):
+        data = encode_message(commit)
+        actions = replica.handle(PeerMessage(data, commit.validator))
+        assert not [a for a in actions if not isinstance(a, Dropped)]
     return replica, cluster
 
 
