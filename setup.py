@@ -3,7 +3,9 @@
 The modules in ``COMPILED`` are compiled with mypyc from their ordinary source, so an installed
 node runs them as C extensions. Without a C compiler, when mypyc cannot compile them, or with
 ``SUANPAN_PURE_PYTHON=1`` in the environment, the install goes on with the pure-Python source
-(one warning says why): same results, slower.
+(one warning says why): same results, slower. The same build compiles ``node/_ed25519batch.c``
+(batches of signature checks without the interpreter lock: ``node.signatures``), or leaves it
+out with the rest.
 """
 
 from __future__ import annotations
@@ -39,10 +41,7 @@ def _warn(message: str) -> None:
     print(f"suanpan: {message}; installing the pure-Python source only", file=sys.stderr)
 
 
-def _native_extensions() -> list[Extension]:
-    if os.environ.get("SUANPAN_PURE_PYTHON") == "1":
-        _warn("SUANPAN_PURE_PYTHON=1")
-        return []
+def _compiled_modules() -> list[Extension]:
     try:
         from mypyc.build import mypycify
     except ImportError as error:
@@ -54,6 +53,14 @@ def _native_extensions() -> list[Extension]:
     except (Exception, SystemExit) as error:
         _warn(f"mypyc could not compile {COMPILED} ({error!r})")
         return []
+
+
+def _native_extensions() -> list[Extension]:
+    if os.environ.get("SUANPAN_PURE_PYTHON") == "1":
+        _warn("SUANPAN_PURE_PYTHON=1")
+        return []
+    # Batches of signature checks without the interpreter lock (node/signatures.py): plain C.
+    return [*_compiled_modules(), Extension("node._ed25519batch", ["node/_ed25519batch.c"])]
 
 
 class _BuildExtOrSource(build_ext):

@@ -184,6 +184,7 @@ from node.native import native_status
 from node.openapi import openapi_document
 from node.phases import PHASES, PhaseClock, WaitClock, thread_cpu_ns
 from node.servebudget import ServeBudget
+from node.signatures import batch_status, verify_transactions
 from node.snapshots import SnapshotDirectory, SnapshotError, SnapshotServer, export_snapshot
 from node.statesync import NoSnapshotOffered, StateSync, StateSyncError, StateSyncLimits
 from node.store import (
@@ -263,10 +264,10 @@ _TREE_FLUSH_BLOCKS_WRITER_PROCESS: Final = 16
 # waits for the blocks before it to execute (its own set is known then) before the lookahead
 # gives up on it (the replica judges it anyway); bounds what a stalled chain keeps waiting.
 _PREFETCH_WAIT_S: Final = 10.0
-# The lookahead checks synced blocks in groups of 1, 2, 4, ... up to this many: one worker
-# thread call for a group's certificates and one batch for its signatures. Each step of the
-# lookahead waits for the loop, which executes a block between two turns; one block per step
-# would only keep pace with execution, never get ahead of it.
+# The lookahead checks synced blocks in groups of 1, 2, 4, ... up to this many: a group's
+# certificates on the loop, then one batch for its signatures on the verifying threads. Each
+# step of the lookahead waits for the loop, which executes a block between two turns; one block
+# per step would only keep pace with execution, never get ahead of it.
 _PREFETCH_GROUP_MAX: Final = 8
 # Validated blocks whose execution results are kept for their commit (a few views' worth).
 _VALIDATED_CACHE_MAX: Final = 8
@@ -530,6 +531,7 @@ class Node:
         self.blocks_executed = 0
         # Which hot paths run compiled (node.native), for the logs and /status.
         self._native = native_status()
+        self._signature_batch = batch_status()
         self._nursery: trio.Nursery | None = None
         self.syncing = False
         # The highest height the replica asked peers for (block sync): answers up to it get
@@ -704,6 +706,7 @@ class Node:
                         "height": self.store.height,
                         "state_sync": self.state_syncing,
                         "native_modules": self._native,
+                        "signature_batch": self._signature_batch,
                         # The process CPU its start-up took (imports, opening the store), and
                         # the event loop thread's share of it.
                         "cpu_ns": time.process_time_ns() + self.store.writer_process_cpu_ns,
@@ -925,13 +928,15 @@ class Node:
     async def _certify_all(self, entries: list[tuple[Block, CommitCertificate]]) -> list[bool]:
         """For each of ``entries``, whether its certificate certifies its block by the
         validator set this node knows for the block's height (final up to ``executed + 2``,
-        the latest scheduled set above); the signatures are checked in one worker thread
-        call."""
+        the latest scheduled set above). Checked here, on the loop's thread: a group's
+        certificates hold a few dozen signatures at most, and a worker thread checking them
+        one PyNaCl call at a time must win the GIL back from the busy loop after each one,
+        which held each group of the lookahead back by 0.03-0.17 s
+        (docs/performance.md, Catch-up)."""
         validators = [self.validators_at(block.height) for block, _ in entries]
-        verdicts, cpu_ns = await trio.to_thread.run_sync(
-            _certificates_valid, entries, validators, self.chain_id, limiter=self._verify_limiter
-        )
-        self.phases.add("consensus", cpu_ns)
+        with self.phases.measure("consensus"):
+            verdicts = _certificates_valid(entries, validators, self.chain_id)
+        await trio.lowlevel.checkpoint()
         return verdicts
 
     async def _verify_ahead(self, blocks: list[Block]) -> None:
@@ -2410,6 +2415,7 @@ class Node:
             "admission_limit": self.admission.limit(time.monotonic()),
             "version": SOFTWARE_VERSION,
             "native_modules": dict(self._native),
+            "signature_batch": self._signature_batch,
             "last_block_time_ms": self._tip_timestamp_ms,
             "last_block_age_ms": max(0, _now_ms() - self._tip_timestamp_ms),
             "api_access": self.config.rpc.access,
@@ -2558,10 +2564,11 @@ def _trust_certified(block: Block, known: dict[bytes, Transaction], chain_id: st
 
 
 def _verify_all(transactions: Sequence[Transaction]) -> tuple[list[bool], int]:
-    """Runs on a worker thread: PyNaCl releases the GIL while verifying. Returns the verdicts
-    and the thread CPU nanoseconds they took."""
+    """Runs on a worker thread (or the loop's, for small batches): the checks release the GIL,
+    once for the whole batch with ``node.signatures``' native batch. Returns the verdicts and
+    the thread CPU nanoseconds they took."""
     started_ns = thread_cpu_ns()
-    verdicts = [transaction.signature_valid() for transaction in transactions]
+    verdicts = verify_transactions(transactions)
     return verdicts, thread_cpu_ns() - started_ns
 
 
@@ -2569,10 +2576,9 @@ def _certificates_valid(
     entries: Sequence[tuple[Block, CommitCertificate]],
     validators: Sequence[ValidatorSet],
     chain_id: str,
-) -> tuple[list[bool], int]:
+) -> list[bool]:
     """Whether each entry's certificate certifies its block by the matching set of
-    ``validators``, and the thread CPU nanoseconds that took (runs on a worker thread)."""
-    started_ns = thread_cpu_ns()
+    ``validators``."""
     verdicts: list[bool] = []
     for (block, certificate), known in zip(entries, validators, strict=True):
         try:
@@ -2583,7 +2589,7 @@ def _certificates_valid(
             verdicts.append(False)
         else:
             verdicts.append(True)
-    return verdicts, thread_cpu_ns() - started_ns
+    return verdicts
 
 
 def _write_wait(action: Action) -> str:

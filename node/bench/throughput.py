@@ -90,6 +90,7 @@ from node.jsonvalue import JsonType
 from node.machineidle import cores_by_state, read_cpu_jiffies
 from node.metrics import process_status_kib
 from node.native import native_status
+from node.signatures import batch_status
 from node.testnet.testnet import Testnet, agreement_problems, create_testnet
 
 __all__ = [
@@ -475,6 +476,7 @@ class ThroughputReport:
             ),
             "agreement_problems": list(self.agreement_problems),
             "native_modules": dict[str, JsonType](native_status()),
+            "signature_batch": batch_status(),
         }
         if len(self.steps) > 1:
             document["steps"] = [step.to_json() for step in self.steps]
