@@ -27,6 +27,7 @@ __all__ = [
     "SIGNATURE_BYTES",
     "PrivateKey",
     "hash_bytes",
+    "signature_check",
     "signing_bytes",
     "verify",
 ]
@@ -75,17 +76,28 @@ class PrivateKey:
         return bytes(signed.signature)
 
 
+def signature_check(
+    public_key: bytes, tag: bytes, chain_id: str, payload: bytes, signature: bytes
+) -> tuple[bytes, bytes, bytes] | None:
+    """What ``verify`` checks: (signature, signed bytes, public key), or None when the key,
+    signature, tag or chain id is malformed (such a signature never verifies)."""
+    if len(public_key) != PUBLIC_KEY_BYTES or len(signature) != SIGNATURE_BYTES:
+        return None
+    try:
+        return signature, signing_bytes(tag, chain_id, payload), public_key
+    except ValueError:
+        return None
+
+
 def verify(public_key: bytes, tag: bytes, chain_id: str, payload: bytes, signature: bytes) -> bool:
     """True when ``signature`` is ``public_key``'s signature of ``payload`` under tag and chain.
 
     Never raises for malformed keys or signatures: those simply do not verify.
     """
-    if len(public_key) != PUBLIC_KEY_BYTES or len(signature) != SIGNATURE_BYTES:
+    check = signature_check(public_key, tag, chain_id, payload, signature)
+    if check is None:
         return False
-    try:
-        message = signing_bytes(tag, chain_id, payload)
-    except ValueError:
-        return False
+    message = check[1]
     try:
         nacl.bindings.crypto_sign_open(signature + message, public_key)
     except (nacl.exceptions.CryptoError, ValueError, TypeError):

@@ -25,6 +25,7 @@ node reports it in ``/status`` (``signature_batch``).
 from __future__ import annotations
 
 import ctypes
+import functools
 import importlib
 import importlib.util
 import logging
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from apps.transaction import TX_TAG, Transaction
-from consensus.crypto import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, PrivateKey, signing_bytes
+from consensus.crypto import PrivateKey, signature_check, signing_bytes
 from node.native import PURE_PYTHON_ENV
 
 __all__ = ["BATCH_STATUS_NATIVE", "batch_status", "verify_per_signature", "verify_transactions"]
@@ -46,6 +47,19 @@ _VERIFY_SYMBOL: Final = "crypto_sign_ed25519_verify_detached"
 
 Check = tuple[bytes, bytes, bytes]  # (signature, signed bytes, public key)
 Verifier = Callable[[tuple[Check, ...]], list[bool]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Native:
+    """The native batch: ``verify_batch`` with the address of libsodium's check in
+    ``library``, which it holds so the address stays valid."""
+
+    verify_batch: Callable[[int, tuple[Check, ...]], bytes]
+    library: ctypes.CDLL
+    address: int
+
+    def __call__(self, checks: tuple[Check, ...]) -> list[bool]:
+        return [verdict == 1 for verdict in self.verify_batch(self.address, checks)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,28 +104,18 @@ def _load() -> _Batch:
         return _Batch(None, f"per signature ({_VERIFY_SYMBOL} was not found: {error})")
     if not address:
         return _Batch(None, f"per signature ({_VERIFY_SYMBOL} has no address)")
-    batch: Callable[[int, tuple[Check, ...]], bytes] = native.verify_batch
-    libraries = [library]  # held by ``run``: the address stays valid while it is used
-
-    def run(checks: tuple[Check, ...]) -> list[bool]:
-        assert libraries
-        return [verdict == 1 for verdict in batch(address, checks)]
-
+    run = _Native(native.verify_batch, library, address)
     if not _self_test(run):
         return _Batch(None, "per signature (the native batch failed its self-test)")
     return _Batch(run, BATCH_STATUS_NATIVE)
 
 
-_LOADED: list[_Batch] = []
-
-
+@functools.cache
 def _batch() -> _Batch:
-    if not _LOADED:
-        loaded = _load()
-        if loaded.run is None:
-            log.warning("signature_batch_unavailable", extra={"status": loaded.status})
-        _LOADED.append(loaded)
-    return _LOADED[0]
+    loaded = _load()
+    if loaded.run is None:
+        log.warning("signature_batch_unavailable", extra={"status": loaded.status})
+    return loaded
 
 
 def batch_status() -> str:
@@ -121,13 +125,9 @@ def batch_status() -> str:
 
 def _check(transaction: Transaction) -> Check | None:
     """What ``transaction.signature_valid()`` verifies; None when it cannot verify."""
-    if len(transaction.sender) != PUBLIC_KEY_BYTES or len(transaction.signature) != SIGNATURE_BYTES:
-        return None
-    try:
-        message = signing_bytes(TX_TAG, transaction.chain_id, transaction.body())
-    except ValueError:
-        return None
-    return transaction.signature, message, transaction.sender
+    return signature_check(
+        transaction.sender, TX_TAG, transaction.chain_id, transaction.body(), transaction.signature
+    )
 
 
 def verify_per_signature(transactions: Sequence[Transaction]) -> list[bool]:

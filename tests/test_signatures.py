@@ -170,7 +170,7 @@ def test_without_the_batch_every_transaction_is_checked_one_call_each(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(
-        signatures, "_LOADED", [signatures._Batch(None, "per signature (not built)")]
+        signatures, "_batch", lambda: signatures._Batch(None, "per signature (not built)")
     )
     good = _signed(KEYS[0], 1)
     bad = _with(_signed(KEYS[1], 2), signature=bytes(64))
