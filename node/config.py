@@ -232,6 +232,10 @@ class StoreConfig:
     # Write blocks and the Merkle tree's held records in a process of its own (the block
     # writer process), not on a thread of the node's.
     writer_process: bool = False
+    # Write the blocks of a long block sync (32 synced blocks or more held to apply) in a block
+    # writer process, which the node starts with itself (it waits 60 s at most) or for the
+    # sync, and ends when the sync does.
+    sync_writer_process: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -616,6 +620,13 @@ SCHEMA: Final[dict[str, tuple[Key, ...]]] = {
             _bool,
             "true or false",
             "write blocks in a process of its own, beside the node's (see docs/operators.md)",
+        ),
+        Key(
+            "sync_writer_process",
+            _bool,
+            "true or false",
+            "write a long block sync's blocks in a process of its own, started with the node "
+            "or for the sync (see docs/operators.md)",
         ),
     ),
     "statesync": (

@@ -188,7 +188,6 @@ from node.signatures import batch_status, verify_transactions
 from node.snapshots import SnapshotDirectory, SnapshotError, SnapshotServer, export_snapshot
 from node.statesync import NoSnapshotOffered, StateSync, StateSyncError, StateSyncLimits
 from node.store import (
-    TREE_FLUSH_BLOCKS,
     CertifiedView,
     StateReader,
     Store,
@@ -257,6 +256,16 @@ _UNWRITTEN_BLOCKS_MAX: Final = 16
 # the process's turn at a core), so 16 blocks filled up while the process wrote; twice as many
 # did not, and each write then takes more blocks.
 _UNWRITTEN_BLOCKS_MAX_WRITER_PROCESS: Final = 32
+# Synced blocks a node holds, waiting to be applied, that make it start a block writer process
+# for the rest of the sync (``[store] sync_writer_process``): a shorter sync ends before the
+# process (about 0.15 s of a core to load its code) would pay for itself.
+_SYNC_WRITER_PROCESS_BLOCKS: Final = 32
+# How long the block writer process a node starts with waits for a long sync to take over
+# before it ends.
+_SYNC_WRITER_PROCESS_IDLE_S: Final = 60.0
+# How long a node stays out of sync before the block writer process started for the sync
+# stops: between two answers of a long sync the node briefly holds no synced block.
+_SYNC_WRITER_PROCESS_LINGER_S: Final = 2.0
 # Blocks whose tree records the store holds before writing them, while such a node syncs:
 # fewer tree writes, the largest a node makes.
 _TREE_FLUSH_BLOCKS_WRITER_PROCESS: Final = 16
@@ -390,6 +399,7 @@ class Node:
         self.store = Store(home.data_dir, chain_id=self.chain_id, genesis_hash=self.genesis.hash)
         # Executed blocks that may wait for the block writer (``_set_syncing``).
         self._unwritten_max = _UNWRITTEN_BLOCKS_MAX
+        self._tree_flush_blocks = self.store.tree_flush_blocks
         self._apps = load_apps(self.genesis.apps)
         if not self.store.initialised:
             genesis_host = AppHost(self._apps, self.store.state_backend(), chain_id=self.chain_id)
@@ -534,6 +544,11 @@ class Node:
         self._signature_batch = batch_status()
         self._nursery: trio.Nursery | None = None
         self.syncing = False
+        # Whether a block writer process started for this sync writes its blocks
+        # (``[store] sync_writer_process``).
+        self._sync_writer_wanted = False
+        # When (trio clock) the node last stopped syncing (None: syncing, or never synced).
+        self._sync_ended_at: float | None = None
         # The highest height the replica asked peers for (block sync): answers up to it get
         # their signatures verified ahead; ``syncing`` holds until every block up to it has
         # executed.
@@ -717,6 +732,11 @@ class Node:
                 task_status.started(self)
                 if self.state_syncing:
                     await self._state_sync()
+                # A restarted node is most often behind: a block writer process loads its code
+                # while the node looks for its peers, and waits for a long sync.
+                store = self.config.store
+                if store.sync_writer_process and not store.writer_process:
+                    nursery.start_soon(self._drop_idle_sync_writer)
                 nursery.start_soon(self._write_blocks)
                 nursery.start_soon(self._consensus_driver)
                 nursery.start_soon(self._ticker)
@@ -1562,6 +1582,10 @@ class Node:
         writes the Merkle tree's held records when they are due, in a transaction of their
         own, after what waited on the blocks has gone on."""
         while True:
+            if self._sync_writer_wanted and (
+                self.store.writer_process_pid is None or self._sync_writer_done()
+            ):
+                await self._switch_writer()
             if not self._unwritten:
                 self._unwritten_added = trio.Event()
                 await self._unwritten_added.wait()
@@ -1663,22 +1687,111 @@ class Node:
         if successor_held:
             if not self.syncing:
                 self._set_syncing(True)
+            if (
+                not self._sync_writer_wanted
+                and self.replica.synced_blocks_waiting >= _SYNC_WRITER_PROCESS_BLOCKS
+            ):
+                self._start_sync_writer()
         elif self.syncing and height >= self._blocks_asked_to:
             self._set_syncing(False)
+
+    def _start_sync_writer(self) -> None:
+        """A long sync: the block writer hands its writes to a block writer process before
+        its next write."""
+        store = self.config.store
+        if store.writer_process or not store.sync_writer_process:
+            return
+        if self._spawn_sync_writer():
+            self._sync_writer_wanted = True
+            self._unwritten_added.set()
+
+    def _spawn_sync_writer(self) -> bool:
+        """Start a block writer process that waits to take over (on this thread, which lives
+        as long as the store: the child dies with the thread that started it); False (logged)
+        when it cannot start."""
+        try:
+            self.store.spawn_writer_process()
+        except StoreError as error:
+            log.warning("block_writer_process_unavailable", extra={"error": str(error)})
+            return False
+        return True
+
+    async def _drop_idle_sync_writer(self) -> None:
+        """Start a block writer process with the node, for a sync; it ends if no long sync
+        began within ``_SYNC_WRITER_PROCESS_IDLE_S`` (its memory is the node's to spend
+        otherwise)."""
+        if not self._spawn_sync_writer():
+            return
+        await trio.sleep(_SYNC_WRITER_PROCESS_IDLE_S)
+        if not self._sync_writer_wanted:
+            await trio.to_thread.run_sync(self.store.discard_spawned_writer)
 
     def _set_syncing(self, syncing: bool) -> None:
         """The node starts or stops block sync. With the block writer process, a sync queues
         more executed blocks for writing and holds the tree's records for more blocks
         (nothing waits on those writes but the sync itself); at the tip the writes stay
-        small, so a round never waits on a large one."""
+        small, so a round never waits on a large one. A block writer process started for the
+        sync stops once the node has been out of sync for ``_SYNC_WRITER_PROCESS_LINGER_S``
+        (the block writer stops it, between two writes)."""
+        now = trio.current_time()
+        if syncing:
+            self._sync_ended_at = None
+        elif self.syncing:
+            self._sync_ended_at = now
+            if self._sync_writer_wanted and self._nursery is not None:
+                self._nursery.start_soon(self._wake_writer_at, now + _SYNC_WRITER_PROCESS_LINGER_S)
         self.syncing = syncing
-        if self.config.store.writer_process:
-            self._unwritten_max = (
-                _UNWRITTEN_BLOCKS_MAX_WRITER_PROCESS if syncing else _UNWRITTEN_BLOCKS_MAX
-            )
-            self.store.tree_flush_blocks = (
-                _TREE_FLUSH_BLOCKS_WRITER_PROCESS if syncing else TREE_FLUSH_BLOCKS
-            )
+        self._writer_settings()
+
+    async def _wake_writer_at(self, deadline: float) -> None:
+        """Wake the block writer at ``deadline`` (to stop a sync's writer process on time
+        when no block comes to write)."""
+        await trio.sleep_until(deadline)
+        self._unwritten_added.set()
+
+    def _sync_writer_done(self) -> bool:
+        """Whether the block writer process started for a sync is due to stop."""
+        ended_at = self._sync_ended_at
+        return (
+            self._sync_writer_wanted
+            and ended_at is not None
+            and trio.current_time() - ended_at >= _SYNC_WRITER_PROCESS_LINGER_S
+        )
+
+    def _writer_settings(self) -> None:
+        """The write queue's length and the tree's write interval for a sync with the block
+        writer process, else the node's own."""
+        longer = self.syncing and self.store.writer_process_pid is not None
+        self._unwritten_max = (
+            _UNWRITTEN_BLOCKS_MAX_WRITER_PROCESS if longer else _UNWRITTEN_BLOCKS_MAX
+        )
+        self.store.tree_flush_blocks = (
+            _TREE_FLUSH_BLOCKS_WRITER_PROCESS if longer else self._tree_flush_blocks
+        )
+
+    async def _switch_writer(self) -> None:
+        """Between two writes: hand the writes to the block writer process started for a
+        sync, or take them back once the sync is over. A process that cannot open the store
+        leaves the writes on the thread (logged)."""
+        if self._sync_writer_done():
+            self._sync_writer_wanted = False
+            pid = self.store.writer_process_pid
+            await trio.to_thread.run_sync(self.store.stop_writer_process)
+            if pid is not None:
+                log.info("block_writer_process_stopped", extra={"pid": pid})
+        elif self._sync_writer_wanted and self.store.writer_process_pid is None:
+            try:
+                self.store.spawn_writer_process()  # this thread's (nothing when one waits)
+                await trio.to_thread.run_sync(self.store.attach_writer_process)
+            except StoreError as error:
+                self._sync_writer_wanted = False
+                log.warning("block_writer_process_unavailable", extra={"error": str(error)})
+            else:
+                log.info(
+                    "block_writer_process_started",
+                    extra={"pid": self.store.writer_process_pid, "for": "sync"},
+                )
+        self._writer_settings()
 
     def _after_write(
         self, block: Block, certificate: CommitCertificate, result: BlockResult
@@ -2425,6 +2538,8 @@ class Node:
             "tree_groups": {"groups": self.tree_groups, "blocks": self.tree_group_blocks},
             # The block writer process's pid (None: blocks are written on a thread here).
             "block_writer_pid": self.store.writer_process_pid,
+            # The largest peak RSS of its block writer processes so far (null: none ran).
+            "block_writer_rss_peak_bytes": self.store.writer_process_rss_peak_bytes or None,
             "transactions_verified_ahead": self.transactions_verified_ahead,
             "transactions_trusted": self.transactions_trusted,
             "signatures_checked": dict[str, JsonType](self.signatures_checked),

@@ -379,8 +379,15 @@ class Store:
         self.chain_id = chain_id
         self.genesis_hash = genesis_hash
         self._votes: _VoteRecordEnvironment | None = None
-        # The block writer process, once started (``start_writer_process``).
+        # The block writer process, once started (``start_writer_process``), and one
+        # started that waits to take over (``spawn_writer_process``).
         self._writer: _WriterProcess | None = None
+        self._spawned: _WriterProcess | None = None
+        # Guards ``_spawned`` (its start on the node's thread never waits for a write).
+        self._spawn_lock = threading.Lock()
+        self._writer_rss_peak_bytes = 0
+        # The CPU time of the block writer processes stopped so far.
+        self._stopped_writers_cpu_ns = 0
         # Whether a full map is grown here; a writer process's store asks its node instead.
         self._grow_map_here = grow_map_here
         try:
@@ -590,10 +597,7 @@ class Store:
 
     def close(self) -> None:
         """Stop the block writer process, if any, and close the environments (idempotent)."""
-        with self._write_lock:
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
+        self.stop_writer_process()
         with self._write_lock, self._lock:
             self._env.close()
         if self._votes is not None:
@@ -646,31 +650,89 @@ class Store:
         """Write blocks and the held tree records from now on in a process of its own (the
         block writer process: ``node.storewriter``), which opens this store's environment
         beside this one; this process keeps the held records its readers need. Call it from
-        the thread that lives as long as the store (the child dies with it, on Linux), before
-        a block is written (the process reads the tree's state as it opens, and a store
-        holding tree records would have it write them). Raises ``StoreError`` when the process
-        cannot start or the store holds tree records."""
-        with self._write_lock:
+        the thread that lives as long as the store (the child dies with that thread, on
+        Linux). Raises ``StoreError`` when the process cannot start."""
+        self.spawn_writer_process()
+        self.attach_writer_process()
+
+    def discard_spawned_writer(self) -> None:
+        """End a process ``spawn_writer_process`` started that has not taken over."""
+        with self._spawn_lock:
+            spawned, self._spawned = self._spawned, None
+        if spawned is not None:
+            spawned.close()
+
+    def spawn_writer_process(self) -> None:
+        """Start a block writer process that takes over the writes at
+        ``attach_writer_process`` (it loads its code meanwhile; starting it takes a few
+        milliseconds and never waits for a write). Call it from the thread that lives as
+        long as the store: on Linux the child dies with the thread that started it. Does
+        nothing when one is running or waiting. Raises ``StoreError`` when it cannot start."""
+        with self._spawn_lock:
+            if self._writer is None and self._spawned is None:
+                self._spawned = _WriterProcess()
+
+    def attach_writer_process(self) -> None:
+        """Have the process ``spawn_writer_process`` started write from now on (nothing to do
+        when one writes already). The tree records held here are written first (the process
+        reads the tree's state as it opens), then the process opens the store with this
+        store's map size and settings. Blocks until the process has loaded its code. Raises
+        ``StoreError`` when none was spawned or it cannot open the store (the process is
+        stopped and the writes stay here)."""
+        with self._spawn_lock:
+            spawned, self._spawned = self._spawned, None
+        if spawned is None:
             if self._writer is not None:
                 return
-            if self.tree_held() != (0, 0):
-                raise StoreError(
-                    "the block writer process starts before a block is written: this store "
-                    "holds tree records the process would find missing"
+            raise StoreError("no block writer process was started to take over the writes")
+        with self._write_lock:
+            try:
+                self._write_held_tree_here()
+                with self._lock:
+                    map_size = int(self._env.info()["map_size"])
+                spawned.open(
+                    {
+                        "path": str(self.path),
+                        "chain_id": self.chain_id,
+                        "genesis_hash": self.genesis_hash,
+                        "map_size_bytes": map_size,
+                        "sync": self._sync,
+                        "tree_flush_blocks": self.tree_flush_blocks,
+                        "tree_pending_records_max": self.tree_pending_records_max,
+                    }
                 )
-            with self._lock:
-                map_size = int(self._env.info()["map_size"])
-            self._writer = _WriterProcess(
-                {
-                    "path": str(self.path),
-                    "chain_id": self.chain_id,
-                    "genesis_hash": self.genesis_hash,
-                    "map_size_bytes": map_size,
-                    "sync": self._sync,
-                    "tree_flush_blocks": self.tree_flush_blocks,
-                    "tree_pending_records_max": self.tree_pending_records_max,
-                }
-            )
+            except BaseException:
+                spawned.close()
+                raise
+            self._writer = spawned
+
+    def stop_writer_process(self) -> None:
+        """Write blocks here again, and end the block writer process (and one spawned that
+        waits). The held tree records stay as they are: this store holds the same ones and
+        writes them when due. Its peak RSS joins ``writer_process_rss_peak_bytes``, its CPU
+        time stays in ``writer_process_cpu_ns``."""
+        with self._write_lock:
+            writer, self._writer = self._writer, None
+            with self._spawn_lock:
+                spawned, self._spawned = self._spawned, None
+            if writer is not None:
+                self._note_writer_rss(writer)
+                self._stopped_writers_cpu_ns += writer.process_cpu_ns
+                writer.close()
+            if spawned is not None:
+                spawned.close()
+
+    def _note_writer_rss(self, writer: _WriterProcess) -> None:
+        self._writer_rss_peak_bytes = max(self._writer_rss_peak_bytes, writer.rss_peak_bytes())
+
+    @property
+    def writer_process_rss_peak_bytes(self) -> int:
+        """The largest peak RSS of this store's block writer processes, the running one's as
+        of now (0: none has run, or not on Linux)."""
+        writer = self._writer
+        if writer is not None:
+            self._note_writer_rss(writer)
+        return self._writer_rss_peak_bytes
 
     @property
     def writer_process_pid(self) -> int | None:
@@ -683,8 +745,10 @@ class Store:
 
     @property
     def writer_process_cpu_ns(self) -> int:
-        """The block writer process's CPU time so far (as of its last answer; 0: none)."""
-        return 0 if self._writer is None else self._writer.process_cpu_ns
+        """The CPU time so far of this store's block writer processes (the running one's as
+        of its last answer; 0: none has run)."""
+        writer = self._writer
+        return self._stopped_writers_cpu_ns + (0 if writer is None else writer.process_cpu_ns)
 
     def _grow_for_writer(self) -> int:
         """The writer process found the map full: grow it here (where the readers are) and
@@ -912,6 +976,13 @@ class Store:
                 with self._lock:
                     self._tree_written = written_at
             return int(written)
+        with self._write_lock:
+            return self._write_held_tree_here()
+
+    def _write_held_tree_here(self) -> int:
+        """``write_held_tree`` in this process, the write lock held."""
+        written = 0
+        written_at = 0
 
         def work(txn: lmdb.Transaction) -> None:
             nonlocal written, written_at
@@ -929,7 +1000,7 @@ class Store:
             written = len(records)
             written_at = int.from_bytes(current, "big")
 
-        self._write(work)
+        _write_growing(self._env, work, self._lock, self._grow)
         if written:
             with self._lock:
                 self._tree_written = written_at
@@ -2072,7 +2143,8 @@ class _WriterProcess:
     process's standard input and answers come back on its standard output, one at a time (the
     store's write lock orders them)."""
 
-    def __init__(self, options: dict[str, object]) -> None:
+    def __init__(self) -> None:
+        """Start the process; it loads its code and waits for ``open``."""
         self._shared: int | None = None
         arguments = [sys.executable, "-m", "node.storewriter", str(os.getpid())]
         if hasattr(os, "memfd_create"):
@@ -2101,11 +2173,23 @@ class _WriterProcess:
         self._channel = FrameChannel(
             self._process.stdout, self._process.stdin, self._shared, share_sends=True
         )
+
+    def open(self, options: dict[str, object]) -> None:
+        """Have the process open the store with ``options`` (``node.storewriter``)."""
+        self.call(("open", options), _map_not_grown)
+
+    def rss_peak_bytes(self) -> int:
+        """The process's peak resident set size (0 where ``/proc`` does not say)."""
         try:
-            self.call(("open", options), _map_not_grown)
-        except BaseException:
-            self.close()
-            raise
+            status = Path(f"/proc/{self.pid}/status").read_text()
+        except OSError:
+            return 0
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                fields = line.split()
+                if len(fields) >= 2 and fields[1].isdigit():
+                    return int(fields[1]) * 1024
+        return 0
 
     def take_cpu_ns(self) -> int:
         """The process's CPU nanoseconds on requests since the last call."""

@@ -4,7 +4,9 @@ home's block intervals set for a test."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import TypeVar
 
 import trio
 
@@ -23,12 +25,15 @@ __all__ = [
     "forged_registration",
     "next_block",
     "registrations_chain",
+    "synced",
     "with_consensus",
     "with_intervals",
 ]
 
 # Long enough that a node never proposes a block of its own unless told to.
 NEVER_MS = 3_600_000
+
+_T = TypeVar("_T")
 
 
 def certified_by_lone_validator(key: PrivateKey, block: Block) -> tuple[Block, CommitCertificate]:
@@ -95,6 +100,27 @@ def with_intervals(home: Home, *, block_ms: int, empty_ms: int) -> Home:
         home.config.consensus, block_interval_ms=block_ms, empty_block_interval_ms=empty_ms
     )
     return replace(home, config=replace(home.config, consensus=consensus))
+
+
+async def synced(
+    home: Home,
+    entries: list[tuple[Block, CommitCertificate]],
+    then: Callable[[runtime.Node], Awaitable[_T]],
+    *,
+    deadline_s: float,
+) -> _T:
+    """Run the node of ``home``, hand it ``entries`` as one answer to its request for blocks
+    and, once it applied them all, return what ``then`` makes of it (the node is stopped
+    after)."""
+    top = entries[-1][0].height
+    with trio.fail_after(deadline_s):
+        async with trio.open_nursery() as nursery:
+            node = await nursery.start(runtime.Node(home).run)
+            await answer_block_request(node, entries)
+            await node.wait_for_height(top, timeout_s=deadline_s)
+            result = await then(node)
+            nursery.cancel_scope.cancel()
+    return result
 
 
 async def registrations_chain(

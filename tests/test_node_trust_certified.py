@@ -27,11 +27,11 @@ from node.jsonvalue import JsonType
 from node.testnet.testnet import create_testnet
 from tests.node_fixtures import (
     NEVER_MS,
-    answer_block_request,
     certified_by_lone_validator,
     forged_registration,
     next_block,
     registrations_chain,
+    synced,
     with_consensus,
 )
 
@@ -70,31 +70,29 @@ async def _sync(
     blocks, and return, once it applied them all, the forged transaction's receipt, the
     node's status and its app hash. ``GARBAGE`` is refused either way."""
     home = _configured(load_home(home_dir), block_ms=NEVER_MS, trust=trust)
-    top = entries[-1][0].height
-    with trio.fail_after(DEADLINE_S):
-        async with trio.open_nursery() as nursery:
-            node = await nursery.start(runtime.Node(home).run)
-            await answer_block_request(node, entries)
-            await node.wait_for_height(top, timeout_s=DEADLINE_S)
-            document = node.transaction(hash_bytes(forged))
-            assert document is not None
-            receipt = document["receipt"]
-            assert isinstance(receipt, dict)
-            garbage = node.transaction(hash_bytes(GARBAGE))
-            assert garbage is not None
-            refused = garbage["receipt"]
-            assert isinstance(refused, dict)
-            assert (refused["status"], refused["code"]) == ("rejected", "invalid_transaction")
-            status = node.status()
-            # The same counts for Prometheus.
-            for signatures in ("trusted", "verified_ahead"):
-                exported = node.metrics.registry.get_sample_value(
-                    "suanpan_synced_transactions_total", {"signatures": signatures}
-                )
-                assert exported == status[f"transactions_{signatures}"]
-            app_hash = node.host.app_hash
-            nursery.cancel_scope.cancel()
-    return receipt, status, app_hash
+
+    async def read(
+        node: runtime.Node,
+    ) -> tuple[dict[str, JsonType], dict[str, JsonType], bytes]:
+        document = node.transaction(hash_bytes(forged))
+        assert document is not None
+        receipt = document["receipt"]
+        assert isinstance(receipt, dict)
+        garbage = node.transaction(hash_bytes(GARBAGE))
+        assert garbage is not None
+        refused = garbage["receipt"]
+        assert isinstance(refused, dict)
+        assert (refused["status"], refused["code"]) == ("rejected", "invalid_transaction")
+        status = node.status()
+        # The same counts for Prometheus.
+        for signatures in ("trusted", "verified_ahead"):
+            exported = node.metrics.registry.get_sample_value(
+                "suanpan_synced_transactions_total", {"signatures": signatures}
+            )
+            assert exported == status[f"transactions_{signatures}"]
+        return receipt, status, node.host.app_hash
+
+    return await synced(home, entries, read, deadline_s=DEADLINE_S)
 
 
 async def _offer_next(

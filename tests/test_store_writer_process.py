@@ -41,6 +41,11 @@ from tests.test_store_unwritten import PipelinedChain, blocks_of_writes, dump
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the writer process is Linux's")
 
 
+def _writer_pid(store: Store) -> int | None:
+    """The store's block writer process (a function call: mypy keeps no narrowing over it)."""
+    return store.writer_process_pid
+
+
 def _gone(pid: int) -> bool:
     """True once ``pid`` no longer runs (exited, or a zombie nobody reaped yet)."""
     try:
@@ -109,6 +114,101 @@ def test_a_writer_process_leaves_the_store_as_a_writer_thread(
     there.store.close()
     assert _wait_gone(pid)
     _assert_reopened_alike(tmp_path / "here", tmp_path / "there")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_writer_process_takes_over_and_hands_back_in_the_middle_of_a_chain(
+    tmp_path: Path, seed: int
+) -> None:
+    """A node syncing a long way behind starts a process while it writes on its thread
+    (``spawn_writer_process``), hands it the writes with tree records held
+    (``attach_writer_process`` writes them first: the process reads the tree's state as it
+    opens) and takes the writes back with records held (``stop_writer_process``: both ends
+    hold the same ones). The chain reads the same as one its store wrote all along, and once
+    reopened every database is byte for byte the same; the stopped process's CPU time and
+    peak RSS stay counted."""
+    rng = random.Random(seed)
+    blocks = blocks_of_writes(10 + seed, 36)
+    here = PipelinedChain(tmp_path / "here", tree_flush_blocks=3)
+    there = PipelinedChain(tmp_path / "there", tree_flush_blocks=3)
+    spawned_at, attached_at, stopped_at = 6 + seed, 12 + seed, 24 + seed
+    pid: int | None = None
+    held_at_attach = held_at_stop = (0, 0)
+    for index, transactions in enumerate(blocks):
+        if index == spawned_at:
+            there.store.spawn_writer_process()
+            assert there.store.writer_process_pid is None  # the thread still writes
+        # Each switch at the first write boundary from its index with tree records held.
+        if index >= attached_at and pid is None and there.store.tree_held() != (0, 0):
+            held_at_attach = there.store.tree_held()
+            there.store.attach_writer_process()
+            pid = there.store.writer_process_pid
+            assert pid is not None
+            assert there.store.tree_held() == (0, 0)
+        if (
+            index >= stopped_at
+            and there.store.writer_process_pid is not None
+            and there.store.tree_held() != (0, 0)
+        ):
+            held_at_stop = there.store.tree_held()
+            cpu_ns = there.store.writer_process_cpu_ns
+            assert cpu_ns > 0
+            there.store.stop_writer_process()
+            assert pid is not None
+            assert _wait_gone(pid)
+            assert _writer_pid(there.store) is None
+            assert there.store.writer_process_cpu_ns == cpu_ns
+            assert there.store.writer_process_rss_peak_bytes > 0
+            assert there.store.tree_held() == held_at_stop
+        assert here.execute(transactions).app_hash == there.execute(transactions).app_hash
+        count = rng.randrange(1, 3)
+        here.write(min(count, len(here.unwritten)))
+        there.write(min(count, len(there.unwritten)))
+        assert here.store.read_certified(
+            lambda view: (view.height, view.app_hash)
+        ) == there.store.read_certified(lambda view: (view.height, view.app_hash))
+    # The switches happened with records held (the case that needs the care above).
+    assert held_at_attach != (0, 0)
+    assert held_at_stop != (0, 0)
+    for chain in (here, there):
+        if chain.unwritten:
+            chain.write(len(chain.unwritten))
+    assert here.store.height == there.store.height == len(blocks)
+    here.store.close()
+    there.store.close()
+    _assert_reopened_alike(tmp_path / "here", tmp_path / "there")
+
+
+def test_a_writer_process_that_cannot_open_the_store_leaves_the_writes_here(
+    tmp_path: Path,
+) -> None:
+    """A process spawned for a sync that dies before it takes over: the hand-over fails with
+    an error naming it, nothing is lost, and the store goes on writing itself (and can start
+    another process later). A hand-over with no process spawned is refused."""
+    chain = PipelinedChain(tmp_path, tree_flush_blocks=4)
+    for transactions in blocks_of_writes(8, 6):
+        chain.execute(transactions)
+    chain.write(3)
+    chain.store.spawn_writer_process()
+    spawned = chain.store._spawned
+    assert spawned is not None
+    os.kill(spawned.pid, signal.SIGKILL)
+    with pytest.raises(StoreError, match=rf"block writer process \(pid {spawned.pid}\) exited"):
+        chain.store.attach_writer_process()
+    assert chain.store.writer_process_pid is None
+    chain.write(3)
+    assert chain.store.height == 6
+    # Nothing spawned: refused, naming why.
+    with pytest.raises(StoreError, match="no block writer process was started"):
+        chain.store.attach_writer_process()
+    chain.store.spawn_writer_process()
+    chain.store.attach_writer_process()
+    assert _writer_pid(chain.store) is not None
+    for transactions in blocks_of_writes(9, 2):
+        chain.execute(transactions)
+    chain.write(2)
+    assert chain.store.height == 8
+    chain.store.close()
 
 
 def test_the_process_writes_the_tree_when_its_node_says_it_is_due(tmp_path: Path) -> None:
