@@ -226,6 +226,10 @@ async def test_an_overloaded_node_refuses_early_and_keeps_its_pool_bounded(
     with trio.fail_after(DEADLINE_S):
         async with trio.open_nursery() as nursery:
             node = await nursery.start(runtime.Node(home).run)
+            # The lone validator's first proposal goes out as it starts (nothing came before
+            # it to wait an interval from); the next waits the interval. Once that block is
+            # in, no block moves the pool while the test counts what waits.
+            await node.wait_for_height(1, timeout_s=DEADLINE_S)
             # A refused transaction holds back its sender's later ones in the batch.
             status, _, document = await post([_bad_signature(stream[0]), *stream[1:3]])
             assert status == 200
