@@ -37,21 +37,25 @@ COMPILED = [
 ]
 
 
-def _warn(message: str) -> None:
-    print(f"suanpan: {message}; installing the pure-Python source only", file=sys.stderr)
+# The signature batch (plain C) is built even when mypyc is missing or fails.
+_MODULES_PURE = "the execution hot paths stay pure Python"
+
+
+def _warn(message: str, *, fallback: str = "installing the pure-Python source only") -> None:
+    print(f"suanpan: {message}; {fallback}", file=sys.stderr)
 
 
 def _compiled_modules() -> list[Extension]:
     try:
         from mypyc.build import mypycify
     except ImportError as error:
-        _warn(f"mypyc is not available ({error})")
+        _warn(f"mypyc is not available ({error})", fallback=_MODULES_PURE)
         return []
     try:
         # Third-party imports need no stubs here: the build environment has only mypy.
         return list(mypycify(["--ignore-missing-imports", *COMPILED], opt_level="3"))
     except (Exception, SystemExit) as error:
-        _warn(f"mypyc could not compile {COMPILED} ({error!r})")
+        _warn(f"mypyc could not compile {COMPILED} ({error!r})", fallback=_MODULES_PURE)
         return []
 
 

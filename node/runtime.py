@@ -732,11 +732,8 @@ class Node:
                 task_status.started(self)
                 if self.state_syncing:
                     await self._state_sync()
-                # A restarted node is most often behind: a block writer process loads its code
-                # while the node looks for its peers, and waits for a long sync.
-                store = self.config.store
-                if store.sync_writer_process and not store.writer_process:
-                    nursery.start_soon(self._drop_idle_sync_writer)
+                if self._sync_writer_enabled:
+                    nursery.start_soon(self._sync_writer_at_start)
                 nursery.start_soon(self._write_blocks)
                 nursery.start_soon(self._consensus_driver)
                 nursery.start_soon(self._ticker)
@@ -1695,13 +1692,17 @@ class Node:
         elif self.syncing and height >= self._blocks_asked_to:
             self._set_syncing(False)
 
+    @property
+    def _sync_writer_enabled(self) -> bool:
+        """Whether a long sync's writes go to a block writer process of their own (not when
+        one writes for the node's whole run)."""
+        store = self.config.store
+        return store.sync_writer_process and not store.writer_process
+
     def _start_sync_writer(self) -> None:
         """A long sync: the block writer hands its writes to a block writer process before
         its next write."""
-        store = self.config.store
-        if store.writer_process or not store.sync_writer_process:
-            return
-        if self._spawn_sync_writer():
+        if self._sync_writer_enabled and self._spawn_sync_writer():
             self._sync_writer_wanted = True
             self._unwritten_added.set()
 
@@ -1716,9 +1717,10 @@ class Node:
             return False
         return True
 
-    async def _drop_idle_sync_writer(self) -> None:
-        """Start a block writer process with the node, for a sync; it ends if no long sync
-        began within ``_SYNC_WRITER_PROCESS_IDLE_S`` (its memory is the node's to spend
+    async def _sync_writer_at_start(self) -> None:
+        """Start a block writer process with the node (a restarted node is most often behind:
+        the process loads its code while the node looks for its peers); it ends if no long
+        sync began within ``_SYNC_WRITER_PROCESS_IDLE_S`` (its memory is the node's to spend
         otherwise)."""
         if not self._spawn_sync_writer():
             return
@@ -1780,18 +1782,24 @@ class Node:
             if pid is not None:
                 log.info("block_writer_process_stopped", extra={"pid": pid})
         elif self._sync_writer_wanted and self.store.writer_process_pid is None:
-            try:
-                self.store.spawn_writer_process()  # this thread's (nothing when one waits)
-                await trio.to_thread.run_sync(self.store.attach_writer_process)
-            except StoreError as error:
-                self._sync_writer_wanted = False
-                log.warning("block_writer_process_unavailable", extra={"error": str(error)})
-            else:
-                log.info(
-                    "block_writer_process_started",
-                    extra={"pid": self.store.writer_process_pid, "for": "sync"},
-                )
+            # Spawned on this thread (nothing to do when one waits), attached on a worker's.
+            spawned = self._spawn_sync_writer()
+            self._sync_writer_wanted = spawned and await self._attach_sync_writer()
         self._writer_settings()
+
+    async def _attach_sync_writer(self) -> bool:
+        """Hand the writes to the spawned block writer process; False (logged) when it
+        cannot take them."""
+        try:
+            await trio.to_thread.run_sync(self.store.attach_writer_process)
+        except StoreError as error:
+            log.warning("block_writer_process_unavailable", extra={"error": str(error)})
+            return False
+        log.info(
+            "block_writer_process_started",
+            extra={"pid": self.store.writer_process_pid, "for": "sync"},
+        )
+        return True
 
     def _after_write(
         self, block: Block, certificate: CommitCertificate, result: BlockResult

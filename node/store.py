@@ -713,14 +713,11 @@ class Store:
         time stays in ``writer_process_cpu_ns``."""
         with self._write_lock:
             writer, self._writer = self._writer, None
-            with self._spawn_lock:
-                spawned, self._spawned = self._spawned, None
             if writer is not None:
                 self._note_writer_rss(writer)
                 self._stopped_writers_cpu_ns += writer.process_cpu_ns
                 writer.close()
-            if spawned is not None:
-                spawned.close()
+            self.discard_spawned_writer()
 
     def _note_writer_rss(self, writer: _WriterProcess) -> None:
         self._writer_rss_peak_bytes = max(self._writer_rss_peak_bytes, writer.rss_peak_bytes())
