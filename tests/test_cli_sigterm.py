@@ -32,6 +32,7 @@ def test_sigterm_unwinds_like_ctrl_c_and_the_old_handler_comes_back() -> None:
 def test_sigterm_to_a_benchmark_stops_the_nodes_it_started(tmp_path: Path) -> None:
     directory = tmp_path / "net"
     marker = f"{directory}/"
+    errors = (tmp_path / "bench.err").open("wb")
     bench = subprocess.Popen(
         [
             sys.executable,
@@ -49,8 +50,9 @@ def test_sigterm_to_a_benchmark_stops_the_nodes_it_started(tmp_path: Path) -> No
             "--json",
         ],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=errors,
     )
+    errors.close()
     try:
         deadline = time.monotonic() + START_S
         while not processes_naming(marker):
@@ -59,7 +61,10 @@ def test_sigterm_to_a_benchmark_stops_the_nodes_it_started(tmp_path: Path) -> No
             time.sleep(0.2)
         time.sleep(1.0)
         bench.send_signal(signal.SIGTERM)
-        bench.wait(timeout=STOP_S)
+        try:
+            bench.wait(timeout=STOP_S)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the benchmark did not stop: {_what_it_said(tmp_path)}") from None
         deadline = time.monotonic() + STOP_S
         while processes_naming(marker) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -70,3 +75,12 @@ def test_sigterm_to_a_benchmark_stops_the_nodes_it_started(tmp_path: Path) -> No
             bench.wait()
         for pid in processes_naming(marker):
             os.kill(pid, signal.SIGKILL)
+
+
+def _what_it_said(tmp_path: Path) -> str:
+    """The end of the benchmark's standard error and of each node's logs."""
+    paths = sorted([tmp_path / "bench.err", *tmp_path.glob("net/*/*/*.log")])
+    return "\n".join(
+        f"--- {path.relative_to(tmp_path)}:\n{path.read_text(errors='replace')[-3000:]}"
+        for path in paths
+    )

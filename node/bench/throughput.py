@@ -236,6 +236,10 @@ class _Observer:
         self._stop.set()
         self._thread.join(timeout=_POLL_TIMEOUT_MS / 1000 + 10)
 
+    def abandon(self) -> None:
+        """Ask the thread to stop without waiting for its poll to end (it is a daemon)."""
+        self._stop.set()
+
     def _run(self) -> None:
         connection = http.client.HTTPConnection(self._host, self._port, timeout=30)
         while not self._stop.is_set():
@@ -988,6 +992,12 @@ class _Run:
         self.testnet.stop_all()
         return rss, writer_rss, file_backed, problems
 
+    def abandon(self) -> None:
+        """Stop the nodes without reading anything from them (the run is not reported)."""
+        if self.observer is not None:
+            self.observer.abandon()
+        self.testnet.stop_all()
+
 
 def run_throughput(
     options: BenchOptions,
@@ -1040,6 +1050,13 @@ def run_throughput(
         if options.rate is None and options.overload and good:
             ends = overloaded  # fresh_run and stop_run keep these steps' figures apart
             overload = _overload(fresh_run, stop_run, options, best, progress)
+    except BaseException:
+        # Interrupted (Ctrl-C, SIGTERM) or failed: no report comes, so the nodes are stopped
+        # at once, without waiting on them for figures or a comparison of their chains.
+        abandoned, ends.running = ends.running, None
+        if abandoned is not None:
+            abandoned.abandon()
+        raise
     finally:
         stop_run()
         if temporary:
@@ -1105,12 +1122,11 @@ def _step_alone(
     rate: float,
     options: BenchOptions,
 ) -> StepResult:
-    """One step at ``rate`` on a fresh testnet called ``name``, stopped however it ends."""
-    run = fresh_run(name)
-    try:
-        return run.step(rate, options.duration_s)
-    finally:
-        stop_run()
+    """One step at ``rate`` on a fresh testnet called ``name``, stopped after it (a step that
+    raises leaves its testnet to ``run_throughput``, which stops it without reading it)."""
+    step = fresh_run(name).step(rate, options.duration_s)
+    stop_run()
+    return step
 
 
 def _search(
