@@ -278,6 +278,10 @@ _PREFETCH_WAIT_S: Final = 10.0
 # step of the lookahead waits for the loop, which executes a block between two turns; one block
 # per step would only keep pace with execution, never get ahead of it.
 _PREFETCH_GROUP_MAX: Final = 8
+# Groups whose signatures the verifying threads check at once: the next group's certificates
+# are checked and its transactions decoded while the threads still check the one before, so
+# the lookahead is not held to one round trip between the loop and the threads per group.
+_PREFETCH_GROUPS_AT_ONCE: Final = 2
 # Validated blocks whose execution results are kept for their commit (a few views' worth).
 _VALIDATED_CACHE_MAX: Final = 8
 # The last committed blocks (with their certificates) kept decoded for the API's and block
@@ -899,48 +903,70 @@ class Node:
 
     async def _verify_synced(self, entries: list[tuple[Block, CommitCertificate]]) -> None:
         try:
-            position = 0
-            size = 1
-            while position < len(entries):
-                indexed = [
-                    (index, entries[index])
-                    for index in range(position, min(position + size, len(entries)))
-                    if entries[index][0].height > self.host.height  # else executed meanwhile
-                ]
-                group = [entry for _, entry in indexed]
-                position += size
-                size = min(2 * size, _PREFETCH_GROUP_MAX)
-                if not group:
-                    continue
-                verdicts = await self._certify_all(group)
-                passed = 0
-                while passed < len(group) and verdicts[passed]:
-                    passed += 1
-                await self._verify_ahead([block for block, _ in group[:passed]])
-                if passed == len(group):
-                    continue
-                # Above ``executed + 2`` the set of its height is not final yet: this was the
-                # latest set known. Once the blocks before it are executed, its own set is, and
-                # the block is checked against that.
-                block, certificate = group[passed]
-                with trio.move_on_after(_PREFETCH_WAIT_S):
-                    while block.height > self.host.height + 2:
-                        await self._block_executed.wait()
-                if (
-                    block.height > self.host.height + 2
-                    or not (await self._certify_all([(block, certificate)]))[0]
-                ):
-                    break  # the replica drops it; the blocks after it cannot follow
-                await self._verify_ahead([block])
-                # The rest of the group was checked against a set that was not final for
-                # this block's successors either: they start again, one group at a time.
-                position = indexed[passed][0] + 1
-                size = 1
+            async with trio.open_nursery() as ahead:
+                await self._verify_synced_groups(entries, ahead)
         finally:
             for block, _ in entries:
                 event = self._verifying.pop(block.hash, None)
                 if event is not None:
                     event.set()
+
+    async def _verify_synced_groups(
+        self, entries: list[tuple[Block, CommitCertificate]], ahead: trio.Nursery
+    ) -> None:
+        """``_verify_synced``'s groups: each group's certificates are checked here, in order,
+        and its signatures verified in ``ahead``, with up to ``_PREFETCH_GROUPS_AT_ONCE``
+        groups' verifications under way at once."""
+        slots = trio.Semaphore(_PREFETCH_GROUPS_AT_ONCE)
+
+        async def verify(blocks: list[Block]) -> None:
+            if blocks:
+                await slots.acquire()
+                ahead.start_soon(verified_then_release, blocks)
+
+        async def verified_then_release(blocks: list[Block]) -> None:
+            try:
+                await self._verify_ahead(blocks)
+            finally:
+                slots.release()
+
+        position = 0
+        size = 1
+        while position < len(entries):
+            indexed = [
+                (index, entries[index])
+                for index in range(position, min(position + size, len(entries)))
+                if entries[index][0].height > self.host.height  # else executed meanwhile
+            ]
+            group = [entry for _, entry in indexed]
+            position += size
+            size = min(2 * size, _PREFETCH_GROUP_MAX)
+            if not group:
+                continue
+            verdicts = await self._certify_all(group)
+            passed = 0
+            while passed < len(group) and verdicts[passed]:
+                passed += 1
+            await verify([block for block, _ in group[:passed]])
+            if passed == len(group):
+                continue
+            # Above ``executed + 2`` the set of its height is not final yet: this was the
+            # latest set known. Once the blocks before it are executed, its own set is, and
+            # the block is checked against that.
+            block, certificate = group[passed]
+            with trio.move_on_after(_PREFETCH_WAIT_S):
+                while block.height > self.host.height + 2:
+                    await self._block_executed.wait()
+            if (
+                block.height > self.host.height + 2
+                or not (await self._certify_all([(block, certificate)]))[0]
+            ):
+                break  # the replica drops it; the blocks after it cannot follow
+            await verify([block])
+            # The rest of the group was checked against a set that was not final for
+            # this block's successors either: they start again, one group at a time.
+            position = indexed[passed][0] + 1
+            size = 1
 
     async def _certify_all(self, entries: list[tuple[Block, CommitCertificate]]) -> list[bool]:
         """For each of ``entries``, whether its certificate certifies its block by the

@@ -243,6 +243,55 @@ async def test_the_driver_counts_its_waits_for_signatures_ahead_and_a_full_write
             nursery.cancel_scope.cancel()
 
 
+async def test_the_lookahead_verifies_two_groups_at_once_and_no_more(tmp_path: Path) -> None:
+    """The lookahead checks the next group's certificates and starts its signatures while the
+    verifying threads still check the group before (``_PREFETCH_GROUPS_AT_ONCE``), and never
+    has more groups under way: with every verification held at a gate, the groups of 1 and 2
+    blocks start and the group of 4 waits for a slot; opened, every block is verified ahead
+    and applies to the source's state."""
+    info = create_testnet(tmp_path / "net", 1, chain_id="sync-groups", observers=1)
+    key = info.client_key(0)
+    with trio.fail_after(DEADLINE_S):
+        source_home = with_intervals(load_home(Path(info.homes[0])), block_ms=20, empty_ms=NEVER_MS)
+        entries, app_hash = await registrations_chain(
+            source_home, key, 14, deadline_s=DEADLINE_S, block_every=2
+        )
+        top = entries[-1][0].height
+        assert top >= 7  # groups of 1, 2 and 4 blocks at least
+        fresh_home = with_intervals(
+            load_home(Path(info.homes[1])), block_ms=NEVER_MS, empty_ms=NEVER_MS
+        )
+        async with trio.open_nursery() as nursery:
+            node = await nursery.start(runtime.Node(fresh_home).run)
+            gate = trio.Event()
+            started: list[list[int]] = []
+            verify_ahead = node._verify_ahead
+
+            async def held_verify(blocks: list[Block]) -> None:
+                started.append([block.height for block in blocks])
+                await gate.wait()
+                await verify_ahead(blocks)
+
+            node._verify_ahead = held_verify
+            data = encode_block_response(entries, bytes_max=node.network.limits.message_bytes_max)
+            node._blocks_asked_to = top  # as after the replica's request for every block
+            node._prefetch_signatures(data)
+            await trio.testing.wait_all_tasks_blocked()
+            assert runtime._PREFETCH_GROUPS_AT_ONCE == 2
+            assert started == [[1], [2, 3]]
+            gate.set()
+            while node._verifying:
+                await trio.lowlevel.checkpoint()
+            assert sorted(height for group in started for height in group) == list(
+                range(1, top + 1)
+            )
+            assert node.transactions_verified_ahead == 14
+            await node._inputs_send.send(PeerMessage(data, 0))
+            await node.wait_for_height(top, timeout_s=DEADLINE_S)
+            assert node.host.app_hash == app_hash
+            nursery.cancel_scope.cancel()
+
+
 def test_only_block_responses_are_recognised_from_their_first_bytes() -> None:
     empty = encode_block_response([])
     assert runtime._is_block_response(empty)
