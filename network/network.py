@@ -1160,7 +1160,9 @@ class Network:
         try:
             with trio.fail_after(self.limits.dial_timeout_seconds):
                 stream = await self._open_stream(address.host, address.port)
-            return await self._handshake(stream, initiator=True, expected_peer=address.public_key)
+            result = await self._handshake(stream, initiator=True, expected_peer=address.public_key)
+            stream = None  # the connection's from here on
+            return result
         except (OSError, trio.TooSlowError) as error:
             _log_event(
                 logging.DEBUG,
@@ -1171,6 +1173,9 @@ class Network:
             )
         except HandshakeError as error:
             self._record_handshake_failure(error, address.host, address.port)
-        if stream is not None:
-            await trio.aclose_forcefully(stream)
+        finally:
+            # A failed handshake, or one cancelled as the node stops: the socket is closed
+            # here, not left to the garbage collector.
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
         return None

@@ -473,6 +473,36 @@ async def test_inbound_connections_beyond_the_limit_are_refused() -> None:
         nursery.cancel_scope.cancel()
 
 
+async def test_a_node_stopped_mid_handshake_closes_the_socket_it_dialled() -> None:
+    """A node cancelled while it dials closes the socket it opened itself (left to the garbage
+    collector, it would be a ResourceWarning at some later collection): a listener that takes
+    the connection and never answers holds the node in its handshake. (An inbound connection's
+    socket is closed by ``trio.serve_tcp`` when its handler ends.)"""
+    opened: list[trio.SocketStream] = []
+
+    async def open_stream(host: str, port: int) -> trio.abc.Stream:
+        stream = await trio.open_tcp_stream(host, port)
+        opened.append(stream)
+        return stream
+
+    async with trio.open_nursery() as nursery:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = int(listeners[0].socket.getsockname()[1])
+        network = Network(config_for(0, [(1, port)]), open_stream=open_stream)
+        node = await start_node(nursery, network)
+        accepted = await listeners[0].accept()
+        await accepted.receive_some(64)  # the node's hello: it waits for an answer
+        assert len(opened) == 1
+        assert opened[0].socket.fileno() >= 0
+        node.scope.cancel()
+        with trio.fail_after(DEADLINE_SECONDS):
+            assert await accepted.receive_some(64) == b""
+        assert opened[0].socket.fileno() == -1
+        await accepted.aclose()
+        await listeners[0].aclose()
+        nursery.cancel_scope.cancel()
+
+
 # ---------------------------------------------------------------- virtual time (MockClock)
 
 
