@@ -23,7 +23,7 @@ from consensus.messages import BlockRequest, encode_block_response, encode_messa
 from consensus.replica import PeerMessage, Tick
 from consensus.types import Block, CommitCertificate
 from node import runtime
-from node.home import load_home
+from node.home import Home, load_home
 from node.testnet.testnet import create_testnet
 from tests.node_fixtures import registrations_chain, with_intervals
 
@@ -185,19 +185,11 @@ async def test_the_driver_counts_its_waits_for_signatures_ahead_and_a_full_write
     checked ahead, and before it queues an executed block for writing, for room in the queue:
     both waits are counted (``waits`` in ``/status``, which ``suanpan bench catchup``
     reports). Each is held here by a gate until the test has seen the driver stop at it."""
-    info = create_testnet(tmp_path / "net", 1, chain_id="sync-waits", observers=1)
-    key = info.client_key(0)
     with trio.fail_after(DEADLINE_S):
-        source_home = with_intervals(load_home(Path(info.homes[0])), block_ms=20, empty_ms=NEVER_MS)
-        entries, app_hash = await registrations_chain(
-            source_home, key, 6, deadline_s=DEADLINE_S, block_every=2
-        )
+        entries, app_hash, fresh_home = await _chain_and_observer(tmp_path, "sync-waits", 6)
         top = entries[-1][0].height
         assert top >= 2
 
-        fresh_home = with_intervals(
-            load_home(Path(info.homes[1])), block_ms=NEVER_MS, empty_ms=NEVER_MS
-        )
         async with trio.open_nursery() as nursery:
             node = await nursery.start(runtime.Node(fresh_home).run)
             signatures_gate = trio.Event()
@@ -249,18 +241,10 @@ async def test_the_lookahead_verifies_two_groups_at_once_and_no_more(tmp_path: P
     has more groups under way: with every verification held at a gate, the groups of 1 and 2
     blocks start and the group of 4 waits for a slot; opened, every block is verified ahead
     and applies to the source's state."""
-    info = create_testnet(tmp_path / "net", 1, chain_id="sync-groups", observers=1)
-    key = info.client_key(0)
     with trio.fail_after(DEADLINE_S):
-        source_home = with_intervals(load_home(Path(info.homes[0])), block_ms=20, empty_ms=NEVER_MS)
-        entries, app_hash = await registrations_chain(
-            source_home, key, 14, deadline_s=DEADLINE_S, block_every=2
-        )
+        entries, app_hash, fresh_home = await _chain_and_observer(tmp_path, "sync-groups", 14)
         top = entries[-1][0].height
         assert top >= 7  # groups of 1, 2 and 4 blocks at least
-        fresh_home = with_intervals(
-            load_home(Path(info.homes[1])), block_ms=NEVER_MS, empty_ms=NEVER_MS
-        )
         async with trio.open_nursery() as nursery:
             node = await nursery.start(runtime.Node(fresh_home).run)
             gate = trio.Event()
@@ -290,6 +274,23 @@ async def test_the_lookahead_verifies_two_groups_at_once_and_no_more(tmp_path: P
             await node.wait_for_height(top, timeout_s=DEADLINE_S)
             assert node.host.app_hash == app_hash
             nursery.cancel_scope.cancel()
+
+
+async def _chain_and_observer(
+    tmp_path: Path, chain_id: str, registrations: int
+) -> tuple[list[tuple[Block, CommitCertificate]], bytes, Home]:
+    """A lone validator's chain of ``registrations`` identity registrations, two per block
+    (its blocks with their certificates, and the app hash after them), and the home of an
+    observer of that chain that has none of it yet and never proposes."""
+    info = create_testnet(tmp_path / "net", 1, chain_id=chain_id, observers=1)
+    source_home = with_intervals(load_home(Path(info.homes[0])), block_ms=20, empty_ms=NEVER_MS)
+    entries, app_hash = await registrations_chain(
+        source_home, info.client_key(0), registrations, deadline_s=DEADLINE_S, block_every=2
+    )
+    fresh_home = with_intervals(
+        load_home(Path(info.homes[1])), block_ms=NEVER_MS, empty_ms=NEVER_MS
+    )
+    return entries, app_hash, fresh_home
 
 
 def test_only_block_responses_are_recognised_from_their_first_bytes() -> None:
