@@ -435,6 +435,8 @@ class _FakeTestnet:
     tx/s above it; each testnet's nodes peak at 100 MiB plus their offered rate / 100."""
 
     started: ClassVar[list[str]] = []
+    # Testnets stopped without being read, after their step raised.
+    abandoned: ClassVar[list[str]] = []
 
     def __init__(self, options: BenchOptions, directory: Path) -> None:
         self.directory = directory
@@ -460,6 +462,9 @@ class _FakeTestnet:
     def stop(self) -> tuple[list[float], list[float], list[float], list[str]]:
         rss = [100.0 + self.rate / 100] * self.validators
         return rss, [math.nan] * self.validators, [10.0] * self.validators, []
+
+    def abandon(self) -> None:
+        _FakeTestnet.abandoned.append(self.directory.name)
 
 
 def test_a_search_ends_with_overload_steps_at_2x_and_4x_the_best_step(

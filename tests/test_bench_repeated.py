@@ -278,8 +278,11 @@ def test_a_series_that_stops_still_reports_the_runs_it_completed(
     versus = ["--versus", "mempool.verify_workers=1"]
     _FailingTestnet.failure = failure
     _FailingTestnet.steps = 0
+    _FailingTestnet.abandoned.clear()
     result = CliRunner().invoke(bench, [*arguments, *versus, "--json"])
     assert result.exit_code == 1
+    # The run that failed stopped its nodes without reading them; the two before were read.
+    assert _FailingTestnet.abandoned == ["testnet"]
     document = json.loads(result.stdout.splitlines()[0])
     assert document["order"] == ["a", "b"]
     assert document["incomplete"].startswith("2 of 6 runs completed: ")
