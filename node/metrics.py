@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final
 
 from prometheus_client import (
@@ -29,7 +28,9 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-__all__ = ["NodeMetrics", "RunningTotal", "process_status_kib", "resident_memory_split"]
+from node.procstatus import resident_memory_split
+
+__all__ = ["NodeMetrics", "RunningTotal"]
 
 # tx/s is averaged over the commits of this many recent seconds: smooth, yet current.
 _RATE_WINDOW_S: Final = 10.0
@@ -68,32 +69,6 @@ class _TotalsCollector(Collector):
                 for label, value in sorted(total.values.items()):
                     family.add_metric([label] if total.label else [], value)
                 yield family
-
-
-def process_status_kib(status: Path, *names: str) -> list[int | None]:
-    """The named kB fields of a ``/proc/<pid>/status`` file (None for a field not there or
-    not a count of kB, and for every field when the file cannot be read)."""
-    found: dict[str, int] = {}
-    try:
-        text = status.read_text()
-    except OSError:
-        return [None] * len(names)
-    for line in text.splitlines():
-        name, _, value = line.partition(":")
-        if name in names:
-            parts = value.split()
-            if len(parts) == 2 and parts[1] == "kB" and parts[0].isdigit():
-                found[name] = int(parts[0])
-    return [found.get(name) for name in names]
-
-
-def resident_memory_split(status: Path = Path("/proc/self/status")) -> tuple[int, int] | None:
-    """This process's resident bytes: (anonymous, file-backed), from ``RssAnon`` and
-    ``RssFile`` of ``status``; None where the file or the fields are missing (not Linux)."""
-    anonymous, file_backed = process_status_kib(status, "RssAnon", "RssFile")
-    if anonymous is None or file_backed is None:
-        return None
-    return anonymous * 1024, file_backed * 1024
 
 
 class _MemoryCollector(Collector):

@@ -153,6 +153,7 @@ from consensus.types import (
     ValidatorSet,
     verify_certificate,
 )
+from node.procstatus import process_status_kib
 
 __all__ = [
     "DATABASES",
@@ -2177,16 +2178,8 @@ class _WriterProcess:
 
     def rss_peak_bytes(self) -> int:
         """The process's peak resident set size (0 where ``/proc`` does not say)."""
-        try:
-            status = Path(f"/proc/{self.pid}/status").read_text()
-        except OSError:
-            return 0
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                fields = line.split()
-                if len(fields) >= 2 and fields[1].isdigit():
-                    return int(fields[1]) * 1024
-        return 0
+        (peak_kib,) = process_status_kib(Path(f"/proc/{self.pid}/status"), "VmHWM")
+        return 0 if peak_kib is None else peak_kib * 1024
 
     def take_cpu_ns(self) -> int:
         """The process's CPU nanoseconds on requests since the last call."""

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from node.heap import HeapTrimmer, malloc_trim
-from node.metrics import NodeMetrics, resident_memory_split
+from node.metrics import NodeMetrics
+from node.procstatus import resident_memory_split
 
 
 class FakeClock:

@@ -293,12 +293,13 @@ def run_catchup(
         process = testnet.processes[lagging]
         pid = process.pid if process is not None else -1
         rss_peak_mb = ProcessSampler.rss_peak_mb(pid)
-        writer_rss_peak_mb = math.nan
-        if figures.writer_pid is not None:
-            writer_rss_peak_mb = ProcessSampler.rss_peak_mb(figures.writer_pid)
-        elif figures.writer_rss_peak_bytes is not None:
-            # A block writer process started for the sync has ended: the node kept its peak.
-            writer_rss_peak_mb = figures.writer_rss_peak_bytes / 2**20
+        # The node's figure covers a process still running (its peak as of the status) and
+        # one started for the sync that has ended.
+        writer_rss_peak_mb = (
+            math.nan
+            if figures.writer_rss_peak_bytes is None
+            else figures.writer_rss_peak_bytes / 2**20
+        )
         rss_anonymous_mb, rss_file_mb = ProcessSampler.rss_split_mb(pid)
         log = testnet.info.homes[lagging] / "node.log"
         serving, requested, synced = sync_window(log, started, top)
@@ -344,15 +345,14 @@ class _StatusFigures(NamedTuple):
     """What ``/status`` says of a node so far: its process CPU nanoseconds in total and by
     phase (its block writer process's included), its event loop thread's, the transactions it
     applied on their block's certificate, the blocks and groups of its grouped Merkle tree
-    updates, its block writer process's pid (None: it has none), the largest peak RSS of
-    its block writer processes (None: none ran) and its consensus driver's waits in seconds."""
+    updates, the largest peak RSS of its block writer processes (None: none ran) and its
+    consensus driver's waits in seconds."""
 
     cpu_ns: dict[str, int]
     loop_cpu_ns: int
     transactions_trusted: int
     tree_group_blocks: int
     tree_groups: int
-    writer_pid: int | None
     writer_rss_peak_bytes: int | None
     waits_s: dict[str, float]
 
@@ -364,7 +364,6 @@ def _status_figures(testnet: Testnet, index: int) -> _StatusFigures:
     document = status.get("cpu_ns")
     loop = status.get("loop_cpu_ns")
     trusted = status.get("transactions_trusted")
-    writer = status.get("block_writer_pid")
     writer_rss = status.get("block_writer_rss_peak_bytes")
     groups = status.get("tree_groups")
     group_counts = (
@@ -383,7 +382,6 @@ def _status_figures(testnet: Testnet, index: int) -> _StatusFigures:
         trusted if isinstance(trusted, int) else 0,
         group_counts.get("blocks", 0),
         group_counts.get("groups", 0),
-        writer if isinstance(writer, int) else None,
         writer_rss if isinstance(writer_rss, int) else None,
         waits_seconds(status.get("waits")),
     )

@@ -88,8 +88,8 @@ from node.client.client import ApiError
 from node.config import NodeConfig
 from node.jsonvalue import JsonType
 from node.machineidle import cores_by_state, read_cpu_jiffies
-from node.metrics import process_status_kib
 from node.native import native_status
+from node.procstatus import process_status_kib
 from node.signatures import batch_status
 from node.testnet.testnet import Testnet, agreement_problems, create_testnet
 
