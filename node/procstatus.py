@@ -1,11 +1,12 @@
-"""Fields of a process's ``/proc/<pid>/status`` (Linux), read without other dependencies: the
-node's metrics, its store (its block writer process's peak RSS) and the benchmarks read them."""
+"""Fields of a process's ``/proc/<pid>/status`` and a thread's ``schedstat`` (Linux), read
+without other dependencies: the node's metrics and status, its store (its block writer
+process's peak RSS) and the benchmarks read them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["process_status_kib", "resident_memory_split"]
+__all__ = ["process_status_kib", "resident_memory_split", "run_delay_ns"]
 
 
 def process_status_kib(status: Path, *names: str) -> list[int | None]:
@@ -32,3 +33,17 @@ def resident_memory_split(status: Path = Path("/proc/self/status")) -> tuple[int
     if anonymous is None or file_backed is None:
         return None
     return anonymous * 1024, file_backed * 1024
+
+
+def run_delay_ns(schedstat: Path = Path("/proc/thread-self/schedstat")) -> int | None:
+    """The nanoseconds the thread of ``schedstat`` (by default the calling thread) has spent
+    runnable but waiting for a CPU, the second of the file's three numbers (time on a CPU,
+    time waiting on a run queue, time slices); None where the file is missing or says
+    something else (not Linux, or a kernel without scheduler statistics)."""
+    try:
+        fields = schedstat.read_text().split()
+    except OSError:
+        return None
+    if len(fields) != 3 or not all(field.isdigit() for field in fields):
+        return None
+    return int(fields[1])

@@ -183,6 +183,7 @@ from node.metrics import NodeMetrics, RunningTotal
 from node.native import native_status
 from node.openapi import openapi_document
 from node.phases import PHASES, PhaseClock, WaitClock, thread_cpu_ns
+from node.procstatus import run_delay_ns
 from node.servebudget import ServeBudget
 from node.signatures import batch_status, verify_transactions
 from node.snapshots import SnapshotDirectory, SnapshotError, SnapshotServer, export_snapshot
@@ -730,6 +731,7 @@ class Node:
                         # the event loop thread's share of it.
                         "cpu_ns": time.process_time_ns() + self.store.writer_process_cpu_ns,
                         "loop_cpu_ns": thread_cpu_ns(),
+                        "loop_cpu_wait_ns": run_delay_ns(),
                         **{f"{name}_port": port for name, port in self.ports.items()},
                     },
                 )
@@ -2586,8 +2588,10 @@ class Node:
                 wait: {"count": count, "ns": self.waits.totals_ns[wait]}
                 for wait, count in self.waits.counts.items()
             },
-            # The event loop thread's CPU so far (this answer is made on that thread).
+            # The event loop thread's CPU so far (this answer is made on that thread), and the
+            # time it was runnable but waited for a CPU (None where the kernel does not say).
             "loop_cpu_ns": thread_cpu_ns(),
+            "loop_cpu_wait_ns": run_delay_ns(),
             # Of it, outside the phases, by task, and between task steps (``scheduler``); only
             # with ``[metrics] loop_task_cpu``.
             "loop_tasks_cpu_ns": None

@@ -43,6 +43,7 @@ def test_sync_window_takes_the_restart_its_first_request_and_the_top_commit(
                 "event": "node_started",
                 "cpu_ns": 900_000_000,
                 "loop_cpu_ns": 800_000_000,
+                "loop_cpu_wait_ns": 40_000_000,
             },
             {"ts": 100.2, "event": "peer_connected"},
             {"ts": 100.3, "event": "block_sync_probed", "from": 6, "to": 69},
@@ -65,6 +66,7 @@ def test_sync_window_takes_the_restart_its_first_request_and_the_top_commit(
     # Of two starts after ``since``, the later one counts.
     assert started_cpu_ns(log, since=9.5, key="loop_cpu_ns") == 800_000_000
     assert started_cpu_ns(log, since=9.5) == 900_000_000
+    assert started_cpu_ns(log, since=99.5, key="loop_cpu_wait_ns") == 40_000_000
     # 0.6 s of CPU over 3 s of sync for 600 transactions: 1,000 us each, 0.2 cores.
     report = CatchupReport(
         4,
@@ -83,6 +85,9 @@ def test_sync_window_takes_the_restart_its_first_request_and_the_top_commit(
     assert document["cores"] == 0.2
     # The loop was on a CPU for 1.5 s of the 3 s sync.
     assert document["loop_busy"] == 0.5
+    # Its wait for a CPU: null where the kernel did not say, else its share of the sync.
+    assert document["loop_cpu_wait"] is None
+    assert replace(report, loop_cpu_wait_ns=600_000_000).to_json()["loop_cpu_wait"] == 0.2
     # Memory not measured is null, not a made-up number.
     assert document["rss_peak_mb"] is None
     # Signatures checked unless the run trusted certificates, and then how many were not.

@@ -14,6 +14,7 @@ from node import runtime
 from node.api import SubmitOutcome
 from node.config import NodeConfig
 from node.home import load_home
+from node.procstatus import run_delay_ns
 from node.store import TREE_FLUSH_BLOCKS
 from node.testnet.loadgen import register_identity_transaction
 from node.testnet.testnet import create_testnet
@@ -127,4 +128,12 @@ async def test_a_node_starting_behind_asks_its_first_peer_for_the_blocks_after_i
             total = cpu["total"]
             assert isinstance(total, int)
             assert 0 < loop_cpu <= total
+            # Its wait for a CPU, where the kernel says: the loop's own thread's figure.
+            loop_wait = status["loop_cpu_wait_ns"]
+            expected = run_delay_ns()
+            if expected is None:
+                assert loop_wait is None
+            else:
+                assert isinstance(loop_wait, int)
+                assert 0 <= loop_wait <= expected
             nursery.cancel_scope.cancel()

@@ -89,6 +89,9 @@ class CatchupReport:
     cpu_ns: Mapping[str, int] = field(default_factory=dict)
     # Of that, its event loop thread's (``loop_cpu_ns`` in ``/status``).
     loop_cpu_ns: int = 0
+    # Over the same time, how long its event loop thread was runnable but waited for a CPU
+    # (``loop_cpu_wait_ns`` in ``/status``; None where the kernel does not say).
+    loop_cpu_wait_ns: int | None = None
     # The syncing node's memory once it held the top, in MiB: its peak RSS since it started
     # (``VmHWM``), and its anonymous (heap) and file-backed (LMDB's map of the store) parts
     # then; NaN where ``/proc`` does not say.
@@ -147,6 +150,16 @@ class CatchupReport:
         signatures, or for the next blocks to arrive)."""
         return self.loop_cpu_ns / 1e9 / self.sync_s if self.sync_s > 0 else 0.0
 
+    @property
+    def loop_cpu_wait(self) -> float | None:
+        """The share of the sync's wall time the event loop thread was runnable but waited
+        for a CPU (other threads and processes held the cores); None where not measured. What
+        is left of the sync beside ``loop_busy`` and this, the loop slept: on its waits
+        (``waits_s``) or for the GIL."""
+        if self.loop_cpu_wait_ns is None or self.sync_s <= 0:
+            return None
+        return self.loop_cpu_wait_ns / 1e9 / self.sync_s
+
     def to_json(self) -> dict[str, JsonType]:
         """JSON form."""
         per_tx: dict[str, JsonType] = {
@@ -169,6 +182,7 @@ class CatchupReport:
             "phases_us_per_tx": per_tx,
             "cores": round(self.cores, 2),
             "loop_busy": round(self.loop_busy, 2),
+            "loop_cpu_wait": None if self.loop_cpu_wait is None else round(self.loop_cpu_wait, 2),
             "rss_peak_mb": _mib(self.rss_peak_mb),
             "writer_rss_peak_mb": _mib(self.writer_rss_peak_mb),
             "rss_anonymous_mb": _mib(self.rss_anonymous_mb),
@@ -313,6 +327,9 @@ def run_catchup(
             apply_s=synced - requested,
             cpu_ns=without_start_up(figures.cpu_ns, started_cpu_ns(log, started)),
             loop_cpu_ns=figures.loop_cpu_ns - started_cpu_ns(log, started, key="loop_cpu_ns"),
+            loop_cpu_wait_ns=None
+            if figures.loop_cpu_wait_ns is None
+            else figures.loop_cpu_wait_ns - started_cpu_ns(log, started, key="loop_cpu_wait_ns"),
             rss_peak_mb=rss_peak_mb,
             writer_rss_peak_mb=writer_rss_peak_mb,
             rss_anonymous_mb=rss_anonymous_mb,
@@ -343,13 +360,15 @@ def without_start_up(cpu_ns: Mapping[str, int], start_up_ns: int) -> dict[str, i
 
 class _StatusFigures(NamedTuple):
     """What ``/status`` says of a node so far: its process CPU nanoseconds in total and by
-    phase (its block writer process's included), its event loop thread's, the transactions it
+    phase (its block writer process's included), its event loop thread's and that thread's
+    wait for a CPU (None: not measured), the transactions it
     applied on their block's certificate, the blocks and groups of its grouped Merkle tree
     updates, the largest peak RSS of its block writer processes (None: none ran) and its
     consensus driver's waits in seconds."""
 
     cpu_ns: dict[str, int]
     loop_cpu_ns: int
+    loop_cpu_wait_ns: int | None
     transactions_trusted: int
     tree_group_blocks: int
     tree_groups: int
@@ -363,6 +382,7 @@ def _status_figures(testnet: Testnet, index: int) -> _StatusFigures:
         status = client.status()
     document = status.get("cpu_ns")
     loop = status.get("loop_cpu_ns")
+    loop_wait = status.get("loop_cpu_wait_ns")
     trusted = status.get("transactions_trusted")
     writer_rss = status.get("block_writer_rss_peak_bytes")
     groups = status.get("tree_groups")
@@ -379,6 +399,7 @@ def _status_figures(testnet: Testnet, index: int) -> _StatusFigures:
     return _StatusFigures(
         phases,
         loop if isinstance(loop, int) else 0,
+        loop_wait if isinstance(loop_wait, int) else None,
         trusted if isinstance(trusted, int) else 0,
         group_counts.get("blocks", 0),
         group_counts.get("groups", 0),
@@ -443,7 +464,8 @@ def sync_window(log: Path, since: float, top: int) -> tuple[float, float, float]
 def started_cpu_ns(log: Path, since: float, *, key: str = "cpu_ns") -> int:
     """The CPU nanoseconds the node had used when it logged its last ``node_started`` after
     ``since`` (wall clock), from its node ``log``: the process's (``cpu_ns``) or its event loop
-    thread's (``loop_cpu_ns``); 0 if that record does not say."""
+    thread's (``loop_cpu_ns``), or the nanoseconds that thread had waited for a CPU
+    (``loop_cpu_wait_ns``); 0 if that record does not say."""
     used = 0
     for at, record in _log_records(log):
         if _is_restart(at, record, since):

@@ -619,7 +619,14 @@ def catchup_command(
         f" {document['transactions_per_s']} tx/s; from its first block request"
         f" ({document['detect_s']} s in): {document['transactions_per_s_applying']} tx/s;"
         f" the syncing node used {document['cpu_us_per_tx']} CPU us per transaction"
-        f" ({document['cores']} cores busy); its peak RSS {document['rss_peak_mb']} MiB"
+        f" ({document['cores']} cores busy; its event loop on a CPU {document['loop_busy']}"
+        " of the time"
+        + (
+            ""
+            if document.get("loop_cpu_wait") is None
+            else f", waiting for one {document['loop_cpu_wait']}"
+        )
+        + f"); its peak RSS {document['rss_peak_mb']} MiB"
         + (
             ""
             if document.get("writer_rss_peak_mb") is None
