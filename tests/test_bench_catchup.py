@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from node.bench.catchup import (
     CatchupReport,
     run_catchup,
-    started_cpu_ns,
+    started_figures,
     sync_window,
     waits_seconds,
     without_start_up,
@@ -60,13 +60,13 @@ def test_sync_window_takes_the_restart_its_first_request_and_the_top_commit(
     assert document["transactions_per_s"] == 200.0
     assert document["transactions_per_s_applying"] == round(600 / 2.1, 1)
     # The restarted process's start-up CPU, not the first run's.
-    assert started_cpu_ns(log, since=99.5) == 900_000_000
-    assert started_cpu_ns(log, since=200.0) == 0
-    assert started_cpu_ns(log, since=99.5, key="loop_cpu_ns") == 800_000_000
+    assert started_figures(log, 99.5, "cpu_ns") == [900_000_000]
+    assert started_figures(log, 200.0, "cpu_ns") == [0]
+    assert started_figures(log, 99.5, "loop_cpu_ns") == [800_000_000]
     # Of two starts after ``since``, the later one counts.
-    assert started_cpu_ns(log, since=9.5, key="loop_cpu_ns") == 800_000_000
-    assert started_cpu_ns(log, since=9.5) == 900_000_000
-    assert started_cpu_ns(log, since=99.5, key="loop_cpu_wait_ns") == 40_000_000
+    assert started_figures(log, 9.5, "loop_cpu_ns") == [800_000_000]
+    assert started_figures(log, 9.5, "cpu_ns") == [900_000_000]
+    assert started_figures(log, 99.5, "loop_cpu_wait_ns") == [40_000_000]
     # 0.6 s of CPU over 3 s of sync for 600 transactions: 1,000 us each, 0.2 cores.
     report = CatchupReport(
         4,

@@ -317,6 +317,9 @@ def run_catchup(
         rss_anonymous_mb, rss_file_mb = ProcessSampler.rss_split_mb(pid)
         log = testnet.info.homes[lagging] / "node.log"
         serving, requested, synced = sync_window(log, started, top)
+        start_cpu_ns, start_loop_cpu_ns, start_loop_wait_ns = started_figures(
+            log, started, "cpu_ns", "loop_cpu_ns", "loop_cpu_wait_ns"
+        )
         return CatchupReport(
             validators=validators,
             blocks_synced=top - lagging_height,
@@ -325,11 +328,11 @@ def run_catchup(
             sync_s=synced - serving,
             detect_s=requested - serving,
             apply_s=synced - requested,
-            cpu_ns=without_start_up(figures.cpu_ns, started_cpu_ns(log, started)),
-            loop_cpu_ns=figures.loop_cpu_ns - started_cpu_ns(log, started, key="loop_cpu_ns"),
+            cpu_ns=without_start_up(figures.cpu_ns, start_cpu_ns),
+            loop_cpu_ns=figures.loop_cpu_ns - start_loop_cpu_ns,
             loop_cpu_wait_ns=None
             if figures.loop_cpu_wait_ns is None
-            else figures.loop_cpu_wait_ns - started_cpu_ns(log, started, key="loop_cpu_wait_ns"),
+            else figures.loop_cpu_wait_ns - start_loop_wait_ns,
             rss_peak_mb=rss_peak_mb,
             writer_rss_peak_mb=writer_rss_peak_mb,
             rss_anonymous_mb=rss_anonymous_mb,
@@ -461,17 +464,21 @@ def sync_window(log: Path, since: float, top: int) -> tuple[float, float, float]
     return started, requested, synced
 
 
-def started_cpu_ns(log: Path, since: float, *, key: str = "cpu_ns") -> int:
-    """The CPU nanoseconds the node had used when it logged its last ``node_started`` after
-    ``since`` (wall clock), from its node ``log``: the process's (``cpu_ns``) or its event loop
-    thread's (``loop_cpu_ns``), or the nanoseconds that thread had waited for a CPU
-    (``loop_cpu_wait_ns``); 0 if that record does not say."""
-    used = 0
+def started_figures(log: Path, since: float, *keys: str) -> list[int]:
+    """What the node had used when it logged its last ``node_started`` after ``since`` (wall
+    clock), from one read of its node ``log``, for each of ``keys``: CPU nanoseconds of the
+    process (``cpu_ns``) or of its event loop thread (``loop_cpu_ns``), or the nanoseconds that
+    thread had waited for a CPU (``loop_cpu_wait_ns``); 0 for a key that record does not give
+    (and for all of them without such a record)."""
+    started: dict[str, JsonType] = {}
     for at, record in _log_records(log):
         if _is_restart(at, record, since):
-            cpu = record.get(key)
-            used = cpu if isinstance(cpu, int) else 0
-    return used
+            started = record
+    figures: list[int] = []
+    for key in keys:
+        value = started.get(key)
+        figures.append(value if isinstance(value, int) else 0)
+    return figures
 
 
 def _log_records(log: Path) -> Iterator[tuple[float, dict[str, JsonType]]]:
