@@ -4,8 +4,9 @@ The modules in ``COMPILED`` are compiled with mypyc from their ordinary source, 
 node runs them as C extensions. Without a C compiler, when mypyc cannot compile them, or with
 ``SUANPAN_PURE_PYTHON=1`` in the environment, the install goes on with the pure-Python source
 (one warning says why): same results, slower. The same build compiles ``node/_ed25519batch.c``
-(batches of signature checks without the interpreter lock: ``node.signatures``), or leaves it
-out with the rest.
+(batches of signature checks without the interpreter lock: ``node.signatures``) and
+``apps/_merkletree.c`` (the Merkle tree's update: ``apps.nativetree``), or leaves them out with
+the rest.
 """
 
 from __future__ import annotations
@@ -64,7 +65,12 @@ def _native_extensions() -> list[Extension]:
         _warn("SUANPAN_PURE_PYTHON=1")
         return []
     # Batches of signature checks without the interpreter lock (node/signatures.py): plain C.
-    return [*_compiled_modules(), Extension("node._ed25519batch", ["node/_ed25519batch.c"])]
+    # The Merkle tree's update (apps/nativetree.py): plain C as well.
+    return [
+        *_compiled_modules(),
+        Extension("node._ed25519batch", ["node/_ed25519batch.c"]),
+        Extension("apps._merkletree", ["apps/_merkletree.c"]),
+    ]
 
 
 class _BuildExtOrSource(build_ext):

@@ -22,6 +22,9 @@ instead of the extension when
   would run old code, so every one of them (they call each other's compiled code directly)
   loads from source, and one log event (``native_modules_stale``) says to rebuild.
 
+With ``SUANPAN_PURE_PYTHON=1`` the finder also refuses to import the hand-written C modules in
+``C_MODULES``, whose callers then run their Python path.
+
 ``native_status()`` says which path each module took; ``suanpan bench`` and the execution
 benchmark print it with their figures, and the node reports it in ``/status``.
 """
@@ -69,6 +72,11 @@ COMPILED_MODULES: Final = (
     "node.mempool",
     "node.unwritten",
 )
+
+# Hand-written C modules that are imported only when available, their callers keeping a Python
+# path of their own (``apps.nativetree``): with ``PURE_PYTHON_ENV`` set, importing one fails.
+# (``node._ed25519batch`` is not listed: ``node.signatures`` reads the environment itself.)
+C_MODULES: Final = ("apps._merkletree",)
 
 # Set to "1" to run (or install) the pure-Python source of every compiled module.
 PURE_PYTHON_ENV: Final = "SUANPAN_PURE_PYTHON"
@@ -128,6 +136,9 @@ class _SourceFirst(importlib.abc.MetaPathFinder):
         path: Sequence[str] | None,
         target: ModuleType | None = None,
     ) -> importlib.machinery.ModuleSpec | None:
+        if fullname in C_MODULES and _pure_wanted():
+            # The caller takes an ImportError as "run the Python path", and names why.
+            raise ImportError(f"{PURE_PYTHON_ENV}=1", name=fullname)
         if fullname not in COMPILED_MODULES:
             return None
         reason = _source_reason(fullname)

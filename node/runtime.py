@@ -98,7 +98,7 @@ from apps.access import ReadRules
 from apps.base import BlockContext
 from apps.host import EVENT_END_BLOCK_FAULT, AppHost, BlockResult, Receipt, end_block_hash
 from apps.host import GenesisError as HostGenesisError
-from apps.merkle import prove
+from apps.merkle import prove, tree_status
 from apps.proofs import (
     VALIDATOR_LINKS_MAX,
     ProofUnsupported,
@@ -547,6 +547,7 @@ class Node:
         # Which hot paths run compiled (node.native), for the logs and /status.
         self._native = native_status()
         self._signature_batch = batch_status()
+        self._merkle_tree = tree_status()
         self._nursery: trio.Nursery | None = None
         self.syncing = False
         # Whether a block writer process started for this sync writes its blocks
@@ -727,6 +728,7 @@ class Node:
                         "state_sync": self.state_syncing,
                         "native_modules": self._native,
                         "signature_batch": self._signature_batch,
+                        "merkle_tree": self._merkle_tree,
                         # The process CPU its start-up took (imports, opening the store), and
                         # the event loop thread's share of it.
                         "cpu_ns": time.process_time_ns() + self.store.writer_process_cpu_ns,
@@ -2565,6 +2567,7 @@ class Node:
             "version": SOFTWARE_VERSION,
             "native_modules": dict(self._native),
             "signature_batch": self._signature_batch,
+            "merkle_tree": self._merkle_tree,
             "last_block_time_ms": self._tip_timestamp_ms,
             "last_block_age_ms": max(0, _now_ms() - self._tip_timestamp_ms),
             "api_access": self.config.rpc.access,

@@ -514,3 +514,16 @@ def test_overload_steps_are_refused_without_a_search() -> None:
     result = CliRunner().invoke(bench, ["--rate", "1000", "--no-overload"])
     assert result.exit_code == 2
     assert "overload steps follow a search: use it with --rate max" in result.output
+
+
+def test_bench_merkle_runs_either_update_and_says_which() -> None:
+    native = run_merkle_bench(accounts=300, writes=60, blocks=2)
+    python = run_merkle_bench(accounts=300, writes=60, blocks=2, python_update=True)
+    assert native.merkle_tree == "native"
+    assert python.merkle_tree == "python (--python-update)"
+    # The same blocks give the same records either way.
+    assert (python.records_per_block, python.record_bytes_per_block) == (
+        native.records_per_block,
+        native.record_bytes_per_block,
+    )
+    assert python.to_json()["merkle_tree"] == "python (--python-update)"

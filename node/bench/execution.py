@@ -69,6 +69,7 @@ from apps.base import App, BlockContext
 from apps.demo import DemoTraffic, demo_consortium
 from apps.host import AppHost, BlockResult
 from apps.membership import MembershipApp
+from apps.merkle import tree_status
 from apps.payments import PaymentsApp
 from apps.scf import ScfApp
 from apps.state import MemoryBackend, WriteSet
@@ -789,13 +790,14 @@ def main(
         if not as_json:
             _print(result)
     if not as_json and profile is None:
-        click.echo(f"native modules: {native_status()}")
+        click.echo(f"native modules: {native_status()}; Merkle tree update: {tree_status()}")
     if profile is None and as_json:
         click.echo(
             json.dumps(
                 {
                     "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
                     "native_modules": native_status(),
+                    "merkle_tree": tree_status(),
                     "mixes": [result.as_json() for result in results],
                 },
                 indent=2,

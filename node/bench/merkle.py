@@ -9,7 +9,8 @@ and reports, as CPU time (the machine is shared):
   snapshot install and the audit's replay do);
 * **per block and per write**: ``apps.merkle.update`` over the in-memory tree, and over a real
   LMDB store (the node's path: records read from LMDB, then the block's records and undo
-  records committed with fsync);
+  records committed with fsync); with ``python_update`` (``--python-update``) the Python
+  update even where the C one is loaded (``merkle_tree`` in the report says which ran);
 * **proofs**: median size and verify time of proofs of present and absent keys.
 
 ``--designs`` adds the same blocks applied to models of the designs considered and not chosen,
@@ -53,14 +54,26 @@ import random
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Final
 
 import lmdb
 
-from apps.merkle import MemoryTree, Proof, TreeUpdate, build, leaf_of, prove, update, verify
+from apps.merkle import (
+    MemoryTree,
+    Proof,
+    TreeReader,
+    TreeUpdate,
+    build,
+    leaf_of,
+    prove,
+    tree_status,
+    update,
+    update_python,
+    verify,
+)
 from consensus.crypto import PrivateKey, hash_bytes
 from consensus.types import Block, CommitCertificate, Phase, Validator, ValidatorSet, Vote
 from node.jsonvalue import JsonType
@@ -108,6 +121,7 @@ class MerkleReport:
     proof_bytes_median: int
     proof_bytes_max: int
     verify_us_median: float
+    merkle_tree: str
     designs: dict[str, dict[str, float]]
     layouts: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -166,9 +180,11 @@ def run_merkle_bench(
     blocks: int = 5,
     designs: bool = False,
     layouts: bool = False,
+    python_update: bool = False,
 ) -> MerkleReport:
     """Run the benchmark (see the module docstring). ``layouts`` needs at least
     ``2 * LAYOUT_HOLD`` blocks."""
+    apply_writes = update_python if python_update else update
     if layouts and blocks < 2 * LAYOUT_HOLD:
         raise ValueError(f"comparing layouts needs at least {2 * LAYOUT_HOLD} blocks")
     rng = random.Random(7)
@@ -188,14 +204,14 @@ def run_merkle_bench(
     tree_updates: list[TreeUpdate] = []
     for block in block_writes:
         started = _cpu()
-        tree_update = update(tree, block)
+        tree_update = apply_writes(tree, block)
         memory_times.append(_cpu() - started)
         tree.apply(tree_update)
         tree_updates.append(tree_update)
         records.append(len(tree_update.records))
         record_bytes.append(sum(len(record or b"") for _, record in tree_update.records))
 
-    execute_ms, commit_ms = _lmdb_blocks(items, block_writes)
+    execute_ms, commit_ms = _lmdb_blocks(items, block_writes, apply_writes)
 
     present = [rng.choice(keys) for _ in range(_PROOF_SAMPLES // 2)]
     absent = [rng.randbytes(16) for _ in range(_PROOF_SAMPLES // 2)]
@@ -232,13 +248,16 @@ def run_merkle_bench(
         proof_bytes_median=int(statistics.median(sizes)),
         proof_bytes_max=max(sizes),
         verify_us_median=round(statistics.median(verify_times) * 1e6, 1),
+        merkle_tree="python (--python-update)" if python_update else tree_status(),
         designs=compared,
         layouts=laid_out,
     )
 
 
 def _lmdb_blocks(
-    items: list[tuple[bytes, bytes]], block_writes: list[tuple[tuple[bytes, bytes | None], ...]]
+    items: list[tuple[bytes, bytes]],
+    block_writes: list[tuple[tuple[bytes, bytes | None], ...]],
+    apply_writes: Callable[[TreeReader, Iterable[tuple[bytes, bytes | None]]], TreeUpdate],
 ) -> tuple[float, float]:
     """Median ms per block of the tree update over a real store, and of the whole commit
     (state, tree and undo records, fsync) minus the same commit without the tree."""
@@ -259,7 +278,7 @@ def _lmdb_blocks(
             backend = store.state_backend()
             for height, block_writes_one in enumerate(block_writes, start=1):
                 started = _cpu()
-                tree_update = update(backend, block_writes_one)
+                tree_update = apply_writes(backend, block_writes_one)
                 execute.append(_cpu() - started)
                 block = Block.build(
                     chain_id=chain_id,

@@ -80,6 +80,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from apps.merkle import tree_status
 from apps.transaction import TX_TAG
 from consensus.crypto import PrivateKey, hash_bytes, verify
 from node.bench.submitter import SubmitPlan, SubmitResult, start_submitter
@@ -481,6 +482,7 @@ class ThroughputReport:
             "agreement_problems": list(self.agreement_problems),
             "native_modules": dict[str, JsonType](native_status()),
             "signature_batch": batch_status(),
+            "merkle_tree": tree_status(),
         }
         if len(self.steps) > 1:
             document["steps"] = [step.to_json() for step in self.steps]

@@ -655,9 +655,20 @@ def catchup_command(
     help="also write the blocks' tree records to LMDB in other storage layouts (needs"
     " --blocks 16 or more)",
 )
+@click.option(
+    "--python-update",
+    is_flag=True,
+    help="apply the blocks with the Python update even where the C one is loaded (to compare)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def merkle_command(
-    accounts: int, writes: int, blocks: int, designs: bool, layouts: bool, as_json: bool
+    accounts: int,
+    writes: int,
+    blocks: int,
+    designs: bool,
+    layouts: bool,
+    python_update: bool,
+    as_json: bool,
 ) -> None:
     """The Merkle state commitment's costs: app hash of ACCOUNTS accounts from scratch, per
     block and per write (memory and LMDB), proof size and verify time (CPU time)."""
@@ -665,7 +676,12 @@ def merkle_command(
 
     try:
         report = run_merkle_bench(
-            accounts=accounts, writes=writes, blocks=blocks, designs=designs, layouts=layouts
+            accounts=accounts,
+            writes=writes,
+            blocks=blocks,
+            designs=designs,
+            layouts=layouts,
+            python_update=python_update,
         )
     except ValueError as error:
         if not layouts:
@@ -680,6 +696,7 @@ def merkle_command(
         f"state of {accounts:,} accounts ({report.keys:,} keys), blocks of {writes:,} writes"
     )
     click.echo(f"  app hash from scratch   {report.build_s:.2f} s")
+    click.echo(f"  tree update             {report.merkle_tree}")
     click.echo(
         f"  per block (memory)      {report.memory_ms_per_block:.1f} ms"
         f" = {report.memory_us_per_write:.1f} us per write;"
