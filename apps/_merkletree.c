@@ -253,8 +253,21 @@ static int build(walk_t *walk, int depth, const unsigned char *const *leaves, Py
 static int apply(walk_t *walk, int depth, const slot_t *old, Py_ssize_t low, Py_ssize_t high,
                  slot_t *result);
 
+/* A stored path deeper than a key hash has nibbles (a damaged store): refused before its node
+ * key or nibble is read past the hash. */
+static int too_deep(int depth) {
+    if (depth < DEPTH_MAX) {
+        return 0;
+    }
+    PyErr_SetString(PyExc_AssertionError, "a stored tree path is deeper than a key hash");
+    return -1;
+}
+
 /* One change below the stored node at depth. */
 static int descend(walk_t *walk, int depth, const change_t *change, slot_t *result) {
+    if (too_deep(depth) < 0) {
+        return -1;
+    }
     PyObject *key = node_key(change->digest, depth);
     if (key == NULL) {
         return -1;
@@ -305,6 +318,9 @@ static int descend(walk_t *walk, int depth, const change_t *change, slot_t *resu
 
 /* apply for a stored node at depth and several changes below it. */
 static int apply_node(walk_t *walk, int depth, Py_ssize_t low, Py_ssize_t high, slot_t *result) {
+    if (too_deep(depth) < 0) {
+        return -1;
+    }
     PyObject *key = node_key(walk->changes[low].digest, depth);
     if (key == NULL) {
         return -1;

@@ -252,3 +252,21 @@ def test_the_extensions_hash_is_hashlibs() -> None:
     for size in (0, 1, 55, 56, 63, 64, 65, 1000):
         data = bytes(range(256)) * 4
         assert native.digest(data[:size]) == hashlib.sha256(data[:size]).digest()
+
+
+def test_a_stored_path_deeper_than_a_key_hash_is_refused() -> None:
+    # A damaged store whose nodes hold a node's hash on the key's path at every depth: the
+    # walk would go past the key hash's 64 nibbles.
+    key = b"deep"
+    digest = merkle.key_hash(key)
+    tree = MemoryTree()
+    for depth in range(merkle.DEPTH_MAX):
+        bitmap = 0x8000 >> merkle.nibble(digest, depth)
+        header = bytes((bitmap >> 8, bitmap & 0xFF, 0, 0))
+        tree.records[merkle.node_key(digest, depth)] = header + bytes(32)
+    tree.records[ROOT_KEY] = bytes(32)
+    error = _errors(lambda: update_native(_native(), tree, [(key, b"v")]))
+    assert error == (AssertionError, "a stored tree path is deeper than a key hash")
+    # The Python update fails there too (reading the 65th nibble).
+    with pytest.raises(IndexError):
+        update_python(tree, [(key, b"v")])
