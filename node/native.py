@@ -44,8 +44,10 @@ from typing import Final
 
 __all__ = [
     "COMPILED_MODULES",
+    "C_MODULES",
     "PURE_PYTHON_ENV",
     "guard_imports",
+    "merkle_tree_status",
     "native_status",
 ]
 
@@ -179,4 +181,17 @@ def native_status() -> dict[str, str]:
             status[name] = "compiled"
         else:
             status[name] = f"source ({_FINDER.reasons.get(name) or 'not compiled'})"
+    return status
+
+
+def merkle_tree_status() -> str:
+    """``apps.merkle.tree_status()``; when the tree's update does not run in C, one log event
+    (``merkle_tree_native_unavailable``) says why, as ``signature_batch_unavailable`` does for
+    the signature batch."""
+    # Imported here: this module installs the import guard before any compiled module loads.
+    from apps.merkle import tree_status
+
+    status = tree_status()
+    if status != "native":
+        log.warning("merkle_tree_native_unavailable", extra={"status": status})
     return status

@@ -98,7 +98,7 @@ from apps.access import ReadRules
 from apps.base import BlockContext
 from apps.host import EVENT_END_BLOCK_FAULT, AppHost, BlockResult, Receipt, end_block_hash
 from apps.host import GenesisError as HostGenesisError
-from apps.merkle import prove, tree_status
+from apps.merkle import prove
 from apps.proofs import (
     VALIDATOR_LINKS_MAX,
     ProofUnsupported,
@@ -180,7 +180,7 @@ from node.mempool import (
     MempoolRejected,
 )
 from node.metrics import NodeMetrics, RunningTotal
-from node.native import native_status
+from node.native import merkle_tree_status, native_status
 from node.openapi import openapi_document
 from node.phases import PHASES, PhaseClock, WaitClock, thread_cpu_ns
 from node.procstatus import run_delay_ns
@@ -547,7 +547,7 @@ class Node:
         # Which hot paths run compiled (node.native), for the logs and /status.
         self._native = native_status()
         self._signature_batch = batch_status()
-        self._merkle_tree = tree_status()
+        self._merkle_tree = merkle_tree_status()
         self._nursery: trio.Nursery | None = None
         self.syncing = False
         # Whether a block writer process started for this sync writes its blocks

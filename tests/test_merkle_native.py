@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import logging
 import sys
 from collections.abc import Callable
 from types import ModuleType
@@ -270,3 +271,18 @@ def test_a_stored_path_deeper_than_a_key_hash_is_refused() -> None:
     # The Python update fails there too (reading the 65th nibble).
     with pytest.raises(IndexError):
         update_python(tree, [(key, b"v")])
+
+
+def test_a_node_says_why_the_tree_runs_in_python(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from node.native import merkle_tree_status
+
+    with caplog.at_level(logging.WARNING, logger="suanpan.native"):
+        assert merkle_tree_status() == "native"
+    assert not [r for r in caplog.records if r.msg == "merkle_tree_native_unavailable"]
+    monkeypatch.setattr(merkle, "tree_status", lambda: "python (apps._merkletree is not built)")
+    with caplog.at_level(logging.WARNING, logger="suanpan.native"):
+        assert merkle_tree_status() == "python (apps._merkletree is not built)"
+    [record] = [r for r in caplog.records if r.msg == "merkle_tree_native_unavailable"]
+    assert record.status == "python (apps._merkletree is not built)"  # type: ignore[attr-defined]
