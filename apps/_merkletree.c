@@ -3,9 +3,10 @@
  * Python's hashlib already loaded) instead of a hashlib object per hash.
  *
  * apps/merkle.py describes the tree, its records and the update; this file follows its
- * ``_apply``, ``_apply_node``, ``_descend``, ``_build`` and ``_store_node`` step for step, so
- * that the map of records it returns is the one the Python path returns (a test compares the
- * two on random trees and write sets). Records are read through the caller's
+ * ``_apply``, ``_apply_node``, ``_build`` and ``_store_node`` step for step (``_descend``, the
+ * Python path's shortcut for one change below a node, is ``apply_node`` with one change here),
+ * so that the map of records it returns is the one the Python path returns (a test compares
+ * the two on random trees and write sets). Records are read through the caller's
  * ``tree_node(key)``, with the interpreter lock held throughout.
  *
  * This module links against nothing: ``configure`` is given the addresses of SHA256_Init,
@@ -87,12 +88,6 @@ static PyObject *node_key(const unsigned char *digest, int depth) {
         size += 1;
     }
     return PyBytes_FromStringAndSize((const char *)key, size);
-}
-
-static void set_leaf(slot_t *slot, const change_t *change) {
-    slot->size = LEAF_BYTES;
-    memcpy(slot->bytes, change->digest, HASH_BYTES);
-    memcpy(slot->bytes + HASH_BYTES, change->value_hash, HASH_BYTES);
 }
 
 /* out[key] = record (NULL: None); steals the reference to key. */
@@ -253,72 +248,12 @@ static int build(walk_t *walk, int depth, const unsigned char *const *leaves, Py
 static int apply(walk_t *walk, int depth, const slot_t *old, Py_ssize_t low, Py_ssize_t high,
                  slot_t *result);
 
-/* A stored path deeper than a key hash has nibbles (a damaged store): refused before its node
- * key or nibble is read past the hash. */
-static int too_deep(int depth) {
-    if (depth < DEPTH_MAX) {
-        return 0;
-    }
-    PyErr_SetString(PyExc_AssertionError, "a stored tree path is deeper than a key hash");
-    return -1;
-}
-
-/* One change below the stored node at depth. */
-static int descend(walk_t *walk, int depth, const change_t *change, slot_t *result) {
-    if (too_deep(depth) < 0) {
-        return -1;
-    }
-    PyObject *key = node_key(change->digest, depth);
-    if (key == NULL) {
-        return -1;
-    }
-    slot_t children[FANOUT];
-    if (read_node(walk, key, children) < 0) {
-        Py_DECREF(key);
-        return -1;
-    }
-    int index = nibble_at(change->digest, depth);
-    slot_t *slot = &children[index];
-    if (slot->size == 0) {
-        if (change->has_value) {
-            set_leaf(slot, change);
-        }
-    } else if (slot->size == LEAF_BYTES) {
-        if (memcmp(slot->bytes, change->digest, HASH_BYTES) == 0) {
-            if (change->has_value) {
-                set_leaf(slot, change);
-            } else {
-                slot->size = 0;
-            }
-        } else if (change->has_value) {
-            unsigned char added[LEAF_BYTES];
-            memcpy(added, change->digest, HASH_BYTES);
-            memcpy(added + HASH_BYTES, change->value_hash, HASH_BYTES);
-            unsigned char existing[LEAF_BYTES];
-            memcpy(existing, slot->bytes, LEAF_BYTES);
-            const unsigned char *pair[2];
-            int added_first = memcmp(added, existing, LEAF_BYTES) < 0;
-            pair[0] = added_first ? added : existing;
-            pair[1] = added_first ? existing : added;
-            if (build(walk, depth + 1, pair, 2, slot) < 0) {
-                Py_DECREF(key);
-                return -1;
-            }
-        }
-    } else {
-        slot_t below;
-        if (descend(walk, depth + 1, change, &below) < 0) {
-            Py_DECREF(key);
-            return -1;
-        }
-        *slot = below;
-    }
-    return store_node(walk, key, children, result);
-}
-
-/* apply for a stored node at depth and several changes below it. */
+/* apply for a stored node at depth and the changes below it (one or more: the Python update's
+ * ``_descend``, its path for one change, gives the same records as this). */
 static int apply_node(walk_t *walk, int depth, Py_ssize_t low, Py_ssize_t high, slot_t *result) {
-    if (too_deep(depth) < 0) {
+    if (depth >= DEPTH_MAX) {
+        /* A damaged store: refused before the node key or a nibble is read past the hash. */
+        PyErr_SetString(PyExc_AssertionError, "a stored tree path is deeper than a key hash");
         return -1;
     }
     PyObject *key = node_key(walk->changes[low].digest, depth);
@@ -352,9 +287,6 @@ static int apply(walk_t *walk, int depth, const slot_t *old, Py_ssize_t low, Py_
                  slot_t *result) {
     const change_t *changes = walk->changes;
     if (old->size == HASH_BYTES) {
-        if (high - low == 1) {
-            return descend(walk, depth, &changes[low], result);
-        }
         return apply_node(walk, depth, low, high, result);
     }
     /* An empty slot or a lone leaf: the subtree's new leaves, in key hash order. The old leaf

@@ -409,34 +409,33 @@ def update_python(reader: TreeReader, writes: Iterable[tuple[bytes, bytes | None
     return TreeUpdate(root_of_slot(slot), tuple(sorted(out.items(), key=_FIRST)), out)
 
 
-# Filled at first use: the extension's update once checked (None: the Python one runs), what
-# ``tree_status`` says, and what was loaded (which keeps the hash functions' library loaded).
-_NATIVE: Final[list[NativeUpdate | None]] = []
-_NATIVE_STATUS: Final[list[str]] = []
-_NATIVE_LOADED: Final[list[nativetree.Loaded]] = []
+# Filled at first use with what was loaded, its update dropped if it failed the check against
+# the Python one (holding it keeps the hash functions' library loaded).
+_LOADED: Final[list[nativetree.Loaded]] = []
+
+
+def _loaded() -> nativetree.Loaded:
+    """The extension as loaded and checked at first use (``update`` None: the Python update
+    runs)."""
+    if not _LOADED:
+        loaded = nativetree.load()
+        if loaded.update is not None and not _same_as_python(loaded.update):
+            loaded = nativetree.Loaded(
+                None, "python (the extension's update differs from the Python one)"
+            )
+        _LOADED.append(loaded)
+    return _LOADED[0]
 
 
 def _native_update() -> NativeUpdate | None:
     """The extension's update when it is loaded and gives what ``update_python`` gives on a
     fixed workload (checked at first use), else None."""
-    if _NATIVE:
-        return _NATIVE[0]
-    loaded = nativetree.load()
-    native = loaded.update
-    status = loaded.status
-    if native is not None and not _same_as_python(native):
-        native = None
-        status = "python (the extension's update differs from the Python one)"
-    _NATIVE_LOADED.append(loaded)
-    _NATIVE.append(native)
-    _NATIVE_STATUS.append(status)
-    return native
+    return _loaded().update
 
 
 def tree_status() -> str:
     """``"native"`` when ``update`` runs in C, else ``"python (why)"``."""
-    _native_update()
-    return _NATIVE_STATUS[0]
+    return _loaded().status
 
 
 def _same_as_python(native: NativeUpdate) -> bool:
