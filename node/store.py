@@ -1084,15 +1084,15 @@ class Store:
         txn.put(entry.block_hash, key, db=self._db["block_hashes"])
         txn.put(key, entry.certificate, db=self._db["certificates"])
         txn.put(key, entry.app_hash, db=self._db["app_hashes"])
-        transactions = self._db["transactions"]
-        receipts = self._db["receipts"]
+        transactions = txn.cursor(db=self._db["transactions"])
+        receipts = txn.cursor(db=self._db["receipts"])
         for index, (tx_hash, receipt) in enumerate(
             zip(entry.transaction_hashes, entry.receipts, strict=True)
         ):
             location = encode((height, index))
             # The first inclusion wins: a replayed copy later is only a rejected receipt.
-            txn.put(tx_hash, location, db=transactions, overwrite=False)
-            txn.put(receipt_key(height, index), receipt, db=receipts)
+            transactions.put(tx_hash, location, overwrite=False)
+            receipts.put(receipt_key(height, index), receipt)
         if entry.end_events is not None:
             txn.put(key, entry.end_events, db=self._db["block_events"])
         self._apply_records(
@@ -1200,11 +1200,14 @@ class Store:
         (``replace_undo``) or beside them."""
         db = self._db[database]
         if undo_key is None:
+            # One cursor for the whole run: records come sorted, and LMDB searches from the
+            # cursor's page when the next key falls on it, instead of from the root.
+            cursor = txn.cursor(db=db)
             for key, value in records:
                 if value is None:
-                    txn.delete(key, db=db)
+                    cursor.pop(key)
                 else:
-                    txn.put(key, value, db=db)
+                    cursor.put(key, value)
             return
         undo = self._db[f"{database}_undo"]
         if replace_undo:
@@ -1710,8 +1713,9 @@ def _replace_all(
     txn: lmdb.Transaction, db: lmdb._Database, records: Sequence[tuple[bytes, bytes | None]]
 ) -> Iterator[tuple[bytes, bytes | None]]:
     """Write each record (None deletes), yielding its key and what it held before."""
+    cursor = txn.cursor(db=db)  # as in ``Store._apply_records``
     for key, value in records:
-        old = txn.pop(key, db=db) if value is None else txn.replace(key, value, db=db)
+        old = cursor.pop(key) if value is None else cursor.replace(key, value)
         yield key, None if old is None else bytes(old)
 
 
