@@ -67,6 +67,9 @@ typedef struct {
     PyObject *read; /* tree_node(key) -> bytes | None */
     PyObject *out;  /* dict: node key -> record bytes, or None to delete */
     const change_t *changes;
+    /* The same records as (key, value) tuples, one list per depth (NULL: none yet). The walk
+     * goes through the nibbles in order, so each depth's records arrive in key order. */
+    PyObject *by_depth[DEPTH_MAX];
 } walk_t;
 
 static int nibble_at(const unsigned char *digest, int depth) {
@@ -107,9 +110,58 @@ static int put_out(walk_t *walk, PyObject *key, const unsigned char *record, Py_
         }
     }
     int result = PyDict_SetItem(walk->out, key, value);
+    if (result == 0) {
+        /* A node key's first byte is its depth (below DEPTH_MAX: apply_node and build stop
+         * before it). */
+        int depth = ((const unsigned char *)PyBytes_AS_STRING(key))[0];
+        PyObject *records = walk->by_depth[depth];
+        if (records == NULL) {
+            records = walk->by_depth[depth] = PyList_New(0);
+        }
+        PyObject *item = records == NULL ? NULL : PyTuple_Pack(2, key, value);
+        if (item == NULL || PyList_Append(records, item) < 0) {
+            result = -1;
+        }
+        Py_XDECREF(item);
+    }
     Py_DECREF(key);
     Py_DECREF(value);
     return result;
+}
+
+/* Every record of the walk as one list of (key, value) tuples in key order (depth first,
+ * then path); releases the per-depth lists either way. NULL with an exception on failure. */
+static PyObject *records_in_order(walk_t *walk) {
+    Py_ssize_t total = 0;
+    for (int depth = 0; depth < DEPTH_MAX; depth++) {
+        if (walk->by_depth[depth] != NULL) {
+            total += PyList_GET_SIZE(walk->by_depth[depth]);
+        }
+    }
+    PyObject *records = PyList_New(total);
+    Py_ssize_t at = 0;
+    for (int depth = 0; depth < DEPTH_MAX; depth++) {
+        PyObject *level = walk->by_depth[depth];
+        if (level == NULL) {
+            continue;
+        }
+        if (records != NULL) {
+            for (Py_ssize_t index = 0; index < PyList_GET_SIZE(level); index++) {
+                PyObject *item = PyList_GET_ITEM(level, index);
+                Py_INCREF(item);
+                PyList_SET_ITEM(records, at++, item);
+            }
+        }
+        Py_DECREF(level);
+        walk->by_depth[depth] = NULL;
+    }
+    return records;
+}
+
+static void release_depths(walk_t *walk) {
+    for (int depth = 0; depth < DEPTH_MAX; depth++) {
+        Py_CLEAR(walk->by_depth[depth]);
+    }
 }
 
 /* A node with these slots (16 of them, in nibble order): its record, stored at key (stolen),
@@ -377,8 +429,10 @@ static int slot_from_object(PyObject *object, slot_t *slot) {
     return 0;
 }
 
-/* update(tree_node, old_root, writes) -> (new root slot, records): writes is a list of
- * (key, value or None) with distinct keys; old_root is the stored root slot (or None). */
+/* update(tree_node, old_root, writes) -> (new root slot, records, the records in key order):
+ * writes is a list of (key, value or None) with distinct keys; old_root is the stored root
+ * slot (or None); records is a dict of node key -> record (None: delete), and the list holds
+ * the same (key, value) pairs sorted by key, the root slot's key not among them. */
 static PyObject *update(PyObject *module, PyObject *args) {
     PyObject *read;
     PyObject *old_root;
@@ -419,14 +473,20 @@ static PyObject *update(PyObject *module, PyObject *args) {
         PyMem_Free(changes);
         return NULL;
     }
-    walk_t walk = {read, out, changes};
+    walk_t walk = {read, out, changes, {NULL}};
     slot_t result = root;
     if (count > 0 && apply(&walk, 0, &root, 0, count, &result) < 0) {
         PyMem_Free(changes);
+        release_depths(&walk);
         Py_DECREF(out);
         return NULL;
     }
     PyMem_Free(changes);
+    PyObject *ordered = records_in_order(&walk);
+    if (ordered == NULL) {
+        Py_DECREF(out);
+        return NULL;
+    }
     PyObject *slot;
     if (result.size == 0) {
         slot = Py_None;
@@ -434,11 +494,12 @@ static PyObject *update(PyObject *module, PyObject *args) {
     } else {
         slot = PyBytes_FromStringAndSize((const char *)result.bytes, result.size);
         if (slot == NULL) {
+            Py_DECREF(ordered);
             Py_DECREF(out);
             return NULL;
         }
     }
-    return Py_BuildValue("(NN)", slot, out);
+    return Py_BuildValue("(NNN)", slot, out, ordered);
 }
 
 /* configure(init, update, final): the addresses of OpenSSL's SHA256_Init, SHA256_Update and

@@ -24,10 +24,11 @@ __all__ = ["Loaded", "NativeUpdate", "TreeRead", "load"]
 _SYMBOLS: Final = ("SHA256_Init", "SHA256_Update", "SHA256_Final")
 
 TreeRead = Callable[[bytes], bytes | None]
-# (tree_node, the stored root slot, [(key, value or None)]) -> (new root slot, records)
+# (tree_node, the stored root slot, [(key, value or None)]) -> (new root slot, records by
+# key, the same records sorted by key without the root slot's)
 NativeUpdate = Callable[
     [TreeRead, bytes | None, list[tuple[bytes, bytes | None]]],
-    tuple[bytes | None, dict[bytes, bytes | None]],
+    tuple[bytes | None, dict[bytes, bytes | None], list[tuple[bytes, bytes | None]]],
 ]
 
 

@@ -177,28 +177,42 @@ def test_configure_refuses_a_null_address() -> None:
 
 def test_an_update_that_differs_from_pythons_is_not_used() -> None:
     native = _native()
+    Answer = tuple[bytes | None, dict[bytes, bytes | None], list[tuple[bytes, bytes | None]]]
 
-    def wrong_root(
-        read: nativetree.TreeRead, root: bytes | None, writes: Writes
-    ) -> tuple[bytes | None, dict[bytes, bytes | None]]:
-        slot, out = native(read, root, writes)
-        return (None if slot is None else bytes([slot[0] ^ 1]) + slot[1:]), out
+    def wrong_root(read: nativetree.TreeRead, root: bytes | None, writes: Writes) -> Answer:
+        slot, out, ordered = native(read, root, writes)
+        return (None if slot is None else bytes([slot[0] ^ 1]) + slot[1:]), out, ordered
 
-    def one_record_less(
-        read: nativetree.TreeRead, root: bytes | None, writes: Writes
-    ) -> tuple[bytes | None, dict[bytes, bytes | None]]:
-        slot, out = native(read, root, writes)
-        out.pop(next(iter(out)), None)
-        return slot, out
+    def one_record_less(read: nativetree.TreeRead, root: bytes | None, writes: Writes) -> Answer:
+        slot, out, ordered = native(read, root, writes)
+        if ordered:
+            out.pop(ordered.pop(0)[0])
+        return slot, out, ordered
 
-    def refuses(
-        read: nativetree.TreeRead, root: bytes | None, writes: Writes
-    ) -> tuple[bytes | None, dict[bytes, bytes | None]]:
+    def out_of_order(read: nativetree.TreeRead, root: bytes | None, writes: Writes) -> Answer:
+        slot, out, ordered = native(read, root, writes)
+        return slot, out, ordered[::-1]
+
+    def refuses(read: nativetree.TreeRead, root: bytes | None, writes: Writes) -> Answer:
         raise AssertionError("no")
 
     assert merkle._same_as_python(native)
-    for wrong in (wrong_root, one_record_less, refuses):
+    for wrong in (wrong_root, one_record_less, out_of_order, refuses):
         assert not merkle._same_as_python(wrong)
+
+
+def test_the_records_come_sorted_by_key_without_the_root_slot() -> None:
+    native = _native()
+    tree = MemoryTree()
+    writes: Writes = [(b"key %d" % number, b"value") for number in range(3000)]
+    slot, out, ordered = native(tree.tree_node, None, writes)
+    keys = [key for key, _ in ordered]
+    assert keys == sorted(out)
+    assert len(keys) == len(set(keys)) > 100
+    assert ROOT_KEY not in out
+    assert slot is not None
+    assert [out[key] for key in keys] == [value for _, value in ordered]
+    assert len({key[0] for key in keys}) >= 3  # records of several depths
 
 
 def test_pure_python_on_purpose(monkeypatch: pytest.MonkeyPatch) -> None:
