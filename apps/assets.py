@@ -29,6 +29,13 @@ Modelled on permissioned security-token standards (ERC-3643, ERC-1400):
   anything locked.
 
 Conservation: for every asset ``supply == sum(balances) + sum(open sell-offer escrows)``.
+
+Holdings: units a maker escrows in its own sell offer stay its holding until the offer settles.
+Each holder's escrowed units are counted (``esc``), and its holding, balance plus escrowed, is
+what the per-holder cap, the holder count and ``max_holders`` judge; so an offer that is
+cancelled or expires returns its escrow without ever taking the maker over the cap or the
+asset over its holder count. A sell offer made before the escrow was counted (its record
+has no ``escrow_held``) settles and returns as it did then.
 The dry-run query cannot read membership (queries see only this app's state), so it takes
 the receiver's ``to_roles``/``to_jurisdiction`` from the client (who reads membership's
 ``identity`` query) and says whether the identity rules were evaluated.
@@ -633,7 +640,7 @@ class AssetsApp(DispatchingApp):
             _sender_rules(
                 ctx.state, asset, ctx.sender, amount, ctx.block.time_ms
             ).raise_unless_allowed()
-            _debit(ctx.state, asset, ctx.sender, amount)
+            _escrow(ctx.state, symbol, ctx.sender, amount)
             _record(ctx, symbol, "dvp_escrow", ctx.sender, None, amount, offer_id)
         else:
             if asset["paused"]:
@@ -665,6 +672,8 @@ class AssetsApp(DispatchingApp):
             "created_ms": ctx.block.time_ms,
             "status": "open",
         }
+        if side == "sell":
+            offer["escrow_held"] = True  # its units count in the maker's holding
         put_record(ctx.state, key("dvp", offer_id), offer)
         ctx.state.put(key("open", offer_id), b"")
         schedule_expiry(ctx.state, expires_ms, offer_id)
@@ -707,8 +716,10 @@ class AssetsApp(DispatchingApp):
             if ctx.block.time_ms < as_int(as_map(asset["rules"])["lockup_until_ms"]):
                 raise AppError("locked_up", f"asset {symbol} is locked up")
             facts = ReceiverFacts.of(identity_of(ctx, ctx.sender))
+            held = offer.get("escrow_held") is True
+            # The units leave the maker's holding (counted while they were in escrow).
             _receiver_rules(
-                ctx.state, asset, None, ctx.sender, amount, facts
+                ctx.state, asset, maker if held else None, ctx.sender, amount, facts
             ).raise_unless_allowed()
             payment = ctx.call(
                 "payments",
@@ -722,6 +733,8 @@ class AssetsApp(DispatchingApp):
                     "purpose": f"DvP {symbol}",
                 },
             )
+            if held:
+                _unescrow(ctx.state, asset, maker, amount, returned=False)
             _credit(ctx.state, asset, ctx.sender, amount)
             seq = _record(ctx, symbol, "dvp", None, ctx.sender, amount, offer_id)
         else:
@@ -764,7 +777,10 @@ class AssetsApp(DispatchingApp):
         symbol = str(offer["symbol"])
         if offer["side"] == "sell":
             asset = _asset(ctx.state, symbol)
-            _credit(ctx.state, asset, maker, as_int(offer["amount"]))
+            if offer.get("escrow_held") is True:
+                _unescrow(ctx.state, asset, maker, as_int(offer["amount"]), returned=True)
+            else:
+                _credit(ctx.state, asset, maker, as_int(offer["amount"]))
             _record(ctx, symbol, "dvp_release", None, maker, as_int(offer["amount"]), offer_id)
         else:
             ctx.call("payments", "escrow_refund", {"escrow_id": offer_id})
@@ -800,7 +816,11 @@ class AssetsApp(DispatchingApp):
             symbol = a.text("symbol")
             holder = a.key("holder")
             freeze = _freeze_record(state, symbol, holder)
-            return {"balance": get_int(state, key("bal", symbol, holder)), **freeze}
+            return {
+                "balance": get_int(state, key("bal", symbol, holder)),
+                "escrowed": get_int(state, key("esc", symbol, holder)),
+                **freeze,
+            }
         if path == "balances":
             holder = a.key("holder")
             start = prefix("hbal", holder)
@@ -811,13 +831,7 @@ class AssetsApp(DispatchingApp):
         if path == "holders":
             symbol = a.text("symbol")
             limit = a.integer("limit")
-            start = prefix("bal", symbol)
-            holders: list[Value] = []
-            for k, _ in state.scan(start, scan_end(start)):
-                holders.append({"holder": last_segment(k), "balance": get_int(state, k)})
-                if len(holders) >= limit:
-                    break
-            return tuple(holders)
+            return self._holders(state, symbol, limit)
         if path == "can_transfer":
             return self._dry_run(state, a)
         if path == "history":
@@ -871,6 +885,22 @@ class AssetsApp(DispatchingApp):
             "identity_rules_evaluated": facts is not None,
         }
         return result
+
+    def _holders(self, state: ReadState, symbol: str, limit: int) -> Value:
+        """The first ``limit`` holders of ``symbol`` in key order, each with its balance and its
+        units escrowed in its own open sell offers (a holder with escrowed units alone is one):
+        the first ``limit`` of either list are enough to find them."""
+        found: dict[str, list[int]] = {}
+        for index, name in enumerate(("bal", "esc")):
+            start = prefix(name, symbol)
+            for taken, (k, _) in enumerate(state.scan(start, scan_end(start)), 1):
+                found.setdefault(last_segment(k), [0, 0])[index] = get_int(state, k)
+                if taken >= limit:
+                    break
+        return tuple(
+            {"holder": holder, "balance": amounts[0], "escrowed": amounts[1]}
+            for holder, amounts in sorted(found.items())[:limit]
+        )
 
     def _history(self, state: ReadState, a: Arguments) -> Value:
         symbol = a.text("symbol")
@@ -960,13 +990,13 @@ def _receiver_rules(
                 f"{symbol} may only be held in {list(jurisdictions)}, "
                 f"not {receiver.jurisdiction!r}",
             )
-    held = get_int(state, key("bal", symbol, to))
+    held = _holding(state, symbol, to)
     cap = as_int(rules["holder_cap"])
     if cap and held + amount > cap:
         return TransferVerdict("holder_cap", f"the receiver would hold over {cap} {symbol}")
     max_holders = as_int(rules["max_holders"])
     if max_holders and held == 0:
-        leaving = source is not None and get_int(state, key("bal", symbol, source)) == amount
+        leaving = source is not None and _holding(state, symbol, source) == amount
         if as_int(asset["holders"]) + 1 - int(leaving) > max_holders:
             return TransferVerdict(
                 "max_holders", f"{symbol} may have at most {max_holders} holders"
@@ -1024,13 +1054,18 @@ def _put_freeze(state: AppState, symbol: str, holder: bytes, record: dict[str, V
         put_record(state, key("frz", symbol, holder), record)
 
 
+def _holding(state: ReadState, symbol: str, holder: bytes) -> int:
+    """What ``holder`` holds of ``symbol``: its balance and its units escrowed in its own open
+    sell offers."""
+    return get_int(state, key("bal", symbol, holder)) + get_int(state, key("esc", symbol, holder))
+
+
 def _credit(state: AppState, asset: dict[str, Value], holder: bytes, amount: int) -> None:
     """Add to a balance (keeping the holder count and indexes) and store the asset."""
     symbol = str(asset["symbol"])
     balance = get_int(state, key("bal", symbol, holder))
-    if balance == 0:
-        asset["holders"] = as_int(asset["holders"]) + 1
-        state.put(key("hbal", holder, symbol), b"")
+    if balance == 0 and get_int(state, key("esc", symbol, holder)) == 0:
+        _holder_joins(state, asset, holder)
     put_int(state, key("bal", symbol, holder), balance + amount)
     put_record(state, key("asset", symbol), asset)
 
@@ -1041,11 +1076,49 @@ def _debit(state: AppState, asset: dict[str, Value], holder: bytes, amount: int)
     balance = get_int(state, key("bal", symbol, holder))
     if balance < amount:
         raise AppError("insufficient_balance", f"the balance {balance} is below {amount}")
-    if balance == amount:
-        asset["holders"] = as_int(asset["holders"]) - 1
-        state.delete(key("hbal", holder, symbol))
+    if balance == amount and get_int(state, key("esc", symbol, holder)) == 0:
+        _holder_leaves(state, asset, holder)
     put_int(state, key("bal", symbol, holder), balance - amount)
     put_record(state, key("asset", symbol), asset)
+
+
+def _holder_joins(state: AppState, asset: dict[str, Value], holder: bytes) -> None:
+    asset["holders"] = as_int(asset["holders"]) + 1
+    state.put(key("hbal", holder, str(asset["symbol"])), b"")
+
+
+def _holder_leaves(state: AppState, asset: dict[str, Value], holder: bytes) -> None:
+    asset["holders"] = as_int(asset["holders"]) - 1
+    state.delete(key("hbal", holder, str(asset["symbol"])))
+
+
+def _escrow(state: AppState, symbol: str, holder: bytes, amount: int) -> None:
+    """Move ``amount`` of ``holder``'s balance into its sell offer's escrow: still its
+    holding, so the holder count does not change."""
+    balance = get_int(state, key("bal", symbol, holder))
+    if balance < amount:
+        raise AppError("insufficient_balance", f"the balance {balance} is below {amount}")
+    put_int(state, key("bal", symbol, holder), balance - amount)
+    escrowed = key("esc", symbol, holder)
+    put_int(state, escrowed, get_int(state, escrowed) + amount)
+
+
+def _unescrow(
+    state: AppState, asset: dict[str, Value], holder: bytes, amount: int, *, returned: bool
+) -> None:
+    """Take ``amount`` out of ``holder``'s escrow: back to its balance (``returned``: the
+    offer was cancelled or expired) or out of its holding (the offer settled)."""
+    symbol = str(asset["symbol"])
+    escrowed = key("esc", symbol, holder)
+    held = get_int(state, escrowed)
+    assert held >= amount, "an open sell offer's units are in its maker's escrow"
+    put_int(state, escrowed, held - amount)
+    balance = key("bal", symbol, holder)
+    if returned:
+        put_int(state, balance, get_int(state, balance) + amount)
+    elif held == amount and get_int(state, balance) == 0:
+        _holder_leaves(state, asset, holder)
+        put_record(state, key("asset", symbol), asset)
 
 
 def _move(state: AppState, asset: dict[str, Value], source: bytes, to: bytes, amount: int) -> None:

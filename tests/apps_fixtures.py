@@ -154,11 +154,18 @@ class Network:
         return value
 
     def units(self, name: str, symbol: str) -> int:
+        return self._asset_balance(name, symbol, "balance")
+
+    def escrowed(self, name: str, symbol: str) -> int:
+        """Units of ``symbol`` that ``name`` holds in escrow for its own open sell offers."""
+        return self._asset_balance(name, symbol, "escrowed")
+
+    def _asset_balance(self, name: str, symbol: str, field: str) -> int:
         value = self.query("assets", "balance", symbol=symbol, holder=self.pk(name))
         assert isinstance(value, dict)
-        balance = value["balance"]
-        assert isinstance(balance, int)
-        return balance
+        amount = value[field]
+        assert isinstance(amount, int)
+        return amount
 
 
 def as_record(value: object) -> Mapping[str, Value]:

@@ -440,17 +440,29 @@ class CrossAppMachine(RuleBasedStateMachine):
         asset = as_record(self.net.query("assets", "asset", symbol=SYMBOL))
         supply = as_int(asset["supply"])
         assert supply <= ASSET_CAP
-        holdings = {
+        balances = {
             name.split("/")[1]: balance
             for name, balance in self._integers("assets", "bal")
             if name.startswith(SYMBOL + "/")
         }
-        escrowed = sum(
-            as_int(offer["amount"])
-            for _, offer in self._records("assets", "dvp")
-            if offer["status"] == "open" and offer["side"] == "sell"
-        )
-        assert sum(holdings.values()) + escrowed == supply
+        in_escrow = {
+            name.split("/")[1]: units
+            for name, units in self._integers("assets", "esc")
+            if name.startswith(SYMBOL + "/")
+        }
+        by_maker: dict[str, int] = {}
+        for _, offer in self._records("assets", "dvp"):
+            if offer["status"] == "open" and offer["side"] == "sell":
+                maker = offer["maker"]
+                assert isinstance(maker, bytes)
+                by_maker[maker.hex()] = by_maker.get(maker.hex(), 0) + as_int(offer["amount"])
+        # A maker's units in its own open sell offers are still its holding.
+        assert in_escrow == by_maker
+        assert sum(balances.values()) + sum(by_maker.values()) == supply
+        holdings = {
+            holder: balances.get(holder, 0) + in_escrow.get(holder, 0)
+            for holder in balances.keys() | in_escrow.keys()
+        }
         assert all(0 < held <= HOLDER_CAP for held in holdings.values())
         assert as_int(asset["holders"]) == len(holdings) <= MAX_HOLDERS
         for holder in holdings:

@@ -6,9 +6,11 @@ from collections.abc import Mapping
 
 import pytest
 
+from apps._records import STATE_LIMITS, as_int, key
 from apps.assets import dvp_offer_id
 from apps.demo import BANK_LIQUIDITY, CUSTOMER_FUNDS
-from consensus.codec import Value
+from apps.state import namespace_prefix
+from consensus.codec import Value, decode, encode
 from tests.apps_fixtures import DAY_MS, Network
 
 ISSUER = "lion-bank"
@@ -369,3 +371,108 @@ def test_an_expired_buy_offer_returns_the_cash_escrow(net: Network) -> None:
     assert net.query("payments", "escrow", app="assets", id=offer) is None
     assert _map(net.query("assets", "offer", id=offer))["status"] == "expired"
     assert net.query("assets", "offers") == ()
+
+
+# ---------------------------------------------------------------------- escrow in holdings
+def _holders(net: Network) -> int:
+    holders = _map(net.query("assets", "asset", symbol="BOND"))["holders"]
+    assert isinstance(holders, int)
+    return holders
+
+
+def test_units_in_a_makers_sell_offer_count_toward_its_holder_cap(net: Network) -> None:
+    mint(net, ISSUER, 302)
+    mint(net, "straits-funds", 299)
+    offer = dvp(net, ISSUER, "sell", amount=2, expires_ms=net.now_ms + 5_000)
+    assert (net.units(ISSUER, "BOND"), net.escrowed(ISSUER, "BOND")) == (300, 2)
+    # 300 + 2 escrowed + 299 is over the cap of 600, though the balance alone is not.
+    assert (
+        net.rejected(ISSUER, "assets", "mint", symbol="BOND", to=net.pk(ISSUER), amount=299)
+        == "holder_cap"
+    )
+    assert (
+        _map(
+            net.query(
+                "assets",
+                "can_transfer",
+                symbol="BOND",
+                to=net.pk(ISSUER),
+                **{"from": net.pk("straits-funds")},
+                amount=299,
+                now_ms=net.now_ms,
+            )
+        )["code"]
+        == "holder_cap"
+    )
+    assert send(net, "straits-funds", ISSUER, 299) == "holder_cap"
+    mint(net, ISSUER, 298)
+    # The offer expires: its escrow comes back without taking the maker over the cap.
+    net.advance(10_000)
+    net.chain.run([])
+    assert _map(net.query("assets", "offer", id=offer))["status"] == "expired"
+    assert (net.units(ISSUER, "BOND"), net.escrowed(ISSUER, "BOND")) == (600, 0)
+
+
+def test_a_maker_with_everything_in_escrow_is_still_a_holder(net: Network) -> None:
+    mint(net, "straits-funds", 100)
+    mint(net, "kowloon-parts", 100)
+    mint(net, ISSUER, 100)
+    offer = dvp(net, ISSUER, "sell", amount=100)
+    assert net.units(ISSUER, "BOND") == 0
+    assert _holders(net) == 3
+    holders = net.query("assets", "holders", symbol="BOND")
+    assert isinstance(holders, tuple)
+    assert {"holder": net.pk(ISSUER).hex(), "balance": 0, "escrowed": 100} in holders
+    # A fourth holder would be one too many while the maker's units wait in escrow.
+    assert (
+        net.rejected(ISSUER, "assets", "mint", symbol="BOND", to=net.pk("merlion-metals"), amount=1)
+        == "max_holders"
+    )
+    # Cancelled, the escrow goes back and the count stays.
+    net.ok(ISSUER, "assets", "cancel_dvp", offer=offer)
+    assert (net.units(ISSUER, "BOND"), net.escrowed(ISSUER, "BOND"), _holders(net)) == (100, 0, 3)
+
+
+def test_settling_a_makers_whole_holding_makes_room_for_the_taker(net: Network) -> None:
+    mint(net, "straits-funds", 100)
+    mint(net, "kowloon-parts", 100)
+    mint(net, ISSUER, 100)
+    offer = dvp(net, ISSUER, "sell", amount=100)
+    # The taker is a fourth party, but the maker leaves as it arrives: allowed.
+    net.ok("merlion-metals", "assets", "accept_dvp", offer=offer)
+    assert net.units("merlion-metals", "BOND") == 100
+    assert (net.units(ISSUER, "BOND"), net.escrowed(ISSUER, "BOND"), _holders(net)) == (0, 0, 3)
+    assert net.query("assets", "balances", holder=net.pk(ISSUER)) == {}
+
+
+def _as_made_before_escrow_was_counted(net: Network, offer: str, maker: str, amount: int) -> None:
+    """Rewrite an open sell offer's state as an earlier release left it: the offer without
+    ``escrow_held`` and no escrow counted for its maker (who keeps a balance, so the holder
+    count was the same)."""
+    prefix = namespace_prefix("assets")
+    stored = prefix + key("dvp", offer)
+    backend = net.chain.backend
+    raw = backend.get(stored)
+    assert raw is not None
+    record = dict(_map(decode(raw, STATE_LIMITS)))
+    assert record.pop("escrow_held") is True
+    escrowed = prefix + key("esc", "BOND", net.pk(maker))
+    counted = backend.get(escrowed)
+    assert counted is not None
+    left = as_int(decode(counted, STATE_LIMITS)) - amount
+    writes = [(escrowed, encode(left, STATE_LIMITS) if left else None)]
+    backend.apply(tuple(sorted([*writes, (stored, encode(record, STATE_LIMITS))])))
+
+
+def test_a_sell_offer_made_before_escrow_was_counted_closes_as_it_did(net: Network) -> None:
+    mint(net, ISSUER, 100)
+    returned = dvp(net, ISSUER, "sell", amount=30)
+    settled = dvp(net, ISSUER, "sell", amount=20)
+    for offer, amount in ((returned, 30), (settled, 20)):
+        _as_made_before_escrow_was_counted(net, offer, ISSUER, amount)
+    assert (net.units(ISSUER, "BOND"), net.escrowed(ISSUER, "BOND")) == (50, 0)
+    net.ok(ISSUER, "assets", "cancel_dvp", offer=returned)
+    net.ok("merlion-metals", "assets", "accept_dvp", offer=settled)
+    assert (net.units(ISSUER, "BOND"), net.escrowed(ISSUER, "BOND")) == (80, 0)
+    assert net.units("merlion-metals", "BOND") == 20
+    assert _holders(net) == 2

@@ -157,7 +157,10 @@ class AssetsMachine(RuleBasedStateMachine):
         supply = asset["supply"]
         assert isinstance(supply, int)
         assert supply <= CAP
-        holdings = {name: self.net.units(name, "BOND") for name in PARTIES}
+        balances = {name: self.net.units(name, "BOND") for name in PARTIES}
+        in_escrow = {name: self.net.escrowed(name, "BOND") for name in PARTIES}
+        # A maker's units in its own open sell offers are still its holding.
+        holdings = {name: balances[name] + in_escrow[name] for name in PARTIES}
         holders = [name for name, held in holdings.items() if held > 0]
         assert set(holders) <= ELIGIBLE, f"ineligible holders {set(holders) - ELIGIBLE}"
         assert all(held <= HOLDER_CAP for held in holdings.values())
@@ -165,13 +168,19 @@ class AssetsMachine(RuleBasedStateMachine):
         offers = self.net.query("assets", "offers", limit=500)
         assert isinstance(offers, tuple)
         escrowed_units = escrowed_cash = 0
+        by_maker = dict.fromkeys(PARTIES, 0)
         for item in offers:
             item = as_record(item)
             if item["side"] == "sell":
-                escrowed_units += item["amount"]  # type: ignore[operator]
+                amount = item["amount"]
+                assert isinstance(amount, int)
+                escrowed_units += amount
+                maker = next(name for name in PARTIES if self.net.pk(name) == item["maker"])
+                by_maker[maker] += amount
             else:
                 escrowed_cash += item["price"]  # type: ignore[operator]
-        assert sum(holdings.values()) + escrowed_units == supply
+        assert in_escrow == by_maker
+        assert sum(balances.values()) + escrowed_units == supply
         sgd = self.net.query("payments", "currency", code="SGD")
         sgd = as_record(sgd)
         cash = sum(self.net.balance(name, "SGD") for name in self.net.consortium.party_names())
