@@ -29,6 +29,9 @@ Modelled on permissioned security-token standards (ERC-3643, ERC-1400):
   anything locked.
 
 Conservation: for every asset ``supply == sum(balances) + sum(open sell-offer escrows)``.
+The dry-run query cannot read membership (queries see only this app's state), so it takes
+the receiver's ``to_roles``/``to_jurisdiction`` from the client (who reads membership's
+``identity`` query) and says whether the identity rules were evaluated.
 
 Holdings: units a maker escrows in its own sell offer stay its holding until the offer settles.
 Each holder's escrowed units are counted (``esc``), and its holding, balance plus escrowed, is
@@ -36,9 +39,6 @@ what the per-holder cap, the holder count and ``max_holders`` judge; so an offer
 cancelled or expires returns its escrow without ever taking the maker over the cap or the
 asset over its holder count. A sell offer made before the escrow was counted (its record
 has no ``escrow_held``) settles and returns as it did then.
-The dry-run query cannot read membership (queries see only this app's state), so it takes
-the receiver's ``to_roles``/``to_jurisdiction`` from the client (who reads membership's
-``identity`` query) and says whether the identity rules were evaluated.
 """
 
 from __future__ import annotations
