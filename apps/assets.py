@@ -716,7 +716,7 @@ class AssetsApp(DispatchingApp):
             if ctx.block.time_ms < as_int(as_map(asset["rules"])["lockup_until_ms"]):
                 raise AppError("locked_up", f"asset {symbol} is locked up")
             facts = ReceiverFacts.of(identity_of(ctx, ctx.sender))
-            held = offer.get("escrow_held") is True
+            held = _escrow_held(offer)
             # The units leave the maker's holding (counted while they were in escrow).
             _receiver_rules(
                 ctx.state, asset, maker if held else None, ctx.sender, amount, facts
@@ -777,7 +777,7 @@ class AssetsApp(DispatchingApp):
         symbol = str(offer["symbol"])
         if offer["side"] == "sell":
             asset = _asset(ctx.state, symbol)
-            if offer.get("escrow_held") is True:
+            if _escrow_held(offer):
                 _unescrow(ctx.state, asset, maker, as_int(offer["amount"]), returned=True)
             else:
                 _credit(ctx.state, asset, maker, as_int(offer["amount"]))
@@ -1052,6 +1052,12 @@ def _put_freeze(state: AppState, symbol: str, holder: bytes, record: dict[str, V
         state.delete(key("frz", symbol, holder))
     else:
         put_record(state, key("frz", symbol, holder), record)
+
+
+def _escrow_held(offer: Mapping[str, Value]) -> bool:
+    """Whether a sell offer's escrowed units are counted in its maker's holding (every offer
+    made since the count was kept)."""
+    return offer.get("escrow_held") is True
 
 
 def _holding(state: ReadState, symbol: str, holder: bytes) -> int:
