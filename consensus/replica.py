@@ -51,12 +51,18 @@ each height; the primary of (height, view) is ``(height + view) mod n``.
    to apply, it asks for the blocks after it (no further than ``sync_blocks_max`` above its
    height), so the next answer arrives while this one is applied; an answer that came with no
    request of ours outstanding (the driver's start-up request) is followed so too when its
-   blocks run on from our height. Synced blocks are held only above the committed height:
-   one held for a height that consensus decided first goes with that height, and a request
-   whose heights are all decided, however, counts as answered (a replica still behind asks
-   again at once). A view change at the height we last decided comes from a replica that
-   missed that decision: it is sent that one block (``ServeBlocks``), at most once per
-   ``sync_retry_ms``; a view change from an older height gets nothing.
+   blocks run on from our height. Such an answer of as many blocks as a request may ask for,
+   and an open-ended request's answer that reaches its end, are followed even when no
+   validator is seen beyond them, with an open-ended request for the blocks after them: on a
+   quiet chain the next signed message can be a second away. An open-ended request's answer
+   that stops short of its end shows where the peer's chain ends, and the sync goes on from
+   there only as far as validators are seen; an open-ended request never holds back the next
+   request. Synced blocks are held only above the committed height: one held for a height that
+   consensus decided first goes with that height, and a request whose heights are all decided,
+   however, counts as answered (a replica still behind asks again at once). A view change at
+   the height we last decided comes from a replica that missed that decision: it is sent that
+   one block (``ServeBlocks``), at most once per ``sync_retry_ms``; a view change from an older
+   height gets nothing.
 
 Why it is safe (no two honest replicas commit different blocks at one height)
 --------------------------------------------------------------------------------
@@ -894,6 +900,14 @@ class Replica:
         # set is not known yet (``_sync_window_cut``): those blocks are asked for again after.
         self._sync_requested_to: int | None = None
         self._sync_window_cut = False
+        # First height of the outstanding request, and whether it is open-ended: the blocks
+        # after an answer that filled its whole range, asked for although no validator was
+        # seen beyond it (a full answer suggests the peer's chain goes on; at the start of a
+        # sync on a quiet chain the next signed message can be a second away). An open-ended
+        # request answered to its end is followed open-ended again; its answer stopping
+        # short ends that there (``_end_open_ended``).
+        self._sync_requested_from: int | None = None
+        self._sync_open_ended = False
         self._sync_requests = 0
         # Output of the input being handled.
         self._out: list[Action] = []
@@ -1200,7 +1214,9 @@ class Replica:
         self._synced.pop(block.height, None)
         if self._sync_requested_to is not None and block.height >= self._sync_requested_to:
             self._sync_requested_to = None
+            self._sync_requested_from = None
             self._sync_window_cut = False
+            self._sync_open_ended = False
             self._last_sync_request_ms = None
         self._safety = _Safety(height=self._height)
         if self._deferred_safety is not None and self._deferred_safety.height <= self._height:
@@ -1243,6 +1259,7 @@ class Replica:
             for block, certificate in message.entries:
                 self._on_synced(block, certificate)
             self._follow_unasked(message, height)
+            self._end_open_ended(message)
         else:
             self._route(message, len(event.data))
 
@@ -1977,7 +1994,9 @@ class Replica:
     def _extend_sync(self) -> None:
         """While a block-sync answer is applied: once it is all here and less than half a batch
         of it is left, ask for the blocks after it (up to ``sync_blocks_max`` above our height,
-        all a replica keeps), so the next answer arrives before this one runs out."""
+        all a replica keeps), so the next answer arrives before this one runs out: as far as
+        validators are seen ahead, or open-ended when the answer filled an open-ended range
+        (``_sync_open_ended``)."""
         requested_to = self._sync_requested_to
         if (
             requested_to is None
@@ -1988,6 +2007,14 @@ class Replica:
             return
         ahead = self._ahead()
         if ahead is None or ahead[0] - 1 <= requested_to:
+            if self._sync_open_ended:
+                self._request_blocks(
+                    requested_to + 1,
+                    self._height + self._config.sync_blocks_max - 1,
+                    () if ahead is None else ahead[1],
+                    continuing=True,
+                    open_ended=True,
+                )
             return
         height, keys = ahead
         to_height = min(height - 1, self._height + self._config.sync_blocks_max - 1)
@@ -2008,7 +2035,25 @@ class Replica:
         last = entries[-1][0].height
         if last in self._synced:
             self._sync_requested_to = last
+            self._sync_requested_from = height
             self._sync_window_cut = False
+            # As many blocks as a request may ask for: the peer's chain may go on.
+            self._sync_open_ended = len(entries) >= self._config.sync_blocks_max
+
+    def _end_open_ended(self, response: BlockResponse) -> None:
+        """An answer to the open-ended request that stops short of its end shows where the
+        answering peer's chain ends (or what it could send): the request counts as answered
+        to there, and the sync goes on only as far as validators are seen ahead. (No answer
+        at all leaves the request outstanding; it never holds back a request for blocks
+        validators are seen at, ``_request_blocks``.)"""
+        entries = response.entries
+        requested_to = self._sync_requested_to
+        if not self._sync_open_ended or not entries or requested_to is None:
+            return
+        last = entries[-1][0].height
+        if entries[0][0].height == self._sync_requested_from and last < requested_to:
+            self._sync_requested_to = last
+            self._sync_open_ended = False
 
     def _request_blocks(
         self,
@@ -2017,10 +2062,12 @@ class Replica:
         keys: tuple[bytes, ...],
         *,
         continuing: bool = False,
+        open_ended: bool = False,
     ) -> None:
         """Ask for blocks from the validators with consensus keys ``keys`` (best first), then
         from every other validator of our height. A request ``continuing`` the answered one is
-        not held back by ``sync_retry_ms``."""
+        not held back by ``sync_retry_ms``; an ``open_ended`` one (``_sync_open_ended``) does
+        not hold back the next one either, since it may go unanswered."""
         last = self._last_sync_request_ms
         if not continuing and last is not None and self._now_ms - last < self._config.sync_retry_ms:
             return
@@ -2033,7 +2080,8 @@ class Replica:
         ]
         if not ordered:
             return
-        self._last_sync_request_ms = self._now_ms
+        if not open_ended:
+            self._last_sync_request_ms = self._now_ms
         rotation = self._sync_requests % len(ordered)
         self._sync_requests += 1
         ordered = ordered[rotation:] + ordered[:rotation]
@@ -2053,7 +2101,9 @@ class Replica:
                 peer_keys.append(node_key)
         to_height = min(to_height, from_height + self._config.sync_blocks_max - 1)
         self._sync_requested_to = to_height
+        self._sync_requested_from = from_height
         self._sync_window_cut = False
+        self._sync_open_ended = open_ended
         message = encode_message(BlockRequest(from_height, to_height))
         self._emit(RequestBlocks(from_height, to_height, tuple(peers), message, tuple(peer_keys)))
 
@@ -2113,6 +2163,7 @@ class Replica:
                     if self._sync_requested_to is not None:
                         self._sync_requested_to = min(self._sync_requested_to, height - 1)
                         self._sync_window_cut = True
+                        self._sync_open_ended = False
                     self._drop(
                         DropReason.VALIDATORS_UNKNOWN,
                         f"synced block {height}, not certified by the latest set we know:"

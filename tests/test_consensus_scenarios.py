@@ -482,6 +482,98 @@ def test_an_answer_the_replica_did_not_ask_for_is_followed_like_its_own() -> Non
     assert asked[0] == (5, 9, 12), asked
 
 
+def _quiet_chain(config: ReplicaConfig) -> tuple[Replica, Cluster]:
+    """A fresh replica (validator 3) at height 1 that has heard nothing from a cluster whose
+    chain is at height 20 and quiet: nothing tells it that anyone is ahead."""
+    cluster = Cluster(4, config=config)
+    cluster.start()
+    cluster.run_until(lambda: cluster.all_reached(20, nodes=[0, 1, 2, 3]))
+    return fresh_replica(cluster, config), cluster
+
+
+def _apply_synced(
+    replica: Replica, cluster: Cluster, actions: list[Action], app_hash: bytes
+) -> tuple[list[tuple[int, int, int]], bytes]:
+    """Execute every block the replica commits, as a driver would, until it commits none;
+    returns its requests for blocks as (block applied with it, from, to) and the app hash."""
+    asked: list[tuple[int, int, int]] = []
+    while True:
+        commits = [a for a in actions if isinstance(a, Commit)]
+        applied = commits[0].block.height if commits else 0
+        asked += [
+            (applied, a.from_height, a.to_height) for a in actions if isinstance(a, RequestBlocks)
+        ]
+        if not commits:
+            return asked, app_hash
+        (commit,) = commits
+        app_hash = next_app_hash(app_hash, commit.block)
+        actions = replica.handle(BlockExecuted(commit.block.height, app_hash, cluster.validators))
+
+
+def test_a_full_unasked_answer_is_followed_open_ended_until_an_answer_stops_short() -> None:
+    """On a quiet chain the replica learns that its peers are ahead only from their next
+    signed message. An unasked answer (the driver's start-up request) of as many blocks as a
+    request may ask for suggests the peer's chain goes on, so the replica asks for the blocks
+    after it at once, open-ended, and again after each open-ended answer that reaches its
+    end; an answer that stops short shows where the peer's chain ends, and the sync goes on
+    from there as far as validators are seen."""
+    replica, cluster = _quiet_chain(ReplicaConfig(sync_blocks_max=8))
+    chain = cluster.nodes[0].chain
+    actions = replica.handle(PeerMessage(encode_block_response(chain[:8]), 0))
+    asked, app_hash = _apply_synced(replica, cluster, actions, GENESIS_APP_HASH)
+    # Blocks 9-12 (up to 8 above its height) asked for as block 5 was applied.
+    assert asked == [(5, 9, 12)], asked
+    assert replica.status().height == 9
+    # The answer reaches the end of the open-ended request: the next one goes out as the
+    # answer is applied.
+    actions = replica.handle(PeerMessage(encode_block_response(chain[8:12]), 0))
+    asked, app_hash = _apply_synced(replica, cluster, actions, app_hash)
+    assert asked, "no open-ended request after an answer that reached its end"
+    assert asked[0][1] == 13, asked
+    (_, from_height, to_height) = asked[-1]
+    assert replica.status().height == 13
+    # Its answer stops short of the request's end: the request counts as answered to there.
+    # With three validators now seen at height 20, the blocks after the short answer are
+    # asked for while it is applied, with no tick.
+    for commit in commit_votes(cluster, chain[19][0]):
+        replica.handle(PeerMessage(encode_message(commit), commit.validator))
+    short = chain[from_height - 1 : from_height + 1]
+    assert from_height + 1 < to_height
+    actions = replica.handle(PeerMessage(encode_block_response(short), 0))
+    asked, app_hash = _apply_synced(replica, cluster, actions, app_hash)
+    assert [entry[1] for entry in asked] == [from_height + 2], asked
+    assert replica.status().height == from_height + 2
+
+
+def test_an_unasked_answer_short_of_a_full_request_is_followed_only_as_far_as_seen() -> None:
+    """An unasked answer of fewer blocks than a request may ask for is all the peer had (or
+    could send): with nobody seen beyond it, the replica asks for nothing more."""
+    replica, cluster = _quiet_chain(ReplicaConfig(sync_blocks_max=8))
+    chain = cluster.nodes[0].chain
+    actions = replica.handle(PeerMessage(encode_block_response(chain[:7]), 0))
+    asked, _ = _apply_synced(replica, cluster, actions, GENESIS_APP_HASH)
+    assert asked == []
+    assert replica.status().height == 8
+
+
+def test_an_unanswered_open_ended_request_does_not_hold_back_the_next() -> None:
+    """An open-ended request may go unanswered (the peer's chain ended where its last answer
+    did). Once validators are seen ahead, the request for their blocks goes out at once, not
+    ``sync_retry_ms`` after the open-ended one."""
+    config = ReplicaConfig(sync_blocks_max=8)
+    replica, cluster = _quiet_chain(config)
+    chain = cluster.nodes[0].chain
+    actions = replica.handle(PeerMessage(encode_block_response(chain[:8]), 0))
+    asked, _ = _apply_synced(replica, cluster, actions, GENESIS_APP_HASH)
+    assert asked == [(5, 9, 12)]
+    # No answer. Three validators are seen committing height 20.
+    for commit in commit_votes(cluster, chain[19][0]):
+        replica.handle(PeerMessage(encode_message(commit), commit.validator))
+    actions = replica.handle(Tick(GENESIS_TIME_MS + 10))
+    requested = [(a.from_height, a.to_height) for a in actions if isinstance(a, RequestBlocks)]
+    assert requested == [(9, 16)], requested
+
+
 def test_an_unasked_answer_with_a_gap_is_not_followed() -> None:
     """A peer sends, unasked, a certified block above the replica's next height (a gap
     before it) while the replica executes a block. Followed, it would have the replica ask
