@@ -1213,10 +1213,7 @@ class Replica:
         # request for blocks up to here is answered, whichever way they were decided.
         self._synced.pop(block.height, None)
         if self._sync_requested_to is not None and block.height >= self._sync_requested_to:
-            self._sync_requested_to = None
-            self._sync_requested_from = None
-            self._sync_window_cut = False
-            self._sync_open_ended = False
+            self._follow_request(None, None)
             self._last_sync_request_ms = None
         self._safety = _Safety(height=self._height)
         if self._deferred_safety is not None and self._deferred_safety.height <= self._height:
@@ -2034,11 +2031,20 @@ class Replica:
             return
         last = entries[-1][0].height
         if last in self._synced:
-            self._sync_requested_to = last
-            self._sync_requested_from = height
-            self._sync_window_cut = False
             # As many blocks as a request may ask for: the peer's chain may go on.
-            self._sync_open_ended = len(entries) >= self._config.sync_blocks_max
+            self._follow_request(
+                height, last, open_ended=len(entries) >= self._config.sync_blocks_max
+            )
+
+    def _follow_request(
+        self, from_height: int | None, to_height: int | None, *, open_ended: bool = False
+    ) -> None:
+        """The block request the sync now follows (None: none outstanding), its window not
+        cut, and whether it is open-ended (``_sync_open_ended``)."""
+        self._sync_requested_from = from_height
+        self._sync_requested_to = to_height
+        self._sync_window_cut = False
+        self._sync_open_ended = open_ended
 
     def _end_open_ended(self, response: BlockResponse) -> None:
         """An answer to the open-ended request that stops short of its end shows where the
@@ -2100,10 +2106,7 @@ class Replica:
             if node_key is not None:
                 peer_keys.append(node_key)
         to_height = min(to_height, from_height + self._config.sync_blocks_max - 1)
-        self._sync_requested_to = to_height
-        self._sync_requested_from = from_height
-        self._sync_window_cut = False
-        self._sync_open_ended = open_ended
+        self._follow_request(from_height, to_height, open_ended=open_ended)
         message = encode_message(BlockRequest(from_height, to_height))
         self._emit(RequestBlocks(from_height, to_height, tuple(peers), message, tuple(peer_keys)))
 

@@ -438,50 +438,6 @@ def test_consensus_deciding_a_synced_height_first_ends_the_hold_and_the_request(
     assert requests(replica.handle(BlockExecuted(2, app_hash, validators))) == [(3, 3)]
 
 
-def _behind_twenty_heights(config: ReplicaConfig) -> tuple[Replica, Cluster]:
-    """A fresh replica (validator 3) at height 1 that has heard three validators committing
-    height 20 of the cluster's chain (too far ahead to do anything with their votes but note
-    where they are)."""
-    cluster = Cluster(4, config=config)
-    cluster.start()
-    cluster.run_until(lambda: cluster.all_reached(20, nodes=[0, 1, 2, 3]))
-    replica = fresh_replica(cluster, config)
-    for commit in commit_votes(cluster, cluster.nodes[0].chain[19][0]):
-        data = encode_message(commit)
-        actions = replica.handle(PeerMessage(data, commit.validator))
-        assert not [a for a in actions if not isinstance(a, Dropped)]
-    return replica, cluster
-
-
-def test_an_answer_the_replica_did_not_ask_for_is_followed_like_its_own() -> None:
-    """The driver's start-up request for blocks is not the replica's, so its answer arrives
-    unasked. The replica follows it as it follows an answer to its own request: once it is
-    all held and less than half of it is left to apply, it asks for the blocks after it,
-    without waiting for a tick to see it is behind."""
-    replica, cluster = _behind_twenty_heights(ReplicaConfig(sync_blocks_max=8))
-    chain, validators = cluster.nodes[0].chain, cluster.validators
-    answer = encode_block_response(chain[:8])
-    actions = replica.handle(PeerMessage(answer, 0))
-    app_hash = GENESIS_APP_HASH
-    asked: list[tuple[int, int, int]] = []  # (block applied with it, from, to)
-    while True:
-        commits = [a for a in actions if isinstance(a, Commit)]
-        applied = commits[0].block.height if commits else 0
-        asked += [
-            (applied, a.from_height, a.to_height) for a in actions if isinstance(a, RequestBlocks)
-        ]
-        if not commits:
-            break
-        (commit,) = commits
-        app_hash = next_app_hash(app_hash, commit.block)
-        actions = replica.handle(BlockExecuted(commit.block.height, app_hash, validators))
-    assert replica.status().height == 9
-    # Asked for blocks 9-12 (up to 8 above its height) as block 5 was applied, with blocks
-    # 6-8 still held: no tick in between.
-    assert asked, "no request while the answer was applied"
-    assert asked[0] == (5, 9, 12), asked
-
-
 def _quiet_chain(config: ReplicaConfig) -> tuple[Replica, Cluster]:
     """A fresh replica (validator 3) at height 1 that has heard nothing from a cluster whose
     chain is at height 20 and quiet: nothing tells it that anyone is ahead."""
@@ -510,6 +466,41 @@ def _apply_synced(
         actions = replica.handle(BlockExecuted(commit.block.height, app_hash, cluster.validators))
 
 
+def _hear_height_twenty(replica: Replica, cluster: Cluster) -> list[Action]:
+    """Hand the replica three validators' commit votes for the cluster's height 20; returns
+    the actions they led to."""
+    actions: list[Action] = []
+    for commit in commit_votes(cluster, cluster.nodes[0].chain[19][0]):
+        actions += replica.handle(PeerMessage(encode_message(commit), commit.validator))
+    return actions
+
+
+def _behind_twenty_heights(config: ReplicaConfig) -> tuple[Replica, Cluster]:
+    """A fresh replica (validator 3) at height 1 that has heard three validators committing
+    height 20 of the cluster's chain (too far ahead to do anything with their votes but note
+    where they are)."""
+    replica, cluster = _quiet_chain(config)
+    actions = _hear_height_twenty(replica, cluster)
+    assert not [a for a in actions if not isinstance(a, Dropped)]
+    return replica, cluster
+
+
+def test_an_answer_the_replica_did_not_ask_for_is_followed_like_its_own() -> None:
+    """The driver's start-up request for blocks is not the replica's, so its answer arrives
+    unasked. The replica follows it as it follows an answer to its own request: once it is
+    all held and less than half of it is left to apply, it asks for the blocks after it,
+    without waiting for a tick to see it is behind."""
+    replica, cluster = _behind_twenty_heights(ReplicaConfig(sync_blocks_max=8))
+    answer = encode_block_response(cluster.nodes[0].chain[:8])
+    actions = replica.handle(PeerMessage(answer, 0))
+    asked, _ = _apply_synced(replica, cluster, actions, GENESIS_APP_HASH)
+    assert replica.status().height == 9
+    # Asked for blocks 9-12 (up to 8 above its height) as block 5 was applied, with blocks
+    # 6-8 still held: no tick in between.
+    assert asked, "no request while the answer was applied"
+    assert asked[0] == (5, 9, 12), asked
+
+
 def test_a_full_unasked_answer_is_followed_open_ended_until_an_answer_stops_short() -> None:
     """On a quiet chain the replica learns that its peers are ahead only from their next
     signed message. An unasked answer (the driver's start-up request) of as many blocks as a
@@ -535,8 +526,7 @@ def test_a_full_unasked_answer_is_followed_open_ended_until_an_answer_stops_shor
     # Its answer stops short of the request's end: the request counts as answered to there.
     # With three validators now seen at height 20, the blocks after the short answer are
     # asked for while it is applied, with no tick.
-    for commit in commit_votes(cluster, chain[19][0]):
-        replica.handle(PeerMessage(encode_message(commit), commit.validator))
+    _hear_height_twenty(replica, cluster)
     short = chain[from_height - 1 : from_height + 1]
     assert from_height + 1 < to_height
     actions = replica.handle(PeerMessage(encode_block_response(short), 0))
@@ -567,8 +557,7 @@ def test_an_unanswered_open_ended_request_does_not_hold_back_the_next() -> None:
     asked, _ = _apply_synced(replica, cluster, actions, GENESIS_APP_HASH)
     assert asked == [(5, 9, 12)]
     # No answer. Three validators are seen committing height 20.
-    for commit in commit_votes(cluster, chain[19][0]):
-        replica.handle(PeerMessage(encode_message(commit), commit.validator))
+    _hear_height_twenty(replica, cluster)
     actions = replica.handle(Tick(GENESIS_TIME_MS + 10))
     requested = [(a.from_height, a.to_height) for a in actions if isinstance(a, RequestBlocks)]
     assert requested == [(9, 16)], requested
