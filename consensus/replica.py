@@ -2047,17 +2047,23 @@ class Replica:
         self._sync_open_ended = open_ended
 
     def _end_open_ended(self, response: BlockResponse) -> None:
-        """An answer to the open-ended request that stops short of its end shows where the
-        answering peer's chain ends (or what it could send): the request counts as answered
-        to there, and the sync goes on only as far as validators are seen ahead. (No answer
-        at all leaves the request outstanding; it never holds back a request for blocks
-        validators are seen at, ``_request_blocks``.)"""
+        """An answer to the open-ended request that stops short of its end, its blocks held,
+        shows where the answering peer's chain ends (or what it could send): the request
+        counts as answered to there, and the sync goes on only as far as validators are seen
+        ahead. (No answer at all leaves the request outstanding; it never holds back a request
+        for blocks validators are seen at, ``_request_blocks``.)"""
         entries = response.entries
         requested_to = self._sync_requested_to
         if not self._sync_open_ended or not entries or requested_to is None:
             return
         last = entries[-1][0].height
-        if entries[0][0].height == self._sync_requested_from and last < requested_to:
+        # Only an answer whose blocks are held (certified) says where a chain ends: a forged
+        # one must not end the follow-up.
+        if (
+            entries[0][0].height == self._sync_requested_from
+            and last < requested_to
+            and last in self._synced
+        ):
             self._sync_requested_to = last
             self._sync_open_ended = False
 

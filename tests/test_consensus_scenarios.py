@@ -535,6 +535,24 @@ def test_a_full_unasked_answer_is_followed_open_ended_until_an_answer_stops_shor
     assert replica.status().height == from_height + 2
 
 
+def test_a_short_answer_whose_certificate_fails_does_not_end_the_open_ended_request() -> None:
+    """Only a certified answer says where a peer's chain ends: a short answer whose block
+    carries another height's certificate is dropped and leaves the open-ended request as it
+    was, so the real answer that follows is followed open-ended again."""
+    replica, cluster = _quiet_chain(ReplicaConfig(sync_blocks_max=8))
+    chain = cluster.nodes[0].chain
+    actions = replica.handle(PeerMessage(encode_block_response(chain[:8]), 0))
+    asked, app_hash = _apply_synced(replica, cluster, actions, GENESIS_APP_HASH)
+    assert asked == [(5, 9, 12)], asked
+    forged = encode_block_response([(chain[8][0], chain[7][1])])
+    dropped = [a for a in replica.handle(PeerMessage(forged, 0)) if isinstance(a, Dropped)]
+    assert [d.reason for d in dropped] == [DropReason.INVALID_CERTIFICATE], dropped
+    actions = replica.handle(PeerMessage(encode_block_response(chain[8:12]), 0))
+    asked, _ = _apply_synced(replica, cluster, actions, app_hash)
+    assert asked, "no open-ended request after an answer that reached its end"
+    assert asked[0][1] == 13, asked
+
+
 def test_an_unasked_answer_short_of_a_full_request_is_followed_only_as_far_as_seen() -> None:
     """An unasked answer of fewer blocks than a request may ask for is all the peer had (or
     could send): with nobody seen beyond it, the replica asks for nothing more."""
