@@ -870,7 +870,7 @@ class AppHost:
         )
 
     def tree_update(self, writes: WriteSet) -> TreeUpdate:
-        """The Merkle tree update of ``writes`` (sorted, distinct keys) over the tree the
+        """The Merkle tree update of ``writes`` (distinct keys, in any order) over the tree the
         host's backend holds, which blocks executed with ``vouched_app_hash`` left as it was:
         given the writes of all of them merged, the tree of the state after the last (the
         tree is a function of the state's entries alone), computed once."""

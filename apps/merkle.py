@@ -366,8 +366,9 @@ def _upper(
 
 
 def update(reader: TreeReader, writes: Iterable[tuple[bytes, bytes | None]]) -> TreeUpdate:
-    """Apply ``writes`` ((key, value), value None deleting; distinct keys) to the tree
-    ``reader`` holds; nothing is written, the result says what to store.
+    """Apply ``writes`` ((key, value), value None deleting; distinct keys, in any order: the
+    update orders them by their keys' hashes) to the tree ``reader`` holds; nothing is
+    written, the result says what to store.
 
     With the extension loaded (``tree_status()`` is ``"native"``) the update runs in C
     (``apps/_merkletree.c``), else in Python (``update_python``): the same records and root."""

@@ -72,8 +72,9 @@ def _namespace_end(app: str) -> bytes:
 
 
 def app_hash_of(backend: StateBackend, writes: WriteSet) -> TreeUpdate:
-    """The app hash after applying ``writes`` (sorted) to the state ``backend`` holds, with the
-    tree records to store alongside the writes (``TreeUpdate.root`` is the app hash)."""
+    """The app hash after applying ``writes`` (distinct keys, any order) to the state
+    ``backend`` holds, with the tree records to store alongside the writes
+    (``TreeUpdate.root`` is the app hash)."""
     return update(backend, writes)
 
 

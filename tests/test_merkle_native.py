@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
+import random
 import sys
 from collections.abc import Callable
 from types import ModuleType
@@ -64,6 +65,33 @@ def test_native_and_python_updates_agree(
         deletes = [(key, None) for key in start[: len(batch)] if key not in batch]
         writes: Writes = [*batch.items(), *deletes]
         tree.apply(_both(tree, writes))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.binary(min_size=1, max_size=4), max_size=200, unique=True),
+    st.dictionaries(
+        st.binary(min_size=1, max_size=4), st.none() | st.binary(max_size=20), max_size=150
+    ),
+    st.randoms(use_true_random=False),
+)
+def test_either_update_gives_the_same_result_for_writes_in_any_order(
+    start: list[bytes], batch: dict[bytes, bytes | None], shuffler: random.Random
+) -> None:
+    # A syncing node hands the tree a group of blocks' merged writes unsorted.
+    tree = MemoryTree()
+    tree.apply(_both(tree, [(key, key) for key in start]))
+    in_order = sorted(batch.items())
+    shuffled = list(in_order)
+    shuffler.shuffle(shuffled)
+    expected = _both(tree, in_order)
+    for writes in (shuffled, list(reversed(in_order))):
+        got = _both(tree, writes)
+        assert (got.root, got.records, got.changed) == (
+            expected.root,
+            expected.records,
+            expected.changed,
+        )
 
 
 def test_agree_on_a_tree_several_levels_deep_down_to_empty() -> None:
