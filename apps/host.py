@@ -341,6 +341,12 @@ class _MembershipAnswers:
         if memo_key is None:
             return self._membership.query(self._view, path, arguments)
         changes = self._overlay.watched_changes
+        if not changes and self._committed is not None:
+            # The host's memo of committed answers keeps only immutable ones: a copy of a kept
+            # answer needs no entry in this block's memo as well.
+            kept = self._committed.kept(memo_key)
+            if kept is not None:
+                return _copy_answer(kept[0])
         entry = self._answers.get(memo_key)
         if entry is not None and entry[0] == changes:
             return _copy_answer(entry[1])
@@ -392,6 +398,10 @@ class _CommittedAnswers:
     def for_check(self, recorder: RecordingBackend | None) -> _RecordingAnswers:
         """Answers for one check, adding what each answer read to ``recorder``."""
         return _RecordingAnswers(self, recorder)
+
+    def kept(self, memo_key: tuple[str, Value]) -> tuple[Value, frozenset[bytes]] | None:
+        """The entry kept for ``memo_key`` (its answer, the keys it read), or None."""
+        return self._entries.get(memo_key)
 
     def answer(
         self, path: str, arguments: Mapping[str, Value], recorder: RecordingBackend | None

@@ -16,13 +16,13 @@ from typing import ClassVar
 from apps.assets import AssetsApp
 from apps.base import ROLE_BANK, AppError, BlockContext, TxContext
 from apps.demo import DemoTraffic, Party, demo_consortium
-from apps.host import AppHost, BlockResult
+from apps.host import _MEMBERSHIP_PREFIX, AppHost, BlockResult, _MembershipAnswers
 from apps.membership import MembershipApp
 from apps.payments import PaymentsApp
 from apps.scf import ScfApp
-from apps.state import MemoryBackend
+from apps.state import MemoryBackend, StateOverlay
 from apps.transaction import sign_transaction
-from consensus.codec import Value
+from consensus.codec import Value, decode, encode
 from consensus.crypto import PrivateKey
 
 EPOCH_MS = 1_704_067_200_000
@@ -221,3 +221,36 @@ def test_demo_stream_is_identical_with_and_without_the_memo() -> None:
     ]
     results = execute_both(blocks)
     assert sum(receipt.ok for result in results for receipt in result.receipts) > 400
+
+
+def test_answers_from_the_committed_memo_are_fresh_copies_until_membership_changes() -> None:
+    # While the block has not changed membership state, an answer comes from the host's memo
+    # of committed answers: each caller gets a map of its own, and a write in the membership
+    # namespace sends the next query to membership itself.
+    host, backend = start(memoise=True)
+    sender = CONSORTIUM.parties[0]
+    arguments: dict[str, Value] = {"public_key": sender.public_key}
+    overlay = StateOverlay(backend, watch=_MEMBERSHIP_PREFIX)
+    answers = _MembershipAnswers(host._apps["membership"], overlay, host._committed_answers)
+    assert host._committed_answers.kept(("identity", sender.public_key)) is None
+    given: list[dict[str, Value]] = []
+    for _ in range(3):
+        answer = answers.query("identity", arguments)
+        assert isinstance(answer, dict)
+        assert answer["status"] == "active"
+        assert all(answer is not earlier for earlier in given)
+        # The first answer is asked of membership and kept; the others come from the memo.
+        assert host._committed_answers.kept(("identity", sender.public_key)) is not None
+        answer["status"] = "tampered"
+        given.append(answer)
+    # Suspended in this block's overlay (membership's own record, rewritten by hand): the
+    # memo of committed answers no longer answers.
+    key = _MEMBERSHIP_PREFIX + b"ident/" + sender.public_key
+    record = overlay.get(key)
+    assert record is not None
+    stored = decode(record)
+    assert isinstance(stored, dict)
+    overlay.put(key, encode({**stored, "status": "suspended"}))
+    after = answers.query("identity", arguments)
+    assert isinstance(after, dict)
+    assert after["status"] == "suspended"
