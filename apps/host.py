@@ -50,7 +50,7 @@ with the write set in the ``BlockResult``.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Final, NamedTuple, Protocol, cast
@@ -65,6 +65,7 @@ from apps.state import (
     NamespacedState,
     StateBackend,
     StateOverlay,
+    Write,
     WriteSet,
     app_hash_of,
     namespace_prefix,
@@ -341,21 +342,21 @@ class _MembershipAnswers:
         if memo_key is None:
             return self._membership.query(self._view, path, arguments)
         changes = self._overlay.watched_changes
-        if not changes and self._committed is not None:
-            # The host's memo of committed answers keeps only immutable ones: a copy of a kept
-            # answer needs no entry in this block's memo as well.
-            kept = self._committed.kept(memo_key)
+        # Until the block first changes the membership namespace, the overlay reads there as
+        # the committed state it is over, and the host's memo of committed answers holds
+        # across blocks until a commit writes there. It keeps only immutable answers, so a
+        # copy of a kept one needs no entry in this block's memo as well (an answer it does
+        # not keep, one that read a range, this block's memo still keeps).
+        committed = self._committed if not changes else None
+        if committed is not None:
+            kept = committed.kept(memo_key)
             if kept is not None:
                 return _copy_answer(kept[0])
         entry = self._answers.get(memo_key)
         if entry is not None and entry[0] == changes:
             return _copy_answer(entry[1])
-        if not changes and self._committed is not None:
-            # Nothing in the membership namespace has changed in this block yet: the overlay
-            # reads there as the committed state the overlay is over, and the host's memo of
-            # committed answers holds across blocks until a commit writes there (an answer it
-            # does not keep, one that read a range, this block's memo still keeps).
-            answer = self._committed.answer(path, arguments, None)
+        if committed is not None:
+            answer = committed.answer(path, arguments, None)
         else:
             answer = self._membership.query(self._view, path, arguments)
         if not _immutable_answer(answer):
@@ -879,7 +880,7 @@ class AppHost:
             block.height, receipts, writes, tree.root, tree, block_events, overlay.write_map()
         )
 
-    def tree_update(self, writes: WriteSet) -> TreeUpdate:
+    def tree_update(self, writes: Iterable[Write]) -> TreeUpdate:
         """The Merkle tree update of ``writes`` (distinct keys, in any order) over the tree the
         host's backend holds, which blocks executed with ``vouched_app_hash`` left as it was:
         given the writes of all of them merged, the tree of the state after the last (the

@@ -44,6 +44,7 @@ __all__ = [
     "NamespacedState",
     "StateBackend",
     "StateOverlay",
+    "Write",
     "WriteSet",
     "app_hash_of",
     "namespace_prefix",
@@ -71,7 +72,7 @@ def _namespace_end(app: str) -> bytes:
     return app.encode("ascii") + b"\x01"
 
 
-def app_hash_of(backend: StateBackend, writes: WriteSet) -> TreeUpdate:
+def app_hash_of(backend: StateBackend, writes: Iterable[Write]) -> TreeUpdate:
     """The app hash after applying ``writes`` (distinct keys, any order) to the state
     ``backend`` holds, with the tree records to store alongside the writes
     (``TreeUpdate.root`` is the app hash)."""

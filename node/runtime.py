@@ -106,7 +106,7 @@ from apps.proofs import (
     ReadRecorder,
     ValidatorLink,
 )
-from apps.state import WriteSet
+from apps.state import Write
 from apps.transaction import Transaction, TransactionError
 from consensus.codec import Value
 from consensus.evidence import Evidence, EvidenceError
@@ -2655,15 +2655,17 @@ class _Deciding:
     seen_at_s: float
 
 
-def _merged_writes(group: Sequence[tuple[Block, CommitCertificate, BlockResult]]) -> WriteSet:
-    """The writes of ``group``'s blocks as one write set for the tree's update (distinct keys,
-    a later block's write of a key replacing an earlier one's). Not sorted: the update orders
-    the changes by their keys' hashes itself, and sorting thousands of keys here cost more of
-    the syncing loop than the update did."""
+def _merged_writes(
+    group: Sequence[tuple[Block, CommitCertificate, BlockResult]],
+) -> list[Write]:
+    """The writes of ``group``'s blocks for the tree's update: distinct keys, a later block's
+    write of a key replacing an earlier one's, in no particular order (not a ``WriteSet``:
+    the update orders the changes by their keys' hashes itself, so sorting them by key here
+    would be work thrown away)."""
     merged: dict[bytes, bytes | None] = {}
     for _, _, result in group:
         merged.update(result.writes if result.write_map is None else result.write_map)
-    return tuple(merged.items())
+    return list(merged.items())
 
 
 def _validator_name(validators: ValidatorSet, index: int) -> str:
