@@ -164,3 +164,21 @@ def test_the_syncing_nodes_waits_are_read_from_its_status_in_seconds() -> None:
     report = CatchupReport(4, 3, 600, 0.5, 3.0, 0.9, 2.1, waits_s=waits)
     document = report.to_json()
     assert document["waits_s"] == {wait: round(value, 2) for wait, value in waits.items()}
+
+
+def test_the_loop_tasks_outside_the_phases_are_reported_per_transaction_largest_first() -> None:
+    tasks = {"scheduler": 1_500_000, "peer receive": 3_000_000, "http connection": 600_000}
+    report = CatchupReport(4, 3, 600, 0.5, 3.0, 0.9, 2.1, loop_tasks_ns=tasks)
+    document = report.to_json()
+    assert document["loop_tasks_us_per_tx"] == {
+        "peer receive": 5.0,
+        "scheduler": 2.5,
+        "http connection": 1.0,
+    }
+    assert list(document["loop_tasks_us_per_tx"]) == [
+        "peer receive",
+        "scheduler",
+        "http connection",
+    ]
+    # A node that does not measure them ([metrics] loop_task_cpu off) reports none.
+    assert CatchupReport(4, 3, 600, 0.5, 3.0, 0.9, 2.1).to_json()["loop_tasks_us_per_tx"] == {}

@@ -115,6 +115,9 @@ class CatchupReport:
     # being checked ahead (``signatures_ahead``) and for the block writer to make room in its
     # queue (``write_queue_full``); the rest of the loop's idle time it waited for blocks.
     waits_s: Mapping[str, float] = field(default_factory=dict)
+    # The syncing node's event loop CPU outside the phases, by task, since its event loop
+    # started (``loop_tasks_cpu_ns`` in ``/status``; empty unless ``[metrics] loop_task_cpu``).
+    loop_tasks_ns: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def blocks_per_s(self) -> float:
@@ -193,6 +196,11 @@ class CatchupReport:
             "tree_group_blocks": self.tree_group_blocks,
             "tree_groups": self.tree_groups,
             "waits_s": {wait: round(value, 2) for wait, value in self.waits_s.items()},
+            "loop_tasks_us_per_tx": {
+                task: round(ns / 1000 / self.transactions_synced, 1)
+                for task, ns in sorted(self.loop_tasks_ns.items(), key=lambda item: -item[1])
+                if self.transactions_synced
+            },
         }
 
 
@@ -343,6 +351,7 @@ def run_catchup(
             tree_groups=figures.tree_groups,
             settings=settings,
             waits_s=figures.waits_s,
+            loop_tasks_ns=figures.loop_tasks_ns,
         )
     finally:
         testnet.stop_all()
@@ -367,7 +376,8 @@ class _StatusFigures(NamedTuple):
     wait for a CPU (None: not measured), the transactions it
     applied on their block's certificate, the blocks and groups of its grouped Merkle tree
     updates, the largest peak RSS of its block writer processes (None: none ran) and its
-    consensus driver's waits in seconds."""
+    consensus driver's waits in seconds, and its event loop's CPU outside the phases by task
+    (empty: not measured)."""
 
     cpu_ns: dict[str, int]
     loop_cpu_ns: int
@@ -377,6 +387,7 @@ class _StatusFigures(NamedTuple):
     tree_groups: int
     writer_rss_peak_bytes: int | None
     waits_s: dict[str, float]
+    loop_tasks_ns: dict[str, int]
 
 
 def _status_figures(testnet: Testnet, index: int) -> _StatusFigures:
@@ -388,6 +399,7 @@ def _status_figures(testnet: Testnet, index: int) -> _StatusFigures:
     loop_wait = status.get("loop_cpu_wait_ns")
     trusted = status.get("transactions_trusted")
     writer_rss = status.get("block_writer_rss_peak_bytes")
+    tasks = status.get("loop_tasks_cpu_ns")
     groups = status.get("tree_groups")
     group_counts = (
         {str(name): count for name, count in groups.items() if isinstance(count, int)}
@@ -408,6 +420,9 @@ def _status_figures(testnet: Testnet, index: int) -> _StatusFigures:
         group_counts.get("groups", 0),
         writer_rss if isinstance(writer_rss, int) else None,
         waits_seconds(status.get("waits")),
+        {str(task): ns for task, ns in tasks.items() if isinstance(ns, int)}
+        if isinstance(tasks, dict)
+        else {},
     )
 
 
