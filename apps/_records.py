@@ -63,6 +63,7 @@ __all__ = [
     "key",
     "key_from_hex",
     "last_segment",
+    "numbered_key",
     "prefix",
     "put_int",
     "put_record",
@@ -144,6 +145,15 @@ def _build_key(segments: tuple[str | bytes | int, ...]) -> bytes:
 def prefix(*segments: str | bytes | int) -> bytes:
     """The scan prefix for every key that starts with ``segments``."""
     return key(*segments) + b"/"
+
+
+def numbered_key(collection: bytes, number: int) -> bytes:
+    """``key(*segments, number)`` for ``collection = prefix(*segments)``: the number's 16 hex
+    digits appended, without building the other segments again (a key with a number is never
+    memoised, and most keys built per transaction end in one)."""
+    assert collection.endswith(b"/"), collection
+    assert 0 <= number < 2**64, number
+    return collection + number.to_bytes(8, "big").hex().encode("ascii")
 
 
 def scan_end(start: bytes) -> bytes:

@@ -54,6 +54,7 @@ from apps._records import (
     get_record,
     key,
     last_segment,
+    numbered_key,
     prefix,
     put_int,
     put_record,
@@ -112,6 +113,10 @@ DAY_MS: Final = 86_400_000
 # A history page is a client request: bounded so one query cannot scan an account's whole life.
 HISTORY_PAGE_MAX: Final = 200
 OFFERS_PAGE_MAX: Final = 500
+# The next movement number (every movement takes one: ``_record_movement``).
+_SEQ_KEY: Final = key("seq")
+# Movement records, by number.
+_PAY_PREFIX: Final = prefix("pay")
 _PAYERS: Final = frozenset({ROLE_BANK, ROLE_ENTERPRISE, ROLE_CUSTOMER})
 
 _OFFER_PARTIES: Final = Lookup("offer", (("id", "offer"),), ("maker", "taker", "counterparty"))
@@ -560,15 +565,10 @@ class PaymentsApp(DispatchingApp):
         code = a.text("currency")
         amount = a.integer("amount")
         end_to_end_id = a.text("end_to_end_id")
-        details: dict[str, Value] = {
-            "end_to_end_id": end_to_end_id,
-            "purpose": a.text("purpose"),
-            "originator": a.map("originator"),
-            "beneficiary": a.map("beneficiary"),
-            "remittance": a.text("remittance"),
-        }
-        if caller != "payments":
-            details["app"] = caller
+        purpose = a.text("purpose")
+        originator = a.map("originator")
+        beneficiary = a.map("beneficiary")
+        remittance = a.text("remittance")
         if not execute:
             return None
         if to == payer:
@@ -586,16 +586,30 @@ class PaymentsApp(DispatchingApp):
         _check_inflow(state, to, code)
         _debit(state, payer, code, amount)
         _credit(state, to, code, amount)
-        seq = _record_movement(ctx, "transfer", payer, to, code, amount, details)
+        seq = get_int(state, _SEQ_KEY)
+        block = ctx.block
+        record = _transfer_record(
+            seq,
+            payer,
+            to,
+            code,
+            amount,
+            block.time_ms,
+            block.height,
+            ctx.transaction_hash,
+            _TransferDetails(end_to_end_id, purpose, originator, beneficiary, remittance, caller),
+        )
+        _store_movement(state, seq, record, payer, to)
         write_value(state, e2e_key, encode(seq, STATE_LIMITS))
+        # Its attributes in canonical key order too, as the record's.
         ctx.emit(
             "payment",
             {
-                "payment": seq,
-                "from": payer,
                 "to": to,
-                "currency": code,
+                "from": payer,
                 "amount": amount,
+                "payment": seq,
+                "currency": code,
                 "end_to_end_id": end_to_end_id,
             },
         )
@@ -1018,26 +1032,108 @@ def _record_movement(
     # protocol is an attribute lookup through Python).
     state = ctx.state
     block = ctx.block
-    seq_key = key("seq")
-    seq = get_int(state, seq_key)
-    put_record(
-        state,
-        key("pay", seq),
-        {
-            "id": seq,
-            "kind": kind,
-            "from": payer,
-            "to": payee,
-            "currency": code,
-            "amount": amount,
-            "time_ms": block.time_ms,
-            "height": block.height,
-            "transaction": ctx.transaction_hash,
-            **details,
-        },
-    )
+    seq = get_int(state, _SEQ_KEY)
+    record: dict[str, Value] = {
+        "id": seq,
+        "kind": kind,
+        "from": payer,
+        "to": payee,
+        "currency": code,
+        "amount": amount,
+        "time_ms": block.time_ms,
+        "height": block.height,
+        "transaction": ctx.transaction_hash,
+        **details,
+    }
+    _store_movement(state, seq, record, payer, payee)
+    return seq
+
+
+def _store_movement(
+    state: AppState,
+    seq: int,
+    record: Mapping[str, Value],
+    payer: bytes | None,
+    payee: bytes | None,
+) -> None:
+    """Store movement ``seq`` (the next number), index it under each account it touched and
+    take the number."""
+    put_record(state, numbered_key(_PAY_PREFIX, seq), record)
     for account in (payer, payee):
         if account is not None:
-            write_value(state, key("hist", account, seq), b"")
-    put_int(state, seq_key, seq + 1)
-    return seq
+            write_value(state, numbered_key(prefix("hist", account), seq), b"")
+    put_int(state, _SEQ_KEY, seq + 1)
+
+
+class _TransferDetails:
+    """What a transfer's movement record holds beyond every movement's fields: its arguments,
+    and the app that asked for it (``payments`` itself, or a caller)."""
+
+    __slots__ = ("beneficiary", "caller", "end_to_end_id", "originator", "purpose", "remittance")
+
+    def __init__(
+        self,
+        end_to_end_id: str,
+        purpose: str,
+        originator: dict[str, Value],
+        beneficiary: dict[str, Value],
+        remittance: str,
+        caller: str,
+    ) -> None:
+        self.end_to_end_id = end_to_end_id
+        self.purpose = purpose
+        self.originator = originator
+        self.beneficiary = beneficiary
+        self.remittance = remittance
+        self.caller = caller
+
+
+def _transfer_record(
+    seq: int,
+    payer: bytes,
+    payee: bytes,
+    code: str,
+    amount: int,
+    time_ms: int,
+    height: int,
+    transaction_hash: bytes,
+    details: _TransferDetails,
+) -> dict[str, Value]:
+    """A transfer's movement record: the fields ``_record_movement`` stores for kind
+    ``transfer`` with the transfer's details (and ``app`` when another app asked for it),
+    built in the canonical order of its keys (shorter first, then bytewise), so the codec
+    packs the map as it is instead of copying it into that order. Same value, same bytes."""
+    if details.caller == "payments":
+        return {
+            "id": seq,
+            "to": payee,
+            "from": payer,
+            "kind": "transfer",
+            "amount": amount,
+            "height": height,
+            "purpose": details.purpose,
+            "time_ms": time_ms,
+            "currency": code,
+            "originator": details.originator,
+            "remittance": details.remittance,
+            "beneficiary": details.beneficiary,
+            "transaction": transaction_hash,
+            "end_to_end_id": details.end_to_end_id,
+        }
+    return {
+        "id": seq,
+        "to": payee,
+        "app": details.caller,
+        "from": payer,
+        "kind": "transfer",
+        "amount": amount,
+        "height": height,
+        "purpose": details.purpose,
+        "time_ms": time_ms,
+        "currency": code,
+        "originator": details.originator,
+        "remittance": details.remittance,
+        "beneficiary": details.beneficiary,
+        "transaction": transaction_hash,
+        "end_to_end_id": details.end_to_end_id,
+    }

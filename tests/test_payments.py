@@ -555,3 +555,47 @@ def test_unknown_query_and_operation_are_errors(net: Network) -> None:
         net.query("payments", "nope")
     assert raised.value.code == "unknown_query"
     assert net.query("payments", "currencies") != ()
+
+
+@pytest.mark.parametrize("caller", ["payments", "scf"])
+def test_a_transfers_record_is_built_in_canonical_key_order_with_every_field(caller: str) -> None:
+    from apps.payments import _transfer_record, _TransferDetails
+    from consensus.codec import decode, encode
+
+    payer, payee, transaction = b"\x01" * 32, b"\x02" * 32, b"\x03" * 32
+    originator: dict[str, Value] = {"name": "Alice", "country": "SG"}
+    beneficiary: dict[str, Value] = {"country": "SG", "name": "Merlion Metals"}
+    record = _transfer_record(
+        7,
+        payer,
+        payee,
+        "SGD",
+        1_250,
+        1_700_000_000_000,
+        42,
+        transaction,
+        _TransferDetails("INV-0001", "invoice 42", originator, beneficiary, "ref 9", caller),
+    )
+    # The fields every movement has, the transfer's details, and the calling app if another.
+    expected: dict[str, Value] = {
+        "id": 7,
+        "kind": "transfer",
+        "from": payer,
+        "to": payee,
+        "currency": "SGD",
+        "amount": 1_250,
+        "time_ms": 1_700_000_000_000,
+        "height": 42,
+        "transaction": transaction,
+        "end_to_end_id": "INV-0001",
+        "purpose": "invoice 42",
+        "originator": originator,
+        "beneficiary": beneficiary,
+        "remittance": "ref 9",
+    }
+    if caller != "payments":
+        expected["app"] = caller
+    assert record == expected
+    assert encode(record) == encode(expected)
+    # Built in the order canonical bytes decode in, so the codec packs it without a copy.
+    assert list(record) == list(decode(encode(expected)))  # type: ignore[arg-type]
