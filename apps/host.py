@@ -336,6 +336,14 @@ class _MembershipAnswers:
         self._answers: dict[tuple[str, Value], tuple[int, Value]] = {}
         self._committed = committed
 
+    def committed_authorisations(self) -> set[tuple[bytes, str, str]] | None:
+        """The host's memo of (sender, app, operation) authorised on committed state
+        (``_CommittedAnswers.authorised``) while the block has not changed membership state,
+        when the host keeps one; else None."""
+        if self._overlay.watched_changes or self._committed is None:
+            return None
+        return self._committed.authorised
+
     def query(self, path: str, arguments: Mapping[str, Value]) -> Value:
         """What ``membership.query(path, arguments)`` answers on the block's overlay now."""
         memo_key = _memo_key(path, arguments)
@@ -379,9 +387,17 @@ class _CommittedAnswers:
     prefix
     (``AppHost.committed`` drops them then, and whenever it is not told what was written).
     Each entry keeps the keys its answer read, so a check that records its read set
-    (``check_transaction_reads``) records them on a hit too. Bounded: emptied when full."""
+    (``check_transaction_reads``) records them on a hit too. Bounded: emptied when full.
 
-    __slots__ = ("_backend", "_entries", "_membership")
+    ``authorised`` holds the (sender, app, operation) triples a block's execution found
+    authorised (``AppHost._authorise``: the sender an active identity of an active
+    institution, holding a role the operation allows) while the block had not changed
+    membership state. That outcome depends only on membership's committed state and the
+    apps' fixed operation table, so it holds until the same commit that drops the answers;
+    a block's execution then authorises a repeat sender with one lookup instead of two
+    answers copied and compared."""
+
+    __slots__ = ("_backend", "_entries", "_membership", "authorised")
 
     # Entries kept at most (one per sender and per institution seen): bounds memory under
     # any number of distinct senders.
@@ -391,10 +407,12 @@ class _CommittedAnswers:
         self._membership = membership
         self._backend = backend
         self._entries: dict[tuple[str, Value], tuple[Value, frozenset[bytes]]] = {}
+        self.authorised: set[tuple[bytes, str, str]] = set()
 
     def clear(self) -> None:
-        """Forget every answer (membership state changed, or may have)."""
+        """Forget every answer and authorisation (membership state changed, or may have)."""
         self._entries.clear()
+        self.authorised.clear()
 
     def for_check(self, recorder: RecordingBackend | None) -> _RecordingAnswers:
         """Answers for one check, adding what each answer read to ``recorder``."""
@@ -703,6 +721,14 @@ class AppHost:
             raise TransactionRejected(
                 CODE_UNKNOWN_OPERATION, f"app {tx.app!r} has no operation {tx.operation!r}"
             )
+        # Authorised before on committed state, which this block has not changed in the
+        # membership namespace (``_CommittedAnswers.authorised``).
+        authorised = (
+            answers.committed_authorisations() if isinstance(answers, _MembershipAnswers) else None
+        )
+        authorisation = (tx.sender, tx.app, tx.operation)
+        if authorised is not None and authorisation in authorised:
+            return app
         query: Callable[[str, Mapping[str, Value]], Value]
         if answers is None:
             membership = self._apps[MEMBERSHIP_APP]
@@ -733,6 +759,10 @@ class AppHost:
                 f"{tx.app}.{tx.operation} needs one of the roles {sorted(roles_allowed)}, "
                 f"sender holds {sorted(str(role) for role in held)}",
             )
+        if authorised is not None:
+            if len(authorised) >= _CommittedAnswers.ENTRIES_MAX:
+                authorised.clear()
+            authorised.add(authorisation)
         return app
 
     @staticmethod

@@ -254,3 +254,34 @@ def test_answers_from_the_committed_memo_are_fresh_copies_until_membership_chang
     after = answers.query("identity", arguments)
     assert isinstance(after, dict)
     assert after["status"] == "suspended"
+
+
+def test_authorisations_on_committed_state_are_kept_until_a_commit_writes_membership() -> None:
+    host, backend = start(memoise=True)
+    sign = Signer()
+    bank = CONSORTIUM.party("lion-bank")
+    alice, bob = CONSORTIUM.party("alice"), CONSORTIUM.party("bob")
+    authorised = host._committed_answers.authorised
+
+    def run(height: int, block: list[bytes]) -> list[str]:
+        context = BlockContext(height, EPOCH_MS + 1000 * height, b"", CONSORTIUM.chain_id)
+        result = host.execute_block(context, block)
+        backend.apply(result.writes)
+        host.committed(height, result.app_hash, result.writes)
+        return [receipt.code or "ok" for receipt in result.receipts]
+
+    assert run(1, [pay(sign, alice, bob), pay(sign, bob, alice)]) == ["ok", "ok"]
+    assert authorised == {
+        (alice.public_key, "payments", "transfer"),
+        (bob.public_key, "payments", "transfer"),
+    }
+    # A block that changes membership state: what it authorised after the change is not
+    # kept, and its commit drops what was.
+    block = [
+        sign(bank.key, "membership", "suspend_identity", {"public_key": alice.public_key}),
+        pay(sign, bob, alice),
+    ]
+    assert run(2, block) == ["ok", "inactive_party"]
+    assert authorised == set()
+    assert run(3, [sign.refused(alice, pay(sign, alice, bob))]) == ["sender_suspended"]
+    assert authorised == set()
