@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from itertools import islice
-from typing import Final
+from typing import Final, cast
 
 from apps.base import AppError, AppState, ReadState, TxContext
 from apps.schema import (
@@ -68,6 +68,7 @@ __all__ = [
     "put_int",
     "put_record",
     "read_value",
+    "require_active",
     "scan_end",
     "scan_records",
     "schedule_expiry",
@@ -368,6 +369,19 @@ def active_identity(ctx: TxContext, public_key: bytes, who: str) -> Identity:
     if not identity.active:
         raise AppError("inactive_party", f"{who} {public_key.hex()[:16]}… is not active")
     return identity
+
+
+def require_active(ctx: TxContext, public_key: bytes, who: str) -> None:
+    """``active_identity`` for a caller that needs only the check: the same refusals in the
+    same order, without building the ``Identity``."""
+    answer = ctx.query("membership", "identity", {"public_key": public_key})
+    if answer is None:
+        raise AppError("unknown_party", f"{who} {public_key.hex()[:16]}… is not a member")
+    if not (type(answer) is dict or isinstance(answer, Mapping)):
+        raise AppError("membership", "membership answered the identity query with a non-map")
+    fields = cast("Mapping[str, Value]", answer)
+    if fields.get("status") != "active":
+        raise AppError("inactive_party", f"{who} {public_key.hex()[:16]}… is not active")
 
 
 def institution_of(ctx: TxContext, institution_id: str) -> Mapping[str, Value] | None:

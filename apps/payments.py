@@ -59,6 +59,7 @@ from apps._records import (
     put_int,
     put_record,
     read_value,
+    require_active,
     scan_end,
     scan_records,
     schedule_expiry,
@@ -575,7 +576,7 @@ class PaymentsApp(DispatchingApp):
             raise AppError("self_payment", "a payment needs a different beneficiary")
         state = ctx.state  # read once: see ``_record_movement``
         currency = _currency(state, code)
-        active_identity(ctx, to, "beneficiary")
+        require_active(ctx, to, "beneficiary")
         e2e_key = key("e2e", payer, end_to_end_id)
         if read_value(state, e2e_key) is not None:
             raise AppError(
@@ -688,7 +689,7 @@ class PaymentsApp(DispatchingApp):
         buy = str(offer["buy_currency"])
         sell_amount = as_int(offer["sell_amount"])
         buy_amount = as_int(offer["buy_amount"])
-        active_identity(ctx, maker, "maker")
+        require_active(ctx, maker, "maker")
         # Leg 1: the taker pays the maker in the buy currency (every payment rule applies).
         _check_outflow(ctx, ctx.sender, _currency(ctx.state, buy), buy_amount)
         _check_inflow(ctx.state, maker, buy)
@@ -800,7 +801,7 @@ class PaymentsApp(DispatchingApp):
         code = str(escrow["currency"])
         amount = as_int(escrow["amount"])
         if release:
-            active_identity(ctx, to, "beneficiary")
+            require_active(ctx, to, "beneficiary")
             _check_inflow(ctx.state, to, code)
         _credit(ctx.state, to, code, amount)
         ctx.state.delete(escrow_key)

@@ -1,12 +1,18 @@
-"""State keys with a number at the end, built from their collection's prefix."""
+"""State keys with a number at the end, built from their collection's prefix; the check
+that a party is an active member."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import cast
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from apps._records import key, numbered_key, prefix
+from apps._records import active_identity, key, numbered_key, prefix, require_active
+from apps.base import AppError, TxContext
+from consensus.codec import Value
 
 _NAMES = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_0123456789", min_size=1, max_size=12)
 _SEGMENTS = st.lists(st.one_of(_NAMES, st.binary(min_size=1, max_size=33)), min_size=1, max_size=3)
@@ -33,3 +39,43 @@ def test_a_numbered_key_needs_a_collection_prefix_and_a_number_in_range() -> Non
         numbered_key(prefix("pay"), -1)
     with pytest.raises(AssertionError):
         numbered_key(prefix("pay"), 2**64)
+
+
+class _Answering:
+    """A transaction context whose membership answers every identity query with ``answer``."""
+
+    def __init__(self, answer: Value) -> None:
+        self.answer = answer
+
+    def query(self, app: str, path: str, arguments: Mapping[str, Value]) -> Value:
+        assert (app, path) == ("membership", "identity")
+        return self.answer
+
+
+_STATUSES = st.sampled_from(["active", "suspended", "", "Active", 1, None, b"active"])
+_ANSWERS = st.one_of(
+    st.none(),
+    st.builds(
+        lambda status, institution: {"status": status, "institution": institution},
+        _STATUSES,
+        st.sampled_from(["lion-bank", 3]),
+    ),
+    st.just({"institution": "lion-bank"}),
+    st.sampled_from([(), "active", 7]),
+)
+
+
+def _outcome(check: Callable[[TxContext, bytes, str], object], answer: Value) -> str:
+    try:
+        check(cast(TxContext, _Answering(answer)), b"\x05" * 32, "beneficiary")
+    except AppError as error:
+        return f"{error.code}: {error.message}"
+    return "ok"
+
+
+@given(_ANSWERS)
+def test_require_active_refuses_exactly_as_active_identity_does(answer: Value) -> None:
+    expected = _outcome(active_identity, answer)
+    assert _outcome(require_active, answer) == expected
+    active = isinstance(answer, dict) and cast(dict[str, Value], answer).get("status") == "active"
+    assert (expected == "ok") == active
