@@ -1421,27 +1421,48 @@ class Store:
         return self._get("state", key)
 
     def state_scan(
-        self, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
+        self,
+        start: bytes = b"",
+        end: bytes | None = None,
+        *,
+        reverse: bool = False,
+        first_batch: list[tuple[bytes, bytes]] | None = None,
     ) -> Iterator[tuple[bytes, bytes]]:
         """Committed (key, value) with ``start <= key < end`` in key order (or reverse).
 
         Reads in batches of short read transactions: a commit that lands during a long scan
         can be seen part way (the node executes and commits in one task, so blocks never
-        see this)."""
-        cursor_key: bytes | None = None
+        see this). ``first_batch``: the scan's first batch, already read (``state_batch``)."""
+        batch = self._scan_batch(start, end, reverse, None) if first_batch is None else first_batch
         while True:
-            batch = self._scan_batch(start, end, reverse, cursor_key)
             yield from batch
             if len(batch) < self.scan_batch_entries:
                 return
-            cursor_key = batch[-1][0]
+            batch = self._scan_batch(start, end, reverse, batch[-1][0])
+
+    def state_batch(
+        self, txn: lmdb.Transaction, start: bytes, end: bytes | None, reverse: bool
+    ) -> list[tuple[bytes, bytes]]:
+        """The first batch of ``state_scan(start, end, reverse=reverse)``, read in ``txn``
+        (a read transaction the caller holds)."""
+        return self._scan_batch_in(txn, start, end, reverse, None)
 
     def _scan_batch(
         self, start: bytes, end: bytes | None, reverse: bool, after: bytes | None
     ) -> list[tuple[bytes, bytes]]:
-        batch: list[tuple[bytes, bytes]] = []
         with self._lock, self._env.begin(db=self._db["state"]) as txn:
-            cursor = txn.cursor()
+            return self._scan_batch_in(txn, start, end, reverse, after)
+
+    def _scan_batch_in(
+        self,
+        txn: lmdb.Transaction,
+        start: bytes,
+        end: bytes | None,
+        reverse: bool,
+        after: bytes | None,
+    ) -> list[tuple[bytes, bytes]]:
+        batch: list[tuple[bytes, bytes]] = []
+        with txn.cursor(db=self._db["state"]) as cursor:
             if not reverse:
                 positioned = cursor.set_range(after if after is not None else start)
                 if positioned and after is not None and cursor.key() == after:
@@ -1954,8 +1975,18 @@ class LmdbStateBackend:
     def scan(
         self, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
-        """Committed (key, value) with ``start <= key < end`` in key order (or reverse)."""
-        return self._store.state_scan(start, end, reverse=reverse)
+        """Committed (key, value) with ``start <= key < end`` in key order (or reverse).
+
+        Inside ``reading``, on its thread, the first batch comes from the context's
+        transaction (the snapshot its other reads see, without a transaction of its own),
+        read before this returns, so the iterator may outlive the context; a scan longer
+        than a batch goes on in batches of their own, as ``Store.state_scan`` reads."""
+        txn = self._txn
+        store = self._store
+        if txn is None or self._thread != threading.get_ident():
+            return store.state_scan(start, end, reverse=reverse)
+        first = store.state_batch(txn, start, end, reverse)
+        return store.state_scan(start, end, reverse=reverse, first_batch=first)
 
     def tree_node(self, key: bytes) -> bytes | None:
         """The committed Merkle tree record under ``key``."""

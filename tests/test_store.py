@@ -737,8 +737,34 @@ def test_a_block_reads_one_snapshot_while_other_threads_read_and_commit(tmp_path
         reader.join()
         assert seen_by_other_thread == [b"new"]
         assert backend.get(b"kv\x00k") == b"old", "the snapshot holds for this thread"
+        # Its scans read the same snapshot (in the context's transaction).
+        assert list(backend.scan(b"kv\x00", b"kv\x01")) == [(b"kv\x00k", b"old")]
         assert chain.store.state_get(b"kv\x00k") == b"new", "the store's own reads are fresh"
     assert backend.get(b"kv\x00k") == b"new"
+    assert list(backend.scan(b"kv\x00", b"kv\x01")) == [(b"kv\x00k", b"new")]
+    chain.close()
+
+
+def test_a_scan_begun_inside_a_block_read_goes_on_in_batches_after_it_ends(
+    tmp_path: Path,
+) -> None:
+    """A scan longer than a batch, begun inside ``reading``: its first batch comes from the
+    context's transaction, the rest from batches of their own, and the iterator still works
+    once the context has ended."""
+    chain = node(tmp_path, sync=False)
+    chain.store.scan_batch_entries = 2
+    signer = Signer()
+    chain.commit([signer.write(*[(bytes([ord("a") + i]), bytes([i])) for i in range(5)])])
+    backend = chain.store.state_backend()
+    expected = list(chain.store.state_scan(b"kv\x00", b"kv\x01"))
+    assert len(expected) == 5
+    for reverse in (False, True):
+        with backend.reading():
+            whole = list(backend.scan(b"kv\x00", b"kv\x01", reverse=reverse))
+            unfinished = backend.scan(b"kv\x00", b"kv\x01", reverse=reverse)
+            first = next(unfinished)
+        assert whole == (expected[::-1] if reverse else expected)
+        assert [first, *unfinished] == whole
     chain.close()
 
 
