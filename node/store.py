@@ -2066,6 +2066,8 @@ _SHARED_FRAME: Final = 1 << 63
 # Past a request this large, the encoder's buffer and the shared memory file are given back
 # once it is answered.
 _SHARED_KEEP_BYTES: Final = 64 * 1024 * 1024
+# How long a failed exchange waits for the process's exit status (to say it exited, and how).
+_EXIT_STATUS_WAIT_S: Final = 2.0
 # A mapping of a request's body has its pages mapped in one call rather than a fault per page.
 _MAP_POPULATE: Final = getattr(mmap, "MAP_POPULATE", 0)
 
@@ -2252,6 +2254,13 @@ class _WriterProcess:
                 self._channel.shrink()
         except (OSError, EOFError) as error:
             status = self._process.poll()
+            if status is None:
+                # A pipe that ends is most often a process that died: its exit status is
+                # there a moment after its end of the pipe closed.
+                try:
+                    status = self._process.wait(timeout=_EXIT_STATUS_WAIT_S)
+                except subprocess.TimeoutExpired:
+                    status = None
             state = "is still running" if status is None else f"exited with status {status}"
             raise StoreError(
                 f"the block writer process (pid {self.pid}) {state}, its pipe: {error}"

@@ -30,6 +30,7 @@ from node.store import (
     Store,
     StoreConsistencyError,
     StoreError,
+    _WriterProcess,
 )
 from node.testnet.loadgen import register_identity_transaction
 from node.testnet.testnet import create_testnet
@@ -493,3 +494,33 @@ def test_the_start_command_finds_why_the_node_stopped() -> None:
     assert stopped_error(nested) is inner
     assert stopped_error(inner) is inner
     assert stopped_error(BaseExceptionGroup("none", [ValueError("x")])) is None
+
+
+@pytest.mark.parametrize(
+    ("linger_s", "said"), [(0.3, "exited with status 3"), (30.0, "is still running")]
+)
+def test_a_writer_whose_pipe_ends_is_named_exited_once_its_status_comes(
+    linger_s: float, said: str
+) -> None:
+    """A pipe that ends a moment before the process's exit status is there: the error waits
+    for the status (a bounded time) and says the process exited, and how; one still running
+    after the wait is named running."""
+    script = f"import os, sys, time; os.close(1); time.sleep({linger_s}); sys.exit(3)"
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert process.stdin is not None
+    assert process.stdout is not None
+    writer = object.__new__(_WriterProcess)
+    writer._process = process
+    writer.pid = process.pid
+    writer._shared = None
+    writer._channel = FrameChannel(process.stdout, process.stdin, None, share_sends=True)
+    try:
+        with pytest.raises(StoreError, match=rf"\(pid {process.pid}\) {said}, its pipe"):
+            writer._exchange(("height",))
+    finally:
+        process.kill()
+        process.wait()
+        process.stdin.close()
+        process.stdout.close()
