@@ -874,8 +874,15 @@ class Network:
             self._close(conn, conn.close_reason)
 
     async def _send_loop(self, conn: _Connection) -> None:
-        queues = self._peers[conn.public_key].queues
+        peer = self._peers[conn.public_key]
+        queues = peer.queues
         while True:
+            if peer.connection is not conn:
+                # Replaced by a newer connection (two dials crossed): the queues and their
+                # wake-up are its sender's now. Taking frames here would lose them with this
+                # connection, and arming the wake-up would leave the new sender waiting on an
+                # event nobody sets, its frames unsent until the connection timed out.
+                return
             if queues.due(trio.current_time()):
                 started_ns = time.thread_time_ns()
                 frames, transaction_count = queues.take()

@@ -30,6 +30,7 @@ from network import (
     PeerUnavailableError,
     RequestError,
 )
+from network import network as network_module
 from network.channel import SecureStream
 from network.handshake import perform_handshake
 from network.loglimit import LogLimiter
@@ -650,3 +651,54 @@ def test_a_flooding_peer_is_held_to_its_receive_rate_in_virtual_time() -> None:
     _run_against_one_peer(limits, flooding_peer, count)
     # A burst of 1000 frames, then 1000 frames per (virtual) second.
     assert finished_at[0] == pytest.approx(4.0, abs=0.01)
+
+
+async def _secure_stream_from(peer: PrivateKey) -> SecureStream:
+    """Our end of an authenticated channel with ``peer`` (KEYS[0] is us), over memory."""
+    ours, theirs = trio.testing.memory_stream_pair()
+    ends: dict[bool, SecureStream] = {}
+
+    async def side(stream: trio.abc.Stream, initiator: bool) -> None:
+        identity, other = (peer, KEYS[0]) if initiator else (KEYS[0], peer)
+        result = await perform_handshake(
+            stream,
+            initiator=initiator,
+            identity=identity,
+            chain_id=CHAIN_ID,
+            genesis_hash=GENESIS,
+            allowlist={other.public_key},
+            limits=TEST_LIMITS,
+        )
+        ends[initiator] = result.stream
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(side, ours, False)
+        nursery.start_soon(side, theirs, True)
+    return ends[False]
+
+
+async def test_a_replaced_connections_sender_leaves_the_queues_to_its_successor() -> None:
+    """Two dials crossed and the second connection replaced the first while the first one's
+    sender was about to run again: it returns without taking a frame or arming the peer's
+    wake-up, which the new connection's sender needs to hear of the next frame."""
+    network = Network(config_for(0))
+    peer_key = KEYS[1].public_key
+    preferred = network.public_key < peer_key  # we dial the preferred connection
+    old = network_module._Connection(
+        peer_key, await _secure_stream_from(KEYS[1]), not preferred, "127.0.0.1", 1
+    )
+    new = network_module._Connection(
+        peer_key, await _secure_stream_from(KEYS[1]), preferred, "127.0.0.1", 2
+    )
+    assert network._register(old)
+    assert network._register(new)
+    peer = network._peers[peer_key]
+    assert peer.connection is new
+    wakeup = trio.Event()
+    peer.queues.wakeup = wakeup  # armed by the new connection's sender
+    assert peer.queues.push_priority(b"a vote")
+    with trio.fail_after(DEADLINE_SECONDS):
+        await network._send_loop(old)
+    assert list(peer.queues.priority) == [b"a vote"]
+    assert peer.queues.wakeup is wakeup
+    assert wakeup.is_set()
