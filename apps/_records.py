@@ -363,25 +363,32 @@ def identity_of(ctx: TxContext, public_key: bytes) -> Identity | None:
 
 def active_identity(ctx: TxContext, public_key: bytes, who: str) -> Identity:
     """Membership's record of ``public_key``; ``AppError`` unless it is an active member."""
-    identity = identity_of(ctx, public_key)
-    if identity is None:
-        raise AppError("unknown_party", f"{who} {public_key.hex()[:16]}… is not a member")
+    identity = Identity(public_key, _member_answer(ctx, public_key, who))
     if not identity.active:
-        raise AppError("inactive_party", f"{who} {public_key.hex()[:16]}… is not active")
+        raise _not_active(public_key, who)
     return identity
 
 
 def require_active(ctx: TxContext, public_key: bytes, who: str) -> None:
     """``active_identity`` for a caller that needs only the check: the same refusals in the
     same order, without building the ``Identity``."""
+    if _member_answer(ctx, public_key, who).get("status") != "active":
+        raise _not_active(public_key, who)
+
+
+def _member_answer(ctx: TxContext, public_key: bytes, who: str) -> Mapping[str, Value]:
+    """Membership's answer for ``public_key`` (``identity_of``'s), refused as
+    ``unknown_party`` when it is not a member."""
     answer = ctx.query("membership", "identity", {"public_key": public_key})
     if answer is None:
         raise AppError("unknown_party", f"{who} {public_key.hex()[:16]}… is not a member")
     if not (type(answer) is dict or isinstance(answer, Mapping)):
         raise AppError("membership", "membership answered the identity query with a non-map")
-    fields = cast("Mapping[str, Value]", answer)
-    if fields.get("status") != "active":
-        raise AppError("inactive_party", f"{who} {public_key.hex()[:16]}… is not active")
+    return cast("Mapping[str, Value]", answer)
+
+
+def _not_active(public_key: bytes, who: str) -> AppError:
+    return AppError("inactive_party", f"{who} {public_key.hex()[:16]}… is not active")
 
 
 def institution_of(ctx: TxContext, institution_id: str) -> Mapping[str, Value] | None:

@@ -598,7 +598,12 @@ class PaymentsApp(DispatchingApp):
             block.time_ms,
             block.height,
             ctx.transaction_hash,
-            _TransferDetails(end_to_end_id, purpose, originator, beneficiary, remittance, caller),
+            end_to_end_id=end_to_end_id,
+            purpose=purpose,
+            originator=originator,
+            beneficiary=beneficiary,
+            remittance=remittance,
+            caller=caller,
         )
         _store_movement(state, seq, record, payer, to)
         write_value(state, e2e_key, encode(seq, STATE_LIMITS))
@@ -1066,29 +1071,6 @@ def _store_movement(
     put_int(state, _SEQ_KEY, seq + 1)
 
 
-class _TransferDetails:
-    """What a transfer's movement record holds beyond every movement's fields: its arguments,
-    and the app that asked for it (``payments`` itself, or a caller)."""
-
-    __slots__ = ("beneficiary", "caller", "end_to_end_id", "originator", "purpose", "remittance")
-
-    def __init__(
-        self,
-        end_to_end_id: str,
-        purpose: str,
-        originator: dict[str, Value],
-        beneficiary: dict[str, Value],
-        remittance: str,
-        caller: str,
-    ) -> None:
-        self.end_to_end_id = end_to_end_id
-        self.purpose = purpose
-        self.originator = originator
-        self.beneficiary = beneficiary
-        self.remittance = remittance
-        self.caller = caller
-
-
 def _transfer_record(
     seq: int,
     payer: bytes,
@@ -1098,43 +1080,35 @@ def _transfer_record(
     time_ms: int,
     height: int,
     transaction_hash: bytes,
-    details: _TransferDetails,
+    *,
+    end_to_end_id: str,
+    purpose: str,
+    originator: dict[str, Value],
+    beneficiary: dict[str, Value],
+    remittance: str,
+    caller: str,
 ) -> dict[str, Value]:
     """A transfer's movement record: the fields ``_record_movement`` stores for kind
     ``transfer`` with the transfer's details (and ``app`` when another app asked for it),
     built in the canonical order of its keys (shorter first, then bytewise), so the codec
     packs the map as it is instead of copying it into that order. Same value, same bytes."""
-    if details.caller == "payments":
-        return {
-            "id": seq,
-            "to": payee,
+    record: dict[str, Value] = {"id": seq, "to": payee}
+    if caller != "payments":
+        record["app"] = caller
+    record.update(
+        {
             "from": payer,
             "kind": "transfer",
             "amount": amount,
             "height": height,
-            "purpose": details.purpose,
+            "purpose": purpose,
             "time_ms": time_ms,
             "currency": code,
-            "originator": details.originator,
-            "remittance": details.remittance,
-            "beneficiary": details.beneficiary,
+            "originator": originator,
+            "remittance": remittance,
+            "beneficiary": beneficiary,
             "transaction": transaction_hash,
-            "end_to_end_id": details.end_to_end_id,
+            "end_to_end_id": end_to_end_id,
         }
-    return {
-        "id": seq,
-        "to": payee,
-        "app": details.caller,
-        "from": payer,
-        "kind": "transfer",
-        "amount": amount,
-        "height": height,
-        "purpose": details.purpose,
-        "time_ms": time_ms,
-        "currency": code,
-        "originator": details.originator,
-        "remittance": details.remittance,
-        "beneficiary": details.beneficiary,
-        "transaction": transaction_hash,
-        "end_to_end_id": details.end_to_end_id,
-    }
+    )
+    return record

@@ -1432,20 +1432,13 @@ class Store:
 
         Reads in batches of short read transactions: a commit that lands during a long scan
         can be seen part way (the node executes and commits in one task, so blocks never
-        see this). ``first_batch``: the scan's first batch, already read (``state_batch``)."""
+        see this). ``first_batch``: the scan's first batch, already read (``_scan_batch_in``)."""
         batch = self._scan_batch(start, end, reverse, None) if first_batch is None else first_batch
         while True:
             yield from batch
             if len(batch) < self.scan_batch_entries:
                 return
             batch = self._scan_batch(start, end, reverse, batch[-1][0])
-
-    def state_batch(
-        self, txn: lmdb.Transaction, start: bytes, end: bytes | None, reverse: bool
-    ) -> list[tuple[bytes, bytes]]:
-        """The first batch of ``state_scan(start, end, reverse=reverse)``, read in ``txn``
-        (a read transaction the caller holds)."""
-        return self._scan_batch_in(txn, start, end, reverse, None)
 
     def _scan_batch(
         self, start: bytes, end: bytes | None, reverse: bool, after: bytes | None
@@ -1985,7 +1978,7 @@ class LmdbStateBackend:
         store = self._store
         if txn is None or self._thread != threading.get_ident():
             return store.state_scan(start, end, reverse=reverse)
-        first = store.state_batch(txn, start, end, reverse)
+        first = store._scan_batch_in(txn, start, end, reverse, None)
         return store.state_scan(start, end, reverse=reverse, first_batch=first)
 
     def tree_node(self, key: bytes) -> bytes | None:

@@ -32,9 +32,10 @@ from network import (
 )
 from network import network as network_module
 from network.channel import SecureStream
-from network.handshake import perform_handshake
+from network.handshake import HandshakeResult, perform_handshake
 from network.loglimit import LogLimiter
 from network.messages import Ping, decode_message, encode_message, encode_ping
+from tests.test_network_wire import handshake_pair
 
 CHAIN_ID = "suanpan-test"
 GENESIS = hash_bytes(b"genesis")
@@ -653,28 +654,11 @@ def test_a_flooding_peer_is_held_to_its_receive_rate_in_virtual_time() -> None:
     assert finished_at[0] == pytest.approx(4.0, abs=0.01)
 
 
-async def _secure_stream_from(peer: PrivateKey) -> SecureStream:
-    """Our end of an authenticated channel with ``peer`` (KEYS[0] is us), over memory."""
-    ours, theirs = trio.testing.memory_stream_pair()
-    ends: dict[bool, SecureStream] = {}
-
-    async def side(stream: trio.abc.Stream, initiator: bool) -> None:
-        identity, other = (peer, KEYS[0]) if initiator else (KEYS[0], peer)
-        result = await perform_handshake(
-            stream,
-            initiator=initiator,
-            identity=identity,
-            chain_id=CHAIN_ID,
-            genesis_hash=GENESIS,
-            allowlist={other.public_key},
-            limits=TEST_LIMITS,
-        )
-        ends[initiator] = result.stream
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(side, ours, False)
-        nursery.start_soon(side, theirs, True)
-    return ends[False]
+async def _secure_stream() -> SecureStream:
+    """One end of an authenticated channel over memory (whose keys the test does not use)."""
+    ours, _ = await handshake_pair()
+    assert isinstance(ours, HandshakeResult)
+    return ours.stream
 
 
 async def test_a_replaced_connections_sender_leaves_the_queues_to_its_successor() -> None:
@@ -685,11 +669,9 @@ async def test_a_replaced_connections_sender_leaves_the_queues_to_its_successor(
     peer_key = KEYS[1].public_key
     preferred = network.public_key < peer_key  # we dial the preferred connection
     old = network_module._Connection(
-        peer_key, await _secure_stream_from(KEYS[1]), not preferred, "127.0.0.1", 1
+        peer_key, await _secure_stream(), not preferred, "127.0.0.1", 1
     )
-    new = network_module._Connection(
-        peer_key, await _secure_stream_from(KEYS[1]), preferred, "127.0.0.1", 2
-    )
+    new = network_module._Connection(peer_key, await _secure_stream(), preferred, "127.0.0.1", 2)
     assert network._register(old)
     assert network._register(new)
     peer = network._peers[peer_key]

@@ -559,7 +559,7 @@ def test_unknown_query_and_operation_are_errors(net: Network) -> None:
 
 @pytest.mark.parametrize("caller", ["payments", "scf"])
 def test_a_transfers_record_is_built_in_canonical_key_order_with_every_field(caller: str) -> None:
-    from apps.payments import _transfer_record, _TransferDetails
+    from apps.payments import _transfer_record
     from consensus.codec import decode, encode
 
     payer, payee, transaction = b"\x01" * 32, b"\x02" * 32, b"\x03" * 32
@@ -574,7 +574,12 @@ def test_a_transfers_record_is_built_in_canonical_key_order_with_every_field(cal
         1_700_000_000_000,
         42,
         transaction,
-        _TransferDetails("INV-0001", "invoice 42", originator, beneficiary, "ref 9", caller),
+        end_to_end_id="INV-0001",
+        purpose="invoice 42",
+        originator=originator,
+        beneficiary=beneficiary,
+        remittance="ref 9",
+        caller=caller,
     )
     # The fields every movement has, the transfer's details, and the calling app if another.
     expected: dict[str, Value] = {
