@@ -11,6 +11,7 @@ from consensus.replica import PlantedBug, Replica, ReplicaConfig, primary_index
 from consensus.types import (
     Block,
     BlockHeader,
+    CertificateChecks,
     CertificateError,
     CommitCertificate,
     DecodeError,
@@ -27,6 +28,7 @@ __all__ = [
     "DEFAULT_LIMITS",
     "Block",
     "BlockHeader",
+    "CertificateChecks",
     "CertificateError",
     "CodecError",
     "CommitCertificate",

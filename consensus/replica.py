@@ -248,13 +248,13 @@ from consensus.messages import (
 from consensus.types import (
     VALIDATORS_MAX,
     Block,
+    CertificateChecks,
     CertificateError,
     CommitCertificate,
     DecodeError,
     Phase,
     ValidatorSet,
     Vote,
-    verify_certificate,
 )
 
 __all__ = [
@@ -464,11 +464,17 @@ class Tick:
 class PeerMessage:
     """Wire bytes from a peer. ``sender`` is the link-authenticated validator index in
     ``Replica.validators`` if the peer is one; ``peer`` is the peer's link identity (its node
-    key), opaque to the replica and echoed in ``ServeBlocks`` so observers can be answered."""
+    key), opaque to the replica and echoed in ``ServeBlocks`` so observers can be answered.
+
+    ``decoded`` is ``decode_message(data)`` when the driver has already decoded these bytes
+    with it (at any size bound: what decodes under a tighter one decodes the same under the
+    replica's); the replica then uses it instead of decoding them again. A driver passes
+    nothing else there."""
 
     data: bytes
     sender: int | None = None
     peer: bytes | None = None
+    decoded: Message | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -839,6 +845,7 @@ class Replica:
         tip: ChainTip,
         next_validators: ValidatorSet | None = None,
         standby_keys: Sequence[PrivateKey] = (),
+        certificate_checks: CertificateChecks | None = None,
     ) -> None:
         keys = tuple(k for k in (key, *standby_keys) if k is not None)
         if len({k.public_key for k in keys}) != len(keys):
@@ -846,6 +853,11 @@ class Replica:
         self._config = config
         self._chain_id = chain_id
         self._keys = keys
+        # Synced blocks' certificates are checked through this (a driver that checks them
+        # too before the replica sees them shares its own, and the second check is a lookup).
+        self._certificate_checks = (
+            CertificateChecks() if certificate_checks is None else certificate_checks
+        )
         self._last_served_ms: dict[bytes, int] = {}
         self._key: PrivateKey | None = None
         self._index: int | None = None
@@ -929,6 +941,7 @@ class Replica:
         state: bytes,
         next_validators: ValidatorSet | None = None,
         standby_keys: Sequence[PrivateKey] = (),
+        certificate_checks: CertificateChecks | None = None,
     ) -> Replica:
         """A replica resuming from ``state`` (the last ``Persist.state``) on top of ``tip``.
 
@@ -944,6 +957,7 @@ class Replica:
             tip=tip,
             next_validators=next_validators,
             standby_keys=standby_keys,
+            certificate_checks=certificate_checks,
         )
         safety = replica._decode_safety(state)
         if safety.height == replica._safety.height:
@@ -1244,11 +1258,13 @@ class Replica:
     # Peer messages
 
     def _on_peer_message(self, event: PeerMessage) -> None:
-        try:
-            message = decode_message(event.data)
-        except MessageError as error:
-            self._drop(DropReason.MALFORMED, str(error))
-            return
+        message = event.decoded
+        if message is None:
+            try:
+                message = decode_message(event.data)
+            except MessageError as error:
+                self._drop(DropReason.MALFORMED, str(error))
+                return
         if isinstance(message, BlockRequest):
             self._on_block_request(message, event.sender, event.peer)
         elif isinstance(message, BlockResponse):
@@ -2194,7 +2210,7 @@ class Replica:
         self, block: Block, certificate: CommitCertificate, validators: ValidatorSet
     ) -> str | None:
         try:
-            verify_certificate(
+            self._certificate_checks.verify(
                 certificate,
                 validators,
                 self._chain_id,

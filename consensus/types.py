@@ -46,6 +46,7 @@ __all__ = [
     "RECONFIGURATION_DELAY_HEIGHTS",
     "Block",
     "BlockHeader",
+    "CertificateChecks",
     "CertificateError",
     "CommitCertificate",
     "DecodeError",
@@ -84,6 +85,9 @@ EMPTY_ROOT: Final = hash_bytes(b"suanpan/empty")
 # built after c is executed, so its header can name (and every replica can check) the set of
 # c + 2, and every replica switches at that same block.
 RECONFIGURATION_DELAY_HEIGHTS: Final = 2
+# How many certificates a ``CertificateChecks`` remembers as valid: block sync's lookahead
+# checks up to 256 blocks before the replica checks them again.
+CERTIFICATE_CHECKS_KEPT: Final = 1024
 _VALIDATOR_SET_TAG: Final = b"suanpan/validator-set/v1"
 
 
@@ -739,3 +743,54 @@ def verify_certificate(
     for index, signature in certificate.signatures:
         if not verify(validators.public_key(index), Phase.COMMIT.tag, chain_id, payload, signature):
             raise CertificateError(f"signature of validator {index} does not verify")
+
+
+class CertificateChecks:
+    """``verify_certificate`` that remembers the checks that passed.
+
+    A block from block sync has its certificate checked twice in a node: once before its
+    transactions' signatures are verified ahead, once by the replica. Both checks go through
+    one ``CertificateChecks``, so the second finds the first's answer instead of verifying
+    the quorum's signatures again. The check is a pure function of the certificate, the
+    validator set, the chain and the expected block hash and height, so an answer found here
+    is the answer ``verify_certificate`` gives; only passes are kept (a failure raises every
+    time), the ``kept`` most recent of them.
+    """
+
+    __slots__ = ("_kept", "_passed", "hits")
+
+    def __init__(self, kept: int = CERTIFICATE_CHECKS_KEPT) -> None:
+        if kept < 1:
+            raise ValueError("a CertificateChecks keeps at least one pass")
+        self._kept = kept
+        self._passed: dict[
+            tuple[CommitCertificate, bytes, str, bytes | None, int | None], None
+        ] = {}
+        self.hits = 0
+
+    def verify(
+        self,
+        certificate: CommitCertificate,
+        validators: ValidatorSet,
+        chain_id: str,
+        *,
+        block_hash: bytes | None = None,
+        height: int | None = None,
+    ) -> None:
+        """``verify_certificate(certificate, validators, chain_id, block_hash=...,
+        height=...)``, answered from memory when the same check passed before."""
+        key = (certificate, validators.hash(), chain_id, block_hash, height)
+        try:
+            if key in self._passed:
+                self.hits += 1
+                return
+        except TypeError:  # a certificate built with unhashable parts: checked, not kept
+            verify_certificate(
+                certificate, validators, chain_id, block_hash=block_hash, height=height
+            )
+            return
+        verify_certificate(certificate, validators, chain_id, block_hash=block_hash, height=height)
+        passed = self._passed
+        passed[key] = None
+        if len(passed) > self._kept:
+            del passed[next(iter(passed))]

@@ -113,6 +113,7 @@ from consensus.evidence import Evidence, EvidenceError
 from consensus.messages import (
     BlockRequest,
     BlockResponse,
+    Message,
     MessageError,
     MessageKind,
     decode_message,
@@ -146,10 +147,10 @@ from consensus.replica import (
 )
 from consensus.types import (
     Block,
+    CertificateChecks,
     CertificateError,
     CommitCertificate,
     ValidatorSet,
-    verify_certificate,
 )
 from network.network import (
     InboundMessage,
@@ -453,6 +454,9 @@ class Node:
             bytes_per_window=self.config.p2p.block_serve_bytes_per_peer_per_s,
             window_ms=_BLOCK_SERVE_WINDOW_MS,
         )
+        # Synced blocks' certificates, checked before their signatures are verified ahead and
+        # again by the replica: the replica's check finds the first one's pass.
+        self._certificate_checks = CertificateChecks()
         self.replica = self._make_replica()
         # The next validator key of a rotation: loaded at start, or by the first block after
         # the file appears (``_pick_up_next_key``).
@@ -679,6 +683,7 @@ class Node:
                 key=self.home.validator_key,
                 standby_keys=standby,
                 tip=tip,
+                certificate_checks=self._certificate_checks,
             )
         return Replica.restore(
             self.replica_config,
@@ -689,6 +694,7 @@ class Node:
             standby_keys=standby,
             tip=tip,
             state=state,
+            certificate_checks=self._certificate_checks,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -858,12 +864,13 @@ class Node:
             if message.kind != CONSENSUS_KIND:
                 log.debug("unknown_message_kind", extra={"kind": message.kind})
                 continue
+            decoded = None
             if _is_block_response(message.payload):
-                self._prefetch_signatures(message.payload)
+                decoded = self._prefetch_signatures(message.payload)
             # The validator index is filled in by the driver, against the set it is deciding.
-            await self._inputs_send.send(PeerMessage(message.payload, None, message.peer))
+            await self._inputs_send.send(PeerMessage(message.payload, None, message.peer, decoded))
 
-    def _prefetch_signatures(self, payload: bytes) -> None:
+    def _prefetch_signatures(self, payload: bytes) -> Message | None:
         """Blocks arriving by sync: verify their transactions' signatures on worker threads,
         block after block, while the loop executes and commits the blocks before them (the
         commit of a block waits for its own verification; ``node.verified`` keeps the
@@ -873,23 +880,26 @@ class Node:
         transactions it would not have to apply anyway. Nothing is trusted here: the replica
         checks every block again, and a signature that fails is simply not cached, so
         execution checks it again. With ``[consensus] trust_certified_blocks`` there is
-        nothing to verify ahead: the commit applies the block on its certificate."""
+        nothing to verify ahead: the commit applies the block on its certificate.
+
+        Returns the message when it decoded one, for the replica to take instead of decoding
+        the same bytes again (and its blocks then cache their transaction hashes once)."""
         if self.config.consensus.trust_certified_blocks:
-            return
+            return None
         answer_by = self._probe_answer_by
         if answer_by is not None and trio.current_time() > answer_by:
             self._probe_answer_by = answer_by = None  # overdue
         executed = self.host.height
         asked_to = self._blocks_asked_to if answer_by is None else None
         if asked_to is not None and asked_to <= executed:
-            return
+            return None
         with self.phases.measure("consensus"):
             try:
                 response = decode_message(payload, bytes_max=self.network.limits.message_bytes_max)
             except MessageError:
-                return  # the replica reports it
+                return None  # the replica reports it
             if not isinstance(response, BlockResponse):
-                return
+                return response
             self._probe_answer_by = None
             room = _PREFETCH_BLOCKS_MAX - len(self._verifying)
             entries = [
@@ -904,6 +914,7 @@ class Node:
         if entries:
             assert self._nursery is not None
             self._nursery.start_soon(self._verify_synced, entries)
+        return response
 
     async def _verify_synced(self, entries: list[tuple[Block, CommitCertificate]]) -> None:
         try:
@@ -982,7 +993,9 @@ class Node:
         (docs/performance.md, Catch-up)."""
         validators = [self.validators_at(block.height) for block, _ in entries]
         with self.phases.measure("consensus"):
-            verdicts = _certificates_valid(entries, validators, self.chain_id)
+            verdicts = _certificates_valid(
+                entries, validators, self.chain_id, self._certificate_checks
+            )
         await trio.lowlevel.checkpoint()
         return verdicts
 
@@ -2736,15 +2749,14 @@ def _certificates_valid(
     entries: Sequence[tuple[Block, CommitCertificate]],
     validators: Sequence[ValidatorSet],
     chain_id: str,
+    checks: CertificateChecks,
 ) -> list[bool]:
     """Whether each entry's certificate certifies its block by the matching set of
-    ``validators``."""
+    ``validators`` (checked through ``checks``, which the replica shares)."""
     verdicts: list[bool] = []
     for (block, certificate), known in zip(entries, validators, strict=True):
         try:
-            verify_certificate(
-                certificate, known, chain_id, block_hash=block.hash, height=block.height
-            )
+            checks.verify(certificate, known, chain_id, block_hash=block.hash, height=block.height)
         except CertificateError:
             verdicts.append(False)
         else:

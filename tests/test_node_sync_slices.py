@@ -12,14 +12,21 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
+import consensus.crypto
 from apps.host import BlockResult
 from consensus.crypto import hash_bytes
-from consensus.messages import BlockRequest, encode_block_response, encode_message
+from consensus.messages import (
+    BlockRequest,
+    decode_message,
+    encode_block_response,
+    encode_message,
+)
 from consensus.replica import PeerMessage, Tick
 from consensus.types import Block, CommitCertificate
 from node import runtime
@@ -273,6 +280,41 @@ async def test_the_lookahead_verifies_two_groups_at_once_and_no_more(tmp_path: P
             await node._inputs_send.send(PeerMessage(data, 0))
             await node.wait_for_height(top, timeout_s=DEADLINE_S)
             assert node.host.app_hash == app_hash
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_synced_answer_is_decoded_once_and_each_certificate_checked_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lookahead's decoding of a block response is what the replica gets with the bytes,
+    and the replica's check of each block's certificate finds the lookahead's pass: the
+    blocks apply to the source's state, each certificate's signatures verified once."""
+    with trio.fail_after(DEADLINE_S):
+        entries, app_hash, fresh_home = await _chain_and_observer(tmp_path, "sync-once", 8)
+        top = entries[-1][0].height
+        async with trio.open_nursery() as nursery:
+            node = await nursery.start(runtime.Node(fresh_home).run)
+            data = encode_block_response(entries, bytes_max=node.network.limits.message_bytes_max)
+            node._blocks_asked_to = top  # as after the replica's request for every block
+            decoded = node._prefetch_signatures(data)
+            assert decoded == decode_message(data)
+            while node._verifying:
+                await trio.lowlevel.checkpoint()
+            checks = node._certificate_checks
+            assert checks.hits == 0
+            signature_checks = [0]
+            real = consensus.crypto.verify
+
+            def counted(*args: Any) -> bool:
+                signature_checks[0] += 1
+                return real(*args)
+
+            monkeypatch.setattr("consensus.types.verify", counted)
+            await node._inputs_send.send(PeerMessage(data, 0, None, decoded))
+            await node.wait_for_height(top, timeout_s=DEADLINE_S)
+            assert node.host.app_hash == app_hash
+            assert checks.hits == len(entries)
+            assert signature_checks[0] == 0
             nursery.cancel_scope.cancel()
 
 
