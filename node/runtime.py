@@ -1059,7 +1059,9 @@ class Node:
             while pending:
                 event = pending.popleft()
                 if isinstance(event, PeerMessage) and event.peer is not None:
-                    event = PeerMessage(event.data, self._sender_index(event.peer), event.peer)
+                    event = PeerMessage(
+                        event.data, self._sender_index(event.peer), event.peer, event.decoded
+                    )
                 with consensus:
                     actions = self.replica.handle(event)
                 for action in actions:

@@ -22,7 +22,9 @@ import consensus.crypto
 from apps.host import BlockResult
 from consensus.crypto import hash_bytes
 from consensus.messages import (
+    MESSAGE_BYTES_MAX,
     BlockRequest,
+    Message,
     decode_message,
     encode_block_response,
     encode_message,
@@ -310,11 +312,23 @@ async def test_a_synced_answer_is_decoded_once_and_each_certificate_checked_once
                 return real(*args)
 
             monkeypatch.setattr("consensus.types.verify", counted)
-            await node._inputs_send.send(PeerMessage(data, 0, None, decoded))
+            replica_decodes = [0]
+            decode = decode_message
+
+            def counted_decode(data: bytes, *, bytes_max: int = MESSAGE_BYTES_MAX) -> Message:
+                replica_decodes[0] += 1
+                return decode(data, bytes_max=bytes_max)
+
+            monkeypatch.setattr("consensus.replica.decode_message", counted_decode)
+            # As the message pump hands it over: from a peer, its validator index for the
+            # driver to fill in.
+            peer = entries[0][1].signatures[0][1][:32]
+            await node._inputs_send.send(PeerMessage(data, None, peer, decoded))
             await node.wait_for_height(top, timeout_s=DEADLINE_S)
             assert node.host.app_hash == app_hash
             assert checks.hits == len(entries)
             assert signature_checks[0] == 0
+            assert replica_decodes[0] == 0
             nursery.cancel_scope.cancel()
 
 
