@@ -779,18 +779,17 @@ class CertificateChecks:
     ) -> None:
         """``verify_certificate(certificate, validators, chain_id, block_hash=...,
         height=...)``, answered from memory when the same check passed before."""
+        passed = self._passed
+        key: tuple[CommitCertificate, bytes, str, bytes | None, int | None] | None
         key = (certificate, validators.hash(), chain_id, block_hash, height)
         try:
-            if key in self._passed:
+            if key in passed:
                 self.hits += 1
                 return
         except TypeError:  # a certificate built with unhashable parts: checked, not kept
-            verify_certificate(
-                certificate, validators, chain_id, block_hash=block_hash, height=height
-            )
-            return
+            key = None
         verify_certificate(certificate, validators, chain_id, block_hash=block_hash, height=height)
-        passed = self._passed
-        passed[key] = None
-        if len(passed) > self._kept:
-            del passed[next(iter(passed))]
+        if key is not None:
+            passed[key] = None
+            if len(passed) > self._kept:
+                del passed[next(iter(passed))]
