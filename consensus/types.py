@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Final
+from typing import Final, TypeAlias
 
 from consensus.codec import CodecError, Limits, Value, decode, encode
 from consensus.crypto import (
@@ -88,6 +88,9 @@ RECONFIGURATION_DELAY_HEIGHTS: Final = 2
 # How many certificates a ``CertificateChecks`` remembers as valid: block sync's lookahead
 # checks up to 256 blocks before the replica checks them again.
 CERTIFICATE_CHECKS_KEPT: Final = 1024
+# What a ``CertificateChecks`` pass is remembered under: the certificate, the validator set's
+# hash, the chain and the expected block hash and height (every argument of the check).
+_CheckKey: TypeAlias = tuple["CommitCertificate", bytes, str, bytes | None, int | None]
 _VALIDATOR_SET_TAG: Final = b"suanpan/validator-set/v1"
 
 
@@ -763,9 +766,7 @@ class CertificateChecks:
         if kept < 1:
             raise ValueError("a CertificateChecks keeps at least one pass")
         self._kept = kept
-        self._passed: dict[
-            tuple[CommitCertificate, bytes, str, bytes | None, int | None], None
-        ] = {}
+        self._passed: dict[_CheckKey, None] = {}
         self.hits = 0
 
     def verify(
@@ -780,8 +781,7 @@ class CertificateChecks:
         """``verify_certificate(certificate, validators, chain_id, block_hash=...,
         height=...)``, answered from memory when the same check passed before."""
         passed = self._passed
-        key: tuple[CommitCertificate, bytes, str, bytes | None, int | None] | None
-        key = (certificate, validators.hash(), chain_id, block_hash, height)
+        key: _CheckKey | None = (certificate, validators.hash(), chain_id, block_hash, height)
         try:
             if key in passed:
                 self.hits += 1

@@ -17,7 +17,11 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+import pytest
+
+import consensus.crypto
 from consensus.crypto import PrivateKey, hash_bytes
 from consensus.evidence import Evidence
 from consensus.messages import (
@@ -477,3 +481,17 @@ def measure_throughput(*, heights: int = 20, transactions: int = 2000) -> float:
 if __name__ == "__main__":
     rate = measure_throughput()
     print(f"4 replicas, one process, 2000 x 200-byte transactions per block: {rate:,.0f} tx/s")
+
+
+def count_certificate_signature_checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From here on, ``[n]``: the signatures ``verify_certificate`` has verified (it calls
+    the ``verify`` it imported into ``consensus.types``)."""
+    calls = [0]
+    real = consensus.crypto.verify
+
+    def counted(*args: Any) -> bool:
+        calls[0] += 1
+        return real(*args)
+
+    monkeypatch.setattr("consensus.types.verify", counted)
+    return calls

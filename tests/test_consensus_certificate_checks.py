@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import consensus.crypto
 from consensus.messages import decode_message, encode_block_response
 from consensus.replica import (
     ChainTip,
@@ -39,6 +38,7 @@ from tests.consensus_harness import (
     GENESIS_HASH,
     GENESIS_TIME_MS,
     Cluster,
+    count_certificate_signature_checks,
     make_keys,
     make_validators,
 )
@@ -51,20 +51,6 @@ def _chain() -> tuple[ValidatorSet, tuple[tuple[Block, CommitCertificate], ...]]
     cluster.start()
     cluster.run_until(lambda: cluster.all_reached(3, nodes=[0, 1, 2, 3]))
     return cluster.validators, tuple(cluster.nodes[0].chain[:3])
-
-
-def _counting_signature_checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Count the signature verifications ``verify_certificate`` makes from here on."""
-    calls = [0]
-    real: Callable[..., bool] = consensus.crypto.verify
-
-    def counted(*args: object) -> bool:
-        calls[0] += 1
-        return real(*args)
-
-    # ``verify_certificate`` calls the name it imported into its own module.
-    monkeypatch.setattr("consensus.types.verify", counted)
-    return calls
 
 
 def _outcome(
@@ -86,7 +72,7 @@ def _outcome(
 def test_a_check_that_passed_is_answered_from_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     validators, entries = _chain()
     block, certificate = entries[0]
-    calls = _counting_signature_checks(monkeypatch)
+    calls = count_certificate_signature_checks(monkeypatch)
     checks = CertificateChecks()
     checks.verify(certificate, validators, CHAIN_ID, block_hash=block.hash, height=block.height)
     assert calls[0] == len(certificate.signatures)
@@ -134,7 +120,7 @@ def test_only_the_most_recent_passes_are_kept(monkeypatch: pytest.MonkeyPatch) -
     checks = CertificateChecks(kept=2)
     for block, certificate in entries:
         checks.verify(certificate, validators, CHAIN_ID, block_hash=block.hash, height=block.height)
-    calls = _counting_signature_checks(monkeypatch)
+    calls = count_certificate_signature_checks(monkeypatch)
     (first, first_certificate), (last, last_certificate) = entries[0], entries[-1]
     checks.verify(last_certificate, validators, CHAIN_ID, block_hash=last.hash, height=last.height)
     assert (calls[0], checks.hits) == (0, 1)
@@ -231,7 +217,7 @@ def test_the_replica_shares_its_drivers_certificate_checks(
     data = encode_block_response([(block, certificate)])
     shared = CertificateChecks()
     shared.verify(certificate, validators, CHAIN_ID, block_hash=block.hash, height=block.height)
-    calls = _counting_signature_checks(monkeypatch)
+    calls = count_certificate_signature_checks(monkeypatch)
     actions = _replica(validators, shared).handle(PeerMessage(data, 0))
     assert [a.block for a in actions if isinstance(a, Commit)] == [block]
     assert (calls[0], shared.hits) == (0, 1)

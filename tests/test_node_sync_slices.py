@@ -12,13 +12,11 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
-import consensus.crypto
 from apps.host import BlockResult
 from consensus.crypto import hash_bytes
 from consensus.messages import (
@@ -34,6 +32,7 @@ from consensus.types import Block, CommitCertificate
 from node import runtime
 from node.home import Home, load_home
 from node.testnet.testnet import create_testnet
+from tests.consensus_harness import count_certificate_signature_checks
 from tests.node_fixtures import registrations_chain, with_intervals
 
 DEADLINE_S = 120.0
@@ -304,14 +303,7 @@ async def test_a_synced_answer_is_decoded_once_and_each_certificate_checked_once
                 await trio.lowlevel.checkpoint()
             checks = node._certificate_checks
             assert checks.hits == 0
-            signature_checks = [0]
-            real = consensus.crypto.verify
-
-            def counted(*args: Any) -> bool:
-                signature_checks[0] += 1
-                return real(*args)
-
-            monkeypatch.setattr("consensus.types.verify", counted)
+            signature_checks = count_certificate_signature_checks(monkeypatch)
             replica_decodes = [0]
             decode = decode_message
 
