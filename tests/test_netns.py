@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import pytest
 from click.testing import CliRunner
 
 from node.cli import main
+from node.testnet import netns
 from node.testnet.chaos import run_chaos
 from node.testnet.chaos_scenario import Perturbation, Scenario, random_scenario
 from node.testnet.netns import (
@@ -248,6 +250,40 @@ def test_ctrl_c_while_building_leaves_nothing_behind(
     links = run_ip("-o", "link", "show")
     assert prefix not in namespaces
     assert prefix not in links
+    assert not (LOCK_DIRECTORY / f"{prefix}.lock").exists()
+
+
+def test_ctrl_c_that_lands_where_it_would_be_dropped_still_stops_the_build(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C raised inside code that drops it (as Python drops an exception raised in an
+    object's clean-up, such as a finished `ip` command's process object) still stops the
+    build at its next step, which removes what was built."""
+    calls = [0]
+
+    def ip_then_ctrl_c(*arguments: str, timeout_s: float = 30.0) -> str:
+        output = run_ip(*arguments, timeout_s=timeout_s)
+        calls[0] += 1
+        if calls[0] == 12:  # inside the building of the namespaces
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.01)
+            except KeyboardInterrupt:
+                pass  # dropped here
+        return output
+
+    monkeypatch.setattr(netns, "run_ip", ip_then_ctrl_c)
+    topology = Topology(3)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            topology.create()
+    finally:
+        topology.close()  # a no-op when the build removed what it built
+    prefix = topology.prefix
+    assert prefix  # it was interrupted after claiming its names
+    monkeypatch.undo()
+    assert not [name for name in _namespace_names() if name.startswith(prefix)]
+    assert prefix not in run_ip("-o", "link", "show")
     assert not (LOCK_DIRECTORY / f"{prefix}.lock").exists()
 
 

@@ -72,7 +72,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Final
 
 from node.config import HostPort
@@ -373,20 +373,45 @@ class Topology:
 
     def create(self) -> None:
         """Build every namespace and link; on any failure remove what was built and raise
-        ``NetnsError``."""
+        ``NetnsError``.
+
+        Ctrl-C while building (on the main thread) is raised here between two steps, not
+        wherever the interpreter happens to be: raised inside the clean-up of a finished `ip`
+        command's process object, it would be reported and dropped, and the build would go
+        on to the end."""
         assert not self.prefix, "a topology is created once"
+        main = threading.current_thread() is threading.main_thread()
+        interrupted: list[int] = []
+
+        def hold(number: int, frame: FrameType | None) -> None:
+            interrupted.append(number)
+
+        def step() -> None:
+            if interrupted:
+                raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGINT, hold) if main else None
         try:
-            with _locked(LOCK_DIRECTORY / "allocate.lock"):
-                # Under the lock: no other run is between creating its lock file and locking it.
-                sweep_stale()
-                self._claim_prefix()
-                self._host_networks = self._free_host_networks()
-                for index in range(self.nodes):
-                    self._create_namespace(index)
-            for low in range(self.nodes):
-                for high in range(low + 1, self.nodes):
-                    self._create_pair(low, high)
-            self._wait_carriers()
+            try:
+                with _locked(LOCK_DIRECTORY / "allocate.lock"):
+                    # Under the lock: no other run is between creating its lock file and
+                    # locking it.
+                    sweep_stale()
+                    self._claim_prefix()
+                    self._host_networks = self._free_host_networks()
+                    for index in range(self.nodes):
+                        step()
+                        self._create_namespace(index)
+                for low in range(self.nodes):
+                    for high in range(low + 1, self.nodes):
+                        step()
+                        self._create_pair(low, high)
+                step()
+                self._wait_carriers()
+            finally:
+                if main:
+                    signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+            step()  # one that came after the last step
         except BaseException:
             self.close()
             raise
