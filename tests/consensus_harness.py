@@ -17,7 +17,6 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
@@ -478,20 +477,20 @@ def measure_throughput(*, heights: int = 20, transactions: int = 2000) -> float:
     return heights * transactions / (time.perf_counter() - started)
 
 
-if __name__ == "__main__":
-    rate = measure_throughput()
-    print(f"4 replicas, one process, 2000 x 200-byte transactions per block: {rate:,.0f} tx/s")
-
-
 def count_certificate_signature_checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """From here on, ``[n]``: the signatures ``verify_certificate`` has verified (it calls
     the ``verify`` it imported into ``consensus.types``)."""
     calls = [0]
-    real = consensus.crypto.verify
+    real: Callable[..., bool] = consensus.crypto.verify
 
-    def counted(*args: Any) -> bool:
+    def counted(*args: object) -> bool:
         calls[0] += 1
         return real(*args)
 
     monkeypatch.setattr("consensus.types.verify", counted)
     return calls
+
+
+if __name__ == "__main__":
+    rate = measure_throughput()
+    print(f"4 replicas, one process, 2000 x 200-byte transactions per block: {rate:,.0f} tx/s")
