@@ -3,8 +3,9 @@
 The modules in ``COMPILED`` are compiled with mypyc from their ordinary source, so an installed
 node runs them as C extensions. Without a C compiler, when mypyc cannot compile them, or with
 ``SUANPAN_PURE_PYTHON=1`` in the environment, the install goes on with the pure-Python source
-(one warning says why): same results, slower. The same build compiles ``node/_ed25519batch.c``
-(batches of signature checks without the interpreter lock: ``node.signatures``) and
+(one warning says why): same results, slower. The same build compiles ``consensus/_ed25519.c``
+(the ledger's signature rule, one signature at a time or in randomised batches, without the
+interpreter lock: ``consensus.crypto``, ``node.signatures``) and
 ``apps/_merkletree.c`` (the Merkle tree's update: ``apps.nativetree``), or leaves them out with
 the rest.
 """
@@ -64,11 +65,11 @@ def _native_extensions() -> list[Extension]:
     if os.environ.get("SUANPAN_PURE_PYTHON") == "1":
         _warn("SUANPAN_PURE_PYTHON=1")
         return []
-    # Batches of signature checks without the interpreter lock (node/signatures.py): plain C.
+    # The signature rule, single and batched, without the interpreter lock: plain C.
     # The Merkle tree's update (apps/nativetree.py): plain C as well.
     return [
         *_compiled_modules(),
-        Extension("node._ed25519batch", ["node/_ed25519batch.c"]),
+        Extension("consensus._ed25519", ["consensus/_ed25519.c"]),
         Extension("apps._merkletree", ["apps/_merkletree.c"]),
     ]
 

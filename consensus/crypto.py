@@ -6,27 +6,38 @@ canonical bytes of the message, each length-prefixed so no two (tag, chain, payl
 share signing bytes. A signature made for one message kind or one chain therefore never
 verifies as another.
 
+Signatures are valid under the ledger's rule (``consensus.ed25519`` states it: ed25519 with
+strict encodings and the cofactored equation), checked by ``consensus/_ed25519.c`` when the
+install built it and passes its self-test, else by ``consensus.ed25519.verify_portable``; both
+give the same verdict for every input (``rule_status`` says which runs).
+
 This module is pure: it derives keys from a seed but never draws randomness. Fresh keys are
-generated in ``node.keys``, which owns the operating system's random source.
+generated in ``node.keys``, which owns the operating system's random source; batches with
+random coefficients are checked in ``node.signatures``.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
-import nacl.bindings
-import nacl.exceptions
 import nacl.signing
+
+from consensus.ed25519 import verify_portable
 
 __all__ = [
     "HASH_BYTES",
     "PUBLIC_KEY_BYTES",
     "SEED_BYTES",
     "SIGNATURE_BYTES",
+    "NativeRule",
     "PrivateKey",
     "hash_bytes",
+    "native_rule",
+    "rule_status",
     "signature_check",
     "signing_bytes",
     "verify",
@@ -89,17 +100,81 @@ def signature_check(
         return None
 
 
+class NativeRule(Protocol):
+    """``consensus._ed25519``: the rule in C, with the interpreter lock released."""
+
+    def verify(self, signature: bytes, message: bytes, public_key: bytes, /) -> bool: ...
+
+    def verify_batch(
+        self, items: tuple[tuple[bytes, bytes, bytes], ...], randomness: bytes, /
+    ) -> bytes: ...
+
+    def verify_each(self, items: tuple[tuple[bytes, bytes, bytes], ...], /) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    native: NativeRule | None
+    status: str
+
+
+RULE_STATUS_NATIVE: Final = "native"
+
+
+def _agrees_with_portable(native: NativeRule) -> bool:
+    """Whether the C rule accepts a good signature and refuses a changed message, signature
+    and key, as the portable one does."""
+    key = PrivateKey(bytes(range(32)))
+    other = PrivateKey(bytes(range(1, 33)))
+    message = signing_bytes(b"suanpan/self-test/v1", "self-test", b"rule")
+    signature = key.sign(b"suanpan/self-test/v1", "self-test", b"rule")
+    changed = bytes([signature[0] ^ 1]) + signature[1:]
+    cases = (
+        (signature, message, key.public_key),
+        (signature, message + b"!", key.public_key),
+        (changed, message, key.public_key),
+        (signature, message, other.public_key),
+    )
+    expected = [True, False, False, False]
+    return (
+        [native.verify(*case) for case in cases] == expected
+        and [verify_portable(*case) for case in cases] == expected
+        and list(native.verify_each(cases)) == [int(verdict) for verdict in expected]
+    )
+
+
+@functools.cache
+def _loaded() -> _Loaded:
+    try:
+        module = importlib.import_module("consensus._ed25519")
+    except ImportError as error:
+        return _Loaded(None, f"portable (consensus._ed25519 is not available: {error})")
+    native: NativeRule = module
+    if not _agrees_with_portable(native):
+        return _Loaded(None, "portable (consensus._ed25519 failed its self-test)")
+    return _Loaded(native, RULE_STATUS_NATIVE)
+
+
+def native_rule() -> NativeRule | None:
+    """The rule in C, or None when it is not built or failed its self-test."""
+    return _loaded().native
+
+
+def rule_status() -> str:
+    """``"native"``, or ``"portable (why)"``: which implementation checks signatures."""
+    return _loaded().status
+
+
 def verify(public_key: bytes, tag: bytes, chain_id: str, payload: bytes, signature: bytes) -> bool:
-    """True when ``signature`` is ``public_key``'s signature of ``payload`` under tag and chain.
+    """True when ``signature`` is ``public_key``'s signature of ``payload`` under tag and chain,
+    by the ledger's rule (``consensus.ed25519``).
 
     Never raises for malformed keys or signatures: those simply do not verify.
     """
     check = signature_check(public_key, tag, chain_id, payload, signature)
     if check is None:
         return False
-    message = check[1]
-    try:
-        nacl.bindings.crypto_sign_open(signature + message, public_key)
-    except (nacl.exceptions.CryptoError, ValueError, TypeError):
-        return False
-    return True
+    native = _loaded().native
+    if native is not None:
+        return native.verify(signature, check[1], public_key)
+    return verify_portable(signature, check[1], public_key)

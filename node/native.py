@@ -76,9 +76,9 @@ COMPILED_MODULES: Final = (
 )
 
 # Hand-written C modules that are imported only when available, their callers keeping a Python
-# path of their own (``apps.nativetree``): with ``PURE_PYTHON_ENV`` set, importing one fails.
-# (``node._ed25519batch`` is not listed: ``node.signatures`` reads the environment itself.)
-C_MODULES: Final = ("apps._merkletree",)
+# path of their own (``apps.nativetree``, ``consensus.crypto``): with ``PURE_PYTHON_ENV`` set,
+# importing one fails.
+C_MODULES: Final = ("apps._merkletree", "consensus._ed25519")
 
 # Set to "1" to run (or install) the pure-Python source of every compiled module.
 PURE_PYTHON_ENV: Final = "SUANPAN_PURE_PYTHON"

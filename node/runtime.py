@@ -109,6 +109,7 @@ from apps.proofs import (
 from apps.state import Write
 from apps.transaction import Transaction, TransactionError
 from consensus.codec import Value
+from consensus.crypto import rule_status
 from consensus.evidence import Evidence, EvidenceError
 from consensus.messages import (
     BlockRequest,
@@ -551,6 +552,7 @@ class Node:
         # Which hot paths run compiled (node.native), for the logs and /status.
         self._native = native_status()
         self._signature_batch = batch_status()
+        self._signature_rule = rule_status()
         self._merkle_tree = merkle_tree_status()
         self._nursery: trio.Nursery | None = None
         self.syncing = False
@@ -734,6 +736,7 @@ class Node:
                         "state_sync": self.state_syncing,
                         "native_modules": self._native,
                         "signature_batch": self._signature_batch,
+                        "signature_rule": self._signature_rule,
                         "merkle_tree": self._merkle_tree,
                         # The process CPU its start-up took (imports, opening the store), and
                         # the event loop thread's share of it.
@@ -2582,6 +2585,7 @@ class Node:
             "version": SOFTWARE_VERSION,
             "native_modules": dict(self._native),
             "signature_batch": self._signature_batch,
+            "signature_rule": self._signature_rule,
             "merkle_tree": self._merkle_tree,
             "last_block_time_ms": self._tip_timestamp_ms,
             "last_block_age_ms": max(0, _now_ms() - self._tip_timestamp_ms),

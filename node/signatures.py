@@ -1,22 +1,27 @@
-"""Transactions' signatures checked in batches, the interpreter lock released once per batch.
+"""Transactions' signatures checked in randomised batches, the interpreter lock released once
+per batch.
 
 Theory of operation
 -------------------
 A node checks signatures on worker threads (``[mempool] verify_workers``) so that a second core
-works beside the event loop. PyNaCl releases the interpreter lock around each check, and a
-thread that gave the lock up must win it back before its next one: CPython hands the lock to a
-waiting thread when its holder blocks or, at the latest, after the switch interval (5 ms). With
-the event loop busy in Python, a thread checking one signature per call waits up to that long
-between checks and runs at the loop's pace instead of on the other core (in a test program,
-5.3 ms per signature beside a busy thread against 63 µs alone).
+works beside the event loop. A thread that gave the interpreter lock up must win it back before
+its next call: CPython hands the lock to a waiting thread when its holder blocks or, at the
+latest, after the switch interval (5 ms). With the event loop busy in Python, a thread checking
+one signature per call waits up to that long between checks and runs at the loop's pace instead
+of on the other core (in a test program, 5.3 ms per signature beside a busy thread against
+63 µs alone).
 
-``_ed25519batch`` (``node/_ed25519batch.c``, built by the install with the compiled modules of
-``node.native``) takes a batch of (signature, signed bytes, public key) and calls libsodium's
-``crypto_sign_ed25519_verify_detached`` for each with the lock released once for all of them:
-the function PyNaCl's ``crypto_sign_open`` calls, in PyNaCl's own libsodium (loaded and
-initialised by PyNaCl's import), so the verdicts are PyNaCl's. A signature or key of the wrong
-length never verifies. Before first use the batch must accept a good signature and refuse three
-bad ones. When it is not built, fails that check, or ``SUANPAN_PURE_PYTHON=1`` is set,
+``consensus._ed25519`` (``consensus/_ed25519.c``, built by the install with the compiled
+modules of ``node.native``) takes a batch of (signature, signed bytes, public key) and checks
+it with the lock released once for all of them, by one equation over the whole batch with a
+fresh random 128-bit coefficient per signature (16 bytes from ``os.urandom`` each): the
+ledger's rule is the cofactored one (``consensus.ed25519``), for which the batch equation holds
+exactly when every signature in it is valid, but for a chance of about 2^-125 per call that no
+signer can raise, as the coefficients are drawn after the signatures are made. A batch whose
+equation fails is settled by checking each of its signatures alone, so each verdict is the
+single check's. Before first use the batch must accept twelve good signatures together and,
+with three bad ones among them, refuse exactly those three. When the C rule is not available
+(``consensus.crypto.rule_status``), fails that check, or ``SUANPAN_PURE_PYTHON=1`` is set,
 ``verify_transactions`` checks one signature per call (``Transaction.signature_valid``) and one
 log event (``signature_batch_unavailable``) says why. ``batch_status()`` names the path; the
 node reports it in ``/status`` (``signature_batch``).
@@ -24,10 +29,7 @@ node reports it in ``/status`` (``signature_batch``).
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import importlib
-import importlib.util
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -35,7 +37,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from apps.transaction import TX_TAG, Transaction
-from consensus.crypto import PrivateKey, signature_check, signing_bytes
+from consensus.crypto import NativeRule, PrivateKey, native_rule, signature_check, signing_bytes
 from node.native import PURE_PYTHON_ENV
 
 __all__ = ["BATCH_STATUS_NATIVE", "batch_status", "verify_per_signature", "verify_transactions"]
@@ -43,7 +45,8 @@ __all__ = ["BATCH_STATUS_NATIVE", "batch_status", "verify_per_signature", "verif
 log = logging.getLogger("suanpan.signatures")
 
 BATCH_STATUS_NATIVE: Final = "native batch"
-_VERIFY_SYMBOL: Final = "crypto_sign_ed25519_verify_detached"
+# Random bytes per signature in a batch: its coefficient in the batch equation.
+RANDOM_BYTES_PER_SIGNATURE: Final = 16
 
 Check = tuple[bytes, bytes, bytes]  # (signature, signed bytes, public key)
 Verifier = Callable[[tuple[Check, ...]], list[bool]]
@@ -51,15 +54,13 @@ Verifier = Callable[[tuple[Check, ...]], list[bool]]
 
 @dataclass(frozen=True, slots=True)
 class _Native:
-    """The native batch: ``verify_batch`` with the address of libsodium's check in
-    ``library``, which it holds so the address stays valid."""
+    """The native batch: one randomised batch equation per call."""
 
-    verify_batch: Callable[[int, tuple[Check, ...]], bytes]
-    library: ctypes.CDLL
-    address: int
+    rule: NativeRule
 
     def __call__(self, checks: tuple[Check, ...]) -> list[bool]:
-        return [verdict == 1 for verdict in self.verify_batch(self.address, checks)]
+        randomness = os.urandom(RANDOM_BYTES_PER_SIGNATURE * len(checks))
+        return [verdict == 1 for verdict in self.rule.verify_batch(checks, randomness)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,40 +72,33 @@ class _Batch:
 
 
 def _self_test(run: Verifier) -> bool:
-    """Whether ``run`` accepts a good signature and refuses a changed message, a changed
-    signature and another key."""
-    key = PrivateKey(bytes(range(32)))
-    other = PrivateKey(bytes(range(1, 33)))
-    message = signing_bytes(TX_TAG, "self-test", b"batch")
-    signature = key.sign(TX_TAG, "self-test", b"batch")
-    changed = bytes([signature[0] ^ 1]) + signature[1:]
-    checks = (
-        (signature, message, key.public_key),
-        (signature, message + b"!", key.public_key),
-        (changed, message, key.public_key),
-        (signature, message, other.public_key),
-    )
-    return run(checks) == [True, False, False, False]
+    """Whether ``run`` accepts twelve good signatures together and, with a changed message, a
+    changed signature and another key among them, refuses exactly those three."""
+    keys = [PrivateKey(bytes([index]) * 32) for index in range(1, 5)]
+    good: list[Check] = []
+    for index in range(12):
+        key = keys[index % len(keys)]
+        payload = b"batch %d" % index
+        signature = key.sign(TX_TAG, "self-test", payload)
+        good.append((signature, signing_bytes(TX_TAG, "self-test", payload), key.public_key))
+    signature, message, public_key = good[0]
+    bad: list[Check] = [
+        (signature, message + b"!", public_key),
+        (bytes([signature[0] ^ 1]) + signature[1:], message, public_key),
+        (signature, message, keys[1].public_key),
+    ]
+    mixed = (*good[:5], bad[0], *good[5:9], bad[1], *good[9:], bad[2])
+    expected = [check in good for check in mixed]
+    return run(tuple(good)) == [True] * len(good) and run(mixed) == expected
 
 
 def _load() -> _Batch:
     if os.environ.get(PURE_PYTHON_ENV) == "1":
         return _Batch(None, f"per signature ({PURE_PYTHON_ENV}=1)")
-    try:
-        native = importlib.import_module("node._ed25519batch")
-    except ImportError:
-        return _Batch(None, "per signature (node._ed25519batch is not built)")
-    spec = importlib.util.find_spec("nacl._sodium")
-    if spec is None or spec.origin is None:
-        return _Batch(None, "per signature (PyNaCl's libsodium was not found)")
-    try:
-        library = ctypes.CDLL(spec.origin)
-        address = ctypes.cast(getattr(library, _VERIFY_SYMBOL), ctypes.c_void_p).value
-    except (OSError, AttributeError) as error:
-        return _Batch(None, f"per signature ({_VERIFY_SYMBOL} was not found: {error})")
-    if not address:
-        return _Batch(None, f"per signature ({_VERIFY_SYMBOL} has no address)")
-    run = _Native(native.verify_batch, library, address)
+    rule = native_rule()
+    if rule is None:
+        return _Batch(None, "per signature (consensus._ed25519 is not available)")
+    run = _Native(rule)
     if not _self_test(run):
         return _Batch(None, "per signature (the native batch failed its self-test)")
     return _Batch(run, BATCH_STATUS_NATIVE)
@@ -131,7 +125,7 @@ def _check(transaction: Transaction) -> Check | None:
 
 
 def verify_per_signature(transactions: Sequence[Transaction]) -> list[bool]:
-    """Each transaction's ``signature_valid()``: one PyNaCl call each."""
+    """Each transaction's ``signature_valid()``: one call each."""
     return [transaction.signature_valid() for transaction in transactions]
 
 

@@ -1,6 +1,7 @@
 """Signature checks in batches (``node.signatures``): the native batch gives the verdicts of
-``Transaction.signature_valid()`` for any transaction, refuses what it cannot read, and the node
-falls back to one check per call when the batch is not there or fails its self-test."""
+``Transaction.signature_valid()`` for any transaction, whether its randomised equation holds
+or has to be settled one signature at a time, refuses what it cannot read, and the node falls
+back to one check per call when the batch is not there or fails its self-test."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 import node.signatures as signatures
 from apps.transaction import Transaction, sign_transaction
 from consensus.crypto import PrivateKey
+from consensus.ed25519 import verify_portable
 from node.native import PURE_PYTHON_ENV
 
 CHAIN = "suanpan-test"
@@ -91,7 +93,7 @@ def test_the_batch_gives_the_verdicts_of_one_check_per_call(
 
 @pytest.mark.skipif(not _native_wanted(), reason=f"{PURE_PYTHON_ENV}=1 checks one at a time")
 def test_the_native_batch_refuses_what_it_cannot_read() -> None:
-    import node._ed25519batch as native  # built with the compiled modules
+    import consensus._ed25519 as native  # built with the compiled modules
 
     run = signatures._batch().run
     assert run is not None
@@ -123,13 +125,13 @@ def test_the_native_batch_refuses_what_it_cannot_read() -> None:
     ) == [False, False, False, True]
     assert run(()) == []
     with pytest.raises(TypeError, match="item 1 is not a"):
-        native.verify_batch(1, (good, (signature, message)))  # type: ignore[arg-type]
+        native.verify_batch((good, (signature, message)), bytes(32))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="item 0 holds something not bytes"):
-        native.verify_batch(1, ((signature, message, bytearray(key)),))  # type: ignore[arg-type]
+        native.verify_batch(((signature, message, bytearray(key)),), bytes(16))  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        native.verify_batch(1, [good])  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="address is 0"):
-        native.verify_batch(0, (good,))
+        native.verify_batch([good], bytes(16))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="randomness is 15 bytes; 1 items need 16"):
+        native.verify_batch((good,), bytes(15))
 
 
 def test_pure_python_mode_checks_one_signature_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,20 +152,15 @@ def test_a_batch_that_fails_its_self_test_is_not_used() -> None:
     assert not signatures._self_test(refuses_everything)
 
     def per_call(checks: tuple[signatures.Check, ...]) -> list[bool]:
-        import nacl.bindings
-        import nacl.exceptions
+        return [verify_portable(*check) for check in checks]
 
-        verdicts = []
-        for signature, message, key in checks:
-            try:
-                nacl.bindings.crypto_sign_open(signature + message, key)
-            except nacl.exceptions.BadSignatureError:
-                verdicts.append(False)
-            else:
-                verdicts.append(True)
-        return verdicts
+    def misses_one(checks: tuple[signatures.Check, ...]) -> list[bool]:
+        # Accepts a batch of good signatures, but lets the last bad one of a mixed batch through.
+        verdicts = per_call(checks)
+        return [*verdicts[:-1], True]
 
     assert signatures._self_test(per_call)
+    assert not signatures._self_test(misses_one)
 
 
 def test_without_the_batch_every_transaction_is_checked_one_call_each(

@@ -82,7 +82,7 @@ from typing import Final
 
 from apps.merkle import tree_status
 from apps.transaction import TX_TAG
-from consensus.crypto import PrivateKey, hash_bytes, verify
+from consensus.crypto import PrivateKey, hash_bytes, rule_status, verify
 from node.bench.submitter import SubmitPlan, SubmitResult, start_submitter
 from node.bench.workload import BENCH_CHAIN_ID, BenchAccounts, bench_accounts, sign_streams
 from node.client.client import ApiError
@@ -482,6 +482,7 @@ class ThroughputReport:
             "agreement_problems": list(self.agreement_problems),
             "native_modules": dict[str, JsonType](native_status()),
             "signature_batch": batch_status(),
+            "signature_rule": rule_status(),
             "merkle_tree": tree_status(),
         }
         if len(self.steps) > 1:

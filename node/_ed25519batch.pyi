@@ -1,3 +1,0 @@
-"""Batches of ed25519 checks without the GIL (``node/_ed25519batch.c``; ``node.signatures``)."""
-
-def verify_batch(address: int, items: tuple[tuple[bytes, bytes, bytes], ...], /) -> bytes: ...
