@@ -16,10 +16,12 @@
  * alone (z = 1, no randomness), so every verdict is that of the single check.
  *
  * The arithmetic: field elements mod p = 2^255 - 19 in five 51-bit limbs, points in extended
- * twisted Edwards coordinates (X : Y : Z : T) with complete addition formulas, the batch's sum
- * by the bucket method (Pippenger) over all its points at once, keys that occur more than once
- * in a batch decoded once with their scalars added, scalars mod L by Barrett reduction, and
- * SHA-512 written here. Nothing here reads a clock, a file or the operating system's random
+ * twisted Edwards coordinates (X : Y : Z : T) with complete addition formulas. A sum of
+ * multiples runs over one chain of doublings with every scalar's width-5 non-adjacent digits
+ * interleaved (the base point's width-7, from a table made when the module loads); a batch of
+ * more than 160 points besides the base point is summed by the bucket method (Pippenger)
+ * instead, cheaper there. Keys that occur more than once in a batch are decoded once, their
+ * scalars added; scalars are reduced mod L by Barrett reduction; SHA-512 is written here. Nothing here reads a clock, a file or the operating system's random
  * source: the randomness arrives as an argument. */
 
 #define PY_SSIZE_T_CLEAN
@@ -551,6 +553,25 @@ static void point_add(point *r, const point *p, const cached *q) {
     fe_mul(&r->Z, &f, &g);
 }
 
+/* r = p - q. */
+static void point_sub(point *r, const point *p, const cached *q) {
+    fe a, b, c, d, e, f, g, h, t;
+    fe_sub(&t, &p->Y, &p->X);
+    fe_mul(&a, &t, &q->YplusX);
+    fe_add(&t, &p->Y, &p->X);
+    fe_mul(&b, &t, &q->YminusX);
+    fe_mul(&c, &p->T, &q->T2d);
+    fe_mul(&d, &p->Z, &q->Z2);
+    fe_sub(&e, &b, &a);
+    fe_add(&f, &d, &c);
+    fe_sub(&g, &d, &c);
+    fe_add(&h, &b, &a);
+    fe_mul(&r->X, &e, &f);
+    fe_mul(&r->Y, &g, &h);
+    fe_mul(&r->T, &e, &h);
+    fe_mul(&r->Z, &f, &g);
+}
+
 /* r = 2p; T of the result only when with_t (a doubling followed by another needs none). */
 static void point_double(point *r, const point *p, int with_t) {
     fe a, b, c, e, f, g, h, t;
@@ -651,33 +672,110 @@ static unsigned scalar_digit(const uint64_t s[4], unsigned at, unsigned width) {
     return (unsigned)(bits & (((uint64_t)1 << width) - 1));
 }
 
-/* result = sum of scalars[i] * points[i] for a few points: 4-bit windows, interleaved. */
-#define STRAUS_POINTS_MAX 2
-static void sum_straus(point *result, const point *points, const scalar_t *scalars, int count) {
-    cached table[STRAUS_POINTS_MAX][16];
-    for (int i = 0; i < count; i++) {
-        point multiple = points[i];
-        point_to_cached(&table[i][1], &points[i]);
-        for (int j = 2; j < 16; j++) {
-            point_add(&multiple, &multiple, &table[i][1]);
-            point_to_cached(&table[i][j], &multiple);
+/* Width-w non-adjacent form: digits naf[i], each 0 or odd with |naf[i]| < 2^(w-1), at most one
+ * nonzero among any w in a row, sum naf[i] 2^i = s. Returns one past the highest nonzero. */
+#define NAF_DIGITS 258
+static int scalar_wnaf(signed char naf[NAF_DIGITS], const uint64_t s[4], unsigned width) {
+    uint64_t k[5] = {s[0], s[1], s[2], s[3], 0};
+    const int64_t window = (int64_t)1 << width, half = window >> 1;
+    int top = 0;
+    memset(naf, 0, NAF_DIGITS);
+    for (int i = 0; i < NAF_DIGITS && (k[0] | k[1] | k[2] | k[3] | k[4]) != 0; i++) {
+        if (k[0] & 1) {
+            int64_t digit = (int64_t)(k[0] & (uint64_t)(window - 1));
+            if (digit >= half) {
+                digit -= window;
+            }
+            naf[i] = (signed char)digit;
+            top = i + 1;
+            if (digit > 0) {
+                k[0] -= (uint64_t)digit; /* digit is k's low bits: no borrow */
+            } else {
+                uint64_t carry = (uint64_t)(-digit);
+                for (int l = 0; l < 5 && carry != 0; l++) {
+                    k[l] += carry;
+                    carry = k[l] < carry;
+                }
+            }
         }
+        for (int l = 0; l < 4; l++) {
+            k[l] = (k[l] >> 1) | (k[l + 1] << 63);
+        }
+        k[4] >>= 1;
+    }
+    return top;
+}
+
+/* Odd multiples P, 3P, 5P, ... of p, `entries` of them, ready to be added. */
+static void odd_multiples(cached *table, const point *p, int entries) {
+    point twice, multiple = *p;
+    cached twice_cached;
+    point_to_cached(&table[0], p);
+    point_double(&twice, p, 1);
+    point_to_cached(&twice_cached, &twice);
+    for (int j = 1; j < entries; j++) {
+        point_add(&multiple, &multiple, &twice_cached);
+        point_to_cached(&table[j], &multiple);
+    }
+}
+
+/* Each point's digits are 5-bit wNAF (odd multiples up to 15 in its table); the base point's
+ * 7-bit, from a table of 32 made once when the module loads. */
+#define NAF_WIDTH 5
+#define NAF_TABLE 8
+#define BASE_NAF_WIDTH 7
+#define BASE_TABLE 32
+static cached base_table[BASE_TABLE];
+
+static void add_digit(point *r, const cached *table, int digit) {
+    if (digit > 0) {
+        point_add(r, r, &table[digit >> 1]);
+    } else {
+        point_sub(r, r, &table[(-digit) >> 1]);
+    }
+}
+
+/* result = [base_scalar]B (none when base_scalar is NULL) + sum of scalars[i] points[i]: the
+ * digits of all scalars interleaved over one chain of doublings (Straus). tables and digits
+ * hold count entries each. */
+static void sum_interleaved(point *result, const uint64_t *base_scalar, const point *points,
+                            const scalar_t *scalars, size_t count, cached (*tables)[NAF_TABLE],
+                            signed char (*digits)[NAF_DIGITS]) {
+    signed char base_digits[NAF_DIGITS];
+    int top = 0;
+    if (base_scalar != NULL) {
+        top = scalar_wnaf(base_digits, base_scalar, BASE_NAF_WIDTH);
+    }
+    for (size_t j = 0; j < count; j++) {
+        int used = scalar_wnaf(digits[j], scalars[j], NAF_WIDTH);
+        if (used > top) {
+            top = used;
+        }
+        odd_multiples(tables[j], &points[j], NAF_TABLE);
     }
     int started = 0;
     point_identity(result);
-    for (int window = (SCALAR_BITS + 3) / 4 - 1; window >= 0; window--) {
+    for (int i = top - 1; i >= 0; i--) {
+        int any = base_scalar != NULL && base_digits[i] != 0;
+        for (size_t j = 0; j < count && !any; j++) {
+            any = digits[j][i] != 0;
+        }
         if (started) {
-            for (int j = 0; j < 4; j++) {
-                point_double(result, result, j == 3);
+            /* T is needed by the additions that follow, and by the caller after the last. */
+            point_double(result, result, any || i == 0);
+        }
+        if (!any) {
+            continue;
+        }
+        if (base_scalar != NULL && base_digits[i] != 0) {
+            add_digit(result, base_table, base_digits[i]);
+        }
+        for (size_t j = 0; j < count; j++) {
+            if (digits[j][i] != 0) {
+                add_digit(result, tables[j], digits[j][i]);
             }
         }
-        for (int i = 0; i < count; i++) {
-            unsigned digit = scalar_digit(scalars[i], 4 * (unsigned)window, 4);
-            if (digit != 0) {
-                point_add(result, result, &table[i][digit]);
-                started = 1;
-            }
-        }
+        started = 1;
     }
 }
 
@@ -690,9 +788,7 @@ typedef struct {
 #define BUCKET_WIDTH_MAX 8
 
 static unsigned bucket_width(size_t count) {
-    if (count < 96) {
-        return 4;
-    }
+    /* Batches of fewer points than INTERLEAVED_POINTS_MAX never come here. */
     if (count < 384) {
         return 5;
     }
@@ -834,22 +930,21 @@ static int prepare_key(signer_key_t *key, const unsigned char public_key[32]) {
 
 /* The equation for one signature, z = 1: [8]([S]B - [k]A - R) = identity. */
 static int equation_single(const prepared_t *prepared, const signer_key_t *key) {
-    point points[2], sum;
-    scalar_t scalars[2];
-    cached minus_r;
-    base_point(&points[0]);
-    points[1] = key->minus_a;
-    memcpy(scalars[0], prepared->s, sizeof(scalar_t));
-    memcpy(scalars[1], prepared->k, sizeof(scalar_t));
-    sum_straus(&sum, points, (const scalar_t *)scalars, 2);
+    point sum;
+    cached table[1][NAF_TABLE], minus_r;
+    signed char digits[1][NAF_DIGITS];
+    sum_interleaved(&sum, prepared->s, &key->minus_a, (const scalar_t *)&prepared->k, 1, table,
+                    digits);
     point_to_cached(&minus_r, &prepared->minus_r);
     point_add(&sum, &sum, &minus_r);
     return cofactored_identity(&sum);
 }
 
-/* Below this many signatures that reach the equation, checking each alone costs less than
- * the batch's buckets. */
-#define BATCH_MIN 8
+/* A batch equation for two signatures already costs less than two single checks (the
+ * doublings are shared). Up to INTERLEAVED_POINTS_MAX points besides the base point, the sum is
+ * interleaved; above, the buckets cost less. */
+#define BATCH_MIN 2
+#define INTERLEAVED_POINTS_MAX 160
 
 typedef struct {
     const unsigned char *public_key;
@@ -878,6 +973,8 @@ typedef struct {
     cached *prepared_points;
     scalar_t *scalars;
     buckets_t buckets;
+    cached (*tables)[NAF_TABLE];
+    signed char (*digits)[NAF_DIGITS];
 } batch_t;
 
 static void batch_free(batch_t *batch) {
@@ -892,6 +989,8 @@ static void batch_free(batch_t *batch) {
     PyMem_RawFree(batch->scalars);
     PyMem_RawFree(batch->buckets.buckets);
     PyMem_RawFree(batch->buckets.used);
+    PyMem_RawFree(batch->tables);
+    PyMem_RawFree(batch->digits);
     memset(batch, 0, sizeof *batch);
 }
 
@@ -912,7 +1011,10 @@ static int batch_alloc(batch_t *batch, size_t count) {
     batch->scalars = PyMem_RawCalloc(points, sizeof(scalar_t));
     batch->buckets.buckets = PyMem_RawCalloc(buckets, sizeof(point));
     batch->buckets.used = PyMem_RawCalloc(buckets, 1);
-    if (!batch->items || !batch->prepared || !batch->order || !batch->keys || !batch->key_sums ||
+    size_t interleaved = points < INTERLEAVED_POINTS_MAX ? points : INTERLEAVED_POINTS_MAX;
+    batch->tables = PyMem_RawCalloc(interleaved, sizeof(cached[NAF_TABLE]));
+    batch->digits = PyMem_RawCalloc(interleaved, sizeof(signed char[NAF_DIGITS]));
+    if (!batch->tables || !batch->digits || !batch->items || !batch->prepared || !batch->order || !batch->keys || !batch->key_sums ||
         !batch->key_used || !batch->points || !batch->prepared_points || !batch->scalars ||
         !batch->buckets.buckets || !batch->buckets.used) {
         batch_free(batch);
@@ -961,10 +1063,16 @@ static int equation_batch(batch_t *batch, const unsigned char *randomness, size_
     }
     base_point(&batch->points[0]);
     scalar_reduce512(batch->scalars[0], base_sum);
+    point sum;
+    if (points - 1 <= INTERLEAVED_POINTS_MAX) {
+        sum_interleaved(&sum, batch->scalars[0], batch->points + 1,
+                        (const scalar_t *)batch->scalars + 1, points - 1, batch->tables,
+                        batch->digits);
+        return cofactored_identity(&sum);
+    }
     for (size_t i = 0; i < points; i++) {
         point_to_cached(&batch->prepared_points[i], &batch->points[i]);
     }
-    point sum;
     sum_buckets(&sum, batch->points, batch->prepared_points, (const scalar_t *)batch->scalars,
                 points, &batch->buckets);
     return cofactored_identity(&sum);
@@ -1205,4 +1313,9 @@ static struct PyModuleDef module_definition = {
     -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__ed25519(void) { return PyModule_Create(&module_definition); }
+PyMODINIT_FUNC PyInit__ed25519(void) {
+    point base;
+    base_point(&base);
+    odd_multiples(base_table, &base, BASE_TABLE);
+    return PyModule_Create(&module_definition);
+}

@@ -127,10 +127,11 @@ def test_checks_before_the_equation_fail_it() -> None:
     assert not native.equation_holds((good, small_order_key), _randomness(2))
 
 
-@pytest.mark.parametrize("count", [7, 8, 50, 200, 400, 1100])
-def test_batches_at_every_bucket_width_give_the_single_checks_verdicts(count: int) -> None:
-    """Batches of 2n + 1 points cross every bucket width (4 to 8 bits); one in 37 signatures
-    tampered, and one batch all valid, so both the equation and its settling run."""
+@pytest.mark.parametrize("count", [1, 2, 7, 50, 80, 90, 200, 400, 1100])
+def test_batches_of_every_size_give_the_single_checks_verdicts(count: int) -> None:
+    """Batches of 2n + 1 points: the interleaved sum up to 80 signatures, then the buckets at
+    every width (5 to 8 bits); one in 37 signatures tampered, and one batch all valid, so both
+    the equation and its settling run."""
     items = _fresh(count)
     assert native.verify_batch(tuple(items), _randomness(count)) == b"\x01" * count
     for index in range(0, count, 37):

@@ -12,10 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import node.signatures as signatures
-from apps.transaction import Transaction, sign_transaction
-from consensus.crypto import PrivateKey
+from apps.transaction import TX_TAG, Transaction, sign_transaction
+from consensus.crypto import PrivateKey, signing_bytes
 from consensus.ed25519 import verify_portable
 from node.native import PURE_PYTHON_ENV
+from tests import ed25519_reference as reference
 
 CHAIN = "suanpan-test"
 KEYS = [PrivateKey(bytes([index]) * 32) for index in range(1, 4)]
@@ -173,3 +174,28 @@ def test_without_the_batch_every_transaction_is_checked_one_call_each(
     bad = _with(_signed(KEYS[1], 2), signature=bytes(64))
     assert signatures.batch_status() == "per signature (not built)"
     assert signatures.verify_transactions([good, bad, good]) == [True, False, True]
+
+
+def test_signatures_with_a_small_order_component_get_one_verdict_alone_and_in_batches() -> None:
+    """A sender who builds R or the key with a small-order component makes a signature that
+    the cofactored rule accepts (libsodium's own check would refuse it): the batch, with any
+    coefficients and any neighbours, and the check one at a time must both accept it, or
+    nodes grouping transactions differently would disagree about a block."""
+    crafted = []
+    for index, (nonce_torsion, key_torsion) in enumerate(
+        [(reference.TORSION[1], reference.IDENTITY), (reference.IDENTITY, reference.TORSION[3])]
+    ):
+        secret = 987_654_321 + index
+        sender = reference.public_key(secret, key_torsion)
+        unsigned = _with(_signed(KEYS[0], 100 + index), sender=sender)
+        message = signing_bytes(TX_TAG, CHAIN, unsigned.body())
+        signature, _ = reference.sign_crafted(
+            message, secret, 123_456 + index, nonce_torsion=nonce_torsion, key_torsion=key_torsion
+        )
+        crafted.append(_with(unsigned, signature=signature))
+    honest = [_signed(KEYS[index % len(KEYS)], index) for index in range(14)]
+    mixed = [*honest[:6], crafted[0], *honest[6:], crafted[1]]
+    assert signatures.verify_per_signature(crafted) == [True, True]
+    for _ in range(5):
+        assert signatures.verify_transactions(mixed) == [True] * len(mixed)
+        assert signatures.verify_transactions(crafted) == [True, True]
