@@ -11,7 +11,7 @@
  *     [8]([sum z_i S_i] B - sum [z_i] R_i - sum [z_i k_i] A_i) = identity
  *
  * holds for every batch of valid signatures, and for a batch holding an invalid one only with
- * probability about 2^-125 (the z_i are drawn by the caller, fresh for each call, and unknown to
+ * probability at most 2^-127 (the z_i are drawn by the caller, fresh for each call, and unknown to
  * whoever built the signatures). A failed batch is settled by checking each of its signatures
  * alone (z = 1, no randomness), so every verdict is that of the single check.
  *
@@ -21,8 +21,9 @@
  * interleaved (the base point's width-7, from a table made when the module loads); a batch of
  * more than 160 points besides the base point is summed by the bucket method (Pippenger)
  * instead, cheaper there. Keys that occur more than once in a batch are decoded once, their
- * scalars added; scalars are reduced mod L by Barrett reduction; SHA-512 is written here. Nothing here reads a clock, a file or the operating system's random
- * source: the randomness arrives as an argument. */
+ * scalars added; scalars are reduced mod L by Barrett reduction; SHA-512 is written here.
+ * Nothing here reads a clock, a file or the operating system's random source: the randomness
+ * arrives as an argument. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -286,12 +287,31 @@ typedef struct {
 
 #define MASK51 ((uint64_t)0x7ffffffffffffULL)
 
-static const fe FE_D = {{0x34dca135978a3ULL, 0x1a8283b156ebdULL, 0x5e7a26001c029ULL, 0x739c663a03cbbULL, 0x52036cee2b6ffULL}};
-static const fe FE_D2 = {{0x69b9426b2f159ULL, 0x35050762add7aULL, 0x3cf44c0038052ULL, 0x6738cc7407977ULL, 0x2406d9dc56dffULL}};
-static const fe FE_SQRTM1 = {{0x61b274a0ea0b0ULL, 0xd5a5fc8f189dULL, 0x7ef5e9cbd0c60ULL, 0x78595a6804c9eULL, 0x2b8324804fc1dULL}};
-static const fe BASE_X = {{0x62d608f25d51aULL, 0x412a4b4f6592aULL, 0x75b7171a4b31dULL, 0x1ff60527118feULL, 0x216936d3cd6e5ULL}};
-static const fe BASE_Y = {{0x6666666666658ULL, 0x4ccccccccccccULL, 0x1999999999999ULL, 0x3333333333333ULL, 0x6666666666666ULL}};
-static const fe BASE_T = {{0x68ab3a5b7dda3ULL, 0xeea2a5eadbbULL, 0x2af8df483c27eULL, 0x332b375274732ULL, 0x67875f0fd78b7ULL}};
+/* d = -121665/121666, 2d, sqrt(-1), and the base point (x even, y = 4/5) with T = xy. */
+static const fe FE_D = {{
+    0x34dca135978a3ULL, 0x1a8283b156ebdULL, 0x5e7a26001c029ULL,
+    0x739c663a03cbbULL, 0x52036cee2b6ffULL,
+}};
+static const fe FE_D2 = {{
+    0x69b9426b2f159ULL, 0x35050762add7aULL, 0x3cf44c0038052ULL,
+    0x6738cc7407977ULL, 0x2406d9dc56dffULL,
+}};
+static const fe FE_SQRTM1 = {{
+    0x61b274a0ea0b0ULL, 0xd5a5fc8f189dULL, 0x7ef5e9cbd0c60ULL,
+    0x78595a6804c9eULL, 0x2b8324804fc1dULL,
+}};
+static const fe BASE_X = {{
+    0x62d608f25d51aULL, 0x412a4b4f6592aULL, 0x75b7171a4b31dULL,
+    0x1ff60527118feULL, 0x216936d3cd6e5ULL,
+}};
+static const fe BASE_Y = {{
+    0x6666666666658ULL, 0x4ccccccccccccULL, 0x1999999999999ULL,
+    0x3333333333333ULL, 0x6666666666666ULL,
+}};
+static const fe BASE_T = {{
+    0x68ab3a5b7dda3ULL, 0xeea2a5eadbbULL, 0x2af8df483c27eULL,
+    0x332b375274732ULL, 0x67875f0fd78b7ULL,
+}};
 
 static void fe_copy(fe *h, const fe *f) { *h = *f; }
 
@@ -1014,9 +1034,10 @@ static int batch_alloc(batch_t *batch, size_t count) {
     size_t interleaved = points < INTERLEAVED_POINTS_MAX ? points : INTERLEAVED_POINTS_MAX;
     batch->tables = PyMem_RawCalloc(interleaved, sizeof(cached[NAF_TABLE]));
     batch->digits = PyMem_RawCalloc(interleaved, sizeof(signed char[NAF_DIGITS]));
-    if (!batch->tables || !batch->digits || !batch->items || !batch->prepared || !batch->order || !batch->keys || !batch->key_sums ||
-        !batch->key_used || !batch->points || !batch->prepared_points || !batch->scalars ||
-        !batch->buckets.buckets || !batch->buckets.used) {
+    if (!batch->tables || !batch->digits || !batch->items || !batch->prepared || !batch->order ||
+        !batch->keys || !batch->key_sums || !batch->key_used || !batch->points ||
+        !batch->prepared_points || !batch->scalars || !batch->buckets.buckets ||
+        !batch->buckets.used) {
         batch_free(batch);
         return 0;
     }

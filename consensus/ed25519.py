@@ -37,7 +37,7 @@ check, yet a batch of otherwise valid signatures passes whenever [z_i]T vanishes
 order 2 is every even z_i: two honest nodes drawing different z_i would disagree about one block,
 and the chain would fork. With the factor 8 every torsion residue vanishes whatever the z_i, and
 what remains lies in the group of prime order L, where a random combination of residues that are
-not all the identity is the identity with probability about 2^-128. So the cofactored batch gives
+not all the identity is the identity with probability at most 2^-127. So the cofactored batch gives
 the cofactored single check's verdicts whatever randomness a node draws; the single check is
 cofactored so that the two always agree.
 

@@ -16,7 +16,7 @@ modules of ``node.native``) takes a batch of (signature, signed bytes, public ke
 it with the lock released once for all of them, by one equation over the whole batch with a
 fresh random 128-bit coefficient per signature (16 bytes from ``os.urandom`` each): the
 ledger's rule is the cofactored one (``consensus.ed25519``), for which the batch equation holds
-exactly when every signature in it is valid, but for a chance of about 2^-125 per call that no
+exactly when every signature in it is valid, but for a chance of at most 2^-127 per call that no
 signer can raise, as the coefficients are drawn after the signatures are made. A batch whose
 equation fails is settled by checking each of its signatures alone, so each verdict is the
 single check's. Before first use the batch must accept twelve good signatures together and,
@@ -40,7 +40,13 @@ from apps.transaction import TX_TAG, Transaction
 from consensus.crypto import NativeRule, PrivateKey, native_rule, signature_check, signing_bytes
 from node.native import PURE_PYTHON_ENV
 
-__all__ = ["BATCH_STATUS_NATIVE", "batch_status", "verify_per_signature", "verify_transactions"]
+__all__ = [
+    "BATCH_STATUS_NATIVE",
+    "batch_status",
+    "native_batch",
+    "verify_per_signature",
+    "verify_transactions",
+]
 
 log = logging.getLogger("suanpan.signatures")
 
@@ -115,6 +121,11 @@ def _batch() -> _Batch:
 def batch_status() -> str:
     """``"native batch"``, or ``"per signature (why)"``."""
     return _batch().status
+
+
+def native_batch() -> Verifier | None:
+    """The native batch check (verdicts for a tuple of checks), or None where it is not used."""
+    return _batch().run
 
 
 def _check(transaction: Transaction) -> Check | None:

@@ -644,6 +644,61 @@ def catchup_command(
         )
 
 
+@bench.command("signatures", short_help="Costs of a signature check, alone and in batches.")
+@click.option("--signatures", default=1024, show_default=True, type=click.IntRange(1, 10**6))
+@click.option(
+    "--keys",
+    default=None,
+    type=click.IntRange(1, 10**6),
+    help="sign with this many keys in turn  [default: one key per signature]",
+)
+@click.option("--message-bytes", default=250, show_default=True, type=click.IntRange(0, 10**6))
+@click.option(
+    "--batch",
+    "batch_sizes",
+    multiple=True,
+    type=click.IntRange(1, 10**6),
+    help="a batch size to measure (repeatable)  [default: 16, 64, 128, 256, 512]",
+)
+@click.option("--repeats", default=5, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def signatures_command(
+    signatures: int,
+    keys: int | None,
+    message_bytes: int,
+    batch_sizes: tuple[int, ...],
+    repeats: int,
+    as_json: bool,
+) -> None:
+    """CPU µs per signature checked by the ledger's rule one at a time, by libsodium's
+    crypto_sign_open (for comparison), and in batches of each size (medians of REPEATS)."""
+    from node.bench.signatures import run_signature_bench
+
+    sizes = batch_sizes or tuple(size for size in (16, 64, 128, 256, 512) if size <= signatures)
+    try:
+        report = run_signature_bench(
+            signatures=signatures,
+            keys=keys,
+            message_bytes=message_bytes,
+            batch_sizes=sizes,
+            repeats=repeats,
+        )
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    document = report.to_json()
+    if as_json:
+        click.echo(json.dumps(document))
+        return
+    click.echo(
+        f"{signatures:,} signatures of {message_bytes} bytes by {report.keys:,} keys;"
+        f" rule {report.signature_rule}, batch {report.signature_batch}"
+    )
+    click.echo(f"  single (the rule)   {report.single_us:6.1f} us per signature")
+    click.echo(f"  libsodium           {report.libsodium_us:6.1f} us per signature")
+    for size, us in report.batch_us.items():
+        click.echo(f"  batch of {size:<10} {us:6.1f} us per signature")
+
+
 @bench.command("merkle", short_help="Costs of the Merkle state commitment.")
 @click.option("--accounts", default=100_000, show_default=True, type=click.IntRange(10, 10**7))
 @click.option("--writes", default=5_000, show_default=True, type=click.IntRange(1, 10**6))

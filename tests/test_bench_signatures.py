@@ -1,0 +1,46 @@
+"""``suanpan bench signatures``: it measures every kind of check it names, refuses sizes it
+cannot measure, and refuses to report a run whose signatures did not all verify."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from node.bench import signatures as bench
+from node.cli import main
+
+
+def test_the_report_names_every_check() -> None:
+    report = bench.run_signature_bench(signatures=24, keys=3, batch_sizes=(2, 8, 24), repeats=1)
+    figures = report.to_json()["cpu_us_per_signature"]
+    assert isinstance(figures, dict)
+    assert sorted(figures) == ["batch_2", "batch_24", "batch_8", "libsodium", "single"]
+    assert all(isinstance(value, float) and value > 0 for value in figures.values())
+    assert report.keys == 3
+
+
+def test_sizes_it_cannot_measure_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"batch sizes must be 1\.\.8"):
+        bench.run_signature_bench(signatures=8, batch_sizes=(16,), repeats=1)
+    with pytest.raises(ValueError, match="must be positive"):
+        bench.run_signature_bench(signatures=8, keys=0, batch_sizes=(), repeats=1)
+
+
+def test_a_run_whose_signatures_do_not_all_verify_is_not_reported() -> None:
+    with pytest.raises(RuntimeError, match="1 of 4 signatures did not verify"):
+        bench._per_signature_us(lambda: 3, 4, 1)
+
+
+def test_the_command_prints_json() -> None:
+    result = CliRunner().invoke(
+        main,
+        ["bench", "signatures", "--signatures", "16", "--batch", "8", "--repeats", "1", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert set(document["cpu_us_per_signature"]) == {"single", "libsodium", "batch_8"}
+    refused = CliRunner().invoke(main, ["bench", "signatures", "--signatures", "4", "--batch", "8"])
+    assert refused.exit_code == 2
+    assert "batch sizes must be 1..4" in refused.output
