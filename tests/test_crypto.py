@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import consensus.crypto as crypto
 from consensus.crypto import PrivateKey, signing_bytes, verify
 
 names = st.binary(min_size=1, max_size=40)
@@ -46,3 +50,65 @@ def test_tampered_payload_and_malformed_inputs_do_not_verify() -> None:
 def test_seed_length_is_checked() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
         PrivateKey(b"short")
+
+
+class _FakeRule:
+    """A stand-in for ``consensus._ed25519`` that gives fixed verdicts."""
+
+    def __init__(self, verdict: bool) -> None:
+        self.verdict = verdict
+
+    def verify(self, signature: bytes, message: bytes, public_key: bytes, /) -> bool:
+        return self.verdict
+
+    def verify_batch(
+        self, items: tuple[tuple[bytes, bytes, bytes], ...], randomness: bytes, /
+    ) -> bytes:
+        return bytes([self.verdict]) * len(items)
+
+    def verify_each(self, items: tuple[tuple[bytes, bytes, bytes], ...], /) -> bytes:
+        return bytes([self.verdict]) * len(items)
+
+
+def test_a_c_rule_that_disagrees_with_the_portable_one_is_not_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert not crypto._agrees_with_portable(_FakeRule(True))
+    assert not crypto._agrees_with_portable(_FakeRule(False))
+    monkeypatch.setattr(importlib, "import_module", lambda name: _FakeRule(True))
+    crypto._loaded.cache_clear()
+    try:
+        assert crypto.rule_status() == "portable (consensus._ed25519 failed its self-test)"
+        assert crypto.native_rule() is None
+        key = PrivateKey(bytes(range(32)))
+        # The portable rule decides: the fake would have accepted the forged signature.
+        assert not crypto.verify(key.public_key, b"t", "c", b"p", bytes(64))
+        assert crypto.verify(key.public_key, b"t", "c", b"p", key.sign(b"t", "c", b"p"))
+    finally:
+        crypto._loaded.cache_clear()
+
+
+def test_without_the_c_rule_signatures_are_checked_by_the_portable_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def missing(name: str) -> object:
+        raise ImportError(f"No module named {name!r}")
+
+    monkeypatch.setattr(importlib, "import_module", missing)
+    crypto._loaded.cache_clear()
+    try:
+        assert crypto.rule_status().startswith("portable (consensus._ed25519 is not available")
+        key = PrivateKey(bytes(range(32)))
+        signature = key.sign(b"t", "c", b"p")
+        assert crypto.verify(key.public_key, b"t", "c", b"p", signature)
+        assert not crypto.verify(key.public_key, b"t", "c", b"q", signature)
+    finally:
+        crypto._loaded.cache_clear()
+
+
+@pytest.mark.skipif(
+    os.environ.get("SUANPAN_PURE_PYTHON") == "1",
+    reason="SUANPAN_PURE_PYTHON=1 runs the portable rule",
+)
+def test_the_install_built_the_c_rule() -> None:
+    assert crypto.rule_status() == crypto.RULE_STATUS_NATIVE
