@@ -573,23 +573,14 @@ static void point_add(point *r, const point *p, const cached *q) {
     fe_mul(&r->Z, &f, &g);
 }
 
-/* r = p - q. */
+/* r = p - q: p + (-q), where -q = (-X, Y, Z, -T) swaps Y + X with Y - X and negates 2dT. */
 static void point_sub(point *r, const point *p, const cached *q) {
-    fe a, b, c, d, e, f, g, h, t;
-    fe_sub(&t, &p->Y, &p->X);
-    fe_mul(&a, &t, &q->YplusX);
-    fe_add(&t, &p->Y, &p->X);
-    fe_mul(&b, &t, &q->YminusX);
-    fe_mul(&c, &p->T, &q->T2d);
-    fe_mul(&d, &p->Z, &q->Z2);
-    fe_sub(&e, &b, &a);
-    fe_add(&f, &d, &c);
-    fe_sub(&g, &d, &c);
-    fe_add(&h, &b, &a);
-    fe_mul(&r->X, &e, &f);
-    fe_mul(&r->Y, &g, &h);
-    fe_mul(&r->T, &e, &h);
-    fe_mul(&r->Z, &f, &g);
+    cached negated;
+    negated.YplusX = q->YminusX;
+    negated.YminusX = q->YplusX;
+    negated.Z2 = q->Z2;
+    fe_neg(&negated.T2d, &q->T2d);
+    point_add(r, p, &negated);
 }
 
 /* r = 2p; T of the result only when with_t (a doubling followed by another needs none). */
@@ -1188,22 +1179,50 @@ static int read_item(PyObject *items, Py_ssize_t index, item_t *item) {
     return 0;
 }
 
-/* Checks the items with the lock released; randomness NULL checks each alone. Every pointer
- * is into a bytes object the argument tuple (immutable, held by the caller for the call)
- * holds, so each stays valid while the lock is released. */
-static PyObject *settle_items(PyObject *items, const unsigned char *randomness) {
+/* Allocates batch for the tuple items and reads every item into it; -1 with the exception set.
+ * Every pointer is into a bytes object the argument tuple (immutable, held by the caller for
+ * the call) holds, so each stays valid while the lock is released. */
+static int batch_read(batch_t *batch, PyObject *items) {
     Py_ssize_t count = PyTuple_GET_SIZE(items);
-    batch_t batch;
-    if (!batch_alloc(&batch, (size_t)count)) {
-        return PyErr_NoMemory();
+    if (!batch_alloc(batch, (size_t)count)) {
+        PyErr_NoMemory();
+        return -1;
     }
     for (Py_ssize_t index = 0; index < count; index++) {
-        if (read_item(items, index, &batch.items[index]) != 0) {
-            batch_free(&batch);
-            return NULL;
+        if (read_item(items, index, &batch->items[index]) != 0) {
+            batch_free(batch);
+            return -1;
         }
     }
-    PyObject *verdicts = PyBytes_FromStringAndSize(NULL, count);
+    return 0;
+}
+
+/* Parses (items, randomness) by format; -1 with the exception set, a ValueError naming the
+ * function when randomness is not 16 bytes per item. */
+static int parse_randomised(PyObject *args, const char *format, const char *name,
+                            PyObject **items, const unsigned char **randomness) {
+    const char *bytes;
+    Py_ssize_t length;
+    if (!PyArg_ParseTuple(args, format, &PyTuple_Type, items, &bytes, &length)) {
+        return -1;
+    }
+    Py_ssize_t count = PyTuple_GET_SIZE(*items);
+    if (length != RANDOM_BYTES_PER_ITEM * count) {
+        PyErr_Format(PyExc_ValueError, "%s: randomness is %zd bytes; %zd items need %zd (16 each)",
+                     name, length, count, RANDOM_BYTES_PER_ITEM * count);
+        return -1;
+    }
+    *randomness = (const unsigned char *)bytes;
+    return 0;
+}
+
+/* Checks the items with the lock released; randomness NULL checks each alone. */
+static PyObject *settle_items(PyObject *items, const unsigned char *randomness) {
+    batch_t batch;
+    if (batch_read(&batch, items) != 0) {
+        return NULL;
+    }
+    PyObject *verdicts = PyBytes_FromStringAndSize(NULL, PyTuple_GET_SIZE(items));
     if (verdicts == NULL) {
         batch_free(&batch);
         return NULL;
@@ -1218,52 +1237,28 @@ static PyObject *settle_items(PyObject *items, const unsigned char *randomness) 
 
 static PyObject *verify_batch(PyObject *module, PyObject *args) {
     PyObject *items;
-    const char *randomness;
-    Py_ssize_t randomness_bytes;
+    const unsigned char *randomness;
     (void)module;
-    if (!PyArg_ParseTuple(args, "O!y#:verify_batch", &PyTuple_Type, &items, &randomness,
-                          &randomness_bytes)) {
+    if (parse_randomised(args, "O!y#:verify_batch", "verify_batch", &items, &randomness) != 0) {
         return NULL;
     }
-    Py_ssize_t count = PyTuple_GET_SIZE(items);
-    if (randomness_bytes != RANDOM_BYTES_PER_ITEM * count) {
-        PyErr_Format(PyExc_ValueError,
-                     "verify_batch: randomness is %zd bytes; %zd items need %zd (16 each)",
-                     randomness_bytes, count, RANDOM_BYTES_PER_ITEM * count);
-        return NULL;
-    }
-    return settle_items(items, (const unsigned char *)randomness);
+    return settle_items(items, randomness);
 }
 
 /* Whether every item passes the checks before the equation and the batch equation holds for
  * them all (however few): what verify_batch relies on, for tests. */
 static PyObject *equation_holds(PyObject *module, PyObject *args) {
     PyObject *items;
-    const char *randomness;
-    Py_ssize_t randomness_bytes;
-    (void)module;
-    if (!PyArg_ParseTuple(args, "O!y#:equation_holds", &PyTuple_Type, &items, &randomness,
-                          &randomness_bytes)) {
-        return NULL;
-    }
-    Py_ssize_t count = PyTuple_GET_SIZE(items);
-    if (randomness_bytes != RANDOM_BYTES_PER_ITEM * count) {
-        PyErr_Format(PyExc_ValueError,
-                     "equation_holds: randomness is %zd bytes; %zd items need %zd (16 each)",
-                     randomness_bytes, count, RANDOM_BYTES_PER_ITEM * count);
-        return NULL;
-    }
+    const unsigned char *randomness;
     batch_t batch;
-    if (!batch_alloc(&batch, (size_t)count)) {
-        return PyErr_NoMemory();
+    (void)module;
+    if (parse_randomised(args, "O!y#:equation_holds", "equation_holds", &items, &randomness) !=
+            0 ||
+        batch_read(&batch, items) != 0) {
+        return NULL;
     }
-    for (Py_ssize_t index = 0; index < count; index++) {
-        if (read_item(items, index, &batch.items[index]) != 0) {
-            batch_free(&batch);
-            return NULL;
-        }
-    }
-    char *scratch = PyMem_Malloc((size_t)(count > 0 ? count : 1));
+    size_t count = batch.count;
+    char *scratch = PyMem_Malloc(count > 0 ? count : 1);
     if (scratch == NULL) {
         batch_free(&batch);
         return PyErr_NoMemory();
@@ -1272,8 +1267,7 @@ static PyObject *equation_holds(PyObject *module, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     size_t keys;
     size_t candidates = batch_prepare(&batch, scratch, &keys);
-    holds = candidates == (size_t)count &&
-            equation_batch(&batch, (const unsigned char *)randomness, keys);
+    holds = candidates == count && equation_batch(&batch, randomness, keys);
     Py_END_ALLOW_THREADS
     PyMem_Free(scratch);
     batch_free(&batch);
