@@ -31,6 +31,7 @@ from consensus.ed25519 import verify_portable
 __all__ = [
     "HASH_BYTES",
     "PUBLIC_KEY_BYTES",
+    "RULE_STATUS_NATIVE",
     "SEED_BYTES",
     "SIGNATURE_BYTES",
     "NativeRule",
@@ -41,6 +42,7 @@ __all__ = [
     "signature_check",
     "signing_bytes",
     "verify",
+    "verify_signed",
 ]
 
 HASH_BYTES: Final = 32
@@ -172,9 +174,14 @@ def verify(public_key: bytes, tag: bytes, chain_id: str, payload: bytes, signatu
     Never raises for malformed keys or signatures: those simply do not verify.
     """
     check = signature_check(public_key, tag, chain_id, payload, signature)
-    if check is None:
-        return False
+    return check is not None and verify_signed(*check)
+
+
+def verify_signed(signature: bytes, message: bytes, public_key: bytes) -> bool:
+    """Whether ``signature`` is ``public_key``'s over exactly ``message`` (signed bytes, as
+    ``signature_check`` gives them), by the ledger's rule: in C when it is loaded, else the
+    portable implementation."""
     native = _loaded().native
     if native is not None:
-        return native.verify(signature, check[1], public_key)
-    return verify_portable(signature, check[1], public_key)
+        return native.verify(signature, message, public_key)
+    return verify_portable(signature, message, public_key)

@@ -5,7 +5,7 @@ The run signs ``signatures`` messages of ``message_bytes`` random bytes, each wi
 time per signature (the thread's own, ``time.thread_time_ns``: the machine may be shared) as
 the median over ``repeats`` rounds of:
 
-* ``single``: the ledger's rule one signature per call (``consensus.crypto.verify``'s check:
+* ``single``: the ledger's rule one signature per call (``consensus.crypto.verify_signed``:
   ``consensus/_ed25519.c``, or ``consensus.ed25519.verify_portable`` where it is not built);
 * ``libsodium``: libsodium's ``crypto_sign_open`` through PyNaCl, one per call (the
   cofactorless check, for comparison: not the ledger's rule);
@@ -26,8 +26,7 @@ from dataclasses import dataclass
 import nacl.bindings
 import nacl.signing
 
-from consensus.crypto import native_rule, rule_status
-from consensus.ed25519 import verify_portable
+from consensus.crypto import rule_status, verify_signed
 from node.jsonvalue import JsonType
 from node.signatures import batch_status, native_batch
 
@@ -104,11 +103,9 @@ def run_signature_bench(
     if any(size < 1 or size > signatures for size in batch_sizes):
         raise ValueError(f"batch sizes must be 1..{signatures} (the signatures made)")
     checks = _signed(signatures, key_count, message_bytes)
-    rule = native_rule()
-    single: Callable[[bytes, bytes, bytes], bool] = verify_portable if rule is None else rule.verify
 
     def singles() -> int:
-        return sum(single(*check) for check in checks)
+        return sum(verify_signed(*check) for check in checks)
 
     def libsodium() -> int:
         verified = 0
@@ -125,7 +122,7 @@ def run_signature_bench(
 
         def batches(groups: list[tuple[Check, ...]] = groups) -> int:
             if batch is None:
-                return sum(single(*check) for group in groups for check in group)
+                return sum(verify_signed(*check) for group in groups for check in group)
             return sum(sum(batch(group)) for group in groups)
 
         batch_us[size] = _per_signature_us(batches, size * len(groups), repeats)
