@@ -1005,26 +1005,35 @@ static void batch_free(batch_t *batch) {
     memset(batch, 0, sizeof *batch);
 }
 
+/* An array of count elements of size bytes, not cleared: every element is written before it is
+ * read. NULL when it cannot be allocated. */
+static void *raw_array(size_t count, size_t size) {
+    if (size != 0 && count > SIZE_MAX / size) {
+        return NULL;
+    }
+    return PyMem_RawMalloc(count * size);
+}
+
 static int batch_alloc(batch_t *batch, size_t count) {
     size_t slots = count > 0 ? count : 1;
     size_t points = 1 + 2 * slots;
     size_t buckets = ((size_t)1 << BUCKET_WIDTH_MAX) - 1;
     memset(batch, 0, sizeof *batch);
     batch->count = count;
-    batch->items = PyMem_RawCalloc(slots, sizeof(item_t));
-    batch->prepared = PyMem_RawCalloc(slots, sizeof(prepared_t));
-    batch->order = PyMem_RawCalloc(slots, sizeof(key_order_t));
-    batch->keys = PyMem_RawCalloc(slots, sizeof(signer_key_t));
-    batch->key_sums = PyMem_RawCalloc(slots, sizeof(uint64_t[8]));
-    batch->key_used = PyMem_RawCalloc(slots, 1);
-    batch->points = PyMem_RawCalloc(points, sizeof(point));
-    batch->prepared_points = PyMem_RawCalloc(points, sizeof(cached));
-    batch->scalars = PyMem_RawCalloc(points, sizeof(scalar_t));
-    batch->buckets.buckets = PyMem_RawCalloc(buckets, sizeof(point));
-    batch->buckets.used = PyMem_RawCalloc(buckets, 1);
+    batch->items = raw_array(slots, sizeof(item_t));
+    batch->prepared = raw_array(slots, sizeof(prepared_t));
+    batch->order = raw_array(slots, sizeof(key_order_t));
+    batch->keys = raw_array(slots, sizeof(signer_key_t));
+    batch->key_sums = raw_array(slots, sizeof(uint64_t[8]));
+    batch->key_used = raw_array(slots, 1);
+    batch->points = raw_array(points, sizeof(point));
+    batch->prepared_points = raw_array(points, sizeof(cached));
+    batch->scalars = raw_array(points, sizeof(scalar_t));
+    batch->buckets.buckets = raw_array(buckets, sizeof(point));
+    batch->buckets.used = raw_array(buckets, 1);
     size_t interleaved = points < INTERLEAVED_POINTS_MAX ? points : INTERLEAVED_POINTS_MAX;
-    batch->tables = PyMem_RawCalloc(interleaved, sizeof(cached[NAF_TABLE]));
-    batch->digits = PyMem_RawCalloc(interleaved, sizeof(signed char[NAF_DIGITS]));
+    batch->tables = raw_array(interleaved, sizeof(cached[NAF_TABLE]));
+    batch->digits = raw_array(interleaved, sizeof(signed char[NAF_DIGITS]));
     if (!batch->tables || !batch->digits || !batch->items || !batch->prepared || !batch->order ||
         !batch->keys || !batch->key_sums || !batch->key_used || !batch->points ||
         !batch->prepared_points || !batch->scalars || !batch->buckets.buckets ||
