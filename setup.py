@@ -39,7 +39,8 @@ COMPILED = [
 ]
 
 
-# The signature batch (plain C) is built even when mypyc is missing or fails.
+# The signature rule and the Merkle tree update (plain C) are built even when mypyc is missing
+# or fails.
 _MODULES_PURE = "the execution hot paths stay pure Python"
 
 

@@ -27,10 +27,10 @@ chain tip), and starts, under one nursery:
   waits for a busy driver, stamped with the time the driver takes it;
 * **transaction intake**: API submissions and gossip batches are decoded on the loop, their
   signatures verified on worker threads (``trio.to_thread`` behind a ``CapacityLimiter`` of
-  ``[mempool] verify_workers``: PyNaCl releases the GIL, so both cores work), then admitted to
-  the mempool (the app host's ``check``) and gossiped. ``POST /txs`` and gossip arrive in
-  batches, and the gossip pump coalesces the batches already waiting, so one signature batch
-  and one thread hop serve many transactions;
+  ``[mempool] verify_workers``: the signature rule's C module releases the GIL, so both cores
+  work), then admitted to the mempool (the app host's ``check``) and gossiped. ``POST /txs``
+  and gossip arrive in batches, and the gossip pump coalesces the batches already waiting, so
+  one signature batch and one thread hop serve many transactions;
 * **proposals**: the primary reaps the mempool after ``[consensus] block_interval_ms`` and,
   once the replica has sent the proposal, executes it itself while the others validate it
   (``_pre_execute``), so its commit only writes; every node caches the execution of a block
@@ -991,7 +991,7 @@ class Node:
         validator set this node knows for the block's height (final up to ``executed + 2``,
         the latest scheduled set above). Checked here, on the loop's thread: a group's
         certificates hold a few dozen signatures at most, and a worker thread checking them
-        one PyNaCl call at a time must win the GIL back from the busy loop after each one,
+        one call at a time must win the GIL back from the busy loop after each one,
         which held each group of the lookahead back by 0.03-0.17 s
         (docs/performance.md, Catch-up)."""
         validators = [self.validators_at(block.height) for block, _ in entries]
@@ -2040,7 +2040,7 @@ class Node:
                 return
 
     async def _verify(self, transactions: list[Transaction]) -> list[bool]:
-        """Signature verdicts for ``transactions``: on a worker thread (PyNaCl releases the
+        """Signature verdicts for ``transactions``: on a worker thread (the check releases the
         GIL), except for at most ``[mempool] verify_inline_max`` at once, checked here: a
         thread hop costs about as much CPU as one verification. While the machine has had
         less than half a core to spare beside this loop (``node.machineidle``: several nodes on
