@@ -21,12 +21,15 @@
  * interleaved (the base point's width-7, from a table made when the module loads); a batch of
  * more than 160 points besides the base point is summed by the bucket method (Pippenger)
  * instead, cheaper there. Keys that occur more than once in a batch are decoded once, their
- * scalars added; scalars are reduced mod L by Barrett reduction; SHA-512 is written here.
+ * scalars added, and valid keys' decoded points are kept across calls (keyed by their exact
+ * bytes: "Decoded keys, kept across calls" below); scalars are reduced mod L by Barrett
+ * reduction; SHA-512 is written here.
  * Nothing here reads a clock, a file or the operating system's random source: the randomness
  * arrives as an argument. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <pythread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -939,6 +942,65 @@ static int prepare_key(signer_key_t *key, const unsigned char public_key[32]) {
     return 1;
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* Decoded keys, kept across calls.
+ *
+ * Decoding a key (a field square root and the small-order check) is about a third of what a
+ * batched signature costs, and a ledger's senders sign again and again, so the decoded -A of
+ * each valid key is kept in a table of KEY_CACHE_SLOTS entries, one entry per slot, a slot
+ * chosen from the key's bytes. An entry holds the key's exact 32 bytes and the point those
+ * bytes decode to: a pure function of the bytes, so a hit gives what decoding would, whatever
+ * message or signature comes with the key. Only keys that pass every check are kept (a key
+ * that fails is decoded, and refused, each time). A slot's new key replaces its old one, so
+ * keys chosen to share a slot cost what an uncached key costs. The table is read and written
+ * only under key_cache_lock (the interpreter lock is released around the arithmetic, and
+ * several threads may check signatures at once); decoding happens outside it. */
+
+#define KEY_CACHE_SLOTS 4096
+
+typedef struct {
+    unsigned char public_key[PUBLIC_KEY_BYTES];
+    point minus_a;
+    int filled;
+} key_cache_entry_t;
+
+static key_cache_entry_t key_cache[KEY_CACHE_SLOTS];
+static PyThread_type_lock key_cache_lock;
+static uint64_t key_cache_hits, key_cache_misses;
+
+static size_t key_cache_slot(const unsigned char public_key[32]) {
+    uint64_t bits;
+    memcpy(&bits, public_key, sizeof bits);
+    return (size_t)((bits * UINT64_C(0x9E3779B97F4A7C15)) >> 52) % KEY_CACHE_SLOTS;
+}
+
+/* prepare_key through the table: 1 with key->minus_a set when the key is valid. */
+static int prepare_key_cached(signer_key_t *key, const unsigned char public_key[32]) {
+    key_cache_entry_t *entry = &key_cache[key_cache_slot(public_key)];
+    int hit = 0;
+    PyThread_acquire_lock(key_cache_lock, WAIT_LOCK);
+    if (entry->filled && memcmp(entry->public_key, public_key, PUBLIC_KEY_BYTES) == 0) {
+        key->minus_a = entry->minus_a;
+        hit = 1;
+        key_cache_hits++;
+    } else {
+        key_cache_misses++;
+    }
+    PyThread_release_lock(key_cache_lock);
+    if (hit) {
+        return 1;
+    }
+    if (!prepare_key(key, public_key)) {
+        return 0;
+    }
+    PyThread_acquire_lock(key_cache_lock, WAIT_LOCK);
+    memcpy(entry->public_key, public_key, PUBLIC_KEY_BYTES);
+    entry->minus_a = key->minus_a;
+    entry->filled = 1;
+    PyThread_release_lock(key_cache_lock);
+    return 1;
+}
+
 /* The equation for one signature, z = 1: [8]([S]B - [k]A - R) = identity. */
 static int equation_single(const prepared_t *prepared, const signer_key_t *key) {
     point sum;
@@ -1119,7 +1181,8 @@ static size_t batch_prepare(batch_t *batch, char *verdicts, size_t *keys_out) {
     for (size_t j = 0; j < ordered; j++) {
         if (j == 0 || memcmp(batch->order[j].public_key, batch->order[j - 1].public_key,
                              PUBLIC_KEY_BYTES) != 0) {
-            batch->keys[keys].valid = prepare_key(&batch->keys[keys], batch->order[j].public_key);
+            batch->keys[keys].valid =
+                prepare_key_cached(&batch->keys[keys], batch->order[j].public_key);
             keys++;
         }
         batch->prepared[batch->order[j].item].key = keys - 1;
@@ -1304,7 +1367,7 @@ static PyObject *verify(PyObject *module, PyObject *args) {
         prepared_t prepared;
         signer_key_t key;
         Py_BEGIN_ALLOW_THREADS
-        if (prepare_signature(&prepared, &item) && prepare_key(&key, item.public_key)) {
+        if (prepare_signature(&prepared, &item) && prepare_key_cached(&key, item.public_key)) {
             challenge(prepared.k, &item);
             valid = equation_single(&prepared, &key);
         }
@@ -1316,7 +1379,41 @@ static PyObject *verify(PyObject *module, PyObject *args) {
     return PyBool_FromLong(valid);
 }
 
+/* The table of decoded keys: its size, how many slots hold a key, and the lookups that found
+ * their key and that did not since the module loaded or was last cleared. */
+static PyObject *key_cache_info(PyObject *module, PyObject *unused) {
+    (void)module;
+    (void)unused;
+    size_t filled = 0;
+    uint64_t hits, misses;
+    PyThread_acquire_lock(key_cache_lock, WAIT_LOCK);
+    for (size_t slot = 0; slot < KEY_CACHE_SLOTS; slot++) {
+        filled += (size_t)key_cache[slot].filled;
+    }
+    hits = key_cache_hits;
+    misses = key_cache_misses;
+    PyThread_release_lock(key_cache_lock);
+    return Py_BuildValue("{s:n,s:n,s:K,s:K}", "slots", (Py_ssize_t)KEY_CACHE_SLOTS, "filled",
+                         (Py_ssize_t)filled, "hits", (unsigned long long)hits, "misses",
+                         (unsigned long long)misses);
+}
+
+static PyObject *key_cache_clear(PyObject *module, PyObject *unused) {
+    (void)module;
+    (void)unused;
+    PyThread_acquire_lock(key_cache_lock, WAIT_LOCK);
+    memset(key_cache, 0, sizeof key_cache);
+    key_cache_hits = 0;
+    key_cache_misses = 0;
+    PyThread_release_lock(key_cache_lock);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"key_cache_info", key_cache_info, METH_NOARGS,
+     "key_cache_info() -> dict: the decoded-key table's slots, filled slots, hits and misses."},
+    {"key_cache_clear", key_cache_clear, METH_NOARGS,
+     "key_cache_clear() -> None: empties the decoded-key table and zeroes its counts."},
     {"verify", verify, METH_VARARGS,
      "verify(signature, message, public_key) -> bool: whether the signature is valid under "
      "the ledger's rule (consensus/ed25519.py)."},
@@ -1341,5 +1438,11 @@ PyMODINIT_FUNC PyInit__ed25519(void) {
     point base;
     base_point(&base);
     odd_multiples(base_table, &base, BASE_TABLE);
+    if (key_cache_lock == NULL) {
+        key_cache_lock = PyThread_allocate_lock();
+        if (key_cache_lock == NULL) {
+            return PyErr_NoMemory();
+        }
+    }
     return PyModule_Create(&module_definition);
 }

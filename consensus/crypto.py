@@ -37,6 +37,7 @@ __all__ = [
     "NativeRule",
     "PrivateKey",
     "hash_bytes",
+    "key_cache_info",
     "native_rule",
     "rule_status",
     "signature_check",
@@ -113,6 +114,10 @@ class NativeRule(Protocol):
 
     def verify_each(self, items: tuple[tuple[bytes, bytes, bytes], ...], /) -> bytes: ...
 
+    def key_cache_info(self) -> dict[str, int]: ...
+
+    def key_cache_clear(self) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class _Loaded:
@@ -165,6 +170,14 @@ def native_rule() -> NativeRule | None:
 def rule_status() -> str:
     """``"native"``, or ``"portable (why)"``: which implementation checks signatures."""
     return _loaded().status
+
+
+def key_cache_info() -> dict[str, int] | None:
+    """The C rule's table of decoded keys, kept across checks (``consensus/_ed25519.c``):
+    ``slots``, ``filled``, and the lookups that found their key (``hits``) and did not
+    (``misses``); None when the portable rule checks signatures (it keeps nothing)."""
+    native = _loaded().native
+    return None if native is None else native.key_cache_info()
 
 
 def verify(public_key: bytes, tag: bytes, chain_id: str, payload: bytes, signature: bytes) -> bool:

@@ -109,7 +109,7 @@ from apps.proofs import (
 from apps.state import Write
 from apps.transaction import Transaction, TransactionError
 from consensus.codec import Value
-from consensus.crypto import rule_status
+from consensus.crypto import key_cache_info, rule_status
 from consensus.evidence import Evidence, EvidenceError
 from consensus.messages import (
     BlockRequest,
@@ -2586,6 +2586,7 @@ class Node:
             "native_modules": dict(self._native),
             "signature_batch": self._signature_batch,
             "signature_rule": self._signature_rule,
+            "signature_keys_kept": _key_cache_json(),
             "merkle_tree": self._merkle_tree,
             "last_block_time_ms": self._tip_timestamp_ms,
             "last_block_age_ms": max(0, _now_ms() - self._tip_timestamp_ms),
@@ -2740,6 +2741,12 @@ def _trust_certified(block: Block, known: dict[bytes, Transaction], chain_id: st
         known[tx_hash] = transaction
         trusted += 1
     return trusted
+
+
+def _key_cache_json() -> JsonType:
+    """``consensus.crypto.key_cache_info`` for ``/status``: null on the portable rule."""
+    info = key_cache_info()
+    return None if info is None else dict[str, JsonType](info)
 
 
 def _verify_all(transactions: Sequence[Transaction]) -> tuple[list[bool], int]:

@@ -8,6 +8,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from consensus.crypto import native_rule
 from node.bench import signatures as bench
 from node.cli import main
 
@@ -18,7 +19,31 @@ def test_the_report_names_every_check() -> None:
     assert isinstance(figures, dict)
     assert sorted(figures) == ["batch_2", "batch_24", "batch_8", "libsodium", "single"]
     assert all(isinstance(value, float) and value > 0 for value in figures.values())
+    known = report.to_json()["cpu_us_per_signature_known_keys"]
+    assert isinstance(known, dict)
+    assert sorted(known) == ["batch_2", "batch_24", "batch_8", "single"]
+    assert all(isinstance(value, float) and value > 0 for value in known.values())
     assert report.keys == 3
+
+
+def test_new_keys_are_measured_with_the_table_emptied_and_known_keys_with_it_filled() -> None:
+    native = native_rule()
+    if native is None:
+        pytest.skip("the portable rule keeps no keys")
+    seen: list[int] = []
+
+    def run() -> int:
+        seen.append(native.key_cache_info()["filled"])
+        return sum(native.verify(*check) for check in checks)
+
+    checks = bench._signed(6, 3, 10)
+    bench._per_signature_us(run, 6, 2)
+    assert seen == [0, 0]
+    seen.clear()
+    native.key_cache_clear()
+    bench._per_signature_us(run, 6, 2, known_keys=True)
+    assert seen[0] == 0
+    assert min(seen[1:]) >= 1  # the warm-up round filled the table
 
 
 def test_sizes_it_cannot_measure_are_refused() -> None:

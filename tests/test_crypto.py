@@ -69,6 +69,12 @@ class _FakeRule:
     def verify_each(self, items: tuple[tuple[bytes, bytes, bytes], ...], /) -> bytes:
         return bytes([self.verdict]) * len(items)
 
+    def key_cache_info(self) -> dict[str, int]:
+        return {"slots": 0, "filled": 0, "hits": 0, "misses": 0}
+
+    def key_cache_clear(self) -> None:
+        pass
+
 
 def test_a_c_rule_that_disagrees_with_the_portable_one_is_not_used(
     monkeypatch: pytest.MonkeyPatch,
@@ -102,6 +108,7 @@ def test_without_the_c_rule_signatures_are_checked_by_the_portable_one(
         signature = key.sign(b"t", "c", b"p")
         assert crypto.verify(key.public_key, b"t", "c", b"p", signature)
         assert not crypto.verify(key.public_key, b"t", "c", b"q", signature)
+        assert crypto.key_cache_info() is None  # the portable rule keeps no keys
     finally:
         crypto._loaded.cache_clear()
 
@@ -112,3 +119,6 @@ def test_without_the_c_rule_signatures_are_checked_by_the_portable_one(
 )
 def test_the_install_built_the_c_rule() -> None:
     assert crypto.rule_status() == crypto.RULE_STATUS_NATIVE
+    info = crypto.key_cache_info()
+    assert info is not None
+    assert info["slots"] == 4096

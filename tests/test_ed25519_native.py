@@ -5,6 +5,7 @@ signatures, fails for a batch holding one that is not, depends on the random coe
 from __future__ import annotations
 
 import os
+import threading
 
 import nacl.signing
 import pytest
@@ -205,3 +206,109 @@ def test_bad_arguments_are_named() -> None:
         native.verify("not bytes", good[1], good[2])
     assert native.verify(good[0][:63], good[1], good[2]) is False
     assert native.verify(good[0], good[1], good[2] + b"\x00") is False
+
+
+# The decoded-key table (``key_cache_info``, ``key_cache_clear``): what it keeps and when.
+
+
+def _twin(key: bytes) -> bytes:
+    """The encoding of -A for the encoding of A: only the sign bit (bit 255) differs, so both
+    keys share a slot of the table (chosen from the first eight bytes), and both are valid."""
+    return key[:31] + bytes([key[31] ^ 0x80])
+
+
+def test_a_valid_key_is_decoded_once_and_then_found() -> None:
+    native.key_cache_clear()
+    signature, message, key = _honest(0, b"kept")
+    assert native.verify(signature, message, key) is True
+    assert native.key_cache_info() == {"slots": 4096, "filled": 1, "hits": 0, "misses": 1}
+    assert native.verify(signature, message, key) is True
+    assert native.verify(signature, message + b"!", key) is False
+    assert native.key_cache_info()["hits"] == 2
+    batch = (
+        (signature, message, key),
+        (signature, message, key),
+        _honest(0, b"another", signer=0),
+        _honest(1, b"a second key"),
+    )
+    assert native.verify_batch(batch, _randomness(4)) == b"\x01\x01\x01\x01"
+    info = native.key_cache_info()
+    # One lookup per distinct key of the batch: the first key found, the second new.
+    assert (info["filled"], info["hits"], info["misses"]) == (2, 3, 2)
+
+
+def test_keys_that_fail_their_checks_are_never_kept() -> None:
+    native.key_cache_clear()
+    signature, message, _ = _honest(0, b"small order")
+    refused = [reference.encode(point) for point in reference.TORSION]
+    refused += reference.noncanonical_encodings()[:4] + reference.off_curve_encodings(4)
+    for _ in range(2):
+        for key in refused:
+            assert native.verify(signature, message, key) is False
+        items = tuple((signature, message, key) for key in refused)
+        assert native.verify_batch(items, _randomness(len(items))) == bytes(len(items))
+    info = native.key_cache_info()
+    assert info["filled"] == 0
+    assert info["hits"] == 0
+
+
+def test_a_slot_holds_one_key_and_is_matched_on_all_its_bytes() -> None:
+    """A and -A (secrets a and -a) share a slot: whichever the slot holds, each key's own
+    signatures are accepted and the other's refused."""
+    native.key_cache_clear()
+    secret = 987654321
+    message = b"slot"
+    signature, key = reference.sign_crafted(message, secret, 4242)
+    twin_signature, twin = reference.sign_crafted(message, reference.ORDER - secret, 4343)
+    assert twin == _twin(key)
+    assert native.verify(signature, message, key) is True
+    # The slot holds key: twin's lookup must not take its point.
+    assert native.verify(twin_signature, message, twin) is True
+    assert native.verify(signature, message, twin) is False
+    assert native.key_cache_info()["filled"] == 1
+    assert native.verify(signature, message, key) is True
+    assert native.verify(twin_signature, message, key) is False
+    items = (
+        (signature, message, key),
+        (twin_signature, message, twin),
+        (signature, message, twin),
+        (twin_signature, message, key),
+    ) * 2
+    assert native.verify_batch(items, _randomness(8)) == b"\x01\x01\x00\x00" * 2
+    assert native.verify_each(items) == b"\x01\x01\x00\x00" * 2
+    assert native.key_cache_info()["filled"] == 1
+
+
+def test_threads_sharing_the_table_get_every_verdict_right() -> None:
+    """Threads check batches at once whose keys fight over the same slots (each key with its
+    twin): every verdict is the one the rule gives."""
+    native.key_cache_clear()
+    signed = _fresh(48)
+    items = list(signed) + [(s, m, _twin(k)) for s, m, k in signed]
+    expected = b"\x01" * len(signed) + b"\x00" * len(signed)
+    failures: list[str] = []
+
+    def work(seed: int) -> None:
+        for round_ in range(12):
+            order = sorted(range(len(items)), key=lambda i: (i * (seed + 7) + round_) % 97)
+            batch = tuple(items[i] for i in order)
+            want = bytes(expected[i] for i in order)
+            size = 1 + (seed + round_) % 40
+            for start in range(0, len(batch), size):
+                part = batch[start : start + size]
+                got = native.verify_batch(part, _randomness(len(part)))
+                if got != want[start : start + size]:
+                    failures.append(f"thread {seed} round {round_} at {start}")
+            failures.extend(
+                f"thread {seed} single {index}"
+                for index in order[:8]
+                if native.verify(*items[index]) != (expected[index] == 1)
+            )
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert native.key_cache_info()["hits"] > 0

@@ -10,6 +10,7 @@ import pytest
 import trio
 
 from apps.transaction import Transaction
+from consensus.crypto import key_cache_info
 from node import runtime
 from node.config import NodeConfig
 from node.home import load_home
@@ -91,6 +92,7 @@ async def test_verdicts_are_the_same_on_the_loop_and_on_a_thread(
             assert node.config.mempool.verify_inline_busy_max == busy_max
             node.machine_idle = _machine(tmp_path / "stat", busy)
             before = dict(node.signatures_checked)
+            kept_before = key_cache_info()
             helpers_before = node._helpers_cpu_ns()
             verify_before = node.phases.snapshot()["verify"]
             verdicts = await node._verify(batch)
@@ -119,6 +121,14 @@ async def test_verdicts_are_the_same_on_the_loop_and_on_a_thread(
                     "suanpan_signatures_checked_total", {"where": name}
                 )
                 assert exported == count
+            # The C rule looked the batch's keys up in its table of decoded keys.
+            kept = status["signature_keys_kept"]
+            if kept_before is None:
+                assert kept is None
+            else:
+                assert isinstance(kept, dict)
+                lookups = int(str(kept["hits"])) + int(str(kept["misses"]))
+                assert lookups > kept_before["hits"] + kept_before["misses"]
             # The machine is only asked when the batch is above one bound and within the other.
             asked = inline_max < len(batch) <= busy_max
             spare_cores = (0.02 if busy else 1.2) if asked else None

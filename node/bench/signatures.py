@@ -12,6 +12,12 @@ the median over ``repeats`` rounds of:
 * ``batch N``: ``node.signatures``' batch of N signatures (random coefficients drawn per
   call), for each N of ``batch_sizes``.
 
+The C rule keeps the keys it decoded (``consensus.crypto.key_cache_info``), so each figure of
+the rule is taken twice: with the table emptied before each round (``cpu_us_per_signature``:
+every key decoded, as for a sender seen for the first time) and with it left as the previous
+round filled it (``cpu_us_per_signature_known_keys``: a ledger's repeat senders; keys that share
+a slot of the table are decoded again).
+
 Every check must accept: a run whose signatures do not all verify raises instead of reporting.
 """
 
@@ -26,7 +32,7 @@ from dataclasses import dataclass
 import nacl.bindings
 import nacl.signing
 
-from consensus.crypto import rule_status, verify_signed
+from consensus.crypto import native_rule, rule_status, verify_signed
 from node.jsonvalue import JsonType
 from node.signatures import batch_status, native_batch
 
@@ -46,6 +52,8 @@ class SignatureReport:
     single_us: float
     libsodium_us: float
     batch_us: dict[int, float]
+    single_known_us: float
+    batch_known_us: dict[int, float]
     signature_rule: str
     signature_batch: str
 
@@ -59,6 +67,10 @@ class SignatureReport:
                 "single": round(self.single_us, 1),
                 "libsodium": round(self.libsodium_us, 1),
                 **{f"batch_{size}": round(us, 1) for size, us in self.batch_us.items()},
+            },
+            "cpu_us_per_signature_known_keys": {
+                "single": round(self.single_known_us, 1),
+                **{f"batch_{size}": round(us, 1) for size, us in self.batch_known_us.items()},
             },
             "signature_rule": self.signature_rule,
             "signature_batch": self.signature_batch,
@@ -75,11 +87,25 @@ def _signed(signatures: int, keys: int, message_bytes: int) -> list[Check]:
     return checks
 
 
-def _per_signature_us(run: Callable[[], int], count: int, repeats: int) -> float:
+def _forget_keys() -> None:
+    native = native_rule()
+    if native is not None:
+        native.key_cache_clear()
+
+
+def _per_signature_us(
+    run: Callable[[], int], count: int, repeats: int, *, known_keys: bool = False
+) -> float:
     """Median over ``repeats`` of the thread CPU µs per signature of ``run`` (which checks
-    ``count`` signatures and returns how many verified: all of them, or the run is wrong)."""
+    ``count`` signatures and returns how many verified: all of them, or the run is wrong),
+    with the table of decoded keys emptied before each round unless ``known_keys`` (after a
+    round that fills it)."""
+    if known_keys:
+        run()
     rounds = []
     for _ in range(repeats):
+        if not known_keys:
+            _forget_keys()
         started = time.thread_time_ns()
         verified = run()
         rounds.append((time.thread_time_ns() - started) / count / 1000)
@@ -115,6 +141,7 @@ def run_signature_bench(
         return verified
 
     batch_us: dict[int, float] = {}
+    batch_known_us: dict[int, float] = {}
     batch = native_batch()
     for size in batch_sizes:
         groups = [tuple(checks[start : start + size]) for start in range(0, signatures, size)]
@@ -126,6 +153,9 @@ def run_signature_bench(
             return sum(sum(batch(group)) for group in groups)
 
         batch_us[size] = _per_signature_us(batches, size * len(groups), repeats)
+        batch_known_us[size] = _per_signature_us(
+            batches, size * len(groups), repeats, known_keys=True
+        )
     return SignatureReport(
         signatures=signatures,
         keys=key_count,
@@ -134,6 +164,8 @@ def run_signature_bench(
         single_us=_per_signature_us(singles, signatures, repeats),
         libsodium_us=_per_signature_us(libsodium, signatures, repeats),
         batch_us=batch_us,
+        single_known_us=_per_signature_us(singles, signatures, repeats, known_keys=True),
+        batch_known_us=batch_known_us,
         signature_rule=rule_status(),
         signature_batch=batch_status(),
     )

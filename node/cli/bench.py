@@ -671,7 +671,8 @@ def signatures_command(
     as_json: bool,
 ) -> None:
     """CPU µs per signature checked by the ledger's rule one at a time, by libsodium's
-    crypto_sign_open (for comparison), and in batches of each size (medians of REPEATS)."""
+    crypto_sign_open (for comparison), and in batches of each size (medians of REPEATS): with
+    every key new to the rule's table of decoded keys, and with every key known."""
     from node.bench.signatures import run_signature_bench
 
     sizes = batch_sizes or tuple(size for size in (16, 64, 128, 256, 512) if size <= signatures)
@@ -693,10 +694,11 @@ def signatures_command(
         f"{signatures:,} signatures of {message_bytes} bytes by {report.keys:,} keys;"
         f" rule {report.signature_rule}, batch {report.signature_batch}"
     )
-    click.echo(f"  single (the rule)   {report.single_us:6.1f} us per signature")
-    click.echo(f"  libsodium           {report.libsodium_us:6.1f} us per signature")
+    click.echo("  us per signature     new keys  known keys")
+    click.echo(f"  single (the rule)   {report.single_us:9.1f} {report.single_known_us:11.1f}")
+    click.echo(f"  libsodium           {report.libsodium_us:9.1f}")
     for size, us in report.batch_us.items():
-        click.echo(f"  batch of {size:<10} {us:6.1f} us per signature")
+        click.echo(f"  batch of {size:<10} {us:9.1f} {report.batch_known_us[size]:11.1f}")
 
 
 @bench.command("merkle", short_help="Costs of the Merkle state commitment.")
