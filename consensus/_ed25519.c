@@ -945,7 +945,7 @@ static int prepare_key(signer_key_t *key, const unsigned char public_key[32]) {
 /* ---------------------------------------------------------------------------------------- */
 /* Decoded keys, kept across calls.
  *
- * Decoding a key (a field square root and the small-order check) is about a third of what a
+ * Decoding a key (a field square root and the small-order check) is about a fifth of what a
  * batched signature costs, and a ledger's senders sign again and again, so the decoded -A of
  * each valid key is kept in a table of KEY_CACHE_SLOTS entries, one entry per slot, a slot
  * chosen from the key's bytes. An entry holds the key's exact 32 bytes and the point those
