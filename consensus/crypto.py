@@ -37,6 +37,7 @@ __all__ = [
     "NativeRule",
     "PrivateKey",
     "hash_bytes",
+    "key_cache_clear",
     "key_cache_info",
     "native_rule",
     "rule_status",
@@ -178,6 +179,14 @@ def key_cache_info() -> dict[str, int] | None:
     (``misses``); None when the portable rule checks signatures (it keeps nothing)."""
     native = _loaded().native
     return None if native is None else native.key_cache_info()
+
+
+def key_cache_clear() -> None:
+    """Empty the C rule's table of decoded keys (for benchmarks); nothing on the portable
+    rule."""
+    native = _loaded().native
+    if native is not None:
+        native.key_cache_clear()
 
 
 def verify(public_key: bytes, tag: bytes, chain_id: str, payload: bytes, signature: bytes) -> bool:

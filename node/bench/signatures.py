@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import nacl.bindings
 import nacl.signing
 
-from consensus.crypto import native_rule, rule_status, verify_signed
+from consensus.crypto import key_cache_clear, rule_status, verify_signed
 from node.jsonvalue import JsonType
 from node.signatures import batch_status, native_batch
 
@@ -87,12 +87,6 @@ def _signed(signatures: int, keys: int, message_bytes: int) -> list[Check]:
     return checks
 
 
-def _forget_keys() -> None:
-    native = native_rule()
-    if native is not None:
-        native.key_cache_clear()
-
-
 def _per_signature_us(
     run: Callable[[], int], count: int, repeats: int, *, known_keys: bool = False
 ) -> float:
@@ -105,7 +99,7 @@ def _per_signature_us(
     rounds = []
     for _ in range(repeats):
         if not known_keys:
-            _forget_keys()
+            key_cache_clear()
         started = time.thread_time_ns()
         verified = run()
         rounds.append((time.thread_time_ns() - started) / count / 1000)
