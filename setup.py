@@ -6,8 +6,8 @@ node runs them as C extensions. Without a C compiler, when mypyc cannot compile 
 (one warning says why): same results, slower. The same build compiles ``consensus/_ed25519.c``
 (the ledger's signature rule, one signature at a time or in randomised batches, without the
 interpreter lock: ``consensus.crypto``, ``node.signatures``) and
-``apps/_merkletree.c`` (the Merkle tree's update: ``apps.nativetree``), or leaves them out with
-the rest.
+``apps/_merkletree.c`` (the Merkle tree's update: ``apps.nativetree``) and ``consensus/_codec.c``
+(the canonical encoder: ``consensus.codec``), or leaves them out with the rest.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ COMPILED = [
 ]
 
 
-# The signature rule and the Merkle tree update (plain C) are built even when mypyc is missing
-# or fails.
+# The signature rule, the Merkle tree update and the encoder (plain C) are built even when mypyc
+# is missing or fails.
 _MODULES_PURE = "the execution hot paths stay pure Python"
 
 
@@ -67,11 +67,12 @@ def _native_extensions() -> list[Extension]:
         _warn("SUANPAN_PURE_PYTHON=1")
         return []
     # The signature rule, single and batched, without the interpreter lock: plain C.
-    # The Merkle tree's update (apps/nativetree.py): plain C as well.
+    # The Merkle tree's update (apps/nativetree.py) and the codec's encoder: plain C as well.
     return [
         *_compiled_modules(),
         Extension("consensus._ed25519", ["consensus/_ed25519.c"]),
         Extension("apps._merkletree", ["apps/_merkletree.c"]),
+        Extension("consensus._codec", ["consensus/_codec.c"]),
     ]
 
 

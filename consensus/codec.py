@@ -20,6 +20,13 @@ integer in a wider format than needed, trailing bytes) are rejected: decoding ch
 re-encoding the value reproduces the input exactly. Amounts are integers in minor units;
 time is integer milliseconds.
 
+Encoding runs in C where the install built ``consensus/_codec.c``: it writes the same bytes
+for the exact built-in types values are made of and hands anything else (subclasses, values
+past a limit, anything to refuse) back to the Python encoder here, so every error is this
+module's. It is used only after it wrote this module's bytes for a fixed set of values
+(``_SELF_TEST``); ``encoder_status`` says which runs. Decoding checks its input by encoding the
+decoded value again, through the same encoder.
+
 Every decode is bounded by ``Limits`` (total size, nesting depth, string/bytes/array/map
 lengths). The total size is checked before msgpack sees a byte, and msgpack's own length
 limits are set from the same ``Limits`` so it never allocates beyond them. Decoding any byte
@@ -29,8 +36,9 @@ nothing else, ever (a property test feeds it arbitrary bytes).
 
 from __future__ import annotations
 
+import importlib
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
@@ -46,6 +54,7 @@ __all__ = [
     "Value",
     "decode",
     "encode",
+    "encoder_status",
     "utf8_size",
 ]
 
@@ -177,6 +186,19 @@ def encode(value: Value, limits: Limits = DEFAULT_LIMITS) -> bytes:
         and limits.total_bytes_max >= 9
     ):
         return _pack_int(value)
+    native = _NATIVE_PACK
+    if native is not None:
+        packed = native(
+            value,
+            limits.total_bytes_max,
+            limits.depth_max,
+            limits.str_bytes_max,
+            limits.bytes_max,
+            limits.array_len_max,
+            limits.map_len_max,
+        )
+        if packed is not None:
+            return packed
     normalised = _normalise_fast(value, limits, 0)
     data = _pack(normalised)
     if len(data) > limits.total_bytes_max:
@@ -283,8 +305,23 @@ def _decode_general(data: bytes, limits: Limits) -> Value:
     except Exception as error:  # msgpack raises a zoo of types; every one means "malformed".
         raise CodecError("malformed", f"{type(error).__name__}: {error}") from None
     _check_decoded_fast(value, limits, 0)
+    # The checks passed: every map is in canonical order already, so the encoder in C (which
+    # sorts maps) writes what msgpack would, or hands the value back.
+    native = _NATIVE_PACK
+    reencoded: bytes | None = None
+    if native is not None:
+        reencoded = native(
+            value,
+            limits.total_bytes_max,
+            limits.depth_max,
+            limits.str_bytes_max,
+            limits.bytes_max,
+            limits.array_len_max,
+            limits.map_len_max,
+        )
     try:
-        reencoded = _pack(value)
+        if reencoded is None:
+            reencoded = _pack(value)
     except Exception as error:  # pragma: no cover - a checked value always packs
         raise CodecError("malformed", f"cannot re-encode: {error}") from None
     if reencoded != data:
@@ -590,3 +627,98 @@ def _check_decoded(value: object, limits: Limits, depth: int) -> None:
             _check_decoded(item, limits, depth + 1)
         return
     raise CodecError("type", f"unexpected decoded type {type(value).__name__}")
+
+
+# The encoder in C (``consensus/_codec.c``): (value, total_bytes_max, depth_max, str_bytes_max,
+# bytes_max, array_len_max, map_len_max) -> the canonical bytes, or None for "encode it here".
+NativePack = Callable[[object, int, int, int, int, int, int], "bytes | None"]
+
+# What the encoder in C must write exactly as this module does (or hand back, for the values
+# this module refuses) before it is used: every integer format at its bounds, strings and
+# bytes at each header's bounds (ASCII and not), containers at theirs, maps with keys of both
+# kinds out of order and nested, and values past each limit.
+_TIGHT: Final = Limits(
+    total_bytes_max=64, depth_max=2, str_bytes_max=8, bytes_max=8, array_len_max=4, map_len_max=3
+)
+
+
+def _self_test_values() -> list[tuple[object, Limits]]:
+    numbers: list[object] = [0, 1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32]
+    numbers += [2**63 - 1, 2**63, INT_MAX, -1, -32, -33, -128, -129, -32768, -32769]
+    numbers += [-(2**31), -(2**31) - 1, INT_MIN, INT_MAX + 1, INT_MIN - 1, True, False, None]
+    texts: list[object] = ["", "a" * 31, "a" * 32, "a" * 255, "a" * 256, "é" * 40000, "€"]
+    texts += [b"", b"\x00" * 255, b"\x01" * 256, b"\xff" * 65536, chr(0xD800), 1.5]
+    shapes: list[object] = [
+        [],
+        (),
+        list(range(15)),
+        tuple(range(16)),
+        list(range(65536)),
+        {},
+        {"b": 1, "a": [1, {"y": b"", b"x": None}], b"a": "z", "aa": -5},
+        {str(index): index for index in range(17)},
+        {index.to_bytes(2, "big"): index for index in range(300)},
+        [[[[[]]]]],
+        {"k": {"k": {"k": {}}}},
+        {1: 2},
+        bytearray(b"x"),
+    ]
+    values: list[tuple[object, Limits]] = [
+        (value, DEFAULT_LIMITS) for value in [*numbers, *texts, *shapes]
+    ]
+    tight: list[object] = ["a" * 8, "a" * 9, "é" * 4, "é" * 5, b"x" * 8, b"x" * 9, [1] * 4]
+    tight += [[1] * 5, {"a": 1, "b": 2, "c": 3}, {"a": 1, "b": 2, "c": 3, "d": 4}, [[]], [[[]]]]
+    tight += [[[1]], {"a": {}}, {"a": {"b": 1}}, ["x" * 8] * 4, [b"y" * 8] * 4, [[b"y" * 8]]]
+    tight += [{"a" * 8: 1}, {"a" * 9: 1}, {b"b" * 8: 1}, {b"b" * 9: 1}, {"é" * 5: 1}]
+    tight += [[[[1]]], {"a": {"b": {"c": 1}}}, [["x" * 8] * 4, ["x" * 8] * 3], [["x" * 8] * 4] * 2]
+    values += [(value, _TIGHT) for value in tight]
+    return values
+
+
+def _python_encoding(value: object, limits: Limits) -> bytes | None:
+    """This module's bytes for ``value`` (None: it refuses the value)."""
+    try:
+        data = _pack(_normalise_fast(value, limits, 0))
+    except (CodecError, UnicodeError):
+        return None
+    return data if len(data) <= limits.total_bytes_max else None
+
+
+def _native_agrees(pack: NativePack) -> bool:
+    for value, limits in _self_test_values():
+        expected = _python_encoding(value, limits)
+        packed = pack(
+            value,
+            limits.total_bytes_max,
+            limits.depth_max,
+            limits.str_bytes_max,
+            limits.bytes_max,
+            limits.array_len_max,
+            limits.map_len_max,
+        )
+        if packed is None:
+            continue  # handed back: the Python encoder decides, as for any value
+        if packed != expected:
+            return False
+    return True
+
+
+def _load_native_pack() -> tuple[NativePack | None, str]:
+    try:
+        module = importlib.import_module("consensus._codec")
+    except ImportError as error:
+        # Not built, or refused by the node's import guard (``SUANPAN_PURE_PYTHON=1``).
+        return None, f"python (consensus._codec is not available: {error})"
+    pack: NativePack = module.pack
+    if not _native_agrees(pack):
+        return None, "python (consensus._codec failed its self-test)"
+    return pack, "native"
+
+
+_NATIVE_PACK, _ENCODER_STATUS = _load_native_pack()
+
+
+def encoder_status() -> str:
+    """``"native"`` when values are encoded in C (``consensus/_codec.c``), else ``"python"``
+    with the reason."""
+    return _ENCODER_STATUS

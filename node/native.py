@@ -46,6 +46,7 @@ __all__ = [
     "COMPILED_MODULES",
     "C_MODULES",
     "PURE_PYTHON_ENV",
+    "codec_encoder_status",
     "guard_imports",
     "merkle_tree_status",
     "native_status",
@@ -76,9 +77,9 @@ COMPILED_MODULES: Final = (
 )
 
 # Hand-written C modules that are imported only when available, their callers keeping a Python
-# path of their own (``apps.nativetree``, ``consensus.crypto``): with ``PURE_PYTHON_ENV`` set,
-# importing one fails.
-C_MODULES: Final = ("apps._merkletree", "consensus._ed25519")
+# path of their own (``apps.nativetree``, ``consensus.codec``, ``consensus.crypto``): with
+# ``PURE_PYTHON_ENV`` set, importing one fails.
+C_MODULES: Final = ("apps._merkletree", "consensus._codec", "consensus._ed25519")
 
 # Set to "1" to run (or install) the pure-Python source of every compiled module.
 PURE_PYTHON_ENV: Final = "SUANPAN_PURE_PYTHON"
@@ -194,4 +195,16 @@ def merkle_tree_status() -> str:
     status = tree_status()
     if status != "native":
         log.warning("merkle_tree_native_unavailable", extra={"status": status})
+    return status
+
+
+def codec_encoder_status() -> str:
+    """``consensus.codec.encoder_status()``; when values are not encoded in C, one log event
+    (``codec_encoder_native_unavailable``) says why, as for the Merkle tree's update."""
+    # Imported here: this module installs the import guard before any compiled module loads.
+    from consensus.codec import encoder_status
+
+    status = encoder_status()
+    if status != "native":
+        log.warning("codec_encoder_native_unavailable", extra={"status": status})
     return status

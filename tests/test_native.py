@@ -95,6 +95,11 @@ def test_compiled_and_pure_python_execution_give_identical_results() -> None:
     # The Merkle tree's update in C (a plain C module) is left out too.
     assert compiled["merkle_tree"] == "native"
     assert pure["merkle_tree"] == f"python ({PURE_PYTHON_ENV}=1)"
+    # And the encoder in C (the fingerprints below cover every encoded record and receipt).
+    assert compiled["codec_encoder"] == "native"
+    assert pure["codec_encoder"] == (
+        f"python (consensus._codec is not available: {PURE_PYTHON_ENV}=1)"
+    )
     fingerprints = [
         [mix["fingerprint"] for mix in run["mixes"]]  # type: ignore[attr-defined]
         for run in (compiled, pure)

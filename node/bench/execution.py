@@ -74,7 +74,7 @@ from apps.payments import PaymentsApp
 from apps.scf import ScfApp
 from apps.state import MemoryBackend, WriteSet
 from apps.transaction import Transaction, sign_transaction
-from consensus.codec import Value
+from consensus.codec import Value, encoder_status
 from consensus.crypto import PrivateKey, hash_bytes
 from consensus.types import Block, CommitCertificate, Phase, Validator, ValidatorSet, Vote
 from node.bench.workload import (
@@ -790,7 +790,10 @@ def main(
         if not as_json:
             _print(result)
     if not as_json and profile is None:
-        click.echo(f"native modules: {native_status()}; Merkle tree update: {tree_status()}")
+        click.echo(
+            f"native modules: {native_status()}; Merkle tree update: {tree_status()};"
+            f" encoder: {encoder_status()}"
+        )
     if profile is None and as_json:
         click.echo(
             json.dumps(
@@ -798,6 +801,7 @@ def main(
                     "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
                     "native_modules": native_status(),
                     "merkle_tree": tree_status(),
+                    "codec_encoder": encoder_status(),
                     "mixes": [result.as_json() for result in results],
                 },
                 indent=2,

@@ -1,0 +1,332 @@
+/* The canonical encoding of a value (consensus/codec.py states it), written in C for the values
+ * real messages and records are made of.
+ *
+ * ``pack(value, total_bytes_max, depth_max, str_bytes_max, bytes_max, array_len_max,
+ * map_len_max)`` returns the bytes ``consensus.codec.encode`` returns for ``value`` under those
+ * limits, or None when it does not handle the value: anything but the exact built-in types
+ * (None, bool, int, str, bytes, list, tuple, dict), a value outside a limit, a string that is
+ * not valid Unicode, a map key that is neither str nor bytes, nesting deeper than
+ * ``NEST_MAX``. The caller then encodes the value in Python, which raises the error the value
+ * deserves (or encodes what only Python takes, such as a subclass): this module never raises
+ * for a value, so a value's error is always the Python encoder's, in its order.
+ *
+ * The bytes are msgpack's (as ``msgpack.packb(value, use_bin_type=True)`` writes them) with
+ * every map's entries in canonical order: sorted by their keys' packed bytes, compared
+ * bytewise. Integers take the shortest form (positive fixint, then uint 8/16/32/64 for values
+ * above zero; negative fixint, then int 8/16/32/64 below), strings fixstr/str 8/16/32, bytes
+ * bin 8/16/32, arrays fixarray/array 16/32, maps fixmap/map 16/32. ``consensus.codec`` checks
+ * this module against its own encoder on a fixed set of values before it uses it.
+ *
+ * Pure: no state, no clock, no I/O; the interpreter lock is held throughout. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Deeper values go to the Python encoder (it handles any depth within its limits). */
+#define NEST_MAX 64
+/* Maps of up to this many entries are sorted in place with an insertion sort. */
+#define SMALL_MAP 16
+/* Values are encoded into a buffer of this size on the stack, moved to the heap beyond it. */
+#define STACK_BYTES 2048
+
+typedef struct {
+    unsigned char *data;
+    size_t length;
+    size_t capacity;
+    size_t limit; /* total_bytes_max: past it the value is not handled */
+    int owned;    /* data was allocated here (it starts on the caller's stack) */
+} buffer;
+
+typedef struct {
+    long long total_bytes_max;
+    long long depth_max;
+    long long str_bytes_max;
+    long long bytes_max;
+    long long array_len_max;
+    long long map_len_max;
+} limits;
+
+/* 1: written; 0: not handled here (past a limit, a type this module leaves to Python, or out
+ * of memory). */
+static int reserve(buffer *out, size_t extra) {
+    size_t needed = out->length + extra;
+    if (needed > out->limit) return 0;
+    if (needed <= out->capacity) return 1;
+    size_t capacity = out->capacity * 2;
+    while (capacity < needed) capacity *= 2;
+    unsigned char *grown = out->owned ? realloc(out->data, capacity) : malloc(capacity);
+    if (grown == NULL) return 0;
+    if (!out->owned) memcpy(grown, out->data, out->length);
+    out->data = grown;
+    out->capacity = capacity;
+    out->owned = 1;
+    return 1;
+}
+
+static int put_header(buffer *out, unsigned char type, uint64_t length, int size) {
+    if (!reserve(out, (size_t)size + 1)) return 0;
+    unsigned char *at = out->data + out->length;
+    at[0] = type;
+    for (int i = 0; i < size; i++) at[1 + i] = (unsigned char)(length >> (8 * (size - 1 - i)));
+    out->length += (size_t)size + 1;
+    return 1;
+}
+
+static int put_bytes(buffer *out, const char *data, size_t length) {
+    if (!reserve(out, length)) return 0;
+    memcpy(out->data + out->length, data, length);
+    out->length += length;
+    return 1;
+}
+
+/* The header of a str (kind 0) or bytes (kind 1) of `length` bytes, into `header`; returns its
+ * size. */
+static int raw_header(unsigned char header[5], int kind, size_t length) {
+    if (kind == 0 && length < 32) {
+        header[0] = (unsigned char)(0xa0 | length);
+        return 1;
+    }
+    int size;
+    if (length < 256) {
+        header[0] = kind == 0 ? 0xd9 : 0xc4;
+        size = 1;
+    } else if (length < 65536) {
+        header[0] = kind == 0 ? 0xda : 0xc5;
+        size = 2;
+    } else {
+        header[0] = kind == 0 ? 0xdb : 0xc6;
+        size = 4;
+    }
+    for (int i = 0; i < size; i++) header[1 + i] = (unsigned char)(length >> (8 * (size - 1 - i)));
+    return 1 + size;
+}
+
+static int container_header(buffer *out, int is_map, size_t count) {
+    if (count < 16) return put_header(out, (unsigned char)((is_map ? 0x80 : 0x90) | count), 0, 0);
+    if (count < 65536) return put_header(out, is_map ? 0xde : 0xdc, count, 2);
+    return put_header(out, is_map ? 0xdf : 0xdd, count, 4);
+}
+
+static int pack_int(buffer *out, PyObject *value) {
+    int overflow = 0;
+    long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (number == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (overflow > 0) {
+        unsigned long long big = PyLong_AsUnsignedLongLong(value);
+        if (big == (unsigned long long)-1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return 0; /* above 2**64 - 1: INT_MAX */
+        }
+        return put_header(out, 0xcf, big, 8);
+    }
+    if (overflow < 0) return 0; /* below -2**63: INT_MIN */
+    if (number >= 0) {
+        uint64_t n = (uint64_t)number;
+        if (n < 128) return put_header(out, (unsigned char)n, 0, 0);
+        if (n < 256) return put_header(out, 0xcc, n, 1);
+        if (n < 65536) return put_header(out, 0xcd, n, 2);
+        if (n < 4294967296ULL) return put_header(out, 0xce, n, 4);
+        return put_header(out, 0xcf, n, 8);
+    }
+    if (number >= -32) return put_header(out, (unsigned char)(number & 0xff), 0, 0);
+    uint64_t bits = (uint64_t)number;
+    if (number >= -128) return put_header(out, 0xd0, bits & 0xff, 1);
+    if (number >= -32768) return put_header(out, 0xd1, bits & 0xffff, 2);
+    if (number >= -2147483648LL) return put_header(out, 0xd2, bits & 0xffffffffULL, 4);
+    return put_header(out, 0xd3, bits, 8);
+}
+
+/* A str's UTF-8 bytes, or NULL (not valid Unicode: left to Python). */
+static const char *utf8_of(PyObject *text, Py_ssize_t *length) {
+    const char *data = PyUnicode_AsUTF8AndSize(text, length);
+    if (data == NULL) PyErr_Clear();
+    return data;
+}
+
+/* A map key: its type (0 str, 1 bytes), data, and packed header, for the sort. */
+typedef struct {
+    PyObject *value;
+    const char *data;
+    size_t length;
+    unsigned char header[5];
+    int header_size;
+} entry;
+
+/* Compares the packed bytes (header then data) of two keys, bytewise, as Python compares
+ * bytes. */
+static int compare_packed(const entry *a, const entry *b) {
+    if (a->header_size == b->header_size) {
+        /* The commonest case (keys of one kind and size class): headers, then data. */
+        int order = memcmp(a->header, b->header, (size_t)a->header_size);
+        if (order) return order;
+        size_t common = a->length < b->length ? a->length : b->length;
+        order = memcmp(a->data, b->data, common);
+        if (order) return order;
+        return a->length < b->length ? -1 : a->length > b->length ? 1 : 0;
+    }
+    size_t a_size = (size_t)a->header_size + a->length;
+    size_t b_size = (size_t)b->header_size + b->length;
+    size_t common = a_size < b_size ? a_size : b_size;
+    for (size_t i = 0; i < common; i++) {
+        unsigned char x = i < (size_t)a->header_size ? a->header[i]
+                                                     : (unsigned char)a->data[i - a->header_size];
+        unsigned char y = i < (size_t)b->header_size ? b->header[i]
+                                                     : (unsigned char)b->data[i - b->header_size];
+        if (x != y) return x < y ? -1 : 1;
+    }
+    return a_size < b_size ? -1 : a_size > b_size ? 1 : 0;
+}
+
+static int compare_entries(const void *a, const void *b) {
+    return compare_packed((const entry *)a, (const entry *)b);
+}
+
+static int pack_value(buffer *out, PyObject *value, long long depth, const limits *bounds);
+
+static int pack_map(buffer *out, PyObject *map, long long depth, const limits *bounds) {
+    Py_ssize_t count = PyDict_GET_SIZE(map);
+    /* A key sits at its value's depth: the value's check covers both. */
+    if (count > bounds->map_len_max) return 0;
+    entry small[SMALL_MAP];
+    entry *entries = small;
+    if (count > SMALL_MAP) {
+        entries = malloc(sizeof(entry) * (size_t)count);
+        if (entries == NULL) return 0;
+    }
+    int handled = 0;
+    Py_ssize_t position = 0, index = 0;
+    PyObject *key, *item;
+    while (PyDict_Next(map, &position, &key, &item)) {
+        entry *e = &entries[index++];
+        e->value = item;
+        Py_ssize_t length;
+        if (PyUnicode_CheckExact(key)) {
+            e->data = utf8_of(key, &length);
+            if (e->data == NULL || length > bounds->str_bytes_max) goto done;
+            e->header_size = raw_header(e->header, 0, (size_t)length);
+        } else if (PyBytes_CheckExact(key)) {
+            e->data = PyBytes_AS_STRING(key);
+            length = PyBytes_GET_SIZE(key);
+            if (length > bounds->bytes_max) goto done;
+            e->header_size = raw_header(e->header, 1, (size_t)length);
+        } else {
+            goto done;
+        }
+        e->length = (size_t)length;
+    }
+    if (index != count) goto done; /* changed while read */
+    if (count <= SMALL_MAP) {
+        for (Py_ssize_t i = 1; i < count; i++) {
+            entry moving = entries[i];
+            Py_ssize_t j = i;
+            while (j > 0 && compare_packed(&entries[j - 1], &moving) > 0) {
+                entries[j] = entries[j - 1];
+                j--;
+            }
+            entries[j] = moving;
+        }
+    } else {
+        qsort(entries, (size_t)count, sizeof(entry), compare_entries);
+    }
+    if (!container_header(out, 1, (size_t)count)) goto done;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        entry *e = &entries[i];
+        if (!put_bytes(out, (const char *)e->header, (size_t)e->header_size) ||
+            !put_bytes(out, e->data, e->length) || !pack_value(out, e->value, depth + 1, bounds))
+            goto done;
+    }
+    handled = 1;
+done:
+    if (entries != small) free(entries);
+    return handled;
+}
+
+static int pack_value(buffer *out, PyObject *value, long long depth, const limits *bounds) {
+    if (depth > bounds->depth_max || depth > NEST_MAX) return 0;
+    PyTypeObject *type = Py_TYPE(value);
+    if (type == &PyLong_Type) return pack_int(out, value);
+    if (type == &PyUnicode_Type) {
+        Py_ssize_t length;
+        const char *data = utf8_of(value, &length);
+        if (data == NULL || length > bounds->str_bytes_max) return 0;
+        unsigned char header[5];
+        int size = raw_header(header, 0, (size_t)length);
+        return put_bytes(out, (const char *)header, (size_t)size) &&
+               put_bytes(out, data, (size_t)length);
+    }
+    if (type == &PyBytes_Type) {
+        Py_ssize_t length = PyBytes_GET_SIZE(value);
+        if (length > bounds->bytes_max) return 0;
+        unsigned char header[5];
+        int size = raw_header(header, 1, (size_t)length);
+        return put_bytes(out, (const char *)header, (size_t)size) &&
+               put_bytes(out, PyBytes_AS_STRING(value), (size_t)length);
+    }
+    if (value == Py_None) return put_header(out, 0xc0, 0, 0);
+    if (value == Py_False) return put_header(out, 0xc2, 0, 0);
+    if (value == Py_True) return put_header(out, 0xc3, 0, 0);
+    if (type == &PyDict_Type) return pack_map(out, value, depth, bounds);
+    if (type == &PyList_Type || type == &PyTuple_Type) {
+        Py_ssize_t count = PySequence_Fast_GET_SIZE(value);
+        if (count > bounds->array_len_max) return 0;
+        if (!container_header(out, 0, (size_t)count)) return 0;
+        for (Py_ssize_t i = 0; i < count; i++) {
+            /* A list's length is read again: packing an item cannot change it (no Python runs
+             * here), but the check costs nothing. */
+            if (i >= PySequence_Fast_GET_SIZE(value)) return 0;
+            if (!pack_value(out, PySequence_Fast_GET_ITEM(value, i), depth + 1, bounds)) return 0;
+        }
+        return 1;
+    }
+    return 0; /* anything else: the Python encoder's */
+}
+
+static PyObject *codec_pack(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "pack takes a value and six limits");
+        return NULL;
+    }
+    limits bounds;
+    long long *fields[6] = {&bounds.total_bytes_max, &bounds.depth_max,     &bounds.str_bytes_max,
+                            &bounds.bytes_max,       &bounds.array_len_max, &bounds.map_len_max};
+    for (int i = 0; i < 6; i++) {
+        *fields[i] = PyLong_AsLongLong(args[1 + i]);
+        if (*fields[i] == -1 && PyErr_Occurred()) return NULL;
+        if (*fields[i] < 1) {
+            PyErr_SetString(PyExc_ValueError, "limits must be positive");
+            return NULL;
+        }
+    }
+    unsigned char start[STACK_BYTES];
+    buffer out = {start, 0, sizeof start, (size_t)bounds.total_bytes_max, 0};
+    PyObject *result;
+    if (pack_value(&out, args[0], 0, &bounds)) {
+        result = PyBytes_FromStringAndSize((const char *)out.data, (Py_ssize_t)out.length);
+    } else {
+        result = Py_NewRef(Py_None);
+    }
+    if (out.owned) free(out.data);
+    return result;
+}
+
+static PyMethodDef codec_methods[] = {
+    {"pack", (PyCFunction)(void (*)(void))codec_pack, METH_FASTCALL,
+     "pack(value, total_bytes_max, depth_max, str_bytes_max, bytes_max, array_len_max, "
+     "map_len_max) -> bytes | None\n\nThe canonical bytes of value, or None when the Python "
+     "encoder is to encode it."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef codec_module = {
+    PyModuleDef_HEAD_INIT, "_codec", "The canonical encoding of plain values, in C.", -1,
+    codec_methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__codec(void) { return PyModule_Create(&codec_module); }
