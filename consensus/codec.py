@@ -24,8 +24,8 @@ Encoding runs in C where the install built ``consensus/_codec.c``: it writes the
 for the exact built-in types values are made of and hands anything else (subclasses, values
 past a limit, anything to refuse) back to the Python encoder here, so every error is this
 module's. It is used only after it wrote this module's bytes for a fixed set of values
-(``_SELF_TEST``); ``encoder_status`` says which runs. Decoding checks its input by encoding the
-decoded value again, through the same encoder.
+(``_self_test_values``); ``encoder_status`` says which runs. Decoding checks its input by
+encoding the decoded value again, through the same encoder.
 
 Every decode is bounded by ``Limits`` (total size, nesting depth, string/bytes/array/map
 lengths). The total size is checked before msgpack sees a byte, and msgpack's own length
@@ -188,15 +188,7 @@ def encode(value: Value, limits: Limits = DEFAULT_LIMITS) -> bytes:
         return _pack_int(value)
     native = _NATIVE_PACK
     if native is not None:
-        packed = native(
-            value,
-            limits.total_bytes_max,
-            limits.depth_max,
-            limits.str_bytes_max,
-            limits.bytes_max,
-            limits.array_len_max,
-            limits.map_len_max,
-        )
+        packed = _packed_natively(native, value, limits)
         if packed is not None:
             return packed
     normalised = _normalise_fast(value, limits, 0)
@@ -310,15 +302,7 @@ def _decode_general(data: bytes, limits: Limits) -> Value:
     native = _NATIVE_PACK
     reencoded: bytes | None = None
     if native is not None:
-        reencoded = native(
-            value,
-            limits.total_bytes_max,
-            limits.depth_max,
-            limits.str_bytes_max,
-            limits.bytes_max,
-            limits.array_len_max,
-            limits.map_len_max,
-        )
+        reencoded = _packed_natively(native, value, limits)
     try:
         if reencoded is None:
             reencoded = _pack(value)
@@ -642,6 +626,19 @@ _TIGHT: Final = Limits(
 )
 
 
+def _packed_natively(pack: NativePack, value: object, limits: Limits) -> bytes | None:
+    """``pack``'s bytes for ``value`` under ``limits`` (None: handed back)."""
+    return pack(
+        value,
+        limits.total_bytes_max,
+        limits.depth_max,
+        limits.str_bytes_max,
+        limits.bytes_max,
+        limits.array_len_max,
+        limits.map_len_max,
+    )
+
+
 def _self_test_values() -> list[tuple[object, Limits]]:
     numbers: list[object] = [0, 1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32]
     numbers += [2**63 - 1, 2**63, INT_MAX, -1, -32, -33, -128, -129, -32768, -32769]
@@ -687,15 +684,7 @@ def _python_encoding(value: object, limits: Limits) -> bytes | None:
 def _native_agrees(pack: NativePack) -> bool:
     for value, limits in _self_test_values():
         expected = _python_encoding(value, limits)
-        packed = pack(
-            value,
-            limits.total_bytes_max,
-            limits.depth_max,
-            limits.str_bytes_max,
-            limits.bytes_max,
-            limits.array_len_max,
-            limits.map_len_max,
-        )
+        packed = _packed_natively(pack, value, limits)
         if packed is None:
             continue  # handed back: the Python encoder decides, as for any value
         if packed != expected:

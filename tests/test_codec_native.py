@@ -28,16 +28,7 @@ native = pytest.importorskip("consensus._codec")
 
 
 def pack(value: object, limit: Limits) -> bytes | None:
-    result: bytes | None = native.pack(
-        value,
-        limit.total_bytes_max,
-        limit.depth_max,
-        limit.str_bytes_max,
-        limit.bytes_max,
-        limit.array_len_max,
-        limit.map_len_max,
-    )
-    return result
+    return codec._packed_natively(native.pack, value, limit)
 
 
 # Values of the exact built-in types only, within ``plain_limits``: the C encoder handles all.
