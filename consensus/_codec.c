@@ -159,28 +159,16 @@ typedef struct {
 } entry;
 
 /* Compares the packed bytes (header then data) of two keys, bytewise, as Python compares
- * bytes. */
+ * bytes. A header's first byte is its format, and each format has one header size, so keys
+ * whose first bytes are equal have headers of one size. */
 static int compare_packed(const entry *a, const entry *b) {
-    if (a->header_size == b->header_size) {
-        /* The commonest case (keys of one kind and size class): headers, then data. */
-        int order = memcmp(a->header, b->header, (size_t)a->header_size);
-        if (order) return order;
-        size_t common = a->length < b->length ? a->length : b->length;
-        order = memcmp(a->data, b->data, common);
-        if (order) return order;
-        return a->length < b->length ? -1 : a->length > b->length ? 1 : 0;
-    }
-    size_t a_size = (size_t)a->header_size + a->length;
-    size_t b_size = (size_t)b->header_size + b->length;
-    size_t common = a_size < b_size ? a_size : b_size;
-    for (size_t i = 0; i < common; i++) {
-        unsigned char x = i < (size_t)a->header_size ? a->header[i]
-                                                     : (unsigned char)a->data[i - a->header_size];
-        unsigned char y = i < (size_t)b->header_size ? b->header[i]
-                                                     : (unsigned char)b->data[i - b->header_size];
-        if (x != y) return x < y ? -1 : 1;
-    }
-    return a_size < b_size ? -1 : a_size > b_size ? 1 : 0;
+    if (a->header[0] != b->header[0]) return a->header[0] < b->header[0] ? -1 : 1;
+    int order = memcmp(a->header + 1, b->header + 1, (size_t)a->header_size - 1);
+    if (order) return order;
+    size_t common = a->length < b->length ? a->length : b->length;
+    order = memcmp(a->data, b->data, common);
+    if (order) return order;
+    return a->length < b->length ? -1 : a->length > b->length ? 1 : 0;
 }
 
 static int compare_entries(const void *a, const void *b) {
@@ -220,7 +208,6 @@ static int pack_map(buffer *out, PyObject *map, long long depth, const limits *b
         }
         e->length = (size_t)length;
     }
-    if (index != count) goto done; /* changed while read */
     if (count <= SMALL_MAP) {
         for (Py_ssize_t i = 1; i < count; i++) {
             entry moving = entries[i];
@@ -277,9 +264,6 @@ static int pack_value(buffer *out, PyObject *value, long long depth, const limit
         if (count > bounds->array_len_max) return 0;
         if (!container_header(out, 0, (size_t)count)) return 0;
         for (Py_ssize_t i = 0; i < count; i++) {
-            /* A list's length is read again: packing an item cannot change it (no Python runs
-             * here), but the check costs nothing. */
-            if (i >= PySequence_Fast_GET_SIZE(value)) return 0;
             if (!pack_value(out, PySequence_Fast_GET_ITEM(value, i), depth + 1, bounds)) return 0;
         }
         return 1;

@@ -186,11 +186,9 @@ def encode(value: Value, limits: Limits = DEFAULT_LIMITS) -> bytes:
         and limits.total_bytes_max >= 9
     ):
         return _pack_int(value)
-    native = _NATIVE_PACK
-    if native is not None:
-        packed = _packed_natively(native, value, limits)
-        if packed is not None:
-            return packed
+    packed = _native_encoding(value, limits)
+    if packed is not None:
+        return packed
     normalised = _normalise_fast(value, limits, 0)
     data = _pack(normalised)
     if len(data) > limits.total_bytes_max:
@@ -299,10 +297,7 @@ def _decode_general(data: bytes, limits: Limits) -> Value:
     _check_decoded_fast(value, limits, 0)
     # The checks passed: every map is in canonical order already, so the encoder in C (which
     # sorts maps) writes what msgpack would, or hands the value back.
-    native = _NATIVE_PACK
-    reencoded: bytes | None = None
-    if native is not None:
-        reencoded = _packed_natively(native, value, limits)
+    reencoded = _native_encoding(value, limits)
     try:
         if reencoded is None:
             reencoded = _pack(value)
@@ -624,6 +619,13 @@ NativePack = Callable[[object, int, int, int, int, int, int], "bytes | None"]
 _TIGHT: Final = Limits(
     total_bytes_max=64, depth_max=2, str_bytes_max=8, bytes_max=8, array_len_max=4, map_len_max=3
 )
+
+
+def _native_encoding(value: object, limits: Limits) -> bytes | None:
+    """The encoder in C's bytes for ``value``; None when it hands the value back or does not
+    run."""
+    native = _NATIVE_PACK
+    return None if native is None else _packed_natively(native, value, limits)
 
 
 def _packed_natively(pack: NativePack, value: object, limits: Limits) -> bytes | None:

@@ -192,10 +192,7 @@ def merkle_tree_status() -> str:
     # Imported here: this module installs the import guard before any compiled module loads.
     from apps.merkle import tree_status
 
-    status = tree_status()
-    if status != "native":
-        log.warning("merkle_tree_native_unavailable", extra={"status": status})
-    return status
+    return _logged_unless_native(tree_status(), "merkle_tree_native_unavailable")
 
 
 def codec_encoder_status() -> str:
@@ -204,7 +201,11 @@ def codec_encoder_status() -> str:
     # Imported here: this module installs the import guard before any compiled module loads.
     from consensus.codec import encoder_status
 
-    status = encoder_status()
+    return _logged_unless_native(encoder_status(), "codec_encoder_native_unavailable")
+
+
+def _logged_unless_native(status: str, event: str) -> str:
+    """``status``, logged as ``event`` unless it is ``"native"``."""
     if status != "native":
-        log.warning("codec_encoder_native_unavailable", extra={"status": status})
+        log.warning(event, extra={"status": status})
     return status
