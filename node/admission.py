@@ -10,38 +10,57 @@ while the transactions *waiting* in the pool (the pool less the block being deci
 transactions stay in the pool until it commits) are fewer than ``budget`` worth of what this
 node has recently seen committed:
 
-    limit = clamp(rate_committed * budget_ms / 1000, transactions_min, transactions_max)
+    limit = clamp(capacity * budget_ms / 1000, transactions_min, transactions_max)
 
-where ``rate_committed`` is the transactions committed over the last ``WINDOW_S`` seconds per
-second since the commit that preceded the first of them (at least ``SPAN_MIN_S``, at most
-``WINDOW_S``). Under steady load that is the whole window; after an idle spell the idle seconds
-do not dilute it, so the limit follows a chain that goes from idle to its capacity within a
-second or two rather than only once a whole window of commits has passed. (The floor of
-``SPAN_MIN_S`` keeps a few blocks committed in quick succession, as in catch-up, from standing
-for a second of capacity.) Over the limit a submission is refused *before* any work is spent on
-it (no decode, no signature check) with code ``full``, ``retry`` true and a ``retry_after_ms``:
-the time the chain needs, at its recent rate, to move on as many pending transactions as were
-refused (so that they fit), at least ``RETRY_AFTER_MS_MIN`` and at most the budget. A batch
-that missed the limit by a few (a slow round near capacity) comes back at once rather than
-after the whole queue has committed; under overload, where every batch misses by about its own
-size, clients come back within about a budget, when the next proposal has made room. The API
-turns that into HTTP 429 with ``Retry-After``.
+where ``capacity`` is the larger of two rates over the last ``WINDOW_S`` seconds:
+
+- the *committed rate*: the transactions committed per second since the commit that preceded
+  the first of them (at least ``SPAN_MIN_S``, at most ``WINDOW_S``). Under steady load that is
+  the whole window; after an idle spell the idle seconds do not dilute it. (The floor of
+  ``SPAN_MIN_S`` keeps a few blocks committed in quick succession, as in catch-up, from
+  standing for a second of capacity.)
+- the *pace*: the transactions of the blocks this node saw proposed, per second of the time
+  each took from its proposal reaching the node to its commit. Blocks a node did not see
+  proposed (block sync) count in the committed rate only.
+
+Below capacity the committed rate is only what the clients offer, and a block commits well
+within the block interval: a limit of ``budget`` of that rate leaves room for little more than
+one interval's arrivals, so a burst, or a load that grows, is pushed back although the chain
+has time to spare, and the limit grows by only ``budget / interval`` each time the window's
+rate catches up (several seconds from an idle chain to a load it carries easily). The pace
+counts what the chain moves in the time it spends on a block, so the limit leaves room in
+proportion to the time to spare, and follows a growing load from the first block that carries
+it. At capacity the rounds follow one another (the next proposal goes out as soon as the block
+before it commits), a block's time from proposal to commit is nearly its whole round, and the
+pace comes down to about the committed rate; the intake, admission and gossip work the node
+does meanwhile stretches that time too, so the pace does not mistake the block's own work for
+the node's whole capacity. (A block's fixed costs, its messages and writes, only make the pace
+of small blocks lower than the chain's.)
+
+Over the limit a submission is refused *before* any work is spent on it (no decode, no
+signature check) with code ``full``, ``retry`` true and a ``retry_after_ms``: the time the
+chain needs, at its recent rate, to move on as many pending transactions as were refused (so
+that they fit), at least ``RETRY_AFTER_MS_MIN`` and at most the budget. A batch that missed the
+limit by a few (a slow round near capacity) comes back at once rather than after the whole
+queue has committed; under overload, where every batch misses by about its own size, clients
+come back within about a budget, when the next proposal has made room. The API turns that into
+HTTP 429 with ``Retry-After``.
 
 Why it is stable: what waits is at most ``budget`` of commits, so every block is too, and a
 pending transaction waits at most about ``budget`` plus one block. (Counting the block being
 decided as waiting would cap blocks at half the budget and push clients back while the chain
-still keeps up.) If blocks of that size take longer than ``budget`` to commit, the measured
-rate falls and the limit with it; if they take less, the rate and the limit grow: the limit
-follows capacity, never the offered load. Under sustained overload it settles where a block
-takes about ``budget`` to commit, and an admitted transaction waits for the rest of the block
-being decided, the queue ahead of it (about ``budget``) and its own block: about 2.5 budgets on
-average, 3 at worst. That holds while clients come back in time to fill the pool again (see
-``room_retry_after_ms``): with the pool kept full, blocks under overload grow to what the
-budget allows, and rounds with them. The default 250 ms kept the p99 of admitted transactions
-at 1.1-1.5 s at 2x and 4x the sustainable load of a 2-core machine (3,000 and 6,000 tx/s
-offered), where 300 ms reached 1.8 s and 350 ms went over 2 s in four runs of six, at the
-price of blocks (and so throughput under overload) smaller than a longer budget allows. The
-floor ``transactions_min`` keeps an idle chain (rate 0) admitting.
+still keeps up.) If blocks of that size take longer than ``budget`` to commit, the committed
+rate and the pace fall and the limit with them; if they take less, the pace and the limit grow:
+the limit follows capacity, never the offered load. Under sustained overload it settles where a
+block takes about ``budget`` to commit, and an admitted transaction waits for the rest of the
+block being decided, the queue ahead of it (about ``budget``) and its own block: about 2.5
+budgets on average, 3 at worst. That holds while clients come back in time to fill the pool
+again (see ``room_retry_after_ms``): with the pool kept full, blocks under overload grow to
+what the budget allows, and rounds with them. The default 250 ms kept the p99 of admitted
+transactions at 1.1-1.5 s at 2x and 4x the sustainable load of a 2-core machine (3,000 and
+6,000 tx/s offered), where 300 ms reached 1.8 s and 350 ms went over 2 s in four runs of six,
+at the price of blocks (and so throughput under overload) smaller than a longer budget allows.
+The floor ``transactions_min`` keeps an idle chain (rate 0) admitting.
 
 Two things keep the pool near the limit when several nodes take client load at once. Each
 node admits against its own pool, which holds the others' admissions only once gossip
@@ -100,18 +119,21 @@ class AdmissionControl:
         self.limits = limits
         self._jitter = jitter or random.Random()
         # Blocks with transactions: (commit time, transactions, the time of the commit before
-        # it, empty or not).
-        self._commits: deque[tuple[float, int, float]] = deque()
+        # it, empty or not; the seconds from its proposal reaching this node to its commit, 0.0
+        # when the node did not see it proposed).
+        self._commits: deque[tuple[float, int, float, float]] = deque()
         self._committed_in_window = 0
         self._last_commit_s: float | None = None
 
-    def observe_commit(self, now_s: float, transactions: int) -> None:
+    def observe_commit(self, now_s: float, transactions: int, busy_s: float | None = None) -> None:
         """A block with ``transactions`` (possibly none) committed at monotonic time
-        ``now_s``."""
+        ``now_s``, ``busy_s`` seconds after its proposal reached this node (None when the node
+        did not see it proposed)."""
         previous = now_s - WINDOW_S if self._last_commit_s is None else self._last_commit_s
         self._last_commit_s = now_s
         if transactions:
-            self._commits.append((now_s, transactions, previous))
+            busy = busy_s if busy_s is not None and busy_s > 0 else 0.0
+            self._commits.append((now_s, transactions, previous, busy))
             self._committed_in_window += transactions
         self._expire(now_s)
 
@@ -131,10 +153,22 @@ class AdmissionControl:
         span = min(max(now_s - commits[0][2], SPAN_MIN_S), WINDOW_S)
         return self._committed_in_window / span
 
+    def pace(self, now_s: float) -> float:
+        """Transactions per second of the time the window's blocks took from their proposal
+        reaching this node to their commit (only blocks it saw proposed count); 0.0 when
+        there are none."""
+        self._expire(now_s)
+        paced = busy = 0.0
+        for _, transactions, _, busy_s in self._commits:
+            if busy_s:
+                paced += transactions
+                busy += busy_s
+        return paced / busy if busy else 0.0
+
     def limit(self, now_s: float) -> int:
         """The most transactions the pool may hold when a client submission arrives."""
         limits = self.limits
-        budgeted = int(self.rate(now_s) * limits.budget_ms / 1000)
+        budgeted = int(max(self.rate(now_s), self.pace(now_s)) * limits.budget_ms / 1000)
         return max(limits.transactions_min, min(budgeted, limits.transactions_max))
 
     def proposal_limit(self, now_s: float) -> int:

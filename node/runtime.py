@@ -292,6 +292,9 @@ _VALIDATED_CACHE_MAX: Final = 8
 # which would otherwise be read, decoded and their transactions hashed again for each ask. At
 # most ``proposal_transactions_max`` transactions each (a few MiB in all at the default).
 _RECENT_BLOCKS_MAX: Final = 8
+# Heights whose proposal's arrival is kept for admission's pace (``_proposal_seen_at``): the
+# block being decided and the few executed but not yet written.
+_PROPOSALS_SEEN_MAX: Final = 16
 # Validator sets of recent heights kept decoded: a few views' worth of heights around the tip.
 _VALIDATOR_SETS_CACHED: Final = 64
 # The window of ``[p2p] block_serve_bytes_per_peer_per_s``: one second, as the name says.
@@ -546,6 +549,9 @@ class Node:
         # first saw it (trio clock). Proposals are paced from it, and admission does not
         # count its transactions as waiting.
         self._deciding = _Deciding(0, 0, -math.inf)
+        # When this node first saw each height's proposal, until that height commits (trio
+        # clock): admission's pace counts a block's time from then to its commit.
+        self._proposal_seen_at: dict[int, float] = {}
         # Gossiped transactions being verified and admitted (they wait, like the pool's).
         self._gossip_admitting = 0
         self.blocks_executed = 0
@@ -1266,6 +1272,9 @@ class Node:
         """A proposal for ``height`` reached this node (its own, or to validate)."""
         if height != self._deciding.height:
             self._deciding = _Deciding(height, transactions, trio.current_time())
+            seen = self._proposal_seen_at
+            if height > self.written_height and len(seen) < _PROPOSALS_SEEN_MAX:
+                seen.setdefault(height, self._deciding.seen_at_s)
         else:
             self._deciding = _Deciding(height, transactions, self._deciding.seen_at_s)
 
@@ -1869,7 +1878,12 @@ class Node:
             if admitted is not None:
                 self.metrics.commit_latency.observe(now - admitted)
         self.metrics.record_commit(now, block.height, len(block.transactions))
-        self.admission.observe_commit(now, len(block.transactions))
+        seen = self._proposal_seen_at
+        seen_at = seen.pop(block.height, None)
+        for height in [height for height in seen if height < block.height]:
+            del seen[height]  # proposals of heights this node took from block sync
+        busy = None if seen_at is None else trio.current_time() - seen_at
+        self.admission.observe_commit(now, len(block.transactions), busy)
         self.metrics.last_block_time.set(block.header.timestamp_ms / 1000)
         self._new_block.set()
         self._new_block = trio.Event()
@@ -2551,7 +2565,8 @@ class Node:
         """The node status document."""
         replica = self.replica.status()
         statistics = self.network.statistics()
-        self.metrics.update_rate(time.monotonic())
+        now_s = time.monotonic()
+        self.metrics.update_rate(now_s)
         validators = self.replica.validators
         tree_blocks, tree_records = self.store.tree_held()
         spare_cores = self.machine_idle.spare_cores
@@ -2583,7 +2598,9 @@ class Node:
             "validators_hash": validators.hash().hex(),
             "mempool_transactions": len(self.mempool),
             "mempool_bytes": self.mempool.size_bytes,
-            "admission_limit": self.admission.limit(time.monotonic()),
+            "admission_limit": self.admission.limit(now_s),
+            "admission_rate": round(self.admission.rate(now_s), 1),
+            "admission_pace": round(self.admission.pace(now_s), 1),
             "version": SOFTWARE_VERSION,
             "native_modules": dict(self._native),
             "signature_batch": self._signature_batch,

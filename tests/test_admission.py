@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -170,3 +171,105 @@ def test_a_client_refused_over_the_limit_waits_at_most_about_a_budget(
     # The same refusal told to wait for the time to move all of it on can be far longer.
     if refused * 1000 / rate > 4 * limits.budget_ms:
         assert control.retry_after_ms(0.0, refused) > high
+
+
+def test_a_chain_with_time_to_spare_admits_by_its_pace() -> None:
+    """Blocks of 500 every 250 ms that each commit 125 ms after their proposal: 2,000 tx/s
+    committed, but the chain moves 4,000 tx/s while it works, so the limit is the budget's
+    worth of that, not of what the clients happened to offer."""
+    control = AdmissionControl(AdmissionLimits(budget_ms=250, transactions_min=100))
+    now = 0.0
+    for _ in range(20):
+        now += 0.25
+        control.observe_commit(now, 500, 0.125)
+    assert control.rate(now) == pytest.approx(2000.0, rel=0.1)
+    assert control.pace(now) == pytest.approx(4000.0)
+    assert control.limit(now) == 1000
+    assert control.proposal_limit(now) == PROPOSAL_LIMITS * 1000
+
+
+def test_at_capacity_the_pace_is_the_committed_rate() -> None:
+    """Rounds back to back: each block's time from proposal to commit is its whole round, and
+    the limit is about what the committed rate alone gives (which counts the window's blocks
+    over the window, so one block more or less than the pace)."""
+    control = AdmissionControl(AdmissionLimits(budget_ms=250, transactions_min=100))
+    now = 0.0
+    for _ in range(20):
+        now += 0.4
+        control.observe_commit(now, 1200, 0.4)
+    assert control.pace(now) == pytest.approx(3000.0)
+    assert control.rate(now) == pytest.approx(3000.0, rel=0.1)
+    by_rate = int(control.rate(now) * 0.25)
+    assert by_rate <= control.limit(now) <= by_rate * 1.1
+
+
+def test_blocks_not_seen_proposed_count_in_the_committed_rate_only() -> None:
+    """Synced blocks (no time from a proposal) and times that are not positive leave the pace
+    to the blocks the node saw proposed; with none, it is 0 and the limit is the rate's."""
+    control = AdmissionControl(AdmissionLimits(budget_ms=250, transactions_min=100))
+    for index in range(1, 11):
+        control.observe_commit(index * 0.3, 600, None if index % 2 else 0.0)
+    assert control.pace(3.0) == 0.0
+    assert control.limit(3.0) == int(control.rate(3.0) * 0.25)
+    control.observe_commit(3.3, 300, 0.05)
+    control.observe_commit(3.6, 500, -1.0)  # a clock that went backwards: not counted
+    assert control.pace(3.6) == pytest.approx(300 / 0.05)
+    assert control.limit(3.6) == 1500
+
+
+def test_the_pace_follows_a_surge_from_its_first_block() -> None:
+    """An idle chain whose first busy block carried the floor's 250 in 100 ms: the committed
+    rate (250 over the minimum span of 1 s) would allow 62 waiting, under the floor, so a
+    client offering 2,000 tx/s would be pushed back for seconds while the limit grew by a
+    quarter a second; the pace allows 625 at once. Once the block leaves the window, the
+    floor again."""
+    limits = AdmissionLimits(budget_ms=250, transactions_min=250)
+    control = AdmissionControl(limits)
+    for second in range(1, 6):
+        control.observe_commit(float(second), 0, 0.01)
+    control.observe_commit(5.2, 250, 0.1)
+    assert int(control.rate(5.2) * limits.budget_ms / 1000) < limits.transactions_min
+    assert control.limit(5.2) == 625
+    assert control.limit(5.2 + WINDOW_S + 0.1) == limits.transactions_min
+
+
+@given(
+    commits=st.lists(
+        st.tuples(
+            st.floats(0.0, 2.0),
+            st.integers(0, 5000),
+            st.one_of(st.none(), st.floats(-1.0, 3.0)),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    later=st.floats(0.0, 5.0),
+)
+def test_the_pace_is_the_windows_seen_blocks_over_their_time(
+    commits: list[tuple[float, int, float | None]], later: float
+) -> None:
+    """Whatever the commits: the pace is the window's blocks with a positive time from
+    proposal to commit, their transactions over the sum of those times; the limit is the
+    budget's worth of the larger of the pace and the committed rate, within the bounds."""
+    limits = AdmissionLimits()
+    control = AdmissionControl(limits)
+    now = 0.0
+    history: list[tuple[float, int, float | None]] = []
+    for gap, transactions, busy in commits:
+        now += gap
+        control.observe_commit(now, transactions, busy)
+        history.append((now, transactions, busy))
+    now += later
+    seen = [
+        (count, busy)
+        for at, count, busy in history
+        if at >= now - WINDOW_S and count and busy is not None and busy > 0
+    ]
+    busy_total = sum(busy for _, busy in seen)
+    expected = sum(count for count, _ in seen) / busy_total if busy_total else 0.0
+    pace = control.pace(now)
+    assert pace == pytest.approx(expected)
+    budgeted = int(max(control.rate(now), pace) * limits.budget_ms / 1000)
+    assert control.limit(now) == max(
+        limits.transactions_min, min(budgeted, limits.transactions_max)
+    )

@@ -308,3 +308,35 @@ async def test_an_overloaded_node_refuses_early_and_keeps_its_pool_bounded(
             assert document["accepted"] == 5
             nursery.cancel_scope.cancel()
     client.close()
+
+
+async def test_a_node_paces_admission_by_the_time_its_blocks_took(tmp_path: Path) -> None:
+    """Each committed block the node saw proposed counts its transactions over the time from
+    its proposal to its commit (``admission_pace`` in ``/status``); the limit is the budget's
+    worth of that pace or of the committed rate, whichever is larger, and the node keeps no
+    proposal's arrival past its commit."""
+    info = create_testnet(tmp_path / "net", 1, chain_id="pace-net")
+    home = load_home(info.homes[0])
+    client = Client(info.api_addresses[0], timeout_s=60)
+    key = info.client_key(0)
+    stream = [register_identity_transaction(key, info.chain_id, "bank0", n) for n in range(20)]
+    with trio.fail_after(DEADLINE_S):
+        async with trio.open_nursery() as nursery:
+            node = await nursery.start(runtime.Node(home).run)
+            assert node.status()["admission_pace"] == 0.0
+            submitted: Any = await call(functools.partial(client.submit_many, stream))
+            assert submitted == {"accepted": 20, "rejected": []}
+            while node.metrics.committed_total < 20:
+                await node.wait_for_height(node.height() + 1, timeout_s=DEADLINE_S)
+            status = node.status()
+            pace, rate = status["admission_pace"], status["admission_rate"]
+            assert isinstance(pace, float)
+            assert isinstance(rate, float)
+            # 20 transactions in blocks that each took well under the time this test allows.
+            assert pace > 20 / DEADLINE_S
+            budget_s = node.config.mempool.admission_budget_ms / 1000
+            floor = node.config.mempool.admission_transactions_min
+            assert status["admission_limit"] == max(floor, int(max(pace, rate) * budget_s))
+            assert all(height > node.height() for height in node._proposal_seen_at)
+            nursery.cancel_scope.cancel()
+    client.close()
