@@ -8,7 +8,7 @@ every new one for 20 s, and the blocks that drain it grow until consensus times 
 client submissions (the API; gossip from peers only meets the hard bounds) are admitted only
 while the transactions *waiting* in the pool (the pool less the block being decided, whose
 transactions stay in the pool until it commits) are fewer than ``budget`` worth of what this
-node has recently seen committed:
+node has recently seen the chain commit, or commit at:
 
     limit = clamp(capacity * budget_ms / 1000, transactions_min, transactions_max)
 
@@ -57,9 +57,10 @@ block being decided, the queue ahead of it (about ``budget``) and its own block:
 budgets on average, 3 at worst. That holds while clients come back in time to fill the pool
 again (see ``room_retry_after_ms``): with the pool kept full, blocks under overload grow to
 what the budget allows, and rounds with them. The default 250 ms kept the p99 of admitted
-transactions at 1.1-1.5 s at 2x and 4x the sustainable load of a 2-core machine (3,000 and
-6,000 tx/s offered), where 300 ms reached 1.8 s and 350 ms went over 2 s in four runs of six,
-at the price of blocks (and so throughput under overload) smaller than a longer budget allows.
+transactions at 1.4-1.6 s at 2x and 4x the sustainable load of a 2-core machine (4,500-10,000
+tx/s offered); with the committed rate alone it kept 1.1-1.5 s (3,000 and 6,000 offered), where
+300 ms reached 1.8 s and 350 ms went over 2 s in four runs of six, at the price of blocks (and
+so throughput under overload) smaller than a longer budget allows.
 The floor ``transactions_min`` keeps an idle chain (rate 0) admitting.
 
 Two things keep the pool near the limit when several nodes take client load at once. Each
