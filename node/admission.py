@@ -80,7 +80,14 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["SPAN_MIN_S", "WINDOW_S", "AdmissionControl", "AdmissionLimits"]
+__all__ = [
+    "ARRIVALS_KEPT_MAX",
+    "SPAN_MIN_S",
+    "WINDOW_S",
+    "AdmissionControl",
+    "AdmissionLimits",
+    "ProposalArrivals",
+]
 
 # Commits are averaged over this window: long enough to span several blocks, short enough to
 # follow a change of capacity within a few seconds.
@@ -95,6 +102,9 @@ RETRY_AFTER_MS_MAX: Final = 10_000
 RETRY_JITTER: Final = 0.5
 # A proposal carries at most this many limits' worth (see ``proposal_limit``).
 PROPOSAL_LIMITS: Final = 2
+# Heights whose proposal's arrival ``ProposalArrivals`` keeps at once: the block being decided
+# and the few executed but not yet written.
+ARRIVALS_KEPT_MAX: Final = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,3 +210,42 @@ class AdmissionControl:
     def _retry_after_ms(self, wait_ms: float) -> int:
         spread = self._jitter.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER)
         return max(RETRY_AFTER_MS_MIN, min(math.ceil(wait_ms * spread), RETRY_AFTER_MS_MAX))
+
+
+class ProposalArrivals:
+    """When this node first saw each height's proposal, until that height commits: the time a
+    block took from its proposal to its commit, for the pace (``observe_commit``'s
+    ``busy_s``).
+
+    The first arrival of a height counts (a proposal of a later view for the same height
+    counts from the first one, so the view change's delay is part of the block's time). Only
+    heights above the last commit are kept, at most ``ARRIVALS_KEPT_MAX`` of them (a primary
+    that proposes many heights ahead cannot grow the record); a commit drops its own height
+    and every lower one (heights this node took from block sync, whose proposals it saw but
+    never committed from them)."""
+
+    def __init__(self) -> None:
+        self._seen_at: dict[int, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._seen_at)
+
+    def heights(self) -> list[int]:
+        """The heights whose arrival is kept, ascending."""
+        return sorted(self._seen_at)
+
+    def seen(self, height: int, now_s: float, committed_height: int) -> None:
+        """A proposal for ``height`` reached this node at ``now_s``; ``committed_height`` is
+        the last height this node committed."""
+        seen_at = self._seen_at
+        if height > committed_height and len(seen_at) < ARRIVALS_KEPT_MAX:
+            seen_at.setdefault(height, now_s)
+
+    def committed(self, height: int, now_s: float) -> float | None:
+        """``height`` committed at ``now_s``: the seconds since its proposal first reached
+        this node, or None when it never did (block sync)."""
+        seen_at = self._seen_at
+        first = seen_at.pop(height, None)
+        for lower in [kept for kept in seen_at if kept < height]:
+            del seen_at[lower]
+        return None if first is None else now_s - first

@@ -161,7 +161,7 @@ from network.network import (
     NetworkStatistics,
 )
 from network.network import PeerAddress as NetworkPeer
-from node.admission import AdmissionControl, AdmissionLimits
+from node.admission import AdmissionControl, AdmissionLimits, ProposalArrivals
 from node.api import CommittedTransaction, Health, QueryError, SubmitOutcome
 from node.apiserver import ApiServer
 from node.apploader import AppLoadError, load_apps
@@ -292,9 +292,6 @@ _VALIDATED_CACHE_MAX: Final = 8
 # which would otherwise be read, decoded and their transactions hashed again for each ask. At
 # most ``proposal_transactions_max`` transactions each (a few MiB in all at the default).
 _RECENT_BLOCKS_MAX: Final = 8
-# Heights whose proposal's arrival is kept for admission's pace (``_proposal_seen_at``): the
-# block being decided and the few executed but not yet written.
-_PROPOSALS_SEEN_MAX: Final = 16
 # Validator sets of recent heights kept decoded: a few views' worth of heights around the tip.
 _VALIDATOR_SETS_CACHED: Final = 64
 # The window of ``[p2p] block_serve_bytes_per_peer_per_s``: one second, as the name says.
@@ -551,7 +548,7 @@ class Node:
         self._deciding = _Deciding(0, 0, -math.inf)
         # When this node first saw each height's proposal, until that height commits (trio
         # clock): admission's pace counts a block's time from then to its commit.
-        self._proposal_seen_at: dict[int, float] = {}
+        self._arrivals = ProposalArrivals()
         # Gossiped transactions being verified and admitted (they wait, like the pool's).
         self._gossip_admitting = 0
         self.blocks_executed = 0
@@ -1272,9 +1269,7 @@ class Node:
         """A proposal for ``height`` reached this node (its own, or to validate)."""
         if height != self._deciding.height:
             self._deciding = _Deciding(height, transactions, trio.current_time())
-            seen = self._proposal_seen_at
-            if height > self.written_height and len(seen) < _PROPOSALS_SEEN_MAX:
-                seen.setdefault(height, self._deciding.seen_at_s)
+            self._arrivals.seen(height, self._deciding.seen_at_s, self.written_height)
         else:
             self._deciding = _Deciding(height, transactions, self._deciding.seen_at_s)
 
@@ -1878,11 +1873,7 @@ class Node:
             if admitted is not None:
                 self.metrics.commit_latency.observe(now - admitted)
         self.metrics.record_commit(now, block.height, len(block.transactions))
-        seen = self._proposal_seen_at
-        seen_at = seen.pop(block.height, None)
-        for height in [height for height in seen if height < block.height]:
-            del seen[height]  # proposals of heights this node took from block sync
-        busy = None if seen_at is None else trio.current_time() - seen_at
+        busy = self._arrivals.committed(block.height, trio.current_time())
         self.admission.observe_commit(now, len(block.transactions), busy)
         self.metrics.last_block_time.set(block.header.timestamp_ms / 1000)
         self._new_block.set()

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from node.admission import (
+    ARRIVALS_KEPT_MAX,
     PROPOSAL_LIMITS,
     RETRY_AFTER_MS_MAX,
     RETRY_AFTER_MS_MIN,
@@ -18,6 +19,7 @@ from node.admission import (
     WINDOW_S,
     AdmissionControl,
     AdmissionLimits,
+    ProposalArrivals,
 )
 
 
@@ -273,3 +275,47 @@ def test_the_pace_is_the_windows_seen_blocks_over_their_time(
     assert control.limit(now) == max(
         limits.transactions_min, min(budgeted, limits.transactions_max)
     )
+
+
+def test_a_blocks_time_counts_from_its_proposals_first_arrival_to_its_commit() -> None:
+    """A re-proposal of the same height (a later view) does not restart the clock; a height
+    committed without its proposal seen (block sync) has no time."""
+    arrivals = ProposalArrivals()
+    arrivals.seen(5, 10.0, committed_height=4)
+    arrivals.seen(5, 12.5, committed_height=4)  # the next view's proposal for height 5
+    assert arrivals.committed(5, 13.0) == pytest.approx(3.0)
+    assert arrivals.committed(6, 14.0) is None
+    assert len(arrivals) == 0
+
+
+def test_proposals_at_or_below_the_last_commit_are_not_kept() -> None:
+    arrivals = ProposalArrivals()
+    arrivals.seen(4, 1.0, committed_height=4)
+    arrivals.seen(3, 1.0, committed_height=4)
+    assert arrivals.heights() == []
+
+
+def test_a_commit_drops_the_lower_heights_a_node_took_from_block_sync() -> None:
+    """Proposals seen for heights 7, 8 and 10; 7 and 8 came by block sync (no time), then 9 and
+    10 by consensus: 10's commit leaves nothing of the lower heights, and 11 stays."""
+    arrivals = ProposalArrivals()
+    for height in (7, 8, 10, 11):
+        arrivals.seen(height, float(height), committed_height=6)
+    assert arrivals.committed(9, 20.0) is None
+    assert arrivals.heights() == [10, 11]
+    assert arrivals.committed(10, 20.0) == pytest.approx(10.0)
+    assert arrivals.heights() == [11]
+
+
+def test_a_flood_of_proposals_ahead_keeps_a_bounded_record() -> None:
+    """A primary that proposes many heights ahead cannot grow the record past its bound; the
+    heights kept are the first seen, and room comes back as they commit."""
+    arrivals = ProposalArrivals()
+    for height in range(1, 1000):
+        arrivals.seen(height, 0.0, committed_height=0)
+    assert len(arrivals) == ARRIVALS_KEPT_MAX
+    assert arrivals.heights() == list(range(1, ARRIVALS_KEPT_MAX + 1))
+    assert arrivals.committed(1, 1.0) == pytest.approx(1.0)
+    arrivals.seen(500, 1.0, committed_height=1)
+    assert arrivals.heights()[-1] == 500
+    assert len(arrivals) == ARRIVALS_KEPT_MAX
