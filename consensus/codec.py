@@ -189,8 +189,13 @@ def encode(value: Value, limits: Limits = DEFAULT_LIMITS) -> bytes:
     packed = _native_encoding(value, limits)
     if packed is not None:
         return packed
-    normalised = _normalise_fast(value, limits, 0)
-    data = _pack(normalised)
+    return _encode_in_python(value, limits)
+
+
+def _encode_in_python(value: object, limits: Limits) -> bytes:
+    """The Python encoder: check and normalise ``value`` against ``limits``, pack it, check
+    the total size."""
+    data = _pack(_normalise_fast(value, limits, 0))
     if len(data) > limits.total_bytes_max:
         raise CodecError(
             "too_large", f"encoded value is {len(data)} bytes, limit {limits.total_bytes_max}"
@@ -677,10 +682,9 @@ def _self_test_values() -> list[tuple[object, Limits]]:
 def _python_encoding(value: object, limits: Limits) -> bytes | None:
     """This module's bytes for ``value`` (None: it refuses the value)."""
     try:
-        data = _pack(_normalise_fast(value, limits, 0))
+        return _encode_in_python(value, limits)
     except (CodecError, UnicodeError):
         return None
-    return data if len(data) <= limits.total_bytes_max else None
 
 
 def _native_agrees(pack: NativePack) -> bool:
