@@ -39,8 +39,9 @@ of small blocks lower than the chain's.)
 
 Over the limit a submission is refused *before* any work is spent on it (no decode, no
 signature check) with code ``full``, ``retry`` true and a ``retry_after_ms``: the time the
-chain needs, at its recent rate, to move on as many pending transactions as were refused (so
-that they fit), at least ``RETRY_AFTER_MS_MIN`` and at most the budget. A batch that missed the
+chain needs, at the rate the limit is the budget of (the larger of the committed rate and the
+pace), to move on as many pending transactions as were refused (so that they fit), at least
+``RETRY_AFTER_MS_MIN`` and at most the budget. A batch that missed the
 limit by a few (a slow round near capacity) comes back at once rather than after the whole
 queue has committed; under overload, where every batch misses by about its own size, clients
 come back within about a budget, when the next proposal has made room. The API turns that into
@@ -189,8 +190,9 @@ class AdmissionControl:
         return PROPOSAL_LIMITS * self.limit(now_s)
 
     def retry_after_ms(self, now_s: float, pending: int) -> int:
-        """When to come back: the time the chain needs, at its recent rate (at least the
-        floor's worth per budget), to move ``pending`` transactions on."""
+        """When to come back: the time the chain needs, at the larger of its committed rate
+        and its pace (at least the floor's worth per budget), to move ``pending``
+        transactions on."""
         return self._retry_after_ms(pending * 1000 / self._paced_rate(now_s))
 
     def room_retry_after_ms(self, now_s: float, refused: int) -> int:
@@ -204,8 +206,11 @@ class AdmissionControl:
         return self._retry_after_ms(min(wait_ms, self.limits.budget_ms))
 
     def _paced_rate(self, now_s: float) -> float:
+        """The rate a wait is counted at: the one the limit is the budget of (the larger of
+        the committed rate and the pace), at least the floor's worth per budget."""
         limits = self.limits
-        return max(self.rate(now_s), limits.transactions_min * 1000 / limits.budget_ms)
+        floor = limits.transactions_min * 1000 / limits.budget_ms
+        return max(self.rate(now_s), self.pace(now_s), floor)
 
     def _retry_after_ms(self, wait_ms: float) -> int:
         spread = self._jitter.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER)

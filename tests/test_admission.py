@@ -190,6 +190,27 @@ def test_a_chain_with_time_to_spare_admits_by_its_pace() -> None:
     assert control.proposal_limit(now) == PROPOSAL_LIMITS * 1000
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_a_client_is_told_to_wait_at_the_rate_the_limit_counts(seed: int) -> None:
+    """Below capacity the pace is above the committed rate, and the limit is the budget of
+    it: a refused client waits the time the chain moves its transactions on at that pace,
+    not at what the clients happened to offer (which would keep it out twice as long)."""
+    limits = AdmissionLimits(budget_ms=250, transactions_min=100)
+    control = AdmissionControl(limits, jitter=random.Random(seed))
+    now = 0.0
+    for _ in range(20):
+        now += 0.25
+        control.observe_commit(now, 500, 0.125)
+    assert control.pace(now) == pytest.approx(4000.0)
+    assert control.rate(now) == pytest.approx(2000.0, rel=0.1)
+    # 400 refused: 100 ms at the pace (200 at the committed rate), spread +-50 %.
+    low, high = _spread_bounds(400 * 1000 / 4000.0)
+    assert low <= control.room_retry_after_ms(now, 400) <= high
+    # 2,000 pending: 500 ms at the pace (about 1 s at the committed rate).
+    low, high = _spread_bounds(2000 * 1000 / 4000.0)
+    assert low <= control.retry_after_ms(now, 2000) <= high
+
+
 def test_at_capacity_the_pace_is_the_committed_rate() -> None:
     """Rounds back to back: each block's time from proposal to commit is its whole round, and
     the limit is about what the committed rate alone gives (which counts the window's blocks
