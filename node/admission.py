@@ -180,8 +180,13 @@ class AdmissionControl:
     def limit(self, now_s: float) -> int:
         """The most transactions the pool may hold when a client submission arrives."""
         limits = self.limits
-        budgeted = int(max(self.rate(now_s), self.pace(now_s)) * limits.budget_ms / 1000)
+        budgeted = int(self._capacity(now_s) * limits.budget_ms / 1000)
         return max(limits.transactions_min, min(budgeted, limits.transactions_max))
+
+    def _capacity(self, now_s: float) -> float:
+        """The rate the limit is the budget of: the larger of the committed rate and the
+        pace."""
+        return max(self.rate(now_s), self.pace(now_s))
 
     def proposal_limit(self, now_s: float) -> int:
         """The most transactions a proposal should carry: twice the limit, so everything
@@ -206,11 +211,10 @@ class AdmissionControl:
         return self._retry_after_ms(min(wait_ms, self.limits.budget_ms))
 
     def _paced_rate(self, now_s: float) -> float:
-        """The rate a wait is counted at: the one the limit is the budget of (the larger of
-        the committed rate and the pace), at least the floor's worth per budget."""
+        """The rate a wait is counted at: the one the limit is the budget of (``_capacity``),
+        at least the floor's worth per budget."""
         limits = self.limits
-        floor = limits.transactions_min * 1000 / limits.budget_ms
-        return max(self.rate(now_s), self.pace(now_s), floor)
+        return max(self._capacity(now_s), limits.transactions_min * 1000 / limits.budget_ms)
 
     def _retry_after_ms(self, wait_ms: float) -> int:
         spread = self._jitter.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER)

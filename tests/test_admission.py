@@ -175,15 +175,24 @@ def test_a_client_refused_over_the_limit_waits_at_most_about_a_budget(
         assert control.retry_after_ms(0.0, refused) > high
 
 
+def _commit_steadily(
+    control: AdmissionControl, *, every_s: float, transactions: int, busy_s: float
+) -> float:
+    """20 blocks of ``transactions``, one every ``every_s``, each committed ``busy_s`` after
+    its proposal reached the node; returns the time of the last commit."""
+    now = 0.0
+    for _ in range(20):
+        now += every_s
+        control.observe_commit(now, transactions, busy_s)
+    return now
+
+
 def test_a_chain_with_time_to_spare_admits_by_its_pace() -> None:
     """Blocks of 500 every 250 ms that each commit 125 ms after their proposal: 2,000 tx/s
     committed, but the chain moves 4,000 tx/s while it works, so the limit is the budget's
     worth of that, not of what the clients happened to offer."""
     control = AdmissionControl(AdmissionLimits(budget_ms=250, transactions_min=100))
-    now = 0.0
-    for _ in range(20):
-        now += 0.25
-        control.observe_commit(now, 500, 0.125)
+    now = _commit_steadily(control, every_s=0.25, transactions=500, busy_s=0.125)
     assert control.rate(now) == pytest.approx(2000.0, rel=0.1)
     assert control.pace(now) == pytest.approx(4000.0)
     assert control.limit(now) == 1000
@@ -197,10 +206,7 @@ def test_a_client_is_told_to_wait_at_the_rate_the_limit_counts(seed: int) -> Non
     not at what the clients happened to offer (which would keep it out twice as long)."""
     limits = AdmissionLimits(budget_ms=250, transactions_min=100)
     control = AdmissionControl(limits, jitter=random.Random(seed))
-    now = 0.0
-    for _ in range(20):
-        now += 0.25
-        control.observe_commit(now, 500, 0.125)
+    now = _commit_steadily(control, every_s=0.25, transactions=500, busy_s=0.125)
     assert control.pace(now) == pytest.approx(4000.0)
     assert control.rate(now) == pytest.approx(2000.0, rel=0.1)
     # 400 refused: 100 ms at the pace (200 at the committed rate), spread +-50 %.
@@ -216,10 +222,7 @@ def test_at_capacity_the_pace_is_the_committed_rate() -> None:
     the limit is about what the committed rate alone gives (which counts the window's blocks
     over the window, so one block more or less than the pace)."""
     control = AdmissionControl(AdmissionLimits(budget_ms=250, transactions_min=100))
-    now = 0.0
-    for _ in range(20):
-        now += 0.4
-        control.observe_commit(now, 1200, 0.4)
+    now = _commit_steadily(control, every_s=0.4, transactions=1200, busy_s=0.4)
     assert control.pace(now) == pytest.approx(3000.0)
     assert control.rate(now) == pytest.approx(3000.0, rel=0.1)
     by_rate = int(control.rate(now) * 0.25)
