@@ -532,10 +532,21 @@ def test_the_fixture_store_holds_its_last_blocks_tree_records_in_memory_only(
     # The store writes the tree every TREE_FLUSH_BLOCKS blocks: after 12 it is at 8, with
     # the undo records of 8 to 12, and the audit applies 9 to 12 as a restart would.
     assert TREE_FLUSH_BLOCKS == 8 < HEIGHTS
+    # The index entries of 9 to 12 were held with the tree records (block 9's repeat of a
+    # transaction of block 3 is indexed at its first inclusion).
     with StoreView(chain.home / "data") as view:
         assert view.meta(b"tree_height") == height_key(8)
         heights = {int.from_bytes(key[:8], "big") for key, _ in view.scan("state_undo")}
+        indexed = {
+            height: [view.transaction_location_bytes(h) for h in block.transaction_hashes()]
+            for height, block in chain.blocks.items()
+        }
     assert heights == set(range(8, HEIGHTS + 1))
+    assert all(None not in indexed[height] for height in range(1, 9))
+    repeated_height, repeated_index = REPEAT_FROM
+    assert indexed[REPEAT_AT][-1] == encode((repeated_height, repeated_index))
+    assert all(location is None for location in indexed[REPEAT_AT][:-1])
+    assert all(set(indexed[height]) == {None} for height in range(10, HEIGHTS + 1))
     assert audit_home(chain.home).ok
 
 
@@ -558,10 +569,46 @@ def test_a_recorded_tree_height_not_below_the_committed_one_is_the_tree(
     assert f"tree is recorded at height {recorded}" in detail
 
 
-def test_a_tree_height_that_misses_blocks_writes_is_the_tree(chain: BuiltChain) -> None:
-    # Recorded one height later than the tree is: block 9's writes are not applied, so the
-    # tree the node would rebuild differs from the replayed one.
+def test_held_blocks_indexed_at_their_first_inclusions_pass(chain: BuiltChain) -> None:
+    # A store converted from schema 8 indexed every block at once: entries of the blocks after
+    # the tree's height are allowed when they name first inclusions, and counted.
+    def index_held_blocks(txn: lmdb.Transaction, db: lmdb._Database) -> None:
+        for height in range(9, HEIGHTS + 1):
+            for index, tx_hash in enumerate(chain.blocks[height].transaction_hashes()):
+                txn.put(tx_hash, encode((height, index)), db=db, overwrite=False)
+
+    corrupt(chain.home, "transactions", index_held_blocks)
+    report = audit_home(chain.home)
+    assert report.ok, report.failure
+    # One of them at a later position than its first inclusion is still the tx index.
+    tx_hash = chain.blocks[11].transaction_hashes()[0]
+    corrupt(chain.home, "transactions", lambda txn, db: txn.put(tx_hash, encode((12, 0)), db=db))
+    height, item, detail = failure_of(chain.home)
+    assert (height, item) == (11, "tx index")
+    assert "later position" in detail
+
+
+def test_a_tree_height_above_blocks_not_indexed_is_the_tx_index(chain: BuiltChain) -> None:
+    # Recorded one height later than the tree is: block 9's index entries were held with the
+    # tree records, so its transactions are missing from an index said to hold them.
     replace_value(chain.home, "meta", b"tree_height", lambda old: height_key(9))
+    height, item, detail = failure_of(chain.home)
+    assert (height, item) == (9, "tx index")
+    assert "transaction 0" in detail
+    assert "is not indexed" in detail
+
+
+def test_a_tree_height_that_misses_blocks_writes_is_the_tree(chain: BuiltChain) -> None:
+    # Recorded one height later than the tree is (with block 9's index entries, as a store
+    # whose tree is at 9 holds them): block 9's writes are not applied, so the tree the node
+    # would rebuild differs from the replayed one.
+    replace_value(chain.home, "meta", b"tree_height", lambda old: height_key(9))
+
+    def index_block_9(txn: lmdb.Transaction, db: lmdb._Database) -> None:
+        for index, tx_hash in enumerate(chain.blocks[9].transaction_hashes()):
+            txn.put(tx_hash, encode((9, index)), db=db, overwrite=False)
+
+    corrupt(chain.home, "transactions", index_block_9)
     corrupt(
         chain.home,
         "state_undo",

@@ -17,9 +17,12 @@ from hypothesis import strategies as st
 
 from apps import merkle
 from consensus.codec import Value, encode
+from consensus.crypto import hash_bytes
+from consensus.types import Block
 from node.store import (
     Store,
     StoreError,
+    TransactionLocation,
     height_key,
     undo_chunk_key,
     undo_record,
@@ -134,6 +137,65 @@ def test_a_restart_applies_the_held_blocks_writes_to_the_stored_tree(
     check_reads(reopened.store)
     reopened.close()
     every.close()
+
+
+def test_the_transaction_index_is_held_with_the_tree_records(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    lagging = chain_at(tmp_path / "lagging", flush_blocks=3)
+    every = chain_at(tmp_path / "every", flush_blocks=1)
+    signers = Signer(), Signer()
+    first = [signer.write((b"a", b"1")) for signer in signers]
+    # Block 1 (indexed when block 3 writes the tree), then 4 and 5 held, each repeating a
+    # transaction first included earlier: the index keeps the first inclusion.
+    for number in range(1, 6):
+        for chain, signer, tx in zip((lagging, every), signers, first, strict=True):
+            transactions = [tx] if number == 1 else block_of(signer, number)
+            if number == 4:
+                transactions.append(tx)
+            if number == 5:
+                transactions.append(_block(chain.store, 4).transactions[0])
+            chain.commit(transactions)
+    assert tree_height(lagging.store) == 3
+    held = _block(lagging.store, 4).transaction_hashes()[0]
+    repeated = _block(lagging.store, 1).transaction_hashes()[0]
+    assert lagging.store._get("transactions", held) is None
+    assert lagging.store._get("transactions", repeated) is not None
+    never = hash_bytes(b"never included")
+    for chain in (lagging, every):
+        store = chain.store
+        assert store.committed_among([repeated, held, never]) == {repeated, held}
+        assert store.transaction_location(repeated) == TransactionLocation(1, 0)
+        assert store.transaction_location(held) == TransactionLocation(4, 0)
+        assert store.transaction_location(never) is None
+        receipt = store.receipt_of(held)
+        assert receipt is not None
+        assert receipt == store.receipt(4, 0)
+    # Written with the tree records at block 6, after the entries the index has.
+    for chain, signer in zip((lagging, every), signers, strict=True):
+        chain.commit(block_of(signer, 6))
+    assert tree_height(lagging.store) is None
+    assert dump(lagging.store) == dump(every.store)
+    # Lost with the process while held: the store indexes them again when it opens.
+    for chain, signer in zip((lagging, every), signers, strict=True):
+        chain.commit([*block_of(signer, 7), _block(chain.store, 6).transactions[0]])
+    assert (
+        lagging.store._get("transactions", _block(lagging.store, 7).transaction_hashes()[0]) is None
+    )
+    lagging.close()
+    with caplog.at_level(logging.INFO, logger="node.store"):
+        reopened = chain_at(tmp_path / "lagging", flush_blocks=3)
+    (recovered,) = [record for record in caplog.records if record.msg == "store_tree_recovered"]
+    assert recovered.__dict__["transactions_indexed"] == 2  # block 7's repeat is indexed at 6
+    assert dump(reopened.store) == dump(every.store)
+    reopened.close()
+    every.close()
+
+
+def _block(store: Store, height: int) -> Block:
+    block = store.block(height)
+    assert block is not None
+    return block
 
 
 def _lagging_home(path: Path) -> list[dict[bytes, bytes | None]]:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from consensus.types import Block
 from node import runtime
 from node.client.client import ApiError, Client
 from node.config import NodeConfig
@@ -77,6 +78,12 @@ def _assert_reopened_alike(first: Path, second: Path) -> None:
         store.close()
 
 
+def _block(store: Store, height: int) -> Block:
+    block = store.block(height)
+    assert block is not None
+    return block
+
+
 @pytest.mark.parametrize(("seed", "defer_tree"), [(0, False), (1, True), (2, True)])
 def test_a_writer_process_leaves_the_store_as_a_writer_thread(
     tmp_path: Path, seed: int, defer_tree: bool
@@ -105,6 +112,13 @@ def test_a_writer_process_leaves_the_store_as_a_writer_thread(
             assert here.store.read_certified(
                 lambda view: (view.height, view.app_hash)
             ) == there.store.read_certified(lambda view: (view.height, view.app_hash))
+            # The index too: its entries held with the tree records are read here.
+            written = [
+                tx_hash
+                for height in range(1, there.store.height + 1)
+                for tx_hash in _block(there.store, height).transaction_hashes()
+            ]
+            assert there.store.committed_among(written) == set(written)
     if there.unwritten:
         here.write(len(here.unwritten), defer_tree=defer_tree, tree_when_due=defer_tree)
         there.write(len(there.unwritten), defer_tree=defer_tree, tree_when_due=defer_tree)

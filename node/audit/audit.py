@@ -43,7 +43,9 @@ writes the tree every few blocks), every block's since that height, which say wh
 applies to the tree after a crash. Last, the stored Merkle tree, with the writes of the blocks
 after its height applied as the node applies them, against the tree of the replayed state,
 record by record [tree]; a recorded tree height outside the base and committed heights is
-[tree] too.
+[tree] too. The transaction index entries of the blocks after the tree's height are held with
+the tree records, so a transaction of those blocks may be missing from the index; one that is
+there must name its first inclusion, as everywhere [tx index].
 
 A store that joined by state sync holds blocks from its base height b on only. Its audit starts
 from the snapshot it installed, kept pinned under ``<home>/snapshots/b``: the manifest must
@@ -515,6 +517,9 @@ class _Auditor:
         what = f"transaction {index} ({_short(tx_hash)})"
         raw = self.view.transaction_location_bytes(tx_hash)
         if raw is None:
+            if height > self.tree_height:
+                # Held with the tree records: the node indexes it again when it opens the store.
+                return
             _fail(height, ITEM_TX_INDEX, f"{what} is not indexed")
         location = _decode_location(raw)
         if location is None:
