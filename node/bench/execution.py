@@ -492,6 +492,9 @@ def _run_lmdb(
                 host.committed(height, result.app_hash, result.writes)
                 _fingerprint_update(digest, result)
             if workload.blocks:  # the last height always closes its write transaction
+                # The layout with the held tree records and index entries written (outside
+                # the timed commits): where the last block's records land once written.
+                store.write_held_tree()
                 timer.last_block_pages = _last_block_pages(store, block, result)
         finally:
             store.close()
@@ -511,9 +514,9 @@ def _last_block_pages(
     store: Store, block: Block, result: BlockResult
 ) -> dict[str, tuple[int, int]]:
     """The records the last block wrote and the leaf pages they fall in, by database: the
-    state, its Merkle tree (the store writes a block's tree records with those of the blocks
-    around it, every few blocks) and the transaction index, where each record lands at a place
-    of its own (blocks and receipts are appended in key order)."""
+    state, its Merkle tree and the transaction index (the store writes a block's tree records
+    and index entries with those of the blocks around it, every few blocks), where each record
+    lands at a place of its own (blocks and receipts are appended in key order)."""
     written = {
         "state": [key for key, _ in result.writes],
         "tree": [key for key, _ in result.tree.records],
