@@ -139,7 +139,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -568,7 +568,7 @@ class Store:
                 if raw_block is None:
                     raise StoreError(f"store at {self.path} misses block {written}")
                 hashes = Block.decode(bytes(raw_block)).transaction_hashes()
-                _locate(located, written, hashes)
+                _locate(located, written, _first_positions(hashes))
             indexed = self._index_transactions(txn, located)
             txn.delete(_META_TREE_HEIGHT, db=meta)
             self._drop_undo_below(txn, height_key(height))
@@ -947,7 +947,7 @@ class Store:
             located = below.merged_locations() if below is not None else {}
             for entry in encoded:
                 merged.update(entry.tree_records)
-                _locate(located, entry.height, entry.transaction_hashes)
+                _locate(located, entry.height, _first_positions(entry.transaction_hashes))
             self._apply_records(txn, "tree", sorted(merged.items(), key=_BY_KEY))
             self._index_transactions(txn, located)
             txn.delete(_META_TREE_HEIGHT, db=meta)
@@ -1300,12 +1300,11 @@ class Store:
     def transaction_location(self, tx_hash: bytes) -> TransactionLocation | None:
         """Where the transaction with ``tx_hash`` was first included, or None."""
         with self._lock, self._env.begin(db=self._db["transactions"]) as txn:
-            stored = txn.get(tx_hash)
-            raw = bytes(stored) if stored is not None else None
-            layer = self._held_layer(txn) if stored is None else None
+            raw = txn.get(tx_hash)
+            layer = self._held_layer(txn) if raw is None else None
         if layer is not None:
             # Not in the index: the blocks since the tree was written hold it, if any does.
-            raw = layer.first_location(tx_hash)
+            return layer.first_location(tx_hash)
         if raw is None:
             return None
         value = decode(raw)
@@ -1837,13 +1836,13 @@ def undo_record(chunks: Iterable[bytes]) -> dict[bytes, bytes | None]:
 @dataclass(frozen=True, slots=True)
 class _TreeLayer:
     """The tree records (None: deleted) of block ``height`` that the tree database does not
-    hold yet, and its transactions' index entries (hash: encoded location, the first
-    inclusion in the block), over those of the blocks before it (``below``, down to the block
+    hold yet, and its transactions' index entries (hash: position of the first inclusion in
+    the block), over those of the blocks before it (``below``, down to the block
     after the tree's height); ``blocks`` and ``records_held`` count the whole chain."""
 
     height: int
     records: dict[bytes, bytes | None]
-    locations: dict[bytes, bytes]
+    positions: dict[bytes, int]
     below: _TreeLayer | None
     blocks: int
     records_held: int
@@ -1857,14 +1856,13 @@ class _TreeLayer:
         transaction_hashes: Sequence[bytes],
     ) -> _TreeLayer:
         """Block ``height``'s ``records`` and transactions held over ``below``."""
-        locations: dict[bytes, bytes] = {}
-        _locate(locations, height, transaction_hashes)
+        positions = _first_positions(transaction_hashes)
         if below is None:
-            return cls(height, dict(records), locations, None, 1, len(records))
+            return cls(height, dict(records), positions, None, 1, len(records))
         return cls(
             height,
             dict(records),
-            locations,
+            positions,
             below,
             below.blocks + 1,
             below.records_held + len(records),
@@ -1884,25 +1882,25 @@ class _TreeLayer:
         """Whether a block of the chain includes ``tx_hash``."""
         layer: _TreeLayer | None = self
         while layer is not None:
-            if tx_hash in layer.locations:
+            if tx_hash in layer.positions:
                 return True
             layer = layer.below
         return False
 
-    def first_location(self, tx_hash: bytes) -> bytes | None:
-        """The encoded location of ``tx_hash``'s first inclusion in the chain, or None."""
+    def first_location(self, tx_hash: bytes) -> TransactionLocation | None:
+        """Where the chain first includes ``tx_hash``, or None."""
         for layer in self._chain():
-            location = layer.locations.get(tx_hash)
-            if location is not None:
-                return location
+            index = layer.positions.get(tx_hash)
+            if index is not None:
+                return TransactionLocation(layer.height, index)
         return None
 
     def merged_locations(self) -> dict[bytes, bytes]:
-        """Every held index entry of the chain, the first inclusion winning."""
+        """Every held index entry of the chain (hash: encoded location), the first inclusion
+        winning."""
         merged: dict[bytes, bytes] = {}
         for layer in self._chain():
-            for tx_hash, location in layer.locations.items():
-                merged.setdefault(tx_hash, location)
+            _locate(merged, layer.height, layer.positions)
         return merged
 
     def merged(self) -> dict[bytes, bytes | None]:
@@ -1913,10 +1911,18 @@ class _TreeLayer:
         return merged
 
 
-def _locate(located: dict[bytes, bytes], height: int, transaction_hashes: Sequence[bytes]) -> None:
-    """Add the index entries of block ``height``'s transactions to ``located`` (hash: encoded
-    location), keeping an entry it has (the first inclusion wins)."""
+def _first_positions(transaction_hashes: Sequence[bytes]) -> dict[bytes, int]:
+    """Each hash of a block's transactions and its first position there."""
+    positions: dict[bytes, int] = {}
     for index, tx_hash in enumerate(transaction_hashes):
+        positions.setdefault(tx_hash, index)
+    return positions
+
+
+def _locate(located: dict[bytes, bytes], height: int, positions: Mapping[bytes, int]) -> None:
+    """Add the index entries (hash: encoded location) of block ``height``'s first
+    ``positions`` to ``located``, keeping an entry it has (the first inclusion wins)."""
+    for tx_hash, index in positions.items():
         if tx_hash not in located:
             located[tx_hash] = encode((height, index))
 

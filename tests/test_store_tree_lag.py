@@ -112,11 +112,26 @@ def test_too_many_held_records_write_the_tree_before_the_block_count(tmp_path: P
     held.close()
 
 
+def lagging_and_every(path: Path, flush_blocks: int) -> tuple[NodeChain, NodeChain]:
+    """A chain that writes the tree every ``flush_blocks`` blocks, and one that writes it at
+    every block, to commit the same blocks."""
+    return chain_at(path / "lagging", flush_blocks), chain_at(path / "every", flush_blocks=1)
+
+
+def reopen_recovered(
+    path: Path, flush_blocks: int, caplog: pytest.LogCaptureFixture
+) -> tuple[NodeChain, logging.LogRecord]:
+    """The lagging chain of ``path`` opened again, and the store's ``store_tree_recovered``."""
+    with caplog.at_level(logging.INFO, logger="node.store"):
+        reopened = chain_at(path / "lagging", flush_blocks)
+    (recovered,) = [record for record in caplog.records if record.msg == "store_tree_recovered"]
+    return reopened, recovered
+
+
 def test_a_restart_applies_the_held_blocks_writes_to_the_stored_tree(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    lagging = chain_at(tmp_path / "lagging", flush_blocks=5)
-    every = chain_at(tmp_path / "every", flush_blocks=1)
+    lagging, every = lagging_and_every(tmp_path, flush_blocks=5)
     signers = Signer(), Signer()
     for number in range(1, 8):
         for chain, signer in zip((lagging, every), signers, strict=True):
@@ -125,9 +140,7 @@ def test_a_restart_applies_the_held_blocks_writes_to_the_stored_tree(
     assert tree_height(every.store) is None
     assert dump(lagging.store)["tree"] != dump(every.store)["tree"]
     lagging.close()  # the held records are gone with the process
-    with caplog.at_level(logging.INFO, logger="node.store"):
-        reopened = chain_at(tmp_path / "lagging", flush_blocks=5)
-    assert any(record.msg == "store_tree_recovered" for record in caplog.records)
+    reopened, _ = reopen_recovered(tmp_path, 5, caplog)
     assert dump(reopened.store) == dump(every.store)
     check_reads(reopened.store)
     # It goes on as before: held again from the next block.
@@ -142,8 +155,7 @@ def test_a_restart_applies_the_held_blocks_writes_to_the_stored_tree(
 def test_the_transaction_index_is_held_with_the_tree_records(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    lagging = chain_at(tmp_path / "lagging", flush_blocks=3)
-    every = chain_at(tmp_path / "every", flush_blocks=1)
+    lagging, every = lagging_and_every(tmp_path, flush_blocks=3)
     signers = Signer(), Signer()
     first = [signer.write((b"a", b"1")) for signer in signers]
     # Block 1 (indexed when block 3 writes the tree), then 4 and 5 held, each repeating a
@@ -183,9 +195,7 @@ def test_the_transaction_index_is_held_with_the_tree_records(
         lagging.store._get("transactions", _block(lagging.store, 7).transaction_hashes()[0]) is None
     )
     lagging.close()
-    with caplog.at_level(logging.INFO, logger="node.store"):
-        reopened = chain_at(tmp_path / "lagging", flush_blocks=3)
-    (recovered,) = [record for record in caplog.records if record.msg == "store_tree_recovered"]
+    reopened, recovered = reopen_recovered(tmp_path, 3, caplog)
     assert recovered.__dict__["transactions_indexed"] == 2  # block 7's repeat is indexed at 6
     assert dump(reopened.store) == dump(every.store)
     reopened.close()
