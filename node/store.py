@@ -1288,8 +1288,8 @@ class Store:
         with self._lock, self._env.begin(db=self._db["transactions"]) as txn:
             get = txn.get
             found = {tx_hash for tx_hash in tx_hashes if get(tx_hash) is not None}
-            layer = self._held_layer(txn)
-        if layer is not None and len(found) < len(tx_hashes):
+            layer = self._held_layer(txn) if len(found) < len(tx_hashes) else None
+        if layer is not None:
             found.update(
                 tx_hash
                 for tx_hash in tx_hashes

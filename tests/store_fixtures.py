@@ -32,6 +32,13 @@ GENESIS_HASH = hash_bytes(b"suanpan-test genesis")
 GENESIS_TIME_MS = 1_700_000_000_000
 
 
+def stored_block(store: Store, height: int) -> Block:
+    """The committed block at ``height`` (the test fails when the store has none)."""
+    block = store.block(height)
+    assert block is not None, f"no block {height} in the store"
+    return block
+
+
 def certify(block: Block, view: int = 0) -> CommitCertificate:
     """A commit certificate signed by a quorum (the first three validators)."""
     votes = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lmdb
@@ -569,15 +569,24 @@ def test_a_recorded_tree_height_not_below_the_committed_one_is_the_tree(
     assert f"tree is recorded at height {recorded}" in detail
 
 
-def test_held_blocks_indexed_at_their_first_inclusions_pass(chain: BuiltChain) -> None:
-    # A store converted from schema 8 indexed every block at once: entries of the blocks after
-    # the tree's height are allowed when they name first inclusions, and counted.
-    def index_held_blocks(txn: lmdb.Transaction, db: lmdb._Database) -> None:
-        for height in range(9, HEIGHTS + 1):
+def indexing(
+    chain: BuiltChain, heights: Sequence[int]
+) -> Callable[[lmdb.Transaction, lmdb._Database], None]:
+    """A change of the transaction index (for ``corrupt``) that puts the entries of the blocks
+    at ``heights``, keeping any entry it has (as the store writes them)."""
+
+    def put_entries(txn: lmdb.Transaction, db: lmdb._Database) -> None:
+        for height in heights:
             for index, tx_hash in enumerate(chain.blocks[height].transaction_hashes()):
                 txn.put(tx_hash, encode((height, index)), db=db, overwrite=False)
 
-    corrupt(chain.home, "transactions", index_held_blocks)
+    return put_entries
+
+
+def test_held_blocks_indexed_at_their_first_inclusions_pass(chain: BuiltChain) -> None:
+    # A store converted from schema 8 indexed every block at once: entries of the blocks after
+    # the tree's height are allowed when they name first inclusions, and counted.
+    corrupt(chain.home, "transactions", indexing(chain, range(9, HEIGHTS + 1)))
     report = audit_home(chain.home)
     assert report.ok, report.failure
     # One of them at a later position than its first inclusion is still the tx index.
@@ -603,12 +612,7 @@ def test_a_tree_height_that_misses_blocks_writes_is_the_tree(chain: BuiltChain) 
     # whose tree is at 9 holds them): block 9's writes are not applied, so the tree the node
     # would rebuild differs from the replayed one.
     replace_value(chain.home, "meta", b"tree_height", lambda old: height_key(9))
-
-    def index_block_9(txn: lmdb.Transaction, db: lmdb._Database) -> None:
-        for index, tx_hash in enumerate(chain.blocks[9].transaction_hashes()):
-            txn.put(tx_hash, encode((9, index)), db=db, overwrite=False)
-
-    corrupt(chain.home, "transactions", index_block_9)
+    corrupt(chain.home, "transactions", indexing(chain, [9]))
     corrupt(
         chain.home,
         "state_undo",

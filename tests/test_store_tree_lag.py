@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from apps import merkle
 from consensus.codec import Value, encode
 from consensus.crypto import hash_bytes
-from consensus.types import Block
 from node.store import (
     Store,
     StoreError,
@@ -28,7 +27,7 @@ from node.store import (
     undo_record,
 )
 from tests.host_fixtures import CHAIN
-from tests.store_fixtures import GENESIS_HASH, NodeChain
+from tests.store_fixtures import GENESIS_HASH, NodeChain, stored_block
 from tests.test_store import Signer, _all_state, _certified, node
 from tests.test_store_unwritten import PipelinedChain, blocks_of_writes, dump
 
@@ -166,11 +165,11 @@ def test_the_transaction_index_is_held_with_the_tree_records(
             if number == 4:
                 transactions.append(tx)
             if number == 5:
-                transactions.append(_block(chain.store, 4).transactions[0])
+                transactions.append(stored_block(chain.store, 4).transactions[0])
             chain.commit(transactions)
     assert tree_height(lagging.store) == 3
-    held = _block(lagging.store, 4).transaction_hashes()[0]
-    repeated = _block(lagging.store, 1).transaction_hashes()[0]
+    held = stored_block(lagging.store, 4).transaction_hashes()[0]
+    repeated = stored_block(lagging.store, 1).transaction_hashes()[0]
     assert lagging.store._get("transactions", held) is None
     assert lagging.store._get("transactions", repeated) is not None
     never = hash_bytes(b"never included")
@@ -190,9 +189,10 @@ def test_the_transaction_index_is_held_with_the_tree_records(
     assert dump(lagging.store) == dump(every.store)
     # Lost with the process while held: the store indexes them again when it opens.
     for chain, signer in zip((lagging, every), signers, strict=True):
-        chain.commit([*block_of(signer, 7), _block(chain.store, 6).transactions[0]])
+        chain.commit([*block_of(signer, 7), stored_block(chain.store, 6).transactions[0]])
     assert (
-        lagging.store._get("transactions", _block(lagging.store, 7).transaction_hashes()[0]) is None
+        lagging.store._get("transactions", stored_block(lagging.store, 7).transaction_hashes()[0])
+        is None
     )
     lagging.close()
     reopened, recovered = reopen_recovered(tmp_path, 3, caplog)
@@ -200,12 +200,6 @@ def test_the_transaction_index_is_held_with_the_tree_records(
     assert dump(reopened.store) == dump(every.store)
     reopened.close()
     every.close()
-
-
-def _block(store: Store, height: int) -> Block:
-    block = store.block(height)
-    assert block is not None
-    return block
 
 
 def _lagging_home(path: Path) -> list[dict[bytes, bytes | None]]:
@@ -311,7 +305,7 @@ def test_a_read_begun_before_the_held_heights_is_refused(tmp_path: Path) -> None
     records_max=st.integers(0, 40),
     blocks=st.integers(1, 14),
 )
-def test_any_flush_policy_and_restarts_read_and_leave_the_tree_of_every_block(
+def test_any_flush_policy_and_restarts_read_and_leave_the_tree_of_everystored_block(
     seed: int, flush_blocks: int, records_max: int, blocks: int
 ) -> None:
     rng = random.Random(seed)

@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 import trio
 
-from consensus.types import Block
 from node import runtime
 from node.client.client import ApiError, Client
 from node.config import NodeConfig
@@ -36,7 +35,7 @@ from node.store import (
 from node.testnet.loadgen import register_identity_transaction
 from node.testnet.testnet import create_testnet
 from tests.host_fixtures import CHAIN
-from tests.store_fixtures import GENESIS_HASH
+from tests.store_fixtures import GENESIS_HASH, stored_block
 from tests.test_store import Signer
 from tests.test_store_unwritten import PipelinedChain, blocks_of_writes, dump
 
@@ -78,12 +77,6 @@ def _assert_reopened_alike(first: Path, second: Path) -> None:
         store.close()
 
 
-def _block(store: Store, height: int) -> Block:
-    block = store.block(height)
-    assert block is not None
-    return block
-
-
 @pytest.mark.parametrize(("seed", "defer_tree"), [(0, False), (1, True), (2, True)])
 def test_a_writer_process_leaves_the_store_as_a_writer_thread(
     tmp_path: Path, seed: int, defer_tree: bool
@@ -116,7 +109,7 @@ def test_a_writer_process_leaves_the_store_as_a_writer_thread(
             written = [
                 tx_hash
                 for height in range(1, there.store.height + 1)
-                for tx_hash in _block(there.store, height).transaction_hashes()
+                for tx_hash in stored_block(there.store, height).transaction_hashes()
             ]
             assert there.store.committed_among(written) == set(written)
     if there.unwritten:
