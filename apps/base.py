@@ -194,9 +194,20 @@ class App(ABC):
     # Who may read each query path and event kind (``apps.access``). A path or event kind
     # without a rule is readable by nodes only, so an app that declares nothing is private.
     read_rules: ClassVar[ReadRules] = ReadRules()
+    # True when ``check`` and ``apply`` neither change the arguments they are handed nor keep
+    # any map or list of them (they read them only to build values of their own, as parsing
+    # through the schema does): the host then hands them the transaction's decoded arguments
+    # as they are. Otherwise (the default) each call gets a copy of every map and list in them,
+    # so nothing one check or execution does to them reaches the next. A subclass that
+    # overrides ``check`` or ``apply`` is handed copies unless it declares this again.
+    arguments_left_intact: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
+        if (
+            "check" in cls.__dict__ or "apply" in cls.__dict__
+        ) and "arguments_left_intact" not in cls.__dict__:
+            cls.arguments_left_intact = False
         schema = cls.__dict__.get("schema")
         if schema is not None:
             if "operations" in cls.__dict__:

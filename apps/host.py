@@ -605,6 +605,10 @@ class AppHost:
         if MEMBERSHIP_APP not in by_name:
             raise ValueError("the membership app must be enabled: it authorises every sender")
         self._apps = dict(sorted(by_name.items()))
+        # Apps handed the transaction's decoded arguments without a copy first.
+        self._arguments_intact = frozenset(
+            name for name, app in by_name.items() if app.arguments_left_intact
+        )
         self._backend = backend
         self.chain_id = chain_id
         self.height = height
@@ -841,8 +845,8 @@ class AppHost:
         execution.block_source = next_block
         try:
             # The transaction may be executed later from these very values: the check gets
-            # its own copy of the arguments.
-            arguments = _fresh_copy(tx.arguments)
+            # its own copy of the arguments, unless the app leaves them intact.
+            arguments = self._arguments_for(tx)
             app.check(_Context(self, execution, tx.app), tx.operation, arguments)
         except AppError as error:
             raise TransactionRejected(error.code, error.message) from None
@@ -971,10 +975,11 @@ class AppHost:
             known_tx = None
         if known_tx is not None and known_tx.chain_id == self.chain_id:
             # Decoded from exactly these bytes (and verified) by the caller: the same values
-            # every node decodes from the block. The app gets its own copy of the arguments,
-            # so nothing an execution does to them reaches the next one.
+            # every node decodes from the block. The app gets its own copy of the arguments
+            # (unless it leaves them intact), so nothing an execution does to them reaches the
+            # next one.
             tx = known_tx
-            arguments = _fresh_copy(tx.arguments)
+            arguments = self._arguments_for(tx)
         else:
             try:
                 # Decode the block's own bytes, so every node hands apps identical values
@@ -1024,6 +1029,13 @@ class AppHost:
         assert overlay.depth == 1
         overlay.release()
         return receipt
+
+    def _arguments_for(self, tx: Transaction) -> Mapping[str, Value]:
+        """What the app of ``tx`` is handed: the decoded arguments themselves when it leaves
+        them intact (``App.arguments_left_intact``), else a copy of every map and list."""
+        if tx.app in self._arguments_intact:
+            return tx.arguments
+        return _fresh_copy(tx.arguments)
 
     def _nested_call(
         self,

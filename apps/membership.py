@@ -496,6 +496,9 @@ class MembershipApp(DispatchingApp):
 
     # -- transactions --------------------------------------------------------------------------
 
+    # Its check is ``apply``, which parses the arguments through the schema.
+    arguments_left_intact: ClassVar[bool] = True
+
     def check(self, ctx: TxContext, operation: str, arguments: Mapping[str, Value]) -> None:
         """Admission: the full rules of ``apply`` against committed state (the host discards
         anything written while checking)."""

@@ -47,7 +47,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, ClassVar, Final, cast
 
 from mypy_extensions import mypyc_attr
 
@@ -124,8 +124,10 @@ def _is_integer(value: Value) -> bool:
 # ---------------------------------------------------------------------- argument types
 class ArgumentType:
     """What values an argument takes. ``parse`` checks one present (non-null) value and returns
-    it in the type the app reads; ``describe`` says what is accepted, in words. Every type
-    overrides both (a plain base, not an ``ABC``: mypyc cannot compile dataclasses over one)."""
+    it in the type the app reads, sharing no map or list with it (maps and lists come back
+    new, so an app may change what it was given); ``describe`` says what is accepted, in
+    words. Every type overrides both (a plain base, not an ``ABC``: mypyc cannot compile
+    dataclasses over one)."""
 
     def parse(self, name: str, value: Value) -> Value:
         """The typed value; raise ``AppError("bad_argument", ...)`` naming ``name``."""
@@ -760,7 +762,13 @@ class DispatchingApp(App):
     * call ``op`` from app ``caller`` is the method ``_call_op(ctx, caller, arguments)``.
 
     Unknown names are refused (``unknown_operation``, ``unknown_query``, ``not_callable``).
+
+    Its ``check`` and ``apply`` read the arguments only to parse them, and parsing builds new
+    maps and tuples (``ArgumentType.parse``), so the host hands them the transaction's own
+    (``App.arguments_left_intact``).
     """
+
+    arguments_left_intact: ClassVar[bool] = True
 
     def check(self, ctx: TxContext, operation: str, arguments: Mapping[str, Value]) -> None:
         """Admission: the operation exists and its arguments are well formed (and whatever
