@@ -395,9 +395,10 @@ class _CommittedAnswers:
     membership state. That outcome depends only on membership's committed state and the
     apps' fixed operation table, so it holds until the same commit that drops the answers;
     a block's execution then authorises a repeat sender with one lookup instead of two
-    answers copied and compared."""
+    answers copied and compared. ``checked`` holds the same for admission checks, with the
+    keys the two answers read (what a check that records its read set records on a hit)."""
 
-    __slots__ = ("_backend", "_entries", "_membership", "authorised")
+    __slots__ = ("_backend", "_entries", "_membership", "authorised", "checked")
 
     # Entries kept at most (one per sender and per institution seen): bounds memory under
     # any number of distinct senders.
@@ -408,11 +409,13 @@ class _CommittedAnswers:
         self._backend = backend
         self._entries: dict[tuple[str, Value], tuple[Value, frozenset[bytes]]] = {}
         self.authorised: set[tuple[bytes, str, str]] = set()
+        self.checked: dict[tuple[bytes, str, str], frozenset[bytes]] = {}
 
     def clear(self) -> None:
         """Forget every answer and authorisation (membership state changed, or may have)."""
         self._entries.clear()
         self.authorised.clear()
+        self.checked.clear()
 
     def for_check(self, recorder: RecordingBackend | None) -> _RecordingAnswers:
         """Answers for one check, adding what each answer read to ``recorder``."""
@@ -459,6 +462,34 @@ class _RecordingAnswers:
     def query(self, path: str, arguments: Mapping[str, Value]) -> Value:
         """The memo's answer; the keys it read go to the check's read set."""
         return self._memo.answer(path, arguments, self._recorder)
+
+    def found_authorised(self, authorisation: tuple[bytes, str, str]) -> bool:
+        """Whether an earlier check found ``authorisation`` (sender, app, operation) authorised
+        on the committed state as it still is; if so, what that found it from goes to this
+        check's read set."""
+        reads = self._memo.checked.get(authorisation)
+        if reads is None:
+            return False
+        if self._recorder is not None:
+            self._recorder.keys.update(reads)
+        return True
+
+    def keep_authorised(
+        self, authorisation: tuple[bytes, str, str], sender: bytes, institution: Value
+    ) -> None:
+        """Keep ``authorisation``, just found from the answers on ``sender``'s identity and
+        its ``institution``, with the keys those read: only when the memo keeps both answers
+        (it does not keep one that read a range of keys)."""
+        memo = self._memo
+        identity_key = _memo_key("identity", {"public_key": sender})
+        institution_key = _memo_key("institution", {"id": institution})
+        identity = None if identity_key is None else memo.kept(identity_key)
+        found = None if institution_key is None else memo.kept(institution_key)
+        if identity is None or found is None:
+            return
+        if len(memo.checked) >= _CommittedAnswers.ENTRIES_MAX:
+            memo.checked.clear()
+        memo.checked[authorisation] = identity[1] | found[1]
 
 
 def _memo_key(path: str, arguments: Mapping[str, Value]) -> tuple[str, Value] | None:
@@ -733,6 +764,9 @@ class AppHost:
         authorisation = (tx.sender, tx.app, tx.operation)
         if authorised is not None and authorisation in authorised:
             return app
+        recording = answers if isinstance(answers, _RecordingAnswers) else None
+        if recording is not None and recording.found_authorised(authorisation):
+            return app
         query: Callable[[str, Mapping[str, Value]], Value]
         if answers is None:
             membership = self._apps[MEMBERSHIP_APP]
@@ -767,6 +801,8 @@ class AppHost:
             if len(authorised) >= _CommittedAnswers.ENTRIES_MAX:
                 authorised.clear()
             authorised.add(authorisation)
+        if recording is not None:
+            recording.keep_authorised(authorisation, tx.sender, identity.get("institution"))
         return app
 
     @staticmethod

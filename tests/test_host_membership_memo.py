@@ -13,15 +13,23 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
+import pytest
+
 from apps.assets import AssetsApp
 from apps.base import ROLE_BANK, AppError, BlockContext, TxContext
 from apps.demo import DemoTraffic, Party, demo_consortium
-from apps.host import _MEMBERSHIP_PREFIX, AppHost, BlockResult, _MembershipAnswers
+from apps.host import (
+    _MEMBERSHIP_PREFIX,
+    AppHost,
+    BlockResult,
+    TransactionRejected,
+    _MembershipAnswers,
+)
 from apps.membership import MembershipApp
 from apps.payments import PaymentsApp
 from apps.scf import ScfApp
 from apps.state import MemoryBackend, StateOverlay
-from apps.transaction import sign_transaction
+from apps.transaction import Transaction, sign_transaction
 from consensus.codec import Value, decode, encode
 from consensus.crypto import PrivateKey
 
@@ -285,3 +293,43 @@ def test_authorisations_on_committed_state_are_kept_until_a_commit_writes_member
     assert authorised == set()
     assert run(3, [sign.refused(alice, pay(sign, alice, bob))]) == ["sender_suspended"]
     assert authorised == set()
+
+
+def test_authorisations_found_by_checks_are_kept_with_the_keys_they_read() -> None:
+    # A repeat sender's admission check is authorised from the kept outcome and records the
+    # keys the answers behind it read, so its read set is what a check asking membership
+    # records; a commit that writes membership state drops it.
+    host, backend = start(memoise=True)
+    fresh, _ = start(memoise=True)
+    sign = Signer()
+    bank = CONSORTIUM.party("lion-bank")
+    alice, bob = CONSORTIUM.party("alice"), CONSORTIUM.party("bob")
+    first, second = (
+        Transaction.decode(pay(sign, alice, bob), chain_id=CONSORTIUM.chain_id) for _ in range(2)
+    )
+    authorisation = (alice.public_key, "payments", "transfer")
+    checked = host._committed_answers.checked
+    assert authorisation not in checked
+    host.check_transaction_reads(first)
+    assert authorisation in checked
+    kept = checked[authorisation]
+    assert _MEMBERSHIP_PREFIX + b"ident/" + alice.public_key in kept
+    assert all(key.startswith(_MEMBERSHIP_PREFIX) for key in kept)
+    from_memo = host.check_transaction_reads(second, expected_nonce=second.nonce)
+    asked = fresh.check_transaction_reads(second, expected_nonce=second.nonce)
+    assert from_memo == asked
+    assert kept <= from_memo.keys
+    # What a hit records is what was kept (a marker shows it is read from there).
+    checked[authorisation] = kept | {b"marker"}
+    assert b"marker" in host.check_transaction_reads(second, expected_nonce=second.nonce).keys
+    # Alice suspended by a committed block: the kept outcome goes with the commit.
+    context = BlockContext(1, EPOCH_MS + 1000, b"", CONSORTIUM.chain_id)
+    suspend = sign(bank.key, "membership", "suspend_identity", {"public_key": alice.public_key})
+    result = host.execute_block(context, [suspend])
+    assert [receipt.code or "ok" for receipt in result.receipts] == ["ok"]
+    backend.apply(result.writes)
+    host.committed(1, result.app_hash, result.writes)
+    assert checked == {}
+    with pytest.raises(TransactionRejected) as refused:
+        host.check_transaction_reads(first)
+    assert refused.value.code == "sender_suspended"
