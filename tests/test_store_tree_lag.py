@@ -305,7 +305,7 @@ def test_a_read_begun_before_the_held_heights_is_refused(tmp_path: Path) -> None
     records_max=st.integers(0, 40),
     blocks=st.integers(1, 14),
 )
-def test_any_flush_policy_and_restarts_read_and_leave_the_tree_of_everystored_block(
+def test_any_flush_policy_and_restarts_read_and_leave_the_tree_of_every_block(
     seed: int, flush_blocks: int, records_max: int, blocks: int
 ) -> None:
     rng = random.Random(seed)
