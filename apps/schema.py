@@ -111,6 +111,9 @@ _IMMUTABLE_DEFAULTS: Final = frozenset({str, bytes, int, bool, tuple})
 _HEX_64: Final = re.compile(r"[0-9a-fA-F]{64}")
 # How many matched strings an ``Identifier`` remembers (unique ids come and go; names recur).
 _MATCHED_MAX: Final = 1024
+# How many admission checks' parses an operation keeps for the executions that follow them
+# (``Operation.keep``): more than a node holds between a transaction's check and its block.
+KEPT_PARSES_MAX: Final = 4096
 
 
 def _refuse(name: str, expected: str) -> AppError:
@@ -627,16 +630,109 @@ class Arguments:
         return value
 
 
+class _Uncopyable(Exception):
+    """A value holds a container other than a dict, list or tuple (``_unshared``)."""
+
+
+def _scalar(value: object) -> bool:
+    """True for a value an app cannot change: text, bytes, a number, a bool or None."""
+    kind = type(value)
+    return kind is str or kind is int or kind is bytes or kind is bool or value is None
+
+
+def _unshared(value: object) -> object:
+    """``value`` with every dict and list in it new, and every tuple that holds one (the same
+    scalars); ``_Uncopyable`` when it holds a container of another type. (Typed ``object``:
+    compiled, reading a ``Value`` out of a map checks it against every type of the union.)"""
+    kind = type(value)
+    if kind is dict:
+        copied = dict(cast("dict[object, object]", value))
+        for item in copied.values():
+            if not _scalar(item):
+                return {name: _unshared(item) for name, item in copied.items()}
+        return copied
+    if kind is list or kind is tuple:
+        items: list[object] = []
+        changed = kind is list
+        for item in cast("list[object] | tuple[object, ...]", value):
+            if not _scalar(item):
+                item = _unshared(item)
+                changed = True
+            items.append(item)
+        if kind is list:
+            return items
+        return tuple(items) if changed else value
+    if _scalar(value):
+        return value
+    raise _Uncopyable(kind.__name__)
+
+
+class _CheckedArguments(Arguments):
+    """A parse handed to an admission check while the parse itself is kept for the execution
+    (``Operation.keep``): it reads the same values, but every map, list or tuple it hands out
+    is a copy, so nothing the check does to them reaches the kept parse. ``leaked`` is set when
+    it handed out a value it could not copy (that parse is then not kept)."""
+
+    __slots__ = ("leaked",)
+
+    def __init__(self, values: dict[str, Value]) -> None:
+        super().__init__(values)
+        self.leaked = False
+
+    def _copy(self, value: Value) -> Value:
+        if _scalar(value):
+            return value
+        try:
+            return cast("Value", _unshared(value))
+        except _Uncopyable:
+            self.leaked = True
+            return value
+
+    def as_dict(self) -> dict[str, Value]:
+        return {name: self._copy(value) for name, value in self._values.items()}
+
+    def value(self, name: str) -> Value:
+        return self._copy(self._values[name])
+
+    def strings(self, name: str) -> tuple[str, ...]:
+        return cast("tuple[str, ...]", self._copy(super().strings(name)))
+
+    def integers(self, name: str) -> tuple[int, ...]:
+        return cast("tuple[int, ...]", self._copy(super().integers(name)))
+
+    def map(self, name: str) -> dict[str, Value]:
+        return cast("dict[str, Value]", self._copy(super().map(name)))
+
+    def optional_map(self, name: str) -> dict[str, Value] | None:
+        return cast("dict[str, Value] | None", self._copy(super().optional_map(name)))
+
+    def maps(self, name: str) -> tuple[dict[str, Value], ...]:
+        return cast("tuple[dict[str, Value], ...]", self._copy(super().maps(name)))
+
+    def require(self, name: str, why: str) -> Value:
+        return self._copy(super().require(name, why))
+
+
 # ---------------------------------------------------------------------- operations and queries
 @dataclass(frozen=True)
 class Operation:
     """An operation a client sends in a transaction: the membership ``roles`` allowed to send
-    it, its ``arguments`` and a one-sentence ``help``."""
+    it, its ``arguments`` and a one-sentence ``help``.
+
+    It keeps the parses of the admission checks that passed (``keep``), by transaction hash,
+    for the execution that follows on the same node (``take_kept``): the parse of the very
+    arguments object the check was handed, whose maps and lists no code has been handed (the
+    check read it through copies: ``_CheckedArguments``). Parsing is pure, so this changes
+    speed, never a result."""
 
     name: str
     roles: frozenset[str]
     help: str
     arguments: tuple[Argument, ...] = ()
+    # transaction hash -> (the arguments parsed, their parse), oldest first.
+    _kept: dict[bytes, tuple[Mapping[str, Value], Arguments]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         assert _NAME.fullmatch(self.name), self.name
@@ -647,6 +743,23 @@ class Operation:
     def parse(self, values: Mapping[str, Value]) -> Arguments:
         """The typed arguments, or ``AppError("bad_argument", ...)``."""
         return parse_arguments(self.arguments, values)
+
+    def keep(self, transaction_hash: bytes, values: Mapping[str, Value], parsed: Arguments) -> None:
+        """Keep ``parsed``, the parse of ``values`` whose maps and lists no code has been
+        handed, for the execution of transaction ``transaction_hash`` (at most
+        ``KEPT_PARSES_MAX``: the oldest goes first)."""
+        kept = self._kept
+        if transaction_hash not in kept and len(kept) >= KEPT_PARSES_MAX:
+            del kept[next(iter(kept))]
+        kept[transaction_hash] = (values, parsed)
+
+    def take_kept(self, transaction_hash: bytes, values: Mapping[str, Value]) -> Arguments | None:
+        """The parse kept for transaction ``transaction_hash`` if it is one of this very
+        ``values`` object, else None; either way it is kept no longer."""
+        entry = self._kept.pop(transaction_hash, None)
+        if entry is None or entry[0] is not values:
+            return None
+        return entry[1]
 
 
 @dataclass(frozen=True)
@@ -765,7 +878,10 @@ class DispatchingApp(App):
 
     Its ``check`` and ``apply`` read the arguments only to parse them, and parsing builds new
     maps and tuples (``ArgumentType.parse``), so the host hands them the transaction's own
-    (``App.arguments_left_intact``).
+    (``App.arguments_left_intact``). A check that passes leaves its parse with the operation
+    (``Operation.keep``; the method read it through copies of its maps and lists), and the
+    execution of the same transaction's arguments on this node takes it instead of parsing
+    them again.
     """
 
     arguments_left_intact: ClassVar[bool] = True
@@ -785,9 +901,25 @@ class DispatchingApp(App):
         declared = self.schema.operation(operation) if self.schema is not None else None
         if declared is None:
             raise AppError("unknown_operation", f"{self.name} has no operation {operation!r}")
-        parsed = declared.parse(arguments)
         handler = getattr(self, "_" + operation)
-        result: Value = handler(ctx, parsed, execute)
+        result: Value
+        if execute:
+            # The parse of this transaction's admission check on this node, when it was of
+            # these very arguments: equal to parsing them now (``Operation``).
+            parsed = declared.take_kept(ctx.transaction_hash, arguments)
+            if parsed is None:
+                parsed = declared.parse(arguments)
+            result = handler(ctx, parsed, True)
+            return result
+        parsed = declared.parse(arguments)
+        if not self.arguments_left_intact:
+            # The host hands each call its own copy: no execution is handed these again.
+            result = handler(ctx, parsed, False)
+            return result
+        given = _CheckedArguments(parsed._values)
+        result = handler(ctx, given, False)
+        if not given.leaked:
+            declared.keep(ctx.transaction_hash, arguments, parsed)
         return result
 
     def query(self, state: ReadState, path: str, arguments: Mapping[str, Value]) -> Value:
