@@ -101,10 +101,12 @@ async def test_verdicts_are_the_same_on_the_loop_and_on_a_thread(
             assert len(hops) == thread_hops
             if thread_hops:
                 # The verifying thread's CPU counts as the node's work off its loop (what the
-                # machine's spare cores add to its idle ones).
+                # machine's spare cores add to its idle ones). The process clock and the
+                # thread's own were once seen 5 % apart on a busy machine: half of it is
+                # enough to show it counted (nothing else runs off the loop here).
                 thread_ns = node.phases.snapshot()["verify"] - verify_before
                 assert thread_ns > 0
-                assert node._helpers_cpu_ns() - helpers_before >= thread_ns
+                assert node._helpers_cpu_ns() - helpers_before >= thread_ns // 2
             # The status says where the batch's 13 signatures were checked, and the
             # machine's spare cores (1 % or 60 % of two idle; no worker threads' time here).
             if thread_hops:
