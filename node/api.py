@@ -121,9 +121,12 @@ class QueryError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's constructor sets each field through ``object.__setattr__``,
+# five times the cost, and admission builds one of these for every transaction it takes in.
+@dataclass(slots=True)
 class SubmitOutcome:
-    """What admission said about a submitted transaction."""
+    """What admission said about a submitted transaction (read-only by convention: one
+    refusal may stand for a whole batch)."""
 
     hash: bytes | None
     accepted: bool

@@ -1868,10 +1868,16 @@ class Node:
         self.written_app_hash = result.app_hash
         self._maybe_snapshot(block.height)
         now = time.monotonic()
-        for receipt in result.receipts:
-            admitted = self._admitted_at.pop(receipt.transaction_hash, None)
-            if admitted is not None:
-                self.metrics.commit_latency.observe(now - admitted)
+        admitted_at = self._admitted_at
+        self.metrics.commit_latency.observe_many(
+            [
+                now - admitted
+                for admitted in (
+                    admitted_at.pop(receipt.transaction_hash, None) for receipt in result.receipts
+                )
+                if admitted is not None
+            ]
+        )
         self.metrics.record_commit(now, block.height, len(block.transactions))
         busy = self._arrivals.committed(block.height, trio.current_time())
         self.admission.observe_commit(now, len(block.transactions), busy)
