@@ -332,7 +332,9 @@ class EncodedBlock(NamedTuple):
     receipts: tuple[bytes, ...]
     end_events: bytes | None
     writes: WriteSet
-    tree_records: tuple[tuple[bytes, bytes | None], ...]
+    # The block's Merkle tree records (None: deleted) by key: the execution's own map
+    # (``TreeUpdate.changed``), shared, so nothing may modify it.
+    tree_records: Mapping[bytes, bytes | None]
 
 
 class Store:
@@ -1093,7 +1095,7 @@ class Store:
             receipts=tuple(receipt.encode() for receipt in result.receipts),
             end_events=stored_end_block_events(self.chain_id, len(block.transactions), result),
             writes=result.writes,
-            tree_records=result.tree.records,
+            tree_records=result.tree.changed,
         )
 
     def _put_block(
@@ -1841,7 +1843,7 @@ class _TreeLayer:
     after the tree's height); ``blocks`` and ``records_held`` count the whole chain."""
 
     height: int
-    records: dict[bytes, bytes | None]
+    records: Mapping[bytes, bytes | None]  # the block's own map (``EncodedBlock``), shared
     positions: dict[bytes, int]
     below: _TreeLayer | None
     blocks: int
@@ -1852,16 +1854,17 @@ class _TreeLayer:
         cls,
         below: _TreeLayer | None,
         height: int,
-        records: Sequence[tuple[bytes, bytes | None]],
+        records: Mapping[bytes, bytes | None],
         transaction_hashes: Sequence[bytes],
     ) -> _TreeLayer:
-        """Block ``height``'s ``records`` and transactions held over ``below``."""
+        """Block ``height``'s ``records`` (kept as they are: nothing modifies them) and
+        transactions held over ``below``."""
         positions = _first_positions(transaction_hashes)
         if below is None:
-            return cls(height, dict(records), positions, None, 1, len(records))
+            return cls(height, records, positions, None, 1, len(records))
         return cls(
             height,
-            dict(records),
+            records,
             positions,
             below,
             below.blocks + 1,
