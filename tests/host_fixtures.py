@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from hypothesis import strategies as st
+
 from apps.base import App, BlockContext
 from apps.host import AppHost, BlockResult
 from apps.membership import MembershipApp
@@ -113,3 +115,32 @@ class Chain:
         if not receipt.ok:
             raise AssertionError(f"rejected: {receipt.code}: {receipt.message}")
         return receipt.result
+
+
+# Argument values of every kind the codec carries: names and texts the argument types accept,
+# among others they refuse, nested in tuples, lists and maps.
+_NAMES = st.sampled_from(["name", "country", "x1", "bad name", ""])
+ARGUMENT_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-2, 3) | _NAMES | st.binary(max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=3).map(tuple)
+        | st.lists(inner, max_size=3)
+        | st.dictionaries(_NAMES, inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def vandalise(value: object) -> None:
+    """Change every map and list in ``value`` (and in the tuples in it): a careless app."""
+    if isinstance(value, dict):
+        for item in list(value.values()):
+            vandalise(item)
+        value["vandalised"] = True
+    elif isinstance(value, list):
+        for item in value:
+            vandalise(item)
+        value.append("vandalised")
+    elif isinstance(value, tuple):
+        for item in value:
+            vandalise(item)

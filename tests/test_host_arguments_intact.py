@@ -12,7 +12,6 @@ from typing import ClassVar
 
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
 from apps.assets import AssetsApp
 from apps.base import ROLE_BANK, App, AppError, AppState, ReadState, TxContext
@@ -35,7 +34,7 @@ from apps.schema import (
 )
 from apps.transaction import Transaction
 from consensus.codec import Value, encode
-from tests.host_fixtures import CHAIN, Chain, key
+from tests.host_fixtures import ARGUMENT_VALUES, CHAIN, Chain, key, vandalise
 
 _FIELDS = (Argument("name", Identifier(), "a name"),)
 _ENTRY = Record(_FIELDS)
@@ -173,20 +172,7 @@ def test_a_host_that_copies_every_time_gives_the_same_results() -> None:
     assert handed_as_is == copied
 
 
-# Names and texts that the argument types accept, among others that they refuse.
-_NAMES = st.sampled_from(["name", "country", "x1", "bad name", ""])
-_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-2, 3) | _NAMES | st.binary(max_size=4),
-    lambda inner: (
-        st.lists(inner, max_size=3).map(tuple)
-        | st.lists(inner, max_size=3)
-        | st.dictionaries(_NAMES, inner, max_size=3)
-    ),
-    max_leaves=8,
-)
-
-
-@given(value=_VALUES)
+@given(value=ARGUMENT_VALUES)
 def test_parsing_shares_no_map_with_what_it_parsed(value: Value) -> None:
     """Every argument type, given anything, returns a value whose maps are its own (or
     refuses it): changing them leaves the input as it was."""
@@ -216,15 +202,5 @@ def _leaves_its_input_intact(parse: Callable[[str, Value], Value], value: Value)
         parsed = parse("x", value)
     except AppError:
         return True
-    _vandalise(parsed)
+    vandalise(parsed)
     return repr(value) == before
-
-
-def _vandalise(value: Value) -> None:
-    if isinstance(value, dict):
-        for item in list(value.values()):
-            _vandalise(item)
-        value["vandalised"] = True
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            _vandalise(item)

@@ -12,7 +12,6 @@ from typing import ClassVar
 
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
 from apps.base import ROLE_BANK, AppError, AppState, ReadState, TxContext
 from apps.host import STATUS_OK, BlockResult
@@ -35,7 +34,7 @@ from apps.schema import (
 )
 from apps.transaction import Transaction
 from consensus.codec import Value, encode
-from tests.host_fixtures import CHAIN, Chain, key
+from tests.host_fixtures import ARGUMENT_VALUES, CHAIN, Chain, key, vandalise
 
 _FIELDS = (Argument("name", Identifier(), "a name"),)
 OPERATION = Operation(
@@ -206,19 +205,7 @@ def test_a_value_that_cannot_be_copied_is_handed_as_it_is_and_marks_the_parse() 
     assert checked.leaked
 
 
-_NAMES = st.sampled_from(["name", "country", "x1", ""])
-_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-2, 3) | _NAMES | st.binary(max_size=4),
-    lambda inner: (
-        st.lists(inner, max_size=3).map(tuple)
-        | st.lists(inner, max_size=3)
-        | st.dictionaries(_NAMES, inner, max_size=3)
-    ),
-    max_leaves=8,
-)
-
-
-@given(value=_VALUES)
+@given(value=ARGUMENT_VALUES)
 def test_a_copy_equals_the_value_and_shares_no_map_or_list_with_it(value: Value) -> None:
     assert _copy_is_equal_and_its_own(_unshared, value)
 
@@ -239,19 +226,5 @@ def _copy_is_equal_and_its_own(copy: Callable[[Value], object], value: Value) ->
     copied = copy(value)
     if repr(copied) != before or type(copied) is not type(value):
         return False
-    _vandalise(copied)
+    vandalise(copied)
     return repr(value) == before
-
-
-def _vandalise(value: object) -> None:
-    if isinstance(value, dict):
-        for item in list(value.values()):
-            _vandalise(item)
-        value["vandalised"] = True
-    elif isinstance(value, list):
-        for item in value:
-            _vandalise(item)
-        value.append("vandalised")
-    elif isinstance(value, tuple):
-        for item in value:
-            _vandalise(item)
