@@ -901,7 +901,6 @@ class DispatchingApp(App):
         declared = self.schema.operation(operation) if self.schema is not None else None
         if declared is None:
             raise AppError("unknown_operation", f"{self.name} has no operation {operation!r}")
-        handler = getattr(self, "_" + operation)
         result: Value
         if execute:
             # The parse of this transaction's admission check on this node, when it was of
@@ -909,9 +908,10 @@ class DispatchingApp(App):
             parsed = declared.take_kept(ctx.transaction_hash, arguments)
             if parsed is None:
                 parsed = declared.parse(arguments)
-            result = handler(ctx, parsed, True)
+            result = getattr(self, "_" + operation)(ctx, parsed, True)
             return result
         parsed = declared.parse(arguments)
+        handler = getattr(self, "_" + operation)
         if not self.arguments_left_intact:
             # The host hands each call its own copy: no execution is handed these again.
             result = handler(ctx, parsed, False)

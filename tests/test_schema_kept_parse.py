@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 
 from apps.base import ROLE_BANK, AppError, AppState, ReadState, TxContext
-from apps.host import STATUS_OK, BlockResult
+from apps.host import STATUS_OK, BlockResult, TransactionRejected
 from apps.schema import (
     KEPT_PARSES_MAX,
     Amounts,
@@ -228,3 +228,32 @@ def _copy_is_equal_and_its_own(copy: Callable[[Value], object], value: Value) ->
         return False
     vandalise(copied)
     return repr(value) == before
+
+
+class Ghost(DispatchingApp):
+    """Declares an operation it has no method for (a broken app)."""
+
+    name: ClassVar[str] = "ghost"
+    schema: ClassVar[AppSchema] = AppSchema(
+        help="Declares op without a method.",
+        operations=(Operation("op", frozenset({ROLE_BANK}), "Nothing.", _FIELDS),),
+    )
+
+    def genesis(self, state: AppState, config: Mapping[str, Value]) -> None:
+        return None
+
+
+def test_arguments_are_parsed_before_the_operations_method_is_looked_up() -> None:
+    """Bad arguments are refused as such even by an app missing the operation's method (then
+    a well-formed transaction is the app's fault), in the check and in the execution."""
+    chain = Chain.start([Ghost()])
+    bad = chain.sign(key("bank_a"), "ghost", "op", {"name": "no spaces"})
+    good = chain.sign(key("bank_a"), "ghost", "op", {"name": "fine"})
+    codes = []
+    for tx in (bad, good):
+        with pytest.raises(TransactionRejected) as refused:
+            chain.host.check_transaction(tx, expected_nonce=tx.nonce)
+        codes.append(refused.value.code)
+    assert codes == ["bad_argument", "app_fault"]
+    receipts = chain.run([bad, good]).receipts
+    assert [receipt.code for receipt in receipts] == ["bad_argument", "app_fault"]
