@@ -59,6 +59,7 @@ from apps.base import App, AppError, BlockContext, Event, ReadState
 from apps.merkle import TreeUpdate
 from apps.proofs import ProofUnsupported
 from apps.reads import ReadSet, RecordingBackend
+from apps.schema import unshared_value
 from apps.state import (
     GENESIS_PREVIOUS_APP_HASH,
     HOST_NAMESPACE,
@@ -1215,25 +1216,9 @@ def _fresh_copy(arguments: Mapping[str, Value]) -> dict[str, Value]:
     """A copy of decoded arguments sharing nothing mutable with them (maps are copied at
     every depth; tuples, strings, bytes and numbers are immutable and shared)."""
     return {
-        name: value if type(value) in _IMMUTABLE_TYPES else _fresh_value(value)
+        name: value if type(value) in _IMMUTABLE_TYPES else cast("Value", unshared_value(value))
         for name, value in arguments.items()
     }
-
-
-def _fresh_value(value: Value) -> Value:
-    if isinstance(value, dict):
-        return {
-            key: item if type(item) in _IMMUTABLE_TYPES else _fresh_value(item)
-            for key, item in value.items()
-        }
-    if isinstance(value, list):
-        return [_fresh_value(item) for item in value]
-    if isinstance(value, tuple) and any(type(item) in _MUTABLE_CONTAINERS for item in value):
-        return tuple(_fresh_value(item) for item in value)
-    return value
-
-
-_MUTABLE_CONTAINERS: Final = (dict, list, tuple)
 
 
 def _touches(writes: WriteSet, prefix: bytes) -> bool:

@@ -86,8 +86,10 @@ __all__ = [
     "Strings",
     "Text",
     "TimeMs",
+    "Uncopyable",
     "parse_arguments",
     "read_rule_problems",
+    "unshared_value",
 ]
 
 # Largest amount in minor units: what a signed 64-bit integer holds (codec and every bank core).
@@ -529,7 +531,11 @@ class Arguments:
 
     def as_dict(self) -> dict[str, Value]:
         """Every declared argument (absent optional ones as their default)."""
-        return dict(self._values)
+        return {name: self._read(name) for name in self._values}
+
+    def _read(self, name: str) -> Value:
+        """The value of ``name`` as the accessors that may hand out a map or a list read it."""
+        return self._values[name]
 
     def has(self, name: str) -> bool:
         """True when ``name`` has a value (given, or an optional argument with a default)."""
@@ -537,7 +543,7 @@ class Arguments:
 
     def value(self, name: str) -> Value:
         """The value of ``name`` as parsed."""
-        return self._values[name]
+        return self._read(name)
 
     def text(self, name: str) -> str:
         """A string argument (text, identifier, choice) that always has a value."""
@@ -589,7 +595,7 @@ class Arguments:
 
     def strings(self, name: str) -> tuple[str, ...]:
         """A list of strings (empty when absent)."""
-        value = self._values[name]
+        value = self._read(name)
         if value is None:
             return ()
         assert isinstance(value, tuple), (name, value)
@@ -597,25 +603,25 @@ class Arguments:
 
     def integers(self, name: str) -> tuple[int, ...]:
         """A list of integers."""
-        value = self._values[name]
+        value = self._read(name)
         assert isinstance(value, tuple), (name, value)
         return value  # type: ignore[return-value]
 
     def map(self, name: str) -> dict[str, Value]:
         """A map argument (party, record) that always has a value."""
-        value = self._values[name]
+        value = self._read(name)
         assert isinstance(value, dict), (name, value)
         return value
 
     def optional_map(self, name: str) -> dict[str, Value] | None:
         """A map argument, or None when absent."""
-        value = self._values[name]
+        value = self._read(name)
         assert value is None or isinstance(value, dict), (name, value)
         return value
 
     def maps(self, name: str) -> tuple[dict[str, Value], ...]:
         """A list of maps (records); empty when absent."""
-        value = self._values[name]
+        value = self._read(name)
         if value is None:
             return ()
         assert isinstance(value, tuple), (name, value)
@@ -624,14 +630,14 @@ class Arguments:
     def require(self, name: str, why: str) -> Value:
         """The value of an optional argument that ``why`` makes necessary; refuses its absence
         as ``bad_argument`` (``"argument 'institution' is required to admit_institution"``)."""
-        value = self._values[name]
+        value = self._read(name)
         if value is None:
             raise _refuse(name, f"is required {why}")
         return value
 
 
-class _Uncopyable(Exception):
-    """A value holds a container other than a dict, list or tuple (``_unshared``)."""
+class Uncopyable(ValueError):
+    """A value holds a container other than a dict, list or tuple (``unshared_value``)."""
 
 
 def _scalar(value: object) -> bool:
@@ -640,23 +646,24 @@ def _scalar(value: object) -> bool:
     return kind is str or kind is int or kind is bytes or kind is bool or value is None
 
 
-def _unshared(value: object) -> object:
+def unshared_value(value: object) -> object:
     """``value`` with every dict and list in it new, and every tuple that holds one (the same
-    scalars); ``_Uncopyable`` when it holds a container of another type. (Typed ``object``:
-    compiled, reading a ``Value`` out of a map checks it against every type of the union.)"""
+    scalars): what an app may change without reaching ``value``. ``Uncopyable`` when it holds
+    a container of another type (decoded values never do). (Typed ``object``: compiled,
+    reading a ``Value`` out of a map checks it against every type of the union.)"""
     kind = type(value)
     if kind is dict:
         copied = dict(cast("dict[object, object]", value))
         for item in copied.values():
             if not _scalar(item):
-                return {name: _unshared(item) for name, item in copied.items()}
+                return {name: unshared_value(item) for name, item in copied.items()}
         return copied
     if kind is list or kind is tuple:
         items: list[object] = []
         changed = kind is list
         for item in cast("list[object] | tuple[object, ...]", value):
             if not _scalar(item):
-                item = _unshared(item)
+                item = unshared_value(item)
                 changed = True
             items.append(item)
         if kind is list:
@@ -664,7 +671,7 @@ def _unshared(value: object) -> object:
         return tuple(items) if changed else value
     if _scalar(value):
         return value
-    raise _Uncopyable(kind.__name__)
+    raise Uncopyable(kind.__name__)
 
 
 class _CheckedArguments(Arguments):
@@ -679,38 +686,15 @@ class _CheckedArguments(Arguments):
         super().__init__(values)
         self.leaked = False
 
-    def _copy(self, value: Value) -> Value:
+    def _read(self, name: str) -> Value:
+        value = self._values[name]
         if _scalar(value):
             return value
         try:
-            return cast("Value", _unshared(value))
-        except _Uncopyable:
+            return cast("Value", unshared_value(value))
+        except Uncopyable:
             self.leaked = True
             return value
-
-    def as_dict(self) -> dict[str, Value]:
-        return {name: self._copy(value) for name, value in self._values.items()}
-
-    def value(self, name: str) -> Value:
-        return self._copy(self._values[name])
-
-    def strings(self, name: str) -> tuple[str, ...]:
-        return cast("tuple[str, ...]", self._copy(super().strings(name)))
-
-    def integers(self, name: str) -> tuple[int, ...]:
-        return cast("tuple[int, ...]", self._copy(super().integers(name)))
-
-    def map(self, name: str) -> dict[str, Value]:
-        return cast("dict[str, Value]", self._copy(super().map(name)))
-
-    def optional_map(self, name: str) -> dict[str, Value] | None:
-        return cast("dict[str, Value] | None", self._copy(super().optional_map(name)))
-
-    def maps(self, name: str) -> tuple[dict[str, Value], ...]:
-        return cast("tuple[dict[str, Value], ...]", self._copy(super().maps(name)))
-
-    def require(self, name: str, why: str) -> Value:
-        return self._copy(super().require(name, why))
 
 
 # ---------------------------------------------------------------------- operations and queries

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from apps.base import App, BlockContext
 from apps.host import AppHost, BlockResult
 from apps.membership import MembershipApp
+from apps.schema import Amounts, Argument, Identifier, Party, Record, Records, Strings
 from apps.state import MemoryBackend
 from apps.transaction import Transaction, sign_transaction
 from consensus.codec import Value
@@ -144,3 +145,27 @@ def vandalise(value: object) -> None:
     elif isinstance(value, tuple):
         for item in value:
             vandalise(item)
+
+
+# Arguments of every shape a schema parses into maps and tuples, for the tests of what apps
+# are handed (``shaped_arguments`` is a sample of them).
+NAME_FIELDS = (Argument("name", Identifier(), "a name"),)
+ENTRY = Record(NAME_FIELDS)
+SHAPED_ARGUMENTS = (
+    Argument("party", Party(), "details"),
+    Argument("entry", ENTRY, "one record"),
+    Argument("entries", Records(NAME_FIELDS, items_max=4), "records"),
+    Argument("tags", Strings(items_max=4), "tags"),
+    Argument("amounts", Amounts(items_max=4), "amounts"),
+)
+
+
+def shaped_arguments(n: int) -> dict[str, Value]:
+    """Sample ``n`` of values for ``SHAPED_ARGUMENTS``."""
+    return {
+        "party": {"name": f"p{n}", "country": "CH"},
+        "entry": {"name": f"e{n}"},
+        "entries": ({"name": f"a{n}"}, {"name": f"b{n}"}),
+        "tags": ("z", "y", "z"),
+        "amounts": (n + 1, 2),
+    }

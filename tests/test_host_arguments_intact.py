@@ -22,37 +22,32 @@ from apps.scf import ScfApp
 from apps.schema import (
     Amounts,
     AppSchema,
-    Argument,
     Arguments,
     DispatchingApp,
     Identifier,
     Operation,
     Party,
-    Record,
     Records,
     Strings,
 )
 from apps.transaction import Transaction
 from consensus.codec import Value, encode
-from tests.host_fixtures import ARGUMENT_VALUES, CHAIN, Chain, key, vandalise
+from tests.host_fixtures import (
+    ARGUMENT_VALUES,
+    CHAIN,
+    ENTRY,
+    NAME_FIELDS,
+    SHAPED_ARGUMENTS,
+    Chain,
+    key,
+    shaped_arguments,
+    vandalise,
+)
 
-_FIELDS = (Argument("name", Identifier(), "a name"),)
-_ENTRY = Record(_FIELDS)
 SCHEMA = AppSchema(
     help="Marks what it parsed, then records it.",
     operations=(
-        Operation(
-            "op",
-            frozenset({ROLE_BANK}),
-            "Record the arguments.",
-            (
-                Argument("party", Party(), "details"),
-                Argument("entry", _ENTRY, "one record"),
-                Argument("entries", Records(_FIELDS, items_max=4), "records"),
-                Argument("tags", Strings(items_max=4), "tags"),
-                Argument("amounts", Amounts(items_max=4), "amounts"),
-            ),
-        ),
+        Operation("op", frozenset({ROLE_BANK}), "Record the arguments.", SHAPED_ARGUMENTS),
     ),
 )
 
@@ -110,16 +105,6 @@ class DeclaredMarking(Marking):
         return super().apply(ctx, operation, arguments)
 
 
-def _arguments(n: int) -> dict[str, Value]:
-    return {
-        "party": {"name": f"p{n}", "country": "CH"},
-        "entry": {"name": f"e{n}"},
-        "entries": ({"name": f"a{n}"}, {"name": f"b{n}"}),
-        "tags": ("z", "y", "z"),
-        "amounts": (n + 1, 2),
-    }
-
-
 def test_which_apps_are_handed_their_arguments_as_they_are() -> None:
     assert not App.arguments_left_intact
     for built_in in (DispatchingApp, MembershipApp, PaymentsApp, ScfApp, AssetsApp, Marking):
@@ -134,7 +119,7 @@ def test_changes_to_what_an_app_was_handed_never_reach_the_transaction_or_the_ne
     app: Marking,
 ) -> None:
     chain = Chain.start([app])
-    signed = [chain.sign(key("bank_a"), app.name, "op", _arguments(n)) for n in range(3)]
+    signed = [chain.sign(key("bank_a"), app.name, "op", shaped_arguments(n)) for n in range(3)]
     raw = [tx.encoded for tx in signed]
     decoded = {tx.hash: Transaction.decode(tx.encoded, chain_id=CHAIN) for tx in signed}
     for tx in decoded.values():
@@ -148,7 +133,7 @@ def test_changes_to_what_an_app_was_handed_never_reach_the_transaction_or_the_ne
     ]
     assert all(receipt.status == STATUS_OK for receipt in first.receipts), first.receipts
     for n, tx in enumerate(decoded.values()):
-        assert tx.arguments == _arguments(n)
+        assert tx.arguments == shaped_arguments(n)
         assert first.receipts[n].result == encode(
             {
                 # What ``RawMarking`` added before parsing, once (its copy), not once per run.
@@ -163,7 +148,7 @@ def test_changes_to_what_an_app_was_handed_never_reach_the_transaction_or_the_ne
 
 def test_a_host_that_copies_every_time_gives_the_same_results() -> None:
     chain = Chain.start([Marking()])
-    signed = [chain.sign(key("bank_a"), "marking", "op", _arguments(n)) for n in range(3)]
+    signed = [chain.sign(key("bank_a"), "marking", "op", shaped_arguments(n)) for n in range(3)]
     raw = [tx.encoded for tx in signed]
     decoded = {tx.hash: Transaction.decode(tx.encoded, chain_id=CHAIN) for tx in signed}
     handed_as_is = chain.host.execute_block(chain.context(), raw, known=decoded)
@@ -178,8 +163,8 @@ def test_parsing_shares_no_map_with_what_it_parsed(value: Value) -> None:
     refuses it): changing them leaves the input as it was."""
     types = (
         Party(),
-        _ENTRY,
-        Records(_FIELDS, items_max=4),
+        ENTRY,
+        Records(NAME_FIELDS, items_max=4),
         Strings(items_max=4),
         Amounts(items_max=4),
         Identifier(),

@@ -17,36 +17,35 @@ from apps.base import ROLE_BANK, AppError, AppState, ReadState, TxContext
 from apps.host import STATUS_OK, BlockResult, TransactionRejected
 from apps.schema import (
     KEPT_PARSES_MAX,
-    Amounts,
     AppSchema,
     Argument,
     Arguments,
     DispatchingApp,
     Identifier,
     Operation,
-    Party,
-    Record,
-    Records,
-    Strings,
+    Uncopyable,
     _CheckedArguments,
-    _Uncopyable,
-    _unshared,
+    unshared_value,
 )
 from apps.transaction import Transaction
 from consensus.codec import Value, encode
-from tests.host_fixtures import ARGUMENT_VALUES, CHAIN, Chain, key, vandalise
+from tests.host_fixtures import (
+    ARGUMENT_VALUES,
+    CHAIN,
+    NAME_FIELDS,
+    SHAPED_ARGUMENTS,
+    Chain,
+    key,
+    shaped_arguments,
+    vandalise,
+)
 
-_FIELDS = (Argument("name", Identifier(), "a name"),)
 OPERATION = Operation(
     "op",
     frozenset({ROLE_BANK}),
     "Record the arguments.",
     (
-        Argument("party", Party(), "details"),
-        Argument("entry", Record(_FIELDS), "one record"),
-        Argument("entries", Records(_FIELDS, items_max=4), "records"),
-        Argument("tags", Strings(items_max=4), "tags"),
-        Argument("amounts", Amounts(items_max=4), "amounts"),
+        *SHAPED_ARGUMENTS,
         Argument("refuse", Identifier(), "refused by the check when 'yes'", required=False),
     ),
 )
@@ -95,14 +94,7 @@ class Vandal(DispatchingApp):
 
 
 def _arguments(n: int, refuse: bool = False) -> dict[str, Value]:
-    return {
-        "party": {"name": f"p{n}", "country": "CH"},
-        "entry": {"name": f"e{n}"},
-        "entries": ({"name": f"a{n}"}, {"name": f"b{n}"}),
-        "tags": ("z", "y", "z"),
-        "amounts": (n + 1, 2),
-        "refuse": "yes" if refuse else None,
-    }
+    return {**shaped_arguments(n), "refuse": "yes" if refuse else None}
 
 
 def _signed(count: int) -> tuple[Chain, list[bytes], dict[bytes, Transaction]]:
@@ -110,6 +102,16 @@ def _signed(count: int) -> tuple[Chain, list[bytes], dict[bytes, Transaction]]:
     signed = [chain.sign(key("bank_a"), "vandal", "op", _arguments(n)) for n in range(count)]
     decoded = {tx.hash: Transaction.decode(tx.encoded, chain_id=CHAIN) for tx in signed}
     return chain, [tx.encoded for tx in signed], decoded
+
+
+def _checked(count: int) -> tuple[Chain, list[bytes], dict[bytes, Transaction], list[Arguments]]:
+    """``_signed``, every transaction checked, and the parses the checks kept (in order);
+    no execution recorded yet."""
+    chain, raw, decoded = _signed(count)
+    for tx in decoded.values():
+        chain.host.check_transaction(tx, expected_nonce=tx.nonce)
+    EXECUTED.clear()
+    return chain, raw, decoded, [OPERATION._kept[tx_hash][1] for tx_hash in decoded]
 
 
 def _never_checked(raw: list[bytes]) -> BlockResult:
@@ -125,11 +127,7 @@ def _same(first: BlockResult, second: BlockResult) -> bool:
 
 
 def test_the_execution_takes_the_checks_parse_and_gives_what_a_fresh_parse_gives() -> None:
-    chain, raw, decoded = _signed(3)
-    for tx in decoded.values():
-        chain.host.check_transaction(tx, expected_nonce=tx.nonce)
-    kept = [OPERATION._kept[tx_hash][1] for tx_hash in decoded]
-    EXECUTED.clear()
+    chain, raw, decoded, kept = _checked(3)
     result = chain.host.execute_block(chain.context(), raw, known=decoded)
     assert all(receipt.status == STATUS_OK for receipt in result.receipts), result.receipts
     # Each execution was handed the very parse its check left, and took it.
@@ -145,10 +143,8 @@ def test_the_execution_takes_the_checks_parse_and_gives_what_a_fresh_parse_gives
 
 
 def test_the_comparison_is_seen_failing_when_a_kept_parse_was_changed() -> None:
-    chain, raw, decoded = _signed(1)
-    tx = next(iter(decoded.values()))
-    chain.host.check_transaction(tx, expected_nonce=tx.nonce)
-    party = OPERATION._kept[tx.hash][1].value("party")
+    chain, raw, decoded, kept = _checked(1)
+    party = kept[0].value("party")
     assert isinstance(party, dict)
     party["name"] = "changed"  # what a check handed the kept parse itself could have done
     result = chain.host.execute_block(chain.context(), raw, known=decoded)
@@ -156,11 +152,7 @@ def test_the_comparison_is_seen_failing_when_a_kept_parse_was_changed() -> None:
 
 
 def test_other_arguments_with_the_same_hash_are_parsed_anew() -> None:
-    chain, raw, decoded = _signed(2)
-    for tx in decoded.values():
-        chain.host.check_transaction(tx, expected_nonce=tx.nonce)
-    kept = [OPERATION._kept[tx_hash][1] for tx_hash in decoded]
-    EXECUTED.clear()
+    chain, raw, decoded, kept = _checked(2)
     # Decoded again from the block's bytes (no ``known``): other argument objects.
     result = chain.host.execute_block(chain.context(), raw)
     assert not any(a is b for a, b in zip(EXECUTED, kept, strict=True))
@@ -194,10 +186,10 @@ def test_an_operation_keeps_at_most_the_bound_dropping_the_oldest() -> None:
 
 def test_a_value_that_cannot_be_copied_is_handed_as_it_is_and_marks_the_parse() -> None:
     proxy = MappingProxyType({"name": "a"})
-    with pytest.raises(_Uncopyable):
-        _unshared(proxy)
-    with pytest.raises(_Uncopyable):
-        _unshared(({"name": "a"}, proxy))
+    with pytest.raises(Uncopyable):
+        unshared_value(proxy)
+    with pytest.raises(Uncopyable):
+        unshared_value(({"name": "a"}, proxy))
     checked = _CheckedArguments({"plain": ("a", 1), "proxy": proxy})
     assert checked.value("plain") == ("a", 1)
     assert not checked.leaked
@@ -207,7 +199,7 @@ def test_a_value_that_cannot_be_copied_is_handed_as_it_is_and_marks_the_parse() 
 
 @given(value=ARGUMENT_VALUES)
 def test_a_copy_equals_the_value_and_shares_no_map_or_list_with_it(value: Value) -> None:
-    assert _copy_is_equal_and_its_own(_unshared, value)
+    assert _copy_is_equal_and_its_own(unshared_value, value)
 
 
 def test_the_copy_property_is_seen_failing_on_a_copy_that_shares() -> None:
@@ -236,7 +228,7 @@ class Ghost(DispatchingApp):
     name: ClassVar[str] = "ghost"
     schema: ClassVar[AppSchema] = AppSchema(
         help="Declares op without a method.",
-        operations=(Operation("op", frozenset({ROLE_BANK}), "Nothing.", _FIELDS),),
+        operations=(Operation("op", frozenset({ROLE_BANK}), "Nothing.", NAME_FIELDS),),
     )
 
     def genesis(self, state: AppState, config: Mapping[str, Value]) -> None:
