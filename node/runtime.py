@@ -1869,15 +1869,8 @@ class Node:
         self._maybe_snapshot(block.height)
         now = time.monotonic()
         admitted_at = self._admitted_at
-        self.metrics.commit_latency.observe_many(
-            [
-                now - admitted
-                for admitted in (
-                    admitted_at.pop(receipt.transaction_hash, None) for receipt in result.receipts
-                )
-                if admitted is not None
-            ]
-        )
+        admitted = [admitted_at.pop(receipt.transaction_hash, None) for receipt in result.receipts]
+        self.metrics.commit_latency.observe_many([now - at for at in admitted if at is not None])
         self.metrics.record_commit(now, block.height, len(block.transactions))
         busy = self._arrivals.committed(block.height, trio.current_time())
         self.admission.observe_commit(now, len(block.transactions), busy)
