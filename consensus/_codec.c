@@ -17,6 +17,22 @@
  * bin 8/16/32, arrays fixarray/array 16/32, maps fixmap/map 16/32. ``consensus.codec`` checks
  * this module against its own encoder on a fixed set of values before it uses it.
  *
+ * ``unpack(data, total_bytes_max, depth_max, str_bytes_max, bytes_max, array_len_max,
+ * map_len_max)`` is the other direction: the value ``consensus.codec.decode`` returns for the
+ * bytes ``data``, or None when it does not decode them here. It takes only what is already in
+ * canonical form and within the limits, and reads nothing twice: every integer, string,
+ * bytes, array and map header in its shortest format (as above), every map's keys str or bytes
+ * and strictly increasing by their packed bytes, strings valid UTF-8 (Python's strict
+ * decoder), every value at a depth of at most ``depth_max`` (the outermost at 0), exactly one
+ * value and no byte after it. Anything else (a float, an extension type, a wider format than
+ * needed, keys out of order or repeated, a value past a limit, a truncated input, nesting
+ * deeper than ``NEST_MAX``) is handed back: the Python decoder then decides, and raises the
+ * error the bytes deserve. So a decoded value is always the one the Python decoder returns for
+ * the same bytes (arrays as tuples, maps as dicts in the order of their bytes, map keys
+ * interned as msgpack interns them), and every error is the Python decoder's. (The bytes of
+ * the value None decode to None, which reads as handed back: the Python decoder returns None
+ * for them.) A count is checked against the bytes left before anything is allocated for it.
+ *
  * Pure: no state, no clock, no I/O; the interpreter lock is held throughout. */
 
 #define PY_SSIZE_T_CLEAN
@@ -271,6 +287,260 @@ static int pack_value(buffer *out, PyObject *value, long long depth, const limit
     return 0; /* anything else: the Python encoder's */
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* Decoding canonical bytes.                                                                */
+
+typedef struct {
+    const unsigned char *data;
+    size_t length;
+    size_t at;
+} reader;
+
+/* Reads a `size`-byte big-endian number; 0 when fewer bytes are left. */
+static int read_number(reader *in, int size, uint64_t *number) {
+    if (in->length - in->at < (size_t)size) return 0;
+    uint64_t n = 0;
+    for (int i = 0; i < size; i++) n = (n << 8) | in->data[in->at + (size_t)i];
+    in->at += (size_t)size;
+    *number = n;
+    return 1;
+}
+
+static PyObject *unpack_value(reader *in, long long depth, const limits *bounds);
+
+/* A str of `length` bytes at the reader (valid UTF-8, strict), or NULL (an error may be set:
+ * unpack_value clears it). */
+static PyObject *unpack_str(reader *in, uint64_t length, const limits *bounds) {
+    if (length > (uint64_t)bounds->str_bytes_max || length > in->length - in->at) return NULL;
+    PyObject *text =
+        PyUnicode_DecodeUTF8((const char *)in->data + in->at, (Py_ssize_t)length, "strict");
+    if (text == NULL) return NULL;
+    in->at += (size_t)length;
+    return text;
+}
+
+static PyObject *unpack_bin(reader *in, uint64_t length, const limits *bounds) {
+    if (length > (uint64_t)bounds->bytes_max || length > in->length - in->at) return NULL;
+    PyObject *data =
+        PyBytes_FromStringAndSize((const char *)in->data + in->at, (Py_ssize_t)length);
+    if (data == NULL) return NULL;
+    in->at += (size_t)length;
+    return data;
+}
+
+/* The length of a str (kind 0) or bytes (kind 1) whose header starts at the reader, in its
+ * shortest format; 0 on failure, 1 with *length and *kind set. */
+static int raw_length(reader *in, int *kind, uint64_t *length) {
+    if (in->at >= in->length) return 0;
+    unsigned char first = in->data[in->at++];
+    if ((first & 0xe0) == 0xa0) {
+        *kind = 0;
+        *length = first & 0x1f;
+        return 1;
+    }
+    uint64_t n;
+    switch (first) {
+    case 0xd9: *kind = 0; return read_number(in, 1, &n) && n >= 32 && (*length = n, 1);
+    case 0xda: *kind = 0; return read_number(in, 2, &n) && n >= 256 && (*length = n, 1);
+    case 0xdb: *kind = 0; return read_number(in, 4, &n) && n >= 65536 && (*length = n, 1);
+    case 0xc4: *kind = 1; return read_number(in, 1, &n) && (*length = n, 1);
+    case 0xc5: *kind = 1; return read_number(in, 2, &n) && n >= 256 && (*length = n, 1);
+    case 0xc6: *kind = 1; return read_number(in, 4, &n) && n >= 65536 && (*length = n, 1);
+    default: return 0;
+    }
+}
+
+static PyObject *unpack_map(reader *in, uint64_t count, long long depth, const limits *bounds) {
+    /* Each entry takes at least two bytes. */
+    if (count > (uint64_t)bounds->map_len_max || count > (in->length - in->at) / 2) return NULL;
+    PyObject *map = PyDict_New();
+    if (map == NULL) return NULL;
+    const unsigned char *previous = NULL;
+    size_t previous_length = 0;
+    for (uint64_t i = 0; i < count; i++) {
+        size_t start = in->at;
+        int kind;
+        uint64_t length;
+        if (!raw_length(in, &kind, &length)) goto fail;
+        PyObject *key = kind == 0 ? unpack_str(in, length, bounds) : unpack_bin(in, length, bounds);
+        if (key == NULL) goto fail;
+        /* The packed key, as it stands in the input, must sort after the one before it. */
+        const unsigned char *packed = in->data + start;
+        size_t packed_length = in->at - start;
+        if (previous != NULL) {
+            size_t common = previous_length < packed_length ? previous_length : packed_length;
+            int order = memcmp(previous, packed, common);
+            if (order > 0 || (order == 0 && previous_length >= packed_length)) {
+                Py_DECREF(key);
+                goto fail;
+            }
+        }
+        previous = packed;
+        previous_length = packed_length;
+        if (kind == 0) PyUnicode_InternInPlace(&key);
+        PyObject *item = unpack_value(in, depth + 1, bounds);
+        if (item == NULL) {
+            Py_DECREF(key);
+            goto fail;
+        }
+        int stored = PyDict_SetItem(map, key, item);
+        Py_DECREF(key);
+        Py_DECREF(item);
+        if (stored < 0) goto fail;
+    }
+    return map;
+fail:
+    Py_DECREF(map);
+    return NULL;
+}
+
+static PyObject *unpack_array(reader *in, uint64_t count, long long depth,
+                              const limits *bounds) {
+    /* Each element takes at least one byte. */
+    if (count > (uint64_t)bounds->array_len_max || count > in->length - in->at) return NULL;
+    PyObject *array = PyTuple_New((Py_ssize_t)count);
+    if (array == NULL) return NULL;
+    for (uint64_t i = 0; i < count; i++) {
+        PyObject *item = unpack_value(in, depth + 1, bounds);
+        if (item == NULL) {
+            Py_DECREF(array);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(array, (Py_ssize_t)i, item);
+    }
+    return array;
+}
+
+/* unpack_value's work; NULL possibly with an error set (out of memory). */
+static PyObject *unpack_any(reader *in, long long depth, const limits *bounds) {
+    if (depth > bounds->depth_max || depth > NEST_MAX || in->at >= in->length) return NULL;
+    unsigned char first = in->data[in->at];
+    if (first <= 0x7f) {
+        in->at++;
+        return PyLong_FromLong(first);
+    }
+    if (first >= 0xe0) {
+        in->at++;
+        return PyLong_FromLong((long)first - 0x100);
+    }
+    if ((first & 0xe0) == 0xa0 || first == 0xd9 || first == 0xda || first == 0xdb ||
+        first == 0xc4 || first == 0xc5 || first == 0xc6) {
+        int kind;
+        uint64_t length;
+        if (!raw_length(in, &kind, &length)) return NULL;
+        return kind == 0 ? unpack_str(in, length, bounds) : unpack_bin(in, length, bounds);
+    }
+    if ((first & 0xf0) == 0x90) {
+        in->at++;
+        return unpack_array(in, first & 0x0f, depth, bounds);
+    }
+    if ((first & 0xf0) == 0x80) {
+        in->at++;
+        return unpack_map(in, first & 0x0f, depth, bounds);
+    }
+    in->at++;
+    uint64_t n;
+    PyObject *number;
+    switch (first) {
+    case 0xc0: return Py_NewRef(Py_None);
+    case 0xc2: return Py_NewRef(Py_False);
+    case 0xc3: return Py_NewRef(Py_True);
+    case 0xcc:
+        if (!read_number(in, 1, &n) || n < 0x80) return NULL;
+        return PyLong_FromUnsignedLongLong(n);
+    case 0xcd:
+        if (!read_number(in, 2, &n) || n < 0x100) return NULL;
+        return PyLong_FromUnsignedLongLong(n);
+    case 0xce:
+        if (!read_number(in, 4, &n) || n < 0x10000) return NULL;
+        return PyLong_FromUnsignedLongLong(n);
+    case 0xcf:
+        if (!read_number(in, 8, &n) || n < 0x100000000ULL) {
+            return NULL;
+        }
+        number = PyLong_FromUnsignedLongLong(n);
+        break;
+    /* Signed formats: two's complement of the width, below the narrower format's range. */
+    case 0xd0:
+        if (!read_number(in, 1, &n)) return NULL;
+        if ((int8_t)(uint8_t)n >= -32) return NULL;
+        return PyLong_FromLong((int8_t)(uint8_t)n);
+    case 0xd1:
+        if (!read_number(in, 2, &n)) return NULL;
+        if ((int16_t)(uint16_t)n >= -128) return NULL;
+        return PyLong_FromLong((int16_t)(uint16_t)n);
+    case 0xd2:
+        if (!read_number(in, 4, &n)) return NULL;
+        if ((int32_t)(uint32_t)n >= -32768) return NULL;
+        return PyLong_FromLongLong((int32_t)(uint32_t)n);
+    case 0xd3:
+        if (!read_number(in, 8, &n)) return NULL;
+        if ((int64_t)n >= -2147483648LL) return NULL;
+        number = PyLong_FromLongLong((int64_t)n);
+        break;
+    case 0xdc:
+        if (!read_number(in, 2, &n) || n < 16) return NULL;
+        return unpack_array(in, n, depth, bounds);
+    case 0xdd:
+        if (!read_number(in, 4, &n) || n < 65536) return NULL;
+        return unpack_array(in, n, depth, bounds);
+    case 0xde:
+        if (!read_number(in, 2, &n) || n < 16) return NULL;
+        return unpack_map(in, n, depth, bounds);
+    case 0xdf:
+        if (!read_number(in, 4, &n) || n < 65536) return NULL;
+        return unpack_map(in, n, depth, bounds);
+    default:
+        /* Floats, extension types, 0xc1. */
+        return NULL;
+    }
+    return number;
+}
+
+/* A new reference to the value at the reader, or NULL with no error set: not decoded here. */
+static PyObject *unpack_value(reader *in, long long depth, const limits *bounds) {
+    PyObject *value = unpack_any(in, depth, bounds);
+    if (value == NULL && PyErr_Occurred()) PyErr_Clear();
+    return value;
+}
+
+/* The six limits, positive, from args[1..6]; 0 with an exception set. */
+static int read_limits(PyObject *const *args, limits *bounds) {
+    long long *fields[6] = {&bounds->total_bytes_max, &bounds->depth_max,
+                            &bounds->str_bytes_max,   &bounds->bytes_max,
+                            &bounds->array_len_max,   &bounds->map_len_max};
+    for (int i = 0; i < 6; i++) {
+        *fields[i] = PyLong_AsLongLong(args[1 + i]);
+        if (*fields[i] == -1 && PyErr_Occurred()) return 0;
+        if (*fields[i] < 1) {
+            PyErr_SetString(PyExc_ValueError, "limits must be positive");
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static PyObject *codec_unpack(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "unpack takes bytes and six limits");
+        return NULL;
+    }
+    limits bounds;
+    if (!read_limits(args, &bounds)) return NULL;
+    if (!PyBytes_CheckExact(args[0])) return Py_NewRef(Py_None);
+    reader in = {(const unsigned char *)PyBytes_AS_STRING(args[0]),
+                 (size_t)PyBytes_GET_SIZE(args[0]), 0};
+    if (in.length == 0 || in.length > (size_t)bounds.total_bytes_max) return Py_NewRef(Py_None);
+    PyObject *value = unpack_value(&in, 0, &bounds);
+    if (value == NULL) return Py_NewRef(Py_None);
+    if (in.at != in.length) {
+        Py_DECREF(value);
+        return Py_NewRef(Py_None);
+    }
+    return value;
+}
+
 static PyObject *codec_pack(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
     if (nargs != 7) {
@@ -278,16 +548,7 @@ static PyObject *codec_pack(PyObject *module, PyObject *const *args, Py_ssize_t 
         return NULL;
     }
     limits bounds;
-    long long *fields[6] = {&bounds.total_bytes_max, &bounds.depth_max,     &bounds.str_bytes_max,
-                            &bounds.bytes_max,       &bounds.array_len_max, &bounds.map_len_max};
-    for (int i = 0; i < 6; i++) {
-        *fields[i] = PyLong_AsLongLong(args[1 + i]);
-        if (*fields[i] == -1 && PyErr_Occurred()) return NULL;
-        if (*fields[i] < 1) {
-            PyErr_SetString(PyExc_ValueError, "limits must be positive");
-            return NULL;
-        }
-    }
+    if (!read_limits(args, &bounds)) return NULL;
     unsigned char start[STACK_BYTES];
     buffer out = {start, 0, sizeof start, (size_t)bounds.total_bytes_max, 0};
     PyObject *result;
@@ -305,11 +566,15 @@ static PyMethodDef codec_methods[] = {
      "pack(value, total_bytes_max, depth_max, str_bytes_max, bytes_max, array_len_max, "
      "map_len_max) -> bytes | None\n\nThe canonical bytes of value, or None when the Python "
      "encoder is to encode it."},
+    {"unpack", (PyCFunction)(void (*)(void))codec_unpack, METH_FASTCALL,
+     "unpack(data, total_bytes_max, depth_max, str_bytes_max, bytes_max, array_len_max, "
+     "map_len_max) -> object\n\nThe value the canonical bytes data encode, or None when the "
+     "Python decoder is to decode them."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef codec_module = {
-    PyModuleDef_HEAD_INIT, "_codec", "The canonical encoding of plain values, in C.", -1,
+    PyModuleDef_HEAD_INIT, "_codec", "The canonical encoding of plain values, both ways, in C.", -1,
     codec_methods, NULL, NULL, NULL, NULL,
 };
 

@@ -27,6 +27,13 @@ module's. It is used only after it wrote this module's bytes for a fixed set of 
 (``_self_test_values``); ``encoder_status`` says which runs. Decoding checks its input by
 encoding the decoded value again, through the same encoder.
 
+Decoding runs in C there too, for bytes already in canonical form and within the limits: the
+same module reads them in one pass, checking the form as it reads, and hands anything else
+back to the Python decoder here (msgpack, the walk and the re-encoding), so it returns exactly
+the value the Python decoder returns and every error is this module's. It is used only after
+it agreed with this module on a fixed set of byte strings, valid and not
+(``_unpack_self_test_inputs``); ``decoder_status`` says which runs.
+
 Every decode is bounded by ``Limits`` (total size, nesting depth, string/bytes/array/map
 lengths). The total size is checked before msgpack sees a byte, and msgpack's own length
 limits are set from the same ``Limits`` so it never allocates beyond them. Decoding any byte
@@ -53,8 +60,10 @@ __all__ = [
     "Limits",
     "Value",
     "decode",
+    "decoder_status",
     "encode",
     "encoder_status",
+    "same_value",
     "utf8_size",
 ]
 
@@ -219,6 +228,11 @@ def decode(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS
         number = _canonical_int(data)
         if number is not None:
             return number
+    unpack = _NATIVE_UNPACK
+    if unpack is not None:
+        value = _unpacked_natively(unpack, data, limits)
+        if value is not None:
+            return value
     return _decode_general(data, limits)
 
 
@@ -710,10 +724,152 @@ def _load_native_pack() -> tuple[NativePack | None, str]:
     return pack, "native"
 
 
+# The decoder in C (``consensus/_codec.c``): (data, total_bytes_max, depth_max, str_bytes_max,
+# bytes_max, array_len_max, map_len_max) -> the decoded value, or None for "decode it here".
+NativeUnpack = Callable[[bytes, int, int, int, int, int, int], object]
+
+
+def _unpacked_natively(unpack: NativeUnpack, data: bytes, limits: Limits) -> Value:
+    """``unpack``'s value for ``data`` under ``limits`` (None: handed back)."""
+    return unpack(  # type: ignore[return-value]
+        data,
+        limits.total_bytes_max,
+        limits.depth_max,
+        limits.str_bytes_max,
+        limits.bytes_max,
+        limits.array_len_max,
+        limits.map_len_max,
+    )
+
+
+def _python_decoding(data: bytes, limits: Limits) -> tuple[bool, object]:
+    """This module's decoding of ``data`` without the decoder in C: (True, the value) or
+    (False, the error's reason)."""
+    try:
+        if len(data) > limits.total_bytes_max or not data:
+            return False, "too_large" if data else "empty"
+        return True, _decode_general(data, limits)
+    except CodecError as error:
+        return False, error.reason
+
+
+def same_value(left: object, right: object) -> bool:
+    """True when two decoded values are equal with the same types throughout, and their maps'
+    entries in the same order (``==`` alone takes ``True`` for ``1`` and ignores map order)."""
+    if type(left) is not type(right):
+        return False
+    if isinstance(left, tuple) and isinstance(right, tuple):
+        if len(left) != len(right):
+            return False
+        return all(same_value(item, right[index]) for index, item in enumerate(left))
+    if isinstance(left, dict) and isinstance(right, dict):
+        if list(left) != list(right):
+            return False
+        return all(same_value(item, right[key]) for key, item in left.items())
+    return bool(left == right)
+
+
+def _unpack_self_test_inputs() -> list[tuple[bytes, Limits]]:
+    """Byte strings the decoder in C must decode as this module does (or hand back): the
+    encodings of the encoder's self-test values, each integer, string, bytes, array and map
+    format at its bounds written canonically and one size too wide, maps out of order and with
+    a repeated key, floats, extension types, nil, invalid UTF-8, truncated and trailing bytes,
+    and values at and past each limit."""
+    inputs: list[tuple[bytes, Limits]] = []
+    for value, limits in _self_test_values():
+        encoded = _python_encoding(value, limits)
+        if encoded is not None:
+            inputs.append((encoded, limits))
+            inputs.append((encoded[:-1], limits))
+            inputs.append((encoded + b"\x00", limits))
+    wide = [
+        b"\xcc\x7f",
+        b"\xcd\x00\xff",
+        b"\xce\x00\x00\xff\xff",
+        b"\xcf" + bytes(4) + b"\xff" * 4,
+        b"\xd0\xe0",
+        b"\xd0\x05",
+        b"\xd1\xff\x80",
+        b"\xd2\xff\xff\x80\x00",
+        b"\xd3" + b"\xff" * 4 + b"\x80" + bytes(3),
+        b"\xd3" + bytes(8),
+        b"\xd9\x1f" + b"a" * 31,
+        b"\xda\x00\xff" + b"a" * 255,
+        b"\xc5\x00\xff" + b"a" * 255,
+        b"\xdc\x00\x0f" + bytes(15),
+        b"\xde\x00\x01\xa1a\x01",
+        b"\xdb\x00\x00\x00\x01a",
+        b"\xc6\x00\x00\x00\x01a",
+        b"\xdd\x00\x00\x00\x01\x01",
+        b"\xdf\x00\x00\x00\x01\xa1a\x01",
+    ]
+    odd = [
+        b"\xc0",
+        b"\x91\xc0",
+        b"\xc1",
+        b"\xca\x3f\x80\x00\x00",
+        b"\xcb" + bytes(8),
+        b"\xd4\x01\x00",
+        b"\xc7\x01\x01\x00",
+        b"\xa2\xc3\x28",
+        b"\xa3\xed\xa0\x80",
+        b"\x82\xa1b\x01\xa1a\x02",
+        b"\x82\xa1a\x01\xa1a\x02",
+        b"\x82\xc4\x01a\x01\xa1a\x02",
+        b"\x81\x01\x02",
+        b"\x81\x90\x01",
+        b"\x92\x01",
+        b"\xdc\xff\xff",
+        b"\xdf\xff\xff\xff\xff",
+        b"\xc6\xff\xff\xff\xff",
+        b"\x92\xc2\xc3",
+        b"\x82\xa0\x01\xa1a\x91\x80",
+    ]
+    inputs += [(data, DEFAULT_LIMITS) for data in [*wide, *odd]]
+    tight = [b"\xa8" + b"a" * 8, b"\xa9" + b"a" * 9, b"\x91\x91\x01", b"\x91\x90", b"\x91\x91\x90"]
+    tight += [b"\x91\x91\x91\x01", b"\x91\x91\x91\x90", b"\x81\xa1a\x81\xa1b\x81\xa1c\x01"]
+    tight += [b"\x94" + bytes(4), b"\x95" + bytes(5), b"\x83\xa1a\x01\xa1b\x02\xa1c\x03"]
+    tight += [b"\x84\xa1a\x01\xa1b\x02\xa1c\x03\xa1d\x04", b"\x81\xa9" + b"k" * 9 + b"\x01"]
+    tight += [b"\xc4\x08" + bytes(8), b"\xc4\x09" + bytes(9), b"\x81\xa1a\x81\xa1b\x01"]
+    inputs += [(data, _TIGHT) for data in tight]
+    return inputs
+
+
+def _native_unpack_agrees(unpack: NativeUnpack) -> bool:
+    for data, limits in _unpack_self_test_inputs():
+        decoded = _unpacked_natively(unpack, data, limits)
+        if decoded is None:
+            continue  # handed back: the Python decoder decides, as for any bytes
+        ok, expected = _python_decoding(data, limits)
+        if not ok or not same_value(decoded, expected):
+            return False
+    return True
+
+
+def _load_native_unpack() -> tuple[NativeUnpack | None, str]:
+    try:
+        module = importlib.import_module("consensus._codec")
+    except ImportError as error:
+        return None, f"python (consensus._codec is not available: {error})"
+    unpack: NativeUnpack | None = getattr(module, "unpack", None)
+    if unpack is None:
+        return None, "python (consensus._codec has no decoder: rebuild it)"
+    if not _native_unpack_agrees(unpack):
+        return None, "python (consensus._codec's decoder failed its self-test)"
+    return unpack, "native"
+
+
 _NATIVE_PACK, _ENCODER_STATUS = _load_native_pack()
+_NATIVE_UNPACK, _DECODER_STATUS = _load_native_unpack()
 
 
 def encoder_status() -> str:
     """``"native"`` when values are encoded in C (``consensus/_codec.c``), else ``"python"``
     with the reason."""
     return _ENCODER_STATUS
+
+
+def decoder_status() -> str:
+    """``"native"`` when canonical bytes are decoded in C (``consensus/_codec.c``), else
+    ``"python"`` with the reason."""
+    return _DECODER_STATUS

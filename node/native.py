@@ -46,6 +46,7 @@ __all__ = [
     "COMPILED_MODULES",
     "C_MODULES",
     "PURE_PYTHON_ENV",
+    "codec_decoder_status",
     "codec_encoder_status",
     "guard_imports",
     "merkle_tree_status",
@@ -202,6 +203,15 @@ def codec_encoder_status() -> str:
     from consensus.codec import encoder_status
 
     return _logged_unless_native(encoder_status(), "codec_encoder_native_unavailable")
+
+
+def codec_decoder_status() -> str:
+    """``consensus.codec.decoder_status()``; when canonical bytes are not decoded in C, one log
+    event (``codec_decoder_native_unavailable``) says why, as for the encoder."""
+    # Imported here: this module installs the import guard before any compiled module loads.
+    from consensus.codec import decoder_status
+
+    return _logged_unless_native(decoder_status(), "codec_decoder_native_unavailable")
 
 
 def _logged_unless_native(status: str, event: str) -> str:

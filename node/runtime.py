@@ -182,7 +182,12 @@ from node.mempool import (
     MempoolRejected,
 )
 from node.metrics import NodeMetrics, RunningTotal
-from node.native import codec_encoder_status, merkle_tree_status, native_status
+from node.native import (
+    codec_decoder_status,
+    codec_encoder_status,
+    merkle_tree_status,
+    native_status,
+)
 from node.openapi import openapi_document
 from node.phases import PHASES, PhaseClock, WaitClock, thread_cpu_ns
 from node.procstatus import run_delay_ns
@@ -558,6 +563,7 @@ class Node:
         self._signature_rule = rule_status()
         self._merkle_tree = merkle_tree_status()
         self._codec_encoder = codec_encoder_status()
+        self._codec_decoder = codec_decoder_status()
         self._nursery: trio.Nursery | None = None
         self.syncing = False
         # Whether a block writer process started for this sync writes its blocks
@@ -743,6 +749,7 @@ class Node:
                         "signature_rule": self._signature_rule,
                         "merkle_tree": self._merkle_tree,
                         "codec_encoder": self._codec_encoder,
+                        "codec_decoder": self._codec_decoder,
                         # The process CPU its start-up took (imports, opening the store), and
                         # the event loop thread's share of it.
                         "cpu_ns": time.process_time_ns() + self.store.writer_process_cpu_ns,
@@ -2598,6 +2605,7 @@ class Node:
             "signature_keys_kept": _key_cache_json(),
             "merkle_tree": self._merkle_tree,
             "codec_encoder": self._codec_encoder,
+            "codec_decoder": self._codec_decoder,
             "last_block_time_ms": self._tip_timestamp_ms,
             "last_block_age_ms": max(0, _now_ms() - self._tip_timestamp_ms),
             "api_access": self.config.rpc.access,

@@ -100,6 +100,9 @@ def test_compiled_and_pure_python_execution_give_identical_results() -> None:
     assert pure["codec_encoder"] == (
         f"python (consensus._codec is not available: {PURE_PYTHON_ENV}=1)"
     )
+    # And the decoder in C (every block and transaction the run decodes).
+    assert compiled["codec_decoder"] == "native"
+    assert pure["codec_decoder"] == pure["codec_encoder"]
     fingerprints = [
         [mix["fingerprint"] for mix in run["mixes"]]  # type: ignore[attr-defined]
         for run in (compiled, pure)

@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from apps.transaction import Transaction
-from consensus.codec import encoder_status
+from consensus.codec import decoder_status, encoder_status
 from consensus.crypto import key_cache_info
 from node import runtime
 from node.config import NodeConfig
@@ -132,8 +132,9 @@ async def test_verdicts_are_the_same_on_the_loop_and_on_a_thread(
                 assert isinstance(kept, dict)
                 lookups = int(str(kept["hits"])) + int(str(kept["misses"]))
                 assert lookups > kept_before["hits"] + kept_before["misses"]
-            # Which encoder the node runs, as the codec says.
+            # Which encoder and decoder the node runs, as the codec says.
             assert status["codec_encoder"] == encoder_status()
+            assert status["codec_decoder"] == decoder_status()
             # The machine is only asked when the batch is above one bound and within the other.
             asked = inline_max < len(batch) <= busy_max
             spare_cores = (0.02 if busy else 1.2) if asked else None

@@ -74,7 +74,7 @@ from apps.payments import PaymentsApp
 from apps.scf import ScfApp
 from apps.state import MemoryBackend, WriteSet
 from apps.transaction import Transaction, sign_transaction
-from consensus.codec import Value, encoder_status
+from consensus.codec import Value, decoder_status, encoder_status
 from consensus.crypto import PrivateKey, hash_bytes
 from consensus.types import Block, CommitCertificate, Phase, Validator, ValidatorSet, Vote
 from node.bench.workload import (
@@ -795,7 +795,7 @@ def main(
     if not as_json and profile is None:
         click.echo(
             f"native modules: {native_status()}; Merkle tree update: {tree_status()};"
-            f" encoder: {encoder_status()}"
+            f" encoder: {encoder_status()}; decoder: {decoder_status()}"
         )
     if profile is None and as_json:
         click.echo(
@@ -805,6 +805,7 @@ def main(
                     "native_modules": native_status(),
                     "merkle_tree": tree_status(),
                     "codec_encoder": encoder_status(),
+                    "codec_decoder": decoder_status(),
                     "mixes": [result.as_json() for result in results],
                 },
                 indent=2,

@@ -82,7 +82,7 @@ from typing import Final
 
 from apps.merkle import tree_status
 from apps.transaction import TX_TAG
-from consensus.codec import encoder_status
+from consensus.codec import decoder_status, encoder_status
 from consensus.crypto import PrivateKey, hash_bytes, rule_status, verify
 from node.bench.submitter import SubmitPlan, SubmitResult, start_submitter
 from node.bench.workload import BENCH_CHAIN_ID, BenchAccounts, bench_accounts, sign_streams
@@ -486,6 +486,7 @@ class ThroughputReport:
             "signature_rule": rule_status(),
             "merkle_tree": tree_status(),
             "codec_encoder": encoder_status(),
+            "codec_decoder": decoder_status(),
         }
         if len(self.steps) > 1:
             document["steps"] = [step.to_json() for step in self.steps]
