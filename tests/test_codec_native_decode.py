@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import random
 import sys
 
 import pytest
@@ -324,3 +325,59 @@ def test_a_node_says_why_bytes_are_decoded_in_python(
         assert codec_decoder_status() == reason
     [record] = [r for r in caplog.records if r.msg == "codec_decoder_native_unavailable"]
     assert record.status == reason  # type: ignore[attr-defined]
+
+
+def _random_value(rng: random.Random, depth: int) -> object:
+    kind = rng.randrange(9 if depth < 4 else 6)
+    if kind == 0:
+        return rng.choice([None, True, False])
+    if kind == 1:
+        return rng.choice([rng.randrange(-(2**63), 2**64), rng.randrange(-300, 70000)])
+    if kind == 2:
+        return "".join(rng.choice("aZ_é€\x00") for _ in range(rng.choice([0, 3, 31, 32, 40])))
+    if kind == 3:
+        return rng.randbytes(rng.choice([0, 1, 32, 64, 300]))
+    if kind in (4, 5):
+        return rng.randrange(2**32)
+    if kind == 6:
+        return tuple(_random_value(rng, depth + 1) for _ in range(rng.choice([0, 2, 15, 16])))
+    return {
+        rng.choice(["amount", "to", "k" * 33, "é", "", "zz"]) + str(index): _random_value(
+            rng, depth + 1
+        )
+        for index in range(rng.choice([0, 1, 5, 16]))
+    }
+
+
+@pytest.mark.slow
+def test_the_c_decoder_agrees_or_hands_back_on_two_million_changed_encodings() -> None:
+    """The differential run at length: signed transactions of the demo mix and random values,
+    encoded and then changed byte by byte, decoded under several limits (seed 0: the same
+    inputs every run)."""
+    from node.bench.execution import prepare_workload
+
+    rng = random.Random(0)
+    workload = prepare_workload("demo", 400, 100)
+    seeds = [transaction for block in workload.blocks for transaction in block]
+    seeds += [data for data, _ in codec._unpack_self_test_inputs()]
+    seeds += [codec.encode(_random_value(rng, 0)) for _ in range(2000)]  # type: ignore[arg-type]
+    limit_choices = [DEFAULT_LIMITS, codec._TIGHT, TIGHT, Limits(depth_max=3, map_len_max=5)]
+    decoded_in_c = 0
+    for _ in range(2_000_000):
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(data) + 1)
+            kind = rng.randrange(4)
+            if kind == 0 and at < len(data):
+                data[at] = rng.randrange(256)
+            elif kind == 1:
+                del data[at : at + rng.randint(1, 4)]
+            elif kind == 2:
+                data.insert(at, rng.randrange(256))
+            else:
+                del data[at:]
+        limit = rng.choice(limit_choices)
+        if unpack(bytes(data), limit) is not None:
+            decoded_in_c += 1
+            agrees_or_hands_back(bytes(data), limit)
+    assert decoded_in_c > 100_000  # the run reaches the decoder's acceptance often
