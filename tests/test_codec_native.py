@@ -204,17 +204,39 @@ def test_a_value_is_a_value_either_way() -> None:
     assert codec.decode(codec.encode(record)) == {**record}
 
 
-def test_a_node_says_why_values_are_encoded_in_python(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("reporter", "status", "event", "reason"),
+    [
+        (
+            "codec_encoder_status",
+            "encoder_status",
+            "codec_encoder_native_unavailable",
+            "python (consensus._codec failed its self-test)",
+        ),
+        (
+            "codec_decoder_status",
+            "decoder_status",
+            "codec_decoder_native_unavailable",
+            "python (consensus._codec's decoder failed its self-test)",
+        ),
+    ],
+)
+def test_a_node_says_why_values_are_encoded_or_decoded_in_python(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    reporter: str,
+    status: str,
+    event: str,
+    reason: str,
 ) -> None:
-    from node.native import codec_encoder_status
+    import node.native
 
+    report = getattr(node.native, reporter)
     with caplog.at_level(logging.WARNING, logger="suanpan.native"):
-        assert codec_encoder_status() == "native"
-    assert not [r for r in caplog.records if r.msg == "codec_encoder_native_unavailable"]
-    reason = "python (consensus._codec failed its self-test)"
-    monkeypatch.setattr(codec, "encoder_status", lambda: reason)
+        assert report() == "native"
+    assert not [r for r in caplog.records if r.msg == event]
+    monkeypatch.setattr(codec, status, lambda: reason)
     with caplog.at_level(logging.WARNING, logger="suanpan.native"):
-        assert codec_encoder_status() == reason
-    [record] = [r for r in caplog.records if r.msg == "codec_encoder_native_unavailable"]
+        assert report() == reason
+    [record] = [r for r in caplog.records if r.msg == event]
     assert record.status == reason  # type: ignore[attr-defined]

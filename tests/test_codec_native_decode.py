@@ -13,7 +13,6 @@ edge cases.
 from __future__ import annotations
 
 import importlib
-import logging
 import random
 import sys
 
@@ -309,22 +308,6 @@ def test_without_the_decoder_the_python_decoder_runs(monkeypatch: pytest.MonkeyP
         None,
         "python (consensus._codec has no decoder: rebuild it)",
     )
-
-
-def test_a_node_says_why_bytes_are_decoded_in_python(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    from node.native import codec_decoder_status
-
-    with caplog.at_level(logging.WARNING, logger="suanpan.native"):
-        assert codec_decoder_status() == "native"
-    assert not [r for r in caplog.records if r.msg == "codec_decoder_native_unavailable"]
-    reason = "python (consensus._codec's decoder failed its self-test)"
-    monkeypatch.setattr(codec, "decoder_status", lambda: reason)
-    with caplog.at_level(logging.WARNING, logger="suanpan.native"):
-        assert codec_decoder_status() == reason
-    [record] = [r for r in caplog.records if r.msg == "codec_decoder_native_unavailable"]
-    assert record.status == reason  # type: ignore[attr-defined]
 
 
 def _random_value(rng: random.Random, depth: int) -> object:
