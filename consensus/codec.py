@@ -47,6 +47,7 @@ import importlib
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Final, TypeAlias
 
 import msgpack
@@ -712,16 +713,23 @@ def _native_agrees(pack: NativePack) -> bool:
     return True
 
 
-def _load_native_pack() -> tuple[NativePack | None, str]:
+def _native_module() -> tuple[ModuleType | None, str]:
+    """``consensus._codec``, or None and the status saying why it is not there."""
     try:
-        module = importlib.import_module("consensus._codec")
+        return importlib.import_module("consensus._codec"), "native"
     except ImportError as error:
         # Not built, or refused by the node's import guard (``SUANPAN_PURE_PYTHON=1``).
         return None, f"python (consensus._codec is not available: {error})"
+
+
+def _load_native_pack() -> tuple[NativePack | None, str]:
+    module, status = _native_module()
+    if module is None:
+        return None, status
     pack: NativePack = module.pack
     if not _native_agrees(pack):
         return None, "python (consensus._codec failed its self-test)"
-    return pack, "native"
+    return pack, status
 
 
 # The decoder in C (``consensus/_codec.c``): (data, total_bytes_max, depth_max, str_bytes_max,
@@ -769,6 +777,11 @@ def same_value(left: object, right: object) -> bool:
     return bool(left == right)
 
 
+# The self-test's inputs cut short by a byte and with a byte after them: the encodings up to
+# this size (the larger ones repeat the same formats, and decoding them costs start-up time).
+_CHANGED_BYTES_MAX: Final = 1024
+
+
 def _unpack_self_test_inputs() -> list[tuple[bytes, Limits]]:
     """Byte strings the decoder in C must decode as this module does (or hand back): the
     encodings of the encoder's self-test values, each integer, string, bytes, array and map
@@ -780,8 +793,9 @@ def _unpack_self_test_inputs() -> list[tuple[bytes, Limits]]:
         encoded = _python_encoding(value, limits)
         if encoded is not None:
             inputs.append((encoded, limits))
-            inputs.append((encoded[:-1], limits))
-            inputs.append((encoded + b"\x00", limits))
+            if len(encoded) <= _CHANGED_BYTES_MAX:
+                inputs.append((encoded[:-1], limits))
+                inputs.append((encoded + b"\x00", limits))
     wide = [
         b"\xcc\x7f",
         b"\xcd\x00\xff",
@@ -847,16 +861,15 @@ def _native_unpack_agrees(unpack: NativeUnpack) -> bool:
 
 
 def _load_native_unpack() -> tuple[NativeUnpack | None, str]:
-    try:
-        module = importlib.import_module("consensus._codec")
-    except ImportError as error:
-        return None, f"python (consensus._codec is not available: {error})"
+    module, status = _native_module()
+    if module is None:
+        return None, status
     unpack: NativeUnpack | None = getattr(module, "unpack", None)
     if unpack is None:
         return None, "python (consensus._codec has no decoder: rebuild it)"
     if not _native_unpack_agrees(unpack):
         return None, "python (consensus._codec's decoder failed its self-test)"
-    return unpack, "native"
+    return unpack, status
 
 
 _NATIVE_PACK, _ENCODER_STATUS = _load_native_pack()

@@ -177,7 +177,10 @@ def test_the_self_test_refuses_an_encoder_that_writes_other_bytes() -> None:
     assert codec._native_agrees(hands_everything_back)  # safe: Python encodes everything
 
 
-def test_without_the_extension_the_python_encoder_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("loader", ["_load_native_pack", "_load_native_unpack"])
+def test_without_the_extension_the_python_encoder_and_decoder_run(
+    monkeypatch: pytest.MonkeyPatch, loader: str
+) -> None:
     monkeypatch.delitem(sys.modules, "consensus._codec")
     real_import = importlib.import_module
 
@@ -187,7 +190,7 @@ def test_without_the_extension_the_python_encoder_runs(monkeypatch: pytest.Monke
         return real_import(name, package)
 
     monkeypatch.setattr(importlib, "import_module", refuse)
-    loaded, status = codec._load_native_pack()
+    loaded, status = getattr(codec, loader)()
     assert loaded is None
     assert status == "python (consensus._codec is not available: not built)"
 
