@@ -308,46 +308,34 @@ static int read_number(reader *in, int size, uint64_t *number) {
 
 static PyObject *unpack_value(reader *in, long long depth, const limits *bounds);
 
-/* A str of `length` bytes at the reader (valid UTF-8, strict), or NULL (an error may be set:
- * unpack_value clears it). */
-static PyObject *unpack_str(reader *in, uint64_t length, const limits *bounds) {
-    if (length > (uint64_t)bounds->str_bytes_max || length > in->length - in->at) return NULL;
-    PyObject *text =
-        PyUnicode_DecodeUTF8((const char *)in->data + in->at, (Py_ssize_t)length, "strict");
-    if (text == NULL) return NULL;
-    in->at += (size_t)length;
-    return text;
-}
-
-static PyObject *unpack_bin(reader *in, uint64_t length, const limits *bounds) {
-    if (length > (uint64_t)bounds->bytes_max || length > in->length - in->at) return NULL;
-    PyObject *data =
-        PyBytes_FromStringAndSize((const char *)in->data + in->at, (Py_ssize_t)length);
-    if (data == NULL) return NULL;
-    in->at += (size_t)length;
-    return data;
-}
-
-/* The length of a str (kind 0) or bytes (kind 1) whose header starts at the reader, in its
- * shortest format; 0 on failure, 1 with *length and *kind set. */
-static int raw_length(reader *in, int *kind, uint64_t *length) {
-    if (in->at >= in->length) return 0;
-    unsigned char first = in->data[in->at++];
+/* The str (valid UTF-8, strict) or bytes whose header byte `first` was just read, its length in
+ * the shortest format, or NULL (not a str or bytes format, past a limit or the bytes left, not
+ * UTF-8; an error may be set: unpack_value clears it). */
+static PyObject *unpack_raw(reader *in, unsigned char first, const limits *bounds) {
+    int is_str = 1;
+    uint64_t length, shortest = 0;
+    int size = 0;
     if ((first & 0xe0) == 0xa0) {
-        *kind = 0;
-        *length = first & 0x1f;
-        return 1;
+        length = first & 0x1f;
+    } else {
+        switch (first) {
+        case 0xd9: size = 1, shortest = 32; break;
+        case 0xda: size = 2, shortest = 256; break;
+        case 0xdb: size = 4, shortest = 65536; break;
+        case 0xc4: is_str = 0, size = 1; break;
+        case 0xc5: is_str = 0, size = 2, shortest = 256; break;
+        case 0xc6: is_str = 0, size = 4, shortest = 65536; break;
+        default: return NULL;
+        }
+        if (!read_number(in, size, &length) || length < shortest) return NULL;
     }
-    uint64_t n;
-    switch (first) {
-    case 0xd9: *kind = 0; return read_number(in, 1, &n) && n >= 32 && (*length = n, 1);
-    case 0xda: *kind = 0; return read_number(in, 2, &n) && n >= 256 && (*length = n, 1);
-    case 0xdb: *kind = 0; return read_number(in, 4, &n) && n >= 65536 && (*length = n, 1);
-    case 0xc4: *kind = 1; return read_number(in, 1, &n) && (*length = n, 1);
-    case 0xc5: *kind = 1; return read_number(in, 2, &n) && n >= 256 && (*length = n, 1);
-    case 0xc6: *kind = 1; return read_number(in, 4, &n) && n >= 65536 && (*length = n, 1);
-    default: return 0;
-    }
+    uint64_t most = (uint64_t)(is_str ? bounds->str_bytes_max : bounds->bytes_max);
+    if (length > most || length > in->length - in->at) return NULL;
+    const char *at = (const char *)in->data + in->at;
+    PyObject *value = is_str ? PyUnicode_DecodeUTF8(at, (Py_ssize_t)length, "strict")
+                             : PyBytes_FromStringAndSize(at, (Py_ssize_t)length);
+    if (value != NULL) in->at += (size_t)length;
+    return value;
 }
 
 static PyObject *unpack_map(reader *in, uint64_t count, long long depth, const limits *bounds) {
@@ -359,10 +347,8 @@ static PyObject *unpack_map(reader *in, uint64_t count, long long depth, const l
     size_t previous_length = 0;
     for (uint64_t i = 0; i < count; i++) {
         size_t start = in->at;
-        int kind;
-        uint64_t length;
-        if (!raw_length(in, &kind, &length)) goto fail;
-        PyObject *key = kind == 0 ? unpack_str(in, length, bounds) : unpack_bin(in, length, bounds);
+        if (in->at >= in->length) goto fail;
+        PyObject *key = unpack_raw(in, in->data[in->at++], bounds);
         if (key == NULL) goto fail;
         /* The packed key, as it stands in the input, must sort after the one before it. */
         const unsigned char *packed = in->data + start;
@@ -377,7 +363,7 @@ static PyObject *unpack_map(reader *in, uint64_t count, long long depth, const l
         }
         previous = packed;
         previous_length = packed_length;
-        if (kind == 0) PyUnicode_InternInPlace(&key);
+        if (PyUnicode_CheckExact(key)) PyUnicode_InternInPlace(&key);
         PyObject *item = unpack_value(in, depth + 1, bounds);
         if (item == NULL) {
             Py_DECREF(key);
@@ -423,12 +409,9 @@ static PyObject *unpack_any(reader *in, long long depth, const limits *bounds) {
         in->at++;
         return PyLong_FromLong((long)first - 0x100);
     }
-    if ((first & 0xe0) == 0xa0 || first == 0xd9 || first == 0xda || first == 0xdb ||
-        first == 0xc4 || first == 0xc5 || first == 0xc6) {
-        int kind;
-        uint64_t length;
-        if (!raw_length(in, &kind, &length)) return NULL;
-        return kind == 0 ? unpack_str(in, length, bounds) : unpack_bin(in, length, bounds);
+    if ((first & 0xe0) == 0xa0) {
+        in->at++;
+        return unpack_raw(in, first, bounds);
     }
     if ((first & 0xf0) == 0x90) {
         in->at++;
@@ -442,6 +425,12 @@ static PyObject *unpack_any(reader *in, long long depth, const limits *bounds) {
     uint64_t n;
     PyObject *number;
     switch (first) {
+    case 0xc4:
+    case 0xc5:
+    case 0xc6:
+    case 0xd9:
+    case 0xda:
+    case 0xdb: return unpack_raw(in, first, bounds);
     case 0xc0: return Py_NewRef(Py_None);
     case 0xc2: return Py_NewRef(Py_False);
     case 0xc3: return Py_NewRef(Py_True);

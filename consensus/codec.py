@@ -221,10 +221,7 @@ def decode(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise CodecError("not_bytes", f"expected bytes, got {type(data).__name__}")
         data = bytes(data)
-    if len(data) > limits.total_bytes_max:
-        raise CodecError("too_large", f"{len(data)} bytes, limit {limits.total_bytes_max}")
-    if not data:
-        raise CodecError("empty", "no bytes to decode")
+    _check_size(data, limits)
     if len(data) <= 9:
         number = _canonical_int(data)
         if number is not None:
@@ -235,6 +232,14 @@ def decode(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS
         if value is not None:
             return value
     return _decode_general(data, limits)
+
+
+def _check_size(data: bytes, limits: Limits) -> None:
+    """``CodecError`` when ``data`` is empty or longer than ``limits`` allow."""
+    if len(data) > limits.total_bytes_max:
+        raise CodecError("too_large", f"{len(data)} bytes, limit {limits.total_bytes_max}")
+    if not data:
+        raise CodecError("empty", "no bytes to decode")
 
 
 # Canonical (shortest) msgpack integer formats: first byte -> (body bytes, signed, the range
@@ -754,8 +759,7 @@ def _python_decoding(data: bytes, limits: Limits) -> tuple[bool, object]:
     """This module's decoding of ``data`` without the decoder in C: (True, the value) or
     (False, the error's reason)."""
     try:
-        if len(data) > limits.total_bytes_max or not data:
-            return False, "too_large" if data else "empty"
+        _check_size(data, limits)
         return True, _decode_general(data, limits)
     except CodecError as error:
         return False, error.reason

@@ -33,6 +33,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from node.procstatus import resident_memory_split
 
@@ -116,7 +117,7 @@ class BatchedHistogram(Collector):
         self.documentation = documentation
         self._bounds = tuple(bounds)
         # The bounds as the ``le`` labels name them (``0.05``, ``1.0``, ``+Inf``).
-        self._labels = tuple("+Inf" if bound == math.inf else repr(bound) for bound in bounds)
+        self._labels = tuple(floatToGoString(bound) for bound in bounds)  # type: ignore[no-untyped-call]
         self._counts = [0] * len(bounds)
         self._sum = 0.0
         self._lock = threading.Lock()
