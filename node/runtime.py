@@ -87,7 +87,7 @@ import signal
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Final, Protocol, cast
@@ -201,6 +201,7 @@ from node.store import (
     Store,
     StoreError,
 )
+from node.termination import hand_over_termination
 from node.tls import TlsError
 from node.unwritten import UnwrittenStateBackend
 from node.verified import VerifiedTransactions
@@ -719,62 +720,70 @@ class Node:
             )
             trio.lowlevel.add_instrument(self.loop_tasks)
         try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                self.ports["p2p"] = await nursery.start(self.network.run)
-                handler: Handler = self.api.handler(phases=self.phases)
-                if self.testnet_hooks is not None:
-                    handler = self.testnet_hooks.wrap(handler)
-                self.ports["rpc"] = await nursery.start(self.api.serve, handler)
-                metrics = self.config.metrics
-                if metrics.enabled and metrics.listen_address is not None:
-                    self.ports["metrics"] = await nursery.start(
-                        serve_http,
-                        self._metrics_only,
-                        metrics.listen_address.host,
-                        metrics.listen_address.port,
-                        HttpLimits(body_bytes_max=1024, connections_max=16),
-                    )
-                nursery.start_soon(self._signals, nursery.cancel_scope)
-                log.info(
-                    "node_started",
-                    extra={
-                        "moniker": self.config.moniker,
-                        "validator": self.index,
-                        "role": "validator" if self.index is not None else "observer",
-                        "height": self.store.height,
-                        "state_sync": self.state_syncing,
-                        "native_modules": self._native,
-                        "signature_batch": self._signature_batch,
-                        "signature_rule": self._signature_rule,
-                        "merkle_tree": self._merkle_tree,
-                        "codec_encoder": self._codec_encoder,
-                        "codec_decoder": self._codec_decoder,
-                        # The process CPU its start-up took (imports, opening the store), and
-                        # the event loop thread's share of it.
-                        "cpu_ns": time.process_time_ns() + self.store.writer_process_cpu_ns,
-                        "loop_cpu_ns": thread_cpu_ns(),
-                        "loop_cpu_wait_ns": run_delay_ns(),
-                        **{f"{name}_port": port for name, port in self.ports.items()},
-                    },
-                )
-                task_status.started(self)
-                if self.state_syncing:
-                    await self._state_sync()
-                if self._sync_writer_enabled:
-                    nursery.start_soon(self._sync_writer_at_start)
-                nursery.start_soon(self._write_blocks)
-                nursery.start_soon(self._consensus_driver)
-                nursery.start_soon(self._ticker)
-                nursery.start_soon(self._message_pump)
-                nursery.start_soon(self._gossip_pump)
-                nursery.start_soon(self._resender)
-                nursery.start_soon(self._probe_for_blocks)
+            # Signals first: a SIGTERM from here on stops the node cleanly, and one the entry
+            # point held while the process started (node.termination) is delivered now.
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                hand_over_termination()
+                await self._serve(signals, task_status)
         finally:
             if self.loop_tasks is not None:
                 trio.lowlevel.remove_instrument(self.loop_tasks)
             self.store.close()
             log.info("node_stopped", extra={"height": self.written_height})
+
+    async def _serve(self, signals: AsyncIterator[int], task_status: trio.TaskStatus[Node]) -> None:
+        """Start the listeners, report started, then run the node's tasks until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self.ports["p2p"] = await nursery.start(self.network.run)
+            handler: Handler = self.api.handler(phases=self.phases)
+            if self.testnet_hooks is not None:
+                handler = self.testnet_hooks.wrap(handler)
+            self.ports["rpc"] = await nursery.start(self.api.serve, handler)
+            metrics = self.config.metrics
+            if metrics.enabled and metrics.listen_address is not None:
+                self.ports["metrics"] = await nursery.start(
+                    serve_http,
+                    self._metrics_only,
+                    metrics.listen_address.host,
+                    metrics.listen_address.port,
+                    HttpLimits(body_bytes_max=1024, connections_max=16),
+                )
+            nursery.start_soon(self._signals, signals, nursery.cancel_scope)
+            log.info(
+                "node_started",
+                extra={
+                    "moniker": self.config.moniker,
+                    "validator": self.index,
+                    "role": "validator" if self.index is not None else "observer",
+                    "height": self.store.height,
+                    "state_sync": self.state_syncing,
+                    "native_modules": self._native,
+                    "signature_batch": self._signature_batch,
+                    "signature_rule": self._signature_rule,
+                    "merkle_tree": self._merkle_tree,
+                    "codec_encoder": self._codec_encoder,
+                    "codec_decoder": self._codec_decoder,
+                    # The process CPU its start-up took (imports, opening the store), and
+                    # the event loop thread's share of it.
+                    "cpu_ns": time.process_time_ns() + self.store.writer_process_cpu_ns,
+                    "loop_cpu_ns": thread_cpu_ns(),
+                    "loop_cpu_wait_ns": run_delay_ns(),
+                    **{f"{name}_port": port for name, port in self.ports.items()},
+                },
+            )
+            task_status.started(self)
+            if self.state_syncing:
+                await self._state_sync()
+            if self._sync_writer_enabled:
+                nursery.start_soon(self._sync_writer_at_start)
+            nursery.start_soon(self._write_blocks)
+            nursery.start_soon(self._consensus_driver)
+            nursery.start_soon(self._ticker)
+            nursery.start_soon(self._message_pump)
+            nursery.start_soon(self._gossip_pump)
+            nursery.start_soon(self._resender)
+            nursery.start_soon(self._probe_for_blocks)
 
     async def _state_sync(self) -> None:
         """Install the peers' latest certified snapshot, retrying until one installs; then
@@ -837,12 +846,12 @@ class Node:
         async for batch in self.network.transactions:
             self.network.forget_transactions(batch.transactions)
 
-    async def _signals(self, scope: trio.CancelScope) -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for number in signals:
-                log.info("signal_received", extra={"signal": signal.Signals(number).name})
-                scope.cancel()
-                return
+    @staticmethod
+    async def _signals(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+        async for number in signals:
+            log.info("signal_received", extra={"signal": signal.Signals(number).name})
+            scope.cancel()
+            return
 
     async def _metrics_only(self, request: Request) -> Response:
         if request.path == "/metrics":

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import click
 
+from node.termination import release_termination
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="suanpan")
-def main() -> None:
+@click.pass_context
+def main(context: click.Context) -> None:
     """Suanpan: a permissioned BFT ledger for a consortium of banks."""
+    # The entry point holds SIGTERM while the process starts (node.termination). A node's
+    # start takes it over itself; every other command gets the handler from before back now.
+    if context.invoked_subcommand != "start":
+        release_termination()
 
 
 # Subcommands live next to the code they drive; they are registered here, in help order.

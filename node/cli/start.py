@@ -15,6 +15,7 @@ import trio
 from node.config import HostPort, NodeConfig
 from node.home import CONFIG_FILE, HomeError, load_home
 from node.logs import configure_logging
+from node.termination import take_held_termination
 
 __all__ = ["GC_THRESHOLDS", "listen_address_problems", "start_command", "tune_garbage_collector"]
 
@@ -97,6 +98,10 @@ def start_command(home: Path) -> None:
             f"the ports in {home}/{CONFIG_FILE}"
         )
     configure_logging(loaded.config.log_level, loaded.config.log_format, loaded.log_path())
+    if take_held_termination():
+        # Asked to stop while still loading (node.termination): nothing is open yet.
+        log.info("start_cancelled", extra={"signal": "SIGTERM"})
+        return
     from node.runtime import Node, NodeStartError, NodeStoppedError, stopped_error
     from node.testnet.faults import testnet_hooks_for
 

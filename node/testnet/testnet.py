@@ -56,6 +56,7 @@ from node.genesis import ConsensusParams, Genesis, GenesisValidator, save_genesi
 from node.home import CONFIG_FILE, GENESIS_FILE, NODE_KEY_FILE, init_home, write_config
 from node.jsonvalue import JsonType, from_json, to_json
 from node.keys import generate_private_key, load_key_file, save_key_file
+from node.termination import termination_blocked
 
 __all__ = [
     "DEMO_APPS",
@@ -576,14 +577,25 @@ class Testnet:
         assert process is None or process.poll() is not None, "node is already running"
         home = self.info.homes[index]
         output = (home / "process.log").open("ab")
-        self.processes[index] = subprocess.Popen(
-            [*self._prefixes[index], sys.executable, "-m", "node", "start", "--home", str(home)],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            start_new_session=True,  # Ctrl-C in the terminal reaches only the orchestrator
-        )
+        # SIGTERM blocked until the node holds it (node.termination): a stop sent while the
+        # node is still starting ends it cleanly, however early it comes.
+        with termination_blocked():
+            self.processes[index] = subprocess.Popen(
+                [
+                    *self._prefixes[index],
+                    sys.executable,
+                    "-m",
+                    "node",
+                    "start",
+                    "--home",
+                    str(home),
+                ],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,  # Ctrl-C in the terminal reaches only the orchestrator
+            )
         output.close()
         self._stopped.discard(index)
 
