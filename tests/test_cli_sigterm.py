@@ -242,3 +242,38 @@ def test_a_sigterm_to_another_command_while_it_loads_ends_it_as_before() -> None
     output, errors = process.communicate(timeout=60)
     assert process.returncode == -signal.SIGTERM, errors[-2000:]
     assert output == b""  # ended before the command ran
+
+
+_HELD_THEN_RUN = """
+import os, signal, sys
+from pathlib import Path
+import trio
+from node.home import load_home
+from node.logs import configure_logging
+from node.runtime import Node
+from node.termination import hold_termination
+hold_termination()
+os.kill(os.getpid(), signal.SIGTERM)  # held: the process goes on
+home = load_home(Path(sys.argv[1]))
+configure_logging(home.config.log_level, home.config.log_format, home.log_path())
+node = Node(home)
+trio.run(node.run)  # the node's receiver takes the held SIGTERM over and stops the node
+print("stopped at", node.written_height)
+"""
+
+
+def test_a_sigterm_held_before_the_node_runs_stops_it_once_its_handling_is_in_place(
+    tmp_path: Path,
+) -> None:
+    info = create_testnet(tmp_path / "net", 1, chain_id="held-stop")
+    home = info.homes[0]
+    ran = subprocess.run(
+        [sys.executable, "-c", _HELD_THEN_RUN, str(home)],
+        capture_output=True,
+        timeout=60,  # a node that never got the signal would run on
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert ran.stdout.startswith(b"stopped at "), ran.stdout
+    events = [json.loads(line)["event"] for line in (home / "node.log").read_text().splitlines()]
+    # Handed over (not taken before the start): the node started, got the signal, stopped.
+    assert events[-3:] == ["node_started", "signal_received", "node_stopped"], events[-6:]
