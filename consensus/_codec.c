@@ -400,28 +400,12 @@ static PyObject *unpack_array(reader *in, uint64_t count, long long depth,
 /* unpack_value's work; NULL possibly with an error set (out of memory). */
 static PyObject *unpack_any(reader *in, long long depth, const limits *bounds) {
     if (depth > bounds->depth_max || depth > NEST_MAX || in->at >= in->length) return NULL;
-    unsigned char first = in->data[in->at];
-    if (first <= 0x7f) {
-        in->at++;
-        return PyLong_FromLong(first);
-    }
-    if (first >= 0xe0) {
-        in->at++;
-        return PyLong_FromLong((long)first - 0x100);
-    }
-    if ((first & 0xe0) == 0xa0) {
-        in->at++;
-        return unpack_raw(in, first, bounds);
-    }
-    if ((first & 0xf0) == 0x90) {
-        in->at++;
-        return unpack_array(in, first & 0x0f, depth, bounds);
-    }
-    if ((first & 0xf0) == 0x80) {
-        in->at++;
-        return unpack_map(in, first & 0x0f, depth, bounds);
-    }
-    in->at++;
+    unsigned char first = in->data[in->at++];
+    if (first <= 0x7f) return PyLong_FromLong(first);
+    if (first >= 0xe0) return PyLong_FromLong((long)first - 0x100);
+    if ((first & 0xe0) == 0xa0) return unpack_raw(in, first, bounds);
+    if ((first & 0xf0) == 0x90) return unpack_array(in, first & 0x0f, depth, bounds);
+    if ((first & 0xf0) == 0x80) return unpack_map(in, first & 0x0f, depth, bounds);
     uint64_t n;
     PyObject *number;
     switch (first) {
