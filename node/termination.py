@@ -72,9 +72,7 @@ def take_held_termination() -> bool:
     the hold goes on."""
     if not (_HOLD.active and _HOLD.held):
         return False
-    _HOLD.active = False
-    _HOLD.held = False
-    signal.signal(signal.SIGTERM, _HOLD.previous)
+    _end_hold(restore=True)
     return True
 
 
@@ -82,12 +80,7 @@ def release_termination() -> None:
     """End the hold: the handler from before it is back, and a SIGTERM that arrived during it
     is delivered now (by default ending the process, as it would have). No-op without an
     active hold."""
-    if not _HOLD.active:
-        return
-    _HOLD.active = False
-    signal.signal(signal.SIGTERM, _HOLD.previous)
-    if _HOLD.held:
-        _HOLD.held = False
+    if _end_hold(restore=True):
         signal.raise_signal(signal.SIGTERM)
 
 
@@ -96,12 +89,20 @@ def hand_over_termination() -> None:
     a SIGTERM that arrived during the hold is delivered to it now. No-op without an active
     hold. A SIGTERM noted after this (when the caller's handling is gone again and the hold's
     handler is back) is not acted on: the caller is already stopping."""
-    if not _HOLD.active:
-        return
-    _HOLD.active = False
-    if _HOLD.held:
-        _HOLD.held = False
+    if _end_hold(restore=False):
         signal.raise_signal(signal.SIGTERM)
+
+
+def _end_hold(*, restore: bool) -> bool:
+    """End an active hold (``restore``: put the handler from before it back); returns whether
+    a SIGTERM arrived during it. False, and nothing done, without an active hold."""
+    if not _HOLD.active:
+        return False
+    _HOLD.active = False
+    if restore:
+        signal.signal(signal.SIGTERM, _HOLD.previous)
+    held, _HOLD.held = _HOLD.held, False
+    return held
 
 
 @contextmanager
