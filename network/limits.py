@@ -68,6 +68,13 @@ class NetworkLimits:
     # every other peer, so in a full mesh announcements sent at once were two thirds of all
     # frames. A fetch waits fetch_delay_seconds anyway.
     announce_linger_seconds: float = 0.05
+    # A peer's gossip waits at most this long for more to fill its frame (or for a frame it can
+    # ride with) before it is sent; a full batch (transaction_batch_bytes) goes at once, and so
+    # does a fetched transaction. Each gossip frame costs its receiver a wake-up, a decode, a
+    # signature batch and an admission pass whatever it carries, so at moderate load, where each
+    # client request would otherwise be a frame of its own, fewer and larger frames leave the
+    # receivers more CPU for blocks. 0 sends gossip at once.
+    gossip_linger_seconds: float = 0.03
     # Per-peer outgoing gossip backlog; beyond it new gossip for that peer is shed and counted.
     gossip_queue_bytes_max: int = 16 * 1024 * 1024
     # Per-peer outgoing consensus/response backlog (frames). Overflowing it closes the
@@ -108,6 +115,9 @@ class NetworkLimits:
             if item.name == "dial_backoff_jitter":
                 if not 0.0 <= value < 1.0:
                     raise ValueError("NetworkLimits.dial_backoff_jitter must be in [0, 1)")
+            elif item.name == "gossip_linger_seconds":
+                if not 0.0 <= value <= 1.0:
+                    raise ValueError("NetworkLimits.gossip_linger_seconds must be in [0, 1]")
             elif value <= 0:
                 raise ValueError(f"NetworkLimits.{item.name} must be positive")
         if self.message_bytes_max + 64 > self.frame_bytes_max:

@@ -23,7 +23,8 @@ Gossip: a transaction's identity is SHA-256 of its bytes (the same as
 delivered to the node at most once. A transaction's origin (``gossip_transactions``) pushes
 it in full to every connected peer. A node that receives one for the first time relays it by
 *announcing* its hash to every other connected peer (an announcement rides with the next
-frame to that peer, or goes on its own after ``announce_linger_seconds``); a peer that has
+frame to that peer, or goes on its own after ``announce_linger_seconds``; pushed gossip
+waits up to ``gossip_linger_seconds`` for more to fill its frame likewise); a peer that has
 still not seen it ``fetch_delay_seconds`` later fetches it from the announcer (which keeps
 relayed transactions for a few seconds, in a bounded ``RelayStore``). In a full mesh the
 origin's push arrives first and relays cost 32 bytes per peer instead of the whole
@@ -678,19 +679,23 @@ class Network:
                 continue
             if peer.queues.push_announce(digests, now):
                 self._counters.transactions_announced += len(digests)
-                if peer.queues.announce_due_at < self._announce_flush_at:
-                    self._announce_flush_wakeup.set()
+                self._flush_by(peer.queues.due_at())
             else:
                 self._counters.transactions_shed_outbound += len(digests)
 
+    def _flush_by(self, due_at: float) -> None:
+        """Have the flusher wake by ``due_at`` (a peer's queues' ``due_at``)."""
+        if due_at < self._announce_flush_at:
+            self._announce_flush_wakeup.set()
+
     async def _announce_flush_loop(self) -> None:
-        """Wake the sender of every peer whose oldest announcement waited its linger without
-        a frame to ride with; one timer for all peers, not one per peer."""
+        """Wake the sender of every peer whose oldest announcement or gossip waited its
+        linger without a frame to ride with; one timer for all peers, not one per peer."""
         while True:
             now = trio.current_time()
             earliest = math.inf
             for peer in self._peers.values():
-                due_at = peer.queues.announce_due_at
+                due_at = peer.queues.due_at()
                 if due_at <= now:
                     peer.queues.wake()
                 else:
@@ -739,11 +744,13 @@ class Network:
         if not transactions:
             return
         size = sum(map(len, transactions))
+        now = trio.current_time()
         for peer in self._peers.values():
             if peer.connection is None or peer.public_key == source:
                 continue
-            if peer.queues.push_gossip(transactions, size):
+            if peer.queues.push_gossip(transactions, size, now):
                 self._counters.transactions_forwarded += len(transactions)
+                self._flush_by(peer.queues.due_at())
             else:
                 self._counters.transactions_shed_outbound += len(transactions)
 
@@ -1015,7 +1022,9 @@ class Network:
         get = self._relay_store.get
         found = [transaction for digest in hashes if (transaction := get(digest)) is not None]
         peer = self._peers[source]
-        if found and peer.queues.push_gossip(found, sum(map(len, found))):
+        if found and peer.queues.push_gossip(
+            found, sum(map(len, found)), trio.current_time(), linger=False
+        ):
             self._counters.fetches_served += len(found)
         elif found:
             self._counters.transactions_shed_outbound += len(found)

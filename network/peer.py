@@ -14,7 +14,12 @@ Send policy (explicit, per peer):
   (``announce_due_at``).
 * **Gossip lane** (full transactions): chunks of transactions, bounded by
   ``gossip_queue_bytes_max``. When full, new gossip for that peer is shed (tail drop) and
-  counted in ``transactions_shed``. Gossip is best effort; clients resubmit.
+  counted in ``transactions_shed``. Gossip is best effort; clients resubmit. Gossip waits for
+  more to fill its frame: it wakes the sender only once a batch's worth
+  (``transaction_batch_bytes``) is queued; otherwise it rides with the next write to the peer,
+  or the network's flusher wakes the sender once the oldest has waited
+  ``gossip_linger_seconds`` (``gossip_due_at``). A fetched transaction (someone asked for it)
+  goes at once.
 
 The sender drains the priority lane first, then announcements, then fills gossip frames of
 about ``transaction_batch_bytes`` each, and writes everything it took with one ``send_all``.
@@ -52,6 +57,8 @@ class PeerQueues:
     wakeup: trio.Event | None = None
     # When the oldest pending announcement is to be sent on its own (inf: none pending).
     announce_due_at: float = math.inf
+    # When the oldest pending gossip is to be sent without a full frame (inf: none pending).
+    gossip_due_at: float = math.inf
 
     @classmethod
     def create(cls, limits: NetworkLimits) -> PeerQueues:
@@ -71,14 +78,21 @@ class PeerQueues:
         self.wake()
         return True
 
-    def push_gossip(self, transactions: Sequence[bytes], size_bytes: int) -> bool:
-        """Queue transactions for this peer; False (and counted as shed) if over the bound."""
+    def push_gossip(
+        self, transactions: Sequence[bytes], size_bytes: int, now: float, *, linger: bool = True
+    ) -> bool:
+        """Queue transactions for this peer (``now``: the trio clock); False (and counted as
+        shed) if over the bound. They wait up to ``gossip_linger_seconds`` for more unless
+        ``linger`` is False or a batch's worth is queued (see the module docstring)."""
         if self.gossip_bytes + size_bytes > self.limits.gossip_queue_bytes_max:
             self.transactions_shed += len(transactions)
             return False
         self.gossip.append(transactions)
         self.gossip_bytes += size_bytes
-        self.wake()
+        due_at = now + self.limits.gossip_linger_seconds if linger else now
+        self.gossip_due_at = min(self.gossip_due_at, due_at)
+        if self.gossip_due_at <= now or self.gossip_bytes >= self.limits.transaction_batch_bytes:
+            self.wake()
         return True
 
     def push_announce(self, hashes: Sequence[bytes], now: float) -> bool:
@@ -93,9 +107,18 @@ class PeerQueues:
         return True
 
     def due(self, now: float) -> bool:
-        """Whether the sender has something to write at ``now``: a priority frame, gossip, or
-        announcements that waited their linger."""
-        return bool(self.priority or self.gossip) or now >= self.announce_due_at
+        """Whether the sender has something to write at ``now``: a priority frame, a batch's
+        worth of gossip, or gossip or announcements that waited their linger."""
+        return (
+            bool(self.priority)
+            or now >= self.due_at()
+            or self.gossip_bytes >= self.limits.transaction_batch_bytes
+        )
+
+    def due_at(self) -> float:
+        """When the oldest gossip or announcement is to be sent without another frame to
+        ride with (inf: none pending)."""
+        return min(self.announce_due_at, self.gossip_due_at)
 
     def clear(self) -> tuple[int, int]:
         """Drop everything (the connection ended); returns (priority frames, transactions)."""
@@ -106,6 +129,7 @@ class PeerQueues:
         self.announce_due_at = math.inf
         self.gossip.clear()
         self.gossip_bytes = 0
+        self.gossip_due_at = math.inf
         return frames, transactions
 
     def take(self) -> tuple[list[bytes], int]:
@@ -151,4 +175,6 @@ class PeerQueues:
             transaction_count += len(batch)
             frames.append(encode_gossip(batch))
             budget -= size
+        if not self.gossip:
+            self.gossip_due_at = math.inf
         return frames, transaction_count
