@@ -68,12 +68,13 @@ class NetworkLimits:
     # every other peer, so in a full mesh announcements sent at once were two thirds of all
     # frames. A fetch waits fetch_delay_seconds anyway.
     announce_linger_seconds: float = 0.05
-    # A peer's gossip waits at most this long for more to fill its frame (or for a frame it can
-    # ride with) before it is sent; a full batch (transaction_batch_bytes) goes at once, and so
-    # does a fetched transaction. Each gossip frame costs its receiver a wake-up, a decode, a
-    # signature batch and an admission pass whatever it carries, so at moderate load, where each
-    # client request would otherwise be a frame of its own, fewer and larger frames leave the
-    # receivers more CPU for blocks. 0 sends gossip at once.
+    # Gossip the caller lets linger (the node: while its machine has no core to spare) waits at
+    # most this long for more to fill its frame (or for a frame it can ride with) before it is
+    # sent; a full batch (transaction_batch_bytes) goes at once, and so does a fetched
+    # transaction. Each gossip frame costs its receiver a wake-up, a decode, a signature batch
+    # and an admission pass whatever it carries, so at moderate load, where each client request
+    # would otherwise be a frame of its own, fewer and larger frames leave the receivers more
+    # CPU for blocks. 0 sends gossip at once.
     gossip_linger_seconds: float = 0.03
     # Per-peer outgoing gossip backlog; beyond it new gossip for that peer is shed and counted.
     gossip_queue_bytes_max: int = 16 * 1024 * 1024

@@ -23,8 +23,9 @@ Gossip: a transaction's identity is SHA-256 of its bytes (the same as
 delivered to the node at most once. A transaction's origin (``gossip_transactions``) pushes
 it in full to every connected peer. A node that receives one for the first time relays it by
 *announcing* its hash to every other connected peer (an announcement rides with the next
-frame to that peer, or goes on its own after ``announce_linger_seconds``; pushed gossip
-waits up to ``gossip_linger_seconds`` for more to fill its frame likewise); a peer that has
+frame to that peer, or goes on its own after ``announce_linger_seconds``; pushed gossip the
+caller lets linger waits up to ``gossip_linger_seconds`` for more to fill its frame
+likewise); a peer that has
 still not seen it ``fetch_delay_seconds`` later fetches it from the announcer (which keeps
 relayed transactions for a few seconds, in a bounded ``RelayStore``). In a full mesh the
 origin's push arrives first and relays cost 32 bytes per peer instead of the whole
@@ -497,28 +498,31 @@ class Network:
             removed=",".join(sorted(_short(key) for key in removed)),
         )
 
-    def gossip_transactions(self, transactions: Sequence[bytes]) -> int:
+    def gossip_transactions(self, transactions: Sequence[bytes], *, linger: bool = True) -> int:
         """Flood local transactions to every connected peer; returns how many were new.
 
         Never blocks. Transactions already seen are skipped; a peer whose gossip backlog is
-        full sheds them (counted in ``transactions_shed_outbound``).
+        full sheds them (counted in ``transactions_shed_outbound``). With ``linger`` they may
+        wait up to ``gossip_linger_seconds`` for more to fill their frame; without, they go
+        at once.
         """
         self._check_gossip_sizes(transactions)
         fresh, _ = self._seen.first_sightings(transactions)
         self._counters.transactions_gossiped += len(fresh)
-        self._push(fresh, source=None)
+        self._push(fresh, source=None, linger=linger)
         return len(fresh)
 
-    def resend_transactions(self, transactions: Sequence[bytes]) -> None:
+    def resend_transactions(self, transactions: Sequence[bytes], *, linger: bool = True) -> None:
         """Send transactions already gossiped to every connected peer again, whether or not
         this network relayed them before: the node's pending transactions that have waited
         long, for peers that connected later or dropped them. A peer that holds them drops
         the copies as duplicates; one that forgot them (``forget_transactions``) takes them.
-        Never blocks; a full gossip backlog sheds them as usual."""
+        Never blocks; a full gossip backlog sheds them as usual. ``linger`` as for
+        ``gossip_transactions``."""
         self._check_gossip_sizes(transactions)
         self._seen.first_sightings(transactions)
         self._counters.transactions_resent += len(transactions)
-        self._push(list(transactions), source=None)
+        self._push(list(transactions), source=None, linger=linger)
 
     def _check_gossip_sizes(self, transactions: Sequence[bytes]) -> None:
         limit = self.limits.transaction_bytes_max
@@ -740,7 +744,7 @@ class Network:
                 earliest = min(earliest, silent_at, ping_at)
             await trio.sleep_until(earliest)
 
-    def _push(self, transactions: list[bytes], source: bytes | None) -> None:
+    def _push(self, transactions: list[bytes], source: bytes | None, *, linger: bool) -> None:
         if not transactions:
             return
         size = sum(map(len, transactions))
@@ -748,7 +752,7 @@ class Network:
         for peer in self._peers.values():
             if peer.connection is None or peer.public_key == source:
                 continue
-            if peer.queues.push_gossip(transactions, size, now):
+            if peer.queues.push_gossip(transactions, size, now, linger=linger):
                 self._counters.transactions_forwarded += len(transactions)
                 self._flush_by(peer.queues.due_at())
             else:

@@ -14,8 +14,9 @@ Send policy (explicit, per peer):
   (``announce_due_at``).
 * **Gossip lane** (full transactions): chunks of transactions, bounded by
   ``gossip_queue_bytes_max``. When full, new gossip for that peer is shed (tail drop) and
-  counted in ``transactions_shed``. Gossip is best effort; clients resubmit. Gossip waits for
-  more to fill its frame: it wakes the sender only once a batch's worth
+  counted in ``transactions_shed``. Gossip is best effort; clients resubmit. Gossip the
+  caller lets linger waits for more to fill its frame: it wakes the sender only once a batch's
+  worth
   (``transaction_batch_bytes``) is queued; otherwise it rides with the next write to the peer,
   or the network's flusher wakes the sender once the oldest has waited
   ``gossip_linger_seconds`` (``gossip_due_at``). A fetched transaction (someone asked for it)

@@ -2051,7 +2051,7 @@ class Node:
                     due[tx_hash] = now + min(_RESEND_INTERVAL_MAX_S, max(_RESEND_AFTER_S, waited))
             if resend:
                 with self.phases.measure("gossip_out"):
-                    self.network.resend_transactions(resend)
+                    self.network.resend_transactions(resend, linger=self.machine_idle.busy())
                 log.debug("transactions_resent", extra={"transactions": len(resend)})
 
     def _coalesce(self, raw: list[bytes]) -> None:
@@ -2138,7 +2138,13 @@ class Node:
             outcomes.extend(refused_early)
         if admitted:
             with self.phases.measure("gossip_out"):
-                self.network.gossip_transactions([item.encoded for item in admitted])
+                # While the machine is busy (several nodes on its cores under load), gossip
+                # waits up to ``gossip_linger_seconds`` to fill its frames: each frame costs
+                # every receiver a wake-up, a decode, a signature batch and an admission pass,
+                # and the CPU is what limits the chain. With a core to spare it goes at once.
+                self.network.gossip_transactions(
+                    [item.encoded for item in admitted], linger=self.machine_idle.busy()
+                )
             if source == "intake":
                 resend_at = time.monotonic() + _RESEND_AFTER_S
                 due = self._resend_due

@@ -1,9 +1,11 @@
 """Where a node checks signatures: on its event loop's thread for batches of at most
 ``[mempool] verify_inline_max`` (or ``verify_inline_busy_max`` while the machine has less than
-one idle core), otherwise on a verifying thread; the verdicts are the same."""
+one idle core), otherwise on a verifying thread; the verdicts are the same. And its gossip
+lingers to fill its frames only while the machine is busy."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ import trio
 from apps.transaction import Transaction
 from consensus.codec import decoder_status, encoder_status
 from consensus.crypto import key_cache_info
+from network import Network
 from node import runtime
 from node.config import NodeConfig
 from node.home import load_home
@@ -141,4 +144,33 @@ async def test_verdicts_are_the_same_on_the_loop_and_on_a_thread(
             assert status["machine_spare_cores"] == spare_cores
             # The phase is charged either way.
             assert node.phases.snapshot()["verify"] > 0
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("busy", [True, False])
+async def test_admitted_transactions_linger_in_gossip_only_while_the_machine_is_busy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, busy: bool
+) -> None:
+    info = create_testnet(tmp_path / "net", 1, chain_id="linger-net")
+    home = load_home(info.homes[0])
+    key = info.client_key(0)
+    transactions = [
+        register_identity_transaction(key, info.chain_id, "bank0", nonce) for nonce in range(3)
+    ]
+    with trio.fail_after(DEADLINE_S):
+        async with trio.open_nursery() as nursery:
+            node = await nursery.start(runtime.Node(home).run)
+            node.machine_idle = _machine(tmp_path / "stat", busy)
+            gossiped: list[tuple[int, bool]] = []
+            network: Network = node.network
+            gossip = network.gossip_transactions
+
+            def recorded(batch: Sequence[bytes], *, linger: bool = True) -> int:
+                gossiped.append((len(batch), linger))
+                return gossip(batch, linger=linger)
+
+            monkeypatch.setattr(network, "gossip_transactions", recorded)
+            outcomes = await node.submit_many(transactions)
+            assert [outcome.accepted for outcome in outcomes] == [True] * 3
+            assert gossiped == [(3, busy)]
             nursery.cancel_scope.cancel()
