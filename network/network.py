@@ -383,9 +383,10 @@ class Network:
         self._pending_fetches: deque[tuple[float, bytes, bytes]] = deque()
         self._pending_hashes: set[bytes] = set()
         self._fetch_wakeup = trio.Event()
-        # When the announcement flusher next wakes by itself (inf: it waits to be woken).
-        self._announce_flush_at = math.inf
-        self._announce_flush_wakeup = trio.Event()
+        # When the linger flusher (announcements and held gossip) next wakes by itself (inf: it
+        # waits to be woken).
+        self._linger_flush_at = math.inf
+        self._linger_flush_wakeup = trio.Event()
         self._counters = _Counters()
         self._handshake_failures: dict[str, int] = {}
         self._log_limiter = LogLimiter(_REPEATED_WARNINGS_MAX, _REPEATED_WARNINGS_WINDOW_S)
@@ -432,7 +433,7 @@ class Network:
                 node=_short(self.public_key),
             )
             nursery.start_soon(self._fetch_loop)
-            nursery.start_soon(self._announce_flush_loop)
+            nursery.start_soon(self._linger_flush_loop)
             nursery.start_soon(self._keepalive_loop)
             for address in self.config.persistent_peers:
                 nursery.start_soon(self._dial_loop, address)
@@ -683,16 +684,17 @@ class Network:
                 continue
             if peer.queues.push_announce(digests, now):
                 self._counters.transactions_announced += len(digests)
-                self._flush_by(peer.queues.due_at())
+                self._flush_by(peer.queues.due_at(), now)
             else:
                 self._counters.transactions_shed_outbound += len(digests)
 
-    def _flush_by(self, due_at: float) -> None:
-        """Have the flusher wake by ``due_at`` (a peer's queues' ``due_at``)."""
-        if due_at < self._announce_flush_at:
-            self._announce_flush_wakeup.set()
+    def _flush_by(self, due_at: float, now: float) -> None:
+        """Have the flusher wake by ``due_at`` (a peer's queues' ``due_at``). Nothing when it
+        is due already: the queue woke its sender itself."""
+        if now < due_at < self._linger_flush_at:
+            self._linger_flush_wakeup.set()
 
-    async def _announce_flush_loop(self) -> None:
+    async def _linger_flush_loop(self) -> None:
         """Wake the sender of every peer whose oldest announcement or gossip waited its
         linger without a frame to ride with; one timer for all peers, not one per peer."""
         while True:
@@ -704,10 +706,10 @@ class Network:
                     peer.queues.wake()
                 else:
                     earliest = min(earliest, due_at)
-            self._announce_flush_at = earliest
-            self._announce_flush_wakeup = trio.Event()
+            self._linger_flush_at = earliest
+            self._linger_flush_wakeup = trio.Event()
             with trio.move_on_at(earliest):
-                await self._announce_flush_wakeup.wait()
+                await self._linger_flush_wakeup.wait()
 
     async def _keepalive_loop(self) -> None:
         """Ping for every connection whose sender has waited ``ping_interval_seconds`` with
@@ -754,7 +756,7 @@ class Network:
                 continue
             if peer.queues.push_gossip(transactions, size, now, linger=linger):
                 self._counters.transactions_forwarded += len(transactions)
-                self._flush_by(peer.queues.due_at())
+                self._flush_by(peer.queues.due_at(), now)
             else:
                 self._counters.transactions_shed_outbound += len(transactions)
 
