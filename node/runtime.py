@@ -622,9 +622,11 @@ class Node:
             height=self.store.height,
             app_hash=self.store.app_hash,
         )
-        # The height and app hash the store holds (the host is ahead while blocks wait to be
-        # written): what the API reports as committed.
+        # The height, block hash and app hash the store holds (the host is ahead while blocks
+        # wait to be written): what the API reports as committed. Set together once a write has
+        # landed, so ``/status`` never pairs one block's height with the next one's hash.
         self.written_height = self.store.height
+        self.written_block_hash = self.store.last_block_hash
         self.written_app_hash = self.store.app_hash
         self.mempool = Mempool(
             self.host,
@@ -1877,6 +1879,7 @@ class Node:
         """The store holds ``block``: count it, keep it for readers, tell the waiters, log the
         commit."""
         self.written_height = block.height
+        self.written_block_hash = block.hash
         recent = self._recent_blocks
         recent[block.height] = (block, certificate)
         while len(recent) > _RECENT_BLOCKS_MAX:
@@ -2589,7 +2592,7 @@ class Node:
             "role": "validator" if replica.voting else "observer",
             "validator_index": self.index,
             "height": self.written_height,
-            "last_block_hash": self.store.last_block_hash.hex(),
+            "last_block_hash": self.written_block_hash.hex(),
             "app_hash": self.written_app_hash.hex(),
             "consensus_height": replica.height,
             "view": replica.view,

@@ -171,3 +171,51 @@ async def test_next_proposal_is_built_during_the_write_but_leaves_after_it(
             finally:
                 released.set()
             nursery.cancel_scope.cancel()
+
+
+async def test_status_names_one_block_while_its_successors_write_lands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the block writer's commit and the node's bookkeeping of it, ``/status`` still
+    reports the height, block hash and app hash of one and the same block (the last one the
+    node counts as written), not the store's newer hash beside the older height."""
+    info = create_testnet(tmp_path / "net", 1, chain_id="status-net")
+    home = load_home(info.homes[0])
+    landed = threading.Event()
+    release = threading.Event()
+    original = Store.commit_blocks
+
+    def commit_then_hold(
+        store: Store,
+        entries: Sequence[tuple[Block, CommitCertificate, BlockResult]],
+        *,
+        defer_tree: bool = False,
+    ) -> None:
+        original(store, entries, defer_tree=defer_tree)
+        if store.height >= 2 and not release.is_set():
+            landed.set()
+            release.wait(DEADLINE_S)
+
+    monkeypatch.setattr(Store, "commit_blocks", commit_then_hold)
+    with trio.fail_after(DEADLINE_S):
+        async with trio.open_nursery() as nursery:
+            node: runtime.Node = await nursery.start(runtime.Node(home).run)
+            try:
+                await trio.to_thread.run_sync(landed.wait, DEADLINE_S)
+                status = node.status()
+                height = status["height"]
+                assert isinstance(height, int)
+                # The store is ahead of what the node counts as written: the window.
+                assert node.store.height > height >= 1
+                block = node.store.block(height)
+                assert block is not None
+                assert status["last_block_hash"] == block.hash.hex()
+                app_hash = node.store.app_hash_at(height)
+                assert app_hash is not None
+                assert status["app_hash"] == app_hash.hex()
+            finally:
+                release.set()
+            await node.wait_for_height(height + 1, timeout_s=DEADLINE_S)
+            status = node.status()
+            assert status["last_block_hash"] == node.store.last_block_hash.hex()
+            nursery.cancel_scope.cancel()
