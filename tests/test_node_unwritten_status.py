@@ -5,7 +5,7 @@ write instead of being told ``pending`` at once or that the transaction is unkno
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -24,25 +24,41 @@ from node.testnet.testnet import create_testnet
 DEADLINE_S = 120.0
 
 
+_Entries = Sequence[tuple[Block, CommitCertificate, BlockResult]]
+
+
+def _around_commits(
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    before: Callable[[Store, _Entries], None] | None = None,
+    after: Callable[[Store, _Entries], None] | None = None,
+) -> None:
+    """Run ``before`` and ``after`` (on the block writer's worker thread) around each of the
+    store's block commits."""
+    original = Store.commit_blocks
+
+    def wrapped(store: Store, entries: _Entries, *, defer_tree: bool = False) -> None:
+        if before is not None:
+            before(store, entries)
+        original(store, entries, defer_tree=defer_tree)
+        if after is not None:
+            after(store, entries)
+
+    monkeypatch.setattr(Store, "commit_blocks", wrapped)
+
+
 def _hold_writes_with_transactions(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     """The block writer's LMDB commit of a block with transactions waits (on its worker
     thread) while the returned event is clear; empty blocks are written as usual. The event
     starts set."""
     released = threading.Event()
     released.set()
-    original = Store.commit_blocks
 
-    def held_commit(
-        store: Store,
-        entries: Sequence[tuple[Block, CommitCertificate, BlockResult]],
-        *,
-        defer_tree: bool = False,
-    ) -> None:
+    def hold(_: Store, entries: _Entries) -> None:
         if any(result.receipts for _, _, result in entries):
             released.wait(DEADLINE_S)
-        original(store, entries, defer_tree=defer_tree)
 
-    monkeypatch.setattr(Store, "commit_blocks", held_commit)
+    _around_commits(monkeypatch, before=hold)
     return released
 
 
@@ -183,20 +199,13 @@ async def test_status_names_one_block_while_its_successors_write_lands(
     home = load_home(info.homes[0])
     landed = threading.Event()
     release = threading.Event()
-    original = Store.commit_blocks
 
-    def commit_then_hold(
-        store: Store,
-        entries: Sequence[tuple[Block, CommitCertificate, BlockResult]],
-        *,
-        defer_tree: bool = False,
-    ) -> None:
-        original(store, entries, defer_tree=defer_tree)
+    def hold(store: Store, _: _Entries) -> None:
         if store.height >= 2 and not release.is_set():
             landed.set()
             release.wait(DEADLINE_S)
 
-    monkeypatch.setattr(Store, "commit_blocks", commit_then_hold)
+    _around_commits(monkeypatch, after=hold)
     with trio.fail_after(DEADLINE_S):
         async with trio.open_nursery() as nursery:
             node: runtime.Node = await nursery.start(runtime.Node(home).run)
