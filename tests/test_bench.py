@@ -6,16 +6,19 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
 from typing import ClassVar, cast
 
+import lmdb
 import pytest
 from click.testing import CliRunner
 
 import node.bench.merkle as merkle_bench
 from apps.host import AppHost
+from apps.merkle import MemoryTree, build, leaf_of, update
 from apps.state import MemoryBackend
 from apps.transaction import Transaction
 from node.apploader import load_apps
@@ -392,7 +395,7 @@ def test_a_step_reports_its_phases_by_half_and_the_report_prints_them(
 
 def test_bench_merkle_layouts_each_hold_the_tree_they_were_given() -> None:
     report = run_merkle_bench(accounts=300, writes=60, blocks=16, layouts=True)
-    assert len(report.layouts) == 6
+    assert len(report.layouts) == 8
     for row in report.layouts.values():
         assert row["cpu_ms_per_block"] > 0
         assert row["file_mib"] > 0
@@ -411,6 +414,46 @@ def test_bench_merkle_layouts_each_hold_the_tree_they_were_given() -> None:
     twice[bytes(8) + b"\x01a"] = b"old"
     with pytest.raises(RuntimeError, match="stored under two versions"):
         merkle_bench._check_layout("every", "version", 8, twice, final)
+    for compacted in ("version log", "segments"):
+        with pytest.raises(RuntimeError, match="does not hold the tree's records"):
+            merkle_bench._check_layout(
+                compacted, compacted, 8, twice | {version + b"\x01b": b"2"}, final
+            )
+
+
+def test_compacted_layouts_remove_replaced_records_and_keep_the_tree(tmp_path: Path) -> None:
+    """The compacted layouts remove the oldest heights' records once the store holds more
+    replaced records than live ones, moving the live ones on: the store ends with the tree's
+    records and at most as many replaced ones as live ones besides the last write's."""
+    rng = random.Random(3)
+    items = merkle_bench._state(50, rng)
+    keys = [key for key, _ in items]
+    blocks = merkle_bench._blocks(keys, 40, 24, rng)
+    full = build(leaf_of(key, value) for key, value in items)
+    tree = MemoryTree()
+    tree.apply(full)
+    updates = []
+    for block in blocks:
+        tree_update = update(tree, block)
+        tree.apply(tree_update)
+        updates.append(tree_update)
+    for keyed_by in ("version log", "segments"):
+        env = lmdb.open(
+            str(tmp_path / keyed_by.replace(" ", "-")),
+            map_size=1 << 30,
+            max_dbs=merkle_bench._LAYOUT_DATABASES_MAX,
+            lock=False,
+        )
+        try:
+            _, _, _, stored = merkle_bench._write_layout(env, keyed_by, 8, full, updates)
+        finally:
+            env.close()
+        merkle_bench._check_layout(keyed_by, keyed_by, 8, stored, tree.records)
+        heights = {int.from_bytes(key[:8], "big") for key in stored}
+        assert 0 not in heights  # the genesis load was compacted away
+        last_write = max(heights)
+        at_last = sum(1 for key in stored if int.from_bytes(key[:8], "big") == last_write)
+        assert len(stored) - at_last <= 2 * len(tree.records)
 
 
 def test_an_overload_step_holds_only_near_the_peak_with_admitted_transactions_in_time() -> None:

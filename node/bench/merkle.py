@@ -39,7 +39,15 @@ children's versions (as Jellyfish's does), which none of them models.
   ``LAYOUT_HOLD`` blocks, or never (a store that grows without bound: the floor of the
   layout's cost); or the records of ``LAYOUT_HOLD`` blocks merged as the store holds them,
   written under the last one's height, and the records they replace deleted in the same
-  transaction.
+  transaction;
+* compacted: the records of ``LAYOUT_HOLD`` blocks merged and put in key order at the end of
+  the store, the records they replace left where they are until the store holds more replaced
+  records than live ones; then the oldest heights are compacted, their live records moved on
+  with the next write and the rest removed. ``version log`` keeps every height in one
+  database and removes a compacted height's records one by one; ``segments`` gives each write
+  a database of its own and drops a compacted one whole. A reader would find a record through
+  the height that holds it (kept here in memory, as a parent record carrying its children's
+  heights would give it).
 
 Each layout's store is checked at the end against the tree's records, so what is measured
 holds the tree.
@@ -98,7 +106,17 @@ _LAYOUTS: Final = (
         LAYOUT_HOLD,
     ),
     ("by version, stale never removed", "version", 0),
+    (f"by version, {LAYOUT_HOLD} blocks merged, compacted", "version log", LAYOUT_HOLD),
+    (
+        f"by version, {LAYOUT_HOLD} blocks merged, compacted by database",
+        "segments",
+        LAYOUT_HOLD,
+    ),
 )
+# Layouts whose store keeps replaced records until it holds more of them than live ones.
+_COMPACTED: Final = ("version log", "segments")
+# The most databases a layout opens (``segments``: one per height it keeps).
+_LAYOUT_DATABASES_MAX: Final = 4096
 _VERSION_BYTES: Final = 8
 
 
@@ -343,7 +361,7 @@ def _compare_layouts(
     cycle = range(LAYOUT_HOLD, len(tree_updates) - len(tree_updates) % LAYOUT_HOLD)
     for name, keyed_by, every in _LAYOUTS:
         with tempfile.TemporaryDirectory(prefix="suanpan-bench-layout-") as directory:
-            env = lmdb.open(directory, map_size=1 << 36, max_dbs=1, lock=False)
+            env = lmdb.open(directory, map_size=1 << 36, max_dbs=_LAYOUT_DATABASES_MAX, lock=False)
             try:
                 times, walls, written, stored = _write_layout(
                     env, keyed_by, every, full, tree_updates
@@ -372,11 +390,11 @@ def _check_layout(
     ``_write_layout`` returns them) are exactly the tree's (``final``)."""
     if keyed_by == "path":
         held = stored
-    elif every:
+    elif every and keyed_by not in _COMPACTED:
         held = {key[_VERSION_BYTES:]: record for key, record in stored.items()}
         if len(held) != len(stored):
             raise RuntimeError(f"{name}: a path is stored under two versions")
-    else:  # never removed: the newest version of each path the tree still holds
+    else:  # never removed or compacted: the newest version of each path the tree holds
         newest: dict[bytes, tuple[int, bytes]] = {}
         for key, record in stored.items():
             version = int.from_bytes(key[:_VERSION_BYTES], "big")
@@ -399,9 +417,13 @@ def _write_layout(
     written (-1 unknown); and the store's records at the end (with held records written)."""
     zero = bytes(_VERSION_BYTES)
     with env.begin(write=True) as txn:
+        first = env.open_db(b"0", txn=txn) if keyed_by == "segments" else None
         for key, record in full.records:
             if record is not None:
-                txn.put(key if keyed_by == "path" else zero + key, record)
+                if first is not None:
+                    txn.put(key, record, db=first)
+                else:
+                    txn.put(key if keyed_by == "path" else zero + key, record)
     versions = {key: 0 for key, record in full.records if record is not None}
     held: dict[bytes, bytes | None] = {}
     stale: list[bytes] = []
@@ -429,6 +451,67 @@ def _write_layout(
             txn.delete(key)
         stale.clear()
 
+    # The compacted layouts: how many records each height put in the store (live or stale)
+    # and how many the store holds in all; a height's records stay until compaction moves
+    # its live ones on and removes the rest. "segments" keeps each height's records in a
+    # database of their own, with the paths it holds.
+    put_at: dict[int, int] = {0: len(versions)}
+    in_store = [len(versions)]
+    segments: dict[int, tuple[lmdb._Database, list[bytes]]] = {}
+    if first is not None:
+        segments[0] = (first, list(versions))
+
+    def take_oldest(txn: lmdb.Transaction, merged: dict[bytes, bytes | None]) -> None:
+        """Remove the oldest height's records from the store; its live ones join ``merged``
+        unless a newer record of their path is there."""
+        oldest = min(put_at)
+        if keyed_by == "segments":
+            db, paths = segments.pop(oldest)
+            for path in paths:
+                if versions.get(path) == oldest:
+                    del versions[path]
+                    record = txn.get(path, db=db)
+                    if record is None:
+                        raise RuntimeError(f"height {oldest} lost a live record")
+                    merged.setdefault(path, bytes(record))
+            txn.drop(db, delete=True)
+        else:  # one database: its records read and deleted in key order
+            prefix = oldest.to_bytes(_VERSION_BYTES, "big")
+            cursor = txn.cursor()
+            found = cursor.set_range(prefix)
+            while found and cursor.key()[:_VERSION_BYTES] == prefix:
+                path = bytes(cursor.key()[_VERSION_BYTES:])
+                if versions.get(path) == oldest:
+                    del versions[path]
+                    merged.setdefault(path, bytes(cursor.value()))
+                found = cursor.delete()
+        in_store[0] -= put_at.pop(oldest)
+
+    def write_compacted(
+        txn: lmdb.Transaction, height: int, records: dict[bytes, bytes | None]
+    ) -> None:
+        """Compact the oldest heights while the store holds more stale records than live
+        ones, then put ``records`` and the live records moved on under ``height``, in key
+        order at the end of the store."""
+        merged = dict(records)
+        while put_at and in_store[0] - len(versions) > len(versions):
+            take_oldest(txn, merged)
+        prefix = b"" if keyed_by == "segments" else height.to_bytes(_VERSION_BYTES, "big")
+        puts: list[tuple[bytes, bytes]] = []
+        for path, record in sorted(merged.items()):
+            versions.pop(path, None)
+            if record is not None:
+                puts.append((prefix + path, record))
+                versions[path] = height
+        if keyed_by == "segments":
+            db = env.open_db(b"%d" % height, txn=txn)
+            segments[height] = (db, [path for path, _ in puts])
+            txn.cursor(db=db).putmulti(puts, append=True)
+        else:
+            txn.cursor().putmulti(puts, append=True)
+        put_at[height] = len(puts)
+        in_store[0] += len(puts)
+
     times: list[float] = []
     walls: list[float] = []
     written: list[int] = []
@@ -447,6 +530,8 @@ def _write_layout(
                 with env.begin(write=True) as txn:
                     if keyed_by == "path":
                         write_by_path(txn, held)
+                    elif keyed_by in _COMPACTED:
+                        write_compacted(txn, height, held)
                     else:  # version held
                         for key, record in sorted(held.items()):
                             write_by_version(txn, height, key, record)
@@ -459,13 +544,21 @@ def _write_layout(
     with env.begin(write=True) as txn:  # what is still held or stale, outside the figures
         if keyed_by == "path":
             write_by_path(txn, held)
+        elif keyed_by in _COMPACTED:
+            write_compacted(txn, len(tree_updates) + 1, held)
         else:
             for key, record in sorted(held.items()):
                 write_by_version(txn, len(tree_updates) + 1, key, record)
             if every:
                 remove_stale(txn)
     with env.begin() as txn:
-        stored = {bytes(key): bytes(value) for key, value in txn.cursor()}
+        stored: dict[bytes, bytes] = {}
+        if keyed_by == "segments":  # as keyed in one database, for the check
+            for height, (db, _) in segments.items():
+                prefix = height.to_bytes(_VERSION_BYTES, "big")
+                stored.update((prefix + bytes(k), bytes(v)) for k, v in txn.cursor(db=db))
+        else:
+            stored.update((bytes(key), bytes(value)) for key, value in txn.cursor())
     return times, walls, written, stored
 
 
