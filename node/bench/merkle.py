@@ -27,9 +27,10 @@ would; none is used by the node):
 ``--layouts`` writes the same blocks' tree records to LMDB (one write transaction with fsync
 per write, in a fresh environment each) in the ways a store could lay them out, and reports
 the CPU, wall time and bytes written per block once the run is steady (the blocks after the
-first ``LAYOUT_HOLD``, in whole cycles of it). Only the write side is measured: reading a
-record by its path in the version layouts would need each parent record to carry its
-children's versions (as Jellyfish's does), which none of them models.
+first ``LAYOUT_HOLD``, in whole cycles of it), and the live records compaction moved on per
+block (``moved_per_block``; 0 in the layouts that do not compact). Only the write side is
+measured: reading a record by its path in the version layouts would need each parent record
+to carry its children's versions (as Jellyfish's does), which none of them models.
 
 * ``by path``: records keyed by their path (the store's layout), written every block, or
   every ``LAYOUT_HOLD`` blocks with the records of those blocks merged (the store holds them
@@ -363,7 +364,7 @@ def _compare_layouts(
         with tempfile.TemporaryDirectory(prefix="suanpan-bench-layout-") as directory:
             env = lmdb.open(directory, map_size=1 << 36, max_dbs=_LAYOUT_DATABASES_MAX, lock=False)
             try:
-                times, walls, written, stored = _write_layout(
+                times, walls, written, moved, stored = _write_layout(
                     env, keyed_by, every, full, tree_updates
                 )
                 size = Path(directory, "data.mdb").stat().st_size
@@ -379,6 +380,7 @@ def _compare_layouts(
                 else math.nan
             ),
             "file_mib": round(size / 2**20, 1),
+            "moved_per_block": round(sum(moved[i] for i in cycle) / len(cycle)),
         }
     return rows
 
@@ -412,9 +414,10 @@ def _write_layout(
     every: int,
     full: TreeUpdate,
     tree_updates: list[TreeUpdate],
-) -> tuple[list[float], list[float], list[int], dict[bytes, bytes]]:
+) -> tuple[list[float], list[float], list[int], list[int], dict[bytes, bytes]]:
     """Write ``full`` then each update in one layout; per block: CPU and wall seconds, bytes
-    written (-1 unknown); and the store's records at the end (with held records written)."""
+    written (-1 unknown), live records compaction moved on; and the store's records at the
+    end (with held records written)."""
     zero = bytes(_VERSION_BYTES)
     with env.begin(write=True) as txn:
         first = env.open_db(b"0", txn=txn) if keyed_by == "segments" else None
@@ -456,6 +459,7 @@ def _write_layout(
     # its live ones on and removes the rest. "segments" keeps each height's records in a
     # database of their own, with the paths it holds.
     put_at: dict[int, int] = {0: len(versions)}
+    moved_now = [0]  # live records moved on by compaction in the current write
     in_store = [len(versions)]
     segments: dict[int, tuple[lmdb._Database, list[bytes]]] = {}
     if first is not None:
@@ -473,7 +477,9 @@ def _write_layout(
                     record = txn.get(path, db=db)
                     if record is None:
                         raise RuntimeError(f"height {oldest} lost a live record")
-                    merged.setdefault(path, bytes(record))
+                    if path not in merged:
+                        merged[path] = bytes(record)
+                        moved_now[0] += 1
             txn.drop(db, delete=True)
         else:  # one database: its records read and deleted in key order
             prefix = oldest.to_bytes(_VERSION_BYTES, "big")
@@ -483,7 +489,9 @@ def _write_layout(
                 path = bytes(cursor.key()[_VERSION_BYTES:])
                 if versions.get(path) == oldest:
                     del versions[path]
-                    merged.setdefault(path, bytes(cursor.value()))
+                    if path not in merged:
+                        merged[path] = bytes(cursor.value())
+                        moved_now[0] += 1
                 found = cursor.delete()
         in_store[0] -= put_at.pop(oldest)
 
@@ -515,7 +523,9 @@ def _write_layout(
     times: list[float] = []
     walls: list[float] = []
     written: list[int] = []
+    moved: list[int] = []
     for height, tree_update in enumerate(tree_updates, start=1):
+        moved_now[0] = 0
         before = _written_bytes()
         started, started_wall = _cpu(), time.perf_counter()
         if keyed_by == "version":
@@ -541,6 +551,7 @@ def _write_layout(
         walls.append(time.perf_counter() - started_wall)
         after = _written_bytes()
         written.append(-1 if before is None or after is None else after - before)
+        moved.append(moved_now[0])
     with env.begin(write=True) as txn:  # what is still held or stale, outside the figures
         if keyed_by == "path":
             write_by_path(txn, held)
@@ -559,7 +570,7 @@ def _write_layout(
                 stored.update((prefix + bytes(k), bytes(v)) for k, v in txn.cursor(db=db))
         else:
             stored.update((bytes(key), bytes(value)) for key, value in txn.cursor())
-    return times, walls, written, stored
+    return times, walls, written, moved, stored
 
 
 def _compare_designs(

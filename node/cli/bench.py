@@ -779,6 +779,7 @@ def merkle_command(
             f"  {name:<52}  {row['cpu_ms_per_block']:>7.1f} CPU ms/block"
             f" {row['wall_ms_per_block']:>7.1f} ms wall {row['kib_written_per_block']:>8,.0f}"
             f" KiB written {row['file_mib']:>7,.1f} MiB file"
+            f" {row['moved_per_block']:>7,.0f} moved"
         )
 
 
