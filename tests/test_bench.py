@@ -423,7 +423,9 @@ def test_bench_merkle_layouts_each_hold_the_tree_they_were_given() -> None:
             )
 
 
-def test_compacted_layouts_remove_replaced_records_and_keep_the_tree(tmp_path: Path) -> None:
+def test_compacted_layouts_remove_replaced_records_and_keep_the_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The compacted layouts remove the oldest heights' records once the store holds more
     replaced records than live ones, moving the live ones on: the store ends with the tree's
     records and at most as many replaced ones as live ones besides the last write's."""
@@ -457,6 +459,16 @@ def test_compacted_layouts_remove_replaced_records_and_keep_the_tree(tmp_path: P
         last_write = max(heights)
         at_last = sum(1 for key in stored if int.from_bytes(key[:8], "big") == last_write)
         assert len(stored) - at_last <= 2 * len(tree.records)
+    # A database per write never runs out of databases: with room for three, the oldest
+    # heights are compacted to make room, and the store still holds the tree.
+    monkeypatch.setattr(merkle_bench, "_LAYOUT_DATABASES_MAX", 3)
+    env = lmdb.open(str(tmp_path / "few"), map_size=1 << 30, max_dbs=3, lock=False)
+    try:
+        _, _, _, _, stored = merkle_bench._write_layout(env, "segments", 8, full, updates)
+    finally:
+        env.close()
+    merkle_bench._check_layout("segments", "segments", 8, stored, tree.records)
+    assert len({key[:8] for key in stored}) <= 3
 
 
 def test_an_overload_step_holds_only_near_the_peak_with_admitted_transactions_in_time() -> None:

@@ -499,10 +499,14 @@ def _write_layout(
         txn: lmdb.Transaction, height: int, records: dict[bytes, bytes | None]
     ) -> None:
         """Compact the oldest heights while the store holds more stale records than live
-        ones, then put ``records`` and the live records moved on under ``height``, in key
-        order at the end of the store."""
+        ones (or, in ``segments``, while no database is left for this write), then put
+        ``records`` and the live records moved on under ``height``, in key order at the end
+        of the store."""
         merged = dict(records)
-        while put_at and in_store[0] - len(versions) > len(versions):
+        while put_at and (
+            in_store[0] - len(versions) > len(versions)
+            or len(segments) >= _LAYOUT_DATABASES_MAX - 1  # room for this write's database
+        ):
             take_oldest(txn, merged)
         prefix = b"" if keyed_by == "segments" else height.to_bytes(_VERSION_BYTES, "big")
         puts: list[tuple[bytes, bytes]] = []
