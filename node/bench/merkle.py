@@ -454,13 +454,12 @@ def _write_layout(
             txn.delete(key)
         stale.clear()
 
-    # The compacted layouts: how many records each height put in the store (live or stale)
-    # and how many the store holds in all; a height's records stay until compaction moves
-    # its live ones on and removes the rest. "segments" keeps each height's records in a
-    # database of their own, with the paths it holds.
+    # The compacted layouts: how many records each height put in the store (live or stale);
+    # a height's records stay until compaction moves its live ones on and removes the rest.
+    # "segments" keeps each height's records in a database of their own, with the paths it
+    # holds.
     put_at: dict[int, int] = {0: len(versions)}
-    moved_now = [0]  # live records moved on by compaction in the current write
-    in_store = [len(versions)]
+    moved_now = 0  # live records moved on by compaction in the current write
     segments: dict[int, tuple[lmdb._Database, list[bytes]]] = {}
     if first is not None:
         segments[0] = (first, list(versions))
@@ -468,6 +467,7 @@ def _write_layout(
     def take_oldest(txn: lmdb.Transaction, merged: dict[bytes, bytes | None]) -> None:
         """Remove the oldest height's records from the store; its live ones join ``merged``
         unless a newer record of their path is there."""
+        nonlocal moved_now
         oldest = min(put_at)
         if keyed_by == "segments":
             db, paths = segments.pop(oldest)
@@ -479,7 +479,7 @@ def _write_layout(
                         raise RuntimeError(f"height {oldest} lost a live record")
                     if path not in merged:
                         merged[path] = bytes(record)
-                        moved_now[0] += 1
+                        moved_now += 1
             txn.drop(db, delete=True)
         else:  # one database: its records read and deleted in key order
             prefix = oldest.to_bytes(_VERSION_BYTES, "big")
@@ -491,9 +491,9 @@ def _write_layout(
                     del versions[path]
                     if path not in merged:
                         merged[path] = bytes(cursor.value())
-                        moved_now[0] += 1
+                        moved_now += 1
                 found = cursor.delete()
-        in_store[0] -= put_at.pop(oldest)
+        del put_at[oldest]
 
     def write_compacted(
         txn: lmdb.Transaction, height: int, records: dict[bytes, bytes | None]
@@ -504,7 +504,7 @@ def _write_layout(
         of the store."""
         merged = dict(records)
         while put_at and (
-            in_store[0] - len(versions) > len(versions)
+            sum(put_at.values()) - len(versions) > len(versions)
             or len(segments) >= _LAYOUT_DATABASES_MAX - 1  # room for this write's database
         ):
             take_oldest(txn, merged)
@@ -522,14 +522,13 @@ def _write_layout(
         else:
             txn.cursor().putmulti(puts, append=True)
         put_at[height] = len(puts)
-        in_store[0] += len(puts)
 
     times: list[float] = []
     walls: list[float] = []
     written: list[int] = []
     moved: list[int] = []
     for height, tree_update in enumerate(tree_updates, start=1):
-        moved_now[0] = 0
+        moved_now = 0
         before = _written_bytes()
         started, started_wall = _cpu(), time.perf_counter()
         if keyed_by == "version":
@@ -555,7 +554,7 @@ def _write_layout(
         walls.append(time.perf_counter() - started_wall)
         after = _written_bytes()
         written.append(-1 if before is None or after is None else after - before)
-        moved.append(moved_now[0])
+        moved.append(moved_now)
     with env.begin(write=True) as txn:  # what is still held or stale, outside the figures
         if keyed_by == "path":
             write_by_path(txn, held)
