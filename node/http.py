@@ -1,24 +1,31 @@
-"""A small HTTP/1.1 server on trio and h11, for the client API and metrics.
+"""A small HTTP/1.1 server on trio and httptools, for the client API and metrics.
 
 Theory of operation
 -------------------
-h11 is sans-I/O: this module owns the sockets, TLS and timeouts, h11 owns the protocol. One task
-per connection: an accepted connection first passes the server's ``connections_max`` (503 when
-full) and its client's per-address share (``node.clientlimits``: 429 when over), then, with
-TLS configured, the TLS handshake (within ``request_timeout``). Then it loops: read a request
-(head within ``request_timeout``; the body is counted against ``body_bytes_max`` *while* it
-arrives, so an oversized body is refused with 413 before it is buffered, and paced at the
-client's byte rate), check the client's request rate (429 with ``Retry-After``), call the
-handler, write the response, and keep the connection alive when both sides allow it.
+httptools (llhttp, in C) is sans-I/O: this module owns the sockets, TLS and timeouts, and
+``_RequestReader`` turns the parser's callbacks into whole requests. One task per connection:
+an accepted connection first passes the server's ``connections_max`` (503 when full) and its
+client's per-address share (``node.clientlimits``: 429 when over), then, with TLS configured,
+the TLS handshake (within ``request_timeout``). Then it loops: read a request (head within
+``request_timeout``; the body is counted against ``body_bytes_max`` *while* it arrives, so an
+oversized body is refused with 413 before it is buffered, and paced at the client's byte rate),
+check the client's request rate (429 with ``Retry-After``), call the handler, write the
+response, and keep the connection alive when both sides allow it. Pipelined requests are
+answered in order.
 
-Every failure is contained to its connection: malformed HTTP gets 400 with a plain reason
-(never a Python repr of the bytes), a request with both ``Content-Length`` and
-``Transfer-Encoding`` gets 400 and the connection is closed (the two framings disagree about
-where the next request starts: the classic request-smuggling ambiguity), a handler exception
-gets 500 (logged), a slow client is cut at the timeout, and the server keeps serving. ``HEAD``
-gets the headers ``GET`` would get and no body. A handler may return a streaming response (an
-async iterator of chunks), written with chunked encoding, for long-lived feeds (the NDJSON
-block stream, Server-Sent Events).
+Every failure is contained to its connection: malformed HTTP gets 4xx with a plain reason (never
+a Python repr of the bytes), a request with both ``Content-Length`` and ``Transfer-Encoding``
+gets 400 and the connection is closed (the two framings disagree about where the next request
+starts: the classic request-smuggling ambiguity), as does any transfer coding but ``chunked``
+(501), a missing or repeated ``Host`` on HTTP/1.1, a bare LF line ending, or a head over
+``HEAD_BYTES_MAX``. A handler exception gets 500 (logged), a slow client is cut at the timeout
+(408 once its head has arrived), and the server keeps serving. After a refused request the
+connection is closed: where the next request would start is no longer known. ``HEAD`` gets the
+headers ``GET`` would get and no body. A handler may return a streaming response (an async
+iterator of chunks), written with chunked encoding (to an HTTP/1.0 client: as is, ended by
+closing the connection), for long-lived feeds (the NDJSON block stream, Server-Sent Events).
+An ``Upgrade`` or ``CONNECT`` request is answered like any other and the connection closed: the
+server speaks nothing but HTTP/1.1.
 """
 
 from __future__ import annotations
@@ -26,17 +33,20 @@ from __future__ import annotations
 import json
 import logging
 import ssl
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import h11
+import httptools
 import trio
 
 from node.clientlimits import ClientConnection, ClientLimiter, Refusal
 
 __all__ = [
+    "HEAD_BYTES_MAX",
     "HttpCounters",
     "HttpLimits",
     "Request",
@@ -61,23 +71,35 @@ _RECEIVE_BYTES: Final = 64 * 1024
 # ``_REFUSALS_LINGERING_MAX`` refused connections at once (a flood is just dropped).
 _REFUSAL_WRITE_S: Final = 1.0
 _REFUSALS_LINGERING_MAX: Final = 1024
-# What a malformed request is told: h11's own messages quote the offending bytes as Python
-# reprs, so each is replaced by a plain sentence (first matching fragment wins).
-_PROTOCOL_MESSAGES: Final = (
-    ("receive buffer too long", f"request head exceeds {HEAD_BYTES_MAX} bytes"),
-    ("illegal request line", "malformed request line"),
-    ("no request line", "malformed request line"),
-    ("illegal header line", "malformed header line"),
-    ("continuation line", "malformed header line"),
-    ("illegal chunk header", "malformed chunk header in the request body"),
-    ("chunk", "malformed chunked request body"),
-    ("content-length", "bad Content-Length header"),
-    ("host", "missing or repeated Host header"),
-    ("transfer-encoding", "unsupported Transfer-Encoding (only chunked is accepted)"),
-    ("target", "malformed request target"),
-    ("http version", "unsupported HTTP version"),
-    ("peer closed connection", "request body ended early"),
+# What a malformed request is told, by the parser's message (first matching fragment wins):
+# status and a plain sentence, never the parser's own words about the offending bytes.
+_PARSER_MESSAGES: Final = (
+    (
+        "can't be present with",
+        400,
+        "both Content-Length and Transfer-Encoding are set; send exactly one",
+    ),
+    ("content-length", 400, "bad Content-Length header"),
+    ("transfer-encoding", 501, "unsupported Transfer-Encoding (only chunked is accepted)"),
+    ("chunk", 400, "malformed chunked request body"),
+    ("method", 400, "malformed request line or unsupported method"),
+    ("url", 400, "malformed request target"),
+    ("invalid http version", 505, "unsupported HTTP version"),
+    ("crlf", 400, "malformed line ending (lines end with CRLF)"),
+    (" lf ", 400, "malformed line ending (lines end with CRLF)"),
+    (" cr ", 400, "malformed line ending (lines end with CRLF)"),
+    ("version", 400, "malformed request line"),
+    ("header", 400, "malformed header line"),
 )
+# The status line of each status the server may send (HTTP/1.1 and the standard reason).
+# Headers the server adds to a response.
+_CLOSE: Final = (("connection", "close"),)
+_KEEP_ALIVE: Final = (("connection", "keep-alive"),)
+_CHUNKED: Final = (("transfer-encoding", "chunked"), ("cache-control", "no-cache"))
+_UNFRAMED: Final = (("cache-control", "no-cache"),)
+_STATUS_LINES: Final = {
+    status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n" for status in HTTPStatus
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,24 +172,212 @@ class _BodyTooLarge(Exception):
     pass
 
 
-class _AmbiguousFraming(Exception):
-    pass
+class _BadRequest(Exception):
+    """A request the server cannot read: answered with ``status`` and closed."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = f"malformed HTTP request: {message}"
 
 
-class _UnsupportedVersion(Exception):
-    pass
-
-
-class _HeadTooLarge(Exception):
-    pass
-
-
-def _protocol_message(error: h11.RemoteProtocolError) -> str:
+def _parser_error(error: httptools.HttpParserError) -> _BadRequest:
     text = str(error).lower()
-    for fragment, message in _PROTOCOL_MESSAGES:
+    for fragment, status, message in _PARSER_MESSAGES:
         if fragment in text:
-            return f"malformed HTTP request: {message}"
-    return "malformed HTTP request"
+            return _BadRequest(status, message)
+    return _BadRequest(400, "unreadable request")
+
+
+@dataclass(slots=True)
+class _Parsed:
+    """One whole request as the parser delivered it."""
+
+    method: bytes
+    target: bytes
+    version: str
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    keep_alive: bool
+
+
+class _RequestReader:
+    """httptools' callbacks in, whole requests out (sans-I/O). ``feed`` hands it bytes and
+    returns how many were request body; ``ready`` holds the requests read so far, in order.
+    A request the server cannot read is kept in ``failure`` and raised once the requests
+    before it are answered; after it, or after an ``Upgrade``/``CONNECT`` request
+    (``finished``), nothing more is read from the connection."""
+
+    __slots__ = (
+        "_body",
+        "_body_bytes",
+        "_body_bytes_max",
+        "_fed_body",
+        "_headers",
+        "_messages",
+        "_open_head_bytes",
+        "_parser",
+        "_raised",
+        "_target",
+        "failure",
+        "finished",
+        "head_received",
+        "in_message",
+        "ready",
+    )
+
+    def __init__(self, body_bytes_max: int) -> None:
+        self._body_bytes_max = body_bytes_max
+        self._parser = httptools.HttpRequestParser(self)
+        self.ready: deque[_Parsed] = deque()
+        self.failure: Exception | None = None
+        self.finished = False
+        # A request has begun (its first byte read) and is not yet whole.
+        self.in_message = False
+        # That request's head is whole (a timeout now owes the client a 408).
+        self.head_received = False
+        self._raised: Exception | None = None
+        self._target: list[bytes] = []
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: list[bytes] = []
+        self._body_bytes = 0
+        self._fed_body = 0
+        self._open_head_bytes = 0
+        self._messages = 0
+
+    def feed(self, data: bytes) -> int:
+        """Parse ``data``; return the bytes of request body in it."""
+        if self.failure is not None or self.finished:
+            return 0
+        self._fed_body = 0
+        # The request whose head was open before this data, if any.
+        open_head = self._messages if self.in_message and not self.head_received else -1
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.finished = True
+            if self.ready:
+                self.ready[-1].keep_alive = False
+        except httptools.HttpParserCallbackError:
+            self.failure = self._raised or _BadRequest(400, "unreadable request")
+        except httptools.HttpParserError as error:
+            self.failure = _parser_error(error)
+        else:
+            # A head that arrives in pieces is bounded here (one that arrives whole, below).
+            if open_head == self._messages and self.in_message and not self.head_received:
+                self._open_head_bytes += len(data)
+                if self._open_head_bytes > HEAD_BYTES_MAX:
+                    self.failure = _head_too_large()
+        return self._fed_body
+
+    def _fail(self, error: Exception) -> Exception:
+        self._raised = error
+        return error
+
+    # httptools' callbacks.
+
+    def on_message_begin(self) -> None:
+        self._messages += 1
+        self.in_message = True
+        self.head_received = False
+        self._target = []
+        self._headers = []
+        self._body = []
+        self._body_bytes = 0
+        self._open_head_bytes = 0
+
+    def on_url(self, piece: bytes) -> None:
+        self._target.append(piece)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.head_received:  # trailers of a chunked body are dropped
+            # llhttp keeps the whitespace after a value; it is not part of it (RFC 9110 5.5).
+            self._headers.append((name, value.rstrip(b" \t")))
+
+    def on_headers_complete(self) -> None:
+        self.head_received = True
+        parser = self._parser
+        version = parser.get_http_version()
+        if version not in ("1.0", "1.1"):
+            raise self._fail(_BadRequest(505, "only HTTP/1.0 and 1.1 are served"))
+        target_bytes = sum(len(piece) for piece in self._target)
+        if target_bytes + sum(len(n) + len(v) for n, v in self._headers) > HEAD_BYTES_MAX:
+            raise self._fail(_head_too_large())
+        hosts = 0
+        codings: list[bytes] = []
+        declared: bytes | None = None
+        for name, value in self._headers:
+            lowered = name.lower()
+            if lowered == b"host":
+                hosts += 1
+            elif lowered == b"transfer-encoding":
+                codings.append(value.strip().lower())
+            elif lowered == b"content-length":
+                declared = value
+        if codings and declared is not None:
+            raise self._fail(
+                _BadRequest(
+                    400,
+                    "both Content-Length and Transfer-Encoding are set; send exactly one",
+                )
+            )
+        if codings and codings != [b"chunked"]:
+            raise self._fail(
+                _BadRequest(501, "unsupported Transfer-Encoding (only chunked is accepted)")
+            )
+        if hosts > 1 or (hosts == 0 and version == "1.1"):
+            raise self._fail(_BadRequest(400, "missing or repeated Host header"))
+        if declared is not None and declared.isdigit() and int(declared) > self._body_bytes_max:
+            raise self._fail(_BodyTooLarge())
+
+    def on_body(self, piece: bytes) -> None:
+        self._body_bytes += len(piece)
+        self._fed_body += len(piece)
+        if self._body_bytes > self._body_bytes_max:
+            raise self._fail(_BodyTooLarge())
+        self._body.append(piece)
+
+    def on_message_complete(self) -> None:
+        parser = self._parser
+        self.ready.append(
+            _Parsed(
+                method=parser.get_method(),
+                target=b"".join(self._target),
+                version=parser.get_http_version(),
+                headers=self._headers,
+                body=b"".join(self._body),
+                keep_alive=parser.should_keep_alive(),
+            )
+        )
+        self.in_message = False
+        self.head_received = False
+        self._body = []
+
+
+def _head_too_large() -> _BadRequest:
+    return _BadRequest(431, f"request head exceeds {HEAD_BYTES_MAX} bytes")
+
+
+def _request(parsed: _Parsed, client: ClientConnection | None) -> Request:
+    """The handler's view of ``parsed``; ``_BadRequest`` for a target no URL parser reads
+    (``http://[x/``: the parser passes it, ``urlsplit`` does not)."""
+    raw_target = parsed.target.decode("latin-1")
+    try:
+        target = urlsplit(raw_target)
+    except ValueError:
+        raise _BadRequest(400, "malformed request target") from None
+    return Request(
+        method=parsed.method.decode("latin-1"),
+        path=unquote(target.path),
+        query=dict(parse_qsl(target.query, keep_blank_values=True)),
+        headers={
+            name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in parsed.headers
+        },
+        body=parsed.body,
+        target=raw_target,
+        connection=client,
+    )
 
 
 async def serve_http(
@@ -240,22 +450,10 @@ async def serve_http(
 
 async def _refuse(stream: trio.abc.Stream, response: Response, counters: HttpCounters) -> None:
     """Answer a connection refused before any request was read, then drop it."""
-    connection = h11.Connection(h11.SERVER)
     counters.responses[response.status] = counters.responses.get(response.status, 0) + 1
-    data = connection.send(
-        h11.Response(
-            status_code=response.status,
-            headers=[
-                ("content-type", response.content_type),
-                ("content-length", str(len(response.body))),
-                ("connection", "close"),
-                *response.headers,
-            ],
-        )
-    )
-    data = (data or b"") + (connection.send(h11.Data(data=response.body)) or b"")
+    head = _head(response, length=len(response.body), extra=_CLOSE)
     with trio.move_on_after(_REFUSAL_WRITE_S):
-        await stream.send_all(data)
+        await stream.send_all(head + response.body)
     if counters.refusals_lingering >= _REFUSALS_LINGERING_MAX:
         return
     counters.refusals_lingering += 1
@@ -273,103 +471,94 @@ async def _refuse(stream: trio.abc.Stream, response: Response, counters: HttpCou
         counters.refusals_lingering -= 1
 
 
-async def _next_event(
-    connection: h11.Connection, stream: trio.abc.Stream
-) -> h11.Event | type[h11.PAUSED] | type[h11.NEED_DATA]:
-    while True:
-        event = connection.next_event()
-        if event is not h11.NEED_DATA:
-            return event
-        data = await stream.receive_some(_RECEIVE_BYTES)
-        connection.receive_data(bytes(data))
+class _InvalidResponse(Exception):
+    pass
 
 
-async def _read_request(
-    connection: h11.Connection,
+def _head(
+    response: Response, *, length: int | None, extra: tuple[tuple[str, str], ...] = ()
+) -> bytes:
+    """The status line and headers of ``response`` and ``extra``: with ``Content-Length:
+    length``, or with none (``length`` None: the caller frames the body). A status that is not
+    three digits, or a header that could split the head (CR, LF or NUL in it), raises
+    ``_InvalidResponse``."""
+    status_line = _STATUS_LINES.get(response.status)
+    if status_line is None:
+        if not 100 <= response.status <= 999:
+            raise _InvalidResponse(f"status {response.status} is not a 3-digit HTTP status")
+        status_line = f"HTTP/1.1 {response.status} \r\n"
+    fields = [response.content_type]
+    lines = [status_line, "content-type: ", response.content_type, "\r\n"]
+    for headers in (response.headers, extra):
+        for name, value in headers:
+            fields += (name, value)
+            lines += (name, ": ", value, "\r\n")
+    if length is not None:
+        lines += ("content-length: ", str(length), "\r\n")
+    checked = "".join(fields)
+    if "\r" in checked or "\n" in checked or "\x00" in checked:
+        raise _InvalidResponse("a response header holds CR, LF or NUL")
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1")
+
+
+async def _next_request(
+    reader: _RequestReader,
     stream: trio.abc.Stream,
-    limits: HttpLimits,
     limiter: ClientLimiter | None,
     client: ClientConnection | None,
-) -> Request | None:
-    """One request, or None when the client closed cleanly between requests."""
-    event = await _next_event(connection, stream)
-    if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
-        return None
-    if not isinstance(event, h11.Request):
-        raise h11.RemoteProtocolError("expected a request")
-    if event.http_version not in (b"1.0", b"1.1"):
-        raise _UnsupportedVersion
-    # h11 bounds a head that arrives in pieces; one that arrives whole is measured here.
-    head_bytes = len(event.target) + sum(len(name) + len(value) for name, value in event.headers)
-    if head_bytes > HEAD_BYTES_MAX:
-        raise _HeadTooLarge
-    method = event.method.decode("latin-1").upper()
-    raw_target = event.target.decode("latin-1")
-    target = urlsplit(raw_target)
-    names = [name.decode("latin-1").lower() for name, _ in event.headers]
-    if "content-length" in names and "transfer-encoding" in names:
-        raise _AmbiguousFraming
-    headers = {
-        name.decode("latin-1").lower(): value.decode("latin-1") for name, value in event.headers
-    }
-    declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limits.body_bytes_max:
-        raise _BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
+) -> _Parsed | None:
+    """The connection's next request; None when the client closed cleanly between requests
+    or nothing more is read from it."""
     while True:
-        event = await _next_event(connection, stream)
-        if isinstance(event, h11.Data):
-            size += len(event.data)
-            if size > limits.body_bytes_max:
-                raise _BodyTooLarge
-            chunks.append(bytes(event.data))
-            if limiter is not None and client is not None:
-                pause_s = limiter.inbound_delay_s(client, len(event.data))
-                if pause_s:
-                    await trio.sleep(pause_s)
-        elif isinstance(event, h11.EndOfMessage):
-            break
-        else:
-            raise h11.RemoteProtocolError("unexpected event in request body")
-    return Request(
-        method=method,
-        path=unquote(target.path),
-        query=dict(parse_qsl(target.query, keep_blank_values=True)),
-        headers=headers,
-        body=b"".join(chunks),
-        target=raw_target,
-        connection=client,
-    )
+        if reader.ready:
+            return reader.ready.popleft()
+        if reader.failure is not None:
+            raise reader.failure
+        if reader.finished:
+            return None
+        data = await stream.receive_some(_RECEIVE_BYTES)
+        if not data:
+            if reader.in_message:
+                raise _BadRequest(400, "request ended early")
+            return None
+        body_bytes = reader.feed(bytes(data))
+        if body_bytes and limiter is not None and client is not None:
+            pause_s = limiter.inbound_delay_s(client, body_bytes)
+            if pause_s:
+                await trio.sleep(pause_s)
 
 
 async def _send_response(
-    connection: h11.Connection, stream: trio.abc.Stream, response: Response, *, head: bool
+    stream: trio.abc.Stream,
+    response: Response,
+    *,
+    head: bool,
+    chunked: bool,
+    extra: tuple[tuple[str, str], ...],
 ) -> None:
-    """Write ``response``; for a ``HEAD`` request, its headers only (h11 refuses a body there,
-    and a stream is closed without being read)."""
-    headers = [("content-type", response.content_type), *response.headers]
+    """Write ``response`` with the ``extra`` headers; for a ``HEAD`` request, its headers only
+    (a stream is closed without being read). A stream is written in chunked encoding, or as is
+    when ``chunked`` is false (an HTTP/1.0 client: the connection's close ends it)."""
     if response.stream is None:
-        headers.append(("content-length", str(len(response.body))))
-    else:
-        headers.append(("transfer-encoding", "chunked"))
-        headers.append(("cache-control", "no-cache"))
-    data = connection.send(h11.Response(status_code=response.status, headers=headers)) or b""
-    if head or response.stream is None:
-        if response.stream is not None:
-            await _close_stream(response.stream)
-        body = b"" if head else connection.send(h11.Data(data=response.body)) or b""
-        # Head, body and end of message in one write: each write is a pass of the event loop.
-        await stream.send_all(data + body + (connection.send(h11.EndOfMessage()) or b""))
+        data = _head(response, length=len(response.body), extra=extra)
+        # Head and body in one write: each write is a pass of the event loop.
+        await stream.send_all(data if head else data + response.body)
         return
-    await stream.send_all(data)
     try:
+        framing = _CHUNKED if chunked else _UNFRAMED
+        await stream.send_all(_head(response, length=None, extra=extra + framing))
+        if head:
+            return
         async for chunk in response.stream:
             if chunk:
-                await stream.send_all(connection.send(h11.Data(data=chunk)) or b"")
+                await stream.send_all(
+                    b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else bytes(chunk)
+                )
+        if chunked:
+            await stream.send_all(b"0\r\n\r\n")
     finally:
         await _close_stream(response.stream)
-    await stream.send_all(connection.send(h11.EndOfMessage()) or b"")
 
 
 async def _close_stream(chunks: AsyncIterator[bytes]) -> None:
@@ -392,12 +581,6 @@ async def _linger(stream: trio.abc.Stream) -> None:
             received += len(data)
 
 
-def _cycle_complete(connection: h11.Connection) -> bool:
-    """True when both sides finished the request/response cycle (keep-alive is possible)."""
-    states: list[object] = list(connection.states.values())
-    return all(state is h11.DONE for state in states)
-
-
 async def _serve_connection(
     stream: trio.abc.Stream,
     handler: Handler,
@@ -406,42 +589,30 @@ async def _serve_connection(
     client: ClientConnection | None,
     counters: HttpCounters,
 ) -> None:
-    connection = h11.Connection(h11.SERVER, max_incomplete_event_size=HEAD_BYTES_MAX)
+    reader = _RequestReader(limits.body_bytes_max)
     while True:
         response: Response
+        parsed: _Parsed | None = None
         request: Request | None = None
         with trio.move_on_after(limits.request_timeout_s) as scope:
             try:
-                request = await _read_request(connection, stream, limits, limiter, client)
-                if request is None:
+                parsed = await _next_request(reader, stream, limiter, client)
+                if parsed is None:
                     return
+                request = _request(parsed, client)
             except _BodyTooLarge:
                 response = _error(413, f"request body exceeds {limits.body_bytes_max} bytes")
-            except _AmbiguousFraming:
+            except _BadRequest as error:
                 counters.malformed_requests += 1
-                response = _error(
-                    400,
-                    "malformed HTTP request: both Content-Length and Transfer-Encoding are set;"
-                    " send exactly one",
-                )
-            except _HeadTooLarge:
-                counters.malformed_requests += 1
-                response = _error(
-                    431, f"malformed HTTP request: request head exceeds {HEAD_BYTES_MAX} bytes"
-                )
-            except _UnsupportedVersion:
-                counters.malformed_requests += 1
-                response = _error(505, "malformed HTTP request: only HTTP/1.0 and 1.1 are served")
-            except h11.RemoteProtocolError as error:
-                counters.malformed_requests += 1
-                status = error.error_status_hint if 400 <= error.error_status_hint < 600 else 400
-                response = _error(status, _protocol_message(error))
+                response = _error(error.status, error.message)
+                parsed = None
         if scope.cancelled_caught:
-            if connection.our_state is h11.SEND_RESPONSE:
+            if reader.head_received:
                 response = _error(408, "request not received in time")
-                request = None
+                parsed = request = None
             else:
                 return
+        keep_alive = parsed is not None and parsed.keep_alive
         if request is not None:
             refusal = None
             if limiter is not None and client is not None:
@@ -454,26 +625,26 @@ async def _serve_connection(
                 except Exception:
                     log.exception("http_handler_failed", extra={"path": request.path})
                     response = _error(500, "internal error; see the node log")
-        if connection.our_state not in (h11.SEND_RESPONSE, h11.IDLE):
-            return
-        if request is None:
-            response.headers.append(("connection", "close"))
+        http10 = parsed is not None and parsed.version == "1.0"
+        if http10 and response.stream is not None:
+            keep_alive = False  # the body ends where the connection does
+        extra = (_KEEP_ALIVE if http10 else ()) if keep_alive else _CLOSE
         counters.responses[response.status] = counters.responses.get(response.status, 0) + 1
         try:
             await _send_response(
-                connection,
                 stream,
                 response,
-                head=request is not None and request.method == "HEAD",
+                head=parsed is not None and parsed.method == b"HEAD",
+                chunked=not http10,
+                extra=extra,
             )
-        except h11.LocalProtocolError:
+        except _InvalidResponse as error:
+            log.error(
+                "http_response_invalid", extra={"status": response.status, "error": str(error)}
+            )
             return
-        if request is None:
+        if parsed is None:
             await _linger(stream)
             return
-        if not _cycle_complete(connection):
-            return
-        try:
-            connection.start_next_cycle()
-        except h11.LocalProtocolError:
+        if not keep_alive:
             return
