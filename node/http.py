@@ -439,6 +439,10 @@ async def serve_http(
                 await _serve_connection(stream, handler, limits, limiter, connection, totals)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+        except Exception:
+            # A bug on one connection (a handler's stream that fails mid-response, say) ends
+            # that connection, never the server and the node around it.
+            log.exception("http_connection_failed")
         finally:
             if limiter is not None and connection is not None:
                 limiter.close_connection(connection)

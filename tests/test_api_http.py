@@ -13,6 +13,13 @@ from node.http import HttpLimits, Request, Response, json_response, serve_http
 async def echo(request: Request) -> Response:
     if request.path == "/boom":
         raise RuntimeError("handler bug")
+    if request.path == "/brokenstream":
+
+        async def broken() -> AsyncIterator[bytes]:
+            yield b"first\n"
+            raise RuntimeError("stream bug")
+
+        return Response(200, content_type="application/x-ndjson", stream=broken())
     if request.path == "/badheader":
         return Response(200, b"{}", headers=[("x-a", "1\r\nset-cookie: a=b")])
     if request.path == "/stream":
@@ -321,6 +328,18 @@ async def test_a_response_header_that_would_split_the_head_is_never_sent() -> No
         port = await start(nursery)
         reply = await exchange(port, b"GET /badheader HTTP/1.1\r\nHost: t\r\n\r\n")
         assert reply == b""
+        reply = await exchange(port, b"GET /ok HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 200")
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_stream_that_fails_mid_response_ends_only_its_connection() -> None:
+    async with trio.open_nursery() as nursery:
+        port = await start(nursery)
+        reply = await exchange(port, b"GET /brokenstream HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 200")
+        assert b"first" in reply
+        assert not reply.endswith(b"0\r\n\r\n")  # not ended as if it were whole
         reply = await exchange(port, b"GET /ok HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         assert reply.startswith(b"HTTP/1.1 200")
         nursery.cancel_scope.cancel()
