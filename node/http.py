@@ -359,17 +359,23 @@ def _head_too_large() -> _BadRequest:
 
 
 def _request(parsed: _Parsed, client: ClientConnection | None) -> Request:
-    """The handler's view of ``parsed``; ``_BadRequest`` for a target no URL parser reads
-    (``http://[x/``: the parser passes it, ``urlsplit`` does not)."""
+    """The handler's view of ``parsed``; ``_BadRequest`` for an absolute target no URL parser
+    reads (``http://[x/``: the parser passes it, ``urlsplit`` does not)."""
     raw_target = parsed.target.decode("latin-1")
-    try:
-        target = urlsplit(raw_target)
-    except ValueError:
-        raise _BadRequest(400, "malformed request target") from None
+    if raw_target.startswith("/"):
+        # Origin form, as clients send it: split by hand, so that ``//a/b`` stays a path
+        # (``urlsplit`` would read ``a`` as a host and drop it).
+        path, _, query = raw_target.partition("#")[0].partition("?")
+    else:
+        try:
+            target = urlsplit(raw_target)
+        except ValueError:
+            raise _BadRequest(400, "malformed request target") from None
+        path, query = target.path, target.query
     return Request(
         method=parsed.method.decode("latin-1"),
-        path=unquote(target.path),
-        query=dict(parse_qsl(target.query, keep_blank_values=True)),
+        path=unquote(path),
+        query=dict(parse_qsl(query, keep_blank_values=True)),
         headers={
             name.decode("latin-1").lower(): value.decode("latin-1")
             for name, value in parsed.headers

@@ -343,3 +343,19 @@ async def test_a_stream_that_fails_mid_response_ends_only_its_connection() -> No
         reply = await exchange(port, b"GET /ok HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         assert reply.startswith(b"HTTP/1.1 200")
         nursery.cancel_scope.cancel()
+
+
+async def test_a_target_is_split_into_path_and_query_as_sent() -> None:
+    async with trio.open_nursery() as nursery:
+        port = await start(nursery)
+        for target, path, query in (
+            (b"//evil.example/a/b?x=1", "//evil.example/a/b", {"x": "1"}),
+            (b"/a%20b?x=%2F&y#frag", "/a b", {"x": "/", "y": ""}),
+            (b"http://host.example/c?z=2", "/c", {"z": "2"}),
+        ):
+            reply = await exchange(
+                port, b"GET " + target + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+            )
+            echoed = json.loads(reply.partition(b"\r\n\r\n")[2])
+            assert (echoed["path"], echoed["query"]) == (path, query), target
+        nursery.cancel_scope.cancel()
