@@ -701,6 +701,40 @@ def signatures_command(
         click.echo(f"  batch of {size:<10} {us:9.1f} {report.batch_known_us[size]:11.1f}")
 
 
+@bench.command("http", short_help="CPU per request of the client API's HTTP server.")
+@click.option("--requests", default=5_000, show_default=True, type=click.IntRange(1, 10**7))
+@click.option(
+    "--body-bytes",
+    default=5_000,
+    show_default=True,
+    type=click.IntRange(0, 10**6),
+    help="each request's body (15 of the benchmark's payments are about 5,000 bytes)",
+)
+@click.option("--answer-bytes", default=40, show_default=True, type=click.IntRange(0, 10**6))
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def http_command(
+    requests: int, body_bytes: int, answer_bytes: int, repeats: int, as_json: bool
+) -> None:
+    """The server's CPU µs per request (medians of REPEATS rounds): a server of the client API
+    with a handler that only answers, in this process, and a client in another that sends
+    REQUESTS POSTs of BODY_BYTES one after another on one keep-alive connection."""
+    from node.bench.httpserver import run_http_bench
+
+    report = run_http_bench(
+        requests=requests, body_bytes=body_bytes, answer_bytes=answer_bytes, repeats=repeats
+    )
+    if as_json:
+        click.echo(json.dumps(report.to_json()))
+        return
+    click.echo(
+        f"{requests:,} requests of {body_bytes:,} bytes, answers of {answer_bytes:,} bytes,"
+        f" {repeats} rounds (medians)"
+    )
+    click.echo(f"  server CPU per request  {report.cpu_us_per_request:8.1f} us")
+    click.echo(f"  requests per second     {report.requests_per_s:8.1f}")
+
+
 @bench.command("merkle", short_help="Costs of the Merkle state commitment.")
 @click.option("--accounts", default=100_000, show_default=True, type=click.IntRange(10, 10**7))
 @click.option("--writes", default=5_000, show_default=True, type=click.IntRange(1, 10**6))
