@@ -69,6 +69,7 @@ outcome, not the receipt, unless the rules let it read the receipt). Scoped: que
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -243,6 +244,12 @@ def _parse_json_body(request: Request) -> dict[str, object]:
         raise _BadRequest(f"request body is not valid JSON: {error}") from None
     except RecursionError:
         raise _BadRequest("request body is nested too deeply") from None
+    except ValueError:
+        # Python refuses to convert an integer of more digits than this (``json`` raises a
+        # bare ValueError, not a JSONDecodeError).
+        raise _BadRequest(
+            f"request body holds a number of more than {sys.get_int_max_str_digits()} digits"
+        ) from None
     if not isinstance(document, dict):
         raise _BadRequest("request body must be a JSON object")
     return document
@@ -264,9 +271,12 @@ def _int_param(value: object, name: str, low: int, high: int, default: int) -> i
     if value is None:
         return default
     if isinstance(value, str):
-        if not value.isdigit():
+        # ASCII only: ``str.isdigit`` also takes digits such as "²" that ``int`` refuses.
+        if not (value.isascii() and value.isdigit()):
             raise _BadRequest(f"{name} must be a non-negative integer")
-        value = int(value)
+        # Past ``high``'s digits it is out of range; ``int`` refuses more than 4,300 digits.
+        digits = value.lstrip("0") or "0"
+        value = int(digits) if len(digits) <= len(str(high)) else high + 1
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise _BadRequest(f"{name} must be an integer in {low}..{high}")
     return value

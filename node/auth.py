@@ -136,7 +136,8 @@ def _parse(headers: Mapping[str, str]) -> _Signed | None:
             "malformed", f"{HEADER_KEY} must be {2 * PUBLIC_KEY_BYTES} hex digits"
         )
     time_text = headers[HEADER_TIME].strip()
-    if not time_text.isdigit() or len(time_text) > _TIME_DIGITS_MAX:
+    # ASCII only: ``str.isdigit`` also takes digits such as "²" that ``int`` refuses.
+    if not (time_text.isascii() and time_text.isdigit()) or len(time_text) > _TIME_DIGITS_MAX:
         raise AuthenticationError(
             "malformed", f"{HEADER_TIME} must be milliseconds since the epoch"
         )

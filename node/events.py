@@ -70,6 +70,8 @@ RETRY_MS: Final = 2000
 FILTER_VALUES_MAX: Final = 32
 # Blocks whose items are kept ready for the next subscriber (followers read the same blocks).
 _CACHED_BLOCKS: Final = 16
+# A height or an event's number has at most this many digits (2**63 - 1 has 19).
+_NUMBER_DIGITS_MAX: Final = 19
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,23 +188,35 @@ def parse_filter(query: Mapping[str, str]) -> EventFilter:
             raise ValueError(f"account: {text[:80]!r} is not a 64-hex-digit public key")
         accounts.add(account)
     until = query.get("until")
-    if until is not None and not until.isdigit():
+    until_height = None if until is None else _number(until)
+    if until is not None and until_height is None:
         raise ValueError("until must be a block height")
     return EventFilter(
         types=frozenset(types),
         apps=frozenset(_list(query, "app")),
         kinds=frozenset(_list(query, "kind")),
         accounts=frozenset(accounts),
-        until=None if until is None else int(until),
+        until=until_height,
     )
+
+
+def _number(text: str) -> int | None:
+    """``text`` as a height or an event's number (ASCII digits, at most 19 past leading
+    zeros), or None: ``str.isdigit`` also takes digits such as "²" that ``int`` refuses, and
+    ``int`` refuses more than 4,300 digits."""
+    digits = text.lstrip("0") or "0"
+    if not (text.isascii() and text.isdigit()) or len(digits) > _NUMBER_DIGITS_MAX:
+        return None
+    return int(digits)
 
 
 def parse_event_id(text: str) -> tuple[int, int]:
     """``"<height>-<number>"`` -> (height, number); raises ``ValueError``."""
-    height, separator, number = text.strip().partition("-")
-    if not separator or not height.isdigit() or not number.isdigit():
+    height_text, separator, number_text = text.strip().partition("-")
+    height, number = _number(height_text), _number(number_text)
+    if not separator or height is None or number is None:
         raise ValueError(f"event id {text[:40]!r} is not <height>-<number>")
-    return int(height), int(number)
+    return height, number
 
 
 def _message(kind: str, item_id: str | None, document: Mapping[str, JsonType]) -> bytes:

@@ -145,6 +145,9 @@ def test_a_full_replay_cache_refuses_instead_of_forgetting_a_live_request() -> N
         (HEADER_KEY, "zz", "suanpan-key must be 64 hex digits"),
         (HEADER_TIME, "-5", "suanpan-time-ms must be milliseconds"),
         (HEADER_TIME, "9" * 40, "suanpan-time-ms must be milliseconds"),
+        # A digit to str.isdigit, not to int(): was a ValueError (500 over HTTP, where a raw
+        # 0xB2 byte in the header reads as "²").
+        (HEADER_TIME, "\u00b2", "suanpan-time-ms must be milliseconds"),
         (HEADER_NONCE, "short", "suanpan-nonce must be 16 hex digits"),
         (HEADER_SIGNATURE, "00", "suanpan-signature must be 128 hex digits"),
     ],
