@@ -108,10 +108,21 @@ def parse_host_port(text: str) -> HostPort:
         raise ValueError(f"{text!r}: write an IPv6 host as [address]:port")
     if not separator or not host:
         raise ValueError(f"{text!r} is not host:port")
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ValueError(f"{text!r}: port must be 1..65535")
+    if (
+        not (port_text.isascii() and port_text.isdigit())
+        or len(port_text) > 5
+        or not 1 <= int(port_text) <= 65535
+    ):
+        raise ValueError(f"{text[:80]!r}: port must be 1..65535")
     if any(character.isspace() for character in host):
         raise ValueError(f"{text!r}: host contains spaces")
+    if not host.isprintable():
+        raise ValueError(f"{text!r}: host contains control characters")
+    try:
+        # What getaddrinfo does with a name; an empty or over-long label fails there too.
+        host.encode("idna")
+    except UnicodeError:
+        raise ValueError(f"{text!r}: {host!r} is not a valid host name") from None
     return HostPort(host, int(port_text))
 
 
@@ -722,7 +733,13 @@ def parse_config(
         return None, problems
     try:
         document = tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+    except RecursionError:
+        problems.append(
+            ConfigProblem(file, "(file)", "not valid TOML: nested too deeply", "fix the syntax")
+        )
+        return None, problems
+    except ValueError as error:
+        # UnicodeDecodeError, TOMLDecodeError, and an integer too long for int() (4300 digits).
         problems.append(ConfigProblem(file, "(file)", f"not valid TOML: {error}", "fix the syntax"))
         return None, problems
 

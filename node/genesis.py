@@ -205,7 +205,11 @@ def parse_genesis(raw: bytes) -> tuple[Genesis | None, list[GenesisProblem]]:
         return None, problems
     try:
         document = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except RecursionError:
+        problem("(file)", "not valid JSON: nested too deeply", "fix the JSON syntax")
+        return None, problems
+    except ValueError as error:
+        # UnicodeDecodeError, JSONDecodeError, and an integer too long for int() (4300 digits).
         problem("(file)", f"not valid JSON: {error}", "fix the JSON syntax")
         return None, problems
     if not isinstance(document, dict):
@@ -260,6 +264,11 @@ def _parse_time(value: object, problem: _ProblemSink) -> int | None:
     time_ms = int(moment.timestamp() * 1000)
     if time_ms < 0:
         problem("genesis_time", "is before 1970", fix)
+        return None
+    try:
+        _format_time(time_ms)  # the genesis document holds it in UTC: year 9999 at most
+    except (ValueError, OverflowError, OSError):
+        problem("genesis_time", f"{value!r} is after year 9999 in UTC", fix)
         return None
     return time_ms
 

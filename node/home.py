@@ -225,6 +225,14 @@ def check_home(home: Path) -> tuple[Home | None, list[ConfigProblem]]:
     data = home / DATA_DIR
     if data.exists() and not data.is_dir():
         problems.append(ConfigProblem(str(data), "(dir)", "is not a directory", "move it away"))
+    if config is not None and config.log_file:
+        problem = _log_file_problem(home, config.log_file)
+        if problem is not None:
+            problems.append(
+                ConfigProblem(
+                    str(config_path), "log_file", problem, 'a file path, or "" for stderr'
+                )
+            )
     if config is not None:
         try:
             server_context(home, config.rpc)
@@ -245,6 +253,23 @@ def check_home(home: Path) -> tuple[Home | None, list[ConfigProblem]]:
         Home(home, config, genesis, keys[NODE_KEY_FILE], keys[VALIDATOR_KEY_FILE], next_key),
         problems,
     )
+
+
+def _log_file_problem(home: Path, name: str) -> str | None:
+    """What stops the node from appending to log file ``name`` (relative to ``home``), if
+    anything a look at the file system shows (the node opens it only once it starts)."""
+    if not name.isprintable():
+        return f"{name!r} contains control characters"
+    path = Path(name) if Path(name).is_absolute() else home / name
+    try:
+        if path.is_dir():
+            return f"{path} is a directory"
+        for parent in path.parents:
+            if parent.exists():
+                return None if parent.is_dir() else f"{parent} is not a directory"
+    except OSError as error:  # e.g. a name too long
+        return f"{path}: {error.strerror or error}"
+    return None
 
 
 def _cross_checks(

@@ -129,7 +129,10 @@ def _read_document(path: Path) -> dict[str, object]:
         raise KeyFileError(f"{path}: {len(raw)} bytes is too large for a key file")
     try:
         document = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except RecursionError:
+        raise KeyFileError(f"{path}: not valid JSON (nested too deeply)") from None
+    except ValueError as error:
+        # UnicodeDecodeError, JSONDecodeError, and an integer too long for int() (4300 digits).
         raise KeyFileError(f"{path}: not valid JSON ({error}); the file may be truncated") from None
     if not isinstance(document, dict):
         raise KeyFileError(f"{path}: expected a JSON object")

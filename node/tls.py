@@ -28,10 +28,18 @@ class TlsError(ValueError):
 
 
 def _file(home: Path, key: str, name: str) -> Path:
-    path = Path(name).expanduser()
+    path = Path(name)
+    try:
+        path = path.expanduser()
+    except RuntimeError:  # "~user/..." of no such user
+        raise TlsError(key, path, "no such user's home directory") from None
     if not path.is_absolute():
         path = home / path
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as error:  # e.g. a name too long; is_file only swallows "not found"
+        raise TlsError(key, path, error.strerror or str(error)) from None
+    if not found:
         raise TlsError(key, path, "no such file")
     return path
 
