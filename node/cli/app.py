@@ -43,10 +43,17 @@ from apps.transaction import TransactionError
 from consensus.codec import Value
 from node.apploader import AppLoadError, app_classes
 from node.cli.arguments import ArgumentError, metavar, option_name, parse_options, type_help
-from node.client.client import ApiError, Client, ProofRefused, ProvenAnswer, tls_context
+from node.client.client import (
+    ApiError,
+    ArgumentsRefused,
+    Client,
+    ProofRefused,
+    ProvenAnswer,
+    tls_context,
+)
 from node.genesis import Genesis, GenesisError, load_genesis
 from node.home import GENESIS_FILE
-from node.jsonvalue import JsonType, JsonValueError, from_json, to_json
+from node.jsonvalue import JsonType, from_json, to_json
 from node.keys import KeyFileError, load_key_file
 
 __all__ = [
@@ -81,7 +88,11 @@ def resolve_node(text: str) -> tuple[str, dict[bytes, str]]:
     """The API address for ``--node`` (``host:port``, or a testnet directory: its first node)
     and the party names known there (public key -> name; empty for a plain address)."""
     directory = Path(text).expanduser()
-    if not (directory / _TESTNET_FILE).is_file():
+    try:
+        is_testnet = (directory / _TESTNET_FILE).is_file()
+    except OSError:  # e.g. a name too long to be a path: then it is no testnet directory
+        is_testnet = False
+    if not is_testnet:
         return text, {}
     try:
         document = json.loads((directory / _TESTNET_FILE).read_text("utf-8"))
@@ -424,7 +435,7 @@ def _json_arguments(text: str | None) -> dict[str, Value]:
         return {}
     try:
         parsed = from_json(json.loads(text), "args")
-    except (json.JSONDecodeError, JsonValueError) as error:
+    except ValueError as error:  # bad JSON, a value it cannot hold, an over-long number
         raise click.BadParameter(str(error), param_hint="--args") from None
     if not isinstance(parsed, dict) or not all(isinstance(name, str) for name in parsed):
         raise click.BadParameter("must be a JSON object", param_hint="--args")
@@ -816,6 +827,8 @@ def _generic_query_command(app: str, path: str | None = None) -> click.Command:
                 result = client.query(app, path, _json_arguments(args))
         except ApiError as error:
             raise _fail(error) from None
+        except ArgumentsRefused as error:  # e.g. a path the app's schema does not have
+            raise click.ClickException(str(error)) from None
         finally:
             client.close()
         if as_json:

@@ -327,7 +327,7 @@ def _json(text: str) -> Value:
         return from_json(json.loads(text))
     except json.JSONDecodeError as error:
         raise _Invalid(f"not JSON: {error.msg} at character {error.pos}") from None
-    except JsonValueError as error:
+    except (JsonValueError, ValueError) as error:  # e.g. a number of over 4,300 digits
         raise _Invalid(str(error)) from None
 
 

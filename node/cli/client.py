@@ -27,7 +27,7 @@ from node.cli.app import (
     resolve_node,
 )
 from node.client.client import ApiError, Client
-from node.jsonvalue import JsonType, JsonValueError, from_json
+from node.jsonvalue import JsonType, from_json
 from node.keys import KeyFileError, load_key_file
 
 __all__ = ["block_command", "status_command", "tx_group"]
@@ -160,7 +160,7 @@ def tx_send(
         raise click.ClickException(str(error)) from None
     try:
         parsed = from_json(json.loads(arguments), "args")
-    except (json.JSONDecodeError, JsonValueError) as error:
+    except ValueError as error:  # bad JSON, a value it cannot hold, an over-long number
         raise click.BadParameter(str(error), param_hint="--args") from None
     if not isinstance(parsed, dict):
         raise click.BadParameter("must be a JSON object", param_hint="--args")
@@ -236,9 +236,10 @@ def block_command(
     transactions: bool,
 ) -> None:
     """Show block HEIGHT (default: latest) with its commit certificate."""
-    if height is not None and not height.isdigit() and height != "latest":
+    digits = height is not None and height.isascii() and height.isdigit() and len(height) <= 20
+    if height is not None and not digits and height != "latest":
         raise click.BadParameter("a height or 'latest'", param_hint="HEIGHT")
-    number = int(height) if height is not None and height.isdigit() else None
+    number = int(height) if height is not None and digits else None
     fetched = _fetch(
         node,
         key_path,

@@ -7,7 +7,20 @@ import click
 from node.termination import release_termination
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """The root group: a path the user named that the system refuses (a name too long, a file
+    where a directory must be, no permission) is the command's error, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except OSError as error:
+            if error.filename is None:
+                raise
+            raise click.ClickException(f"{error.filename}: {error.strerror}") from None
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="suanpan")
 @click.pass_context
 def main(context: click.Context) -> None:

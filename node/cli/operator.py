@@ -111,6 +111,8 @@ def genesis_init(
     path: Path, chain_id: str, genesis_time: str | None, apps: tuple[str, ...], overwrite: bool
 ) -> None:
     """Start a genesis document at PATH with no validators yet."""
+    if not path.name:  # "" (or "/"): no file name to write
+        raise click.BadParameter(f"{str(path)!r} names no file", param_hint="PATH")
     if not CHAIN_ID_PATTERN.fullmatch(chain_id):
         raise click.BadParameter(
             "use 1..64 letters, digits, '.', '_' or '-'", param_hint="chain-id"

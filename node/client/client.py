@@ -220,6 +220,8 @@ class Client:
             address = address.removeprefix("http://")
         host, _, port = address.rstrip("/").rpartition(":")
         self.host = host.removeprefix("[").removesuffix("]") or "127.0.0.1"
+        if not (port.isascii() and port.isdigit() and len(port) <= 5 and 0 < int(port) < 65536):
+            raise ValueError(f"no port 1-65535 in {address!r}")
         self.port = int(port)
         self.timeout_s = timeout_s
         self.key = key
@@ -365,7 +367,7 @@ class Client:
     def transaction(self, tx_hash: bytes | str) -> dict[str, JsonType]:
         """Status and receipt of a transaction."""
         text = tx_hash.hex() if isinstance(tx_hash, bytes) else tx_hash
-        return self._request("GET", f"/tx/{text}")
+        return self._request("GET", f"/tx/{urllib.parse.quote(text, safe='')}")
 
     def block(
         self,
@@ -377,7 +379,8 @@ class Client:
         """A block by height, by hash, or the latest."""
         suffix = "?transactions=1" if transactions else ""
         if block_hash is not None:
-            return self._request("GET", f"/block/hash/{block_hash}{suffix}")
+            quoted = urllib.parse.quote(block_hash, safe="")
+            return self._request("GET", f"/block/hash/{quoted}{suffix}")
         return self._request("GET", f"/block/{'latest' if height is None else height}{suffix}")
 
     def blocks(self, start: int, *, timeout_ms: int = 0, limit: int = 20) -> dict[str, JsonType]:
