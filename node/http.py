@@ -19,13 +19,14 @@ gets 400 and the connection is closed (the two framings disagree about where the
 starts: the classic request-smuggling ambiguity), as does any transfer coding but ``chunked``
 (501), a missing or repeated ``Host`` on HTTP/1.1, a bare LF line ending, or a head over
 ``HEAD_BYTES_MAX``. A handler exception gets 500 (logged), a slow client is cut at the timeout
-(408 once its head has arrived), and the server keeps serving. After a refused request the
+(408 once its head has arrived), any other failure on a connection ends that connection only
+(logged), and the server keeps serving. After a refused request the
 connection is closed: where the next request would start is no longer known. ``HEAD`` gets the
 headers ``GET`` would get and no body. A handler may return a streaming response (an async
 iterator of chunks), written with chunked encoding (to an HTTP/1.0 client: as is, ended by
 closing the connection), for long-lived feeds (the NDJSON block stream, Server-Sent Events).
 An ``Upgrade`` or ``CONNECT`` request is answered like any other and the connection closed: the
-server speaks nothing but HTTP/1.1.
+server speaks nothing but HTTP/1.0 and 1.1.
 """
 
 from __future__ import annotations
