@@ -82,6 +82,7 @@ from apps.transaction import TX_BYTES_MAX
 from consensus.codec import Value
 from node.access import ACCESS_OPEN, AccessControl, AccessDenied, KeyLimited, Principal
 from node.auth import AuthenticationError, RequestVerifier
+from node.digits import decimal_value, is_decimal
 from node.events import EventSource, event_stream, parse_event_id, parse_filter
 from node.http import Request, Response, json_response
 from node.jsonvalue import JsonType, JsonValueError, from_json, to_json
@@ -271,12 +272,11 @@ def _int_param(value: object, name: str, low: int, high: int, default: int) -> i
     if value is None:
         return default
     if isinstance(value, str):
-        # ASCII only: ``str.isdigit`` also takes digits such as "²" that ``int`` refuses.
-        if not (value.isascii() and value.isdigit()):
+        if not is_decimal(value):
             raise _BadRequest(f"{name} must be a non-negative integer")
-        # Past ``high``'s digits it is out of range; ``int`` refuses more than 4,300 digits.
-        digits = value.lstrip("0") or "0"
-        value = int(digits) if len(digits) <= len(str(high)) else high + 1
+        # Past ``high``'s digits it is out of range.
+        number = decimal_value(value, len(str(high)))
+        value = high + 1 if number is None else number
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise _BadRequest(f"{name} must be an integer in {low}..{high}")
     return value

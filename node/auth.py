@@ -44,6 +44,7 @@ from typing import Final
 
 from consensus.codec import encode
 from consensus.crypto import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, PrivateKey, hash_bytes, verify
+from node.digits import decimal_value
 
 __all__ = [
     "API_REQUEST_TAG",
@@ -136,8 +137,8 @@ def _parse(headers: Mapping[str, str]) -> _Signed | None:
             "malformed", f"{HEADER_KEY} must be {2 * PUBLIC_KEY_BYTES} hex digits"
         )
     time_text = headers[HEADER_TIME].strip()
-    # ASCII only: ``str.isdigit`` also takes digits such as "²" that ``int`` refuses.
-    if not (time_text.isascii() and time_text.isdigit()) or len(time_text) > _TIME_DIGITS_MAX:
+    sent_ms = decimal_value(time_text, _TIME_DIGITS_MAX)
+    if sent_ms is None:
         raise AuthenticationError(
             "malformed", f"{HEADER_TIME} must be milliseconds since the epoch"
         )
@@ -151,7 +152,7 @@ def _parse(headers: Mapping[str, str]) -> _Signed | None:
         raise AuthenticationError(
             "malformed", f"{HEADER_SIGNATURE} must be {2 * SIGNATURE_BYTES} hex digits"
         )
-    return _Signed(bytes.fromhex(key_text), int(time_text), nonce, bytes.fromhex(signature_text))
+    return _Signed(bytes.fromhex(key_text), sent_ms, nonce, bytes.fromhex(signature_text))
 
 
 class RequestVerifier:

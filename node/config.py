@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Final
 
+from node.digits import decimal_value
+
 __all__ = [
     "ACCESS_MODES",
     "BYZANTINE_MODES",
@@ -108,11 +110,8 @@ def parse_host_port(text: str) -> HostPort:
         raise ValueError(f"{text!r}: write an IPv6 host as [address]:port")
     if not separator or not host:
         raise ValueError(f"{text!r} is not host:port")
-    if (
-        not (port_text.isascii() and port_text.isdigit())
-        or len(port_text) > 5
-        or not 1 <= int(port_text) <= 65535
-    ):
+    port = decimal_value(port_text, 5)
+    if port is None or not 1 <= port <= 65535:
         raise ValueError(f"{text[:80]!r}: port must be 1..65535")
     if any(character.isspace() for character in host):
         raise ValueError(f"{text!r}: host contains spaces")
@@ -123,7 +122,7 @@ def parse_host_port(text: str) -> HostPort:
         host.encode("idna")
     except UnicodeError:
         raise ValueError(f"{text!r}: {host!r} is not a valid host name") from None
-    return HostPort(host, int(port_text))
+    return HostPort(host, port)
 
 
 def parse_peer(text: str) -> PeerAddress:

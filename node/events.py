@@ -44,6 +44,7 @@ from apps.host import Receipt
 from apps.transaction import Transaction, TransactionError
 from consensus.crypto import hash_bytes
 from node.access import AccessControl, Principal
+from node.digits import decimal_value
 from node.jsonvalue import JsonType, to_json
 
 __all__ = [
@@ -202,12 +203,8 @@ def parse_filter(query: Mapping[str, str]) -> EventFilter:
 
 def _number(text: str) -> int | None:
     """``text`` as a height or an event's number (ASCII digits, at most 19 past leading
-    zeros), or None: ``str.isdigit`` also takes digits such as "²" that ``int`` refuses, and
-    ``int`` refuses more than 4,300 digits."""
-    digits = text.lstrip("0") or "0"
-    if not (text.isascii() and text.isdigit()) or len(digits) > _NUMBER_DIGITS_MAX:
-        return None
-    return int(digits)
+    zeros), or None."""
+    return decimal_value(text, _NUMBER_DIGITS_MAX)
 
 
 def parse_event_id(text: str) -> tuple[int, int]:

@@ -27,6 +27,7 @@ from node.cli.app import (
     resolve_node,
 )
 from node.client.client import ApiError, Client
+from node.digits import decimal_value
 from node.jsonvalue import JsonType, from_json
 from node.keys import KeyFileError, load_key_file
 
@@ -236,10 +237,9 @@ def block_command(
     transactions: bool,
 ) -> None:
     """Show block HEIGHT (default: latest) with its commit certificate."""
-    digits = height is not None and height.isascii() and height.isdigit() and len(height) <= 20
-    if height is not None and not digits and height != "latest":
+    number = None if height is None else decimal_value(height, 20)
+    if height is not None and number is None and height != "latest":
         raise click.BadParameter("a height or 'latest'", param_hint="HEIGHT")
-    number = int(height) if height is not None and digits else None
     fetched = _fetch(
         node,
         key_path,

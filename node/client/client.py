@@ -50,6 +50,7 @@ from consensus.codec import Value
 from consensus.crypto import PrivateKey
 from node.apploader import AppLoadError, app_classes, load_apps
 from node.auth import sign_request
+from node.digits import decimal_value
 from node.genesis import Genesis
 from node.jsonvalue import JsonType, from_json, to_json
 from node.submission import (
@@ -220,9 +221,10 @@ class Client:
             address = address.removeprefix("http://")
         host, _, port = address.rstrip("/").rpartition(":")
         self.host = host.removeprefix("[").removesuffix("]") or "127.0.0.1"
-        if not (port.isascii() and port.isdigit() and len(port) <= 5 and 0 < int(port) < 65536):
+        port_number = decimal_value(port, 5)
+        if port_number is None or not 0 < port_number < 65536:
             raise ValueError(f"no port 1-65535 in {address!r}")
-        self.port = int(port)
+        self.port = port_number
         self.timeout_s = timeout_s
         self.key = key
         self.tls = tls
