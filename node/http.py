@@ -360,13 +360,16 @@ def _head_too_large() -> _BadRequest:
 
 
 def _request(parsed: _Parsed, client: ClientConnection | None) -> Request:
-    """The handler's view of ``parsed``; ``_BadRequest`` for an absolute target no URL parser
-    reads (``http://[x/``: the parser passes it, ``urlsplit`` does not)."""
+    """The handler's view of ``parsed``; ``_BadRequest`` for a target with a fragment (a
+    client keeps it: a request target has none) or an absolute target no URL parser reads
+    (``http://[x/``: the parser passes it, ``urlsplit`` does not)."""
     raw_target = parsed.target.decode("latin-1")
+    if "#" in raw_target:
+        raise _BadRequest(400, "a request target carries no fragment (#)")
     if raw_target.startswith("/"):
         # Origin form, as clients send it: split by hand, so that ``//a/b`` stays a path
         # (``urlsplit`` would read ``a`` as a host and drop it).
-        path, _, query = raw_target.partition("#")[0].partition("?")
+        path, _, query = raw_target.partition("?")
     else:
         try:
             target = urlsplit(raw_target)
