@@ -44,6 +44,14 @@ def _file(home: Path, key: str, name: str) -> Path:
     return path
 
 
+class _EncryptedKeyError(Exception):
+    """OpenSSL asked for a passphrase: the key file is encrypted."""
+
+
+def _no_passphrase() -> bytes:
+    raise _EncryptedKeyError
+
+
 def server_context(home: Path, rpc: RPCConfig) -> ssl.SSLContext | None:
     """The server TLS context ``[rpc]`` asks for, or None when TLS is off."""
     if not rpc.tls_certificate_file:
@@ -53,7 +61,16 @@ def server_context(home: Path, rpc: RPCConfig) -> ssl.SSLContext | None:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
-        context.load_cert_chain(certificate, key)
+        # OpenSSL asks a terminal for an encrypted key's passphrase (and, with none, fails
+        # as if the certificate were unreadable); a node has nobody to ask.
+        context.load_cert_chain(certificate, key, password=_no_passphrase)
+    except _EncryptedKeyError:
+        raise TlsError(
+            "[rpc] tls_key_file",
+            key,
+            "the key is encrypted with a passphrase, which the node cannot ask for: give it"
+            " the key unencrypted, readable only by the node's user (chmod 600)",
+        ) from None
     except ssl.SSLError as error:
         raise TlsError(
             "[rpc] tls_key_file",

@@ -17,7 +17,7 @@ from node.config import RPCConfig
 from node.home import check_home, load_home, write_config
 from node.http import HttpLimits, Request, Response, json_response, serve_http
 from node.testnet.testnet import create_testnet
-from node.tls import server_context
+from node.tls import TlsError, server_context
 
 pytestmark = pytest.mark.skipif(
     shutil.which("openssl") is None,
@@ -155,3 +155,25 @@ def test_config_check_names_each_unusable_tls_file(tmp_path: Path) -> None:
     )
     loaded, problems = check_home(home)
     assert loaded is not None, problems
+
+
+def test_an_encrypted_key_is_named_not_prompted_for(tmp_path: Path) -> None:
+    """OpenSSL would ask a terminal for the passphrase (and, without one, blame the
+    certificate); the node names the key file and says it is encrypted."""
+    certificate, key = tmp_path / "node.pem", tmp_path / "node-key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "ec"),
+            *("-pkeyopt", "ec_paramgen_curve:prime256v1", "-passout", "pass:secret"),
+            *("-days", "2", "-keyout", str(key), "-out", str(certificate), "-subj", "/CN=node"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    assert key.read_text().startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    rpc = RPCConfig(tls_certificate_file=certificate.name, tls_key_file=key.name)
+    with pytest.raises(TlsError) as refused:
+        server_context(tmp_path, rpc)
+    assert refused.value.key == "[rpc] tls_key_file"
+    assert refused.value.path == key
+    assert "encrypted with a passphrase" in refused.value.problem
