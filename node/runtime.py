@@ -199,6 +199,7 @@ from node.store import (
     CertifiedView,
     StateReader,
     Store,
+    StoreDiskFullError,
     StoreError,
 )
 from node.termination import hand_over_termination
@@ -1136,9 +1137,13 @@ class Node:
                         # the API keep running meanwhile. The vote record has an LMDB
                         # environment of its own, so it never waits for the block writer.
                         with self.waits.measure("vote_persist"):
-                            cpu_ns = await trio.to_thread.run_sync(
-                                _persist_measured, self.store, action.state
-                            )
+                            try:
+                                cpu_ns = await trio.to_thread.run_sync(
+                                    _persist_measured, self.store, action.state
+                                )
+                            except StoreError as error:
+                                # The vote it records is never sent: the node stops here.
+                                raise _persist_failed(error) from error
                         self.phases.add("consensus", cpu_ns)
                         continue
                     with consensus:
@@ -1207,7 +1212,10 @@ class Node:
             assert self._nursery is not None
             self._nursery.start_soon(self._validate, action.block)
         elif isinstance(action, ReportEvidence):
-            self.store.add_evidence(action.evidence.height, action.evidence.encode())
+            try:
+                self.store.add_evidence(action.evidence.height, action.evidence.encode())
+            except StoreError as error:
+                raise _evidence_write_failed(action.evidence.height, error) from error
             self.metrics.evidence.inc()
             log.warning("evidence_reported", extra={"evidence": repr(action.evidence)[:200]})
         elif isinstance(action, RequestBlocks):
@@ -2845,12 +2853,48 @@ def _write_failed(first: int | None, last: int, error: StoreError) -> NodeStoppe
     what = "tree records held" if first is None else "blocks"
     log.critical(
         "block_write_failed",
-        extra={"what": what, "from_height": first, "to_height": last, "error": str(error)},
+        extra={
+            "what": what,
+            "from_height": first,
+            "to_height": last,
+            "disk_full": isinstance(error, StoreDiskFullError),
+            "error": str(error),
+        },
     )
     heights = f"at height {last}" if first is None else f"{first}-{last}"
     return NodeStoppedError(
         f"the store could not write the {what} {heights}: {error}; the node stopped, with "
         "every block before them written (fix the cause and start it again)"
+    )
+
+
+def _persist_failed(error: StoreError) -> NodeStoppedError:
+    """Log a vote record that could not be written and say so for the node to stop: the vote
+    it records is not sent (persist before send)."""
+    log.critical(
+        "vote_persist_failed",
+        extra={"disk_full": isinstance(error, StoreDiskFullError), "error": str(error)},
+    )
+    return NodeStoppedError(
+        f"the store could not write the vote record: {error}; the node stopped without sending "
+        "the vote (fix the cause and start it again)"
+    )
+
+
+def _evidence_write_failed(height: int, error: StoreError) -> NodeStoppedError:
+    """Log evidence that could not be stored and say so for the node to stop (evidence is not
+    to be lost; the peer's conflicting votes stay with the other validators)."""
+    log.critical(
+        "evidence_write_failed",
+        extra={
+            "height": height,
+            "disk_full": isinstance(error, StoreDiskFullError),
+            "error": str(error),
+        },
+    )
+    return NodeStoppedError(
+        f"the store could not write equivocation evidence of height {height}: {error}; the "
+        "node stopped (fix the cause and start it again)"
     )
 
 

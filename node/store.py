@@ -57,6 +57,14 @@ and fsync (a write may run on a worker thread while the event loop keeps reading
 snapshots); a write that fills the map aborts its transaction first and only then takes the
 read lock to resize, so no transaction of this process is open during a resize.
 
+A full disk. The environments are opened without ``writemap``, so LMDB writes its pages with
+pwrite(2) and a disk (or a file size limit) that refuses a write is an error, never SIGBUS. The
+transaction is aborted, and LMDB switches its meta page only after every data page is written:
+the store keeps the last committed height and reads as before, in this process and reopened.
+Every write transaction reports it as ``StoreWriteError``, as ``StoreDiskFullError`` when the
+disk is full or the file size limit reached (``_write_error``), and the same write succeeds
+once space is freed. The map is never grown for it (that is ``MapFullError`` only).
+
 Versions. The state and tree (with its held records, below) hold the state after the
 committed height h. The undo record of h turns them back into the state after h-1
 (``read_certified``): that is the latest state whose app hash a certificate covers (block h
@@ -132,10 +140,12 @@ store built from a state snapshot answers the same for the heights it covers).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import mmap
 import operator
 import os
+import resource
 import subprocess
 import sys
 import threading
@@ -143,7 +153,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Final, NamedTuple, TypeVar
+from typing import IO, Final, NamedTuple, ParamSpec, TypeVar
 
 import lmdb
 import msgpack
@@ -168,6 +178,7 @@ from node.procstatus import process_status_kib
 
 __all__ = [
     "DATABASES",
+    "LMDB_DAMAGE_ERRORS",
     "MAP_SIZE_INITIAL_BYTES",
     "REPLICA_DIR",
     "SCHEMAS_CONVERTED",
@@ -183,11 +194,16 @@ __all__ = [
     "StateReader",
     "Store",
     "StoreConsistencyError",
+    "StoreDamagedError",
+    "StoreDiskFullError",
     "StoreError",
     "StoreMismatchError",
+    "StoreWriteError",
     "TransactionLocation",
     "WriterMessage",
+    "damaged_store_message",
     "height_key",
+    "open_error",
     "read_committed_height",
     "read_vote_record",
     "receipt_key",
@@ -259,7 +275,20 @@ _REPLICA_KEY: Final = b"replica"
 # (``Store._adopt_vote_record``).
 REPLICA_DIR: Final = "replica"
 _REPLICA_MAP_SIZE_INITIAL_BYTES: Final = 4 * 1024 * 1024
+# A failed write is put down to a full disk when its filesystem has less than this free for
+# the node's user. LMDB (without ``writemap``) writes its pages with pwrite(2): a write the
+# disk cannot take is an error, never a signal, but one that fills the disk halfway through is
+# a short write, which LMDB reports as EIO ("Input/output error"), not ENOSPC; once it failed
+# the file keeps what it wrote, so the disk is then full to the last block.
+_DISK_FULL_FREE_BYTES: Final = 16 * 1024 * 1024
+# A failed write is put down to the process's file size limit when the environment's file is
+# this close to it: a short write stops at the limit, and one write is at most a few hundred
+# KiB (LMDB writes 64 pages at a time, an undo record's chunk is about ``UNDO_CHUNK_BYTES``).
+_FILE_LIMIT_SLACK_BYTES: Final = 1024 * 1024
+# What the C library says for the errors that only a full disk or a file size limit gives.
+_DISK_FULL_MESSAGES: Final = ("No space left on device", "Disk quota exceeded", "File too large")
 _T = TypeVar("_T")
+_P = ParamSpec("_P")
 _ABSENT: Final = b"\x00"
 # Sorts a dict's (key, record) pairs by key alone (keys are distinct, so the order is the
 # pairs' own): about half the comparisons' cost of sorting the tuples.
@@ -296,6 +325,134 @@ class MapNotGrownHere(StoreError):
 
 class StoreConsistencyError(StoreError):
     """A commit that does not extend the stored chain, or a stored chain that does not verify."""
+
+
+class StoreDamagedError(StoreError):
+    """The store's file is damaged: LMDB met a page it cannot use (``LMDB_DAMAGE_ERRORS``), or a
+    stored record does not decode. LMDB has no checksums, so a damaged disk, a bad copy or a
+    hand edit shows up only when a read meets it. Not repairable in place: restore a backup or
+    sync a fresh store (``damaged_store_message`` says so)."""
+
+
+# LMDB's errors for pages that are not what the structure around them says (MDB_CORRUPTED,
+# MDB_PAGE_NOTFOUND, MDB_BAD_VALSIZE, MDB_INVALID, MDB_VERSION_MISMATCH, MDB_PANIC, and the two
+# below): on a store this node wrote, a damaged file.
+LMDB_DAMAGE_ERRORS: Final = (
+    lmdb.CorruptedError,
+    lmdb.PageNotFoundError,
+    lmdb.BadValsizeError,
+    lmdb.InvalidError,
+    lmdb.VersionMismatchError,
+    lmdb.PanicError,
+    # A read transaction that met one of those is marked failed, and LMDB says so (MDB_BAD_TXN)
+    # for its next reads, which may be all a caller sees: the first error is swallowed when
+    # LMDB reports it as "not found".
+    lmdb.BadTxnError,
+    # A named database whose record in the main database changed under its handle.
+    lmdb.BadDbiError,
+)
+# LMDB's meta pages (pages 0 and 1): page header flags, magic and version (``mdb.c``).
+_LMDB_PAGE_BYTES: Final = 4096
+_LMDB_META_FLAG: Final = 0x08
+_LMDB_MAGIC: Final = 0xBEEFC0DE
+_LMDB_DATA_VERSION: Final = 1
+# The last page of a file LMDB has just made (its two meta pages, and at most one written).
+_NEW_FILE_LAST_PAGE: Final = 2
+
+
+def damaged_store_message(path: Path, detail: str) -> str:
+    """What an operator is told about the damaged store in ``path``: which file, what was met,
+    and what to do."""
+    return (
+        f"the store at {path} is damaged ({path / 'data.mdb'}: {detail}); restore it from a "
+        "backup (suanpan restore) or give the node a fresh store that syncs from its peers: "
+        'see docs/operators.md, "A damaged store"'
+    )
+
+
+def _meta_damage(path: Path) -> str | None:
+    """What is wrong with the LMDB meta pages of ``path/data.mdb``, if anything: their flags,
+    magic, version, fixed address or last page (beyond the file). LMDB reports most of these as
+    ENOMEM or EINVAL when it opens the file, which does not tell an operator the file is
+    damaged."""
+    try:
+        with open(path / "data.mdb", "rb") as handle:
+            head = handle.read(2 * _LMDB_PAGE_BYTES)
+            size = os.fstat(handle.fileno()).st_size
+    except OSError:
+        return None
+    if len(head) < 2 * _LMDB_PAGE_BYTES:
+        return f"{len(head)} bytes, shorter than LMDB's two meta pages"
+    for page in (0, 1):
+        start = page * _LMDB_PAGE_BYTES
+        flags = int.from_bytes(head[start + 10 : start + 12], "little")
+        magic = int.from_bytes(head[start + 16 : start + 20], "little")
+        version = int.from_bytes(head[start + 20 : start + 24], "little")
+        address = int.from_bytes(head[start + 24 : start + 32], "little")
+        last_page = int.from_bytes(head[start + 136 : start + 144], "little")
+        if not flags & _LMDB_META_FLAG or magic != _LMDB_MAGIC or version != _LMDB_DATA_VERSION:
+            return f"meta page {page} is not an LMDB meta page"
+        if address != 0 or (last_page + 1) * _LMDB_PAGE_BYTES > size:
+            return f"meta page {page} names a map address or a last page it cannot have"
+    return None
+
+
+def open_error(path: Path, error: lmdb.Error) -> StoreError:
+    """The error for opening the LMDB environment in ``path`` that failed with ``error``:
+    ``StoreDamagedError`` when its file is damaged (LMDB says so, or its meta pages are not
+    what LMDB writes), ``StoreError`` otherwise (a permission, a lock, no memory)."""
+    damage = _meta_damage(path) if (path / "data.mdb").is_file() else None
+    if damage is not None:
+        return StoreDamagedError(damaged_store_message(path, f"{damage}; LMDB: {error}"))
+    if isinstance(error, LMDB_DAMAGE_ERRORS):
+        return StoreDamagedError(damaged_store_message(path, f"LMDB: {error}"))
+    return StoreError(f"cannot open store at {path}: {error}")
+
+
+def _damage_reported(read: Callable[_P, _T]) -> Callable[_P, _T]:
+    """``read`` (a method of ``Store``) with LMDB's damage errors raised as
+    ``StoreDamagedError`` naming the store. Not for the reads execution makes per key
+    (``LmdbStateBackend``, ``StateReader``): those catch in place, where a ``try`` costs
+    nothing until it catches, and a wrapper would cost a call on every read."""
+
+    @functools.wraps(read)
+    def reported(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return read(*args, **kwargs)
+        except LMDB_DAMAGE_ERRORS as error:
+            store = args[0]
+            assert isinstance(store, Store)
+            raise _damage_met(store, error) from error
+
+    return reported
+
+
+def _damage_met(store: Store, error: lmdb.Error) -> StoreDamagedError:
+    """The error for LMDB's ``error`` met reading ``store`` (one of ``LMDB_DAMAGE_ERRORS``)."""
+    return StoreDamagedError(damaged_store_message(store.path, f"LMDB: {error}"))
+
+
+def _decoded(path: Path, what: str, decode_record: Callable[[bytes], _T], raw: bytes) -> _T:
+    """``decode_record(raw)`` for a record the store wrote; one that does not decode is
+    damage (``StoreDamagedError`` naming ``what``)."""
+    try:
+        return decode_record(raw)
+    except (DecodeError, CodecError, ValueError, AssertionError) as error:
+        raise StoreDamagedError(
+            damaged_store_message(path, f"{what} does not decode: {error}")
+        ) from error
+
+
+class StoreWriteError(StoreError):
+    """A write transaction failed in LMDB (an I/O error, a full disk): nothing of it was
+    written, and the store still holds, and reads, what it held before. The message names the
+    cause when it can (``StoreDiskFullError``)."""
+
+
+class StoreDiskFullError(StoreWriteError):
+    """A write transaction failed because the disk holding the store is full, or the process's
+    file size limit (``RLIMIT_FSIZE``) is reached. Freeing space (or lifting the limit) and
+    writing again is enough: the store is as before the write."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,8 +545,13 @@ class Store:
                 readahead=False,
             )
         except lmdb.Error as error:
-            raise StoreError(f"cannot open store at {path}: {error}") from error
-        self._db = {name: self._env.open_db(name.encode()) for name in DATABASES}
+            raise open_error(path, error) from error
+        try:
+            self._check_database_list()
+            self._db = {name: self._env.open_db(name.encode()) for name in DATABASES}
+        except (lmdb.Error, StoreError) as error:
+            self._env.close()
+            raise (open_error(path, error) if isinstance(error, lmdb.Error) else error) from error
         # The last undo records ``read_certified`` decoded (one height's).
         self._undo_cache: _UndoRecords | None = None
         self.chain_id = chain_id
@@ -411,11 +573,53 @@ class Store:
             self._votes = _VoteRecordEnvironment(path / REPLICA_DIR, sync=sync)
             self._adopt_vote_record()
             self._recover_tree()
-        except BaseException:
+        except BaseException as error:
             if self._votes is not None:
                 self._votes.close()
             self._env.close()
+            # A damaged page met while opening, in a read or in the write that records or
+            # recovers (the write side reports LMDB's error as its cause), or a stored record
+            # that does not decode or does not add up (the tree recovery's checks).
+            met = error if isinstance(error, LMDB_DAMAGE_ERRORS) else error.__cause__
+            if isinstance(error, StoreDamagedError | StoreMismatchError):
+                raise
+            if isinstance(met, LMDB_DAMAGE_ERRORS):
+                raise StoreDamagedError(damaged_store_message(path, f"LMDB: {met}")) from error
+            if isinstance(error, CodecError | DecodeError) or (
+                isinstance(error, StoreError) and not isinstance(error, StoreWriteError)
+            ):
+                raise StoreDamagedError(damaged_store_message(path, str(error))) from error
             raise
+
+    def _check_database_list(self) -> None:
+        """Refuse a file whose main database (LMDB's list of named databases) lost some of the
+        store's: opening them would create them empty, and the node would take its store for
+        a new one (no ``meta``) and start over from genesis, or read an empty state or index.
+        A new file has one page after its two meta pages at most and lists none; a store of
+        this schema lists them all (an older one may lack those added since)."""
+        found: dict[str, lmdb._Database] = {}
+        with self._env.begin() as txn:
+            for name in (*DATABASES, *_RETIRED_DATABASES):
+                try:
+                    found[name] = self._env.open_db(name.encode(), txn=txn, create=False)
+                except lmdb.NotFoundError:
+                    continue
+            schema = None
+            if "meta" in found:
+                raw = txn.get(_META_SCHEMA, db=found["meta"])
+                schema = None if raw is None else bytes(raw)
+        last_page = int(self._env.info()["last_pgno"])
+        if not found and last_page <= _NEW_FILE_LAST_PAGE:
+            return
+        missing = [name for name in DATABASES if name not in found]
+        if "meta" in missing or (schema == str(SCHEMA_VERSION).encode() and missing):
+            raise StoreDamagedError(
+                damaged_store_message(
+                    self.path,
+                    f"it holds {last_page + 1} pages but its list of databases lacks "
+                    f"{', '.join(missing)}",
+                )
+            )
 
     def _check_identity(self) -> None:
         expected = {
@@ -638,6 +842,7 @@ class Store:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    @_damage_reported
     def _get(self, db: str, key: bytes) -> bytes | None:
         with self._lock, self._env.begin(db=self._db[db]) as txn:
             value = txn.get(key)
@@ -1256,7 +1461,7 @@ class Store:
     def block(self, height: int) -> Block | None:
         """The committed block at ``height``, or None."""
         raw = self._get("blocks", height_key(height))
-        return None if raw is None else Block.decode(raw)
+        return None if raw is None else _decoded(self.path, f"block {height}", Block.decode, raw)
 
     def block_bytes(self, height: int) -> bytes | None:
         """The committed block at ``height`` as stored (for block sync), or None."""
@@ -1275,12 +1480,15 @@ class Store:
     def certificate(self, height: int) -> CommitCertificate | None:
         """The commit certificate of ``height``, or None."""
         raw = self._get("certificates", height_key(height))
-        return None if raw is None else CommitCertificate.decode(raw)
+        if raw is None:
+            return None
+        return _decoded(self.path, f"certificate {height}", CommitCertificate.decode, raw)
 
     def app_hash_at(self, height: int) -> bytes | None:
         """The app hash after ``height`` (0: genesis), or None."""
         return self._get("app_hashes", height_key(height))
 
+    @_damage_reported
     def committed_among(self, tx_hashes: Sequence[bytes]) -> set[bytes]:
         """Those of ``tx_hashes`` that committed blocks include (the transaction index, and the
         entries held with the tree records), read in one read transaction (admission asks for
@@ -1299,6 +1507,7 @@ class Store:
             )
         return found
 
+    @_damage_reported
     def transaction_location(self, tx_hash: bytes) -> TransactionLocation | None:
         """Where the transaction with ``tx_hash`` was first included, or None."""
         with self._lock, self._env.begin(db=self._db["transactions"]) as txn:
@@ -1309,17 +1518,14 @@ class Store:
             return layer.first_location(tx_hash)
         if raw is None:
             return None
-        value = decode(raw)
-        assert isinstance(value, tuple)
-        height, index = value
-        assert isinstance(height, int)
-        assert isinstance(index, int)
-        return TransactionLocation(height, index)
+        return _decoded(self.path, f"index entry {tx_hash.hex()}", _location_of, bytes(raw))
 
     def receipt(self, height: int, index: int) -> Receipt | None:
         """The receipt of transaction ``index`` of block ``height``, or None."""
         raw = self._get("receipts", receipt_key(height, index))
-        return None if raw is None else Receipt.decode(raw)
+        if raw is None:
+            return None
+        return _decoded(self.path, f"receipt {height}/{index}", Receipt.decode, raw)
 
     def block_events(self, height: int) -> tuple[Event, ...]:
         """The events of block ``height``'s end-of-block work (none stored: empty)."""
@@ -1368,11 +1574,13 @@ class Store:
 
     # -- state --------------------------------------------------------------------------------
 
+    @_damage_reported
     def tree_node(self, key: bytes) -> bytes | None:
         """The committed Merkle tree record under ``key``."""
         with self._lock, self._env.begin() as txn:
             return _read_layered(txn, self._db["tree"], self._layer_at(txn), key)
 
+    @_damage_reported
     def tree_held(self) -> tuple[int, int]:
         """The blocks, and their tree records, that the tree database does not hold yet at the
         committed height (held in memory until the tree is next written)."""
@@ -1380,6 +1588,7 @@ class Store:
             layer = self._held_layer(txn)
         return (0, 0) if layer is None else (layer.blocks, layer.records_held)
 
+    @_damage_reported
     def read_certified(self, work: Callable[[CertifiedView], _T]) -> _T | None:
         """Run ``work`` on the state after height h-1 (h: the committed height), the latest
         state whose app hash a certificate covers, with block h and its certificate, all read
@@ -1497,6 +1706,7 @@ class Store:
         with self._lock, self._env.begin(db=self._db["state"]) as txn:
             return self._scan_batch_in(txn, start, end, reverse, after)
 
+    @_damage_reported
     def _scan_batch_in(
         self,
         txn: lmdb.Transaction,
@@ -1582,6 +1792,7 @@ class Store:
         self._write(work)
         return added
 
+    @_damage_reported
     def evidence(self, from_height: int = 0) -> list[tuple[int, bytes]]:
         """Stored evidence as (height, bytes), by height then evidence hash."""
         items: list[tuple[int, bytes]] = []
@@ -1622,12 +1833,19 @@ class StateReader:
     def scan(self) -> Iterator[tuple[bytes, bytes]]:
         """Every (key, value) of the state, in key order."""
         cursor = self._txn.cursor(db=self._store._db["state"])
-        for key, value in cursor.iternext(keys=True, values=True):
-            yield bytes(key), bytes(value)
+        try:
+            for key, value in cursor.iternext(keys=True, values=True):
+                yield bytes(key), bytes(value)
+        except LMDB_DAMAGE_ERRORS as error:
+            detail = f"LMDB: {error}"
+            raise StoreDamagedError(damaged_store_message(self._store.path, detail)) from error
 
     def tree_node(self, key: bytes) -> bytes | None:
         """The tree record under ``key`` (an ``apps.merkle.TreeReader``)."""
-        return _read_layered(self._txn, self._store._db["tree"], self._layer, key)
+        try:
+            return _read_layered(self._txn, self._store._db["tree"], self._layer, key)
+        except LMDB_DAMAGE_ERRORS as error:
+            raise _damage_met(self._store, error) from error
 
     def close(self) -> None:
         """End the transaction (idempotent)."""
@@ -1706,6 +1924,38 @@ def _write_growing(
         except lmdb.MapResizedError:
             with remap_lock:
                 env.set_mapsize(0)
+        except lmdb.Error as error:
+            # Aborted: LMDB switches its meta page only after every data page is written, so
+            # the store holds what the last transaction that committed left.
+            raise _write_error(Path(env.path()), error) from error
+
+
+def _write_error(path: Path, error: lmdb.Error) -> StoreWriteError:
+    """The error for a write transaction of the LMDB environment in ``path`` that failed with
+    ``error``: ``StoreDiskFullError`` naming the full disk or the file size limit when that is
+    the cause (``_DISK_FULL_FREE_BYTES``), ``StoreWriteError`` otherwise."""
+    where = f"cannot write to the store at {path}"
+    try:
+        disk = os.statvfs(path)
+        free_bytes = disk.f_bavail * disk.f_frsize
+        file_bytes = (path / "data.mdb").stat().st_size
+    except OSError:
+        return StoreWriteError(f"{where}: {error}")
+    limit, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    limited = limit != resource.RLIM_INFINITY and file_bytes + _FILE_LIMIT_SLACK_BYTES > limit
+    if limited and "No space left" not in str(error):
+        return StoreDiskFullError(
+            f"{where}: its file reached the process's file size limit (RLIMIT_FSIZE, "
+            f"ulimit -f) of {limit} bytes ({error}); nothing of this write was stored"
+        )
+    if free_bytes < _DISK_FULL_FREE_BYTES or any(
+        message in str(error) for message in _DISK_FULL_MESSAGES
+    ):
+        return StoreDiskFullError(
+            f"{where}: the disk is full ({free_bytes} bytes free on its filesystem; {error}); "
+            "nothing of this write was stored"
+        )
+    return StoreWriteError(f"{where}: {error}")
 
 
 def _double_map(env: lmdb.Environment, what: str) -> tuple[int, int]:
@@ -1771,7 +2021,7 @@ def _read_any_schema(path: Path, database: str, key: bytes) -> bytes | None:
         finally:
             env.close()
     except lmdb.Error as error:
-        raise StoreError(f"cannot read the store at {path}: {error}") from error
+        raise open_error(path, error) from error
 
 
 def _replace_all(
@@ -1951,6 +2201,17 @@ def _layer_after(
     return layer
 
 
+def _location_of(raw: bytes) -> TransactionLocation:
+    """A transaction index entry: ``(height, index)``."""
+    value = decode(raw)
+    if not (isinstance(value, tuple) and len(value) == 2):
+        raise ValueError("an index entry is an array of (height, index)")
+    height, index = value
+    if not (isinstance(height, int) and isinstance(index, int)):
+        raise ValueError("an index entry's height and index are integers")
+    return TransactionLocation(height, index)
+
+
 def _read_layered(
     txn: lmdb.Transaction, db: lmdb._Database, layer: _TreeLayer | None, key: bytes
 ) -> bytes | None:
@@ -2068,7 +2329,11 @@ class LmdbStateBackend:
         """The committed value at ``key``, or None."""
         txn = self._txn
         if txn is not None and self._thread == threading.get_ident():
-            value = txn.get(key, db=self._state_db)
+            # A try costs nothing until it catches; a wrapper's call would, on every read.
+            try:
+                value = txn.get(key, db=self._state_db)
+            except LMDB_DAMAGE_ERRORS as error:
+                raise _damage_met(self._store, error) from error
             return None if value is None else bytes(value)
         return self._store.state_get(key)
 
@@ -2092,7 +2357,10 @@ class LmdbStateBackend:
         """The committed Merkle tree record under ``key``."""
         txn = self._txn
         if txn is not None and self._thread == threading.get_ident():
-            return _read_layered(txn, self._tree_db, self._layer, key)
+            try:
+                return _read_layered(txn, self._tree_db, self._layer, key)
+            except LMDB_DAMAGE_ERRORS as error:
+                raise _damage_met(self._store, error) from error
         return self._store.tree_node(key)
 
 
@@ -2267,7 +2535,14 @@ def _message_of(body: bytes | mmap.mmap) -> WriterMessage:
 
 # The store errors a writer process's answer may name, raised again here as themselves.
 _WRITER_ERRORS: Final[dict[str, type[StoreError]]] = {
-    error.__name__: error for error in (StoreError, StoreMismatchError, StoreConsistencyError)
+    error.__name__: error
+    for error in (
+        StoreError,
+        StoreMismatchError,
+        StoreConsistencyError,
+        StoreWriteError,
+        StoreDiskFullError,
+    )
 }
 # How long a writer process has to exit once its requests end, before it is killed.
 _WRITER_EXIT_SECONDS: Final = 10.0

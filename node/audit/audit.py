@@ -27,8 +27,17 @@ in brackets are the *items* a failure reports):
 9. stored equivocation evidence filed at ``h`` decodes, is filed under its own hash and
    height, and its two signatures verify against the validator set of ``h`` [evidence].
 
-Before the walk it checks the store's identity against genesis [store] and the genesis state's
-app hash [genesis] (height 0). After it, at the committed height: the metadata (height, app
+Before the walk it checks the LMDB file's page structure in Python (``node.audit.lmdbcheck``:
+a damaged node header in a leaf page would make LMDB read past the file and kill the audit
+with SIGBUS), then reads every record of every database once [store]: LMDB has no checksums,
+but a page whose structure it cannot follow (a damaged branch, leaf or overflow page, in any
+database) fails there, named as damage to the store's file rather than found half way through
+the walk (``StoreView.read_every_record``); a page LMDB meets later while the audit runs (the
+store changed under it) is reported the same way, at the height being checked. Damage inside a
+record's bytes reads fine at the LMDB level: the checks below find it in the record it changed
+(a block that does not decode, a receipt or state value that differs from the replay, ...).
+Then it checks the store's identity against genesis [store] and the genesis state's app hash
+[genesis] (height 0). After it, at the committed height: the metadata (height, app
 hash, last block hash) [meta]; that no database holds entries the walk did not account for,
 e.g. a block beyond the committed height or an index entry naming no committed transaction
 [blocks, certificates, app hashes, block index, receipts, tx index]; evidence filed beyond the
@@ -85,13 +94,14 @@ from consensus.types import (
     verify_certificate,
 )
 from node.apploader import AppLoadError
+from node.audit.lmdbcheck import check_lmdb_file
 from node.audit.replay import Replay, load_home_genesis
 from node.audit.statediff import diff_states, render_key, render_value
-from node.audit.storeview import StoreView, StoreViewError, height_key
+from node.audit.storeview import StoreView, StoreViewDamagedError, StoreViewError, height_key
 from node.genesis import Genesis, GenesisError
 from node.home import SNAPSHOTS_DIR
 from node.snapshots import SnapshotDirectory, SnapshotError, verify_chunk
-from node.store import StoreError, undo_chunk_key, undo_record
+from node.store import StoreError, damaged_store_message, undo_chunk_key, undo_record
 from node.unwritten import overlaid
 
 __all__ = ["AuditFailure", "AuditReport", "audit_home", "audit_store"]
@@ -320,8 +330,11 @@ class _Auditor:
         self.certificate_seconds = 0.0
         self.evidence: _EvidenceCursor | None = None
         self._block_cache: tuple[int, Block] | None = None
+        # The height being checked: where a read the store fails is reported.
+        self.at = 0
 
     def run(self) -> None:
+        self.view.read_every_record()
         self._check_identity()
         replay = self._genesis()
         # Evidence of height h is checked against the set of h, as the replay at hand says.
@@ -341,6 +354,7 @@ class _Auditor:
         # The store keeps the undo records of the heights from the tree's (none at the base).
         replay.undo_kept_from = max(self.tree_height, self.base + 1)
         for height in range(self.base + 1, self.top + 1):
+            self.at = height
             block = self._check_height(height, previous_hash, replay)
             self.evidence.check_through(height)
             self.heights_checked = height - self.base
@@ -349,6 +363,7 @@ class _Auditor:
                 log.info("audit_progress", extra={"height": height, "top": self.top})
             if self.progress is not None:
                 self.progress("checking blocks", height - self.base, self.top - self.base)
+        self.at = self.top
         self._check_meta(previous_hash, replay)
         self._check_accounting()
         self.evidence.check_through(None)
@@ -482,7 +497,7 @@ class _Auditor:
         try:
             block = _decode_block(raw)
         except DecodeError as error:
-            _fail(height, ITEM_BLOCK, f"does not decode: {error}")
+            _fail(height, ITEM_BLOCK, f"does not decode: the stored bytes are damaged ({error})")
         if block.encode() != raw:
             _fail(height, ITEM_BLOCK, "stored bytes are not the block's canonical encoding")
         header = block.header
@@ -505,7 +520,11 @@ class _Auditor:
                 certificate, validators, self.chain_id, block_hash=block.hash, height=height
             )
         except DecodeError as error:
-            _fail(height, ITEM_CERTIFICATE, f"does not decode: {error}")
+            _fail(
+                height,
+                ITEM_CERTIFICATE,
+                f"does not decode: the stored bytes are damaged ({error})",
+            )
         except CertificateError as error:
             _fail(height, ITEM_CERTIFICATE, str(error))
         finally:
@@ -761,6 +780,32 @@ class _Auditor:
                 f"record {key.hex()}: stored{held} {_short(found)}, the replayed state's tree "
                 f"has {_short(expected)}",
             )
+        if self.tree_height < self.top:
+            self._check_tree_as_stored(replay)
+
+    def _check_tree_as_stored(self, replay: Replay) -> None:
+        """The stored tree record by record against the replayed tree of ``tree_height`` (the
+        replayed state's tree with the undo records of the blocks since applied): the check
+        above reads only the stored records the later writes do not replace, so damage to one
+        they replace would pass it, and a node serving proofs before it rewrites the tree
+        reads it."""
+        undone: dict[bytes, bytes | None] = {}
+        for height in range(self.top, self.tree_height, -1):
+            undone.update(replay.undo_states[height])  # an earlier block's value wins
+        try:
+            back = merkle.update(replay.backend, list(undone.items()))
+        except (AssertionError, ValueError) as error:
+            _fail(self.top, ITEM_TREE, f"the replayed tree does not take its undo: {error}")
+        expected = overlaid(back.records, iter(replay.backend.tree_records()))
+        difference = _first_difference(self.view.scan("tree"), expected)
+        if difference is not None:
+            key, found, wanted = difference
+            _fail(
+                self.top,
+                ITEM_TREE,
+                f"record {key.hex()}: stored {_short(found)}, the replayed tree of height "
+                f"{self.tree_height} has {_short(wanted)}",
+            )
 
     def _check_undo(self, replay: Replay) -> None:
         undo_height = self.view.meta(b"undo_height")
@@ -885,6 +930,8 @@ def audit_store(
         auditor.run()
     except _Failed as failed:
         failure = failed.failure
+    except StoreViewError as error:  # a damaged page (``StoreView.read_every_record``)
+        failure = AuditFailure(auditor.at, ITEM_STORE, str(error))
     evidence = auditor.evidence.count if auditor.evidence is not None else 0
     report = AuditReport(
         home=home or str(view.path),
@@ -892,7 +939,7 @@ def audit_store(
         height=auditor.top,
         heights_checked=auditor.heights_checked,
         transactions=auditor.transactions,
-        state_keys=view.entries("state"),
+        state_keys=_entries_or_zero(view, "state"),
         evidence=evidence,
         failure=failure,
         elapsed_seconds=time.perf_counter() - started,
@@ -901,6 +948,14 @@ def audit_store(
     )
     log.info("audit_finished", extra={"ok": report.ok, "height": report.height})
     return report
+
+
+def _entries_or_zero(view: StoreView, db: str) -> int:
+    """The entries of ``db``, 0 when its root page is damaged (reported as the failure)."""
+    try:
+        return view.entries(db)
+    except StoreViewError:
+        return 0
 
 
 def audit_home(
@@ -915,8 +970,15 @@ def audit_home(
     started = time.perf_counter()
     try:
         genesis, data = load_home_genesis(home)
+        if (data / "data.mdb").is_file():
+            problem = check_lmdb_file(data / "data.mdb")
+            if problem is not None:
+                raise StoreViewDamagedError(damaged_store_message(data, problem))
         view = StoreView(data)
-    except (GenesisError, StoreViewError) as error:
+    except (GenesisError, StoreViewError, OSError) as error:
+        # A store whose file is damaged is a finding, like any other damage; a home that
+        # cannot be read at all (no genesis, no store, no permission) is not.
+        item = ITEM_STORE if isinstance(error, StoreViewDamagedError) else ITEM_HOME
         return AuditReport(
             home=str(home),
             chain_id="",
@@ -925,7 +987,7 @@ def audit_home(
             transactions=0,
             state_keys=0,
             evidence=0,
-            failure=AuditFailure(0, ITEM_HOME, str(error)),
+            failure=AuditFailure(0, item, str(error)),
             elapsed_seconds=time.perf_counter() - started,
             replay_seconds=0.0,
             certificate_seconds=0.0,

@@ -2,8 +2,9 @@
 
 Theory of operation
 -------------------
-``create_backup`` copies the home's LMDB environment with ``Environment.copyfd(compact=True)``:
-LMDB writes the pages of one read transaction, so the copy is the store at one committed height
+``create_backup`` copies the home's LMDB environment with ``Environment.copyfd``, then compacts
+that copy (``compact=True``) once its pages check (below): LMDB writes the pages of one read
+transaction, so the copy is the store at one committed height
 even while the node keeps committing, and compaction leaves out free pages. The home's vote
 record (its own environment, ``node.store.REPLICA_DIR``) is read after the copy and put into
 the copy's ``replica`` database, where a store opened from the archive adopts it. The copy, a
@@ -11,6 +12,12 @@ the copy's ``replica`` database, where a store opened from the archive adopts it
 key of the home it came from) and the home's pinned snapshot (a state-synced store's audit
 replays from it) go into one tar file, written under a temporary name and renamed when
 complete.
+
+A damaged store (LMDB has no checksums: a disk, a copy or a person may have changed its file) is
+refused with a message naming the file, never copied into a backup or put in place: the copy
+(and, on restore, the archive's store) has its page structure checked
+(``node.audit.lmdbcheck``) before LMDB reads it. Damage inside a record's bytes passes that
+check; ``suanpan audit`` finds it.
 
 ``restore_backup`` checks the archive (only the names it writes, no path leaves the home), that
 it belongs to the home's chain and genesis, and that the restored store opens (a store of an
@@ -43,6 +50,7 @@ from typing import Final
 import click
 import lmdb
 
+from node.audit.lmdbcheck import check_lmdb_file
 from node.audit.storeview import StoreView, StoreViewError
 from node.genesis import Genesis, GenesisError, load_genesis
 from node.home import DATA_DIR, GENESIS_FILE, SNAPSHOTS_DIR, VALIDATOR_KEY_FILE
@@ -52,7 +60,10 @@ from node.store import (
     SCHEMA_VERSION,
     SCHEMAS_CONVERTED,
     Store,
+    StoreDamagedError,
     StoreError,
+    damaged_store_message,
+    open_error,
     read_committed_height,
     read_vote_record,
 )
@@ -165,17 +176,15 @@ def create_backup(home: Path, destination: Path) -> BackupInfo:
     with tempfile.TemporaryDirectory(prefix=".suanpan-backup-", dir=destination.parent) as work:
         copy = Path(work) / DATA_DIR
         copy.mkdir()
-        try:
-            env = lmdb.open(str(data), readonly=True, max_dbs=len(DATABASES), readahead=False)
-        except lmdb.Error as error:
-            raise BackupError(f"cannot open the store at {data}: {error}") from None
-        try:
-            with open(copy / _DATA_FILE, "wb") as handle:
-                env.copyfd(handle.fileno(), compact=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-        finally:
-            env.close()
+        # LMDB's compacting copy walks every database and trusts each page: a damaged one can
+        # crash it (SIGSEGV). So first a plain copy (the pages of one read transaction, as
+        # they are), whose structure is checked, and the compacted copy made from that.
+        whole = Path(work) / "whole"
+        whole.mkdir()
+        _copy_store(data, whole / _DATA_FILE, data, compact=False)
+        _check_structure(data, whole / _DATA_FILE)
+        _copy_store(whole, copy / _DATA_FILE, data, compact=True)
+        shutil.rmtree(whole)
         _carry_vote_record(data, copy)
         chain_id, genesis_hash, height, app_hash, base = _store_facts(copy)
         info = BackupInfo(
@@ -218,6 +227,10 @@ def restore_backup(source: Path, home: Path, *, force: bool = False) -> BackupIn
         # Read whatever the store's schema (a store of an earlier one is not refused here).
         try:
             height = read_committed_height(data)
+        except StoreDamagedError as error:
+            raise BackupError(
+                f"{error}. --force replaces it (it is kept as data.before-restore-<time>)"
+            ) from None
         except StoreError as error:
             raise BackupError(str(error)) from None
         if height:
@@ -231,12 +244,15 @@ def restore_backup(source: Path, home: Path, *, force: bool = False) -> BackupIn
             with tarfile.open(source, "r") as archive:
                 info = _extract(archive, staging)
         except (OSError, tarfile.TarError) as error:
-            raise BackupError(f"{source} is not a backup: {error}") from None
+            # One line: tarfile lists each compression it tried on a line of its own.
+            reason = " ".join(str(error).split())
+            raise BackupError(f"{source} is damaged or not a backup: {reason}") from None
         if info.chain_id != genesis.chain_id or info.genesis_hash != genesis.hash:
             raise BackupError(
                 f"the backup is of chain {info.chain_id!r} (genesis {info.genesis_hash.hex()}), "
                 f"{home} runs {genesis.chain_id!r} (genesis {genesis.hash.hex()})"
             )
+        _check_structure(staging / DATA_DIR, staging / DATA_DIR / _DATA_FILE, source)
         vote_record = _vote_record(data) if existing.is_file() else None
         _open_restored(staging / DATA_DIR, genesis, vote_record, info, validator)
         facts = _store_facts(staging / DATA_DIR)
@@ -287,6 +303,37 @@ def _extract(archive: tarfile.TarFile, staging: Path) -> BackupInfo:
     if description is None or not (staging / DATA_DIR / _DATA_FILE).is_file():
         raise BackupError(f"the archive lacks {_DESCRIPTION} or {DATA_DIR}/{_DATA_FILE}")
     return description
+
+
+def _copy_store(source: Path, file: Path, store: Path, *, compact: bool) -> None:
+    """Copy the LMDB environment in ``source`` to ``file`` (synced); errors name ``store``."""
+    try:
+        env = lmdb.open(str(source), readonly=True, max_dbs=len(DATABASES), readahead=False)
+    except lmdb.Error as error:
+        raise BackupError(str(open_error(store, error))) from None
+    try:
+        with open(file, "wb") as handle:
+            env.copyfd(handle.fileno(), compact=compact)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except lmdb.Error as error:
+        raise BackupError(str(open_error(store, error))) from None
+    finally:
+        env.close()
+
+
+def _check_structure(store: Path, file: Path, archive: Path | None = None) -> None:
+    """Refuse the LMDB file ``file`` (a copy of the store at ``store``, or the store of the
+    backup ``archive``) when its pages are damaged (``node.audit.lmdbcheck``)."""
+    problem = check_lmdb_file(file)
+    if problem is None:
+        return
+    if archive is None:
+        raise BackupError(damaged_store_message(store, f"its copy: {problem}"))
+    raise BackupError(
+        f"the backup {archive} holds a damaged store ({DATA_DIR}/{_DATA_FILE}: {problem}); "
+        "use another backup"
+    )
 
 
 def _carry_vote_record(data: Path, copy: Path) -> None:

@@ -15,9 +15,16 @@ import trio
 from node.config import HostPort, NodeConfig
 from node.home import CONFIG_FILE, HomeError, load_home
 from node.logs import configure_logging
+from node.store import StoreDamagedError
 from node.termination import take_held_termination
 
-__all__ = ["GC_THRESHOLDS", "listen_address_problems", "start_command", "tune_garbage_collector"]
+__all__ = [
+    "GC_THRESHOLDS",
+    "damaged_store_error",
+    "listen_address_problems",
+    "start_command",
+    "tune_garbage_collector",
+]
 
 log = logging.getLogger("suanpan.node")
 
@@ -70,6 +77,19 @@ def listen_address_problems(config: NodeConfig) -> list[str]:
     return problems
 
 
+def damaged_store_error(error: BaseException) -> StoreDamagedError | None:
+    """The ``StoreDamagedError`` in ``error`` (alone or in an exception group, as the node's
+    nursery raises it when a task's read met a damaged page), if any."""
+    if isinstance(error, StoreDamagedError):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = damaged_store_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
 def _address_in_use(error: BaseException) -> bool:
     """True when ``error`` (or every leaf of an exception group) is EADDRINUSE."""
     if isinstance(error, BaseExceptionGroup):
@@ -114,10 +134,16 @@ def start_command(home: Path) -> None:
     tune_garbage_collector()
     try:
         trio.run(node.run)
-    except (OSError, NodeStoppedError, BaseExceptionGroup) as error:
+    except (OSError, NodeStoppedError, StoreDamagedError, BaseExceptionGroup) as error:
         stopped = stopped_error(error)
         if stopped is not None:
             raise click.ClickException(str(stopped)) from None
+        # A read of a node task met a damaged page of the store: the node stops rather than
+        # vote, execute or serve blocks from a store it cannot read (docs/operators.md).
+        damaged = damaged_store_error(error)
+        if damaged is not None:
+            log.critical("store_damaged", extra={"home": str(home), "error": str(damaged)})
+            raise click.ClickException(f"the node stopped: {damaged}") from None
         # Another process took a port between the check above and the bind.
         if not _address_in_use(error):
             raise
