@@ -201,3 +201,27 @@ def test_a_backup_of_a_store_this_version_converts_is_accepted_and_an_older_one_
         assert BackupInfo.from_json({**document, "schema_version": version}).height == 3
     with pytest.raises(BackupError, match="has schema 3; this version of suanpan reads"):
         BackupInfo.from_json({**document, "schema_version": 3})
+
+
+def test_a_store_larger_than_lmdbs_default_map_is_backed_up_with_its_vote_record(
+    tmp_path: Path,
+) -> None:
+    """A compacted copy has no free page; LMDB maps a file opened without a map size at the
+    larger of its size and 10 MiB, so putting the vote record into the copy of a store past
+    10 MiB once failed with MDB_MAP_FULL (a traceback). A database of filler stands in for a
+    grown ledger."""
+    source = validator_home(tmp_path / "source", 0)
+    set_vote_record(source, b"votes of validator 0")
+    env = lmdb.open(str(source / "data"), max_dbs=len(DATABASES) + 1, map_size=1 << 30)
+    with env.begin(write=True) as txn:
+        filler = env.open_db(b"filler", txn=txn)
+        for number in range(12 * 256):  # 12 MiB in 4 KiB values
+            txn.put(number.to_bytes(4, "big"), bytes(4096), db=filler)
+    env.close()
+    assert (source / "data" / "data.mdb").stat().st_size > 12 * 1024 * 1024
+    archive = tmp_path / "backup.tar"
+    result = CliRunner().invoke(main, ["backup", "--home", str(source), "--to", str(archive)])
+    assert result.exit_code == 0, result.output
+    same = empty_home(tmp_path / "same", source, 0)
+    restore_backup(archive, same)
+    assert vote_record(same) == b"votes of validator 0"

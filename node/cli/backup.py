@@ -336,19 +336,28 @@ def _check_structure(store: Path, file: Path, archive: Path | None = None) -> No
     )
 
 
+# Room past a compacted copy's end for the vote record's pages and the tree above them.
+_COPY_ROOM_BYTES: Final = 16 * 1024 * 1024
+
+
 def _carry_vote_record(data: Path, copy: Path) -> None:
     """Put the home's vote record (read after the copy, so as new as the copy or newer) in the
     copy's own ``replica`` database, where a store opened from the archive adopts it."""
     record = _vote_record(data)
     if record is None:
         return
+    # A compacted copy has no free page, and LMDB maps a file opened without a map size at
+    # the larger of its size and 10 MiB: the record's new pages need room past the file's end.
+    room = (copy / _DATA_FILE).stat().st_size + len(record) + _COPY_ROOM_BYTES
     try:
-        env = lmdb.open(str(copy), max_dbs=len(DATABASES), readahead=False)
+        env = lmdb.open(str(copy), map_size=room, max_dbs=len(DATABASES), readahead=False)
     except lmdb.Error as error:
         raise BackupError(f"cannot open the copy of the store: {error}") from None
     try:
         with env.begin(write=True) as txn:
             txn.put(b"replica", record, db=env.open_db(b"replica", txn=txn))
+    except lmdb.Error as error:
+        raise BackupError(f"cannot put the vote record in the copy of the store: {error}") from None
     finally:
         env.close()
 
