@@ -8,7 +8,10 @@ node: ``network.Network.request``) and trusts only the genesis validator set; th
 certify later heights it learns by walking the chain's validator-set changes from genesis:
 
 1. **Discover.** Once ``peers_min`` peers are connected, ask each for the snapshots it offers
-   (``OFFERS``). Candidates are tried newest first.
+   (``OFFERS``). Candidates are tried newest first. When peers answered and none offers a
+   snapshot (a young chain), the node joins from genesis (``NoSnapshotOffered``); when no peer
+   answered with a well-formed list (timeouts, errors, junk), the attempt fails and is tried
+   again: a peer that fails to answer has not said it holds nothing.
 2. **Certify.** The app hash after height h is in block h+1's header. Ask a peer for every
    validator-set change in force by h+1 (``VALIDATORS``: effective height e and set), and for
    each change block e-1: it must carry a valid certificate of the set in force at e-1
@@ -185,7 +188,15 @@ class StateSync:
         """Sync; ``StateSyncError`` when no certified snapshot could be installed."""
         started = time.monotonic()
         peers = await self._wait_for_peers()
-        offers = await self._discover(peers)
+        offers, answered = await self._discover(peers)
+        if not offers and not answered:
+            # Only a peer's own word that it holds no snapshot makes the node give up state
+            # sync: a peer that failed to answer, or answered with junk, said nothing, and a
+            # node whose only peers those are tries again instead of joining from genesis.
+            raise StateSyncError(
+                f"none of the {len(peers)} connected peers answered the request for the "
+                "snapshots it offers"
+            )
         if not offers:
             raise NoSnapshotOffered(
                 f"none of the {len(peers)} connected peers offers a snapshot "
@@ -231,10 +242,15 @@ class StateSync:
             )
         return peers
 
-    async def _discover(self, peers: Sequence[bytes]) -> list[tuple[SnapshotOffer, bytes]]:
+    async def _discover(
+        self, peers: Sequence[bytes]
+    ) -> tuple[list[tuple[SnapshotOffer, bytes]], int]:
+        """Every peer's offers, and how many peers answered with a well-formed list."""
         found: list[tuple[SnapshotOffer, bytes]] = []
+        answered = 0
 
         async def ask(peer: bytes) -> None:
+            nonlocal answered
             try:
                 answer = await self._ask(peer, StateSyncRequest(StateSyncRequest.OFFERS))
                 offers = decode_offers(answer)
@@ -243,6 +259,7 @@ class StateSync:
                 return
             except _Unanswered:
                 return
+            answered += 1
             found.extend((offer, peer) for offer in offers)
 
         async with trio.open_nursery() as nursery:
@@ -250,9 +267,13 @@ class StateSync:
                 nursery.start_soon(ask, peer)
         log.info(
             "statesync_offers",
-            extra={"peers": len(peers), "offers": sorted({o.height for o, _ in found})},
+            extra={
+                "peers": len(peers),
+                "answered": answered,
+                "offers": sorted({o.height for o, _ in found}),
+            },
         )
-        return found
+        return found, answered
 
     async def _certify(
         self, height: int, preferred: set[bytes]
