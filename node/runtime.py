@@ -90,7 +90,7 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Final, Protocol, cast
+from typing import Final, Protocol, TypeVar, cast
 
 import trio
 
@@ -214,6 +214,7 @@ __all__ = [
     "Node",
     "NodeStartError",
     "NodeStoppedError",
+    "raised_in",
     "stopped_error",
 ]
 
@@ -336,17 +337,25 @@ class NodeStoppedError(Exception):
     certificates vouch for; the message says why. What it wrote before is in its store."""
 
 
-def stopped_error(error: BaseException) -> NodeStoppedError | None:
-    """The ``NodeStoppedError`` in ``error`` (alone or in an exception group, as a nursery
-    raises it), if any."""
-    if isinstance(error, NodeStoppedError):
+_RaisedT = TypeVar("_RaisedT", bound=BaseException)
+
+
+def raised_in(error: BaseException, kind: type[_RaisedT]) -> _RaisedT | None:
+    """The first ``kind`` in ``error`` (alone or in an exception group, as a nursery raises
+    it, however nested), if any."""
+    if isinstance(error, kind):
         return error
     if isinstance(error, BaseExceptionGroup):
         for inner in error.exceptions:
-            found = stopped_error(inner)
+            found = raised_in(inner, kind)
             if found is not None:
                 return found
     return None
+
+
+def stopped_error(error: BaseException) -> NodeStoppedError | None:
+    """The ``NodeStoppedError`` in ``error`` (``raised_in``), if any."""
+    return raised_in(error, NodeStoppedError)
 
 
 class FaultHooks(Protocol):

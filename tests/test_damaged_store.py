@@ -48,11 +48,11 @@ from node.audit.lmdbcheck import check_lmdb_file
 from node.audit.storeview import StoreView, StoreViewDamagedError
 from node.cli import main
 from node.cli.backup import create_backup
-from node.cli.start import damaged_store_error
 from node.client.client import Client
 from node.genesis import load_genesis
 from node.home import load_home
 from node.keys import save_key_file
+from node.runtime import raised_in
 from node.store import DATABASES, Store, StoreDamagedError
 from node.testnet.loadgen import register_identity_transaction
 from node.testnet.testnet import create_testnet
@@ -568,8 +568,8 @@ async def test_an_api_read_of_a_damaged_page_fails_that_request_and_the_node_ser
 def test_a_node_task_that_meets_damage_stops_the_node_with_the_stores_message() -> None:
     damage = StoreDamagedError("the store at /x/data is damaged (/x/data/data.mdb: LMDB: ...)")
     group = ExceptionGroup("node", [ValueError("another task"), ExceptionGroup("t", [damage])])
-    assert damaged_store_error(group) is damage
-    assert damaged_store_error(ValueError("other")) is None
+    assert raised_in(group, StoreDamagedError) is damage
+    assert raised_in(ValueError("other"), StoreDamagedError) is None
 
 
 def test_a_branch_key_out_of_order_is_found_though_every_record_still_scans(

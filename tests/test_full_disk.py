@@ -35,7 +35,10 @@ import lmdb
 import pytest
 import trio
 
-from consensus.replica import Action, Broadcast, Input, Send
+from consensus.crypto import PrivateKey, hash_bytes
+from consensus.evidence import Evidence, SignedStatement
+from consensus.replica import Action, Broadcast, Input, ReportEvidence, Send
+from consensus.types import Phase, Vote
 from node import runtime
 from node.client.client import ApiError, Client
 from node.home import load_home
@@ -446,6 +449,50 @@ async def test_a_vote_whose_record_the_disk_refuses_is_never_sent(
     refused = events.index("persist_refused")
     assert "sent" in events[:refused]  # votes were sent, each after its record
     assert events[refused + 1 :] == [], events[refused:]
+
+
+def test_evidence_the_full_disk_refuses_stops_the_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Equivocation evidence is not to be lost: when its write fails as a full disk fails it
+    (LMDB's commit refused; the store's own path turns that into its error), the node stops
+    with ``NodeStoppedError`` naming the evidence and the full disk, before it counts it."""
+    info = create_testnet(tmp_path / "net", 1, chain_id="full-disk-evidence")
+    write = Store._write
+
+    def refusing_write(self: Store, work: Callable[[lmdb.Transaction], object]) -> None:
+        def commit_refused(txn: lmdb.Transaction) -> None:
+            raise lmdb.Error("mdb_txn_commit: No space left on device")
+
+        write(self, commit_refused)
+
+    key = PrivateKey(bytes(range(32)))
+    statements = [
+        SignedStatement.of_vote(
+            Vote.create(
+                key,
+                info.chain_id,
+                phase=Phase.COMMIT,
+                height=3,
+                view=0,
+                block_hash=hash_bytes(name),
+                validator=0,
+            )
+        )
+        for name in (b"one block", b"another block")
+    ]
+    node = runtime.Node(load_home(info.homes[0]))
+    try:
+        monkeypatch.setattr(Store, "_write", refusing_write)
+        with pytest.raises(runtime.NodeStoppedError) as stopped:
+            node._perform(ReportEvidence(Evidence.of(*statements)))
+        assert "could not write equivocation evidence of height 3" in str(stopped.value)
+        assert "the disk is full" in str(stopped.value)
+        assert node.metrics.evidence._value.get() == 0
+        monkeypatch.undo()
+        assert node.store.evidence() == []
+    finally:
+        node.store.close()
 
 
 # -- the log file -----------------------------------------------------------------------------

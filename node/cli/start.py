@@ -20,7 +20,6 @@ from node.termination import take_held_termination
 
 __all__ = [
     "GC_THRESHOLDS",
-    "damaged_store_error",
     "listen_address_problems",
     "start_command",
     "tune_garbage_collector",
@@ -77,19 +76,6 @@ def listen_address_problems(config: NodeConfig) -> list[str]:
     return problems
 
 
-def damaged_store_error(error: BaseException) -> StoreDamagedError | None:
-    """The ``StoreDamagedError`` in ``error`` (alone or in an exception group, as the node's
-    nursery raises it when a task's read met a damaged page), if any."""
-    if isinstance(error, StoreDamagedError):
-        return error
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            found = damaged_store_error(inner)
-            if found is not None:
-                return found
-    return None
-
-
 def _address_in_use(error: BaseException) -> bool:
     """True when ``error`` (or every leaf of an exception group) is EADDRINUSE."""
     if isinstance(error, BaseExceptionGroup):
@@ -122,7 +108,7 @@ def start_command(home: Path) -> None:
         # Asked to stop while still loading (node.termination): nothing is open yet.
         log.info("start_cancelled", extra={"signal": "SIGTERM"})
         return
-    from node.runtime import Node, NodeStartError, NodeStoppedError, stopped_error
+    from node.runtime import Node, NodeStartError, NodeStoppedError, raised_in, stopped_error
     from node.testnet.faults import testnet_hooks_for
 
     try:
@@ -140,7 +126,7 @@ def start_command(home: Path) -> None:
             raise click.ClickException(str(stopped)) from None
         # A read of a node task met a damaged page of the store: the node stops rather than
         # vote, execute or serve blocks from a store it cannot read (docs/operators.md).
-        damaged = damaged_store_error(error)
+        damaged = raised_in(error, StoreDamagedError)
         if damaged is not None:
             log.critical("store_damaged", extra={"home": str(home), "error": str(damaged)})
             raise click.ClickException(f"the node stopped: {damaged}") from None
