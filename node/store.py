@@ -212,7 +212,7 @@ __all__ = [
     "verify_chain",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("suanpan.store")
 
 # 2: the Merkle tree and undo databases, state sync's base height. 3: block headers commit to
 # the next validator set, and the genesis state holds the validator registry. 4: the apps'

@@ -121,7 +121,7 @@ def reopen_recovered(
     path: Path, flush_blocks: int, caplog: pytest.LogCaptureFixture
 ) -> tuple[NodeChain, logging.LogRecord]:
     """The lagging chain of ``path`` opened again, and the store's ``store_tree_recovered``."""
-    with caplog.at_level(logging.INFO, logger="node.store"):
+    with caplog.at_level(logging.INFO, logger="suanpan.store"):
         reopened = chain_at(path / "lagging", flush_blocks)
     (recovered,) = [record for record in caplog.records if record.msg == "store_tree_recovered"]
     return reopened, recovered

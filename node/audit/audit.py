@@ -106,7 +106,7 @@ from node.unwritten import overlaid
 
 __all__ = ["AuditFailure", "AuditReport", "audit_home", "audit_store"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("suanpan.audit")
 
 # Heights between two progress log events: frequent enough to watch, rare enough to be cheap.
 PROGRESS_EVERY_HEIGHTS: Final = 1000
