@@ -34,12 +34,14 @@ from typing import Final
 import lmdb
 import pytest
 import trio
+from click.testing import CliRunner
 
 from consensus.crypto import PrivateKey, hash_bytes
 from consensus.evidence import Evidence, SignedStatement
 from consensus.replica import Action, Broadcast, Input, ReportEvidence, Send
 from consensus.types import Phase, Vote
 from node import runtime
+from node.cli import main
 from node.client.client import ApiError, Client
 from node.home import load_home
 from node.logs import JsonFormatter, LogFileHandler
@@ -496,6 +498,28 @@ def test_evidence_the_full_disk_refuses_stops_the_node(
 
 
 # -- the log file -----------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_a_log_file_that_cannot_be_opened_stops_start_with_one_line(tmp_path: Path) -> None:
+    """``start`` opens its log file before anything else; one that cannot be made (here in
+    /proc, where no file can be; a full disk can refuse the same open) is named in one line,
+    not a traceback."""
+    info = create_testnet(tmp_path / "net", 1, chain_id="full-disk-log-open")
+    config = info.homes[0] / "config.toml"
+    text = config.read_text()
+    config.write_text(
+        "\n".join(
+            'log_file = "/proc/suanpan-no-such.log"' if line.startswith("log_file") else line
+            for line in text.splitlines()
+        )
+        + "\n"
+    )
+    assert "/proc/suanpan-no-such.log" in config.read_text()
+    result = CliRunner().invoke(main, ["start", "--home", str(info.homes[0])])
+    assert result.exit_code == 1, result.output
+    assert "cannot open the log file /proc/suanpan-no-such.log" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_a_log_file_the_disk_refuses_goes_to_stderr_without_tracebacks(

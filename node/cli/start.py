@@ -103,7 +103,12 @@ def start_command(home: Path) -> None:
             f"cannot listen on {len(unbindable)} address(es); stop what holds them or change "
             f"the ports in {home}/{CONFIG_FILE}"
         )
-    configure_logging(loaded.config.log_level, loaded.config.log_format, loaded.log_path())
+    try:
+        configure_logging(loaded.config.log_level, loaded.config.log_format, loaded.log_path())
+    except OSError as error:  # a full disk, a permission: the file cannot be made or opened
+        raise click.ClickException(
+            f"cannot open the log file {loaded.log_path()}: {error.strerror or error}"
+        ) from None
     if take_held_termination():
         # Asked to stop while still loading (node.termination): nothing is open yet.
         log.info("start_cancelled", extra={"signal": "SIGTERM"})
