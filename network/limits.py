@@ -83,8 +83,11 @@ class NetworkLimits:
     consensus_queue_frames_max: int = 4096
     # Received transaction batches waiting for the node; beyond it batches are shed and counted.
     inbound_transaction_batches_max: int = 1024
-    # Received consensus messages waiting for the node; a full channel back-pressures the peer.
+    # Received consensus messages waiting for the node, in all and of one peer; the node takes
+    # them from the peers in turn (``network.inbox``), and a peer whose messages fill either
+    # bound waits (its socket is back-pressured) while the others' messages go on.
     inbound_messages_max: int = 4096
+    inbound_messages_per_peer_max: int = 512
     # Authenticated inbound connections plus handshakes in progress.
     inbound_connections_max: int = 64
     # A handshake that takes longer is dropped (slow-loris defence).

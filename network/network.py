@@ -63,6 +63,7 @@ from network.errors import (
     RequestError,
 )
 from network.handshake import HandshakeResult, perform_handshake
+from network.inbox import FairInbox
 from network.limits import DEFAULT_LIMITS, NetworkLimits
 from network.loglimit import LogLimiter
 from network.messages import (
@@ -397,8 +398,10 @@ class Network:
         self._peers_changed = trio.Event()
         self._gossip_sent = trio.Event()
         self._listen_port: int | None = None
-        self._messages_send, self.messages = trio.open_memory_channel[InboundMessage](
-            self.limits.inbound_messages_max
+        # Consensus messages, taken from the peers in turn (``network.inbox``).
+        total = self.limits.inbound_messages_max
+        self.messages = FairInbox[InboundMessage](
+            min(self.limits.inbound_messages_per_peer_max, total), total
         )
         self._transactions_send, self.transactions = trio.open_memory_channel[InboundTransactions](
             self.limits.inbound_transaction_batches_max
@@ -958,8 +961,8 @@ class Network:
             self._counters.cpu_ns_messages_in += opened_ns + time.thread_time_ns() - started_ns
             if isinstance(message, Message):
                 self._counters.messages_received += 1
-                await self._messages_send.send(
-                    InboundMessage(conn.public_key, message.kind, message.payload)
+                await self.messages.put(
+                    conn.public_key, InboundMessage(conn.public_key, message.kind, message.payload)
                 )
             elif isinstance(message, Request):
                 if peer.requests_in_flight >= limits.peer_requests_in_flight_max:

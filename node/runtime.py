@@ -87,7 +87,7 @@ import signal
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Final, Protocol, TypeVar, cast
@@ -848,8 +848,8 @@ class Node:
         self._new_block = trio.Event()
 
     @staticmethod
-    async def _discard(channel: trio.MemoryReceiveChannel[object]) -> None:
-        async for _ in channel:
+    async def _discard(inbox: AsyncIterable[object]) -> None:
+        async for _ in inbox:
             pass
 
     async def _discard_transactions(self) -> None:

@@ -654,6 +654,61 @@ def test_a_flooding_peer_is_held_to_its_receive_rate_in_virtual_time() -> None:
     assert finished_at[0] == pytest.approx(4.0, abs=0.01)
 
 
+def test_a_quiet_peers_message_is_not_held_behind_a_flooding_peers() -> None:
+    """Node 0 dials two peers: one floods it with consensus messages, the other sends one.
+    The node takes them from the peers in turn (``network.inbox``): the quiet peer's message
+    comes out second, not behind the thousands the flooder got in first."""
+    flood = 3000
+
+    async def flooder(stream: SecureStream) -> None:
+        await stream.send_frames([encode_message(1, f"flood {n}".encode()) for n in range(flood)])
+        await trio.sleep_forever()
+
+    async def quiet(stream: SecureStream) -> None:
+        await trio.sleep(1.0)  # after the flood is in
+        await stream.send_frames([encode_message(1, b"vote")])
+        await trio.sleep_forever()
+
+    async def body(network: Network) -> None:
+        with trio.fail_after(60):
+            while network.messages.waiting(KEYS[2].public_key) == 0:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        assert network.messages.waiting(KEYS[1].public_key) >= 500
+        first = [await network.messages.receive() for _ in range(2)]
+        assert [message.payload for message in first] == [b"flood 0", b"vote"]
+        assert first[1].peer == KEYS[2].public_key
+
+    async def scenario() -> None:
+        peers = {9001: (1, flooder), 9002: (2, quiet)}
+
+        async def open_stream(host: str, port: int) -> trio.abc.Stream:
+            ours, theirs = trio.testing.memory_stream_pair()
+            nursery.start_soon(answer, theirs, *peers[port])
+            return ours
+
+        async def answer(
+            stream: trio.abc.Stream, index: int, peer: Callable[[SecureStream], Awaitable[None]]
+        ) -> None:
+            result = await perform_handshake(
+                stream,
+                initiator=False,
+                identity=KEYS[index],
+                chain_id=CHAIN_ID,
+                genesis_hash=GENESIS,
+                allowlist={KEYS[0].public_key},
+                limits=TEST_LIMITS,
+            )
+            await peer(result.stream)
+
+        network = Network(config_for(0, [(1, 9001), (2, 9002)]), open_stream=open_stream)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(network.run)
+            await body(network)
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
 async def _secure_stream() -> SecureStream:
     """One end of an authenticated channel over memory (whose keys the test does not use)."""
     ours, _ = await handshake_pair()
