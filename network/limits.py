@@ -106,6 +106,9 @@ class NetworkLimits:
     # so one flooding peer cannot starve the others. Bursts up to one second's worth.
     peer_receive_bytes_per_second: float = 64 * 1024 * 1024
     peer_receive_frames_per_second: float = 50_000
+    # Consensus messages of one peer (a decode and often a signature check each): a validator
+    # sends a few per height, so this bounds only what a byzantine peer can make the node check.
+    peer_receive_messages_per_second: float = 2_000
     # Requests one peer may have in flight at our request handler; more are answered "busy".
     peer_requests_in_flight_max: int = 8
     # Default time a block-sync request waits for its response.

@@ -929,6 +929,11 @@ class Network:
         frame_bucket = TokenBucket(
             limits.peer_receive_frames_per_second, limits.peer_receive_frames_per_second, now
         )
+        # Consensus messages cost the node a decode and often a signature check each, far more
+        # than a frame's share of the rates above: a peer gets a budget of its own for them.
+        message_bucket = TokenBucket(
+            limits.peer_receive_messages_per_second, limits.peer_receive_messages_per_second, now
+        )
         peer = self._peers[conn.public_key]
         while True:
             # A frame an earlier read brought needs no wait. A real wait is timed by the
@@ -961,6 +966,10 @@ class Network:
             self._counters.cpu_ns_messages_in += opened_ns + time.thread_time_ns() - started_ns
             if isinstance(message, Message):
                 self._counters.messages_received += 1
+                delay = message_bucket.consume(1, trio.current_time())
+                if delay > 0:
+                    self._counters.rate_limit_waits += 1
+                    await trio.sleep(delay)
                 await self.messages.put(
                     conn.public_key, InboundMessage(conn.public_key, message.kind, message.payload)
                 )

@@ -654,6 +654,26 @@ def test_a_flooding_peer_is_held_to_its_receive_rate_in_virtual_time() -> None:
     assert finished_at[0] == pytest.approx(4.0, abs=0.01)
 
 
+def test_a_peers_consensus_messages_are_held_to_their_own_rate_in_virtual_time() -> None:
+    """Well inside the frame rate, a peer's consensus messages (a decode and often a signature
+    check each for the node) are held to ``peer_receive_messages_per_second``."""
+    limits = NetworkLimits(peer_receive_messages_per_second=2000.0)
+    finished_at: list[float] = []
+
+    async def flooding_peer(stream: SecureStream) -> None:
+        await stream.send_frames([encode_message(1, b"x")] * 10_000)
+        await trio.sleep_forever()
+
+    async def count(network: Network) -> None:
+        for _ in range(10_000):
+            await network.messages.receive()
+        finished_at.append(trio.current_time())
+
+    _run_against_one_peer(limits, flooding_peer, count)
+    # A burst of 2,000 messages, then 2,000 per (virtual) second.
+    assert finished_at[0] == pytest.approx(4.0, abs=0.01)
+
+
 def test_a_quiet_peers_message_is_not_held_behind_a_flooding_peers() -> None:
     """Node 0 dials two peers: one floods it with consensus messages, the other sends one.
     The node takes them from the peers in turn (``network.inbox``): the quiet peer's message
