@@ -209,7 +209,9 @@ memory and loses nothing an honest quorum needs.
 
 Cost
 ----
-Each vote signature is verified once (duplicates are recognised before verifying); a view
+Each vote signature is verified once (duplicates are recognised before verifying, and once an
+equivocation is reported, the equivocator's further statements of that kind and view are
+dropped unverified: they would be dropped whatever their signature); a view
 change's signature once per (signer, signed bytes, signature), and a prepared certificate once
 per exact certificate, in caches of at most ``_VERIFIED_ENTRIES_MAX`` entries per height;
 blocks are hashed once on decode; transactions are never re-verified here (that is the
@@ -1394,6 +1396,11 @@ class Replica:
         first = self._round.statements.get(key)
         if first is not None and first.block_hash == statement.block_hash:
             return False
+        if first is not None and key in self._round.reported:
+            # The validator's equivocation here is proven and reported: another conflicting
+            # statement would be dropped whatever its signature, so it is not checked (a
+            # byzantine validator cannot make the replica check signatures without end).
+            return None
         if not verified and not statement.signature_valid(self._validators, self._chain_id):
             self._drop(DropReason.BAD_SIGNATURE, f"{statement.kind.name.lower()} signature")
             return None

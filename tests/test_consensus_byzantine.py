@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 import consensus.replica as replica_module
 from consensus.crypto import SIGNATURE_BYTES
+from consensus.evidence import SignedStatement
 from consensus.messages import (
     Message,
     NewView,
@@ -22,10 +23,11 @@ from consensus.replica import (
     DropReason,
     PeerMessage,
     ReplicaConfig,
+    ReportEvidence,
     ServeBlocks,
     primary_index,
 )
-from consensus.types import Block, Phase, Vote
+from consensus.types import Block, Phase, ValidatorSet, Vote
 from tests.consensus_harness import (
     CHAIN_ID,
     Cluster,
@@ -393,3 +395,41 @@ def test_any_partition_of_the_lone_decider_heals(
         lambda: cluster.all_reached(top + 2, nodes=alive), max_ms=600_000, step_ms=250
     )
     cluster.assert_agreement()
+
+
+def test_an_equivocator_cannot_make_the_replica_check_signatures_without_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Byzantine 2 signs prepare votes for many blocks at one height and view. The first two
+    are checked and reported as evidence; every later one would be dropped whatever its
+    signature, so none is checked (counted at the statements' signature check) and the
+    evidence is reported once."""
+    cluster = Cluster(4)
+    cluster.start()
+    target = cluster.nodes[0].replica
+    checked: list[bytes] = []
+    signature_valid = SignedStatement.signature_valid
+
+    def counting(self: SignedStatement, validators: ValidatorSet, chain_id: str) -> bool:
+        checked.append(self.block_hash)
+        return signature_valid(self, validators, chain_id)
+
+    monkeypatch.setattr(SignedStatement, "signature_valid", counting)
+    reported = []
+    for k in range(50):
+        forged = vote(
+            cluster,
+            Phase.PREPARE,
+            height=1,
+            view=0,
+            block_hash=k.to_bytes(32, "big"),
+            validator=BYZANTINE,
+        )
+        actions = target.handle(PeerMessage(encode_message(forged), BYZANTINE))
+        reported += [a for a in actions if isinstance(a, ReportEvidence)]
+    assert checked == [(0).to_bytes(32, "big"), (1).to_bytes(32, "big")]
+    assert len(reported) == 1
+    # Another validator's statements are checked as before.
+    honest = vote(cluster, Phase.PREPARE, height=1, view=0, block_hash=b"\x07" * 32, validator=3)
+    target.handle(PeerMessage(encode_message(honest), 3))
+    assert checked[-1] == b"\x07" * 32
