@@ -2857,53 +2857,54 @@ def passing_refusals(raw: Sequence[bytes], outcomes: Sequence[SubmitOutcome]) ->
 
 
 def _write_failed(first: int | None, last: int, error: StoreError) -> NodeStoppedError:
-    """Log a block writer's failed write and say so for the node to stop: blocks ``first`` to
-    ``last`` (None: the tree records held at height ``last``) were not written."""
+    """A block writer's failed write: blocks ``first`` to ``last`` (None: the tree records
+    held at height ``last``) were not written."""
     what = "tree records held" if first is None else "blocks"
-    log.critical(
-        "block_write_failed",
-        extra={
-            "what": what,
-            "from_height": first,
-            "to_height": last,
-            "disk_full": isinstance(error, StoreDiskFullError),
-            "error": str(error),
-        },
-    )
     heights = f"at height {last}" if first is None else f"{first}-{last}"
-    return NodeStoppedError(
-        f"the store could not write the {what} {heights}: {error}; the node stopped, with "
-        "every block before them written (fix the cause and start it again)"
+    return _store_stopped(
+        "block_write_failed",
+        f"the {what} {heights}",
+        error,
+        ", with every block before them written",
+        what=what,
+        from_height=first,
+        to_height=last,
     )
 
 
 def _persist_failed(error: StoreError) -> NodeStoppedError:
-    """Log a vote record that could not be written and say so for the node to stop: the vote
-    it records is not sent (persist before send)."""
-    log.critical(
-        "vote_persist_failed",
-        extra={"disk_full": isinstance(error, StoreDiskFullError), "error": str(error)},
-    )
-    return NodeStoppedError(
-        f"the store could not write the vote record: {error}; the node stopped without sending "
-        "the vote (fix the cause and start it again)"
+    """A vote record that could not be written: the vote it records is not sent (persist
+    before send)."""
+    return _store_stopped(
+        "vote_persist_failed", "the vote record", error, " without sending the vote"
     )
 
 
 def _evidence_write_failed(height: int, error: StoreError) -> NodeStoppedError:
-    """Log evidence that could not be stored and say so for the node to stop (evidence is not
-    to be lost; the peer's conflicting votes stay with the other validators)."""
-    log.critical(
+    """Evidence that could not be stored (evidence is not to be lost; the peer's conflicting
+    votes stay with the other validators)."""
+    return _store_stopped(
         "evidence_write_failed",
-        extra={
-            "height": height,
-            "disk_full": isinstance(error, StoreDiskFullError),
-            "error": str(error),
-        },
+        f"equivocation evidence of height {height}",
+        error,
+        "",
+        height=height,
+    )
+
+
+def _store_stopped(
+    event: str, written: str, error: StoreError, stopped: str, **fields: object
+) -> NodeStoppedError:
+    """Log ``event`` (with ``fields``, whether the disk is full, and the error) for a write of
+    ``written`` the store could not make, and say so for the node to stop; ``stopped`` says
+    what holds after the stop."""
+    log.critical(
+        event,
+        extra={**fields, "disk_full": isinstance(error, StoreDiskFullError), "error": str(error)},
     )
     return NodeStoppedError(
-        f"the store could not write equivocation evidence of height {height}: {error}; the "
-        "node stopped (fix the cause and start it again)"
+        f"the store could not write {written}: {error}; the node stopped{stopped} (fix the cause "
+        "and start it again)"
     )
 
 
