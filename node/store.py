@@ -174,6 +174,7 @@ from consensus.types import (
     ValidatorSet,
     verify_certificate,
 )
+from node.lmdbmeta import read_meta
 from node.procstatus import process_status_kib
 
 __all__ = [
@@ -351,11 +352,8 @@ LMDB_DAMAGE_ERRORS: Final = (
     # A named database whose record in the main database changed under its handle.
     lmdb.BadDbiError,
 )
-# LMDB's meta pages (pages 0 and 1): page header flags, magic and version (``mdb.c``).
+# The page size of the store's files (LMDB's default on this platform).
 _LMDB_PAGE_BYTES: Final = 4096
-_LMDB_META_FLAG: Final = 0x08
-_LMDB_MAGIC: Final = 0xBEEFC0DE
-_LMDB_DATA_VERSION: Final = 1
 # The last page of a file LMDB has just made (its two meta pages, and at most one written).
 _NEW_FILE_LAST_PAGE: Final = 2
 
@@ -384,15 +382,10 @@ def _meta_damage(path: Path) -> str | None:
     if len(head) < 2 * _LMDB_PAGE_BYTES:
         return f"{len(head)} bytes, shorter than LMDB's two meta pages"
     for page in (0, 1):
-        start = page * _LMDB_PAGE_BYTES
-        flags = int.from_bytes(head[start + 10 : start + 12], "little")
-        magic = int.from_bytes(head[start + 16 : start + 20], "little")
-        version = int.from_bytes(head[start + 20 : start + 24], "little")
-        address = int.from_bytes(head[start + 24 : start + 32], "little")
-        last_page = int.from_bytes(head[start + 136 : start + 144], "little")
-        if not flags & _LMDB_META_FLAG or magic != _LMDB_MAGIC or version != _LMDB_DATA_VERSION:
+        meta = read_meta(head[page * _LMDB_PAGE_BYTES :])
+        if not meta.is_meta:
             return f"meta page {page} is not an LMDB meta page"
-        if address != 0 or (last_page + 1) * _LMDB_PAGE_BYTES > size:
+        if meta.address != 0 or (meta.last_page + 1) * _LMDB_PAGE_BYTES > size:
             return f"meta page {page} names a map address or a last page it cannot have"
     return None
 

@@ -43,19 +43,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from node.lmdbmeta import (
+    DB_RECORD,
+    META_BYTES,
+    PAGE_HEADER_BYTES,
+    PAGE_META,
+    TRANSACTION_OFFSET,
+    read_meta,
+)
+
 __all__ = ["check_lmdb_file"]
 
-_HEADER_BYTES: Final = 16  # mp_pgno (8), mp_pad (2), mp_flags (2), mp_lower/mp_upper (2 + 2)
+_HEADER_BYTES: Final = PAGE_HEADER_BYTES
 _NODE_HEADER_BYTES: Final = 8  # mn_lo, mn_hi, mn_flags, mn_ksize (2 bytes each)
-_DB_RECORD: Final = struct.Struct("<IHHQQQQQ")  # MDB_db: pad, flags, depth, counts, root
-_META_OFFSET: Final = _HEADER_BYTES
-_MAGIC: Final = 0xBEEFC0DE
-_DATA_VERSION: Final = 1
+_DB_RECORD: Final = DB_RECORD
 _NO_PAGE: Final = 0xFFFF_FFFF_FFFF_FFFF
 _PAGE_BRANCH: Final = 0x01
 _PAGE_LEAF: Final = 0x02
 _PAGE_OVERFLOW: Final = 0x04
-_PAGE_META: Final = 0x08
+_PAGE_META: Final = PAGE_META
 _NODE_BIGDATA: Final = 0x01
 _NODE_SUBDATA: Final = 0x02
 # A B-tree this deep would hold more pages than any file has: a deeper one is damaged.
@@ -129,32 +135,25 @@ def check_lmdb_file(path: Path) -> str | None:
 
 def _newest_transaction(fd: int) -> tuple[bytes, bytes]:
     """The raw transaction ids of both meta pages (they change when a commit lands)."""
-    offset = _META_OFFSET + 24 + 2 * _DB_RECORD.size + 8
-    page_size = os.pread(fd, 4, _META_OFFSET + 24)
-    page_bytes = int.from_bytes(page_size, "little") if len(page_size) == 4 else 0
-    return os.pread(fd, 8, offset), os.pread(fd, 8, page_bytes + offset)
+    head = os.pread(fd, META_BYTES, 0)
+    page_bytes = read_meta(head).page_size if len(head) == META_BYTES else 0
+    return os.pread(fd, 8, TRANSACTION_OFFSET), os.pread(fd, 8, page_bytes + TRANSACTION_OFFSET)
 
 
 def _check(fd: int, size: int) -> None:
     metas: list[tuple[int, int, int, _Database, _Database]] = []
     page_bytes = 0
-    records = _META_OFFSET + 24  # after mm_magic, mm_version, mm_address, mm_mapsize
-    meta_bytes = records + 2 * _DB_RECORD.size + 16  # and mm_last_pg, mm_txnid
     for index in (0, 1):
         # The page size is in meta page 0 (the free database's ``md_pad``): page 1 is there.
-        page = os.pread(fd, meta_bytes, index * page_bytes)
-        if len(page) < meta_bytes:
+        page = os.pread(fd, META_BYTES, index * page_bytes)
+        if len(page) < META_BYTES:
             raise _Damaged(f"meta page {index} is beyond the end of the file")
-        (flags,) = struct.unpack_from("<H", page, 10)
-        magic, version = struct.unpack_from("<II", page, _META_OFFSET)
-        if not flags & _PAGE_META or magic != _MAGIC or version != _DATA_VERSION:
+        meta = read_meta(page)
+        if not meta.is_meta:
             raise _Damaged(f"meta page {index} is not an LMDB meta page")
-        free = _Database.unpack(_FREE_NAME, page[records : records + _DB_RECORD.size])
-        main = _Database.unpack(
-            "(main)", page[records + _DB_RECORD.size : records + 2 * _DB_RECORD.size]
-        )
-        last_page, transaction = struct.unpack_from("<QQ", page, records + 2 * _DB_RECORD.size)
-        (page_size,) = struct.unpack_from("<I", page, records)
+        free = _Database.unpack(_FREE_NAME, meta.free_record)
+        main = _Database.unpack("(main)", meta.main_record)
+        last_page, transaction, page_size = meta.last_page, meta.transaction, meta.page_size
         if index == 0:
             if page_size not in _PAGE_BYTES_ALLOWED:
                 raise _Damaged(f"meta page 0 records a page size of {page_size} bytes")
