@@ -79,6 +79,7 @@ replica's persisted state, so a validator never signs a second, different vote f
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import importlib.metadata
 import logging
@@ -194,11 +195,18 @@ from node.procstatus import run_delay_ns
 from node.servebudget import ServeBudget
 from node.signatures import batch_status, verify_transactions
 from node.snapshots import SnapshotDirectory, SnapshotError, SnapshotServer, export_snapshot
-from node.statesync import NoSnapshotOffered, StateSync, StateSyncError, StateSyncLimits
+from node.statesync import (
+    NoSnapshotOffered,
+    StateSync,
+    StateSyncError,
+    StateSyncLimits,
+    StateSyncWriteError,
+)
 from node.store import (
     CertifiedView,
     StateReader,
     Store,
+    StoreDamagedError,
     StoreDiskFullError,
     StoreError,
 )
@@ -311,6 +319,8 @@ _BLOCK_ENTRY_OVERHEAD_BYTES: Final = 128
 _EMPTY_BLOCK_RESPONSE: Final = encode_block_response([])
 # A failed state sync is tried again after this long (peers may have come up, or lied).
 _STATE_SYNC_RETRY_SECONDS: Final = 5.0
+# A write the disk refused for want of room (or a file size or quota limit).
+_DISK_FULL_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 def _software_version() -> str:
@@ -833,6 +843,10 @@ class Node:
                         return
                     log.warning("statesync_failed", extra={"error": str(error)[:500]})
                     await trio.sleep(_STATE_SYNC_RETRY_SECONDS)
+                except StateSyncWriteError as error:
+                    raise _state_sync_write_failed(error) from error
+                except StoreDamagedError:
+                    raise  # the node stops (``store_damaged``)
                 except (StateSyncError, StoreError, SnapshotError) as error:
                     log.warning("statesync_failed", extra={"error": str(error)[:500]})
                     await trio.sleep(_STATE_SYNC_RETRY_SECONDS)
@@ -2889,6 +2903,22 @@ def _evidence_write_failed(height: int, error: StoreError) -> NodeStoppedError:
         error,
         "",
         height=height,
+    )
+
+
+def _state_sync_write_failed(error: StateSyncWriteError) -> NodeStoppedError:
+    """A write of state sync this node's disk refused: fetching the snapshot again would meet
+    the same disk (and cost the peers a whole snapshot each time), so the node stops; started
+    again, it starts the sync over."""
+    cause = error.error
+    full = isinstance(cause, StoreDiskFullError) or (
+        isinstance(cause, OSError) and cause.errno in _DISK_FULL_ERRNOS
+    )
+    log.critical(
+        "statesync_write_failed", extra={"what": error.what, "disk_full": full, "error": str(cause)}
+    )
+    return NodeStoppedError(
+        f"{error}; the node stopped (fix the cause and start it again: the sync starts over)"
     )
 
 

@@ -33,7 +33,11 @@ certify later heights it learns by walking the chain's validator-set changes fro
 5. **Install.** The store starts the sync (``begin_state_sync``) before the first chunk,
    writes each verified chunk, and finishes with the upper tree records, block h, its
    certificate and the new tip in one transaction (``finish_state_sync``). The received
-   snapshot is kept on disk, pinned: the audit replays from it and the node serves it.
+   snapshot is kept on disk, pinned: the audit replays from it and the node serves it. A
+   write this node's disk refuses (the store's, the snapshot directory's) ends the sync with
+   ``StateSyncWriteError`` and a damaged store with ``StoreDamagedError``: the peers are not
+   at fault and fetching the snapshot again would meet the same disk, so the node stops
+   rather than download it again and again.
 
 Why a byzantine server cannot make a node install a wrong state: the app hash is certified by a
 quorum of the validator set of its height, reached from genesis through certified headers (as
@@ -46,11 +50,12 @@ its standing with this node (it is not asked again).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -76,7 +81,7 @@ from node.snapshots import (
     decode_validator_changes,
     verify_chunk,
 )
-from node.store import Store, StoreError
+from node.store import Store, StoreDamagedError, StoreError, StoreWriteError
 
 __all__ = [
     "PEER_FAILURES_MAX",
@@ -85,6 +90,7 @@ __all__ = [
     "StateSyncError",
     "StateSyncLimits",
     "StateSyncResult",
+    "StateSyncWriteError",
 ]
 
 log = logging.getLogger("suanpan.statesync")
@@ -105,6 +111,20 @@ class StateSyncError(Exception):
 
 class NoSnapshotOffered(StateSyncError):
     """Peers answered, and none offers a snapshot (a young chain: nothing to sync from)."""
+
+
+class StateSyncWriteError(Exception):
+    """This node could not keep what it received: its store refused a write (a full disk, a
+    file size limit, an I/O error: ``StoreWriteError``) or its snapshot directory could not be
+    written (``OSError``). Not a ``StateSyncError``: the peers are not at fault, and fetching
+    the snapshot again would meet the same disk, so the caller stops instead of retrying.
+    ``what`` names what was not written, ``error`` is the store's or the system's error. (A
+    damaged store, ``StoreDamagedError``, is raised as it is.)"""
+
+    def __init__(self, what: str, error: StoreWriteError | OSError) -> None:
+        super().__init__(f"state sync could not write {what}: {error}")
+        self.what = what
+        self.error = error
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,8 +368,9 @@ class StateSync:
         started: float,
     ) -> StateSyncResult:
         manifest, upper = await self._manifest(height, app_hash, sources)
-        await trio.to_thread.run_sync(self._store.begin_state_sync, height)
-        self._snapshots.begin_received(manifest)
+        with _local_write(f"the start of snapshot {height}"):
+            await trio.to_thread.run_sync(self._store.begin_state_sync, height)
+            self._snapshots.begin_received(manifest)
         log.info(
             "statesync_started",
             extra={
@@ -361,9 +382,10 @@ class StateSync:
             },
         )
         await self._fetch_chunks(manifest, sources)
-        await trio.to_thread.run_sync(
-            self._store.finish_state_sync, block, certificate, app_hash, upper
-        )
+        with _local_write(f"the end of snapshot {height}"):
+            await trio.to_thread.run_sync(
+                self._store.finish_state_sync, block, certificate, app_hash, upper
+            )
         # Keep the manifest with what the chunks really held: the counts and sizes a manifest
         # gives are not covered by the root, so the sender's may be wrong.
         received = self.progress.received
@@ -376,7 +398,8 @@ class StateSync:
                 for chunk in manifest.chunks
             ),
         )
-        self._snapshots.finish_received(kept, pinned=True)
+        with _local_write(f"the received snapshot {height}'s manifest"):
+            self._snapshots.finish_received(kept, pinned=True)
         elapsed = time.monotonic() - started
         result = StateSyncResult(
             height=height,
@@ -426,6 +449,8 @@ class StateSync:
         self.progress.chunks_total = len(pending)
         wakeup = trio.Event()
         failure: list[str] = []
+        # This node's own disk failed: raised as it is once the fetches are cancelled.
+        local: list[StateSyncWriteError | StoreDamagedError] = []
 
         async def fetch(prefix: int, peer: _Peer) -> None:
             nonlocal wakeup
@@ -446,12 +471,15 @@ class StateSync:
             else:
                 peer.failures = 0
                 try:
-                    await trio.to_thread.run_sync(
-                        self._store.install_state_chunk, chunk.items, chunk.records
-                    )
-                    self._snapshots.add_received_chunk(manifest.height, prefix, data)
-                except (StoreError, OSError) as error:  # this node's disk, not the peer
-                    failure.append(f"cannot write chunk {prefix}: {error}")
+                    with _local_write(f"chunk {prefix} of snapshot {manifest.height}"):
+                        await trio.to_thread.run_sync(
+                            self._store.install_state_chunk, chunk.items, chunk.records
+                        )
+                        self._snapshots.add_received_chunk(manifest.height, prefix, data)
+                except (StateSyncWriteError, StoreDamagedError) as error:
+                    local.append(error)
+                except StoreError as error:  # the store's own state: the next attempt starts over
+                    failure.append(f"cannot install chunk {prefix}: {error}")
                 else:
                     pending.discard(prefix)
                     self.progress.chunks_done += 1
@@ -465,7 +493,7 @@ class StateSync:
 
         async with trio.open_nursery() as nursery:
             in_flight = 0
-            while pending and not failure:
+            while pending and not failure and not local:
                 usable = [
                     self._peer(key)
                     for key in sources
@@ -487,6 +515,8 @@ class StateSync:
                     continue
                 await wakeup.wait()
             nursery.cancel_scope.cancel()
+        if local:
+            raise local[0]
         if failure:
             raise StateSyncError(failure[0])
 
@@ -519,3 +549,13 @@ class StateSync:
 
 class _Unanswered(Exception):
     """A request got no usable answer (timeout, disconnect, busy, error status)."""
+
+
+@contextlib.contextmanager
+def _local_write(what: str) -> Iterator[None]:
+    """This node's own writes of a sync (the store's, the snapshot directory's): a write the
+    disk refuses is ``StateSyncWriteError`` naming ``what``."""
+    try:
+        yield
+    except (StoreWriteError, OSError) as error:
+        raise StateSyncWriteError(what, error) from error
