@@ -6,8 +6,8 @@ Endpoints (all JSON unless noted; hashes and keys are lowercase hex):
 method path                         what
 ====== ============================ =====================================================
 GET    /healthz                     ``{"ok", "height", "problems"}``: 200 while the node is
-                                    current, 503 naming why when it is stale, isolated or
-                                    behind
+                                    current, 503 naming why when it is stale, isolated,
+                                    behind, or its store was found damaged
 GET    /status                      height, view, primary, peers, validators, app hash,
                                     mempool size, syncing, chain id, genesis hash, software
                                     version, last block time
@@ -54,8 +54,8 @@ the caller: ``{"error", "code": "forbidden", "rule"}`` names the rule), 404 (unk
 object), 405, 413 (body too large), 422 (a well-formed transaction refused: ``{"error",
 "code"}``), 429 with ``Retry-After`` (a per-client limit; or the node is at capacity: retry
 then; ``POST /txs`` answers 429 when it admitted nothing of the batch for that reason, and
-every refusal carries ``retry`` and ``retry_after_ms``), 503 (too many connections, or the
-node is stopping).
+every refusal carries ``retry`` and ``retry_after_ms``), 503 (too many connections, the
+node is stopping, or ``"code": "store_damaged"``: a read met damage in the node's store).
 
 Access: every request may be signed (``node.auth``); ``node.access`` turns the signature into a
 caller and checks app data against the apps' read rules. Public: health, status, metrics,
@@ -87,6 +87,7 @@ from node.events import EventSource, event_stream, parse_event_id, parse_filter
 from node.http import Request, Response, json_response
 from node.jsonvalue import JsonType, JsonValueError, from_json, to_json
 from node.phases import PhaseClock
+from node.store import StoreDamagedError
 from node.submission import (
     MSGPACK_CONTENT_TYPE,
     Rejection,
@@ -98,6 +99,7 @@ from node.submission import (
 )
 
 __all__ = [
+    "STORE_DAMAGED_ANSWER",
     "ApiBackend",
     "CommittedTransaction",
     "Health",
@@ -112,6 +114,11 @@ BLOCKS_PER_POLL_MAX: Final = 100
 # body size is bounded separately by ``[rpc] body_bytes_max``).
 TXS_PER_SUBMIT_MAX: Final = 10_000
 _HASH_HEX_LENGTH: Final = 64
+# The answer to a request whose read met damage in the node's store.
+STORE_DAMAGED_ANSWER: Final = (
+    "this node cannot answer: a read met damage in its store; its operator must restore the "
+    "store (the node's log says where: store_damaged), so ask another node meanwhile"
+)
 
 
 class QueryError(Exception):
@@ -225,6 +232,10 @@ class ApiBackend(EventSource, Protocol):
 
     def health(self) -> Health:
         """Whether the node is current (fresh blocks, peers, not behind)."""
+        ...
+
+    def store_damaged(self, error: StoreDamagedError) -> None:
+        """A request's read met damage in the node's store (``/healthz`` says so from now on)."""
         ...
 
 
@@ -400,6 +411,11 @@ class _Handler:
             return json_response(
                 403, {"error": denied.message, "code": "forbidden", "rule": denied.rule}
             )
+        except StoreDamagedError as error:
+            # The operator's business, not the client's: the file and what was met go to the
+            # log (the store's path is not for clients), and ``/healthz`` names the damage.
+            self._backend.store_damaged(error)
+            return json_response(503, {"error": STORE_DAMAGED_ANSWER, "code": "store_damaged"})
 
     async def _route(self, request: Request, principal: Principal) -> Response:
         parts = [part for part in request.path.split("/") if part]

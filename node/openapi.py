@@ -211,11 +211,13 @@ def _errors(*statuses: int) -> Json:
         404: "unknown path or object",
         422: "refused by admission or by the app (code and message)",
         429: "a per-client limit, or the node is at capacity (Retry-After)",
-        503: "too many connections, the node is stopping, or not current",
+        503: "too many connections, the node is stopping or not current, or a read met damage in"
+        " its store (code store_damaged)",
     }
+    # Any request may meet 503 (the connection limit, a stopping node, a damaged store).
     return {
         str(status): {"description": meaning[status], "content": _content(_ref("Error"))}
-        for status in statuses
+        for status in sorted({*statuses, 503})
     }
 
 
@@ -443,7 +445,8 @@ def openapi_document(
                     "200": {
                         "description": "a stream",
                         "content": {"application/x-ndjson": {"schema": {}}},
-                    }
+                    },
+                    **_errors(),
                 },
             }
         },
@@ -466,7 +469,8 @@ def openapi_document(
                     "200": {
                         "description": "metrics",
                         "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
+                    },
+                    **_errors(),
                 },
             }
         },

@@ -605,6 +605,8 @@ class Node:
         # strength of the block's commit certificate (``[consensus] trust_certified_blocks``).
         self.transactions_trusted = 0
         self.state_synced_from: int | None = None
+        # The last damage a client request's read met in the store (``store_damaged``).
+        self._store_damage: str | None = None
         self._last_view = (0, 0)
         self.ports: dict[str, int] = {}
         self._stream_blocks = StreamBlockCache(self._load_stream_block)
@@ -2605,7 +2607,21 @@ class Node:
                 f"stale: no block committed for {age_ms // 1000} s{waiting} (limit"
                 f" {age_max_ms // 1000} s, [rpc] healthz_block_age_ms_max)"
             )
+        if self._store_damage is not None:
+            problems.append(
+                "store_damaged: a read met damage in this node's store (log event "
+                "store_damaged); restore it from a backup or give the node a fresh store"
+            )
         return Health(self.written_height, tuple(problems), age_ms)
+
+    def store_damaged(self, error: StoreDamagedError) -> None:
+        """A client request's read met damage in the store. The node serves on (the damage may
+        lie only under what that request read; a node task that meets it stops the node), and
+        ``/healthz`` reports it from now on; each new message is logged once."""
+        message = str(error)
+        if message != self._store_damage:
+            log.critical("store_damaged", extra={"met_by": "api", "error": message})
+        self._store_damage = message
 
     def status(self) -> dict[str, JsonType]:
         """The node status document."""

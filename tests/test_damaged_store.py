@@ -16,8 +16,9 @@ since genesis):
   refuses with ``StoreDamagedError`` naming the file; a SIGBUS is a damage the audit names;
 - damaged, truncated, junk and hostile backup archives: ``suanpan restore`` exits 1 with one
   message, and a damaged store is never put in place;
-- a node whose store is damaged under a record the API reads answers that request 500 and
-  keeps serving; a node task that meets damage stops the node with the store's message.
+- a node whose store is damaged under a record the API reads answers that request 503
+  ``store_damaged``, keeps serving and names the damage in ``/healthz``; a node task that
+  meets damage stops the node with the store's message.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from node import runtime
+from node.api import STORE_DAMAGED_ANSWER
 from node.audit.lmdbcheck import check_lmdb_file
 from node.audit.storeview import StoreView, StoreViewDamagedError
 from node.cli import main
@@ -522,9 +524,12 @@ def test_a_backup_of_a_damaged_store_is_refused(clean_home: Path, tmp_path: Path
 # -- a running node -------------------------------------------------------------------------
 
 
-async def test_an_api_read_of_a_damaged_page_fails_that_request_and_the_node_serves_on(
+async def test_an_api_read_of_a_damaged_page_is_answered_503_and_healthz_names_the_damage(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A request whose read meets a damaged page is answered 503 ``store_damaged`` without
+    the store's path or a traceback (the path goes to the log, once for the same damage met
+    twice); the node serves on, and ``/healthz`` answers 503 naming the damage."""
     info = create_testnet(tmp_path / "net", 1, chain_id="damaged-net")
     key = info.client_key(0)
     hashes: list[str] = []
@@ -550,14 +555,28 @@ async def test_an_api_read_of_a_damaged_page_fails_that_request_and_the_node_ser
         async with trio.open_nursery() as nursery:
             await nursery.start(runtime.Node(load_home(info.homes[0])).run)
             status, body = await trio.to_thread.run_sync(
-                functools.partial(client.request_raw, "GET", f"/tx/{hashes[0]}")
+                functools.partial(client.request_raw, "GET", "/healthz")
             )
-            assert status == 500, body
-            assert b"Traceback" not in body
-            logged = [r for r in caplog.records if r.getMessage() == "http_handler_failed"]
-            assert logged
-            assert logged[-1].exc_info is not None
-            assert isinstance(logged[-1].exc_info[1], StoreDamagedError)
+            assert b"store_damaged" not in body  # nothing met yet
+            for _ in range(2):
+                status, body = await trio.to_thread.run_sync(
+                    functools.partial(client.request_raw, "GET", f"/tx/{hashes[0]}")
+                )
+                assert status == 503, body
+                answer = json.loads(body)
+                assert answer == {"error": STORE_DAMAGED_ANSWER, "code": "store_damaged"}
+                assert str(tmp_path).encode() not in body
+            logged = [r for r in caplog.records if r.getMessage() == "store_damaged"]
+            assert len(logged) == 1
+            assert str(store_file) in str(logged[0].__dict__["error"])
+            assert logged[0].__dict__["met_by"] == "api"
+            assert not [r for r in caplog.records if r.getMessage() == "http_handler_failed"]
+            status, body = await trio.to_thread.run_sync(
+                functools.partial(client.request_raw, "GET", "/healthz")
+            )
+            assert status == 503, body
+            problems = json.loads(body)["problems"]
+            assert [p for p in problems if p.startswith("store_damaged: ")], problems
             status, _ = await trio.to_thread.run_sync(
                 functools.partial(client.request_raw, "GET", "/status")
             )

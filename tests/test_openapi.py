@@ -71,6 +71,20 @@ def test_the_document_is_valid_openapi() -> None:
     validate_openapi(document())
 
 
+def test_every_operation_lists_503() -> None:
+    """Any request may be answered 503: the connection limit, a stopping node, or a read that
+    met damage in the node's store (``store_damaged``)."""
+    operations = [
+        (path, method, operation)
+        for path, item in document()["paths"].items()
+        for method, operation in item.items()
+    ]
+    assert len(operations) > 10
+    for path, method, operation in operations:
+        assert "503" in operation["responses"], (method, path)
+        assert "store_damaged" in operation["responses"]["503"]["description"], (method, path)
+
+
 def test_every_operation_and_query_appears_with_its_argument_schema() -> None:
     found = document()["components"]["schemas"]
     listed = document()["paths"]["/tx"]["post"]["x-suanpan-operations"]
