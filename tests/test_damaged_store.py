@@ -16,6 +16,7 @@ since genesis):
   refuses with ``StoreDamagedError`` naming the file; a SIGBUS is a damage the audit names;
 - damaged, truncated, junk and hostile backup archives: ``suanpan restore`` exits 1 with one
   message, and a damaged store is never put in place;
+- a node ended by SIGBUS leaves each thread's stack on its stderr;
 - a node whose store is damaged under a record the API reads answers that request 503
   ``store_damaged``, keeps serving and names the damage in ``/healthz``; a node task that
   meets damage stops the node with the store's message.
@@ -29,6 +30,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -57,7 +59,7 @@ from node.keys import save_key_file
 from node.runtime import raised_in
 from node.store import DATABASES, Store, StoreDamagedError
 from node.testnet.loadgen import register_identity_transaction
-from node.testnet.testnet import create_testnet
+from node.testnet.testnet import Testnet, create_testnet
 from tests.audit_fixtures import VALIDATOR_KEYS, build_home
 
 HEIGHTS: Final = 6
@@ -582,6 +584,28 @@ async def test_an_api_read_of_a_damaged_page_is_answered_503_and_healthz_names_t
             )
             assert status == 200
             nursery.cancel_scope.cancel()
+
+
+def test_a_node_ended_by_a_fatal_signal_leaves_each_threads_stack(tmp_path: Path) -> None:
+    """A signal no Python code survives (SIGBUS here, what LMDB raises reading a damaged page
+    past the end of the store's file) ends a running node with every thread's Python stack on
+    its stderr (``process.log`` under a testnet), so the operator sees which read met it."""
+    info = create_testnet(tmp_path / "net", 1, chain_id="fatal-signal-net")
+    testnet = Testnet(info)
+    try:
+        testnet.start(0)
+        testnet.wait_serving()
+        process = testnet.processes[0]
+        assert process is not None
+        process.send_signal(signal.SIGBUS)
+        assert process.wait(timeout=60) == -signal.SIGBUS
+    finally:
+        testnet.stop_all()
+    said = (info.homes[0] / "process.log").read_text()
+    assert "Fatal Python error: Bus error" in said, said[-3000:]
+    assert "Current thread" in said, said[-3000:]
+    assert 'File "' in said, said[-3000:]
+    assert "trio" in said, said[-3000:]
 
 
 def test_a_node_task_that_meets_damage_stops_the_node_with_the_stores_message() -> None:

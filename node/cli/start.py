@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import faulthandler
 import gc
 import logging
 import socket
+import sys
 from pathlib import Path
 from typing import Final
 
@@ -21,6 +24,7 @@ from node.termination import take_held_termination
 __all__ = [
     "GC_THRESHOLDS",
     "listen_address_problems",
+    "report_fatal_signals",
     "start_command",
     "tune_garbage_collector",
 ]
@@ -109,6 +113,7 @@ def start_command(home: Path) -> None:
         raise click.ClickException(
             f"cannot open the log file {loaded.log_path()}: {error.strerror or error}"
         ) from None
+    report_fatal_signals()
     if take_held_termination():
         # Asked to stop while still loading (node.termination): nothing is open yet.
         log.info("start_cancelled", extra={"signal": "SIGTERM"})
@@ -141,6 +146,16 @@ def start_command(home: Path) -> None:
         raise click.ClickException(
             f"a listen address in {home}/{CONFIG_FILE} is already in use: {error}"
         ) from None
+
+
+def report_fatal_signals() -> None:
+    """On a signal no Python code survives (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT), write
+    each thread's Python stack to stderr before the process dies. LMDB trusts the pages it
+    reads, so a damaged record header can make it read past the end of the store's file
+    (SIGBUS): the stack says which read met it (docs/operators.md, "A damaged store").
+    Without a usable stderr (a daemon that closed it) there is nowhere to write: skipped."""
+    with contextlib.suppress(AttributeError, RuntimeError, ValueError, OSError):
+        faulthandler.enable(file=sys.stderr, all_threads=True)
 
 
 def tune_garbage_collector() -> None:
