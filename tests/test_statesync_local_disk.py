@@ -30,7 +30,13 @@ import trio
 from node import runtime
 from node.snapshots import StateSyncRequest
 from node.statesync import StateSyncWriteError
-from node.store import Store, StoreDiskFullError, StoreWriteError
+from node.store import (
+    Store,
+    StoreDamagedError,
+    StoreDiskFullError,
+    StoreWriteError,
+    damaged_store_message,
+)
 from tests.test_peer_fuzz import joining_node
 from tests.test_statesync_peers import (
     SNAPSHOT_HEIGHT,
@@ -249,3 +255,31 @@ async def test_a_joining_node_whose_disk_refuses_a_chunk_stops_instead_of_fetchi
     events = [record for record in caplog.records if record.msg == "statesync_write_failed"]
     assert len(events) == 1
     assert events[0].__dict__["disk_full"] is True
+
+
+async def test_a_joining_node_whose_store_is_found_damaged_stops_saying_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Damage the store reports while a chunk installs stops the joining node with that
+    ``StoreDamagedError`` (what ``suanpan start`` turns into ``store_damaged``) instead of a
+    retry that would download the snapshot again onto a store it cannot read."""
+    monkeypatch.setattr(runtime, "_STATE_SYNC_RETRY_SECONDS", 0.05)
+
+    def damaged_install(self: Store, items: object, records: object) -> None:
+        raise StoreDamagedError(damaged_store_message(self.path, "LMDB: MDB_CORRUPTED"))
+
+    async with joining_node(tmp_path) as joining:
+        monkeypatch.setattr(Store, "install_state_chunk", damaged_install)
+        joining.server.honest = True
+        joining.server.queued.set()
+        with trio.fail_after(60):
+            while not joining.errors:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        answered = joining.server.answered
+        await trio.sleep(0.5)  # ten retry intervals: nothing more is asked
+        assert joining.server.answered == answered
+        damage = runtime.raised_in(joining.errors[0], StoreDamagedError)
+        assert damage is not None, joining.errors
+        assert "MDB_CORRUPTED" in str(damage)
+        assert runtime.stopped_error(joining.errors[0]) is None
+        joining.errors.clear()  # the stop is what this test expects
