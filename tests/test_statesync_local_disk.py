@@ -37,7 +37,7 @@ from node.store import (
     StoreWriteError,
     damaged_store_message,
 )
-from tests.test_peer_fuzz import joining_node
+from tests.test_peer_fuzz import Joining, joining_node
 from tests.test_statesync_peers import (
     SNAPSHOT_HEIGHT,
     Handler,
@@ -210,6 +210,19 @@ async def test_a_snapshot_directory_that_cannot_be_made_stops_the_sync(
         source_store.close()
 
 
+async def served_until_stopped(joining: Joining) -> None:
+    """Serve the joining node truly until a node task raises; then check that the node asks
+    nothing more over ten of its retry intervals (a retry would start the download over)."""
+    joining.server.honest = True
+    joining.server.queued.set()
+    with trio.fail_after(60):
+        while not joining.errors:  # noqa: ASYNC110
+            await trio.sleep(0.05)
+    answered = joining.server.answered
+    await trio.sleep(10 * runtime._STATE_SYNC_RETRY_SECONDS)
+    assert joining.server.answered == answered
+
+
 async def test_a_joining_node_whose_disk_refuses_a_chunk_stops_instead_of_fetching_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -230,14 +243,7 @@ async def test_a_joining_node_whose_disk_refuses_a_chunk_stops_instead_of_fetchi
     caplog.set_level(logging.CRITICAL, logger="suanpan.node")
     async with joining_node(tmp_path) as joining:
         monkeypatch.setattr(Store, "install_state_chunk", refusing_install)
-        joining.server.honest = True
-        joining.server.queued.set()
-        with trio.fail_after(60):
-            while not joining.errors:  # noqa: ASYNC110
-                await trio.sleep(0.05)
-        answered = joining.server.answered
-        await trio.sleep(0.5)  # ten retry intervals: nothing more is asked
-        assert joining.server.answered == answered
+        await served_until_stopped(joining)
         stopped = runtime.stopped_error(joining.errors[0])
         assert isinstance(stopped, runtime.NodeStoppedError), joining.errors
         assert str(stopped).startswith("state sync could not write chunk "), stopped
@@ -270,14 +276,7 @@ async def test_a_joining_node_whose_store_is_found_damaged_stops_saying_so(
 
     async with joining_node(tmp_path) as joining:
         monkeypatch.setattr(Store, "install_state_chunk", damaged_install)
-        joining.server.honest = True
-        joining.server.queued.set()
-        with trio.fail_after(60):
-            while not joining.errors:  # noqa: ASYNC110
-                await trio.sleep(0.05)
-        answered = joining.server.answered
-        await trio.sleep(0.5)  # ten retry intervals: nothing more is asked
-        assert joining.server.answered == answered
+        await served_until_stopped(joining)
         damage = runtime.raised_in(joining.errors[0], StoreDamagedError)
         assert damage is not None, joining.errors
         assert "MDB_CORRUPTED" in str(damage)
