@@ -190,6 +190,11 @@ class NodeMetrics:
         )
         r.register(self.commit_latency)
         self.evidence = Counter("suanpan_evidence", "Equivocation evidence recorded", registry=r)
+        self.store_damaged = Gauge(
+            "suanpan_store_damaged",
+            "1 once a client request's read met damage in the node's store (its log says where)",
+            registry=r,
+        )
         self.last_block_time = Gauge(
             "suanpan_last_block_timestamp_seconds",
             "Timestamp of the last committed block (its header's time)",

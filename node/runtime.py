@@ -2617,11 +2617,13 @@ class Node:
     def store_damaged(self, error: StoreDamagedError) -> None:
         """A client request's read met damage in the store. The node serves on (the damage may
         lie only under what that request read; a node task that meets it stops the node), and
-        ``/healthz`` reports it from now on; each new message is logged once."""
+        ``/healthz`` and the ``suanpan_store_damaged`` gauge report it from now on; each new
+        message is logged once."""
         message = str(error)
         if message != self._store_damage:
             log.critical("store_damaged", extra={"met_by": "api", "error": message})
         self._store_damage = message
+        self.metrics.store_damaged.set(1)
 
     def status(self) -> dict[str, JsonType]:
         """The node status document."""

@@ -531,7 +531,8 @@ async def test_an_api_read_of_a_damaged_page_is_answered_503_and_healthz_names_t
 ) -> None:
     """A request whose read meets a damaged page is answered 503 ``store_damaged`` without
     the store's path or a traceback (the path goes to the log, once for the same damage met
-    twice); the node serves on, and ``/healthz`` answers 503 naming the damage."""
+    twice); the node serves on, ``/healthz`` answers 503 naming the damage, and the gauge
+    ``suanpan_store_damaged`` turns 1."""
     info = create_testnet(tmp_path / "net", 1, chain_id="damaged-net")
     key = info.client_key(0)
     hashes: list[str] = []
@@ -560,6 +561,10 @@ async def test_an_api_read_of_a_damaged_page_is_answered_503_and_healthz_names_t
                 functools.partial(client.request_raw, "GET", "/healthz")
             )
             assert b"store_damaged" not in body  # nothing met yet
+            status, body = await trio.to_thread.run_sync(
+                functools.partial(client.request_raw, "GET", "/metrics")
+            )
+            assert b"\nsuanpan_store_damaged 0.0\n" in body, body[-2000:]
             for _ in range(2):
                 status, body = await trio.to_thread.run_sync(
                     functools.partial(client.request_raw, "GET", f"/tx/{hashes[0]}")
@@ -579,6 +584,10 @@ async def test_an_api_read_of_a_damaged_page_is_answered_503_and_healthz_names_t
             assert status == 503, body
             problems = json.loads(body)["problems"]
             assert [p for p in problems if p.startswith("store_damaged: ")], problems
+            status, body = await trio.to_thread.run_sync(
+                functools.partial(client.request_raw, "GET", "/metrics")
+            )
+            assert b"\nsuanpan_store_damaged 1.0\n" in body, body[-2000:]
             status, _ = await trio.to_thread.run_sync(
                 functools.partial(client.request_raw, "GET", "/status")
             )

@@ -96,6 +96,14 @@ def alert_rules(validators: int = 4) -> dict[str, JsonType]:
             "a validator signed conflicting votes (see /evidence on {{ $labels.instance }})",
         ),
         _rule(
+            "SuanpanStoreDamaged",
+            "suanpan_store_damaged == 1",
+            "0m",
+            "critical",
+            "a read met damage in the store of {{ $labels.instance }} (log event store_damaged):"
+            " restore it from a backup or give the node a fresh store",
+        ),
+        _rule(
             "SuanpanMempoolNearlyFull",
             "suanpan_mempool_transactions > 16000",
             "1m",
