@@ -8,9 +8,9 @@ method path                         what
 GET    /healthz                     ``{"ok", "height", "problems"}``: 200 while the node is
                                     current, 503 naming why when it is stale, isolated,
                                     behind, or its store was found damaged
-GET    /status                      height, view, primary, peers, validators, app hash,
-                                    mempool size, syncing, chain id, genesis hash, software
-                                    version, last block time
+GET    /status                      problems (as /healthz), height, view, primary, peers,
+                                    validators, app hash, mempool size, syncing, chain id,
+                                    genesis hash, software version, last block time
 POST   /tx                          body ``{"tx": hex, "wait": bool, "timeout_ms": int}``:
                                     submit a signed transaction; returns its hash and
                                     status (``pending``; with ``wait``: ``committed`` or

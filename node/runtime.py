@@ -2641,6 +2641,8 @@ class Node:
             "role": "validator" if replica.voting else "observer",
             "validator_index": self.index,
             "height": self.written_height,
+            # What /healthz names (empty while the node is current), so `suanpan status` says it.
+            "problems": list(self.health().problems),
             "last_block_hash": self.written_block_hash.hex(),
             "app_hash": self.written_app_hash.hex(),
             "consensus_height": replica.height,

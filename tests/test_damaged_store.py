@@ -588,10 +588,11 @@ async def test_an_api_read_of_a_damaged_page_is_answered_503_and_healthz_names_t
                 functools.partial(client.request_raw, "GET", "/metrics")
             )
             assert b"\nsuanpan_store_damaged 1.0\n" in body, body[-2000:]
-            status, _ = await trio.to_thread.run_sync(
+            status, body = await trio.to_thread.run_sync(
                 functools.partial(client.request_raw, "GET", "/status")
             )
             assert status == 200
+            assert json.loads(body)["problems"] == problems
             nursery.cancel_scope.cancel()
 
 
