@@ -68,9 +68,10 @@ outcome, not the receipt, unless the rules let it read the receipt). Scoped: que
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -670,7 +671,7 @@ class _Handler:
         )
         backend = self._backend
 
-        async def lines() -> AsyncIterator[bytes]:
+        async def lines() -> AsyncGenerator[bytes, None]:
             height = start
             while True:
                 if backend.height() < height:
@@ -685,7 +686,12 @@ class _Handler:
                 height += 1
                 await trio.lowlevel.checkpoint()
 
-        return Response(200, content_type="application/x-ndjson", stream=lines())
+        damaged = json.dumps({"error": STORE_DAMAGED_ANSWER, "code": "store_damaged"}) + "\n"
+        return Response(
+            200,
+            content_type="application/x-ndjson",
+            stream=self._until_damage(lines(), damaged.encode()),
+        )
 
     def _events(self, request: Request, principal: Principal) -> Response:
         try:
@@ -706,4 +712,23 @@ class _Handler:
             )
             after = -1
         stream = event_stream(self._backend, self._access, principal, wanted, start, after)
-        return Response(200, content_type="text/event-stream", stream=stream)
+        damaged = json.dumps({"error": STORE_DAMAGED_ANSWER, "code": "store_damaged"})
+        return Response(
+            200,
+            content_type="text/event-stream",
+            stream=self._until_damage(stream, f"event: error\ndata: {damaged}\n\n".encode()),
+        )
+
+    async def _until_damage(
+        self, chunks: AsyncGenerator[bytes, None], last: bytes
+    ) -> AsyncIterator[bytes]:
+        """``chunks`` until a read meets damage in the store: then ``last`` (the stream's own
+        form of the ``store_damaged`` answer) ends the stream, and the node records the damage
+        as for any request (a client resumes from its last height or event id elsewhere)."""
+        async with contextlib.aclosing(chunks):
+            try:
+                async for chunk in chunks:
+                    yield chunk
+            except StoreDamagedError as error:
+                self._backend.store_damaged(error)
+                yield last

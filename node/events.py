@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -356,7 +356,7 @@ async def event_stream(
     wanted: EventFilter,
     start_height: int,
     after_number: int = -1,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The SSE bytes of every item from block ``start_height`` (items numbered above
     ``after_number`` in that first block) that ``principal`` may read and ``wanted`` selects."""
     view = _View(access, principal, wanted)

@@ -531,8 +531,9 @@ async def test_an_api_read_of_a_damaged_page_is_answered_503_and_healthz_names_t
 ) -> None:
     """A request whose read meets a damaged page is answered 503 ``store_damaged`` without
     the store's path or a traceback (the path goes to the log, once for the same damage met
-    twice); the node serves on, ``/healthz`` answers 503 naming the damage, and the gauge
-    ``suanpan_store_damaged`` turns 1."""
+    twice); the node serves on, ``/healthz`` and ``/status`` name the damage, the gauge
+    ``suanpan_store_damaged`` turns 1, and an event stream that meets it ends with the same
+    answer."""
     info = create_testnet(tmp_path / "net", 1, chain_id="damaged-net")
     key = info.client_key(0)
     hashes: list[str] = []
@@ -593,6 +594,19 @@ async def test_an_api_read_of_a_damaged_page_is_answered_503_and_healthz_names_t
             )
             assert status == 200
             assert json.loads(body)["problems"] == problems
+            # A stream whose read meets the damage ends with the same answer as its last
+            # message (the events stream reads every receipt of a block).
+            status, body = await trio.to_thread.run_sync(
+                functools.partial(client.request_raw, "GET", "/events?from=1")
+            )
+            assert status == 200, body
+            last = body.rstrip(b"\n").split(b"\n\n")[-1]
+            assert last.startswith(b"event: error\ndata: "), body[-2000:]
+            assert json.loads(last.split(b"data: ", 1)[1]) == {
+                "error": STORE_DAMAGED_ANSWER,
+                "code": "store_damaged",
+            }
+            assert not [r for r in caplog.records if r.getMessage() == "http_connection_failed"]
             nursery.cancel_scope.cancel()
 
 
