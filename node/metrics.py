@@ -8,16 +8,20 @@ as counters (``_total``), never as gauges, so ``rate()`` works on them; and the 
 **process** collectors (CPU seconds, resident memory, open file descriptors, start time),
 with the resident memory split into its anonymous part (the heap) and its file-backed part
 (mostly LMDB's map of the store, page cache the kernel may reclaim), read from
-``/proc/self/status`` at each scrape where there is one."""
+``/proc/self/status`` at each scrape where there is one. The store's **disk** (its file's size,
+and the free and total bytes of the filesystem that holds it) is read at each scrape too, so an
+alert can fire well before a full disk stops the node."""
 
 from __future__ import annotations
 
 import bisect
 import math
+import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 from prometheus_client import (
@@ -99,6 +103,43 @@ class _MemoryCollector(Collector):
             "suanpan_memory_file_bytes",
             "Resident file-backed memory, mostly LMDB's map of the store (reclaimable cache)",
             value=file_backed,
+        )
+
+
+class _StoreDiskCollector(Collector):
+    """Exports the store file's size and its filesystem's free and total bytes at each scrape
+    (a ``statvfs`` and a ``stat``: microseconds). What cannot be read is left out."""
+
+    def __init__(self, directory: Path, file_name: str) -> None:
+        self.directory = directory
+        self.file_name = file_name
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        """Nothing up front: what cannot be read at a scrape is not exported."""
+        return ()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            disk = os.statvfs(self.directory)
+        except OSError:
+            pass
+        else:
+            yield GaugeMetricFamily(
+                "suanpan_store_disk_free_bytes",
+                "Bytes free to the node on the filesystem that holds its store",
+                value=disk.f_bavail * disk.f_frsize,
+            )
+            yield GaugeMetricFamily(
+                "suanpan_store_disk_size_bytes",
+                "Size of the filesystem that holds the node's store",
+                value=disk.f_blocks * disk.f_frsize,
+            )
+        try:
+            size = (self.directory / self.file_name).stat().st_size
+        except OSError:
+            return
+        yield GaugeMetricFamily(
+            "suanpan_store_file_bytes", "Size of the store's LMDB data file", value=size
         )
 
 
@@ -220,6 +261,11 @@ class NodeMetrics:
         self._rate = 0.0
         # Committed transactions since this process started (also exported as a counter).
         self.committed_total = 0
+
+    def watch_store_disk(self, directory: Path, file_name: str = "data.mdb") -> None:
+        """Export the store file's size and its filesystem's free and total bytes at every
+        scrape (``directory``: the store's)."""
+        self.registry.register(_StoreDiskCollector(directory, file_name))
 
     def add_totals(self, provider: TotalsProvider) -> None:
         """Export the running totals ``provider`` returns at every scrape, as counters."""

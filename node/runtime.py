@@ -430,6 +430,7 @@ class Node:
         # Hands the C allocator's free pages back after block writes (node.heap).
         self.heap = HeapTrimmer()
         self.store = Store(home.data_dir, chain_id=self.chain_id, genesis_hash=self.genesis.hash)
+        self.metrics.watch_store_disk(home.data_dir)
         # Executed blocks that may wait for the block writer (``_set_syncing``).
         self._unwritten_max = _UNWRITTEN_BLOCKS_MAX
         self._tree_flush_blocks = self.store.tree_flush_blocks

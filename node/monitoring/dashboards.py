@@ -96,6 +96,22 @@ def alert_rules(validators: int = 4) -> dict[str, JsonType]:
             "a validator signed conflicting votes (see /evidence on {{ $labels.instance }})",
         ),
         _rule(
+            "SuanpanDiskFilling",
+            "suanpan_store_disk_free_bytes / suanpan_store_disk_size_bytes < 0.1",
+            "5m",
+            "warning",
+            "the disk that holds the store of {{ $labels.instance }} has less than 10 % free"
+            " (a full disk stops the node)",
+        ),
+        _rule(
+            "SuanpanDiskNearlyFull",
+            "suanpan_store_disk_free_bytes < 1073741824",
+            "1m",
+            "critical",
+            "the disk that holds the store of {{ $labels.instance }} has less than 1 GiB free:"
+            " a Merkle tree write takes megabytes at once, and a full disk stops the node",
+        ),
+        _rule(
             "SuanpanStoreDamaged",
             "suanpan_store_damaged == 1",
             "0m",
@@ -292,6 +308,15 @@ def dashboard() -> dict[str, JsonType]:
             48,
         ),
         _panel("Monitor height", [("suanpan_monitor_height", "monitor")], 12, 48),
+        _panel(
+            "Store file and free disk (GiB)",
+            [
+                ("suanpan_store_file_bytes / 2^30", f"store {node}"),
+                ("suanpan_store_disk_free_bytes / 2^30", f"free {node}"),
+            ],
+            0,
+            56,
+        ),
     ]
     return {
         "title": "Suanpan testnet",
