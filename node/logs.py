@@ -8,6 +8,11 @@ A log file on a full disk (``LogFileHandler``) costs the node its log, never its
 record the file cannot take goes to stderr instead, one ``log_file_write_failed`` event says
 so when the file first fails, and the file is tried again with every record; once one lands,
 a ``log_file_write_resumed`` event in the file counts the records that went to stderr.
+
+Rotation: the file is opened for appending, so ``logrotate``'s ``copytruncate`` works as it is;
+``reopen_log_file`` (a running node calls it on SIGHUP) closes the file and opens the configured
+path again, so a rotation that moves the file (``logrotate``'s default, with ``kill -HUP`` after
+it) has the node write to a new file at the configured path.
 """
 
 from __future__ import annotations
@@ -22,7 +27,14 @@ import time
 from pathlib import Path
 from typing import Final
 
-__all__ = ["JsonFormatter", "LogFileHandler", "TextFormatter", "configure_logging"]
+__all__ = [
+    "JsonFormatter",
+    "LogFileHandler",
+    "TextFormatter",
+    "configure_logging",
+    "log_file_handler",
+    "reopen_log_file",
+]
 
 # Attributes every LogRecord has; anything else came from ``extra`` and is an event field.
 _STANDARD: Final = frozenset(
@@ -111,6 +123,18 @@ class LogFileHandler(logging.FileHandler):
             self._failed(error)
             _to_stderr(line)
 
+    def reopen(self) -> None:
+        """Close the file; the next record opens the configured path again (after a rotation
+        moved the file away, a new one)."""
+        self.acquire()
+        try:
+            stream, self.stream = self.stream, None
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        finally:
+            self.release()
+
     def _write(self, line: str) -> None:
         stream = self.stream
         assert stream is not None, "opened by emit"
@@ -185,3 +209,25 @@ def configure_logging(level: str, log_format: str, path: Path | None) -> None:
     logger.addHandler(handler_)
     logger.setLevel(level.upper())
     logger.propagate = False
+
+
+def log_file_handler() -> LogFileHandler | None:
+    """The log file ``configure_logging`` installed, or None when the logs go to stderr."""
+    for handler in logging.getLogger("suanpan").handlers:
+        if isinstance(handler, LogFileHandler):
+            return handler
+    return None
+
+
+def reopen_log_file() -> str | None:
+    """Close the log file and open its configured path again (after a rotation moved it): the
+    last record of the old file says so (``log_file_reopening``), the first of the new one
+    (``log_file_reopened``). Returns the path, or None when the logs go to stderr."""
+    handler = log_file_handler()
+    if handler is None:
+        return None
+    log = logging.getLogger("suanpan.logs")
+    log.info("log_file_reopening", extra={"path": handler.baseFilename})
+    handler.reopen()
+    log.info("log_file_reopened", extra={"path": handler.baseFilename})
+    return handler.baseFilename

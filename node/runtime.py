@@ -172,6 +172,7 @@ from node.home import NEXT_VALIDATOR_KEY_FILE, Home
 from node.http import Handler, HttpLimits, Request, Response, serve_http
 from node.jsonvalue import JsonType, to_json
 from node.keys import KeyFileError, load_key_file
+from node.logs import log_file_handler, reopen_log_file
 from node.looptasks import LoopTaskClock
 from node.machineidle import MachineIdle
 from node.mempool import (
@@ -224,6 +225,7 @@ __all__ = [
     "NodeStoppedError",
     "raised_in",
     "stopped_error",
+    "watched_signals",
 ]
 
 log = logging.getLogger("suanpan.node")
@@ -738,7 +740,8 @@ class Node:
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve until cancelled or SIGINT/SIGTERM; closes the store on the way out."""
+        """Serve until cancelled or SIGINT/SIGTERM (SIGHUP reopens the log file:
+        ``watched_signals``); closes the store on the way out."""
         if self.config.metrics.loop_task_cpu:
             self.loop_tasks = LoopTaskClock(
                 lambda: self.phases.sections_ns + self.network.phase_cpu_ns()
@@ -747,7 +750,7 @@ class Node:
         try:
             # Signals first: a SIGTERM from here on stops the node cleanly, and one the entry
             # point held while the process started (node.termination) is delivered now.
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            with trio.open_signal_receiver(*watched_signals()) as signals:
                 hand_over_termination()
                 await self._serve(signals, task_status)
         finally:
@@ -878,6 +881,10 @@ class Node:
     @staticmethod
     async def _signals(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
         async for number in signals:
+            if number == signal.SIGHUP:
+                # A rotation moved the log file (``watched_signals``): write to a new one.
+                reopen_log_file()
+                continue
             log.info("signal_received", extra={"signal": signal.Signals(number).name})
             scope.cancel()
             return
@@ -2889,6 +2896,15 @@ def passing_refusals(raw: Sequence[bytes], outcomes: Sequence[SubmitOutcome]) ->
         for data, outcome in zip(raw, outcomes, strict=True)
         if not outcome.accepted and (outcome.retry or outcome.code in _GOSSIP_RETAKE_CODES)
     ]
+
+
+def watched_signals() -> tuple[signal.Signals, ...]:
+    """The signals a running node acts on: SIGINT and SIGTERM stop it; with a log file, SIGHUP
+    reopens it (``node.logs.reopen_log_file``, for ``logrotate``). Without one, SIGHUP keeps
+    its default (a terminal's hang-up ends the node)."""
+    if log_file_handler() is None:
+        return (signal.SIGINT, signal.SIGTERM)
+    return (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _write_failed(first: int | None, last: int, error: StoreError) -> NodeStoppedError:
