@@ -29,7 +29,7 @@ from node.http import Handler, HttpCounters, HttpLimits, serve_http
 from node.jsonvalue import JsonType
 from node.metrics import RunningTotal
 from node.phases import PhaseClock
-from node.tls import server_context
+from node.tls import TlsError, server_context
 
 __all__ = ["ApiServer"]
 
@@ -79,6 +79,7 @@ class ApiServer:
             limiter=self.limiter,
         )
         self.counters = HttpCounters()
+        self.home = home
         self.tls: ssl.SSLContext | None = server_context(home, rpc)
         self.limits = HttpLimits(
             body_bytes_max=rpc.body_bytes_max,
@@ -113,11 +114,34 @@ class ApiServer:
             address.host,
             address.port,
             self.limits,
-            tls=self.tls,
+            tls=lambda: self.tls,
             limiter=self.limiter,
             counters=self.counters,
             task_status=task_status,
         )
+
+    def reload_tls(self) -> None:
+        """Load ``[rpc]``'s certificate, key and client CA files again (renewed in place, the
+        same paths): connections made from now on get them, open ones keep theirs. Files that
+        do not load leave the ones in use serving, and the problem is logged
+        (``api_tls_reload_failed``, named as ``config check`` would). Nothing without TLS."""
+        if self.tls is None:
+            return
+        try:
+            context = server_context(self.home, self.rpc)
+        except TlsError as error:
+            log.error(
+                "api_tls_reload_failed",
+                extra={
+                    "key": error.key,
+                    "path": str(error.path),
+                    "problem": error.problem,
+                    "then": "the certificate loaded before goes on serving",
+                },
+            )
+            return
+        self.tls = context
+        log.info("api_tls_reloaded", extra={"certificate": self.rpc.tls_certificate_file})
 
     def totals(self) -> Iterable[RunningTotal]:
         """The server's running totals, for ``/metrics``."""

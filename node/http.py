@@ -396,13 +396,15 @@ async def serve_http(
     port: int,
     limits: HttpLimits,
     *,
-    tls: ssl.SSLContext | None = None,
+    tls: ssl.SSLContext | Callable[[], ssl.SSLContext | None] | None = None,
     limiter: ClientLimiter | None = None,
     counters: HttpCounters | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``handler`` on ``host:port`` until cancelled. ``nursery.start`` returns the bound
-    port (useful with port 0). ``tls`` serves HTTPS; ``limiter`` enforces per-client limits."""
+    port (useful with port 0). ``tls`` serves HTTPS: a context, or a function that gives the
+    one for each new connection (a certificate renewed while the server runs); ``limiter``
+    enforces per-client limits."""
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound_port: int = listeners[0].socket.getsockname()[1]
     slots = trio.Semaphore(limits.connections_max)
@@ -434,8 +436,9 @@ async def serve_http(
                 return
             async with slots:
                 totals.connections_accepted += 1
-                if tls is not None:
-                    secure = trio.SSLStream(tcp, tls, server_side=True, https_compatible=True)
+                context = tls() if callable(tls) else tls
+                if context is not None:
+                    secure = trio.SSLStream(tcp, context, server_side=True, https_compatible=True)
                     stream = secure
                     with trio.move_on_after(limits.request_timeout_s) as handshake:
                         try:

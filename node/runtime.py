@@ -740,8 +740,8 @@ class Node:
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve until cancelled or SIGINT/SIGTERM (SIGHUP reopens the log file:
-        ``watched_signals``); closes the store on the way out."""
+        """Serve until cancelled or SIGINT/SIGTERM (SIGHUP reopens the log file and reloads the
+        API's certificate: ``watched_signals``); closes the store on the way out."""
         if self.config.metrics.loop_task_cpu:
             self.loop_tasks = LoopTaskClock(
                 lambda: self.phases.sections_ns + self.network.phase_cpu_ns()
@@ -750,7 +750,9 @@ class Node:
         try:
             # Signals first: a SIGTERM from here on stops the node cleanly, and one the entry
             # point held while the process started (node.termination) is delivered now.
-            with trio.open_signal_receiver(*watched_signals()) as signals:
+            with trio.open_signal_receiver(
+                *watched_signals(tls=self.api.tls is not None)
+            ) as signals:
                 hand_over_termination()
                 await self._serve(signals, task_status)
         finally:
@@ -878,12 +880,13 @@ class Node:
         async for batch in self.network.transactions:
             self.network.forget_transactions(batch.transactions)
 
-    @staticmethod
-    async def _signals(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+    async def _signals(self, signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
         async for number in signals:
             if number == signal.SIGHUP:
-                # A rotation moved the log file (``watched_signals``): write to a new one.
+                # A rotation moved the log file, or the API's certificate was renewed
+                # (``watched_signals``): write to a new file, serve the new certificate.
                 reopen_log_file()
+                self.api.reload_tls()
                 continue
             log.info("signal_received", extra={"signal": signal.Signals(number).name})
             scope.cancel()
@@ -2898,11 +2901,13 @@ def passing_refusals(raw: Sequence[bytes], outcomes: Sequence[SubmitOutcome]) ->
     ]
 
 
-def watched_signals() -> tuple[signal.Signals, ...]:
-    """The signals a running node acts on: SIGINT and SIGTERM stop it; with a log file, SIGHUP
-    reopens it (``node.logs.reopen_log_file``, for ``logrotate``). Without one, SIGHUP keeps
-    its default (a terminal's hang-up ends the node)."""
-    if log_file_handler() is None:
+def watched_signals(*, tls: bool) -> tuple[signal.Signals, ...]:
+    """The signals a running node acts on: SIGINT and SIGTERM stop it; with a log file or an
+    API over TLS (``tls``), SIGHUP reopens the log file (``node.logs.reopen_log_file``, for
+    ``logrotate``) and loads the API's certificate files again
+    (``ApiServer.reload_tls``). With neither, SIGHUP keeps its default (a terminal's hang-up
+    ends the node)."""
+    if log_file_handler() is None and not tls:
         return (signal.SIGINT, signal.SIGTERM)
     return (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 

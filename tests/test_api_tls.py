@@ -4,7 +4,10 @@ skipped, saying so, on a machine without it)."""
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
+import signal
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +15,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from node import runtime
 from node.client.client import ApiError, Client, tls_context
 from node.config import RPCConfig
 from node.home import check_home, load_home, write_config
@@ -177,3 +181,61 @@ def test_an_encrypted_key_is_named_not_prompted_for(tmp_path: Path) -> None:
     assert refused.value.key == "[rpc] tls_key_file"
     assert refused.value.path == key
     assert "encrypted with a passphrase" in refused.value.problem
+
+
+async def test_a_renewed_certificate_is_served_after_sighup_and_one_that_fails_is_not(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A running node's API certificate renewed in place (same paths) and the node sent
+    SIGHUP: new connections get the new certificate. Files that do not load then leave the
+    renewed one serving, and say why (``api_tls_reload_failed``)."""
+    info = create_testnet(tmp_path / "net", 1, chain_id="tls-reload-net")
+    home = info.homes[0]
+    config = load_home(home).config
+    old_certificate, old_key = make_certificate(tmp_path, "old")
+    new_certificate, new_key = make_certificate(tmp_path, "new")
+    served_certificate, served_key = home / "api.pem", home / "api-key.pem"
+    shutil.copy(old_certificate, served_certificate)
+    shutil.copy(old_key, served_key)
+    served_key.chmod(0o600)
+    rpc = replace(config.rpc, tls_certificate_file="api.pem", tls_key_file="api-key.pem")
+    write_config(home, replace(config, rpc=rpc))
+    caplog.set_level(logging.INFO, logger="suanpan.api")
+
+    async def reloaded(event: str) -> None:
+        """SIGHUP to this process (the node's), then until the node logs ``event``."""
+        seen = len([r for r in caplog.records if r.getMessage() == event])
+        os.kill(os.getpid(), signal.SIGHUP)
+        with trio.fail_after(30):
+            while len([r for r in caplog.records if r.getMessage() == event]) == seen:  # noqa: ASYNC110
+                await trio.sleep(0.02)
+
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            node: runtime.Node = await nursery.start(runtime.Node(load_home(home)).run)
+            address = f"https://127.0.0.1:{node.ports['rpc']}"
+
+            async def status(trusted: Path) -> int:
+                client = Client(address, tls=tls_context(trusted), timeout_s=10)
+                try:
+                    answer = await trio.to_thread.run_sync(
+                        lambda: client.request_raw("GET", "/healthz", signed=False)
+                    )
+                finally:
+                    client.close()
+                return answer[0]
+
+            assert await status(old_certificate) in (200, 503)
+            shutil.copy(new_certificate, served_certificate)
+            shutil.copy(new_key, served_key)
+            await reloaded("api_tls_reloaded")
+            assert await status(new_certificate) in (200, 503)
+            with pytest.raises(ApiError, match="CERTIFICATE_VERIFY_FAILED"):
+                await status(old_certificate)
+            served_certificate.write_text("not a certificate\n")
+            await reloaded("api_tls_reload_failed")
+            failed = [r for r in caplog.records if r.getMessage() == "api_tls_reload_failed"]
+            assert failed[-1].__dict__["key"] == "[rpc] tls_key_file"
+            assert failed[-1].__dict__["path"] == str(served_key)
+            assert await status(new_certificate) in (200, 503)  # the renewed one serves on
+            nursery.cancel_scope.cancel()

@@ -2,7 +2,8 @@
 (``logrotate``'s default with ``postrotate kill -HUP``), the node writes on in a new file at the
 configured path, the old one ending with ``log_file_reopening`` and the new one starting with
 ``log_file_reopened``; truncated in place (``copytruncate``), the file takes the next records
-from its start, with no hole. Without a log file SIGHUP keeps its default."""
+from its start, with no hole. Without a log file (and without TLS for the API, whose
+certificate SIGHUP also reloads) SIGHUP keeps its default."""
 
 from __future__ import annotations
 
@@ -75,14 +76,17 @@ def test_a_log_file_moved_away_and_sighup_go_on_in_a_new_file(tmp_path: Path) ->
     assert after[-1] == "node_stopped"
 
 
-def test_sighup_is_watched_only_with_a_log_file(tmp_path: Path) -> None:
+def test_sighup_is_watched_only_with_a_log_file_or_tls(tmp_path: Path) -> None:
     logger = logging.getLogger("suanpan")
     assert not [h for h in logger.handlers if isinstance(h, LogFileHandler)]
-    assert signal.SIGHUP not in runtime.watched_signals()  # a hang-up ends the node
+    everything = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    # Neither: a hang-up ends the node, as it ends any program.
+    assert signal.SIGHUP not in runtime.watched_signals(tls=False)
+    assert runtime.watched_signals(tls=True) == everything  # certificates to reload
     handler = LogFileHandler(tmp_path / "node.log")
     logger.addHandler(handler)
     try:
-        assert runtime.watched_signals() == (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        assert runtime.watched_signals(tls=False) == everything  # a file to reopen
     finally:
         logger.removeHandler(handler)
         handler.close()
