@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -29,7 +30,13 @@ from node.http import Handler, HttpCounters, HttpLimits, serve_http
 from node.jsonvalue import JsonType
 from node.metrics import RunningTotal
 from node.phases import PhaseClock
-from node.tls import TlsError, server_context
+from node.tls import (
+    TlsError,
+    api_certificate,
+    certificate_expiry,
+    expiry_warning,
+    server_context,
+)
 
 __all__ = ["ApiServer"]
 
@@ -81,6 +88,9 @@ class ApiServer:
         self.counters = HttpCounters()
         self.home = home
         self.tls: ssl.SSLContext | None = server_context(home, rpc)
+        # When the served certificate stops being valid (Unix seconds; None without TLS or
+        # when it cannot be read), for the metrics and their alert.
+        self.certificate_expires_s = self._certificate_expiry()
         self.limits = HttpLimits(
             body_bytes_max=rpc.body_bytes_max,
             request_timeout_s=rpc.request_timeout_ms / 1000,
@@ -108,6 +118,7 @@ class ApiServer:
         """Serve ``handler`` on ``[rpc] listen_address`` until cancelled."""
         for warning in self.warnings():
             log.warning("api_exposed", extra={"warning": warning})
+        self._warn_of_expiry()
         address = self.rpc.listen_address
         await serve_http(
             handler,
@@ -141,7 +152,32 @@ class ApiServer:
             )
             return
         self.tls = context
-        log.info("api_tls_reloaded", extra={"certificate": self.rpc.tls_certificate_file})
+        self.certificate_expires_s = self._certificate_expiry()
+        log.info(
+            "api_tls_reloaded",
+            extra={
+                "certificate": self.rpc.tls_certificate_file,
+                "expires_s": self.certificate_expires_s,
+            },
+        )
+        self._warn_of_expiry()
+
+    def _certificate_expiry(self) -> int | None:
+        certificate = api_certificate(self.home, self.rpc)
+        if certificate is None:
+            return None
+        try:
+            return certificate_expiry(certificate)
+        except ValueError:
+            return None  # loaded by OpenSSL all the same; ``expiry_warning`` says so
+
+    def _warn_of_expiry(self) -> None:
+        """Log ``api_tls_certificate_expiring`` when the served certificate has expired or
+        expires soon (``node.tls.expiry_warning``)."""
+        certificate = api_certificate(self.home, self.rpc)
+        warning = None if certificate is None else expiry_warning(certificate, time.time())
+        if warning is not None:
+            log.warning("api_tls_certificate_expiring", extra={"warning": warning})
 
     def totals(self) -> Iterable[RunningTotal]:
         """The server's running totals, for ``/metrics``."""

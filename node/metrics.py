@@ -231,6 +231,11 @@ class NodeMetrics:
         )
         r.register(self.commit_latency)
         self.evidence = Counter("suanpan_evidence", "Equivocation evidence recorded", registry=r)
+        self.api_certificate_expiry = Gauge(
+            "suanpan_api_tls_certificate_expiry_timestamp_seconds",
+            "When the API's TLS certificate stops being valid (0 without TLS)",
+            registry=r,
+        )
         self.store_damaged = Gauge(
             "suanpan_store_damaged",
             "1 once a client request's read met damage in the node's store (its log says where)",

@@ -632,6 +632,7 @@ class Node:
         )
         self.metrics.add_totals(self._network_totals)
         self.metrics.add_totals(self.api.totals)
+        self.metrics.api_certificate_expiry.set(self.api.certificate_expires_s or 0)
 
     # ------------------------------------------------------------------ construction
 
@@ -887,6 +888,7 @@ class Node:
                 # (``watched_signals``): write to a new file, serve the new certificate.
                 reopen_log_file()
                 self.api.reload_tls()
+                self.metrics.api_certificate_expiry.set(self.api.certificate_expires_s or 0)
                 continue
             log.info("signal_received", extra={"signal": signal.Signals(number).name})
             scope.cancel()

@@ -9,7 +9,9 @@ home.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,6 +39,7 @@ from node.home import (
     init_home,
 )
 from node.keys import KeyFileError, load_public_key_file
+from node.tls import api_certificate, certificate_expiry, expiry_warning
 
 _HEX_KEY_LENGTH = 64  # an ed25519 public key as hex
 
@@ -335,6 +338,10 @@ def config_check(home: Path) -> None:
     click.echo(f"ok: {home}")
     for warning in config_warnings(loaded.config):
         click.echo(f"warning: {warning}", err=True)
+    certificate = api_certificate(home, loaded.config.rpc)
+    expiry = None if certificate is None else expiry_warning(certificate, time.time())
+    if expiry is not None:
+        click.echo(f"warning: {expiry}", err=True)
     click.echo(f"moniker      {loaded.config.moniker}")
     click.echo(f"role         {role}")
     click.echo(f"chain_id     {loaded.genesis.chain_id}")
@@ -344,4 +351,8 @@ def config_check(home: Path) -> None:
     tls = (
         "mutual TLS" if rpc.tls_client_ca_file else "TLS" if rpc.tls_certificate_file else "no TLS"
     )
+    if certificate is not None:
+        with contextlib.suppress(ValueError):
+            expires = time.strftime("%Y-%m-%d", time.gmtime(certificate_expiry(certificate)))
+            tls += f", certificate valid until {expires}"
     click.echo(f"api          {rpc.listen_address} access={rpc.access} ({tls})")

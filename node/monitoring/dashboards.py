@@ -112,6 +112,15 @@ def alert_rules(validators: int = 4) -> dict[str, JsonType]:
             " a Merkle tree write takes megabytes at once, and a full disk stops the node",
         ),
         _rule(
+            "SuanpanApiCertificateExpiring",
+            "suanpan_api_tls_certificate_expiry_timestamp_seconds > 0"
+            " and suanpan_api_tls_certificate_expiry_timestamp_seconds - time() < 14 * 86400",
+            "1h",
+            "warning",
+            "the API certificate of {{ $labels.instance }} expires within 14 days: renew it"
+            " (replace the files, then SIGHUP the node)",
+        ),
+        _rule(
             "SuanpanStoreDamaged",
             "suanpan_store_damaged == 1",
             "0m",
