@@ -163,19 +163,21 @@ class ApiServer:
         self._warn_of_expiry()
 
     def _certificate_expiry(self) -> int | None:
-        certificate = api_certificate(self.home, self.rpc)
-        if certificate is None:
-            return None
         try:
-            return certificate_expiry(certificate)
-        except ValueError:
+            certificate = api_certificate(self.home, self.rpc)
+            return None if certificate is None else certificate_expiry(certificate)
+        except ValueError:  # TlsError too: the file went since it loaded
             return None  # loaded by OpenSSL all the same; ``expiry_warning`` says so
 
     def _warn_of_expiry(self) -> None:
         """Log ``api_tls_certificate_expiring`` when the served certificate has expired or
         expires soon (``node.tls.expiry_warning``)."""
-        certificate = api_certificate(self.home, self.rpc)
-        warning = None if certificate is None else expiry_warning(certificate, time.time())
+        try:
+            certificate = api_certificate(self.home, self.rpc)
+        except TlsError as error:  # the file went since it loaded
+            warning: str | None = f"{error.key} {error}"
+        else:
+            warning = None if certificate is None else expiry_warning(certificate, time.time())
         if warning is not None:
             log.warning("api_tls_certificate_expiring", extra={"warning": warning})
 
