@@ -39,7 +39,7 @@ from node.home import (
     init_home,
 )
 from node.keys import KeyFileError, load_public_key_file
-from node.tls import api_certificate, certificate_expiry, expiry_warning
+from node.tls import TlsError, api_certificate, certificate_expiry, expiry_warning
 
 _HEX_KEY_LENGTH = 64  # an ed25519 public key as hex
 
@@ -338,7 +338,9 @@ def config_check(home: Path) -> None:
     click.echo(f"ok: {home}")
     for warning in config_warnings(loaded.config):
         click.echo(f"warning: {warning}", err=True)
-    certificate = api_certificate(home, loaded.config.rpc)
+    certificate: Path | None = None
+    with contextlib.suppress(TlsError):  # loaded above; a file gone since has no date to read
+        certificate = api_certificate(home, loaded.config.rpc)
     expiry = None if certificate is None else expiry_warning(certificate, time.time())
     if expiry is not None:
         click.echo(f"warning: {expiry}", err=True)
