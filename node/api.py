@@ -120,6 +120,9 @@ STORE_DAMAGED_ANSWER: Final = (
     "this node cannot answer: a read met damage in its store; its operator must restore the "
     "store (the node's log says where: store_damaged), so ask another node meanwhile"
 )
+# Its document, and that document as a stream's last line (NDJSON) or message (SSE).
+_STORE_DAMAGED: Final = {"error": STORE_DAMAGED_ANSWER, "code": "store_damaged"}
+_STORE_DAMAGED_JSON: Final = json.dumps(_STORE_DAMAGED, separators=(",", ":"))
 
 
 class QueryError(Exception):
@@ -416,7 +419,7 @@ class _Handler:
             # The operator's business, not the client's: the file and what was met go to the
             # log (the store's path is not for clients), and ``/healthz`` names the damage.
             self._backend.store_damaged(error)
-            return json_response(503, {"error": STORE_DAMAGED_ANSWER, "code": "store_damaged"})
+            return json_response(503, _STORE_DAMAGED)
 
     async def _route(self, request: Request, principal: Principal) -> Response:
         parts = [part for part in request.path.split("/") if part]
@@ -686,11 +689,10 @@ class _Handler:
                 height += 1
                 await trio.lowlevel.checkpoint()
 
-        damaged = json.dumps({"error": STORE_DAMAGED_ANSWER, "code": "store_damaged"}) + "\n"
         return Response(
             200,
             content_type="application/x-ndjson",
-            stream=self._until_damage(lines(), damaged.encode()),
+            stream=self._until_damage(lines(), f"{_STORE_DAMAGED_JSON}\n".encode()),
         )
 
     def _events(self, request: Request, principal: Principal) -> Response:
@@ -712,11 +714,12 @@ class _Handler:
             )
             after = -1
         stream = event_stream(self._backend, self._access, principal, wanted, start, after)
-        damaged = json.dumps({"error": STORE_DAMAGED_ANSWER, "code": "store_damaged"})
         return Response(
             200,
             content_type="text/event-stream",
-            stream=self._until_damage(stream, f"event: error\ndata: {damaged}\n\n".encode()),
+            stream=self._until_damage(
+                stream, f"event: error\ndata: {_STORE_DAMAGED_JSON}\n\n".encode()
+            ),
         )
 
     async def _until_damage(
