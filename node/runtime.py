@@ -79,7 +79,6 @@ replica's persisted state, so a validator never signs a second, different vote f
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import importlib.metadata
 import logging
@@ -208,8 +207,8 @@ from node.store import (
     StateReader,
     Store,
     StoreDamagedError,
-    StoreDiskFullError,
     StoreError,
+    is_disk_full,
 )
 from node.termination import hand_over_termination
 from node.tls import TlsError
@@ -321,8 +320,6 @@ _BLOCK_ENTRY_OVERHEAD_BYTES: Final = 128
 _EMPTY_BLOCK_RESPONSE: Final = encode_block_response([])
 # A failed state sync is tried again after this long (peers may have come up, or lied).
 _STATE_SYNC_RETRY_SECONDS: Final = 5.0
-# A write the disk refused for want of room (or a file size or quota limit).
-_DISK_FULL_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 def _software_version() -> str:
@@ -2955,11 +2952,9 @@ def _state_sync_write_failed(error: StateSyncWriteError) -> NodeStoppedError:
     the same disk (and cost the peers a whole snapshot each time), so the node stops; started
     again, it starts the sync over."""
     cause = error.error
-    full = isinstance(cause, StoreDiskFullError) or (
-        isinstance(cause, OSError) and cause.errno in _DISK_FULL_ERRNOS
-    )
     log.critical(
-        "statesync_write_failed", extra={"what": error.what, "disk_full": full, "error": str(cause)}
+        "statesync_write_failed",
+        extra={"what": error.what, "disk_full": is_disk_full(cause), "error": str(cause)},
     )
     return NodeStoppedError(
         f"{error}; the node stopped (fix the cause and start it again: the sync starts over)"
@@ -2974,7 +2969,7 @@ def _store_stopped(
     what holds after the stop."""
     log.critical(
         event,
-        extra={**fields, "disk_full": isinstance(error, StoreDiskFullError), "error": str(error)},
+        extra={**fields, "disk_full": is_disk_full(error), "error": str(error)},
     )
     return NodeStoppedError(
         f"the store could not write {written}: {error}; the node stopped{stopped} (fix the cause "

@@ -140,6 +140,7 @@ store built from a state snapshot answers the same for the heights it covers).
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import logging
 import mmap
@@ -179,6 +180,7 @@ from node.procstatus import process_status_kib
 
 __all__ = [
     "DATABASES",
+    "DISK_FULL_ERRNOS",
     "LMDB_DAMAGE_ERRORS",
     "MAP_SIZE_INITIAL_BYTES",
     "REPLICA_DIR",
@@ -204,6 +206,7 @@ __all__ = [
     "WriterMessage",
     "damaged_store_message",
     "height_key",
+    "is_disk_full",
     "open_error",
     "read_committed_height",
     "read_vote_record",
@@ -286,8 +289,10 @@ _DISK_FULL_FREE_BYTES: Final = 16 * 1024 * 1024
 # this close to it: a short write stops at the limit, and one write is at most a few hundred
 # KiB (LMDB writes 64 pages at a time, an undo record's chunk is about ``UNDO_CHUNK_BYTES``).
 _FILE_LIMIT_SLACK_BYTES: Final = 1024 * 1024
-# What the C library says for the errors that only a full disk or a file size limit gives.
-_DISK_FULL_MESSAGES: Final = ("No space left on device", "Disk quota exceeded", "File too large")
+# The errors that only a full disk, a quota or a file size limit gives, and what the C library
+# says for them (LMDB's errors carry only the words).
+DISK_FULL_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_DISK_FULL_MESSAGES: Final = tuple(os.strerror(number) for number in sorted(DISK_FULL_ERRNOS))
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
 _ABSENT: Final = b"\x00"
@@ -1921,6 +1926,15 @@ def _write_growing(
             # Aborted: LMDB switches its meta page only after every data page is written, so
             # the store holds what the last transaction that committed left.
             raise _write_error(Path(env.path()), error) from error
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` is a write refused for want of room: the store's
+    ``StoreDiskFullError``, or an ``OSError`` of ``DISK_FULL_ERRNOS`` (a file outside the store,
+    such as a snapshot's)."""
+    return isinstance(error, StoreDiskFullError) or (
+        isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS
+    )
 
 
 def _write_error(path: Path, error: lmdb.Error) -> StoreWriteError:
