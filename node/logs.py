@@ -128,12 +128,17 @@ class LogFileHandler(logging.FileHandler):
         moved the file away, a new one)."""
         self.acquire()
         try:
-            stream, self.stream = self.stream, None
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
+            self._let_go()
         finally:
             self.release()
+
+    def _let_go(self) -> None:
+        """Close the file, if open (on a disk that refuses the write, what its buffer holds is
+        dropped with it); ``emit`` opens it again for the next record."""
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
 
     def _write(self, line: str) -> None:
         stream = self.stream
@@ -144,10 +149,7 @@ class LogFileHandler(logging.FileHandler):
     def _failed(self, error: OSError) -> None:
         """The file refused a write: close it (what its buffer holds is dropped, so nothing
         is written twice) and open it again for the next record."""
-        stream, self.stream = self.stream, None
-        if stream is not None:
-            with contextlib.suppress(OSError):
-                stream.close()
+        self._let_go()
         if not self.records_to_stderr:
             _to_stderr(
                 self._event_line(
