@@ -30,13 +30,7 @@ from node.http import Handler, HttpCounters, HttpLimits, serve_http
 from node.jsonvalue import JsonType
 from node.metrics import RunningTotal
 from node.phases import PhaseClock
-from node.tls import (
-    TlsError,
-    api_certificate,
-    certificate_expiry,
-    expiry_warning,
-    server_context,
-)
+from node.tls import TlsError, api_certificate, read_expiry, server_context
 
 __all__ = ["ApiServer"]
 
@@ -89,8 +83,9 @@ class ApiServer:
         self.home = home
         self.tls: ssl.SSLContext | None = server_context(home, rpc)
         # When the served certificate stops being valid (Unix seconds; None without TLS or
-        # when it cannot be read), for the metrics and their alert.
-        self.certificate_expires_s = self._certificate_expiry()
+        # when it cannot be read), for the metrics and their alert, and what to warn of it.
+        self.certificate_expires_s: int | None = None
+        self._expiry_warning = self._read_certificate_expiry()
         self.limits = HttpLimits(
             body_bytes_max=rpc.body_bytes_max,
             request_timeout_s=rpc.request_timeout_ms / 1000,
@@ -118,7 +113,7 @@ class ApiServer:
         """Serve ``handler`` on ``[rpc] listen_address`` until cancelled."""
         for warning in self.warnings():
             log.warning("api_exposed", extra={"warning": warning})
-        self._warn_of_expiry()
+        self._warn_of_expiry(self._expiry_warning)
         address = self.rpc.listen_address
         await serve_http(
             handler,
@@ -152,7 +147,7 @@ class ApiServer:
             )
             return
         self.tls = context
-        self.certificate_expires_s = self._certificate_expiry()
+        warning = self._read_certificate_expiry()
         log.info(
             "api_tls_reloaded",
             extra={
@@ -160,24 +155,26 @@ class ApiServer:
                 "expires_s": self.certificate_expires_s,
             },
         )
-        self._warn_of_expiry()
+        self._warn_of_expiry(warning)
 
-    def _certificate_expiry(self) -> int | None:
-        try:
-            certificate = api_certificate(self.home, self.rpc)
-            return None if certificate is None else certificate_expiry(certificate)
-        except ValueError:  # TlsError too: the file went since it loaded
-            return None  # loaded by OpenSSL all the same; ``expiry_warning`` says so
-
-    def _warn_of_expiry(self) -> None:
-        """Log ``api_tls_certificate_expiring`` when the served certificate has expired or
-        expires soon (``node.tls.expiry_warning``)."""
+    def _read_certificate_expiry(self) -> str | None:
+        """Read the served certificate's expiry once per load (start, reload) into
+        ``certificate_expires_s``; return what to warn of it (``node.tls.read_expiry``)."""
         try:
             certificate = api_certificate(self.home, self.rpc)
         except TlsError as error:  # the file went since it loaded
-            warning: str | None = f"{error.key} {error}"
-        else:
-            warning = None if certificate is None else expiry_warning(certificate, time.time())
+            self.certificate_expires_s = None
+            return f"{error.key} {error}"
+        if certificate is None:
+            self.certificate_expires_s = None
+            return None
+        self.certificate_expires_s, warning = read_expiry(certificate, time.time())
+        return warning
+
+    @staticmethod
+    def _warn_of_expiry(warning: str | None) -> None:
+        """Log ``api_tls_certificate_expiring`` when the served certificate has expired,
+        expires soon or cannot be read."""
         if warning is not None:
             log.warning("api_tls_certificate_expiring", extra={"warning": warning})
 

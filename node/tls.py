@@ -28,7 +28,7 @@ __all__ = [
     "TlsError",
     "api_certificate",
     "certificate_expiry",
-    "expiry_warning",
+    "read_expiry",
     "server_context",
 ]
 
@@ -158,26 +158,27 @@ def certificate_expiry(path: Path) -> int:
     return _der_time(tag, der[value_start:value_end])
 
 
-def expiry_warning(path: Path, now_s: float) -> str | None:
-    """A sentence for ``config check`` when the certificate in ``path`` has expired or expires
-    within ``EXPIRY_WARNING_DAYS`` of ``now_s`` (or its expiry cannot be read), else None."""
+def read_expiry(path: Path, now_s: float) -> tuple[int | None, str | None]:
+    """The certificate in ``path``: when it expires (``certificate_expiry``; None when that
+    cannot be read), and a sentence to warn with when it has expired, expires within
+    ``EXPIRY_WARNING_DAYS`` of ``now_s`` or cannot be read (else None). One read of the file."""
     try:
         expires = certificate_expiry(path)
     except ValueError as error:
-        return f"[rpc] tls_certificate_file {path}: its expiry cannot be read ({error})"
+        return None, f"[rpc] tls_certificate_file {path}: its expiry cannot be read ({error})"
     left_days = (expires - now_s) / 86_400
     when = _date(expires)
     if left_days < 0:
-        return (
+        return expires, (
             f"[rpc] tls_certificate_file {path} expired on {when}: clients that check it refuse"
             " the API; renew it (replace the files, then SIGHUP the node)"
         )
     if left_days < EXPIRY_WARNING_DAYS:
-        return (
+        return expires, (
             f"[rpc] tls_certificate_file {path} expires on {when}, in {left_days:.1f} days;"
             " renew it (replace the files, then SIGHUP the node)"
         )
-    return None
+    return expires, None
 
 
 def _date(seconds: int) -> str:

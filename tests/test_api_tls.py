@@ -28,7 +28,7 @@ from node.config import RPCConfig
 from node.home import check_home, load_home, write_config
 from node.http import HttpLimits, Request, Response, json_response, serve_http
 from node.testnet.testnet import create_testnet
-from node.tls import TlsError, certificate_expiry, expiry_warning, server_context
+from node.tls import TlsError, certificate_expiry, read_expiry, server_context
 
 EC = ("ec", "-pkeyopt", "ec_paramgen_curve:prime256v1")
 RSA = ("rsa:2048",)
@@ -311,17 +311,18 @@ def test_config_check_warns_of_a_certificate_that_expires_soon_or_has_expired(
 ) -> None:
     certificate, _ = make_certificate(tmp_path, "node", days=2)
     expires = certificate_expiry(certificate)
-    assert expiry_warning(certificate, expires - 30 * 86_400) is None
-    soon = expiry_warning(certificate, expires - 2 * 86_400)
+    assert read_expiry(certificate, expires - 30 * 86_400) == (expires, None)
+    _, soon = read_expiry(certificate, expires - 2 * 86_400)
     assert soon is not None
     assert "expires on" in soon
     assert "in 2.0 days" in soon
-    gone = expiry_warning(certificate, expires + 1)
+    _, gone = read_expiry(certificate, expires + 1)
     assert gone is not None
     assert "expired on" in gone
     not_pem = tmp_path / "notes.txt"
     not_pem.write_text("not a certificate\n")
-    unread = expiry_warning(not_pem, time.time())
+    no_date, unread = read_expiry(not_pem, time.time())
+    assert no_date is None
     assert unread is not None
     assert "holds no PEM certificate" in unread
     # The command line: the home's certificate expires in 2 days.

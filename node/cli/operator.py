@@ -39,7 +39,7 @@ from node.home import (
     init_home,
 )
 from node.keys import KeyFileError, load_public_key_file
-from node.tls import TlsError, api_certificate, certificate_expiry, expiry_warning
+from node.tls import TlsError, api_certificate, read_expiry
 
 _HEX_KEY_LENGTH = 64  # an ed25519 public key as hex
 
@@ -341,7 +341,7 @@ def config_check(home: Path) -> None:
     certificate: Path | None = None
     with contextlib.suppress(TlsError):  # loaded above; a file gone since has no date to read
         certificate = api_certificate(home, loaded.config.rpc)
-    expiry = None if certificate is None else expiry_warning(certificate, time.time())
+    expires, expiry = (None, None) if certificate is None else read_expiry(certificate, time.time())
     if expiry is not None:
         click.echo(f"warning: {expiry}", err=True)
     click.echo(f"moniker      {loaded.config.moniker}")
@@ -353,8 +353,6 @@ def config_check(home: Path) -> None:
     tls = (
         "mutual TLS" if rpc.tls_client_ca_file else "TLS" if rpc.tls_certificate_file else "no TLS"
     )
-    if certificate is not None:
-        with contextlib.suppress(ValueError):
-            expires = time.strftime("%Y-%m-%d", time.gmtime(certificate_expiry(certificate)))
-            tls += f", certificate valid until {expires}"
+    if expires is not None:
+        tls += f", certificate valid until {time.strftime('%Y-%m-%d', time.gmtime(expires))}"
     click.echo(f"api          {rpc.listen_address} access={rpc.access} ({tls})")
