@@ -36,6 +36,7 @@ __all__ = [
     "StoreConfig",
     "TestnetConfig",
     "config_warnings",
+    "halt_height_warning",
     "is_loopback",
     "parse_config",
     "parse_host_port",
@@ -204,6 +205,9 @@ class ConsensusConfig:
     # While catching up, update the Merkle tree once per this many synced blocks (each one's
     # app hash taken from the certified block after it, the group's checked against the tree).
     sync_tree_blocks: int = 8
+    # Commit blocks up to this height, then stop (0: never): validators given the same height
+    # all stop after the same block, the agreed stop of an upgrade.
+    halt_height: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -577,6 +581,13 @@ SCHEMA: Final[dict[str, tuple[Key, ...]]] = {
             "use 1..64",
             "while catching up, update the state's Merkle tree once per this many blocks (1:"
             " every block; see docs/operators.md)",
+        ),
+        Key(
+            "halt_height",
+            _int(0, 2**63 - 1),
+            "use 0 (never) or a block height",
+            "commit blocks up to this height, then stop (0: never); validators given the same"
+            " height stop after the same block (see docs/operators.md, Upgrades)",
         ),
     ),
     "mempool": (
@@ -952,6 +963,20 @@ def config_warnings(config: NodeConfig) -> list[str]:
                 " tls_certificate_file and tls_key_file"
             )
     return warnings
+
+
+def halt_height_warning(config: NodeConfig) -> str | None:
+    """What ``[consensus] halt_height`` does, while it is set (``config check`` prints it, the
+    node logs it at start and lists it in ``/status``): a key left over from an upgrade would
+    stop the node."""
+    halt_height = config.consensus.halt_height
+    if not halt_height:
+        return None
+    return (
+        f"[consensus] halt_height = {halt_height}: the node stops after committing block"
+        f" {halt_height} and will not start past it; remove the key once the upgrade it was set"
+        " for is done"
+    )
 
 
 def _toml_value(value: object) -> str:

@@ -165,9 +165,10 @@ from node.admission import AdmissionControl, AdmissionLimits, ProposalArrivals
 from node.api import CommittedTransaction, Health, QueryError, SubmitOutcome
 from node.apiserver import ApiServer
 from node.apploader import AppLoadError, load_apps
+from node.config import halt_height_warning
 from node.events import StreamBlock, StreamBlockCache, stream_transaction
 from node.heap import HeapTrimmer
-from node.home import NEXT_VALIDATOR_KEY_FILE, Home
+from node.home import CONFIG_FILE, NEXT_VALIDATOR_KEY_FILE, Home
 from node.http import Handler, HttpLimits, Request, Response, serve_http
 from node.jsonvalue import JsonType, to_json
 from node.keys import KeyFileError, load_key_file
@@ -452,6 +453,15 @@ class Node:
             )
         # A store with no block yet (fresh, or an interrupted sync) joins from a snapshot.
         self.state_syncing = statesync.enabled and self.store.height == 0
+        halt_height = self.config.consensus.halt_height
+        if halt_height and self.store.height >= halt_height:
+            raise NodeStartError(
+                f"the store is at height {self.store.height}, at or past [consensus] halt_height"
+                f" {halt_height}: the node halted there; to go on, remove halt_height from"
+                f" {CONFIG_FILE} (or set it above {self.store.height}) and start it again"
+            )
+        # The height the node stopped at for ``[consensus] halt_height`` (``_halt``).
+        self.halted_at: int | None = None
         self.snapshots = SnapshotDirectory(home.snapshots_dir, self.chain_id)
         self.snapshots.remove_partial()
         self._snapshot_server = SnapshotServer(
@@ -801,8 +811,19 @@ class Node:
                 },
             )
             task_status.started(self)
+            halt = halt_height_warning(self.config)
+            if halt is not None:
+                log.warning(
+                    "halt_height_set",
+                    extra={"halt_height": self.config.consensus.halt_height, "warning": halt},
+                )
             if self.state_syncing:
                 await self._state_sync()
+                halt_height = self.config.consensus.halt_height
+                if halt_height and self.store.height >= halt_height:
+                    # A snapshot at or past the halt height: nothing more is committed.
+                    await self._halt()
+                    return
             if self._sync_writer_enabled:
                 nursery.start_soon(self._sync_writer_at_start)
             nursery.start_soon(self._write_blocks)
@@ -1137,6 +1158,11 @@ class Node:
                                 action.block, action.certificate, action.next_app_hash
                             )
                         )
+                        halt_height = self.config.consensus.halt_height
+                        if halt_height and action.block.height >= halt_height:
+                            # Nothing the replica does at the next height leaves the node.
+                            await self._halt()
+                            return
                         continue
                     if self._tree_group and not isinstance(
                         action, Dropped | RequestBlocks | RequestProposal | ValidateBlock
@@ -1680,6 +1706,30 @@ class Node:
         """Whether the node exports a state snapshot at ``height``."""
         interval = self.config.statesync.snapshot_interval
         return bool(interval) and height % interval == 0
+
+    async def _halt(self) -> None:
+        """Stop the node at ``[consensus] halt_height``: once the store holds every block
+        committed (and the Merkle tree records held for them), end the node's tasks; the node
+        exits as after SIGTERM, and refuses to start again until the key is raised or
+        removed."""
+        await self._write_all()
+        try:
+            tree_ns = await trio.to_thread.run_sync(
+                _write_measured, self.store.write_held_tree, self.heap
+            )
+        except StoreError as error:
+            raise _write_failed(None, self.written_height, error) from error
+        self.phases.add("commit", tree_ns + self.store.take_writer_cpu_ns())
+        self.halted_at = self.written_height
+        log.warning(
+            "halt_height_reached",
+            extra={
+                "height": self.written_height,
+                "halt_height": self.config.consensus.halt_height,
+            },
+        )
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()
 
     async def _write_all(self) -> None:
         """Until the store holds every executed block."""
@@ -2678,6 +2728,8 @@ class Node:
             "admission_rate": round(self.admission.rate(now_s), 1),
             "admission_pace": round(self.admission.pace(now_s), 1),
             "version": SOFTWARE_VERSION,
+            # ``[consensus] halt_height``: the node stops after committing it (0: never).
+            "halt_height": self.config.consensus.halt_height,
             "native_modules": dict(self._native),
             "signature_batch": self._signature_batch,
             "signature_rule": self._signature_rule,
@@ -2762,6 +2814,9 @@ class Node:
             )
         if handshake_failures.get("chain_id_mismatch"):
             warnings.append(f"a peer runs another chain id; ours is {self.chain_id!r}")
+        halt = halt_height_warning(self.config)
+        if halt is not None:
+            warnings.append(halt)
         return warnings
 
 

@@ -1382,10 +1382,11 @@ class Joining:
 
 
 @asynccontextmanager
-async def joining_node(directory: Path) -> AsyncIterator[Joining]:
+async def joining_node(directory: Path, *, halt_height: int = 0) -> AsyncIterator[Joining]:
     """A four-validator chain run until it holds two snapshots, then stopped; a fifth node
     joining it by state sync whose only peer is the fuzzer (validator 3), which serves node
-    0's snapshots and blocks as its ``Server`` says."""
+    0's snapshots and blocks as its ``Server`` says. ``halt_height``: the joining node's
+    ``[consensus] halt_height``."""
     info = create_testnet(directory / "net", 4, chain_id=CHAIN_ID, config=fast_chain(), observers=1)
     homes = [load_home(path) for path in info.homes]
     errors: list[BaseException] = []
@@ -1412,9 +1413,11 @@ async def joining_node(directory: Path) -> AsyncIterator[Joining]:
             )
             home = replace(
                 homes[4],
-                config=homes[4].config.with_changes(
+                config=homes[4]
+                .config.with_changes(
                     "statesync", enabled=True, peers_min=1, request_timeout_ms=2000
-                ),
+                )
+                .with_changes("consensus", halt_height=halt_height),
             )
             async with trio.open_nursery() as nursery:
                 node = runtime.Node(home)

@@ -22,7 +22,7 @@ from apps.host import GenesisError as AppGenesisError
 from apps.membership import KIND_ENTERPRISE, ROLES_BY_KIND
 from apps.state import MemoryBackend
 from node.apploader import AppLoadError, load_apps
-from node.config import config_warnings
+from node.config import config_warnings, halt_height_warning
 from node.genesis import (
     CHAIN_ID_PATTERN,
     ConsensusParams,
@@ -338,6 +338,9 @@ def config_check(home: Path) -> None:
     click.echo(f"ok: {home}")
     for warning in config_warnings(loaded.config):
         click.echo(f"warning: {warning}", err=True)
+    halt = halt_height_warning(loaded.config)
+    if halt is not None:
+        click.echo(f"warning: {halt}", err=True)
     certificate: Path | None = None
     with contextlib.suppress(TlsError):  # loaded above; a file gone since has no date to read
         certificate = api_certificate(home, loaded.config.rpc)

@@ -146,6 +146,12 @@ def start_command(home: Path) -> None:
         raise click.ClickException(
             f"a listen address in {home}/{CONFIG_FILE} is already in use: {error}"
         ) from None
+    if node.halted_at is not None:
+        click.echo(
+            f"the node halted at height {node.halted_at} ([consensus] halt_height in "
+            f"{home}/{CONFIG_FILE}); remove the key or set it higher to go on",
+            err=True,
+        )
 
 
 def report_fatal_signals() -> None:
