@@ -337,6 +337,8 @@ class _Peer:
     connection: _Connection | None = None
     disconnected: trio.Event = field(default_factory=trio.Event)
     requests_in_flight: int = 0
+    # A write of this peer's frames has started and not returned (``consensus_unsent``).
+    writing: bool = False
     frames_sent: int = 0
     frames_received: int = 0
     bytes_sent: int = 0
@@ -397,6 +399,9 @@ class Network:
         self._inbound_active = 0
         self._peers_changed = trio.Event()
         self._gossip_sent = trio.Event()
+        # Set when a write to a peer returns or a connection ends, while
+        # ``wait_consensus_sent`` waits (None otherwise: the writes make no event).
+        self._frames_written: trio.Event | None = None
         self._listen_port: int | None = None
         # Consensus messages, taken from the peers in turn (``network.inbox``).
         total = self.limits.inbound_messages_max
@@ -601,6 +606,35 @@ class Network:
             for key in wanted
         ):
             await self._peers_changed.wait()
+
+    def consensus_unsent(self) -> int:
+        """Connected peers whose consensus frames are not all written to their connection
+        yet (queued, or in a write that has not returned)."""
+        return sum(
+            1
+            for peer in self._peers.values()
+            if peer.connection is not None and (peer.queues.priority or peer.writing)
+        )
+
+    async def wait_consensus_sent(self, timeout_s: float) -> bool:
+        """Wait until every connected peer's consensus frames are written (what a node that
+        stops on purpose sent last, its votes, then reaches the peers that stay), or
+        ``timeout_s``; returns whether they were. Gossip is not waited for."""
+        with trio.move_on_after(timeout_s):
+            while self.consensus_unsent():
+                if self._frames_written is None:
+                    self._frames_written = trio.Event()
+                await self._frames_written.wait()
+            return True
+        return False
+
+    def _note_frames_written(self) -> None:
+        """A write to a peer returned, or a connection ended (its queue went with it): wake
+        ``wait_consensus_sent``, if it waits, to look again."""
+        event = self._frames_written
+        if event is not None:
+            self._frames_written = None
+            event.set()
 
     def gossip_backlog_bytes(self) -> int:
         """The largest per-peer gossip backlog: producers may pace themselves on it."""
@@ -833,6 +867,7 @@ class Network:
         peer.connection = None
         frames, transactions = peer.queues.clear()
         peer.disconnected.set()
+        self._note_frames_written()
         for pending in self._pending.values():
             if pending.peer == conn.public_key:
                 pending.done.set()
@@ -906,7 +941,12 @@ class Network:
                 if transaction_count:
                     self._gossip_sent.set()
                     self._gossip_sent = trio.Event()
-                await conn.secure.send_frames(frames)
+                peer.writing = True
+                try:
+                    await conn.secure.send_frames(frames)
+                finally:
+                    peer.writing = False
+                    self._note_frames_written()
                 self._charge_sent(frames, taken_ns + conn.secure.seal_ns_last)
                 continue
             queues.wakeup = wakeup = trio.Event()

@@ -321,6 +321,9 @@ _BLOCK_ENTRY_OVERHEAD_BYTES: Final = 128
 _EMPTY_BLOCK_RESPONSE: Final = encode_block_response([])
 # A failed state sync is tried again after this long (peers may have come up, or lied).
 _STATE_SYNC_RETRY_SECONDS: Final = 5.0
+# How long a node halting at ``[consensus] halt_height`` waits for its last consensus frames
+# to be written to its peers (``_halt``).
+_HALT_SEND_SECONDS: Final = 2.0
 
 
 def _software_version() -> str:
@@ -1720,12 +1723,17 @@ class Node:
         except StoreError as error:
             raise _write_failed(None, self.written_height, error) from error
         self.phases.add("commit", tree_ns + self.store.take_writer_cpu_ns())
+        # The votes this node sent last reach the validators still deciding the halt height's
+        # block (each stops once it commits it; one that missed them would wait for a block
+        # nobody serves until the nodes start again).
+        sent = await self.network.wait_consensus_sent(_HALT_SEND_SECONDS)
         self.halted_at = self.written_height
         log.warning(
             "halt_height_reached",
             extra={
                 "height": self.written_height,
                 "halt_height": self.config.consensus.halt_height,
+                "consensus_sent": sent,
             },
         )
         assert self._nursery is not None

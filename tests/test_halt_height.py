@@ -118,6 +118,7 @@ def _halt_together(testnet: Testnet, height: int) -> None:
         assert names[-1] == "node_stopped", names[-6:]
         halt = names.index("halt_height_reached")
         assert (events[halt]["height"], events[halt]["halt_height"]) == (height, height)
+        assert events[halt]["consensus_sent"] is True  # its last votes were written first
         # The halt height's block was the last committed; nothing after the halt but the stop.
         committed = [event["height"] for event in events if event["event"] == "block_committed"]
         assert committed[-1] == height, committed

@@ -442,6 +442,28 @@ async def test_consensus_queue_overflow_closes_the_connection_loudly_and_it_reco
         nursery.cancel_scope.cancel()
 
 
+async def test_consensus_frames_written_before_a_stop_reach_the_peer() -> None:
+    """``wait_consensus_sent``: a node that stops on purpose (``[consensus] halt_height``)
+    first waits for its queued consensus frames to be written; the peer then gets every one
+    though the node's tasks end at once after the wait."""
+    async with trio.open_nursery() as nursery:
+        a = await start_node(nursery, Network(config_for(0)))
+        b = await start_node(nursery, Network(config_for(1, [(0, a.network.listen_port)])))
+        with trio.fail_after(DEADLINE_SECONDS):
+            await a.network.wait_peers_connected([KEYS[1].public_key])
+        votes = [b"vote %d" % n for n in range(3)]
+        # No checkpoint between the sends: all three wait in the queue.
+        assert all(a.network.send(KEYS[1].public_key, 2, vote) for vote in votes)
+        assert a.network.consensus_unsent() == 1
+        # No time to write them: the wait says so.
+        assert not await a.network.wait_consensus_sent(0)
+        assert await a.network.wait_consensus_sent(DEADLINE_SECONDS)
+        assert a.network.consensus_unsent() == 0
+        a.scope.cancel()
+        await wait_for(lambda: [m.payload for m in b.messages] == votes)
+        nursery.cancel_scope.cancel()
+
+
 async def test_gossip_beyond_a_peers_backlog_is_shed_and_counted() -> None:
     limits = NetworkLimits(gossip_queue_bytes_max=200 * 1024)
     async with trio.open_nursery() as nursery:
