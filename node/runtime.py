@@ -444,6 +444,13 @@ class Node:
                 self.genesis.app_state, validators=self.genesis.validator_set
             )
             self.store.init_genesis(writes, app_hash)
+        halt_height = self.config.consensus.halt_height
+        if halt_height and self.store.height >= halt_height:
+            raise NodeStartError(
+                f"the store is at height {self.store.height}, at or past [consensus] halt_height"
+                f" {halt_height}: the node halted there; to go on, remove halt_height from"
+                f" {CONFIG_FILE} (or set it above {self.store.height}) and start it again"
+            )
         if self.config.store.writer_process:
             self.store.start_writer_process()
             log.info("block_writer_process_started", extra={"pid": self.store.writer_process_pid})
@@ -456,13 +463,6 @@ class Node:
             )
         # A store with no block yet (fresh, or an interrupted sync) joins from a snapshot.
         self.state_syncing = statesync.enabled and self.store.height == 0
-        halt_height = self.config.consensus.halt_height
-        if halt_height and self.store.height >= halt_height:
-            raise NodeStartError(
-                f"the store is at height {self.store.height}, at or past [consensus] halt_height"
-                f" {halt_height}: the node halted there; to go on, remove halt_height from"
-                f" {CONFIG_FILE} (or set it above {self.store.height}) and start it again"
-            )
         # The height the node stopped at for ``[consensus] halt_height`` (``_halt``).
         self.halted_at: int | None = None
         self.snapshots = SnapshotDirectory(home.snapshots_dir, self.chain_id)

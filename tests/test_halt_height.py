@@ -141,7 +141,11 @@ def test_validators_halt_after_the_same_block_refuse_to_pass_it_and_go_on_when_i
     tmp_path: Path,
 ) -> None:
     config = NodeConfig().with_changes("consensus", halt_height=HALT)
-    info = create_testnet(tmp_path / "net", 4, chain_id="halt-net", config=config)
+    # One node writes its blocks and tree in a block writer process: its halt waits for that.
+    writer = config.with_changes("store", writer_process=True)
+    info = create_testnet(
+        tmp_path / "net", 4, chain_id="halt-net", config=config, node_configs={1: writer}
+    )
     testnet = Testnet(info)
     try:
         _halt_together(testnet, HALT)
