@@ -676,8 +676,9 @@ class Testnet:
             time.sleep(poll_s)
 
     def summaries(self, exit_codes: list[int | None] | None = None) -> list[NodeSummary]:
-        """Per-node height, block hash, app hash and committed transactions (from the API
-        while running; ``exit_codes`` when already stopped and then read from the store)."""
+        """Per-node height, block hash, app hash and committed transactions, asked of each
+        node's API (a node that does not answer gets height 0 and the error), with
+        ``exit_codes`` as each node's exit code."""
         return [self._summary(index, exit_codes) for index in range(len(self.info.homes))]
 
     def _summary(self, index: int, exit_codes: list[int | None] | None) -> NodeSummary:
