@@ -25,10 +25,18 @@ from node.config import NodeConfig, halt_height_warning, parse_config, render_co
 from node.home import load_home
 from node.store import Store
 from node.testnet.testnet import Testnet, create_testnet
+from tests.node_fixtures import (
+    NEVER_MS,
+    answer_block_request,
+    registrations_chain,
+    with_consensus,
+)
 from tests.test_peer_fuzz import joining_node
 
 HALT: Final = 4
 RAISED: Final = HALT + 3
+# Blocks of a lone validator's chain handed to a node catching up in one answer.
+SYNCED_BLOCKS: Final = 20
 # Deadlines for a 2-core machine shared with other test runs; typical times are far shorter.
 DEADLINE_S: Final = 180.0
 # How long the last validator gets to halt after a quorum did: it may have missed the votes
@@ -212,3 +220,38 @@ async def test_a_halt_height_is_said_by_config_check_the_start_and_status(
     assert status["warnings"] == [said]
     logged = [record for record in caplog.records if record.msg == "halt_height_set"]
     assert [(r.__dict__["halt_height"], r.__dict__["warning"]) for r in logged] == [(1000, said)]
+
+
+@pytest.mark.trio
+async def test_a_node_catching_up_stops_at_its_halt_height_inside_a_synced_batch(
+    tmp_path: Path,
+) -> None:
+    """Blocks 1..top handed in one answer: the node applies them in groups of up to 8 with
+    one Merkle tree update each (``sync_tree_blocks``), and still commits exactly up to its
+    halt height, in the middle of a group, with the state and tree of that height."""
+    info = create_testnet(tmp_path / "net", 1, chain_id="halt-sync", observers=1)
+    source = with_consensus(load_home(info.homes[0]), block_ms=20)
+    with trio.fail_after(DEADLINE_S):
+        entries, _ = await registrations_chain(
+            source, info.client_key(0), SYNCED_BLOCKS, deadline_s=DEADLINE_S, block_every=1
+        )
+    top = entries[-1][0].height
+    halt = top // 2 + 1
+    assert halt % 8 not in (0, 1)  # not at a group's edge
+    follower = load_home(info.homes[1])
+    home = with_consensus(follower, block_ms=NEVER_MS, halt_height=halt)
+    with trio.fail_after(DEADLINE_S):
+        async with trio.open_nursery() as nursery:
+            node = await nursery.start(runtime.Node(home).run)
+            await answer_block_request(node, entries)
+    # The node ended by itself (the nursery waited for it): at the halt height exactly.
+    assert node.halted_at == halt
+    assert node.tree_group_blocks > 0  # the blocks before it were applied in groups
+    with StoreView(home.data_dir) as view:
+        assert view.meta(b"tree_height") is None  # the tree is the halt height's
+    genesis = home.genesis
+    with Store(home.data_dir, chain_id=genesis.chain_id, genesis_hash=genesis.hash) as store:
+        assert store.height == halt
+        assert store.last_block_hash == entries[halt - 1][0].hash
+        # The state after the halt height's block: what the next certified header names.
+        assert store.app_hash == entries[halt][0].header.app_hash
