@@ -1716,13 +1716,7 @@ class Node:
         exits as after SIGTERM, and refuses to start again until the key is raised or
         removed."""
         await self._write_all()
-        try:
-            tree_ns = await trio.to_thread.run_sync(
-                _write_measured, self.store.write_held_tree, self.heap
-            )
-        except StoreError as error:
-            raise _write_failed(None, self.written_height, error) from error
-        self.phases.add("commit", tree_ns + self.store.take_writer_cpu_ns())
+        await self._write_held_tree()
         # The votes this node sent last reach the validators still deciding the halt height's
         # block (each stops once it commits it; one that missed them would wait for a block
         # nobody serves until the nodes start again).
@@ -1792,13 +1786,18 @@ class Node:
             # (votes, proposals, answers) has gone on: its records are the largest write and
             # nothing waits on them (``Store.write_held_tree``).
             if self.store.tree_write_due():
-                try:
-                    tree_ns = await trio.to_thread.run_sync(
-                        _write_measured, self.store.write_held_tree, self.heap
-                    )
-                except StoreError as error:
-                    raise _write_failed(None, self.written_height, error) from error
-                self.phases.add("commit", tree_ns + self.store.take_writer_cpu_ns())
+                await self._write_held_tree()
+
+    async def _write_held_tree(self) -> None:
+        """Write the Merkle tree records the store holds, in a write transaction of their own
+        on a worker thread (``Store.write_held_tree``), counted as commit CPU."""
+        try:
+            tree_ns = await trio.to_thread.run_sync(
+                _write_measured, self.store.write_held_tree, self.heap
+            )
+        except StoreError as error:
+            raise _write_failed(None, self.written_height, error) from error
+        self.phases.add("commit", tree_ns + self.store.take_writer_cpu_ns())
 
     def _write_batch(self) -> list[tuple[Block, CommitCertificate, BlockResult]]:
         """The next blocks to write in one transaction: the snapshot's export must open its
