@@ -24,7 +24,7 @@ from node.cli import main
 from node.config import NodeConfig, halt_height_warning, parse_config, render_config
 from node.home import load_home
 from node.store import Store
-from node.testnet.testnet import Testnet, create_testnet
+from node.testnet.testnet import Testnet, create_testnet, halted_last
 from tests.node_fixtures import (
     NEVER_MS,
     answer_block_request,
@@ -255,3 +255,41 @@ async def test_a_node_catching_up_stops_at_its_halt_height_inside_a_synced_batch
         assert store.last_block_hash == entries[halt - 1][0].hash
         # The state after the halt height's block: what the next certified header names.
         assert store.app_hash == entries[halt][0].header.app_hash
+
+
+def test_testnet_up_shows_a_halt_and_ends_when_every_node_halted(tmp_path: Path) -> None:
+    """A local testnet rehearsing an upgrade's stop: ``testnet up`` on homes given a halt
+    height ends by itself once every node halted (a halt is not a death), and its summary
+    reads the halted nodes' stores and compares their blocks."""
+    config = NodeConfig().with_changes("consensus", halt_height=HALT)
+    info = create_testnet(tmp_path / "net", 4, chain_id="halt-up", config=config)
+    started = time.monotonic()
+    result = CliRunner().invoke(
+        main,
+        ["testnet", "up", "--dir", str(info.directory), "--no-demo", "--duration", "90", "--json"],
+    )
+    assert result.exit_code == 0, result.output[-3000:]
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["agree"] is True
+    assert summary["failures"] == []
+    nodes = summary["nodes"]
+    halted = [node for node in nodes if node["halted"]]
+    assert len(halted) >= 3, nodes  # a quorum at least (one may have missed the last votes)
+    assert {(node["height"], node["exit_code"]) for node in halted} == {(HALT, 0)}
+    assert len({node["last_block_hash"] for node in halted}) == 1
+    if len(halted) == len(nodes):
+        assert time.monotonic() - started < 90  # it ended by itself, not at the duration
+
+
+def test_a_halt_counts_only_after_the_last_start(tmp_path: Path) -> None:
+    log = tmp_path / "node.log"
+    assert not halted_last(log)  # no log yet
+    lines = [
+        '{"event":"node_started","height":0}',
+        '{"event":"halt_height_reached","height":4}',
+        "not json",
+    ]
+    log.write_text("\n".join(lines) + "\n")
+    assert halted_last(log)
+    log.write_text("\n".join([*lines, '{"event":"node_started","height":4}']) + "\n")
+    assert not halted_last(log)  # started again since: whatever stops it now is no halt

@@ -65,6 +65,8 @@ from node.testnet.testnet import (
     apply_layout,
     create_testnet,
     load_testnet,
+    stored_block_hash,
+    stored_tip,
 )
 
 __all__ = ["testnet_group"]
@@ -252,11 +254,58 @@ def _reconcile(testnet: Testnet, clients: list[Client]) -> None:
             testnet.stop(index)
 
 
+def _all_halted(testnet: Testnet) -> bool:
+    """Every node of the testnet (but the retired ones) stopped at its halt height."""
+    halted = testnet.halted()
+    return bool(halted) and all(
+        index in halted
+        for index in range(len(testnet.info.homes))
+        if testnet.info.role(index) != "retired"
+    )
+
+
+def _agreement_problems(testnet: Testnet, clients: list[Client]) -> list[str]:
+    """``agreement_problems`` of the running nodes (not retired), with the nodes that halted
+    at their ``[consensus] halt_height`` compared by the blocks in their stores."""
+    info = testnet.info
+    current = [index for index in range(len(clients)) if info.role(index) != "retired"]
+    halted = set(testnet.halted())
+    if not halted:
+        return agreement_problems([clients[index] for index in current])
+    heights = [
+        stored_tip(info.homes[index])[0]
+        if index in halted
+        else _height(clients[index].status().get("height"))
+        for index in current
+    ]
+    common = min(heights, default=0)
+    if common < 1:
+        return []
+    hashes = [
+        stored_block_hash(info.homes[index], common)
+        if index in halted
+        else str(clients[index].block(common).get("hash", ""))
+        for index in current
+    ]
+    return [
+        f"node{index} has a different block at height {common}"
+        for index, block_hash in zip(current, hashes, strict=True)
+        if block_hash != hashes[0]
+    ]
+
+
+def _height(value: JsonType) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def _status_row(index: int, client: Client, testnet: Testnet) -> list[str]:
     process = testnet.processes[index]
     name = testnet.info.homes[index].name
     if testnet.info.role(index) == "retired":
         return [name, "[dim]retired[/dim]", "", "", "", "", "", ""]
+    if index in testnet.halted():
+        height = stored_tip(testnet.info.homes[index])[0]
+        return [name, "[blue]halted[/blue]", str(height), "", "", "", "", ""]
     if process is None or process.poll() is not None:
         code = None if process is None else process.returncode
         return [name, f"[red]exited {code}[/red]", "", "", "", "", "", ""]
@@ -465,7 +514,7 @@ def _run_testnet(
                 _reconcile(testnet, clients)
                 rows = [_status_row(i, client, testnet) for i, client in enumerate(clients)]
                 live.update(_table(rows, time.monotonic() - started, load))
-                if testnet.died():
+                if testnet.died() or _all_halted(testnet):
                     break
                 time.sleep(_REFRESH_S)
     except _Interrupted:
@@ -480,9 +529,8 @@ def _run_testnet(
         load.stop()
     died = testnet.died()
     info = testnet.info
-    current = [client for i, client in enumerate(clients) if info.role(i) != "retired"]
     try:
-        problems = agreement_problems(current) if not died and not startup_error else []
+        problems = _agreement_problems(testnet, clients) if not died and not startup_error else []
     except ApiError as error:
         problems = [f"cannot compare chains: {error}"]
     demo_state = _demo_state(clients[0], info) if not startup_error else {}
@@ -526,11 +574,11 @@ def _run_testnet(
             table.add_column(column)
         for summary in summaries:
             table.add_row(
-                summary.name,
+                f"{summary.name} (halted)" if summary.halted else summary.name,
                 str(summary.height),
                 summary.block_hash[:16],
                 summary.app_hash[:16],
-                str(summary.transactions_committed),
+                "-" if summary.halted else str(summary.transactions_committed),
             )
         console.print(table)
         if load is not None:

@@ -50,6 +50,8 @@ from typing import Final
 
 from apps.demo import Consortium, demo_consortium
 from consensus.crypto import PrivateKey
+from consensus.types import Block
+from node.audit.storeview import StoreView
 from node.client.client import ApiError, Client
 from node.config import HostPort, NodeConfig, PeerAddress, parse_config
 from node.genesis import ConsensusParams, Genesis, GenesisValidator, save_genesis
@@ -83,6 +85,8 @@ DEMO_APPS: Final = ("membership", "payments", "scf", "assets")
 STOP_GRACE_S: Final = 15.0
 # Starting N interpreters and opening their stores on a busy 2-core machine can take a while.
 STARTUP_TIMEOUT_S: Final = 120.0
+# How much of the end of a node's log ``halted_last`` reads (a halt is its last few events).
+_LOG_TAIL_BYTES: Final = 256 * 1024
 
 
 def free_ports(count: int) -> list[int]:
@@ -531,12 +535,16 @@ class NodeSummary:
     app_hash: str
     transactions_committed: int
     error: str = ""
+    # Stopped by itself at its ``[consensus] halt_height`` (its figures read from its store;
+    # ``transactions_committed`` is then 0: the count lives in the running node).
+    halted: bool = False
 
     def to_json(self) -> dict[str, JsonType]:
         """JSON form for ``--json``."""
         return {
             "node": self.name,
             "alive": self.alive,
+            "halted": self.halted,
             "exit_code": self.exit_code,
             "height": self.height,
             "last_block_hash": self.block_hash,
@@ -634,12 +642,27 @@ class Testnet:
         ]
 
     def died(self) -> list[int]:
-        """Nodes that exited without being asked to."""
+        """Nodes that exited without being asked to, but for a halt (``halted``)."""
+        halted = self.halted()
+        return [index for index in self._exited_by_themselves() if index not in halted]
+
+    def halted(self) -> list[int]:
+        """Nodes that stopped by themselves at their ``[consensus] halt_height``: exit 0, and
+        their log's last start followed by ``halt_height_reached``."""
         return [
             index
-            for index, process in enumerate(self.processes)
-            if process is not None and process.poll() is not None and index not in self._stopped
+            for index, code in self._exited_by_themselves().items()
+            if code == 0 and halted_last(self.info.homes[index] / "node.log")
         ]
+
+    def _exited_by_themselves(self) -> dict[int, int]:
+        """The nodes that exited without being asked to, with their exit codes."""
+        codes: dict[int, int] = {}
+        for index, process in enumerate(self.processes):
+            code = None if process is None or index in self._stopped else process.poll()
+            if code is not None:
+                codes[index] = code
+        return codes
 
     def client(self, index: int, timeout_s: float = 10.0) -> Client:
         """An API client of node ``index``, signing with the testnet's reader key."""
@@ -686,6 +709,10 @@ class Testnet:
         process = self.processes[index]
         alive = process is not None and process.poll() is None
         code = exit_codes[index] if exit_codes is not None else None
+        if index in self.halted():
+            # Its API is gone with it: what it committed is in its store.
+            height, block_hash, app_hash = stored_tip(self.info.homes[index])
+            return NodeSummary(name, False, code, height, block_hash, app_hash, 0, halted=True)
         try:
             with self.client(index, timeout_s=5.0) as client:
                 status = client.status()
@@ -700,6 +727,47 @@ class Testnet:
             str(status.get("app_hash", "")),
             _int(status.get("transactions_committed")),
         )
+
+
+def halted_last(log: Path) -> bool:
+    """Whether the node whose JSON log is ``log`` halted at its ``[consensus] halt_height``
+    since it last started (``halt_height_reached`` after the last ``node_started``)."""
+    try:
+        with log.open("rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - _LOG_TAIL_BYTES))
+            tail = handle.read()
+    except OSError:
+        return False
+    halted = False
+    for line in tail.splitlines():
+        if b"node_started" not in line and b"halt_height_reached" not in line:
+            continue
+        try:
+            event = json.loads(line).get("event")
+        except (ValueError, AttributeError):
+            continue
+        if event == "node_started":
+            halted = False
+        elif event == "halt_height_reached":
+            halted = True
+    return halted
+
+
+def stored_tip(home: Path) -> tuple[int, str, str]:
+    """A stopped node's committed height, last block hash and app hash, read from its store
+    (read-only)."""
+    with StoreView(home / "data") as view:
+        height = view.height or 0
+        block_hash = view.meta(b"last_block_hash") or b""
+        app_hash = view.meta(b"app_hash") or b""
+    return height, block_hash.hex(), app_hash.hex()
+
+
+def stored_block_hash(home: Path, height: int) -> str:
+    """The hash of a stopped node's block at ``height`` ("" when its store has none)."""
+    with StoreView(home / "data") as view:
+        raw = view.block_bytes(height)
+    return "" if raw is None else Block.decode(raw).hash.hex()
 
 
 def _int(value: JsonType) -> int:
