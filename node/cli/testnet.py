@@ -254,9 +254,8 @@ def _reconcile(testnet: Testnet, clients: list[Client]) -> None:
             testnet.stop(index)
 
 
-def _all_halted(testnet: Testnet) -> bool:
-    """Every node of the testnet (but the retired ones) stopped at its halt height."""
-    halted = testnet.halted()
+def _all_halted(testnet: Testnet, halted: list[int]) -> bool:
+    """Every node of the testnet (but the retired ones) is among ``halted``."""
     return bool(halted) and all(
         index in halted
         for index in range(len(testnet.info.homes))
@@ -298,12 +297,12 @@ def _height(value: JsonType) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _status_row(index: int, client: Client, testnet: Testnet) -> list[str]:
+def _status_row(index: int, client: Client, testnet: Testnet, halted: list[int]) -> list[str]:
     process = testnet.processes[index]
     name = testnet.info.homes[index].name
     if testnet.info.role(index) == "retired":
         return [name, "[dim]retired[/dim]", "", "", "", "", "", ""]
-    if index in testnet.halted():
+    if index in halted:
         height = stored_tip(testnet.info.homes[index])[0]
         return [name, "[blue]halted[/blue]", str(height), "", "", "", "", ""]
     if process is None or process.poll() is not None:
@@ -512,9 +511,10 @@ def _run_testnet(
         with Live(console=console, refresh_per_second=4, transient=as_json) as live:
             while duration is None or time.monotonic() - started < duration:
                 _reconcile(testnet, clients)
-                rows = [_status_row(i, client, testnet) for i, client in enumerate(clients)]
+                halted = testnet.halted()  # read from the logs once per refresh
+                rows = [_status_row(i, client, testnet, halted) for i, client in enumerate(clients)]
                 live.update(_table(rows, time.monotonic() - started, load))
-                if testnet.died() or _all_halted(testnet):
+                if testnet.died() or _all_halted(testnet, halted):
                     break
                 time.sleep(_REFRESH_S)
     except _Interrupted:

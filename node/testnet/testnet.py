@@ -701,15 +701,22 @@ class Testnet:
     def summaries(self, exit_codes: list[int | None] | None = None) -> list[NodeSummary]:
         """Per-node height, block hash, app hash and committed transactions, asked of each
         node's API (a node that does not answer gets height 0 and the error), with
-        ``exit_codes`` as each node's exit code."""
-        return [self._summary(index, exit_codes) for index in range(len(self.info.homes))]
+        ``exit_codes`` as each node's exit code; a node that halted (``halted``) is read
+        from its store."""
+        halted = set(self.halted())
+        return [
+            self._summary(index, exit_codes, index in halted)
+            for index in range(len(self.info.homes))
+        ]
 
-    def _summary(self, index: int, exit_codes: list[int | None] | None) -> NodeSummary:
+    def _summary(
+        self, index: int, exit_codes: list[int | None] | None, halted: bool
+    ) -> NodeSummary:
         name = self.info.homes[index].name
         process = self.processes[index]
         alive = process is not None and process.poll() is None
         code = exit_codes[index] if exit_codes is not None else None
-        if index in self.halted():
+        if halted:
             # Its API is gone with it: what it committed is in its store.
             height, block_hash, app_hash = stored_tip(self.info.homes[index])
             return NodeSummary(name, False, code, height, block_hash, app_hash, 0, halted=True)
