@@ -444,12 +444,14 @@ class Node:
                 self.genesis.app_state, validators=self.genesis.validator_set
             )
             self.store.init_genesis(writes, app_hash)
-        halt_height = self.config.consensus.halt_height
-        if halt_height and self.store.height >= halt_height:
+        # What to warn of ``[consensus] halt_height`` while it is set (start, ``/status``).
+        self._halt_warning = halt_height_warning(self.config)
+        if self._halt_reached(self.store.height):
             raise NodeStartError(
                 f"the store is at height {self.store.height}, at or past [consensus] halt_height"
-                f" {halt_height}: the node halted there; to go on, remove halt_height from"
-                f" {CONFIG_FILE} (or set it above {self.store.height}) and start it again"
+                f" {self.config.consensus.halt_height}: the node halted there; to go on, remove"
+                f" halt_height from {CONFIG_FILE} (or set it above {self.store.height}) and start"
+                " it again"
             )
         if self.config.store.writer_process:
             self.store.start_writer_process()
@@ -814,16 +816,17 @@ class Node:
                 },
             )
             task_status.started(self)
-            halt = halt_height_warning(self.config)
-            if halt is not None:
+            if self._halt_warning is not None:
                 log.warning(
                     "halt_height_set",
-                    extra={"halt_height": self.config.consensus.halt_height, "warning": halt},
+                    extra={
+                        "halt_height": self.config.consensus.halt_height,
+                        "warning": self._halt_warning,
+                    },
                 )
             if self.state_syncing:
                 await self._state_sync()
-                halt_height = self.config.consensus.halt_height
-                if halt_height and self.store.height >= halt_height:
+                if self._halt_reached(self.store.height):
                     # A snapshot at or past the halt height: nothing more is committed.
                     await self._halt()
                     return
@@ -1161,8 +1164,7 @@ class Node:
                                 action.block, action.certificate, action.next_app_hash
                             )
                         )
-                        halt_height = self.config.consensus.halt_height
-                        if halt_height and action.block.height >= halt_height:
+                        if self._halt_reached(action.block.height):
                             # Nothing the replica does at the next height leaves the node.
                             await self._halt()
                             return
@@ -1709,6 +1711,11 @@ class Node:
         """Whether the node exports a state snapshot at ``height``."""
         interval = self.config.statesync.snapshot_interval
         return bool(interval) and height % interval == 0
+
+    def _halt_reached(self, height: int) -> bool:
+        """Whether a store at ``height`` has reached ``[consensus] halt_height`` (never with
+        the key at 0)."""
+        return 0 < self.config.consensus.halt_height <= height
 
     async def _halt(self) -> None:
         """Stop the node at ``[consensus] halt_height``: once the store holds every block
@@ -2821,9 +2828,8 @@ class Node:
             )
         if handshake_failures.get("chain_id_mismatch"):
             warnings.append(f"a peer runs another chain id; ours is {self.chain_id!r}")
-        halt = halt_height_warning(self.config)
-        if halt is not None:
-            warnings.append(halt)
+        if self._halt_warning is not None:
+            warnings.append(self._halt_warning)
         return warnings
 
 
