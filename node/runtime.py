@@ -644,7 +644,10 @@ class Node:
         )
         self.metrics.add_totals(self._network_totals)
         self.metrics.add_totals(self.api.totals)
-        self.metrics.api_certificate_expiry.set(self.api.certificate_expires_s or 0)
+        # Read at each scrape: the server's figure after its start or its last reload.
+        self.metrics.api_certificate_expiry.set_function(
+            lambda: self.api.certificate_expires_s or 0
+        )
 
     # ------------------------------------------------------------------ construction
 
@@ -912,7 +915,6 @@ class Node:
                 # (``watched_signals``): write to a new file, serve the new certificate.
                 reopen_log_file()
                 self.api.reload_tls()
-                self.metrics.api_certificate_expiry.set(self.api.certificate_expires_s or 0)
                 continue
             log.info("signal_received", extra={"signal": signal.Signals(number).name})
             scope.cancel()
