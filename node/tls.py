@@ -144,7 +144,7 @@ def certificate_expiry(path: Path) -> int:
         der = ssl.PEM_cert_to_DER_cert(text[begin : end + len(_PEM_END)])
     except ValueError as error:
         raise ValueError(f"the certificate is not base64: {error}") from None
-    _, start, stop = _element(der, 0, _SEQUENCE, "certificate")
+    _, start, _ = _element(der, 0, _SEQUENCE, "certificate")
     _, at, tbs_end = _element(der, start, _SEQUENCE, "tbsCertificate")
     if at < tbs_end and der[at] == _EXPLICIT_VERSION:
         at = _element(der, at, _EXPLICIT_VERSION, "version")[2]
@@ -153,7 +153,7 @@ def certificate_expiry(path: Path) -> int:
     _, at, validity_end = _element(der, at, _SEQUENCE, "validity")
     at = _element(der, at, None, "notBefore")[2]
     tag, value_start, value_end = _element(der, at, None, "notAfter")
-    if value_end > validity_end or stop > len(der):
+    if value_end > validity_end:
         raise ValueError("the validity period runs past its certificate")
     return _der_time(tag, der[value_start:value_end])
 
