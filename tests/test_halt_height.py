@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Final
@@ -24,7 +25,7 @@ from node.cli import main
 from node.config import NodeConfig, halt_height_warning, parse_config, render_config
 from node.home import load_home
 from node.store import Store
-from node.testnet.testnet import Testnet, create_testnet, halted_last
+from node.testnet.testnet import Testnet, agreement_problems, create_testnet, halted_last
 from tests.node_fixtures import (
     NEVER_MS,
     answer_block_request,
@@ -293,3 +294,21 @@ def test_a_halt_counts_only_after_the_last_start(tmp_path: Path) -> None:
     assert halted_last(log)
     log.write_text("\n".join([*lines, '{"event":"node_started","height":4}']) + "\n")
     assert not halted_last(log)  # started again since: whatever stops it now is no halt
+
+
+@pytest.mark.trio
+async def test_stopped_nodes_are_compared_by_their_stores(tmp_path: Path) -> None:
+    """``agreement_problems`` of stopped homes (how ``testnet up`` compares halted nodes):
+    two homes of one chain agree; a home of another chain is named."""
+    homes: list[Path] = []
+    for name in ("one", "other"):
+        info = create_testnet(tmp_path / name, 1, chain_id=f"stored-{name}")
+        home = with_consensus(load_home(info.homes[0]), block_ms=20)
+        with trio.fail_after(DEADLINE_S):
+            await registrations_chain(home, info.client_key(0), 3, deadline_s=DEADLINE_S)
+        homes.append(info.homes[0])
+    copy = tmp_path / "copy"
+    shutil.copytree(homes[0], copy)
+    assert agreement_problems([homes[0], copy]) == []
+    problems = agreement_problems([homes[0], homes[1]])
+    assert problems[0].startswith("node1 has a different block at height "), problems

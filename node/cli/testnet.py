@@ -65,7 +65,6 @@ from node.testnet.testnet import (
     apply_layout,
     create_testnet,
     load_testnet,
-    stored_block_hash,
     stored_tip,
 )
 
@@ -264,37 +263,17 @@ def _all_halted(testnet: Testnet, halted: list[int]) -> bool:
 
 
 def _agreement_problems(testnet: Testnet, clients: list[Client]) -> list[str]:
-    """``agreement_problems`` of the running nodes (not retired), with the nodes that halted
-    at their ``[consensus] halt_height`` compared by the blocks in their stores."""
+    """``agreement_problems`` of the nodes not retired: the running ones by their API, those
+    that halted at their ``[consensus] halt_height`` by their stores."""
     info = testnet.info
-    current = [index for index in range(len(clients)) if info.role(index) != "retired"]
-    halted = set(testnet.halted())
-    if not halted:
-        return agreement_problems([clients[index] for index in current])
-    heights = [
-        stored_tip(info.homes[index])[0]
-        if index in halted
-        else _height(clients[index].status().get("height"))
-        for index in current
-    ]
-    common = min(heights, default=0)
-    if common < 1:
-        return []
-    hashes = [
-        stored_block_hash(info.homes[index], common)
-        if index in halted
-        else str(clients[index].block(common).get("hash", ""))
-        for index in current
-    ]
-    return [
-        f"node{index} has a different block at height {common}"
-        for index, block_hash in zip(current, hashes, strict=True)
-        if block_hash != hashes[0]
-    ]
-
-
-def _height(value: JsonType) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    halted = testnet.halted()
+    return agreement_problems(
+        [
+            info.homes[index] if index in halted else client
+            for index, client in enumerate(clients)
+            if info.role(index) != "retired"
+        ]
+    )
 
 
 def _status_row(index: int, client: Client, testnet: Testnet, halted: list[int]) -> list[str]:

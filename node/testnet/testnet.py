@@ -770,42 +770,47 @@ def stored_tip(home: Path) -> tuple[int, str, str]:
     return height, block_hash.hex(), app_hash.hex()
 
 
-def stored_block_hash(home: Path, height: int) -> str:
-    """The hash of a stopped node's block at ``height`` ("" when its store has none)."""
-    with StoreView(home / "data") as view:
-        raw = view.block_bytes(height)
-    return "" if raw is None else Block.decode(raw).hash.hex()
-
-
 def _int(value: JsonType) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def agreement_problems(clients: list[Client]) -> list[str]:
+def agreement_problems(nodes: Sequence[Client | Path]) -> list[str]:
     """Compare the nodes' chains at their common height: block hash and app hash must match.
-    Returns a description of every disagreement (empty when they agree)."""
-    heights = []
-    for client in clients:
-        status = client.status()
-        heights.append(_int(status.get("height")))
-    common = min(heights) if heights else 0
+    A node is its API client, or the home of a stopped node (a halted one), read from its
+    store. Returns a description of every disagreement (empty when they agree)."""
+    common = min((_chain_height(node) for node in nodes), default=0)
     if common < 1:
         return []
     problems = []
-    reference: dict[str, JsonType] | None = None
-    for i, client in enumerate(clients):
-        block = client.block(common)
+    reference: tuple[str, str] | None = None
+    for i, node in enumerate(nodes):
+        block_hash, app_hash = _chain_point(node, common)
         if reference is None:
-            reference = block
+            reference = (block_hash, app_hash)
             continue
-        if block.get("hash") != reference.get("hash"):
+        if block_hash != reference[0]:
             problems.append(f"node{i} has a different block at height {common}")
-        header = block.get("header")
-        reference_header = reference.get("header")
-        if (
-            isinstance(header, dict)
-            and isinstance(reference_header, dict)
-            and header.get("app_hash") != reference_header.get("app_hash")
-        ):
+        if app_hash != reference[1]:
             problems.append(f"node{i} has a different app hash at height {common}")
     return problems
+
+
+def _chain_height(node: Client | Path) -> int:
+    if isinstance(node, Path):
+        return stored_tip(node)[0]
+    return _int(node.status().get("height"))
+
+
+def _chain_point(node: Client | Path, height: int) -> tuple[str, str]:
+    """The hash of ``node``'s block at ``height`` and the app hash its header names."""
+    if isinstance(node, Path):
+        with StoreView(node / "data") as view:
+            raw = view.block_bytes(height)
+        if raw is None:
+            return "", ""
+        block = Block.decode(raw)
+        return block.hash.hex(), block.header.app_hash.hex()
+    answer = node.block(height)
+    header = answer.get("header")
+    app_hash = header.get("app_hash") if isinstance(header, dict) else None
+    return str(answer.get("hash")), str(app_hash)
