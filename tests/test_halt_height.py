@@ -25,7 +25,7 @@ from node.cli import main
 from node.config import NodeConfig, halt_height_warning, parse_config, render_config
 from node.home import load_home
 from node.store import Store
-from node.testnet.testnet import Testnet, agreement_problems, create_testnet, halted_last
+from node.testnet.testnet import Testnet, agreement_problems, create_testnet, halt_event
 from tests.node_fixtures import (
     NEVER_MS,
     answer_block_request,
@@ -36,6 +36,8 @@ from tests.test_peer_fuzz import joining_node
 
 HALT: Final = 4
 RAISED: Final = HALT + 3
+# A halt height with room for demo traffic before it.
+LOADED_HALT: Final = 20
 # Blocks of a lone validator's chain handed to a node catching up in one answer.
 SYNCED_BLOCKS: Final = 20
 # Deadlines for a 2-core machine shared with other test runs; typical times are far shorter.
@@ -225,11 +227,12 @@ async def test_a_halt_height_is_said_by_config_check_the_start_and_status(
 
 @pytest.mark.trio
 async def test_a_node_catching_up_stops_at_its_halt_height_inside_a_synced_batch(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Blocks 1..top handed in one answer: the node applies them in groups of up to 8 with
     one Merkle tree update each (``sync_tree_blocks``), and still commits exactly up to its
     halt height, in the middle of a group, with the state and tree of that height."""
+    caplog.set_level(logging.WARNING, logger="suanpan.node")
     info = create_testnet(tmp_path / "net", 1, chain_id="halt-sync", observers=1)
     source = with_consensus(load_home(info.homes[0]), block_ms=20)
     with trio.fail_after(DEADLINE_S):
@@ -247,6 +250,11 @@ async def test_a_node_catching_up_stops_at_its_halt_height_inside_a_synced_batch
             await answer_block_request(node, entries)
     # The node ended by itself (the nursery waited for it): at the halt height exactly.
     assert node.halted_at == halt
+    # Its halt says how many transactions it committed (``testnet up`` shows the count).
+    carried = sum(len(block.transactions) for block, _ in entries[:halt])
+    assert carried > 0
+    halts = [r for r in caplog.records if r.getMessage() == "halt_height_reached"]
+    assert [getattr(r, "transactions_committed", None) for r in halts] == [carried]
     assert node.tree_group_blocks > 0  # the blocks before it were applied in groups
     with StoreView(home.data_dir) as view:
         assert view.meta(b"tree_height") is None  # the tree is the halt height's
@@ -259,15 +267,19 @@ async def test_a_node_catching_up_stops_at_its_halt_height_inside_a_synced_batch
 
 
 def test_testnet_up_shows_a_halt_and_ends_when_every_node_halted(tmp_path: Path) -> None:
-    """A local testnet rehearsing an upgrade's stop: ``testnet up`` on homes given a halt
-    height ends by itself once every node halted (a halt is not a death), and its summary
-    reads the halted nodes' stores and compares their blocks."""
-    config = NodeConfig().with_changes("consensus", halt_height=HALT)
-    info = create_testnet(tmp_path / "net", 4, chain_id="halt-up", config=config)
+    """A local testnet rehearsing an upgrade's stop under demo traffic: ``testnet up`` on homes
+    given a halt height ends by itself once every node halted (a halt is not a death), and its
+    summary reads the halted nodes' stores, compares their blocks and gives the transactions
+    each committed (from its halt's log event)."""
+    config = NodeConfig().with_changes("consensus", halt_height=LOADED_HALT)
+    info = create_testnet(tmp_path / "net", 4, chain_id="halt-up", config=config, demo_seed=0)
     started = time.monotonic()
     result = CliRunner().invoke(
         main,
-        ["testnet", "up", "--dir", str(info.directory), "--no-demo", "--duration", "90", "--json"],
+        [
+            *("testnet", "up", "--dir", str(info.directory)),
+            *("--load", "100", "--duration", "90", "--json"),
+        ],
     )
     assert result.exit_code == 0, result.output[-3000:]
     summary = json.loads(result.output.strip().splitlines()[-1])
@@ -276,24 +288,33 @@ def test_testnet_up_shows_a_halt_and_ends_when_every_node_halted(tmp_path: Path)
     nodes = summary["nodes"]
     halted = [node for node in nodes if node["halted"]]
     assert len(halted) >= 3, nodes  # a quorum at least (one may have missed the last votes)
-    assert {(node["height"], node["exit_code"]) for node in halted} == {(HALT, 0)}
+    assert {(node["height"], node["exit_code"]) for node in halted} == {(LOADED_HALT, 0)}
     assert len({node["last_block_hash"] for node in halted}) == 1
+    # Each started from genesis and committed the same blocks: the same count, not none.
+    counts = {node["transactions_committed"] for node in halted}
+    assert len(counts) == 1, nodes
+    assert counts != {0}, nodes
     if len(halted) == len(nodes):
         assert time.monotonic() - started < 90  # it ended by itself, not at the duration
 
 
 def test_a_halt_counts_only_after_the_last_start(tmp_path: Path) -> None:
     log = tmp_path / "node.log"
-    assert not halted_last(log)  # no log yet
+    assert halt_event(log) is None  # no log yet
     lines = [
         '{"event":"node_started","height":0}',
-        '{"event":"halt_height_reached","height":4}',
+        '{"event":"halt_height_reached","height":4,"transactions_committed":7}',
         "not json",
+        '["halt_height_reached"]',
     ]
     log.write_text("\n".join(lines) + "\n")
-    assert halted_last(log)
+    assert halt_event(log) == {
+        "event": "halt_height_reached",
+        "height": 4,
+        "transactions_committed": 7,
+    }
     log.write_text("\n".join([*lines, '{"event":"node_started","height":4}']) + "\n")
-    assert not halted_last(log)  # started again since: whatever stops it now is no halt
+    assert halt_event(log) is None  # started again since: whatever stops it now is no halt
 
 
 @pytest.mark.trio

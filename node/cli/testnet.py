@@ -557,7 +557,7 @@ def _run_testnet(
                 str(summary.height),
                 summary.block_hash[:16],
                 summary.app_hash[:16],
-                "-" if summary.halted else str(summary.transactions_committed),
+                str(summary.transactions_committed),
             )
         console.print(table)
         if load is not None:

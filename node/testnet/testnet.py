@@ -85,7 +85,7 @@ DEMO_APPS: Final = ("membership", "payments", "scf", "assets")
 STOP_GRACE_S: Final = 15.0
 # Starting N interpreters and opening their stores on a busy 2-core machine can take a while.
 STARTUP_TIMEOUT_S: Final = 120.0
-# How much of the end of a node's log ``halted_last`` reads (a halt is its last few events).
+# How much of the end of a node's log ``halt_event`` reads (a halt is its last few events).
 _LOG_TAIL_BYTES: Final = 256 * 1024
 
 
@@ -535,8 +535,8 @@ class NodeSummary:
     app_hash: str
     transactions_committed: int
     error: str = ""
-    # Stopped by itself at its ``[consensus] halt_height`` (its figures read from its store;
-    # ``transactions_committed`` is then 0: the count lives in the running node).
+    # Stopped by itself at its ``[consensus] halt_height`` (its height and hashes read from its
+    # store, ``transactions_committed`` from its log's ``halt_height_reached``).
     halted: bool = False
 
     def to_json(self) -> dict[str, JsonType]:
@@ -652,7 +652,7 @@ class Testnet:
         return [
             index
             for index, code in self._exited_by_themselves().items()
-            if code == 0 and halted_last(self.info.homes[index] / "node.log")
+            if code == 0 and halt_event(self.info.homes[index] / "node.log") is not None
         ]
 
     def _exited_by_themselves(self) -> dict[int, int]:
@@ -717,9 +717,14 @@ class Testnet:
         alive = process is not None and process.poll() is None
         code = exit_codes[index] if exit_codes is not None else None
         if halted:
-            # Its API is gone with it: what it committed is in its store.
+            # Its API is gone with it: what it committed is in its store, and its count (since
+            # its start, as ``/status`` gives it) in its last event.
             height, block_hash, app_hash = stored_tip(self.info.homes[index])
-            return NodeSummary(name, False, code, height, block_hash, app_hash, 0, halted=True)
+            event = halt_event(self.info.homes[index] / "node.log") or {}
+            committed = _int(event.get("transactions_committed"))
+            return NodeSummary(
+                name, False, code, height, block_hash, app_hash, committed, halted=True
+            )
         try:
             with self.client(index, timeout_s=5.0) as client:
                 status = client.status()
@@ -736,28 +741,30 @@ class Testnet:
         )
 
 
-def halted_last(log: Path) -> bool:
-    """Whether the node whose JSON log is ``log`` halted at its ``[consensus] halt_height``
-    since it last started (``halt_height_reached`` after the last ``node_started``)."""
+def halt_event(log: Path) -> dict[str, JsonType] | None:
+    """The ``halt_height_reached`` event of the node whose JSON log is ``log``, if it halted at
+    its ``[consensus] halt_height`` since it last started (no ``node_started`` after it)."""
     try:
         with log.open("rb") as handle:
             handle.seek(max(0, handle.seek(0, os.SEEK_END) - _LOG_TAIL_BYTES))
             tail = handle.read()
     except OSError:
-        return False
-    halted = False
+        return None
+    halt: dict[str, JsonType] | None = None
     for line in tail.splitlines():
         if b"node_started" not in line and b"halt_height_reached" not in line:
             continue
         try:
-            event = json.loads(line).get("event")
-        except (ValueError, AttributeError):
+            event = json.loads(line)
+        except ValueError:
             continue
-        if event == "node_started":
-            halted = False
-        elif event == "halt_height_reached":
-            halted = True
-    return halted
+        if not isinstance(event, dict):
+            continue
+        if event.get("event") == "node_started":
+            halt = None
+        elif event.get("event") == "halt_height_reached":
+            halt = event
+    return halt
 
 
 def stored_tip(home: Path) -> tuple[int, str, str]:
