@@ -19,7 +19,9 @@ certificate against the set in force at its height, that the header is the certi
 belongs to the claimed height, and every key's proof against the header's app hash. The client
 then runs the query itself, with its own copy of the app, over ``ProvenReads`` (the proven
 values, nothing else): a node that lied about a value, left a read out or changed the answer is
-caught, since the client's answer comes from proven values alone.
+caught, since the client's answer comes from proven values alone. A read the proof does not
+cover is refused even when the query's own code catches the error and answers anyway:
+``ProvenReads`` remembers it, and the client checks once the query has ended.
 
 Only queries that read single keys can be proven: the tree is ordered by key hash, so it can
 prove a key's value or its absence but not that a range scan missed nothing. A query that scans
@@ -118,28 +120,45 @@ class ReadRecorder:
 
 class ProvenReads:
     """A read-only state holding only proven values; reading any other key raises
-    ``ProofError`` (the node left a read out of its proof). Used by a verifying client."""
+    ``ProofError`` (the node left a read out of its proof), and scanning raises
+    ``ProofUnsupported``. Used by a verifying client.
+
+    The query's own code may catch that error (an app that catches ``ValueError`` catches a
+    ``ProofError`` too) and answer from a state the proof does not show, which is what a node
+    that left the read out would answer: so the first refusal is also kept in ``refused``, and
+    the client refuses an answer whose query met one, however the query ended."""
 
     def __init__(self, values: Mapping[bytes, bytes | None]) -> None:
         self._values = dict(values)
+        self.refused: ProofError | ProofUnsupported | None = None
 
     def get(self, key: bytes) -> bytes | None:
         """The proven value at ``key``."""
         if key not in self._values:
-            raise ProofError(f"the answer reads key {key!r}, which the proof does not cover")
+            raise self._refuse(
+                ProofError(f"the answer reads key {key!r}, which the proof does not cover")
+            )
         return self._values[key]
 
     def scan(
         self, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
         """Refused, as on the node."""
-        raise ProofUnsupported(
-            "the query reads a range of keys; proofs cover queries that read single keys"
+        raise self._refuse(
+            ProofUnsupported(
+                "the query reads a range of keys; proofs cover queries that read single keys"
+            )
         )
 
     def tree_node(self, key: bytes) -> bytes | None:
         """Not available: queries never read the tree."""
-        raise ProofUnsupported("a query does not read the Merkle tree")
+        raise self._refuse(ProofUnsupported("a query does not read the Merkle tree"))
+
+    def _refuse(self, error: ProofError | ProofUnsupported) -> ProofError | ProofUnsupported:
+        """``error``, kept in ``refused`` when it is the first."""
+        if self.refused is None:
+            self.refused = error
+        return error
 
 
 @dataclass(frozen=True, slots=True)

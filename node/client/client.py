@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Final
 
 from apps.base import App, AppError
+from apps.host import CODE_APP_FAULT
 from apps.merkle import ProofError
 from apps.proofs import (
     ProofUnsupported,
@@ -434,16 +435,26 @@ class Client:
         except ValueError as error:
             raise ProofRefused(f"proof refused: {error}") from None
         target = (apps or {}).get(app) or _installed_app(app)
-        view = NamespacedState(ProvenReads(values), app, writable=False)
+        reads = ProvenReads(values)
+        view = NamespacedState(reads, app, writable=False)
+        failure: str | None = None
         try:
             result = target.query(view, path, dict(arguments or {}))
         except (ProofError, ProofUnsupported) as error:
             raise ProofRefused(f"proof refused: {error}") from None
         except AppError as error:
+            failure = error.code
+        except Exception as error:  # a failing app, as the node's host counts it (app_fault)
+            failure = f"{CODE_APP_FAULT}: {type(error).__name__}"
+        # Checked whatever the query did: its own code may have caught the refusal of a read
+        # the proof does not show, and answered as the node did from a state it did not prove.
+        if reads.refused is not None:
+            raise ProofRefused(f"proof refused: {reads.refused}")
+        if failure is not None:
             raise ProofRefused(
-                f"proof refused: the proven state makes the query fail ({error.code}) but the "
+                f"proof refused: the proven state makes the query fail ({failure}) but the "
                 "node answered it"
-            ) from None
+            )
         if to_json(result) != document.get("result"):
             raise ProofRefused(
                 "proof refused: the node's answer differs from what its proven state gives"
