@@ -64,6 +64,8 @@ PROVEN_READS_MAX: Final = 64
 # Validator-set changes one proof may walk from genesis: one can take effect at most every two
 # heights, so this covers years of governance; past it the node answers ``not_provable``.
 VALIDATOR_LINKS_MAX: Final = 1024
+# How much of a key a refusal shows: a hostile node's keys may be long, its messages stay short.
+_KEY_SHOWN_BYTES: Final = 64
 # A proven answer is one HTTP response: 16 MiB at most; one value is an app record (the apps
 # bound them to 1 MiB) and one key's proof is at most ``PROOF_LIMITS``.
 _QUERY_PROOF_LIMITS: Final = Limits(
@@ -136,7 +138,7 @@ class ProvenReads:
         """The proven value at ``key``."""
         if key not in self._values:
             raise self._refuse(
-                ProofError(f"the answer reads key {key!r}, which the proof does not cover")
+                ProofError(f"the answer reads key {_shown(key)}, which the proof does not cover")
             )
         return self._values[key]
 
@@ -340,10 +342,17 @@ def verify_query_proof(
     values: dict[bytes, bytes | None] = {}
     for key, value, key_proof in proof.reads:
         if key in values:
-            raise ProofError(f"key {key!r} is proven twice")
+            raise ProofError(f"key {_shown(key)} is proven twice")
         try:
             verify(header.app_hash, key, value, key_proof)
         except ProofError as error:
-            raise ProofError(f"key {key!r}: {error}") from None
+            raise ProofError(f"key {_shown(key)}: {error}") from None
         values[key] = value
     return values
+
+
+def _shown(key: bytes) -> str:
+    """``key`` for a message: its first ``_KEY_SHOWN_BYTES`` bytes, and its length if longer."""
+    if len(key) <= _KEY_SHOWN_BYTES:
+        return repr(key)
+    return f"{key[:_KEY_SHOWN_BYTES]!r}... ({len(key)} bytes)"

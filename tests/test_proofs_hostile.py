@@ -35,6 +35,7 @@ from apps.merkle import (
 from apps.proofs import (
     PROVEN_READS_MAX,
     VALIDATOR_LINKS_MAX,
+    ProvenReads,
     QueryProof,
     ValidatorLink,
     certifying_validators,
@@ -590,6 +591,23 @@ def test_a_spliced_answer_is_refused_and_named(name: str) -> None:
     proof = build_proof()
     with pytest.raises(ProofError, match=re.escape(expected)):
         verified(proof)
+
+
+def test_a_long_key_is_named_briefly() -> None:
+    """A hostile node's keys may be long (the answer may hold megabytes): a refusal names the
+    key by its first bytes and its length, so a client's message stays short."""
+    key = b"k" * 100_000
+    _, value, key_proof = _read(GENUINE)
+    with pytest.raises(ProofError) as refused:
+        verified(_with_read(GENUINE, key, value, key_proof))
+    message = str(refused.value)
+    assert message.startswith(f"key {b'k' * 64!r}... (100000 bytes): "), message[:200]
+    assert len(message) < 500
+    with pytest.raises(ProofError, match=r"'\.\.\. \(100000 bytes\), which the proof"):
+        ProvenReads({}).get(key)
+    # A short key is shown whole.
+    with pytest.raises(ProofError, match=re.escape("key b'short', which")):
+        ProvenReads({}).get(b"short")
 
 
 def test_an_oversized_answer_is_refused_before_it_is_read() -> None:
