@@ -14,7 +14,9 @@ proof carries a ``ValidatorLink`` per change: the new set, and the header and ce
 the block before it takes effect, which names the new set's hash as its next validators.
 ``verify_query_proof`` walks them from genesis (each link certified by the set in force at its
 height, as state sync does), so the node can neither invent, move nor hide a change: a hidden
-change leaves a certificate that the stale set does not verify. It then checks the answer's
+change leaves a certificate that the stale set does not verify, unless a quorum of the stale
+set signs it (the chain's fault assumption: at most f of each set's validators byzantine, after
+they leave too). It then checks the answer's
 certificate against the set in force at its height, that the header is the certified block and
 belongs to the claimed height, and every key's proof against the header's app hash. The client
 then runs the query itself, with its own copy of the app, over ``ProvenReads`` (the proven
