@@ -10,7 +10,8 @@ digital IOU:
   date as block time, invoice reference hash unique per debtor). It is ``issued`` until the
   supplier ``accept``s it (then ``active``); the debtor may ``cancel`` it before that.
 * ``transfer``: the holder passes all of an active receivable (the holder changes) or part of
-  it (a **split**: two children, the transferred part to the new holder and the rest kept).
+  it (a **split**: two children, the transferred part to the new holder and the rest kept),
+  to anyone but its debtor (who could not repay itself).
   ``split`` divides one into 2..``SPLIT_CHILDREN_MAX`` children held by the holder. Children
   always sum exactly to their parent; the parent becomes ``split`` and is no longer live.
   Every receivable records its ``parent`` and ``root`` (the original invoice), so lineage is
@@ -508,6 +509,9 @@ class ScfApp(DispatchingApp):
         record = self._transferable(ctx, rid)
         if to == ctx.sender:
             raise AppError("self_transfer", "a receivable is transferred to another party")
+        if to == record["debtor"]:
+            # The debtor cannot pay itself: a part it held could never be repaid.
+            raise AppError("self_dealing", "a receivable is never held by its own debtor")
         recipient = active_identity(ctx, to, "recipient")
         if not recipient.roles & {ROLE_ENTERPRISE, ROLE_BANK}:
             raise AppError("recipient_role", "receivables are held by enterprises and banks")

@@ -255,6 +255,21 @@ def test_transfer_and_split_rejections(net: Network) -> None:
     )
 
 
+def test_a_receivable_is_never_handed_to_its_own_debtor(net: Network) -> None:
+    # The debtor cannot pay itself: a part pushed onto it could never be repaid, would stay
+    # in its exposure for ever, and would make repaying the whole invoice fail.
+    rid = issue(net)
+    for amount in (None, 1):
+        arguments: dict[str, Value] = {"receivable": rid, "to": net.pk(CORE)}
+        if amount is not None:
+            arguments["amount"] = amount
+        outcome = net.attempt(TIER1, "scf", "transfer", **arguments)
+        assert outcome.receipt.code == "self_dealing"
+    assert receivable(net, rid)["holder"] == net.pk(TIER1)
+    net.ok(CORE, "scf", "repay", receivable=rid)
+    assert net.query("scf", "exposure", debtor=net.pk(CORE)) == {}
+
+
 # ---------------------------------------------------------------------- financing
 def test_bank_finances_at_a_discount_atomically(net: Network) -> None:
     rid = issue(net, amount=1_000_000)

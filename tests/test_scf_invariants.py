@@ -1,8 +1,9 @@
 """Supply-chain finance invariants under random operation sequences (hypothesis, real host):
 receivable children always sum exactly to their parent and keep its root; financing and
-repayment conserve money; a receivable is never paid twice; a financing offer a bank is
-entitled to accept is accepted, however often the receivable was financed before; a rejected
-operation changes nothing; no financing offer outlives its expiry."""
+repayment conserve money; a receivable is never paid twice, nor held by its own debtor; a
+financing offer a bank is entitled to accept is accepted, however often the receivable was
+financed before; a rejected operation changes nothing; no financing offer outlives its
+expiry."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from tests.hypothesis_profiles import machine_settings
 CORE = "dragon-motors"
 HOLDERS = ("kowloon-parts", "merlion-metals", "straits-funds", "lion-bank")
 holders = st.sampled_from(HOLDERS)
+# Transfers may also name the debtor, which must never end up holding its own receivable.
+recipients = st.sampled_from((*HOLDERS, CORE))
 
 
 class ScfMachine(RuleBasedStateMachine):
@@ -75,7 +78,7 @@ class ScfMachine(RuleBasedStateMachine):
         live = [r for r in leaves if r["status"] == "active"]
         return live[pick % len(live)] if live else None
 
-    @rule(rid=receivables, pick=st.integers(0, 50), to=holders, part=st.integers(1, 500_000))
+    @rule(rid=receivables, pick=st.integers(0, 50), to=recipients, part=st.integers(1, 500_000))
     def transfer(self, rid: str, pick: int, to: str, part: int) -> None:
         leaf = self._leaf(rid, pick)
         if leaf is not None:
@@ -175,6 +178,11 @@ class ScfMachine(RuleBasedStateMachine):
                 assert sum(records[str(c)]["amount"] for c in children) == record["amount"]  # type: ignore[misc]
                 assert all(records[str(c)]["root"] == record["root"] for c in children)
                 assert all(records[str(c)]["parent"] == record["id"] for c in children)
+
+    @invariant()
+    def no_receivable_is_held_by_its_debtor(self) -> None:
+        for record in self._records().values():
+            assert record["holder"] != record["debtor"], f"{record['id']!s} is its debtor's"
 
     @invariant()
     def no_financing_offer_outlives_its_expiry(self) -> None:
