@@ -326,11 +326,21 @@ def as_map(value: Value) -> dict[str, Value]:
 
 
 class Identity:
-    """What membership says about one public key (the ``identity`` query's answer)."""
+    """What membership says about one public key (the ``identity`` query's answer), and
+    whether its institution is active."""
 
-    __slots__ = ("institution", "jurisdiction", "public_key", "roles", "status")
+    __slots__ = (
+        "institution",
+        "institution_active",
+        "jurisdiction",
+        "public_key",
+        "roles",
+        "status",
+    )
 
-    def __init__(self, public_key: bytes, answer: Mapping[str, Value]) -> None:
+    def __init__(
+        self, public_key: bytes, answer: Mapping[str, Value], institution_active: bool
+    ) -> None:
         self.public_key = public_key
         # A dict (as membership answers) is read with dict lookups; compiled, ``get`` on a
         # ``Mapping`` is a method call through Python.
@@ -344,11 +354,13 @@ class Identity:
         listed = roles if isinstance(roles, (list, tuple)) else ()
         self.roles: frozenset[str] = frozenset(role for role in listed if isinstance(role, str))
         self.status = status if isinstance(status, str) else ""
+        self.institution_active = institution_active
 
     @property
     def active(self) -> bool:
-        """True when membership lists the identity as active."""
-        return self.status == "active"
+        """True when membership lists the identity, and its institution, as active (as the
+        host requires of a sender)."""
+        return self.status == "active" and self.institution_active
 
 
 def identity_of(ctx: TxContext, public_key: bytes) -> Identity | None:
@@ -358,22 +370,34 @@ def identity_of(ctx: TxContext, public_key: bytes) -> Identity | None:
         return None
     if not (type(answer) is dict or isinstance(answer, Mapping)):
         raise AppError("membership", "membership answered the identity query with a non-map")
-    return Identity(public_key, answer)  # type: ignore[arg-type]
+    fields = cast("Mapping[str, Value]", answer)
+    return Identity(public_key, fields, _institution_active(ctx, fields))
 
 
 def active_identity(ctx: TxContext, public_key: bytes, who: str) -> Identity:
-    """Membership's record of ``public_key``; ``AppError`` unless it is an active member."""
-    identity = Identity(public_key, _member_answer(ctx, public_key, who))
-    if not identity.active:
+    """Membership's record of ``public_key``; ``AppError`` unless it is an active member of an
+    active institution."""
+    answer = _member_answer(ctx, public_key, who)
+    if answer.get("status") != "active" or not _institution_active(ctx, answer):
         raise _not_active(public_key, who)
-    return identity
+    return Identity(public_key, answer, True)
 
 
 def require_active(ctx: TxContext, public_key: bytes, who: str) -> None:
     """``active_identity`` for a caller that needs only the check: the same refusals in the
     same order, without building the ``Identity``."""
-    if _member_answer(ctx, public_key, who).get("status") != "active":
+    answer = _member_answer(ctx, public_key, who)
+    if answer.get("status") != "active" or not _institution_active(ctx, answer):
         raise _not_active(public_key, who)
+
+
+def _institution_active(ctx: TxContext, answer: Mapping[str, Value]) -> bool:
+    """Whether the institution of an identity (membership's ``identity`` answer) is active: an
+    identity of a suspended institution may no more receive than send."""
+    institution = ctx.query("membership", "institution", {"id": answer.get("institution")})
+    if not (type(institution) is dict or isinstance(institution, Mapping)):
+        return False
+    return cast("Mapping[str, Value]", institution).get("status") == "active"
 
 
 def _member_answer(ctx: TxContext, public_key: bytes, who: str) -> Mapping[str, Value]:

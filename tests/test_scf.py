@@ -270,6 +270,30 @@ def test_a_receivable_is_never_handed_to_its_own_debtor(net: Network) -> None:
     assert net.query("scf", "exposure", debtor=net.pk(CORE)) == {}
 
 
+def test_an_identity_of_a_suspended_enterprise_is_no_counterparty(net: Network) -> None:
+    # Its identity is still active, but its institution is not: like a suspended identity, it
+    # is issued nothing, transferred nothing and repaid nothing until it is reinstated.
+    rid = issue(net)
+    net.ok(TIER1, "scf", "transfer", receivable=rid, to=net.pk(TIER2), amount=10)
+    net.ok("lion-bank", "membership", "suspend_enterprise", id=TIER2)
+    arguments: dict[str, Value] = {
+        "supplier": net.pk(TIER2),
+        "amount": 5,
+        "currency": "CNY",
+        "due_ms": net.now_ms + DAY_MS,
+        "invoice_hash": bytes(32),
+    }
+    assert net.attempt(CORE, "scf", "issue", **arguments).receipt.code == "inactive_party"
+    kept = child_receivable_id(rid, 1)
+    outcome = net.attempt(TIER1, "scf", "transfer", receivable=kept, to=net.pk(TIER2), amount=5)
+    assert outcome.receipt.code == "inactive_party"
+    assert net.attempt(CORE, "scf", "repay", receivable=rid).receipt.code == "inactive_party"
+    net.ok("lion-bank", "membership", "reinstate_enterprise", id=TIER2)
+    net.ok(CORE, "scf", "issue", **arguments)
+    net.ok(TIER1, "scf", "transfer", receivable=kept, to=net.pk(TIER2), amount=5)
+    net.ok(CORE, "scf", "repay", receivable=rid)
+
+
 # ---------------------------------------------------------------------- financing
 def test_bank_finances_at_a_discount_atomically(net: Network) -> None:
     rid = issue(net, amount=1_000_000)
