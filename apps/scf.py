@@ -18,13 +18,14 @@ digital IOU:
   traceable both ways (``child/<parent>/<index>`` keys list a node's children in order).
 * Financing: the holder ``offer_financing`` to a bank at an annual discount rate; the price is
   fixed at offer time as ``amount - floor(amount * rate_bps * remaining_ms / (10^4 * year))``
-  (the floor favours the seller by under one minor unit). ``accept_financing`` by that bank
-  pays the price through ``payments`` (from the bank, the transaction's sender) and makes the
-  bank the holder in the same transaction. A receivable may be financed any number of times
-  as it changes hands (a bank that sold it on may finance it again); the n-th financing's
-  payment carries the end-to-end id ``scf-fin-<id>-<n>``, counted per receivable
-  (``financings``). An unaccepted financing offer blocks transfers until it expires; the
-  first block whose time reaches its ``expires_ms`` withdraws it (``end_block``).
+  (the floor favours the seller by under one minor unit; an offer whose price would be nothing
+  is refused). ``accept_financing`` by that bank pays the price through ``payments`` (from
+  the bank, the transaction's sender) and makes the bank the holder in the same transaction.
+  A receivable may be financed any number of times as it changes hands (a bank that sold it
+  on may finance it again); the n-th financing's payment carries the end-to-end id
+  ``scf-fin-<id>-<n>``, counted per receivable (``financings``). An unaccepted financing offer
+  blocks transfers until it expires; the first block whose time reaches its ``expires_ms``
+  withdraws it (``end_block``).
 * ``repay``: the debtor pays every live leaf under a receivable to its current holder through
   ``payments`` (end-to-end id ``scf-repay-<leaf id>``: repaying marks the leaf ``repaid`` in
   the same transaction and a repaid leaf is never live again, so each leaf is repaid exactly
@@ -595,6 +596,9 @@ class ScfApp(DispatchingApp):
             raise AppError("not_a_bank", "receivables are financed by banks")
         remaining = as_int(record["due_ms"]) - ctx.block.time_ms
         price = discounted_price(as_int(record["amount"]), rate_bps, remaining)
+        if price == 0:
+            # A payment moves a positive amount: no bank could ever accept this offer.
+            raise AppError("zero_price", f"at {rate_bps} bps the discount takes the whole amount")
         before = dict(record)
         record["financing"] = {
             "bank": bank,

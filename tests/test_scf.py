@@ -348,6 +348,22 @@ def test_financing_rules(net: Network) -> None:
     assert receivable(net, rid)["financing"] is None
 
 
+def test_a_financing_offer_that_would_cost_nothing_is_refused(net: Network) -> None:
+    # At 100 % a year for more than a year the discount is the whole amount: no bank could pay
+    # such a price, so the offer is refused instead of blocking the receivable until it expires.
+    rid = issue(net, due_ms=net.now_ms + 400 * DAY_MS)
+    offer: dict[str, Value] = {
+        "receivable": rid,
+        "bank": net.pk("lion-bank"),
+        "rate_bps": 10_000,
+        "expires_ms": net.now_ms + DAY_MS,
+    }
+    assert net.attempt(TIER1, "scf", "offer_financing", **offer).receipt.code == "zero_price"
+    assert receivable(net, rid)["financing"] is None
+    net.ok(TIER1, "scf", "offer_financing", **{**offer, "rate_bps": 9_000})
+    net.ok("lion-bank", "scf", "accept_financing", receivable=rid)
+
+
 def test_an_expired_financing_offer_is_withdrawn_and_blocks_nothing(net: Network) -> None:
     rid = issue(net)
     offer: dict[str, Value] = {
