@@ -112,6 +112,11 @@ LINEAGE_NODES_MAX: Final = 1000
 LIST_PAGE_MAX: Final = 500
 # Repaying one receivable pays at most this many leaves in one transaction (block size bound).
 REPAY_LEAVES_MAX: Final = 256
+# Repaying or marking overdue walks at most this many receivables of a tree, so one
+# transaction's work stays bounded however far a tree was split (every split has at least two
+# children, so any tree of up to REPAY_LEAVES_MAX leaves fits); a larger tree is repaid or
+# marked a subtree at a time.
+WALK_NODES_MAX: Final = 2 * REPAY_LEAVES_MAX
 YEAR_MS: Final = 365 * 86_400_000
 BPS_MAX: Final = 10_000
 MILESTONES: Final = ("shipped", "delivered", "accepted")
@@ -675,9 +680,19 @@ class ScfApp(DispatchingApp):
 
     # ------------------------------------------------------------------ repayment
     def _live_leaves(self, state: ReadState, rid: str) -> list[dict[str, Value]]:
+        """The live leaves under ``rid``, in lineage order; ``too_many_leaves`` when the tree
+        under it has more than ``WALK_NODES_MAX`` receivables."""
         leaves: list[dict[str, Value]] = []
         pending = [rid]
+        visited = 0
         while pending:
+            visited += 1
+            if visited > WALK_NODES_MAX:
+                raise AppError(
+                    "too_many_leaves",
+                    f"receivable {rid} spans more than {WALK_NODES_MAX} receivables: settle it "
+                    "a part at a time",
+                )
             record = _receivable(state, pending.pop())
             children = record["children"]
             assert isinstance(children, tuple)

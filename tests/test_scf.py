@@ -494,6 +494,42 @@ def test_repay_without_funds_pays_nobody(net: Network) -> None:
     assert receivable(net, rid)["status"] == "active"
 
 
+def _split_wide(net: Network, rid: str, every: tuple[int, ...]) -> None:
+    """Split ``rid`` 16 ways, then every ``every[1]``-th of its children 16 ways, then every
+    ``every[2]``-th of theirs, and so on (``every[0]`` is 1)."""
+    parents = [rid]
+    for step in every:
+        block = []
+        children: list[str] = []
+        for parent in parents[::step]:
+            amount = receivable(net, parent)["amount"]
+            assert isinstance(amount, int)
+            amounts: Value = (amount // 16,) * 16
+            block.append(net.sign(TIER1, "scf", "split", receivable=parent, amounts=amounts))
+            children.extend(child_receivable_id(parent, index) for index in range(16))
+        assert all(receipt.ok for receipt in net.chain.run(block).receipts)
+        parents = children
+
+
+def test_repaying_and_marking_overdue_walk_a_bounded_part_of_a_tree(net: Network) -> None:
+    # However far a holder split a receivable, one repayment or overdue marking walks at most
+    # WALK_NODES_MAX receivables of it; a larger tree is settled a subtree at a time.
+    rid = issue(net, amount=16**3)
+    _split_wide(net, rid, (1, 1, 8))  # 1 + 16 + 256 + 32 * 16 = 785 receivables
+    net.advance(91 * DAY_MS)
+    for operation, name in (("mark_overdue", TIER2), ("repay", CORE)):
+        outcome = net.attempt(name, "scf", operation, receivable=rid)
+        assert outcome.receipt.code == "too_many_leaves", operation
+    # The first child's subtree: 16 children, two of them split 16 ways again.
+    first = child_receivable_id(rid, 0)
+    marked = _map(net.ok(TIER2, "scf", "mark_overdue", receivable=first))["overdue"]
+    assert isinstance(marked, tuple)
+    assert len(marked) == 14 + 2 * 16
+    repaid = _map(net.ok(CORE, "scf", "repay", receivable=first))["repaid"]
+    assert isinstance(repaid, tuple)
+    assert len(repaid) == 14 + 2 * 16
+
+
 def test_overdue_after_due_date_and_still_repayable(net: Network) -> None:
     rid = issue(net)
     assert net.rejected(TIER1, "scf", "mark_overdue", receivable=rid) == "not_due"
