@@ -3,7 +3,8 @@ receivable children always sum exactly to their parent and keep its root; financ
 repayment conserve money; a receivable is never paid twice, nor held by its own debtor; a
 financing offer a bank is entitled to accept is accepted, however often the receivable was
 financed before; a rejected operation changes nothing; no financing offer outlives its
-expiry."""
+expiry; nothing is transferred or repaid to an enterprise while it is suspended; the holder
+and debtor indexes list exactly the live receivables."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ HOLDERS = ("kowloon-parts", "merlion-metals", "straits-funds", "lion-bank")
 holders = st.sampled_from(HOLDERS)
 # Transfers may also name the debtor, which must never end up holding its own receivable.
 recipients = st.sampled_from((*HOLDERS, CORE))
+# Enterprises the machine suspends and reinstates (as institutions), by their sponsor bank.
+SUSPENDABLE = {"merlion-metals": "lion-bank", "straits-funds": "lion-bank"}
+LIVE = ("issued", "active", "overdue")
 
 
 class ScfMachine(RuleBasedStateMachine):
@@ -33,6 +37,7 @@ class ScfMachine(RuleBasedStateMachine):
         self.net = Network.start()
         self.invoices = 0
         self.repaid: set[str] = set()
+        self.suspended: set[str] = set()
 
     def _run(self, name: str, operation: str, **arguments: Value) -> tuple[bool, Value]:
         # Each operation runs alone in a block; a rejection is checked to change nothing.
@@ -82,13 +87,14 @@ class ScfMachine(RuleBasedStateMachine):
     def transfer(self, rid: str, pick: int, to: str, part: int) -> None:
         leaf = self._leaf(rid, pick)
         if leaf is not None:
-            self._run(
+            ok, _ = self._run(
                 self._holder_name(leaf),
                 "transfer",
                 receivable=leaf["id"],
                 to=self.net.pk(to),
                 amount=part,
             )
+            assert not (ok and to in self.suspended), f"transferred to suspended {to}"
 
     @rule(
         rid=receivables,
@@ -153,6 +159,18 @@ class ScfMachine(RuleBasedStateMachine):
                 leaf_id = str(item["id"])
                 assert leaf_id not in self.repaid, "a receivable was paid twice"
                 self.repaid.add(leaf_id)
+                holder = self.net.consortium.party_name(item["holder"])
+                assert holder not in self.suspended, f"repaid suspended {holder}"
+
+    @rule(enterprise=st.sampled_from(sorted(SUSPENDABLE)), suspend=st.booleans())
+    def suspend_enterprise(self, enterprise: str, suspend: bool) -> None:
+        operation = "suspend_enterprise" if suspend else "reinstate_enterprise"
+        outcome = self.net.attempt(SUSPENDABLE[enterprise], "membership", operation, id=enterprise)
+        if outcome.ok:
+            if suspend:
+                self.suspended.add(enterprise)
+            else:
+                self.suspended.discard(enterprise)
 
     @rule()
     def top_up_debtor(self) -> None:
@@ -185,6 +203,18 @@ class ScfMachine(RuleBasedStateMachine):
             assert record["holder"] != record["debtor"], f"{record['id']!s} is its debtor's"
 
     @invariant()
+    def indexes_list_exactly_the_live_receivables(self) -> None:
+        live = [r for r in self._records().values() if r["status"] in LIVE]
+        for index in ("holder", "debtor"):
+            start = namespace_prefix("scf") + index.encode("ascii") + b"/"
+            listed = sorted(
+                key[len(start) :].decode("ascii")
+                for key, _ in self.net.chain.backend.scan(start, start[:-1] + b"0")
+            )
+            expected = sorted(f"{_key_bytes(r[index]).hex()}/{r['id']!s}" for r in live)
+            assert listed == expected, index
+
+    @invariant()
     def no_financing_offer_outlives_its_expiry(self) -> None:
         last_block_ms = self.net.chain.host.last_block_time_ms()
         for record in self._records().values():
@@ -201,6 +231,11 @@ class ScfMachine(RuleBasedStateMachine):
         currency = as_record(currency)
         held = sum(self.net.balance(name, "CNY") for name in self.net.consortium.party_names())
         assert held == currency["supply"]
+
+
+def _key_bytes(value: Value) -> bytes:
+    assert isinstance(value, bytes)
+    return value
 
 
 ScfMachine.TestCase.settings = machine_settings(max_examples=40, step_count=15)
