@@ -17,6 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 from tests.hypothesis_profiles import soak_settings
 from tests.test_apps_cross_invariants import CrossAppMachine
 from tests.test_assets_invariants import AssetsMachine
+from tests.test_membership_invariants import MembershipMachine
 from tests.test_payments_invariants import PaymentsMachine
 from tests.test_scf_invariants import ScfMachine
 
@@ -27,6 +28,7 @@ MACHINES: dict[str, type[RuleBasedStateMachine]] = {
     "scf": ScfMachine,
     "assets": AssetsMachine,
     "cross_app": CrossAppMachine,
+    "membership": MembershipMachine,
 }
 
 
