@@ -18,8 +18,10 @@ Modelled on multi-CBDC and correspondent-banking platforms (mBridge, Partior):
   sender (enforced), purpose, originator and beneficiary details, remittance text.
 * **Controls**: the issuer of a currency caps every single payment in it
   (``set_currency_limit``); the issuer or the account holder's own bank may freeze an account
-  in a currency and cap its single payments and its daily outflow (``set_controls``). A rejected
-  payment's ``AppError`` code names the rule that rejected it.
+  in a currency and cap its single payments and its daily outflow (``set_controls``). Each
+  keeps its own controls and both apply (frozen when either froze it, the lower of two
+  limits), so the holder's bank cannot lift what an issuer of another institution set. A
+  rejected payment's ``AppError`` code names the rule that rejected it.
 * **FX PvP**: ``offer_fx`` escrows the maker's sell leg; ``accept_fx`` moves the taker's buy
   leg to the maker and the escrowed sell leg to the taker in one transaction, or neither
   (any ``AppError`` discards every write of the transaction). ``cancel_fx`` (the maker; anyone
@@ -541,14 +543,19 @@ class PaymentsApp(DispatchingApp):
                 "not_controller",
                 "controls are set by the currency's issuer or the account holder's own bank",
             )
-        controls = _controls(ctx.state, account, code)
+        # The holder's bank sets its own controls; an issuer that is not the holder's bank
+        # sets the issuer's, which the holder's bank cannot lift (both apply: ``_controls``).
+        layer = "ctl" if sender.institution == owner.institution else "ictl"
+        layer_key = key(layer, account, code)
+        controls = get_record(ctx.state, layer_key) or _no_controls()
         if frozen is not None:
             controls["frozen"] = frozen
         if transaction_limit is not None:
             controls["transaction_limit"] = transaction_limit
         if daily_limit is not None:
             controls["daily_limit"] = daily_limit
-        put_record(ctx.state, key("ctl", account, code), controls)
+        put_record(ctx.state, layer_key, controls)
+        controls = _controls(ctx.state, account, code)
         ctx.emit(
             "controls_set",
             {"account": account, "currency": code, **controls, "by": sender.institution},
@@ -856,10 +863,12 @@ class PaymentsApp(DispatchingApp):
             return None if offer is None else _offer_view(state, offer)
         if path == "controls":
             account = a.key("account")
-            return {
-                last_segment(record_key): value
-                for record_key, value in scan_records(state, prefix("ctl", account))
+            codes = {
+                last_segment(record_key)
+                for layer in ("ctl", "ictl")
+                for record_key, _ in scan_records(state, prefix(layer, account))
             }
+            return {code: _controls(state, account, code) for code in sorted(codes)}
         if path == "escrow":
             return get_record(state, key("esc", a.text("app"), a.text("id")))
         raise AppError("unknown_query", f"payments has no query {path!r}")
@@ -966,11 +975,31 @@ def _debit(state: AppState, account: bytes, code: str, amount: int) -> None:
     put_int(state, balance_key, balance - amount)
 
 
+def _no_controls() -> dict[str, Value]:
+    return {"frozen": False, "transaction_limit": 0, "daily_limit": 0}
+
+
 def _controls(state: ReadState, account: bytes, code: str) -> dict[str, Value]:
+    """The controls that apply to ``account`` in ``code``: those of the holder's bank
+    (``ctl``) and those of the currency's issuer (``ictl``) together, so the account is frozen
+    when either froze it and each limit is the lower of the two set (0: none)."""
     controls = get_record(state, key("ctl", account, code))
+    issuer = get_record(state, key("ictl", account, code))
+    if issuer is None:
+        return _no_controls() if controls is None else controls
     if controls is None:
-        return {"frozen": False, "transaction_limit": 0, "daily_limit": 0}
-    return controls
+        return issuer
+    return {
+        "frozen": bool(controls["frozen"]) or bool(issuer["frozen"]),
+        "transaction_limit": _lower_limit(controls, issuer, "transaction_limit"),
+        "daily_limit": _lower_limit(controls, issuer, "daily_limit"),
+    }
+
+
+def _lower_limit(first: Mapping[str, Value], second: Mapping[str, Value], name: str) -> int:
+    """The tighter of two limits, where 0 means none."""
+    limits = [limit for limit in (as_int(first[name]), as_int(second[name])) if limit]
+    return min(limits) if limits else 0
 
 
 def _check_inflow(state: ReadState, account: bytes, code: str) -> None:

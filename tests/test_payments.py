@@ -294,6 +294,75 @@ def test_controls_are_set_only_by_issuer_or_own_bank(net: Network) -> None:
     )
 
 
+def test_the_holders_bank_cannot_lift_controls_the_issuer_set(net: Network) -> None:
+    # lion-bank issues SGD; harbour-bank is bob's bank and its own. Each may set controls,
+    # but the holder's bank only adds to what the issuer set: it cannot unfreeze an account
+    # the issuer froze, nor raise or remove the issuer's limits.
+    pay(net, "merlion-metals", "bob", 500, "I-0")
+    for account in ("harbour-bank", "bob"):
+        net.ok(
+            "lion-bank",
+            "payments",
+            "set_controls",
+            account=net.pk(account),
+            currency="SGD",
+            frozen=True,
+            transaction_limit=100,
+            daily_limit=150,
+        )
+        net.ok(
+            "harbour-bank",
+            "payments",
+            "set_controls",
+            account=net.pk(account),
+            currency="SGD",
+            frozen=False,
+            transaction_limit=0,
+            daily_limit=0,
+        )
+    for account in ("harbour-bank", "bob"):
+        controls = _map(_map(net.query("payments", "controls", account=net.pk(account)))["SGD"])
+        assert (controls["frozen"], controls["transaction_limit"], controls["daily_limit"]) == (
+            True,
+            100,
+            150,
+        )
+        payment: dict[str, Value] = {
+            "to": net.pk("alice"),
+            "currency": "SGD",
+            "amount": 1,
+            "end_to_end_id": "I-1",
+        }
+        assert net.rejected(account, "payments", "transfer", **payment) == "account_frozen"
+        assert (
+            net.rejected("alice", "payments", "transfer", **{**payment, "to": net.pk(account)})
+            == "beneficiary_frozen"
+        )
+    # Unfrozen by the issuer, the issuer's limits still hold, and the bank's own tighter
+    # limit adds to them.
+    net.ok(
+        "lion-bank", "payments", "set_controls", account=net.pk("bob"), currency="SGD", frozen=False
+    )
+    net.ok(
+        "harbour-bank",
+        "payments",
+        "set_controls",
+        account=net.pk("bob"),
+        currency="SGD",
+        transaction_limit=80,
+    )
+    pay_bob: dict[str, Value] = {"to": net.pk("alice"), "currency": "SGD"}
+    assert (
+        net.rejected("bob", "payments", "transfer", **pay_bob, amount=81, end_to_end_id="I-3")
+        == "account_transaction_limit"
+    )
+    net.ok("bob", "payments", "transfer", **pay_bob, amount=80, end_to_end_id="I-4")
+    assert (
+        net.rejected("bob", "payments", "transfer", **pay_bob, amount=80, end_to_end_id="I-5")
+        == "account_daily_limit"
+    )
+
+
 def test_per_transaction_and_daily_account_limits(net: Network) -> None:
     net.ok(
         "lion-bank",
