@@ -21,12 +21,13 @@ Modelled on permissioned security-token standards (ERC-3643, ERC-1400):
 * DvP: ``offer_dvp`` with side ``sell`` escrows the asset here, side ``buy`` escrows the cash
   in ``payments`` (``escrow_lock``, owned by this app); ``accept_dvp`` settles the asset leg
   and the cash leg (``payments.transfer`` from the taker, or ``escrow_release``) in one
-  transaction or neither; ``cancel_dvp`` (maker, or anyone after expiry) returns the escrow.
-  The currency must be registered in ``payments`` when the offer is made. An offer expires at
-  the first block whose time reaches ``expires_ms``: ``accept_dvp`` is then ``offer_expired``,
-  and that block's ``end_block`` marks it ``expired`` and returns the escrow (the asset here, or
-  the cash through ``payments.escrow_refund``), so no expired offer is reported open or keeps
-  anything locked.
+  transaction or neither; a maker frozen since its offer (here for a sell offer's units, in
+  ``payments`` for a buy offer's cash) cannot settle it, but may still cancel; ``cancel_dvp``
+  (maker, or anyone after expiry) returns the escrow. The currency must be registered in
+  ``payments`` when the offer is made. An offer expires at the first block whose time reaches
+  ``expires_ms``: ``accept_dvp`` is then ``offer_expired``, and that block's ``end_block``
+  marks it ``expired`` and returns the escrow (the asset here, or the cash through
+  ``payments.escrow_refund``), so no expired offer is reported open or keeps anything locked.
 
 Conservation: for every asset ``supply == sum(balances) + sum(open sell-offer escrows)``.
 The dry-run query cannot read membership (queries see only this app's state), so it takes
@@ -715,6 +716,9 @@ class AssetsApp(DispatchingApp):
                 raise AppError("asset_paused", f"asset {symbol} is paused")
             if ctx.block.time_ms < as_int(as_map(asset["rules"])["lockup_until_ms"]):
                 raise AppError("locked_up", f"asset {symbol} is locked up")
+            # The escrowed units are still the maker's: a freeze since the offer keeps them.
+            if _freeze_record(ctx.state, symbol, maker)["frozen"]:
+                raise AppError("sender_frozen", "the maker's account is frozen")
             facts = ReceiverFacts.of(identity_of(ctx, ctx.sender))
             held = _escrow_held(offer)
             # The units leave the maker's holding (counted while they were in escrow).

@@ -24,11 +24,14 @@ Modelled on multi-CBDC and correspondent-banking platforms (mBridge, Partior):
   rejected payment's ``AppError`` code names the rule that rejected it.
 * **FX PvP**: ``offer_fx`` escrows the maker's sell leg; ``accept_fx`` moves the taker's buy
   leg to the maker and the escrowed sell leg to the taker in one transaction, or neither
-  (any ``AppError`` discards every write of the transaction). ``cancel_fx`` (the maker; anyone
-  once expired) releases the escrow. An offer expires at the first block whose time reaches
-  ``expires_ms``: from then on ``accept_fx`` is ``offer_expired``, and that block's
-  ``end_block`` marks the offer ``expired`` and returns the escrow to the maker (an
-  ``fx_release`` movement), so no expired offer is reported open or keeps funds locked.
+  (any ``AppError`` discards every write of the transaction). Escrowed funds are still their
+  owner's: once the owner's account is frozen in their currency they cannot leave for a
+  taker or beneficiary (``account_frozen``), though they can still go back to the owner.
+  ``cancel_fx`` (the maker; anyone once expired) releases the escrow. An offer expires at the
+  first block whose time reaches ``expires_ms``: from then on ``accept_fx`` is
+  ``offer_expired``, and that block's ``end_block`` marks the offer ``expired`` and returns
+  the escrow to the maker (an ``fx_release`` movement), so no expired offer is reported open
+  or keeps funds locked.
 * **Calls from other apps** (``call``): ``transfer`` and ``escrow_lock`` may only debit the
   transaction's sender (the one who signed the calling app's operation); ``escrow_release`` and
   ``escrow_refund`` act only on escrows the calling app itself locked.
@@ -702,6 +705,11 @@ class PaymentsApp(DispatchingApp):
         sell_amount = as_int(offer["sell_amount"])
         buy_amount = as_int(offer["buy_amount"])
         require_active(ctx, maker, "maker")
+        if _controls(ctx.state, maker, sell)["frozen"]:
+            raise AppError(
+                "account_frozen",
+                f"the maker's {sell} account is frozen: its escrowed sell leg cannot leave",
+            )
         # Leg 1: the taker pays the maker in the buy currency (every payment rule applies).
         _check_outflow(ctx, ctx.sender, _currency(ctx.state, buy), buy_amount)
         _check_inflow(ctx.state, maker, buy)
@@ -813,6 +821,9 @@ class PaymentsApp(DispatchingApp):
         code = str(escrow["currency"])
         amount = as_int(escrow["amount"])
         if release:
+            # The escrow is still its owner's money: it cannot leave a frozen account.
+            if _controls(ctx.state, owner, code)["frozen"]:
+                raise AppError("account_frozen", f"account {owner.hex()[:16]}… is frozen in {code}")
             require_active(ctx, to, "beneficiary")
             _check_inflow(ctx.state, to, code)
         _credit(ctx.state, to, code, amount)

@@ -269,6 +269,35 @@ def test_dvp_buy_offer_escrows_cash_in_payments(net: Network) -> None:
     assert net.query("payments", "escrow", app="assets", id=offer) is None
 
 
+def test_a_dvp_offer_does_not_settle_out_of_a_holding_frozen_since(net: Network) -> None:
+    # A sell offer's units are still its maker's: frozen by the agent after the offer was
+    # made, they cannot leave for the taker.
+    mint(net, "kowloon-parts", 100)
+    offer = dvp(net, "kowloon-parts", "sell")
+    net.ok(AGENT, "assets", "freeze", symbol="BOND", holder=net.pk("kowloon-parts"), frozen=True)
+    assert net.rejected("merlion-metals", "assets", "accept_dvp", offer=offer) == "sender_frozen"
+    assert net.units("merlion-metals", "BOND") == 0
+    net.ok("kowloon-parts", "assets", "cancel_dvp", offer=offer)
+    assert net.units("kowloon-parts", "BOND") == 100
+    # A buy offer's cash is still its maker's: frozen by the currency's issuer after it went
+    # into escrow, it cannot leave for the taker.
+    cash = net.balance("merlion-metals", "SGD")
+    offer = dvp(net, "merlion-metals", "buy")
+    net.ok(
+        "lion-bank",
+        "payments",
+        "set_controls",
+        account=net.pk("merlion-metals"),
+        currency="SGD",
+        frozen=True,
+    )
+    mint(net, "straits-funds", 100)
+    assert net.rejected("straits-funds", "assets", "accept_dvp", offer=offer) == "account_frozen"
+    assert net.units("straits-funds", "BOND") == 100
+    net.ok("merlion-metals", "assets", "cancel_dvp", offer=offer)
+    assert net.balance("merlion-metals", "SGD") == cash
+
+
 def test_dvp_never_settles_one_leg_alone(net: Network) -> None:
     mint(net, ISSUER, 100)
     # alice cannot hold the bond: the cash leg must not move either.

@@ -458,6 +458,27 @@ def test_fx_offer_escrows_and_accept_settles_both_legs(net: Network) -> None:
     assert net.rejected("pearl-bank", "payments", "accept_fx", offer=offer_id) == "offer_closed"
 
 
+def test_an_fx_offer_does_not_settle_out_of_an_account_frozen_since(net: Network) -> None:
+    start_sgd = net.balance("merlion-metals", "SGD")
+    offer_id = offer(net)
+    # The SGD issuer freezes the maker's account after the sell leg went into escrow: the
+    # escrowed SGD cannot leave for the taker, but the maker may still take it back.
+    net.ok(
+        "lion-bank",
+        "payments",
+        "set_controls",
+        account=net.pk("merlion-metals"),
+        currency="SGD",
+        frozen=True,
+    )
+    assert net.rejected("harbour-bank", "payments", "accept_fx", offer=offer_id) == (
+        "account_frozen"
+    )
+    assert net.balance("harbour-bank", "SGD") == BANK_LIQUIDITY
+    net.ok("merlion-metals", "payments", "cancel_fx", offer=offer_id)
+    assert net.balance("merlion-metals", "SGD") == start_sgd
+
+
 def test_fx_accept_without_funds_settles_neither_leg(net: Network) -> None:
     offer_id = offer(net, buy_amount=CUSTOMER_FUNDS + 1)
     # bob holds HKD 10,000.00 only: the buy leg fails, so the sell leg must not move either.
