@@ -23,7 +23,8 @@ Modelled on permissioned security-token standards (ERC-3643, ERC-1400):
   and the cash leg (``payments.transfer`` from the taker, or ``escrow_release``) in one
   transaction or neither; a maker frozen since its offer (here for a sell offer's units, in
   ``payments`` for a buy offer's cash) cannot settle it, but may still cancel; ``cancel_dvp``
-  (maker, or anyone after expiry) returns the escrow. The currency must be registered in
+  (the maker or the asset's agent, or anyone after expiry) returns the escrow, so no offer
+  keeps units out of reach of the agent's forced transfers. The currency must be registered in
   ``payments`` when the offer is made. An offer expires at the first block whose time reaches
   ``expires_ms``: ``accept_dvp`` is then ``offer_expired``, and that block's ``end_block``
   marks it ``expired`` and returns the escrow (the asset here, or the cash through
@@ -329,7 +330,8 @@ SCHEMA: Final = AppSchema(
         Operation(
             "cancel_dvp",
             _HOLDERS,
-            "Cancel a DvP offer (the maker); the block that passes its expiry releases it.",
+            "Cancel a DvP offer (the maker or the asset's agent); the block that passes its "
+            "expiry releases it.",
             (_OFFER,),
         ),
     ),
@@ -768,8 +770,17 @@ class AssetsApp(DispatchingApp):
         offer = self._open_offer(ctx.state, offer_id)
         maker = _bytes(offer["maker"])
         expired = ctx.block.time_ms >= as_int(offer["expires_ms"])
-        if maker != ctx.sender and not expired:
-            raise AppError("not_offer_maker", "only the maker may cancel an unexpired offer")
+        # The asset's agent may cancel too: escrowed units are out of reach of its forced
+        # transfers until they are back in the maker's balance.
+        if (
+            maker != ctx.sender
+            and not expired
+            and _asset(ctx.state, str(offer["symbol"]))["agent"] != ctx.sender
+        ):
+            raise AppError(
+                "not_offer_maker",
+                "only the maker or the asset's agent may cancel an unexpired offer",
+            )
         unschedule_expiry(ctx.state, as_int(offer["expires_ms"]), offer_id)
         self._release(ctx, offer, "expired" if expired else "cancelled")
         return {"offer": offer_id, "status": offer["status"]}

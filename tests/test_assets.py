@@ -298,6 +298,34 @@ def test_a_dvp_offer_does_not_settle_out_of_a_holding_frozen_since(net: Network)
     assert net.balance("merlion-metals", "SGD") == cash
 
 
+def test_the_agent_reaches_units_a_holder_keeps_in_an_offer(net: Network) -> None:
+    # A holder parks its units in a sell offer nobody else may take, open for ever: the agent
+    # cannot force them out of escrow, but may cancel the offer and then recover them.
+    mint(net, "kowloon-parts", 100)
+    offer = dvp(
+        net,
+        "kowloon-parts",
+        "sell",
+        amount=100,
+        counterparty=net.pk("kowloon-parts"),
+        expires_ms=2**62,
+    )
+    recovery: dict[str, Value] = {
+        "symbol": "BOND",
+        "from": net.pk("kowloon-parts"),
+        "to": net.pk("straits-funds"),
+        "amount": 100,
+        "reason": "court order",
+    }
+    assert net.rejected(AGENT, "assets", "force_transfer", **recovery) == "insufficient_balance"
+    assert net.rejected("straits-funds", "assets", "cancel_dvp", offer=offer) == "not_offer_maker"
+    net.ok(AGENT, "assets", "cancel_dvp", offer=offer)
+    assert _map(net.query("assets", "offer", id=offer))["status"] == "cancelled"
+    net.ok(AGENT, "assets", "force_transfer", **recovery)
+    assert net.units("straits-funds", "BOND") == 100
+    assert net.units("kowloon-parts", "BOND") == 0
+
+
 def test_dvp_never_settles_one_leg_alone(net: Network) -> None:
     mint(net, ISSUER, 100)
     # alice cannot hold the bond: the cash leg must not move either.
