@@ -16,7 +16,11 @@ the raw committed state of every app (not through the apps' own queries):
 * every open buy DvP offer has exactly its price escrowed in payments, and no escrow outlives
   its offer;
 * nothing open (FX offer, DvP offer, financing offer) has outlived its expiry: the block that
-  passed it released it.
+  passed it released it;
+* a freeze holds whoever set it: an account is frozen in a currency while the issuer or the
+  holder's own bank froze it (the other cannot lift it), and nothing, escrowed funds and units
+  included, leaves or enters an account while it is frozen;
+* only the maker or the asset's agent cancels a DvP offer before it expires.
 
 Every operation runs alone in a block, and that block is compared with an empty block at the
 same height and time (``tests.apps_fixtures.run_alone``): a rejected operation must leave every
@@ -60,6 +64,9 @@ SPONSOR = {
     "dragon-motors": "pearl-bank",
 }
 ENTERPRISES = ("merlion-metals", "straits-funds", "kowloon-parts", "dragon-motors")
+# The institution of an account's own bank: a bank's own, a customer's bank's (an enterprise
+# is an institution of its own, so only a currency's issuer sets controls on its accounts).
+OWN_BANK = {"alice": "lion-bank", **{bank: bank for bank in BANKS}}
 CORE = "dragon-motors"  # the debtor of every receivable
 RECEIVABLE_HOLDERS = ("kowloon-parts", "merlion-metals", "straits-funds", "lion-bank", "pearl-bank")
 SYMBOL, ASSET_ISSUER = "BOND", "lion-bank"
@@ -91,6 +98,9 @@ class CrossAppMachine(RuleBasedStateMachine):
         self.supply = {code: as_int(self._currency(code)["supply"]) for code in CURRENCIES}
         self.serial = 0
         self.repaid: set[str] = set()
+        # (account, currency) -> the institutions whose freeze of it stands.
+        self.cash_frozen_by: dict[tuple[str, str], set[str]] = {}
+        self.units_frozen: set[str] = set()
 
     # ------------------------------------------------------------------ plumbing
     def _next(self) -> int:
@@ -116,6 +126,16 @@ class CrossAppMachine(RuleBasedStateMachine):
             value = decode(data, STATE_LIMITS)
             assert isinstance(value, int)
             yield stored_key[len(start) :].decode("ascii"), value
+
+    def _cash_frozen(self, account: bytes, code: str) -> bool:
+        return any(
+            by and self.net.pk(name) == account
+            for (name, frozen_code), by in self.cash_frozen_by.items()
+            if frozen_code == code
+        )
+
+    def _units_frozen(self, holder: bytes) -> bool:
+        return any(self.net.pk(name) == holder for name in self.units_frozen)
 
     def _leaf(self, rid: str, pick: int) -> Mapping[str, Value] | None:
         records = dict(self._records("scf", "rcv"))
@@ -162,6 +182,8 @@ class CrossAppMachine(RuleBasedStateMachine):
         if outcome.ok:
             assert outcome.balance_delta(self.net.pk(source), code) == -amount
             assert outcome.balance_delta(self.net.pk(to), code) == amount
+            assert not self._cash_frozen(self.net.pk(source), code)
+            assert not self._cash_frozen(self.net.pk(to), code)
 
     @rule(code=currencies, to=st.sampled_from(BANKS), amount=cash, redeem=st.booleans())
     def issue_or_redeem(self, code: str, to: str, amount: int, redeem: bool) -> None:
@@ -201,6 +223,7 @@ class CrossAppMachine(RuleBasedStateMachine):
         if not outcome.ok:
             return multiple()
         assert outcome.balance_delta(self.net.pk(maker), sell) == -sell_amount
+        assert not self._cash_frozen(self.net.pk(maker), sell)
         return multiple(str(as_record(outcome.receipt.result)["offer"]))
 
     @rule(offer=fx_offers, taker=takers)
@@ -216,6 +239,9 @@ class CrossAppMachine(RuleBasedStateMachine):
         assert outcome.balance_delta(maker, buy) == record["buy_amount"]
         assert outcome.balance_delta(taker_key, sell) == record["sell_amount"]
         assert outcome.balance_delta(taker_key, buy) == -as_int(record["buy_amount"])
+        # Neither leg leaves or enters a frozen account, the escrowed one included.
+        for account, code in ((maker, sell), (maker, buy), (taker_key, sell), (taker_key, buy)):
+            assert not self._cash_frozen(account, code), (account.hex()[:8], code)
 
     @rule(offer=fx_offers, who=payers)
     def cancel_fx(self, offer: str, who: str) -> None:
@@ -223,14 +249,28 @@ class CrossAppMachine(RuleBasedStateMachine):
 
     @rule(account=st.sampled_from(PAYERS), code=currencies, frozen=st.booleans())
     def freeze_cash(self, account: str, code: str, frozen: bool) -> None:
-        self._attempt(
-            ISSUERS[code],
+        self._set_controls(ISSUERS[code], account, code, frozen)
+
+    @rule(account=st.sampled_from(sorted(OWN_BANK)), code=currencies, frozen=st.booleans())
+    def bank_freezes_cash(self, account: str, code: str, frozen: bool) -> None:
+        # The holder's own bank, which may be another institution than the issuer.
+        self._set_controls(OWN_BANK[account], account, code, frozen)
+
+    def _set_controls(self, bank: str, account: str, code: str, frozen: bool) -> None:
+        outcome = self._attempt(
+            bank,
             "payments",
             "set_controls",
             account=self.net.pk(account),
             currency=code,
             frozen=frozen,
         )
+        if outcome.ok:
+            by = self.cash_frozen_by.setdefault((account, code), set())
+            if frozen:
+                by.add(bank)
+            else:
+                by.discard(bank)
 
     # ------------------------------------------------------------------ assets
     @rule(to=payers, amount=units)
@@ -247,10 +287,12 @@ class CrossAppMachine(RuleBasedStateMachine):
         if outcome.ok:
             assert outcome.units_delta(self.net.pk(source), SYMBOL) == -amount
             assert outcome.units_delta(self.net.pk(to), SYMBOL) == amount
+            assert not self._units_frozen(self.net.pk(source))
+            assert not self._units_frozen(self.net.pk(to))
 
     @rule(holder=payers, frozen=st.booleans())
     def freeze_units(self, holder: str, frozen: bool) -> None:
-        self._attempt(
+        outcome = self._attempt(
             ASSET_ISSUER,
             "assets",
             "freeze",
@@ -258,6 +300,8 @@ class CrossAppMachine(RuleBasedStateMachine):
             holder=self.net.pk(holder),
             frozen=frozen,
         )
+        if outcome.ok:
+            (self.units_frozen.add if frozen else self.units_frozen.discard)(holder)
 
     @rule(holder=payers, amount=units)
     def burn(self, holder: str, amount: int) -> None:
@@ -309,11 +353,20 @@ class CrossAppMachine(RuleBasedStateMachine):
         assert isinstance(maker, bytes)
         buyer, seller = (taker_key, maker) if record["side"] == "sell" else (maker, taker_key)
         assert outcome.units_delta(buyer, SYMBOL) == record["amount"]
-        assert outcome.balance_delta(seller, str(record["currency"])) == record["price"]
+        code = str(record["currency"])
+        assert outcome.balance_delta(seller, code) == record["price"]
+        # Neither leg leaves or enters a frozen account, the escrowed one included.
+        for account in (buyer, seller):
+            assert not self._units_frozen(account)
+            assert not self._cash_frozen(account, code)
 
     @rule(offer=dvp_offers, who=payers)
     def cancel_dvp(self, offer: str, who: str) -> None:
-        self._attempt(who, "assets", "cancel_dvp", offer=offer)
+        record = self.net.query("assets", "offer", id=offer)
+        outcome = self._attempt(who, "assets", "cancel_dvp", offer=offer)
+        if outcome.ok and as_record(outcome.receipt.result)["status"] == "cancelled":
+            # Before its expiry only the maker or the asset's agent (here its issuer) cancels.
+            assert self.net.pk(who) in (as_record(record)["maker"], self.net.pk(ASSET_ISSUER))
 
     # ------------------------------------------------------------------ supply-chain finance
     @rule(target=receivables, amount=st.integers(1, 2_000_000))
@@ -420,6 +473,14 @@ class CrossAppMachine(RuleBasedStateMachine):
             supply = self._currency(code)["supply"]
             assert supply == self.supply[code], f"{code} supply moved outside issue/redeem"
             assert held[code] == supply, f"{code}: {held[code]} held and escrowed, {supply} issued"
+
+    @invariant()
+    def controls_report_every_standing_freeze(self) -> None:
+        for (account, code), by in self.cash_frozen_by.items():
+            controls = as_record(
+                self.net.query("payments", "controls", account=self.net.pk(account))
+            )
+            assert as_record(controls[code])["frozen"] is bool(by), (account, code, by)
 
     @invariant()
     def receivable_trees_sum_to_their_parent(self) -> None:

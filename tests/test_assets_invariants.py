@@ -1,7 +1,9 @@
 """Digital-asset invariants under random operation sequences (hypothesis, real host): supply
 never exceeds the cap, no unit lands with an ineligible holder or above the holder cap, the
 holder count stays within its limit, a DvP settles both legs or neither, a rejected operation
-changes nothing, and no offer is still open (or escrowed) once a block has passed its expiry."""
+changes nothing, no offer is still open (or escrowed) once a block has passed its expiry, no
+unit or cash leg leaves or enters a frozen account (escrowed ones included), and only the maker
+or the asset's agent cancels an offer before it expires."""
 
 from __future__ import annotations
 
@@ -39,6 +41,11 @@ class AssetsMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.net = Network.start()
+        self.frozen: set[str] = set()  # holders frozen in the asset
+        self.cash_frozen: set[str] = set()  # accounts frozen in SGD by its issuer
+
+    def _name(self, key: bytes) -> str:
+        return next(name for name in self.net.consortium.party_names() if self.net.pk(name) == key)
 
     @initialize()
     def create(self) -> None:
@@ -89,9 +96,45 @@ class AssetsMachine(RuleBasedStateMachine):
 
     @rule(holder=parties, frozen=st.booleans())
     def freeze(self, holder: str, frozen: bool) -> None:
-        self._run(
+        ok, _ = self._run(
             ISSUER, "assets", "freeze", symbol="BOND", holder=self.net.pk(holder), frozen=frozen
         )
+        if ok:
+            (self.frozen.add if frozen else self.frozen.discard)(holder)
+
+    @rule(holder=parties, frozen=st.booleans())
+    def freeze_cash(self, holder: str, frozen: bool) -> None:
+        ok, _ = self._run(
+            "lion-bank",
+            "payments",
+            "set_controls",
+            account=self.net.pk(holder),
+            currency="SGD",
+            frozen=frozen,
+        )
+        if ok:
+            (self.cash_frozen.add if frozen else self.cash_frozen.discard)(holder)
+
+    @rule(
+        maker=parties,
+        side=st.sampled_from(("sell", "buy")),
+        amount=units,
+        price=st.integers(1, 2_000_000),
+        taker=parties,
+    )
+    def freeze_a_maker_then_accept(
+        self, maker: str, side: str, amount: int, price: int, taker: str
+    ) -> None:
+        # The maker is frozen in what it escrowed (units, or cash) after it escrowed it; then a
+        # taker tries (the seller, maker or taker, is minted the units first).
+        self.mint(maker if side == "sell" else taker, amount)
+        offer = self.offer(maker, side, amount, price, lifetime=3)
+        if offer != "dvp-none":
+            if side == "sell":
+                self.freeze(maker, frozen=True)
+            else:
+                self.freeze_cash(maker, frozen=True)
+            self.accept(offer, taker)
 
     @rule(
         target=offers,
@@ -139,10 +182,19 @@ class AssetsMachine(RuleBasedStateMachine):
         else:
             assert outcome.units_delta(seller, "BOND") == -amount
             assert outcome.balance_delta(buyer, "SGD") == 0
+        for account in (buyer, seller):
+            assert self._name(account) not in self.frozen
+            assert self._name(account) not in self.cash_frozen
 
     @rule(offer=offers, who=parties)
     def cancel(self, offer: str, who: str) -> None:
-        self._run(who, "assets", "cancel_dvp", offer=offer)
+        record = self.net.query("assets", "offer", id=offer)
+        ok, result = self._run(who, "assets", "cancel_dvp", offer=offer)
+        if ok and as_record(result)["status"] == "cancelled":
+            # Before its expiry only the maker or the asset's agent (its issuer) cancels.
+            maker = as_record(record)["maker"]
+            assert isinstance(maker, bytes)
+            assert who in (self._name(maker), ISSUER)
 
     @rule()
     def tick(self) -> None:

@@ -1,7 +1,9 @@
 """Payments invariants under random operation sequences (hypothesis state machine, real host):
 money is conserved per currency (only issue/redeem change supply), no balance is ever
-negative, an FX PvP settles both legs or neither, a rejected operation changes nothing, and no
-offer is still open once a block's time has passed its expiry (the block's end released it)."""
+negative, an FX PvP settles both legs or neither, a rejected operation changes nothing, no
+offer is still open once a block's time has passed its expiry (the block's end released it),
+and a freeze holds whoever set it: an account stays frozen while the issuer or its own bank
+froze it, and no money, an escrowed sell leg included, leaves or enters a frozen account."""
 
 from __future__ import annotations
 
@@ -16,6 +18,14 @@ from tests.hypothesis_profiles import machine_settings
 PARTIES = ("lion-bank", "harbour-bank", "merlion-metals", "kowloon-parts", "alice", "bob")
 CURRENCIES = ("SGD", "HKD")
 ISSUERS = {"SGD": "lion-bank", "HKD": "harbour-bank"}
+# An account's own bank (the enterprises are institutions of their own: only an issuer sets
+# controls on their accounts).
+OWN_BANK = {
+    "lion-bank": "lion-bank",
+    "harbour-bank": "harbour-bank",
+    "alice": "lion-bank",
+    "bob": "harbour-bank",
+}
 amounts = st.integers(min_value=1, max_value=2 * CUSTOMER_FUNDS)
 parties = st.sampled_from(PARTIES)
 currencies = st.sampled_from(CURRENCIES)
@@ -29,6 +39,15 @@ class PaymentsMachine(RuleBasedStateMachine):
         self.net = Network.start()
         self.supply = {code: self._supply(code) for code in CURRENCIES}
         self.e2e = 0
+        # (account, currency) -> the banks whose freeze of it stands.
+        self.frozen_by: dict[tuple[str, str], set[str]] = {}
+
+    def _frozen(self, account: bytes, code: str) -> bool:
+        return any(
+            by and self.net.pk(name) == account
+            for (name, frozen_code), by in self.frozen_by.items()
+            if frozen_code == code
+        )
 
     def _supply(self, code: str) -> int:
         record = self.net.query("payments", "currency", code=code)
@@ -52,7 +71,7 @@ class PaymentsMachine(RuleBasedStateMachine):
     @rule(source=parties, to=parties, code=currencies, amount=amounts)
     def transfer(self, source: str, to: str, code: str, amount: int) -> None:
         self.e2e += 1
-        self._run(
+        ok, _ = self._run(
             source,
             "transfer",
             to=self.net.pk(to),
@@ -60,6 +79,9 @@ class PaymentsMachine(RuleBasedStateMachine):
             amount=amount,
             end_to_end_id=f"E{self.e2e}",
         )
+        if ok:
+            assert not self._frozen(self.net.pk(source), code)
+            assert not self._frozen(self.net.pk(to), code)
 
     @rule(code=currencies, to=st.sampled_from(("lion-bank", "harbour-bank")), amount=amounts)
     def issue(self, code: str, to: str, amount: int) -> None:
@@ -94,7 +116,10 @@ class PaymentsMachine(RuleBasedStateMachine):
             buy_amount=buy_amount,
             expires_ms=self.net.now_ms + 1000 * lifetime_blocks,
         )
-        return str(as_record(result)["offer"]) if ok else "fx-none"
+        if not ok:
+            return "fx-none"
+        assert not self._frozen(self.net.pk(maker), sell)
+        return str(as_record(result)["offer"])
 
     @rule(offer=offers, taker=parties)
     def accept_fx(self, offer: str, taker: str) -> None:
@@ -115,6 +140,9 @@ class PaymentsMachine(RuleBasedStateMachine):
         assert outcome.balance_delta(taker_key, buy) == -buy_amount
         assert outcome.balance_delta(taker_key, sell) == sell_amount
         assert outcome.balance_delta(maker, sell) == 0  # the sell leg left escrow, not maker
+        for account in (maker, taker_key):
+            assert not self._frozen(account, sell)
+            assert not self._frozen(account, buy)
 
     @rule(offer=offers, who=parties)
     def cancel_fx(self, offer: str, who: str) -> None:
@@ -125,11 +153,50 @@ class PaymentsMachine(RuleBasedStateMachine):
         for _ in range(blocks):
             self.net.chain.run([])
 
-    @rule(name=parties, frozen=st.booleans())
-    def freeze(self, name: str, frozen: bool) -> None:
-        self._run(
-            "lion-bank", "set_controls", account=self.net.pk(name), currency="SGD", frozen=frozen
+    @rule(name=parties, code=currencies, own_bank=st.booleans(), frozen=st.booleans())
+    def freeze(self, name: str, code: str, own_bank: bool, frozen: bool) -> None:
+        # The currency's issuer, or the account's own bank (another institution, or the same).
+        bank = OWN_BANK.get(name, ISSUERS[code]) if own_bank else ISSUERS[code]
+        ok, _ = self._run(
+            bank, "set_controls", account=self.net.pk(name), currency=code, frozen=frozen
         )
+        if ok:
+            by = self.frozen_by.setdefault((name, code), set())
+            if frozen:
+                by.add(bank)
+            else:
+                by.discard(bank)
+
+    @rule(
+        maker=parties,
+        sell=currencies,
+        sell_amount=amounts,
+        buy_amount=amounts,
+        own_bank=st.booleans(),
+        taker=parties,
+    )
+    def freeze_a_maker_then_accept(
+        self, maker: str, sell: str, sell_amount: int, buy_amount: int, own_bank: bool, taker: str
+    ) -> None:
+        # The maker is frozen in what it escrowed, after it escrowed it; then a taker tries.
+        offer = self.offer_fx(maker, sell, sell_amount, buy_amount, lifetime_blocks=4)
+        if offer != "fx-none":
+            self.freeze(maker, sell, own_bank, frozen=True)
+            self.accept_fx(offer, taker)
+
+    @rule(name=parties, code=currencies, to=parties, amount=amounts)
+    def own_bank_unfreezes_then_pay(self, name: str, code: str, to: str, amount: int) -> None:
+        # The issuer freezes an account; its own bank (perhaps another institution) lifts its
+        # own freeze; the account then tries to pay.
+        self.freeze(name, code, own_bank=False, frozen=True)
+        self.freeze(name, code, own_bank=True, frozen=False)
+        self.transfer(name, to, code, amount)
+
+    @invariant()
+    def controls_report_every_standing_freeze(self) -> None:
+        for (name, code), by in self.frozen_by.items():
+            controls = as_record(self.net.query("payments", "controls", account=self.net.pk(name)))
+            assert as_record(controls[code])["frozen"] is bool(by), (name, code, by)
 
     @invariant()
     def money_is_conserved_and_never_negative(self) -> None:
