@@ -23,12 +23,13 @@ Modelled on permissioned security-token standards (ERC-3643, ERC-1400):
   and the cash leg (``payments.transfer`` from the taker, or ``escrow_release``) in one
   transaction or neither; a maker frozen since its offer (here for a sell offer's units, in
   ``payments`` for a buy offer's cash) cannot settle it, but may still cancel; ``cancel_dvp``
-  (the maker or the asset's agent, or anyone after expiry) returns the escrow, so no offer
-  keeps units out of reach of the agent's forced transfers. The currency must be registered in
-  ``payments`` when the offer is made. An offer expires at the first block whose time reaches
-  ``expires_ms``: ``accept_dvp`` is then ``offer_expired``, and that block's ``end_block``
-  marks it ``expired`` and returns the escrow (the asset here, or the cash through
-  ``payments.escrow_refund``), so no expired offer is reported open or keeps anything locked.
+  (the maker, for a sell offer also the asset's agent, or anyone after expiry) returns the
+  escrow, so no offer keeps units out of reach of the agent's forced transfers. The currency
+  must be registered in ``payments`` when the offer is made. An offer expires at the first
+  block whose time reaches ``expires_ms``: ``accept_dvp`` is then ``offer_expired``, and that
+  block's ``end_block`` marks it ``expired`` and returns the escrow (the asset here, or the
+  cash through ``payments.escrow_refund``), so no expired offer is reported open or keeps
+  anything locked.
 
 Conservation: for every asset ``supply == sum(balances) + sum(open sell-offer escrows)``.
 The dry-run query cannot read membership (queries see only this app's state), so it takes
@@ -330,8 +331,8 @@ SCHEMA: Final = AppSchema(
         Operation(
             "cancel_dvp",
             _HOLDERS,
-            "Cancel a DvP offer (the maker or the asset's agent); the block that passes its "
-            "expiry releases it.",
+            "Cancel a DvP offer (the maker, or for a sell offer the asset's agent); the block "
+            "that passes its expiry releases it.",
             (_OFFER,),
         ),
     ),
@@ -770,16 +771,21 @@ class AssetsApp(DispatchingApp):
         offer = self._open_offer(ctx.state, offer_id)
         maker = _bytes(offer["maker"])
         expired = ctx.block.time_ms >= as_int(offer["expires_ms"])
-        # The asset's agent may cancel too: escrowed units are out of reach of its forced
-        # transfers until they are back in the maker's balance.
+        # The asset's agent may cancel a sell offer too: its escrowed units are out of reach
+        # of the agent's forced transfers until they are back in the maker's balance. (A buy
+        # offer escrows the maker's cash, which is not the agent's to touch.)
         if (
             maker != ctx.sender
             and not expired
-            and _asset(ctx.state, str(offer["symbol"]))["agent"] != ctx.sender
+            and (
+                offer["side"] != "sell"
+                or _asset(ctx.state, str(offer["symbol"]))["agent"] != ctx.sender
+            )
         ):
             raise AppError(
                 "not_offer_maker",
-                "only the maker or the asset's agent may cancel an unexpired offer",
+                "only the maker (or, for a sell offer, the asset's agent) may cancel an"
+                " unexpired offer",
             )
         unschedule_expiry(ctx.state, as_int(offer["expires_ms"]), offer_id)
         self._release(ctx, offer, "expired" if expired else "cancelled")

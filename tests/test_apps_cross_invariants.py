@@ -20,7 +20,8 @@ the raw committed state of every app (not through the apps' own queries):
 * a freeze holds whoever set it: an account is frozen in a currency while the issuer or the
   holder's own bank froze it (the other cannot lift it), and nothing, escrowed funds and units
   included, leaves or enters an account while it is frozen;
-* only the maker or the asset's agent cancels a DvP offer before it expires.
+* only the maker (or, for a sell offer, the asset's agent) cancels a DvP offer before it
+  expires.
 
 Every operation runs alone in a block, and that block is compared with an empty block at the
 same height and time (``tests.apps_fixtures.run_alone``): a rejected operation must leave every
@@ -365,8 +366,12 @@ class CrossAppMachine(RuleBasedStateMachine):
         record = self.net.query("assets", "offer", id=offer)
         outcome = self._attempt(who, "assets", "cancel_dvp", offer=offer)
         if outcome.ok and as_record(outcome.receipt.result)["status"] == "cancelled":
-            # Before its expiry only the maker or the asset's agent (here its issuer) cancels.
-            assert self.net.pk(who) in (as_record(record)["maker"], self.net.pk(ASSET_ISSUER))
+            # Before its expiry only the maker, or for a sell offer the asset's agent (here its
+            # issuer), cancels.
+            maker = as_record(record)["maker"]
+            sell = as_record(record)["side"] == "sell"
+            allowed = (maker, self.net.pk(ASSET_ISSUER)) if sell else (maker,)
+            assert self.net.pk(who) in allowed
 
     # ------------------------------------------------------------------ supply-chain finance
     @rule(target=receivables, amount=st.integers(1, 2_000_000))

@@ -324,6 +324,10 @@ def test_the_agent_reaches_units_a_holder_keeps_in_an_offer(net: Network) -> Non
     net.ok(AGENT, "assets", "force_transfer", **recovery)
     assert net.units("straits-funds", "BOND") == 100
     assert net.units("kowloon-parts", "BOND") == 0
+    # A buy offer escrows the maker's cash, not units: the agent has nothing to recover there.
+    bid = dvp(net, "straits-funds", "buy", amount=10, expires_ms=2**62)
+    assert net.rejected(AGENT, "assets", "cancel_dvp", offer=bid) == "not_offer_maker"
+    net.ok("straits-funds", "assets", "cancel_dvp", offer=bid)
 
 
 def test_dvp_never_settles_one_leg_alone(net: Network) -> None:
