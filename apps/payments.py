@@ -53,6 +53,7 @@ from apps._records import (
     STATE_LIMITS,
     active_identity,
     as_int,
+    as_map,
     expired_in_backlog,
     genesis_entry,
     get_int,
@@ -547,17 +548,23 @@ class PaymentsApp(DispatchingApp):
                 "controls are set by the currency's issuer or the account holder's own bank",
             )
         # The holder's bank sets its own controls; an issuer that is not the holder's bank
-        # sets the issuer's, which the holder's bank cannot lift (both apply: ``_controls``).
-        layer = "ctl" if sender.institution == owner.institution else "ictl"
-        layer_key = key(layer, account, code)
-        controls = get_record(ctx.state, layer_key) or _no_controls()
+        # sets the issuer's (kept in the same record, under ``issuer``), which the holder's
+        # bank cannot lift (both apply: ``_controls``).
+        record_key = key("ctl", account, code)
+        record = get_record(ctx.state, record_key) or _no_controls()
+        if sender.institution == owner.institution:
+            layer = record
+        else:
+            issuer = record.get("issuer")
+            layer = dict(as_map(issuer)) if issuer is not None else _no_controls()
+            record["issuer"] = layer
         if frozen is not None:
-            controls["frozen"] = frozen
+            layer["frozen"] = frozen
         if transaction_limit is not None:
-            controls["transaction_limit"] = transaction_limit
+            layer["transaction_limit"] = transaction_limit
         if daily_limit is not None:
-            controls["daily_limit"] = daily_limit
-        put_record(ctx.state, layer_key, controls)
+            layer["daily_limit"] = daily_limit
+        put_record(ctx.state, record_key, record)
         controls = _controls(ctx.state, account, code)
         ctx.emit(
             "controls_set",
@@ -874,12 +881,10 @@ class PaymentsApp(DispatchingApp):
             return None if offer is None else _offer_view(state, offer)
         if path == "controls":
             account = a.key("account")
-            codes = {
-                last_segment(record_key)
-                for layer in ("ctl", "ictl")
-                for record_key, _ in scan_records(state, prefix(layer, account))
+            return {
+                last_segment(record_key): _combined(dict(as_map(record)))
+                for record_key, record in scan_records(state, prefix("ctl", account))
             }
-            return {code: _controls(state, account, code) for code in sorted(codes)}
         if path == "escrow":
             return get_record(state, key("esc", a.text("app"), a.text("id")))
         raise AppError("unknown_query", f"payments has no query {path!r}")
@@ -991,19 +996,24 @@ def _no_controls() -> dict[str, Value]:
 
 
 def _controls(state: ReadState, account: bytes, code: str) -> dict[str, Value]:
-    """The controls that apply to ``account`` in ``code``: those of the holder's bank
-    (``ctl``) and those of the currency's issuer (``ictl``) together, so the account is frozen
-    when either froze it and each limit is the lower of the two set (0: none)."""
-    controls = get_record(state, key("ctl", account, code))
-    issuer = get_record(state, key("ictl", account, code))
+    """The controls that apply to ``account`` in ``code`` (``_combined``)."""
+    record = get_record(state, key("ctl", account, code))
+    return _no_controls() if record is None else _combined(record)
+
+
+def _combined(record: dict[str, Value]) -> dict[str, Value]:
+    """The controls a ``ctl`` record sets: the holder's bank's, and those of the currency's
+    issuer (under ``issuer``, when an issuer of another institution set any) together, so the
+    account is frozen when either froze it and each limit is the lower of the two set (0:
+    none)."""
+    issuer = record.get("issuer")
     if issuer is None:
-        return _no_controls() if controls is None else controls
-    if controls is None:
-        return issuer
+        return record
+    issuer_controls = as_map(issuer)
     return {
-        "frozen": bool(controls["frozen"]) or bool(issuer["frozen"]),
-        "transaction_limit": _lower_limit(controls, issuer, "transaction_limit"),
-        "daily_limit": _lower_limit(controls, issuer, "daily_limit"),
+        "frozen": bool(record["frozen"]) or bool(issuer_controls["frozen"]),
+        "transaction_limit": _lower_limit(record, issuer_controls, "transaction_limit"),
+        "daily_limit": _lower_limit(record, issuer_controls, "daily_limit"),
     }
 
 
