@@ -42,14 +42,17 @@ def test_a_numbered_key_needs_a_collection_prefix_and_a_number_in_range() -> Non
 
 
 class _Answering:
-    """A transaction context whose membership answers every identity query with ``answer``."""
+    """A transaction context whose membership answers every identity query with ``answer``
+    and every institution query with ``institution``."""
 
-    def __init__(self, answer: Value) -> None:
+    def __init__(self, answer: Value, institution: Value) -> None:
         self.answer = answer
+        self.institution = institution
 
     def query(self, app: str, path: str, arguments: Mapping[str, Value]) -> Value:
-        assert (app, path) == ("membership", "identity")
-        return self.answer
+        assert app == "membership"
+        assert path in ("identity", "institution"), path
+        return self.answer if path == "identity" else self.institution
 
 
 _STATUSES = st.sampled_from(["active", "suspended", "", "Active", 1, None, b"active"])
@@ -63,19 +66,34 @@ _ANSWERS = st.one_of(
     st.just({"institution": "lion-bank"}),
     st.sampled_from([(), "active", 7]),
 )
+_INSTITUTIONS = st.one_of(
+    st.none(),
+    st.builds(lambda status: {"id": "lion-bank", "status": status}, _STATUSES),
+    st.sampled_from([(), "active"]),
+)
 
 
-def _outcome(check: Callable[[TxContext, bytes, str], object], answer: Value) -> str:
+def _outcome(
+    check: Callable[[TxContext, bytes, str], object], answer: Value, institution: Value
+) -> str:
     try:
-        check(cast(TxContext, _Answering(answer)), b"\x05" * 32, "beneficiary")
+        check(cast(TxContext, _Answering(answer, institution)), b"\x05" * 32, "beneficiary")
     except AppError as error:
         return f"{error.code}: {error.message}"
     return "ok"
 
 
-@given(_ANSWERS)
-def test_require_active_refuses_exactly_as_active_identity_does(answer: Value) -> None:
-    expected = _outcome(active_identity, answer)
-    assert _outcome(require_active, answer) == expected
-    active = isinstance(answer, dict) and cast(dict[str, Value], answer).get("status") == "active"
+@given(_ANSWERS, _INSTITUTIONS)
+def test_require_active_refuses_exactly_as_active_identity_does(
+    answer: Value, institution: Value
+) -> None:
+    """Both accept exactly an active identity of an active institution."""
+    expected = _outcome(active_identity, answer, institution)
+    assert _outcome(require_active, answer, institution) == expected
+    active = (
+        isinstance(answer, dict)
+        and cast(dict[str, Value], answer).get("status") == "active"
+        and isinstance(institution, dict)
+        and cast(dict[str, Value], institution).get("status") == "active"
+    )
     assert (expected == "ok") == active
