@@ -22,7 +22,11 @@ Who may change what:
 * a bank onboards enterprises (it becomes their sponsor) and registers identities for itself
   and for the enterprises it sponsors; it suspends and reinstates those identities and
   enterprises;
-* a regulator suspends and reinstates identities and enterprises in its own jurisdiction;
+* a regulator suspends and reinstates identities and enterprises in its own jurisdiction. A
+  regulator's suspension is a hold (``held_by``: the regulator) that only a regulator lifts:
+  the sponsor bank, or a colleague of a suspended bank employee, cannot reinstate what a
+  regulator suspended (``regulator_hold``); a regulator may also put its hold on an identity or
+  enterprise a bank has already suspended;
 * admitting a new bank, regulator or auditor, and suspending or reinstating a bank, regulator
   or auditor, is consortium governance: a bank proposes, banks vote, and the action executes
   in the transaction that brings the yes votes of *currently active* banks to
@@ -124,6 +128,9 @@ KIND_REGULATOR: Final = "regulator"
 KIND_AUDITOR: Final = "auditor"
 STATUS_ACTIVE: Final = "active"
 STATUS_SUSPENDED: Final = "suspended"
+# In a suspended identity's or enterprise's record: the regulator whose suspension it is (only
+# a regulator reinstates it).
+HELD_BY: Final = "held_by"
 # Roles an identity may hold, by the kind of its institution.
 ROLES_BY_KIND: Final[Mapping[str, frozenset[str]]] = {
     KIND_BANK: frozenset({ROLE_BANK, ROLE_CUSTOMER}),
@@ -400,6 +407,30 @@ def _member_key(institution_id: str, public_key: bytes) -> bytes:
     return _MEMBER + institution_id.encode("utf-8") + b"\x00" + public_key
 
 
+def _apply_status(
+    record: dict[str, Value], status: str, actor: Mapping[str, Value], what: str
+) -> None:
+    """Set an identity's or enterprise's ``record`` to ``status`` on ``actor``'s authority
+    (checked by the caller). A regulator's suspension holds it (``held_by``) until a regulator
+    reinstates it; a regulator may hold one a bank already suspended."""
+    regulator = actor["kind"] == KIND_REGULATOR
+    held_by = record.get(HELD_BY)
+    if status == STATUS_ACTIVE and held_by is not None and not regulator:
+        raise AppError(
+            "regulator_hold",
+            f"{what} was suspended by regulator {held_by!r}; only a regulator reinstates it",
+        )
+    if record["status"] == status and not (
+        status == STATUS_SUSPENDED and regulator and held_by is None
+    ):
+        raise AppError("no_change", f"{what} is already {status}")
+    record["status"] = status
+    if status == STATUS_SUSPENDED and regulator:
+        record[HELD_BY] = actor["id"]
+    else:
+        record.pop(HELD_BY, None)
+
+
 def _institution_view(record: Mapping[str, Value]) -> dict[str, Value]:
     # The shape pinned in apps.base.App's docstring.
     return {key: record[key] for key in ("id", "name", "kind", "jurisdiction", "status", "sponsor")}
@@ -569,9 +600,7 @@ class MembershipApp(DispatchingApp):
         record = self._identity(ctx.state, public_key)
         institution = self._institution(ctx.state, str(record["institution"]))
         self._require_authority(actor, institution)
-        if record["status"] == status:
-            raise AppError("no_change", f"identity {public_key.hex()} is already {status}")
-        record["status"] = status
+        _apply_status(record, status, actor, f"identity {public_key.hex()}")
         _save(ctx.state, _identity_key(public_key), record)
         kind = "identity_suspended" if status == STATUS_SUSPENDED else "identity_reinstated"
         ctx.emit(kind, {"public_key": public_key, "by": actor["id"]})
@@ -586,7 +615,10 @@ class MembershipApp(DispatchingApp):
                 f"{institution['kind']!r} {institution['id']!r} changes status by proposal only",
             )
         self._require_authority(actor, institution)
-        self._change_institution_status(ctx, institution, status, str(actor["id"]))
+        _apply_status(institution, status, actor, f"enterprise {institution['id']!r}")
+        _save(ctx.state, _institution_key(str(institution["id"])), institution)
+        kind = "institution_suspended" if status == STATUS_SUSPENDED else "institution_reinstated"
+        ctx.emit(kind, {"id": institution["id"], "by": actor["id"]})
         return _institution_view(institution)
 
     def _propose(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:

@@ -178,13 +178,50 @@ def test_suspension_flow() -> None:
     # A bank from another jurisdiction without sponsorship has no authority.
     tx = c.sign(BANK_B, "membership", "reinstate_enterprise", {"id": "acme"})
     assert rejected(c, tx) == "no_authority"
-    c.run_one(c.sign(BANK_A, "membership", "reinstate_enterprise", {"id": "acme"}))
+    # Its sponsor bank cannot lift a regulator's suspension; the regulator can.
+    tx = c.sign(BANK_A, "membership", "reinstate_enterprise", {"id": "acme"})
+    assert rejected(c, tx) == "regulator_hold"
+    c.run_one(c.sign(REGULATOR, "membership", "reinstate_enterprise", {"id": "acme"}))
     # Banks change status by governance only.
     tx = c.sign(REGULATOR, "membership", "suspend_enterprise", {"id": "bank_a"})
     assert rejected(c, tx) == "governance_required"
     # The regulator in SG cannot suspend an identity of a bank in HK.
     tx = c.sign(REGULATOR, "membership", "suspend_identity", {"public_key": BANK_B.public_key})
     assert rejected(c, tx) == "no_authority"
+
+
+def _status(answer: object) -> object:
+    assert isinstance(answer, dict)
+    return answer["status"]
+
+
+def test_a_regulators_suspension_is_lifted_only_by_a_regulator() -> None:
+    c = Chain.start()
+    onboard_acme(c)
+    acme = {"public_key": ACME.public_key}
+    c.run_one(c.sign(REGULATOR, "membership", "suspend_identity", acme))
+    held = c.sign(BANK_A, "membership", "reinstate_identity", acme)
+    assert rejected(c, held) == "regulator_hold"
+    c.run_one(c.sign(REGULATOR, "membership", "reinstate_identity", acme))
+    # Reinstated, the hold is gone: the sponsor bank's own suspension it lifts itself.
+    c.run_one(c.sign(BANK_A, "membership", "suspend_identity", acme))
+    c.run_one(c.sign(BANK_A, "membership", "reinstate_identity", acme))
+    # A regulator may hold what a bank already suspended; the bank then cannot lift it.
+    c.run_one(c.sign(BANK_A, "membership", "suspend_identity", acme))
+    again = c.sign(BANK_A, "membership", "suspend_identity", acme)
+    assert rejected(c, again) == "no_change"
+    c.run_one(c.sign(REGULATOR, "membership", "suspend_identity", acme))
+    assert rejected(c, c.sign(REGULATOR, "membership", "suspend_identity", acme)) == "no_change"
+    assert rejected(c, c.sign(BANK_A, "membership", "reinstate_identity", acme)) == "regulator_hold"
+    c.run_one(c.sign(REGULATOR, "membership", "reinstate_identity", acme))
+    assert _status(c.host.query("membership", "identity", acme)) == "active"
+    # The same for an enterprise, put on hold after its sponsor suspended it.
+    c.run_one(c.sign(BANK_A, "membership", "suspend_enterprise", {"id": "acme"}))
+    c.run_one(c.sign(REGULATOR, "membership", "suspend_enterprise", {"id": "acme"}))
+    tx = c.sign(BANK_A, "membership", "reinstate_enterprise", {"id": "acme"})
+    assert rejected(c, tx) == "regulator_hold"
+    c.run_one(c.sign(REGULATOR, "membership", "reinstate_enterprise", {"id": "acme"}))
+    assert _status(c.host.query("membership", "institution", {"id": "acme"})) == "active"
 
 
 def admit_bank_e(c: Chain, proposer: object = BANK_A) -> str:

@@ -20,7 +20,13 @@ from hypothesis.stateful import (
     rule,
 )
 
-from apps.membership import GOVERNED_KINDS, KIND_BANK, KIND_ENTERPRISE, ROLES_BY_KIND
+from apps.membership import (
+    GOVERNED_KINDS,
+    KIND_BANK,
+    KIND_ENTERPRISE,
+    KIND_REGULATOR,
+    ROLES_BY_KIND,
+)
 from apps.state import namespace_prefix
 from apps.transaction import Transaction
 from consensus.codec import Value, decode
@@ -134,6 +140,25 @@ class MembershipMachine(RuleBasedStateMachine):
                 subject = as_record(as_record(proposal["subject"])["institution"])
                 self.admitted.add(str(subject["id"]))
 
+    def _held(self, kind: str, field: str, value: Value) -> bool:
+        """Whether the record of ``kind`` whose ``field`` is ``value`` is on a regulator's
+        hold."""
+        return any(
+            record.get("held_by") is not None
+            for record in self._records(kind)
+            if record[field] == value
+        )
+
+    def _signer_kind(self, signer: str | int) -> str:
+        identity = self.net.query("membership", "identity", public_key=self._key(signer).public_key)
+        institution = as_record(identity)["institution"]
+        return str(as_record(self.net.query("membership", "institution", id=institution))["kind"])
+
+    def _check_hold(self, signer: str | int, suspend: bool, held: bool, result: Value) -> None:
+        """Only a regulator lifts a regulator's suspension."""
+        if result is not None and held and not suspend:
+            assert self._signer_kind(signer) == KIND_REGULATOR, signer
+
     def _opened(self, result: Value) -> MultipleResults[str]:
         """The proposal a ``propose`` opened, for later votes (none when it was refused)."""
         self._track(result)
@@ -183,7 +208,10 @@ class MembershipMachine(RuleBasedStateMachine):
     )
     def identity_status(self, signer: str | int, subject: str | int, suspend: bool) -> None:
         operation = "suspend_identity" if suspend else "reinstate_identity"
-        self._attempt(signer, "membership", operation, public_key=self._key(subject).public_key)
+        public_key = self._key(subject).public_key
+        held = self._held("ident", "public_key", public_key)
+        result = self._attempt(signer, "membership", operation, public_key=public_key)
+        self._check_hold(signer, suspend, held, result)
 
     @rule(
         signer=managers,
@@ -192,7 +220,20 @@ class MembershipMachine(RuleBasedStateMachine):
     )
     def enterprise_status(self, signer: str | int, enterprise: str, suspend: bool) -> None:
         operation = "suspend_enterprise" if suspend else "reinstate_enterprise"
-        self._attempt(signer, "membership", operation, id=enterprise)
+        held = self._held("inst", "id", enterprise)
+        result = self._attempt(signer, "membership", operation, id=enterprise)
+        self._check_hold(signer, suspend, held, result)
+
+    @rule(enterprise=st.booleans())
+    def sponsor_lifts_a_regulators_suspension(self, enterprise: bool) -> None:
+        """The regulator suspends merlion-metals (the enterprise, or its key), then its sponsor
+        bank tries to reinstate it: random steps rarely line the two up."""
+        if enterprise:
+            self.enterprise_status("regulator", "merlion-metals", suspend=True)
+            self.enterprise_status("lion-bank", "merlion-metals", suspend=False)
+        else:
+            self.identity_status("regulator", "merlion-metals", suspend=True)
+            self.identity_status("lion-bank", "merlion-metals", suspend=False)
 
     @rule(
         target=proposals,
@@ -253,6 +294,15 @@ class MembershipMachine(RuleBasedStateMachine):
             roles = identity["roles"]
             assert isinstance(roles, tuple)
             assert set(roles) <= ROLES_BY_KIND[kinds[str(identity["institution"])]], identity
+
+    @invariant()
+    def holds_are_regulators_on_suspended_records(self) -> None:
+        kinds = {str(record["id"]): str(record["kind"]) for record in self._records("inst")}
+        for record in self._records("inst") + self._records("ident"):
+            held_by = record.get("held_by")
+            if held_by is not None:
+                assert record["status"] == "suspended", record
+                assert kinds[str(held_by)] == KIND_REGULATOR, record
 
     @invariant()
     def enterprises_are_sponsored_and_governed_kinds_admitted(self) -> None:
