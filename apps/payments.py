@@ -17,8 +17,9 @@ Modelled on multi-CBDC and correspondent-banking platforms (mBridge, Partior):
 * A **payment** (``transfer``) carries the fields a bank expects: an end-to-end id unique per
   sender (enforced), purpose, originator and beneficiary details, remittance text.
 * **Controls**: the issuer of a currency caps every single payment in it
-  (``set_currency_limit``); the issuer or the account holder's own bank may freeze an account
-  in a currency and cap its single payments and its daily outflow (``set_controls``). Each
+  (``set_currency_limit``); the issuer or the account holder's own bank (an enterprise's
+  sponsor bank) may freeze an account in a currency and cap its single payments and its daily
+  outflow (``set_controls``), also while the holder is suspended. Each
   keeps its own controls and both apply (frozen when either froze it, the lower of two
   limits), so the holder's bank cannot lift what an issuer of another institution set. A
   rejected payment's ``AppError`` code names the rule that rejected it.
@@ -58,6 +59,8 @@ from apps._records import (
     genesis_entry,
     get_int,
     get_record,
+    identity_of,
+    institution_of,
     key,
     last_segment,
     numbered_key,
@@ -541,8 +544,12 @@ class PaymentsApp(DispatchingApp):
             return None
         currency = _currency(ctx.state, code)
         sender = active_identity(ctx, ctx.sender, "sender")
-        owner = active_identity(ctx, account, "account")
-        if sender.institution not in (currency["issuer"], owner.institution):
+        # A suspended holder's account may be frozen too, ready for its reinstatement.
+        owner = identity_of(ctx, account)
+        if owner is None:
+            raise AppError("unknown_party", f"account {account.hex()[:16]}… is not a member")
+        holder_bank = _holder_bank(ctx, owner.institution)
+        if sender.institution not in (currency["issuer"], holder_bank):
             raise AppError(
                 "not_controller",
                 "controls are set by the currency's issuer or the account holder's own bank",
@@ -552,7 +559,7 @@ class PaymentsApp(DispatchingApp):
         # bank cannot lift (both apply: ``_controls``).
         record_key = key("ctl", account, code)
         record = get_record(ctx.state, record_key) or _no_controls()
-        if sender.institution == owner.institution:
+        if sender.institution == holder_bank:
             layer = record
         else:
             issuer = record.get("issuer")
@@ -989,6 +996,18 @@ def _debit(state: AppState, account: bytes, code: str, amount: int) -> None:
             f"balance {balance} {code} is below the amount {amount}",
         )
     put_int(state, balance_key, balance - amount)
+
+
+def _holder_bank(ctx: TxContext, institution_id: str) -> str | None:
+    """The bank that holds accounts of ``institution_id``'s identities: the institution itself
+    when it is a bank, an enterprise's sponsor bank, else none."""
+    institution = institution_of(ctx, institution_id)
+    if institution is None:
+        return None
+    if institution.get("kind") == "bank":
+        return institution_id
+    sponsor = institution.get("sponsor")
+    return sponsor if isinstance(sponsor, str) else None
 
 
 def _no_controls() -> dict[str, Value]:

@@ -294,6 +294,49 @@ def test_controls_are_set_only_by_issuer_or_own_bank(net: Network) -> None:
     )
 
 
+def test_an_enterprises_sponsor_bank_is_its_accounts_own_bank(net: Network) -> None:
+    # kowloon-parts was onboarded by harbour-bank: harbour-bank sets the holder's bank's
+    # controls on its SGD account, which the SGD issuer (lion-bank) adds to but cannot lift.
+    account = net.pk("kowloon-parts")
+    net.ok("harbour-bank", "payments", "set_controls", account=account, currency="SGD", frozen=True)
+    net.ok("lion-bank", "payments", "set_controls", account=account, currency="SGD", frozen=False)
+    controls = _map(_map(net.query("payments", "controls", account=account))["SGD"])
+    assert controls["frozen"] is True
+    # pearl-bank neither issues SGD nor sponsors kowloon-parts.
+    tried: dict[str, Value] = {"account": account, "currency": "SGD", "frozen": False}
+    assert net.rejected("pearl-bank", "payments", "set_controls", **tried) == "not_controller"
+    assert (
+        net.rejected(
+            "harbour-bank",
+            "payments",
+            "set_controls",
+            **{
+                **tried,
+                "account": bytes(32),
+            },
+        )
+        == "unknown_party"
+    )
+
+
+def test_a_suspended_holders_account_may_be_frozen_before_it_is_reinstated(
+    net: Network,
+) -> None:
+    # harbour-bank suspends bob, freezes his SGD meanwhile, then reinstates him: frozen.
+    bob = net.pk("bob")
+    pay(net, "merlion-metals", "bob", 500, "S-0")
+    net.ok("harbour-bank", "membership", "suspend_identity", public_key=bob)
+    net.ok("harbour-bank", "payments", "set_controls", account=bob, currency="SGD", frozen=True)
+    net.ok("harbour-bank", "membership", "reinstate_identity", public_key=bob)
+    payment: dict[str, Value] = {
+        "to": net.pk("alice"),
+        "currency": "SGD",
+        "amount": 1,
+        "end_to_end_id": "S-1",
+    }
+    assert net.rejected("bob", "payments", "transfer", **payment) == "account_frozen"
+
+
 def test_the_holders_bank_cannot_lift_controls_the_issuer_set(net: Network) -> None:
     # lion-bank issues SGD; harbour-bank is bob's bank and its own. Each may set controls,
     # but the holder's bank only adds to what the issuer set: it cannot unfreeze an account
