@@ -32,7 +32,7 @@ raises ``ProofUnsupported`` on the node (and the same on the client).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -94,18 +94,25 @@ class _Getter(Protocol):
 
 class ReadRecorder:
     """A read-only state over ``state`` (anything with ``get``) that records every key read
-    and its value; scans raise ``ProofUnsupported``. Used by a node answering with a proof."""
+    and its value; scans raise ``ProofUnsupported``. Used by a node answering with a proof.
+
+    As on the client (``ProvenReads``), the query's own code may catch a refusal and answer
+    anyway, an answer the client would refuse: the first refusal is kept in ``refused``, and
+    ``recorded_query`` makes the query unprovable whenever it met one."""
 
     def __init__(self, state: _Getter) -> None:
         self._state = state
         self.reads: dict[bytes, bytes | None] = {}
+        self.refused: ProofUnsupported | None = None
 
     def get(self, key: bytes) -> bytes | None:
         """The value at ``key`` (recorded)."""
         if key in self.reads:
             return self.reads[key]
         if len(self.reads) >= PROVEN_READS_MAX:
-            raise ProofUnsupported(f"the query reads more than {PROVEN_READS_MAX} keys")
+            raise self._refuse(
+                ProofUnsupported(f"the query reads more than {PROVEN_READS_MAX} keys")
+            )
         value = self.reads[key] = self._state.get(key)
         return value
 
@@ -113,13 +120,38 @@ class ReadRecorder:
         self, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
         """Refused: a range cannot be proven complete."""
-        raise ProofUnsupported(
-            "the query reads a range of keys; proofs cover queries that read single keys"
+        raise self._refuse(
+            ProofUnsupported(
+                "the query reads a range of keys; proofs cover queries that read single keys"
+            )
         )
 
     def tree_node(self, key: bytes) -> bytes | None:
         """Not available: queries never read the tree."""
-        raise ProofUnsupported("a query does not read the Merkle tree")
+        raise self._refuse(ProofUnsupported("a query does not read the Merkle tree"))
+
+    def _refuse(self, error: ProofUnsupported) -> ProofUnsupported:
+        if self.refused is None:
+            self.refused = error
+        return error
+
+
+def recorded_query(
+    query: Callable[[ReadRecorder], Value], state: _Getter
+) -> tuple[Value, dict[bytes, bytes | None]]:
+    """``query`` run over a ``ReadRecorder`` of ``state``: its answer and the keys it read
+    with their values; ``ProofUnsupported`` when it met a refusal, however it ended (it may
+    have caught it and answered, or failed in another way)."""
+    recorder = ReadRecorder(state)
+    try:
+        result = query(recorder)
+    except Exception:
+        if recorder.refused is not None:
+            raise recorder.refused from None
+        raise
+    if recorder.refused is not None:
+        raise recorder.refused
+    return result, recorder.reads
 
 
 class ProvenReads:

@@ -103,8 +103,8 @@ from apps.proofs import (
     VALIDATOR_LINKS_MAX,
     ProofUnsupported,
     QueryProof,
-    ReadRecorder,
     ValidatorLink,
+    recorded_query,
 )
 from apps.state import Write
 from apps.transaction import Transaction, TransactionError
@@ -2449,10 +2449,11 @@ class Node:
             raise QueryError("bad_argument", "arguments must be an object with string keys")
 
         def work(view: CertifiedView) -> tuple[Value, QueryProof]:
-            recorder = ReadRecorder(view.state)
-            result = self.host.query(app, path, arguments, state=recorder)
+            result, read = recorded_query(
+                lambda recorder: self.host.query(app, path, arguments, state=recorder), view.state
+            )
             reads = tuple(
-                (key, value, prove(view.tree, key)) for key, value in sorted(recorder.reads.items())
+                (key, value, prove(view.tree, key)) for key, value in sorted(read.items())
             )
             return result, QueryProof(view.height, view.block.header, view.certificate, reads)
 

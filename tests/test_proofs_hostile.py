@@ -35,13 +35,16 @@ from apps.merkle import (
 from apps.proofs import (
     PROVEN_READS_MAX,
     VALIDATOR_LINKS_MAX,
+    ProofUnsupported,
     ProvenReads,
     QueryProof,
+    ReadRecorder,
     ValidatorLink,
     certifying_validators,
+    recorded_query,
     verify_query_proof,
 )
-from apps.state import namespace_prefix
+from apps.state import NamespacedState, namespace_prefix
 from consensus.codec import Limits, Value, decode, encode
 from consensus.crypto import PrivateKey, hash_bytes
 from consensus.types import (
@@ -755,6 +758,53 @@ def test_an_answer_from_reads_the_proof_left_out_is_refused(app: App) -> None:
     empty = dataclasses.replace(GENUINE, reads=())
     with pytest.raises(ProofRefused, match=r"does not cover|reads a range"):
         ask(app, empty, 0)
+
+
+@pytest.mark.parametrize(
+    "app",
+    [ScanningLedgerApp(), FragileLedgerApp(), TolerantLedgerApp()],
+    ids=lambda app: type(app).__name__,
+)
+def test_a_node_does_not_answer_a_query_that_met_a_refusal(app: App) -> None:
+    """The node side (``recorded_query``, what ``Node.query_proven`` runs): a query whose own
+    code caught a refusal and answered anyway, or failed otherwise, is not provable, instead of
+    an answer every client would refuse. A query that reads single keys is recorded."""
+    state = {namespace_prefix(APP) + b"balance/alice": encode(5)}
+    arguments: dict[str, Value] = {"account": "alice"}
+
+    def run(recorder: ReadRecorder) -> Value:
+        return app.query(NamespacedState(recorder, APP, writable=False), "balance", arguments)
+
+    if isinstance(app, ScanningLedgerApp):
+        with pytest.raises(ProofUnsupported, match="reads a range"):
+            recorded_query(run, state)
+    else:
+        assert recorded_query(run, state) == (5, state)
+    # More reads than a proof holds, caught by the app: not provable either.
+    many = [b"balance/" + bytes([i]) for i in range(PROVEN_READS_MAX + 1)]
+
+    def greedy(recorder: ReadRecorder) -> Value:
+        view = NamespacedState(recorder, APP, writable=False)
+        try:
+            for item in many:
+                view.get(item)
+        except Exception:  # an app that takes any failure for no balance
+            return 0
+        return 1
+
+    with pytest.raises(ProofUnsupported, match=f"more than {PROVEN_READS_MAX} keys"):
+        recorded_query(greedy, state)
+
+    # A refusal the app's code turns into another failure: not provable, not that failure.
+    def failing(recorder: ReadRecorder) -> Value:
+        view = NamespacedState(recorder, APP, writable=False)
+        try:
+            return len(list(view.scan(b"balance/")))
+        except Exception:
+            raise KeyError("balance") from None
+
+    with pytest.raises(ProofUnsupported, match="reads a range"):
+        recorded_query(failing, state)
 
 
 @pytest.mark.parametrize(
