@@ -125,6 +125,17 @@ class Network:
     def ok(self, name: str, app: str, operation: str, /, **arguments: Value) -> Value:
         return self.chain.run_one(self.sign(name, app, operation, **arguments))
 
+    def set_controls(self, name: str, account: str, currency: str, **controls: Value) -> Value:
+        """``name`` sets controls (``frozen``, limits) on ``account``'s ``currency`` account."""
+        return self.ok(
+            name,
+            "payments",
+            "set_controls",
+            account=self.pk(account),
+            currency=currency,
+            **controls,
+        )
+
     def rejected(self, name: str, app: str, operation: str, /, **arguments: Value) -> str:
         receipt = self.chain.run([self.sign(name, app, operation, **arguments)]).receipts[0]
         assert not receipt.ok, f"{app}.{operation} unexpectedly succeeded: {receipt.result!r}"

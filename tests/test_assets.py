@@ -283,14 +283,7 @@ def test_a_dvp_offer_does_not_settle_out_of_a_holding_frozen_since(net: Network)
     # into escrow, it cannot leave for the taker.
     cash = net.balance("merlion-metals", "SGD")
     offer = dvp(net, "merlion-metals", "buy")
-    net.ok(
-        "lion-bank",
-        "payments",
-        "set_controls",
-        account=net.pk("merlion-metals"),
-        currency="SGD",
-        frozen=True,
-    )
+    net.set_controls("lion-bank", "merlion-metals", "SGD", frozen=True)
     mint(net, "straits-funds", 100)
     assert net.rejected("straits-funds", "assets", "accept_dvp", offer=offer) == "account_frozen"
     assert net.units("straits-funds", "BOND") == 100

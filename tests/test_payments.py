@@ -230,14 +230,7 @@ def test_regulators_cannot_move_money(net: Network) -> None:
 
 # ---------------------------------------------------------------------- controls
 def test_account_bank_freezes_a_customer_account(net: Network) -> None:
-    net.ok(
-        "lion-bank",
-        "payments",
-        "set_controls",
-        account=net.pk("alice"),
-        currency="SGD",
-        frozen=True,
-    )
+    net.set_controls("lion-bank", "alice", "SGD", frozen=True)
     assert (
         net.rejected(
             "alice",
@@ -264,14 +257,7 @@ def test_account_bank_freezes_a_customer_account(net: Network) -> None:
     )
     controls = _map(net.query("payments", "controls", account=net.pk("alice")))
     assert _map(controls["SGD"])["frozen"] is True
-    net.ok(
-        "lion-bank",
-        "payments",
-        "set_controls",
-        account=net.pk("alice"),
-        currency="SGD",
-        frozen=False,
-    )
+    net.set_controls("lion-bank", "alice", "SGD", frozen=False)
     pay(net, "alice", "bob", 1, "F-3")
 
 
@@ -298,8 +284,8 @@ def test_an_enterprises_sponsor_bank_is_its_accounts_own_bank(net: Network) -> N
     # kowloon-parts was onboarded by harbour-bank: harbour-bank sets the holder's bank's
     # controls on its SGD account, which the SGD issuer (lion-bank) adds to but cannot lift.
     account = net.pk("kowloon-parts")
-    net.ok("harbour-bank", "payments", "set_controls", account=account, currency="SGD", frozen=True)
-    net.ok("lion-bank", "payments", "set_controls", account=account, currency="SGD", frozen=False)
+    net.set_controls("harbour-bank", "kowloon-parts", "SGD", frozen=True)
+    net.set_controls("lion-bank", "kowloon-parts", "SGD", frozen=False)
     controls = _map(_map(net.query("payments", "controls", account=account))["SGD"])
     assert controls["frozen"] is True
     # pearl-bank neither issues SGD nor sponsors kowloon-parts.
@@ -326,7 +312,7 @@ def test_a_suspended_holders_account_may_be_frozen_before_it_is_reinstated(
     bob = net.pk("bob")
     pay(net, "merlion-metals", "bob", 500, "S-0")
     net.ok("harbour-bank", "membership", "suspend_identity", public_key=bob)
-    net.ok("harbour-bank", "payments", "set_controls", account=bob, currency="SGD", frozen=True)
+    net.set_controls("harbour-bank", "bob", "SGD", frozen=True)
     net.ok("harbour-bank", "membership", "reinstate_identity", public_key=bob)
     payment: dict[str, Value] = {
         "to": net.pk("alice"),
@@ -343,25 +329,11 @@ def test_the_holders_bank_cannot_lift_controls_the_issuer_set(net: Network) -> N
     # the issuer froze, nor raise or remove the issuer's limits.
     pay(net, "merlion-metals", "bob", 500, "I-0")
     for account in ("harbour-bank", "bob"):
-        net.ok(
-            "lion-bank",
-            "payments",
-            "set_controls",
-            account=net.pk(account),
-            currency="SGD",
-            frozen=True,
-            transaction_limit=100,
-            daily_limit=150,
+        net.set_controls(
+            "lion-bank", account, "SGD", frozen=True, transaction_limit=100, daily_limit=150
         )
-        net.ok(
-            "harbour-bank",
-            "payments",
-            "set_controls",
-            account=net.pk(account),
-            currency="SGD",
-            frozen=False,
-            transaction_limit=0,
-            daily_limit=0,
+        net.set_controls(
+            "harbour-bank", account, "SGD", frozen=False, transaction_limit=0, daily_limit=0
         )
     for account in ("harbour-bank", "bob"):
         controls = _map(_map(net.query("payments", "controls", account=net.pk(account)))["SGD"])
@@ -386,14 +358,7 @@ def test_the_holders_bank_cannot_lift_controls_the_issuer_set(net: Network) -> N
     net.ok(
         "lion-bank", "payments", "set_controls", account=net.pk("bob"), currency="SGD", frozen=False
     )
-    net.ok(
-        "harbour-bank",
-        "payments",
-        "set_controls",
-        account=net.pk("bob"),
-        currency="SGD",
-        transaction_limit=80,
-    )
+    net.set_controls("harbour-bank", "bob", "SGD", transaction_limit=80)
     pay_bob: dict[str, Value] = {"to": net.pk("alice"), "currency": "SGD"}
     assert (
         net.rejected("bob", "payments", "transfer", **pay_bob, amount=81, end_to_end_id="I-3")
@@ -407,15 +372,7 @@ def test_the_holders_bank_cannot_lift_controls_the_issuer_set(net: Network) -> N
 
 
 def test_per_transaction_and_daily_account_limits(net: Network) -> None:
-    net.ok(
-        "lion-bank",
-        "payments",
-        "set_controls",
-        account=net.pk("alice"),
-        currency="SGD",
-        transaction_limit=1_000,
-        daily_limit=1_500,
-    )
+    net.set_controls("lion-bank", "alice", "SGD", transaction_limit=1_000, daily_limit=1_500)
     assert (
         net.rejected(
             "alice",
@@ -506,14 +463,7 @@ def test_an_fx_offer_does_not_settle_out_of_an_account_frozen_since(net: Network
     offer_id = offer(net)
     # The SGD issuer freezes the maker's account after the sell leg went into escrow: the
     # escrowed SGD cannot leave for the taker, but the maker may still take it back.
-    net.ok(
-        "lion-bank",
-        "payments",
-        "set_controls",
-        account=net.pk("merlion-metals"),
-        currency="SGD",
-        frozen=True,
-    )
+    net.set_controls("lion-bank", "merlion-metals", "SGD", frozen=True)
     assert net.rejected("harbour-bank", "payments", "accept_fx", offer=offer_id) == (
         "account_frozen"
     )

@@ -361,6 +361,13 @@ def _absent_proof() -> Proof:
     return _read(GENUINE, 1)[2]
 
 
+def _first_level_changed(**changes: int | bytes) -> QueryProof:
+    """GENUINE with the present key's first proof level changed by ``changes``."""
+    levels = _present_proof().levels
+    changed = (dataclasses.replace(levels[0], **changes), *levels[1:])  # type: ignore[arg-type]
+    return _with_read(GENUINE, PRESENT, _read(GENUINE)[1], _levels(_present_proof(), changed))
+
+
 def _node_hash_below_root(key: bytes) -> bytes:
     """The hash of the node one level below the root on ``key``'s path, as the root holds it
     in ``key``'s slot (32 bytes)."""
@@ -429,21 +436,7 @@ SPLICES: dict[str, tuple[Callable[[], QueryProof], str]] = {
         f"key {PRESENT!r}",
     ),
     "a level with a sibling's bytes left over": (
-        lambda: _with_read(
-            GENUINE,
-            PRESENT,
-            _read(GENUINE)[1],
-            _levels(
-                _present_proof(),
-                (
-                    dataclasses.replace(
-                        _present_proof().levels[0],
-                        siblings=_present_proof().levels[0].siblings + b"!",
-                    ),
-                    *_present_proof().levels[1:],
-                ),
-            ),
-        ),
+        lambda: _first_level_changed(siblings=_present_proof().levels[0].siblings + b"!"),
         "more siblings than its bitmap",
     ),
     "a level's leafmap marking an empty slot": (
@@ -466,21 +459,7 @@ SPLICES: dict[str, tuple[Callable[[], QueryProof], str]] = {
         "bitmaps are malformed",
     ),
     "a level's bitmap beyond sixteen slots": (
-        lambda: _with_read(
-            GENUINE,
-            PRESENT,
-            _read(GENUINE)[1],
-            _levels(
-                _present_proof(),
-                (
-                    dataclasses.replace(
-                        _present_proof().levels[0],
-                        bitmap=_present_proof().levels[0].bitmap | 1 << 16,
-                    ),
-                    *_present_proof().levels[1:],
-                ),
-            ),
-        ),
+        lambda: _first_level_changed(bitmap=_present_proof().levels[0].bitmap | 1 << 16),
         "bitmaps are malformed",
     ),
     "the path cut at a node, its hash for the end": (
