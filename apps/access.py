@@ -30,6 +30,11 @@ holder along a receivable's lineage, the issuer of an asset's cap table). Rules 
 come from the answer use ``fields`` only on single records and trees, never on lists of other
 accounts' records; lists are keyed by an argument (``history {account}``).
 
+A query may read more than its answer shows (``assets can_transfer`` reads the receiver's
+holding to judge the holder cap), and a proof of the answer carries every value the query read
+(``apps.proofs``). Such a rule names a second rule, ``proof``, for that data: a proven answer
+is readable only by a caller that both rules admit.
+
 An answer with no subject at all (``None``: nothing was found) is readable by anyone the
 audience admits; a non-empty answer whose subjects cannot be determined is readable by
 overseers with scope ``all`` and nodes only. A path or event kind with no rule is readable by
@@ -110,9 +115,14 @@ class ReadRule:
     lookups: tuple[Lookup, ...] = ()
     # For ``members``: the roles admitted (None: every role).
     roles: frozenset[str] | None = None
+    # Data a proof of the answer carries besides the answer (values the query read without
+    # showing them): a proven answer must pass this rule too (None: the answer's rule covers
+    # every value the query reads).
+    proof: ReadRule | None = None
 
     def __post_init__(self) -> None:
         assert self.audience in AUDIENCES, self.audience
+        assert self.proof is None or self.proof.proof is None, self.description
         has_subjects = bool(self.accounts or self.institutions or self.fields or self.lookups)
         assert (self.audience == AUDIENCE_PARTIES) == has_subjects, self.description
         assert self.roles is None or self.audience == AUDIENCE_MEMBERS, self.description
@@ -195,14 +205,18 @@ def _owners(named: list[str], lookups: tuple[Lookup, ...]) -> str:
     return " and ".join(owners)
 
 
-def account_data(*arguments: str, lookups: tuple[Lookup, ...] = ()) -> ReadRule:
-    """A rule for data owned by the accounts given as ``arguments`` (and by the lookups')."""
+def account_data(
+    *arguments: str, lookups: tuple[Lookup, ...] = (), proof: ReadRule | None = None
+) -> ReadRule:
+    """A rule for data owned by the accounts given as ``arguments`` (and by the lookups');
+    ``proof``: the rule of what a proof of the answer carries besides it."""
     named = [f"the account given as '{name}'" for name in arguments]
     return ReadRule(
         AUDIENCE_PARTIES,
         f"data of {_owners(named, lookups)}: readable by whoever sees one of them ({_SEERS})",
         accounts=arguments,
         lookups=lookups,
+        proof=proof,
     )
 
 

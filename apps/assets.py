@@ -139,7 +139,13 @@ READ_RULES: Final = ReadRules(
         "balance": account_data("holder", lookups=(_ASSET_STEWARDS,)),
         "balances": account_data("holder"),
         "holders": account_data(lookups=(_ASSET_STEWARDS,)),
-        "can_transfer": account_data("from", lookups=(_ASSET_STEWARDS,)),
+        # The dry run reads the receiver's holding (its freeze, balance and escrow): a proof
+        # carries them, so a proven answer is also the receiver's data.
+        "can_transfer": account_data(
+            "from",
+            lookups=(_ASSET_STEWARDS,),
+            proof=account_data("to", lookups=(_ASSET_STEWARDS,)),
+        ),
         "history": account_data("holder", lookups=(_ASSET_STEWARDS,)),
         "offers": members_only("open DvP offers are a market"),
         "offer": members_only("DvP offers are a market"),

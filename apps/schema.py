@@ -834,16 +834,20 @@ def read_rule_problems(schema: AppSchema, rules: ReadRules) -> list[str]:
             problems.append(f"read rule for query {path!r}, which the schema does not declare")
             continue
         declared = {argument.name for argument in query.arguments}
-        named = set(rule.accounts) | set(rule.institutions)
-        named.update(source for lookup in rule.lookups for _, source in lookup.arguments)
-        problems.extend(
-            f"read rule for query {path!r} names argument {name!r}, which it does not have"
-            for name in sorted(named - declared)
-        )
-        for lookup in rule.lookups:
-            target = schema.query(lookup.path)
-            if target is None:
-                problems.append(f"read rule for query {path!r} looks up unknown {lookup.path!r}")
+        # The rule and the rule of what a proof of the answer carries besides it.
+        for part in (rule,) if rule.proof is None else (rule, rule.proof):
+            named = set(part.accounts) | set(part.institutions)
+            named.update(source for lookup in part.lookups for _, source in lookup.arguments)
+            problems.extend(
+                f"read rule for query {path!r} names argument {name!r}, which it does not have"
+                for name in sorted(named - declared)
+            )
+            for lookup in part.lookups:
+                target = schema.query(lookup.path)
+                if target is None:
+                    problems.append(
+                        f"read rule for query {path!r} looks up unknown {lookup.path!r}"
+                    )
     return problems
 
 

@@ -313,8 +313,12 @@ class AccessControl:
         path: str,
         arguments: Mapping[str, Value],
         answer: Value,
+        *,
+        proven: bool = False,
     ) -> None:
-        """Raise ``AccessDenied`` unless ``principal`` may read ``answer`` to ``app.path``."""
+        """Raise ``AccessDenied`` unless ``principal`` may read ``answer`` to ``app.path``;
+        ``proven``: the answer goes with a proof, which carries every value the query read, so
+        the rule's ``proof`` rule must admit the caller too."""
         if self.sees_everything(principal):
             return
         rules = self._rules(app)
@@ -324,11 +328,17 @@ class AccessControl:
             self._deny(principal, name, None, f"{name}")
             return
         subjects = self._subjects(app, rule, arguments, answer)
-        if self._relation(principal, rule, subjects, rules.overseers) is not None:
-            return
-        if not subjects and _empty(answer) and rule.audience not in (AUDIENCE_MEMBERS,):
-            return  # nothing was found: there is nobody's data to protect
-        self._deny(principal, name, rule, f"{name} {_describe(subjects)}")
+        if self._relation(principal, rule, subjects, rules.overseers) is None and not (
+            # Nothing was found: there is nobody's data to protect.
+            not subjects and _empty(answer) and rule.audience != AUDIENCE_MEMBERS
+        ):
+            self._deny(principal, name, rule, f"{name} {_describe(subjects)}")
+        if proven and rule.proof is not None:
+            # What the query read is there even when the answer is empty: no such exception.
+            subjects = self._subjects(app, rule.proof, arguments, answer)
+            if self._relation(principal, rule.proof, subjects, rules.overseers) is None:
+                what = f"a proof of {name}, which carries data {_describe(subjects)}"
+                self._deny(principal, f"{name} (proof)", rule.proof, what)
 
     def _ask(self, app: str, path: str, arguments: Mapping[str, Value]) -> Value:
         """An app's answer for a rule's lookup, or None when it cannot answer (an unknown

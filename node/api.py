@@ -640,7 +640,7 @@ class _Handler:
             return json_response(status, {"error": error.message, "code": error.code})
         assert isinstance(arguments, dict)  # the backend refuses anything else
         # A proven answer carries the values the query read and is checked like any answer.
-        self._access.check_query(principal, app, path, arguments, result)
+        self._access.check_query(principal, app, path, arguments, result, proven=proof is not None)
         if proof is None:
             return json_response(200, {"result": to_json(result)})
         summary: dict[str, JsonType] = {

@@ -1,0 +1,183 @@
+"""The read rules at the client API's ``POST /query``, proven answers included.
+
+A demo consortium runs a few blocks of its traffic on the real host (the money market fund
+``SMMF`` is minted to alice, a customer of lion-bank in SG, and to bob, a customer of
+harbour-bank in HK); the API handler answers signed requests over a fake node whose proven
+answers carry what a real node's carry: every state value the query read.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping
+from typing import Final
+
+import trio
+
+from apps.assets import AssetsApp
+from apps.base import BlockContext
+from apps.demo import Consortium, DemoTraffic, demo_consortium
+from apps.host import AppHost
+from apps.membership import MembershipApp
+from apps.merkle import Proof
+from apps.payments import PaymentsApp
+from apps.proofs import QueryProof, recorded_query
+from apps.scf import ScfApp
+from apps.state import MemoryBackend
+from consensus.codec import Value, encode
+from consensus.crypto import PrivateKey
+from consensus.types import BlockHeader, CommitCertificate
+from node.access import AccessControl
+from node.api import QueryError, make_handler
+from node.auth import RequestVerifier, sign_request
+from node.http import Request, Response
+
+CHAIN_ID: Final = "rules-api-net"
+EPOCH_MS: Final = 1_704_067_200_000
+BLOCKS: Final = 3
+
+
+class _Chain:
+    """A host after a few blocks of demo traffic, with the API's view of it."""
+
+    def __init__(self) -> None:
+        self.consortium: Consortium = demo_consortium(0, CHAIN_ID)
+        self.backend = MemoryBackend()
+        self.host = AppHost(
+            [MembershipApp(), PaymentsApp(), ScfApp(), AssetsApp()], self.backend, chain_id=CHAIN_ID
+        )
+        writes, app_hash = self.host.init_genesis(self.consortium.app_genesis)
+        self.backend.apply(writes)
+        self.host.committed(0, app_hash)
+        traffic = DemoTraffic(self.consortium)
+        for height in range(1, BLOCKS + 1):
+            now_ms = EPOCH_MS + height * 60_000
+            batch = traffic.batch(25, now_ms)
+            result = self.host.execute_block(
+                BlockContext(height, now_ms, b"", CHAIN_ID), [tx.encoded for tx in batch]
+            )
+            self.backend.apply(result.writes)
+            self.host.committed(height, result.app_hash)
+
+    # -- the fake node (``node.api.ApiBackend``, what ``POST /query`` needs of it) -------------
+
+    def height(self) -> int:
+        return self.host.height
+
+    def query(self, app: str, path: str, arguments: Value) -> Value:
+        assert isinstance(arguments, dict)
+        return self.host.query(app, path, arguments)
+
+    def query_proven(self, app: str, path: str, arguments: Value) -> tuple[Value, QueryProof]:
+        """The answer and the values it read, as a real node's proof carries them (the Merkle
+        paths and the certificate are placeholders: the API never looks into them)."""
+        assert isinstance(arguments, dict)
+        try:
+            result, read = recorded_query(
+                lambda recorder: self.host.query(app, path, arguments, state=recorder),
+                self.backend,
+            )
+        except Exception as error:
+            raise QueryError("refused", str(error)) from None
+        header = BlockHeader(
+            CHAIN_ID, self.host.height + 1, 0, bytes(32), bytes(32), bytes(32), 0, 0, bytes(32), 0
+        )
+        certificate = CommitCertificate(self.host.height + 1, 0, bytes(32), ())
+        reads = tuple((key, value, Proof((), None)) for key, value in sorted(read.items()))
+        return result, QueryProof(self.host.height, header, certificate, reads)
+
+
+@functools.cache
+def chain() -> _Chain:
+    return _Chain()
+
+
+def key_of(name: str) -> PrivateKey:
+    return chain().consortium.party(name).key
+
+
+async def ask(
+    caller: PrivateKey | None, app: str, path: str, arguments: Mapping[str, Value], prove: bool
+) -> tuple[int, dict[str, object]]:
+    """``POST /query`` through the API handler, signed by ``caller`` (None: unsigned)."""
+    the_chain = chain()
+    access = AccessControl(
+        mode="scoped",
+        verifier=RequestVerifier(CHAIN_ID),
+        query=the_chain.host.query,
+        rules_of=lambda name: the_chain.host.app(name).read_rules,
+        node_keys=frozenset(),
+        height=the_chain.height,
+    )
+    handler = make_handler(the_chain, wait_timeout_ms_max=1000, access=access)  # type: ignore[arg-type]
+    body = json.dumps(
+        {
+            "app": app,
+            "path": path,
+            "arguments": {
+                name: value.hex() if isinstance(value, bytes) else value
+                for name, value in arguments.items()
+            },
+            "prove": prove,
+        }
+    ).encode()
+    headers = {} if caller is None else sign_request(caller, CHAIN_ID, "POST", "/query", body)
+    request = Request("POST", "/query", {}, headers, body, target="/query")
+    response = await handler(request)
+    assert isinstance(response, Response)
+    document = json.loads(response.body)
+    assert isinstance(document, dict)
+    return response.status, document
+
+
+def proven_reads(document: Mapping[str, object]) -> dict[bytes, bytes | None]:
+    proof = document["proof"]
+    assert isinstance(proof, dict)
+    decoded = QueryProof.decode(bytes.fromhex(proof["encoded"]))
+    return {key: value for key, value, _ in decoded.reads}
+
+
+async def test_a_proven_dry_run_does_not_carry_the_receivers_holding_to_the_sender() -> None:
+    """``assets can_transfer`` is the sender's question, but the query reads the receiver's
+    balance and escrow (the holder cap judges them): a proof would hand them to the sender,
+    so a proven dry run needs a caller who may read the receiver's holding too."""
+    with trio.fail_after(120):
+        the_chain = await trio.to_thread.run_sync(chain)
+    alice, bob = (the_chain.consortium.party(name) for name in ("alice", "bob"))
+    arguments: dict[str, Value] = {
+        "symbol": "SMMF",
+        "from": alice.public_key,
+        "to": bob.public_key,
+        "amount": 1,
+        "now_ms": EPOCH_MS + 10 * 60_000,
+    }
+    bob_holding = the_chain.host.query(
+        "assets", "balance", {"symbol": "SMMF", "holder": bob.public_key}
+    )
+    assert isinstance(bob_holding, dict)
+    assert bob_holding["balance"]
+
+    # Unproven, alice's dry run is hers to ask: the answer says whether it would pass.
+    status, document = await ask(alice.key, "assets", "can_transfer", arguments, prove=False)
+    assert status == 200, document
+
+    # Proven, it would carry bob's balance: refused, naming the rule.
+    status, document = await ask(alice.key, "assets", "can_transfer", arguments, prove=True)
+    assert status == 403, proven_reads(document) if "proof" in document else document
+    assert document["code"] == "forbidden"
+    assert "assets.can_transfer" in str(document["rule"])
+    assert "'to'" in str(document["rule"])
+
+    # The asset's issuer (straits-funds runs the fund) reads every holding: its proof is served,
+    # and it does carry bob's balance.
+    issuer = key_of("straits-funds")
+    status, document = await ask(issuer, "assets", "can_transfer", arguments, prove=True)
+    assert status == 200, document
+    assert encode(bob_holding["balance"]) in proven_reads(document).values()
+    # The same for bob asking about a transfer to alice: his dry run, not alice's holding.
+    mirrored = {**arguments, "from": bob.public_key, "to": alice.public_key}
+    status, document = await ask(bob.key, "assets", "can_transfer", mirrored, prove=False)
+    assert status == 200, document
+    status, document = await ask(bob.key, "assets", "can_transfer", mirrored, prove=True)
+    assert status == 403, document
