@@ -36,9 +36,11 @@ holding to judge the holder cap), and a proof of the answer carries every value 
 is readable only by a caller that both rules admit.
 
 An answer with no subject at all (``None``: nothing was found) is readable by anyone the
-audience admits; a non-empty answer whose subjects cannot be determined is readable by
-overseers with scope ``all`` and nodes only. A path or event kind with no rule is readable by
-nodes (validators and observers) only: deny by default.
+audience admits, unless the rule names the arguments it is ``keyed_by`` (a record looked up
+among one account's own, like a payment by its sender's end-to-end id): then by whoever sees
+one of those accounts, as a found record would be; a non-empty answer whose subjects cannot
+be determined is readable by overseers with scope ``all`` and nodes only. A path or event kind
+with no rule is readable by nodes (validators and observers) only: deny by default.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ __all__ = [
     "event_of",
     "institution_data",
     "institution_relation",
+    "keyed_subjects",
     "members_only",
     "public",
     "record_of",
@@ -115,6 +118,12 @@ class ReadRule:
     lookups: tuple[Lookup, ...] = ()
     # For ``members``: the roles admitted (None: every role).
     roles: frozenset[str] | None = None
+    # Arguments naming the accounts whose own records the query looks up (``payment
+    # {sender, end_to_end_id}``: the sender's ids): that such an account has no such record
+    # is its data too, so an answer that found nothing is readable only by whoever sees one
+    # of them, as a found one would be (else the refusal of a found record would tell a
+    # caller that it exists).
+    keyed_by: tuple[str, ...] = ()
     # Data a proof of the answer carries besides the answer (values the query read without
     # showing them): a proven answer must pass this rule too (None: the answer's rule covers
     # every value the query reads).
@@ -126,6 +135,7 @@ class ReadRule:
         has_subjects = bool(self.accounts or self.institutions or self.fields or self.lookups)
         assert (self.audience == AUDIENCE_PARTIES) == has_subjects, self.description
         assert self.roles is None or self.audience == AUDIENCE_MEMBERS, self.description
+        assert not self.keyed_by or self.audience == AUDIENCE_PARTIES, self.description
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,14 +230,24 @@ def account_data(
     )
 
 
-def record_of(*fields: str, lookups: tuple[Lookup, ...] = ()) -> ReadRule:
-    """A rule for a record owned by the accounts in its ``fields`` (and by the lookups')."""
+def record_of(
+    *fields: str, lookups: tuple[Lookup, ...] = (), keyed_by: tuple[str, ...] = ()
+) -> ReadRule:
+    """A rule for a record owned by the accounts in its ``fields`` (and by the lookups');
+    ``keyed_by``: arguments naming the accounts among whose own records the query looks it up
+    (that it finds none is their data)."""
     named = [f"the accounts in its {'/'.join(fields)} fields"]
+    absent = ""
+    if keyed_by:
+        owners = " or ".join(f"'{name}'" for name in keyed_by)
+        absent = f"; that the account given as {owners} has none is that account's data"
     return ReadRule(
         AUDIENCE_PARTIES,
-        f"a record of {_owners(named, lookups)}: readable by whoever sees one of them ({_SEERS})",
+        f"a record of {_owners(named, lookups)}: readable by whoever sees one of them"
+        f" ({_SEERS}){absent}",
         fields=fields,
         lookups=lookups,
+        keyed_by=keyed_by,
     )
 
 
@@ -317,6 +337,13 @@ def subjects_of(
         else:
             _search(lookup(item.path, arguments), frozenset(item.fields), accounts, 0)
     return Subjects(frozenset(accounts), frozenset(institutions))
+
+
+def keyed_subjects(rule: ReadRule, values: Mapping[str, Value]) -> Subjects:
+    """The accounts given as the arguments ``rule`` is ``keyed_by``: whose data it is that the
+    query found nothing."""
+    accounts = (_account(values.get(name)) for name in rule.keyed_by)
+    return Subjects(frozenset(account for account in accounts if account is not None))
 
 
 def _overseer(caller: Member, jurisdiction: str | None, overseers: Mapping[str, str]) -> str | None:

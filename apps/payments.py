@@ -142,7 +142,7 @@ READ_RULES: Final = ReadRules(
         "balance": account_data("account"),
         "history": account_data("account"),
         "controls": account_data("account"),
-        "payment": record_of("from", "to"),
+        "payment": record_of("from", "to", keyed_by=("sender",)),
         "escrow": record_of("owner"),
         "offers": members_only("open FX offers are a market"),
         "offer": members_only("FX offers are a market"),

@@ -836,7 +836,7 @@ def read_rule_problems(schema: AppSchema, rules: ReadRules) -> list[str]:
         declared = {argument.name for argument in query.arguments}
         # The rule and the rule of what a proof of the answer carries besides it.
         for part in (rule,) if rule.proof is None else (rule, rule.proof):
-            named = set(part.accounts) | set(part.institutions)
+            named = set(part.accounts) | set(part.institutions) | set(part.keyed_by)
             named.update(source for lookup in part.lookups for _, source in lookup.arguments)
             problems.extend(
                 f"read rule for query {path!r} names argument {name!r}, which it does not have"

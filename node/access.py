@@ -47,6 +47,7 @@ from apps.access import (
     Subjects,
     account_relation,
     institution_relation,
+    keyed_subjects,
     subjects_of,
 )
 from apps.base import AppError, Event
@@ -328,6 +329,9 @@ class AccessControl:
             self._deny(principal, name, None, f"{name}")
             return
         subjects = self._subjects(app, rule, arguments, answer)
+        if not subjects and _empty(answer) and rule.keyed_by:
+            # Nothing was found among these accounts' own records: that is their data.
+            subjects = keyed_subjects(rule, arguments)
         if self._relation(principal, rule, subjects, rules.overseers) is None and not (
             # Nothing was found: there is nobody's data to protect.
             not subjects and _empty(answer) and rule.audience != AUDIENCE_MEMBERS

@@ -219,7 +219,10 @@ OWNERS: Final[dict[tuple[str, str], Owners]] = {
     ("payments", "balance"): lambda w, a, r: _arg(a, "account"),
     ("payments", "history"): lambda w, a, r: _arg(a, "account"),
     ("payments", "controls"): lambda w, a, r: _arg(a, "account"),
-    ("payments", "payment"): lambda w, a, r: _found(r, frozenset({"from", "to"})),
+    # Not found among a sender's end-to-end ids: whether it used one is the sender's data.
+    ("payments", "payment"): lambda w, a, r: (
+        _found(r, frozenset({"from", "to"})) if r is not None else _arg(a, "sender")
+    ),
     ("payments", "escrow"): lambda w, a, r: _found(r, frozenset({"owner"})),
     ("payments", "offers"): lambda w, a, r: MEMBERS,
     ("payments", "offer"): lambda w, a, r: MEMBERS,
@@ -396,6 +399,15 @@ def test_every_event_kind_the_demo_emits_declares_a_rule() -> None:
 # A key that is no member still reads its own (empty) account.
 @example(question=("payments", "balances", {"account": STRANGER}), caller=STRANGER)
 @example(question=("payments", "balances", {"account": ZED}), caller=None)
+# Whether alice used an end-to-end id is hers: the unrelated customer learns neither answer.
+@example(
+    question=(
+        "payments",
+        "payment",
+        {"sender": demo_consortium(0).party("alice").public_key, "end_to_end_id": "none"},
+    ),
+    caller=ZED,
+)
 def test_no_query_answers_a_caller_unrelated_to_its_owners(
     question: tuple[str, str, dict[str, Value]], caller: bytes | None
 ) -> None:

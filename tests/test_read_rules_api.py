@@ -181,3 +181,44 @@ async def test_a_proven_dry_run_does_not_carry_the_receivers_holding_to_the_send
     assert status == 200, document
     status, document = await ask(bob.key, "assets", "can_transfer", mirrored, prove=True)
     assert status == 403, document
+
+
+async def test_whether_an_account_used_an_end_to_end_id_is_its_data() -> None:
+    """``payments payment {sender, end_to_end_id}`` looks up a payment in the sender's own
+    ids: a caller who may not read the sender's data gets the same refusal whether the sender
+    used the id or not (an empty answer would say it did not, a refusal that it did)."""
+    with trio.fail_after(120):
+        the_chain = await trio.to_thread.run_sync(chain)
+    alice = the_chain.consortium.party("alice")
+    history = the_chain.host.query("payments", "history", {"account": alice.public_key})
+    assert isinstance(history, tuple)
+    sent = [
+        record
+        for record in history
+        if isinstance(record, dict) and record["from"] == alice.public_key
+    ]
+    assert sent, "the demo traffic made no payment by alice"
+    used = sent[0]["end_to_end_id"]
+    assert isinstance(used, str)
+    for end_to_end_id in (used, "NEVER-USED-1"):
+        arguments: dict[str, Value] = {"sender": alice.public_key, "end_to_end_id": end_to_end_id}
+        for stranger in (None, key_of("chen"), key_of("pearl-bank")):
+            status, document = await ask(stranger, "payments", "payment", arguments, prove=False)
+            assert status == 403, (end_to_end_id, document)
+            assert document["rule"] == (
+                "payments.payment: "
+                + the_chain.host.app("payments").read_rules.queries["payment"].description
+                + ("; sign the request with your key (--key)" if stranger is None else "")
+            )
+        # Alice and her bank read it, found or not.
+        for reader in (alice.key, key_of("lion-bank")):
+            status, document = await ask(reader, "payments", "payment", arguments, prove=False)
+            assert status == 200, document
+            assert (document["result"] is None) == (end_to_end_id != used)
+    # A payment looked up by number is the same record: the sender given does not widen it.
+    number = sent[0]["id"]
+    assert isinstance(number, int)
+    chen = key_of("chen")
+    by_number: dict[str, Value] = {"id": number, "sender": chen.public_key}
+    status, document = await ask(chen, "payments", "payment", by_number, prove=False)
+    assert status == 403, document
