@@ -203,6 +203,14 @@ class AccessControl:
             return Principal(KIND_STRANGER, key)
         return Principal(KIND_MEMBER, key, member)
 
+    def current(self, principal: Principal) -> Principal:
+        """``principal`` as of the committed height: a long-lived request (the event stream)
+        asks again as the chain moves on, so a key suspended, given other roles or no longer
+        a node's reads what a new request would."""
+        if principal.key is None:
+            return principal
+        return self.principal_of(principal.key)
+
     def sees_everything(self, principal: Principal) -> bool:
         """Nodes (and everyone on an open chain) read every app's data."""
         return self.open or principal.kind == KIND_NODE

@@ -23,7 +23,9 @@ Three item types (the SSE ``event:`` field):
 
 The stream is **scoped by the read rules** (``node.access``): a receipt or event the caller may
 not read is left out, exactly as if it had been filtered; the first item (``scope``) says whose
-view this is. Filters narrow it further: ``types`` (block, receipt, app_event), ``app``,
+view this is. The caller's membership is read again for each block, so a stream follows it as
+the chain changes it: a key suspended (or given other roles) gets from that height on what a new
+request would. Filters narrow it further: ``types`` (block, receipt, app_event), ``app``,
 ``kind`` (event kinds) and ``account`` (items whose subjects include the account: its sender or
 an account the event's rule names). A filter on an account the caller may not read is refused
 up front with 403 naming the rule. ``until=H`` ends the stream after block H (a finite replay).
@@ -382,6 +384,8 @@ async def event_stream(
                 continue
         block = source.stream_block(height)
         if block is not None:
+            # Who the caller is now: membership may have changed since the stream began.
+            view.principal = access.current(principal)
             for number, kind, document in _items(block, view):
                 if number > skip_through:
                     yield _message(kind, f"{height}-{number}", document)
