@@ -13,7 +13,9 @@ A rule has an **audience**:
 
 * ``public``: anyone, signed or not (currency and asset definitions, institutions);
 * ``members``: any active member identity holding one of ``roles`` (an open market's offers,
-  membership lookups);
+  membership lookups); a members rule may name a field that ``closes`` an answer to the market
+  (an offer's ``taker``) and the ``closed`` rule that answer is read under then (its maker's
+  and taker's record);
 * ``parties``: only callers related to one of the answer's **subjects** (below).
 
 The subjects of one answer are accounts (public keys) and institutions, found three ways:
@@ -118,6 +120,10 @@ class ReadRule:
     lookups: tuple[Lookup, ...] = ()
     # For ``members``: the roles admitted (None: every role).
     roles: frozenset[str] | None = None
+    # For ``members``: an answer holding a value under ``closes`` (an offer's ``taker``: it was
+    # taken) is no longer the market's but a record under ``closed`` (its maker's and taker's).
+    closes: str = ""
+    closed: ReadRule | None = None
     # Arguments naming the accounts whose own records the query looks up (``payment
     # {sender, end_to_end_id}``: the sender's ids): that such an account has no such record
     # is its data too, so an answer that found nothing is readable only by whoever sees one
@@ -136,6 +142,10 @@ class ReadRule:
         assert (self.audience == AUDIENCE_PARTIES) == has_subjects, self.description
         assert self.roles is None or self.audience == AUDIENCE_MEMBERS, self.description
         assert not self.keyed_by or self.audience == AUDIENCE_PARTIES, self.description
+        assert bool(self.closes) == (self.closed is not None), self.description
+        assert self.closed is None or (
+            self.audience == AUDIENCE_MEMBERS and self.closed.audience == AUDIENCE_PARTIES
+        ), self.description
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,10 +214,19 @@ def public(description: str) -> ReadRule:
     return ReadRule(AUDIENCE_PUBLIC, f"public: {description}")
 
 
-def members_only(description: str, roles: frozenset[str] | None = None) -> ReadRule:
-    """A rule for data every active member (holding one of ``roles``) may read."""
+def members_only(
+    description: str,
+    roles: frozenset[str] | None = None,
+    *,
+    closes: str = "",
+    closed: ReadRule | None = None,
+) -> ReadRule:
+    """A rule for data every active member (holding one of ``roles``) may read; an answer
+    holding a value under ``closes`` is read under ``closed`` instead."""
     who = "members" if roles is None else "members holding " + "/".join(sorted(roles))
-    return ReadRule(AUDIENCE_MEMBERS, f"{who} only: {description}", roles=roles)
+    return ReadRule(
+        AUDIENCE_MEMBERS, f"{who} only: {description}", roles=roles, closes=closes, closed=closed
+    )
 
 
 def _owners(named: list[str], lookups: tuple[Lookup, ...]) -> str:

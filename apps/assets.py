@@ -79,6 +79,7 @@ from apps.access import (
     event_of,
     members_only,
     public,
+    record_of,
 )
 from apps.base import (
     ROLE_BANK,
@@ -148,7 +149,12 @@ READ_RULES: Final = ReadRules(
         ),
         "history": account_data("holder", lookups=(_ASSET_STEWARDS,)),
         "offers": members_only("open DvP offers are a market"),
-        "offer": members_only("DvP offers are a market"),
+        # Taken, an offer is a trade: its maker's and taker's, like their settlement events.
+        "offer": members_only(
+            "DvP offers are a market; a taken one is its maker's and taker's",
+            closes="taker",
+            closed=record_of("maker", "taker"),
+        ),
     },
     events={
         "asset_created": public("asset definitions"),

@@ -145,7 +145,12 @@ READ_RULES: Final = ReadRules(
         "payment": record_of("from", "to", keyed_by=("sender",)),
         "escrow": record_of("owner"),
         "offers": members_only("open FX offers are a market"),
-        "offer": members_only("FX offers are a market"),
+        # Taken, an offer is a trade: its maker's and taker's, like their settlement events.
+        "offer": members_only(
+            "FX offers are a market; a taken one is its maker's and taker's",
+            closes="taker",
+            closed=record_of("maker", "taker"),
+        ),
     },
     events={
         "currency_created": public("currency definitions"),

@@ -835,7 +835,7 @@ def read_rule_problems(schema: AppSchema, rules: ReadRules) -> list[str]:
             continue
         declared = {argument.name for argument in query.arguments}
         # The rule and the rule of what a proof of the answer carries besides it.
-        for part in (rule,) if rule.proof is None else (rule, rule.proof):
+        for part in (rule, *(part for part in (rule.proof, rule.closed) if part is not None)):
             named = set(part.accounts) | set(part.institutions) | set(part.keyed_by)
             named.update(source for lookup in part.lookups for _, source in lookup.arguments)
             problems.extend(

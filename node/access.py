@@ -336,6 +336,9 @@ class AccessControl:
         if rule is None:
             self._deny(principal, name, None, f"{name}")
             return
+        record = _record(answer)
+        if rule.closed is not None and record is not None and record.get(rule.closes) is not None:
+            rule = rule.closed  # no longer the market's: its parties' record
         subjects = self._subjects(app, rule, arguments, answer)
         if not subjects and _empty(answer) and rule.keyed_by:
             # Nothing was found among these accounts' own records: that is their data.

@@ -205,6 +205,13 @@ def _receivable_parties(w: World, rid: Value) -> set[bytes]:
     return _found(record, frozenset({"debtor", "holder", "financed_by", "bank"}))
 
 
+def _taken(offer: Value) -> set[bytes] | str:
+    """An open offer is the market's; a taken one its maker's and taker's."""
+    if isinstance(offer, Mapping) and _string_map(offer).get("taker") is not None:
+        return _found(offer, frozenset({"maker", "taker"}))
+    return MEMBERS
+
+
 def _arg(arguments: Mapping[str, Value], name: str) -> set[bytes]:
     value = arguments.get(name)
     return {value} if isinstance(value, bytes) else set()
@@ -225,7 +232,7 @@ OWNERS: Final[dict[tuple[str, str], Owners]] = {
     ),
     ("payments", "escrow"): lambda w, a, r: _found(r, frozenset({"owner"})),
     ("payments", "offers"): lambda w, a, r: MEMBERS,
-    ("payments", "offer"): lambda w, a, r: MEMBERS,
+    ("payments", "offer"): lambda w, a, r: _taken(r),
     ("scf", "receivable"): lambda w, a, r: _receivable_parties(w, a["id"]),
     ("scf", "by_holder"): lambda w, a, r: _arg(a, "holder"),
     ("scf", "by_debtor"): lambda w, a, r: _arg(a, "debtor"),
@@ -243,7 +250,7 @@ OWNERS: Final[dict[tuple[str, str], Owners]] = {
     ("assets", "can_transfer"): lambda w, a, r: _arg(a, "from") | _stewards(w, a),
     ("assets", "history"): lambda w, a, r: _arg(a, "holder") | _stewards(w, a),
     ("assets", "offers"): lambda w, a, r: MEMBERS,
-    ("assets", "offer"): lambda w, a, r: MEMBERS,
+    ("assets", "offer"): lambda w, a, r: _taken(r),
     ("membership", "institution"): lambda w, a, r: PUBLIC,
     ("membership", "institutions"): lambda w, a, r: PUBLIC,
     ("membership", "identity"): lambda w, a, r: MEMBERS,

@@ -16,7 +16,7 @@ from typing import Final
 import trio
 
 from apps.assets import AssetsApp
-from apps.base import BlockContext
+from apps.base import BlockContext, Event
 from apps.demo import Consortium, DemoTraffic, demo_consortium
 from apps.host import AppHost
 from apps.membership import MembershipApp
@@ -35,7 +35,7 @@ from node.http import Request, Response
 
 CHAIN_ID: Final = "rules-api-net"
 EPOCH_MS: Final = 1_704_067_200_000
-BLOCKS: Final = 3
+BLOCKS: Final = 8
 
 
 class _Chain:
@@ -51,6 +51,7 @@ class _Chain:
         self.backend.apply(writes)
         self.host.committed(0, app_hash)
         traffic = DemoTraffic(self.consortium)
+        self.events: list[Event] = []
         for height in range(1, BLOCKS + 1):
             now_ms = EPOCH_MS + height * 60_000
             batch = traffic.batch(25, now_ms)
@@ -59,6 +60,7 @@ class _Chain:
             )
             self.backend.apply(result.writes)
             self.host.committed(height, result.app_hash)
+            self.events += [event for receipt in result.receipts for event in receipt.events]
 
     # -- the fake node (``node.api.ApiBackend``, what ``POST /query`` needs of it) -------------
 
@@ -192,10 +194,17 @@ async def test_whether_an_account_used_an_end_to_end_id_is_its_data() -> None:
     alice = the_chain.consortium.party("alice")
     history = the_chain.host.query("payments", "history", {"account": alice.public_key})
     assert isinstance(history, tuple)
+    pearl_side = {
+        the_chain.consortium.party(name).public_key
+        for name in ("chen", "pearl-bank", "dragon-motors")
+    }
     sent = [
         record
         for record in history
-        if isinstance(record, dict) and record["from"] == alice.public_key
+        if isinstance(record, dict)
+        and record["from"] == alice.public_key
+        # Paid to none the strangers below see (pearl-bank sees its customers and enterprises).
+        and record["to"] not in pearl_side
     ]
     assert sent, "the demo traffic made no payment by alice"
     used = sent[0]["end_to_end_id"]
@@ -222,3 +231,45 @@ async def test_whether_an_account_used_an_end_to_end_id_is_its_data() -> None:
     by_number: dict[str, Value] = {"id": number, "sender": chen.public_key}
     status, document = await ask(chen, "payments", "payment", by_number, prove=False)
     assert status == 403, document
+
+
+async def test_a_taken_offer_is_its_makers_and_takers_not_the_markets() -> None:
+    """Open FX and DvP offers are a market every member reads; once one is taken, who took
+    it (and so the trade: both amounts, both parties) is the maker's and the taker's, as
+    their ``fx_settled`` and ``dvp_settled`` events are."""
+    with trio.fail_after(120):
+        the_chain = await trio.to_thread.run_sync(chain)
+    customers = [party for party in the_chain.consortium.parties if party.roles == ("customer",)]
+    for app, settled, offered in (
+        ("payments", "fx_settled", "fx_offered"),
+        ("assets", "dvp_settled", "dvp_offered"),
+    ):
+        taken = [event for event in the_chain.events if (event.app, event.kind) == (app, settled)]
+        assert taken, f"the demo traffic took no {app} offer"
+        event = taken[0]
+        arguments: dict[str, Value] = {"id": event.attributes["offer"]}
+        parties = {event.attributes["maker"], event.attributes["taker"]}
+        outsider = next(party for party in customers if party.public_key not in parties)
+        status, document = await ask(outsider.key, app, "offer", arguments, prove=False)
+        assert status == 403, document
+        assert str(document["rule"]).startswith(
+            f"{app}.offer: a record of the accounts in its maker/taker"
+        )
+        for party in the_chain.consortium.parties:
+            if party.public_key in parties:
+                status, document = await ask(party.key, app, "offer", arguments, prove=False)
+                assert status == 200, document
+                result = document["result"]
+                assert isinstance(result, dict)
+                assert result["status"] == "settled"
+        # An offer nobody took is still the market's.
+        taken_ids = {event.attributes["offer"] for event in taken}
+        still_open = [
+            event.attributes["offer"]
+            for event in the_chain.events
+            if (event.app, event.kind) == (app, offered)
+            and event.attributes["offer"] not in taken_ids
+        ]
+        assert still_open, f"every {app} offer of the demo traffic was taken"
+        status, document = await ask(outsider.key, app, "offer", {"id": still_open[0]}, prove=False)
+        assert status == 200, document
