@@ -37,6 +37,7 @@ from typing import Final
 
 from apps.access import (
     AUDIENCE_MEMBERS,
+    AUDIENCE_PARTIES,
     AUDIENCE_PUBLIC,
     OVERSEERS,
     SCOPE_ALL,
@@ -354,6 +355,40 @@ class AccessControl:
             if self._relation(principal, rule.proof, subjects, rules.overseers) is None:
                 what = f"a proof of {name}, which carries data {_describe(subjects)}"
                 self._deny(principal, f"{name} (proof)", rule.proof, what)
+
+    def check_arguments(
+        self,
+        principal: Principal,
+        app: str,
+        path: str,
+        arguments: Mapping[str, Value],
+        *,
+        proven: bool = False,
+    ) -> None:
+        """Raise ``AccessDenied`` before the query runs when its arguments alone refuse
+        ``principal``: a rule whose subjects do not come from the answer (``account_data``) and
+        that names some (an empty answer may be readable: that waits for the answer). Then
+        neither the refusal's time nor the node's work depends on the answer (how much an
+        account holds or did); ``check_query`` still checks the answer."""
+        if self.sees_everything(principal):
+            return
+        rules = self._rules(app)
+        rule = rules.queries.get(path)
+        if rule is None:
+            return  # an unknown path is for the app to name; the answer's check refuses it
+        name = f"{app}.{path}"
+        checks = [(name, rule)]
+        if proven and rule.proof is not None:
+            checks.append((f"{name} (proof)", rule.proof))
+        for rule_name, part in checks:
+            if part.audience != AUDIENCE_PARTIES or part.fields:
+                continue
+            subjects = self._subjects(app, part, arguments, None)
+            if subjects and self._relation(principal, part, subjects, rules.overseers) is None:
+                what = f"{name} {_describe(subjects)}"
+                if part is not rule:
+                    what = f"a proof of {name}, which carries data {_describe(subjects)}"
+                self._deny(principal, rule_name, part, what)
 
     def _ask(self, app: str, path: str, arguments: Mapping[str, Value]) -> Value:
         """An app's answer for a rule's lookup, or None when it cannot answer (an unknown

@@ -629,6 +629,9 @@ class _Handler:
             arguments = from_json(body.get("arguments", {}), "arguments")
         except JsonValueError as error:
             raise _BadRequest(str(error)) from None
+        if isinstance(arguments, dict):
+            # Refused by the arguments alone: before the query runs (its time tells nothing).
+            self._access.check_arguments(principal, app, path, arguments, proven=prove)
         proof: QueryProof | None = None
         try:
             if prove:

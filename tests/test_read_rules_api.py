@@ -52,6 +52,8 @@ class _Chain:
         self.host.committed(0, app_hash)
         traffic = DemoTraffic(self.consortium)
         self.events: list[Event] = []
+        # The queries the API ran through this fake node (not the read rules' own look-ups).
+        self.asked: list[str] = []
         for height in range(1, BLOCKS + 1):
             now_ms = EPOCH_MS + height * 60_000
             batch = traffic.batch(25, now_ms)
@@ -69,12 +71,14 @@ class _Chain:
 
     def query(self, app: str, path: str, arguments: Value) -> Value:
         assert isinstance(arguments, dict)
+        self.asked.append(f"{app}.{path}")
         return self.host.query(app, path, arguments)
 
     def query_proven(self, app: str, path: str, arguments: Value) -> tuple[Value, QueryProof]:
         """The answer and the values it read, as a real node's proof carries them (the Merkle
         paths and the certificate are placeholders: the API never looks into them)."""
         assert isinstance(arguments, dict)
+        self.asked.append(f"{app}.{path}")
         try:
             result, read = recorded_query(
                 lambda recorder: self.host.query(app, path, arguments, state=recorder),
@@ -273,3 +277,41 @@ async def test_a_taken_offer_is_its_makers_and_takers_not_the_markets() -> None:
         assert still_open, f"every {app} offer of the demo traffic was taken"
         status, document = await ask(outsider.key, app, "offer", {"id": still_open[0]}, prove=False)
         assert status == 200, document
+
+
+async def test_a_read_the_arguments_refuse_is_refused_before_the_query_runs() -> None:
+    """When the arguments alone decide (another account's balances, history, holdings), the
+    node refuses without running the query: the refusal's time and work cannot tell how much
+    the account holds or did."""
+    with trio.fail_after(120):
+        the_chain = await trio.to_thread.run_sync(chain)
+    alice = the_chain.consortium.party("alice")
+    questions: list[tuple[str, str, dict[str, Value]]] = [
+        ("payments", "balances", {"account": alice.public_key}),
+        ("payments", "history", {"account": alice.public_key, "limit": 200}),
+        ("assets", "balances", {"holder": alice.public_key}),
+        ("scf", "by_holder", {"holder": alice.public_key}),
+    ]
+    for app, path, arguments in questions:
+        for caller in (None, key_of("bob")):
+            the_chain.asked.clear()
+            status, document = await ask(caller, app, path, arguments, prove=False)
+            assert status == 403, document
+            assert the_chain.asked == [], (app, path, the_chain.asked)
+        the_chain.asked.clear()
+        status, document = await ask(alice.key, app, path, arguments, prove=False)
+        assert status == 200, document
+        assert the_chain.asked == [f"{app}.{path}"]
+    # A proven dry run whose proof the caller may not read is refused before it runs too.
+    bob = the_chain.consortium.party("bob")
+    dry_run: dict[str, Value] = {
+        "symbol": "SMMF",
+        "from": alice.public_key,
+        "to": bob.public_key,
+        "amount": 1,
+        "now_ms": EPOCH_MS,
+    }
+    the_chain.asked.clear()
+    status, document = await ask(alice.key, "assets", "can_transfer", dry_run, prove=True)
+    assert status == 403, document
+    assert the_chain.asked == []
