@@ -75,6 +75,7 @@ __all__ = [
     "institution_relation",
     "keyed_subjects",
     "members_only",
+    "named_in",
     "public",
     "record_of",
     "subjects_of",
@@ -363,6 +364,15 @@ def keyed_subjects(rule: ReadRule, values: Mapping[str, Value]) -> Subjects:
     query found nothing."""
     accounts = (_account(values.get(name)) for name in rule.keyed_by)
     return Subjects(frozenset(account for account in accounts if account is not None))
+
+
+def named_in(values: Mapping[str, Value]) -> Subjects:
+    """Every account and institution id among ``values`` (what a caller named itself)."""
+    accounts = (_account(value) for value in values.values())
+    return Subjects(
+        frozenset(account for account in accounts if account is not None),
+        frozenset(value for value in values.values() if isinstance(value, str) and value),
+    )
 
 
 def _overseer(caller: Member, jurisdiction: str | None, overseers: Mapping[str, str]) -> str | None:

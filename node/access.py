@@ -49,6 +49,7 @@ from apps.access import (
     account_relation,
     institution_relation,
     keyed_subjects,
+    named_in,
     subjects_of,
 )
 from apps.base import AppError, Event
@@ -348,12 +349,12 @@ class AccessControl:
             # Nothing was found: there is nobody's data to protect.
             not subjects and _empty(answer) and rule.audience != AUDIENCE_MEMBERS
         ):
-            self._deny(principal, name, rule, f"{name} {_describe(subjects)}")
+            self._deny(principal, name, rule, f"{name} {_describe(subjects, arguments)}")
         if proven and rule.proof is not None:
             # What the query read is there even when the answer is empty: no such exception.
             subjects = self._subjects(app, rule.proof, arguments, answer)
             if self._relation(principal, rule.proof, subjects, rules.overseers) is None:
-                what = f"a proof of {name}, which carries data {_describe(subjects)}"
+                what = f"a proof of {name}, which carries data {_describe(subjects, arguments)}"
                 self._deny(principal, f"{name} (proof)", rule.proof, what)
 
     def check_arguments(
@@ -385,9 +386,9 @@ class AccessControl:
                 continue
             subjects = self._subjects(app, part, arguments, None)
             if subjects and self._relation(principal, part, subjects, rules.overseers) is None:
-                what = f"{name} {_describe(subjects)}"
+                what = f"{name} {_describe(subjects, arguments)}"
                 if part is not rule:
-                    what = f"a proof of {name}, which carries data {_describe(subjects)}"
+                    what = f"a proof of {name}, which carries data {_describe(subjects, arguments)}"
                 self._deny(principal, rule_name, part, what)
 
     def _ask(self, app: str, path: str, arguments: Mapping[str, Value]) -> Value:
@@ -491,7 +492,15 @@ def _empty(answer: Value) -> bool:
     return answer is None or answer == () or answer == [] or answer == {}
 
 
-def _describe(subjects: Subjects) -> str:
-    parts = [f"of account {key.hex()[:16]}" for key in sorted(subjects.accounts)[:3]]
-    parts += [f"of institution {name}" for name in sorted(subjects.institutions)[:3]]
+def _describe(subjects: Subjects, arguments: Mapping[str, Value]) -> str:
+    """Whose data a refusal is about, naming only the accounts and institutions the caller gave
+    in ``arguments``: the others come from the answer or a rule's look-ups, and naming them
+    would tell a caller who may not read the record whose it is (a payment's payer and payee)."""
+    given = named_in(arguments)
+    accounts = sorted(subjects.accounts & given.accounts)
+    institutions = sorted(subjects.institutions & given.institutions)
+    parts = [f"of account {key.hex()[:16]}" for key in accounts[:3]]
+    parts += [f"of institution {name}" for name in institutions[:3]]
+    if len(accounts) < len(subjects.accounts) or len(institutions) < len(subjects.institutions):
+        parts.append("of parties it does not name")
     return " / ".join(parts) if parts else "(no owner could be determined)"

@@ -315,3 +315,35 @@ async def test_a_read_the_arguments_refuse_is_refused_before_the_query_runs() ->
     status, document = await ask(alice.key, "assets", "can_transfer", dry_run, prove=True)
     assert status == 403, document
     assert the_chain.asked == []
+
+
+async def test_a_refusal_names_only_the_accounts_the_caller_gave() -> None:
+    """A record looked up by its number (a payment, an order) is refused to a caller who is
+    none of its parties, and the refusal does not say whose it is: naming its payer and payee
+    would hand out the payment graph one number at a time."""
+    with trio.fail_after(120):
+        the_chain = await trio.to_thread.run_sync(chain)
+    alice = the_chain.consortium.party("alice")
+    history = the_chain.host.query("payments", "history", {"account": alice.public_key})
+    assert isinstance(history, tuple)
+    outsider = key_of("chen")
+    refused = 0
+    for record in history:
+        assert isinstance(record, dict)
+        parties = [record[side] for side in ("from", "to") if isinstance(record[side], bytes)]
+        status, document = await ask(outsider, "payments", "payment", {"id": record["id"]}, False)
+        if status == 200:
+            continue  # chen's own payment, or one chen's bank's customer made
+        refused += 1
+        assert status == 403, document
+        message = str(document["error"])
+        for party in parties:
+            assert party.hex()[:16] not in message, message
+        assert "payments.payment" in message
+    assert refused, "chen saw every payment of alice's history"
+    # The accounts the caller named itself are named back: the refusal says what was asked.
+    status, document = await ask(
+        outsider, "payments", "balances", {"account": alice.public_key}, prove=False
+    )
+    assert status == 403
+    assert alice.public_key.hex()[:16] in str(document["error"])
