@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeVar
 
 from apps.merkle import PROOF_LIMITS, Proof, ProofError, verify
 from consensus.codec import CodecError, Limits, Value, decode, encode
@@ -92,29 +92,16 @@ class _Getter(Protocol):
         ...
 
 
-class ReadRecorder:
-    """A read-only state over ``state`` (anything with ``get``) that records every key read
-    and its value; scans raise ``ProofUnsupported``. Used by a node answering with a proof.
+_Refusal = TypeVar("_Refusal", ProofError, ProofUnsupported)
 
-    As on the client (``ProvenReads``), the query's own code may catch a refusal and answer
-    anyway, an answer the client would refuse: the first refusal is kept in ``refused``, and
-    ``recorded_query`` makes the query unprovable whenever it met one."""
 
-    def __init__(self, state: _Getter) -> None:
-        self._state = state
-        self.reads: dict[bytes, bytes | None] = {}
-        self.refused: ProofUnsupported | None = None
+class _RefusingReads:
+    """What ``ReadRecorder`` and ``ProvenReads`` share: scans and tree reads are refused, and
+    the first refusal is kept in ``refused`` (a query's own code may catch it and answer
+    anyway; the caller checks once the query has ended)."""
 
-    def get(self, key: bytes) -> bytes | None:
-        """The value at ``key`` (recorded)."""
-        if key in self.reads:
-            return self.reads[key]
-        if len(self.reads) >= PROVEN_READS_MAX:
-            raise self._refuse(
-                ProofUnsupported(f"the query reads more than {PROVEN_READS_MAX} keys")
-            )
-        value = self.reads[key] = self._state.get(key)
-        return value
+    def __init__(self) -> None:
+        self.refused: ProofError | ProofUnsupported | None = None
 
     def scan(
         self, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
@@ -130,10 +117,36 @@ class ReadRecorder:
         """Not available: queries never read the tree."""
         raise self._refuse(ProofUnsupported("a query does not read the Merkle tree"))
 
-    def _refuse(self, error: ProofUnsupported) -> ProofUnsupported:
+    def _refuse(self, error: _Refusal) -> _Refusal:
+        """``error``, kept in ``refused`` when it is the first."""
         if self.refused is None:
             self.refused = error
         return error
+
+
+class ReadRecorder(_RefusingReads):
+    """A read-only state over ``state`` (anything with ``get``) that records every key read
+    and its value; scans raise ``ProofUnsupported``. Used by a node answering with a proof.
+
+    As on the client (``ProvenReads``), the query's own code may catch a refusal and answer
+    anyway, an answer the client would refuse: the first refusal is kept in ``refused``, and
+    ``recorded_query`` makes the query unprovable whenever it met one."""
+
+    def __init__(self, state: _Getter) -> None:
+        super().__init__()
+        self._state = state
+        self.reads: dict[bytes, bytes | None] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value at ``key`` (recorded)."""
+        if key in self.reads:
+            return self.reads[key]
+        if len(self.reads) >= PROVEN_READS_MAX:
+            raise self._refuse(
+                ProofUnsupported(f"the query reads more than {PROVEN_READS_MAX} keys")
+            )
+        value = self.reads[key] = self._state.get(key)
+        return value
 
 
 def recorded_query(
@@ -154,7 +167,7 @@ def recorded_query(
     return result, recorder.reads
 
 
-class ProvenReads:
+class ProvenReads(_RefusingReads):
     """A read-only state holding only proven values; reading any other key raises
     ``ProofError`` (the node left a read out of its proof), and scanning raises
     ``ProofUnsupported``. Used by a verifying client.
@@ -165,8 +178,8 @@ class ProvenReads:
     the client refuses an answer whose query met one, however the query ended."""
 
     def __init__(self, values: Mapping[bytes, bytes | None]) -> None:
+        super().__init__()
         self._values = dict(values)
-        self.refused: ProofError | ProofUnsupported | None = None
 
     def get(self, key: bytes) -> bytes | None:
         """The proven value at ``key``."""
@@ -175,26 +188,6 @@ class ProvenReads:
                 ProofError(f"the answer reads key {_shown(key)}, which the proof does not cover")
             )
         return self._values[key]
-
-    def scan(
-        self, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
-    ) -> Iterator[tuple[bytes, bytes]]:
-        """Refused, as on the node."""
-        raise self._refuse(
-            ProofUnsupported(
-                "the query reads a range of keys; proofs cover queries that read single keys"
-            )
-        )
-
-    def tree_node(self, key: bytes) -> bytes | None:
-        """Not available: queries never read the tree."""
-        raise self._refuse(ProofUnsupported("a query does not read the Merkle tree"))
-
-    def _refuse(self, error: ProofError | ProofUnsupported) -> ProofError | ProofUnsupported:
-        """``error``, kept in ``refused`` when it is the first."""
-        if self.refused is None:
-            self.refused = error
-        return error
 
 
 @dataclass(frozen=True, slots=True)
