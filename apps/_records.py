@@ -378,7 +378,7 @@ def active_identity(ctx: TxContext, public_key: bytes, who: str) -> Identity:
     """Membership's record of ``public_key``; ``AppError`` unless it is an active member of an
     active institution."""
     answer = _member_answer(ctx, public_key, who)
-    if answer.get("status") != "active" or not _institution_active(ctx, answer):
+    if not _active_member(ctx, answer):
         raise _not_active(public_key, who)
     return Identity(public_key, answer, True)
 
@@ -386,9 +386,14 @@ def active_identity(ctx: TxContext, public_key: bytes, who: str) -> Identity:
 def require_active(ctx: TxContext, public_key: bytes, who: str) -> None:
     """``active_identity`` for a caller that needs only the check: the same refusals in the
     same order, without building the ``Identity``."""
-    answer = _member_answer(ctx, public_key, who)
-    if answer.get("status") != "active" or not _institution_active(ctx, answer):
+    if not _active_member(ctx, _member_answer(ctx, public_key, who)):
         raise _not_active(public_key, who)
+
+
+def _active_member(ctx: TxContext, answer: Mapping[str, Value]) -> bool:
+    """Whether membership's ``identity`` answer is of an active identity of an active
+    institution."""
+    return answer.get("status") == "active" and _institution_active(ctx, answer)
 
 
 def _institution_active(ctx: TxContext, answer: Mapping[str, Value]) -> bool:

@@ -616,9 +616,7 @@ class MembershipApp(DispatchingApp):
             )
         self._require_authority(actor, institution)
         _apply_status(institution, status, actor, f"enterprise {institution['id']!r}")
-        _save(ctx.state, _institution_key(str(institution["id"])), institution)
-        kind = "institution_suspended" if status == STATUS_SUSPENDED else "institution_reinstated"
-        ctx.emit(kind, {"id": institution["id"], "by": actor["id"]})
+        self._save_institution_status(ctx, institution, str(actor["id"]))
         return _institution_view(institution)
 
     def _propose(self, ctx: TxContext, a: Arguments, execute: bool) -> Value:
@@ -874,8 +872,14 @@ class MembershipApp(DispatchingApp):
         if institution["status"] == status:
             raise AppError("no_change", f"institution {institution['id']!r} is already {status}")
         institution["status"] = status
+        self._save_institution_status(ctx, institution, by)
+
+    @staticmethod
+    def _save_institution_status(ctx: TxContext, institution: dict[str, Value], by: str) -> None:
+        """Store ``institution`` with the status just set, and say so (``by``: who set it)."""
         _save(ctx.state, _institution_key(str(institution["id"])), institution)
-        kind = "institution_suspended" if status == STATUS_SUSPENDED else "institution_reinstated"
+        suspended = institution["status"] == STATUS_SUSPENDED
+        kind = "institution_suspended" if suspended else "institution_reinstated"
         ctx.emit(kind, {"id": institution["id"], "by": by})
 
     @staticmethod
