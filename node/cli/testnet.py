@@ -493,7 +493,7 @@ def _run_testnet(
                 halted = testnet.halted()  # read from the logs once per refresh
                 rows = [_status_row(i, client, testnet, halted) for i, client in enumerate(clients)]
                 live.update(_table(rows, time.monotonic() - started, load))
-                if testnet.died() or _all_halted(testnet, halted):
+                if testnet.died(halted) or _all_halted(testnet, halted):
                     break
                 time.sleep(_REFRESH_S)
     except _Interrupted:

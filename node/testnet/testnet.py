@@ -41,7 +41,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -641,19 +641,26 @@ class Testnet:
             self.stop(index, signalled=index in signalled) for index in range(len(self.processes))
         ]
 
-    def died(self) -> list[int]:
-        """Nodes that exited without being asked to, but for a halt (``halted``)."""
-        halted = self.halted()
+    def died(self, halted: Collection[int] | None = None) -> list[int]:
+        """Nodes that exited without being asked to, but for a halt (``halted``, read from the
+        logs unless the caller has just read it)."""
+        if halted is None:
+            halted = self.halted()
         return [index for index in self._exited_by_themselves() if index not in halted]
 
     def halted(self) -> list[int]:
         """Nodes that stopped by themselves at their ``[consensus] halt_height``: exit 0, and
         their log's last start followed by ``halt_height_reached``."""
-        return [
-            index
-            for index, code in self._exited_by_themselves().items()
-            if code == 0 and halt_event(self.info.homes[index] / "node.log") is not None
-        ]
+        return list(self._halts())
+
+    def _halts(self) -> dict[int, dict[str, JsonType]]:
+        """``halted`` with each node's ``halt_height_reached`` event."""
+        halts: dict[int, dict[str, JsonType]] = {}
+        for index, code in self._exited_by_themselves().items():
+            event = halt_event(self.info.homes[index] / "node.log") if code == 0 else None
+            if event is not None:
+                halts[index] = event
+        return halts
 
     def _exited_by_themselves(self) -> dict[int, int]:
         """The nodes that exited without being asked to, with their exit codes."""
@@ -703,25 +710,24 @@ class Testnet:
         node's API (a node that does not answer gets height 0 and the error), with
         ``exit_codes`` as each node's exit code; a node that halted (``halted``) is read
         from its store."""
-        halted = set(self.halted())
+        halts = self._halts()
         return [
-            self._summary(index, exit_codes, index in halted)
+            self._summary(index, exit_codes, halts.get(index))
             for index in range(len(self.info.homes))
         ]
 
     def _summary(
-        self, index: int, exit_codes: list[int | None] | None, halted: bool
+        self, index: int, exit_codes: list[int | None] | None, halt: dict[str, JsonType] | None
     ) -> NodeSummary:
         name = self.info.homes[index].name
         process = self.processes[index]
         alive = process is not None and process.poll() is None
         code = exit_codes[index] if exit_codes is not None else None
-        if halted:
+        if halt is not None:
             # Its API is gone with it: what it committed is in its store, and its count (since
-            # its start, as ``/status`` gives it) in its last event.
+            # its start, as ``/status`` gives it) in its halt's event.
             height, block_hash, app_hash = stored_tip(self.info.homes[index])
-            event = halt_event(self.info.homes[index] / "node.log") or {}
-            committed = _int(event.get("transactions_committed"))
+            committed = _int(halt.get("transactions_committed"))
             return NodeSummary(
                 name, False, code, height, block_hash, app_hash, committed, halted=True
             )
